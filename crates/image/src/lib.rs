@@ -1,0 +1,2 @@
+#![forbid(unsafe_code)]
+//! CRIU image format (placeholder, being written).
