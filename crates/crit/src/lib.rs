@@ -2,3 +2,4 @@
 
 pub mod cmd;
 pub mod io;
+pub mod status;

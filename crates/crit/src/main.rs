@@ -26,6 +26,9 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
+    // --- check / diff / rewrite / edit ---
+    /// Check the consistency of a whole image set
+    Check(cmd::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,10 +38,15 @@ fn main() -> ExitCode {
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
         Cmd::Show(a) => cmd::show::run(a),
+        // --- check / diff / rewrite / edit ---
+        Cmd::Check(a) => cmd::check::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if cryo_crit::io::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if cryo_crit::status::exit_code(&e).is_some() => {
+            ExitCode::from(cryo_crit::status::exit_code(&e).unwrap())
+        }
         Err(e) => {
             eprintln!("crit: {e:#}");
             ExitCode::FAILURE

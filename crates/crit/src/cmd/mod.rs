@@ -4,3 +4,5 @@ pub mod decode;
 pub mod encode;
 pub mod info;
 pub mod show;
+// --- check / diff / rewrite / edit ---
+pub mod check;
