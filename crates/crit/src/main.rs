@@ -29,6 +29,8 @@ enum Cmd {
     // --- check / diff / rewrite / edit ---
     /// Check the consistency of a whole image set
     Check(cmd::check::CheckArgs),
+    /// Edit an image as JSON in $EDITOR, then validate and write it back
+    Edit(cmd::edit::EditArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Cmd::Show(a) => cmd::show::run(a),
         // --- check / diff / rewrite / edit ---
         Cmd::Check(a) => cmd::check::run(a),
+        Cmd::Edit(a) => cmd::edit::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

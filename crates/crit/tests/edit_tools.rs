@@ -270,3 +270,80 @@ fn check_on_a_non_set_is_an_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(out.contains("no inventory.img"), "{out}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// edit
+
+/// Run `crit edit` with EDITOR set to a shell snippet.
+fn edit_with(img: &Path, editor: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crit"))
+        .args(["edit", s(img)])
+        .env_remove("VISUAL")
+        .env("EDITOR", editor)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn edit_changes_a_field_with_sed() {
+    let (_t, dir) = copy_set("proctree");
+    let img = dir.join("fs-9408.img");
+    let before = read_entries::<pb::FsEntry>(&img, "FS").unwrap()[0];
+    assert_eq!(before.umask, Some(18));
+    // Pretty JSON prints umask as 18; make it 63 (0o77).
+    let o = edit_with(&img, "sed -i 's/\"umask\": 18/\"umask\": 63/'");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let after = read_entries::<pb::FsEntry>(&img, "FS").unwrap()[0];
+    assert_eq!(after.umask, Some(63));
+    assert_eq!(after.cwd_id, before.cwd_id);
+    // Everything else of the set is untouched and the set is still consistent.
+    for e in fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "fs-9408.img" {
+            assert_eq!(
+                fs::read(e.path()).unwrap(),
+                fs::read(fixture("proctree").join(e.file_name())).unwrap()
+            );
+        }
+    }
+    assert!(crit(&["check", s(&dir)]).status.success());
+}
+
+#[test]
+fn edit_keeps_the_original_on_bad_json_or_failing_editor() {
+    let (_t, dir) = copy_set("proctree");
+    let img = dir.join("core-9408.img");
+    let orig = fs::read(&img).unwrap();
+    // Invalid JSON.
+    let o = edit_with(&img, "sed -i 's/\"magic\"/magic/'");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("not valid JSON") && err.contains("is unchanged"), "{err}");
+    assert!(err.contains("your edit is kept in"), "{err}");
+    assert_eq!(fs::read(&img).unwrap(), orig);
+    // Valid JSON but a value of the wrong type.
+    let o = edit_with(&img, "sed -i 's/\"comm\": \"proctree\"/\"comm\": 12/'");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("comm"), "{err}");
+    assert_eq!(fs::read(&img).unwrap(), orig);
+    // The editor fails.
+    let o = edit_with(&img, "false");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("editor `false` failed"), "{err}");
+    assert_eq!(fs::read(&img).unwrap(), orig);
+    // No change: nothing written.
+    let o = edit_with(&img, "true");
+    assert!(o.status.success());
+    assert_eq!(fs::read(&img).unwrap(), orig);
+    // A raw pages image is refused.
+    let o = edit_with(&dir.join("pages-1.img"), "true");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("not a protobuf image"), "{err}");
+    // No temporary file left in the set.
+    let n = fs::read_dir(&dir).unwrap().count();
+    assert_eq!(n, fs::read_dir(fixture("proctree")).unwrap().count());
+}

@@ -6,3 +6,4 @@ pub mod info;
 pub mod show;
 // --- check / diff / rewrite / edit ---
 pub mod check;
+pub mod edit;
