@@ -2,4 +2,5 @@
 
 pub mod cmd;
 pub mod io;
+pub mod rewrite;
 pub mod status;

@@ -31,6 +31,8 @@ enum Cmd {
     Check(cmd::check::CheckArgs),
     /// Edit an image as JSON in $EDITOR, then validate and write it back
     Edit(cmd::edit::EditArgs),
+    /// Rewrite a set into a new directory: renumber pids, move a mapping
+    Rewrite(cmd::rewrite::RewriteArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         // --- check / diff / rewrite / edit ---
         Cmd::Check(a) => cmd::check::run(a),
         Cmd::Edit(a) => cmd::edit::run(a),
+        Cmd::Rewrite(a) => cmd::rewrite::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -347,3 +347,286 @@ fn edit_keeps_the_original_on_bad_json_or_failing_editor() {
     let n = fs::read_dir(&dir).unwrap().count();
     assert_eq!(n, fs::read_dir(fixture("proctree")).unwrap().count());
 }
+
+// ------------------------------------------------------------------------------------------------
+// rewrite
+
+use std::collections::BTreeMap;
+
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every protobuf image of `dir` decodes with CRIU's own crit (Debian's package `criu`).
+fn criu_crit_decodes(dir: &Path) {
+    let crit_py = Path::new("/usr/bin/crit");
+    assert!(crit_py.exists(), "CRIU's crit is needed (apt-get install criu)");
+    for (name, _) in snapshot(dir) {
+        if !name.ends_with(".img") || name.starts_with("pages-") {
+            continue;
+        }
+        let o = Command::new(crit_py)
+            .args(["decode", "-i", s(&dir.join(&name))])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "CRIU's crit cannot decode {name}: {}", text(&o).1);
+        let _: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    }
+}
+
+#[test]
+fn rewrite_pid_map_renumbers_the_tree_and_passes_both_crits() {
+    let input = fixture("proctree");
+    let before = snapshot(&input);
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    // A shuffle (9409 and 9411 swap) and two fresh pids.
+    let o = crit(&[
+        "rewrite",
+        s(&input),
+        "-o",
+        s(&out),
+        "--pid-map",
+        "9406:500,9408:501,9409:9411,9411:9409",
+    ]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{stdout}{err}");
+    assert!(stdout.contains("changed: core-9406.img -> core-500.img"), "{stdout}");
+    assert!(
+        stdout.contains("not fixed: pids stored inside process memory"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&input), before, "the input was modified");
+
+    let tree = read_entries::<pb::PstreeEntry>(out.join("pstree.img"), "PSTREE").unwrap();
+    let got: Vec<_> = tree
+        .iter()
+        .map(|p| (p.pid, p.ppid, p.pgid, p.sid, p.threads.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (500, 0, 500, 500, vec![500]),
+            (501, 500, 500, 500, vec![501]),
+            (9411, 500, 500, 500, vec![9411]),
+            (9410, 500, 500, 500, vec![9410]),
+            (9409, 9410, 500, 500, vec![9409]),
+        ]
+    );
+    // Per-pid images moved with their process, byte for byte; images without pids are identical.
+    let after = snapshot(&out);
+    for (old, new) in [(9406, 500), (9408, 501), (9409, 9411), (9411, 9409), (9410, 9410)] {
+        for kind in ["core", "mm", "pagemap", "ids", "fs"] {
+            assert_eq!(
+                after[&format!("{kind}-{new}.img")],
+                before[&format!("{kind}-{old}.img")],
+                "{kind}-{old} -> {kind}-{new}"
+            );
+        }
+    }
+    for name in [
+        "files.img",
+        "inventory.img",
+        "pages-1.img",
+        "pages-5.img",
+        "fdinfo-4.img",
+        "seccomp.img",
+    ] {
+        assert_eq!(after[name], before[name], "{name}");
+    }
+    assert!(!after.contains_key("core-9406.img"));
+    assert_eq!(after.len(), before.len());
+    // Our check and CRIU's crit accept it.
+    assert!(crit(&["check", s(&out)]).status.success());
+    criu_crit_decodes(&out);
+    // No temporary directory left beside it.
+    assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn rewrite_pid_map_renames_threads_and_fown_owners() {
+    let (_t, dir) = copy_set("threads4");
+    // Make one file owned by a thread (F_SETOWN), so the fown pid must follow the map.
+    let path = dir.join("files.img");
+    let mut files = read_entries::<pb::FileEntry>(&path, "FILES").unwrap();
+    let reg = files[0].reg.as_mut().unwrap();
+    reg.fown.pid = 9307;
+    reg.fown.pid_type = 0;
+    write_entries(&path, "FILES", &files).unwrap();
+    let out = dir.parent().unwrap().join("out");
+    let o = crit(&["rewrite", s(&dir), "-o", s(&out), "--pid-map", "9307:700"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let tree = read_entries::<pb::PstreeEntry>(out.join("pstree.img"), "PSTREE").unwrap();
+    assert_eq!(tree[0].threads, vec![9304, 9306, 700, 9308]);
+    assert!(out.join("core-700.img").exists() && !out.join("core-9307.img").exists());
+    let files = read_entries::<pb::FileEntry>(out.join("files.img"), "FILES").unwrap();
+    assert_eq!(files[0].reg.as_ref().unwrap().fown.pid, 700);
+    assert!(crit(&["check", s(&out)]).status.success());
+    criu_crit_decodes(&out);
+}
+
+#[test]
+fn rewrite_refuses_bad_maps_and_writes_nothing() {
+    let input = fixture("proctree");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    for (map, want) in [
+        ("9408:9409", "collides with 9409"),
+        ("9408:600,9409:600", "would both become 600"),
+        ("1234:600", "pid 1234 is not a process"),
+        ("9408:0", "outside 1..="),
+        ("9408", "is not OLD:NEW"),
+    ] {
+        let o = crit(&["rewrite", s(&input), "-o", s(&out), "--pid-map", map]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{map}");
+        assert!(err.contains(want), "{map}: {err}");
+        assert_eq!(
+            fs::read_dir(t.path()).unwrap().count(),
+            0,
+            "{map}: something was written"
+        );
+    }
+    // An existing, non-empty output directory is refused.
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("x"), b"x").unwrap();
+    let o = crit(&["rewrite", s(&input), "-o", s(&out), "--pid-map", "9408:600"]);
+    assert!(text(&o).1.contains("already exists"), "{:?}", text(&o));
+    assert_eq!(snapshot(&out).len(), 1);
+    // A broken input is refused.
+    let (_t2, bad) = copy_set("proctree");
+    fs::remove_file(bad.join("fs-9410.img")).unwrap();
+    let out2 = t.path().join("out2");
+    let o = crit(&["rewrite", s(&bad), "-o", s(&out2), "--pid-map", "9408:600"]);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("the input set has 1 problem") && err.contains("fs-9410.img is missing"),
+        "{err}"
+    );
+    assert!(!out2.exists());
+}
+
+#[test]
+fn rewrite_move_vma_moves_pages_and_mm_fields() {
+    let input = fixture("loop_heap");
+    let before = snapshot(&input);
+    let pid = first_pid(&input);
+    let set = cryo_image::ImageSet::open(&input).unwrap();
+    let mm = set.mm(pid).unwrap();
+    // The data mapping shares a page run with the next one (CRIU merges adjacent runs): moving it splits
+    // the run and reorders the pages file.
+    let data = mm
+        .vmas
+        .iter()
+        .find(|v| v.start <= mm.mm_start_data && mm.mm_start_data < v.end)
+        .unwrap();
+    let (old, len) = (data.start, data.end - data.start);
+    let new = 0x5500_0000_0000u64;
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let mv = format!("{old:#x}:{new:#x}");
+    let o = crit(&[
+        "rewrite",
+        s(&input),
+        "-o",
+        s(&out),
+        "--pid",
+        &pid.to_string(),
+        "--move-vma",
+        &mv,
+    ]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{stdout}{err}");
+    assert!(stdout.contains("shifted mm_start_data"), "{stdout}");
+    assert!(
+        stdout.contains("not fixed: pointers inside memory are NOT changed"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&input), before, "the input was modified");
+
+    let moved = cryo_image::ImageSet::open(&out).unwrap();
+    let mm2 = moved.mm(pid).unwrap();
+    let v2 = mm2.vmas.iter().find(|v| v.start == new).expect("moved vma");
+    assert_eq!(v2.end - v2.start, len);
+    assert!(!mm2.vmas.iter().any(|v| v.start == old));
+    assert!(mm2.vmas.windows(2).all(|w| w[0].end <= w[1].start), "vmas sorted");
+    assert_eq!(mm2.mm_start_data, mm.mm_start_data - old + new);
+    assert_eq!(mm2.mm_start_code, mm.mm_start_code);
+    // The page contents follow the mapping; the rest of memory is where it was.
+    assert_eq!(
+        moved.read_memory(pid, new, len as usize).unwrap(),
+        set.read_memory(pid, old, len as usize).unwrap()
+    );
+    for r in &set.pagemap(pid).unwrap().runs {
+        for a in (r.vaddr..r.end()).step_by(4096) {
+            if a < old || a >= old + len {
+                assert_eq!(
+                    moved.read_memory(pid, a, 4096).unwrap(),
+                    set.read_memory(pid, a, 4096).unwrap(),
+                    "{a:#x}"
+                );
+            }
+        }
+    }
+    assert_ne!(
+        snapshot(&out)["pages-1.img"],
+        before["pages-1.img"],
+        "pages were reordered"
+    );
+    assert!(crit(&["check", s(&out)]).status.success());
+    criu_crit_decodes(&out);
+}
+
+#[test]
+fn rewrite_move_vma_refuses_impossible_moves() {
+    let input = fixture("loop_heap");
+    let pid = first_pid(&input);
+    let mm = cryo_image::ImageSet::open(&input).unwrap().mm(pid).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let vdso = mm.vmas.iter().find(|v| v.status & (1 << 3) != 0).unwrap().start;
+    let (a, b) = (mm.vmas[0].start, mm.vmas[1].start);
+    for (mv, pid_s, want) in [
+        (format!("{a:#x}:{b:#x}"), pid.to_string(), "overlaps the mapping"),
+        (
+            format!("{vdso:#x}:0x550000000000"),
+            pid.to_string(),
+            "the kernel's vdso",
+        ),
+        (
+            format!("{:#x}:0x550000000000", a + 4096 * 1000),
+            pid.to_string(),
+            "no mapping starting at",
+        ),
+        (format!("{a:#x}:0x550000000123"), pid.to_string(), "not page aligned"),
+        (format!("{a:#x}:0x1000"), pid.to_string(), "below mmap_min_addr"),
+        (
+            format!("{a:#x}:0x7ffffffff000"),
+            pid.to_string(),
+            "past the end of user space",
+        ),
+        (
+            format!("{a:#x}:0x550000000000"),
+            "1".to_string(),
+            "pid 1 is not a process",
+        ),
+    ] {
+        let o = crit(&["rewrite", s(&input), "-o", s(&out), "--pid", &pid_s, "--move-vma", &mv]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{mv}");
+        assert!(err.contains(want), "{mv}: {err}");
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+    // --move-vma without --pid is a usage error.
+    let o = crit(&["rewrite", s(&input), "-o", s(&out), "--move-vma", "0x1000:0x2000"]);
+    assert_eq!(o.status.code(), Some(2));
+}

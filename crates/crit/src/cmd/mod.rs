@@ -7,3 +7,4 @@ pub mod show;
 // --- check / diff / rewrite / edit ---
 pub mod check;
 pub mod edit;
+pub mod rewrite;
