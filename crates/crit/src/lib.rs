@@ -1,6 +1,7 @@
 //! crit: CRIU image tool. The library holds every subcommand so that the TUI and tests can call them.
 
 pub mod cmd;
+pub mod diff;
 pub mod io;
 pub mod rewrite;
 pub mod status;

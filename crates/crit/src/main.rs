@@ -29,6 +29,8 @@ enum Cmd {
     // --- check / diff / rewrite / edit ---
     /// Check the consistency of a whole image set
     Check(cmd::check::CheckArgs),
+    /// Compare two image sets (exit 0 same, 1 different, 2 trouble)
+    Diff(cmd::diff::DiffArgs),
     /// Edit an image as JSON in $EDITOR, then validate and write it back
     Edit(cmd::edit::EditArgs),
     /// Rewrite a set into a new directory: renumber pids, move a mapping
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Cmd::Show(a) => cmd::show::run(a),
         // --- check / diff / rewrite / edit ---
         Cmd::Check(a) => cmd::check::run(a),
+        Cmd::Diff(a) => cmd::diff::run(a),
         Cmd::Edit(a) => cmd::edit::run(a),
         Cmd::Rewrite(a) => cmd::rewrite::run(a),
     };

@@ -630,3 +630,285 @@ fn rewrite_move_vma_refuses_impossible_moves() {
     let o = crit(&["rewrite", s(&input), "-o", s(&out), "--move-vma", "0x1000:0x2000"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+// ------------------------------------------------------------------------------------------------
+// diff
+
+fn diff_json(a: &Path, b: &Path) -> (i32, serde_json::Value) {
+    let o = crit(&["diff", "--json", s(a), s(b)]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
+    (o.status.code().unwrap(), v)
+}
+
+#[test]
+fn diff_of_a_set_with_itself_is_empty() {
+    for name in ["loop_heap", "proctree", "threads4", "tcp_est"] {
+        let dir = fixture(name);
+        let o = crit(&["diff", s(&dir), s(&dir)]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{name}: {out}{err}");
+        assert!(out.starts_with("no differences"), "{out}");
+    }
+}
+
+#[test]
+fn diff_of_different_programs_lists_processes() {
+    let (code, v) = diff_json(&fixture("loop_heap"), &fixture("threads4"));
+    assert_eq!(code, 1);
+    assert_eq!(
+        v["processes_gone"],
+        serde_json::json!([{"pid": 9217, "comm": "loop_heap", "threads": 1}])
+    );
+    assert_eq!(
+        v["processes_added"],
+        serde_json::json!([{"pid": 9304, "comm": "threads4", "threads": 4}])
+    );
+    assert_eq!(v["processes_changed"], serde_json::json!([]));
+    assert_eq!(v["same"], false);
+}
+
+#[test]
+fn diff_reports_exactly_the_known_changes() {
+    let (_t, dir) = copy_set("loop_heap");
+    let a = fixture("loop_heap");
+    let pid = first_pid(&dir);
+    let set = cryo_image::ImageSet::open(&a).unwrap();
+
+    // 1. One byte of one page (the first page of the third dumped run).
+    let run = set
+        .pagemap(pid)
+        .unwrap()
+        .runs
+        .iter()
+        .filter(|r| r.offset.is_some())
+        .nth(2)
+        .copied()
+        .unwrap();
+    let pages = dir.join("pages-1.img");
+    let mut data = fs::read(&pages).unwrap();
+    data[run.offset.unwrap() as usize + 100] ^= 0xff;
+    fs::write(&pages, data).unwrap();
+
+    // 2. A register and a credential, through JSON (crit decode -> edit -> crit encode).
+    let core = dir.join(format!("core-{pid}.img"));
+    let o = crit(&["decode", "-i", s(&core)]);
+    let mut j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let old_ip = j["entries"][0]["thread_info"]["gpregs"]["ip"].as_u64().unwrap();
+    j["entries"][0]["thread_info"]["gpregs"]["ip"] = (old_ip + 2).into();
+    j["entries"][0]["thread_core"]["creds"]["uid"] = 1000.into();
+    let jf = dir.parent().unwrap().join("core.json");
+    fs::write(&jf, serde_json::to_vec(&j).unwrap()).unwrap();
+    assert!(crit(&["encode", "-i", s(&jf), "-o", s(&core)]).status.success());
+
+    // 3. A mapping's protection, and 4. one fd closed.
+    let mmp = dir.join(format!("mm-{pid}.img"));
+    let mut mm = read_entries::<pb::MmEntry>(&mmp, "MM").unwrap();
+    let k = mm[0]
+        .vmas
+        .iter()
+        .position(|v| v.prot == 1 && v.status & (1 << 6) != 0)
+        .unwrap();
+    mm[0].vmas[k].prot = 3;
+    let vma = mm[0].vmas[k];
+    write_entries(&mmp, "MM", &mm).unwrap();
+    let fdp = dir.join("fdinfo-2.img");
+    let mut fds = read_entries::<pb::FdinfoEntry>(&fdp, "FDINFO").unwrap();
+    let gone = fds.remove(1);
+    write_entries(&fdp, "FDINFO", &fds).unwrap();
+
+    let (code, v) = diff_json(&a, &dir);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["processes_changed"].as_array().unwrap().len(), 1);
+    let p = &v["processes_changed"][0];
+    assert_eq!(p["pid"], pid);
+    let mem = &p["memory"];
+    assert_eq!(
+        (mem["changed"].as_u64(), mem["added"].as_u64(), mem["removed"].as_u64()),
+        (Some(1), Some(0), Some(0))
+    );
+    assert_eq!(
+        mem["ranges"],
+        serde_json::json!([{"start": run.vaddr, "end": run.vaddr + 4096, "pages": 1, "kind": "changed"}])
+    );
+    assert_eq!(
+        mem["compared"].as_u64().unwrap(),
+        set.pagemap(pid).unwrap().present_bytes() / 4096
+    );
+    let t = &p["threads"][0];
+    assert_eq!(t["tid"], pid);
+    assert_eq!(
+        t["registers"],
+        serde_json::json!([{"field": "ip", "old": format!("{old_ip:#x}"), "new": format!("{:#x}", old_ip + 2)}])
+    );
+    assert_eq!(t["creds"], serde_json::json!([{"field": "uid", "old": 0, "new": 1000}]));
+    assert_eq!(t["fpregs_changed"], false);
+    assert_eq!(t["other"], serde_json::json!([]));
+    assert_eq!(p["mappings_changed"].as_array().unwrap().len(), 1);
+    assert_eq!(p["mappings_changed"][0]["start"], vma.start);
+    assert_eq!(
+        p["mappings_changed"][0]["fields"],
+        serde_json::json!([{"field": "prot", "old": "r--p", "new": "rw-p"}])
+    );
+    assert_eq!(p["mappings_added"], serde_json::json!([]));
+    assert_eq!(p["fds_removed"].as_array().unwrap().len(), 1);
+    assert_eq!(p["fds_removed"][0]["fd"], gone.fd);
+    assert_eq!(p["fds_added"], serde_json::json!([]));
+    assert_eq!(p["fds_changed"], serde_json::json!([]));
+    assert_eq!(p["task"], serde_json::json!([]));
+    assert_eq!(p["mm"], serde_json::json!([]));
+
+    // The human summary says the same.
+    let o = crit(&["diff", s(&a), s(&dir)]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out.contains(&format!(
+            "      ~ {:#x}-{:#x} 1 page changed",
+            run.vaddr,
+            run.vaddr + 4096
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("memory: 1 page changed, 0 pages added, 0 pages removed"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("thread {pid} creds: uid 0 -> 1000")), "{out}");
+    assert!(
+        out.contains(&format!("registers: ip {old_ip:#x} -> {:#x}", old_ip + 2)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("    - fd {} ", gone.fd)), "{out}");
+}
+
+#[test]
+fn diff_shows_changed_fds_with_a_json_diff() {
+    let (_t, dir) = copy_set("pipe_unread");
+    // Drop the last 4096 queued bytes of the pipe.
+    let path = dir.join("pipes-data.img");
+    let img = cryo_image::decode("p", &fs::read(&path).unwrap()).unwrap();
+    let mut img = img;
+    let msg = &mut img.entries[0].msg;
+    let bytes = msg.get_field_by_name("bytes").unwrap().as_u32().unwrap();
+    msg.set_field_by_name("bytes", prost_reflect::Value::U32(bytes - 4096));
+    if let cryo_image::Extra::Blob(b) = &mut img.entries[0].extra {
+        b.truncate(b.len() - 4096);
+    }
+    fs::write(&path, cryo_image::encode("p", &img).unwrap()).unwrap();
+    // And move the file position of the file behind fd 0 of the first process.
+    let fdinfo = read_entries::<pb::FdinfoEntry>(dir.join("fdinfo-2.img"), "FDINFO").unwrap();
+    let fd0 = fdinfo.iter().find(|f| f.fd == 0).unwrap();
+    let fpath = dir.join("files.img");
+    let mut files = read_entries::<pb::FileEntry>(&fpath, "FILES").unwrap();
+    files
+        .iter_mut()
+        .find(|f| f.id == fd0.id)
+        .unwrap()
+        .reg
+        .as_mut()
+        .unwrap()
+        .pos = 42;
+    write_entries(&fpath, "FILES", &files).unwrap();
+    let (code, v) = diff_json(&fixture("pipe_unread"), &dir);
+    assert_eq!(code, 1);
+    let changed: Vec<&serde_json::Value> = v["processes_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["fds_changed"].as_array().unwrap())
+        .collect();
+    assert!(!changed.is_empty(), "{v:#}");
+    let (regs, pipes): (Vec<_>, Vec<_>) = changed.into_iter().partition(|c| c["new"]["type"] == "REG");
+    // Both processes share that open file (the child inherited it): both see it change.
+    assert_eq!(regs.len(), 2, "{regs:?}");
+    for r in regs {
+        assert_eq!(r["fd"], 0);
+        assert!(r["old"]["what"].as_str().unwrap().contains(" pos 0 "), "{r}");
+        assert!(r["new"]["what"].as_str().unwrap().contains(" pos 42 "), "{r}");
+        let d = r["diff"].as_str().unwrap();
+        assert!(
+            d.contains("-    \"pos\": 0,\n") && d.contains("+    \"pos\": 42,\n"),
+            "{d}"
+        );
+    }
+    assert!(!pipes.is_empty());
+    for c in pipes {
+        assert!(
+            c["old"]["what"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{bytes} bytes queued")),
+            "{c}"
+        );
+        assert!(
+            c["new"]["what"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{} bytes queued", bytes - 4096)),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn diff_after_move_vma_shows_the_moved_mapping_and_pages() {
+    let input = fixture("loop_heap");
+    let pid = first_pid(&input);
+    let mm = cryo_image::ImageSet::open(&input).unwrap().mm(pid).unwrap();
+    let heap = mm.vmas.iter().find(|v| v.status & (1 << 5) != 0).copied().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let new = 0x5600_0000_0000u64;
+    let mv = format!("{:#x}:{new:#x}", heap.start);
+    assert!(crit(&[
+        "rewrite",
+        s(&input),
+        "-o",
+        s(&out),
+        "--pid",
+        &pid.to_string(),
+        "--move-vma",
+        &mv
+    ])
+    .status
+    .success());
+    let (code, v) = diff_json(&input, &out);
+    assert_eq!(code, 1);
+    let p = &v["processes_changed"][0];
+    assert_eq!(p["mappings_removed"][0]["start"], heap.start);
+    assert_eq!(p["mappings_removed"][0]["what"], "[heap]");
+    assert_eq!(p["mappings_added"][0]["start"], new);
+    let mm_fields: Vec<&str> = p["mm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(mm_fields, vec!["mm_start_brk", "mm_brk"]);
+    let mem = &p["memory"];
+    assert_eq!(mem["changed"], 0);
+    assert_eq!(mem["added"], mem["removed"]);
+    for r in mem["ranges"].as_array().unwrap() {
+        let start = r["start"].as_u64().unwrap();
+        match r["kind"].as_str().unwrap() {
+            "removed" => assert!(start >= heap.start && start < heap.end),
+            "added" => assert!(start >= new && start < new + (heap.end - heap.start)),
+            k => panic!("{k}"),
+        }
+    }
+}
+
+#[test]
+fn diff_of_an_unreadable_set_exits_2() {
+    let t = tempfile::tempdir().unwrap();
+    let o = crit(&["diff", s(&fixture("loop_heap")), s(t.path())]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no inventory.img"), "{:?}", text(&o));
+    // A set whose pagemap is corrupt: trouble, not "different".
+    let (_t, dir) = copy_set("loop_heap");
+    let pid = first_pid(&dir);
+    fs::write(dir.join(format!("pagemap-{pid}.img")), b"garbage!").unwrap();
+    let o = crit(&["diff", s(&fixture("loop_heap")), s(&dir)]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains(&format!("pagemap-{pid}.img")), "{:?}", text(&o));
+}

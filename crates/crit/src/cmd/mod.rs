@@ -6,5 +6,6 @@ pub mod info;
 pub mod show;
 // --- check / diff / rewrite / edit ---
 pub mod check;
+pub mod diff;
 pub mod edit;
 pub mod rewrite;

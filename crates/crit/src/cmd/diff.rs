@@ -1,0 +1,51 @@
+//! `crit diff A B`: semantic comparison of two image sets (see [`crate::diff`]). A human summary by
+//! default, `--json` for the [`crate::diff::SetDiff`] structure. Exit status as diff(1): 0 same,
+//! 1 different, 2 trouble (a set that cannot be read).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use cryo_image::ImageSet;
+
+use crate::diff::{diff_sets, render};
+use crate::io::{is_broken_pipe, write_output};
+use crate::status::Exit;
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The first (older) image directory
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The second (newer) image directory
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Print the differences as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn compare(a: &DiffArgs) -> Result<bool> {
+    let sa = ImageSet::open(&a.a)?;
+    let sb = ImageSet::open(&a.b)?;
+    let d = diff_sets(&sa, &sb).context("comparing the image sets")?;
+    let text = if a.json {
+        serde_json::to_string_pretty(&d)? + "\n"
+    } else {
+        render(&d)
+    };
+    write_output(None, text.as_bytes())?;
+    Ok(d.same)
+}
+
+pub fn run(a: &DiffArgs) -> Result<()> {
+    match compare(a) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Exit(1).into()),
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => {
+            eprintln!("crit diff: {e:#}");
+            Err(Exit(2).into())
+        }
+    }
+}
