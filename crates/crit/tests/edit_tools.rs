@@ -912,3 +912,52 @@ fn diff_of_an_unreadable_set_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains(&format!("pagemap-{pid}.img")), "{:?}", text(&o));
 }
+
+// ------------------------------------------------------------------------------------------------
+// bad input everywhere: never a panic, clear exit status, nothing half written
+
+#[test]
+fn every_damaged_image_is_reported_without_panic() {
+    let names: Vec<String> = snapshot(&fixture("pipe_unread")).into_keys().collect();
+    for name in &names {
+        for how in ["delete", "half", "garbage", "empty"] {
+            let (t, dir) = copy_set("pipe_unread");
+            let p = dir.join(name);
+            let orig = fs::read(&p).unwrap();
+            match how {
+                "delete" => fs::remove_file(&p).unwrap(),
+                "half" => fs::write(&p, &orig[..orig.len() / 2]).unwrap(),
+                "garbage" => fs::write(&p, b"\x19\x43\x56\x54garbage and more garbage").unwrap(),
+                _ => fs::write(&p, b"").unwrap(),
+            }
+            let what = format!("{name} {how}");
+            let o = crit(&["check", s(&dir)]);
+            let code = o.status.code();
+            assert!(
+                matches!(code, Some(0) | Some(1)),
+                "check {what}: {code:?} {:?}",
+                text(&o)
+            );
+            // Damage to any image that matters must be found.
+            let matters = name.ends_with(".img")
+                && !(how == "delete" && ["seccomp.img", "timens-0.img", "pipes-data.img"].contains(&name.as_str()));
+            if matters {
+                assert_eq!(code, Some(1), "check did not notice {what}: {:?}", text(&o));
+                assert!(!o.stdout.is_empty());
+            }
+            let o = crit(&["diff", s(&fixture("pipe_unread")), s(&dir)]);
+            assert!(matches!(o.status.code(), Some(0..=2)), "diff {what}: {:?}", text(&o));
+            let out = t.path().join("out");
+            let o = crit(&["rewrite", s(&dir), "-o", s(&out), "--pid-map", "10076:600"]);
+            match o.status.code() {
+                Some(0) => assert!(!matters, "rewrite accepted {what}"),
+                Some(1) => assert!(!out.exists(), "rewrite {what} left {}", out.display()),
+                c => panic!("rewrite {what}: {c:?} {:?}", text(&o)),
+            }
+            assert_eq!(
+                fs::read_dir(t.path()).unwrap().count(),
+                if out.exists() { 2 } else { 1 }
+            );
+        }
+    }
+}
