@@ -858,6 +858,63 @@ mod tests {
         assert!(parse_move("zz:0x1").is_err());
     }
 
+    fn dynamic<M: Message>(name: &str, m: &M) -> DynamicMessage {
+        DynamicMessage::decode(codec::message(name), m.encode_to_vec().as_slice()).unwrap()
+    }
+
+    #[test]
+    fn pids_in_every_pid_field() {
+        let map: BTreeMap<u32, u32> = [(10, 110), (11, 111)].into();
+        // A tty's session and foreground group.
+        let tty = pb::TtyInfoEntry {
+            id: 1,
+            sid: 10,
+            pgrp: 11,
+            rdev: 12,
+            ..Default::default()
+        };
+        let mut m = dynamic("tty_info_entry", &tty);
+        assert_eq!(map_pids_in(&mut m, &map), 2);
+        let t: pb::TtyInfoEntry = m.transcode_to().unwrap();
+        assert_eq!((t.sid, t.pgrp, t.rdev), (110, 111, 12));
+        // A pidfd's pid and its owner (nested fown inside a file entry).
+        let f = pb::FileEntry {
+            r#type: 20,
+            id: 3,
+            pidfd: Some(pb::PidfdEntry {
+                id: 3,
+                ino: 10,
+                flags: 0,
+                nspid: 11,
+                fown: pb::FownEntry {
+                    pid: 10,
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        };
+        let mut m = dynamic("file_entry", &f);
+        assert_eq!(map_pids_in(&mut m, &map), 2);
+        let f: pb::FileEntry = m.transcode_to().unwrap();
+        let p = f.pidfd.unwrap();
+        assert_eq!((p.nspid, p.fown.pid, p.ino, p.id), (111, 110, 10, 3));
+        // A file lock's owner; negative and unmapped values stay.
+        let l = pb::FileLockEntry {
+            pid: 11,
+            fd: 10,
+            ..Default::default()
+        };
+        let mut m = dynamic("file_lock_entry", &l);
+        assert_eq!(map_pids_in(&mut m, &map), 1);
+        let l: pb::FileLockEntry = m.transcode_to().unwrap();
+        assert_eq!((l.pid, l.fd), (111, 10));
+        let l = pb::FileLockEntry {
+            pid: -1,
+            ..Default::default()
+        };
+        assert_eq!(map_pids_in(&mut dynamic("file_lock_entry", &l), &map), 0);
+    }
+
     #[test]
     fn per_pid_names() {
         assert_eq!(split_per_pid("core-12.img"), Some(("core", 12)));

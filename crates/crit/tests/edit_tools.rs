@@ -961,3 +961,48 @@ fn every_damaged_image_is_reported_without_panic() {
         }
     }
 }
+
+#[test]
+fn check_reports_a_missing_seccomp_filter() {
+    let (_t, dir) = copy_set("loop_heap");
+    let pid = first_pid(&dir);
+    let path = dir.join(format!("core-{pid}.img"));
+    let mut core = read_entries::<pb::CoreEntry>(&path, "CORE").unwrap();
+    let tc = core[0].thread_core.as_mut().unwrap();
+    tc.seccomp_mode = Some(2);
+    tc.seccomp_filter = Some(3);
+    write_entries(&path, "CORE", &core).unwrap();
+    let (code, p) = check_problems(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        p,
+        vec![format!(
+            "core-{pid}.img|0|seccomp_filter 3, but seccomp.img has 0 filter(s)"
+        )]
+    );
+    fs::remove_file(dir.join("seccomp.img")).unwrap();
+    let (_, p) = check_problems(&dir);
+    assert_eq!(
+        p,
+        vec![format!(
+            "core-{pid}.img|0|seccomp.img is missing (thread {pid} has a seccomp filter)"
+        )]
+    );
+}
+
+#[test]
+fn edit_warns_when_the_set_becomes_inconsistent() {
+    let (_t, dir) = copy_set("proctree");
+    let img = dir.join("pstree.img");
+    // Give 9411 a parent that does not exist: written (the user asked for it), but said plainly.
+    let o = edit_with(&img, "sed -i 's/\"ppid\": 9410/\"ppid\": 4242/'");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: the set now has a problem: pstree.img entry 4: pid 9411: parent 4242 is not in the tree"
+        ),
+        "{err}"
+    );
+    assert_eq!(read_entries::<pb::PstreeEntry>(&img, "PSTREE").unwrap()[4].ppid, 4242);
+}

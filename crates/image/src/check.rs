@@ -499,6 +499,23 @@ impl Checker<'_> {
             } else if core.thread_info.is_none() {
                 self.problem(&name, Some(0), "no thread_info (registers)");
             }
+            // SECCOMP_MODE_FILTER: the thread's filter chain is in seccomp.img.
+            if let Some(tc) = core.thread_core.as_ref().filter(|t| t.seccomp_mode == Some(2)) {
+                let idx = tc.seccomp_filter.unwrap_or(0) as usize;
+                let why = format!("thread {tid} has a seccomp filter");
+                if let Some(img) = self.need("seccomp.img", &name, Some(0), &why) {
+                    let n = typed::<pb::SeccompEntry>(img, 0)
+                        .map(|e| e.seccomp_filters.len())
+                        .unwrap_or(0);
+                    if idx >= n {
+                        self.problem(
+                            &name,
+                            Some(0),
+                            format!("seccomp_filter {idx}, but seccomp.img has {n} filter(s)"),
+                        );
+                    }
+                }
+            }
             if tid == pid {
                 match &core.tc {
                     None => self.problem(&name, Some(0), "the leader's core has no tc (task state)"),
@@ -851,6 +868,29 @@ impl Checker<'_> {
         }
     }
 
+    /// Seccomp filter chains: every `prev` names another filter of the image.
+    fn seccomp(&mut self) {
+        let Some(e) = self
+            .images
+            .get("seccomp.img")
+            .and_then(|i| typed::<pb::SeccompEntry>(i, 0))
+        else {
+            return;
+        };
+        for (i, f) in e.seccomp_filters.iter().enumerate() {
+            if let Some(p) = f.prev {
+                if p as usize >= e.seccomp_filters.len() || p as usize == i {
+                    let n = e.seccomp_filters.len();
+                    self.problem(
+                        "seccomp.img",
+                        Some(0),
+                        format!("filter {i}: prev {p} is not another of the {n} filters"),
+                    );
+                }
+            }
+        }
+    }
+
     /// Shared memory pagemaps: an owner exists, and the pages file matches.
     fn shmem(&mut self, anon_shared: &HashSet<u64>) {
         let names: Vec<String> = self
@@ -974,6 +1014,7 @@ pub fn check_set(set: &ImageSet) -> Report {
         }
     }
     c.cross_refs(&files);
+    c.seccomp();
     c.shmem(&anon_shared);
     c.pages_owners();
     Report {
