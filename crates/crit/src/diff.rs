@@ -354,8 +354,16 @@ impl<'a> Side<'a> {
                     format!("[{}]:{port}", w.join(""))
                 }
             };
+            // A connected TCP socket's queues are in tcp-stream-INO.img.
+            let queues = self
+                .set
+                .image(&format!("tcp-stream-{:x}.img", s.ino))
+                .ok()
+                .and_then(|img| typed::<pb::TcpStreamEntry>(&img, 0))
+                .map(|t| format!(", {} bytes queued to read, {} to send", t.inq_len, t.outq_len))
+                .unwrap_or_default();
             return format!(
-                "{proto} {} -> {} state {}",
+                "{proto} {} -> {} state {}{queues}",
                 addr(&s.src_addr, s.src_port),
                 addr(&s.dst_addr, s.dst_port),
                 tcp_state(s.state)

@@ -1006,3 +1006,55 @@ fn edit_warns_when_the_set_becomes_inconsistent() {
     );
     assert_eq!(read_entries::<pb::PstreeEntry>(&img, "PSTREE").unwrap()[4].ppid, 4242);
 }
+
+#[test]
+fn diff_shows_socket_changes() {
+    let (_t, dir) = copy_set("tcp_est");
+    let path = dir.join("files.img");
+    let mut files = read_entries::<pb::FileEntry>(&path, "FILES").unwrap();
+    // The listener (fd 3) is closed down; the client side (fd 4) is gone from the fd table.
+    let lsn = files
+        .iter_mut()
+        .find(|f| f.isk.as_ref().is_some_and(|s| s.state == 10))
+        .unwrap();
+    lsn.isk.as_mut().unwrap().state = 7;
+    write_entries(&path, "FILES", &files).unwrap();
+    let fdp = dir.join("fdinfo-2.img");
+    let mut fds = read_entries::<pb::FdinfoEntry>(&fdp, "FDINFO").unwrap();
+    fds.retain(|f| f.fd != 4);
+    write_entries(&fdp, "FDINFO", &fds).unwrap();
+    let (code, v) = diff_json(&fixture("tcp_est"), &dir);
+    assert_eq!(code, 1);
+    let p = &v["processes_changed"][0];
+    assert_eq!(p["fds_changed"].as_array().unwrap().len(), 1, "{p:#}");
+    // A connected socket shows its queues, read from tcp-stream-INO.img.
+    assert_eq!(
+        p["fds_removed"],
+        serde_json::json!([{"fd": 4, "type": "INETSK", "socket": true,
+            "what": "tcp 127.0.0.1:59234 -> 127.0.0.1:34567 state ESTABLISHED, 2000 bytes queued to read, 0 to send"}])
+    );
+    let c = &p["fds_changed"][0];
+    assert_eq!(c["fd"], 3);
+    assert_eq!(c["new"]["socket"], true);
+    assert_eq!(c["old"]["what"], "tcp 127.0.0.1:34567 -> 0.0.0.0:0 state LISTEN");
+    assert_eq!(c["new"]["what"], "tcp 127.0.0.1:34567 -> 0.0.0.0:0 state CLOSE");
+    assert!(
+        c["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-    \"state\": \"LISTEN\",\n+    \"state\": \"CLOSE\","),
+        "{c}"
+    );
+    let o = crit(&["diff", s(&fixture("tcp_est")), s(&dir)]);
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("~ fd 3 INETSK tcp 127.0.0.1:34567 -> 0.0.0.0:0 state LISTEN -> INETSK"),
+        "{out}"
+    );
+    let sd = cryo_crit::diff::diff_sets(
+        &cryo_image::ImageSet::open(fixture("tcp_est")).unwrap(),
+        &cryo_image::ImageSet::open(fixture("tcp_est")).unwrap(),
+    )
+    .unwrap();
+    assert!(sd.same);
+}
