@@ -1058,3 +1058,63 @@ fn diff_shows_socket_changes() {
     .unwrap();
     assert!(sd.same);
 }
+
+#[cfg(unix)]
+#[test]
+fn incremental_sets_are_checked_against_their_parent() {
+    // Turn the last page run into "in the parent dump" and drop its bytes from the pages file.
+    let (t, dir) = copy_set("loop_heap");
+    let pid = first_pid(&dir);
+    let path = dir.join(format!("pagemap-{pid}.img"));
+    let (head, mut runs) = read_pagemap(&path);
+    let last = runs.len() - 1;
+    let nr = runs[last].nr_pages.unwrap();
+    let vaddr = runs[last].vaddr;
+    runs[last].flags = Some(1); // PE_PARENT
+    write_pagemap(&path, &head, &runs);
+    let pages = dir.join("pages-1.img");
+    let len = fs::metadata(&pages).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pages)
+        .unwrap()
+        .set_len(len - nr * 4096)
+        .unwrap();
+    let (code, p) = check_problems(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        p,
+        vec![format!(
+            "pagemap-{pid}.img|{}|run at {vaddr:#x} is in the parent dump, but there is no parent link",
+            last + 1
+        )]
+    );
+    // With the original dump as parent the set is whole again, and reads the same memory.
+    std::os::unix::fs::symlink(fixture("loop_heap"), dir.join("parent")).unwrap();
+    let (code, p) = check_problems(&dir);
+    assert_eq!((code, p), (0, vec![]));
+    let (code, v) = diff_json(&fixture("loop_heap"), &dir);
+    assert_eq!(code, 0, "{v:#}");
+    // A parent that lacks those pages is found out.
+    let other = t.path().join("other");
+    fs::create_dir(&other).unwrap();
+    for e in fs::read_dir(fixture("loop_heap")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), other.join(e.file_name())).unwrap();
+    }
+    let (ohead, mut oruns) = read_pagemap(&other.join(format!("pagemap-{pid}.img")));
+    oruns.pop();
+    write_pagemap(&other.join(format!("pagemap-{pid}.img")), &ohead, &oruns);
+    fs::remove_file(dir.join("parent")).unwrap();
+    std::os::unix::fs::symlink(&other, dir.join("parent")).unwrap();
+    let (code, p) = check_problems(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        p,
+        vec![format!(
+            "pagemap-{pid}.img|{}|run {vaddr:#x}-{:#x} is in the parent dump, but the parent's pagemap-{pid}.img lacks {vaddr:#x}",
+            last + 1,
+            vaddr + nr * 4096
+        )]
+    );
+}

@@ -638,6 +638,11 @@ impl Checker<'_> {
             if flags & PE_PRESENT != 0 {
                 present = present.saturating_add(nr);
             }
+            if flags & PE_PARENT != 0 && self.set.dir().join("parent").exists() {
+                if let Some(what) = parent_lacks(self.set, name, e.vaddr, end) {
+                    self.problem(name, Some(*k), what);
+                }
+            }
             if flags & PE_PARENT != 0 && !self.set.dir().join("parent").exists() {
                 self.problem(
                     name,
@@ -967,6 +972,24 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// For a `PE_PARENT` run of `pagemap-PID.img`: what is wrong if the parent dump does not have those pages.
+fn parent_lacks(set: &ImageSet, name: &str, start: u64, end: u64) -> Option<String> {
+    let pid: u32 = name.strip_prefix("pagemap-")?.strip_suffix(".img")?.parse().ok()?;
+    let parent = set.parent()?;
+    let pm = match parent.pagemap(pid) {
+        Ok(pm) => pm,
+        Err(e) => {
+            return Some(format!(
+                "run at {start:#x} is in the parent dump, which cannot serve it: {e}"
+            ))
+        }
+    };
+    let spans: Vec<(u64, u64)> = pm.runs.iter().map(|r| (r.vaddr, r.end())).collect();
+    first_uncovered(&spans, start, end).map(|a| {
+        format!("run {start:#x}-{end:#x} is in the parent dump, but the parent's pagemap-{pid}.img lacks {a:#x}")
+    })
 }
 
 /// The first address of `[start, end)` not covered by the sorted ranges, if any.
