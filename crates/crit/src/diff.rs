@@ -832,10 +832,22 @@ pub fn render(d: &SetDiff) -> String {
         d.processes_same.len()
     );
     for p in &d.processes_gone {
-        let _ = writeln!(o, "- process {} ({}, {} threads)", p.pid, p.comm, p.threads);
+        let _ = writeln!(
+            o,
+            "- process {} ({}, {})",
+            p.pid,
+            p.comm,
+            plural(p.threads as u64, "thread")
+        );
     }
     for p in &d.processes_added {
-        let _ = writeln!(o, "+ process {} ({}, {} threads)", p.pid, p.comm, p.threads);
+        let _ = writeln!(
+            o,
+            "+ process {} ({}, {})",
+            p.pid,
+            p.comm,
+            plural(p.threads as u64, "thread")
+        );
     }
     for p in &d.processes_changed {
         let _ = writeln!(o, "~ process {} ({})", p.pid, p.comm);

@@ -1118,3 +1118,31 @@ fn incremental_sets_are_checked_against_their_parent() {
         )]
     );
 }
+
+#[test]
+fn check_accepts_a_zombie_with_only_its_core() {
+    let (_t, dir) = copy_set("proctree");
+    let path = dir.join("core-9411.img");
+    let mut core = read_entries::<pb::CoreEntry>(&path, "CORE").unwrap();
+    core[0].tc.as_mut().unwrap().task_state = 2; // TASK_DEAD
+    write_entries(&path, "CORE", &core).unwrap();
+    let (head, _) = read_pagemap(&dir.join("pagemap-9411.img"));
+    for f in ["mm-9411.img", "pagemap-9411.img", "ids-9411.img", "fs-9411.img"] {
+        fs::remove_file(dir.join(f)).unwrap();
+    }
+    // Its pages file now belongs to nobody.
+    let (code, p) = check_problems(&dir);
+    assert_eq!(code, 1);
+    let pages = format!("pages-{}.img", head.pages_id);
+    assert_eq!(p, vec![format!("{pages}|null|no pagemap refers to this pages file")]);
+    fs::remove_file(dir.join(&pages)).unwrap();
+    assert_eq!(check_problems(&dir), (0, vec![]));
+    // A zombie in B: diff still compares what both sides have.
+    let o = crit(&["diff", s(&fixture("proctree")), s(&dir)]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out.contains("~ process 9411 (proctree)\n    task: tc.task_state Alive -> 2\n"),
+        "{out}"
+    );
+}
