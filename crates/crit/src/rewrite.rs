@@ -324,7 +324,6 @@ impl Rewrite {
                      all the same, so the restored tree must find a group/session {new} to join"
                 ));
             }
-            let _ = new;
         }
         // Injective, and no clash with an id that stays.
         let mut seen: HashMap<u32, u32> = HashMap::new();

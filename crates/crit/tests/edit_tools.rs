@@ -1146,3 +1146,25 @@ fn check_accepts_a_zombie_with_only_its_core() {
         "{out}"
     );
 }
+
+#[test]
+fn check_reports_ghost_contents_that_disagree_with_the_size() {
+    let (_t, dir) = copy_set("ghost_file");
+    let path = dir.join("ghost-file-1.img");
+    let o = crit(&["decode", "-i", s(&path)]);
+    let mut j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let size = j["entries"][0]["size"].as_u64().unwrap();
+    j["entries"][0]["size"] = (size - 4096).into();
+    let jf = dir.parent().unwrap().join("g.json");
+    fs::write(&jf, serde_json::to_vec(&j).unwrap()).unwrap();
+    assert!(crit(&["encode", "-i", s(&jf), "-o", s(&path)]).status.success());
+    let (code, p) = check_problems(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        p,
+        vec![format!(
+            "ghost-file-1.img|1|chunk 0+{size} runs past the file size {}",
+            size - 4096
+        )]
+    );
+}

@@ -19,7 +19,8 @@
 //!   fdinfo, each fd's id in files.img with the same type; `fs` cwd/root ids resolve;
 //! * pipes-data/fifo-data for existing pipes/fifos; sk-queues for existing unix sockets; unix peers exist;
 //!   established TCP sockets have their `tcp-stream-INO.img`; ghost files of remap-fpath exist; memfd
-//!   files' inodes exist; shmem pagemaps have an owner.
+//!   files' inodes exist; shmem pagemaps have an owner; seccomp filters referenced by threads exist; ghost
+//!   file contents agree with their size; `PE_PARENT` runs are in the parent dump's pagemap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -873,6 +874,53 @@ impl Checker<'_> {
         }
     }
 
+    /// Ghost files: the contents agree with the size (chunks inside the file, in order).
+    fn ghosts(&mut self) {
+        let mut bad = Vec::new();
+        for (name, img) in &self.images {
+            if img.magic.name != "GHOST_FILE" {
+                continue;
+            }
+            let Some(g) = typed::<pb::GhostFileEntry>(img, 0) else {
+                continue;
+            };
+            let Some(size) = g.size else { continue };
+            let regular = g.mode & 0o170000 == 0o100000;
+            if g.chunks == Some(true) {
+                let mut end = 0u64;
+                for k in 1..img.entries.len() {
+                    let Some(c) = typed::<pb::GhostChunkEntry>(img, k) else {
+                        continue;
+                    };
+                    if c.off < end {
+                        bad.push((name.clone(), k, format!("chunk at {} overlaps the previous one", c.off)));
+                    }
+                    end = c.off.saturating_add(c.len);
+                    if end > size {
+                        bad.push((
+                            name.clone(),
+                            k,
+                            format!("chunk {}+{} runs past the file size {size}", c.off, c.len),
+                        ));
+                    }
+                }
+            } else if regular {
+                if let Some(Extra::Blob(b)) = img.entries.first().map(|e| &e.extra) {
+                    if b.len() as u64 != size {
+                        bad.push((
+                            name.clone(),
+                            0,
+                            format!("{} bytes of contents for a file of size {size}", b.len()),
+                        ));
+                    }
+                }
+            }
+        }
+        for (n, k, w) in bad {
+            self.problem(&n, Some(k), w);
+        }
+    }
+
     /// Seccomp filter chains: every `prev` names another filter of the image.
     fn seccomp(&mut self) {
         let Some(e) = self
@@ -1038,6 +1086,7 @@ pub fn check_set(set: &ImageSet) -> Report {
     }
     c.cross_refs(&files);
     c.seccomp();
+    c.ghosts();
     c.shmem(&anon_shared);
     c.pages_owners();
     Report {
