@@ -159,6 +159,18 @@ pub struct SetDiff {
     pub processes_changed: Vec<ProcDiff>,
     /// Processes in both sets with no difference at all.
     pub processes_same: Vec<u32>,
+    /// Shared memory objects (memfd, shared anonymous, SysV) that differ, by pagemap image.
+    pub shmem: Vec<ShmemDiff>,
+}
+
+/// A shared memory object (`pagemap-shmem-ID.img`) that differs: only on one side, or its pages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShmemDiff {
+    pub image: String,
+    /// `added`, `gone` or `changed`.
+    pub status: &'static str,
+    /// Ranges are offsets in the object.
+    pub memory: MemoryDiff,
 }
 
 /// Errors while comparing (an unreadable set): `crit diff` exits 2.
@@ -485,17 +497,36 @@ fn mapping_fields(a: &pb::VmaEntry, b: &pb::VmaEntry, ma: &Mapping, mb: &Mapping
 /// Reads pages of one process in address order, a chunk at a time.
 struct PageReader<'a> {
     set: &'a ImageSet,
-    pid: u32,
+    /// The process whose memory this is (None: a shared memory object, no parent lookups).
+    pid: Option<u32>,
     pm: std::sync::Arc<Pagemap>,
     file: Option<File>,
 }
 
+/// A shared memory pagemap (`pagemap-shmem-ID.img`), validated against its pages file.
+fn shmem_pagemap(set: &ImageSet, name: &str) -> Result<Pagemap> {
+    let img = set.image(name)?;
+    let file = set.path(name).display().to_string();
+    let head: pb::PagemapHead = typed(&img, 0).ok_or_else(|| ImageError::Invalid {
+        file: file.clone(),
+        what: "no pagemap_head".into(),
+    })?;
+    let entries: Vec<pb::PagemapEntry> = (1..img.entries.len()).filter_map(|i| typed(&img, i)).collect();
+    let pages_len = std::fs::metadata(set.path(&format!("pages-{}.img", head.pages_id)))
+        .map(|m| m.len())
+        .ok();
+    Pagemap::new(&file, &head, &entries, pages_len)
+}
+
 impl<'a> PageReader<'a> {
     fn new(set: &'a ImageSet, pid: u32) -> Result<Self> {
-        let pm = set.pagemap(pid)?;
+        Ok(Self::with(set, Some(pid), set.pagemap(pid)?))
+    }
+
+    fn with(set: &'a ImageSet, pid: Option<u32>, pm: std::sync::Arc<Pagemap>) -> Self {
         let path = set.path(&format!("pages-{}.img", pm.pages_id));
         let file = File::open(&path).ok();
-        Ok(PageReader { set, pid, pm, file })
+        PageReader { set, pid, pm, file }
     }
 
     /// Page runs that have data (present here or in a parent dump), as (start, end).
@@ -503,16 +534,16 @@ impl<'a> PageReader<'a> {
         self.pm
             .runs
             .iter()
-            .filter(|r| r.offset.is_some() || r.flags & cryo_image::PE_PARENT != 0)
+            .filter(|r| r.offset.is_some() || (self.pid.is_some() && r.flags & cryo_image::PE_PARENT != 0))
             .map(|r| (r.vaddr, r.end()))
             .collect()
     }
 
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        let name = self.set.path(&format!("pages-{}.img", self.pm.pages_id));
         if let Some(r) = self.pm.find(addr) {
             if let (Some(off), Some(f)) = (r.offset, self.file.as_mut()) {
                 if addr + buf.len() as u64 <= r.end() {
-                    let name = self.set.path(&format!("pages-{}.img", self.pm.pages_id));
                     let io = |e| ImageError::Io {
                         file: name.display().to_string(),
                         source: e,
@@ -523,8 +554,16 @@ impl<'a> PageReader<'a> {
                 }
             }
         }
-        self.set.read_memory_into(self.pid, addr, buf)?;
-        Ok(())
+        match self.pid {
+            Some(pid) => {
+                self.set.read_memory_into(pid, addr, buf)?;
+                Ok(())
+            }
+            None => Err(ImageError::Invalid {
+                file: name.display().to_string(),
+                what: format!("page {addr:#x} is not in the file"),
+            }),
+        }
     }
 }
 
@@ -567,8 +606,17 @@ fn push_range(ranges: &mut Vec<PageRange>, start: u64, pages: u64, kind: &'stati
 
 /// Compare the dumped memory of `pid` in both sets, page by page.
 pub fn diff_memory(a: &ImageSet, b: &ImageSet, pid: u32) -> Result<MemoryDiff> {
-    let mut ra = PageReader::new(a, pid)?;
-    let mut rb = PageReader::new(b, pid)?;
+    compare_pages(PageReader::new(a, pid)?, PageReader::new(b, pid)?)
+}
+
+/// Compare a shared memory object (`pagemap-shmem-ID.img`) in both sets; addresses are offsets in it.
+pub fn diff_shmem(a: &ImageSet, b: &ImageSet, name: &str) -> Result<MemoryDiff> {
+    let ra = PageReader::with(a, None, std::sync::Arc::new(shmem_pagemap(a, name)?));
+    let rb = PageReader::with(b, None, std::sync::Arc::new(shmem_pagemap(b, name)?));
+    compare_pages(ra, rb)
+}
+
+fn compare_pages(mut ra: PageReader, mut rb: PageReader) -> Result<MemoryDiff> {
     let (sa, sb) = (ra.spans(), rb.spans());
     let mut d = MemoryDiff::default();
     const CHUNK: u64 = 256; // pages per read
@@ -792,7 +840,35 @@ pub fn diff_sets(a: &ImageSet, b: &ImageSet) -> Result<SetDiff> {
             d.processes_added.push(sb.info(p));
         }
     }
-    d.same = d.processes_added.is_empty() && d.processes_gone.is_empty() && d.processes_changed.is_empty();
+    let shm = |s: &ImageSet| -> BTreeSet<String> {
+        std::fs::read_dir(s.dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("pagemap-shmem-") && n.ends_with(".img"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ma, mb) = (shm(a), shm(b));
+    for name in ma.union(&mb) {
+        let (status, memory) = match (ma.contains(name), mb.contains(name)) {
+            (true, true) => ("changed", diff_shmem(a, b, name)?),
+            (true, false) => ("gone", MemoryDiff::default()),
+            _ => ("added", MemoryDiff::default()),
+        };
+        if status != "changed" || !memory.is_empty() {
+            d.shmem.push(ShmemDiff {
+                image: name.clone(),
+                status,
+                memory,
+            });
+        }
+    }
+    d.same = d.processes_added.is_empty()
+        && d.processes_gone.is_empty()
+        && d.processes_changed.is_empty()
+        && d.shmem.is_empty();
     Ok(d)
 }
 
@@ -825,11 +901,16 @@ pub fn render(d: &SetDiff) -> String {
     }
     let _ = writeln!(
         o,
-        "processes: {} added, {} gone, {} changed, {} same",
+        "processes: {} added, {} gone, {} changed, {} same{}",
         d.processes_added.len(),
         d.processes_gone.len(),
         d.processes_changed.len(),
-        d.processes_same.len()
+        d.processes_same.len(),
+        if d.shmem.is_empty() {
+            String::new()
+        } else {
+            format!("; shared memory: {} differ", d.shmem.len())
+        }
     );
     for p in &d.processes_gone {
         let _ = writeln!(
@@ -900,34 +981,51 @@ pub fn render(d: &SetDiff) -> String {
                 let _ = writeln!(o, "    thread {} state: {}", t.tid, changes_line(&t.other));
             }
         }
-        let mem = &p.memory;
-        if !mem.is_empty() {
-            let _ = writeln!(
-                o,
-                "    memory: {} changed, {} added, {} removed ({} compared)",
-                plural(mem.changed, "page"),
-                plural(mem.added, "page"),
-                plural(mem.removed, "page"),
-                mem.compared
-            );
-            for r in &mem.ranges {
-                let sign = match r.kind {
-                    "added" => '+',
-                    "removed" => '-',
-                    _ => '~',
-                };
-                let _ = writeln!(
-                    o,
-                    "      {sign} {:#x}-{:#x} {} {}",
-                    r.start,
-                    r.end,
-                    plural(r.pages, "page"),
-                    r.kind
-                );
+        render_memory(&mut o, "    memory", &p.memory);
+    }
+    for m in &d.shmem {
+        match m.status {
+            "added" => {
+                let _ = writeln!(o, "+ shared memory {}", m.image);
             }
+            "gone" => {
+                let _ = writeln!(o, "- shared memory {}", m.image);
+            }
+            _ => render_memory(&mut o, &format!("~ shared memory {}", m.image), &m.memory),
         }
     }
     o
+}
+
+fn render_memory(o: &mut String, title: &str, mem: &MemoryDiff) {
+    use std::fmt::Write as _;
+    if mem.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "{title}: {} changed, {} added, {} removed ({} compared)",
+        plural(mem.changed, "page"),
+        plural(mem.added, "page"),
+        plural(mem.removed, "page"),
+        mem.compared
+    );
+    let indent = " ".repeat(title.len() - title.trim_start().len() + 2);
+    for r in &mem.ranges {
+        let sign = match r.kind {
+            "added" => '+',
+            "removed" => '-',
+            _ => '~',
+        };
+        let _ = writeln!(
+            o,
+            "{indent}{sign} {:#x}-{:#x} {} {}",
+            r.start,
+            r.end,
+            plural(r.pages, "page"),
+            r.kind
+        );
+    }
 }
 
 #[cfg(test)]

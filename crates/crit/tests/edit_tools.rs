@@ -1168,3 +1168,29 @@ fn check_reports_ghost_contents_that_disagree_with_the_size() {
         )]
     );
 }
+
+#[test]
+fn diff_compares_shared_memory_objects() {
+    let (_t, dir) = copy_set("memfd_shm");
+    let (head, _) = read_pagemap(&dir.join("pagemap-shmem-22483.img"));
+    let pages = dir.join(format!("pages-{}.img", head.pages_id));
+    let mut data = fs::read(&pages).unwrap();
+    data[5 * 4096 + 7] ^= 0x55;
+    fs::write(&pages, data).unwrap();
+    let (code, v) = diff_json(&fixture("memfd_shm"), &dir);
+    assert_eq!(code, 1);
+    assert_eq!(v["processes_changed"], serde_json::json!([]));
+    assert_eq!(
+        v["shmem"],
+        serde_json::json!([{"image": "pagemap-shmem-22483.img", "status": "changed", "memory": {
+            "compared": 32, "changed": 1, "added": 0, "removed": 0,
+            "ranges": [{"start": 0x5000, "end": 0x6000, "pages": 1, "kind": "changed"}]}}])
+    );
+    let o = crit(&["diff", s(&fixture("memfd_shm")), s(&dir)]);
+    let (out, _) = text(&o);
+    assert!(out.contains("; shared memory: 1 differ"), "{out}");
+    assert!(
+        out.contains("~ shared memory pagemap-shmem-22483.img: 1 page changed, 0 pages added, 0 pages removed (32 compared)\n  ~ 0x5000-0x6000 1 page changed\n"),
+        "{out}"
+    );
+}
