@@ -1,0 +1,125 @@
+//! Mappings: every VMA with its protection, kind, file and how much of it the dump holds.
+
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+
+use super::ListNav;
+use crate::model::{ProcDetail, Vma, BAR};
+
+/// Text of each row, for `/`.
+pub fn rows(det: &ProcDetail) -> Vec<String> {
+    det.vmas
+        .iter()
+        .map(|v| format!("{:x}-{:x} {} {} {} {}", v.start, v.end, v.prot, v.kind, v.flags, v.file))
+        .collect()
+}
+
+/// Size in K/M/G.
+pub fn size(bytes: u64) -> String {
+    let k = bytes / 1024;
+    if k < 10 * 1024 {
+        format!("{k}K")
+    } else if k < 10 * 1024 * 1024 {
+        format!("{}M", k / 1024)
+    } else {
+        format!("{}G", k / 1024 / 1024)
+    }
+}
+
+/// The coverage bar: one cell per slice of the mapping, full / partly / not dumped.
+pub fn bar(v: &Vma) -> Line<'static> {
+    let spans: Vec<Span> = v
+        .bar
+        .iter()
+        .map(|&c| {
+            if c < 0.0 {
+                Span::raw(" ")
+            } else if c >= 1.0 {
+                Span::styled("█", Style::default().fg(Color::Green))
+            } else if c > 0.0 {
+                Span::styled("▄", Style::default().fg(Color::Yellow))
+            } else {
+                Span::styled("·", Style::default().fg(Color::DarkGray))
+            }
+        })
+        .collect();
+    Line::from(spans)
+}
+
+pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
+    if det.vmas.is_empty() {
+        let msg = det.errors.first().cloned().unwrap_or_else(|| "no mappings".into());
+        f.render_widget(Paragraph::new(msg), area);
+        return;
+    }
+    let wide = area.width >= 76;
+    let aw = if det.vmas.iter().any(|v| v.end > 0x1_0000_0000_0000) {
+        16
+    } else {
+        12
+    };
+    let header = if wide {
+        Row::new(["RANGE", "PROT", "KIND", "PAGES", "DUMPED", "FILE"])
+    } else {
+        Row::new(["START", "SIZE", "PROT", "PAGES", "DUMPED", "FILE"])
+    }
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows = det.vmas.iter().map(|v| {
+        let pages = format!("{}/{}", v.dumped, v.pages);
+        let cells: Vec<Cell> = if wide {
+            vec![
+                Cell::from(format!("{:0aw$x}-{:0aw$x}", v.start, v.end)),
+                Cell::from(v.prot.clone()),
+                Cell::from(v.kind),
+                Cell::from(Line::from(pages).right_aligned()),
+                Cell::from(bar(v)),
+                Cell::from(v.file.clone()),
+            ]
+        } else {
+            vec![
+                Cell::from(format!("{:0aw$x}", v.start)),
+                Cell::from(Line::from(size(v.end - v.start)).right_aligned()),
+                Cell::from(v.prot.clone()),
+                Cell::from(Line::from(pages).right_aligned()),
+                Cell::from(bar(v)),
+                Cell::from(if v.file.is_empty() {
+                    v.kind.to_string()
+                } else {
+                    v.file.clone()
+                }),
+            ]
+        };
+        Row::new(cells)
+    });
+    let widths = if wide {
+        vec![
+            Constraint::Length(aw as u16 * 2 + 1),
+            Constraint::Length(4),
+            Constraint::Length(5),
+            Constraint::Length(9),
+            Constraint::Length(BAR as u16),
+            Constraint::Fill(1),
+        ]
+    } else {
+        vec![
+            Constraint::Length(aw as u16),
+            Constraint::Length(5),
+            Constraint::Length(4),
+            Constraint::Length(7),
+            Constraint::Length(BAR as u16),
+            Constraint::Fill(1),
+        ]
+    };
+    nav.fit(det.vmas.len(), area.height.saturating_sub(1) as usize);
+    let table = Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut ts = TableState::default()
+        .with_selected(Some(nav.sel))
+        .with_offset(nav.offset);
+    f.render_stateful_widget(table, area, &mut ts);
+}
