@@ -1,15 +1,20 @@
 //! `crit`: CRIU image tool (decode, encode, info, show, explore, ...).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cryo_crit::cmd;
 
+mod external;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "crit",
     version,
-    about = "CRiu Image Tool: decode, encode and explore CRIU image sets"
+    about = "CRiu Image Tool: decode, encode and explore CRIU image sets",
+    after_help = "Other subcommands run crit-NAME (beside crit, or in PATH): `crit tui DIR` browses an image set.",
+    allow_external_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,6 +31,9 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
+    /// crit-NAME beside crit or in PATH (e.g. `crit tui DIR`)
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,10 @@ fn main() -> ExitCode {
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
         Cmd::Show(a) => cmd::show::run(a),
+        Cmd::External(args) => match external::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

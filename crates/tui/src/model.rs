@@ -435,6 +435,18 @@ impl Dump {
             }
             d.fds.push(row);
         }
+        // A unix peer held by this same process is named by its fd.
+        let by_ino: HashMap<u32, u32> = fdinfo
+            .iter()
+            .filter_map(|fi| get(fi.id).and_then(|f| f.usk.as_ref()).map(|u| (u.ino, fi.fd)))
+            .collect();
+        for s in d.socks.iter_mut().filter(|s| s.family == "UNIX") {
+            if let Some(ino) = s.peer.strip_prefix("ino ").and_then(|i| i.parse::<u32>().ok()) {
+                if let Some(fd) = by_ino.get(&ino) {
+                    s.peer = format!("fd {fd}");
+                }
+            }
+        }
     }
 
     /// Bytes queued per socket id (sk-queues.img).

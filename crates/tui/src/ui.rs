@@ -29,9 +29,11 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(area);
     draw_header(f, header, app);
-    let tree_w = tree_width(app, body.width);
+    // On narrow terminals the tree shrinks to its pid column while the detail pane has the keys.
+    let compact = app.focus == Focus::Detail && body.width < 100;
+    let tree_w = if compact { 9 } else { tree_width(app, body.width) };
     let [left, right] = Layout::horizontal([Constraint::Length(tree_w), Constraint::Fill(1)]).areas(body);
-    draw_tree(f, left, app);
+    draw_tree(f, left, app, compact);
     draw_detail(f, right, app);
     draw_footer(f, footer, app);
     if app.help {
@@ -77,8 +79,11 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-fn draw_tree(f: &mut Frame, area: Rect, app: &mut App) {
-    let block = pane(" Processes ".into(), app.focus == Focus::Tree);
+fn draw_tree(f: &mut Frame, area: Rect, app: &mut App, compact: bool) {
+    let block = pane(
+        if compact { " Pid " } else { " Processes " }.into(),
+        app.focus == Focus::Tree,
+    );
     let inner = block.inner(area);
     f.render_widget(block, area);
     app.areas.tree = area;
@@ -87,6 +92,22 @@ fn draw_tree(f: &mut Frame, area: Rect, app: &mut App) {
         height: inner.height.saturating_sub(1),
         ..inner
     };
+    if compact {
+        let rows = app
+            .dump
+            .procs
+            .iter()
+            .map(|p| Row::new([Line::from(p.pid.to_string()).right_aligned()]));
+        app.tree.fit(app.dump.procs.len(), app.areas.tree_rows.height as usize);
+        let table = Table::new(rows, [Constraint::Fill(1)])
+            .header(Row::new(["PID"]).style(Style::default().add_modifier(Modifier::BOLD)))
+            .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+        let mut ts = TableState::default()
+            .with_selected(Some(app.tree.sel))
+            .with_offset(app.tree.offset);
+        f.render_stateful_widget(table, inner, &mut ts);
+        return;
+    }
     let mut head = vec!["PID", "S", "T"];
     if app.show_ids {
         head.extend(["SID", "PGID"]);
@@ -224,25 +245,25 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("↑↓ / j k", "move (process, row, line; memory: a row)"),
-    ("← → / h l", "previous / next tab (memory: a byte)"),
+    ("↑↓ j k", "move: process, row, line (memory: row)"),
+    ("←→ h l", "previous / next tab (memory: byte)"),
     ("Tab S-Tab", "tree → each tab → tree"),
-    ("1 … 7", "Mappings Files Sockets Memory Regs Creds Raw"),
-    ("Enter", "drill in: process → tabs, mapping → memory,"),
-    ("", "  file / socket / memory → its raw entry"),
-    ("Esc", "back to the tree (cancels a search)"),
-    ("PgUp PgDn Home End", "page / first / last"),
-    ("/  n", "find (tree, rows, text; memory: bytes), next"),
+    ("1 … 7", "Maps Files Sockets Memory Regs Creds Raw"),
+    ("Enter", "drill in: process → tabs, mapping →"),
+    ("", "memory; file, socket, page → raw entry"),
+    ("Esc", "back to the tree; cancel a search"),
+    ("PgUp PgDn", "page up / down (Home End: ends)"),
+    ("/  n", "find (memory: bytes, \\xNN), next"),
     ("g", "memory: go to address"),
     ("[ ]", "memory: previous / next mapping"),
     ("t", "regs, creds: next thread"),
-    ("s", "show session and group ids"),
+    ("s", "tree: session and group ids"),
     ("mouse", "wheel scrolls, click selects"),
     ("q", "quit"),
 ];
 
 fn draw_help(f: &mut Frame, area: Rect) {
-    let w = 64.min(area.width.saturating_sub(2));
+    let w = 56.min(area.width.saturating_sub(2));
     let h = (HELP.len() as u16 + 4).min(area.height.saturating_sub(2));
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -254,13 +275,13 @@ fn draw_help(f: &mut Frame, area: Rect) {
         .iter()
         .map(|(k, d)| {
             Line::from(vec![
-                Span::styled(format!("{k:>18}  "), Style::default().fg(Color::Cyan)),
+                Span::styled(format!("{k:>10}  "), Style::default().fg(Color::Cyan)),
                 Span::raw(*d),
             ])
         })
         .collect();
     lines.push(Line::styled(
-        "S: A alive, Z zombie, T stopped; T: threads",
+        "S: A alive, Z zombie, T stopped · T: threads",
         Style::default().fg(Color::DarkGray),
     ));
     f.render_widget(Clear, r);

@@ -170,3 +170,157 @@ fn tiny_terminal_does_not_panic() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// A real run under tmux.
+
+/// The bytes proctree's children write to their 64 KiB heap buffer (fixtures/criu-4.2/proctree/src:
+/// `fill_pattern(b, 64 << 10, seed)`: xorshift64 from `seed | 1`, 8 bytes at a time, little endian).
+fn heap_pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() + 8 <= n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// A tmux session of our own (unique name), killed by name when dropped.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, w: u16, h: u16) -> Tmux {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("cryo-tui-e2e-{}-{nanos}", std::process::id());
+        // Keep the pane after the program ends, to see how it ended.
+        let shell = format!("{cmd}; echo \"[exited $?]\"; sleep 600");
+        let st = std::process::Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+            ])
+            .arg(shell)
+            .env("TERM", "xterm-256color")
+            .status()
+            .expect("tmux runs (apt-get install tmux)");
+        assert!(st.success(), "tmux new-session failed");
+        Tmux { name }
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let st = std::process::Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn send_text(&self, text: &str) {
+        let st = std::process::Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, "-l", text])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn capture(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until the screen shows `what` (a wait, not a timing check: the limit only stops a hung run).
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let s = self.capture();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "screen never showed {what:?}:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn tmux_find_a_heap_string_in_a_child() {
+    // A string the child proctree.child0 (seed 10) has in its heap: the first run of 6 letters/digits of
+    // its pattern.
+    let pat = heap_pattern(10, 64 << 10);
+    let at = (0..pat.len() - 6)
+        .find(|&i| pat[i..i + 6].iter().all(u8::is_ascii_alphanumeric))
+        .unwrap();
+    let needle = String::from_utf8(pat[at..at + 6].to_vec()).unwrap();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2/proctree/images");
+    let tui = std::path::PathBuf::from(env!("CARGO_BIN_EXE_crit-tui"));
+    // Through `crit tui` when crit is built beside us (cargo test --workspace), else crit-tui itself.
+    let crit = tui.with_file_name("crit");
+    let cmd = if crit.is_file() {
+        format!("{} tui {}", crit.display(), dir.display())
+    } else {
+        format!("{} {}", tui.display(), dir.display())
+    };
+    eprintln!("running {cmd}");
+    let t = Tmux::start(&cmd, 120, 30);
+    t.wait_for("Processes");
+    t.send(&["Down"]); // 9406 → 9408, the first child
+    t.wait_for("9408 proctree");
+    t.send(&["4"]); // Memory: opens on the heap
+    t.wait_for("[heap]");
+    t.send(&["/"]);
+    t.wait_for("find bytes");
+    t.send_text(&needle);
+    t.send(&["Enter"]);
+    let screen = t.wait_for(&format!("\"{needle}\" at 0x"));
+    eprintln!("{screen}");
+
+    // The address the status line names is in the heap mapping and holds the string.
+    let line = screen
+        .lines()
+        .find(|l| l.contains(&format!("\"{needle}\" at 0x")))
+        .unwrap();
+    let hex = line.split(" at 0x").nth(1).unwrap().split_whitespace().next().unwrap();
+    let addr = u64::from_str_radix(hex, 16).unwrap();
+    let dump = Dump::open(&dir).unwrap();
+    let det = dump.detail(9408);
+    let heap = det.vmas.iter().find(|v| v.kind == "heap").unwrap();
+    assert!(heap.start <= addr && addr < heap.end, "{addr:#x} not in the heap");
+    assert_eq!(dump.set().read_memory(9408, addr, 6).unwrap(), needle.as_bytes());
+    // The cursor row is on screen: its address and the bytes' hex.
+    let row = addr & !15;
+    assert!(screen.contains(&format!("{row:012x}  ")), "row {row:x} not shown");
+    assert!(screen.contains(&format!("{:02x}", needle.as_bytes()[0])));
+
+    t.send(&["q"]);
+    t.wait_for("[exited 0]");
+}

@@ -29,6 +29,14 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// The last part of a path (`…/libc.so.6`), for narrow terminals.
+pub fn short_path(p: &str) -> String {
+    match p.rsplit_once('/') {
+        Some((dir, base)) if !dir.is_empty() && !base.is_empty() => format!("…/{base}"),
+        _ => p.to_string(),
+    }
+}
+
 /// The coverage bar: one cell per slice of the mapping, full / partly / not dumped.
 pub fn bar(v: &Vma) -> Line<'static> {
     let spans: Vec<Span> = v
@@ -56,10 +64,24 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
         return;
     }
     let wide = area.width >= 76;
-    let aw = if det.vmas.iter().any(|v| v.end > 0x1_0000_0000_0000) {
-        16
-    } else {
-        12
+    // Columns fit user-space addresses; the vsyscall page (the one kernel address) shows what fits.
+    let range = |v: &Vma| format!("{:012x}-{:012x}", v.start, v.end);
+    let start = |v: &Vma| format!("{:012x}", v.start);
+    let aw = det
+        .vmas
+        .iter()
+        .filter(|v| v.kind != "vsyscall")
+        .map(|v| if wide { range(v).len() } else { start(v).len() })
+        .max()
+        .unwrap_or(12);
+    let range = |v: &Vma| if v.kind == "vsyscall" { start(v) } else { range(v) };
+    let start = |v: &Vma| {
+        let s = start(v);
+        if s.len() > aw {
+            format!("…{}", &s[s.len() + 1 - aw..])
+        } else {
+            s
+        }
     };
     let header = if wide {
         Row::new(["RANGE", "PROT", "KIND", "PAGES", "DUMPED", "FILE"])
@@ -71,7 +93,7 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
         let pages = format!("{}/{}", v.dumped, v.pages);
         let cells: Vec<Cell> = if wide {
             vec![
-                Cell::from(format!("{:0aw$x}-{:0aw$x}", v.start, v.end)),
+                Cell::from(range(v)),
                 Cell::from(v.prot.clone()),
                 Cell::from(v.kind),
                 Cell::from(Line::from(pages).right_aligned()),
@@ -80,7 +102,7 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
             ]
         } else {
             vec![
-                Cell::from(format!("{:0aw$x}", v.start)),
+                Cell::from(start(v)),
                 Cell::from(Line::from(size(v.end - v.start)).right_aligned()),
                 Cell::from(v.prot.clone()),
                 Cell::from(Line::from(pages).right_aligned()),
@@ -88,7 +110,7 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
                 Cell::from(if v.file.is_empty() {
                     v.kind.to_string()
                 } else {
-                    v.file.clone()
+                    short_path(&v.file)
                 }),
             ]
         };
@@ -96,9 +118,9 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
     });
     let widths = if wide {
         vec![
-            Constraint::Length(aw as u16 * 2 + 1),
+            Constraint::Length(aw as u16),
             Constraint::Length(4),
-            Constraint::Length(5),
+            Constraint::Length(8),
             Constraint::Length(9),
             Constraint::Length(BAR as u16),
             Constraint::Fill(1),

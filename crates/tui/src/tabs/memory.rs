@@ -89,6 +89,9 @@ impl State {
             .ok_or_else(|| format!("{addr:#x} is in no mapping of pid {}", det.pid))?;
         self.vma = Some(i);
         self.cursor = addr;
+        // Put the target mid-window, with context above it.
+        let half = self.bpr.max(1) * (self.rows / 2) as u64;
+        self.top = addr.saturating_sub(half);
         self.fit(det);
         Ok(())
     }
