@@ -43,6 +43,7 @@ pub struct Vma {
     pub kind: &'static str,
     /// Full flag names (mmap flags and CRIU status), for the wide view and help.
     pub flags: String,
+    pub pgoff: u64,
     pub file: String,
     pub pages: u64,
     pub dumped: u64,
@@ -580,6 +581,8 @@ fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<
     const MAP_ANON: u32 = 0x20;
     const MAP_GROWSDOWN: u32 = 0x100;
     let st = v.status;
+    // A corrupt entry may end before it starts: show it as empty rather than wrap around.
+    let end = v.end.max(v.start);
     let mut prot = String::with_capacity(4);
     prot.push(if v.prot & 1 != 0 { 'r' } else { '-' });
     prot.push(if v.prot & 2 != 0 { 'w' } else { '-' });
@@ -644,18 +647,18 @@ fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<
             _ => String::new(),
         }
     };
-    let pages = v.end.saturating_sub(v.start) / PAGE_SIZE;
+    let pages = (end - v.start) / PAGE_SIZE;
     let mut dumped = 0;
     let mut bar = [0f32; BAR];
     if let (Some(pm), true) = (pm, pages > 0) {
         let i0 = pm.runs.partition_point(|r| r.end() <= v.start);
         let mut counts = [0u64; BAR];
-        for r in pm.runs[i0..].iter().take_while(|r| r.vaddr < v.end) {
+        for r in pm.runs[i0..].iter().take_while(|r| r.vaddr < end) {
             if r.offset.is_none() && r.flags & PE_PARENT == 0 {
                 continue;
             }
             let a = r.vaddr.max(v.start);
-            let b = r.end().min(v.end);
+            let b = r.end().min(end);
             if a >= b {
                 continue;
             }
@@ -681,10 +684,11 @@ fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<
     Vma {
         index,
         start: v.start,
-        end: v.end,
+        end,
         prot,
         kind,
         flags,
+        pgoff: v.pgoff,
         file,
         pages,
         dumped,

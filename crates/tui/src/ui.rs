@@ -30,8 +30,10 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(area);
     draw_header(f, header, app);
     // On narrow terminals the tree shrinks to its pid column while the detail pane has the keys.
-    let compact = app.focus == Focus::Detail && body.width < 100;
-    let tree_w = if compact { 9 } else { tree_width(app, body.width) };
+    // (narrow: the detail pane would have less than the 81 columns a 16-byte hex row needs).
+    let full_w = tree_width(app, body.width);
+    let compact = app.focus == Focus::Detail && body.width.saturating_sub(full_w) < 81;
+    let tree_w = if compact { 9 } else { full_w };
     let [left, right] = Layout::horizontal([Constraint::Length(tree_w), Constraint::Fill(1)]).areas(body);
     draw_tree(f, left, app, compact);
     draw_detail(f, right, app);
@@ -169,6 +171,22 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &mut App) {
     f.render_widget(block, area);
     app.areas.detail = area;
     let [bar, body] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
+    // Images of this process that did not load: the first one named on the last line.
+    let body = match det.errors.first() {
+        Some(e) if body.height > 2 => {
+            let [b, err] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(body);
+            let more = match det.errors.len() {
+                1 => String::new(),
+                n => format!(" (+{} more)", n - 1),
+            };
+            f.render_widget(
+                Paragraph::new(Line::styled(format!("! {e}{more}"), Style::default().fg(Color::Red))),
+                err,
+            );
+            b
+        }
+        _ => body,
+    };
     // Tab bar: full titles if they fit, short ones otherwise.
     let full: usize = Tab::ALL.iter().map(|t| t.title().len() + 1).sum();
     let narrow = full > bar.width as usize;

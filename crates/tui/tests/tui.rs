@@ -324,3 +324,65 @@ fn tmux_find_a_heap_string_in_a_child() {
     t.send(&["q"]);
     t.wait_for("[exited 0]");
 }
+
+/// A copy of a fixture set in a scratch directory of our own (removed on drop).
+struct Copy(std::path::PathBuf);
+
+impl Copy {
+    fn of(name: &str, tag: &str) -> Copy {
+        let src =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../fixtures/criu-4.2/{name}/images"));
+        let dir = std::env::temp_dir().join(format!("cryo-tui-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        Copy(dir)
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn broken_images_show_errors_not_panics() {
+    let c = Copy::of("proctree", "broken");
+    let d = &c.0;
+    std::fs::remove_file(d.join("mm-9408.img")).unwrap();
+    let core = std::fs::read(d.join("core-9409.img")).unwrap();
+    std::fs::write(d.join("core-9409.img"), &core[..core.len() / 2]).unwrap();
+    std::fs::write(d.join("pagemap-9410.img"), b"garbage!").unwrap();
+    std::fs::remove_file(d.join("pages-5.img")).unwrap(); // 9411's pages
+    std::fs::write(d.join("fdinfo-2.img"), b"").unwrap();
+
+    let mut a = App::new(Dump::open(d).unwrap());
+    // The tree still lists every process; the truncated core shows up as unknown.
+    let p9409 = a.dump.procs.iter().find(|p| p.pid == 9409).unwrap();
+    assert_eq!((p9409.comm.as_str(), p9409.state), ("?", "?"));
+    assert!(
+        a.dump.errors.iter().any(|e| e.contains("core-9409.img")),
+        "{:?}",
+        a.dump.errors
+    );
+    let mut screens = String::new();
+    for _ in 0..5 {
+        for tab in '1'..='7' {
+            keys(&mut a, &[Char(tab)]);
+            if tab == '4' {
+                keys(&mut a, &[Char('/')]);
+                text(&mut a, "x");
+                keys(&mut a, &[Enter]);
+            }
+            screens.push_str(&screen(&mut a, 100, 30));
+        }
+        keys(&mut a, &[KeyCode::Esc, Down]);
+    }
+    assert!(screens.contains("mm-9408.img"), "missing mm is named");
+    assert!(screens.contains("pagemap-9410.img"), "bad pagemap is named");
+    assert!(screens.contains("fdinfo-2.img"), "bad fdinfo is named");
+}

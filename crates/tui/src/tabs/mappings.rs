@@ -1,6 +1,6 @@
 //! Mappings: every VMA with its protection, kind, file and how much of it the dump holds.
 
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
@@ -135,7 +135,21 @@ pub fn draw(f: &mut Frame, area: Rect, det: &ProcDetail, nav: &mut ListNav) {
             Constraint::Fill(1),
         ]
     };
+    // The last line: the selected mapping's flags in full.
+    let (area, info) = if area.height > 3 {
+        let [a, b] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(area);
+        (a, Some(b))
+    } else {
+        (area, None)
+    };
     nav.fit(det.vmas.len(), area.height.saturating_sub(1) as usize);
+    if let (Some(b), Some(v)) = (info, det.vmas.get(nav.sel)) {
+        let text = format!("{} · pgoff {:#x}", v.flags, v.pgoff);
+        f.render_widget(
+            Paragraph::new(Line::styled(text, Style::default().fg(Color::DarkGray))),
+            b,
+        );
+    }
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
