@@ -13,6 +13,7 @@ use std::sync::Arc;
 use cryo_image::pretty::{dict_name, hex, map_flags};
 use cryo_image::{json, pb, pyjson, ImageError, ImageSet, Pagemap, PAGE_SIZE, PE_PARENT};
 use prost::Message;
+use prost_reflect::DynamicMessage;
 
 /// One process of the tree.
 #[derive(Debug, Clone)]
@@ -477,8 +478,8 @@ impl Dump {
         m
     }
 
-    /// Read memory of `pid` at `addr` into `buf`: pages not in the dump stay as they are; returns per
-    /// byte whether it came from the dump. Small windows only: this is synchronous.
+    /// Read memory of `pid` at `addr` into `buf`; bytes of pages not in the dump are left as they are
+    /// (`ProcDetail::dumped` tells which). Small windows only: this is synchronous.
     pub fn read(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), String> {
         self.set
             .read_memory_into(pid, addr, buf)
@@ -497,7 +498,7 @@ impl Dump {
     fn entry_json(
         &self,
         image: &str,
-        pick: impl Fn(&prost_reflect_json::Msg) -> bool,
+        pick: impl Fn(&DynamicMessage) -> bool,
     ) -> Result<(usize, serde_json::Value), String> {
         let img = self.set.image(image).map_err(|e| e.to_string())?;
         let skip = usize::from(img.magic.name == "PAGEMAP");
@@ -569,11 +570,6 @@ impl Dump {
             }
         })
     }
-}
-
-/// The dynamic message type of decoded images (shorthand for closures above).
-mod prost_reflect_json {
-    pub type Msg = prost_reflect::DynamicMessage;
 }
 
 fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<&HashMap<u32, pb::FileEntry>>) -> Vma {
