@@ -405,12 +405,8 @@ impl App {
         let Some(p) = self.prompt.as_mut() else { return };
         match k.code {
             KeyCode::Esc => self.prompt = None,
-            KeyCode::Backspace => {
-                // Backspace on an empty prompt closes it.
-                if p.input.pop().is_none() {
-                    self.prompt = None;
-                }
-            }
+            // Backspace deletes a character; on an empty prompt it closes the prompt.
+            KeyCode::Backspace if p.input.pop().is_none() => self.prompt = None,
             KeyCode::Char(c) => p.input.push(c),
             KeyCode::Enter => {
                 let p = self.prompt.take().unwrap_or(Prompt {
