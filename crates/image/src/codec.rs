@@ -87,9 +87,7 @@ pub fn identify(data: &[u8]) -> Kind {
 
 /// The descriptor of a message by its proto name.
 pub fn message(name: &str) -> MessageDescriptor {
-    crate::pool()
-        .get_message_by_name(name)
-        .unwrap_or_else(|| panic!("message {name} missing from the compiled protos"))
+    crate::message_descriptor(name).unwrap_or_else(|| panic!("message {name} missing from the compiled protos"))
 }
 
 /// Cursor over an image's bytes with errors that name the file, entry and offset.
