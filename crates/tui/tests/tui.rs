@@ -188,9 +188,21 @@ fn heap_pattern(seed: u64, n: usize) -> Vec<u8> {
     out
 }
 
-/// A tmux session of our own (unique name), killed by name when dropped.
+/// A tmux session of our own (unique name, on its own server socket so no one else's tmux is touched),
+/// killed by name when dropped, and its socket removed.
 struct Tmux {
     name: String,
+}
+
+/// tmux on the server socket of session `name` (a file in the temp dir, removed with the session).
+fn tmux(name: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("tmux");
+    c.arg("-S").arg(socket(name)).args(["-f", "/dev/null"]);
+    c
+}
+
+fn socket(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}.sock"))
 }
 
 impl Tmux {
@@ -202,7 +214,7 @@ impl Tmux {
         let name = format!("cryo-tui-e2e-{}-{nanos}", std::process::id());
         // Keep the pane after the program ends, to see how it ended.
         let shell = format!("{cmd}; echo \"[exited $?]\"; sleep 600");
-        let st = std::process::Command::new("tmux")
+        let st = tmux(&name)
             .args([
                 "new-session",
                 "-d",
@@ -222,7 +234,7 @@ impl Tmux {
     }
 
     fn send(&self, keys: &[&str]) {
-        let st = std::process::Command::new("tmux")
+        let st = tmux(&self.name)
             .args(["send-keys", "-t", &self.name])
             .args(keys)
             .status()
@@ -231,7 +243,7 @@ impl Tmux {
     }
 
     fn send_text(&self, text: &str) {
-        let st = std::process::Command::new("tmux")
+        let st = tmux(&self.name)
             .args(["send-keys", "-t", &self.name, "-l", text])
             .status()
             .unwrap();
@@ -239,7 +251,7 @@ impl Tmux {
     }
 
     fn capture(&self) -> String {
-        let out = std::process::Command::new("tmux")
+        let out = tmux(&self.name)
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
             .unwrap();
@@ -265,9 +277,8 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
+        let _ = tmux(&self.name).args(["kill-session", "-t", &self.name]).status();
+        let _ = std::fs::remove_file(socket(&self.name));
     }
 }
 
