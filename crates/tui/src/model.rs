@@ -102,8 +102,55 @@ pub struct ProcDetail {
     pub socks: Vec<Sock>,
     pub threads: Vec<Thread>,
     pub files_id: Option<u32>,
+    /// Shared mappings whose pages are in a shmem pagemap: (index of the vma, its backing).
+    pub shm: Vec<(usize, Arc<Shm>)>,
     /// Load errors, as `file: what`.
     pub errors: Vec<String>,
+}
+
+/// The pages of a shared memory object (shared anonymous, SysV shm, memfd): `pagemap-shmem-ID.img`, whose
+/// run addresses are offsets in the object, and the pages file it names.
+#[derive(Debug)]
+pub struct Shm {
+    pub shmid: u64,
+    pub pagemap: Pagemap,
+    pub pages: std::path::PathBuf,
+}
+
+impl Shm {
+    /// Whether the page at offset `off` of the object is in the dump.
+    pub fn dumped(&self, off: u64) -> bool {
+        self.pagemap.find(off).is_some_and(|r| r.offset.is_some())
+    }
+
+    /// Fill `buf` from offset `off` of the object; pages not in the dump are left as they are.
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f: Option<std::fs::File> = None;
+        let end = off + buf.len() as u64;
+        let mut o = off;
+        while o < end {
+            let page_end = ((o / PAGE_SIZE + 1) * PAGE_SIZE).min(end);
+            match self.pagemap.find(o) {
+                Some(r) if r.offset.is_some() => {
+                    let run_end = r.end().min(end);
+                    let file = match &mut f {
+                        Some(f) => f,
+                        None => f.insert(
+                            std::fs::File::open(&self.pages).map_err(|e| format!("{}: {e}", self.pages.display()))?,
+                        ),
+                    };
+                    let dst = &mut buf[(o - off) as usize..(run_end - off) as usize];
+                    file.seek(SeekFrom::Start(r.offset.unwrap_or(0) + (o - r.vaddr)))
+                        .and_then(|_| file.read_exact(dst))
+                        .map_err(|e| format!("{}: {e}", self.pages.display()))?;
+                    o = run_end;
+                }
+                _ => o = page_end,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ProcDetail {
@@ -112,8 +159,18 @@ impl ProcDetail {
         self.vmas.iter().position(|v| v.start <= addr && addr < v.end)
     }
 
-    /// Whether the page of `addr` is in the dump (here or in a parent set).
+    /// The shared-memory backing of the mapping holding `addr`: (vma, backing).
+    pub fn shm_at(&self, addr: u64) -> Option<(&Vma, &Shm)> {
+        let i = self.vma_at(addr)?;
+        let shm = self.shm.iter().find(|(j, _)| *j == i)?;
+        Some((&self.vmas[i], &shm.1))
+    }
+
+    /// Whether the page of `addr` is in the dump (here, in a parent set, or in a shmem pagemap).
     pub fn dumped(&self, addr: u64) -> bool {
+        if let Some((v, shm)) = self.shm_at(addr) {
+            return shm.dumped(addr - v.start + v.pgoff);
+        }
         self.pagemap
             .as_ref()
             .and_then(|p| p.find(addr))
@@ -122,17 +179,31 @@ impl ProcDetail {
 
     /// Address ranges of dumped pages, adjacent runs merged, in address order.
     pub fn dumped_ranges(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut all: Vec<(u64, u64)> = Vec::new();
         if let Some(pm) = &self.pagemap {
-            for r in pm
-                .runs
-                .iter()
-                .filter(|r| r.offset.is_some() || r.flags & PE_PARENT != 0)
-            {
-                match out.last_mut() {
-                    Some(last) if last.1 == r.vaddr => last.1 = r.end(),
-                    _ => out.push((r.vaddr, r.end())),
+            all.extend(
+                pm.runs
+                    .iter()
+                    .filter(|r| r.offset.is_some() || r.flags & PE_PARENT != 0)
+                    .map(|r| (r.vaddr, r.end())),
+            );
+        }
+        for (i, shm) in &self.shm {
+            let v = &self.vmas[*i];
+            let (lo, hi) = (v.pgoff, v.pgoff + (v.end - v.start));
+            for r in shm.pagemap.runs.iter().filter(|r| r.offset.is_some()) {
+                let (a, b) = (r.vaddr.max(lo), r.end().min(hi));
+                if a < b {
+                    all.push((a - lo + v.start, b - lo + v.start));
                 }
+            }
+        }
+        all.sort();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in all {
+            match out.last_mut() {
+                Some(last) if last.1 >= a => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
             }
         }
         out
@@ -176,6 +247,9 @@ pub struct Dump {
     pub errors: Vec<String>,
     pub img_version: u32,
     files: OnceCell<Result<HashMap<u32, pb::FileEntry>, String>>,
+    /// memfd inode id → (name, shmid), from memfd.img.
+    memfds: OnceCell<HashMap<u64, (String, u64)>>,
+    shms: RefCell<HashMap<u64, Result<Arc<Shm>, String>>>,
     details: RefCell<HashMap<u32, Rc<ProcDetail>>>,
 }
 
@@ -264,6 +338,8 @@ impl Dump {
             errors,
             img_version: inv.img_version,
             files: OnceCell::new(),
+            memfds: OnceCell::new(),
+            shms: RefCell::new(HashMap::new()),
             details: RefCell::new(HashMap::new()),
         })
     }
@@ -341,12 +417,27 @@ impl Dump {
             }
         }
         if let Some(mm) = &d.mm {
-            d.vmas = mm
-                .vmas
-                .iter()
-                .enumerate()
-                .map(|(i, v)| make_vma(i, v, d.pagemap.as_deref(), files))
-                .collect();
+            for (i, v) in mm.vmas.iter().enumerate() {
+                let shm = match self.shm_of(v, files) {
+                    Some(Ok(shm)) => Some(shm),
+                    Some(Err(e)) => {
+                        d.errors.push(e);
+                        None
+                    }
+                    None => None,
+                };
+                d.vmas.push(make_vma(
+                    i,
+                    v,
+                    d.pagemap.as_deref(),
+                    files,
+                    self.memfds(),
+                    shm.as_deref(),
+                ));
+                if let Some(shm) = shm {
+                    d.shm.push((i, shm));
+                }
+            }
         }
         match self.set.ids(pid) {
             Ok(ids) => {
@@ -451,6 +542,71 @@ impl Dump {
         }
     }
 
+    fn memfds(&self) -> &HashMap<u64, (String, u64)> {
+        self.memfds.get_or_init(|| {
+            if !self.set.has("memfd.img") {
+                return HashMap::new();
+            }
+            self.set
+                .entries::<pb::MemfdInodeEntry>("memfd.img", "MEMFD_INODE")
+                .map(|v| v.into_iter().map(|m| (m.inode_id, (m.name, m.shmid as u64))).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The shmem pagemap behind a shared mapping, if it has one in the dump.
+    fn shm_of(
+        &self,
+        v: &pb::VmaEntry,
+        files: Option<&HashMap<u32, pb::FileEntry>>,
+    ) -> Option<Result<Arc<Shm>, String>> {
+        const ANON_SHARED: u32 = 1 << 8;
+        const MEMFD: u32 = 1 << 14;
+        let shmid = if v.status & MEMFD != 0 {
+            let inode = files?.get(&(v.shmid as u32))?.memfd.as_ref()?.inode_id as u64;
+            self.memfds().get(&inode)?.1
+        } else if v.status & ANON_SHARED != 0 {
+            v.shmid
+        } else {
+            return None;
+        };
+        let name = format!("pagemap-shmem-{shmid}.img");
+        if !self.set.has(&name) {
+            return None;
+        }
+        if let Some(r) = self.shms.borrow().get(&shmid) {
+            return Some(r.clone());
+        }
+        let r = self.load_shm(shmid, &name).map(Arc::new).map_err(|e| e.to_string());
+        self.shms.borrow_mut().insert(shmid, r.clone());
+        Some(r)
+    }
+
+    fn load_shm(&self, shmid: u64, name: &str) -> Result<Shm, ImageError> {
+        let img = self.set.image(name)?;
+        let file = self.set.path(name).display().to_string();
+        let mut msgs = img.entries.iter().map(|e| e.msg.encode_to_vec());
+        let bad = |what: String| ImageError::Invalid {
+            file: file.clone(),
+            what,
+        };
+        let head = pb::PagemapHead::decode(msgs.next().ok_or_else(|| bad("no pagemap_head".into()))?.as_slice())
+            .map_err(|e| bad(format!("pagemap_head: {e}")))?;
+        let entries = msgs
+            .map(|b| pb::PagemapEntry::decode(b.as_slice()).map_err(|e| bad(format!("pagemap_entry: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pages = self.set.path(&format!("pages-{}.img", head.pages_id));
+        let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
+        if len.is_none() {
+            return Err(bad(format!("{} is missing", pages.display())));
+        }
+        Ok(Shm {
+            shmid,
+            pagemap: Pagemap::new(&file, &head, &entries, len)?,
+            pages,
+        })
+    }
+
     /// Bytes queued per socket id (sk-queues.img).
     fn sk_queues(&self) -> HashMap<u32, u64> {
         let mut m = HashMap::new();
@@ -480,11 +636,35 @@ impl Dump {
 
     /// Read memory of `pid` at `addr` into `buf`; bytes of pages not in the dump are left as they are
     /// (`ProcDetail::dumped` tells which). Small windows only: this is synchronous.
-    pub fn read(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.set
-            .read_memory_into(pid, addr, buf)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub fn read(&self, det: &ProcDetail, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+        let end = addr.saturating_add(buf.len() as u64);
+        let mut a = addr;
+        while a < end {
+            // Shared mappings read from their shmem pages; everything else from the process's pagemap, up
+            // to the next shared mapping.
+            if let Some((v, shm)) = det.shm_at(a) {
+                let e = v.end.min(end);
+                shm.read(
+                    a - v.start + v.pgoff,
+                    &mut buf[(a - addr) as usize..(e - addr) as usize],
+                )?;
+                a = e;
+                continue;
+            }
+            let e = det
+                .shm
+                .iter()
+                .map(|(i, _)| det.vmas[*i].start)
+                .filter(|&s| s > a)
+                .min()
+                .unwrap_or(end)
+                .min(end);
+            self.set
+                .read_memory_into(det.pid, a, &mut buf[(a - addr) as usize..(e - addr) as usize])
+                .map_err(|e| e.to_string())?;
+            a = e;
+        }
+        Ok(())
     }
 
     /// The crit JSON (pretty, as `crit show`) of the entry behind a target, as a titled text.
@@ -572,7 +752,14 @@ impl Dump {
     }
 }
 
-fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<&HashMap<u32, pb::FileEntry>>) -> Vma {
+fn make_vma(
+    index: usize,
+    v: &pb::VmaEntry,
+    pm: Option<&Pagemap>,
+    files: Option<&HashMap<u32, pb::FileEntry>>,
+    memfds: &HashMap<u64, (String, u64)>,
+    shm: Option<&Shm>,
+) -> Vma {
     const MAP_SHARED: u32 = 0x1;
     const MAP_ANON: u32 = 0x20;
     const MAP_GROWSDOWN: u32 = 0x100;
@@ -624,7 +811,10 @@ fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<
         match files.and_then(|f| f.get(&id)) {
             Some(f) => match (&f.reg, &f.memfd) {
                 (Some(r), _) => r.name.clone(),
-                (_, Some(m)) => format!("memfd inode {}", m.inode_id),
+                (_, Some(m)) => match memfds.get(&(m.inode_id as u64)) {
+                    Some((name, _)) => format!("memfd:{name}"),
+                    None => format!("memfd inode {}", m.inode_id),
+                },
                 _ => format!("file id {id}"),
             },
             None => format!("file id {id}"),
@@ -646,22 +836,30 @@ fn make_vma(index: usize, v: &pb::VmaEntry, pm: Option<&Pagemap>, files: Option<
     let pages = (end - v.start) / PAGE_SIZE;
     let mut dumped = 0;
     let mut bar = [0f32; BAR];
+    // The pagemap holding the mapping's pages, and the pagemap address of its first byte: the process's
+    // own at `start`, or a shmem object's at `pgoff`.
+    let (pm, base) = match shm {
+        Some(s) => (Some(&s.pagemap), v.pgoff),
+        None => (pm, v.start),
+    };
+    let len = end - v.start;
     if let (Some(pm), true) = (pm, pages > 0) {
-        let i0 = pm.runs.partition_point(|r| r.end() <= v.start);
+        let i0 = pm.runs.partition_point(|r| r.end() <= base);
         let mut counts = [0u64; BAR];
-        for r in pm.runs[i0..].iter().take_while(|r| r.vaddr < end) {
+        for r in pm.runs[i0..].iter().take_while(|r| r.vaddr < base.saturating_add(len)) {
             if r.offset.is_none() && r.flags & PE_PARENT == 0 {
                 continue;
             }
-            let a = r.vaddr.max(v.start);
-            let b = r.end().min(end);
+            // Offsets in the mapping.
+            let a = r.vaddr.max(base) - base;
+            let b = r.end().min(base.saturating_add(len)) - base;
             if a >= b {
                 continue;
             }
             dumped += (b - a) / PAGE_SIZE;
             // Spread the pages of [a, b) over the bar's slices.
-            let mut p = (a - v.start) / PAGE_SIZE;
-            let pe = (b - v.start) / PAGE_SIZE;
+            let mut p = a / PAGE_SIZE;
+            let pe = b / PAGE_SIZE;
             while p < pe {
                 let slice = (p * BAR as u64 / pages) as usize;
                 let slice_end = ((slice as u64 + 1) * pages).div_ceil(BAR as u64);

@@ -397,3 +397,56 @@ fn broken_images_show_errors_not_panics() {
     assert!(screens.contains("pagemap-9410.img"), "bad pagemap is named");
     assert!(screens.contains("fdinfo-2.img"), "bad fdinfo is named");
 }
+
+#[test]
+fn shared_mappings_read_from_their_shmem_pages() {
+    // fixtures/criu-4.2/memfd_shm/src: a 128 KiB memfd filled with pattern 4242, and a 64 KiB shared
+    // anonymous region filled with pattern 4343 from its second page on (CRIU 4.2 dumps it as a memfd
+    // named /dev/zero); both live in pagemap-shmem-*.img, not in the process's pagemap.
+    let dump = Dump::open("../../fixtures/criu-4.2/memfd_shm/images").unwrap();
+    for p in &dump.procs {
+        let det = dump.detail(p.pid);
+        assert!(det.errors.is_empty(), "{:?}", det.errors);
+        let memfd = det.vmas.iter().find(|v| v.file == "memfd:anchor-memfd").unwrap();
+        assert_eq!((memfd.dumped, memfd.pages), (32, 32));
+        let mut buf = vec![0u8; 128 << 10];
+        dump.read(&det, memfd.start, &mut buf).unwrap();
+        assert!(buf == heap_pattern(4242, 128 << 10), "memfd contents of pid {}", p.pid);
+        let anon = det.vmas.iter().find(|v| v.file == "memfd:/dev/zero").unwrap();
+        let mut buf = vec![0u8; (64 << 10) - 4096];
+        dump.read(&det, anon.start + 4096, &mut buf).unwrap();
+        assert!(
+            buf == heap_pattern(4343, (64 << 10) - 4096),
+            "shared anon contents of pid {}",
+            p.pid
+        );
+        // Memory search scans shared mappings too.
+        let ranges = det.dumped_ranges();
+        assert!(
+            ranges.iter().any(|r| r.0 <= memfd.start && memfd.end <= r.1),
+            "{ranges:x?}"
+        );
+    }
+    // SysV shm: VMA_ANON_SHARED with the segment's shmid.
+    let dump = Dump::open("../../fixtures/criu-4.2/sysv_ipc/images").unwrap();
+    let det = dump.detail(dump.procs[0].pid);
+    let shm = det.vmas.iter().find(|v| v.kind == "sysvipc").unwrap();
+    assert_eq!((shm.dumped, shm.pages), (16, 16));
+}
+
+#[test]
+fn mappings_shared_memfd_wide() {
+    let mut a = app("memfd_shm");
+    keys(&mut a, &[Enter]);
+    insta::assert_snapshot!(screen(&mut a, 140, 34));
+}
+
+#[test]
+fn memory_of_a_memfd_mapping() {
+    let mut a = app("memfd_shm");
+    let det = a.detail();
+    let i = det.vmas.iter().position(|v| v.file == "memfd:anchor-memfd").unwrap();
+    a.mem.open(&det, i);
+    keys(&mut a, &[Char('4')]);
+    insta::assert_snapshot!(screen(&mut a, 120, 20));
+}

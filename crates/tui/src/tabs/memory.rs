@@ -244,7 +244,7 @@ impl SearchJob {
         let chunk_end = self.pos.saturating_add(budget.max(1)).min(end);
         let read_end = chunk_end.saturating_add(n - 1).min(end);
         let mut buf = vec![0u8; (read_end - self.pos) as usize];
-        dump.read(self.pid, self.pos, &mut buf)?;
+        dump.read(&dump.detail(self.pid), self.pos, &mut buf)?;
         let limit = (chunk_end - self.pos) as usize;
         if let Some(i) = find(&buf, &self.needle).filter(|&i| i < limit) {
             return Ok(Step::Found(self.pos + i as u64));
@@ -321,7 +321,7 @@ pub fn draw(f: &mut Frame, area: Rect, dump: &Dump, det: &ProcDetail, st: &mut S
     // One read for the whole window.
     let len = (st.rows as u64 * bpr).min(v.end - st.top) as usize;
     let mut buf = vec![0u8; len];
-    if let Err(e) = dump.read(det.pid, st.top, &mut buf) {
+    if let Err(e) = dump.read(det, st.top, &mut buf) {
         lines.push(Line::styled(e, Style::default().fg(Color::Red)));
     }
     let hit = st.hit;
