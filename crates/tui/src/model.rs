@@ -249,6 +249,7 @@ pub struct Dump {
     files: OnceCell<Result<HashMap<u32, pb::FileEntry>, String>>,
     /// memfd inode id → (name, shmid), from memfd.img.
     memfds: OnceCell<HashMap<u64, (String, u64)>>,
+    remaps: OnceCell<HashMap<u32, String>>,
     shms: RefCell<HashMap<u64, Result<Arc<Shm>, String>>>,
     details: RefCell<HashMap<u32, Rc<ProcDetail>>>,
 }
@@ -339,6 +340,7 @@ impl Dump {
             img_version: inv.img_version,
             files: OnceCell::new(),
             memfds: OnceCell::new(),
+            remaps: OnceCell::new(),
             shms: RefCell::new(HashMap::new()),
             details: RefCell::new(HashMap::new()),
         })
@@ -511,7 +513,10 @@ impl Dump {
             match get(fi.id) {
                 None => row.what = format!("id {} not in files.img", fi.id),
                 Some(f) => {
-                    let (what, flags, pos) = describe_file(f, files, &pipes);
+                    let (mut what, flags, pos) = describe_file(f, files, &pipes);
+                    if let Some(note) = self.remaps().get(&f.id) {
+                        what.push_str(note);
+                    }
                     row.what = what;
                     if !flags.is_empty() {
                         row.flags = if row.flags.is_empty() {
@@ -604,6 +609,32 @@ impl Dump {
             shmid,
             pagemap: Pagemap::new(&file, &head, &entries, len)?,
             pages,
+        })
+    }
+
+    /// Files that were deleted or otherwise unreachable at dump time (remap-fpath.img): file id → note.
+    fn remaps(&self) -> &HashMap<u32, String> {
+        self.remaps.get_or_init(|| {
+            if !self.set.has("remap-fpath.img") {
+                return HashMap::new();
+            }
+            let Ok(v) = self
+                .set
+                .entries::<pb::RemapFilePathEntry>("remap-fpath.img", "REMAP_FPATH")
+            else {
+                return HashMap::new();
+            };
+            v.into_iter()
+                .map(|r| {
+                    let note = match pb::RemapType::try_from(r.remap_type.unwrap_or(0)) {
+                        Ok(pb::RemapType::Ghost) => format!(" (deleted; contents in ghost-file-{}.img)", r.remap_id),
+                        Ok(pb::RemapType::Linked) => format!(" (deleted; linked as file id {})", r.remap_id),
+                        Ok(pb::RemapType::Procfs) => " (procfs)".to_string(),
+                        Err(_) => " (remapped)".to_string(),
+                    };
+                    (r.orig_id, note)
+                })
+                .collect()
         })
     }
 

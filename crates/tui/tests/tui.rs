@@ -450,3 +450,10 @@ fn memory_of_a_memfd_mapping() {
     keys(&mut a, &[Char('4')]);
     insta::assert_snapshot!(screen(&mut a, 120, 20));
 }
+
+#[test]
+fn files_deleted_file_kept_as_ghost() {
+    let mut a = app("ghost_file");
+    keys(&mut a, &[Char('2')]);
+    insta::assert_snapshot!(screen(&mut a, 120, 20));
+}
