@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// crit-NAME beside crit or in PATH (e.g. `crit tui DIR`)
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
     /// Convert an image from binary to JSON
     Decode(cmd::decode::DecodeArgs),
     /// Convert an image from JSON to binary
@@ -31,22 +34,19 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
-    /// crit-NAME beside crit or in PATH (e.g. `crit tui DIR`)
-    #[command(external_subcommand)]
-    External(Vec<OsString>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
-        Cmd::Decode(a) => cmd::decode::run(a),
-        Cmd::Encode(a) => cmd::encode::run(a),
-        Cmd::Info(a) => cmd::info::run(a),
-        Cmd::Show(a) => cmd::show::run(a),
         Cmd::External(args) => match external::run(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Cmd::Decode(a) => cmd::decode::run(a),
+        Cmd::Encode(a) => cmd::encode::run(a),
+        Cmd::Info(a) => cmd::info::run(a),
+        Cmd::Show(a) => cmd::show::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
