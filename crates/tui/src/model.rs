@@ -127,10 +127,10 @@ impl Shm {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), String> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f: Option<std::fs::File> = None;
-        let end = off + buf.len() as u64;
+        let end = off.saturating_add(buf.len() as u64);
         let mut o = off;
         while o < end {
-            let page_end = ((o / PAGE_SIZE + 1) * PAGE_SIZE).min(end);
+            let page_end = ((o / PAGE_SIZE + 1).saturating_mul(PAGE_SIZE)).min(end).max(o + 1);
             match self.pagemap.find(o) {
                 Some(r) if r.offset.is_some() => {
                     let run_end = r.end().min(end);
@@ -169,7 +169,7 @@ impl ProcDetail {
     /// Whether the page of `addr` is in the dump (here, in a parent set, or in a shmem pagemap).
     pub fn dumped(&self, addr: u64) -> bool {
         if let Some((v, shm)) = self.shm_at(addr) {
-            return shm.dumped(addr - v.start + v.pgoff);
+            return shm.dumped((addr - v.start).saturating_add(v.pgoff));
         }
         self.pagemap
             .as_ref()
@@ -190,7 +190,7 @@ impl ProcDetail {
         }
         for (i, shm) in &self.shm {
             let v = &self.vmas[*i];
-            let (lo, hi) = (v.pgoff, v.pgoff + (v.end - v.start));
+            let (lo, hi) = (v.pgoff, v.pgoff.saturating_add(v.end - v.start));
             for r in shm.pagemap.runs.iter().filter(|r| r.offset.is_some()) {
                 let (a, b) = (r.vaddr.max(lo), r.end().min(hi));
                 if a < b {
@@ -676,7 +676,7 @@ impl Dump {
             if let Some((v, shm)) = det.shm_at(a) {
                 let e = v.end.min(end);
                 shm.read(
-                    a - v.start + v.pgoff,
+                    (a - v.start).saturating_add(v.pgoff),
                     &mut buf[(a - addr) as usize..(e - addr) as usize],
                 )?;
                 a = e;

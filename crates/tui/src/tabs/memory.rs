@@ -116,7 +116,7 @@ impl State {
         let c = self.cursor;
         self.cursor = match m {
             MemMove::Left => c.saturating_sub(1),
-            MemMove::Right => c + 1,
+            MemMove::Right => c.saturating_add(1),
             MemMove::Up => c.checked_sub(bpr).unwrap_or(c),
             MemMove::Down => c.checked_add(bpr).unwrap_or(c),
             MemMove::PageUp => c.saturating_sub(page),
