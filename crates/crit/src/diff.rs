@@ -76,6 +76,8 @@ pub struct FdChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ThreadDiff {
     pub tid: u32,
+    /// Its tid in B (the same unless matching by order).
+    pub tid_b: u32,
     pub registers: Vec<FieldChange>,
     /// FPU/SSE/AVX state differs (too big to list register by register).
     pub fpregs_changed: bool,
@@ -113,6 +115,8 @@ impl MemoryDiff {
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ProcDiff {
     pub pid: u32,
+    /// Its pid in B (the same unless matching by order).
+    pub pid_b: u32,
     pub comm: String,
     /// pstree (ppid, pgid, sid) and task state (tc) fields.
     pub task: Vec<FieldChange>,
@@ -180,7 +184,8 @@ fn typed<M: Message + Default>(img: &cryo_image::Image, i: usize) -> Option<M> {
     M::decode(img.entries.get(i)?.msg.encode_to_vec().as_slice()).ok()
 }
 
-/// Field-by-field differences of two JSON objects (nested objects recurse; arrays compare whole).
+/// Field-by-field differences of two JSON values: objects recurse by key, arrays by index (`a.b[3].c`);
+/// an element or key on one side only is compared with `null`.
 pub fn json_changes(prefix: &str, a: &Json, b: &Json, out: &mut Vec<FieldChange>) {
     match (a, b) {
         (Json::Object(x), Json::Object(y)) => {
@@ -199,6 +204,12 @@ pub fn json_changes(prefix: &str, a: &Json, b: &Json, out: &mut Vec<FieldChange>
                 json_changes(&path, va, vb, out);
             }
         }
+        (Json::Array(x), Json::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let (va, vb) = (x.get(i).unwrap_or(&Json::Null), y.get(i).unwrap_or(&Json::Null));
+                json_changes(&format!("{prefix}[{i}]"), va, vb, out);
+            }
+        }
         _ if a != b => out.push(FieldChange {
             field: prefix.to_string(),
             old: a.clone(),
@@ -212,6 +223,8 @@ pub fn json_changes(prefix: &str, a: &Json, b: &Json, out: &mut Vec<FieldChange>
 struct Side<'a> {
     set: &'a ImageSet,
     tree: BTreeMap<u32, pb::PstreeEntry>,
+    /// The pstree in image order.
+    order: Vec<pb::PstreeEntry>,
     /// files.img entries by id, typed and as pretty JSON.
     files: HashMap<u32, (pb::FileEntry, Json)>,
     pipe_bytes: HashMap<u32, usize>,
@@ -220,7 +233,8 @@ struct Side<'a> {
 
 impl<'a> Side<'a> {
     fn load(set: &'a ImageSet) -> Result<Self> {
-        let tree = set.pstree()?.into_iter().map(|p| (p.pid, p)).collect();
+        let order = set.pstree()?;
+        let tree = order.iter().map(|p| (p.pid, p.clone())).collect();
         let mut files = HashMap::new();
         if set.has("files.img") {
             let img = set.image("files.img")?;
@@ -243,6 +257,7 @@ impl<'a> Side<'a> {
         Ok(Side {
             set,
             tree,
+            order,
             files,
             pipe_bytes,
             sk_bytes,
@@ -662,6 +677,7 @@ fn compare_pages(mut ra: PageReader, mut rb: PageReader) -> Result<MemoryDiff> {
 fn diff_thread(tid: u32, a: &Json, b: &Json) -> ThreadDiff {
     let mut t = ThreadDiff {
         tid,
+        tid_b: tid,
         ..Default::default()
     };
     let get = |j: &Json, path: &[&str]| {
@@ -701,19 +717,29 @@ fn diff_thread(tid: u32, a: &Json, b: &Json) -> ThreadDiff {
     t
 }
 
-fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry) -> Result<ProcDiff> {
-    let pid = pa.pid;
+fn diff_process(
+    a: &Side,
+    b: &Side,
+    pa: &pb::PstreeEntry,
+    pbe: &pb::PstreeEntry,
+    m: Match,
+    pids: &HashMap<u32, u32>,
+) -> Result<ProcDiff> {
+    let (pid, pid_b) = (pa.pid, pbe.pid);
     let mut d = ProcDiff {
         pid,
-        comm: b.comm(pid),
+        pid_b,
+        comm: b.comm(pid_b),
         ..Default::default()
     };
+    // Ids of A translated into B's numbering (identity when matching by pid).
+    let tr = |x: u32| pids.get(&x).copied().unwrap_or(x);
     for (name, x, y) in [
         ("ppid", pa.ppid, pbe.ppid),
         ("pgid", pa.pgid, pbe.pgid),
         ("sid", pa.sid, pbe.sid),
     ] {
-        if x != y {
+        if tr(x) != y {
             d.task.push(FieldChange {
                 field: name.into(),
                 old: x.into(),
@@ -721,13 +747,29 @@ fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry)
             });
         }
     }
-    let ta: BTreeSet<u32> = pa.threads.iter().copied().collect();
-    let tb: BTreeSet<u32> = pbe.threads.iter().copied().collect();
-    d.threads_added = tb.difference(&ta).copied().collect();
-    d.threads_gone = ta.difference(&tb).copied().collect();
+    // Threads: by tid, or by position in the thread list.
+    let pairs: Vec<(u32, u32)> = match m {
+        Match::Pid => {
+            let ta: BTreeSet<u32> = pa.threads.iter().copied().collect();
+            let tb: BTreeSet<u32> = pbe.threads.iter().copied().collect();
+            d.threads_added = tb.difference(&ta).copied().collect();
+            d.threads_gone = ta.difference(&tb).copied().collect();
+            ta.intersection(&tb).map(|&t| (t, t)).collect()
+        }
+        Match::Order => {
+            let n = pa.threads.len().min(pbe.threads.len());
+            d.threads_gone = pa.threads[n..].to_vec();
+            d.threads_added = pbe.threads[n..].to_vec();
+            pa.threads[..n]
+                .iter()
+                .copied()
+                .zip(pbe.threads[..n].iter().copied())
+                .collect()
+        }
+    };
 
     // Task-wide state (tc) and threads.
-    let (ca, cb) = (a.core(pid), b.core(pid));
+    let (ca, cb) = (a.core(pid), b.core(pid_b));
     if let (Some((_, ja)), Some((_, jb))) = (&ca, &cb) {
         json_changes(
             "tc",
@@ -736,19 +778,19 @@ fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry)
             &mut d.task,
         );
     }
-    for tid in ta.intersection(&tb) {
-        let (Some((_, ja)), Some((_, jb))) = (a.core(*tid), b.core(*tid)) else {
+    for (ta, tb) in pairs {
+        let (Some((_, ja)), Some((_, jb))) = (a.core(ta), b.core(tb)) else {
             continue;
         };
-        let t = diff_thread(*tid, &ja, &jb);
+        let mut t = diff_thread(ta, &ja, &jb);
+        t.tid_b = tb;
         if !t.registers.is_empty() || t.fpregs_changed || !t.creds.is_empty() || !t.other.is_empty() {
             d.threads.push(t);
         }
     }
 
-    let alive = |s: &Side| s.set.has(&format!("mm-{pid}.img"));
-    if alive(a) && alive(b) {
-        let (mma, mmb) = (a.set.mm(pid)?, b.set.mm(pid)?);
+    if a.set.has(&format!("mm-{pid}.img")) && b.set.has(&format!("mm-{pid_b}.img")) {
+        let (mma, mmb) = (a.set.mm(pid)?, b.set.mm(pid_b)?);
         let va: BTreeMap<u64, &pb::VmaEntry> = mma.vmas.iter().map(|v| (v.start, v)).collect();
         let vb: BTreeMap<u64, &pb::VmaEntry> = mmb.vmas.iter().map(|v| (v.start, v)).collect();
         for (s, v) in &va {
@@ -774,7 +816,7 @@ fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry)
             }
         }
         // The other mm fields, as JSON (hex where crit prints hex).
-        let mm_json = |set: &ImageSet| -> Result<Json> {
+        let mm_json = |set: &ImageSet, pid: u32| -> Result<Json> {
             let img = set.image(&format!("mm-{pid}.img"))?;
             let mut j = img
                 .entries
@@ -786,11 +828,11 @@ fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry)
             }
             Ok(j)
         };
-        json_changes("", &mm_json(a.set)?, &mm_json(b.set)?, &mut d.mm);
-        d.memory = diff_memory(a.set, b.set, pid)?;
+        json_changes("", &mm_json(a.set, pid)?, &mm_json(b.set, pid_b)?, &mut d.mm);
+        d.memory = compare_pages(PageReader::new(a.set, pid)?, PageReader::new(b.set, pid_b)?)?;
     }
 
-    let (fa, fb) = (a.fds(pid), b.fds(pid));
+    let (fa, fb) = (a.fds(pid), b.fds(pid_b));
     for (n, (fd, ja)) in &fa {
         match fb.get(n) {
             None => d.fds_removed.push(fd.clone()),
@@ -814,31 +856,59 @@ fn diff_process(a: &Side, b: &Side, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry)
     Ok(d)
 }
 
-/// Compare two image sets.
+/// How processes (and their threads) of the two sets are paired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Match {
+    /// Same pid, same tid (dumps of the same processes).
+    #[default]
+    Pid,
+    /// Same position in the process tree and thread lists (the same program run twice, other pids).
+    Order,
+}
+
+/// Compare two image sets, pairing processes by pid.
 pub fn diff_sets(a: &ImageSet, b: &ImageSet) -> Result<SetDiff> {
+    diff_sets_with(a, b, Match::Pid)
+}
+
+/// Compare two image sets.
+pub fn diff_sets_with(a: &ImageSet, b: &ImageSet, m: Match) -> Result<SetDiff> {
     let (sa, sb) = (Side::load(a)?, Side::load(b)?);
     let mut d = SetDiff {
         a: a.dir().display().to_string(),
         b: b.dir().display().to_string(),
         ..Default::default()
     };
-    for (pid, p) in &sa.tree {
-        match sb.tree.get(pid) {
-            None => d.processes_gone.push(sa.info(p)),
-            Some(q) => {
-                let pd = diff_process(&sa, &sb, p, q)?;
-                if pd.is_empty() {
-                    d.processes_same.push(*pid);
-                } else {
-                    d.processes_changed.push(pd);
-                }
-            }
+    let pairs: Vec<(&pb::PstreeEntry, &pb::PstreeEntry)> = match m {
+        Match::Pid => sa
+            .order
+            .iter()
+            .filter_map(|p| sb.tree.get(&p.pid).map(|q| (p, q)))
+            .collect(),
+        Match::Order => sa.order.iter().zip(sb.order.iter()).collect(),
+    };
+    let paired_a: BTreeSet<u32> = pairs.iter().map(|(p, _)| p.pid).collect();
+    let paired_b: BTreeSet<u32> = pairs.iter().map(|(_, q)| q.pid).collect();
+    let mut pids: HashMap<u32, u32> = HashMap::new();
+    for (p, q) in &pairs {
+        pids.insert(p.pid, q.pid);
+        for (x, y) in p.threads.iter().zip(&q.threads) {
+            pids.insert(*x, *y);
         }
     }
-    for (pid, p) in &sb.tree {
-        if !sa.tree.contains_key(pid) {
-            d.processes_added.push(sb.info(p));
+    for p in sa.order.iter().filter(|p| !paired_a.contains(&p.pid)) {
+        d.processes_gone.push(sa.info(p));
+    }
+    for (p, q) in pairs {
+        let pd = diff_process(&sa, &sb, p, q, m, &pids)?;
+        if pd.is_empty() {
+            d.processes_same.push(p.pid);
+        } else {
+            d.processes_changed.push(pd);
         }
+    }
+    for q in sb.order.iter().filter(|q| !paired_b.contains(&q.pid)) {
+        d.processes_added.push(sb.info(q));
     }
     let shm = |s: &ImageSet| -> BTreeSet<String> {
         std::fs::read_dir(s.dir())
@@ -872,11 +942,19 @@ pub fn diff_sets(a: &ImageSet, b: &ImageSet) -> Result<SetDiff> {
     Ok(d)
 }
 
+/// A value for people: strings bare, long values cut (the JSON output has them whole).
 fn show(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
+    let s = match v {
+        Json::String(s) => s.trim_end().replace('\n', ""),
         Json::Null => "(none)".into(),
         x => x.to_string(),
+    };
+    const MAX: usize = 80;
+    if s.chars().count() > MAX {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}...")
+    } else {
+        s
     }
 }
 
@@ -931,7 +1009,11 @@ pub fn render(d: &SetDiff) -> String {
         );
     }
     for p in &d.processes_changed {
-        let _ = writeln!(o, "~ process {} ({})", p.pid, p.comm);
+        if p.pid == p.pid_b {
+            let _ = writeln!(o, "~ process {} ({})", p.pid, p.comm);
+        } else {
+            let _ = writeln!(o, "~ process {} -> {} ({})", p.pid, p.pid_b, p.comm);
+        }
         if !p.task.is_empty() {
             let _ = writeln!(o, "    task: {}", changes_line(&p.task));
         }
@@ -1064,11 +1146,13 @@ mod tests {
 
     #[test]
     fn json_field_changes() {
-        let a = serde_json::json!({"uid": 0, "caps": [1, 2], "x": {"y": 1}});
-        let b = serde_json::json!({"uid": 5, "caps": [1, 2], "x": {"y": 2}, "z": true});
+        let a = serde_json::json!({"uid": 0, "caps": [1, 2], "x": {"y": 1}, "l": [{"p": 1}, {"p": 2}]});
+        let b = serde_json::json!({"uid": 5, "caps": [1, 3, 4], "x": {"y": 2}, "z": true, "l": [{"p": 1}, {"p": 5}]});
         let mut c = Vec::new();
         json_changes("", &a, &b, &mut c);
         let got: Vec<_> = c.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(got, vec!["uid", "x.y", "z"]);
+        assert_eq!(got, vec!["uid", "caps[1]", "caps[2]", "x.y", "l[1].p", "z"]);
+        assert_eq!(c[2].old, Json::Null);
+        assert_eq!(show(&Json::String("x".repeat(100))).len(), 83);
     }
 }

@@ -1194,3 +1194,56 @@ fn diff_compares_shared_memory_objects() {
         "{out}"
     );
 }
+
+#[test]
+fn diff_can_pair_processes_by_tree_order() {
+    // The pid-mapped copy of proctree is the same tree with other pids (and 9409/9411 swapped).
+    let input = fixture("proctree");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let map = "9406:500,9408:501,9409:9411,9411:9409";
+    assert!(crit(&["rewrite", s(&input), "-o", s(&out), "--pid-map", map])
+        .status
+        .success());
+    // By pid: 9409 and 9411 are compared with each other's images, 9406/9408 are gone, 500/501 new.
+    let (code, v) = diff_json(&input, &out);
+    assert_eq!(code, 1);
+    assert_eq!(v["processes_gone"].as_array().unwrap().len(), 2);
+    assert_eq!(v["processes_added"].as_array().unwrap().len(), 2);
+    assert!(v["processes_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["pid"] == 9409));
+    // By order: the same processes, nothing different.
+    let o = crit(&["diff", "--match", "order", s(&input), s(&out)]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{err}");
+    assert_eq!(stdout, "no differences (5 processes compared)\n");
+    // By order, with one page changed in the process that is now 9409 (was 9411).
+    let pm = cryo_image::ImageSet::open(&out).unwrap().pagemap(9409).unwrap();
+    let run = *pm.runs.iter().find(|r| r.offset.is_some()).unwrap();
+    let pages = out.join(format!("pages-{}.img", pm.pages_id));
+    let mut data = fs::read(&pages).unwrap();
+    data[run.offset.unwrap() as usize] ^= 1;
+    fs::write(&pages, data).unwrap();
+    let o = crit(&["diff", "--match", "order", "--json", s(&input), s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ch = v["processes_changed"].as_array().unwrap();
+    assert_eq!(ch.len(), 1, "{v:#}");
+    assert_eq!(
+        (ch[0]["pid"].as_u64(), ch[0]["pid_b"].as_u64()),
+        (Some(9411), Some(9409))
+    );
+    assert_eq!(
+        ch[0]["memory"]["ranges"],
+        serde_json::json!([{"start": run.vaddr, "end": run.vaddr + 4096, "pages": 1, "kind": "changed"}])
+    );
+    let o = crit(&["diff", "--match", "order", s(&input), s(&out)]);
+    assert!(
+        text(&o).0.contains("~ process 9411 -> 9409 (proctree)"),
+        "{:?}",
+        text(&o)
+    );
+}

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use cryo_image::ImageSet;
 
-use crate::diff::{diff_sets, render};
+use crate::diff::{diff_sets_with, render, Match};
 use crate::io::{is_broken_pipe, write_output};
 use crate::status::Exit;
 
@@ -23,12 +23,26 @@ pub struct DiffArgs {
     /// Print the differences as JSON
     #[arg(long)]
     pub json: bool,
+    /// How to pair processes: by pid (dumps of the same processes), or by position in the process tree and
+    /// thread lists (the same program run twice, with other pids)
+    #[arg(long = "match", value_enum, default_value_t = MatchBy::Pid)]
+    pub match_by: MatchBy,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchBy {
+    Pid,
+    Order,
 }
 
 fn compare(a: &DiffArgs) -> Result<bool> {
     let sa = ImageSet::open(&a.a)?;
     let sb = ImageSet::open(&a.b)?;
-    let d = diff_sets(&sa, &sb).context("comparing the image sets")?;
+    let m = match a.match_by {
+        MatchBy::Pid => Match::Pid,
+        MatchBy::Order => Match::Order,
+    };
+    let d = diff_sets_with(&sa, &sb, m).context("comparing the image sets")?;
     let text = if a.json {
         serde_json::to_string_pretty(&d)? + "\n"
     } else {
