@@ -570,10 +570,13 @@ impl<'a> PageReader<'a> {
             }
         }
         match self.pid {
-            Some(pid) => {
-                self.set.read_memory_into(pid, addr, buf)?;
-                Ok(())
-            }
+            Some(pid) => match self.set.read_memory_into(pid, addr, buf)? {
+                None => Ok(()),
+                Some(m) => Err(ImageError::Invalid {
+                    file: self.set.dir().display().to_string(),
+                    what: format!("pid {pid}: page {m:#x} is in the pagemap but in no dump (parent missing?)"),
+                }),
+            },
             None => Err(ImageError::Invalid {
                 file: name.display().to_string(),
                 what: format!("page {addr:#x} is not in the file"),

@@ -1247,3 +1247,32 @@ fn diff_can_pair_processes_by_tree_order() {
         text(&o)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn diff_of_an_incremental_set_without_its_parent_is_trouble() {
+    let (_t, dir) = copy_set("loop_heap");
+    let pid = first_pid(&dir);
+    let path = dir.join(format!("pagemap-{pid}.img"));
+    let (head, mut runs) = read_pagemap(&path);
+    let last = runs.len() - 1;
+    let nr = runs[last].nr_pages.unwrap();
+    let vaddr = runs[last].vaddr;
+    runs[last].flags = Some(1); // PE_PARENT, and no parent link
+    write_pagemap(&path, &head, &runs);
+    let pages = dir.join("pages-1.img");
+    let len = fs::metadata(&pages).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pages)
+        .unwrap()
+        .set_len(len - nr * 4096)
+        .unwrap();
+    let o = crit(&["diff", s(&fixture("loop_heap")), s(&dir)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("pid {pid}: page {vaddr:#x} is in the pagemap but in no dump")),
+        "{err}"
+    );
+}
