@@ -629,6 +629,10 @@ fn rewrite_move_vma_refuses_impossible_moves() {
     // --move-vma without --pid is a usage error.
     let o = crit(&["rewrite", s(&input), "-o", s(&out), "--move-vma", "0x1000:0x2000"]);
     assert_eq!(o.status.code(), Some(2));
+    // And --pid without --move-vma.
+    let o = crit(&["rewrite", s(&input), "-o", s(&out), "--pid", "1", "--pid-map", "9217:5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out.exists());
 }
 
 // ------------------------------------------------------------------------------------------------

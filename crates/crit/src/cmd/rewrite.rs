@@ -24,7 +24,7 @@ pub struct RewriteArgs {
     #[arg(long, value_name = "OLD_START:NEW_START", requires = "pid")]
     pub move_vma: Option<String>,
     /// The process whose mapping --move-vma moves (its pid in the input)
-    #[arg(long)]
+    #[arg(long, requires = "move_vma")]
     pub pid: Option<u32>,
 }
 
