@@ -1,4 +1,5 @@
 //! crit: CRIU image tool. The library holds every subcommand so that the TUI and tests can call them.
 
 pub mod cmd;
+pub mod explore;
 pub mod io;

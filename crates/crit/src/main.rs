@@ -26,6 +26,9 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
+    // explorers, memory, core export
+    /// Explore an image set: ps, fds, mems, rss (as CRIU's crit) and tree, sk, creds, sigacts, timers, regs, env
+    X(cmd::x::XArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,8 @@ fn main() -> ExitCode {
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
         Cmd::Show(a) => cmd::show::run(a),
+        // explorers, memory, core export
+        Cmd::X(a) => cmd::x::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,97 @@
+//! `crit x DIR WHAT`: explore an image set. `ps`, `fds`, `mems` and `rss` print what CRIU's crit prints;
+//! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs` and `env` are views CRIU's crit lacks. `--json` gives
+//! the same data for programs (the serde form of the `explore` module's structures).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use cryo_image::ImageSet;
+use serde::Serialize;
+
+use crate::explore::{self, creds, env, fds, mems, ps, regs, rss, sigacts, sk, timers};
+use crate::io::write_output;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// Process list (CRIU crit's text)
+    Ps,
+    /// File descriptors, cwd and root (CRIU crit's text)
+    Fds,
+    /// Memory mappings (CRIU crit's text)
+    Mems,
+    /// Dumped page runs against mappings (CRIU crit's text)
+    Rss,
+    /// Process tree with threads, state, session and group
+    Tree,
+    /// Sockets: addresses, state, peer, queued bytes
+    Sk,
+    /// Credentials of every thread
+    Creds,
+    /// Signal actions, blocked and pending signals
+    Sigacts,
+    /// Interval and POSIX timers
+    Timers,
+    /// Registers of every thread
+    Regs,
+    /// argv and environment, read from memory
+    Env,
+}
+
+#[derive(Args, Debug)]
+pub struct XArgs {
+    /// Image directory
+    pub dir: PathBuf,
+    /// What to show
+    #[arg(value_enum)]
+    pub what: What,
+    /// Machine-readable JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Only this process (not for ps, tree and sk, which show the whole set)
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(v)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// The text (or JSON) `crit x` prints.
+pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>) -> Result<String> {
+    macro_rules! show {
+        ($data:expr, $render:expr) => {{
+            let d = $data;
+            if as_json {
+                json(&d)?
+            } else {
+                $render(&d)
+            }
+        }};
+    }
+    let procs = || explore::select(set, pid);
+    Ok(match what {
+        What::Ps => {
+            let root = ps::build(set)?;
+            show!(ps::rows(&root), |r: &Vec<ps::PsRow>| ps::render_ps(r))
+        }
+        What::Tree => show!(ps::build(set)?, ps::render_tree),
+        What::Fds => show!(fds::build(set, &procs()?)?, |d: &Vec<_>| fds::render(d)),
+        What::Mems => show!(mems::build(set, &procs()?)?, |d: &Vec<_>| mems::render(d)),
+        What::Rss => show!(rss::build(set, &procs()?)?, |d: &Vec<_>| rss::render(d)),
+        What::Sk => show!(sk::build(set)?, |d: &Vec<_>| sk::render(d)),
+        What::Creds => show!(creds::build(set, &procs()?)?, |d: &Vec<_>| creds::render(d)),
+        What::Sigacts => show!(sigacts::build(set, &procs()?)?, |d: &Vec<_>| sigacts::render(d)),
+        What::Timers => show!(timers::build(set, &procs()?)?, |d: &Vec<_>| timers::render(d)),
+        What::Regs => show!(regs::build(set, &procs()?)?, |d: &Vec<_>| regs::render(d)),
+        What::Env => show!(env::build(set, &procs()?)?, |d: &Vec<_>| env::render(d)),
+    })
+}
+
+pub fn run(a: &XArgs) -> Result<()> {
+    let set = ImageSet::open(&a.dir)?;
+    let text = explore_text(&set, a.what, a.json, a.pid)?;
+    write_output(None, text.as_bytes())
+}
