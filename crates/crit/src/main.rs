@@ -29,6 +29,10 @@ enum Cmd {
     // explorers, memory, core export
     /// Explore an image set: ps, fds, mems, rss (as CRIU's crit) and tree, sk, creds, sigacts, timers, regs, env
     X(cmd::x::XArgs),
+    /// Export a process as an ELF core file (for gdb)
+    Core(cmd::core::CoreArgs),
+    /// Read or search a process's memory from the dumped pages
+    Mem(cmd::mem::MemArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Cmd::Show(a) => cmd::show::run(a),
         // explorers, memory, core export
         Cmd::X(a) => cmd::x::run(a),
+        Cmd::Core(a) => cmd::core::run(a),
+        Cmd::Mem(a) => cmd::mem::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

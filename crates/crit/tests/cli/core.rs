@@ -1,1 +1,182 @@
+//! `crit core`: an ELF core file that gdb loads with every thread and the dumped registers.
 
+use std::process::Command;
+
+use goblin::elf::{program_header::PT_LOAD, program_header::PT_NOTE, Elf};
+
+use super::common::*;
+
+fn gpregs(tid: u32) -> serde_json::Value {
+    let core = json(&ok(&[
+        "decode",
+        "-i",
+        &format!("{}/core-{tid}.img", images("threads4")),
+    ]));
+    core["entries"][0]["thread_info"]["gpregs"].clone()
+}
+
+#[test]
+fn core_of_threads4_is_a_valid_elf_core() {
+    let d = scratch("core-elf");
+    let out = d.join("core.9304");
+    ok(&[
+        "core",
+        &images("threads4"),
+        "--pid",
+        "9304",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    let elf = Elf::parse(&bytes).expect("goblin parses the core");
+    assert_eq!(elf.header.e_type, goblin::elf::header::ET_CORE);
+    assert_eq!(elf.header.e_machine, goblin::elf::header::EM_X86_64);
+    assert_eq!(elf.program_headers[0].p_type, PT_NOTE);
+
+    // Every VMA is covered by PT_LOAD segments with its protection.
+    let mm = json(&ok(&["decode", "-i", &format!("{}/mm-9304.img", images("threads4"))]));
+    let loads: Vec<_> = elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD).collect();
+    for v in mm["entries"][0]["vmas"].as_array().unwrap() {
+        let (start, end) = (v["start"].as_u64().unwrap(), v["end"].as_u64().unwrap());
+        let covered: u64 = loads
+            .iter()
+            .filter(|p| p.p_vaddr >= start && p.p_vaddr + p.p_memsz <= end)
+            .map(|p| p.p_memsz)
+            .sum();
+        assert_eq!(covered, end - start, "vma {start:#x}-{end:#x}");
+    }
+    // Dumped memory is in the segments: the heap pattern of worker 0 read through the core equals the
+    // bytes crit mem reads from the pages.
+    let heap_run = 0x7f3e6c000000u64;
+    let seg = loads.iter().find(|p| p.p_vaddr == heap_run).unwrap();
+    let from_core = &bytes[seg.p_offset as usize..seg.p_offset as usize + 4096];
+    let from_pages = run(&[
+        "mem",
+        &images("threads4"),
+        "--pid",
+        "9304",
+        "--addr",
+        "0x7f3e6c000000",
+        "--len",
+        "4096",
+        "--raw",
+    ]);
+    assert!(from_pages.status.success());
+    assert_eq!(from_core, &from_pages.stdout[..]);
+
+    // Notes: PRSTATUS per thread, main thread first, with the dumped rip and rsp.
+    let mut prstatus = Vec::new();
+    let mut kinds = Vec::new();
+    for n in elf.iter_note_headers(&bytes).unwrap() {
+        let n = n.unwrap();
+        kinds.push(n.n_type);
+        if n.n_type == 1 {
+            let d = n.desc;
+            let pid = u32::from_le_bytes(d[32..36].try_into().unwrap());
+            let reg = |i: usize| u64::from_le_bytes(d[112 + 8 * i..120 + 8 * i].try_into().unwrap());
+            prstatus.push((pid, reg(16), reg(19)));
+        }
+    }
+    assert_eq!(
+        prstatus.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [9304, 9306, 9307, 9308]
+    );
+    for (tid, rip, rsp) in prstatus {
+        let g = gpregs(tid);
+        assert_eq!(rip, g["ip"].as_u64().unwrap());
+        assert_eq!(rsp, g["sp"].as_u64().unwrap());
+    }
+    for k in [3u32, 6, 0x4649_4c45, 2, 0x202] {
+        assert!(kinds.contains(&k), "note type {k:#x} missing: {kinds:x?}");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// The program of the fixture, rebuilt the way it was built (gcc -O2 gives the very same 16960-byte
+/// file files.img records), so gdb finds its symbols.
+fn build_threads4(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = dir.join("threads4");
+    let src = fixtures().join("threads4/src/threads4.c");
+    let st = Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc is installed");
+    assert!(st.success());
+    exe
+}
+
+#[test]
+fn gdb_loads_the_core_with_all_threads_and_registers() {
+    let d = scratch("core-gdb");
+    let exe = build_threads4(&d);
+    let core = d.join("core.9304");
+    ok(&[
+        "core",
+        &images("threads4"),
+        "--pid",
+        "9304",
+        "-o",
+        core.to_str().unwrap(),
+    ]);
+    let o = Command::new("gdb")
+        .args(["-nx", "-batch", "-ex", "set debuginfod enabled off"])
+        .args([
+            "-ex",
+            "info registers rip rsp",
+            "-ex",
+            "info threads",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .args(["-ex", "x/s 0x7ffe9f2b2fc7"])
+        .arg(&exe)
+        .arg(&core)
+        .output()
+        .expect("gdb is installed");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    let g = gpregs(9304);
+    let reg_line = |name: &str, v: u64| {
+        out.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 2 && f[0] == name && f[1] == format!("{v:#x}")
+        })
+    };
+    assert!(reg_line("rip", g["ip"].as_u64().unwrap()), "{out}");
+    assert!(reg_line("rsp", g["sp"].as_u64().unwrap()), "{out}");
+    for tid in [9304, 9306, 9307, 9308] {
+        assert!(out.contains(&format!("LWP {tid}")), "thread {tid} missing: {out}");
+    }
+    let threads = out
+        .lines()
+        .filter(|l| l.contains("(LWP ") && l.trim_start().starts_with(|c: char| c == '*' || c.is_ascii_digit()))
+        .count();
+    assert_eq!(threads, 4, "{out}");
+    // Stacks and libraries are right: gdb unwinds every thread to main or the worker function.
+    assert!(out.contains("in main ()"), "{out}");
+    assert_eq!(out.matches("in worker ()").count(), 3, "{out}");
+    // argv from memory through the core.
+    assert!(out.contains("\"./bin/threads4\""), "{out}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn core_bad_input() {
+    let d = scratch("core-bad");
+    let out = d.join("core.x");
+    let e = fails(&["core", &images("threads4"), "--pid", "1", "-o", out.to_str().unwrap()]);
+    assert!(e.contains("1 in pstree.img"), "{e}");
+    assert!(!out.exists());
+    let e = fails(&[
+        "core",
+        &images("threads4"),
+        "--pid",
+        "9304",
+        "-o",
+        "/nonexistent/dir/core",
+    ]);
+    assert!(e.contains("/nonexistent/dir/core"), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
+}
