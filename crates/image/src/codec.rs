@@ -7,7 +7,7 @@
 //! length prefix costs nothing.
 
 use prost::Message as _;
-use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 
 use crate::error::{ImageError, Result};
 use crate::magic::{self, MagicDesc, IMG_COMMON, IMG_SERVICE};
@@ -147,14 +147,47 @@ impl<'a> Reader<'a> {
         }
         let body = &self.data[self.pos..self.pos + len];
         self.pos += len;
-        DynamicMessage::decode(desc.clone(), body).map_err(|source| ImageError::Decode {
+        let msg = DynamicMessage::decode(desc.clone(), body).map_err(|source| ImageError::Decode {
             file: self.file.to_string(),
             index: self.index,
             offset: start,
             message: desc.name().to_string(),
             source,
-        })
+        })?;
+        if let Some(missing) = missing_required(&msg) {
+            return Err(self.err(start, format!("{}: required field {missing} is missing", desc.name())));
+        }
+        Ok(msg)
     }
+}
+
+/// The first required field (as a dotted path) that a message or any message inside it lacks.
+/// protobuf-c and Python's protobuf refuse such messages, so we do too.
+pub fn missing_required(msg: &DynamicMessage) -> Option<String> {
+    for f in msg.descriptor().fields() {
+        if f.cardinality() == prost_reflect::Cardinality::Required && !msg.has_field(&f) {
+            return Some(f.name().to_string());
+        }
+    }
+    for (f, v) in msg.fields() {
+        let sub = |m: &DynamicMessage| missing_required(m).map(|p| format!("{}.{p}", f.name()));
+        match v {
+            Value::Message(m) => {
+                if let Some(p) = sub(m) {
+                    return Some(p);
+                }
+            }
+            Value::List(items) => {
+                for (i, it) in items.iter().enumerate() {
+                    if let Some(p) = it.as_message().and_then(missing_required) {
+                        return Some(format!("{}[{i}].{p}", f.name()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Read an unsigned integer field of a decoded entry (absent: 0).
