@@ -9,8 +9,8 @@
 //! Memory: a VMA's file part (`p_filesz`) ends at its last dumped page; pages not dumped below that are
 //! zero for anonymous memory and read from the mapped file (when it is readable here) for file mappings;
 //! a VMA with no dumped page has `p_filesz` 0, so gdb reads zeros (anonymous) or the file (text of the
-//! program and libraries, found through NT_FILE). Shared memory contents (pagemap-shmem-*) are not
-//! exported yet: those VMAs are empty.
+//! program and libraries, found through NT_FILE). Shared memory (shared anonymous, memfd, SysV shm) comes
+//! from the objects' own pagemaps (`pagemap-shmem-ID.img`), as in `crit mem`.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -21,6 +21,7 @@ use cryo_image::{pb, ImageSet, PAGE_SIZE};
 use crate::explore::files::FileTable;
 use crate::explore::vma::*;
 use crate::explore::{process, threads_of, x86_info, ExploreError, Result};
+use crate::memory::Memory;
 
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
@@ -288,7 +289,7 @@ pub fn write_core(set: &ImageSet, pid: u32, out: &Path) -> Result<CoreSummary> {
     let core = set.core(pid)?;
     let tc = core.tc.clone().unwrap_or_default();
     let files = FileTable::load(set)?;
-    let pm = set.pagemap(pid)?;
+    let mem = Memory::open(set, pid)?;
 
     let mut threads = Vec::new();
     for tid in threads_of(&p) {
@@ -347,15 +348,10 @@ pub fn write_core(set: &ImageSet, pid: u32, out: &Path) -> Result<CoreSummary> {
     // pages start high (a stack, a thread stack) gets an empty segment below them, so the core does not
     // carry megabytes of zeros.
     let mut segs: Vec<Segment> = Vec::with_capacity(mm.vmas.len() + 8);
-    for v in &mm.vmas {
-        let mut dumped = pm.runs.iter().filter(|r| r.vaddr < v.end && r.end() > v.start);
-        let first = dumped.next().map(|r| r.vaddr.max(v.start));
-        let last = pm
-            .runs
-            .iter()
-            .filter(|r| r.vaddr < v.end && r.end() > v.start)
-            .map(|r| r.end().min(v.end))
-            .max();
+    for (vi, v) in mm.vmas.iter().enumerate() {
+        let spans = mem.spans_in(&mem.regions[vi], v.start, v.end);
+        let first = spans.first().map(|s| s.0);
+        let last = spans.last().map(|s| s.1);
         match (first, last) {
             (Some(first), Some(last)) if v.status & VMA_AREA_VVAR == 0 => {
                 if first - v.start >= SPLIT_BELOW {
@@ -490,12 +486,12 @@ pub fn write_core(set: &ImageSet, pid: u32, out: &Path) -> Result<CoreSummary> {
             let n = ((end - a) as usize).min(buf.len());
             let chunk = &mut buf[..n];
             chunk.fill(0);
-            set.read_memory_into(pid, a, chunk)?;
+            mem.read_into(a, chunk)?;
             // Pages the dump does not hold: from the mapped file if we have it.
             if let Some(f) = file.as_mut() {
                 let mut pa = a;
                 while pa < a + n as u64 {
-                    let dumped = pm.find(pa).is_some_and(|r| r.offset.is_some());
+                    let dumped = mem.is_dumped(pa);
                     if !dumped {
                         let i = (pa - a) as usize;
                         let page = &mut chunk[i..i + PAGE_SIZE as usize];

@@ -5,13 +5,22 @@
 //! [`OVERLAP`] bytes, so memory is never loaded whole and a match of up to `OVERLAP` bytes that straddles
 //! two windows is still found (once). Longer regex matches may be cut at a window edge.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use prost::Message;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Serialize;
 
-use cryo_image::{ImageSet, PAGE_SIZE};
+use cryo_image::{pb, ImageSet, Pagemap, PAGE_SIZE, PE_PARENT};
 
 use crate::explore::files::FileTable;
-use crate::explore::vma::{is_file_backed, prot_str, VmaKind, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR};
+use crate::explore::vma::{
+    is_file_backed, prot_str, VmaKind, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC, VMA_AREA_VDSO,
+    VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+};
 use crate::explore::{process, ExploreError, Result};
 
 /// Bytes read at a time while searching.
@@ -50,11 +59,58 @@ impl Region {
     }
 }
 
-/// The process's memory: its mappings and the dump they are read from.
+/// Where the dumped bytes of an address range are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The process's pagemap (including runs in a parent image set).
+    Pagemap,
+    /// A shared memory object's pagemap (`pagemap-shmem-ID.img`): bytes at `offset` of `pages`.
+    Shmem { pages: PathBuf, offset: u64 },
+}
+
+/// A dumped address range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub source: Source,
+}
+
+/// The process's memory: its mappings and the dumped spans they are read from (private memory from the
+/// process's pagemap, shared memory, memfd and SysV shm from the shared objects' pagemaps).
 pub struct Memory<'a> {
     set: &'a ImageSet,
     pub pid: u32,
     pub regions: Vec<Region>,
+    /// Sorted, non-overlapping.
+    pub spans: Vec<Span>,
+}
+
+/// A shared memory object's pagemap: runs in object offsets, and its pages file.
+fn shmem_pagemap(set: &ImageSet, id: u64) -> Result<Option<(Pagemap, PathBuf)>> {
+    let name = format!("pagemap-shmem-{id}.img");
+    if !set.has(&name) {
+        return Ok(None);
+    }
+    let file = set.path(&name).display().to_string();
+    let img = set.image(&name)?;
+    let bad = |i: usize, e: prost::DecodeError| ExploreError::Invalid {
+        file: file.clone(),
+        what: format!("entry {i} does not decode: {e}"),
+    };
+    let mut it = img.entries.iter().map(|e| e.msg.encode_to_vec());
+    let head = it.next().ok_or_else(|| ExploreError::Invalid {
+        file: file.clone(),
+        what: "no pagemap_head entry".into(),
+    })?;
+    let head = pb::PagemapHead::decode(head.as_slice()).map_err(|e| bad(0, e))?;
+    let entries = it
+        .enumerate()
+        .map(|(i, b)| pb::PagemapEntry::decode(b.as_slice()).map_err(|e| bad(i + 1, e)))
+        .collect::<Result<Vec<_>>>()?;
+    let pages = set.path(&format!("pages-{}.img", head.pages_id));
+    let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
+    Ok(Some((Pagemap::new(&file, &head, &entries, len)?, pages)))
 }
 
 impl<'a> Memory<'a> {
@@ -64,51 +120,125 @@ impl<'a> Memory<'a> {
         let mm = set.mm(pid)?;
         let pm = set.pagemap(pid)?;
         let files = FileTable::load(set)?;
-        let regions = mm
-            .vmas
-            .iter()
-            .map(|v| {
-                let kind = VmaKind::of(v, Some(&mm));
-                let name = if is_file_backed(v) {
-                    files.reg_name(v.shmid as u32)
-                } else if v.status & VMA_AREA_VDSO != 0 {
-                    "[vdso]".into()
-                } else if v.status & VMA_AREA_VVAR != 0 {
-                    "[vvar]".into()
-                } else if v.status & VMA_AREA_VSYSCALL != 0 {
-                    "[vsyscall]".into()
-                } else {
-                    match kind {
-                        VmaKind::Stack => "[stack]".into(),
-                        VmaKind::Heap => "[heap]".into(),
-                        _ => String::new(),
-                    }
-                };
-                let dumped = pm
-                    .runs
-                    .iter()
-                    .filter(|r| r.offset.is_some() && r.vaddr < v.end && r.end() > v.start)
-                    .map(|r| r.end().min(v.end) - r.vaddr.max(v.start))
-                    .sum();
-                Region {
-                    start: v.start,
-                    end: v.end,
-                    prot: v.prot,
-                    perms: prot_str(v.prot),
-                    kind,
-                    name,
-                    pgoff: if is_file_backed(v) { v.pgoff } else { 0 },
-                    dumped,
+        let memfd_inodes: Vec<pb::MemfdInodeEntry> = if set.has("memfd.img") {
+            set.entries("memfd.img", "MEMFD_INODE")?
+        } else {
+            Vec::new()
+        };
+        let mut shmem_cache: HashMap<u64, Option<(Pagemap, PathBuf)>> = HashMap::new();
+        let mut regions = Vec::with_capacity(mm.vmas.len());
+        let mut spans: Vec<Span> = Vec::new();
+        for v in &mm.vmas {
+            let kind = VmaKind::of(v, Some(&mm));
+            let memfd = (v.status & VMA_AREA_MEMFD != 0)
+                .then(|| files.get(v.shmid as u32).and_then(|f| f.memfd.as_ref()))
+                .flatten()
+                .and_then(|m| memfd_inodes.iter().find(|i| i.inode_id == m.inode_id as u64));
+            let name = if let Some(i) = memfd {
+                format!("memfd:{}", i.name)
+            } else if v.status & VMA_AREA_SYSVIPC != 0 {
+                format!("[sysv shm {}]", v.shmid)
+            } else if v.status & VMA_ANON_SHARED != 0 {
+                format!("[shared anon {}]", v.shmid)
+            } else if is_file_backed(v) {
+                files.reg_name(v.shmid as u32)
+            } else if v.status & VMA_AREA_VDSO != 0 {
+                "[vdso]".into()
+            } else if v.status & VMA_AREA_VVAR != 0 {
+                "[vvar]".into()
+            } else if v.status & VMA_AREA_VSYSCALL != 0 {
+                "[vsyscall]".into()
+            } else {
+                match kind {
+                    VmaKind::Stack => "[stack]".into(),
+                    VmaKind::Heap => "[heap]".into(),
+                    _ => String::new(),
                 }
-            })
-            .collect();
-        Ok(Memory { set, pid, regions })
+            };
+            // The shared object this VMA shows, if its pages live in a shmem pagemap.
+            let object = if let Some(i) = memfd {
+                Some(i.shmid as u64)
+            } else if v.status & (VMA_AREA_SYSVIPC | VMA_ANON_SHARED) != 0 {
+                Some(v.shmid)
+            } else {
+                None
+            };
+            let before = spans.len();
+            match object {
+                Some(id) => {
+                    if let std::collections::hash_map::Entry::Vacant(e) = shmem_cache.entry(id) {
+                        e.insert(shmem_pagemap(set, id)?);
+                    }
+                    if let Some((spm, pages)) = &shmem_cache[&id] {
+                        let (lo, hi) = (v.pgoff, v.pgoff + (v.end - v.start));
+                        for r in spm.runs.iter() {
+                            let Some(off) = r.offset else { continue };
+                            let (s, e) = (r.vaddr.max(lo), r.end().min(hi));
+                            if s < e {
+                                spans.push(Span {
+                                    start: v.start + (s - lo),
+                                    end: v.start + (e - lo),
+                                    source: Source::Shmem {
+                                        pages: pages.clone(),
+                                        offset: off + (s - r.vaddr),
+                                    },
+                                });
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for r in pm
+                        .runs
+                        .iter()
+                        .filter(|r| r.offset.is_some() || r.flags & PE_PARENT != 0)
+                    {
+                        let (s, e) = (r.vaddr.max(v.start), r.end().min(v.end));
+                        if s < e {
+                            spans.push(Span {
+                                start: s,
+                                end: e,
+                                source: Source::Pagemap,
+                            });
+                        }
+                    }
+                }
+            }
+            let dumped = spans[before..].iter().map(|s| s.end - s.start).sum();
+            regions.push(Region {
+                start: v.start,
+                end: v.end,
+                prot: v.prot,
+                perms: prot_str(v.prot),
+                kind,
+                name,
+                pgoff: if is_file_backed(v) && memfd.is_none() {
+                    v.pgoff
+                } else {
+                    0
+                },
+                dumped,
+            });
+        }
+        spans.sort_by_key(|s| s.start);
+        Ok(Memory {
+            set,
+            pid,
+            regions,
+            spans,
+        })
     }
 
     /// The mapping holding `addr`.
     pub fn region_of(&self, addr: u64) -> Option<&Region> {
         let i = self.regions.partition_point(|r| r.end <= addr);
         self.regions.get(i).filter(|r| r.start <= addr)
+    }
+
+    /// Whether the byte at `addr` is in the dump.
+    pub fn is_dumped(&self, addr: u64) -> bool {
+        let i = self.spans.partition_point(|s| s.end <= addr);
+        self.spans.get(i).is_some_and(|s| s.start <= addr)
     }
 
     fn err(&self, what: String) -> ExploreError {
@@ -120,6 +250,48 @@ impl<'a> Memory<'a> {
                 .to_string(),
             what: format!("pid {}: {what}", self.pid),
         }
+    }
+
+    /// Fill `buf` with the memory at `addr`; bytes not in the dump are left as they are. Returns the
+    /// first address that is not in the dump, if any.
+    pub fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<Option<u64>> {
+        let end = addr
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| self.err(format!("{addr:#x} + {} overflows", buf.len())))?;
+        let mut missing = None;
+        let mut a = addr;
+        let mut i = self.spans.partition_point(|s| s.end <= addr);
+        while a < end {
+            let Some(sp) = self.spans.get(i).filter(|s| s.start < end) else {
+                missing.get_or_insert(a);
+                break;
+            };
+            if sp.start > a {
+                missing.get_or_insert(a);
+                a = sp.start;
+            }
+            let e = sp.end.min(end);
+            let dst = &mut buf[(a - addr) as usize..(e - addr) as usize];
+            match &sp.source {
+                Source::Pagemap => {
+                    if let Some(m) = self.set.read_memory_into(self.pid, a, dst)? {
+                        missing.get_or_insert(m);
+                    }
+                }
+                Source::Shmem { pages, offset } => {
+                    let io = |e: std::io::Error| ExploreError::Invalid {
+                        file: pages.display().to_string(),
+                        what: e.to_string(),
+                    };
+                    let mut f = File::open(pages).map_err(io)?;
+                    f.seek(SeekFrom::Start(offset + (a - sp.start))).map_err(io)?;
+                    f.read_exact(dst).map_err(io)?;
+                }
+            }
+            a = e;
+            i += 1;
+        }
+        Ok(missing)
     }
 
     /// Read `len` bytes at `addr`. Every byte must be in a mapping and in the dump; the error names the
@@ -136,7 +308,7 @@ impl<'a> Memory<'a> {
             a = r.end.min(end);
         }
         let mut buf = vec![0u8; len];
-        if let Some(miss) = self.set.read_memory_into(self.pid, addr, &mut buf)? {
+        if let Some(miss) = self.read_into(addr, &mut buf)? {
             let r = self.region_of(miss).map(Region::describe).unwrap_or_default();
             return Err(self.err(format!(
                 "address {miss:#x} (mapping {r}) is not in the dump (CRIU leaves out pages never written or unchanged from the file)"
@@ -145,13 +317,13 @@ impl<'a> Memory<'a> {
         Ok(buf)
     }
 
-    /// Dumped spans of a region clipped to `lo..hi`: adjacent runs merged.
-    fn spans(&self, r: &Region, lo: u64, hi: u64) -> Result<Vec<(u64, u64)>> {
-        let pm = self.set.pagemap(self.pid)?;
+    /// Dumped spans of a region clipped to `lo..hi`, adjacent ones merged.
+    pub fn spans_in(&self, r: &Region, lo: u64, hi: u64) -> Vec<(u64, u64)> {
         let (lo, hi) = (lo.max(r.start), hi.min(r.end));
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for run in pm.runs.iter().filter(|x| x.offset.is_some()) {
-            let (s, e) = (run.vaddr.max(lo), run.end().min(hi));
+        let i = self.spans.partition_point(|s| s.end <= lo);
+        for sp in self.spans[i..].iter().take_while(|s| s.start < hi) {
+            let (s, e) = (sp.start.max(lo), sp.end.min(hi));
             if s >= e {
                 continue;
             }
@@ -160,7 +332,7 @@ impl<'a> Memory<'a> {
                 _ => out.push((s, e)),
             }
         }
-        Ok(out)
+        out
     }
 
     /// Search the dumped memory of the regions that pass `filter` for `re`. `on_match` gets each match in
@@ -186,12 +358,12 @@ impl<'a> Memory<'a> {
             }
             stats.regions += 1;
             let (lo, hi) = filter.range.unwrap_or((0, u64::MAX));
-            for (s, e) in self.spans(r, lo, hi)? {
+            for (s, e) in self.spans_in(r, lo, hi) {
                 let mut pos = s;
                 loop {
                     let wend = (pos + window as u64).min(e);
                     let w = &mut buf[..(wend - pos) as usize];
-                    self.set.read_memory_into(self.pid, pos, w)?;
+                    self.read_into(pos, w)?;
                     stats.bytes += if pos == s {
                         w.len() as u64
                     } else {
@@ -214,8 +386,8 @@ impl<'a> Memory<'a> {
                         } else {
                             let mut b = vec![0u8; (ms - cs) as usize];
                             let mut a = vec![0u8; (ce - me) as usize];
-                            self.set.read_memory_into(self.pid, cs, &mut b)?;
-                            self.set.read_memory_into(self.pid, me, &mut a)?;
+                            self.read_into(cs, &mut b)?;
+                            self.read_into(me, &mut a)?;
                             (b, a)
                         };
                         stats.matches += 1;

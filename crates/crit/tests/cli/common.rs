@@ -73,3 +73,20 @@ pub fn copy_images(name: &str, tag: &str) -> PathBuf {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// The fixtures' fill_pattern(p, n, seed) (common.h): xorshift64 words.
+pub fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        if n - out.len() >= 8 {
+            out.extend_from_slice(&s.to_le_bytes());
+        } else {
+            out.push(s as u8);
+        }
+    }
+    out
+}

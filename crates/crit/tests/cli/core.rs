@@ -180,3 +180,38 @@ fn core_bad_input() {
     assert!(e.contains("/nonexistent/dir/core"), "{e}");
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// Shared memory goes into the core too: memfd_shm's memfd mapping holds fill_pattern(.., 4242).
+#[test]
+fn core_carries_shared_memory() {
+    let d = scratch("core-shm");
+    let out = d.join("core.11327");
+    ok(&[
+        "core",
+        &images("memfd_shm"),
+        "--pid",
+        "11327",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    let elf = Elf::parse(&bytes).unwrap();
+    let maps = json(&ok(&["mem", &images("memfd_shm"), "--pid", "11327", "--json"]));
+    let start = maps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "memfd:anchor-memfd")
+        .unwrap()["start"]
+        .as_u64()
+        .unwrap();
+    let seg = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == PT_LOAD && p.p_vaddr == start)
+        .unwrap();
+    assert_eq!(seg.p_filesz, 128 << 10);
+    let o = seg.p_offset as usize;
+    assert!(bytes[o..o + (128 << 10)] == pattern(4242, 128 << 10)[..]);
+    std::fs::remove_dir_all(d).unwrap();
+}

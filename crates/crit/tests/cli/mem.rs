@@ -320,3 +320,98 @@ fn closed_pipe_is_success() {
         assert!(!err.contains("panick"), "{err}");
     }
 }
+
+/// Shared memory is read from the objects' pagemaps: memfd_shm's memfd holds fill_pattern(.., 4242) and
+/// its shared anonymous region fill_pattern(.., 4343) after the counter page, in both processes.
+#[test]
+fn mem_reads_memfd_and_shared_anon_from_shmem_pagemaps() {
+    let dir = images("memfd_shm");
+    for pid in ["11327", "11329"] {
+        let maps = json(&ok(&["mem", &dir, "--pid", pid, "--json"]));
+        let find = |name: &str| {
+            maps.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {maps}"))
+                .clone()
+        };
+        let memfd = find("memfd:anchor-memfd");
+        assert_eq!(memfd["kind"], "shared");
+        assert_eq!(memfd["dumped"], 128 << 10);
+        let start = memfd["start"].as_u64().unwrap();
+        let raw = run(&[
+            "mem",
+            &dir,
+            "--pid",
+            pid,
+            "--addr",
+            &start.to_string(),
+            "--len",
+            "131072",
+            "--raw",
+        ]);
+        assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+        assert!(raw.stdout == pattern(4242, 128 << 10), "memfd contents of {pid}");
+
+        let anon = find("memfd:/dev/zero");
+        let start = anon["start"].as_u64().unwrap() + 4096;
+        let raw = run(&[
+            "mem",
+            &dir,
+            "--pid",
+            pid,
+            "--addr",
+            &start.to_string(),
+            "--len",
+            "61440",
+            "--raw",
+        ]);
+        assert!(raw.status.success());
+        assert!(raw.stdout == pattern(4343, 60 << 10), "shared anon contents of {pid}");
+    }
+    // SysV shm too: the segment is in pagemap-shmem-0.img.
+    let maps = json(&ok(&["mem", &images("sysv_ipc"), "--pid", "12036", "--json"]));
+    let shm = maps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "[sysv shm 0]")
+        .unwrap();
+    assert_eq!(shm["dumped"], 64 << 10);
+}
+
+/// threads4's workers fill 64 KiB heap blocks with fill_pattern(.., 100 + id): search for the first
+/// bytes of each pattern, then read the whole block back and compare. (Seeds are or-ed with 1, so
+/// workers 0 and 1 share a pattern: three blocks, two patterns.)
+#[test]
+fn mem_search_finds_the_worker_blocks() {
+    let dir = images("threads4");
+    let mut blocks = std::collections::BTreeSet::new();
+    for (id, n) in [(0u64, 2usize), (2, 1)] {
+        let want = pattern(100 + id, 64 << 10);
+        let hex: String = want[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let out = ok(&["mem", &dir, "--pid", T4, "--bytes", &hex, "--json"]);
+        let hits: Vec<serde_json::Value> = out.lines().map(json).filter(|v| v["type"] == "match").collect();
+        assert_eq!(hits.len(), n, "worker {id}: {out}");
+        for h in hits {
+            assert_eq!(h["mapping"]["kind"], "anon");
+            let addr = h["addr"].as_u64().unwrap();
+            let raw = run(&[
+                "mem",
+                &dir,
+                "--pid",
+                T4,
+                "--addr",
+                &addr.to_string(),
+                "--len",
+                "65536",
+                "--raw",
+            ]);
+            assert!(raw.status.success());
+            assert!(raw.stdout == want, "block of worker {id} at {addr:#x}");
+            blocks.insert(addr);
+        }
+    }
+    assert_eq!(blocks.len(), 3);
+}
