@@ -20,7 +20,7 @@ use cryo_image::{pb, ImageSet, PAGE_SIZE};
 
 use crate::explore::files::FileTable;
 use crate::explore::vma::*;
-use crate::explore::{process, threads_of, x86_info, ExploreError, Result};
+use crate::explore::{process_of_thread, threads_of, x86_info, ExploreError, Result};
 use crate::memory::Memory;
 
 const PT_LOAD: u32 = 1;
@@ -282,9 +282,11 @@ struct Segment<'a> {
 /// Undumped space at the bottom of a VMA from which it gets a segment of its own.
 const SPLIT_BELOW: u64 = 64 * 1024;
 
-/// Write the core of process `pid` to `out`. Returns what was written.
-pub fn write_core(set: &ImageSet, pid: u32, out: &Path) -> Result<CoreSummary> {
-    let p = process(set, pid)?;
+/// Write the core of the process of `tid` (a pid or any thread id) to `out`; thread `tid` comes first, so
+/// it is gdb's current thread. Returns what was written.
+pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
+    let p = process_of_thread(set, tid)?;
+    let pid = p.pid;
     let mm = set.mm(pid)?;
     let core = set.core(pid)?;
     let tc = core.tc.clone().unwrap_or_default();
@@ -307,8 +309,8 @@ pub fn write_core(set: &ImageSet, pid: u32, out: &Path) -> Result<CoreSummary> {
             blocked,
         });
     }
-    // The main thread first: gdb makes the first PRSTATUS the current thread.
-    if let Some(i) = threads.iter().position(|t| t.tid == pid) {
+    // The asked-for thread first: gdb makes the first PRSTATUS the current thread.
+    if let Some(i) = threads.iter().position(|t| t.tid == tid) {
         let main = threads.remove(i);
         threads.insert(0, main);
     }

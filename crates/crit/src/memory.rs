@@ -21,7 +21,7 @@ use crate::explore::vma::{
     is_file_backed, prot_str, VmaKind, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC, VMA_AREA_VDSO,
     VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
 };
-use crate::explore::{process, ExploreError, Result};
+use crate::explore::{process_of_thread, ExploreError, Result};
 
 /// Bytes read at a time while searching.
 pub const WINDOW: usize = 1 << 20;
@@ -114,9 +114,10 @@ fn shmem_pagemap(set: &ImageSet, id: u64) -> Result<Option<(Pagemap, PathBuf)>> 
 }
 
 impl<'a> Memory<'a> {
-    /// Open process `pid` (it must be a process of pstree.img; its mm and pagemap must be readable).
+    /// Open the memory of process `pid` (or of the process of thread `pid`); its mm and pagemap must be
+    /// readable.
     pub fn open(set: &'a ImageSet, pid: u32) -> Result<Self> {
-        process(set, pid)?;
+        let pid = process_of_thread(set, pid)?.pid;
         let mm = set.mm(pid)?;
         let pm = set.pagemap(pid)?;
         let files = FileTable::load(set)?;

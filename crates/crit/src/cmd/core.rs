@@ -12,7 +12,7 @@ use crate::coredump::write_core;
 pub struct CoreArgs {
     /// Image directory
     pub dir: PathBuf,
-    /// Process to export
+    /// Process to export (a thread id exports its process, with that thread current)
     #[arg(long)]
     pub pid: u32,
     /// Output core file (default: core.PID)
@@ -36,10 +36,11 @@ pub fn run(a: &CoreArgs) -> Result<()> {
         t
     } else {
         format!(
-            "{}: core of pid {} with {} thread(s), {} segments, {} bytes of memory ({} pages from mapped files)\n",
+            "{}: core of pid {} with {} thread(s) (current {}), {} segments, {} bytes of memory ({} pages from mapped files)\n",
             out.display(),
             s.pid,
             s.threads.len(),
+            s.threads[0],
             s.segments,
             s.memory_bytes,
             s.pages_from_files

@@ -215,3 +215,38 @@ fn core_carries_shared_memory() {
     assert!(bytes[o..o + (128 << 10)] == pattern(4242, 128 << 10)[..]);
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// A thread id exports its process with that thread current in gdb.
+#[test]
+fn core_for_a_thread_makes_it_current() {
+    let d = scratch("core-thread");
+    let core = d.join("core.9307");
+    let s = json(&ok(&[
+        "core",
+        &images("threads4"),
+        "--pid",
+        "9307",
+        "-o",
+        core.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(s["pid"], 9304);
+    assert_eq!(s["threads"][0], 9307);
+    let o = Command::new("gdb")
+        .args([
+            "-nx",
+            "-batch",
+            "-ex",
+            "set debuginfod enabled off",
+            "-ex",
+            "info registers rsp",
+        ])
+        .arg("-c")
+        .arg(&core)
+        .output()
+        .expect("gdb is installed");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let sp = gpregs(9307)["sp"].as_u64().unwrap();
+    assert!(out.contains(&format!("{sp:#x}")), "{out}");
+    std::fs::remove_dir_all(d).unwrap();
+}
