@@ -420,108 +420,119 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
         file: out.display().to_string(),
         what: format!("cannot write: {e}"),
     };
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io_err)?);
+    let file = File::create(&tmp).map_err(io_err)?;
+    // Write everything to the temp name; on any error remove it, so no half core is left behind.
+    let result = (|| -> Result<(u64, u64, u64)> {
+        let mut w = BufWriter::with_capacity(1 << 20, file);
 
-    // ELF header.
-    let mut h = Vec::with_capacity(64);
-    h.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    h.extend_from_slice(&[0; 8]);
-    put_u16(&mut h, 4); // ET_CORE
-    put_u16(&mut h, 62); // EM_X86_64
-    put_u32(&mut h, 1);
-    put_u64(&mut h, 0); // e_entry
-    put_u64(&mut h, EHDR_SIZE); // e_phoff
-    put_u64(&mut h, 0); // e_shoff
-    put_u32(&mut h, 0);
-    put_u16(&mut h, EHDR_SIZE as u16);
-    put_u16(&mut h, PHDR_SIZE as u16);
-    put_u16(&mut h, phnum as u16);
-    put_u16(&mut h, 64); // e_shentsize
-    put_u16(&mut h, 0);
-    put_u16(&mut h, 0);
-    // Program headers.
-    let phdr = |h: &mut Vec<u8>, ty: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64, align: u64| {
-        put_u32(h, ty);
-        put_u32(h, flags);
-        put_u64(h, off);
-        put_u64(h, vaddr);
-        put_u64(h, 0);
-        put_u64(h, filesz);
-        put_u64(h, memsz);
-        put_u64(h, align);
-    };
-    phdr(&mut h, PT_NOTE, 0, notes_off, 0, notes.len() as u64, 0, 4);
-    for s in &segs {
-        phdr(
-            &mut h,
-            PT_LOAD,
-            pflags(s.prot),
-            s.offset,
-            s.start,
-            s.filesz,
-            s.end - s.start,
-            PAGE_SIZE,
-        );
-    }
-    h.extend_from_slice(&notes);
-    w.write_all(&h).map_err(io_err)?;
-    let mut pos = h.len() as u64;
-
-    let mut memory_bytes = 0;
-    let mut pages_from_files = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    for s in &segs {
-        if s.filesz == 0 {
-            continue;
-        }
-        let zeros = vec![0u8; (s.offset - pos) as usize];
-        w.write_all(&zeros).map_err(io_err)?;
-        pos = s.offset;
-        let mut file: Option<File> = if is_file_backed(s.vma) {
-            files.reg_path(s.vma.shmid as u32).and_then(|p| File::open(p).ok())
-        } else {
-            None
+        // ELF header.
+        let mut h = Vec::with_capacity(64);
+        h.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+        h.extend_from_slice(&[0; 8]);
+        put_u16(&mut h, 4); // ET_CORE
+        put_u16(&mut h, 62); // EM_X86_64
+        put_u32(&mut h, 1);
+        put_u64(&mut h, 0); // e_entry
+        put_u64(&mut h, EHDR_SIZE); // e_phoff
+        put_u64(&mut h, 0); // e_shoff
+        put_u32(&mut h, 0);
+        put_u16(&mut h, EHDR_SIZE as u16);
+        put_u16(&mut h, PHDR_SIZE as u16);
+        put_u16(&mut h, phnum as u16);
+        put_u16(&mut h, 64); // e_shentsize
+        put_u16(&mut h, 0);
+        put_u16(&mut h, 0);
+        // Program headers.
+        let phdr = |h: &mut Vec<u8>, ty: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64, align: u64| {
+            put_u32(h, ty);
+            put_u32(h, flags);
+            put_u64(h, off);
+            put_u64(h, vaddr);
+            put_u64(h, 0);
+            put_u64(h, filesz);
+            put_u64(h, memsz);
+            put_u64(h, align);
         };
-        let mut a = s.start;
-        let end = s.start + s.filesz;
-        while a < end {
-            let n = ((end - a) as usize).min(buf.len());
-            let chunk = &mut buf[..n];
-            chunk.fill(0);
-            mem.read_into(a, chunk)?;
-            // Pages the dump does not hold: from the mapped file if we have it.
-            if let Some(f) = file.as_mut() {
-                let mut pa = a;
-                while pa < a + n as u64 {
-                    let dumped = mem.is_dumped(pa);
-                    if !dumped {
-                        let i = (pa - a) as usize;
-                        let page = &mut chunk[i..i + PAGE_SIZE as usize];
-                        let foff = s.vma.pgoff + (pa - s.vma.start);
-                        if f.seek(SeekFrom::Start(foff)).is_ok() {
-                            let mut got = 0;
-                            while got < page.len() {
-                                match f.read(&mut page[got..]) {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(k) => got += k,
+        phdr(&mut h, PT_NOTE, 0, notes_off, 0, notes.len() as u64, 0, 4);
+        for s in &segs {
+            phdr(
+                &mut h,
+                PT_LOAD,
+                pflags(s.prot),
+                s.offset,
+                s.start,
+                s.filesz,
+                s.end - s.start,
+                PAGE_SIZE,
+            );
+        }
+        h.extend_from_slice(&notes);
+        w.write_all(&h).map_err(io_err)?;
+        let mut pos = h.len() as u64;
+
+        let mut memory_bytes = 0;
+        let mut pages_from_files = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        for s in &segs {
+            if s.filesz == 0 {
+                continue;
+            }
+            let zeros = vec![0u8; (s.offset - pos) as usize];
+            w.write_all(&zeros).map_err(io_err)?;
+            pos = s.offset;
+            let mut file: Option<File> = if is_file_backed(s.vma) {
+                files.reg_path(s.vma.shmid as u32).and_then(|p| File::open(p).ok())
+            } else {
+                None
+            };
+            let mut a = s.start;
+            let end = s.start + s.filesz;
+            while a < end {
+                let n = ((end - a) as usize).min(buf.len());
+                let chunk = &mut buf[..n];
+                chunk.fill(0);
+                mem.read_into(a, chunk)?;
+                // Pages the dump does not hold: from the mapped file if we have it.
+                if let Some(f) = file.as_mut() {
+                    let mut pa = a;
+                    while pa < a + n as u64 {
+                        let dumped = mem.is_dumped(pa);
+                        if !dumped {
+                            let i = (pa - a) as usize;
+                            let page = &mut chunk[i..i + PAGE_SIZE as usize];
+                            let foff = s.vma.pgoff + (pa - s.vma.start);
+                            if f.seek(SeekFrom::Start(foff)).is_ok() {
+                                let mut got = 0;
+                                while got < page.len() {
+                                    match f.read(&mut page[got..]) {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(k) => got += k,
+                                    }
+                                }
+                                if got > 0 {
+                                    pages_from_files += 1;
                                 }
                             }
-                            if got > 0 {
-                                pages_from_files += 1;
-                            }
                         }
+                        pa += PAGE_SIZE;
                     }
-                    pa += PAGE_SIZE;
                 }
+                w.write_all(chunk).map_err(io_err)?;
+                a += n as u64;
             }
-            w.write_all(chunk).map_err(io_err)?;
-            a += n as u64;
+            pos += s.filesz;
+            memory_bytes += s.filesz;
         }
-        pos += s.filesz;
-        memory_bytes += s.filesz;
-    }
-    w.flush().map_err(io_err)?;
-    drop(w);
+        w.flush().map_err(io_err)?;
+        Ok((pos, memory_bytes, pages_from_files))
+    })();
+    let (pos, memory_bytes, pages_from_files) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, out).map_err(io_err)?;
     Ok(CoreSummary {
         pid,

@@ -48,7 +48,7 @@ pub struct XArgs {
     /// Machine-readable JSON instead of text
     #[arg(long)]
     pub json: bool,
-    /// Only this process (not for ps, tree and sk, which show the whole set)
+    /// Only this process (ps and tree: its subtree; sk: the sockets it holds)
     #[arg(long)]
     pub pid: Option<u32>,
 }
@@ -72,16 +72,36 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         }};
     }
     let procs = || explore::select(set, pid);
-    Ok(match what {
-        What::Ps => {
-            let root = ps::build(set)?;
-            show!(ps::rows(&root), |r: &Vec<ps::PsRow>| ps::render_ps(r))
+    let tree = || -> Result<ps::ProcNode> {
+        let root = ps::build(set)?;
+        match pid {
+            None => Ok(root),
+            Some(p) => ps::subtree(root, p).ok_or_else(|| {
+                explore::ExploreError::NoPid {
+                    dir: set.dir().display().to_string(),
+                    pid: p,
+                }
+                .into()
+            }),
         }
-        What::Tree => show!(ps::build(set)?, ps::render_tree),
+    };
+    Ok(match what {
+        What::Ps => show!(ps::rows(&tree()?), |r: &Vec<ps::PsRow>| ps::render_ps(r)),
+        What::Tree => show!(tree()?, ps::render_tree),
         What::Fds => show!(fds::build(set, &procs()?)?, |d: &Vec<_>| fds::render(d)),
         What::Mems => show!(mems::build(set, &procs()?)?, |d: &Vec<_>| mems::render(d)),
         What::Rss => show!(rss::build(set, &procs()?)?, |d: &Vec<_>| rss::render(d)),
-        What::Sk => show!(sk::build(set)?, |d: &Vec<_>| sk::render(d)),
+        What::Sk => {
+            let mut socks = sk::build(set)?;
+            if let Some(p) = pid {
+                explore::process(set, p)?;
+                socks.retain_mut(|s| {
+                    s.owners.retain(|o| o.pid == p);
+                    !s.owners.is_empty()
+                });
+            }
+            show!(socks, |d: &Vec<_>| sk::render(d))
+        }
         What::Creds => show!(creds::build(set, &procs()?)?, |d: &Vec<_>| creds::render(d)),
         What::Sigacts => show!(sigacts::build(set, &procs()?)?, |d: &Vec<_>| sigacts::render(d)),
         What::Timers => show!(timers::build(set, &procs()?)?, |d: &Vec<_>| timers::render(d)),

@@ -86,6 +86,14 @@ pub fn build(set: &ImageSet) -> Result<ProcNode> {
     Ok(root)
 }
 
+/// The subtree of process `pid`.
+pub fn subtree(root: ProcNode, pid: u32) -> Option<ProcNode> {
+    if root.pid == pid {
+        return Some(root);
+    }
+    root.children.into_iter().find_map(|c| subtree(c, pid))
+}
+
 /// The children of `pid` in pstree order, each with its own children (taking nodes out of `slots` means a
 /// cycle cannot recurse forever).
 fn adopt(pid: u32, slots: &mut [Option<ProcNode>]) -> Vec<ProcNode> {

@@ -206,3 +206,29 @@ fn x_bad_input_names_what_is_wrong() {
     assert!(e.contains("4242"), "{e}");
     std::fs::remove_dir_all(d).unwrap();
 }
+
+#[test]
+fn x_pid_narrows_every_explorer() {
+    let dir = images("proctree");
+    let t = json(&ok(&["x", &dir, "tree", "--json", "--pid", "9410"]));
+    assert_eq!(t["pid"], 9410);
+    assert_eq!(t["children"][0]["pid"], 9411);
+    let ps = ok(&["x", &dir, "ps", "--pid", "9410"]);
+    assert_eq!(ps.lines().count(), 3, "{ps}");
+    for what in ["fds", "mems", "rss", "creds", "sigacts", "timers", "regs", "env"] {
+        let v = json(&ok(&["x", &dir, what, "--json", "--pid", "9409"]));
+        let pids: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["pid"].as_u64().unwrap())
+            .collect();
+        assert!(!pids.is_empty() && pids.iter().all(|&p| p == 9409), "{what}: {pids:?}");
+    }
+    let sk = json(&ok(&["x", &images("unix_pair"), "sk", "--json", "--pid", "10451"]));
+    assert_eq!(sk.as_array().unwrap().len(), 6);
+    for what in ["ps", "tree", "sk", "fds"] {
+        let e = fails(&["x", &dir, what, "--pid", "1"]);
+        assert!(e.contains("no process or thread 1"), "{what}: {e}");
+    }
+}
