@@ -131,6 +131,8 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
             "thread apply all bt",
         ])
         .args(["-ex", "x/s 0x7ffe9f2b2fc7"])
+        .args(["-ex", "p/x $fs_base", "-ex", "p/x $xmm0.v2_int64", "-ex", "p/x $k1"])
+        .args(["-ex", "p/x $pkru", "-ex", "p/x $zmm17.v8_int64[0]", "-ex", "p/x $mxcsr"])
         .arg(&exe)
         .arg(&core)
         .output()
@@ -159,6 +161,27 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
     assert_eq!(out.matches("in worker ()").count(), 3, "{out}");
     // argv from memory through the core.
     assert!(out.contains("\"./bin/threads4\""), "{out}");
+    // FPU and xsave state: values from the core image, read back through NT_FPREGSET / NT_X86_XSTATE.
+    let core = json(&ok(&["decode", "-i", &format!("{}/core-9304.img", images("threads4"))]));
+    let fp = &core["entries"][0]["thread_info"]["fpregs"];
+    let w = |v: &serde_json::Value, i: usize| v[i].as_u64().unwrap();
+    let xmm0_hi = w(&fp["xmm_space"], 2) | w(&fp["xmm_space"], 3) << 32;
+    let x = &fp["xsave"];
+    let want = [
+        format!("$1 = {:#x}", g["fs_base"].as_u64().unwrap()),
+        format!(
+            "$2 = {{{:#x}, {:#x}}}",
+            w(&fp["xmm_space"], 0) | w(&fp["xmm_space"], 1) << 32,
+            xmm0_hi
+        ),
+        format!("$3 = {:#x}", w(&x["opmask_reg"], 1)),
+        format!("$4 = {:#x}", w(&x["pkru"], 0)),
+        format!("$5 = {:#x}", w(&x["hi16_zmm"], 8)),
+        format!("$6 = {:#x}", fp["mxcsr"].as_u64().unwrap()),
+    ];
+    for line in want {
+        assert!(out.lines().any(|l| l == line), "{line} not in {out}");
+    }
     std::fs::remove_dir_all(d).unwrap();
 }
 
