@@ -1,6 +1,22 @@
 //! `crit x DIR WHAT`: explore an image set. `ps`, `fds`, `mems` and `rss` print what CRIU's crit prints;
 //! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs` and `env` are views CRIU's crit lacks. `--json` gives
 //! the same data for programs (the serde form of the `explore` module's structures).
+//!
+//! JSON shapes (addresses and sizes are numbers; every field is documented on its struct):
+//! * `ps`: `[{pid, pgid, sid, depth, comm}]` in tree order; `tree`: `{pid, ppid, pgid, sid, comm, state,
+//!   exit_code, threads: [{tid, comm}], children: [..]}`;
+//! * `fds`: `[{pid, files_id, fds: [{fd, type, id, file}], cwd, root}]`;
+//! * `mems`: `[{pid, exe, vmas: [{start, end, prot, kind, file, pgoff, shared, label}]}]`;
+//! * `rss`: `[{pid, runs: [{vaddr, nr_pages, flags, vmas: [{start, pages, file, again}]}]}]`;
+//! * `sk`: `[{id, ino, family, type, proto, state, local, peer, recv_q, send_q, packets, owners: [{pid, fd}]}]`;
+//! * `creds`: `[{pid, tid, uid, euid, suid, fsuid, gid, .., groups, cap_eff, cap_prm, .., secbits}]`;
+//! * `sigacts`: `[{pid, actions: [{signal, name, handler, flags, mask, restorer}], shared_pending,
+//!   threads: [{tid, blocked, pending}]}]`;
+//! * `timers`: `[{pid, itimers: [{which, value_us, interval_us}], posix: [{id, clock, signal, notify,
+//!   value_ns, interval_ns, overrun, ..}]}]`;
+//! * `regs`: `[{pid, tid, comm, regs: [[name, value]], mode, fpu: {cwd, swd, mxcsr, xsave, xstate_bv,
+//!   xfeatures, nonzero_xmm}, clear_tid_addr}]`;
+//! * `env`: `[{pid, argv: [..], env: [..]}]`.
 
 use std::path::PathBuf;
 
