@@ -88,8 +88,8 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         }};
     }
     let procs = || explore::select(set, pid);
-    let tree = || -> Result<ps::ProcNode> {
-        let root = ps::build(set)?;
+    let tree = |threads: bool| -> Result<ps::ProcNode> {
+        let root = ps::build_with(set, threads)?;
         match pid {
             None => Ok(root),
             Some(p) => ps::subtree(root, p).ok_or_else(|| {
@@ -102,8 +102,8 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         }
     };
     Ok(match what {
-        What::Ps => show!(ps::rows(&tree()?), |r: &Vec<ps::PsRow>| ps::render_ps(r)),
-        What::Tree => show!(tree()?, ps::render_tree),
+        What::Ps => show!(ps::rows(&tree(false)?), |r: &Vec<ps::PsRow>| ps::render_ps(r)),
+        What::Tree => show!(tree(true)?, ps::render_tree),
         What::Fds => show!(fds::build(set, &procs()?)?, |d: &Vec<_>| fds::render(d)),
         What::Mems => show!(mems::build(set, &procs()?)?, |d: &Vec<_>| mems::render(d)),
         What::Rss => show!(rss::build(set, &procs()?)?, |d: &Vec<_>| rss::render(d)),

@@ -29,21 +29,29 @@ pub struct ProcNode {
     pub children: Vec<ProcNode>,
 }
 
-/// Build the process tree from pstree.img and each task's core image. The root is the process whose
-/// ppid is 0 (the last such one, as crit does); every other process hangs under its parent.
+/// Build the process tree from pstree.img and each task's core image (threads' too). The root is the
+/// process whose ppid is 0 (the last such one, as crit does); every other process hangs under its parent.
 pub fn build(set: &ImageSet) -> Result<ProcNode> {
+    build_with(set, true)
+}
+
+/// [`build`], reading the cores of extra threads only when `threads` is set (`crit x ps`, like CRIU's
+/// crit, needs only each process's core; its thread list then has comms from the process).
+pub fn build_with(set: &ImageSet, threads: bool) -> Result<ProcNode> {
     let procs = set.pstree()?;
     let mut nodes: Vec<ProcNode> = Vec::with_capacity(procs.len());
     for p in &procs {
         let core = set.core(p.pid)?;
         let tc = core.tc.clone().unwrap_or_default();
-        let mut threads = Vec::new();
+        let mut thread_nodes = Vec::new();
         for tid in threads_of(p) {
             let comm = if tid == p.pid {
                 core.thread_core
                     .as_ref()
                     .and_then(|t| t.comm.clone())
                     .unwrap_or(tc.comm.clone())
+            } else if !threads {
+                tc.comm.clone()
             } else {
                 let tcore = set.core(tid)?;
                 tcore
@@ -51,7 +59,7 @@ pub fn build(set: &ImageSet) -> Result<ProcNode> {
                     .and_then(|t| t.comm)
                     .unwrap_or_else(|| tc.comm.clone())
             };
-            threads.push(ThreadNode { tid, comm });
+            thread_nodes.push(ThreadNode { tid, comm });
         }
         nodes.push(ProcNode {
             pid: p.pid,
@@ -61,7 +69,7 @@ pub fn build(set: &ImageSet) -> Result<ProcNode> {
             comm: tc.comm.clone(),
             state: task_state_name(tc.task_state),
             exit_code: tc.exit_code,
-            threads,
+            threads: thread_nodes,
             children: Vec::new(),
         });
     }

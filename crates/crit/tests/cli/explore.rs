@@ -202,6 +202,15 @@ fn x_bad_input_names_what_is_wrong() {
     let e = fails(&["x", d.to_str().unwrap(), "mems"]);
     assert!(e.contains("mm-9304.img"), "{e}");
 
+    // Like CRIU's crit, ps reads only each process's core; tree needs the threads' cores too.
+    let d2 = copy_images("threads4", "x-thread-core");
+    std::fs::remove_file(d2.join("core-9307.img")).unwrap();
+    let want = std::fs::read_to_string(fixtures().join("threads4/crit-x/ps.txt")).unwrap();
+    assert_eq!(ok(&["x", d2.to_str().unwrap(), "ps"]), want);
+    let e = fails(&["x", d2.to_str().unwrap(), "tree"]);
+    assert!(e.contains("core-9307.img"), "{e}");
+    std::fs::remove_dir_all(d2).unwrap();
+
     let e = fails(&["x", &images("threads4"), "creds", "--pid", "4242"]);
     assert!(e.contains("4242"), "{e}");
     std::fs::remove_dir_all(d).unwrap();
