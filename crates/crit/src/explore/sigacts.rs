@@ -8,7 +8,8 @@ use cryo_image::{pb, ImageSet};
 use super::table::{Align, Table};
 use super::{threads_of, Result};
 
-/// Name of signal `n` (x86_64 numbering).
+/// Name of signal `n` (x86_64 numbering; real-time signals counted from the kernel's SIGRTMIN, 32: glibc
+/// keeps 32 and 33 for itself and calls 34 its SIGRTMIN).
 pub fn signal_name(n: u32) -> String {
     const NAMES: [&str; 32] = [
         "0",
@@ -46,9 +47,9 @@ pub fn signal_name(n: u32) -> String {
     ];
     match n {
         1..=31 => NAMES[n as usize].into(),
-        34 => "SIGRTMIN".into(),
+        32 => "SIGRTMIN".into(),
         64 => "SIGRTMAX".into(),
-        35..=63 => format!("SIGRTMIN+{}", n - 34),
+        33..=63 => format!("SIGRTMIN+{}", n - 32),
         _ => format!("SIG{n}"),
     }
 }
@@ -231,7 +232,8 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(signal_name(10), "SIGUSR1");
-        assert_eq!(signal_name(36), "SIGRTMIN+2");
+        assert_eq!(signal_name(36), "SIGRTMIN+4");
+        assert_eq!(signal_name(32), "SIGRTMIN");
         assert_eq!(mask_names(1 << 9 | 1 << 1), vec!["SIGINT", "SIGUSR1"]);
         assert_eq!(sa_flags(0x0400_0004), "SIGINFO|RESTORER");
         assert_eq!(sa_flags(0), "0");
