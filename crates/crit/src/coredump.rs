@@ -7,7 +7,8 @@
 //! other thread. gdb ties FPREGSET/XSTATE notes to the PRSTATUS before them.
 //!
 //! Memory: a VMA's file part (`p_filesz`) ends at its last dumped page; pages not dumped below that are
-//! zero for anonymous memory and read from the mapped file (when it is readable here) for file mappings;
+//! zero for anonymous memory and read from the mapped file (when it is readable here and has the size
+//! files.img recorded) for file mappings;
 //! a VMA with no dumped page has `p_filesz` 0, so gdb reads zeros (anonymous) or the file (text of the
 //! program and libraries, found through NT_FILE). Shared memory (shared anonymous, memfd, SysV shm) comes
 //! from the objects' own pagemaps (`pagemap-shmem-ID.img`), as in `crit mem`.
@@ -481,7 +482,15 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
             w.write_all(&zeros).map_err(io_err)?;
             pos = s.offset;
             let mut file: Option<File> = if is_file_backed(s.vma) {
-                files.reg_path(s.vma.shmid as u32).and_then(|p| File::open(p).ok())
+                // Only the file the dump saw: same size as files.img recorded (when it recorded one).
+                let want = files
+                    .get(s.vma.shmid as u32)
+                    .and_then(|f| f.reg.as_ref())
+                    .and_then(|r| r.size);
+                files
+                    .reg_path(s.vma.shmid as u32)
+                    .and_then(|p| File::open(p).ok())
+                    .filter(|f| want.is_none_or(|w| f.metadata().is_ok_and(|m| m.len() == w)))
             } else {
                 None
             };

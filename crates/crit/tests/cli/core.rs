@@ -308,3 +308,95 @@ fn core_for_a_thread_makes_it_current() {
     assert!(out.contains(&format!("{sp:#x}")), "{out}");
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// A page of a file mapping that the dump left out (CRIU skips pages unchanged from the file) is read
+/// from the mapped file when it is the one the dump saw: drop the first page of libc's relro run from a
+/// copy of threads4 and find libc's bytes in its place.
+#[test]
+fn core_fills_undumped_file_pages_from_the_file() {
+    let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    let d = copy_images("threads4", "core-filefill");
+    let pm_path = d.join("pagemap-9304.img");
+    let mut pm = json(&ok(&["decode", "-i", pm_path.to_str().unwrap()]));
+    let mut off = 0u64;
+    let mut cut = None;
+    for e in pm["entries"].as_array_mut().unwrap()[1..].iter_mut() {
+        let (vaddr, n, flags) = (
+            e["vaddr"].as_u64().unwrap(),
+            e["nr_pages"].as_u64().unwrap(),
+            e["flags"].as_u64().unwrap(),
+        );
+        if vaddr == 0x7f3e7bc21000 {
+            e["vaddr"] = (vaddr + 4096).into();
+            e["nr_pages"] = (n - 1).into();
+            cut = Some(off);
+        }
+        if flags & 4 != 0 {
+            off += n * 4096;
+        }
+    }
+    let cut = cut.expect("libc's relro run in threads4") as usize;
+    let text = serde_json::to_string(&pm).unwrap();
+    let jpath = d.join("pagemap.json");
+    std::fs::write(&jpath, text).unwrap();
+    ok(&["encode", "-i", jpath.to_str().unwrap(), "-o", pm_path.to_str().unwrap()]);
+    std::fs::remove_file(&jpath).unwrap();
+    let mut pages = std::fs::read(d.join("pages-1.img")).unwrap();
+    pages.drain(cut..cut + 4096);
+    std::fs::write(d.join("pages-1.img"), pages).unwrap();
+
+    let out = d.join("core");
+    let s = json(&ok(&[
+        "core",
+        d.to_str().unwrap(),
+        "--pid",
+        "9304",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    let bytes = std::fs::read(&out).unwrap();
+    let elf = Elf::parse(&bytes).unwrap();
+    let seg = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == PT_LOAD && p.p_vaddr == 0x7f3e7bc21000)
+        .unwrap();
+    assert_eq!(seg.p_filesz, 4 * 4096);
+    let page0 = &bytes[seg.p_offset as usize..seg.p_offset as usize + 4096];
+    let recorded = json(&ok(&["decode", "-i", &format!("{}/files.img", images("threads4"))]));
+    let size = recorded["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reg"]["name"] == libc)
+        .unwrap()["reg"]["size"]
+        .as_u64()
+        .unwrap();
+    match std::fs::read(libc) {
+        Ok(lib) if lib.len() as u64 == size => {
+            assert_eq!(s["pages_from_files"], 1);
+            assert!(page0 == &lib[0x1cf000..0x1cf000 + 4096], "page from libc");
+        }
+        _ => {
+            // Another libc than the dump's: the page stays zero rather than take foreign bytes.
+            assert_eq!(s["pages_from_files"], 0);
+            assert!(page0.iter().all(|&b| b == 0));
+        }
+    }
+    // The pages that were dumped are still the dump's.
+    let raw = run(&[
+        "mem",
+        d.to_str().unwrap(),
+        "--pid",
+        "9304",
+        "--addr",
+        "0x7f3e7bc22000",
+        "--len",
+        "12288",
+        "--raw",
+    ]);
+    assert!(raw.status.success());
+    assert!(bytes[seg.p_offset as usize + 4096..seg.p_offset as usize + 4 * 4096] == raw.stdout[..]);
+    std::fs::remove_dir_all(d).unwrap();
+}
