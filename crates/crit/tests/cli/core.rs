@@ -162,6 +162,7 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
         .args(["-ex", "x/s 0x7ffe9f2b2fc7"])
         .args(["-ex", "p/x $fs_base", "-ex", "p/x $xmm0.v2_int64", "-ex", "p/x $k1"])
         .args(["-ex", "p/x $pkru", "-ex", "p/x $zmm17.v8_int64[0]", "-ex", "p/x $mxcsr"])
+        .args(["-ex", "info auxv", "-ex", "info proc mappings"])
         .arg(&exe)
         .arg(&core)
         .output()
@@ -217,6 +218,26 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
     for line in want {
         assert!(out.lines().any(|l| l == line), "{line} not in {out}");
     }
+    // NT_AUXV and NT_FILE.
+    let mm = json(&ok(&["decode", "-i", &format!("{}/mm-9304.img", images("threads4"))]));
+    let auxv: Vec<u64> = mm["entries"][0]["mm_saved_auxv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let entry = auxv.chunks(2).find(|p| p[0] == 9).unwrap()[1];
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("9 ") && l.contains("AT_ENTRY") && l.ends_with(&format!("{entry:#x}"))),
+        "{out}"
+    );
+    assert!(out.contains("\"./bin/threads4\""), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("0x7f3e7bc21000") && l.ends_with("/usr/lib/x86_64-linux-gnu/libc.so.6")),
+        "{out}"
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 
