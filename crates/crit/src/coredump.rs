@@ -288,11 +288,11 @@ const SPLIT_BELOW: u64 = 64 * 1024;
 pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
     let p = process_of_thread(set, tid)?;
     let pid = p.pid;
+    let mem = Memory::open(set, pid)?; // refuses a zombie
     let mm = set.mm(pid)?;
     let core = set.core(pid)?;
     let tc = core.tc.clone().unwrap_or_default();
     let files = FileTable::load(set)?;
-    let mem = Memory::open(set, pid)?;
 
     let mut threads = Vec::new();
     for tid in threads_of(&p) {

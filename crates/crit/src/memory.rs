@@ -21,7 +21,7 @@ use crate::explore::vma::{
     is_file_backed, prot_str, VmaKind, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC, VMA_AREA_VDSO,
     VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
 };
-use crate::explore::{process_of_thread, ExploreError, Result};
+use crate::explore::{is_zombie, process_of_thread, ExploreError, Result};
 
 /// Bytes read at a time while searching.
 pub const WINDOW: usize = 1 << 20;
@@ -118,6 +118,12 @@ impl<'a> Memory<'a> {
     /// readable.
     pub fn open(set: &'a ImageSet, pid: u32) -> Result<Self> {
         let pid = process_of_thread(set, pid)?.pid;
+        if is_zombie(set, pid)? {
+            return Err(ExploreError::Invalid {
+                file: set.path(&format!("core-{pid}.img")).display().to_string(),
+                what: format!("process {pid} is a zombie: it has no memory"),
+            });
+        }
         let mm = set.mm(pid)?;
         let pm = set.pagemap(pid)?;
         let files = FileTable::load(set)?;

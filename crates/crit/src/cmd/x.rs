@@ -87,7 +87,7 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
             }
         }};
     }
-    let procs = || explore::select(set, pid);
+    let procs = || explore::select_live(set, pid);
     let tree = |threads: bool| -> Result<ps::ProcNode> {
         let root = ps::build_with(set, threads)?;
         match pid {

@@ -80,6 +80,34 @@ pub fn select(set: &ImageSet, pid: Option<u32>) -> Result<Vec<pb::PstreeEntry>> 
     }
 }
 
+/// `task_state` of a zombie in core's `tc`.
+pub const TASK_DEAD: u32 = 3;
+
+/// Whether process `pid` was a zombie when dumped (CRIU then writes only its core: no mm, fds or
+/// registers).
+pub fn is_zombie(set: &ImageSet, pid: u32) -> Result<bool> {
+    Ok(set.core(pid)?.tc.is_some_and(|tc| tc.task_state == TASK_DEAD))
+}
+
+/// The processes asked for that have state to show: zombies are left out; asking for one by pid is an
+/// error that says so.
+pub fn select_live(set: &ImageSet, pid: Option<u32>) -> Result<Vec<pb::PstreeEntry>> {
+    let mut out = Vec::new();
+    for p in select(set, pid)? {
+        if is_zombie(set, p.pid)? {
+            if pid.is_some() {
+                return Err(ExploreError::Invalid {
+                    file: set.path(&format!("core-{}.img", p.pid)).display().to_string(),
+                    what: format!("process {} is a zombie: only its exit state was dumped", p.pid),
+                });
+            }
+            continue;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// Name of a task state (`task_state` of core's `tc`).
 pub fn task_state_name(state: u32) -> String {
     cryo_image::pretty::dict_name("gen", "task_state", state as i128)

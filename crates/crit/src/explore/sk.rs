@@ -128,7 +128,7 @@ pub fn build(set: &ImageSet) -> Result<Vec<Socket>> {
     // Owners: every (pid, fd) whose fdinfo points at the file id.
     let mut owners: HashMap<u32, Vec<Owner>> = HashMap::new();
     let mut seen_tables = HashMap::new();
-    for p in set.pstree()? {
+    for p in super::select_live(set, None)? {
         let ids = set.ids(p.pid)?;
         if seen_tables.insert(ids.files_id, p.pid).is_some() {
             continue; // shared fd table: already listed under its first user

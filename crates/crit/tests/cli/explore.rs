@@ -241,3 +241,53 @@ fn x_pid_narrows_every_explorer() {
         assert!(e.contains("no process or thread 1"), "{what}: {e}");
     }
 }
+
+/// A zombie has only a core (state and exit code): tree shows it, ps lists it, the other explorers
+/// leave it out, and asking for it by pid says why. (Made from proctree: 9411 turned into a zombie the
+/// way CRIU dumps one.)
+#[test]
+fn zombies_are_shown_in_the_tree_and_skipped_elsewhere() {
+    let d = copy_images("proctree", "x-zombie");
+    let core = d.join("core-9411.img");
+    let mut c = json(&ok(&["decode", "-i", core.to_str().unwrap()]));
+    let e = c["entries"][0].as_object_mut().unwrap();
+    e.remove("thread_info");
+    e.remove("thread_core");
+    let tc = e.get_mut("tc").unwrap();
+    tc["task_state"] = 3.into();
+    tc["exit_code"] = 7.into();
+    std::fs::write(d.join("core.json"), serde_json::to_string(&c).unwrap()).unwrap();
+    ok(&[
+        "encode",
+        "-i",
+        d.join("core.json").to_str().unwrap(),
+        "-o",
+        core.to_str().unwrap(),
+    ]);
+    for f in [
+        "core.json",
+        "mm-9411.img",
+        "ids-9411.img",
+        "fs-9411.img",
+        "pagemap-9411.img",
+    ] {
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    let dir = d.to_str().unwrap();
+    let tree = ok(&["x", dir, "tree"]);
+    assert!(tree.contains("9411 proctree [Zombie, exit 7]"), "{tree}");
+    assert!(ok(&["x", dir, "ps"]).contains("  9411   9406   9406           proctree"));
+    for what in ["fds", "mems", "rss", "creds", "sigacts", "timers", "regs", "env", "sk"] {
+        let v = json(&ok(&["x", dir, what, "--json"]));
+        assert!(!v.to_string().contains("9411"), "{what}: {v}");
+    }
+    for args in [
+        vec!["x", dir, "mems", "--pid", "9411"],
+        vec!["mem", dir, "--pid", "9411", "--search", "x"],
+        vec!["core", dir, "--pid", "9411", "-o", "/tmp/never-written-core"],
+    ] {
+        let e = fails(&args);
+        assert!(e.contains("9411 is a zombie"), "{args:?}: {e}");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
