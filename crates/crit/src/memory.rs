@@ -135,7 +135,18 @@ impl<'a> Memory<'a> {
         let mut shmem_cache: HashMap<u64, Option<(Pagemap, PathBuf)>> = HashMap::new();
         let mut regions = Vec::with_capacity(mm.vmas.len());
         let mut spans: Vec<Span> = Vec::new();
-        for v in &mm.vmas {
+        let mut prev_end = 0;
+        for (i, v) in mm.vmas.iter().enumerate() {
+            if v.start >= v.end || v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start < prev_end {
+                return Err(ExploreError::Invalid {
+                    file: set.path(&format!("mm-{pid}.img")).display().to_string(),
+                    what: format!(
+                        "vma {i} ({:#x}-{:#x}) is empty, unaligned or overlaps the one before",
+                        v.start, v.end
+                    ),
+                });
+            }
+            prev_end = v.end;
             let kind = VmaKind::of(v, Some(&mm));
             let memfd = (v.status & VMA_AREA_MEMFD != 0)
                 .then(|| files.get(v.shmid as u32).and_then(|f| f.memfd.as_ref()))
@@ -177,7 +188,7 @@ impl<'a> Memory<'a> {
                         e.insert(shmem_pagemap(set, id)?);
                     }
                     if let Some((spm, pages)) = &shmem_cache[&id] {
-                        let (lo, hi) = (v.pgoff, v.pgoff + (v.end - v.start));
+                        let (lo, hi) = (v.pgoff, v.pgoff.saturating_add(v.end - v.start));
                         for r in spm.runs.iter() {
                             let Some(off) = r.offset else { continue };
                             let (s, e) = (r.vaddr.max(lo), r.end().min(hi));

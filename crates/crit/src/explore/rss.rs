@@ -66,7 +66,7 @@ pub fn build(set: &ImageSet, procs: &[pb::PstreeEntry]) -> Result<Vec<ProcRss>> 
                 if vmi == pvmi {
                     rv.push(RunVma {
                         start: v.start,
-                        pages: (v.end - v.start) >> 12,
+                        pages: v.end.wrapping_sub(v.start) >> 12,
                         file: None,
                         again: true,
                     });

@@ -74,8 +74,8 @@ pub fn build(set: &ImageSet, procs: &[pb::PstreeEntry]) -> Result<Vec<ProcTimers
         let t = tc.timers.unwrap_or_default();
         let it = |which: &str, e: &pb::ItimerEntry| Itimer {
             which: which.into(),
-            value_us: e.vsec * 1_000_000 + e.vusec,
-            interval_us: e.isec * 1_000_000 + e.iusec,
+            value_us: e.vsec.saturating_mul(1_000_000).saturating_add(e.vusec),
+            interval_us: e.isec.saturating_mul(1_000_000).saturating_add(e.iusec),
         };
         out.push(ProcTimers {
             pid: p.pid,
@@ -88,8 +88,8 @@ pub fn build(set: &ImageSet, procs: &[pb::PstreeEntry]) -> Result<Vec<ProcTimers
                     clock: clock_name(x.clock_id),
                     signal: x.si_signo,
                     notify: notify_name(x.it_sigev_notify),
-                    value_ns: x.vsec * 1_000_000_000 + x.vnsec,
-                    interval_ns: x.isec * 1_000_000_000 + x.insec,
+                    value_ns: x.vsec.saturating_mul(1_000_000_000).saturating_add(x.vnsec),
+                    interval_ns: x.isec.saturating_mul(1_000_000_000).saturating_add(x.insec),
                     overrun: x.overrun,
                     sival_ptr: x.sival_ptr,
                     notify_thread: x.notify_thread_id,
@@ -122,9 +122,9 @@ pub fn render(procs: &[ProcTimers]) -> String {
                 if i.value_us == 0 {
                     "off".into()
                 } else {
-                    secs(i.value_us * 1000)
+                    secs(i.value_us.saturating_mul(1000))
                 },
-                secs(i.interval_us * 1000),
+                secs(i.interval_us.saturating_mul(1000)),
             ]);
         }
         s.push_str(&t.render_indented("\t"));

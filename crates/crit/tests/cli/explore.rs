@@ -291,3 +291,53 @@ fn zombies_are_shown_in_the_tree_and_skipped_elsewhere() {
     }
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// Nonsense values in a well-formed image (a VMA ending before it starts, absurd timers) give errors or
+/// odd numbers, never a panic.
+#[test]
+fn nonsense_values_do_not_panic() {
+    let d = copy_images("loop_heap", "x-nonsense");
+    let dir = d.to_str().unwrap();
+    let mm = d.join("mm-9217.img");
+    let mut m = json(&ok(&["decode", "-i", mm.to_str().unwrap()]));
+    let v = &mut m["entries"][0]["vmas"][3];
+    let start = v["start"].as_u64().unwrap();
+    v["end"] = (start - 4096).into();
+    std::fs::write(d.join("mm.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    ok(&[
+        "encode",
+        "-i",
+        d.join("mm.json").to_str().unwrap(),
+        "-o",
+        mm.to_str().unwrap(),
+    ]);
+    let core = d.join("core-9217.img");
+    let mut c = json(&ok(&["decode", "-i", core.to_str().unwrap()]));
+    c["entries"][0]["tc"]["timers"]["real"]["vsec"] = u64::MAX.into();
+    c["entries"][0]["tc"]["timers"]["real"]["isec"] = u64::MAX.into();
+    std::fs::write(d.join("core.json"), serde_json::to_string(&c).unwrap()).unwrap();
+    ok(&[
+        "encode",
+        "-i",
+        d.join("core.json").to_str().unwrap(),
+        "-o",
+        core.to_str().unwrap(),
+    ]);
+
+    for what in [
+        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env",
+    ] {
+        let o = run(&["x", dir, what]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.code().is_some() && !err.contains("panicked"), "{what}: {err}");
+    }
+    for args in [
+        vec!["mem", dir, "--pid", "9217"],
+        vec!["mem", dir, "--pid", "9217", "--search", "PATH"],
+        vec!["core", dir, "--pid", "9217", "-o", d.join("core").to_str().unwrap()],
+    ] {
+        let e = fails(&args);
+        assert!(e.contains("mm-9217.img") && e.contains("vma 3"), "{args:?}: {e}");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
