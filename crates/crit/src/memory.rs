@@ -381,6 +381,7 @@ impl<'a> Memory<'a> {
                 loop {
                     let wend = (pos + window as u64).min(e);
                     let w = &mut buf[..(wend - pos) as usize];
+                    w.fill(0); // bytes a parent set lacks read as zeros, not as the last window's
                     self.read_into(pos, w)?;
                     stats.bytes += if pos == s {
                         w.len() as u64

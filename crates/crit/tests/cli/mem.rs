@@ -422,3 +422,99 @@ fn mem_search_finds_the_worker_blocks() {
     }
     assert_eq!(blocks.len(), 3);
 }
+
+/// Incremental dumps: pages flagged PE_PARENT are read from `parent/` (the previous dump). Make a child
+/// set whose heap run is "in the parent" and compare with the parent's bytes.
+#[test]
+fn mem_reads_pages_from_the_parent_dump() {
+    let parent = copy_images("loop_heap", "mem-parent");
+    let child = scratch("mem-parent-child");
+    for e in std::fs::read_dir(&parent).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), child.join(e.file_name())).unwrap();
+    }
+    // The heap run: mark it PE_PARENT (flags 1) and take its bytes out of the child's pages file.
+    let pm_path = child.join("pagemap-9217.img");
+    let mut pm = json(&ok(&["decode", "-i", pm_path.to_str().unwrap()]));
+    let heap_start = json(&ok(&["mem", parent.to_str().unwrap(), "--pid", "9217", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "heap")
+        .unwrap()["start"]
+        .as_u64()
+        .unwrap();
+    let (mut off, mut cut) = (0u64, None);
+    for e in pm["entries"].as_array_mut().unwrap()[1..].iter_mut() {
+        let n = e["nr_pages"].as_u64().unwrap() * 4096;
+        let present = e["flags"].as_u64().unwrap() & 4 != 0;
+        if e["vaddr"].as_u64().unwrap() == heap_start && present {
+            e["flags"] = 1.into();
+            cut = Some((off, n));
+        } else if present {
+            off += n;
+        }
+    }
+    let (at, n) = cut.expect("a dumped heap run");
+    std::fs::write(child.join("pm.json"), serde_json::to_string(&pm).unwrap()).unwrap();
+    ok(&[
+        "encode",
+        "-i",
+        child.join("pm.json").to_str().unwrap(),
+        "-o",
+        pm_path.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(child.join("pm.json")).unwrap();
+    let mut pages = std::fs::read(child.join("pages-1.img")).unwrap();
+    pages.drain(at as usize..(at + n) as usize);
+    std::fs::write(child.join("pages-1.img"), pages).unwrap();
+
+    let addr = heap_start.to_string();
+    let len = n.to_string();
+    // Without the parent link the pages are missing...
+    let e = fails(&[
+        "mem",
+        child.to_str().unwrap(),
+        "--pid",
+        "9217",
+        "--addr",
+        &addr,
+        "--len",
+        &len,
+    ]);
+    assert!(e.contains("not in the dump"), "{e}");
+    // ...with it they are the parent's.
+    std::fs::rename(&parent, child.join("parent")).unwrap();
+    let from_child = run(&[
+        "mem",
+        child.to_str().unwrap(),
+        "--pid",
+        "9217",
+        "--addr",
+        &addr,
+        "--len",
+        &len,
+        "--raw",
+    ]);
+    let from_parent = run(&[
+        "mem",
+        child.join("parent").to_str().unwrap(),
+        "--pid",
+        "9217",
+        "--addr",
+        &addr,
+        "--len",
+        &len,
+        "--raw",
+    ]);
+    assert!(
+        from_child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_child.stderr)
+    );
+    assert_eq!(from_child.stdout, from_parent.stdout);
+    let maps = json(&ok(&["mem", child.to_str().unwrap(), "--pid", "9217", "--json"]));
+    let heap = maps.as_array().unwrap().iter().find(|r| r["kind"] == "heap").unwrap();
+    assert_eq!(heap["dumped"], n);
+    std::fs::remove_dir_all(child).unwrap();
+}
