@@ -33,6 +33,18 @@ fn make_set(dir: &Path, mib: u64) {
     })
     .unwrap();
     w.finish().unwrap();
+    let mut w = ImageWriter::create(dir.join(format!("core-{PID}.img")), Some("CORE")).unwrap();
+    w.entry(&pb::CoreEntry {
+        mtype: 1,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: 1,
+            comm: "bench".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    w.finish().unwrap();
     let mut w = ImageWriter::create(dir.join(format!("mm-{PID}.img")), Some("MM")).unwrap();
     w.entry(&pb::MmEntry {
         vmas: vec![pb::VmaEntry {
