@@ -4,7 +4,7 @@
 //! * `--addr A [--len N]`: the bytes at A, as `hexdump -C` (default), `--raw` or `--hex`;
 //! * `--search TEXT | --regex RE | --bytes HEX`: every match, with its mapping and the bytes around it,
 //!   narrowed with `--prot`, `--range` and `--kind`; `--json` prints JSON Lines (one object per match,
-//!   then a summary).
+//!   then a summary). Without `--pid` every process is searched and each line starts with the pid.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 use cryo_image::ImageSet;
 use serde_json::json;
 
+use crate::explore;
 use crate::explore::table::{Align, Table};
 use crate::explore::vma::{VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use crate::io::write_output;
@@ -48,9 +49,9 @@ impl From<Kind> for VmaKind {
 pub struct MemArgs {
     /// Image directory
     pub dir: PathBuf,
-    /// Process
-    #[arg(long)]
-    pub pid: u32,
+    /// Process (or thread). Without it, a search goes through every process
+    #[arg(long, required_unless_present_any = ["search", "regex", "bytes"])]
+    pub pid: Option<u32>,
     /// Address to read (hex with 0x, or decimal)
     #[arg(long, value_parser = parse_addr, conflicts_with = "pattern")]
     pub addr: Option<u64>,
@@ -158,25 +159,14 @@ fn show_regions(m: &Memory, as_json: bool) -> Result<String> {
 
 pub fn run(a: &MemArgs) -> Result<()> {
     let set = ImageSet::open(&a.dir)?;
-    let mem = Memory::open(&set, a.pid)?;
-    if let Some(addr) = a.addr {
-        let data = mem.read(addr, a.len)?;
-        if a.raw {
-            return write_output(None, &data);
+    if let Some(pid) = a.pid {
+        let mem = Memory::open(&set, pid)?;
+        if let Some(addr) = a.addr {
+            return read(&mem, a, addr);
         }
-        let text = if a.hex {
-            let mut s = String::with_capacity(data.len() * 2 + data.len() / 16);
-            for line in data.chunks(32) {
-                for b in line {
-                    s.push_str(&format!("{b:02x}"));
-                }
-                s.push('\n');
-            }
-            s
-        } else {
-            hexdump(&data, addr)
-        };
-        return write_output(None, text.as_bytes());
+        if a.search.is_none() && a.regex.is_none() && a.bytes.is_none() {
+            return write_output(None, show_regions(&mem, a.json)?.as_bytes());
+        }
     }
     let re = match (&a.search, &a.regex, &a.bytes) {
         (Some(t), _, _) => {
@@ -187,16 +177,13 @@ pub fn run(a: &MemArgs) -> Result<()> {
         }
         (_, Some(r), _) => bytes_regex(r).with_context(|| format!("--regex {r:?}"))?,
         (_, _, Some(h)) => literal(&parse_hex(h).map_err(|e| anyhow::anyhow!("--bytes {e}"))?),
-        _ => return write_output(None, show_regions(&mem, a.json)?.as_bytes()),
+        _ => bail!("--pid is needed unless searching"),
     };
     let filter = Filter {
         prot: a.prot.unwrap_or(0),
         range: a.range,
         kinds: a.kind.iter().map(|&k| k.into()).collect(),
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut n = 0u64;
     let mut opts = SearchOpts {
         context: a.context,
         ..Default::default()
@@ -208,55 +195,96 @@ pub fn run(a: &MemArgs) -> Result<()> {
         opts.window = w;
         opts.overlap = (w / 4).min(OVERLAP);
     }
-    let r = mem.search(&re, &filter, &opts, |m| {
-        let reg = &mem.regions[m.region];
-        if a.json {
-            let v = json!({
-                "type": "match",
-                "addr": m.addr,
-                "len": m.len,
-                "mapping": reg,
-                "offset_in_mapping": m.addr - reg.start,
-                "text": escape(&m.matched),
-                "before": escape(&m.before),
-                "after": escape(&m.after),
-            });
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(
-                out,
-                "{:#x}  {}  \"{}«{}»{}\"",
-                m.addr,
-                reg.describe(),
-                escape(&m.before),
-                escape(&m.matched),
-                escape(&m.after)
-            )?;
-        }
-        n += 1;
-        Ok(a.max_count.is_none_or(|max| n < max))
-    });
-    let stats = match r {
-        Ok(s) => s,
-        Err(SearchError::Output(e)) => return Err(e.into()),
-        Err(SearchError::Explore(e)) => return Err(e.into()),
+    // One process, or every live one (then each line starts with its pid).
+    let pids: Vec<u32> = match a.pid {
+        Some(p) => vec![p],
+        None => explore::select_live(&set, None)?.iter().map(|p| p.pid).collect(),
     };
+    let all = a.pid.is_none();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut n, mut regions, mut bytes) = (0u64, 0u64, 0u64);
+    for pid in pids {
+        if a.max_count.is_some_and(|max| n >= max) {
+            break;
+        }
+        let mem = Memory::open(&set, pid)?;
+        let r = mem.search(&re, &filter, &opts, |m| {
+            let reg = &mem.regions[m.region];
+            if a.json {
+                let v = json!({
+                    "type": "match",
+                    "pid": mem.pid,
+                    "addr": m.addr,
+                    "len": m.len,
+                    "mapping": reg,
+                    "offset_in_mapping": m.addr - reg.start,
+                    "text": escape(&m.matched),
+                    "before": escape(&m.before),
+                    "after": escape(&m.after),
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                if all {
+                    write!(out, "{}  ", mem.pid)?;
+                }
+                writeln!(
+                    out,
+                    "{:#x}  {}  \"{}«{}»{}\"",
+                    m.addr,
+                    reg.describe(),
+                    escape(&m.before),
+                    escape(&m.matched),
+                    escape(&m.after)
+                )?;
+            }
+            n += 1;
+            Ok(a.max_count.is_none_or(|max| n < max))
+        });
+        let stats = match r {
+            Ok(s) => s,
+            Err(SearchError::Output(e)) => return Err(e.into()),
+            Err(SearchError::Explore(e)) => return Err(e.into()),
+        };
+        regions += stats.regions;
+        bytes += stats.bytes;
+    }
     if a.json {
         writeln!(
             out,
             "{}",
-            json!({"type": "summary", "matches": n, "regions": stats.regions, "bytes_searched": stats.bytes})
+            json!({"type": "summary", "matches": n, "regions": regions, "bytes_searched": bytes})
         )?;
     }
     out.flush()?;
     if n == 0 {
         // grep's convention: no match is a failure (exit status 1).
-        bail!(
-            "no match in {} dumped bytes of {} mappings of pid {}",
-            stats.bytes,
-            stats.regions,
-            a.pid
-        );
+        let whose = a
+            .pid
+            .map(|p| format!("pid {p}"))
+            .unwrap_or_else(|| "all processes".into());
+        bail!("no match in {bytes} dumped bytes of {regions} mappings of {whose}");
     }
     Ok(())
+}
+
+/// `--addr`: the bytes as hexdump -C, raw or hex.
+fn read(mem: &Memory, a: &MemArgs, addr: u64) -> Result<()> {
+    let data = mem.read(addr, a.len)?;
+    if a.raw {
+        return write_output(None, &data);
+    }
+    let text = if a.hex {
+        let mut s = String::with_capacity(data.len() * 2 + data.len() / 16);
+        for line in data.chunks(32) {
+            for b in line {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s.push('\n');
+        }
+        s
+    } else {
+        hexdump(&data, addr)
+    };
+    write_output(None, text.as_bytes())
 }

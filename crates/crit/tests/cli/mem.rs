@@ -518,3 +518,32 @@ fn mem_reads_pages_from_the_parent_dump() {
     assert_eq!(heap["dumped"], n);
     std::fs::remove_dir_all(child).unwrap();
 }
+
+/// Without --pid a search covers every process; lines start with the pid, JSON has it.
+#[test]
+fn mem_search_without_pid_covers_every_process() {
+    let dir = images("proctree");
+    let out = ok(&["mem", &dir, "--search", "./bin/proctree", "--kind", "stack"]);
+    let pids: std::collections::BTreeSet<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        pids.into_iter().collect::<Vec<_>>(),
+        ["9406", "9408", "9409", "9410", "9411"]
+    );
+    let lines = ok(&[
+        "mem",
+        &dir,
+        "--search",
+        "./bin/proctree",
+        "--kind",
+        "stack",
+        "--json",
+        "--max-count",
+        "3",
+    ]);
+    let v: Vec<serde_json::Value> = lines.lines().map(json).collect();
+    assert_eq!(v.len(), 4);
+    assert_eq!(v[0]["pid"], 9406);
+    assert_eq!(v[3]["matches"], 3);
+    let e = fails(&["mem", &dir, "--addr", "0x1000"]);
+    assert!(e.contains("--pid"), "{e}");
+}
