@@ -352,47 +352,25 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
     // carry megabytes of zeros.
     let mut segs: Vec<Segment> = Vec::with_capacity(mm.vmas.len() + 8);
     for (vi, v) in mm.vmas.iter().enumerate() {
+        let seg = |start, end, filesz| Segment {
+            vma: v,
+            start,
+            end,
+            prot: v.prot,
+            filesz,
+            offset: 0,
+        };
         let spans = mem.spans_in(&mem.regions[vi], v.start, v.end);
-        let first = spans.first().map(|s| s.0);
-        let last = spans.last().map(|s| s.1);
-        match (first, last) {
-            (Some(first), Some(last)) if v.status & VMA_AREA_VVAR == 0 => {
+        match (spans.first(), spans.last()) {
+            (Some(&(first, _)), Some(&(_, last))) if v.status & VMA_AREA_VVAR == 0 => {
                 if first - v.start >= SPLIT_BELOW {
-                    segs.push(Segment {
-                        start: v.start,
-                        end: first,
-                        prot: v.prot,
-                        filesz: 0,
-                        offset: 0,
-                        vma: v,
-                    });
-                    segs.push(Segment {
-                        start: first,
-                        end: v.end,
-                        prot: v.prot,
-                        filesz: last - first,
-                        offset: 0,
-                        vma: v,
-                    });
+                    segs.push(seg(v.start, first, 0));
+                    segs.push(seg(first, v.end, last - first));
                 } else {
-                    segs.push(Segment {
-                        start: v.start,
-                        end: v.end,
-                        prot: v.prot,
-                        filesz: last - v.start,
-                        offset: 0,
-                        vma: v,
-                    });
+                    segs.push(seg(v.start, v.end, last - v.start));
                 }
             }
-            _ => segs.push(Segment {
-                start: v.start,
-                end: v.end,
-                prot: v.prot,
-                filesz: 0,
-                offset: 0,
-                vma: v,
-            }),
+            _ => segs.push(seg(v.start, v.end, 0)),
         }
     }
     let phnum = 1 + segs.len();
