@@ -194,6 +194,7 @@ fn x_bad_input_names_what_is_wrong() {
     std::fs::remove_file(d.join("core-9409.img")).unwrap();
     let e = fails(&["x", d.to_str().unwrap(), "ps"]);
     assert!(e.contains("core-9409.img"), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
 
     let d = copy_images("threads4", "x-corrupt");
     let mm = d.join("mm-9304.img");
