@@ -34,6 +34,13 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
+    // explorers, memory, core export
+    /// Explore an image set: ps, fds, mems, rss (as CRIU's crit) and tree, sk, creds, sigacts, timers, regs, env
+    X(cmd::x::XArgs),
+    /// Export a process as an ELF core file (for gdb)
+    Core(cmd::core::CoreArgs),
+    /// Read or search a process's memory from the dumped pages
+    Mem(cmd::mem::MemArgs),
     // --- check / diff / rewrite / edit ---
     /// Check the consistency of a whole image set
     Check(cmd::check::CheckArgs),
@@ -56,6 +63,10 @@ fn main() -> ExitCode {
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
         Cmd::Show(a) => cmd::show::run(a),
+        // explorers, memory, core export
+        Cmd::X(a) => cmd::x::run(a),
+        Cmd::Core(a) => cmd::core::run(a),
+        Cmd::Mem(a) => cmd::mem::run(a),
         // --- check / diff / rewrite / edit ---
         Cmd::Check(a) => cmd::check::run(a),
         Cmd::Diff(a) => cmd::diff::run(a),
