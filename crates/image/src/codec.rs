@@ -151,12 +151,12 @@ impl<'a> Reader<'a> {
         let body = &self.data[self.pos..self.pos + len];
         self.pos += len;
         let dec = |desc: &MessageDescriptor| {
-            DynamicMessage::decode(desc.clone(), body).map_err(|source| ImageError::Decode {
+            DynamicMessage::decode(desc.clone(), body).map_err(|cause| ImageError::Decode {
                 file: self.file.to_string(),
                 index: self.index,
                 offset: start,
                 message: desc.name().to_string(),
-                source,
+                cause,
             })
         };
         let mut msg = dec(desc)?;
