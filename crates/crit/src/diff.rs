@@ -561,7 +561,7 @@ impl<'a> PageReader<'a> {
                 if addr + buf.len() as u64 <= r.end() {
                     let io = |e| ImageError::Io {
                         file: name.display().to_string(),
-                        source: e,
+                        cause: e,
                     };
                     f.seek(SeekFrom::Start(off + (addr - r.vaddr))).map_err(io)?;
                     f.read_exact(buf).map_err(io)?;

@@ -128,7 +128,7 @@ pub fn fd_type_name(t: i32) -> String {
 /// Split an image error into (entry index, text without the file name).
 fn describe(e: &ImageError) -> (Option<usize>, String) {
     match e {
-        ImageError::Io { source, .. } => (None, source.to_string()),
+        ImageError::Io { cause, .. } => (None, cause.to_string()),
         ImageError::NoHead { len, .. } => (None, format!("file is {len} bytes, too short for an image head")),
         ImageError::UnknownMagic { magic, offset, .. } => {
             (None, format!("unknown magic {magic:#010x} at byte {offset}"))
@@ -141,11 +141,11 @@ fn describe(e: &ImageError) -> (Option<usize>, String) {
             index,
             offset,
             message,
-            source,
+            cause,
             ..
         } => (
             Some(*index),
-            format!("at byte {offset}: {message} does not decode: {source}"),
+            format!("at byte {offset}: {message} does not decode: {cause}"),
         ),
         ImageError::Json { what, .. } | ImageError::Invalid { what, .. } => (None, what.clone()),
     }
