@@ -274,12 +274,15 @@ fn check_on_a_non_set_is_an_error() {
 // ------------------------------------------------------------------------------------------------
 // edit
 
-/// Run `crit edit` with EDITOR set to a shell snippet.
+/// Run `crit edit` with EDITOR set to a shell snippet. Its scratch JSON goes under the test's own
+/// temporary directory (TMPDIR = the directory above the set), so nothing is left behind.
 fn edit_with(img: &Path, editor: &str) -> Output {
+    let scratch = img.parent().unwrap().parent().unwrap();
     Command::new(env!("CARGO_BIN_EXE_crit"))
         .args(["edit", s(img)])
         .env_remove("VISUAL")
         .env("EDITOR", editor)
+        .env("TMPDIR", scratch)
         .output()
         .unwrap()
 }
@@ -321,6 +324,16 @@ fn edit_keeps_the_original_on_bad_json_or_failing_editor() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("not valid JSON") && err.contains("is unchanged"), "{err}");
     assert!(err.contains("your edit is kept in"), "{err}");
+    let kept = err
+        .split("your edit is kept in ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .trim();
+    assert!(Path::new(kept).starts_with(dir.parent().unwrap()), "{kept}");
+    assert!(fs::read_to_string(kept).unwrap().contains("magic"), "{kept}");
     assert_eq!(fs::read(&img).unwrap(), orig);
     // Valid JSON but a value of the wrong type.
     let o = edit_with(&img, "sed -i 's/\"comm\": \"proctree\"/\"comm\": 12/'");
