@@ -1,6 +1,16 @@
 //! `crit diff A B`: semantic comparison of two image sets (see [`crate::diff`]). A human summary by
 //! default, `--json` for the [`crate::diff::SetDiff`] structure. Exit status as diff(1): 0 same,
 //! 1 different, 2 trouble (a set that cannot be read).
+//!
+//! JSON (stable): `{"a", "b", "same": BOOL, "processes_added"/"processes_gone": [{"pid", "comm", "threads"}],
+//! "processes_same": [PID], "processes_changed": [{"pid", "pid_b", "comm", "task": [CHANGE],
+//! "threads_added"/"threads_gone": [TID], "mappings_added"/"mappings_removed": [{"start", "end", "prot",
+//! "what"}], "mappings_changed": [{"start", "old", "new", "fields": [CHANGE]}], "mm": [CHANGE],
+//! "fds_added"/"fds_removed": [{"fd", "type", "what", "socket"}], "fds_changed": [{"fd", "old", "new",
+//! "diff"}], "threads": [{"tid", "tid_b", "registers": [CHANGE], "fpregs_changed", "creds": [CHANGE],
+//! "other": [CHANGE]}], "memory": {"compared", "changed", "added", "removed", "ranges": [{"start", "end",
+//! "pages", "kind"}]}}], "shmem": [{"image", "status", "memory"}]}` where CHANGE is
+//! `{"field": "a.b[3].c", "old": VALUE, "new": VALUE}`; addresses are numbers, register values hex strings.
 
 use std::path::PathBuf;
 
