@@ -1293,3 +1293,36 @@ fn diff_of_an_incremental_set_without_its_parent_is_trouble() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    // stdout is a pipe whose reading end is already closed: every write fails with EPIPE at once
+    // (`crit ... | head` after head has exited).
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let input = fixture("proctree");
+    let (a, b) = (fixture("loop_heap"), fixture("proctree"));
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (
+            vec!["rewrite", s(&input), "-o", s(&out), "--pid-map", "9406:500,9408:501"],
+            0,
+        ),
+        (vec!["diff", s(&a), s(&b)], 0),
+        (vec!["check", "--json", s(&input)], 0),
+    ];
+    for (args, want) in runs {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_crit"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(want), "{args:?}: {err}");
+    }
+    // The rewrite was complete before its report hit the closed pipe.
+    assert!(crit(&["check", s(&out)]).status.success());
+}
