@@ -132,10 +132,12 @@ pub struct Misc {
     pub dumpable: i32,
     pub child_subreaper: i32,
     pub thp_disabled: i32,
+    /// Current program break (brk(0)).
+    pub brk: u64,
     /// `[cur, max]` for each resource, from prlimit64(0, ...).
     pub rlimits: [[u64; 2]; NR_RLIMITS],
 }
-const _: () = assert!(core::mem::size_of::<Misc>() == 16 + NR_RLIMITS * 16);
+const _: () = assert!(core::mem::size_of::<Misc>() == 24 + NR_RLIMITS * 16);
 
 /// Per-thread values only visible from inside.
 #[repr(C)]

@@ -6,5 +6,6 @@
 #![deny(unsafe_code)]
 
 pub mod parasite;
+pub mod proc;
 pub mod ptrace;
 pub mod sys;

@@ -227,6 +227,7 @@ fn serve(sk: i32) -> i64 {
                     );
                     m.child_subreaper = v;
                     m.thp_disabled = syscall3(nr::PRCTL, 42 /* PR_GET_THP_DISABLE */, 0, 0) as i32;
+                    m.brk = syscall3(nr::BRK, 0, 0, 0) as u64;
                 }
                 let mut st = 0;
                 for (i, rl) in m.rlimits.iter_mut().enumerate() {
