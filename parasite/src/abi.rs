@@ -147,7 +147,14 @@ pub struct ThreadMisc {
     pub pdeath_sig: i32,
     pub ss_sp: u64,
     pub ss_flags: i32,
-    pub _pad: i32,
+    /// prctl(PR_GET_SECUREBITS).
+    pub secbits: i32,
     pub ss_size: u64,
+    /// prctl(PR_GET_TID_ADDRESS): the clear_child_tid address.
+    pub clear_tid: u64,
 }
-const _: () = assert!(core::mem::size_of::<ThreadMisc>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadMisc>() == 40);
+
+/// Offset, inside the args area, of a scratch buffer the host may use for
+/// syscalls it injects into other threads while the blob is mapped.
+pub const SCRATCH_OFF: usize = 2048;

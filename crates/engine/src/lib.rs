@@ -5,6 +5,8 @@
 //! kernel: [`sys`], [`ptrace`], [`parasite`].
 #![deny(unsafe_code)]
 
+pub mod dump;
+pub mod files;
 pub mod parasite;
 pub mod proc;
 pub mod ptrace;

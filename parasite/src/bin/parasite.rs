@@ -255,6 +255,8 @@ fn serve(sk: i32) -> i64 {
                         0,
                     );
                     syscall3(nr::SIGALTSTACK, 0, ss.as_mut_ptr() as usize, 0);
+                    t.secbits = syscall3(nr::PRCTL, 27 /* PR_GET_SECUREBITS */, 0, 0) as i32;
+                    syscall3(nr::PRCTL, 40 /* PR_GET_TID_ADDRESS */, &mut t.clear_tid as *mut u64 as usize, 0);
                 }
                 t.ss_sp = ss[0];
                 t.ss_flags = ss[1] as i32;

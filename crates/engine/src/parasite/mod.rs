@@ -454,6 +454,56 @@ impl<'a> Parasite<'a> {
     pub fn base(&self) -> u64 {
         self.base
     }
+
+    /// A 2 KiB scratch buffer inside the blob's mapping (shared by all threads
+    /// of the process) for syscalls injected into other threads.
+    pub fn scratch_addr(&self) -> u64 {
+        self.base + page_up(blob::PARASITE.mem_size) as u64 + SCRATCH_OFF as u64
+    }
+
+    /// Per-thread values of another (stopped) thread of the same process,
+    /// through injected syscalls writing into the scratch buffer.
+    pub fn thread_misc_of(&self, t: &mut Stopped) -> Result<ThreadMisc> {
+        let tid = t.tid();
+        let s = self.scratch_addr();
+        let mut m = ThreadMisc {
+            tid,
+            ..Default::default()
+        };
+        let code = self.code_addr;
+        t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
+        )?;
+        t.inject_syscall(code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0])?;
+        t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [40 /* PR_GET_TID_ADDRESS */, s + 32, 0, 0, 0, 0],
+        )?;
+        let sb = t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
+        )?;
+        let mut buf = [0u8; 40];
+        crate::sys::process_vm_readv(self.task.tid(), &mut buf, &[(s, 40)]).map_err(|source| {
+            ParasiteError::Io {
+                tid,
+                what: "reading scratch",
+                source,
+            }
+        })?;
+        let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap());
+        m.pdeath_sig = w(0) as i32;
+        m.ss_sp = w(8);
+        m.ss_flags = w(16) as i32;
+        m.ss_size = w(24);
+        m.clear_tid = w(32);
+        m.secbits = sb as i32;
+        Ok(m)
+    }
 }
 
 impl Drop for Parasite<'_> {

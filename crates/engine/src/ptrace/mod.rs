@@ -326,8 +326,8 @@ impl Stopped {
         struct Conf {
             abi: u64,
             len: u32,
-            flags: u32,
             sig: u32,
+            flags: u32,
             _pad: u32,
         }
         let mut c = Conf::default();
@@ -341,6 +341,22 @@ impl Stopped {
             return Err(err(self.tid, "PTRACE_GET_RSEQ_CONFIGURATION"));
         }
         Ok((c.abi != 0).then_some((c.abi, c.len, c.sig)))
+    }
+
+    /// PTRACE_GET_THREAD_AREA for GDT entry `idx`: `struct user_desc` as 4 words.
+    pub fn thread_area(&self, idx: u32) -> Result<[u32; 4]> {
+        let mut d = [0u32; 4];
+        d[0] = idx;
+        if raw(
+            25, /* PTRACE_GET_THREAD_AREA */
+            self.tid,
+            idx as usize,
+            d.as_mut_ptr() as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_GET_THREAD_AREA"));
+        }
+        Ok(d)
     }
 
     /// Read a word (works on any mapping, like a debugger).

@@ -121,6 +121,15 @@ pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> io::Result<usiz
     }
 }
 
+/// get_robust_list(2) of any thread: (head, len).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, usize)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: valid out pointers.
+    cvt(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head, &mut len) })?;
+    Ok((head, len))
+}
+
 /// FIONREAD on an fd (bytes queued in a pipe).
 pub fn fionread(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -234,4 +243,15 @@ pub fn pagemap_scan(
         }
     }
     Ok(out)
+}
+
+/// clock_gettime(2): (seconds, nanoseconds).
+pub fn clock_gettime(clock: libc::clockid_t) -> (u64, u64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
