@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use cryo_engine::dump::{self, DumpOpts, PageReader};
+use cryo_engine::dump::{self, DumpOpts};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,14 +37,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = DumpOpts {
-        pid: a.pid,
-        dir: a.dir.clone(),
-        leave_running: a.leave_running,
-        shell_job: a.shell_job,
-        file_locks: a.file_locks,
-        pages: PageReader::default(),
-    };
+    let mut opts = DumpOpts::new(a.pid, a.dir.clone());
+    opts.leave_running = a.leave_running;
+    opts.shell_job = a.shell_job;
+    opts.file_locks = a.file_locks;
     let res = dump::dump(opts);
     let line = match &res {
         Ok(s) => format!(

@@ -84,7 +84,10 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, FreezeError> {
         }
         Err(e) => {
             for (_, s) in seized {
-                let _ = s.detach();
+                let tid = s.tid();
+                if let Err(ptrace::PtraceError::TaskDied { .. }) = s.detach() {
+                    ptrace::wait_exit(tid);
+                }
             }
             Err(e)
         }
@@ -180,7 +183,11 @@ impl FrozenTree {
     pub fn release(self) {
         for p in self.procs {
             for t in p.threads {
-                let _ = t.detach();
+                let tid = t.tid();
+                if let Err(ptrace::PtraceError::TaskDied { .. }) = t.detach() {
+                    // Died while traced: we must reap it so its parent can.
+                    ptrace::wait_exit(tid);
+                }
             }
         }
     }

@@ -31,6 +31,50 @@ pub struct DumpOpts {
     pub shell_job: bool,
     pub file_locks: bool,
     pub pages: PageReader,
+    /// Called at each stage (tests use it to kill a task mid-dump).
+    pub hook: Option<Hook>,
+}
+
+/// Stages of a dump reported to a [`Hook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The whole tree is frozen.
+    Frozen,
+    /// The parasite of process `pid` was removed; its images come next.
+    ParasiteDone(i32),
+    /// About to read the pages of process `pid`.
+    Pages(i32),
+}
+
+/// A stage callback.
+#[derive(Clone)]
+pub struct Hook(pub std::sync::Arc<dyn Fn(Stage) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+impl DumpOpts {
+    /// Options with criu's defaults for `pid` into `dir`.
+    pub fn new(pid: i32, dir: impl Into<PathBuf>) -> Self {
+        DumpOpts {
+            pid,
+            dir: dir.into(),
+            leave_running: false,
+            shell_job: false,
+            file_locks: false,
+            pages: PageReader::default(),
+            hook: None,
+        }
+    }
+
+    fn stage(&self, s: Stage) {
+        if let Some(h) = &self.hook {
+            (h.0)(s);
+        }
+    }
 }
 
 /// How page contents are read from the frozen tasks.
@@ -178,7 +222,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             let nprocs = tree.procs.len();
             // Stats and inventory, then release or kill.
             ctx.stats.frozen_time = frozen_t0.elapsed().as_micros() as u32;
-            let fin = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx, &tree));
+            let fin = still_frozen(&tree)
+                .and_then(|_| write_stats(&mut ctx))
+                .and_then(|_| write_inventory(&mut ctx, &tree));
             if let Err(e) = fin {
                 ctx.out.remove_all();
                 tree.release();
@@ -209,7 +255,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
 }
 
 /// SIGKILL every process (still traced, so nothing runs in between), then
-/// let them go and reap what we can.
+/// reap the traced threads so that their parents can collect them.
 fn kill_tree(tree: FrozenTree) {
     for p in &tree.procs {
         let _ = nix::sys::signal::kill(
@@ -218,19 +264,25 @@ fn kill_tree(tree: FrozenTree) {
         );
     }
     for p in tree.procs {
-        for t in p.threads {
-            let tid = t.tid();
-            let _ = t.detach();
-            let mut st = 0;
-            // SAFETY-free: nix would do the same; libc keeps __WALL.
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(tid),
-                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-            st += 1;
-            let _ = st;
+        // Non-leaders first: a leader is reported only after its threads.
+        let mut threads = p.threads;
+        threads.rotate_left(1);
+        for t in threads {
+            crate::ptrace::wait_exit(t.tid());
         }
     }
+}
+
+/// Every task must still be in its ptrace stop: one that was killed during
+/// the dump no longer is (ptrace answers ESRCH), and its images are void.
+fn still_frozen(tree: &FrozenTree) -> Result<()> {
+    for p in &tree.procs {
+        for t in &p.threads {
+            t.regs()
+                .map_err(|source| DumpError::Ptrace { pid: p.pid, source })?;
+        }
+    }
+    Ok(())
 }
 
 const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
@@ -381,6 +433,7 @@ fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
 }
 
 fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree) -> Result<()> {
+    ctx.opts.stage(Stage::Frozen);
     let mut facts = Vec::new();
     for p in &tree.procs {
         let f = collect_facts(p.pid)?;
@@ -452,6 +505,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         para_.cure().map_err(para)?;
         (sa, it, pt, misc, tm)
     };
+    ctx.opts.stage(Stage::ParasiteDone(pid));
 
     // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
     let mut vma_entries = Vec::new();
@@ -649,6 +703,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     );
     let path = ctx.out.path(&format!("mm-{pid}.img"));
     write_image(&path, "MM", &[mm])?;
+    ctx.opts.stage(Stage::Pages(pid));
     dump_pages(ctx, pid, &f.vmas)?;
 
     // --- ids, fs, pstree ---

@@ -6,7 +6,7 @@
 //! Typical use:
 //! ```no_run
 //! # use cryo_engine::ptrace::*;
-//! let t = seize(1234)?.interrupt()?;          // Stopped
+//! let mut t = seize(1234)?.interrupt()?;      // Stopped
 //! let regs = t.regs()?;
 //! let r = t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6])?;
 //! t.detach()?;
@@ -112,6 +112,20 @@ pub fn wait_stop(tid: i32) -> Result<StopKind> {
                 e => StopKind::OtherEvent { sig, event: e },
             });
         }
+    }
+}
+
+/// Reap a traced task that was killed (bounded: gives up after ~2 s or as
+/// soon as the task is no longer ours to wait for).
+pub fn wait_exit(tid: i32) {
+    for _ in 0..200 {
+        let mut st: libc::c_int = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
+        if r < 0 || (r == tid && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
