@@ -70,7 +70,7 @@ fn images_of(dir: &Path) -> Vec<String> {
     v
 }
 
-fn reg<'a>(files: &'a [pb::FileEntry], id: u32) -> &'a pb::RegFileEntry {
+fn reg(files: &[pb::FileEntry], id: u32) -> &pb::RegFileEntry {
     files
         .iter()
         .find(|f| f.id == id)
@@ -201,15 +201,7 @@ fn dump_records_program_state() {
     let pr = fdi(&fds, &kv(&line, "pipe_r"));
     let pw = fdi(&fds, &kv(&line, "pipe_w"));
     assert_eq!(pr.r#type, pb::FdTypes::Pipe as i32);
-    let pipe_of = |id| {
-        files
-            .iter()
-            .find(|f| f.id == id)
-            .unwrap()
-            .pipe
-            .clone()
-            .unwrap()
-    };
+    let pipe_of = |id| files.iter().find(|f| f.id == id).unwrap().pipe.unwrap();
     assert_eq!(pipe_of(pr.id).pipe_id, pipe_of(pw.id).pipe_id);
     let pd = set.pipes_data().unwrap();
     let (e, bytes) = pd
