@@ -1,0 +1,166 @@
+//! Compiles CRIU's .proto files (../../proto) with protox (pure Rust, no system protoc) and generates:
+//! * the prost types (`_.rs`);
+//! * `descriptor.bin`: the whole descriptor set for prost-reflect, without opts.proto and
+//!   google/protobuf/descriptor.proto (they only carry CRIU's field options, which are extracted here);
+//! * one small descriptor set per .proto file holding it and its imports (`fds-N.bin`), so a tool that
+//!   decodes one image builds only the descriptors it needs (this keeps crit's start-up to a few hundred
+//!   microseconds);
+//! * `opts.rs`: CRIU's custom field options (hex, flags, dev, ...) as a static table;
+//! * `magics.rs`: the magic table from proto/magics.tsv.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::{env, fmt::Write as _, fs, path::PathBuf};
+
+use prost::Message as _;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let proto_dir = manifest.join("../../proto");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed={}", proto_dir.display());
+
+    let mut files: Vec<String> = fs::read_dir(&proto_dir)
+        .expect("proto/ directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".proto"))
+        .collect();
+    files.sort();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());
+    }
+
+    let mut compiler = protox::Compiler::new([&proto_dir]).unwrap_or_else(|e| panic!("proto/: {e:?}"));
+    compiler.include_imports(true).include_source_info(false);
+    compiler
+        .open_files(&files)
+        .unwrap_or_else(|e| panic!("compiling proto/: {e:?}"));
+
+    // CRIU's field options, read through the full pool (which knows the `criu` extension).
+    let pool = compiler.descriptor_pool();
+    let ext = pool
+        .get_extension_by_name("criu")
+        .expect("opts.proto defines the criu extension");
+    let mut opts = String::from("/// Generated: CRIU's field options, sorted by (message, field number).\npub static OPTS: &[(&str, u32, CriuOpts)] = &[\n");
+    let mut rows = Vec::new();
+    for m in pool.all_messages() {
+        for f in m.fields() {
+            let o = f.options();
+            if !o.has_extension(&ext) {
+                continue;
+            }
+            let v = o.get_extension(&ext);
+            let v = v.as_message().unwrap();
+            let b = |n: &str| v.get_field_by_name(n).and_then(|x| x.as_bool()).unwrap_or(false);
+            let s = |n: &str| match v.get_field_by_name(n).and_then(|x| x.as_str().map(str::to_owned)) {
+                Some(s) if v.has_field_by_name(n) && !s.is_empty() => format!("Some({s:?})"),
+                _ => "None".into(),
+            };
+            rows.push((m.full_name().to_string(), f.number(), format!(
+                "    ({:?}, {}, CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}),\n",
+                m.full_name(),
+                f.number(),
+                b("hex"),
+                b("ipadd"),
+                s("flags"),
+                b("dev"),
+                b("odev"),
+                s("dict"),
+                s("conv")
+            )));
+        }
+    }
+    rows.sort();
+    opts.extend(rows.into_iter().map(|r| r.2));
+    opts.push_str("];\n");
+    fs::write(out.join("opts.rs"), opts).unwrap();
+
+    // The descriptor set without the option machinery (prost_types drops unknown extensions).
+    let mut fds = compiler.file_descriptor_set();
+    let drop_files = ["google/protobuf/descriptor.proto", "opts.proto"];
+    fds.file.retain(|f| !drop_files.contains(&f.name()));
+    for f in &mut fds.file {
+        f.dependency.retain(|d| !drop_files.contains(&d.as_str()));
+        f.public_dependency.clear();
+        f.weak_dependency.clear();
+    }
+    fs::write(out.join("descriptor.bin"), fds.encode_to_vec()).unwrap();
+
+    // One closed subset per file.
+    let by_name: BTreeMap<String, usize> = fds
+        .file
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name().to_string(), i))
+        .collect();
+    let mut table = String::from("/// Generated: message name -> index of the descriptor subset holding it.\npub static MESSAGE_SUBSET: &[(&str, usize)] = &[\n");
+    let mut subsets = String::from("/// Generated: per-file descriptor subsets.\npub static SUBSETS: &[&[u8]] = &[\n");
+    let mut msg_rows = Vec::new();
+    for (i, f) in fds.file.iter().enumerate() {
+        let mut need = BTreeSet::new();
+        let mut stack = vec![f.name().to_string()];
+        while let Some(n) = stack.pop() {
+            if need.insert(n.clone()) {
+                stack.extend(fds.file[by_name[&n]].dependency.iter().cloned());
+            }
+        }
+        // Dependencies first, as prost-reflect wants them.
+        let mut ordered = Vec::new();
+        for f2 in &fds.file {
+            if need.contains(f2.name()) {
+                ordered.push(f2.clone());
+            }
+        }
+        let sub = prost_types::FileDescriptorSet { file: ordered };
+        let name = format!("fds-{i}.bin");
+        fs::write(out.join(&name), sub.encode_to_vec()).unwrap();
+        writeln!(subsets, "    include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")),").unwrap();
+        for m in &f.message_type {
+            msg_rows.push(format!("    ({:?}, {i}),\n", m.name()));
+        }
+    }
+    msg_rows.sort();
+    table.extend(msg_rows);
+    table.push_str("];\n");
+    subsets.push_str("];\n");
+    fs::write(out.join("subsets.rs"), table + &subsets).unwrap();
+
+    let mut cfg = prost_build::Config::new();
+    cfg.out_dir(&out);
+    cfg.compile_fds(fds).expect("prost-build");
+
+    // magics.tsv: NAME \t 0xHEX \t message|- \t extra|-
+    let tsv_path = proto_dir.join("magics.tsv");
+    println!("cargo:rerun-if-changed={}", tsv_path.display());
+    let tsv = fs::read_to_string(&tsv_path).expect("proto/magics.tsv");
+    let mut magics = String::from("/// Generated from proto/magics.tsv.\npub static MAGICS: &[MagicDesc] = &[\n");
+    for (n, line) in tsv.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+        assert!(
+            cols.len() >= 3,
+            "magics.tsv line {}: want NAME, MAGIC, MESSAGE[, EXTRA]",
+            n + 1
+        );
+        let magic = u32::from_str_radix(cols[1].trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("magics.tsv line {}: bad magic {}", n + 1, cols[1]));
+        let opt = |s: Option<&&str>| match s {
+            Some(s) if *s != "-" && !s.is_empty() => format!("Some({s:?})"),
+            _ => "None".to_string(),
+        };
+        writeln!(
+            magics,
+            "    MagicDesc {{ name: {:?}, magic: {:#010x}, message: {}, extra: {} }},",
+            cols[0],
+            magic,
+            opt(cols.get(2)),
+            opt(cols.get(3))
+        )
+        .unwrap();
+    }
+    magics.push_str("];\n");
+    fs::write(out.join("magics.rs"), magics).unwrap();
+}
