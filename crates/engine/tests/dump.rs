@@ -27,11 +27,7 @@ fn parasite_injection_leaves_no_trace() {
         let code = find_code_addr(t.pid).unwrap();
         let mut p = Parasite::inject(&mut s, code).unwrap();
         assert_eq!(p.ping(41).unwrap(), 42);
-        assert_ne!(
-            maps(t.pid),
-            maps_before,
-            "the blob should be mapped while it runs"
-        );
+        assert_ne!(maps(t.pid), maps_before, "the blob should be mapped while it runs");
         let sa = p.sigactions().unwrap();
         assert_ne!(
             sa[libc::SIGUSR1 as usize - 1].handler,
@@ -43,10 +39,7 @@ fn parasite_injection_leaves_no_trace() {
         assert!(m.rlimits[libc::RLIMIT_NOFILE as usize][0] > 0);
         p.cure().unwrap();
     }
-    assert_eq!(
-        format!("{regs_before:?}"),
-        format!("{:?}", s.regs().unwrap())
-    );
+    assert_eq!(format!("{regs_before:?}"), format!("{:?}", s.regs().unwrap()));
     assert_eq!(xs_before, s.xstate().unwrap());
     assert_eq!(mask_before, s.sigmask().unwrap());
     assert_eq!(maps_before, maps(t.pid));
@@ -138,11 +131,7 @@ fn dump_records_program_state() {
     );
     // Timers.
     let timers = tc.timers.as_ref().unwrap();
-    assert!(
-        timers.real.vsec <= 2000 && timers.real.vsec > 1000,
-        "{:?}",
-        timers.real
-    );
+    assert!(timers.real.vsec <= 2000 && timers.real.vsec > 1000, "{:?}", timers.real);
     assert_eq!(timers.posix.len(), 1);
     assert_eq!(timers.posix[0].si_signo, libc::SIGRTMIN() as u32 + 2);
     assert!(timers.posix[0].vsec <= 1000 && timers.posix[0].vsec > 500);
@@ -159,11 +148,7 @@ fn dump_records_program_state() {
             assert_eq!(ti.gpregs.r12, 0x1122334455667788);
             assert_eq!(ti.gpregs.r13, 0x99aabbccddeeff00);
             let x = &ti.fpregs.xmm_space;
-            assert_eq!(
-                (x[20] as u64) | (x[21] as u64) << 32,
-                0x1122334455667788,
-                "xmm5"
-            );
+            assert_eq!((x[20] as u64) | (x[21] as u64) << 32, 0x1122334455667788, "xmm5");
             assert!(ti.fpregs.xsave.is_some());
             assert_ne!(ti.gpregs.fs_base, 0);
         }
@@ -179,10 +164,7 @@ fn dump_records_program_state() {
     let data = fdi(&fds, &kv(&line, "data_fd"));
     let r = reg(&files, data.id);
     assert!(r.name.ends_with("/state/data.txt"), "{}", r.name);
-    assert_eq!(
-        (r.pos, r.flags & libc::O_ACCMODE as u32),
-        (7, libc::O_RDWR as u32)
-    );
+    assert_eq!((r.pos, r.flags & libc::O_ACCMODE as u32), (7, libc::O_RDWR as u32));
     assert_eq!(r.size, Some(12));
     let rd = fdi(&fds, &kv(&line, "rd_fd"));
     assert_eq!(rd.flags, libc::FD_CLOEXEC as u32);
@@ -204,24 +186,16 @@ fn dump_records_program_state() {
     let pipe_of = |id| files.iter().find(|f| f.id == id).unwrap().pipe.unwrap();
     assert_eq!(pipe_of(pr.id).pipe_id, pipe_of(pw.id).pipe_id);
     let pd = set.pipes_data().unwrap();
-    let (e, bytes) = pd
-        .iter()
-        .find(|(e, _)| e.pipe_id == pipe_of(pr.id).pipe_id)
-        .unwrap();
+    let (e, bytes) = pd.iter().find(|(e, _)| e.pipe_id == pipe_of(pr.id).pipe_id).unwrap();
     assert_eq!(e.bytes, 5000);
     assert!(*bytes == pattern(5000, 77));
     // Ghost (deleted while open) file: contents saved, position kept.
     let g = fdi(&fds, &kv(&line, "ghost_fd"));
     assert_eq!(reg(&files, g.id).pos, 1234);
-    let remaps: Vec<pb::RemapFilePathEntry> =
-        set.entries("remap-fpath.img", "REMAP_FPATH").unwrap();
-    let rm = remaps
-        .iter()
-        .find(|r| r.orig_id == g.id)
-        .expect("ghost remap");
-    let chunks: Vec<(pb::GhostChunkEntry, Vec<u8>)> = set
-        .with_payload(&format!("ghost-file-{}.img", rm.remap_id))
-        .unwrap();
+    let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH").unwrap();
+    let rm = remaps.iter().find(|r| r.orig_id == g.id).expect("ghost remap");
+    let chunks: Vec<(pb::GhostChunkEntry, Vec<u8>)> =
+        set.with_payload(&format!("ghost-file-{}.img", rm.remap_id)).unwrap();
     let content: Vec<u8> = chunks.into_iter().skip(1).flat_map(|(_, d)| d).collect();
     assert!(content == pattern(10000, 99), "ghost contents");
 
@@ -233,10 +207,7 @@ fn dump_records_program_state() {
     // mm: exe and heap VMA.
     let mm = set.mm(pid).unwrap();
     assert!(reg(&files, mm.exe_file_id).name.ends_with("prog-state"));
-    assert!(mm
-        .vmas
-        .iter()
-        .any(|v| v.start <= heap && heap + len as u64 <= v.end));
+    assert!(mm.vmas.iter().any(|v| v.start <= heap && heap + len as u64 <= v.end));
 }
 
 /// Wait until every thread of `state` sleeps where it will stay: the "regs"
@@ -283,10 +254,7 @@ fn fd_table(pid: i32) -> Vec<(String, String, String)> {
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let e = e.unwrap();
         let fd = e.file_name().to_string_lossy().into_owned();
-        let link = std::fs::read_link(e.path())
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let link = std::fs::read_link(e.path()).unwrap().to_string_lossy().into_owned();
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
         let info: String = info
             .lines()
@@ -358,9 +326,7 @@ fn dump_records_a_process_tree() {
     let mut pipe_ids = Vec::new();
     let mut files_ids = Vec::new();
     for &(idx, pid, heap) in &procs {
-        assert!(
-            set.read_memory(pid, heap, 64 << 10).unwrap() == pattern(64 << 10, 1000 + idx as u64)
-        );
+        assert!(set.read_memory(pid, heap, 64 << 10).unwrap() == pattern(64 << 10, 1000 + idx as u64));
         let ids = set.ids(pid).unwrap();
         files_ids.push(ids.files_id);
         let pipes: Vec<u32> = set
@@ -374,19 +340,13 @@ fn dump_records_a_process_tree() {
     }
     files_ids.sort();
     files_ids.dedup();
-    assert_eq!(
-        files_ids.len(),
-        4,
-        "fork gives every process its own fd table"
-    );
+    assert_eq!(files_ids.len(), 4, "fork gives every process its own fd table");
     assert!(
         pipe_ids.windows(2).all(|w| w[0] == w[1]),
         "inherited pipe ends share their file ids: {pipe_ids:?}"
     );
     let pd = set.pipes_data().unwrap();
-    assert!(pd
-        .iter()
-        .any(|(e, d)| e.bytes == 100 && d.iter().all(|&b| b == b'x')));
+    assert!(pd.iter().any(|(e, d)| e.bytes == 100 && d.iter().all(|&b| b == b'x')));
     for &(_, pid, _) in &procs {
         assert!(wait_gone(pid as i32));
     }
@@ -415,10 +375,7 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
         }
     })));
     let err = dump::dump(o).unwrap_err().to_string();
-    assert!(
-        err.contains(&victim.to_string()),
-        "error names the pid: {err}"
-    );
+    assert!(err.contains(&victim.to_string()), "error names the pid: {err}");
     assert!(!imgs.join("inventory.img").exists());
     assert!(
         images_of(&imgs).is_empty(),
@@ -433,10 +390,7 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
         }
         assert_eq!(tracer(pid), 0);
         assert!(kill(pid, libc::SIGUSR1));
-        assert_eq!(
-            wait_file(&work.join(format!("verify-{pid}")), "o").trim(),
-            "ok"
-        );
+        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "o").trim(), "ok");
     }
     for w in line.split_whitespace().skip(1) {
         let pid: i32 = w.split(':').nth(1).unwrap().parse().unwrap();
@@ -450,13 +404,8 @@ fn sockets_are_refused_before_writing() {
     let work = tmp_dir("sock");
     let imgs = tmp_dir("sock-img");
     let (t, _) = Target::start("sock", &[work.to_str().unwrap()]);
-    let err = dump::dump(DumpOpts::new(t.pid, &imgs))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("socket") && err.contains(&t.pid.to_string()),
-        "{err}"
-    );
+    let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
+    assert!(err.contains("socket") && err.contains(&t.pid.to_string()), "{err}");
     assert!(images_of(&imgs).is_empty());
     assert_eq!(tracer(t.pid), 0);
     assert!(t.alive());

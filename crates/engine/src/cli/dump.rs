@@ -12,12 +12,7 @@ pub struct Args {
     #[arg(short = 't', long = "tree", value_name = "PID")]
     pub pid: i32,
     /// Directory for the image files.
-    #[arg(
-        short = 'D',
-        long = "images-dir",
-        value_name = "DIR",
-        default_value = "."
-    )]
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]

@@ -38,10 +38,7 @@ pub struct FrozenTree {
 #[derive(Debug, thiserror::Error)]
 pub enum FreezeError {
     #[error("freezing pid {pid}: {source}")]
-    Ptrace {
-        pid: i32,
-        source: ptrace::PtraceError,
-    },
+    Ptrace { pid: i32, source: ptrace::PtraceError },
     #[error("freezing pid {pid}: {what}")]
     Other { pid: i32, what: String },
     #[error("pid {pid}: the tree does not stop changing (threads/children keep appearing)")]
@@ -103,11 +100,9 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
             what: "no such process".into(),
         });
     }
-    let status = std::fs::read_to_string(format!("/proc/{root}/status")).map_err(|e| {
-        FreezeError::Other {
-            pid: root,
-            what: format!("reading status: {e}"),
-        }
+    let status = std::fs::read_to_string(format!("/proc/{root}/status")).map_err(|e| FreezeError::Other {
+        pid: root,
+        what: format!("reading status: {e}"),
     })?;
     let st = crate::proc::parse_status(&status).map_err(|e| FreezeError::Other {
         pid: root,
@@ -161,10 +156,7 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     Err(source) => return Err(FreezeError::Ptrace { pid: t, source }),
                 }
             }
-            let live: Vec<i32> = tids_ordered
-                .into_iter()
-                .filter(|t| seized.contains_key(t))
-                .collect();
+            let live: Vec<i32> = tids_ordered.into_iter().filter(|t| seized.contains_key(t)).collect();
             let kids = children_of(pid, &live);
             order.push((pid, ppid, live));
             for k in kids.into_iter().rev() {

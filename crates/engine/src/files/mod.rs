@@ -30,10 +30,7 @@ pub enum FileError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Path {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Path { path: PathBuf, source: std::io::Error },
 }
 
 /// Everything known about one fd of a frozen task.
@@ -101,9 +98,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &reg::Reg];
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
-        _ if c.link.starts_with("anon_inode:") => {
-            Some(c.unsupported("this anon-inode fd kind is not supported yet"))
-        }
+        _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
         _ if c.link.starts_with("/memfd:") => Some(c.unsupported("memfd is not supported yet")),
         libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
             Some(c.unsupported("character device outside /dev"))
@@ -184,10 +179,7 @@ impl FileTable {
     }
 
     /// A standalone entry with a fresh id (cwd, root).
-    pub fn standalone(
-        &mut self,
-        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
-    ) -> Result<u32, FileError> {
+    pub fn standalone(&mut self, make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>) -> Result<u32, FileError> {
         let id = self.alloc_id();
         let e = make(id)?;
         self.insert(e);
@@ -212,13 +204,7 @@ impl FileTable {
         let (dev, ino) = (c.stat.st_dev, c.stat.st_ino);
         for of in &self.open_files {
             if of.dev == dev && of.ino == ino {
-                let same = crate::sys::kcmp(
-                    c.pid,
-                    of.pid,
-                    crate::sys::KCMP_FILE,
-                    c.fd as u64,
-                    of.fd as u64,
-                );
+                let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
                     return Ok(pb::FdinfoEntry {
                         id: of.id,
@@ -263,11 +249,7 @@ mod tests {
     fn every_fd_type_is_registered_once() {
         let mut seen = std::collections::BTreeSet::new();
         for k in FD_KINDS {
-            assert!(
-                seen.insert(k.fd_type() as i32),
-                "{:?} registered twice",
-                k.fd_type()
-            );
+            assert!(seen.insert(k.fd_type() as i32), "{:?} registered twice", k.fd_type());
         }
         assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
         assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));

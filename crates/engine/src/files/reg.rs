@@ -37,16 +37,7 @@ impl FdKind for Reg {
         } else {
             None
         };
-        reg_entry(
-            id,
-            name,
-            deleted,
-            &c.stat,
-            c.flags(),
-            c.info.pos,
-            reopened,
-            t,
-        )
+        reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, reopened, t)
     }
 }
 
@@ -75,10 +66,7 @@ pub fn reg_entry(
     let build_id = if is_reg {
         match &open {
             Some(f) => build_id_of(f),
-            None => File::open(name)
-                .ok()
-                .map(|f| build_id_of(&f))
-                .unwrap_or_default(),
+            None => File::open(name).ok().map(|f| build_id_of(&f)).unwrap_or_default(),
         }
     } else {
         Vec::new()

@@ -61,12 +61,8 @@ fn parse_map_line(file: &'static str, ln: usize, l: &str) -> Result<Vma, ParseEr
     let dev = it.next().ok_or_else(|| perr(file, ln, "no dev"))?;
     let ino = it.next().ok_or_else(|| perr(file, ln, "no inode"))?;
     let name = it.next().unwrap_or("").trim_start();
-    let (a, b) = range
-        .split_once('-')
-        .ok_or_else(|| perr(file, ln, "bad range"))?;
-    let (ma, mi) = dev
-        .split_once(':')
-        .ok_or_else(|| perr(file, ln, "bad dev"))?;
+    let (a, b) = range.split_once('-').ok_or_else(|| perr(file, ln, "bad range"))?;
+    let (ma, mi) = dev.split_once(':').ok_or_else(|| perr(file, ln, "bad dev"))?;
     let pb = perms.as_bytes();
     if pb.len() != 4 {
         return Err(perr(file, ln, format!("bad perms {perms:?}")));
@@ -85,9 +81,7 @@ fn parse_map_line(file: &'static str, ln: usize, l: &str) -> Result<Vma, ParseEr
         pgoff: hex(file, ln, off)?,
         dev_major: hex(file, ln, ma)? as u32,
         dev_minor: hex(file, ln, mi)? as u32,
-        ino: ino
-            .parse()
-            .map_err(|_| perr(file, ln, format!("bad inode {ino:?}")))?,
+        ino: ino.parse().map_err(|_| perr(file, ln, format!("bad inode {ino:?}")))?,
         name,
         deleted,
         vmflags: Vec::new(),
@@ -157,10 +151,7 @@ pub fn parse_stat(s: &str) -> Result<Stat, ParseError> {
     let f = "stat";
     let open = s.find('(').ok_or_else(|| perr(f, 1, "no '('"))?;
     let close = s.rfind(')').ok_or_else(|| perr(f, 1, "no ')'"))?;
-    let pid = s[..open]
-        .trim()
-        .parse()
-        .map_err(|_| perr(f, 1, "bad pid"))?;
+    let pid = s[..open].trim().parse().map_err(|_| perr(f, 1, "bad pid"))?;
     let comm = s[open + 1..close].to_string();
     let rest: Vec<&str> = s[close + 1..].split_whitespace().collect();
     // rest[0] is field 3 (state).
@@ -239,25 +230,18 @@ pub fn parse_status(s: &str) -> Result<Status, ParseError> {
         };
         let v = v.trim();
         let ln = i + 1;
-        let hexv =
-            || u64::from_str_radix(v, 16).map_err(|_| perr(f, ln, format!("bad hex in {k}")));
-        let dec = || {
-            v.parse::<i64>()
-                .map_err(|_| perr(f, ln, format!("bad number in {k}")))
-        };
+        let hexv = || u64::from_str_radix(v, 16).map_err(|_| perr(f, ln, format!("bad hex in {k}")));
+        let dec = || v.parse::<i64>().map_err(|_| perr(f, ln, format!("bad number in {k}")));
         let ids = || -> Result<[u32; 4], ParseError> {
             let w: Vec<u32> = v
                 .split_whitespace()
                 .map(|x| x.parse().map_err(|_| perr(f, ln, "bad id")))
                 .collect::<Result<_, _>>()?;
-            w.try_into()
-                .map_err(|_| perr(f, ln, format!("{k}: expected 4 ids")))
+            w.try_into().map_err(|_| perr(f, ln, format!("{k}: expected 4 ids")))
         };
         match k {
             "Name" => st.name = v.to_string(),
-            "Umask" => {
-                st.umask = Some(u32::from_str_radix(v, 8).map_err(|_| perr(f, ln, "bad umask"))?)
-            }
+            "Umask" => st.umask = Some(u32::from_str_radix(v, 8).map_err(|_| perr(f, ln, "bad umask"))?),
             "State" => st.state = v.chars().next().unwrap_or('?'),
             "Tgid" => st.tgid = dec()? as i32,
             "PPid" => st.ppid = dec()? as i32,
@@ -361,8 +345,7 @@ pub fn parse_timers(s: &str) -> Result<Vec<PosixTimerInfo>, ParseError> {
                 let t = out.last_mut().ok_or_else(bad)?;
                 let (sig, ptr) = v.split_once('/').ok_or_else(bad)?;
                 t.signo = sig.parse().map_err(|_| bad())?;
-                t.sival_ptr =
-                    u64::from_str_radix(ptr.trim_start_matches("0x"), 16).map_err(|_| bad())?;
+                t.sival_ptr = u64::from_str_radix(ptr.trim_start_matches("0x"), 16).map_err(|_| bad())?;
             }
             "notify" => {
                 let t = out.last_mut().ok_or_else(bad)?;
@@ -395,11 +378,7 @@ mod tests {
     use super::*;
 
     fn fx(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/fixtures/proc/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read_to_string(format!("{}/fixtures/proc/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
@@ -415,10 +394,7 @@ mod tests {
         assert_eq!((heap.start, heap.end), (0x55d66ac20000, 0x55d66acb3000));
         assert!(heap.read && heap.write && !heap.exec && !heap.shared);
         let bash = &m[0];
-        assert_eq!(
-            (bash.dev_major, bash.dev_minor, bash.ino),
-            (0xfe, 0, 247003)
-        );
+        assert_eq!((bash.dev_major, bash.dev_minor, bash.ino), (0xfe, 0, 247003));
         assert_eq!(bash.name, "/usr/bin/bash");
         let stack = s.iter().find(|v| v.name == "[stack]").unwrap();
         assert!(stack.has_flag("gd"));

@@ -59,14 +59,7 @@ fn err(tid: i32, op: &'static str) -> PtraceError {
 
 fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> libc::c_long {
     // SAFETY: every caller passes addr/data valid for `req` (buffers owned by the caller).
-    unsafe {
-        libc::ptrace(
-            req,
-            tid,
-            addr as *mut libc::c_void,
-            data as *mut libc::c_void,
-        )
-    }
+    unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) }
 }
 
 /// How a task reported to `waitpid`.
@@ -166,12 +159,7 @@ impl Running {
         }
         for _ in 0..64 {
             match wait_stop(tid)? {
-                st @ StopKind::Event { .. } => {
-                    return Ok(Stopped {
-                        tid,
-                        first_stop: st,
-                    })
-                }
+                st @ StopKind::Event { .. } => return Ok(Stopped { tid, first_stop: st }),
                 StopKind::Signal { sig } => {
                     if raw(libc::PTRACE_CONT, tid, 0, sig as usize) < 0 {
                         return Err(err(tid, "PTRACE_CONT"));

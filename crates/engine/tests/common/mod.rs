@@ -69,10 +69,7 @@ impl Target {
         let mut line = String::new();
         let mut rd = BufReader::new(child.stdout.take().unwrap());
         rd.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("ready"),
-            "{name}: unexpected first line {line:?}"
-        );
+        assert!(line.starts_with("ready"), "{name}: unexpected first line {line:?}");
         // Keep the pipe's read end open so the program never gets EPIPE.
         std::mem::forget(rd);
         (Target { child, pid }, line.trim().to_string())
@@ -172,8 +169,7 @@ pub fn wait_gone(pid: i32) -> bool {
 /// Wait (bounded) until thread `tid` of `pid` sleeps in syscall `nr` (/proc/.../syscall).
 pub fn wait_in_syscall(pid: i32, tid: i32, nr: i64) {
     for _ in 0..500 {
-        let s =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
         if s.split_whitespace().next() == Some(&nr.to_string()) {
             return;
         }
