@@ -26,9 +26,20 @@ pub struct Args {
     /// Log file (relative to the images directory unless absolute).
     #[arg(short = 'o', long = "log-file", value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// How pages are read: vmsplice by the parasite into pipes (default), or
+    /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
+    #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
+    pub page_reader: Reader,
     /// Verbosity 0..4 (`-v4`).
     #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
+}
+
+/// `--page-reader` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Vmsplice,
+    Readv,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -36,6 +47,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     opts.leave_running = a.leave_running;
     opts.shell_job = a.shell_job;
     opts.file_locks = a.file_locks;
+    opts.pages = match a.page_reader {
+        Reader::Vmsplice => dump::PageReader::Vmsplice,
+        Reader::Readv => dump::PageReader::Readv,
+    };
     let res = dump::dump(opts);
     let line = match &res {
         Ok(s) => format!(

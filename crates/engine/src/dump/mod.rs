@@ -141,6 +141,7 @@ impl PipePool {
 /// Pages captured in pipes, to be written to a pages file.
 struct PendingPages {
     path: PathBuf,
+    len: u64,
     pipes: Vec<(OwnedFd, u64)>,
 }
 
@@ -287,7 +288,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             let nprocs = tree.procs.len();
             // Stats and inventory, then release or kill.
             trace(&format!("images written at {:?}", frozen_t0.elapsed()));
-            if let Err(e) = still_frozen(&tree) {
+            if let Err(e) = still_frozen(&tree).and_then(|_| check_room(&ctx)) {
                 ctx.out.remove_all();
                 tree.release();
                 return Err(e);
@@ -1027,15 +1028,12 @@ fn dump_pages(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run], spliced: Option<Ve
                 path: pages_path.clone(),
                 source,
             };
-            let f = std::fs::File::create(&pages_path).map_err(io)?;
-            if total > 0 {
-                nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, total as i64)
-                    .map_err(|e| io(e.into()))?;
-            }
+            std::fs::File::create(&pages_path).map_err(io)?;
             ctx.stats.pages_written += total / 4096;
             ctx.stats.page_pipes = Some(ctx.stats.page_pipes.unwrap_or(0) + pipes.len() as u64);
             ctx.pending.push(PendingPages {
                 path: pages_path.clone(),
+                len: total,
                 pipes,
             });
         }
@@ -1050,26 +1048,89 @@ fn dump_pages(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run], spliced: Option<Ve
     Ok(())
 }
 
-/// Drain the page pipes into their (pre-allocated) pages files.
+/// Before the tree is killed: is there room for the pages still in pipes?
+/// (A statvfs check rather than fallocate, which on tmpfs would allocate and
+/// zero every page while the tree is frozen.)
+fn check_room(ctx: &DumpCtx) -> Result<()> {
+    let need: u64 = ctx.pending.iter().map(|p| p.len).sum::<u64>() + (1 << 20);
+    let dir = &ctx.opts.dir;
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| DumpError::Io {
+        path: dir.clone(),
+        source: e.into(),
+    })?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if avail < need {
+        return Err(DumpError::Io {
+            path: dir.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{need} bytes of pages to write, {avail} available"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Drain the page pipes into their pages files.
 fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
     let t = Instant::now();
-    for p in std::mem::take(&mut ctx.pending) {
-        let io = |source| DumpError::Io {
-            path: p.path.clone(),
-            source,
-        };
-        let f = std::fs::OpenOptions::new().write(true).open(&p.path).map_err(io)?;
+    // Every pipe goes to a known offset of its file: split the work over two
+    // threads (splice copies into the page cache; one core is not enough).
+    let mut jobs: Vec<(usize, OwnedFd, u64, u64)> = Vec::new();
+    let mut files = Vec::new();
+    for (i, p) in std::mem::take(&mut ctx.pending).into_iter().enumerate() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.path)
+            .map_err(|source| DumpError::Io {
+                path: p.path.clone(),
+                source,
+            })?;
+        let mut off = 0;
         for (rd, len) in p.pipes {
-            let mut left = len as usize;
-            while left > 0 {
-                let n = crate::sys::splice(rd.as_raw_fd(), f.as_raw_fd(), left, libc::SPLICE_F_MOVE).map_err(io)?;
+            jobs.push((i, rd, off, len));
+            off += len;
+        }
+        files.push((p.path, f));
+    }
+    let half = jobs.len() / 2;
+    let second = jobs.split_off(half);
+    let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
+        for (i, rd, off, len) in jobs {
+            let (path, f) = &files[i];
+            let io = |source| DumpError::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut done = 0u64;
+            while done < len {
+                let n = crate::sys::splice_to(
+                    rd.as_raw_fd(),
+                    f.as_raw_fd(),
+                    off + done,
+                    (len - done) as usize,
+                    libc::SPLICE_F_MOVE,
+                )
+                .map_err(io)?;
                 if n == 0 {
                     return Err(io(std::io::Error::other("page pipe ended early")));
                 }
-                left -= n;
+                done += n as u64;
             }
         }
-    }
+        Ok(())
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let h = s.spawn(|| run(second));
+        let a = run(jobs);
+        (
+            a,
+            h.join()
+                .unwrap_or_else(|_| Err(DumpError::task(0, "page writer thread panicked"))),
+        )
+    });
+    a?;
+    b?;
     ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
     Ok(())
 }

@@ -110,6 +110,18 @@ pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> io::Result<usiz
     }
 }
 
+/// splice(2) from a pipe into a file at offset `off` (the file position is not used).
+pub fn splice_to(from: RawFd, to: RawFd, off: u64, len: usize, flags: u32) -> io::Result<usize> {
+    let mut o = off as libc::loff_t;
+    // SAFETY: `o` is a valid in/out offset; scalar arguments otherwise.
+    let r = unsafe { libc::splice(from, std::ptr::null_mut(), to, &mut o, len, flags) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
 /// get_robust_list(2) of any thread: (head, len).
 pub fn get_robust_list(tid: i32) -> io::Result<(u64, usize)> {
     let mut head: u64 = 0;
