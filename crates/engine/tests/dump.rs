@@ -189,6 +189,15 @@ fn dump_records_program_state() {
     let (e, bytes) = pd.iter().find(|(e, _)| e.pipe_id == pipe_of(pr.id).pipe_id).unwrap();
     assert_eq!(e.bytes, 5000);
     assert!(*bytes == pattern(5000, 77));
+    // FIFO: its own entry pointing at a REG entry for the path; 300 bytes queued.
+    let ff = fdi(&fds, &kv(&line, "fifo_fd"));
+    assert_eq!(ff.r#type, pb::FdTypes::Fifo as i32);
+    let fifo = files.iter().find(|f| f.id == ff.id).unwrap().fifo.unwrap();
+    assert!(reg(&files, fifo.regf_id.unwrap()).name.ends_with("/state/fifo"));
+    let fd_data: Vec<(pb::PipeDataEntry, Vec<u8>)> = set.with_payload("fifo-data.img").unwrap();
+    let (e, bytes) = fd_data.iter().find(|(e, _)| e.pipe_id == fifo.pipe_id).unwrap();
+    assert_eq!(e.bytes, 300);
+    assert!(*bytes == pattern(300, 55));
     // Ghost (deleted while open) file: contents saved, position kept.
     let g = fdi(&fds, &kv(&line, "ghost_fd"));
     assert_eq!(reg(&files, g.id).pos, 1234);
@@ -437,14 +446,20 @@ fn page_readers_agree() {
     let len: usize = kv(&line, "heap_len").parse().unwrap();
     let seed: u64 = kv(&line, "seed").parse().unwrap();
     let mut sets = Vec::new();
-    for (name, reader) in [("readv", dump::PageReader::Readv), ("vmsplice", dump::PageReader::Vmsplice)] {
+    for (name, reader) in [
+        ("readv", dump::PageReader::Readv),
+        ("vmsplice", dump::PageReader::Vmsplice),
+    ] {
         let imgs = tmp_dir(&format!("readers-{name}"));
         let mut o = DumpOpts::new(t.pid, &imgs);
         o.leave_running = true;
         o.pages = reader;
         dump::dump(o).unwrap();
         let set = ImageSet::open(&imgs).unwrap();
-        assert!(set.read_memory(t.pid as u32, heap, len).unwrap() == pattern(len, seed), "{name}: heap");
+        assert!(
+            set.read_memory(t.pid as u32, heap, len).unwrap() == pattern(len, seed),
+            "{name}: heap"
+        );
         let pm = set.pagemap(t.pid as u32).unwrap();
         sets.push((name, pm.present_bytes()));
     }

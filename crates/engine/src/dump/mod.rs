@@ -1235,6 +1235,22 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
+    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
+        .files
+        .fifo_data
+        .values()
+        .filter(|(e, _)| e.bytes > 0)
+        .cloned()
+        .collect();
+    if !fifos.is_empty() {
+        let path = ctx.out.path("fifo-data.img");
+        let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;
+        for (e, d) in &fifos {
+            w.entry(e)?;
+            w.raw(d)?;
+        }
+        ctx.defer(w);
+    }
     if !ctx.files.remaps.is_empty() {
         let remaps = ctx.files.remaps.clone();
         let path = ctx.out.path("remap-fpath.img");

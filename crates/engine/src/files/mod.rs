@@ -4,6 +4,7 @@
 //! collects files.img and the images that hang off it (pipes-data,
 //! remap-fpath, ghost-file-N).
 
+pub mod fifo;
 pub mod pipe;
 pub mod reg;
 
@@ -92,7 +93,7 @@ pub trait FdKind: Sync {
 }
 
 /// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &reg::Reg];
+pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &reg::Reg];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
@@ -100,11 +101,20 @@ pub fn refuse(c: &FdCtx) -> Option<FileError> {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
         _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
         _ if c.link.starts_with("/memfd:") => Some(c.unsupported("memfd is not supported yet")),
+        libc::S_IFCHR if is_tty(c.stat.st_rdev) => {
+            Some(c.unsupported("a terminal: ttys (--shell-job) are not supported yet"))
+        }
         libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
             Some(c.unsupported("character device outside /dev"))
         }
         _ => None,
     }
+}
+
+/// Terminal devices: /dev/tty*, consoles, ptys (majors 4, 5, 136-143).
+fn is_tty(rdev: u64) -> bool {
+    let ma = libc::major(rdev);
+    ma == 4 || ma == 5 || (136..=143).contains(&ma)
 }
 
 /// Key of an open file description across the tree: (dev, ino) + a
@@ -125,12 +135,15 @@ pub type Ghost = (u32, pb::GhostFileEntry, Vec<(u64, Vec<u8>)>);
 #[derive(Default)]
 pub struct FileTable {
     next_id: u32,
-    entries: BTreeMap<u32, pb::FileEntry>,
+    /// files.img entries in the order they were made (CRIU's order).
+    entries: Vec<pb::FileEntry>,
     open_files: Vec<OpenFile>,
     /// File mappings and exe: by (dev, ino).
     mapped: BTreeMap<(u64, u64), u32>,
     /// pipes-data.img: pipe inode -> (entry, data).
     pub pipes_data: BTreeMap<u32, (pb::PipeDataEntry, Vec<u8>)>,
+    /// fifo-data.img: FIFO inode -> (entry, data).
+    pub fifo_data: BTreeMap<u32, (pb::PipeDataEntry, Vec<u8>)>,
     /// remap-fpath.img entries.
     pub remaps: Vec<pb::RemapFilePathEntry>,
     /// ghost-file-N.img: (N, head entry, chunks with data).
@@ -154,11 +167,11 @@ impl FileTable {
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {
-        self.entries.insert(e.id, e);
+        self.entries.push(e);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &pb::FileEntry> {
-        self.entries.values()
+        self.entries.iter()
     }
 
     /// The id of a mapped file (or exe) by (dev, ino); `make` builds its entry on first sight.
@@ -253,5 +266,6 @@ mod tests {
         }
         assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
         assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
     }
 }

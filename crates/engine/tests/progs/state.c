@@ -92,7 +92,7 @@ int main(int argc, char **argv)
 	struct itimerval itv = { { 0, 0 }, { 2000, 0 } };
 	static unsigned char buf[GHOST_BYTES];
 	pthread_t th[3];
-	int dir_fd, path_fd, null_fd, rd_fd;
+	int dir_fd, path_fd, null_fd, rd_fd, fifo_fd;
 	if (argc < 2) return 2;
 	if (chdir(argv[1])) return 3;
 	umask(027);
@@ -134,6 +134,12 @@ int main(int argc, char **argv)
 	fill(buf, PIPE_BYTES, 77);
 	if (write(pfd[1], buf, PIPE_BYTES) != PIPE_BYTES) return 6;
 
+	unlink("fifo");
+	if (mkfifo("fifo", 0600)) return 8;
+	fifo_fd = open("fifo", O_RDWR | O_NONBLOCK);
+	fill(buf, 300, 55);
+	if (write(fifo_fd, buf, 300) != 300) return 9;
+
 	ghost_fd = open("ghost.bin", O_RDWR | O_CREAT | O_TRUNC, 0600);
 	fill(buf, GHOST_BYTES, 99);
 	if (write(ghost_fd, buf, GHOST_BYTES) != GHOST_BYTES) return 7;
@@ -147,9 +153,9 @@ int main(int argc, char **argv)
 	pthread_barrier_wait(&bar);
 
 	printf("ready heap=%p seed=%llu heap_len=%d data_fd=%d rd_fd=%d dir_fd=%d path_fd=%d null_fd=%d "
-	       "pipe_r=%d pipe_w=%d ghost_fd=%d timer=%ld\n",
+	       "pipe_r=%d pipe_w=%d ghost_fd=%d fifo_fd=%d timer=%ld\n",
 	       (void *)heap, (unsigned long long)SEED, HEAP, data_fd, rd_fd, dir_fd, path_fd, null_fd,
-	       pfd[0], pfd[1], ghost_fd, (long)(intptr_t)tid);
+	       pfd[0], pfd[1], ghost_fd, fifo_fd, (long)(intptr_t)tid);
 	fflush(stdout);
 	for (;;) {
 		pause();
