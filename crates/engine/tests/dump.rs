@@ -469,3 +469,37 @@ fn page_readers_agree() {
     assert!(kill(t.pid, libc::SIGUSR1));
     assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
 }
+
+/// File locks: refused without --file-locks (nothing written, program
+/// untouched); recorded in filelocks.img with it.
+#[test]
+fn file_locks_need_the_flag_and_are_recorded() {
+    let work = tmp_dir("locks");
+    let (t, line) = Target::start("locks", &[work.to_str().unwrap()]);
+    let imgs = tmp_dir("locks-img");
+    let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
+    assert!(
+        err.contains("--file-locks") && err.contains(&t.pid.to_string()),
+        "{err}"
+    );
+    assert!(images_of(&imgs).is_empty());
+    assert_eq!(tracer(t.pid), 0);
+
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.file_locks = true;
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let locks: Vec<pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+    let a: i32 = kv(&line, "a").parse().unwrap();
+    let b: i32 = kv(&line, "b").parse().unwrap();
+    let pa = locks.iter().find(|l| l.fd == a).expect("POSIX lock");
+    assert_eq!(
+        (pa.flag, pa.r#type, pa.pid, pa.start, pa.len),
+        (1, libc::F_WRLCK as u32, t.pid, 10, 100)
+    );
+    let fb = locks.iter().find(|l| l.fd == b).expect("flock");
+    assert_eq!((fb.flag, fb.r#type, fb.len), (2, libc::F_RDLCK as u32, 0));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&work.join("verify"), "ok");
+}

@@ -229,6 +229,8 @@ struct DumpCtx {
     pending: Vec<PendingPages>,
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
+    locks: Vec<pb::FileLockEntry>,
+    lock_keys: Vec<(u32, u64, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
     threads: usize,
@@ -276,6 +278,8 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         pending: Vec::new(),
         unfinished: Vec::new(),
         pool,
+        locks: Vec::new(),
+        lock_keys: Vec::new(),
         pstree: Vec::new(),
         stats: pb::DumpStatsEntry::default(),
         threads: 0,
@@ -511,7 +515,7 @@ fn collect_facts(pid: i32, pre: &PreSmaps) -> Result<ProcFacts> {
 }
 
 /// Refuse what we cannot dump yet, before writing anything.
-fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
+fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
     check_ns(pid)?;
     for (v, k) in &f.vmas {
         match k {
@@ -563,6 +567,18 @@ fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
             }
         }
     }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let held = locks
+            .lines()
+            .filter_map(|l| proc::parse_lock_line(l).ok())
+            .any(|l| l.pid == pid);
+        if held && !file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: "it holds file locks; dump them with --file-locks".into(),
+            });
+        }
+    }
     if f.status.seccomp == 2 {
         return Err(DumpError::Refused {
             pid,
@@ -578,7 +594,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
     let t = Instant::now();
     for p in &tree.procs {
         let f = collect_facts(p.pid, pre)?;
-        refuse(p.pid, &f)?;
+        refuse(p.pid, &f, ctx.opts.file_locks)?;
         facts.push(f);
     }
     trace(&format!("facts {:?}", t.elapsed()));
@@ -881,6 +897,27 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
     })?;
     let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    for l in &info.locks {
+        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
+        if !ours {
+            continue;
+        }
+        if !ctx.opts.file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
+            });
+        }
+        let e = crate::files::lock::lock_entry(l, pid, fd).map_err(|what| DumpError::Refused {
+            pid,
+            what: format!("fd {fd}: {what}"),
+        })?;
+        let key = (e.flag, st.st_ino, e.start, e.len, e.r#type);
+        if !ctx.lock_keys.contains(&key) {
+            ctx.lock_keys.push(key);
+            ctx.locks.push(e);
+        }
+    }
     let c = FdCtx {
         pid,
         fd,
@@ -1249,6 +1286,12 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
             w.entry(e)?;
             w.raw(d)?;
         }
+        ctx.defer(w);
+    }
+    if !ctx.locks.is_empty() {
+        let locks = ctx.locks.clone();
+        let path = ctx.out.path("filelocks.img");
+        let w = write_image(&path, "FILE_LOCKS", &locks)?;
         ctx.defer(w);
     }
     if !ctx.files.remaps.is_empty() {

@@ -5,6 +5,7 @@
 //! remap-fpath, ghost-file-N).
 
 pub mod fifo;
+pub mod lock;
 pub mod pipe;
 pub mod reg;
 

@@ -291,6 +291,44 @@ pub struct FdInfo {
     pub ino: u64,
     /// Every line, for kind-specific keys (eventfd-count, tfd, ...).
     pub raw: BTreeMap<String, String>,
+    /// The `lock:` lines (file locks held through this open file).
+    pub locks: Vec<FileLockInfo>,
+}
+
+/// One lock as /proc shows it: "1: POSIX  ADVISORY  WRITE 2383 fe:00:1022 0 EOF".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileLockInfo {
+    /// POSIX, FLOCK, OFDLCK, LEASE...
+    pub class: String,
+    /// READ, WRITE, ...
+    pub kind: String,
+    pub pid: i32,
+    pub ino: u64,
+    pub start: i64,
+    /// None for EOF.
+    pub end: Option<i64>,
+}
+
+/// A /proc/locks or fdinfo `lock:` line.
+pub fn parse_lock_line(l: &str) -> Result<FileLockInfo, ParseError> {
+    let bad = || perr("locks", 1, format!("bad lock line {l:?}"));
+    let w: Vec<&str> = l.split_whitespace().collect();
+    if w.len() < 8 || w[1] == "->" {
+        return Err(bad());
+    }
+    let ino = w[5].rsplit(':').next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    Ok(FileLockInfo {
+        class: w[1].to_string(),
+        kind: w[3].to_string(),
+        pid: w[4].parse().map_err(|_| bad())?,
+        ino,
+        start: w[6].parse().map_err(|_| bad())?,
+        end: if w[7] == "EOF" {
+            None
+        } else {
+            Some(w[7].parse().map_err(|_| bad())?)
+        },
+    })
 }
 
 pub fn parse_fdinfo(s: &str) -> Result<FdInfo, ParseError> {
@@ -307,6 +345,7 @@ pub fn parse_fdinfo(s: &str) -> Result<FdInfo, ParseError> {
             "flags" => fi.flags = u32::from_str_radix(v, 8).map_err(|_| bad())?,
             "mnt_id" => fi.mnt_id = v.parse().map_err(|_| bad())?,
             "ino" => fi.ino = v.parse().map_err(|_| bad())?,
+            "lock" => fi.locks.push(parse_lock_line(v)?),
             _ => {}
         }
         fi.raw.entry(k.to_string()).or_insert_with(|| v.to_string());
@@ -439,6 +478,19 @@ mod tests {
     fn fdinfo_fields() {
         let f = parse_fdinfo(&fx("fdinfo-0.txt")).unwrap();
         assert_eq!((f.pos, f.flags, f.mnt_id, f.ino), (0, 0o100000, 24, 3));
+    }
+
+    #[test]
+    fn lock_lines() {
+        let f = parse_fdinfo("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t77\nlock:\t1: POSIX  ADVISORY  WRITE 2383 fe:00:77 10 109\nlock:\t2: FLOCK  ADVISORY  READ 2383 fe:00:77 0 EOF\n").unwrap();
+        assert_eq!(f.locks.len(), 2);
+        assert_eq!(
+            (f.locks[0].class.as_str(), f.locks[0].kind.as_str(), f.locks[0].pid),
+            ("POSIX", "WRITE", 2383)
+        );
+        assert_eq!((f.locks[0].start, f.locks[0].end, f.locks[0].ino), (10, Some(109), 77));
+        assert_eq!(f.locks[1].end, None);
+        assert!(parse_lock_line("1: -> POSIX ADVISORY WRITE 1 0:0:0 0 EOF").is_err());
     }
 
     #[test]
