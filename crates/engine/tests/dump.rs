@@ -503,3 +503,44 @@ fn file_locks_need_the_flag_and_are_recorded() {
     assert!(kill(t.pid, libc::SIGUSR1));
     wait_file(&work.join("verify"), "ok");
 }
+
+fn state_of(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s.rsplit(')').next().unwrap().trim_start().chars().next().unwrap()
+}
+
+/// A stopped process (state T) is recorded as stopped (with its stop
+/// signal), stays stopped after a --leave-running dump, and works once continued.
+#[test]
+fn stopped_process_is_recorded_as_stopped() {
+    let out = tmp_dir("stopped").join("out");
+    let (t, _) = Target::start("spin", &[out.to_str().unwrap()]);
+    assert!(kill(t.pid, libc::SIGSTOP));
+    for _ in 0..500 {
+        if state_of(t.pid) == 'T' {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(state_of(t.pid), 'T');
+    let imgs = tmp_dir("stopped-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let tc = set.core(t.pid as u32).unwrap().tc.unwrap();
+    assert_eq!(tc.task_state, dump::TASK_STOPPED);
+    assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
+    // Stopped again once we let go (the SIGSTOP we send takes effect at once,
+    // but asynchronously).
+    for _ in 0..500 {
+        if state_of(t.pid) == 'T' {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(state_of(t.pid), 'T', "still stopped after the dump");
+    assert!(kill(t.pid, libc::SIGCONT));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&out, "ok");
+}

@@ -73,11 +73,31 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, FreezeError> {
                 let threads = tids.iter().filter_map(|t| seized.remove(t)).collect();
                 procs.push(FrozenProc { pid, ppid, threads });
             }
+            // A process that was stopped (state T) cannot run injected code
+            // while its group stop lasts: end it (SIGCONT, discarded), and put
+            // it back with SIGSTOP when we let go (see `release`).
+            let mut tree = FrozenTree { procs };
+            let mut failed = None;
+            for p in &mut tree.procs {
+                if p.threads.is_empty() || !p.was_stopped() {
+                    continue;
+                }
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGCONT);
+                for t in &mut p.threads {
+                    if let Err(source) = t.resync() {
+                        failed = Some(FreezeError::Ptrace { pid: p.pid, source });
+                    }
+                }
+            }
             // Threads that vanished between passes (exited) are left seized in `seized`: release them.
             for (_, s) in seized {
                 let _ = s.detach();
             }
-            Ok(FrozenTree { procs })
+            if let Some(e) = failed {
+                tree.release();
+                return Err(e);
+            }
+            Ok(tree)
         }
         Err(e) => {
             for (_, s) in seized {
@@ -139,6 +159,14 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     continue;
                 }
             };
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+                    return Err(FreezeError::Other {
+                        pid,
+                        what: format!("is a zombie (child of {ppid}); zombies are not supported yet"),
+                    });
+                }
+            }
             let mut tids_ordered = vec![pid];
             tids_ordered.extend(tids.iter().copied().filter(|&t| t != pid));
             for &t in &tids_ordered {
@@ -174,12 +202,16 @@ impl FrozenTree {
     /// Detach every task (they continue; group-stopped ones stay stopped).
     pub fn release(self) {
         for p in self.procs {
+            let stopped = !p.threads.is_empty() && p.was_stopped();
             for t in p.threads {
                 let tid = t.tid();
                 if let Err(ptrace::PtraceError::TaskDied { .. }) = t.detach() {
                     // Died while traced: we must reap it so its parent can.
                     ptrace::wait_exit(tid);
                 }
+            }
+            if stopped {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
         }
     }

@@ -381,6 +381,11 @@ fn still_frozen(tree: &FrozenTree) -> Result<()> {
     Ok(())
 }
 
+/// CRIU's task states (core tc.task_state).
+pub const TASK_ALIVE: u32 = 1;
+pub const TASK_ZOMBIE: u32 = 3;
+pub const TASK_STOPPED: u32 = 6;
+
 const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
 
 /// Refusals that need no freezing (namespaces); more come per process.
@@ -793,7 +798,11 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         };
         let leader = i == 0;
         let tc = leader.then(|| pb::TaskCoreEntry {
-            task_state: if p.threads[0].was_group_stopped() { 3 } else { 1 },
+            task_state: if p.threads[0].was_group_stopped() {
+                TASK_STOPPED
+            } else {
+                TASK_ALIVE
+            },
             exit_code: 0,
             personality: u32::from_str_radix(
                 read(&format!("/proc/{pid}/personality"), pid)

@@ -194,6 +194,36 @@ impl Stopped {
         self.tid
     }
 
+    /// After the group stop was ended under us (SIGCONT sent by the freezer):
+    /// run the task to a plain PTRACE_INTERRUPT stop, discarding the
+    /// SIGCONT. The task keeps `first_stop` (it is still recorded as stopped).
+    pub fn resync(&mut self) -> Result<()> {
+        let tid = self.tid;
+        if raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 || raw(libc::PTRACE_CONT, tid, 0, 0) < 0 {
+            return Err(err(tid, "PTRACE_INTERRUPT/CONT"));
+        }
+        for _ in 0..64 {
+            match wait_stop(tid)? {
+                StopKind::Event { sig } if sig == libc::SIGTRAP => return Ok(()),
+                StopKind::Signal { sig } => {
+                    let deliver = if sig == libc::SIGCONT { 0 } else { sig };
+                    if raw(libc::PTRACE_CONT, tid, 0, deliver as usize) < 0 || raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                }
+                _ => {
+                    if raw(libc::PTRACE_CONT, tid, 0, 0) < 0 || raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                }
+            }
+        }
+        Err(PtraceError::Unexpected {
+            tid,
+            what: "cannot bring a stopped task out of its group stop".into(),
+        })
+    }
+
     /// True if the task was in a group stop (state T) when we froze it.
     pub fn was_group_stopped(&self) -> bool {
         matches!(self.first_stop, StopKind::Event { sig } if sig != libc::SIGTRAP)
