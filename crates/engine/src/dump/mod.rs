@@ -256,11 +256,13 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     }
     precheck(opts.pid)?;
     let pre = pre_read_smaps(opts.pid);
+    trace(&format!("smaps pre-read at {:?}", t0.elapsed()));
     let pool = if opts.pages == PageReader::Vmsplice {
         PipePool::for_tree(&pre.keys().copied().collect::<Vec<_>>())
     } else {
         PipePool::default()
     };
+    trace(&format!("pipe pool at {:?}", t0.elapsed()));
     let t_freeze = Instant::now();
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
@@ -321,6 +323,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     return Err(e);
                 }
             }
+            trace(&format!("pages drained at {:?}", t0.elapsed()));
             let t_fin = Instant::now();
             if let Err(e) = finish_deferred(&mut ctx) {
                 ctx.out.remove_all();
@@ -1252,11 +1255,37 @@ impl DumpCtx {
 }
 
 /// fsync and rename every deferred image.
+/// The fsyncs run in parallel (a few threads) so their journal commits overlap.
 fn finish_deferred(ctx: &mut DumpCtx) -> Result<()> {
-    for w in std::mem::take(&mut ctx.unfinished) {
-        w.finish()?;
+    let all = std::mem::take(&mut ctx.unfinished);
+    let n = all.len().div_ceil(4).max(1);
+    let mut groups: Vec<Vec<ImageWriter>> = Vec::new();
+    for w in all {
+        if groups.last().is_none_or(|g| g.len() >= n) {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("a group").push(w);
     }
-    Ok(())
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                s.spawn(move || -> Result<()> {
+                    for w in g {
+                        w.finish()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DumpError::task(0, "image writer thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// files.img and its side images, pstree, seccomp, timens.
