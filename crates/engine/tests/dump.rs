@@ -544,3 +544,80 @@ fn stopped_process_is_recorded_as_stopped() {
     assert!(kill(t.pid, libc::SIGUSR1));
     wait_file(&out, "ok");
 }
+
+/// memfd and shared anonymous memory: one MEMFD_INODE per object however many
+/// processes map it, its data once in pagemap-shmem-INO + pages, and every
+/// mapping pointing at it.
+#[test]
+fn shared_memory_is_dumped_once() {
+    let work = tmp_dir("shm");
+    let imgs = tmp_dir("shm-img");
+    let (t, line) = Target::start("shm", &[work.to_str().unwrap()]);
+    let child: i32 = kv(&line, "child").parse().unwrap();
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let inodes: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE").unwrap();
+    assert_eq!(inodes.len(), 2, "{inodes:?}");
+    let memfd = inodes
+        .iter()
+        .find(|i| i.name == "cryo-test-memfd")
+        .expect("memfd inode");
+    let anon = inodes
+        .iter()
+        .find(|i| i.name == "/dev/zero")
+        .expect("shared anon inode");
+    assert_eq!((memfd.size, anon.size), (128 << 10, 64 << 10));
+    let contents = |ino: &pb::MemfdInodeEntry| -> Vec<u8> {
+        let name = format!("pagemap-shmem-{}.img", ino.shmid);
+        let e: Vec<pb::PagemapEntry> = set.entries(&name, "PAGEMAP").unwrap();
+        let head: Vec<pb::PagemapHead> = set.entries(&name, "PAGEMAP").unwrap();
+        let pages = std::fs::read(imgs.join(format!("pages-{}.img", head[0].pages_id))).unwrap();
+        let mut out = vec![0u8; ino.size as usize];
+        let mut at = 0usize;
+        for r in &e[1..] {
+            let n = r.nr_pages.unwrap() as usize * 4096;
+            out[r.vaddr as usize..r.vaddr as usize + n].copy_from_slice(&pages[at..at + n]);
+            at += n;
+        }
+        out
+    };
+    assert!(contents(memfd) == pattern(128 << 10, 4242), "memfd data");
+    assert!(
+        contents(anon)[4096..] == pattern((64 << 10) - 4096, 4343)[..],
+        "shared anon data"
+    );
+    let files = set.files().unwrap();
+    for pid in [t.pid as u32, child as u32] {
+        let mm = set.mm(pid).unwrap();
+        let shared: Vec<u32> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.status & (1 << 14) != 0)
+            .map(|v| {
+                files
+                    .iter()
+                    .find(|f| f.id == v.shmid as u32)
+                    .unwrap()
+                    .memfd
+                    .unwrap()
+                    .inode_id
+            })
+            .collect();
+        let mut want = vec![memfd.inode_id as u32, anon.inode_id as u32];
+        let mut got = shared.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "pid {pid} maps both objects");
+    }
+    let fds = set.fdinfo(set.ids(t.pid as u32).unwrap().files_id).unwrap();
+    let mfd = fdi(&fds, &kv(&line, "fd"));
+    assert_eq!(mfd.r#type, pb::FdTypes::Memfd as i32);
+    assert_eq!(mfd.flags, libc::FD_CLOEXEC as u32);
+    for pid in [t.pid, child] {
+        assert!(kill(pid, libc::SIGUSR1));
+        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "\n").trim(), "ok");
+    }
+    kill(child, libc::SIGKILL);
+}

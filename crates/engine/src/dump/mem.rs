@@ -44,7 +44,7 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("[vvar") => VmaKind::Vvar,
         "[heap]" => VmaKind::Heap,
         n if n.starts_with("/SYSV") => VmaKind::SysvShm,
-        n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:") || n.is_empty()) => VmaKind::ShmemLike,
+        n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
         n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,

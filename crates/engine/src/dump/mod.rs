@@ -224,7 +224,6 @@ struct DumpCtx {
     /// kcmp-deduplicated kernel object ids: (type, representative pid, id).
     kids: Vec<(i32, i32, u32)>,
     next_kid: [u32; 5],
-    next_pages_id: u32,
     written_fdinfo: Vec<u32>,
     pending: Vec<PendingPages>,
     unfinished: Vec<ImageWriter>,
@@ -275,7 +274,6 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         files: FileTable::new(),
         kids: Vec::new(),
         next_kid: [1; 5],
-        next_pages_id: 0,
         written_fdinfo: Vec::new(),
         pending: Vec::new(),
         unfinished: Vec::new(),
@@ -533,11 +531,11 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            VmaKind::ShmemLike => {
+            VmaKind::ShmemLike if !v.shared => {
                 return Err(DumpError::Refused {
                     pid,
                     what: format!(
-                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet",
+                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet (private mapping of shared memory)",
                         v.start, v.name
                     ),
                 })
@@ -606,6 +604,21 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
         facts.push(f);
     }
     trace(&format!("facts {:?}", t.elapsed()));
+    // Shared memory objects get their inode and pages ids before any
+    // process's pages (CRIU's numbering): mappings first, then memfd fds.
+    for (p, f) in tree.procs.iter().zip(&facts) {
+        for (v, k) in &f.vmas {
+            if *k == VmaKind::ShmemLike {
+                let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
+                ctx.files.shmem_inode(&mf, &v.name)?;
+            }
+        }
+        for (fd, link) in &f.fds {
+            if link.starts_with("/memfd:") {
+                ctx.files.shmem_inode(&format!("/proc/{}/fd/{fd}", p.pid), link)?;
+            }
+        }
+    }
     for (p, f) in tree.procs.iter_mut().zip(facts) {
         dump_proc(ctx, p, f)?;
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
@@ -693,6 +706,17 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     let mut vma_entries = Vec::new();
     for (v, k) in &f.vmas {
         let mut shmid = 0;
+        if *k == VmaKind::ShmemLike {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+                Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
+            })? as u64;
+        }
         if matches!(k, VmaKind::FilePrivate | VmaKind::FileShared) {
             let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
             let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
@@ -1061,8 +1085,7 @@ fn splice_runs(
 /// pagemap-PID.img, and pages-N.img: written now (readv mode) or created and
 /// pre-allocated, to be filled from the pipes later (vmsplice mode).
 fn dump_pages(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run], spliced: Option<Vec<(OwnedFd, u64)>>) -> Result<()> {
-    ctx.next_pages_id += 1;
-    let pages_id = ctx.next_pages_id;
+    let pages_id = ctx.files.alloc_pages_id();
     let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
     let total: u64 = runs.iter().map(|r| r.len).sum();
     match spliced {
@@ -1332,6 +1355,41 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         let w = write_image(&path, "FILE_LOCKS", &locks)?;
         ctx.defer(w);
     }
+    if !ctx.files.shmem.is_empty() {
+        let inodes: Vec<pb::MemfdInodeEntry> = ctx.files.shmem.iter().map(|s| s.entry.clone()).collect();
+        let path = ctx.out.path("memfd.img");
+        let w = write_image(&path, "MEMFD_INODE", &inodes)?;
+        ctx.defer(w);
+        let shmem = std::mem::take(&mut ctx.files.shmem);
+        for sh in &shmem {
+            let runs = crate::files::memfd::shmem_runs(sh).map_err(|source| DumpError::Io {
+                path: format!("shared memory inode {}", sh.entry.shmid).into(),
+                source,
+            })?;
+            let pages_path = ctx.out.path(&format!("pages-{}.img", sh.pages_id));
+            let mut pw = ImageWriter::create(&pages_path, None)?;
+            let path = ctx.out.path(&format!("pagemap-shmem-{}.img", sh.entry.shmid));
+            let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
+            w.entry(&pb::PagemapHead { pages_id: sh.pages_id })?;
+            let mut pages = 0u64;
+            for (off, data) in &runs {
+                w.entry(&pb::PagemapEntry {
+                    vaddr: *off,
+                    compat_nr_pages: 0,
+                    in_parent: None,
+                    flags: Some(mem::PE_PRESENT),
+                    nr_pages: Some(data.len() as u64 / 4096),
+                })?;
+                pw.raw(data)?;
+                pages += data.len() as u64 / 4096;
+            }
+            ctx.stats.shpages_scanned = Some(ctx.stats.shpages_scanned.unwrap_or(0) + sh.entry.size.div_ceil(4096));
+            ctx.stats.shpages_written = Some(ctx.stats.shpages_written.unwrap_or(0) + pages);
+            ctx.defer(w);
+            ctx.defer(pw);
+        }
+        ctx.files.shmem = shmem;
+    }
     if !ctx.files.remaps.is_empty() {
         let remaps = ctx.files.remaps.clone();
         let path = ctx.out.path("remap-fpath.img");
@@ -1384,9 +1442,9 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     s.irmap_resolve = Some(0);
     s.page_pipes = Some(s.page_pipes.unwrap_or(0));
     s.page_pipe_bufs = s.page_pipes;
-    s.shpages_scanned = Some(0);
+    s.shpages_scanned = Some(s.shpages_scanned.unwrap_or(0));
     s.shpages_skipped_parent = Some(0);
-    s.shpages_written = Some(0);
+    s.shpages_written = Some(s.shpages_written.unwrap_or(0));
     let path = ctx.out.path("stats-dump");
     write_image(
         &path,

@@ -6,6 +6,7 @@
 
 pub mod fifo;
 pub mod lock;
+pub mod memfd;
 pub mod pipe;
 pub mod reg;
 
@@ -94,14 +95,13 @@ pub trait FdKind: Sync {
 }
 
 /// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &reg::Reg];
+pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &memfd::Memfd, &reg::Reg];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
         _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
-        _ if c.link.starts_with("/memfd:") => Some(c.unsupported("memfd is not supported yet")),
         libc::S_IFCHR if is_tty(c.stat.st_rdev) => {
             Some(c.unsupported("a terminal: ttys (--shell-job) are not supported yet"))
         }
@@ -150,6 +150,9 @@ pub struct FileTable {
     /// ghost-file-N.img: (N, head entry, chunks with data).
     pub ghosts: Vec<Ghost>,
     next_ghost: u32,
+    /// Shared-memory inodes (memfd, shared anonymous), in inode-id order.
+    pub shmem: Vec<memfd::ShmemInode>,
+    next_pages_id: u32,
 }
 
 impl FileTable {
@@ -268,5 +271,6 @@ mod tests {
         assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
         assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
         assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Memfd as i32)));
     }
 }
