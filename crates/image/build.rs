@@ -13,6 +13,23 @@ use std::{env, fmt::Write as _, fs, path::PathBuf};
 
 use prost::Message as _;
 
+fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
+    if m.options.as_ref().is_some_and(|o| *o == Default::default()) {
+        m.options = None;
+    }
+    for f in &mut m.field {
+        if f.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            f.options = None;
+        }
+    }
+    for e in &mut m.enum_type {
+        if e.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            e.options = None;
+        }
+    }
+    m.nested_type.iter_mut().for_each(strip_empty_options);
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let proto_dir = manifest.join("../../proto");
@@ -83,20 +100,63 @@ fn main() {
         f.dependency.retain(|d| !drop_files.contains(&d.as_str()));
         f.public_dependency.clear();
         f.weak_dependency.clear();
+        // Options left empty by the dropped extension would make prost-reflect build the whole set of
+        // google's well-known types at start-up (a few million instructions) to interpret them.
+        if f.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            f.options = None;
+        }
+        f.message_type.iter_mut().for_each(strip_empty_options);
+        for e in &mut f.enum_type {
+            if e.options.as_ref().is_some_and(|o| *o == Default::default()) {
+                e.options = None;
+            }
+        }
     }
     fs::write(out.join("descriptor.bin"), fds.encode_to_vec()).unwrap();
 
-    // One closed subset per file.
+    // One closed subset per file; where the closure holds other architectures' core files (core.proto
+    // imports them all), also a lean x86-only variant without them and without the fields that use them.
+    // Readers decode with the lean one and fall back to the full one when a message has fields the lean
+    // one does not know.
+    const ARCH_FILES: &[&str] = &[
+        "core-aarch64.proto",
+        "core-arm.proto",
+        "core-ppc64.proto",
+        "core-s390.proto",
+        "core-mips.proto",
+        "core-loongarch64.proto",
+        "core-riscv64.proto",
+    ];
+    let arch_types: BTreeSet<String> = fds
+        .file
+        .iter()
+        .filter(|f| ARCH_FILES.contains(&f.name()))
+        .flat_map(|f| f.message_type.iter().map(|m| format!(".{}", m.name())))
+        .collect();
     let by_name: BTreeMap<String, usize> = fds
         .file
         .iter()
         .enumerate()
         .map(|(i, f)| (f.name().to_string(), i))
         .collect();
-    let mut table = String::from("/// Generated: message name -> index of the descriptor subset holding it.\npub static MESSAGE_SUBSET: &[(&str, usize)] = &[\n");
-    let mut subsets = String::from("/// Generated: per-file descriptor subsets.\npub static SUBSETS: &[&[u8]] = &[\n");
+    let mut table = String::from(
+        "/// Generated: message name -> (lean subset, full subset) holding it.\npub static MESSAGE_SUBSET: &[(&str, usize, usize)] = &[\n",
+    );
+    let mut subsets = String::from("/// Generated: descriptor subsets.\npub static SUBSETS: &[&[u8]] = &[\n");
     let mut msg_rows = Vec::new();
-    for (i, f) in fds.file.iter().enumerate() {
+    let mut n_subsets = 0usize;
+    let mut emit = |files: Vec<prost_types::FileDescriptorProto>, subsets: &mut String| -> usize {
+        let name = format!("fds-{n_subsets}.bin");
+        fs::write(
+            out.join(&name),
+            prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
+        )
+        .unwrap();
+        writeln!(subsets, "    include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")),").unwrap();
+        n_subsets += 1;
+        n_subsets - 1
+    };
+    for f in &fds.file {
         let mut need = BTreeSet::new();
         let mut stack = vec![f.name().to_string()];
         while let Some(n) = stack.pop() {
@@ -104,23 +164,35 @@ fn main() {
                 stack.extend(fds.file[by_name[&n]].dependency.iter().cloned());
             }
         }
-        // Dependencies first, as prost-reflect wants them.
-        let mut ordered = Vec::new();
-        for f2 in &fds.file {
-            if need.contains(f2.name()) {
-                ordered.push(f2.clone());
+        // Dependencies first, as prost-reflect wants them (the set is already in that order).
+        let full: Vec<_> = fds.file.iter().filter(|f2| need.contains(f2.name())).cloned().collect();
+        let has_arch = full.iter().any(|f2| ARCH_FILES.contains(&f2.name()));
+        let lean = if has_arch && !ARCH_FILES.contains(&f.name()) {
+            let mut lean: Vec<_> = full
+                .iter()
+                .filter(|f2| !ARCH_FILES.contains(&f2.name()))
+                .cloned()
+                .collect();
+            for f2 in &mut lean {
+                f2.dependency.retain(|d| !ARCH_FILES.contains(&d.as_str()));
+                for m in &mut f2.message_type {
+                    m.field.retain(|fl| !arch_types.contains(fl.type_name()));
+                }
             }
-        }
-        let sub = prost_types::FileDescriptorSet { file: ordered };
-        let name = format!("fds-{i}.bin");
-        fs::write(out.join(&name), sub.encode_to_vec()).unwrap();
-        writeln!(subsets, "    include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")),").unwrap();
+            Some(lean)
+        } else {
+            None
+        };
+        let full_idx = emit(full, &mut subsets);
+        let lean_idx = lean.map(|l| emit(l, &mut subsets)).unwrap_or(full_idx);
         for m in &f.message_type {
-            msg_rows.push(format!("    ({:?}, {i}),\n", m.name()));
+            msg_rows.push((m.name().to_string(), lean_idx, full_idx));
         }
     }
     msg_rows.sort();
-    table.extend(msg_rows);
+    for (m, l, f) in msg_rows {
+        writeln!(table, "    ({m:?}, {l}, {f}),").unwrap();
+    }
     table.push_str("];\n");
     subsets.push_str("];\n");
     fs::write(out.join("subsets.rs"), table + &subsets).unwrap();

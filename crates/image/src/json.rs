@@ -15,7 +15,7 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::codec::{message, Entry, Extra, Image};
+use crate::codec::{message_full as message, Entry, Extra, Image};
 use crate::error::{ImageError, Result};
 use crate::magic;
 use crate::pretty;

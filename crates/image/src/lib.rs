@@ -49,11 +49,34 @@ mod subsets {
 }
 
 /// The descriptor of a top-level message by its proto name, from a pool holding only its .proto file and
-/// that file's imports (cached per file).
+/// that file's imports, for x86_64 (without other architectures' registers). Messages decoded with it that
+/// turn out to carry fields it lacks are decoded again with [`message_descriptor_full`].
 pub fn message_descriptor(name: &str) -> Option<MessageDescriptor> {
+    subset_descriptor(name, false)
+}
+
+/// As [`message_descriptor`], with every architecture's definitions.
+pub fn message_descriptor_full(name: &str) -> Option<MessageDescriptor> {
+    subset_descriptor(name, true)
+}
+
+/// Whether [`message_descriptor`] is a lean variant of [`message_descriptor_full`].
+pub fn has_lean_variant(name: &str) -> bool {
+    subset_index(name).is_some_and(|(l, f)| l != f)
+}
+
+fn subset_index(name: &str) -> Option<(usize, usize)> {
+    let i = subsets::MESSAGE_SUBSET
+        .binary_search_by(|(m, _, _)| (*m).cmp(name))
+        .ok()?;
+    let (_, lean, full) = subsets::MESSAGE_SUBSET[i];
+    Some((lean, full))
+}
+
+fn subset_descriptor(name: &str, full: bool) -> Option<MessageDescriptor> {
     static POOLS: OnceLock<Mutex<HashMap<usize, DescriptorPool>>> = OnceLock::new();
-    let i = subsets::MESSAGE_SUBSET.binary_search_by(|(m, _)| (*m).cmp(name)).ok()?;
-    let idx = subsets::MESSAGE_SUBSET[i].1;
+    let (lean, fullx) = subset_index(name)?;
+    let idx = if full { fullx } else { lean };
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
     let pool = pools
         .lock()
