@@ -621,3 +621,39 @@ fn shared_memory_is_dumped_once() {
     }
     kill(child, libc::SIGKILL);
 }
+
+/// Disk full: the dump fails before the tree is touched for good (it goes on
+/// running), nothing that looks like an image set is left.
+#[test]
+fn full_disk_fails_cleanly() {
+    let work = tmp_dir("full");
+    let imgs = tmp_dir("full-img");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "cryo-test-full"])
+        .arg(&imgs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&imgs);
+    let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    for reader in [dump::PageReader::Vmsplice, dump::PageReader::Readv] {
+        let mut o = DumpOpts::new(t.pid, &imgs);
+        o.pages = reader;
+        let err = dump::dump(o).unwrap_err().to_string();
+        assert!(
+            err.contains("available") || err.contains("No space left"),
+            "{reader:?}: {err}"
+        );
+        assert!(images_of(&imgs).is_empty(), "{reader:?}: left {:?}", images_of(&imgs));
+        assert_eq!(tracer(t.pid), 0);
+    }
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+}
