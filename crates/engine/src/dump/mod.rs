@@ -382,10 +382,12 @@ fn still_frozen(tree: &FrozenTree) -> Result<()> {
     Ok(())
 }
 
-/// CRIU's task states (core tc.task_state).
+/// CRIU's task states (core tc.task_state), as criu/include/pid.h numbers
+/// them and CRIU's restore reads them: 1 alive, 2 dead (a zombie), 3 stopped.
+/// (crit 3.17 prints 3 as "Zombie" and 6 as "Stopped": its table is off.)
 pub const TASK_ALIVE: u32 = 1;
-pub const TASK_ZOMBIE: u32 = 3;
-pub const TASK_STOPPED: u32 = 6;
+pub const TASK_DEAD: u32 = 2;
+pub const TASK_STOPPED: u32 = 3;
 
 const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
 
