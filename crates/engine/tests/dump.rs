@@ -657,3 +657,28 @@ fn full_disk_fails_cleanly() {
     assert!(kill(t.pid, libc::SIGUSR1));
     assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
 }
+
+/// A zombie child is recorded with its exit status only (pstree + core).
+#[test]
+fn zombie_children_are_recorded() {
+    let work = tmp_dir("zombie");
+    let imgs = tmp_dir("zombie-img");
+    let (t, line) = Target::start("zombie", &[work.to_str().unwrap()]);
+    let z: u32 = kv(&line, "zombie").parse().unwrap();
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    let s = dump::dump(o).unwrap();
+    assert_eq!(s.processes, 2);
+    let set = ImageSet::open(&imgs).unwrap();
+    let tree = set.pstree().unwrap();
+    let ze = tree.iter().find(|e| e.pid == z).expect("zombie in pstree");
+    assert_eq!((ze.ppid, ze.threads.clone()), (t.pid as u32, vec![z]));
+    let core = set.core(z).unwrap();
+    let tc = core.tc.unwrap();
+    assert_eq!(tc.task_state, dump::TASK_DEAD);
+    assert_eq!(tc.exit_code, 3 << 8);
+    assert!(core.thread_info.is_none());
+    assert!(!imgs.join(format!("mm-{z}.img")).exists());
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&work.join("verify"), "ok");
+}

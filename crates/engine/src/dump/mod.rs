@@ -364,7 +364,9 @@ fn reap_tree(tree: FrozenTree) {
     for p in tree.procs {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
-        threads.rotate_left(1);
+        if !threads.is_empty() {
+            threads.rotate_left(1);
+        }
         for t in threads {
             crate::ptrace::wait_exit(t.tid());
         }
@@ -601,14 +603,19 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
     let mut facts = Vec::new();
     let t = Instant::now();
     for p in &tree.procs {
+        if p.is_zombie() {
+            facts.push(None);
+            continue;
+        }
         let f = collect_facts(p.pid, pre)?;
         refuse(p.pid, &f, ctx.opts.file_locks)?;
-        facts.push(f);
+        facts.push(Some(f));
     }
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any
     // process's pages (CRIU's numbering): mappings first, then memfd fds.
     for (p, f) in tree.procs.iter().zip(&facts) {
+        let Some(f) = f else { continue };
         for (v, k) in &f.vmas {
             if *k == VmaKind::ShmemLike {
                 let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
@@ -622,7 +629,10 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
         }
     }
     for (p, f) in tree.procs.iter_mut().zip(facts) {
-        dump_proc(ctx, p, f)?;
+        match f {
+            Some(f) => dump_proc(ctx, p, f)?,
+            None => dump_zombie(ctx, p)?,
+        }
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
     }
     write_shared(ctx)?;
@@ -923,6 +933,37 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         pgid: f.stat.pgid as u32,
         sid: f.stat.sid as u32,
         threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
+    });
+    Ok(())
+}
+
+/// A zombie: its pstree entry and a core with the exit status only (as CRIU).
+fn dump_zombie(ctx: &mut DumpCtx, p: &FrozenProc) -> Result<()> {
+    let pid = p.pid;
+    let st =
+        proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: TASK_DEAD,
+            exit_code: st.exit_code as u32,
+            personality: 0,
+            flags: st.flags,
+            blk_sigset: 0,
+            comm: st.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = ctx.out.path(&format!("core-{pid}.img"));
+    let w = write_image(&path, "CORE", &[core])?;
+    ctx.defer(w);
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: p.ppid as u32,
+        pgid: st.pgid as u32,
+        sid: st.sid as u32,
+        threads: vec![pid as u32],
     });
     Ok(())
 }
