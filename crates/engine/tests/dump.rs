@@ -682,3 +682,29 @@ fn zombie_children_are_recorded() {
     assert!(kill(t.pid, libc::SIGUSR1));
     wait_file(&work.join("verify"), "ok");
 }
+
+/// seccomp filters: both programs in seccomp.img, chained newest -> oldest,
+/// the thread pointing at the newest; the parasite ran despite them.
+#[test]
+fn seccomp_filters_are_dumped() {
+    let work = tmp_dir("seccomp");
+    let imgs = tmp_dir("seccomp-img");
+    let (t, _) = Target::start("seccomp", &[work.to_str().unwrap()]);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let se: Vec<pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP").unwrap();
+    let f = &se[0].seccomp_filters;
+    assert_eq!(f.len(), 2);
+    let tcore = set.core(t.pid as u32).unwrap().thread_core.unwrap();
+    assert_eq!(tcore.seccomp_mode, Some(2));
+    let newest = tcore.seccomp_filter.unwrap() as usize;
+    assert_eq!(f[newest].filter.len(), 4 * 8, "the acct filter");
+    let older = f[newest].prev.unwrap() as usize;
+    assert_eq!(f[older].filter.len(), 8, "the allow-all filter");
+    assert_eq!(f[older].prev, None);
+    assert_eq!(tcore.creds.unwrap().no_new_privs, Some(1));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(wait_file(&work.join("verify"), "\n").trim(), "ok");
+}

@@ -229,6 +229,8 @@ struct DumpCtx {
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
     locks: Vec<pb::FileLockEntry>,
+    /// seccomp.img filters: (BPF program, index of the older filter it runs after).
+    seccomp: Vec<(Vec<u8>, Option<u32>)>,
     lock_keys: Vec<(u32, u64, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
@@ -279,6 +281,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         unfinished: Vec::new(),
         pool,
         locks: Vec::new(),
+        seccomp: Vec::new(),
         lock_keys: Vec::new(),
         pstree: Vec::new(),
         stats: pb::DumpStatsEntry::default(),
@@ -589,12 +592,6 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
             });
         }
     }
-    if f.status.seccomp == 2 {
-        return Err(DumpError::Refused {
-            pid,
-            what: "seccomp filters are not supported yet".into(),
-        });
-    }
     Ok(())
 }
 
@@ -835,6 +832,11 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             pending: t.peek_siginfo(false).map_err(ptr)?,
             rseq: t.rseq().map_err(ptr)?,
         };
+        let seccomp_filter = if facts.status.seccomp == 2 {
+            Some(seccomp_chain(ctx, t).map_err(ptr)?)
+        } else {
+            None
+        };
         let leader = i == 0;
         let tc = leader.then(|| pb::TaskCoreEntry {
             task_state: if p.threads[0].was_group_stopped() {
@@ -890,7 +892,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             }),
             tc,
             ids: None,
-            thread_core: Some(core::thread_core(&facts, leader)),
+            thread_core: Some(pb::ThreadCoreEntry {
+                seccomp_filter,
+                ..core::thread_core(&facts, leader)
+            }),
             ..Default::default()
         };
         let path = ctx.out.path(&format!("core-{tid}.img"));
@@ -935,6 +940,33 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
     });
     Ok(())
+}
+
+/// The thread's seccomp filters into ctx.seccomp (oldest first; a filter
+/// already there with the same program and predecessor is shared, as
+/// forked children and TSYNC'd threads share them); returns the index of
+/// the thread's newest filter.
+fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
+    let mut chain = Vec::new();
+    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
+        chain.push(f);
+    }
+    let mut prev: Option<u32> = None;
+    // Index 0 is the oldest filter (the kernel counts back from the newest).
+    for f in chain {
+        let idx = match ctx.seccomp.iter().position(|(g, p)| *g == f && *p == prev) {
+            Some(i) => i as u32,
+            None => {
+                ctx.seccomp.push((f, prev));
+                ctx.seccomp.len() as u32 - 1
+            }
+        };
+        prev = Some(idx);
+    }
+    prev.ok_or(PtraceError::Unexpected {
+        tid: t.tid(),
+        what: "seccomp mode 2 without filters".into(),
+    })
 }
 
 /// A zombie: its pstree entry and a core with the exit status only (as CRIU).
@@ -1458,11 +1490,20 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let w = write_image(&path, "PSTREE", &pstree)?;
     ctx.defer(w);
     let path = ctx.out.path("seccomp.img");
+    let filters = ctx
+        .seccomp
+        .iter()
+        .map(|(f, prev)| pb::SeccompFilter {
+            filter: f.clone(),
+            prev: *prev,
+            flags: None,
+        })
+        .collect();
     let w = write_image(
         &path,
         "SECCOMP",
         &[pb::SeccompEntry {
-            seccomp_filters: Vec::new(),
+            seccomp_filters: filters,
         }],
     )?;
     ctx.defer(w);
