@@ -708,3 +708,38 @@ fn seccomp_filters_are_dumped() {
     assert!(kill(t.pid, libc::SIGUSR1));
     assert_eq!(wait_file(&work.join("verify"), "\n").trim(), "ok");
 }
+
+/// A program whose binary was deleted while it runs: the exe and its
+/// mappings are saved as a ghost file with the binary's bytes.
+#[test]
+fn deleted_executable_becomes_a_ghost() {
+    let dir = tmp_dir("delexe");
+    let bin = dir.join("spin-copy");
+    std::fs::copy(prog("spin"), &bin).unwrap();
+    let bytes = std::fs::read(&bin).unwrap();
+    let out = dir.join("out");
+    let (t, _) = Target::start_bin(&bin, &[out.to_str().unwrap()]);
+    std::fs::remove_file(&bin).unwrap();
+    let imgs = tmp_dir("delexe-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let mm = set.mm(t.pid as u32).unwrap();
+    let files = set.files().unwrap();
+    assert!(reg(&files, mm.exe_file_id).name.ends_with("/delexe/spin-copy"));
+    let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH").unwrap();
+    let rm = remaps
+        .iter()
+        .find(|r| r.orig_id == mm.exe_file_id)
+        .expect("exe remapped to a ghost");
+    let chunks: Vec<(pb::GhostChunkEntry, Vec<u8>)> =
+        set.with_payload(&format!("ghost-file-{}.img", rm.remap_id)).unwrap();
+    let mut content = vec![0u8; bytes.len()];
+    for (c, d) in chunks.into_iter().skip(1) {
+        content[c.off as usize..c.off as usize + d.len()].copy_from_slice(&d);
+    }
+    assert!(content == bytes, "ghost holds the deleted binary");
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&out, "ok");
+}

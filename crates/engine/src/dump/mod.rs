@@ -722,7 +722,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
                 source,
             })?;
             let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, _| {
                 Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
             })? as u64;
         }
@@ -734,18 +734,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             })?;
             let name = v.name.clone();
             let deleted = v.deleted;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
                 let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
-                reg::reg_entry(
-                    id,
-                    &name,
-                    deleted,
-                    &st,
-                    libc::O_RDONLY as u32,
-                    0,
-                    open,
-                    &mut FileTable::new(),
-                )
+                reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
         vma_entries.push(mem::vma_entry(v, *k, shmid));
@@ -761,18 +752,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             .unwrap_or_default();
         let (name, deleted) = reg::split_deleted(&link);
         let name = name.to_string();
-        ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+        ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
             let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
-            reg::reg_entry(
-                id,
-                &name,
-                deleted,
-                &st,
-                libc::O_RDONLY as u32,
-                0,
-                open,
-                &mut FileTable::new(),
-            )
+            reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
         })?
     };
 
@@ -1062,7 +1044,7 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
     let name = name.to_string();
     Ok(ctx
         .files
-        .standalone(|id| reg::reg_entry(id, &name, false, &st, 0, 0, None, &mut FileTable::new()))?)
+        .standalone(|id, t| reg::reg_entry(id, &name, false, &st, 0, 0, None, t))?)
 }
 
 /// The runs of pages to dump (and the number of pages scanned).

@@ -183,22 +183,25 @@ impl FileTable {
         &mut self,
         dev: u64,
         ino: u64,
-        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
+        make: impl FnOnce(u32, &mut FileTable) -> Result<pb::FileEntry, FileError>,
     ) -> Result<u32, FileError> {
         if let Some(&id) = self.mapped.get(&(dev, ino)) {
             return Ok(id);
         }
         let id = self.alloc_id();
-        let e = make(id)?;
+        let e = make(id, self)?;
         self.insert(e);
         self.mapped.insert((dev, ino), id);
         Ok(id)
     }
 
     /// A standalone entry with a fresh id (cwd, root).
-    pub fn standalone(&mut self, make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>) -> Result<u32, FileError> {
+    pub fn standalone(
+        &mut self,
+        make: impl FnOnce(u32, &mut FileTable) -> Result<pb::FileEntry, FileError>,
+    ) -> Result<u32, FileError> {
         let id = self.alloc_id();
-        let e = make(id)?;
+        let e = make(id, self)?;
         self.insert(e);
         Ok(id)
     }
