@@ -743,3 +743,24 @@ fn deleted_executable_becomes_a_ghost() {
     assert!(kill(t.pid, libc::SIGUSR1));
     wait_file(&out, "ok");
 }
+
+/// A deleted file over --ghost-limit is refused (as criu does), within it saved.
+#[test]
+fn ghost_limit_is_enforced() {
+    let work = tmp_dir("glimit");
+    let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    let imgs = tmp_dir("glimit-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.ghost_limit = 4096; // the ghost of `state` holds 10000 bytes
+    let err = dump::dump(o).unwrap_err().to_string();
+    assert!(err.contains("ghost limit") && err.contains("ghost.bin"), "{err}");
+    assert!(images_of(&imgs).is_empty());
+    assert_eq!(tracer(t.pid), 0);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.ghost_limit = 10000;
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+}

@@ -31,6 +31,8 @@ pub struct DumpOpts {
     pub shell_job: bool,
     pub file_locks: bool,
     pub pages: PageReader,
+    /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
+    pub ghost_limit: u64,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
 }
@@ -66,6 +68,7 @@ impl DumpOpts {
             shell_job: false,
             file_locks: false,
             pages: PageReader::default(),
+            ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             hook: None,
         }
     }
@@ -267,13 +270,14 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let t_freeze = Instant::now();
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
+    let ghost_limit = opts.ghost_limit;
     let mut ctx = DumpCtx {
         opts,
         out: Written {
             dir: dir.clone(),
             files: Vec::new(),
         },
-        files: FileTable::new(),
+        files: FileTable::with_ghost_limit(ghost_limit),
         kids: Vec::new(),
         next_kid: [1; 5],
         written_fdinfo: Vec::new(),

@@ -153,11 +153,24 @@ pub struct FileTable {
     /// Shared-memory inodes (memfd, shared anonymous), in inode-id order.
     pub shmem: Vec<memfd::ShmemInode>,
     next_pages_id: u32,
+    /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
+    pub ghost_limit: u64,
 }
+
+/// criu's default --ghost-limit: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 impl FileTable {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_ghost_limit(DEFAULT_GHOST_LIMIT)
+    }
+
+    /// A table saving deleted files up to `ghost_limit` bytes.
+    pub fn with_ghost_limit(ghost_limit: u64) -> Self {
+        FileTable {
+            ghost_limit,
+            ..Self::default()
+        }
     }
 
     pub fn alloc_id(&mut self) -> u32 {
