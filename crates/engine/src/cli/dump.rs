@@ -17,7 +17,8 @@ pub struct Args {
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
-    /// Allow dumping a job attached to a terminal.
+    /// Allow dumping a job attached to a terminal (accepted as in criu, but
+    /// terminals are not supported yet: a tree with a tty fd is refused).
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Dump file locks.
