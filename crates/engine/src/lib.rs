@@ -1,1 +1,13 @@
-//! cryo engine (placeholder).
+//! cryo engine: checkpoint (dump) and restore of live Linux process trees in
+//! CRIU 4.2's image format.
+//!
+//! Unsafe code is denied here and allowed only in the modules that talk to the
+//! kernel: [`sys`], [`ptrace`], [`parasite`].
+#![deny(unsafe_code)]
+
+pub mod dump;
+pub mod files;
+pub mod parasite;
+pub mod proc;
+pub mod ptrace;
+pub mod sys;

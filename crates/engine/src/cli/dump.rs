@@ -1,0 +1,111 @@
+//! `cryo dump`, spelled like `criu dump`.
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use cryo_engine::dump::{self, DumpOpts};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// PID of the root of the tree to dump.
+    #[arg(short = 't', long = "tree", value_name = "PID")]
+    pub pid: i32,
+    /// Directory for the image files.
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Leave the tree running after the dump (default: kill it).
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    /// Allow dumping a job attached to a terminal (accepted as in criu, but
+    /// terminals are not supported yet: a tree with a tty fd is refused).
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    /// Dump file locks.
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
+    /// Log file (relative to the images directory unless absolute).
+    #[arg(short = 'o', long = "log-file", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Biggest deleted-but-open file whose contents are saved (criu's
+    /// --ghost-limit; suffixes K, M, G).
+    #[arg(long = "ghost-limit", value_name = "SIZE", value_parser = parse_size, default_value = "1M")]
+    pub ghost_limit: u64,
+    /// How pages are read: vmsplice by the parasite into pipes (default), or
+    /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
+    #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
+    pub page_reader: Reader,
+    /// Verbosity 0..4 (`-v4`).
+    #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub verbosity: Option<u8>,
+}
+
+/// "1048576", "512K", "1M", "2G".
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (e.g. 512K, 1M, 2G)"))
+}
+
+/// `--page-reader` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Vmsplice,
+    Readv,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut opts = DumpOpts::new(a.pid, a.dir.clone());
+    opts.leave_running = a.leave_running;
+    opts.shell_job = a.shell_job;
+    opts.file_locks = a.file_locks;
+    opts.ghost_limit = a.ghost_limit;
+    opts.pages = match a.page_reader {
+        Reader::Vmsplice => dump::PageReader::Vmsplice,
+        Reader::Readv => dump::PageReader::Readv,
+    };
+    let res = dump::dump(opts);
+    let line = match &res {
+        Ok(s) => format!(
+            "dumped pid {} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
+            a.pid,
+            a.dir.display(),
+            s.processes,
+            s.threads,
+            s.files,
+            s.pages_written,
+            s.frozen.as_secs_f64() * 1e3,
+            s.total.as_secs_f64() * 1e3,
+            if a.leave_running { " (left running)" } else { " (tree killed)" }
+        ),
+        Err(e) => format!("dump of pid {} failed: {e}", a.pid),
+    };
+    if let Some(log) = &a.log {
+        let p = if log.is_absolute() {
+            log.clone()
+        } else {
+            a.dir.join(log)
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .with_context(|| format!("opening log {}", p.display()))?;
+        writeln!(f, "{line}")?;
+    }
+    match res {
+        Ok(_) => {
+            if a.verbosity != Some(0) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Err(_) => Err(anyhow::anyhow!("{line}")),
+    }
+}

@@ -1,0 +1,1238 @@
+//! `cryo dump`: freeze a live process tree from outside and write a
+//! CRIU 4.2-compatible image set.
+//!
+//! Order: refuse what we cannot dump (before anything is written), freeze,
+//! collect and write every per-process image, then the shared images, and
+//! inventory.img last (fsync'd). On failure every task is released as it
+//! was, the parasite is removed, and the images written so far are deleted.
+
+pub mod core;
+pub mod freeze;
+pub mod mem;
+mod pages;
+
+use crate::files::{reg, FdCtx, FileError, FileTable};
+use crate::parasite::{self, Parasite, ParasiteError};
+use crate::proc::{self, Vma};
+use crate::ptrace::PtraceError;
+use cryo_image::{pb, ImageError, ImageWriter};
+use freeze::{FreezeError, FrozenProc, FrozenTree};
+use mem::VmaKind;
+use pages::{check_room, drain_pending, dump_pages, scan_pages, splice_runs, PendingPages, PipePool};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Options of one dump (criu's names in the CLI).
+#[derive(Clone, Debug)]
+pub struct DumpOpts {
+    pub pid: i32,
+    pub dir: PathBuf,
+    pub leave_running: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub pages: PageReader,
+    /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
+    pub ghost_limit: u64,
+    /// Called at each stage (tests use it to kill a task mid-dump).
+    pub hook: Option<Hook>,
+}
+
+/// Stages of a dump reported to a [`Hook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The whole tree is frozen.
+    Frozen,
+    /// The parasite of process `pid` was removed; its images come next.
+    ParasiteDone(i32),
+    /// About to read the pages of process `pid`.
+    Pages(i32),
+}
+
+/// A stage callback.
+#[derive(Clone)]
+pub struct Hook(pub std::sync::Arc<dyn Fn(Stage) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+impl DumpOpts {
+    /// Options with criu's defaults for `pid` into `dir`.
+    pub fn new(pid: i32, dir: impl Into<PathBuf>) -> Self {
+        DumpOpts {
+            pid,
+            dir: dir.into(),
+            leave_running: false,
+            shell_job: false,
+            file_locks: false,
+            pages: PageReader::default(),
+            ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
+            hook: None,
+        }
+    }
+
+    fn stage(&self, s: Stage) {
+        if let Some(h) = &self.hook {
+            (h.0)(s);
+        }
+    }
+}
+
+/// How page contents are read from the frozen tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PageReader {
+    /// process_vm_readv in large chunks, written straight to pages-N.img
+    /// while the tree is frozen.
+    Readv,
+    /// The parasite vmsplices (SPLICE_F_GIFT) the pages into pipes while the
+    /// tree is frozen; the pipes are drained into pages-N.img (pre-allocated
+    /// before the tree is released, so a full disk fails early) after the
+    /// tree is killed, or before it is released with --leave-running.
+    #[default]
+    Vmsplice,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    #[error("pid {pid}: refusing to dump: {what}")]
+    Refused { pid: i32, what: String },
+    #[error("pid {pid}: {what}")]
+    Task { pid: i32, what: String },
+    #[error("pid {pid}: {source}")]
+    Ptrace { pid: i32, source: PtraceError },
+    #[error("pid {pid}: {source}")]
+    Parasite { pid: i32, source: ParasiteError },
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl DumpError {
+    fn task(pid: i32, what: impl Into<String>) -> Self {
+        DumpError::Task { pid, what: what.into() }
+    }
+}
+
+type Result<T> = std::result::Result<T, DumpError>;
+
+/// What a successful dump did.
+#[derive(Debug, Default, Clone)]
+pub struct DumpSummary {
+    pub processes: usize,
+    pub threads: usize,
+    pub pages_written: u64,
+    pub files: usize,
+    pub frozen: Duration,
+    pub total: Duration,
+}
+
+fn read(path: &str, pid: i32) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DumpError::task(pid, format!("task died ({path} is gone)"))
+        } else {
+            DumpError::Io {
+                path: path.into(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// Images written so far (deleted again if the dump fails).
+struct Written {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+impl Written {
+    fn path(&mut self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        self.files.push(p.clone());
+        p
+    }
+    fn remove_all(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Shared state of one dump.
+struct DumpCtx {
+    opts: DumpOpts,
+    out: Written,
+    files: FileTable,
+    /// kcmp-deduplicated kernel object ids: (type, representative pid, id).
+    kids: Vec<(i32, i32, u32)>,
+    next_kid: [u32; 5],
+    written_fdinfo: Vec<u32>,
+    pending: Vec<PendingPages>,
+    unfinished: Vec<ImageWriter>,
+    pool: PipePool,
+    locks: Vec<pb::FileLockEntry>,
+    /// seccomp.img filters: (BPF program, index of the older filter it runs after).
+    seccomp: Vec<(Vec<u8>, Option<u32>)>,
+    lock_keys: Vec<(u32, u64, i64, i64, u32)>,
+    pstree: Vec<pb::PstreeEntry>,
+    stats: pb::DumpStatsEntry,
+    threads: usize,
+}
+
+/// Dump the tree rooted at `opts.pid` into `opts.dir`.
+pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
+    let t0 = Instant::now();
+    let dir = opts.dir.clone();
+    if !dir.is_dir() {
+        return Err(DumpError::Io {
+            path: dir,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        });
+    }
+    // A stale inventory from an earlier dump would make a failed one look complete.
+    let inv = dir.join("inventory.img");
+    if inv.exists() {
+        std::fs::remove_file(&inv).map_err(|source| DumpError::Io {
+            path: inv.clone(),
+            source,
+        })?;
+    }
+    precheck(opts.pid)?;
+    let pre = pre_read_smaps(opts.pid);
+    trace(&format!("smaps pre-read at {:?}", t0.elapsed()));
+    let pool = if opts.pages == PageReader::Vmsplice {
+        PipePool::for_tree(&pre.keys().copied().collect::<Vec<_>>())
+    } else {
+        PipePool::default()
+    };
+    trace(&format!("pipe pool at {:?}", t0.elapsed()));
+    let t_freeze = Instant::now();
+    let mut tree = freeze::freeze_tree(opts.pid)?;
+    let freezing_time = t_freeze.elapsed();
+    let ghost_limit = opts.ghost_limit;
+    let mut ctx = DumpCtx {
+        opts,
+        out: Written {
+            dir: dir.clone(),
+            files: Vec::new(),
+        },
+        files: FileTable::with_ghost_limit(ghost_limit),
+        kids: Vec::new(),
+        next_kid: [1; 5],
+        written_fdinfo: Vec::new(),
+        pending: Vec::new(),
+        unfinished: Vec::new(),
+        pool,
+        locks: Vec::new(),
+        seccomp: Vec::new(),
+        lock_keys: Vec::new(),
+        pstree: Vec::new(),
+        stats: pb::DumpStatsEntry::default(),
+        threads: 0,
+    };
+    ctx.stats.freezing_time = freezing_time.as_micros() as u32;
+    let res = dump_frozen(&mut ctx, &mut tree, &pre);
+    match res {
+        Ok(()) => {
+            let frozen_t0 = t_freeze;
+            let nprocs = tree.procs.len();
+            // Stats and inventory, then release or kill.
+            trace(&format!("images written at {:?}", frozen_t0.elapsed()));
+            if let Err(e) = still_frozen(&tree).and_then(|_| check_room(&ctx)) {
+                ctx.out.remove_all();
+                tree.release();
+                return Err(e);
+            }
+            // Release the tree as early as the mode allows: pages still in
+            // pipes must be written first when it goes on running.
+            let frozen;
+            if ctx.opts.leave_running {
+                if let Err(e) = drain_pending(&mut ctx) {
+                    ctx.out.remove_all();
+                    tree.release();
+                    return Err(e);
+                }
+                tree.release();
+                frozen = frozen_t0.elapsed();
+            } else {
+                let tree = kill_tree(tree);
+                frozen = frozen_t0.elapsed();
+                trace(&format!("tree killed at {frozen:?}"));
+                // The pipes hold the pages (the kill does not free them); the
+                // files were pre-allocated, so only an I/O error can fail here.
+                let drained = drain_pending(&mut ctx);
+                reap_tree(tree);
+                if let Err(e) = drained {
+                    ctx.out.remove_all();
+                    return Err(e);
+                }
+            }
+            trace(&format!("pages drained at {:?}", t0.elapsed()));
+            let t_fin = Instant::now();
+            if let Err(e) = finish_deferred(&mut ctx) {
+                ctx.out.remove_all();
+                return Err(e);
+            }
+            trace(&format!("images finished in {:?}", t_fin.elapsed()));
+            ctx.stats.frozen_time = frozen.as_micros() as u32;
+            if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
+                ctx.out.remove_all();
+                return Err(e);
+            }
+            Ok(DumpSummary {
+                processes: nprocs,
+                threads: ctx.threads,
+                pages_written: ctx.stats.pages_written,
+                files: ctx.files.entries().count(),
+                frozen,
+                total: t0.elapsed(),
+            })
+        }
+        Err(e) => {
+            ctx.out.remove_all();
+            let _ = std::fs::remove_file(&inv);
+            tree.release();
+            Err(e)
+        }
+    }
+}
+
+/// SIGKILL every process (still traced, so nothing runs in between).
+fn kill_tree(tree: FrozenTree) -> FrozenTree {
+    for p in &tree.procs {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    tree
+}
+
+/// Reap the killed, traced threads so that their parents can collect them.
+fn reap_tree(tree: FrozenTree) {
+    for p in tree.procs {
+        // Non-leaders first: a leader is reported only after its threads.
+        let mut threads = p.threads;
+        if !threads.is_empty() {
+            threads.rotate_left(1);
+        }
+        for t in threads {
+            crate::ptrace::wait_exit(t.tid());
+        }
+    }
+}
+
+/// Every task must still be in its ptrace stop: one that was killed during
+/// the dump no longer is (ptrace answers ESRCH), and its images are void.
+fn still_frozen(tree: &FrozenTree) -> Result<()> {
+    for p in &tree.procs {
+        for t in &p.threads {
+            t.regs().map_err(|source| DumpError::Ptrace { pid: p.pid, source })?;
+        }
+    }
+    Ok(())
+}
+
+/// CRIU's task states (core tc.task_state), as criu/include/pid.h numbers
+/// them and CRIU's restore reads them: 1 alive, 2 dead (a zombie), 3 stopped.
+/// (crit 3.17 prints 3 as "Zombie" and 6 as "Stopped": its table is off.)
+pub const TASK_ALIVE: u32 = 1;
+pub const TASK_DEAD: u32 = 2;
+pub const TASK_STOPPED: u32 = 3;
+
+const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
+
+/// Refusals that need no freezing (namespaces); more come per process.
+fn precheck(pid: i32) -> Result<()> {
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(DumpError::task(pid, "no such process"));
+    }
+    check_ns(pid)
+}
+
+fn check_ns(pid: i32) -> Result<()> {
+    for ns in NS_KINDS {
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        if mine != theirs {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("it is in a non-default {ns} namespace ({theirs:?}); namespaces are not supported yet"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Everything read from /proc for one process before anything is written.
+struct ProcFacts {
+    stat: proc::Stat,
+    status: proc::Status,
+    vmas: Vec<(Vma, VmaKind)>,
+    fds: Vec<(i32, String)>,
+    timers: Vec<proc::PosixTimerInfo>,
+    auxv: Vec<u64>,
+}
+
+/// VmFlags read before the freeze, by pid (reading smaps walks the page
+/// tables: far too slow to do while frozen for big processes).
+type PreSmaps = std::collections::HashMap<i32, Vec<Vma>>;
+
+/// smaps of every process reachable from `root`, read before freezing.
+fn pre_read_smaps(root: i32) -> PreSmaps {
+    let mut out = PreSmaps::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            if let Ok(v) = proc::parse_smaps(&s) {
+                out.insert(pid, v);
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    todo.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The VMAs of a frozen process from /proc/PID/maps (cheap), with the
+/// VmFlags of the pre-read smaps; if any mapping changed since, smaps is
+/// read again now.
+fn vmas_with_flags(pid: i32, pre: &PreSmaps) -> Result<Vec<Vma>> {
+    let perr = |e: proc::ParseError| DumpError::task(pid, e.to_string());
+    let mut maps = proc::parse_maps(&read(&format!("/proc/{pid}/maps"), pid)?).map_err(perr)?;
+    if let Some(old) = pre.get(&pid) {
+        let same = |a: &Vma, b: &Vma| {
+            (
+                a.start, a.end, a.read, a.write, a.exec, a.shared, a.pgoff, a.ino, &a.name,
+            ) == (
+                b.start, b.end, b.read, b.write, b.exec, b.shared, b.pgoff, b.ino, &b.name,
+            )
+        };
+        if old.len() == maps.len() && old.iter().zip(&maps).all(|(a, b)| same(a, b)) {
+            for (m, o) in maps.iter_mut().zip(old) {
+                m.vmflags = o.vmflags.clone();
+            }
+            return Ok(maps);
+        }
+    }
+    proc::parse_smaps(&read(&format!("/proc/{pid}/smaps"), pid)?).map_err(perr)
+}
+
+fn collect_facts(pid: i32, pre: &PreSmaps) -> Result<ProcFacts> {
+    let stat =
+        proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let status = proc::parse_status(&read(&format!("/proc/{pid}/status"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let smaps = vmas_with_flags(pid, pre)?;
+    let mut vmas: Vec<(Vma, VmaKind)> = smaps
+        .into_iter()
+        .map(|v| {
+            let k = mem::classify(&v);
+            (v, k)
+        })
+        .collect();
+    mem::merge_vvar(&mut vmas);
+    let timers = proc::parse_timers(&read(&format!("/proc/{pid}/timers"), pid).unwrap_or_default())
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let auxv_path = format!("/proc/{pid}/auxv");
+    let auxv = proc::parse_auxv(&std::fs::read(&auxv_path).map_err(|source| DumpError::Io {
+        path: auxv_path.into(),
+        source,
+    })?);
+    let mut fds = Vec::new();
+    let fd_dir = format!("/proc/{pid}/fd");
+    for e in std::fs::read_dir(&fd_dir).map_err(|source| DumpError::Io {
+        path: fd_dir.clone().into(),
+        source,
+    })? {
+        let e = e.map_err(|source| DumpError::Io {
+            path: fd_dir.clone().into(),
+            source,
+        })?;
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let link = std::fs::read_link(e.path())
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fds.push((fd, link));
+    }
+    fds.sort();
+    Ok(ProcFacts {
+        stat,
+        status,
+        vmas,
+        fds,
+        timers,
+        auxv,
+    })
+}
+
+/// Refuse what we cannot dump yet, before writing anything.
+fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
+    check_ns(pid)?;
+    for (v, k) in &f.vmas {
+        match k {
+            VmaKind::SysvShm => {
+                return Err(DumpError::Refused {
+                    pid,
+                    what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
+                })
+            }
+            VmaKind::ShmemLike if !v.shared => {
+                return Err(DumpError::Refused {
+                    pid,
+                    what: format!(
+                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet (private mapping of shared memory)",
+                        v.start, v.name
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+    for (fd, link) in &f.fds {
+        if link.starts_with("socket:") {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("fd {fd} is a socket ({link}); sockets are not supported yet"),
+            });
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/sysvipc/msg") {
+        for l in s.lines().skip(1) {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() > 7 && (w[6] == pid.to_string() || w[7] == pid.to_string()) {
+                return Err(DumpError::Refused {
+                    pid,
+                    what: format!("uses SysV message queue {}", w[1]),
+                });
+            }
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/sysvipc/shm") {
+        for l in s.lines().skip(1) {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() > 5 && (w[4] == pid.to_string() || w[5] == pid.to_string()) {
+                return Err(DumpError::Refused {
+                    pid,
+                    what: format!("uses SysV shared memory segment {}", w[1]),
+                });
+            }
+        }
+    }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let held = locks
+            .lines()
+            .filter_map(|l| proc::parse_lock_line(l).ok())
+            .any(|l| l.pid == pid);
+        if held && !file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: "it holds file locks; dump them with --file-locks".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Result<()> {
+    ctx.opts.stage(Stage::Frozen);
+    let mut facts = Vec::new();
+    let t = Instant::now();
+    for p in &tree.procs {
+        if p.is_zombie() {
+            facts.push(None);
+            continue;
+        }
+        let f = collect_facts(p.pid, pre)?;
+        refuse(p.pid, &f, ctx.opts.file_locks)?;
+        facts.push(Some(f));
+    }
+    trace(&format!("facts {:?}", t.elapsed()));
+    // Shared memory objects get their inode and pages ids before any
+    // process's pages (CRIU's numbering): mappings first, then memfd fds.
+    for (p, f) in tree.procs.iter().zip(&facts) {
+        let Some(f) = f else { continue };
+        for (v, k) in &f.vmas {
+            if *k == VmaKind::ShmemLike {
+                let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
+                ctx.files.shmem_inode(&mf, &v.name)?;
+            }
+        }
+        for (fd, link) in &f.fds {
+            if link.starts_with("/memfd:") {
+                ctx.files.shmem_inode(&format!("/proc/{}/fd/{fd}", p.pid), link)?;
+            }
+        }
+    }
+    for (p, f) in tree.procs.iter_mut().zip(facts) {
+        match f {
+            Some(f) => dump_proc(ctx, p, f)?,
+            None => dump_zombie(ctx, p)?,
+        }
+        trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
+    }
+    write_shared(ctx)?;
+    trace(&format!("shared images at {:?}", t.elapsed()));
+    Ok(())
+}
+
+/// The id of a kernel object shared between tasks (vm, files, fs, sighand), deduplicated with kcmp.
+fn kid(ctx: &mut DumpCtx, slot: usize, kcmp_type: i32, pid: i32) -> u32 {
+    for &(t, other, id) in &ctx.kids {
+        if t == kcmp_type && crate::sys::kcmp(pid, other, kcmp_type, 0, 0).ok() == Some(0) {
+            return id;
+        }
+    }
+    ctx.next_kid[slot] += 1;
+    let id = ctx.next_kid[slot];
+    ctx.kids.push((kcmp_type, pid, id));
+    id
+}
+
+fn root_ns_ids() -> pb::TaskKobjIdsEntry {
+    // CRIU numbers namespaces in the order it meets them; for the (only
+    // supported) case of the dumper's own namespaces this order is fixed.
+    pb::TaskKobjIdsEntry {
+        vm_id: 1,
+        files_id: 1,
+        fs_id: 1,
+        sighand_id: 1,
+        pid_ns_id: Some(1),
+        net_ns_id: Some(2),
+        ipc_ns_id: Some(3),
+        uts_ns_id: Some(4),
+        mnt_ns_id: Some(6),
+        user_ns_id: Some(7),
+        cgroup_ns_id: Some(8),
+        time_ns_id: Some(5),
+    }
+}
+
+fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> {
+    let pid = p.pid;
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let para = |source| DumpError::Parasite { pid, source };
+
+    // --- inside the target: the parasite ---
+    let code_addr = parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
+    let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
+    let (sigacts, itimers, posix, misc, mut tmisc, runs, spliced) = {
+        let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
+        let sa = para_.sigactions().map_err(para)?;
+        let it = para_.itimers().map_err(para)?;
+        let pt = if timer_ids.is_empty() {
+            Vec::new()
+        } else {
+            para_.posix_timers(&timer_ids).map_err(para)?
+        };
+        let misc = para_.misc().map_err(para)?;
+        let mut tm = vec![para_.thread_misc().map_err(para)?];
+        for t in others.iter_mut() {
+            tm.push(para_.thread_misc_of(t).map_err(para)?);
+        }
+        // Pages: scanned with the parasite in place (like CRIU), spliced by it
+        // into pipes in vmsplice mode.
+        let t_mem = Instant::now();
+        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+        trace(&format!("pid {pid}: scan {:?}", t_mem.elapsed()));
+        let spliced = if ctx.opts.pages == PageReader::Vmsplice {
+            Some(splice_runs(&mut para_, &mut ctx.pool, pid, &runs, &f.vmas)?)
+        } else {
+            None
+        };
+        trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
+        ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
+        ctx.stats.pages_scanned += scanned;
+        para_.cure().map_err(para)?;
+        (sa, it, pt, misc, tm, runs, spliced)
+    };
+    ctx.opts.stage(Stage::ParasiteDone(pid));
+    trace(&format!("pid {pid}: parasite done"));
+
+    // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
+    let mut vma_entries = Vec::new();
+    for (v, k) in &f.vmas {
+        let mut shmid = 0;
+        if *k == VmaKind::ShmemLike {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, _| {
+                Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
+            })? as u64;
+        }
+        if matches!(k, VmaKind::FilePrivate | VmaKind::FileShared) {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let name = v.name.clone();
+            let deleted = v.deleted;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
+                let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
+                reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
+            })? as u64;
+        }
+        vma_entries.push(mem::vma_entry(v, *k, shmid));
+    }
+    let exe_file_id = {
+        let exe = format!("/proc/{pid}/exe");
+        let st = crate::files::stat_path(&exe).map_err(|source| DumpError::Io {
+            path: exe.clone().into(),
+            source,
+        })?;
+        let link = std::fs::read_link(&exe)
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (name, deleted) = reg::split_deleted(&link);
+        let name = name.to_string();
+        ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
+            let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
+            reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
+        })?
+    };
+
+    let ids = pb::TaskKobjIdsEntry {
+        vm_id: kid(ctx, 0, crate::sys::KCMP_VM, pid),
+        files_id: kid(ctx, 1, crate::sys::KCMP_FILES, pid),
+        fs_id: kid(ctx, 2, crate::sys::KCMP_FS, pid),
+        sighand_id: kid(ctx, 3, crate::sys::KCMP_SIGHAND, pid),
+        ..root_ns_ids()
+    };
+
+    if !ctx.written_fdinfo.contains(&ids.files_id) {
+        let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
+        let mut fdinfos = Vec::new();
+        for (fd, link) in &f.fds {
+            fdinfos.push(dump_one_fd(ctx, pid, *fd, link, &pidfd)?);
+        }
+        let path = ctx.out.path(&format!("fdinfo-{}.img", ids.files_id));
+        let w = write_image(&path, "FDINFO", &fdinfos)?;
+        ctx.defer(w);
+        ctx.written_fdinfo.push(ids.files_id);
+    }
+
+    let cwd_id = fs_file(ctx, pid, "cwd")?;
+    let root_id = fs_file(ctx, pid, "root")?;
+
+    // --- registers, signals: per thread ---
+    let leader_mask;
+    {
+        let t = &p.threads[0];
+        leader_mask = t.sigmask().map_err(ptr)?;
+    }
+    let shared_pending = p.threads[0].peek_siginfo(true).map_err(ptr)?;
+    for (i, t) in p.threads.iter().enumerate() {
+        let tid = t.tid();
+        let tm = tmisc.get_mut(i).map(|m| *m).unwrap_or_default();
+        let tstat = proc::parse_stat(&read(&format!("/proc/{pid}/task/{tid}/stat"), pid)?)
+            .map_err(|e| DumpError::task(pid, e.to_string()))?;
+        let tstatus = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
+            .map_err(|e| DumpError::task(pid, e.to_string()))?;
+        let regs = t.regs().map_err(ptr)?;
+        let xs = t.xstate().map_err(ptr)?;
+        let mut tls = [[0u32; 4]; 3];
+        for (j, d) in tls.iter_mut().enumerate() {
+            *d = t.thread_area(12 + j as u32).map_err(ptr)?;
+        }
+        let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
+        let facts = core::ThreadFacts {
+            comm: tstat.comm.clone(),
+            stat: tstat,
+            status: tstatus,
+            secbits: tm.secbits as u32,
+            misc: tm,
+            futex_rla: rla,
+            futex_rla_len: rla_len as u32,
+            sigmask: t.sigmask().map_err(ptr)?,
+            pending: t.peek_siginfo(false).map_err(ptr)?,
+            rseq: t.rseq().map_err(ptr)?,
+        };
+        let seccomp_filter = if facts.status.seccomp == 2 {
+            Some(seccomp_chain(ctx, t).map_err(ptr)?)
+        } else {
+            None
+        };
+        let leader = i == 0;
+        let tc = leader.then(|| pb::TaskCoreEntry {
+            task_state: if p.threads[0].was_group_stopped() {
+                TASK_STOPPED
+            } else {
+                TASK_ALIVE
+            },
+            exit_code: 0,
+            personality: u32::from_str_radix(
+                read(&format!("/proc/{pid}/personality"), pid)
+                    .unwrap_or_default()
+                    .trim(),
+                16,
+            )
+            .unwrap_or(0),
+            flags: f.stat.flags,
+            blk_sigset: leader_mask,
+            comm: f.stat.comm.clone(),
+            timers: Some(core::timers(&itimers, &f.timers, &posix)),
+            rlimits: Some(pb::TaskRlimitsEntry {
+                rlimits: misc
+                    .rlimits
+                    .iter()
+                    .map(|r| pb::RlimitEntry { cur: r[0], max: r[1] })
+                    .collect(),
+            }),
+            cg_set: None,
+            signals_s: Some(core::signal_queue(&shared_pending)),
+            old_seccomp_mode: None,
+            old_seccomp_filter: None,
+            loginuid: read(&format!("/proc/{pid}/loginuid"), pid)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            oom_score_adj: read(&format!("/proc/{pid}/oom_score_adj"), pid)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            sigactions: core::sigactions(&sigacts),
+            child_subreaper: Some(misc.child_subreaper != 0),
+            blk_sigset_extended: None,
+            stop_signo: match p.threads[0].first_stop {
+                crate::ptrace::StopKind::Event { sig } if sig != libc::SIGTRAP => Some(sig as u32),
+                _ => None,
+            },
+            membarrier_registration_mask: None,
+        });
+        let core_e = pb::CoreEntry {
+            mtype: pb::core_entry::March::X8664 as i32,
+            thread_info: Some(pb::ThreadInfoX86 {
+                clear_tid_addr: tm.clear_tid,
+                gpregs: core::gpregs(&regs),
+                fpregs: core::fpregs(&xs),
+                tls: core::tls(&tls),
+            }),
+            tc,
+            ids: None,
+            thread_core: Some(pb::ThreadCoreEntry {
+                seccomp_filter,
+                ..core::thread_core(&facts, leader)
+            }),
+            ..Default::default()
+        };
+        let path = ctx.out.path(&format!("core-{tid}.img"));
+        let w = write_image(&path, "CORE", &[core_e])?;
+        ctx.defer(w);
+    }
+    ctx.threads += p.threads.len();
+
+    // --- memory ---
+    let mm = mem::mm_entry(
+        &f.stat,
+        misc.brk,
+        f.auxv.clone(),
+        exe_file_id,
+        vma_entries,
+        misc.dumpable,
+        misc.thp_disabled != 0,
+    );
+    let path = ctx.out.path(&format!("mm-{pid}.img"));
+    let w = write_image(&path, "MM", &[mm])?;
+    ctx.defer(w);
+    ctx.opts.stage(Stage::Pages(pid));
+    dump_pages(ctx, pid, &runs, spliced)?;
+
+    // --- ids, fs, pstree ---
+    let path = ctx.out.path(&format!("ids-{pid}.img"));
+    let w = write_image(&path, "IDS", &[ids])?;
+    ctx.defer(w);
+    let fs = pb::FsEntry {
+        cwd_id,
+        root_id,
+        umask: Some(f.status.umask.unwrap_or(misc.umask)),
+    };
+    let path = ctx.out.path(&format!("fs-{pid}.img"));
+    let w = write_image(&path, "FS", &[fs])?;
+    ctx.defer(w);
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: p.ppid as u32,
+        pgid: f.stat.pgid as u32,
+        sid: f.stat.sid as u32,
+        threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
+    });
+    Ok(())
+}
+
+/// The thread's seccomp filters into ctx.seccomp (oldest first; a filter
+/// already there with the same program and predecessor is shared, as
+/// forked children and TSYNC'd threads share them); returns the index of
+/// the thread's newest filter.
+fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
+    let mut chain = Vec::new();
+    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
+        chain.push(f);
+    }
+    let mut prev: Option<u32> = None;
+    // Index 0 is the oldest filter (the kernel counts back from the newest).
+    for f in chain {
+        let idx = match ctx.seccomp.iter().position(|(g, p)| *g == f && *p == prev) {
+            Some(i) => i as u32,
+            None => {
+                ctx.seccomp.push((f, prev));
+                ctx.seccomp.len() as u32 - 1
+            }
+        };
+        prev = Some(idx);
+    }
+    prev.ok_or(PtraceError::Unexpected {
+        tid: t.tid(),
+        what: "seccomp mode 2 without filters".into(),
+    })
+}
+
+/// A zombie: its pstree entry and a core with the exit status only (as CRIU).
+fn dump_zombie(ctx: &mut DumpCtx, p: &FrozenProc) -> Result<()> {
+    let pid = p.pid;
+    let st =
+        proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: TASK_DEAD,
+            exit_code: st.exit_code as u32,
+            personality: 0,
+            flags: st.flags,
+            blk_sigset: 0,
+            comm: st.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = ctx.out.path(&format!("core-{pid}.img"));
+    let w = write_image(&path, "CORE", &[core])?;
+    ctx.defer(w);
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: p.ppid as u32,
+        pgid: st.pgid as u32,
+        sid: st.sid as u32,
+        threads: vec![pid as u32],
+    });
+    Ok(())
+}
+
+fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd) -> Result<pb::FdinfoEntry> {
+    let p = format!("/proc/{pid}/fd/{fd}");
+    let st = crate::files::stat_path(&p).map_err(|source| DumpError::Io {
+        path: p.clone().into(),
+        source,
+    })?;
+    let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    for l in &info.locks {
+        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
+        if !ours {
+            continue;
+        }
+        if !ctx.opts.file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
+            });
+        }
+        let e = crate::files::lock::lock_entry(l, pid, fd).map_err(|what| DumpError::Refused {
+            pid,
+            what: format!("fd {fd}: {what}"),
+        })?;
+        let key = (e.flag, st.st_ino, e.start, e.len, e.r#type);
+        if !ctx.lock_keys.contains(&key) {
+            ctx.lock_keys.push(key);
+            ctx.locks.push(e);
+        }
+    }
+    let c = FdCtx {
+        pid,
+        fd,
+        link: link.to_string(),
+        stat: st,
+        info,
+        pidfd,
+    };
+    Ok(ctx.files.dump_fd(&c)?)
+}
+
+/// cwd or root as a REG entry with a fresh id.
+fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
+    let p = format!("/proc/{pid}/{which}");
+    let st = crate::files::stat_path(&p).map_err(|source| DumpError::Io {
+        path: p.clone().into(),
+        source,
+    })?;
+    let link = std::fs::read_link(&p).map_err(|source| DumpError::Io {
+        path: p.clone().into(),
+        source,
+    })?;
+    let link = link.to_string_lossy().into_owned();
+    let (name, deleted) = reg::split_deleted(&link);
+    if deleted {
+        return Err(DumpError::Refused {
+            pid,
+            what: format!("its {which} {name} was deleted"),
+        });
+    }
+    let name = name.to_string();
+    Ok(ctx
+        .files
+        .standalone(|id, t| reg::reg_entry(id, &name, false, &st, 0, 0, None, t))?)
+}
+
+/// Stage timings on stderr when CRYO_TRACE is set (for benchmarking).
+fn trace(what: &str) {
+    if std::env::var_os("CRYO_TRACE").is_some() {
+        eprintln!("cryo: {what}");
+    }
+}
+
+/// An image with its entries, not finished yet: fsync and rename come after
+/// the tree is released ([`DumpCtx::defer`], [`finish_deferred`]).
+fn write_image<M: prost::Message>(path: &Path, magic: &str, entries: &[M]) -> Result<ImageWriter> {
+    let mut w = ImageWriter::create(path, Some(magic))?;
+    for e in entries {
+        w.entry(e)?;
+    }
+    Ok(w)
+}
+
+impl DumpCtx {
+    /// Keep an image to finish once the tree is no longer frozen.
+    fn defer(&mut self, w: ImageWriter) {
+        self.unfinished.push(w);
+    }
+}
+
+/// fsync and rename every deferred image.
+/// The fsyncs run in parallel (a few threads) so their journal commits overlap.
+fn finish_deferred(ctx: &mut DumpCtx) -> Result<()> {
+    let all = std::mem::take(&mut ctx.unfinished);
+    let n = all.len().div_ceil(4).max(1);
+    let mut groups: Vec<Vec<ImageWriter>> = Vec::new();
+    for w in all {
+        if groups.last().is_none_or(|g| g.len() >= n) {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("a group").push(w);
+    }
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                s.spawn(move || -> Result<()> {
+                    for w in g {
+                        w.finish()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DumpError::task(0, "image writer thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// files.img and its side images, pstree, seccomp, timens.
+fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
+    let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
+    let path = ctx.out.path("files.img");
+    let w = write_image(&path, "FILES", &entries)?;
+    ctx.defer(w);
+    let pipes: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
+        .files
+        .pipes_data
+        .values()
+        .filter(|(e, _)| e.bytes > 0)
+        .cloned()
+        .collect();
+    if !pipes.is_empty() {
+        let path = ctx.out.path("pipes-data.img");
+        let mut w = ImageWriter::create(&path, Some("PIPES_DATA"))?;
+        for (e, d) in &pipes {
+            w.entry(e)?;
+            w.raw(d)?;
+        }
+        ctx.defer(w);
+    }
+    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
+        .files
+        .fifo_data
+        .values()
+        .filter(|(e, _)| e.bytes > 0)
+        .cloned()
+        .collect();
+    if !fifos.is_empty() {
+        let path = ctx.out.path("fifo-data.img");
+        let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;
+        for (e, d) in &fifos {
+            w.entry(e)?;
+            w.raw(d)?;
+        }
+        ctx.defer(w);
+    }
+    if !ctx.locks.is_empty() {
+        let locks = ctx.locks.clone();
+        let path = ctx.out.path("filelocks.img");
+        let w = write_image(&path, "FILE_LOCKS", &locks)?;
+        ctx.defer(w);
+    }
+    if !ctx.files.shmem.is_empty() {
+        let inodes: Vec<pb::MemfdInodeEntry> = ctx.files.shmem.iter().map(|s| s.entry.clone()).collect();
+        let path = ctx.out.path("memfd.img");
+        let w = write_image(&path, "MEMFD_INODE", &inodes)?;
+        ctx.defer(w);
+        let shmem = std::mem::take(&mut ctx.files.shmem);
+        for sh in &shmem {
+            let runs = crate::files::memfd::shmem_runs(sh).map_err(|source| DumpError::Io {
+                path: format!("shared memory inode {}", sh.entry.shmid).into(),
+                source,
+            })?;
+            let pages_path = ctx.out.path(&format!("pages-{}.img", sh.pages_id));
+            let mut pw = ImageWriter::create(&pages_path, None)?;
+            let path = ctx.out.path(&format!("pagemap-shmem-{}.img", sh.entry.shmid));
+            let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
+            w.entry(&pb::PagemapHead { pages_id: sh.pages_id })?;
+            let mut pages = 0u64;
+            for (off, data) in &runs {
+                w.entry(&pb::PagemapEntry {
+                    vaddr: *off,
+                    compat_nr_pages: 0,
+                    in_parent: None,
+                    flags: Some(mem::PE_PRESENT),
+                    nr_pages: Some(data.len() as u64 / 4096),
+                })?;
+                pw.raw(data)?;
+                pages += data.len() as u64 / 4096;
+            }
+            ctx.stats.shpages_scanned = Some(ctx.stats.shpages_scanned.unwrap_or(0) + sh.entry.size.div_ceil(4096));
+            ctx.stats.shpages_written = Some(ctx.stats.shpages_written.unwrap_or(0) + pages);
+            ctx.defer(w);
+            ctx.defer(pw);
+        }
+        ctx.files.shmem = shmem;
+    }
+    if !ctx.files.remaps.is_empty() {
+        let remaps = ctx.files.remaps.clone();
+        let path = ctx.out.path("remap-fpath.img");
+        let w = write_image(&path, "REMAP_FPATH", &remaps)?;
+        ctx.defer(w);
+    }
+    let ghosts = std::mem::take(&mut ctx.files.ghosts);
+    for (id, g, chunks) in &ghosts {
+        let path = ctx.out.path(&format!("ghost-file-{id}.img"));
+        let mut w = ImageWriter::create(&path, Some("GHOST_FILE"))?;
+        w.entry(g)?;
+        for (off, data) in chunks {
+            w.entry(&pb::GhostChunkEntry {
+                len: data.len() as u64,
+                off: *off,
+            })?;
+            w.raw(data)?;
+        }
+        ctx.defer(w);
+    }
+    let pstree = ctx.pstree.clone();
+    let path = ctx.out.path("pstree.img");
+    let w = write_image(&path, "PSTREE", &pstree)?;
+    ctx.defer(w);
+    let path = ctx.out.path("seccomp.img");
+    let filters = ctx
+        .seccomp
+        .iter()
+        .map(|(f, prev)| pb::SeccompFilter {
+            filter: f.clone(),
+            prev: *prev,
+            flags: None,
+        })
+        .collect();
+    let w = write_image(
+        &path,
+        "SECCOMP",
+        &[pb::SeccompEntry {
+            seccomp_filters: filters,
+        }],
+    )?;
+    ctx.defer(w);
+    let now = |c| {
+        let (s, ns) = crate::sys::clock_gettime(c);
+        pb::Timespec { tv_sec: s, tv_nsec: ns }
+    };
+    let tn = pb::TimensEntry {
+        monotonic: now(libc::CLOCK_MONOTONIC),
+        boottime: now(libc::CLOCK_BOOTTIME),
+    };
+    let path = ctx.out.path("timens-0.img");
+    let w = write_image(&path, "TIMENS", &[tn])?;
+    ctx.defer(w);
+    Ok(())
+}
+
+fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
+    let mut s = ctx.stats;
+    s.irmap_resolve = Some(0);
+    s.page_pipes = Some(s.page_pipes.unwrap_or(0));
+    s.page_pipe_bufs = s.page_pipes;
+    s.shpages_scanned = Some(s.shpages_scanned.unwrap_or(0));
+    s.shpages_skipped_parent = Some(0);
+    s.shpages_written = Some(s.shpages_written.unwrap_or(0));
+    let path = ctx.out.path("stats-dump");
+    write_image(
+        &path,
+        "STATS",
+        &[pb::StatsEntry {
+            dump: Some(s),
+            restore: None,
+        }],
+    )?
+    .finish()?;
+    Ok(())
+}
+
+fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let inv = pb::InventoryEntry {
+        img_version: 2,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(root_ns_ids()),
+        ns_per_id: Some(true),
+        root_cg_set: Some(1),
+        lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+        dump_uptime: None,
+        pre_dump_mode: None,
+        tcp_close: None,
+        network_lock_method: Some(0),
+        plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),
+        dump_criu_run_id: Some(uuid),
+        allow_uprobes: None,
+    };
+    let path = ctx.out.path("inventory.img");
+    write_image(&path, "INVENTORY", &[inv])?.finish()?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Pipes (anonymous, `pipe:[ino]`): files.img PIPE entries and their queued
+//! bytes in pipes-data.img, read without consuming them (the fd is taken with
+//! pidfd_getfd and tee'd into a pipe of ours).
+
+use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use crate::sys;
+use cryo_image::pb;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+pub struct Pipe;
+
+impl FdKind for Pipe {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Pipe
+    }
+
+    fn detect(&self, c: &FdCtx) -> bool {
+        c.fmt() == libc::S_IFIFO && c.link.starts_with("pipe:")
+    }
+
+    fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
+        let pipe_id = c.stat.st_ino as u32;
+        if let std::collections::btree_map::Entry::Vacant(slot) = t.pipes_data.entry(pipe_id) {
+            slot.insert(capture(c, pipe_id)?);
+        }
+        Ok(pb::FileEntry {
+            r#type: pb::FdTypes::Pipe as i32,
+            id,
+            pipe: Some(pb::PipeEntry {
+                id,
+                pipe_id,
+                flags: c.flags(),
+                fown: fown(),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// The queued bytes of the pipe (or FIFO) behind `c`, without consuming them.
+pub fn capture(c: &FdCtx, pipe_id: u32) -> Result<(pb::PipeDataEntry, Vec<u8>), FileError> {
+    let io = |what: &str, source| FileError::Io {
+        pid: c.pid,
+        fd: c.fd,
+        what: what.into(),
+        source,
+    };
+    let stolen = c.steal()?;
+    // tee needs a read end: a write end is reopened read-only through /proc.
+    let fd: OwnedFd = if c.info.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+        let p = format!("/proc/self/fd/{}", stolen.as_raw_fd());
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(|e| io("reopening the write end for reading", e))?
+            .into()
+    } else {
+        stolen
+    };
+    let queued = sys::fionread(fd.as_raw_fd()).map_err(|e| io("FIONREAD", e))?;
+    let size = sys::pipe_size(fd.as_raw_fd()).map_err(|e| io("F_GETPIPE_SZ", e))?;
+    let data = if queued > 0 {
+        peek_pipe(fd.as_raw_fd(), queued, size).map_err(|e| io("tee", e))?
+    } else {
+        Vec::new()
+    };
+    Ok((
+        pb::PipeDataEntry {
+            pipe_id,
+            bytes: data.len() as u32,
+            size: Some(size as u32),
+        },
+        data,
+    ))
+}
+
+/// Copy the `queued` bytes of pipe `fd` without consuming them: tee into a
+/// pipe of ours (sized like the original), then read ours.
+pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as i32))?;
+    // Our pipe is as big as theirs, so one tee duplicates everything queued.
+    let got = sys::tee(fd, w.as_raw_fd(), queued, true)?;
+    let mut out = vec![0u8; got];
+    let mut off = 0;
+    while off < got {
+        let n = nix::unistd::read(&r, &mut out[off..])?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    out.truncate(off);
+    Ok(out)
+}
