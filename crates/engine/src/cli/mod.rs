@@ -1,0 +1,2 @@
+//! `cryo` subcommands: one file each with its `Args` and `run()`.
+pub mod restore;
