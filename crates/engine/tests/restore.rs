@@ -265,3 +265,137 @@ fn dir_digest(dir: &Path) -> Vec<(String, u64, u64)> {
     v.sort();
     v
 }
+
+/// A counter `key=N` in a status line.
+fn field(s: &str, key: &str) -> String {
+    s.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {s:?}"))
+        .to_string()
+}
+
+/// Wait until `key` in `file` differs from its current value (the restored
+/// program keeps running).
+fn wait_advance(ns: &Ns, file: &str, key: &str) {
+    let s0 = ns.wait_status(file, &format!("{key}="));
+    let v0 = field(&s0, key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(ns.anchor(file)).unwrap_or_default();
+        if s.contains(&format!("{key}=")) && field(&s, key) != v0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{file}: {key} stays at {v0}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn criu_threads4_restores_all_threads() {
+    let ns = restore_fixture("threads4");
+    let pid = pstree_pids("threads4")[0];
+    let o = ns.outer(pid).unwrap();
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{o}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(tids.len(), 4, "threads: {tids:?}");
+    // The three workers' counters and the shared total advance.
+    wait_advance(&ns, "threads4.status", "total");
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("threads4.verify.status", "blocks=");
+    assert!(v.contains("blocks=ok"), "{v}");
+}
+
+#[test]
+fn criu_proctree_restores_parents_children_sessions_groups() {
+    let ns = restore_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    assert_eq!(ns.inner_pids(), {
+        let mut p = pids.clone();
+        p.sort();
+        p
+    });
+    // Parent/child links, sessions and groups as dumped.
+    let set = cryo_image::ImageSet::open(fixtures().join("proctree/images")).unwrap();
+    for p in set.pstree().unwrap() {
+        let o = ns.outer(p.pid as i32).unwrap();
+        // Values as seen inside the namespace (the last of the NS* columns).
+        let inner = |pid: i32, key: &str| -> u32 {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let l = st.lines().find(|l| l.starts_with(key)).unwrap();
+            l.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        let outer_ppid = inner(o, "PPid:") as i32;
+        let (ppid, pgrp, sid) = (inner(outer_ppid, "NSpid:"), inner(o, "NSpgid:"), inner(o, "NSsid:"));
+        let want_ppid = if p.ppid == 0 { 1 } else { p.ppid };
+        assert_eq!((ppid, pgrp, sid), (want_ppid, p.pgid, p.sid), "pid {}", p.pid);
+    }
+    wait_advance(&ns, "proctree.parent.status", "c");
+    assert_eq!(field(&ns.wait_status("proctree.parent.status", "alive="), "alive"), "3");
+    for p in &pids[1..] {
+        ns.kill(*p, libc::SIGUSR1);
+    }
+    for tag in ["child0", "child1", "child2", "grandchild"] {
+        let v = ns.wait_status(&format!("proctree.{tag}.verify.status"), "heap=");
+        assert!(v.contains("heap=ok"), "{tag}: {v}");
+    }
+}
+
+#[test]
+fn criu_pipe_unread_gets_its_queued_data_back() {
+    let ns = restore_fixture("pipe_unread");
+    let pids = pstree_pids("pipe_unread");
+    wait_advance(&ns, "pipe_unread.parent.status", "c");
+    ns.kill(pids[1], libc::SIGUSR1);
+    let v = ns.wait_status("pipe_unread.child.status", "VERIFY");
+    assert!(v.contains("got=16384") && v.contains("data=ok"), "{v}");
+}
+
+#[test]
+fn criu_ghost_file_comes_back_deleted_with_contents_and_offset() {
+    let ns = restore_fixture("ghost_file");
+    let pid = pstree_pids("ghost_file")[0];
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("ghost_file.verify.status", "data=");
+    assert!(v.contains("offset=1000") && v.contains("data=ok"), "{v}");
+    // The ghost is not left behind on disk.
+    assert!(!ns.anchor("ghost.dat").exists());
+}
+
+#[test]
+fn criu_memfd_and_shared_anon_are_shared_again() {
+    let ns = restore_fixture("memfd_shm");
+    let pids = pstree_pids("memfd_shm");
+    // The child sees the counter the parent bumps in the shared region.
+    wait_advance(&ns, "memfd_shm.child.status", "shared_ctr");
+    for p in &pids {
+        ns.kill(*p, libc::SIGUSR1);
+    }
+    for who in ["parent", "child"] {
+        let v = ns.wait_status(&format!("memfd_shm.{who}.verify.status"), "shanon=");
+        assert!(v.contains("memfd=ok") && v.contains("shanon=ok"), "{who}: {v}");
+    }
+}
+
+/// Unsupported objects are refused before any task exists.
+#[test]
+fn unsupported_images_are_refused_before_creating_tasks() {
+    for (name, what) in [
+        ("fdzoo", "SIGNALFD"),
+        ("sysv_ipc", "SysV"),
+        ("tcp_est", "TCP"),
+        ("unix_pair", "UNIXSK"),
+    ] {
+        build_fixture(name);
+        let ns = Ns::restore(&fixtures().join(name).join("images"), &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{name}");
+        assert!(err.contains(what) && err.contains("not supported"), "{name}: {err}");
+        assert!(
+            ns.inner_pids().iter().all(|p| !pstree_pids(name).contains(p)),
+            "{name}: a task was created"
+        );
+    }
+}

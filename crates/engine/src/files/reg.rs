@@ -81,10 +81,28 @@ fn ghost_open(plan: &Plan, g: u32, path: &str, flags: u32, object: &str) -> Resu
         .ok_or_else(|| err(format!("{} ({name})", object), "no entry"))?;
     let gf: cryo_image::pb::GhostFileEntry =
         prost::Message::decode(prost::Message::encode_to_vec(&e.msg).as_slice()).map_err(|e2| err(name.clone(), e2))?;
-    let data = match &e.extra {
-        Extra::Blob(b) => b.clone(),
-        _ => Vec::new(),
-    };
+    // Contents: one blob after the entry, or (chunks) ghost_chunk_entry
+    // entries each followed by its bytes.
+    let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+    if gf.chunks == Some(true) {
+        for (i, c) in img.entries.iter().enumerate().skip(1) {
+            let ch: cryo_image::pb::GhostChunkEntry =
+                prost::Message::decode(prost::Message::encode_to_vec(&c.msg).as_slice())
+                    .map_err(|e2| err(format!("{name} entry {i}"), e2))?;
+            let Extra::Blob(b) = &c.extra else {
+                return Err(err(format!("{name} entry {i}"), "chunk without data"));
+            };
+            if b.len() as u64 != ch.len {
+                return Err(err(
+                    format!("{name} entry {i}"),
+                    format!("chunk of {} bytes announces {}", b.len(), ch.len),
+                ));
+            }
+            pieces.push((ch.off, b.clone()));
+        }
+    } else if let Extra::Blob(b) = &e.extra {
+        pieces.push((0, b.clone()));
+    }
     if gf.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(err(
             object.to_string(),
@@ -102,7 +120,10 @@ fn ghost_open(plan: &Plan, g: u32, path: &str, flags: u32, object: &str) -> Resu
         .open(path)
         .map_err(|e2| err(object.to_string(), format!("creating ghost file: {e2}")))?;
     let res = (|| -> std::io::Result<()> {
-        f.write_all(&data)?;
+        for (off, data) in &pieces {
+            f.seek(SeekFrom::Start(*off))?;
+            f.write_all(data)?;
+        }
         if let Some(sz) = gf.size {
             f.set_len(sz)?;
         }
@@ -143,9 +164,6 @@ pub fn restore_map_fd(plan: &Plan, id: u32, write: bool, opened: Option<i32>) ->
                 }
             }
             path.clone()
-        }
-        (Some(FileDesc::Memfd { .. }), None) => {
-            return crate::files::memfd::restore_open(plan, id, &plan.files[&id]);
         }
         _ => return Err(err(object, "not a regular file")),
     };

@@ -241,6 +241,7 @@ impl RestoreCtx {
         let mut fd_pool = HashMap::new();
         let mut map_pool = HashMap::new();
         let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
+        let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
             .iter()
@@ -259,7 +260,12 @@ impl RestoreCtx {
                     pipes.insert(*pipe_id, ends);
                     fd
                 }
-                FileDesc::Memfd { .. } => files::memfd::restore_open(&plan, id, desc)?,
+                FileDesc::Memfd { inode, .. } => {
+                    if !memfd_inodes.contains_key(inode) {
+                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
+                    }
+                    files::memfd::restore_open(id, desc, &memfd_inodes[inode])?
+                }
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);
@@ -287,7 +293,15 @@ impl RestoreCtx {
             }
         });
         for (id, write) in mapped {
-            let fd = files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?;
+            let fd = match plan.files.get(&id) {
+                Some(FileDesc::Memfd { inode, .. }) => {
+                    if !memfd_inodes.contains_key(inode) {
+                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
+                    }
+                    files::reg::restore_map_fd(&plan, id, true, Some(memfd_inodes[inode].as_raw_fd()))?
+                }
+                _ => files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?,
+            };
             let raw = self.keep(fd, base)?;
             map_pool.insert(id, raw);
         }
