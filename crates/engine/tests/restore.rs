@@ -62,7 +62,7 @@ impl Ns {
     /// Start a namespace and run `cryo restore -D dir -d <extra>` in it.
     fn restore(dir: &Path, extra: &[&str]) -> Ns {
         let script = format!(
-            "mkdir -p /tmp/anchor && mount -t tmpfs cryo-test /tmp/anchor && echo ready > /tmp/anchor/.ns && \
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
              {CRYO} restore -D {} -d {} 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
             dir.display(),
             extra.join(" ")
@@ -70,7 +70,23 @@ impl Ns {
         Self::start(&script)
     }
 
+    /// Run `script` as pid 1 of a new namespace. The script must mount the
+    /// tmpfs on /tmp/anchor first (`mount -t tmpfs cryo-test /tmp/anchor;`);
+    /// nothing is read from the namespace before the marker written right
+    /// after that mount appears (the host's /tmp/anchor is never consulted).
     fn start(script: &str) -> Ns {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let script = script.replacen(
+            "mount -t tmpfs cryo-test /tmp/anchor;",
+            &format!("mount -t tmpfs cryo-test /tmp/anchor; echo {token} > /tmp/anchor/.ns;"),
+            1,
+        );
+        assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
         let child = Command::new("unshare")
             .args([
                 "--pid",
@@ -81,7 +97,7 @@ impl Ns {
                 "private",
                 "sh",
                 "-c",
-                script,
+                &script,
             ])
             .stdin(Stdio::null())
             .spawn()
@@ -96,7 +112,15 @@ impl Ns {
             assert!(Instant::now() < deadline, "namespace did not start");
             std::thread::sleep(Duration::from_millis(10));
         };
-        Ns { child, pid1 }
+        let ns = Ns { child, pid1 };
+        while std::fs::read_to_string(ns.anchor(".ns"))
+            .map(|t| t.trim() != token)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "namespace did not mount its /tmp/anchor");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ns
     }
 
     fn anchor(&self, file: &str) -> PathBuf {
@@ -150,6 +174,10 @@ impl Ns {
             }
             let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
+            // Dead tasks nobody reaps (pid 1 here is a plain sleep) don't count.
+            if st.lines().any(|l| l.starts_with("State:") && l.contains("zombie")) {
+                continue;
+            }
             if let Some(p) = nspid.split_whitespace().last().and_then(|s| s.parse::<i32>().ok()) {
                 if p != 1 {
                     v.push(p);
@@ -398,4 +426,196 @@ fn unsupported_images_are_refused_before_creating_tasks() {
             "{name}: a task was created"
         );
     }
+}
+
+/// Wait (bounded) until none of `pids` exists in the namespace.
+fn wait_gone(ns: &Ns, pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<i32> = ns.inner_pids().into_iter().filter(|p| pids.contains(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "half-restored tasks survive: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A copy of a fixture's images in a temp dir.
+fn copy_images(name: &str, tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("cryo-restore-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(fixtures().join(name).join("images"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn corrupt_images_are_refused_naming_the_file_and_left_untouched() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    type Corrupt = fn(&Path);
+    let cases: [(&str, Corrupt); 3] = [
+        ("core-9217.img", |d| {
+            let p = d.join("core-9217.img");
+            let data = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &data[..data.len() / 2]).unwrap();
+        }),
+        ("mm-9217.img", |d| {
+            let p = d.join("mm-9217.img");
+            let mut data = std::fs::read(&p).unwrap();
+            for b in &mut data[12..40] {
+                *b = 0xff;
+            }
+            std::fs::write(&p, &data).unwrap();
+        }),
+        ("pages-1.img", |d| {
+            let p = d.join("pages-1.img");
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(4096).unwrap();
+        }),
+    ];
+    for (i, (file, corrupt)) in cases.iter().enumerate() {
+        let dir = copy_images("loop_heap", &format!("corrupt{i}"));
+        corrupt(&dir);
+        let before = dir_digest(&dir);
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{file}: restore of a corrupt set succeeded");
+        let stem = file.split('-').next().unwrap();
+        assert!(err.contains(stem), "{file}: error does not name the file: {err}");
+        assert!(!ns.inner_pids().contains(&pid), "{file}: a task was left behind");
+        assert_eq!(dir_digest(&dir), before, "{file}: images modified");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn busy_pid_is_reported_and_nothing_is_created() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = fixtures().join("loop_heap/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; echo {} > /proc/sys/kernel/ns_last_pid; \
+         sleep 100000 & sleep 0.01; {CRYO} restore -D {} -d --pid-wait 0.2 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        pid - 1,
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains(&format!("pid {pid} is in use")) && err.contains("sleep"),
+        "{err}"
+    );
+    // The only process with that pid is the sleep that held it.
+    let o = ns.outer(pid).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{o}/comm")).unwrap().trim(),
+        "sleep"
+    );
+}
+
+#[test]
+fn a_pid_freed_while_waiting_is_taken() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = fixtures().join("loop_heap/images");
+    // The pid is held by a short-lived process when the restore starts.
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; echo {} > /proc/sys/kernel/ns_last_pid; \
+         sleep 0.3 & sleep 0.01; {CRYO} restore -D {} -d --pid-wait 20 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        pid - 1,
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    ns.kill(pid, libc::SIGUSR1);
+    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
+}
+
+#[test]
+fn a_failing_task_takes_the_whole_tree_down() {
+    build_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    let dir = fixtures().join("proctree/images");
+    let victim = pids[3];
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         CRYO_FAULT=task-error:{victim} {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains(&format!("pid {victim}")) && err.contains("injected fault"),
+        "{err}"
+    );
+    wait_gone(&ns, &pids);
+}
+
+#[test]
+fn a_failed_restore_removes_its_ghost_files() {
+    build_fixture("ghost_file");
+    let pid = pstree_pids("ghost_file")[0];
+    let dir = fixtures().join("ghost_file/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         CRYO_FAULT=task-error:{pid} {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, _) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    wait_gone(&ns, &[pid]);
+    assert!(!ns.anchor("ghost.dat").exists(), "ghost file left behind");
+}
+
+#[test]
+fn killing_cryo_mid_restore_leaves_no_task() {
+    build_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    let dir = fixtures().join("proctree/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         (CRYO_FAULT=stall-before-resume exec {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err) & echo $! > /tmp/anchor/.cryo-pid; \
+         exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cryo: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".cryo-pid")) {
+            if s.ends_with('\n') {
+                break s.trim().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "cryo did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Wait until every task of the tree exists and waits at the barrier
+    // (in futex(2)): the restore is in the middle.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all_waiting = pids.iter().all(|p| {
+            ns.outer(*p).is_some_and(|o| {
+                std::fs::read_to_string(format!("/proc/{o}/syscall")).is_ok_and(|s| s.starts_with("202 "))
+            })
+        });
+        if all_waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tasks never reached the barrier");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ns.kill(cryo, libc::SIGKILL);
+    wait_gone(&ns, &pids);
 }

@@ -190,6 +190,13 @@ impl RestoreCtx {
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        if fault() == Some("stall-before-resume") {
+            // Fault injection (tests): every task is at the barrier; wait to
+            // be killed.
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         // Resume.
         self.stage = Stage::Resume;
         self.resume()?;
@@ -474,6 +481,13 @@ impl RestoreCtx {
     pub fn root(&self) -> Option<i32> {
         self.root
     }
+}
+
+/// Fault injection for the failure tests (criu has CRIU_FAULT): the value
+/// of CRYO_FAULT, read once.
+pub(crate) fn fault() -> Option<&'static str> {
+    static F: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    F.get_or_init(|| std::env::var("CRYO_FAULT").ok()).as_deref()
 }
 
 /// How a child exited, if it did (without reaping a live one).

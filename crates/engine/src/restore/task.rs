@@ -113,6 +113,9 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
             Forked::Parent(_) => {}
         }
     }
+    if super::fault() == Some(&format!("task-error:{}", p.pid)) {
+        return Err(TaskError("injected fault (CRYO_FAULT)".into()));
+    }
     let c = ctl(env);
     let nprocs = env.plan.procs.len() as u32;
     // Process groups: leaders first (round 1), then members (round 2).
