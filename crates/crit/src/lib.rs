@@ -1,1 +1,4 @@
-//! cryo crit (placeholder).
+//! crit: CRIU image tool. The library holds every subcommand so that the TUI and tests can call them.
+
+pub mod cmd;
+pub mod io;

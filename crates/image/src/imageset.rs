@@ -1,0 +1,269 @@
+//! A dump directory, opened lazily: nothing is read until asked for, and process memory is read page by
+//! page straight from `pages-*.img`, so a set with gigabytes of pages opens instantly.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use prost_reflect::ReflectMessage;
+
+use crate::error::{ImageError, Result};
+use crate::pages::{Pagemap, PE_PARENT};
+use crate::writer::entries_from_bytes;
+use crate::{codec, pb, Extra, Image, PAGE_SIZE};
+
+/// An image directory.
+#[derive(Debug)]
+pub struct ImageSet {
+    dir: PathBuf,
+    pagemaps: Mutex<HashMap<u32, Arc<Pagemap>>>,
+}
+
+impl ImageSet {
+    /// Open a dump directory. It must hold `inventory.img`, which a dump writes last.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let inv = dir.join("inventory.img");
+        if !inv.is_file() {
+            let what = if dir.is_dir() {
+                "no inventory.img: not a complete image set"
+            } else {
+                "not a directory"
+            };
+            return Err(ImageError::invalid(dir.display().to_string(), what));
+        }
+        Ok(ImageSet {
+            dir,
+            pagemaps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of an image file in the set.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Whether an image file exists in the set.
+    pub fn has(&self, name: &str) -> bool {
+        self.path(name).exists()
+    }
+
+    fn read(&self, name: &str) -> Result<(String, Vec<u8>)> {
+        let p = self.path(name);
+        let file = p.display().to_string();
+        let data = fs::read(&p).map_err(|e| ImageError::io(&file, e))?;
+        Ok((file, data))
+    }
+
+    /// Decode any image of the set dynamically.
+    pub fn image(&self, name: &str) -> Result<Image> {
+        let (file, data) = self.read(name)?;
+        codec::decode(&file, &data)
+    }
+
+    /// All entries of a plain entry image as type `M`.
+    pub fn entries<M: Message + Default>(&self, name: &str, magic: &str) -> Result<Vec<M>> {
+        let (file, data) = self.read(name)?;
+        entries_from_bytes(&file, &data, magic)
+    }
+
+    /// The single entry of a one-entry image.
+    pub fn one<M: Message + Default>(&self, name: &str, magic: &str) -> Result<M> {
+        let file = self.path(name).display().to_string();
+        self.entries(name, magic)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImageError::invalid(file, "image has no entry"))
+    }
+
+    pub fn inventory(&self) -> Result<pb::InventoryEntry> {
+        self.one("inventory.img", "INVENTORY")
+    }
+    pub fn pstree(&self) -> Result<Vec<pb::PstreeEntry>> {
+        self.entries("pstree.img", "PSTREE")
+    }
+    pub fn core(&self, pid: u32) -> Result<pb::CoreEntry> {
+        self.one(&format!("core-{pid}.img"), "CORE")
+    }
+    pub fn mm(&self, pid: u32) -> Result<pb::MmEntry> {
+        self.one(&format!("mm-{pid}.img"), "MM")
+    }
+    pub fn ids(&self, pid: u32) -> Result<pb::TaskKobjIdsEntry> {
+        self.one(&format!("ids-{pid}.img"), "IDS")
+    }
+    pub fn fs(&self, pid: u32) -> Result<pb::FsEntry> {
+        self.one(&format!("fs-{pid}.img"), "FS")
+    }
+    pub fn files(&self) -> Result<Vec<pb::FileEntry>> {
+        if !self.has("files.img") {
+            return Ok(Vec::new());
+        }
+        self.entries("files.img", "FILES")
+    }
+    pub fn fdinfo(&self, files_id: u32) -> Result<Vec<pb::FdinfoEntry>> {
+        self.entries(&format!("fdinfo-{files_id}.img"), "FDINFO")
+    }
+
+    /// Entries with a raw payload (pipes-data, fifo-data, sk-queues), typed, each with its bytes.
+    pub fn with_payload<M: Message + Default>(&self, name: &str) -> Result<Vec<(M, Vec<u8>)>> {
+        let img = self.image(name)?;
+        let file = self.path(name).display().to_string();
+        img.entries
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let m = M::decode(e.msg.encode_to_vec().as_slice()).map_err(|source| ImageError::Decode {
+                    file: file.clone(),
+                    index,
+                    offset: 0,
+                    message: e.msg.descriptor().name().into(),
+                    source,
+                })?;
+                let data = match e.extra {
+                    Extra::Blob(b) => b,
+                    _ => Vec::new(),
+                };
+                Ok((m, data))
+            })
+            .collect()
+    }
+
+    /// Pipe contents (`pipes-data.img`): entries and their queued bytes.
+    pub fn pipes_data(&self) -> Result<Vec<(pb::PipeDataEntry, Vec<u8>)>> {
+        if !self.has("pipes-data.img") {
+            return Ok(Vec::new());
+        }
+        self.with_payload("pipes-data.img")
+    }
+
+    /// The pagemap of a process, validated against its pages file (cached).
+    pub fn pagemap(&self, pid: u32) -> Result<Arc<Pagemap>> {
+        if let Some(p) = self.pagemaps.lock().unwrap().get(&pid) {
+            return Ok(p.clone());
+        }
+        let name = format!("pagemap-{pid}.img");
+        let (file, data) = self.read(&name)?;
+        let img = codec::decode(&file, &data)?;
+        if img.magic.name != "PAGEMAP" {
+            return Err(ImageError::WrongKind {
+                file,
+                found: img.magic.name.into(),
+                expected: "PAGEMAP".into(),
+            });
+        }
+        let mut it = img.entries.iter().map(|e| e.msg.encode_to_vec());
+        let head_bytes = it
+            .next()
+            .ok_or_else(|| ImageError::invalid(&file, "no pagemap_head entry"))?;
+        let head = pb::PagemapHead::decode(head_bytes.as_slice()).map_err(|source| ImageError::Decode {
+            file: file.clone(),
+            index: 0,
+            offset: 0,
+            message: "pagemap_head".into(),
+            source,
+        })?;
+        let mut entries = Vec::with_capacity(img.entries.len());
+        for (i, b) in it.enumerate() {
+            entries.push(
+                pb::PagemapEntry::decode(b.as_slice()).map_err(|source| ImageError::Decode {
+                    file: file.clone(),
+                    index: i + 1,
+                    offset: 0,
+                    message: "pagemap_entry".into(),
+                    source,
+                })?,
+            );
+        }
+        let pages = self.path(&format!("pages-{}.img", head.pages_id));
+        let pages_len = fs::metadata(&pages).map(|m| m.len()).ok();
+        if pages_len.is_none() && entries.iter().any(|e| e.flags.unwrap_or(4) & crate::PE_PRESENT != 0) {
+            return Err(ImageError::invalid(&file, format!("{} is missing", pages.display())));
+        }
+        let pm = Arc::new(Pagemap::new(&file, &head, &entries, pages_len)?);
+        self.pagemaps.lock().unwrap().insert(pid, pm.clone());
+        Ok(pm)
+    }
+
+    /// The parent image set of an incremental dump (the `parent` link), if any.
+    pub fn parent(&self) -> Option<ImageSet> {
+        let p = self.dir.join("parent");
+        p.exists().then(|| ImageSet {
+            dir: p,
+            pagemaps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Read `len` bytes of process `pid`'s memory at `addr` from the dumped pages. Fails naming the first
+    /// address that is not in the dump.
+    pub fn read_memory(&self, pid: u32, addr: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; len];
+        let missing = self.read_memory_into(pid, addr, &mut out)?;
+        if let Some(a) = missing {
+            return Err(ImageError::invalid(
+                self.dir.display().to_string(),
+                format!("pid {pid}: page {a:#x} is not in the dump"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Fill `buf` with memory at `addr`; pages not in the dump are left as they are. Returns the first
+    /// address that was not in the dump, if any.
+    pub fn read_memory_into(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<Option<u64>> {
+        let pm = self.pagemap(pid)?;
+        let pages = self.path(&format!("pages-{}.img", pm.pages_id));
+        let mut f: Option<File> = None;
+        let mut missing = None;
+        let end = addr
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| ImageError::invalid(self.dir.display().to_string(), "address range overflows"))?;
+        let mut a = addr;
+        while a < end {
+            let page_end = (a / PAGE_SIZE + 1) * PAGE_SIZE;
+            let chunk_end = page_end.min(end);
+            let dst = &mut buf[(a - addr) as usize..(chunk_end - addr) as usize];
+            match pm.find(a) {
+                Some(r) if r.offset.is_some() => {
+                    let off = r.offset.unwrap() + (a - r.vaddr);
+                    // Read up to the end of the run in one go.
+                    let run_end = r.end().min(end);
+                    let dst = &mut buf[(a - addr) as usize..(run_end - addr) as usize];
+                    let file = match &mut f {
+                        Some(f) => f,
+                        None => {
+                            f.insert(File::open(&pages).map_err(|e| ImageError::io(pages.display().to_string(), e))?)
+                        }
+                    };
+                    file.seek(SeekFrom::Start(off))
+                        .and_then(|_| file.read_exact(dst))
+                        .map_err(|e| ImageError::io(pages.display().to_string(), e))?;
+                    a = run_end;
+                    continue;
+                }
+                Some(r) if r.flags & PE_PARENT != 0 => match self.parent() {
+                    Some(p) => {
+                        if let Some(m) = p.read_memory_into(pid, a, dst)? {
+                            missing.get_or_insert(m);
+                        }
+                    }
+                    None => {
+                        missing.get_or_insert(a);
+                    }
+                },
+                _ => {
+                    missing.get_or_insert(a);
+                }
+            }
+            a = chunk_end;
+        }
+        Ok(missing)
+    }
+}
