@@ -1,7 +1,15 @@
-//! cryo engine: checkpoint/restore of live Linux process trees.
+//! cryo engine: checkpoint (dump) and restore of live Linux process trees in
+//! CRIU 4.2's image format.
+//!
+//! Unsafe code is denied here and allowed only in the modules that talk to the
+//! kernel: [`sys`], [`ptrace`], [`parasite`], and the restore driver's
+//! syscall seams (`restore::rsys`, `restore::task`) and per-file restore code.
 #![deny(unsafe_code)]
 
-pub mod cli;
+pub mod dump;
 pub mod files;
 pub mod parasite;
+pub mod proc;
+pub mod ptrace;
 pub mod restore;
+pub mod sys;

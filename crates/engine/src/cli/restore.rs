@@ -1,6 +1,6 @@
 //! `cryo restore -D DIR [-d|--restore-detached] [--pidfile F] [-j|--shell-job] [-o LOG] [-v0..4]`
 
-use crate::restore::{self, RestoreOpts};
+use cryo_engine::restore::{self, RestoreOpts};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,6 +1,276 @@
-//! One module per kind of open file, each holding both sides (dump and
-//! restore) of that object, as CRIU's files-reg.c / pipes.c / memfd.c do.
+//! Files: one module per kind of fd (`reg`, `pipe`), a single registry
+//! ([`FD_KINDS`]) consulted for every fd, and the [`FileTable`] that assigns
+//! CRIU's file ids (shared by fds, file mappings, exe, cwd and root) and
+//! collects files.img and the images that hang off it (pipes-data,
+//! remap-fpath, ghost-file-N).
 
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
+
+use crate::proc::FdInfo;
+use cryo_image::pb;
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("pid {pid} fd {fd} ({link}): refusing to dump: {what}")]
+    Unsupported {
+        pid: i32,
+        fd: i32,
+        link: String,
+        what: String,
+    },
+    #[error("pid {pid} fd {fd}: {what}: {source}")]
+    Io {
+        pid: i32,
+        fd: i32,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Path {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Everything known about one fd of a frozen task.
+pub struct FdCtx<'a> {
+    pub pid: i32,
+    pub fd: i32,
+    /// readlink of /proc/PID/fd/FD.
+    pub link: String,
+    pub stat: libc::stat,
+    pub info: FdInfo,
+    /// pidfd of the task (for pidfd_getfd).
+    pub pidfd: &'a OwnedFd,
+}
+
+impl FdCtx<'_> {
+    pub fn fmt(&self) -> u32 {
+        self.stat.st_mode & libc::S_IFMT
+    }
+    /// A duplicate of the fd in our own process.
+    pub fn steal(&self) -> Result<OwnedFd, FileError> {
+        crate::sys::pidfd_getfd(self.pidfd.as_raw_fd(), self.fd).map_err(|source| FileError::Io {
+            pid: self.pid,
+            fd: self.fd,
+            what: "pidfd_getfd".into(),
+            source,
+        })
+    }
+    /// Open-file flags as CRIU stores them (without O_CLOEXEC).
+    pub fn flags(&self) -> u32 {
+        self.info.flags & !(libc::O_CLOEXEC as u32)
+    }
+    pub fn unsupported(&self, what: impl Into<String>) -> FileError {
+        FileError::Unsupported {
+            pid: self.pid,
+            fd: self.fd,
+            link: self.link.clone(),
+            what: what.into(),
+        }
+    }
+}
+
+pub fn fown() -> pb::FownEntry {
+    pb::FownEntry {
+        uid: 0,
+        euid: 0,
+        signum: 0,
+        pid_type: 0,
+        pid: 0,
+    }
+}
+
+/// One kind of fd: detection and dump (restore lives beside it, in the same module).
+pub trait FdKind: Sync {
+    /// The fd type in fdinfo-N.img.
+    fn fd_type(&self) -> pb::FdTypes;
+    fn detect(&self, c: &FdCtx) -> bool;
+    /// Build the files.img entry with id `id` (and any side images via `t`).
+    fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError>;
+}
+
+/// The registry: the first kind whose `detect` accepts an fd handles it.
+pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &reg::Reg];
+
+/// Kinds refused for now, with the reason (checked before the registry).
+pub fn refuse(c: &FdCtx) -> Option<FileError> {
+    match c.fmt() {
+        libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
+        _ if c.link.starts_with("anon_inode:") => {
+            Some(c.unsupported("this anon-inode fd kind is not supported yet"))
+        }
+        _ if c.link.starts_with("/memfd:") => Some(c.unsupported("memfd is not supported yet")),
+        libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
+            Some(c.unsupported("character device outside /dev"))
+        }
+        _ => None,
+    }
+}
+
+/// Key of an open file description across the tree: (dev, ino) + a
+/// representative (pid, fd) to confirm with kcmp(KCMP_FILE).
+#[derive(Debug)]
+struct OpenFile {
+    dev: u64,
+    ino: u64,
+    pid: i32,
+    fd: i32,
+    id: u32,
+}
+
+/// One ghost-file-N.img: N, its head entry, and its data chunks (offset, bytes).
+pub type Ghost = (u32, pb::GhostFileEntry, Vec<(u64, Vec<u8>)>);
+
+/// Ids and entries of files.img, plus side images.
+#[derive(Default)]
+pub struct FileTable {
+    next_id: u32,
+    entries: BTreeMap<u32, pb::FileEntry>,
+    open_files: Vec<OpenFile>,
+    /// File mappings and exe: by (dev, ino).
+    mapped: BTreeMap<(u64, u64), u32>,
+    /// pipes-data.img: pipe inode -> (entry, data).
+    pub pipes_data: BTreeMap<u32, (pb::PipeDataEntry, Vec<u8>)>,
+    /// remap-fpath.img entries.
+    pub remaps: Vec<pb::RemapFilePathEntry>,
+    /// ghost-file-N.img: (N, head entry, chunks with data).
+    pub ghosts: Vec<Ghost>,
+    next_ghost: u32,
+}
+
+impl FileTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn alloc_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn alloc_ghost_id(&mut self) -> u32 {
+        self.next_ghost += 1;
+        self.next_ghost
+    }
+
+    pub fn insert(&mut self, e: pb::FileEntry) {
+        self.entries.insert(e.id, e);
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &pb::FileEntry> {
+        self.entries.values()
+    }
+
+    /// The id of a mapped file (or exe) by (dev, ino); `make` builds its entry on first sight.
+    pub fn mapped_file(
+        &mut self,
+        dev: u64,
+        ino: u64,
+        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
+    ) -> Result<u32, FileError> {
+        if let Some(&id) = self.mapped.get(&(dev, ino)) {
+            return Ok(id);
+        }
+        let id = self.alloc_id();
+        let e = make(id)?;
+        self.insert(e);
+        self.mapped.insert((dev, ino), id);
+        Ok(id)
+    }
+
+    /// A standalone entry with a fresh id (cwd, root).
+    pub fn standalone(
+        &mut self,
+        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
+    ) -> Result<u32, FileError> {
+        let id = self.alloc_id();
+        let e = make(id)?;
+        self.insert(e);
+        Ok(id)
+    }
+
+    /// Dump one fd: returns its fdinfo entry. Open file descriptions already
+    /// seen (same struct file, checked with kcmp) reuse their id.
+    pub fn dump_fd(&mut self, c: &FdCtx) -> Result<pb::FdinfoEntry, FileError> {
+        if let Some(e) = refuse(c) {
+            return Err(e);
+        }
+        let kind = FD_KINDS
+            .iter()
+            .find(|k| k.detect(c))
+            .ok_or_else(|| c.unsupported(format!("unsupported file type {:o}", c.fmt())))?;
+        let fd_flags = if c.info.flags & libc::O_CLOEXEC as u32 != 0 {
+            libc::FD_CLOEXEC as u32
+        } else {
+            0
+        };
+        let (dev, ino) = (c.stat.st_dev, c.stat.st_ino);
+        for of in &self.open_files {
+            if of.dev == dev && of.ino == ino {
+                let same = crate::sys::kcmp(
+                    c.pid,
+                    of.pid,
+                    crate::sys::KCMP_FILE,
+                    c.fd as u64,
+                    of.fd as u64,
+                );
+                if same.ok() == Some(0) {
+                    return Ok(pb::FdinfoEntry {
+                        id: of.id,
+                        flags: fd_flags,
+                        r#type: kind.fd_type() as i32,
+                        fd: c.fd as u32,
+                        xattr_security_selinux: None,
+                    });
+                }
+            }
+        }
+        let id = self.alloc_id();
+        let e = kind.dump(c, id, self)?;
+        self.insert(e);
+        self.open_files.push(OpenFile {
+            dev,
+            ino,
+            pid: c.pid,
+            fd: c.fd,
+            id,
+        });
+        Ok(pb::FdinfoEntry {
+            id,
+            flags: fd_flags,
+            r#type: kind.fd_type() as i32,
+            fd: c.fd as u32,
+            xattr_security_selinux: None,
+        })
+    }
+}
+
+/// stat(2) of a path.
+pub fn stat_path(p: &str) -> std::io::Result<libc::stat> {
+    nix::sys::stat::stat(p).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fd_type_is_registered_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in FD_KINDS {
+            assert!(
+                seen.insert(k.fd_type() as i32),
+                "{:?} registered twice",
+                k.fd_type()
+            );
+        }
+        assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
+    }
+}

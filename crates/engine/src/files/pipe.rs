@@ -1,44 +1,145 @@
-//! Pipes: both ends are created once in the engine, the queued data is put
-//! back, and every task that had an end gets it by inheritance.
+//! Pipes (anonymous, `pipe:[ino]`): files.img PIPE entries and their queued
+//! bytes in pipes-data.img, read without consuming them (the fd is taken with
+//! pidfd_getfd and tee'd into a pipe of ours).
 
-use crate::restore::RestoreError;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use crate::sys;
+use cryo_image::pb;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
-fn err(pipe_id: u32, reason: impl std::fmt::Display) -> RestoreError {
-    RestoreError::Prepare {
-        object: format!("pipe {pipe_id}"),
-        reason: reason.to_string(),
+pub struct Pipe;
+
+impl FdKind for Pipe {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Pipe
     }
-}
 
-/// Restore side: a new pipe holding `data`. Returns (read end, write end).
-pub fn restore_pipe(pipe_id: u32, data: Option<&[u8]>) -> Result<(OwnedFd, OwnedFd), RestoreError> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(pipe_id, e))?;
-    if let Some(d) = data.filter(|d| !d.is_empty()) {
-        if d.len() > 65536 {
-            nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(d.len() as i32))
-                .map_err(|e| err(pipe_id, format!("growing the pipe to {} bytes: {e}", d.len())))?;
+    fn detect(&self, c: &FdCtx) -> bool {
+        c.fmt() == libc::S_IFIFO && c.link.starts_with("pipe:")
+    }
+
+    fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
+        let pipe_id = c.stat.st_ino as u32;
+        if let std::collections::btree_map::Entry::Vacant(slot) = t.pipes_data.entry(pipe_id) {
+            let stolen = c.steal()?;
+            let io = |what: &str, source| FileError::Io {
+                pid: c.pid,
+                fd: c.fd,
+                what: what.into(),
+                source,
+            };
+            // tee needs a read end: the write end is reopened read-only through /proc.
+            let fd = if c.info.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+                let p = format!("/proc/self/fd/{}", stolen.as_raw_fd());
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(&p)
+                    .map_err(|e| io("reopening the write end for reading", e))?
+                    .into()
+            } else {
+                stolen
+            };
+            let fd: OwnedFd = fd;
+            let queued = sys::fionread(fd.as_raw_fd()).map_err(|e| io("FIONREAD", e))?;
+            let size = sys::pipe_size(fd.as_raw_fd()).map_err(|e| io("F_GETPIPE_SZ", e))?;
+            let data = if queued > 0 {
+                peek_pipe(fd.as_raw_fd(), queued, size).map_err(|e| io("tee", e))?
+            } else {
+                Vec::new()
+            };
+            slot.insert((
+                pb::PipeDataEntry {
+                    pipe_id,
+                    bytes: data.len() as u32,
+                    size: Some(size as u32),
+                },
+                data,
+            ));
         }
-        let mut f = std::fs::File::from(w.try_clone().map_err(|e| err(pipe_id, e))?);
-        f.write_all(d)
-            .map_err(|e| err(pipe_id, format!("putting back {} queued bytes: {e}", d.len())))?;
+        Ok(pb::FileEntry {
+            r#type: pb::FdTypes::Pipe as i32,
+            id,
+            pipe: Some(pb::PipeEntry {
+                id,
+                pipe_id,
+                flags: c.flags(),
+                fown: fown(),
+            }),
+            ..Default::default()
+        })
     }
-    Ok((r, w))
 }
 
-/// The end a file entry refers to (by its access mode), with its status flags.
-pub fn restore_end(ends: &(OwnedFd, OwnedFd), pipe_id: u32, flags: u32) -> Result<OwnedFd, RestoreError> {
-    let acc = flags as i32 & libc::O_ACCMODE;
-    let end = if acc == libc::O_WRONLY {
-        ends.1.as_fd()
-    } else {
-        ends.0.as_fd()
-    };
-    let fd = end.try_clone_to_owned().map_err(|e| err(pipe_id, e))?;
-    let st = nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT));
-    if !st.is_empty() {
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(st)).map_err(|e| err(pipe_id, e))?;
+/// Copy the `queued` bytes of pipe `fd` without consuming them: tee into a
+/// pipe of ours (sized like the original), then read ours.
+pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as i32))?;
+    // Our pipe is as big as theirs, so one tee duplicates everything queued.
+    let got = sys::tee(fd, w.as_raw_fd(), queued, true)?;
+    let mut out = vec![0u8; got];
+    let mut off = 0;
+    while off < got {
+        let n = nix::unistd::read(&r, &mut out[off..])?;
+        if n == 0 {
+            break;
+        }
+        off += n;
     }
-    Ok(fd)
+    out.truncate(off);
+    Ok(out)
+}
+
+// ---- Restore side -------------------------------------------------------
+
+pub use restore_side::{restore_pipe, restore_end};
+
+/// Restore of this kind of file (the engine opens the descriptions once and
+/// the restored tasks inherit them).
+#[allow(unsafe_code)]
+mod restore_side {
+
+    use crate::restore::RestoreError;
+    use std::io::Write;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn err(pipe_id: u32, reason: impl std::fmt::Display) -> RestoreError {
+        RestoreError::Prepare {
+            object: format!("pipe {pipe_id}"),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Restore side: a new pipe holding `data`. Returns (read end, write end).
+    pub fn restore_pipe(pipe_id: u32, data: Option<&[u8]>) -> Result<(OwnedFd, OwnedFd), RestoreError> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(pipe_id, e))?;
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            if d.len() > 65536 {
+                nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(d.len() as i32))
+                    .map_err(|e| err(pipe_id, format!("growing the pipe to {} bytes: {e}", d.len())))?;
+            }
+            let mut f = std::fs::File::from(w.try_clone().map_err(|e| err(pipe_id, e))?);
+            f.write_all(d)
+                .map_err(|e| err(pipe_id, format!("putting back {} queued bytes: {e}", d.len())))?;
+        }
+        Ok((r, w))
+    }
+
+    /// The end a file entry refers to (by its access mode), with its status flags.
+    pub fn restore_end(ends: &(OwnedFd, OwnedFd), pipe_id: u32, flags: u32) -> Result<OwnedFd, RestoreError> {
+        let acc = flags as i32 & libc::O_ACCMODE;
+        let end = if acc == libc::O_WRONLY {
+            ends.1.as_fd()
+        } else {
+            ends.0.as_fd()
+        };
+        let fd = end.try_clone_to_owned().map_err(|e| err(pipe_id, e))?;
+        let st = nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT));
+        if !st.is_empty() {
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(st)).map_err(|e| err(pipe_id, e))?;
+        }
+        Ok(fd)
+    }
 }

@@ -1,2 +1,532 @@
-//! The blobs built from `parasite/` (the loader side lives with its users).
+//! The parasite loader: maps the `parasite` blob into a stopped task with an
+//! injected mmap, runs it, talks to it over a SOCK_SEQPACKET unix socket
+//! (protocol in [`abi`]) and removes it so that the task's registers, FPU
+//! state, signal mask, code and mappings are exactly as before.
+//!
+//! ```no_run
+//! # use cryo_engine::{ptrace, parasite::Parasite};
+//! let mut t = ptrace::seize(1234)?.interrupt()?;
+//! let code_addr = 0x400000; // start of any executable mapping of the task
+//! let mut p = Parasite::inject(&mut t, code_addr)?;
+//! assert_eq!(p.ping(41)?, 42);
+//! p.cure()?;
+//! # Ok::<(), cryo_engine::parasite::ParasiteError>(())
+//! ```
+#![allow(unsafe_code)]
+
+#[path = "../../../../parasite/src/abi.rs"]
+pub mod abi;
 pub mod blob;
+
+use crate::ptrace::{PtraceError, Saved, Stopped};
+use abi::*;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParasiteError {
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error("parasite in task {tid}: {what}: {source}")]
+    Io {
+        tid: i32,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("parasite in task {tid}: {what}")]
+    Proto { tid: i32, what: String },
+    #[error("parasite in task {tid}: command {cmd} failed: errno {errno}")]
+    Command { tid: i32, cmd: u32, errno: i32 },
+}
+
+pub type Result<T> = std::result::Result<T, ParasiteError>;
+
+const PAGE: usize = 4096;
+
+fn page_up(n: usize) -> usize {
+    n.div_ceil(PAGE) * PAGE
+}
+
+/// A running parasite in a task. Drop removes it (best effort); call
+/// [`Parasite::cure`] to remove it and see errors.
+pub struct Parasite<'a> {
+    task: &'a mut Stopped,
+    saved: Saved,
+    code_addr: u64,
+    base: u64,
+    size: usize,
+    sock: Option<OwnedFd>,
+    cured: bool,
+}
+
+fn io_err(tid: i32, what: &'static str) -> ParasiteError {
+    ParasiteError::Io {
+        tid,
+        what,
+        source: io::Error::last_os_error(),
+    }
+}
+
+impl<'a> Parasite<'a> {
+    /// Map, copy and start the parasite blob in `task`. `code_addr` is any
+    /// address in an executable mapping of the task (3 bytes are borrowed
+    /// there for the injected syscalls and put back).
+    pub fn inject(task: &'a mut Stopped, code_addr: u64) -> Result<Parasite<'a>> {
+        let tid = task.tid();
+        let blob = &blob::PARASITE;
+        let size = page_up(blob.mem_size) + ARGS_AREA_SIZE + STACK_SIZE;
+        let saved = Saved::take(task)?;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let base = task.inject_syscall(
+            code_addr,
+            libc::SYS_mmap as u64,
+            [0, size as u64, prot, flags, u64::MAX, 0],
+        )?;
+        if base < 0 {
+            return Err(ParasiteError::Proto {
+                tid,
+                what: format!("mmap of {size} bytes failed: errno {}", -base),
+            });
+        }
+        let base = base as u64;
+        let mut p = Parasite {
+            task,
+            saved,
+            code_addr,
+            base,
+            size,
+            sock: None,
+            cured: false,
+        };
+        p.start(blob)?;
+        Ok(p)
+    }
+
+    fn start(&mut self, blob: &blob::Blob) -> Result<()> {
+        let tid = self.task.tid();
+        let img = blob.relocated(self.base);
+        crate::sys::process_vm_writev(tid, self.base, &img).map_err(|source| {
+            ParasiteError::Io {
+                tid,
+                what: "copying the blob",
+                source,
+            }
+        })?;
+        // Listening socket with an abstract name unique to this injection.
+        // SAFETY: plain socket call.
+        let lfd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        if lfd < 0 {
+            return Err(io_err(tid, "socket"));
+        }
+        // SAFETY: lfd is a fresh fd we own.
+        let lfd = unsafe { OwnedFd::from_raw_fd(lfd) };
+        let name = format!(
+            "cryo-parasite-{}-{}-{:x}",
+            std::process::id(),
+            tid,
+            self.base
+        );
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in name.bytes().enumerate() {
+            addr.sun_path[i + 1] = b as libc::c_char;
+        }
+        let alen = 2 + 1 + name.len();
+        // SAFETY: addr is a valid sockaddr_un of alen bytes.
+        if unsafe {
+            libc::bind(
+                lfd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                alen as u32,
+            )
+        } < 0
+        {
+            return Err(io_err(tid, "bind"));
+        }
+        // SAFETY: scalar args.
+        if unsafe { libc::listen(lfd.as_raw_fd(), 1) } < 0 {
+            return Err(io_err(tid, "listen"));
+        }
+        let mut args = BootArgs {
+            magic: BOOT_MAGIC,
+            abi_version: ABI_VERSION,
+            sun_path_len: (1 + name.len()) as u32,
+            _pad: 0,
+            sun_path: [0; 108],
+            _pad2: 0,
+        };
+        args.sun_path[1..1 + name.len()].copy_from_slice(name.as_bytes());
+        let args_addr = self.base + page_up(blob.mem_size) as u64;
+        // SAFETY: BootArgs is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(&args as *const BootArgs as *const u8, size_of::<BootArgs>())
+        };
+        crate::sys::process_vm_writev(tid, args_addr, bytes).map_err(|source| {
+            ParasiteError::Io {
+                tid,
+                what: "writing boot args",
+                source,
+            }
+        })?;
+        let mut r = self.saved.regs;
+        r.rip = self.base + blob.entry as u64;
+        r.rsp = self.base + self.size as u64 - 64;
+        r.rdi = args_addr;
+        r.orig_rax = u64::MAX;
+        self.task.set_regs(&r)?;
+        self.task.set_sigmask(!0)?;
+        // Resume it; the ptrace handle stays "stopped" in type but the task runs
+        // until the blob traps. Nothing else touches it meanwhile.
+        // SAFETY: scalar args.
+        if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0, 0) } < 0 {
+            return Err(io_err(tid, "PTRACE_CONT"));
+        }
+        self.wait_readable(lfd.as_raw_fd())?;
+        // SAFETY: accept on our listening socket.
+        let c = unsafe {
+            libc::accept4(
+                lfd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if c < 0 {
+            return Err(io_err(tid, "accept"));
+        }
+        // SAFETY: fresh fd.
+        self.sock = Some(unsafe { OwnedFd::from_raw_fd(c) });
+        Ok(())
+    }
+
+    /// Poll `fd` for input while watching the task: if it stops or dies
+    /// instead (crash in the blob), fail.
+    fn wait_readable(&mut self, fd: RawFd) -> Result<()> {
+        let tid = self.task.tid();
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if n > 0 {
+                return Ok(());
+            }
+            let mut st = 0;
+            // SAFETY: valid out pointer.
+            let w = unsafe { libc::waitpid(tid, &mut st, libc::WNOHANG | libc::__WALL) };
+            if w == tid {
+                if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                    self.cured = true;
+                    return Err(PtraceError::TaskDied { tid }.into());
+                }
+                let sig = libc::WSTOPSIG(st);
+                // The blob trapped or crashed: it is stopped now; put it back.
+                self.sock = None;
+                let _ = self.remove_stopped();
+                return Err(ParasiteError::Proto {
+                    tid,
+                    what: format!("blob stopped with signal {sig} (rax at trap unknown)"),
+                });
+            }
+        }
+    }
+
+    /// Send a command (with an optional fd) and read the reply.
+    pub fn call(&mut self, cmd: Cmd, payload: &[u8], fd: Option<RawFd>) -> Result<Vec<u8>> {
+        let tid = self.task.tid();
+        let sk = self.sock.as_ref().expect("connected").as_raw_fd();
+        let mut msg = Vec::with_capacity(size_of::<Cmd>() + payload.len());
+        // SAFETY: Cmd is plain data.
+        msg.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(&cmd as *const Cmd as *const u8, size_of::<Cmd>())
+        });
+        msg.extend_from_slice(payload);
+        let mut iov = libc::iovec {
+            iov_base: msg.as_mut_ptr().cast(),
+            iov_len: msg.len(),
+        };
+        let mut cbuf = [0u64; 4];
+        // SAFETY: zeroed msghdr is valid.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            // SAFETY: CMSG macros on our own buffer of sufficient size.
+            unsafe {
+                mh.msg_control = cbuf.as_mut_ptr().cast();
+                mh.msg_controllen = libc::CMSG_SPACE(4) as usize;
+                let c = libc::CMSG_FIRSTHDR(&mh);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+            }
+        }
+        // SAFETY: mh describes valid buffers.
+        if unsafe { libc::sendmsg(sk, &mh, libc::MSG_NOSIGNAL) } < 0 {
+            return Err(io_err(tid, "sending a command"));
+        }
+        self.wait_readable(sk)?;
+        let mut buf = vec![0u8; MAX_MSG + 64];
+        // SAFETY: buf is writable.
+        let n = unsafe { libc::recv(sk, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io_err(tid, "reading a reply"));
+        }
+        let n = n as usize;
+        if n < size_of::<Reply>() {
+            return Err(ParasiteError::Proto {
+                tid,
+                what: format!("short reply ({n} bytes) to command {}", cmd.cmd),
+            });
+        }
+        // SAFETY: buf holds a Reply.
+        let rep: Reply = unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const Reply) };
+        if rep.cmd != cmd.cmd || size_of::<Reply>() + rep.len as usize != n {
+            return Err(ParasiteError::Proto {
+                tid,
+                what: format!("bad reply {rep:?} to command {}", cmd.cmd),
+            });
+        }
+        if rep.status < 0 {
+            return Err(ParasiteError::Command {
+                tid,
+                cmd: cmd.cmd,
+                errno: -rep.status,
+            });
+        }
+        buf.drain(..size_of::<Reply>());
+        buf.truncate(rep.len as usize);
+        Ok(buf)
+    }
+
+    fn simple(&mut self, c: u32, args: &[u64]) -> Result<Vec<u8>> {
+        let mut cmd = Cmd {
+            cmd: c,
+            ..Default::default()
+        };
+        cmd.arg[..args.len()].copy_from_slice(args);
+        self.call(cmd, &[], None)
+    }
+
+    /// Round trip: returns `v + 1`.
+    pub fn ping(&mut self, v: u64) -> Result<u64> {
+        let r = self.simple(CMD_PING, &[v])?;
+        Ok(u64::from_le_bytes(
+            r[..8].try_into().map_err(|_| self.short())?,
+        ))
+    }
+
+    fn short(&self) -> ParasiteError {
+        ParasiteError::Proto {
+            tid: self.task.tid(),
+            what: "short payload".into(),
+        }
+    }
+
+    fn read_array<T: Copy + Default>(&self, r: &[u8], n: usize) -> Result<Vec<T>> {
+        if r.len() < n * size_of::<T>() {
+            return Err(self.short());
+        }
+        // SAFETY: T is one of the plain #[repr(C)] abi types; reads are unaligned.
+        Ok((0..n)
+            .map(|i| unsafe {
+                std::ptr::read_unaligned(r.as_ptr().add(i * size_of::<T>()) as *const T)
+            })
+            .collect())
+    }
+
+    /// The 64 sigactions (index = signal - 1).
+    pub fn sigactions(&mut self) -> Result<Vec<KSigaction>> {
+        let r = self.simple(CMD_SIGACTIONS, &[])?;
+        self.read_array(&r, 64)
+    }
+
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
+    pub fn itimers(&mut self) -> Result<Vec<Itimerval>> {
+        let r = self.simple(CMD_ITIMERS, &[])?;
+        self.read_array(&r, 3)
+    }
+
+    /// timer_gettime/timer_getoverrun of each POSIX timer id.
+    pub fn posix_timers(&mut self, ids: &[i32]) -> Result<Vec<PosixTimer>> {
+        let mut cmd = Cmd {
+            cmd: CMD_POSIX_TIMERS,
+            ..Default::default()
+        };
+        cmd.arg[0] = ids.len() as u64;
+        let payload: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let r = self.call(cmd, &payload, None)?;
+        self.read_array(&r, ids.len())
+    }
+
+    /// umask, prctl values, rlimits.
+    pub fn misc(&mut self) -> Result<Misc> {
+        let r = self.simple(CMD_MISC, &[])?;
+        Ok(self.read_array::<Misc>(&r, 1)?[0])
+    }
+
+    /// pdeath signal and sigaltstack of the thread the parasite runs in.
+    pub fn thread_misc(&mut self) -> Result<ThreadMisc> {
+        let r = self.simple(CMD_THREAD_MISC, &[])?;
+        Ok(self.read_array::<ThreadMisc>(&r, 1)?[0])
+    }
+
+    /// Hand an fd to the parasite; returns its number in the target.
+    pub fn take_fd(&mut self, fd: RawFd) -> Result<i32> {
+        let r = self.call(
+            Cmd {
+                cmd: CMD_TAKE_FD,
+                ..Default::default()
+            },
+            &[],
+            Some(fd),
+        )?;
+        Ok(self.read_array::<i32>(&r, 1)?[0])
+    }
+
+    /// Close an fd received with [`Parasite::take_fd`].
+    pub fn close_fd(&mut self, fd: i32) -> Result<()> {
+        self.simple(CMD_CLOSE_FD, &[fd as u64]).map(|_| ())
+    }
+
+    /// vmsplice `[addr, addr+len)` into the target-side pipe fd `pipe_fd` (gift).
+    pub fn vmsplice(&mut self, addr: u64, len: u64, pipe_fd: i32) -> Result<u64> {
+        let r = self.simple(CMD_VMSPLICE, &[addr, len, pipe_fd as u64])?;
+        Ok(self.read_array::<u64>(&r, 1)?[0])
+    }
+
+    /// Stop the parasite and remove it; the task is back to its exact state.
+    pub fn cure(mut self) -> Result<()> {
+        self.cure_inner()
+    }
+
+    fn cure_inner(&mut self) -> Result<()> {
+        if self.cured {
+            return Ok(());
+        }
+        let tid = self.task.tid();
+        let fini = if self.sock.is_some() {
+            self.simple(CMD_FINI, &[]).map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.sock = None; // a blob still serving sees EOF and traps
+        let trap = self.task.wait_trap();
+        let removed = self.remove_stopped();
+        fini?;
+        let regs = trap?;
+        removed?;
+        if (regs.rax as i64) < 0 {
+            return Err(ParasiteError::Proto {
+                tid,
+                what: format!("blob exited with error {}", regs.rax as i64),
+            });
+        }
+        Ok(())
+    }
+
+    /// The task is stopped (after the blob's trap or crash): restore state and unmap.
+    fn remove_stopped(&mut self) -> Result<()> {
+        self.cured = true;
+        self.saved.restore(self.task)?;
+        let r = self.task.inject_syscall(
+            self.code_addr,
+            libc::SYS_munmap as u64,
+            [self.base, self.size as u64, 0, 0, 0, 0],
+        )?;
+        if r < 0 {
+            return Err(ParasiteError::Proto {
+                tid: self.task.tid(),
+                what: format!("munmap of the blob failed: errno {}", -r),
+            });
+        }
+        Ok(())
+    }
+
+    /// Address where the blob is mapped (for tests and diagnostics).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// A 2 KiB scratch buffer inside the blob's mapping (shared by all threads
+    /// of the process) for syscalls injected into other threads.
+    pub fn scratch_addr(&self) -> u64 {
+        self.base + page_up(blob::PARASITE.mem_size) as u64 + SCRATCH_OFF as u64
+    }
+
+    /// Per-thread values of another (stopped) thread of the same process,
+    /// through injected syscalls writing into the scratch buffer.
+    pub fn thread_misc_of(&self, t: &mut Stopped) -> Result<ThreadMisc> {
+        let tid = t.tid();
+        let s = self.scratch_addr();
+        let mut m = ThreadMisc {
+            tid,
+            ..Default::default()
+        };
+        let code = self.code_addr;
+        t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
+        )?;
+        t.inject_syscall(code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0])?;
+        t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [40 /* PR_GET_TID_ADDRESS */, s + 32, 0, 0, 0, 0],
+        )?;
+        let sb = t.inject_syscall(
+            code,
+            libc::SYS_prctl as u64,
+            [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
+        )?;
+        let mut buf = [0u8; 40];
+        crate::sys::process_vm_readv(self.task.tid(), &mut buf, &[(s, 40)]).map_err(|source| {
+            ParasiteError::Io {
+                tid,
+                what: "reading scratch",
+                source,
+            }
+        })?;
+        let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap());
+        m.pdeath_sig = w(0) as i32;
+        m.ss_sp = w(8);
+        m.ss_flags = w(16) as i32;
+        m.ss_size = w(24);
+        m.clear_tid = w(32);
+        m.secbits = sb as i32;
+        Ok(m)
+    }
+}
+
+impl Drop for Parasite<'_> {
+    fn drop(&mut self) {
+        let _ = self.cure_inner();
+    }
+}
+
+/// Address of the first executable mapping of `pid` (for `code_addr`).
+pub fn find_code_addr(pid: i32) -> io::Result<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    for l in maps.lines() {
+        let mut it = l.split_whitespace();
+        let (range, perms) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+        if perms.as_bytes().get(2) == Some(&b'x') && !l.ends_with("[vsyscall]") {
+            if let Some((a, _)) = range.split_once('-') {
+                return u64::from_str_radix(a, 16)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no executable mapping in /proc/{pid}/maps"),
+    ))
+}

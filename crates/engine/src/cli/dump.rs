@@ -1,0 +1,86 @@
+//! `cryo dump`, spelled like `criu dump`.
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use cryo_engine::dump::{self, DumpOpts, PageReader};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// PID of the root of the tree to dump.
+    #[arg(short = 't', long = "tree", value_name = "PID")]
+    pub pid: i32,
+    /// Directory for the image files.
+    #[arg(
+        short = 'D',
+        long = "images-dir",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub dir: PathBuf,
+    /// Leave the tree running after the dump (default: kill it).
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    /// Allow dumping a job attached to a terminal.
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    /// Dump file locks.
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
+    /// Log file (relative to the images directory unless absolute).
+    #[arg(short = 'o', long = "log-file", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Verbosity 0..4 (`-v4`).
+    #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub verbosity: Option<u8>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let opts = DumpOpts {
+        pid: a.pid,
+        dir: a.dir.clone(),
+        leave_running: a.leave_running,
+        shell_job: a.shell_job,
+        file_locks: a.file_locks,
+        pages: PageReader::default(),
+    };
+    let res = dump::dump(opts);
+    let line = match &res {
+        Ok(s) => format!(
+            "dumped pid {} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
+            a.pid,
+            a.dir.display(),
+            s.processes,
+            s.threads,
+            s.files,
+            s.pages_written,
+            s.frozen.as_secs_f64() * 1e3,
+            s.total.as_secs_f64() * 1e3,
+            if a.leave_running { " (left running)" } else { " (tree killed)" }
+        ),
+        Err(e) => format!("dump of pid {} failed: {e}", a.pid),
+    };
+    if let Some(log) = &a.log {
+        let p = if log.is_absolute() {
+            log.clone()
+        } else {
+            a.dir.join(log)
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .with_context(|| format!("opening log {}", p.display()))?;
+        writeln!(f, "{line}")?;
+    }
+    match res {
+        Ok(_) => {
+            if a.verbosity != Some(0) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Err(_) => Err(anyhow::anyhow!("{line}")),
+    }
+}

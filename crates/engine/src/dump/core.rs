@@ -1,0 +1,336 @@
+//! core-PID.img: registers and FPU/xsave state, task state, creds, signals,
+//! timers, rseq, scheduling — one `CoreEntry` per thread.
+
+use crate::parasite::abi::{Itimerval, KSigaction, PosixTimer, ThreadMisc};
+use crate::proc::{PosixTimerInfo, Stat, Status};
+use crate::ptrace::Regs;
+use cryo_image::pb;
+
+/// General registers in CRIU's layout.
+pub fn gpregs(r: &Regs) -> pb::UserX86RegsEntry {
+    pb::UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(pb::UserX86RegsMode::Native as i32),
+    }
+}
+
+fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn u64s(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+
+/// Enabled user xfeatures: from the kernel's sw_reserved bytes of the xsave
+/// area, else from CPUID.
+fn xfeatures(x: &[u8]) -> u64 {
+    if x.len() >= 512 && u32::from_le_bytes(x[464..468].try_into().unwrap()) == FP_XSTATE_MAGIC1 {
+        return u64::from_le_bytes(x[472..480].try_into().unwrap());
+    }
+    let r = std::arch::x86_64::__cpuid_count(0xd, 0);
+    r.eax as u64 | (r.edx as u64) << 32
+}
+
+fn component(x: &[u8], i: u32) -> Option<&[u8]> {
+    let r = std::arch::x86_64::__cpuid_count(0xd, i);
+    let (size, off) = (r.eax as usize, r.ebx as usize);
+    (size > 0 && off + size <= x.len()).then(|| &x[off..off + size])
+}
+
+/// The XSAVE area (standard format, from NT_X86_XSTATE) as CRIU stores it.
+pub fn fpregs(x: &[u8]) -> pb::UserX86FpregsEntry {
+    let le16 = |o: usize| u16::from_le_bytes(x[o..o + 2].try_into().unwrap()) as u32;
+    let le32 = |o: usize| u32::from_le_bytes(x[o..o + 4].try_into().unwrap());
+    let le64 = |o: usize| u64::from_le_bytes(x[o..o + 8].try_into().unwrap());
+    let mut fp = pb::UserX86FpregsEntry {
+        cwd: le16(0),
+        swd: le16(2),
+        twd: le16(4),
+        fop: le16(6),
+        rip: le64(8),
+        rdp: le64(16),
+        mxcsr: le32(24),
+        mxcsr_mask: le32(28),
+        st_space: u32s(&x[32..160]),
+        xmm_space: u32s(&x[160..416]),
+        padding: Vec::new(),
+        xsave: None,
+    };
+    if x.len() > 512 + 64 {
+        let feat = xfeatures(x);
+        let mut xs = pb::UserX86XsaveEntry {
+            xstate_bv: le64(512),
+            ..Default::default()
+        };
+        let has = |b: u32| feat & (1 << b) != 0;
+        if has(2) {
+            xs.ymmh_space = component(x, 2).map(u32s).unwrap_or_default();
+        }
+        if has(3) {
+            xs.bndreg_state = component(x, 3).map(u64s).unwrap_or_default();
+        }
+        if has(4) {
+            xs.bndcsr_state = component(x, 4).map(u64s).unwrap_or_default();
+        }
+        if has(5) {
+            xs.opmask_reg = component(x, 5).map(u64s).unwrap_or_default();
+        }
+        if has(6) {
+            xs.zmm_upper = component(x, 6).map(u64s).unwrap_or_default();
+        }
+        if has(7) {
+            xs.hi16_zmm = component(x, 7).map(u64s).unwrap_or_default();
+        }
+        if has(9) {
+            xs.pkru = component(x, 9).map(u32s).unwrap_or_default();
+        }
+        if has(17) {
+            xs.xtilecfg = component(x, 17).map(u64s).unwrap_or_default();
+        }
+        // CET user state is supervisor xstate (IA32_XSS): recorded when the CPU supports it.
+        if std::arch::x86_64::__cpuid_count(0xd, 1).ecx & (1 << 11) != 0 {
+            xs.cet = Some(pb::UserX86CetEntry { cet: 0, ssp: 0 });
+        }
+        fp.xsave = Some(xs);
+    }
+    fp
+}
+
+/// The three GDT TLS slots (entries 12..14) via PTRACE_GET_THREAD_AREA.
+pub fn tls(descs: &[[u32; 4]; 3]) -> Vec<pb::UserDescT> {
+    descs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            // struct user_desc: entry_number, base_addr, limit, flags bitfield.
+            let f = d[3];
+            pb::UserDescT {
+                entry_number: 12 + i as u32,
+                base_addr: d[1],
+                limit: d[2],
+                seg_32bit: f & 1 != 0,
+                contents_h: f & 4 != 0,
+                contents_l: f & 2 != 0,
+                read_exec_only: f & 8 != 0,
+                limit_in_pages: f & 16 != 0,
+                seg_not_present: f & 32 != 0,
+                usable: f & 64 != 0,
+            }
+        })
+        .collect()
+}
+
+/// creds from /proc status (+ securebits).
+pub fn creds(st: &Status, secbits: u32) -> pb::CredsEntry {
+    let cap = |v: u64| vec![v as u32, (v >> 32) as u32];
+    pb::CredsEntry {
+        uid: st.uids[0],
+        gid: st.gids[0],
+        euid: st.uids[1],
+        egid: st.gids[1],
+        suid: st.uids[2],
+        sgid: st.gids[2],
+        fsuid: st.uids[3],
+        fsgid: st.gids[3],
+        cap_inh: cap(st.cap_inh),
+        cap_prm: cap(st.cap_prm),
+        cap_eff: cap(st.cap_eff),
+        cap_bnd: cap(st.cap_bnd),
+        secbits,
+        groups: st.groups.clone(),
+        lsm_profile: None,
+        lsm_sockcreate: None,
+        apparmor_data: None,
+        no_new_privs: (st.no_new_privs != 0).then_some(st.no_new_privs),
+        cap_amb: cap(st.cap_amb),
+    }
+}
+
+/// The 62 sigactions CRIU stores (signals 1..=64 except SIGKILL and SIGSTOP).
+pub fn sigactions(all: &[KSigaction]) -> Vec<pb::SaEntry> {
+    all.iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != libc::SIGKILL as usize && *i + 1 != libc::SIGSTOP as usize)
+        .map(|(_, s)| pb::SaEntry {
+            sigaction: s.handler,
+            flags: s.flags,
+            restorer: s.restorer,
+            mask: s.mask,
+            compat_sigaction: Some(false),
+            mask_extended: None,
+        })
+        .collect()
+}
+
+fn itimer(t: &Itimerval) -> pb::ItimerEntry {
+    pb::ItimerEntry {
+        isec: t.interval_sec as u64,
+        iusec: t.interval_usec as u64,
+        vsec: t.value_sec as u64,
+        vusec: t.value_usec as u64,
+    }
+}
+
+/// itimers + POSIX timers.
+pub fn timers(
+    it: &[Itimerval],
+    info: &[PosixTimerInfo],
+    posix: &[PosixTimer],
+) -> pb::TaskTimersEntry {
+    let posix = info
+        .iter()
+        .zip(posix)
+        .map(|(i, p)| pb::PosixTimerEntry {
+            it_id: i.id as u32,
+            clock_id: i.clock_id as u32,
+            si_signo: i.signo as u32,
+            it_sigev_notify: match i.notify.as_str() {
+                "signal" => libc::SIGEV_SIGNAL as u32,
+                "none" => libc::SIGEV_NONE as u32,
+                "thread" => (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32,
+                _ => libc::SIGEV_SIGNAL as u32,
+            },
+            sival_ptr: i.sival_ptr,
+            overrun: p.overrun as u32,
+            isec: p.interval_sec as u64,
+            insec: p.interval_nsec as u64,
+            vsec: p.value_sec as u64,
+            vnsec: p.value_nsec as u64,
+            notify_thread_id: (i.notify == "thread").then_some(i.notify_tid),
+        })
+        .collect();
+    pb::TaskTimersEntry {
+        real: itimer(&it[0]),
+        virt: itimer(&it[1]),
+        prof: itimer(&it[2]),
+        posix,
+    }
+}
+
+pub fn signal_queue(sis: &[[u8; 128]]) -> pb::SignalQueueEntry {
+    pb::SignalQueueEntry {
+        signals: sis
+            .iter()
+            .map(|s| pb::SiginfoEntry {
+                siginfo: s.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// Per-thread values that go into ThreadCoreEntry.
+pub struct ThreadFacts {
+    pub stat: Stat,
+    pub status: Status,
+    pub secbits: u32,
+    pub misc: ThreadMisc,
+    pub futex_rla: u64,
+    pub futex_rla_len: u32,
+    pub sigmask: u64,
+    pub pending: Vec<[u8; 128]>,
+    pub rseq: Option<(u64, u32, u32)>,
+    pub comm: String,
+}
+
+pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
+    let seccomp = f.status.seccomp;
+    pb::ThreadCoreEntry {
+        futex_rla: f.futex_rla,
+        futex_rla_len: f.futex_rla_len,
+        sched_nice: Some(f.stat.nice as i32),
+        sched_policy: Some(f.stat.policy),
+        sched_prio: (f.stat.policy == libc::SCHED_FIFO as u32
+            || f.stat.policy == libc::SCHED_RR as u32)
+            .then_some(f.stat.rt_priority),
+        blk_sigset: (!leader).then_some(f.sigmask),
+        sas: Some(pb::ThreadSasEntry {
+            ss_sp: f.misc.ss_sp,
+            ss_size: f.misc.ss_size,
+            ss_flags: f.misc.ss_flags as u32,
+        }),
+        pdeath_sig: (f.misc.pdeath_sig != 0).then_some(f.misc.pdeath_sig as u32),
+        signals_p: Some(signal_queue(&f.pending)),
+        creds: Some(creds(&f.status, f.secbits)),
+        seccomp_mode: (seccomp != 0).then_some(seccomp as i32),
+        seccomp_filter: None,
+        comm: Some(f.comm.clone()),
+        blk_sigset_extended: None,
+        rseq_entry: Some(match f.rseq {
+            Some((a, l, s)) => pb::RseqEntry {
+                rseq_abi_pointer: a,
+                rseq_abi_size: l,
+                signature: s,
+                rseq_cs_pointer: None,
+            },
+            None => pb::RseqEntry {
+                rseq_abi_pointer: 0,
+                rseq_abi_size: 0,
+                signature: 0,
+                rseq_cs_pointer: None,
+            },
+        }),
+        cg_set: Some(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fpregs_legacy_fields() {
+        let mut x = vec![0u8; 1024];
+        x[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        x[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        x[160..164].copy_from_slice(&7u32.to_le_bytes());
+        x[512..520].copy_from_slice(&3u64.to_le_bytes());
+        let fp = fpregs(&x);
+        assert_eq!((fp.cwd, fp.mxcsr), (0x37f, 0x1f80));
+        assert_eq!(fp.xmm_space[0], 7);
+        assert_eq!(fp.st_space.len(), 32);
+        assert_eq!(fp.xmm_space.len(), 64);
+        assert_eq!(fp.xsave.unwrap().xstate_bv, 3);
+    }
+
+    #[test]
+    fn sigactions_skip_kill_and_stop() {
+        let mut all = vec![KSigaction::default(); 64];
+        all[9].handler = 0x1234; // SIGUSR1
+        let sa = sigactions(&all);
+        assert_eq!(sa.len(), 62);
+        assert_eq!(sa[8].sigaction, 0x1234);
+    }
+}

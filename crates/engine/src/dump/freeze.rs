@@ -1,0 +1,192 @@
+//! Freezing a process tree: PTRACE_SEIZE + PTRACE_INTERRUPT every thread of
+//! every process reachable from the root through /proc/PID/task/TID/children,
+//! repeated until a full pass finds nothing new. On any failure everything
+//! already seized is released as it was.
+
+use crate::ptrace::{self, Stopped};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One frozen process.
+#[derive(Debug)]
+pub struct FrozenProc {
+    pub pid: i32,
+    /// Parent pid as seen in /proc (0 for the root of the dump).
+    pub ppid: i32,
+    /// Stopped threads, the leader first, then by tid.
+    pub threads: Vec<Stopped>,
+}
+
+impl FrozenProc {
+    pub fn leader(&self) -> &Stopped {
+        &self.threads[0]
+    }
+    pub fn leader_mut(&mut self) -> &mut Stopped {
+        &mut self.threads[0]
+    }
+    /// Was the process in a group stop (state T) before we came?
+    pub fn was_stopped(&self) -> bool {
+        self.threads[0].was_group_stopped()
+    }
+}
+
+/// The frozen tree, processes in CRIU's pstree order (depth-first, children by pid).
+#[derive(Debug, Default)]
+pub struct FrozenTree {
+    pub procs: Vec<FrozenProc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("freezing pid {pid}: {source}")]
+    Ptrace {
+        pid: i32,
+        source: ptrace::PtraceError,
+    },
+    #[error("freezing pid {pid}: {what}")]
+    Other { pid: i32, what: String },
+    #[error("pid {pid}: the tree does not stop changing (threads/children keep appearing)")]
+    Unstable { pid: i32 },
+}
+
+fn list_dir_nums(path: &str) -> std::io::Result<Vec<i32>> {
+    let mut v: Vec<i32> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+fn children_of(pid: i32, tids: &[i32]) -> Vec<i32> {
+    let mut out = BTreeSet::new();
+    for t in tids {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/children")) {
+            out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Freeze `root` and all its descendants.
+pub fn freeze_tree(root: i32) -> Result<FrozenTree, FreezeError> {
+    let mut seized: BTreeMap<i32, Stopped> = BTreeMap::new();
+    match freeze_inner(root, &mut seized) {
+        Ok(order) => {
+            let mut procs = Vec::new();
+            for (pid, ppid, tids) in order {
+                let threads = tids.iter().filter_map(|t| seized.remove(t)).collect();
+                procs.push(FrozenProc { pid, ppid, threads });
+            }
+            // Threads that vanished between passes (exited) are left seized in `seized`: release them.
+            for (_, s) in seized {
+                let _ = s.detach();
+            }
+            Ok(FrozenTree { procs })
+        }
+        Err(e) => {
+            for (_, s) in seized {
+                let _ = s.detach();
+            }
+            Err(e)
+        }
+    }
+}
+
+type Order = Vec<(i32, i32, Vec<i32>)>;
+
+fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order, FreezeError> {
+    if !std::path::Path::new(&format!("/proc/{root}")).exists() {
+        return Err(FreezeError::Other {
+            pid: root,
+            what: "no such process".into(),
+        });
+    }
+    let status = std::fs::read_to_string(format!("/proc/{root}/status")).map_err(|e| {
+        FreezeError::Other {
+            pid: root,
+            what: format!("reading status: {e}"),
+        }
+    })?;
+    let st = crate::proc::parse_status(&status).map_err(|e| FreezeError::Other {
+        pid: root,
+        what: e.to_string(),
+    })?;
+    if st.tgid != root {
+        return Err(FreezeError::Other {
+            pid: root,
+            what: format!("is a thread of {}, not a process", st.tgid),
+        });
+    }
+    if st.tracer_pid != 0 {
+        return Err(FreezeError::Other {
+            pid: root,
+            what: format!("already traced by {}", st.tracer_pid),
+        });
+    }
+    for _pass in 0..32 {
+        let mut changed = false;
+        let mut order: Order = Vec::new();
+        // Depth-first walk, children by pid, like CRIU's pstree order.
+        let mut stack = vec![(root, 0)];
+        while let Some((pid, ppid)) = stack.pop() {
+            let tids = match list_dir_nums(&format!("/proc/{pid}/task")) {
+                Ok(t) if !t.is_empty() => t,
+                _ if pid == root => {
+                    return Err(FreezeError::Other {
+                        pid,
+                        what: "process vanished".into(),
+                    })
+                }
+                _ => {
+                    changed = true; // a child exited under us: walk again
+                    continue;
+                }
+            };
+            let mut tids_ordered = vec![pid];
+            tids_ordered.extend(tids.iter().copied().filter(|&t| t != pid));
+            for &t in &tids_ordered {
+                if seized.contains_key(&t) {
+                    continue;
+                }
+                changed = true;
+                let r = ptrace::seize(t).and_then(|r| r.interrupt());
+                match r {
+                    Ok(s) => {
+                        seized.insert(t, s);
+                    }
+                    // A thread that exited between listing and seizing is not an error.
+                    Err(ptrace::PtraceError::TaskDied { .. }) if t != pid => {}
+                    Err(source) => return Err(FreezeError::Ptrace { pid: t, source }),
+                }
+            }
+            let live: Vec<i32> = tids_ordered
+                .into_iter()
+                .filter(|t| seized.contains_key(t))
+                .collect();
+            let kids = children_of(pid, &live);
+            order.push((pid, ppid, live));
+            for k in kids.into_iter().rev() {
+                stack.push((k, pid));
+            }
+        }
+        if !changed {
+            return Ok(order);
+        }
+    }
+    Err(FreezeError::Unstable { pid: root })
+}
+
+impl FrozenTree {
+    /// Detach every task (they continue; group-stopped ones stay stopped).
+    pub fn release(self) {
+        for p in self.procs {
+            for t in p.threads {
+                let _ = t.detach();
+            }
+        }
+    }
+
+    /// All pids of the tree.
+    pub fn pids(&self) -> Vec<i32> {
+        self.procs.iter().map(|p| p.pid).collect()
+    }
+}

@@ -1,0 +1,341 @@
+//! mm-PID.img (VMAs in CRIU's flag/status encoding, mm fields, auxv) and the
+//! page dump: pagemap-PID.img + pages-N.img. Absent and zero pages are skipped
+//! using PAGEMAP_SCAN.
+
+use crate::proc::{Stat, Vma};
+use crate::sys;
+use cryo_image::pb;
+
+pub const VMA_AREA_REGULAR: u32 = 1 << 0;
+pub const VMA_AREA_STACK: u32 = 1 << 1;
+pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
+pub const VMA_AREA_VDSO: u32 = 1 << 3;
+pub const VMA_AREA_HEAP: u32 = 1 << 5;
+pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
+pub const VMA_FILE_SHARED: u32 = 1 << 7;
+pub const VMA_ANON_SHARED: u32 = 1 << 8;
+pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
+pub const VMA_AREA_VVAR: u32 = 1 << 12;
+pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+
+pub const PE_LAZY: u32 = 1 << 1;
+pub const PE_PRESENT: u32 = 1 << 2;
+
+/// What a mapping is, for dumping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    Vsyscall,
+    Vdso,
+    Vvar,
+    Heap,
+    AnonPrivate,
+    FilePrivate,
+    FileShared,
+    /// Shared anonymous memory or memfd (not supported yet: refused).
+    ShmemLike,
+    SysvShm,
+}
+
+pub fn classify(v: &Vma) -> VmaKind {
+    match v.name.as_str() {
+        "[vsyscall]" => VmaKind::Vsyscall,
+        "[vdso]" => VmaKind::Vdso,
+        n if n.starts_with("[vvar") => VmaKind::Vvar,
+        "[heap]" => VmaKind::Heap,
+        n if n.starts_with("/SYSV") => VmaKind::SysvShm,
+        n if v.shared
+            && (n.starts_with("/dev/zero") || n.starts_with("/memfd:") || n.is_empty()) =>
+        {
+            VmaKind::ShmemLike
+        }
+        n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
+        _ if v.ino == 0 => VmaKind::AnonPrivate,
+        _ if v.shared => VmaKind::FileShared,
+        _ => VmaKind::FilePrivate,
+    }
+}
+
+fn madv(v: &Vma) -> u64 {
+    let mut m = 0u64;
+    for (f, adv) in [
+        ("sr", libc::MADV_SEQUENTIAL),
+        ("rr", libc::MADV_RANDOM),
+        ("dc", libc::MADV_DONTFORK),
+        ("dd", libc::MADV_DONTDUMP),
+        ("mg", libc::MADV_MERGEABLE),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+        ("wf", libc::MADV_WIPEONFORK),
+    ] {
+        if v.has_flag(f) {
+            m |= 1 << adv;
+        }
+    }
+    m
+}
+
+/// One VMA entry; `shmid` is the file id for file mappings.
+pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
+    let bit = |on: bool, b: i32| if on { b as u32 } else { 0 };
+    let prot = bit(v.read, libc::PROT_READ)
+        | bit(v.write, libc::PROT_WRITE)
+        | bit(v.exec, libc::PROT_EXEC);
+    let mut flags = if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } as u32;
+    for (f, m) in [
+        ("gd", libc::MAP_GROWSDOWN),
+        ("lo", libc::MAP_LOCKED),
+        ("nr", libc::MAP_NORESERVE),
+    ] {
+        if v.has_flag(f) {
+            flags |= m as u32;
+        }
+    }
+    let (status, anon, file) = match kind {
+        VmaKind::Vsyscall => (VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE, true, false),
+        VmaKind::Vdso => (
+            VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE,
+            true,
+            false,
+        ),
+        VmaKind::Vvar => (
+            VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR,
+            true,
+            false,
+        ),
+        VmaKind::Heap => (
+            VMA_AREA_REGULAR | VMA_AREA_HEAP | VMA_ANON_PRIVATE,
+            true,
+            false,
+        ),
+        VmaKind::AnonPrivate => (VMA_AREA_REGULAR | VMA_ANON_PRIVATE, true, false),
+        VmaKind::FilePrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE, false, true),
+        VmaKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
+        VmaKind::ShmemLike => (
+            VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD,
+            false,
+            true,
+        ),
+        VmaKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
+    };
+    if anon {
+        flags |= libc::MAP_ANONYMOUS as u32;
+    }
+    let m = madv(v);
+    pb::VmaEntry {
+        start: v.start,
+        end: v.end,
+        pgoff: if file { v.pgoff } else { 0 },
+        shmid: if file { shmid } else { 0 },
+        prot,
+        flags,
+        status,
+        fd: -1,
+        madv: (m != 0).then_some(m),
+        fdflags: file.then_some(if v.shared && v.write {
+            libc::O_RDWR as u32
+        } else {
+            libc::O_RDONLY as u32
+        }),
+    }
+}
+
+/// Merge `[vvar]` + `[vvar_vclock]` (6.18) into one entry as CRIU records it.
+pub fn merge_vvar(vmas: &mut Vec<(Vma, VmaKind)>) {
+    let mut out: Vec<(Vma, VmaKind)> = Vec::with_capacity(vmas.len());
+    for (v, k) in vmas.drain(..) {
+        if let Some((last, VmaKind::Vvar)) = out.last_mut() {
+            if k == VmaKind::Vvar && last.end == v.start {
+                last.end = v.end;
+                continue;
+            }
+        }
+        out.push((v, k));
+    }
+    *vmas = out;
+}
+
+/// mm fields from /proc stat + brk + auxv.
+pub fn mm_entry(
+    st: &Stat,
+    brk: u64,
+    auxv: Vec<u64>,
+    exe_file_id: u32,
+    vmas: Vec<pb::VmaEntry>,
+    dumpable: i32,
+    thp_disabled: bool,
+) -> pb::MmEntry {
+    pb::MmEntry {
+        mm_start_code: st.start_code,
+        mm_end_code: st.end_code,
+        mm_start_data: st.start_data,
+        mm_end_data: st.end_data,
+        mm_start_stack: st.start_stack,
+        mm_start_brk: st.start_brk,
+        mm_brk: brk,
+        mm_arg_start: st.arg_start,
+        mm_arg_end: st.arg_end,
+        mm_env_start: st.env_start,
+        mm_env_end: st.env_end,
+        exe_file_id,
+        mm_saved_auxv: auxv,
+        vmas,
+        dumpable: Some(dumpable),
+        aios: Vec::new(),
+        thp_disabled: Some(thp_disabled),
+    }
+}
+
+/// A run of pages to dump: `[start, start + len)`, with its pagemap flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub start: u64,
+    pub len: u64,
+    pub flags: u32,
+}
+
+/// The pages of one VMA worth dumping, via PAGEMAP_SCAN on `pagemap_fd`.
+pub fn scan_vma(pagemap_fd: i32, v: &Vma, kind: VmaKind) -> std::io::Result<Vec<Run>> {
+    let (anyof, excl, flags) = match kind {
+        VmaKind::Heap | VmaKind::AnonPrivate => (
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            sys::PAGE_IS_PFNZERO,
+            PE_LAZY | PE_PRESENT,
+        ),
+        // Only the pages that differ from the file (anonymous COW copies).
+        VmaKind::FilePrivate => (
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
+            PE_PRESENT,
+        ),
+        // The vdso is dumped whole, present or not (CRIU does the same).
+        VmaKind::Vdso => {
+            return Ok(vec![Run {
+                start: v.start,
+                len: v.end - v.start,
+                flags: PE_PRESENT,
+            }])
+        }
+        _ => return Ok(Vec::new()),
+    };
+    let regions = sys::pagemap_scan(pagemap_fd, v.start, v.end, anyof, excl, anyof | excl)?;
+    Ok(regions
+        .into_iter()
+        .map(|r| Run {
+            start: r.start,
+            len: r.end - r.start,
+            flags,
+        })
+        .collect())
+}
+
+/// Merge adjacent runs with equal flags (CRIU merges across VMA borders too).
+pub fn merge_runs(runs: Vec<Run>) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::with_capacity(runs.len());
+    for r in runs {
+        if let Some(l) = out.last_mut() {
+            if l.start + l.len == r.start && l.flags == r.flags {
+                l.len += r.len;
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+pub fn pagemap_entries(runs: &[Run]) -> Vec<pb::PagemapEntry> {
+    runs.iter()
+        .map(|r| pb::PagemapEntry {
+            vaddr: r.start,
+            compat_nr_pages: 0,
+            in_parent: None,
+            flags: Some(r.flags),
+            nr_pages: Some(r.len / 4096),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::parse_smaps;
+
+    #[test]
+    fn classify_and_encode_fixture_vmas() {
+        let s = std::fs::read_to_string(format!(
+            "{}/fixtures/proc/smaps.txt",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut vmas: Vec<(Vma, VmaKind)> = parse_smaps(&s)
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                let k = classify(&v);
+                (v, k)
+            })
+            .collect();
+        let n = vmas.len();
+        merge_vvar(&mut vmas);
+        assert_eq!(vmas.len(), n - 1, "vvar + vvar_vclock become one");
+        let vv = vmas.iter().find(|(_, k)| *k == VmaKind::Vvar).unwrap();
+        let e = vma_entry(&vv.0, vv.1, 0);
+        assert_eq!(
+            e.status,
+            VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR
+        );
+        assert_eq!(e.end - e.start, 6 * 4096);
+        let st = vmas.iter().find(|(v, _)| v.name == "[stack]").unwrap();
+        let e = vma_entry(&st.0, st.1, 0);
+        assert_eq!(
+            e.flags,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN) as u32
+        );
+        assert_eq!(e.fdflags, None);
+        let f = &vmas[0];
+        assert_eq!(f.1, VmaKind::FilePrivate);
+        let e = vma_entry(&f.0, f.1, 7);
+        assert_eq!(
+            (e.shmid, e.fdflags, e.status),
+            (7, Some(0), VMA_AREA_REGULAR | VMA_FILE_PRIVATE)
+        );
+        let vs = vmas.iter().find(|(_, k)| *k == VmaKind::Vsyscall).unwrap();
+        assert_eq!(
+            vma_entry(&vs.0, vs.1, 0).status,
+            VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE
+        );
+    }
+
+    #[test]
+    fn runs_merge_only_when_adjacent_and_equal() {
+        let r = merge_runs(vec![
+            Run {
+                start: 0x1000,
+                len: 0x1000,
+                flags: PE_PRESENT,
+            },
+            Run {
+                start: 0x2000,
+                len: 0x2000,
+                flags: PE_PRESENT,
+            },
+            Run {
+                start: 0x4000,
+                len: 0x1000,
+                flags: PE_LAZY | PE_PRESENT,
+            },
+            Run {
+                start: 0x6000,
+                len: 0x1000,
+                flags: PE_LAZY | PE_PRESENT,
+            },
+        ]);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].len, 0x3000);
+    }
+}

@@ -1,0 +1,471 @@
+//! ptrace as typestate: a [`Running`] tracee (seized, not stopped) and a
+//! [`Stopped`] one. Registers, memory and syscall injection are only reachable
+//! on a [`Stopped`] task. ESRCH and unexpected exits become
+//! [`PtraceError::TaskDied`].
+//!
+//! Typical use:
+//! ```no_run
+//! # use cryo_engine::ptrace::*;
+//! let t = seize(1234)?.interrupt()?;          // Stopped
+//! let regs = t.regs()?;
+//! let r = t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6])?;
+//! t.detach()?;
+//! # Ok::<(), PtraceError>(())
+//! ```
+#![allow(unsafe_code)]
+
+use std::io;
+
+pub use libc::user_regs_struct as Regs;
+
+/// Errors of this module, each naming the thread.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error("task {tid} died")]
+    TaskDied { tid: i32 },
+    #[error("task {tid}: {op}: {source}")]
+    Os {
+        tid: i32,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("task {tid}: unexpected stop: {what}")]
+    Unexpected { tid: i32, what: String },
+}
+
+pub type Result<T> = std::result::Result<T, PtraceError>;
+
+pub const PTRACE_EVENT_STOP: i32 = 128;
+const PTRACE_SEIZE: libc::c_uint = 0x4206;
+const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// Suspend the tracee's seccomp filters while we inject code.
+pub const PTRACE_O_SUSPEND_SECCOMP: u64 = 1 << 21;
+pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+const NT_PRSTATUS: usize = 1;
+pub const NT_X86_XSTATE: usize = 0x202;
+
+fn err(tid: i32, op: &'static str) -> PtraceError {
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        PtraceError::TaskDied { tid }
+    } else {
+        PtraceError::Os { tid, op, source: e }
+    }
+}
+
+fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> libc::c_long {
+    // SAFETY: every caller passes addr/data valid for `req` (buffers owned by the caller).
+    unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    }
+}
+
+/// How a task reported to `waitpid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// PTRACE_EVENT_STOP: after PTRACE_INTERRUPT (sig SIGTRAP) or a group stop (sig SIGSTOP/TSTP/...).
+    Event { sig: i32 },
+    /// Signal-delivery-stop for `sig` (the signal is discarded unless passed to `cont`).
+    Signal { sig: i32 },
+    /// Another ptrace event (fork/clone/exec/exit...).
+    OtherEvent { sig: i32, event: i32 },
+}
+
+/// waitpid(tid, __WALL) until it stops; exits become `TaskDied`.
+pub fn wait_stop(tid: i32) -> Result<StopKind> {
+    loop {
+        let mut st: libc::c_int = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                return Err(PtraceError::TaskDied { tid });
+            }
+            return Err(PtraceError::Os {
+                tid,
+                op: "waitpid",
+                source: e,
+            });
+        }
+        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+            return Err(PtraceError::TaskDied { tid });
+        }
+        if libc::WIFSTOPPED(st) {
+            let sig = libc::WSTOPSIG(st);
+            let event = st >> 16;
+            return Ok(match event {
+                0 => StopKind::Signal { sig },
+                PTRACE_EVENT_STOP => StopKind::Event { sig },
+                e => StopKind::OtherEvent { sig, event: e },
+            });
+        }
+    }
+}
+
+/// A seized task that is (or may be) running.
+#[derive(Debug)]
+pub struct Running {
+    tid: i32,
+}
+
+/// A seized task in a ptrace-stop: registers and memory are accessible.
+#[derive(Debug)]
+pub struct Stopped {
+    tid: i32,
+    /// How it stopped when we interrupted it (group stop => it was stopped before we came).
+    pub first_stop: StopKind,
+}
+
+/// PTRACE_SEIZE `tid` with `PTRACE_O_SUSPEND_SECCOMP`.
+pub fn seize(tid: i32) -> Result<Running> {
+    if raw(PTRACE_SEIZE, tid, 0, PTRACE_O_SUSPEND_SECCOMP as usize) < 0 {
+        return Err(err(tid, "PTRACE_SEIZE"));
+    }
+    Ok(Running { tid })
+}
+
+impl Running {
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// PTRACE_INTERRUPT and wait for the PTRACE_EVENT_STOP. Signals that
+    /// arrive first are delivered (PTRACE_CONT with the signal) and we wait
+    /// again, as they would have been delivered without us.
+    pub fn interrupt(self) -> Result<Stopped> {
+        let tid = self.tid;
+        if raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+            return Err(err(tid, "PTRACE_INTERRUPT"));
+        }
+        for _ in 0..64 {
+            match wait_stop(tid)? {
+                st @ StopKind::Event { .. } => {
+                    return Ok(Stopped {
+                        tid,
+                        first_stop: st,
+                    })
+                }
+                StopKind::Signal { sig } => {
+                    if raw(libc::PTRACE_CONT, tid, 0, sig as usize) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                    // The interrupt may have been consumed by the signal stop: re-arm it.
+                    if raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_INTERRUPT"));
+                    }
+                }
+                StopKind::OtherEvent { .. } => {
+                    if raw(libc::PTRACE_CONT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                }
+            }
+        }
+        Err(PtraceError::Unexpected {
+            tid,
+            what: "signals keep arriving, cannot stop it".into(),
+        })
+    }
+
+    /// Detach without stopping first (the kernel allows it for a running seized task only if it
+    /// is stopped; so interrupt, then detach).
+    pub fn detach(self) -> Result<()> {
+        self.interrupt()?.detach()
+    }
+}
+
+impl Stopped {
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// True if the task was in a group stop (state T) when we froze it.
+    pub fn was_group_stopped(&self) -> bool {
+        matches!(self.first_stop, StopKind::Event { sig } if sig != libc::SIGTRAP)
+    }
+
+    /// General registers (NT_PRSTATUS), including fs_base/gs_base.
+    pub fn regs(&self) -> Result<Regs> {
+        // SAFETY: user_regs_struct is plain data.
+        let mut r: Regs = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: (&mut r as *mut Regs).cast(),
+            iov_len: std::mem::size_of::<Regs>(),
+        };
+        if raw(
+            libc::PTRACE_GETREGSET,
+            self.tid,
+            NT_PRSTATUS,
+            &mut iov as *mut _ as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_GETREGSET(NT_PRSTATUS)"));
+        }
+        Ok(r)
+    }
+
+    pub fn set_regs(&self, r: &Regs) -> Result<()> {
+        let mut iov = libc::iovec {
+            iov_base: (r as *const Regs as *mut Regs).cast(),
+            iov_len: std::mem::size_of::<Regs>(),
+        };
+        if raw(
+            libc::PTRACE_SETREGSET,
+            self.tid,
+            NT_PRSTATUS,
+            &mut iov as *mut _ as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_SETREGSET(NT_PRSTATUS)"));
+        }
+        Ok(())
+    }
+
+    /// The full XSAVE area (NT_X86_XSTATE), sized from CPUID.
+    pub fn xstate(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; crate::sys::xsave_size()];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        if raw(
+            libc::PTRACE_GETREGSET,
+            self.tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut _ as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_GETREGSET(NT_X86_XSTATE)"));
+        }
+        buf.truncate(iov.iov_len);
+        Ok(buf)
+    }
+
+    pub fn set_xstate(&self, x: &[u8]) -> Result<()> {
+        let mut iov = libc::iovec {
+            iov_base: x.as_ptr() as *mut _,
+            iov_len: x.len(),
+        };
+        if raw(
+            libc::PTRACE_SETREGSET,
+            self.tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut _ as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_SETREGSET(NT_X86_XSTATE)"));
+        }
+        Ok(())
+    }
+
+    /// Blocked signal mask.
+    pub fn sigmask(&self) -> Result<u64> {
+        let mut m: u64 = 0;
+        if raw(PTRACE_GETSIGMASK, self.tid, 8, &mut m as *mut u64 as usize) < 0 {
+            return Err(err(self.tid, "PTRACE_GETSIGMASK"));
+        }
+        Ok(m)
+    }
+
+    pub fn set_sigmask(&self, m: u64) -> Result<()> {
+        if raw(PTRACE_SETSIGMASK, self.tid, 8, &m as *const u64 as usize) < 0 {
+            return Err(err(self.tid, "PTRACE_SETSIGMASK"));
+        }
+        Ok(())
+    }
+
+    /// Pending siginfos (128 bytes each) of the thread, or of the process when `shared`.
+    pub fn peek_siginfo(&self, shared: bool) -> Result<Vec<[u8; 128]>> {
+        #[repr(C)]
+        struct Args {
+            off: u64,
+            flags: u32,
+            nr: i32,
+        }
+        let mut out = Vec::new();
+        loop {
+            let mut buf = vec![[0u8; 128]; 32];
+            let a = Args {
+                off: out.len() as u64,
+                flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+                nr: 32,
+            };
+            let n = raw(
+                PTRACE_PEEKSIGINFO,
+                self.tid,
+                &a as *const Args as usize,
+                buf.as_mut_ptr() as usize,
+            );
+            if n < 0 {
+                return Err(err(self.tid, "PTRACE_PEEKSIGINFO"));
+            }
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    /// rseq registration: (address, length, signature), or None.
+    pub fn rseq(&self) -> Result<Option<(u64, u32, u32)>> {
+        #[repr(C)]
+        #[derive(Default)]
+        struct Conf {
+            abi: u64,
+            len: u32,
+            sig: u32,
+            flags: u32,
+            _pad: u32,
+        }
+        let mut c = Conf::default();
+        if raw(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            self.tid,
+            std::mem::size_of::<Conf>(),
+            &mut c as *mut Conf as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_GET_RSEQ_CONFIGURATION"));
+        }
+        Ok((c.abi != 0).then_some((c.abi, c.len, c.sig)))
+    }
+
+    /// PTRACE_GET_THREAD_AREA for GDT entry `idx`: `struct user_desc` as 4 words.
+    pub fn thread_area(&self, idx: u32) -> Result<[u32; 4]> {
+        let mut d = [0u32; 4];
+        d[0] = idx;
+        if raw(
+            25, /* PTRACE_GET_THREAD_AREA */
+            self.tid,
+            idx as usize,
+            d.as_mut_ptr() as usize,
+        ) < 0
+        {
+            return Err(err(self.tid, "PTRACE_GET_THREAD_AREA"));
+        }
+        Ok(d)
+    }
+
+    /// Read a word (works on any mapping, like a debugger).
+    pub fn peek(&self, addr: u64) -> Result<u64> {
+        // SAFETY: errno must be cleared to tell -1 data from an error.
+        unsafe { *libc::__errno_location() = 0 };
+        let v = raw(libc::PTRACE_PEEKDATA, self.tid, addr as usize, 0);
+        if v == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
+            return Err(err(self.tid, "PTRACE_PEEKDATA"));
+        }
+        Ok(v as u64)
+    }
+
+    /// Write a word (even to read-only text).
+    pub fn poke(&self, addr: u64, v: u64) -> Result<()> {
+        if raw(libc::PTRACE_POKEDATA, self.tid, addr as usize, v as usize) < 0 {
+            return Err(err(self.tid, "PTRACE_POKEDATA"));
+        }
+        Ok(())
+    }
+
+    /// Resume (PTRACE_CONT) delivering `sig` (0 for none).
+    pub fn cont(self, sig: i32) -> Result<Running> {
+        if raw(libc::PTRACE_CONT, self.tid, 0, sig as usize) < 0 {
+            return Err(err(self.tid, "PTRACE_CONT"));
+        }
+        Ok(Running { tid: self.tid })
+    }
+
+    /// Resume and wait for the next stop, which must be a SIGTRAP (our int3).
+    /// Any other stop is an error (the task is left in that stop).
+    pub fn cont_until_trap(&mut self) -> Result<Regs> {
+        if raw(libc::PTRACE_CONT, self.tid, 0, 0) < 0 {
+            return Err(err(self.tid, "PTRACE_CONT"));
+        }
+        self.wait_trap()
+    }
+
+    /// Wait for the SIGTRAP of an `int3` after a `cont` done elsewhere.
+    pub fn wait_trap(&mut self) -> Result<Regs> {
+        match wait_stop(self.tid)? {
+            StopKind::Signal { sig } if sig == libc::SIGTRAP => self.regs(),
+            other => Err(PtraceError::Unexpected {
+                tid: self.tid,
+                what: format!("{other:?} instead of the blob's trap"),
+            }),
+        }
+    }
+
+    /// Detach (the task continues; a group-stopped task stays stopped).
+    pub fn detach(self) -> Result<()> {
+        if raw(libc::PTRACE_DETACH, self.tid, 0, 0) < 0 {
+            return Err(err(self.tid, "PTRACE_DETACH"));
+        }
+        Ok(())
+    }
+
+    /// Run one syscall inside the task: writes `syscall; int3` at `code_addr`
+    /// (any mapped address; the original bytes are put back), blocks all
+    /// signals, runs, and restores registers, FPU state, signal mask and code
+    /// exactly. Returns the raw result (negative errno on failure).
+    pub fn inject_syscall(&mut self, code_addr: u64, nr: u64, args: [u64; 6]) -> Result<i64> {
+        let saved = Saved::take(self)?;
+        let old = self.peek(code_addr)?;
+        let code = (old & !0xff_ffff) | 0xcc_05_0f; // 0f 05 = syscall, cc = int3
+        let res = (|| {
+            self.poke(code_addr, code)?;
+            let mut r = saved.regs;
+            r.rip = code_addr;
+            r.rax = nr;
+            r.orig_rax = u64::MAX; // not in a syscall: no restart logic on resume
+            r.rdi = args[0];
+            r.rsi = args[1];
+            r.rdx = args[2];
+            r.r10 = args[3];
+            r.r8 = args[4];
+            r.r9 = args[5];
+            self.set_regs(&r)?;
+            self.set_sigmask(!0)?;
+            let after = self.cont_until_trap()?;
+            Ok(after.rax as i64)
+        })();
+        let restored = self.poke(code_addr, old).and_then(|_| saved.restore(self));
+        let rax = res?;
+        restored?;
+        Ok(rax)
+    }
+}
+
+/// Register/FPU/sigmask snapshot, put back with [`Saved::restore`].
+#[derive(Clone)]
+pub struct Saved {
+    pub regs: Regs,
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+}
+
+impl Saved {
+    pub fn take(t: &Stopped) -> Result<Saved> {
+        Ok(Saved {
+            regs: t.regs()?,
+            xstate: t.xstate()?,
+            sigmask: t.sigmask()?,
+        })
+    }
+
+    pub fn restore(&self, t: &Stopped) -> Result<()> {
+        t.set_regs(&self.regs)?;
+        t.set_xstate(&self.xstate)?;
+        t.set_sigmask(self.sigmask)
+    }
+}

@@ -1,0 +1,257 @@
+//! Raw syscalls that nix/rustix do not wrap (or wrap too narrowly).
+//!
+//! Every function is safe to call: pointers are built from Rust slices/structs
+//! here. Errors are `std::io::Error` from errno.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// pidfd_open(2).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: scalar arguments.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel returned a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_getfd(2): a duplicate of `target_fd` of the process behind `pidfd`.
+pub fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: scalar arguments.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target_fd, 0) })?;
+    // SAFETY: the kernel returned a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// kcmp(2) types.
+pub const KCMP_FILE: i32 = 0;
+pub const KCMP_VM: i32 = 1;
+pub const KCMP_FILES: i32 = 2;
+pub const KCMP_FS: i32 = 3;
+pub const KCMP_SIGHAND: i32 = 4;
+
+/// kcmp(2): 0 equal, 1/2 ordered, 3 not equal (unordered).
+pub fn kcmp(pid1: i32, pid2: i32, ty: i32, idx1: u64, idx2: u64) -> io::Result<i32> {
+    // SAFETY: scalar arguments.
+    Ok(cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, ty, idx1, idx2) })? as i32)
+}
+
+/// process_vm_readv into one local buffer from several remote ranges.
+/// Returns the number of bytes read (may be short).
+pub fn process_vm_readv(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> io::Result<usize> {
+    let liov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: local.len(),
+    };
+    let riov: Vec<libc::iovec> = remote
+        .iter()
+        .map(|&(a, l)| libc::iovec {
+            iov_base: a as *mut libc::c_void,
+            iov_len: l,
+        })
+        .collect();
+    // SAFETY: iovecs describe `local` (writable, owned) and remote addresses
+    // (only dereferenced by the kernel in the other process).
+    let r = unsafe {
+        libc::process_vm_readv(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0)
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// process_vm_writev of one buffer to one remote address.
+pub fn process_vm_writev(pid: i32, remote: u64, data: &[u8]) -> io::Result<usize> {
+    let liov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    let riov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: local iovec describes `data`; the remote one is only used by the kernel.
+    let r = unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// tee(2) without consuming: duplicate up to `len` bytes from pipe `from` to pipe `to`.
+pub fn tee(from: RawFd, to: RawFd, len: usize, nonblock: bool) -> io::Result<usize> {
+    let fl = if nonblock { libc::SPLICE_F_NONBLOCK } else { 0 };
+    // SAFETY: scalar arguments.
+    let r = unsafe { libc::tee(from, to, len, fl) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// splice(2) between two fds (offsets not used: pipes or current positions).
+pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> io::Result<usize> {
+    // SAFETY: null offsets, scalar arguments.
+    let r = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// get_robust_list(2) of any thread: (head, len).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, usize)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: valid out pointers.
+    cvt(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head, &mut len) })?;
+    Ok((head, len))
+}
+
+/// FIONREAD on an fd (bytes queued in a pipe).
+pub fn fionread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// F_GETPIPE_SZ.
+pub fn pipe_size(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: scalar arguments.
+    let r = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Size of the XSAVE area for the features enabled in XCR0 (CPUID 0xD, ECX=0, EBX).
+pub fn xsave_size() -> usize {
+    let r = std::arch::x86_64::__cpuid_count(0xd, 0);
+    (r.ebx as usize).max(512 + 64)
+}
+
+// ---- PAGEMAP_SCAN (linux/fs.h, 6.7+) ----
+
+/// `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PAGE_IS_FILE: u64 = 1 << 2;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
+pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
+const PAGEMAP_SCAN: libc::c_ulong = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
+
+/// PAGEMAP_SCAN over `[start, end)` of an open /proc/PID/pagemap: the regions
+/// whose pages match any of `anyof` and none of `inverted_excl` (categories
+/// set in `excl` must be clear). Returns the regions with `categories`
+/// masked by `ret_mask`.
+pub fn pagemap_scan(
+    pagemap: RawFd,
+    start: u64,
+    end: u64,
+    anyof: u64,
+    excl: u64,
+    ret_mask: u64,
+) -> io::Result<Vec<PageRegion>> {
+    let mut out = Vec::new();
+    let mut buf = vec![PageRegion::default(); 4096];
+    let mut cur = start;
+    while cur < end {
+        let mut a = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: cur,
+            end,
+            vec: buf.as_mut_ptr() as u64,
+            vec_len: buf.len() as u64,
+            // category_inverted: these bits are inverted before matching, so
+            // "excl" bits in category_mask + inverted = must be clear.
+            category_inverted: excl,
+            category_mask: excl,
+            category_anyof_mask: anyof,
+            return_mask: ret_mask,
+            ..Default::default()
+        };
+        // SAFETY: `a` is a valid pm_scan_arg pointing at `buf` of vec_len entries.
+        let n = unsafe { libc::ioctl(pagemap, PAGEMAP_SCAN as _, &mut a) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        if a.walk_end <= cur {
+            break;
+        }
+        cur = a.walk_end;
+        if (n as usize) < buf.len() && cur >= end {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// clock_gettime(2): (seconds, nanoseconds).
+pub fn clock_gettime(clock: libc::clockid_t) -> (u64, u64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64, ts.tv_nsec as u64)
+}
