@@ -94,7 +94,7 @@ pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_pipe, restore_end};
+pub use restore_side::{restore_end, restore_pipe};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).

@@ -24,11 +24,7 @@ impl FdKind for Reg {
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let (name, deleted) = split_deleted(&c.link);
-        let stolen = if deleted {
-            Some(File::from(c.steal()?))
-        } else {
-            None
-        };
+        let stolen = if deleted { Some(File::from(c.steal()?)) } else { None };
         reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, stolen, t)
     }
 }
@@ -58,10 +54,7 @@ pub fn reg_entry(
     let build_id = if is_reg {
         match &open {
             Some(f) => build_id_of(f),
-            None => File::open(name)
-                .ok()
-                .map(|f| build_id_of(&f))
-                .unwrap_or_default(),
+            None => File::open(name).ok().map(|f| build_id_of(&f)).unwrap_or_default(),
         }
     } else {
         Vec::new()
@@ -255,7 +248,7 @@ mod tests {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_open, restore_map_fd};
+pub use restore_side::{restore_map_fd, restore_open};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
@@ -340,7 +333,8 @@ mod restore_side {
             .first()
             .ok_or_else(|| err(format!("{} ({name})", object), "no entry"))?;
         let gf: cryo_image::pb::GhostFileEntry =
-            prost::Message::decode(prost::Message::encode_to_vec(&e.msg).as_slice()).map_err(|e2| err(name.clone(), e2))?;
+            prost::Message::decode(prost::Message::encode_to_vec(&e.msg).as_slice())
+                .map_err(|e2| err(name.clone(), e2))?;
         // Contents: one blob after the entry, or (chunks) ghost_chunk_entry
         // entries each followed by its bytes.
         let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
