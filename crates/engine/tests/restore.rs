@@ -619,3 +619,161 @@ fn killing_cryo_mid_restore_leaves_no_task() {
     ns.kill(cryo, libc::SIGKILL);
     wait_gone(&ns, &pids);
 }
+
+/// `cryo dump` a fixture program started in a fresh namespace, then `cryo
+/// restore` (without -d: cryo waits for the root) the same images twice.
+/// Between rounds the test calls `check(ns, pid, round)`; the root is then
+/// SIGKILLed and the next restore starts.
+fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
+    build_fixture(name);
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         /tmp/cryo-fx/bin/{name} >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
+         mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         echo $P > /tmp/anchor/.root; \
+         for i in 1 2; do \
+           {CRYO} restore -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
+           while [ ! -e /tmp/anchor/.next$i ]; do sleep 0.02; done; \
+           kill -9 $P; wait $R; echo $? > /tmp/anchor/.cryo-rc$i; \
+         done; exec sleep 100000"
+    );
+    let ns = Ns::start(&script);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rc = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".dump-rc")) {
+            if s.ends_with('\n') {
+                break s.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "cryo dump did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let derr = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
+    assert_eq!(rc, "0", "cryo dump of {name} failed: {derr}");
+    let root: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".root")) {
+            if s.ends_with('\n') {
+                break s.trim().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no root pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let img = ns.anchor("img");
+    let before = dir_digest(&img);
+    for round in 1..=2u32 {
+        // Restored: the root runs again with its pid.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ns.outer(root).is_none() || !ns.inner_pids().contains(&root) {
+            let err = std::fs::read_to_string(ns.anchor(&format!(".cryo-err{round}"))).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline && !err.contains("error"),
+                "round {round}: not restored: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check(&ns, root, round);
+        // Kill the whole restored tree (children outlive a killed parent).
+        let set = cryo_image::ImageSet::open(&img).unwrap();
+        for p in set.pstree().unwrap().iter().skip(1) {
+            ns.kill(p.pid as i32, libc::SIGKILL);
+        }
+        std::fs::write(ns.anchor(&format!(".next{round}")), "").unwrap();
+        // Without -d cryo waits for the root and exits with its status.
+        let rcf = ns.anchor(&format!(".cryo-rc{round}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&rcf).is_ok_and(|s| s.ends_with('\n')) {
+            assert!(Instant::now() < deadline, "round {round}: cryo restore did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&rcf).unwrap().trim(),
+            "137",
+            "round {round}: exit status of the SIGKILLed root"
+        );
+    }
+    assert_eq!(dir_digest(&img), before, "restore modified the images");
+}
+
+#[test]
+fn dump_restore_loop_heap_twice() {
+    dump_restore_twice("loop_heap", "loop_heap.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("loop_heap.verify.status"));
+        wait_advance(ns, "loop_heap.status", "cnt");
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("loop_heap.verify.status", "heap=");
+        assert!(
+            v.contains(&format!("pid={pid} ")) && v.contains("heap=ok"),
+            "round {round}: {v}"
+        );
+    });
+}
+
+#[test]
+fn dump_restore_threads4_twice() {
+    dump_restore_twice("threads4", "threads4.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("threads4.verify.status"));
+        wait_advance(ns, "threads4.status", "total");
+        let o = ns.outer(pid).unwrap();
+        assert_eq!(
+            std::fs::read_dir(format!("/proc/{o}/task")).unwrap().count(),
+            4,
+            "round {round}"
+        );
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("threads4.verify.status", "blocks=");
+        assert!(v.contains("blocks=ok"), "round {round}: {v}");
+    });
+}
+
+#[test]
+fn dump_restore_proctree_twice() {
+    dump_restore_twice("proctree", "proctree.grandchild.status", |ns, _pid, round| {
+        wait_advance(ns, "proctree.parent.status", "c");
+        let kids: Vec<i32> = field(&ns.wait_status("proctree.parent.status", "kids="), "kids")
+            .split(',')
+            .map(|k| k.parse().unwrap())
+            .collect();
+        let grandchild = field(&ns.wait_status("proctree.grandchild.status", "pid="), "pid")
+            .parse::<i32>()
+            .unwrap();
+        for tag in ["child0", "child1", "child2", "grandchild"] {
+            let _ = std::fs::remove_file(ns.anchor(&format!("proctree.{tag}.verify.status")));
+        }
+        for p in kids.iter().chain([&grandchild]) {
+            ns.kill(*p, libc::SIGUSR1);
+        }
+        for tag in ["child0", "child1", "child2", "grandchild"] {
+            let v = ns.wait_status(&format!("proctree.{tag}.verify.status"), "heap=");
+            assert!(v.contains("heap=ok"), "round {round}: {tag}: {v}");
+        }
+    });
+}
+
+#[test]
+fn dump_restore_pipe_unread_twice() {
+    dump_restore_twice("pipe_unread", "pipe_unread.child.status", |ns, _pid, round| {
+        let kid = field(&ns.wait_status("pipe_unread.parent.status", "kid="), "kid")
+            .parse::<i32>()
+            .unwrap();
+        wait_advance(ns, "pipe_unread.child.status", "c");
+        ns.kill(kid, libc::SIGUSR1);
+        let v = ns.wait_status("pipe_unread.child.status", "VERIFY");
+        assert!(v.contains("got=16384") && v.contains("data=ok"), "round {round}: {v}");
+    });
+}
+
+#[test]
+fn dump_restore_ghost_file_twice() {
+    dump_restore_twice("ghost_file", "ghost_file.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("ghost_file.verify.status"));
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("ghost_file.verify.status", "data=");
+        assert!(v.contains("offset=1000") && v.contains("data=ok"), "round {round}: {v}");
+        assert!(
+            !ns.anchor("ghost.dat").exists(),
+            "round {round}: ghost file left on disk"
+        );
+    });
+}
