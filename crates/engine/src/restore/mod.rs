@@ -178,18 +178,29 @@ impl RestoreCtx {
     }
 
     fn run_stages(&mut self) -> Result<Restored, RestoreError> {
+        let t0 = Instant::now();
+        let timing = std::env::var_os("CRYO_TIMING").is_some();
+        let mark = |what: &str| {
+            if timing {
+                eprintln!("cryo restore: {what} at {:.3} ms", t0.elapsed().as_secs_f64() * 1e3);
+            }
+        };
         // Validate.
         self.stage = Stage::Validate;
         let plan = plan::build(&self.opts.dir)?;
+        mark("validated");
         // Prepare.
         self.stage = Stage::Prepare;
         self.prepare(plan)?;
+        mark("prepared");
         // Fork.
         self.stage = Stage::Fork;
         self.fork_root()?;
+        mark("forked");
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        mark("all tasks ready");
         if fault() == Some("stall-before-resume") {
             // Fault injection (tests): every task is at the barrier; wait to
             // be killed.
@@ -200,6 +211,7 @@ impl RestoreCtx {
         // Resume.
         self.stage = Stage::Resume;
         self.resume()?;
+        mark("resumed");
         self.stage = Stage::Done;
         let env = self.env.as_ref().expect("env");
         Ok(Restored {
@@ -565,7 +577,7 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<(), RestoreErro
         let Some(v) = mm.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else {
             continue;
         };
-        let Ok(bytes) = plan.set.read_memory(p.pid as u32, v.start, (v.end - v.start) as usize) else {
+        let Some(bytes) = read_dumped(&mm.pagemap, &mm.pages_path, v.start, (v.end - v.start) as usize) else {
             continue; // not dumped: nothing to compare, trust the layout check
         };
         if bytes == cur_bytes {
@@ -580,6 +592,19 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<(), RestoreErro
         }
     }
     Ok(())
+}
+
+/// Dumped memory at `addr` if all of it is in one present run.
+fn read_dumped(pm: &cryo_image::Pagemap, pages: &std::path::Path, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let r = pm.find(addr)?;
+    let off = r.offset? + (addr - r.vaddr);
+    if addr + len as u64 > r.end() {
+        return None;
+    }
+    let f = std::fs::File::open(pages).ok()?;
+    let mut buf = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off).ok()?;
+    Some(buf)
 }
 
 /// (name, offset) of the dynamic symbols of a vdso image.
