@@ -255,6 +255,29 @@ fn criu_loop_heap_restores_and_checks_its_heap() {
         assert!(Instant::now() < deadline, "the restored loop does not advance");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Every mapping of the restored process is one the dump had (merges of
+    // neighbours aside): nothing of the engine or the restorer is left.
+    let set = cryo_image::ImageSet::open(fixtures().join("loop_heap/images")).unwrap();
+    let vmas: Vec<(u64, u64)> = set
+        .mm(pid as u32)
+        .unwrap()
+        .vmas
+        .iter()
+        .map(|v| (v.start, v.end))
+        .collect();
+    let o = ns.outer(pid).unwrap();
+    for l in std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap().lines() {
+        let (a, b) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let mut x = a;
+        while x < b {
+            let v = vmas
+                .iter()
+                .find(|v| v.0 <= x && x < v.1)
+                .unwrap_or_else(|| panic!("mapping not in the dump: {l}"));
+            x = v.1;
+        }
+    }
     // ... and its SIGUSR1 handler finds the heap pattern intact.
     ns.kill(pid, libc::SIGUSR1);
     let v = ns.wait_status("loop_heap.verify.status", "heap=");

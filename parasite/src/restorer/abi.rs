@@ -247,3 +247,21 @@ pub struct RstArgs {
 /// Most kernel-mapping moves (vvar, vvar_vclock, vdso, possibly in two steps).
 pub const RST_MAX_KMAPS: usize = 8;
 const _: () = assert!(core::mem::size_of::<RstArgs>() == 592);
+
+/// After [`RstCtl`] in the control page, at [`RST_SLOTS_OFF`]: one slot per
+/// process (index in the image's pstree), written by the engine side of the
+/// task: where its bootstrap mapping is, so that the engine can unmap it
+/// through ptrace once the threads have left it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RstSlot {
+    pub pid: i32,
+    pub _pad: i32,
+    pub start: u64,
+    pub len: u64,
+    /// Address of a `syscall` instruction inside the blob.
+    pub syscall_at: u64,
+}
+const _: () = assert!(core::mem::size_of::<RstSlot>() == 32);
+pub const RST_SLOTS_OFF: usize = 64;
+pub const RST_MAX_SLOTS: usize = (4096 - RST_SLOTS_OFF) / core::mem::size_of::<RstSlot>();

@@ -31,6 +31,7 @@
 
 #[path = "../../../../parasite/src/restorer/abi.rs"]
 pub mod abi;
+mod finish;
 pub mod layout;
 pub mod plan;
 pub mod rsys;
@@ -446,9 +447,49 @@ impl RestoreCtx {
     fn resume(&mut self) -> Result<(), RestoreError> {
         let env = self.env.as_ref().expect("prepared");
         let want: u32 = env.plan.procs.iter().map(|p| p.threads.len().max(1) as u32).sum();
+        // Seize every thread at the barrier, to take the restorer's mapping
+        // out once they have left it (see finish.rs). Stopped tasks stop
+        // inside the restorer: their bootstrap stays.
+        let procs: Vec<(i32, Vec<i32>)> = env
+            .plan
+            .procs
+            .iter()
+            .filter(|p| p.state == plan::TASK_ALIVE)
+            .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+            .collect();
+        let stopped = env.plan.procs.iter().any(|p| p.state == plan::TASK_STOPPED);
+        let seized = if stopped || fault() == Some("keep-restorer") {
+            None
+        } else {
+            Some(finish::seize(&procs))
+        };
+        let seized = match seized {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                eprintln!("cryo restore: warning: the restorer stays mapped in the restored tasks: {e}");
+                None
+            }
+            None => None,
+        };
         let c = self.ctl();
         task::a32(&c.go).store(GO_RUN, Ordering::SeqCst);
         rsys::futex_wake(task::a32(&c.go));
+        if let Some(s) = seized {
+            let mut slots = std::collections::HashMap::new();
+            for (i, p) in env.plan.procs.iter().enumerate().take(RST_MAX_SLOTS) {
+                // SAFETY: the slot table lies inside the control page, written by the tasks before they got ready.
+                let slot: RstSlot = unsafe {
+                    std::ptr::read_volatile(
+                        (env.ctl as usize + RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as *const RstSlot,
+                    )
+                };
+                if slot.pid == p.pid {
+                    slots.insert(p.pid, slot);
+                }
+            }
+            s.finish(&slots)
+                .map_err(|e| RestoreError::Sys(format!("leaving the restorer: {e}")))?;
+        }
         let deadline = Instant::now() + self.opts.timeout;
         loop {
             let done = task::a32(&c.done);

@@ -553,7 +553,8 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             len: PAGE,
         },
     ];
-    if scratch > 0 {
+    if km.len() > kplan.as_ref().map_or(0, |k| k.len()) {
+        // Two-step move of the kernel mappings through the scratch area.
         keep.push(RstRange {
             start: scratch_at,
             len: scratch,
@@ -644,6 +645,33 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     }
     a.threads = put(&mut rw, as_bytes(&threads), 16)?;
     rsys::poke(args_at, as_bytes(std::slice::from_ref(&a)));
+    // Tell the engine where the bootstrap is (it unmaps it over ptrace once
+    // every thread has gone through rt_sigreturn).
+    if let Some(idx) = env
+        .plan
+        .procs
+        .iter()
+        .position(|q| q.pid == p.pid)
+        .filter(|&i| i < RST_MAX_SLOTS)
+    {
+        let syscall_at = env
+            .blob
+            .symbol("cryo_sigreturn")
+            .map(|o| o + 8)
+            .filter(|&o| env.blob.image.get(o as usize..o as usize + 2) == Some(&[0x0f, 0x05][..]))
+            .map_or(0, |o| blob_at + o);
+        let slot = RstSlot {
+            pid: p.pid,
+            _pad: 0,
+            start: blob_at,
+            len: scratch_at + scratch.max(PAGE) - blob_at,
+            syscall_at,
+        };
+        rsys::poke(
+            env.ctl + (RST_SLOTS_OFF + idx * std::mem::size_of::<RstSlot>()) as u64,
+            as_bytes(std::slice::from_ref(&slot)),
+        );
+    }
     let _ = boot.base;
     let entry = blob_at + env.blob.entry as u64;
     Ok((entry, threads[0].stack_top, args_at))
