@@ -649,9 +649,30 @@ fn killing_cryo_mid_restore_leaves_no_task() {
 /// SIGKILLed and the next restore starts.
 fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
     build_fixture(name);
+    dump_restore_cmd_twice(&format!("/tmp/cryo-fx/bin/{name}"), ready, check)
+}
+
+/// Compile tests/progs/<name>.c (gcc -O2) into the test's temp dir.
+fn build_prog(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc {}", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// [`dump_restore_twice`] for any program started by the shell command `cmd`.
+fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
-         /tmp/cryo-fx/bin/{name} >/dev/null 2>&1 </dev/null & P=$!; \
+         {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
          while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
          mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
          echo $P > /tmp/anchor/.root; \
@@ -673,7 +694,7 @@ fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let derr = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
-    assert_eq!(rc, "0", "cryo dump of {name} failed: {derr}");
+    assert_eq!(rc, "0", "cryo dump of {cmd} failed: {derr}");
     let root: i32 = loop {
         if let Ok(s) = std::fs::read_to_string(ns.anchor(".root")) {
             if s.ends_with('\n') {
@@ -799,4 +820,19 @@ fn dump_restore_ghost_file_twice() {
             "round {round}: ghost file left on disk"
         );
     });
+}
+
+#[test]
+fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
+    let prog = build_prog("state");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "state.ready",
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("state.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("state.verify", "");
+            assert_eq!(v.trim(), "state=ok", "round {round}");
+        },
+    );
 }

@@ -19,6 +19,8 @@ use std::io;
 const PTRACE_SEIZE: libc::c_uint = 0x4206;
 const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
 const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_O_TRACESYSGOOD: usize = 1;
 const PTRACE_EVENT_STOP: i32 = 128;
 const NR_RT_SIGRETURN: u64 = 15;
@@ -115,6 +117,26 @@ impl Seized {
     /// rt_sigreturn, let the other threads go, unmap each process's
     /// bootstrap from its leader, let the leaders go.
     pub fn finish(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
+        let tids: Vec<i32> = self.threads.iter().map(|t| t.0).collect();
+        let r = self.step_out(slots);
+        if r.is_err() {
+            // Let go of whatever is still ours (a tracee left in a stop would
+            // hang the restored tree).
+            for tid in tids {
+                // SAFETY: best-effort ptrace calls on our (former) tracees.
+                unsafe {
+                    if libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0 {
+                        let mut st = 0;
+                        libc::waitpid(tid, &mut st, libc::__WALL);
+                        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn step_out(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
         for &(tid, _) in &self.threads {
             pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
         }
@@ -188,7 +210,21 @@ fn unmap_bootstrap(tid: i32, s: &RstSlot) -> io::Result<()> {
         return Ok(());
     }
     let saved = regs(tid)?;
-    let mut r = saved;
+    // Signals that became deliverable with the restored mask wait until the
+    // task is let go (no signal-delivery stop in the middle of the munmap).
+    let mut mask: u64 = 0;
+    pt(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    let all: u64 = !0;
+    pt(PTRACE_SETSIGMASK, tid, 8, &all as *const u64 as usize)?;
+    let res = unmap_blocked(tid, s, &saved);
+    let put_back = set_regs(tid, &saved).and_then(|_| pt(PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize));
+    res?;
+    put_back?;
+    Ok(())
+}
+
+fn unmap_blocked(tid: i32, s: &RstSlot, saved: &libc::user_regs_struct) -> io::Result<()> {
+    let mut r = *saved;
     r.rip = s.syscall_at;
     r.rax = NR_MUNMAP;
     r.orig_rax = u64::MAX;
@@ -200,14 +236,12 @@ fn unmap_bootstrap(tid: i32, s: &RstSlot) -> io::Result<()> {
         pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
         let st = wait(tid)?;
         if !libc::WIFSTOPPED(st) || libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80 {
-            let _ = set_regs(tid, &saved);
             return Err(io::Error::other(format!(
                 "thread {tid}: unexpected stop {st:#x} while unmapping the restorer"
             )));
         }
     }
     let after = regs(tid)?;
-    set_regs(tid, &saved)?;
     if after.rax != 0 {
         return Err(io::Error::other(format!(
             "pid {tid}: munmap of the restorer at {:#x} failed: {}",
