@@ -438,6 +438,8 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             madv,
         });
     }
+    // (destination, length, file offset) of every piece to read.
+    let mut reads: Vec<(u64, u64, u64)> = Vec::new();
     for r in &mm.pagemap.runs {
         let Some(off) = r.offset else { continue };
         for (v, mv) in premap.iter().zip(&moves) {
@@ -449,10 +451,10 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             if let VmaKind::FileShared(_) = v.kind {
                 continue; // contents live in the shared object itself
             }
-            rsys::pread_into(pages_fd, mv.src + (s - v.start), e - s, off + (s - r.vaddr))
-                .map_err(|e2| TaskError(format!("{}: reading pages for {s:#x}: {e2}", mm.pages_path.display())))?;
+            reads.push((mv.src + (s - v.start), e - s, off + (s - r.vaddr)));
         }
     }
+    read_pages(pages_fd, &reads).map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
     drop(pages);
 
     // Arguments.
@@ -675,6 +677,48 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let _ = boot.base;
     let entry = blob_at + env.blob.entry as u64;
     Ok((entry, threads[0].stack_top, args_at))
+}
+
+/// Read the pieces, split over up to two threads when there is a lot (the
+/// fault + copy of fresh anonymous memory is CPU-bound).
+fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
+    const SPLIT_MIN: u64 = 64 << 20;
+    let total: u64 = reads.iter().map(|r| r.1).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
+    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
+        return reads
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+    }
+    // Cut the list into two halves by bytes (pieces may be split).
+    let half = total / 2 / PAGE * PAGE;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut acc = 0u64;
+    for &(dst, len, off) in reads {
+        if acc >= half {
+            b.push((dst, len, off));
+        } else if acc + len <= half {
+            a.push((dst, len, off));
+        } else {
+            let k = half - acc;
+            a.push((dst, k, off));
+            b.push((dst + k, len - k, off + k));
+        }
+        acc += len;
+    }
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            b.iter()
+                .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off))
+        });
+        let ra = a
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+        let rb = h
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
+        ra.and(rb)
+    })
 }
 
 /// Pairs (current, target) of kernel mappings to move, or None to drop them
