@@ -1,8 +1,34 @@
-//! Compiles CRIU's .proto files (../../proto) with protox (pure Rust, no system protoc), generates the
-//! prost types, keeps the encoded descriptor set for prost-reflect, and turns proto/magics.tsv into a
-//! static magic table.
+//! Compiles CRIU's .proto files (../../proto) with protox (pure Rust, no system protoc) and generates:
+//! * the prost types (`_.rs`);
+//! * `descriptor.bin`: the whole descriptor set for prost-reflect, without opts.proto and
+//!   google/protobuf/descriptor.proto (they only carry CRIU's field options, which are extracted here);
+//! * one small descriptor set per .proto file holding it and its imports (`fds-N.bin`), so a tool that
+//!   decodes one image builds only the descriptors it needs (this keeps crit's start-up to a few hundred
+//!   microseconds);
+//! * `opts.rs`: CRIU's custom field options (hex, flags, dev, ...) as a static table;
+//! * `magics.rs`: the magic table from proto/magics.tsv.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::{env, fmt::Write as _, fs, path::PathBuf};
+
+use prost::Message as _;
+
+fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
+    if m.options.as_ref().is_some_and(|o| *o == Default::default()) {
+        m.options = None;
+    }
+    for f in &mut m.field {
+        if f.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            f.options = None;
+        }
+    }
+    for e in &mut m.enum_type {
+        if e.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            e.options = None;
+        }
+    }
+    m.nested_type.iter_mut().for_each(strip_empty_options);
+}
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -26,9 +52,150 @@ fn main() {
     compiler
         .open_files(&files)
         .unwrap_or_else(|e| panic!("compiling proto/: {e:?}"));
-    // The encoded set keeps the custom (criu) field options, which prost_types would drop.
-    fs::write(out.join("descriptor.bin"), compiler.encode_file_descriptor_set()).unwrap();
-    let fds = compiler.file_descriptor_set();
+
+    // CRIU's field options, read through the full pool (which knows the `criu` extension).
+    let pool = compiler.descriptor_pool();
+    let ext = pool
+        .get_extension_by_name("criu")
+        .expect("opts.proto defines the criu extension");
+    let mut opts = String::from("/// Generated: CRIU's field options, sorted by (message, field number).\npub static OPTS: &[(&str, u32, CriuOpts)] = &[\n");
+    let mut rows = Vec::new();
+    for m in pool.all_messages() {
+        for f in m.fields() {
+            let o = f.options();
+            if !o.has_extension(&ext) {
+                continue;
+            }
+            let v = o.get_extension(&ext);
+            let v = v.as_message().unwrap();
+            let b = |n: &str| v.get_field_by_name(n).and_then(|x| x.as_bool()).unwrap_or(false);
+            let s = |n: &str| match v.get_field_by_name(n).and_then(|x| x.as_str().map(str::to_owned)) {
+                Some(s) if v.has_field_by_name(n) && !s.is_empty() => format!("Some({s:?})"),
+                _ => "None".into(),
+            };
+            rows.push((m.full_name().to_string(), f.number(), format!(
+                "    ({:?}, {}, CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}),\n",
+                m.full_name(),
+                f.number(),
+                b("hex"),
+                b("ipadd"),
+                s("flags"),
+                b("dev"),
+                b("odev"),
+                s("dict"),
+                s("conv")
+            )));
+        }
+    }
+    rows.sort();
+    opts.extend(rows.into_iter().map(|r| r.2));
+    opts.push_str("];\n");
+    fs::write(out.join("opts.rs"), opts).unwrap();
+
+    // The descriptor set without the option machinery (prost_types drops unknown extensions).
+    let mut fds = compiler.file_descriptor_set();
+    let drop_files = ["google/protobuf/descriptor.proto", "opts.proto"];
+    fds.file.retain(|f| !drop_files.contains(&f.name()));
+    for f in &mut fds.file {
+        f.dependency.retain(|d| !drop_files.contains(&d.as_str()));
+        f.public_dependency.clear();
+        f.weak_dependency.clear();
+        // Options left empty by the dropped extension would make prost-reflect build the whole set of
+        // google's well-known types at start-up (a few million instructions) to interpret them.
+        if f.options.as_ref().is_some_and(|o| *o == Default::default()) {
+            f.options = None;
+        }
+        f.message_type.iter_mut().for_each(strip_empty_options);
+        for e in &mut f.enum_type {
+            if e.options.as_ref().is_some_and(|o| *o == Default::default()) {
+                e.options = None;
+            }
+        }
+    }
+    fs::write(out.join("descriptor.bin"), fds.encode_to_vec()).unwrap();
+
+    // One closed subset per file; where the closure holds other architectures' core files (core.proto
+    // imports them all), also a lean x86-only variant without them and without the fields that use them.
+    // Readers decode with the lean one and fall back to the full one when a message has fields the lean
+    // one does not know.
+    const ARCH_FILES: &[&str] = &[
+        "core-aarch64.proto",
+        "core-arm.proto",
+        "core-ppc64.proto",
+        "core-s390.proto",
+        "core-mips.proto",
+        "core-loongarch64.proto",
+        "core-riscv64.proto",
+    ];
+    let arch_types: BTreeSet<String> = fds
+        .file
+        .iter()
+        .filter(|f| ARCH_FILES.contains(&f.name()))
+        .flat_map(|f| f.message_type.iter().map(|m| format!(".{}", m.name())))
+        .collect();
+    let by_name: BTreeMap<String, usize> = fds
+        .file
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name().to_string(), i))
+        .collect();
+    let mut table = String::from(
+        "/// Generated: message name -> (lean subset, full subset) holding it.\npub static MESSAGE_SUBSET: &[(&str, usize, usize)] = &[\n",
+    );
+    let mut subsets = String::from("/// Generated: descriptor subsets.\npub static SUBSETS: &[&[u8]] = &[\n");
+    let mut msg_rows = Vec::new();
+    let mut n_subsets = 0usize;
+    let mut emit = |files: Vec<prost_types::FileDescriptorProto>, subsets: &mut String| -> usize {
+        let name = format!("fds-{n_subsets}.bin");
+        fs::write(
+            out.join(&name),
+            prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
+        )
+        .unwrap();
+        writeln!(subsets, "    include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")),").unwrap();
+        n_subsets += 1;
+        n_subsets - 1
+    };
+    for f in &fds.file {
+        let mut need = BTreeSet::new();
+        let mut stack = vec![f.name().to_string()];
+        while let Some(n) = stack.pop() {
+            if need.insert(n.clone()) {
+                stack.extend(fds.file[by_name[&n]].dependency.iter().cloned());
+            }
+        }
+        // Dependencies first, as prost-reflect wants them (the set is already in that order).
+        let full: Vec<_> = fds.file.iter().filter(|f2| need.contains(f2.name())).cloned().collect();
+        let has_arch = full.iter().any(|f2| ARCH_FILES.contains(&f2.name()));
+        let lean = if has_arch && !ARCH_FILES.contains(&f.name()) {
+            let mut lean: Vec<_> = full
+                .iter()
+                .filter(|f2| !ARCH_FILES.contains(&f2.name()))
+                .cloned()
+                .collect();
+            for f2 in &mut lean {
+                f2.dependency.retain(|d| !ARCH_FILES.contains(&d.as_str()));
+                for m in &mut f2.message_type {
+                    m.field.retain(|fl| !arch_types.contains(fl.type_name()));
+                }
+            }
+            Some(lean)
+        } else {
+            None
+        };
+        let full_idx = emit(full, &mut subsets);
+        let lean_idx = lean.map(|l| emit(l, &mut subsets)).unwrap_or(full_idx);
+        for m in &f.message_type {
+            msg_rows.push((m.name().to_string(), lean_idx, full_idx));
+        }
+    }
+    msg_rows.sort();
+    for (m, l, f) in msg_rows {
+        writeln!(table, "    ({m:?}, {l}, {f}),").unwrap();
+    }
+    table.push_str("];\n");
+    subsets.push_str("];\n");
+    fs::write(out.join("subsets.rs"), table + &subsets).unwrap();
 
     let mut cfg = prost_build::Config::new();
     cfg.out_dir(&out);
@@ -38,7 +205,7 @@ fn main() {
     let tsv_path = proto_dir.join("magics.tsv");
     println!("cargo:rerun-if-changed={}", tsv_path.display());
     let tsv = fs::read_to_string(&tsv_path).expect("proto/magics.tsv");
-    let mut table = String::from("/// Generated from proto/magics.tsv.\npub static MAGICS: &[MagicDesc] = &[\n");
+    let mut magics = String::from("/// Generated from proto/magics.tsv.\npub static MAGICS: &[MagicDesc] = &[\n");
     for (n, line) in tsv.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -57,7 +224,7 @@ fn main() {
             _ => "None".to_string(),
         };
         writeln!(
-            table,
+            magics,
             "    MagicDesc {{ name: {:?}, magic: {:#010x}, message: {}, extra: {} }},",
             cols[0],
             magic,
@@ -66,6 +233,6 @@ fn main() {
         )
         .unwrap();
     }
-    table.push_str("];\n");
-    fs::write(out.join("magics.rs"), table).unwrap();
+    magics.push_str("];\n");
+    fs::write(out.join("magics.rs"), magics).unwrap();
 }

@@ -1,4 +1,7 @@
 //! crit: CRIU image tool. The library holds every subcommand so that the TUI and tests can call them.
 
 pub mod cmd;
+pub mod coredump;
+pub mod explore;
 pub mod io;
+pub mod memory;

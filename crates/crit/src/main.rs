@@ -1,15 +1,20 @@
 //! `crit`: CRIU image tool (decode, encode, info, show, explore, ...).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cryo_crit::cmd;
 
+mod external;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "crit",
     version,
-    about = "CRiu Image Tool: decode, encode and explore CRIU image sets"
+    about = "CRiu Image Tool: decode, encode and explore CRIU image sets",
+    after_help = "Other subcommands run crit-NAME (beside crit, or in PATH): `crit tui DIR` browses an image set.",
+    allow_external_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// crit-NAME beside crit or in PATH (e.g. `crit tui DIR`)
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
     /// Convert an image from binary to JSON
     Decode(cmd::decode::DecodeArgs),
     /// Convert an image from JSON to binary
@@ -26,15 +34,30 @@ enum Cmd {
     Info(cmd::info::InfoArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
+    // explorers, memory, core export
+    /// Explore an image set: ps, fds, mems, rss (as CRIU's crit) and tree, sk, creds, sigacts, timers, regs, env
+    X(cmd::x::XArgs),
+    /// Export a process as an ELF core file (for gdb)
+    Core(cmd::core::CoreArgs),
+    /// Read or search a process's memory from the dumped pages
+    Mem(cmd::mem::MemArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
+        Cmd::External(args) => match external::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::Decode(a) => cmd::decode::run(a),
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
         Cmd::Show(a) => cmd::show::run(a),
+        // explorers, memory, core export
+        Cmd::X(a) => cmd::x::run(a),
+        Cmd::Core(a) => cmd::core::run(a),
+        Cmd::Mem(a) => cmd::mem::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

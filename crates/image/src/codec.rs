@@ -87,9 +87,12 @@ pub fn identify(data: &[u8]) -> Kind {
 
 /// The descriptor of a message by its proto name.
 pub fn message(name: &str) -> MessageDescriptor {
-    crate::pool()
-        .get_message_by_name(name)
-        .unwrap_or_else(|| panic!("message {name} missing from the compiled protos"))
+    crate::message_descriptor(name).unwrap_or_else(|| panic!("message {name} missing from the compiled protos"))
+}
+
+/// The descriptor of a message with every architecture's definitions (for building messages from JSON).
+pub fn message_full(name: &str) -> MessageDescriptor {
+    crate::message_descriptor_full(name).unwrap_or_else(|| panic!("message {name} missing from the compiled protos"))
 }
 
 /// Cursor over an image's bytes with errors that name the file, entry and offset.
@@ -147,13 +150,20 @@ impl<'a> Reader<'a> {
         }
         let body = &self.data[self.pos..self.pos + len];
         self.pos += len;
-        let msg = DynamicMessage::decode(desc.clone(), body).map_err(|source| ImageError::Decode {
-            file: self.file.to_string(),
-            index: self.index,
-            offset: start,
-            message: desc.name().to_string(),
-            source,
-        })?;
+        let dec = |desc: &MessageDescriptor| {
+            DynamicMessage::decode(desc.clone(), body).map_err(|cause| ImageError::Decode {
+                file: self.file.to_string(),
+                index: self.index,
+                offset: start,
+                message: desc.name().to_string(),
+                cause,
+            })
+        };
+        let mut msg = dec(desc)?;
+        // Another architecture's fields: decode again with the full definitions.
+        if msg.unknown_fields().next().is_some() && crate::has_lean_variant(desc.name()) {
+            msg = dec(&message_full(desc.name()))?;
+        }
         if let Some(missing) = missing_required(&msg) {
             return Err(self.err(start, format!("{}: required field {missing} is missing", desc.name())));
         }

@@ -6,12 +6,10 @@ use std::io;
 /// Anything that can go wrong reading, decoding, converting or writing an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source()`, so that a printed error chain
+    // does not repeat it.
+    #[error("{file}: {cause}")]
+    Io { file: String, cause: io::Error },
     #[error("{file}: file is {len} bytes, too short for an image head")]
     NoHead { file: String, len: usize },
     #[error("{file}: unknown magic {magic:#010x} at byte {offset}{hint}")]
@@ -34,14 +32,13 @@ pub enum ImageError {
         offset: usize,
         what: String,
     },
-    #[error("{file}: entry {index} at byte {offset}: {message} does not decode: {source}")]
+    #[error("{file}: entry {index} at byte {offset}: {message} does not decode: {cause}")]
     Decode {
         file: String,
         index: usize,
         offset: usize,
         message: String,
-        #[source]
-        source: prost::DecodeError,
+        cause: prost::DecodeError,
     },
     #[error("{file}: JSON: {what}")]
     Json { file: String, what: String },
@@ -53,7 +50,7 @@ impl ImageError {
     pub(crate) fn io(file: impl Into<String>, source: io::Error) -> Self {
         ImageError::Io {
             file: file.into(),
-            source,
+            cause: source,
         }
     }
     pub(crate) fn invalid(file: impl Into<String>, what: impl Into<String>) -> Self {

@@ -120,12 +120,12 @@ impl ImageSet {
             .into_iter()
             .enumerate()
             .map(|(index, e)| {
-                let m = M::decode(e.msg.encode_to_vec().as_slice()).map_err(|source| ImageError::Decode {
+                let m = M::decode(e.msg.encode_to_vec().as_slice()).map_err(|cause| ImageError::Decode {
                     file: file.clone(),
                     index,
                     offset: 0,
                     message: e.msg.descriptor().name().into(),
-                    source,
+                    cause,
                 })?;
                 let data = match e.extra {
                     Extra::Blob(b) => b,
@@ -163,22 +163,22 @@ impl ImageSet {
         let head_bytes = it
             .next()
             .ok_or_else(|| ImageError::invalid(&file, "no pagemap_head entry"))?;
-        let head = pb::PagemapHead::decode(head_bytes.as_slice()).map_err(|source| ImageError::Decode {
+        let head = pb::PagemapHead::decode(head_bytes.as_slice()).map_err(|cause| ImageError::Decode {
             file: file.clone(),
             index: 0,
             offset: 0,
             message: "pagemap_head".into(),
-            source,
+            cause,
         })?;
         let mut entries = Vec::with_capacity(img.entries.len());
         for (i, b) in it.enumerate() {
             entries.push(
-                pb::PagemapEntry::decode(b.as_slice()).map_err(|source| ImageError::Decode {
+                pb::PagemapEntry::decode(b.as_slice()).map_err(|cause| ImageError::Decode {
                     file: file.clone(),
                     index: i + 1,
                     offset: 0,
                     message: "pagemap_entry".into(),
-                    source,
+                    cause,
                 })?,
             );
         }

@@ -11,28 +11,30 @@
 //!
 //! `encode` accepts both the plain and the pretty form.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::codec::{message, Entry, Extra, Image};
+use crate::codec::{message_full as message, Entry, Extra, Image};
 use crate::error::{ImageError, Result};
 use crate::magic;
 use crate::pretty;
 
-/// CRIU's per-field options (`[(criu).hex = true]` and friends).
-#[derive(Debug, Default, Clone)]
+/// CRIU's per-field options (`[(criu).hex = true]` and friends), extracted from the protos at build time.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct CriuOpts {
     pub hex: bool,
     pub ipadd: bool,
-    pub flags: Option<String>,
+    pub flags: Option<&'static str>,
     pub dev: bool,
     pub odev: bool,
-    pub dict: Option<String>,
-    pub conv: Option<String>,
+    pub dict: Option<&'static str>,
+    pub conv: Option<&'static str>,
+}
+
+mod generated {
+    use super::CriuOpts;
+    include!(concat!(env!("OUT_DIR"), "/opts.rs"));
 }
 
 const NO_OPTS: CriuOpts = CriuOpts {
@@ -45,53 +47,14 @@ const NO_OPTS: CriuOpts = CriuOpts {
     conv: None,
 };
 
-/// Options of every field that has any, by message full name and field number (built once).
-fn opts_table() -> &'static HashMap<String, Vec<(u32, CriuOpts)>> {
-    static T: OnceLock<HashMap<String, Vec<(u32, CriuOpts)>>> = OnceLock::new();
-    T.get_or_init(|| {
-        let pool = crate::pool();
-        let mut t: HashMap<String, Vec<(u32, CriuOpts)>> = HashMap::new();
-        let Some(ext) = pool.get_extension_by_name("criu") else {
-            return t;
-        };
-        for m in pool.all_messages() {
-            for f in m.fields() {
-                let o = f.options();
-                if !o.has_extension(&ext) {
-                    continue;
-                }
-                let v = o.get_extension(&ext);
-                let Some(v) = v.as_message() else { continue };
-                let b = |n: &str| v.get_field_by_name(n).and_then(|x| x.as_bool()).unwrap_or(false);
-                let s = |n: &str| {
-                    v.has_field_by_name(n)
-                        .then(|| v.get_field_by_name(n).and_then(|x| x.as_str().map(str::to_owned)))
-                        .flatten()
-                        .filter(|s| !s.is_empty())
-                };
-                let opts = CriuOpts {
-                    hex: b("hex"),
-                    ipadd: b("ipadd"),
-                    flags: s("flags"),
-                    dev: b("dev"),
-                    odev: b("odev"),
-                    dict: s("dict"),
-                    conv: s("conv"),
-                };
-                t.entry(m.full_name().to_string()).or_default().push((f.number(), opts));
-            }
-        }
-        t
-    })
-}
-
 /// CRIU's options of one field (all off when it has none).
 pub fn criu_opts(field: &FieldDescriptor) -> &'static CriuOpts {
-    opts_table()
-        .get(field.parent_message().full_name())
-        .and_then(|v| v.iter().find(|(n, _)| *n == field.number()))
-        .map(|(_, o)| o)
-        .unwrap_or(&NO_OPTS)
+    let msg = field.parent_message();
+    let key = (msg.full_name(), field.number());
+    match generated::OPTS.binary_search_by(|(m, n, _)| (*m, *n).cmp(&key)) {
+        Ok(i) => &generated::OPTS[i].2,
+        Err(_) => &NO_OPTS,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -176,13 +139,13 @@ fn scalar_to_json(f: &FieldDescriptor, o: &CriuOpts, v: &Value, pretty: bool, he
             if o.dev {
                 return Json::String(pretty::dev_to_string(x as u64, o.odev));
             }
-            if let Some(map) = &o.flags {
+            if let Some(map) = o.flags {
                 return Json::String(match pretty::flags_map(map) {
                     Some(m) => pretty::map_flags(x as u64, m),
                     None => pretty::hex(x),
                 });
             }
-            if let Some(d) = &o.dict {
+            if let Some(d) = o.dict {
                 if let Some(name) = pretty::dict_name(d, f.name(), x) {
                     return Json::String(name.to_string());
                 }
@@ -203,7 +166,7 @@ fn scalar_to_json(f: &FieldDescriptor, o: &CriuOpts, v: &Value, pretty: bool, he
         Value::F32(x) => Json::from(*x as f64),
         Value::F64(x) => Json::from(*x),
         Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => Json::String(if o.conv.as_deref() == Some("unix_name") {
+        Value::Bytes(b) => Json::String(if o.conv == Some("unix_name") {
             pretty::quopri_encode(b)
         } else {
             pretty::base64_lines(b)
@@ -413,10 +376,10 @@ fn value_from_json(cx: &Ctx<'_>, p: &str, f: &FieldDescriptor, o: &CriuOpts, v: 
                         .map(i128::from)
                         .map_err(|e| cx.err(p, e));
                 }
-                if let Some(m) = o.flags.as_deref().and_then(pretty::flags_map) {
+                if let Some(m) = o.flags.and_then(pretty::flags_map) {
                     return pretty::unmap_flags(s, m).map(i128::from).map_err(|e| cx.err(p, e));
                 }
-                if let Some(d) = &o.dict {
+                if let Some(d) = o.dict {
                     if let Some(x) = pretty::dict_value(d, f.name(), s) {
                         return Ok(x);
                     }
@@ -456,7 +419,7 @@ fn value_from_json(cx: &Ctx<'_>, p: &str, f: &FieldDescriptor, o: &CriuOpts, v: 
         ),
         Kind::Bytes => {
             let s = v.as_str().ok_or_else(|| cx.err(p, "want an encoded string"))?;
-            let b = if o.conv.as_deref() == Some("unix_name") {
+            let b = if o.conv == Some("unix_name") {
                 pretty::quopri_decode(s)
             } else {
                 pretty::base64_decode(s).map_err(|e| cx.err(p, e))?
@@ -491,15 +454,22 @@ pub fn message_descriptor_of<M: ReflectMessage>(m: &M) -> MessageDescriptor {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn option_table_is_sorted_for_binary_search() {
+        let t = super::generated::OPTS;
+        assert!(t.len() > 50);
+        assert!(t.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+    }
+
+    #[test]
     fn criu_options_are_read() {
-        let pool = crate::pool();
-        let exts: Vec<String> = pool.all_extensions().map(|e| e.full_name().to_string()).collect();
-        let m = pool.get_message_by_name("thread_info_x86").unwrap();
-        let f = m.get_field_by_name("clear_tid_addr").unwrap();
-        assert!(
-            super::criu_opts(&f).hex,
-            "extensions: {exts:?}; options: {:?}",
-            f.options()
+        let m = crate::message_descriptor("thread_info_x86").unwrap();
+        assert!(super::criu_opts(&m.get_field_by_name("clear_tid_addr").unwrap()).hex);
+        let m = crate::message_descriptor("vma_entry").unwrap();
+        assert_eq!(
+            super::criu_opts(&m.get_field_by_name("status").unwrap()).flags,
+            Some("mmap.status")
         );
+        let m = crate::message_descriptor("pstree_entry").unwrap();
+        assert!(!super::criu_opts(&m.get_field_by_name("pid").unwrap()).hex);
     }
 }

@@ -18,9 +18,10 @@ pub mod pretty;
 pub mod pyjson;
 pub mod writer;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
-use prost_reflect::DescriptorPool;
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 pub use codec::{decode, encode, Entry, Extra, Image};
 pub use error::{ImageError, Result};
@@ -36,10 +37,54 @@ pub mod pb {
 
 static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
-/// The descriptor pool of all image definitions.
+/// The descriptor pool of all image definitions (built on first use; tools that handle one image kind
+/// use [`message_descriptor`], which builds only what that kind needs).
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTOR_SET).expect("embedded descriptor set decodes"))
+}
+
+mod subsets {
+    include!(concat!(env!("OUT_DIR"), "/subsets.rs"));
+}
+
+/// The descriptor of a top-level message by its proto name, from a pool holding only its .proto file and
+/// that file's imports, for x86_64 (without other architectures' registers). Messages decoded with it that
+/// turn out to carry fields it lacks are decoded again with [`message_descriptor_full`].
+pub fn message_descriptor(name: &str) -> Option<MessageDescriptor> {
+    subset_descriptor(name, false)
+}
+
+/// As [`message_descriptor`], with every architecture's definitions.
+pub fn message_descriptor_full(name: &str) -> Option<MessageDescriptor> {
+    subset_descriptor(name, true)
+}
+
+/// Whether [`message_descriptor`] is a lean variant of [`message_descriptor_full`].
+pub fn has_lean_variant(name: &str) -> bool {
+    subset_index(name).is_some_and(|(l, f)| l != f)
+}
+
+fn subset_index(name: &str) -> Option<(usize, usize)> {
+    let i = subsets::MESSAGE_SUBSET
+        .binary_search_by(|(m, _, _)| (*m).cmp(name))
+        .ok()?;
+    let (_, lean, full) = subsets::MESSAGE_SUBSET[i];
+    Some((lean, full))
+}
+
+fn subset_descriptor(name: &str, full: bool) -> Option<MessageDescriptor> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, DescriptorPool>>> = OnceLock::new();
+    let (lean, fullx) = subset_index(name)?;
+    let idx = if full { fullx } else { lean };
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    let pool = pools
+        .lock()
+        .unwrap()
+        .entry(idx)
+        .or_insert_with(|| DescriptorPool::decode(subsets::SUBSETS[idx]).expect("embedded descriptor subset decodes"))
+        .clone();
+    pool.get_message_by_name(name)
 }
 
 /// Size of a page in CRIU images (x86_64).

@@ -159,7 +159,7 @@ pub fn entries_from_bytes<M: Message + Default>(file: &str, data: &[u8], magic_n
                 ),
             });
         }
-        let m = M::decode(&data[pos + 4..pos + 4 + len]).map_err(|source| ImageError::Decode {
+        let m = M::decode(&data[pos + 4..pos + 4 + len]).map_err(|cause| ImageError::Decode {
             file: file.into(),
             index,
             offset: pos,
@@ -168,7 +168,7 @@ pub fn entries_from_bytes<M: Message + Default>(file: &str, data: &[u8], magic_n
                 .next()
                 .unwrap_or("message")
                 .into(),
-            source,
+            cause,
         })?;
         out.push(m);
         pos += 4 + len;

@@ -78,3 +78,25 @@ fn golden_text_is_byte_identical_where_crit_wrote_it_plain() {
         assert_eq!(text, want.trim_end(), "{}", img.display());
     }
 }
+
+#[test]
+fn another_architectures_core_decodes_with_its_own_fields() {
+    // Readers first use x86-only definitions; an aarch64 dump must still decode fully (forensics on
+    // another machine's dump).
+    let j: serde_json::Value = serde_json::json!({"magic": "CORE", "entries": [{
+        "mtype": "AARCH64",
+        "ti_aarch64": {
+            "clear_tid_addr": "0xffff8000",
+            "tls": 7,
+            "gpregs": {"regs": ["0x1", "0x2"], "sp": "0xfffff000", "pc": "0x400000", "pstate": "0x60000000"},
+            "fpsimd": {"vregs": [1, 2, 3, 4], "fpsr": 0, "fpcr": 0}
+        }
+    }]});
+    let img = json::image_from_json("core-1.img", &j).unwrap();
+    let bytes = codec::encode("core-1.img", &img).unwrap();
+    let back = codec::decode("core-1.img", &bytes).unwrap();
+    assert_eq!(json::image_to_json(&back, true), j);
+    assert_eq!(codec::encode("core-1.img", &back).unwrap(), bytes);
+    let plain = json::image_to_json(&back, false);
+    assert_eq!(plain["entries"][0]["ti_aarch64"]["gpregs"]["pc"], 0x400000);
+}

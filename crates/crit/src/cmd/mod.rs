@@ -1,6 +1,9 @@
 //! One module per subcommand, each with its clap `Args` and `run()`.
 
+pub mod core;
 pub mod decode;
 pub mod encode;
 pub mod info;
+pub mod mem;
 pub mod show;
+pub mod x;
