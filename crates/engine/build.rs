@@ -119,11 +119,7 @@ fn flatten(path: &Path) -> Flat {
         "{}: not a 64-bit LE ELF",
         path.display()
     );
-    assert!(
-        elf.interpreter.is_none(),
-        "{}: has PT_INTERP",
-        path.display()
-    );
+    assert!(elf.interpreter.is_none(), "{}: has PT_INTERP", path.display());
     let (mut file_end, mut mem_end) = (0u64, 0u64);
     for ph in &elf.program_headers {
         assert!(
@@ -139,11 +135,7 @@ fn flatten(path: &Path) -> Flat {
     let mut image = vec![0u8; file_end as usize];
     for ph in &elf.program_headers {
         if ph.p_type == goblin::elf::program_header::PT_LOAD {
-            let (o, n, v) = (
-                ph.p_offset as usize,
-                ph.p_filesz as usize,
-                ph.p_vaddr as usize,
-            );
+            let (o, n, v) = (ph.p_offset as usize, ph.p_filesz as usize, ph.p_vaddr as usize);
             image[v..v + n].copy_from_slice(&bytes[o..o + n]);
         }
     }

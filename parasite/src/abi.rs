@@ -65,6 +65,23 @@ pub const CMD_TAKE_FD: u32 = 8;
 pub const CMD_CLOSE_FD: u32 = 9;
 /// Stop serving, close the socket, trap with rax = 0.
 pub const CMD_FINI: u32 = 10;
+/// vmsplice many ranges, each into its own pipe: the request carries
+/// `arg[0]` pipe write ends (SCM_RIGHTS, at most [`MAX_FDS_PER_MSG`]) and a
+/// payload of `arg[0]` [`Range`]s, in the same order. Every range is spliced
+/// whole (SPLICE_F_GIFT) and its pipe closed; reply payload one u64: bytes
+/// spliced in total.
+pub const CMD_VMSPLICE_BATCH: u32 = 11;
+/// Most fds one message carries (the kernel's SCM_MAX_FD is 253).
+pub const MAX_FDS_PER_MSG: usize = 250;
+
+/// An address range of the target's memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Range {
+    pub addr: u64,
+    pub len: u64,
+}
+const _: () = assert!(core::mem::size_of::<Range>() == 16);
 
 /// Request header.
 #[repr(C)]

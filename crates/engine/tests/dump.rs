@@ -1,18 +1,23 @@
 //! Engine integration tests: real programs (tests/progs/*.c) frozen, injected,
-//! dumped and checked.
+//! dumped, and their images read back with the image library and checked
+//! against what the program set up.
 
 mod common;
 
 use common::*;
+use cryo_engine::dump::{self, DumpOpts, Hook, Stage};
 use cryo_engine::parasite::{find_code_addr, Parasite};
 use cryo_engine::ptrace;
+use cryo_image::{pb, ImageSet};
+use std::path::Path;
+use std::sync::Arc;
 
 /// Inject the parasite, ping it, remove it: registers, FPU state, signal mask
 /// and maps are identical before and after, and the program keeps running.
 #[test]
 fn parasite_injection_leaves_no_trace() {
-    let (t, _) = Target::start("spin", &[tmp_dir("inject").join("out").to_str().unwrap()]);
-    let out = tmp_root().join("inject/out");
+    let out = tmp_dir("inject").join("out");
+    let (t, _) = Target::start("spin", &[out.to_str().unwrap()]);
     let maps_before = maps(t.pid);
     let mut s = ptrace::seize(t.pid).unwrap().interrupt().unwrap();
     let regs_before = s.regs().unwrap();
@@ -22,11 +27,7 @@ fn parasite_injection_leaves_no_trace() {
         let code = find_code_addr(t.pid).unwrap();
         let mut p = Parasite::inject(&mut s, code).unwrap();
         assert_eq!(p.ping(41).unwrap(), 42);
-        let during = maps(t.pid);
-        assert_ne!(
-            during, maps_before,
-            "the blob should be mapped while it runs"
-        );
+        assert_ne!(maps(t.pid), maps_before, "the blob should be mapped while it runs");
         let sa = p.sigactions().unwrap();
         assert_ne!(
             sa[libc::SIGUSR1 as usize - 1].handler,
@@ -38,29 +39,585 @@ fn parasite_injection_leaves_no_trace() {
         assert!(m.rlimits[libc::RLIMIT_NOFILE as usize][0] > 0);
         p.cure().unwrap();
     }
-    let regs_after = s.regs().unwrap();
-    assert_eq!(format!("{regs_before:?}"), format!("{regs_after:?}"));
+    assert_eq!(format!("{regs_before:?}"), format!("{:?}", s.regs().unwrap()));
     assert_eq!(xs_before, s.xstate().unwrap());
     assert_eq!(mask_before, s.sigmask().unwrap());
     assert_eq!(maps_before, maps(t.pid));
     s.detach().unwrap();
-    // Still running and working: handle SIGUSR1 twice, the counter advances.
-    // SAFETY-free std/libc call by pid.
-    assert_eq!(unsafe_kill(t.pid, libc::SIGUSR1), 0);
+    assert!(kill(t.pid, libc::SIGUSR1));
     let a = wait_file(&out, "ok");
     std::fs::remove_file(&out).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(unsafe_kill(t.pid, libc::SIGUSR1), 0);
+    assert!(kill(t.pid, libc::SIGUSR1));
     let b = wait_file(&out, "ok");
     assert_ne!(a, b, "counter must advance after the injection");
     assert!(t.alive());
 }
 
-fn unsafe_kill(pid: i32, sig: i32) -> i32 {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::try_from(sig).unwrap(),
-    )
-    .map(|_| 0)
-    .unwrap_or(-1)
+fn images_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn reg(files: &[pb::FileEntry], id: u32) -> &pb::RegFileEntry {
+    files
+        .iter()
+        .find(|f| f.id == id)
+        .and_then(|f| f.reg.as_ref())
+        .unwrap_or_else(|| panic!("no REG file {id}"))
+}
+
+fn fdi(fds: &[pb::FdinfoEntry], fd: &str) -> pb::FdinfoEntry {
+    let fd: u32 = fd.parse().unwrap();
+    fds.iter()
+        .find(|e| e.fd == fd)
+        .cloned()
+        .unwrap_or_else(|| panic!("fd {fd} not in fdinfo"))
+}
+
+/// Dump the `state` program (default mode: the tree is killed afterwards) and
+/// check every kind of state it set up against the images.
+#[test]
+fn dump_records_program_state() {
+    let work = tmp_dir("state");
+    let imgs = tmp_dir("state-img");
+    let (t, line) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    let s = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap();
+    assert_eq!((s.processes, s.threads), (1, 4));
+    assert!(wait_gone(t.pid), "default dump kills the tree");
+
+    let set = ImageSet::open(&imgs).unwrap();
+    let pid = t.pid as u32;
+    assert!(set.inventory().is_ok());
+    let tree = set.pstree().unwrap();
+    assert_eq!(tree.len(), 1);
+    assert_eq!(tree[0].pid, pid);
+    assert_eq!(tree[0].threads.len(), 4);
+
+    // Memory: the heap pattern at its address.
+    let heap = hex(&kv(&line, "heap"));
+    let len: usize = kv(&line, "heap_len").parse().unwrap();
+    let seed: u64 = kv(&line, "seed").parse().unwrap();
+    assert!(
+        set.read_memory(pid, heap, len).unwrap() == pattern(len, seed),
+        "heap pattern differs"
+    );
+
+    // Signals: handlers, masks, pending.
+    let core = set.core(pid).unwrap();
+    let tc = core.tc.as_ref().unwrap();
+    assert_eq!(tc.sigactions.len(), 62);
+    let usr1 = &tc.sigactions[libc::SIGUSR1 as usize - 2]; // SIGKILL (9) is not stored
+    assert_ne!(usr1.sigaction, 0);
+    assert_ne!(usr1.flags & libc::SA_RESTART as u64, 0);
+    assert_eq!(usr1.mask, 1 << (libc::SIGUSR2 - 1));
+    assert_eq!(
+        tc.sigactions[libc::SIGTERM as usize - 2].sigaction,
+        1,
+        "SIGTERM is SIG_IGN"
+    );
+    let blocked = (1u64 << (libc::SIGUSR2 - 1)) | (1 << (libc::SIGHUP - 1));
+    assert_eq!(tc.blk_sigset & blocked, blocked);
+    let shared = &tc.signals_s.as_ref().unwrap().signals;
+    assert_eq!(shared.len(), 1);
+    assert_eq!(
+        i32::from_le_bytes(shared[0].siginfo[..4].try_into().unwrap()),
+        libc::SIGHUP
+    );
+    // Timers.
+    let timers = tc.timers.as_ref().unwrap();
+    assert!(timers.real.vsec <= 2000 && timers.real.vsec > 1000, "{:?}", timers.real);
+    assert_eq!(timers.posix.len(), 1);
+    assert_eq!(timers.posix[0].si_signo, libc::SIGRTMIN() as u32 + 2);
+    assert!(timers.posix[0].vsec <= 1000 && timers.posix[0].vsec > 500);
+    assert_eq!(timers.posix[0].clock_id, libc::CLOCK_MONOTONIC as u32);
+
+    // Threads: names and the registers of the "regs" thread.
+    let mut names = Vec::new();
+    for &tid in &tree[0].threads {
+        let c = set.core(tid).unwrap();
+        let tcore = c.thread_core.as_ref().unwrap();
+        names.push(tcore.comm.clone().unwrap());
+        if tcore.comm.as_deref() == Some("regs") {
+            let ti = c.thread_info.as_ref().unwrap();
+            assert_eq!(ti.gpregs.r12, 0x1122334455667788);
+            assert_eq!(ti.gpregs.r13, 0x99aabbccddeeff00);
+            let x = &ti.fpregs.xmm_space;
+            assert_eq!((x[20] as u64) | (x[21] as u64) << 32, 0x1122334455667788, "xmm5");
+            assert!(ti.fpregs.xsave.is_some());
+            assert_ne!(ti.gpregs.fs_base, 0);
+        }
+        assert!(c.thread_core.as_ref().unwrap().creds.is_some());
+    }
+    names.sort();
+    assert_eq!(names, ["idle-1", "idle-2", "prog-state", "regs"]);
+
+    // Files.
+    let ids = set.ids(pid).unwrap();
+    let fds = set.fdinfo(ids.files_id).unwrap();
+    let files = set.files().unwrap();
+    let data = fdi(&fds, &kv(&line, "data_fd"));
+    let r = reg(&files, data.id);
+    assert!(r.name.ends_with("/state/data.txt"), "{}", r.name);
+    assert_eq!((r.pos, r.flags & libc::O_ACCMODE as u32), (7, libc::O_RDWR as u32));
+    assert_eq!(r.size, Some(12));
+    let rd = fdi(&fds, &kv(&line, "rd_fd"));
+    assert_eq!(rd.flags, libc::FD_CLOEXEC as u32);
+    assert_eq!(reg(&files, rd.id).pos, 3);
+    let d = reg(&files, fdi(&fds, &kv(&line, "dir_fd")).id);
+    assert_eq!(d.mode.unwrap() & libc::S_IFMT, libc::S_IFDIR);
+    let p = reg(&files, fdi(&fds, &kv(&line, "path_fd")).id);
+    assert_ne!(p.flags & libc::O_PATH as u32, 0);
+    let n = reg(&files, fdi(&fds, &kv(&line, "null_fd")).id);
+    assert_eq!(n.name, "/dev/null");
+    assert_eq!(
+        n.flags & (libc::O_WRONLY | libc::O_APPEND) as u32,
+        (libc::O_WRONLY | libc::O_APPEND) as u32
+    );
+    // Pipe: both ends, same pipe, 5000 queued bytes kept.
+    let pr = fdi(&fds, &kv(&line, "pipe_r"));
+    let pw = fdi(&fds, &kv(&line, "pipe_w"));
+    assert_eq!(pr.r#type, pb::FdTypes::Pipe as i32);
+    let pipe_of = |id| files.iter().find(|f| f.id == id).unwrap().pipe.unwrap();
+    assert_eq!(pipe_of(pr.id).pipe_id, pipe_of(pw.id).pipe_id);
+    let pd = set.pipes_data().unwrap();
+    let (e, bytes) = pd.iter().find(|(e, _)| e.pipe_id == pipe_of(pr.id).pipe_id).unwrap();
+    assert_eq!(e.bytes, 5000);
+    assert!(*bytes == pattern(5000, 77));
+    // FIFO: its own entry pointing at a REG entry for the path; 300 bytes queued.
+    let ff = fdi(&fds, &kv(&line, "fifo_fd"));
+    assert_eq!(ff.r#type, pb::FdTypes::Fifo as i32);
+    let fifo = files.iter().find(|f| f.id == ff.id).unwrap().fifo.unwrap();
+    assert!(reg(&files, fifo.regf_id.unwrap()).name.ends_with("/state/fifo"));
+    let fd_data: Vec<(pb::PipeDataEntry, Vec<u8>)> = set.with_payload("fifo-data.img").unwrap();
+    let (e, bytes) = fd_data.iter().find(|(e, _)| e.pipe_id == fifo.pipe_id).unwrap();
+    assert_eq!(e.bytes, 300);
+    assert!(*bytes == pattern(300, 55));
+    // Ghost (deleted while open) file: contents saved, position kept.
+    let g = fdi(&fds, &kv(&line, "ghost_fd"));
+    assert_eq!(reg(&files, g.id).pos, 1234);
+    let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH").unwrap();
+    let rm = remaps.iter().find(|r| r.orig_id == g.id).expect("ghost remap");
+    let chunks: Vec<(pb::GhostChunkEntry, Vec<u8>)> =
+        set.with_payload(&format!("ghost-file-{}.img", rm.remap_id)).unwrap();
+    let content: Vec<u8> = chunks.into_iter().skip(1).flat_map(|(_, d)| d).collect();
+    assert!(content == pattern(10000, 99), "ghost contents");
+
+    // fs: umask and cwd.
+    let fs = set.fs(pid).unwrap();
+    assert_eq!(fs.umask, Some(0o027));
+    assert!(reg(&files, fs.cwd_id).name.ends_with("/state"));
+    assert_eq!(reg(&files, fs.root_id).name, "/");
+    // mm: exe and heap VMA.
+    let mm = set.mm(pid).unwrap();
+    assert!(reg(&files, mm.exe_file_id).name.ends_with("prog-state"));
+    assert!(mm.vmas.iter().any(|v| v.start <= heap && heap + len as u64 <= v.end));
+}
+
+/// Wait until every thread of `state` sleeps where it will stay: the "regs"
+/// thread in nanosleep, the others in pause.
+fn wait_threads_parked(pid: i32) {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: i32 = e.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
+        let nr = if comm.trim() == "regs" {
+            libc::SYS_nanosleep
+        } else {
+            libc::SYS_pause
+        };
+        wait_in_syscall(pid, tid, nr);
+    }
+}
+
+fn thread_regs(pid: i32) -> Vec<(i32, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort();
+    let mut stopped = Vec::new();
+    for t in tids {
+        stopped.push(ptrace::seize(t).unwrap().interrupt().unwrap());
+    }
+    for s in &stopped {
+        let mut r = s.regs().unwrap();
+        // A syscall interrupted twice may restart as restart_syscall: compare the rest.
+        r.rax = 0;
+        r.orig_rax = 0;
+        out.push((s.tid(), format!("{r:?}"), s.xstate().unwrap()));
+    }
+    for s in stopped {
+        s.detach().unwrap();
+    }
+    out
+}
+
+fn fd_table(pid: i32) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let e = e.unwrap();
+        let fd = e.file_name().to_string_lossy().into_owned();
+        let link = std::fs::read_link(e.path()).unwrap().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let info: String = info
+            .lines()
+            .filter(|l| l.starts_with("pos") || l.starts_with("flags"))
+            .collect();
+        v.push((fd, link, info));
+    }
+    v.sort();
+    v
+}
+
+/// `--leave-running`: maps, fds and registers are the same before and after,
+/// and the program still works (its own check of heap, ghost file, offsets).
+#[test]
+fn leave_running_keeps_the_program_intact() {
+    let work = tmp_dir("lr");
+    let imgs = tmp_dir("lr-img");
+    let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
+    // Every thread must be parked in its final syscall before we compare registers.
+    wait_threads_parked(t.pid);
+    let maps_before = maps(t.pid);
+    let fds_before = fd_table(t.pid);
+    let regs_before = thread_regs(t.pid);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    assert!(Path::new(&imgs.join("inventory.img")).exists());
+    assert_eq!(tracer(t.pid), 0);
+    assert_eq!(maps_before, maps(t.pid));
+    assert_eq!(fds_before, fd_table(t.pid));
+    let regs_after = thread_regs(t.pid);
+    assert_eq!(regs_before.len(), regs_after.len());
+    for (a, b) in regs_before.iter().zip(&regs_after) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1, "registers of thread {}", a.0);
+        assert!(a.2 == b.2, "xstate of thread {}", a.0);
+    }
+    assert!(kill(t.pid, libc::SIGUSR1));
+    let v = wait_file(&work.join("verify"), "heap=");
+    assert!(v.starts_with("ok "), "program check after the dump: {v}");
+}
+
+/// A tree: pstree parents, one pipe shared by all, per-process fd tables and memory.
+#[test]
+fn dump_records_a_process_tree() {
+    let work = tmp_dir("tree");
+    let imgs = tmp_dir("tree-img");
+    let (t, line) = Target::start("tree", &[work.to_str().unwrap()]);
+    let procs: Vec<(u32, u32, u64)> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| {
+            let p: Vec<&str> = w.split(':').collect();
+            (p[0].parse().unwrap(), p[1].parse().unwrap(), hex(p[2]))
+        })
+        .collect();
+    assert_eq!(procs.len(), 4);
+    let s = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap();
+    assert_eq!(s.processes, 4);
+    let set = ImageSet::open(&imgs).unwrap();
+    let tree = set.pstree().unwrap();
+    assert_eq!(tree[0].pid, t.pid as u32);
+    assert_eq!(tree[0].ppid, 0);
+    let pid_of = |idx: u32| procs.iter().find(|p| p.0 == idx).unwrap().1;
+    let ppid_of = |pid: u32| tree.iter().find(|e| e.pid == pid).unwrap().ppid;
+    assert_eq!(ppid_of(pid_of(1)), pid_of(0));
+    assert_eq!(ppid_of(pid_of(2)), pid_of(0));
+    assert_eq!(ppid_of(pid_of(3)), pid_of(1));
+    let mut pipe_ids = Vec::new();
+    let mut files_ids = Vec::new();
+    for &(idx, pid, heap) in &procs {
+        assert!(set.read_memory(pid, heap, 64 << 10).unwrap() == pattern(64 << 10, 1000 + idx as u64));
+        let ids = set.ids(pid).unwrap();
+        files_ids.push(ids.files_id);
+        let pipes: Vec<u32> = set
+            .fdinfo(ids.files_id)
+            .unwrap()
+            .iter()
+            .filter(|e| e.r#type == pb::FdTypes::Pipe as i32)
+            .map(|e| e.id)
+            .collect();
+        pipe_ids.push(pipes);
+    }
+    files_ids.sort();
+    files_ids.dedup();
+    assert_eq!(files_ids.len(), 4, "fork gives every process its own fd table");
+    assert!(
+        pipe_ids.windows(2).all(|w| w[0] == w[1]),
+        "inherited pipe ends share their file ids: {pipe_ids:?}"
+    );
+    let pd = set.pipes_data().unwrap();
+    assert!(pd.iter().any(|(e, d)| e.bytes == 100 && d.iter().all(|&b| b == b'x')));
+    for &(_, pid, _) in &procs {
+        assert!(wait_gone(pid as i32));
+    }
+}
+
+/// A task killed in the middle of the dump: clear error naming it, no
+/// inventory (no set that looks complete), the rest of the tree resumes.
+#[test]
+fn dump_fails_cleanly_when_a_task_dies_midway() {
+    let work = tmp_dir("die");
+    let imgs = tmp_dir("die-img");
+    let (t, line) = Target::start("tree", &[work.to_str().unwrap()]);
+    let victim: i32 = line
+        .split_whitespace()
+        .find(|w| w.starts_with("2:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.hook = Some(Hook(Arc::new(move |s| {
+        if s == Stage::Pages(victim) {
+            kill(victim, libc::SIGKILL);
+        }
+    })));
+    let err = dump::dump(o).unwrap_err().to_string();
+    assert!(err.contains(&victim.to_string()), "error names the pid: {err}");
+    assert!(!imgs.join("inventory.img").exists());
+    assert!(
+        images_of(&imgs).is_empty(),
+        "partial images left: {:?}",
+        images_of(&imgs)
+    );
+    // The survivors run on, untraced, and still pass their own checks.
+    for w in line.split_whitespace().skip(1) {
+        let pid: i32 = w.split(':').nth(1).unwrap().parse().unwrap();
+        if pid == victim {
+            continue;
+        }
+        assert_eq!(tracer(pid), 0);
+        assert!(kill(pid, libc::SIGUSR1));
+        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "o").trim(), "ok");
+    }
+    for w in line.split_whitespace().skip(1) {
+        let pid: i32 = w.split(':').nth(1).unwrap().parse().unwrap();
+        kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Sockets are refused before anything is written; the program is released untouched.
+#[test]
+fn sockets_are_refused_before_writing() {
+    let work = tmp_dir("sock");
+    let imgs = tmp_dir("sock-img");
+    let (t, _) = Target::start("sock", &[work.to_str().unwrap()]);
+    let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
+    assert!(err.contains("socket") && err.contains(&t.pid.to_string()), "{err}");
+    assert!(images_of(&imgs).is_empty());
+    assert_eq!(tracer(t.pid), 0);
+    assert!(t.alive());
+    assert!(kill(t.pid, libc::SIGUSR1));
+    for _ in 0..300 {
+        if work.join("verify").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let st = std::fs::read_to_string(format!("/proc/{}/status", t.pid)).unwrap();
+    let sc = std::fs::read_to_string(format!("/proc/{}/syscall", t.pid)).unwrap();
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.pid)).unwrap();
+    let ls: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    panic!("no verify file; cwd {cwd:?} work {work:?} has {ls:?}; syscall {sc} status:\n{st}");
+}
+
+/// Both page readers (parasite vmsplice, process_vm_readv) write the same
+/// pagemap and the same heap contents.
+#[test]
+fn page_readers_agree() {
+    let work = tmp_dir("readers");
+    let (t, line) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    let heap = hex(&kv(&line, "heap"));
+    let len: usize = kv(&line, "heap_len").parse().unwrap();
+    let seed: u64 = kv(&line, "seed").parse().unwrap();
+    let mut sets = Vec::new();
+    for (name, reader) in [
+        ("readv", dump::PageReader::Readv),
+        ("vmsplice", dump::PageReader::Vmsplice),
+    ] {
+        let imgs = tmp_dir(&format!("readers-{name}"));
+        let mut o = DumpOpts::new(t.pid, &imgs);
+        o.leave_running = true;
+        o.pages = reader;
+        dump::dump(o).unwrap();
+        let set = ImageSet::open(&imgs).unwrap();
+        assert!(
+            set.read_memory(t.pid as u32, heap, len).unwrap() == pattern(len, seed),
+            "{name}: heap"
+        );
+        let pm = set.pagemap(t.pid as u32).unwrap();
+        sets.push((name, pm.present_bytes()));
+    }
+    // The same pages are present (the second dump may see a few more stack
+    // or libc pages touched by the first one's parasite, never fewer).
+    assert!(sets[1].1 >= sets[0].1 && sets[1].1 - sets[0].1 <= 64 << 10, "{sets:?}");
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+}
+
+/// File locks: refused without --file-locks (nothing written, program
+/// untouched); recorded in filelocks.img with it.
+#[test]
+fn file_locks_need_the_flag_and_are_recorded() {
+    let work = tmp_dir("locks");
+    let (t, line) = Target::start("locks", &[work.to_str().unwrap()]);
+    let imgs = tmp_dir("locks-img");
+    let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
+    assert!(
+        err.contains("--file-locks") && err.contains(&t.pid.to_string()),
+        "{err}"
+    );
+    assert!(images_of(&imgs).is_empty());
+    assert_eq!(tracer(t.pid), 0);
+
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.file_locks = true;
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let locks: Vec<pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+    let a: i32 = kv(&line, "a").parse().unwrap();
+    let b: i32 = kv(&line, "b").parse().unwrap();
+    let pa = locks.iter().find(|l| l.fd == a).expect("POSIX lock");
+    assert_eq!(
+        (pa.flag, pa.r#type, pa.pid, pa.start, pa.len),
+        (1, libc::F_WRLCK as u32, t.pid, 10, 100)
+    );
+    let fb = locks.iter().find(|l| l.fd == b).expect("flock");
+    assert_eq!((fb.flag, fb.r#type, fb.len), (2, libc::F_RDLCK as u32, 0));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&work.join("verify"), "ok");
+}
+
+fn state_of(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s.rsplit(')').next().unwrap().trim_start().chars().next().unwrap()
+}
+
+/// A stopped process (state T) is recorded as stopped (with its stop
+/// signal), stays stopped after a --leave-running dump, and works once continued.
+#[test]
+fn stopped_process_is_recorded_as_stopped() {
+    let out = tmp_dir("stopped").join("out");
+    let (t, _) = Target::start("spin", &[out.to_str().unwrap()]);
+    assert!(kill(t.pid, libc::SIGSTOP));
+    for _ in 0..500 {
+        if state_of(t.pid) == 'T' {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(state_of(t.pid), 'T');
+    let imgs = tmp_dir("stopped-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let tc = set.core(t.pid as u32).unwrap().tc.unwrap();
+    assert_eq!(tc.task_state, dump::TASK_STOPPED);
+    assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
+    // Stopped again once we let go (the SIGSTOP we send takes effect at once,
+    // but asynchronously).
+    for _ in 0..500 {
+        if state_of(t.pid) == 'T' {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(state_of(t.pid), 'T', "still stopped after the dump");
+    assert!(kill(t.pid, libc::SIGCONT));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&out, "ok");
+}
+
+/// memfd and shared anonymous memory: one MEMFD_INODE per object however many
+/// processes map it, its data once in pagemap-shmem-INO + pages, and every
+/// mapping pointing at it.
+#[test]
+fn shared_memory_is_dumped_once() {
+    let work = tmp_dir("shm");
+    let imgs = tmp_dir("shm-img");
+    let (t, line) = Target::start("shm", &[work.to_str().unwrap()]);
+    let child: i32 = kv(&line, "child").parse().unwrap();
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let inodes: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE").unwrap();
+    assert_eq!(inodes.len(), 2, "{inodes:?}");
+    let memfd = inodes
+        .iter()
+        .find(|i| i.name == "cryo-test-memfd")
+        .expect("memfd inode");
+    let anon = inodes
+        .iter()
+        .find(|i| i.name == "/dev/zero")
+        .expect("shared anon inode");
+    assert_eq!((memfd.size, anon.size), (128 << 10, 64 << 10));
+    let contents = |ino: &pb::MemfdInodeEntry| -> Vec<u8> {
+        let name = format!("pagemap-shmem-{}.img", ino.shmid);
+        let e: Vec<pb::PagemapEntry> = set.entries(&name, "PAGEMAP").unwrap();
+        let head: Vec<pb::PagemapHead> = set.entries(&name, "PAGEMAP").unwrap();
+        let pages = std::fs::read(imgs.join(format!("pages-{}.img", head[0].pages_id))).unwrap();
+        let mut out = vec![0u8; ino.size as usize];
+        let mut at = 0usize;
+        for r in &e[1..] {
+            let n = r.nr_pages.unwrap() as usize * 4096;
+            out[r.vaddr as usize..r.vaddr as usize + n].copy_from_slice(&pages[at..at + n]);
+            at += n;
+        }
+        out
+    };
+    assert!(contents(memfd) == pattern(128 << 10, 4242), "memfd data");
+    assert!(
+        contents(anon)[4096..] == pattern((64 << 10) - 4096, 4343)[..],
+        "shared anon data"
+    );
+    let files = set.files().unwrap();
+    for pid in [t.pid as u32, child as u32] {
+        let mm = set.mm(pid).unwrap();
+        let shared: Vec<u32> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.status & (1 << 14) != 0)
+            .map(|v| {
+                files
+                    .iter()
+                    .find(|f| f.id == v.shmid as u32)
+                    .unwrap()
+                    .memfd
+                    .unwrap()
+                    .inode_id
+            })
+            .collect();
+        let mut want = vec![memfd.inode_id as u32, anon.inode_id as u32];
+        let mut got = shared.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "pid {pid} maps both objects");
+    }
+    let fds = set.fdinfo(set.ids(t.pid as u32).unwrap().files_id).unwrap();
+    let mfd = fdi(&fds, &kv(&line, "fd"));
+    assert_eq!(mfd.r#type, pb::FdTypes::Memfd as i32);
+    assert_eq!(mfd.flags, libc::FD_CLOEXEC as u32);
+    for pid in [t.pid, child] {
+        assert!(kill(pid, libc::SIGUSR1));
+        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "\n").trim(), "ok");
+    }
+    kill(child, libc::SIGKILL);
 }

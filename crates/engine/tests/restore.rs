@@ -824,7 +824,7 @@ fn dump_restore_ghost_file_twice() {
 
 #[test]
 fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
-    let prog = build_prog("state");
+    let prog = build_prog("rstate");
     dump_restore_cmd_twice(
         &format!("{} /tmp/anchor", prog.display()),
         "state.ready",

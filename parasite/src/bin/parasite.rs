@@ -50,28 +50,31 @@ extern "C" fn parasite_main(args: *const BootArgs) -> i64 {
     ret
 }
 
-/// Receive one request into BUF; returns (length, fd passed with it or -1).
-fn recv(sk: i32) -> Result<(usize, i32), isize> {
-    let mut cmsg = sys::CmsgFd {
-        len: 0,
-        level: 0,
-        ty: 0,
-        fd: -1,
-        _pad: 0,
-    };
-    // SAFETY: BUF is only used from this single thread.
-    let buf = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
-    let mut iov = sys::Iovec {
-        base: buf.as_mut_ptr(),
-        len: buf.len(),
-    };
+/// Control buffer for SCM_RIGHTS (cmsghdr + up to MAX_FDS_PER_MSG fds).
+#[repr(C, align(8))]
+struct Ctrl {
+    len: usize,
+    level: i32,
+    ty: i32,
+    fds: [i32; MAX_FDS_PER_MSG],
+}
+
+static mut CTRL: Ctrl = Ctrl { len: 0, level: 0, ty: 0, fds: [-1; MAX_FDS_PER_MSG] };
+
+/// Receive one request into BUF; returns (length, number of fds received
+/// into CTRL.fds).
+fn recv(sk: i32) -> Result<(usize, usize), isize> {
+    // SAFETY: BUF and CTRL are only used from this single thread.
+    let (buf, ctrl) = unsafe { (&mut *core::ptr::addr_of_mut!(BUF), &mut *core::ptr::addr_of_mut!(CTRL)) };
+    ctrl.len = 0;
+    let mut iov = sys::Iovec { base: buf.as_mut_ptr(), len: buf.len() };
     let mut msg = sys::Msghdr {
         name: core::ptr::null_mut(),
         namelen: 0,
         iov: &mut iov,
         iovlen: 1,
-        control: &mut cmsg as *mut _ as *mut u8,
-        controllen: size_of::<sys::CmsgFd>(),
+        control: ctrl as *mut Ctrl as *mut u8,
+        controllen: size_of::<Ctrl>(),
         flags: 0,
     };
     // SAFETY: msg describes valid buffers.
@@ -79,13 +82,27 @@ fn recv(sk: i32) -> Result<(usize, i32), isize> {
     if n <= 0 {
         return Err(if n == 0 { -104 } else { n });
     }
-    let fd = if msg.controllen >= 20 && cmsg.level == sys::SOL_SOCKET && cmsg.ty == sys::SCM_RIGHTS
-    {
-        cmsg.fd
+    let nfds = if msg.controllen >= 16 && ctrl.level == sys::SOL_SOCKET && ctrl.ty == sys::SCM_RIGHTS {
+        (ctrl.len.saturating_sub(16) / 4).min(MAX_FDS_PER_MSG)
     } else {
-        -1
+        0
     };
-    Ok((n as usize, fd))
+    Ok((n as usize, nfds))
+}
+
+/// vmsplice all of `[addr, addr+len)` into `pipe` (gift); bytes done or -errno.
+fn vmsplice_all(pipe: i32, addr: u64, len: u64) -> Result<u64, i32> {
+    let mut done = 0u64;
+    while done < len {
+        let mut iov = sys::Iovec { base: (addr + done) as *mut u8, len: (len - done) as usize };
+        // SAFETY: the range is the target's own mapped memory.
+        let r = unsafe { syscall6(nr::VMSPLICE, pipe as usize, &mut iov as *mut _ as usize, 1, sys::SPLICE_F_GIFT, 0, 0) };
+        if r <= 0 {
+            return Err(if r == 0 { -5 } else { r as i32 });
+        }
+        done += r as u64;
+    }
+    Ok(done)
 }
 
 fn send(sk: i32, cmd: u32, status: i32, payload: &[u8]) -> isize {
@@ -127,10 +144,14 @@ static mut OUT: [u8; MAX_MSG] = [0; MAX_MSG];
 
 fn serve(sk: i32) -> i64 {
     loop {
-        let (n, fd) = match recv(sk) {
+        let (n, nfds) = match recv(sk) {
             Ok(v) => v,
             Err(e) => return e as i64,
         };
+        // SAFETY: single-threaded use of CTRL.
+        let ctrl: &Ctrl = unsafe { &*core::ptr::addr_of!(CTRL) };
+        let fds = &ctrl.fds[..nfds];
+        let fd = fds.first().copied().unwrap_or(-1);
         if n < size_of::<Cmd>() {
             return -22;
         }
@@ -300,14 +321,36 @@ fn serve(sk: i32) -> i64 {
                 }
                 send(sk, cmd.cmd, st, as_bytes(&done))
             }
+            CMD_VMSPLICE_BATCH => {
+                let cnt = (cmd.arg[0] as usize).min(nfds);
+                let mut total = 0u64;
+                let mut st = 0;
+                for (i, &pfd) in fds.iter().enumerate() {
+                    let off = size_of::<Cmd>() + i * size_of::<Range>();
+                    if i < cnt && st == 0 && off + size_of::<Range>() <= n {
+                        // SAFETY: within the received bytes.
+                        let r: Range = unsafe {
+                            core::ptr::read_unaligned((core::ptr::addr_of!(BUF) as *const u8).add(off) as *const Range)
+                        };
+                        match vmsplice_all(pfd, r.addr, r.len) {
+                            Ok(d) => total += d,
+                            Err(e) => st = e,
+                        }
+                    }
+                    sys::close(pfd);
+                }
+                send(sk, cmd.cmd, st, as_bytes(&total))
+            }
             CMD_FINI => {
                 send(sk, cmd.cmd, 0, &[]);
                 return 0;
             }
             _ => send(sk, cmd.cmd, -38, &[]),
         };
-        if fd >= 0 && cmd.cmd != CMD_TAKE_FD {
-            sys::close(fd);
+        if cmd.cmd != CMD_TAKE_FD && cmd.cmd != CMD_VMSPLICE_BATCH {
+            for &f in fds {
+                sys::close(f);
+            }
         }
         if r < 0 {
             return r as i64;

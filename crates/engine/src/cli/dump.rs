@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use cryo_engine::dump::{self, DumpOpts, PageReader};
+use cryo_engine::dump::{self, DumpOpts};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,12 +12,7 @@ pub struct Args {
     #[arg(short = 't', long = "tree", value_name = "PID")]
     pub pid: i32,
     /// Directory for the image files.
-    #[arg(
-        short = 'D',
-        long = "images-dir",
-        value_name = "DIR",
-        default_value = "."
-    )]
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]
@@ -31,19 +26,30 @@ pub struct Args {
     /// Log file (relative to the images directory unless absolute).
     #[arg(short = 'o', long = "log-file", value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// How pages are read: vmsplice by the parasite into pipes (default), or
+    /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
+    #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
+    pub page_reader: Reader,
     /// Verbosity 0..4 (`-v4`).
     #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
 }
 
+/// `--page-reader` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Vmsplice,
+    Readv,
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = DumpOpts {
-        pid: a.pid,
-        dir: a.dir.clone(),
-        leave_running: a.leave_running,
-        shell_job: a.shell_job,
-        file_locks: a.file_locks,
-        pages: PageReader::default(),
+    let mut opts = DumpOpts::new(a.pid, a.dir.clone());
+    opts.leave_running = a.leave_running;
+    opts.shell_job = a.shell_job;
+    opts.file_locks = a.file_locks;
+    opts.pages = match a.page_reader {
+        Reader::Vmsplice => dump::PageReader::Vmsplice,
+        Reader::Readv => dump::PageReader::Readv,
     };
     let res = dump::dump(opts);
     let line = match &res {

@@ -205,11 +205,7 @@ fn itimer(t: &Itimerval) -> pb::ItimerEntry {
 }
 
 /// itimers + POSIX timers.
-pub fn timers(
-    it: &[Itimerval],
-    info: &[PosixTimerInfo],
-    posix: &[PosixTimer],
-) -> pb::TaskTimersEntry {
+pub fn timers(it: &[Itimerval], info: &[PosixTimerInfo], posix: &[PosixTimer]) -> pb::TaskTimersEntry {
     let posix = info
         .iter()
         .zip(posix)
@@ -242,12 +238,7 @@ pub fn timers(
 
 pub fn signal_queue(sis: &[[u8; 128]]) -> pb::SignalQueueEntry {
     pb::SignalQueueEntry {
-        signals: sis
-            .iter()
-            .map(|s| pb::SiginfoEntry {
-                siginfo: s.to_vec(),
-            })
-            .collect(),
+        signals: sis.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
     }
 }
 
@@ -272,8 +263,7 @@ pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
         futex_rla_len: f.futex_rla_len,
         sched_nice: Some(f.stat.nice as i32),
         sched_policy: Some(f.stat.policy),
-        sched_prio: (f.stat.policy == libc::SCHED_FIFO as u32
-            || f.stat.policy == libc::SCHED_RR as u32)
+        sched_prio: (f.stat.policy == libc::SCHED_FIFO as u32 || f.stat.policy == libc::SCHED_RR as u32)
             .then_some(f.stat.rt_priority),
         blk_sigset: (!leader).then_some(f.sigmask),
         sas: Some(pb::ThreadSasEntry {

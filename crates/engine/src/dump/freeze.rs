@@ -38,10 +38,7 @@ pub struct FrozenTree {
 #[derive(Debug, thiserror::Error)]
 pub enum FreezeError {
     #[error("freezing pid {pid}: {source}")]
-    Ptrace {
-        pid: i32,
-        source: ptrace::PtraceError,
-    },
+    Ptrace { pid: i32, source: ptrace::PtraceError },
     #[error("freezing pid {pid}: {what}")]
     Other { pid: i32, what: String },
     #[error("pid {pid}: the tree does not stop changing (threads/children keep appearing)")]
@@ -76,15 +73,38 @@ pub fn freeze_tree(root: i32) -> Result<FrozenTree, FreezeError> {
                 let threads = tids.iter().filter_map(|t| seized.remove(t)).collect();
                 procs.push(FrozenProc { pid, ppid, threads });
             }
+            // A process that was stopped (state T) cannot run injected code
+            // while its group stop lasts: end it (SIGCONT, discarded), and put
+            // it back with SIGSTOP when we let go (see `release`).
+            let mut tree = FrozenTree { procs };
+            let mut failed = None;
+            for p in &mut tree.procs {
+                if p.threads.is_empty() || !p.was_stopped() {
+                    continue;
+                }
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGCONT);
+                for t in &mut p.threads {
+                    if let Err(source) = t.resync() {
+                        failed = Some(FreezeError::Ptrace { pid: p.pid, source });
+                    }
+                }
+            }
             // Threads that vanished between passes (exited) are left seized in `seized`: release them.
             for (_, s) in seized {
                 let _ = s.detach();
             }
-            Ok(FrozenTree { procs })
+            if let Some(e) = failed {
+                tree.release();
+                return Err(e);
+            }
+            Ok(tree)
         }
         Err(e) => {
             for (_, s) in seized {
-                let _ = s.detach();
+                let tid = s.tid();
+                if let Err(ptrace::PtraceError::TaskDied { .. }) = s.detach() {
+                    ptrace::wait_exit(tid);
+                }
             }
             Err(e)
         }
@@ -100,11 +120,9 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
             what: "no such process".into(),
         });
     }
-    let status = std::fs::read_to_string(format!("/proc/{root}/status")).map_err(|e| {
-        FreezeError::Other {
-            pid: root,
-            what: format!("reading status: {e}"),
-        }
+    let status = std::fs::read_to_string(format!("/proc/{root}/status")).map_err(|e| FreezeError::Other {
+        pid: root,
+        what: format!("reading status: {e}"),
     })?;
     let st = crate::proc::parse_status(&status).map_err(|e| FreezeError::Other {
         pid: root,
@@ -141,6 +159,14 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     continue;
                 }
             };
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+                    return Err(FreezeError::Other {
+                        pid,
+                        what: format!("is a zombie (child of {ppid}); zombies are not supported yet"),
+                    });
+                }
+            }
             let mut tids_ordered = vec![pid];
             tids_ordered.extend(tids.iter().copied().filter(|&t| t != pid));
             for &t in &tids_ordered {
@@ -158,10 +184,7 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     Err(source) => return Err(FreezeError::Ptrace { pid: t, source }),
                 }
             }
-            let live: Vec<i32> = tids_ordered
-                .into_iter()
-                .filter(|t| seized.contains_key(t))
-                .collect();
+            let live: Vec<i32> = tids_ordered.into_iter().filter(|t| seized.contains_key(t)).collect();
             let kids = children_of(pid, &live);
             order.push((pid, ppid, live));
             for k in kids.into_iter().rev() {
@@ -179,8 +202,16 @@ impl FrozenTree {
     /// Detach every task (they continue; group-stopped ones stay stopped).
     pub fn release(self) {
         for p in self.procs {
+            let stopped = !p.threads.is_empty() && p.was_stopped();
             for t in p.threads {
-                let _ = t.detach();
+                let tid = t.tid();
+                if let Err(ptrace::PtraceError::TaskDied { .. }) = t.detach() {
+                    // Died while traced: we must reap it so its parent can.
+                    ptrace::wait_exit(tid);
+                }
+            }
+            if stopped {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
         }
     }

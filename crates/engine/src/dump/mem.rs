@@ -44,11 +44,7 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("[vvar") => VmaKind::Vvar,
         "[heap]" => VmaKind::Heap,
         n if n.starts_with("/SYSV") => VmaKind::SysvShm,
-        n if v.shared
-            && (n.starts_with("/dev/zero") || n.starts_with("/memfd:") || n.is_empty()) =>
-        {
-            VmaKind::ShmemLike
-        }
+        n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
         n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,
@@ -78,14 +74,8 @@ fn madv(v: &Vma) -> u64 {
 /// One VMA entry; `shmid` is the file id for file mappings.
 pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
     let bit = |on: bool, b: i32| if on { b as u32 } else { 0 };
-    let prot = bit(v.read, libc::PROT_READ)
-        | bit(v.write, libc::PROT_WRITE)
-        | bit(v.exec, libc::PROT_EXEC);
-    let mut flags = if v.shared {
-        libc::MAP_SHARED
-    } else {
-        libc::MAP_PRIVATE
-    } as u32;
+    let prot = bit(v.read, libc::PROT_READ) | bit(v.write, libc::PROT_WRITE) | bit(v.exec, libc::PROT_EXEC);
+    let mut flags = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
     for (f, m) in [
         ("gd", libc::MAP_GROWSDOWN),
         ("lo", libc::MAP_LOCKED),
@@ -97,29 +87,13 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
     }
     let (status, anon, file) = match kind {
         VmaKind::Vsyscall => (VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE, true, false),
-        VmaKind::Vdso => (
-            VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE,
-            true,
-            false,
-        ),
-        VmaKind::Vvar => (
-            VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR,
-            true,
-            false,
-        ),
-        VmaKind::Heap => (
-            VMA_AREA_REGULAR | VMA_AREA_HEAP | VMA_ANON_PRIVATE,
-            true,
-            false,
-        ),
+        VmaKind::Vdso => (VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE, true, false),
+        VmaKind::Vvar => (VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR, true, false),
+        VmaKind::Heap => (VMA_AREA_REGULAR | VMA_AREA_HEAP | VMA_ANON_PRIVATE, true, false),
         VmaKind::AnonPrivate => (VMA_AREA_REGULAR | VMA_ANON_PRIVATE, true, false),
         VmaKind::FilePrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE, false, true),
         VmaKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
-        VmaKind::ShmemLike => (
-            VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD,
-            false,
-            true,
-        ),
+        VmaKind::ShmemLike => (VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD, false, true),
         VmaKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
     };
     if anon {
@@ -267,11 +241,7 @@ mod tests {
 
     #[test]
     fn classify_and_encode_fixture_vmas() {
-        let s = std::fs::read_to_string(format!(
-            "{}/fixtures/proc/smaps.txt",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let s = std::fs::read_to_string(format!("{}/fixtures/proc/smaps.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let mut vmas: Vec<(Vma, VmaKind)> = parse_smaps(&s)
             .unwrap()
             .into_iter()
@@ -285,10 +255,7 @@ mod tests {
         assert_eq!(vmas.len(), n - 1, "vvar + vvar_vclock become one");
         let vv = vmas.iter().find(|(_, k)| *k == VmaKind::Vvar).unwrap();
         let e = vma_entry(&vv.0, vv.1, 0);
-        assert_eq!(
-            e.status,
-            VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR
-        );
+        assert_eq!(e.status, VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR);
         assert_eq!(e.end - e.start, 6 * 4096);
         let st = vmas.iter().find(|(v, _)| v.name == "[stack]").unwrap();
         let e = vma_entry(&st.0, st.1, 0);
@@ -305,10 +272,7 @@ mod tests {
             (7, Some(0), VMA_AREA_REGULAR | VMA_FILE_PRIVATE)
         );
         let vs = vmas.iter().find(|(_, k)| *k == VmaKind::Vsyscall).unwrap();
-        assert_eq!(
-            vma_entry(&vs.0, vs.1, 0).status,
-            VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE
-        );
+        assert_eq!(vma_entry(&vs.0, vs.1, 0).status, VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE);
     }
 
     #[test]

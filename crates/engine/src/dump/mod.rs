@@ -31,14 +31,118 @@ pub struct DumpOpts {
     pub shell_job: bool,
     pub file_locks: bool,
     pub pages: PageReader,
+    /// Called at each stage (tests use it to kill a task mid-dump).
+    pub hook: Option<Hook>,
+}
+
+/// Stages of a dump reported to a [`Hook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The whole tree is frozen.
+    Frozen,
+    /// The parasite of process `pid` was removed; its images come next.
+    ParasiteDone(i32),
+    /// About to read the pages of process `pid`.
+    Pages(i32),
+}
+
+/// A stage callback.
+#[derive(Clone)]
+pub struct Hook(pub std::sync::Arc<dyn Fn(Stage) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+impl DumpOpts {
+    /// Options with criu's defaults for `pid` into `dir`.
+    pub fn new(pid: i32, dir: impl Into<PathBuf>) -> Self {
+        DumpOpts {
+            pid,
+            dir: dir.into(),
+            leave_running: false,
+            shell_job: false,
+            file_locks: false,
+            pages: PageReader::default(),
+            hook: None,
+        }
+    }
+
+    fn stage(&self, s: Stage) {
+        if let Some(h) = &self.hook {
+            (h.0)(s);
+        }
+    }
 }
 
 /// How page contents are read from the frozen tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PageReader {
-    /// process_vm_readv in large chunks, written straight to pages-N.img.
-    #[default]
+    /// process_vm_readv in large chunks, written straight to pages-N.img
+    /// while the tree is frozen.
     Readv,
+    /// The parasite vmsplices (SPLICE_F_GIFT) the pages into pipes while the
+    /// tree is frozen; the pipes are drained into pages-N.img (pre-allocated
+    /// before the tree is released, so a full disk fails early) after the
+    /// tree is killed, or before it is released with --leave-running.
+    #[default]
+    Vmsplice,
+}
+
+/// Pipes (read end, write end) of PIPE_BYTES each, made before the freeze.
+#[derive(Default)]
+struct PipePool {
+    pipes: Vec<(OwnedFd, OwnedFd)>,
+}
+
+impl PipePool {
+    fn make() -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        nix::fcntl::fcntl(&wr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32))?;
+        Ok((rd, wr))
+    }
+
+    /// Enough pipes for the anonymous memory of `pids` (RssAnon), within our fd limit.
+    fn for_tree(pids: &[i32]) -> PipePool {
+        let anon_kb: u64 = pids
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .sum();
+        let want = (anon_kb * 1024).div_ceil(PIPE_BYTES) as usize + 4 * pids.len();
+        // Raise our soft fd limit to the hard one; keep room for everything else.
+        let lim = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, lim.1, lim.1);
+        let room = (lim.1.saturating_sub(256) / 2) as usize;
+        let mut pool = PipePool::default();
+        for _ in 0..want.min(room) {
+            match Self::make() {
+                Ok(p) => pool.pipes.push(p),
+                Err(_) => break,
+            }
+        }
+        pool
+    }
+
+    fn take(&mut self) -> std::io::Result<(OwnedFd, OwnedFd)> {
+        match self.pipes.pop() {
+            Some(p) => Ok(p),
+            None => Self::make(),
+        }
+    }
+}
+
+/// Pages captured in pipes, to be written to a pages file.
+struct PendingPages {
+    path: PathBuf,
+    len: u64,
+    pipes: Vec<(OwnedFd, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +162,12 @@ pub enum DumpError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl DumpError {
     fn task(pid: i32, what: impl Into<String>) -> Self {
-        DumpError::Task {
-            pid,
-            what: what.into(),
-        }
+        DumpError::Task { pid, what: what.into() }
     }
 }
 
@@ -126,8 +224,12 @@ struct DumpCtx {
     /// kcmp-deduplicated kernel object ids: (type, representative pid, id).
     kids: Vec<(i32, i32, u32)>,
     next_kid: [u32; 5],
-    next_pages_id: u32,
     written_fdinfo: Vec<u32>,
+    pending: Vec<PendingPages>,
+    unfinished: Vec<ImageWriter>,
+    pool: PipePool,
+    locks: Vec<pb::FileLockEntry>,
+    lock_keys: Vec<(u32, u64, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
     threads: usize,
@@ -152,6 +254,14 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         })?;
     }
     precheck(opts.pid)?;
+    let pre = pre_read_smaps(opts.pid);
+    trace(&format!("smaps pre-read at {:?}", t0.elapsed()));
+    let pool = if opts.pages == PageReader::Vmsplice {
+        PipePool::for_tree(&pre.keys().copied().collect::<Vec<_>>())
+    } else {
+        PipePool::default()
+    };
+    trace(&format!("pipe pool at {:?}", t0.elapsed()));
     let t_freeze = Instant::now();
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
@@ -164,32 +274,65 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         files: FileTable::new(),
         kids: Vec::new(),
         next_kid: [1; 5],
-        next_pages_id: 0,
         written_fdinfo: Vec::new(),
+        pending: Vec::new(),
+        unfinished: Vec::new(),
+        pool,
+        locks: Vec::new(),
+        lock_keys: Vec::new(),
         pstree: Vec::new(),
         stats: pb::DumpStatsEntry::default(),
         threads: 0,
     };
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
-    let res = dump_frozen(&mut ctx, &mut tree);
+    let res = dump_frozen(&mut ctx, &mut tree, &pre);
     match res {
         Ok(()) => {
             let frozen_t0 = t_freeze;
             let nprocs = tree.procs.len();
             // Stats and inventory, then release or kill.
-            ctx.stats.frozen_time = frozen_t0.elapsed().as_micros() as u32;
-            let fin = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx, &tree));
-            if let Err(e) = fin {
+            trace(&format!("images written at {:?}", frozen_t0.elapsed()));
+            if let Err(e) = still_frozen(&tree).and_then(|_| check_room(&ctx)) {
                 ctx.out.remove_all();
                 tree.release();
                 return Err(e);
             }
+            // Release the tree as early as the mode allows: pages still in
+            // pipes must be written first when it goes on running.
+            let frozen;
             if ctx.opts.leave_running {
+                if let Err(e) = drain_pending(&mut ctx) {
+                    ctx.out.remove_all();
+                    tree.release();
+                    return Err(e);
+                }
                 tree.release();
+                frozen = frozen_t0.elapsed();
             } else {
-                kill_tree(tree);
+                let tree = kill_tree(tree);
+                frozen = frozen_t0.elapsed();
+                trace(&format!("tree killed at {frozen:?}"));
+                // The pipes hold the pages (the kill does not free them); the
+                // files were pre-allocated, so only an I/O error can fail here.
+                let drained = drain_pending(&mut ctx);
+                reap_tree(tree);
+                if let Err(e) = drained {
+                    ctx.out.remove_all();
+                    return Err(e);
+                }
             }
-            let frozen = frozen_t0.elapsed();
+            trace(&format!("pages drained at {:?}", t0.elapsed()));
+            let t_fin = Instant::now();
+            if let Err(e) = finish_deferred(&mut ctx) {
+                ctx.out.remove_all();
+                return Err(e);
+            }
+            trace(&format!("images finished in {:?}", t_fin.elapsed()));
+            ctx.stats.frozen_time = frozen.as_micros() as u32;
+            if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
+                ctx.out.remove_all();
+                return Err(e);
+            }
             Ok(DumpSummary {
                 processes: nprocs,
                 threads: ctx.threads,
@@ -208,30 +351,41 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     }
 }
 
-/// SIGKILL every process (still traced, so nothing runs in between), then
-/// let them go and reap what we can.
-fn kill_tree(tree: FrozenTree) {
+/// SIGKILL every process (still traced, so nothing runs in between).
+fn kill_tree(tree: FrozenTree) -> FrozenTree {
     for p in &tree.procs {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGKILL);
     }
+    tree
+}
+
+/// Reap the killed, traced threads so that their parents can collect them.
+fn reap_tree(tree: FrozenTree) {
     for p in tree.procs {
-        for t in p.threads {
-            let tid = t.tid();
-            let _ = t.detach();
-            let mut st = 0;
-            // SAFETY-free: nix would do the same; libc keeps __WALL.
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(tid),
-                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-            st += 1;
-            let _ = st;
+        // Non-leaders first: a leader is reported only after its threads.
+        let mut threads = p.threads;
+        threads.rotate_left(1);
+        for t in threads {
+            crate::ptrace::wait_exit(t.tid());
         }
     }
 }
+
+/// Every task must still be in its ptrace stop: one that was killed during
+/// the dump no longer is (ptrace answers ESRCH), and its images are void.
+fn still_frozen(tree: &FrozenTree) -> Result<()> {
+    for p in &tree.procs {
+        for t in &p.threads {
+            t.regs().map_err(|source| DumpError::Ptrace { pid: p.pid, source })?;
+        }
+    }
+    Ok(())
+}
+
+/// CRIU's task states (core tc.task_state).
+pub const TASK_ALIVE: u32 = 1;
+pub const TASK_ZOMBIE: u32 = 3;
+pub const TASK_STOPPED: u32 = 6;
 
 const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
 
@@ -267,13 +421,61 @@ struct ProcFacts {
     auxv: Vec<u64>,
 }
 
-fn collect_facts(pid: i32) -> Result<ProcFacts> {
-    let stat = proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?)
-        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+/// VmFlags read before the freeze, by pid (reading smaps walks the page
+/// tables: far too slow to do while frozen for big processes).
+type PreSmaps = std::collections::HashMap<i32, Vec<Vma>>;
+
+/// smaps of every process reachable from `root`, read before freezing.
+fn pre_read_smaps(root: i32) -> PreSmaps {
+    let mut out = PreSmaps::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            if let Ok(v) = proc::parse_smaps(&s) {
+                out.insert(pid, v);
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    todo.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The VMAs of a frozen process from /proc/PID/maps (cheap), with the
+/// VmFlags of the pre-read smaps; if any mapping changed since, smaps is
+/// read again now.
+fn vmas_with_flags(pid: i32, pre: &PreSmaps) -> Result<Vec<Vma>> {
+    let perr = |e: proc::ParseError| DumpError::task(pid, e.to_string());
+    let mut maps = proc::parse_maps(&read(&format!("/proc/{pid}/maps"), pid)?).map_err(perr)?;
+    if let Some(old) = pre.get(&pid) {
+        let same = |a: &Vma, b: &Vma| {
+            (
+                a.start, a.end, a.read, a.write, a.exec, a.shared, a.pgoff, a.ino, &a.name,
+            ) == (
+                b.start, b.end, b.read, b.write, b.exec, b.shared, b.pgoff, b.ino, &b.name,
+            )
+        };
+        if old.len() == maps.len() && old.iter().zip(&maps).all(|(a, b)| same(a, b)) {
+            for (m, o) in maps.iter_mut().zip(old) {
+                m.vmflags = o.vmflags.clone();
+            }
+            return Ok(maps);
+        }
+    }
+    proc::parse_smaps(&read(&format!("/proc/{pid}/smaps"), pid)?).map_err(perr)
+}
+
+fn collect_facts(pid: i32, pre: &PreSmaps) -> Result<ProcFacts> {
+    let stat =
+        proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
     let status = proc::parse_status(&read(&format!("/proc/{pid}/status"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
-    let smaps = proc::parse_smaps(&read(&format!("/proc/{pid}/smaps"), pid)?)
-        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let smaps = vmas_with_flags(pid, pre)?;
     let mut vmas: Vec<(Vma, VmaKind)> = smaps
         .into_iter()
         .map(|v| {
@@ -319,7 +521,7 @@ fn collect_facts(pid: i32) -> Result<ProcFacts> {
 }
 
 /// Refuse what we cannot dump yet, before writing anything.
-fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
+fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
     check_ns(pid)?;
     for (v, k) in &f.vmas {
         match k {
@@ -329,11 +531,11 @@ fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            VmaKind::ShmemLike => {
+            VmaKind::ShmemLike if !v.shared => {
                 return Err(DumpError::Refused {
                     pid,
                     what: format!(
-                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet",
+                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet (private mapping of shared memory)",
                         v.start, v.name
                     ),
                 })
@@ -371,6 +573,18 @@ fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
             }
         }
     }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let held = locks
+            .lines()
+            .filter_map(|l| proc::parse_lock_line(l).ok())
+            .any(|l| l.pid == pid);
+        if held && !file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: "it holds file locks; dump them with --file-locks".into(),
+            });
+        }
+    }
     if f.status.seccomp == 2 {
         return Err(DumpError::Refused {
             pid,
@@ -380,17 +594,38 @@ fn refuse(pid: i32, f: &ProcFacts) -> Result<()> {
     Ok(())
 }
 
-fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree) -> Result<()> {
+fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Result<()> {
+    ctx.opts.stage(Stage::Frozen);
     let mut facts = Vec::new();
+    let t = Instant::now();
     for p in &tree.procs {
-        let f = collect_facts(p.pid)?;
-        refuse(p.pid, &f)?;
+        let f = collect_facts(p.pid, pre)?;
+        refuse(p.pid, &f, ctx.opts.file_locks)?;
         facts.push(f);
+    }
+    trace(&format!("facts {:?}", t.elapsed()));
+    // Shared memory objects get their inode and pages ids before any
+    // process's pages (CRIU's numbering): mappings first, then memfd fds.
+    for (p, f) in tree.procs.iter().zip(&facts) {
+        for (v, k) in &f.vmas {
+            if *k == VmaKind::ShmemLike {
+                let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
+                ctx.files.shmem_inode(&mf, &v.name)?;
+            }
+        }
+        for (fd, link) in &f.fds {
+            if link.starts_with("/memfd:") {
+                ctx.files.shmem_inode(&format!("/proc/{}/fd/{fd}", p.pid), link)?;
+            }
+        }
     }
     for (p, f) in tree.procs.iter_mut().zip(facts) {
         dump_proc(ctx, p, f)?;
+        trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
     }
-    write_shared(ctx)
+    write_shared(ctx)?;
+    trace(&format!("shared images at {:?}", t.elapsed()));
+    Ok(())
 }
 
 /// The id of a kernel object shared between tasks (vm, files, fs, sighand), deduplicated with kcmp.
@@ -431,11 +666,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     let para = |source| DumpError::Parasite { pid, source };
 
     // --- inside the target: the parasite ---
-    let code_addr =
-        parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let code_addr = parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
     let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
     let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
-    let (sigacts, itimers, posix, misc, mut tmisc) = {
+    let (sigacts, itimers, posix, misc, mut tmisc, runs, spliced) = {
         let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
         let sa = para_.sigactions().map_err(para)?;
         let it = para_.itimers().map_err(para)?;
@@ -449,14 +683,40 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         for t in others.iter_mut() {
             tm.push(para_.thread_misc_of(t).map_err(para)?);
         }
+        // Pages: scanned with the parasite in place (like CRIU), spliced by it
+        // into pipes in vmsplice mode.
+        let t_mem = Instant::now();
+        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+        trace(&format!("pid {pid}: scan {:?}", t_mem.elapsed()));
+        let spliced = if ctx.opts.pages == PageReader::Vmsplice {
+            Some(splice_runs(&mut para_, &mut ctx.pool, pid, &runs, &f.vmas)?)
+        } else {
+            None
+        };
+        trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
+        ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
+        ctx.stats.pages_scanned += scanned;
         para_.cure().map_err(para)?;
-        (sa, it, pt, misc, tm)
+        (sa, it, pt, misc, tm, runs, spliced)
     };
+    ctx.opts.stage(Stage::ParasiteDone(pid));
+    trace(&format!("pid {pid}: parasite done"));
 
     // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
     let mut vma_entries = Vec::new();
     for (v, k) in &f.vmas {
         let mut shmid = 0;
+        if *k == VmaKind::ShmemLike {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+                Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
+            })? as u64;
+        }
         if matches!(k, VmaKind::FilePrivate | VmaKind::FileShared) {
             let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
             let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
@@ -466,11 +726,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             let name = v.name.clone();
             let deleted = v.deleted;
             shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
-                let open = if deleted {
-                    std::fs::File::open(&mf).ok()
-                } else {
-                    None
-                };
+                let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
                 reg::reg_entry(
                     id,
                     &name,
@@ -497,11 +753,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         let (name, deleted) = reg::split_deleted(&link);
         let name = name.to_string();
         ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
-            let open = if deleted {
-                std::fs::File::open(&exe).ok()
-            } else {
-                None
-            };
+            let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
             reg::reg_entry(
                 id,
                 &name,
@@ -524,14 +776,14 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     };
 
     if !ctx.written_fdinfo.contains(&ids.files_id) {
-        let pidfd = crate::sys::pidfd_open(pid)
-            .map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
+        let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
         let mut fdinfos = Vec::new();
         for (fd, link) in &f.fds {
             fdinfos.push(dump_one_fd(ctx, pid, *fd, link, &pidfd)?);
         }
         let path = ctx.out.path(&format!("fdinfo-{}.img", ids.files_id));
-        write_image(&path, "FDINFO", &fdinfos)?;
+        let w = write_image(&path, "FDINFO", &fdinfos)?;
+        ctx.defer(w);
         ctx.written_fdinfo.push(ids.files_id);
     }
 
@@ -574,9 +826,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         let leader = i == 0;
         let tc = leader.then(|| pb::TaskCoreEntry {
             task_state: if p.threads[0].was_group_stopped() {
-                3
+                TASK_STOPPED
             } else {
-                1
+                TASK_ALIVE
             },
             exit_code: 0,
             personality: u32::from_str_radix(
@@ -594,10 +846,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
                 rlimits: misc
                     .rlimits
                     .iter()
-                    .map(|r| pb::RlimitEntry {
-                        cur: r[0],
-                        max: r[1],
-                    })
+                    .map(|r| pb::RlimitEntry { cur: r[0], max: r[1] })
                     .collect(),
             }),
             cg_set: None,
@@ -633,7 +882,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             ..Default::default()
         };
         let path = ctx.out.path(&format!("core-{tid}.img"));
-        write_image(&path, "CORE", &[core_e])?;
+        let w = write_image(&path, "CORE", &[core_e])?;
+        ctx.defer(w);
     }
     ctx.threads += p.threads.len();
 
@@ -648,19 +898,23 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         misc.thp_disabled != 0,
     );
     let path = ctx.out.path(&format!("mm-{pid}.img"));
-    write_image(&path, "MM", &[mm])?;
-    dump_pages(ctx, pid, &f.vmas)?;
+    let w = write_image(&path, "MM", &[mm])?;
+    ctx.defer(w);
+    ctx.opts.stage(Stage::Pages(pid));
+    dump_pages(ctx, pid, &runs, spliced)?;
 
     // --- ids, fs, pstree ---
     let path = ctx.out.path(&format!("ids-{pid}.img"));
-    write_image(&path, "IDS", &[ids])?;
+    let w = write_image(&path, "IDS", &[ids])?;
+    ctx.defer(w);
     let fs = pb::FsEntry {
         cwd_id,
         root_id,
         umask: Some(f.status.umask.unwrap_or(misc.umask)),
     };
     let path = ctx.out.path(&format!("fs-{pid}.img"));
-    write_image(&path, "FS", &[fs])?;
+    let w = write_image(&path, "FS", &[fs])?;
+    ctx.defer(w);
     ctx.pstree.push(pb::PstreeEntry {
         pid: pid as u32,
         ppid: p.ppid as u32,
@@ -671,13 +925,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     Ok(())
 }
 
-fn dump_one_fd(
-    ctx: &mut DumpCtx,
-    pid: i32,
-    fd: i32,
-    link: &str,
-    pidfd: &OwnedFd,
-) -> Result<pb::FdinfoEntry> {
+fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd) -> Result<pb::FdinfoEntry> {
     let p = format!("/proc/{pid}/fd/{fd}");
     let st = crate::files::stat_path(&p).map_err(|source| DumpError::Io {
         path: p.clone().into(),
@@ -685,6 +933,27 @@ fn dump_one_fd(
     })?;
     let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    for l in &info.locks {
+        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
+        if !ours {
+            continue;
+        }
+        if !ctx.opts.file_locks {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
+            });
+        }
+        let e = crate::files::lock::lock_entry(l, pid, fd).map_err(|what| DumpError::Refused {
+            pid,
+            what: format!("fd {fd}: {what}"),
+        })?;
+        let key = (e.flag, st.st_ino, e.start, e.len, e.r#type);
+        if !ctx.lock_keys.contains(&key) {
+            ctx.lock_keys.push(key);
+            ctx.locks.push(e);
+        }
+    }
     let c = FdCtx {
         pid,
         fd,
@@ -716,19 +985,19 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
         });
     }
     let name = name.to_string();
-    Ok(ctx.files.standalone(|id| {
-        reg::reg_entry(id, &name, false, &st, 0, 0, None, &mut FileTable::new())
-    })?)
+    Ok(ctx
+        .files
+        .standalone(|id| reg::reg_entry(id, &name, false, &st, 0, 0, None, &mut FileTable::new()))?)
 }
 
-/// pagemap-PID.img + pages-N.img.
-fn dump_pages(ctx: &mut DumpCtx, pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<()> {
-    let t = Instant::now();
+/// The runs of pages to dump (and the number of pages scanned).
+fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::Run>, u64)> {
     let pm_path = format!("/proc/{pid}/pagemap");
-    let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
+    let io = |source| DumpError::Io {
         path: pm_path.clone().into(),
         source,
-    })?;
+    };
+    let pm = std::fs::File::open(&pm_path).map_err(io)?;
     let mut runs = Vec::new();
     let mut scanned = 0u64;
     for (v, k) in vmas {
@@ -738,28 +1007,203 @@ fn dump_pages(ctx: &mut DumpCtx, pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<()
         ) {
             scanned += (v.end - v.start) / 4096;
         }
-        runs.extend(
-            mem::scan_vma(pm.as_raw_fd(), v, *k).map_err(|source| DumpError::Io {
-                path: pm_path.clone().into(),
-                source,
-            })?,
-        );
+        runs.extend(mem::scan_vma(pm.as_raw_fd(), v, *k).map_err(io)?);
     }
-    let runs = mem::merge_runs(runs);
-    ctx.next_pages_id += 1;
-    let pages_id = ctx.next_pages_id;
+    Ok((mem::merge_runs(runs), scanned))
+}
+
+/// Stage timings on stderr when CRYO_TRACE is set (for benchmarking).
+fn trace(what: &str) {
+    if std::env::var_os("CRYO_TRACE").is_some() {
+        eprintln!("cryo: {what}");
+    }
+}
+
+/// Biggest pipe an unprivileged F_SETPIPE_SZ gets here (pipe-max-size).
+const PIPE_BYTES: u64 = 1 << 20;
+
+/// Have the parasite vmsplice every run into pipes of ours (1 MiB each).
+/// The vdso is copied from outside instead (its pages are the kernel's).
+fn splice_runs(
+    para_: &mut Parasite,
+    pool: &mut PipePool,
+    pid: i32,
+    runs: &[mem::Run],
+    vmas: &[(Vma, VmaKind)],
+) -> Result<Vec<(OwnedFd, u64)>> {
+    use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
+    let para = |source| DumpError::Parasite { pid, source };
+    let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
+    let vdso = vmas
+        .iter()
+        .find(|(_, k)| *k == VmaKind::Vdso)
+        .map(|(v, _)| (v.start, v.end));
+    let mut out: Vec<(OwnedFd, u64)> = Vec::new();
+    let mut batch: Vec<(Range, OwnedFd)> = Vec::new();
+    let flush = |batch: &mut Vec<(Range, OwnedFd)>, para_: &mut Parasite| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<Range> = batch.iter().map(|(r, _)| *r).collect();
+        let fds: Vec<i32> = batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        let want: u64 = ranges.iter().map(|r| r.len).sum();
+        let got = para_.vmsplice_batch(&ranges, &fds).map_err(para)?;
+        if got != want {
+            return Err(DumpError::task(pid, format!("vmsplice moved {got} of {want} bytes")));
+        }
+        batch.clear(); // closes our write ends
+        Ok(())
+    };
+    for r in runs {
+        let mut a = r.start;
+        let end = r.start + r.len;
+        while a < end {
+            let n = (end - a).min(PIPE_BYTES);
+            let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
+            if vdso.is_some_and(|(s, e)| a >= s && a < e) {
+                let mut buf = vec![0u8; n as usize];
+                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
+                    .map_err(|e| io("reading the vdso", e))?;
+                if got as u64 != n {
+                    return Err(DumpError::task(pid, "short read of the vdso"));
+                }
+                nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
+            } else {
+                batch.push((Range { addr: a, len: n }, wr));
+                if batch.len() == MAX_FDS_PER_MSG {
+                    flush(&mut batch, para_)?;
+                }
+            }
+            out.push((rd, n));
+            a += n;
+        }
+    }
+    flush(&mut batch, para_)?;
+    Ok(out)
+}
+
+/// pagemap-PID.img, and pages-N.img: written now (readv mode) or created and
+/// pre-allocated, to be filled from the pipes later (vmsplice mode).
+fn dump_pages(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run], spliced: Option<Vec<(OwnedFd, u64)>>) -> Result<()> {
+    let pages_id = ctx.files.alloc_pages_id();
     let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
-    let written = write_pages(pid, &runs, &pages_path)?;
-    ctx.stats.memdump_time += t.elapsed().as_micros() as u32;
-    ctx.stats.pages_scanned += scanned;
-    ctx.stats.pages_written += written / 4096;
+    let total: u64 = runs.iter().map(|r| r.len).sum();
+    match spliced {
+        None => {
+            let t = Instant::now();
+            let written = write_pages(pid, runs, &pages_path)?;
+            ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
+            ctx.stats.pages_written += written / 4096;
+        }
+        Some(pipes) => {
+            let io = |source| DumpError::Io {
+                path: pages_path.clone(),
+                source,
+            };
+            std::fs::File::create(&pages_path).map_err(io)?;
+            ctx.stats.pages_written += total / 4096;
+            ctx.stats.page_pipes = Some(ctx.stats.page_pipes.unwrap_or(0) + pipes.len() as u64);
+            ctx.pending.push(PendingPages {
+                path: pages_path.clone(),
+                len: total,
+                pipes,
+            });
+        }
+    }
     let path = ctx.out.path(&format!("pagemap-{pid}.img"));
     let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
     w.entry(&pb::PagemapHead { pages_id })?;
-    for e in mem::pagemap_entries(&runs) {
+    for e in mem::pagemap_entries(runs) {
         w.entry(&e)?;
     }
-    w.finish()?;
+    ctx.defer(w);
+    Ok(())
+}
+
+/// Before the tree is killed: is there room for the pages still in pipes?
+/// (A statvfs check rather than fallocate, which on tmpfs would allocate and
+/// zero every page while the tree is frozen.)
+fn check_room(ctx: &DumpCtx) -> Result<()> {
+    let need: u64 = ctx.pending.iter().map(|p| p.len).sum::<u64>() + (1 << 20);
+    let dir = &ctx.opts.dir;
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| DumpError::Io {
+        path: dir.clone(),
+        source: e.into(),
+    })?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if avail < need {
+        return Err(DumpError::Io {
+            path: dir.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{need} bytes of pages to write, {avail} available"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Drain the page pipes into their pages files.
+fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
+    let t = Instant::now();
+    // Every pipe goes to a known offset of its file: split the work over two
+    // threads (splice copies into the page cache; one core is not enough).
+    let mut jobs: Vec<(usize, OwnedFd, u64, u64)> = Vec::new();
+    let mut files = Vec::new();
+    for (i, p) in std::mem::take(&mut ctx.pending).into_iter().enumerate() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.path)
+            .map_err(|source| DumpError::Io {
+                path: p.path.clone(),
+                source,
+            })?;
+        let mut off = 0;
+        for (rd, len) in p.pipes {
+            jobs.push((i, rd, off, len));
+            off += len;
+        }
+        files.push((p.path, f));
+    }
+    let half = jobs.len() / 2;
+    let second = jobs.split_off(half);
+    let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
+        for (i, rd, off, len) in jobs {
+            let (path, f) = &files[i];
+            let io = |source| DumpError::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut done = 0u64;
+            while done < len {
+                let n = crate::sys::splice_to(
+                    rd.as_raw_fd(),
+                    f.as_raw_fd(),
+                    off + done,
+                    (len - done) as usize,
+                    libc::SPLICE_F_MOVE,
+                )
+                .map_err(io)?;
+                if n == 0 {
+                    return Err(io(std::io::Error::other("page pipe ended early")));
+                }
+                done += n as u64;
+            }
+        }
+        Ok(())
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let h = s.spawn(|| run(second));
+        let a = run(jobs);
+        (
+            a,
+            h.join()
+                .unwrap_or_else(|_| Err(DumpError::task(0, "page writer thread panicked"))),
+        )
+    });
+    a?;
+    b?;
+    ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
     Ok(())
 }
 
@@ -776,32 +1220,28 @@ fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u64> {
     let mut total = 0u64;
     let mut batch: Vec<(u64, usize)> = Vec::new();
     let mut batch_len = 0usize;
-    let flush = |batch: &mut Vec<(u64, usize)>,
-                 len: &mut usize,
-                 buf: &mut Vec<u8>,
-                 f: &mut std::fs::File|
-     -> Result<u64> {
-        if *len == 0 {
-            return Ok(0);
-        }
-        let n = crate::sys::process_vm_readv(pid, &mut buf[..*len], batch).map_err(|e| {
-            DumpError::task(pid, format!("reading memory at {:#x}: {e}", batch[0].0))
-        })?;
-        if n != *len {
-            return Err(DumpError::task(
-                pid,
-                format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
-            ));
-        }
-        f.write_all(&buf[..*len]).map_err(|source| DumpError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let done = *len as u64;
-        batch.clear();
-        *len = 0;
-        Ok(done)
-    };
+    let flush =
+        |batch: &mut Vec<(u64, usize)>, len: &mut usize, buf: &mut Vec<u8>, f: &mut std::fs::File| -> Result<u64> {
+            if *len == 0 {
+                return Ok(0);
+            }
+            let n = crate::sys::process_vm_readv(pid, &mut buf[..*len], batch)
+                .map_err(|e| DumpError::task(pid, format!("reading memory at {:#x}: {e}", batch[0].0)))?;
+            if n != *len {
+                return Err(DumpError::task(
+                    pid,
+                    format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
+                ));
+            }
+            f.write_all(&buf[..*len]).map_err(|source| DumpError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let done = *len as u64;
+            batch.clear();
+            *len = 0;
+            Ok(done)
+        };
     for r in runs {
         let mut a = r.start;
         let end = r.start + r.len;
@@ -820,20 +1260,63 @@ fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn write_image<M: prost::Message>(path: &Path, magic: &str, entries: &[M]) -> Result<()> {
+/// An image with its entries, not finished yet: fsync and rename come after
+/// the tree is released ([`DumpCtx::defer`], [`finish_deferred`]).
+fn write_image<M: prost::Message>(path: &Path, magic: &str, entries: &[M]) -> Result<ImageWriter> {
     let mut w = ImageWriter::create(path, Some(magic))?;
     for e in entries {
         w.entry(e)?;
     }
-    w.finish()?;
-    Ok(())
+    Ok(w)
+}
+
+impl DumpCtx {
+    /// Keep an image to finish once the tree is no longer frozen.
+    fn defer(&mut self, w: ImageWriter) {
+        self.unfinished.push(w);
+    }
+}
+
+/// fsync and rename every deferred image.
+/// The fsyncs run in parallel (a few threads) so their journal commits overlap.
+fn finish_deferred(ctx: &mut DumpCtx) -> Result<()> {
+    let all = std::mem::take(&mut ctx.unfinished);
+    let n = all.len().div_ceil(4).max(1);
+    let mut groups: Vec<Vec<ImageWriter>> = Vec::new();
+    for w in all {
+        if groups.last().is_none_or(|g| g.len() >= n) {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("a group").push(w);
+    }
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                s.spawn(move || -> Result<()> {
+                    for w in g {
+                        w.finish()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DumpError::task(0, "image writer thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
-    write_image(&path, "FILES", &entries)?;
+    let w = write_image(&path, "FILES", &entries)?;
+    ctx.defer(w);
     let pipes: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
         .files
         .pipes_data
@@ -848,12 +1331,70 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
             w.entry(e)?;
             w.raw(d)?;
         }
-        w.finish()?;
+        ctx.defer(w);
+    }
+    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
+        .files
+        .fifo_data
+        .values()
+        .filter(|(e, _)| e.bytes > 0)
+        .cloned()
+        .collect();
+    if !fifos.is_empty() {
+        let path = ctx.out.path("fifo-data.img");
+        let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;
+        for (e, d) in &fifos {
+            w.entry(e)?;
+            w.raw(d)?;
+        }
+        ctx.defer(w);
+    }
+    if !ctx.locks.is_empty() {
+        let locks = ctx.locks.clone();
+        let path = ctx.out.path("filelocks.img");
+        let w = write_image(&path, "FILE_LOCKS", &locks)?;
+        ctx.defer(w);
+    }
+    if !ctx.files.shmem.is_empty() {
+        let inodes: Vec<pb::MemfdInodeEntry> = ctx.files.shmem.iter().map(|s| s.entry.clone()).collect();
+        let path = ctx.out.path("memfd.img");
+        let w = write_image(&path, "MEMFD_INODE", &inodes)?;
+        ctx.defer(w);
+        let shmem = std::mem::take(&mut ctx.files.shmem);
+        for sh in &shmem {
+            let runs = crate::files::memfd::shmem_runs(sh).map_err(|source| DumpError::Io {
+                path: format!("shared memory inode {}", sh.entry.shmid).into(),
+                source,
+            })?;
+            let pages_path = ctx.out.path(&format!("pages-{}.img", sh.pages_id));
+            let mut pw = ImageWriter::create(&pages_path, None)?;
+            let path = ctx.out.path(&format!("pagemap-shmem-{}.img", sh.entry.shmid));
+            let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
+            w.entry(&pb::PagemapHead { pages_id: sh.pages_id })?;
+            let mut pages = 0u64;
+            for (off, data) in &runs {
+                w.entry(&pb::PagemapEntry {
+                    vaddr: *off,
+                    compat_nr_pages: 0,
+                    in_parent: None,
+                    flags: Some(mem::PE_PRESENT),
+                    nr_pages: Some(data.len() as u64 / 4096),
+                })?;
+                pw.raw(data)?;
+                pages += data.len() as u64 / 4096;
+            }
+            ctx.stats.shpages_scanned = Some(ctx.stats.shpages_scanned.unwrap_or(0) + sh.entry.size.div_ceil(4096));
+            ctx.stats.shpages_written = Some(ctx.stats.shpages_written.unwrap_or(0) + pages);
+            ctx.defer(w);
+            ctx.defer(pw);
+        }
+        ctx.files.shmem = shmem;
     }
     if !ctx.files.remaps.is_empty() {
         let remaps = ctx.files.remaps.clone();
         let path = ctx.out.path("remap-fpath.img");
-        write_image(&path, "REMAP_FPATH", &remaps)?;
+        let w = write_image(&path, "REMAP_FPATH", &remaps)?;
+        ctx.defer(w);
     }
     let ghosts = std::mem::take(&mut ctx.files.ghosts);
     for (id, g, chunks) in &ghosts {
@@ -867,43 +1408,43 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
             })?;
             w.raw(data)?;
         }
-        w.finish()?;
+        ctx.defer(w);
     }
     let pstree = ctx.pstree.clone();
     let path = ctx.out.path("pstree.img");
-    write_image(&path, "PSTREE", &pstree)?;
+    let w = write_image(&path, "PSTREE", &pstree)?;
+    ctx.defer(w);
     let path = ctx.out.path("seccomp.img");
-    write_image(
+    let w = write_image(
         &path,
         "SECCOMP",
         &[pb::SeccompEntry {
             seccomp_filters: Vec::new(),
         }],
     )?;
+    ctx.defer(w);
     let now = |c| {
         let (s, ns) = crate::sys::clock_gettime(c);
-        pb::Timespec {
-            tv_sec: s,
-            tv_nsec: ns,
-        }
+        pb::Timespec { tv_sec: s, tv_nsec: ns }
     };
     let tn = pb::TimensEntry {
         monotonic: now(libc::CLOCK_MONOTONIC),
         boottime: now(libc::CLOCK_BOOTTIME),
     };
     let path = ctx.out.path("timens-0.img");
-    write_image(&path, "TIMENS", &[tn])?;
+    let w = write_image(&path, "TIMENS", &[tn])?;
+    ctx.defer(w);
     Ok(())
 }
 
 fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     let mut s = ctx.stats;
     s.irmap_resolve = Some(0);
-    s.page_pipes = Some(0);
-    s.page_pipe_bufs = Some(0);
-    s.shpages_scanned = Some(0);
+    s.page_pipes = Some(s.page_pipes.unwrap_or(0));
+    s.page_pipe_bufs = s.page_pipes;
+    s.shpages_scanned = Some(s.shpages_scanned.unwrap_or(0));
     s.shpages_skipped_parent = Some(0);
-    s.shpages_written = Some(0);
+    s.shpages_written = Some(s.shpages_written.unwrap_or(0));
     let path = ctx.out.path("stats-dump");
     write_image(
         &path,
@@ -912,10 +1453,12 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
             dump: Some(s),
             restore: None,
         }],
-    )
+    )?
+    .finish()?;
+    Ok(())
 }
 
-fn write_inventory(ctx: &mut DumpCtx, _tree: &FrozenTree) -> Result<()> {
+fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
     let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .unwrap_or_default()
         .trim()
@@ -931,12 +1474,11 @@ fn write_inventory(ctx: &mut DumpCtx, _tree: &FrozenTree) -> Result<()> {
         pre_dump_mode: None,
         tcp_close: None,
         network_lock_method: Some(0),
-        plugins_entry: Some(pb::PluginsEntry {
-            plugins: Vec::new(),
-        }),
+        plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),
         dump_criu_run_id: Some(uuid),
         allow_uprobes: None,
     };
     let path = ctx.out.path("inventory.img");
-    write_image(&path, "INVENTORY", &[inv])
+    write_image(&path, "INVENTORY", &[inv])?.finish()?;
+    Ok(())
 }

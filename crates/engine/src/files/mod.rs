@@ -4,6 +4,8 @@
 //! collects files.img and the images that hang off it (pipes-data,
 //! remap-fpath, ghost-file-N).
 
+pub mod fifo;
+pub mod lock;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
@@ -31,10 +33,7 @@ pub enum FileError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Path {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Path { path: PathBuf, source: std::io::Error },
 }
 
 /// Everything known about one fd of a frozen task.
@@ -96,21 +95,27 @@ pub trait FdKind: Sync {
 }
 
 /// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &reg::Reg];
+pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &memfd::Memfd, &reg::Reg];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
-        _ if c.link.starts_with("anon_inode:") => {
-            Some(c.unsupported("this anon-inode fd kind is not supported yet"))
+        _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
+        libc::S_IFCHR if is_tty(c.stat.st_rdev) => {
+            Some(c.unsupported("a terminal: ttys (--shell-job) are not supported yet"))
         }
-        _ if c.link.starts_with("/memfd:") => Some(c.unsupported("memfd is not supported yet")),
         libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
             Some(c.unsupported("character device outside /dev"))
         }
         _ => None,
     }
+}
+
+/// Terminal devices: /dev/tty*, consoles, ptys (majors 4, 5, 136-143).
+fn is_tty(rdev: u64) -> bool {
+    let ma = libc::major(rdev);
+    ma == 4 || ma == 5 || (136..=143).contains(&ma)
 }
 
 /// Key of an open file description across the tree: (dev, ino) + a
@@ -131,17 +136,23 @@ pub type Ghost = (u32, pb::GhostFileEntry, Vec<(u64, Vec<u8>)>);
 #[derive(Default)]
 pub struct FileTable {
     next_id: u32,
-    entries: BTreeMap<u32, pb::FileEntry>,
+    /// files.img entries in the order they were made (CRIU's order).
+    entries: Vec<pb::FileEntry>,
     open_files: Vec<OpenFile>,
     /// File mappings and exe: by (dev, ino).
     mapped: BTreeMap<(u64, u64), u32>,
     /// pipes-data.img: pipe inode -> (entry, data).
     pub pipes_data: BTreeMap<u32, (pb::PipeDataEntry, Vec<u8>)>,
+    /// fifo-data.img: FIFO inode -> (entry, data).
+    pub fifo_data: BTreeMap<u32, (pb::PipeDataEntry, Vec<u8>)>,
     /// remap-fpath.img entries.
     pub remaps: Vec<pb::RemapFilePathEntry>,
     /// ghost-file-N.img: (N, head entry, chunks with data).
     pub ghosts: Vec<Ghost>,
     next_ghost: u32,
+    /// Shared-memory inodes (memfd, shared anonymous), in inode-id order.
+    pub shmem: Vec<memfd::ShmemInode>,
+    next_pages_id: u32,
 }
 
 impl FileTable {
@@ -160,11 +171,11 @@ impl FileTable {
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {
-        self.entries.insert(e.id, e);
+        self.entries.push(e);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &pb::FileEntry> {
-        self.entries.values()
+        self.entries.iter()
     }
 
     /// The id of a mapped file (or exe) by (dev, ino); `make` builds its entry on first sight.
@@ -185,10 +196,7 @@ impl FileTable {
     }
 
     /// A standalone entry with a fresh id (cwd, root).
-    pub fn standalone(
-        &mut self,
-        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
-    ) -> Result<u32, FileError> {
+    pub fn standalone(&mut self, make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>) -> Result<u32, FileError> {
         let id = self.alloc_id();
         let e = make(id)?;
         self.insert(e);
@@ -213,13 +221,7 @@ impl FileTable {
         let (dev, ino) = (c.stat.st_dev, c.stat.st_ino);
         for of in &self.open_files {
             if of.dev == dev && of.ino == ino {
-                let same = crate::sys::kcmp(
-                    c.pid,
-                    of.pid,
-                    crate::sys::KCMP_FILE,
-                    c.fd as u64,
-                    of.fd as u64,
-                );
+                let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
                     return Ok(pb::FdinfoEntry {
                         id: of.id,
@@ -264,13 +266,11 @@ mod tests {
     fn every_fd_type_is_registered_once() {
         let mut seen = std::collections::BTreeSet::new();
         for k in FD_KINDS {
-            assert!(
-                seen.insert(k.fd_type() as i32),
-                "{:?} registered twice",
-                k.fd_type()
-            );
+            assert!(seen.insert(k.fd_type() as i32), "{:?} registered twice", k.fd_type());
         }
         assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
         assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Memfd as i32)));
     }
 }

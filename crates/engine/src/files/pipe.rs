@@ -22,41 +22,7 @@ impl FdKind for Pipe {
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let pipe_id = c.stat.st_ino as u32;
         if let std::collections::btree_map::Entry::Vacant(slot) = t.pipes_data.entry(pipe_id) {
-            let stolen = c.steal()?;
-            let io = |what: &str, source| FileError::Io {
-                pid: c.pid,
-                fd: c.fd,
-                what: what.into(),
-                source,
-            };
-            // tee needs a read end: the write end is reopened read-only through /proc.
-            let fd = if c.info.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
-                let p = format!("/proc/self/fd/{}", stolen.as_raw_fd());
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                    .open(&p)
-                    .map_err(|e| io("reopening the write end for reading", e))?
-                    .into()
-            } else {
-                stolen
-            };
-            let fd: OwnedFd = fd;
-            let queued = sys::fionread(fd.as_raw_fd()).map_err(|e| io("FIONREAD", e))?;
-            let size = sys::pipe_size(fd.as_raw_fd()).map_err(|e| io("F_GETPIPE_SZ", e))?;
-            let data = if queued > 0 {
-                peek_pipe(fd.as_raw_fd(), queued, size).map_err(|e| io("tee", e))?
-            } else {
-                Vec::new()
-            };
-            slot.insert((
-                pb::PipeDataEntry {
-                    pipe_id,
-                    bytes: data.len() as u32,
-                    size: Some(size as u32),
-                },
-                data,
-            ));
+            slot.insert(capture(c, pipe_id)?);
         }
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Pipe as i32,
@@ -70,6 +36,44 @@ impl FdKind for Pipe {
             ..Default::default()
         })
     }
+}
+
+/// The queued bytes of the pipe (or FIFO) behind `c`, without consuming them.
+pub fn capture(c: &FdCtx, pipe_id: u32) -> Result<(pb::PipeDataEntry, Vec<u8>), FileError> {
+    let io = |what: &str, source| FileError::Io {
+        pid: c.pid,
+        fd: c.fd,
+        what: what.into(),
+        source,
+    };
+    let stolen = c.steal()?;
+    // tee needs a read end: a write end is reopened read-only through /proc.
+    let fd: OwnedFd = if c.info.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+        let p = format!("/proc/self/fd/{}", stolen.as_raw_fd());
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(|e| io("reopening the write end for reading", e))?
+            .into()
+    } else {
+        stolen
+    };
+    let queued = sys::fionread(fd.as_raw_fd()).map_err(|e| io("FIONREAD", e))?;
+    let size = sys::pipe_size(fd.as_raw_fd()).map_err(|e| io("F_GETPIPE_SZ", e))?;
+    let data = if queued > 0 {
+        peek_pipe(fd.as_raw_fd(), queued, size).map_err(|e| io("tee", e))?
+    } else {
+        Vec::new()
+    };
+    Ok((
+        pb::PipeDataEntry {
+            pipe_id,
+            bytes: data.len() as u32,
+            size: Some(size as u32),
+        },
+        data,
+    ))
 }
 
 /// Copy the `queued` bytes of pipe `fd` without consuming them: tee into a

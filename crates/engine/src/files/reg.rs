@@ -24,8 +24,20 @@ impl FdKind for Reg {
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let (name, deleted) = split_deleted(&c.link);
-        let stolen = if deleted { Some(File::from(c.steal()?)) } else { None };
-        reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, stolen, t)
+        // A new open file description (not a dup: lseek(SEEK_DATA) on a dup
+        // would move the task's own file position).
+        let reopened = if deleted {
+            let p = format!("/proc/{}/fd/{}", c.pid, c.fd);
+            Some(File::open(&p).map_err(|source| FileError::Io {
+                pid: c.pid,
+                fd: c.fd,
+                what: "reopening a deleted file".into(),
+                source,
+            })?)
+        } else {
+            None
+        };
+        reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, reopened, t)
     }
 }
 

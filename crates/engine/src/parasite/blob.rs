@@ -23,8 +23,7 @@ impl Blob {
         let mut img = self.image.to_vec();
         for &off in self.relocs {
             let o = off as usize;
-            let v =
-                u64::from_le_bytes(img[o..o + 8].try_into().expect("8 bytes")).wrapping_add(base);
+            let v = u64::from_le_bytes(img[o..o + 8].try_into().expect("8 bytes")).wrapping_add(base);
             img[o..o + 8].copy_from_slice(&v.to_le_bytes());
         }
         img
@@ -32,10 +31,7 @@ impl Blob {
 
     /// Offset of a global symbol.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, v)| v)
+        self.symbols.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
     }
 }
 

@@ -107,28 +107,20 @@ impl<'a> Parasite<'a> {
     fn start(&mut self, blob: &blob::Blob) -> Result<()> {
         let tid = self.task.tid();
         let img = blob.relocated(self.base);
-        crate::sys::process_vm_writev(tid, self.base, &img).map_err(|source| {
-            ParasiteError::Io {
-                tid,
-                what: "copying the blob",
-                source,
-            }
+        crate::sys::process_vm_writev(tid, self.base, &img).map_err(|source| ParasiteError::Io {
+            tid,
+            what: "copying the blob",
+            source,
         })?;
         // Listening socket with an abstract name unique to this injection.
         // SAFETY: plain socket call.
-        let lfd =
-            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        let lfd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
         if lfd < 0 {
             return Err(io_err(tid, "socket"));
         }
         // SAFETY: lfd is a fresh fd we own.
         let lfd = unsafe { OwnedFd::from_raw_fd(lfd) };
-        let name = format!(
-            "cryo-parasite-{}-{}-{:x}",
-            std::process::id(),
-            tid,
-            self.base
-        );
+        let name = format!("cryo-parasite-{}-{}-{:x}", std::process::id(), tid, self.base);
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as u16;
         for (i, b) in name.bytes().enumerate() {
@@ -136,14 +128,7 @@ impl<'a> Parasite<'a> {
         }
         let alen = 2 + 1 + name.len();
         // SAFETY: addr is a valid sockaddr_un of alen bytes.
-        if unsafe {
-            libc::bind(
-                lfd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                alen as u32,
-            )
-        } < 0
-        {
+        if unsafe { libc::bind(lfd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, alen as u32) } < 0 {
             return Err(io_err(tid, "bind"));
         }
         // SAFETY: scalar args.
@@ -161,15 +146,11 @@ impl<'a> Parasite<'a> {
         args.sun_path[1..1 + name.len()].copy_from_slice(name.as_bytes());
         let args_addr = self.base + page_up(blob.mem_size) as u64;
         // SAFETY: BootArgs is plain data.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(&args as *const BootArgs as *const u8, size_of::<BootArgs>())
-        };
-        crate::sys::process_vm_writev(tid, args_addr, bytes).map_err(|source| {
-            ParasiteError::Io {
-                tid,
-                what: "writing boot args",
-                source,
-            }
+        let bytes = unsafe { std::slice::from_raw_parts(&args as *const BootArgs as *const u8, size_of::<BootArgs>()) };
+        crate::sys::process_vm_writev(tid, args_addr, bytes).map_err(|source| ParasiteError::Io {
+            tid,
+            what: "writing boot args",
+            source,
         })?;
         let mut r = self.saved.regs;
         r.rip = self.base + blob.entry as u64;
@@ -238,34 +219,33 @@ impl<'a> Parasite<'a> {
     }
 
     /// Send a command (with an optional fd) and read the reply.
-    pub fn call(&mut self, cmd: Cmd, payload: &[u8], fd: Option<RawFd>) -> Result<Vec<u8>> {
+    pub fn call(&mut self, cmd: Cmd, payload: &[u8], fds: &[RawFd]) -> Result<Vec<u8>> {
         let tid = self.task.tid();
         let sk = self.sock.as_ref().expect("connected").as_raw_fd();
         let mut msg = Vec::with_capacity(size_of::<Cmd>() + payload.len());
         // SAFETY: Cmd is plain data.
-        msg.extend_from_slice(unsafe {
-            std::slice::from_raw_parts(&cmd as *const Cmd as *const u8, size_of::<Cmd>())
-        });
+        msg.extend_from_slice(unsafe { std::slice::from_raw_parts(&cmd as *const Cmd as *const u8, size_of::<Cmd>()) });
         msg.extend_from_slice(payload);
         let mut iov = libc::iovec {
             iov_base: msg.as_mut_ptr().cast(),
             iov_len: msg.len(),
         };
-        let mut cbuf = [0u64; 4];
+        let mut cbuf = vec![0u64; 4 + fds.len() / 2];
         // SAFETY: zeroed msghdr is valid.
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
-        if let Some(fd) = fd {
-            // SAFETY: CMSG macros on our own buffer of sufficient size.
+        if !fds.is_empty() {
+            let bytes = std::mem::size_of_val(fds) as u32;
+            // SAFETY: CMSG macros on our own buffer, sized CMSG_SPACE(bytes) or more.
             unsafe {
                 mh.msg_control = cbuf.as_mut_ptr().cast();
-                mh.msg_controllen = libc::CMSG_SPACE(4) as usize;
+                mh.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
                 let c = libc::CMSG_FIRSTHDR(&mh);
                 (*c).cmsg_level = libc::SOL_SOCKET;
                 (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+                (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+                std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
             }
         }
         // SAFETY: mh describes valid buffers.
@@ -312,15 +292,13 @@ impl<'a> Parasite<'a> {
             ..Default::default()
         };
         cmd.arg[..args.len()].copy_from_slice(args);
-        self.call(cmd, &[], None)
+        self.call(cmd, &[], &[])
     }
 
     /// Round trip: returns `v + 1`.
     pub fn ping(&mut self, v: u64) -> Result<u64> {
         let r = self.simple(CMD_PING, &[v])?;
-        Ok(u64::from_le_bytes(
-            r[..8].try_into().map_err(|_| self.short())?,
-        ))
+        Ok(u64::from_le_bytes(r[..8].try_into().map_err(|_| self.short())?))
     }
 
     fn short(&self) -> ParasiteError {
@@ -336,9 +314,7 @@ impl<'a> Parasite<'a> {
         }
         // SAFETY: T is one of the plain #[repr(C)] abi types; reads are unaligned.
         Ok((0..n)
-            .map(|i| unsafe {
-                std::ptr::read_unaligned(r.as_ptr().add(i * size_of::<T>()) as *const T)
-            })
+            .map(|i| unsafe { std::ptr::read_unaligned(r.as_ptr().add(i * size_of::<T>()) as *const T) })
             .collect())
     }
 
@@ -362,7 +338,7 @@ impl<'a> Parasite<'a> {
         };
         cmd.arg[0] = ids.len() as u64;
         let payload: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-        let r = self.call(cmd, &payload, None)?;
+        let r = self.call(cmd, &payload, &[])?;
         self.read_array(&r, ids.len())
     }
 
@@ -386,7 +362,7 @@ impl<'a> Parasite<'a> {
                 ..Default::default()
             },
             &[],
-            Some(fd),
+            &[fd],
         )?;
         Ok(self.read_array::<i32>(&r, 1)?[0])
     }
@@ -399,6 +375,24 @@ impl<'a> Parasite<'a> {
     /// vmsplice `[addr, addr+len)` into the target-side pipe fd `pipe_fd` (gift).
     pub fn vmsplice(&mut self, addr: u64, len: u64, pipe_fd: i32) -> Result<u64> {
         let r = self.simple(CMD_VMSPLICE, &[addr, len, pipe_fd as u64])?;
+        Ok(self.read_array::<u64>(&r, 1)?[0])
+    }
+
+    /// vmsplice each range into its own pipe (the write ends in `pipes`, same
+    /// order, at most [`MAX_FDS_PER_MSG`]); the parasite closes its copies.
+    /// Returns the bytes spliced.
+    pub fn vmsplice_batch(&mut self, ranges: &[Range], pipes: &[RawFd]) -> Result<u64> {
+        assert_eq!(ranges.len(), pipes.len());
+        assert!(pipes.len() <= MAX_FDS_PER_MSG);
+        let mut cmd = Cmd {
+            cmd: CMD_VMSPLICE_BATCH,
+            ..Default::default()
+        };
+        cmd.arg[0] = ranges.len() as u64;
+        // SAFETY: Range is plain #[repr(C)] data.
+        let payload =
+            unsafe { std::slice::from_raw_parts(ranges.as_ptr() as *const u8, std::mem::size_of_val(ranges)) };
+        let r = self.call(cmd, payload, pipes)?;
         Ok(self.read_array::<u64>(&r, 1)?[0])
     }
 
@@ -488,12 +482,10 @@ impl<'a> Parasite<'a> {
             [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
         )?;
         let mut buf = [0u8; 40];
-        crate::sys::process_vm_readv(self.task.tid(), &mut buf, &[(s, 40)]).map_err(|source| {
-            ParasiteError::Io {
-                tid,
-                what: "reading scratch",
-                source,
-            }
+        crate::sys::process_vm_readv(self.task.tid(), &mut buf, &[(s, 40)]).map_err(|source| ParasiteError::Io {
+            tid,
+            what: "reading scratch",
+            source,
         })?;
         let w = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap());
         m.pdeath_sig = w(0) as i32;
@@ -520,8 +512,7 @@ pub fn find_code_addr(pid: i32) -> io::Result<u64> {
         let (range, perms) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
         if perms.as_bytes().get(2) == Some(&b'x') && !l.ends_with("[vsyscall]") {
             if let Some((a, _)) = range.split_once('-') {
-                return u64::from_str_radix(a, 16)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+                return u64::from_str_radix(a, 16).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
     }

@@ -61,12 +61,8 @@ fn parse_map_line(file: &'static str, ln: usize, l: &str) -> Result<Vma, ParseEr
     let dev = it.next().ok_or_else(|| perr(file, ln, "no dev"))?;
     let ino = it.next().ok_or_else(|| perr(file, ln, "no inode"))?;
     let name = it.next().unwrap_or("").trim_start();
-    let (a, b) = range
-        .split_once('-')
-        .ok_or_else(|| perr(file, ln, "bad range"))?;
-    let (ma, mi) = dev
-        .split_once(':')
-        .ok_or_else(|| perr(file, ln, "bad dev"))?;
+    let (a, b) = range.split_once('-').ok_or_else(|| perr(file, ln, "bad range"))?;
+    let (ma, mi) = dev.split_once(':').ok_or_else(|| perr(file, ln, "bad dev"))?;
     let pb = perms.as_bytes();
     if pb.len() != 4 {
         return Err(perr(file, ln, format!("bad perms {perms:?}")));
@@ -85,9 +81,7 @@ fn parse_map_line(file: &'static str, ln: usize, l: &str) -> Result<Vma, ParseEr
         pgoff: hex(file, ln, off)?,
         dev_major: hex(file, ln, ma)? as u32,
         dev_minor: hex(file, ln, mi)? as u32,
-        ino: ino
-            .parse()
-            .map_err(|_| perr(file, ln, format!("bad inode {ino:?}")))?,
+        ino: ino.parse().map_err(|_| perr(file, ln, format!("bad inode {ino:?}")))?,
         name,
         deleted,
         vmflags: Vec::new(),
@@ -157,10 +151,7 @@ pub fn parse_stat(s: &str) -> Result<Stat, ParseError> {
     let f = "stat";
     let open = s.find('(').ok_or_else(|| perr(f, 1, "no '('"))?;
     let close = s.rfind(')').ok_or_else(|| perr(f, 1, "no ')'"))?;
-    let pid = s[..open]
-        .trim()
-        .parse()
-        .map_err(|_| perr(f, 1, "bad pid"))?;
+    let pid = s[..open].trim().parse().map_err(|_| perr(f, 1, "bad pid"))?;
     let comm = s[open + 1..close].to_string();
     let rest: Vec<&str> = s[close + 1..].split_whitespace().collect();
     // rest[0] is field 3 (state).
@@ -239,25 +230,18 @@ pub fn parse_status(s: &str) -> Result<Status, ParseError> {
         };
         let v = v.trim();
         let ln = i + 1;
-        let hexv =
-            || u64::from_str_radix(v, 16).map_err(|_| perr(f, ln, format!("bad hex in {k}")));
-        let dec = || {
-            v.parse::<i64>()
-                .map_err(|_| perr(f, ln, format!("bad number in {k}")))
-        };
+        let hexv = || u64::from_str_radix(v, 16).map_err(|_| perr(f, ln, format!("bad hex in {k}")));
+        let dec = || v.parse::<i64>().map_err(|_| perr(f, ln, format!("bad number in {k}")));
         let ids = || -> Result<[u32; 4], ParseError> {
             let w: Vec<u32> = v
                 .split_whitespace()
                 .map(|x| x.parse().map_err(|_| perr(f, ln, "bad id")))
                 .collect::<Result<_, _>>()?;
-            w.try_into()
-                .map_err(|_| perr(f, ln, format!("{k}: expected 4 ids")))
+            w.try_into().map_err(|_| perr(f, ln, format!("{k}: expected 4 ids")))
         };
         match k {
             "Name" => st.name = v.to_string(),
-            "Umask" => {
-                st.umask = Some(u32::from_str_radix(v, 8).map_err(|_| perr(f, ln, "bad umask"))?)
-            }
+            "Umask" => st.umask = Some(u32::from_str_radix(v, 8).map_err(|_| perr(f, ln, "bad umask"))?),
             "State" => st.state = v.chars().next().unwrap_or('?'),
             "Tgid" => st.tgid = dec()? as i32,
             "PPid" => st.ppid = dec()? as i32,
@@ -307,6 +291,44 @@ pub struct FdInfo {
     pub ino: u64,
     /// Every line, for kind-specific keys (eventfd-count, tfd, ...).
     pub raw: BTreeMap<String, String>,
+    /// The `lock:` lines (file locks held through this open file).
+    pub locks: Vec<FileLockInfo>,
+}
+
+/// One lock as /proc shows it: "1: POSIX  ADVISORY  WRITE 2383 fe:00:1022 0 EOF".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileLockInfo {
+    /// POSIX, FLOCK, OFDLCK, LEASE...
+    pub class: String,
+    /// READ, WRITE, ...
+    pub kind: String,
+    pub pid: i32,
+    pub ino: u64,
+    pub start: i64,
+    /// None for EOF.
+    pub end: Option<i64>,
+}
+
+/// A /proc/locks or fdinfo `lock:` line.
+pub fn parse_lock_line(l: &str) -> Result<FileLockInfo, ParseError> {
+    let bad = || perr("locks", 1, format!("bad lock line {l:?}"));
+    let w: Vec<&str> = l.split_whitespace().collect();
+    if w.len() < 8 || w[1] == "->" {
+        return Err(bad());
+    }
+    let ino = w[5].rsplit(':').next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    Ok(FileLockInfo {
+        class: w[1].to_string(),
+        kind: w[3].to_string(),
+        pid: w[4].parse().map_err(|_| bad())?,
+        ino,
+        start: w[6].parse().map_err(|_| bad())?,
+        end: if w[7] == "EOF" {
+            None
+        } else {
+            Some(w[7].parse().map_err(|_| bad())?)
+        },
+    })
 }
 
 pub fn parse_fdinfo(s: &str) -> Result<FdInfo, ParseError> {
@@ -323,6 +345,7 @@ pub fn parse_fdinfo(s: &str) -> Result<FdInfo, ParseError> {
             "flags" => fi.flags = u32::from_str_radix(v, 8).map_err(|_| bad())?,
             "mnt_id" => fi.mnt_id = v.parse().map_err(|_| bad())?,
             "ino" => fi.ino = v.parse().map_err(|_| bad())?,
+            "lock" => fi.locks.push(parse_lock_line(v)?),
             _ => {}
         }
         fi.raw.entry(k.to_string()).or_insert_with(|| v.to_string());
@@ -361,8 +384,7 @@ pub fn parse_timers(s: &str) -> Result<Vec<PosixTimerInfo>, ParseError> {
                 let t = out.last_mut().ok_or_else(bad)?;
                 let (sig, ptr) = v.split_once('/').ok_or_else(bad)?;
                 t.signo = sig.parse().map_err(|_| bad())?;
-                t.sival_ptr =
-                    u64::from_str_radix(ptr.trim_start_matches("0x"), 16).map_err(|_| bad())?;
+                t.sival_ptr = u64::from_str_radix(ptr.trim_start_matches("0x"), 16).map_err(|_| bad())?;
             }
             "notify" => {
                 let t = out.last_mut().ok_or_else(bad)?;
@@ -395,11 +417,7 @@ mod tests {
     use super::*;
 
     fn fx(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/fixtures/proc/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read_to_string(format!("{}/fixtures/proc/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
@@ -415,10 +433,7 @@ mod tests {
         assert_eq!((heap.start, heap.end), (0x55d66ac20000, 0x55d66acb3000));
         assert!(heap.read && heap.write && !heap.exec && !heap.shared);
         let bash = &m[0];
-        assert_eq!(
-            (bash.dev_major, bash.dev_minor, bash.ino),
-            (0xfe, 0, 247003)
-        );
+        assert_eq!((bash.dev_major, bash.dev_minor, bash.ino), (0xfe, 0, 247003));
         assert_eq!(bash.name, "/usr/bin/bash");
         let stack = s.iter().find(|v| v.name == "[stack]").unwrap();
         assert!(stack.has_flag("gd"));
@@ -463,6 +478,19 @@ mod tests {
     fn fdinfo_fields() {
         let f = parse_fdinfo(&fx("fdinfo-0.txt")).unwrap();
         assert_eq!((f.pos, f.flags, f.mnt_id, f.ino), (0, 0o100000, 24, 3));
+    }
+
+    #[test]
+    fn lock_lines() {
+        let f = parse_fdinfo("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t77\nlock:\t1: POSIX  ADVISORY  WRITE 2383 fe:00:77 10 109\nlock:\t2: FLOCK  ADVISORY  READ 2383 fe:00:77 0 EOF\n").unwrap();
+        assert_eq!(f.locks.len(), 2);
+        assert_eq!(
+            (f.locks[0].class.as_str(), f.locks[0].kind.as_str(), f.locks[0].pid),
+            ("POSIX", "WRITE", 2383)
+        );
+        assert_eq!((f.locks[0].start, f.locks[0].end, f.locks[0].ino), (10, Some(109), 77));
+        assert_eq!(f.locks[1].end, None);
+        assert!(parse_lock_line("1: -> POSIX ADVISORY WRITE 1 0:0:0 0 EOF").is_err());
     }
 
     #[test]

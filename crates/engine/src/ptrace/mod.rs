@@ -6,7 +6,7 @@
 //! Typical use:
 //! ```no_run
 //! # use cryo_engine::ptrace::*;
-//! let t = seize(1234)?.interrupt()?;          // Stopped
+//! let mut t = seize(1234)?.interrupt()?;      // Stopped
 //! let regs = t.regs()?;
 //! let r = t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6])?;
 //! t.detach()?;
@@ -59,14 +59,7 @@ fn err(tid: i32, op: &'static str) -> PtraceError {
 
 fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> libc::c_long {
     // SAFETY: every caller passes addr/data valid for `req` (buffers owned by the caller).
-    unsafe {
-        libc::ptrace(
-            req,
-            tid,
-            addr as *mut libc::c_void,
-            data as *mut libc::c_void,
-        )
-    }
+    unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) }
 }
 
 /// How a task reported to `waitpid`.
@@ -115,6 +108,20 @@ pub fn wait_stop(tid: i32) -> Result<StopKind> {
     }
 }
 
+/// Reap a traced task that was killed (bounded: gives up after ~2 s or as
+/// soon as the task is no longer ours to wait for).
+pub fn wait_exit(tid: i32) {
+    for _ in 0..200 {
+        let mut st: libc::c_int = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
+        if r < 0 || (r == tid && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A seized task that is (or may be) running.
 #[derive(Debug)]
 pub struct Running {
@@ -152,12 +159,7 @@ impl Running {
         }
         for _ in 0..64 {
             match wait_stop(tid)? {
-                st @ StopKind::Event { .. } => {
-                    return Ok(Stopped {
-                        tid,
-                        first_stop: st,
-                    })
-                }
+                st @ StopKind::Event { .. } => return Ok(Stopped { tid, first_stop: st }),
                 StopKind::Signal { sig } => {
                     if raw(libc::PTRACE_CONT, tid, 0, sig as usize) < 0 {
                         return Err(err(tid, "PTRACE_CONT"));
@@ -190,6 +192,36 @@ impl Running {
 impl Stopped {
     pub fn tid(&self) -> i32 {
         self.tid
+    }
+
+    /// After the group stop was ended under us (SIGCONT sent by the freezer):
+    /// run the task to a plain PTRACE_INTERRUPT stop, discarding the
+    /// SIGCONT. The task keeps `first_stop` (it is still recorded as stopped).
+    pub fn resync(&mut self) -> Result<()> {
+        let tid = self.tid;
+        if raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 || raw(libc::PTRACE_CONT, tid, 0, 0) < 0 {
+            return Err(err(tid, "PTRACE_INTERRUPT/CONT"));
+        }
+        for _ in 0..64 {
+            match wait_stop(tid)? {
+                StopKind::Event { sig } if sig == libc::SIGTRAP => return Ok(()),
+                StopKind::Signal { sig } => {
+                    let deliver = if sig == libc::SIGCONT { 0 } else { sig };
+                    if raw(libc::PTRACE_CONT, tid, 0, deliver as usize) < 0 || raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                }
+                _ => {
+                    if raw(libc::PTRACE_CONT, tid, 0, 0) < 0 || raw(PTRACE_INTERRUPT, tid, 0, 0) < 0 {
+                        return Err(err(tid, "PTRACE_CONT"));
+                    }
+                }
+            }
+        }
+        Err(PtraceError::Unexpected {
+            tid,
+            what: "cannot bring a stopped task out of its group stop".into(),
+        })
     }
 
     /// True if the task was in a group stop (state T) when we froze it.

@@ -60,9 +60,7 @@ pub fn process_vm_readv(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> 
         .collect();
     // SAFETY: iovecs describe `local` (writable, owned) and remote addresses
     // (only dereferenced by the kernel in the other process).
-    let r = unsafe {
-        libc::process_vm_readv(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0)
-    };
+    let r = unsafe { libc::process_vm_readv(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -104,16 +102,19 @@ pub fn tee(from: RawFd, to: RawFd, len: usize, nonblock: bool) -> io::Result<usi
 /// splice(2) between two fds (offsets not used: pipes or current positions).
 pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> io::Result<usize> {
     // SAFETY: null offsets, scalar arguments.
-    let r = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
+    let r = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// splice(2) from a pipe into a file at offset `off` (the file position is not used).
+pub fn splice_to(from: RawFd, to: RawFd, off: u64, len: usize, flags: u32) -> io::Result<usize> {
+    let mut o = off as libc::loff_t;
+    // SAFETY: `o` is a valid in/out offset; scalar arguments otherwise.
+    let r = unsafe { libc::splice(from, std::ptr::null_mut(), to, &mut o, len, flags) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -247,10 +248,7 @@ pub fn pagemap_scan(
 
 /// clock_gettime(2): (seconds, nanoseconds).
 pub fn clock_gettime(clock: libc::clockid_t) -> (u64, u64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64, ts.tv_nsec as u64)

@@ -31,6 +31,10 @@ pub fn prog(name: &str) -> PathBuf {
         .join("tests/progs")
         .join(format!("{name}.c"));
     let bin = tmp_root().join(format!("prog-{name}"));
+    // Tests run in parallel: compile each program once, under a lock, so a
+    // running program's binary is never replaced.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !bin.exists() {
         let tmp = tmp_root().join(format!("prog-{name}.{:?}", std::thread::current().id()));
         let st = Command::new("gcc")
@@ -65,10 +69,7 @@ impl Target {
         let mut line = String::new();
         let mut rd = BufReader::new(child.stdout.take().unwrap());
         rd.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("ready"),
-            "{name}: unexpected first line {line:?}"
-        );
+        assert!(line.starts_with("ready"), "{name}: unexpected first line {line:?}");
         // Keep the pipe's read end open so the program never gets EPIPE.
         std::mem::forget(rd);
         (Target { child, pid }, line.trim().to_string())
@@ -104,4 +105,75 @@ pub fn wait_file(path: &Path, needle: &str) -> String {
 
 pub fn maps(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+/// The xorshift64 pattern the C test programs write (fill() in tests/progs).
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// "key=value" words of a ready line.
+pub fn kv(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
+        .to_string()
+}
+
+pub fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Send a signal by pid.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::try_from(sig).unwrap(),
+    )
+    .is_ok()
+}
+
+/// TracerPid of a task (0 when not traced).
+pub fn tracer(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Wait (bounded) until a process is gone or a zombie.
+pub fn wait_gone(pid: i32) -> bool {
+    for _ in 0..300 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s) if s.contains(") Z ") => return true,
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
+/// Wait (bounded) until thread `tid` of `pid` sleeps in syscall `nr` (/proc/.../syscall).
+pub fn wait_in_syscall(pid: i32, tid: i32, nr: i64) {
+    for _ in 0..500 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+        if s.split_whitespace().next() == Some(&nr.to_string()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("thread {tid} never entered syscall {nr}");
 }

@@ -1,0 +1,19 @@
+/* Holds a socketpair (dump must refuse it). On SIGUSR1 writes DIR/verify "ok". */
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static volatile sig_atomic_t usr1;
+static void on_usr1(int s) { (void)s; usr1 = 1; }
+int main(int argc, char **argv)
+{
+	int sv[2];
+	if (argc < 2 || chdir(argv[1]) || socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 2;
+	signal(SIGUSR1, on_usr1);
+	printf("ready sock=%d\n", sv[0]);
+	fflush(stdout);
+	for (;;) {
+		pause();
+		if (usr1) { FILE *f = fopen("verify", "w"); if (f) { fputs("ok\n", f); fclose(f); } usr1 = 0; }
+	}
+}
