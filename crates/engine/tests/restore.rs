@@ -836,3 +836,67 @@ fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
         },
     );
 }
+
+#[test]
+fn dump_restore_memfd_and_shared_anon_twice() {
+    dump_restore_twice("memfd_shm", "memfd_shm.child.status", |ns, pid, round| {
+        // The child sees the parent's counter move in the shared mapping.
+        wait_advance(ns, "memfd_shm.child.status", "shared_ctr");
+        let kid = field(&ns.wait_status("memfd_shm.child.status", "pid="), "pid")
+            .parse::<i32>()
+            .unwrap();
+        for who in ["parent", "child"] {
+            let _ = std::fs::remove_file(ns.anchor(&format!("memfd_shm.{who}.verify.status")));
+        }
+        ns.kill(pid, libc::SIGUSR1);
+        ns.kill(kid, libc::SIGUSR1);
+        for who in ["parent", "child"] {
+            let v = ns.wait_status(&format!("memfd_shm.{who}.verify.status"), "shanon=");
+            assert!(
+                v.contains("memfd=ok") && v.contains("shanon=ok"),
+                "round {round}: {who}: {v}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_stopped_task_comes_back_stopped() {
+    build_fixture("loop_heap");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         /tmp/cryo-fx/bin/loop_heap >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/loop_heap.status ]; do sleep 0.02; done; kill -STOP $P; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         echo $P > /tmp/anchor/.root; \
+         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(
+        rc,
+        0,
+        "{err} / dump: {}",
+        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
+    );
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let o = ns.outer(pid).unwrap();
+    let state = |o: i32| {
+        let st = std::fs::read_to_string(format!("/proc/{o}/status")).unwrap();
+        st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state(o).contains("stopped") {
+        assert!(Instant::now() < deadline, "not stopped: {}", state(o));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(ns.anchor("loop_heap.status"));
+    ns.kill(pid, libc::SIGCONT);
+    wait_advance(&ns, "loop_heap.status", "cnt");
+    ns.kill(pid, libc::SIGUSR1);
+    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
+}

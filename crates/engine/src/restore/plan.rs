@@ -43,6 +43,10 @@ fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> Pl
 pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
+/// CRIU's pid.h calls 6 TASK_ZOMBIE, but crit's task_state dictionary (and
+/// cryo dump) use 6 for a stopped task; CRIU writes zombies as TASK_DEAD and
+/// stopped tasks as 3, so 6 is read as stopped.
+pub const TASK_STOPPED_CRIT: u32 = 6;
 
 /// CRIU's VMA status bits.
 pub mod vma_status {
@@ -705,7 +709,11 @@ fn build_proc(set: &ImageSet, p: &pb::PstreeEntry, files: &BTreeMap<u32, FileDes
     let file = set.path(&format!("core-{pid}.img")).display().to_string();
     let core = set.core(p.pid)?;
     let tc = core.tc.as_ref().ok_or_else(|| bad(&file, pid, "no task_core"))?;
-    let state = tc.task_state;
+    let state = if tc.task_state == TASK_STOPPED_CRIT {
+        TASK_STOPPED
+    } else {
+        tc.task_state
+    };
     if ![TASK_ALIVE, TASK_DEAD, TASK_STOPPED].contains(&state) {
         return Err(unsupported(&file, pid, format!("task state {state}")));
     }
