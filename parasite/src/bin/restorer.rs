@@ -25,6 +25,8 @@ mod nrx {
     pub const CAPSET: usize = 126;
     pub const RT_SIGQUEUEINFO: usize = 129;
     pub const GETPID: usize = 39;
+    pub const SETPRIORITY: usize = 141;
+    pub const SCHED_SETSCHEDULER: usize = 144;
 }
 
 core::arch::global_asm!(
@@ -439,6 +441,17 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         }
         syscall3(nr::SET_TID_ADDRESS, t.clear_tid as usize, 0, 0);
         syscall6(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0, 0);
+        if t.sched_policy >= 0 {
+            // sched_setscheduler(self, policy, {prio}), then setpriority(PRIO_PROCESS, self, nice).
+            let prio = t.sched_prio;
+            syscall3(
+                nrx::SCHED_SETSCHEDULER,
+                0,
+                t.sched_policy as usize,
+                &prio as *const i32 as usize,
+            );
+            syscall3(nrx::SETPRIORITY, 0, 0, t.sched_nice as isize as usize);
+        }
         if t.rseq != 0 {
             check(
                 args,

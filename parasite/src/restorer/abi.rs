@@ -20,7 +20,7 @@
 #![allow(dead_code)]
 
 /// Bumped on every incompatible change of this module.
-pub const RST_ABI_VERSION: u32 = 1;
+pub const RST_ABI_VERSION: u32 = 2;
 /// `RstArgs::magic`: "CRST".
 pub const RST_MAGIC: u32 = 0x5453_5243;
 /// Size of each thread's setup stack inside the bootstrap mapping.
@@ -162,8 +162,13 @@ pub struct RstThread {
     pub nr_siginfo: u32,
     pub _pad2: u32,
     pub comm: [u8; 16],
+    /// Nice value, scheduling policy and priority (policy < 0: leave).
+    pub sched_nice: i32,
+    pub sched_policy: i32,
+    pub sched_prio: i32,
+    pub _pad3: i32,
 }
-const _: () = assert!(core::mem::size_of::<RstThread>() == 104);
+const _: () = assert!(core::mem::size_of::<RstThread>() == 120);
 
 /// Shared control page (see the module docs). Fields are used atomically.
 #[repr(C)]

@@ -116,6 +116,8 @@ pub struct Thread {
     pub rseq: Option<(u64, u32, u32)>,
     pub comm: String,
     pub pdeath_sig: u32,
+    /// (nice, policy, priority) if dumped.
+    pub sched: Option<(i32, i32, i32)>,
 }
 
 /// An fd of a process.
@@ -701,6 +703,13 @@ fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>)
             .map(|r| (r.rseq_abi_pointer, r.rseq_abi_size, r.signature)),
         comm: thc.comm.clone().or(tc.map(|t| t.comm.clone())).unwrap_or_default(),
         pdeath_sig: thc.pdeath_sig.unwrap_or(0),
+        sched: thc.sched_policy.map(|pol| {
+            (
+                thc.sched_nice.unwrap_or(0),
+                pol as i32,
+                thc.sched_prio.unwrap_or(0) as i32,
+            )
+        }),
     })
 }
 

@@ -643,6 +643,10 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             nr_siginfo: sigs.len() as u32,
             _pad2: 0,
             comm,
+            sched_nice: t.sched.map_or(0, |s| s.0),
+            sched_policy: t.sched.map_or(-1, |s| s.1),
+            sched_prio: t.sched.map_or(0, |s| s.2),
+            _pad3: 0,
         });
     }
     a.threads = put(&mut rw, as_bytes(&threads), 16)?;

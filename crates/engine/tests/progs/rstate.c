@@ -56,6 +56,7 @@ int main(int argc, char **argv)
 	timer_settime(tid, 0, &its, 0);
 	setitimer(ITIMER_VIRTUAL, &itv, 0);
 	umask(027);
+	setpriority(PRIO_PROCESS, 0, 7);
 	setrlimit(RLIMIT_NOFILE, &rl);
 	snprintf(path, sizeof(path), "%s/state.data", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_APPEND, 0600);
@@ -92,6 +93,7 @@ int main(int argc, char **argv)
 	else if (sigaltstack(0, &scur) || scur.ss_sp != altstack || scur.ss_size != sizeof(altstack))
 		strcpy(why, "sigaltstack");
 	else if (um != 027) snprintf(why, sizeof(why), "umask %o", um);
+	else if (getpriority(PRIO_PROCESS, 0) != 7) snprintf(why, sizeof(why), "nice %d", getpriority(PRIO_PROCESS, 0));
 	else if (getrlimit(RLIMIT_NOFILE, &rcur) || rcur.rlim_cur != 512 || rcur.rlim_max != 4096)
 		snprintf(why, sizeof(why), "rlimit nofile %ld/%ld", (long)rcur.rlim_cur, (long)rcur.rlim_max);
 	else if (lseek(42, 0, SEEK_CUR) != 3 || !(fcntl(42, F_GETFL) & O_APPEND))
