@@ -59,12 +59,21 @@ core::arch::global_asm!(
     "    mov eax, 15",
     "    syscall",
     "    ud2",
+    // cryo_sigreturn_traced(rsp): the same after a trap for the tracing engine.
+    ".globl cryo_sigreturn_traced",
+    "cryo_sigreturn_traced:",
+    "    mov rsp, rdi",
+    "    int3",
+    "    mov eax, 15",
+    "    syscall",
+    "    ud2",
     main = sym restorer_main,
 );
 
 extern "C" {
     fn cryo_clone_thread(args: *const CloneArgs, size: usize, func: extern "C" fn(u64) -> !, arg: u64) -> isize;
     fn cryo_sigreturn(rsp: u64) -> !;
+    fn cryo_sigreturn_traced(rsp: u64) -> !;
 }
 
 /// `struct clone_args` (clone3).
@@ -492,17 +501,17 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
     let c = ctl(args);
     atomic_u32(&c.ready).fetch_add(1, Ordering::SeqCst);
     futex_wake(&c.ready);
-    loop {
+    let traced = loop {
         let g = atomic_u32(&c.go).load(Ordering::SeqCst);
-        if g == GO_RUN {
-            break;
+        if g == GO_RUN || g == GO_RUN_TRACED {
+            break g == GO_RUN_TRACED;
         }
         if g == GO_ABORT {
             // SAFETY: exit_group never returns.
             unsafe { syscall3(nr::EXIT_GROUP, 1, 0, 0) };
         }
         futex_wait(&c.go, g);
-    }
+    };
 
     if leader {
         for &fd in &args.close_fds {
@@ -538,7 +547,13 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         }
     }
     // SAFETY: `frame` holds a complete rt_sigframe built by the engine.
-    unsafe { cryo_sigreturn(t.frame + 8) }
+    unsafe {
+        if traced {
+            cryo_sigreturn_traced(t.frame + 8)
+        } else {
+            cryo_sigreturn(t.frame + 8)
+        }
+    }
 }
 
 fn restore_creds(args: &RstArgs, c: &RstCreds) {

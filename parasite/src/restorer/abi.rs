@@ -193,6 +193,9 @@ const _: () = assert!(core::mem::size_of::<RstCtl>() == 32);
 pub const GO_WAIT: u32 = 0;
 pub const GO_RUN: u32 = 1;
 pub const GO_ABORT: u32 = 2;
+/// Like [`GO_RUN`], and the engine traces every thread: each one stops with
+/// an `int3` right before its rt_sigreturn (see the engine's finish.rs).
+pub const GO_RUN_TRACED: u32 = 3;
 
 /// `RstCtl::err_stage` values reported by the blob.
 pub const STAGE_UNMAP: i32 = 1;

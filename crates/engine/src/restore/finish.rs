@@ -137,9 +137,12 @@ impl Seized {
     }
 
     fn step_out(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
+        // Each thread runs freely to the int3 right before its rt_sigreturn
+        // (GO_RUN_TRACED), then is stepped through that one syscall.
         for &(tid, _) in &self.threads {
-            pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
+            pt(libc::PTRACE_CONT, tid, 0, 0)?;
         }
+        let mut trapped: HashMap<i32, bool> = HashMap::new();
         let mut in_sigreturn: HashMap<i32, bool> = HashMap::new();
         let mut left: HashMap<i32, usize> = HashMap::new();
         for &(_, pid) in &self.threads {
@@ -194,10 +197,24 @@ impl Seized {
                 }
                 pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
             } else if st >> 16 == PTRACE_EVENT_STOP {
+                let step = if trapped.get(&tid).copied().unwrap_or(false) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    libc::PTRACE_CONT
+                };
+                pt(step, tid, 0, 0)?;
+            } else if sig == libc::SIGTRAP && !trapped.get(&tid).copied().unwrap_or(false) {
+                // The restorer's int3: swallow it, step into rt_sigreturn.
+                trapped.insert(tid, true);
                 pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
             } else {
                 // A signal on its way in: deliver it as it would have been.
-                pt(libc::PTRACE_SYSCALL, tid, 0, sig as usize)?;
+                let step = if trapped.get(&tid).copied().unwrap_or(false) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    libc::PTRACE_CONT
+                };
+                pt(step, tid, 0, sig as usize)?;
             }
         }
         Ok(())

@@ -472,7 +472,7 @@ impl RestoreCtx {
             None => None,
         };
         let c = self.ctl();
-        task::a32(&c.go).store(GO_RUN, Ordering::SeqCst);
+        task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
         rsys::futex_wake(task::a32(&c.go));
         if let Some(s) = seized {
             let mut slots = std::collections::HashMap::new();
