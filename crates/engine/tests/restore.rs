@@ -900,3 +900,24 @@ fn a_stopped_task_comes_back_stopped() {
     ns.kill(pid, libc::SIGUSR1);
     assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
 }
+
+#[test]
+fn a_task_in_its_own_namespace_is_refused_up_front() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = copy_images("loop_heap", "ownns");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut ids = set.ids(pid as u32).unwrap();
+    ids.net_ns_id = Some(ids.net_ns_id.unwrap_or(0) + 100);
+    cryo_image::write_entries(dir.join(format!("ids-{pid}.img")), "IDS", &[ids]).unwrap();
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("net namespace of its own") && err.contains(&format!("ids-{pid}.img")),
+        "{err}"
+    );
+    assert!(!ns.inner_pids().contains(&pid));
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -251,7 +251,12 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let set = Arc::new(ImageSet::open(dir)?);
     let dirs = dir.display().to_string();
     let inv = set.inventory()?;
-    let _ = inv;
+    if inv.img_version != 2 {
+        return Err(PlanError::BadSet {
+            file: set.path("inventory.img").display().to_string(),
+            what: format!("image version {} (only 2 is known)", inv.img_version),
+        });
+    }
     let mut listing: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| PlanError::BadSet {
             file: dirs.clone(),
@@ -419,7 +424,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let mut procs = Vec::new();
     for p in &pstree {
-        procs.push(build_proc(&set, p, &files)?);
+        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref())?);
     }
     // Sessions and groups must name processes of the tree (or the restoring
     // session for a shell job; handled by the caller's options).
@@ -713,7 +718,12 @@ fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>)
     })
 }
 
-fn build_proc(set: &ImageSet, p: &pb::PstreeEntry, files: &BTreeMap<u32, FileDesc>) -> Result<Proc, PlanError> {
+fn build_proc(
+    set: &ImageSet,
+    p: &pb::PstreeEntry,
+    files: &BTreeMap<u32, FileDesc>,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+) -> Result<Proc, PlanError> {
     let pid = p.pid as i32;
     let file = set.path(&format!("core-{pid}.img")).display().to_string();
     let core = set.core(p.pid)?;
@@ -788,6 +798,33 @@ fn build_proc(set: &ImageSet, p: &pb::PstreeEntry, files: &BTreeMap<u32, FileDes
     let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
     if state != TASK_DEAD {
         let ids = set.ids(p.pid)?;
+        // Namespaces are not restored yet: every task must live in the
+        // namespaces the dump was made from (which the restore inherits).
+        if let Some(r) = root_ids {
+            let pairs = [
+                ("pid", ids.pid_ns_id, r.pid_ns_id),
+                ("net", ids.net_ns_id, r.net_ns_id),
+                ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
+                ("uts", ids.uts_ns_id, r.uts_ns_id),
+                ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
+                ("user", ids.user_ns_id, r.user_ns_id),
+                ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
+                ("time", ids.time_ns_id, r.time_ns_id),
+            ];
+            for (ns, mine, root) in pairs {
+                if mine.is_some() && root.is_some() && mine != root {
+                    return Err(unsupported(
+                        set.path(&format!("ids-{pid}.img")).display().to_string(),
+                        pid,
+                        format!(
+                            "a {ns} namespace of its own (id {} vs the root's {})",
+                            mine.unwrap_or(0),
+                            root.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+        }
         mm = Some(build_mm(set, pid, files)?);
         let fdinfo_file = set.path(&format!("fdinfo-{}.img", ids.files_id)).display().to_string();
         for (i, f) in set.fdinfo(ids.files_id)?.iter().enumerate() {
