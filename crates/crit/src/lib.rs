@@ -2,6 +2,9 @@
 
 pub mod cmd;
 pub mod coredump;
+pub mod diff;
 pub mod explore;
 pub mod io;
 pub mod memory;
+pub mod rewrite;
+pub mod status;

@@ -41,6 +41,15 @@ enum Cmd {
     Core(cmd::core::CoreArgs),
     /// Read or search a process's memory from the dumped pages
     Mem(cmd::mem::MemArgs),
+    // --- check / diff / rewrite / edit ---
+    /// Check the consistency of a whole image set
+    Check(cmd::check::CheckArgs),
+    /// Compare two image sets (exit 0 same, 1 different, 2 trouble)
+    Diff(cmd::diff::DiffArgs),
+    /// Edit an image as JSON in $EDITOR, then validate and write it back
+    Edit(cmd::edit::EditArgs),
+    /// Rewrite a set into a new directory: renumber pids, move a mapping
+    Rewrite(cmd::rewrite::RewriteArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,10 +67,18 @@ fn main() -> ExitCode {
         Cmd::X(a) => cmd::x::run(a),
         Cmd::Core(a) => cmd::core::run(a),
         Cmd::Mem(a) => cmd::mem::run(a),
+        // --- check / diff / rewrite / edit ---
+        Cmd::Check(a) => cmd::check::run(a),
+        Cmd::Diff(a) => cmd::diff::run(a),
+        Cmd::Edit(a) => cmd::edit::run(a),
+        Cmd::Rewrite(a) => cmd::rewrite::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if cryo_crit::io::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if cryo_crit::status::exit_code(&e).is_some() => {
+            ExitCode::from(cryo_crit::status::exit_code(&e).unwrap())
+        }
         Err(e) => {
             eprintln!("crit: {e:#}");
             ExitCode::FAILURE

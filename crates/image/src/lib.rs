@@ -8,6 +8,7 @@
 //! * [`ImageSet`]: lazy, typed access to a dump directory, including process memory read straight from
 //!   `pages-*.img`; [`ImageWriter`]: writes an image atomically (temp name, fsync, rename).
 
+pub mod check;
 pub mod codec;
 pub mod error;
 pub mod imageset;

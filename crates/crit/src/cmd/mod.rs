@@ -7,3 +7,8 @@ pub mod info;
 pub mod mem;
 pub mod show;
 pub mod x;
+// --- check / diff / rewrite / edit ---
+pub mod check;
+pub mod diff;
+pub mod edit;
+pub mod rewrite;
