@@ -17,6 +17,7 @@ gcc -O2 -o "$DIR/bigmem" "$ROOT/crates/engine/benches/bigmem.c"
 totals=(); frozens=()
 for i in $(seq "$RUNS"); do
   rm -rf "$DIR/img" && mkdir -p "$DIR/img"
+  sync  # start every run with no dirty pages queued (else writeback throttles the page cache)
   coproc BIG { exec "$DIR/bigmem" "$MIB"; }
   read -r line <&"${BIG[0]}"
   pid=$BIG_PID

@@ -621,3 +621,146 @@ fn shared_memory_is_dumped_once() {
     }
     kill(child, libc::SIGKILL);
 }
+
+/// Disk full: the dump fails before the tree is touched for good (it goes on
+/// running), nothing that looks like an image set is left.
+#[test]
+fn full_disk_fails_cleanly() {
+    let work = tmp_dir("full");
+    let imgs = tmp_dir("full-img");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "cryo-test-full"])
+        .arg(&imgs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&imgs);
+    let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    for reader in [dump::PageReader::Vmsplice, dump::PageReader::Readv] {
+        let mut o = DumpOpts::new(t.pid, &imgs);
+        o.pages = reader;
+        let err = dump::dump(o).unwrap_err().to_string();
+        assert!(
+            err.contains("available") || err.contains("No space left"),
+            "{reader:?}: {err}"
+        );
+        assert!(images_of(&imgs).is_empty(), "{reader:?}: left {:?}", images_of(&imgs));
+        assert_eq!(tracer(t.pid), 0);
+    }
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+}
+
+/// A zombie child is recorded with its exit status only (pstree + core).
+#[test]
+fn zombie_children_are_recorded() {
+    let work = tmp_dir("zombie");
+    let imgs = tmp_dir("zombie-img");
+    let (t, line) = Target::start("zombie", &[work.to_str().unwrap()]);
+    let z: u32 = kv(&line, "zombie").parse().unwrap();
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    let s = dump::dump(o).unwrap();
+    assert_eq!(s.processes, 2);
+    let set = ImageSet::open(&imgs).unwrap();
+    let tree = set.pstree().unwrap();
+    let ze = tree.iter().find(|e| e.pid == z).expect("zombie in pstree");
+    assert_eq!((ze.ppid, ze.threads.clone()), (t.pid as u32, vec![z]));
+    let core = set.core(z).unwrap();
+    let tc = core.tc.unwrap();
+    assert_eq!(tc.task_state, dump::TASK_DEAD);
+    assert_eq!(tc.exit_code, 3 << 8);
+    assert!(core.thread_info.is_none());
+    assert!(!imgs.join(format!("mm-{z}.img")).exists());
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&work.join("verify"), "ok");
+}
+
+/// seccomp filters: both programs in seccomp.img, chained newest -> oldest,
+/// the thread pointing at the newest; the parasite ran despite them.
+#[test]
+fn seccomp_filters_are_dumped() {
+    let work = tmp_dir("seccomp");
+    let imgs = tmp_dir("seccomp-img");
+    let (t, _) = Target::start("seccomp", &[work.to_str().unwrap()]);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let se: Vec<pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP").unwrap();
+    let f = &se[0].seccomp_filters;
+    assert_eq!(f.len(), 2);
+    let tcore = set.core(t.pid as u32).unwrap().thread_core.unwrap();
+    assert_eq!(tcore.seccomp_mode, Some(2));
+    let newest = tcore.seccomp_filter.unwrap() as usize;
+    assert_eq!(f[newest].filter.len(), 4 * 8, "the acct filter");
+    let older = f[newest].prev.unwrap() as usize;
+    assert_eq!(f[older].filter.len(), 8, "the allow-all filter");
+    assert_eq!(f[older].prev, None);
+    assert_eq!(tcore.creds.unwrap().no_new_privs, Some(1));
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(wait_file(&work.join("verify"), "\n").trim(), "ok");
+}
+
+/// A program whose binary was deleted while it runs: the exe and its
+/// mappings are saved as a ghost file with the binary's bytes.
+#[test]
+fn deleted_executable_becomes_a_ghost() {
+    let dir = tmp_dir("delexe");
+    let bin = dir.join("spin-copy");
+    std::fs::copy(prog("spin"), &bin).unwrap();
+    let bytes = std::fs::read(&bin).unwrap();
+    let out = dir.join("out");
+    let (t, _) = Target::start_bin(&bin, &[out.to_str().unwrap()]);
+    std::fs::remove_file(&bin).unwrap();
+    let imgs = tmp_dir("delexe-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    let set = ImageSet::open(&imgs).unwrap();
+    let mm = set.mm(t.pid as u32).unwrap();
+    let files = set.files().unwrap();
+    assert!(reg(&files, mm.exe_file_id).name.ends_with("/delexe/spin-copy"));
+    let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH").unwrap();
+    let rm = remaps
+        .iter()
+        .find(|r| r.orig_id == mm.exe_file_id)
+        .expect("exe remapped to a ghost");
+    let chunks: Vec<(pb::GhostChunkEntry, Vec<u8>)> =
+        set.with_payload(&format!("ghost-file-{}.img", rm.remap_id)).unwrap();
+    let mut content = vec![0u8; bytes.len()];
+    for (c, d) in chunks.into_iter().skip(1) {
+        content[c.off as usize..c.off as usize + d.len()].copy_from_slice(&d);
+    }
+    assert!(content == bytes, "ghost holds the deleted binary");
+    assert!(kill(t.pid, libc::SIGUSR1));
+    wait_file(&out, "ok");
+}
+
+/// A deleted file over --ghost-limit is refused (as criu does), within it saved.
+#[test]
+fn ghost_limit_is_enforced() {
+    let work = tmp_dir("glimit");
+    let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
+    wait_threads_parked(t.pid);
+    let imgs = tmp_dir("glimit-img");
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.ghost_limit = 4096; // the ghost of `state` holds 10000 bytes
+    let err = dump::dump(o).unwrap_err().to_string();
+    assert!(err.contains("ghost limit") && err.contains("ghost.bin"), "{err}");
+    assert!(images_of(&imgs).is_empty());
+    assert_eq!(tracer(t.pid), 0);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.ghost_limit = 10000;
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+}

@@ -17,7 +17,8 @@ pub struct Args {
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
-    /// Allow dumping a job attached to a terminal.
+    /// Allow dumping a job attached to a terminal (accepted as in criu, but
+    /// terminals are not supported yet: a tree with a tty fd is refused).
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Dump file locks.
@@ -26,6 +27,10 @@ pub struct Args {
     /// Log file (relative to the images directory unless absolute).
     #[arg(short = 'o', long = "log-file", value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Biggest deleted-but-open file whose contents are saved (criu's
+    /// --ghost-limit; suffixes K, M, G).
+    #[arg(long = "ghost-limit", value_name = "SIZE", value_parser = parse_size, default_value = "1M")]
+    pub ghost_limit: u64,
     /// How pages are read: vmsplice by the parasite into pipes (default), or
     /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
     #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
@@ -33,6 +38,19 @@ pub struct Args {
     /// Verbosity 0..4 (`-v4`).
     #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
+}
+
+/// "1048576", "512K", "1M", "2G".
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (e.g. 512K, 1M, 2G)"))
 }
 
 /// `--page-reader` values.
@@ -47,6 +65,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     opts.leave_running = a.leave_running;
     opts.shell_job = a.shell_job;
     opts.file_locks = a.file_locks;
+    opts.ghost_limit = a.ghost_limit;
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,

@@ -25,7 +25,12 @@ impl FrozenProc {
     }
     /// Was the process in a group stop (state T) before we came?
     pub fn was_stopped(&self) -> bool {
-        self.threads[0].was_group_stopped()
+        self.threads.first().is_some_and(|t| t.was_group_stopped())
+    }
+
+    /// A zombie: recorded with its exit status only, never seized.
+    pub fn is_zombie(&self) -> bool {
+        self.threads.is_empty()
     }
 }
 
@@ -161,10 +166,15 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
             };
             if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 if st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
-                    return Err(FreezeError::Other {
-                        pid,
-                        what: format!("is a zombie (child of {ppid}); zombies are not supported yet"),
-                    });
+                    if pid == root {
+                        return Err(FreezeError::Other {
+                            pid,
+                            what: "is a zombie".into(),
+                        });
+                    }
+                    // A zombie cannot be seized (nor change): recorded without threads.
+                    order.push((pid, ppid, Vec::new()));
+                    continue;
                 }
             }
             let mut tids_ordered = vec![pid];

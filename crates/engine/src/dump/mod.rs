@@ -31,6 +31,8 @@ pub struct DumpOpts {
     pub shell_job: bool,
     pub file_locks: bool,
     pub pages: PageReader,
+    /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
+    pub ghost_limit: u64,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
 }
@@ -66,6 +68,7 @@ impl DumpOpts {
             shell_job: false,
             file_locks: false,
             pages: PageReader::default(),
+            ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             hook: None,
         }
     }
@@ -229,6 +232,8 @@ struct DumpCtx {
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
     locks: Vec<pb::FileLockEntry>,
+    /// seccomp.img filters: (BPF program, index of the older filter it runs after).
+    seccomp: Vec<(Vec<u8>, Option<u32>)>,
     lock_keys: Vec<(u32, u64, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
@@ -265,13 +270,14 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let t_freeze = Instant::now();
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
+    let ghost_limit = opts.ghost_limit;
     let mut ctx = DumpCtx {
         opts,
         out: Written {
             dir: dir.clone(),
             files: Vec::new(),
         },
-        files: FileTable::new(),
+        files: FileTable::with_ghost_limit(ghost_limit),
         kids: Vec::new(),
         next_kid: [1; 5],
         written_fdinfo: Vec::new(),
@@ -279,6 +285,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         unfinished: Vec::new(),
         pool,
         locks: Vec::new(),
+        seccomp: Vec::new(),
         lock_keys: Vec::new(),
         pstree: Vec::new(),
         stats: pb::DumpStatsEntry::default(),
@@ -364,7 +371,9 @@ fn reap_tree(tree: FrozenTree) {
     for p in tree.procs {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
-        threads.rotate_left(1);
+        if !threads.is_empty() {
+            threads.rotate_left(1);
+        }
         for t in threads {
             crate::ptrace::wait_exit(t.tid());
         }
@@ -382,10 +391,12 @@ fn still_frozen(tree: &FrozenTree) -> Result<()> {
     Ok(())
 }
 
-/// CRIU's task states (core tc.task_state).
+/// CRIU's task states (core tc.task_state), as criu/include/pid.h numbers
+/// them and CRIU's restore reads them: 1 alive, 2 dead (a zombie), 3 stopped.
+/// (crit 3.17 prints 3 as "Zombie" and 6 as "Stopped": its table is off.)
 pub const TASK_ALIVE: u32 = 1;
-pub const TASK_ZOMBIE: u32 = 3;
-pub const TASK_STOPPED: u32 = 6;
+pub const TASK_DEAD: u32 = 2;
+pub const TASK_STOPPED: u32 = 3;
 
 const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
 
@@ -585,12 +596,6 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool) -> Result<()> {
             });
         }
     }
-    if f.status.seccomp == 2 {
-        return Err(DumpError::Refused {
-            pid,
-            what: "seccomp filters are not supported yet".into(),
-        });
-    }
     Ok(())
 }
 
@@ -599,14 +604,19 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
     let mut facts = Vec::new();
     let t = Instant::now();
     for p in &tree.procs {
+        if p.is_zombie() {
+            facts.push(None);
+            continue;
+        }
         let f = collect_facts(p.pid, pre)?;
         refuse(p.pid, &f, ctx.opts.file_locks)?;
-        facts.push(f);
+        facts.push(Some(f));
     }
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any
     // process's pages (CRIU's numbering): mappings first, then memfd fds.
     for (p, f) in tree.procs.iter().zip(&facts) {
+        let Some(f) = f else { continue };
         for (v, k) in &f.vmas {
             if *k == VmaKind::ShmemLike {
                 let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
@@ -620,7 +630,10 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
         }
     }
     for (p, f) in tree.procs.iter_mut().zip(facts) {
-        dump_proc(ctx, p, f)?;
+        match f {
+            Some(f) => dump_proc(ctx, p, f)?,
+            None => dump_zombie(ctx, p)?,
+        }
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
     }
     write_shared(ctx)?;
@@ -713,7 +726,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
                 source,
             })?;
             let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, _| {
                 Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
             })? as u64;
         }
@@ -725,18 +738,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             })?;
             let name = v.name.clone();
             let deleted = v.deleted;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
                 let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
-                reg::reg_entry(
-                    id,
-                    &name,
-                    deleted,
-                    &st,
-                    libc::O_RDONLY as u32,
-                    0,
-                    open,
-                    &mut FileTable::new(),
-                )
+                reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
         vma_entries.push(mem::vma_entry(v, *k, shmid));
@@ -752,18 +756,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             .unwrap_or_default();
         let (name, deleted) = reg::split_deleted(&link);
         let name = name.to_string();
-        ctx.files.mapped_file(st.st_dev, st.st_ino, |id| {
+        ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
             let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
-            reg::reg_entry(
-                id,
-                &name,
-                deleted,
-                &st,
-                libc::O_RDONLY as u32,
-                0,
-                open,
-                &mut FileTable::new(),
-            )
+            reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
         })?
     };
 
@@ -823,6 +818,11 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             pending: t.peek_siginfo(false).map_err(ptr)?,
             rseq: t.rseq().map_err(ptr)?,
         };
+        let seccomp_filter = if facts.status.seccomp == 2 {
+            Some(seccomp_chain(ctx, t).map_err(ptr)?)
+        } else {
+            None
+        };
         let leader = i == 0;
         let tc = leader.then(|| pb::TaskCoreEntry {
             task_state: if p.threads[0].was_group_stopped() {
@@ -878,7 +878,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
             }),
             tc,
             ids: None,
-            thread_core: Some(core::thread_core(&facts, leader)),
+            thread_core: Some(pb::ThreadCoreEntry {
+                seccomp_filter,
+                ..core::thread_core(&facts, leader)
+            }),
             ..Default::default()
         };
         let path = ctx.out.path(&format!("core-{tid}.img"));
@@ -921,6 +924,64 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         pgid: f.stat.pgid as u32,
         sid: f.stat.sid as u32,
         threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
+    });
+    Ok(())
+}
+
+/// The thread's seccomp filters into ctx.seccomp (oldest first; a filter
+/// already there with the same program and predecessor is shared, as
+/// forked children and TSYNC'd threads share them); returns the index of
+/// the thread's newest filter.
+fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
+    let mut chain = Vec::new();
+    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
+        chain.push(f);
+    }
+    let mut prev: Option<u32> = None;
+    // Index 0 is the oldest filter (the kernel counts back from the newest).
+    for f in chain {
+        let idx = match ctx.seccomp.iter().position(|(g, p)| *g == f && *p == prev) {
+            Some(i) => i as u32,
+            None => {
+                ctx.seccomp.push((f, prev));
+                ctx.seccomp.len() as u32 - 1
+            }
+        };
+        prev = Some(idx);
+    }
+    prev.ok_or(PtraceError::Unexpected {
+        tid: t.tid(),
+        what: "seccomp mode 2 without filters".into(),
+    })
+}
+
+/// A zombie: its pstree entry and a core with the exit status only (as CRIU).
+fn dump_zombie(ctx: &mut DumpCtx, p: &FrozenProc) -> Result<()> {
+    let pid = p.pid;
+    let st =
+        proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: TASK_DEAD,
+            exit_code: st.exit_code as u32,
+            personality: 0,
+            flags: st.flags,
+            blk_sigset: 0,
+            comm: st.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = ctx.out.path(&format!("core-{pid}.img"));
+    let w = write_image(&path, "CORE", &[core])?;
+    ctx.defer(w);
+    ctx.pstree.push(pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: p.ppid as u32,
+        pgid: st.pgid as u32,
+        sid: st.sid as u32,
+        threads: vec![pid as u32],
     });
     Ok(())
 }
@@ -987,7 +1048,7 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
     let name = name.to_string();
     Ok(ctx
         .files
-        .standalone(|id| reg::reg_entry(id, &name, false, &st, 0, 0, None, &mut FileTable::new()))?)
+        .standalone(|id, t| reg::reg_entry(id, &name, false, &st, 0, 0, None, t))?)
 }
 
 /// The runs of pages to dump (and the number of pages scanned).
@@ -1415,11 +1476,20 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let w = write_image(&path, "PSTREE", &pstree)?;
     ctx.defer(w);
     let path = ctx.out.path("seccomp.img");
+    let filters = ctx
+        .seccomp
+        .iter()
+        .map(|(f, prev)| pb::SeccompFilter {
+            filter: f.clone(),
+            prev: *prev,
+            flags: None,
+        })
+        .collect();
     let w = write_image(
         &path,
         "SECCOMP",
         &[pb::SeccompEntry {
-            seccomp_filters: Vec::new(),
+            seccomp_filters: filters,
         }],
     )?;
     ctx.defer(w);

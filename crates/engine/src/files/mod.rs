@@ -153,11 +153,24 @@ pub struct FileTable {
     /// Shared-memory inodes (memfd, shared anonymous), in inode-id order.
     pub shmem: Vec<memfd::ShmemInode>,
     next_pages_id: u32,
+    /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
+    pub ghost_limit: u64,
 }
+
+/// criu's default --ghost-limit: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 impl FileTable {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_ghost_limit(DEFAULT_GHOST_LIMIT)
+    }
+
+    /// A table saving deleted files up to `ghost_limit` bytes.
+    pub fn with_ghost_limit(ghost_limit: u64) -> Self {
+        FileTable {
+            ghost_limit,
+            ..Self::default()
+        }
     }
 
     pub fn alloc_id(&mut self) -> u32 {
@@ -183,22 +196,25 @@ impl FileTable {
         &mut self,
         dev: u64,
         ino: u64,
-        make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>,
+        make: impl FnOnce(u32, &mut FileTable) -> Result<pb::FileEntry, FileError>,
     ) -> Result<u32, FileError> {
         if let Some(&id) = self.mapped.get(&(dev, ino)) {
             return Ok(id);
         }
         let id = self.alloc_id();
-        let e = make(id)?;
+        let e = make(id, self)?;
         self.insert(e);
         self.mapped.insert((dev, ino), id);
         Ok(id)
     }
 
     /// A standalone entry with a fresh id (cwd, root).
-    pub fn standalone(&mut self, make: impl FnOnce(u32) -> Result<pb::FileEntry, FileError>) -> Result<u32, FileError> {
+    pub fn standalone(
+        &mut self,
+        make: impl FnOnce(u32, &mut FileTable) -> Result<pb::FileEntry, FileError>,
+    ) -> Result<u32, FileError> {
         let id = self.alloc_id();
-        let e = make(id)?;
+        let e = make(id, self)?;
         self.insert(e);
         Ok(id)
     }

@@ -76,6 +76,15 @@ pub fn reg_entry(
             path: name.into(),
             source: std::io::Error::other("deleted file without an fd to read it"),
         })?;
+        if st.st_size as u64 > t.ghost_limit {
+            return Err(FileError::Path {
+                path: name.into(),
+                source: std::io::Error::other(format!(
+                    "deleted file of {} bytes is over the ghost limit ({} bytes); raise it with --ghost-limit",
+                    st.st_size, t.ghost_limit
+                )),
+            });
+        }
         let gid = t.alloc_ghost_id();
         let chunks = data_chunks(&f, st.st_size as u64).map_err(|source| FileError::Path {
             path: name.into(),

@@ -391,6 +391,22 @@ impl Stopped {
         Ok(d)
     }
 
+    /// PTRACE_SECCOMP_GET_FILTER: the BPF program (struct sock_filter array,
+    /// 8 bytes per instruction) of the `idx`-th filter, 0 = the oldest; None
+    /// past the newest.
+    pub fn seccomp_filter(&self, idx: u64) -> Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; 4096 * 8];
+        let n = raw(0x420c, self.tid, idx as usize, buf.as_mut_ptr() as usize);
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+                return Ok(None);
+            }
+            return Err(err(self.tid, "PTRACE_SECCOMP_GET_FILTER"));
+        }
+        buf.truncate(n as usize * 8);
+        Ok(Some(buf))
+    }
+
     /// Read a word (works on any mapping, like a debugger).
     pub fn peek(&self, addr: u64) -> Result<u64> {
         // SAFETY: errno must be cleared to tell -1 data from an error.

@@ -58,7 +58,13 @@ pub struct Target {
 impl Target {
     /// Start `prog(name)` with args and wait until it prints its first line ("ready ...").
     pub fn start(name: &str, args: &[&str]) -> (Target, String) {
-        let mut child = Command::new(prog(name))
+        Self::start_bin(&prog(name), args)
+    }
+
+    /// Start a binary at `bin` (see [`Target::start`]).
+    pub fn start_bin(bin: &Path, args: &[&str]) -> (Target, String) {
+        let name = bin.display().to_string();
+        let mut child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
