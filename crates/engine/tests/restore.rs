@@ -161,6 +161,11 @@ impl Ns {
         None
     }
 
+    /// Outer pid of the task with pid `inner` in this namespace, zombies included.
+    fn outer_any(&self, inner: i32) -> Option<i32> {
+        self.outer(inner)
+    }
+
     /// Processes (inner pids) in the namespace other than pid 1.
     fn inner_pids(&self) -> Vec<i32> {
         let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)).unwrap();
@@ -920,4 +925,38 @@ fn a_task_in_its_own_namespace_is_refused_up_front() {
     assert!(!ns.inner_pids().contains(&pid));
     drop(ns);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dump_restore_keeps_a_zombie_with_its_exit_status() {
+    let prog = build_prog("zombie");
+    let cmd = format!("sh -c 'exec {} /tmp/anchor > /tmp/anchor/zombie.out'", prog.display());
+    dump_restore_cmd_twice(&cmd, "zombie.out", |ns, pid, round| {
+        let out = ns.wait_status("zombie.out", "zombie=");
+        let kid: i32 = field(&out, "zombie").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The zombie is back: dead, unreaped, a child of the restored parent,
+            // with the status it exited with (3).
+            if let Some(o) = ns.outer_any(kid) {
+                let stat = std::fs::read_to_string(format!("/proc/{o}/stat")).unwrap_or_default();
+                let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+                if f.first() == Some(&"Z") {
+                    assert_eq!(
+                        f.get(49).copied(),
+                        Some("768"),
+                        "round {round}: exit status of the zombie: {stat}"
+                    );
+                    let ppid: i32 = f[1].parse().unwrap();
+                    assert_eq!(Some(ppid), ns.outer(pid), "round {round}: the zombie's parent");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "round {round}: no zombie {kid}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(ns.anchor("verify"));
+        ns.kill(pid, libc::SIGUSR1);
+        assert_eq!(ns.wait_status("verify", "ok").trim(), "ok", "round {round}");
+    });
 }

@@ -39,15 +39,11 @@ fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> Pl
     }
 }
 
-/// CRIU's task states (compel's task-state.h).
+/// CRIU's task states (criu/include/pid.h; crit 3.17's names for 3 and 6
+/// are off, cryo dump writes these values too).
 pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
-/// CRIU's pid.h calls 6 TASK_ZOMBIE, but crit's task_state dictionary (and
-/// cryo dump) use 6 for a stopped task; CRIU writes zombies as TASK_DEAD and
-/// stopped tasks as 3, so 6 is read as stopped.
-pub const TASK_STOPPED_CRIT: u32 = 6;
-
 /// CRIU's VMA status bits.
 pub mod vma_status {
     pub const REGULAR: u32 = 1 << 0;
@@ -250,6 +246,37 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
 pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let set = Arc::new(ImageSet::open(dir)?);
     let dirs = dir.display().to_string();
+    // The same checks as `crit check` (structure, cross references, pages);
+    // restore-specific ones follow.
+    let report = cryo_image::check::check_set(&set);
+    // A zombie's core has no registers (CRIU writes none either); the check
+    // does not know that yet (reported to the image crate's owner).
+    let zombie_core = |p: &cryo_image::check::Problem| {
+        p.what.contains("thread_info")
+            && p.file
+                .strip_prefix("core-")
+                .and_then(|r| r.strip_suffix(".img"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    set.core(pid)
+                        .ok()
+                        .and_then(|c| c.tc)
+                        .is_some_and(|tc| tc.task_state == TASK_DEAD)
+                })
+    };
+    let problems: Vec<_> = report.problems.iter().filter(|p| !zombie_core(p)).collect();
+    if let Some(p) = problems.first() {
+        let more = problems.len() - 1;
+        let tail = if more > 0 {
+            format!(" (and {more} more problem(s); see crit check)")
+        } else {
+            String::new()
+        };
+        return Err(PlanError::BadSet {
+            file: set.path(&p.file).display().to_string(),
+            what: format!("{}{tail}", p),
+        });
+    }
     let inv = set.inventory()?;
     if inv.img_version != 2 {
         return Err(PlanError::BadSet {
@@ -728,11 +755,7 @@ fn build_proc(
     let file = set.path(&format!("core-{pid}.img")).display().to_string();
     let core = set.core(p.pid)?;
     let tc = core.tc.as_ref().ok_or_else(|| bad(&file, pid, "no task_core"))?;
-    let state = if tc.task_state == TASK_STOPPED_CRIT {
-        TASK_STOPPED
-    } else {
-        tc.task_state
-    };
+    let state = tc.task_state;
     if ![TASK_ALIVE, TASK_DEAD, TASK_STOPPED].contains(&state) {
         return Err(unsupported(&file, pid, format!("task state {state}")));
     }
