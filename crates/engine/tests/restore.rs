@@ -244,8 +244,18 @@ fn pstree_pids(name: &str) -> Vec<i32> {
 
 #[test]
 fn criu_loop_heap_restores_and_checks_its_heap() {
-    let ns = restore_fixture("loop_heap");
+    build_fixture("loop_heap");
+    let ns = Ns::restore(
+        &fixtures().join("loop_heap/images"),
+        &["--pidfile", "/tmp/anchor/root.pid"],
+    );
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
     let pid = pstree_pids("loop_heap")[0];
+    assert_eq!(
+        std::fs::read_to_string(ns.anchor("root.pid")).unwrap().trim(),
+        pid.to_string()
+    );
     assert_eq!(ns.inner_pids(), vec![pid]);
     // The program keeps running (its counter advances) ...
     let first = ns.wait_status("loop_heap.status", &format!("pid={pid}"));
@@ -418,6 +428,17 @@ fn criu_ghost_file_comes_back_deleted_with_contents_and_offset() {
     assert!(v.contains("offset=1000") && v.contains("data=ok"), "{v}");
     // The ghost is not left behind on disk.
     assert!(!ns.anchor("ghost.dat").exists());
+    // It is open again, deleted, with its dumped modification time.
+    let o = ns.outer(pid).unwrap();
+    let fd = std::fs::read_dir(format!("/proc/{o}/fd"))
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().ends_with("ghost.dat (deleted)")))
+        .expect("the ghost file is open");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(fd.path()).unwrap();
+    assert_eq!(md.mtime(), 1795308195, "mtime of the ghost (ghost-file-1.img mtim)");
+    assert_eq!(md.len(), 65536);
 }
 
 #[test]

@@ -403,6 +403,24 @@ mod restore_side {
                 f.set_len(sz)?;
             }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(gf.mode & 0o7777))?;
+            // Access and modification times as dumped.
+            let ts = |t: &Option<cryo_image::pb::Timeval>| {
+                t.as_ref().map_or(
+                    libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_OMIT,
+                    },
+                    |t| libc::timespec {
+                        tv_sec: t.tv_sec as i64,
+                        tv_nsec: (t.tv_usec * 1000) as i64,
+                    },
+                )
+            };
+            let times = [ts(&gf.atim), ts(&gf.mtim)];
+            // SAFETY: f is an open fd and times two valid timespecs.
+            if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), times.as_ptr()) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         })();
         let c = std::ffi::CString::new(path).map_err(|e2| err(object.to_string(), e2))?;
