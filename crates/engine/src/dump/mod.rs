@@ -9,6 +9,7 @@
 pub mod core;
 pub mod freeze;
 pub mod mem;
+mod pages;
 
 use crate::files::{reg, FdCtx, FileError, FileTable};
 use crate::parasite::{self, Parasite, ParasiteError};
@@ -17,8 +18,8 @@ use crate::ptrace::PtraceError;
 use cryo_image::{pb, ImageError, ImageWriter};
 use freeze::{FreezeError, FrozenProc, FrozenTree};
 use mem::VmaKind;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use pages::{check_room, drain_pending, dump_pages, scan_pages, splice_runs, PendingPages, PipePool};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -92,60 +93,6 @@ pub enum PageReader {
     /// tree is killed, or before it is released with --leave-running.
     #[default]
     Vmsplice,
-}
-
-/// Pipes (read end, write end) of PIPE_BYTES each, made before the freeze.
-#[derive(Default)]
-struct PipePool {
-    pipes: Vec<(OwnedFd, OwnedFd)>,
-}
-
-impl PipePool {
-    fn make() -> std::io::Result<(OwnedFd, OwnedFd)> {
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        nix::fcntl::fcntl(&wr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32))?;
-        Ok((rd, wr))
-    }
-
-    /// Enough pipes for the anonymous memory of `pids` (RssAnon), within our fd limit.
-    fn for_tree(pids: &[i32]) -> PipePool {
-        let anon_kb: u64 = pids
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("RssAnon:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .sum();
-        let want = (anon_kb * 1024).div_ceil(PIPE_BYTES) as usize + 4 * pids.len();
-        // Raise our soft fd limit to the hard one; keep room for everything else.
-        let lim = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, lim.1, lim.1);
-        let room = (lim.1.saturating_sub(256) / 2) as usize;
-        let mut pool = PipePool::default();
-        for _ in 0..want.min(room) {
-            match Self::make() {
-                Ok(p) => pool.pipes.push(p),
-                Err(_) => break,
-            }
-        }
-        pool
-    }
-
-    fn take(&mut self) -> std::io::Result<(OwnedFd, OwnedFd)> {
-        match self.pipes.pop() {
-            Some(p) => Ok(p),
-            None => Self::make(),
-        }
-    }
-}
-
-/// Pages captured in pipes, to be written to a pages file.
-struct PendingPages {
-    path: PathBuf,
-    len: u64,
-    pipes: Vec<(OwnedFd, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1051,274 +998,11 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
         .standalone(|id, t| reg::reg_entry(id, &name, false, &st, 0, 0, None, t))?)
 }
 
-/// The runs of pages to dump (and the number of pages scanned).
-fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::Run>, u64)> {
-    let pm_path = format!("/proc/{pid}/pagemap");
-    let io = |source| DumpError::Io {
-        path: pm_path.clone().into(),
-        source,
-    };
-    let pm = std::fs::File::open(&pm_path).map_err(io)?;
-    let mut runs = Vec::new();
-    let mut scanned = 0u64;
-    for (v, k) in vmas {
-        if matches!(
-            k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
-        ) {
-            scanned += (v.end - v.start) / 4096;
-        }
-        runs.extend(mem::scan_vma(pm.as_raw_fd(), v, *k).map_err(io)?);
-    }
-    Ok((mem::merge_runs(runs), scanned))
-}
-
 /// Stage timings on stderr when CRYO_TRACE is set (for benchmarking).
 fn trace(what: &str) {
     if std::env::var_os("CRYO_TRACE").is_some() {
         eprintln!("cryo: {what}");
     }
-}
-
-/// Biggest pipe an unprivileged F_SETPIPE_SZ gets here (pipe-max-size).
-const PIPE_BYTES: u64 = 1 << 20;
-
-/// Have the parasite vmsplice every run into pipes of ours (1 MiB each).
-/// The vdso is copied from outside instead (its pages are the kernel's).
-fn splice_runs(
-    para_: &mut Parasite,
-    pool: &mut PipePool,
-    pid: i32,
-    runs: &[mem::Run],
-    vmas: &[(Vma, VmaKind)],
-) -> Result<Vec<(OwnedFd, u64)>> {
-    use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
-    let para = |source| DumpError::Parasite { pid, source };
-    let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
-    let vdso = vmas
-        .iter()
-        .find(|(_, k)| *k == VmaKind::Vdso)
-        .map(|(v, _)| (v.start, v.end));
-    let mut out: Vec<(OwnedFd, u64)> = Vec::new();
-    let mut batch: Vec<(Range, OwnedFd)> = Vec::new();
-    let flush = |batch: &mut Vec<(Range, OwnedFd)>, para_: &mut Parasite| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let ranges: Vec<Range> = batch.iter().map(|(r, _)| *r).collect();
-        let fds: Vec<i32> = batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
-        let want: u64 = ranges.iter().map(|r| r.len).sum();
-        let got = para_.vmsplice_batch(&ranges, &fds).map_err(para)?;
-        if got != want {
-            return Err(DumpError::task(pid, format!("vmsplice moved {got} of {want} bytes")));
-        }
-        batch.clear(); // closes our write ends
-        Ok(())
-    };
-    for r in runs {
-        let mut a = r.start;
-        let end = r.start + r.len;
-        while a < end {
-            let n = (end - a).min(PIPE_BYTES);
-            let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
-            if vdso.is_some_and(|(s, e)| a >= s && a < e) {
-                let mut buf = vec![0u8; n as usize];
-                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
-                    .map_err(|e| io("reading the vdso", e))?;
-                if got as u64 != n {
-                    return Err(DumpError::task(pid, "short read of the vdso"));
-                }
-                nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
-            } else {
-                batch.push((Range { addr: a, len: n }, wr));
-                if batch.len() == MAX_FDS_PER_MSG {
-                    flush(&mut batch, para_)?;
-                }
-            }
-            out.push((rd, n));
-            a += n;
-        }
-    }
-    flush(&mut batch, para_)?;
-    Ok(out)
-}
-
-/// pagemap-PID.img, and pages-N.img: written now (readv mode) or created and
-/// pre-allocated, to be filled from the pipes later (vmsplice mode).
-fn dump_pages(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run], spliced: Option<Vec<(OwnedFd, u64)>>) -> Result<()> {
-    let pages_id = ctx.files.alloc_pages_id();
-    let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
-    let total: u64 = runs.iter().map(|r| r.len).sum();
-    match spliced {
-        None => {
-            let t = Instant::now();
-            let written = write_pages(pid, runs, &pages_path)?;
-            ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
-            ctx.stats.pages_written += written / 4096;
-        }
-        Some(pipes) => {
-            let io = |source| DumpError::Io {
-                path: pages_path.clone(),
-                source,
-            };
-            std::fs::File::create(&pages_path).map_err(io)?;
-            ctx.stats.pages_written += total / 4096;
-            ctx.stats.page_pipes = Some(ctx.stats.page_pipes.unwrap_or(0) + pipes.len() as u64);
-            ctx.pending.push(PendingPages {
-                path: pages_path.clone(),
-                len: total,
-                pipes,
-            });
-        }
-    }
-    let path = ctx.out.path(&format!("pagemap-{pid}.img"));
-    let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
-    w.entry(&pb::PagemapHead { pages_id })?;
-    for e in mem::pagemap_entries(runs) {
-        w.entry(&e)?;
-    }
-    ctx.defer(w);
-    Ok(())
-}
-
-/// Before the tree is killed: is there room for the pages still in pipes?
-/// (A statvfs check rather than fallocate, which on tmpfs would allocate and
-/// zero every page while the tree is frozen.)
-fn check_room(ctx: &DumpCtx) -> Result<()> {
-    let need: u64 = ctx.pending.iter().map(|p| p.len).sum::<u64>() + (1 << 20);
-    let dir = &ctx.opts.dir;
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| DumpError::Io {
-        path: dir.clone(),
-        source: e.into(),
-    })?;
-    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if avail < need {
-        return Err(DumpError::Io {
-            path: dir.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!("{need} bytes of pages to write, {avail} available"),
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Drain the page pipes into their pages files.
-fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
-    let t = Instant::now();
-    // Every pipe goes to a known offset of its file: split the work over two
-    // threads (splice copies into the page cache; one core is not enough).
-    let mut jobs: Vec<(usize, OwnedFd, u64, u64)> = Vec::new();
-    let mut files = Vec::new();
-    for (i, p) in std::mem::take(&mut ctx.pending).into_iter().enumerate() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p.path)
-            .map_err(|source| DumpError::Io {
-                path: p.path.clone(),
-                source,
-            })?;
-        let mut off = 0;
-        for (rd, len) in p.pipes {
-            jobs.push((i, rd, off, len));
-            off += len;
-        }
-        files.push((p.path, f));
-    }
-    let half = jobs.len() / 2;
-    let second = jobs.split_off(half);
-    let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
-        for (i, rd, off, len) in jobs {
-            let (path, f) = &files[i];
-            let io = |source| DumpError::Io {
-                path: path.clone(),
-                source,
-            };
-            let mut done = 0u64;
-            while done < len {
-                let n = crate::sys::splice_to(
-                    rd.as_raw_fd(),
-                    f.as_raw_fd(),
-                    off + done,
-                    (len - done) as usize,
-                    libc::SPLICE_F_MOVE,
-                )
-                .map_err(io)?;
-                if n == 0 {
-                    return Err(io(std::io::Error::other("page pipe ended early")));
-                }
-                done += n as u64;
-            }
-        }
-        Ok(())
-    };
-    let (a, b) = std::thread::scope(|s| {
-        let h = s.spawn(|| run(second));
-        let a = run(jobs);
-        (
-            a,
-            h.join()
-                .unwrap_or_else(|_| Err(DumpError::task(0, "page writer thread panicked"))),
-        )
-    });
-    a?;
-    b?;
-    ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
-    Ok(())
-}
-
-/// Read the runs with process_vm_readv in large chunks and append them to the pages file.
-/// Pages go to the page cache (no fsync: the inventory's fsync comes last).
-fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u64> {
-    const CHUNK: usize = 8 << 20;
-    let io = |source| DumpError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::create(path).map_err(io)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    let mut batch: Vec<(u64, usize)> = Vec::new();
-    let mut batch_len = 0usize;
-    let flush =
-        |batch: &mut Vec<(u64, usize)>, len: &mut usize, buf: &mut Vec<u8>, f: &mut std::fs::File| -> Result<u64> {
-            if *len == 0 {
-                return Ok(0);
-            }
-            let n = crate::sys::process_vm_readv(pid, &mut buf[..*len], batch)
-                .map_err(|e| DumpError::task(pid, format!("reading memory at {:#x}: {e}", batch[0].0)))?;
-            if n != *len {
-                return Err(DumpError::task(
-                    pid,
-                    format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
-                ));
-            }
-            f.write_all(&buf[..*len]).map_err(|source| DumpError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let done = *len as u64;
-            batch.clear();
-            *len = 0;
-            Ok(done)
-        };
-    for r in runs {
-        let mut a = r.start;
-        let end = r.start + r.len;
-        while a < end {
-            let room = CHUNK - batch_len;
-            let n = ((end - a) as usize).min(room);
-            batch.push((a, n));
-            batch_len += n;
-            a += n as u64;
-            if batch_len == CHUNK || batch.len() >= 512 {
-                total += flush(&mut batch, &mut batch_len, &mut buf, &mut f)?;
-            }
-        }
-    }
-    total += flush(&mut batch, &mut batch_len, &mut buf, &mut f)?;
-    Ok(total)
 }
 
 /// An image with its entries, not finished yet: fsync and rename come after
