@@ -981,3 +981,79 @@ fn dump_restore_keeps_a_zombie_with_its_exit_status() {
         assert_eq!(ns.wait_status("verify", "ok").trim(), "ok", "round {round}");
     });
 }
+
+#[test]
+fn a_different_vdso_is_reached_through_a_jump_table() {
+    // CRYO_FAULT=vdso-jump-table makes the restore treat the running vdso as
+    // different from the dumped one: the running vdso goes elsewhere and the
+    // dumped copy at the old address jumps into it.
+    let prog = build_prog("vdsoclock");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/clock.status ]; do sleep 0.02; done; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; wait $P; echo $P > /tmp/anchor/.root; \
+         rm -f /tmp/anchor/clock.status; \
+         CRYO_FAULT=vdso-jump-table {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let dumped_vdso = set
+        .mm(pid as u32)
+        .unwrap()
+        .vmas
+        .iter()
+        .find(|v| v.status & (1 << 3) != 0)
+        .unwrap()
+        .start;
+    let o = ns.outer(pid).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap();
+    let vdso_line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
+    let at = u64::from_str_radix(vdso_line.split('-').next().unwrap(), 16).unwrap();
+    assert_ne!(at, dumped_vdso, "the running vdso was not moved elsewhere");
+    let old = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{dumped_vdso:x}-")))
+        .expect("the dumped vdso's place is mapped");
+    assert!(old.split_whitespace().nth(1) == Some("r-xp"), "{old}");
+    // The old place holds the jump table: `movabs rax, imm64; jmp rax` into
+    // the running vdso, one per symbol.
+    let end = u64::from_str_radix(
+        vdso_line.split('-').nth(1).unwrap().split_whitespace().next().unwrap(),
+        16,
+    )
+    .unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{o}/mem")).unwrap();
+    let mut old_bytes = vec![0u8; 8192];
+    use std::io::{Read as _, Seek as _};
+    mem.seek(std::io::SeekFrom::Start(dumped_vdso)).unwrap();
+    mem.read_exact(&mut old_bytes).unwrap();
+    let jumps = old_bytes
+        .windows(12)
+        .filter(|w| w[0] == 0x48 && w[1] == 0xb8 && w[10] == 0xff && w[11] == 0xe0)
+        .map(|w| u64::from_le_bytes(w[2..10].try_into().unwrap()))
+        .filter(|t| (at..end).contains(t))
+        .count();
+    assert!(jumps >= 4, "only {jumps} jumps into the running vdso");
+    // The program reads the clocks through the old addresses: they work.
+    wait_advance(&ns, "clock.status", "n");
+    let s = ns.wait_status("clock.status", "real=");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for key in ["real", "tod"] {
+        let v: i64 = field(&s, key).parse().unwrap();
+        assert!((v - now).abs() < 60, "{key}={v}, now {now}");
+    }
+    wait_advance(&ns, "clock.status", "mono");
+}

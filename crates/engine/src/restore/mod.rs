@@ -135,6 +135,9 @@ pub struct TaskEnv {
     pub exe_fd_target: RawFd,
     pub xsave: sigframe::XsaveLayout,
     pub vdso: Option<layout::Span>,
+    /// The dumped vdso differs from the running one: keep a copy of the
+    /// dumped one at its place with every symbol jumping into the running one.
+    pub vdso_jump: bool,
     pub shell_job: bool,
     pub pid_wait: Duration,
     pub thp: bool,
@@ -226,7 +229,7 @@ impl RestoreCtx {
         let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| prep("/proc/self/maps", e))?;
         let maps = layout::parse_maps(&maps).map_err(|e| prep("/proc/self/maps", e))?;
         let vdso = maps.iter().find(|m| m.name == "[vdso]").map(|m| m.span);
-        check_vdso(&plan, vdso)?;
+        let vdso_jump = check_vdso(&plan, vdso)? || fault() == Some("vdso-jump-table");
 
         // The control page: free in the engine and in every final layout.
         let mut busy: Vec<layout::Span> = maps.iter().map(|m| m.span).collect();
@@ -338,6 +341,7 @@ impl RestoreCtx {
             exe_fd_target,
             xsave: sigframe::XsaveLayout::host(),
             vdso,
+            vdso_jump,
             shell_job: self.opts.shell_job,
             pid_wait: self.opts.pid_wait,
             thp,
@@ -612,10 +616,11 @@ fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
 
 /// The dumped vdso must be the running kernel's (same symbols at the same
 /// offsets), since the running one is moved to the dumped place.
-fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<(), RestoreError> {
-    let Some(cur) = vdso else { return Ok(()) };
+fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreError> {
+    let Some(cur) = vdso else { return Ok(false) };
     let cur_bytes = rsys::peek(cur.start, cur.len() as usize);
     let cur_syms = vdso_symbols(&cur_bytes).map_err(|e| prep("running vdso", e))?;
+    let mut jump = false;
     for p in &plan.procs {
         let Some(mm) = &p.mm else { continue };
         let Some(v) = mm.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else {
@@ -629,13 +634,18 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<(), RestoreErro
         }
         let syms = vdso_symbols(&bytes).map_err(|e| prep(format!("pid {}: dumped vdso", p.pid), e))?;
         if syms != cur_syms {
-            return Err(prep(
-                format!("pid {}: vdso", p.pid),
-                "the dumped vdso's symbols differ from the running kernel's (a jump table is not implemented yet)",
-            ));
+            // Every dumped symbol must exist in the running vdso to jump to.
+            let names: std::collections::HashSet<&str> = cur_syms.iter().map(|(n, _)| n.as_str()).collect();
+            if let Some((missing, _)) = syms.iter().find(|(n, _)| !names.contains(n.as_str())) {
+                return Err(prep(
+                    format!("pid {}: vdso", p.pid),
+                    format!("the running kernel's vdso has no {missing}"),
+                ));
+            }
+            jump = true;
         }
     }
-    Ok(())
+    Ok(jump)
 }
 
 /// Dumped memory at `addr` if all of it is in one present run.

@@ -269,7 +269,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
         .filter(|m| layout::is_kernel_map(&m.name))
         .map(|m| m.span)
         .collect();
-    let kplan = plan_kmaps(env, p, &cur_k)?;
+    let kplan = plan_kmaps(env, p, &cur_k, &mut busy)?;
 
     let premap: Vec<&super::plan::Vma> = mm
         .vmas
@@ -278,7 +278,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             matches!(
                 v.kind,
                 VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_)
-            )
+            ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
         })
         .collect();
     let nthreads = p.threads.len() as u64;
@@ -377,7 +377,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
         let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
         let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
         match v.kind {
-            VmaKind::AnonPrivate => {
+            VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar => {
                 rsys::mmap(
                     at,
                     len,
@@ -455,6 +455,9 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
         }
     }
     read_pages(pages_fd, &reads).map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
+    if env.vdso_jump {
+        patch_vdso(env, &premap, &moves, kplan.as_deref())?;
+    }
     drop(pages);
 
     // Arguments.
@@ -725,9 +728,53 @@ fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
     })
 }
 
+/// Turn the premapped copy of the dumped vdso into a jump table: each of
+/// its symbols gets `movabs rax, <same symbol in the running vdso>; jmp rax`.
+fn patch_vdso(
+    env: &TaskEnv,
+    premap: &[&super::plan::Vma],
+    moves: &[RstVma],
+    kplan: Option<&[(Span, Span)]>,
+) -> Result<(), TaskError> {
+    let Some(k) = premap.iter().position(|v| v.kind == VmaKind::Vdso) else {
+        return Ok(());
+    };
+    let cur = env.vdso.ok_or_else(|| TaskError("no running vdso".into()))?;
+    let new_base = kplan
+        .and_then(|kp| kp.iter().find(|(c, _)| *c == cur).map(|(_, t)| t.start))
+        .ok_or_else(|| TaskError("the running vdso has no new place (engine bug)".into()))?;
+    let cur_syms: std::collections::HashMap<String, u64> =
+        super::vdso_symbols(&rsys::peek(cur.start, cur.len() as usize))
+            .map_err(|e| TaskError(format!("running vdso: {e}")))?
+            .into_iter()
+            .collect();
+    let copy = moves[k].src;
+    let old = rsys::peek(copy, moves[k].len as usize);
+    let syms = super::vdso_symbols(&old).map_err(|e| TaskError(format!("dumped vdso: {e}")))?;
+    for (name, off) in syms {
+        let Some(&target) = cur_syms.get(&name) else { continue };
+        if off + 12 > moves[k].len {
+            return Err(TaskError(format!(
+                "dumped vdso: symbol {name} at {off:#x} is past its end"
+            )));
+        }
+        let mut code = [0u8; 12];
+        code[..2].copy_from_slice(&[0x48, 0xb8]);
+        code[2..10].copy_from_slice(&(new_base + target).to_le_bytes());
+        code[10..].copy_from_slice(&[0xff, 0xe0]);
+        rsys::poke(copy + off, &code);
+    }
+    Ok(())
+}
+
 /// Pairs (current, target) of kernel mappings to move, or None to drop them
 /// (the dumped process had no vdso).
-fn plan_kmaps(env: &TaskEnv, p: &Proc, cur: &[Span]) -> Result<Option<Vec<(Span, Span)>>, TaskError> {
+fn plan_kmaps(
+    env: &TaskEnv,
+    p: &Proc,
+    cur: &[Span],
+    busy: &mut Vec<Span>,
+) -> Result<Option<Vec<(Span, Span)>>, TaskError> {
     let mm = p.mm.as_ref().expect("mm");
     let dumped: Vec<Span> = mm
         .vmas
@@ -748,9 +795,22 @@ fn plan_kmaps(env: &TaskEnv, p: &Proc, cur: &[Span]) -> Result<Option<Vec<(Span,
             cur_vdso.len()
         )));
     }
-    let delta = dvdso.start.wrapping_sub(cur_vdso.start);
     let cur_lo = cur.iter().map(|s| s.start).min().unwrap_or(cur_vdso.start);
     let cur_hi = cur.iter().map(|s| s.end).max().unwrap_or(cur_vdso.end);
+    if env.vdso_jump {
+        // The running vdso/vvar go to a free place; the dumped vdso is
+        // premapped as a copy whose symbols jump there (patch_vdso).
+        let len = cur_hi - cur_lo;
+        let h = layout::find_hole(busy, len, 0x10_0000, 0x7ff0_0000_0000)
+            .ok_or_else(|| TaskError("no room for the running vdso".into()))?;
+        busy.push(Span::new(h - PAGE, h + len + PAGE));
+        return Ok(Some(
+            cur.iter()
+                .map(|s| (*s, Span::new(h + (s.start - cur_lo), h + (s.end - cur_lo))))
+                .collect(),
+        ));
+    }
+    let delta = dvdso.start.wrapping_sub(cur_vdso.start);
     let d_lo = dumped.iter().map(|s| s.start).min().unwrap_or(dvdso.start);
     let d_hi = dumped.iter().map(|s| s.end).max().unwrap_or(dvdso.end);
     if cur_lo.wrapping_add(delta) != d_lo || cur_hi.wrapping_add(delta) != d_hi {
