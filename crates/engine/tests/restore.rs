@@ -1057,3 +1057,54 @@ fn a_different_vdso_is_reached_through_a_jump_table() {
     }
     wait_advance(&ns, "clock.status", "mono");
 }
+
+#[test]
+fn file_locks_come_back_with_file_locks_and_are_refused_without() {
+    let prog = build_prog("locks");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/locks.ready ]; do sleep 0.02; done; \
+         mkdir img; {CRYO} dump --file-locks -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; wait $P; echo $P > /tmp/anchor/.root; \
+         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err0; echo $? > /tmp/anchor/.cryo-rc0; \
+         {CRYO} restore --file-locks -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(
+        rc,
+        0,
+        "{err} / dump: {}",
+        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
+    );
+    // Without --file-locks: refused, naming the image.
+    assert_eq!(std::fs::read_to_string(ns.anchor(".cryo-rc0")).unwrap().trim(), "1");
+    let err0 = std::fs::read_to_string(ns.anchor(".cryo-err0")).unwrap();
+    assert!(
+        err0.contains("filelocks.img") && err0.contains("--file-locks"),
+        "{err0}"
+    );
+    // With it: the restored process holds both locks again.
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let o = ns.outer(pid).unwrap();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    let mine: Vec<&str> = locks
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(&o.to_string()))
+        .collect();
+    assert!(
+        mine.iter()
+            .any(|l| l.contains("POSIX") && l.contains("WRITE") && l.ends_with(" 0 9")),
+        "{mine:?}"
+    );
+    assert!(
+        mine.iter().any(|l| l.contains("FLOCK") && l.contains("WRITE")),
+        "{mine:?}"
+    );
+}

@@ -19,6 +19,9 @@ pub struct Args {
     /// The root stays in cryo's session and process group (a job of this shell).
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Restore file locks (the images must have been dumped with --file-locks).
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
     /// Log file.
     #[arg(short = 'o', long = "log-file", value_name = "LOG")]
     pub log: Option<PathBuf>,
@@ -36,6 +39,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.detach = a.detached;
     o.pidfile = a.pidfile.clone();
     o.shell_job = a.shell_job;
+    o.file_locks = a.file_locks;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
     let log = |msg: &str| {
         if let Some(l) = &a.log {

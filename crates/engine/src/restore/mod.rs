@@ -59,6 +59,9 @@ pub struct RestoreOpts {
     pub pidfile: Option<PathBuf>,
     /// Keep the root in the engine's session and group (criu's -j).
     pub shell_job: bool,
+    /// Restore file locks (criu's --file-locks); images holding locks are
+    /// refused without it.
+    pub file_locks: bool,
     /// How long to wait for PIDs still held by a just-killed tree.
     pub pid_wait: Duration,
     /// How long the tasks may take to reach the barrier.
@@ -72,6 +75,7 @@ impl RestoreOpts {
             detach: true,
             pidfile: None,
             shell_job: false,
+            file_locks: false,
             pid_wait: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
         }
@@ -192,6 +196,12 @@ impl RestoreCtx {
         // Validate.
         self.stage = Stage::Validate;
         let plan = plan::build(&self.opts.dir)?;
+        if !plan.locks.is_empty() && !self.opts.file_locks {
+            return Err(prep(
+                plan.set.path("filelocks.img").display().to_string(),
+                "the images hold file locks: restore them with --file-locks",
+            ));
+        }
         mark("validated");
         // Prepare.
         self.stage = Stage::Prepare;

@@ -192,6 +192,8 @@ pub struct Plan {
     /// Shared memory contents: shmid -> (pagemap, pages file).
     pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
     pub set: Arc<ImageSet>,
+    /// File locks (filelocks.img, dumped with --file-locks).
+    pub locks: Vec<pb::FileLockEntry>,
 }
 
 impl Plan {
@@ -470,6 +472,25 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
+    let mut locks = Vec::new();
+    if set.has("filelocks.img") {
+        let lf = set.path("filelocks.img").display().to_string();
+        locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
+        for (i, l) in locks.iter().enumerate() {
+            let owner = procs.iter().find(|p| p.pid == l.pid);
+            let ok = matches!(l.flag, 1 | 2) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            if !ok {
+                return Err(unsupported(
+                    &lf,
+                    l.pid,
+                    format!(
+                        "entry {i}: lock (flag {}) on fd {} (only POSIX and flock locks of a dumped fd are restored)",
+                        l.flag, l.fd
+                    ),
+                ));
+            }
+        }
+    }
     Ok(Plan {
         dir: dir.to_path_buf(),
         procs,
@@ -478,6 +499,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         memfds,
         shmem,
         set,
+        locks,
     })
 }
 

@@ -200,6 +200,7 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
 
     let (entry, stack, args) = prepare_memory(env, p)?;
     setup_fds(env, p)?;
+    take_locks(env, p)?;
     // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
     // break the fd setup above).
     for (i, &(cur, max)) in p.rlimits.iter().enumerate() {
@@ -830,6 +831,39 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
     // SAFETY: only used for #[repr(C)] plain-data ABI structs without padding
     // that matters (padding bytes are never read by the blob).
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// POSIX locks belong to the process, flock locks to the file description:
+/// both are taken again by the restored task through its fd.
+fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+    for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
+        let r = if l.flag == 2 {
+            let op = if l.r#type as i32 == libc::F_WRLCK {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            // SAFETY: flock on an fd of ours.
+            unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }
+        } else {
+            // SAFETY: all-zero is a valid flock struct.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = l.r#type as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            fl.l_start = l.start;
+            fl.l_len = l.len;
+            // SAFETY: fl is a valid struct flock.
+            unsafe { libc::fcntl(l.fd, libc::F_SETLK, &fl) }
+        };
+        if r < 0 {
+            return Err(TaskError(format!(
+                "file lock on fd {}: {}",
+                l.fd,
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Put every fd at its number; close everything else except the exe fd.
