@@ -239,7 +239,13 @@ impl RestoreCtx {
         let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| prep("/proc/self/maps", e))?;
         let maps = layout::parse_maps(&maps).map_err(|e| prep("/proc/self/maps", e))?;
         let vdso = maps.iter().find(|m| m.name == "[vdso]").map(|m| m.span);
-        let vdso_jump = check_vdso(&plan, vdso)? || fault() == Some("vdso-jump-table");
+        let kspans: Vec<layout::Span> = maps
+            .iter()
+            .filter(|m| layout::is_kernel_map(&m.name))
+            .map(|m| m.span)
+            .collect();
+        let vdso_jump =
+            check_vdso(&plan, vdso)? || !same_kernel_layout(&plan, vdso, &kspans) || fault() == Some("vdso-jump-table");
 
         // The control page: free in the engine and in every final layout.
         let mut busy: Vec<layout::Span> = maps.iter().map(|m| m.span).collect();
@@ -642,6 +648,9 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreEr
         if bytes == cur_bytes {
             continue;
         }
+        if bytes.len() != cur_bytes.len() {
+            jump = true;
+        }
         let syms = vdso_symbols(&bytes).map_err(|e| prep(format!("pid {}: dumped vdso", p.pid), e))?;
         if syms != cur_syms {
             // Every dumped symbol must exist in the running vdso to jump to.
@@ -656,6 +665,29 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreEr
         }
     }
     Ok(jump)
+}
+
+/// Whether the running vvar*/vdso mappings have the dumped layout (same
+/// size, vdso at the same offset), so that they can simply be moved.
+fn same_kernel_layout(plan: &Plan, vdso: Option<layout::Span>, cur: &[layout::Span]) -> bool {
+    let Some(cv) = vdso else { return true };
+    let (clo, chi) = (
+        cur.iter().map(|s| s.start).min().unwrap_or(cv.start),
+        cur.iter().map(|s| s.end).max().unwrap_or(cv.end),
+    );
+    plan.procs.iter().filter_map(|p| p.mm.as_ref()).all(|mm| {
+        let k: Vec<&plan::Vma> = mm
+            .vmas
+            .iter()
+            .filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
+            .collect();
+        let Some(dv) = k.iter().find(|v| v.kind == VmaKind::Vdso) else {
+            return true;
+        };
+        let dlo = k.iter().map(|v| v.start).min().unwrap_or(dv.start);
+        let dhi = k.iter().map(|v| v.end).max().unwrap_or(dv.end);
+        dhi - dlo == chi - clo && dv.start - dlo == cv.start - clo && dv.end - dv.start == cv.len()
+    })
 }
 
 /// Dumped memory at `addr` if all of it is in one present run.

@@ -789,13 +789,6 @@ fn plan_kmaps(
     let cur_vdso = env
         .vdso
         .ok_or_else(|| TaskError("the running kernel has no vdso but the image has one".into()))?;
-    if dvdso.end - dvdso.start != cur_vdso.len() {
-        return Err(TaskError(format!(
-            "vdso size differs: dumped {:#x}, running kernel {:#x} (jump table for a different vdso is not implemented)",
-            dvdso.end - dvdso.start,
-            cur_vdso.len()
-        )));
-    }
     let cur_lo = cur.iter().map(|s| s.start).min().unwrap_or(cur_vdso.start);
     let cur_hi = cur.iter().map(|s| s.end).max().unwrap_or(cur_vdso.end);
     if env.vdso_jump {
@@ -810,6 +803,13 @@ fn plan_kmaps(
                 .map(|s| (*s, Span::new(h + (s.start - cur_lo), h + (s.end - cur_lo))))
                 .collect(),
         ));
+    }
+    if dvdso.end - dvdso.start != cur_vdso.len() {
+        return Err(TaskError(format!(
+            "vdso size differs: dumped {:#x}, running kernel {:#x} (and its symbols match: engine bug)",
+            dvdso.end - dvdso.start,
+            cur_vdso.len()
+        )));
     }
     let delta = dvdso.start.wrapping_sub(cur_vdso.start);
     let d_lo = dumped.iter().map(|s| s.start).min().unwrap_or(dvdso.start);
