@@ -130,8 +130,8 @@ fn prstatus(t: &ThreadState, p: &pb::PstreeEntry) -> Vec<u8> {
 fn prpsinfo(p: &pb::PstreeEntry, tc: &pb::TaskCoreEntry, uid: u32, gid: u32, psargs: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(136);
     let (state, sname) = match tc.task_state {
-        3 => (4u8, b'Z'),
-        6 => (3, b'T'),
+        crate::explore::TASK_DEAD => (4u8, b'Z'),
+        crate::explore::TASK_STOPPED => (3, b'T'),
         _ => (0, b'R'),
     };
     b.extend_from_slice(&[state, sname, (sname == b'Z') as u8, 0, 0, 0, 0, 0]);

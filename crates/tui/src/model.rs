@@ -256,9 +256,10 @@ pub struct Dump {
 
 fn state_letter(s: u32) -> &'static str {
     match s {
+        // CRIU's task states (compel): 1 alive, 2 dead (zombie), 3 stopped.
         1 => "A",
-        3 => "Z",
-        6 => "T",
+        2 => "Z",
+        3 => "T",
         _ => "?",
     }
 }

@@ -80,8 +80,10 @@ pub fn select(set: &ImageSet, pid: Option<u32>) -> Result<Vec<pb::PstreeEntry>> 
     }
 }
 
-/// `task_state` of a zombie in core's `tc`.
-pub const TASK_DEAD: u32 = 3;
+/// `task_state` of a zombie in core's `tc` (CRIU's TASK_DEAD; CRIU's own crit labels it wrongly).
+pub const TASK_DEAD: u32 = 2;
+/// `task_state` of a stopped task (CRIU's TASK_STOPPED).
+pub const TASK_STOPPED: u32 = 3;
 
 /// Whether process `pid` was a zombie when dumped (CRIU then writes only its core: no mm, fds or
 /// registers).
@@ -109,10 +111,17 @@ pub fn select_live(set: &ImageSet, pid: Option<u32>) -> Result<Vec<pb::PstreeEnt
 }
 
 /// Name of a task state (`task_state` of core's `tc`).
+///
+/// These are the values CRIU writes (compel's task states: 1 alive, 2 dead, 3 stopped); the `gen` table
+/// that crit's `--pretty` JSON uses (1 Alive, 3 Zombie, 6 Stopped) is kept for the JSON only, where it
+/// must match CRIU's crit.
 pub fn task_state_name(state: u32) -> String {
-    cryo_image::pretty::dict_name("gen", "task_state", state as i128)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("state {state}"))
+    match state {
+        1 => "Alive".into(),
+        TASK_DEAD => "Zombie".into(),
+        TASK_STOPPED => "Stopped".into(),
+        s => format!("state {s}"),
+    }
 }
 
 /// The x86_64 thread info of a core entry, or an error naming the file.

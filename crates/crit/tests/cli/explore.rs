@@ -255,7 +255,7 @@ fn zombies_are_shown_in_the_tree_and_skipped_elsewhere() {
     e.remove("thread_info");
     e.remove("thread_core");
     let tc = e.get_mut("tc").unwrap();
-    tc["task_state"] = 3.into();
+    tc["task_state"] = 2.into(); // CRIU's TASK_DEAD
     tc["exit_code"] = 7.into();
     std::fs::write(d.join("core.json"), serde_json::to_string(&c).unwrap()).unwrap();
     ok(&[
