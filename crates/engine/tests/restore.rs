@@ -1060,7 +1060,7 @@ fn a_different_vdso_is_reached_through_a_jump_table() {
 
 #[test]
 fn file_locks_come_back_with_file_locks_and_are_refused_without() {
-    let prog = build_prog("locks");
+    let prog = build_prog("rlocks");
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
          {} /tmp/anchor >/dev/null 2>&1 </dev/null & P=$!; \
