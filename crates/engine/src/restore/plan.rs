@@ -148,6 +148,7 @@ pub struct Proc {
     pub shared_signals: Vec<[u8; 128]>,
     pub child_subreaper: bool,
     pub comm: String,
+    pub oom_score_adj: Option<i32>,
 }
 
 /// An open file description to recreate (shared by every fd that names it).
@@ -927,6 +928,7 @@ fn build_proc(
         shared_signals: siginfos(tc.signals_s.as_ref(), &file, pid)?,
         child_subreaper: tc.child_subreaper.unwrap_or(false),
         comm: tc.comm.clone(),
+        oom_score_adj: tc.oom_score_adj,
     })
 }
 

@@ -188,6 +188,10 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     }
     // SAFETY: scalar argument.
     unsafe { libc::umask(p.umask as libc::mode_t) };
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| TaskError(format!("oom_score_adj {adj}: {e}")))?;
+    }
     // SAFETY: scalar argument.
     if unsafe { libc::personality(p.personality as libc::c_ulong) } < 0 {
         return Err(("personality", std::io::Error::last_os_error()).into());

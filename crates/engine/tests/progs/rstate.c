@@ -57,6 +57,7 @@ int main(int argc, char **argv)
 	setitimer(ITIMER_VIRTUAL, &itv, 0);
 	umask(027);
 	setpriority(PRIO_PROCESS, 0, 7);
+	{ FILE *o = fopen("/proc/self/oom_score_adj", "w"); if (o) { fputs("123", o); fclose(o); } }
 	setrlimit(RLIMIT_NOFILE, &rl);
 	snprintf(path, sizeof(path), "%s/state.data", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_APPEND, 0600);
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
 	else if (sigaltstack(0, &scur) || scur.ss_sp != altstack || scur.ss_size != sizeof(altstack))
 		strcpy(why, "sigaltstack");
 	else if (um != 027) snprintf(why, sizeof(why), "umask %o", um);
+	else if (({ int v = 0; FILE *o = fopen("/proc/self/oom_score_adj", "r"); if (o) { if (fscanf(o, "%d", &v) != 1) v = -1; fclose(o); } v; }) != 123)
+		strcpy(why, "oom_score_adj");
 	else if (getpriority(PRIO_PROCESS, 0) != 7) snprintf(why, sizeof(why), "nice %d", getpriority(PRIO_PROCESS, 0));
 	else if (getrlimit(RLIMIT_NOFILE, &rcur) || rcur.rlim_cur != 512 || rcur.rlim_max != 4096)
 		snprintf(why, sizeof(why), "rlimit nofile %ld/%ld", (long)rcur.rlim_cur, (long)rcur.rlim_max);
