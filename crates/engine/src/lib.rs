@@ -2,7 +2,8 @@
 //! CRIU 4.2's image format.
 //!
 //! Unsafe code is denied here and allowed only in the modules that talk to the
-//! kernel: [`sys`], [`ptrace`], [`parasite`].
+//! kernel: [`sys`], [`ptrace`], [`parasite`], and the restore driver's
+//! syscall seams (`restore::rsys`, `restore::task`) and per-file restore code.
 #![deny(unsafe_code)]
 
 pub mod dump;
@@ -10,4 +11,5 @@ pub mod files;
 pub mod parasite;
 pub mod proc;
 pub mod ptrace;
+pub mod restore;
 pub mod sys;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod cli {
     pub mod dump;
+    pub mod restore;
 }
 
 #[derive(Parser, Debug)]
@@ -23,15 +24,18 @@ struct Cli {
 enum Cmd {
     /// Freeze a process tree and write its image set.
     Dump(cli::dump::Args),
+    /// Restore a process tree from its image set (same pids).
+    Restore(cli::restore::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Dump(a) => cli::dump::run(a),
+        Cmd::Dump(a) => cli::dump::run(a).map(|()| 0),
+        Cmd::Restore(a) => cli::restore::run(&a),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("cryo: {e:#}");
             ExitCode::FAILURE

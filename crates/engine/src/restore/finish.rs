@@ -1,0 +1,270 @@
+//! The last step: take the restorer's bootstrap mapping (blob, arguments,
+//! stacks, sigframes) out of the restored processes.
+//!
+//! A thread cannot unmap the code it runs, so the engine does it over ptrace
+//! (as CRIU does): every thread is seized while it waits at the barrier, then
+//! stepped from syscall to syscall until the exit of its rt_sigreturn. There
+//! its registers are exactly the dumped ones (orig_rax = -1, no restart
+//! pending) and nothing of it runs in the blob any more. Non-leader threads
+//! are let go; once all threads of a process are out, its leader is made to
+//! run one `munmap(bootstrap)` from a `syscall` instruction in the blob
+//! (entry and exit stops, so no instruction after it is fetched), its
+//! registers are put back, and it is let go.
+#![allow(unsafe_code)]
+
+use super::abi::*;
+use std::collections::HashMap;
+use std::io;
+
+const PTRACE_SEIZE: libc::c_uint = 0x4206;
+const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_O_TRACESYSGOOD: usize = 1;
+const PTRACE_EVENT_STOP: i32 = 128;
+const NR_RT_SIGRETURN: u64 = 15;
+const NR_MUNMAP: u64 = 11;
+
+fn pt(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
+    // SAFETY: callers pass pointers to live, correctly sized buffers (or 0).
+    let r = unsafe { libc::ptrace(req, tid, addr, data) };
+    if r < 0 {
+        Err(io::Error::other(format!(
+            "ptrace({req:#x}) on {tid}: {}",
+            io::Error::last_os_error()
+        )))
+    } else {
+        Ok(r)
+    }
+}
+
+fn wait(tid: i32) -> io::Result<i32> {
+    let mut st = 0;
+    loop {
+        // SAFETY: plain waitpid on a traced thread.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+        if r == tid {
+            return Ok(st);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(io::Error::other(format!("waitpid({tid}): {e}")));
+        }
+    }
+}
+
+fn regs(tid: i32) -> io::Result<libc::user_regs_struct> {
+    // SAFETY: all-zero is a valid user_regs_struct.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    pt(libc::PTRACE_GETREGS, tid, 0, &mut r as *mut _ as usize)?;
+    Ok(r)
+}
+
+fn set_regs(tid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
+    pt(libc::PTRACE_SETREGS, tid, 0, r as *const _ as usize).map(|_| ())
+}
+
+/// (op, nr) of the current syscall stop: op 1 = entry, 2 = exit.
+fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
+    let mut buf = [0u8; 88];
+    pt(PTRACE_GET_SYSCALL_INFO, tid, buf.len(), buf.as_mut_ptr() as usize)?;
+    Ok((buf[0], u64::from_le_bytes(buf[24..32].try_into().expect("8 bytes"))))
+}
+
+/// Threads seized at the barrier.
+pub struct Seized {
+    /// tid -> process leader pid.
+    threads: Vec<(i32, i32)>,
+}
+
+/// Seize and stop every thread (all are in futex_wait at the barrier).
+pub fn seize(procs: &[(i32, Vec<i32>)]) -> io::Result<Seized> {
+    let mut s = Seized { threads: Vec::new() };
+    let one = |tid: i32, pid: i32, s: &mut Seized| -> io::Result<()> {
+        pt(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)?;
+        s.threads.push((tid, pid));
+        pt(PTRACE_INTERRUPT, tid, 0, 0)?;
+        let st = wait(tid)?;
+        if !libc::WIFSTOPPED(st) || st >> 16 != PTRACE_EVENT_STOP {
+            return Err(io::Error::other(format!(
+                "thread {tid}: unexpected stop {st:#x} at the barrier"
+            )));
+        }
+        Ok(())
+    };
+    for (pid, tids) in procs {
+        for &tid in tids {
+            if let Err(e) = one(tid, *pid, &mut s) {
+                s.release();
+                return Err(e);
+            }
+        }
+    }
+    Ok(s)
+}
+
+impl Seized {
+    /// Let everybody go without doing anything (error paths).
+    pub fn release(&mut self) {
+        for (tid, _) in self.threads.drain(..) {
+            // SAFETY: detaching a tracee of ours.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+        }
+    }
+
+    /// After the engine's go: step every thread to the exit of its
+    /// rt_sigreturn, let the other threads go, unmap each process's
+    /// bootstrap from its leader, let the leaders go.
+    pub fn finish(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
+        let tids: Vec<i32> = self.threads.iter().map(|t| t.0).collect();
+        let r = self.step_out(slots);
+        if r.is_err() {
+            // Let go of whatever is still ours (a tracee left in a stop would
+            // hang the restored tree).
+            for tid in tids {
+                // SAFETY: best-effort ptrace calls on our (former) tracees.
+                unsafe {
+                    if libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0 {
+                        let mut st = 0;
+                        libc::waitpid(tid, &mut st, libc::__WALL);
+                        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn step_out(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
+        // Each thread runs freely to the int3 right before its rt_sigreturn
+        // (GO_RUN_TRACED), then is stepped through that one syscall.
+        for &(tid, _) in &self.threads {
+            pt(libc::PTRACE_CONT, tid, 0, 0)?;
+        }
+        let mut trapped: HashMap<i32, bool> = HashMap::new();
+        let mut in_sigreturn: HashMap<i32, bool> = HashMap::new();
+        let mut left: HashMap<i32, usize> = HashMap::new();
+        for &(_, pid) in &self.threads {
+            *left.entry(pid).or_default() += 1;
+        }
+        let mut pending = self.threads.len();
+        let mut leaders_waiting: Vec<i32> = Vec::new();
+        while pending > 0 {
+            let mut st = 0;
+            // SAFETY: waitpid for any of our tracees.
+            let tid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+            if tid < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(io::Error::other(format!("waitpid: {e}")));
+            }
+            let Some(&(_, pid)) = self.threads.iter().find(|(t, _)| *t == tid) else {
+                continue; // not a tracee (e.g. the root exiting in a test)
+            };
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                return Err(io::Error::other(format!(
+                    "thread {tid} died while leaving the restorer ({st:#x})"
+                )));
+            }
+            let sig = libc::WSTOPSIG(st);
+            if sig == libc::SIGTRAP | 0x80 {
+                let (op, nr) = syscall_info(tid)?;
+                let was = in_sigreturn.get(&tid).copied().unwrap_or(false);
+                if op == 1 {
+                    in_sigreturn.insert(tid, nr == NR_RT_SIGRETURN);
+                } else if op == 2 && was {
+                    // Out of the blob with the dumped registers.
+                    pending -= 1;
+                    let n = left.get_mut(&pid).expect("counted");
+                    *n -= 1;
+                    if tid == pid {
+                        leaders_waiting.push(pid);
+                    } else {
+                        pt(libc::PTRACE_DETACH, tid, 0, 0)?;
+                    }
+                    // Leaders whose threads are all out: unmap, let go.
+                    let ready: Vec<i32> = leaders_waiting.iter().copied().filter(|l| left[l] == 0).collect();
+                    for l in ready {
+                        leaders_waiting.retain(|x| *x != l);
+                        let r = slots.get(&l).map(|s| unmap_bootstrap(l, s)).unwrap_or(Ok(()));
+                        pt(libc::PTRACE_DETACH, l, 0, 0)?;
+                        r?;
+                    }
+                    continue;
+                }
+                pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
+            } else if st >> 16 == PTRACE_EVENT_STOP {
+                let step = if trapped.get(&tid).copied().unwrap_or(false) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    libc::PTRACE_CONT
+                };
+                pt(step, tid, 0, 0)?;
+            } else if sig == libc::SIGTRAP && !trapped.get(&tid).copied().unwrap_or(false) {
+                // The restorer's int3: swallow it, step into rt_sigreturn.
+                trapped.insert(tid, true);
+                pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
+            } else {
+                // A signal on its way in: deliver it as it would have been.
+                let step = if trapped.get(&tid).copied().unwrap_or(false) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    libc::PTRACE_CONT
+                };
+                pt(step, tid, 0, sig as usize)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run munmap(bootstrap) in `tid`, stopped at the exit of its rt_sigreturn.
+fn unmap_bootstrap(tid: i32, s: &RstSlot) -> io::Result<()> {
+    if s.syscall_at == 0 || s.len == 0 {
+        return Ok(());
+    }
+    let saved = regs(tid)?;
+    // Signals that became deliverable with the restored mask wait until the
+    // task is let go (no signal-delivery stop in the middle of the munmap).
+    let mut mask: u64 = 0;
+    pt(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    let all: u64 = !0;
+    pt(PTRACE_SETSIGMASK, tid, 8, &all as *const u64 as usize)?;
+    let res = unmap_blocked(tid, s, &saved);
+    let put_back = set_regs(tid, &saved).and_then(|_| pt(PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize));
+    res?;
+    put_back?;
+    Ok(())
+}
+
+fn unmap_blocked(tid: i32, s: &RstSlot, saved: &libc::user_regs_struct) -> io::Result<()> {
+    let mut r = *saved;
+    r.rip = s.syscall_at;
+    r.rax = NR_MUNMAP;
+    r.orig_rax = u64::MAX;
+    r.rdi = s.start;
+    r.rsi = s.len;
+    set_regs(tid, &r)?;
+    // To the entry, then the exit of the injected syscall.
+    for _ in 0..2 {
+        pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
+        let st = wait(tid)?;
+        if !libc::WIFSTOPPED(st) || libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80 {
+            return Err(io::Error::other(format!(
+                "thread {tid}: unexpected stop {st:#x} while unmapping the restorer"
+            )));
+        }
+    }
+    let after = regs(tid)?;
+    if after.rax != 0 {
+        return Err(io::Error::other(format!(
+            "pid {tid}: munmap of the restorer at {:#x} failed: {}",
+            s.start,
+            io::Error::from_raw_os_error(-(after.rax as i64) as i32)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,741 @@
+//! `cryo restore`: bring an image set back to life with the same PIDs.
+//!
+//! The driver is a small state machine ([`Stage`]) over a [`RestoreCtx`]:
+//!
+//! ```text
+//! Validate ──► Prepare ──► Fork ──► Wait ──► Resume ──► Done
+//!    │            │          │        │         │
+//!    └────────────┴──────────┴────────┴─────────┴──► Abort (kill every task, remove ghosts)
+//! ```
+//!
+//! * **Validate**: every image is read and checked ([`plan::build`]); nothing
+//!   exists yet. Unsupported objects are refused here.
+//! * **Prepare**: the PIDs are checked free (waiting, bounded, for the zombies
+//!   of a just-killed tree), the shared objects are opened in the engine
+//!   (files at their positions, pipes with their data, ghost files re-created
+//!   and already unlinked, memfds with their contents), and the shared control
+//!   page is mapped where no restored VMA will be.
+//! * **Fork**: the root is cloned with its pid; each task forks its own
+//!   children ([`task`]), restores its state, premaps its memory and jumps into
+//!   the restorer blob, which finishes the job and waits at a barrier.
+//! * **Wait**: the engine waits until every thread is at the barrier, or an
+//!   error is reported (a task writes its message to the error pipe), or the
+//!   root dies.
+//! * **Resume**: the engine says go; credentials are applied and each thread
+//!   returns to its saved registers with rt_sigreturn.
+//! * **Abort**: the root is SIGKILLed; every other task has PR_SET_PDEATHSIG
+//!   = SIGKILL until it is restored, so the whole tree goes (also when the
+//!   engine itself is SIGKILLed).
+
+#![allow(unsafe_code)]
+
+#[path = "../../../../parasite/src/restorer/abi.rs"]
+pub mod abi;
+mod finish;
+pub mod layout;
+pub mod plan;
+pub mod rsys;
+pub mod sigframe;
+mod task;
+
+use crate::files;
+use crate::parasite::blob::Blob;
+use abi::*;
+use plan::{FileDesc, Plan, VmaKind};
+use rsys::Forked;
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Options of `cryo restore`.
+#[derive(Clone, Debug)]
+pub struct RestoreOpts {
+    pub dir: PathBuf,
+    /// Leave the restored tree running and return (criu's -d).
+    pub detach: bool,
+    pub pidfile: Option<PathBuf>,
+    /// Keep the root in the engine's session and group (criu's -j).
+    pub shell_job: bool,
+    /// Restore file locks (criu's --file-locks); images holding locks are
+    /// refused without it.
+    pub file_locks: bool,
+    /// How long to wait for PIDs still held by a just-killed tree.
+    pub pid_wait: Duration,
+    /// How long the tasks may take to reach the barrier.
+    pub timeout: Duration,
+}
+
+impl RestoreOpts {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RestoreOpts {
+            dir: dir.into(),
+            detach: true,
+            pidfile: None,
+            shell_job: false,
+            file_locks: false,
+            pid_wait: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Restore stages (see the module docs for the transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Validate,
+    Prepare,
+    Fork,
+    Wait,
+    Resume,
+    Done,
+    Abort,
+}
+
+/// Why a restore failed. Each names the pid/object and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Image(#[from] cryo_image::ImageError),
+    #[error("pid {pid} is in use{by} (waited {waited:?} for it to be freed)")]
+    PidBusy { pid: i32, by: String, waited: Duration },
+    #[error("{object}: {reason}")]
+    Prepare { object: String, reason: String },
+    #[error("restoring {0}")]
+    Task(String),
+    #[error("restorer in pid {pid} failed at {stage}: {err}")]
+    Restorer {
+        pid: i32,
+        stage: &'static str,
+        err: std::io::Error,
+    },
+    #[error("pid {pid} died during restore ({how})")]
+    Died { pid: i32, how: String },
+    #[error("the tasks did not reach the end of the restore within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Sys(String),
+}
+
+fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Prepare {
+        object: object.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What the cloned tasks inherit from the engine (read-only there).
+pub struct TaskEnv {
+    pub plan: Plan,
+    pub blob: &'static Blob,
+    pub ctl: u64,
+    pub err_w: RawFd,
+    pub fd_pool: HashMap<u32, RawFd>,
+    pub map_pool: HashMap<u32, RawFd>,
+    pub exe_fd_target: RawFd,
+    pub xsave: sigframe::XsaveLayout,
+    pub vdso: Option<layout::Span>,
+    /// The dumped vdso differs from the running one: keep a copy of the
+    /// dumped one at its place with every symbol jumping into the running one.
+    pub vdso_jump: bool,
+    pub shell_job: bool,
+    pub pid_wait: Duration,
+    pub thp: bool,
+}
+
+/// The restore in progress.
+pub struct RestoreCtx {
+    pub opts: RestoreOpts,
+    pub stage: Stage,
+    env: Option<TaskEnv>,
+    pool: Vec<OwnedFd>,
+    err_r: Option<OwnedFd>,
+    root: Option<i32>,
+}
+
+/// What a successful restore leaves.
+#[derive(Debug)]
+pub struct Restored {
+    pub root: i32,
+    pub pids: Vec<i32>,
+}
+
+impl RestoreCtx {
+    pub fn new(opts: RestoreOpts) -> Self {
+        RestoreCtx {
+            opts,
+            stage: Stage::Validate,
+            env: None,
+            pool: Vec::new(),
+            err_r: None,
+            root: None,
+        }
+    }
+
+    /// Run every stage; on any error, abort (nothing restored survives).
+    pub fn run(&mut self) -> Result<Restored, RestoreError> {
+        let r = self.run_stages();
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+
+    fn run_stages(&mut self) -> Result<Restored, RestoreError> {
+        let t0 = Instant::now();
+        let timing = std::env::var_os("CRYO_TIMING").is_some();
+        let mark = |what: &str| {
+            if timing {
+                eprintln!("cryo restore: {what} at {:.3} ms", t0.elapsed().as_secs_f64() * 1e3);
+            }
+        };
+        // Validate.
+        self.stage = Stage::Validate;
+        let plan = plan::build(&self.opts.dir)?;
+        if !plan.locks.is_empty() && !self.opts.file_locks {
+            return Err(prep(
+                plan.set.path("filelocks.img").display().to_string(),
+                "the images hold file locks: restore them with --file-locks",
+            ));
+        }
+        mark("validated");
+        // Prepare.
+        self.stage = Stage::Prepare;
+        self.prepare(plan)?;
+        mark("prepared");
+        // Fork.
+        self.stage = Stage::Fork;
+        self.fork_root()?;
+        mark("forked");
+        // Wait.
+        self.stage = Stage::Wait;
+        self.wait_ready()?;
+        mark("all tasks ready");
+        if fault() == Some("stall-before-resume") {
+            // Fault injection (tests): every task is at the barrier; wait to
+            // be killed.
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        // Resume.
+        self.stage = Stage::Resume;
+        self.resume()?;
+        mark("resumed");
+        self.stage = Stage::Done;
+        let env = self.env.as_ref().expect("env");
+        Ok(Restored {
+            root: self.root.expect("root"),
+            pids: env.plan.procs.iter().map(|p| p.pid).collect(),
+        })
+    }
+
+    fn prepare(&mut self, plan: Plan) -> Result<(), RestoreError> {
+        check_pids_free(&plan, self.opts.pid_wait)?;
+        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| prep("/proc/self/maps", e))?;
+        let maps = layout::parse_maps(&maps).map_err(|e| prep("/proc/self/maps", e))?;
+        let vdso = maps.iter().find(|m| m.name == "[vdso]").map(|m| m.span);
+        let kspans: Vec<layout::Span> = maps
+            .iter()
+            .filter(|m| layout::is_kernel_map(&m.name))
+            .map(|m| m.span)
+            .collect();
+        let vdso_jump =
+            check_vdso(&plan, vdso)? || !same_kernel_layout(&plan, vdso, &kspans) || fault() == Some("vdso-jump-table");
+
+        // The control page: free in the engine and in every final layout.
+        let mut busy: Vec<layout::Span> = maps.iter().map(|m| m.span).collect();
+        for p in &plan.procs {
+            if let Some(mm) = &p.mm {
+                busy.extend(
+                    mm.vmas
+                        .iter()
+                        .map(|v| layout::Span::new(v.start, v.end.min(layout::TASK_SIZE))),
+                );
+            }
+        }
+        let at = layout::find_hole(&busy, layout::PAGE, 0x10_0000, 0x7fe0_0000_0000)
+            .ok_or_else(|| prep("control page", "no free address"))?;
+        let ctl = rsys::mmap(
+            at,
+            layout::PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+        .map_err(|e| prep("control page", e))?;
+
+        // Shared objects, all above every fd number the tasks use.
+        let max_fd = plan.max_fd();
+        let exe_fd_target = max_fd + 1;
+        let base = max_fd + 2;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
+        let err_w = self.keep(err_w, base)?;
+        self.err_r = Some(err_r);
+        let mut fd_pool = HashMap::new();
+        let mut map_pool = HashMap::new();
+        let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
+        let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
+        let used: std::collections::BTreeSet<u32> = plan
+            .procs
+            .iter()
+            .flat_map(|p| p.fds.iter().map(|f| f.file_id))
+            .collect();
+        for id in used {
+            let desc = &plan.files[&id];
+            let fd = match desc {
+                FileDesc::Reg { .. } => files::reg::restore_open(&plan, id, desc)?,
+                FileDesc::Pipe { pipe_id, flags } => {
+                    let ends = match pipes.remove(pipe_id) {
+                        Some(e) => e,
+                        None => files::pipe::restore_pipe(*pipe_id, plan.pipe_data.get(pipe_id).map(|v| v.as_slice()))?,
+                    };
+                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags)?;
+                    pipes.insert(*pipe_id, ends);
+                    fd
+                }
+                FileDesc::Memfd { inode, .. } => {
+                    if !memfd_inodes.contains_key(inode) {
+                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
+                    }
+                    files::memfd::restore_open(id, desc, &memfd_inodes[inode])?
+                }
+            };
+            let raw = self.keep(fd, base)?;
+            fd_pool.insert(id, raw);
+        }
+        drop(pipes);
+        // Files mapped by VMAs, and the exe files.
+        let mut mapped: Vec<(u32, bool)> = Vec::new();
+        for p in &plan.procs {
+            if let Some(mm) = &p.mm {
+                mapped.push((mm.exe_file, false));
+                for v in &mm.vmas {
+                    match v.kind {
+                        VmaKind::FilePrivate(id) => mapped.push((id, false)),
+                        VmaKind::FileShared(id) => mapped.push((id, v.prot & libc::PROT_WRITE as u32 != 0)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        mapped.sort();
+        mapped.dedup_by(|a, b| {
+            a.0 == b.0 && {
+                b.1 |= a.1;
+                true
+            }
+        });
+        for (id, write) in mapped {
+            let fd = match plan.files.get(&id) {
+                Some(FileDesc::Memfd { inode, .. }) => {
+                    if !memfd_inodes.contains_key(inode) {
+                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
+                    }
+                    files::reg::restore_map_fd(&plan, id, true, Some(memfd_inodes[inode].as_raw_fd()))?
+                }
+                _ => files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?,
+            };
+            let raw = self.keep(fd, base)?;
+            map_pool.insert(id, raw);
+        }
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .map(|s| !s.contains("[never]"))
+            .unwrap_or(false);
+        self.env = Some(TaskEnv {
+            plan,
+            blob: &crate::parasite::blob::RESTORER,
+            ctl,
+            err_w,
+            fd_pool,
+            map_pool,
+            exe_fd_target,
+            xsave: sigframe::XsaveLayout::host(),
+            vdso,
+            vdso_jump,
+            shell_job: self.opts.shell_job,
+            pid_wait: self.opts.pid_wait,
+            thp,
+        });
+        Ok(())
+    }
+
+    /// Move an fd to a number >= base and keep it until the end.
+    fn keep(&mut self, fd: OwnedFd, base: RawFd) -> Result<RawFd, RestoreError> {
+        let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(base)).map_err(|e| prep("fd pool", e))?;
+        // SAFETY: fcntl returned a fresh fd we now own.
+        let owned = unsafe { OwnedFd::from_raw_fd(n) };
+        self.pool.push(owned);
+        Ok(n)
+    }
+
+    fn fork_root(&mut self) -> Result<(), RestoreError> {
+        let env = self.env.as_ref().expect("prepared");
+        let me = std::process::id() as i32;
+        let root = env.plan.root();
+        let old = rsys::block_all_signals();
+        let r = fork_retry(root.pid, env.pid_wait);
+        match r {
+            Ok(Forked::Child) => task::task_main(env, root, me),
+            Ok(Forked::Parent(pid)) => {
+                rsys::set_sigmask(old);
+                self.root = Some(pid);
+                Ok(())
+            }
+            Err(e) => {
+                rsys::set_sigmask(old);
+                Err(RestoreError::Sys(format!("creating pid {}: {e}", root.pid)))
+            }
+        }
+    }
+
+    fn ctl(&self) -> &RstCtl {
+        let env = self.env.as_ref().expect("prepared");
+        // SAFETY: the control page stays mapped in the engine.
+        unsafe { &*(env.ctl as *const RstCtl) }
+    }
+
+    fn task_error(&self) -> Option<RestoreError> {
+        let c = self.ctl();
+        let pid = task::a32(unsafe { &*(&c.err_pid as *const i32 as *const u32) }).load(Ordering::SeqCst) as i32;
+        if pid == 0 {
+            return None;
+        }
+        // A message from the engine side of a task, if any.
+        if let Some(r) = &self.err_r {
+            let _ = nix::fcntl::fcntl(r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            let mut s = String::new();
+            let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(r.as_raw_fd()) });
+            let _ = f.read_to_string(&mut s);
+            if !s.is_empty() {
+                return Some(RestoreError::Task(s.trim_end().to_string()));
+            }
+        }
+        let stage = match c.err_stage {
+            STAGE_UNMAP => "unmapping the engine",
+            STAGE_REMAP => "moving memory into place",
+            STAGE_VDSO => "moving the vdso",
+            STAGE_MM => "PR_SET_MM_MAP",
+            STAGE_THREADS => "creating threads",
+            STAGE_TIMERS => "timers",
+            STAGE_SIGNALS => "pending signals",
+            STAGE_CREDS => "credentials",
+            STAGE_ARGS => "checking its arguments",
+            STAGE_THREAD_SETUP => "per-thread setup",
+            _ => "an unknown stage",
+        };
+        Some(RestoreError::Restorer {
+            pid,
+            stage,
+            err: std::io::Error::from_raw_os_error((-c.err_code) as i32),
+        })
+    }
+
+    fn wait_ready(&mut self) -> Result<(), RestoreError> {
+        let env = self.env.as_ref().expect("prepared");
+        let want: u32 = env.plan.procs.iter().map(|p| p.threads.len().max(1) as u32).sum();
+        let deadline = Instant::now() + self.opts.timeout;
+        let root = self.root.expect("root");
+        loop {
+            let c = self.ctl();
+            let ready = task::a32(&c.ready);
+            let v = ready.load(Ordering::SeqCst);
+            if let Some(e) = self.task_error() {
+                return Err(e);
+            }
+            if v >= want {
+                return Ok(());
+            }
+            if let Some(how) = exited(root) {
+                return Err(self.task_error().unwrap_or(RestoreError::Died {
+                    pid: env.plan.root().pid,
+                    how,
+                }));
+            }
+            if Instant::now() > deadline {
+                return Err(RestoreError::Timeout(self.opts.timeout));
+            }
+            rsys::futex_wait(ready, v, 50).map_err(|e| RestoreError::Sys(format!("futex: {e}")))?;
+        }
+    }
+
+    fn resume(&mut self) -> Result<(), RestoreError> {
+        let env = self.env.as_ref().expect("prepared");
+        let want: u32 = env.plan.procs.iter().map(|p| p.threads.len().max(1) as u32).sum();
+        // Seize every thread at the barrier, to take the restorer's mapping
+        // out once they have left it (see finish.rs). Stopped tasks stop
+        // inside the restorer: their bootstrap stays.
+        let procs: Vec<(i32, Vec<i32>)> = env
+            .plan
+            .procs
+            .iter()
+            .filter(|p| p.state == plan::TASK_ALIVE)
+            .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+            .collect();
+        let stopped = env.plan.procs.iter().any(|p| p.state == plan::TASK_STOPPED);
+        let seized = if stopped || fault() == Some("keep-restorer") {
+            None
+        } else {
+            Some(finish::seize(&procs))
+        };
+        let seized = match seized {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                eprintln!("cryo restore: warning: the restorer stays mapped in the restored tasks: {e}");
+                None
+            }
+            None => None,
+        };
+        let c = self.ctl();
+        task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
+        rsys::futex_wake(task::a32(&c.go));
+        if let Some(s) = seized {
+            let mut slots = std::collections::HashMap::new();
+            for (i, p) in env.plan.procs.iter().enumerate().take(RST_MAX_SLOTS) {
+                // SAFETY: the slot table lies inside the control page, written by the tasks before they got ready.
+                let slot: RstSlot = unsafe {
+                    std::ptr::read_volatile(
+                        (env.ctl as usize + RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as *const RstSlot,
+                    )
+                };
+                if slot.pid == p.pid {
+                    slots.insert(p.pid, slot);
+                }
+            }
+            // The tasks are restored by now; failing to unmap the restorer
+            // only leaves it mapped.
+            if let Err(e) = s.finish(&slots) {
+                eprintln!("cryo restore: warning: the restorer may stay mapped in the restored tasks: {e}");
+            }
+        }
+        let deadline = Instant::now() + self.opts.timeout;
+        loop {
+            let done = task::a32(&c.done);
+            let v = done.load(Ordering::SeqCst);
+            if v >= want {
+                break;
+            }
+            if let Some(e) = self.task_error() {
+                return Err(e);
+            }
+            if Instant::now() > deadline {
+                return Err(RestoreError::Timeout(self.opts.timeout));
+            }
+            rsys::futex_wait(done, v, 50).map_err(|e| RestoreError::Sys(format!("futex: {e}")))?;
+        }
+        self.pool.clear();
+        Ok(())
+    }
+
+    /// Kill whatever was created. Tasks not yet restored die with their
+    /// parent (PR_SET_PDEATHSIG), so killing the root takes the tree.
+    fn abort(&mut self) {
+        self.stage = Stage::Abort;
+        if let Some(env) = &self.env {
+            let c = self.ctl();
+            task::a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
+            rsys::futex_wake(task::a32(&c.go));
+            let _ = env;
+        }
+        if let Some(root) = self.root.take() {
+            // SAFETY: root is our child; kill + reap it.
+            unsafe {
+                libc::kill(root, libc::SIGKILL);
+                let mut st = 0;
+                libc::waitpid(root, &mut st, 0);
+            }
+        }
+        self.pool.clear();
+    }
+
+    /// The root's pid once forked.
+    pub fn root(&self) -> Option<i32> {
+        self.root
+    }
+}
+
+/// Fault injection for the failure tests (criu has CRIU_FAULT): the value
+/// of CRYO_FAULT, read once.
+pub(crate) fn fault() -> Option<&'static str> {
+    static F: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    F.get_or_init(|| std::env::var("CRYO_FAULT").ok()).as_deref()
+}
+
+/// How a child exited, if it did (without reaping a live one).
+fn exited(pid: i32) -> Option<String> {
+    let mut st = 0;
+    // SAFETY: waitpid on our own child with WNOHANG.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+    if r == pid {
+        if libc::WIFSIGNALED(st) {
+            return Some(format!("killed by signal {}", libc::WTERMSIG(st)));
+        }
+        return Some(format!("exit status {}", libc::WEXITSTATUS(st)));
+    }
+    None
+}
+
+/// fork with a pid, waiting (bounded) while the pid is still taken.
+pub(crate) fn fork_retry(pid: i32, wait: Duration) -> std::io::Result<Forked> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match rsys::fork_with_pid(pid) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(std::io::Error::new(e.kind(), format!("pid {pid} is in use")));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn pid_in_use(pid: i32) -> Option<String> {
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| format!(" by '{}'", s.trim()))
+            .unwrap_or_default();
+        return Some(comm);
+    }
+    None
+}
+
+/// Every pid/tid of the plan must be free; wait a little for zombies of a
+/// just-killed tree to be reaped.
+fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
+    let start = Instant::now();
+    for id in plan.all_ids() {
+        loop {
+            match pid_in_use(id) {
+                None => break,
+                Some(by) if start.elapsed() >= wait => {
+                    return Err(RestoreError::PidBusy {
+                        pid: id,
+                        by,
+                        waited: start.elapsed(),
+                    });
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The dumped vdso must be the running kernel's (same symbols at the same
+/// offsets), since the running one is moved to the dumped place.
+fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreError> {
+    let Some(cur) = vdso else { return Ok(false) };
+    let cur_bytes = rsys::peek(cur.start, cur.len() as usize);
+    let cur_syms = vdso_symbols(&cur_bytes).map_err(|e| prep("running vdso", e))?;
+    let mut jump = false;
+    for p in &plan.procs {
+        let Some(mm) = &p.mm else { continue };
+        let Some(v) = mm.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else {
+            continue;
+        };
+        let Some(bytes) = read_dumped(&mm.pagemap, &mm.pages_path, v.start, (v.end - v.start) as usize) else {
+            continue; // not dumped: nothing to compare, trust the layout check
+        };
+        if bytes == cur_bytes {
+            continue;
+        }
+        if bytes.len() != cur_bytes.len() {
+            jump = true;
+        }
+        let syms = vdso_symbols(&bytes).map_err(|e| prep(format!("pid {}: dumped vdso", p.pid), e))?;
+        if syms != cur_syms {
+            // Every dumped symbol must exist in the running vdso to jump to.
+            let names: std::collections::HashSet<&str> = cur_syms.iter().map(|(n, _)| n.as_str()).collect();
+            if let Some((missing, _)) = syms.iter().find(|(n, _)| !names.contains(n.as_str())) {
+                return Err(prep(
+                    format!("pid {}: vdso", p.pid),
+                    format!("the running kernel's vdso has no {missing}"),
+                ));
+            }
+            jump = true;
+        }
+    }
+    Ok(jump)
+}
+
+/// Whether the running vvar*/vdso mappings have the dumped layout (same
+/// size, vdso at the same offset), so that they can simply be moved.
+fn same_kernel_layout(plan: &Plan, vdso: Option<layout::Span>, cur: &[layout::Span]) -> bool {
+    let Some(cv) = vdso else { return true };
+    let (clo, chi) = (
+        cur.iter().map(|s| s.start).min().unwrap_or(cv.start),
+        cur.iter().map(|s| s.end).max().unwrap_or(cv.end),
+    );
+    plan.procs.iter().filter_map(|p| p.mm.as_ref()).all(|mm| {
+        let k: Vec<&plan::Vma> = mm
+            .vmas
+            .iter()
+            .filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
+            .collect();
+        let Some(dv) = k.iter().find(|v| v.kind == VmaKind::Vdso) else {
+            return true;
+        };
+        let dlo = k.iter().map(|v| v.start).min().unwrap_or(dv.start);
+        let dhi = k.iter().map(|v| v.end).max().unwrap_or(dv.end);
+        dhi - dlo == chi - clo && dv.start - dlo == cv.start - clo && dv.end - dv.start == cv.len()
+    })
+}
+
+/// Dumped memory at `addr` if all of it is in one present run.
+fn read_dumped(pm: &cryo_image::Pagemap, pages: &std::path::Path, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let r = pm.find(addr)?;
+    let off = r.offset? + (addr - r.vaddr);
+    if addr + len as u64 > r.end() {
+        return None;
+    }
+    let f = std::fs::File::open(pages).ok()?;
+    let mut buf = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off).ok()?;
+    Some(buf)
+}
+
+/// (name, offset) of the dynamic symbols of a vdso image.
+pub fn vdso_symbols(bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
+    let mut v: Vec<(String, u64)> = elf
+        .dynsyms
+        .iter()
+        .filter(|s| s.st_value != 0)
+        .filter_map(|s| elf.dynstrtab.get_at(s.st_name).map(|n| (n.to_string(), s.st_value)))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Restore and, unless detached, wait for the root; returns the exit code
+/// cryo should exit with.
+pub fn restore(opts: RestoreOpts) -> Result<i32, RestoreError> {
+    let detach = opts.detach;
+    let pidfile = opts.pidfile.clone();
+    let mut ctx = RestoreCtx::new(opts);
+    let r = ctx.run()?;
+    if let Some(pf) = pidfile {
+        std::fs::write(&pf, format!("{}\n", r.root))
+            .map_err(|e| RestoreError::Sys(format!("{}: {e}", pf.display())))?;
+    }
+    if detach {
+        return Ok(0);
+    }
+    let mut st = 0;
+    // SAFETY: the root is our child.
+    unsafe { libc::waitpid(r.root, &mut st, 0) };
+    Ok(if libc::WIFSIGNALED(st) {
+        128 + libc::WTERMSIG(st)
+    } else {
+        libc::WEXITSTATUS(st)
+    })
+}

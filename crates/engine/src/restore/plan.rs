@@ -1,0 +1,1038 @@
+//! Validation: the whole image set is read and checked here, before anything
+//! is created, and turned into a [`Plan`] of domain types. Every error names
+//! the image file, the pid and the object at fault.
+
+use super::abi::{RstCreds, RstItimer, RstPosixTimer, RST_MAX_GROUPS};
+use super::rsys::KSigaction;
+use super::sigframe::{AltStack, FpRegs, GpRegs, Xsave};
+use cryo_image::{pb, ImageSet, Pagemap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why an image set cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Image(#[from] cryo_image::ImageError),
+    #[error("{file}: pid {pid}: {what}")]
+    Bad { file: String, pid: i32, what: String },
+    #[error("{file}: {what}")]
+    BadSet { file: String, what: String },
+    #[error("{file}: pid {pid}: {what} is not supported by cryo restore yet")]
+    Unsupported { file: String, pid: i32, what: String },
+}
+
+fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) -> PlanError {
+    PlanError::Bad {
+        file: file.into(),
+        pid,
+        what: what.into(),
+    }
+}
+
+fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> PlanError {
+    PlanError::Unsupported {
+        file: file.into(),
+        pid,
+        what: what.into(),
+    }
+}
+
+/// CRIU's task states (criu/include/pid.h; crit 3.17's names for 3 and 6
+/// are off, cryo dump writes these values too).
+pub const TASK_ALIVE: u32 = 1;
+pub const TASK_DEAD: u32 = 2;
+pub const TASK_STOPPED: u32 = 3;
+/// CRIU's VMA status bits.
+pub mod vma_status {
+    pub const REGULAR: u32 = 1 << 0;
+    pub const STACK: u32 = 1 << 1;
+    pub const VSYSCALL: u32 = 1 << 2;
+    pub const VDSO: u32 = 1 << 3;
+    pub const HEAP: u32 = 1 << 5;
+    pub const FILE_PRIVATE: u32 = 1 << 6;
+    pub const FILE_SHARED: u32 = 1 << 7;
+    pub const ANON_SHARED: u32 = 1 << 8;
+    pub const ANON_PRIVATE: u32 = 1 << 9;
+    pub const SYSVIPC: u32 = 1 << 10;
+    pub const SOCKET: u32 = 1 << 11;
+    pub const VVAR: u32 = 1 << 12;
+    pub const AIORING: u32 = 1 << 13;
+    pub const MEMFD: u32 = 1 << 14;
+    pub const UNSUPP: u32 = 1 << 31;
+}
+
+/// What a VMA is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    AnonPrivate,
+    /// MAP_PRIVATE of a file (the file id in files.img).
+    FilePrivate(u32),
+    /// MAP_SHARED of a file or memfd (the file id).
+    FileShared(u32),
+    Vdso,
+    Vvar,
+    Vsyscall,
+}
+
+/// One VMA to recreate.
+#[derive(Clone, Debug)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub prot: u32,
+    pub flags: u32,
+    pub madv: u64,
+    pub kind: VmaKind,
+}
+
+/// Memory of a process.
+#[derive(Clone, Debug)]
+pub struct Mm {
+    pub vmas: Vec<Vma>,
+    pub entry: pb::MmEntry,
+    pub exe_file: u32,
+    pub pagemap: Arc<Pagemap>,
+    pub pages_path: PathBuf,
+}
+
+/// One thread.
+#[derive(Clone, Debug)]
+pub struct Thread {
+    pub tid: i32,
+    pub regs: GpRegs,
+    pub fp: FpRegs,
+    pub clear_tid: u64,
+    pub sigmask: u64,
+    pub alt: AltStack,
+    pub creds: Option<RstCreds>,
+    pub signals: Vec<[u8; 128]>,
+    pub rseq: Option<(u64, u32, u32)>,
+    pub comm: String,
+    pub pdeath_sig: u32,
+    /// (nice, policy, priority) if dumped.
+    pub sched: Option<(i32, i32, i32)>,
+}
+
+/// An fd of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fd {
+    pub fd: i32,
+    pub file_id: u32,
+    pub cloexec: bool,
+}
+
+/// One process of the tree.
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub state: u32,
+    pub exit_code: u32,
+    pub stop_signo: u32,
+    pub threads: Vec<Thread>,
+    pub mm: Option<Mm>,
+    pub fds: Vec<Fd>,
+    pub cwd: Option<u32>,
+    pub root: Option<u32>,
+    pub umask: u32,
+    pub rlimits: Vec<(u64, u64)>,
+    pub personality: u32,
+    pub sigactions: Vec<KSigaction>,
+    pub itimers: [RstItimer; 3],
+    pub posix_timers: Vec<RstPosixTimer>,
+    pub shared_signals: Vec<[u8; 128]>,
+    pub child_subreaper: bool,
+    pub comm: String,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// An open file description to recreate (shared by every fd that names it).
+#[derive(Clone, Debug)]
+pub enum FileDesc {
+    Reg {
+        path: String,
+        flags: u32,
+        pos: u64,
+        size: Option<u64>,
+        ghost: Option<u32>,
+    },
+    Pipe {
+        pipe_id: u32,
+        flags: u32,
+    },
+    Memfd {
+        inode: u32,
+        flags: u32,
+        pos: u64,
+    },
+}
+
+/// A memfd inode (memfd.img).
+#[derive(Clone, Debug)]
+pub struct MemfdInode {
+    pub name: String,
+    pub size: u64,
+    pub shmid: u32,
+    pub seals: u32,
+    pub mode: u32,
+}
+
+/// Everything needed to restore a tree, validated.
+#[derive(Debug)]
+pub struct Plan {
+    pub dir: PathBuf,
+    pub procs: Vec<Proc>,
+    pub files: BTreeMap<u32, FileDesc>,
+    pub pipe_data: HashMap<u32, Vec<u8>>,
+    pub memfds: BTreeMap<u32, MemfdInode>,
+    /// Shared memory contents: shmid -> (pagemap, pages file).
+    pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
+    pub set: Arc<ImageSet>,
+    /// File locks (filelocks.img, dumped with --file-locks).
+    pub locks: Vec<pb::FileLockEntry>,
+}
+
+impl Plan {
+    /// Largest fd number any process uses.
+    pub fn max_fd(&self) -> i32 {
+        self.procs
+            .iter()
+            .flat_map(|p| p.fds.iter().map(|f| f.fd))
+            .max()
+            .unwrap_or(2)
+    }
+    pub fn proc(&self, pid: i32) -> Option<&Proc> {
+        self.procs.iter().find(|p| p.pid == pid)
+    }
+    pub fn children(&self, pid: i32) -> impl Iterator<Item = &Proc> {
+        self.procs.iter().filter(move |p| p.ppid == pid && p.pid != pid)
+    }
+    /// All pids and tids the restore will take.
+    pub fn all_ids(&self) -> Vec<i32> {
+        self.procs
+            .iter()
+            .flat_map(|p| p.threads.iter().map(|t| t.tid))
+            .collect()
+    }
+    pub fn root(&self) -> &Proc {
+        &self.procs[0]
+    }
+}
+
+/// Files in a set that name objects cryo cannot restore yet; finding one of
+/// them refuses the whole set up front.
+const REFUSED_IMAGES: &[(&str, &str)] = &[
+    ("inetsk.img", "inet sockets"),
+    ("unixsk.img", "unix sockets"),
+    ("packetsk.img", "packet sockets"),
+    ("netlinksk.img", "netlink sockets"),
+    ("ipcns-shm", "SysV shared memory"),
+    ("ipcns-msg", "SysV message queues"),
+    ("ipcns-sem", "SysV semaphores"),
+    ("ipcns-var", "SysV IPC namespace"),
+    ("tcp-stream", "TCP connections"),
+    ("eventfd.img", "eventfd"),
+    ("eventpoll", "epoll"),
+    ("timerfd.img", "timerfd"),
+    ("signalfd.img", "signalfd"),
+    ("inotify", "inotify"),
+    ("fanotify", "fanotify"),
+    ("tty", "ttys"),
+];
+
+/// Read and check every image of the set.
+pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
+    let set = Arc::new(ImageSet::open(dir)?);
+    let dirs = dir.display().to_string();
+    // The same checks as `crit check` (structure, cross references, pages);
+    // restore-specific ones follow.
+    let report = cryo_image::check::check_set(&set);
+    // A zombie's core has no registers (CRIU writes none either); the check
+    // does not know that yet (reported to the image crate's owner).
+    let zombie_core = |p: &cryo_image::check::Problem| {
+        p.what.contains("thread_info")
+            && p.file
+                .strip_prefix("core-")
+                .and_then(|r| r.strip_suffix(".img"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    set.core(pid)
+                        .ok()
+                        .and_then(|c| c.tc)
+                        .is_some_and(|tc| tc.task_state == TASK_DEAD)
+                })
+    };
+    let problems: Vec<_> = report.problems.iter().filter(|p| !zombie_core(p)).collect();
+    if let Some(p) = problems.first() {
+        let more = problems.len() - 1;
+        let tail = if more > 0 {
+            format!(" (and {more} more problem(s); see crit check)")
+        } else {
+            String::new()
+        };
+        return Err(PlanError::BadSet {
+            file: set.path(&p.file).display().to_string(),
+            what: format!("{}{tail}", p),
+        });
+    }
+    let inv = set.inventory()?;
+    if inv.img_version != 2 {
+        return Err(PlanError::BadSet {
+            file: set.path("inventory.img").display().to_string(),
+            what: format!("image version {} (only 2 is known)", inv.img_version),
+        });
+    }
+    let mut listing: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| PlanError::BadSet {
+            file: dirs.clone(),
+            what: e.to_string(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    listing.sort();
+    for name in &listing {
+        for (prefix, what) in REFUSED_IMAGES {
+            if name.starts_with(prefix) {
+                return Err(PlanError::BadSet {
+                    file: set.path(name).display().to_string(),
+                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
+                });
+            }
+        }
+    }
+
+    let pstree = set.pstree()?;
+    let pst_file = set.path("pstree.img").display().to_string();
+    if pstree.is_empty() {
+        return Err(PlanError::BadSet {
+            file: pst_file,
+            what: "no processes".into(),
+        });
+    }
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(4_194_304);
+    let mut seen = BTreeSet::new();
+    for (i, p) in pstree.iter().enumerate() {
+        let ids = std::iter::once(p.pid).chain(p.threads.iter().copied());
+        for id in ids {
+            if id == 0 || id as i64 >= pid_max {
+                return Err(bad(
+                    &pst_file,
+                    p.pid as i32,
+                    format!("entry {i}: id {id} is outside 1..{pid_max}"),
+                ));
+            }
+        }
+        if !seen.insert(p.pid) {
+            return Err(bad(&pst_file, p.pid as i32, format!("entry {i}: pid listed twice")));
+        }
+        if p.threads.first() != Some(&p.pid) && !p.threads.is_empty() {
+            return Err(bad(
+                &pst_file,
+                p.pid as i32,
+                "the first thread is not the process leader",
+            ));
+        }
+        if i > 0 && !pstree[..i].iter().any(|q| q.pid == p.ppid) {
+            return Err(bad(
+                &pst_file,
+                p.pid as i32,
+                format!("parent {} is not listed before it", p.ppid),
+            ));
+        }
+    }
+
+    // Files.
+    let files_file = set.path("files.img").display().to_string();
+    let mut files = BTreeMap::new();
+    for (i, f) in set.files()?.into_iter().enumerate() {
+        let ty = pb::FdTypes::try_from(f.r#type)
+            .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
+        let d = match ty {
+            pb::FdTypes::Reg => {
+                let r = f.reg.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: REG without reg")))?;
+                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, ghost: None }
+            }
+            pb::FdTypes::Pipe => {
+                let p = f.pipe.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIPE without pipe")))?;
+                FileDesc::Pipe { pipe_id: p.pipe_id, flags: p.flags }
+            }
+            pb::FdTypes::Memfd => {
+                let m = f.memfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: MEMFD without memfd")))?;
+                FileDesc::Memfd { inode: m.inode_id, flags: m.flags, pos: m.pos }
+            }
+            other => {
+                return Err(PlanError::BadSet {
+                    file: files_file.clone(),
+                    what: format!(
+                        "entry {i} (file id {}): {} files are not supported by cryo restore yet (refused before creating any task)",
+                        f.id,
+                        other.as_str_name()
+                    ),
+                })
+            }
+        };
+        if files.insert(f.id, d).is_some() {
+            return Err(bad(&files_file, 0, format!("entry {i}: file id {} listed twice", f.id)));
+        }
+    }
+    // Ghost files: remap-fpath.img maps a file id to ghost-file-<remap_id>.img.
+    if set.has("remap-fpath.img") {
+        let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
+        let rf = set.path("remap-fpath.img").display().to_string();
+        for (i, r) in remaps.iter().enumerate() {
+            let ty = r.remap_type.unwrap_or(0);
+            if ty != pb::RemapType::Ghost as i32 {
+                return Err(unsupported(&rf, 0, format!("entry {i}: remap type {ty}")));
+            }
+            match files.get_mut(&r.orig_id) {
+                Some(FileDesc::Reg { ghost, .. }) => *ghost = Some(r.remap_id),
+                _ => {
+                    return Err(bad(
+                        &rf,
+                        0,
+                        format!("entry {i}: file id {} is not a regular file", r.orig_id),
+                    ))
+                }
+            }
+            let g = format!("ghost-file-{}.img", r.remap_id);
+            if !set.has(&g) {
+                return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
+            }
+        }
+    }
+    let mut pipe_data = HashMap::new();
+    for (e, data) in set.pipes_data()? {
+        if data.len() != e.bytes as usize {
+            return Err(bad(
+                set.path("pipes-data.img").display().to_string(),
+                0,
+                format!(
+                    "pipe {}: {} bytes announced, {} present",
+                    e.pipe_id,
+                    e.bytes,
+                    data.len()
+                ),
+            ));
+        }
+        pipe_data.insert(e.pipe_id, data);
+    }
+    let mut memfds = BTreeMap::new();
+    if set.has("memfd.img") {
+        let ms: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE")?;
+        for m in ms {
+            memfds.insert(
+                m.inode_id as u32,
+                MemfdInode {
+                    name: m.name,
+                    size: m.size,
+                    shmid: m.shmid,
+                    seals: m.seals,
+                    mode: m.mode.unwrap_or(0o777),
+                },
+            );
+        }
+    }
+    for (id, f) in &files {
+        if let FileDesc::Memfd { inode, .. } = f {
+            if !memfds.contains_key(inode) {
+                return Err(bad(
+                    &files_file,
+                    0,
+                    format!("file id {id}: memfd inode {inode} not in memfd.img"),
+                ));
+            }
+        }
+    }
+
+    let mut procs = Vec::new();
+    for p in &pstree {
+        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref())?);
+    }
+    // Sessions and groups must name processes of the tree (or the restoring
+    // session for a shell job; handled by the caller's options).
+    let mut shmem = HashMap::new();
+    for p in &procs {
+        let Some(mm) = &p.mm else { continue };
+        for v in &mm.vmas {
+            if let VmaKind::FileShared(id) = v.kind {
+                if let Some(FileDesc::Memfd { inode, .. }) = files.get(&id) {
+                    let shmid = memfds[inode].shmid;
+                    let name = format!("pagemap-shmem-{shmid}.img");
+                    if set.has(&name) && !shmem.contains_key(&shmid) {
+                        shmem.insert(shmid, read_pagemap(&set, &name)?);
+                    }
+                }
+            }
+        }
+    }
+    let mut locks = Vec::new();
+    if set.has("filelocks.img") {
+        let lf = set.path("filelocks.img").display().to_string();
+        locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
+        for (i, l) in locks.iter().enumerate() {
+            let owner = procs.iter().find(|p| p.pid == l.pid);
+            let ok = matches!(l.flag, 1 | 2) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            if !ok {
+                return Err(unsupported(
+                    &lf,
+                    l.pid,
+                    format!(
+                        "entry {i}: lock (flag {}) on fd {} (only POSIX and flock locks of a dumped fd are restored)",
+                        l.flag, l.fd
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Plan {
+        dir: dir.to_path_buf(),
+        procs,
+        files,
+        pipe_data,
+        memfds,
+        shmem,
+        set,
+        locks,
+    })
+}
+
+/// Read a pagemap image (a pagemap_head, then pagemap_entry entries) with the
+/// static prost types: the dynamic decoder's descriptor pool costs ~20 ms to
+/// build, a large part of a small restore.
+pub fn read_pagemap(set: &ImageSet, name: &str) -> Result<(Arc<Pagemap>, PathBuf), PlanError> {
+    use prost::Message;
+    let path = set.path(name);
+    let file = path.display().to_string();
+    let data = std::fs::read(&path).map_err(|e| PlanError::BadSet {
+        file: file.clone(),
+        what: e.to_string(),
+    })?;
+    let body = match cryo_image::codec::identify(&data) {
+        cryo_image::codec::Kind::Entries { magic, body, .. } if magic.name == "PAGEMAP" => body,
+        _ => {
+            return Err(PlanError::BadSet {
+                file,
+                what: "not a PAGEMAP image".into(),
+            })
+        }
+    };
+    let bad = |index: usize, offset: usize, what: String| PlanError::BadSet {
+        file: file.clone(),
+        what: format!("entry {index} at byte {offset}: {what}"),
+    };
+    let mut raw: Vec<(usize, &[u8])> = Vec::new();
+    let mut pos = body;
+    while pos < data.len() {
+        let left = data.len() - pos;
+        if left < 4 {
+            return Err(bad(
+                raw.len(),
+                pos,
+                format!("truncated length prefix ({left} of 4 bytes)"),
+            ));
+        }
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        if len > left - 4 {
+            return Err(bad(
+                raw.len(),
+                pos,
+                format!("length {len} runs past the end of the file"),
+            ));
+        }
+        raw.push((pos, &data[pos + 4..pos + 4 + len]));
+        pos += 4 + len;
+    }
+    let Some((&(hpos, head), rest)) = raw.split_first() else {
+        return Err(PlanError::BadSet {
+            file,
+            what: "no pagemap_head entry".into(),
+        });
+    };
+    let head = pb::PagemapHead::decode(head).map_err(|e| bad(0, hpos, e.to_string()))?;
+    let mut entries = Vec::with_capacity(rest.len());
+    for (i, (at, b)) in rest.iter().enumerate() {
+        entries.push(pb::PagemapEntry::decode(*b).map_err(|e| bad(i + 1, *at, e.to_string()))?);
+    }
+    let pages = set.path(&format!("pages-{}.img", head.pages_id));
+    let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
+    let present = |e: &pb::PagemapEntry| e.flags.unwrap_or(cryo_image::PE_PRESENT) & cryo_image::PE_PRESENT != 0;
+    if len.is_none() && entries.iter().any(present) {
+        return Err(PlanError::BadSet {
+            file,
+            what: format!("{} is missing", pages.display()),
+        });
+    }
+    let pm = Pagemap::new(&file, &head, &entries, len)?;
+    Ok((Arc::new(pm), pages))
+}
+
+fn gpregs(r: &pb::UserX86RegsEntry) -> GpRegs {
+    GpRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.bp,
+        bx: r.bx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.ax,
+        cx: r.cx,
+        dx: r.dx,
+        si: r.si,
+        di: r.di,
+        orig_ax: r.orig_ax,
+        ip: r.ip,
+        cs: r.cs,
+        flags: r.flags,
+        sp: r.sp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        fs: r.fs,
+        gs: r.gs,
+    }
+}
+
+fn u32s(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn u64s(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn fpregs(f: &pb::UserX86FpregsEntry, file: &str, tid: i32) -> Result<FpRegs, PlanError> {
+    let mut st = [0u32; 32];
+    let mut xmm = [0u32; 64];
+    if f.st_space.len() != 32 || f.xmm_space.len() != 64 {
+        return Err(bad(
+            file,
+            tid,
+            format!(
+                "fpregs: st_space {} / xmm_space {} words, expected 32 / 64",
+                f.st_space.len(),
+                f.xmm_space.len()
+            ),
+        ));
+    }
+    st.copy_from_slice(&f.st_space);
+    xmm.copy_from_slice(&f.xmm_space);
+    let xsave = f.xsave.as_ref().map(|x| {
+        let mut comps = Vec::new();
+        let mut add = |n: u32, b: Vec<u8>| {
+            if !b.is_empty() {
+                comps.push((n, b))
+            }
+        };
+        add(2, u32s(&x.ymmh_space));
+        add(3, u64s(&x.bndreg_state));
+        add(4, u64s(&x.bndcsr_state));
+        add(5, u64s(&x.opmask_reg));
+        add(6, u64s(&x.zmm_upper));
+        add(7, u64s(&x.hi16_zmm));
+        add(9, u32s(&x.pkru));
+        Xsave {
+            xstate_bv: x.xstate_bv,
+            components: comps,
+        }
+    });
+    Ok(FpRegs {
+        cwd: f.cwd as u16,
+        swd: f.swd as u16,
+        twd: f.twd as u16,
+        fop: f.fop as u16,
+        rip: f.rip,
+        rdp: f.rdp,
+        mxcsr: f.mxcsr,
+        mxcsr_mask: f.mxcsr_mask,
+        st_space: st,
+        xmm_space: xmm,
+        xsave,
+    })
+}
+
+fn creds(c: &pb::CredsEntry, file: &str, tid: i32) -> Result<RstCreds, PlanError> {
+    if c.groups.len() > RST_MAX_GROUPS {
+        return Err(unsupported(
+            file,
+            tid,
+            format!("{} supplementary groups (max {RST_MAX_GROUPS})", c.groups.len()),
+        ));
+    }
+    let two = |v: &[u32]| [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)];
+    let mut groups = [0u32; RST_MAX_GROUPS];
+    groups[..c.groups.len()].copy_from_slice(&c.groups);
+    Ok(RstCreds {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_inh: two(&c.cap_inh),
+        cap_prm: two(&c.cap_prm),
+        cap_eff: two(&c.cap_eff),
+        cap_bnd: two(&c.cap_bnd),
+        cap_amb: two(&c.cap_amb),
+        secbits: c.secbits,
+        ngroups: c.groups.len() as u32,
+        groups,
+    })
+}
+
+fn siginfos(q: Option<&pb::SignalQueueEntry>, file: &str, tid: i32) -> Result<Vec<[u8; 128]>, PlanError> {
+    let mut out = Vec::new();
+    for (i, s) in q.map(|q| q.signals.as_slice()).unwrap_or(&[]).iter().enumerate() {
+        let b: [u8; 128] = s.siginfo.as_slice().try_into().map_err(|_| {
+            bad(
+                file,
+                tid,
+                format!("pending signal {i}: siginfo is {} bytes, expected 128", s.siginfo.len()),
+            )
+        })?;
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>) -> Result<Thread, PlanError> {
+    let file = set.path(&format!("core-{tid}.img")).display().to_string();
+    let core = set.core(tid as u32)?;
+    if core.mtype != pb::core_entry::March::X8664 as i32 {
+        return Err(unsupported(&file, tid, format!("architecture {}", core.mtype)));
+    }
+    let ti = core
+        .thread_info
+        .as_ref()
+        .ok_or_else(|| bad(&file, tid, "no thread_info"))?;
+    if ti.gpregs.mode.unwrap_or(1) != pb::UserX86RegsMode::Native as i32 {
+        return Err(unsupported(&file, tid, "a 32-bit (compat) task"));
+    }
+    let thc = core
+        .thread_core
+        .as_ref()
+        .ok_or_else(|| bad(&file, tid, "no thread_core"))?;
+    let tc = core.tc.as_ref().or(leader_tc);
+    let sigmask = thc.blk_sigset.or(tc.map(|t| t.blk_sigset)).unwrap_or(0);
+    let alt = thc.sas.as_ref().map_or(
+        AltStack {
+            sp: 0,
+            flags: 2,
+            size: 0,
+        },
+        |s| AltStack {
+            sp: s.ss_sp,
+            flags: s.ss_flags,
+            size: s.ss_size,
+        },
+    );
+    let creds = thc.creds.as_ref().map(|c| creds(c, &file, tid)).transpose()?;
+    if thc.seccomp_mode.unwrap_or(0) != 0 {
+        return Err(unsupported(&file, tid, "seccomp"));
+    }
+    Ok(Thread {
+        tid,
+        regs: gpregs(&ti.gpregs),
+        fp: fpregs(&ti.fpregs, &file, tid)?,
+        clear_tid: ti.clear_tid_addr,
+        sigmask,
+        alt,
+        creds,
+        signals: siginfos(thc.signals_p.as_ref(), &file, tid)?,
+        rseq: thc
+            .rseq_entry
+            .as_ref()
+            .filter(|r| r.rseq_abi_pointer != 0)
+            .map(|r| (r.rseq_abi_pointer, r.rseq_abi_size, r.signature)),
+        comm: thc.comm.clone().or(tc.map(|t| t.comm.clone())).unwrap_or_default(),
+        pdeath_sig: thc.pdeath_sig.unwrap_or(0),
+        sched: thc.sched_policy.map(|pol| {
+            (
+                thc.sched_nice.unwrap_or(0),
+                pol as i32,
+                thc.sched_prio.unwrap_or(0) as i32,
+            )
+        }),
+    })
+}
+
+fn build_proc(
+    set: &ImageSet,
+    p: &pb::PstreeEntry,
+    files: &BTreeMap<u32, FileDesc>,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+) -> Result<Proc, PlanError> {
+    let pid = p.pid as i32;
+    let file = set.path(&format!("core-{pid}.img")).display().to_string();
+    let core = set.core(p.pid)?;
+    let tc = core.tc.as_ref().ok_or_else(|| bad(&file, pid, "no task_core"))?;
+    let state = tc.task_state;
+    if ![TASK_ALIVE, TASK_DEAD, TASK_STOPPED].contains(&state) {
+        return Err(unsupported(&file, pid, format!("task state {state}")));
+    }
+    let mut threads = Vec::new();
+    if state != TASK_DEAD {
+        for &t in &p.threads {
+            threads.push(build_thread(set, t as i32, Some(tc))?);
+        }
+        if threads.is_empty() {
+            return Err(bad(&file, pid, "a live task without threads"));
+        }
+    }
+    let mut sigactions = Vec::new();
+    for (i, s) in tc.sigactions.iter().enumerate() {
+        if s.compat_sigaction == Some(true) {
+            return Err(unsupported(
+                &file,
+                pid,
+                format!("compat sigaction for signal {}", i + 1),
+            ));
+        }
+        sigactions.push(KSigaction {
+            handler: s.sigaction,
+            flags: s.flags,
+            restorer: s.restorer,
+            mask: s.mask,
+        });
+    }
+    let it = |e: Option<&pb::ItimerEntry>| {
+        e.map_or(RstItimer::default(), |e| RstItimer {
+            interval_sec: e.isec as i64,
+            interval_usec: e.iusec as i64,
+            value_sec: e.vsec as i64,
+            value_usec: e.vusec as i64,
+        })
+    };
+    let timers = tc.timers.as_ref();
+    let itimers = [
+        it(timers.map(|t| &t.real)),
+        it(timers.map(|t| &t.virt)),
+        it(timers.map(|t| &t.prof)),
+    ];
+    let mut posix_timers: Vec<RstPosixTimer> = timers
+        .map(|t| t.posix.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .map(|t| RstPosixTimer {
+            id: t.it_id as i32,
+            clock: t.clock_id as i32,
+            sigev_notify: t.it_sigev_notify as i32,
+            sigev_signo: t.si_signo as i32,
+            sigev_value: t.sival_ptr,
+            notify_tid: t.notify_thread_id.unwrap_or(0),
+            _pad: 0,
+            interval_sec: t.isec as i64,
+            interval_nsec: t.insec as i64,
+            value_sec: t.vsec as i64,
+            value_nsec: t.vnsec as i64,
+        })
+        .collect();
+    posix_timers.sort_by_key(|t| t.id);
+
+    let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
+    if state != TASK_DEAD {
+        let ids = set.ids(p.pid)?;
+        // Namespaces are not restored yet: every task must live in the
+        // namespaces the dump was made from (which the restore inherits).
+        if let Some(r) = root_ids {
+            let pairs = [
+                ("pid", ids.pid_ns_id, r.pid_ns_id),
+                ("net", ids.net_ns_id, r.net_ns_id),
+                ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
+                ("uts", ids.uts_ns_id, r.uts_ns_id),
+                ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
+                ("user", ids.user_ns_id, r.user_ns_id),
+                ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
+                ("time", ids.time_ns_id, r.time_ns_id),
+            ];
+            for (ns, mine, root) in pairs {
+                if mine.is_some() && root.is_some() && mine != root {
+                    return Err(unsupported(
+                        set.path(&format!("ids-{pid}.img")).display().to_string(),
+                        pid,
+                        format!(
+                            "a {ns} namespace of its own (id {} vs the root's {})",
+                            mine.unwrap_or(0),
+                            root.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+        }
+        mm = Some(build_mm(set, pid, files)?);
+        let fdinfo_file = set.path(&format!("fdinfo-{}.img", ids.files_id)).display().to_string();
+        for (i, f) in set.fdinfo(ids.files_id)?.iter().enumerate() {
+            if !files.contains_key(&f.id) {
+                return Err(bad(
+                    &fdinfo_file,
+                    pid,
+                    format!("entry {i}: fd {} names file id {} not in files.img", f.fd, f.id),
+                ));
+            }
+            fds.push(Fd {
+                fd: f.fd as i32,
+                file_id: f.id,
+                cloexec: f.flags & libc::O_CLOEXEC as u32 != 0 || f.flags & 1 != 0,
+            });
+        }
+        let fs = set.fs(p.pid)?;
+        let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
+        for id in [fs.cwd_id, fs.root_id] {
+            if !matches!(files.get(&id), Some(FileDesc::Reg { .. })) {
+                return Err(bad(
+                    &fs_file,
+                    pid,
+                    format!("cwd/root names file id {id}, not a regular file in files.img"),
+                ));
+            }
+        }
+        cwd = Some(fs.cwd_id);
+        root = Some(fs.root_id);
+        umask = fs.umask.unwrap_or(0o022);
+    }
+    Ok(Proc {
+        pid,
+        ppid: p.ppid as i32,
+        pgid: p.pgid as i32,
+        sid: p.sid as i32,
+        state,
+        exit_code: tc.exit_code,
+        stop_signo: tc.stop_signo.unwrap_or(libc::SIGSTOP as u32),
+        threads,
+        mm,
+        fds,
+        cwd,
+        root,
+        umask,
+        rlimits: tc
+            .rlimits
+            .as_ref()
+            .map(|r| r.rlimits.iter().map(|l| (l.cur, l.max)).collect())
+            .unwrap_or_default(),
+        personality: tc.personality,
+        sigactions,
+        itimers,
+        posix_timers,
+        shared_signals: siginfos(tc.signals_s.as_ref(), &file, pid)?,
+        child_subreaper: tc.child_subreaper.unwrap_or(false),
+        comm: tc.comm.clone(),
+        oom_score_adj: tc.oom_score_adj,
+    })
+}
+
+fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result<Mm, PlanError> {
+    use vma_status as s;
+    let file = set.path(&format!("mm-{pid}.img")).display().to_string();
+    let entry = set.mm(pid as u32)?;
+    if !entry.aios.is_empty() {
+        return Err(unsupported(&file, pid, "AIO rings"));
+    }
+    let mut vmas = Vec::new();
+    let mut prev_end = 0;
+    for (i, v) in entry.vmas.iter().enumerate() {
+        let what = |w: &str| bad(&file, pid, format!("vma {i} ({:#x}-{:#x}): {w}", v.start, v.end));
+        if v.start % 4096 != 0 || v.end % 4096 != 0 || v.end <= v.start {
+            return Err(what("not a page-aligned non-empty range"));
+        }
+        if v.start < prev_end {
+            return Err(what("overlaps the previous vma or is out of order"));
+        }
+        prev_end = v.end;
+        let st = v.status;
+        let kind = if st & s::VSYSCALL != 0 {
+            VmaKind::Vsyscall
+        } else if st & s::VVAR != 0 {
+            VmaKind::Vvar
+        } else if st & s::VDSO != 0 {
+            VmaKind::Vdso
+        } else if st & (s::SYSVIPC | s::SOCKET | s::AIORING | s::UNSUPP) != 0 {
+            return Err(unsupported(
+                &file,
+                pid,
+                format!(
+                    "vma {i} at {:#x} (status {st:#x}: SysV shm, socket or AIO mapping)",
+                    v.start
+                ),
+            ));
+        } else if st & s::ANON_SHARED != 0 {
+            return Err(unsupported(
+                &file,
+                pid,
+                format!("vma {i} at {:#x}: shared anonymous memory without memfd", v.start),
+            ));
+        } else if st & s::FILE_SHARED != 0 {
+            let id = v.shmid as u32;
+            if !files.contains_key(&id) {
+                return Err(what(&format!("file id {id} not in files.img")));
+            }
+            VmaKind::FileShared(id)
+        } else if st & s::FILE_PRIVATE != 0 {
+            let id = v.shmid as u32;
+            if !files.contains_key(&id) {
+                return Err(what(&format!("file id {id} not in files.img")));
+            }
+            VmaKind::FilePrivate(id)
+        } else if st & s::ANON_PRIVATE != 0 {
+            VmaKind::AnonPrivate
+        } else {
+            return Err(what(&format!("unknown status {st:#x}")));
+        };
+        vmas.push(Vma {
+            start: v.start,
+            end: v.end,
+            pgoff: v.pgoff,
+            prot: v.prot,
+            flags: v.flags,
+            madv: v.madv.unwrap_or(0),
+            kind,
+        });
+    }
+    if !files.contains_key(&entry.exe_file_id) {
+        return Err(bad(
+            &file,
+            pid,
+            format!("exe file id {} not in files.img", entry.exe_file_id),
+        ));
+    }
+    if entry.mm_saved_auxv.len() > 2 * 64 {
+        return Err(bad(&file, pid, format!("auxv has {} words", entry.mm_saved_auxv.len())));
+    }
+    let (pagemap, pages_path) = read_pagemap(set, &format!("pagemap-{pid}.img"))?;
+    let pm_file = set.path(&format!("pagemap-{pid}.img")).display().to_string();
+    for r in &pagemap.runs {
+        if r.flags & cryo_image::PE_PARENT != 0 {
+            return Err(unsupported(
+                &pm_file,
+                pid,
+                format!("pages at {:#x} in a parent image (incremental dumps)", r.vaddr),
+            ));
+        }
+        // Every run must lie inside VMAs.
+        let mut a = r.vaddr;
+        while a < r.end() {
+            let Some(v) = vmas.iter().find(|v| v.start <= a && a < v.end) else {
+                return Err(bad(&pm_file, pid, format!("page {a:#x} is outside every vma")));
+            };
+            a = v.end;
+        }
+    }
+    Ok(Mm {
+        vmas,
+        exe_file: entry.exe_file_id,
+        entry,
+        pagemap,
+        pages_path,
+    })
+}

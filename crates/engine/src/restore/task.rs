@@ -1,0 +1,917 @@
+//! What runs inside each cloned task before it jumps into the restorer: fork
+//! the children with their pids, sessions and groups, sigactions, memory
+//! premap (pages read straight into place), the restorer's arguments and
+//! sigframes, fds at their numbers, and the jump.
+//!
+//! The task is a copy of the (single-threaded) engine, so ordinary Rust code
+//! runs here; it never returns: it either becomes the restored process or
+//! reports its error and exits.
+#![allow(unsafe_code)]
+
+use super::abi::*;
+use super::layout::{self, page_up, Span, PAGE};
+use super::plan::{Proc, VmaKind, TASK_DEAD};
+use super::rsys::{self, Forked};
+use super::sigframe;
+use super::TaskEnv;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+
+/// Error inside a task: what failed, for the engine's message.
+pub struct TaskError(pub String);
+
+impl<E: std::fmt::Display> From<(&str, E)> for TaskError {
+    fn from((what, e): (&str, E)) -> Self {
+        TaskError(format!("{what}: {e}"))
+    }
+}
+
+fn ctl(env: &TaskEnv) -> &'static RstCtl {
+    // SAFETY: the control page is mapped at env.ctl in every task for as long
+    // as they run engine code.
+    unsafe { &*(env.ctl as *const RstCtl) }
+}
+
+pub(crate) fn a32(p: &u32) -> &AtomicU32 {
+    // SAFETY: same layout; the page is shared memory only accessed atomically.
+    unsafe { &*(p as *const u32 as *const AtomicU32) }
+}
+
+/// Report an error for `pid` to the engine and exit.
+fn die(env: &TaskEnv, pid: i32, e: TaskError) -> ! {
+    let c = ctl(env);
+    // SAFETY: plain integers in shared memory, used atomically.
+    let (ep, es, ec) = unsafe {
+        (
+            &*(&c.err_pid as *const i32 as *const AtomicI32),
+            &*(&c.err_stage as *const i32 as *const AtomicI32),
+            &*(&c.err_code as *const i64 as *const AtomicI64),
+        )
+    };
+    if ep.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        es.store(0, Ordering::SeqCst);
+        ec.store(0, Ordering::SeqCst);
+        let msg = format!("pid {pid}: {}\n", e.0);
+        // SAFETY: err_w is the engine's error pipe, open in every task until the jump.
+        let mut f =
+            std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(env.err_w) });
+        let _ = f.write_all(msg.as_bytes());
+    }
+    a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
+    rsys::futex_wake(a32(&c.go));
+    a32(&c.ready).fetch_add(1 << 24, Ordering::SeqCst);
+    rsys::futex_wake(a32(&c.ready));
+    // SAFETY: leave without running destructors or atexit handlers of the engine copy.
+    unsafe { libc::_exit(1) }
+}
+
+fn wait_counter(word: &u32, target: u32, env: &TaskEnv) {
+    let w = a32(word);
+    loop {
+        let v = w.load(Ordering::SeqCst);
+        if v >= target {
+            return;
+        }
+        if a32(&ctl(env).go).load(Ordering::SeqCst) == GO_ABORT {
+            // SAFETY: as in die().
+            unsafe { libc::_exit(1) };
+        }
+        let _ = rsys::futex_wait(w, v, 100);
+    }
+}
+
+/// Entry of a freshly cloned task: never returns.
+pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32) -> ! {
+    match run(env, proc, parent) {
+        Ok(never) => match never {},
+        Err(e) => die(env, proc.pid, e),
+    }
+}
+
+enum Never {}
+
+fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
+    // Die with the parent (the engine or the parent task) until restored.
+    rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        return Err(TaskError("parent died during restore".into()));
+    }
+    let is_root = p.pid == env.plan.root().pid;
+    if p.sid == p.pid && !(is_root && env.shell_job) {
+        // SAFETY: setsid has no memory-safety preconditions.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(("setsid", std::io::Error::last_os_error()).into());
+        }
+    }
+    for c in env.plan.children(p.pid) {
+        let f =
+            super::fork_retry(c.pid, env.pid_wait).map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
+        match f {
+            Forked::Child => task_main(env, c, p.pid),
+            Forked::Parent(_) => {}
+        }
+    }
+    if super::fault() == Some(&format!("task-error:{}", p.pid)) {
+        return Err(TaskError("injected fault (CRYO_FAULT)".into()));
+    }
+    let c = ctl(env);
+    let nprocs = env.plan.procs.len() as u32;
+    // Process groups: leaders first (round 1), then members (round 2).
+    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(a32(&c.forked));
+    wait_counter(&c.forked, nprocs, env);
+    let skip_groups = is_root && env.shell_job;
+    // SAFETY: scalar argument.
+    if p.pgid == p.pid && !skip_groups && unsafe { libc::getpgid(0) } != p.pid {
+        // SAFETY: scalar arguments.
+        if unsafe { libc::setpgid(0, 0) } < 0 {
+            return Err(("setpgid (group leader)", std::io::Error::last_os_error()).into());
+        }
+    }
+    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(a32(&c.forked));
+    wait_counter(&c.forked, 2 * nprocs, env);
+    // SAFETY: scalar argument.
+    if p.pgid != p.pid && !skip_groups && unsafe { libc::getpgid(0) } != p.pgid {
+        // SAFETY: scalar arguments.
+        if unsafe { libc::setpgid(0, p.pgid) } < 0 {
+            return Err(TaskError(format!(
+                "joining process group {}: {}",
+                p.pgid,
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+
+    if p.state == TASK_DEAD {
+        // A zombie: exit with the dumped status once everybody is ready.
+        a32(&c.ready).fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(a32(&c.ready));
+        loop {
+            let g = a32(&c.go).load(Ordering::SeqCst);
+            if g != GO_WAIT {
+                break;
+            }
+            let _ = rsys::futex_wait(a32(&c.go), g, 1000);
+        }
+        a32(&c.done).fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(a32(&c.done));
+        let st = p.exit_code as i32;
+        if libc::WIFSIGNALED(st) {
+            // SAFETY: default action for a fatal signal; unblock it first.
+            unsafe {
+                libc::signal(libc::WTERMSIG(st), libc::SIG_DFL);
+                rsys::set_sigmask(0);
+                libc::kill(libc::getpid(), libc::WTERMSIG(st));
+            }
+        }
+        // SAFETY: leave without destructors.
+        unsafe { libc::_exit(libc::WEXITSTATUS(st)) };
+    }
+
+    // cwd / root.
+    let path_of = |id: u32| match env.plan.files.get(&id) {
+        Some(super::plan::FileDesc::Reg { path, .. }) => path.clone(),
+        _ => String::new(),
+    };
+    if let Some(root) = p.root {
+        let r = path_of(root);
+        if r != "/" {
+            nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot {r}: {e}")))?;
+        }
+    }
+    if let Some(cwd) = p.cwd {
+        let d = path_of(cwd);
+        nix::unistd::chdir(d.as_str()).map_err(|e| TaskError(format!("chdir {d}: {e}")))?;
+    }
+    // SAFETY: scalar argument.
+    unsafe { libc::umask(p.umask as libc::mode_t) };
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| TaskError(format!("oom_score_adj {adj}: {e}")))?;
+    }
+    // SAFETY: scalar argument.
+    if unsafe { libc::personality(p.personality as libc::c_ulong) } < 0 {
+        return Err(("personality", std::io::Error::last_os_error()).into());
+    }
+    // The image lists signals 1..=64 without SIGKILL and SIGSTOP.
+    let sigs = (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP);
+    for (sig, sa) in sigs.zip(&p.sigactions) {
+        rsys::rt_sigaction(sig, sa).map_err(|e| TaskError(format!("sigaction for signal {sig}: {e}")))?;
+    }
+
+    let (entry, stack, args) = prepare_memory(env, p)?;
+    setup_fds(env, p)?;
+    take_locks(env, p)?;
+    // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
+    // break the fd setup above).
+    for (i, &(cur, max)) in p.rlimits.iter().enumerate() {
+        let rl = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: rl is a valid rlimit.
+        if unsafe { libc::setrlimit(i as _, &rl) } < 0 {
+            let e = std::io::Error::last_os_error();
+            // Raising a hard limit needs CAP_SYS_RESOURCE: keep the current
+            // hard limit and report nothing worse than that.
+            let mut curr = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: valid out-pointer.
+            unsafe { libc::getrlimit(i as _, &mut curr) };
+            let rl2 = libc::rlimit {
+                rlim_cur: cur.min(curr.rlim_max),
+                rlim_max: curr.rlim_max,
+            };
+            // SAFETY: rl2 is a valid rlimit.
+            if max > curr.rlim_max && unsafe { libc::setrlimit(i as _, &rl2) } == 0 {
+                continue;
+            }
+            return Err(TaskError(format!("rlimit {i} ({cur}/{max}): {e}")));
+        }
+    }
+    // The error pipe goes away with the fd setup; from here on errors are
+    // reported through the control page by the restorer.
+    rsys::rseq_unregister();
+    // SAFETY: entry/stack/args were built by prepare_memory in the bootstrap mapping.
+    unsafe { rsys::jump_to_restorer(entry, stack, args) }
+}
+
+/// Where everything goes in the bootstrap reservation.
+struct Boot {
+    base: u64,
+    cursor: u64,
+    end: u64,
+}
+
+impl Boot {
+    fn take(&mut self, len: u64, align: u64) -> Result<u64, TaskError> {
+        let a = self.cursor.div_ceil(align) * align;
+        if a + len > self.end {
+            return Err(TaskError("bootstrap area too small (engine bug)".into()));
+        }
+        self.cursor = a + len;
+        Ok(a)
+    }
+}
+
+const HUGE: u64 = 2 << 20;
+
+fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError> {
+    let mm = p.mm.as_ref().expect("live task has mm");
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ("reading /proc/self/maps", e))?;
+    let maps = layout::parse_maps(&maps).map_err(|e| ("parsing /proc/self/maps", e))?;
+    let mut busy: Vec<Span> = maps.iter().map(|m| m.span).collect();
+    busy.extend(mm.vmas.iter().map(|v| Span::new(v.start, v.end.min(layout::TASK_SIZE))));
+
+    // Kernel mappings: current vvar*/vdso and their dumped places.
+    let cur_k: Vec<Span> = maps
+        .iter()
+        .filter(|m| layout::is_kernel_map(&m.name))
+        .map(|m| m.span)
+        .collect();
+    let kplan = plan_kmaps(env, p, &cur_k, &mut busy)?;
+
+    let premap: Vec<&super::plan::Vma> = mm
+        .vmas
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.kind,
+                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_)
+            ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
+        })
+        .collect();
+    let nthreads = p.threads.len() as u64;
+    let fsize = page_up(sigframe::frame_size(&env.xsave) as u64 + 64);
+    let args_len = page_up(
+        std::mem::size_of::<RstArgs>() as u64
+            + 64
+            + nthreads * (std::mem::size_of::<RstThread>() + std::mem::size_of::<RstCreds>()) as u64
+            + premap.len() as u64 * std::mem::size_of::<RstVma>() as u64
+            + 16 * std::mem::size_of::<RstRange>() as u64
+            + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
+            + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
+            + 8 * 128
+            + 4096,
+    );
+    let blob_len = page_up(env.blob.mem_size as u64);
+    let scratch: u64 = cur_k.iter().map(|s| s.len() + PAGE).sum();
+    let mut total = blob_len + args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE) + scratch + 4 * PAGE;
+    for v in &premap {
+        total += (v.end - v.start) + PAGE + if v.end - v.start >= HUGE { HUGE } else { 0 };
+    }
+    let base = layout::find_hole(&busy, total, 0x10_0000, 0x7ff0_0000_0000).ok_or_else(|| {
+        TaskError(format!(
+            "no hole of {total} bytes for the restorer in the address space"
+        ))
+    })?;
+    rsys::mmap(
+        base,
+        total,
+        libc::PROT_NONE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+        -1,
+        0,
+    )
+    .map_err(|e| ("reserving the bootstrap area", e))?;
+    let mut boot = Boot {
+        base,
+        cursor: base,
+        end: base + total,
+    };
+
+    // The blob, relocated.
+    let blob_at = boot.take(blob_len, PAGE)?;
+    rsys::mmap(
+        blob_at,
+        blob_len,
+        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+        -1,
+        0,
+    )
+    .map_err(|e| ("mapping the restorer", e))?;
+    rsys::poke(blob_at, &env.blob.relocated(blob_at));
+    boot.cursor += PAGE;
+    let rw_at = boot.take(args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE), PAGE)?;
+    let rw_len = boot.cursor - rw_at;
+    rsys::mmap(
+        rw_at,
+        rw_len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+        -1,
+        0,
+    )
+    .map_err(|e| ("mapping the restorer's arguments", e))?;
+    let mut rw = Boot {
+        base: rw_at,
+        cursor: rw_at,
+        end: rw_at + rw_len,
+    };
+    boot.cursor += PAGE;
+    let scratch_at = boot.take(scratch.max(PAGE), PAGE)?;
+    boot.cursor += PAGE;
+
+    // Premap every VMA and read its pages.
+    let pages =
+        std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
+    let pages_fd = std::os::fd::AsRawFd::as_raw_fd(&pages);
+    let mut moves = Vec::with_capacity(premap.len());
+    for v in &premap {
+        let len = v.end - v.start;
+        let mut at = boot.cursor;
+        if len >= HUGE {
+            // Same offset within a huge page as the final address, so that
+            // THP survive the move.
+            let want = v.start % HUGE;
+            at = (at - at % HUGE) + want;
+            if at < boot.cursor {
+                at += HUGE;
+            }
+        }
+        if at + len > boot.end {
+            return Err(TaskError("bootstrap area too small for the premap (engine bug)".into()));
+        }
+        boot.cursor = at + len + PAGE;
+        let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
+        let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
+        match v.kind {
+            VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar => {
+                rsys::mmap(
+                    at,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | growsdown,
+                    -1,
+                    0,
+                )
+                .map_err(what)?;
+            }
+            VmaKind::FilePrivate(id) => {
+                let fd = *env
+                    .map_pool
+                    .get(&id)
+                    .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))?;
+                rsys::mmap(
+                    at,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED,
+                    fd,
+                    v.pgoff,
+                )
+                .map_err(what)?;
+            }
+            VmaKind::FileShared(id) => {
+                let fd = *env
+                    .map_pool
+                    .get(&id)
+                    .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))?;
+                rsys::mmap(at, len, v.prot as i32, libc::MAP_SHARED | libc::MAP_FIXED, fd, v.pgoff).map_err(what)?;
+            }
+            _ => unreachable!(),
+        }
+        // Huge pages only where the dumped VMA asked for them: with THP defrag
+        // on madvise, forcing them makes every fault compact memory (measured:
+        // a 1 GiB pread took 3-7 s instead of 1.3 s on the loaded machine).
+        if v.madv & (1 << libc::MADV_HUGEPAGE) != 0 && env.thp {
+            // SAFETY: advice on our own fresh mapping.
+            unsafe { libc::madvise(at as *mut libc::c_void, len as usize, libc::MADV_HUGEPAGE) };
+        }
+        let mut madv = 0;
+        for (bit, flag) in [
+            (libc::MADV_DONTFORK, MADV_BIT_DONTFORK),
+            (libc::MADV_HUGEPAGE, MADV_BIT_HUGEPAGE),
+            (libc::MADV_NOHUGEPAGE, MADV_BIT_NOHUGEPAGE),
+            (libc::MADV_DONTDUMP, MADV_BIT_DONTDUMP),
+        ] {
+            if v.madv & (1 << bit) != 0 {
+                madv |= flag;
+            }
+        }
+        moves.push(RstVma {
+            src: at,
+            dst: v.start,
+            len,
+            prot: v.prot,
+            madv,
+        });
+    }
+    // (destination, length, file offset) of every piece to read.
+    let mut reads: Vec<(u64, u64, u64)> = Vec::new();
+    for r in &mm.pagemap.runs {
+        let Some(off) = r.offset else { continue };
+        for (v, mv) in premap.iter().zip(&moves) {
+            let s = r.vaddr.max(v.start);
+            let e = r.end().min(v.end);
+            if s >= e {
+                continue;
+            }
+            if let VmaKind::FileShared(_) = v.kind {
+                continue; // contents live in the shared object itself
+            }
+            reads.push((mv.src + (s - v.start), e - s, off + (s - r.vaddr)));
+        }
+    }
+    read_pages(pages_fd, &reads).map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
+    if env.vdso_jump {
+        patch_vdso(env, &premap, &moves, kplan.as_deref())?;
+    }
+    drop(pages);
+
+    // Arguments.
+    let mut a = RstArgs {
+        magic: RST_MAGIC,
+        abi_version: RST_ABI_VERSION,
+        nr_threads: p.threads.len() as u32,
+        nr_vmas: moves.len() as u32,
+        nr_keep: 0,
+        nr_shared_siginfo: p.shared_signals.len() as u32,
+        nr_posix_timers: p.posix_timers.len() as u32,
+        pdeath_sig: p.threads[0].pdeath_sig as i32,
+        threads: 0,
+        vmas: 0,
+        keep: 0,
+        shared_siginfo: 0,
+        posix_timers: 0,
+        ctl: env.ctl,
+        nr_kmaps: 0,
+        dumpable: mm.entry.dumpable.unwrap_or(-1),
+        kmaps: [RstVma::default(); RST_MAX_KMAPS],
+        mm: PrctlMmMap::default(),
+        itimers: p.itimers,
+        close_fds: [-1; 4],
+        bootstrap: RstRange {
+            start: blob_at,
+            len: rw_at + rw_len - blob_at,
+        },
+        thp_disabled: mm.entry.thp_disabled.map_or(-1, |b| b as i32),
+        child_subreaper: p.child_subreaper as i32,
+        stop_signo: if p.state == super::plan::TASK_STOPPED {
+            p.stop_signo as i32
+        } else {
+            0
+        },
+        _pad: 0,
+    };
+    // Kernel mappings: straight to the target, or via the scratch area when
+    // the current and dumped places overlap.
+    let mut km = Vec::new();
+    if let Some(kp) = &kplan {
+        let overlap = kp
+            .iter()
+            .any(|(c, t)| kp.iter().any(|(c2, _)| t.overlaps(c2) && c2 != c) || (t.overlaps(c) && t != c));
+        if overlap {
+            let mut s = scratch_at;
+            let mut tmp = Vec::new();
+            for (c, t) in kp {
+                km.push(RstVma {
+                    src: c.start,
+                    dst: s,
+                    len: c.len(),
+                    prot: 0,
+                    madv: 0,
+                });
+                tmp.push((s, *t));
+                s += c.len() + PAGE;
+            }
+            for (s, t) in tmp {
+                km.push(RstVma {
+                    src: s,
+                    dst: t.start,
+                    len: t.len(),
+                    prot: 0,
+                    madv: 0,
+                });
+            }
+        } else {
+            for (c, t) in kp {
+                km.push(RstVma {
+                    src: c.start,
+                    dst: t.start,
+                    len: c.len(),
+                    prot: 0,
+                    madv: 0,
+                });
+            }
+        }
+    }
+    if km.len() > RST_MAX_KMAPS {
+        return Err(TaskError(format!(
+            "{} kernel mappings to move, at most {RST_MAX_KMAPS}",
+            km.len()
+        )));
+    }
+    a.nr_kmaps = km.len() as u32;
+    a.kmaps[..km.len()].copy_from_slice(&km);
+
+    // Keep: the bootstrap reservation, the control page, the kernel mappings
+    // if they are to be moved.
+    let mut keep = vec![
+        RstRange {
+            start: blob_at,
+            len: rw_at + rw_len - blob_at,
+        },
+        RstRange {
+            start: env.ctl,
+            len: PAGE,
+        },
+    ];
+    if km.len() > kplan.as_ref().map_or(0, |k| k.len()) {
+        // Two-step move of the kernel mappings through the scratch area.
+        keep.push(RstRange {
+            start: scratch_at,
+            len: scratch,
+        });
+    }
+    keep.extend(moves.iter().map(|m| RstRange {
+        start: m.src,
+        len: m.len,
+    }));
+    if kplan.is_some() {
+        keep.extend(cur_k.iter().map(|s| RstRange {
+            start: s.start,
+            len: s.len(),
+        }));
+    }
+    keep.sort_by_key(|k| k.start);
+    a.nr_keep = keep.len() as u32;
+
+    let e = &mm.entry;
+    let exe_fd = env.exe_fd_target;
+    a.mm = PrctlMmMap {
+        start_code: e.mm_start_code,
+        end_code: e.mm_end_code,
+        start_data: e.mm_start_data,
+        end_data: e.mm_end_data,
+        start_brk: e.mm_start_brk,
+        brk: e.mm_brk,
+        start_stack: e.mm_start_stack,
+        arg_start: e.mm_arg_start,
+        arg_end: e.mm_arg_end,
+        env_start: e.mm_env_start,
+        env_end: e.mm_env_end,
+        auxv: 0,
+        auxv_size: (e.mm_saved_auxv.len() * 8) as u32,
+        exe_fd: exe_fd as u32,
+    };
+    a.close_fds[0] = exe_fd;
+
+    let put = |rw: &mut Boot, bytes: &[u8], align: u64| -> Result<u64, TaskError> {
+        let at = rw.take(bytes.len().max(1) as u64, align)?;
+        rsys::poke(at, bytes);
+        Ok(at)
+    };
+    let args_at = rw.take(std::mem::size_of::<RstArgs>() as u64, 64)?;
+    a.vmas = put(&mut rw, as_bytes(&moves), 16)?;
+    a.keep = put(&mut rw, as_bytes(&keep), 16)?;
+    let auxv: Vec<u8> = e.mm_saved_auxv.iter().flat_map(|x| x.to_le_bytes()).collect();
+    a.mm.auxv = put(&mut rw, &auxv, 16)?;
+    let shared: Vec<RstSiginfo> = p.shared_signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
+    a.shared_siginfo = put(&mut rw, as_bytes(&shared), 16)?;
+    a.posix_timers = put(&mut rw, as_bytes(&p.posix_timers), 16)?;
+    let mut threads = Vec::new();
+    for t in &p.threads {
+        let stack_lo = rw.take(RST_STACK_SIZE as u64, PAGE)?;
+        let frame_at = rw.take(fsize, 64)?;
+        let mut regs = t.regs.clone();
+        sigframe::restart_adjust(&mut regs);
+        let frame = sigframe::build(&regs, &t.fp, t.sigmask, t.alt, &env.xsave, frame_at)
+            .map_err(|e| TaskError(format!("thread {}: {e}", t.tid)))?;
+        rsys::poke(frame_at, &frame);
+        let creds = match &t.creds {
+            Some(c) => put(&mut rw, as_bytes(std::slice::from_ref(c)), 16)?,
+            None => 0,
+        };
+        let sigs: Vec<RstSiginfo> = t.signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
+        let siginfo = put(&mut rw, as_bytes(&sigs), 16)?;
+        let mut comm = [0u8; 16];
+        let n = t.comm.len().min(15);
+        comm[..n].copy_from_slice(&t.comm.as_bytes()[..n]);
+        let (rseq, rseq_len, rseq_sig) = t.rseq.unwrap_or((0, 0, 0));
+        threads.push(RstThread {
+            tid: t.tid,
+            _pad: 0,
+            frame: frame_at,
+            stack_top: stack_lo + RST_STACK_SIZE as u64,
+            fs_base: t.regs.fs_base,
+            gs_base: t.regs.gs_base,
+            clear_tid: t.clear_tid,
+            rseq,
+            rseq_len,
+            rseq_sig,
+            creds,
+            siginfo,
+            nr_siginfo: sigs.len() as u32,
+            _pad2: 0,
+            comm,
+            sched_nice: t.sched.map_or(0, |s| s.0),
+            sched_policy: t.sched.map_or(-1, |s| s.1),
+            sched_prio: t.sched.map_or(0, |s| s.2),
+            _pad3: 0,
+        });
+    }
+    a.threads = put(&mut rw, as_bytes(&threads), 16)?;
+    rsys::poke(args_at, as_bytes(std::slice::from_ref(&a)));
+    // Tell the engine where the bootstrap is (it unmaps it over ptrace once
+    // every thread has gone through rt_sigreturn).
+    if let Some(idx) = env
+        .plan
+        .procs
+        .iter()
+        .position(|q| q.pid == p.pid)
+        .filter(|&i| i < RST_MAX_SLOTS)
+    {
+        let syscall_at = env
+            .blob
+            .symbol("cryo_sigreturn")
+            .map(|o| o + 8)
+            .filter(|&o| env.blob.image.get(o as usize..o as usize + 2) == Some(&[0x0f, 0x05][..]))
+            .map_or(0, |o| blob_at + o);
+        let slot = RstSlot {
+            pid: p.pid,
+            _pad: 0,
+            start: blob_at,
+            len: scratch_at + scratch.max(PAGE) - blob_at,
+            syscall_at,
+        };
+        rsys::poke(
+            env.ctl + (RST_SLOTS_OFF + idx * std::mem::size_of::<RstSlot>()) as u64,
+            as_bytes(std::slice::from_ref(&slot)),
+        );
+    }
+    let _ = boot.base;
+    let entry = blob_at + env.blob.entry as u64;
+    Ok((entry, threads[0].stack_top, args_at))
+}
+
+/// Read the pieces, split over up to two threads when there is a lot (the
+/// fault + copy of fresh anonymous memory is CPU-bound).
+fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
+    const SPLIT_MIN: u64 = 64 << 20;
+    let total: u64 = reads.iter().map(|r| r.1).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
+    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
+        return reads
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+    }
+    // Cut the list into two halves by bytes (pieces may be split).
+    let half = total / 2 / PAGE * PAGE;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut acc = 0u64;
+    for &(dst, len, off) in reads {
+        if acc >= half {
+            b.push((dst, len, off));
+        } else if acc + len <= half {
+            a.push((dst, len, off));
+        } else {
+            let k = half - acc;
+            a.push((dst, k, off));
+            b.push((dst + k, len - k, off + k));
+        }
+        acc += len;
+    }
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            b.iter()
+                .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off))
+        });
+        let ra = a
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+        let rb = h
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
+        ra.and(rb)
+    })
+}
+
+/// Turn the premapped copy of the dumped vdso into a jump table: each of
+/// its symbols gets `movabs rax, <same symbol in the running vdso>; jmp rax`.
+fn patch_vdso(
+    env: &TaskEnv,
+    premap: &[&super::plan::Vma],
+    moves: &[RstVma],
+    kplan: Option<&[(Span, Span)]>,
+) -> Result<(), TaskError> {
+    let Some(k) = premap.iter().position(|v| v.kind == VmaKind::Vdso) else {
+        return Ok(());
+    };
+    let cur = env.vdso.ok_or_else(|| TaskError("no running vdso".into()))?;
+    let new_base = kplan
+        .and_then(|kp| kp.iter().find(|(c, _)| *c == cur).map(|(_, t)| t.start))
+        .ok_or_else(|| TaskError("the running vdso has no new place (engine bug)".into()))?;
+    let cur_syms: std::collections::HashMap<String, u64> =
+        super::vdso_symbols(&rsys::peek(cur.start, cur.len() as usize))
+            .map_err(|e| TaskError(format!("running vdso: {e}")))?
+            .into_iter()
+            .collect();
+    let copy = moves[k].src;
+    let old = rsys::peek(copy, moves[k].len as usize);
+    let syms = super::vdso_symbols(&old).map_err(|e| TaskError(format!("dumped vdso: {e}")))?;
+    for (name, off) in syms {
+        let Some(&target) = cur_syms.get(&name) else { continue };
+        if off + 12 > moves[k].len {
+            return Err(TaskError(format!(
+                "dumped vdso: symbol {name} at {off:#x} is past its end"
+            )));
+        }
+        let mut code = [0u8; 12];
+        code[..2].copy_from_slice(&[0x48, 0xb8]);
+        code[2..10].copy_from_slice(&(new_base + target).to_le_bytes());
+        code[10..].copy_from_slice(&[0xff, 0xe0]);
+        rsys::poke(copy + off, &code);
+    }
+    Ok(())
+}
+
+/// Pairs (current, target) of kernel mappings to move, or None to drop them
+/// (the dumped process had no vdso).
+fn plan_kmaps(
+    env: &TaskEnv,
+    p: &Proc,
+    cur: &[Span],
+    busy: &mut Vec<Span>,
+) -> Result<Option<Vec<(Span, Span)>>, TaskError> {
+    let mm = p.mm.as_ref().expect("mm");
+    let dumped: Vec<Span> = mm
+        .vmas
+        .iter()
+        .filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
+        .map(|v| Span::new(v.start, v.end))
+        .collect();
+    let Some(dvdso) = mm.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else {
+        return Ok(None);
+    };
+    let cur_vdso = env
+        .vdso
+        .ok_or_else(|| TaskError("the running kernel has no vdso but the image has one".into()))?;
+    let cur_lo = cur.iter().map(|s| s.start).min().unwrap_or(cur_vdso.start);
+    let cur_hi = cur.iter().map(|s| s.end).max().unwrap_or(cur_vdso.end);
+    if env.vdso_jump {
+        // The running vdso/vvar go to a free place; the dumped vdso is
+        // premapped as a copy whose symbols jump there (patch_vdso).
+        let len = cur_hi - cur_lo;
+        let h = layout::find_hole(busy, len, 0x10_0000, 0x7ff0_0000_0000)
+            .ok_or_else(|| TaskError("no room for the running vdso".into()))?;
+        busy.push(Span::new(h - PAGE, h + len + PAGE));
+        return Ok(Some(
+            cur.iter()
+                .map(|s| (*s, Span::new(h + (s.start - cur_lo), h + (s.end - cur_lo))))
+                .collect(),
+        ));
+    }
+    if dvdso.end - dvdso.start != cur_vdso.len() {
+        return Err(TaskError(format!(
+            "vdso size differs: dumped {:#x}, running kernel {:#x} (and its symbols match: engine bug)",
+            dvdso.end - dvdso.start,
+            cur_vdso.len()
+        )));
+    }
+    let delta = dvdso.start.wrapping_sub(cur_vdso.start);
+    let d_lo = dumped.iter().map(|s| s.start).min().unwrap_or(dvdso.start);
+    let d_hi = dumped.iter().map(|s| s.end).max().unwrap_or(dvdso.end);
+    if cur_lo.wrapping_add(delta) != d_lo || cur_hi.wrapping_add(delta) != d_hi {
+        return Err(TaskError(format!(
+            "vvar/vdso layout differs: dumped {d_lo:#x}-{d_hi:#x}, running kernel {cur_lo:#x}-{cur_hi:#x} (vdso at {:#x})",
+            cur_vdso.start
+        )));
+    }
+    Ok(Some(
+        cur.iter()
+            .map(|s| (*s, Span::new(s.start.wrapping_add(delta), s.end.wrapping_add(delta))))
+            .collect(),
+    ))
+}
+
+fn as_bytes<T>(v: &[T]) -> &[u8] {
+    // SAFETY: only used for #[repr(C)] plain-data ABI structs without padding
+    // that matters (padding bytes are never read by the blob).
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// POSIX locks belong to the process, flock locks to the file description:
+/// both are taken again by the restored task through its fd.
+fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+    for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
+        let r = if l.flag == 2 {
+            let op = if l.r#type as i32 == libc::F_WRLCK {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            // SAFETY: flock on an fd of ours.
+            unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }
+        } else {
+            // SAFETY: all-zero is a valid flock struct.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = l.r#type as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            fl.l_start = l.start;
+            fl.l_len = l.len;
+            // SAFETY: fl is a valid struct flock.
+            unsafe { libc::fcntl(l.fd, libc::F_SETLK, &fl) }
+        };
+        if r < 0 {
+            return Err(TaskError(format!(
+                "file lock on fd {}: {}",
+                l.fd,
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Put every fd at its number; close everything else except the exe fd.
+fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+    let mut keep: Vec<RawFd> = Vec::new();
+    for f in &p.fds {
+        let src = *env
+            .fd_pool
+            .get(&f.file_id)
+            .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
+        let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: both fds are valid; every pool fd is above every target fd.
+        if unsafe { libc::dup3(src, f.fd, fl) } < 0 {
+            return Err(TaskError(format!(
+                "fd {} (file id {}): dup3: {}",
+                f.fd,
+                f.file_id,
+                std::io::Error::last_os_error()
+            )));
+        }
+        keep.push(f.fd);
+    }
+    let exe =
+        p.mm.as_ref()
+            .map(|m| m.exe_file)
+            .and_then(|id| env.map_pool.get(&id).copied());
+    if let Some(exe) = exe {
+        // SAFETY: valid fds.
+        if unsafe { libc::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC) } < 0 {
+            return Err(("exe fd", std::io::Error::last_os_error()).into());
+        }
+        keep.push(env.exe_fd_target);
+    }
+    keep.sort();
+    keep.dedup();
+    let mut next = 0u32;
+    for &k in &keep {
+        if (k as u32) > next {
+            // SAFETY: closing fds of this task copy; none is used by Rust objects afterwards.
+            unsafe { libc::syscall(libc::SYS_close_range, next, k as u32 - 1, 0) };
+        }
+        next = k as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+    Ok(())
+}

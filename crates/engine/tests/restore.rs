@@ -1,0 +1,1110 @@
+//! `cryo restore` integration tests: real image sets restored into a fresh
+//! PID namespace (a private mount namespace too, with its own tmpfs on
+//! /tmp/anchor so that tests don't see each other's status files). Killing
+//! the namespace's pid 1 cleans up everything a test started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
+
+fn fixtures() -> PathBuf {
+    PathBuf::from("/work/shared/fixtures/criu-4.2")
+}
+
+/// Compile the fixture program of `name` to the path its images name
+/// (/tmp/cryo-fx/bin/<name>) with the flags that reproduce the dumped binary
+/// (gcc -O2: same size and build-id), and check the size against files.img.
+fn build_fixture(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let dir = fixtures().join(name);
+    let set = cryo_image::ImageSet::open(dir.join("images")).unwrap();
+    let files = set.files().unwrap();
+    let want = format!("/tmp/cryo-fx/bin/{name}");
+    let exe = files
+        .iter()
+        .filter_map(|f| f.reg.as_ref())
+        .find(|r| r.name == want)
+        .unwrap_or_else(|| panic!("{name}: files.img does not name {want}"));
+    let size = exe.size.expect("exe size in files.img");
+    std::fs::create_dir_all("/tmp/cryo-fx/bin").unwrap();
+    if std::fs::metadata(&want).map(|m| m.len()).ok() == Some(size) {
+        return PathBuf::from(want);
+    }
+    let tmp = format!("{want}.tmp.{}", std::process::id());
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-O2", "-o", &tmp]).arg(dir.join(format!("src/{name}.c")));
+    if std::fs::read_to_string(dir.join(format!("src/{name}.c")))
+        .unwrap()
+        .contains("pthread")
+    {
+        cmd.arg("-pthread");
+    }
+    let st = cmd.status().expect("gcc");
+    assert!(st.success(), "gcc failed for {name}");
+    let got = std::fs::metadata(&tmp).unwrap().len();
+    assert_eq!(got, size, "{name}: gcc -O2 gives {got} bytes, the image says {size}");
+    std::fs::rename(&tmp, &want).unwrap();
+    PathBuf::from(want)
+}
+
+/// A PID + mount namespace running `cryo restore` (pid 1 is a shell that
+/// then sleeps: killing it kills the namespace).
+struct Ns {
+    child: Child,
+    pid1: i32,
+}
+
+impl Ns {
+    /// Start a namespace and run `cryo restore -D dir -d <extra>` in it.
+    fn restore(dir: &Path, extra: &[&str]) -> Ns {
+        let script = format!(
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+             {CRYO} restore -D {} -d {} 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+            dir.display(),
+            extra.join(" ")
+        );
+        Self::start(&script)
+    }
+
+    /// Run `script` as pid 1 of a new namespace. The script must mount the
+    /// tmpfs on /tmp/anchor first (`mount -t tmpfs cryo-test /tmp/anchor;`);
+    /// nothing is read from the namespace before the marker written right
+    /// after that mount appears (the host's /tmp/anchor is never consulted).
+    fn start(script: &str) -> Ns {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let script = script.replacen(
+            "mount -t tmpfs cryo-test /tmp/anchor;",
+            &format!("mount -t tmpfs cryo-test /tmp/anchor; echo {token} > /tmp/anchor/.ns;"),
+            1,
+        );
+        assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
+        let child = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let upid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pid1 = loop {
+            let c = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children")).unwrap_or_default();
+            if let Some(p) = c.split_whitespace().next() {
+                break p.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "namespace did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let ns = Ns { child, pid1 };
+        while std::fs::read_to_string(ns.anchor(".ns"))
+            .map(|t| t.trim() != token)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "namespace did not mount its /tmp/anchor");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ns
+    }
+
+    fn anchor(&self, file: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root/tmp/anchor/{file}", self.pid1))
+    }
+
+    /// Wait for cryo to finish; (exit code, stderr).
+    fn cryo_result(&self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(rc) = std::fs::read_to_string(self.anchor(".cryo-rc")) {
+                if rc.ends_with('\n') {
+                    let err = std::fs::read_to_string(self.anchor(".cryo-err")).unwrap_or_default();
+                    return (rc.trim().parse().unwrap(), err);
+                }
+            }
+            assert!(Instant::now() < deadline, "cryo restore did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Outer pid of the process with pid `inner` in this namespace.
+    fn outer(&self, inner: i32) -> Option<i32> {
+        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)).ok()?;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() != Some(&ns) {
+                continue;
+            }
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
+            if nspid.split_whitespace().last().and_then(|s| s.parse::<i32>().ok()) == Some(inner) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Outer pid of the task with pid `inner` in this namespace, zombies included.
+    fn outer_any(&self, inner: i32) -> Option<i32> {
+        self.outer(inner)
+    }
+
+    /// Processes (inner pids) in the namespace other than pid 1.
+    fn inner_pids(&self) -> Vec<i32> {
+        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)).unwrap();
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() != Some(&ns) {
+                continue;
+            }
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
+            // Dead tasks nobody reaps (pid 1 here is a plain sleep) don't count.
+            if st.lines().any(|l| l.starts_with("State:") && l.contains("zombie")) {
+                continue;
+            }
+            if let Some(p) = nspid.split_whitespace().last().and_then(|s| s.parse::<i32>().ok()) {
+                if p != 1 {
+                    v.push(p);
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// Send a signal to the process with inner pid `inner`.
+    fn kill(&self, inner: i32, sig: i32) {
+        let o = self
+            .outer(inner)
+            .unwrap_or_else(|| panic!("pid {inner} is not running in the namespace"));
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(o, sig) }, 0);
+    }
+
+    /// Wait for a status file whose content contains `what`; returns it.
+    fn wait_status(&self, file: &str, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(s) = std::fs::read_to_string(self.anchor(file)) {
+                if s.contains(what) {
+                    return s;
+                }
+                last = s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{file}: expected {what:?}, last content {last:?}");
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        // SAFETY: pid1 is the namespace's init; SIGKILL takes everything in it.
+        unsafe { libc::kill(self.pid1, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Restore a CRIU 4.2 fixture, send SIGUSR1 to `pids`, and check the
+/// programs' verify lines.
+fn restore_fixture(name: &str) -> Ns {
+    build_fixture(name);
+    let ns = Ns::restore(&fixtures().join(name).join("images"), &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "cryo restore of {name} failed: {err}");
+    ns
+}
+
+fn pstree_pids(name: &str) -> Vec<i32> {
+    let set = cryo_image::ImageSet::open(fixtures().join(name).join("images")).unwrap();
+    set.pstree().unwrap().iter().map(|p| p.pid as i32).collect()
+}
+
+#[test]
+fn criu_loop_heap_restores_and_checks_its_heap() {
+    build_fixture("loop_heap");
+    let ns = Ns::restore(
+        &fixtures().join("loop_heap/images"),
+        &["--pidfile", "/tmp/anchor/root.pid"],
+    );
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    let pid = pstree_pids("loop_heap")[0];
+    assert_eq!(
+        std::fs::read_to_string(ns.anchor("root.pid")).unwrap().trim(),
+        pid.to_string()
+    );
+    assert_eq!(ns.inner_pids(), vec![pid]);
+    // The program keeps running (its counter advances) ...
+    let first = ns.wait_status("loop_heap.status", &format!("pid={pid}"));
+    let cnt = |s: &str| s.split("cnt=").nth(1).unwrap().trim().parse::<u64>().unwrap();
+    let c0 = cnt(&first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(ns.anchor("loop_heap.status")).unwrap();
+        if cnt(&s) > c0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restored loop does not advance");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every mapping of the restored process is one the dump had (merges of
+    // neighbours aside): nothing of the engine or the restorer is left.
+    let set = cryo_image::ImageSet::open(fixtures().join("loop_heap/images")).unwrap();
+    let vmas: Vec<(u64, u64)> = set
+        .mm(pid as u32)
+        .unwrap()
+        .vmas
+        .iter()
+        .map(|v| (v.start, v.end))
+        .collect();
+    let o = ns.outer(pid).unwrap();
+    for l in std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap().lines() {
+        let (a, b) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let mut x = a;
+        while x < b {
+            let v = vmas
+                .iter()
+                .find(|v| v.0 <= x && x < v.1)
+                .unwrap_or_else(|| panic!("mapping not in the dump: {l}"));
+            x = v.1;
+        }
+    }
+    // ... and its SIGUSR1 handler finds the heap pattern intact.
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("loop_heap.verify.status", "heap=");
+    assert!(v.contains(&format!("pid={pid} ")) && v.contains("heap=ok"), "{v}");
+}
+
+#[test]
+fn criu_images_restore_twice_and_stay_untouched() {
+    let name = "loop_heap";
+    let dir = fixtures().join(name).join("images");
+    let before = dir_digest(&dir);
+    for _ in 0..2 {
+        let ns = restore_fixture(name);
+        let pid = pstree_pids(name)[0];
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("loop_heap.verify.status", "heap=");
+        assert!(v.contains("heap=ok"), "{v}");
+    }
+    assert_eq!(dir_digest(&dir), before, "restore modified the images");
+}
+
+/// (name, size, contents hash) of every file in a directory.
+fn dir_digest(dir: &Path) -> Vec<(String, u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let data = std::fs::read(e.path()).unwrap();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        v.push((
+            e.file_name().to_string_lossy().into_owned(),
+            data.len() as u64,
+            h.finish(),
+        ));
+    }
+    v.sort();
+    v
+}
+
+/// A counter `key=N` in a status line.
+fn field(s: &str, key: &str) -> String {
+    s.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {s:?}"))
+        .to_string()
+}
+
+/// Wait until `key` in `file` differs from its current value (the restored
+/// program keeps running).
+fn wait_advance(ns: &Ns, file: &str, key: &str) {
+    let s0 = ns.wait_status(file, &format!("{key}="));
+    let v0 = field(&s0, key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(ns.anchor(file)).unwrap_or_default();
+        if s.contains(&format!("{key}=")) && field(&s, key) != v0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{file}: {key} stays at {v0}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn criu_threads4_restores_all_threads() {
+    let ns = restore_fixture("threads4");
+    let pid = pstree_pids("threads4")[0];
+    let o = ns.outer(pid).unwrap();
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{o}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(tids.len(), 4, "threads: {tids:?}");
+    // The three workers' counters and the shared total advance.
+    wait_advance(&ns, "threads4.status", "total");
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("threads4.verify.status", "blocks=");
+    assert!(v.contains("blocks=ok"), "{v}");
+}
+
+#[test]
+fn criu_proctree_restores_parents_children_sessions_groups() {
+    let ns = restore_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    assert_eq!(ns.inner_pids(), {
+        let mut p = pids.clone();
+        p.sort();
+        p
+    });
+    // Parent/child links, sessions and groups as dumped.
+    let set = cryo_image::ImageSet::open(fixtures().join("proctree/images")).unwrap();
+    for p in set.pstree().unwrap() {
+        let o = ns.outer(p.pid as i32).unwrap();
+        // Values as seen inside the namespace (the last of the NS* columns).
+        let inner = |pid: i32, key: &str| -> u32 {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let l = st.lines().find(|l| l.starts_with(key)).unwrap();
+            l.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        let outer_ppid = inner(o, "PPid:") as i32;
+        let (ppid, pgrp, sid) = (inner(outer_ppid, "NSpid:"), inner(o, "NSpgid:"), inner(o, "NSsid:"));
+        let want_ppid = if p.ppid == 0 { 1 } else { p.ppid };
+        assert_eq!((ppid, pgrp, sid), (want_ppid, p.pgid, p.sid), "pid {}", p.pid);
+    }
+    wait_advance(&ns, "proctree.parent.status", "c");
+    assert_eq!(field(&ns.wait_status("proctree.parent.status", "alive="), "alive"), "3");
+    for p in &pids[1..] {
+        ns.kill(*p, libc::SIGUSR1);
+    }
+    for tag in ["child0", "child1", "child2", "grandchild"] {
+        let v = ns.wait_status(&format!("proctree.{tag}.verify.status"), "heap=");
+        assert!(v.contains("heap=ok"), "{tag}: {v}");
+    }
+}
+
+#[test]
+fn criu_pipe_unread_gets_its_queued_data_back() {
+    let ns = restore_fixture("pipe_unread");
+    let pids = pstree_pids("pipe_unread");
+    wait_advance(&ns, "pipe_unread.parent.status", "c");
+    ns.kill(pids[1], libc::SIGUSR1);
+    let v = ns.wait_status("pipe_unread.child.status", "VERIFY");
+    assert!(v.contains("got=16384") && v.contains("data=ok"), "{v}");
+}
+
+#[test]
+fn criu_ghost_file_comes_back_deleted_with_contents_and_offset() {
+    let ns = restore_fixture("ghost_file");
+    let pid = pstree_pids("ghost_file")[0];
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("ghost_file.verify.status", "data=");
+    assert!(v.contains("offset=1000") && v.contains("data=ok"), "{v}");
+    // The ghost is not left behind on disk.
+    assert!(!ns.anchor("ghost.dat").exists());
+    // It is open again, deleted, with its dumped modification time.
+    let o = ns.outer(pid).unwrap();
+    let fd = std::fs::read_dir(format!("/proc/{o}/fd"))
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().ends_with("ghost.dat (deleted)")))
+        .expect("the ghost file is open");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(fd.path()).unwrap();
+    assert_eq!(md.mtime(), 1795308195, "mtime of the ghost (ghost-file-1.img mtim)");
+    assert_eq!(md.len(), 65536);
+}
+
+#[test]
+fn criu_memfd_and_shared_anon_are_shared_again() {
+    let ns = restore_fixture("memfd_shm");
+    let pids = pstree_pids("memfd_shm");
+    // The child sees the counter the parent bumps in the shared region.
+    wait_advance(&ns, "memfd_shm.child.status", "shared_ctr");
+    for p in &pids {
+        ns.kill(*p, libc::SIGUSR1);
+    }
+    for who in ["parent", "child"] {
+        let v = ns.wait_status(&format!("memfd_shm.{who}.verify.status"), "shanon=");
+        assert!(v.contains("memfd=ok") && v.contains("shanon=ok"), "{who}: {v}");
+    }
+}
+
+/// Unsupported objects are refused before any task exists.
+#[test]
+fn unsupported_images_are_refused_before_creating_tasks() {
+    for (name, what) in [
+        ("fdzoo", "SIGNALFD"),
+        ("sysv_ipc", "SysV"),
+        ("tcp_est", "TCP"),
+        ("unix_pair", "UNIXSK"),
+    ] {
+        build_fixture(name);
+        let ns = Ns::restore(&fixtures().join(name).join("images"), &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{name}");
+        assert!(err.contains(what) && err.contains("not supported"), "{name}: {err}");
+        assert!(
+            ns.inner_pids().iter().all(|p| !pstree_pids(name).contains(p)),
+            "{name}: a task was created"
+        );
+    }
+}
+
+/// Wait (bounded) until none of `pids` exists in the namespace.
+fn wait_gone(ns: &Ns, pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<i32> = ns.inner_pids().into_iter().filter(|p| pids.contains(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "half-restored tasks survive: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A copy of a fixture's images in a temp dir.
+fn copy_images(name: &str, tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("cryo-restore-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(fixtures().join(name).join("images"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn corrupt_images_are_refused_naming_the_file_and_left_untouched() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    type Corrupt = fn(&Path);
+    let cases: [(&str, Corrupt); 3] = [
+        ("core-9217.img", |d| {
+            let p = d.join("core-9217.img");
+            let data = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &data[..data.len() / 2]).unwrap();
+        }),
+        ("mm-9217.img", |d| {
+            let p = d.join("mm-9217.img");
+            let mut data = std::fs::read(&p).unwrap();
+            for b in &mut data[12..40] {
+                *b = 0xff;
+            }
+            std::fs::write(&p, &data).unwrap();
+        }),
+        ("pages-1.img", |d| {
+            let p = d.join("pages-1.img");
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(4096).unwrap();
+        }),
+    ];
+    for (i, (file, corrupt)) in cases.iter().enumerate() {
+        let dir = copy_images("loop_heap", &format!("corrupt{i}"));
+        corrupt(&dir);
+        let before = dir_digest(&dir);
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{file}: restore of a corrupt set succeeded");
+        let stem = file.split('-').next().unwrap();
+        assert!(err.contains(stem), "{file}: error does not name the file: {err}");
+        assert!(!ns.inner_pids().contains(&pid), "{file}: a task was left behind");
+        assert_eq!(dir_digest(&dir), before, "{file}: images modified");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn busy_pid_is_reported_and_nothing_is_created() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = fixtures().join("loop_heap/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; echo {} > /proc/sys/kernel/ns_last_pid; \
+         sleep 100000 & sleep 0.01; {CRYO} restore -D {} -d --pid-wait 0.2 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        pid - 1,
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains(&format!("pid {pid} is in use")) && err.contains("sleep"),
+        "{err}"
+    );
+    // The only process with that pid is the sleep that held it.
+    let o = ns.outer(pid).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{o}/comm")).unwrap().trim(),
+        "sleep"
+    );
+}
+
+#[test]
+fn a_pid_freed_while_waiting_is_taken() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = fixtures().join("loop_heap/images");
+    // The pid is held by a short-lived process when the restore starts.
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; echo {} > /proc/sys/kernel/ns_last_pid; \
+         sleep 0.3 & sleep 0.01; {CRYO} restore -D {} -d --pid-wait 20 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        pid - 1,
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    ns.kill(pid, libc::SIGUSR1);
+    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
+}
+
+#[test]
+fn a_failing_task_takes_the_whole_tree_down() {
+    build_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    let dir = fixtures().join("proctree/images");
+    let victim = pids[3];
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         CRYO_FAULT=task-error:{victim} {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains(&format!("pid {victim}")) && err.contains("injected fault"),
+        "{err}"
+    );
+    wait_gone(&ns, &pids);
+}
+
+#[test]
+fn a_failed_restore_removes_its_ghost_files() {
+    build_fixture("ghost_file");
+    let pid = pstree_pids("ghost_file")[0];
+    let dir = fixtures().join("ghost_file/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         CRYO_FAULT=task-error:{pid} {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, _) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    wait_gone(&ns, &[pid]);
+    assert!(!ns.anchor("ghost.dat").exists(), "ghost file left behind");
+}
+
+#[test]
+fn killing_cryo_mid_restore_leaves_no_task() {
+    build_fixture("proctree");
+    let pids = pstree_pids("proctree");
+    let dir = fixtures().join("proctree/images");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         (CRYO_FAULT=stall-before-resume exec {CRYO} restore -D {} -d 2>/tmp/anchor/.cryo-err) & echo $! > /tmp/anchor/.cryo-pid; \
+         exec sleep 100000",
+        dir.display()
+    );
+    let ns = Ns::start(&script);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cryo: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".cryo-pid")) {
+            if s.ends_with('\n') {
+                break s.trim().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "cryo did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Wait until every task of the tree exists and waits at the barrier
+    // (in futex(2)): the restore is in the middle.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all_waiting = pids.iter().all(|p| {
+            ns.outer(*p).is_some_and(|o| {
+                std::fs::read_to_string(format!("/proc/{o}/syscall")).is_ok_and(|s| s.starts_with("202 "))
+            })
+        });
+        if all_waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tasks never reached the barrier");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ns.kill(cryo, libc::SIGKILL);
+    wait_gone(&ns, &pids);
+}
+
+/// `cryo dump` a fixture program started in a fresh namespace, then `cryo
+/// restore` (without -d: cryo waits for the root) the same images twice.
+/// Between rounds the test calls `check(ns, pid, round)`; the root is then
+/// SIGKILLed and the next restore starts.
+fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
+    build_fixture(name);
+    dump_restore_cmd_twice(&format!("/tmp/cryo-fx/bin/{name}"), ready, check)
+}
+
+/// Compile tests/progs/<name>.c (gcc -O2) into the test's temp dir.
+fn build_prog(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc {}", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// [`dump_restore_twice`] for any program started by the shell command `cmd`.
+fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
+         mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         echo $P > /tmp/anchor/.root; \
+         for i in 1 2; do \
+           {CRYO} restore -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
+           while [ ! -e /tmp/anchor/.next$i ]; do sleep 0.02; done; \
+           kill -9 $P; wait $R; echo $? > /tmp/anchor/.cryo-rc$i; \
+         done; exec sleep 100000"
+    );
+    let ns = Ns::start(&script);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rc = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".dump-rc")) {
+            if s.ends_with('\n') {
+                break s.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "cryo dump did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let derr = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
+    assert_eq!(rc, "0", "cryo dump of {cmd} failed: {derr}");
+    let root: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(".root")) {
+            if s.ends_with('\n') {
+                break s.trim().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no root pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let img = ns.anchor("img");
+    let before = dir_digest(&img);
+    for round in 1..=2u32 {
+        // Restored: the root runs again with its pid.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ns.outer(root).is_none() || !ns.inner_pids().contains(&root) {
+            let err = std::fs::read_to_string(ns.anchor(&format!(".cryo-err{round}"))).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline && !err.contains("error"),
+                "round {round}: not restored: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check(&ns, root, round);
+        // Kill the whole restored tree (children outlive a killed parent).
+        let set = cryo_image::ImageSet::open(&img).unwrap();
+        for p in set.pstree().unwrap().iter().skip(1) {
+            ns.kill(p.pid as i32, libc::SIGKILL);
+        }
+        std::fs::write(ns.anchor(&format!(".next{round}")), "").unwrap();
+        // Without -d cryo waits for the root and exits with its status.
+        let rcf = ns.anchor(&format!(".cryo-rc{round}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&rcf).is_ok_and(|s| s.ends_with('\n')) {
+            assert!(Instant::now() < deadline, "round {round}: cryo restore did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&rcf).unwrap().trim(),
+            "137",
+            "round {round}: exit status of the SIGKILLed root"
+        );
+    }
+    assert_eq!(dir_digest(&img), before, "restore modified the images");
+}
+
+#[test]
+fn dump_restore_loop_heap_twice() {
+    dump_restore_twice("loop_heap", "loop_heap.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("loop_heap.verify.status"));
+        wait_advance(ns, "loop_heap.status", "cnt");
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("loop_heap.verify.status", "heap=");
+        assert!(
+            v.contains(&format!("pid={pid} ")) && v.contains("heap=ok"),
+            "round {round}: {v}"
+        );
+    });
+}
+
+#[test]
+fn dump_restore_threads4_twice() {
+    dump_restore_twice("threads4", "threads4.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("threads4.verify.status"));
+        wait_advance(ns, "threads4.status", "total");
+        let o = ns.outer(pid).unwrap();
+        assert_eq!(
+            std::fs::read_dir(format!("/proc/{o}/task")).unwrap().count(),
+            4,
+            "round {round}"
+        );
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("threads4.verify.status", "blocks=");
+        assert!(v.contains("blocks=ok"), "round {round}: {v}");
+    });
+}
+
+#[test]
+fn dump_restore_proctree_twice() {
+    dump_restore_twice("proctree", "proctree.grandchild.status", |ns, _pid, round| {
+        wait_advance(ns, "proctree.parent.status", "c");
+        let kids: Vec<i32> = field(&ns.wait_status("proctree.parent.status", "kids="), "kids")
+            .split(',')
+            .map(|k| k.parse().unwrap())
+            .collect();
+        let grandchild = field(&ns.wait_status("proctree.grandchild.status", "pid="), "pid")
+            .parse::<i32>()
+            .unwrap();
+        for tag in ["child0", "child1", "child2", "grandchild"] {
+            let _ = std::fs::remove_file(ns.anchor(&format!("proctree.{tag}.verify.status")));
+        }
+        for p in kids.iter().chain([&grandchild]) {
+            ns.kill(*p, libc::SIGUSR1);
+        }
+        for tag in ["child0", "child1", "child2", "grandchild"] {
+            let v = ns.wait_status(&format!("proctree.{tag}.verify.status"), "heap=");
+            assert!(v.contains("heap=ok"), "round {round}: {tag}: {v}");
+        }
+    });
+}
+
+#[test]
+fn dump_restore_pipe_unread_twice() {
+    dump_restore_twice("pipe_unread", "pipe_unread.child.status", |ns, _pid, round| {
+        let kid = field(&ns.wait_status("pipe_unread.parent.status", "kid="), "kid")
+            .parse::<i32>()
+            .unwrap();
+        wait_advance(ns, "pipe_unread.child.status", "c");
+        ns.kill(kid, libc::SIGUSR1);
+        let v = ns.wait_status("pipe_unread.child.status", "VERIFY");
+        assert!(v.contains("got=16384") && v.contains("data=ok"), "round {round}: {v}");
+    });
+}
+
+#[test]
+fn dump_restore_ghost_file_twice() {
+    dump_restore_twice("ghost_file", "ghost_file.status", |ns, pid, round| {
+        let _ = std::fs::remove_file(ns.anchor("ghost_file.verify.status"));
+        ns.kill(pid, libc::SIGUSR1);
+        let v = ns.wait_status("ghost_file.verify.status", "data=");
+        assert!(v.contains("offset=1000") && v.contains("data=ok"), "round {round}: {v}");
+        assert!(
+            !ns.anchor("ghost.dat").exists(),
+            "round {round}: ghost file left on disk"
+        );
+    });
+}
+
+#[test]
+fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
+    let prog = build_prog("rstate");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "state.ready",
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("state.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("state.verify", "");
+            assert_eq!(v.trim(), "state=ok", "round {round}");
+        },
+    );
+}
+
+#[test]
+fn dump_restore_memfd_and_shared_anon_twice() {
+    dump_restore_twice("memfd_shm", "memfd_shm.child.status", |ns, pid, round| {
+        // The child sees the parent's counter move in the shared mapping.
+        wait_advance(ns, "memfd_shm.child.status", "shared_ctr");
+        let kid = field(&ns.wait_status("memfd_shm.child.status", "pid="), "pid")
+            .parse::<i32>()
+            .unwrap();
+        for who in ["parent", "child"] {
+            let _ = std::fs::remove_file(ns.anchor(&format!("memfd_shm.{who}.verify.status")));
+        }
+        ns.kill(pid, libc::SIGUSR1);
+        ns.kill(kid, libc::SIGUSR1);
+        for who in ["parent", "child"] {
+            let v = ns.wait_status(&format!("memfd_shm.{who}.verify.status"), "shanon=");
+            assert!(
+                v.contains("memfd=ok") && v.contains("shanon=ok"),
+                "round {round}: {who}: {v}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_stopped_task_comes_back_stopped() {
+    build_fixture("loop_heap");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         /tmp/cryo-fx/bin/loop_heap >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/loop_heap.status ]; do sleep 0.02; done; kill -STOP $P; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         echo $P > /tmp/anchor/.root; \
+         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(
+        rc,
+        0,
+        "{err} / dump: {}",
+        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
+    );
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let o = ns.outer(pid).unwrap();
+    let state = |o: i32| {
+        let st = std::fs::read_to_string(format!("/proc/{o}/status")).unwrap();
+        st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state(o).contains("stopped") {
+        assert!(Instant::now() < deadline, "not stopped: {}", state(o));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(ns.anchor("loop_heap.status"));
+    ns.kill(pid, libc::SIGCONT);
+    wait_advance(&ns, "loop_heap.status", "cnt");
+    ns.kill(pid, libc::SIGUSR1);
+    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
+}
+
+#[test]
+fn a_task_in_its_own_namespace_is_refused_up_front() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let dir = copy_images("loop_heap", "ownns");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut ids = set.ids(pid as u32).unwrap();
+    ids.net_ns_id = Some(ids.net_ns_id.unwrap_or(0) + 100);
+    cryo_image::write_entries(dir.join(format!("ids-{pid}.img")), "IDS", &[ids]).unwrap();
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("net namespace of its own") && err.contains(&format!("ids-{pid}.img")),
+        "{err}"
+    );
+    assert!(!ns.inner_pids().contains(&pid));
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dump_restore_keeps_a_zombie_with_its_exit_status() {
+    let prog = build_prog("zombie");
+    let cmd = format!("sh -c 'exec {} /tmp/anchor > /tmp/anchor/zombie.out'", prog.display());
+    dump_restore_cmd_twice(&cmd, "zombie.out", |ns, pid, round| {
+        let out = ns.wait_status("zombie.out", "zombie=");
+        let kid: i32 = field(&out, "zombie").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The zombie is back: dead, unreaped, a child of the restored parent,
+            // with the status it exited with (3).
+            if let Some(o) = ns.outer_any(kid) {
+                let stat = std::fs::read_to_string(format!("/proc/{o}/stat")).unwrap_or_default();
+                let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+                if f.first() == Some(&"Z") {
+                    assert_eq!(
+                        f.get(49).copied(),
+                        Some("768"),
+                        "round {round}: exit status of the zombie: {stat}"
+                    );
+                    let ppid: i32 = f[1].parse().unwrap();
+                    assert_eq!(Some(ppid), ns.outer(pid), "round {round}: the zombie's parent");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "round {round}: no zombie {kid}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(ns.anchor("verify"));
+        ns.kill(pid, libc::SIGUSR1);
+        assert_eq!(ns.wait_status("verify", "ok").trim(), "ok", "round {round}");
+    });
+}
+
+#[test]
+fn a_different_vdso_is_reached_through_a_jump_table() {
+    // CRYO_FAULT=vdso-jump-table makes the restore treat the running vdso as
+    // different from the dumped one: the running vdso goes elsewhere and the
+    // dumped copy at the old address jumps into it.
+    let prog = build_prog("vdsoclock");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/clock.status ]; do sleep 0.02; done; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; wait $P; echo $P > /tmp/anchor/.root; \
+         rm -f /tmp/anchor/clock.status; \
+         CRYO_FAULT=vdso-jump-table {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let dumped_vdso = set
+        .mm(pid as u32)
+        .unwrap()
+        .vmas
+        .iter()
+        .find(|v| v.status & (1 << 3) != 0)
+        .unwrap()
+        .start;
+    let o = ns.outer(pid).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap();
+    let vdso_line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
+    let at = u64::from_str_radix(vdso_line.split('-').next().unwrap(), 16).unwrap();
+    assert_ne!(at, dumped_vdso, "the running vdso was not moved elsewhere");
+    let old = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{dumped_vdso:x}-")))
+        .expect("the dumped vdso's place is mapped");
+    assert!(old.split_whitespace().nth(1) == Some("r-xp"), "{old}");
+    // The old place holds the jump table: `movabs rax, imm64; jmp rax` into
+    // the running vdso, one per symbol.
+    let end = u64::from_str_radix(
+        vdso_line.split('-').nth(1).unwrap().split_whitespace().next().unwrap(),
+        16,
+    )
+    .unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{o}/mem")).unwrap();
+    let mut old_bytes = vec![0u8; 8192];
+    use std::io::{Read as _, Seek as _};
+    mem.seek(std::io::SeekFrom::Start(dumped_vdso)).unwrap();
+    mem.read_exact(&mut old_bytes).unwrap();
+    let jumps = old_bytes
+        .windows(12)
+        .filter(|w| w[0] == 0x48 && w[1] == 0xb8 && w[10] == 0xff && w[11] == 0xe0)
+        .map(|w| u64::from_le_bytes(w[2..10].try_into().unwrap()))
+        .filter(|t| (at..end).contains(t))
+        .count();
+    assert!(jumps >= 4, "only {jumps} jumps into the running vdso");
+    // The program reads the clocks through the old addresses: they work.
+    wait_advance(&ns, "clock.status", "n");
+    let s = ns.wait_status("clock.status", "real=");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for key in ["real", "tod"] {
+        let v: i64 = field(&s, key).parse().unwrap();
+        assert!((v - now).abs() < 60, "{key}={v}, now {now}");
+    }
+    wait_advance(&ns, "clock.status", "mono");
+}
+
+#[test]
+fn file_locks_come_back_with_file_locks_and_are_refused_without() {
+    let prog = build_prog("rlocks");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/locks.ready ]; do sleep 0.02; done; \
+         mkdir img; {CRYO} dump --file-locks -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; wait $P; echo $P > /tmp/anchor/.root; \
+         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err0; echo $? > /tmp/anchor/.cryo-rc0; \
+         {CRYO} restore --file-locks -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(
+        rc,
+        0,
+        "{err} / dump: {}",
+        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
+    );
+    // Without --file-locks: refused, naming the image.
+    assert_eq!(std::fs::read_to_string(ns.anchor(".cryo-rc0")).unwrap().trim(), "1");
+    let err0 = std::fs::read_to_string(ns.anchor(".cryo-err0")).unwrap();
+    assert!(
+        err0.contains("filelocks.img") && err0.contains("--file-locks"),
+        "{err0}"
+    );
+    // With it: the restored process holds both locks again.
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let o = ns.outer(pid).unwrap();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    let mine: Vec<&str> = locks
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(&o.to_string()))
+        .collect();
+    assert!(
+        mine.iter()
+            .any(|l| l.contains("POSIX") && l.contains("WRITE") && l.ends_with(" 0 9")),
+        "{mine:?}"
+    );
+    assert!(
+        mine.iter().any(|l| l.contains("FLOCK") && l.contains("WRITE")),
+        "{mine:?}"
+    );
+}

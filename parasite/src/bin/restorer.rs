@@ -1,0 +1,636 @@
+//! The restorer: runs inside a freshly cloned task after the engine has
+//! premapped its memory, and turns it into the dumped process (see
+//! `restorer/abi.rs` for the protocol). Order: unmap everything but the
+//! premapped areas and the bootstrap, move the premapped VMAs into place, move
+//! the kernel's vdso/vvar to the dumped addresses, PR_SET_MM_MAP, create the
+//! other threads with clone3(set_tid), timers, pending signals, report ready,
+//! wait for the engine's go, credentials last, then rt_sigreturn into the
+//! saved registers and FPU state of each thread.
+#![no_std]
+#![no_main]
+
+#[path = "../restorer/abi.rs"]
+mod abi;
+
+use abi::*;
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use cryo_parasite::sys::{nr, syscall3, syscall6};
+
+mod nrx {
+    pub const SETRESUID: usize = 117;
+    pub const SETRESGID: usize = 119;
+    pub const SETGROUPS: usize = 116;
+    pub const SETFSUID: usize = 122;
+    pub const SETFSGID: usize = 123;
+    pub const CAPSET: usize = 126;
+    pub const RT_SIGQUEUEINFO: usize = 129;
+    pub const GETPID: usize = 39;
+    pub const SETPRIORITY: usize = 141;
+    pub const SCHED_SETSCHEDULER: usize = 144;
+}
+
+core::arch::global_asm!(
+    ".section .text._start,\"ax\",@progbits",
+    ".globl _start",
+    "_start:",
+    "    and rsp, -16",
+    "    call {main}",
+    "    ud2",
+    // cryo_clone_thread(args: *const CloneArgs, size, func, arg) -> isize:
+    // clone3 whose child calls func(arg) on the new stack and never returns.
+    ".globl cryo_clone_thread",
+    "cryo_clone_thread:",
+    "    mov r8, rdx",
+    "    mov r9, rcx",
+    "    mov eax, 435",
+    "    syscall",
+    "    test rax, rax",
+    "    jnz 1f",
+    "    xor ebp, ebp",
+    "    mov rdi, r9",
+    "    and rsp, -16",
+    "    call r8",
+    "    ud2",
+    "1:  ret",
+    // cryo_sigreturn(rsp): switch to the frame and enter rt_sigreturn.
+    ".globl cryo_sigreturn",
+    "cryo_sigreturn:",
+    "    mov rsp, rdi",
+    "    mov eax, 15",
+    "    syscall",
+    "    ud2",
+    // cryo_sigreturn_traced(rsp): the same after a trap for the tracing engine.
+    ".globl cryo_sigreturn_traced",
+    "cryo_sigreturn_traced:",
+    "    mov rsp, rdi",
+    "    int3",
+    "    mov eax, 15",
+    "    syscall",
+    "    ud2",
+    main = sym restorer_main,
+);
+
+extern "C" {
+    fn cryo_clone_thread(args: *const CloneArgs, size: usize, func: extern "C" fn(u64) -> !, arg: u64) -> isize;
+    fn cryo_sigreturn(rsp: u64) -> !;
+    fn cryo_sigreturn_traced(rsp: u64) -> !;
+}
+
+/// `struct clone_args` (clone3).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+
+const MREMAP_MAYMOVE: usize = 1;
+const MREMAP_FIXED: usize = 2;
+const MREMAP_DONTUNMAP: usize = 4;
+const PR_SET_PDEATHSIG: usize = 1;
+const PR_SET_NAME: usize = 15;
+const PR_SET_DUMPABLE: usize = 4;
+const PR_SET_MM: usize = 35;
+const PR_SET_MM_MAP: usize = 14;
+const PR_SET_CHILD_SUBREAPER: usize = 36;
+const PR_SET_THP_DISABLE: usize = 41;
+const PR_SET_KEEPCAPS: usize = 8;
+const PR_SET_SECUREBITS: usize = 28;
+const PR_CAPBSET_DROP: usize = 24;
+const PR_CAP_AMBIENT: usize = 47;
+const PR_CAP_AMBIENT_RAISE: usize = 2;
+const ARCH_SET_GS: usize = 0x1001;
+const ARCH_SET_FS: usize = 0x1002;
+const FUTEX_WAIT: usize = 0;
+const FUTEX_WAKE: usize = 1;
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// The process's args, for the other threads (set before they are created).
+static mut ARGS: *const RstArgs = core::ptr::null();
+/// Threads of this process that passed the final barrier.
+static THREADS_OUT: AtomicU32 = AtomicU32::new(0);
+
+fn ctl(args: &RstArgs) -> &'static RstCtl {
+    // SAFETY: the engine mapped the control page at this address in every task.
+    unsafe { &*(args.ctl as *const RstCtl) }
+}
+
+fn atomic_u32(p: &u32) -> &AtomicU32 {
+    // SAFETY: AtomicU32 has the same layout as u32; the page is shared memory
+    // only ever accessed atomically.
+    unsafe { &*(p as *const u32 as *const AtomicU32) }
+}
+
+fn futex_wait(p: &u32, val: u32) {
+    // SAFETY: p is a valid, aligned u32; a spurious return is handled by callers.
+    unsafe { syscall6(nr::FUTEX, p as *const u32 as usize, FUTEX_WAIT, val as usize, 0, 0, 0) };
+}
+
+fn futex_wake(p: &u32) {
+    // SAFETY: as above.
+    unsafe {
+        syscall6(
+            nr::FUTEX,
+            p as *const u32 as usize,
+            FUTEX_WAKE,
+            i32::MAX as usize,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Report a failure to the engine and die (the engine kills the rest).
+fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
+    let c = ctl(args);
+    // SAFETY: the fields are plain integers in shared memory, used atomically.
+    let (pid, st, cd) = unsafe {
+        (
+            &*(&c.err_pid as *const i32 as *const AtomicI32),
+            &*(&c.err_stage as *const i32 as *const AtomicI32),
+            &*(&c.err_code as *const i64 as *const AtomicI64),
+        )
+    };
+    if pid
+        .compare_exchange(0, getpid(), Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        st.store(stage, Ordering::SeqCst);
+        cd.store(code as i64, Ordering::SeqCst);
+    }
+    atomic_u32(&c.go).store(GO_ABORT, Ordering::SeqCst);
+    futex_wake(&c.go);
+    atomic_u32(&c.ready).fetch_add(1 << 24, Ordering::SeqCst);
+    futex_wake(&c.ready);
+    loop {
+        // SAFETY: exit_group never returns.
+        unsafe { syscall3(nr::EXIT_GROUP, 1, 0, 0) };
+    }
+}
+
+fn getpid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { syscall3(nrx::GETPID, 0, 0, 0) as i32 }
+}
+
+fn check(args: &RstArgs, stage: i32, r: isize) -> isize {
+    if r < 0 {
+        fail(args, stage, r);
+    }
+    r
+}
+
+unsafe fn slice<'a, T>(ptr: u64, n: u32) -> &'a [T] {
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: the engine wrote `n` elements at `ptr`.
+    unsafe { core::slice::from_raw_parts(ptr as *const T, n as usize) }
+}
+
+extern "C" fn restorer_main(args: *const RstArgs) -> ! {
+    // SAFETY: the engine wrote a RstArgs at `args` before jumping here.
+    let args = unsafe { &*args };
+    if args.magic != RST_MAGIC || args.abi_version != RST_ABI_VERSION {
+        fail(args, STAGE_ARGS, -22);
+    }
+    // SAFETY: single-threaded until the threads are created below.
+    unsafe { ARGS = args };
+    // SAFETY: the engine built these arrays.
+    let (keep, vmas, threads) = unsafe {
+        (
+            slice::<RstRange>(args.keep, args.nr_keep),
+            slice::<RstVma>(args.vmas, args.nr_vmas),
+            slice::<RstThread>(args.threads, args.nr_threads),
+        )
+    };
+
+    // 1. Unmap everything outside `keep` (sorted by start).
+    let mut cur = 0u64;
+    for k in keep {
+        if k.start > cur {
+            // SAFETY: nothing we need lives outside `keep`.
+            check(args, STAGE_UNMAP, unsafe {
+                syscall3(nr::MUNMAP, cur as usize, (k.start - cur) as usize, 0)
+            });
+        }
+        cur = cur.max(k.start + k.len);
+    }
+    if cur < TASK_SIZE {
+        // SAFETY: as above.
+        check(args, STAGE_UNMAP, unsafe {
+            syscall3(nr::MUNMAP, cur as usize, (TASK_SIZE - cur) as usize, 0)
+        });
+    }
+
+    // 2. Kernel mappings (vvar*, vdso) to their dumped addresses.
+    for k in &args.kmaps[..args.nr_kmaps as usize] {
+        if k.src != k.dst {
+            // SAFETY: the target range was unmapped above and no premap overlaps it.
+            let r = unsafe {
+                syscall6(
+                    nr::MREMAP,
+                    k.src as usize,
+                    k.len as usize,
+                    k.len as usize,
+                    MREMAP_MAYMOVE | MREMAP_FIXED,
+                    k.dst as usize,
+                    0,
+                )
+            };
+            check(args, STAGE_VDSO, r);
+        }
+    }
+
+    // 3. Premapped VMAs into place, then their final protection.
+    for v in vmas {
+        if v.src != v.dst {
+            // SAFETY: dst is free (everything outside `keep` is gone, and the
+            // premap area does not overlap any final VMA).
+            let r = unsafe {
+                syscall6(
+                    nr::MREMAP,
+                    v.src as usize,
+                    v.len as usize,
+                    v.len as usize,
+                    MREMAP_MAYMOVE | MREMAP_FIXED,
+                    v.dst as usize,
+                    0,
+                )
+            };
+            check(args, STAGE_REMAP, r);
+        }
+        // SAFETY: the range is ours now.
+        check(args, STAGE_REMAP, unsafe {
+            syscall3(nr::MPROTECT, v.dst as usize, v.len as usize, v.prot as usize)
+        });
+        let madv = [
+            (MADV_BIT_DONTFORK, 10usize),
+            (MADV_BIT_HUGEPAGE, 14),
+            (MADV_BIT_NOHUGEPAGE, 15),
+            (MADV_BIT_DONTDUMP, 16),
+        ];
+        for (bit, advice) in madv {
+            if v.madv & bit != 0 {
+                // SAFETY: advice on our own mapping.
+                unsafe { syscall3(nr::MADVISE, v.dst as usize, v.len as usize, advice) };
+            }
+        }
+    }
+    let _ = MREMAP_DONTUNMAP;
+
+    // 4. mm fields, auxv, exe.
+    // SAFETY: `mm` is a valid prctl_mm_map whose auxv pointer the engine filled.
+    let r = unsafe {
+        syscall6(
+            nr::PRCTL,
+            PR_SET_MM,
+            PR_SET_MM_MAP,
+            &args.mm as *const PrctlMmMap as usize,
+            core::mem::size_of::<PrctlMmMap>(),
+            0,
+            0,
+        )
+    };
+    check(args, STAGE_MM, r);
+    if args.dumpable >= 0 {
+        // SAFETY: scalar prctl.
+        unsafe { syscall6(nr::PRCTL, PR_SET_DUMPABLE, args.dumpable as usize, 0, 0, 0, 0) };
+    }
+    if args.thp_disabled > 0 {
+        // SAFETY: scalar prctl.
+        unsafe { syscall6(nr::PRCTL, PR_SET_THP_DISABLE, 1, 0, 0, 0, 0) };
+    }
+    if args.child_subreaper > 0 {
+        // SAFETY: scalar prctl.
+        unsafe { syscall6(nr::PRCTL, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0) };
+    }
+
+    // 5. The other threads.
+    for (i, t) in threads.iter().enumerate().skip(1) {
+        let tid = t.tid as u64;
+        let ca = CloneArgs {
+            flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: 0,
+            stack: t.stack_top - RST_STACK_SIZE as u64,
+            stack_size: RST_STACK_SIZE as u64,
+            tls: 0,
+            set_tid: &tid as *const u64 as u64,
+            set_tid_size: 1,
+            cgroup: 0,
+        };
+        // SAFETY: the child runs thread_main on its own stack inside the bootstrap.
+        let r = unsafe { cryo_clone_thread(&ca, core::mem::size_of::<CloneArgs>(), thread_main, i as u64) };
+        check(args, STAGE_THREADS, r);
+    }
+
+    // 6. Timers.
+    for (which, it) in args.itimers.iter().enumerate() {
+        if it.value_sec != 0 || it.value_usec != 0 {
+            // SAFETY: RstItimer has the layout of struct itimerval.
+            let r = unsafe { syscall3(nr::SETITIMER, which, it as *const RstItimer as usize, 0) };
+            check(args, STAGE_TIMERS, r);
+        }
+    }
+    // SAFETY: engine-written array.
+    let timers = unsafe { slice::<RstPosixTimer>(args.posix_timers, args.nr_posix_timers) };
+    restore_posix_timers(args, timers);
+
+    // 7. Process-wide pending signals.
+    // SAFETY: engine-written array.
+    let shared = unsafe { slice::<RstSiginfo>(args.shared_siginfo, args.nr_shared_siginfo) };
+    for si in shared {
+        let signo = i32::from_ne_bytes([si.raw[0], si.raw[1], si.raw[2], si.raw[3]]);
+        // SAFETY: si is a full siginfo.
+        let r = unsafe {
+            syscall3(
+                nrx::RT_SIGQUEUEINFO,
+                getpid() as usize,
+                signo as usize,
+                si as *const RstSiginfo as usize,
+            )
+        };
+        check(args, STAGE_SIGNALS, r);
+    }
+
+    thread_finish(args, &threads[0], true)
+}
+
+fn restore_posix_timers(args: &RstArgs, timers: &[RstPosixTimer]) {
+    #[repr(C)]
+    struct Sigevent {
+        value: u64,
+        signo: i32,
+        notify: i32,
+        tid: i32,
+        _pad: [i32; 11],
+    }
+    for t in timers {
+        let mut sev = Sigevent {
+            value: t.sigev_value,
+            signo: t.sigev_signo,
+            notify: t.sigev_notify,
+            tid: t.notify_tid,
+            _pad: [0; 11],
+        };
+        let mut id: i32 = -1;
+        // Timer ids are handed out in increasing order: create until we hit ours.
+        let mut tries = 0;
+        while id != t.id {
+            // SAFETY: sev and id are valid for the syscall.
+            let r = unsafe {
+                syscall3(
+                    nr::TIMER_CREATE,
+                    t.clock as usize,
+                    &mut sev as *mut Sigevent as usize,
+                    &mut id as *mut i32 as usize,
+                )
+            };
+            check(args, STAGE_TIMERS, r);
+            if id > t.id || tries > 1 << 16 {
+                fail(args, STAGE_TIMERS, -17);
+            }
+            if id != t.id {
+                // SAFETY: deleting the timer we just created.
+                unsafe { syscall3(nr::TIMER_DELETE, id as usize, 0, 0) };
+            }
+            tries += 1;
+        }
+        let spec = [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec];
+        if t.value_sec != 0 || t.value_nsec != 0 {
+            // SAFETY: spec has the layout of struct itimerspec.
+            let r = unsafe { syscall6(nr::TIMER_SETTIME, id as usize, 0, spec.as_ptr() as usize, 0, 0, 0) };
+            check(args, STAGE_TIMERS, r);
+        }
+    }
+}
+
+extern "C" fn thread_main(idx: u64) -> ! {
+    // SAFETY: ARGS was set before any thread was created.
+    let args = unsafe { &*ARGS };
+    // SAFETY: engine-written array.
+    let threads = unsafe { slice::<RstThread>(args.threads, args.nr_threads) };
+    thread_finish(args, &threads[idx as usize], false)
+}
+
+/// Per-thread state, the barrier, credentials and the jump back.
+fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
+    // SAFETY: scalar arch_prctl/set_tid_address/prctl calls on this thread.
+    unsafe {
+        check(
+            args,
+            STAGE_THREAD_SETUP,
+            syscall3(nr::ARCH_PRCTL, ARCH_SET_FS, t.fs_base as usize, 0),
+        );
+        if t.gs_base != 0 {
+            check(
+                args,
+                STAGE_THREAD_SETUP,
+                syscall3(nr::ARCH_PRCTL, ARCH_SET_GS, t.gs_base as usize, 0),
+            );
+        }
+        syscall3(nr::SET_TID_ADDRESS, t.clear_tid as usize, 0, 0);
+        syscall6(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0, 0);
+        if t.sched_policy >= 0 {
+            // sched_setscheduler(self, policy, {prio}), then setpriority(PRIO_PROCESS, self, nice).
+            let prio = t.sched_prio;
+            syscall3(
+                nrx::SCHED_SETSCHEDULER,
+                0,
+                t.sched_policy as usize,
+                &prio as *const i32 as usize,
+            );
+            syscall3(nrx::SETPRIORITY, 0, 0, t.sched_nice as isize as usize);
+        }
+        if t.rseq != 0 {
+            check(
+                args,
+                STAGE_THREAD_SETUP,
+                syscall6(
+                    nr::RSEQ,
+                    t.rseq as usize,
+                    t.rseq_len as usize,
+                    0,
+                    t.rseq_sig as usize,
+                    0,
+                    0,
+                ),
+            );
+        }
+    }
+    // Thread-directed pending signals (blocked until sigreturn).
+    // SAFETY: engine-written array.
+    let own = unsafe { slice::<RstSiginfo>(t.siginfo, t.nr_siginfo) };
+    for si in own {
+        let signo = i32::from_ne_bytes([si.raw[0], si.raw[1], si.raw[2], si.raw[3]]);
+        // SAFETY: si is a full siginfo.
+        let r = unsafe {
+            syscall6(
+                nr::RT_TGSIGQUEUEINFO,
+                getpid() as usize,
+                t.tid as usize,
+                signo as usize,
+                si as *const RstSiginfo as usize,
+                0,
+                0,
+            )
+        };
+        check(args, STAGE_SIGNALS, r);
+    }
+
+    // Barrier: report ready, wait for the engine's go.
+    let c = ctl(args);
+    atomic_u32(&c.ready).fetch_add(1, Ordering::SeqCst);
+    futex_wake(&c.ready);
+    let traced = loop {
+        let g = atomic_u32(&c.go).load(Ordering::SeqCst);
+        if g == GO_RUN || g == GO_RUN_TRACED {
+            break g == GO_RUN_TRACED;
+        }
+        if g == GO_ABORT {
+            // SAFETY: exit_group never returns.
+            unsafe { syscall3(nr::EXIT_GROUP, 1, 0, 0) };
+        }
+        futex_wait(&c.go, g);
+    };
+
+    if leader {
+        for &fd in &args.close_fds {
+            if fd >= 0 {
+                cryo_parasite::sys::close(fd);
+            }
+        }
+        // SAFETY: scalar prctl.
+        unsafe { syscall6(nr::PRCTL, PR_SET_PDEATHSIG, args.pdeath_sig as usize, 0, 0, 0, 0) };
+    }
+
+    // Credentials last.
+    if t.creds != 0 {
+        // SAFETY: the engine wrote a RstCreds there.
+        restore_creds(args, unsafe { &*(t.creds as *const RstCreds) });
+    }
+
+    atomic_u32(&c.done).fetch_add(1, Ordering::SeqCst);
+    futex_wake(&c.done);
+    THREADS_OUT.fetch_add(1, Ordering::SeqCst);
+    if leader {
+        // The control page goes away once every thread of ours is past it.
+        while THREADS_OUT.load(Ordering::SeqCst) < args.nr_threads {
+            core::hint::spin_loop();
+        }
+        // SAFETY: nobody in this process touches the control page any more.
+        unsafe { syscall3(nr::MUNMAP, args.ctl as usize, 4096, 0) };
+        if args.stop_signo > 0 {
+            // A stopped task stays stopped: the stop happens here, before the
+            // registers are loaded, and SIGCONT resumes into rt_sigreturn.
+            // SAFETY: scalar arguments.
+            unsafe { syscall3(nr::KILL, getpid() as usize, args.stop_signo as usize, 0) };
+        }
+    }
+    // SAFETY: `frame` holds a complete rt_sigframe built by the engine.
+    unsafe {
+        if traced {
+            cryo_sigreturn_traced(t.frame + 8)
+        } else {
+            cryo_sigreturn(t.frame + 8)
+        }
+    }
+}
+
+fn restore_creds(args: &RstArgs, c: &RstCreds) {
+    // SAFETY: all arguments are scalars or point into `c`.
+    unsafe {
+        // Keep capabilities across the uid change; they are set explicitly below.
+        syscall6(nr::PRCTL, PR_SET_KEEPCAPS, 1, 0, 0, 0, 0);
+        let n = (c.ngroups as usize).min(RST_MAX_GROUPS);
+        check(
+            args,
+            STAGE_CREDS,
+            syscall3(nrx::SETGROUPS, n, c.groups.as_ptr() as usize, 0),
+        );
+        check(
+            args,
+            STAGE_CREDS,
+            syscall3(nrx::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
+        );
+        syscall3(nrx::SETFSGID, c.fsgid as usize, 0, 0);
+        check(
+            args,
+            STAGE_CREDS,
+            syscall3(nrx::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
+        );
+        syscall3(nrx::SETFSUID, c.fsuid as usize, 0, 0);
+        // Bounding set: drop what the dumped task did not have.
+        for cap in 0..64usize {
+            let have = c.cap_bnd[cap / 32] & (1 << (cap % 32)) != 0;
+            if !have {
+                let r = syscall6(nr::PRCTL, PR_CAPBSET_DROP, cap, 0, 0, 0, 0);
+                if r == -22 {
+                    break; // past the last capability the kernel knows
+                }
+            }
+        }
+        #[repr(C)]
+        struct Hdr {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct Data {
+            eff: u32,
+            prm: u32,
+            inh: u32,
+        }
+        let hdr = Hdr {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [
+            Data {
+                eff: c.cap_eff[0],
+                prm: c.cap_prm[0],
+                inh: c.cap_inh[0],
+            },
+            Data {
+                eff: c.cap_eff[1],
+                prm: c.cap_prm[1],
+                inh: c.cap_inh[1],
+            },
+        ];
+        check(
+            args,
+            STAGE_CREDS,
+            syscall3(nrx::CAPSET, &hdr as *const Hdr as usize, data.as_ptr() as usize, 0),
+        );
+        for cap in 0..64usize {
+            if c.cap_amb[cap / 32] & (1 << (cap % 32)) != 0 {
+                syscall6(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0);
+            }
+        }
+        syscall6(nr::PRCTL, PR_SET_KEEPCAPS, 0, 0, 0, 0, 0);
+        check(
+            args,
+            STAGE_CREDS,
+            syscall6(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0, 0),
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! The binary interface between the cryo engine's restore driver and the
+//! restorer blob (`parasite/src/bin/restorer.rs`).
+//!
+//! Compiled twice: into the no_std restorer (through `#[path]`) and into
+//! `cryo-engine` (`cryo_engine::restore::abi`). Only `core` may be used. Every
+//! struct is `#[repr(C)]` with a size assert; bump [`RST_ABI_VERSION`] on any
+//! change.
+//!
+//! Protocol: the engine (running in the freshly cloned task) lays out, inside
+//! one "bootstrap" mapping that no final VMA overlaps: the relocated blob, a
+//! [`RstArgs`], the arrays it points to, one prepared rt_sigframe and one setup
+//! stack per thread. It then jumps to the blob's entry with `rdi` = the
+//! address of the [`RstArgs`] and `rsp` = the leader's setup stack. All
+//! pointers are absolute addresses in the task.
+//!
+//! Synchronisation with the engine goes through [`RstCtl`], a `MAP_SHARED`
+//! page created by the engine before the first clone and so mapped at the same
+//! address in every restored task; it is unmapped by each task after the
+//! engine says go.
+#![allow(dead_code)]
+
+/// Bumped on every incompatible change of this module.
+pub const RST_ABI_VERSION: u32 = 2;
+/// `RstArgs::magic`: "CRST".
+pub const RST_MAGIC: u32 = 0x5453_5243;
+/// Size of each thread's setup stack inside the bootstrap mapping.
+pub const RST_STACK_SIZE: usize = 32 * 1024;
+
+/// A range of the address space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RstRange {
+    pub start: u64,
+    pub len: u64,
+}
+const _: () = assert!(core::mem::size_of::<RstRange>() == 16);
+
+/// One premapped VMA: moved from `src` to `dst` with mremap, then given its
+/// final protection. `madv` holds MADV_* values to apply after the move
+/// (bit 0: MADV_DONTFORK, bit 1: MADV_HUGEPAGE, bit 2: MADV_NOHUGEPAGE,
+/// bit 3: MADV_DONTDUMP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RstVma {
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+    pub prot: u32,
+    pub madv: u32,
+}
+const _: () = assert!(core::mem::size_of::<RstVma>() == 32);
+
+pub const MADV_BIT_DONTFORK: u32 = 1;
+pub const MADV_BIT_HUGEPAGE: u32 = 2;
+pub const MADV_BIT_NOHUGEPAGE: u32 = 4;
+pub const MADV_BIT_DONTDUMP: u32 = 8;
+
+/// The kernel's `struct prctl_mm_map` (PR_SET_MM_MAP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrctlMmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: u64,
+    pub auxv_size: u32,
+    pub exe_fd: u32,
+}
+const _: () = assert!(core::mem::size_of::<PrctlMmMap>() == 104);
+
+/// Credentials of one thread, applied last.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RstCreds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub cap_inh: [u32; 2],
+    pub cap_prm: [u32; 2],
+    pub cap_eff: [u32; 2],
+    pub cap_bnd: [u32; 2],
+    pub cap_amb: [u32; 2],
+    pub secbits: u32,
+    pub ngroups: u32,
+    pub groups: [u32; RST_MAX_GROUPS],
+}
+pub const RST_MAX_GROUPS: usize = 64;
+const _: () = assert!(core::mem::size_of::<RstCreds>() == 80 + 4 * RST_MAX_GROUPS);
+
+/// A kernel `siginfo_t` (128 bytes) to queue again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RstSiginfo {
+    pub raw: [u8; 128],
+}
+const _: () = assert!(core::mem::size_of::<RstSiginfo>() == 128);
+
+/// `struct itimerval` (seconds, microseconds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RstItimer {
+    pub interval_sec: i64,
+    pub interval_usec: i64,
+    pub value_sec: i64,
+    pub value_usec: i64,
+}
+const _: () = assert!(core::mem::size_of::<RstItimer>() == 32);
+
+/// One POSIX timer: created with `timer_create(clock, sigev)` until the kernel
+/// hands out `id`, then armed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RstPosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub sigev_notify: i32,
+    pub sigev_signo: i32,
+    pub sigev_value: u64,
+    pub notify_tid: i32,
+    pub _pad: i32,
+    pub interval_sec: i64,
+    pub interval_nsec: i64,
+    pub value_sec: i64,
+    pub value_nsec: i64,
+}
+const _: () = assert!(core::mem::size_of::<RstPosixTimer>() == 64);
+
+/// Per-thread restore data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RstThread {
+    pub tid: i32,
+    pub _pad: i32,
+    /// Address of the prepared `struct rt_sigframe` (its `pretcode` slot);
+    /// rt_sigreturn is entered with `rsp = frame + 8`.
+    pub frame: u64,
+    /// Top of this thread's setup stack.
+    pub stack_top: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub clear_tid: u64,
+    pub rseq: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    /// `RstCreds` for this thread.
+    pub creds: u64,
+    /// `[RstSiginfo; nr_siginfo]` pending for this thread only.
+    pub siginfo: u64,
+    pub nr_siginfo: u32,
+    pub _pad2: u32,
+    pub comm: [u8; 16],
+    /// Nice value, scheduling policy and priority (policy < 0: leave).
+    pub sched_nice: i32,
+    pub sched_policy: i32,
+    pub sched_prio: i32,
+    pub _pad3: i32,
+}
+const _: () = assert!(core::mem::size_of::<RstThread>() == 120);
+
+/// Shared control page (see the module docs). Fields are used atomically.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RstCtl {
+    /// Tasks (processes) that finished the fork stage.
+    pub forked: u32,
+    /// Threads (and zombies) ready to go.
+    pub ready: u32,
+    /// Set to 1 by the engine: everybody may finish. Set to 2: abort.
+    pub go: u32,
+    /// Threads that passed the final barrier.
+    pub done: u32,
+    /// First error: pid, stage, negative errno.
+    pub err_pid: i32,
+    pub err_stage: i32,
+    pub err_code: i64,
+}
+const _: () = assert!(core::mem::size_of::<RstCtl>() == 32);
+
+/// `RstCtl::go` values.
+pub const GO_WAIT: u32 = 0;
+pub const GO_RUN: u32 = 1;
+pub const GO_ABORT: u32 = 2;
+/// Like [`GO_RUN`], and the engine traces every thread: each one stops with
+/// an `int3` right before its rt_sigreturn (see the engine's finish.rs).
+pub const GO_RUN_TRACED: u32 = 3;
+
+/// `RstCtl::err_stage` values reported by the blob.
+pub const STAGE_UNMAP: i32 = 1;
+pub const STAGE_REMAP: i32 = 2;
+pub const STAGE_VDSO: i32 = 3;
+pub const STAGE_MM: i32 = 4;
+pub const STAGE_THREADS: i32 = 5;
+pub const STAGE_TIMERS: i32 = 6;
+pub const STAGE_SIGNALS: i32 = 7;
+pub const STAGE_CREDS: i32 = 8;
+pub const STAGE_ARGS: i32 = 9;
+pub const STAGE_THREAD_SETUP: i32 = 10;
+
+/// Arguments of one task's restorer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RstArgs {
+    pub magic: u32,
+    pub abi_version: u32,
+    pub nr_threads: u32,
+    pub nr_vmas: u32,
+    pub nr_keep: u32,
+    pub nr_shared_siginfo: u32,
+    pub nr_posix_timers: u32,
+    /// Signal for PR_SET_PDEATHSIG once restored (0 = none).
+    pub pdeath_sig: i32,
+    /// `[RstThread; nr_threads]`, the leader first.
+    pub threads: u64,
+    /// `[RstVma; nr_vmas]`, sorted by `dst`.
+    pub vmas: u64,
+    /// `[RstRange; nr_keep]`: everything else is unmapped first.
+    pub keep: u64,
+    /// `[RstSiginfo; nr_shared_siginfo]`: the process-wide pending queue.
+    pub shared_siginfo: u64,
+    /// `[RstPosixTimer; nr_posix_timers]`, sorted by id.
+    pub posix_timers: u64,
+    /// The shared control page.
+    pub ctl: u64,
+    /// Kernel mappings to move: vvar*, vdso (current start, length, target).
+    pub nr_kmaps: u32,
+    pub dumpable: i32,
+    pub kmaps: [RstVma; RST_MAX_KMAPS],
+    pub mm: PrctlMmMap,
+    pub itimers: [RstItimer; 3],
+    /// Fds to close right before the final barrier (exe fd, ...), -1 = none.
+    pub close_fds: [i32; 4],
+    /// The bootstrap mapping (blob + args + stacks): stays mapped (see the
+    /// engine's restore docs).
+    pub bootstrap: RstRange,
+    /// THP disabled flag (PR_SET_THP_DISABLE), -1 = leave.
+    pub thp_disabled: i32,
+    pub child_subreaper: i32,
+    /// Stop the process with this signal at the end (a stopped task), 0 = no.
+    pub stop_signo: i32,
+    pub _pad: i32,
+}
+/// Most kernel-mapping moves (vvar, vvar_vclock, vdso, possibly in two steps).
+pub const RST_MAX_KMAPS: usize = 8;
+const _: () = assert!(core::mem::size_of::<RstArgs>() == 592);
+
+/// After [`RstCtl`] in the control page, at [`RST_SLOTS_OFF`]: one slot per
+/// process (index in the image's pstree), written by the engine side of the
+/// task: where its bootstrap mapping is, so that the engine can unmap it
+/// through ptrace once the threads have left it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RstSlot {
+    pub pid: i32,
+    pub _pad: i32,
+    pub start: u64,
+    pub len: u64,
+    /// Address of a `syscall` instruction inside the blob.
+    pub syscall_at: u64,
+}
+const _: () = assert!(core::mem::size_of::<RstSlot>() == 32);
+pub const RST_SLOTS_OFF: usize = 64;
+pub const RST_MAX_SLOTS: usize = (4096 - RST_SLOTS_OFF) / core::mem::size_of::<RstSlot>();
