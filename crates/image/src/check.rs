@@ -497,7 +497,8 @@ impl Checker<'_> {
             };
             if core.mtype != pb::core_entry::March::X8664 as i32 {
                 self.problem(&name, Some(0), format!("mtype {} is not X86_64", core.mtype));
-            } else if core.thread_info.is_none() {
+            } else if core.thread_info.is_none() && core.tc.as_ref().is_none_or(|tc| tc.task_state != TASK_DEAD) {
+                // A zombie has no registers (CRIU writes none either).
                 self.problem(&name, Some(0), "no thread_info (registers)");
             }
             // SECCOMP_MODE_FILTER: the thread's filter chain is in seccomp.img.

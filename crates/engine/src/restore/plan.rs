@@ -252,22 +252,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // The same checks as `crit check` (structure, cross references, pages);
     // restore-specific ones follow.
     let report = cryo_image::check::check_set(&set);
-    // A zombie's core has no registers (CRIU writes none either); the check
-    // does not know that yet (reported to the image crate's owner).
-    let zombie_core = |p: &cryo_image::check::Problem| {
-        p.what.contains("thread_info")
-            && p.file
-                .strip_prefix("core-")
-                .and_then(|r| r.strip_suffix(".img"))
-                .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    set.core(pid)
-                        .ok()
-                        .and_then(|c| c.tc)
-                        .is_some_and(|tc| tc.task_state == TASK_DEAD)
-                })
-    };
-    let problems: Vec<_> = report.problems.iter().filter(|p| !zombie_core(p)).collect();
+    let problems: Vec<_> = report.problems.iter().collect();
     if let Some(p) = problems.first() {
         let more = problems.len() - 1;
         let tail = if more > 0 {
