@@ -765,3 +765,140 @@ fn ghost_limit_is_enforced() {
     assert!(kill(t.pid, libc::SIGUSR1));
     assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
 }
+
+/// A pty pair made by the test: (master, slave path, slave fd).
+pub fn open_pty() -> (std::fs::File, String, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 97,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds; name and termios may be null.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [m, s] {
+        // SAFETY: plain fcntl on fds we own (never leak them into children).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let path = std::fs::read_link(format!("/proc/self/fd/{s}")).unwrap();
+    // SAFETY: both fds were just opened and are owned here only.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(m),
+            path.display().to_string(),
+            std::fs::File::from_raw_fd(s),
+        )
+    }
+}
+
+/// Read from a pty master until the output contains `needle` (bounded).
+pub fn read_until(m: &mut std::fs::File, needle: &str) -> String {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut out = String::new();
+    for _ in 0..500 {
+        let mut p = libc::pollfd {
+            fd: m.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 20) } > 0 {
+            let mut b = [0u8; 512];
+            match m.read(&mut b) {
+                Ok(n) => out.push_str(&String::from_utf8_lossy(&b[..n])),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        if out.contains(needle) {
+            return out;
+        }
+    }
+    panic!("the terminal never showed {needle:?}; it showed {out:?}");
+}
+
+/// A shell job on a pty (its session, the "shell", outside the dumped tree):
+/// refused without --shell-job; with it, the fds become TTY entries pointing
+/// at one tty-info.img entry with the terminal's session, foreground group,
+/// termios and window size.
+#[test]
+fn shell_job_terminal_is_dumped_with_j() {
+    // The slave stays open here too: a master whose slave is closed reads EIO.
+    let (mut master, slave, _slave_fd) = open_pty();
+    let mut shell = std::process::Command::new(prog("ttyjob"))
+        .arg(&slave)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sh = shell.id() as i32;
+    let out = read_until(&mut master, "\n");
+    let job: i32 = out.trim().strip_prefix("ready ").unwrap().parse().unwrap();
+
+    let refused = tmp_dir("tty-refused");
+    let err = dump::dump(DumpOpts::new(job, &refused)).unwrap_err().to_string();
+    assert!(err.contains("--shell-job") && err.contains(&job.to_string()), "{err}");
+    assert!(images_of(&refused).is_empty());
+    assert_eq!(tracer(job), 0);
+
+    let imgs = tmp_dir("tty-img");
+    let mut o = DumpOpts::new(job, &imgs);
+    o.shell_job = true;
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    // The job still echoes after a leave-running dump.
+    use std::io::Write;
+    master.write_all(b"hello\n").unwrap();
+    read_until(&mut master, "echo:hello");
+
+    let set = ImageSet::open(&imgs).unwrap();
+    let r = cryo_image::check::check_set(&set);
+    assert!(r.is_ok(), "{r}");
+    let ids = set.ids(job as u32).unwrap();
+    let fds = set.fdinfo(ids.files_id).unwrap();
+    let files = set.files().unwrap();
+    let index: u32 = slave.strip_prefix("/dev/pts/").unwrap().parse().unwrap();
+    let mut tty_id = None;
+    for fd in ["0", "1", "2"] {
+        let e = fdi(&fds, fd);
+        assert_eq!(e.r#type, pb::FdTypes::Tty as i32, "fd {fd}");
+        let f = files.iter().find(|f| f.id == e.id && f.tty.is_some()).unwrap();
+        let t = f.tty.as_ref().unwrap();
+        assert_eq!(t.tty_info_id, index << 1);
+        assert_eq!(t.flags & libc::O_ACCMODE as u32, libc::O_RDWR as u32);
+        assert_eq!(reg(&files, t.regf_id.unwrap()).name, slave);
+        assert_eq!(*tty_id.get_or_insert(e.id), e.id, "one open file behind fds 0-2");
+    }
+    let infos: Vec<pb::TtyInfoEntry> = set.entries("tty-info.img", "TTY_INFO").unwrap();
+    assert_eq!(infos.len(), 1);
+    let i = &infos[0];
+    assert_eq!(i.id, index << 1);
+    assert_eq!(i.r#type, pb::TtyType::Pty as i32);
+    assert_eq!(i.pty.as_ref().unwrap().index, index);
+    assert_eq!(i.sid, sh as u32, "the shell's session");
+    assert_eq!(i.pgrp, job as u32, "the job is the foreground group");
+    let w = i.winsize.as_ref().unwrap();
+    assert_eq!((w.ws_row, w.ws_col), (33, 97));
+    let tm = i.termios.as_ref().unwrap();
+    assert_eq!(tm.c_cc.len(), 19);
+    // The line discipline's state as the test sees it from the master side.
+    // SAFETY: a zeroed termios is filled by tcgetattr.
+    let mut now: libc::termios = unsafe { std::mem::zeroed() };
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd and out pointer.
+    assert_eq!(unsafe { libc::tcgetattr(master.as_raw_fd(), &mut now) }, 0);
+    assert_eq!(
+        (tm.c_iflag, tm.c_oflag, tm.c_lflag),
+        (now.c_iflag, now.c_oflag, now.c_lflag)
+    );
+    assert_eq!(tm.c_cc[libc::VINTR], now.c_cc[libc::VINTR] as u32);
+    assert!(i.termios_locked.is_some());
+
+    assert!(kill(job, libc::SIGKILL));
+    let _ = shell.wait();
+    let _ = sh;
+}

@@ -17,8 +17,8 @@ pub struct Args {
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
-    /// Allow dumping a job attached to a terminal (accepted as in criu, but
-    /// terminals are not supported yet: a tree with a tty fd is refused).
+    /// Dump a job attached to its shell's terminal: fds on a pty slave
+    /// (/dev/pts/N) are recorded as CRIU's TTY entries (tty-info.img).
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Dump file locks.

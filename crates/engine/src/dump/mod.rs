@@ -218,13 +218,15 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
     let ghost_limit = opts.ghost_limit;
+    let mut files = FileTable::with_ghost_limit(ghost_limit);
+    files.shell_job = opts.shell_job;
     let mut ctx = DumpCtx {
         opts,
         out: Written {
             dir: dir.clone(),
             files: Vec::new(),
         },
-        files: FileTable::with_ghost_limit(ghost_limit),
+        files,
         kids: Vec::new(),
         next_kid: [1; 5],
         written_fdinfo: Vec::new(),
@@ -1092,6 +1094,12 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
             w.entry(e)?;
             w.raw(d)?;
         }
+        ctx.defer(w);
+    }
+    if !ctx.files.tty_infos.is_empty() {
+        let infos: Vec<pb::TtyInfoEntry> = ctx.files.tty_infos.values().cloned().collect();
+        let path = ctx.out.path("tty-info.img");
+        let w = write_image(&path, "TTY_INFO", &infos)?;
         ctx.defer(w);
     }
     if !ctx.locks.is_empty() {

@@ -9,6 +9,7 @@ pub mod lock;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
+pub mod tty;
 
 use crate::proc::FdInfo;
 use cryo_image::pb;
@@ -95,16 +96,16 @@ pub trait FdKind: Sync {
 }
 
 /// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &memfd::Memfd, &reg::Reg];
+pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &memfd::Memfd, &tty::Tty, &reg::Reg];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
         _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
-        libc::S_IFCHR if is_tty(c.stat.st_rdev) => {
-            Some(c.unsupported("a terminal: ttys (--shell-job) are not supported yet"))
-        }
+        libc::S_IFCHR if is_tty(c.stat.st_rdev) && !tty::is_pty_slave(c.stat.st_rdev) => Some(c.unsupported(
+            "a terminal other than a pty slave (/dev/pts/N): consoles, vts and pty masters are not supported yet",
+        )),
         libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
             Some(c.unsupported("character device outside /dev"))
         }
@@ -153,6 +154,10 @@ pub struct FileTable {
     /// Shared-memory inodes (memfd, shared anonymous), in inode-id order.
     pub shmem: Vec<memfd::ShmemInode>,
     next_pages_id: u32,
+    /// --shell-job: terminals from outside the tree may be dumped.
+    pub shell_job: bool,
+    /// tty-info.img: one entry per terminal, by tty_info id.
+    pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
     pub ghost_limit: u64,
 }
@@ -288,5 +293,6 @@ mod tests {
         assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
         assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
         assert!(seen.contains(&(pb::FdTypes::Memfd as i32)));
+        assert!(seen.contains(&(pb::FdTypes::Tty as i32)));
     }
 }
