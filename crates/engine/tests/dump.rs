@@ -766,60 +766,6 @@ fn ghost_limit_is_enforced() {
     assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
 }
 
-/// A pty pair made by the test: (master, slave path, slave fd).
-pub fn open_pty() -> (std::fs::File, String, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let (mut m, mut s) = (-1, -1);
-    let ws = libc::winsize {
-        ws_row: 33,
-        ws_col: 97,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two fds; name and termios may be null.
-    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    for fd in [m, s] {
-        // SAFETY: plain fcntl on fds we own (never leak them into children).
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let path = std::fs::read_link(format!("/proc/self/fd/{s}")).unwrap();
-    // SAFETY: both fds were just opened and are owned here only.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(m),
-            path.display().to_string(),
-            std::fs::File::from_raw_fd(s),
-        )
-    }
-}
-
-/// Read from a pty master until the output contains `needle` (bounded).
-pub fn read_until(m: &mut std::fs::File, needle: &str) -> String {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let mut out = String::new();
-    for _ in 0..500 {
-        let mut p = libc::pollfd {
-            fd: m.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut p, 1, 20) } > 0 {
-            let mut b = [0u8; 512];
-            match m.read(&mut b) {
-                Ok(n) => out.push_str(&String::from_utf8_lossy(&b[..n])),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-        if out.contains(needle) {
-            return out;
-        }
-    }
-    panic!("the terminal never showed {needle:?}; it showed {out:?}");
-}
-
 /// A shell job on a pty (its session, the "shell", outside the dumped tree):
 /// refused without --shell-job; with it, the fds become TTY entries pointing
 /// at one tty-info.img entry with the terminal's session, foreground group,
@@ -827,7 +773,7 @@ pub fn read_until(m: &mut std::fs::File, needle: &str) -> String {
 #[test]
 fn shell_job_terminal_is_dumped_with_j() {
     // The slave stays open here too: a master whose slave is closed reads EIO.
-    let (mut master, slave, _slave_fd) = open_pty();
+    let (mut master, slave, _slave_fd) = pty::open_pty(33, 97);
     let mut shell = std::process::Command::new(prog("ttyjob"))
         .arg(&slave)
         .stdin(std::process::Stdio::null())
@@ -836,7 +782,7 @@ fn shell_job_terminal_is_dumped_with_j() {
         .spawn()
         .unwrap();
     let sh = shell.id() as i32;
-    let out = read_until(&mut master, "\n");
+    let out = pty::read_until(&mut master, "\n");
     let job: i32 = out.trim().strip_prefix("ready ").unwrap().parse().unwrap();
 
     let refused = tmp_dir("tty-refused");
@@ -853,7 +799,7 @@ fn shell_job_terminal_is_dumped_with_j() {
     // The job still echoes after a leave-running dump.
     use std::io::Write;
     master.write_all(b"hello\n").unwrap();
-    read_until(&mut master, "echo:hello");
+    pty::read_until(&mut master, "echo:hello");
 
     let set = ImageSet::open(&imgs).unwrap();
     let r = cryo_image::check::check_set(&set);

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
 
+#[path = "common/pty.rs"]
+mod pty;
+
 fn fixtures() -> PathBuf {
     PathBuf::from("/work/shared/fixtures/criu-4.2")
 }
@@ -1107,4 +1110,68 @@ fn file_locks_come_back_with_file_locks_and_are_refused_without() {
         mine.iter().any(|l| l.contains("FLOCK") && l.contains("WRITE")),
         "{mine:?}"
     );
+}
+
+/// A shell job dumped with -j (its terminal, /dev/pts/A, belongs to a shell
+/// outside the tree) is refused by `cryo restore` without -j, and with -j
+/// comes back on the terminal of the session running cryo (/dev/pts/B): it
+/// joins that session and process group, gets its termios and window size
+/// back, and echoes a line typed on B.
+#[test]
+fn shell_job_comes_back_on_the_restorers_terminal() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let bin = build_prog("ttyjob");
+    let (_ma, sa, _sa_fd) = pty::open_pty(33, 97);
+    let (mut mb, sb, _sb_fd) = pty::open_pty(10, 20);
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {bin} {sa} /tmp/anchor/job </dev/null >/dev/null 2>&1 & S=$!; \
+         while [ ! -s /tmp/anchor/job ]; do sleep 0.02; done; J=$(cat /tmp/anchor/job); \
+         mkdir img; {CRYO} dump -j -t $J -D img 2>.dump-err; echo $? > .dump-rc; wait $S; \
+         {CRYO} restore -d -D img </dev/null 2>.noj-err; echo $? > .noj-rc; \
+         setsid -c sh -c '{CRYO} restore -j -d -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err; \
+           echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000' <{sb} >{sb} 2>&1 & \
+         exec sleep 100000",
+        bin = bin.display()
+    );
+    let ns = Ns::start(&script);
+    let (rc, err) = ns.cryo_result();
+    let dump_rc = std::fs::read_to_string(ns.anchor(".dump-rc")).unwrap();
+    let dump_err = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap();
+    assert_eq!(dump_rc.trim(), "0", "cryo dump -j: {dump_err}");
+    let noj = std::fs::read_to_string(ns.anchor(".noj-err")).unwrap();
+    assert_ne!(std::fs::read_to_string(ns.anchor(".noj-rc")).unwrap().trim(), "0");
+    assert!(noj.contains("--shell-job"), "restore without -j: {noj}");
+    assert_eq!(rc, 0, "cryo restore -j: {err}");
+    let job: i32 = std::fs::read_to_string(ns.anchor("job"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let outer = ns.outer(job).expect("the job runs again with its pid");
+    for fd in 0..3 {
+        let l = std::fs::read_link(format!("/proc/{outer}/fd/{fd}")).unwrap();
+        assert_eq!(l.display().to_string(), sb, "fd {fd}");
+    }
+    // In the session of the shell that ran cryo, with B as its terminal.
+    let stat = std::fs::read_to_string(format!("/proc/{outer}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let rdev = std::fs::metadata(&sb).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(f[4].parse::<u64>().unwrap(), rdev.rdev(), "controlling terminal is B");
+    assert_ne!(f[3], job.to_string(), "not a session of its own");
+    // The dumped window size is back on B.
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a winsize.
+    assert_eq!(unsafe { libc::ioctl(mb.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) }, 0);
+    assert_eq!((ws.ws_row, ws.ws_col), (33, 97));
+    // It reads from and writes to B.
+    mb.write_all(b"world\n").unwrap();
+    pty::read_until(&mut mb, "echo:world");
 }

@@ -16,7 +16,8 @@ pub struct Args {
     /// Write the root's pid here.
     #[arg(long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-    /// The root stays in cryo's session and process group (a job of this shell).
+    /// The root stays in cryo's session and process group (a job of this shell);
+    /// its terminal fds are connected to cryo's own terminal (its stdin).
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Restore file locks (the images must have been dumped with --file-locks).

@@ -1,7 +1,8 @@
 //! Terminals: the slave side of a unix98 pty (/dev/pts/N) that a shell job
 //! inherited from its shell. Only with `--shell-job`: the session owning the
 //! terminal is outside the dumped tree, so the terminal is not ours to
-//! recreate; restore connects such fds to the restorer's own terminal.
+//! recreate; restore connects such fds to the restorer's own terminal
+//! (its stdin), with the dumped termios and window size.
 //!
 //! Images, as CRIU writes them: a REG entry for the path, a TTY entry in
 //! files.img (`tty_file_entry`, pointing at the REG entry with `regf_id` and
@@ -166,4 +167,63 @@ fn tty_info(c: &FdCtx, fd: &OwnedFd, id: u32, index: u32) -> Result<pb::TtyInfoE
         uid: None,
         gid: None,
     })
+}
+
+/// An ioctl that reads a `T` from us.
+#[allow(unsafe_code)]
+fn ioctl_set<T>(fd: &OwnedFd, req: libc::c_ulong, v: &T) -> std::io::Result<()> {
+    // SAFETY: `req` is a write request whose kernel argument has the layout of `T`;
+    // the pointer is valid for reads for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), req, v as *const T) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restore (shell job): the terminal of the restorer itself, reached through
+/// its stdin (which must be a terminal), opened anew with the dumped flags;
+/// the dumped termios and window size are put back on it.
+pub fn restore_open(id: u32, flags: u32, info: &pb::TtyInfoEntry) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stdin = std::fs::read_link("/proc/self/fd/0")?;
+    let st = super::stat_path("/proc/self/fd/0")?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || !is_pty_slave(st.st_rdev) {
+        return Err(std::io::Error::other(format!(
+            "--shell-job connects the job's terminal to cryo's own, but cryo's stdin ({}) is not a pty slave",
+            stdin.display()
+        )));
+    }
+    let acc = flags as i32 & libc::O_ACCMODE;
+    let extra = flags as i32 & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC) | libc::O_NOCTTY;
+    let f = std::fs::OpenOptions::new()
+        .read(acc != libc::O_WRONLY)
+        .write(acc != libc::O_RDONLY)
+        .custom_flags(extra)
+        .open("/proc/self/fd/0")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening {} for file id {id}: {e}", stdin.display())))?;
+    let fd: OwnedFd = f.into();
+    if let Some(t) = &info.termios {
+        let mut k = KTermios {
+            c_iflag: t.c_iflag,
+            c_oflag: t.c_oflag,
+            c_cflag: t.c_cflag,
+            c_lflag: t.c_lflag,
+            c_line: t.c_line as u8,
+            c_cc: [0; 19],
+        };
+        for (d, s) in k.c_cc.iter_mut().zip(&t.c_cc) {
+            *d = *s as u8;
+        }
+        ioctl_set(&fd, libc::TCSETS, &k).map_err(|e| std::io::Error::new(e.kind(), format!("TCSETS: {e}")))?;
+    }
+    if let Some(w) = &info.winsize {
+        let ws = Winsize {
+            ws_row: w.ws_row as u16,
+            ws_col: w.ws_col as u16,
+            ws_xpixel: w.ws_xpixel as u16,
+            ws_ypixel: w.ws_ypixel as u16,
+        };
+        ioctl_set(&fd, libc::TIOCSWINSZ, &ws).map_err(|e| std::io::Error::new(e.kind(), format!("TIOCSWINSZ: {e}")))?;
+    }
+    Ok(fd)
 }

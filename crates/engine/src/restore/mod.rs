@@ -305,6 +305,18 @@ impl RestoreCtx {
                     }
                     files::memfd::restore_open(id, desc, &memfd_inodes[inode])?
                 }
+                FileDesc::Tty { flags, info } => {
+                    if !self.opts.shell_job {
+                        return Err(prep(
+                            plan.set.path("tty-info.img").display().to_string(),
+                            format!(
+                                "file id {id} is a terminal (pty {}): restore it as a shell job with --shell-job (-j)",
+                                info.pty.as_ref().map(|p| p.index).unwrap_or(0)
+                            ),
+                        ));
+                    }
+                    files::tty::restore_open(id, *flags, info).map_err(|e| prep(format!("terminal file id {id}"), e))?
+                }
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);

@@ -170,6 +170,11 @@ pub enum FileDesc {
         flags: u32,
         pos: u64,
     },
+    /// A terminal (restored only with --shell-job, on cryo's own terminal).
+    Tty {
+        flags: u32,
+        info: Box<pb::TtyInfoEntry>,
+    },
 }
 
 /// A memfd inode (memfd.img).
@@ -242,7 +247,7 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("signalfd.img", "signalfd"),
     ("inotify", "inotify"),
     ("fanotify", "fanotify"),
-    ("tty", "ttys"),
+    ("tty-data", "queued terminal data"),
 ];
 
 /// Read and check every image of the set.
@@ -337,6 +342,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // Files.
     let files_file = set.path("files.img").display().to_string();
     let mut files = BTreeMap::new();
+    let tty_infos: Vec<pb::TtyInfoEntry> = if set.has("tty-info.img") {
+        set.entries("tty-info.img", "TTY_INFO")?
+    } else {
+        Vec::new()
+    };
     for (i, f) in set.files()?.into_iter().enumerate() {
         let ty = pb::FdTypes::try_from(f.r#type)
             .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
@@ -352,6 +362,24 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             pb::FdTypes::Memfd => {
                 let m = f.memfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: MEMFD without memfd")))?;
                 FileDesc::Memfd { inode: m.inode_id, flags: m.flags, pos: m.pos }
+            }
+            pb::FdTypes::Tty => {
+                let t = f.tty.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: TTY without tty")))?;
+                let info = tty_infos.iter().find(|x| x.id == t.tty_info_id).ok_or_else(|| {
+                    bad(
+                        &files_file,
+                        0,
+                        format!("entry {i}: tty_info_id {} is not in tty-info.img", t.tty_info_id),
+                    )
+                })?;
+                if info.r#type != pb::TtyType::Pty as i32 {
+                    return Err(unsupported(
+                        set.path("tty-info.img").display().to_string(),
+                        0,
+                        format!("terminal {}: only pty terminals are supported", info.id),
+                    ));
+                }
+                FileDesc::Tty { flags: t.flags, info: Box::new(info.clone()) }
             }
             other => {
                 return Err(PlanError::BadSet {

@@ -2,6 +2,8 @@
 //! binary run, into a temp dir), start them, and kill them by PID on drop.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

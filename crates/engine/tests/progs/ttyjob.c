@@ -1,9 +1,10 @@
-/* A shell job on a terminal: `ttyjob /dev/pts/N`.
+/* A shell job on a terminal: `ttyjob /dev/pts/N [PIDFILE]`.
  * The first process plays the shell: it starts a session, takes the pty
  * slave as its controlling terminal and as stdin/stdout/stderr, and forks
  * the job into its own process group, made the terminal's foreground group.
  * The job prints "ready <pid>" on the terminal, then echoes every line it
- * reads as "echo:<line>" (and "bye" on end of file). */
+ * reads as "echo:<line>" (and "bye" on end of file). With PIDFILE, the job
+ * also writes its pid there (after printing "ready"). */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +15,7 @@
 
 int main(int argc, char **argv)
 {
-	if (argc != 2)
+	if (argc != 2 && argc != 3)
 		return 2;
 	if (setsid() < 0)
 		return 3;
@@ -37,6 +38,16 @@ int main(int argc, char **argv)
 		char line[256];
 		printf("ready %d\n", getpid());
 		fflush(stdout);
+		if (argc == 3) {
+			char tmp[4096];
+			snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]);
+			FILE *f = fopen(tmp, "w");
+			if (!f)
+				return 6;
+			fprintf(f, "%d\n", getpid());
+			fclose(f);
+			rename(tmp, argv[2]);
+		}
 		while (fgets(line, sizeof(line), stdin)) {
 			line[strcspn(line, "\n")] = 0;
 			printf("echo:%s\n", line);
