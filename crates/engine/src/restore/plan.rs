@@ -44,23 +44,14 @@ fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> Pl
 pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
-/// CRIU's VMA status bits.
+/// CRIU's VMA status bits, under short names (the values live in cryo_image::vma).
 pub mod vma_status {
-    pub const REGULAR: u32 = 1 << 0;
-    pub const STACK: u32 = 1 << 1;
-    pub const VSYSCALL: u32 = 1 << 2;
-    pub const VDSO: u32 = 1 << 3;
-    pub const HEAP: u32 = 1 << 5;
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    pub const FILE_SHARED: u32 = 1 << 7;
-    pub const ANON_SHARED: u32 = 1 << 8;
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    pub const SYSVIPC: u32 = 1 << 10;
-    pub const SOCKET: u32 = 1 << 11;
-    pub const VVAR: u32 = 1 << 12;
-    pub const AIORING: u32 = 1 << 13;
-    pub const MEMFD: u32 = 1 << 14;
-    pub const UNSUPP: u32 = 1 << 31;
+    pub use cryo_image::vma::{
+        VMA_ANON_PRIVATE as ANON_PRIVATE, VMA_ANON_SHARED as ANON_SHARED, VMA_AREA_AIORING as AIORING,
+        VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR, VMA_AREA_SOCKET as SOCKET,
+        VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO, VMA_AREA_VSYSCALL as VSYSCALL,
+        VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE, VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
+    };
 }
 
 /// What a VMA is made of.
