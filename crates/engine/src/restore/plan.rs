@@ -161,6 +161,14 @@ pub enum FileDesc {
         flags: u32,
         pos: u64,
     },
+    /// A FIFO opened at `path` (its REG entry, regf_id), sharing the inode
+    /// `pipe_id` with every other fd of the same FIFO.
+    Fifo {
+        pipe_id: u32,
+        path: String,
+        flags: u32,
+        mode: u32,
+    },
 }
 
 /// A memfd inode (memfd.img).
@@ -180,6 +188,8 @@ pub struct Plan {
     pub procs: Vec<Proc>,
     pub files: BTreeMap<u32, FileDesc>,
     pub pipe_data: HashMap<u32, Vec<u8>>,
+    /// fifo-data.img: FIFO inode -> queued bytes.
+    pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
     /// Shared memory contents: shmid -> (pagemap, pages file).
     pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
@@ -328,7 +338,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // Files.
     let files_file = set.path("files.img").display().to_string();
     let mut files = BTreeMap::new();
-    for (i, f) in set.files()?.into_iter().enumerate() {
+    let all_files = set.files()?;
+    for (i, f) in all_files.iter().enumerate() {
         let ty = pb::FdTypes::try_from(f.r#type)
             .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
         let d = match ty {
@@ -343,6 +354,26 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             pb::FdTypes::Memfd => {
                 let m = f.memfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: MEMFD without memfd")))?;
                 FileDesc::Memfd { inode: m.inode_id, flags: m.flags, pos: m.pos }
+            }
+            pb::FdTypes::Fifo => {
+                let p = f.fifo.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FIFO without fifo")))?;
+                let regf = p.regf_id.unwrap_or(p.id);
+                let r = all_files
+                    .iter()
+                    .find(|g| g.id == regf && g.r#type == pb::FdTypes::Reg as i32)
+                    .and_then(|g| g.reg.as_ref())
+                    .ok_or_else(|| {
+                        bad(&files_file, 0, format!("entry {i}: FIFO {} names REG entry {regf}, which is missing", p.id))
+                    })?;
+                let mode = r.mode.unwrap_or(libc::S_IFIFO | 0o600);
+                if mode & libc::S_IFMT != libc::S_IFIFO {
+                    return Err(bad(
+                        &files_file,
+                        0,
+                        format!("entry {i}: FIFO {} has path {} of mode {mode:o}, not a FIFO", p.id, r.name),
+                    ));
+                }
+                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode }
             }
             other => {
                 return Err(PlanError::BadSet {
@@ -399,6 +430,24 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             ));
         }
         pipe_data.insert(e.pipe_id, data);
+    }
+    let mut fifo_data = HashMap::new();
+    if set.has("fifo-data.img") {
+        for (e, data) in set.with_payload::<pb::PipeDataEntry>("fifo-data.img")? {
+            if data.len() != e.bytes as usize {
+                return Err(bad(
+                    set.path("fifo-data.img").display().to_string(),
+                    0,
+                    format!(
+                        "fifo {}: {} bytes announced, {} present",
+                        e.pipe_id,
+                        e.bytes,
+                        data.len()
+                    ),
+                ));
+            }
+            fifo_data.insert(e.pipe_id, data);
+        }
     }
     let mut memfds = BTreeMap::new();
     if set.has("memfd.img") {
@@ -473,6 +522,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         procs,
         files,
         pipe_data,
+        fifo_data,
         memfds,
         shmem,
         set,
