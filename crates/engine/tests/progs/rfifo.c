@@ -41,6 +41,13 @@ int main(int argc, char **argv)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, 0);
+	/* SIGUSR1 is only taken inside sigsuspend(), so a signal that arrives between the check of
+	 * `usr1` and the wait is never lost (a pause() loop would hang then). */
+	sigset_t block, waitmask;
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &block, &waitmask);
+	sigdelset(&waitmask, SIGUSR1);
 	snprintf(path, sizeof(path), "%s/fifo", dir);
 	umask(0);
 	if (mkfifo(path, 0640) != 0)
@@ -60,7 +67,7 @@ int main(int argc, char **argv)
 		close(sync[0]);
 		close(sync[1]);
 		for (;;) {
-			pause();
+			sigsuspend(&waitmask);
 			if (usr1) {
 				usr1 = 0;
 				write(wo, "ping", 4);
@@ -79,7 +86,7 @@ int main(int argc, char **argv)
 		ssize_t n;
 
 		while (!usr1)
-			pause();
+			sigsuspend(&waitmask);
 		usr1 = 0;
 		why[0] = 0;
 		if (stat(path, &sp) != 0 || !S_ISFIFO(sp.st_mode))
