@@ -1175,3 +1175,22 @@ fn shell_job_comes_back_on_the_restorers_terminal() {
     mb.write_all(b"world\n").unwrap();
     pty::read_until(&mut mb, "echo:world");
 }
+
+#[test]
+fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
+    let prog = build_prog("rfifo");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "fifo.ready",
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("fifo.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("fifo.verify", "");
+            assert_eq!(v.trim(), "fifo=ok", "round {round}");
+            // The second restore must create the FIFO node again.
+            if round == 1 {
+                std::fs::remove_file(ns.anchor("fifo")).unwrap();
+            }
+        },
+    );
+}

@@ -83,14 +83,10 @@ pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
 
-// VMA status bits (CRIU's vma.h).
-pub const VMA_AREA_REGULAR: u32 = 1 << 0;
-pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
-pub const VMA_FILE_SHARED: u32 = 1 << 7;
-pub const VMA_ANON_SHARED: u32 = 1 << 8;
-pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-pub const VMA_AREA_SOCKET: u32 = 1 << 11;
-pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub use crate::vma::{
+    VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
+};
 
 // fd_types values used here.
 const FD_REG: i32 = 1;

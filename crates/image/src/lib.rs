@@ -17,6 +17,7 @@ pub mod magic;
 pub mod pages;
 pub mod pretty;
 pub mod pyjson;
+pub mod vma;
 pub mod writer;
 
 use std::collections::HashMap;

@@ -3,20 +3,7 @@
 use cryo_image::pb;
 use serde::Serialize;
 
-pub const VMA_AREA_REGULAR: u32 = 1 << 0;
-pub const VMA_AREA_STACK: u32 = 1 << 1;
-pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-pub const VMA_AREA_VDSO: u32 = 1 << 3;
-pub const VMA_AREA_HEAP: u32 = 1 << 5;
-pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
-pub const VMA_FILE_SHARED: u32 = 1 << 7;
-pub const VMA_ANON_SHARED: u32 = 1 << 8;
-pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
-pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-pub const VMA_AREA_SOCKET: u32 = 1 << 11;
-pub const VMA_AREA_VVAR: u32 = 1 << 12;
-pub const VMA_AREA_AIORING: u32 = 1 << 13;
-pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub use cryo_image::vma::*;
 
 pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;

@@ -6,18 +6,7 @@ use crate::proc::{Stat, Vma};
 use crate::sys;
 use cryo_image::pb;
 
-pub const VMA_AREA_REGULAR: u32 = 1 << 0;
-pub const VMA_AREA_STACK: u32 = 1 << 1;
-pub const VMA_AREA_VSYSCALL: u32 = 1 << 2;
-pub const VMA_AREA_VDSO: u32 = 1 << 3;
-pub const VMA_AREA_HEAP: u32 = 1 << 5;
-pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
-pub const VMA_FILE_SHARED: u32 = 1 << 7;
-pub const VMA_ANON_SHARED: u32 = 1 << 8;
-pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
-pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
-pub const VMA_AREA_VVAR: u32 = 1 << 12;
-pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub use cryo_image::vma::*;
 
 pub const PE_LAZY: u32 = 1 << 1;
 pub const PE_PRESENT: u32 = 1 << 2;

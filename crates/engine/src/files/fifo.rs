@@ -41,3 +41,107 @@ impl FdKind for Fifo {
         })
     }
 }
+
+// ---- Restore side -------------------------------------------------------
+
+pub use restore_side::{restore_inode, restore_open};
+
+/// Restore of FIFOs: the engine makes sure the node exists, holds it open
+/// read-write (so no open() blocks and the queued bytes have a home), puts the
+/// bytes back, then opens every file description non-blocking and sets its
+/// real status flags; the restored tasks inherit them.
+#[allow(unsafe_code)]
+mod restore_side {
+    use crate::restore::RestoreError;
+    use std::ffi::CString;
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn err(pipe_id: u32, path: &str, reason: impl std::fmt::Display) -> RestoreError {
+        RestoreError::Prepare {
+            object: format!("fifo {pipe_id} ({path})"),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn open(c: &CString, flags: i32) -> std::io::Result<OwnedFd> {
+        // SAFETY: c is a valid C string.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd, owned from here on.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn ino(fd: &OwnedFd) -> std::io::Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(fd).map_err(std::io::Error::from)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// The FIFO inode `pipe_id` at `path`: created (mode `mode`) if missing, held
+    /// open O_RDWR, with `data` queued in it. Keep the returned fd until every
+    /// description of this FIFO is opened with [`restore_open`].
+    pub fn restore_inode(pipe_id: u32, path: &str, mode: u32, data: Option<&[u8]>) -> Result<OwnedFd, RestoreError> {
+        let c = CString::new(path).map_err(|e| err(pipe_id, path, e))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(md) => {
+                use std::os::unix::fs::FileTypeExt;
+                if !md.file_type().is_fifo() {
+                    return Err(err(pipe_id, path, "the path exists and is not a FIFO"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // SAFETY: c is a valid C string.
+                if unsafe { libc::mkfifo(c.as_ptr(), mode & 0o7777) } != 0 {
+                    return Err(err(
+                        pipe_id,
+                        path,
+                        format!("mkfifo: {}", std::io::Error::last_os_error()),
+                    ));
+                }
+                // The mode as dumped, whatever the engine's umask.
+                // SAFETY: c is a valid C string.
+                if unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) } != 0 {
+                    return Err(err(
+                        pipe_id,
+                        path,
+                        format!("chmod: {}", std::io::Error::last_os_error()),
+                    ));
+                }
+            }
+            Err(e) => return Err(err(pipe_id, path, e)),
+        }
+        // O_RDWR never blocks on a FIFO (Linux), and makes later
+        // read-only/write-only opens succeed at once.
+        let keep = open(&c, libc::O_RDWR | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            if d.len() > 65536 {
+                nix::fcntl::fcntl(&keep, nix::fcntl::FcntlArg::F_SETPIPE_SZ(d.len() as i32))
+                    .map_err(|e| err(pipe_id, path, format!("growing the FIFO to {} bytes: {e}", d.len())))?;
+            }
+            let mut f = std::fs::File::from(keep.try_clone().map_err(|e| err(pipe_id, path, e))?);
+            f.write_all(d)
+                .map_err(|e| err(pipe_id, path, format!("putting back {} queued bytes: {e}", d.len())))?;
+        }
+        Ok(keep)
+    }
+
+    /// One file description of the FIFO held open by `keep`, with its access
+    /// mode and status flags.
+    pub fn restore_open(keep: &OwnedFd, pipe_id: u32, path: &str, flags: u32) -> Result<OwnedFd, RestoreError> {
+        let c = CString::new(path).map_err(|e| err(pipe_id, path, e))?;
+        let acc = flags as i32 & libc::O_ACCMODE;
+        let fd = open(&c, acc | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
+        if ino(&fd).map_err(|e| err(pipe_id, path, e))? != ino(keep).map_err(|e| err(pipe_id, path, e))? {
+            return Err(err(pipe_id, path, "the path was replaced during the restore"));
+        }
+        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME);
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),
+        )
+        .map_err(|e| err(pipe_id, path, format!("setting flags {st:o}: {e}")))?;
+        Ok(fd)
+    }
+}

@@ -12,7 +12,7 @@
 //!   exists yet. Unsupported objects are refused here.
 //! * **Prepare**: the PIDs are checked free (waiting, bounded, for the zombies
 //!   of a just-killed tree), the shared objects are opened in the engine
-//!   (files at their positions, pipes with their data, ghost files re-created
+//!   (files at their positions, pipes and FIFOs with their data, ghost files re-created
 //!   and already unlinked, memfds with their contents), and the shared control
 //!   page is mapped where no restored VMA will be.
 //! * **Fork**: the root is cloned with its pid; each task forks its own
@@ -281,6 +281,7 @@ impl RestoreCtx {
         let mut map_pool = HashMap::new();
         let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
         let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
+        let mut fifos: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
             .iter()
@@ -317,11 +318,24 @@ impl RestoreCtx {
                     }
                     files::tty::restore_open(id, *flags, info).map_err(|e| prep(format!("terminal file id {id}"), e))?
                 }
+                FileDesc::Fifo {
+                    pipe_id,
+                    path,
+                    flags,
+                    mode,
+                } => {
+                    if !fifos.contains_key(pipe_id) {
+                        let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
+                        fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data)?);
+                    }
+                    files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
+                }
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);
         }
         drop(pipes);
+        drop(fifos);
         // Files mapped by VMAs, and the exe files.
         let mut mapped: Vec<(u32, bool)> = Vec::new();
         for p in &plan.procs {

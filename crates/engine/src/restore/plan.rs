@@ -44,23 +44,14 @@ fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> Pl
 pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
-/// CRIU's VMA status bits.
+/// CRIU's VMA status bits, under short names (the values live in cryo_image::vma).
 pub mod vma_status {
-    pub const REGULAR: u32 = 1 << 0;
-    pub const STACK: u32 = 1 << 1;
-    pub const VSYSCALL: u32 = 1 << 2;
-    pub const VDSO: u32 = 1 << 3;
-    pub const HEAP: u32 = 1 << 5;
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    pub const FILE_SHARED: u32 = 1 << 7;
-    pub const ANON_SHARED: u32 = 1 << 8;
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    pub const SYSVIPC: u32 = 1 << 10;
-    pub const SOCKET: u32 = 1 << 11;
-    pub const VVAR: u32 = 1 << 12;
-    pub const AIORING: u32 = 1 << 13;
-    pub const MEMFD: u32 = 1 << 14;
-    pub const UNSUPP: u32 = 1 << 31;
+    pub use cryo_image::vma::{
+        VMA_ANON_PRIVATE as ANON_PRIVATE, VMA_ANON_SHARED as ANON_SHARED, VMA_AREA_AIORING as AIORING,
+        VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR, VMA_AREA_SOCKET as SOCKET,
+        VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO, VMA_AREA_VSYSCALL as VSYSCALL,
+        VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE, VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
+    };
 }
 
 /// What a VMA is made of.
@@ -175,6 +166,14 @@ pub enum FileDesc {
         flags: u32,
         info: Box<pb::TtyInfoEntry>,
     },
+    /// A FIFO opened at `path` (its REG entry, regf_id), sharing the inode
+    /// `pipe_id` with every other fd of the same FIFO.
+    Fifo {
+        pipe_id: u32,
+        path: String,
+        flags: u32,
+        mode: u32,
+    },
 }
 
 /// A memfd inode (memfd.img).
@@ -194,6 +193,8 @@ pub struct Plan {
     pub procs: Vec<Proc>,
     pub files: BTreeMap<u32, FileDesc>,
     pub pipe_data: HashMap<u32, Vec<u8>>,
+    /// fifo-data.img: FIFO inode -> queued bytes.
+    pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
     /// Shared memory contents: shmid -> (pagemap, pages file).
     pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
@@ -347,7 +348,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     } else {
         Vec::new()
     };
-    for (i, f) in set.files()?.into_iter().enumerate() {
+    let all_files = set.files()?;
+    for (i, f) in all_files.iter().enumerate() {
         let ty = pb::FdTypes::try_from(f.r#type)
             .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
         let d = match ty {
@@ -380,6 +382,26 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     ));
                 }
                 FileDesc::Tty { flags: t.flags, info: Box::new(info.clone()) }
+            }
+            pb::FdTypes::Fifo => {
+                let p = f.fifo.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FIFO without fifo")))?;
+                let regf = p.regf_id.unwrap_or(p.id);
+                let r = all_files
+                    .iter()
+                    .find(|g| g.id == regf && g.r#type == pb::FdTypes::Reg as i32)
+                    .and_then(|g| g.reg.as_ref())
+                    .ok_or_else(|| {
+                        bad(&files_file, 0, format!("entry {i}: FIFO {} names REG entry {regf}, which is missing", p.id))
+                    })?;
+                let mode = r.mode.unwrap_or(libc::S_IFIFO | 0o600);
+                if mode & libc::S_IFMT != libc::S_IFIFO {
+                    return Err(bad(
+                        &files_file,
+                        0,
+                        format!("entry {i}: FIFO {} has path {} of mode {mode:o}, not a FIFO", p.id, r.name),
+                    ));
+                }
+                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode }
             }
             other => {
                 return Err(PlanError::BadSet {
@@ -436,6 +458,24 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             ));
         }
         pipe_data.insert(e.pipe_id, data);
+    }
+    let mut fifo_data = HashMap::new();
+    if set.has("fifo-data.img") {
+        for (e, data) in set.with_payload::<pb::PipeDataEntry>("fifo-data.img")? {
+            if data.len() != e.bytes as usize {
+                return Err(bad(
+                    set.path("fifo-data.img").display().to_string(),
+                    0,
+                    format!(
+                        "fifo {}: {} bytes announced, {} present",
+                        e.pipe_id,
+                        e.bytes,
+                        data.len()
+                    ),
+                ));
+            }
+            fifo_data.insert(e.pipe_id, data);
+        }
     }
     let mut memfds = BTreeMap::new();
     if set.has("memfd.img") {
@@ -510,6 +550,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         procs,
         files,
         pipe_data,
+        fifo_data,
         memfds,
         shmem,
         set,
