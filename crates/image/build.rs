@@ -13,6 +13,44 @@ use std::{env, fmt::Write as _, fs, path::PathBuf};
 
 use prost::Message as _;
 
+/// The files with only the top-level messages and enums reachable from `root` (files kept, maybe empty,
+/// so that imports still resolve).
+fn reachable(files: &[prost_types::FileDescriptorProto], root: &str) -> Vec<prost_types::FileDescriptorProto> {
+    fn field_types(m: &prost_types::DescriptorProto, out: &mut Vec<String>) {
+        for f in &m.field {
+            if let Some(first) = f.type_name().trim_start_matches('.').split('.').next() {
+                if !first.is_empty() {
+                    out.push(first.to_string());
+                }
+            }
+        }
+        for n in &m.nested_type {
+            field_types(n, out);
+        }
+    }
+    let mut reach = BTreeSet::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(t) = stack.pop() {
+        if !reach.insert(t.clone()) {
+            continue;
+        }
+        for f in files {
+            for m in f.message_type.iter().filter(|m| m.name() == t) {
+                field_types(m, &mut stack);
+            }
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f.message_type.retain(|m| reach.contains(m.name()));
+            f.enum_type.retain(|e| reach.contains(e.name()));
+            f
+        })
+        .collect()
+}
+
 fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
     if m.options.as_ref().is_some_and(|o| *o == Default::default()) {
         m.options = None;
@@ -144,17 +182,18 @@ fn main() {
     );
     let mut subsets = String::from("/// Generated: descriptor subsets.\npub static SUBSETS: &[&[u8]] = &[\n");
     let mut msg_rows = Vec::new();
-    let mut n_subsets = 0usize;
+    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     let mut emit = |files: Vec<prost_types::FileDescriptorProto>, subsets: &mut String| -> usize {
-        let name = format!("fds-{n_subsets}.bin");
-        fs::write(
-            out.join(&name),
-            prost_types::FileDescriptorSet { file: files }.encode_to_vec(),
-        )
-        .unwrap();
+        let bytes = prost_types::FileDescriptorSet { file: files }.encode_to_vec();
+        if let Some(&i) = seen.get(&bytes) {
+            return i;
+        }
+        let i = seen.len();
+        let name = format!("fds-{i}.bin");
+        fs::write(out.join(&name), &bytes).unwrap();
         writeln!(subsets, "    include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")),").unwrap();
-        n_subsets += 1;
-        n_subsets - 1
+        seen.insert(bytes, i);
+        i
     };
     for f in &fds.file {
         let mut need = BTreeSet::new();
@@ -183,9 +222,14 @@ fn main() {
         } else {
             None
         };
-        let full_idx = emit(full, &mut subsets);
-        let lean_idx = lean.map(|l| emit(l, &mut subsets)).unwrap_or(full_idx);
+        // Each message gets only the types it can reach (an image kind seldom needs its whole file closure:
+        // inventory needs one message of core.proto, fdinfo none of the fd kinds).
         for m in &f.message_type {
+            let full_idx = emit(reachable(&full, m.name()), &mut subsets);
+            let lean_idx = match &lean {
+                Some(l) => emit(reachable(l, m.name()), &mut subsets),
+                None => full_idx,
+            };
             msg_rows.push((m.name().to_string(), lean_idx, full_idx));
         }
     }
