@@ -15,7 +15,7 @@ W=$(mktemp -d /tmp/cryo-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 gcc -O2 -o "$W/bigmem" "$ROOT/crates/engine/tests/progs/bigmem.c"
 mkdir -p /tmp/cryo-fx/bin
-F=/work/shared/fixtures/criu-4.2/loop_heap
+F="$ROOT/fixtures/criu-4.2/loop_heap"
 [ -f /tmp/cryo-fx/bin/loop_heap ] || gcc -O2 -o /tmp/cryo-fx/bin/loop_heap "$F/src/loop_heap.c"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

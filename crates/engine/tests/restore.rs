@@ -13,8 +13,9 @@ const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
 #[path = "common/pty.rs"]
 mod pty;
 
+/// The CRIU 4.2 image sets bundled in the repository (fixtures/criu-4.2).
 fn fixtures() -> PathBuf {
-    PathBuf::from("/work/shared/fixtures/criu-4.2")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
 }
 
 /// Compile the fixture program of `name` to the path its images name
