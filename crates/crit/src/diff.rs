@@ -518,21 +518,6 @@ struct PageReader<'a> {
     file: Option<File>,
 }
 
-/// A shared memory pagemap (`pagemap-shmem-ID.img`), validated against its pages file.
-fn shmem_pagemap(set: &ImageSet, name: &str) -> Result<Pagemap> {
-    let img = set.image(name)?;
-    let file = set.path(name).display().to_string();
-    let head: pb::PagemapHead = typed(&img, 0).ok_or_else(|| ImageError::Invalid {
-        file: file.clone(),
-        what: "no pagemap_head".into(),
-    })?;
-    let entries: Vec<pb::PagemapEntry> = (1..img.entries.len()).filter_map(|i| typed(&img, i)).collect();
-    let pages_len = std::fs::metadata(set.path(&format!("pages-{}.img", head.pages_id)))
-        .map(|m| m.len())
-        .ok();
-    Pagemap::new(&file, &head, &entries, pages_len)
-}
-
 impl<'a> PageReader<'a> {
     fn new(set: &'a ImageSet, pid: u32) -> Result<Self> {
         Ok(Self::with(set, Some(pid), set.pagemap(pid)?))
@@ -629,8 +614,8 @@ pub fn diff_memory(a: &ImageSet, b: &ImageSet, pid: u32) -> Result<MemoryDiff> {
 
 /// Compare a shared memory object (`pagemap-shmem-ID.img`) in both sets; addresses are offsets in it.
 pub fn diff_shmem(a: &ImageSet, b: &ImageSet, name: &str) -> Result<MemoryDiff> {
-    let ra = PageReader::with(a, None, std::sync::Arc::new(shmem_pagemap(a, name)?));
-    let rb = PageReader::with(b, None, std::sync::Arc::new(shmem_pagemap(b, name)?));
+    let ra = PageReader::with(a, None, std::sync::Arc::new(a.pagemap_file(name)?));
+    let rb = PageReader::with(b, None, std::sync::Arc::new(b.pagemap_file(name)?));
     compare_pages(ra, rb)
 }
 

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use prost::Message;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Serialize;
 
@@ -92,25 +91,9 @@ fn shmem_pagemap(set: &ImageSet, id: u64) -> Result<Option<(Pagemap, PathBuf)>> 
     if !set.has(&name) {
         return Ok(None);
     }
-    let file = set.path(&name).display().to_string();
-    let img = set.image(&name)?;
-    let bad = |i: usize, e: prost::DecodeError| ExploreError::Invalid {
-        file: file.clone(),
-        what: format!("entry {i} does not decode: {e}"),
-    };
-    let mut it = img.entries.iter().map(|e| e.msg.encode_to_vec());
-    let head = it.next().ok_or_else(|| ExploreError::Invalid {
-        file: file.clone(),
-        what: "no pagemap_head entry".into(),
-    })?;
-    let head = pb::PagemapHead::decode(head.as_slice()).map_err(|e| bad(0, e))?;
-    let entries = it
-        .enumerate()
-        .map(|(i, b)| pb::PagemapEntry::decode(b.as_slice()).map_err(|e| bad(i + 1, e)))
-        .collect::<Result<Vec<_>>>()?;
-    let pages = set.path(&format!("pages-{}.img", head.pages_id));
-    let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
-    Ok(Some((Pagemap::new(&file, &head, &entries, len)?, pages)))
+    let pm = set.pagemap_file(&name)?;
+    let pages = set.path(&format!("pages-{}.img", pm.pages_id));
+    Ok(Some((pm, pages)))
 }
 
 impl<'a> Memory<'a> {

@@ -12,7 +12,7 @@ use prost_reflect::ReflectMessage;
 
 use crate::error::{ImageError, Result};
 use crate::pages::{Pagemap, PE_PARENT};
-use crate::writer::entries_from_bytes;
+use crate::writer::{self, entries_from_bytes};
 use crate::{codec, pb, Extra, Image, PAGE_SIZE};
 
 /// An image directory.
@@ -149,47 +149,35 @@ impl ImageSet {
         if let Some(p) = self.pagemaps.lock().unwrap().get(&pid) {
             return Ok(p.clone());
         }
-        let name = format!("pagemap-{pid}.img");
-        let (file, data) = self.read(&name)?;
-        let img = codec::decode(&file, &data)?;
-        if img.magic.name != "PAGEMAP" {
-            return Err(ImageError::WrongKind {
-                file,
-                found: img.magic.name.into(),
-                expected: "PAGEMAP".into(),
-            });
-        }
-        let mut it = img.entries.iter().map(|e| e.msg.encode_to_vec());
-        let head_bytes = it
-            .next()
-            .ok_or_else(|| ImageError::invalid(&file, "no pagemap_head entry"))?;
-        let head = pb::PagemapHead::decode(head_bytes.as_slice()).map_err(|cause| ImageError::Decode {
-            file: file.clone(),
-            index: 0,
-            offset: 0,
-            message: "pagemap_head".into(),
-            cause,
-        })?;
-        let mut entries = Vec::with_capacity(img.entries.len());
-        for (i, b) in it.enumerate() {
-            entries.push(
-                pb::PagemapEntry::decode(b.as_slice()).map_err(|cause| ImageError::Decode {
-                    file: file.clone(),
-                    index: i + 1,
-                    offset: 0,
-                    message: "pagemap_entry".into(),
-                    cause,
-                })?,
-            );
-        }
-        let pages = self.path(&format!("pages-{}.img", head.pages_id));
-        let pages_len = fs::metadata(&pages).map(|m| m.len()).ok();
-        if pages_len.is_none() && entries.iter().any(|e| e.flags.unwrap_or(4) & crate::PE_PRESENT != 0) {
-            return Err(ImageError::invalid(&file, format!("{} is missing", pages.display())));
-        }
-        let pm = Arc::new(Pagemap::new(&file, &head, &entries, pages_len)?);
+        let pm = Arc::new(self.pagemap_file(&format!("pagemap-{pid}.img"))?);
         self.pagemaps.lock().unwrap().insert(pid, pm.clone());
         Ok(pm)
+    }
+
+    /// Any pagemap image of the set (a process's, or a shared memory object's `pagemap-shmem-ID.img`,
+    /// whose run addresses are offsets in the object), validated against its pages file. Not cached.
+    pub fn pagemap_file(&self, name: &str) -> Result<Pagemap> {
+        let (file, data) = self.read(name)?;
+        let raw = writer::raw_entries(&file, &data, "PAGEMAP")?;
+        let (&(hoff, head), rest) = raw
+            .split_first()
+            .ok_or_else(|| ImageError::invalid(&file, "no pagemap_head entry"))?;
+        let head: pb::PagemapHead = writer::decode_typed(&file, 0, hoff, head)?;
+        let entries = rest
+            .iter()
+            .enumerate()
+            .map(|(i, &(off, body))| writer::decode_typed::<pb::PagemapEntry>(&file, i + 1, off, body))
+            .collect::<Result<Vec<_>>>()?;
+        let pages = self.path(&format!("pages-{}.img", head.pages_id));
+        let pages_len = fs::metadata(&pages).map(|m| m.len()).ok();
+        if pages_len.is_none()
+            && entries
+                .iter()
+                .any(|e| e.flags.unwrap_or(crate::PE_PRESENT) & crate::PE_PRESENT != 0)
+        {
+            return Err(ImageError::invalid(&file, format!("{} is missing", pages.display())));
+        }
+        Pagemap::new(&file, &head, &entries, pages_len)
     }
 
     /// The parent image set of an incremental dump (the `parent` link), if any.

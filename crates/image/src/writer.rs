@@ -117,6 +117,31 @@ pub fn read_entries<M: Message + Default>(path: impl AsRef<Path>, magic_name: &s
 
 /// As [`read_entries`], from bytes already in memory.
 pub fn entries_from_bytes<M: Message + Default>(file: &str, data: &[u8], magic_name: &str) -> Result<Vec<M>> {
+    raw_entries(file, data, magic_name)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, (offset, body))| decode_typed(file, index, offset, body))
+        .collect()
+}
+
+/// Decode one entry body as `M`, with an error naming file, entry and offset.
+pub fn decode_typed<M: Message + Default>(file: &str, index: usize, offset: usize, body: &[u8]) -> Result<M> {
+    M::decode(body).map_err(|cause| ImageError::Decode {
+        file: file.into(),
+        index,
+        offset,
+        message: std::any::type_name::<M>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("message")
+            .into(),
+        cause,
+    })
+}
+
+/// The `[u32 size][message]` entries of an entry image of kind `magic_name`, as (offset, body) without
+/// decoding them (no payloads: for images whose entries are all messages).
+pub fn raw_entries<'a>(file: &str, data: &'a [u8], magic_name: &str) -> Result<Vec<(usize, &'a [u8])>> {
     let body = match codec::identify(data) {
         Kind::Entries { magic, body, .. } if magic.name == magic_name => body,
         Kind::Entries { magic, .. } => {
@@ -136,8 +161,8 @@ pub fn entries_from_bytes<M: Message + Default>(file: &str, data: &[u8], magic_n
     };
     let mut out = Vec::new();
     let mut pos = body;
-    let mut index = 0;
     while pos < data.len() {
+        let index = out.len();
         let left = data.len() - pos;
         if left < 4 {
             return Err(ImageError::Entry {
@@ -159,20 +184,8 @@ pub fn entries_from_bytes<M: Message + Default>(file: &str, data: &[u8], magic_n
                 ),
             });
         }
-        let m = M::decode(&data[pos + 4..pos + 4 + len]).map_err(|cause| ImageError::Decode {
-            file: file.into(),
-            index,
-            offset: pos,
-            message: std::any::type_name::<M>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("message")
-                .into(),
-            cause,
-        })?;
-        out.push(m);
+        out.push((pos, &data[pos + 4..pos + 4 + len]));
         pos += 4 + len;
-        index += 1;
     }
     Ok(out)
 }

@@ -589,28 +589,9 @@ impl Dump {
     }
 
     fn load_shm(&self, shmid: u64, name: &str) -> Result<Shm, ImageError> {
-        let img = self.set.image(name)?;
-        let file = self.set.path(name).display().to_string();
-        let mut msgs = img.entries.iter().map(|e| e.msg.encode_to_vec());
-        let bad = |what: String| ImageError::Invalid {
-            file: file.clone(),
-            what,
-        };
-        let head = pb::PagemapHead::decode(msgs.next().ok_or_else(|| bad("no pagemap_head".into()))?.as_slice())
-            .map_err(|e| bad(format!("pagemap_head: {e}")))?;
-        let entries = msgs
-            .map(|b| pb::PagemapEntry::decode(b.as_slice()).map_err(|e| bad(format!("pagemap_entry: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let pages = self.set.path(&format!("pages-{}.img", head.pages_id));
-        let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
-        if len.is_none() {
-            return Err(bad(format!("{} is missing", pages.display())));
-        }
-        Ok(Shm {
-            shmid,
-            pagemap: Pagemap::new(&file, &head, &entries, len)?,
-            pages,
-        })
+        let pagemap = self.set.pagemap_file(name)?;
+        let pages = self.set.path(&format!("pages-{}.img", pagemap.pages_id));
+        Ok(Shm { shmid, pagemap, pages })
     }
 
     /// Files that were deleted or otherwise unreachable at dump time (remap-fpath.img): file id → note.

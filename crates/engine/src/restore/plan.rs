@@ -558,73 +558,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     })
 }
 
-/// Read a pagemap image (a pagemap_head, then pagemap_entry entries) with the
-/// static prost types: the dynamic decoder's descriptor pool costs ~20 ms to
-/// build, a large part of a small restore.
+/// A pagemap image and the pages file it names (`ImageSet::pagemap_file`
+/// decodes it with the static prost types, no descriptor pool).
 pub fn read_pagemap(set: &ImageSet, name: &str) -> Result<(Arc<Pagemap>, PathBuf), PlanError> {
-    use prost::Message;
-    let path = set.path(name);
-    let file = path.display().to_string();
-    let data = std::fs::read(&path).map_err(|e| PlanError::BadSet {
-        file: file.clone(),
-        what: e.to_string(),
-    })?;
-    let body = match cryo_image::codec::identify(&data) {
-        cryo_image::codec::Kind::Entries { magic, body, .. } if magic.name == "PAGEMAP" => body,
-        _ => {
-            return Err(PlanError::BadSet {
-                file,
-                what: "not a PAGEMAP image".into(),
-            })
-        }
-    };
-    let bad = |index: usize, offset: usize, what: String| PlanError::BadSet {
-        file: file.clone(),
-        what: format!("entry {index} at byte {offset}: {what}"),
-    };
-    let mut raw: Vec<(usize, &[u8])> = Vec::new();
-    let mut pos = body;
-    while pos < data.len() {
-        let left = data.len() - pos;
-        if left < 4 {
-            return Err(bad(
-                raw.len(),
-                pos,
-                format!("truncated length prefix ({left} of 4 bytes)"),
-            ));
-        }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        if len > left - 4 {
-            return Err(bad(
-                raw.len(),
-                pos,
-                format!("length {len} runs past the end of the file"),
-            ));
-        }
-        raw.push((pos, &data[pos + 4..pos + 4 + len]));
-        pos += 4 + len;
-    }
-    let Some((&(hpos, head), rest)) = raw.split_first() else {
-        return Err(PlanError::BadSet {
-            file,
-            what: "no pagemap_head entry".into(),
-        });
-    };
-    let head = pb::PagemapHead::decode(head).map_err(|e| bad(0, hpos, e.to_string()))?;
-    let mut entries = Vec::with_capacity(rest.len());
-    for (i, (at, b)) in rest.iter().enumerate() {
-        entries.push(pb::PagemapEntry::decode(*b).map_err(|e| bad(i + 1, *at, e.to_string()))?);
-    }
-    let pages = set.path(&format!("pages-{}.img", head.pages_id));
-    let len = std::fs::metadata(&pages).map(|m| m.len()).ok();
-    let present = |e: &pb::PagemapEntry| e.flags.unwrap_or(cryo_image::PE_PRESENT) & cryo_image::PE_PRESENT != 0;
-    if len.is_none() && entries.iter().any(present) {
-        return Err(PlanError::BadSet {
-            file,
-            what: format!("{} is missing", pages.display()),
-        });
-    }
-    let pm = Pagemap::new(&file, &head, &entries, len)?;
+    let pm = set.pagemap_file(name)?;
+    let pages = set.path(&format!("pages-{}.img", pm.pages_id));
     Ok((Arc::new(pm), pages))
 }
 
