@@ -68,6 +68,90 @@ fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
     m.nested_type.iter_mut().for_each(strip_empty_options);
 }
 
+/// `schema.rs`: every message as a static table (fields by number with their type, label and CRIU
+/// options; enums as value -> name), for the fast image -> JSON path, which then needs no descriptor pool.
+fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32), String>) -> String {
+    use prost_reflect::{Cardinality, Kind};
+    let skip = |n: &str| n.starts_with("google.protobuf.") || n == "CRIU_Opts";
+    let mut msgs: Vec<_> = pool.all_messages().filter(|m| !skip(m.full_name())).collect();
+    msgs.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+    let mut enums: Vec<_> = pool.all_enums().filter(|e| !skip(e.full_name())).collect();
+    enums.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+    let msg_idx: BTreeMap<String, usize> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.full_name().to_string(), i))
+        .collect();
+    let enum_idx: BTreeMap<String, usize> = enums
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.full_name().to_string(), i))
+        .collect();
+    let mut s = String::from("/// Generated: every message, sorted by full name; fields sorted by number.\npub static MESSAGES: &[MsgSchema] = &[\n");
+    for m in &msgs {
+        let mut fields: Vec<_> = m.fields().collect();
+        fields.sort_by_key(|f| f.number());
+        writeln!(s, "    MsgSchema {{ name: {:?}, fields: &[", m.full_name()).unwrap();
+        for f in fields {
+            let ty = match f.kind() {
+                Kind::Double => "Ty::Double".to_string(),
+                Kind::Float => "Ty::Float".into(),
+                Kind::Int32 => "Ty::Int32".into(),
+                Kind::Int64 => "Ty::Int64".into(),
+                Kind::Uint32 => "Ty::Uint32".into(),
+                Kind::Uint64 => "Ty::Uint64".into(),
+                Kind::Sint32 => "Ty::Sint32".into(),
+                Kind::Sint64 => "Ty::Sint64".into(),
+                Kind::Fixed32 => "Ty::Fixed32".into(),
+                Kind::Fixed64 => "Ty::Fixed64".into(),
+                Kind::Sfixed32 => "Ty::Sfixed32".into(),
+                Kind::Sfixed64 => "Ty::Sfixed64".into(),
+                Kind::Bool => "Ty::Bool".into(),
+                Kind::String => "Ty::String".into(),
+                Kind::Bytes => "Ty::Bytes".into(),
+                Kind::Message(t) if f.is_group() => panic!("{}: groups are not used by CRIU", t.full_name()),
+                Kind::Message(t) => format!("Ty::Message({})", msg_idx[t.full_name()]),
+                Kind::Enum(e) => format!("Ty::Enum({})", enum_idx[e.full_name()]),
+            };
+            assert!(!f.is_map(), "{}: maps are not used by CRIU", f.full_name());
+            let label = match f.cardinality() {
+                Cardinality::Optional => "Label::Optional",
+                Cardinality::Required => "Label::Required",
+                Cardinality::Repeated => "Label::Repeated",
+            };
+            let o = opts_of
+                .get(&(m.full_name().to_string(), f.number()))
+                .map(|row| {
+                    let at = row.find("CriuOpts").unwrap();
+                    row[at..].trim_end().trim_end_matches("),").to_string()
+                })
+                .unwrap_or_else(|| "NO_OPTS".into());
+            writeln!(
+                s,
+                "        FieldSchema {{ number: {}, name: {:?}, ty: {ty}, label: {label}, opts: {o} }},",
+                f.number(),
+                f.name()
+            )
+            .unwrap();
+        }
+        s.push_str("    ] },\n");
+    }
+    s.push_str("];\n/// Generated: every enum's values sorted by number (first name for a number).\npub static ENUMS: &[&[(i32, &str)]] = &[\n");
+    for e in &enums {
+        let mut vals: Vec<(i32, String)> = Vec::new();
+        for v in e.values() {
+            if !vals.iter().any(|(n, _)| *n == v.number()) {
+                vals.push((v.number(), v.name().to_string()));
+            }
+        }
+        vals.sort();
+        let body: Vec<String> = vals.iter().map(|(n, name)| format!("({n}, {name:?})")).collect();
+        writeln!(s, "    &[{}],", body.join(", ")).unwrap();
+    }
+    s.push_str("];\n");
+    s
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let proto_dir = manifest.join("../../proto");
@@ -126,9 +210,11 @@ fn main() {
         }
     }
     rows.sort();
+    let opts_of: BTreeMap<(String, u32), String> = rows.iter().map(|r| ((r.0.clone(), r.1), r.2.clone())).collect();
     opts.extend(rows.into_iter().map(|r| r.2));
     opts.push_str("];\n");
     fs::write(out.join("opts.rs"), opts).unwrap();
+    fs::write(out.join("schema.rs"), schema(&pool, &opts_of)).unwrap();
 
     // The descriptor set without the option machinery (prost_types drops unknown extensions).
     let mut fds = compiler.file_descriptor_set();
