@@ -554,6 +554,30 @@ fn criu_fdzoo_restores_eventfd_timerfd_signalfd_inotify_epoll_twice() {
     assert_eq!(dir_digest(&dir), before, "restore modified the images");
 }
 
+/// An epoll item whose target is not an fd of the task holding the epoll
+/// (closed, or in another process) is refused before any task exists.
+#[test]
+fn epoll_target_outside_the_owner_is_refused_up_front() {
+    build_fixture("fdzoo");
+    let pid = pstree_pids("fdzoo")[0];
+    let dir = copy_images("fdzoo", "epoll-closed");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut files = set.files().unwrap();
+    let ep = files.iter_mut().find_map(|f| f.epfd.as_mut()).unwrap();
+    ep.tfd[0].tfd = 99;
+    cryo_image::write_entries(dir.join("files.img"), "FILES", &files).unwrap();
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("files.img") && err.contains("target fd 99") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    assert!(!ns.inner_pids().contains(&pid));
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Unsupported objects are refused before any task exists.
 #[test]
 fn unsupported_images_are_refused_before_creating_tasks() {
@@ -944,6 +968,33 @@ fn dump_restore_ghost_file_twice() {
 #[test]
 fn dump_restore_fdzoo_twice() {
     dump_restore_twice("fdzoo", "fdzoo.status", check_fdzoo);
+}
+
+/// eventfd counter and flags, timerfds (periodic, absolute with the date
+/// kept, an unread expiry), signalfd, inotify watches at their wd numbers and
+/// epoll items under their fd numbers all survive dump and restore: the
+/// program checks them itself (tests/progs/fdkinds.c).
+#[test]
+fn dump_restore_keeps_eventfd_timerfd_signalfd_inotify_epoll_twice() {
+    let prog = build_prog("fdkinds");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "fdkinds.status",
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("fdkinds.verify"));
+            wait_advance(ns, "fdkinds.status", "ticks");
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("fdkinds.verify", "");
+            assert_eq!(v.trim(), "ok", "round {round}");
+            // SIGUSR2 arrives through the signalfd and epoll.
+            ns.kill(pid, libc::SIGUSR2);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while field(&ns.wait_status("fdkinds.status", "sigs="), "sigs") == "0" {
+                assert!(Instant::now() < deadline, "round {round}: SIGUSR2 not read");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        },
+    );
 }
 
 #[test]
