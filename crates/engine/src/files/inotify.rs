@@ -127,7 +127,7 @@ impl FdKind for Inotify {
                     bytes: w.handle.len() as u32,
                     r#type: w.fh_type,
                     handle: pack_handle(&w.handle),
-                    path: Some(path),
+                    path,
                     mnt_id: None,
                 },
             });
@@ -280,9 +280,11 @@ mod dump_side {
     use super::WdInfo;
     use std::os::fd::AsRawFd;
 
-    /// The path of the watched object, as the dumper sees it: the handle
-    /// opened through a mount of its filesystem in the task's mount table.
-    pub fn watched_path(pid: i32, w: &WdInfo) -> Result<String, String> {
+    /// The path of the watched object (CRIU 4.2 records it beside the
+    /// handle): the handle opened through a mount of its filesystem in the
+    /// task's mount table, and the path of what it opens. An object the
+    /// handle cannot reach (deleted) is refused.
+    pub fn watched_path(pid: i32, w: &WdInfo) -> Result<Option<String>, String> {
         let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(|e| e.to_string())?;
         let fd = super::by_handle::open(&format!("/proc/{pid}/root"), &mi, w.sdev, w.ino, w.fh_type, &w.handle)
             .map_err(|e| format!("cannot open its file handle ({e}): deleted?"))?;
@@ -291,7 +293,17 @@ mod dump_side {
         if !p.starts_with('/') || p.ends_with(" (deleted)") {
             return Err(format!("the watched object has no usable path ({p})"));
         }
-        Ok(p)
+        // The link shows the path from the dumper's root; keep it only if
+        // it names the same inode from the task's root (it may not when
+        // the task lives in another mount namespace; restore then relies
+        // on the handle alone).
+        let same = nix::sys::stat::stat(format!("/proc/{pid}/root{p}").as_str())
+            .map(|st| {
+                let (ma, mi) = super::anon::kdev_split(w.sdev);
+                st.st_ino == w.ino && libc::major(st.st_dev) == ma && libc::minor(st.st_dev) == mi
+            })
+            .unwrap_or(false);
+        Ok(same.then_some(p))
     }
 }
 

@@ -250,11 +250,13 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("ipcns-sem", "SysV semaphores"),
     ("ipcns-var", "SysV IPC namespace"),
     ("tcp-stream", "TCP connections"),
-    ("eventfd.img", "eventfd"),
-    ("eventpoll", "epoll"),
-    ("timerfd.img", "timerfd"),
-    ("signalfd.img", "signalfd"),
-    ("inotify", "inotify"),
+    // CRIU before 3.x wrote these kinds to images of their own; cryo reads
+    // them from files.img only (as CRIU 4.2 writes them).
+    ("eventfd.img", "eventfd images of the old separate-image layout"),
+    ("eventpoll", "epoll images of the old separate-image layout"),
+    ("timerfd.img", "timerfd images of the old separate-image layout"),
+    ("signalfd.img", "signalfd images of the old separate-image layout"),
+    ("inotify", "inotify images of the old separate-image layout"),
     ("fanotify", "fanotify"),
     ("tty-data", "queued terminal data"),
 ];
