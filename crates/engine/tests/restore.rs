@@ -997,6 +997,36 @@ fn dump_restore_keeps_eventfd_timerfd_signalfd_inotify_epoll_twice() {
     );
 }
 
+/// The same objects shared by a parent and its child: the epoll items are
+/// added once (by the parent, first holder), both processes use them.
+#[test]
+fn dump_restore_shares_epoll_and_friends_between_parent_and_child() {
+    let prog = build_prog("fdkinds");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor fork", prog.display()),
+        "fdkinds.child.status",
+        |ns, pid, round| {
+            let kid: i32 = field(&ns.wait_status("fdkinds.child.status", "pid="), "pid")
+                .parse()
+                .unwrap();
+            assert_ne!(kid, pid);
+            for (who, p) in [("fdkinds", pid), ("fdkinds.child", kid)] {
+                let _ = std::fs::remove_file(ns.anchor(&format!("{who}.verify")));
+                ns.kill(p, libc::SIGUSR1);
+                let v = ns.wait_status(&format!("{who}.verify"), "");
+                assert_eq!(v.trim(), "ok", "round {round}: {who}");
+            }
+            let o = ns.outer(pid).unwrap();
+            let ep = std::fs::read_to_string(format!("/proc/{o}/fdinfo/9")).unwrap();
+            assert_eq!(
+                ep.lines().filter(|l| l.starts_with("tfd:")).count(),
+                4,
+                "items added once: {ep}"
+            );
+        },
+    );
+}
+
 #[test]
 fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
     let prog = build_prog("rstate");
