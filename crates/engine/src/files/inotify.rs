@@ -48,6 +48,13 @@ pub fn parse(text: &str) -> Result<Vec<WdInfo>, String> {
                 .and_then(anon::hex64)
                 .ok_or_else(|| format!("no or bad {k:?} in {l:?}"))
         };
+        if token(l, "fhandle-bytes").is_none() {
+            // The kernel prints no handle when the filesystem cannot make one.
+            return Err(format!(
+                "watch {}: the filesystem of the watched inode gives no file handle ({l:?})",
+                token(l, "wd").unwrap_or("?")
+            ));
+        }
         let bytes = hx("fhandle-bytes")? as usize;
         let handle = token(l, "f_handle")
             .and_then(hex_bytes)
@@ -439,6 +446,12 @@ mod tests {
             "inotify wd:1 ino:10 sdev:2e mask:100 ignored_mask:0 fhandle-bytes:4 fhandle-type:1 f_handle:00\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_watch_without_handle_is_explained() {
+        let e = parse("inotify wd:2 ino:10 sdev:2e mask:100 ignored_mask:0\n").unwrap_err();
+        assert!(e.contains("watch 2") && e.contains("no file handle"), "{e}");
     }
 
     #[test]
