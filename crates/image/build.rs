@@ -5,7 +5,8 @@
 //! * one small descriptor set per .proto file holding it and its imports (`fds-N.bin`), so a tool that
 //!   decodes one image builds only the descriptors it needs (this keeps crit's start-up to a few hundred
 //!   microseconds);
-//! * `opts.rs`: CRIU's custom field options (hex, flags, dev, ...) as a static table;
+//! * `schema.rs`: every message, field and enum as static tables without pointers, with CRIU's custom field
+//!   options (hex, flags, dev, ...), for the fast JSON path and the options of the reflective one;
 //! * `magics.rs`: the magic table from proto/magics.tsv.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,8 +69,10 @@ fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
     m.nested_type.iter_mut().for_each(strip_empty_options);
 }
 
-/// `schema.rs`: every message as a static table (fields by number with their type, label and CRIU
-/// options; enums as value -> name), for the fast image -> JSON path, which then needs no descriptor pool.
+/// `schema.rs`: every message as static tables (fields by number with their type, label and CRIU options;
+/// enums as value -> name), for the fast image -> JSON path, which then needs no descriptor pool. The
+/// tables hold no pointers (names are offsets into one string, options an index into a small table), so
+/// they cost no relocations at start-up, and a decode touches only the pages it reads.
 fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32), String>) -> String {
     use prost_reflect::{Cardinality, Kind};
     let skip = |n: &str| n.starts_with("google.protobuf.") || n == "CRIU_Opts";
@@ -87,11 +90,29 @@ fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32)
         .enumerate()
         .map(|(i, e)| (e.full_name().to_string(), i))
         .collect();
-    let mut s = String::from("/// Generated: every message, sorted by full name; fields sorted by number.\npub static MESSAGES: &[MsgSchema] = &[\n");
+    let mut names = String::new();
+    let mut name_at: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut name = |n: &str| -> String {
+        let (o, l) = *name_at.entry(n.to_string()).or_insert_with(|| {
+            names.push_str(n);
+            (names.len() - n.len(), n.len())
+        });
+        format!("Name({o}, {l})")
+    };
+    let mut opts_table: Vec<String> = vec!["NO_OPTS".into()];
+    let mut fields_out = String::new();
+    let mut msgs_out = String::new();
+    let mut nfields = 0;
     for m in &msgs {
         let mut fields: Vec<_> = m.fields().collect();
         fields.sort_by_key(|f| f.number());
-        writeln!(s, "    MsgSchema {{ name: {:?}, fields: &[", m.full_name()).unwrap();
+        writeln!(
+            msgs_out,
+            "    MsgSchema {{ name: {}, first: {nfields}, len: {} }},",
+            name(m.full_name()),
+            fields.len()
+        )
+        .unwrap();
         for f in fields {
             let ty = match f.kind() {
                 Kind::Double => "Ty::Double".to_string(),
@@ -121,22 +142,28 @@ fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32)
             };
             let o = opts_of
                 .get(&(m.full_name().to_string(), f.number()))
-                .map(|row| {
-                    let at = row.find("CriuOpts").unwrap();
-                    row[at..].trim_end().trim_end_matches("),").to_string()
-                })
+                .cloned()
                 .unwrap_or_else(|| "NO_OPTS".into());
+            let oi = match opts_table.iter().position(|x| *x == o) {
+                Some(i) => i,
+                None => {
+                    opts_table.push(o);
+                    opts_table.len() - 1
+                }
+            };
             writeln!(
-                s,
-                "        FieldSchema {{ number: {}, name: {:?}, ty: {ty}, label: {label}, opts: {o} }},",
+                fields_out,
+                "    FieldSchema {{ number: {}, name: {}, ty: {ty}, label: {label}, opts: {oi} }},",
                 f.number(),
-                f.name()
+                name(f.name())
             )
             .unwrap();
+            nfields += 1;
         }
-        s.push_str("    ] },\n");
     }
-    s.push_str("];\n/// Generated: every enum's values sorted by number (first name for a number).\npub static ENUMS: &[&[(i32, &str)]] = &[\n");
+    let mut values_out = String::new();
+    let mut enums_out = String::new();
+    let mut nvalues = 0;
     for e in &enums {
         let mut vals: Vec<(i32, String)> = Vec::new();
         for v in e.values() {
@@ -145,10 +172,32 @@ fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32)
             }
         }
         vals.sort();
-        let body: Vec<String> = vals.iter().map(|(n, name)| format!("({n}, {name:?})")).collect();
-        writeln!(s, "    &[{}],", body.join(", ")).unwrap();
+        writeln!(enums_out, "    ({nvalues}, {}),", vals.len()).unwrap();
+        for (n, v) in vals {
+            writeln!(values_out, "    ({n}, {}),", name(&v)).unwrap();
+            nvalues += 1;
+        }
     }
-    s.push_str("];\n");
+    let mut s = String::new();
+    writeln!(
+        s,
+        "/// Generated: every name the tables below refer to.\npub static NAMES: &str = {names:?};"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "/// Generated: every message, sorted by full name.\npub static MESSAGES: &[MsgSchema] = &[\n{msgs_out}];"
+    )
+    .unwrap();
+    writeln!(s, "/// Generated: the fields of every message, each message's sorted by number.\npub static FIELDS: &[FieldSchema] = &[\n{fields_out}];").unwrap();
+    writeln!(
+        s,
+        "/// Generated: the distinct CRIU option sets of fields.\npub static OPTS: &[CriuOpts] = &[\n    {}\n];",
+        opts_table.join(",\n    ")
+    )
+    .unwrap();
+    writeln!(s, "/// Generated: every enum as (first value, count) in ENUM_VALUES.\npub static ENUMS: &[(u32, u32)] = &[\n{enums_out}];").unwrap();
+    writeln!(s, "/// Generated: enum values, each enum's sorted by number (first name for a number).\npub static ENUM_VALUES: &[(i32, Name)] = &[\n{values_out}];").unwrap();
     s
 }
 
@@ -180,7 +229,6 @@ fn main() {
     let ext = pool
         .get_extension_by_name("criu")
         .expect("opts.proto defines the criu extension");
-    let mut opts = String::from("/// Generated: CRIU's field options, sorted by (message, field number).\npub static OPTS: &[(&str, u32, CriuOpts)] = &[\n");
     let mut rows = Vec::new();
     for m in pool.all_messages() {
         for f in m.fields() {
@@ -195,10 +243,8 @@ fn main() {
                 Some(s) if v.has_field_by_name(n) && !s.is_empty() => format!("Some({s:?})"),
                 _ => "None".into(),
             };
-            rows.push((m.full_name().to_string(), f.number(), format!(
-                "    ({:?}, {}, CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}),\n",
-                m.full_name(),
-                f.number(),
+            let row = format!(
+                "CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}",
                 b("hex"),
                 b("ipadd"),
                 s("flags"),
@@ -206,14 +252,11 @@ fn main() {
                 b("odev"),
                 s("dict"),
                 s("conv")
-            )));
+            );
+            rows.push(((m.full_name().to_string(), f.number()), row));
         }
     }
-    rows.sort();
-    let opts_of: BTreeMap<(String, u32), String> = rows.iter().map(|r| ((r.0.clone(), r.1), r.2.clone())).collect();
-    opts.extend(rows.into_iter().map(|r| r.2));
-    opts.push_str("];\n");
-    fs::write(out.join("opts.rs"), opts).unwrap();
+    let opts_of: BTreeMap<(String, u32), String> = rows.into_iter().collect();
     fs::write(out.join("schema.rs"), schema(&pool, &opts_of)).unwrap();
 
     // The descriptor set without the option machinery (prost_types drops unknown extensions).

@@ -35,8 +35,10 @@ pub(crate) enum Ty {
     Bool,
     String,
     Bytes,
-    Message(usize),
-    Enum(usize),
+    /// Index into MESSAGES.
+    Message(u16),
+    /// Index into ENUMS.
+    Enum(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,30 +48,73 @@ pub(crate) enum Label {
     Repeated,
 }
 
+/// A name in the generated tables: offset and length in NAMES.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Name(u32, u16);
+
+impl Name {
+    fn get(self) -> &'static str {
+        &generated::NAMES[self.0 as usize..self.0 as usize + self.1 as usize]
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct FieldSchema {
-    pub number: u32,
-    pub name: &'static str,
-    pub ty: Ty,
-    pub label: Label,
-    pub opts: CriuOpts,
+    number: u32,
+    name: Name,
+    ty: Ty,
+    label: Label,
+    /// Index into OPTS.
+    opts: u16,
+}
+
+impl FieldSchema {
+    fn name(&self) -> &'static str {
+        self.name.get()
+    }
+
+    fn opts(&self) -> &'static CriuOpts {
+        &generated::OPTS[self.opts as usize]
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct MsgSchema {
-    pub name: &'static str,
-    pub fields: &'static [FieldSchema],
+    name: Name,
+    /// The fields are FIELDS[first..first + len].
+    first: u32,
+    len: u16,
+}
+
+impl MsgSchema {
+    fn fields(&self) -> &'static [FieldSchema] {
+        &generated::FIELDS[self.first as usize..self.first as usize + self.len as usize]
+    }
 }
 
 mod generated {
-    use super::{FieldSchema, Label, MsgSchema, Ty};
+    use super::{FieldSchema, Label, MsgSchema, Name, Ty};
     use crate::json::{CriuOpts, NO_OPTS};
     include!(concat!(env!("OUT_DIR"), "/schema.rs"));
 }
 
 fn message_schema(name: &str) -> Option<&'static MsgSchema> {
-    let i = generated::MESSAGES.binary_search_by(|m| m.name.cmp(name)).ok()?;
+    let i = generated::MESSAGES.binary_search_by(|m| m.name.get().cmp(name)).ok()?;
     Some(&generated::MESSAGES[i])
+}
+
+/// CRIU's options of a field, by its message's full name and its number.
+pub(crate) fn field_opts(message: &str, number: u32) -> Option<&'static CriuOpts> {
+    let fields = message_schema(message)?.fields();
+    let i = fields.binary_search_by_key(&number, |f| f.number).ok()?;
+    Some(fields[i].opts())
+}
+
+fn enum_name(e: u16, n: i32) -> Option<&'static str> {
+    let (first, count) = generated::ENUMS[e as usize];
+    let vals = &generated::ENUM_VALUES[first as usize..(first + count) as usize];
+    let i = vals.binary_search_by_key(&n, |(v, _)| *v).ok()?;
+    Some(vals[i].1.get())
 }
 
 /// Whether the fast path handles this image kind at all (not those whose entries carry payloads).
@@ -152,8 +197,8 @@ enum Slot {
 
 /// One scalar value of type `ty` from the wire (`wire`: its wire type), as JSON.
 fn scalar(f: &FieldSchema, wire: u64, b: &[u8], pos: &mut usize, pretty: bool, hex: bool) -> Option<Json> {
-    let o = &f.opts;
-    let int = |x: i128| Some(int_to_json(f.name, o, x, pretty, hex));
+    let o = f.opts();
+    let int = |x: i128| Some(int_to_json(f.name(), o, x, pretty, hex));
     match (f.ty, wire) {
         (Ty::Int32, 0) => int(varint(b, pos)? as i32 as i128),
         (Ty::Int64, 0) => int(varint(b, pos)? as i64 as i128),
@@ -168,12 +213,7 @@ fn scalar(f: &FieldSchema, wire: u64, b: &[u8], pos: &mut usize, pretty: bool, h
             int((((v >> 1) as i64) ^ -((v & 1) as i64)) as i128)
         }
         (Ty::Bool, 0) => Some(Json::Bool(varint(b, pos)? != 0)),
-        (Ty::Enum(e), 0) => {
-            let n = varint(b, pos)? as i32;
-            let vals = generated::ENUMS[e];
-            let i = vals.binary_search_by_key(&n, |(v, _)| *v).ok()?;
-            Some(Json::String(vals[i].1.to_string()))
-        }
+        (Ty::Enum(e), 0) => Some(Json::String(enum_name(e, varint(b, pos)? as i32)?.to_string())),
         (Ty::Fixed32, 5) => int(u32::from_le_bytes(fixed(b, pos)?) as i128),
         (Ty::Sfixed32, 5) => int(i32::from_le_bytes(fixed(b, pos)?) as i128),
         (Ty::Float, 5) => Some(Json::from(f32::from_le_bytes(fixed(b, pos)?) as f64)),
@@ -187,7 +227,12 @@ fn scalar(f: &FieldSchema, wire: u64, b: &[u8], pos: &mut usize, pretty: bool, h
             match f.ty {
                 Ty::String => Some(Json::String(std::str::from_utf8(body).ok()?.to_string())),
                 Ty::Bytes => Some(bytes_to_json(o, body)),
-                Ty::Message(m) => Some(Json::Object(message(&generated::MESSAGES[m], body, pretty, hex)?)),
+                Ty::Message(m) => Some(Json::Object(message(
+                    &generated::MESSAGES[m as usize],
+                    body,
+                    pretty,
+                    hex,
+                )?)),
                 _ => unreachable!("matched above"),
             }
         }
@@ -202,15 +247,16 @@ fn packable(ty: Ty) -> bool {
 
 /// One message's JSON object: its set fields in field-number order (`is_hex`: a parent field was hex).
 fn message(schema: &MsgSchema, b: &[u8], pretty: bool, is_hex: bool) -> Option<Map<String, Json>> {
-    let mut slots: Vec<Slot> = (0..schema.fields.len()).map(|_| Slot::Empty).collect();
+    let fields = schema.fields();
+    let mut slots: Vec<Slot> = (0..fields.len()).map(|_| Slot::Empty).collect();
     let mut pos = 0;
     while pos < b.len() {
         let key = varint(b, &mut pos)?;
         let number = u32::try_from(key >> 3).ok()?;
         let wire = key & 7;
-        let i = schema.fields.binary_search_by_key(&number, |f| f.number).ok()?;
-        let f = &schema.fields[i];
-        let hex = is_hex || f.opts.hex;
+        let i = fields.binary_search_by_key(&number, |f| f.number).ok()?;
+        let f = &fields[i];
+        let hex = is_hex || f.opts().hex;
         if f.label != Label::Repeated {
             if !matches!(slots[i], Slot::Empty) {
                 return None; // last-one-wins / merge semantics: left to the reflective path
@@ -218,7 +264,7 @@ fn message(schema: &MsgSchema, b: &[u8], pretty: bool, is_hex: bool) -> Option<M
             slots[i] = Slot::One(scalar(f, wire, b, &mut pos, pretty, hex)?);
             continue;
         }
-        let ipadd = pretty && f.opts.ipadd;
+        let ipadd = pretty && f.opts().ipadd;
         if ipadd && !matches!(f.ty, Ty::Uint32) {
             return None;
         }
@@ -274,7 +320,7 @@ fn message(schema: &MsgSchema, b: &[u8], pretty: bool, is_hex: bool) -> Option<M
         }
     }
     let mut out = Map::new();
-    for (f, slot) in schema.fields.iter().zip(slots) {
+    for (f, slot) in fields.iter().zip(slots) {
         let j = match slot {
             Slot::Empty if f.label == Label::Required => return None,
             Slot::Empty => continue,
@@ -282,7 +328,7 @@ fn message(schema: &MsgSchema, b: &[u8], pretty: bool, is_hex: bool) -> Option<M
             Slot::Many(v) => Json::Array(v),
             Slot::Words(w) => Json::Array(vec![Json::String(pretty::ip_from_u32s(&w))]),
         };
-        out.insert(f.name.to_string(), j);
+        out.insert(f.name().to_string(), j);
     }
     Some(out)
 }
@@ -292,16 +338,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_field_type_name_resolves() {
+    fn the_tables_are_consistent() {
+        assert!(generated::MESSAGES
+            .windows(2)
+            .all(|w| w[0].name.get() < w[1].name.get()));
         for m in generated::MESSAGES {
-            for f in m.fields {
+            let fields = m.fields();
+            for f in fields {
                 match f.ty {
-                    Ty::Message(i) => assert!(i < generated::MESSAGES.len(), "{}.{}", m.name, f.name),
-                    Ty::Enum(i) => assert!(i < generated::ENUMS.len(), "{}.{}", m.name, f.name),
+                    Ty::Message(i) => assert!((i as usize) < generated::MESSAGES.len(), "{}", f.name()),
+                    Ty::Enum(i) => assert!((i as usize) < generated::ENUMS.len(), "{}", f.name()),
                     _ => {}
                 }
             }
-            assert!(m.fields.windows(2).all(|w| w[0].number < w[1].number), "{}", m.name);
+            assert!(fields.windows(2).all(|w| w[0].number < w[1].number), "{}", m.name.get());
+        }
+        assert_eq!(enum_name(message_enum("core_entry", 1), 1), Some("X86_64"));
+        assert!(field_opts("vma_entry", 1).unwrap().hex);
+        assert_eq!(field_opts("vma_entry", 7).unwrap().flags, Some("mmap.status"));
+        assert!(!field_opts("pstree_entry", 1).unwrap().hex);
+    }
+
+    fn message_enum(msg: &str, number: u32) -> u16 {
+        let f = message_schema(msg)
+            .unwrap()
+            .fields()
+            .iter()
+            .find(|f| f.number == number)
+            .unwrap();
+        match f.ty {
+            Ty::Enum(e) => e,
+            _ => panic!("{msg}.{number} is not an enum"),
         }
     }
 }

@@ -32,11 +32,6 @@ pub struct CriuOpts {
     pub conv: Option<&'static str>,
 }
 
-mod generated {
-    use super::CriuOpts;
-    include!(concat!(env!("OUT_DIR"), "/opts.rs"));
-}
-
 pub(crate) const NO_OPTS: CriuOpts = CriuOpts {
     hex: false,
     ipadd: false,
@@ -49,12 +44,7 @@ pub(crate) const NO_OPTS: CriuOpts = CriuOpts {
 
 /// CRIU's options of one field (all off when it has none).
 pub fn criu_opts(field: &FieldDescriptor) -> &'static CriuOpts {
-    let msg = field.parent_message();
-    let key = (msg.full_name(), field.number());
-    match generated::OPTS.binary_search_by(|(m, n, _)| (*m, *n).cmp(&key)) {
-        Ok(i) => &generated::OPTS[i].2,
-        Err(_) => &NO_OPTS,
-    }
+    crate::fast::field_opts(field.parent_message().full_name(), field.number()).unwrap_or(&NO_OPTS)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -470,13 +460,6 @@ pub fn message_descriptor_of<M: ReflectMessage>(m: &M) -> MessageDescriptor {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn option_table_is_sorted_for_binary_search() {
-        let t = super::generated::OPTS;
-        assert!(t.len() > 50);
-        assert!(t.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
-    }
-
     #[test]
     fn criu_options_are_read() {
         let m = crate::message_descriptor("thread_info_x86").unwrap();
