@@ -319,7 +319,7 @@ fn message(schema: &MsgSchema, b: &[u8], pretty: bool, is_hex: bool) -> Option<M
             None => push(&mut slots[i], b, &mut pos, wire)?,
         }
     }
-    let mut out = Map::new();
+    let mut out = Map::with_capacity(slots.iter().filter(|s| !matches!(s, Slot::Empty)).count());
     for (f, slot) in fields.iter().zip(slots) {
         let j = match slot {
             Slot::Empty if f.label == Label::Required => return None,

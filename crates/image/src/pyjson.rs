@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Serialize `v` as Python's `json.dumps(v, indent=indent)` would.
 pub fn to_string(v: &Value, indent: Option<usize>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(4096);
     write_value(&mut out, v, indent, 0);
     out
 }
@@ -76,7 +76,12 @@ fn write_value(out: &mut String, v: &Value, indent: Option<usize>, level: usize)
 
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
+    let mut rest = s;
+    // Runs of printable ASCII (nearly everything crit prints, base64 included) are copied whole.
+    while let Some(i) = rest.bytes().position(|b| !plain(b)) {
+        out.push_str(&rest[..i]);
+        let c = rest[i..].chars().next().expect("position is at a char boundary");
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -85,7 +90,6 @@ fn write_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
             _ => {
                 let mut buf = [0u16; 2];
                 for u in c.encode_utf16(&mut buf) {
@@ -93,7 +97,9 @@ fn write_str(out: &mut String, s: &str) {
                 }
             }
         }
+        rest = &rest[i + c.len_utf8()..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -108,6 +114,8 @@ mod tests {
             to_string(&v, None),
             r#"{"a": [1, 2], "b": {}, "c": "\u00e9\n", "d": []}"#
         );
+        let v = Value::String("q\"b\\s\u{1}\u{1F600}x\u{8}\u{c}\r\t~".into());
+        assert_eq!(to_string(&v, None), r#""q\"b\\s\u0001\ud83d\ude00x\b\f\r\t~""#);
         assert_eq!(to_string(&v, Some(4)), "{\n    \"a\": [\n        1,\n        2\n    ],\n    \"b\": {},\n    \"c\": \"\\u00e9\\n\",\n    \"d\": []\n}");
     }
 }
