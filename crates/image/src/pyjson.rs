@@ -114,8 +114,8 @@ mod tests {
             to_string(&v, None),
             r#"{"a": [1, 2], "b": {}, "c": "\u00e9\n", "d": []}"#
         );
+        assert_eq!(to_string(&v, Some(4)), "{\n    \"a\": [\n        1,\n        2\n    ],\n    \"b\": {},\n    \"c\": \"\\u00e9\\n\",\n    \"d\": []\n}");
         let v = Value::String("q\"b\\s\u{1}\u{1F600}x\u{8}\u{c}\r\t~".into());
         assert_eq!(to_string(&v, None), r#""q\"b\\s\u0001\ud83d\ude00x\b\f\r\t~""#);
-        assert_eq!(to_string(&v, Some(4)), "{\n    \"a\": [\n        1,\n        2\n    ],\n    \"b\": {},\n    \"c\": \"\\u00e9\\n\",\n    \"d\": []\n}");
     }
 }
