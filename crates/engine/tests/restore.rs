@@ -1195,3 +1195,68 @@ fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
         },
     );
 }
+
+/// Seccomp comes back per thread: the leader's filter chain (getppid ->
+/// EXDEV, with no_new_privs), a strict-mode thread, and a thread whose chain
+/// extends the leader's (getpgid -> EILSEQ). The program checks each thread's
+/// filters itself and reports its /proc status lines, which must equal the
+/// ones before the dump; in round 2 the strict thread makes a forbidden
+/// syscall and the kernel kills it.
+#[test]
+fn dump_restore_seccomp_filters_and_strict_mode_twice() {
+    let prog = build_prog("rseccomp");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "seccomp.ready",
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("seccomp.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("seccomp.verify", "\n");
+            assert_eq!(v.trim(), "ok", "round {round}");
+            let before = std::fs::read_to_string(ns.anchor("seccomp.before")).unwrap();
+            let after = std::fs::read_to_string(ns.anchor("seccomp.after")).unwrap();
+            assert!(before.contains("Seccomp_filters:\t3"), "{before}");
+            assert_eq!(after, before, "round {round}: /proc status seccomp lines");
+            // The same seen from outside.
+            let o = ns.outer(pid).unwrap();
+            let mut seen: Vec<(String, String, String)> = std::fs::read_dir(format!("/proc/{o}/task"))
+                .unwrap()
+                .flatten()
+                .map(|t| {
+                    let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+                    let f = |k: &str| field_tab(&st, k);
+                    (f("Seccomp:"), f("Seccomp_filters:"), f("NoNewPrivs:"))
+                })
+                .collect();
+            seen.sort();
+            let want = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+            assert_eq!(
+                seen,
+                vec![want("1", "0", "0"), want("2", "2", "1"), want("2", "3", "1")],
+                "round {round}"
+            );
+            if round == 2 {
+                // Strict mode is really on: a forbidden syscall kills the thread.
+                ns.kill(pid, libc::SIGUSR2);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while std::fs::read_dir(format!("/proc/{o}/task")).unwrap().count() != 2 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the strict thread survived a forbidden syscall"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        },
+    );
+}
+
+/// The value after `key` in a /proc status text.
+fn field_tab(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string()
+}

@@ -22,6 +22,9 @@ const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_O_TRACESYSGOOD: usize = 1;
+/// Seccomp filters restored in the blob do not apply to the rest of the
+/// restorer and to the injected munmap while the engine traces the thread.
+const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
 const PTRACE_EVENT_STOP: i32 = 128;
 const NR_RT_SIGRETURN: u64 = 15;
 const NR_MUNMAP: u64 = 11;
@@ -78,11 +81,13 @@ pub struct Seized {
     threads: Vec<(i32, i32)>,
 }
 
-/// Seize and stop every thread (all are in futex_wait at the barrier).
-pub fn seize(procs: &[(i32, Vec<i32>)]) -> io::Result<Seized> {
+/// Seize and stop every thread (all are in futex_wait at the barrier);
+/// with `suspend_seccomp`, the threads' seccomp filters are off while traced.
+pub fn seize(procs: &[(i32, Vec<i32>)], suspend_seccomp: bool) -> io::Result<Seized> {
     let mut s = Seized { threads: Vec::new() };
+    let opts = PTRACE_O_TRACESYSGOOD | if suspend_seccomp { PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     let one = |tid: i32, pid: i32, s: &mut Seized| -> io::Result<()> {
-        pt(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)?;
+        pt(PTRACE_SEIZE, tid, 0, opts)?;
         s.threads.push((tid, pid));
         pt(PTRACE_INTERRUPT, tid, 0, 0)?;
         let st = wait(tid)?;

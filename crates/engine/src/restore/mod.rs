@@ -453,6 +453,7 @@ impl RestoreCtx {
             STAGE_CREDS => "credentials",
             STAGE_ARGS => "checking its arguments",
             STAGE_THREAD_SETUP => "per-thread setup",
+            STAGE_SECCOMP => "installing seccomp filters",
             _ => "an unknown stage",
         };
         Some(RestoreError::Restorer {
@@ -507,7 +508,13 @@ impl RestoreCtx {
         let seized = if stopped || fault() == Some("keep-restorer") {
             None
         } else {
-            Some(finish::seize(&procs))
+            let seccomp = env
+                .plan
+                .procs
+                .iter()
+                .flat_map(|p| &p.threads)
+                .any(|t| t.seccomp != plan::Seccomp::Off);
+            Some(finish::seize(&procs, seccomp))
         };
         let seized = match seized {
             Some(Ok(s)) => Some(s),

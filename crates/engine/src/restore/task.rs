@@ -296,6 +296,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             + 16 * std::mem::size_of::<RstRange>() as u64
             + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
             + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
+            + seccomp_bytes(env, p)
             + 8 * 128
             + 4096,
     );
@@ -616,8 +617,27 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let shared: Vec<RstSiginfo> = p.shared_signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
     a.shared_siginfo = put(&mut rw, as_bytes(&shared), 16)?;
     a.posix_timers = put(&mut rw, as_bytes(&p.posix_timers), 16)?;
+    // Every thread on one filter chain: shared again (TSYNC from the leader).
+    let tsync = p.threads.len() > 1
+        && matches!(p.threads[0].seccomp, super::plan::Seccomp::Filters(_))
+        && p.threads.iter().all(|t| t.seccomp == p.threads[0].seccomp);
     let mut threads = Vec::new();
     for t in &p.threads {
+        let (seccomp_mode, chain): (i32, &[u32]) = match &t.seccomp {
+            super::plan::Seccomp::Off => (0, &[]),
+            super::plan::Seccomp::Strict => (1, &[]),
+            super::plan::Seccomp::Filters(c) => (2, c),
+        };
+        let mut filters = Vec::with_capacity(chain.len());
+        for &i in chain {
+            let prog = &env.plan.seccomp[i as usize];
+            filters.push(RstSeccompFilter {
+                insns: put(&mut rw, &prog.insns, 8)?,
+                len: (prog.insns.len() / 8) as u32,
+                flags: prog.flags,
+            });
+        }
+        let seccomp = put(&mut rw, as_bytes(&filters), 16)?;
         let stack_lo = rw.take(RST_STACK_SIZE as u64, PAGE)?;
         let frame_at = rw.take(fsize, 64)?;
         let mut regs = t.regs.clone();
@@ -655,6 +675,11 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             sched_policy: t.sched.map_or(-1, |s| s.1),
             sched_prio: t.sched.map_or(0, |s| s.2),
             _pad3: 0,
+            seccomp_mode,
+            no_new_privs: t.no_new_privs as i32,
+            seccomp,
+            nr_seccomp: filters.len() as u32,
+            seccomp_tsync: tsync as u32,
         });
     }
     a.threads = put(&mut rw, as_bytes(&threads), 16)?;
@@ -689,6 +714,22 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let _ = boot.base;
     let entry = blob_at + env.blob.entry as u64;
     Ok((entry, threads[0].stack_top, args_at))
+}
+
+/// Room the threads' seccomp chains take in the arguments area.
+fn seccomp_bytes(env: &TaskEnv, p: &Proc) -> u64 {
+    p.threads
+        .iter()
+        .map(|t| match &t.seccomp {
+            super::plan::Seccomp::Filters(c) => {
+                c.iter()
+                    .map(|&i| env.plan.seccomp[i as usize].insns.len() as u64 + 8 + 16)
+                    .sum::<u64>()
+                    + 16
+            }
+            _ => 16,
+        })
+        .sum()
 }
 
 /// Read the pieces, split over up to two threads when there is a lot (the
