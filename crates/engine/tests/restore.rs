@@ -1201,7 +1201,8 @@ fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
 /// extends the leader's (getpgid -> EILSEQ). The program checks each thread's
 /// filters itself and reports its /proc status lines, which must equal the
 /// ones before the dump; in round 2 the strict thread makes a forbidden
-/// syscall and the kernel kills it.
+/// syscall and the kernel kills it. A child process and its thread share
+/// one chain (the leader installs it for both with TSYNC).
 #[test]
 fn dump_restore_seccomp_filters_and_strict_mode_twice() {
     let prog = build_prog("rseccomp");
@@ -1234,6 +1235,29 @@ fn dump_restore_seccomp_filters_and_strict_mode_twice() {
                 seen,
                 vec![want("1", "0", "0"), want("2", "2", "1"), want("2", "3", "1")],
                 "round {round}"
+            );
+            // The child and its thread share the chain (restored with TSYNC).
+            let kid: i32 = ns.wait_status("seccomp.child", "\n").trim().parse().unwrap();
+            let _ = std::fs::remove_file(ns.anchor("seccomp.child.verify"));
+            ns.kill(kid, libc::SIGUSR1);
+            assert_eq!(
+                ns.wait_status("seccomp.child.verify", "\n").trim(),
+                "ok",
+                "round {round}"
+            );
+            let ko = ns.outer(kid).unwrap();
+            let kids: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{ko}/task"))
+                .unwrap()
+                .flatten()
+                .map(|t| {
+                    let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+                    (field_tab(&st, "Seccomp_filters:"), field_tab(&st, "NoNewPrivs:"))
+                })
+                .collect();
+            assert_eq!(
+                kids,
+                vec![("2".into(), "1".into()); 2],
+                "round {round}: the child's threads"
             );
             if round == 2 {
                 // Strict mode is really on: a forbidden syscall kills the thread.

@@ -6,7 +6,11 @@
  * Seccomp_filters and NoNewPrivs lines, in thread order) then DIR/seccomp.ready.
  * On SIGUSR1: DIR/seccomp.after (the same lines, read again) and DIR/seccomp.verify
  * ("ok" if every thread's filters behave as installed). On SIGUSR2: S makes a
- * syscall strict mode forbids, which kills that thread (SIGKILL). */
+ * syscall strict mode forbids, which kills that thread (SIGKILL).
+ * A child process C (forked after the leader's filters) and its thread W
+ * share the leader's chain; C writes its pid to DIR/seccomp.child and on
+ * SIGUSR1 writes DIR/seccomp.child.verify ("ok" if both threads see getppid
+ * fail with EXDEV and its /proc status shows 2 filters). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +84,68 @@ static void *filter_thread(void *a)
 	}
 }
 
+static int to_w[2], from_w[2];
+
+static int getppid_denied(void)
+{
+	long p = syscall(SYS_getppid);
+	return p == -1 && errno == EXDEV;
+}
+
+static void *child_thread(void *a)
+{
+	char c;
+	(void)a;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		if (read(to_w[0], &c, 1) != 1)
+			continue;
+		c = getppid_denied() ? 'W' : 'F';
+		write(from_w[1], &c, 1);
+	}
+}
+
+static int child_filters_ok(void)
+{
+	char line[256];
+	int n = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f) return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strcmp(line, "Seccomp_filters:\t2\n")) n++;
+	fclose(f);
+	return n == 1;
+}
+
+static void child_main(void)
+{
+	pthread_t w;
+	char name[32];
+	if (pipe(to_w) || pipe(from_w) || pthread_create(&w, NULL, child_thread, NULL)) _exit(9);
+	snprintf(name, sizeof(name), "%d\n", getpid());
+	FILE *f = fopen("seccomp.child.tmp", "w");
+	if (!f) _exit(9);
+	fputs(name, f);
+	fclose(f);
+	rename("seccomp.child.tmp", "seccomp.child");
+	for (;;) {
+		usleep(20000); /* polls: a signal that lands as the restored pause() restarts is not lost */
+		if (usr1) {
+			char c = 0;
+			const char *why = "ok";
+			if (!getppid_denied()) why = "child: getppid not EXDEV";
+			else if (write(to_w[1], "x", 1) != 1 || read(from_w[0], &c, 1) != 1 || c != 'W')
+				why = "child thread: getppid not EXDEV";
+			else if (!child_filters_ok()) why = "child: not 2 filters";
+			FILE *v = fopen("seccomp.child.verify", "w");
+			if (v) { fprintf(v, "%s\n", why); fclose(v); }
+			usr1 = 0;
+		}
+	}
+}
+
 static void report(const char *name)
 {
 	FILE *out = fopen(name, "w");
@@ -111,6 +177,10 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p1) ||
 	    deny(__NR_getppid, EXDEV))
 		return 5;
+	pid_t c = fork();
+	if (c < 0) return 8;
+	if (c == 0) child_main();
+	while (access("seccomp.child", F_OK)) usleep(1000);
 	if (pthread_create(&t, NULL, filter_thread, NULL)) return 6;
 	while (!tids[2]) usleep(1000);
 	usleep(100000); /* let S reach its read */
@@ -120,7 +190,7 @@ int main(int argc, char **argv)
 	fprintf(r, "ready\n");
 	fclose(r);
 	for (;;) {
-		pause();
+		usleep(20000); /* polls: a signal that lands as the restored pause() restarts is not lost */
 		if (usr2) {
 			write(to_s[1], "K", 1);
 			usr2 = 0;
