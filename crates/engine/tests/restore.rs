@@ -686,7 +686,9 @@ fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
 fn build_prog(name: &str) -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = out.with_extension(format!("tmp{}-{seq}", std::process::id()));
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&tmp)
@@ -700,14 +702,20 @@ fn build_prog(name: &str) -> PathBuf {
 
 /// [`dump_restore_twice`] for any program started by the shell command `cmd`.
 fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
+    dump_restore_cmd_twice_with(cmd, ready, "", check)
+}
+
+/// [`dump_restore_cmd_twice`] with extra options (`opts`) given to both
+/// `cryo dump` and `cryo restore`.
+fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, check: impl Fn(&Ns, i32, u32)) {
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
          {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
          while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
-         mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         mkdir /tmp/anchor/img; {CRYO} dump {opts} -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
          echo $P > /tmp/anchor/.root; \
          for i in 1 2; do \
-           {CRYO} restore -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
+           {CRYO} restore {opts} -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
            while [ ! -e /tmp/anchor/.next$i ]; do sleep 0.02; done; \
            kill -9 $P; wait $R; echo $? > /tmp/anchor/.cryo-rc$i; \
          done; exec sleep 100000"
@@ -1283,4 +1291,35 @@ fn field_tab(status: &str, key: &str) -> String {
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("")
         .to_string()
+}
+
+/// POSIX, flock and OFD locks come back with --file-locks, twice: the
+/// restored program forks a checker that finds each lock held (and the rest
+/// of the OFD-locked file free); the OFD lock is in filelocks.img as CRIU
+/// writes it (FL_OFD, the owning task's pid and fd).
+#[test]
+fn dump_restore_posix_flock_and_ofd_locks_twice() {
+    let prog = build_prog("rlocks");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "locks.ready",
+        "--file-locks",
+        |ns, pid, round| {
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let locks: Vec<cryo_image::pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+            let mut kinds: Vec<(u32, i32)> = locks.iter().map(|l| (l.flag, l.pid)).collect();
+            kinds.sort();
+            assert_eq!(kinds, vec![(1, pid), (2, pid), (4, pid)], "round {round}");
+            let _ = std::fs::remove_file(ns.anchor("locks.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            assert_eq!(ns.wait_status("locks.verify", "\n").trim(), "ok", "round {round}");
+            // And from outside: the OFD lock is listed again (pid -1).
+            let o = ns.outer(pid).unwrap();
+            let st = std::fs::read_to_string(format!("/proc/{o}/fdinfo/7")).unwrap();
+            assert!(
+                st.contains("OFDLCK ADVISORY  WRITE -1") && st.contains(" 100 199"),
+                "{st}"
+            );
+        },
+    );
 }

@@ -181,7 +181,8 @@ struct DumpCtx {
     locks: Vec<pb::FileLockEntry>,
     /// seccomp.img filters: (BPF program, index of the older filter it runs after).
     seccomp: Vec<(Vec<u8>, Option<u32>)>,
-    lock_keys: Vec<(u32, u64, i64, i64, u32)>,
+    /// (kind, POSIX owner pid, file id, start, len, type) of the locks recorded.
+    lock_keys: Vec<(u32, i32, u32, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
     threads: usize,
@@ -943,6 +944,7 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
     })?;
     let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let mut locks = Vec::new();
     for l in &info.locks {
         let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
         if !ours {
@@ -958,11 +960,7 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
             pid,
             what: format!("fd {fd}: {what}"),
         })?;
-        let key = (e.flag, st.st_ino, e.start, e.len, e.r#type);
-        if !ctx.lock_keys.contains(&key) {
-            ctx.lock_keys.push(key);
-            ctx.locks.push(e);
-        }
+        locks.push(e);
     }
     let c = FdCtx {
         pid,
@@ -972,7 +970,18 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         info,
         pidfd,
     };
-    Ok(ctx.files.dump_fd(&c)?)
+    let fdinfo = ctx.files.dump_fd(&c)?;
+    // A lock is recorded once: flock and OFD locks belong to the open file
+    // (every fd sharing it lists them), POSIX locks to the process.
+    for e in locks {
+        let owner = if e.flag == crate::files::lock::FL_POSIX { pid } else { 0 };
+        let key = (e.flag, owner, fdinfo.id, e.start, e.len, e.r#type);
+        if !ctx.lock_keys.contains(&key) {
+            ctx.lock_keys.push(key);
+            ctx.locks.push(e);
+        }
+    }
+    Ok(fdinfo)
 }
 
 /// cwd or root as a REG entry with a fresh id.

@@ -567,13 +567,14 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
         for (i, l) in locks.iter().enumerate() {
             let owner = procs.iter().find(|p| p.pid == l.pid);
-            let ok = matches!(l.flag, 1 | 2) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            // FL_POSIX, FL_FLOCK, FL_OFD (criu/include/file-lock.h).
+            let ok = matches!(l.flag, 1 | 2 | 4) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
             if !ok {
                 return Err(unsupported(
                     &lf,
                     l.pid,
                     format!(
-                        "entry {i}: lock (flag {}) on fd {} (only POSIX and flock locks of a dumped fd are restored)",
+                        "entry {i}: lock (flag {}) on fd {} (only POSIX, flock and OFD locks held through a dumped fd of a dumped task are restored)",
                         l.flag, l.fd
                     ),
                 ));

@@ -882,14 +882,14 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
 /// both are taken again by the restored task through its fd.
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
-        let r = if l.flag == 2 {
+        let (r, kind) = if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
             } else {
                 libc::LOCK_SH
             };
             // SAFETY: flock on an fd of ours.
-            unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }
+            (unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }, "flock")
         } else {
             // SAFETY: all-zero is a valid flock struct.
             let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -897,13 +897,22 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             fl.l_whence = libc::SEEK_SET as i16;
             fl.l_start = l.start;
             fl.l_len = l.len;
-            // SAFETY: fl is a valid struct flock.
-            unsafe { libc::fcntl(l.fd, libc::F_SETLK, &fl) }
+            // An OFD lock belongs to the open file (shared by every task
+            // holding it), a POSIX lock to this process.
+            let (cmd, kind) = if l.flag == 4 {
+                (libc::F_OFD_SETLK, "OFD lock")
+            } else {
+                (libc::F_SETLK, "POSIX lock")
+            };
+            // SAFETY: fl is a valid struct flock (l_pid 0, as OFD locks need).
+            (unsafe { libc::fcntl(l.fd, cmd, &fl) }, kind)
         };
         if r < 0 {
             return Err(TaskError(format!(
-                "file lock on fd {}: {}",
+                "{kind} on fd {} ({}..+{}): {}",
                 l.fd,
+                l.start,
+                l.len,
                 std::io::Error::last_os_error()
             )));
         }
