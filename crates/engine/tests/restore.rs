@@ -702,16 +702,17 @@ fn build_prog(name: &str) -> PathBuf {
 
 /// [`dump_restore_twice`] for any program started by the shell command `cmd`.
 fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
-    dump_restore_cmd_twice_with(cmd, ready, "", check)
+    dump_restore_cmd_twice_with(cmd, ready, "", "", check)
 }
 
 /// [`dump_restore_cmd_twice`] with extra options (`opts`) given to both
-/// `cryo dump` and `cryo restore`.
-fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, check: impl Fn(&Ns, i32, u32)) {
+/// `cryo dump` and `cryo restore`, and shell commands run right before the
+/// dump (`pre_dump`; `$P` is the program's pid).
+fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, pre_dump: &str, check: impl Fn(&Ns, i32, u32)) {
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
          {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
-         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
+         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; {pre_dump} \
          mkdir /tmp/anchor/img; {CRYO} dump {opts} -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
          echo $P > /tmp/anchor/.root; \
          for i in 1 2; do \
@@ -898,45 +899,103 @@ fn dump_restore_memfd_and_shared_anon_twice() {
     });
 }
 
+/// A stopped task comes back stopped (state T), twice, with exactly the
+/// dumped memory layout (the restorer is gone from its maps) and goes on
+/// correctly after SIGCONT.
 #[test]
-fn a_stopped_task_comes_back_stopped() {
-    build_fixture("loop_heap");
-    let script = format!(
-        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
-         /tmp/cryo-fx/bin/loop_heap >/dev/null 2>&1 </dev/null & P=$!; \
-         while [ ! -s /tmp/anchor/loop_heap.status ]; do sleep 0.02; done; kill -STOP $P; \
-         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
-         echo $P > /tmp/anchor/.root; \
-         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"
+fn a_stopped_task_comes_back_stopped_without_the_restorer() {
+    stopped_twice("loop_heap", "cnt", "heap=ok");
+}
+
+/// The same with four threads: every one of them stopped.
+#[test]
+fn a_stopped_multithreaded_task_comes_back_stopped() {
+    stopped_twice("threads4", "total", "blocks=ok");
+}
+
+/// Dump fixture program `name` stopped, restore it twice; `key` advances
+/// in its status once it runs again, `ok` is in its verify status.
+fn stopped_twice(name: &str, key: &str, ok: &str) {
+    build_fixture(name);
+    dump_restore_cmd_twice_with(
+        &format!("/tmp/cryo-fx/bin/{name}"),
+        &format!("{name}.status"),
+        "",
+        "kill -STOP $P;",
+        |ns, pid, round| {
+            let o = ns.outer(pid).unwrap();
+            let state = |t: i32| {
+                let st = std::fs::read_to_string(format!("/proc/{o}/task/{t}/status")).unwrap();
+                st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let tasks = || -> Vec<i32> {
+                std::fs::read_dir(format!("/proc/{o}/task"))
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().parse().unwrap())
+                    .collect()
+            };
+            while !tasks().into_iter().all(|t| state(t).contains("(stopped)")) {
+                assert!(Instant::now() < deadline, "round {round}: not stopped: {}", state(o));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Exactly the dumped layout, nothing more: the same ranges with
+            // the same protection (adjacent ranges of equal protection
+            // merged on both sides, as the kernel may merge or split them).
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let dumped: Vec<(u64, u64, u32)> = set
+                .mm(pid as u32)
+                .unwrap()
+                .vmas
+                .iter()
+                .map(|v| (v.start, v.end, v.prot))
+                .collect();
+            let maps = std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap();
+            let now: Vec<(u64, u64, u32)> = maps
+                .lines()
+                .map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (a, b) = w.next().unwrap().split_once('-').unwrap();
+                    let perms = w.next().unwrap().as_bytes();
+                    let prot =
+                        (perms[0] == b'r') as u32 | ((perms[1] == b'w') as u32) << 1 | ((perms[2] == b'x') as u32) << 2;
+                    (
+                        u64::from_str_radix(a, 16).unwrap(),
+                        u64::from_str_radix(b, 16).unwrap(),
+                        prot,
+                    )
+                })
+                .collect();
+            let merged = |v: &[(u64, u64, u32)]| {
+                let mut out: Vec<(u64, u64, u32)> = Vec::new();
+                for &(a, b, p) in v {
+                    match out.last_mut() {
+                        Some(l) if l.1 == a && l.2 == p => l.1 = b,
+                        _ => out.push((a, b, p)),
+                    }
+                }
+                out.iter()
+                    .map(|(a, b, p)| format!("{a:x}-{b:x}:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            assert_eq!(
+                merged(&now),
+                merged(&dumped),
+                "round {round}: maps of the stopped task:\n{maps}"
+            );
+            assert!(state(o).contains("(stopped)"), "round {round}");
+            assert_eq!(tasks().len(), set.pstree().unwrap()[0].threads.len(), "round {round}");
+            let _ = std::fs::remove_file(ns.anchor(&format!("{name}.status")));
+            let _ = std::fs::remove_file(ns.anchor(&format!("{name}.verify.status")));
+            ns.kill(pid, libc::SIGCONT);
+            wait_advance(ns, &format!("{name}.status"), key);
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status(&format!("{name}.verify.status"), ok);
+            assert!(v.contains(ok), "round {round}: {v}");
+        },
     );
-    let ns = Ns::start(&script);
-    let (rc, err) = ns.cryo_result();
-    assert_eq!(
-        rc,
-        0,
-        "{err} / dump: {}",
-        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
-    );
-    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let o = ns.outer(pid).unwrap();
-    let state = |o: i32| {
-        let st = std::fs::read_to_string(format!("/proc/{o}/status")).unwrap();
-        st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !state(o).contains("stopped") {
-        assert!(Instant::now() < deadline, "not stopped: {}", state(o));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(ns.anchor("loop_heap.status"));
-    ns.kill(pid, libc::SIGCONT);
-    wait_advance(&ns, "loop_heap.status", "cnt");
-    ns.kill(pid, libc::SIGUSR1);
-    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
 }
 
 #[test]
@@ -1304,6 +1363,7 @@ fn dump_restore_posix_flock_and_ofd_locks_twice() {
         &format!("{} /tmp/anchor", prog.display()),
         "locks.ready",
         "--file-locks",
+        "",
         |ns, pid, round| {
             let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
             let locks: Vec<cryo_image::pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();

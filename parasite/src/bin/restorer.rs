@@ -571,9 +571,11 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         }
         // SAFETY: nobody in this process touches the control page any more.
         unsafe { syscall3(nr::MUNMAP, args.ctl as usize, 4096, 0) };
-        if args.stop_signo > 0 {
-            // A stopped task stays stopped: the stop happens here, before the
-            // registers are loaded, and SIGCONT resumes into rt_sigreturn.
+        if args.stop_signo > 0 && !traced {
+            // A stopped task stays stopped. Traced, the engine stops it once
+            // it has left the restorer; untraced (the restorer then stays
+            // mapped anyway), the stop happens here, before the registers are
+            // loaded, and SIGCONT resumes into rt_sigreturn.
             // SAFETY: scalar arguments.
             unsafe { syscall3(nr::KILL, getpid() as usize, args.stop_signo as usize, 0) };
         }

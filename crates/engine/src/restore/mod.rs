@@ -495,17 +495,24 @@ impl RestoreCtx {
         let env = self.env.as_ref().expect("prepared");
         let want: u32 = env.plan.procs.iter().map(|p| p.threads.len().max(1) as u32).sum();
         // Seize every thread at the barrier, to take the restorer's mapping
-        // out once they have left it (see finish.rs). Stopped tasks stop
-        // inside the restorer: their bootstrap stays.
-        let procs: Vec<(i32, Vec<i32>)> = env
+        // out once they have left it (see finish.rs); stopped tasks are put
+        // in their group stop after that.
+        let procs: Vec<finish::Target> = env
             .plan
             .procs
             .iter()
-            .filter(|p| p.state == plan::TASK_ALIVE)
-            .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+            .filter(|p| p.state == plan::TASK_ALIVE || p.state == plan::TASK_STOPPED)
+            .map(|p| finish::Target {
+                pid: p.pid,
+                tids: p.threads.iter().map(|t| t.tid).collect(),
+                stop_signo: if p.state == plan::TASK_STOPPED {
+                    p.stop_signo as i32
+                } else {
+                    0
+                },
+            })
             .collect();
-        let stopped = env.plan.procs.iter().any(|p| p.state == plan::TASK_STOPPED);
-        let seized = if stopped || fault() == Some("keep-restorer") {
+        let seized = if fault() == Some("keep-restorer") {
             None
         } else {
             let seccomp = env
