@@ -1383,3 +1383,65 @@ fn dump_restore_posix_flock_and_ofd_locks_twice() {
         },
     );
 }
+
+/// Time namespaces: a task in one of its own (its ids name another time
+/// namespace than the dumper's) and a set holding a time namespace image
+/// (timens-<id>.img, id != 0) are refused before any task exists; a
+/// timens-0.img that is not a valid time is refused naming it. timens-0.img
+/// holds the dumper's clocks at dump time (CRIU's meaning), not offsets: a
+/// set whose monotonic clock is ahead of now restores, with a warning.
+#[test]
+fn time_namespaces_are_refused_and_dumped_clocks_checked() {
+    use cryo_image::pb;
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let refused = |dir: &Path, want: &[&str]| {
+        let ns = Ns::restore(dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{err}");
+        for w in want {
+            assert!(err.contains(w), "expected {w:?} in: {err}");
+        }
+        assert!(!ns.inner_pids().contains(&pid), "a task was created");
+    };
+    // 1. The task's own time namespace.
+    let dir = copy_images("loop_heap", "timens-own");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut ids = set.ids(pid as u32).unwrap();
+    ids.time_ns_id = Some(ids.time_ns_id.unwrap_or(0) + 100);
+    cryo_image::write_entries(dir.join(format!("ids-{pid}.img")), "IDS", &[ids]).unwrap();
+    refused(&dir, &["time namespace of its own", &format!("ids-{pid}.img")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 2. A time namespace image of the tree.
+    let dir = copy_images("loop_heap", "timens-img");
+    std::fs::copy(dir.join("timens-0.img"), dir.join("timens-9.img")).unwrap();
+    refused(&dir, &["timens-9.img", "time namespace"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 3. An invalid time.
+    let dir = copy_images("loop_heap", "timens-bad");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut t: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS").unwrap();
+    t[0].boottime.tv_nsec = 2_000_000_000;
+    cryo_image::write_entries(dir.join("timens-0.img"), "TIMENS", &t).unwrap();
+    refused(&dir, &["timens-0.img", "boottime", "not a valid time"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 4. Dumped "later" than now (another boot): restored, with a warning.
+    let dir = copy_images("loop_heap", "timens-ahead");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut t: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS").unwrap();
+    t[0].monotonic.tv_sec += 1 << 40;
+    t[0].boottime.tv_sec += 1 << 40;
+    cryo_image::write_entries(dir.join("timens-0.img"), "TIMENS", &t).unwrap();
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("timens-0.img") && err.contains("go back"),
+        "{err}"
+    );
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("loop_heap.verify.status", "heap=");
+    assert!(v.contains("heap=ok"), "{v}");
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -202,6 +202,9 @@ impl RestoreCtx {
                 "the images hold file locks: restore them with --file-locks",
             ));
         }
+        if let Some(w) = clock_warning(&plan) {
+            eprintln!("cryo restore: warning: {w}");
+        }
         mark("validated");
         // Prepare.
         self.stage = Stage::Prepare;
@@ -597,6 +600,28 @@ impl RestoreCtx {
     pub fn root(&self) -> Option<i32> {
         self.root
     }
+}
+
+/// The dumped CLOCK_MONOTONIC (timens-0.img) is ahead of the running one
+/// (images from another boot or machine): the restored tasks, in the
+/// restoring time namespace, see it jump back.
+fn clock_warning(plan: &Plan) -> Option<String> {
+    let [(sec, nsec), _] = plan.dumped_clocks?;
+    let dumped = Duration::new(sec, nsec as u32);
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    (dumped > now).then(|| {
+        format!(
+            "{}: the set was dumped at CLOCK_MONOTONIC {:.3} s, it is {:.3} s now: the restored tasks' \
+             monotonic and boot-time clocks go back by {:.3} s (restoring into a time namespace is not supported)",
+            plan.set.path("timens-0.img").display(),
+            dumped.as_secs_f64(),
+            now.as_secs_f64(),
+            (dumped - now).as_secs_f64()
+        )
+    })
 }
 
 /// Fault injection for the failure tests (criu has CRIU_FAULT): the value

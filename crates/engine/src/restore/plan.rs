@@ -235,6 +235,9 @@ pub struct Plan {
     pub locks: Vec<pb::FileLockEntry>,
     /// seccomp.img: every filter program, by index.
     pub seccomp: Vec<SeccompProg>,
+    /// timens-0.img: CLOCK_MONOTONIC and CLOCK_BOOTTIME (seconds,
+    /// nanoseconds) when the set was dumped.
+    pub dumped_clocks: Option<[(u64, u64); 2]>,
 }
 
 impl Plan {
@@ -539,6 +542,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         }
     }
 
+    let dumped_clocks = read_timens(&set, &listing)?;
     let (seccomp, seccomp_prev) = read_seccomp(&set)?;
     let mut procs = Vec::new();
     for p in &pstree {
@@ -592,6 +596,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         set,
         locks,
         seccomp,
+        dumped_clocks,
     })
 }
 
@@ -734,6 +739,54 @@ fn siginfos(q: Option<&pb::SignalQueueEntry>, file: &str, tid: i32) -> Result<Ve
         out.push(b);
     }
     Ok(out)
+}
+
+/// timens-<id>.img. CRIU writes timens-0.img with the dumper's
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time (not offsets: a restore
+/// into a new time namespace would derive the offsets from them). Tasks of
+/// the set live in the restoring time namespace (a task in a time namespace
+/// of its own is refused with the other namespaces, by its ids), so the
+/// clocks are only checked and reported. Any other timens image describes a
+/// time namespace of the tree: refused.
+fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64); 2]>, PlanError> {
+    for name in listing
+        .iter()
+        .filter(|n| n.starts_with("timens-") && n.ends_with(".img"))
+    {
+        if name != "timens-0.img" {
+            return Err(PlanError::BadSet {
+                file: set.path(name).display().to_string(),
+                what: "a time namespace of the dumped tree: namespaces are not restored by cryo yet \
+                       (refused before creating any task)"
+                    .into(),
+            });
+        }
+    }
+    if !set.has("timens-0.img") {
+        return Ok(None);
+    }
+    let file = set.path("timens-0.img").display().to_string();
+    let entries: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS")?;
+    let [e] = entries.as_slice() else {
+        return Err(PlanError::BadSet {
+            file,
+            what: format!("{} entries, expected one", entries.len()),
+        });
+    };
+    let mut clocks = [(0, 0); 2];
+    for (i, (clock, t)) in [("monotonic", &e.monotonic), ("boottime", &e.boottime)]
+        .into_iter()
+        .enumerate()
+    {
+        if t.tv_nsec >= 1_000_000_000 || t.tv_sec > i64::MAX as u64 {
+            return Err(PlanError::BadSet {
+                file,
+                what: format!("{clock} clock {}.{:09} is not a valid time", t.tv_sec, t.tv_nsec),
+            });
+        }
+        clocks[i] = (t.tv_sec, t.tv_nsec);
+    }
+    Ok(Some(clocks))
 }
 
 /// seccomp.img: the programs (validated) and each filter's predecessor.
