@@ -221,6 +221,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let ghost_limit = opts.ghost_limit;
     let mut files = FileTable::with_ghost_limit(ghost_limit);
     files.shell_job = opts.shell_job;
+    files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
         out: Written {
