@@ -1326,6 +1326,30 @@ fn dump_restore_seccomp_filters_and_strict_mode_twice() {
                 vec![("2".into(), "1".into()); 2],
                 "round {round}: the child's threads"
             );
+            // The LOG flag of T's own filter is back (the kernel's metadata),
+            // and in the image.
+            let t_tid = std::fs::read_dir(format!("/proc/{o}/task"))
+                .unwrap()
+                .flatten()
+                .find(|t| {
+                    std::fs::read_to_string(t.path().join("status"))
+                        .unwrap()
+                        .contains("Seccomp_filters:\t3")
+                })
+                .map(|t| t.file_name().to_string_lossy().parse::<i32>().unwrap())
+                .unwrap();
+            assert_eq!(
+                seccomp_flags(t_tid, 3),
+                vec![0, 0, 2],
+                "round {round}: filter flags (oldest first)"
+            );
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let se: Vec<cryo_image::pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP").unwrap();
+            assert_eq!(
+                se[0].seccomp_filters.iter().filter(|f| f.flags == Some(2)).count(),
+                1,
+                "one LOG filter in seccomp.img"
+            );
             if round == 2 {
                 // Strict mode is really on: a forbidden syscall kills the thread.
                 ns.kill(pid, libc::SIGUSR2);
@@ -1340,6 +1364,35 @@ fn dump_restore_seccomp_filters_and_strict_mode_twice() {
             }
         },
     );
+}
+
+/// SECCOMP_FILTER_FLAG_* of the `n` filters of thread `tid`, oldest first
+/// (PTRACE_SECCOMP_GET_METADATA while the thread is seized and stopped).
+fn seccomp_flags(tid: i32, n: u64) -> Vec<u64> {
+    const PTRACE_SEIZE: libc::c_uint = 0x4206;
+    const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    // SAFETY: ptrace and waitpid on a thread of a test process; the metadata
+    // buffer is two u64 as the kernel expects.
+    unsafe {
+        assert_eq!(libc::ptrace(PTRACE_SEIZE, tid, 0, 0), 0, "seize {tid}");
+        assert_eq!(libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut st = 0;
+        assert_eq!(libc::waitpid(tid, &mut st, libc::__WALL), tid);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut md = [i, 0u64];
+            let r = libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr());
+            assert!(
+                r >= 0,
+                "PTRACE_SECCOMP_GET_METADATA {i}: {}",
+                std::io::Error::last_os_error()
+            );
+            out.push(md[1]);
+        }
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        out
+    }
 }
 
 /// The value after `key` in a /proc status text.

@@ -179,8 +179,9 @@ struct DumpCtx {
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
     locks: Vec<pb::FileLockEntry>,
-    /// seccomp.img filters: (BPF program, index of the older filter it runs after).
-    seccomp: Vec<(Vec<u8>, Option<u32>)>,
+    /// seccomp.img filters: (BPF program, index of the older filter it runs
+    /// after, SECCOMP_FILTER_FLAG_* it was installed with).
+    seccomp: Vec<(Vec<u8>, Option<u32>, u32)>,
     /// (kind, POSIX owner pid, file id, start, len, type) of the locks recorded.
     lock_keys: Vec<(u32, i32, u32, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
@@ -886,15 +887,20 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
 fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
     let mut chain = Vec::new();
     while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
-        chain.push(f);
+        let flags = t.seccomp_flags(chain.len() as u64)?;
+        chain.push((f, flags));
     }
     let mut prev: Option<u32> = None;
     // Index 0 is the oldest filter (the kernel counts back from the newest).
-    for f in chain {
-        let idx = match ctx.seccomp.iter().position(|(g, p)| *g == f && *p == prev) {
+    for (f, flags) in chain {
+        let idx = match ctx
+            .seccomp
+            .iter()
+            .position(|(g, p, fl)| *g == f && *p == prev && *fl == flags)
+        {
             Some(i) => i as u32,
             None => {
-                ctx.seccomp.push((f, prev));
+                ctx.seccomp.push((f, prev, flags));
                 ctx.seccomp.len() as u32 - 1
             }
         };
@@ -1181,10 +1187,10 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let filters = ctx
         .seccomp
         .iter()
-        .map(|(f, prev)| pb::SeccompFilter {
+        .map(|(f, prev, flags)| pb::SeccompFilter {
             filter: f.clone(),
             prev: *prev,
-            flags: None,
+            flags: (*flags != 0).then_some(*flags),
         })
         .collect();
     let w = write_image(

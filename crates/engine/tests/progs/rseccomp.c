@@ -1,7 +1,8 @@
 /* Seccomp restore: three threads with different seccomp state.
  *   leader: no_new_privs, filters [allow-all, getppid -> EXDEV]
  *   S:      strict mode (created before the filters; no no_new_privs)
- *   T:      inherits the leader's chain and adds [getpgid -> EILSEQ]
+ *   T:      inherits the leader's chain and adds [getpgid -> EILSEQ], installed
+ *           with SECCOMP_FILTER_FLAG_LOG
  * Usage: rseccomp DIR. Writes DIR/seccomp.before (each thread's Seccomp,
  * Seccomp_filters and NoNewPrivs lines, in thread order) then DIR/seccomp.ready.
  * On SIGUSR1: DIR/seccomp.after (the same lines, read again) and DIR/seccomp.verify
@@ -31,7 +32,7 @@ static void on_usr2(int s) { (void)s; usr2 = 1; }
 static int to_s[2], from_s[2], to_t[2], from_t[2];
 static volatile pid_t tids[3];
 
-static int deny(int nr, int err)
+static int deny_flags(int nr, int err, unsigned flags)
 {
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
@@ -40,8 +41,10 @@ static int deny(int nr, int err)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog p = { 4, f };
-	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p);
+	return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &p);
 }
+
+static int deny(int nr, int err) { return deny_flags(nr, err, 0); }
 
 static void *strict_thread(void *a)
 {
@@ -70,7 +73,7 @@ static void *filter_thread(void *a)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	tids[2] = syscall(SYS_gettid);
-	if (deny(__NR_getpgid, EILSEQ))
+	if (deny_flags(__NR_getpgid, EILSEQ, SECCOMP_FILTER_FLAG_LOG))
 		return NULL;
 	for (;;) {
 		if (read(to_t[0], &c, 1) != 1)
