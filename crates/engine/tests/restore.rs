@@ -1272,10 +1272,24 @@ fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
 /// one chain (the leader installs it for both with TSYNC).
 #[test]
 fn dump_restore_seccomp_filters_and_strict_mode_twice() {
+    seccomp_twice("");
+}
+
+/// The same when the engine does not trace the restored threads (the
+/// fallback when seizing them fails): every thread installs its own chain as
+/// the very last step before rt_sigreturn.
+#[test]
+fn seccomp_comes_back_untraced_too() {
+    seccomp_twice("export CRYO_FAULT=keep-restorer;");
+}
+
+fn seccomp_twice(pre_dump: &str) {
     let prog = build_prog("rseccomp");
-    dump_restore_cmd_twice(
+    dump_restore_cmd_twice_with(
         &format!("{} /tmp/anchor", prog.display()),
         "seccomp.ready",
+        "",
+        pre_dump,
         |ns, pid, round| {
             let _ = std::fs::remove_file(ns.anchor("seccomp.verify"));
             ns.kill(pid, libc::SIGUSR1);
