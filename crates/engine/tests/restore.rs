@@ -1512,3 +1512,46 @@ fn time_namespaces_are_refused_and_dumped_clocks_checked() {
     drop(ns);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A seccomp filter that is no BPF program, and flags cryo cannot restore
+/// (a user-notification listener), are refused before any task exists,
+/// naming seccomp.img.
+#[test]
+fn bad_seccomp_filters_are_refused_up_front() {
+    use cryo_image::pb;
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let cases: [(&str, Vec<u8>, Option<u32>, &str); 2] = [
+        ("seccomp-short", vec![6, 0, 0, 0, 0], None, "not a BPF program"),
+        (
+            "seccomp-listener",
+            vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+            Some(8),
+            "seccomp filter flags 0x8",
+        ),
+    ];
+    for (tag, filter, flags, want) in cases {
+        let dir = copy_images("loop_heap", tag);
+        let set = cryo_image::ImageSet::open(&dir).unwrap();
+        let mut core = set.core(pid as u32).unwrap();
+        let tc = core.thread_core.as_mut().unwrap();
+        tc.seccomp_mode = Some(2);
+        tc.seccomp_filter = Some(0);
+        cryo_image::write_entries(dir.join(format!("core-{pid}.img")), "CORE", &[core]).unwrap();
+        let e = pb::SeccompEntry {
+            seccomp_filters: vec![pb::SeccompFilter {
+                filter,
+                prev: None,
+                flags,
+            }],
+        };
+        cryo_image::write_entries(dir.join("seccomp.img"), "SECCOMP", &[e]).unwrap();
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{tag}: {err}");
+        assert!(err.contains("seccomp.img") && err.contains(want), "{tag}: {err}");
+        assert!(!ns.inner_pids().contains(&pid), "{tag}: a task was created");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1201,3 +1201,23 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
         pages_path,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_chains_are_oldest_first_and_checked() {
+        // 0 <- 1 <- 2, and 3 <- 1 is not possible: 3 follows 0 (a fork
+        // that added another filter).
+        let prev = [None, Some(0), Some(1), Some(0)];
+        assert_eq!(seccomp_chain(2, &prev, "f", 1).unwrap(), vec![0, 1, 2]);
+        assert_eq!(seccomp_chain(3, &prev, "f", 1).unwrap(), vec![0, 3]);
+        assert_eq!(seccomp_chain(0, &prev, "f", 1).unwrap(), vec![0]);
+        let e = seccomp_chain(4, &prev, "f", 7).unwrap_err().to_string();
+        assert!(e.contains("pid 7") && e.contains("filter 4"), "{e}");
+        let looped = [Some(1), Some(0)];
+        let e = seccomp_chain(0, &looped, "f", 7).unwrap_err().to_string();
+        assert!(e.contains("loops"), "{e}");
+    }
+}
