@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 cargo build --release -q -p cryo-crit
-OURS=target/release/crit
+OURS=target/x86_64-unknown-linux-gnu/release/crit
 PY=${PY_CRIT:-/usr/bin/crit}
 [ -x "$PY" ] || { echo "no Python crit at $PY (apt-get install criu)"; exit 1; }
 mapfile -t IMGS < <(find fixtures/criu-4.2 -path '*/images/*' -type f ! -name 'pages-*' | sort)

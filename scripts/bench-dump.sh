@@ -11,7 +11,7 @@ DIR=${DIR:-/tmp/cryo-bench}
 READER=${READER:-vmsplice}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -q -p cryo-engine --manifest-path "$ROOT/Cargo.toml"
-CRYO="$ROOT/target/release/cryo"
+CRYO="$ROOT/target/x86_64-unknown-linux-gnu/release/cryo"
 mkdir -p "$DIR"
 gcc -O2 -o "$DIR/bigmem" "$ROOT/crates/engine/benches/bigmem.c"
 totals=(); frozens=()

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p cryo-engine -p cryo-crit
-CRYO=$PWD/target/release/cryo
-CRIT=$PWD/target/release/crit
+CRYO=$PWD/target/x86_64-unknown-linux-gnu/release/cryo
+CRIT=$PWD/target/x86_64-unknown-linux-gnu/release/crit
 work=$(mktemp -d /tmp/cryo-demo.XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }

@@ -5,7 +5,8 @@
 //! * one small descriptor set per .proto file holding it and its imports (`fds-N.bin`), so a tool that
 //!   decodes one image builds only the descriptors it needs (this keeps crit's start-up to a few hundred
 //!   microseconds);
-//! * `opts.rs`: CRIU's custom field options (hex, flags, dev, ...) as a static table;
+//! * `schema.rs`: every message, field and enum as static tables without pointers, with CRIU's custom field
+//!   options (hex, flags, dev, ...), for the fast JSON path and the options of the reflective one;
 //! * `magics.rs`: the magic table from proto/magics.tsv.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +69,138 @@ fn strip_empty_options(m: &mut prost_types::DescriptorProto) {
     m.nested_type.iter_mut().for_each(strip_empty_options);
 }
 
+/// `schema.rs`: every message as static tables (fields by number with their type, label and CRIU options;
+/// enums as value -> name), for the fast image -> JSON path, which then needs no descriptor pool. The
+/// tables hold no pointers (names are offsets into one string, options an index into a small table), so
+/// they cost no relocations at start-up, and a decode touches only the pages it reads.
+fn schema(pool: &prost_reflect::DescriptorPool, opts_of: &BTreeMap<(String, u32), String>) -> String {
+    use prost_reflect::{Cardinality, Kind};
+    let skip = |n: &str| n.starts_with("google.protobuf.") || n == "CRIU_Opts";
+    let mut msgs: Vec<_> = pool.all_messages().filter(|m| !skip(m.full_name())).collect();
+    msgs.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+    let mut enums: Vec<_> = pool.all_enums().filter(|e| !skip(e.full_name())).collect();
+    enums.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+    let msg_idx: BTreeMap<String, usize> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.full_name().to_string(), i))
+        .collect();
+    let enum_idx: BTreeMap<String, usize> = enums
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.full_name().to_string(), i))
+        .collect();
+    let mut names = String::new();
+    let mut name_at: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut name = |n: &str| -> String {
+        let (o, l) = *name_at.entry(n.to_string()).or_insert_with(|| {
+            names.push_str(n);
+            (names.len() - n.len(), n.len())
+        });
+        format!("Name({o}, {l})")
+    };
+    let mut opts_table: Vec<String> = vec!["NO_OPTS".into()];
+    let mut fields_out = String::new();
+    let mut msgs_out = String::new();
+    let mut nfields = 0;
+    for m in &msgs {
+        let mut fields: Vec<_> = m.fields().collect();
+        fields.sort_by_key(|f| f.number());
+        writeln!(
+            msgs_out,
+            "    MsgSchema {{ name: {}, first: {nfields}, len: {} }},",
+            name(m.full_name()),
+            fields.len()
+        )
+        .unwrap();
+        for f in fields {
+            let ty = match f.kind() {
+                Kind::Double => "Ty::Double".to_string(),
+                Kind::Float => "Ty::Float".into(),
+                Kind::Int32 => "Ty::Int32".into(),
+                Kind::Int64 => "Ty::Int64".into(),
+                Kind::Uint32 => "Ty::Uint32".into(),
+                Kind::Uint64 => "Ty::Uint64".into(),
+                Kind::Sint32 => "Ty::Sint32".into(),
+                Kind::Sint64 => "Ty::Sint64".into(),
+                Kind::Fixed32 => "Ty::Fixed32".into(),
+                Kind::Fixed64 => "Ty::Fixed64".into(),
+                Kind::Sfixed32 => "Ty::Sfixed32".into(),
+                Kind::Sfixed64 => "Ty::Sfixed64".into(),
+                Kind::Bool => "Ty::Bool".into(),
+                Kind::String => "Ty::String".into(),
+                Kind::Bytes => "Ty::Bytes".into(),
+                Kind::Message(t) if f.is_group() => panic!("{}: groups are not used by CRIU", t.full_name()),
+                Kind::Message(t) => format!("Ty::Message({})", msg_idx[t.full_name()]),
+                Kind::Enum(e) => format!("Ty::Enum({})", enum_idx[e.full_name()]),
+            };
+            assert!(!f.is_map(), "{}: maps are not used by CRIU", f.full_name());
+            let label = match f.cardinality() {
+                Cardinality::Optional => "Label::Optional",
+                Cardinality::Required => "Label::Required",
+                Cardinality::Repeated => "Label::Repeated",
+            };
+            let o = opts_of
+                .get(&(m.full_name().to_string(), f.number()))
+                .cloned()
+                .unwrap_or_else(|| "NO_OPTS".into());
+            let oi = match opts_table.iter().position(|x| *x == o) {
+                Some(i) => i,
+                None => {
+                    opts_table.push(o);
+                    opts_table.len() - 1
+                }
+            };
+            writeln!(
+                fields_out,
+                "    FieldSchema {{ number: {}, name: {}, ty: {ty}, label: {label}, opts: {oi} }},",
+                f.number(),
+                name(f.name())
+            )
+            .unwrap();
+            nfields += 1;
+        }
+    }
+    let mut values_out = String::new();
+    let mut enums_out = String::new();
+    let mut nvalues = 0;
+    for e in &enums {
+        let mut vals: Vec<(i32, String)> = Vec::new();
+        for v in e.values() {
+            if !vals.iter().any(|(n, _)| *n == v.number()) {
+                vals.push((v.number(), v.name().to_string()));
+            }
+        }
+        vals.sort();
+        writeln!(enums_out, "    ({nvalues}, {}),", vals.len()).unwrap();
+        for (n, v) in vals {
+            writeln!(values_out, "    ({n}, {}),", name(&v)).unwrap();
+            nvalues += 1;
+        }
+    }
+    let mut s = String::new();
+    writeln!(
+        s,
+        "/// Generated: every name the tables below refer to.\npub static NAMES: &str = {names:?};"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "/// Generated: every message, sorted by full name.\npub static MESSAGES: &[MsgSchema] = &[\n{msgs_out}];"
+    )
+    .unwrap();
+    writeln!(s, "/// Generated: the fields of every message, each message's sorted by number.\npub static FIELDS: &[FieldSchema] = &[\n{fields_out}];").unwrap();
+    writeln!(
+        s,
+        "/// Generated: the distinct CRIU option sets of fields.\npub static OPTS: &[CriuOpts] = &[\n    {}\n];",
+        opts_table.join(",\n    ")
+    )
+    .unwrap();
+    writeln!(s, "/// Generated: every enum as (first value, count) in ENUM_VALUES.\npub static ENUMS: &[(u32, u32)] = &[\n{enums_out}];").unwrap();
+    writeln!(s, "/// Generated: enum values, each enum's sorted by number (first name for a number).\npub static ENUM_VALUES: &[(i32, Name)] = &[\n{values_out}];").unwrap();
+    s
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let proto_dir = manifest.join("../../proto");
@@ -96,7 +229,6 @@ fn main() {
     let ext = pool
         .get_extension_by_name("criu")
         .expect("opts.proto defines the criu extension");
-    let mut opts = String::from("/// Generated: CRIU's field options, sorted by (message, field number).\npub static OPTS: &[(&str, u32, CriuOpts)] = &[\n");
     let mut rows = Vec::new();
     for m in pool.all_messages() {
         for f in m.fields() {
@@ -111,10 +243,8 @@ fn main() {
                 Some(s) if v.has_field_by_name(n) && !s.is_empty() => format!("Some({s:?})"),
                 _ => "None".into(),
             };
-            rows.push((m.full_name().to_string(), f.number(), format!(
-                "    ({:?}, {}, CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}),\n",
-                m.full_name(),
-                f.number(),
+            let row = format!(
+                "CriuOpts {{ hex: {}, ipadd: {}, flags: {}, dev: {}, odev: {}, dict: {}, conv: {} }}",
                 b("hex"),
                 b("ipadd"),
                 s("flags"),
@@ -122,13 +252,12 @@ fn main() {
                 b("odev"),
                 s("dict"),
                 s("conv")
-            )));
+            );
+            rows.push(((m.full_name().to_string(), f.number()), row));
         }
     }
-    rows.sort();
-    opts.extend(rows.into_iter().map(|r| r.2));
-    opts.push_str("];\n");
-    fs::write(out.join("opts.rs"), opts).unwrap();
+    let opts_of: BTreeMap<(String, u32), String> = rows.into_iter().collect();
+    fs::write(out.join("schema.rs"), schema(&pool, &opts_of)).unwrap();
 
     // The descriptor set without the option machinery (prost_types drops unknown extensions).
     let mut fds = compiler.file_descriptor_set();

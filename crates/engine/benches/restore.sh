@@ -10,7 +10,7 @@ set -eu
 N=${1:-7}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 cargo build --release -p cryo-engine --manifest-path "$ROOT/Cargo.toml" >/dev/null 2>&1
-CRYO=$ROOT/target/release/cryo
+CRYO=$ROOT/target/x86_64-unknown-linux-gnu/release/cryo
 W=$(mktemp -d /tmp/cryo-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 gcc -O2 -o "$W/bigmem" "$ROOT/crates/engine/tests/progs/bigmem.c"

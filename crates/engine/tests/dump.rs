@@ -863,3 +863,128 @@ fn shell_job_terminal_is_dumped_with_j() {
     assert!(kill(job, libc::SIGKILL));
     let _ = shell.wait();
 }
+
+/// The anon-inode kinds: each entry in files.img holds what the `fdkinds`
+/// program set up, with the fields CRIU 4.2 sets (as in the fdzoo fixture).
+#[test]
+fn eventfd_timerfd_signalfd_inotify_epoll_are_recorded() {
+    use std::os::unix::fs::MetadataExt;
+    let work = tmp_dir("fdkinds");
+    let imgs = tmp_dir("fdkinds-img");
+    let (t, line) = Target::start("fdkinds", &[work.to_str().unwrap()]);
+    let fdn = |k: &str| kv(&line, k).parse::<u32>().unwrap();
+    // The anon inode every one of these fds lives on.
+    let anon = std::fs::metadata(format!("/proc/{}/fd/{}", t.pid, fdn("efd"))).unwrap();
+    dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap();
+    assert!(wait_gone(t.pid));
+    let set = ImageSet::open(&imgs).unwrap();
+    let fds = set.fdinfo(set.ids(t.pid as u32).unwrap().files_id).unwrap();
+    let files = set.files().unwrap();
+    let entry = |k: &str, ty: pb::FdTypes| {
+        let fe = fdi(&fds, &kv(&line, k));
+        assert_eq!(fe.r#type, ty as i32, "{k}");
+        let f = files.iter().find(|f| f.id == fe.id).unwrap().clone();
+        assert_eq!(f.r#type, ty as i32, "{k}");
+        (fe, f)
+    };
+    let rdwr_nb = (libc::O_RDWR | libc::O_NONBLOCK) as u32;
+    let cloexec = libc::FD_CLOEXEC as u32;
+
+    let (fe, f) = entry("efd", pb::FdTypes::Eventfd);
+    let e = f.efd.unwrap();
+    assert_eq!((e.counter, e.flags, fe.flags), (0x1_0000_0007, rdwr_nb, cloexec));
+
+    let (fe, f) = entry("tfd", pb::FdTypes::Timerfd);
+    let e = f.tfd.unwrap();
+    assert_eq!((e.clockid, e.settime_flags, e.flags, fe.flags), (1, 0, rdwr_nb, 0));
+    assert_eq!((e.isec, e.insec), (0, 100_000_000));
+    assert!(e.vsec == 0 && e.vnsec <= 100_000_000, "{e:?}");
+    let (fe, f) = entry("tabs", pb::FdTypes::Timerfd);
+    let e = f.tfd.unwrap();
+    assert_eq!(
+        (e.clockid, e.settime_flags, e.flags, fe.flags),
+        (
+            libc::CLOCK_REALTIME as u32,
+            libc::TFD_TIMER_ABSTIME as u32,
+            libc::O_RDWR as u32,
+            cloexec
+        )
+    );
+    assert_eq!((e.isec, e.insec, e.ticks), (3, 500_000_000, 0));
+    assert!((800..1000).contains(&e.vsec), "time left, not the date: {e:?}");
+    let (_, f) = entry("tick", pb::FdTypes::Timerfd);
+    let e = f.tfd.unwrap();
+    assert_eq!(e.clockid, libc::CLOCK_BOOTTIME as u32);
+    assert_eq!(
+        (e.ticks, e.vsec, e.vnsec, e.isec, e.insec),
+        (1, 0, 0, 0, 0),
+        "one unread expiry"
+    );
+
+    let (_, f) = entry("sfd", pb::FdTypes::Signalfd);
+    let e = f.sgfd.unwrap();
+    let mask = (1u64 << (libc::SIGUSR2 - 1)) | (1u64 << (libc::SIGRTMIN() + 1 - 1));
+    assert_eq!((e.sigmask, e.flags), (mask, rdwr_nb));
+
+    let (_, f) = entry("ifd", pb::FdTypes::Inotify);
+    let e = f.ify.unwrap();
+    assert_eq!(e.flags, libc::O_NONBLOCK as u32);
+    let mut wds: Vec<_> = e.wd.iter().map(|w| (w.wd, w.mask)).collect();
+    wds.sort();
+    let (cr, md, dl) = (libc::IN_CREATE, libc::IN_MODIFY, libc::IN_DELETE);
+    assert_eq!(wds, vec![(fdn("wd1"), cr), (fdn("wd3"), cr | md), (fdn("wd4"), dl)]);
+    assert_eq!((fdn("wd1"), fdn("wd3"), fdn("wd4")), (1, 3, 4));
+    for (wd, sub) in [(1, "fdk-w1"), (3, "fdk-w3"), (4, "fdk-w2")] {
+        let w = e.wd.iter().find(|w| w.wd == wd).unwrap();
+        let dir = work.join(sub);
+        let md = std::fs::metadata(&dir).unwrap();
+        let kdev = (libc::major(md.dev()) << 20) | libc::minor(md.dev());
+        assert_eq!(
+            (w.i_ino, w.s_dev, w.ignored_mask, w.id),
+            (md.ino(), kdev, 0, 0),
+            "wd {wd}"
+        );
+        let fh = &w.f_handle;
+        assert!(fh.bytes > 0 && fh.handle.len() >= 16 && fh.mnt_id.is_none(), "{fh:?}");
+        assert_eq!(fh.path.as_deref(), Some(dir.to_str().unwrap()), "wd {wd}");
+    }
+
+    let (fe, f) = entry("ep", pb::FdTypes::Eventpoll);
+    let e = f.epfd.unwrap();
+    assert_eq!((e.flags, fe.flags), (libc::O_RDWR as u32, cloexec));
+    let mut items: Vec<_> = e.tfd.iter().map(|x| (x.tfd, x.events, x.data)).collect();
+    items.sort();
+    let base = (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    let mut want = vec![
+        (fdn("efd"), base | libc::EPOLLET as u32, 0x1111000000000001),
+        (fdn("tfd"), base, 0x2222000000000002),
+        (fdn("sfd"), base, 0x3333000000000003),
+        (fdn("ifd"), base, 0x4444000000000004),
+    ];
+    want.sort();
+    assert_eq!(items, want);
+    for x in &e.tfd {
+        assert_eq!(x.id, 0);
+        assert_eq!((x.inode, x.pos), (Some(anon.ino()), Some(0)));
+        assert_eq!(x.dev, Some((libc::major(anon.dev()) << 20) | libc::minor(anon.dev())));
+    }
+}
+
+/// An epoll item whose target fd was closed cannot be restored under its
+/// number: the dump refuses it, writes no image set, and the program goes on.
+#[test]
+fn epoll_with_a_closed_target_is_refused() {
+    let work = tmp_dir("fdkinds-closed");
+    let imgs = tmp_dir("fdkinds-closed-img");
+    let (t, _) = Target::start("fdkinds", &[work.to_str().unwrap(), "closed-target"]);
+    let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
+    assert!(
+        err.contains("epoll target fd") && err.contains(&t.pid.to_string()) && err.contains("closed"),
+        "{err}"
+    );
+    assert!(!imgs.join("inventory.img").exists());
+    assert_eq!(tracer(t.pid), 0);
+    assert!(t.alive());
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(wait_file(&work.join("fdkinds.verify"), "o").trim(), "ok");
+}

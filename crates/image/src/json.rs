@@ -32,12 +32,7 @@ pub struct CriuOpts {
     pub conv: Option<&'static str>,
 }
 
-mod generated {
-    use super::CriuOpts;
-    include!(concat!(env!("OUT_DIR"), "/opts.rs"));
-}
-
-const NO_OPTS: CriuOpts = CriuOpts {
+pub(crate) const NO_OPTS: CriuOpts = CriuOpts {
     hex: false,
     ipadd: false,
     flags: None,
@@ -49,12 +44,7 @@ const NO_OPTS: CriuOpts = CriuOpts {
 
 /// CRIU's options of one field (all off when it has none).
 pub fn criu_opts(field: &FieldDescriptor) -> &'static CriuOpts {
-    let msg = field.parent_message();
-    let key = (msg.full_name(), field.number());
-    match generated::OPTS.binary_search_by(|(m, n, _)| (*m, *n).cmp(&key)) {
-        Ok(i) => &generated::OPTS[i].2,
-        Err(_) => &NO_OPTS,
-    }
+    crate::fast::field_opts(field.parent_message().full_name(), field.number()).unwrap_or(&NO_OPTS)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -130,33 +120,45 @@ pub fn message_to_json(msg: &DynamicMessage, pretty: bool, is_hex: bool) -> Map<
     out
 }
 
+/// An integer field's JSON: a number, or in pretty mode what its CRIU options make of it.
+pub(crate) fn int_to_json(name: &str, o: &CriuOpts, x: i128, pretty: bool, hex: bool) -> Json {
+    if pretty {
+        if hex {
+            return Json::String(pretty::hex(x));
+        }
+        if o.dev {
+            return Json::String(pretty::dev_to_string(x as u64, o.odev));
+        }
+        if let Some(map) = o.flags {
+            return Json::String(match pretty::flags_map(map) {
+                Some(m) => pretty::map_flags(x as u64, m),
+                None => pretty::hex(x),
+            });
+        }
+        if let Some(d) = o.dict {
+            if let Some(n) = pretty::dict_name(d, name, x) {
+                return Json::String(n.to_string());
+            }
+        }
+    }
+    if x < 0 {
+        Json::from(x as i64)
+    } else {
+        Json::from(x as u64)
+    }
+}
+
+/// A bytes field's JSON: wrapped base64, or quoted-printable for unix socket names.
+pub(crate) fn bytes_to_json(o: &CriuOpts, b: &[u8]) -> Json {
+    Json::String(if o.conv == Some("unix_name") {
+        pretty::quopri_encode(b)
+    } else {
+        pretty::base64_lines(b)
+    })
+}
+
 fn scalar_to_json(f: &FieldDescriptor, o: &CriuOpts, v: &Value, pretty: bool, hex: bool) -> Json {
-    let int = |x: i128| -> Json {
-        if pretty {
-            if hex {
-                return Json::String(pretty::hex(x));
-            }
-            if o.dev {
-                return Json::String(pretty::dev_to_string(x as u64, o.odev));
-            }
-            if let Some(map) = o.flags {
-                return Json::String(match pretty::flags_map(map) {
-                    Some(m) => pretty::map_flags(x as u64, m),
-                    None => pretty::hex(x),
-                });
-            }
-            if let Some(d) = o.dict {
-                if let Some(name) = pretty::dict_name(d, f.name(), x) {
-                    return Json::String(name.to_string());
-                }
-            }
-        }
-        if x < 0 {
-            Json::from(x as i64)
-        } else {
-            Json::from(x as u64)
-        }
-    };
+    let int = |x: i128| int_to_json(f.name(), o, x, pretty, hex);
     match v {
         Value::Bool(b) => Json::Bool(*b),
         Value::I32(x) => int(*x as i128),
@@ -166,11 +168,7 @@ fn scalar_to_json(f: &FieldDescriptor, o: &CriuOpts, v: &Value, pretty: bool, he
         Value::F32(x) => Json::from(*x as f64),
         Value::F64(x) => Json::from(*x),
         Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => Json::String(if o.conv == Some("unix_name") {
-            pretty::quopri_encode(b)
-        } else {
-            pretty::base64_lines(b)
-        }),
+        Value::Bytes(b) => bytes_to_json(o, b),
         Value::EnumNumber(n) => match f.kind() {
             Kind::Enum(e) => e
                 .get_value(*n)
@@ -181,6 +179,15 @@ fn scalar_to_json(f: &FieldDescriptor, o: &CriuOpts, v: &Value, pretty: bool, he
         Value::Message(m) => Json::Object(message_to_json(m, pretty, hex)),
         Value::List(_) | Value::Map(_) => Json::Null,
     }
+}
+
+/// Decode an image's bytes to crit's JSON: the fast path ([`crate::fast`]) when it applies, else the
+/// reflective one (which also gives the precise error for bad input). `file` names the input in errors.
+pub fn decode_to_json(file: &str, data: &[u8], pretty: bool) -> Result<Json> {
+    if let Some(j) = crate::fast::image_json(data, pretty) {
+        return Ok(j);
+    }
+    Ok(image_to_json(&crate::codec::decode(file, data)?, pretty))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -453,13 +460,6 @@ pub fn message_descriptor_of<M: ReflectMessage>(m: &M) -> MessageDescriptor {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn option_table_is_sorted_for_binary_search() {
-        let t = super::generated::OPTS;
-        assert!(t.len() > 50);
-        assert!(t.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
-    }
-
     #[test]
     fn criu_options_are_read() {
         let m = crate::message_descriptor("thread_info_x86").unwrap();

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod codec;
 pub mod error;
+pub mod fast;
 pub mod imageset;
 pub mod json;
 pub mod magic;

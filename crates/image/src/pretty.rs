@@ -302,6 +302,11 @@ pub fn parse_int(s: &str) -> Result<i128, String> {
 /// An address from CRIU's `ipadd` words (network-order u32s: one for IPv4, four for IPv6).
 pub fn ip_from_words(items: &[prost_reflect::Value]) -> String {
     let w: Vec<u32> = items.iter().map(|v| v.as_u32().unwrap_or(0)).collect();
+    ip_from_u32s(&w)
+}
+
+/// As [`ip_from_words`], from the words themselves.
+pub fn ip_from_u32s(w: &[u32]) -> String {
     if w.len() == 1 {
         std::net::Ipv4Addr::from(u32::from_be(w[0])).to_string()
     } else {

@@ -99,4 +99,74 @@ fn another_architectures_core_decodes_with_its_own_fields() {
     assert_eq!(codec::encode("core-1.img", &back).unwrap(), bytes);
     let plain = json::image_to_json(&back, false);
     assert_eq!(plain["entries"][0]["ti_aarch64"]["gpregs"]["pc"], 0x400000);
+    // The fast path knows every architecture's fields.
+    assert_eq!(cryo_image::fast::image_json(&bytes, true), Some(j));
+    assert_eq!(cryo_image::fast::image_json(&bytes, false), Some(plain));
+}
+
+#[test]
+fn fast_path_gives_the_golden_json_and_is_taken_for_every_image_kind_it_covers() {
+    // The fast path (static tables, no descriptors) must give exactly the reflective path's JSON; it may
+    // decline only images with payloads (pipes-data, ghost files, ...).
+    let mut fast = 0;
+    for (img, golden) in images() {
+        let data = fs::read(&img).unwrap();
+        let file = img.display().to_string();
+        for pretty in [false, true] {
+            let gpath = format!("{}{}", golden.display(), if pretty { ".pretty.json" } else { ".json" });
+            let want: serde_json::Value = serde_json::from_slice(&fs::read(&gpath).unwrap()).unwrap();
+            match cryo_image::fast::image_json(&data, pretty) {
+                Some(j) => {
+                    assert_eq!(j, want, "{file}: fast-path JSON differs from {gpath}");
+                    fast += 1;
+                }
+                None => {
+                    let magic = want["magic"].as_str().unwrap();
+                    assert!(
+                        !cryo_image::fast::covers(magic),
+                        "{file}: the fast path declined a {magic} image"
+                    );
+                }
+            }
+            assert_eq!(json::decode_to_json(&file, &data, pretty).unwrap(), want, "{file}");
+        }
+    }
+    assert!(fast > 300, "only {fast} fast-path decodes");
+}
+
+#[test]
+fn fast_path_agrees_with_the_reflective_path_on_every_prefix() {
+    // Cut every fixture image at every byte: where the fast path answers, the reflective decoder must
+    // accept the same bytes and give the same JSON; where it declines, decode_to_json gives the
+    // reflective answer (error or JSON).
+    let mut answered = 0;
+    for (img, _) in images() {
+        let data = fs::read(&img).unwrap();
+        for cut in 0..data.len() {
+            let d = &data[..cut];
+            if let Some(j) = cryo_image::fast::image_json(d, true) {
+                let r = codec::decode("cut", d).unwrap_or_else(|e| panic!("{}: cut {cut}: {e}", img.display()));
+                assert_eq!(j, json::image_to_json(&r, true), "{}: cut {cut}", img.display());
+                answered += 1;
+            }
+        }
+    }
+    assert!(answered > 100, "{answered}");
+}
+
+#[test]
+fn fast_path_declines_unknown_fields_and_the_reflective_path_keeps_them() {
+    let (img, _) = images()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("inventory.img"))
+        .unwrap();
+    let mut data = fs::read(&img).unwrap();
+    // Append field 999 (varint 7) to the inventory entry and fix its length prefix.
+    let extra = [0xb8, 0x3e, 0x07];
+    let len = u32::from_le_bytes(data[4..8].try_into().unwrap()) + extra.len() as u32;
+    data[4..8].copy_from_slice(&len.to_le_bytes());
+    data.extend_from_slice(&extra);
+    assert!(cryo_image::fast::image_json(&data, false).is_none());
+    let j = json::decode_to_json("inventory.img", &data, false).unwrap();
+    assert!(j["entries"][0]["_unknown"].is_string(), "{j}");
 }

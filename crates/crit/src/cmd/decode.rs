@@ -23,13 +23,12 @@ pub struct DecodeArgs {
 
 /// Decode bytes of an image to crit's JSON text (with a final newline).
 pub fn decode_to_text(name: &str, data: &[u8], pretty: bool) -> Result<String> {
-    let img = match codec::identify(data) {
-        codec::Kind::Raw { .. } if !data.is_empty() && data.len().is_multiple_of(4096) => {
+    if let codec::Kind::Raw { .. } = codec::identify(data) {
+        if !data.is_empty() && data.len().is_multiple_of(4096) {
             bail!("{name}: not a protobuf image: it has no CRIU magic; {} bytes = {} pages of raw data (a pages-*.img?). Try `crit show {name}`.", data.len(), data.len() / 4096)
         }
-        _ => codec::decode(name, data)?,
-    };
-    let v = json::image_to_json(&img, pretty);
+    }
+    let v = json::decode_to_json(name, data, pretty)?;
     let mut text = pyjson::to_string(&v, pretty.then_some(4));
     text.push('\n');
     Ok(text)

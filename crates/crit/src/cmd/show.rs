@@ -53,10 +53,11 @@ pub fn run(a: &ShowArgs) -> Result<()> {
     let (name, data) = read_input(Some(&a.input))?;
     let v = match codec::identify(&data) {
         codec::Kind::Raw { .. } => super::info::describe_raw(&a.input, data.len() as u64),
+        _ if !a.nopl => json::decode_to_json(&name, &data, true)?,
         _ => {
             let img = codec::decode(&name, &data)?;
             let mut v = json::image_to_json(&img, true);
-            if a.nopl {
+            {
                 let ghost = img.magic.name == "GHOST_FILE";
                 if let Some(Value::Array(entries)) = v.get_mut("entries") {
                     for (j, e) in entries.iter_mut().zip(&img.entries) {

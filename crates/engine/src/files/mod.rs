@@ -4,11 +4,17 @@
 //! collects files.img and the images that hang off it (pipes-data,
 //! remap-fpath, ghost-file-N).
 
+pub mod anon;
+pub mod epoll;
+pub mod eventfd;
 pub mod fifo;
+pub mod inotify;
 pub mod lock;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
+pub mod signalfd;
+pub mod timerfd;
 pub mod tty;
 
 use crate::proc::FdInfo;
@@ -96,13 +102,26 @@ pub trait FdKind: Sync {
 }
 
 /// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[&pipe::Pipe, &fifo::Fifo, &memfd::Memfd, &tty::Tty, &reg::Reg];
+pub static FD_KINDS: &[&dyn FdKind] = &[
+    &pipe::Pipe,
+    &fifo::Fifo,
+    &memfd::Memfd,
+    &tty::Tty,
+    &reg::Reg,
+    &eventfd::Eventfd,
+    &timerfd::Timerfd,
+    &signalfd::Signalfd,
+    &inotify::Inotify,
+    &epoll::Epoll,
+];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
-        _ if c.link.starts_with("anon_inode:") => Some(c.unsupported("this anon-inode fd kind is not supported yet")),
+        _ if c.link.starts_with("anon_inode:") && !FD_KINDS.iter().any(|k| k.detect(c)) => {
+            Some(c.unsupported("this anon-inode fd kind is not supported yet"))
+        }
         libc::S_IFCHR if is_tty(c.stat.st_rdev) && !tty::is_pty_slave(c.stat.st_rdev) => Some(c.unsupported(
             "a terminal other than a pty slave (/dev/pts/N): consoles, vts and pty masters are not supported yet",
         )),
@@ -297,5 +316,14 @@ mod tests {
         assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
         assert!(seen.contains(&(pb::FdTypes::Memfd as i32)));
         assert!(seen.contains(&(pb::FdTypes::Tty as i32)));
+        for t in [
+            pb::FdTypes::Eventfd,
+            pb::FdTypes::Timerfd,
+            pb::FdTypes::Signalfd,
+            pb::FdTypes::Inotify,
+            pb::FdTypes::Eventpoll,
+        ] {
+            assert!(seen.contains(&(t as i32)), "{t:?}");
+        }
     }
 }

@@ -333,6 +333,11 @@ impl RestoreCtx {
                     }
                     files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
                 }
+                FileDesc::Eventfd(e) => files::eventfd::restore_open(id, e)?,
+                FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
+                FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
+                FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,
+                FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);

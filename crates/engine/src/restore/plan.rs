@@ -206,6 +206,14 @@ pub enum FileDesc {
         flags: u32,
         mode: u32,
     },
+    /// The anon-inode kinds (files/eventfd.rs ... files/epoll.rs), restored
+    /// from their files.img entries as they are.
+    Eventfd(pb::EventfdFileEntry),
+    Timerfd(pb::TimerfdEntry),
+    Signalfd(pb::SignalfdEntry),
+    Inotify(pb::InotifyFileEntry),
+    /// Its items are added by the first task holding it (see files::epoll).
+    Epoll(pb::EventpollFileEntry),
 }
 
 /// A memfd inode (memfd.img).
@@ -279,11 +287,13 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("ipcns-sem", "SysV semaphores"),
     ("ipcns-var", "SysV IPC namespace"),
     ("tcp-stream", "TCP connections"),
-    ("eventfd.img", "eventfd"),
-    ("eventpoll", "epoll"),
-    ("timerfd.img", "timerfd"),
-    ("signalfd.img", "signalfd"),
-    ("inotify", "inotify"),
+    // CRIU before 3.x wrote these kinds to images of their own; cryo reads
+    // them from files.img only (as CRIU 4.2 writes them).
+    ("eventfd.img", "eventfd images of the old separate-image layout"),
+    ("eventpoll", "epoll images of the old separate-image layout"),
+    ("timerfd.img", "timerfd images of the old separate-image layout"),
+    ("signalfd.img", "signalfd images of the old separate-image layout"),
+    ("inotify", "inotify images of the old separate-image layout"),
     ("fanotify", "fanotify"),
     ("tty-data", "queued terminal data"),
 ];
@@ -440,6 +450,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                 }
                 FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode }
             }
+            pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
+                anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
+            }
             other => {
                 return Err(PlanError::BadSet {
                     file: files_file.clone(),
@@ -565,6 +578,17 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
+    // Epoll items are added by the first task holding the epoll file, under
+    // its fd numbers: they must all be fds of that task.
+    for (id, f) in &files {
+        if let FileDesc::Epoll(e) = f {
+            if let Some(owner) = procs.iter().find(|p| p.fds.iter().any(|x| x.file_id == *id)) {
+                let fds: Vec<i32> = owner.fds.iter().map(|x| x.fd).collect();
+                crate::files::epoll::check(e, owner.pid, &fds)
+                    .map_err(|what| unsupported(&files_file, owner.pid, format!("epoll file id {id}: {what}")))?;
+            }
+        }
+    }
     let mut locks = Vec::new();
     if set.has("filelocks.img") {
         let lf = set.path("filelocks.img").display().to_string();
@@ -597,6 +621,33 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks,
         seccomp,
         dumped_clocks,
+    })
+}
+
+/// An anon-inode kind's entry, checked by its module.
+fn anon_desc(f: &pb::FileEntry) -> Result<FileDesc, String> {
+    use crate::files::{eventfd, inotify, timerfd};
+    let missing = || "the entry has no body for its type".to_string();
+    let ty = pb::FdTypes::try_from(f.r#type).map_err(|_| missing())?;
+    Ok(match ty {
+        pb::FdTypes::Eventfd => {
+            let e = f.efd.ok_or_else(missing)?;
+            eventfd::check(&e)?;
+            FileDesc::Eventfd(e)
+        }
+        pb::FdTypes::Timerfd => {
+            let e = f.tfd.ok_or_else(missing)?;
+            timerfd::check(&e)?;
+            FileDesc::Timerfd(e)
+        }
+        pb::FdTypes::Signalfd => FileDesc::Signalfd(f.sgfd.ok_or_else(missing)?),
+        pb::FdTypes::Inotify => {
+            let e = f.ify.clone().ok_or_else(missing)?;
+            inotify::check(&e)?;
+            FileDesc::Inotify(e)
+        }
+        pb::FdTypes::Eventpoll => FileDesc::Epoll(f.epfd.clone().ok_or_else(missing)?),
+        _ => return Err(missing()),
     })
 }
 

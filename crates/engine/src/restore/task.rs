@@ -204,6 +204,8 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
 
     let (entry, stack, args) = prepare_memory(env, p)?;
     setup_fds(env, p)?;
+    // Epoll items name fds by their numbers in this task: add them now.
+    crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
     take_locks(env, p)?;
     // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
     // break the fd setup above).

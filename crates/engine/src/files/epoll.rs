@@ -1,0 +1,259 @@
+//! epoll: an EVENTPOLL entry in files.img with one tfd entry per item of the
+//! interest list: the target's fd number (in the task that added it),
+//! the events, the user data, and the target file's dev/inode/pos.
+//!
+//! The kernel keys an item by (file, fd number): the restored program can
+//! only EPOLL_CTL_MOD/DEL its items if they were added under the same fd
+//! numbers, so the items are added by the restored task itself, once its fds
+//! are at their numbers ([`restore_targets`]), not by the engine that creates
+//! the epoll instance. Targets that do not live at their recorded number in
+//! the dumping task (closed since, the number reused, or only open in
+//! another process) are refused at dump; restore refuses images whose
+//! targets are not fds of the task owning the epoll file.
+
+use super::anon::{fdinfo_text, is_anon, token};
+use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use cryo_image::pb;
+
+pub struct Epoll;
+
+/// One `tfd:` line of an epoll fd's fdinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TfdInfo {
+    pub tfd: u32,
+    pub events: u32,
+    pub data: u64,
+    pub pos: u64,
+    pub ino: u64,
+    /// Kernel encoding (major << 20 | minor).
+    pub sdev: u32,
+}
+
+/// Parse the items of an epoll fd's fdinfo text.
+pub fn parse(text: &str) -> Result<Vec<TfdInfo>, String> {
+    let mut v = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("tfd:")) {
+        let get = |k: &str, radix: u32| -> Result<u64, String> {
+            token(l, k)
+                .and_then(|s| u64::from_str_radix(s, radix).ok())
+                .ok_or_else(|| format!("no or bad {k:?} in {l:?}"))
+        };
+        v.push(TfdInfo {
+            tfd: get("tfd", 10)? as u32,
+            events: get("events", 16)? as u32,
+            data: get("data", 16)?,
+            pos: get("pos", 10)?,
+            ino: get("ino", 16)?,
+            sdev: get("sdev", 16)? as u32,
+        });
+    }
+    Ok(v)
+}
+
+impl FdKind for Epoll {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Eventpoll
+    }
+
+    fn detect(&self, c: &FdCtx) -> bool {
+        is_anon(c, "[eventpoll]")
+    }
+
+    fn dump(&self, c: &FdCtx, id: u32, _t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
+        let items = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(format!("epoll: {e}")))?;
+        let mut out = Vec::new();
+        for (i, t) in items.iter().enumerate() {
+            // The n-th item with this fd number (several files can have been
+            // added under one number, closed and reused in between).
+            let toff = items[..i].iter().filter(|x| x.tfd == t.tfd).count() as u32;
+            if !dump_side::target_is_open_at(c.pid, c.fd, t.tfd, toff) {
+                return Err(c.unsupported(format!(
+                    "epoll target fd {} (events {:#x}, data {:#x}) is no longer open at that number in pid {} \
+                     (closed, reused, or only open in another process): cryo cannot recreate that item",
+                    t.tfd, t.events, t.data, c.pid
+                )));
+            }
+            out.push(pb::EventpollTfdEntry {
+                id: 0,
+                tfd: t.tfd,
+                events: t.events,
+                data: t.data,
+                dev: Some(t.sdev),
+                inode: Some(t.ino),
+                pos: Some(t.pos),
+            });
+        }
+        Ok(pb::FileEntry {
+            r#type: pb::FdTypes::Eventpoll as i32,
+            id,
+            epfd: Some(pb::EventpollFileEntry {
+                id,
+                flags: c.flags(),
+                fown: fown(),
+                tfd: out,
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+mod dump_side {
+    /// kcmp(2) KCMP_EPOLL_TFD.
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+
+    #[repr(C)]
+    struct KcmpEpollSlot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+
+    /// Is the target of item (`tfd`, `toff`) of epoll fd `efd` of `pid` the
+    /// file open at fd `tfd` of `pid`?
+    pub fn target_is_open_at(pid: i32, efd: i32, tfd: u32, toff: u32) -> bool {
+        let slot = KcmpEpollSlot {
+            efd: efd as u32,
+            tfd,
+            toff,
+        };
+        // SAFETY: the kernel reads the slot (3 u32) through the pointer; no writes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_kcmp,
+                pid,
+                pid,
+                KCMP_EPOLL_TFD,
+                tfd as libc::c_ulong,
+                &slot as *const KcmpEpollSlot,
+            )
+        };
+        r == 0
+    }
+}
+
+/// Validation of an image entry: every target is an fd of the task that
+/// owns the epoll file (`owner_fds`: its fd numbers).
+pub fn check(e: &pb::EventpollFileEntry, owner: i32, owner_fds: &[i32]) -> Result<(), String> {
+    for t in &e.tfd {
+        if !owner_fds.contains(&(t.tfd as i32)) {
+            return Err(format!(
+                "target fd {} is not an fd of pid {owner}, which holds the epoll file \
+                 (targets that were closed or live in another process are not supported)",
+                t.tfd
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- Restore side -------------------------------------------------------
+
+pub use restore_side::{restore_open, restore_targets};
+
+#[allow(unsafe_code)]
+mod restore_side {
+    use super::super::anon::{err, owned, set_status_flags};
+    use crate::restore::plan::{FileDesc, Plan, Proc};
+    use crate::restore::RestoreError;
+    use cryo_image::pb;
+    use std::os::fd::OwnedFd;
+
+    /// A new, empty epoll instance (the items are added by the owning task).
+    pub fn restore_open(id: u32, e: &pb::EventpollFileEntry) -> Result<OwnedFd, RestoreError> {
+        let object = format!("epoll (file id {id})");
+        // SAFETY: scalar argument.
+        let fd = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as libc::c_long)
+            .map_err(|x| err(&object, format!("epoll_create1: {x}")))?;
+        set_status_flags(&fd, e.flags).map_err(|x| err(&object, x))?;
+        Ok(fd)
+    }
+
+    /// In restored task `p`, fds in place: add the items of every epoll file
+    /// this task owns (the first task of the tree holding it), under the
+    /// dumped fd numbers. Runs in the task, after its fd table is set up.
+    pub fn restore_targets(plan: &Plan, p: &Proc) -> Result<(), String> {
+        for f in &p.fds {
+            let Some(FileDesc::Epoll(e)) = plan.files.get(&f.file_id) else {
+                continue;
+            };
+            let owner = plan
+                .procs
+                .iter()
+                .find(|q| q.fds.iter().any(|g| g.file_id == f.file_id))
+                .map(|q| q.pid);
+            // One owner per file; several fds of one task naming it add once.
+            let first_fd = p.fds.iter().find(|g| g.file_id == f.file_id).map(|g| g.fd);
+            if owner != Some(p.pid) || first_fd != Some(f.fd) {
+                continue;
+            }
+            for t in &e.tfd {
+                let mut ev = libc::epoll_event {
+                    events: t.events,
+                    u64: t.data,
+                };
+                // SAFETY: ev is a valid epoll_event; the fds are this task's.
+                if unsafe { libc::epoll_ctl(f.fd, libc::EPOLL_CTL_ADD, t.tfd as i32, &mut ev) } < 0 {
+                    return Err(format!(
+                        "epoll fd {} (file id {}): adding target fd {} (events {:#x}): {}",
+                        f.fd,
+                        f.file_id,
+                        t.tfd,
+                        t.events,
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_epoll_fdinfo() {
+        let t = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1030\n\
+                 tfd:        4 events: 80000019 data:             1234  pos:0 ino:406 sdev:10\n\
+                 tfd:       12 events:       19 data: ffffffffffffffff  pos:77 ino:1f sdev:fe00000\n";
+        let v = parse(t).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                TfdInfo {
+                    tfd: 4,
+                    events: 0x80000019,
+                    data: 0x1234,
+                    pos: 0,
+                    ino: 0x406,
+                    sdev: 0x10
+                },
+                TfdInfo {
+                    tfd: 12,
+                    events: 0x19,
+                    data: u64::MAX,
+                    pos: 77,
+                    ino: 0x1f,
+                    sdev: 0xfe00000
+                },
+            ]
+        );
+        assert!(parse("tfd: 4 events: zz data: 1 pos:0 ino:1 sdev:1\n").is_err());
+    }
+
+    #[test]
+    fn targets_must_be_fds_of_the_owner() {
+        let e = pb::EventpollFileEntry {
+            tfd: vec![pb::EventpollTfdEntry {
+                tfd: 9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(check(&e, 5, &[0, 1, 9]).is_ok());
+        let m = check(&e, 5, &[0, 1, 2]).unwrap_err();
+        assert!(m.contains("target fd 9") && m.contains("pid 5"), "{m}");
+    }
+}
