@@ -769,7 +769,8 @@ fn ghost_limit_is_enforced() {
 /// A shell job on a pty (its session, the "shell", outside the dumped tree):
 /// refused without --shell-job; with it, the fds become TTY entries pointing
 /// at one tty-info.img entry with the terminal's session, foreground group,
-/// termios and window size.
+/// termios and window size. Dumping the shell too (the terminal's session
+/// inside the tree) with -j is refused.
 #[test]
 fn shell_job_terminal_is_dumped_with_j() {
     // The slave stays open here too: a master whose slave is closed reads EIO.
@@ -844,9 +845,23 @@ fn shell_job_terminal_is_dumped_with_j() {
     assert_eq!(tm.c_cc[libc::VINTR], now.c_cc[libc::VINTR] as u32);
     assert!(i.termios_locked.is_some());
 
+    // The shell with its job: the terminal's session is inside the tree,
+    // so it is no shell job: refused, and both go on.
+    let whole = tmp_dir("tty-session-inside");
+    let mut o = DumpOpts::new(sh, &whole);
+    o.shell_job = true;
+    let err = dump::dump(o).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("controlling terminal of session {sh}")) && err.contains(&slave),
+        "{err}"
+    );
+    assert!(images_of(&whole).is_empty());
+    assert_eq!((tracer(sh), tracer(job)), (0, 0));
+    master.write_all(b"again\n").unwrap();
+    pty::read_until(&mut master, "echo:again");
+
     assert!(kill(job, libc::SIGKILL));
     let _ = shell.wait();
-    let _ = sh;
 }
 
 /// The anon-inode kinds: each entry in files.img holds what the `fdkinds`

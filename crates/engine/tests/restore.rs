@@ -799,7 +799,9 @@ fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
 fn build_prog(name: &str) -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = out.with_extension(format!("tmp{}-{seq}", std::process::id()));
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&tmp)
@@ -813,14 +815,21 @@ fn build_prog(name: &str) -> PathBuf {
 
 /// [`dump_restore_twice`] for any program started by the shell command `cmd`.
 fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
+    dump_restore_cmd_twice_with(cmd, ready, "", "", check)
+}
+
+/// [`dump_restore_cmd_twice`] with extra options (`opts`) given to both
+/// `cryo dump` and `cryo restore`, and shell commands run right before the
+/// dump (`pre_dump`; `$P` is the program's pid).
+fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, pre_dump: &str, check: impl Fn(&Ns, i32, u32)) {
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
          {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
-         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; \
-         mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
+         while [ ! -s /tmp/anchor/{ready} ]; do sleep 0.02; done; {pre_dump} \
+         mkdir /tmp/anchor/img; {CRYO} dump {opts} -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
          echo $P > /tmp/anchor/.root; \
          for i in 1 2; do \
-           {CRYO} restore -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
+           {CRYO} restore {opts} -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err$i & R=$!; \
            while [ ! -e /tmp/anchor/.next$i ]; do sleep 0.02; done; \
            kill -9 $P; wait $R; echo $? > /tmp/anchor/.cryo-rc$i; \
          done; exec sleep 100000"
@@ -1065,45 +1074,103 @@ fn dump_restore_memfd_and_shared_anon_twice() {
     });
 }
 
+/// A stopped task comes back stopped (state T), twice, with exactly the
+/// dumped memory layout (the restorer is gone from its maps) and goes on
+/// correctly after SIGCONT.
 #[test]
-fn a_stopped_task_comes_back_stopped() {
-    build_fixture("loop_heap");
-    let script = format!(
-        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
-         /tmp/cryo-fx/bin/loop_heap >/dev/null 2>&1 </dev/null & P=$!; \
-         while [ ! -s /tmp/anchor/loop_heap.status ]; do sleep 0.02; done; kill -STOP $P; \
-         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; echo $? > /tmp/anchor/.dump-rc; wait $P; \
-         echo $P > /tmp/anchor/.root; \
-         {CRYO} restore -D /tmp/anchor/img -d 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"
+fn a_stopped_task_comes_back_stopped_without_the_restorer() {
+    stopped_twice("loop_heap", "cnt", "heap=ok");
+}
+
+/// The same with four threads: every one of them stopped.
+#[test]
+fn a_stopped_multithreaded_task_comes_back_stopped() {
+    stopped_twice("threads4", "total", "blocks=ok");
+}
+
+/// Dump fixture program `name` stopped, restore it twice; `key` advances
+/// in its status once it runs again, `ok` is in its verify status.
+fn stopped_twice(name: &str, key: &str, ok: &str) {
+    build_fixture(name);
+    dump_restore_cmd_twice_with(
+        &format!("/tmp/cryo-fx/bin/{name}"),
+        &format!("{name}.status"),
+        "",
+        "kill -STOP $P;",
+        |ns, pid, round| {
+            let o = ns.outer(pid).unwrap();
+            let state = |t: i32| {
+                let st = std::fs::read_to_string(format!("/proc/{o}/task/{t}/status")).unwrap();
+                st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let tasks = || -> Vec<i32> {
+                std::fs::read_dir(format!("/proc/{o}/task"))
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().parse().unwrap())
+                    .collect()
+            };
+            while !tasks().into_iter().all(|t| state(t).contains("(stopped)")) {
+                assert!(Instant::now() < deadline, "round {round}: not stopped: {}", state(o));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Exactly the dumped layout, nothing more: the same ranges with
+            // the same protection (adjacent ranges of equal protection
+            // merged on both sides, as the kernel may merge or split them).
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let dumped: Vec<(u64, u64, u32)> = set
+                .mm(pid as u32)
+                .unwrap()
+                .vmas
+                .iter()
+                .map(|v| (v.start, v.end, v.prot))
+                .collect();
+            let maps = std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap();
+            let now: Vec<(u64, u64, u32)> = maps
+                .lines()
+                .map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (a, b) = w.next().unwrap().split_once('-').unwrap();
+                    let perms = w.next().unwrap().as_bytes();
+                    let prot =
+                        (perms[0] == b'r') as u32 | ((perms[1] == b'w') as u32) << 1 | ((perms[2] == b'x') as u32) << 2;
+                    (
+                        u64::from_str_radix(a, 16).unwrap(),
+                        u64::from_str_radix(b, 16).unwrap(),
+                        prot,
+                    )
+                })
+                .collect();
+            let merged = |v: &[(u64, u64, u32)]| {
+                let mut out: Vec<(u64, u64, u32)> = Vec::new();
+                for &(a, b, p) in v {
+                    match out.last_mut() {
+                        Some(l) if l.1 == a && l.2 == p => l.1 = b,
+                        _ => out.push((a, b, p)),
+                    }
+                }
+                out.iter()
+                    .map(|(a, b, p)| format!("{a:x}-{b:x}:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            assert_eq!(
+                merged(&now),
+                merged(&dumped),
+                "round {round}: maps of the stopped task:\n{maps}"
+            );
+            assert!(state(o).contains("(stopped)"), "round {round}");
+            assert_eq!(tasks().len(), set.pstree().unwrap()[0].threads.len(), "round {round}");
+            let _ = std::fs::remove_file(ns.anchor(&format!("{name}.status")));
+            let _ = std::fs::remove_file(ns.anchor(&format!("{name}.verify.status")));
+            ns.kill(pid, libc::SIGCONT);
+            wait_advance(ns, &format!("{name}.status"), key);
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status(&format!("{name}.verify.status"), ok);
+            assert!(v.contains(ok), "round {round}: {v}");
+        },
     );
-    let ns = Ns::start(&script);
-    let (rc, err) = ns.cryo_result();
-    assert_eq!(
-        rc,
-        0,
-        "{err} / dump: {}",
-        std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default()
-    );
-    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let o = ns.outer(pid).unwrap();
-    let state = |o: i32| {
-        let st = std::fs::read_to_string(format!("/proc/{o}/status")).unwrap();
-        st.lines().find(|l| l.starts_with("State:")).unwrap().to_string()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !state(o).contains("stopped") {
-        assert!(Instant::now() < deadline, "not stopped: {}", state(o));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(ns.anchor("loop_heap.status"));
-    ns.kill(pid, libc::SIGCONT);
-    wait_advance(&ns, "loop_heap.status", "cnt");
-    ns.kill(pid, libc::SIGUSR1);
-    assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
 }
 
 #[test]
@@ -1369,4 +1436,297 @@ fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
             }
         },
     );
+}
+
+/// Seccomp comes back per thread: the leader's filter chain (getppid ->
+/// EXDEV, with no_new_privs), a strict-mode thread, and a thread whose chain
+/// extends the leader's (getpgid -> EILSEQ). The program checks each thread's
+/// filters itself and reports its /proc status lines, which must equal the
+/// ones before the dump; in round 2 the strict thread makes a forbidden
+/// syscall and the kernel kills it. A child process and its thread share
+/// one chain (the leader installs it for both with TSYNC).
+#[test]
+fn dump_restore_seccomp_filters_and_strict_mode_twice() {
+    seccomp_twice("");
+}
+
+/// The same when the engine does not trace the restored threads (the
+/// fallback when seizing them fails): every thread installs its own chain as
+/// the very last step before rt_sigreturn.
+#[test]
+fn seccomp_comes_back_untraced_too() {
+    seccomp_twice("export CRYO_FAULT=keep-restorer;");
+}
+
+fn seccomp_twice(pre_dump: &str) {
+    let prog = build_prog("rseccomp");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "seccomp.ready",
+        "",
+        pre_dump,
+        |ns, pid, round| {
+            let _ = std::fs::remove_file(ns.anchor("seccomp.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("seccomp.verify", "\n");
+            assert_eq!(v.trim(), "ok", "round {round}");
+            let before = std::fs::read_to_string(ns.anchor("seccomp.before")).unwrap();
+            let after = std::fs::read_to_string(ns.anchor("seccomp.after")).unwrap();
+            assert!(before.contains("Seccomp_filters:\t3"), "{before}");
+            assert_eq!(after, before, "round {round}: /proc status seccomp lines");
+            // The same seen from outside.
+            let o = ns.outer(pid).unwrap();
+            let mut seen: Vec<(String, String, String)> = std::fs::read_dir(format!("/proc/{o}/task"))
+                .unwrap()
+                .flatten()
+                .map(|t| {
+                    let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+                    let f = |k: &str| field_tab(&st, k);
+                    (f("Seccomp:"), f("Seccomp_filters:"), f("NoNewPrivs:"))
+                })
+                .collect();
+            seen.sort();
+            let want = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+            assert_eq!(
+                seen,
+                vec![want("1", "0", "0"), want("2", "2", "1"), want("2", "3", "1")],
+                "round {round}"
+            );
+            // The child and its thread share the chain (restored with TSYNC).
+            let kid: i32 = ns.wait_status("seccomp.child", "\n").trim().parse().unwrap();
+            let _ = std::fs::remove_file(ns.anchor("seccomp.child.verify"));
+            ns.kill(kid, libc::SIGUSR1);
+            assert_eq!(
+                ns.wait_status("seccomp.child.verify", "\n").trim(),
+                "ok",
+                "round {round}"
+            );
+            let ko = ns.outer(kid).unwrap();
+            let kids: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{ko}/task"))
+                .unwrap()
+                .flatten()
+                .map(|t| {
+                    let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+                    (field_tab(&st, "Seccomp_filters:"), field_tab(&st, "NoNewPrivs:"))
+                })
+                .collect();
+            assert_eq!(
+                kids,
+                vec![("2".into(), "1".into()); 2],
+                "round {round}: the child's threads"
+            );
+            // The LOG flag of T's own filter is back (the kernel's metadata),
+            // and in the image.
+            let t_tid = std::fs::read_dir(format!("/proc/{o}/task"))
+                .unwrap()
+                .flatten()
+                .find(|t| {
+                    std::fs::read_to_string(t.path().join("status"))
+                        .unwrap()
+                        .contains("Seccomp_filters:\t3")
+                })
+                .map(|t| t.file_name().to_string_lossy().parse::<i32>().unwrap())
+                .unwrap();
+            assert_eq!(
+                seccomp_flags(t_tid, 3),
+                vec![0, 0, 2],
+                "round {round}: filter flags (oldest first)"
+            );
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let se: Vec<cryo_image::pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP").unwrap();
+            assert_eq!(
+                se[0].seccomp_filters.iter().filter(|f| f.flags == Some(2)).count(),
+                1,
+                "one LOG filter in seccomp.img"
+            );
+            if round == 2 {
+                // Strict mode is really on: a forbidden syscall kills the thread.
+                ns.kill(pid, libc::SIGUSR2);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while std::fs::read_dir(format!("/proc/{o}/task")).unwrap().count() != 2 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the strict thread survived a forbidden syscall"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        },
+    );
+}
+
+/// SECCOMP_FILTER_FLAG_* of the `n` filters of thread `tid`, oldest first
+/// (PTRACE_SECCOMP_GET_METADATA while the thread is seized and stopped).
+fn seccomp_flags(tid: i32, n: u64) -> Vec<u64> {
+    const PTRACE_SEIZE: libc::c_uint = 0x4206;
+    const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    // SAFETY: ptrace and waitpid on a thread of a test process; the metadata
+    // buffer is two u64 as the kernel expects.
+    unsafe {
+        assert_eq!(libc::ptrace(PTRACE_SEIZE, tid, 0, 0), 0, "seize {tid}");
+        assert_eq!(libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut st = 0;
+        assert_eq!(libc::waitpid(tid, &mut st, libc::__WALL), tid);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut md = [i, 0u64];
+            let r = libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr());
+            assert!(
+                r >= 0,
+                "PTRACE_SECCOMP_GET_METADATA {i}: {}",
+                std::io::Error::last_os_error()
+            );
+            out.push(md[1]);
+        }
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        out
+    }
+}
+
+/// The value after `key` in a /proc status text.
+fn field_tab(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// POSIX, flock and OFD locks come back with --file-locks, twice: the
+/// restored program forks a checker that finds each lock held (and the rest
+/// of the OFD-locked file free); the OFD lock is in filelocks.img as CRIU
+/// writes it (FL_OFD, the owning task's pid and fd).
+#[test]
+fn dump_restore_posix_flock_and_ofd_locks_twice() {
+    let prog = build_prog("rlocks");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "locks.ready",
+        "--file-locks",
+        "",
+        |ns, pid, round| {
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let locks: Vec<cryo_image::pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+            let mut kinds: Vec<(u32, i32)> = locks.iter().map(|l| (l.flag, l.pid)).collect();
+            kinds.sort();
+            assert_eq!(kinds, vec![(1, pid), (2, pid), (4, pid)], "round {round}");
+            let _ = std::fs::remove_file(ns.anchor("locks.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            assert_eq!(ns.wait_status("locks.verify", "\n").trim(), "ok", "round {round}");
+            // And from outside: the OFD lock is listed again (pid -1).
+            let o = ns.outer(pid).unwrap();
+            let st = std::fs::read_to_string(format!("/proc/{o}/fdinfo/7")).unwrap();
+            assert!(
+                st.contains("OFDLCK ADVISORY  WRITE -1") && st.contains(" 100 199"),
+                "{st}"
+            );
+        },
+    );
+}
+
+/// Time namespaces: a task in one of its own (its ids name another time
+/// namespace than the dumper's) and a set holding a time namespace image
+/// (timens-<id>.img, id != 0) are refused before any task exists; a
+/// timens-0.img that is not a valid time is refused naming it. timens-0.img
+/// holds the dumper's clocks at dump time (CRIU's meaning), not offsets: a
+/// set whose monotonic clock is ahead of now restores, with a warning.
+#[test]
+fn time_namespaces_are_refused_and_dumped_clocks_checked() {
+    use cryo_image::pb;
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let refused = |dir: &Path, want: &[&str]| {
+        let ns = Ns::restore(dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{err}");
+        for w in want {
+            assert!(err.contains(w), "expected {w:?} in: {err}");
+        }
+        assert!(!ns.inner_pids().contains(&pid), "a task was created");
+    };
+    // 1. The task's own time namespace.
+    let dir = copy_images("loop_heap", "timens-own");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut ids = set.ids(pid as u32).unwrap();
+    ids.time_ns_id = Some(ids.time_ns_id.unwrap_or(0) + 100);
+    cryo_image::write_entries(dir.join(format!("ids-{pid}.img")), "IDS", &[ids]).unwrap();
+    refused(&dir, &["time namespace of its own", &format!("ids-{pid}.img")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 2. A time namespace image of the tree.
+    let dir = copy_images("loop_heap", "timens-img");
+    std::fs::copy(dir.join("timens-0.img"), dir.join("timens-9.img")).unwrap();
+    refused(&dir, &["timens-9.img", "time namespace"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 3. An invalid time.
+    let dir = copy_images("loop_heap", "timens-bad");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut t: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS").unwrap();
+    t[0].boottime.tv_nsec = 2_000_000_000;
+    cryo_image::write_entries(dir.join("timens-0.img"), "TIMENS", &t).unwrap();
+    refused(&dir, &["timens-0.img", "boottime", "not a valid time"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // 4. Dumped "later" than now (another boot): restored, with a warning.
+    let dir = copy_images("loop_heap", "timens-ahead");
+    let set = cryo_image::ImageSet::open(&dir).unwrap();
+    let mut t: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS").unwrap();
+    t[0].monotonic.tv_sec += 1 << 40;
+    t[0].boottime.tv_sec += 1 << 40;
+    cryo_image::write_entries(dir.join("timens-0.img"), "TIMENS", &t).unwrap();
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("timens-0.img") && err.contains("go back"),
+        "{err}"
+    );
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("loop_heap.verify.status", "heap=");
+    assert!(v.contains("heap=ok"), "{v}");
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A seccomp filter that is no BPF program, and flags cryo cannot restore
+/// (a user-notification listener), are refused before any task exists,
+/// naming seccomp.img.
+#[test]
+fn bad_seccomp_filters_are_refused_up_front() {
+    use cryo_image::pb;
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let cases: [(&str, Vec<u8>, Option<u32>, &str); 2] = [
+        ("seccomp-short", vec![6, 0, 0, 0, 0], None, "not a BPF program"),
+        (
+            "seccomp-listener",
+            vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+            Some(8),
+            "seccomp filter flags 0x8",
+        ),
+    ];
+    for (tag, filter, flags, want) in cases {
+        let dir = copy_images("loop_heap", tag);
+        let set = cryo_image::ImageSet::open(&dir).unwrap();
+        let mut core = set.core(pid as u32).unwrap();
+        let tc = core.thread_core.as_mut().unwrap();
+        tc.seccomp_mode = Some(2);
+        tc.seccomp_filter = Some(0);
+        cryo_image::write_entries(dir.join(format!("core-{pid}.img")), "CORE", &[core]).unwrap();
+        let e = pb::SeccompEntry {
+            seccomp_filters: vec![pb::SeccompFilter {
+                filter,
+                prev: None,
+                flags,
+            }],
+        };
+        cryo_image::write_entries(dir.join("seccomp.img"), "SECCOMP", &[e]).unwrap();
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{tag}: {err}");
+        assert!(err.contains("seccomp.img") && err.contains(want), "{tag}: {err}");
+        assert!(!ns.inner_pids().contains(&pid), "{tag}: a task was created");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -103,6 +103,11 @@ const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
 const MREMAP_DONTUNMAP: usize = 4;
 const PR_SET_PDEATHSIG: usize = 1;
+const PR_SET_SECCOMP: usize = 22;
+const PR_SET_NO_NEW_PRIVS: usize = 38;
+const SECCOMP_MODE_STRICT: usize = 1;
+const SECCOMP_SET_MODE_FILTER: usize = 1;
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
 const PR_SET_NAME: usize = 15;
 const PR_SET_DUMPABLE: usize = 4;
 const PR_SET_MM: usize = 35;
@@ -124,6 +129,8 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 static mut ARGS: *const RstArgs = core::ptr::null();
 /// Threads of this process that passed the final barrier.
 static THREADS_OUT: AtomicU32 = AtomicU32::new(0);
+/// Set by the leader once it has installed the shared (TSYNC) seccomp chain.
+static SECCOMP_SHARED: AtomicU32 = AtomicU32::new(0);
 
 fn ctl(args: &RstArgs) -> &'static RstCtl {
     // SAFETY: the engine mapped the control page at this address in every task.
@@ -523,10 +530,35 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         unsafe { syscall6(nr::PRCTL, PR_SET_PDEATHSIG, args.pdeath_sig as usize, 0, 0, 0, 0) };
     }
 
+    // Seccomp: with the engine tracing us (PTRACE_O_SUSPEND_SECCOMP), the
+    // filters go in now, before the credentials (installing them may need
+    // the privileges the credentials drop); the rest of the restorer runs
+    // unfiltered until the engine detaches. Untraced, they go in last.
+    if traced {
+        if t.seccomp_tsync != 0 && !leader {
+            // The leader installs the shared chain for every thread.
+            while SECCOMP_SHARED.load(Ordering::SeqCst) == 0 {
+                futex_wait(SECCOMP_SHARED.as_ptr_u32(), 0);
+            }
+        } else {
+            restore_seccomp(t, leader && t.seccomp_tsync != 0).unwrap_or_else(|r| fail(args, STAGE_SECCOMP, r));
+            if leader {
+                SECCOMP_SHARED.store(1, Ordering::SeqCst);
+                futex_wake(SECCOMP_SHARED.as_ptr_u32());
+            }
+        }
+    }
+
     // Credentials last.
     if t.creds != 0 {
         // SAFETY: the engine wrote a RstCreds there.
         restore_creds(args, unsafe { &*(t.creds as *const RstCreds) });
+    }
+    if t.no_new_privs != 0 {
+        // SAFETY: scalar prctl.
+        check(args, STAGE_CREDS, unsafe {
+            syscall6(nr::PRCTL, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0)
+        });
     }
 
     atomic_u32(&c.done).fetch_add(1, Ordering::SeqCst);
@@ -539,12 +571,19 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         }
         // SAFETY: nobody in this process touches the control page any more.
         unsafe { syscall3(nr::MUNMAP, args.ctl as usize, 4096, 0) };
-        if args.stop_signo > 0 {
-            // A stopped task stays stopped: the stop happens here, before the
-            // registers are loaded, and SIGCONT resumes into rt_sigreturn.
+        if args.stop_signo > 0 && !traced {
+            // A stopped task stays stopped. Traced, the engine stops it once
+            // it has left the restorer; untraced (the restorer then stays
+            // mapped anyway), the stop happens here, before the registers are
+            // loaded, and SIGCONT resumes into rt_sigreturn.
             // SAFETY: scalar arguments.
             unsafe { syscall3(nr::KILL, getpid() as usize, args.stop_signo as usize, 0) };
         }
+    }
+    if !traced && restore_seccomp(t, false).is_err() {
+        // Nothing to report to any more (the control page is gone).
+        // SAFETY: exit_group never returns.
+        unsafe { syscall3(nr::EXIT_GROUP, 1, 0, 0) };
     }
     // SAFETY: `frame` holds a complete rt_sigframe built by the engine.
     unsafe {
@@ -554,6 +593,62 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
             cryo_sigreturn(t.frame + 8)
         }
     }
+}
+
+trait AsPtrU32 {
+    fn as_ptr_u32(&self) -> &u32;
+}
+impl AsPtrU32 for AtomicU32 {
+    fn as_ptr_u32(&self) -> &u32 {
+        // SAFETY: AtomicU32 has the layout of u32; the futex calls only pass
+        // its address to the kernel.
+        unsafe { &*(self.as_ptr() as *const u32) }
+    }
+}
+
+/// Enter the thread's seccomp mode: strict, or its filter chain oldest
+/// first (with TSYNC for every thread of the process if `tsync`).
+fn restore_seccomp(t: &RstThread, tsync: bool) -> Result<(), isize> {
+    match t.seccomp_mode {
+        1 => {
+            // SAFETY: scalar prctl.
+            let r = unsafe { syscall6(nr::PRCTL, PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0, 0) };
+            if r < 0 {
+                return Err(r);
+            }
+        }
+        2 => {
+            // SAFETY: engine-written array.
+            let chain = unsafe { slice::<RstSeccompFilter>(t.seccomp, t.nr_seccomp) };
+            for f in chain {
+                #[repr(C)]
+                struct SockFprog {
+                    len: u16,
+                    filter: u64,
+                }
+                let prog = SockFprog {
+                    len: f.len as u16,
+                    filter: f.insns,
+                };
+                let flags = f.flags | if tsync { SECCOMP_FILTER_FLAG_TSYNC } else { 0 };
+                // SAFETY: prog points at `len` instructions the engine wrote.
+                let r = unsafe {
+                    syscall3(
+                        nr::SECCOMP,
+                        SECCOMP_SET_MODE_FILTER,
+                        flags as usize,
+                        &prog as *const SockFprog as usize,
+                    )
+                };
+                // With TSYNC a positive value is the tid that could not sync.
+                if r != 0 {
+                    return Err(if r > 0 { -16 } else { r });
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn restore_creds(args: &RstArgs, c: &RstCreds) {

@@ -20,7 +20,7 @@
 #![allow(dead_code)]
 
 /// Bumped on every incompatible change of this module.
-pub const RST_ABI_VERSION: u32 = 2;
+pub const RST_ABI_VERSION: u32 = 3;
 /// `RstArgs::magic`: "CRST".
 pub const RST_MAGIC: u32 = 0x5453_5243;
 /// Size of each thread's setup stack inside the bootstrap mapping.
@@ -167,8 +167,34 @@ pub struct RstThread {
     pub sched_policy: i32,
     pub sched_prio: i32,
     pub _pad3: i32,
+    /// Seccomp mode to enter (0 none, 1 strict, 2 filter).
+    pub seccomp_mode: i32,
+    /// PR_SET_NO_NEW_PRIVS to set (1) or not (0).
+    pub no_new_privs: i32,
+    /// `[RstSeccompFilter; nr_seccomp]`: the thread's filter chain, oldest
+    /// first.
+    pub seccomp: u64,
+    pub nr_seccomp: u32,
+    /// Every thread of the process has this same chain: when the engine
+    /// traces the threads, the leader installs it with
+    /// SECCOMP_FILTER_FLAG_TSYNC for all of them (shared, as dumped) and the
+    /// others install nothing.
+    pub seccomp_tsync: u32,
 }
-const _: () = assert!(core::mem::size_of::<RstThread>() == 120);
+const _: () = assert!(core::mem::size_of::<RstThread>() == 144);
+
+/// One seccomp filter program (`struct sock_fprog` contents) and the flags
+/// it was installed with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RstSeccompFilter {
+    /// Address of `len` `struct sock_filter` instructions (8 bytes each).
+    pub insns: u64,
+    pub len: u32,
+    /// SECCOMP_FILTER_FLAG_* (without TSYNC).
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<RstSeccompFilter>() == 16);
 
 /// Shared control page (see the module docs). Fields are used atomically.
 #[repr(C)]
@@ -208,6 +234,7 @@ pub const STAGE_SIGNALS: i32 = 7;
 pub const STAGE_CREDS: i32 = 8;
 pub const STAGE_ARGS: i32 = 9;
 pub const STAGE_THREAD_SETUP: i32 = 10;
+pub const STAGE_SECCOMP: i32 = 11;
 
 /// Arguments of one task's restorer.
 #[repr(C)]

@@ -179,9 +179,11 @@ struct DumpCtx {
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
     locks: Vec<pb::FileLockEntry>,
-    /// seccomp.img filters: (BPF program, index of the older filter it runs after).
-    seccomp: Vec<(Vec<u8>, Option<u32>)>,
-    lock_keys: Vec<(u32, u64, i64, i64, u32)>,
+    /// seccomp.img filters: (BPF program, index of the older filter it runs
+    /// after, SECCOMP_FILTER_FLAG_* it was installed with).
+    seccomp: Vec<(Vec<u8>, Option<u32>, u32)>,
+    /// (kind, POSIX owner pid, file id, start, len, type) of the locks recorded.
+    lock_keys: Vec<(u32, i32, u32, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
     stats: pb::DumpStatsEntry,
     threads: usize,
@@ -220,6 +222,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let ghost_limit = opts.ghost_limit;
     let mut files = FileTable::with_ghost_limit(ghost_limit);
     files.shell_job = opts.shell_job;
+    files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
         out: Written {
@@ -884,15 +887,20 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
 fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
     let mut chain = Vec::new();
     while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
-        chain.push(f);
+        let flags = t.seccomp_flags(chain.len() as u64)?;
+        chain.push((f, flags));
     }
     let mut prev: Option<u32> = None;
     // Index 0 is the oldest filter (the kernel counts back from the newest).
-    for f in chain {
-        let idx = match ctx.seccomp.iter().position(|(g, p)| *g == f && *p == prev) {
+    for (f, flags) in chain {
+        let idx = match ctx
+            .seccomp
+            .iter()
+            .position(|(g, p, fl)| *g == f && *p == prev && *fl == flags)
+        {
             Some(i) => i as u32,
             None => {
-                ctx.seccomp.push((f, prev));
+                ctx.seccomp.push((f, prev, flags));
                 ctx.seccomp.len() as u32 - 1
             }
         };
@@ -943,6 +951,7 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
     })?;
     let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let mut locks = Vec::new();
     for l in &info.locks {
         let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
         if !ours {
@@ -958,11 +967,7 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
             pid,
             what: format!("fd {fd}: {what}"),
         })?;
-        let key = (e.flag, st.st_ino, e.start, e.len, e.r#type);
-        if !ctx.lock_keys.contains(&key) {
-            ctx.lock_keys.push(key);
-            ctx.locks.push(e);
-        }
+        locks.push(e);
     }
     let c = FdCtx {
         pid,
@@ -972,7 +977,18 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         info,
         pidfd,
     };
-    Ok(ctx.files.dump_fd(&c)?)
+    let fdinfo = ctx.files.dump_fd(&c)?;
+    // A lock is recorded once: flock and OFD locks belong to the open file
+    // (every fd sharing it lists them), POSIX locks to the process.
+    for e in locks {
+        let owner = if e.flag == crate::files::lock::FL_POSIX { pid } else { 0 };
+        let key = (e.flag, owner, fdinfo.id, e.start, e.len, e.r#type);
+        if !ctx.lock_keys.contains(&key) {
+            ctx.lock_keys.push(key);
+            ctx.locks.push(e);
+        }
+    }
+    Ok(fdinfo)
 }
 
 /// cwd or root as a REG entry with a fresh id.
@@ -1171,10 +1187,10 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let filters = ctx
         .seccomp
         .iter()
-        .map(|(f, prev)| pb::SeccompFilter {
+        .map(|(f, prev, flags)| pb::SeccompFilter {
             filter: f.clone(),
             prev: *prev,
-            flags: None,
+            flags: (*flags != 0).then_some(*flags),
         })
         .collect();
     let w = write_image(

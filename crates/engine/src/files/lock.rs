@@ -9,7 +9,9 @@ pub const FL_POSIX: u32 = 1;
 pub const FL_FLOCK: u32 = 2;
 pub const FL_OFD: u32 = 4;
 
-/// The filelocks.img entry of a lock held by `pid` through `fd`.
+/// The filelocks.img entry of a lock held by `pid` through `fd`. As CRIU,
+/// an OFD lock (which /proc shows with pid -1) is recorded with the pid and
+/// fd of a task holding its open file: restore takes it again through that fd.
 pub fn lock_entry(l: &FileLockInfo, pid: i32, fd: i32) -> Result<pb::FileLockEntry, String> {
     let flag = match l.class.as_str() {
         "POSIX" => FL_POSIX,
@@ -25,7 +27,7 @@ pub fn lock_entry(l: &FileLockInfo, pid: i32, fd: i32) -> Result<pb::FileLockEnt
     Ok(pb::FileLockEntry {
         flag,
         r#type: ty,
-        pid: if flag == FL_OFD { -1 } else { pid },
+        pid,
         fd,
         start: l.start,
         len: l.end.map(|e| e - l.start + 1).unwrap_or(0),
@@ -37,7 +39,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn posix_and_flock() {
+    fn posix_flock_and_ofd() {
         let l = crate::proc::parse_lock_line("1: POSIX  ADVISORY  WRITE 7 fe:00:77 10 109").unwrap();
         let e = lock_entry(&l, 7, 3).unwrap();
         assert_eq!(
@@ -47,6 +49,12 @@ mod tests {
         let l = crate::proc::parse_lock_line("2: FLOCK  ADVISORY  READ 7 fe:00:77 0 EOF").unwrap();
         let e = lock_entry(&l, 7, 4).unwrap();
         assert_eq!((e.flag, e.r#type, e.len), (FL_FLOCK, libc::F_RDLCK as u32, 0));
+        let l = crate::proc::parse_lock_line("4: OFDLCK ADVISORY  WRITE -1 fe:00:77 100 199").unwrap();
+        let e = lock_entry(&l, 7, 5).unwrap();
+        assert_eq!(
+            (e.flag, e.r#type, e.pid, e.fd, e.start, e.len),
+            (FL_OFD, libc::F_WRLCK as u32, 7, 5, 100, 100)
+        );
         let l = crate::proc::parse_lock_line("3: LEASE  ACTIVE  READ 7 fe:00:77 0 EOF").unwrap();
         assert!(lock_entry(&l, 7, 4).is_err());
     }

@@ -175,6 +175,9 @@ pub struct FileTable {
     next_pages_id: u32,
     /// --shell-job: terminals from outside the tree may be dumped.
     pub shell_job: bool,
+    /// Pids of the dumped tree (a shell job's terminal must belong to a
+    /// session outside it).
+    pub tree_pids: Vec<i32>,
     /// tty-info.img: one entry per terminal, by tty_info id.
     pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).

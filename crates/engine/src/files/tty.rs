@@ -57,6 +57,19 @@ impl FdKind for Tty {
         let e = reg::reg_entry(regf_id, &path, false, &c.stat, c.flags(), 0, None, t)?;
         t.insert(e);
         if let std::collections::btree_map::Entry::Vacant(slot) = t.tty_infos.entry(info_id) {
+            // A shell job's terminal belongs to a session outside the tree
+            // (the shell's): a session of the tree controlling it means the
+            // terminal is the tree's own, which --shell-job cannot restore.
+            for &pid in &t.tree_pids {
+                if let Some((sid, tty_nr, _)) = stat_tty(pid) {
+                    if tty_nr as u64 == rdev && t.tree_pids.contains(&(sid as i32)) {
+                        return Err(c.unsupported(format!(
+                            "{path} is the controlling terminal of session {sid}, whose leader is in the dumped \
+                             tree: not a shell job (--shell-job restores only terminals of a session outside the tree)"
+                        )));
+                    }
+                }
+            }
             let fd = c.steal()?;
             slot.insert(tty_info(c, &fd, info_id, index)?);
         }

@@ -407,6 +407,31 @@ impl Stopped {
         Ok(Some(buf))
     }
 
+    /// PTRACE_SECCOMP_GET_METADATA: the SECCOMP_FILTER_FLAG_* the `idx`-th
+    /// filter (as for [`Self::seccomp_filter`]) was installed with that the
+    /// kernel keeps (LOG).
+    pub fn seccomp_flags(&self, idx: u64) -> Result<u32> {
+        #[repr(C)]
+        struct Meta {
+            filter_off: u64,
+            flags: u64,
+        }
+        let mut m = Meta {
+            filter_off: idx,
+            flags: 0,
+        };
+        let n = raw(
+            0x420d,
+            self.tid,
+            std::mem::size_of::<Meta>(),
+            &mut m as *mut Meta as usize,
+        );
+        if n < 0 {
+            return Err(err(self.tid, "PTRACE_SECCOMP_GET_METADATA"));
+        }
+        Ok(m.flags as u32)
+    }
+
     /// Read a word (works on any mapping, like a debugger).
     pub fn peek(&self, addr: u64) -> Result<u64> {
         // SAFETY: errno must be cleared to tell -1 data from an error.

@@ -9,7 +9,8 @@
 //! are let go; once all threads of a process are out, its leader is made to
 //! run one `munmap(bootstrap)` from a `syscall` instruction in the blob
 //! (entry and exit stops, so no instruction after it is fetched), its
-//! registers are put back, and it is let go.
+//! registers are put back, and it is let go. A stopped task is let go into
+//! its group stop, out of the restorer (see [`stop_and_detach`]).
 #![allow(unsafe_code)]
 
 use super::abi::*;
@@ -22,6 +23,9 @@ const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_O_TRACESYSGOOD: usize = 1;
+/// Seccomp filters restored in the blob do not apply to the rest of the
+/// restorer and to the injected munmap while the engine traces the thread.
+const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
 const PTRACE_EVENT_STOP: i32 = 128;
 const NR_RT_SIGRETURN: u64 = 15;
 const NR_MUNMAP: u64 = 11;
@@ -72,17 +76,36 @@ fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
     Ok((buf[0], u64::from_le_bytes(buf[24..32].try_into().expect("8 bytes"))))
 }
 
+/// A process to take out of the restorer.
+pub struct Target {
+    pub pid: i32,
+    pub tids: Vec<i32>,
+    /// A stopped task: the signal of its group stop (0: it runs).
+    pub stop_signo: i32,
+}
+
 /// Threads seized at the barrier.
 pub struct Seized {
     /// tid -> process leader pid.
     threads: Vec<(i32, i32)>,
+    /// Stopped processes: pid -> stop signal.
+    stops: HashMap<i32, i32>,
 }
 
-/// Seize and stop every thread (all are in futex_wait at the barrier).
-pub fn seize(procs: &[(i32, Vec<i32>)]) -> io::Result<Seized> {
-    let mut s = Seized { threads: Vec::new() };
+/// Seize and stop every thread (all are in futex_wait at the barrier);
+/// with `suspend_seccomp`, the threads' seccomp filters are off while traced.
+pub fn seize(procs: &[Target], suspend_seccomp: bool) -> io::Result<Seized> {
+    let mut s = Seized {
+        threads: Vec::new(),
+        stops: procs
+            .iter()
+            .filter(|p| p.stop_signo > 0)
+            .map(|p| (p.pid, p.stop_signo))
+            .collect(),
+    };
+    let opts = PTRACE_O_TRACESYSGOOD | if suspend_seccomp { PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     let one = |tid: i32, pid: i32, s: &mut Seized| -> io::Result<()> {
-        pt(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)?;
+        pt(PTRACE_SEIZE, tid, 0, opts)?;
         s.threads.push((tid, pid));
         pt(PTRACE_INTERRUPT, tid, 0, 0)?;
         let st = wait(tid)?;
@@ -93,9 +116,9 @@ pub fn seize(procs: &[(i32, Vec<i32>)]) -> io::Result<Seized> {
         }
         Ok(())
     };
-    for (pid, tids) in procs {
-        for &tid in tids {
-            if let Err(e) = one(tid, *pid, &mut s) {
+    for p in procs {
+        for &tid in &p.tids {
+            if let Err(e) = one(tid, p.pid, &mut s) {
                 s.release();
                 return Err(e);
             }
@@ -150,6 +173,7 @@ impl Seized {
         }
         let mut pending = self.threads.len();
         let mut leaders_waiting: Vec<i32> = Vec::new();
+        let mut held: HashMap<i32, Vec<i32>> = HashMap::new();
         while pending > 0 {
             let mut st = 0;
             // SAFETY: waitpid for any of our tracees.
@@ -182,6 +206,9 @@ impl Seized {
                     *n -= 1;
                     if tid == pid {
                         leaders_waiting.push(pid);
+                    } else if self.stops.contains_key(&pid) {
+                        // Held until the group stop is under way.
+                        held.entry(pid).or_default().push(tid);
                     } else {
                         pt(libc::PTRACE_DETACH, tid, 0, 0)?;
                     }
@@ -190,7 +217,12 @@ impl Seized {
                     for l in ready {
                         leaders_waiting.retain(|x| *x != l);
                         let r = slots.get(&l).map(|s| unmap_bootstrap(l, s)).unwrap_or(Ok(()));
-                        pt(libc::PTRACE_DETACH, l, 0, 0)?;
+                        match self.stops.get(&l) {
+                            Some(&sig) => stop_and_detach(l, sig, &held.remove(&l).unwrap_or_default())?,
+                            None => {
+                                pt(libc::PTRACE_DETACH, l, 0, 0)?;
+                            }
+                        }
                         r?;
                     }
                     continue;
@@ -219,6 +251,52 @@ impl Seized {
         }
         Ok(())
     }
+}
+
+/// Put a stopped process back in its group stop, out of the restorer: the
+/// leader, at the exit of its rt_sigreturn, is detached with the stop signal
+/// (a syscall-exit stop resumed with a signal sends it to the thread, which
+/// starts the group stop before it reaches user code); once it is stopped,
+/// the other threads (still in their syscall-exit stops, with the group stop
+/// now pending for them) are detached and stop too.
+fn stop_and_detach(leader: i32, sig: i32, others: &[i32]) -> io::Result<()> {
+    pt(libc::PTRACE_DETACH, leader, 0, sig as usize)?;
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{leader}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next().map(str::to_string))
+            })
+            .is_some_and(|st| st == "T")
+    };
+    let wait_stopped = |d: std::time::Duration| {
+        let deadline = std::time::Instant::now() + d;
+        while !stopped() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    };
+    if !wait_stopped(std::time::Duration::from_secs(2)) {
+        // A stop signal other than SIGSTOP is dropped in an orphaned
+        // process group: SIGSTOP always stops.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(leader, libc::SIGSTOP) };
+        if !wait_stopped(std::time::Duration::from_secs(2)) {
+            for &t in others {
+                let _ = pt(libc::PTRACE_DETACH, t, 0, 0);
+            }
+            return Err(io::Error::other(format!("pid {leader} did not stop with signal {sig}")));
+        }
+    }
+    for &t in others {
+        pt(libc::PTRACE_DETACH, t, 0, 0)?;
+    }
+    Ok(())
 }
 
 /// Run munmap(bootstrap) in `tid`, stopped at the exit of its rt_sigreturn.

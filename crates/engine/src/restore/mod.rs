@@ -202,6 +202,9 @@ impl RestoreCtx {
                 "the images hold file locks: restore them with --file-locks",
             ));
         }
+        if let Some(w) = clock_warning(&plan) {
+            eprintln!("cryo restore: warning: {w}");
+        }
         mark("validated");
         // Prepare.
         self.stage = Stage::Prepare;
@@ -458,6 +461,7 @@ impl RestoreCtx {
             STAGE_CREDS => "credentials",
             STAGE_ARGS => "checking its arguments",
             STAGE_THREAD_SETUP => "per-thread setup",
+            STAGE_SECCOMP => "installing seccomp filters",
             _ => "an unknown stage",
         };
         Some(RestoreError::Restorer {
@@ -499,20 +503,33 @@ impl RestoreCtx {
         let env = self.env.as_ref().expect("prepared");
         let want: u32 = env.plan.procs.iter().map(|p| p.threads.len().max(1) as u32).sum();
         // Seize every thread at the barrier, to take the restorer's mapping
-        // out once they have left it (see finish.rs). Stopped tasks stop
-        // inside the restorer: their bootstrap stays.
-        let procs: Vec<(i32, Vec<i32>)> = env
+        // out once they have left it (see finish.rs); stopped tasks are put
+        // in their group stop after that.
+        let procs: Vec<finish::Target> = env
             .plan
             .procs
             .iter()
-            .filter(|p| p.state == plan::TASK_ALIVE)
-            .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+            .filter(|p| p.state == plan::TASK_ALIVE || p.state == plan::TASK_STOPPED)
+            .map(|p| finish::Target {
+                pid: p.pid,
+                tids: p.threads.iter().map(|t| t.tid).collect(),
+                stop_signo: if p.state == plan::TASK_STOPPED {
+                    p.stop_signo as i32
+                } else {
+                    0
+                },
+            })
             .collect();
-        let stopped = env.plan.procs.iter().any(|p| p.state == plan::TASK_STOPPED);
-        let seized = if stopped || fault() == Some("keep-restorer") {
+        let seized = if fault() == Some("keep-restorer") {
             None
         } else {
-            Some(finish::seize(&procs))
+            let seccomp = env
+                .plan
+                .procs
+                .iter()
+                .flat_map(|p| &p.threads)
+                .any(|t| t.seccomp != plan::Seccomp::Off);
+            Some(finish::seize(&procs, seccomp))
         };
         let seized = match seized {
             Some(Ok(s)) => Some(s),
@@ -588,6 +605,28 @@ impl RestoreCtx {
     pub fn root(&self) -> Option<i32> {
         self.root
     }
+}
+
+/// The dumped CLOCK_MONOTONIC (timens-0.img) is ahead of the running one
+/// (images from another boot or machine): the restored tasks, in the
+/// restoring time namespace, see it jump back.
+fn clock_warning(plan: &Plan) -> Option<String> {
+    let [(sec, nsec), _] = plan.dumped_clocks?;
+    let dumped = Duration::new(sec, nsec as u32);
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    (dumped > now).then(|| {
+        format!(
+            "{}: the set was dumped at CLOCK_MONOTONIC {:.3} s, it is {:.3} s now: the restored tasks' \
+             monotonic and boot-time clocks go back by {:.3} s (restoring into a time namespace is not supported)",
+            plan.set.path("timens-0.img").display(),
+            dumped.as_secs_f64(),
+            now.as_secs_f64(),
+            (dumped - now).as_secs_f64()
+        )
+    })
 }
 
 /// Fault injection for the failure tests (criu has CRIU_FAULT): the value

@@ -105,7 +105,39 @@ pub struct Thread {
     pub pdeath_sig: u32,
     /// (nice, policy, priority) if dumped.
     pub sched: Option<(i32, i32, i32)>,
+    pub seccomp: Seccomp,
+    /// PR_SET_NO_NEW_PRIVS (from the creds).
+    pub no_new_privs: bool,
 }
+
+/// A thread's seccomp state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seccomp {
+    Off,
+    /// SECCOMP_MODE_STRICT.
+    Strict,
+    /// SECCOMP_MODE_FILTER: indices into [`Plan::seccomp`], oldest first
+    /// (the kernel runs the newest first). Threads with the same newest
+    /// filter share the chain.
+    Filters(Vec<u32>),
+}
+
+/// One filter of seccomp.img.
+#[derive(Clone, Debug)]
+pub struct SeccompProg {
+    /// `struct sock_filter` instructions, 8 bytes each.
+    pub insns: Vec<u8>,
+    /// SECCOMP_FILTER_FLAG_* it was installed with (TSYNC masked out).
+    pub flags: u32,
+}
+
+/// SECCOMP_FILTER_FLAG_TSYNC: a way of installing, not a property of a filter.
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+/// Flags a restored filter may carry: LOG, SPEC_ALLOW (NEW_LISTENER and
+/// TSYNC_ESRCH need a listener fd nobody would hold).
+const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
+/// BPF_MAXINSNS.
+const BPF_MAXINSNS: usize = 4096;
 
 /// An fd of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +241,11 @@ pub struct Plan {
     pub set: Arc<ImageSet>,
     /// File locks (filelocks.img, dumped with --file-locks).
     pub locks: Vec<pb::FileLockEntry>,
+    /// seccomp.img: every filter program, by index.
+    pub seccomp: Vec<SeccompProg>,
+    /// timens-0.img: CLOCK_MONOTONIC and CLOCK_BOOTTIME (seconds,
+    /// nanoseconds) when the set was dumped.
+    pub dumped_clocks: Option<[(u64, u64); 2]>,
 }
 
 impl Plan {
@@ -518,9 +555,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         }
     }
 
+    let dumped_clocks = read_timens(&set, &listing)?;
+    let (seccomp, seccomp_prev) = read_seccomp(&set)?;
     let mut procs = Vec::new();
     for p in &pstree {
-        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref())?);
+        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp_prev)?);
     }
     // Sessions and groups must name processes of the tree (or the restoring
     // session for a shell job; handled by the caller's options).
@@ -556,13 +595,14 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
         for (i, l) in locks.iter().enumerate() {
             let owner = procs.iter().find(|p| p.pid == l.pid);
-            let ok = matches!(l.flag, 1 | 2) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            // FL_POSIX, FL_FLOCK, FL_OFD (criu/include/file-lock.h).
+            let ok = matches!(l.flag, 1 | 2 | 4) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
             if !ok {
                 return Err(unsupported(
                     &lf,
                     l.pid,
                     format!(
-                        "entry {i}: lock (flag {}) on fd {} (only POSIX and flock locks of a dumped fd are restored)",
+                        "entry {i}: lock (flag {}) on fd {} (only POSIX, flock and OFD locks held through a dumped fd of a dumped task are restored)",
                         l.flag, l.fd
                     ),
                 ));
@@ -579,6 +619,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         shmem,
         set,
         locks,
+        seccomp,
+        dumped_clocks,
     })
 }
 
@@ -750,7 +792,126 @@ fn siginfos(q: Option<&pb::SignalQueueEntry>, file: &str, tid: i32) -> Result<Ve
     Ok(out)
 }
 
-fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>) -> Result<Thread, PlanError> {
+/// timens-<id>.img. CRIU writes timens-0.img with the dumper's
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time (not offsets: a restore
+/// into a new time namespace would derive the offsets from them). Tasks of
+/// the set live in the restoring time namespace (a task in a time namespace
+/// of its own is refused with the other namespaces, by its ids), so the
+/// clocks are only checked and reported. Any other timens image describes a
+/// time namespace of the tree: refused.
+fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64); 2]>, PlanError> {
+    for name in listing
+        .iter()
+        .filter(|n| n.starts_with("timens-") && n.ends_with(".img"))
+    {
+        if name != "timens-0.img" {
+            return Err(PlanError::BadSet {
+                file: set.path(name).display().to_string(),
+                what: "a time namespace of the dumped tree: namespaces are not restored by cryo yet \
+                       (refused before creating any task)"
+                    .into(),
+            });
+        }
+    }
+    if !set.has("timens-0.img") {
+        return Ok(None);
+    }
+    let file = set.path("timens-0.img").display().to_string();
+    let entries: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS")?;
+    let [e] = entries.as_slice() else {
+        return Err(PlanError::BadSet {
+            file,
+            what: format!("{} entries, expected one", entries.len()),
+        });
+    };
+    let mut clocks = [(0, 0); 2];
+    for (i, (clock, t)) in [("monotonic", &e.monotonic), ("boottime", &e.boottime)]
+        .into_iter()
+        .enumerate()
+    {
+        if t.tv_nsec >= 1_000_000_000 || t.tv_sec > i64::MAX as u64 {
+            return Err(PlanError::BadSet {
+                file,
+                what: format!("{clock} clock {}.{:09} is not a valid time", t.tv_sec, t.tv_nsec),
+            });
+        }
+        clocks[i] = (t.tv_sec, t.tv_nsec);
+    }
+    Ok(Some(clocks))
+}
+
+/// seccomp.img: the programs (validated) and each filter's predecessor.
+fn read_seccomp(set: &ImageSet) -> Result<(Vec<SeccompProg>, Vec<Option<u32>>), PlanError> {
+    if !set.has("seccomp.img") {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let file = set.path("seccomp.img").display().to_string();
+    let entries: Vec<pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP")?;
+    let filters: Vec<&pb::SeccompFilter> = entries.iter().flat_map(|e| e.seccomp_filters.iter()).collect();
+    let mut progs = Vec::new();
+    let mut prev = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let n = f.filter.len() / 8;
+        if f.filter.len() % 8 != 0 || n == 0 || n > BPF_MAXINSNS {
+            return Err(bad(
+                &file,
+                0,
+                format!(
+                    "filter {i}: {} bytes is not a BPF program of 1..={BPF_MAXINSNS} instructions",
+                    f.filter.len()
+                ),
+            ));
+        }
+        let flags = f.flags.unwrap_or(0) & !SECCOMP_FILTER_FLAG_TSYNC;
+        if flags & !SECCOMP_FLAGS_KNOWN != 0 {
+            return Err(unsupported(
+                &file,
+                0,
+                format!("filter {i}: seccomp filter flags {flags:#x}"),
+            ));
+        }
+        if let Some(p) = f.prev {
+            if p as usize >= filters.len() || p as usize == i {
+                return Err(bad(&file, 0, format!("filter {i}: prev {p} names no other filter")));
+            }
+        }
+        progs.push(SeccompProg {
+            insns: f.filter.clone(),
+            flags,
+        });
+        prev.push(f.prev);
+    }
+    Ok((progs, prev))
+}
+
+/// The chain ending at filter `newest`, oldest first.
+fn seccomp_chain(newest: u32, prev: &[Option<u32>], file: &str, tid: i32) -> Result<Vec<u32>, PlanError> {
+    let mut chain = Vec::new();
+    let mut cur = Some(newest);
+    while let Some(i) = cur {
+        let Some(&p) = prev.get(i as usize) else {
+            return Err(bad(
+                file,
+                tid,
+                format!("seccomp filter {i} is not in seccomp.img ({} filters)", prev.len()),
+            ));
+        };
+        if chain.len() > prev.len() {
+            return Err(bad(file, tid, format!("the seccomp chain from filter {newest} loops")));
+        }
+        chain.push(i);
+        cur = p;
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+fn build_thread(
+    set: &ImageSet,
+    tid: i32,
+    leader_tc: Option<&pb::TaskCoreEntry>,
+    seccomp_prev: &[Option<u32>],
+) -> Result<Thread, PlanError> {
     let file = set.path(&format!("core-{tid}.img")).display().to_string();
     let core = set.core(tid as u32)?;
     if core.mtype != pb::core_entry::March::X8664 as i32 {
@@ -782,9 +943,18 @@ fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>)
         },
     );
     let creds = thc.creds.as_ref().map(|c| creds(c, &file, tid)).transpose()?;
-    if thc.seccomp_mode.unwrap_or(0) != 0 {
-        return Err(unsupported(&file, tid, "seccomp"));
-    }
+    let seccomp = match thc.seccomp_mode.unwrap_or(0) {
+        0 => Seccomp::Off,
+        1 => Seccomp::Strict,
+        2 => {
+            let newest = thc
+                .seccomp_filter
+                .ok_or_else(|| bad(&file, tid, "seccomp filter mode without a filter"))?;
+            Seccomp::Filters(seccomp_chain(newest, seccomp_prev, &file, tid)?)
+        }
+        m => return Err(unsupported(&file, tid, format!("seccomp mode {m}"))),
+    };
+    let no_new_privs = thc.creds.as_ref().and_then(|c| c.no_new_privs).unwrap_or(0) != 0;
     Ok(Thread {
         tid,
         regs: gpregs(&ti.gpregs),
@@ -808,6 +978,8 @@ fn build_thread(set: &ImageSet, tid: i32, leader_tc: Option<&pb::TaskCoreEntry>)
                 thc.sched_prio.unwrap_or(0) as i32,
             )
         }),
+        seccomp,
+        no_new_privs,
     })
 }
 
@@ -816,6 +988,7 @@ fn build_proc(
     p: &pb::PstreeEntry,
     files: &BTreeMap<u32, FileDesc>,
     root_ids: Option<&pb::TaskKobjIdsEntry>,
+    seccomp_prev: &[Option<u32>],
 ) -> Result<Proc, PlanError> {
     let pid = p.pid as i32;
     let file = set.path(&format!("core-{pid}.img")).display().to_string();
@@ -828,7 +1001,7 @@ fn build_proc(
     let mut threads = Vec::new();
     if state != TASK_DEAD {
         for &t in &p.threads {
-            threads.push(build_thread(set, t as i32, Some(tc))?);
+            threads.push(build_thread(set, t as i32, Some(tc), seccomp_prev)?);
         }
         if threads.is_empty() {
             return Err(bad(&file, pid, "a live task without threads"));
@@ -1078,4 +1251,24 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
         pagemap,
         pages_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_chains_are_oldest_first_and_checked() {
+        // 0 <- 1 <- 2, and 3 <- 1 is not possible: 3 follows 0 (a fork
+        // that added another filter).
+        let prev = [None, Some(0), Some(1), Some(0)];
+        assert_eq!(seccomp_chain(2, &prev, "f", 1).unwrap(), vec![0, 1, 2]);
+        assert_eq!(seccomp_chain(3, &prev, "f", 1).unwrap(), vec![0, 3]);
+        assert_eq!(seccomp_chain(0, &prev, "f", 1).unwrap(), vec![0]);
+        let e = seccomp_chain(4, &prev, "f", 7).unwrap_err().to_string();
+        assert!(e.contains("pid 7") && e.contains("filter 4"), "{e}");
+        let looped = [Some(1), Some(0)];
+        let e = seccomp_chain(0, &looped, "f", 7).unwrap_err().to_string();
+        assert!(e.contains("loops"), "{e}");
+    }
 }

@@ -298,6 +298,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             + 16 * std::mem::size_of::<RstRange>() as u64
             + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
             + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
+            + seccomp_bytes(env, p)
             + 8 * 128
             + 4096,
     );
@@ -618,8 +619,27 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let shared: Vec<RstSiginfo> = p.shared_signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
     a.shared_siginfo = put(&mut rw, as_bytes(&shared), 16)?;
     a.posix_timers = put(&mut rw, as_bytes(&p.posix_timers), 16)?;
+    // Every thread on one filter chain: shared again (TSYNC from the leader).
+    let tsync = p.threads.len() > 1
+        && matches!(p.threads[0].seccomp, super::plan::Seccomp::Filters(_))
+        && p.threads.iter().all(|t| t.seccomp == p.threads[0].seccomp);
     let mut threads = Vec::new();
     for t in &p.threads {
+        let (seccomp_mode, chain): (i32, &[u32]) = match &t.seccomp {
+            super::plan::Seccomp::Off => (0, &[]),
+            super::plan::Seccomp::Strict => (1, &[]),
+            super::plan::Seccomp::Filters(c) => (2, c),
+        };
+        let mut filters = Vec::with_capacity(chain.len());
+        for &i in chain {
+            let prog = &env.plan.seccomp[i as usize];
+            filters.push(RstSeccompFilter {
+                insns: put(&mut rw, &prog.insns, 8)?,
+                len: (prog.insns.len() / 8) as u32,
+                flags: prog.flags,
+            });
+        }
+        let seccomp = put(&mut rw, as_bytes(&filters), 16)?;
         let stack_lo = rw.take(RST_STACK_SIZE as u64, PAGE)?;
         let frame_at = rw.take(fsize, 64)?;
         let mut regs = t.regs.clone();
@@ -657,6 +677,11 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             sched_policy: t.sched.map_or(-1, |s| s.1),
             sched_prio: t.sched.map_or(0, |s| s.2),
             _pad3: 0,
+            seccomp_mode,
+            no_new_privs: t.no_new_privs as i32,
+            seccomp,
+            nr_seccomp: filters.len() as u32,
+            seccomp_tsync: tsync as u32,
         });
     }
     a.threads = put(&mut rw, as_bytes(&threads), 16)?;
@@ -691,6 +716,22 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let _ = boot.base;
     let entry = blob_at + env.blob.entry as u64;
     Ok((entry, threads[0].stack_top, args_at))
+}
+
+/// Room the threads' seccomp chains take in the arguments area.
+fn seccomp_bytes(env: &TaskEnv, p: &Proc) -> u64 {
+    p.threads
+        .iter()
+        .map(|t| match &t.seccomp {
+            super::plan::Seccomp::Filters(c) => {
+                c.iter()
+                    .map(|&i| env.plan.seccomp[i as usize].insns.len() as u64 + 8 + 16)
+                    .sum::<u64>()
+                    + 16
+            }
+            _ => 16,
+        })
+        .sum()
 }
 
 /// Read the pieces, split over up to two threads when there is a lot (the
@@ -843,14 +884,14 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
 /// both are taken again by the restored task through its fd.
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
-        let r = if l.flag == 2 {
+        let (r, kind) = if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
             } else {
                 libc::LOCK_SH
             };
             // SAFETY: flock on an fd of ours.
-            unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }
+            (unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }, "flock")
         } else {
             // SAFETY: all-zero is a valid flock struct.
             let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -858,13 +899,22 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             fl.l_whence = libc::SEEK_SET as i16;
             fl.l_start = l.start;
             fl.l_len = l.len;
-            // SAFETY: fl is a valid struct flock.
-            unsafe { libc::fcntl(l.fd, libc::F_SETLK, &fl) }
+            // An OFD lock belongs to the open file (shared by every task
+            // holding it), a POSIX lock to this process.
+            let (cmd, kind) = if l.flag == 4 {
+                (libc::F_OFD_SETLK, "OFD lock")
+            } else {
+                (libc::F_SETLK, "POSIX lock")
+            };
+            // SAFETY: fl is a valid struct flock (l_pid 0, as OFD locks need).
+            (unsafe { libc::fcntl(l.fd, cmd, &fl) }, kind)
         };
         if r < 0 {
             return Err(TaskError(format!(
-                "file lock on fd {}: {}",
+                "{kind} on fd {} ({}..+{}): {}",
                 l.fd,
+                l.start,
+                l.len,
                 std::io::Error::last_os_error()
             )));
         }

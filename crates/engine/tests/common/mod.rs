@@ -66,13 +66,24 @@ impl Target {
     /// Start a binary at `bin` (see [`Target::start`]).
     pub fn start_bin(bin: &Path, args: &[&str]) -> (Target, String) {
         let name = bin.display().to_string();
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
+        // A binary just copied can be briefly busy (ETXTBSY): another test
+        // thread's fork may still hold the copy's write fd until its exec.
+        let mut tries = 0;
+        let mut child = loop {
+            match Command::new(bin)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r.expect("spawn"),
+            }
+        };
         let pid = child.id() as i32;
         let mut line = String::new();
         let mut rd = BufReader::new(child.stdout.take().unwrap());
