@@ -15,7 +15,7 @@
 //! traps (`int3`) with `rax` = 0; on a fatal error it traps with `rax` < 0.
 
 /// Bumped on every incompatible change of this module.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// `BootArgs::magic`: "CRYP".
 pub const BOOT_MAGIC: u32 = 0x5059_5243;
 
@@ -153,8 +153,14 @@ pub struct Misc {
     pub brk: u64,
     /// `[cur, max]` for each resource, from prlimit64(0, ...).
     pub rlimits: [[u64; 2]; NR_RLIMITS],
+    /// membarrier() registrations of the mm: the MEMBARRIER_CMD_REGISTER_*
+    /// bits MEMBARRIER_CMD_GET_REGISTRATIONS returns (CRIU's
+    /// `membarrier_registration_mask`); on kernels before 6.3 found by
+    /// issuing each private expedited barrier (EPERM = not registered).
+    pub membarrier_mask: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Misc>() == 24 + NR_RLIMITS * 16);
+const _: () = assert!(core::mem::size_of::<Misc>() == 24 + NR_RLIMITS * 16 + 8);
 
 /// Per-thread values only visible from inside.
 #[repr(C)]

@@ -54,6 +54,7 @@ pub mod nr {
     pub const PRLIMIT64: usize = 302;
     pub const SECCOMP: usize = 317;
     pub const RSEQ: usize = 334;
+    pub const MEMBARRIER: usize = 324;
     pub const CLONE3: usize = 435;
     pub const CLOSE_RANGE: usize = 436;
 }

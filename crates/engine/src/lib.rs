@@ -8,6 +8,7 @@
 
 pub mod dump;
 pub mod files;
+pub mod membarrier;
 pub mod parasite;
 pub mod proc;
 pub mod ptrace;

@@ -626,7 +626,7 @@ fn corrupt_images_are_refused_naming_the_file_and_left_untouched() {
     build_fixture("loop_heap");
     let pid = pstree_pids("loop_heap")[0];
     type Corrupt = fn(&Path);
-    let cases: [(&str, Corrupt); 3] = [
+    let cases: [(&str, Corrupt); 4] = [
         ("core-9217.img", |d| {
             let p = d.join("core-9217.img");
             let data = std::fs::read(&p).unwrap();
@@ -645,6 +645,15 @@ fn corrupt_images_are_refused_naming_the_file_and_left_untouched() {
             let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
             f.set_len(4096).unwrap();
         }),
+        ("core-9217.img", |d| {
+            // A membarrier registration mask with a bit that is no command.
+            let set = cryo_image::ImageSet::open(d).unwrap();
+            let mut core = set.core(9217).unwrap();
+            core.tc.as_mut().unwrap().membarrier_registration_mask = Some(0x11);
+            let mut w = cryo_image::ImageWriter::create(d.join("core-9217.img"), Some("CORE")).unwrap();
+            w.entry(&core).unwrap();
+            w.finish().unwrap();
+        }),
     ];
     for (i, (file, corrupt)) in cases.iter().enumerate() {
         let dir = copy_images("loop_heap", &format!("corrupt{i}"));
@@ -655,6 +664,9 @@ fn corrupt_images_are_refused_naming_the_file_and_left_untouched() {
         assert_ne!(rc, 0, "{file}: restore of a corrupt set succeeded");
         let stem = file.split('-').next().unwrap();
         assert!(err.contains(stem), "{file}: error does not name the file: {err}");
+        if i == 3 {
+            assert!(err.contains("membarrier_registration_mask 0x11"), "{err}");
+        }
         assert!(!ns.inner_pids().contains(&pid), "{file}: a task was left behind");
         assert_eq!(dir_digest(&dir), before, "{file}: images modified");
         drop(ns);
@@ -1047,6 +1059,32 @@ fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
             ns.kill(pid, libc::SIGUSR1);
             let v = ns.wait_status("state.verify", "");
             assert_eq!(v.trim(), "state=ok", "round {round}");
+        },
+    );
+}
+
+/// membarrier() registrations (per mm) come back: the program registered
+/// for private expedited barriers (and their RSEQ flavour), and after each
+/// restore GET_REGISTRATIONS answers the same mask and the barriers work
+/// (unregistered they fail with EPERM); the image holds CRIU's mask.
+#[test]
+fn dump_restore_keeps_membarrier_registrations_twice() {
+    let prog = build_prog("rmembarrier");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "membarrier.ready",
+        |ns, pid, round| {
+            let ready = ns.wait_status("membarrier.ready", "\n");
+            let mask = ready.split_whitespace().nth(1).unwrap().to_string();
+            let m = u32::from_str_radix(mask.trim_start_matches("0x"), 16).unwrap();
+            assert_ne!(m & cryo_engine::membarrier::REGISTER_PRIVATE_EXPEDITED, 0, "{ready}");
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let tc = set.core(pid as u32).unwrap().tc.unwrap();
+            assert_eq!(tc.membarrier_registration_mask, Some(m), "core-{pid}.img");
+            let _ = std::fs::remove_file(ns.anchor("membarrier.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("membarrier.verify", "\n");
+            assert_eq!(v.trim(), format!("ok mask={mask}"), "round {round}");
         },
     );
 }

@@ -105,6 +105,38 @@ fn vmsplice_all(pipe: i32, addr: u64, len: u64) -> Result<u64, i32> {
     Ok(done)
 }
 
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3+).
+const MEMBARRIER_CMD_GET_REGISTRATIONS: usize = 1 << 9;
+/// The private expedited barriers (PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ):
+/// each one's registration command is the next bit up.
+const MEMBARRIER_PRIVATE_CMDS: [usize; 3] = [1 << 3, 1 << 5, 1 << 7];
+
+/// The mm's membarrier registrations as MEMBARRIER_CMD_REGISTER_* bits, or -errno.
+fn membarrier_registrations() -> Result<u32, i32> {
+    // SAFETY: scalar args.
+    let r = unsafe { syscall3(nr::MEMBARRIER, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0) };
+    if r >= 0 {
+        return Ok(r as u32);
+    }
+    if r != -22 {
+        return Err(r as i32);
+    }
+    // Before 6.3: a private expedited barrier succeeds only when registered
+    // (EPERM otherwise; EINVAL/ENOSYS when the kernel lacks it). The global
+    // registration cannot be told apart this way (nor could CRIU).
+    let mut mask = 0u32;
+    for cmd in MEMBARRIER_PRIVATE_CMDS {
+        // SAFETY: scalar args; a barrier has no other effect.
+        let r = unsafe { syscall3(nr::MEMBARRIER, cmd, 0, 0) };
+        match r {
+            0 => mask |= (cmd << 1) as u32,
+            -1 | -22 | -38 => {}
+            e => return Err(e as i32),
+        }
+    }
+    Ok(mask)
+}
+
 fn send(sk: i32, cmd: u32, status: i32, payload: &[u8]) -> isize {
     let mut rep = Reply {
         cmd,
@@ -251,6 +283,10 @@ fn serve(sk: i32) -> i64 {
                     m.brk = syscall3(nr::BRK, 0, 0, 0) as u64;
                 }
                 let mut st = 0;
+                match membarrier_registrations() {
+                    Ok(mask) => m.membarrier_mask = mask,
+                    Err(e) => st = e,
+                }
                 for (i, rl) in m.rlimits.iter_mut().enumerate() {
                     // SAFETY: valid out buffer of two u64.
                     let r =

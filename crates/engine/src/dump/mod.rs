@@ -818,7 +818,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
                 crate::ptrace::StopKind::Event { sig } if sig != libc::SIGTRAP => Some(sig as u32),
                 _ => None,
             },
-            membarrier_registration_mask: None,
+            // As the kernel reports it (CRIU stores it unchanged, when not zero).
+            membarrier_registration_mask: (misc.membarrier_mask != 0).then_some(misc.membarrier_mask),
         });
         let core_e = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,

@@ -172,6 +172,8 @@ pub struct Proc {
     pub child_subreaper: bool,
     pub comm: String,
     pub oom_score_adj: Option<i32>,
+    /// membarrier() registrations of the mm.
+    pub membarrier: crate::membarrier::Registrations,
 }
 
 /// An open file description to recreate (shared by every fd that names it).
@@ -1145,6 +1147,8 @@ fn build_proc(
         child_subreaper: tc.child_subreaper.unwrap_or(false),
         comm: tc.comm.clone(),
         oom_score_adj: tc.oom_score_adj,
+        membarrier: crate::membarrier::Registrations::try_from(tc.membarrier_registration_mask.unwrap_or(0))
+            .map_err(|e| bad(&file, pid, e.to_string()))?,
     })
 }
 

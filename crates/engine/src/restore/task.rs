@@ -202,6 +202,10 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
         rsys::rt_sigaction(sig, sa).map_err(|e| TaskError(format!("sigaction for signal {sig}: {e}")))?;
     }
 
+    // membarrier() registrations belong to the mm, which the restorer and
+    // the threads it creates keep: register here, before any seccomp filter.
+    p.membarrier.register().map_err(TaskError)?;
+
     let (entry, stack, args) = prepare_memory(env, p)?;
     setup_fds(env, p)?;
     // Epoll items name fds by their numbers in this task: add them now.

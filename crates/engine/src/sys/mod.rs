@@ -253,3 +253,10 @@ pub fn clock_gettime(clock: libc::clockid_t) -> (u64, u64) {
     unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
+
+/// membarrier(2) with a command and flags (cpu_id 0); returns the kernel's
+/// non-negative result.
+pub fn membarrier(cmd: u32, flags: u32) -> io::Result<i32> {
+    // SAFETY: scalar arguments.
+    Ok(cvt(unsafe { libc::syscall(libc::SYS_membarrier, cmd as libc::c_int, flags, 0) })? as i32)
+}
