@@ -1089,6 +1089,62 @@ fn dump_restore_keeps_membarrier_registrations_twice() {
     );
 }
 
+/// The audit loginuid comes back: the program runs with loginuid 1234 (set
+/// by its shell before exec) while cryo has none; the restored task sets it
+/// again (only the task itself may), and the program finds it unchanged.
+#[test]
+fn dump_restore_keeps_a_set_loginuid_twice() {
+    let prog = build_prog("rstate");
+    dump_restore_cmd_twice(
+        &format!(
+            "sh -c 'echo 1234 > /proc/self/loginuid && exec {} /tmp/anchor'",
+            prog.display()
+        ),
+        "state.ready",
+        |ns, pid, round| {
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            assert_eq!(set.core(pid as u32).unwrap().tc.unwrap().loginuid, Some(1234));
+            let o = ns.outer(pid).unwrap();
+            let l = std::fs::read_to_string(format!("/proc/{o}/loginuid")).unwrap();
+            assert_eq!(l.trim(), "1234", "round {round}");
+            let _ = std::fs::remove_file(ns.anchor("state.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("state.verify", "");
+            assert_eq!(v.trim(), "state=ok", "round {round}");
+        },
+    );
+}
+
+/// A loginuid the kernel will not set fails the restore with a clear error
+/// and leaves no task: cryo runs with its own loginuid (999) and without
+/// CAP_AUDIT_CONTROL, so a task inheriting 999 may not change it to 1234.
+#[test]
+fn a_loginuid_that_cannot_be_set_fails_the_restore_cleanly() {
+    let prog = build_prog("rstate");
+    let ns = Ns::start(&format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         sh -c 'echo 1234 > /proc/self/loginuid && exec {} /tmp/anchor' >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/state.ready ]; do sleep 0.02; done; echo $P > /tmp/anchor/.root; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; wait $P; \
+         sh -c 'echo 999 > /proc/self/loginuid && exec setpriv --bounding-set=-audit_control \
+           {CRYO} restore -D /tmp/anchor/img' 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000",
+        prog.display()
+    ));
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0, "restore succeeded: {err}");
+    let pid: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("loginuid 1234") && err.contains("CAP_AUDIT_CONTROL"),
+        "{err}"
+    );
+    wait_gone(&ns, &[pid]);
+}
+
 #[test]
 fn dump_restore_memfd_and_shared_anon_twice() {
     dump_restore_twice("memfd_shm", "memfd_shm.child.status", |ns, pid, round| {

@@ -42,6 +42,8 @@ fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> Pl
 /// CRIU's task states (criu/include/pid.h; crit 3.17's names for 3 and 6
 /// are off, cryo dump writes these values too).
 pub const TASK_ALIVE: u32 = 1;
+/// A loginuid that was never set ((uid_t)-1).
+pub const LOGINUID_UNSET: u32 = u32::MAX;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
 /// CRIU's VMA status bits, under short names (the values live in cryo_image::vma).
@@ -172,6 +174,8 @@ pub struct Proc {
     pub child_subreaper: bool,
     pub comm: String,
     pub oom_score_adj: Option<i32>,
+    /// The audit loginuid (/proc/PID/loginuid; [`LOGINUID_UNSET`] = never set).
+    pub loginuid: Option<u32>,
     /// membarrier() registrations of the mm.
     pub membarrier: crate::membarrier::Registrations,
 }
@@ -1147,6 +1151,7 @@ fn build_proc(
         child_subreaper: tc.child_subreaper.unwrap_or(false),
         comm: tc.comm.clone(),
         oom_score_adj: tc.oom_score_adj,
+        loginuid: tc.loginuid,
         membarrier: crate::membarrier::Registrations::try_from(tc.membarrier_registration_mask.unwrap_or(0))
             .map_err(|e| bad(&file, pid, e.to_string()))?,
     })

@@ -202,6 +202,9 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
         rsys::rt_sigaction(sig, sa).map_err(|e| TaskError(format!("sigaction for signal {sig}: {e}")))?;
     }
 
+    if let Some(want) = p.loginuid {
+        restore_loginuid(p.pid, want)?;
+    }
     // membarrier() registrations belong to the mm, which the restorer and
     // the threads it creates keep: register here, before any seccomp filter.
     p.membarrier.register().map_err(TaskError)?;
@@ -245,6 +248,59 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     rsys::rseq_unregister();
     // SAFETY: entry/stack/args were built by prepare_memory in the bootstrap mapping.
     unsafe { rsys::jump_to_restorer(entry, stack, args) }
+}
+
+/// Set the audit loginuid of this task (inherited from cryo) to the dumped
+/// one, while the task still has cryo's credentials. Only the task itself
+/// may write its /proc/self/loginuid. As with CRIU, failing to set a dumped
+/// loginuid is an error; a dumped *unset* one is only tried (CRIU leaves the
+/// restorer's) and a failure is a warning; a kernel without audit support
+/// (no /proc/self/loginuid) gets a warning too.
+fn restore_loginuid(pid: i32, want: u32) -> Result<(), TaskError> {
+    use super::plan::LOGINUID_UNSET;
+    let cur = match std::fs::read_to_string("/proc/self/loginuid") {
+        Ok(s) => s.trim().parse::<u32>().unwrap_or(LOGINUID_UNSET),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if want != LOGINUID_UNSET {
+                eprintln!(
+                    "cryo restore: warning: pid {pid}: the kernel has no audit loginuid; loginuid {want} not restored"
+                );
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(TaskError(format!("reading /proc/self/loginuid: {e}"))),
+    };
+    if cur == want {
+        return Ok(());
+    }
+    // One write of the whole number, as the kernel wants it.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/loginuid")
+        .and_then(|mut f| f.write_all(want.to_string().as_bytes()))
+    {
+        Ok(()) => Ok(()),
+        Err(e) if want == LOGINUID_UNSET => {
+            eprintln!(
+                "cryo restore: warning: pid {pid}: its loginuid was unset; it keeps cryo's ({cur}): unsetting failed: {e}"
+            );
+            Ok(())
+        }
+        Err(e) => Err(TaskError(format!(
+            "setting loginuid {want} (cryo's is {}) failed: {e}{}",
+            if cur == LOGINUID_UNSET {
+                "unset".to_string()
+            } else {
+                cur.to_string()
+            },
+            if cur != LOGINUID_UNSET {
+                "; changing a loginuid that is already set needs CAP_AUDIT_CONTROL and the audit \
+                 loginuid_immutable feature off (run cryo restore from a process with no loginuid or the same one)"
+            } else {
+                ""
+            }
+        ))),
+    }
 }
 
 /// Where everything goes in the bootstrap reservation.

@@ -1,6 +1,7 @@
 /* Per-process state that must survive dump + restore. The program sets it
  * up, reports "ready", and on SIGUSR1 checks every item and writes
- * <dir>/state.verify: "state=ok" or the first thing that differs. */
+ * <dir>/state.verify: "state=ok" or the first thing that differs (the audit
+ * loginuid included: run it under a set one to check that it comes back). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +68,8 @@ int main(int argc, char **argv)
 	lseek(42, 3, SEEK_SET);
 	if (chdir(dir)) return 1;
 
+	char luid0[32] = "", luid[32] = "";
+	{ FILE *l = fopen("/proc/self/loginuid", "r"); if (l) { if (!fgets(luid0, sizeof(luid0), l)) luid0[0] = 0; fclose(l); } }
 	snprintf(path, sizeof(path), "%s/state.ready", dir);
 	FILE *f = fopen(path, "w"); fprintf(f, "%d\n", getpid()); fclose(f);
 	while (!usr1) {
@@ -109,6 +112,9 @@ int main(int argc, char **argv)
 		strcpy(why, "SIGUSR2 not delivered");
 	else if (sigtimedwait(&set, &si, &zero) != SIGRTMIN + 3 || si.si_value.sival_int != 4242)
 		strcpy(why, "SIGRTMIN+3 value");
+	{ FILE *l = fopen("/proc/self/loginuid", "r"); if (l) { if (!fgets(luid, sizeof(luid), l)) luid[0] = 0; fclose(l); } }
+	if (!why[0] && strcmp(luid, luid0))
+		snprintf(why, sizeof(why), "loginuid %s, before %s", luid, luid0);
 	snprintf(path, sizeof(path), "%s/state.verify", dir);
 	f = fopen(path, "w");
 	fprintf(f, "%s\n", why[0] ? why : "state=ok");
