@@ -220,13 +220,16 @@ fn dump_records_program_state() {
 }
 
 /// Wait until every thread of `state` sleeps where it will stay: the "regs"
-/// thread in nanosleep, the others in pause.
+/// thread in nanosleep, the main thread in sigsuspend (waiting for SIGUSR1),
+/// the idle ones in pause.
 fn wait_threads_parked(pid: i32) {
     for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid: i32 = e.unwrap().file_name().to_str().unwrap().parse().unwrap();
         let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap();
         let nr = if comm.trim() == "regs" {
             libc::SYS_nanosleep
+        } else if tid == pid {
+            libc::SYS_rt_sigsuspend
         } else {
             libc::SYS_pause
         };

@@ -7,6 +7,13 @@
 #include <unistd.h>
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
+/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
+ * wait, or just as a restored sigsuspend() restarts, is taken there and never
+ * lost (with pause() it can land between the flag check and the wait). */
+static sigset_t waitmask;
+static void block_usr1(void)
+{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
+static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
 int main(int argc, char **argv)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 10, .l_len = 100 };
@@ -16,10 +23,11 @@ int main(int argc, char **argv)
 	b = open("b", O_RDWR | O_CREAT, 0600);
 	if (fcntl(a, F_SETLK, &fl) || flock(b, LOCK_SH)) return 3;
 	signal(SIGUSR1, on_usr1);
+	block_usr1();
 	printf("ready a=%d b=%d\n", a, b);
 	fflush(stdout);
 	for (;;) {
-		pause();
+		wait_usr1();
 		if (usr1) { FILE *f = fopen("verify", "w"); if (f) { fputs("ok\n", f); fclose(f); } usr1 = 0; }
 	}
 }

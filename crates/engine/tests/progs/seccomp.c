@@ -12,6 +12,13 @@
 #include <unistd.h>
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
+/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
+ * wait, or just as a restored sigsuspend() restarts, is taken there and never
+ * lost (with pause() it can land between the flag check and the wait). */
+static sigset_t waitmask;
+static void block_usr1(void)
+{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
+static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
 int main(int argc, char **argv)
 {
 	struct sock_filter allow[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
@@ -24,13 +31,14 @@ int main(int argc, char **argv)
 	struct sock_fprog p1 = { 1, allow }, p2 = { 4, no_acct };
 	if (argc < 2 || chdir(argv[1])) return 2;
 	signal(SIGUSR1, on_usr1);
+	block_usr1();
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p1) ||
 	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p2))
 		return 3;
 	printf("ready\n");
 	fflush(stdout);
 	for (;;) {
-		pause();
+		wait_usr1();
 		if (usr1) {
 			int r = syscall(__NR_acct, NULL);
 			FILE *f = fopen("verify", "w");

@@ -27,6 +27,13 @@ static int pfd[2], ghost_fd, data_fd;
 static pthread_barrier_t bar;
 
 static void on_usr1(int s) { (void)s; usr1 = 1; }
+/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
+ * wait, or just as a restored sigsuspend() restarts, is taken there and never
+ * lost (with pause() it can land between the flag check and the wait). */
+static sigset_t waitmask;
+static void block_usr1(void)
+{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
+static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
 
 static uint64_t next(uint64_t *s) { uint64_t x = *s; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return *s = x; }
 
@@ -112,6 +119,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	block_usr1(); /* before the threads: they inherit it */
 	kill(getpid(), SIGHUP); /* shared pending */
 
 	setitimer(ITIMER_REAL, &itv, NULL);
@@ -158,7 +166,7 @@ int main(int argc, char **argv)
 	       pfd[0], pfd[1], ghost_fd, fifo_fd, (long)(intptr_t)tid);
 	fflush(stdout);
 	for (;;) {
-		pause();
+		wait_usr1();
 		if (usr1) {
 			FILE *f;
 			unsigned char g[GHOST_BYTES], want[GHOST_BYTES];

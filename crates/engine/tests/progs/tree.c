@@ -14,6 +14,13 @@
 #define HEAP (64 << 10)
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
+/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
+ * wait, or just as a restored sigsuspend() restarts, is taken there and never
+ * lost (with pause() it can land between the flag check and the wait). */
+static sigset_t waitmask;
+static void block_usr1(void)
+{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
+static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
 static uint64_t next(uint64_t *s) { uint64_t x = *s; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return *s = x; }
 static void fill(unsigned char *p, size_t n, uint64_t seed)
 { uint64_t s = seed, v; for (size_t i = 0; i < n; i += 8) { v = next(&s); memcpy(p + i, &v, 8); } }
@@ -31,7 +38,7 @@ static void live(int idx)
 	snprintf(line, sizeof(line), "%d:%d:%p\n", idx, getpid(), (void *)h);
 	if (write(rep[1], line, strlen(line)) < 0) _exit(1);
 	for (;;) {
-		pause();
+		wait_usr1();
 		if (usr1) {
 			char p[256];
 			FILE *f;
@@ -50,6 +57,7 @@ int main(int argc, char **argv)
 	if (argc < 2) return 2;
 	dir = argv[1];
 	signal(SIGUSR1, on_usr1);
+	block_usr1();
 	if (pipe(data) || pipe(rep)) return 3;
 	memset(buf, 'x', 100);
 	if (write(data[1], buf, 100) != 100) return 4;
@@ -76,7 +84,7 @@ int main(int argc, char **argv)
 		printf("%s\n", out);
 		fflush(stdout);
 		for (;;) {
-			pause();
+			wait_usr1();
 			if (usr1) {
 				char p[256];
 				FILE *f;
