@@ -423,7 +423,7 @@ fn sockets_are_refused_before_writing() {
     assert_eq!(tracer(t.pid), 0);
     assert!(t.alive());
     assert!(kill(t.pid, libc::SIGUSR1));
-    for _ in 0..300 {
+    for _ in 0..polls(10) {
         if work.join("verify").exists() {
             return;
         }
@@ -520,7 +520,7 @@ fn stopped_process_is_recorded_as_stopped() {
     let out = tmp_dir("stopped").join("out");
     let (t, _) = Target::start("spin", &[out.to_str().unwrap()]);
     assert!(kill(t.pid, libc::SIGSTOP));
-    for _ in 0..500 {
+    for _ in 0..polls(5) {
         if state_of(t.pid) == 'T' {
             break;
         }
@@ -537,7 +537,7 @@ fn stopped_process_is_recorded_as_stopped() {
     assert_eq!(tc.stop_signo, Some(libc::SIGSTOP as u32));
     // Stopped again once we let go (the SIGSTOP we send takes effect at once,
     // but asynchronously).
-    for _ in 0..500 {
+    for _ in 0..polls(5) {
         if state_of(t.pid) == 'T' {
             break;
         }

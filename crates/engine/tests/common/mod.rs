@@ -109,9 +109,18 @@ impl Drop for Target {
     }
 }
 
+/// How long the polling helpers wait before giving up: generous, because the
+/// machine is shared (a busy moment must not fail a test); they return as
+/// soon as the condition holds.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub fn polls(step_ms: u64) -> u64 {
+    PATIENCE.as_millis() as u64 / step_ms
+}
+
 /// Wait (bounded, polling) until `path` exists with content containing `needle`.
 pub fn wait_file(path: &Path, needle: &str) -> String {
-    for _ in 0..500 {
+    for _ in 0..polls(10) {
         if let Ok(s) = std::fs::read_to_string(path) {
             if s.contains(needle) {
                 return s;
@@ -175,7 +184,7 @@ pub fn tracer(pid: i32) -> i32 {
 
 /// Wait (bounded) until a process is gone or a zombie.
 pub fn wait_gone(pid: i32) -> bool {
-    for _ in 0..300 {
+    for _ in 0..polls(10) {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return true,
             Ok(s) if s.contains(") Z ") => return true,
@@ -187,7 +196,7 @@ pub fn wait_gone(pid: i32) -> bool {
 
 /// Wait (bounded) until thread `tid` of `pid` sleeps in syscall `nr` (/proc/.../syscall).
 pub fn wait_in_syscall(pid: i32, tid: i32, nr: i64) {
-    for _ in 0..500 {
+    for _ in 0..polls(5) {
         let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
         if s.split_whitespace().next() == Some(&nr.to_string()) {
             return;
