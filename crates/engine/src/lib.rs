@@ -6,6 +6,7 @@
 //! syscall seams (`restore::rsys`, `restore::task`) and per-file restore code.
 #![deny(unsafe_code)]
 
+pub mod affinity;
 pub mod dump;
 pub mod files;
 pub mod membarrier;

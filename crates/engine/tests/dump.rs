@@ -991,3 +991,75 @@ fn epoll_with_a_closed_target_is_refused() {
     assert!(kill(t.pid, libc::SIGUSR1));
     assert_eq!(wait_file(&work.join("fdkinds.verify"), "o").trim(), "ok");
 }
+
+/// CPU affinity: threads pinned to {0} and {1} are written to
+/// cryo-affinity.json with their CPU lists, a thread allowed on every online
+/// CPU ({0,1}) is left out, the set still passes `crit check`, and the
+/// program's own check still passes after the dump (--leave-running).
+#[test]
+fn pinned_threads_go_to_the_affinity_sidecar() {
+    let work = tmp_dir("affin");
+    let imgs = tmp_dir("affin-img");
+    let (t, line) = Target::start("affinity", &["pin", work.to_str().unwrap()]);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    assert!(imgs.join("inventory.img").exists());
+    let text = std::fs::read_to_string(imgs.join(cryo_engine::affinity::FILE)).unwrap();
+    let side = cryo_engine::affinity::parse(&text).unwrap();
+    let (main, t1) = (kv(&line, "main"), kv(&line, "t1"));
+    let got: Vec<(String, String)> = side
+        .threads
+        .iter()
+        .map(|(t, c)| (t.to_string(), cryo_engine::affinity::format_cpulist(c)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(main.clone(), "0".into()), (t1.clone(), "1".into())],
+        "{text}"
+    );
+    // The text is the documented shape: version 1, tid -> cpulist.
+    assert!(text.contains("\"version\": 1"), "{text}");
+    assert!(text.contains(&format!("\"{main}\": \"0\"")), "{text}");
+    // Every core-TID has a thread; the sidecar does not upset crit check.
+    let set = ImageSet::open(&imgs).unwrap();
+    let r = cryo_image::check::check_set(&set);
+    assert!(r.is_ok(), "{r}");
+    for tid in [&main, &t1, &kv(&line, "t2")] {
+        assert!(imgs.join(format!("core-{tid}.img")).exists());
+    }
+    assert_eq!(tracer(t.pid), 0);
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(
+        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        "affinity=ok"
+    );
+}
+
+/// An unpinned program: no sidecar (the file set is CRIU's), and a stale
+/// sidecar from an earlier dump into the same directory is removed.
+#[test]
+fn unpinned_threads_write_no_affinity_sidecar() {
+    let work = tmp_dir("noaffin");
+    let imgs = tmp_dir("noaffin-img");
+    let stale = imgs.join(cryo_engine::affinity::FILE);
+    std::fs::write(&stale, "{\"version\": 1, \"threads\": {\"1\": \"0\"}}\n").unwrap();
+    let (t, _) = Target::start("affinity", &["none", work.to_str().unwrap()]);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.leave_running = true;
+    dump::dump(o).unwrap();
+    assert!(imgs.join("inventory.img").exists());
+    assert!(!stale.exists(), "stale sidecar kept: {:?}", images_of(&imgs));
+    assert!(
+        images_of(&imgs)
+            .iter()
+            .all(|n| n.ends_with(".img") || n == "stats-dump"),
+        "{:?}",
+        images_of(&imgs)
+    );
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(
+        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        "affinity=ok"
+    );
+}

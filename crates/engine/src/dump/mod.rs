@@ -590,6 +590,13 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreSmaps) -> Resu
     }
     write_shared(ctx)?;
     trace(&format!("shared images at {:?}", t.elapsed()));
+    // CPU affinity: a sidecar beside the images, written only for pinned threads.
+    let tids: Vec<i32> = tree
+        .procs
+        .iter()
+        .flat_map(|p| p.threads.iter().map(|t| t.tid()))
+        .collect();
+    crate::affinity::dump(&ctx.opts.dir, &tids, |name| ctx.out.path(name))?;
     Ok(())
 }
 

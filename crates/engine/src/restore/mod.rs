@@ -196,6 +196,7 @@ impl RestoreCtx {
         // Validate.
         self.stage = Stage::Validate;
         let plan = plan::build(&self.opts.dir)?;
+        let affinity = crate::affinity::load(&self.opts.dir, &plan.all_ids())?;
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
                 plan.set.path("filelocks.img").display().to_string(),
@@ -218,6 +219,15 @@ impl RestoreCtx {
         self.stage = Stage::Wait;
         self.wait_ready()?;
         mark("all tasks ready");
+        // Every thread exists (at the barrier): CPU affinity from the sidecar.
+        for w in affinity
+            .as_ref()
+            .map(crate::affinity::apply)
+            .transpose()?
+            .unwrap_or_default()
+        {
+            eprintln!("cryo restore: warning: {w}");
+        }
         if fault() == Some("stall-before-resume") {
             // Fault injection (tests): every task is at the barrier; wait to
             // be killed.
