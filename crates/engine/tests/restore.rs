@@ -1824,3 +1824,117 @@ fn bad_seccomp_filters_are_refused_up_front() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// CPU affinity: threads pinned to {0}, {1} and {0,1} are dumped (the
+/// sidecar lists the first two), restored twice, and the program finds every
+/// thread's mask as it set it.
+#[test]
+fn dump_restore_keeps_per_thread_cpu_affinity_twice() {
+    let prog = build_prog("affinity");
+    dump_restore_cmd_twice(
+        &format!("{} pin /tmp/anchor", prog.display()),
+        "affinity.ready",
+        |ns, pid, round| {
+            let ready = ns.wait_status("affinity.ready", "t2=");
+            let (main, t1) = (field(&ready, "main"), field(&ready, "t1"));
+            assert_eq!(main, pid.to_string());
+            let side = std::fs::read_to_string(ns.anchor("img/cryo-affinity.json")).unwrap();
+            let side = cryo_engine::affinity::parse(&side).unwrap();
+            let got: Vec<(String, String)> = side
+                .threads
+                .iter()
+                .map(|(t, c)| (t.to_string(), cryo_engine::affinity::format_cpulist(c)))
+                .collect();
+            assert_eq!(got, vec![(main, "0".to_string()), (t1, "1".to_string())]);
+            let _ = std::fs::remove_file(ns.anchor("affinity.verify"));
+            ns.kill(pid, libc::SIGUSR1);
+            let v = ns.wait_status("affinity.verify", "affinity=");
+            assert_eq!(v.trim(), "affinity=ok", "round {round}");
+        },
+    );
+}
+
+/// `Cpus_allowed_list` of a task (by outer pid).
+fn cpus_allowed(pid: i32) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A sidecar added to a CRIU 4.2 set pins its thread; a sidecar naming only
+/// CPUs this machine does not have gives a warning and the default mask.
+#[test]
+fn affinity_sidecar_pins_criu_images_or_warns_when_the_cpus_are_missing() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let online = online.trim();
+    let last: u32 = online.rsplit(['-', ',']).next().unwrap().parse().unwrap();
+    for (tag, cpus, want, warn) in [
+        ("affin-pin", format!("{last}"), format!("{last}"), false),
+        ("affin-missing", format!("{}", last + 1), online.to_string(), true),
+    ] {
+        let dir = copy_images("loop_heap", tag);
+        std::fs::write(
+            dir.join("cryo-affinity.json"),
+            format!("{{\"version\": 1, \"threads\": {{\"{pid}\": \"{cpus}\"}}}}"),
+        )
+        .unwrap();
+        let before = dir_digest(&dir);
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_eq!(rc, 0, "{tag}: {err}");
+        assert_eq!(
+            err.contains("warning") && err.contains(&format!("thread {pid}")),
+            warn,
+            "{tag}: {err}"
+        );
+        assert_eq!(cpus_allowed(ns.outer(pid).unwrap()), want, "{tag}");
+        ns.kill(pid, libc::SIGUSR1);
+        assert!(ns.wait_status("loop_heap.verify.status", "heap=").contains("heap=ok"));
+        assert_eq!(dir_digest(&dir), before, "{tag}: images modified");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A corrupt sidecar, a bad CPU list and a tid that is not in the set are
+/// refused before any task exists, naming the file (and the thread).
+#[test]
+fn bad_affinity_sidecars_are_refused_before_any_task() {
+    build_fixture("loop_heap");
+    let pid = pstree_pids("loop_heap")[0];
+    for (i, (text, needle)) in [
+        (
+            "{\"version\": 1, \"threads\": {".to_string(),
+            "not valid JSON".to_string(),
+        ),
+        (
+            format!("{{\"version\": 1, \"threads\": {{\"{pid}\": \"1-0\"}}}}"),
+            format!("thread {pid}: bad CPU list"),
+        ),
+        (
+            format!("{{\"version\": 1, \"threads\": {{\"{}\": \"0\"}}}}", pid + 1),
+            format!("thread {} is not a live thread", pid + 1),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = copy_images("loop_heap", &format!("affin-bad{i}"));
+        std::fs::write(dir.join("cryo-affinity.json"), text).unwrap();
+        let ns = Ns::restore(&dir, &[]);
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0, "{text}: restored");
+        assert!(
+            err.contains("cryo-affinity.json") && err.contains(needle.as_str()),
+            "{text}: {err}"
+        );
+        assert!(!ns.inner_pids().contains(&pid), "{text}: a task was created");
+        drop(ns);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
