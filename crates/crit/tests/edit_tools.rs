@@ -1326,3 +1326,50 @@ fn a_closed_pipe_is_not_an_error() {
     // The rewrite was complete before its report hit the closed pipe.
     assert!(crit(&["check", s(&out)]).status.success());
 }
+
+/// cryo's CPU-affinity sidecar follows the pid map (its keys are tids); a broken one is refused with its name.
+#[test]
+fn rewrite_pid_map_renumbers_the_affinity_sidecar() {
+    let (_t, dir) = copy_set("threads4");
+    fs::write(
+        dir.join("cryo-affinity.json"),
+        "{\"version\": 1, \"threads\": {\"9304\": \"0\", \"9307\": \"1-3,6\"}}\n",
+    )
+    .unwrap();
+    let out = dir.parent().unwrap().join("out");
+    let o = crit(&["rewrite", s(&dir), "-o", s(&out), "--pid-map", "9307:700,9304:9304"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("cryo-affinity.json: 1 thread id(s) renumbered"),
+        "{:?}",
+        text(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("cryo-affinity.json")).unwrap()).unwrap();
+    assert_eq!(v["version"], 1);
+    let threads = v["threads"].as_object().unwrap();
+    assert_eq!(
+        threads
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![("700", "1-3,6"), ("9304", "0")]
+    );
+    assert!(out.join("core-700.img").exists());
+    assert!(crit(&["check", s(&out)]).status.success());
+    // A broken sidecar: refused, naming it, nothing written.
+    fs::write(
+        dir.join("cryo-affinity.json"),
+        "{\"version\": 1, \"threads\": {\"x\": \"0\"}}",
+    )
+    .unwrap();
+    let out2 = dir.parent().unwrap().join("out2");
+    let o = crit(&["rewrite", s(&dir), "-o", s(&out2), "--pid-map", "9307:700"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("cryo-affinity.json") && err.contains("`x` is not a thread id"),
+        "{err}"
+    );
+    assert!(!out2.exists());
+}
