@@ -1063,3 +1063,37 @@ fn unpinned_threads_write_no_affinity_sidecar() {
         "affinity=ok"
     );
 }
+
+/// A dump that fails after the affinity sidecar was written (here: no room
+/// for the pages, found once every image but the pages is written) removes
+/// it with the other images; the program runs on with its affinity.
+#[test]
+fn a_failed_dump_removes_the_affinity_sidecar() {
+    let work = tmp_dir("affin-full");
+    let imgs = tmp_dir("affin-full-img");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "cryo-test-affin-full"])
+        .arg(&imgs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&imgs);
+    let (t, _) = Target::start("affinity", &["pin", work.to_str().unwrap()]);
+    let mut o = DumpOpts::new(t.pid, &imgs);
+    o.pages = dump::PageReader::Vmsplice;
+    let err = dump::dump(o).unwrap_err().to_string();
+    assert!(err.contains("available"), "{err}");
+    assert!(images_of(&imgs).is_empty(), "left {:?}", images_of(&imgs));
+    assert_eq!(tracer(t.pid), 0);
+    assert!(kill(t.pid, libc::SIGUSR1));
+    assert_eq!(
+        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        "affinity=ok"
+    );
+}
