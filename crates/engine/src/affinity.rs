@@ -24,7 +24,7 @@
 //!   restoring machine's default. With no such thread the file is not written
 //!   at all, so a plain dump is exactly the file set CRIU writes.
 //! * `crit rewrite --pid-map` renumbers the keys.
-//! * Restore parses it strictly before creating any task (bad JSON, unknown
+//! * Restore parses it strictly before creating any task (bad JSON, unknown or repeated
 //!   keys, a bad cpulist or a tid that is not a live thread of the set are
 //!   refused), and once every thread exists sets each listed thread's mask to
 //!   the dumped CPUs that are online now; when none of them is (a smaller
@@ -169,25 +169,56 @@ fn from_cpuset(set: &CpuSet) -> Cpus {
 
 // ---- the sidecar (pure) ----
 
+/// The sidecar as read: unknown and repeated keys are refused (serde_json
+/// alone would keep the last of two equal keys without a word).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object with `version` and `threads`")]
+struct Raw {
+    version: serde_json::Value,
+    threads: Threads,
+}
+
+/// `threads` in file order, each key once.
+struct Threads(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of thread id -> CPU list")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Threads, A::Error> {
+                let mut v: Vec<(String, serde_json::Value)> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
+                    if !seen.insert(k.clone()) {
+                        return Err(serde::de::Error::custom(format!("thread `{k}` is listed twice")));
+                    }
+                    v.push((k, val));
+                }
+                Ok(Threads(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Parse the sidecar text strictly; errors name the thread when one is at fault.
 pub fn parse(text: &str) -> Result<Sidecar, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    for k in obj.keys() {
-        if k != "version" && k != "threads" {
-            return Err(format!("unknown key `{k}`"));
+    let raw: Raw = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            e.to_string()
+        } else {
+            format!("not valid JSON: {e}")
         }
+    })?;
+    match &raw.version {
+        serde_json::Value::Number(n) if n.as_u64() == Some(VERSION) => {}
+        other => return Err(format!("version {other} (only {VERSION} is known)")),
     }
-    match obj.get("version") {
-        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
-        Some(other) => return Err(format!("version {other} (only {VERSION} is known)")),
-        None => return Err("no version".into()),
-    }
-    let threads = obj
-        .get("threads")
-        .ok_or("no threads")?
-        .as_object()
-        .ok_or("threads is not an object")?;
+    let threads = raw.threads.0;
     let mut out = Sidecar::default();
     for (k, v) in threads {
         let tid = k
@@ -425,11 +456,24 @@ mod tests {
     fn bad_sidecars_name_what_is_wrong() {
         for (text, needle) in [
             ("{", "not valid JSON"),
-            ("[]", "not a JSON object"),
-            (r#"{"threads": {}}"#, "no version"),
+            ("[]", "expected an object with `version` and `threads`"),
+            (r#"{"threads": {}}"#, "missing field `version`"),
             (r#"{"version": 2, "threads": {}}"#, "version 2"),
-            (r#"{"version": 1}"#, "no threads"),
-            (r#"{"version": 1, "threads": {}, "x": 1}"#, "unknown key `x`"),
+            (r#"{"version": "1", "threads": {}}"#, "version \"1\""),
+            (r#"{"version": 1}"#, "missing field `threads`"),
+            (r#"{"version": 1, "threads": {}, "x": 1}"#, "unknown field `x`"),
+            (
+                r#"{"version": 1, "version": 1, "threads": {}}"#,
+                "duplicate field `version`",
+            ),
+            (
+                r#"{"version": 1, "threads": []}"#,
+                "expected an object of thread id -> CPU list",
+            ),
+            (
+                r#"{"version": 1, "threads": {"7": "0", "7": "1"}}"#,
+                "thread `7` is listed twice",
+            ),
             (r#"{"version": 1, "threads": {"abc": "0"}}"#, "thread `abc`"),
             (r#"{"version": 1, "threads": {"012": "0"}}"#, "thread `012`"),
             (r#"{"version": 1, "threads": {"-4": "0"}}"#, "thread `-4`"),
