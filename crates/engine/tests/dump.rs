@@ -626,25 +626,34 @@ fn shared_memory_is_dumped_once() {
     kill(child, libc::SIGKILL);
 }
 
+/// A 512 KiB tmpfs on `dir` (a disk that fills up during a dump), unmounted when dropped.
+struct SmallTmpfs<'a>(&'a Path);
+
+impl<'a> SmallTmpfs<'a> {
+    fn mount(dir: &'a Path, name: &str) -> Self {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", name])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a small tmpfs");
+        SmallTmpfs(dir)
+    }
+}
+
+impl Drop for SmallTmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0).status();
+    }
+}
+
 /// Disk full: the dump fails before the tree is touched for good (it goes on
 /// running), nothing that looks like an image set is left.
 #[test]
 fn full_disk_fails_cleanly() {
     let work = tmp_dir("full");
     let imgs = tmp_dir("full-img");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "cryo-test-full"])
-        .arg(&imgs)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a small tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&imgs);
+    let _u = SmallTmpfs::mount(&imgs, "cryo-test-full");
     let (t, _) = Target::start("state", &[work.to_str().unwrap()]);
     wait_threads_parked(t.pid);
     for reader in [dump::PageReader::Vmsplice, dump::PageReader::Readv] {
@@ -1071,19 +1080,7 @@ fn unpinned_threads_write_no_affinity_sidecar() {
 fn a_failed_dump_removes_the_affinity_sidecar() {
     let work = tmp_dir("affin-full");
     let imgs = tmp_dir("affin-full-img");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "cryo-test-affin-full"])
-        .arg(&imgs)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a small tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&imgs);
+    let _u = SmallTmpfs::mount(&imgs, "cryo-test-affin-full");
     let (t, _) = Target::start("affinity", &["pin", work.to_str().unwrap()]);
     let mut o = DumpOpts::new(t.pid, &imgs);
     o.pages = dump::PageReader::Vmsplice;
