@@ -253,3 +253,23 @@ pub fn clock_gettime(clock: libc::clockid_t) -> (u64, u64) {
     unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
+
+/// The nice value of thread `tid` (0: the calling thread; Linux keeps one per thread).
+pub fn thread_nice(tid: i32) -> io::Result<i32> {
+    // getpriority returns the value itself; -1 is ambiguous, so errno decides.
+    // SAFETY: errno is thread-local; scalar arguments.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let v = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if v == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    }
+}
+
+/// Set the nice value of thread `tid` (0: the calling thread), not of its whole process.
+pub fn set_thread_nice(tid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } as i64).map(|_| ())
+}
