@@ -220,34 +220,62 @@ impl Phases {
 const DRAIN_THREADS: usize = 2;
 
 /// Runs the dumping thread (and the threads it starts) at nice -20 while it
-/// lives, so that a busy machine stretches the frozen window as little as
-/// possible; the old value comes back on drop. Without CAP_SYS_NICE nothing
-/// changes. (Linux keeps a nice value per thread: only ours change.)
-pub(crate) struct Urgent {
-    tid: i32,
-    old: Option<i32>,
-}
+/// lives; the old value comes back on drop. Without CAP_SYS_NICE nothing
+/// changes. (Linux keeps a nice value per thread: only ours change. With
+/// autogroups, nice only ranks us within our session.)
+struct Urgent(Option<i32>);
 
 impl Urgent {
-    /// The calling thread.
     fn new() -> Self {
-        Self::thread(0)
-    }
-
-    /// Thread `tid` (0: the calling thread), until the guard is dropped.
-    pub(crate) fn thread(tid: i32) -> Self {
-        let old = match crate::sys::thread_nice(tid) {
-            Ok(old) if old > -20 && crate::sys::set_thread_nice(tid, -20).is_ok() => Some(old),
-            _ => None,
-        };
-        Urgent { tid, old }
+        match crate::sys::thread_nice(0) {
+            Ok(old) if old > -20 && crate::sys::set_thread_nice(0, -20).is_ok() => Urgent(Some(old)),
+            _ => Urgent(None),
+        }
     }
 }
 
 impl Drop for Urgent {
     fn drop(&mut self) {
-        if let Some(old) = self.old {
-            let _ = crate::sys::set_thread_nice(self.tid, old);
+        if let Some(old) = self.0 {
+            let _ = crate::sys::set_thread_nice(0, old);
+        }
+    }
+}
+
+/// Thread `tid` (0: the calling thread) runs SCHED_FIFO (priority 1) until
+/// the guard is dropped, then gets back its exact policy (nice values
+/// survive the round trip). For the frozen window only, which is short and
+/// bounded: on a machine busy with other sessions' work (autogroups make
+/// nice values useless across sessions) it keeps the dumper and the
+/// parasite from waiting for a CPU. Threads already real-time, deadline
+/// or without CAP_SYS_NICE are left alone.
+pub(crate) struct Realtime {
+    tid: i32,
+    old: Option<i32>,
+}
+
+impl Realtime {
+    pub(crate) fn thread(tid: i32) -> Self {
+        let old = match crate::sys::sched_policy(tid) {
+            Ok(p)
+                if matches!(
+                    p & !libc::SCHED_RESET_ON_FORK,
+                    libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE
+                ) && crate::sys::set_sched_policy(tid, libc::SCHED_FIFO | (p & libc::SCHED_RESET_ON_FORK), 1)
+                    .is_ok() =>
+            {
+                Some(p)
+            }
+            _ => None,
+        };
+        Realtime { tid, old }
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        if let Some(p) = self.old {
+            let _ = crate::sys::set_sched_policy(self.tid, p, 0);
         }
     }
 }
@@ -274,17 +302,36 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     precheck(opts.pid)?;
     let _urgent = Urgent::new();
     let mut phases = Phases::new(t0);
-    let pre = PreRead {
-        smaps: pre_read_smaps(opts.pid),
-        locks: std::fs::read_to_string("/proc/locks").ok(),
-    };
-    phases.mark("read smaps");
-    let pool = if opts.pages == PageReader::Vmsplice {
-        PipePool::for_tree(&pre.smaps.keys().copied().collect::<Vec<_>>())
+    // smaps (a walk of every page table) in a thread while the pipes are made.
+    let pids = tree_pids(opts.pid);
+    let npipes = if opts.pages == PageReader::Vmsplice {
+        PipePool::size_for(&pids)
     } else {
-        PipePool::default()
+        0
     };
-    phases.mark("make page pipes");
+    trace("pipes counted");
+    let (pre, pool) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let p = PreRead {
+                smaps: pre_read_smaps(&pids),
+                locks: std::fs::read_to_string("/proc/locks").ok(),
+            };
+            trace("smaps and locks read");
+            p
+        });
+        let pool = PipePool::make_n(npipes);
+        trace("pipes made");
+        // Without the pre-read, smaps is read while frozen (slower, as correct).
+        let pre = h.join().unwrap_or(PreRead {
+            smaps: PreSmaps::new(),
+            locks: None,
+        });
+        (pre, pool)
+    });
+    phases.mark("read smaps, make page pipes");
+    // Real-time from the freeze to the end of the collection (not while
+    // pages are written: that is long and needs no such priority).
+    let rt = Realtime::thread(0);
     let t_freeze = Instant::now();
     let mut tree = freeze::freeze_tree(opts.pid)?;
     let freezing_time = t_freeze.elapsed();
@@ -315,6 +362,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     };
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
     let res = dump_frozen(&mut ctx, &mut tree, &pre);
+    drop(rt);
     match res {
         Ok(()) => {
             let frozen_t0 = t_freeze;
@@ -483,16 +531,25 @@ struct PreRead {
     locks: Option<String>,
 }
 
-/// smaps of every process reachable from `root`, read before freezing.
-fn pre_read_smaps(root: i32) -> PreSmaps {
+/// smaps of `pids`, read before freezing.
+fn pre_read_smaps(pids: &[i32]) -> PreSmaps {
     let mut out = PreSmaps::new();
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
+    for &pid in pids {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
             if let Ok(v) = proc::parse_smaps(&s) {
                 out.insert(pid, v);
             }
         }
+    }
+    out
+}
+
+/// The processes of the tree rooted at `root` as they are now (before the freeze).
+fn tree_pids(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        out.push(pid);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
             for t in tasks.flatten() {
                 if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
@@ -756,8 +813,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         let spliced = if ctx.opts.pages == PageReader::Vmsplice {
             // The parasite runs in the target's thread: at the target's
             // priority a busy machine would stretch this, the longest step of
-            // the frozen window. Its nice value is back before anything reads it.
-            let _urgent = Urgent::thread(pid); // the leader runs the parasite
+            // the frozen window. Its policy is back before anything reads it.
+            let _rt = Realtime::thread(pid);
             Some(splice_runs(&mut para_, &mut ctx.pool, pid, &runs, &f.vmas)?)
         } else {
             None

@@ -273,3 +273,20 @@ pub fn set_thread_nice(tid: i32, nice: i32) -> io::Result<()> {
     // SAFETY: scalar arguments.
     cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } as i64).map(|_| ())
 }
+
+/// sched_getscheduler(2) of thread `tid` (0: the calling thread), with its
+/// SCHED_RESET_ON_FORK bit.
+pub fn sched_policy(tid: i32) -> io::Result<i32> {
+    // SAFETY: scalar argument.
+    cvt(unsafe { libc::sched_getscheduler(tid) } as i64).map(|p| p as i32)
+}
+
+/// sched_setscheduler(2) of thread `tid` (0: the calling thread). Going
+/// back to SCHED_OTHER/BATCH/IDLE keeps the thread's nice value.
+pub fn set_sched_policy(tid: i32, policy: i32, priority: i32) -> io::Result<()> {
+    let p = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `p` is a valid sched_param for the call.
+    cvt(unsafe { libc::sched_setscheduler(tid, policy, &p) } as i64).map(|_| ())
+}
