@@ -7,7 +7,8 @@
 #   env MIB=1024            size of the target's memory
 #       DIR=/tmp/cryo-bench  where images (and the reference file) go
 #       READER=vmsplice|readv  how pages are read (cryo --page-reader)
-#       CRYO_ARGS="..."      extra arguments for cryo dump
+#       CRYO_ARGS="..."      extra arguments for cryo dump (e.g. -v3: time per phase)
+#       VERBOSE=1            print what cryo prints after its summary line
 #
 # Why a reference: on this VM, writing 1 GiB to the page cache takes from
 # 0.25 s to over 3 s from one minute to the next (the guest's freed memory
@@ -22,7 +23,10 @@
 # than the page cache takes fresh memory: cryo reuses the pages of the
 # killed target as it drains them).
 # Each run starts with the previous images and reference file removed and
-# `sync`ed (no dirty pages queued, else writeback throttles the page cache).
+# `sync`ed (no dirty pages queued, else writeback throttles the page cache),
+# and waits 1 s after starting the target and between dump and reference:
+# right after a 1 GiB free or write, the frozen window and the page-table
+# walks were up to 3x slower (free page reporting, writeback).
 # Also prints the load average before and after: the machine is shared.
 set -euo pipefail
 RUNS=${1:-9}
@@ -51,13 +55,15 @@ for i in $(seq "$RUNS"); do
   coproc BIG { exec "$DIR/bigmem" "$MIB"; }
   read -r _ <&"${BIG[0]}"
   pid=$BIG_PID
-  if ((i % 2)); then r=$(reference); fi
+  sleep 1  # let the kernel settle after the target's start (and the last run's frees)
+  if ((i % 2)); then r=$(reference); sleep 1; fi
   # shellcheck disable=SC2086
   out=$("$CRYO" dump -t "$pid" -D "$DIR/img" --page-reader "$READER" ${CRYO_ARGS:-})
   wait "$pid" 2>/dev/null || true
-  if ! ((i % 2)); then r=$(reference); fi
-  f=$(sed -E 's/.*frozen ([0-9.]+) ms.*/\1/' <<<"$out")
-  t=$(sed -E 's/.*total ([0-9.]+) ms.*/\1/' <<<"$out")
+  if ! ((i % 2)); then sleep 1; r=$(reference); fi
+  f=$(head -1 <<<"$out" | sed -E 's/.*frozen ([0-9.]+) ms.*/\1/')
+  t=$(head -1 <<<"$out" | sed -E 's/.*total ([0-9.]+) ms.*/\1/')
+  [[ -n ${VERBOSE:-} ]] && tail -n +2 <<<"$out"
   q=$(awk -v a="$t" -v b="$r" 'BEGIN {printf "%.2f", a / b}')
   totals+=("$t"); frozens+=("$f"); refs+=("$r"); ratios+=("$q")
   echo "run $i: total ${t} ms, frozen ${f} ms, reference ${r} ms, ratio ${q} ($(du -sh "$DIR/img" | cut -f1))"

@@ -18,7 +18,7 @@ use crate::ptrace::PtraceError;
 use cryo_image::{pb, ImageError, ImageWriter};
 use freeze::{FreezeError, FrozenProc, FrozenTree};
 use mem::VmaKind;
-use pages::{check_room, drain_pending, dump_pages, scan_pages, splice_runs, PendingPages, PipePool};
+use pages::{check_room, drain_pending, dump_pages, scan_and_splice, scan_pages, PendingPages, PipePool};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -808,16 +808,16 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
         // Pages: scanned with the parasite in place (like CRIU), spliced by it
         // into pipes in vmsplice mode.
         let t_mem = Instant::now();
-        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
-        trace(&format!("pid {pid}: scan {:?}", t_mem.elapsed()));
-        let spliced = if ctx.opts.pages == PageReader::Vmsplice {
+        let (runs, scanned, spliced) = if ctx.opts.pages == PageReader::Vmsplice {
             // The parasite runs in the target's thread: at the target's
             // priority a busy machine would stretch this, the longest step of
             // the frozen window. Its policy is back before anything reads it.
             let _rt = Realtime::thread(pid);
-            Some(splice_runs(&mut para_, &mut ctx.pool, pid, &runs, &f.vmas)?)
+            let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas)?;
+            (runs, scanned, Some(pipes))
         } else {
-            None
+            let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+            (runs, scanned, None)
         };
         trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
         ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;

@@ -4,6 +4,7 @@
 //! pages-N.img once the tree is released or killed.
 
 use super::{mem, DumpCtx, DumpError, Result};
+use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
 use cryo_image::{pb, ImageWriter};
@@ -109,64 +110,153 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
 /// Biggest pipe an unprivileged F_SETPIPE_SZ gets here (pipe-max-size).
 pub(super) const PIPE_BYTES: u64 = 1 << 20;
 
-/// Have the parasite vmsplice every run into pipes of ours (1 MiB each).
-/// The vdso is copied from outside instead (its pages are the kernel's).
-pub(super) fn splice_runs(
+/// What [`scan_and_splice`] found: runs, pages scanned, and the pipes
+/// holding the runs' bytes in order (with their lengths).
+type Scanned = (Vec<mem::Run>, u64, Vec<(OwnedFd, u64)>);
+
+/// Address space scanned per step of [`scan_and_splice`]: one full batch
+/// of pipes when every page is there, so that each step's batch is in
+/// flight while the next step is scanned.
+const SCAN_STEP: u64 = MAX_FDS_PER_MSG as u64 * PIPE_BYTES;
+
+/// Scan the VMAs with PAGEMAP_SCAN and have the parasite vmsplice every run
+/// into pipes of ours (1 MiB each), pipelined: while the parasite splices
+/// one batch, the next stretch of address space is scanned. Returns the
+/// merged runs, the pages scanned, and the pipes with their lengths in
+/// the order of the runs. The vdso is copied from outside instead (its
+/// pages are the kernel's).
+pub(super) fn scan_and_splice(
     para_: &mut Parasite,
     pool: &mut PipePool,
     pid: i32,
-    runs: &[mem::Run],
     vmas: &[(Vma, VmaKind)],
-) -> Result<Vec<(OwnedFd, u64)>> {
-    use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
-    let para = |source| DumpError::Parasite { pid, source };
+) -> Result<Scanned> {
+    let pm_path = format!("/proc/{pid}/pagemap");
+    let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
+        path: pm_path.clone().into(),
+        source,
+    })?;
+    let mut batches = Splicer {
+        para_,
+        pid,
+        batch: Vec::new(),
+        in_flight: None,
+    };
+    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas);
+    // Never leave a reply unread, even on error: the parasite must be idle
+    // before it is told to go.
+    let last = batches.wait();
+    let (runs, scanned, out) = res?;
+    last?;
+    Ok((mem::merge_runs(runs), scanned, out))
+}
+
+fn scan_and_splice_inner(
+    b: &mut Splicer,
+    pm: &std::fs::File,
+    pm_path: &str,
+    pool: &mut PipePool,
+    pid: i32,
+    vmas: &[(Vma, VmaKind)],
+) -> Result<Scanned> {
     let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
-    let vdso = vmas
-        .iter()
-        .find(|(_, k)| *k == VmaKind::Vdso)
-        .map(|(v, _)| (v.start, v.end));
+    let mut runs = Vec::new();
+    let mut scanned = 0u64;
     let mut out: Vec<(OwnedFd, u64)> = Vec::new();
-    let mut batch: Vec<(Range, OwnedFd)> = Vec::new();
-    let flush = |batch: &mut Vec<(Range, OwnedFd)>, para_: &mut Parasite| -> Result<()> {
-        if batch.is_empty() {
+    for (v, k) in vmas {
+        if !matches!(
+            k,
+            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+        ) {
+            continue; // no pages of their own to dump
+        }
+        scanned += (v.end - v.start) / 4096;
+        let mut at = v.start;
+        while at < v.end {
+            let end = if *k == VmaKind::Vdso {
+                v.end
+            } else {
+                at.saturating_add(SCAN_STEP).min(v.end)
+            };
+            let part = mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end).map_err(|source| DumpError::Io {
+                path: pm_path.into(),
+                source,
+            })?;
+            at = end;
+            for r in &part {
+                let mut a = r.start;
+                let end = r.start + r.len;
+                while a < end {
+                    let n = (end - a).min(PIPE_BYTES);
+                    let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
+                    if *k == VmaKind::Vdso {
+                        let mut buf = vec![0u8; n as usize];
+                        let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
+                            .map_err(|e| io("reading the vdso", e))?;
+                        if got as u64 != n {
+                            return Err(DumpError::task(pid, "short read of the vdso"));
+                        }
+                        nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
+                    } else {
+                        b.batch.push((Range { addr: a, len: n }, wr));
+                        if b.batch.len() == MAX_FDS_PER_MSG {
+                            b.send()?;
+                        }
+                    }
+                    out.push((rd, n));
+                    a += n;
+                }
+            }
+            runs.extend(part);
+            // The step's pages go now: the next step is scanned meanwhile.
+            b.send()?;
+        }
+    }
+    Ok((runs, scanned, out))
+}
+
+/// Batches of vmsplice commands, at most one in flight.
+struct Splicer<'a, 'b> {
+    para_: &'a mut Parasite<'b>,
+    pid: i32,
+    batch: Vec<(Range, OwnedFd)>,
+    /// Bytes of the batch the parasite is splicing now.
+    in_flight: Option<u64>,
+}
+
+impl Splicer<'_, '_> {
+    /// Wait for the batch in flight (if any), then send the pending one.
+    fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let ranges: Vec<Range> = batch.iter().map(|(r, _)| *r).collect();
-        let fds: Vec<i32> = batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
-        let want: u64 = ranges.iter().map(|r| r.len).sum();
-        let got = para_.vmsplice_batch(&ranges, &fds).map_err(para)?;
+        self.wait()?;
+        let ranges: Vec<Range> = self.batch.iter().map(|(r, _)| *r).collect();
+        let fds: Vec<i32> = self.batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        let pid = self.pid;
+        self.para_
+            .vmsplice_batch_send(&ranges, &fds)
+            .map_err(|source| DumpError::Parasite { pid, source })?;
+        self.in_flight = Some(ranges.iter().map(|r| r.len).sum());
+        self.batch.clear(); // closes our write ends: the parasite has its own
+        Ok(())
+    }
+
+    /// Wait for the batch in flight, if any, and check that it was spliced whole.
+    fn wait(&mut self) -> Result<()> {
+        let Some(want) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let pid = self.pid;
+        let got = self
+            .para_
+            .vmsplice_batch_wait()
+            .map_err(|source| DumpError::Parasite { pid, source })?;
         if got != want {
             return Err(DumpError::task(pid, format!("vmsplice moved {got} of {want} bytes")));
         }
-        batch.clear(); // closes our write ends
         Ok(())
-    };
-    for r in runs {
-        let mut a = r.start;
-        let end = r.start + r.len;
-        while a < end {
-            let n = (end - a).min(PIPE_BYTES);
-            let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
-            if vdso.is_some_and(|(s, e)| a >= s && a < e) {
-                let mut buf = vec![0u8; n as usize];
-                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
-                    .map_err(|e| io("reading the vdso", e))?;
-                if got as u64 != n {
-                    return Err(DumpError::task(pid, "short read of the vdso"));
-                }
-                nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
-            } else {
-                batch.push((Range { addr: a, len: n }, wr));
-                if batch.len() == MAX_FDS_PER_MSG {
-                    flush(&mut batch, para_)?;
-                }
-            }
-            out.push((rd, n));
-            a += n;
-        }
     }
-    flush(&mut batch, para_)?;
-    Ok(out)
 }
 
 /// pagemap-PID.img, and pages-N.img: written now (readv mode) or created and
