@@ -511,6 +511,15 @@ fn sparse_pages_across_scan_steps() {
             .map(|r| r.nr_pages * 4096)
             .sum();
         assert_eq!(inside, touched, "{name}: present bytes in the mapping");
+        // VmFlags (read by a thread while the dump goes on) reach mm.img:
+        // the mapping's MADV_NOHUGEPAGE, the stack's MAP_GROWSDOWN.
+        let mm = set.mm(t.pid as u32).unwrap();
+        let vma = mm.vmas.iter().find(|v| v.start == addr).expect("the mapping");
+        assert_eq!(vma.madv, Some(1 << libc::MADV_NOHUGEPAGE), "{name}: madv");
+        assert!(
+            mm.vmas.iter().any(|v| v.flags & libc::MAP_GROWSDOWN as u32 != 0),
+            "{name}: the stack grows down"
+        );
     }
     assert!(t.alive());
 }

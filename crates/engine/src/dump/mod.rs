@@ -302,33 +302,20 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     precheck(opts.pid)?;
     let _urgent = Urgent::new();
     let mut phases = Phases::new(t0);
-    // smaps (a walk of every page table) in a thread while the pipes are made.
+    // smaps (a walk of every page table) is read by a thread while the pipes
+    // are made and the tree is frozen and collected: its VmFlags are needed
+    // only once the pages are in the pipes. /proc/locks by another.
     let pids = tree_pids(opts.pid);
     let npipes = if opts.pages == PageReader::Vmsplice {
-        PipePool::size_for(&pids)
+        PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
         0
     };
-    trace("pipes counted");
-    let (pre, pool) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let p = PreRead {
-                smaps: pre_read_smaps(&pids),
-                locks: std::fs::read_to_string("/proc/locks").ok(),
-            };
-            trace("smaps and locks read");
-            p
-        });
-        let pool = PipePool::make_n(npipes);
-        trace("pipes made");
-        // Without the pre-read, smaps is read while frozen (slower, as correct).
-        let pre = h.join().unwrap_or(PreRead {
-            smaps: PreSmaps::new(),
-            locks: None,
-        });
-        (pre, pool)
-    });
-    phases.mark("read smaps, make page pipes");
+    let mut smaps = SmapsReader::start(pids);
+    let locks = std::thread::spawn(|| std::fs::read_to_string("/proc/locks").ok());
+    let pool = PipePool::make_n(npipes);
+    let pre_locks = locks.join().ok().flatten();
+    phases.mark("make page pipes, read /proc/locks");
     // Real-time from the freeze to the end of the collection (not while
     // pages are written: that is long and needs no such priority).
     let rt = Realtime::thread(0);
@@ -361,7 +348,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         phases,
     };
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
-    let res = dump_frozen(&mut ctx, &mut tree, &pre);
+    let res = dump_frozen(&mut ctx, &mut tree, &mut smaps, pre_locks.as_deref());
     drop(rt);
     match res {
         Ok(()) => {
@@ -515,6 +502,8 @@ struct ProcFacts {
     stat: proc::Stat,
     status: proc::Status,
     vmas: Vec<(Vma, VmaKind)>,
+    /// /proc/PID/maps as read, before classification.
+    maps: Vec<Vma>,
     fds: Vec<(i32, String)>,
     timers: Vec<proc::PosixTimerInfo>,
     auxv: Vec<u64>,
@@ -524,11 +513,40 @@ struct ProcFacts {
 /// tables: far too slow to do while frozen for big processes).
 type PreSmaps = std::collections::HashMap<i32, Vec<Vma>>;
 
-/// What is read before the freeze because it is slow to read.
-struct PreRead {
+/// smaps of the tree's processes, read by a thread of its own from before
+/// the freeze (see [`dump`]).
+struct SmapsReader {
+    thread: Option<std::thread::JoinHandle<PreSmaps>>,
     smaps: PreSmaps,
-    /// /proc/locks (see [`refuse`]).
-    locks: Option<String>,
+}
+
+impl SmapsReader {
+    fn start(pids: Vec<i32>) -> Self {
+        let thread = std::thread::spawn(move || {
+            let s = pre_read_smaps(&pids);
+            trace("smaps read");
+            s
+        });
+        SmapsReader {
+            thread: Some(thread),
+            smaps: PreSmaps::new(),
+        }
+    }
+
+    /// What the thread read (waiting for it the first time). Without it
+    /// smaps is read again while frozen: slower, as correct.
+    fn get(&mut self) -> &PreSmaps {
+        if let Some(t) = self.thread.take() {
+            self.smaps = t.join().unwrap_or_default();
+        }
+        &self.smaps
+    }
+}
+
+impl Drop for SmapsReader {
+    fn drop(&mut self) {
+        self.get();
+    }
 }
 
 /// smaps of `pids`, read before freezing.
@@ -561,12 +579,11 @@ fn tree_pids(root: i32) -> Vec<i32> {
     out
 }
 
-/// The VMAs of a frozen process from /proc/PID/maps (cheap), with the
-/// VmFlags of the pre-read smaps; if any mapping changed since, smaps is
+/// The VMAs of a frozen process (`maps`, from /proc/PID/maps: cheap), with
+/// the VmFlags of the pre-read smaps; if any mapping changed since, smaps is
 /// read again now.
-fn vmas_with_flags(pid: i32, pre: &PreSmaps) -> Result<Vec<Vma>> {
+fn vmas_with_flags(pid: i32, mut maps: Vec<Vma>, pre: &PreSmaps) -> Result<Vec<Vma>> {
     let perr = |e: proc::ParseError| DumpError::task(pid, e.to_string());
-    let mut maps = proc::parse_maps(&read(&format!("/proc/{pid}/maps"), pid)?).map_err(perr)?;
     if let Some(old) = pre.get(&pid) {
         let same = |a: &Vma, b: &Vma| {
             (
@@ -575,8 +592,18 @@ fn vmas_with_flags(pid: i32, pre: &PreSmaps) -> Result<Vec<Vma>> {
                 b.start, b.end, b.read, b.write, b.exec, b.shared, b.pgoff, b.ino, &b.name,
             )
         };
-        if old.len() == maps.len() && old.iter().zip(&maps).all(|(a, b)| same(a, b)) {
-            for (m, o) in maps.iter_mut().zip(old) {
+        // Every frozen VMA must be in the snapshot as it is; the snapshot
+        // may hold more (one gone since, or the parasite's, when it was
+        // read during the frozen window).
+        let found: Option<Vec<&Vma>> = maps
+            .iter()
+            .map(|m| {
+                let i = old.partition_point(|o| o.start < m.start);
+                old.get(i).filter(|o| same(o, m))
+            })
+            .collect();
+        if let Some(found) = found {
+            for (m, o) in maps.iter_mut().zip(found) {
                 m.vmflags = o.vmflags.clone();
             }
             return Ok(maps);
@@ -585,20 +612,15 @@ fn vmas_with_flags(pid: i32, pre: &PreSmaps) -> Result<Vec<Vma>> {
     proc::parse_smaps(&read(&format!("/proc/{pid}/smaps"), pid)?).map_err(perr)
 }
 
-fn collect_facts(pid: i32, pre: &PreSmaps) -> Result<ProcFacts> {
+/// Facts of a frozen process; its VMAs without VmFlags (see [`with_vmflags`]).
+fn collect_facts(pid: i32) -> Result<ProcFacts> {
     let stat =
         proc::parse_stat(&read(&format!("/proc/{pid}/stat"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
     let status = proc::parse_status(&read(&format!("/proc/{pid}/status"), pid)?)
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
-    let smaps = vmas_with_flags(pid, pre)?;
-    let mut vmas: Vec<(Vma, VmaKind)> = smaps
-        .into_iter()
-        .map(|v| {
-            let k = mem::classify(&v);
-            (v, k)
-        })
-        .collect();
-    mem::merge_vvar(&mut vmas);
+    let maps =
+        proc::parse_maps(&read(&format!("/proc/{pid}/maps"), pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let vmas = classify_vmas(maps.clone());
     let timers = proc::parse_timers(&read(&format!("/proc/{pid}/timers"), pid).unwrap_or_default())
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
     let auxv_path = format!("/proc/{pid}/auxv");
@@ -629,10 +651,40 @@ fn collect_facts(pid: i32, pre: &PreSmaps) -> Result<ProcFacts> {
         stat,
         status,
         vmas,
+        maps,
         fds,
         timers,
         auxv,
     })
+}
+
+fn classify_vmas(maps: Vec<Vma>) -> Vec<(Vma, VmaKind)> {
+    let mut vmas: Vec<(Vma, VmaKind)> = maps
+        .into_iter()
+        .map(|v| {
+            let k = mem::classify(&v);
+            (v, k)
+        })
+        .collect();
+    mem::merge_vvar(&mut vmas);
+    vmas
+}
+
+/// `f.vmas` with their VmFlags, from the smaps read by `smaps` if the
+/// layout is the same as the frozen one, else from smaps read now.
+fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<()> {
+    let flagged = vmas_with_flags(pid, std::mem::take(&mut f.maps), smaps.get())?;
+    let vmas = classify_vmas(flagged);
+    let same = vmas.len() == f.vmas.len()
+        && vmas
+            .iter()
+            .zip(&f.vmas)
+            .all(|((a, ka), (b, kb))| (a.start, a.end, ka) == (b.start, b.end, kb));
+    if !same {
+        return Err(DumpError::task(pid, "its mappings changed while it was frozen"));
+    }
+    f.vmas = vmas;
+    Ok(())
 }
 
 /// Refuse what we cannot dump yet, before writing anything.
@@ -707,7 +759,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
     Ok(())
 }
 
-fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreRead) -> Result<()> {
+fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader, locks: Option<&str>) -> Result<()> {
     ctx.opts.stage(Stage::Frozen);
     let mut facts = Vec::new();
     let t = Instant::now();
@@ -716,8 +768,8 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreRead) -> Resul
             facts.push(None);
             continue;
         }
-        let f = collect_facts(p.pid, &pre.smaps)?;
-        refuse(p.pid, &f, ctx.opts.file_locks, pre.locks.as_deref())?;
+        let f = collect_facts(p.pid)?;
+        refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
         facts.push(Some(f));
     }
     trace(&format!("facts {:?}", t.elapsed()));
@@ -739,7 +791,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, pre: &PreRead) -> Resul
     }
     for (p, f) in tree.procs.iter_mut().zip(facts) {
         match f {
-            Some(f) => dump_proc(ctx, p, f)?,
+            Some(f) => dump_proc(ctx, p, f, smaps)?,
             None => dump_zombie(ctx, p)?,
         }
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
@@ -781,7 +833,7 @@ fn root_ns_ids() -> pb::TaskKobjIdsEntry {
     }
 }
 
-fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> {
+fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mut SmapsReader) -> Result<()> {
     let pid = p.pid;
     let ptr = |source| DumpError::Ptrace { pid, source };
     let para = |source| DumpError::Parasite { pid, source };
@@ -828,6 +880,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, f: ProcFacts) -> Result<()> 
     };
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
+    with_vmflags(pid, &mut f, smaps)?;
+    trace(&format!("pid {pid}: vmflags"));
 
     // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
     let mut vma_entries = Vec::new();
