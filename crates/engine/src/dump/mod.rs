@@ -302,9 +302,10 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     precheck(opts.pid)?;
     let _urgent = Urgent::new();
     let mut phases = Phases::new(t0);
-    // smaps (a walk of every page table) is read by a thread while the pipes
-    // are made and the tree is frozen and collected: its VmFlags are needed
-    // only once the pages are in the pipes. /proc/locks by another.
+    // smaps (a walk of every page table) and /proc/locks are read by threads
+    // while the pipes are made. Not later: a smaps walk still running in the
+    // frozen window delays the parasite's mmap (mmap_lock) and slows the
+    // vmsplice down by half.
     let pids = tree_pids(opts.pid);
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
@@ -315,7 +316,8 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let locks = std::thread::spawn(|| std::fs::read_to_string("/proc/locks").ok());
     let pool = PipePool::make_n(npipes);
     let pre_locks = locks.join().ok().flatten();
-    phases.mark("make page pipes, read /proc/locks");
+    smaps.get();
+    phases.mark("make page pipes, read smaps and /proc/locks");
     // Real-time from the freeze to the end of the collection (not while
     // pages are written: that is long and needs no such priority).
     let rt = Realtime::thread(0);
@@ -513,8 +515,8 @@ struct ProcFacts {
 /// tables: far too slow to do while frozen for big processes).
 type PreSmaps = std::collections::HashMap<i32, Vec<Vma>>;
 
-/// smaps of the tree's processes, read by a thread of its own from before
-/// the freeze (see [`dump`]).
+/// smaps of the tree's processes, read by a thread of its own before the
+/// freeze (see [`dump`]).
 struct SmapsReader {
     thread: Option<std::thread::JoinHandle<PreSmaps>>,
     smaps: PreSmaps,
