@@ -435,10 +435,15 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
                     format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
                 ));
             }
-            f.write_all(&buf[..*len]).map_err(|source| DumpError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            // 1 MiB per write: larger writes get 2 MiB page-cache folios,
+            // which on this VM come from memory the host has to fault in
+            // again (see scripts/bench-dump.sh).
+            for piece in buf[..*len].chunks(PIPE_BYTES as usize) {
+                f.write_all(piece).map_err(|source| DumpError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
             let done = *len as u64;
             batch.clear();
             *len = 0;
