@@ -317,7 +317,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let pool = PipePool::make_n(npipes);
     let pre_locks = locks.join().ok().flatten();
     smaps.get();
-    phases.mark("make page pipes, read smaps and /proc/locks");
+    phases.mark("pipes, smaps, /proc/locks");
     // Real-time from the freeze to the end of the collection (not while
     // pages are written: that is long and needs no such priority).
     let rt = Realtime::thread(0);
