@@ -595,8 +595,7 @@ fn vmas_with_flags(pid: i32, mut maps: Vec<Vma>, pre: &PreSmaps) -> Result<Vec<V
             )
         };
         // Every frozen VMA must be in the snapshot as it is; the snapshot
-        // may hold more (one gone since, or the parasite's, when it was
-        // read during the frozen window).
+        // may hold more (one unmapped since it was read).
         let found: Option<Vec<&Vma>> = maps
             .iter()
             .map(|m| {
