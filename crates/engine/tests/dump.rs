@@ -474,6 +474,59 @@ fn page_readers_agree() {
     assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
 }
 
+/// A big mapping with a few runs of pages, across the steps in which the
+/// vmsplice reader scans and splices (250 MiB) and across 1 MiB pipes: both
+/// readers record exactly the touched pages, with their contents.
+#[test]
+fn sparse_pages_across_scan_steps() {
+    let (t, line) = Target::start("sparse", &[]);
+    let addr = hex(&kv(&line, "addr"));
+    let len: u64 = kv(&line, "len").parse().unwrap();
+    let runs: Vec<(u64, u64)> = kv(&line, "runs")
+        .split(',')
+        .map(|r| {
+            let (o, l) = r.split_once(':').unwrap();
+            (o.parse().unwrap(), l.parse().unwrap())
+        })
+        .collect();
+    let byte = |o: u64| ((o * 31 + (o >> 12)) | 1) as u8;
+    let touched: u64 = runs.iter().map(|(_, l)| l).sum();
+    for (name, reader) in [
+        ("readv", dump::PageReader::Readv),
+        ("vmsplice", dump::PageReader::Vmsplice),
+    ] {
+        let imgs = tmp_dir(&format!("sparse-{name}"));
+        let mut o = DumpOpts::new(t.pid, &imgs);
+        o.leave_running = true;
+        o.pages = reader;
+        dump::dump(o).unwrap();
+        let set = ImageSet::open(&imgs).unwrap();
+        for &(off, l) in &runs {
+            let got = set.read_memory(t.pid as u32, addr + off, l as usize).unwrap();
+            let want: Vec<u8> = (off..off + l).map(byte).collect();
+            assert!(got == want, "{name}: run at +{off:#x}");
+        }
+        let pm = set.pagemap(t.pid as u32).unwrap();
+        let inside: u64 = pm
+            .runs
+            .iter()
+            .filter(|r| r.offset.is_some() && r.vaddr >= addr && r.end() <= addr + len)
+            .map(|r| r.nr_pages * 4096)
+            .sum();
+        assert_eq!(inside, touched, "{name}: present bytes in the mapping");
+        // VmFlags (read by a thread while the dump goes on) reach mm.img:
+        // the mapping's MADV_NOHUGEPAGE, the stack's MAP_GROWSDOWN.
+        let mm = set.mm(t.pid as u32).unwrap();
+        let vma = mm.vmas.iter().find(|v| v.start == addr).expect("the mapping");
+        assert_eq!(vma.madv, Some(1 << libc::MADV_NOHUGEPAGE), "{name}: madv");
+        assert!(
+            mm.vmas.iter().any(|v| v.flags & libc::MAP_GROWSDOWN as u32 != 0),
+            "{name}: the stack grows down"
+        );
+    }
+    assert!(t.alive());
+}
+
 /// File locks: refused without --file-locks (nothing written, program
 /// untouched); recorded in filelocks.img with it.
 #[test]

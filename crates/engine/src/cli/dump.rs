@@ -35,7 +35,8 @@ pub struct Args {
     /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
     #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
     pub page_reader: Reader,
-    /// Verbosity 0..4 (`-v4`).
+    /// Verbosity 0..4 (`-v4`); from 3 on, the time of each phase of the
+    /// dump is printed after the summary line.
     #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
 }
@@ -86,6 +87,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
         Err(e) => format!("dump of pid {} failed: {e}", a.pid),
     };
+    let mut line = line;
+    if let (Ok(s), Some(3..)) = (&res, a.verbosity) {
+        for (name, d) in &s.phases {
+            line.push_str(&format!("\n  {:<32} {:>9.1} ms", name, d.as_secs_f64() * 1e3));
+        }
+    }
     if let Some(log) = &a.log {
         let p = if log.is_absolute() {
             log.clone()

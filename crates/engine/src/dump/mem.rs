@@ -163,6 +163,11 @@ pub struct Run {
 
 /// The pages of one VMA worth dumping, via PAGEMAP_SCAN on `pagemap_fd`.
 pub fn scan_vma(pagemap_fd: i32, v: &Vma, kind: VmaKind) -> std::io::Result<Vec<Run>> {
+    scan_vma_part(pagemap_fd, v, kind, v.start, v.end)
+}
+
+/// [`scan_vma`] of `[start, end)`, a part of `v` (the vdso is always whole).
+pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u64) -> std::io::Result<Vec<Run>> {
     let (anyof, excl, flags) = match kind {
         VmaKind::Heap | VmaKind::AnonPrivate => (
             sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
@@ -185,7 +190,14 @@ pub fn scan_vma(pagemap_fd: i32, v: &Vma, kind: VmaKind) -> std::io::Result<Vec<
         }
         _ => return Ok(Vec::new()),
     };
-    let regions = sys::pagemap_scan(pagemap_fd, v.start, v.end, anyof, excl, anyof | excl)?;
+    let regions = sys::pagemap_scan(
+        pagemap_fd,
+        start.max(v.start),
+        end.min(v.end),
+        anyof,
+        excl,
+        anyof | excl,
+    )?;
     Ok(regions
         .into_iter()
         .map(|r| Run {

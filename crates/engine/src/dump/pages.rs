@@ -4,6 +4,7 @@
 //! pages-N.img once the tree is released or killed.
 
 use super::{mem, DumpCtx, DumpError, Result};
+use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
 use cryo_image::{pb, ImageWriter};
@@ -26,8 +27,12 @@ impl PipePool {
         Ok((rd, wr))
     }
 
-    /// Enough pipes for the anonymous memory of `pids` (RssAnon), within our fd limit.
-    pub(super) fn for_tree(pids: &[i32]) -> PipePool {
+    /// How many pipes the anonymous memory of `pids` (RssAnon) needs,
+    /// within our fd limit (raised to the hard one). The fd table is grown
+    /// for them now: call this before starting other threads, since growing
+    /// a table that threads share waits for an RCU grace period each time
+    /// it doubles (~10 ms here, five times for 1 GiB).
+    pub(super) fn size_for(pids: &[i32]) -> usize {
         let anon_kb: u64 = pids
             .iter()
             .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
@@ -42,8 +47,21 @@ impl PipePool {
         let lim = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, lim.1, lim.1);
         let room = (lim.1.saturating_sub(256) / 2) as usize;
+        let n = want.min(room);
+        // The lowest free fd from 2n + 64 on: the table grows to hold it.
+        if let Ok(f) = std::fs::File::open("/dev/null") {
+            let high = (2 * n + 64).min(lim.1.saturating_sub(1) as usize) as i32;
+            if let Ok(fd) = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(high)) {
+                let _ = nix::unistd::close(fd);
+            }
+        }
+        n
+    }
+
+    /// `n` pipes (fewer if we run out of fds: more are made on demand).
+    pub(super) fn make_n(n: usize) -> PipePool {
         let mut pool = PipePool::default();
-        for _ in 0..want.min(room) {
+        for _ in 0..n {
             match Self::make() {
                 Ok(p) => pool.pipes.push(p),
                 Err(_) => break,
@@ -92,64 +110,153 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
 /// Biggest pipe an unprivileged F_SETPIPE_SZ gets here (pipe-max-size).
 pub(super) const PIPE_BYTES: u64 = 1 << 20;
 
-/// Have the parasite vmsplice every run into pipes of ours (1 MiB each).
-/// The vdso is copied from outside instead (its pages are the kernel's).
-pub(super) fn splice_runs(
+/// What [`scan_and_splice`] found: runs, pages scanned, and the pipes
+/// holding the runs' bytes in order (with their lengths).
+type Scanned = (Vec<mem::Run>, u64, Vec<(OwnedFd, u64)>);
+
+/// Address space scanned per step of [`scan_and_splice`]: one full batch
+/// of pipes when every page is there, so that each step's batch is in
+/// flight while the next step is scanned.
+const SCAN_STEP: u64 = MAX_FDS_PER_MSG as u64 * PIPE_BYTES;
+
+/// Scan the VMAs with PAGEMAP_SCAN and have the parasite vmsplice every run
+/// into pipes of ours (1 MiB each), pipelined: while the parasite splices
+/// one batch, the next stretch of address space is scanned. Returns the
+/// merged runs, the pages scanned, and the pipes with their lengths in
+/// the order of the runs. The vdso is copied from outside instead (its
+/// pages are the kernel's).
+pub(super) fn scan_and_splice(
     para_: &mut Parasite,
     pool: &mut PipePool,
     pid: i32,
-    runs: &[mem::Run],
     vmas: &[(Vma, VmaKind)],
-) -> Result<Vec<(OwnedFd, u64)>> {
-    use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
-    let para = |source| DumpError::Parasite { pid, source };
+) -> Result<Scanned> {
+    let pm_path = format!("/proc/{pid}/pagemap");
+    let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
+        path: pm_path.clone().into(),
+        source,
+    })?;
+    let mut batches = Splicer {
+        para_,
+        pid,
+        batch: Vec::new(),
+        in_flight: None,
+    };
+    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas);
+    // Never leave a reply unread, even on error: the parasite must be idle
+    // before it is told to go.
+    let last = batches.wait();
+    let (runs, scanned, out) = res?;
+    last?;
+    Ok((mem::merge_runs(runs), scanned, out))
+}
+
+fn scan_and_splice_inner(
+    b: &mut Splicer,
+    pm: &std::fs::File,
+    pm_path: &str,
+    pool: &mut PipePool,
+    pid: i32,
+    vmas: &[(Vma, VmaKind)],
+) -> Result<Scanned> {
     let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
-    let vdso = vmas
-        .iter()
-        .find(|(_, k)| *k == VmaKind::Vdso)
-        .map(|(v, _)| (v.start, v.end));
+    let mut runs = Vec::new();
+    let mut scanned = 0u64;
     let mut out: Vec<(OwnedFd, u64)> = Vec::new();
-    let mut batch: Vec<(Range, OwnedFd)> = Vec::new();
-    let flush = |batch: &mut Vec<(Range, OwnedFd)>, para_: &mut Parasite| -> Result<()> {
-        if batch.is_empty() {
+    for (v, k) in vmas {
+        if !matches!(
+            k,
+            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+        ) {
+            continue; // no pages of their own to dump
+        }
+        scanned += (v.end - v.start) / 4096;
+        let mut at = v.start;
+        while at < v.end {
+            let end = if *k == VmaKind::Vdso {
+                v.end
+            } else {
+                at.saturating_add(SCAN_STEP).min(v.end)
+            };
+            let part = mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end).map_err(|source| DumpError::Io {
+                path: pm_path.into(),
+                source,
+            })?;
+            at = end;
+            for r in &part {
+                let mut a = r.start;
+                let end = r.start + r.len;
+                while a < end {
+                    let n = (end - a).min(PIPE_BYTES);
+                    let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
+                    if *k == VmaKind::Vdso {
+                        let mut buf = vec![0u8; n as usize];
+                        let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
+                            .map_err(|e| io("reading the vdso", e))?;
+                        if got as u64 != n {
+                            return Err(DumpError::task(pid, "short read of the vdso"));
+                        }
+                        nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
+                    } else {
+                        b.batch.push((Range { addr: a, len: n }, wr));
+                        if b.batch.len() == MAX_FDS_PER_MSG {
+                            b.send()?;
+                        }
+                    }
+                    out.push((rd, n));
+                    a += n;
+                }
+            }
+            runs.extend(part);
+            // The step's pages go now: the next step is scanned meanwhile.
+            b.send()?;
+        }
+    }
+    Ok((runs, scanned, out))
+}
+
+/// Batches of vmsplice commands, at most one in flight.
+struct Splicer<'a, 'b> {
+    para_: &'a mut Parasite<'b>,
+    pid: i32,
+    batch: Vec<(Range, OwnedFd)>,
+    /// Bytes of the batch the parasite is splicing now.
+    in_flight: Option<u64>,
+}
+
+impl Splicer<'_, '_> {
+    /// Wait for the batch in flight (if any), then send the pending one.
+    fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let ranges: Vec<Range> = batch.iter().map(|(r, _)| *r).collect();
-        let fds: Vec<i32> = batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
-        let want: u64 = ranges.iter().map(|r| r.len).sum();
-        let got = para_.vmsplice_batch(&ranges, &fds).map_err(para)?;
+        self.wait()?;
+        let ranges: Vec<Range> = self.batch.iter().map(|(r, _)| *r).collect();
+        let fds: Vec<i32> = self.batch.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        let pid = self.pid;
+        self.para_
+            .vmsplice_batch_send(&ranges, &fds)
+            .map_err(|source| DumpError::Parasite { pid, source })?;
+        self.in_flight = Some(ranges.iter().map(|r| r.len).sum());
+        self.batch.clear(); // closes our write ends: the parasite has its own
+        Ok(())
+    }
+
+    /// Wait for the batch in flight, if any, and check that it was spliced whole.
+    fn wait(&mut self) -> Result<()> {
+        let Some(want) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let pid = self.pid;
+        let got = self
+            .para_
+            .vmsplice_batch_wait()
+            .map_err(|source| DumpError::Parasite { pid, source })?;
         if got != want {
             return Err(DumpError::task(pid, format!("vmsplice moved {got} of {want} bytes")));
         }
-        batch.clear(); // closes our write ends
         Ok(())
-    };
-    for r in runs {
-        let mut a = r.start;
-        let end = r.start + r.len;
-        while a < end {
-            let n = (end - a).min(PIPE_BYTES);
-            let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
-            if vdso.is_some_and(|(s, e)| a >= s && a < e) {
-                let mut buf = vec![0u8; n as usize];
-                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
-                    .map_err(|e| io("reading the vdso", e))?;
-                if got as u64 != n {
-                    return Err(DumpError::task(pid, "short read of the vdso"));
-                }
-                nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
-            } else {
-                batch.push((Range { addr: a, len: n }, wr));
-                if batch.len() == MAX_FDS_PER_MSG {
-                    flush(&mut batch, para_)?;
-                }
-            }
-            out.push((rd, n));
-            a += n;
-        }
     }
-    flush(&mut batch, para_)?;
-    Ok(out)
 }
 
 /// pagemap-PID.img, and pages-N.img: written now (readv mode) or created and
@@ -218,21 +325,31 @@ pub(super) fn check_room(ctx: &DumpCtx) -> Result<()> {
     Ok(())
 }
 
-/// Drain the page pipes into their pages files.
-pub(super) fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
-    let t = Instant::now();
-    // Every pipe goes to a known offset of its file: split the work over two
-    // threads (splice copies into the page cache; one core is not enough).
+/// Drain the page pipes into their pages files, `threads` at a time.
+///
+/// Each file is first given its blocks with fallocate (on ext4 this takes a
+/// few ms for 1 GiB and makes the writes after it cheaper: no delayed
+/// allocation to reserve block by block); not on tmpfs, where it would
+/// allocate and zero every page before the copy. Splice then copies each
+/// pipe into the page cache at its offset: once the tree is dead the pipes
+/// hold the last references to its pages, so every splice frees pages that
+/// the next one reuses (recently used memory, where fresh memory may first
+/// have to be faulted in by the hypervisor).
+pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Result<()> {
     let mut jobs: Vec<(usize, OwnedFd, u64, u64)> = Vec::new();
     let mut files = Vec::new();
-    for (i, p) in std::mem::take(&mut ctx.pending).into_iter().enumerate() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p.path)
-            .map_err(|source| DumpError::Io {
-                path: p.path.clone(),
-                source,
-            })?;
+    for (i, p) in pending.into_iter().enumerate() {
+        let io = |source| DumpError::Io {
+            path: p.path.clone(),
+            source,
+        };
+        let f = std::fs::OpenOptions::new().write(true).open(&p.path).map_err(io)?;
+        if p.len > 0 && !is_tmpfs(&f) {
+            match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, p.len as i64) {
+                Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => {}
+                Err(e) => return Err(io(e.into())),
+            }
+        }
         let mut off = 0;
         for (rd, len) in p.pipes {
             jobs.push((i, rd, off, len));
@@ -240,8 +357,6 @@ pub(super) fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
         }
         files.push((p.path, f));
     }
-    let half = jobs.len() / 2;
-    let second = jobs.split_off(half);
     let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
         for (i, rd, off, len) in jobs {
             let (path, f) = &files[i];
@@ -267,19 +382,31 @@ pub(super) fn drain_pending(ctx: &mut DumpCtx) -> Result<()> {
         }
         Ok(())
     };
-    let (a, b) = std::thread::scope(|s| {
-        let h = s.spawn(|| run(second));
-        let a = run(jobs);
-        (
-            a,
-            h.join()
-                .unwrap_or_else(|_| Err(DumpError::task(0, "page writer thread panicked"))),
-        )
-    });
-    a?;
-    b?;
-    ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
-    Ok(())
+    // Consecutive shares, so that threads mostly write different files.
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let per = jobs.len().div_ceil(threads);
+    let mut shares = Vec::new();
+    while jobs.len() > per {
+        let rest = jobs.split_off(per);
+        shares.push(std::mem::replace(&mut jobs, rest));
+    }
+    shares.push(jobs);
+    let first = shares.remove(0);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = shares.into_iter().map(|j| s.spawn(|| run(j))).collect();
+        let mut res = run(first);
+        for h in hs {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(DumpError::task(0, "page writer thread panicked")));
+            res = res.and(r);
+        }
+        res
+    })
+}
+
+fn is_tmpfs(f: &std::fs::File) -> bool {
+    nix::sys::statfs::fstatfs(f).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
 /// Read the runs with process_vm_readv in large chunks and append them to the pages file.
@@ -308,10 +435,15 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
                     format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
                 ));
             }
-            f.write_all(&buf[..*len]).map_err(|source| DumpError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            // 1 MiB per write: larger writes get 2 MiB page-cache folios,
+            // which on this VM come from memory the host has to fault in
+            // again (see scripts/bench-dump.sh).
+            for piece in buf[..*len].chunks(PIPE_BYTES as usize) {
+                f.write_all(piece).map_err(|source| DumpError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
             let done = *len as u64;
             batch.clear();
             *len = 0;

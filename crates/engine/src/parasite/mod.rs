@@ -220,6 +220,12 @@ impl<'a> Parasite<'a> {
 
     /// Send a command (with an optional fd) and read the reply.
     pub fn call(&mut self, cmd: Cmd, payload: &[u8], fds: &[RawFd]) -> Result<Vec<u8>> {
+        self.send(cmd, payload, fds)?;
+        self.reply(cmd.cmd)
+    }
+
+    /// Send a command (with fds) without waiting for its reply.
+    fn send(&mut self, cmd: Cmd, payload: &[u8], fds: &[RawFd]) -> Result<()> {
         let tid = self.task.tid();
         let sk = self.sock.as_ref().expect("connected").as_raw_fd();
         let mut msg = Vec::with_capacity(size_of::<Cmd>() + payload.len());
@@ -252,6 +258,13 @@ impl<'a> Parasite<'a> {
         if unsafe { libc::sendmsg(sk, &mh, libc::MSG_NOSIGNAL) } < 0 {
             return Err(io_err(tid, "sending a command"));
         }
+        Ok(())
+    }
+
+    /// Read the reply to command `cmd` (sent with [`Parasite::send`]).
+    fn reply(&mut self, cmd: u32) -> Result<Vec<u8>> {
+        let tid = self.task.tid();
+        let sk = self.sock.as_ref().expect("connected").as_raw_fd();
         self.wait_readable(sk)?;
         let mut buf = vec![0u8; MAX_MSG + 64];
         // SAFETY: buf is writable.
@@ -263,21 +276,21 @@ impl<'a> Parasite<'a> {
         if n < size_of::<Reply>() {
             return Err(ParasiteError::Proto {
                 tid,
-                what: format!("short reply ({n} bytes) to command {}", cmd.cmd),
+                what: format!("short reply ({n} bytes) to command {}", cmd),
             });
         }
         // SAFETY: buf holds a Reply.
         let rep: Reply = unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const Reply) };
-        if rep.cmd != cmd.cmd || size_of::<Reply>() + rep.len as usize != n {
+        if rep.cmd != cmd || size_of::<Reply>() + rep.len as usize != n {
             return Err(ParasiteError::Proto {
                 tid,
-                what: format!("bad reply {rep:?} to command {}", cmd.cmd),
+                what: format!("bad reply {rep:?} to command {cmd}"),
             });
         }
         if rep.status < 0 {
             return Err(ParasiteError::Command {
                 tid,
-                cmd: cmd.cmd,
+                cmd,
                 errno: -rep.status,
             });
         }
@@ -382,6 +395,15 @@ impl<'a> Parasite<'a> {
     /// order, at most [`MAX_FDS_PER_MSG`]); the parasite closes its copies.
     /// Returns the bytes spliced.
     pub fn vmsplice_batch(&mut self, ranges: &[Range], pipes: &[RawFd]) -> Result<u64> {
+        self.vmsplice_batch_send(ranges, pipes)?;
+        self.vmsplice_batch_wait()
+    }
+
+    /// [`Parasite::vmsplice_batch`] in two halves, so that the caller can
+    /// work while the blob splices: send the batch now, and call
+    /// [`Parasite::vmsplice_batch_wait`] before any other command. Our
+    /// copies of the pipe ends may be closed as soon as this returns.
+    pub fn vmsplice_batch_send(&mut self, ranges: &[Range], pipes: &[RawFd]) -> Result<()> {
         assert_eq!(ranges.len(), pipes.len());
         assert!(pipes.len() <= MAX_FDS_PER_MSG);
         let mut cmd = Cmd {
@@ -392,7 +414,12 @@ impl<'a> Parasite<'a> {
         // SAFETY: Range is plain #[repr(C)] data.
         let payload =
             unsafe { std::slice::from_raw_parts(ranges.as_ptr() as *const u8, std::mem::size_of_val(ranges)) };
-        let r = self.call(cmd, payload, pipes)?;
+        self.send(cmd, payload, pipes)
+    }
+
+    /// The bytes spliced by the batch sent last with [`Parasite::vmsplice_batch_send`].
+    pub fn vmsplice_batch_wait(&mut self) -> Result<u64> {
+        let r = self.reply(CMD_VMSPLICE_BATCH)?;
         Ok(self.read_array::<u64>(&r, 1)?[0])
     }
 

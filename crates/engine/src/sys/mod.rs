@@ -260,3 +260,40 @@ pub fn membarrier(cmd: u32, flags: u32) -> io::Result<i32> {
     // SAFETY: scalar arguments.
     Ok(cvt(unsafe { libc::syscall(libc::SYS_membarrier, cmd as libc::c_int, flags, 0) })? as i32)
 }
+
+/// The nice value of thread `tid` (0: the calling thread; Linux keeps one per thread).
+pub fn thread_nice(tid: i32) -> io::Result<i32> {
+    // getpriority returns the value itself; -1 is ambiguous, so errno decides.
+    // SAFETY: errno is thread-local; scalar arguments.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let v = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if v == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    }
+}
+
+/// Set the nice value of thread `tid` (0: the calling thread), not of its whole process.
+pub fn set_thread_nice(tid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } as i64).map(|_| ())
+}
+
+/// sched_getscheduler(2) of thread `tid` (0: the calling thread), with its
+/// SCHED_RESET_ON_FORK bit.
+pub fn sched_policy(tid: i32) -> io::Result<i32> {
+    // SAFETY: scalar argument.
+    cvt(unsafe { libc::sched_getscheduler(tid) } as i64).map(|p| p as i32)
+}
+
+/// sched_setscheduler(2) of thread `tid` (0: the calling thread). Going
+/// back to SCHED_OTHER/BATCH/IDLE keeps the thread's nice value.
+pub fn set_sched_policy(tid: i32, policy: i32, priority: i32) -> io::Result<()> {
+    let p = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `p` is a valid sched_param for the call.
+    cvt(unsafe { libc::sched_setscheduler(tid, policy, &p) } as i64).map(|_| ())
+}
