@@ -1938,3 +1938,134 @@ fn bad_affinity_sidecars_are_refused_before_any_task() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// (ppid, pgid, sid) of the task with inner pid `inner`, as seen inside the namespace.
+fn ns_ids(ns: &Ns, inner: i32) -> (i32, i32, i32) {
+    let o = ns.outer(inner).unwrap_or_else(|| panic!("pid {inner} is not running"));
+    let get = |pid: i32, key: &str| -> i32 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let l = st.lines().find(|l| l.starts_with(key)).unwrap();
+        l.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let outer_ppid = get(o, "PPid:");
+    (get(outer_ppid, "NSpid:"), get(o, "NSpgid:"), get(o, "NSsid:"))
+}
+
+/// A double-forked daemon (tests/progs/daemon.c): its session and group are
+/// led by an intermediate process that exited, and with `group` its child is
+/// in a group whose leader exited too. `cryo dump` of the daemon, then `cryo
+/// restore` twice: helper tasks with those pids recreate the session and the
+/// groups and are gone afterwards; every task has its dumped sid and pgid, the
+/// child its parent, and the daemon the restoring cryo as its parent.
+fn daemon_twice(group: bool) {
+    let prog = build_prog("daemon");
+    let arg = if group { "group" } else { "" };
+    let want_files = if group {
+        "[ ! -s daemon.status ] || [ ! -s daemon.kid.status ]"
+    } else {
+        "[ ! -s daemon.status ]"
+    };
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor {arg} >/dev/null 2>&1 </dev/null; \
+         while {want_files}; do sleep 0.02; done; \
+         D=$(sed 's/^pid=\\([0-9]*\\).*/\\1/' daemon.status); \
+         mkdir img; {CRYO} dump -t $D -D img 2>.dump-err; echo $? > .dump-rc; \
+         for i in 1 2; do \
+           {CRYO} restore -D img 2>.cryo-err$i & R=$!; echo $R > .cryo-pid$i; \
+           while [ ! -e .next$i ]; do sleep 0.02; done; \
+           wait $R; echo $? > .cryo-rc$i; \
+         done; exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let rc = ns.wait_status(".dump-rc", "\n");
+    let derr = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
+    assert_eq!(rc.trim(), "0", "cryo dump of the daemon failed: {derr}");
+    let st = ns.wait_status("daemon.status", "kidpgid=");
+    let (pid, sid, pgid): (i32, i32, i32) = (
+        field(&st, "pid").parse().unwrap(),
+        field(&st, "sid").parse().unwrap(),
+        field(&st, "pgid").parse().unwrap(),
+    );
+    let (kid, kid_pgid): (i32, i32) = (
+        field(&st, "kid").parse().unwrap(),
+        field(&st, "kidpgid").parse().unwrap(),
+    );
+    // The shape under test: session and group of a gone leader.
+    assert!(sid != pid && pgid == sid, "{st}");
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let tree = set.pstree().unwrap();
+    assert_eq!(tree[0].pid as i32, pid);
+    assert_eq!((tree[0].sid as i32, tree[0].pgid as i32), (sid, sid));
+    let mut helpers = vec![sid];
+    if group {
+        assert!(kid_pgid != kid && kid_pgid != pid && kid_pgid != sid, "{st}");
+        assert_eq!(tree.len(), 2);
+        assert_eq!(
+            (
+                tree[1].pid as i32,
+                tree[1].ppid as i32,
+                tree[1].sid as i32,
+                tree[1].pgid as i32
+            ),
+            (kid, pid, sid, kid_pgid)
+        );
+        helpers.push(kid_pgid);
+    } else {
+        assert_eq!(tree.len(), 1);
+    }
+    for round in 1..=2u32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ns.inner_pids().contains(&pid) || (group && !ns.inner_pids().contains(&kid)) {
+            let err = std::fs::read_to_string(ns.anchor(&format!(".cryo-err{round}"))).unwrap_or_default();
+            let done = ns.anchor(&format!(".cryo-rc{round}")).exists();
+            assert!(
+                Instant::now() < deadline && !err.contains("error") && !done,
+                "round {round}: not restored: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Each task checks itself once it runs again (so the restore is over).
+        let mut tags = vec![("", pid)];
+        if group {
+            tags.push((".kid", kid));
+        }
+        for (tag, p) in &tags {
+            let f = format!("daemon{tag}.verify.status");
+            let _ = std::fs::remove_file(ns.anchor(&f));
+            ns.kill(*p, libc::SIGUSR1);
+            assert_eq!(ns.wait_status(&f, "\n").trim(), "ok", "round {round}: pid {p}");
+        }
+        let cryo: i32 = ns
+            .wait_status(&format!(".cryo-pid{round}"), "\n")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(ns_ids(&ns, pid), (cryo, sid, sid), "round {round}: the daemon");
+        if group {
+            assert_eq!(ns_ids(&ns, kid), (pid, kid_pgid, sid), "round {round}: its child");
+        }
+        // No helper is left, running or zombie.
+        for h in &helpers {
+            assert_eq!(ns.outer_any(*h), None, "round {round}: helper {h} is still there");
+        }
+        if group {
+            ns.kill(kid, libc::SIGKILL);
+        }
+        ns.kill(pid, libc::SIGKILL);
+        std::fs::write(ns.anchor(&format!(".next{round}")), "").unwrap();
+        let rc = ns.wait_status(&format!(".cryo-rc{round}"), "\n");
+        assert_eq!(rc.trim(), "137", "round {round}: exit status of the SIGKILLed daemon");
+    }
+}
+
+#[test]
+fn a_double_forked_daemon_restores_its_gone_session_leader_twice() {
+    daemon_twice(false);
+}
+
+#[test]
+fn a_daemon_with_a_child_in_a_leaderless_group_restores_twice() {
+    daemon_twice(true);
+}

@@ -155,6 +155,8 @@ pub struct RestoreCtx {
     pool: Vec<OwnedFd>,
     err_r: Option<OwnedFd>,
     root: Option<i32>,
+    /// Helper tasks cryo forked itself (to kill on abort, reap at the end).
+    helpers: Vec<i32>,
 }
 
 /// What a successful restore leaves.
@@ -173,6 +175,7 @@ impl RestoreCtx {
             pool: Vec::new(),
             err_r: None,
             root: None,
+            helpers: Vec::new(),
         }
     }
 
@@ -195,7 +198,8 @@ impl RestoreCtx {
         };
         // Validate.
         self.stage = Stage::Validate;
-        let plan = plan::build(&self.opts.dir)?;
+        let mut plan = plan::build(&self.opts.dir)?;
+        plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
         let affinity = crate::affinity::load(&self.opts.dir, &plan.all_ids())?;
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
@@ -218,6 +222,7 @@ impl RestoreCtx {
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
         for w in affinity
@@ -423,19 +428,33 @@ impl RestoreCtx {
         let me = std::process::id() as i32;
         let root = env.plan.root();
         let old = rsys::block_all_signals();
-        let r = fork_retry(root.pid, env.pid_wait);
+        // Helpers for sessions/groups whose leader is gone come first; the
+        // root is forked by cryo or (CLONE_PARENT) by its session helper.
+        let r = task::fork_items(env, 0, me, &mut self.helpers);
+        rsys::set_sigmask(old);
         match r {
-            Ok(Forked::Child) => task::task_main(env, root, me),
-            Ok(Forked::Parent(pid)) => {
-                rsys::set_sigmask(old);
-                self.root = Some(pid);
+            Ok(()) => {
+                self.root = Some(root.pid);
                 Ok(())
             }
-            Err(e) => {
-                rsys::set_sigmask(old);
-                Err(RestoreError::Sys(format!("creating pid {}: {e}", root.pid)))
+            Err(e) => Err(RestoreError::Sys(format!("creating pid {}: {}", root.pid, e.0))),
+        }
+    }
+
+    /// Reap the helpers cryo forked (they exit once every group is joined).
+    fn reap_helpers(&mut self) -> Result<(), RestoreError> {
+        for pid in std::mem::take(&mut self.helpers) {
+            let mut st = 0;
+            // SAFETY: pid is our child.
+            let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+            if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+                return Err(self.task_error().unwrap_or(RestoreError::Died {
+                    pid,
+                    how: "session/group helper failed".into(),
+                }));
             }
         }
+        Ok(())
     }
 
     fn ctl(&self) -> &RstCtl {
@@ -600,12 +619,16 @@ impl RestoreCtx {
             rsys::futex_wake(task::a32(&c.go));
             let _ = env;
         }
-        if let Some(root) = self.root.take() {
-            // SAFETY: root is our child; kill + reap it.
+        for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
+            // Only a child of ours still running is killed: the root is
+            // forked by a helper when it has one, and may not exist.
+            let mut st = 0;
+            // SAFETY: waitpid with WNOHANG, then kill + reap our own child.
             unsafe {
-                libc::kill(root, libc::SIGKILL);
-                let mut st = 0;
-                libc::waitpid(root, &mut st, 0);
+                if libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut st, 0);
+                }
             }
         }
         self.pool.clear();
@@ -660,11 +683,17 @@ fn exited(pid: i32) -> Option<String> {
     None
 }
 
-/// fork with a pid, waiting (bounded) while the pid is still taken.
-pub(crate) fn fork_retry(pid: i32, wait: Duration) -> std::io::Result<Forked> {
+/// fork with a pid, waiting (bounded) while the pid is still taken. With
+/// `same_parent` the child is the caller's sibling (CLONE_PARENT).
+pub(crate) fn fork_retry(pid: i32, wait: Duration, same_parent: bool) -> std::io::Result<Forked> {
     let deadline = Instant::now() + wait;
     loop {
-        match rsys::fork_with_pid(pid) {
+        let r = if same_parent {
+            fork_sibling_with_pid(pid)
+        } else {
+            rsys::fork_with_pid(pid)
+        };
+        match r {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -673,6 +702,36 @@ pub(crate) fn fork_retry(pid: i32, wait: Duration) -> std::io::Result<Forked> {
             }
             r => return r,
         }
+    }
+}
+
+/// clone3(CLONE_PARENT, set_tid = [pid]): a fork whose child's parent is the
+/// caller's parent (a helper forks the tasks of its session this way).
+fn fork_sibling_with_pid(pid: i32) -> std::io::Result<Forked> {
+    let tid = pid as u64;
+    // struct clone_args up to cgroup: flags, pidfd, child_tid, parent_tid,
+    // exit_signal (0: CLONE_PARENT takes the caller's), stack, stack_size,
+    // tls, set_tid, set_tid_size, cgroup.
+    let args: [u64; 11] = [
+        libc::CLONE_PARENT as u64,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        &tid as *const u64 as u64,
+        1,
+        0,
+    ];
+    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
+    // here with a copy of the address space, as with fork(2).
+    let r = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), std::mem::size_of_val(&args)) };
+    match r {
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        r => Ok(Forked::Parent(r as i32)),
     }
 }
 
@@ -692,7 +751,7 @@ fn pid_in_use(pid: i32) -> Option<String> {
 /// just-killed tree to be reaped.
 fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
     let start = Instant::now();
-    for id in plan.all_ids() {
+    for id in plan.all_ids().into_iter().chain(plan.helpers.iter().map(|h| h.pid)) {
         loop {
             match pid_in_use(id) {
                 None => break,

@@ -252,6 +252,26 @@ pub struct Plan {
     /// timens-0.img: CLOCK_MONOTONIC and CLOCK_BOOTTIME (seconds,
     /// nanoseconds) when the set was dumped.
     pub dumped_clocks: Option<[(u64, u64); 2]>,
+    /// Tasks that hold sessions and groups whose leader is gone (filled in
+    /// by [`helpers`], which depends on the --shell-job option).
+    pub helpers: Vec<Helper>,
+}
+
+/// A short-lived task with the pid of a session or group whose leader is
+/// not in the tree (a daemon's exited intermediate process). It calls
+/// setsid() (session) or setpgid(0, 0) (group), forks the tasks that need
+/// to inherit that session (with CLONE_PARENT: they stay children of their
+/// dumped parent), stays until every member has joined its group, and is
+/// reaped by whoever forked it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Helper {
+    pub pid: i32,
+    /// Who forks it: a tree pid, another helper's pid, or 0 for cryo.
+    pub parent: i32,
+    /// Leads session `pid` (and its group), not only group `pid`.
+    pub session: bool,
+    /// Tree tasks it forks (the topmost tasks of its session).
+    pub tasks: Vec<i32>,
 }
 
 impl Plan {
@@ -567,8 +587,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     for p in &pstree {
         procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp_prev)?);
     }
-    // Sessions and groups must name processes of the tree (or the restoring
-    // session for a shell job; handled by the caller's options).
+    // Sessions and groups whose leader is not in the tree get helper tasks
+    // (see [`helpers`], planned with the caller's options).
     let mut shmem = HashMap::new();
     for p in &procs {
         let Some(mm) = &p.mm else { continue };
@@ -627,7 +647,116 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks,
         seccomp,
         dumped_clocks,
+        helpers: Vec::new(),
     })
+}
+
+/// Plan the helper tasks: one per session id and per group id that is no
+/// pid of the tree (with `shell_job`, the root keeps cryo's session and
+/// group, so the root's dumped ones need none). A session helper is forked
+/// where the topmost tasks of its session would be (a session is inherited
+/// by fork only); a group helper where the group's first member is forked,
+/// which is inside the right session.
+pub fn helpers(plan: &Plan, shell_job: bool) -> Result<Vec<Helper>, PlanError> {
+    let file = plan.set.path("pstree.img").display().to_string();
+    let ids: Vec<TreeIds> = plan
+        .procs
+        .iter()
+        .map(|p| TreeIds {
+            pid: p.pid,
+            ppid: p.ppid,
+            sid: p.sid,
+            pgid: p.pgid,
+        })
+        .collect();
+    plan_helpers(&ids, shell_job, &file)
+}
+
+/// The ids of one task that [`plan_helpers`] looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeIds {
+    pub pid: i32,
+    pub ppid: i32,
+    pub sid: i32,
+    pub pgid: i32,
+}
+
+/// [`helpers`] over the tree's ids (root first, parents before children).
+pub fn plan_helpers(procs: &[TreeIds], shell_job: bool, file: &str) -> Result<Vec<Helper>, PlanError> {
+    let Some(root) = procs.first() else {
+        return Ok(Vec::new());
+    };
+    let pids: BTreeSet<i32> = procs.iter().map(|p| p.pid).collect();
+    // Who forks a task: its parent, or cryo (0) for the root and for tasks
+    // whose parent was outside the tree.
+    let forker = |p: &TreeIds| {
+        if p.pid == root.pid || !pids.contains(&p.ppid) {
+            0
+        } else {
+            p.ppid
+        }
+    };
+    // The session a forker's children inherit, when it is a dumped one.
+    let session_of = |f: i32| match procs.iter().find(|q| q.pid == f) {
+        Some(q) if !(shell_job && q.pid == root.pid) => Some(q.sid),
+        _ => None,
+    };
+    let kept = |id: i32, dumped: i32| shell_job && id == dumped;
+    let mut out: Vec<Helper> = Vec::new();
+    let mut via: HashMap<i32, i32> = HashMap::new();
+    for p in procs {
+        // 0: a session from outside the pid namespace (inherited as is).
+        if p.sid <= 0 || pids.contains(&p.sid) || kept(p.sid, root.sid) {
+            continue;
+        }
+        let f = forker(p);
+        if session_of(f) == Some(p.sid) {
+            continue; // inherited from its parent
+        }
+        match out.iter_mut().find(|h| h.pid == p.sid) {
+            Some(h) if h.parent == f => h.tasks.push(p.pid),
+            Some(h) => {
+                return Err(unsupported(
+                    file,
+                    p.pid,
+                    format!(
+                        "session {} (its leader is gone) has topmost tasks under different parents ({} and {})",
+                        p.sid, h.parent, f
+                    ),
+                ))
+            }
+            None => out.push(Helper {
+                pid: p.sid,
+                parent: f,
+                session: true,
+                tasks: vec![p.pid],
+            }),
+        }
+        via.insert(p.pid, p.sid);
+    }
+    for p in procs {
+        let g = p.pgid;
+        if g <= 0 || pids.contains(&g) || kept(g, root.pgid) || out.iter().any(|h| h.pid == g) {
+            continue;
+        }
+        if let Some(q) = procs.iter().find(|q| q.pgid == g && q.sid != p.sid) {
+            return Err(bad(
+                file,
+                q.pid,
+                format!(
+                    "process group {g} spans sessions {} (pid {}) and {}",
+                    p.sid, p.pid, q.sid
+                ),
+            ));
+        }
+        out.push(Helper {
+            pid: g,
+            parent: via.get(&p.pid).copied().unwrap_or_else(|| forker(p)),
+            session: false,
+            tasks: Vec::new(),
+        });
+    }
+    Ok(out)
 }
 
 /// An anon-inode kind's entry, checked by its module.
@@ -1279,5 +1408,74 @@ mod tests {
         let looped = [Some(1), Some(0)];
         let e = seccomp_chain(0, &looped, "f", 7).unwrap_err().to_string();
         assert!(e.contains("loops"), "{e}");
+    }
+
+    fn ids(v: &[(i32, i32, i32, i32)]) -> Vec<TreeIds> {
+        v.iter()
+            .map(|&(pid, ppid, sid, pgid)| TreeIds { pid, ppid, sid, pgid })
+            .collect()
+    }
+
+    #[test]
+    fn helpers_stand_in_for_gone_session_and_group_leaders() {
+        // A double-forked daemon 20 (session and group 10: the exited
+        // intermediate), its child 21 in group 15 (an exited leader), and
+        // 22 in the daemon's group.
+        let t = ids(&[(20, 1, 10, 10), (21, 20, 10, 15), (22, 20, 10, 10)]);
+        let h = plan_helpers(&t, false, "pstree.img").unwrap();
+        assert_eq!(
+            h,
+            vec![
+                Helper {
+                    pid: 10,
+                    parent: 0,
+                    session: true,
+                    tasks: vec![20]
+                },
+                Helper {
+                    pid: 15,
+                    parent: 20,
+                    session: false,
+                    tasks: vec![]
+                },
+            ]
+        );
+        // A tree whose sessions and groups are all led by its own tasks needs none.
+        let t = ids(&[(30, 1, 30, 30), (31, 30, 30, 31), (32, 31, 32, 32)]);
+        assert!(plan_helpers(&t, false, "pstree.img").unwrap().is_empty());
+        // A child that setsid()ed, whose session is gone, and a group of a
+        // gone leader inside it: the session helper is forked by the parent,
+        // the group helper by the session helper.
+        let t = ids(&[(40, 1, 40, 40), (41, 40, 50, 51)]);
+        let h = plan_helpers(&t, false, "pstree.img").unwrap();
+        assert_eq!(
+            h,
+            vec![
+                Helper {
+                    pid: 50,
+                    parent: 40,
+                    session: true,
+                    tasks: vec![41]
+                },
+                Helper {
+                    pid: 51,
+                    parent: 50,
+                    session: false,
+                    tasks: vec![]
+                },
+            ]
+        );
+        // With --shell-job the root keeps cryo's session and group.
+        let t = ids(&[(20, 1, 10, 11), (21, 20, 10, 11)]);
+        assert!(plan_helpers(&t, true, "pstree.img").unwrap().is_empty());
+        assert_eq!(plan_helpers(&t, false, "pstree.img").unwrap().len(), 2);
+        // A group across two sessions cannot exist.
+        let t = ids(&[(60, 1, 60, 60), (61, 60, 61, 70), (62, 60, 62, 70)]);
+        let e = plan_helpers(&t, false, "pstree.img").unwrap_err().to_string();
+        assert!(e.contains("group 70") && e.contains("pstree.img"), "{e}");
+        // Two topmost tasks of one gone session under different parents.
+        let t = ids(&[(80, 1, 80, 80), (81, 80, 81, 81), (82, 80, 90, 90), (83, 81, 90, 90)]);
+        let e = plan_helpers(&t, false, "pstree.img").unwrap_err().to_string();
+        assert!(e.contains("session 90"), "{e}");
     }
 }

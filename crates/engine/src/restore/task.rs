@@ -10,7 +10,7 @@
 
 use super::abi::*;
 use super::layout::{self, page_up, Span, PAGE};
-use super::plan::{Proc, VmaKind, TASK_DEAD};
+use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
 use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
@@ -91,6 +91,94 @@ pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32) -> ! {
 
 enum Never {}
 
+/// Fork what `forker` creates (a tree pid, a helper's pid, or 0 for cryo):
+/// its helpers first, then its tasks. `me` is the caller's pid; the pids of
+/// the helpers forked go to `helpers`, for the caller to reap. A helper's
+/// tasks are forked with CLONE_PARENT: they inherit its session and group
+/// but are children of the helper's own parent, as dumped.
+pub(crate) fn fork_items(env: &TaskEnv, forker: i32, me: i32, helpers: &mut Vec<i32>) -> Result<(), TaskError> {
+    let plan = &env.plan;
+    for h in plan.helpers.iter().filter(|h| h.parent == forker) {
+        let f = super::fork_retry(h.pid, env.pid_wait, false)
+            .map_err(|e| TaskError(format!("creating helper {} (session/group): {e}", h.pid)))?;
+        match f {
+            Forked::Child => helper_main(env, h, me),
+            Forked::Parent(pid) => {
+                helpers.push(pid);
+                // A group helper leads its group before any member can be
+                // forked (the parent sets it, so there is no race).
+                // SAFETY: scalar arguments; pid is our child, in our session.
+                if !h.session && unsafe { libc::setpgid(pid, pid) } < 0 {
+                    return Err(TaskError(format!(
+                        "helper {pid}: setpgid (group leader): {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+            }
+        }
+    }
+    let via_helper = |pid: i32| plan.helpers.iter().any(|h| h.tasks.contains(&pid));
+    let (tasks, sibling): (Vec<&Proc>, bool) = match plan.helpers.iter().find(|h| h.pid == forker) {
+        Some(h) => (h.tasks.iter().filter_map(|&t| plan.proc(t)).collect(), true),
+        None if forker == 0 => (
+            std::iter::once(plan.root()).filter(|p| !via_helper(p.pid)).collect(),
+            false,
+        ),
+        None => (plan.children(forker).filter(|c| !via_helper(c.pid)).collect(), false),
+    };
+    // SAFETY: getppid has no preconditions.
+    let parent = if sibling { unsafe { libc::getppid() } } else { me };
+    for c in tasks {
+        let f = super::fork_retry(c.pid, env.pid_wait, sibling)
+            .map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
+        match f {
+            Forked::Child => task_main(env, c, parent),
+            Forked::Parent(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reap helpers once every group is joined (they exit then).
+fn reap_helpers(pids: &[i32]) -> Result<(), TaskError> {
+    for &pid in pids {
+        let mut st = 0;
+        // SAFETY: pid is our child; st is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+            return Err(TaskError(format!("helper {pid} (session/group) failed")));
+        }
+    }
+    Ok(())
+}
+
+/// Entry of a helper task: never returns.
+fn helper_main(env: &TaskEnv, h: &Helper, parent: i32) -> ! {
+    match helper_run(env, h, parent) {
+        Ok(never) => match never {},
+        Err(e) => die(env, h.pid, e),
+    }
+}
+
+fn helper_run(env: &TaskEnv, h: &Helper, parent: i32) -> Result<Never, TaskError> {
+    rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        return Err(TaskError("parent died during restore".into()));
+    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    if h.session && unsafe { libc::setsid() } < 0 {
+        return Err(("setsid (session helper)", std::io::Error::last_os_error()).into());
+    }
+    let mut kids = Vec::new();
+    fork_items(env, h.pid, h.pid, &mut kids)?;
+    // Stay until every task has joined its group (the end of round 2).
+    wait_counter(&ctl(env).forked, 3 * env.plan.procs.len() as u32, env);
+    reap_helpers(&kids)?;
+    // SAFETY: leave without running destructors of the engine copy.
+    unsafe { libc::_exit(0) }
+}
+
 fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     // Die with the parent (the engine or the parent task) until restored.
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
@@ -105,20 +193,15 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
             return Err(("setsid", std::io::Error::last_os_error()).into());
         }
     }
-    for c in env.plan.children(p.pid) {
-        let f =
-            super::fork_retry(c.pid, env.pid_wait).map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
-        match f {
-            Forked::Child => task_main(env, c, p.pid),
-            Forked::Parent(_) => {}
-        }
-    }
+    let mut helpers = Vec::new();
+    fork_items(env, p.pid, p.pid, &mut helpers)?;
     if super::fault() == Some(&format!("task-error:{}", p.pid)) {
         return Err(TaskError("injected fault (CRYO_FAULT)".into()));
     }
     let c = ctl(env);
     let nprocs = env.plan.procs.len() as u32;
-    // Process groups: leaders first (round 1), then members (round 2).
+    // Process groups: leaders first (round 1), then members (round 2); a
+    // third count lets the helpers go once every member has joined.
     a32(&c.forked).fetch_add(1, Ordering::SeqCst);
     rsys::futex_wake(a32(&c.forked));
     wait_counter(&c.forked, nprocs, env);
@@ -144,6 +227,10 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
             )));
         }
     }
+    // Joined: the helpers may go (they wait for every task's third count).
+    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(a32(&c.forked));
+    reap_helpers(&helpers)?;
 
     if p.state == TASK_DEAD {
         // A zombie: exit with the dumped status once everybody is ready.
