@@ -1971,6 +1971,8 @@ fn daemon_twice(group: bool) {
          while {want_files}; do sleep 0.02; done; \
          D=$(sed 's/^pid=\\([0-9]*\\).*/\\1/' daemon.status); \
          mkdir img; {CRYO} dump -t $D -D img 2>.dump-err; echo $? > .dump-rc; \
+         K=$(sed 's/.* kid=\\([0-9]*\\).*/\\1/' daemon.status); [ \"$K\" = 0 ] && K=$D; \
+         CRYO_FAULT=task-error:$K {CRYO} restore -D img -d 2>.fault-err; echo $? > .fault-rc; \
          for i in 1 2; do \
            {CRYO} restore -D img 2>.cryo-err$i & R=$!; echo $R > .cryo-pid$i; \
            while [ ! -e .next$i ]; do sleep 0.02; done; \
@@ -2015,6 +2017,18 @@ fn daemon_twice(group: bool) {
     } else {
         assert_eq!(tree.len(), 1);
     }
+    // A task failing after the helpers exist takes them down with the tree.
+    let victim = if group { kid } else { pid };
+    let rc = ns.wait_status(".fault-rc", "\n");
+    let err = std::fs::read_to_string(ns.anchor(".fault-err")).unwrap_or_default();
+    assert_ne!(rc.trim(), "0", "{err}");
+    assert!(
+        err.contains(&format!("pid {victim}")) && err.contains("injected fault"),
+        "{err}"
+    );
+    let mut all = helpers.clone();
+    all.extend([pid, kid]);
+    wait_gone(&ns, &all);
     for round in 1..=2u32 {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ns.inner_pids().contains(&pid) || (group && !ns.inner_pids().contains(&kid)) {
