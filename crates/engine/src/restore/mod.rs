@@ -18,6 +18,9 @@
 //! * **Fork**: the root is cloned with its pid; each task forks its own
 //!   children ([`task`]), restores its state, premaps its memory and jumps into
 //!   the restorer blob, which finishes the job and waits at a barrier.
+//!   Sessions and groups whose leader is gone (a double-forked daemon's) are
+//!   held by short-lived helper tasks with those pids ([`plan::helpers`]),
+//!   reaped by whoever forked them once every task has joined its group.
 //! * **Wait**: the engine waits until every thread is at the barrier, or an
 //!   error is reported (a task writes its message to the error pipe), or the
 //!   root dies.
