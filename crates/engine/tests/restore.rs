@@ -1973,6 +1973,7 @@ fn daemon_twice(group: bool) {
          mkdir img; {CRYO} dump -t $D -D img 2>.dump-err; echo $? > .dump-rc; \
          K=$(sed 's/.* kid=\\([0-9]*\\).*/\\1/' daemon.status); [ \"$K\" = 0 ] && K=$D; \
          CRYO_FAULT=task-error:$K {CRYO} restore -D img -d 2>.fault-err; echo $? > .fault-rc; \
+         while [ ! -e .next0 ]; do sleep 0.02; done; \
          for i in 1 2; do \
            {CRYO} restore -D img 2>.cryo-err$i & R=$!; echo $R > .cryo-pid$i; \
            while [ ! -e .next$i ]; do sleep 0.02; done; \
@@ -2029,6 +2030,7 @@ fn daemon_twice(group: bool) {
     let mut all = helpers.clone();
     all.extend([pid, kid]);
     wait_gone(&ns, &all);
+    std::fs::write(ns.anchor(".next0"), "").unwrap();
     for round in 1..=2u32 {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ns.inner_pids().contains(&pid) || (group && !ns.inner_pids().contains(&kid)) {
