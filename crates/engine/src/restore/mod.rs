@@ -758,7 +758,16 @@ fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
         loop {
             match pid_in_use(id) {
                 None => break,
-                Some(by) if start.elapsed() >= wait => {
+                Some(mut by) if start.elapsed() >= wait => {
+                    if let Some(h) = plan.helpers.iter().find(|h| h.pid == id) {
+                        // A stand-in for a leader that was not dumped: most often the shell the
+                        // program was started from, still running.
+                        by.push_str(&format!(
+                            "; it is the {} leader of the dumped tree, which was not in the dump \
+                             (a program started from a shell: restore with -j/--shell-job)",
+                            if h.session { "session" } else { "process group" }
+                        ));
+                    }
                     return Err(RestoreError::PidBusy {
                         pid: id,
                         by,
