@@ -12,20 +12,8 @@
 #include <unistd.h>
 
 #define HEAP (64 << 10)
-static volatile sig_atomic_t usr1;
-static void on_usr1(int s) { (void)s; usr1 = 1; }
-/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
- * wait, or just as a restored sigsuspend() restarts, is taken there and never
- * lost (with pause() it can land between the flag check and the wait). */
-static sigset_t waitmask;
-static void block_usr1(void)
-{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
-static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
-static uint64_t next(uint64_t *s) { uint64_t x = *s; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return *s = x; }
-static void fill(unsigned char *p, size_t n, uint64_t seed)
-{ uint64_t s = seed, v; for (size_t i = 0; i < n; i += 8) { v = next(&s); memcpy(p + i, &v, 8); } }
-static int check(const unsigned char *p, size_t n, uint64_t seed)
-{ uint64_t s = seed, v; for (size_t i = 0; i < n; i += 8) { v = next(&s); if (memcmp(p + i, &v, 8)) return 1; } return 0; }
+#include "usr1.h"
+#include "pattern.h"
 
 static int rep[2];
 static const char *dir;

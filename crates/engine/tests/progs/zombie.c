@@ -4,15 +4,7 @@
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
-static volatile sig_atomic_t usr1;
-static void on_usr1(int s) { (void)s; usr1 = 1; }
-/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
- * wait, or just as a restored sigsuspend() restarts, is taken there and never
- * lost (with pause() it can land between the flag check and the wait). */
-static sigset_t waitmask;
-static void block_usr1(void)
-{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
-static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
+#include "usr1.h"
 int main(int argc, char **argv)
 {
 	siginfo_t si;
