@@ -207,6 +207,14 @@ impl Ns {
     }
 
     /// Wait for a status file whose content contains `what`; returns it.
+    /// Ask a test program to check itself: remove its old answer, send SIGUSR1 to `pid` and wait
+    /// for the new answer in `file` (containing `what`).
+    fn ask(&self, pid: i32, file: &str, what: &str) -> String {
+        let _ = std::fs::remove_file(self.anchor(file));
+        self.kill(pid, libc::SIGUSR1);
+        self.wait_status(file, what)
+    }
+
     fn wait_status(&self, file: &str, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = String::new();
@@ -1055,9 +1063,7 @@ fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
         &format!("{} /tmp/anchor", prog.display()),
         "state.ready",
         |ns, pid, round| {
-            let _ = std::fs::remove_file(ns.anchor("state.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("state.verify", "");
+            let v = ns.ask(pid, "state.verify", "");
             assert_eq!(v.trim(), "state=ok", "round {round}");
         },
     );
@@ -1081,9 +1087,7 @@ fn dump_restore_keeps_membarrier_registrations_twice() {
             let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
             let tc = set.core(pid as u32).unwrap().tc.unwrap();
             assert_eq!(tc.membarrier_registration_mask, Some(m), "core-{pid}.img");
-            let _ = std::fs::remove_file(ns.anchor("membarrier.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("membarrier.verify", "\n");
+            let v = ns.ask(pid, "membarrier.verify", "\n");
             assert_eq!(v.trim(), format!("ok mask={mask}"), "round {round}");
         },
     );
@@ -1107,9 +1111,7 @@ fn dump_restore_keeps_a_set_loginuid_twice() {
             let o = ns.outer(pid).unwrap();
             let l = std::fs::read_to_string(format!("/proc/{o}/loginuid")).unwrap();
             assert_eq!(l.trim(), "1234", "round {round}");
-            let _ = std::fs::remove_file(ns.anchor("state.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("state.verify", "");
+            let v = ns.ask(pid, "state.verify", "");
             assert_eq!(v.trim(), "state=ok", "round {round}");
         },
     );
@@ -1316,9 +1318,7 @@ fn dump_restore_keeps_a_zombie_with_its_exit_status() {
             assert!(Instant::now() < deadline, "round {round}: no zombie {kid}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(ns.anchor("verify"));
-        ns.kill(pid, libc::SIGUSR1);
-        assert_eq!(ns.wait_status("verify", "ok").trim(), "ok", "round {round}");
+        assert_eq!(ns.ask(pid, "verify", "ok").trim(), "ok", "round {round}");
     });
 }
 
@@ -1520,9 +1520,7 @@ fn dump_restore_fifo_shared_by_two_tasks_with_queued_bytes_twice() {
         &format!("{} /tmp/anchor", prog.display()),
         "fifo.ready",
         |ns, pid, round| {
-            let _ = std::fs::remove_file(ns.anchor("fifo.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("fifo.verify", "");
+            let v = ns.ask(pid, "fifo.verify", "");
             assert_eq!(v.trim(), "fifo=ok", "round {round}");
             // The second restore must create the FIFO node again.
             if round == 1 {
@@ -1560,9 +1558,7 @@ fn seccomp_twice(pre_dump: &str) {
         "",
         pre_dump,
         |ns, pid, round| {
-            let _ = std::fs::remove_file(ns.anchor("seccomp.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("seccomp.verify", "\n");
+            let v = ns.ask(pid, "seccomp.verify", "\n");
             assert_eq!(v.trim(), "ok", "round {round}");
             let before = std::fs::read_to_string(ns.anchor("seccomp.before")).unwrap();
             let after = std::fs::read_to_string(ns.anchor("seccomp.after")).unwrap();
@@ -1706,9 +1702,7 @@ fn dump_restore_posix_flock_and_ofd_locks_twice() {
             let mut kinds: Vec<(u32, i32)> = locks.iter().map(|l| (l.flag, l.pid)).collect();
             kinds.sort();
             assert_eq!(kinds, vec![(1, pid), (2, pid), (4, pid)], "round {round}");
-            let _ = std::fs::remove_file(ns.anchor("locks.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            assert_eq!(ns.wait_status("locks.verify", "\n").trim(), "ok", "round {round}");
+            assert_eq!(ns.ask(pid, "locks.verify", "\n").trim(), "ok", "round {round}");
             // And from outside: the OFD lock is listed again (pid -1).
             let o = ns.outer(pid).unwrap();
             let st = std::fs::read_to_string(format!("/proc/{o}/fdinfo/7")).unwrap();
@@ -1846,9 +1840,7 @@ fn dump_restore_keeps_per_thread_cpu_affinity_twice() {
                 .map(|(t, c)| (t.to_string(), cryo_engine::affinity::format_cpulist(c)))
                 .collect();
             assert_eq!(got, vec![(main, "0".to_string()), (t1, "1".to_string())]);
-            let _ = std::fs::remove_file(ns.anchor("affinity.verify"));
-            ns.kill(pid, libc::SIGUSR1);
-            let v = ns.wait_status("affinity.verify", "affinity=");
+            let v = ns.ask(pid, "affinity.verify", "affinity=");
             assert_eq!(v.trim(), "affinity=ok", "round {round}");
         },
     );
