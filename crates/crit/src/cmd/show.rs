@@ -57,20 +57,18 @@ pub fn run(a: &ShowArgs) -> Result<()> {
         _ => {
             let img = codec::decode(&name, &data)?;
             let mut v = json::image_to_json(&img, true);
-            {
-                let ghost = img.magic.name == "GHOST_FILE";
-                if let Some(Value::Array(entries)) = v.get_mut("entries") {
-                    for (j, e) in entries.iter_mut().zip(&img.entries) {
-                        if let Some(o) = j.as_object_mut() {
-                            if o.contains_key("extra") {
-                                if ghost {
-                                    o.remove("extra");
-                                } else {
-                                    o.insert(
-                                        "extra".into(),
-                                        Value::String(format!("... <{}>", human_size(payload_size(&e.extra)))),
-                                    );
-                                }
+            let ghost = img.magic.name == "GHOST_FILE";
+            if let Some(Value::Array(entries)) = v.get_mut("entries") {
+                for (j, e) in entries.iter_mut().zip(&img.entries) {
+                    if let Some(o) = j.as_object_mut() {
+                        if o.contains_key("extra") {
+                            if ghost {
+                                o.remove("extra");
+                            } else {
+                                o.insert(
+                                    "extra".into(),
+                                    Value::String(format!("... <{}>", human_size(payload_size(&e.extra)))),
+                                );
                             }
                         }
                     }
