@@ -114,7 +114,6 @@ const PR_SET_MM: usize = 35;
 const PR_SET_MM_MAP: usize = 14;
 const PR_SET_CHILD_SUBREAPER: usize = 36;
 const PR_SET_THP_DISABLE: usize = 41;
-const PR_SET_KEEPCAPS: usize = 8;
 const PR_SET_SECUREBITS: usize = 28;
 const PR_CAPBSET_DROP: usize = 24;
 const PR_CAP_AMBIENT: usize = 47;
@@ -316,10 +315,6 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
         )
     };
     check(args, STAGE_MM, r);
-    if args.dumpable >= 0 {
-        // SAFETY: scalar prctl.
-        unsafe { syscall6(nr::PRCTL, PR_SET_DUMPABLE, args.dumpable as usize, 0, 0, 0, 0) };
-    }
     if args.thp_disabled > 0 {
         // SAFETY: scalar prctl.
         unsafe { syscall6(nr::PRCTL, PR_SET_THP_DISABLE, 1, 0, 0, 0, 0) };
@@ -554,6 +549,14 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         // SAFETY: the engine wrote a RstCreds there.
         restore_creds(args, unsafe { &*(t.creds as *const RstCreds) });
     }
+    // Changing the ids resets the mm's dumpable flag: every thread sets the
+    // dumped one after its own credentials, so the last word is the dumped value.
+    if args.dumpable == 0 || args.dumpable == 1 {
+        // SAFETY: scalar prctl.
+        check(args, STAGE_CREDS, unsafe {
+            syscall6(nr::PRCTL, PR_SET_DUMPABLE, args.dumpable as usize, 0, 0, 0, 0)
+        });
+    }
     if t.no_new_privs != 0 {
         // SAFETY: scalar prctl.
         check(args, STAGE_CREDS, unsafe {
@@ -651,11 +654,17 @@ fn restore_seccomp(t: &RstThread, tsync: bool) -> Result<(), isize> {
     Ok(())
 }
 
+/// Put the thread's credentials back, in the one order that works from
+/// root to any uid: supplementary groups; SECBIT_NO_SETUID_FIXUP so that
+/// changing the ids keeps every capability; the ids (fs ids last, as
+/// setres*id resets them); the dumped securebits while CAP_SETPCAP is still
+/// effective; the bounding set (also needs CAP_SETPCAP); the capability sets;
+/// the ambient set. Every step is checked: a thread that cannot get its
+/// credentials back must not run with cryo's.
 fn restore_creds(args: &RstArgs, c: &RstCreds) {
-    // SAFETY: all arguments are scalars or point into `c`.
+    const SECBIT_NO_SETUID_FIXUP: usize = 1 << 2;
+    // SAFETY: all arguments are scalars or point into `c` or the stack.
     unsafe {
-        // Keep capabilities across the uid change; they are set explicitly below.
-        syscall6(nr::PRCTL, PR_SET_KEEPCAPS, 1, 0, 0, 0, 0);
         let n = (c.ngroups as usize).min(RST_MAX_GROUPS);
         check(
             args,
@@ -665,15 +674,31 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
         check(
             args,
             STAGE_CREDS,
+            syscall6(nr::PRCTL, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0, 0),
+        );
+        check(
+            args,
+            STAGE_CREDS,
             syscall3(nrx::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
         );
-        syscall3(nrx::SETFSGID, c.fsgid as usize, 0, 0);
         check(
             args,
             STAGE_CREDS,
             syscall3(nrx::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
         );
+        // setfs*id return the previous value, never an error: read back.
+        syscall3(nrx::SETFSGID, c.fsgid as usize, 0, 0);
         syscall3(nrx::SETFSUID, c.fsuid as usize, 0, 0);
+        if syscall3(nrx::SETFSGID, u32::MAX as usize, 0, 0) as u32 != c.fsgid
+            || syscall3(nrx::SETFSUID, u32::MAX as usize, 0, 0) as u32 != c.fsuid
+        {
+            fail(args, STAGE_CREDS, -1);
+        }
+        check(
+            args,
+            STAGE_CREDS,
+            syscall6(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0, 0),
+        );
         // Bounding set: drop what the dumped task did not have.
         for cap in 0..64usize {
             let have = c.cap_bnd[cap / 32] & (1 << (cap % 32)) != 0;
@@ -682,6 +707,7 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
                 if r == -22 {
                     break; // past the last capability the kernel knows
                 }
+                check(args, STAGE_CREDS, r);
             }
         }
         #[repr(C)]
@@ -718,14 +744,12 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
         );
         for cap in 0..64usize {
             if c.cap_amb[cap / 32] & (1 << (cap % 32)) != 0 {
-                syscall6(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0);
+                check(
+                    args,
+                    STAGE_CREDS,
+                    syscall6(nr::PRCTL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0),
+                );
             }
         }
-        syscall6(nr::PRCTL, PR_SET_KEEPCAPS, 0, 0, 0, 0, 0);
-        check(
-            args,
-            STAGE_CREDS,
-            syscall6(nr::PRCTL, PR_SET_SECUREBITS, c.secbits as usize, 0, 0, 0, 0),
-        );
     }
 }

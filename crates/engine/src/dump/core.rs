@@ -6,7 +6,35 @@ use crate::proc::{PosixTimerInfo, Stat, Status};
 use crate::ptrace::Regs;
 use cryo_image::pb;
 
-/// General registers in CRIU's layout.
+/// Registers as CRIU's dump writes them for a task stopped inside a
+/// syscall the kernel would restart: a restartable call (-ERESTARTSYS,
+/// -ERESTARTNOINTR, -ERESTARTNOHAND) is rewound to run again (ax = the
+/// syscall number, ip back over the 2-byte `syscall`); a call that would
+/// restart through its restart block, which cannot be carried across a
+/// restore, returns -EINTR. The image then means the same to any restore.
+pub fn rewind_interrupted_syscall(r: &Regs) -> Regs {
+    const ERESTARTSYS: i32 = -512;
+    const ERESTARTNOINTR: i32 = -513;
+    const ERESTARTNOHAND: i32 = -514;
+    const ERESTART_RESTARTBLOCK: i32 = -516;
+    const EINTR: i64 = 4;
+    let mut r = *r;
+    if (r.orig_rax as i64) < 0 {
+        return r;
+    }
+    match r.rax as i32 {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            r.rax = r.orig_rax;
+            r.rip -= 2;
+        }
+        ERESTART_RESTARTBLOCK => r.rax = (-EINTR) as u64,
+        _ => {}
+    }
+    r
+}
+
+/// General registers in CRIU's layout (`r` already rewound, see
+/// [`rewind_interrupted_syscall`]).
 pub fn gpregs(r: &Regs) -> pb::UserX86RegsEntry {
     pb::UserX86RegsEntry {
         r15: r.r15,
@@ -322,5 +350,57 @@ mod tests {
         let sa = sigactions(&all);
         assert_eq!(sa.len(), 62);
         assert_eq!(sa[8].sigaction, 0x1234);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(ax: i64, orig_ax: i64) -> Regs {
+        Regs {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            rbp: 0,
+            rbx: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rax: ax as u64,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            orig_rax: orig_ax as u64,
+            rip: 0x1002,
+            cs: 0,
+            eflags: 0,
+            rsp: 0,
+            ss: 0,
+            fs_base: 0,
+            gs_base: 0,
+            ds: 0,
+            es: 0,
+            fs: 0,
+            gs: 0,
+        }
+    }
+
+    #[test]
+    fn interrupted_syscalls_are_written_as_criu_writes_them() {
+        for e in [-512, -513, -514] {
+            let r = rewind_interrupted_syscall(&regs(e, 130));
+            assert_eq!((r.rax, r.rip, r.orig_rax), (130, 0x1000, 130), "{e}");
+        }
+        let r = rewind_interrupted_syscall(&regs(-516, 230));
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        // Not in a syscall, or a syscall that returned: unchanged.
+        let r = rewind_interrupted_syscall(&regs(-514, -1));
+        assert_eq!((r.rax as i64, r.rip), (-514, 0x1002));
+        let r = rewind_interrupted_syscall(&regs(0, 1));
+        assert_eq!((r.rax, r.rip), (0, 0x1002));
     }
 }

@@ -1052,7 +1052,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             mtype: pb::core_entry::March::X8664 as i32,
             thread_info: Some(pb::ThreadInfoX86 {
                 clear_tid_addr: tm.clear_tid,
-                gpregs: core::gpregs(&regs),
+                gpregs: core::gpregs(&core::rewind_interrupted_syscall(&regs)),
                 fpregs: core::fpregs(&xs),
                 tls: core::tls(&tls),
             }),

@@ -162,7 +162,7 @@ pub fn restart_adjust(r: &mut GpRegs) {
     const ERESTARTNOINTR: i64 = -513;
     const ERESTARTNOHAND: i64 = -514;
     const ERESTART_RESTARTBLOCK: i64 = -516;
-    const NR_RESTART_SYSCALL: u64 = 219;
+    const EINTR: i64 = 4;
     if (r.orig_ax as i64) < 0 {
         return;
     }
@@ -171,10 +171,9 @@ pub fn restart_adjust(r: &mut GpRegs) {
             r.ax = r.orig_ax;
             r.ip -= 2;
         }
-        ERESTART_RESTARTBLOCK => {
-            r.ax = NR_RESTART_SYSCALL;
-            r.ip -= 2;
-        }
+        // The restart block stayed in the dumping kernel: the call fails
+        // with EINTR, as CRIU's dump writes it.
+        ERESTART_RESTARTBLOCK => r.ax = (-EINTR) as u64,
         _ => {}
     }
 }
@@ -367,7 +366,15 @@ mod tests {
             ..Default::default()
         };
         restart_adjust(&mut r);
-        assert_eq!((r.ax, r.ip), (219, 0x1000));
+        assert_eq!((r.ax, r.ip), ((-4i64) as u64, 0x1002));
+        let mut r = GpRegs {
+            ax: (-514i64) as u64,
+            orig_ax: 130,
+            ip: 0x1002,
+            ..Default::default()
+        };
+        restart_adjust(&mut r);
+        assert_eq!((r.ax, r.ip), (130, 0x1000));
         let mut r = GpRegs {
             ax: (-4i64) as u64,
             orig_ax: 230,
