@@ -67,12 +67,7 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let mut i = 0;
     while i < n {
         // SAFETY: i < n, ranges valid per the caller.
-        let (x, y) = unsafe {
-            (
-                core::ptr::read_volatile(a.add(i)),
-                core::ptr::read_volatile(b.add(i)),
-            )
-        };
+        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
         if x != y {
             return x as i32 - y as i32;
         }

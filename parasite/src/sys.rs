@@ -62,15 +62,7 @@ pub mod nr {
 /// # Safety
 /// Raw syscall: the caller is responsible for the arguments' validity.
 #[inline(always)]
-pub unsafe fn syscall6(
-    n: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-    a6: usize,
-) -> isize {
+pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
     let ret: isize;
     // SAFETY: x86_64 syscall ABI; rcx/r11 are clobbered by the instruction.
     unsafe {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cli {
+    pub mod criu;
     pub mod dump;
     pub mod restore;
 }

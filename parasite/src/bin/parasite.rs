@@ -59,7 +59,12 @@ struct Ctrl {
     fds: [i32; MAX_FDS_PER_MSG],
 }
 
-static mut CTRL: Ctrl = Ctrl { len: 0, level: 0, ty: 0, fds: [-1; MAX_FDS_PER_MSG] };
+static mut CTRL: Ctrl = Ctrl {
+    len: 0,
+    level: 0,
+    ty: 0,
+    fds: [-1; MAX_FDS_PER_MSG],
+};
 
 /// Receive one request into BUF; returns (length, number of fds received
 /// into CTRL.fds).
@@ -67,7 +72,10 @@ fn recv(sk: i32) -> Result<(usize, usize), isize> {
     // SAFETY: BUF and CTRL are only used from this single thread.
     let (buf, ctrl) = unsafe { (&mut *core::ptr::addr_of_mut!(BUF), &mut *core::ptr::addr_of_mut!(CTRL)) };
     ctrl.len = 0;
-    let mut iov = sys::Iovec { base: buf.as_mut_ptr(), len: buf.len() };
+    let mut iov = sys::Iovec {
+        base: buf.as_mut_ptr(),
+        len: buf.len(),
+    };
     let mut msg = sys::Msghdr {
         name: core::ptr::null_mut(),
         namelen: 0,
@@ -94,9 +102,22 @@ fn recv(sk: i32) -> Result<(usize, usize), isize> {
 fn vmsplice_all(pipe: i32, addr: u64, len: u64) -> Result<u64, i32> {
     let mut done = 0u64;
     while done < len {
-        let mut iov = sys::Iovec { base: (addr + done) as *mut u8, len: (len - done) as usize };
+        let mut iov = sys::Iovec {
+            base: (addr + done) as *mut u8,
+            len: (len - done) as usize,
+        };
         // SAFETY: the range is the target's own mapped memory.
-        let r = unsafe { syscall6(nr::VMSPLICE, pipe as usize, &mut iov as *mut _ as usize, 1, sys::SPLICE_F_GIFT, 0, 0) };
+        let r = unsafe {
+            syscall6(
+                nr::VMSPLICE,
+                pipe as usize,
+                &mut iov as *mut _ as usize,
+                1,
+                sys::SPLICE_F_GIFT,
+                0,
+                0,
+            )
+        };
         if r <= 0 {
             return Err(if r == 0 { -5 } else { r as i32 });
         }
@@ -205,9 +226,7 @@ fn serve(sk: i32) -> i64 {
                         continue;
                     }
                     // SAFETY: sa is a valid out buffer of the kernel's size.
-                    let r = unsafe {
-                        syscall6(nr::RT_SIGACTION, sig, 0, sa as *mut _ as usize, 8, 0, 0)
-                    };
+                    let r = unsafe { syscall6(nr::RT_SIGACTION, sig, 0, sa as *mut _ as usize, 8, 0, 0) };
                     if r < 0 {
                         st = r as i32;
                     }
@@ -236,15 +255,11 @@ fn serve(sk: i32) -> i64 {
                     }
                     // SAFETY: within the received bytes.
                     let id = unsafe {
-                        core::ptr::read_unaligned(
-                            (core::ptr::addr_of!(BUF) as *const u8).add(off) as *const i32
-                        )
+                        core::ptr::read_unaligned((core::ptr::addr_of!(BUF) as *const u8).add(off) as *const i32)
                     };
                     let mut ts = [0i64; 4];
                     // SAFETY: valid out buffer (struct itimerspec).
-                    let r = unsafe {
-                        syscall3(nr::TIMER_GETTIME, id as usize, ts.as_mut_ptr() as usize, 0)
-                    };
+                    let r = unsafe { syscall3(nr::TIMER_GETTIME, id as usize, ts.as_mut_ptr() as usize, 0) };
                     if r < 0 {
                         st = r as i32;
                     }
@@ -258,8 +273,7 @@ fn serve(sk: i32) -> i64 {
                         value_sec: ts[2],
                         value_nsec: ts[3],
                     };
-                    out[i * size_of::<PosixTimer>()..(i + 1) * size_of::<PosixTimer>()]
-                        .copy_from_slice(as_bytes(&pt));
+                    out[i * size_of::<PosixTimer>()..(i + 1) * size_of::<PosixTimer>()].copy_from_slice(as_bytes(&pt));
                 }
                 send(sk, cmd.cmd, st, &out[..cnt * size_of::<PosixTimer>()])
             }
@@ -289,8 +303,7 @@ fn serve(sk: i32) -> i64 {
                 }
                 for (i, rl) in m.rlimits.iter_mut().enumerate() {
                     // SAFETY: valid out buffer of two u64.
-                    let r =
-                        unsafe { syscall6(nr::PRLIMIT64, 0, i, 0, rl.as_mut_ptr() as usize, 0, 0) };
+                    let r = unsafe { syscall6(nr::PRLIMIT64, 0, i, 0, rl.as_mut_ptr() as usize, 0, 0) };
                     if r < 0 {
                         st = r as i32;
                     }
@@ -313,7 +326,12 @@ fn serve(sk: i32) -> i64 {
                     );
                     syscall3(nr::SIGALTSTACK, 0, ss.as_mut_ptr() as usize, 0);
                     t.secbits = syscall3(nr::PRCTL, 27 /* PR_GET_SECUREBITS */, 0, 0) as i32;
-                    syscall3(nr::PRCTL, 40 /* PR_GET_TID_ADDRESS */, &mut t.clear_tid as *mut u64 as usize, 0);
+                    syscall3(
+                        nr::PRCTL,
+                        40, /* PR_GET_TID_ADDRESS */
+                        &mut t.clear_tid as *mut u64 as usize,
+                        0,
+                    );
                 }
                 t.ss_sp = ss[0];
                 t.ss_flags = ss[1] as i32;

@@ -1,5 +1,6 @@
 //! `cryo dump`, spelled like `criu dump`.
 
+use super::criu;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use cryo_engine::dump::{self, DumpOpts};
@@ -35,10 +36,18 @@ pub struct Args {
     /// process_vm_readv from outside (kept for comparison; see scripts/bench-dump.sh).
     #[arg(long = "page-reader", value_enum, default_value_t = Reader::Vmsplice)]
     pub page_reader: Reader,
-    /// Verbosity 0..4 (`-v4`); from 3 on, the time of each phase of the
-    /// dump is printed after the summary line.
-    #[arg(short = 'v', num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
+    /// Verbosity 0..4 (`-v4`, `--verbosity=4`); from 3 on, the time of each
+    /// phase of the dump is printed after the summary line.
+    #[arg(short = 'v', long = "verbosity", num_args = 0..=1, require_equals = false, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
+    /// criu writes no pid file on dump either: accepted and ignored.
+    #[arg(long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Leave the tree stopped after the dump: refused (not supported yet).
+    #[arg(short = 's', long = "leave-stopped", hide = true)]
+    pub leave_stopped: bool,
+    #[command(flatten)]
+    pub criu: criu::Common,
 }
 
 /// "1048576", "512K", "1M", "2G".
@@ -61,7 +70,18 @@ pub enum Reader {
     Readv,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    if let Some(r) = a.criu.refused() {
+        return Err(r.into());
+    }
+    if a.leave_stopped {
+        return Err(criu::Refused {
+            option: "--leave-stopped",
+            why: "a dumped tree is killed or left running (-R)",
+        }
+        .into());
+    }
+    a.dir = criu::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut opts = DumpOpts::new(a.pid, a.dir.clone());
     opts.leave_running = a.leave_running;
     opts.shell_job = a.shell_job;
@@ -93,12 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             line.push_str(&format!("\n  {:<32} {:>9.1} ms", name, d.as_secs_f64() * 1e3));
         }
     }
-    if let Some(log) = &a.log {
-        let p = if log.is_absolute() {
-            log.clone()
-        } else {
-            a.dir.join(log)
-        };
+    if let Some(p) = a.log.as_deref().and_then(|l| a.criu.log_path(&a.dir, l)) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1,5 +1,7 @@
 //! `cryo restore -D DIR [-d|--restore-detached] [--pidfile F] [-j|--shell-job] [-o LOG] [-v0..4]`
 
+use super::criu;
+use anyhow::Context;
 use cryo_engine::restore::{self, RestoreOpts};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +13,7 @@ pub struct Args {
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
     pub dir: PathBuf,
     /// Detach once restored (otherwise wait for the root and exit with its status).
-    #[arg(short = 'd', long = "restore-detached")]
+    #[arg(short = 'd', long = "restore-detached", visible_alias = "daemon")]
     pub detached: bool,
     /// Write the root's pid here.
     #[arg(long = "pidfile", value_name = "FILE")]
@@ -23,12 +25,20 @@ pub struct Args {
     /// Restore file locks (the images must have been dumped with --file-locks).
     #[arg(short = 'l', long = "file-locks")]
     pub file_locks: bool,
-    /// Log file.
+    /// Log file (relative to --work-dir, else to the images directory, as criu).
     #[arg(short = 'o', long = "log-file", value_name = "LOG")]
     pub log: Option<PathBuf>,
     /// Verbosity 0..4 (-v alone means 2... as criu: -v4 is the most).
-    #[arg(short = 'v', value_name = "N", num_args = 0..=1, default_missing_value = "2")]
+    #[arg(short = 'v', long = "verbosity", value_name = "N", num_args = 0..=1, default_missing_value = "2")]
     pub verbosity: Option<u8>,
+    /// The root becomes a child of cryo's parent: refused (not supported yet).
+    #[arg(short = 'S', long = "restore-sibling", hide = true)]
+    pub restore_sibling: bool,
+    /// Leave the restored tree stopped: refused (not supported yet).
+    #[arg(short = 's', long = "leave-stopped", hide = true)]
+    pub leave_stopped: bool,
+    #[command(flatten)]
+    pub criu: criu::Common,
     /// Seconds to wait for PIDs still held by a just-killed tree.
     #[arg(long = "pid-wait", value_name = "SECS", default_value_t = 5.0)]
     pub pid_wait: f64,
@@ -36,14 +46,34 @@ pub struct Args {
 
 /// Run `cryo restore`; returns cryo's exit code.
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    let mut o = RestoreOpts::new(&a.dir);
+    if let Some(r) = a.criu.refused() {
+        return Err(r.into());
+    }
+    for (on, option, why) in [
+        (
+            a.restore_sibling,
+            "--restore-sibling",
+            "the root is restored as cryo's child",
+        ),
+        (a.leave_stopped, "--leave-stopped", "a restored tree is left running"),
+    ] {
+        if on {
+            return Err(criu::Refused { option, why }.into());
+        }
+    }
+    let dir = criu::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
+    let mut o = RestoreOpts::new(&dir);
+    if let Some(t) = a.criu.timeout {
+        o.timeout = Duration::from_secs(t.max(1));
+    }
+    let log_file = a.log.as_deref().and_then(|l| a.criu.log_path(&dir, l));
     o.detach = a.detached;
     o.pidfile = a.pidfile.clone();
     o.shell_job = a.shell_job;
     o.file_locks = a.file_locks;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
     let log = |msg: &str| {
-        if let Some(l) = &a.log {
+        if let Some(l) = &log_file {
             let _ = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -1,0 +1,437 @@
+//! The rest of criu's command line, shared by `cryo dump` and `cryo restore`.
+//!
+//! criu's scripts and test suite (zdtm) pass options cryo has no use for, or
+//! that ask for something cryo does not do yet. Every criu option is accepted
+//! by the parser, so a criu command line never fails on spelling. Then each
+//! falls in one of three classes:
+//!
+//! * **honoured**: it does what it does in criu (`-W`, `--timeout`, …; the
+//!   dump/restore-specific ones live in `dump.rs`/`restore.rs`);
+//! * **nothing to do**: in cryo's design the option changes nothing (cryo reads
+//!   no configuration files, so `--no-default-config` is what it always does;
+//!   `--pidfile` on dump is ignored by criu too);
+//! * **refused**: cryo does not do what it asks, and saying yes would produce
+//!   something other than what the caller asked for. The command stops before
+//!   touching anything with a message naming the option ([`Refused`]).
+//!
+//! Options that only matter when the tree has a certain object (`--tcp-established`,
+//! `--ext-unix-sk`, `--link-remap`, …) are accepted here; the object's own
+//! code honours them or refuses the object with a message naming it.
+
+use clap::Args as ClapArgs;
+use std::path::{Path, PathBuf};
+
+/// criu's common options (both dump and restore accept all of them).
+#[derive(ClapArgs, Debug, Default, Clone)]
+pub struct Common {
+    /// Working directory for logs and other files (default: the images
+    /// directory); a relative --log-file is taken relative to it.
+    #[arg(short = 'W', long = "work-dir", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// cryo reads no configuration file: accepted for criu's command line.
+    #[arg(long = "no-default-config")]
+    pub no_default_config: bool,
+    /// A criu configuration file: refused (cryo reads options from its command line only).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds the freeze (dump) or the tasks (restore) may take.
+    #[arg(long = "timeout", value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// One log per pid: cryo's log is one short file, accepted.
+    #[arg(long = "log-pid", overrides_with = "no_log_pid")]
+    pub log_pid: bool,
+    #[arg(long = "no-log-pid", hide = true)]
+    pub no_log_pid: bool,
+    /// Print statistics: accepted (`-v3` prints cryo's phases).
+    #[arg(long = "display-stats", overrides_with = "no_display_stats")]
+    pub display_stats: bool,
+    #[arg(long = "no-display-stats", hide = true)]
+    pub no_display_stats: bool,
+
+    // --- accepted; the object's code honours them ------------------------
+    /// Dump/restore external unix sockets (optionally by inode).
+    #[arg(short = 'x', long = "ext-unix-sk", value_name = "INODE", num_args = 0..=1, default_missing_value = "")]
+    pub ext_unix_sk: Vec<String>,
+    /// Checkpoint established TCP connections.
+    #[arg(long = "tcp-established", overrides_with = "no_tcp_established")]
+    pub tcp_established: bool,
+    #[arg(long = "no-tcp-established", hide = true)]
+    pub no_tcp_established: bool,
+    /// Close established TCP connections on restore.
+    #[arg(long = "tcp-close", overrides_with = "no_tcp_close")]
+    pub tcp_close: bool,
+    #[arg(long = "no-tcp-close", hide = true)]
+    pub no_tcp_close: bool,
+    /// Skip TCP connections still being established.
+    #[arg(long = "skip-in-flight", overrides_with = "no_skip_in_flight")]
+    pub skip_in_flight: bool,
+    #[arg(long = "no-skip-in-flight", hide = true)]
+    pub no_skip_in_flight: bool,
+    /// Allow link remaps of files that were unlinked but are still open.
+    #[arg(long = "link-remap", overrides_with = "no_link_remap")]
+    pub link_remap: bool,
+    #[arg(long = "no-link-remap", hide = true)]
+    pub no_link_remap: bool,
+    /// Save ghost files sparsely (only the data, not the holes).
+    #[arg(long = "ghost-fiemap", overrides_with = "no_ghost_fiemap")]
+    pub ghost_fiemap: bool,
+    #[arg(long = "no-ghost-fiemap", hide = true)]
+    pub no_ghost_fiemap: bool,
+    /// Resolve inotify/fanotify watch paths by scanning (cryo always records the path).
+    #[arg(long = "force-irmap", overrides_with = "no_force_irmap")]
+    pub force_irmap: bool,
+    #[arg(long = "no-force-irmap", hide = true)]
+    pub no_force_irmap: bool,
+    /// Where irmap scans (cryo records paths directly).
+    #[arg(long = "irmap-scan-path", value_name = "PATH")]
+    pub irmap_scan_path: Vec<PathBuf>,
+    /// How the network is locked during the dump: iptables, nftables, skip.
+    #[arg(long = "network-lock", value_name = "METHOD", value_parser = ["iptables", "nftables", "skip"])]
+    pub network_lock: Option<String>,
+    /// Accepted: device files whose device cannot be found are dumped as paths.
+    #[arg(long = "evasive-devices", overrides_with = "no_evasive_devices")]
+    pub evasive_devices: bool,
+    #[arg(long = "no-evasive-devices", hide = true)]
+    pub no_evasive_devices: bool,
+    /// How file mappings are validated: filesize or buildid (cryo checks both size and inode).
+    #[arg(long = "file-validation", value_name = "MODE", value_parser = ["filesize", "buildid"])]
+    pub file_validation: Option<String>,
+    /// Accepted.
+    #[arg(long = "skip-file-rwx-check", overrides_with = "no_skip_file_rwx_check")]
+    pub skip_file_rwx_check: bool,
+    #[arg(long = "no-skip-file-rwx-check", hide = true)]
+    pub no_skip_file_rwx_check: bool,
+    /// Accepted (sysctls are not restored by cryo).
+    #[arg(long = "weak-sysctls", overrides_with = "no_weak_sysctls")]
+    pub weak_sysctls: bool,
+    #[arg(long = "no-weak-sysctls", hide = true)]
+    pub no_weak_sysctls: bool,
+    /// Accepted.
+    #[arg(long = "deprecated", overrides_with = "no_deprecated")]
+    pub deprecated: bool,
+    #[arg(long = "no-deprecated", hide = true)]
+    pub no_deprecated: bool,
+    /// CPU compatibility check on restore (cryo checks the xsave layout it needs).
+    #[arg(long = "cpu-cap", value_name = "CAPS", num_args = 0..=1, default_missing_value = "fpu")]
+    pub cpu_cap: Option<String>,
+    /// Uprobes in the tree's memory are allowed.
+    #[arg(long = "allow-uprobes", overrides_with = "no_allow_uprobes")]
+    pub allow_uprobes: bool,
+    #[arg(long = "no-allow-uprobes", hide = true)]
+    pub no_allow_uprobes: bool,
+    /// Pre-dump mode: splice or read (only pre-dump uses it).
+    #[arg(long = "pre-dump-mode", value_name = "MODE", value_parser = ["splice", "read"])]
+    pub pre_dump_mode: Option<String>,
+
+    // --- refused: cryo does not do what they ask (yet) --------------------
+    #[arg(long = "manage-cgroups", value_name = "MODE", num_args = 0..=1, default_missing_value = "soft", hide = true)]
+    pub manage_cgroups: Option<String>,
+    #[arg(long = "cgroup-root", value_name = "[CTRL:]PATH", hide = true)]
+    pub cgroup_root: Vec<String>,
+    #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
+    pub cgroup_yard: Option<String>,
+    #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
+    pub cgroup_props: Option<String>,
+    #[arg(long = "cgroup-props-file", value_name = "FILE", hide = true)]
+    pub cgroup_props_file: Option<String>,
+    #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
+    pub cgroup_dump_controller: Vec<String>,
+    #[arg(long = "freeze-cgroup", value_name = "PATH", hide = true)]
+    pub freeze_cgroup: Option<String>,
+    #[arg(short = 'r', long = "root", value_name = "PATH", hide = true)]
+    pub root: Option<String>,
+    #[arg(short = 'J', long = "join-ns", value_name = "NS:PATH", hide = true)]
+    pub join_ns: Vec<String>,
+    #[arg(long = "empty-ns", value_name = "NS", hide = true)]
+    pub empty_ns: Vec<String>,
+    #[arg(long = "external", value_name = "RES", hide = true)]
+    pub external: Vec<String>,
+    #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VAL", hide = true)]
+    pub ext_mount_map: Vec<String>,
+    #[arg(long = "skip-mnt", value_name = "PATH", hide = true)]
+    pub skip_mnt: Vec<String>,
+    #[arg(long = "enable-fs", value_name = "FS", hide = true)]
+    pub enable_fs: Vec<String>,
+    #[arg(long = "enable-external-sharing", hide = true)]
+    pub enable_external_sharing: bool,
+    #[arg(long = "enable-external-masters", hide = true)]
+    pub enable_external_masters: bool,
+    #[arg(long = "mntns-compat-mode", hide = true)]
+    pub mntns_compat_mode: bool,
+    #[arg(long = "no-mntns-compat-mode", hide = true)]
+    pub no_mntns_compat_mode: bool,
+    #[arg(long = "inherit-fd", value_name = "fd[N]:RES", hide = true)]
+    pub inherit_fd: Vec<String>,
+    #[arg(long = "veth-pair", value_name = "IN=OUT", hide = true)]
+    pub veth_pair: Vec<String>,
+    #[arg(long = "action-script", value_name = "SCRIPT", hide = true)]
+    pub action_script: Vec<String>,
+    #[arg(long = "exec-cmd", hide = true)]
+    pub exec_cmd: bool,
+    #[arg(long = "status-fd", value_name = "FD", hide = true)]
+    pub status_fd: Option<i32>,
+    #[arg(long = "lsm-profile", value_name = "TYPE:NAME", hide = true)]
+    pub lsm_profile: Option<String>,
+    #[arg(long = "lsm-mount-context", value_name = "CTX", hide = true)]
+    pub lsm_mount_context: Option<String>,
+    #[arg(short = 'L', long = "libdir", value_name = "DIR", hide = true)]
+    pub libdir: Option<String>,
+    #[arg(long = "page-server", hide = true)]
+    pub page_server: bool,
+    #[arg(long = "no-page-server", hide = true)]
+    pub no_page_server: bool,
+    #[arg(long = "address", value_name = "ADDR", hide = true)]
+    pub address: Option<String>,
+    #[arg(long = "port", value_name = "PORT", hide = true)]
+    pub port: Option<String>,
+    #[arg(long = "ps-socket", value_name = "FD", hide = true)]
+    pub ps_socket: Option<String>,
+    #[arg(long = "prev-images-dir", value_name = "DIR", hide = true)]
+    pub prev_images_dir: Option<String>,
+    #[arg(long = "track-mem", hide = true)]
+    pub track_mem: bool,
+    #[arg(long = "no-track-mem", hide = true)]
+    pub no_track_mem: bool,
+    #[arg(long = "auto-dedup", hide = true)]
+    pub auto_dedup: bool,
+    #[arg(long = "no-auto-dedup", hide = true)]
+    pub no_auto_dedup: bool,
+    #[arg(long = "lazy-pages", hide = true)]
+    pub lazy_pages: bool,
+    #[arg(long = "stream", hide = true)]
+    pub stream: bool,
+    #[arg(long = "no-stream", hide = true)]
+    pub no_stream: bool,
+    #[arg(long = "tls", hide = true)]
+    pub tls: bool,
+    #[arg(long = "no-tls", hide = true)]
+    pub no_tls: bool,
+    #[arg(long = "tls-cacert", hide = true)]
+    pub tls_cacert: Option<String>,
+    #[arg(long = "tls-cacrl", hide = true)]
+    pub tls_cacrl: Option<String>,
+    #[arg(long = "tls-cert", hide = true)]
+    pub tls_cert: Option<String>,
+    #[arg(long = "tls-key", hide = true)]
+    pub tls_key: Option<String>,
+    #[arg(long = "tls-no-cn-verify", hide = true)]
+    pub tls_no_cn_verify: bool,
+    #[arg(long = "unprivileged", hide = true)]
+    pub unprivileged: bool,
+    #[arg(long = "no-unprivileged", hide = true)]
+    pub no_unprivileged: bool,
+    #[arg(long = "feature", value_name = "NAME", hide = true)]
+    pub feature: Vec<String>,
+    #[arg(long = "extra", hide = true)]
+    pub extra: bool,
+    #[arg(long = "experimental", hide = true)]
+    pub experimental: bool,
+    #[arg(long = "ms", hide = true)]
+    pub ms: bool,
+    #[arg(long = "all", hide = true)]
+    pub all: bool,
+}
+
+/// An option cryo does not honour; the message names it and says why.
+#[derive(Debug, thiserror::Error)]
+#[error("criu option {option} is not supported by cryo: {why}")]
+pub struct Refused {
+    pub option: &'static str,
+    pub why: &'static str,
+}
+
+const CGROUPS: &str = "cryo does not dump or restore cgroups yet; the tree stays in the cgroups it is restored into";
+const MOUNTS: &str = "cryo does not handle mount or other namespaces yet";
+const REMOTE: &str = "cryo reads and writes image directories only (no page server, streaming or lazy pages)";
+
+impl Common {
+    /// The first refused option given, if any.
+    pub fn refused(&self) -> Option<Refused> {
+        let r = |option, why| Some(Refused { option, why });
+        if self.config.is_some() {
+            return r("--config", "cryo takes its options from the command line only");
+        }
+        if let Some(m) = &self.manage_cgroups {
+            if m != "ignore" {
+                return r("--manage-cgroups", CGROUPS);
+            }
+        }
+        let cg: [(&'static str, bool); 6] = [
+            ("--cgroup-root", !self.cgroup_root.is_empty()),
+            ("--cgroup-yard", self.cgroup_yard.is_some()),
+            ("--cgroup-props", self.cgroup_props.is_some()),
+            ("--cgroup-props-file", self.cgroup_props_file.is_some()),
+            ("--cgroup-dump-controller", !self.cgroup_dump_controller.is_empty()),
+            ("--freeze-cgroup", self.freeze_cgroup.is_some()),
+        ];
+        if let Some((o, _)) = cg.iter().find(|(_, on)| *on) {
+            return r(o, CGROUPS);
+        }
+        let ns: [(&'static str, bool); 10] = [
+            ("--root", self.root.is_some()),
+            ("--join-ns", !self.join_ns.is_empty()),
+            ("--empty-ns", !self.empty_ns.is_empty()),
+            ("--external", !self.external.is_empty()),
+            ("--ext-mount-map", !self.ext_mount_map.is_empty()),
+            ("--skip-mnt", !self.skip_mnt.is_empty()),
+            ("--enable-fs", !self.enable_fs.is_empty()),
+            ("--enable-external-sharing", self.enable_external_sharing),
+            ("--enable-external-masters", self.enable_external_masters),
+            ("--mntns-compat-mode", self.mntns_compat_mode),
+        ];
+        if let Some((o, _)) = ns.iter().find(|(_, on)| *on) {
+            return r(o, MOUNTS);
+        }
+        if !self.veth_pair.is_empty() {
+            return r("--veth-pair", "cryo does not restore network namespaces yet");
+        }
+        let remote: [(&'static str, bool); 11] = [
+            ("--page-server", self.page_server),
+            ("--address", self.address.is_some()),
+            ("--port", self.port.is_some()),
+            ("--ps-socket", self.ps_socket.is_some()),
+            ("--lazy-pages", self.lazy_pages),
+            ("--stream", self.stream),
+            ("--tls", self.tls),
+            ("--tls-cacert", self.tls_cacert.is_some()),
+            ("--tls-cacrl", self.tls_cacrl.is_some()),
+            ("--tls-cert", self.tls_cert.is_some()),
+            ("--tls-key", self.tls_key.is_some() || self.tls_no_cn_verify),
+        ];
+        if let Some((o, _)) = remote.iter().find(|(_, on)| *on) {
+            return r(o, REMOTE);
+        }
+        let other: [(&'static str, bool, &'static str); 10] = [
+            (
+                "--prev-images-dir",
+                self.prev_images_dir.is_some(),
+                "incremental dumps are not supported yet",
+            ),
+            ("--track-mem", self.track_mem, "incremental dumps are not supported yet"),
+            (
+                "--auto-dedup",
+                self.auto_dedup,
+                "incremental dumps are not supported yet",
+            ),
+            (
+                "--inherit-fd",
+                !self.inherit_fd.is_empty(),
+                "inheriting fds from the caller is not supported yet",
+            ),
+            (
+                "--action-script",
+                !self.action_script.is_empty(),
+                "cryo runs no action scripts",
+            ),
+            ("--exec-cmd", self.exec_cmd, "cryo runs no command after a restore"),
+            (
+                "--lsm-profile",
+                self.lsm_profile.is_some() || self.lsm_mount_context.is_some(),
+                "LSM profiles are not handled",
+            ),
+            ("--libdir", self.libdir.is_some(), "cryo loads no plugins"),
+            ("--unprivileged", self.unprivileged, "cryo runs as root"),
+            (
+                "--feature",
+                !self.feature.is_empty() || self.extra || self.experimental || self.ms || self.all,
+                "these are options of criu check",
+            ),
+        ];
+        if let Some((o, _, why)) = other.iter().find(|(_, on, _)| *on) {
+            return r(o, why);
+        }
+        None
+    }
+
+    /// Where a relative log file goes: the work dir, else the images dir
+    /// (criu's rule). "-" means standard error.
+    pub fn log_path(&self, images: &Path, log: &Path) -> Option<PathBuf> {
+        if log.as_os_str() == "-" {
+            return None;
+        }
+        if log.is_absolute() {
+            return Some(log.to_path_buf());
+        }
+        Some(self.work_dir.as_deref().unwrap_or(images).join(log))
+    }
+}
+
+/// An absolute form of `p` (relative to the current directory), so that the
+/// engine never depends on where it is when it opens images.
+pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    std::path::absolute(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        c: Common,
+    }
+
+    fn parse(args: &[&str]) -> Common {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .c
+    }
+
+    #[test]
+    fn zdtm_command_lines_parse_and_are_not_refused() {
+        let c = parse(&[
+            "--no-default-config",
+            "--timeout",
+            "10",
+            "--pre-dump-mode",
+            "splice",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--link-remap",
+            "--ghost-fiemap",
+            "--no-ghost-fiemap",
+            "--force-irmap",
+            "--irmap-scan-path",
+            "/zdtm",
+            "--skip-in-flight",
+            "--tcp-close",
+            "--network-lock",
+            "nftables",
+        ]);
+        assert!(c.refused().is_none());
+        assert!(!c.ghost_fiemap, "the last of --ghost-fiemap/--no-ghost-fiemap wins");
+    }
+
+    #[test]
+    fn options_cryo_does_not_honour_are_refused_by_name() {
+        for (args, opt) in [
+            (&["--manage-cgroups"][..], "--manage-cgroups"),
+            (&["--manage-cgroups=full"][..], "--manage-cgroups"),
+            (&["--cgroup-root", "/x"][..], "--cgroup-root"),
+            (&["--inherit-fd", "fd[1]:pipe"][..], "--inherit-fd"),
+            (&["--lazy-pages"][..], "--lazy-pages"),
+            (&["--config", "/etc/criu.conf"][..], "--config"),
+            (&["--root", "/"][..], "--root"),
+        ] {
+            let e = parse(args).refused().expect("refused");
+            assert_eq!(e.option, opt);
+            assert!(e.to_string().contains(opt));
+        }
+        assert!(parse(&["--manage-cgroups=ignore"]).refused().is_none());
+    }
+
+    #[test]
+    fn relative_logs_go_to_the_work_dir_else_the_images_dir() {
+        let c = parse(&[]);
+        assert_eq!(c.log_path(Path::new("/i"), Path::new("d.log")), Some("/i/d.log".into()));
+        assert_eq!(
+            c.log_path(Path::new("/i"), Path::new("/l/d.log")),
+            Some("/l/d.log".into())
+        );
+        assert_eq!(c.log_path(Path::new("/i"), Path::new("-")), None);
+        let c = parse(&["-W", "/w"]);
+        assert_eq!(c.log_path(Path::new("/i"), Path::new("d.log")), Some("/w/d.log".into()));
+    }
+}
