@@ -13,6 +13,18 @@ const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
 #[path = "common/pty.rs"]
 mod pty;
 
+// Tests by class of program (each file uses this file's helpers via `super::*`).
+#[path = "restore/fdkinds.rs"]
+mod fdkinds;
+#[path = "restore/ghost.rs"]
+mod ghost;
+#[path = "restore/mem.rs"]
+mod mem;
+#[path = "restore/tasks.rs"]
+mod tasks;
+#[path = "restore/tty.rs"]
+mod tty;
+
 /// The CRIU 4.2 image sets bundled in the repository (fixtures/criu-4.2).
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")

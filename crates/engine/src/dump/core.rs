@@ -351,11 +351,6 @@ mod tests {
         assert_eq!(sa.len(), 62);
         assert_eq!(sa[8].sigaction, 0x1234);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     fn regs(ax: i64, orig_ax: i64) -> Regs {
         Regs {
