@@ -15,7 +15,9 @@ trap cleanup EXIT
 mkdir -p /tmp/anchor "$work/images"
 gcc -O2 -o "$work/loop_heap" fixtures/criu-4.2/loop_heap/src/loop_heap.c
 
-"$work/loop_heap" </dev/null >/dev/null 2>&1 &
+# Started the way a daemon is started: in a session of its own (setsid), so that the restore does not
+# need the session leader of the shell this script runs in (else: dump and restore with -j).
+setsid "$work/loop_heap" </dev/null >/dev/null 2>&1 &
 pid=$!
 sleep 0.5
 echo "== running:  $(cat /tmp/anchor/loop_heap.status)"

@@ -66,3 +66,53 @@ fn diff_of_two_dumps_shows_exactly_the_changed_pages() {
     let pb = sb.read_memory(p.pid, base + 5 * 4096 + 100, 1).unwrap();
     assert_eq!(pa[0] ^ 0xff, pb[0]);
 }
+
+/// `crit core` of a live program dumped here: gdb, given the very program and this machine's libc,
+/// unwinds every thread to its function (the fixture-based crit tests cannot: their libc is another
+/// machine's).
+#[test]
+fn gdb_unwinds_every_thread_of_a_crit_core_of_a_live_dump() {
+    let root = tmp_dir("gdb-live-core");
+    let (t, _) = Target::start("workers", &[]);
+    let images = root.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    // The threads are in pause() once the barrier is past: wait until every one sleeps.
+    for _ in 0..polls(10) {
+        let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", t.pid)).unwrap().collect();
+        let sleeping = tasks
+            .iter()
+            .filter(|e| {
+                let p = e.as_ref().unwrap().path().join("stat");
+                std::fs::read_to_string(p).is_ok_and(|s| s.contains(") S "))
+            })
+            .count();
+        if tasks.len() == 4 && sleeping == 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    dump(t.pid, &images);
+    let set = ImageSet::open(&images).unwrap();
+    let core = root.join("core");
+    let sum = cryo_crit::coredump::write_core(&set, t.pid as u32, &core).unwrap();
+    assert_eq!(sum.threads.len(), 4);
+    let o = Command::new("gdb")
+        .args([
+            "-nx",
+            "-batch",
+            "-ex",
+            "set debuginfod enabled off",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .arg(prog("workers"))
+        .arg(&core)
+        .output()
+        .expect("gdb is installed");
+    drop(t);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(" main ("), "{out}");
+    assert_eq!(out.matches(" worker (").count(), 3, "{out}");
+    std::fs::remove_dir_all(root).unwrap();
+}

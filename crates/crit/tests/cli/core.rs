@@ -107,35 +107,6 @@ fn build_threads4(dir: &std::path::Path) -> std::path::PathBuf {
     exe
 }
 
-/// The GNU build id of an ELF file.
-fn build_id(path: &std::path::Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    let elf = Elf::parse(&bytes).unwrap();
-    elf.iter_note_sections(&bytes, Some(".note.gnu.build-id"))
-        .and_then(|mut it| it.next())
-        .and_then(|n| n.ok())
-        .map(|n| n.desc.to_vec())
-        .unwrap_or_default()
-}
-
-/// The build id files.img records for the dumped threads4 (five u32 words).
-fn recorded_build_id() -> Vec<u8> {
-    let files = json(&ok(&["decode", "-i", &format!("{}/files.img", images("threads4"))]));
-    let reg = files["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["reg"]["name"].as_str().is_some_and(|n| n.ends_with("/threads4")))
-        .unwrap()["reg"]
-        .clone();
-    reg["build_id"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|w| (w.as_u64().unwrap() as u32).to_le_bytes())
-        .collect()
-}
-
 #[test]
 fn gdb_loads_the_core_with_all_threads_and_registers() {
     let d = scratch("core-gdb");
@@ -181,20 +152,16 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
     for tid in [9304, 9306, 9307, 9308] {
         assert!(out.contains(&format!("LWP {tid}")), "thread {tid} missing: {out}");
     }
+    // `info threads` lists each thread once ("* 1    LWP 9304 ..." or "  2    Thread ... (LWP 9306) ..."
+    // depending on gdb's version).
     let threads = out
         .lines()
-        .filter(|l| l.contains("(LWP ") && l.trim_start().starts_with(|c: char| c == '*' || c.is_ascii_digit()))
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(|c: char| c == '*' || c.is_ascii_digit()) && l.contains("LWP "))
         .count();
     assert_eq!(threads, 4, "{out}");
-    // Stacks and libraries are right: gdb unwinds every thread to main or the worker function. That
-    // needs the very program that was dumped: gcc here rebuilds it bit for bit (same build id as
-    // files.img records); with another compiler only the checks above apply.
-    if build_id(&exe) == recorded_build_id() {
-        assert!(out.contains("in main ()"), "{out}");
-        assert_eq!(out.matches("in worker ()").count(), 3, "{out}");
-    } else {
-        eprintln!("gcc built a different threads4 (build id differs): backtraces not checked");
-    }
+    // Backtraces need the dumped program's libc (the fixture's is another machine's): the engine's
+    // gdb_unwinds_every_thread_of_a_crit_core_of_a_live_dump checks them on a dump taken here.
     // argv from memory through the core.
     assert!(out.contains("\"./bin/threads4\""), "{out}");
     // FPU and xsave state: values from the core image, read back through NT_FPREGSET / NT_X86_XSTATE.

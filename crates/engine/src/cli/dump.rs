@@ -113,12 +113,22 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             line.push_str(&format!("\n  {:<32} {:>9.1} ms", name, d.as_secs_f64() * 1e3));
         }
     }
+    let warnings: Vec<String> = match &res {
+        Ok(s) => s.warnings.iter().map(|w| format!("cryo dump: warning: {w}")).collect(),
+        Err(_) => Vec::new(),
+    };
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     if let Some(p) = a.log.as_deref().and_then(|l| a.criu.log_path(&a.dir, l)) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&p)
             .with_context(|| format!("opening log {}", p.display()))?;
+        for w in &warnings {
+            writeln!(f, "{w}")?;
+        }
         writeln!(f, "{line}")?;
     }
     match res {

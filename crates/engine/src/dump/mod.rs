@@ -134,6 +134,8 @@ pub struct DumpSummary {
     pub total: Duration,
     /// Each phase and how long it took, in order (the frozen ones say so).
     pub phases: Vec<(String, Duration)>,
+    /// What the caller should know about restoring this set (printed by the CLI).
+    pub warnings: Vec<String>,
 }
 
 fn read(path: &str, pid: i32) -> Result<String> {
@@ -420,6 +422,15 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                 frozen,
                 total: t0.elapsed(),
                 phases: ctx.phases.list,
+                warnings: if ctx.opts.shell_job {
+                    Vec::new()
+                } else {
+                    leaders_outside(&ctx.pstree, |pid| {
+                        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .ok()
+                            .map(|c| c.trim_end().to_string())
+                    })
+                },
             })
         }
         Err(e) => {
@@ -1488,4 +1499,61 @@ fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
     let path = ctx.out.path("inventory.img");
     write_image(&path, "INVENTORY", &[inv])?.finish()?;
     Ok(())
+}
+
+/// Warnings for sessions and process groups of the tree whose leader is not
+/// in the tree but alive: a restore re-creates them with a helper task that
+/// needs the leader's pid, so it fails while that process lives (typically
+/// the shell the program was started from) unless restored with `-j`.
+/// `comm` gives the name of a live pid (None: not running).
+fn leaders_outside(pstree: &[pb::PstreeEntry], comm: impl Fn(u32) -> Option<String>) -> Vec<String> {
+    let inside: std::collections::HashSet<u32> = pstree.iter().map(|p| p.pid).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for p in pstree {
+        for (what, leader) in [("session", p.sid), ("process group", p.pgid)] {
+            if leader == 0 || inside.contains(&leader) || !seen.insert((what, leader)) {
+                continue;
+            }
+            if let Some(name) = comm(leader) {
+                out.push(format!(
+                    "pid {}'s {what} leader {leader} ({name}) is not in the dumped tree and is running: \
+                     restore with -j (--shell-job), or the restore fails while pid {leader} is in use",
+                    p.pid
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod leader_tests {
+    use super::*;
+
+    fn e(pid: u32, pgid: u32, sid: u32) -> pb::PstreeEntry {
+        pb::PstreeEntry {
+            pid,
+            ppid: 1,
+            pgid,
+            sid,
+            threads: vec![pid],
+        }
+    }
+
+    #[test]
+    fn a_live_leader_outside_the_tree_asks_for_shell_job() {
+        let alive = |pid: u32| (pid == 10).then(|| "bash".to_string());
+        // Started from a shell without job control: the shell leads both.
+        let w = leaders_outside(&[e(20, 10, 10), e(21, 10, 10)], alive);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("session leader 10 (bash)") && w[0].contains("-j"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("process group leader 10"), "{w:?}");
+        // A daemon (its own session) or a gone leader: nothing to say.
+        assert!(leaders_outside(&[e(20, 20, 20), e(21, 20, 20)], alive).is_empty());
+        assert!(leaders_outside(&[e(20, 11, 11)], alive).is_empty());
+    }
 }
