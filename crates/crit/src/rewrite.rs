@@ -14,7 +14,7 @@ use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use thiserror::Error;
 
 use cryo_image::check::{self, VMA_ANON_SHARED, VMA_AREA_SYSVIPC};
-use cryo_image::{codec, pb, Image, PAGE_SIZE, PE_PARENT, PE_PRESENT};
+use cryo_image::{codec, pb, sidecar, Image, PAGE_SIZE, PE_PARENT, PE_PRESENT};
 
 /// Why a rewrite was refused or failed. Nothing was written when one of these is returned.
 #[derive(Debug, Error)]
@@ -112,60 +112,8 @@ enum Out {
     Pages { src: PathBuf, ranges: Vec<(u64, u64)> },
     /// A symlink (the `parent` link of an incremental dump).
     Link(PathBuf),
-    /// New contents of a non-image file (the renumbered affinity sidecar).
+    /// New contents of a non-image file (the renumbered sidecar).
     Data(Vec<u8>),
-}
-
-/// cryo's per-thread CPU affinity sidecar (see cryo-engine's `affinity` module): `{"version": 1, "threads":
-/// {"<tid>": "<cpulist>"}}`. Not an image (CRIU and `crit check` ignore it), but its keys are tids, so
-/// `--pid-map` renumbers them.
-pub const AFFINITY_SIDECAR: &str = "cryo-affinity.json";
-
-/// Renumber the thread ids (keys of `threads`) of an affinity sidecar; other fields are kept as they are.
-pub fn map_affinity_sidecar(text: &str, map: &BTreeMap<u32, u32>) -> Result<(String, usize), String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let serde_json::Value::Object(top) = v else {
-        return Err("not a JSON object".into());
-    };
-    match top.get("version").and_then(|v| v.as_u64()) {
-        Some(1) => {}
-        _ => return Err("not version 1: its thread ids cannot be renumbered".into()),
-    }
-    let threads = top
-        .get("threads")
-        .and_then(|t| t.as_object())
-        .ok_or("no `threads` object")?;
-    let mut renamed: BTreeMap<u32, serde_json::Value> = BTreeMap::new();
-    let mut n = 0;
-    for (k, cpus) in threads {
-        let tid: u32 = k
-            .parse()
-            .ok()
-            .filter(|t: &u32| t.to_string() == *k)
-            .ok_or_else(|| format!("`{k}` is not a thread id"))?;
-        let new = match map.get(&tid) {
-            Some(&new) => {
-                n += usize::from(new != tid);
-                new
-            }
-            None => tid,
-        };
-        if renamed.insert(new, cpus.clone()).is_some() {
-            return Err(format!("two threads would both become {new}"));
-        }
-    }
-    let mut out = serde_json::Map::new();
-    for (k, v) in top {
-        if k == "threads" {
-            let t = renamed.iter().map(|(tid, c)| (tid.to_string(), c.clone())).collect();
-            out.insert(k, serde_json::Value::Object(t));
-        } else {
-            out.insert(k, v);
-        }
-    }
-    let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(out)).map_err(|e| e.to_string())?;
-    text.push('\n');
-    Ok((text, n))
 }
 
 /// An image set loaded for rewriting.
@@ -437,21 +385,24 @@ impl Rewrite {
                 return Err(RewriteError::BadMap(format!("two images would be named {new}")));
             }
         }
-        // The affinity sidecar's keys are tids.
-        let sidecar = match self.files.get(AFFINITY_SIDECAR) {
-            Some(Out::Copy(src)) => Some(src.clone()),
-            _ => None,
-        };
-        if let Some(src) = sidecar {
-            let text = fs::read_to_string(&src).map_err(io(&src))?;
-            let (text, n) = map_affinity_sidecar(&text, map).map_err(|what| RewriteError::Image {
+        // cryo's sidecar: its affinity keys are tids (either file name; it is written back as version 2
+        // under the name it had).
+        for name in [sidecar::FILE, sidecar::LEGACY_FILE] {
+            let src = match self.files.get(name) {
+                Some(Out::Copy(src)) => src.clone(),
+                _ => continue,
+            };
+            let bad = |what: String| RewriteError::Image {
                 file: src.display().to_string(),
                 what,
-            })?;
-            self.files.insert(AFFINITY_SIDECAR.into(), Out::Data(text.into_bytes()));
+            };
+            let text = fs::read_to_string(&src).map_err(io(&src))?;
+            let side = sidecar::parse(&text).map_err(bad)?;
+            let (side, n) = side.renumber_threads(map).map_err(bad)?;
             if n > 0 {
-                self.changes
-                    .push(format!("{AFFINITY_SIDECAR}: {n} thread id(s) renumbered"));
+                self.files
+                    .insert(name.into(), Out::Data(sidecar::to_json(&side).into_bytes()));
+                self.changes.push(format!("{name}: {n} thread id(s) renumbered"));
             }
         }
         // What cannot be fixed.

@@ -1327,27 +1327,27 @@ fn a_closed_pipe_is_not_an_error() {
     assert!(crit(&["check", s(&out)]).status.success());
 }
 
-/// cryo's CPU-affinity sidecar follows the pid map (its keys are tids); a broken one is refused with its name.
+/// cryo's sidecar follows the pid map (its affinity keys are tids; eventfd file ids stay); the version-1
+/// affinity file too; a broken one is refused with its name.
 #[test]
-fn rewrite_pid_map_renumbers_the_affinity_sidecar() {
+fn rewrite_pid_map_renumbers_the_sidecar() {
     let (_t, dir) = copy_set("threads4");
     fs::write(
-        dir.join("cryo-affinity.json"),
-        "{\"version\": 1, \"threads\": {\"9304\": \"0\", \"9307\": \"1-3,6\"}}\n",
+        dir.join("cryo.json"),
+        "{\"version\": 2, \"affinity\": {\"9304\": \"0\", \"9307\": \"1-3,6\"}, \"eventfd_semaphore\": [5]}\n",
     )
     .unwrap();
     let out = dir.parent().unwrap().join("out");
     let o = crit(&["rewrite", s(&dir), "-o", s(&out), "--pid-map", "9307:700,9304:9304"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(
-        text(&o).0.contains("cryo-affinity.json: 1 thread id(s) renumbered"),
+        text(&o).0.contains("cryo.json: 1 thread id(s) renumbered"),
         "{:?}",
         text(&o)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("cryo-affinity.json")).unwrap()).unwrap();
-    assert_eq!(v["version"], 1);
-    let threads = v["threads"].as_object().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("cryo.json")).unwrap()).unwrap();
+    assert_eq!(v["version"], 2);
+    let threads = v["affinity"].as_object().unwrap();
     assert_eq!(
         threads
             .iter()
@@ -1355,8 +1355,21 @@ fn rewrite_pid_map_renumbers_the_affinity_sidecar() {
             .collect::<Vec<_>>(),
         vec![("700", "1-3,6"), ("9304", "0")]
     );
+    assert_eq!(v["eventfd_semaphore"], serde_json::json!([5]));
     assert!(out.join("core-700.img").exists());
     assert!(crit(&["check", s(&out)]).status.success());
+    // The version-1 file of earlier dumps.
+    fs::remove_file(dir.join("cryo.json")).unwrap();
+    fs::write(
+        dir.join("cryo-affinity.json"),
+        "{\"version\": 1, \"threads\": {\"9307\": \"1\"}}",
+    )
+    .unwrap();
+    let out1 = dir.parent().unwrap().join("out1");
+    let o = crit(&["rewrite", s(&dir), "-o", s(&out1), "--pid-map", "9307:700"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let side = cryo_image::sidecar::parse(&fs::read_to_string(out1.join("cryo-affinity.json")).unwrap()).unwrap();
+    assert_eq!(side.affinity.keys().copied().collect::<Vec<_>>(), [700]);
     // A broken sidecar: refused, naming it, nothing written.
     fs::write(
         dir.join("cryo-affinity.json"),
@@ -1368,7 +1381,7 @@ fn rewrite_pid_map_renumbers_the_affinity_sidecar() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        err.contains("cryo-affinity.json") && err.contains("`x` is not a thread id"),
+        err.contains("cryo-affinity.json") && err.contains("thread `x`: not a thread id"),
         "{err}"
     );
     assert!(!out2.exists());

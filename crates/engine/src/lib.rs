@@ -14,4 +14,5 @@ pub mod parasite;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;
+pub mod sidecar;
 pub mod sys;

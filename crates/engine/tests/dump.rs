@@ -1054,8 +1054,8 @@ fn epoll_with_a_closed_target_is_refused() {
     assert_eq!(wait_file(&work.join("fdkinds.verify"), "o").trim(), "ok");
 }
 
-/// CPU affinity: threads pinned to {0} and {1} are written to
-/// cryo-affinity.json with their CPU lists, a thread allowed on every online
+/// CPU affinity: threads pinned to {0} and {1} are written to the sidecar
+/// (cryo.json) with their CPU lists, a thread allowed on every online
 /// CPU ({0,1}) is left out, the set still passes `crit check`, and the
 /// program's own check still passes after the dump (--leave-running).
 #[test]
@@ -1067,21 +1067,22 @@ fn pinned_threads_go_to_the_affinity_sidecar() {
     o.leave_running = true;
     dump::dump(o).unwrap();
     assert!(imgs.join("inventory.img").exists());
-    let text = std::fs::read_to_string(imgs.join(cryo_engine::affinity::FILE)).unwrap();
-    let side = cryo_engine::affinity::parse(&text).unwrap();
+    let text = std::fs::read_to_string(imgs.join(cryo_image::sidecar::FILE)).unwrap();
+    let side = cryo_image::sidecar::parse(&text).unwrap();
     let (main, t1) = (kv(&line, "main"), kv(&line, "t1"));
     let got: Vec<(String, String)> = side
-        .threads
+        .affinity
         .iter()
-        .map(|(t, c)| (t.to_string(), cryo_engine::affinity::format_cpulist(c)))
+        .map(|(t, c)| (t.to_string(), cryo_image::sidecar::format_cpulist(c)))
         .collect();
     assert_eq!(
         got,
         vec![(main.clone(), "0".into()), (t1.clone(), "1".into())],
         "{text}"
     );
-    // The text is the documented shape: version 1, tid -> cpulist.
-    assert!(text.contains("\"version\": 1"), "{text}");
+    // The text is the documented shape: version 2, affinity: tid -> cpulist.
+    assert!(text.contains("\"version\": 2"), "{text}");
+    assert!(text.contains("\"affinity\""), "{text}");
     assert!(text.contains(&format!("\"{main}\": \"0\"")), "{text}");
     // Every core-TID has a thread; the sidecar does not upset crit check.
     let set = ImageSet::open(&imgs).unwrap();
@@ -1104,14 +1105,20 @@ fn pinned_threads_go_to_the_affinity_sidecar() {
 fn unpinned_threads_write_no_affinity_sidecar() {
     let work = tmp_dir("noaffin");
     let imgs = tmp_dir("noaffin-img");
-    let stale = imgs.join(cryo_engine::affinity::FILE);
-    std::fs::write(&stale, "{\"version\": 1, \"threads\": {\"1\": \"0\"}}\n").unwrap();
+    let stale = imgs.join(cryo_image::sidecar::FILE);
+    std::fs::write(&stale, "{\"version\": 2, \"affinity\": {\"1\": \"0\"}}\n").unwrap();
+    let stale_v1 = imgs.join(cryo_image::sidecar::LEGACY_FILE);
+    std::fs::write(&stale_v1, "{\"version\": 1, \"threads\": {\"1\": \"0\"}}\n").unwrap();
     let (t, _) = Target::start("affinity", &["none", work.to_str().unwrap()]);
     let mut o = DumpOpts::new(t.pid, &imgs);
     o.leave_running = true;
     dump::dump(o).unwrap();
     assert!(imgs.join("inventory.img").exists());
-    assert!(!stale.exists(), "stale sidecar kept: {:?}", images_of(&imgs));
+    assert!(
+        !stale.exists() && !stale_v1.exists(),
+        "stale sidecar kept: {:?}",
+        images_of(&imgs)
+    );
     assert!(
         images_of(&imgs)
             .iter()

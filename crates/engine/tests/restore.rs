@@ -1844,12 +1844,13 @@ fn dump_restore_keeps_per_thread_cpu_affinity_twice() {
             let ready = ns.wait_status("affinity.ready", "t2=");
             let (main, t1) = (field(&ready, "main"), field(&ready, "t1"));
             assert_eq!(main, pid.to_string());
-            let side = std::fs::read_to_string(ns.anchor("img/cryo-affinity.json")).unwrap();
-            let side = cryo_engine::affinity::parse(&side).unwrap();
+            let side = std::fs::read_to_string(ns.anchor("img/cryo.json")).unwrap();
+            let side = cryo_image::sidecar::parse(&side).unwrap();
+            assert!(side.eventfd_semaphore.is_empty());
             let got: Vec<(String, String)> = side
-                .threads
+                .affinity
                 .iter()
-                .map(|(t, c)| (t.to_string(), cryo_engine::affinity::format_cpulist(c)))
+                .map(|(t, c)| (t.to_string(), cryo_image::sidecar::format_cpulist(c)))
                 .collect();
             assert_eq!(got, vec![(main, "0".to_string()), (t1, "1".to_string())]);
             let v = ns.ask(pid, "affinity.verify", "affinity=");
@@ -1882,11 +1883,19 @@ fn affinity_sidecar_pins_criu_images_or_warns_when_the_cpus_are_missing() {
         ("affin-missing", format!("{}", last + 1), online.to_string(), true),
     ] {
         let dir = copy_images("loop_heap", tag);
-        std::fs::write(
-            dir.join("cryo-affinity.json"),
-            format!("{{\"version\": 1, \"threads\": {{\"{pid}\": \"{cpus}\"}}}}"),
-        )
-        .unwrap();
+        // The version-2 cryo.json, and the version-1 file of earlier dumps.
+        let (name, text) = if warn {
+            (
+                "cryo-affinity.json",
+                format!("{{\"version\": 1, \"threads\": {{\"{pid}\": \"{cpus}\"}}}}"),
+            )
+        } else {
+            (
+                "cryo.json",
+                format!("{{\"version\": 2, \"affinity\": {{\"{pid}\": \"{cpus}\"}}}}"),
+            )
+        };
+        std::fs::write(dir.join(name), text).unwrap();
         let before = dir_digest(&dir);
         let ns = Ns::restore(&dir, &[]);
         let (rc, err) = ns.cryo_result();
@@ -1905,36 +1914,41 @@ fn affinity_sidecar_pins_criu_images_or_warns_when_the_cpus_are_missing() {
     }
 }
 
-/// A corrupt sidecar, a bad CPU list and a tid that is not in the set are
-/// refused before any task exists, naming the file (and the thread).
+/// A corrupt sidecar, a bad CPU list, a tid that is not in the set and a
+/// file id that is not an eventfd are refused before any task exists, naming
+/// the file (and the thread or file).
 #[test]
 fn bad_affinity_sidecars_are_refused_before_any_task() {
     build_fixture("loop_heap");
     let pid = pstree_pids("loop_heap")[0];
     for (i, (text, needle)) in [
         (
-            "{\"version\": 1, \"threads\": {".to_string(),
+            "{\"version\": 2, \"affinity\": {".to_string(),
             "not valid JSON".to_string(),
         ),
         (
-            format!("{{\"version\": 1, \"threads\": {{\"{pid}\": \"1-0\"}}}}"),
+            format!("{{\"version\": 2, \"affinity\": {{\"{pid}\": \"1-0\"}}}}"),
             format!("thread {pid}: bad CPU list"),
         ),
         (
-            format!("{{\"version\": 1, \"threads\": {{\"{}\": \"0\"}}}}", pid + 1),
+            format!("{{\"version\": 2, \"affinity\": {{\"{}\": \"0\"}}}}", pid + 1),
             format!("thread {} is not a live thread", pid + 1),
+        ),
+        (
+            "{\"version\": 2, \"eventfd_semaphore\": [1]}".to_string(),
+            "file id 1 is not an eventfd".to_string(),
         ),
     ]
     .iter()
     .enumerate()
     {
         let dir = copy_images("loop_heap", &format!("affin-bad{i}"));
-        std::fs::write(dir.join("cryo-affinity.json"), text).unwrap();
+        std::fs::write(dir.join("cryo.json"), text).unwrap();
         let ns = Ns::restore(&dir, &[]);
         let (rc, err) = ns.cryo_result();
         assert_ne!(rc, 0, "{text}: restored");
         assert!(
-            err.contains("cryo-affinity.json") && err.contains(needle.as_str()),
+            err.contains("cryo.json") && err.contains(needle.as_str()),
             "{text}: {err}"
         );
         assert!(!ns.inner_pids().contains(&pid), "{text}: a task was created");
@@ -2088,4 +2102,32 @@ fn a_double_forked_daemon_restores_its_gone_session_leader_twice() {
 #[test]
 fn a_daemon_with_a_child_in_a_leaderless_group_restores_twice() {
     daemon_twice(true);
+}
+
+/// An EFD_SEMAPHORE eventfd (which CRIU's entry cannot record) is dumped with
+/// its file id in the sidecar and comes back a semaphore, twice; the plain
+/// eventfd beside it stays plain.
+#[test]
+fn dump_restore_keeps_an_efd_semaphore_eventfd_twice() {
+    let prog = build_prog("efdsem");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "efdsem.ready",
+        |ns, pid, round| {
+            let side = std::fs::read_to_string(ns.anchor("img/cryo.json")).unwrap();
+            let side = cryo_image::sidecar::parse(&side).unwrap();
+            assert_eq!(side.eventfd_semaphore.len(), 1, "round {round}: {side:?}");
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let id = *side.eventfd_semaphore.iter().next().unwrap();
+            let e = set.files().unwrap();
+            let efd = e.iter().find(|f| f.id == id).and_then(|f| f.efd.as_ref());
+            assert_eq!(
+                efd.map(|e| e.counter),
+                Some(3),
+                "round {round}: file {id} is the semaphore"
+            );
+            let v = ns.ask(pid, "efdsem.verify", "\n");
+            assert_eq!(v.trim(), "ok", "round {round}");
+        },
+    );
 }

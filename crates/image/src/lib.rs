@@ -18,6 +18,7 @@ pub mod magic;
 pub mod pages;
 pub mod pretty;
 pub mod pyjson;
+pub mod sidecar;
 pub mod vma;
 pub mod writer;
 

@@ -813,13 +813,18 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     }
     write_shared(ctx)?;
     trace(&format!("shared images at {:?}", t.elapsed()));
-    // CPU affinity: a sidecar beside the images, written only for pinned threads.
+    // What CRIU's format cannot hold (CPU affinity of pinned threads,
+    // EFD_SEMAPHORE eventfds) goes into the sidecar, written only when there is any.
     let tids: Vec<i32> = tree
         .procs
         .iter()
         .flat_map(|p| p.threads.iter().map(|t| t.tid()))
         .collect();
-    crate::affinity::dump(&ctx.opts.dir, &tids, |name| ctx.out.path(name))?;
+    let side = cryo_image::sidecar::Sidecar {
+        affinity: crate::affinity::collect(&tids)?,
+        eventfd_semaphore: ctx.files.eventfd_semaphore.clone(),
+    };
+    crate::sidecar::write(&ctx.opts.dir, &side, |name| ctx.out.path(name))?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! eventfd: an EVENTFD entry in files.img with the file flags and the
 //! counter (fdinfo's `eventfd-count`, hex). Restored with eventfd2 and one
 //! write of the counter (eventfd2's initial value is only 32 bits wide).
+//! EFD_SEMAPHORE has no place in CRIU's entry: the file id goes into cryo's
+//! sidecar (`eventfd_semaphore` of cryo.json), which restore reads back.
 
 use super::anon::{self, fdinfo_text, is_anon};
 use super::{fown, FdCtx, FdKind, FileError, FileTable};
@@ -32,12 +34,10 @@ impl FdKind for Eventfd {
         is_anon(c, "[eventfd]")
     }
 
-    fn dump(&self, c: &FdCtx, id: u32, _t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
+    fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let info = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(format!("eventfd: {e}")))?;
         if info.semaphore {
-            // CRIU's eventfd entry has no place for EFD_SEMAPHORE: a restore
-            // would silently change the read semantics.
-            return Err(c.unsupported("an EFD_SEMAPHORE eventfd (the image format cannot record it)"));
+            t.eventfd_semaphore.insert(id);
         }
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Eventfd as i32,
@@ -72,10 +72,12 @@ mod restore_side {
     use cryo_image::pb;
     use std::os::fd::{AsRawFd, OwnedFd};
 
-    /// A new eventfd holding the dumped counter, with the dumped flags.
-    pub fn restore_open(id: u32, e: &pb::EventfdFileEntry) -> Result<OwnedFd, RestoreError> {
+    /// A new eventfd holding the dumped counter, with the dumped flags
+    /// (EFD_SEMAPHORE when the sidecar says so).
+    pub fn restore_open(id: u32, e: &pb::EventfdFileEntry, semaphore: bool) -> Result<OwnedFd, RestoreError> {
         let object = format!("eventfd (file id {id})");
-        let fl = libc::EFD_CLOEXEC | (e.flags as i32 & libc::EFD_NONBLOCK);
+        let fl =
+            libc::EFD_CLOEXEC | (e.flags as i32 & libc::EFD_NONBLOCK) | if semaphore { libc::EFD_SEMAPHORE } else { 0 };
         // SAFETY: scalar arguments.
         let fd = owned(unsafe { libc::syscall(libc::SYS_eventfd2, 0, fl) }).map_err(|x| err(&object, x))?;
         if e.counter != 0 {

@@ -182,6 +182,9 @@ pub struct FileTable {
     pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
     pub ghost_limit: u64,
+    /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry
+    /// cannot say so).
+    pub eventfd_semaphore: std::collections::BTreeSet<u32>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.

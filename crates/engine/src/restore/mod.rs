@@ -160,6 +160,8 @@ pub struct RestoreCtx {
     root: Option<i32>,
     /// Helper tasks cryo forked itself (to kill on abort, reap at the end).
     helpers: Vec<i32>,
+    /// cryo.json: the state CRIU's format cannot hold.
+    sidecar: cryo_image::sidecar::Sidecar,
 }
 
 /// What a successful restore leaves.
@@ -177,6 +179,7 @@ impl RestoreCtx {
             env: None,
             pool: Vec::new(),
             err_r: None,
+            sidecar: Default::default(),
             root: None,
             helpers: Vec::new(),
         }
@@ -203,7 +206,13 @@ impl RestoreCtx {
         self.stage = Stage::Validate;
         let mut plan = plan::build(&self.opts.dir)?;
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
-        let affinity = crate::affinity::load(&self.opts.dir, &plan.all_ids())?;
+        let eventfds = plan
+            .files
+            .iter()
+            .filter(|(_, f)| matches!(f, FileDesc::Eventfd(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
                 plan.set.path("filelocks.img").display().to_string(),
@@ -228,12 +237,7 @@ impl RestoreCtx {
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
-        for w in affinity
-            .as_ref()
-            .map(crate::affinity::apply)
-            .transpose()?
-            .unwrap_or_default()
-        {
+        for w in crate::affinity::apply(&self.sidecar.affinity)? {
             eprintln!("cryo restore: warning: {w}");
         }
         if fault() == Some("stall-before-resume") {
@@ -351,7 +355,9 @@ impl RestoreCtx {
                     }
                     files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
                 }
-                FileDesc::Eventfd(e) => files::eventfd::restore_open(id, e)?,
+                FileDesc::Eventfd(e) => {
+                    files::eventfd::restore_open(id, e, self.sidecar.eventfd_semaphore.contains(&id))?
+                }
                 FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
                 FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,

@@ -1,0 +1,424 @@
+//! cryo's sidecar: the state CRIU's image format cannot hold, in one JSON file beside the images.
+//!
+//! cryo's images stay CRIU 4.2's format byte for byte. What that format has no field for travels in
+//! `cryo.json` in the image directory; CRIU and `crit check` read only the `*.img` files they know and
+//! ignore it. A dump writes it only when there is something to say, so a plain dump is exactly the file
+//! set CRIU writes. The format (version 2; every key but `version` may be left out):
+//!
+//! ```json
+//! {
+//!   "version": 2,
+//!   "affinity": { "4242": "0-3,6", "4243": "1" },
+//!   "eventfd_semaphore": [7, 12]
+//! }
+//! ```
+//!
+//! * `affinity` maps a thread id (decimal, as in `core-TID.img`) to its allowed CPUs in Linux cpulist
+//!   syntax, as `Cpus_allowed_list` in /proc/PID/task/TID/status prints it (comma-separated `N` or
+//!   `N-M`, ascending). Only threads whose mask leaves out a CPU online at dump time are listed.
+//!   Restore sets each listed thread to its CPUs that are online there (none online: a warning, the
+//!   default affinity). `crit rewrite --pid-map` renumbers the keys.
+//! * `eventfd_semaphore` lists the file ids (`id` of the EVENTFD entry in files.img) of the eventfds
+//!   created with EFD_SEMAPHORE: CRIU's `EventfdFileEntry` has no place for the flag, and a restore
+//!   without it would change what each read returns.
+//!
+//! Version 1 (`{"version": 1, "threads": {...}}`, affinity only, in `cryo-affinity.json`) is still read.
+//! Parsing is strict: unknown or repeated keys, bad cpulists and bad ids are refused with a message
+//! naming them; the engine checks ids against the image set before creating any task.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Name of the sidecar file in the image directory.
+pub const FILE: &str = "cryo.json";
+/// The affinity-only sidecar of version 1, still read when [`FILE`] is absent.
+pub const LEGACY_FILE: &str = "cryo-affinity.json";
+/// The format version written.
+pub const VERSION: u64 = 2;
+/// CPUs a mask can hold (the kernel's `cpu_set_t` as glibc sizes it).
+pub const MAX_CPUS: u32 = 1024;
+
+/// A set of CPU numbers.
+pub type Cpus = BTreeSet<u32>;
+
+/// The content of the sidecar.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sidecar {
+    /// Thread id -> allowed CPUs.
+    pub affinity: BTreeMap<i32, Cpus>,
+    /// File ids of EFD_SEMAPHORE eventfds.
+    pub eventfd_semaphore: BTreeSet<u32>,
+}
+
+impl Sidecar {
+    /// Nothing to say: no file is written.
+    pub fn is_empty(&self) -> bool {
+        self.affinity.is_empty() && self.eventfd_semaphore.is_empty()
+    }
+
+    /// The same sidecar with thread ids renumbered by `map` (ids not in it stay); returns how many
+    /// changed. Two threads becoming one id is refused.
+    pub fn renumber_threads(&self, map: &BTreeMap<u32, u32>) -> Result<(Sidecar, usize), String> {
+        let mut out = Sidecar {
+            affinity: BTreeMap::new(),
+            eventfd_semaphore: self.eventfd_semaphore.clone(),
+        };
+        let mut n = 0;
+        for (&tid, cpus) in &self.affinity {
+            let new = match map.get(&(tid as u32)) {
+                Some(&new) => {
+                    n += usize::from(new != tid as u32);
+                    i32::try_from(new).map_err(|_| format!("thread {tid} -> {new}: not a thread id"))?
+                }
+                None => tid,
+            };
+            if out.affinity.insert(new, cpus.clone()).is_some() {
+                return Err(format!("two threads would both become {new}"));
+            }
+        }
+        Ok((out, n))
+    }
+}
+
+// ---- cpulists ----
+
+/// Parse Linux cpulist syntax (`0-3,6`). Empty lists, descending ranges, strides and CPUs at or above
+/// [`MAX_CPUS`] are refused.
+pub fn parse_cpulist(s: &str) -> Result<Cpus, String> {
+    let num = |x: &str| -> Result<u32, String> {
+        if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{x}` is not a CPU number"));
+        }
+        let n: u32 = x.parse().map_err(|_| format!("`{x}` is not a CPU number"))?;
+        if n >= MAX_CPUS {
+            return Err(format!("CPU {n} is beyond the {MAX_CPUS} CPUs a mask can hold"));
+        }
+        Ok(n)
+    };
+    let mut cpus = Cpus::new();
+    if s.trim().is_empty() {
+        return Err("empty CPU list".into());
+    }
+    for part in s.trim().split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(part)?;
+                (n, n)
+            }
+        };
+        if a > b {
+            return Err(format!("descending range `{part}`"));
+        }
+        cpus.extend(a..=b);
+    }
+    Ok(cpus)
+}
+
+/// Format CPUs as a cpulist (runs of 2 or more as `N-M`).
+pub fn format_cpulist(cpus: &Cpus) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut it = cpus.iter().copied().peekable();
+    while let Some(start) = it.next() {
+        let mut end = start;
+        while it.peek() == Some(&(end + 1)) {
+            end += 1;
+            it.next();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+// ---- JSON ----
+
+/// JSON text as a value tree in which no object gives a key twice (serde_json alone keeps the last of
+/// two equal keys without a word). Objects keep file order.
+fn strict(text: &str) -> Result<serde_json::Value, String> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Strict(serde_json::Value);
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Strict;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict(serde_json::Value::Null))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = a.next_element()? {
+                out.push(v);
+            }
+            Ok(Strict(out.into()))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Strict, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some((k, Strict(v))) = m.next_entry::<String, Strict>()? {
+                if out.insert(k.clone(), v).is_some() {
+                    return Err(serde::de::Error::custom(format!("`{k}` is given twice")));
+                }
+            }
+            Ok(Strict(out.into()))
+        }
+    }
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Strict::deserialize(&mut de).map_err(|e| {
+        if e.is_data() {
+            e.to_string()
+        } else {
+            format!("not valid JSON: {e}")
+        }
+    })?;
+    de.end().map_err(|e| format!("not valid JSON: {e}"))?;
+    Ok(v.0)
+}
+
+fn thread_id(k: &str) -> Result<i32, String> {
+    k.parse::<i32>()
+        .ok()
+        .filter(|t| *t > 0 && t.to_string() == k)
+        .ok_or_else(|| format!("thread `{k}`: not a thread id"))
+}
+
+fn affinity(v: &serde_json::Value, key: &str) -> Result<BTreeMap<i32, Cpus>, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`{key}`: expected an object of thread id -> CPU list, not {v}"))?;
+    let mut out = BTreeMap::new();
+    for (k, list) in obj {
+        let tid = thread_id(k)?;
+        let list = list
+            .as_str()
+            .ok_or_else(|| format!("thread {tid}: the CPU list is not a string ({list})"))?;
+        let cpus = parse_cpulist(list).map_err(|e| format!("thread {tid}: bad CPU list `{list}`: {e}"))?;
+        out.insert(tid, cpus);
+    }
+    Ok(out)
+}
+
+fn file_ids(v: &serde_json::Value) -> Result<BTreeSet<u32>, String> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("`eventfd_semaphore`: expected a list of file ids, not {v}"))?;
+    let mut out = BTreeSet::new();
+    for id in list {
+        let n = id
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("`eventfd_semaphore`: `{id}` is not a file id"))?;
+        if !out.insert(n) {
+            return Err(format!("`eventfd_semaphore`: file id {n} is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// Parse sidecar text (version 2, or version 1) strictly; errors name what is at fault.
+pub fn parse(text: &str) -> Result<Sidecar, String> {
+    let top = strict(text)?;
+    let top = top
+        .as_object()
+        .ok_or_else(|| format!("expected an object with `version`, not {top}"))?;
+    let version = match top.iter().find(|(k, _)| *k == "version") {
+        Some((_, serde_json::Value::Number(n))) if n.as_u64() == Some(1) || n.as_u64() == Some(VERSION) => {
+            n.as_u64().unwrap_or(0)
+        }
+        Some((_, other)) => return Err(format!("version {other} (1 and {VERSION} are known)")),
+        None => return Err("missing field `version`".into()),
+    };
+    let mut out = Sidecar::default();
+    let mut threads_seen = false;
+    for (k, v) in top {
+        match (version, k.as_str()) {
+            (_, "version") => {}
+            (1, "threads") => {
+                threads_seen = true;
+                out.affinity = affinity(v, k)?;
+            }
+            (2, "affinity") => out.affinity = affinity(v, k)?,
+            (2, "eventfd_semaphore") => out.eventfd_semaphore = file_ids(v)?,
+            (_, other) => return Err(format!("unknown field `{other}` in version {version}")),
+        }
+    }
+    if version == 1 && !threads_seen {
+        return Err("missing field `threads`".into());
+    }
+    Ok(out)
+}
+
+/// The sidecar as JSON text (version 2; threads and ids ascending; empty parts left out).
+pub fn to_json(s: &Sidecar) -> String {
+    let mut top = serde_json::Map::new();
+    top.insert("version".into(), VERSION.into());
+    if !s.affinity.is_empty() {
+        let threads = s
+            .affinity
+            .iter()
+            .map(|(tid, cpus)| (tid.to_string(), serde_json::Value::String(format_cpulist(cpus))))
+            .collect();
+        top.insert("affinity".into(), serde_json::Value::Object(threads));
+    }
+    if !s.eventfd_semaphore.is_empty() {
+        top.insert(
+            "eventfd_semaphore".into(),
+            s.eventfd_semaphore
+                .iter()
+                .map(|&i| serde_json::Value::from(i))
+                .collect(),
+        );
+    }
+    let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(top)).expect("a JSON tree serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(v: &[u32]) -> Cpus {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn cpulists_round_trip() {
+        for (text, want) in [
+            ("0", vec![0]),
+            ("0-3,6", vec![0, 1, 2, 3, 6]),
+            ("1,3,5-6", vec![1, 3, 5, 6]),
+            ("0-1\n", vec![0, 1]),
+        ] {
+            let got = parse_cpulist(text).unwrap();
+            assert_eq!(got, cpus(&want), "{text:?}");
+            assert_eq!(format_cpulist(&got), text.trim());
+        }
+        assert_eq!(format_cpulist(&cpus(&[0, 1, 2, 4, 5, 7])), "0-2,4-5,7");
+    }
+
+    #[test]
+    fn bad_cpulists_are_refused() {
+        for bad in [
+            "",
+            "a",
+            "1-",
+            "-1",
+            "3-1",
+            "0,,1",
+            "0-7:2/4",
+            "+1",
+            "1 ,2",
+            "1024",
+            "99999999999",
+        ] {
+            assert!(parse_cpulist(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sidecar_round_trips_and_reads_version_1() {
+        let side = Sidecar {
+            affinity: [(10, cpus(&[0])), (11, cpus(&[1, 2, 3]))].into_iter().collect(),
+            eventfd_semaphore: [7, 12].into_iter().collect(),
+        };
+        let text = to_json(&side);
+        assert_eq!(parse(&text).unwrap(), side);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["affinity"]["11"], "1-3");
+        assert_eq!(v["eventfd_semaphore"], serde_json::json!([7, 12]));
+        let only_efd = Sidecar {
+            eventfd_semaphore: [3].into_iter().collect(),
+            ..Default::default()
+        };
+        let text = to_json(&only_efd);
+        assert!(!text.contains("affinity"), "{text}");
+        assert_eq!(parse(&text).unwrap(), only_efd);
+        let v1 = parse(r#"{"version": 1, "threads": {"10": "0"}}"#).unwrap();
+        assert_eq!(v1.affinity, [(10, cpus(&[0]))].into_iter().collect());
+        assert!(Sidecar::default().is_empty() && !v1.is_empty());
+    }
+
+    #[test]
+    fn renumbering_moves_thread_ids_and_refuses_collisions() {
+        let side = parse(r#"{"version": 2, "affinity": {"10": "0", "11": "1"}, "eventfd_semaphore": [4]}"#).unwrap();
+        let (out, n) = side.renumber_threads(&[(10, 20)].into_iter().collect()).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(out.affinity.keys().copied().collect::<Vec<_>>(), [11, 20]);
+        assert_eq!(out.eventfd_semaphore, side.eventfd_semaphore);
+        let e = side.renumber_threads(&[(10, 11)].into_iter().collect()).unwrap_err();
+        assert!(e.contains("both become 11"), "{e}");
+    }
+
+    #[test]
+    fn bad_sidecars_name_what_is_wrong() {
+        for (text, needle) in [
+            ("{", "not valid JSON"),
+            ("{} x", "not valid JSON"),
+            ("[]", "expected an object with `version`"),
+            (r#"{"threads": {}}"#, "missing field `version`"),
+            (r#"{"version": 3}"#, "version 3"),
+            (r#"{"version": "2"}"#, "version \"2\""),
+            (r#"{"version": 1}"#, "missing field `threads`"),
+            (r#"{"version": 2, "x": 1}"#, "unknown field `x`"),
+            (r#"{"version": 2, "threads": {}}"#, "unknown field `threads`"),
+            (r#"{"version": 1, "affinity": {}}"#, "unknown field `affinity`"),
+            (r#"{"version": 2, "version": 2}"#, "`version` is given twice"),
+            (
+                r#"{"version": 2, "affinity": []}"#,
+                "expected an object of thread id -> CPU list",
+            ),
+            (
+                r#"{"version": 2, "affinity": {"7": "0", "7": "1"}}"#,
+                "`7` is given twice",
+            ),
+            (r#"{"version": 2, "affinity": {"abc": "0"}}"#, "thread `abc`"),
+            (r#"{"version": 2, "affinity": {"012": "0"}}"#, "thread `012`"),
+            (r#"{"version": 2, "affinity": {"-4": "0"}}"#, "thread `-4`"),
+            (
+                r#"{"version": 2, "affinity": {"7": 3}}"#,
+                "thread 7: the CPU list is not a string",
+            ),
+            (
+                r#"{"version": 2, "affinity": {"7": "2-1"}}"#,
+                "thread 7: bad CPU list `2-1`",
+            ),
+            (
+                r#"{"version": 2, "eventfd_semaphore": {}}"#,
+                "expected a list of file ids",
+            ),
+            (r#"{"version": 2, "eventfd_semaphore": [-1]}"#, "`-1` is not a file id"),
+            (
+                r#"{"version": 2, "eventfd_semaphore": [3, 3]}"#,
+                "file id 3 is listed twice",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}
