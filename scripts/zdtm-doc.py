@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Write docs/zdtm.md from the tables of ../shared/zdtm/run.sh (one per flavor run).
+
+usage: scripts/zdtm-doc.py --out docs/zdtm.md --why WHY.tsv LABEL=REPORT/table.txt [LABEL=...]
+
+Each table line reads `TEST cryo=RESULT criu=RESULT # reason`. WHY.tsv (optional) maps a test name, or a
+regex over test names, to the class of its failure (`TEST<TAB>why`); tests it does not name keep the reason
+zdtm saw. The page lists, per run, the pass/fail/skip counts beside CRIU 4.2's, and every test cryo fails
+with why, grouped by that class.
+"""
+import argparse
+import collections
+import datetime
+import re
+import subprocess
+import sys
+
+
+def read_table(path):
+    rows = []
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("#") or not line.strip():
+            continue
+        head, _, reason = line.rstrip("\n").partition(" # ")
+        parts = head.split()
+        if len(parts) < 3:
+            continue
+        rows.append((parts[0], parts[1].split("=", 1)[1], parts[2].split("=", 1)[1], reason.strip()))
+    return rows
+
+
+def read_why(path):
+    out = []
+    if not path:
+        return out
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("#") or not line.strip():
+            continue
+        pat, _, why = line.rstrip("\n").partition("\t")
+        out.append((re.compile(pat + r"$"), why.strip()))
+    return out
+
+
+def classify(test, reason, why):
+    short = test.split("/", 1)[1] if "/" in test else test
+    for pat, w in why:
+        if pat.match(short) or pat.match(test):
+            return w
+    return reason or "?"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--why")
+    ap.add_argument("runs", nargs="+", help="LABEL=table.txt")
+    a = ap.parse_args()
+    why = read_why(a.why)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    out = [
+        "# cryo against CRIU's zdtm suite",
+        "",
+        f"Measured {datetime.date.today().isoformat()} at commit {commit} with `../shared/zdtm/run.sh` "
+        "(CRIU v4.2's zdtm, `--criu-bin` = cryo through the kit's `cryo-as-criu`, criu's exact command "
+        "lines), on the project's machine (Linux 6.18, 2 vCPU). CRIU 4.2's column is its own result on the "
+        "same machine (`criu-4.2-results.txt`). Regenerate with `scripts/zdtm-doc.py`.",
+        "",
+    ]
+    for run in a.runs:
+        label, _, path = run.partition("=")
+        rows = read_table(path)
+        cnt = collections.Counter(r[1] for r in rows)
+        ccnt = collections.Counter(r[2] for r in rows)
+        out += [
+            f"## {label}",
+            "",
+            "| | pass | fail | skip |",
+            "|---|---|---|---|",
+            f"| cryo | {cnt['PASS']} | {cnt['FAIL']} | {cnt['SKIP']} |",
+            f"| CRIU 4.2 | {ccnt['PASS']} | {ccnt['FAIL']} | {ccnt['SKIP']} |",
+            "",
+        ]
+        groups = collections.defaultdict(list)
+        for test, res, _, reason in rows:
+            if res == "FAIL":
+                groups[classify(test, reason, why)].append(test.split("/", 1)[1])
+        if groups:
+            out += ["Every test cryo fails, by why:", ""]
+            for w, tests in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                out.append(f"- **{w}** ({len(tests)}): " + ", ".join(sorted(tests)))
+            out.append("")
+    open(a.out, "w", encoding="utf-8").write("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
