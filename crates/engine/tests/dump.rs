@@ -1154,3 +1154,26 @@ fn a_failed_dump_removes_the_affinity_sidecar() {
         "affinity=ok"
     );
 }
+
+/// A tree whose children are born and die all the time (each exits at once and is reaped) is
+/// frozen and dumped: a child that exits between being listed and being seized is simply not part
+/// of the tree. Dumped ten times with --leave-running; the parent is untraced after each and
+/// still forking.
+#[test]
+fn a_tree_that_forks_and_reaps_all_the_time_is_dumped() {
+    let (t, _) = Target::start("forker", &[]);
+    for i in 0..10 {
+        let imgs = tmp_dir(&format!("forker-img{i}"));
+        let mut o = DumpOpts::new(t.pid, &imgs);
+        o.leave_running = true;
+        let s = dump::dump(o).unwrap_or_else(|e| panic!("dump {i}: {e}"));
+        assert!(s.processes >= 1, "dump {i}");
+        let set = ImageSet::open(&imgs).unwrap();
+        let r = cryo_image::check::check_set(&set);
+        assert!(r.is_ok(), "dump {i}: {r}");
+        assert_eq!(set.pstree().unwrap()[0].pid as i32, t.pid);
+        assert_eq!(tracer(t.pid), 0, "dump {i}: the parent is still traced");
+        std::fs::remove_dir_all(&imgs).unwrap();
+    }
+    assert!(t.alive());
+}

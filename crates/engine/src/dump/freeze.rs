@@ -179,6 +179,7 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
             }
             let mut tids_ordered = vec![pid];
             tids_ordered.extend(tids.iter().copied().filter(|&t| t != pid));
+            let mut gone = false;
             for &t in &tids_ordered {
                 if seized.contains_key(&t) {
                     continue;
@@ -191,8 +192,26 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     }
                     // A thread that exited between listing and seizing is not an error.
                     Err(ptrace::PtraceError::TaskDied { .. }) if t != pid => {}
+                    // Nor is a child process that exited (a tree that forks and
+                    // reaps all the time): it is not part of the tree any more.
+                    Err(ptrace::PtraceError::TaskDied { .. }) if pid != root => {
+                        gone = true;
+                        break;
+                    }
                     Err(source) => return Err(FreezeError::Ptrace { pid: t, source }),
                 }
+            }
+            if gone {
+                // Its threads die with it: let go of any we seized (a dead
+                // one is reaped so that its parent can), and walk again.
+                for t in &tids_ordered {
+                    if let Some(s) = seized.remove(t) {
+                        if let Err(ptrace::PtraceError::TaskDied { .. }) = s.detach() {
+                            ptrace::wait_exit(*t);
+                        }
+                    }
+                }
+                continue;
             }
             let live: Vec<i32> = tids_ordered.into_iter().filter(|t| seized.contains_key(t)).collect();
             let kids = children_of(pid, &live);
