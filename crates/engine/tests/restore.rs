@@ -16,6 +16,8 @@ mod pty;
 // Tests by class of program (each file uses this file's helpers via `super::*`).
 #[path = "restore/fdkinds.rs"]
 mod fdkinds;
+#[path = "restore/foreign.rs"]
+mod foreign;
 #[path = "restore/ghost.rs"]
 mod ghost;
 #[path = "restore/mem.rs"]
