@@ -34,7 +34,8 @@ pub struct Common {
     /// A criu configuration file: refused (cryo reads options from its command line only).
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Seconds the freeze (dump) or the tasks (restore) may take.
+    /// Restore: seconds the tasks may take to reach the end of the restore.
+    /// Dump: accepted (cryo's freeze is bounded by itself: 32 passes over the tree).
     #[arg(long = "timeout", value_name = "SECS")]
     pub timeout: Option<u64>,
     /// One log per pid: cryo's log is one short file, accepted.
