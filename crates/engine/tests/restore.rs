@@ -2133,3 +2133,25 @@ fn dump_restore_keeps_an_efd_semaphore_eventfd_twice() {
         },
     );
 }
+
+/// Threads inside interrupted system calls at the dump (clock_nanosleep and
+/// nanosleep, whose restart block cannot be carried, a blocking read, the
+/// main thread in pthread_join's futex wait) finish their own work after a
+/// restore and pthread_join gets each thread's own value. This also catches
+/// the killed tree writing into the dumped pages: exiting threads zero their
+/// clear_child_tid (the pthread's tid) while the pages are still in the page
+/// pipes, and pthread_join then returned at once with NULL.
+#[test]
+fn threads_interrupted_in_syscalls_finish_their_work_twice() {
+    let prog = build_prog("sleepers");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "sleepers.status",
+        "",
+        "sleep 0.3;",
+        |ns, pid, round| {
+            let v = ns.ask(pid, "sleepers.status", "joined=");
+            assert_eq!(v.trim(), "joined=100,101,102", "round {round}");
+        },
+    );
+}

@@ -381,16 +381,19 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     tree.release();
                     (frozen_t0.elapsed(), fin, drained)
                 } else {
+                    // The pipes hold the tree's own pages (vmsplice gifts them,
+                    // no copy): they are written before the tree is killed,
+                    // because exiting writes to its memory (each thread's
+                    // clear_child_tid is zeroed while other threads still use
+                    // the mm, robust futexes are marked OWNER_DIED), and those
+                    // writes would land in the image. The room was checked, so
+                    // only an I/O error can fail here.
+                    let fin = s.spawn(move || finish_images(unfinished));
+                    let drained = drain_pending(pending, DRAIN_THREADS);
+                    ctx.phases.mark("pages written (frozen)");
                     let tree = kill_tree(tree);
                     let frozen = frozen_t0.elapsed();
                     ctx.phases.mark("tree killed");
-                    let fin = s.spawn(move || finish_images(unfinished));
-                    // The pipes hold the pages (the kill does not free them);
-                    // the room was checked, so only an I/O error can fail here.
-                    // The tree's exit runs meanwhile (reaping it first and
-                    // draining one pipe at a time was not faster).
-                    let drained = drain_pending(pending, DRAIN_THREADS);
-                    ctx.phases.mark("pages written");
                     reap_tree(tree);
                     ctx.phases.mark("tree reaped");
                     (frozen, fin, drained)
