@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cross-criu.sh CRIU: images cross between cryo and a real CRIU (4.2, e.g. the zdtm kit's
 # /var/tmp/zdtm/criu/criu/criu) both ways. A program with threads inside interrupted system calls
-# (tests/progs/sleepers.c) is dumped by one engine and restored by the other; it must finish every
+# (tests/progs/joiners.c) is dumped by one engine and restored by the other; it must finish every
 # thread's work with that thread's own result. Prints one line per direction; exits 1 if any failed.
 # Needs root and gcc; builds cryo (release). Not part of CI (CI has no CRIU 4.2).
 set -euo pipefail
@@ -13,14 +13,14 @@ work=$(mktemp -d /tmp/cryo-cross.XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-gcc -O2 -pthread -o "$work/sleepers" crates/engine/tests/progs/sleepers.c
-status() { cat "$work/sleepers.status" 2>/dev/null || true; }
+gcc -O2 -pthread -o "$work/joiners" crates/engine/tests/progs/joiners.c
+status() { cat "$work/joiners.status" 2>/dev/null || true; }
 wait_for() { for _ in $(seq 100); do status | grep -q "$1" && return 0; sleep 0.1; done; return 1; }
 fails=0
 for way in "cryo:criu" "criu:cryo"; do
 	dumper=${way%%:*} restorer=${way##*:}
-	rm -rf "$work/img" "$work/sleepers.status"; mkdir "$work/img"
-	setsid "$work/sleepers" "$work" </dev/null >/dev/null 2>&1 &
+	rm -rf "$work/img" "$work/joiners.status"; mkdir "$work/img"
+	setsid "$work/joiners" "$work" </dev/null >/dev/null 2>&1 &
 	pid=$!
 	wait_for ready
 	sleep 0.3   # every thread inside its call

@@ -2143,14 +2143,14 @@ fn dump_restore_keeps_an_efd_semaphore_eventfd_twice() {
 /// pipes, and pthread_join then returned at once with NULL.
 #[test]
 fn threads_interrupted_in_syscalls_finish_their_work_twice() {
-    let prog = build_prog("sleepers");
+    let prog = build_prog("joiners");
     dump_restore_cmd_twice_with(
         &format!("{} /tmp/anchor", prog.display()),
-        "sleepers.status",
+        "joiners.status",
         "",
         "sleep 0.3;",
         |ns, pid, round| {
-            let v = ns.ask(pid, "sleepers.status", "joined=");
+            let v = ns.ask(pid, "joiners.status", "joined=");
             assert_eq!(v.trim(), "joined=100,101,102", "round {round}");
         },
     );

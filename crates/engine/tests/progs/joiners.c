@@ -1,7 +1,7 @@
 /* Threads interrupted inside system calls by a dump: three threads sleep in clock_nanosleep (a
  * restart-block call), nanosleep and a blocking read of a pipe; the main thread waits in
  * pthread_join, then in sigsuspend. After a restore each thread must finish its own work and
- * return its own value. Writes <dir>/sleepers.status: "ready", then "joined=100,101,102" once
+ * return its own value. Writes <dir>/joiners.status: "ready", then "joined=100,101,102" once
  * every thread returned (the read thread gets its byte on SIGUSR1), "done" after a second SIGUSR1. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,7 +17,7 @@ static const char *dir;
 static void put(const char *text)
 {
 	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/sleepers.status", dir);
+	snprintf(path, sizeof(path), "%s/joiners.status", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	FILE *f = fopen(tmp, "w");
 	if (!f)
