@@ -291,12 +291,22 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
             (MADV_BIT_HUGEPAGE, 14),
             (MADV_BIT_NOHUGEPAGE, 15),
             (MADV_BIT_DONTDUMP, 16),
+            (MADV_BIT_SEQUENTIAL, 2),
+            (MADV_BIT_RANDOM, 1),
+            (MADV_BIT_MERGEABLE, 12),
+            (MADV_BIT_WIPEONFORK, 18),
         ];
         for (bit, advice) in madv {
             if v.madv & bit != 0 {
                 // SAFETY: advice on our own mapping.
                 unsafe { syscall3(nr::MADVISE, v.dst as usize, v.len as usize, advice) };
             }
+        }
+        if v.madv & MADV_BIT_MLOCK != 0 {
+            // SAFETY: locks our own mapping (still root: creds come last).
+            check(args, STAGE_REMAP, unsafe {
+                syscall3(nr::MLOCK, v.dst as usize, v.len as usize, 0)
+            });
         }
     }
     let _ = MREMAP_DONTUNMAP;

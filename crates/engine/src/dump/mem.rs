@@ -10,6 +10,8 @@ pub use cryo_image::vma::*;
 
 pub const PE_LAZY: u32 = 1 << 1;
 pub const PE_PRESENT: u32 = 1 << 2;
+/// `MAP_DROPPABLE` (Linux 6.11), smaps flag "dp".
+pub const MAP_DROPPABLE: u32 = 0x08;
 
 /// What a mapping is, for dumping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +71,16 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
         ("gd", libc::MAP_GROWSDOWN),
         ("lo", libc::MAP_LOCKED),
         ("nr", libc::MAP_NORESERVE),
+        ("ht", libc::MAP_HUGETLB),
     ] {
         if v.has_flag(f) {
             flags |= m as u32;
         }
+    }
+    // A droppable mapping is its own mapping type, not MAP_PRIVATE (as CRIU
+    // records it).
+    if v.has_flag("dp") && !v.shared {
+        flags = flags & !(libc::MAP_PRIVATE as u32) | MAP_DROPPABLE;
     }
     let (status, anon, file) = match kind {
         VmaKind::Vsyscall => (VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE, true, false),

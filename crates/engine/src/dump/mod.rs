@@ -691,6 +691,18 @@ fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<
     Ok(())
 }
 
+/// A hugetlb mapping (MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a
+/// MFD_HUGETLB memfd) is refused: its pages are not dumped yet.
+fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
+    DumpError::Refused {
+        pid,
+        what: format!(
+            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page (MAP_HUGETLB/SHM_HUGETLB/hugetlbfs) memory is not supported yet",
+            v.start, v.end, v.name
+        ),
+    }
+}
+
 /// Refuse what we cannot dump yet, before writing anything.
 /// `locks` is /proc/locks as read before the freeze: reading it takes the
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
@@ -706,6 +718,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
+            _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
             VmaKind::ShmemLike if !v.shared => {
                 return Err(DumpError::Refused {
                     pid,
@@ -892,6 +905,9 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
     with_vmflags(pid, &mut f, smaps)?;
+    if let Some((v, _)) = f.vmas.iter().find(|(v, _)| v.has_flag("ht")) {
+        return Err(hugetlb_refused(pid, v));
+    }
     trace(&format!("pid {pid}: vmflags"));
 
     // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
