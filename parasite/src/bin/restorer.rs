@@ -266,6 +266,13 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
 
     // 3. Premapped VMAs into place, then their final protection.
     for v in vmas {
+        if v.madv & MADV_BIT_GUARD != 0 {
+            // SAFETY: guards inside our own mappings (MADV_GUARD_INSTALL).
+            check(args, STAGE_REMAP, unsafe {
+                syscall3(nr::MADVISE, v.dst as usize, v.len as usize, 102)
+            });
+            continue;
+        }
         if v.src != v.dst {
             // SAFETY: dst is free (everything outside `keep` is gone, and the
             // premap area does not overlap any final VMA).

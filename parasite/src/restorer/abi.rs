@@ -60,6 +60,9 @@ pub const MADV_BIT_MERGEABLE: u32 = 64;
 pub const MADV_BIT_WIPEONFORK: u32 = 128;
 /// Not an madvise: mlock(2) the range after the move.
 pub const MADV_BIT_MLOCK: u32 = 256;
+/// Not a move: MADV_GUARD_INSTALL on `[dst, dst + len)` (src == dst), after
+/// every VMA is in place.
+pub const MADV_BIT_GUARD: u32 = 512;
 
 /// The kernel's `struct prctl_mm_map` (PR_SET_MM_MAP).
 #[repr(C)]

@@ -198,20 +198,47 @@ pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u
         }
         _ => return Ok(Vec::new()),
     };
-    let regions = sys::pagemap_scan(
-        pagemap_fd,
-        start.max(v.start),
-        end.min(v.end),
-        anyof,
-        excl,
-        anyof | excl,
-    )?;
+    // Guard pages (MADV_GUARD_INSTALL) have nothing to dump and fault when
+    // touched: never part of a run (kernels before 6.14 know no such bit).
+    let (s, e) = (start.max(v.start), end.min(v.end));
+    let regions = match sys::pagemap_scan(pagemap_fd, s, e, anyof, excl | sys::PAGE_IS_GUARD, anyof | excl) {
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            sys::pagemap_scan(pagemap_fd, s, e, anyof, excl, anyof | excl)?
+        }
+        r => r?,
+    };
     Ok(regions
         .into_iter()
         .map(|r| Run {
             start: r.start,
             len: r.end - r.start,
             flags,
+        })
+        .collect())
+}
+
+/// The ranges covered by MADV_GUARD_INSTALL guards, as CRIU records them:
+/// entries of their own with status VMA_AREA_GUARD, after every VMA.
+pub fn guard_entries(pagemap_fd: i32) -> std::io::Result<Vec<pb::VmaEntry>> {
+    let regions = match sys::pagemap_scan(
+        pagemap_fd,
+        0,
+        0x7fff_ffff_f000,
+        sys::PAGE_IS_GUARD,
+        0,
+        sys::PAGE_IS_GUARD,
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
+        r => r?,
+    };
+    Ok(regions
+        .into_iter()
+        .map(|r| pb::VmaEntry {
+            start: r.start,
+            end: r.end,
+            status: VMA_AREA_GUARD,
+            fd: -1,
+            ..Default::default()
         })
         .collect())
 }

@@ -940,6 +940,15 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         }
         vma_entries.push(mem::vma_entry(v, *k, shmid));
     }
+    {
+        let pm_path = format!("/proc/{pid}/pagemap");
+        let io = |source| DumpError::Io {
+            path: pm_path.clone().into(),
+            source,
+        };
+        let pm = std::fs::File::open(&pm_path).map_err(io)?;
+        vma_entries.extend(mem::guard_entries(std::os::fd::AsRawFd::as_raw_fd(&pm)).map_err(io)?);
+    }
     let exe_file_id = {
         let exe = format!("/proc/{pid}/exe");
         let st = crate::files::stat_path(&exe).map_err(|source| DumpError::Io {

@@ -50,6 +50,7 @@ pub const TASK_STOPPED: u32 = 3;
 pub mod vma_status {
     pub use cryo_image::vma::{
         VMA_ANON_PRIVATE as ANON_PRIVATE, VMA_ANON_SHARED as ANON_SHARED, VMA_AREA_AIORING as AIORING,
+        VMA_AREA_GUARD as GUARD,
         VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR, VMA_AREA_SOCKET as SOCKET,
         VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO, VMA_AREA_VSYSCALL as VSYSCALL,
         VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE, VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
@@ -85,6 +86,8 @@ pub struct Vma {
 #[derive(Clone, Debug)]
 pub struct Mm {
     pub vmas: Vec<Vma>,
+    /// Ranges covered by MADV_GUARD_INSTALL guards (VMA_AREA_GUARD entries).
+    pub guards: Vec<(u64, u64)>,
     pub entry: pb::MmEntry,
     pub exe_file: u32,
     pub pagemap: Arc<Pagemap>,
@@ -1293,12 +1296,31 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
     if !entry.aios.is_empty() {
         return Err(unsupported(&file, pid, "AIO rings"));
     }
-    let mut vmas = Vec::new();
+    let mut vmas: Vec<Vma> = Vec::new();
+    let mut guards = Vec::new();
     let mut prev_end = 0;
     for (i, v) in entry.vmas.iter().enumerate() {
         let what = |w: &str| bad(&file, pid, format!("vma {i} ({:#x}-{:#x}): {w}", v.start, v.end));
         if v.start % 4096 != 0 || v.end % 4096 != 0 || v.end <= v.start {
             return Err(what("not a page-aligned non-empty range"));
+        }
+        if v.status & s::GUARD != 0 {
+            // Guards lie inside VMAs listed before them (a range may span
+            // adjacent ones).
+            let mut a = v.start;
+            for w in &vmas {
+                if w.start <= a && a < w.end {
+                    a = w.end;
+                }
+            }
+            if a < v.end || v.status != s::GUARD {
+                return Err(what("a guard range outside every vma"));
+            }
+            guards.push((v.start, v.end));
+            continue;
+        }
+        if !guards.is_empty() {
+            return Err(what("a vma after the guard ranges"));
         }
         if v.start < prev_end {
             return Err(what("overlaps the previous vma or is out of order"));
@@ -1384,6 +1406,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
     }
     Ok(Mm {
         vmas,
+        guards,
         exe_file: entry.exe_file_id,
         entry,
         pagemap,

@@ -442,7 +442,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         std::mem::size_of::<RstArgs>() as u64
             + 64
             + nthreads * (std::mem::size_of::<RstThread>() + std::mem::size_of::<RstCreds>()) as u64
-            + premap.len() as u64 * std::mem::size_of::<RstVma>() as u64
+            + (premap.len() + mm.guards.len()) as u64 * std::mem::size_of::<RstVma>() as u64
             + nkeep * std::mem::size_of::<RstRange>() as u64
             + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
             + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
@@ -507,10 +507,19 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
     boot.cursor += PAGE;
 
     // The premapped copies move into place in the restorer.
-    let moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
+    let mut moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
     if env.vdso_jump {
         patch_vdso(env, &premap, &moves, kplan.as_deref())?;
     }
+
+    // Guards (MADV_GUARD_INSTALL) once every VMA is in place.
+    moves.extend(mm.guards.iter().map(|&(s, e)| RstVma {
+        src: s,
+        dst: s,
+        len: e - s,
+        prot: 0,
+        madv: MADV_BIT_GUARD,
+    }));
 
     // Arguments.
     let mut a = RstArgs {
@@ -617,7 +626,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             len: scratch,
         });
     }
-    keep.extend(moves.iter().map(|m| RstRange {
+    keep.extend(moves.iter().filter(|m| m.madv & MADV_BIT_GUARD == 0).map(|m| RstRange {
         start: m.src,
         len: m.len,
     }));
