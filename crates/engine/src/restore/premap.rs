@@ -78,13 +78,8 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         return Ok(Premapped::default());
     };
     let want = wanted(env, p);
-    let from_parent = |v: &Vma| -> Option<u64> {
-        parent?
-            .vmas
-            .iter()
-            .find(|pv| inheritable(v, &pv.vma))
-            .map(|pv| pv.at)
-    };
+    let from_parent =
+        |v: &Vma| -> Option<u64> { parent?.vmas.iter().find(|pv| inheritable(v, &pv.vma)).map(|pv| pv.at) };
     // Fresh copies go to one reservation that overlaps nothing mapped now
     // and no final VMA of any task (children may inherit these copies and
     // keep them where they are until their restorer moves them).
@@ -386,7 +381,12 @@ mod tests {
         assert!(!inheritable(&f, &a));
         let sh = vma(0x1000, 0x3000, VmaKind::FileShared(4), libc::MAP_SHARED as u32);
         assert!(!inheritable(&sh, &sh.clone()));
-        let d = vma(0x1000, 0x3000, VmaKind::AnonPrivate, MAP_DROPPABLE | libc::MAP_ANONYMOUS as u32);
+        let d = vma(
+            0x1000,
+            0x3000,
+            VmaKind::AnonPrivate,
+            MAP_DROPPABLE | libc::MAP_ANONYMOUS as u32,
+        );
         assert!(!inheritable(&d, &d.clone()));
     }
 }
