@@ -719,6 +719,15 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                 })
             }
             _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
+            _ if v.name.starts_with("/[aio]") => {
+                return Err(DumpError::Refused {
+                    pid,
+                    what: format!(
+                        "AIO ring (io_setup) mapped at {:#x}-{:#x}: AIO contexts are not supported yet",
+                        v.start, v.end
+                    ),
+                })
+            }
             VmaKind::ShmemLike if !v.shared => {
                 return Err(DumpError::Refused {
                     pid,

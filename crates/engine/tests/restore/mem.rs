@@ -44,3 +44,47 @@ fn dump_restore_keeps_vma_flags_hidden_data_guards_many_vmas_and_cow_sharing_twi
         },
     );
 }
+
+/// `cryo dump` of `memrefuse MODE` fails naming the pid, the mapping and
+/// `what`; nothing is written and the program goes on untouched.
+fn refused(mode: &str, what: &str) {
+    let prog = build_prog("memrefuse");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} {mode} >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/memrefuse.status ]; do sleep 0.02; done; \
+         if grep -q ready memrefuse.status; then \
+           mkdir /tmp/anchor/img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; \
+           echo $? > /tmp/anchor/.dump-rc; ls /tmp/anchor/img > /tmp/anchor/.imgs; \
+         fi; echo $P > /tmp/anchor/.root; wait $P; exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let st = ns.wait_status("memrefuse.status", "\n");
+    if st.contains("nohuge") {
+        eprintln!("no huge page to map (vm.nr_hugepages): the hugetlb refusal is not exercised");
+        return;
+    }
+    let rc = ns.wait_status(".dump-rc", "\n");
+    let err = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
+    let pid: i32 = ns.wait_status(".root", "\n").trim().parse().unwrap();
+    assert_ne!(rc.trim(), "0", "the dump of {mode} succeeded");
+    assert!(
+        err.contains(what) && err.contains(&format!("pid {pid}")) && err.contains("0x"),
+        "{mode}: {err}"
+    );
+    assert_eq!(ns.wait_status(".imgs", "").trim(), "", "{mode}: images were written");
+    assert_eq!(ns.ask(pid, "memrefuse.verify.status", "\n").trim(), "ok");
+}
+
+/// An AIO context (the "/[aio]" ring of io_setup) is refused at dump.
+#[test]
+fn aio_rings_are_refused_at_dump() {
+    refused("aio", "AIO ring");
+}
+
+/// Hugetlb memory (MAP_HUGETLB) is refused at dump, not taken for a ghost file.
+#[test]
+fn hugetlb_mappings_are_refused_at_dump() {
+    refused("hugetlb", "hugetlb mapping");
+}
