@@ -63,6 +63,10 @@ pub const MADV_BIT_MLOCK: u32 = 256;
 /// Not a move: MADV_GUARD_INSTALL on `[dst, dst + len)` (src == dst), after
 /// every VMA is in place.
 pub const MADV_BIT_GUARD: u32 = 512;
+/// An AIO ring: the premapped copy of its contents is moved to `dst`, then
+/// (once every VMA is in place) io_setup(`prot`, the number of requests)
+/// makes a new ring, which gets those contents and replaces the copy.
+pub const MADV_BIT_AIO: u32 = 1024;
 
 /// The kernel's `struct prctl_mm_map` (PR_SET_MM_MAP).
 #[repr(C)]

@@ -26,6 +26,8 @@ pub enum VmaKind {
     /// Shared anonymous memory or memfd (not supported yet: refused).
     ShmemLike,
     SysvShm,
+    /// The ring of an AIO context (io_setup), "/[aio] (deleted)".
+    AioRing,
 }
 
 pub fn classify(v: &Vma) -> VmaKind {
@@ -35,6 +37,7 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("[vvar") => VmaKind::Vvar,
         "[heap]" => VmaKind::Heap,
         n if n.starts_with("/SYSV") => VmaKind::SysvShm,
+        n if n.starts_with("/[aio]") => VmaKind::AioRing,
         n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
         n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
@@ -92,6 +95,8 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
         VmaKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
         VmaKind::ShmemLike => (VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD, false, true),
         VmaKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
+        // As CRIU records it: no other status bit.
+        VmaKind::AioRing => (VMA_AREA_AIORING, false, false),
     };
     if anon {
         flags |= libc::MAP_ANONYMOUS as u32;
@@ -161,6 +166,32 @@ pub fn mm_entry(
     }
 }
 
+/// The AIO rings among `vmas`, as CRIU records them: the ring's address
+/// (the context id), its length, and the io_setup() size that makes a ring
+/// of that length again.
+pub fn aio_entries(vmas: &[(Vma, VmaKind)]) -> Vec<pb::AioRingEntry> {
+    vmas.iter()
+        .filter(|(_, k)| *k == VmaKind::AioRing)
+        .map(|(v, _)| {
+            let len = v.end - v.start;
+            pb::AioRingEntry {
+                id: v.start,
+                nr_req: aio_nr_req(len),
+                ring_len: len as u32,
+            }
+        })
+        .collect()
+}
+
+/// The io_setup() size whose ring is `len` bytes: the kernel makes room for
+/// 2 * max(n, 4 * cpus) + 2 events after a 32-byte header and rounds up to
+/// pages, so the ring holds (len - 32) / 32 events; half of that less one
+/// grows back to the same ring.
+pub fn aio_nr_req(len: u64) -> u32 {
+    let events = (len.saturating_sub(32) / 32) as u32;
+    events.saturating_sub(2) / 2
+}
+
 /// A run of pages to dump: `[start, start + len)`, with its pagemap flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
@@ -188,8 +219,9 @@ pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u
             sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
             PE_PRESENT,
         ),
-        // The vdso is dumped whole, present or not (CRIU does the same).
-        VmaKind::Vdso => {
+        // The vdso and AIO rings are dumped whole, present or not (CRIU
+        // does the same).
+        VmaKind::Vdso | VmaKind::AioRing => {
             return Ok(vec![Run {
                 start: v.start,
                 len: v.end - v.start,

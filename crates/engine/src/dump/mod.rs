@@ -719,15 +719,6 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                 })
             }
             _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
-            _ if v.name.starts_with("/[aio]") => {
-                return Err(DumpError::Refused {
-                    pid,
-                    what: format!(
-                        "AIO ring (io_setup) mapped at {:#x}-{:#x}: AIO contexts are not supported yet",
-                        v.start, v.end
-                    ),
-                })
-            }
             VmaKind::ShmemLike if !v.shared => {
                 return Err(DumpError::Refused {
                     pid,
@@ -1105,7 +1096,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.threads += p.threads.len();
 
     // --- memory ---
-    let mm = mem::mm_entry(
+    let mut mm = mem::mm_entry(
         &f.stat,
         misc.brk,
         f.auxv.clone(),
@@ -1114,6 +1105,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         misc.dumpable,
         misc.thp_disabled != 0,
     );
+    mm.aios = mem::aio_entries(&f.vmas);
     let path = ctx.out.path(&format!("mm-{pid}.img"));
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);

@@ -98,7 +98,7 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
     for (v, k) in vmas {
         if matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso | VmaKind::AioRing
         ) {
             scanned += (v.end - v.start) / 4096;
         }
@@ -170,7 +170,7 @@ fn scan_and_splice_inner(
     for (v, k) in vmas {
         if !matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso | VmaKind::AioRing
         ) {
             continue; // no pages of their own to dump
         }
@@ -178,10 +178,11 @@ fn scan_and_splice_inner(
         // The vdso's pages are the kernel's, and a mapping without PROT_READ
         // (PROT_NONE after a write, write-only) makes vmsplice fail with
         // EFAULT: those are copied from outside into pipes of their own.
-        let outside = *k == VmaKind::Vdso || !v.read;
+        // An AIO ring is the kernel's too: read through /proc/PID/mem.
+        let outside = matches!(k, VmaKind::Vdso | VmaKind::AioRing) || !v.read;
         let mut at = v.start;
         while at < v.end {
-            let end = if *k == VmaKind::Vdso {
+            let end = if matches!(k, VmaKind::Vdso | VmaKind::AioRing) {
                 v.end
             } else {
                 at.saturating_add(SCAN_STEP).min(v.end)

@@ -68,6 +68,8 @@ pub enum VmaKind {
     Vdso,
     Vvar,
     Vsyscall,
+    /// The ring of an AIO context, with the io_setup() size that makes it.
+    AioRing(u32),
 }
 
 /// One VMA to recreate.
@@ -1293,9 +1295,6 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
     use vma_status as s;
     let file = set.path(&format!("mm-{pid}.img")).display().to_string();
     let entry = set.mm(pid as u32)?;
-    if !entry.aios.is_empty() {
-        return Err(unsupported(&file, pid, "AIO rings"));
-    }
     let mut vmas: Vec<Vma> = Vec::new();
     let mut guards = Vec::new();
     let mut prev_end = 0;
@@ -1333,7 +1332,20 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             VmaKind::Vvar
         } else if st & s::VDSO != 0 {
             VmaKind::Vdso
-        } else if st & (s::SYSVIPC | s::SOCKET | s::AIORING | s::UNSUPP) != 0 {
+        } else if st & s::AIORING != 0 {
+            let a = entry
+                .aios
+                .iter()
+                .find(|a| a.id == v.start)
+                .ok_or_else(|| what("an AIO ring without its aio_ring_entry"))?;
+            if a.ring_len as u64 != v.end - v.start || a.nr_req == 0 {
+                return Err(what(&format!(
+                    "AIO ring of {} bytes for {} requests",
+                    a.ring_len, a.nr_req
+                )));
+            }
+            VmaKind::AioRing(a.nr_req)
+        } else if st & (s::SYSVIPC | s::SOCKET | s::UNSUPP) != 0 {
             return Err(unsupported(
                 &file,
                 pid,

@@ -49,7 +49,7 @@ fn wanted(env: &TaskEnv, p: &Proc) -> Vec<Vma> {
         .filter(|v| {
             matches!(
                 v.kind,
-                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_)
+                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_) | VmaKind::AioRing(_)
             ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
         })
         .cloned()
@@ -159,6 +159,11 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
     let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
     let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
     let noreserve = v.flags as i32 & libc::MAP_NORESERVE;
+    let growsdown = if matches!(v.kind, VmaKind::AioRing(_)) {
+        0
+    } else {
+        growsdown
+    };
     let fd_of = |id: u32| {
         env.map_pool
             .get(&id)
@@ -166,8 +171,10 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
             .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))
     };
     match v.kind {
-        VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar => {
-            let kind = if v.flags & MAP_DROPPABLE != 0 {
+        VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar | VmaKind::AioRing(_) => {
+            // An AIO ring's contents wait here for the restorer to put them
+            // into a ring io_setup() makes.
+            let kind = if v.flags & MAP_DROPPABLE != 0 && v.kind == VmaKind::AnonPrivate {
                 MAP_DROPPABLE as i32
             } else {
                 libc::MAP_PRIVATE

@@ -792,6 +792,15 @@ fn rst_vma(v: &super::plan::Vma, at: u64) -> RstVma {
     if v.flags & libc::MAP_LOCKED as u32 != 0 {
         madv |= MADV_BIT_MLOCK;
     }
+    if let VmaKind::AioRing(nr_req) = v.kind {
+        return RstVma {
+            src: at,
+            dst: v.start,
+            len: v.end - v.start,
+            prot: nr_req,
+            madv: MADV_BIT_AIO,
+        };
+    }
     RstVma {
         src: at,
         dst: v.start,

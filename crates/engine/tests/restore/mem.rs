@@ -77,10 +77,23 @@ fn refused(mode: &str, what: &str) {
     assert_eq!(ns.ask(pid, "memrefuse.verify.status", "\n").trim(), "ok");
 }
 
-/// An AIO context (the "/[aio]" ring of io_setup) is refused at dump.
+/// An AIO context comes back at its address with the completed events
+/// nobody had read yet, and takes new requests.
 #[test]
-fn aio_rings_are_refused_at_dump() {
-    refused("aio", "AIO ring");
+fn dump_restore_keeps_an_aio_ring_with_unread_events_twice() {
+    let prog = build_prog("aioring");
+    dump_restore_cmd_twice(prog.to_str().unwrap(), "aioring.status", |ns, pid, round| {
+        let ctx = field(&ns.wait_status("aioring.status", "ctx="), "ctx");
+        let o = ns.outer(pid).unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{o}/maps")).unwrap();
+        assert!(
+            maps.lines()
+                .any(|l| l.starts_with(&format!("{ctx}-")) && l.contains("/[aio]")),
+            "round {round}: no AIO ring at {ctx}:\n{maps}"
+        );
+        let v = ns.ask(pid, "aioring.verify.status", "again=");
+        assert_eq!(v.trim(), "events=ok again=ok", "round {round}");
+    });
 }
 
 /// Hugetlb memory (MAP_HUGETLB) is refused at dump, not taken for a ghost file.
