@@ -25,6 +25,8 @@ pub enum VmaKind {
     FileShared,
     /// Shared anonymous memory or memfd (not supported yet: refused).
     ShmemLike,
+    /// MAP_PRIVATE of a memfd: its own pages are the copied-on-write ones.
+    MemfdPrivate,
     SysvShm,
     /// The ring of an AIO context (io_setup), "/[aio] (deleted)".
     AioRing,
@@ -39,7 +41,7 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("/SYSV") => VmaKind::SysvShm,
         n if n.starts_with("/[aio]") => VmaKind::AioRing,
         n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
-        n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
+        n if n.starts_with("/memfd:") => VmaKind::MemfdPrivate,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,
@@ -94,6 +96,7 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
         VmaKind::FilePrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE, false, true),
         VmaKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
         VmaKind::ShmemLike => (VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD, false, true),
+        VmaKind::MemfdPrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE | VMA_AREA_MEMFD, false, true),
         VmaKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
         // As CRIU records it: no other status bit.
         VmaKind::AioRing => (VMA_AREA_AIORING, false, false),
@@ -214,7 +217,7 @@ pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u
             PE_LAZY | PE_PRESENT,
         ),
         // Only the pages that differ from the file (anonymous COW copies).
-        VmaKind::FilePrivate => (
+        VmaKind::FilePrivate | VmaKind::MemfdPrivate => (
             sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
             sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
             PE_PRESENT,

@@ -703,6 +703,13 @@ fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
     }
 }
 
+/// Is the object mapped at `v` on hugetlbfs (a MFD_HUGETLB memfd, SHM_HUGETLB)?
+fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+    nix::sys::statfs::statfs(mf.as_str()).is_ok_and(|s| s.filesystem_type().0 as i64 == HUGETLBFS_MAGIC)
+}
+
 /// Refuse what we cannot dump yet, before writing anything.
 /// `locks` is /proc/locks as read before the freeze: reading it takes the
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
@@ -719,15 +726,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                 })
             }
             _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
-            VmaKind::ShmemLike if !v.shared => {
-                return Err(DumpError::Refused {
-                    pid,
-                    what: format!(
-                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet (private mapping of shared memory)",
-                        v.start, v.name
-                    ),
-                })
-            }
+            VmaKind::ShmemLike | VmaKind::MemfdPrivate if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
     }
@@ -795,7 +794,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     for (p, f) in tree.procs.iter().zip(&facts) {
         let Some(f) = f else { continue };
         for (v, k) in &f.vmas {
-            if *k == VmaKind::ShmemLike {
+            if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
                 let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
                 ctx.files.shmem_inode(&mf, &v.name)?;
             }
@@ -914,7 +913,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     let mut vma_entries = Vec::new();
     for (v, k) in &f.vmas {
         let mut shmid = 0;
-        if *k == VmaKind::ShmemLike {
+        if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
             let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
             let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
                 path: mf.clone().into(),

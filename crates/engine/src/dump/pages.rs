@@ -98,7 +98,12 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
     for (v, k) in vmas {
         if matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso | VmaKind::AioRing
+            VmaKind::Heap
+                | VmaKind::AnonPrivate
+                | VmaKind::FilePrivate
+                | VmaKind::MemfdPrivate
+                | VmaKind::Vdso
+                | VmaKind::AioRing
         ) {
             scanned += (v.end - v.start) / 4096;
         }
@@ -170,7 +175,12 @@ fn scan_and_splice_inner(
     for (v, k) in vmas {
         if !matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso | VmaKind::AioRing
+            VmaKind::Heap
+                | VmaKind::AnonPrivate
+                | VmaKind::FilePrivate
+                | VmaKind::MemfdPrivate
+                | VmaKind::Vdso
+                | VmaKind::AioRing
         ) {
             continue; // no pages of their own to dump
         }

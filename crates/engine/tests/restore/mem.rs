@@ -101,3 +101,15 @@ fn dump_restore_keeps_an_aio_ring_with_unread_events_twice() {
 fn hugetlb_mappings_are_refused_at_dump() {
     refused("hugetlb", "hugetlb mapping");
 }
+
+/// A private mapping of a memfd comes back as a private mapping of the
+/// same memfd: its copied-on-write page stays its own, the others follow
+/// later writes to the memfd.
+#[test]
+fn dump_restore_keeps_a_private_memfd_mapping_twice() {
+    let prog = build_prog("memfdpriv");
+    dump_restore_cmd_twice(prog.to_str().unwrap(), "memfdpriv.status", |ns, pid, round| {
+        let v = ns.ask(pid, "memfdpriv.verify.status", "after=");
+        assert_eq!(v.trim(), "before=ok after=ok", "round {round}");
+    });
+}
