@@ -705,9 +705,8 @@ fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
 
 /// Is the object mapped at `v` on hugetlbfs (a MFD_HUGETLB memfd, SHM_HUGETLB)?
 fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
-    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
     let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
-    nix::sys::statfs::statfs(mf.as_str()).is_ok_and(|s| s.filesystem_type().0 as i64 == HUGETLBFS_MAGIC)
+    nix::sys::statfs::statfs(mf.as_str()).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
 }
 
 /// Refuse what we cannot dump yet, before writing anything.
