@@ -37,6 +37,9 @@ pub mod nr {
     pub const GETPPID: usize = 110;
     pub const SIGALTSTACK: usize = 131;
     pub const PERSONALITY: usize = 135;
+    pub const MLOCK: usize = 149;
+    pub const IO_SETUP: usize = 206;
+    pub const IO_SUBMIT: usize = 209;
     pub const PRCTL: usize = 157;
     pub const ARCH_PRCTL: usize = 158;
     pub const GETTID: usize = 186;

@@ -581,6 +581,19 @@ impl Checker<'_> {
                 self.problem(name, Some(0), format!("{at}: empty or reversed"));
                 continue;
             }
+            if v.status & crate::vma::VMA_AREA_GUARD != 0 {
+                // MADV_GUARD_INSTALL ranges: listed after the VMAs, inside them.
+                let mut a = v.start;
+                for &(s, e) in &out {
+                    if s <= a && a < e {
+                        a = e;
+                    }
+                }
+                if a < v.end {
+                    self.problem(name, Some(0), format!("{at}: a guard range outside every vma"));
+                }
+                continue;
+            }
             if v.start < prev_end {
                 self.problem(
                     name,

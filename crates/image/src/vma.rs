@@ -15,4 +15,8 @@ pub const VMA_AREA_SOCKET: u32 = 1 << 11;
 pub const VMA_AREA_VVAR: u32 = 1 << 12;
 pub const VMA_AREA_AIORING: u32 = 1 << 13;
 pub const VMA_AREA_MEMFD: u32 = 1 << 14;
+pub const VMA_AREA_SHSTK: u32 = 1 << 15;
+/// Not a kernel VMA: a range covered by MADV_GUARD_INSTALL guards (listed after the VMAs).
+pub const VMA_AREA_GUARD: u32 = 1 << 16;
+pub const VMA_AREA_UPROBES: u32 = 1 << 17;
 pub const VMA_UNSUPP: u32 = 1 << 31;

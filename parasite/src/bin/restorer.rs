@@ -266,6 +266,13 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
 
     // 3. Premapped VMAs into place, then their final protection.
     for v in vmas {
+        if v.madv & MADV_BIT_GUARD != 0 {
+            // SAFETY: guards inside our own mappings (MADV_GUARD_INSTALL).
+            check(args, STAGE_REMAP, unsafe {
+                syscall3(nr::MADVISE, v.dst as usize, v.len as usize, 102)
+            });
+            continue;
+        }
         if v.src != v.dst {
             // SAFETY: dst is free (everything outside `keep` is gone, and the
             // premap area does not overlap any final VMA).
@@ -282,6 +289,9 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
             };
             check(args, STAGE_REMAP, r);
         }
+        if v.madv & MADV_BIT_AIO != 0 {
+            continue; // a ring's contents: see restore_aio_ring below
+        }
         // SAFETY: the range is ours now.
         check(args, STAGE_REMAP, unsafe {
             syscall3(nr::MPROTECT, v.dst as usize, v.len as usize, v.prot as usize)
@@ -291,6 +301,10 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
             (MADV_BIT_HUGEPAGE, 14),
             (MADV_BIT_NOHUGEPAGE, 15),
             (MADV_BIT_DONTDUMP, 16),
+            (MADV_BIT_SEQUENTIAL, 2),
+            (MADV_BIT_RANDOM, 1),
+            (MADV_BIT_MERGEABLE, 12),
+            (MADV_BIT_WIPEONFORK, 18),
         ];
         for (bit, advice) in madv {
             if v.madv & bit != 0 {
@@ -298,8 +312,19 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
                 unsafe { syscall3(nr::MADVISE, v.dst as usize, v.len as usize, advice) };
             }
         }
+        if v.madv & MADV_BIT_MLOCK != 0 {
+            // SAFETY: locks our own mapping (still root: creds come last).
+            check(args, STAGE_REMAP, unsafe {
+                syscall3(nr::MLOCK, v.dst as usize, v.len as usize, 0)
+            });
+        }
     }
     let _ = MREMAP_DONTUNMAP;
+    // AIO rings, once every VMA is in place (io_setup maps the new ring
+    // wherever there is room).
+    for v in vmas.iter().filter(|v| v.madv & MADV_BIT_AIO != 0) {
+        restore_aio_ring(args, v);
+    }
 
     // 4. mm fields, auxv, exe.
     // SAFETY: `mm` is a valid prctl_mm_map whose auxv pointer the engine filled.
@@ -375,6 +400,123 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
     }
 
     thread_finish(args, &threads[0], true)
+}
+
+/// The kernel's `struct aio_ring` header (the io_events follow it).
+#[repr(C)]
+struct AioRing {
+    id: u32,
+    nr: u32,
+    head: u32,
+    tail: u32,
+    magic: u32,
+    compat_features: u32,
+    incompat_features: u32,
+    header_length: u32,
+}
+
+/// The kernel's `struct iocb`.
+#[repr(C)]
+struct Iocb {
+    aio_data: u64,
+    aio_key: u32,
+    aio_rw_flags: u32,
+    aio_lio_opcode: u16,
+    aio_reqprio: i16,
+    aio_fildes: u32,
+    aio_buf: u64,
+    aio_nbytes: u64,
+    aio_offset: i64,
+    aio_reserved2: u64,
+    aio_flags: u32,
+    aio_resfd: u32,
+}
+const _: () = assert!(core::mem::size_of::<Iocb>() == 64);
+
+/// Make a new AIO context whose ring is the dumped one (its copy is at
+/// `v.dst`; `v.prot` is the io_setup() size): the kernel's tail is moved by
+/// completed no-op writes to /dev/null (synchronous), the head is set, the
+/// events are copied, and the new ring replaces the copy at `v.dst` (the
+/// context id is the ring's address).
+fn restore_aio_ring(args: &RstArgs, v: &RstVma) {
+    let old = v.dst as *const AioRing;
+    // SAFETY: the copy of the dumped ring (at least one page) was moved to dst.
+    let (head, tail, nr) = unsafe { ((*old).head, (*old).tail, (*old).nr) };
+    let mut ctx: u64 = 0;
+    // SAFETY: ctx is a valid out-pointer.
+    check(args, STAGE_REMAP, unsafe {
+        syscall3(nr::IO_SETUP, v.prot as usize, &mut ctx as *mut u64 as usize, 0)
+    });
+    let new = ctx as *mut AioRing;
+    let events = ((v.len - 32) / 32) as u32;
+    // SAFETY: io_setup mapped the new ring at ctx.
+    let new_nr = unsafe { (*new).nr };
+    if tail >= nr || head >= nr || nr != events || new_nr != nr {
+        fail(args, STAGE_REMAP, -22);
+    }
+    if head != 0 || tail != 0 {
+        let path = b"/dev/null\0";
+        // SAFETY: NUL-terminated path.
+        let fd = check(args, STAGE_REMAP, unsafe {
+            syscall3(nr::OPEN, path.as_ptr() as usize, 1, 0)
+        });
+        // A full turn first when the tail has wrapped, so that the kernel's
+        // count of completed events comes out right.
+        let count = if tail < head { nr + tail } else { tail };
+        let maxr = count.min(nr - 1) as usize;
+        let size = core::mem::size_of::<Iocb>() + maxr * 8;
+        // SAFETY: fresh anonymous memory.
+        let mem = check(args, STAGE_REMAP, unsafe {
+            syscall6(nr::MMAP, 0, size, 3, 0x22, usize::MAX, 0)
+        }) as usize;
+        let buf = [0u8; 1];
+        let iocb = mem as *mut Iocb;
+        let ptrs = (mem + core::mem::size_of::<Iocb>()) as *mut u64;
+        // SAFETY: inside the mapping just made.
+        unsafe {
+            (*iocb).aio_fildes = fd as u32;
+            (*iocb).aio_buf = buf.as_ptr() as u64;
+            (*iocb).aio_nbytes = 1;
+            (*iocb).aio_lio_opcode = 1; // IOCB_CMD_PWRITE
+            for i in 0..maxr {
+                *ptrs.add(i) = iocb as u64;
+            }
+        }
+        let mut done = 0u32;
+        while done < count {
+            let n = ((count - done) as usize).min(maxr);
+            // SAFETY: n pointers to a valid iocb.
+            let r = check(args, STAGE_REMAP, unsafe {
+                syscall3(nr::IO_SUBMIT, ctx as usize, n, ptrs as usize)
+            });
+            done += r as u32;
+            // Consuming events is setting the head (as io_getevents would).
+            // SAFETY: the new ring's header.
+            unsafe { (*new).head = if done < head { done } else { head } };
+        }
+        // SAFETY: our own temporary mapping and fd.
+        unsafe {
+            syscall3(nr::MUNMAP, mem, size, 0);
+            syscall3(nr::CLOSE, fd as usize, 0, 0);
+        }
+    }
+    // SAFETY: both rings are v.len bytes; the header stays the new ring's.
+    unsafe { core::ptr::copy_nonoverlapping((v.dst + 32) as *const u8, (ctx + 32) as *mut u8, (v.len - 32) as usize) };
+    // SAFETY: replaces the copy at dst with the new ring (same size).
+    let r = unsafe {
+        syscall6(
+            nr::MREMAP,
+            ctx as usize,
+            v.len as usize,
+            v.len as usize,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            v.dst as usize,
+            0,
+        )
+    };
+    if r as u64 != v.dst {
+        fail(args, STAGE_REMAP, if r < 0 { r } else { -22 });
+    }
 }
 
 fn restore_posix_timers(args: &RstArgs, timers: &[RstPosixTimer]) {

@@ -37,8 +37,8 @@ const _: () = assert!(core::mem::size_of::<RstRange>() == 16);
 
 /// One premapped VMA: moved from `src` to `dst` with mremap, then given its
 /// final protection. `madv` holds MADV_* values to apply after the move
-/// (bit 0: MADV_DONTFORK, bit 1: MADV_HUGEPAGE, bit 2: MADV_NOHUGEPAGE,
-/// bit 3: MADV_DONTDUMP).
+/// (the `MADV_BIT_*` values), and [`MADV_BIT_MLOCK`]: mlock the range
+/// (a VM_LOCKED vma, MAP_LOCKED or mlock(2) at dump).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RstVma {
@@ -54,6 +54,19 @@ pub const MADV_BIT_DONTFORK: u32 = 1;
 pub const MADV_BIT_HUGEPAGE: u32 = 2;
 pub const MADV_BIT_NOHUGEPAGE: u32 = 4;
 pub const MADV_BIT_DONTDUMP: u32 = 8;
+pub const MADV_BIT_SEQUENTIAL: u32 = 16;
+pub const MADV_BIT_RANDOM: u32 = 32;
+pub const MADV_BIT_MERGEABLE: u32 = 64;
+pub const MADV_BIT_WIPEONFORK: u32 = 128;
+/// Not an madvise: mlock(2) the range after the move.
+pub const MADV_BIT_MLOCK: u32 = 256;
+/// Not a move: MADV_GUARD_INSTALL on `[dst, dst + len)` (src == dst), after
+/// every VMA is in place.
+pub const MADV_BIT_GUARD: u32 = 512;
+/// An AIO ring: the premapped copy of its contents is moved to `dst`, then
+/// (once every VMA is in place) io_setup(`prot`, the number of requests)
+/// makes a new ring, which gets those contents and replaces the copy.
+pub const MADV_BIT_AIO: u32 = 1024;
 
 /// The kernel's `struct prctl_mm_map` (PR_SET_MM_MAP).
 #[repr(C)]

@@ -10,6 +10,8 @@ pub use cryo_image::vma::*;
 
 pub const PE_LAZY: u32 = 1 << 1;
 pub const PE_PRESENT: u32 = 1 << 2;
+/// `MAP_DROPPABLE` (Linux 6.11), smaps flag "dp".
+pub const MAP_DROPPABLE: u32 = 0x08;
 
 /// What a mapping is, for dumping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +25,11 @@ pub enum VmaKind {
     FileShared,
     /// Shared anonymous memory or memfd (not supported yet: refused).
     ShmemLike,
+    /// MAP_PRIVATE of a memfd: its own pages are the copied-on-write ones.
+    MemfdPrivate,
     SysvShm,
+    /// The ring of an AIO context (io_setup), "/[aio] (deleted)".
+    AioRing,
 }
 
 pub fn classify(v: &Vma) -> VmaKind {
@@ -33,8 +39,9 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("[vvar") => VmaKind::Vvar,
         "[heap]" => VmaKind::Heap,
         n if n.starts_with("/SYSV") => VmaKind::SysvShm,
+        n if n.starts_with("/[aio]") => VmaKind::AioRing,
         n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
-        n if n.starts_with("/memfd:") => VmaKind::ShmemLike,
+        n if n.starts_with("/memfd:") => VmaKind::MemfdPrivate,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,
@@ -69,10 +76,16 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
         ("gd", libc::MAP_GROWSDOWN),
         ("lo", libc::MAP_LOCKED),
         ("nr", libc::MAP_NORESERVE),
+        ("ht", libc::MAP_HUGETLB),
     ] {
         if v.has_flag(f) {
             flags |= m as u32;
         }
+    }
+    // A droppable mapping is its own mapping type, not MAP_PRIVATE (as CRIU
+    // records it).
+    if v.has_flag("dp") && !v.shared {
+        flags = flags & !(libc::MAP_PRIVATE as u32) | MAP_DROPPABLE;
     }
     let (status, anon, file) = match kind {
         VmaKind::Vsyscall => (VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE, true, false),
@@ -83,7 +96,10 @@ pub fn vma_entry(v: &Vma, kind: VmaKind, shmid: u64) -> pb::VmaEntry {
         VmaKind::FilePrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE, false, true),
         VmaKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
         VmaKind::ShmemLike => (VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD, false, true),
+        VmaKind::MemfdPrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE | VMA_AREA_MEMFD, false, true),
         VmaKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
+        // As CRIU records it: no other status bit.
+        VmaKind::AioRing => (VMA_AREA_AIORING, false, false),
     };
     if anon {
         flags |= libc::MAP_ANONYMOUS as u32;
@@ -153,6 +169,32 @@ pub fn mm_entry(
     }
 }
 
+/// The AIO rings among `vmas`, as CRIU records them: the ring's address
+/// (the context id), its length, and the io_setup() size that makes a ring
+/// of that length again.
+pub fn aio_entries(vmas: &[(Vma, VmaKind)]) -> Vec<pb::AioRingEntry> {
+    vmas.iter()
+        .filter(|(_, k)| *k == VmaKind::AioRing)
+        .map(|(v, _)| {
+            let len = v.end - v.start;
+            pb::AioRingEntry {
+                id: v.start,
+                nr_req: aio_nr_req(len),
+                ring_len: len as u32,
+            }
+        })
+        .collect()
+}
+
+/// The io_setup() size whose ring is `len` bytes: the kernel makes room for
+/// 2 * max(n, 4 * cpus) + 2 events after a 32-byte header and rounds up to
+/// pages, so the ring holds (len - 32) / 32 events; half of that less one
+/// grows back to the same ring.
+pub fn aio_nr_req(len: u64) -> u32 {
+    let events = (len.saturating_sub(32) / 32) as u32;
+    events.saturating_sub(2) / 2
+}
+
 /// A run of pages to dump: `[start, start + len)`, with its pagemap flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
@@ -175,13 +217,14 @@ pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u
             PE_LAZY | PE_PRESENT,
         ),
         // Only the pages that differ from the file (anonymous COW copies).
-        VmaKind::FilePrivate => (
+        VmaKind::FilePrivate | VmaKind::MemfdPrivate => (
             sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
             sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
             PE_PRESENT,
         ),
-        // The vdso is dumped whole, present or not (CRIU does the same).
-        VmaKind::Vdso => {
+        // The vdso and AIO rings are dumped whole, present or not (CRIU
+        // does the same).
+        VmaKind::Vdso | VmaKind::AioRing => {
             return Ok(vec![Run {
                 start: v.start,
                 len: v.end - v.start,
@@ -190,20 +233,47 @@ pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: VmaKind, start: u64, end: u
         }
         _ => return Ok(Vec::new()),
     };
-    let regions = sys::pagemap_scan(
-        pagemap_fd,
-        start.max(v.start),
-        end.min(v.end),
-        anyof,
-        excl,
-        anyof | excl,
-    )?;
+    // Guard pages (MADV_GUARD_INSTALL) have nothing to dump and fault when
+    // touched: never part of a run (kernels before 6.14 know no such bit).
+    let (s, e) = (start.max(v.start), end.min(v.end));
+    let regions = match sys::pagemap_scan(pagemap_fd, s, e, anyof, excl | sys::PAGE_IS_GUARD, anyof | excl) {
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            sys::pagemap_scan(pagemap_fd, s, e, anyof, excl, anyof | excl)?
+        }
+        r => r?,
+    };
     Ok(regions
         .into_iter()
         .map(|r| Run {
             start: r.start,
             len: r.end - r.start,
             flags,
+        })
+        .collect())
+}
+
+/// The ranges covered by MADV_GUARD_INSTALL guards, as CRIU records them:
+/// entries of their own with status VMA_AREA_GUARD, after every VMA.
+pub fn guard_entries(pagemap_fd: i32) -> std::io::Result<Vec<pb::VmaEntry>> {
+    let regions = match sys::pagemap_scan(
+        pagemap_fd,
+        0,
+        0x7fff_ffff_f000,
+        sys::PAGE_IS_GUARD,
+        0,
+        sys::PAGE_IS_GUARD,
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
+        r => r?,
+    };
+    Ok(regions
+        .into_iter()
+        .map(|r| pb::VmaEntry {
+            start: r.start,
+            end: r.end,
+            status: VMA_AREA_GUARD,
+            fd: -1,
+            ..Default::default()
         })
         .collect())
 }

@@ -705,6 +705,24 @@ fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<
     Ok(())
 }
 
+/// A hugetlb mapping (MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a
+/// MFD_HUGETLB memfd) is refused: its pages are not dumped yet.
+fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
+    DumpError::Refused {
+        pid,
+        what: format!(
+            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page (MAP_HUGETLB/SHM_HUGETLB/hugetlbfs) memory is not supported yet",
+            v.start, v.end, v.name
+        ),
+    }
+}
+
+/// Is the object mapped at `v` on hugetlbfs (a MFD_HUGETLB memfd, SHM_HUGETLB)?
+fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
+    let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+    nix::sys::statfs::statfs(mf.as_str()).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
+}
+
 /// Refuse what we cannot dump yet, before writing anything.
 /// `locks` is /proc/locks as read before the freeze: reading it takes the
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
@@ -720,15 +738,8 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            VmaKind::ShmemLike if !v.shared => {
-                return Err(DumpError::Refused {
-                    pid,
-                    what: format!(
-                        "shared anonymous/memfd mapping at {:#x} ({}) is not supported yet (private mapping of shared memory)",
-                        v.start, v.name
-                    ),
-                })
-            }
+            _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
+            VmaKind::ShmemLike | VmaKind::MemfdPrivate if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
     }
@@ -796,7 +807,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     for (p, f) in tree.procs.iter().zip(&facts) {
         let Some(f) = f else { continue };
         for (v, k) in &f.vmas {
-            if *k == VmaKind::ShmemLike {
+            if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
                 let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
                 ctx.files.shmem_inode(&mf, &v.name)?;
             }
@@ -911,13 +922,16 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
     with_vmflags(pid, &mut f, smaps)?;
+    if let Some((v, _)) = f.vmas.iter().find(|(v, _)| v.has_flag("ht")) {
+        return Err(hugetlb_refused(pid, v));
+    }
     trace(&format!("pid {pid}: vmflags"));
 
     // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
     let mut vma_entries = Vec::new();
     for (v, k) in &f.vmas {
         let mut shmid = 0;
-        if *k == VmaKind::ShmemLike {
+        if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
             let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
             let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
                 path: mf.clone().into(),
@@ -942,6 +956,15 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             })? as u64;
         }
         vma_entries.push(mem::vma_entry(v, *k, shmid));
+    }
+    {
+        let pm_path = format!("/proc/{pid}/pagemap");
+        let io = |source| DumpError::Io {
+            path: pm_path.clone().into(),
+            source,
+        };
+        let pm = std::fs::File::open(&pm_path).map_err(io)?;
+        vma_entries.extend(mem::guard_entries(std::os::fd::AsRawFd::as_raw_fd(&pm)).map_err(io)?);
     }
     let exe_file_id = {
         let exe = format!("/proc/{pid}/exe");
@@ -1090,7 +1113,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.threads += p.threads.len();
 
     // --- memory ---
-    let mm = mem::mm_entry(
+    let mut mm = mem::mm_entry(
         &f.stat,
         misc.brk,
         f.auxv.clone(),
@@ -1099,6 +1122,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         misc.dumpable,
         misc.thp_disabled != 0,
     );
+    mm.aios = mem::aio_entries(&f.vmas);
     let path = ctx.out.path(&format!("mm-{pid}.img"));
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);

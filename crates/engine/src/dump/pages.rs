@@ -98,7 +98,12 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
     for (v, k) in vmas {
         if matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            VmaKind::Heap
+                | VmaKind::AnonPrivate
+                | VmaKind::FilePrivate
+                | VmaKind::MemfdPrivate
+                | VmaKind::Vdso
+                | VmaKind::AioRing
         ) {
             scanned += (v.end - v.start) / 4096;
         }
@@ -163,17 +168,31 @@ fn scan_and_splice_inner(
     let mut runs = Vec::new();
     let mut scanned = 0u64;
     let mut out: Vec<(OwnedFd, u64)> = Vec::new();
+    // The pipe being filled by the parasite: runs share pipes (a VMA of one
+    // page must not cost a pipe: thousands of them would run out of fds).
+    let mut cur: Option<(OwnedFd, OwnedFd, u64)> = None;
+    let mut mem: Option<std::fs::File> = None;
     for (v, k) in vmas {
         if !matches!(
             k,
-            VmaKind::Heap | VmaKind::AnonPrivate | VmaKind::FilePrivate | VmaKind::Vdso
+            VmaKind::Heap
+                | VmaKind::AnonPrivate
+                | VmaKind::FilePrivate
+                | VmaKind::MemfdPrivate
+                | VmaKind::Vdso
+                | VmaKind::AioRing
         ) {
             continue; // no pages of their own to dump
         }
         scanned += (v.end - v.start) / 4096;
+        // The vdso's pages are the kernel's, and a mapping without PROT_READ
+        // (PROT_NONE after a write, write-only) makes vmsplice fail with
+        // EFAULT: those are copied from outside into pipes of their own.
+        // An AIO ring is the kernel's too: read through /proc/PID/mem.
+        let outside = matches!(k, VmaKind::Vdso | VmaKind::AioRing) || !v.read;
         let mut at = v.start;
         while at < v.end {
-            let end = if *k == VmaKind::Vdso {
+            let end = if matches!(k, VmaKind::Vdso | VmaKind::AioRing) {
                 v.end
             } else {
                 at.saturating_add(SCAN_STEP).min(v.end)
@@ -188,22 +207,32 @@ fn scan_and_splice_inner(
                 let end = r.start + r.len;
                 while a < end {
                     let n = (end - a).min(PIPE_BYTES);
-                    let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
-                    if *k == VmaKind::Vdso {
-                        let mut buf = vec![0u8; n as usize];
-                        let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)])
-                            .map_err(|e| io("reading the vdso", e))?;
-                        if got as u64 != n {
-                            return Err(DumpError::task(pid, "short read of the vdso"));
+                    if outside {
+                        // After the pages already in the shared pipe.
+                        if let Some((rd, _, used)) = cur.take() {
+                            out.push((rd, used));
                         }
+                        let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
+                        let buf = read_outside(pid, &mut mem, *k == VmaKind::Vdso, a, n as usize)?;
                         nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
+                        out.push((rd, n));
                     } else {
+                        if cur.as_ref().is_some_and(|c| c.2 + n > PIPE_BYTES) {
+                            let (rd, _, used) = cur.take().expect("checked");
+                            out.push((rd, used));
+                        }
+                        if cur.is_none() {
+                            let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
+                            cur = Some((rd, wr, 0));
+                        }
+                        let c = cur.as_mut().expect("set above");
+                        let wr = c.1.try_clone().map_err(|e| io("duplicating a page pipe", e))?;
+                        c.2 += n;
                         b.batch.push((Range { addr: a, len: n }, wr));
                         if b.batch.len() == MAX_FDS_PER_MSG {
                             b.send()?;
                         }
                     }
-                    out.push((rd, n));
                     a += n;
                 }
             }
@@ -212,7 +241,42 @@ fn scan_and_splice_inner(
             b.send()?;
         }
     }
+    if let Some((rd, _, used)) = cur.take() {
+        out.push((rd, used));
+    }
     Ok((runs, scanned, out))
+}
+
+/// `len` bytes at `addr` of `pid`, read from outside: the vdso with
+/// process_vm_readv, anything else through /proc/PID/mem (which reads
+/// mappings without PROT_READ too), opened on first use into `mem`.
+fn read_outside(pid: i32, mem: &mut Option<std::fs::File>, vdso: bool, addr: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    if vdso {
+        let got = crate::sys::process_vm_readv(pid, &mut buf, &[(addr, len)])
+            .map_err(|e| DumpError::task(pid, format!("reading the vdso: {e}")))?;
+        if got != len {
+            return Err(DumpError::task(pid, "short read of the vdso"));
+        }
+        return Ok(buf);
+    }
+    read_mem(pid, mem, addr, &mut buf)?;
+    Ok(buf)
+}
+
+/// Fill `buf` from `addr` of `pid` through /proc/PID/mem.
+fn read_mem(pid: i32, mem: &mut Option<std::fs::File>, addr: u64, buf: &mut [u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let path = format!("/proc/{pid}/mem");
+    if mem.is_none() {
+        *mem = Some(std::fs::File::open(&path).map_err(|source| DumpError::Io {
+            path: path.clone().into(),
+            source,
+        })?);
+    }
+    let f = mem.as_ref().expect("opened above");
+    f.read_exact_at(buf, addr)
+        .map_err(|e| DumpError::task(pid, format!("reading memory at {addr:#x} through {path}: {e}")))
 }
 
 /// Batches of vmsplice commands, at most one in flight.
@@ -422,18 +486,22 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
     let mut total = 0u64;
     let mut batch: Vec<(u64, usize)> = Vec::new();
     let mut batch_len = 0usize;
-    let flush =
+    let mut mem: Option<std::fs::File> = None;
+    let mut flush =
         |batch: &mut Vec<(u64, usize)>, len: &mut usize, buf: &mut Vec<u8>, f: &mut std::fs::File| -> Result<u64> {
             if *len == 0 {
                 return Ok(0);
             }
-            let n = crate::sys::process_vm_readv(pid, &mut buf[..*len], batch)
-                .map_err(|e| DumpError::task(pid, format!("reading memory at {:#x}: {e}", batch[0].0)))?;
+            let n = crate::sys::process_vm_readv(pid, &mut buf[..*len], batch).unwrap_or(0);
             if n != *len {
-                return Err(DumpError::task(
-                    pid,
-                    format!("short memory read at {:#x}: {n} of {len} bytes", batch[0].0),
-                ));
+                // A mapping without PROT_READ (PROT_NONE after a write,
+                // write-only): process_vm_readv stops there, /proc/PID/mem
+                // reads it.
+                let mut o = 0;
+                for &(a, l) in batch.iter() {
+                    read_mem(pid, &mut mem, a, &mut buf[o..o + l])?;
+                    o += l;
+                }
             }
             // 1 MiB per write: larger writes get 2 MiB page-cache folios,
             // which on this VM come from memory the host has to fault in

@@ -37,6 +37,7 @@ pub mod abi;
 mod finish;
 pub mod layout;
 pub mod plan;
+mod premap;
 pub mod rsys;
 pub mod sigframe;
 mod task;
@@ -439,7 +440,7 @@ impl RestoreCtx {
         let old = rsys::block_all_signals();
         // Helpers for sessions/groups whose leader is gone come first; the
         // root is forked by cryo or (CLONE_PARENT) by its session helper.
-        let r = task::fork_items(env, 0, me, &mut self.helpers);
+        let r = task::fork_items(env, 0, me, &mut self.helpers, None);
         rsys::set_sigmask(old);
         match r {
             Ok(()) => {

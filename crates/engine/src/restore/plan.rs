@@ -50,9 +50,10 @@ pub const TASK_STOPPED: u32 = 3;
 pub mod vma_status {
     pub use cryo_image::vma::{
         VMA_ANON_PRIVATE as ANON_PRIVATE, VMA_ANON_SHARED as ANON_SHARED, VMA_AREA_AIORING as AIORING,
-        VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR, VMA_AREA_SOCKET as SOCKET,
-        VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO, VMA_AREA_VSYSCALL as VSYSCALL,
-        VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE, VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
+        VMA_AREA_GUARD as GUARD, VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR,
+        VMA_AREA_SOCKET as SOCKET, VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO,
+        VMA_AREA_VSYSCALL as VSYSCALL, VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE,
+        VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
     };
 }
 
@@ -67,6 +68,8 @@ pub enum VmaKind {
     Vdso,
     Vvar,
     Vsyscall,
+    /// The ring of an AIO context, with the io_setup() size that makes it.
+    AioRing(u32),
 }
 
 /// One VMA to recreate.
@@ -85,6 +88,8 @@ pub struct Vma {
 #[derive(Clone, Debug)]
 pub struct Mm {
     pub vmas: Vec<Vma>,
+    /// Ranges covered by MADV_GUARD_INSTALL guards (VMA_AREA_GUARD entries).
+    pub guards: Vec<(u64, u64)>,
     pub entry: pb::MmEntry,
     pub exe_file: u32,
     pub pagemap: Arc<Pagemap>,
@@ -1290,15 +1295,31 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
     use vma_status as s;
     let file = set.path(&format!("mm-{pid}.img")).display().to_string();
     let entry = set.mm(pid as u32)?;
-    if !entry.aios.is_empty() {
-        return Err(unsupported(&file, pid, "AIO rings"));
-    }
-    let mut vmas = Vec::new();
+    let mut vmas: Vec<Vma> = Vec::new();
+    let mut guards = Vec::new();
     let mut prev_end = 0;
     for (i, v) in entry.vmas.iter().enumerate() {
         let what = |w: &str| bad(&file, pid, format!("vma {i} ({:#x}-{:#x}): {w}", v.start, v.end));
         if v.start % 4096 != 0 || v.end % 4096 != 0 || v.end <= v.start {
             return Err(what("not a page-aligned non-empty range"));
+        }
+        if v.status & s::GUARD != 0 {
+            // Guards lie inside VMAs listed before them (a range may span
+            // adjacent ones).
+            let mut a = v.start;
+            for w in &vmas {
+                if w.start <= a && a < w.end {
+                    a = w.end;
+                }
+            }
+            if a < v.end || v.status != s::GUARD {
+                return Err(what("a guard range outside every vma"));
+            }
+            guards.push((v.start, v.end));
+            continue;
+        }
+        if !guards.is_empty() {
+            return Err(what("a vma after the guard ranges"));
         }
         if v.start < prev_end {
             return Err(what("overlaps the previous vma or is out of order"));
@@ -1311,7 +1332,20 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             VmaKind::Vvar
         } else if st & s::VDSO != 0 {
             VmaKind::Vdso
-        } else if st & (s::SYSVIPC | s::SOCKET | s::AIORING | s::UNSUPP) != 0 {
+        } else if st & s::AIORING != 0 {
+            let a = entry
+                .aios
+                .iter()
+                .find(|a| a.id == v.start)
+                .ok_or_else(|| what("an AIO ring without its aio_ring_entry"))?;
+            if a.ring_len as u64 != v.end - v.start || a.nr_req == 0 {
+                return Err(what(&format!(
+                    "AIO ring of {} bytes for {} requests",
+                    a.ring_len, a.nr_req
+                )));
+            }
+            VmaKind::AioRing(a.nr_req)
+        } else if st & (s::SYSVIPC | s::SOCKET | s::UNSUPP) != 0 {
             return Err(unsupported(
                 &file,
                 pid,
@@ -1384,6 +1418,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
     }
     Ok(Mm {
         vmas,
+        guards,
         exe_file: entry.exe_file_id,
         entry,
         pagemap,

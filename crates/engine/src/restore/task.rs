@@ -11,6 +11,7 @@
 use super::abi::*;
 use super::layout::{self, page_up, Span, PAGE};
 use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
+use super::premap::{self, Premapped};
 use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
@@ -82,8 +83,8 @@ fn wait_counter(word: &u32, target: u32, env: &TaskEnv) {
 }
 
 /// Entry of a freshly cloned task: never returns.
-pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32) -> ! {
-    match run(env, proc, parent) {
+pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32, inherit: Option<&Premapped>) -> ! {
+    match run(env, proc, parent, inherit) {
         Ok(never) => match never {},
         Err(e) => die(env, proc.pid, e),
     }
@@ -95,14 +96,21 @@ enum Never {}
 /// its helpers first, then its tasks. `me` is the caller's pid; the pids of
 /// the helpers forked go to `helpers`, for the caller to reap. A helper's
 /// tasks are forked with CLONE_PARENT: they inherit its session and group
-/// but are children of the helper's own parent, as dumped.
-pub(crate) fn fork_items(env: &TaskEnv, forker: i32, me: i32, helpers: &mut Vec<i32>) -> Result<(), TaskError> {
+/// but are children of the helper's own parent, as dumped. `inherit` is the
+/// caller's premapped memory, which the children inherit (see premap.rs).
+pub(crate) fn fork_items(
+    env: &TaskEnv,
+    forker: i32,
+    me: i32,
+    helpers: &mut Vec<i32>,
+    inherit: Option<&Premapped>,
+) -> Result<(), TaskError> {
     let plan = &env.plan;
     for h in plan.helpers.iter().filter(|h| h.parent == forker) {
         let f = super::fork_retry(h.pid, env.pid_wait, false)
             .map_err(|e| TaskError(format!("creating helper {} (session/group): {e}", h.pid)))?;
         match f {
-            Forked::Child => helper_main(env, h, me),
+            Forked::Child => helper_main(env, h, me, inherit),
             Forked::Parent(pid) => {
                 helpers.push(pid);
                 // A group helper leads its group before any member can be
@@ -132,7 +140,7 @@ pub(crate) fn fork_items(env: &TaskEnv, forker: i32, me: i32, helpers: &mut Vec<
         let f = super::fork_retry(c.pid, env.pid_wait, sibling)
             .map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
         match f {
-            Forked::Child => task_main(env, c, parent),
+            Forked::Child => task_main(env, c, parent, inherit),
             Forked::Parent(_) => {}
         }
     }
@@ -153,14 +161,14 @@ fn reap_helpers(pids: &[i32]) -> Result<(), TaskError> {
 }
 
 /// Entry of a helper task: never returns.
-fn helper_main(env: &TaskEnv, h: &Helper, parent: i32) -> ! {
-    match helper_run(env, h, parent) {
+fn helper_main(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premapped>) -> ! {
+    match helper_run(env, h, parent, inherit) {
         Ok(never) => match never {},
         Err(e) => die(env, h.pid, e),
     }
 }
 
-fn helper_run(env: &TaskEnv, h: &Helper, parent: i32) -> Result<Never, TaskError> {
+fn helper_run(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premapped>) -> Result<Never, TaskError> {
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } != parent {
@@ -171,7 +179,7 @@ fn helper_run(env: &TaskEnv, h: &Helper, parent: i32) -> Result<Never, TaskError
         return Err(("setsid (session helper)", std::io::Error::last_os_error()).into());
     }
     let mut kids = Vec::new();
-    fork_items(env, h.pid, h.pid, &mut kids)?;
+    fork_items(env, h.pid, h.pid, &mut kids, inherit)?;
     // Stay until every task has joined its group (the end of round 2).
     wait_counter(&ctl(env).forked, 3 * env.plan.procs.len() as u32, env);
     reap_helpers(&kids)?;
@@ -179,7 +187,7 @@ fn helper_run(env: &TaskEnv, h: &Helper, parent: i32) -> Result<Never, TaskError
     unsafe { libc::_exit(0) }
 }
 
-fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
+fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Result<Never, TaskError> {
     // Die with the parent (the engine or the parent task) until restored.
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
     // SAFETY: getppid has no preconditions.
@@ -193,8 +201,10 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
             return Err(("setsid", std::io::Error::last_os_error()).into());
         }
     }
+    // Memory before the children: they inherit it (copy-on-write sharing).
+    let pre = premap::premap(env, p, inherit)?;
     let mut helpers = Vec::new();
-    fork_items(env, p.pid, p.pid, &mut helpers)?;
+    fork_items(env, p.pid, p.pid, &mut helpers, Some(&pre))?;
     if super::fault() == Some(&format!("task-error:{}", p.pid)) {
         return Err(TaskError("injected fault (CRYO_FAULT)".into()));
     }
@@ -296,7 +306,7 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     // the threads it creates keep: register here, before any seccomp filter.
     p.membarrier.register().map_err(TaskError)?;
 
-    let (entry, stack, args) = prepare_memory(env, p)?;
+    let (entry, stack, args) = prepare_memory(env, p, &pre)?;
     setup_fds(env, p)?;
     // Epoll items name fds by their numbers in this task: add them now.
     crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
@@ -408,9 +418,7 @@ impl Boot {
     }
 }
 
-const HUGE: u64 = 2 << 20;
-
-fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError> {
+fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64, u64), TaskError> {
     let mm = p.mm.as_ref().expect("live task has mm");
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ("reading /proc/self/maps", e))?;
     let maps = layout::parse_maps(&maps).map_err(|e| ("parsing /proc/self/maps", e))?;
@@ -425,24 +433,17 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
         .collect();
     let kplan = plan_kmaps(env, p, &cur_k, &mut busy)?;
 
-    let premap: Vec<&super::plan::Vma> = mm
-        .vmas
-        .iter()
-        .filter(|v| {
-            matches!(
-                v.kind,
-                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_)
-            ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
-        })
-        .collect();
+    let premap: Vec<&super::plan::Vma> = pre.vmas.iter().map(|pv| &pv.vma).collect();
     let nthreads = p.threads.len() as u64;
     let fsize = page_up(sigframe::frame_size(&env.xsave) as u64 + 64);
+    // The keep list: the premapped copies, the kernel mappings and a few more.
+    let nkeep = premap.len() as u64 + cur_k.len() as u64 + 16;
     let args_len = page_up(
         std::mem::size_of::<RstArgs>() as u64
             + 64
             + nthreads * (std::mem::size_of::<RstThread>() + std::mem::size_of::<RstCreds>()) as u64
-            + premap.len() as u64 * std::mem::size_of::<RstVma>() as u64
-            + 16 * std::mem::size_of::<RstRange>() as u64
+            + (premap.len() + mm.guards.len()) as u64 * std::mem::size_of::<RstVma>() as u64
+            + nkeep * std::mem::size_of::<RstRange>() as u64
             + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
             + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
             + seccomp_bytes(env, p)
@@ -451,10 +452,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     );
     let blob_len = page_up(env.blob.mem_size as u64);
     let scratch: u64 = cur_k.iter().map(|s| s.len() + PAGE).sum();
-    let mut total = blob_len + args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE) + scratch + 4 * PAGE;
-    for v in &premap {
-        total += (v.end - v.start) + PAGE + if v.end - v.start >= HUGE { HUGE } else { 0 };
-    }
+    let total = blob_len + args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE) + scratch + 4 * PAGE;
     let base = layout::find_hole(&busy, total, 0x10_0000, 0x7ff0_0000_0000).ok_or_else(|| {
         TaskError(format!(
             "no hole of {total} bytes for the restorer in the address space"
@@ -508,112 +506,20 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     let scratch_at = boot.take(scratch.max(PAGE), PAGE)?;
     boot.cursor += PAGE;
 
-    // Premap every VMA and read its pages.
-    let pages =
-        std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
-    let pages_fd = std::os::fd::AsRawFd::as_raw_fd(&pages);
-    let mut moves = Vec::with_capacity(premap.len());
-    for v in &premap {
-        let len = v.end - v.start;
-        let mut at = boot.cursor;
-        if len >= HUGE {
-            // Same offset within a huge page as the final address, so that
-            // THP survive the move.
-            let want = v.start % HUGE;
-            at = (at - at % HUGE) + want;
-            if at < boot.cursor {
-                at += HUGE;
-            }
-        }
-        if at + len > boot.end {
-            return Err(TaskError("bootstrap area too small for the premap (engine bug)".into()));
-        }
-        boot.cursor = at + len + PAGE;
-        let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
-        let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
-        match v.kind {
-            VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar => {
-                rsys::mmap(
-                    at,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | growsdown,
-                    -1,
-                    0,
-                )
-                .map_err(what)?;
-            }
-            VmaKind::FilePrivate(id) => {
-                let fd = *env
-                    .map_pool
-                    .get(&id)
-                    .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))?;
-                rsys::mmap(
-                    at,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_FIXED,
-                    fd,
-                    v.pgoff,
-                )
-                .map_err(what)?;
-            }
-            VmaKind::FileShared(id) => {
-                let fd = *env
-                    .map_pool
-                    .get(&id)
-                    .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))?;
-                rsys::mmap(at, len, v.prot as i32, libc::MAP_SHARED | libc::MAP_FIXED, fd, v.pgoff).map_err(what)?;
-            }
-            _ => unreachable!(),
-        }
-        // Huge pages only where the dumped VMA asked for them: with THP defrag
-        // on madvise, forcing them makes every fault compact memory (measured:
-        // a 1 GiB pread took 3-7 s instead of 1.3 s on the loaded machine).
-        if v.madv & (1 << libc::MADV_HUGEPAGE) != 0 && env.thp {
-            // SAFETY: advice on our own fresh mapping.
-            unsafe { libc::madvise(at as *mut libc::c_void, len as usize, libc::MADV_HUGEPAGE) };
-        }
-        let mut madv = 0;
-        for (bit, flag) in [
-            (libc::MADV_DONTFORK, MADV_BIT_DONTFORK),
-            (libc::MADV_HUGEPAGE, MADV_BIT_HUGEPAGE),
-            (libc::MADV_NOHUGEPAGE, MADV_BIT_NOHUGEPAGE),
-            (libc::MADV_DONTDUMP, MADV_BIT_DONTDUMP),
-        ] {
-            if v.madv & (1 << bit) != 0 {
-                madv |= flag;
-            }
-        }
-        moves.push(RstVma {
-            src: at,
-            dst: v.start,
-            len,
-            prot: v.prot,
-            madv,
-        });
-    }
-    // (destination, length, file offset) of every piece to read.
-    let mut reads: Vec<(u64, u64, u64)> = Vec::new();
-    for r in &mm.pagemap.runs {
-        let Some(off) = r.offset else { continue };
-        for (v, mv) in premap.iter().zip(&moves) {
-            let s = r.vaddr.max(v.start);
-            let e = r.end().min(v.end);
-            if s >= e {
-                continue;
-            }
-            if let VmaKind::FileShared(_) = v.kind {
-                continue; // contents live in the shared object itself
-            }
-            reads.push((mv.src + (s - v.start), e - s, off + (s - r.vaddr)));
-        }
-    }
-    read_pages(pages_fd, &reads).map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
+    // The premapped copies move into place in the restorer.
+    let mut moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
     if env.vdso_jump {
         patch_vdso(env, &premap, &moves, kplan.as_deref())?;
     }
-    drop(pages);
+
+    // Guards (MADV_GUARD_INSTALL) once every VMA is in place.
+    moves.extend(mm.guards.iter().map(|&(s, e)| RstVma {
+        src: s,
+        dst: s,
+        len: e - s,
+        prot: 0,
+        madv: MADV_BIT_GUARD,
+    }));
 
     // Arguments.
     let mut a = RstArgs {
@@ -720,7 +626,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
             len: scratch,
         });
     }
-    keep.extend(moves.iter().map(|m| RstRange {
+    keep.extend(moves.iter().filter(|m| m.madv & MADV_BIT_GUARD == 0).map(|m| RstRange {
         start: m.src,
         len: m.len,
     }));
@@ -865,6 +771,45 @@ fn prepare_memory(env: &TaskEnv, p: &Proc) -> Result<(u64, u64, u64), TaskError>
     Ok((entry, threads[0].stack_top, args_at))
 }
 
+/// The restorer's move of a premapped copy at `at` to `v`, with the
+/// advice and locking to apply once it is in place.
+fn rst_vma(v: &super::plan::Vma, at: u64) -> RstVma {
+    let mut madv = 0;
+    for (bit, flag) in [
+        (libc::MADV_DONTFORK, MADV_BIT_DONTFORK),
+        (libc::MADV_HUGEPAGE, MADV_BIT_HUGEPAGE),
+        (libc::MADV_NOHUGEPAGE, MADV_BIT_NOHUGEPAGE),
+        (libc::MADV_DONTDUMP, MADV_BIT_DONTDUMP),
+        (libc::MADV_SEQUENTIAL, MADV_BIT_SEQUENTIAL),
+        (libc::MADV_RANDOM, MADV_BIT_RANDOM),
+        (libc::MADV_MERGEABLE, MADV_BIT_MERGEABLE),
+        (libc::MADV_WIPEONFORK, MADV_BIT_WIPEONFORK),
+    ] {
+        if v.madv & (1 << bit) != 0 {
+            madv |= flag;
+        }
+    }
+    if v.flags & libc::MAP_LOCKED as u32 != 0 {
+        madv |= MADV_BIT_MLOCK;
+    }
+    if let VmaKind::AioRing(nr_req) = v.kind {
+        return RstVma {
+            src: at,
+            dst: v.start,
+            len: v.end - v.start,
+            prot: nr_req,
+            madv: MADV_BIT_AIO,
+        };
+    }
+    RstVma {
+        src: at,
+        dst: v.start,
+        len: v.end - v.start,
+        prot: v.prot,
+        madv,
+    }
+}
+
 /// Room the threads' seccomp chains take in the arguments area.
 fn seccomp_bytes(env: &TaskEnv, p: &Proc) -> u64 {
     p.threads
@@ -879,48 +824,6 @@ fn seccomp_bytes(env: &TaskEnv, p: &Proc) -> u64 {
             _ => 16,
         })
         .sum()
-}
-
-/// Read the pieces, split over up to two threads when there is a lot (the
-/// fault + copy of fresh anonymous memory is CPU-bound).
-fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
-    const SPLIT_MIN: u64 = 64 << 20;
-    let total: u64 = reads.iter().map(|r| r.1).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
-    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
-        return reads
-            .iter()
-            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
-    }
-    // Cut the list into two halves by bytes (pieces may be split).
-    let half = total / 2 / PAGE * PAGE;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    let mut acc = 0u64;
-    for &(dst, len, off) in reads {
-        if acc >= half {
-            b.push((dst, len, off));
-        } else if acc + len <= half {
-            a.push((dst, len, off));
-        } else {
-            let k = half - acc;
-            a.push((dst, k, off));
-            b.push((dst + k, len - k, off + k));
-        }
-        acc += len;
-    }
-    std::thread::scope(|sc| {
-        let h = sc.spawn(|| {
-            b.iter()
-                .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off))
-        });
-        let ra = a
-            .iter()
-            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
-        let rb = h
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
-        ra.and(rb)
-    })
 }
 
 /// Turn the premapped copy of the dumped vdso into a jump table: each of

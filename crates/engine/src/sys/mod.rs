@@ -197,6 +197,8 @@ pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 pub const PAGE_IS_HUGE: u64 = 1 << 6;
 pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
+/// A MADV_GUARD_INSTALL guard (Linux 6.14+).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 const PAGEMAP_SCAN: libc::c_ulong = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
 
 /// PAGEMAP_SCAN over `[start, end)` of an open /proc/PID/pagemap: the regions

@@ -1,0 +1,399 @@
+//! Premap: each VMA a task will have (private ones, shared file ones, and
+//! the dumped vdso/vvar when they are jumped through) mapped at a temporary
+//! place and filled with its pages, before the task forks its children.
+//!
+//! A child inherits its parent's premapped copies through fork. Where one
+//! of its own VMAs matches one of them (same range, same kind, the same
+//! file at the same offset), the child takes that copy instead of a fresh
+//! mapping: each page whose dumped contents equal the inherited ones stays
+//! shared copy-on-write with the parent, as it was at dump (CRIU's
+//! "inherited" VMAs); a page that differs is written, and a page the child
+//! has no contents for (absent, zero, or still the file's) is dropped with
+//! MADV_DONTNEED. The restorer then moves the copies into place.
+
+use super::layout::{self, Span, PAGE};
+use super::plan::{Proc, Vma, VmaKind};
+use super::rsys;
+use super::task::TaskError;
+use super::TaskEnv;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// `MAP_DROPPABLE` (Linux 6.11): a private anonymous mapping whose pages
+/// the kernel may drop under memory pressure.
+pub const MAP_DROPPABLE: u32 = 0x08;
+
+/// Premapped VMAs larger than this get the offset of their final address
+/// within a huge page, so that THP survive the move.
+const HUGE: u64 = 2 << 20;
+
+/// One premapped VMA: its copy lies at `at`.
+#[derive(Clone, Debug)]
+pub(crate) struct PremapVma {
+    pub vma: Vma,
+    pub at: u64,
+    /// Taken from the parent's premap (through fork), not mapped here.
+    pub inherited: bool,
+}
+
+/// A task's premapped VMAs, in the order of its mm.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Premapped {
+    pub vmas: Vec<PremapVma>,
+}
+
+/// The VMAs of `p` that are premapped.
+fn wanted(env: &TaskEnv, p: &Proc) -> Vec<Vma> {
+    let Some(mm) = p.mm.as_ref() else { return Vec::new() };
+    mm.vmas
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.kind,
+                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_) | VmaKind::AioRing(_)
+            ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Can `v` (of the child) take the parent's copy `pv`?
+fn inheritable(v: &Vma, pv: &Vma) -> bool {
+    let same_kind = match (&v.kind, &pv.kind) {
+        (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
+        (VmaKind::FilePrivate(a), VmaKind::FilePrivate(b)) => a == b && v.pgoff == pv.pgoff,
+        _ => false,
+    };
+    let must_match = (libc::MAP_GROWSDOWN | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB) as u32 | MAP_DROPPABLE;
+    same_kind
+        && v.start == pv.start
+        && v.end == pv.end
+        && (v.flags ^ pv.flags) & must_match == 0
+        && v.flags & (libc::MAP_HUGETLB as u32 | MAP_DROPPABLE) == 0
+}
+
+/// Premap the VMAs of `p` and fill them with its pages; `parent` is the
+/// premap of the task that forked us (its copies are in our address space).
+pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Result<Premapped, TaskError> {
+    let Some(mm) = p.mm.as_ref() else {
+        return Ok(Premapped::default());
+    };
+    let want = wanted(env, p);
+    let from_parent =
+        |v: &Vma| -> Option<u64> { parent?.vmas.iter().find(|pv| inheritable(v, &pv.vma)).map(|pv| pv.at) };
+    // Fresh copies go to one reservation that overlaps nothing mapped now
+    // and no final VMA of any task (children may inherit these copies and
+    // keep them where they are until their restorer moves them).
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ("reading /proc/self/maps", e))?;
+    let maps = layout::parse_maps(&maps).map_err(|e| ("parsing /proc/self/maps", e))?;
+    let mut busy: Vec<Span> = maps.iter().map(|m| m.span).collect();
+    for q in &env.plan.procs {
+        if let Some(qm) = &q.mm {
+            busy.extend(qm.vmas.iter().map(|v| Span::new(v.start, v.end.min(layout::TASK_SIZE))));
+        }
+    }
+    let mut out = Premapped::default();
+    let mut total = 0u64;
+    for v in &want {
+        if from_parent(v).is_none() {
+            let len = v.end - v.start;
+            total += len + PAGE + if len >= HUGE { HUGE } else { 0 };
+        }
+    }
+    let mut cursor = 0u64;
+    let mut end = 0u64;
+    if total > 0 {
+        total += PAGE;
+        let base = layout::find_hole(&busy, total, 0x10_0000, 0x7ff0_0000_0000)
+            .ok_or_else(|| TaskError(format!("no hole of {total} bytes for the premapped memory")))?;
+        rsys::mmap(
+            base,
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+        .map_err(|e| ("reserving the premap area", e))?;
+        cursor = base + PAGE;
+        end = base + total;
+    }
+    for v in want {
+        if let Some(at) = from_parent(&v) {
+            out.vmas.push(PremapVma {
+                vma: v,
+                at,
+                inherited: true,
+            });
+            continue;
+        }
+        let len = v.end - v.start;
+        let mut at = cursor;
+        if len >= HUGE {
+            let want = v.start % HUGE;
+            at = (at - at % HUGE) + want;
+            if at < cursor {
+                at += HUGE;
+            }
+        }
+        if at + len > end {
+            return Err(TaskError("premap area too small (engine bug)".into()));
+        }
+        cursor = at + len + PAGE;
+        map_one(env, &v, at)?;
+        out.vmas.push(PremapVma {
+            vma: v,
+            at,
+            inherited: false,
+        });
+    }
+    let pages =
+        std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
+    fill(pages.as_raw_fd(), &mm.pagemap.runs, &out)
+        .map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
+    Ok(out)
+}
+
+/// Map a fresh copy of `v` at `at`.
+fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
+    let len = v.end - v.start;
+    let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
+    let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
+    let noreserve = v.flags as i32 & libc::MAP_NORESERVE;
+    let growsdown = if matches!(v.kind, VmaKind::AioRing(_)) {
+        0
+    } else {
+        growsdown
+    };
+    let fd_of = |id: u32| {
+        env.map_pool
+            .get(&id)
+            .copied()
+            .ok_or_else(|| TaskError(format!("no fd for file id {id} (engine bug)")))
+    };
+    match v.kind {
+        VmaKind::AnonPrivate | VmaKind::Vdso | VmaKind::Vvar | VmaKind::AioRing(_) => {
+            // An AIO ring's contents wait here for the restorer to put them
+            // into a ring io_setup() makes.
+            let kind = if v.flags & MAP_DROPPABLE != 0 && v.kind == VmaKind::AnonPrivate {
+                MAP_DROPPABLE as i32
+            } else {
+                libc::MAP_PRIVATE
+            };
+            rsys::mmap(
+                at,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                kind | libc::MAP_ANONYMOUS | libc::MAP_FIXED | growsdown | noreserve,
+                -1,
+                0,
+            )
+            .map_err(what)?;
+        }
+        VmaKind::FilePrivate(id) => {
+            rsys::mmap(
+                at,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | noreserve,
+                fd_of(id)?,
+                v.pgoff,
+            )
+            .map_err(what)?;
+        }
+        VmaKind::FileShared(id) => {
+            rsys::mmap(
+                at,
+                len,
+                v.prot as i32,
+                libc::MAP_SHARED | libc::MAP_FIXED | noreserve,
+                fd_of(id)?,
+                v.pgoff,
+            )
+            .map_err(what)?;
+        }
+        VmaKind::Vsyscall => unreachable!("never premapped"),
+    }
+    // Huge pages only where the dumped VMA asked for them: with THP defrag
+    // on madvise, forcing them makes every fault compact memory (measured:
+    // a 1 GiB pread took 3-7 s instead of 1.3 s on the loaded machine).
+    if v.madv & (1 << libc::MADV_HUGEPAGE) != 0 && env.thp {
+        // SAFETY: advice on our own fresh mapping.
+        unsafe { libc::madvise(at as *mut libc::c_void, len as usize, libc::MADV_HUGEPAGE) };
+    }
+    Ok(())
+}
+
+/// Read the dumped pages into the premapped copies: straight into fresh
+/// ones, compared page by page into inherited ones (see the module doc).
+fn fill(fd: RawFd, runs: &[cryo_image::PageRun], pre: &Premapped) -> std::io::Result<()> {
+    // (destination, length, file offset) of every piece to read.
+    let mut reads: Vec<(u64, u64, u64)> = Vec::new();
+    for pv in &pre.vmas {
+        let v = &pv.vma;
+        if let VmaKind::FileShared(_) = v.kind {
+            continue; // contents live in the shared object itself
+        }
+        // A droppable mapping's pages may be gone at any time: CRIU restores
+        // none (and writes none).
+        let droppable = v.flags & MAP_DROPPABLE != 0;
+        // Pieces of the VMA that have contents in the image (sorted).
+        let mut covered: Vec<(u64, u64, u64)> = Vec::new();
+        if !droppable {
+            let first = runs.partition_point(|r| r.end() <= v.start);
+            for r in &runs[first..] {
+                if r.vaddr >= v.end {
+                    break;
+                }
+                let Some(off) = r.offset else { continue };
+                let s = r.vaddr.max(v.start);
+                let e = r.end().min(v.end);
+                if s < e {
+                    covered.push((s, e, off + (s - r.vaddr)));
+                }
+            }
+        }
+        if !pv.inherited {
+            reads.extend(covered.iter().map(|&(s, e, off)| (pv.at + (s - v.start), e - s, off)));
+            continue;
+        }
+        let mut at = v.start;
+        for &(s, e, off) in &covered {
+            drop_pages(pv.at + (at - v.start), s - at)?;
+            merge_pages(fd, pv.at + (s - v.start), e - s, off)?;
+            at = e;
+        }
+        drop_pages(pv.at + (at - v.start), v.end - at)?;
+    }
+    read_pages(fd, &reads)
+}
+
+/// MADV_DONTNEED on `[addr, addr + len)` of an inherited copy: anonymous
+/// pages read back as zero, private file pages as the file's again.
+fn drop_pages(addr: u64, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the range is a premapped copy of ours that nothing references.
+    if unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Write the pages of `[addr, addr + len)` (from `off` in the pages file)
+/// that differ from what the inherited copy holds; equal ones stay shared.
+fn merge_pages(fd: RawFd, addr: u64, len: u64, off: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 64 * PAGE;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK);
+        let got = nix::sys::uio::pread(
+            // SAFETY: fd is the pages file, open for the whole call.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            &mut buf[..n as usize],
+            (off + done) as i64,
+        )?;
+        if (got as u64) < n {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "pages file is short",
+            ));
+        }
+        for (i, page) in buf[..n as usize].chunks(PAGE as usize).enumerate() {
+            let a = addr + done + i as u64 * PAGE;
+            if rsys::peek(a, PAGE as usize) != page {
+                rsys::poke(a, page);
+            }
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Read the pieces, split over up to two threads when there is a lot (the
+/// fault + copy of fresh anonymous memory is CPU-bound).
+fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
+    const SPLIT_MIN: u64 = 64 << 20;
+    let total: u64 = reads.iter().map(|r| r.1).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
+    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
+        return reads
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+    }
+    // Cut the list into two halves by bytes (pieces may be split).
+    let half = total / 2 / PAGE * PAGE;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut acc = 0u64;
+    for &(dst, len, off) in reads {
+        if acc >= half {
+            b.push((dst, len, off));
+        } else if acc + len <= half {
+            a.push((dst, len, off));
+        } else {
+            let k = half - acc;
+            a.push((dst, k, off));
+            b.push((dst + k, len - k, off + k));
+        }
+        acc += len;
+    }
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            b.iter()
+                .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off))
+        });
+        let ra = a
+            .iter()
+            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+        let rb = h
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
+        ra.and(rb)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(start: u64, end: u64, kind: VmaKind, flags: u32) -> Vma {
+        Vma {
+            start,
+            end,
+            pgoff: 0,
+            prot: 3,
+            flags,
+            madv: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn only_same_range_kind_and_file_are_inherited() {
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32;
+        let a = vma(0x1000, 0x3000, VmaKind::AnonPrivate, anon);
+        assert!(inheritable(&a, &a.clone()));
+        assert!(!inheritable(&a, &vma(0x1000, 0x4000, VmaKind::AnonPrivate, anon)));
+        assert!(!inheritable(
+            &a,
+            &vma(0x1000, 0x3000, VmaKind::AnonPrivate, anon | libc::MAP_GROWSDOWN as u32)
+        ));
+        let f = vma(0x1000, 0x3000, VmaKind::FilePrivate(4), libc::MAP_PRIVATE as u32);
+        assert!(inheritable(&f, &f.clone()));
+        assert!(!inheritable(
+            &f,
+            &vma(0x1000, 0x3000, VmaKind::FilePrivate(5), libc::MAP_PRIVATE as u32)
+        ));
+        assert!(!inheritable(&f, &a));
+        let sh = vma(0x1000, 0x3000, VmaKind::FileShared(4), libc::MAP_SHARED as u32);
+        assert!(!inheritable(&sh, &sh.clone()));
+        let d = vma(
+            0x1000,
+            0x3000,
+            VmaKind::AnonPrivate,
+            MAP_DROPPABLE | libc::MAP_ANONYMOUS as u32,
+        );
+        assert!(!inheritable(&d, &d.clone()));
+    }
+}
