@@ -190,13 +190,16 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
                     Ok(s) => {
                         seized.insert(t, s);
                     }
-                    // A thread that exited between listing and seizing is not an error.
-                    Err(ptrace::PtraceError::TaskDied { .. }) if t != pid => {}
-                    // Nor is a child process that exited (a tree that forks and
-                    // reaps all the time): it is not part of the tree any more.
-                    Err(ptrace::PtraceError::TaskDied { .. }) if pid != root => {
-                        gone = true;
-                        break;
+                    // A thread that exited between listing and seizing is not an
+                    // error, nor is a child process that exited (a tree that forks
+                    // and reaps all the time): walk again, it is not part of the
+                    // tree any more or is a zombie now. An exiting task may also
+                    // refuse the seize (EPERM once it is a zombie).
+                    Err(e) if (t != pid || pid != root) && exited(t, &e) => {
+                        if t == pid {
+                            gone = true;
+                            break;
+                        }
                     }
                     Err(source) => return Err(FreezeError::Ptrace { pid: t, source }),
                 }
@@ -225,6 +228,23 @@ fn freeze_inner(root: i32, seized: &mut BTreeMap<i32, Stopped>) -> Result<Order,
         }
     }
     Err(FreezeError::Unstable { pid: root })
+}
+
+/// Whether a seize of `tid` failed because the task is exiting or gone.
+fn exited(tid: i32, e: &ptrace::PtraceError) -> bool {
+    match e {
+        ptrace::PtraceError::TaskDied { .. } => true,
+        ptrace::PtraceError::Os { source, .. } if source.raw_os_error() == Some(libc::EPERM) => {
+            match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+                Err(_) => true,
+                Ok(st) => st
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| matches!(r.trim_start().as_bytes().first(), Some(b'Z' | b'X'))),
+            }
+        }
+        _ => false,
+    }
 }
 
 impl FrozenTree {
