@@ -1181,7 +1181,9 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
     let mut locks = Vec::new();
     for l in &info.locks {
-        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
+        // flock and OFD locks belong to the open file: whoever holds it
+        // holds them (an inherited flock shows its creator's pid).
+        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1) || l.class == "FLOCK";
         if !ours {
             continue;
         }
@@ -1313,7 +1315,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         .files
         .pipes_data
         .values()
-        .filter(|(e, _)| e.bytes > 0)
+        // Every pipe, empty ones too: the entry carries the pipe's size (as CRIU).
         .cloned()
         .collect();
     if !pipes.is_empty() {
@@ -1325,13 +1327,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
-    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
-        .files
-        .fifo_data
-        .values()
-        .filter(|(e, _)| e.bytes > 0)
-        .cloned()
-        .collect();
+    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx.files.fifo_data.values().cloned().collect();
     if !fifos.is_empty() {
         let path = ctx.out.path("fifo-data.img");
         let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;

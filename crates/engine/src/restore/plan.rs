@@ -230,6 +230,8 @@ pub struct MemfdInode {
     pub shmid: u32,
     pub seals: u32,
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Everything needed to restore a tree, validated.
@@ -239,6 +241,9 @@ pub struct Plan {
     pub procs: Vec<Proc>,
     pub files: BTreeMap<u32, FileDesc>,
     pub pipe_data: HashMap<u32, Vec<u8>>,
+    /// Buffer sizes (F_GETPIPE_SZ at dump) of pipes and FIFOs, by pipe id.
+    pub pipe_size: HashMap<u32, u32>,
+    pub fifo_size: HashMap<u32, u32>,
     /// fifo-data.img: FIFO inode -> queued bytes.
     pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
@@ -520,7 +525,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         }
     }
     let mut pipe_data = HashMap::new();
+    let (mut pipe_size, mut fifo_size) = (HashMap::new(), HashMap::new());
     for (e, data) in set.pipes_data()? {
+        if let Some(sz) = e.size {
+            pipe_size.insert(e.pipe_id, sz);
+        }
         if data.len() != e.bytes as usize {
             return Err(bad(
                 set.path("pipes-data.img").display().to_string(),
@@ -538,6 +547,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let mut fifo_data = HashMap::new();
     if set.has("fifo-data.img") {
         for (e, data) in set.with_payload::<pb::PipeDataEntry>("fifo-data.img")? {
+            if let Some(sz) = e.size {
+                fifo_size.insert(e.pipe_id, sz);
+            }
             if data.len() != e.bytes as usize {
                 return Err(bad(
                     set.path("fifo-data.img").display().to_string(),
@@ -565,6 +577,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     shmid: m.shmid,
                     seals: m.seals,
                     mode: m.mode.unwrap_or(0o777),
+                    uid: m.uid,
+                    gid: m.gid,
                 },
             );
         }
@@ -590,6 +604,13 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     let mut shmem = HashMap::new();
+    // The contents of every memfd inode (held by fds, mapped, or both).
+    for m in memfds.values() {
+        let name = format!("pagemap-shmem-{}.img", m.shmid);
+        if set.has(&name) && !shmem.contains_key(&m.shmid) {
+            shmem.insert(m.shmid, read_pagemap(&set, &name)?);
+        }
+    }
     for p in &procs {
         let Some(mm) = &p.mm else { continue };
         for v in &mm.vmas {
@@ -640,6 +661,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         procs,
         files,
         pipe_data,
+        pipe_size,
+        fifo_size,
         fifo_data,
         memfds,
         shmem,
