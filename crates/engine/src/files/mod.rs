@@ -8,6 +8,7 @@ pub mod anon;
 pub mod epoll;
 pub mod eventfd;
 pub mod fifo;
+pub mod fown;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
@@ -277,7 +278,20 @@ impl FileTable {
             }
         }
         let id = self.alloc_id();
-        let e = kind.dump(c, id, self)?;
+        let mut e = kind.dump(c, id, self)?;
+        // The owner (F_SETOWN, F_SETSIG) of the open file, for the kinds
+        // whose entry carries one (O_PATH files have none).
+        if c.info.flags & libc::O_PATH as u32 == 0 {
+            if let Some(slot) = fown::of_entry_mut(&mut e) {
+                let fd = c.steal()?;
+                *slot = fown::query(fd.as_raw_fd()).map_err(|source| FileError::Io {
+                    pid: c.pid,
+                    fd: c.fd,
+                    what: "reading the file owner (F_GETOWN_EX)".into(),
+                    source,
+                })?;
+            }
+        }
         self.insert(e);
         self.open_files.push(OpenFile {
             dev,

@@ -98,14 +98,16 @@ pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_end, restore_pipe, set_size};
+pub use restore_side::{originals, restore_end, restore_pipe, set_size};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
 #[allow(unsafe_code)]
 mod restore_side {
 
+    use crate::restore::plan::{FileDesc, Plan};
     use crate::restore::RestoreError;
+    use std::collections::{HashMap, HashSet};
     use std::io::Write;
     use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
@@ -157,34 +159,67 @@ mod restore_side {
         Ok((r, w))
     }
 
+    /// The kernel's O_LARGEFILE (libc spells it 0 on x86_64).
+    const O_LARGEFILE: u32 = 0o100000;
+
+    /// Which file ids get the pipe's own ends (the rest reopen them through
+    /// /proc, which adds O_LARGEFILE): per pipe and end, the first
+    /// description dumped without O_LARGEFILE, else the first one.
+    pub fn originals(plan: &Plan) -> HashSet<u32> {
+        let mut best: HashMap<(u32, bool), (u32, bool)> = HashMap::new();
+        for (&id, d) in &plan.files {
+            let FileDesc::Pipe { pipe_id, flags } = d else { continue };
+            let write = *flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
+            let plain = *flags & O_LARGEFILE == 0;
+            match best.get(&(*pipe_id, write)) {
+                Some(&(_, true)) => {}
+                Some(&(_, false)) if !plain => {}
+                _ => {
+                    best.insert((*pipe_id, write), (id, plain));
+                }
+            }
+        }
+        best.values().map(|&(id, _)| id).collect()
+    }
+
     /// The end a file entry refers to (by its access mode), with its status
-    /// flags: a file description of its own (reopened through /proc), as
-    /// each files.img entry is one open file description (two opens of the
+    /// flags. Each files.img entry is one open file description: the one
+    /// chosen by [`originals`] gets the end pipe() made, the others a
+    /// description of their own reopened through /proc (two opens of the
     /// same end do not share O_NONBLOCK).
-    pub fn restore_end(ends: &(OwnedFd, OwnedFd), pipe_id: u32, flags: u32) -> Result<OwnedFd, RestoreError> {
+    pub fn restore_end(
+        ends: &(OwnedFd, OwnedFd),
+        pipe_id: u32,
+        flags: u32,
+        original: bool,
+    ) -> Result<OwnedFd, RestoreError> {
         let acc = flags as i32 & libc::O_ACCMODE;
         let end = if acc == libc::O_WRONLY {
             ends.1.as_fd()
         } else {
             ends.0.as_fd()
         };
-        let acc = if acc == libc::O_WRONLY {
-            libc::O_WRONLY
+        let fd = if original {
+            end.try_clone_to_owned().map_err(|e| err(pipe_id, e))?
         } else {
-            libc::O_RDONLY
+            let acc = if acc == libc::O_WRONLY {
+                libc::O_WRONLY
+            } else {
+                libc::O_RDONLY
+            };
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", end.as_raw_fd())).expect("no NUL");
+            // Both ends are held open here, so opening either side never blocks.
+            // SAFETY: path is a valid C string.
+            let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(err(
+                    pipe_id,
+                    format!("reopening the pipe end: {}", std::io::Error::last_os_error()),
+                ));
+            }
+            // SAFETY: a fresh fd, owned from here on.
+            unsafe { OwnedFd::from_raw_fd(fd) }
         };
-        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", end.as_raw_fd())).expect("no NUL");
-        // Both ends are held open here, so opening either side never blocks.
-        // SAFETY: path is a valid C string.
-        let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(err(
-                pipe_id,
-                format!("reopening the pipe end: {}", std::io::Error::last_os_error()),
-            ));
-        }
-        // SAFETY: a fresh fd, owned from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let st = nix::fcntl::OFlag::from_bits_truncate(
             flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_ASYNC | libc::O_NOATIME),
         );

@@ -304,6 +304,7 @@ impl RestoreCtx {
         let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
         // Memfd inodes whose memfd_create description went to an fd.
         let mut memfd_owned = std::collections::HashSet::new();
+        let pipe_originals = files::pipe::originals(&plan);
         let mut fifos: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
@@ -323,7 +324,7 @@ impl RestoreCtx {
                             plan.pipe_size.get(pipe_id).copied(),
                         )?,
                     };
-                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags)?;
+                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags, pipe_originals.contains(&id))?;
                     pipes.insert(*pipe_id, ends);
                     fd
                 }
@@ -585,6 +586,14 @@ impl RestoreCtx {
             }
             None => None,
         };
+        // File owners, now that every task exists (an owner may be any of them).
+        let owners: Vec<(RawFd, cryo_image::pb::FownEntry)> = env
+            .plan
+            .fown
+            .iter()
+            .filter_map(|(id, f)| env.fd_pool.get(id).map(|&fd| (fd, *f)))
+            .collect();
+        files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
         task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
         rsys::futex_wake(task::a32(&c.go));

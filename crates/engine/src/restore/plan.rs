@@ -244,6 +244,9 @@ pub struct Plan {
     /// Buffer sizes (F_GETPIPE_SZ at dump) of pipes and FIFOs, by pipe id.
     pub pipe_size: HashMap<u32, u32>,
     pub fifo_size: HashMap<u32, u32>,
+    /// Owners (F_SETOWN/F_SETSIG) of the file descriptions that have one,
+    /// by file id (files::fown).
+    pub fown: BTreeMap<u32, pb::FownEntry>,
     /// fifo-data.img: FIFO inode -> queued bytes.
     pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
@@ -636,6 +639,21 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
+    // File owners: set once every task exists; each must be one of the tree.
+    let mut fown = BTreeMap::new();
+    {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let tids: Vec<i32> = procs.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
+        let pgids: Vec<i32> = procs.iter().map(|p| p.pgid).collect();
+        for f in &all_files {
+            let Some(o) = crate::files::fown::of_entry(f).filter(|o| crate::files::fown::is_set(o)) else {
+                continue;
+            };
+            crate::files::fown::check(o, &pids, &tids, &pgids)
+                .map_err(|what| unsupported(&files_file, 0, format!("file id {}: {what}", f.id)))?;
+            fown.insert(f.id, *o);
+        }
+    }
     let mut locks = Vec::new();
     if set.has("filelocks.img") {
         let lf = set.path("filelocks.img").display().to_string();
@@ -663,6 +681,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         pipe_data,
         pipe_size,
         fifo_size,
+        fown,
         fifo_data,
         memfds,
         shmem,
