@@ -139,7 +139,7 @@ mod restore_side {
         if ino(&fd).map_err(|e| err(pipe_id, path, e))? != ino(keep).map_err(|e| err(pipe_id, path, e))? {
             return Err(err(pipe_id, path, "the path was replaced during the restore"));
         }
-        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME);
+        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_DIRECT | libc::O_NOATIME);
         nix::fcntl::fcntl(
             &fd,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),

@@ -82,6 +82,34 @@ pub fn of_entry_mut(e: &mut pb::FileEntry) -> Option<&mut pb::FownEntry> {
     None
 }
 
+/// The open-file flags of a files.img entry, for the kinds [`of_entry`] knows.
+pub fn flags_of(e: &pb::FileEntry) -> Option<u32> {
+    e.reg
+        .as_ref()
+        .map(|x| x.flags)
+        .or(e.pipe.as_ref().map(|x| x.flags))
+        .or(e.memfd.as_ref().map(|x| x.flags))
+        .or(e.efd.as_ref().map(|x| x.flags))
+        .or(e.epfd.as_ref().map(|x| x.flags))
+        .or(e.sgfd.as_ref().map(|x| x.flags))
+        .or(e.tfd.as_ref().map(|x| x.flags))
+        .or(e.ify.as_ref().map(|x| x.flags))
+        .or(e.tty.as_ref().map(|x| x.flags))
+}
+
+/// Restore side, in the task once its fds are at their numbers: O_ASYNC
+/// on every fd whose file was O_ASYNC. The kernel records the fd number
+/// that turned O_ASYNC on (SIGIO's si_fd), so the engine never sets it on
+/// its own copies of the files.
+pub fn set_async(async_files: &std::collections::BTreeSet<u32>, fds: &[(i32, u32)]) -> Result<(), String> {
+    for &(fd, id) in fds {
+        if async_files.contains(&id) {
+            crate::sys::add_fl(fd, libc::O_ASYNC).map_err(|e| format!("fd {fd}: setting O_ASYNC: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a fown says anything (a signal or an owner).
 pub fn is_set(f: &pb::FownEntry) -> bool {
     f.signum != 0 || f.pid != 0

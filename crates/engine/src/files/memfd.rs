@@ -185,6 +185,8 @@ mod restore_side {
             }
         }
         if ino.name != "/dev/zero" {
+            // Whole pages went in: back to the dumped size.
+            nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
             // Owner and mode as dumped (fchmod'ed memfds keep their bits).
             nix::unistd::fchown(
                 &fd,

@@ -220,9 +220,8 @@ mod restore_side {
             // SAFETY: a fresh fd, owned from here on.
             unsafe { OwnedFd::from_raw_fd(fd) }
         };
-        let st = nix::fcntl::OFlag::from_bits_truncate(
-            flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_ASYNC | libc::O_NOATIME),
-        );
+        let st =
+            nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME));
         if !st.is_empty() {
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(st)).map_err(|e| err(pipe_id, e))?;
         }

@@ -292,7 +292,9 @@ mod restore_side {
 
     /// Open flags kept from the image (no creation or truncation on restore).
     fn open_flags(flags: u32) -> i32 {
-        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC) | libc::O_NOCTTY
+        // O_ASYNC is turned on by the task at its fd number (files::fown).
+        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC)
+            | libc::O_NOCTTY
     }
 
     /// Restore side: open the file description of file id `id` in the engine, at

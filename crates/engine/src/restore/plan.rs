@@ -247,6 +247,8 @@ pub struct Plan {
     /// Owners (F_SETOWN/F_SETSIG) of the file descriptions that have one,
     /// by file id (files::fown).
     pub fown: BTreeMap<u32, pb::FownEntry>,
+    /// Files that were O_ASYNC (set by the tasks at their fd numbers).
+    pub async_files: BTreeSet<u32>,
     /// fifo-data.img: FIFO inode -> queued bytes.
     pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
@@ -641,6 +643,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     // File owners: set once every task exists; each must be one of the tree.
     let mut fown = BTreeMap::new();
+    let async_files: BTreeSet<u32> = all_files
+        .iter()
+        .filter(|f| crate::files::fown::flags_of(f).is_some_and(|fl| fl & libc::O_ASYNC as u32 != 0))
+        .map(|f| f.id)
+        .collect();
     {
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         let tids: Vec<i32> = procs.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
@@ -682,6 +689,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         pipe_size,
         fifo_size,
         fown,
+        async_files,
         fifo_data,
         memfds,
         shmem,

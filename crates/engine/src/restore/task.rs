@@ -298,6 +298,8 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
 
     let (entry, stack, args) = prepare_memory(env, p)?;
     setup_fds(env, p)?;
+    let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
+    crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
     crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
     take_locks(env, p)?;

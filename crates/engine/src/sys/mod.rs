@@ -449,3 +449,12 @@ pub fn fown_set_all(v: &[FownSet]) -> Result<(), (usize, &'static str, io::Error
     }
     Ok(())
 }
+
+/// F_SETFL with `add` or'ed into the current status flags of `fd`.
+pub fn add_fl(fd: RawFd, add: i32) -> io::Result<()> {
+    // SAFETY: scalar arguments.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) } as libc::c_long)? as i32;
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | add) } as libc::c_long)?;
+    Ok(())
+}
