@@ -18,6 +18,10 @@
  *    (with si_fd set), and compares F_GETOWN, F_GETSIG.
  *  lease: a read lease on DIR/fdstate-rd and a write lease on DIR/fdstate-wr
  *    (fds 10, 11), no lease on DIR/fdstate-no (fd 12).
+ *  epoll: an epoll fd watching a pipe's read end added under a dup (fd
+ *    700, data 0xabc, then closed: the item lives on under the original
+ *    fd), and an eventfd under its own number (data 0xdef); the check makes
+ *    both ready and expects exactly those two events.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -256,6 +260,44 @@ static int check_lease(void)
 	return 0;
 }
 
+/* ---- epoll ---- */
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+static int ep, ep_p[2], ep_e;
+
+static int setup_epoll(void)
+{
+	ep = epoll_create1(0);
+	ep_e = eventfd(0, EFD_NONBLOCK);
+	if (ep < 0 || ep_e < 0 || pipe(ep_p)) return -1;
+	if (dup2(ep_p[0], 700) != 700) return -1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0xabc };
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, 700, &ev)) return -1;
+	close(700);
+	ev.data.u64 = 0xdef;
+	return epoll_ctl(ep, EPOLL_CTL_ADD, ep_e, &ev);
+}
+
+static int check_epoll(void)
+{
+	struct epoll_event evs[4];
+	if (epoll_wait(ep, evs, 4, 0) != 0) return BAD("events before anything is ready");
+	char c = 'x';
+	uint64_t one = 1;
+	if (write(ep_p[1], &c, 1) != 1 || write(ep_e, &one, 8) != 8) return BAD("write");
+	int n = epoll_wait(ep, evs, 4, 1000);
+	if (n != 2) return BAD("%d events, not 2", n);
+	int seen = 0;
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.u64 == 0xabc) seen |= 1;
+		else if (evs[i].data.u64 == 0xdef) seen |= 2;
+		else return BAD("event with data %#llx", (unsigned long long)evs[i].data.u64);
+	}
+	if (seen != 3) return BAD("events %d", seen);
+	if (read(ep_p[0], &c, 1) != 1 || read(ep_e, &one, 8) != 8) return BAD("read back");
+	return 0;
+}
+
 static int check_mode(void)
 {
 	if (!strcmp(mode, "pipes")) return check_pipes();
@@ -263,6 +305,7 @@ static int check_mode(void)
 	if (!strcmp(mode, "flock")) return check_flock();
 	if (!strcmp(mode, "fown")) return check_fown();
 	if (!strcmp(mode, "lease")) return check_lease();
+	if (!strcmp(mode, "epoll")) return check_epoll();
 	return BAD("mode %s", mode);
 }
 
@@ -279,6 +322,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "flock")) r = setup_flock();
 	else if (!strcmp(mode, "fown")) r = setup_fown();
 	else if (!strcmp(mode, "lease")) r = setup_lease();
+	else if (!strcmp(mode, "epoll")) r = setup_epoll();
 	if (r) {
 		fprintf(stderr, "setup %s: %s\n", mode, strerror(errno));
 		return 3;

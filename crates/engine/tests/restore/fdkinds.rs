@@ -88,3 +88,24 @@ fn the_sigio_owner_and_signal_of_a_file_come_back() {
         assert_eq!(owned[0].signum as i32, libc::SIGRTMIN() + 2, "round {round}");
     });
 }
+
+/// An epoll item whose target was added under a dup and closed there lives
+/// on under the target's other fd: dumped under that fd (as CRIU), it
+/// reports its events with its data after restore.
+#[test]
+fn an_epoll_item_added_under_a_closed_dup_comes_back() {
+    fdstate_twice("epoll", "", |ns, _, round| {
+        let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+        let items: Vec<(u32, u64)> = set
+            .files()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.epfd.as_ref())
+            .flat_map(|e| e.tfd.iter().map(|t| (t.tfd, t.data)))
+            .collect();
+        assert!(
+            items.iter().any(|&(fd, d)| d == 0xabc && fd != 700),
+            "round {round}: {items:?}"
+        );
+    });
+}
