@@ -34,6 +34,11 @@ impl FdKind for Reg {
                 what: "reopening a deleted file".into(),
                 source,
             })?)
+        } else if c.info.locks.iter().any(|l| l.class == "LEASE") {
+            // Opening a leased file breaks the lease (SIGIO to its holder,
+            // and a 45 s wait): its build id is read through the task's own
+            // description instead (pread does not move its position).
+            Some(File::from(c.steal()?))
         } else {
             None
         };

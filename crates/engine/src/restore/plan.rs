@@ -602,6 +602,24 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let (seccomp, seccomp_prev) = read_seccomp(&set)?;
+    // fd tables shared between processes (CLONE_FILES) are not recreated.
+    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
+    for p in &pstree {
+        if !set.has(&format!("ids-{}.img", p.pid)) {
+            continue;
+        }
+        let ids = set.ids(p.pid)?;
+        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
+            return Err(unsupported(
+                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
+                p.pid as i32,
+                format!(
+                    "an fd table shared with pid {other} (files_id {}, CLONE_FILES)",
+                    ids.files_id
+                ),
+            ));
+        }
+    }
     let mut procs = Vec::new();
     for p in &pstree {
         procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp_prev)?);
@@ -667,15 +685,19 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
         for (i, l) in locks.iter().enumerate() {
             let owner = procs.iter().find(|p| p.pid == l.pid);
-            // FL_POSIX, FL_FLOCK, FL_OFD (criu/include/file-lock.h).
-            let ok = matches!(l.flag, 1 | 2 | 4) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            // FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE (criu/include/file-lock.h);
+            // a lease being broken (LEASE_BREAKING in its type) is not restored.
+            let lease_ok = l.flag != 8 || (l.r#type == libc::F_RDLCK as u32 || l.r#type == libc::F_WRLCK as u32);
+            let ok = matches!(l.flag, 1 | 2 | 4 | 8)
+                && lease_ok
+                && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
             if !ok {
                 return Err(unsupported(
                     &lf,
                     l.pid,
                     format!(
-                        "entry {i}: lock (flag {}) on fd {} (only POSIX, flock and OFD locks held through a dumped fd of a dumped task are restored)",
-                        l.flag, l.fd
+                        "entry {i}: lock (flag {}, type {}) on fd {} (only POSIX, flock and OFD locks and leases that are not being broken, held through a dumped fd of a dumped task, are restored)",
+                        l.flag, l.r#type, l.fd
                     ),
                 ));
             }

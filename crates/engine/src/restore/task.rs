@@ -1033,7 +1033,12 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
 /// both are taken again by the restored task through its fd.
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
-        let (r, kind) = if l.flag == 2 {
+        let (r, kind) = if l.flag == 8 {
+            // A lease: taken as root (CAP_LEASE) through the task's fd; the
+            // owner it gives the file is replaced by the dumped one later.
+            // SAFETY: scalar arguments on an fd of ours.
+            (unsafe { libc::fcntl(l.fd, libc::F_SETLEASE, l.r#type as i32) }, "lease")
+        } else if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
             } else {

@@ -18,6 +18,9 @@
  *    (with si_fd set), and compares F_GETOWN, F_GETSIG.
  *  lease: a read lease on DIR/fdstate-rd and a write lease on DIR/fdstate-wr
  *    (fds 10, 11), no lease on DIR/fdstate-no (fd 12).
+ *  breaking: a read lease on DIR/fdstate-br (fd 10) that an O_WRONLY |
+ *    O_NONBLOCK open has started to break (SIGIO ignored).
+ *  fdt: a child made with clone(CLONE_FILES) shares the fd table.
  *  epoll: an epoll fd watching a pipe's read end added under a dup (fd
  *    700, data 0xabc, then closed: the item lives on under the original
  *    fd), and an eventfd under its own number (data 0xdef); the check makes
@@ -239,15 +242,23 @@ static int check_fown(void)
 }
 
 /* ---- lease ---- */
+/* fd moved to number n (the original closed). */
+static int at(int fd, int n)
+{
+	if (fd < 0 || dup2(fd, n) != n) return -1;
+	close(fd);
+	return n;
+}
+
 static int setup_lease(void)
 {
 	char p[600];
 	snprintf(p, sizeof(p), "%s/fdstate-rd", dir);
-	if (dup2(open(p, O_RDONLY | O_CREAT, 0644), 10) != 10) return -1;
+	if (at(open(p, O_RDONLY | O_CREAT, 0644), 10) != 10) return -1;
 	snprintf(p, sizeof(p), "%s/fdstate-wr", dir);
-	if (dup2(open(p, O_WRONLY | O_CREAT, 0644), 11) != 11) return -1;
+	if (at(open(p, O_WRONLY | O_CREAT, 0644), 11) != 11) return -1;
 	snprintf(p, sizeof(p), "%s/fdstate-no", dir);
-	if (dup2(open(p, O_RDONLY | O_CREAT, 0644), 12) != 12) return -1;
+	if (at(open(p, O_RDONLY | O_CREAT, 0644), 12) != 12) return -1;
 	if (fcntl(10, F_SETLEASE, F_RDLCK) || fcntl(11, F_SETLEASE, F_WRLCK)) return -1;
 	return 0;
 }
@@ -298,6 +309,35 @@ static int check_epoll(void)
 	return 0;
 }
 
+/* ---- breaking lease, shared fd table (both refused at dump) ---- */
+#include <sched.h>
+static int setup_breaking(void)
+{
+	char p[600];
+	signal(SIGIO, SIG_IGN);
+	snprintf(p, sizeof(p), "%s/fdstate-br", dir);
+	if (at(open(p, O_RDONLY | O_CREAT, 0644), 10) != 10) return -1;
+	if (fcntl(10, F_SETLEASE, F_RDLCK)) return -1;
+	int w = open(p, O_WRONLY | O_NONBLOCK);
+	if (w >= 0 || errno != EWOULDBLOCK) return -1;
+	errno = 0;
+	return 0;
+}
+
+static char fdt_stack[65536];
+static int fdt_child(void *a)
+{
+	(void)a;
+	for (;;) pause();
+	return 0;
+}
+
+static int setup_fdt(void)
+{
+	pid_t k = clone(fdt_child, fdt_stack + sizeof(fdt_stack), CLONE_FILES | SIGCHLD, NULL);
+	return k < 0 ? -1 : 0;
+}
+
 static int check_mode(void)
 {
 	if (!strcmp(mode, "pipes")) return check_pipes();
@@ -306,6 +346,8 @@ static int check_mode(void)
 	if (!strcmp(mode, "fown")) return check_fown();
 	if (!strcmp(mode, "lease")) return check_lease();
 	if (!strcmp(mode, "epoll")) return check_epoll();
+	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
+	if (!strcmp(mode, "fdt")) return 0;
 	return BAD("mode %s", mode);
 }
 
@@ -323,6 +365,8 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "fown")) r = setup_fown();
 	else if (!strcmp(mode, "lease")) r = setup_lease();
 	else if (!strcmp(mode, "epoll")) r = setup_epoll();
+	else if (!strcmp(mode, "breaking")) r = setup_breaking();
+	else if (!strcmp(mode, "fdt")) r = setup_fdt();
 	if (r) {
 		fprintf(stderr, "setup %s: %s\n", mode, strerror(errno));
 		return 3;

@@ -109,3 +109,67 @@ fn an_epoll_item_added_under_a_closed_dup_comes_back() {
         );
     });
 }
+
+/// Leases (F_SETLEASE) held through fds come back with --file-locks: a
+/// read and a write lease, and no lease where there was none. The dump does
+/// not open the leased files (that would break the leases).
+#[test]
+fn read_and_write_leases_come_back() {
+    fdstate_twice("lease", "--file-locks", |ns, pid, round| {
+        let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+        let locks: Vec<cryo_image::pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+        let mut got: Vec<(u32, u32, i32, i32)> = locks.iter().map(|l| (l.flag, l.r#type, l.pid, l.fd)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(8, libc::F_RDLCK as u32, pid, 10), (8, libc::F_WRLCK as u32, pid, 11)],
+            "round {round}"
+        );
+    });
+}
+
+/// Start fdstate in `mode` in a fresh namespace, `cryo dump` it (with
+/// `opts`), expect the dump to fail, and the program to go on unharmed
+/// (its own check passes after the refused dump). Returns cryo's stderr.
+fn fdstate_dump_refused(mode: &str, opts: &str) -> String {
+    let prog = build_prog("fdstate");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} /tmp/anchor {mode} >/dev/null 2>&1 </dev/null & P=$!; \
+         while [ ! -s /tmp/anchor/fdstate.ready ]; do sleep 0.02; done; \
+         mkdir /tmp/anchor/img; {CRYO} dump {opts} -t $P -D /tmp/anchor/img 2>/tmp/anchor/.dump-err; \
+         echo $? > /tmp/anchor/.dump-rc; echo $P > /tmp/anchor/.root; exec sleep 100000",
+        prog.display()
+    );
+    let ns = Ns::start(&script);
+    let rc = ns.wait_status(".dump-rc", "\n");
+    let err = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap_or_default();
+    assert_ne!(rc.trim(), "0", "{mode}: the dump should have been refused");
+    assert!(
+        !ns.anchor("img/inventory.img").exists(),
+        "{mode}: an image set was written"
+    );
+    let root: i32 = ns.wait_status(".root", "\n").trim().parse().unwrap();
+    let v = ns.ask(root, "fdstate.verify", "\n");
+    assert_eq!(v.trim(), "ok", "{mode}: after the refused dump");
+    err
+}
+
+/// A lease that is being broken (a conflicting open waits for its holder)
+/// is refused at dump, naming the fd and the reason.
+#[test]
+fn a_lease_being_broken_is_refused_at_dump() {
+    let err = fdstate_dump_refused("breaking", "--file-locks");
+    assert!(err.contains("fd 10") && err.contains("BREAKING lease"), "{err}");
+}
+
+/// Processes sharing one fd table (clone with CLONE_FILES) are refused at
+/// dump, naming both pids, instead of coming back with two tables.
+#[test]
+fn an_fd_table_shared_by_two_processes_is_refused_at_dump() {
+    let err = fdstate_dump_refused("fdt", "");
+    assert!(
+        err.contains("shares its fd table") && err.contains("CLONE_FILES"),
+        "{err}"
+    );
+}
