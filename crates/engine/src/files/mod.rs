@@ -12,6 +12,7 @@ pub mod fown;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod pidfd;
 pub mod pipe;
 pub mod reg;
 pub mod signalfd;
@@ -114,6 +115,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &inotify::Inotify,
     &epoll::Epoll,
+    &pidfd::Pidfd,
 ];
 
 /// Kinds refused for now, with the reason (checked before the registry).
@@ -336,6 +338,7 @@ mod tests {
             pb::FdTypes::Signalfd,
             pb::FdTypes::Inotify,
             pb::FdTypes::Eventpoll,
+            pb::FdTypes::Pidfd,
         ] {
             assert!(seen.contains(&(t as i32)), "{t:?}");
         }

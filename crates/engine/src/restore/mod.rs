@@ -314,6 +314,8 @@ impl RestoreCtx {
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
+                // Opened by the task itself once every task exists.
+                FileDesc::Pidfd(_) => continue,
                 FileDesc::Reg { .. } => files::reg::restore_open(&plan, id, desc)?,
                 FileDesc::Pipe { pipe_id, flags } => {
                     let ends = match pipes.remove(pipe_id) {

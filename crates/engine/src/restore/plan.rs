@@ -220,6 +220,8 @@ pub enum FileDesc {
     Inotify(pb::InotifyFileEntry),
     /// Its items are added by the first task holding it (see files::epoll).
     Epoll(pb::EventpollFileEntry),
+    /// Opened by the task holding it, once every task exists (files::pidfd).
+    Pidfd(pb::PidfdEntry),
 }
 
 /// A memfd inode (memfd.img).
@@ -489,6 +491,10 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
             }
+            pb::FdTypes::Pidfd => {
+                let p = f.pidfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIDFD without pidfd")))?;
+                FileDesc::Pidfd(*p)
+            }
             other => {
                 return Err(PlanError::BadSet {
                     file: files_file.clone(),
@@ -658,6 +664,27 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     .map_err(|what| unsupported(&files_file, owner.pid, format!("epoll file id {id}: {what}")))?;
             }
         }
+    }
+    // pidfds: of tree processes, each held by one process (files::pidfd).
+    {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let mut holders: BTreeMap<u32, Vec<i32>> = BTreeMap::new();
+        for p in &procs {
+            for f in &p.fds {
+                let h = holders.entry(f.file_id).or_default();
+                if !h.contains(&p.pid) {
+                    h.push(p.pid);
+                }
+            }
+        }
+        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files
+            .iter()
+            .filter_map(|(id, d)| match d {
+                FileDesc::Pidfd(e) => Some((*id, e)),
+                _ => None,
+            })
+            .collect();
+        crate::files::pidfd::check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files_file, 0, what))?;
     }
     // File owners: set once every task exists; each must be one of the tree.
     let mut fown = BTreeMap::new();

@@ -1079,10 +1079,31 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
 /// Put every fd at its number; close everything else except the exe fd.
 fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     let mut keep: Vec<RawFd> = Vec::new();
+    // pidfds are opened here (every task exists by now), above every fd
+    // the engine handed down.
+    let want: std::collections::BTreeMap<u32, &cryo_image::pb::PidfdEntry> = p
+        .fds
+        .iter()
+        .filter_map(|f| match env.plan.files.get(&f.file_id) {
+            Some(super::plan::FileDesc::Pidfd(e)) => Some((f.file_id, e)),
+            _ => None,
+        })
+        .collect();
+    let above = env
+        .fd_pool
+        .values()
+        .chain(env.map_pool.values())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(env.exe_fd_target)
+        + 1;
+    let pidfds = crate::files::pidfd::open_all(&want, above).map_err(TaskError)?;
     for f in &p.fds {
         let src = *env
             .fd_pool
             .get(&f.file_id)
+            .or_else(|| pidfds.get(&f.file_id))
             .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: both fds are valid; every pool fd is above every target fd.
