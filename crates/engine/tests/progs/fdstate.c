@@ -21,6 +21,12 @@
  *  breaking: a read lease on DIR/fdstate-br (fd 10) that an O_WRONLY |
  *    O_NONBLOCK open has started to break (SIGIO ignored).
  *  fdt: a child made with clone(CLONE_FILES) shares the fd table.
+ *  pidfd: pidfds of itself (fd 20, O_NONBLOCK), of a live child (fd 21)
+ *    and two of a dead, reaped child (fds 22, 23); the check signals
+ *    itself and the child through them (signal 0), finds the child's pid
+ *    in fd 21's fdinfo, Pid: -1 in 22's, 22 and 23 on one inode and 21 on
+ *    another, and O_NONBLOCK only on fd 20.
+ *  pidfd-outside: a pidfd of its parent (fd 20).
  *  epoll: an epoll fd watching a pipe's read end added under a dup (fd
  *    700, data 0xabc, then closed: the item lives on under the original
  *    fd), and an eventfd under its own number (data 0xdef); the check makes
@@ -338,6 +344,65 @@ static int setup_fdt(void)
 	return k < 0 ? -1 : 0;
 }
 
+/* ---- pidfd ---- */
+static pid_t pf_child;
+
+static int pidfd_pid(int fd)
+{
+	char p[64], line[128];
+	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(p, "r");
+	int pid = -100;
+	if (!f) return pid;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pid:\t%d", &pid) == 1) break;
+	fclose(f);
+	return pid;
+}
+
+static int setup_pidfd(void)
+{
+	/* (The live child inherits none of them: pidfds shared by two
+	 * processes are refused at restore.) */
+	pf_child = fork();
+	if (pf_child == 0) {
+		for (;;) pause();
+	}
+	if (at(syscall(SYS_pidfd_open, getpid(), O_NONBLOCK), 20) != 20) return -1;
+	if (at(syscall(SYS_pidfd_open, pf_child, 0), 21) != 21) return -1;
+	pid_t d = fork();
+	if (d == 0) {
+		pause();
+		_exit(0);
+	}
+	if (at(syscall(SYS_pidfd_open, d, 0), 22) != 22 || at(syscall(SYS_pidfd_open, d, 0), 23) != 23) return -1;
+	kill(d, SIGKILL);
+	waitpid(d, NULL, 0);
+	return 0;
+}
+
+static int check_pidfd(void)
+{
+	struct stat s21, s22, s23;
+	if (syscall(SYS_pidfd_send_signal, 20, 0, NULL, 0)) return BAD("signal 0 to itself: errno %d", errno);
+	if (syscall(SYS_pidfd_send_signal, 21, 0, NULL, 0)) return BAD("signal 0 to the child: errno %d", errno);
+	if (pidfd_pid(20) != getpid()) return BAD("fd 20 names pid %d", pidfd_pid(20));
+	if (pidfd_pid(21) != pf_child) return BAD("fd 21 names pid %d, not %d", pidfd_pid(21), pf_child);
+	if (pidfd_pid(22) != -1 || pidfd_pid(23) != -1) return BAD("dead pidfds name %d, %d", pidfd_pid(22), pidfd_pid(23));
+	if (syscall(SYS_pidfd_send_signal, 22, 0, NULL, 0) == 0 || errno != ESRCH) return BAD("the dead process took a signal");
+	if (fstat(21, &s21) || fstat(22, &s22) || fstat(23, &s23)) return BAD("fstat");
+	if (s22.st_ino != s23.st_ino) return BAD("pidfds of one dead process on two inodes");
+	if (s21.st_ino == s22.st_ino) return BAD("pidfds of two processes on one inode");
+	if (!(fcntl(20, F_GETFL) & O_NONBLOCK) || (fcntl(21, F_GETFL) & O_NONBLOCK)) return BAD("O_NONBLOCK");
+	return 0;
+}
+
+/* pidfd-outside: a pidfd of our parent (outside the dumped tree) at fd 20. */
+static int setup_pidfd_outside(void)
+{
+	return at(syscall(SYS_pidfd_open, getppid(), 0), 20) == 20 ? 0 : -1;
+}
+
 static int check_mode(void)
 {
 	if (!strcmp(mode, "pipes")) return check_pipes();
@@ -346,6 +411,8 @@ static int check_mode(void)
 	if (!strcmp(mode, "fown")) return check_fown();
 	if (!strcmp(mode, "lease")) return check_lease();
 	if (!strcmp(mode, "epoll")) return check_epoll();
+	if (!strcmp(mode, "pidfd")) return check_pidfd();
+	if (!strcmp(mode, "pidfd-outside")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
 	if (!strcmp(mode, "fdt")) return 0;
 	return BAD("mode %s", mode);
@@ -365,6 +432,8 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "fown")) r = setup_fown();
 	else if (!strcmp(mode, "lease")) r = setup_lease();
 	else if (!strcmp(mode, "epoll")) r = setup_epoll();
+	else if (!strcmp(mode, "pidfd")) r = setup_pidfd();
+	else if (!strcmp(mode, "pidfd-outside")) r = setup_pidfd_outside();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();
 	if (r) {

@@ -173,3 +173,35 @@ fn an_fd_table_shared_by_two_processes_is_refused_at_dump() {
         "{err}"
     );
 }
+
+/// pidfds come back: of the process itself (O_NONBLOCK), of a live child,
+/// and two of a dead, reaped child that still share one inode (and not the
+/// live child's); signals go through the live ones. The images hold
+/// CRIU 4.2's PIDFD entries (nspid -1 for the dead process).
+#[test]
+fn pidfds_of_self_a_child_and_a_dead_child_come_back() {
+    fdstate_twice("pidfd", "", |ns, pid, round| {
+        let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+        let mut nspids: Vec<i32> = set
+            .files()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.pidfd.as_ref().map(|p| p.nspid))
+            .collect();
+        nspids.sort();
+        let child = set.pstree().unwrap()[1].pid as i32;
+        let mut want = vec![-1, -1, pid, child];
+        want.sort();
+        assert_eq!(nspids, want, "round {round}");
+    });
+}
+
+/// A pidfd of a process outside the dumped tree is refused at dump.
+#[test]
+fn a_pidfd_of_a_process_outside_the_tree_is_refused() {
+    let err = fdstate_dump_refused("pidfd-outside", "");
+    assert!(
+        err.contains("pidfd of pid") && err.contains("not in the dumped tree"),
+        "{err}"
+    );
+}
