@@ -122,6 +122,9 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
+        _ if c.link == "anon_inode:[fanotify]" => {
+            Some(c.unsupported("fanotify fds (CRIU's FanotifyFileEntry: inode and mount marks) are not supported yet"))
+        }
         _ if c.link.starts_with("anon_inode:") && !FD_KINDS.iter().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
