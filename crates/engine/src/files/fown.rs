@@ -47,6 +47,9 @@ pub fn of_entry(e: &pb::FileEntry) -> Option<&pb::FownEntry> {
     if let Some(x) = &e.tty {
         return Some(&x.fown);
     }
+    if let Some(x) = &e.ffy {
+        return Some(&x.fown);
+    }
     None
 }
 
@@ -79,6 +82,9 @@ pub fn of_entry_mut(e: &mut pb::FileEntry) -> Option<&mut pb::FownEntry> {
     if let Some(x) = &mut e.tty {
         return Some(&mut x.fown);
     }
+    if let Some(x) = &mut e.ffy {
+        return Some(&mut x.fown);
+    }
     None
 }
 
@@ -95,6 +101,7 @@ pub fn flags_of(e: &pb::FileEntry) -> Option<u32> {
         .or(e.tfd.as_ref().map(|x| x.flags))
         .or(e.ify.as_ref().map(|x| x.flags))
         .or(e.tty.as_ref().map(|x| x.flags))
+        .or(e.ffy.as_ref().map(|x| x.flags))
 }
 
 /// Restore side, in the task once its fds are at their numbers: O_ASYNC

@@ -7,6 +7,7 @@
 pub mod anon;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
 pub mod fown;
 pub mod inotify;
@@ -116,15 +117,13 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &inotify::Inotify,
     &epoll::Epoll,
     &pidfd::Pidfd,
+    &fanotify::Fanotify,
 ];
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
-        _ if c.link == "anon_inode:[fanotify]" => {
-            Some(c.unsupported("fanotify fds (CRIU's FanotifyFileEntry: inode and mount marks) are not supported yet"))
-        }
         _ if c.link.starts_with("anon_inode:") && !FD_KINDS.iter().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
@@ -342,6 +341,7 @@ mod tests {
             pb::FdTypes::Inotify,
             pb::FdTypes::Eventpoll,
             pb::FdTypes::Pidfd,
+            pb::FdTypes::Fanotify,
         ] {
             assert!(seen.contains(&(t as i32)), "{t:?}");
         }

@@ -367,6 +367,7 @@ impl RestoreCtx {
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
                 FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,
                 FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
+                FileDesc::Fanotify(e) => files::fanotify::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);

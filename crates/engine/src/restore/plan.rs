@@ -222,6 +222,8 @@ pub enum FileDesc {
     Epoll(pb::EventpollFileEntry),
     /// Opened by the task holding it, once every task exists (files::pidfd).
     Pidfd(pb::PidfdEntry),
+    /// A fanotify group with its marks (files::fanotify).
+    Fanotify(pb::FanotifyFileEntry),
 }
 
 /// A memfd inode (memfd.img).
@@ -490,6 +492,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
+            }
+            pb::FdTypes::Fanotify => {
+                let e = f.ffy.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FANOTIFY without ffy")))?;
+                crate::files::fanotify::check(e).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, fanotify): {what}", f.id)))?;
+                FileDesc::Fanotify(e.clone())
             }
             pb::FdTypes::Pidfd => {
                 let p = f.pidfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIDFD without pidfd")))?;

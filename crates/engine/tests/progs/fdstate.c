@@ -27,6 +27,11 @@
  *    in fd 21's fdinfo, Pid: -1 in 22's, 22 and 23 on one inode and 21 on
  *    another, and O_NONBLOCK only on fd 20.
  *  pidfd-outside: a pidfd of its parent (fd 20).
+ *  fanotify: a fanotify group (fd 30, non-blocking) with an inode mark on
+ *    DIR/fdstate-fan (FAN_OPEN | FAN_MODIFY), a mount mark on DIR's mount
+ *    (FAN_CLOSE_WRITE) and an ignore mark surviving modify on it; the check
+ *    finds the same fanotify lines in its fdinfo as before the dump and the
+ *    events of an open+write of DIR/fdstate-fan in the queue.
  *  epoll: an epoll fd watching a pipe's read end added under a dup (fd
  *    700, data 0xabc, then closed: the item lives on under the original
  *    fd), and an eventfd under its own number (data 0xdef); the check makes
@@ -403,6 +408,55 @@ static int setup_pidfd_outside(void)
 	return at(syscall(SYS_pidfd_open, getppid(), 0), 20) == 20 ? 0 : -1;
 }
 
+/* ---- fanotify ---- */
+#include <sys/fanotify.h>
+static char fan_lines[4096], fan_path[600];
+
+static void fan_read_lines(char *out, size_t n)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/fdinfo/30", "r");
+	out[0] = 0;
+	if (!f) return;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "fanotify", 8) && strlen(out) + strlen(line) < n) strcat(out, line);
+	fclose(f);
+}
+
+static int setup_fanotify(void)
+{
+	snprintf(fan_path, sizeof(fan_path), "%s/fdstate-fan", dir);
+	close(open(fan_path, O_CREAT | O_WRONLY, 0644));
+	if (at(fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY), 30) != 30) return -1;
+	if (fanotify_mark(30, FAN_MARK_ADD, FAN_OPEN | FAN_MODIFY, AT_FDCWD, fan_path)) return -1;
+	if (fanotify_mark(30, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_CLOSE_WRITE, AT_FDCWD, dir)) return -1;
+	if (fanotify_mark(30, FAN_MARK_ADD | FAN_MARK_MOUNT | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY,
+			  FAN_ACCESS, AT_FDCWD, dir)) return -1;
+	fan_read_lines(fan_lines, sizeof(fan_lines));
+	return 0;
+}
+
+static int check_fanotify(void)
+{
+	static char now[4096], buf[8192];
+	fan_read_lines(now, sizeof(now));
+	if (strcmp(now, fan_lines)) return BAD("fanotify marks differ: %s vs %s", now, fan_lines);
+	while (read(30, buf, sizeof(buf)) > 0) ; /* drain */
+	int fd = open(fan_path, O_WRONLY);
+	if (fd < 0 || write(fd, "x", 1) != 1) return BAD("open/write %s", fan_path);
+	close(fd);
+	unsigned long seen = 0;
+	ssize_t n = read(30, buf, sizeof(buf));
+	if (n <= 0) return BAD("no fanotify event (errno %d)", errno);
+	for (struct fanotify_event_metadata *m = (void *)buf; FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n)) {
+		seen |= m->mask;
+		if (m->fd >= 0) close(m->fd);
+	}
+	if ((seen & (FAN_OPEN | FAN_MODIFY | FAN_CLOSE_WRITE)) != (FAN_OPEN | FAN_MODIFY | FAN_CLOSE_WRITE))
+		return BAD("fanotify events %#lx", seen);
+	return 0;
+}
+
 static int check_mode(void)
 {
 	if (!strcmp(mode, "pipes")) return check_pipes();
@@ -412,6 +466,7 @@ static int check_mode(void)
 	if (!strcmp(mode, "lease")) return check_lease();
 	if (!strcmp(mode, "epoll")) return check_epoll();
 	if (!strcmp(mode, "pidfd")) return check_pidfd();
+	if (!strcmp(mode, "fanotify")) return check_fanotify();
 	if (!strcmp(mode, "pidfd-outside")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
 	if (!strcmp(mode, "fdt")) return 0;
@@ -433,6 +488,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "lease")) r = setup_lease();
 	else if (!strcmp(mode, "epoll")) r = setup_epoll();
 	else if (!strcmp(mode, "pidfd")) r = setup_pidfd();
+	else if (!strcmp(mode, "fanotify")) r = setup_fanotify();
 	else if (!strcmp(mode, "pidfd-outside")) r = setup_pidfd_outside();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();

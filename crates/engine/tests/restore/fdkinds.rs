@@ -205,3 +205,20 @@ fn a_pidfd_of_a_process_outside_the_tree_is_refused() {
         "{err}"
     );
 }
+
+/// A fanotify group comes back with its inode mark, mount mark and ignore
+/// mark (the same fanotify lines in its fdinfo) and reports new events.
+#[test]
+fn a_fanotify_group_keeps_its_marks_and_reports_events() {
+    fdstate_twice("fanotify", "", |ns, _, round| {
+        let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+        let marks: Vec<i32> = set
+            .files()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.ffy.as_ref())
+            .flat_map(|e| e.mark.iter().map(|m| m.r#type))
+            .collect();
+        assert_eq!(marks.len(), 2, "round {round}: {marks:?}");
+    });
+}
