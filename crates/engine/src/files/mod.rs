@@ -187,6 +187,9 @@ pub struct FileTable {
     pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
     pub ghost_limit: u64,
+    /// pidfds of dead processes: pidfs inode -> the pid holding them
+    /// (restore recreates such pidfds within one process only).
+    pub dead_pidfds: BTreeMap<u64, i32>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -271,6 +274,13 @@ impl FileTable {
             if of.dev == dev && of.ino == ino {
                 let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
+                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid {
+                        return Err(c.unsupported(format!(
+                            "its pidfd file description is shared with pid {} (inherited): \
+                             restore opens each process's pidfds itself, so one description cannot span processes",
+                            of.pid
+                        )));
+                    }
                     return Ok(pb::FdinfoEntry {
                         id: of.id,
                         flags: fd_flags,

@@ -11,8 +11,9 @@
 //! child (exit signal 0, so no SIGCHLD reaches the program) whose pidfds
 //! outlive it, one such child per dead process, so that pidfds of one dead
 //! process still share an inode and those of two do not. Because of that a
-//! pidfd file description held by several processes, or pidfds of one dead
-//! process held by several, are refused before any task is created.
+//! pidfd file description held by several processes (inherited), or pidfds
+//! of one dead process held by several, are refused at dump (and, in images
+//! from elsewhere, before any task is created).
 
 use super::anon::{fdinfo_text, is_anon};
 use super::{fown, FdCtx, FdKind, FileError, FileTable};
@@ -58,6 +59,20 @@ impl FdKind for Pidfd {
             return Err(c.unsupported(format!(
                 "a pidfd of pid {pid}, which is not in the dumped tree (it would not exist at restore)"
             )));
+        }
+        if pid <= 0 {
+            let ino = c.stat.st_ino;
+            match t.dead_pidfds.get(&ino) {
+                Some(&q) if q != c.pid => {
+                    return Err(c.unsupported(format!(
+                        "a pidfd of a dead process that pid {q} also holds pidfds of: \
+                         restore recreates a dead process's pidfds within one process only"
+                    )))
+                }
+                _ => {
+                    t.dead_pidfds.insert(ino, c.pid);
+                }
+            }
         }
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Pidfd as i32,

@@ -27,6 +27,7 @@
  *    in fd 21's fdinfo, Pid: -1 in 22's, 22 and 23 on one inode and 21 on
  *    another, and O_NONBLOCK only on fd 20.
  *  pidfd-outside: a pidfd of its parent (fd 20).
+ *  pidfd-shared: a pidfd of itself (fd 20) that a forked child inherits.
  *  fanotify: a fanotify group (fd 30, non-blocking) with an inode mark on
  *    DIR/fdstate-fan (FAN_OPEN | FAN_MODIFY), a mount mark on DIR's mount
  *    (FAN_CLOSE_WRITE) and an ignore mark surviving modify on it; the check
@@ -402,6 +403,17 @@ static int check_pidfd(void)
 	return 0;
 }
 
+/* pidfd-shared: a pidfd of itself (fd 20) inherited by a child. */
+static int setup_pidfd_shared(void)
+{
+	if (at(syscall(SYS_pidfd_open, getpid(), 0), 20) != 20) return -1;
+	pid_t k = fork();
+	if (k == 0) {
+		for (;;) pause();
+	}
+	return k < 0 ? -1 : 0;
+}
+
 /* pidfd-outside: a pidfd of our parent (outside the dumped tree) at fd 20. */
 static int setup_pidfd_outside(void)
 {
@@ -467,7 +479,7 @@ static int check_mode(void)
 	if (!strcmp(mode, "epoll")) return check_epoll();
 	if (!strcmp(mode, "pidfd")) return check_pidfd();
 	if (!strcmp(mode, "fanotify")) return check_fanotify();
-	if (!strcmp(mode, "pidfd-outside")) return 0;
+	if (!strcmp(mode, "pidfd-outside") || !strcmp(mode, "pidfd-shared")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
 	if (!strcmp(mode, "fdt")) return 0;
 	return BAD("mode %s", mode);
@@ -490,6 +502,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "pidfd")) r = setup_pidfd();
 	else if (!strcmp(mode, "fanotify")) r = setup_fanotify();
 	else if (!strcmp(mode, "pidfd-outside")) r = setup_pidfd_outside();
+	else if (!strcmp(mode, "pidfd-shared")) r = setup_pidfd_shared();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();
 	if (r) {

@@ -222,3 +222,11 @@ fn a_fanotify_group_keeps_its_marks_and_reports_events() {
         assert_eq!(marks.len(), 2, "round {round}: {marks:?}");
     });
 }
+
+/// A pidfd inherited by a child (one description in two processes) is
+/// refused at dump, naming the other pid.
+#[test]
+fn a_pidfd_shared_by_two_processes_is_refused() {
+    let err = fdstate_dump_refused("pidfd-shared", "");
+    assert!(err.contains("pidfd file description is shared with pid"), "{err}");
+}
