@@ -695,11 +695,19 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     // File owners: set once every task exists; each must be one of the tree.
     let mut fown = BTreeMap::new();
-    let async_files: BTreeSet<u32> = all_files
+    let mut async_files: BTreeSet<u32> = all_files
         .iter()
         .filter(|f| crate::files::fown::flags_of(f).is_some_and(|fl| fl & libc::O_ASYNC as u32 != 0))
         .map(|f| f.id)
         .collect();
+    // A FIFO's flags live in the REG entry it names.
+    for (id, d) in &files {
+        if let FileDesc::Fifo { flags, .. } = d {
+            if flags & libc::O_ASYNC as u32 != 0 {
+                async_files.insert(*id);
+            }
+        }
+    }
     {
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         let tids: Vec<i32> = procs.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
