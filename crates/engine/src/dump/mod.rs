@@ -991,7 +991,23 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         ..root_ns_ids()
     };
 
-    if !ctx.written_fdinfo.contains(&ids.files_id) {
+    if ctx.written_fdinfo.contains(&ids.files_id) {
+        // A task made with CLONE_FILES (not a thread) shares its fd table
+        // with another task: restore cannot recreate that yet.
+        let other = ctx
+            .kids
+            .iter()
+            .find(|k| k.0 == crate::sys::KCMP_FILES && k.2 == ids.files_id)
+            .map_or(0, |k| k.1);
+        return Err(DumpError::Refused {
+            pid,
+            what: format!(
+                "it shares its fd table with pid {other} (clone with CLONE_FILES): \
+                 restoring fd tables shared between processes is not supported yet"
+            ),
+        });
+    }
+    {
         let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
         let mut fdinfos = Vec::new();
         for (fd, link) in &f.fds {
@@ -1224,7 +1240,10 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         .map_err(|e| DumpError::task(pid, e.to_string()))?;
     let mut locks = Vec::new();
     for l in &info.locks {
-        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1);
+        // flock and OFD locks belong to the open file: whoever holds it
+        // holds them (an inherited flock shows its creator's pid).
+        // So do leases.
+        let ours = l.pid == pid || (l.class == "OFDLCK" && l.pid == -1) || l.class == "FLOCK" || l.class == "LEASE";
         if !ours {
             continue;
         }
@@ -1356,7 +1375,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         .files
         .pipes_data
         .values()
-        .filter(|(e, _)| e.bytes > 0)
+        // Every pipe, empty ones too: the entry carries the pipe's size (as CRIU).
         .cloned()
         .collect();
     if !pipes.is_empty() {
@@ -1368,13 +1387,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
-    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx
-        .files
-        .fifo_data
-        .values()
-        .filter(|(e, _)| e.bytes > 0)
-        .cloned()
-        .collect();
+    let fifos: Vec<(pb::PipeDataEntry, Vec<u8>)> = ctx.files.fifo_data.values().cloned().collect();
     if !fifos.is_empty() {
         let path = ctx.out.path("fifo-data.img");
         let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;

@@ -101,7 +101,7 @@ mod restore_side {
 
     /// Set the file status flags of the image (those F_SETFL can change).
     pub fn set_status_flags(fd: &OwnedFd, flags: u32) -> std::io::Result<()> {
-        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC | libc::O_NOATIME | libc::O_DIRECT);
+        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_NOATIME | libc::O_DIRECT);
         nix::fcntl::fcntl(
             fd,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),

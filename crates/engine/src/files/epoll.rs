@@ -6,10 +6,12 @@
 //! only EPOLL_CTL_MOD/DEL its items if they were added under the same fd
 //! numbers, so the items are added by the restored task itself, once its fds
 //! are at their numbers ([`restore_targets`]), not by the engine that creates
-//! the epoll instance. Targets that do not live at their recorded number in
-//! the dumping task (closed since, the number reused, or only open in
-//! another process) are refused at dump; restore refuses images whose
-//! targets are not fds of the task owning the epoll file.
+//! the epoll instance. A target that no longer lives at its recorded number
+//! in the dumping task but is open under another fd of it (dup'ed, then
+//! closed) is recorded under that fd, as CRIU does; one that is not open in
+//! the task at all (closed, or only open in another process) is refused at
+//! dump; restore refuses images whose targets are not fds of the task owning
+//! the epoll file.
 
 use super::anon::{fdinfo_text, is_anon, token};
 use super::{fown, FdCtx, FdKind, FileError, FileTable};
@@ -61,21 +63,49 @@ impl FdKind for Epoll {
 
     fn dump(&self, c: &FdCtx, id: u32, _t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let items = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(format!("epoll: {e}")))?;
-        let mut out = Vec::new();
+        let mut out: Vec<pb::EventpollTfdEntry> = Vec::new();
+        let mut task_fds: Option<Vec<u32>> = None;
         for (i, t) in items.iter().enumerate() {
             // The n-th item with this fd number (several files can have been
             // added under one number, closed and reused in between).
             let toff = items[..i].iter().filter(|x| x.tfd == t.tfd).count() as u32;
+            let mut tfd = t.tfd;
             if !dump_side::target_is_open_at(c.pid, c.fd, t.tfd, toff) {
-                return Err(c.unsupported(format!(
-                    "epoll target fd {} (events {:#x}, data {:#x}) is no longer open at that number in pid {} \
-                     (closed, reused, or only open in another process): cryo cannot recreate that item",
-                    t.tfd, t.events, t.data, c.pid
-                )));
+                // As CRIU: a target closed at its number but still open
+                // under another fd of the task is recorded under that one
+                // (events and data stay; the restored item is keyed by it).
+                let fds = task_fds.get_or_insert_with(|| open_fds(c.pid));
+                let other = fds
+                    .iter()
+                    .copied()
+                    .find(|&f| dump_side::fd_is_target(c.pid, f, c.fd, t.tfd, toff));
+                let clash = |f: u32| {
+                    out.iter()
+                        .any(|o| o.tfd == f && o.inode == Some(t.ino) && o.dev == Some(t.sdev))
+                };
+                match other {
+                    Some(f) if !clash(f) => tfd = f,
+                    Some(f) => {
+                        return Err(c.unsupported(format!(
+                            "epoll target fd {} (events {:#x}, data {:#x}) was closed in pid {}; its file is \
+                             open at fd {f}, which already has an item for that file: the kernel keys items by \
+                             (file, fd), so cryo cannot recreate both",
+                            t.tfd, t.events, t.data, c.pid
+                        )))
+                    }
+                    None => {
+                        return Err(c.unsupported(format!(
+                            "epoll target fd {} (events {:#x}, data {:#x}) is no longer open at that number in pid {} \
+                             and not open under another fd of it (closed, or only open in another process): \
+                             cryo cannot recreate that item",
+                            t.tfd, t.events, t.data, c.pid
+                        )))
+                    }
+                }
             }
             out.push(pb::EventpollTfdEntry {
                 id: 0,
-                tfd: t.tfd,
+                tfd,
                 events: t.events,
                 data: t.data,
                 dev: Some(t.sdev),
@@ -97,6 +127,19 @@ impl FdKind for Epoll {
     }
 }
 
+/// The open fd numbers of `pid`, ascending.
+fn open_fds(pid: i32) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
 #[allow(unsafe_code)]
 mod dump_side {
     /// kcmp(2) KCMP_EPOLL_TFD.
@@ -112,6 +155,12 @@ mod dump_side {
     /// Is the target of item (`tfd`, `toff`) of epoll fd `efd` of `pid` the
     /// file open at fd `tfd` of `pid`?
     pub fn target_is_open_at(pid: i32, efd: i32, tfd: u32, toff: u32) -> bool {
+        fd_is_target(pid, tfd, efd, tfd, toff)
+    }
+
+    /// Is fd `fd` of `pid` the target file of item (`tfd`, `toff`) of
+    /// epoll fd `efd` of `pid`?
+    pub fn fd_is_target(pid: i32, fd: u32, efd: i32, tfd: u32, toff: u32) -> bool {
         let slot = KcmpEpollSlot {
             efd: efd as u32,
             tfd,
@@ -124,7 +173,7 @@ mod dump_side {
                 pid,
                 pid,
                 KCMP_EPOLL_TFD,
-                tfd as libc::c_ulong,
+                fd as libc::c_ulong,
                 &slot as *const KcmpEpollSlot,
             )
         };

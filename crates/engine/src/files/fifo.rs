@@ -82,7 +82,13 @@ mod restore_side {
     /// The FIFO inode `pipe_id` at `path`: created (mode `mode`) if missing, held
     /// open O_RDWR, with `data` queued in it. Keep the returned fd until every
     /// description of this FIFO is opened with [`restore_open`].
-    pub fn restore_inode(pipe_id: u32, path: &str, mode: u32, data: Option<&[u8]>) -> Result<OwnedFd, RestoreError> {
+    pub fn restore_inode(
+        pipe_id: u32,
+        path: &str,
+        mode: u32,
+        data: Option<&[u8]>,
+        size: Option<u32>,
+    ) -> Result<OwnedFd, RestoreError> {
         let c = CString::new(path).map_err(|e| err(pipe_id, path, e))?;
         match std::fs::symlink_metadata(path) {
             Ok(md) => {
@@ -115,11 +121,8 @@ mod restore_side {
         // O_RDWR never blocks on a FIFO (Linux), and makes later
         // read-only/write-only opens succeed at once.
         let keep = open(&c, libc::O_RDWR | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
+        super::super::pipe::set_size(&keep, size, data.map_or(0, |d| d.len())).map_err(|e| err(pipe_id, path, e))?;
         if let Some(d) = data.filter(|d| !d.is_empty()) {
-            if d.len() > 65536 {
-                nix::fcntl::fcntl(&keep, nix::fcntl::FcntlArg::F_SETPIPE_SZ(d.len() as i32))
-                    .map_err(|e| err(pipe_id, path, format!("growing the FIFO to {} bytes: {e}", d.len())))?;
-            }
             let mut f = std::fs::File::from(keep.try_clone().map_err(|e| err(pipe_id, path, e))?);
             f.write_all(d)
                 .map_err(|e| err(pipe_id, path, format!("putting back {} queued bytes: {e}", d.len())))?;
@@ -136,7 +139,7 @@ mod restore_side {
         if ino(&fd).map_err(|e| err(pipe_id, path, e))? != ino(keep).map_err(|e| err(pipe_id, path, e))? {
             return Err(err(pipe_id, path, "the path was replaced during the restore"));
         }
-        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME);
+        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_DIRECT | libc::O_NOATIME);
         nix::fcntl::fcntl(
             &fd,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),

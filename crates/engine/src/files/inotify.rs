@@ -217,7 +217,7 @@ fn unescape(s: &str) -> String {
 
 /// open_by_handle_at, shared by dump (to find the path) and restore.
 #[allow(unsafe_code)]
-mod by_handle {
+pub(super) mod by_handle {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     /// Open (O_PATH) the object of handle (`ty`, `bytes`) through any mount
@@ -283,7 +283,7 @@ mod by_handle {
     }
 }
 
-mod dump_side {
+pub(super) mod dump_side {
     use super::WdInfo;
     use std::os::fd::AsRawFd;
 

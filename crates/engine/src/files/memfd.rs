@@ -126,7 +126,7 @@ pub fn shmem_runs(s: &ShmemInode) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_inode, restore_open};
+pub use restore_side::{can_own, restore_inode, restore_open};
 
 /// Restore of memfd inodes and their file descriptions.
 #[allow(unsafe_code)]
@@ -184,6 +184,20 @@ mod restore_side {
                 nix::sys::uio::pwrite(&fd, &buf, r.vaddr as i64).map_err(|e| err(object.clone(), e))?;
             }
         }
+        if ino.name != "/dev/zero" {
+            // Whole pages went in: back to the dumped size.
+            nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
+            // Owner and mode as dumped (fchmod'ed memfds keep their bits).
+            nix::unistd::fchown(
+                &fd,
+                Some(nix::unistd::Uid::from_raw(ino.uid)),
+                Some(nix::unistd::Gid::from_raw(ino.gid)),
+            )
+            .map_err(|e| err(object.clone(), format!("fchown {}:{}: {e}", ino.uid, ino.gid)))?;
+            let mode = nix::sys::stat::Mode::from_bits_truncate(ino.mode & 0o7777);
+            nix::sys::stat::fchmod(&fd, mode)
+                .map_err(|e| err(object.clone(), format!("fchmod {:o}: {e}", ino.mode)))?;
+        }
         if ino.seals & !F_SEAL_SEAL != 0 && ino.name != "/dev/zero" {
             let seals = nix::fcntl::SealFlag::from_bits_truncate(ino.seals as i32);
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(|e| err(object.clone(), e))?;
@@ -220,29 +234,42 @@ mod restore_side {
     }
 
     /// Restore side: a file description of a memfd (its own position and flags)
-    /// on the inode restored by [`restore_inode`].
-    pub fn restore_open(id: u32, desc: &FileDesc, inode_fd: &OwnedFd) -> Result<OwnedFd, RestoreError> {
+    /// on the inode restored by [`restore_inode`]. With `own`, the description
+    /// is the one memfd_create made (read-write): unlike a reopen through
+    /// /proc it does not count as a writer of the inode, so execveat() of the
+    /// memfd keeps working (a reopened O_RDWR one gives ETXTBSY).
+    pub fn restore_open(id: u32, desc: &FileDesc, inode_fd: &OwnedFd, own: bool) -> Result<OwnedFd, RestoreError> {
         let FileDesc::Memfd { flags, pos, .. } = desc else {
             unreachable!("not a memfd")
         };
         let object = format!("memfd file id {id}");
-        let acc = *flags as i32 & (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK);
-        let acc = if acc & libc::O_ACCMODE == 0 && *flags == 0 {
-            libc::O_RDWR
+        let fd = if own {
+            let fd = inode_fd.try_clone().map_err(|e| err(object.clone(), e))?;
+            let st = nix::fcntl::OFlag::from_bits_truncate(*flags as i32 & (libc::O_APPEND | libc::O_NONBLOCK));
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(st)).map_err(|e| err(object.clone(), e))?;
+            fd
         } else {
-            acc
+            let acc = *flags as i32 & (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK);
+            let acc = if acc & libc::O_ACCMODE == 0 && *flags == 0 {
+                libc::O_RDWR
+            } else {
+                acc
+            };
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", inode_fd.as_raw_fd())).expect("no NUL");
+            // SAFETY: valid C string.
+            let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(err(object, std::io::Error::last_os_error()));
+            }
+            // SAFETY: fresh fd.
+            unsafe { OwnedFd::from_raw_fd(fd) }
         };
-        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", inode_fd.as_raw_fd())).expect("no NUL");
-        // SAFETY: valid C string.
-        let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(err(object, std::io::Error::last_os_error()));
-        }
-        // SAFETY: fresh fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if *pos != 0 {
-            nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet).map_err(|e| err(object.clone(), e))?;
-        }
+        nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet).map_err(|e| err(object.clone(), e))?;
         Ok(fd)
+    }
+
+    /// Whether a description with these flags can be the memfd_create one.
+    pub fn can_own(flags: u32) -> bool {
+        flags as i32 & libc::O_ACCMODE == libc::O_RDWR
     }
 }

@@ -7,10 +7,13 @@
 pub mod anon;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
+pub mod fown;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod pidfd;
 pub mod pipe;
 pub mod reg;
 pub mod signalfd;
@@ -113,6 +116,8 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &inotify::Inotify,
     &epoll::Epoll,
+    &pidfd::Pidfd,
+    &fanotify::Fanotify,
 ];
 
 /// Kinds refused for now, with the reason (checked before the registry).
@@ -185,6 +190,9 @@ pub struct FileTable {
     /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry
     /// cannot say so).
     pub eventfd_semaphore: std::collections::BTreeSet<u32>,
+    /// pidfds of dead processes: pidfs inode -> the pid holding them
+    /// (restore recreates such pidfds within one process only).
+    pub dead_pidfds: BTreeMap<u64, i32>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -269,6 +277,13 @@ impl FileTable {
             if of.dev == dev && of.ino == ino {
                 let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
+                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid {
+                        return Err(c.unsupported(format!(
+                            "its pidfd file description is shared with pid {} (inherited): \
+                             restore opens each process's pidfds itself, so one description cannot span processes",
+                            of.pid
+                        )));
+                    }
                     return Ok(pb::FdinfoEntry {
                         id: of.id,
                         flags: fd_flags,
@@ -280,7 +295,20 @@ impl FileTable {
             }
         }
         let id = self.alloc_id();
-        let e = kind.dump(c, id, self)?;
+        let mut e = kind.dump(c, id, self)?;
+        // The owner (F_SETOWN, F_SETSIG) of the open file, for the kinds
+        // whose entry carries one (O_PATH files have none).
+        if c.info.flags & libc::O_PATH as u32 == 0 {
+            if let Some(slot) = fown::of_entry_mut(&mut e) {
+                let fd = c.steal()?;
+                *slot = fown::query(fd.as_raw_fd()).map_err(|source| FileError::Io {
+                    pid: c.pid,
+                    fd: c.fd,
+                    what: "reading the file owner (F_GETOWN_EX)".into(),
+                    source,
+                })?;
+            }
+        }
         self.insert(e);
         self.open_files.push(OpenFile {
             dev,
@@ -325,6 +353,8 @@ mod tests {
             pb::FdTypes::Signalfd,
             pb::FdTypes::Inotify,
             pb::FdTypes::Eventpoll,
+            pb::FdTypes::Pidfd,
+            pb::FdTypes::Fanotify,
         ] {
             assert!(seen.contains(&(t as i32)), "{t:?}");
         }

@@ -98,16 +98,18 @@ pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_end, restore_pipe};
+pub use restore_side::{originals, restore_end, restore_pipe, set_size};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
 #[allow(unsafe_code)]
 mod restore_side {
 
+    use crate::restore::plan::{FileDesc, Plan};
     use crate::restore::RestoreError;
+    use std::collections::{HashMap, HashSet};
     use std::io::Write;
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
     fn err(pipe_id: u32, reason: impl std::fmt::Display) -> RestoreError {
         RestoreError::Prepare {
@@ -116,14 +118,40 @@ mod restore_side {
         }
     }
 
-    /// Restore side: a new pipe holding `data`. Returns (read end, write end).
-    pub fn restore_pipe(pipe_id: u32, data: Option<&[u8]>) -> Result<(OwnedFd, OwnedFd), RestoreError> {
+    /// The buffer of pipe (or FIFO) `fd` set to `size` bytes (its size at
+    /// dump), before any data goes in; without a dumped size, grown to hold
+    /// `data_len` bytes. Growing past /proc/sys/fs/pipe-max-size needs
+    /// CAP_SYS_RESOURCE: the error says so.
+    pub fn set_size(fd: &impl AsFd, size: Option<u32>, data_len: usize) -> Result<(), String> {
+        let want = match size {
+            Some(s) => s as usize,
+            None if data_len > 65536 => data_len,
+            None => return Ok(()),
+        };
+        let cur =
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map_err(|e| format!("F_GETPIPE_SZ: {e}"))?;
+        if cur as usize == want {
+            return Ok(());
+        }
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want as i32)).map_err(|e| {
+            let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
+            format!(
+                "setting the buffer size to {want} bytes (as dumped; pipe-max-size is {}): {e}",
+                max.trim()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Restore side: a new pipe of `size` bytes holding `data`. Returns (read end, write end).
+    pub fn restore_pipe(
+        pipe_id: u32,
+        data: Option<&[u8]>,
+        size: Option<u32>,
+    ) -> Result<(OwnedFd, OwnedFd), RestoreError> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(pipe_id, e))?;
+        set_size(&w, size, data.map_or(0, |d| d.len())).map_err(|e| err(pipe_id, e))?;
         if let Some(d) = data.filter(|d| !d.is_empty()) {
-            if d.len() > 65536 {
-                nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(d.len() as i32))
-                    .map_err(|e| err(pipe_id, format!("growing the pipe to {} bytes: {e}", d.len())))?;
-            }
             let mut f = std::fs::File::from(w.try_clone().map_err(|e| err(pipe_id, e))?);
             f.write_all(d)
                 .map_err(|e| err(pipe_id, format!("putting back {} queued bytes: {e}", d.len())))?;
@@ -131,16 +159,69 @@ mod restore_side {
         Ok((r, w))
     }
 
-    /// The end a file entry refers to (by its access mode), with its status flags.
-    pub fn restore_end(ends: &(OwnedFd, OwnedFd), pipe_id: u32, flags: u32) -> Result<OwnedFd, RestoreError> {
+    /// The kernel's O_LARGEFILE (libc spells it 0 on x86_64).
+    const O_LARGEFILE: u32 = 0o100000;
+
+    /// Which file ids get the pipe's own ends (the rest reopen them through
+    /// /proc, which adds O_LARGEFILE): per pipe and end, the first
+    /// description dumped without O_LARGEFILE, else the first one.
+    pub fn originals(plan: &Plan) -> HashSet<u32> {
+        let mut best: HashMap<(u32, bool), (u32, bool)> = HashMap::new();
+        for (&id, d) in &plan.files {
+            let FileDesc::Pipe { pipe_id, flags } = d else { continue };
+            let write = *flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
+            let plain = *flags & O_LARGEFILE == 0;
+            match best.get(&(*pipe_id, write)) {
+                Some(&(_, true)) => {}
+                Some(&(_, false)) if !plain => {}
+                _ => {
+                    best.insert((*pipe_id, write), (id, plain));
+                }
+            }
+        }
+        best.values().map(|&(id, _)| id).collect()
+    }
+
+    /// The end a file entry refers to (by its access mode), with its status
+    /// flags. Each files.img entry is one open file description: the one
+    /// chosen by [`originals`] gets the end pipe() made, the others a
+    /// description of their own reopened through /proc (two opens of the
+    /// same end do not share O_NONBLOCK).
+    pub fn restore_end(
+        ends: &(OwnedFd, OwnedFd),
+        pipe_id: u32,
+        flags: u32,
+        original: bool,
+    ) -> Result<OwnedFd, RestoreError> {
         let acc = flags as i32 & libc::O_ACCMODE;
         let end = if acc == libc::O_WRONLY {
             ends.1.as_fd()
         } else {
             ends.0.as_fd()
         };
-        let fd = end.try_clone_to_owned().map_err(|e| err(pipe_id, e))?;
-        let st = nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT));
+        let fd = if original {
+            end.try_clone_to_owned().map_err(|e| err(pipe_id, e))?
+        } else {
+            let acc = if acc == libc::O_WRONLY {
+                libc::O_WRONLY
+            } else {
+                libc::O_RDONLY
+            };
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", end.as_raw_fd())).expect("no NUL");
+            // Both ends are held open here, so opening either side never blocks.
+            // SAFETY: path is a valid C string.
+            let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(err(
+                    pipe_id,
+                    format!("reopening the pipe end: {}", std::io::Error::last_os_error()),
+                ));
+            }
+            // SAFETY: a fresh fd, owned from here on.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        let st =
+            nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME));
         if !st.is_empty() {
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(st)).map_err(|e| err(pipe_id, e))?;
         }

@@ -34,6 +34,11 @@ impl FdKind for Reg {
                 what: "reopening a deleted file".into(),
                 source,
             })?)
+        } else if c.info.locks.iter().any(|l| l.class == "LEASE") {
+            // Opening a leased file breaks the lease (SIGIO to its holder,
+            // and a 45 s wait): its build id is read through the task's own
+            // description instead (pread does not move its position).
+            Some(File::from(c.steal()?))
         } else {
             None
         };
@@ -292,7 +297,9 @@ mod restore_side {
 
     /// Open flags kept from the image (no creation or truncation on restore).
     fn open_flags(flags: u32) -> i32 {
-        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC) | libc::O_NOCTTY
+        // O_ASYNC is turned on by the task at its fd number (files::fown).
+        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC)
+            | libc::O_NOCTTY
     }
 
     /// Restore side: open the file description of file id `id` in the engine, at

@@ -207,7 +207,7 @@ pub fn restore_open(id: u32, flags: u32, info: &pb::TtyInfoEntry) -> std::io::Re
         )));
     }
     let acc = flags as i32 & libc::O_ACCMODE;
-    let extra = flags as i32 & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC) | libc::O_NOCTTY;
+    let extra = flags as i32 & (libc::O_APPEND | libc::O_NONBLOCK) | libc::O_NOCTTY;
     let f = std::fs::OpenOptions::new()
         .read(acc != libc::O_WRONLY)
         .write(acc != libc::O_RDONLY)

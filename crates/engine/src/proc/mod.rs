@@ -300,7 +300,9 @@ pub struct FdInfo {
 pub struct FileLockInfo {
     /// POSIX, FLOCK, OFDLCK, LEASE...
     pub class: String,
-    /// READ, WRITE, ...
+    /// ADVISORY, MANDATORY; for leases ACTIVE, BREAKING, BREAKER.
+    pub mode: String,
+    /// READ, WRITE, ... (a breaking lease shows its target type).
     pub kind: String,
     pub pid: i32,
     pub ino: u64,
@@ -319,6 +321,7 @@ pub fn parse_lock_line(l: &str) -> Result<FileLockInfo, ParseError> {
     let ino = w[5].rsplit(':').next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
     Ok(FileLockInfo {
         class: w[1].to_string(),
+        mode: w[2].to_string(),
         kind: w[3].to_string(),
         pid: w[4].parse().map_err(|_| bad())?,
         ino,

@@ -307,6 +307,9 @@ impl RestoreCtx {
         let mut map_pool = HashMap::new();
         let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
         let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
+        // Memfd inodes whose memfd_create description went to an fd.
+        let mut memfd_owned = std::collections::HashSet::new();
+        let pipe_originals = files::pipe::originals(&plan);
         let mut fifos: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
@@ -316,21 +319,28 @@ impl RestoreCtx {
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
+                // Opened by the task itself once every task exists.
+                FileDesc::Pidfd(_) => continue,
                 FileDesc::Reg { .. } => files::reg::restore_open(&plan, id, desc)?,
                 FileDesc::Pipe { pipe_id, flags } => {
                     let ends = match pipes.remove(pipe_id) {
                         Some(e) => e,
-                        None => files::pipe::restore_pipe(*pipe_id, plan.pipe_data.get(pipe_id).map(|v| v.as_slice()))?,
+                        None => files::pipe::restore_pipe(
+                            *pipe_id,
+                            plan.pipe_data.get(pipe_id).map(|v| v.as_slice()),
+                            plan.pipe_size.get(pipe_id).copied(),
+                        )?,
                     };
-                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags)?;
+                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags, pipe_originals.contains(&id))?;
                     pipes.insert(*pipe_id, ends);
                     fd
                 }
-                FileDesc::Memfd { inode, .. } => {
+                FileDesc::Memfd { inode, flags, .. } => {
                     if !memfd_inodes.contains_key(inode) {
                         memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
                     }
-                    files::memfd::restore_open(id, desc, &memfd_inodes[inode])?
+                    let own = files::memfd::can_own(*flags) && memfd_owned.insert(*inode);
+                    files::memfd::restore_open(id, desc, &memfd_inodes[inode], own)?
                 }
                 FileDesc::Tty { flags, info } => {
                     if !self.opts.shell_job {
@@ -352,7 +362,8 @@ impl RestoreCtx {
                 } => {
                     if !fifos.contains_key(pipe_id) {
                         let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
-                        fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data)?);
+                        let size = plan.fifo_size.get(pipe_id).copied();
+                        fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data, size)?);
                     }
                     files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
                 }
@@ -363,6 +374,7 @@ impl RestoreCtx {
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
                 FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,
                 FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
+                FileDesc::Fanotify(e) => files::fanotify::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);
@@ -396,7 +408,13 @@ impl RestoreCtx {
                     if !memfd_inodes.contains_key(inode) {
                         memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
                     }
-                    files::reg::restore_map_fd(&plan, id, true, Some(memfd_inodes[inode].as_raw_fd()))?
+                    // The memfd_create description itself (read-write, and
+                    // no writer of the inode: a reopen would be, and the
+                    // mapping would then make execveat() of the memfd fail
+                    // with ETXTBSY).
+                    memfd_inodes[inode]
+                        .try_clone()
+                        .map_err(|e| prep(format!("mapped file id {id}"), e))?
                 }
                 _ => files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?,
             };
@@ -578,6 +596,14 @@ impl RestoreCtx {
             }
             None => None,
         };
+        // File owners, now that every task exists (an owner may be any of them).
+        let owners: Vec<(RawFd, cryo_image::pb::FownEntry)> = env
+            .plan
+            .fown
+            .iter()
+            .filter_map(|(id, f)| env.fd_pool.get(id).map(|&fd| (fd, *f)))
+            .collect();
+        files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
         task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
         rsys::futex_wake(task::a32(&c.go));

@@ -225,6 +225,10 @@ pub enum FileDesc {
     Inotify(pb::InotifyFileEntry),
     /// Its items are added by the first task holding it (see files::epoll).
     Epoll(pb::EventpollFileEntry),
+    /// Opened by the task holding it, once every task exists (files::pidfd).
+    Pidfd(pb::PidfdEntry),
+    /// A fanotify group with its marks (files::fanotify).
+    Fanotify(pb::FanotifyFileEntry),
 }
 
 /// A memfd inode (memfd.img).
@@ -235,6 +239,8 @@ pub struct MemfdInode {
     pub shmid: u32,
     pub seals: u32,
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Everything needed to restore a tree, validated.
@@ -244,6 +250,14 @@ pub struct Plan {
     pub procs: Vec<Proc>,
     pub files: BTreeMap<u32, FileDesc>,
     pub pipe_data: HashMap<u32, Vec<u8>>,
+    /// Buffer sizes (F_GETPIPE_SZ at dump) of pipes and FIFOs, by pipe id.
+    pub pipe_size: HashMap<u32, u32>,
+    pub fifo_size: HashMap<u32, u32>,
+    /// Owners (F_SETOWN/F_SETSIG) of the file descriptions that have one,
+    /// by file id (files::fown).
+    pub fown: BTreeMap<u32, pb::FownEntry>,
+    /// Files that were O_ASYNC (set by the tasks at their fd numbers).
+    pub async_files: BTreeSet<u32>,
     /// fifo-data.img: FIFO inode -> queued bytes.
     pub fifo_data: HashMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
@@ -484,6 +498,15 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
             }
+            pb::FdTypes::Fanotify => {
+                let e = f.ffy.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FANOTIFY without ffy")))?;
+                crate::files::fanotify::check(e).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, fanotify): {what}", f.id)))?;
+                FileDesc::Fanotify(e.clone())
+            }
+            pb::FdTypes::Pidfd => {
+                let p = f.pidfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIDFD without pidfd")))?;
+                FileDesc::Pidfd(*p)
+            }
             other => {
                 return Err(PlanError::BadSet {
                     file: files_file.clone(),
@@ -525,7 +548,11 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         }
     }
     let mut pipe_data = HashMap::new();
+    let (mut pipe_size, mut fifo_size) = (HashMap::new(), HashMap::new());
     for (e, data) in set.pipes_data()? {
+        if let Some(sz) = e.size {
+            pipe_size.insert(e.pipe_id, sz);
+        }
         if data.len() != e.bytes as usize {
             return Err(bad(
                 set.path("pipes-data.img").display().to_string(),
@@ -543,6 +570,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let mut fifo_data = HashMap::new();
     if set.has("fifo-data.img") {
         for (e, data) in set.with_payload::<pb::PipeDataEntry>("fifo-data.img")? {
+            if let Some(sz) = e.size {
+                fifo_size.insert(e.pipe_id, sz);
+            }
             if data.len() != e.bytes as usize {
                 return Err(bad(
                     set.path("fifo-data.img").display().to_string(),
@@ -570,6 +600,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     shmid: m.shmid,
                     seals: m.seals,
                     mode: m.mode.unwrap_or(0o777),
+                    uid: m.uid,
+                    gid: m.gid,
                 },
             );
         }
@@ -588,6 +620,24 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let (seccomp, seccomp_prev) = read_seccomp(&set)?;
+    // fd tables shared between processes (CLONE_FILES) are not recreated.
+    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
+    for p in &pstree {
+        if !set.has(&format!("ids-{}.img", p.pid)) {
+            continue;
+        }
+        let ids = set.ids(p.pid)?;
+        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
+            return Err(unsupported(
+                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
+                p.pid as i32,
+                format!(
+                    "an fd table shared with pid {other} (files_id {}, CLONE_FILES)",
+                    ids.files_id
+                ),
+            ));
+        }
+    }
     let mut procs = Vec::new();
     for p in &pstree {
         procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp_prev)?);
@@ -595,6 +645,13 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     let mut shmem = HashMap::new();
+    // The contents of every memfd inode (held by fds, mapped, or both).
+    for m in memfds.values() {
+        let name = format!("pagemap-shmem-{}.img", m.shmid);
+        if set.has(&name) && !shmem.contains_key(&m.shmid) {
+            shmem.insert(m.shmid, read_pagemap(&set, &name)?);
+        }
+    }
     for p in &procs {
         let Some(mm) = &p.mm else { continue };
         for v in &mm.vmas {
@@ -620,21 +677,74 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
+    // pidfds: of tree processes, each held by one process (files::pidfd).
+    {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let mut holders: BTreeMap<u32, Vec<i32>> = BTreeMap::new();
+        for p in &procs {
+            for f in &p.fds {
+                let h = holders.entry(f.file_id).or_default();
+                if !h.contains(&p.pid) {
+                    h.push(p.pid);
+                }
+            }
+        }
+        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files
+            .iter()
+            .filter_map(|(id, d)| match d {
+                FileDesc::Pidfd(e) => Some((*id, e)),
+                _ => None,
+            })
+            .collect();
+        crate::files::pidfd::check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files_file, 0, what))?;
+    }
+    // File owners: set once every task exists; each must be one of the tree.
+    let mut fown = BTreeMap::new();
+    let mut async_files: BTreeSet<u32> = all_files
+        .iter()
+        .filter(|f| crate::files::fown::flags_of(f).is_some_and(|fl| fl & libc::O_ASYNC as u32 != 0))
+        .map(|f| f.id)
+        .collect();
+    // A FIFO's flags live in the REG entry it names.
+    for (id, d) in &files {
+        if let FileDesc::Fifo { flags, .. } = d {
+            if flags & libc::O_ASYNC as u32 != 0 {
+                async_files.insert(*id);
+            }
+        }
+    }
+    {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        let tids: Vec<i32> = procs.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
+        let pgids: Vec<i32> = procs.iter().map(|p| p.pgid).collect();
+        for f in &all_files {
+            let Some(o) = crate::files::fown::of_entry(f).filter(|o| crate::files::fown::is_set(o)) else {
+                continue;
+            };
+            crate::files::fown::check(o, &pids, &tids, &pgids)
+                .map_err(|what| unsupported(&files_file, 0, format!("file id {}: {what}", f.id)))?;
+            fown.insert(f.id, *o);
+        }
+    }
     let mut locks = Vec::new();
     if set.has("filelocks.img") {
         let lf = set.path("filelocks.img").display().to_string();
         locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
         for (i, l) in locks.iter().enumerate() {
             let owner = procs.iter().find(|p| p.pid == l.pid);
-            // FL_POSIX, FL_FLOCK, FL_OFD (criu/include/file-lock.h).
-            let ok = matches!(l.flag, 1 | 2 | 4) && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
+            // FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE (criu/include/file-lock.h);
+            // a lease being broken (LEASE_BREAKING in its type) is not restored.
+            let lease_ok = l.flag != 8 || (l.r#type == libc::F_RDLCK as u32 || l.r#type == libc::F_WRLCK as u32);
+            let ok = matches!(l.flag, 1 | 2 | 4 | 8)
+                && lease_ok
+                && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
             if !ok {
                 return Err(unsupported(
                     &lf,
                     l.pid,
                     format!(
-                        "entry {i}: lock (flag {}) on fd {} (only POSIX, flock and OFD locks held through a dumped fd of a dumped task are restored)",
-                        l.flag, l.fd
+                        "entry {i}: lock (flag {}, type {}) on fd {} (only POSIX, flock and OFD locks and leases that are not being broken, held through a dumped fd of a dumped task, are restored)",
+                        l.flag, l.r#type, l.fd
                     ),
                 ));
             }
@@ -645,6 +755,10 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         procs,
         files,
         pipe_data,
+        pipe_size,
+        fifo_size,
+        fown,
+        async_files,
         fifo_data,
         memfds,
         shmem,

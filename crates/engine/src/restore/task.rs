@@ -308,6 +308,8 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
 
     let (entry, stack, args) = prepare_memory(env, p, &pre)?;
     setup_fds(env, p)?;
+    let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
+    crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
     crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
     take_locks(env, p)?;
@@ -934,7 +936,12 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
 /// both are taken again by the restored task through its fd.
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
-        let (r, kind) = if l.flag == 2 {
+        let (r, kind) = if l.flag == 8 {
+            // A lease: taken as root (CAP_LEASE) through the task's fd; the
+            // owner it gives the file is replaced by the dumped one later.
+            // SAFETY: scalar arguments on an fd of ours.
+            (unsafe { libc::fcntl(l.fd, libc::F_SETLEASE, l.r#type as i32) }, "lease")
+        } else if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
             } else {
@@ -975,10 +982,31 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
 /// Put every fd at its number; close everything else except the exe fd.
 fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     let mut keep: Vec<RawFd> = Vec::new();
+    // pidfds are opened here (every task exists by now), above every fd
+    // the engine handed down.
+    let want: std::collections::BTreeMap<u32, &cryo_image::pb::PidfdEntry> = p
+        .fds
+        .iter()
+        .filter_map(|f| match env.plan.files.get(&f.file_id) {
+            Some(super::plan::FileDesc::Pidfd(e)) => Some((f.file_id, e)),
+            _ => None,
+        })
+        .collect();
+    let above = env
+        .fd_pool
+        .values()
+        .chain(env.map_pool.values())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(env.exe_fd_target)
+        + 1;
+    let pidfds = crate::files::pidfd::open_all(&want, above).map_err(TaskError)?;
     for f in &p.fds {
         let src = *env
             .fd_pool
             .get(&f.file_id)
+            .or_else(|| pidfds.get(&f.file_id))
             .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: both fds are valid; every pool fd is above every target fd.

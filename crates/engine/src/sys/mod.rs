@@ -299,3 +299,164 @@ pub fn set_sched_policy(tid: i32, policy: i32, priority: i32) -> io::Result<()> 
     // SAFETY: `p` is a valid sched_param for the call.
     cvt(unsafe { libc::sched_setscheduler(tid, policy, &p) } as i64).map(|_| ())
 }
+
+/// The owner of an open file (F_GETSIG, F_GETOWN_EX, F_GETOWNER_UIDS).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FownQuery {
+    pub signum: i32,
+    pub pid_type: i32,
+    pub pid: i32,
+    pub uid: u32,
+    pub euid: u32,
+}
+
+/// F_GETOWNER_UIDS (linux/fcntl.h): the uid and euid recorded at F_SETOWN.
+const F_GETOWNER_UIDS: i32 = 17;
+/// asm-generic/fcntl.h.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+
+/// struct f_owner_ex.
+#[repr(C)]
+struct FOwnerEx {
+    type_: i32,
+    pid: i32,
+}
+
+/// The owner of the open file behind `fd`.
+pub fn fown_query(fd: RawFd) -> io::Result<FownQuery> {
+    let mut q = FownQuery {
+        // SAFETY: scalar arguments.
+        signum: cvt(unsafe { libc::fcntl(fd, F_GETSIG) } as libc::c_long)? as i32,
+        ..Default::default()
+    };
+    let mut ex = FOwnerEx { type_: 0, pid: 0 };
+    // SAFETY: ex is a valid struct f_owner_ex the kernel fills in.
+    cvt(unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut ex as *mut FOwnerEx) } as libc::c_long)?;
+    q.pid_type = ex.type_;
+    q.pid = ex.pid;
+    if ex.pid > 0 {
+        let mut uids = [0u32; 2];
+        // SAFETY: uids has room for the two uid_t the kernel writes.
+        cvt(unsafe { libc::fcntl(fd, F_GETOWNER_UIDS, uids.as_mut_ptr()) } as libc::c_long)?;
+        q.uid = uids[0];
+        q.euid = uids[1];
+    }
+    Ok(q)
+}
+
+/// One owner to set: F_SETSIG `signum` (if not 0), then, if `pid` is not
+/// 0, F_SETOWN_EX under real/effective uid `uid`/`euid`.
+#[derive(Clone, Copy, Debug)]
+pub struct FownSet {
+    pub fd: RawFd,
+    pub signum: i32,
+    pub pid: i32,
+    pub pid_type: i32,
+    pub uid: u32,
+    pub euid: u32,
+}
+
+/// Set every owner in `v` from a forked child of this process (which shares
+/// the open files): the uid changes stay out of the engine. Needs root (the
+/// child switches back to uid 0 through its saved uid). The error names the
+/// entry, the step and errno.
+pub fn fown_set_all(v: &[FownSet]) -> Result<(), (usize, &'static str, io::Error)> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let mut p = [0i32; 2];
+    // SAFETY: p has room for the two fds.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err((0, "pipe", io::Error::last_os_error()));
+    }
+    // SAFETY: the child only makes raw syscalls and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing the fds made above.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+        return Err((0, "fork", e));
+    }
+    if pid == 0 {
+        let fail = |i: usize, step: i32| -> ! {
+            // SAFETY: errno location of this thread.
+            let e = unsafe { *libc::__errno_location() };
+            let msg = [i as i32, step, e];
+            // SAFETY: msg is 12 readable bytes; then leave without unwinding.
+            unsafe {
+                libc::write(p[1], msg.as_ptr().cast(), 12);
+                libc::_exit(1)
+            }
+        };
+        for (i, f) in v.iter().enumerate() {
+            // SAFETY: scalar arguments.
+            if f.signum != 0 && unsafe { libc::fcntl(f.fd, F_SETSIG, f.signum) } != 0 {
+                fail(i, 0);
+            }
+            if f.pid == 0 {
+                continue;
+            }
+            // SAFETY: scalar arguments (raw syscall: this thread only, which is the whole child).
+            if unsafe { libc::syscall(libc::SYS_setresuid, f.uid, f.euid, -1i32) } != 0 {
+                fail(i, 1);
+            }
+            let ex = FOwnerEx {
+                type_: f.pid_type,
+                pid: f.pid,
+            };
+            // SAFETY: ex is a valid struct f_owner_ex.
+            if unsafe { libc::fcntl(f.fd, F_SETOWN_EX, &ex as *const FOwnerEx) } != 0 {
+                fail(i, 2);
+            }
+            // SAFETY: scalar arguments; the saved uid is still 0.
+            if unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, -1i32) } != 0 {
+                fail(i, 3);
+            }
+        }
+        // SAFETY: leave without unwinding.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(p[1]) };
+    let mut msg = [0i32; 3];
+    // SAFETY: msg has room for 12 bytes.
+    let n = unsafe { libc::read(p[0], msg.as_mut_ptr().cast(), 12) };
+    // SAFETY: closing the read end.
+    unsafe { libc::close(p[0]) };
+    let mut st = 0;
+    // SAFETY: st is a valid int; pid is our child.
+    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    if n == 12 {
+        let step = [
+            "F_SETSIG",
+            "setresuid to the owner's uids",
+            "F_SETOWN_EX",
+            "setresuid back",
+        ]
+        .get(msg[1] as usize)
+        .copied()
+        .unwrap_or("?");
+        return Err((msg[0] as usize, step, io::Error::from_raw_os_error(msg[2])));
+    }
+    if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+        return Err((0, "child", io::Error::other(format!("status {st:#x}"))));
+    }
+    Ok(())
+}
+
+/// F_SETFL with `add` or'ed into the current status flags of `fd`.
+pub fn add_fl(fd: RawFd, add: i32) -> io::Result<()> {
+    // SAFETY: scalar arguments.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) } as libc::c_long)? as i32;
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | add) } as libc::c_long)?;
+    Ok(())
+}
