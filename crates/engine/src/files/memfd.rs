@@ -32,8 +32,11 @@ impl FdKind for Memfd {
         pb::FdTypes::Memfd
     }
 
+    /// memfds, and shared anonymous memory opened through map_files
+    /// ("/dev/zero (deleted)", a regular file: the real /dev/zero is a
+    /// character device), which must stay one inode with its mappings.
     fn detect(&self, c: &FdCtx) -> bool {
-        c.fmt() == libc::S_IFREG && c.link.starts_with("/memfd:")
+        c.fmt() == libc::S_IFREG && (c.link.starts_with("/memfd:") || c.link == "/dev/zero (deleted)")
     }
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
@@ -104,7 +107,7 @@ impl FileTable {
 pub fn shmem_runs(s: &ShmemInode) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
     use std::os::unix::fs::FileExt;
     let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (off, data) in reg::data_chunks(&s.file, s.entry.size)? {
+    for (off, data) in reg::data_chunks(&s.file, s.entry.size, false)? {
         let start = off & !4095;
         let end = (off + data.len() as u64).div_ceil(4096) * 4096;
         let mut buf = vec![0u8; (end - start) as usize];

@@ -182,6 +182,15 @@ pub struct FileTable {
     pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
     pub ghost_limit: u64,
+    /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
+    pub ghost_ids: BTreeMap<(u64, u64), u32>,
+    /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the
+    /// default) rather than SEEK_DATA/SEEK_HOLE.
+    pub ghost_fiemap: bool,
+    /// Deleted files still linked elsewhere get a link remap (criu's --link-remap).
+    pub link_remap: bool,
+    /// The link remaps made on disk (removed again if the dump fails).
+    pub link_remaps: Vec<PathBuf>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -196,6 +205,7 @@ impl FileTable {
     pub fn with_ghost_limit(ghost_limit: u64) -> Self {
         FileTable {
             ghost_limit,
+            ghost_fiemap: true,
             ..Self::default()
         }
     }
@@ -208,6 +218,13 @@ impl FileTable {
     pub fn alloc_ghost_id(&mut self) -> u32 {
         self.next_ghost += 1;
         self.next_ghost
+    }
+
+    /// Remove the link remaps made so far (the dump failed).
+    pub fn remove_link_remaps(&mut self) {
+        for p in self.link_remaps.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {

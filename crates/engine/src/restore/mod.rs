@@ -160,6 +160,8 @@ pub struct RestoreCtx {
     root: Option<i32>,
     /// Helper tasks cryo forked itself (to kill on abort, reap at the end).
     helpers: Vec<i32>,
+    /// Link remaps (criu's --link-remap) used: removed once restored.
+    linked: Vec<String>,
 }
 
 /// What a successful restore leaves.
@@ -179,6 +181,7 @@ impl RestoreCtx {
             err_r: None,
             root: None,
             helpers: Vec::new(),
+            linked: Vec::new(),
         }
     }
 
@@ -248,6 +251,9 @@ impl RestoreCtx {
         self.resume()?;
         mark("resumed");
         self.stage = Stage::Done;
+        for p in std::mem::take(&mut self.linked) {
+            let _ = std::fs::remove_file(p);
+        }
         let env = self.env.as_ref().expect("env");
         Ok(Restored {
             root: self.root.expect("root"),
@@ -308,10 +314,14 @@ impl RestoreCtx {
             .iter()
             .flat_map(|p| p.fds.iter().map(|f| f.file_id))
             .collect();
+        let mut remaps = files::reg::Remaps::default();
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
-                FileDesc::Reg { .. } => files::reg::restore_open(&plan, id, desc)?,
+                // Files of /proc/<pid> of a restored process: opened by the
+                // task once every process exists (task::setup_fds).
+                FileDesc::Reg { path, remap: None, .. } if files::reg::is_tree_proc_path(&plan, path) => continue,
+                FileDesc::Reg { .. } => files::reg::restore_open(&plan, &mut remaps, id, desc)?,
                 FileDesc::Pipe { pipe_id, flags } => {
                     let ends = match pipes.remove(pipe_id) {
                         Some(e) => e,
@@ -344,7 +354,25 @@ impl RestoreCtx {
                     path,
                     flags,
                     mode,
+                    remap,
                 } => {
+                    let path = &match remap {
+                        None => path.clone(),
+                        Some(plan::Remap::Linked(p)) => {
+                            remaps.note_linked(p);
+                            p.clone()
+                        }
+                        Some(plan::Remap::Ghost(g)) => {
+                            let (p, m) = remaps.ghost_path(&plan, *g, path)?;
+                            if m & libc::S_IFMT != libc::S_IFIFO {
+                                return Err(prep(
+                                    format!("fifo file id {id} ({path})"),
+                                    format!("its ghost is of mode {m:o}"),
+                                ));
+                            }
+                            p
+                        }
+                    };
                     if !fifos.contains_key(pipe_id) {
                         let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
                         fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data)?);
@@ -389,13 +417,40 @@ impl RestoreCtx {
                     if !memfd_inodes.contains_key(inode) {
                         memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
                     }
-                    files::reg::restore_map_fd(&plan, id, true, Some(memfd_inodes[inode].as_raw_fd()))?
+                    files::reg::restore_map_fd(&plan, &mut remaps, id, true, Some(memfd_inodes[inode].as_raw_fd()))?
                 }
-                _ => files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?,
+                _ => files::reg::restore_map_fd(&plan, &mut remaps, id, write, fd_pool.get(&id).copied())?,
             };
             let raw = self.keep(fd, base)?;
             map_pool.insert(id, raw);
         }
+        // cwd and root: O_PATH fds the tasks enter (a deleted directory
+        // comes back as a ghost directory).
+        let dirs: std::collections::BTreeSet<u32> = plan
+            .procs
+            .iter()
+            .flat_map(|p| p.cwd.into_iter().chain(p.root))
+            .collect();
+        for id in dirs {
+            if fd_pool.contains_key(&id) {
+                continue;
+            }
+            let Some(FileDesc::Reg { path, remap, .. }) = plan.files.get(&id) else {
+                continue;
+            };
+            let desc = FileDesc::Reg {
+                path: path.clone(),
+                flags: (libc::O_PATH | libc::O_DIRECTORY) as u32,
+                pos: 0,
+                size: None,
+                remap: remap.clone(),
+            };
+            let fd = files::reg::restore_open(&plan, &mut remaps, id, &desc)?;
+            let raw = self.keep(fd, base)?;
+            fd_pool.insert(id, raw);
+        }
+        self.linked = remaps.take_linked();
+        drop(remaps);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);

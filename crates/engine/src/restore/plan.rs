@@ -188,7 +188,8 @@ pub enum FileDesc {
         flags: u32,
         pos: u64,
         size: Option<u64>,
-        ghost: Option<u32>,
+        /// Deleted at dump time: where its inode comes from (remap-fpath.img).
+        remap: Option<Remap>,
     },
     Pipe {
         pipe_id: u32,
@@ -211,6 +212,8 @@ pub enum FileDesc {
         path: String,
         flags: u32,
         mode: u32,
+        /// A deleted FIFO: its node is a ghost (remap of its REG entry).
+        remap: Option<Remap>,
     },
     /// The anon-inode kinds (files/eventfd.rs ... files/epoll.rs), restored
     /// from their files.img entries as they are.
@@ -220,6 +223,16 @@ pub enum FileDesc {
     Inotify(pb::InotifyFileEntry),
     /// Its items are added by the first task holding it (see files::epoll).
     Epoll(pb::EventpollFileEntry),
+}
+
+/// Where a file deleted at dump time comes back from (remap-fpath.img).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remap {
+    /// ghost-file-N.img holds the inode (its contents and metadata).
+    Ghost(u32),
+    /// A hard link the dump made (criu's --link-remap): the path of that
+    /// link-remap REG entry.
+    Linked(String),
 }
 
 /// A memfd inode (memfd.img).
@@ -422,13 +435,14 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         Vec::new()
     };
     let all_files = set.files()?;
+    let mut fifo_regf: Vec<(u32, u32)> = Vec::new();
     for (i, f) in all_files.iter().enumerate() {
         let ty = pb::FdTypes::try_from(f.r#type)
             .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
         let d = match ty {
             pb::FdTypes::Reg => {
                 let r = f.reg.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: REG without reg")))?;
-                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, ghost: None }
+                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, remap: None }
             }
             pb::FdTypes::Pipe => {
                 let p = f.pipe.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIPE without pipe")))?;
@@ -474,7 +488,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         format!("entry {i}: FIFO {} has path {} of mode {mode:o}, not a FIFO", p.id, r.name),
                     ));
                 }
-                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode }
+                fifo_regf.push((f.id, regf));
+                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode, remap: None }
             }
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
@@ -499,12 +514,34 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
         let rf = set.path("remap-fpath.img").display().to_string();
         for (i, r) in remaps.iter().enumerate() {
-            let ty = r.remap_type.unwrap_or(0);
-            if ty != pb::RemapType::Ghost as i32 {
-                return Err(unsupported(&rf, 0, format!("entry {i}: remap type {ty}")));
-            }
+            // remap_type: LINKED 0 (also when absent), GHOST 1, PROCFS 2.
+            let ty = r.remap_type.unwrap_or(pb::RemapType::Linked as i32);
+            let remap = if ty == pb::RemapType::Ghost as i32 {
+                let g = format!("ghost-file-{}.img", r.remap_id);
+                if !set.has(&g) {
+                    return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
+                }
+                Remap::Ghost(r.remap_id)
+            } else if ty == pb::RemapType::Linked as i32 {
+                match files.get(&r.remap_id) {
+                    Some(FileDesc::Reg { path, remap: None, .. }) => Remap::Linked(path.clone()),
+                    _ => {
+                        return Err(bad(
+                            &rf,
+                            0,
+                            format!("entry {i}: link remap {} is not a regular file entry", r.remap_id),
+                        ))
+                    }
+                }
+            } else {
+                return Err(unsupported(
+                    &rf,
+                    0,
+                    format!("entry {i}: remap type {ty} (a file of a dead process in /proc)"),
+                ));
+            };
             match files.get_mut(&r.orig_id) {
-                Some(FileDesc::Reg { ghost, .. }) => *ghost = Some(r.remap_id),
+                Some(FileDesc::Reg { remap: slot, .. }) => *slot = Some(remap),
                 _ => {
                     return Err(bad(
                         &rf,
@@ -513,10 +550,15 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     ))
                 }
             }
-            let g = format!("ghost-file-{}.img", r.remap_id);
-            if !set.has(&g) {
-                return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
-            }
+        }
+    }
+    for (fifo, regf) in fifo_regf {
+        let remap = match files.get(&regf) {
+            Some(FileDesc::Reg { remap, .. }) => remap.clone(),
+            _ => None,
+        };
+        if let Some(FileDesc::Fifo { remap: slot, .. }) = files.get_mut(&fifo) {
+            *slot = remap;
         }
     }
     let mut pipe_data = HashMap::new();
@@ -589,19 +631,12 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
+    // The contents of every shared-memory inode, mapped or only open.
     let mut shmem = HashMap::new();
-    for p in &procs {
-        let Some(mm) = &p.mm else { continue };
-        for v in &mm.vmas {
-            if let VmaKind::FileShared(id) = v.kind {
-                if let Some(FileDesc::Memfd { inode, .. }) = files.get(&id) {
-                    let shmid = memfds[inode].shmid;
-                    let name = format!("pagemap-shmem-{shmid}.img");
-                    if set.has(&name) && !shmem.contains_key(&shmid) {
-                        shmem.insert(shmid, read_pagemap(&set, &name)?);
-                    }
-                }
-            }
+    for m in memfds.values() {
+        let name = format!("pagemap-shmem-{}.img", m.shmid);
+        if set.has(&name) && !shmem.contains_key(&m.shmid) {
+            shmem.insert(m.shmid, read_pagemap(&set, &name)?);
         }
     }
     // Epoll items are added by the first task holding the epoll file, under

@@ -258,21 +258,6 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
         unsafe { libc::_exit(libc::WEXITSTATUS(st)) };
     }
 
-    // cwd / root.
-    let path_of = |id: u32| match env.plan.files.get(&id) {
-        Some(super::plan::FileDesc::Reg { path, .. }) => path.clone(),
-        _ => String::new(),
-    };
-    if let Some(root) = p.root {
-        let r = path_of(root);
-        if r != "/" {
-            nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot {r}: {e}")))?;
-        }
-    }
-    if let Some(cwd) = p.cwd {
-        let d = path_of(cwd);
-        nix::unistd::chdir(d.as_str()).map_err(|e| TaskError(format!("chdir {d}: {e}")))?;
-    }
     // SAFETY: scalar argument.
     unsafe { libc::umask(p.umask as libc::mode_t) };
     if let Some(adj) = p.oom_score_adj {
@@ -297,6 +282,32 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     p.membarrier.register().map_err(TaskError)?;
 
     let (entry, stack, args) = prepare_memory(env, p)?;
+    // Root first, then cwd, once nothing else needs /proc/self but the
+    // files of /proc/<pid> opened by setup_fds (the new root may have no /proc); cwd (which may lie outside the new root: it is
+    // entered by fd, never by a path that the new root would change).
+    let dir_fd = |id: u32| {
+        env.fd_pool
+            .get(&id)
+            .copied()
+            .ok_or_else(|| TaskError(format!("cwd/root file id {id} was not opened (engine bug)")))
+    };
+    if let Some(root) = p.root {
+        let is_slash = matches!(env.plan.files.get(&root), Some(super::plan::FileDesc::Reg { path, remap: None, .. }) if path == "/");
+        if !is_slash {
+            let r = format!("/proc/self/fd/{}", dir_fd(root)?);
+            nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot (file id {root}): {e}")))?;
+        }
+    }
+    if let Some(cwd) = p.cwd {
+        let fd = dir_fd(cwd)?;
+        // SAFETY: fd is an open O_PATH directory fd of the pool.
+        if unsafe { libc::fchdir(fd) } < 0 {
+            return Err(TaskError(format!(
+                "chdir (file id {cwd}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
     setup_fds(env, p)?;
     // Epoll items name fds by their numbers in this task: add them now.
     crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
@@ -1073,10 +1084,22 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
 fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     let mut keep: Vec<RawFd> = Vec::new();
     for f in &p.fds {
-        let src = *env
-            .fd_pool
-            .get(&f.file_id)
-            .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
+        let Some(&src) = env.fd_pool.get(&f.file_id) else {
+            // Only /proc files of the tree are opened by the task itself.
+            match env.plan.files.get(&f.file_id) {
+                Some(super::plan::FileDesc::Reg { path, remap: None, .. })
+                    if crate::files::reg::is_tree_proc_path(&env.plan, path) =>
+                {
+                    continue
+                }
+                _ => {
+                    return Err(TaskError(format!(
+                        "fd {}: no file for id {} (engine bug)",
+                        f.fd, f.file_id
+                    )))
+                }
+            }
+        };
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: both fds are valid; every pool fd is above every target fd.
         if unsafe { libc::dup3(src, f.fd, fl) } < 0 {
@@ -1086,6 +1109,36 @@ fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
                 f.file_id,
                 std::io::Error::last_os_error()
             )));
+        }
+        keep.push(f.fd);
+    }
+    // Files of /proc/<pid> of restored processes: opened now that every
+    // process exists, after the others (the lowest free number they get
+    // is none of those already in place).
+    for f in &p.fds {
+        if env.fd_pool.contains_key(&f.file_id) {
+            continue;
+        }
+        let Some(desc) = env.plan.files.get(&f.file_id) else {
+            continue;
+        };
+        let mut none = crate::files::reg::Remaps::default();
+        let fd = crate::files::reg::restore_open(&env.plan, &mut none, f.file_id, desc)
+            .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        if raw != f.fd {
+            // SAFETY: both fds are valid; raw is ours and closed right after.
+            let r = unsafe { libc::dup3(raw, f.fd, fl) };
+            let e = std::io::Error::last_os_error();
+            // SAFETY: raw is our own temporary fd.
+            unsafe { libc::close(raw) };
+            if r < 0 {
+                return Err(TaskError(format!("fd {} (file id {}): dup3: {e}", f.fd, f.file_id)));
+            }
+        } else {
+            // SAFETY: scalar arguments on our fd.
+            unsafe { libc::fcntl(raw, libc::F_SETFD, if f.cloexec { libc::FD_CLOEXEC } else { 0 }) };
         }
         keep.push(f.fd);
     }
