@@ -282,8 +282,9 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     p.membarrier.register().map_err(TaskError)?;
 
     let (entry, stack, args) = prepare_memory(env, p)?;
-    // Root first, then cwd, once nothing else needs /proc/self but the
-    // files of /proc/<pid> opened by setup_fds (the new root may have no /proc); cwd (which may lie outside the new root: it is
+    let proc_files = open_proc_files(env, p)?;
+    // Root first, then cwd, once nothing else needs /proc/self  (the new
+    // root may have no /proc); cwd (which may lie outside the new root: it is
     // entered by fd, never by a path that the new root would change).
     let dir_fd = |id: u32| {
         env.fd_pool
@@ -308,7 +309,7 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
             )));
         }
     }
-    setup_fds(env, p)?;
+    setup_fds(env, p, &proc_files)?;
     // Epoll items name fds by their numbers in this task: add them now.
     crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
     take_locks(env, p)?;
@@ -1080,26 +1081,44 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// Open the files of /proc/<pid> of restored processes that `p` holds: the
+/// engine could not (those processes did not exist yet); every one exists
+/// now. They go above every target fd number, like the engine's pool, and
+/// are moved into place by [`setup_fds`].
+fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<u32, RawFd>, TaskError> {
+    let mut out = std::collections::HashMap::new();
+    let above = env.exe_fd_target + 1;
+    for f in &p.fds {
+        if env.fd_pool.contains_key(&f.file_id) || out.contains_key(&f.file_id) {
+            continue;
+        }
+        let desc = match env.plan.files.get(&f.file_id) {
+            Some(d @ super::plan::FileDesc::Reg { path, remap: None, .. })
+                if crate::files::reg::is_tree_proc_path(&env.plan, path) =>
+            {
+                d
+            }
+            _ => continue,
+        };
+        let mut no_remaps = crate::files::reg::Remaps::default();
+        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+            .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
+        let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+            .map_err(|e| TaskError(format!("fd {} (file id {}): moving it up: {e}", f.fd, f.file_id)))?;
+        out.insert(f.file_id, high);
+    }
+    Ok(out)
+}
+
 /// Put every fd at its number; close everything else except the exe fd.
-fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32, RawFd>) -> Result<(), TaskError> {
     let mut keep: Vec<RawFd> = Vec::new();
     for f in &p.fds {
-        let Some(&src) = env.fd_pool.get(&f.file_id) else {
-            // Only /proc files of the tree are opened by the task itself.
-            match env.plan.files.get(&f.file_id) {
-                Some(super::plan::FileDesc::Reg { path, remap: None, .. })
-                    if crate::files::reg::is_tree_proc_path(&env.plan, path) =>
-                {
-                    continue
-                }
-                _ => {
-                    return Err(TaskError(format!(
-                        "fd {}: no file for id {} (engine bug)",
-                        f.fd, f.file_id
-                    )))
-                }
-            }
-        };
+        let src = *env
+            .fd_pool
+            .get(&f.file_id)
+            .or_else(|| proc_files.get(&f.file_id))
+            .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: both fds are valid; every pool fd is above every target fd.
         if unsafe { libc::dup3(src, f.fd, fl) } < 0 {
@@ -1109,36 +1128,6 @@ fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
                 f.file_id,
                 std::io::Error::last_os_error()
             )));
-        }
-        keep.push(f.fd);
-    }
-    // Files of /proc/<pid> of restored processes: opened now that every
-    // process exists, after the others (the lowest free number they get
-    // is none of those already in place).
-    for f in &p.fds {
-        if env.fd_pool.contains_key(&f.file_id) {
-            continue;
-        }
-        let Some(desc) = env.plan.files.get(&f.file_id) else {
-            continue;
-        };
-        let mut none = crate::files::reg::Remaps::default();
-        let fd = crate::files::reg::restore_open(&env.plan, &mut none, f.file_id, desc)
-            .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-        let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        if raw != f.fd {
-            // SAFETY: both fds are valid; raw is ours and closed right after.
-            let r = unsafe { libc::dup3(raw, f.fd, fl) };
-            let e = std::io::Error::last_os_error();
-            // SAFETY: raw is our own temporary fd.
-            unsafe { libc::close(raw) };
-            if r < 0 {
-                return Err(TaskError(format!("fd {} (file id {}): dup3: {e}", f.fd, f.file_id)));
-            }
-        } else {
-            // SAFETY: scalar arguments on our fd.
-            unsafe { libc::fcntl(raw, libc::F_SETFD, if f.cloexec { libc::FD_CLOEXEC } else { 0 }) };
         }
         keep.push(f.fd);
     }
