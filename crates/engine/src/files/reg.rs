@@ -471,30 +471,37 @@ mod restore_side {
     }
 
     /// The inodes of files deleted at dump time, made again for the restore:
-    /// ghosts (from ghost-file-N.img) and link remaps. A ghost is made once
-    /// (at `<path>.cr.<N>.ghost`, a directory at its own path), every
-    /// description of it is opened under its old name (linked there, opened,
-    /// unlinked, as CRIU does), and it is removed when this is dropped: the
-    /// engine's fds keep the inodes. Link remaps are removed only once the
-    /// restore succeeded ([`Remaps::take_linked`]): they are the only copy.
+    /// ghosts (from ghost-file-N.img) and link remaps. A ghost is made once,
+    /// at its old path when that is free (else at `<path>.cr.<N>.ghost`),
+    /// every description of it is opened through that one path, and it is
+    /// removed when this is dropped while an O_PATH fd still pins its
+    /// dentry: so every restored fd shares one dentry, as the task's fds
+    /// did, and the kernel does not drop the inode's inotify/fanotify marks
+    /// before the last of them is closed. Link remaps are removed only once
+    /// the restore succeeded ([`Remaps::take_linked`]): they are the only copy.
     #[derive(Default)]
     pub struct Remaps {
         /// Ghost id -> (path made, mode).
         ghosts: HashMap<u32, (String, u32)>,
-        /// Ghost paths to remove (directory or not), in the order made.
-        made: Vec<(String, bool)>,
+        /// Ghost paths to remove (directory or not), in the order made, with
+        /// the O_PATH fd pinning each one's dentry.
+        made: Vec<(String, bool, Option<OwnedFd>)>,
         linked: Vec<String>,
+        /// Ghost id -> (dev, ino) it was dumped from.
+        inodes: HashMap<u32, (u32, u64)>,
     }
 
     impl Drop for Remaps {
         fn drop(&mut self) {
-            for (p, dir) in self.made.iter().rev() {
+            for (p, dir, _) in self.made.iter().rev() {
                 let _ = if *dir {
                     std::fs::remove_dir(p)
                 } else {
                     std::fs::remove_file(p)
                 };
             }
+            // The pins go after every unlink.
+            self.made.clear();
         }
     }
 
@@ -519,6 +526,43 @@ mod restore_side {
             }
         }
 
+        /// The path of the ghost of inode `ino` on `kdev` (CRIU's kernel dev
+        /// encoding), made if needed, if the images hold one.
+        pub fn ghost_of_inode(&mut self, plan: &Plan, kdev: u32, ino: u64) -> Result<Option<String>, RestoreError> {
+            let users: Vec<(u32, String)> = plan
+                .files
+                .values()
+                .filter_map(|d| match d {
+                    FileDesc::Reg {
+                        path,
+                        remap: Some(Remap::Ghost(g)),
+                        ..
+                    }
+                    | FileDesc::Fifo {
+                        path,
+                        remap: Some(Remap::Ghost(g)),
+                        ..
+                    } => Some((*g, path.clone())),
+                    _ => None,
+                })
+                .collect();
+            for (g, orig) in users {
+                let key = match self.inodes.get(&g) {
+                    Some(k) => *k,
+                    None => {
+                        let (gf, _) = read_ghost(plan, g, &format!("ghost file {g} ({orig})"))?;
+                        let k = (gf.dev.unwrap_or(0), gf.ino.unwrap_or(0));
+                        self.inodes.insert(g, k);
+                        k
+                    }
+                };
+                if key == (kdev, ino) {
+                    return Ok(Some(self.ghost_path(plan, g, &orig)?.0));
+                }
+            }
+            Ok(None)
+        }
+
         /// The path and mode of ghost `g` (for `orig`), made on first use.
         pub fn ghost_path(&mut self, plan: &Plan, g: u32, orig: &str) -> Result<(String, u32), RestoreError> {
             if let Some(v) = self.ghosts.get(&g) {
@@ -527,7 +571,7 @@ mod restore_side {
             let object = format!("ghost file {g} ({orig})");
             let (gf, pieces) = read_ghost(plan, g, &object)?;
             let dir = gf.mode & libc::S_IFMT == libc::S_IFDIR;
-            let mut path = if dir && std::fs::symlink_metadata(orig).is_err() {
+            let mut path = if std::fs::symlink_metadata(orig).is_err() {
                 orig.to_string()
             } else {
                 format!("{orig}.cr.{g:x}.ghost")
@@ -543,7 +587,9 @@ mod restore_side {
                     Err(e) => return Err(err(object, format!("creating the ghost at {path}: {e}"))),
                 }
             }
-            self.made.push((path.clone(), dir));
+            let pin = open_raw(&path, libc::O_PATH | libc::O_NOFOLLOW)
+                .map_err(|e| err(object.clone(), format!("ghost {path}: {e}")))?;
+            self.made.push((path.clone(), dir, Some(pin.into())));
             set_meta(&path, &gf).map_err(|e| err(object.clone(), format!("ghost {path}: {e}")))?;
             self.ghosts.insert(g, (path.clone(), gf.mode));
             Ok((path, gf.mode))
@@ -560,13 +606,9 @@ mod restore_side {
         ) -> Result<File, RestoreError> {
             let src = match remap {
                 Remap::Ghost(g) => {
-                    let (p, mode) = self.ghost_path(plan, *g, orig)?;
-                    if mode & libc::S_IFMT == libc::S_IFDIR {
-                        // A directory cannot be linked: opened under the ghost's name.
-                        return open_raw(&p, flags)
-                            .map_err(|e| err(object.to_string(), format!("opening ghost {p}: {e}")));
-                    }
-                    p
+                    // Always through the ghost's own path (one dentry).
+                    let (p, _) = self.ghost_path(plan, *g, orig)?;
+                    return open_raw(&p, flags).map_err(|e| err(object.to_string(), format!("opening ghost {p}: {e}")));
                 }
                 Remap::Linked(p) => {
                     self.note_linked(p);
@@ -577,9 +619,9 @@ mod restore_side {
         }
     }
 
-    /// Open `src` under the name `orig` (linked there for the open, then
-    /// unlinked), or `orig.cr_link` when `orig` exists, or `src` itself when
-    /// no link can be made (a directory that is gone).
+    /// Open the link remap `src` under the name `orig` (linked there for the
+    /// open, then unlinked), or `orig.cr_link` when `orig` exists, or `src`
+    /// itself when no link can be made (a directory that is gone).
     fn link_open(src: &str, orig: &str, flags: i32) -> std::io::Result<File> {
         for name in [orig.to_string(), format!("{orig}.cr_link")] {
             match std::fs::hard_link(src, &name) {

@@ -382,7 +382,7 @@ impl RestoreCtx {
                 FileDesc::Eventfd(e) => files::eventfd::restore_open(id, e)?,
                 FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
-                FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,
+                FileDesc::Inotify(e) => files::inotify::restore_open(&plan, &mut remaps, id, e)?,
                 FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;

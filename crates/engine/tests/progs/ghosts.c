@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -88,7 +89,7 @@ static void check_bytes(int fd, const char *what, off_t off, const unsigned char
 
 /* ---- reg ---- */
 #define SPARSE_HOLE (64 << 20)
-static int small_fd, sparse_fd, two_a, two_b, tmp_fd;
+static int small_fd, sparse_fd, two_a, two_b, tmp_fd, ino_fd, ino_wd;
 static unsigned char *map;
 static unsigned char small_data[100], sparse_data[16384], map_data[8192];
 
@@ -102,6 +103,10 @@ static void reg_setup(void)
 	must(write(small_fd, small_data, sizeof small_data) == sizeof small_data, "write small");
 	must(fchown(small_fd, 1234, 5678) == 0 && fchmod(small_fd, 0640) == 0, "meta small");
 	lseek(small_fd, 42, SEEK_SET);
+	/* A watch on the file, which is then deleted (the fd holds it). */
+	ino_fd = inotify_init1(IN_NONBLOCK);
+	ino_wd = inotify_add_watch(ino_fd, "small.dat", IN_CLOSE_WRITE);
+	must(ino_fd >= 0 && ino_wd >= 0, "inotify");
 	unlink("small.dat");
 
 	sparse_fd = open("sparse.dat", O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -136,6 +141,24 @@ static void reg_check(void)
 	check_meta(small_fd, "small", S_IFREG | 0640, 1234, 5678, sizeof small_data, 0);
 	check_pos(small_fd, "small", 42);
 	check_bytes(small_fd, "small", 0, small_data, sizeof small_data);
+	/* The watch is on the restored inode: closing a writable fd on it is seen. */
+	char p[64], ev[4096];
+	snprintf(p, sizeof p, "/proc/self/fd/%d", small_fd);
+	char name[256] = { 0 };
+	if (readlink(p, name, sizeof name - 1) < 0 || strcmp(name, "/tmp/anchor/small.dat (deleted)"))
+		FAIL("small: named %s", name);
+	while (read(ino_fd, ev, sizeof ev) > 0)
+		;
+	int w = open(p, O_WRONLY);
+	if (w < 0) FAIL("reopen small: %s", strerror(errno));
+	else close(w);
+	int seen = 0;
+	ssize_t n = read(ino_fd, ev, sizeof ev);
+	for (char *q = ev; n > 0 && q < ev + n; q += sizeof(struct inotify_event) + ((struct inotify_event *)q)->len) {
+		struct inotify_event *e = (struct inotify_event *)q;
+		if (e->wd == ino_wd && (e->mask & IN_CLOSE_WRITE)) seen = 1;
+	}
+	if (!seen) FAIL("inotify: no IN_CLOSE_WRITE on the deleted file's watch");
 	check_meta(sparse_fd, "sparse", S_IFREG | 0604, 1234, 5678, SPARSE_HOLE + sizeof sparse_data, 0);
 	check_pos(sparse_fd, "sparse", 7777);
 	check_bytes(sparse_fd, "sparse", 0, sparse_data, sizeof sparse_data);

@@ -24,7 +24,7 @@ fn ghosts_twice(mode: &str, opts: &str, dir: &str) {
 /// Regular files deleted while open: contents (a sparse one keeps its
 /// holes), offsets, owner and mode, two names of one inode staying one
 /// inode, a shared mapping of an unlinked file, an O_TMPFILE file; no ghost
-/// left on disk.
+/// left on disk; an inotify watch on a deleted file is on the restored inode.
 #[test]
 fn deleted_regular_files_come_back_with_data_offsets_owners_and_one_inode() {
     ghosts_twice("reg", "", "");
