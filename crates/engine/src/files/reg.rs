@@ -399,6 +399,16 @@ mod tests {
         let c2 = data_chunks(&f, size, true).unwrap();
         let total = |c: &[(u64, Vec<u8>)]| c.iter().map(|(_, d)| d.len()).sum::<usize>();
         assert!(total(&c2) < (1 << 20), "fiemap keeps holes too");
+        // Both ways give the same bytes where the data is.
+        let at = |c: &[(u64, Vec<u8>)], off: u64| {
+            c.iter()
+                .find(|(o, d)| *o <= off && off + 3 <= o + d.len() as u64)
+                .map(|(o, d)| d[(off - o) as usize..(off - o) as usize + 3].to_vec())
+        };
+        for c in [&c, &c2] {
+            assert_eq!(at(c, 0).as_deref(), Some(&b"abc"[..]));
+            assert_eq!(at(c, 1 << 20).as_deref(), Some(&b"xyz"[..]));
+        }
         std::fs::remove_file(&p).unwrap();
         assert!(
             c.len() >= 2,
