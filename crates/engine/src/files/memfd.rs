@@ -187,6 +187,13 @@ mod restore_side {
                 nix::sys::uio::pwrite(&fd, &buf, r.vaddr as i64).map_err(|e| err(object.clone(), e))?;
             }
         }
+        // The size as dumped: the pages above are whole pages (and mmap made
+        // shared anonymous memory at least a page long; a task may have
+        // truncated it through map_files).
+        let cur = nix::sys::stat::fstat(&fd).map_err(|e| err(object.clone(), e))?.st_size as u64;
+        if cur != ino.size {
+            nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
+        }
         if ino.seals & !F_SEAL_SEAL != 0 && ino.name != "/dev/zero" {
             let seals = nix::fcntl::SealFlag::from_bits_truncate(ino.seals as i32);
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(|e| err(object.clone(), e))?;

@@ -621,6 +621,15 @@ mod restore_side {
                     return open_raw(&p, flags).map_err(|e| err(object.to_string(), format!("opening ghost {p}: {e}")));
                 }
                 Remap::Linked(p) => {
+                    if std::fs::symlink_metadata(p).is_err() {
+                        return Err(err(
+                            object.to_string(),
+                            format!(
+                                "its link remap {p} (made by the dump with --link-remap) is gone: \
+                                 removed by an earlier restore of these images, which restore once"
+                            ),
+                        ));
+                    }
                     self.note_linked(p);
                     p.clone()
                 }

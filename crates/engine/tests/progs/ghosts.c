@@ -8,7 +8,8 @@
  *   kinds   cwd in a removed directory, an fd on another removed directory,
  *           an unlinked FIFO with queued bytes (a reader and a writer fd), an
  *           unlinked character device node (1:3, /dev/null's), an O_PATH fd
- *           on an unlinked symlink.
+ *           on an unlinked symlink, shared anonymous memory opened through
+ *           /proc/self/map_files, truncated to 5 bytes and unmapped.
  *   linked  a file opened as "lnk.a", linked as "lnk.b", "lnk.a" unlinked
  *           (dumped with --link-remap).
  *   chroot  root in ./jail (holding /marker), cwd in ./jail/inner, and a
@@ -186,7 +187,7 @@ static void reg_check(void)
 }
 
 /* ---- kinds ---- */
-static int dir_fd, fifo_r, fifo_w, dev_fd, lnk_fd;
+static int dir_fd, fifo_r, fifo_w, dev_fd, lnk_fd, shm_fd;
 
 static void kinds_setup(void)
 {
@@ -211,6 +212,14 @@ static void kinds_setup(void)
 	must(lnk_fd >= 0, "lnk");
 	unlink("lnk");
 
+	/* Shared anonymous memory opened through map_files, truncated, unmapped. */
+	void *a = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char mf[128];
+	snprintf(mf, sizeof mf, "/proc/self/map_files/%lx-%lx", (long)a, (long)a + 8192);
+	shm_fd = open(mf, O_RDWR);
+	must(a != MAP_FAILED && shm_fd >= 0 && ftruncate(shm_fd, 0) == 0 && write(shm_fd, "hello", 5) == 5, "shmem");
+	munmap(a, 8192);
+
 	must(chdir("gone") == 0 && rmdir("/tmp/anchor/gone") == 0, "cwd gone");
 }
 
@@ -232,6 +241,17 @@ static void kinds_check(void)
 	if (fstat(dev_fd, &st) || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3) || st.st_nlink != 0)
 		FAIL("device: not an unlinked 1:3 node");
 	if (write(dev_fd, "x", 1) != 1) FAIL("device: write");
+	struct stat sst;
+	if (fstat(shm_fd, &sst) || sst.st_size != 5) FAIL("shmem fd: size %lld, want 5", (long long)sst.st_size);
+	check_bytes(shm_fd, "shmem fd", 0, (const unsigned char *)"hello", 5);
+	char *sm = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+	if (sm == MAP_FAILED) FAIL("shmem fd: mmap: %s", strerror(errno));
+	else {
+		sm[0] = 'H';
+		check_bytes(shm_fd, "shmem fd through a mapping", 0, (const unsigned char *)"Hello", 5);
+		sm[0] = 'h';
+		munmap(sm, 4096);
+	}
 	char t[64] = { 0 };
 	if (readlinkat(lnk_fd, "", t, sizeof t - 1) < 0 || strcmp(t, "somewhere/else"))
 		FAIL("symlink: target %s", t);
