@@ -319,7 +319,7 @@ impl RestoreCtx {
             let desc = &plan.files[&id];
             let fd = match desc {
                 // Files of /proc/<pid> of a restored process: opened by the
-                // task once every process exists (task::setup_fds).
+                // task once every process exists (task::open_proc_files).
                 FileDesc::Reg { path, remap: None, .. } if files::reg::is_tree_proc_path(&plan, path) => continue,
                 FileDesc::Reg { .. } => files::reg::restore_open(&plan, &mut remaps, id, desc)?,
                 FileDesc::Pipe { pipe_id, flags } => {
