@@ -1248,15 +1248,9 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
     })?;
     let link = link.to_string_lossy().into_owned();
     let (name, deleted) = reg::split_deleted(&link);
-    if deleted && name.starts_with("/proc/") {
-        return Err(DumpError::Refused {
-            pid,
-            what: format!("its {which} {name} is the /proc directory of a process that is gone (not supported)"),
-        });
-    }
     // A deleted directory is saved as a ghost directory (CRIU's way): it
     // is made again at restore, entered, and removed.
-    let open = if deleted {
+    let open = if deleted && !name.starts_with("/proc/") {
         Some(std::fs::File::open(&p).map_err(|source| DumpError::Io {
             path: p.clone().into(),
             source,

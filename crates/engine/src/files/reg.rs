@@ -80,7 +80,19 @@ pub fn reg_entry(
     } else {
         Vec::new()
     };
-    if deleted {
+    if let Some(pid) = dead_proc_pid(name, deleted) {
+        // A file of /proc/<pid> of a process that is gone: CRIU's PROCFS
+        // remap (once per pid), for a stand-in process with that pid at
+        // restore.
+        if !t.dead_pids.contains(&pid) {
+            t.dead_pids.push(pid);
+            t.remaps.push(pb::RemapFilePathEntry {
+                orig_id: id,
+                remap_id: pid as u32,
+                remap_type: Some(pb::RemapType::Procfs as i32),
+            });
+        }
+    } else if deleted {
         let f = open.ok_or_else(|| FileError::Path {
             path: name.into(),
             source: std::io::Error::other("deleted file without an fd to read it"),
@@ -116,6 +128,13 @@ pub fn reg_entry(
         }),
         ..Default::default()
     })
+}
+
+/// "/proc/<pid>" or "/proc/<pid>/..." of a process that is gone: its pid.
+fn dead_proc_pid(name: &str, deleted: bool) -> Option<i32> {
+    let rest = name.strip_prefix("/proc/")?;
+    let pid: i32 = rest.split('/').next()?.parse().ok()?;
+    (pid > 0 && (deleted || !std::path::Path::new(&format!("/proc/{pid}")).exists())).then_some(pid)
 }
 
 /// CRIU writes the contents of smaller ghost files as one blob, not chunks.

@@ -162,6 +162,8 @@ pub struct RestoreCtx {
     helpers: Vec<i32>,
     /// Link remaps (criu's --link-remap) used: removed once restored.
     linked: Vec<String>,
+    /// Stand-ins with the pids of dead processes (see [`DeadPids`]).
+    dead: Option<DeadPids>,
 }
 
 /// What a successful restore leaves.
@@ -182,6 +184,7 @@ impl RestoreCtx {
             root: None,
             helpers: Vec::new(),
             linked: Vec::new(),
+            dead: None,
         }
     }
 
@@ -228,6 +231,7 @@ impl RestoreCtx {
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        self.dead = None;
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
@@ -315,6 +319,11 @@ impl RestoreCtx {
             .flat_map(|p| p.fds.iter().map(|f| f.file_id))
             .collect();
         let mut remaps = files::reg::Remaps::default();
+        // Stand-ins for the dead processes whose /proc files the tree holds,
+        // alive while the files are opened below and the tasks enter their
+        // cwd, gone once every task is ready (so /proc/<pid> is a dead
+        // process's again).
+        self.dead = Some(DeadPids::make(&plan.dead_pids, self.opts.pid_wait)?);
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
@@ -671,6 +680,7 @@ impl RestoreCtx {
     /// parent (PR_SET_PDEATHSIG), so killing the root takes the tree.
     fn abort(&mut self) {
         self.stage = Stage::Abort;
+        self.dead = None;
         if let Some(env) = &self.env {
             let c = self.ctl();
             task::a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
@@ -759,6 +769,44 @@ pub(crate) fn fork_retry(pid: i32, wait: Duration, same_parent: bool) -> std::io
                 return Err(std::io::Error::new(e.kind(), format!("pid {pid} is in use")));
             }
             r => return r,
+        }
+    }
+}
+
+/// Processes with the pids of dead processes (CRIU's PROCFS remaps): each
+/// waits until killed and reaped on drop.
+struct DeadPids(Vec<i32>);
+
+impl DeadPids {
+    fn make(pids: &[i32], wait: Duration) -> Result<DeadPids, RestoreError> {
+        let mut made = DeadPids(Vec::new());
+        for &pid in pids {
+            match fork_retry(pid, wait, false).map_err(|e| prep(format!("stand-in for dead pid {pid}"), e))? {
+                Forked::Child => {
+                    // SAFETY: only async-signal-safe calls in the child of a fork.
+                    unsafe {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                }
+                Forked::Parent(p) => made.0.push(p),
+            }
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for DeadPids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let mut st = 0;
+            // SAFETY: pid is our child; st is a valid out-pointer.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut st, 0);
+            }
         }
     }
 }

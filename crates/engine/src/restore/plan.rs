@@ -268,6 +268,10 @@ pub struct Plan {
     /// Tasks that hold sessions and groups whose leader is gone (filled in
     /// by [`helpers`], which depends on the --shell-job option).
     pub helpers: Vec<Helper>,
+    /// Pids of dead processes whose /proc/<pid> files the tree holds
+    /// (remap-fpath PROCFS): a short-lived process with that pid exists
+    /// while the engine opens the files.
+    pub dead_pids: Vec<i32>,
 }
 
 /// A short-lived task with the pid of a session or group whose leader is
@@ -509,6 +513,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             return Err(bad(&files_file, 0, format!("entry {i}: file id {} listed twice", f.id)));
         }
     }
+    let mut dead_pids: Vec<i32> = Vec::new();
     // Ghost files: remap-fpath.img maps a file id to ghost-file-<remap_id>.img.
     if set.has("remap-fpath.img") {
         let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
@@ -533,12 +538,18 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         ))
                     }
                 }
+            } else if ty == pb::RemapType::Procfs as i32 {
+                // A file of /proc/<remap_id>, a process that was gone.
+                let pid = r.remap_id as i32;
+                if pid <= 0 || pstree.iter().any(|p| p.pid as i32 == pid) {
+                    return Err(bad(&rf, 0, format!("entry {i}: dead pid {pid} is not a dead pid")));
+                }
+                if !dead_pids.contains(&pid) {
+                    dead_pids.push(pid);
+                }
+                continue;
             } else {
-                return Err(unsupported(
-                    &rf,
-                    0,
-                    format!("entry {i}: remap type {ty} (a file of a dead process in /proc)"),
-                ));
+                return Err(unsupported(&rf, 0, format!("entry {i}: remap type {ty}")));
             };
             match files.get_mut(&r.orig_id) {
                 Some(FileDesc::Reg { remap: slot, .. }) => *slot = Some(remap),
@@ -683,6 +694,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         seccomp,
         dumped_clocks,
         helpers: Vec::new(),
+        dead_pids,
     })
 }
 

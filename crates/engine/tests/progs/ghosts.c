@@ -14,6 +14,8 @@
  *           (dumped with --link-remap).
  *   chroot  root in ./jail (holding /marker), cwd in ./jail/inner, and a
  *           child opened as /proc/<child>/status plus its own /proc/<pid>/stat.
+ *   deadproc  cwd in /proc/<child> and /proc/<child>/comm open, the child
+ *           killed and reaped.
  * It writes ghosts.status "ready" and, on each SIGUSR1, checks everything
  * and writes ghosts.verify.status "ok" or the first difference.
  * (chroot mode: the status files are in /, the jail's root.) */
@@ -319,6 +321,37 @@ static void chroot_check(void)
 	if (n <= 0 || !strstr(buf, want)) FAIL("child's /proc status does not name pid %d", child);
 }
 
+/* ---- deadproc ---- */
+static char dead_cwd[256];
+static int dead_fd;
+
+static void deadproc_setup(void)
+{
+	pid_t c = fork();
+	if (c == 0) {
+		for (;;) pause();
+	}
+	char p[64];
+	snprintf(p, sizeof p, "/proc/%d", c);
+	must(chdir(p) == 0, "chdir /proc/child");
+	snprintf(p, sizeof p, "/proc/%d/comm", c);
+	dead_fd = open(p, O_RDONLY);
+	must(dead_fd >= 0, "open /proc/child/comm");
+	kill(c, SIGKILL);
+	waitpid(c, NULL, 0);
+	ssize_t n = readlink("/proc/self/cwd", dead_cwd, sizeof dead_cwd - 1);
+	must(n > 0, "readlink cwd");
+}
+
+static void deadproc_check(void)
+{
+	char buf[256] = { 0 };
+	if (getcwd(buf, sizeof buf) || errno != ENOENT) FAIL("getcwd works (%s) in a dead process's /proc dir", buf);
+	ssize_t n = readlink("/proc/self/cwd", buf, sizeof buf - 1);
+	if (n <= 0 || strcmp(buf, dead_cwd)) FAIL("cwd %s, want %s", buf, dead_cwd);
+	if (read(dead_fd, buf, sizeof buf) >= 0 || errno != ESRCH) FAIL("reading a dead process's comm: %s", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "reg";
@@ -329,6 +362,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "kinds")) kinds_setup(), check = kinds_check;
 	else if (!strcmp(mode, "linked")) linked_setup(), check = linked_check;
 	else if (!strcmp(mode, "chroot")) chroot_setup(), check = chroot_check;
+	else if (!strcmp(mode, "deadproc")) deadproc_setup(), check = deadproc_check;
 	else return 1;
 	/* Status files: next to the program (the jail's root in chroot mode). */
 	const char *dir = !strcmp(mode, "chroot") ? "/" : "/tmp/anchor/";

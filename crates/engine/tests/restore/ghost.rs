@@ -121,3 +121,11 @@ fn the_ghost_limit_counts_data_not_holes() {
     assert_ne!(rc.trim(), "0", "dump succeeded: {err}");
     assert!(err.contains("ghost limit") && err.contains("big"), "{err}");
 }
+
+/// The cwd in /proc/<pid> of a process that is gone, and a file of it held
+/// open: a stand-in with that pid lets them be opened at restore, and is
+/// gone again (getcwd fails, reading the file fails with ESRCH).
+#[test]
+fn cwd_and_files_in_the_proc_dir_of_a_dead_process_come_back() {
+    ghosts_twice("deadproc", "", "");
+}
