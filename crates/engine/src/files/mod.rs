@@ -11,6 +11,7 @@ pub mod fifo;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod nsfile;
 pub mod pipe;
 pub mod reg;
 pub mod signalfd;
@@ -113,6 +114,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &signalfd::Signalfd,
     &inotify::Inotify,
     &epoll::Epoll,
+    &nsfile::NsFile,
 ];
 
 /// Kinds refused for now, with the reason (checked before the registry).
@@ -341,6 +343,7 @@ mod tests {
             pb::FdTypes::Signalfd,
             pb::FdTypes::Inotify,
             pb::FdTypes::Eventpoll,
+            pb::FdTypes::Ns,
         ] {
             assert!(seen.contains(&(t as i32)), "{t:?}");
         }

@@ -393,6 +393,7 @@ impl RestoreCtx {
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
                 FileDesc::Inotify(e) => files::inotify::restore_open(&plan, &mut remaps, id, e)?,
                 FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
+                FileDesc::Ns(e) => files::nsfile::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);

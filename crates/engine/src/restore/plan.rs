@@ -223,6 +223,8 @@ pub enum FileDesc {
     Inotify(pb::InotifyFileEntry),
     /// Its items are added by the first task holding it (see files::epoll).
     Epoll(pb::EventpollFileEntry),
+    /// A namespace file (files::nsfile), one of cryo's own namespaces.
+    Ns(pb::NsFileEntry),
 }
 
 /// Where a file deleted at dump time comes back from (remap-fpath.img).
@@ -497,6 +499,20 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
+            }
+            pb::FdTypes::Ns => {
+                let n = f.nsf.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: NS without nsf")))?;
+                if crate::files::nsfile::restore_name(n).is_none() {
+                    return Err(unsupported(
+                        files_file.clone(),
+                        0,
+                        format!(
+                            "entry {i} (file id {}): namespace {} of type {:#x} is not one cryo restores into (namespaces are not supported yet)",
+                            f.id, n.ns_id, n.ns_cflag
+                        ),
+                    ));
+                }
+                FileDesc::Ns(n.clone())
             }
             other => {
                 return Err(PlanError::BadSet {

@@ -15,7 +15,7 @@
  *   chroot  root in ./jail (holding /marker), cwd in ./jail/inner, and a
  *           child opened as /proc/<child>/status plus its own /proc/<pid>/stat.
  *   deadproc  cwd in /proc/<child> and /proc/<child>/comm open, the child
- *           killed and reaped.
+ *           killed and reaped; an fd on /proc/self/ns/net.
  * It writes ghosts.status "ready" and, on each SIGUSR1, checks everything
  * and writes ghosts.verify.status "ok" or the first difference.
  * (chroot mode: the status files are in /, the jail's root.) */
@@ -323,10 +323,12 @@ static void chroot_check(void)
 
 /* ---- deadproc ---- */
 static char dead_cwd[256];
-static int dead_fd;
+static int dead_fd, ns_fd;
 
 static void deadproc_setup(void)
 {
+	ns_fd = open("/proc/self/ns/net", O_RDONLY);
+	must(ns_fd >= 0, "ns fd");
 	pid_t c = fork();
 	if (c == 0) {
 		for (;;) pause();
@@ -350,6 +352,8 @@ static void deadproc_check(void)
 	ssize_t n = readlink("/proc/self/cwd", buf, sizeof buf - 1);
 	if (n <= 0 || strcmp(buf, dead_cwd)) FAIL("cwd %s, want %s", buf, dead_cwd);
 	if (read(dead_fd, buf, sizeof buf) >= 0 || errno != ESRCH) FAIL("reading a dead process's comm: %s", strerror(errno));
+	struct stat a, b;
+	if (fstat(ns_fd, &a) || stat("/proc/self/ns/net", &b) || a.st_ino != b.st_ino) FAIL("ns fd: not our net namespace");
 }
 
 int main(int argc, char **argv)
