@@ -512,7 +512,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         ),
                     ));
                 }
-                FileDesc::Ns(n.clone())
+                FileDesc::Ns(*n)
             }
             other => {
                 return Err(PlanError::BadSet {
