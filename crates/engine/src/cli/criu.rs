@@ -73,10 +73,13 @@ pub struct Common {
     pub link_remap: bool,
     #[arg(long = "no-link-remap", hide = true)]
     pub no_link_remap: bool,
-    /// Save ghost files sparsely (only the data, not the holes).
+    /// Find the data extents of ghost files with FS_IOC_FIEMAP (the default;
+    /// SEEK_DATA/SEEK_HOLE where the file system has no extent map).
     #[arg(long = "ghost-fiemap", overrides_with = "no_ghost_fiemap")]
     pub ghost_fiemap: bool,
-    #[arg(long = "no-ghost-fiemap", hide = true)]
+    /// Save ghost files' data extents found with SEEK_DATA/SEEK_HOLE
+    /// instead of FS_IOC_FIEMAP (the holes are skipped either way).
+    #[arg(long = "no-ghost-fiemap")]
     pub no_ghost_fiemap: bool,
     /// Resolve inotify/fanotify watch paths by scanning (cryo always records the path).
     #[arg(long = "force-irmap", overrides_with = "no_force_irmap")]

@@ -87,6 +87,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     opts.shell_job = a.shell_job;
     opts.file_locks = a.file_locks;
     opts.ghost_limit = a.ghost_limit;
+    opts.ghost_fiemap = !a.criu.no_ghost_fiemap;
+    opts.link_remap = a.criu.link_remap;
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,

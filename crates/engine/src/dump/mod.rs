@@ -34,6 +34,10 @@ pub struct DumpOpts {
     pub pages: PageReader,
     /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
     pub ghost_limit: u64,
+    /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the default).
+    pub ghost_fiemap: bool,
+    /// Link remaps for deleted files still linked elsewhere (criu's --link-remap).
+    pub link_remap: bool,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
 }
@@ -70,6 +74,8 @@ impl DumpOpts {
             file_locks: false,
             pages: PageReader::default(),
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
+            ghost_fiemap: true,
+            link_remap: false,
             hook: None,
         }
     }
@@ -167,6 +173,14 @@ impl Written {
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
+    }
+}
+
+impl DumpCtx {
+    /// The dump failed: remove what it left on disk.
+    fn discard(&mut self) {
+        self.out.remove_all();
+        self.files.remove_link_remaps();
     }
 }
 
@@ -332,6 +346,8 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let ghost_limit = opts.ghost_limit;
     let mut files = FileTable::with_ghost_limit(ghost_limit);
     files.shell_job = opts.shell_job;
+    files.ghost_fiemap = opts.ghost_fiemap;
+    files.link_remap = opts.link_remap;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
@@ -363,7 +379,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             let nprocs = tree.procs.len();
             ctx.phases.mark("collect + vmsplice (frozen)");
             if let Err(e) = still_frozen(&tree).and_then(|_| check_room(&ctx)) {
-                ctx.out.remove_all();
+                ctx.discard();
                 tree.release();
                 return Err(e);
             }
@@ -407,13 +423,13 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                 ctx.stats.memwrite_time += d.as_micros() as u32;
             }
             if let Err(e) = drained.and(finished) {
-                ctx.out.remove_all();
+                ctx.discard();
                 return Err(e);
             }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
             if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
-                ctx.out.remove_all();
+                ctx.discard();
                 return Err(e);
             }
             ctx.phases.mark("inventory");
@@ -437,7 +453,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             })
         }
         Err(e) => {
-            ctx.out.remove_all();
+            ctx.discard();
             let _ = std::fs::remove_file(&inv);
             tree.release();
             Err(e)
@@ -1294,16 +1310,20 @@ fn fs_file(ctx: &mut DumpCtx, pid: i32, which: &str) -> Result<u32> {
     })?;
     let link = link.to_string_lossy().into_owned();
     let (name, deleted) = reg::split_deleted(&link);
-    if deleted {
-        return Err(DumpError::Refused {
-            pid,
-            what: format!("its {which} {name} was deleted"),
-        });
-    }
+    // A deleted directory is saved as a ghost directory (CRIU's way): it
+    // is made again at restore, entered, and removed.
+    let open = if deleted && !name.starts_with("/proc/") {
+        Some(std::fs::File::open(&p).map_err(|source| DumpError::Io {
+            path: p.clone().into(),
+            source,
+        })?)
+    } else {
+        None
+    };
     let name = name.to_string();
     Ok(ctx
         .files
-        .standalone(|id, t| reg::reg_entry(id, &name, false, &st, 0, 0, None, t))?)
+        .standalone(|id, t| reg::reg_entry(id, &name, deleted, &st, 0, 0, open, t))?)
 }
 
 /// Stage timings on stderr when CRYO_TRACE is set (for benchmarking).
@@ -1455,12 +1475,19 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         let path = ctx.out.path(&format!("ghost-file-{id}.img"));
         let mut w = ImageWriter::create(&path, Some("GHOST_FILE"))?;
         w.entry(g)?;
-        for (off, data) in chunks {
-            w.entry(&pb::GhostChunkEntry {
-                len: data.len() as u64,
-                off: *off,
-            })?;
-            w.raw(data)?;
+        if g.chunks == Some(true) {
+            for (off, data) in chunks {
+                w.entry(&pb::GhostChunkEntry {
+                    len: data.len() as u64,
+                    off: *off,
+                })?;
+                w.raw(data)?;
+            }
+        } else {
+            // Small files: the contents as one blob after the entry.
+            for (_, data) in chunks {
+                w.raw(data)?;
+            }
         }
         ctx.defer(w);
     }

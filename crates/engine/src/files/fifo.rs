@@ -18,12 +18,11 @@ impl FdKind for Fifo {
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let pipe_id = c.stat.st_ino as u32;
         let (name, deleted) = reg::split_deleted(&c.link);
-        if deleted {
-            return Err(c.unsupported("deleted FIFO"));
-        }
+        // A deleted FIFO gets a ghost (a node made again at restore).
+        let open = if deleted { Some(reg::deleted_fd(c)?) } else { None };
         // The path as a REG entry of its own (written before the FIFO entry, as CRIU does).
         let regf_id = t.alloc_id();
-        let e = reg::reg_entry(regf_id, name, false, &c.stat, c.flags(), 0, None, t)?;
+        let e = reg::reg_entry(regf_id, name, deleted, &c.stat, c.flags(), 0, open, t)?;
         t.insert(e);
         if let std::collections::btree_map::Entry::Vacant(slot) = t.fifo_data.entry(pipe_id) {
             slot.insert(super::pipe::capture(c, pipe_id)?);

@@ -297,6 +297,12 @@ pub(super) mod dump_side {
             .map_err(|e| format!("cannot open its file handle ({e}): deleted?"))?;
         let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| e.to_string())?;
         let p = p.to_string_lossy().into_owned();
+        if p.ends_with(" (deleted)") && nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_nlink == 0) {
+            // A deleted object: no path; restore finds it as the ghost file
+            // of the same inode (an fd of the tree must hold it, as CRIU
+            // requires).
+            return Ok(None);
+        }
         if !p.starts_with('/') || p.ends_with(" (deleted)") {
             return Err(format!("the watched object has no usable path ({p})"));
         }
@@ -321,6 +327,8 @@ pub use restore_side::restore_open;
 #[allow(unsafe_code)]
 mod restore_side {
     use super::super::anon::{err, owned, set_status_flags};
+    use crate::files::reg::Remaps;
+    use crate::restore::plan::Plan;
     use crate::restore::RestoreError;
     use cryo_image::pb;
     use std::ffi::CString;
@@ -338,8 +346,37 @@ mod restore_side {
         Ok(r as u32)
     }
 
+    /// Add a watch on `c` with number `wd`. The kernel hands out wds in
+    /// increasing order (idr_alloc_cyclic): add, and remove again until the
+    /// dumped number comes up.
+    fn place(ifd: &OwnedFd, c: &CString, mask: u32, wd: u32, placed: &[u32]) -> Result<(), String> {
+        let mut steps = 0;
+        loop {
+            let got = add_watch(ifd, c, mask).map_err(|x| format!("inotify_add_watch: {x}"))?;
+            if got == wd {
+                return Ok(());
+            }
+            if placed.contains(&got) {
+                return Err(format!("the object of watch {got} already"));
+            }
+            // SAFETY: scalar arguments.
+            unsafe { libc::inotify_rm_watch(ifd.as_raw_fd(), got as i32) };
+            steps += 1;
+            if got > wd || steps > MAX_STEPS {
+                return Err(format!("the kernel hands out wd {got}, cannot reach {wd}"));
+            }
+        }
+    }
+
     /// A new inotify instance with every dumped watch at its wd number.
-    pub fn restore_open(id: u32, e: &pb::InotifyFileEntry) -> Result<OwnedFd, RestoreError> {
+    /// A watched object deleted at dump time is the ghost file of the same
+    /// inode (made through `remaps`).
+    pub fn restore_open(
+        plan: &Plan,
+        remaps: &mut Remaps,
+        id: u32,
+        e: &pb::InotifyFileEntry,
+    ) -> Result<OwnedFd, RestoreError> {
         let object = format!("inotify (file id {id})");
         // Non-blocking while being set up (see the drain below).
         // SAFETY: scalar arguments.
@@ -361,6 +398,15 @@ mod restore_side {
             // check then, as CRIU does with its path hint).
             let bytes = super::unpack_handle(&fh.handle, fh.bytes as usize)
                 .ok_or_else(|| err(&wobj, "bad file handle (validated before; engine bug)"))?;
+            if let Some(g) = remaps.ghost_of_inode(plan, w.s_dev, w.i_ino)? {
+                // Deleted at dump time: the inode is the ghost (never the
+                // old inode, which may still exist, nor what is at its path).
+                let c = CString::new(g.as_str()).map_err(|x| err(&wobj, x))?;
+                let mask = w.mask & !(libc::IN_MASK_ADD | libc::IN_MASK_CREATE);
+                place(&ifd, &c, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{g}: {x}")))?;
+                placed.push(w.wd);
+                continue;
+            }
             let by_handle = super::by_handle::open("", &mountinfo, w.s_dev, w.i_ino, fh.r#type, &bytes);
             let (target, keep) = match (by_handle, &fh.path) {
                 (Ok(fd), _) => (format!("/proc/self/fd/{}", fd.as_raw_fd()), Some(fd)),
@@ -379,28 +425,7 @@ mod restore_side {
             if keep.is_some() {
                 mask &= !libc::IN_DONT_FOLLOW;
             }
-            // The kernel hands out wds in increasing order (idr_alloc_cyclic):
-            // add, and remove again until the dumped number comes up.
-            let mut steps = 0;
-            loop {
-                let got =
-                    add_watch(&ifd, &c, mask).map_err(|x| err(&wobj, format!("inotify_add_watch {target}: {x}")))?;
-                if got == w.wd {
-                    break;
-                }
-                if placed.contains(&got) {
-                    return Err(err(&wobj, format!("{target} is the object of watch {got} already")));
-                }
-                // SAFETY: scalar arguments.
-                unsafe { libc::inotify_rm_watch(ifd.as_raw_fd(), got as i32) };
-                steps += 1;
-                if got > w.wd || steps > MAX_STEPS {
-                    return Err(err(
-                        &wobj,
-                        format!("the kernel hands out wd {got}, cannot reach {}", w.wd),
-                    ));
-                }
-            }
+            place(&ifd, &c, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{target}: {x}")))?;
             placed.push(w.wd);
         }
         // Each removal above queued an IN_IGNORED event: drop them (queued

@@ -32,8 +32,11 @@ impl FdKind for Memfd {
         pb::FdTypes::Memfd
     }
 
+    /// memfds, and shared anonymous memory opened through map_files
+    /// ("/dev/zero (deleted)", a regular file: the real /dev/zero is a
+    /// character device), which must stay one inode with its mappings.
     fn detect(&self, c: &FdCtx) -> bool {
-        c.fmt() == libc::S_IFREG && c.link.starts_with("/memfd:")
+        c.fmt() == libc::S_IFREG && (c.link.starts_with("/memfd:") || c.link == "/dev/zero (deleted)")
     }
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
@@ -104,7 +107,7 @@ impl FileTable {
 pub fn shmem_runs(s: &ShmemInode) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
     use std::os::unix::fs::FileExt;
     let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (off, data) in reg::data_chunks(&s.file, s.entry.size)? {
+    for (off, data) in reg::data_chunks(&s.file, s.entry.size, false)? {
         let start = off & !4095;
         let end = (off + data.len() as u64).div_ceil(4096) * 4096;
         let mut buf = vec![0u8; (end - start) as usize];
@@ -184,9 +187,14 @@ mod restore_side {
                 nix::sys::uio::pwrite(&fd, &buf, r.vaddr as i64).map_err(|e| err(object.clone(), e))?;
             }
         }
-        if ino.name != "/dev/zero" {
-            // Whole pages went in: back to the dumped size.
+        // The size as dumped: the pages above are whole pages (and mmap made
+        // shared anonymous memory at least a page long; a task may have
+        // truncated it through map_files).
+        let cur = nix::sys::stat::fstat(&fd).map_err(|e| err(object.clone(), e))?.st_size as u64;
+        if cur != ino.size {
             nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
+        }
+        if ino.name != "/dev/zero" {
             // Owner and mode as dumped (fchmod'ed memfds keep their bits).
             nix::unistd::fchown(
                 &fd,

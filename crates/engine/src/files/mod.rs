@@ -13,6 +13,7 @@ pub mod fown;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod nsfile;
 pub mod pidfd;
 pub mod pipe;
 pub mod reg;
@@ -118,6 +119,7 @@ pub static FD_KINDS: &[&dyn FdKind] = &[
     &epoll::Epoll,
     &pidfd::Pidfd,
     &fanotify::Fanotify,
+    &nsfile::NsFile,
 ];
 
 /// Kinds refused for now, with the reason (checked before the registry).
@@ -193,6 +195,17 @@ pub struct FileTable {
     /// pidfds of dead processes: pidfs inode -> the pid holding them
     /// (restore recreates such pidfds within one process only).
     pub dead_pidfds: BTreeMap<u64, i32>,
+    /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
+    pub ghost_ids: BTreeMap<(u64, u64), u32>,
+    /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the
+    /// default) rather than SEEK_DATA/SEEK_HOLE.
+    pub ghost_fiemap: bool,
+    /// Deleted files still linked elsewhere get a link remap (criu's --link-remap).
+    pub link_remap: bool,
+    /// Dead pids whose /proc files are held (one PROCFS remap each).
+    pub dead_pids: Vec<i32>,
+    /// The link remaps made on disk (removed again if the dump fails).
+    pub link_remaps: Vec<PathBuf>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -207,6 +220,7 @@ impl FileTable {
     pub fn with_ghost_limit(ghost_limit: u64) -> Self {
         FileTable {
             ghost_limit,
+            ghost_fiemap: true,
             ..Self::default()
         }
     }
@@ -219,6 +233,13 @@ impl FileTable {
     pub fn alloc_ghost_id(&mut self) -> u32 {
         self.next_ghost += 1;
         self.next_ghost
+    }
+
+    /// Remove the link remaps made so far (the dump failed).
+    pub fn remove_link_remaps(&mut self) {
+        for p in self.link_remaps.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {
@@ -355,6 +376,7 @@ mod tests {
             pb::FdTypes::Eventpoll,
             pb::FdTypes::Pidfd,
             pb::FdTypes::Fanotify,
+            pb::FdTypes::Ns,
         ] {
             assert!(seen.contains(&(t as i32)), "{t:?}");
         }

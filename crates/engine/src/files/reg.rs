@@ -24,16 +24,8 @@ impl FdKind for Reg {
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let (name, deleted) = split_deleted(&c.link);
-        // A new open file description (not a dup: lseek(SEEK_DATA) on a dup
-        // would move the task's own file position).
-        let reopened = if deleted {
-            let p = format!("/proc/{}/fd/{}", c.pid, c.fd);
-            Some(File::open(&p).map_err(|source| FileError::Io {
-                pid: c.pid,
-                fd: c.fd,
-                what: "reopening a deleted file".into(),
-                source,
-            })?)
+        let open = if deleted {
+            Some(deleted_fd(c)?)
         } else if c.info.locks.iter().any(|l| l.class == "LEASE") {
             // Opening a leased file breaks the lease (SIGIO to its holder,
             // and a 45 s wait): its build id is read through the task's own
@@ -42,7 +34,28 @@ impl FdKind for Reg {
         } else {
             None
         };
-        reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, reopened, t)
+        reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, open, t)
+    }
+}
+
+/// An fd of our own on the deleted file behind fd `c.fd`, to save it from.
+/// A regular file is opened anew through /proc (a new open file
+/// description: lseek(SEEK_DATA) on a dup would move the task's own file
+/// position, and the task's fd may be write-only); anything else (a
+/// directory, a device, a FIFO, a symlink held by an O_PATH fd) is never
+/// opened again (that could block or have side effects): the task's fd is
+/// duplicated with pidfd_getfd.
+pub fn deleted_fd(c: &FdCtx) -> Result<File, FileError> {
+    if c.fmt() == libc::S_IFREG {
+        let p = format!("/proc/{}/fd/{}", c.pid, c.fd);
+        File::open(&p).map_err(|source| FileError::Io {
+            pid: c.pid,
+            fd: c.fd,
+            what: "reopening a deleted file".into(),
+            source,
+        })
+    } else {
+        Ok(File::from(c.steal()?))
     }
 }
 
@@ -76,47 +89,32 @@ pub fn reg_entry(
     } else {
         Vec::new()
     };
-    if deleted && st.st_nlink == 0 {
+    if let Some(pid) = dead_proc_pid(name, deleted) {
+        // A file of /proc/<pid> of a process that is gone: CRIU's PROCFS
+        // remap (once per pid), for a stand-in process with that pid at
+        // restore.
+        if !t.dead_pids.contains(&pid) {
+            t.dead_pids.push(pid);
+            t.remaps.push(pb::RemapFilePathEntry {
+                orig_id: id,
+                remap_id: pid as u32,
+                remap_type: Some(pb::RemapType::Procfs as i32),
+            });
+        }
+    } else if deleted {
         let f = open.ok_or_else(|| FileError::Path {
             path: name.into(),
             source: std::io::Error::other("deleted file without an fd to read it"),
         })?;
-        if st.st_size as u64 > t.ghost_limit {
-            return Err(FileError::Path {
-                path: name.into(),
-                source: std::io::Error::other(format!(
-                    "deleted file of {} bytes is over the ghost limit ({} bytes); raise it with --ghost-limit",
-                    st.st_size, t.ghost_limit
-                )),
-            });
-        }
-        let gid = t.alloc_ghost_id();
-        let chunks = data_chunks(&f, st.st_size as u64).map_err(|source| FileError::Path {
-            path: name.into(),
-            source,
-        })?;
-        let tv = |s: i64, ns: i64| pb::Timeval {
-            tv_sec: s as u64,
-            tv_usec: (ns / 1000) as u64,
+        let (remap_id, ty) = if st.st_nlink == 0 {
+            (ghost(name, st, &f, t)?, pb::RemapType::Ghost)
+        } else {
+            (link_remap(name, st, &f, t)?, pb::RemapType::Linked)
         };
-        let g = pb::GhostFileEntry {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode,
-            dev: Some(kdev(st.st_dev)),
-            ino: Some(st.st_ino),
-            rdev: (st.st_rdev != 0).then_some(kdev(st.st_rdev)),
-            atim: Some(tv(st.st_atime, st.st_atime_nsec)),
-            mtim: Some(tv(st.st_mtime, st.st_mtime_nsec)),
-            chunks: Some(true),
-            size: Some(st.st_size as u64),
-            symlnk_target: None,
-        };
-        t.ghosts.push((gid, g, chunks));
         t.remaps.push(pb::RemapFilePathEntry {
             orig_id: id,
-            remap_id: gid,
-            remap_type: Some(pb::RemapType::Ghost as i32),
+            remap_id,
+            remap_type: Some(ty as i32),
         });
     }
     Ok(pb::FileEntry {
@@ -141,18 +139,185 @@ pub fn reg_entry(
     })
 }
 
+/// "/proc/<pid>" or "/proc/<pid>/..." of a process that is gone: its pid.
+fn dead_proc_pid(name: &str, deleted: bool) -> Option<i32> {
+    let rest = name.strip_prefix("/proc/")?;
+    let pid: i32 = rest.split('/').next()?.parse().ok()?;
+    (pid > 0 && (deleted || !std::path::Path::new(&format!("/proc/{pid}")).exists())).then_some(pid)
+}
+
+/// CRIU writes the contents of smaller ghost files as one blob, not chunks.
+const GHOST_CHUNKS_THRESH: u64 = 3 * 4096;
+
+/// The ghost-file image of a deleted file (one per inode: every file id on
+/// it shares it): its metadata, and for a regular file its data. The limit
+/// counts the data blocks (st_blocks), not the holes, as CRIU's does.
+fn ghost(name: &str, st: &libc::stat, f: &File, t: &mut FileTable) -> Result<u32, FileError> {
+    let key = (st.st_dev, st.st_ino);
+    if let Some(&g) = t.ghost_ids.get(&key) {
+        return Ok(g);
+    }
+    let perr = |source: std::io::Error| FileError::Path {
+        path: name.into(),
+        source,
+    };
+    let data = st.st_blocks as u64 * 512;
+    if data > t.ghost_limit {
+        return Err(perr(std::io::Error::other(format!(
+            "deleted file holding {data} bytes of data ({} bytes long) is over the ghost limit ({} bytes); raise it with --ghost-limit",
+            st.st_size, t.ghost_limit
+        ))));
+    }
+    let fmt = st.st_mode & libc::S_IFMT;
+    let size = st.st_size as u64;
+    let chunked = fmt == libc::S_IFREG && size >= GHOST_CHUNKS_THRESH;
+    let symlnk_target = if fmt == libc::S_IFLNK {
+        let t = nix::fcntl::readlinkat(f, "").map_err(|e| perr(std::io::Error::other(format!("readlink: {e}"))))?;
+        Some(t.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    let pieces = if fmt != libc::S_IFREG {
+        Vec::new()
+    } else if chunked {
+        data_chunks(f, size, t.ghost_fiemap).map_err(perr)?
+    } else {
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], got as u64).map_err(perr)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        buf.truncate(got);
+        vec![(0, buf)]
+    };
+    let tv = |s: i64, ns: i64| pb::Timeval {
+        tv_sec: s as u64,
+        tv_usec: (ns / 1000) as u64,
+    };
+    let g = pb::GhostFileEntry {
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode,
+        dev: Some(kdev(st.st_dev)),
+        ino: Some(st.st_ino),
+        rdev: matches!(fmt, libc::S_IFCHR | libc::S_IFBLK).then_some(kdev(st.st_rdev)),
+        atim: Some(tv(st.st_atime, st.st_atime_nsec)),
+        mtim: Some(tv(st.st_mtime, st.st_mtime_nsec)),
+        chunks: chunked.then_some(true),
+        size: chunked.then_some(size),
+        symlnk_target,
+    };
+    let gid = t.alloc_ghost_id();
+    t.ghosts.push((gid, g, pieces));
+    t.ghost_ids.insert(key, gid);
+    Ok(gid)
+}
+
+/// A deleted file that still has links elsewhere (criu's --link-remap): a
+/// new hard link `link_remap.<id>` is made beside it (or in the nearest
+/// existing parent), recorded as a REG entry of its own; restore links it
+/// back at the old name, and removes it once restored. The link is removed
+/// again if the dump fails.
+fn link_remap(name: &str, st: &libc::stat, f: &File, t: &mut FileTable) -> Result<u32, FileError> {
+    use std::os::fd::AsRawFd;
+    let perr = |source: std::io::Error| FileError::Path {
+        path: name.into(),
+        source,
+    };
+    if !t.link_remap {
+        return Err(perr(std::io::Error::other(format!(
+            "deleted while open, but still has {} link(s) elsewhere: dump it with --link-remap",
+            st.st_nlink
+        ))));
+    }
+    let lid = t.alloc_id();
+    let src = format!("/proc/self/fd/{}", f.as_raw_fd());
+    let mut dir = std::path::Path::new(name).parent();
+    let lpath = loop {
+        let Some(d) = dir else {
+            return Err(perr(std::io::Error::other("no directory to make its link remap in")));
+        };
+        let lp = d.join(format!("link_remap.{lid}"));
+        match nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            src.as_str(),
+            nix::fcntl::AT_FDCWD,
+            &lp,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => break lp,
+            Err(nix::errno::Errno::ENOENT) => dir = d.parent(),
+            Err(e) => {
+                return Err(perr(std::io::Error::other(format!(
+                    "making its link remap {}: {e}",
+                    lp.display()
+                ))))
+            }
+        }
+    };
+    t.link_remaps.push(lpath.clone());
+    t.insert(pb::FileEntry {
+        r#type: pb::FdTypes::Reg as i32,
+        id: lid,
+        reg: Some(pb::RegFileEntry {
+            id: lid,
+            flags: 0,
+            pos: 0,
+            fown: fown(),
+            name: lpath.to_string_lossy().into_owned(),
+            mnt_id: None,
+            size: None,
+            ext: None,
+            mode: None,
+            build_id: Vec::new(),
+            checksum: None,
+            checksum_config: None,
+            checksum_parameter: None,
+        }),
+        ..Default::default()
+    });
+    Ok(lid)
+}
+
 /// The kernel's internal dev_t encoding CRIU stores (MKKDEV).
 pub fn kdev(d: u64) -> u32 {
     let (ma, mi) = (libc::major(d), libc::minor(d));
     (ma << 20) | mi
 }
 
-/// (offset, data) of every data extent, holes skipped (SEEK_DATA/SEEK_HOLE).
-pub fn data_chunks(f: &File, size: u64) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+/// (offset, data) of every data extent, holes skipped: the extents from
+/// FS_IOC_FIEMAP when `fiemap` (criu's --ghost-fiemap, the default) and the
+/// file system has it, else SEEK_DATA/SEEK_HOLE.
+pub fn data_chunks(f: &File, size: u64, fiemap: bool) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    if fiemap {
+        use std::os::fd::AsRawFd;
+        match crate::sys::fiemap(f.as_raw_fd()) {
+            Ok(ext) => {
+                let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+                for (off, len) in ext {
+                    let end = (off + len).min(size);
+                    // Extents may overlap what was read already (a delayed
+                    // allocation reported twice): keep the offsets rising.
+                    let start = out.last().map_or(off, |(o, d)| off.max(o + d.len() as u64));
+                    if start >= end {
+                        continue;
+                    }
+                    let mut buf = vec![0u8; (end - start) as usize];
+                    f.read_exact_at(&mut buf, start)?;
+                    out.push((start, buf));
+                }
+                return Ok(out);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let mut out = Vec::new();
     let mut off: i64 = 0;
     while (off as u64) < size {
-        // SAFETY-free: nix wrappers over lseek.
         let data = match nix::unistd::lseek(f, off, nix::unistd::Whence::SeekData) {
             Ok(d) => d,
             Err(nix::errno::Errno::ENXIO) => break,
@@ -258,7 +423,20 @@ mod tests {
         f.write_all_at(b"abc", 0).unwrap();
         f.write_all_at(b"xyz", 1 << 20).unwrap();
         let size = f.metadata().unwrap().len();
-        let c = data_chunks(&f, size).unwrap();
+        let c = data_chunks(&f, size, false).unwrap();
+        let c2 = data_chunks(&f, size, true).unwrap();
+        let total = |c: &[(u64, Vec<u8>)]| c.iter().map(|(_, d)| d.len()).sum::<usize>();
+        assert!(total(&c2) < (1 << 20), "fiemap keeps holes too");
+        // Both ways give the same bytes where the data is.
+        let at = |c: &[(u64, Vec<u8>)], off: u64| {
+            c.iter()
+                .find(|(o, d)| *o <= off && off + 3 <= o + d.len() as u64)
+                .map(|(o, d)| d[(off - o) as usize..(off - o) as usize + 3].to_vec())
+        };
+        for c in [&c, &c2] {
+            assert_eq!(at(c, 0).as_deref(), Some(&b"abc"[..]));
+            assert_eq!(at(c, 1 << 20).as_deref(), Some(&b"xyz"[..]));
+        }
         std::fs::remove_file(&p).unwrap();
         assert!(
             c.len() >= 2,
@@ -274,19 +452,21 @@ mod tests {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_map_fd, restore_open};
+pub use restore_side::{is_tree_proc_path, restore_map_fd, restore_open, Remaps};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
 #[allow(unsafe_code)]
 mod restore_side {
 
-    use crate::restore::plan::{FileDesc, Plan};
+    use crate::restore::plan::{FileDesc, Plan, Remap};
     use crate::restore::RestoreError;
+    use std::collections::HashMap;
+    use std::ffi::CString;
     use std::fs::File;
     use std::io::{Seek, SeekFrom, Write};
-    use std::os::fd::OwnedFd;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
 
     fn err(object: String, reason: impl std::fmt::Display) -> RestoreError {
         RestoreError::Prepare {
@@ -295,43 +475,384 @@ mod restore_side {
         }
     }
 
-    /// Open flags kept from the image (no creation or truncation on restore).
+    /// Open flags kept from the image (no creation or truncation on restore;
+    /// an O_TMPFILE file is opened as the file it became).
     fn open_flags(flags: u32) -> i32 {
+        let mut f = flags as i32;
+        if f & libc::O_TMPFILE == libc::O_TMPFILE {
+            f &= !libc::O_TMPFILE;
+        }
         // O_ASYNC is turned on by the task at its fd number (files::fown).
-        (flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC)
-            | libc::O_NOCTTY
+        f & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC) | libc::O_NOCTTY
+    }
+
+    fn open_raw(path: &str, flags: i32) -> std::io::Result<File> {
+        let c = CString::new(path).map_err(std::io::Error::other)?;
+        // SAFETY: c is a valid C string.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd, owned from here on.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// A path under /proc/<pid>/ of a process of the restored tree: it can
+    /// only be opened once that process exists (by the task itself, see
+    /// restore::task).
+    pub fn is_tree_proc_path(plan: &Plan, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix("/proc/") else {
+            return false;
+        };
+        let pid = rest.split('/').next().unwrap_or("");
+        pid.parse::<i32>()
+            .is_ok_and(|pid| plan.procs.iter().any(|p| p.pid == pid))
+    }
+
+    /// The inodes of files deleted at dump time, made again for the restore:
+    /// ghosts (from ghost-file-N.img) and link remaps. A ghost is made once,
+    /// at its old path when that is free (else at `<path>.cr.<N>.ghost`),
+    /// every description of it is opened through that one path, and it is
+    /// removed when this is dropped while an O_PATH fd still pins its
+    /// dentry: so every restored fd shares one dentry, as the task's fds
+    /// did, and the kernel does not drop the inode's inotify/fanotify marks
+    /// before the last of them is closed. Link remaps are removed only once
+    /// the restore succeeded ([`Remaps::take_linked`]): they are the only copy.
+    #[derive(Default)]
+    pub struct Remaps {
+        /// Ghost id -> (path made, mode).
+        ghosts: HashMap<u32, (String, u32)>,
+        /// Ghost paths to remove (directory or not), in the order made, with
+        /// the O_PATH fd pinning each one's dentry.
+        made: Vec<(String, bool, Option<OwnedFd>)>,
+        linked: Vec<String>,
+        /// Ghost id -> (dev, ino) it was dumped from.
+        inodes: HashMap<u32, (u32, u64)>,
+    }
+
+    impl Drop for Remaps {
+        fn drop(&mut self) {
+            for (p, dir, _) in self.made.iter().rev() {
+                let _ = if *dir {
+                    std::fs::remove_dir(p)
+                } else {
+                    std::fs::remove_file(p)
+                };
+            }
+            // The pins go after every unlink.
+            self.made.clear();
+        }
+    }
+
+    /// "/a/b/c" -> "/a/c": the name one directory up (CRIU's way when the
+    /// parent directory is gone too).
+    fn trim_last_parent(p: &str) -> Option<String> {
+        let (dir, name) = p.rsplit_once('/')?;
+        let (up, _) = dir.rsplit_once('/')?;
+        Some(format!("{up}/{name}"))
+    }
+
+    impl Remaps {
+        /// The link remaps used, to remove once the restore succeeded.
+        pub fn take_linked(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.linked)
+        }
+
+        /// A link remap used as it is (a FIFO's node): removed with the others.
+        pub fn note_linked(&mut self, p: &str) {
+            if !self.linked.iter().any(|l| l == p) {
+                self.linked.push(p.to_string());
+            }
+        }
+
+        /// The path of the ghost of inode `ino` on `kdev` (CRIU's kernel dev
+        /// encoding), made if needed, if the images hold one.
+        pub fn ghost_of_inode(&mut self, plan: &Plan, kdev: u32, ino: u64) -> Result<Option<String>, RestoreError> {
+            let users: Vec<(u32, String)> = plan
+                .files
+                .values()
+                .filter_map(|d| match d {
+                    FileDesc::Reg {
+                        path,
+                        remap: Some(Remap::Ghost(g)),
+                        ..
+                    }
+                    | FileDesc::Fifo {
+                        path,
+                        remap: Some(Remap::Ghost(g)),
+                        ..
+                    } => Some((*g, path.clone())),
+                    _ => None,
+                })
+                .collect();
+            for (g, orig) in users {
+                let key = match self.inodes.get(&g) {
+                    Some(k) => *k,
+                    None => {
+                        let (gf, _) = read_ghost(plan, g, &format!("ghost file {g} ({orig})"))?;
+                        let k = (gf.dev.unwrap_or(0), gf.ino.unwrap_or(0));
+                        self.inodes.insert(g, k);
+                        k
+                    }
+                };
+                if key == (kdev, ino) {
+                    return Ok(Some(self.ghost_path(plan, g, &orig)?.0));
+                }
+            }
+            Ok(None)
+        }
+
+        /// The path and mode of ghost `g` (for `orig`), made on first use.
+        pub fn ghost_path(&mut self, plan: &Plan, g: u32, orig: &str) -> Result<(String, u32), RestoreError> {
+            if let Some(v) = self.ghosts.get(&g) {
+                return Ok(v.clone());
+            }
+            let object = format!("ghost file {g} ({orig})");
+            let (gf, pieces) = read_ghost(plan, g, &object)?;
+            let dir = gf.mode & libc::S_IFMT == libc::S_IFDIR;
+            let mut path = if std::fs::symlink_metadata(orig).is_err() {
+                orig.to_string()
+            } else {
+                format!("{orig}.cr.{g:x}.ghost")
+            };
+            loop {
+                match make_node(&path, &gf, &pieces) {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        // The parent directory is gone too: one level up.
+                        path = trim_last_parent(&path)
+                            .ok_or_else(|| err(object.clone(), format!("creating the ghost: {e}")))?;
+                    }
+                    Err(e) => return Err(err(object, format!("creating the ghost at {path}: {e}"))),
+                }
+            }
+            let pin = open_raw(&path, libc::O_PATH | libc::O_NOFOLLOW)
+                .map_err(|e| err(object.clone(), format!("ghost {path}: {e}")))?;
+            self.made.push((path.clone(), dir, Some(pin.into())));
+            set_meta(&path, &gf).map_err(|e| err(object.clone(), format!("ghost {path}: {e}")))?;
+            self.ghosts.insert(g, (path.clone(), gf.mode));
+            Ok((path, gf.mode))
+        }
+
+        /// Open a description of the deleted file `orig` with `flags`.
+        pub fn open(
+            &mut self,
+            plan: &Plan,
+            remap: &Remap,
+            orig: &str,
+            flags: i32,
+            object: &str,
+        ) -> Result<File, RestoreError> {
+            let src = match remap {
+                Remap::Ghost(g) => {
+                    // Always through the ghost's own path (one dentry).
+                    let (p, _) = self.ghost_path(plan, *g, orig)?;
+                    return open_raw(&p, flags).map_err(|e| err(object.to_string(), format!("opening ghost {p}: {e}")));
+                }
+                Remap::Linked(p) => {
+                    if std::fs::symlink_metadata(p).is_err() {
+                        return Err(err(
+                            object.to_string(),
+                            format!(
+                                "its link remap {p} (made by the dump with --link-remap) is gone: \
+                                 removed by an earlier restore of these images, which restore once"
+                            ),
+                        ));
+                    }
+                    self.note_linked(p);
+                    p.clone()
+                }
+            };
+            link_open(&src, orig, flags).map_err(|e| err(object.to_string(), format!("opening {src}: {e}")))
+        }
+    }
+
+    /// Open the link remap `src` under the name `orig` (linked there for the
+    /// open, then unlinked), or `orig.cr_link` when `orig` exists, or `src`
+    /// itself when no link can be made (a directory that is gone).
+    fn link_open(src: &str, orig: &str, flags: i32) -> std::io::Result<File> {
+        for name in [orig.to_string(), format!("{orig}.cr_link")] {
+            match std::fs::hard_link(src, &name) {
+                Ok(()) => {
+                    let r = open_raw(&name, flags);
+                    let _ = std::fs::remove_file(&name);
+                    return r;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => break,
+            }
+        }
+        open_raw(src, flags)
+    }
+
+    /// A ghost's contents: (offset, bytes) pieces.
+    type Pieces = Vec<(u64, Vec<u8>)>;
+
+    /// The head entry and contents (offset, bytes) of ghost-file-<g>.img.
+    fn read_ghost(plan: &Plan, g: u32, object: &str) -> Result<(cryo_image::pb::GhostFileEntry, Pieces), RestoreError> {
+        use cryo_image::Extra;
+        let name = format!("ghost-file-{g}.img");
+        let img = plan.set.image(&name)?;
+        let e = img
+            .entries
+            .first()
+            .ok_or_else(|| err(format!("{object} ({name})"), "no entry"))?;
+        let gf: cryo_image::pb::GhostFileEntry =
+            prost::Message::decode(prost::Message::encode_to_vec(&e.msg).as_slice())
+                .map_err(|e2| err(name.clone(), e2))?;
+        // Contents: one blob after the entry, or (chunks) ghost_chunk_entry
+        // entries each followed by its bytes.
+        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+        if gf.chunks == Some(true) {
+            if gf.size.is_none() {
+                return Err(err(name, "chunked ghost without a size"));
+            }
+            for (i, c) in img.entries.iter().enumerate().skip(1) {
+                let ch: cryo_image::pb::GhostChunkEntry =
+                    prost::Message::decode(prost::Message::encode_to_vec(&c.msg).as_slice())
+                        .map_err(|e2| err(format!("{name} entry {i}"), e2))?;
+                let Extra::Blob(b) = &c.extra else {
+                    return Err(err(format!("{name} entry {i}"), "chunk without data"));
+                };
+                if b.len() as u64 != ch.len {
+                    return Err(err(
+                        format!("{name} entry {i}"),
+                        format!("chunk of {} bytes announces {}", b.len(), ch.len),
+                    ));
+                }
+                pieces.push((ch.off, b.clone()));
+            }
+        } else if let Extra::Blob(b) = &e.extra {
+            if !b.is_empty() {
+                pieces.push((0, b.clone()));
+            }
+        }
+        let fmt = gf.mode & libc::S_IFMT;
+        if !matches!(
+            fmt,
+            libc::S_IFREG | libc::S_IFDIR | libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFLNK
+        ) {
+            return Err(err(
+                object.to_string(),
+                format!("ghost of mode {:o}: not a file type", gf.mode),
+            ));
+        }
+        if fmt != libc::S_IFREG && !pieces.is_empty() {
+            return Err(err(
+                object.to_string(),
+                format!("ghost of mode {:o} with contents", gf.mode),
+            ));
+        }
+        Ok((gf, pieces))
+    }
+
+    /// Make the ghost's node at `path` (never over an existing one).
+    fn make_node(path: &str, gf: &cryo_image::pb::GhostFileEntry, pieces: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
+        let c = CString::new(path).map_err(std::io::Error::other)?;
+        let perm = gf.mode & 0o7777;
+        let r = match gf.mode & libc::S_IFMT {
+            libc::S_IFREG => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                let res = (|| -> std::io::Result<()> {
+                    for (off, data) in pieces {
+                        f.seek(SeekFrom::Start(*off))?;
+                        f.write_all(data)?;
+                    }
+                    if let Some(sz) = gf.size {
+                        f.set_len(sz)?;
+                    }
+                    Ok(())
+                })();
+                if res.is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+                return res;
+            }
+            // SAFETY: c is a valid C string.
+            libc::S_IFDIR => unsafe { libc::mkdir(c.as_ptr(), 0o700) },
+            // SAFETY: c is a valid C string.
+            libc::S_IFIFO => unsafe { libc::mknod(c.as_ptr(), libc::S_IFIFO | 0o600, 0) },
+            fmt @ (libc::S_IFCHR | libc::S_IFBLK) => {
+                let rdev = gf
+                    .rdev
+                    .ok_or_else(|| std::io::Error::other("device ghost without rdev"))?;
+                let dev = libc::makedev(rdev >> 20, rdev & 0xfffff);
+                // SAFETY: c is a valid C string.
+                unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) }
+            }
+            _ => {
+                let t = gf
+                    .symlnk_target
+                    .as_deref()
+                    .ok_or_else(|| std::io::Error::other("symlink ghost without a target"))?;
+                let _ = perm;
+                return std::os::unix::fs::symlink(t, path);
+            }
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Owner, mode and times of the ghost as dumped (owner first: chown
+    /// clears the set-id bits).
+    fn set_meta(path: &str, gf: &cryo_image::pb::GhostFileEntry) -> std::io::Result<()> {
+        let c = CString::new(path).map_err(std::io::Error::other)?;
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::lchown(c.as_ptr(), gf.uid, gf.gid) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let link = gf.mode & libc::S_IFMT == libc::S_IFLNK;
+        // SAFETY: c is a valid C string.
+        if !link && unsafe { libc::chmod(c.as_ptr(), gf.mode & 0o7777) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ts = |t: &Option<cryo_image::pb::Timeval>| {
+            t.as_ref().map_or(
+                libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                |t| libc::timespec {
+                    tv_sec: t.tv_sec as i64,
+                    tv_nsec: (t.tv_usec * 1000) as i64,
+                },
+            )
+        };
+        let times = [ts(&gf.atim), ts(&gf.mtim)];
+        // SAFETY: c is a valid C string and times two valid timespecs.
+        if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Restore side: open the file description of file id `id` in the engine, at
-    /// its position; a ghost file is re-created from its image and unlinked.
-    pub fn restore_open(plan: &Plan, id: u32, desc: &FileDesc) -> Result<OwnedFd, RestoreError> {
+    /// its position; a deleted file comes back through `remaps`.
+    pub fn restore_open(plan: &Plan, remaps: &mut Remaps, id: u32, desc: &FileDesc) -> Result<OwnedFd, RestoreError> {
         let FileDesc::Reg {
             path,
             flags,
             pos,
             size,
-            ghost,
+            remap,
         } = desc
         else {
             unreachable!("not a regular file")
         };
         let object = format!("file id {id} ({path})");
-        let f = match ghost {
-            Some(g) => ghost_open(plan, *g, path, *flags, &object)?,
-            None => {
-                let c = std::ffi::CString::new(path.as_str()).map_err(|e| err(object.clone(), e))?;
-                // SAFETY: c is a valid C string.
-                let fd = unsafe { libc::open(c.as_ptr(), open_flags(*flags) | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    return Err(err(object, std::io::Error::last_os_error()));
-                }
-                // SAFETY: fresh fd.
-                unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-            }
+        let f = match remap {
+            Some(r) => remaps.open(plan, r, path, open_flags(*flags), &object)?,
+            None => open_raw(path, open_flags(*flags)).map_err(|e| err(object.clone(), e))?,
         };
         let md = f.metadata().map_err(|e| err(object.clone(), e))?;
         if let (Some(sz), true) = (size, md.is_file()) {
-            if ghost.is_none() && md.len() != *sz {
+            if !matches!(remap, Some(Remap::Ghost(_))) && md.len() != *sz {
                 return Err(err(
                     object,
                     format!(
@@ -349,108 +870,29 @@ mod restore_side {
         Ok(f.into())
     }
 
-    /// Re-create a ghost file at its old path from ghost-file-<g>.img, open it
-    /// with `flags`, and unlink it right away (the fds keep it alive; nothing is
-    /// left behind if the restore fails).
-    fn ghost_open(plan: &Plan, g: u32, path: &str, flags: u32, object: &str) -> Result<File, RestoreError> {
-        use cryo_image::Extra;
-        let name = format!("ghost-file-{g}.img");
-        let img = plan.set.image(&name)?;
-        let e = img
-            .entries
-            .first()
-            .ok_or_else(|| err(format!("{} ({name})", object), "no entry"))?;
-        let gf: cryo_image::pb::GhostFileEntry =
-            prost::Message::decode(prost::Message::encode_to_vec(&e.msg).as_slice())
-                .map_err(|e2| err(name.clone(), e2))?;
-        // Contents: one blob after the entry, or (chunks) ghost_chunk_entry
-        // entries each followed by its bytes.
-        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
-        if gf.chunks == Some(true) {
-            for (i, c) in img.entries.iter().enumerate().skip(1) {
-                let ch: cryo_image::pb::GhostChunkEntry =
-                    prost::Message::decode(prost::Message::encode_to_vec(&c.msg).as_slice())
-                        .map_err(|e2| err(format!("{name} entry {i}"), e2))?;
-                let Extra::Blob(b) = &c.extra else {
-                    return Err(err(format!("{name} entry {i}"), "chunk without data"));
-                };
-                if b.len() as u64 != ch.len {
-                    return Err(err(
-                        format!("{name} entry {i}"),
-                        format!("chunk of {} bytes announces {}", b.len(), ch.len),
-                    ));
-                }
-                pieces.push((ch.off, b.clone()));
-            }
-        } else if let Extra::Blob(b) = &e.extra {
-            pieces.push((0, b.clone()));
-        }
-        if gf.mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(err(
-                object.to_string(),
-                format!("ghost of mode {:o} (only regular files are supported)", gf.mode),
-            ));
-        }
-        if std::path::Path::new(path).exists() {
-            return Err(err(object.to_string(), "a file exists at the ghost file's path"));
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(gf.mode & 0o7777)
-            .open(path)
-            .map_err(|e2| err(object.to_string(), format!("creating ghost file: {e2}")))?;
-        let res = (|| -> std::io::Result<()> {
-            for (off, data) in &pieces {
-                f.seek(SeekFrom::Start(*off))?;
-                f.write_all(data)?;
-            }
-            if let Some(sz) = gf.size {
-                f.set_len(sz)?;
-            }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(gf.mode & 0o7777))?;
-            // Access and modification times as dumped.
-            let ts = |t: &Option<cryo_image::pb::Timeval>| {
-                t.as_ref().map_or(
-                    libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: libc::UTIME_OMIT,
-                    },
-                    |t| libc::timespec {
-                        tv_sec: t.tv_sec as i64,
-                        tv_nsec: (t.tv_usec * 1000) as i64,
-                    },
-                )
-            };
-            let times = [ts(&gf.atim), ts(&gf.mtim)];
-            // SAFETY: f is an open fd and times two valid timespecs.
-            if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(&f), times.as_ptr()) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })();
-        let c = std::ffi::CString::new(path).map_err(|e2| err(object.to_string(), e2))?;
-        // SAFETY: c is a valid C string.
-        let fd = unsafe { libc::open(c.as_ptr(), open_flags(flags) | libc::O_CLOEXEC) };
-        let open_err = std::io::Error::last_os_error();
-        let _ = std::fs::remove_file(path);
-        res.map_err(|e2| err(object.to_string(), format!("writing ghost file: {e2}")))?;
-        if fd < 0 {
-            return Err(err(object.to_string(), open_err));
-        }
-        // SAFETY: fresh fd.
-        Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-    }
-
     /// Restore side: an fd to mmap file id `id` from (read-only, or read-write
     /// for writable shared mappings). Reuses the restored description when there
-    /// is one (ghost files have no path any more).
-    pub fn restore_map_fd(plan: &Plan, id: u32, write: bool, opened: Option<i32>) -> Result<OwnedFd, RestoreError> {
+    /// is one; a deleted file comes back through `remaps`.
+    pub fn restore_map_fd(
+        plan: &Plan,
+        remaps: &mut Remaps,
+        id: u32,
+        write: bool,
+        opened: Option<i32>,
+    ) -> Result<OwnedFd, RestoreError> {
         let object = format!("mapped file id {id}");
         let acc = if write { libc::O_RDWR } else { libc::O_RDONLY };
         let path = match (&plan.files.get(&id), opened) {
             (_, Some(fd)) => format!("/proc/self/fd/{fd}"),
+            (
+                Some(FileDesc::Reg {
+                    path, remap: Some(r), ..
+                }),
+                None,
+            ) => {
+                let object = format!("{object} ({path})");
+                return Ok(remaps.open(plan, r, path, acc, &object)?.into());
+            }
             (Some(FileDesc::Reg { path, size, .. }), None) => {
                 if let (Some(sz), Ok(md)) = (size, std::fs::metadata(path)) {
                     if md.is_file() && md.len() != *sz {
@@ -467,13 +909,7 @@ mod restore_side {
             }
             _ => return Err(err(object, "not a regular file")),
         };
-        let c = std::ffi::CString::new(path.as_str()).map_err(|e| err(object.clone(), e))?;
-        // SAFETY: c is a valid C string.
-        let fd = unsafe { libc::open(c.as_ptr(), acc | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(err(format!("{object} ({path})"), std::io::Error::last_os_error()));
-        }
-        // SAFETY: fresh fd.
-        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        let f = open_raw(&path, acc).map_err(|e| err(format!("{object} ({path})"), e))?;
+        Ok(f.into())
     }
 }

@@ -163,6 +163,10 @@ pub struct RestoreCtx {
     helpers: Vec<i32>,
     /// cryo.json: the state CRIU's format cannot hold.
     sidecar: cryo_image::sidecar::Sidecar,
+    /// Link remaps (criu's --link-remap) used: removed once restored.
+    linked: Vec<String>,
+    /// Stand-ins with the pids of dead processes (see [`DeadPids`]).
+    dead: Option<DeadPids>,
 }
 
 /// What a successful restore leaves.
@@ -183,6 +187,8 @@ impl RestoreCtx {
             sidecar: Default::default(),
             root: None,
             helpers: Vec::new(),
+            linked: Vec::new(),
+            dead: None,
         }
     }
 
@@ -235,6 +241,7 @@ impl RestoreCtx {
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        self.dead = None;
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
@@ -253,6 +260,9 @@ impl RestoreCtx {
         self.resume()?;
         mark("resumed");
         self.stage = Stage::Done;
+        for p in std::mem::take(&mut self.linked) {
+            let _ = std::fs::remove_file(p);
+        }
         let env = self.env.as_ref().expect("env");
         Ok(Restored {
             root: self.root.expect("root"),
@@ -316,12 +326,21 @@ impl RestoreCtx {
             .iter()
             .flat_map(|p| p.fds.iter().map(|f| f.file_id))
             .collect();
+        let mut remaps = files::reg::Remaps::default();
+        // Stand-ins for the dead processes whose /proc files the tree holds,
+        // alive while the files are opened below and the tasks enter their
+        // cwd, gone once every task is ready (so /proc/<pid> is a dead
+        // process's again).
+        self.dead = Some(DeadPids::make(&plan.dead_pids, self.opts.pid_wait)?);
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
                 // Opened by the task itself once every task exists.
                 FileDesc::Pidfd(_) => continue,
-                FileDesc::Reg { .. } => files::reg::restore_open(&plan, id, desc)?,
+                // Files of /proc/<pid> of a restored process: opened by the
+                // task once every process exists (task::open_proc_files).
+                FileDesc::Reg { path, remap: None, .. } if files::reg::is_tree_proc_path(&plan, path) => continue,
+                FileDesc::Reg { .. } => files::reg::restore_open(&plan, &mut remaps, id, desc)?,
                 FileDesc::Pipe { pipe_id, flags } => {
                     let ends = match pipes.remove(pipe_id) {
                         Some(e) => e,
@@ -359,7 +378,25 @@ impl RestoreCtx {
                     path,
                     flags,
                     mode,
+                    remap,
                 } => {
+                    let path = &match remap {
+                        None => path.clone(),
+                        Some(plan::Remap::Linked(p)) => {
+                            remaps.note_linked(p);
+                            p.clone()
+                        }
+                        Some(plan::Remap::Ghost(g)) => {
+                            let (p, m) = remaps.ghost_path(&plan, *g, path)?;
+                            if m & libc::S_IFMT != libc::S_IFIFO {
+                                return Err(prep(
+                                    format!("fifo file id {id} ({path})"),
+                                    format!("its ghost is of mode {m:o}"),
+                                ));
+                            }
+                            p
+                        }
+                    };
                     if !fifos.contains_key(pipe_id) {
                         let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
                         let size = plan.fifo_size.get(pipe_id).copied();
@@ -372,9 +409,10 @@ impl RestoreCtx {
                 }
                 FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
                 FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
-                FileDesc::Inotify(e) => files::inotify::restore_open(id, e)?,
+                FileDesc::Inotify(e) => files::inotify::restore_open(&plan, &mut remaps, id, e)?,
                 FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
                 FileDesc::Fanotify(e) => files::fanotify::restore_open(id, e)?,
+                FileDesc::Ns(e) => files::nsfile::restore_open(id, e)?,
             };
             let raw = self.keep(fd, base)?;
             fd_pool.insert(id, raw);
@@ -416,11 +454,38 @@ impl RestoreCtx {
                         .try_clone()
                         .map_err(|e| prep(format!("mapped file id {id}"), e))?
                 }
-                _ => files::reg::restore_map_fd(&plan, id, write, fd_pool.get(&id).copied())?,
+                _ => files::reg::restore_map_fd(&plan, &mut remaps, id, write, fd_pool.get(&id).copied())?,
             };
             let raw = self.keep(fd, base)?;
             map_pool.insert(id, raw);
         }
+        // cwd and root: O_PATH fds the tasks enter (a deleted directory
+        // comes back as a ghost directory).
+        let dirs: std::collections::BTreeSet<u32> = plan
+            .procs
+            .iter()
+            .flat_map(|p| p.cwd.into_iter().chain(p.root))
+            .collect();
+        for id in dirs {
+            if fd_pool.contains_key(&id) {
+                continue;
+            }
+            let Some(FileDesc::Reg { path, remap, .. }) = plan.files.get(&id) else {
+                continue;
+            };
+            let desc = FileDesc::Reg {
+                path: path.clone(),
+                flags: (libc::O_PATH | libc::O_DIRECTORY) as u32,
+                pos: 0,
+                size: None,
+                remap: remap.clone(),
+            };
+            let fd = files::reg::restore_open(&plan, &mut remaps, id, &desc)?;
+            let raw = self.keep(fd, base)?;
+            fd_pool.insert(id, raw);
+        }
+        self.linked = remaps.take_linked();
+        drop(remaps);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);
@@ -649,6 +714,7 @@ impl RestoreCtx {
     /// parent (PR_SET_PDEATHSIG), so killing the root takes the tree.
     fn abort(&mut self) {
         self.stage = Stage::Abort;
+        self.dead = None;
         if let Some(env) = &self.env {
             let c = self.ctl();
             task::a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
@@ -737,6 +803,44 @@ pub(crate) fn fork_retry(pid: i32, wait: Duration, same_parent: bool) -> std::io
                 return Err(std::io::Error::new(e.kind(), format!("pid {pid} is in use")));
             }
             r => return r,
+        }
+    }
+}
+
+/// Processes with the pids of dead processes (CRIU's PROCFS remaps): each
+/// waits until killed and reaped on drop.
+struct DeadPids(Vec<i32>);
+
+impl DeadPids {
+    fn make(pids: &[i32], wait: Duration) -> Result<DeadPids, RestoreError> {
+        let mut made = DeadPids(Vec::new());
+        for &pid in pids {
+            match fork_retry(pid, wait, false).map_err(|e| prep(format!("stand-in for dead pid {pid}"), e))? {
+                Forked::Child => {
+                    // SAFETY: only async-signal-safe calls in the child of a fork.
+                    unsafe {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                }
+                Forked::Parent(p) => made.0.push(p),
+            }
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for DeadPids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let mut st = 0;
+            // SAFETY: pid is our child; st is a valid out-pointer.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut st, 0);
+            }
         }
     }
 }

@@ -193,7 +193,8 @@ pub enum FileDesc {
         flags: u32,
         pos: u64,
         size: Option<u64>,
-        ghost: Option<u32>,
+        /// Deleted at dump time: where its inode comes from (remap-fpath.img).
+        remap: Option<Remap>,
     },
     Pipe {
         pipe_id: u32,
@@ -216,6 +217,8 @@ pub enum FileDesc {
         path: String,
         flags: u32,
         mode: u32,
+        /// A deleted FIFO: its node is a ghost (remap of its REG entry).
+        remap: Option<Remap>,
     },
     /// The anon-inode kinds (files/eventfd.rs ... files/epoll.rs), restored
     /// from their files.img entries as they are.
@@ -229,6 +232,18 @@ pub enum FileDesc {
     Pidfd(pb::PidfdEntry),
     /// A fanotify group with its marks (files::fanotify).
     Fanotify(pb::FanotifyFileEntry),
+    /// A namespace file (files::nsfile), one of cryo's own namespaces.
+    Ns(pb::NsFileEntry),
+}
+
+/// Where a file deleted at dump time comes back from (remap-fpath.img).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remap {
+    /// ghost-file-N.img holds the inode (its contents and metadata).
+    Ghost(u32),
+    /// A hard link the dump made (criu's --link-remap): the path of that
+    /// link-remap REG entry.
+    Linked(String),
 }
 
 /// A memfd inode (memfd.img).
@@ -274,6 +289,10 @@ pub struct Plan {
     /// Tasks that hold sessions and groups whose leader is gone (filled in
     /// by [`helpers`], which depends on the --shell-job option).
     pub helpers: Vec<Helper>,
+    /// Pids of dead processes whose /proc/<pid> files the tree holds
+    /// (remap-fpath PROCFS): a short-lived process with that pid exists
+    /// while the engine opens the files.
+    pub dead_pids: Vec<i32>,
 }
 
 /// A short-lived task with the pid of a session or group whose leader is
@@ -441,13 +460,14 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         Vec::new()
     };
     let all_files = set.files()?;
+    let mut fifo_regf: Vec<(u32, u32)> = Vec::new();
     for (i, f) in all_files.iter().enumerate() {
         let ty = pb::FdTypes::try_from(f.r#type)
             .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
         let d = match ty {
             pb::FdTypes::Reg => {
                 let r = f.reg.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: REG without reg")))?;
-                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, ghost: None }
+                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, remap: None }
             }
             pb::FdTypes::Pipe => {
                 let p = f.pipe.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIPE without pipe")))?;
@@ -493,7 +513,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         format!("entry {i}: FIFO {} has path {} of mode {mode:o}, not a FIFO", p.id, r.name),
                     ));
                 }
-                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode }
+                fifo_regf.push((f.id, regf));
+                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode, remap: None }
             }
             pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
                 anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
@@ -506,6 +527,20 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             pb::FdTypes::Pidfd => {
                 let p = f.pidfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIDFD without pidfd")))?;
                 FileDesc::Pidfd(*p)
+            }
+            pb::FdTypes::Ns => {
+                let n = f.nsf.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: NS without nsf")))?;
+                if crate::files::nsfile::restore_name(n).is_none() {
+                    return Err(unsupported(
+                        files_file.clone(),
+                        0,
+                        format!(
+                            "entry {i} (file id {}): namespace {} of type {:#x} is not one cryo restores into (namespaces are not supported yet)",
+                            f.id, n.ns_id, n.ns_cflag
+                        ),
+                    ));
+                }
+                FileDesc::Ns(*n)
             }
             other => {
                 return Err(PlanError::BadSet {
@@ -522,17 +557,46 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             return Err(bad(&files_file, 0, format!("entry {i}: file id {} listed twice", f.id)));
         }
     }
+    let mut dead_pids: Vec<i32> = Vec::new();
     // Ghost files: remap-fpath.img maps a file id to ghost-file-<remap_id>.img.
     if set.has("remap-fpath.img") {
         let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
         let rf = set.path("remap-fpath.img").display().to_string();
         for (i, r) in remaps.iter().enumerate() {
-            let ty = r.remap_type.unwrap_or(0);
-            if ty != pb::RemapType::Ghost as i32 {
+            // remap_type: LINKED 0 (also when absent), GHOST 1, PROCFS 2.
+            let ty = r.remap_type.unwrap_or(pb::RemapType::Linked as i32);
+            let remap = if ty == pb::RemapType::Ghost as i32 {
+                let g = format!("ghost-file-{}.img", r.remap_id);
+                if !set.has(&g) {
+                    return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
+                }
+                Remap::Ghost(r.remap_id)
+            } else if ty == pb::RemapType::Linked as i32 {
+                match files.get(&r.remap_id) {
+                    Some(FileDesc::Reg { path, remap: None, .. }) => Remap::Linked(path.clone()),
+                    _ => {
+                        return Err(bad(
+                            &rf,
+                            0,
+                            format!("entry {i}: link remap {} is not a regular file entry", r.remap_id),
+                        ))
+                    }
+                }
+            } else if ty == pb::RemapType::Procfs as i32 {
+                // A file of /proc/<remap_id>, a process that was gone.
+                let pid = r.remap_id as i32;
+                if pid <= 0 || pstree.iter().any(|p| p.pid as i32 == pid) {
+                    return Err(bad(&rf, 0, format!("entry {i}: dead pid {pid} is not a dead pid")));
+                }
+                if !dead_pids.contains(&pid) {
+                    dead_pids.push(pid);
+                }
+                continue;
+            } else {
                 return Err(unsupported(&rf, 0, format!("entry {i}: remap type {ty}")));
-            }
+            };
             match files.get_mut(&r.orig_id) {
-                Some(FileDesc::Reg { ghost, .. }) => *ghost = Some(r.remap_id),
+                Some(FileDesc::Reg { remap: slot, .. }) => *slot = Some(remap),
                 _ => {
                     return Err(bad(
                         &rf,
@@ -541,10 +605,15 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     ))
                 }
             }
-            let g = format!("ghost-file-{}.img", r.remap_id);
-            if !set.has(&g) {
-                return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
-            }
+        }
+    }
+    for (fifo, regf) in fifo_regf {
+        let remap = match files.get(&regf) {
+            Some(FileDesc::Reg { remap, .. }) => remap.clone(),
+            _ => None,
+        };
+        if let Some(FileDesc::Fifo { remap: slot, .. }) = files.get_mut(&fifo) {
+            *slot = remap;
         }
     }
     let mut pipe_data = HashMap::new();
@@ -644,26 +713,12 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
+    // The contents of every shared-memory inode, mapped or only open.
     let mut shmem = HashMap::new();
-    // The contents of every memfd inode (held by fds, mapped, or both).
     for m in memfds.values() {
         let name = format!("pagemap-shmem-{}.img", m.shmid);
         if set.has(&name) && !shmem.contains_key(&m.shmid) {
             shmem.insert(m.shmid, read_pagemap(&set, &name)?);
-        }
-    }
-    for p in &procs {
-        let Some(mm) = &p.mm else { continue };
-        for v in &mm.vmas {
-            if let VmaKind::FileShared(id) = v.kind {
-                if let Some(FileDesc::Memfd { inode, .. }) = files.get(&id) {
-                    let shmid = memfds[inode].shmid;
-                    let name = format!("pagemap-shmem-{shmid}.img");
-                    if set.has(&name) && !shmem.contains_key(&shmid) {
-                        shmem.insert(shmid, read_pagemap(&set, &name)?);
-                    }
-                }
-            }
         }
     }
     // Epoll items are added by the first task holding the epoll file, under
@@ -767,6 +822,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         seccomp,
         dumped_clocks,
         helpers: Vec::new(),
+        dead_pids,
     })
 }
 

@@ -268,21 +268,6 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
         unsafe { libc::_exit(libc::WEXITSTATUS(st)) };
     }
 
-    // cwd / root.
-    let path_of = |id: u32| match env.plan.files.get(&id) {
-        Some(super::plan::FileDesc::Reg { path, .. }) => path.clone(),
-        _ => String::new(),
-    };
-    if let Some(root) = p.root {
-        let r = path_of(root);
-        if r != "/" {
-            nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot {r}: {e}")))?;
-        }
-    }
-    if let Some(cwd) = p.cwd {
-        let d = path_of(cwd);
-        nix::unistd::chdir(d.as_str()).map_err(|e| TaskError(format!("chdir {d}: {e}")))?;
-    }
     // SAFETY: scalar argument.
     unsafe { libc::umask(p.umask as libc::mode_t) };
     if let Some(adj) = p.oom_score_adj {
@@ -307,7 +292,34 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
     p.membarrier.register().map_err(TaskError)?;
 
     let (entry, stack, args) = prepare_memory(env, p, &pre)?;
-    setup_fds(env, p)?;
+    let proc_files = open_proc_files(env, p)?;
+    // Root first, then cwd, once nothing else needs /proc/self  (the new
+    // root may have no /proc); cwd (which may lie outside the new root: it is
+    // entered by fd, never by a path that the new root would change).
+    let dir_fd = |id: u32| {
+        env.fd_pool
+            .get(&id)
+            .copied()
+            .ok_or_else(|| TaskError(format!("cwd/root file id {id} was not opened (engine bug)")))
+    };
+    if let Some(root) = p.root {
+        let is_slash = matches!(env.plan.files.get(&root), Some(super::plan::FileDesc::Reg { path, remap: None, .. }) if path == "/");
+        if !is_slash {
+            let r = format!("/proc/self/fd/{}", dir_fd(root)?);
+            nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot (file id {root}): {e}")))?;
+        }
+    }
+    if let Some(cwd) = p.cwd {
+        let fd = dir_fd(cwd)?;
+        // SAFETY: fd is an open O_PATH directory fd of the pool.
+        if unsafe { libc::fchdir(fd) } < 0 {
+            return Err(TaskError(format!(
+                "chdir (file id {cwd}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    setup_fds(env, p, &proc_files)?;
     let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
     crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
@@ -979,8 +991,37 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// Open the files of /proc/<pid> of restored processes that `p` holds: the
+/// engine could not (those processes did not exist yet); every one exists
+/// now. They go above every target fd number, like the engine's pool, and
+/// are moved into place by [`setup_fds`].
+fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<u32, RawFd>, TaskError> {
+    let mut out = std::collections::HashMap::new();
+    let above = env.exe_fd_target + 1;
+    for f in &p.fds {
+        if env.fd_pool.contains_key(&f.file_id) || out.contains_key(&f.file_id) {
+            continue;
+        }
+        let desc = match env.plan.files.get(&f.file_id) {
+            Some(d @ super::plan::FileDesc::Reg { path, remap: None, .. })
+                if crate::files::reg::is_tree_proc_path(&env.plan, path) =>
+            {
+                d
+            }
+            _ => continue,
+        };
+        let mut no_remaps = crate::files::reg::Remaps::default();
+        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+            .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
+        let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+            .map_err(|e| TaskError(format!("fd {} (file id {}): moving it up: {e}", f.fd, f.file_id)))?;
+        out.insert(f.file_id, high);
+    }
+    Ok(out)
+}
+
 /// Put every fd at its number; close everything else except the exe fd.
-fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32, RawFd>) -> Result<(), TaskError> {
     let mut keep: Vec<RawFd> = Vec::new();
     // pidfds are opened here (every task exists by now), above every fd
     // the engine handed down.
@@ -1007,6 +1048,7 @@ fn setup_fds(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             .fd_pool
             .get(&f.file_id)
             .or_else(|| pidfds.get(&f.file_id))
+            .or_else(|| proc_files.get(&f.file_id))
             .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: both fds are valid; every pool fd is above every target fd.

@@ -460,3 +460,59 @@ pub fn add_fl(fd: RawFd, add: i32) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | add) } as libc::c_long)?;
     Ok(())
 }
+
+/// FS_IOC_FIEMAP: the (logical offset, length) of every extent of the file
+/// behind `fd` (data flushed first). EOPNOTSUPP where the file system has no
+/// extent map (tmpfs).
+pub fn fiemap(fd: RawFd) -> io::Result<Vec<(u64, u64)>> {
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_LAST: u32 = 1;
+    const N: usize = 128;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; N],
+    }
+    const _: () = assert!(std::mem::size_of::<Extent>() == 56);
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut m = Box::new(Fiemap {
+            start,
+            length: u64::MAX - start,
+            flags: FIEMAP_FLAG_SYNC,
+            mapped_extents: 0,
+            extent_count: N as u32,
+            reserved: 0,
+            extents: [Extent::default(); N],
+        });
+        // SAFETY: m is a struct fiemap followed by room for extent_count extents.
+        cvt(unsafe { libc::ioctl(fd, FS_IOC_FIEMAP, &mut *m as *mut Fiemap) } as i64)?;
+        let n = (m.mapped_extents as usize).min(N);
+        let mut last = n == 0;
+        for e in &m.extents[..n] {
+            out.push((e.logical, e.length));
+            start = e.logical + e.length;
+            last |= e.flags & FIEMAP_EXTENT_LAST != 0;
+        }
+        if last || n < N {
+            return Ok(out);
+        }
+    }
+}
