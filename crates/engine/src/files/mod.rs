@@ -123,7 +123,9 @@ pub fn refuse(c: &FdCtx) -> Option<FileError> {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
         libc::S_IFCHR
-            if !tty::is_tty(c.stat.st_rdev) && c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") =>
+            if !tty::is_tty(c.stat.st_rdev)
+                && c.stat.st_rdev != libc::makedev(1, 3)
+                && !c.link.starts_with("/dev/") =>
         {
             Some(c.unsupported("character device outside /dev"))
         }

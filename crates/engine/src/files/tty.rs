@@ -204,7 +204,6 @@ pub struct DumpedTty {
     pid: i32,
     fd_no: i32,
     link: String,
-    flags: u32,
     fd: OwnedFd,
     /// /dev/tty: the terminal it stands for (TIOCGDEV).
     real: u64,
@@ -293,7 +292,6 @@ impl FdKind for Tty {
                         pid: c.pid,
                         fd_no: c.fd,
                         link: c.link.clone(),
-                        flags: c.flags(),
                         fd,
                         real,
                     },
@@ -475,7 +473,9 @@ pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataE
     // the dump would be lost.
     if !t.shell_job {
         for &pid in &t.tree_pids {
-            let Some((sid, tty_nr, _)) = stat_tty(pid) else { continue };
+            let Some((sid, tty_nr, _)) = stat_tty(pid) else {
+                continue;
+            };
             if sid as i32 != pid || tty_nr == 0 {
                 continue;
             }
@@ -520,10 +520,10 @@ pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataE
                 &own
             }
         };
-        let output = read_queue(m, &m.fd, m.flags, info.packet_mode, None)?;
-        let input = read_queue(m, s, slave_flags(dumped.get(&(id - 1))), false, Some(termios))?;
+        let output = read_queue(m, &m.fd, info.packet_mode, None)?;
+        let input = read_queue(m, s, false, Some(termios))?;
         if leave_running {
-            refill(&m.fd, s, &input, &output, &termios).map_err(|e| m.io("putting the queued data back", e))?;
+            refill(s, &input, &output, &termios).map_err(|e| m.io("putting the queued data back", e))?;
         }
         if !input.is_empty() {
             out.push(pb::TtyDataEntry {
@@ -532,15 +532,14 @@ pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataE
             });
         }
         if !output.is_empty() {
-            out.push(pb::TtyDataEntry { tty_id: id, data: output });
+            out.push(pb::TtyDataEntry {
+                tty_id: id,
+                data: output,
+            });
         }
     }
     out.sort_by_key(|e| e.tty_id);
     Ok(out)
-}
-
-fn slave_flags(d: Option<&DumpedTty>) -> u32 {
-    d.map_or(libc::O_RDWR as u32, |d| d.flags)
 }
 
 fn open_slave(path: &str, flags: i32) -> std::io::Result<OwnedFd> {
@@ -556,25 +555,21 @@ fn open_slave(path: &str, flags: i32) -> std::io::Result<OwnedFd> {
 
 /// Set the file status flags of `fd` (shared with the task for a stolen fd).
 fn set_fl(fd: &OwnedFd, flags: i32) -> std::io::Result<()> {
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(flags)))
-        .map(|_| ())
-        .map_err(std::io::Error::from)
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(flags)),
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
 }
 
 /// Everything readable on one end, without waiting. With `canon` (a slave
 /// in canonical mode) lines keep their ends: a line ended by EOF gets the
 /// VEOF character back, and an unfinished line is read with ICANON off for
 /// a moment. With `packet`, each read's status byte is dropped.
-fn read_queue(
-    d: &DumpedTty,
-    fd: &OwnedFd,
-    flags: u32,
-    packet: bool,
-    termios: Option<KTermios>,
-) -> Result<Vec<u8>, FileError> {
+fn read_queue(d: &DumpedTty, fd: &OwnedFd, packet: bool, termios: Option<KTermios>) -> Result<Vec<u8>, FileError> {
     let orig = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| d.io("F_GETFL", e.into()))?;
     set_fl(fd, orig | libc::O_NONBLOCK).map_err(|e| d.io("F_SETFL O_NONBLOCK", e))?;
-    let _ = flags;
     let r = read_all(d, fd, packet, termios);
     set_fl(fd, orig).map_err(|e| d.io("F_SETFL (back)", e))?;
     r
@@ -637,8 +632,7 @@ fn read_all(d: &DumpedTty, fd: &OwnedFd, packet: bool, termios: Option<KTermios>
 /// input mapping off so that it is taken as it was read), `output` into the
 /// master's (written through the slave with output processing off); then the
 /// slave's termios as they were.
-pub fn refill(master: &OwnedFd, slave: &OwnedFd, input: &[u8], output: &[u8], t: &KTermios) -> std::io::Result<()> {
-    let _ = master;
+pub fn refill(slave: &OwnedFd, input: &[u8], output: &[u8], t: &KTermios) -> std::io::Result<()> {
     if input.is_empty() && output.is_empty() {
         return Ok(());
     }
@@ -675,7 +669,12 @@ pub fn refill(master: &OwnedFd, slave: &OwnedFd, input: &[u8], output: &[u8], t:
             match nix::unistd::write(slave, &output[off..]) {
                 Ok(n) => off += n,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(std::io::Error::new(std::io::Error::from(e).kind(), format!("write: {e}"))),
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        std::io::Error::from(e).kind(),
+                        format!("write: {e}"),
+                    ))
+                }
             }
         }
         Ok(())
@@ -785,11 +784,7 @@ fn oflags(f: &TtyFile) -> i32 {
 
 /// Open every terminal file of the plan, before any task exists. `data` is
 /// tty-data.img by tty_id.
-pub fn restore_all(
-    files: &[TtyFile],
-    data: &BTreeMap<u32, Vec<u8>>,
-    shell_job: bool,
-) -> Result<Restored, String> {
+pub fn restore_all(files: &[TtyFile], data: &BTreeMap<u32, Vec<u8>>, shell_job: bool) -> Result<Restored, String> {
     let mut r = Restored::default();
     let mut by_index: BTreeMap<u32, Vec<&TtyFile>> = BTreeMap::new();
     let mut others = Vec::new();
@@ -851,9 +846,10 @@ pub fn restore_all(
                 let output = data.get(&(index * 2 + 1)).map(Vec::as_slice).unwrap_or_default();
                 if sid != 0 || !input.is_empty() || !output.is_empty() {
                     // A slave of our own, for the data and the session leader.
-                    let s = open_slave(&slave_path, libc::O_RDWR).map_err(|e| err(m.id, format!("{slave_path}: {e}")))?;
+                    let s =
+                        open_slave(&slave_path, libc::O_RDWR).map_err(|e| err(m.id, format!("{slave_path}: {e}")))?;
                     if let Some(t) = &m.info.termios {
-                        refill(&master, &s, input, output, &KTermios::from_entry(t))
+                        refill(&s, input, output, &KTermios::from_entry(t))
                             .map_err(|e| err(m.id, format!("refilling queued data: {e}")))?;
                     }
                     if sid != 0 {
@@ -864,7 +860,13 @@ pub fn restore_all(
                     ioctl_set(&master, libc::TIOCPKT, &1i32).map_err(|e| err(m.id, format!("TIOCPKT: {e}")))?;
                 }
                 if m.info.exclusive {
-                    ioctl_arg(master.as_raw_fd(), libc::TIOCEXCL, 0).map_err(|e| err(m.id, format!("TIOCEXCL: {e}")))?;
+                    ioctl_arg(master.as_raw_fd(), libc::TIOCEXCL, 0)
+                        .map_err(|e| err(m.id, format!("TIOCEXCL: {e}")))?;
+                }
+                // Exclusive last: it refuses later opens of the slave.
+                if let Some(s) = slaves.iter().find(|s| s.info.exclusive) {
+                    ioctl_arg(r.fds[&s.id].as_raw_fd(), libc::TIOCEXCL, 0)
+                        .map_err(|e| err(s.id, format!("TIOCEXCL: {e}")))?;
                 }
                 if m.info.locked {
                     ioctl_set(&master, libc::TIOCSPTLCK, &1i32).map_err(|e| err(m.id, format!("TIOCSPTLCK: {e}")))?;
@@ -961,14 +963,10 @@ fn open_ctty(f: &TtyFile, r: &Restored, shell_job: bool) -> Result<OwnedFd, Stri
         nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map(|m| {
-        m.cmsgs()
-            .ok()
-            .into_iter()
-            .flatten()
-            .find_map(|c| match c {
-                nix::sys::socket::ControlMessageOwned::ScmRights(v) => v.first().copied(),
-                _ => None,
-            })
+        m.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(v) => v.first().copied(),
+            _ => None,
+        })
     });
     let mut st = 0;
     // SAFETY: pid is our child.
@@ -1007,7 +1005,8 @@ pub fn restore_open(id: u32, flags: u32, info: &pb::TtyInfoEntry) -> std::io::Re
         .map_err(|e| std::io::Error::new(e.kind(), format!("opening {} for file id {id}: {e}", stdin.display())))?;
     let fd: OwnedFd = f.into();
     if let Some(t) = &info.termios {
-        set_termios(&fd, &KTermios::from_entry(t)).map_err(|e| std::io::Error::new(e.kind(), format!("TCSETS: {e}")))?;
+        set_termios(&fd, &KTermios::from_entry(t))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("TCSETS: {e}")))?;
     }
     if let Some(w) = &info.winsize {
         let ws = Winsize {

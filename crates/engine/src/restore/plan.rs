@@ -679,7 +679,10 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     // A controlling terminal goes back to its session's leader, which must
     // be restored (a shell job's terminal, without its master, is cryo's).
     for info in &tty_infos {
-        let has_master = info.pty.as_ref().is_some_and(|p| tty_infos.iter().any(|x| x.id == p.index * 2 + 1));
+        let has_master = info
+            .pty
+            .as_ref()
+            .is_some_and(|p| tty_infos.iter().any(|x| x.id == p.index * 2 + 1));
         let simple = info.r#type == pb::TtyType::Console as i32 || info.r#type == pb::TtyType::Vt as i32;
         if info.sid == 0 || info.termios.is_none() || !(has_master || simple) {
             continue;

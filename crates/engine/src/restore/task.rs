@@ -237,7 +237,11 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32) -> Result<Never, TaskError> {
     a32(&c.forked).fetch_add(1, Ordering::SeqCst);
     rsys::futex_wake(a32(&c.forked));
     // The foreground group of its terminal, once every group exists.
-    if let Some(&(fd, pgrp)) = env.ctty.get(&p.pid).filter(|_| p.sid == p.pid && !(is_root && env.shell_job)) {
+    if let Some(&(fd, pgrp)) = env
+        .ctty
+        .get(&p.pid)
+        .filter(|_| p.sid == p.pid && !(is_root && env.shell_job))
+    {
         if pgrp != 0 && pgrp != p.pgid {
             wait_counter(&c.forked, 3 * nprocs, env);
             // SAFETY: TIOCSPGRP reads one pid_t from a valid pointer.
