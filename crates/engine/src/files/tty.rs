@@ -525,6 +525,14 @@ pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataE
         if leave_running {
             refill(s, &input, &output, &termios).map_err(|e| m.io("putting the queued data back", e))?;
         }
+        if !input.is_empty() && !infos.contains_key(&(id - 1)) {
+            // tty-data.img names the end the data was read from, and CRIU
+            // restores data only for terminals some task holds.
+            return Err(m.refuse(format!(
+                "{} bytes are queued for /dev/pts/{index}, which no task of the tree holds open:                  the image format cannot carry them",
+                input.len()
+            )));
+        }
         if !input.is_empty() {
             out.push(pb::TtyDataEntry {
                 tty_id: id - 1,

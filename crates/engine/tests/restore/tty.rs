@@ -61,3 +61,61 @@ fn dump_restore_pty_pairs_with_queued_data_and_controlling_terminal_twice() {
         },
     );
 }
+
+/// The same program dumped with --leave-running first: the queued data read
+/// for that dump goes back into both ends (lines, the unfinished line, no
+/// extra echo), so the dump after it, restored twice, still finds all of it.
+#[test]
+fn a_leave_running_dump_puts_the_queued_terminal_data_back() {
+    let prog = build_prog("ptypair");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "pty.ready",
+        "",
+        &format!("mkdir /tmp/anchor/img0; {CRYO} dump --leave-running -t $P -D /tmp/anchor/img0 || exit 1;"),
+        |ns, pid, round| {
+            let v = ns.ask(pid, "pty.verify", "");
+            assert_eq!(v.trim(), "pty=ok", "round {round}");
+        },
+    );
+}
+
+/// A controlling terminal with no fd open on it (only its master is held,
+/// by another session), two hung-up fds of a slave whose master was closed,
+/// and a console node. Restored twice: the child leads a session with that
+/// terminal again, so closing the master sends it SIGHUP; the slaves are
+/// still hung up; the console is the console.
+#[test]
+fn dump_restore_hung_up_slaves_and_a_terminal_without_fds_twice() {
+    let prog = build_prog("ptyhup");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "hup.ready",
+        |ns, pid, round| {
+            let ready = std::fs::read_to_string(ns.anchor("hup.ready")).unwrap();
+            let num = |k: &str| -> i64 {
+                ready
+                    .split(k)
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let (child, index) = (num("child=") as i32, num("index=") as u32);
+            let outer = ns.outer(child).expect("the child runs again");
+            let (sid, tty_nr, tpgid) = stat_tty(outer);
+            assert_eq!(tty_nr, libc::makedev(136, index), "round {round}: the child's terminal");
+            assert_eq!(
+                (sid, tpgid),
+                (outer, outer),
+                "round {round}: its own session, in the foreground"
+            );
+            let v = ns.ask(pid, "hup.verify", "");
+            assert_eq!(v.trim(), "hup=ok", "round {round}");
+            assert_eq!(stat_tty(outer).1, 0, "round {round}: the hangup took the terminal away");
+        },
+    );
+}
