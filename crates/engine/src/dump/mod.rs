@@ -1342,7 +1342,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         ctx.defer(w);
     }
     if !ctx.files.tty_infos.is_empty() {
-        let data = crate::files::tty::finish(&mut ctx.files, ctx.opts.leave_running)?;
+        let data = crate::files::tty::finish(&mut ctx.files)?;
         let infos: Vec<pb::TtyInfoEntry> = ctx.files.tty_infos.values().cloned().collect();
         let path = ctx.out.path("tty-info.img");
         let w = write_image(&path, "TTY_INFO", &infos)?;

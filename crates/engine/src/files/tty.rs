@@ -390,9 +390,10 @@ fn tty_info(
 /// The end of the dump of terminals, once every fd of the tree is seen:
 /// every pty slave needs its master in the tree (or is a shell job's), every
 /// controlling terminal its session leader, every /dev/tty its terminal;
-/// then the queued data of each pair is read (and, with `leave_running`,
-/// put back). Returns tty-data.img's entries.
-pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataEntry>, FileError> {
+/// then the queued data of each pair is read and put back at once (the
+/// tree keeps it whether it is killed, left running, or the dump fails).
+/// Returns tty-data.img's entries.
+pub fn finish(t: &mut FileTable) -> Result<Vec<pb::TtyDataEntry>, FileError> {
     // Taken: the stolen fds close at the end (a master kept open would
     // keep its pty index busy).
     let dumped_map = std::mem::take(&mut t.tty_dumped);
@@ -520,11 +521,17 @@ pub fn finish(t: &mut FileTable, leave_running: bool) -> Result<Vec<pb::TtyDataE
                 &own
             }
         };
+        // Whatever is read goes back at once: the tree keeps its data
+        // also when the dump fails later or leaves it running.
         let output = read_queue(m, &m.fd, info.packet_mode, None)?;
-        let input = read_queue(m, s, false, Some(termios))?;
-        if leave_running {
-            refill(s, &input, &output, &termios).map_err(|e| m.io("putting the queued data back", e))?;
-        }
+        let input = match read_queue(m, s, false, Some(termios)) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = refill(s, &[], &output, &termios);
+                return Err(e);
+            }
+        };
+        refill(s, &input, &output, &termios).map_err(|e| m.io("putting the queued data back", e))?;
         if !input.is_empty() && !infos.contains_key(&(id - 1)) {
             // tty-data.img names the end the data was read from, and CRIU
             // restores data only for terminals some task holds.
@@ -722,22 +729,31 @@ fn err(id: u32, what: impl std::fmt::Display) -> String {
 
 fn open_ptmx(path: &str, index: u32, flags: i32) -> std::io::Result<OwnedFd> {
     // The kernel hands out the lowest free index: open until it is ours.
-    let mut extra = Vec::new();
-    for _ in 0..=MAX_PTY_INDEX {
-        let fd = open_slave(path, flags)?;
-        let got: libc::c_uint = ioctl_get(&fd, libc::TIOCGPTN)?;
-        if got == index {
-            return Ok(fd);
+    // A just-killed tree may still hold it for a moment: wait, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let mut extra = Vec::new();
+        let mut got = 0;
+        for _ in 0..=MAX_PTY_INDEX {
+            let fd = open_slave(path, flags)?;
+            got = ioctl_get::<libc::c_uint>(&fd, libc::TIOCGPTN)?;
+            if got == index {
+                return Ok(fd);
+            }
+            if got > index {
+                break;
+            }
+            extra.push(fd);
         }
-        if got > index {
+        drop(extra);
+        if std::time::Instant::now() > deadline {
             return Err(std::io::Error::other(format!(
                 "pty index {index} is taken (the kernel handed out {got}): a pty of that index is open on this \
                  devpts instance"
             )));
         }
-        extra.push(fd);
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Err(std::io::Error::other(format!("pty index {index} could not be had")))
 }
 
 fn restore_params(fd: &OwnedFd, f: &TtyFile) -> std::io::Result<()> {

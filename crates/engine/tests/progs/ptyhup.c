@@ -40,6 +40,29 @@ static void put(const char *dir, const char *name, const char *text)
 	rename(t, p);
 }
 
+/* The child's terminal (0: none) if it leads its session and the
+ * terminal's foreground group; its stat line in `st`. */
+static unsigned long child_tty(pid_t child, char *st, int len)
+{
+	char sp[64];
+	int sid = 0, tpgid = 0;
+	unsigned long nr = 1;
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", child);
+	FILE *f = fopen(sp, "r");
+	st[0] = 0;
+	if (!f)
+		return 1;
+	if (fgets(st, len, f)) {
+		char *r = strrchr(st, ')');
+		if (!r || sscanf(r + 2, "%*c %*d %*d %d %lu %d", &sid, &nr, &tpgid) != 3)
+			nr = 1;
+		else if (nr && (sid != child || tpgid != child))
+			nr = 1;
+	}
+	fclose(f);
+	return nr;
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : ".";
@@ -87,9 +110,14 @@ int main(int argc, char **argv)
 			_exit(2);
 		close(s);
 		write(pfd[1], "x", 1);
-		/* Tell the parent about each SIGHUP. */
-		sigset_t none;
+		/* Tell the parent about each SIGHUP. SIGHUP is only taken inside
+		 * sigsuspend() (as SIGUSR1 in usr1.h): one that comes as a
+		 * restored sigsuspend() restarts is not lost. */
+		sigset_t none, hup;
 		sigemptyset(&none);
+		sigemptyset(&hup);
+		sigaddset(&hup, SIGHUP);
+		sigprocmask(SIG_BLOCK, &hup, 0);
 		for (;;) {
 			sigsuspend(&none);
 			while (hups > 0) {
@@ -127,6 +155,8 @@ int main(int argc, char **argv)
 			snprintf(why, sizeof(why), "the console is %x", (int)st.st_rdev);
 		else if (ioctl(ma, TIOCGSID, &sid) || sid != child)
 			snprintf(why, sizeof(why), "A controls session %d, not the child's %d (%m)", sid, child);
+		else if (child_tty(child, txt, sizeof(txt)) != makedev(136, ia))
+			snprintf(why, sizeof(why), "the child's terminal is not A: %s", txt);
 		else if (poll(&p, 1, 0) != 0)
 			snprintf(why, sizeof(why), "a SIGHUP came before the master was closed");
 		else {
@@ -135,6 +165,8 @@ int main(int argc, char **argv)
 			close(m2);
 			if (poll(&p, 1, 2000) != 1 || read(rep[0], &c, 1) != 1)
 				snprintf(why, sizeof(why), "no SIGHUP after the master was closed");
+			else if (child_tty(child, txt, sizeof(txt)) != 0)
+				snprintf(why, sizeof(why), "the child keeps its terminal after the hangup: %s", txt);
 		}
 		put(dir, "hup.verify", why[0] ? why : "hup=ok");
 	}
