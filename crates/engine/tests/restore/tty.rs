@@ -100,3 +100,43 @@ fn dump_restore_hung_up_slaves_and_a_terminal_without_fds_twice() {
         assert_eq!(v.trim(), "hup=ok", "round {round}");
     });
 }
+
+/// Dumping only the child of the pty program: the slaves it holds have
+/// their masters outside the dumped tree (in its parent). Refused without
+/// --shell-job, naming the pid, fd and terminal; the tree goes on with its
+/// terminal state and queued data untouched.
+#[test]
+fn a_slave_whose_master_is_outside_the_tree_is_refused_and_left_alone() {
+    let prog = build_prog("ptypair");
+    let script = format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {} >/dev/null 2>&1 </dev/null & P=$!; echo $P > /tmp/anchor/.root; \
+         while [ ! -s /tmp/anchor/pty.ready ]; do sleep 0.02; done; \
+         C=$(sed 's/.*child=\\([0-9]*\\).*/\\1/' /tmp/anchor/pty.ready); \
+         mkdir img; {CRYO} dump -t $C -D img 2>.dump-err; echo $? > .dump-rc; exec sleep 100000",
+        own_devpts(&prog)
+    );
+    let ns = Ns::start(&script);
+    let rc = ns.wait_status(".dump-rc", "\n");
+    let err = std::fs::read_to_string(ns.anchor(".dump-err")).unwrap();
+    let ready = std::fs::read_to_string(ns.anchor("pty.ready")).unwrap();
+    let child = ready.split("child=").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert_ne!(rc.trim(), "0", "the dump of the child alone succeeded: {err}");
+    assert!(
+        err.contains(&format!("pid {child} fd"))
+            && err.contains("master is not in the dumped tree")
+            && err.contains("--shell-job"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(ns.anchor("img")).unwrap().next().is_none(),
+        "images were left"
+    );
+    let root: i32 = std::fs::read_to_string(ns.anchor(".root"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let v = ns.ask(root, "pty.verify", "");
+    assert_eq!(v.trim(), "pty=ok", "after the refused dump");
+}
