@@ -934,6 +934,14 @@ fn open_ctty(f: &TtyFile, r: &Restored, shell_job: bool) -> Result<OwnedFd, Stri
             format!("/dev/tty of session {sid}: no pty of the images is that session's controlling terminal"),
         ));
     };
+    // The helper's exit as a session leader hangs up any terminal but a pty.
+    let st = nix::sys::stat::fstat(slave).map_err(|e| err(f.id, format!("fstat: {e}")))?;
+    if !is_pty_slave(st.st_rdev) {
+        return Err(err(
+            f.id,
+            format!("/dev/tty of session {sid} stands for a terminal that is not a pty: not supported"),
+        ));
+    }
     let (a, b) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
