@@ -502,6 +502,29 @@ pub fn finish(t: &mut FileTable) -> Result<Vec<pb::TtyDataEntry>, FileError> {
             }
         }
     }
+    // Every task has its session leader's controlling terminal: restore
+    // gives it to the leader before forking the others, who inherit it.
+    for &pid in &t.tree_pids {
+        let Some((sid, tty_nr, _)) = stat_tty(pid) else {
+            continue;
+        };
+        if sid as i32 == pid || !t.tree_pids.contains(&(sid as i32)) {
+            continue;
+        }
+        let leader = stat_tty(sid as i32).map(|(_, nr, _)| nr).unwrap_or(0);
+        if tty_nr != leader {
+            let dev = decode_dev(tty_nr);
+            return Err(FileError::Unsupported {
+                pid,
+                fd: -1,
+                link: format!("controlling terminal {}:{}", libc::major(dev), libc::minor(dev)),
+                what: format!(
+                    "its controlling terminal is not the one of its session leader {sid} (a task forked before \
+                     its leader took the terminal, or after it was given up): cannot be restored"
+                ),
+            });
+        }
+    }
     // Queued data of each pair, master and slave.
     let mut out = Vec::new();
     for (&id, info) in infos {
@@ -674,6 +697,13 @@ pub fn refill(slave: &OwnedFd, input: &[u8], output: &[u8], t: &KTermios) -> std
         tmp.c_cc[c] = 0;
     }
     tmp.c_oflag &= !libc::OPOST;
+    // Locked bits would keep echo or output processing on: unlocked for
+    // the time of the refill.
+    let locked = get_termios(slave, libc::TIOCGLCKTRMIOS)?;
+    let unlocked = KTermios::default();
+    if locked != unlocked {
+        ioctl_set(slave, libc::TIOCSLCKTRMIOS, &unlocked)?;
+    }
     set_termios(slave, &tmp)?;
     let r = (|| {
         for &b in input {
@@ -695,6 +725,9 @@ pub fn refill(slave: &OwnedFd, input: &[u8], output: &[u8], t: &KTermios) -> std
         Ok(())
     })();
     set_termios(slave, t)?;
+    if locked != unlocked {
+        ioctl_set(slave, libc::TIOCSLCKTRMIOS, &locked)?;
+    }
     r
 }
 
