@@ -4,7 +4,7 @@
  * opened without O_NOCTTY); /dev/tty is opened too. A child in a process
  * group of its own is made the terminal's foreground group and holds the
  * slave of pair B (raw, packet mode on B's master, 7x9, exclusive). Queued:
- * on A's slave input "line one\nline two\npartial" (typed on the master, so
+ * on A's slave input "line one\nline two\neofline^Dpartial" (typed on the master, so
  * A's master also holds their echo) and then "out1\n" written on the slave;
  * on B, "raw\003bytes" to the slave and "pkt-out" from it. Ready:
  * <dir>/pty.ready ("index=N child=C"). On SIGUSR1 the program checks the
@@ -161,9 +161,9 @@ int main(int argc, char **argv)
 	if (tcsetpgrp(sa, child))
 		return 8;
 	/* Typed on A (with its echo), then written by the slave. */
-	if (write(ma, "line one\nline two\npartial", 25) != 25 || !wait_inq(ma, 27))
+	if (write(ma, "line one\nline two\neofline\004partial", 33) != 33 || !wait_inq(ma, 34))
 		return 9;
-	if (write(sa, "out1\n", 5) != 5 || !wait_inq(ma, 33))
+	if (write(sa, "out1\n", 5) != 5 || !wait_inq(ma, 40))
 		return 10;
 	if (write(mb, "raw\003bytes", 9) != 9 || write(sb, "pkt-out", 7) != 7 || !wait_inq(sb, 9))
 		return 11;
@@ -208,9 +208,10 @@ int main(int argc, char **argv)
 		if (!why[0]) {
 			/* Lines one at a time; the unfinished one once it is ended. */
 			(void)(expect(sa, "A's first line", "line one\n") && expect(sa, "A's second line", "line two\n") &&
+			       expect(sa, "A's line ended by EOF", "eofline") && quiet(sa, "A after the EOF line") &&
 			       quiet(sa, "A before the end of the partial line") && write(ma, "\n", 1) == 1 &&
 			       expect(sa, "A's third line", "partial\n") &&
-			       expect(ma, "A's master", "line one\r\nline two\r\npartialout1\r\n\r\n") &&
+			       expect(ma, "A's master", "line one\r\nline two\r\neoflinepartialout1\r\n\r\n") &&
 			       quiet(ma, "A's master after its queue") &&
 			       expect_n(mb, "B's master (packet)", "\0pkt-out", 8) && quiet(mb, "B's master after its queue") &&
 			       expect(sb, "B's slave", "raw\003bytes") && write(tty, "via-tty\n", 8) == 8 &&

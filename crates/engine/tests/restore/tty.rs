@@ -23,7 +23,7 @@ fn stat_tty(pid: i32) -> (i32, u64, i32) {
 /// Two pty pairs whose masters and slaves are all in the tree: a session
 /// leader with pair A as its controlling terminal (and /dev/tty open), a
 /// child in its own group as the foreground group, data queued both ways
-/// (complete lines, an unfinished one and their echo on A, packet mode on
+/// (complete lines, one ended by EOF, an unfinished one and their echo on A, packet mode on
 /// B). Restored twice, the program finds the same indexes, session,
 /// foreground group, termios, window sizes, every queued byte (lines still
 /// lines, no echo twice) and talks through /dev/tty.
