@@ -456,6 +456,13 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         ),
                     ));
                 }
+                if info.pty.as_ref().is_some_and(|p| p.index > crate::files::tty::MAX_PTY_INDEX || info.id >> 1 != p.index) {
+                    return Err(bad(
+                        set.path("tty-info.img").display().to_string(),
+                        0,
+                        format!("terminal {}: a pty index above {} or not matching its id", info.id, crate::files::tty::MAX_PTY_INDEX),
+                    ));
+                }
                 if (info.r#type == pb::TtyType::Pty as i32) != info.pty.is_some() {
                     return Err(bad(set.path("tty-info.img").display().to_string(), 0, format!("terminal {}: pty data on a terminal that is no pty, or none on a pty", info.id)));
                 }
