@@ -860,7 +860,7 @@ fn shell_job_terminal_is_dumped_with_j() {
     // The job still echoes after a leave-running dump.
     use std::io::Write;
     master.write_all(b"hello\n").unwrap();
-    pty::read_until(&mut master, "echo:hello");
+    pty::read_until(&mut master, "tty:hello");
 
     let set = ImageSet::open(&imgs).unwrap();
     let r = cryo_image::check::check_set(&set);
@@ -881,8 +881,15 @@ fn shell_job_terminal_is_dumped_with_j() {
         assert_eq!(*tty_id.get_or_insert(e.id), e.id, "one open file behind fds 0-2");
     }
     let infos: Vec<pb::TtyInfoEntry> = set.entries("tty-info.img", "TTY_INFO").unwrap();
-    assert_eq!(infos.len(), 1);
-    let i = &infos[0];
+    assert_eq!(infos.len(), 2, "the pty and /dev/tty");
+    // /dev/tty (fd 5): CRIU's CTTY terminal, of the shell's session.
+    let c = fdi(&fds, "5");
+    let cf = files.iter().find(|f| f.id == c.id).unwrap().tty.as_ref().unwrap();
+    assert_eq!(cf.tty_info_id, 1006 << 1);
+    assert_eq!(reg(&files, cf.regf_id.unwrap()).name, "/dev/tty");
+    let ct = infos.iter().find(|i| i.id == 1006 << 1).unwrap();
+    assert_eq!((ct.r#type, ct.sid), (pb::TtyType::Ctty as i32, sh as u32));
+    let i = infos.iter().find(|i| i.id == index << 1).unwrap();
     assert_eq!(i.id, index << 1);
     assert_eq!(i.r#type, pb::TtyType::Pty as i32);
     assert_eq!(i.pty.as_ref().unwrap().index, index);

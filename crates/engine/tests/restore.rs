@@ -1532,7 +1532,9 @@ fn shell_job_comes_back_on_the_restorers_terminal() {
     assert_eq!((ws.ws_row, ws.ws_col), (33, 97));
     // It reads from and writes to B.
     mb.write_all(b"world\n").unwrap();
-    pty::read_until(&mut mb, "echo:world");
+    // Its /dev/tty is cryo's terminal too.
+    let out = pty::read_until(&mut mb, "tty:world");
+    assert!(out.contains("echo:world"), "{out}");
 }
 
 #[test]

@@ -18,8 +18,9 @@ pub struct Args {
     /// Leave the tree running after the dump (default: kill it).
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
-    /// Dump a job attached to its shell's terminal: fds on a pty slave
-    /// (/dev/pts/N) are recorded as CRIU's TTY entries (tty-info.img).
+    /// Dump a job attached to its shell's terminal: a pty slave whose master
+    /// is outside the tree (the shell's terminal) is allowed, and restored on
+    /// cryo's own terminal. Ptys whose masters are in the tree need no -j.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
     /// Dump file locks.

@@ -1418,10 +1418,16 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         ctx.defer(w);
     }
     if !ctx.files.tty_infos.is_empty() {
+        let data = crate::files::tty::finish(&mut ctx.files)?;
         let infos: Vec<pb::TtyInfoEntry> = ctx.files.tty_infos.values().cloned().collect();
         let path = ctx.out.path("tty-info.img");
         let w = write_image(&path, "TTY_INFO", &infos)?;
         ctx.defer(w);
+        if !data.is_empty() {
+            let path = ctx.out.path("tty-data.img");
+            let w = write_image(&path, "TTY_DATA", &data)?;
+            ctx.defer(w);
+        }
     }
     if !ctx.locks.is_empty() {
         let locks = ctx.locks.clone();

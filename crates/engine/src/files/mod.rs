@@ -129,20 +129,15 @@ pub fn refuse(c: &FdCtx) -> Option<FileError> {
         _ if c.link.starts_with("anon_inode:") && !FD_KINDS.iter().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
-        libc::S_IFCHR if is_tty(c.stat.st_rdev) && !tty::is_pty_slave(c.stat.st_rdev) => Some(c.unsupported(
-            "a terminal other than a pty slave (/dev/pts/N): consoles, vts and pty masters are not supported yet",
-        )),
-        libc::S_IFCHR if c.stat.st_rdev != libc::makedev(1, 3) && !c.link.starts_with("/dev/") => {
+        libc::S_IFCHR
+            if !tty::is_tty(c.stat.st_rdev)
+                && c.stat.st_rdev != libc::makedev(1, 3)
+                && !c.link.starts_with("/dev/") =>
+        {
             Some(c.unsupported("character device outside /dev"))
         }
         _ => None,
     }
-}
-
-/// Terminal devices: /dev/tty*, consoles, ptys (majors 4, 5, 136-143).
-fn is_tty(rdev: u64) -> bool {
-    let ma = libc::major(rdev);
-    ma == 4 || ma == 5 || (136..=143).contains(&ma)
 }
 
 /// Key of an open file description across the tree: (dev, ino) + a
@@ -187,6 +182,9 @@ pub struct FileTable {
     pub tree_pids: Vec<i32>,
     /// tty-info.img: one entry per terminal, by tty_info id.
     pub tty_infos: BTreeMap<u32, pb::TtyInfoEntry>,
+    /// One dumped fd per terminal (by tty_info id), for the checks and the
+    /// queued data at the end ([`tty::finish`]).
+    pub tty_dumped: BTreeMap<u32, tty::DumpedTty>,
     /// Biggest deleted file whose contents are saved (criu's --ghost-limit).
     pub ghost_limit: u64,
     /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry

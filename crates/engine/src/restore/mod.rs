@@ -147,6 +147,9 @@ pub struct TaskEnv {
     /// dumped one at its place with every symbol jumping into the running one.
     pub vdso_jump: bool,
     pub shell_job: bool,
+    /// Per session id: a slave fd of its controlling terminal (TIOCSCTTY
+    /// in the leader) and the foreground group to set (0: the leader's).
+    pub ctty: HashMap<i32, (RawFd, i32)>,
     pub pid_wait: Duration,
     pub thp: bool,
 }
@@ -332,6 +335,20 @@ impl RestoreCtx {
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
         self.dead = Some(DeadPids::make(&plan.dead_pids, self.opts.pid_wait)?);
+        // Terminals first, all together (pairs, sessions, queued data).
+        let tty_files: Vec<files::tty::TtyFile> = used
+            .iter()
+            .filter_map(|id| match plan.files.get(id) {
+                Some(FileDesc::Tty(t)) => Some((**t).clone()),
+                _ => None,
+            })
+            .collect();
+        let mut ttys = files::tty::restore_all(&tty_files, &plan.tty_data, self.opts.shell_job)
+            .map_err(|e| prep(plan.set.path("tty-info.img").display().to_string(), e))?;
+        let mut ctty = HashMap::new();
+        for (sid, (fd, pgrp)) in std::mem::take(&mut ttys.ctty) {
+            ctty.insert(sid, (self.keep(fd, base)?, pgrp));
+        }
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
@@ -361,18 +378,10 @@ impl RestoreCtx {
                     let own = files::memfd::can_own(*flags) && memfd_owned.insert(*inode);
                     files::memfd::restore_open(id, desc, &memfd_inodes[inode], own)?
                 }
-                FileDesc::Tty { flags, info } => {
-                    if !self.opts.shell_job {
-                        return Err(prep(
-                            plan.set.path("tty-info.img").display().to_string(),
-                            format!(
-                                "file id {id} is a terminal (pty {}): restore it as a shell job with --shell-job (-j)",
-                                info.pty.as_ref().map(|p| p.index).unwrap_or(0)
-                            ),
-                        ));
-                    }
-                    files::tty::restore_open(id, *flags, info).map_err(|e| prep(format!("terminal file id {id}"), e))?
-                }
+                FileDesc::Tty(_) => ttys
+                    .fds
+                    .remove(&id)
+                    .ok_or_else(|| prep(format!("terminal file id {id}"), "not opened (engine bug)"))?,
                 FileDesc::Fifo {
                     pipe_id,
                     path,
@@ -501,6 +510,7 @@ impl RestoreCtx {
             vdso,
             vdso_jump,
             shell_job: self.opts.shell_job,
+            ctty,
             pid_wait: self.opts.pid_wait,
             thp,
         });

@@ -205,11 +205,8 @@ pub enum FileDesc {
         flags: u32,
         pos: u64,
     },
-    /// A terminal (restored only with --shell-job, on cryo's own terminal).
-    Tty {
-        flags: u32,
-        info: Box<pb::TtyInfoEntry>,
-    },
+    /// A terminal (files/tty.rs): its TTY entry, path and tty-info entry.
+    Tty(Box<crate::files::tty::TtyFile>),
     /// A FIFO opened at `path` (its REG entry, regf_id), sharing the inode
     /// `pipe_id` with every other fd of the same FIFO.
     Fifo {
@@ -275,6 +272,8 @@ pub struct Plan {
     pub async_files: BTreeSet<u32>,
     /// fifo-data.img: FIFO inode -> queued bytes.
     pub fifo_data: HashMap<u32, Vec<u8>>,
+    /// tty-data.img: queued terminal data by tty_id (the end it was read from).
+    pub tty_data: BTreeMap<u32, Vec<u8>>,
     pub memfds: BTreeMap<u32, MemfdInode>,
     /// Shared memory contents: shmid -> (pagemap, pages file).
     pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
@@ -359,7 +358,6 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("signalfd.img", "signalfd images of the old separate-image layout"),
     ("inotify", "inotify images of the old separate-image layout"),
     ("fanotify", "fanotify"),
-    ("tty-data", "queued terminal data"),
 ];
 
 /// Read and check every image of the set.
@@ -486,14 +484,50 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                         format!("entry {i}: tty_info_id {} is not in tty-info.img", t.tty_info_id),
                     )
                 })?;
-                if info.r#type != pb::TtyType::Pty as i32 {
+                let known = [pb::TtyType::Pty, pb::TtyType::Console, pb::TtyType::Vt, pb::TtyType::Ctty];
+                if !known.iter().any(|k| *k as i32 == info.r#type) {
                     return Err(unsupported(
                         set.path("tty-info.img").display().to_string(),
                         0,
-                        format!("terminal {}: only pty terminals are supported", info.id),
+                        format!(
+                            "terminal {}: type {} (only ptys, /dev/tty, /dev/console and vts are supported)",
+                            info.id, info.r#type
+                        ),
                     ));
                 }
-                FileDesc::Tty { flags: t.flags, info: Box::new(info.clone()) }
+                if info.pty.as_ref().is_some_and(|p| p.index > crate::files::tty::MAX_PTY_INDEX || info.id >> 1 != p.index) {
+                    return Err(bad(
+                        set.path("tty-info.img").display().to_string(),
+                        0,
+                        format!("terminal {}: a pty index above {} or not matching its id", info.id, crate::files::tty::MAX_PTY_INDEX),
+                    ));
+                }
+                if (info.r#type == pb::TtyType::Pty as i32) != info.pty.is_some() {
+                    return Err(bad(set.path("tty-info.img").display().to_string(), 0, format!("terminal {}: pty data on a terminal that is no pty, or none on a pty", info.id)));
+                }
+                if info.termios.as_ref().is_some_and(|t| t.c_cc.len() < 19) || info.termios_locked.as_ref().is_some_and(|t| t.c_cc.len() < 19) {
+                    return Err(bad(set.path("tty-info.img").display().to_string(), 0, format!("terminal {}: termios with fewer than 19 control characters", info.id)));
+                }
+                let regf = t.regf_id.unwrap_or(t.id);
+                let r = all_files
+                    .iter()
+                    .find(|g| g.id == regf && g.r#type == pb::FdTypes::Reg as i32)
+                    .and_then(|g| g.reg.as_ref());
+                let path = match (r, &info.pty) {
+                    (Some(r), _) => r.name.clone(),
+                    (None, Some(p)) if info.id & 1 == 1 => "/dev/ptmx".to_string(),
+                    (None, Some(p)) => format!("/dev/pts/{}", p.index),
+                    (None, None) => {
+                        return Err(bad(&files_file, 0, format!("entry {i}: TTY {} names REG entry {regf}, which is missing", t.id)))
+                    }
+                };
+                FileDesc::Tty(Box::new(crate::files::tty::TtyFile {
+                    id: f.id,
+                    flags: t.flags,
+                    path,
+                    mode: r.and_then(|r| r.mode),
+                    info: info.clone(),
+                }))
             }
             pb::FdTypes::Fifo => {
                 let p = f.fifo.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FIFO without fifo")))?;
@@ -657,6 +691,20 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             fifo_data.insert(e.pipe_id, data);
         }
     }
+    let mut tty_data = BTreeMap::new();
+    if set.has("tty-data.img") {
+        let es: Vec<pb::TtyDataEntry> = set.entries("tty-data.img", "TTY_DATA")?;
+        for e in es {
+            if !tty_infos.iter().any(|x| x.id == e.tty_id) {
+                return Err(bad(
+                    set.path("tty-data.img").display().to_string(),
+                    0,
+                    format!("data for terminal {}, which is not in tty-info.img", e.tty_id),
+                ));
+            }
+            tty_data.insert(e.tty_id, e.data);
+        }
+    }
     let mut memfds = BTreeMap::new();
     if set.has("memfd.img") {
         let ms: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE")?;
@@ -805,6 +853,29 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
+    // A controlling terminal goes back to its session's leader, which must
+    // be restored (a shell job's terminal, without its master, is cryo's).
+    for info in &tty_infos {
+        let has_master = info
+            .pty
+            .as_ref()
+            .is_some_and(|p| tty_infos.iter().any(|x| x.id == p.index * 2 + 1));
+        let simple = info.r#type == pb::TtyType::Console as i32 || info.r#type == pb::TtyType::Vt as i32;
+        if info.sid == 0 || info.termios.is_none() || !(has_master || simple) {
+            continue;
+        }
+        let leader = procs.iter().find(|p| p.pid == info.sid as i32);
+        if !leader.is_some_and(|p| p.sid == p.pid && p.state != TASK_DEAD) {
+            return Err(unsupported(
+                set.path("tty-info.img").display().to_string(),
+                info.sid as i32,
+                format!(
+                    "terminal {} is the controlling terminal of session {}, whose leader is not a live task of the images",
+                    info.id, info.sid
+                ),
+            ));
+        }
+    }
     Ok(Plan {
         dir: dir.to_path_buf(),
         procs,
@@ -815,6 +886,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         fown,
         async_files,
         fifo_data,
+        tty_data,
         memfds,
         shmem,
         set,

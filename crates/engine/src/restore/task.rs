@@ -200,6 +200,12 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
         if unsafe { libc::setsid() } < 0 {
             return Err(("setsid", std::io::Error::last_os_error()).into());
         }
+        // Its controlling terminal, before any child is forked (they
+        // inherit it).
+        if let Some(&(fd, _)) = env.ctty.get(&p.pid) {
+            crate::files::tty::ioctl_arg(fd, libc::TIOCSCTTY, 0)
+                .map_err(|e| TaskError(format!("TIOCSCTTY (its controlling terminal): {e}")))?;
+        }
     }
     // Memory before the children: they inherit it (copy-on-write sharing).
     let pre = premap::premap(env, p, inherit)?;
@@ -240,6 +246,23 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
     // Joined: the helpers may go (they wait for every task's third count).
     a32(&c.forked).fetch_add(1, Ordering::SeqCst);
     rsys::futex_wake(a32(&c.forked));
+    // The foreground group of its terminal, once every group exists.
+    if let Some(&(fd, pgrp)) = env
+        .ctty
+        .get(&p.pid)
+        .filter(|_| p.sid == p.pid && !(is_root && env.shell_job))
+    {
+        if pgrp != 0 && pgrp != p.pgid {
+            wait_counter(&c.forked, 3 * nprocs, env);
+            // SAFETY: TIOCSPGRP reads one pid_t from a valid pointer.
+            if unsafe { libc::ioctl(fd, libc::TIOCSPGRP, &pgrp as *const i32) } < 0 {
+                return Err(TaskError(format!(
+                    "TIOCSPGRP {pgrp} (foreground group of its terminal): {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+    }
     reap_helpers(&helpers)?;
 
     if p.state == TASK_DEAD {

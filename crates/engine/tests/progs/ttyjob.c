@@ -3,7 +3,8 @@
  * slave as its controlling terminal and as stdin/stdout/stderr, and forks
  * the job into its own process group, made the terminal's foreground group.
  * The job prints "ready <pid>" on the terminal, then echoes every line it
- * reads as "echo:<line>" (and "bye" on end of file). With PIDFILE, the job
+ * reads as "echo:<line>", and as "tty:<line>" through /dev/tty, which it
+ * holds open at fd 5 (and "bye" on end of file). With PIDFILE, the job
  * also writes its pid there (after printing "ready"). */
 #include <fcntl.h>
 #include <signal.h>
@@ -36,6 +37,11 @@ int main(int argc, char **argv)
 		tcsetpgrp(0, getpid());
 		signal(SIGTTOU, SIG_DFL);
 		char line[256];
+		int tty = open("/dev/tty", O_RDWR);
+		if (tty < 0 || dup2(tty, 5) != 5)
+			return 7;
+		if (tty != 5)
+			close(tty);
 		printf("ready %d\n", getpid());
 		fflush(stdout);
 		if (argc == 3) {
@@ -52,6 +58,7 @@ int main(int argc, char **argv)
 			line[strcspn(line, "\n")] = 0;
 			printf("echo:%s\n", line);
 			fflush(stdout);
+			dprintf(5, "tty:%s\n", line);
 		}
 		printf("bye\n");
 		return 0;
