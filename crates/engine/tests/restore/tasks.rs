@@ -224,3 +224,102 @@ fn a_zombie_written_as_criu_writes_it_is_restored() {
     assert_eq!(Some(f[1].parse::<i32>().unwrap()), ns.outer(pid), "the zombie's parent");
     assert_eq!(ns.ask(pid, "verify", "ok").trim(), "ok");
 }
+
+/// Thread state that only shows when it is used: a SIGEV_THREAD timer
+/// (glibc's helper thread is signalled with SIGEV_THREAD_ID) and a timer
+/// aimed at one thread keep firing at the right thread; each thread's robust
+/// futex list is registered again (a thread dying with a robust mutex leaves
+/// it EOWNERDEAD); a SIGTRAP handler survives dump and restore; a child that
+/// changed its uid and then set a parent-death signal still gets it when its
+/// parent dies.
+#[test]
+fn timers_robust_futexes_sigtrap_handler_and_pdeath_signal_work_after_restore_twice() {
+    let prog = build_prog("tstate");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "tstate.ready",
+        |ns, pid, round| {
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let tc = set.core(pid as u32).unwrap().tc.unwrap();
+            let posix = tc.timers.unwrap().posix;
+            assert_eq!(posix.len(), 2, "round {round}");
+            for t in &posix {
+                assert_eq!(t.it_sigev_notify & 4, 4, "round {round}: SIGEV_THREAD_ID timer {t:?}");
+                assert!(t.notify_thread_id.is_some_and(|tid| tid != pid), "round {round}: {t:?}");
+            }
+            let _ = std::fs::remove_file(ns.anchor("tstate.pdeath"));
+            let v = ns.ask(pid, "tstate.verify", "tstate=");
+            assert_eq!(v.trim(), "tstate=ok", "round {round}");
+        },
+    );
+}
+
+/// Scheduling policies come back per thread and per process, with
+/// SCHED_RESET_ON_FORK (which /proc/PID/stat does not show) and the
+/// real-time priorities and nice values.
+#[test]
+fn scheduling_policies_come_back_per_thread_twice() {
+    let prog = build_prog("sched");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "sched.ready",
+        |ns, pid, round| {
+            let kid: i32 = field(&ns.wait_status("sched.ready", "child="), "child")
+                .parse()
+                .unwrap();
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let thc = set.core(kid as u32).unwrap().thread_core.unwrap();
+            assert_eq!(
+                (thc.sched_policy, thc.sched_prio),
+                (Some(libc::SCHED_RR as u32 | 0x4000_0000), Some(3))
+            );
+            let v = ns.ask(pid, "sched.verify", "sched=");
+            assert_eq!(v.trim(), "sched=ok", "round {round}");
+        },
+    );
+}
+
+/// `cryo dump` of `cmd` (started in a fresh namespace) fails, leaving the
+/// program running, with an error that contains every one of `want`.
+fn dump_refused(cmd: &str, ready: &str, want: &[&str]) {
+    let ns = Ns::start(&format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
+         {cmd} >/dev/null 2>&1 </dev/null & P=$!; echo $P > /tmp/anchor/.root; \
+         while [ ! -e /tmp/anchor/{ready} ]; do sleep 0.02; done; \
+         mkdir img; {CRYO} dump -t $P -D /tmp/anchor/img 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+         exec sleep 100000"
+    ));
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0, "dump of {cmd} succeeded: {err}");
+    let pid: i32 = ns.wait_status(".root", "\n").trim().parse().unwrap();
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    for w in want {
+        assert!(err.contains(w), "{err} lacks {w:?}");
+    }
+    assert!(ns.inner_pids().contains(&pid), "the refused program is gone");
+}
+
+/// A task that unshared a time namespace for its future children (its own
+/// /proc/PID/ns/time_for_children differs) is refused at dump, never
+/// restored without it.
+#[test]
+fn a_time_namespace_for_children_is_refused_at_dump() {
+    dump_refused(
+        // unshare(CLONE_NEWTIME): the caller stays, its children would not.
+        "perl -e 'syscall(272, 0x80) == 0 or die; open(F, \">/tmp/anchor/ns.ready\"); close F; sleep 1000'",
+        "ns.ready",
+        &["time_for_children", "time namespace"],
+    );
+}
+
+/// A pending SIGTRAP cannot be kept (the dumper's own traps are SIGTRAPs):
+/// the dump is refused (as CRIU refuses it), naming the thread.
+#[test]
+fn a_pending_sigtrap_is_refused_at_dump() {
+    dump_refused(
+        "perl -e '$SIG{TRAP} = sub {}; use POSIX; my $s = POSIX::SigSet->new(5); sigprocmask(SIG_BLOCK, $s); \
+         kill 5, $$; open(F, \">/tmp/anchor/trap.ready\"); close F; sleep 1000'",
+        "trap.ready",
+        &["pending SIGTRAP"],
+    );
+}
