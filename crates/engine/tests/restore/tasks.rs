@@ -323,3 +323,20 @@ fn a_pending_sigtrap_is_refused_at_dump() {
         &["pending SIGTRAP"],
     );
 }
+
+/// A thread dumped inside an rseq critical section is restored at the
+/// section's abort handler (as the kernel would have sent it there): before,
+/// it went on inside the section after the parasite's run had cleared
+/// rseq_cs, unprotected.
+#[test]
+fn a_thread_inside_an_rseq_critical_section_restarts_at_its_abort_handler_twice() {
+    let prog = build_prog("rseqcs");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "rseq.ready",
+        |ns, pid, round| {
+            let v = ns.ask(pid, "rseq.verify", "rseq=");
+            assert!(v.starts_with("rseq=ok"), "round {round}: {v}");
+        },
+    );
+}
