@@ -1085,6 +1085,13 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             *d = t.thread_area(12 + j as u32).map_err(ptr)?;
         }
         let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
+        let sched_policy = crate::sys::sched_policy(tid).ok();
+        if sched_policy.is_some_and(|p| p & !libc::SCHED_RESET_ON_FORK == 6) {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("thread {tid} runs SCHED_DEADLINE, which cannot be restored yet"),
+            });
+        }
         let facts = core::ThreadFacts {
             comm: tstat.comm.clone(),
             stat: tstat,
@@ -1096,7 +1103,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             sigmask: t.sigmask().map_err(ptr)?,
             pending: t.peek_siginfo(false).map_err(ptr)?,
             rseq: t.rseq().map_err(ptr)?,
-            sched_policy: crate::sys::sched_policy(tid).ok(),
+            sched_policy,
         };
         let seccomp_filter = if facts.status.seccomp == 2 {
             Some(seccomp_chain(ctx, t).map_err(ptr)?)

@@ -1092,6 +1092,13 @@ fn build_thread(
         m => return Err(unsupported(&file, tid, format!("seccomp mode {m}"))),
     };
     let no_new_privs = thc.creds.as_ref().and_then(|c| c.no_new_privs).unwrap_or(0) != 0;
+    if let Some(pol) = thc.sched_policy {
+        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
+        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
+        if ![0, 1, 2, 3, 5].contains(&base) {
+            return Err(unsupported(&file, tid, format!("scheduling policy {pol:#x}")));
+        }
+    }
     if let Some(cs) = thc
         .rseq_entry
         .as_ref()
