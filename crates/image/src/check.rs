@@ -281,7 +281,20 @@ impl Checker<'_> {
             return Vec::new();
         }
         let img = &self.images["pstree.img"];
-        let tree: Vec<pb::PstreeEntry> = all_typed(img);
+        let mut tree: Vec<pb::PstreeEntry> = all_typed(img);
+        // A zombie's thread slot is whatever CRIU had there (it never seizes
+        // a zombie): its only thread is itself (see ImageSet::pstree).
+        for p in &mut tree {
+            let dead = self
+                .images
+                .get(&format!("core-{}.img", p.pid))
+                .and_then(|img| typed::<pb::CoreEntry>(img, 0))
+                .and_then(|c| c.tc)
+                .is_some_and(|tc| tc.task_state == TASK_DEAD);
+            if dead {
+                p.threads = vec![p.pid];
+            }
+        }
         if tree.is_empty() {
             self.problem("pstree.img", None, "no process in the tree");
             return tree;

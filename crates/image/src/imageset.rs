@@ -87,8 +87,26 @@ impl ImageSet {
     pub fn inventory(&self) -> Result<pb::InventoryEntry> {
         self.one("inventory.img", "INVENTORY")
     }
+    /// The process tree. A zombie's only thread is itself: CRIU never
+    /// seizes a zombie and writes whatever its thread slot held (an
+    /// arbitrary number), so for a process whose core says TASK_DEAD the
+    /// threads read are replaced by its pid (the image is not changed).
     pub fn pstree(&self) -> Result<Vec<pb::PstreeEntry>> {
-        self.entries("pstree.img", "PSTREE")
+        let mut tree: Vec<pb::PstreeEntry> = self.entries("pstree.img", "PSTREE")?;
+        for p in &mut tree {
+            if p.threads != [p.pid] && self.has(&format!("core-{}.img", p.pid)) && self.zombie(p.pid) {
+                p.threads = vec![p.pid];
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Whether core-PID.img says the task is dead (a zombie).
+    fn zombie(&self, pid: u32) -> bool {
+        self.core(pid)
+            .ok()
+            .and_then(|c| c.tc)
+            .is_some_and(|tc| tc.task_state == crate::check::TASK_DEAD)
     }
     pub fn core(&self, pid: u32) -> Result<pb::CoreEntry> {
         self.one(&format!("core-{pid}.img"), "CORE")

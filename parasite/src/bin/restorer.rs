@@ -25,8 +25,10 @@ mod nrx {
     pub const CAPSET: usize = 126;
     pub const RT_SIGQUEUEINFO: usize = 129;
     pub const GETPID: usize = 39;
+    pub const GETTID: usize = 186;
     pub const SETPRIORITY: usize = 141;
     pub const SCHED_SETSCHEDULER: usize = 144;
+    pub const SET_ROBUST_LIST: usize = 273;
 }
 
 core::arch::global_asm!(
@@ -59,11 +61,26 @@ core::arch::global_asm!(
     "    mov eax, 15",
     "    syscall",
     "    ud2",
-    // cryo_sigreturn_traced(rsp): the same after a trap for the tracing engine.
+    // cryo_sigreturn_traced(rsp): the same after a stop for the tracing
+    // engine: tgkill(self, SIGSTOP), which the engine takes (and swallows)
+    // as a signal-delivery stop. Not int3: its SIGTRAP is forced, and a
+    // forced signal that is blocked (as every signal is here) resets the
+    // task's SIGTRAP handler to SIG_DFL and unblocks it, so that a pending
+    // SIGTRAP would then kill the restored task.
     ".globl cryo_sigreturn_traced",
     "cryo_sigreturn_traced:",
-    "    mov rsp, rdi",
-    "    int3",
+    "    mov r12, rdi",
+    "    mov eax, 39",
+    "    syscall",
+    "    mov r13, rax",
+    "    mov eax, 186",
+    "    syscall",
+    "    mov rdi, r13",
+    "    mov rsi, rax",
+    "    mov edx, 19",
+    "    mov eax, 234",
+    "    syscall",
+    "    mov rsp, r12",
     "    mov eax, 15",
     "    syscall",
     "    ud2",
@@ -103,6 +120,9 @@ const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
 const MREMAP_DONTUNMAP: usize = 4;
 const PR_SET_PDEATHSIG: usize = 1;
+const PR_CAPBSET_READ: usize = 23;
+/// sizeof(struct robust_list_head): the only length set_robust_list takes.
+const ROBUST_LIST_HEAD_LEN: usize = 24;
 const PR_SET_SECCOMP: usize = 22;
 const PR_SET_NO_NEW_PRIVS: usize = 38;
 const SECCOMP_MODE_STRICT: usize = 1;
@@ -162,7 +182,8 @@ fn futex_wake(p: &u32) {
     };
 }
 
-/// Report a failure to the engine and die (the engine kills the rest).
+/// Report a failure (with the failing thread's id) to the engine and die
+/// (the engine kills the rest).
 fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
     let c = ctl(args);
     // SAFETY: the fields are plain integers in shared memory, used atomically.
@@ -174,7 +195,7 @@ fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
         )
     };
     if pid
-        .compare_exchange(0, getpid(), Ordering::SeqCst, Ordering::SeqCst)
+        .compare_exchange(0, gettid(), Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
     {
         st.store(stage, Ordering::SeqCst);
@@ -188,6 +209,11 @@ fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
         // SAFETY: exit_group never returns.
         unsafe { syscall3(nr::EXIT_GROUP, 1, 0, 0) };
     }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { syscall3(nrx::GETTID, 0, 0, 0) as i32 }
 }
 
 fn getpid() -> i32 {
@@ -595,16 +621,38 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         syscall3(nr::SET_TID_ADDRESS, t.clear_tid as usize, 0, 0);
         syscall6(nr::PRCTL, PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0, 0);
         if t.sched_policy >= 0 {
-            // sched_setscheduler(self, policy, {prio}), then setpriority(PRIO_PROCESS, self, nice).
+            // sched_setscheduler(self, policy (with SCHED_RESET_ON_FORK), {prio}),
+            // then setpriority(PRIO_PROCESS, self, nice); while still root.
             let prio = t.sched_prio;
-            syscall3(
-                nrx::SCHED_SETSCHEDULER,
-                0,
-                t.sched_policy as usize,
-                &prio as *const i32 as usize,
+            check(
+                args,
+                STAGE_THREAD_SETUP,
+                syscall3(
+                    nrx::SCHED_SETSCHEDULER,
+                    0,
+                    t.sched_policy as usize,
+                    &prio as *const i32 as usize,
+                ),
             );
-            syscall3(nrx::SETPRIORITY, 0, 0, t.sched_nice as isize as usize);
+            check(
+                args,
+                STAGE_THREAD_SETUP,
+                syscall3(nrx::SETPRIORITY, 0, 0, t.sched_nice as isize as usize),
+            );
         }
+        // The robust futex list, always: the leader still has the engine's
+        // (its glibc registered one at fork), and the kernel walks that list
+        // in the restored memory when the thread exits.
+        let len = if t.futex_rla_len != 0 {
+            t.futex_rla_len as usize
+        } else {
+            ROBUST_LIST_HEAD_LEN
+        };
+        check(
+            args,
+            STAGE_THREAD_SETUP,
+            syscall3(nrx::SET_ROBUST_LIST, t.futex_rla as usize, len, 0),
+        );
         if t.rseq != 0 {
             check(
                 args,
@@ -663,8 +711,6 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
                 cryo_parasite::sys::close(fd);
             }
         }
-        // SAFETY: scalar prctl.
-        unsafe { syscall6(nr::PRCTL, PR_SET_PDEATHSIG, args.pdeath_sig as usize, 0, 0, 0, 0) };
     }
 
     // Seccomp: with the engine tracing us (PTRACE_O_SUSPEND_SECCOMP), the
@@ -699,6 +745,13 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
             syscall6(nr::PRCTL, PR_SET_DUMPABLE, args.dumpable as usize, 0, 0, 0, 0)
         });
     }
+    // The parent-death signal after the credentials (changing them clears
+    // it), always: 0 replaces the SIGKILL the engine gave the leader for the
+    // time of the restore.
+    // SAFETY: scalar prctl.
+    check(args, STAGE_CREDS, unsafe {
+        syscall6(nr::PRCTL, PR_SET_PDEATHSIG, t.pdeath_sig as usize, 0, 0, 0, 0)
+    });
     if t.no_new_privs != 0 {
         // SAFETY: scalar prctl.
         check(args, STAGE_CREDS, unsafe {
@@ -850,6 +903,17 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
                     break; // past the last capability the kernel knows
                 }
                 check(args, STAGE_CREDS, r);
+            }
+        }
+        // What cannot be raised back must not silently stay dropped: every
+        // dumped bounding capability is there (cryo's own set may lack one).
+        for cap in 0..64usize {
+            let r = syscall6(nr::PRCTL, PR_CAPBSET_READ, cap, 0, 0, 0, 0);
+            if r == -22 {
+                break;
+            }
+            if c.cap_bnd[cap / 32] & (1 << (cap % 32)) != 0 && r != 1 {
+                fail(args, STAGE_CREDS, -1);
             }
         }
         #[repr(C)]

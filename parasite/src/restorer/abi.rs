@@ -20,7 +20,7 @@
 #![allow(dead_code)]
 
 /// Bumped on every incompatible change of this module.
-pub const RST_ABI_VERSION: u32 = 3;
+pub const RST_ABI_VERSION: u32 = 4;
 /// `RstArgs::magic`: "CRST".
 pub const RST_MAGIC: u32 = 0x5453_5243;
 /// Size of each thread's setup stack inside the bootstrap mapping.
@@ -156,7 +156,9 @@ const _: () = assert!(core::mem::size_of::<RstPosixTimer>() == 64);
 #[derive(Clone, Copy, Debug)]
 pub struct RstThread {
     pub tid: i32,
-    pub _pad: i32,
+    /// PR_SET_PDEATHSIG of this thread (set after its credentials, whose
+    /// change clears it).
+    pub pdeath_sig: i32,
     /// Address of the prepared `struct rt_sigframe` (its `pretcode` slot);
     /// rt_sigreturn is entered with `rsp = frame + 8`.
     pub frame: u64,
@@ -193,8 +195,13 @@ pub struct RstThread {
     /// SECCOMP_FILTER_FLAG_TSYNC for all of them (shared, as dumped) and the
     /// others install nothing.
     pub seccomp_tsync: u32,
+    /// The thread's robust futex list head and its size (set_robust_list;
+    /// 0: none registered).
+    pub futex_rla: u64,
+    pub futex_rla_len: u32,
+    pub _pad4: u32,
 }
-const _: () = assert!(core::mem::size_of::<RstThread>() == 144);
+const _: () = assert!(core::mem::size_of::<RstThread>() == 160);
 
 /// One seccomp filter program (`struct sock_fprog` contents) and the flags
 /// it was installed with.
@@ -260,7 +267,8 @@ pub struct RstArgs {
     pub nr_keep: u32,
     pub nr_shared_siginfo: u32,
     pub nr_posix_timers: u32,
-    /// Signal for PR_SET_PDEATHSIG once restored (0 = none).
+    /// The leader's PR_SET_PDEATHSIG (informational: every thread sets its
+    /// own, `RstThread::pdeath_sig`).
     pub pdeath_sig: i32,
     /// `[RstThread; nr_threads]`, the leader first.
     pub threads: u64,

@@ -241,19 +241,20 @@ pub fn timers(it: &[Itimerval], info: &[PosixTimerInfo], posix: &[PosixTimer]) -
             it_id: i.id as u32,
             clock_id: i.clock_id as u32,
             si_signo: i.signo as u32,
+            // The kernel's sigev_notify: the kind, plus SIGEV_THREAD_ID for a
+            // signal aimed at one thread (how glibc runs SIGEV_THREAD timers).
             it_sigev_notify: match i.notify.as_str() {
-                "signal" => libc::SIGEV_SIGNAL as u32,
                 "none" => libc::SIGEV_NONE as u32,
-                "thread" => (libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID) as u32,
+                "thread" => libc::SIGEV_THREAD as u32,
                 _ => libc::SIGEV_SIGNAL as u32,
-            },
+            } | if i.to_thread { libc::SIGEV_THREAD_ID as u32 } else { 0 },
             sival_ptr: i.sival_ptr,
             overrun: p.overrun as u32,
             isec: p.interval_sec as u64,
             insec: p.interval_nsec as u64,
             vsec: p.value_sec as u64,
             vnsec: p.value_nsec as u64,
-            notify_thread_id: (i.notify == "thread").then_some(i.notify_tid),
+            notify_thread_id: i.to_thread.then_some(i.notify_tid),
         })
         .collect();
     pb::TaskTimersEntry {
@@ -282,17 +283,21 @@ pub struct ThreadFacts {
     pub pending: Vec<[u8; 128]>,
     pub rseq: Option<(u64, u32, u32)>,
     pub comm: String,
+    /// sched_getscheduler(): the policy with its SCHED_RESET_ON_FORK bit,
+    /// which /proc/PID/stat does not show (None: read from stat).
+    pub sched_policy: Option<i32>,
 }
 
 pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
     let seccomp = f.status.seccomp;
+    let policy = f.sched_policy.map_or(f.stat.policy, |p| p as u32);
+    let base = policy & !(libc::SCHED_RESET_ON_FORK as u32);
     pb::ThreadCoreEntry {
         futex_rla: f.futex_rla,
         futex_rla_len: f.futex_rla_len,
         sched_nice: Some(f.stat.nice as i32),
-        sched_policy: Some(f.stat.policy),
-        sched_prio: (f.stat.policy == libc::SCHED_FIFO as u32 || f.stat.policy == libc::SCHED_RR as u32)
-            .then_some(f.stat.rt_priority),
+        sched_policy: Some(policy),
+        sched_prio: (base == libc::SCHED_FIFO as u32 || base == libc::SCHED_RR as u32).then_some(f.stat.rt_priority),
         blk_sigset: (!leader).then_some(f.sigmask),
         sas: Some(pb::ThreadSasEntry {
             ss_sp: f.misc.ss_sp,

@@ -490,6 +490,70 @@ fn reap_tree(tree: FrozenTree) {
     }
 }
 
+/// The parasite and injected syscalls stop with int3 (a SIGTRAP that runs
+/// unblocked, see [`crate::ptrace::ALL_BUT_SIGTRAP`]): a pending SIGTRAP
+/// would be taken for one of those traps, and an ignored one is reset to
+/// SIG_DFL by the kernel when the trap is forced. Both are refused, as CRIU
+/// refuses a pending SIGTRAP.
+fn refuse_sigtrap(pid: i32, tid: i32) -> Result<()> {
+    let st = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    let why = if (st.sig_pnd | st.shd_pnd) & bit != 0 {
+        "has a pending SIGTRAP"
+    } else if st.sig_ign & bit != 0 {
+        "ignores SIGTRAP (the dumper's traps would reset it to SIG_DFL)"
+    } else {
+        return Ok(());
+    };
+    Err(DumpError::Refused {
+        pid,
+        what: format!("thread {tid} {why}: not supported"),
+    })
+}
+
+/// The abort handler of the rseq critical section thread `t` is stopped in
+/// (None: not in one). A section that must not restart on a signal
+/// (RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL) would need its rseq_cs written back
+/// after the restore: refused.
+fn rseq_abort_ip(pid: i32, t: &crate::ptrace::Stopped) -> Result<Option<u64>> {
+    const NO_RESTART_ON_SIGNAL: u32 = 1 << 1;
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let Some((area, _, _)) = t.rseq().map_err(ptr)? else {
+        return Ok(None);
+    };
+    // struct rseq: cpu_id_start, cpu_id (u32), rseq_cs (u64), flags (u32).
+    let cs = t.peek(area + 8).map_err(ptr)?;
+    if cs == 0 {
+        return Ok(None);
+    }
+    let area_flags = t.peek(area + 16).map_err(ptr)? as u32;
+    // struct rseq_cs: version, flags (u32), start_ip, post_commit_offset, abort_ip.
+    let vf = t.peek(cs).map_err(ptr)?;
+    let (version, flags) = (vf as u32, (vf >> 32) as u32);
+    let start = t.peek(cs + 8).map_err(ptr)?;
+    let len = t.peek(cs + 16).map_err(ptr)?;
+    let abort = t.peek(cs + 24).map_err(ptr)?;
+    let ip = t.regs().map_err(ptr)?.rip;
+    if !(start <= ip && ip - start < len) {
+        return Ok(None);
+    }
+    let why = if version != 0 {
+        format!("rseq_cs version {version}")
+    } else if (flags | area_flags) & NO_RESTART_ON_SIGNAL != 0 {
+        "RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL".to_string()
+    } else {
+        return Ok(Some(abort));
+    };
+    Err(DumpError::Refused {
+        pid,
+        what: format!(
+            "thread {} is inside an rseq critical section at {ip:#x} (rseq_cs {cs:#x}) with {why}: not supported yet",
+            t.tid()
+        ),
+    })
+}
+
 /// Every task must still be in its ptrace stop: one that was killed during
 /// the dump no longer is (ptrace answers ESRCH), and its images are void.
 fn still_frozen(tree: &FrozenTree) -> Result<()> {
@@ -508,7 +572,22 @@ pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
 
-const NS_KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"];
+/// The namespaces a task must share with cryo, and the ones its future
+/// children would get (after unshare(CLONE_NEWPID/CLONE_NEWTIME) a task
+/// stays in its namespace but its children enter a new one: restoring the
+/// task without it would drop it silently).
+const NS_KINDS: [&str; 10] = [
+    "pid",
+    "net",
+    "ipc",
+    "uts",
+    "mnt",
+    "user",
+    "cgroup",
+    "time",
+    "pid_for_children",
+    "time_for_children",
+];
 
 /// Refusals that need no freezing (namespaces); more come per process.
 fn precheck(pid: i32) -> Result<()> {
@@ -523,10 +602,14 @@ fn check_ns(pid: i32) -> Result<()> {
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
         let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
         if mine != theirs {
-            return Err(DumpError::Refused {
-                pid,
-                what: format!("it is in a non-default {ns} namespace ({theirs:?}); namespaces are not supported yet"),
-            });
+            let what = match ns.strip_suffix("_for_children") {
+                Some(kind) => format!(
+                    "its children would be in a {kind} namespace of their own (/proc/{pid}/ns/{ns} is {theirs:?}, \
+                     not cryo's {mine:?}: an unshare without a child yet); namespaces are not supported yet"
+                ),
+                None => format!("it is in a non-default {ns} namespace ({theirs:?}); namespaces are not supported yet"),
+            };
+            return Err(DumpError::Refused { pid, what });
         }
     }
     Ok(())
@@ -897,6 +980,13 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
 
     // --- inside the target: the parasite ---
     let code_addr = parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    // rseq critical sections, read before the parasite runs (running it
+    // makes the kernel clear each thread's rseq_cs).
+    let mut rseq_abort = Vec::new();
+    for t in &p.threads {
+        refuse_sigtrap(pid, t.tid())?;
+        rseq_abort.push(rseq_abort_ip(pid, t)?);
+    }
     let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
     let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
     let (sigacts, itimers, posix, misc, mut tmisc, runs, spliced) = {
@@ -1052,13 +1142,28 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             .map_err(|e| DumpError::task(pid, e.to_string()))?;
         let tstatus = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
             .map_err(|e| DumpError::task(pid, e.to_string()))?;
-        let regs = t.regs().map_err(ptr)?;
+        let mut regs = t.regs().map_err(ptr)?;
+        if let Some(abort) = rseq_abort[i] {
+            // Stopped inside an rseq critical section: the kernel would have
+            // sent it to its abort handler on the way back to user space, but
+            // the parasite's run cleared rseq_cs. Jump there as CRIU does, in
+            // the image and in the live task (--leave-running, a failed dump).
+            regs.rip = abort;
+            t.set_regs(&regs).map_err(ptr)?;
+        }
         let xs = t.xstate().map_err(ptr)?;
         let mut tls = [[0u32; 4]; 3];
         for (j, d) in tls.iter_mut().enumerate() {
             *d = t.thread_area(12 + j as u32).map_err(ptr)?;
         }
         let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
+        let sched_policy = crate::sys::sched_policy(tid).ok();
+        if sched_policy.is_some_and(|p| p & !libc::SCHED_RESET_ON_FORK == 6) {
+            return Err(DumpError::Refused {
+                pid,
+                what: format!("thread {tid} runs SCHED_DEADLINE, which cannot be restored yet"),
+            });
+        }
         let facts = core::ThreadFacts {
             comm: tstat.comm.clone(),
             stat: tstat,
@@ -1070,6 +1175,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
             sigmask: t.sigmask().map_err(ptr)?,
             pending: t.peek_siginfo(false).map_err(ptr)?,
             rseq: t.rseq().map_err(ptr)?,
+            sched_policy,
         };
         let seccomp_filter = if facts.status.seccomp == 2 {
             Some(seccomp_chain(ctx, t).map_err(ptr)?)

@@ -158,7 +158,7 @@ impl<'a> Parasite<'a> {
         r.rdi = args_addr;
         r.orig_rax = u64::MAX;
         self.task.set_regs(&r)?;
-        self.task.set_sigmask(!0)?;
+        self.task.set_sigmask(crate::ptrace::ALL_BUT_SIGTRAP)?;
         // Resume it; the ptrace handle stays "stopped" in type but the task runs
         // until the blob traps. Nothing else touches it meanwhile.
         // SAFETY: scalar args.

@@ -210,6 +210,7 @@ pub struct Status {
     pub sig_pnd: u64,
     pub shd_pnd: u64,
     pub sig_blk: u64,
+    pub sig_ign: u64,
     pub cap_inh: u64,
     pub cap_prm: u64,
     pub cap_eff: u64,
@@ -264,6 +265,7 @@ pub fn parse_status(s: &str) -> Result<Status, ParseError> {
             "SigPnd" => st.sig_pnd = hexv()?,
             "ShdPnd" => st.shd_pnd = hexv()?,
             "SigBlk" => st.sig_blk = hexv()?,
+            "SigIgn" => st.sig_ign = hexv()?,
             "CapInh" => st.cap_inh = hexv()?,
             "CapPrm" => st.cap_prm = hexv()?,
             "CapEff" => st.cap_eff = hexv()?,
@@ -362,8 +364,12 @@ pub struct PosixTimerInfo {
     pub id: i32,
     pub signo: i32,
     pub sival_ptr: u64,
-    /// "signal", "thread", "none" (+ "/tid" for thread).
+    /// How the timer notifies: "signal", "thread" or "none" (the kernel's
+    /// names for SIGEV_SIGNAL, SIGEV_THREAD, SIGEV_NONE).
     pub notify: String,
+    /// SIGEV_THREAD_ID: the signal goes to thread `notify_tid` ("tid.N"),
+    /// not to the process ("pid.N").
+    pub to_thread: bool,
     pub notify_tid: i32,
     pub clock_id: i32,
 }
@@ -393,8 +399,13 @@ pub fn parse_timers(s: &str) -> Result<Vec<PosixTimerInfo>, ParseError> {
                 let t = out.last_mut().ok_or_else(bad)?;
                 let (kind, tid) = v.split_once('/').ok_or_else(bad)?;
                 t.notify = kind.to_string();
-                let tid = tid.trim_start_matches("tid.").trim_start_matches("pid.");
-                t.notify_tid = tid.parse().map_err(|_| bad())?;
+                let (to, id) = tid.split_once('.').ok_or_else(bad)?;
+                t.to_thread = match to {
+                    "tid" => true,
+                    "pid" => false,
+                    _ => return Err(bad()),
+                };
+                t.notify_tid = id.parse().map_err(|_| bad())?;
             }
             "ClockID" => out.last_mut().ok_or_else(bad)?.clock_id = v.parse().map_err(|_| bad())?,
             _ => {}
@@ -498,7 +509,7 @@ mod tests {
 
     #[test]
     fn timers_fields() {
-        let t = parse_timers("ID: 0\nsignal: 14/0000000000000000\nnotify: signal/pid.7\nClockID: 1\nID: 3\nsignal: 10/00007ffd00000000\nnotify: thread/tid.9\nClockID: 0\n").unwrap();
+        let t = parse_timers("ID: 0\nsignal: 14/0000000000000000\nnotify: signal/pid.7\nClockID: 1\nID: 3\nsignal: 10/00007ffd00000000\nnotify: signal/tid.9\nClockID: 0\n").unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(
             (
@@ -510,7 +521,12 @@ mod tests {
             ),
             (0, 14, 1, "signal", 7)
         );
-        assert_eq!((t[1].sival_ptr, t[1].notify_tid), (0x7ffd00000000, 9));
+        assert!(!t[0].to_thread);
+        assert_eq!(
+            (t[1].sival_ptr, t[1].notify_tid, t[1].to_thread),
+            (0x7ffd00000000, 9, true)
+        );
+        assert!(parse_timers("ID: 0\nnotify: signal/9\n").is_err());
     }
 
     #[test]

@@ -18,6 +18,12 @@ use std::io;
 
 pub use libc::user_regs_struct as Regs;
 
+/// The signal mask injected code runs with: everything blocked but SIGTRAP.
+/// Its int3 raises a forced SIGTRAP, and a forced signal that is blocked
+/// makes the kernel reset the task's SIGTRAP handler to SIG_DFL (and
+/// unblock it): the dumped handler would be lost.
+pub const ALL_BUT_SIGTRAP: u64 = !(1u64 << (libc::SIGTRAP - 1));
+
 /// Errors of this module, each naming the thread.
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
@@ -508,7 +514,7 @@ impl Stopped {
             r.r8 = args[4];
             r.r9 = args[5];
             self.set_regs(&r)?;
-            self.set_sigmask(!0)?;
+            self.set_sigmask(ALL_BUT_SIGTRAP)?;
             let after = self.cont_until_trap()?;
             Ok(after.rax as i64)
         })();

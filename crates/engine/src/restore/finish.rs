@@ -69,6 +69,27 @@ fn set_regs(tid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
     pt(libc::PTRACE_SETREGS, tid, 0, r as *const _ as usize).map(|_| ())
 }
 
+/// A signal-delivery stop of `tid` for a signal sent with tgkill (si_code
+/// SI_TKILL): the restorer's own stop before rt_sigreturn (nobody else
+/// knows the thread yet; a SIGSTOP from kill() has SI_USER).
+fn self_stop(tid: i32) -> bool {
+    let mut si = [0u8; 128];
+    if pt(libc::PTRACE_GETSIGINFO, tid, 0, si.as_mut_ptr() as usize).is_err() {
+        return false;
+    }
+    i32::from_ne_bytes(si[8..12].try_into().expect("4 bytes")) == libc::SI_TKILL
+}
+
+/// Whether /proc says thread `tid` is traced by this process.
+fn traced_by_us(tid: i32) -> bool {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string(format!("/proc/{tid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .is_some_and(|v| v.trim() == me)
+    })
+}
+
 /// (op, nr) of the current syscall stop: op 1 = entry, 2 = exit.
 fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
     let mut buf = [0u8; 88];
@@ -141,26 +162,41 @@ impl Seized {
     /// bootstrap from its leader, let the leaders go.
     pub fn finish(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
         let tids: Vec<i32> = self.threads.iter().map(|t| t.0).collect();
+        let leaders: Vec<i32> = self.threads.iter().map(|t| t.1).collect();
         let r = self.step_out(slots);
         if r.is_err() {
             // Let go of whatever is still ours (a tracee left in a stop would
-            // hang the restored tree).
-            for tid in tids {
-                // SAFETY: best-effort ptrace calls on our (former) tracees.
-                unsafe {
-                    if libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0 {
-                        let mut st = 0;
-                        libc::waitpid(tid, &mut st, libc::__WALL);
-                        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            // hang the restored tree), and reap the traced threads that died
+            // (a failing restorer ends its process with exit_group): a traced
+            // thread stays a zombie until its tracer reaps it, and its leader
+            // cannot be waited for before. Non-leaders first; bounded.
+            let mut left: Vec<i32> = tids.iter().copied().filter(|t| !leaders.contains(t)).collect();
+            left.extend(tids.iter().copied().filter(|t| leaders.contains(t)));
+            left.retain(|&t| traced_by_us(t));
+            for &tid in &left {
+                // SAFETY: scalar ptrace request on a tracee of ours.
+                unsafe { libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) };
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while !left.is_empty() && std::time::Instant::now() < deadline {
+                left.retain(|&tid| {
+                    let mut st = 0;
+                    // SAFETY: non-blocking waitpid on a tracee of ours.
+                    let w = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
+                    if w == tid && libc::WIFSTOPPED(st) {
+                        // SAFETY: detaching a stopped tracee of ours.
+                        unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
                     }
-                }
+                    w == 0
+                });
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         r
     }
 
     fn step_out(self, slots: &HashMap<i32, RstSlot>) -> io::Result<()> {
-        // Each thread runs freely to the int3 right before its rt_sigreturn
+        // Each thread runs freely to its SIGSTOP right before rt_sigreturn
         // (GO_RUN_TRACED), then is stepped through that one syscall.
         for &(tid, _) in &self.threads {
             pt(libc::PTRACE_CONT, tid, 0, 0)?;
@@ -235,8 +271,9 @@ impl Seized {
                     libc::PTRACE_CONT
                 };
                 pt(step, tid, 0, 0)?;
-            } else if sig == libc::SIGTRAP && !trapped.get(&tid).copied().unwrap_or(false) {
-                // The restorer's int3: swallow it, step into rt_sigreturn.
+            } else if sig == libc::SIGSTOP && !trapped.get(&tid).copied().unwrap_or(false) && self_stop(tid) {
+                // The restorer's own SIGSTOP right before rt_sigreturn:
+                // swallow it, step into rt_sigreturn.
                 trapped.insert(tid, true);
                 pt(libc::PTRACE_SYSCALL, tid, 0, 0)?;
             } else {

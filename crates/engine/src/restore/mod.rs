@@ -111,9 +111,11 @@ pub enum RestoreError {
     Prepare { object: String, reason: String },
     #[error("restoring {0}")]
     Task(String),
-    #[error("restorer in pid {pid} failed at {stage}: {err}")]
+    #[error("restorer in pid {pid}{thread} failed at {stage}: {err}")]
     Restorer {
         pid: i32,
+        /// " thread TID" when a thread other than the leader failed.
+        thread: String,
         stage: &'static str,
         err: std::io::Error,
     },
@@ -596,8 +598,20 @@ impl RestoreCtx {
             STAGE_SECCOMP => "installing seccomp filters",
             _ => "an unknown stage",
         };
+        // The restorer records the failing thread's id: name its process too.
+        let env = self.env.as_ref().expect("prepared");
+        let (pid, thread) = match env
+            .plan
+            .procs
+            .iter()
+            .find(|p| p.pid != pid && p.threads.iter().any(|t| t.tid == pid))
+        {
+            Some(p) => (p.pid, format!(" thread {pid}")),
+            None => (pid, String::new()),
+        };
         Some(RestoreError::Restorer {
             pid,
+            thread,
             stage,
             err: std::io::Error::from_raw_os_error((-c.err_code) as i32),
         })

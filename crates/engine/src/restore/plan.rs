@@ -110,6 +110,8 @@ pub struct Thread {
     pub rseq: Option<(u64, u32, u32)>,
     pub comm: String,
     pub pdeath_sig: u32,
+    /// Robust futex list head and length (0, 0: none).
+    pub futex_rla: (u64, u32),
     /// (nice, policy, priority) if dumped.
     pub sched: Option<(i32, i32, i32)>,
     pub seccomp: Seccomp,
@@ -1337,6 +1339,28 @@ fn build_thread(
         m => return Err(unsupported(&file, tid, format!("seccomp mode {m}"))),
     };
     let no_new_privs = thc.creds.as_ref().and_then(|c| c.no_new_privs).unwrap_or(0) != 0;
+    if let Some(pol) = thc.sched_policy {
+        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
+        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
+        if ![0, 1, 2, 3, 5].contains(&base) {
+            return Err(unsupported(&file, tid, format!("scheduling policy {pol:#x}")));
+        }
+    }
+    if let Some(cs) = thc
+        .rseq_entry
+        .as_ref()
+        .and_then(|r| r.rseq_cs_pointer)
+        .filter(|&c| c != 0)
+    {
+        // CRIU's image of a thread in a critical section that must not
+        // restart on a signal: its rseq_cs would have to be written back
+        // just before the thread runs.
+        return Err(unsupported(
+            &file,
+            tid,
+            format!("an rseq critical section pointer ({cs:#x}, RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL)"),
+        ));
+    }
     Ok(Thread {
         tid,
         regs: gpregs(&ti.gpregs),
@@ -1353,6 +1377,7 @@ fn build_thread(
             .map(|r| (r.rseq_abi_pointer, r.rseq_abi_size, r.signature)),
         comm: thc.comm.clone().or(tc.map(|t| t.comm.clone())).unwrap_or_default(),
         pdeath_sig: thc.pdeath_sig.unwrap_or(0),
+        futex_rla: (thc.futex_rla, thc.futex_rla_len),
         sched: thc.sched_policy.map(|pol| {
             (
                 thc.sched_nice.unwrap_or(0),
@@ -1438,6 +1463,21 @@ fn build_proc(
         })
         .collect();
     posix_timers.sort_by_key(|t| t.id);
+    // A timer aimed at one thread (SIGEV_THREAD_ID) must name a thread of
+    // this process: the kernel would refuse another, and a wrong target
+    // would leave the thread that waits for it hanging.
+    for t in &posix_timers {
+        if t.sigev_notify & libc::SIGEV_THREAD_ID != 0 && !threads.iter().any(|th| th.tid == t.notify_tid) {
+            return Err(bad(
+                &file,
+                pid,
+                format!(
+                    "POSIX timer {} signals thread {}, which is not a thread of this process",
+                    t.id, t.notify_tid
+                ),
+            ));
+        }
+    }
 
     let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
     if state != TASK_DEAD {

@@ -749,7 +749,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         let (rseq, rseq_len, rseq_sig) = t.rseq.unwrap_or((0, 0, 0));
         threads.push(RstThread {
             tid: t.tid,
-            _pad: 0,
+            pdeath_sig: t.pdeath_sig as i32,
             frame: frame_at,
             stack_top: stack_lo + RST_STACK_SIZE as u64,
             fs_base: t.regs.fs_base,
@@ -772,6 +772,9 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             seccomp,
             nr_seccomp: filters.len() as u32,
             seccomp_tsync: tsync as u32,
+            futex_rla: t.futex_rla.0,
+            futex_rla_len: t.futex_rla.1,
+            _pad4: 0,
         });
     }
     a.threads = put(&mut rw, as_bytes(&threads), 16)?;
