@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Write docs/zdtm.md from the tables of ../shared/zdtm/run.sh (one per flavor run).
 
-usage: scripts/zdtm-doc.py --out docs/zdtm.md --why WHY.tsv LABEL=REPORT/table.txt [LABEL=...]
+usage: scripts/zdtm-doc.py --out docs/zdtm.md [--why WHY.tsv] LABEL=REPORT/table.txt [LABEL=...]
 
-Each table line reads `TEST cryo=RESULT criu=RESULT # reason`. WHY.tsv (optional) maps a test name, or a
-regex over test names, to the class of its failure (`TEST<TAB>why`); tests it does not name keep the reason
-zdtm saw. The page lists, per run, the pass/fail/skip counts beside CRIU 4.2's, and every test cryo fails
-with why, grouped by that class.
+Each table line reads `TEST cryo=RESULT criu=RESULT # reason`. A failure is put in a class by its reason
+(REASONS below: the later issues' scope) or by WHY.tsv (optional: `TEST-REGEX<TAB>why` lines); otherwise it
+keeps the reason zdtm saw, numbers folded. The page lists, per run, the pass/fail/skip counts beside CRIU
+4.2's, and every test cryo fails with why, grouped by that class.
 """
 import argparse
 import collections
@@ -41,12 +41,22 @@ def read_why(path):
     return out
 
 
+REASONS = [
+    (r"is a socket|sockets are not supported", "refused at dump: sockets (issue 12)"),
+    (r"--manage-cgroups|cgroups yet", "refused: cgroups (issue 13)"),
+    (r"net namespace|namespaces are not supported", "refused at dump: namespaces (issue 13)"),
+]
+
+
 def classify(test, reason, why):
     short = test.split("/", 1)[1] if "/" in test else test
     for pat, w in why:
         if pat.match(short) or pat.match(test):
             return w
-    return reason or "?"
+    for pat, w in REASONS:
+        if re.search(pat, reason):
+            return w
+    return re.sub(r"\b\d+\b", "N", reason) or "?"
 
 
 def main():
