@@ -103,17 +103,7 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
     let mut end = 0u64;
     if total > 0 {
         total += PAGE;
-        let base = layout::find_hole(&busy, total, 0x10_0000, 0x7ff0_0000_0000)
-            .ok_or_else(|| TaskError(format!("no hole of {total} bytes for the premapped memory")))?;
-        rsys::mmap(
-            base,
-            total,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-        .map_err(|e| ("reserving the premap area", e))?;
+        let base = super::task::reserve_hole(&busy, total, "the premapped memory")?;
         cursor = base + PAGE;
         end = base + total;
     }

@@ -28,6 +28,23 @@ impl<E: std::fmt::Display> From<(&str, E)> for TaskError {
     }
 }
 
+/// Reserve `total` bytes of PROT_NONE address space in a hole that no span
+/// of `busy` overlaps, for `what` (named in the error); returns its start.
+pub(crate) fn reserve_hole(busy: &[layout::Span], total: u64, what: &str) -> Result<u64, TaskError> {
+    let base = layout::find_hole(busy, total, 0x10_0000, 0x7ff0_0000_0000)
+        .ok_or_else(|| TaskError(format!("no hole of {total} bytes for {what} in the address space")))?;
+    rsys::mmap(
+        base,
+        total,
+        libc::PROT_NONE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+        -1,
+        0,
+    )
+    .map_err(|e| TaskError(format!("reserving {what}: {e}")))?;
+    Ok(base)
+}
+
 fn ctl(env: &TaskEnv) -> &'static RstCtl {
     // SAFETY: the control page is mapped at env.ctl in every task for as long
     // as they run engine code.
@@ -490,20 +507,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
     let blob_len = page_up(env.blob.mem_size as u64);
     let scratch: u64 = cur_k.iter().map(|s| s.len() + PAGE).sum();
     let total = blob_len + args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE) + scratch + 4 * PAGE;
-    let base = layout::find_hole(&busy, total, 0x10_0000, 0x7ff0_0000_0000).ok_or_else(|| {
-        TaskError(format!(
-            "no hole of {total} bytes for the restorer in the address space"
-        ))
-    })?;
-    rsys::mmap(
-        base,
-        total,
-        libc::PROT_NONE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
-        -1,
-        0,
-    )
-    .map_err(|e| ("reserving the bootstrap area", e))?;
+    let base = reserve_hole(&busy, total, "the restorer's bootstrap area")?;
     let mut boot = Boot {
         base,
         cursor: base,
