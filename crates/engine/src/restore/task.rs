@@ -1034,7 +1034,7 @@ fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<
         }
         let desc = match env.plan.files.get(&f.file_id) {
             Some(d @ super::plan::FileDesc::Reg { path, remap: None, .. })
-                if crate::files::reg::is_tree_proc_path(&env.plan, path) =>
+                if crate::files::reg::is_tree_proc_path(&env.plan, path) && !own_fd_path(p, path) =>
             {
                 d
             }
@@ -1048,6 +1048,15 @@ fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<
         out.insert(f.file_id, high);
     }
     Ok(out)
+}
+
+/// /proc/<own pid>/fd/N or /proc/<own pid>/fdinfo/N: names one of the
+/// task's own fds, so it can only be opened once that fd is at its number
+/// (setup_fds opens it last).
+fn own_fd_path(p: &Proc, path: &str) -> bool {
+    let own = format!("/proc/{}/", p.pid);
+    path.strip_prefix(&own)
+        .is_some_and(|rest| rest.starts_with("fd/") || rest.starts_with("fdinfo/"))
 }
 
 /// Put every fd at its number; close everything else except the exe fd.
@@ -1073,7 +1082,14 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
         .max(env.exe_fd_target)
         + 1;
     let pidfds = crate::files::pidfd::open_all(&want, above).map_err(TaskError)?;
+    let mut late = Vec::new();
     for f in &p.fds {
+        if let Some(desc @ super::plan::FileDesc::Reg { path, remap: None, .. }) = env.plan.files.get(&f.file_id) {
+            if !env.fd_pool.contains_key(&f.file_id) && own_fd_path(p, path) {
+                late.push((f, desc));
+                continue;
+            }
+        }
         let src = *env
             .fd_pool
             .get(&f.file_id)
@@ -1089,6 +1105,31 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
                 f.file_id,
                 std::io::Error::last_os_error()
             )));
+        }
+        keep.push(f.fd);
+    }
+    // Files naming the task's own fds, now that those are in place.
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    for (f, desc) in late {
+        let mut no_remaps = crate::files::reg::Remaps::default();
+        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+            .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
+        let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: fd is ours; f.fd is the target number (a temporary fd that
+        // landed there is replaced by itself, dup3 refuses equal numbers).
+        if fd.as_raw_fd() != f.fd && unsafe { libc::dup3(fd.as_raw_fd(), f.fd, fl) } < 0 {
+            return Err(TaskError(format!(
+                "fd {} (file id {}): dup3: {}",
+                f.fd,
+                f.file_id,
+                std::io::Error::last_os_error()
+            )));
+        }
+        if fd.as_raw_fd() == f.fd {
+            // Already at its number: keep it open (and set its close-on-exec flag).
+            let fd = fd.into_raw_fd();
+            // SAFETY: fd is a valid fd of ours.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, if f.cloexec { libc::FD_CLOEXEC } else { 0 }) };
         }
         keep.push(f.fd);
     }

@@ -129,3 +129,19 @@ fn the_ghost_limit_counts_data_not_holes() {
 fn cwd_and_files_in_the_proc_dir_of_a_dead_process_come_back() {
     ghosts_twice("deadproc", "", "");
 }
+
+/// /proc/self/fdinfo/N and /proc/self/fd/N of the task's own eventfd come
+/// back naming that fd of the restored process (they are opened once the
+/// task's fds are at their numbers), twice.
+#[test]
+fn proc_files_of_the_tasks_own_fds_come_back_twice() {
+    let prog = build_prog("ownfdinfo");
+    dump_restore_cmd_twice(
+        &format!("{} /tmp/anchor", prog.display()),
+        "ownfdinfo.ready",
+        |ns, pid, round| {
+            let v = ns.ask(pid, "ownfdinfo.verify", "\n");
+            assert_eq!(v.trim(), "ok", "round {round}");
+        },
+    );
+}
