@@ -804,16 +804,31 @@ fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<
     Ok(())
 }
 
-/// A hugetlb mapping (MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a
-/// MFD_HUGETLB memfd) is refused: its pages are not dumped yet.
+/// A hugetlb mapping other than private anonymous MAP_HUGETLB memory
+/// (shared MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a MFD_HUGETLB
+/// memfd) is refused: its shared pages are not dumped yet.
 fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
     DumpError::Refused {
         pid,
         what: format!(
-            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page (MAP_HUGETLB/SHM_HUGETLB/hugetlbfs) memory is not supported yet",
+            "hugetlb mapping at {:#x}-{:#x} ({}): shared huge-page memory (MAP_SHARED|MAP_HUGETLB, SHM_HUGETLB, hugetlbfs files, MFD_HUGETLB memfds) is not supported yet; only MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB is",
             v.start, v.end, v.name
         ),
     }
+}
+
+/// The huge page size of the hugetlb mapping `v` (the block size of the
+/// hugetlbfs it lives on).
+fn hugetlb_page_size(pid: i32, v: &Vma) -> Result<u64> {
+    let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+    let s = nix::sys::statfs::statfs(mf.as_str()).map_err(|e| DumpError::Io {
+        path: mf.clone().into(),
+        source: e.into(),
+    })?;
+    if s.filesystem_type() != nix::sys::statfs::HUGETLBFS_MAGIC {
+        return Err(hugetlb_refused(pid, v));
+    }
+    Ok(s.block_size() as u64)
 }
 
 /// Is the object mapped at `v` on hugetlbfs (a MFD_HUGETLB memfd, SHM_HUGETLB)?
@@ -837,7 +852,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
+            _ if v.shared && v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
             VmaKind::ShmemLike | VmaKind::MemfdPrivate if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
@@ -1028,7 +1043,11 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
     with_vmflags(pid, &mut f, smaps)?;
-    if let Some((v, _)) = f.vmas.iter().find(|(v, _)| v.has_flag("ht")) {
+    if let Some((v, _)) = f
+        .vmas
+        .iter()
+        .find(|(v, k)| v.has_flag("ht") && (*k != VmaKind::AnonPrivate || !v.name.starts_with("/anon_hugepage")))
+    {
         return Err(hugetlb_refused(pid, v));
     }
     trace(&format!("pid {pid}: vmflags"));
@@ -1061,7 +1080,12 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
                 reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
-        vma_entries.push(mem::vma_entry(v, *k, shmid));
+        let mut e = mem::vma_entry(v, *k, shmid);
+        if v.has_flag("ht") {
+            let size = hugetlb_page_size(pid, v)?;
+            e.flags |= mem::hugetlb_size_flag(size).ok_or_else(|| hugetlb_refused(pid, v))?;
+        }
+        vma_entries.push(e);
     }
     {
         let pm_path = format!("/proc/{pid}/pagemap");

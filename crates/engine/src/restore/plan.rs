@@ -84,6 +84,18 @@ pub struct Vma {
     pub kind: VmaKind,
 }
 
+impl Vma {
+    /// The huge page size of a MAP_HUGETLB VMA (from its MAP_HUGE_* bits;
+    /// none recorded means the kernel's default, 2 MiB on x86-64).
+    pub fn hugetlb_page(&self) -> Option<u64> {
+        if self.flags & libc::MAP_HUGETLB as u32 == 0 {
+            return None;
+        }
+        let log2 = (self.flags >> 26) & 0x3f;
+        Some(if log2 == 0 { 2 << 20 } else { 1u64 << log2 })
+    }
+}
+
 /// Memory of a process.
 #[derive(Clone, Debug)]
 pub struct Mm {
@@ -1659,7 +1671,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
         } else {
             return Err(what(&format!("unknown status {st:#x}")));
         };
-        vmas.push(Vma {
+        let vma = Vma {
             start: v.start,
             end: v.end,
             pgoff: v.pgoff,
@@ -1667,7 +1679,25 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             flags: v.flags,
             madv: v.madv.unwrap_or(0),
             kind,
-        });
+        };
+        if let Some(hp) = vma.hugetlb_page() {
+            // Only private anonymous huge-page memory is restored; shared
+            // hugetlb (anonymous, memfd, SysV, hugetlbfs files) is not yet.
+            if vma.kind != VmaKind::AnonPrivate {
+                return Err(unsupported(
+                    &file,
+                    pid,
+                    format!(
+                        "vma {i} at {:#x}: shared or file-backed huge-page (MAP_HUGETLB) memory",
+                        v.start
+                    ),
+                ));
+            }
+            if !(hp == 2 << 20 || hp == 1 << 30) || v.start % hp != 0 || v.end % hp != 0 {
+                return Err(what(&format!("MAP_HUGETLB with {hp}-byte pages not aligned to them")));
+            }
+        }
+        vmas.push(vma);
     }
     if !files.contains_key(&entry.exe_file_id) {
         return Err(bad(

@@ -1,4 +1,4 @@
-/* Memory cryo refuses to dump for now: `memrefuse hugetlb` holds a
+/* Memory cryo refuses to dump for now: `memrefuse hugetlb` holds a shared
  * MAP_HUGETLB mapping with data. Writes memrefuse.status ("ready" or "nohuge" when the
  * kernel has no huge page to give), then waits; on SIGUSR1 it checks its
  * memory and writes memrefuse.verify.status ("ok" or "BAD"). */
@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
 	if (argc > 1 && !strcmp(argv[1], "hugetlb")) {
-		huge = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		huge = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 		if (huge == MAP_FAILED) {
 			put("memrefuse.status", "nohuge\n");
 			return 0;
