@@ -45,6 +45,8 @@ pub fn classify(v: &Vma) -> VmaKind {
         // MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB: anonymous memory on the
         // kernel's internal hugetlbfs mount (CRIU records it as anonymous).
         n if !v.shared && n.starts_with("/anon_hugepage") => VmaKind::AnonPrivate,
+        // MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB: recorded as a (hugetlb) memfd, as CRIU does.
+        n if v.shared && n.starts_with("/anon_hugepage") => VmaKind::ShmemLike,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,

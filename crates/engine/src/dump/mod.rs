@@ -804,14 +804,13 @@ fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<
     Ok(())
 }
 
-/// A hugetlb mapping other than private anonymous MAP_HUGETLB memory
-/// (shared MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a MFD_HUGETLB
-/// memfd) is refused: its shared pages are not dumped yet.
+/// A hugetlb mapping other than MAP_HUGETLB memory or a MFD_HUGETLB memfd
+/// (SHM_HUGETLB, a file on a hugetlbfs mount) is refused.
 fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
     DumpError::Refused {
         pid,
         what: format!(
-            "hugetlb mapping at {:#x}-{:#x} ({}): shared huge-page memory (MAP_SHARED|MAP_HUGETLB, SHM_HUGETLB, hugetlbfs files, MFD_HUGETLB memfds) is not supported yet; only MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB is",
+            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page memory other than MAP_HUGETLB and MFD_HUGETLB memfds (SHM_HUGETLB, hugetlbfs files) is not supported yet",
             v.start, v.end, v.name
         ),
     }
@@ -829,6 +828,17 @@ fn hugetlb_page_size(pid: i32, v: &Vma) -> Result<u64> {
         return Err(hugetlb_refused(pid, v));
     }
     Ok(s.block_size() as u64)
+}
+
+/// Private anonymous MAP_HUGETLB memory and mappings of hugetlb shmem
+/// (MAP_SHARED|MAP_HUGETLB, MFD_HUGETLB memfds) are dumped; SysV
+/// SHM_HUGETLB and files on a hugetlbfs mount are not.
+fn hugetlb_supported(pid: i32, v: &Vma, k: VmaKind) -> bool {
+    match k {
+        VmaKind::AnonPrivate => v.name.starts_with("/anon_hugepage"),
+        VmaKind::ShmemLike | VmaKind::MemfdPrivate => on_hugetlbfs(pid, v),
+        _ => false,
+    }
 }
 
 /// Is the object mapped at `v` on hugetlbfs (a MFD_HUGETLB memfd, SHM_HUGETLB)?
@@ -852,8 +862,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            _ if v.shared && v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
-            VmaKind::ShmemLike | VmaKind::MemfdPrivate if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
+            VmaKind::FilePrivate | VmaKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
     }
@@ -1046,7 +1055,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     if let Some((v, _)) = f
         .vmas
         .iter()
-        .find(|(v, k)| v.has_flag("ht") && (*k != VmaKind::AnonPrivate || !v.name.starts_with("/anon_hugepage")))
+        .find(|(v, k)| v.has_flag("ht") && !hugetlb_supported(pid, v, *k))
     {
         return Err(hugetlb_refused(pid, v));
     }

@@ -267,6 +267,8 @@ pub struct MemfdInode {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// MFD_HUGETLB with its MFD_HUGE_* size bits: the inode is huge-page memory.
+    pub hugetlb_flag: Option<u32>,
 }
 
 /// Everything needed to restore a tree, validated.
@@ -733,6 +735,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     mode: m.mode.unwrap_or(0o777),
                     uid: m.uid,
                     gid: m.gid,
+                    hugetlb_flag: m.hugetlb_flag,
                 },
             );
         }
@@ -1681,9 +1684,17 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             kind,
         };
         if let Some(hp) = vma.hugetlb_page() {
-            // Only private anonymous huge-page memory is restored; shared
-            // hugetlb (anonymous, memfd, SysV, hugetlbfs files) is not yet.
-            if vma.kind != VmaKind::AnonPrivate {
+            // Private anonymous huge-page memory is restored, and mappings of
+            // hugetlb memfd inodes (shared MAP_HUGETLB memory is one, as CRIU
+            // records it); SysV and hugetlbfs files are not.
+            // Shared ones only on a memfd inode (restored with MFD_HUGETLB).
+            let on_memfd = match vma.kind {
+                VmaKind::FileShared(id) | VmaKind::FilePrivate(id) => {
+                    matches!(files.get(&id), Some(FileDesc::Memfd { .. }))
+                }
+                _ => false,
+            };
+            if vma.kind != VmaKind::AnonPrivate && !on_memfd {
                 return Err(unsupported(
                     &file,
                     pid,
