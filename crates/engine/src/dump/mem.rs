@@ -42,10 +42,25 @@ pub fn classify(v: &Vma) -> VmaKind {
         n if n.starts_with("/[aio]") => VmaKind::AioRing,
         n if v.shared && (n.starts_with("/dev/zero") || n.starts_with("/memfd:")) => VmaKind::ShmemLike,
         n if n.starts_with("/memfd:") => VmaKind::MemfdPrivate,
+        // MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB: anonymous memory on the
+        // kernel's internal hugetlbfs mount (CRIU records it as anonymous).
+        n if !v.shared && n.starts_with("/anon_hugepage") => VmaKind::AnonPrivate,
+        // MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB: recorded as a (hugetlb) memfd, as CRIU does.
+        n if v.shared && n.starts_with("/anon_hugepage") => VmaKind::ShmemLike,
         _ if v.ino == 0 => VmaKind::AnonPrivate,
         _ if v.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,
     }
+}
+
+/// The MAP_HUGE_* page-size bits of `vma_entry.flags` (log2 of the huge page
+/// size at bit 26, as mmap(2) takes them and CRIU records them).
+pub const MAP_HUGE_SHIFT: u32 = 26;
+pub const MAP_HUGE_MASK: u32 = 0x3f << MAP_HUGE_SHIFT;
+
+/// The MAP_HUGE_* bits for a huge page of `size` bytes (a power of two).
+pub fn hugetlb_size_flag(size: u64) -> Option<u32> {
+    (size.is_power_of_two() && size > 4096).then(|| size.trailing_zeros() << MAP_HUGE_SHIFT)
 }
 
 fn madv(v: &Vma) -> u64 {
@@ -344,6 +359,9 @@ mod tests {
         );
         let vs = vmas.iter().find(|(_, k)| *k == VmaKind::Vsyscall).unwrap();
         assert_eq!(vma_entry(&vs.0, vs.1, 0).status, VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE);
+        assert_eq!(hugetlb_size_flag(2 << 20), Some(21 << MAP_HUGE_SHIFT));
+        assert_eq!(hugetlb_size_flag(1 << 30), Some(30 << MAP_HUGE_SHIFT));
+        assert_eq!(hugetlb_size_flag(3 << 20), None);
     }
 
     #[test]

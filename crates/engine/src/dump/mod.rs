@@ -804,15 +804,40 @@ fn with_vmflags(pid: i32, f: &mut ProcFacts, smaps: &mut SmapsReader) -> Result<
     Ok(())
 }
 
-/// A hugetlb mapping (MAP_HUGETLB, SHM_HUGETLB, a hugetlbfs file or a
-/// MFD_HUGETLB memfd) is refused: its pages are not dumped yet.
+/// A hugetlb mapping other than MAP_HUGETLB memory or a MFD_HUGETLB memfd
+/// (SHM_HUGETLB, a file on a hugetlbfs mount) is refused.
 fn hugetlb_refused(pid: i32, v: &Vma) -> DumpError {
     DumpError::Refused {
         pid,
         what: format!(
-            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page (MAP_HUGETLB/SHM_HUGETLB/hugetlbfs) memory is not supported yet",
+            "hugetlb mapping at {:#x}-{:#x} ({}): huge-page memory other than MAP_HUGETLB and MFD_HUGETLB memfds (SHM_HUGETLB, hugetlbfs files) is not supported yet",
             v.start, v.end, v.name
         ),
+    }
+}
+
+/// The huge page size of the hugetlb mapping `v` (the block size of the
+/// hugetlbfs it lives on).
+fn hugetlb_page_size(pid: i32, v: &Vma) -> Result<u64> {
+    let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+    let s = nix::sys::statfs::statfs(mf.as_str()).map_err(|e| DumpError::Io {
+        path: mf.clone().into(),
+        source: e.into(),
+    })?;
+    if s.filesystem_type() != nix::sys::statfs::HUGETLBFS_MAGIC {
+        return Err(hugetlb_refused(pid, v));
+    }
+    Ok(s.block_size() as u64)
+}
+
+/// Private anonymous MAP_HUGETLB memory and mappings of hugetlb shmem
+/// (MAP_SHARED|MAP_HUGETLB, MFD_HUGETLB memfds) are dumped; SysV
+/// SHM_HUGETLB and files on a hugetlbfs mount are not.
+fn hugetlb_supported(pid: i32, v: &Vma, k: VmaKind) -> bool {
+    match k {
+        VmaKind::AnonPrivate => v.name.starts_with("/anon_hugepage"),
+        VmaKind::ShmemLike | VmaKind::MemfdPrivate => on_hugetlbfs(pid, v),
+        _ => false,
     }
 }
 
@@ -837,8 +862,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            _ if v.name.starts_with("/anon_hugepage") => return Err(hugetlb_refused(pid, v)),
-            VmaKind::ShmemLike | VmaKind::MemfdPrivate if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
+            VmaKind::FilePrivate | VmaKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
     }
@@ -1028,7 +1052,11 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
     with_vmflags(pid, &mut f, smaps)?;
-    if let Some((v, _)) = f.vmas.iter().find(|(v, _)| v.has_flag("ht")) {
+    if let Some((v, _)) = f
+        .vmas
+        .iter()
+        .find(|(v, k)| v.has_flag("ht") && !hugetlb_supported(pid, v, *k))
+    {
         return Err(hugetlb_refused(pid, v));
     }
     trace(&format!("pid {pid}: vmflags"));
@@ -1061,7 +1089,12 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
                 reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
-        vma_entries.push(mem::vma_entry(v, *k, shmid));
+        let mut e = mem::vma_entry(v, *k, shmid);
+        if v.has_flag("ht") {
+            let size = hugetlb_page_size(pid, v)?;
+            e.flags |= mem::hugetlb_size_flag(size).ok_or_else(|| hugetlb_refused(pid, v))?;
+        }
+        vma_entries.push(e);
     }
     {
         let pm_path = format!("/proc/{pid}/pagemap");

@@ -75,6 +75,18 @@ impl FileTable {
         }
         let file = File::open(path).map_err(perr)?;
         let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap_or(0) as u32;
+        // Huge-page memory (MFD_HUGETLB, MAP_SHARED|MAP_HUGETLB): recorded
+        // as CRIU does, MFD_HUGETLB | MFD_HUGE_* of its page size.
+        let hugetlb_flag = match nix::sys::statfs::fstatfs(&file) {
+            Ok(s) if s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC => {
+                let size = s.block_size() as u64;
+                let bits = (size.is_power_of_two() && size > 4096)
+                    .then(|| size.trailing_zeros() << 26)
+                    .ok_or_else(|| perr(std::io::Error::other(format!("huge pages of {size} bytes"))))?;
+                Some(bits | libc::MFD_HUGETLB)
+            }
+            _ => None,
+        };
         let inode_id = self.shmem.len() as u32 + 1;
         let pages_id = self.alloc_pages_id();
         self.shmem.push(ShmemInode {
@@ -86,7 +98,7 @@ impl FileTable {
                 shmid: st.st_ino as u32,
                 seals,
                 inode_id: inode_id as u64,
-                hugetlb_flag: None,
+                hugetlb_flag,
                 mode: Some(st.st_mode),
             },
             pages_id,
@@ -159,13 +171,23 @@ mod restore_side {
             .get(&inode)
             .ok_or_else(|| err(format!("memfd inode {inode}"), "not in memfd.img"))?;
         let object = format!("memfd inode {inode} ({})", ino.name);
-        let fd = if ino.name == "/dev/zero" {
-            shared_anon(ino.size).map_err(|e| err(object.clone(), e))?
+        // MAP_SHARED|MAP_HUGETLB memory as CRIU records it: a hugetlb memfd
+        // inode named "/anon_hugepage"; recreated as such memory.
+        let huge_anon = ino.hugetlb_flag.is_some() && ino.name == "/anon_hugepage";
+        let anon = ino.name == "/dev/zero" || huge_anon;
+        let fd = if anon {
+            let huge = if huge_anon {
+                libc::MAP_HUGETLB | (ino.hugetlb_flag.unwrap_or(0) & (0x3f << 26)) as i32
+            } else {
+                0
+            };
+            shared_anon(ino.size, huge).map_err(|e| err(object.clone(), e))?
         } else {
             let name =
                 std::ffi::CString::new(ino.name.trim_start_matches("memfd:")).map_err(|e| err(object.clone(), e))?;
             let sealing = ino.seals & !F_SEAL_SEAL != 0 || ino.seals == 0;
             let mfl = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
+            let mfl = mfl | ino.hugetlb_flag.unwrap_or(0);
             // SAFETY: name is a valid C string.
             let fd = unsafe { libc::memfd_create(name.as_ptr(), mfl) };
             if fd < 0 {
@@ -178,13 +200,24 @@ mod restore_side {
         };
         if let Some((pm, pages)) = plan.shmem.get(&ino.shmid) {
             let src = std::fs::File::open(pages).map_err(|e| err(pages.display().to_string(), e))?;
+            // hugetlbfs has no write(): its pages are filled through a mapping.
+            let window = if ino.hugetlb_flag.is_some() {
+                Some(SharedWindow::new(&fd, ino.size).map_err(|e| err(object.clone(), e))?)
+            } else {
+                None
+            };
             for r in &pm.runs {
                 let Some(off) = r.offset else { continue };
                 let len = (r.nr_pages * 4096) as usize;
                 let mut buf = vec![0u8; len];
                 std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf, off)
                     .map_err(|e| err(pages.display().to_string(), e))?;
-                nix::sys::uio::pwrite(&fd, &buf, r.vaddr as i64).map_err(|e| err(object.clone(), e))?;
+                match &window {
+                    Some(w) => w.write(r.vaddr, &buf).map_err(|e| err(object.clone(), e))?,
+                    None => {
+                        nix::sys::uio::pwrite(&fd, &buf, r.vaddr as i64).map_err(|e| err(object.clone(), e))?;
+                    }
+                }
             }
         }
         // The size as dumped: the pages above are whole pages (and mmap made
@@ -194,7 +227,7 @@ mod restore_side {
         if cur != ino.size {
             nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
         }
-        if ino.name != "/dev/zero" {
+        if !anon {
             // Owner and mode as dumped (fchmod'ed memfds keep their bits).
             nix::unistd::fchown(
                 &fd,
@@ -206,15 +239,67 @@ mod restore_side {
             nix::sys::stat::fchmod(&fd, mode)
                 .map_err(|e| err(object.clone(), format!("fchmod {:o}: {e}", ino.mode)))?;
         }
-        if ino.seals & !F_SEAL_SEAL != 0 && ino.name != "/dev/zero" {
+        if ino.seals & !F_SEAL_SEAL != 0 && !anon {
             let seals = nix::fcntl::SealFlag::from_bits_truncate(ino.seals as i32);
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(|e| err(object.clone(), e))?;
         }
         Ok(fd)
     }
 
-    /// A shmem file as MAP_SHARED|MAP_ANONYMOUS creates it.
-    fn shared_anon(size: u64) -> std::io::Result<OwnedFd> {
+    /// A shared mapping of a whole (hugetlb) memfd, to write its pages.
+    struct SharedWindow {
+        at: *mut libc::c_void,
+        len: usize,
+    }
+
+    impl SharedWindow {
+        fn new(fd: &OwnedFd, len: u64) -> std::io::Result<SharedWindow> {
+            // SAFETY: a fresh shared mapping of our own fd, unmapped on drop.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(SharedWindow {
+                at: p,
+                len: len as usize,
+            })
+        }
+
+        /// Copy `data` to offset `off` of the file.
+        fn write(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
+            let off = off as usize;
+            if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
+                return Err(std::io::Error::other(format!(
+                    "pages at {off:#x}+{:#x} past the end ({:#x})",
+                    data.len(),
+                    self.len
+                )));
+            }
+            // SAFETY: the range lies inside our own mapping (checked above).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.at as *mut u8).add(off), data.len()) };
+            Ok(())
+        }
+    }
+
+    impl Drop for SharedWindow {
+        fn drop(&mut self) {
+            // SAFETY: unmapping the mapping made in new().
+            unsafe { libc::munmap(self.at, self.len) };
+        }
+    }
+
+    /// A shmem file as MAP_SHARED|MAP_ANONYMOUS (with `huge`: MAP_HUGETLB and
+    /// its page size) creates it.
+    fn shared_anon(size: u64, huge: i32) -> std::io::Result<OwnedFd> {
         let len = size.max(4096);
         // SAFETY: a fresh shared anonymous mapping, unmapped below.
         let p = unsafe {
@@ -222,7 +307,7 @@ mod restore_side {
                 std::ptr::null_mut(),
                 len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge,
                 -1,
                 0,
             )

@@ -84,6 +84,18 @@ pub struct Vma {
     pub kind: VmaKind,
 }
 
+impl Vma {
+    /// The huge page size of a MAP_HUGETLB VMA (from its MAP_HUGE_* bits;
+    /// none recorded means the kernel's default, 2 MiB on x86-64).
+    pub fn hugetlb_page(&self) -> Option<u64> {
+        if self.flags & libc::MAP_HUGETLB as u32 == 0 {
+            return None;
+        }
+        let log2 = (self.flags >> 26) & 0x3f;
+        Some(if log2 == 0 { 2 << 20 } else { 1u64 << log2 })
+    }
+}
+
 /// Memory of a process.
 #[derive(Clone, Debug)]
 pub struct Mm {
@@ -255,6 +267,8 @@ pub struct MemfdInode {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// MFD_HUGETLB with its MFD_HUGE_* size bits: the inode is huge-page memory.
+    pub hugetlb_flag: Option<u32>,
 }
 
 /// Everything needed to restore a tree, validated.
@@ -721,6 +735,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     mode: m.mode.unwrap_or(0o777),
                     uid: m.uid,
                     gid: m.gid,
+                    hugetlb_flag: m.hugetlb_flag,
                 },
             );
         }
@@ -1659,7 +1674,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
         } else {
             return Err(what(&format!("unknown status {st:#x}")));
         };
-        vmas.push(Vma {
+        let vma = Vma {
             start: v.start,
             end: v.end,
             pgoff: v.pgoff,
@@ -1667,7 +1682,33 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             flags: v.flags,
             madv: v.madv.unwrap_or(0),
             kind,
-        });
+        };
+        if let Some(hp) = vma.hugetlb_page() {
+            // Private anonymous huge-page memory is restored, and mappings of
+            // hugetlb memfd inodes (shared MAP_HUGETLB memory is one, as CRIU
+            // records it); SysV and hugetlbfs files are not.
+            // Shared ones only on a memfd inode (restored with MFD_HUGETLB).
+            let on_memfd = match vma.kind {
+                VmaKind::FileShared(id) | VmaKind::FilePrivate(id) => {
+                    matches!(files.get(&id), Some(FileDesc::Memfd { .. }))
+                }
+                _ => false,
+            };
+            if vma.kind != VmaKind::AnonPrivate && !on_memfd {
+                return Err(unsupported(
+                    &file,
+                    pid,
+                    format!(
+                        "vma {i} at {:#x}: shared or file-backed huge-page (MAP_HUGETLB) memory",
+                        v.start
+                    ),
+                ));
+            }
+            if !(hp == 2 << 20 || hp == 1 << 30) || v.start % hp != 0 || v.end % hp != 0 {
+                return Err(what(&format!("MAP_HUGETLB with {hp}-byte pages not aligned to them")));
+            }
+        }
+        vmas.push(vma);
     }
     if !files.contains_key(&entry.exe_file_id) {
         return Err(bad(

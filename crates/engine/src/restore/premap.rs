@@ -96,7 +96,7 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
     for v in &want {
         if from_parent(v).is_none() {
             let len = v.end - v.start;
-            total += len + PAGE + if len >= HUGE { HUGE } else { 0 };
+            total += len + PAGE + align_of(v);
         }
     }
     let mut cursor = 0u64;
@@ -118,11 +118,12 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         }
         let len = v.end - v.start;
         let mut at = cursor;
-        if len >= HUGE {
-            let want = v.start % HUGE;
-            at = (at - at % HUGE) + want;
+        let align = align_of(&v);
+        if align > 0 {
+            let want = v.start % align;
+            at = (at - at % align) + want;
             if at < cursor {
-                at += HUGE;
+                at += align;
             }
         }
         if at + len > end {
@@ -141,6 +142,17 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
     fill(pages.as_raw_fd(), &mm.pagemap.runs, &out)
         .map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
     Ok(out)
+}
+
+/// The alignment of `v`'s premapped copy (0: a page is enough). A hugetlb
+/// VMA must sit on its huge pages (mmap and mremap refuse less); other big
+/// ones keep their offset within a huge page, so that THP survive the move.
+fn align_of(v: &Vma) -> u64 {
+    match v.hugetlb_page() {
+        Some(hp) => hp,
+        None if v.end - v.start >= HUGE => HUGE,
+        None => 0,
+    }
 }
 
 /// Map a fresh copy of `v` at `at`.
@@ -169,11 +181,18 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
             } else {
                 libc::MAP_PRIVATE
             };
+            // MAP_HUGETLB with its MAP_HUGE_* page size, as dumped (the
+            // plan admits it on private anonymous VMAs only).
+            let huge = if v.kind == VmaKind::AnonPrivate {
+                v.flags as i32 & (libc::MAP_HUGETLB | (0x3f << 26))
+            } else {
+                0
+            };
             rsys::mmap(
                 at,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                kind | libc::MAP_ANONYMOUS | libc::MAP_FIXED | growsdown | noreserve,
+                kind | libc::MAP_ANONYMOUS | libc::MAP_FIXED | growsdown | noreserve | huge,
                 -1,
                 0,
             )

@@ -1,11 +1,15 @@
-/* Memory cryo refuses to dump for now: `memrefuse hugetlb` holds a
- * MAP_HUGETLB mapping with data. Writes memrefuse.status ("ready" or "nohuge" when the
+/* Memory cryo refuses to dump for now: `memrefuse hugetlb` holds a shared
+ * mapping of a file on a hugetlbfs mount of its own (in the test's mount
+ * namespace) with data. Writes memrefuse.status ("ready" or "nohuge" when the
  * kernel has no huge page to give), then waits; on SIGUSR1 it checks its
  * memory and writes memrefuse.verify.status ("ok" or "BAD"). */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "usr1.h"
 #include "pattern.h"
@@ -26,7 +30,13 @@ int main(int argc, char **argv)
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
 	if (argc > 1 && !strcmp(argv[1], "hugetlb")) {
-		huge = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		mkdir("hugefs", 0700);
+		if (mount("cryo-huge", "hugefs", "hugetlbfs", 0, NULL))
+			return 3;
+		int fd = open("hugefs/f", O_RDWR | O_CREAT, 0600);
+		if (fd < 0 || ftruncate(fd, 2 << 20))
+			return 4;
+		huge = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (huge == MAP_FAILED) {
 			put("memrefuse.status", "nohuge\n");
 			return 0;

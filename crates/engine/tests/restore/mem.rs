@@ -97,10 +97,126 @@ fn dump_restore_keeps_an_aio_ring_with_unread_events_twice() {
     });
 }
 
-/// Hugetlb memory (MAP_HUGETLB) is refused at dump, not taken for a ghost file.
+/// A mapping of a file on a hugetlbfs mount is refused at dump, not taken
+/// for a ghost file.
 #[test]
-fn hugetlb_mappings_are_refused_at_dump() {
+fn hugetlbfs_file_mappings_are_refused_at_dump() {
+    let _pool = HugePool::at_least(4);
     refused("hugetlb", "hugetlb mapping");
+}
+
+/// Free 2 MiB huge pages for a test: vm.nr_hugepages is raised so that at
+/// least `free` are free, and put back on drop.
+struct HugePool {
+    old: Option<String>,
+}
+
+impl HugePool {
+    const NR: &'static str = "/proc/sys/vm/nr_hugepages";
+
+    fn at_least(free: u64) -> HugePool {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let have: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("HugePages_Free:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if have >= free {
+            return HugePool { old: None };
+        }
+        let old = std::fs::read_to_string(Self::NR).unwrap();
+        let want = old.trim().parse::<u64>().unwrap() + free - have;
+        std::fs::write(Self::NR, format!("{want}\n")).unwrap();
+        HugePool { old: Some(old) }
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            let _ = std::fs::write(Self::NR, old);
+        }
+    }
+}
+
+/// The smaps block of the mapping of `pid` (outer) that starts at `addr` (hex, no 0x).
+fn smaps_block(pid: i32, addr: &str) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out = String::new();
+    let mut inside = false;
+    for l in smaps.lines() {
+        let head = l.split_whitespace().next().unwrap_or("");
+        if head.contains('-') && head.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = head.starts_with(&format!("{addr}-"));
+        }
+        if inside {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Huge-page memory of a parent and the child it forked comes back: private
+/// anonymous MAP_HUGETLB memory with each one's data (the copies stay
+/// apart: the child's write after restore does not reach the parent),
+/// shared anonymous MAP_HUGETLB memory and a MFD_HUGETLB memfd mapping
+/// shared between the two again (the child's writes reach the parent), all
+/// on 2 MiB pages again (smaps KernelPageSize, VmFlags ht).
+#[test]
+fn dump_restore_keeps_private_and_shared_hugetlb_memory_of_parent_and_child_twice() {
+    let _pool = HugePool::at_least(12);
+    let prog = build_prog("hugemem");
+    dump_restore_cmd_twice(prog.to_str().unwrap(), "hugemem.status", |ns, pid, round| {
+        let st = ns.wait_status("hugemem.status", "kid=");
+        let kid: i32 = field(&st, "kid").parse().unwrap();
+        let v = ns.ask(pid, "hugemem.verify.status", "\n");
+        assert_eq!(v.trim(), "mem=ok seeds=1000,2000", "round {round}: parent");
+        let v = ns.ask(kid, "hugemem.child.verify.status", "\n");
+        assert_eq!(v.trim(), "mem=ok seeds=1000,2000", "round {round}: child");
+        // Both answered: their mappings are the final ones.
+        for who in [pid, kid] {
+            let o = ns.outer(who).unwrap();
+            for (key, len, name) in [
+                ("priv", 4 << 20, "/anon_hugepage"),
+                ("shared", 2 << 20, "/anon_hugepage"),
+                ("memfd", 2 << 20, "/memfd:cryo-huge"),
+            ] {
+                let addr = field(&st, key);
+                let addr = addr.trim_start_matches("0x");
+                let b = smaps_block(o, addr);
+                let head = b
+                    .lines()
+                    .next()
+                    .unwrap_or_else(|| panic!("round {round}: {who}: nothing at {addr}"));
+                let (s, e) = head.split_whitespace().next().unwrap().split_once('-').unwrap();
+                let got = u64::from_str_radix(e, 16).unwrap() - u64::from_str_radix(s, 16).unwrap();
+                assert_eq!(got, len, "round {round}: {who}: {key}: {head}");
+                assert!(head.contains(name), "round {round}: {who}: {key}: {head}");
+                let shared = head.split_whitespace().nth(1).unwrap().ends_with('s');
+                assert_eq!(shared, key != "priv", "round {round}: {who}: {key}: {head}");
+                assert!(
+                    b.lines()
+                        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["KernelPageSize:", "2048", "kB"]),
+                    "round {round}: {who}: {key}: {b}"
+                );
+                let flags = b.lines().find(|l| l.starts_with("VmFlags:")).unwrap_or("");
+                assert!(
+                    flags.split_whitespace().any(|f| f == "ht"),
+                    "round {round}: {who}: {key}: {flags}"
+                );
+            }
+        }
+        // The child rewrote its first private page (the parent's keeps the
+        // pattern) and both shared pages (the parent sees them).
+        let v = ns.ask(pid, "hugemem.verify.status", "\n");
+        assert_eq!(
+            v.trim(),
+            "mem=ok seeds=1001,2001",
+            "round {round}: parent after the child's writes"
+        );
+        let v = ns.ask(kid, "hugemem.child.verify.status", "\n");
+        assert_eq!(v.trim(), "mem=ok seeds=1001,2001", "round {round}: child again");
+    });
 }
 
 /// A private mapping of a memfd comes back as a private mapping of the
