@@ -240,8 +240,9 @@ pub(crate) fn fork_items(
     let parent = if sibling { unsafe { libc::getppid() } } else { me };
     let mut fdt: Option<FdtWait> = None;
     for c in tasks {
-        // The plan refuses a shared table for tasks forked by a helper.
-        let share = c.shares_parent_fds && !sibling;
+        // The plan refuses a shared table for tasks forked by a helper; a
+        // zombie has no table (and would never report being done with it).
+        let share = c.shares_parent_fds && !sibling && c.state != TASK_DEAD;
         let mut done = None;
         if share {
             if fdt.is_none() {
