@@ -1130,9 +1130,13 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         ..root_ns_ids()
     };
 
-    if ctx.written_fdinfo.contains(&ids.files_id) {
-        // A task made with CLONE_FILES (not a thread) shares its fd table
-        // with another task: restore cannot recreate that yet.
+    // A task made with CLONE_FILES (not a thread) shares its fd table. As
+    // with CRIU, a table shared with the parent is written once, by the
+    // parent (dumped first), and the child names it by the same files_id; a
+    // table shared with anybody else cannot be recreated by clone().
+    let shared_with_parent = ctx.written_fdinfo.contains(&ids.files_id)
+        && crate::sys::kcmp(pid, p.ppid, crate::sys::KCMP_FILES, 0, 0).ok() == Some(0);
+    if ctx.written_fdinfo.contains(&ids.files_id) && !shared_with_parent {
         let other = ctx
             .kids
             .iter()
@@ -1141,12 +1145,12 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         return Err(DumpError::Refused {
             pid,
             what: format!(
-                "it shares its fd table with pid {other} (clone with CLONE_FILES): \
-                 restoring fd tables shared between processes is not supported yet"
+                "it shares its fd table with pid {other}, which is not its parent (clone with \
+                 CLONE_FILES): only a table shared with the parent can be restored"
             ),
         });
     }
-    {
+    if !shared_with_parent {
         let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
         let mut fdinfos = Vec::new();
         for (fd, link) in &f.fds {

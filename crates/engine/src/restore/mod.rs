@@ -538,7 +538,8 @@ impl RestoreCtx {
         let r = task::fork_items(env, 0, me, &mut self.helpers, None);
         rsys::set_sigmask(old);
         match r {
-            Ok(()) => {
+            // The root shares no table with cryo.
+            Ok(_) => {
                 self.root = Some(root.pid);
                 Ok(())
             }
@@ -812,12 +813,17 @@ fn exited(pid: i32) -> Option<String> {
 /// fork with a pid, waiting (bounded) while the pid is still taken. With
 /// `same_parent` the child is the caller's sibling (CLONE_PARENT).
 pub(crate) fn fork_retry(pid: i32, wait: Duration, same_parent: bool) -> std::io::Result<Forked> {
+    fork_retry_flags(pid, wait, same_parent, 0)
+}
+
+/// [`fork_retry`] with clone flags for a child of the caller (CLONE_FILES).
+pub(crate) fn fork_retry_flags(pid: i32, wait: Duration, same_parent: bool, flags: u64) -> std::io::Result<Forked> {
     let deadline = Instant::now() + wait;
     loop {
         let r = if same_parent {
             fork_sibling_with_pid(pid)
         } else {
-            rsys::fork_with_pid(pid)
+            rsys::fork_with_pid_flags(pid, flags)
         };
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && Instant::now() < deadline => {

@@ -181,6 +181,9 @@ pub struct Proc {
     pub threads: Vec<Thread>,
     pub mm: Option<Mm>,
     pub fds: Vec<Fd>,
+    /// It shares its parent's fd table (clone with CLONE_FILES): it is
+    /// forked with CLONE_FILES and `fds` is empty (the parent sets them up).
+    pub shares_parent_fds: bool,
     pub cwd: Option<u32>,
     pub root: Option<u32>,
     pub umask: u32,
@@ -754,19 +757,30 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let (seccomp, seccomp_prev) = read_seccomp(&set)?;
-    // fd tables shared between processes (CLONE_FILES) are not recreated.
+    // fd tables shared between processes (CLONE_FILES): as with CRIU, a
+    // task may share its parent's table (it is then forked with CLONE_FILES);
+    // a table shared by tasks of which neither is the other's parent cannot be
+    // made by clone() and is refused.
     let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
+    let mut task_files: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut shares_parent: BTreeSet<u32> = BTreeSet::new();
     for p in &pstree {
         if !set.has(&format!("ids-{}.img", p.pid)) {
             continue;
         }
         let ids = set.ids(p.pid)?;
+        task_files.insert(p.pid, ids.files_id);
         if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
+            if task_files.get(&p.ppid) == Some(&ids.files_id) {
+                shares_parent.insert(p.pid);
+                continue;
+            }
             return Err(unsupported(
                 set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
                 p.pid as i32,
                 format!(
-                    "an fd table shared with pid {other} (files_id {}, CLONE_FILES)",
+                    "an fd table shared with pid {other}, which is not its parent (files_id {}, \
+                     CLONE_FILES): only a table shared with the parent can be restored",
                     ids.files_id
                 ),
             ));
@@ -774,7 +788,15 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     let mut procs = Vec::new();
     for p in &pstree {
-        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp_prev)?);
+        let shares = shares_parent.contains(&p.pid);
+        procs.push(build_proc(
+            &set,
+            p,
+            &files,
+            inv.root_ids.as_ref(),
+            &seccomp_prev,
+            shares,
+        )?);
     }
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
@@ -933,7 +955,41 @@ pub fn helpers(plan: &Plan, shell_job: bool) -> Result<Vec<Helper>, PlanError> {
             pgid: p.pgid,
         })
         .collect();
-    plan_helpers(&ids, shell_job, &file)
+    let helpers = plan_helpers(&ids, shell_job, &file)?;
+    // A task sharing its parent's fd table is cloned by that parent with
+    // CLONE_FILES, runs the same program (exec would have unshared the
+    // table) and keeps the parent's exe fd for PR_SET_MM_MAP.
+    for p in plan.procs.iter().filter(|p| p.shares_parent_fds) {
+        let ids = set_path_ids(plan, p.pid);
+        if helpers.iter().any(|h| h.tasks.contains(&p.pid)) {
+            return Err(unsupported(
+                ids,
+                p.pid,
+                format!(
+                    "it shares the fd table of its parent {} but must be forked by a session/group \
+                     helper (its session or group leader is not in the tree)",
+                    p.ppid
+                ),
+            ));
+        }
+        let exe = |q: &Proc| q.mm.as_ref().map(|m| m.exe_file);
+        let parent = plan.proc(p.ppid);
+        if parent.map(|q| q.state == TASK_DEAD).unwrap_or(true) || parent.and_then(exe) != exe(p) {
+            return Err(unsupported(
+                ids,
+                p.pid,
+                format!(
+                    "it shares the fd table of its parent {}, which is dead or runs another executable",
+                    p.ppid
+                ),
+            ));
+        }
+    }
+    Ok(helpers)
+}
+
+fn set_path_ids(plan: &Plan, pid: i32) -> String {
+    plan.set.path(&format!("ids-{pid}.img")).display().to_string()
 }
 
 /// The ids of one task that [`plan_helpers`] looks at.
@@ -1411,6 +1467,7 @@ fn build_proc(
     files: &BTreeMap<u32, FileDesc>,
     root_ids: Option<&pb::TaskKobjIdsEntry>,
     seccomp_prev: &[Option<u32>],
+    shares_parent_fds: bool,
 ) -> Result<Proc, PlanError> {
     let pid = p.pid as i32;
     let file = set.path(&format!("core-{pid}.img")).display().to_string();
@@ -1526,7 +1583,13 @@ fn build_proc(
         }
         mm = Some(build_mm(set, pid, files)?);
         let fdinfo_file = set.path(&format!("fdinfo-{}.img", ids.files_id)).display().to_string();
-        for (i, f) in set.fdinfo(ids.files_id)?.iter().enumerate() {
+        // A table shared with the parent is the parent's to set up.
+        let fdinfo = if shares_parent_fds {
+            Vec::new()
+        } else {
+            set.fdinfo(ids.files_id)?
+        };
+        for (i, f) in fdinfo.iter().enumerate() {
             if !files.contains_key(&f.id) {
                 return Err(bad(
                     &fdinfo_file,
@@ -1566,6 +1629,7 @@ fn build_proc(
         threads,
         mm,
         fds,
+        shares_parent_fds,
         cwd,
         root,
         umask,

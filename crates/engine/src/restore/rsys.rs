@@ -43,8 +43,15 @@ pub enum Forked {
 /// The child is a copy of this (single-threaded) process; it must not return
 /// into code that assumes other threads exist.
 pub fn fork_with_pid(pid: i32) -> io::Result<Forked> {
+    fork_with_pid_flags(pid, 0)
+}
+
+/// [`fork_with_pid`] with clone flags (CLONE_FILES: the child shares the
+/// caller's fd table).
+pub fn fork_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     let tid = pid as u64;
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const u64 as u64,
         set_tid_size: 1,

@@ -100,14 +100,99 @@ fn wait_counter(word: &u32, target: u32, env: &TaskEnv) {
 }
 
 /// Entry of a freshly cloned task: never returns.
-pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32, inherit: Option<&Premapped>) -> ! {
-    match run(env, proc, parent, inherit) {
+///
+/// `fdt_done` is set for a task sharing its parent's fd table: the write end
+/// of the parent's [`FdtWait`] pipe.
+pub fn task_main(env: &TaskEnv, proc: &Proc, parent: i32, inherit: Option<&Premapped>, fdt_done: Option<RawFd>) -> ! {
+    match run(env, proc, parent, inherit, fdt_done) {
         Ok(never) => match never {},
         Err(e) => die(env, proc.pid, e),
     }
 }
 
 enum Never {}
+
+/// The children that share the caller's fd table (forked with CLONE_FILES)
+/// need the pool fds in it (premap, cwd/root, exe fd) until they jump into
+/// the restorer: each writes one byte into this pipe then, and the caller
+/// waits for all of them before its fd setup closes the pool. The pipe lies
+/// above every fd number the tasks use; the fd setup closes it too.
+pub(crate) struct FdtWait {
+    rd: RawFd,
+    wr: RawFd,
+    n: usize,
+}
+
+impl FdtWait {
+    fn new(env: &TaskEnv) -> Result<FdtWait, TaskError> {
+        let above = env
+            .fd_pool
+            .values()
+            .chain(env.map_pool.values())
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(env.exe_fd_target)
+            + 1;
+        let mut p = [0; 2];
+        // SAFETY: p is a valid out-array of two ints.
+        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(("pipe (shared fd table)", std::io::Error::last_os_error()).into());
+        }
+        let mut up = [0; 2];
+        for i in 0..2 {
+            // SAFETY: p[i] is our fd; scalar arguments.
+            up[i] = unsafe { libc::fcntl(p[i], libc::F_DUPFD_CLOEXEC, above) };
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing our own temporary fd.
+            unsafe { libc::close(p[i]) };
+            if up[i] < 0 {
+                return Err(("pipe (shared fd table): moving it up", e).into());
+            }
+        }
+        Ok(FdtWait {
+            rd: up[0],
+            wr: up[1],
+            n: 0,
+        })
+    }
+
+    /// Wait until every child sharing the table is done with it (or the
+    /// restore is aborted).
+    fn wait(&self, env: &TaskEnv) -> Result<(), TaskError> {
+        let mut got = 0;
+        while got < self.n {
+            if a32(&ctl(env).go).load(Ordering::SeqCst) == GO_ABORT {
+                return Err(TaskError("restore aborted (a task sharing the fd table failed)".into()));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.rd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: pfd is one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                continue;
+            }
+            let mut b = [0u8; 16];
+            // SAFETY: b is a valid buffer of its length.
+            let r = unsafe { libc::read(self.rd, b.as_mut_ptr().cast(), b.len().min(self.n - got)) };
+            if r > 0 {
+                got += r as usize;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tell the parent (see [`FdtWait`]) this task is done with the shared table.
+fn fdt_signal(wr: RawFd) -> Result<(), TaskError> {
+    // SAFETY: writing one byte from a valid buffer to the parent's pipe.
+    if unsafe { libc::write(wr, b"x".as_ptr().cast(), 1) } != 1 {
+        return Err(("pipe (shared fd table)", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
 
 /// Fork what `forker` creates (a tree pid, a helper's pid, or 0 for cryo):
 /// its helpers first, then its tasks. `me` is the caller's pid; the pids of
@@ -121,7 +206,7 @@ pub(crate) fn fork_items(
     me: i32,
     helpers: &mut Vec<i32>,
     inherit: Option<&Premapped>,
-) -> Result<(), TaskError> {
+) -> Result<Option<FdtWait>, TaskError> {
     let plan = &env.plan;
     for h in plan.helpers.iter().filter(|h| h.parent == forker) {
         let f = super::fork_retry(h.pid, env.pid_wait, false)
@@ -153,15 +238,30 @@ pub(crate) fn fork_items(
     };
     // SAFETY: getppid has no preconditions.
     let parent = if sibling { unsafe { libc::getppid() } } else { me };
+    let mut fdt: Option<FdtWait> = None;
     for c in tasks {
-        let f = super::fork_retry(c.pid, env.pid_wait, sibling)
+        // The plan refuses a shared table for tasks forked by a helper; a
+        // zombie has no table (and would never report being done with it).
+        let share = c.shares_parent_fds && !sibling && c.state != TASK_DEAD;
+        let mut done = None;
+        if share {
+            if fdt.is_none() {
+                fdt = Some(FdtWait::new(env)?);
+            }
+            if let Some(w) = fdt.as_mut() {
+                w.n += 1;
+                done = Some(w.wr);
+            }
+        }
+        let flags = if share { libc::CLONE_FILES as u64 } else { 0 };
+        let f = super::fork_retry_flags(c.pid, env.pid_wait, sibling, flags)
             .map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
         match f {
-            Forked::Child => task_main(env, c, parent, inherit),
+            Forked::Child => task_main(env, c, parent, inherit, done),
             Forked::Parent(_) => {}
         }
     }
-    Ok(())
+    Ok(fdt)
 }
 
 /// Reap helpers once every group is joined (they exit then).
@@ -204,7 +304,13 @@ fn helper_run(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premapped
     unsafe { libc::_exit(0) }
 }
 
-fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Result<Never, TaskError> {
+fn run(
+    env: &TaskEnv,
+    p: &Proc,
+    parent: i32,
+    inherit: Option<&Premapped>,
+    fdt_done: Option<RawFd>,
+) -> Result<Never, TaskError> {
     // Die with the parent (the engine or the parent task) until restored.
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
     // SAFETY: getppid has no preconditions.
@@ -227,7 +333,7 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
     // Memory before the children: they inherit it (copy-on-write sharing).
     let pre = premap::premap(env, p, inherit)?;
     let mut helpers = Vec::new();
-    fork_items(env, p.pid, p.pid, &mut helpers, Some(&pre))?;
+    let fdt = fork_items(env, p.pid, p.pid, &mut helpers, Some(&pre))?;
     if super::fault() == Some(&format!("task-error:{}", p.pid)) {
         return Err(TaskError("injected fault (CRYO_FAULT)".into()));
     }
@@ -359,7 +465,17 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
             )));
         }
     }
-    setup_fds(env, p, &proc_files)?;
+    // The children sharing this fd table are done with the pool first.
+    if let Some(w) = &fdt {
+        w.wait(env)?;
+    }
+    if p.shares_parent_fds {
+        // The parent sets the table up; the exe fd it keeps (the same file,
+        // see plan::helpers) is needed by PR_SET_MM_MAP before that.
+        share_exe_fd(env, p)?;
+    } else {
+        setup_fds(env, p, &proc_files)?;
+    }
     let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
     crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
@@ -393,6 +509,9 @@ fn run(env: &TaskEnv, p: &Proc, parent: i32, inherit: Option<&Premapped>) -> Res
             }
             return Err(TaskError(format!("rlimit {i} ({cur}/{max}): {e}")));
         }
+    }
+    if let Some(wr) = fdt_done {
+        fdt_signal(wr)?;
     }
     // The error pipe goes away with the fd setup; from here on errors are
     // reported through the control page by the restorer.
@@ -698,7 +817,8 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         auxv_size: (e.mm_saved_auxv.len() * 8) as u32,
         exe_fd: exe_fd as u32,
     };
-    a.close_fds[0] = exe_fd;
+    // In a table shared with the parent, the parent's restorer closes it.
+    a.close_fds[0] = if p.shares_parent_fds { -1 } else { exe_fd };
 
     let put = |rw: &mut Boot, bytes: &[u8], align: u64| -> Result<u64, TaskError> {
         let at = rw.take(bytes.len().max(1) as u64, align)?;
@@ -1057,6 +1177,21 @@ fn own_fd_path(p: &Proc, path: &str) -> bool {
     let own = format!("/proc/{}/", p.pid);
     path.strip_prefix(&own)
         .is_some_and(|rest| rest.starts_with("fd/") || rest.starts_with("fdinfo/"))
+}
+
+/// The exe fd of a task sharing its parent's table, at its number.
+fn share_exe_fd(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
+    let exe =
+        p.mm.as_ref()
+            .map(|m| m.exe_file)
+            .and_then(|id| env.map_pool.get(&id).copied());
+    if let Some(exe) = exe {
+        // SAFETY: valid fds.
+        if unsafe { libc::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC) } < 0 {
+            return Err(("exe fd", std::io::Error::last_os_error()).into());
+        }
+    }
+    Ok(())
 }
 
 /// Put every fd at its number; close everything else except the exe fd.

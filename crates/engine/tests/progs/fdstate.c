@@ -20,7 +20,13 @@
  *    (fds 10, 11), no lease on DIR/fdstate-no (fd 12).
  *  breaking: a read lease on DIR/fdstate-br (fd 10) that an O_WRONLY |
  *    O_NONBLOCK open has started to break (SIGIO ignored).
- *  fdt: a child made with clone(CLONE_FILES) shares the fd table.
+ *  fdt: a child made with clone(CLONE_FILES) shares the fd table, and so
+ *    does its own child (clone(CLONE_FILES) again); both work in DIR/fdt-sub
+ *    (their own cwd). DIR/fdstate-fdt is at fd 10; fds 11/12, 13/14 are the
+ *    request pipes of the child and the grandchild, 15/16 their reply pipe.
+ *    The check asks each to open DIR/fdt-sub/mark at fd 20 (21), reads it
+ *    in the parent, closes it there and asks the other side whether it is
+ *    gone; kcmp(KCMP_FILES) shows one table for the three.
  *  pidfd: pidfds of itself (fd 20, O_NONBLOCK), of a live child (fd 21)
  *    and two of a dead, reaped child (fds 22, 23); the check signals
  *    itself and the child through them (signal 0), finds the child's pid
@@ -336,18 +342,129 @@ static int setup_breaking(void)
 	return 0;
 }
 
-static char fdt_stack[65536];
+static char fdt_stack[65536], fdt_stack2[65536];
+static pid_t fdt_kid, fdt_grandkid;
+
+/* Serve requests on pipe fd req: 'o' opens mark at fd n, 'c' answers
+ * whether fd n is closed. */
+static void fdt_serve(int req, int n)
+{
+	for (;;) {
+		char c, r = 'n';
+		if (read(req, &c, 1) != 1) continue;
+		if (c == 'o') {
+			int fd = open("mark", O_RDONLY);
+			r = (fd >= 0 && (fd == n || dup2(fd, n) == n)) ? 'y' : 'n';
+			if (fd >= 0 && fd != n) close(fd);
+		} else if (c == 'c') {
+			r = (fcntl(n, F_GETFD) < 0 && errno == EBADF) ? 'y' : 'n';
+		}
+		if (write(16, &r, 1) != 1) _exit(1);
+	}
+}
+
+static int fdt_grandchild(void *a)
+{
+	(void)a;
+	fdt_serve(13, 21);
+	return 0;
+}
+
 static int fdt_child(void *a)
+{
+	(void)a;
+	if (chdir("fdt-sub")) _exit(1);
+	pid_t g = clone(fdt_grandchild, fdt_stack2 + sizeof(fdt_stack2), CLONE_FILES | SIGCHLD, NULL);
+	if (g < 0 || write(16, &g, sizeof(g)) != sizeof(g)) _exit(1);
+	fdt_serve(11, 20);
+	return 0;
+}
+
+static int setup_fdt(void)
+{
+	char p[512];
+	int pp[2];
+	snprintf(p, sizeof(p), "%s/fdstate-fdt", dir);
+	if (at(open(p, O_RDWR | O_CREAT, 0644), 10) != 10) return -1;
+	snprintf(p, sizeof(p), "%s/fdt-sub", dir);
+	if (mkdir(p, 0755)) return -1;
+	snprintf(p, sizeof(p), "%s/fdt-sub/mark", dir);
+	int m = open(p, O_WRONLY | O_CREAT, 0644);
+	if (m < 0 || write(m, "sub-mark", 8) != 8) return -1;
+	close(m);
+	for (int i = 0; i < 3; i++) {
+		if (pipe(pp) || at(pp[0], 11 + 2 * i) < 0 || at(pp[1], 12 + 2 * i) < 0) return -1;
+	}
+	if (chdir(dir)) return -1;
+	fdt_kid = clone(fdt_child, fdt_stack + sizeof(fdt_stack), CLONE_FILES | SIGCHLD, NULL);
+	if (fdt_kid < 0 || read(15, &fdt_grandkid, sizeof(pid_t)) != sizeof(pid_t)) return -1;
+	return 0;
+}
+
+/* fdt-sibling: a forked child clones (CLONE_FILES | CLONE_PARENT) a
+ * sibling that shares its fd table but not the parent's. */
+static int fdt_sib(void *a)
 {
 	(void)a;
 	for (;;) pause();
 	return 0;
 }
 
-static int setup_fdt(void)
+static int setup_fdt_sibling(void)
 {
-	pid_t k = clone(fdt_child, fdt_stack + sizeof(fdt_stack), CLONE_FILES | SIGCHLD, NULL);
-	return k < 0 ? -1 : 0;
+	pid_t k = fork();
+	if (k < 0) return -1;
+	if (k == 0) {
+		if (clone(fdt_sib, fdt_stack + sizeof(fdt_stack), CLONE_FILES | CLONE_PARENT | SIGCHLD, NULL) < 0) _exit(1);
+		for (;;) pause();
+	}
+	while (access("fdt-wait-never", F_OK) && kill(k, 0) == 0) {
+		/* Wait until the sibling exists: the parent then has two children. */
+		char p[64], line[256];
+		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", getpid(), getpid());
+		FILE *f = fopen(p, "r");
+		int n = 0;
+		if (f) {
+			if (fgets(line, sizeof(line), f))
+				for (char *c = line; *c; c++) n += *c == ' ';
+			fclose(f);
+		}
+		if (n >= 2) break;
+		usleep(10000);
+	}
+	return 0;
+}
+
+static int fdt_ask(int req, char c)
+{
+	char r = 0;
+	if (write(req + 1, &c, 1) != 1 || read(15, &r, 1) != 1) return -1;
+	return r == 'y' ? 0 : -1;
+}
+
+static int check_fdt(void)
+{
+	pid_t me = getpid();
+	if (syscall(SYS_kcmp, me, fdt_kid, 2 /* KCMP_FILES */, 0, 0) != 0)
+		return BAD("child %d has another fd table", fdt_kid);
+	if (syscall(SYS_kcmp, me, fdt_grandkid, 2, 0, 0) != 0)
+		return BAD("grandchild %d has another fd table", fdt_grandkid);
+	if (syscall(SYS_kcmp, me, fdt_kid, 3 /* KCMP_FS */, 0, 0) == 0)
+		return BAD("child %d shares the fs (cwd) struct", fdt_kid);
+	struct stat st;
+	if (fstat(10, &st) || !S_ISREG(st.st_mode)) return BAD("fd 10");
+	char buf[16];
+	for (int i = 0; i < 2; i++) {
+		int req = i ? 13 : 11, n = 20 + i;
+		if (fcntl(n, F_GETFD) >= 0) return BAD("fd %d open before the request", n);
+		if (fdt_ask(req, 'o')) return BAD("%s could not open mark", i ? "grandchild" : "child");
+		memset(buf, 0, sizeof(buf));
+		if (pread(n, buf, sizeof(buf) - 1, 0) != 8 || strcmp(buf, "sub-mark"))
+			return BAD("fd %d opened by the %s: '%s'", n, i ? "grandchild" : "child", buf);
+		close(n);
+		if (fdt_ask(req, 'c')) return BAD("fd %d closed here is open in the %s", n, i ? "grandchild" : "child");
+	}
+	return 0;
 }
 
 /* ---- pidfd ---- */
@@ -481,7 +598,8 @@ static int check_mode(void)
 	if (!strcmp(mode, "fanotify")) return check_fanotify();
 	if (!strcmp(mode, "pidfd-outside") || !strcmp(mode, "pidfd-shared")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
-	if (!strcmp(mode, "fdt")) return 0;
+	if (!strcmp(mode, "fdt")) return check_fdt();
+	if (!strcmp(mode, "fdt-sibling")) return 0;
 	return BAD("mode %s", mode);
 }
 
@@ -505,6 +623,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "pidfd-shared")) r = setup_pidfd_shared();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();
+	else if (!strcmp(mode, "fdt-sibling")) r = setup_fdt_sibling();
 	if (r) {
 		fprintf(stderr, "setup %s: %s\n", mode, strerror(errno));
 		return 3;
