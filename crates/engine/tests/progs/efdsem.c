@@ -12,19 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "usr1.h"
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, path);
-}
+#include "status.h"
 
 int main(int argc, char **argv)
 {
@@ -38,7 +26,7 @@ int main(int argc, char **argv)
 		return 2;
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
-	put(dir, "efdsem.ready", "ready\n");
+	put_status(dir, "efdsem.ready", "ready\n");
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -57,6 +45,6 @@ int main(int argc, char **argv)
 		v = 5;
 		write(plain, &v, 8);
 		strcat(why, "\n");
-		put(dir, "efdsem.verify", why);
+		put_status(dir, "efdsem.verify", why);
 	}
 }

@@ -10,21 +10,14 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "status.h"
 
 static int p[2];
 static const char *dir;
 
 static void put(const char *text)
 {
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/joiners.status", dir);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, path);
+	put_status(dir, "joiners.status", text);
 }
 
 static void *clock_sleeper(void *a)

@@ -11,19 +11,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "usr1.h"
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, path);
-}
+#include "status.h"
 
 int main(int argc, char **argv)
 {
@@ -41,7 +29,7 @@ int main(int argc, char **argv)
 		return 3;
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
-	put(dir, "ownfdinfo.ready", "ready\n");
+	put_status(dir, "ownfdinfo.ready", "ready\n");
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -60,6 +48,6 @@ int main(int argc, char **argv)
 			if (strcmp(got, want))
 				snprintf(why, sizeof(why), "fd %d names %s, not %s\n", i ? link : info, got, want);
 		}
-		put(dir, "ownfdinfo.verify", why);
+		put_status(dir, "ownfdinfo.verify", why);
 	}
 }
