@@ -360,12 +360,6 @@ impl Common {
     }
 }
 
-/// An absolute form of `p` (relative to the current directory), so that the
-/// engine never depends on where it is when it opens images.
-pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
-    std::path::absolute(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

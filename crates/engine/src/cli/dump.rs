@@ -82,7 +82,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         }
         .into());
     }
-    a.dir = criu::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
+    a.dir = std::path::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut opts = DumpOpts::new(a.pid, a.dir.clone());
     opts.leave_running = a.leave_running;
     opts.shell_job = a.shell_job;

@@ -61,7 +61,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
             return Err(criu::Refused { option, why }.into());
         }
     }
-    let dir = criu::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
+    let dir = std::path::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut o = RestoreOpts::new(&dir);
     if let Some(t) = a.criu.timeout {
         o.timeout = Duration::from_secs(t.max(1));
