@@ -1,9 +1,9 @@
 //! core-PID.img: registers and FPU/xsave state, task state, creds, signals,
 //! timers, rseq, scheduling — one `CoreEntry` per thread.
 
-use crate::parasite::abi::{Itimerval, KSigaction, PosixTimer, ThreadMisc};
 use crate::proc::{PosixTimerInfo, Stat, Status};
 use crate::ptrace::Regs;
+use cryo_abi::parasite::{Itimerval, KSigaction, PosixTimer, ThreadMisc};
 use cryo_image::pb;
 
 /// Registers as CRIU's dump writes them for a task stopped inside a

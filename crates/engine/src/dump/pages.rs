@@ -4,9 +4,9 @@
 //! pages-N.img once the tree is released or killed.
 
 use super::{mem, DumpCtx, DumpError, Result};
-use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
+use cryo_abi::parasite::{Range, MAX_FDS_PER_MSG};
 use cryo_image::{pb, ImageWriter};
 use mem::VmaKind;
 use std::io::Write;

@@ -13,7 +13,7 @@
 //! its group stop, out of the restorer (see [`stop_and_detach`]).
 #![allow(unsafe_code)]
 
-use super::abi::*;
+use cryo_abi::restorer::RstSlot;
 use std::collections::HashMap;
 use std::io;
 

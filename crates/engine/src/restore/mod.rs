@@ -32,8 +32,6 @@
 
 #![allow(unsafe_code)]
 
-#[path = "../../../../parasite/src/restorer/abi.rs"]
-pub mod abi;
 mod finish;
 pub mod layout;
 pub mod plan;
@@ -44,7 +42,7 @@ mod task;
 
 use crate::files;
 use crate::parasite::blob::Blob;
-use abi::*;
+use cryo_abi::restorer::*;
 use plan::{FileDesc, Plan, VmaKind};
 use rsys::Forked;
 use std::collections::HashMap;
@@ -299,11 +297,11 @@ impl RestoreCtx {
                 );
             }
         }
-        let at = layout::find_hole(&busy, layout::PAGE, 0x10_0000, 0x7fe0_0000_0000)
+        let at = layout::find_hole(&busy, RST_CTL_SIZE as u64, 0x10_0000, 0x7fe0_0000_0000)
             .ok_or_else(|| prep("control page", "no free address"))?;
         let ctl = rsys::mmap(
             at,
-            layout::PAGE,
+            RST_CTL_SIZE as u64,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
@@ -565,13 +563,14 @@ impl RestoreCtx {
 
     fn ctl(&self) -> &RstCtl {
         let env = self.env.as_ref().expect("prepared");
-        // SAFETY: the control page stays mapped in the engine.
+        // SAFETY: the control page (RST_CTL_SIZE bytes) stays mapped in the
+        // engine; RstCtl is all atomics, which the tasks write meanwhile.
         unsafe { &*(env.ctl as *const RstCtl) }
     }
 
     fn task_error(&self) -> Option<RestoreError> {
         let c = self.ctl();
-        let pid = task::a32(unsafe { &*(&c.err_pid as *const i32 as *const u32) }).load(Ordering::SeqCst) as i32;
+        let pid = c.err_pid.load(Ordering::SeqCst);
         if pid == 0 {
             return None;
         }
@@ -585,7 +584,7 @@ impl RestoreCtx {
                 return Some(RestoreError::Task(s.trim_end().to_string()));
             }
         }
-        let stage = match c.err_stage {
+        let stage = match c.err_stage.load(Ordering::SeqCst) {
             STAGE_UNMAP => "unmapping the engine",
             STAGE_REMAP => "moving memory into place",
             STAGE_VDSO => "moving the vdso",
@@ -614,7 +613,7 @@ impl RestoreCtx {
             pid,
             thread,
             stage,
-            err: std::io::Error::from_raw_os_error((-c.err_code) as i32),
+            err: std::io::Error::from_raw_os_error((-c.err_code.load(Ordering::SeqCst)) as i32),
         })
     }
 
@@ -625,7 +624,7 @@ impl RestoreCtx {
         let root = self.root.expect("root");
         loop {
             let c = self.ctl();
-            let ready = task::a32(&c.ready);
+            let ready = &c.ready;
             let v = ready.load(Ordering::SeqCst);
             if let Some(e) = self.task_error() {
                 return Err(e);
@@ -695,17 +694,13 @@ impl RestoreCtx {
             .collect();
         files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
-        task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
-        rsys::futex_wake(task::a32(&c.go));
+        c.go.store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
+        rsys::futex_wake(&c.go);
         if let Some(s) = seized {
             let mut slots = std::collections::HashMap::new();
-            for (i, p) in env.plan.procs.iter().enumerate().take(RST_MAX_SLOTS) {
-                // SAFETY: the slot table lies inside the control page, written by the tasks before they got ready.
-                let slot: RstSlot = unsafe {
-                    std::ptr::read_volatile(
-                        (env.ctl as usize + RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as *const RstSlot,
-                    )
-                };
+            for (p, cell) in env.plan.procs.iter().zip(&c.slots) {
+                // Written by the tasks before they got ready.
+                let slot = cell.load();
                 if slot.pid == p.pid {
                     slots.insert(p.pid, slot);
                 }
@@ -718,7 +713,7 @@ impl RestoreCtx {
         }
         let deadline = Instant::now() + self.opts.timeout;
         loop {
-            let done = task::a32(&c.done);
+            let done = &c.done;
             let v = done.load(Ordering::SeqCst);
             if v >= want {
                 break;
@@ -742,8 +737,8 @@ impl RestoreCtx {
         self.dead = None;
         if let Some(env) = &self.env {
             let c = self.ctl();
-            task::a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
-            rsys::futex_wake(task::a32(&c.go));
+            c.go.store(GO_ABORT, Ordering::SeqCst);
+            rsys::futex_wake(&c.go);
             let _ = env;
         }
         for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
@@ -879,25 +874,16 @@ impl Drop for DeadPids {
 /// caller's parent (a helper forks the tasks of its session this way).
 fn fork_sibling_with_pid(pid: i32) -> std::io::Result<Forked> {
     let tid = pid as u64;
-    // struct clone_args up to cgroup: flags, pidfd, child_tid, parent_tid,
-    // exit_signal (0: CLONE_PARENT takes the caller's), stack, stack_size,
-    // tls, set_tid, set_tid_size, cgroup.
-    let args: [u64; 11] = [
-        libc::CLONE_PARENT as u64,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        &tid as *const u64 as u64,
-        1,
-        0,
-    ];
+    // exit_signal 0: CLONE_PARENT takes the caller's.
+    let args = cryo_abi::kernel::CloneArgs {
+        flags: libc::CLONE_PARENT as u64,
+        set_tid: &tid as *const u64 as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
     // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
     // here with a copy of the address space, as with fork(2).
-    let r = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), std::mem::size_of_val(&args)) };
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const _, std::mem::size_of_val(&args)) };
     match r {
         r if r < 0 => Err(std::io::Error::last_os_error()),
         0 => Ok(Forked::Child),

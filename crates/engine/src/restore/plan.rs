@@ -2,9 +2,9 @@
 //! is created, and turned into a [`Plan`] of domain types. Every error names
 //! the image file, the pid and the object at fault.
 
-use super::abi::{RstCreds, RstItimer, RstPosixTimer, RST_MAX_GROUPS};
-use super::rsys::KSigaction;
 use super::sigframe::{AltStack, FpRegs, GpRegs, Xsave};
+use cryo_abi::kernel::{Itimerval, KSigaction};
+use cryo_abi::restorer::{RstCreds, RstPosixTimer, RST_MAX_GROUPS};
 use cryo_image::{pb, ImageSet, Pagemap};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -190,7 +190,7 @@ pub struct Proc {
     pub rlimits: Vec<(u64, u64)>,
     pub personality: u32,
     pub sigactions: Vec<KSigaction>,
-    pub itimers: [RstItimer; 3],
+    pub itimers: [Itimerval; 3],
     pub posix_timers: Vec<RstPosixTimer>,
     pub shared_signals: Vec<[u8; 128]>,
     pub child_subreaper: bool,
@@ -1503,7 +1503,7 @@ fn build_proc(
         });
     }
     let it = |e: Option<&pb::ItimerEntry>| {
-        e.map_or(RstItimer::default(), |e| RstItimer {
+        e.map_or(Itimerval::default(), |e| Itimerval {
             interval_sec: e.isec as i64,
             interval_usec: e.iusec as i64,
             value_sec: e.vsec as i64,

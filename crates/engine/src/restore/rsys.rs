@@ -3,6 +3,7 @@
 //! page). Errors are `std::io::Error` from errno.
 #![allow(unsafe_code)]
 
+use cryo_abi::kernel::{CloneArgs, KSigaction};
 use std::io;
 
 fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
@@ -11,23 +12,6 @@ fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
     } else {
         Ok(r)
     }
-}
-
-/// `struct clone_args`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 /// What [`fork_with_pid`] returned.
@@ -71,16 +55,6 @@ pub fn fork_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     } else {
         Forked::Parent(r as i32)
     })
-}
-
-/// The kernel's `struct sigaction` (x86_64, rt_sigaction).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KSigaction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
 }
 
 /// rt_sigaction with the kernel layout (no libc translation).

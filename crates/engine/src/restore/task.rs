@@ -8,16 +8,16 @@
 //! reports its error and exits.
 #![allow(unsafe_code)]
 
-use super::abi::*;
 use super::layout::{self, page_up, Span, PAGE};
 use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
 use super::premap::{self, Premapped};
 use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
+use cryo_abi::restorer::*;
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Error inside a task: what failed, for the engine's message.
 pub struct TaskError(pub String);
@@ -46,52 +46,42 @@ pub(crate) fn reserve_hole(busy: &[layout::Span], total: u64, what: &str) -> Res
 }
 
 fn ctl(env: &TaskEnv) -> &'static RstCtl {
-    // SAFETY: the control page is mapped at env.ctl in every task for as long
-    // as they run engine code.
+    // SAFETY: the control page (RST_CTL_SIZE bytes) is mapped at env.ctl in
+    // every task for as long as they run engine code; RstCtl is all atomics,
+    // which the other tasks write meanwhile.
     unsafe { &*(env.ctl as *const RstCtl) }
-}
-
-pub(crate) fn a32(p: &u32) -> &AtomicU32 {
-    // SAFETY: same layout; the page is shared memory only accessed atomically.
-    unsafe { &*(p as *const u32 as *const AtomicU32) }
 }
 
 /// Report an error for `pid` to the engine and exit.
 fn die(env: &TaskEnv, pid: i32, e: TaskError) -> ! {
     let c = ctl(env);
-    // SAFETY: plain integers in shared memory, used atomically.
-    let (ep, es, ec) = unsafe {
-        (
-            &*(&c.err_pid as *const i32 as *const AtomicI32),
-            &*(&c.err_stage as *const i32 as *const AtomicI32),
-            &*(&c.err_code as *const i64 as *const AtomicI64),
-        )
-    };
-    if ep.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-        es.store(0, Ordering::SeqCst);
-        ec.store(0, Ordering::SeqCst);
+    if c.err_pid
+        .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        c.err_stage.store(0, Ordering::SeqCst);
+        c.err_code.store(0, Ordering::SeqCst);
         let msg = format!("pid {pid}: {}\n", e.0);
         // SAFETY: err_w is the engine's error pipe, open in every task until the jump.
         let mut f =
             std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(env.err_w) });
         let _ = f.write_all(msg.as_bytes());
     }
-    a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
-    rsys::futex_wake(a32(&c.go));
-    a32(&c.ready).fetch_add(1 << 24, Ordering::SeqCst);
-    rsys::futex_wake(a32(&c.ready));
+    c.go.store(GO_ABORT, Ordering::SeqCst);
+    rsys::futex_wake(&c.go);
+    c.ready.fetch_add(1 << 24, Ordering::SeqCst);
+    rsys::futex_wake(&c.ready);
     // SAFETY: leave without running destructors or atexit handlers of the engine copy.
     unsafe { libc::_exit(1) }
 }
 
-fn wait_counter(word: &u32, target: u32, env: &TaskEnv) {
-    let w = a32(word);
+fn wait_counter(w: &AtomicU32, target: u32, env: &TaskEnv) {
     loop {
         let v = w.load(Ordering::SeqCst);
         if v >= target {
             return;
         }
-        if a32(&ctl(env).go).load(Ordering::SeqCst) == GO_ABORT {
+        if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
             // SAFETY: as in die().
             unsafe { libc::_exit(1) };
         }
@@ -162,7 +152,7 @@ impl FdtWait {
     fn wait(&self, env: &TaskEnv) -> Result<(), TaskError> {
         let mut got = 0;
         while got < self.n {
-            if a32(&ctl(env).go).load(Ordering::SeqCst) == GO_ABORT {
+            if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
                 return Err(TaskError("restore aborted (a task sharing the fd table failed)".into()));
             }
             let mut pfd = libc::pollfd {
@@ -341,8 +331,8 @@ fn run(
     let nprocs = env.plan.procs.len() as u32;
     // Process groups: leaders first (round 1), then members (round 2); a
     // third count lets the helpers go once every member has joined.
-    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(a32(&c.forked));
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
     wait_counter(&c.forked, nprocs, env);
     let skip_groups = is_root && env.shell_job;
     // SAFETY: scalar argument.
@@ -352,8 +342,8 @@ fn run(
             return Err(("setpgid (group leader)", std::io::Error::last_os_error()).into());
         }
     }
-    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(a32(&c.forked));
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
     wait_counter(&c.forked, 2 * nprocs, env);
     // SAFETY: scalar argument.
     if p.pgid != p.pid && !skip_groups && unsafe { libc::getpgid(0) } != p.pgid {
@@ -367,8 +357,8 @@ fn run(
         }
     }
     // Joined: the helpers may go (they wait for every task's third count).
-    a32(&c.forked).fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(a32(&c.forked));
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
     // The foreground group of its terminal, once every group exists.
     if let Some(&(fd, pgrp)) = env
         .ctty
@@ -390,17 +380,17 @@ fn run(
 
     if p.state == TASK_DEAD {
         // A zombie: exit with the dumped status once everybody is ready.
-        a32(&c.ready).fetch_add(1, Ordering::SeqCst);
-        rsys::futex_wake(a32(&c.ready));
+        c.ready.fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(&c.ready);
         loop {
-            let g = a32(&c.go).load(Ordering::SeqCst);
+            let g = c.go.load(Ordering::SeqCst);
             if g != GO_WAIT {
                 break;
             }
-            let _ = rsys::futex_wait(a32(&c.go), g, 1000);
+            let _ = rsys::futex_wait(&c.go, g, 1000);
         }
-        a32(&c.done).fetch_add(1, Ordering::SeqCst);
-        rsys::futex_wake(a32(&c.done));
+        c.done.fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(&c.done);
         let st = p.exit_code as i32;
         if libc::WIFSIGNALED(st) {
             // SAFETY: default action for a fatal signal; unblock it first.
@@ -776,7 +766,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         },
         RstRange {
             start: env.ctl,
-            len: PAGE,
+            len: RST_CTL_SIZE as u64,
         },
     ];
     if km.len() > kplan.as_ref().map_or(0, |k| k.len()) {
@@ -918,17 +908,13 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             .map(|o| o + 8)
             .filter(|&o| env.blob.image.get(o as usize..o as usize + 2) == Some(&[0x0f, 0x05][..]))
             .map_or(0, |o| blob_at + o);
-        let slot = RstSlot {
+        ctl(env).slots[idx].store(&RstSlot {
             pid: p.pid,
             _pad: 0,
             start: blob_at,
             len: scratch_at + scratch.max(PAGE) - blob_at,
             syscall_at,
-        };
-        rsys::poke(
-            env.ctl + (RST_SLOTS_OFF + idx * std::mem::size_of::<RstSlot>()) as u64,
-            as_bytes(std::slice::from_ref(&slot)),
-        );
+        });
     }
     let _ = boot.base;
     let entry = blob_at + env.blob.entry as u64;
