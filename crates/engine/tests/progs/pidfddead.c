@@ -13,8 +13,8 @@
  *  - D's pidfds (20, 21, 22) are on one inode, E's (23) on another;
  *  - every one says Pid: -1 in fdinfo, O_NONBLOCK only on fd 20;
  *  - poll() finds each readable at once with the same revents as before;
- *    waitid(P_PIDFD) fails the same way (ECHILD); pidfd_send_signal() fails
- *    with ESRCH. */
+ *    waitid(P_PIDFD) fails the same way (ECHILD), PIDFD_GET_INFO gives the
+ *    same exit status (SIGKILL); pidfd_send_signal() fails with ESRCH. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -34,14 +36,23 @@
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+/* PIDFD_GET_INFO (Linux 6.13; the exit status since 6.15), older headers lack it. */
+struct pidfd_info_v0 {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define INFO_EXIT (1u << 3)
+#define GET_INFO _IOWR(0xFF, 11, struct pidfd_info_v0)
 
 static const char *dir;
 static char bad[512];
 #define BAD(...) (snprintf(bad, sizeof(bad), __VA_ARGS__), -1)
 
 static pid_t kid;
-/* poll revents and waitid errno of each fd before the dump (by fd number). */
-static int revents0[32], wait_errno0[32];
+/* poll revents, waitid errno and PIDFD_GET_INFO exit status of each fd
+ * before the dump (by fd number). */
+static int revents0[32], wait_errno0[32], exit0[32];
 
 static int at(int fd, int want)
 {
@@ -85,11 +96,23 @@ static int wait_errno(int fd)
 	return errno;
 }
 
+/* The exit status PIDFD_GET_INFO reports (D and E were SIGKILLed, as the
+ * restore's stand-ins are), or -1000 - errno where the kernel has none. */
+static int exit_status(int fd)
+{
+	struct pidfd_info_v0 i;
+	memset(&i, 0, sizeof(i));
+	i.mask = INFO_EXIT;
+	if (ioctl(fd, GET_INFO, &i)) return -1000 - errno;
+	return (i.mask & INFO_EXIT) ? i.exit_code : -999;
+}
+
 static void record(const int *fds, int n)
 {
 	for (int i = 0; i < n; i++) {
 		revents0[fds[i]] = revents(fds[i]);
 		wait_errno0[fds[i]] = wait_errno(fds[i]);
+		exit0[fds[i]] = exit_status(fds[i]);
 	}
 }
 
@@ -111,6 +134,8 @@ static int check_own(const int *fds, int n, int nonblock_fd)
 		if (!(r & POLLIN) || r != revents0[fd]) return BAD("fd %d: poll revents %#x, before %#x", fd, r, revents0[fd]);
 		int w = wait_errno(fd);
 		if (w != wait_errno0[fd] || w != ECHILD) return BAD("fd %d: waitid errno %d, before %d", fd, w, wait_errno0[fd]);
+		int x = exit_status(fd);
+		if (x != exit0[fd]) return BAD("fd %d: exit status %d, before %d", fd, x, exit0[fd]);
 		if (syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) == 0 || errno != ESRCH)
 			return BAD("fd %d: the dead process took a signal (errno %d)", fd, errno);
 	}

@@ -8,8 +8,9 @@ use super::*;
 /// K, a second description of D opened by K and a third by the parent. After
 /// each restore the inherited fds are one description again (kcmp, and
 /// F_SETFL through one seen through the other), the others are not; D's
-/// pidfds share an inode, E's is on another; fdinfo says Pid: -1, poll and
-/// waitid behave as before the dump, signals fail with ESRCH. The images hold
+/// pidfds share an inode, E's is on another; fdinfo says Pid: -1, poll,
+/// waitid and PIDFD_GET_INFO's exit status (SIGKILL) are as before the dump,
+/// signals fail with ESRCH. The images hold
 /// CRIU 4.2's PIDFD entries: nspid -1, one entry per description, the
 /// inherited ones under one file id in both processes' fdinfo.
 #[test]
