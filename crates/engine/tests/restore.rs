@@ -22,6 +22,8 @@ mod foreign;
 mod ghost;
 #[path = "restore/mem.rs"]
 mod mem;
+#[path = "restore/pidfds.rs"]
+mod pidfds;
 #[path = "restore/tasks.rs"]
 mod tasks;
 #[path = "restore/tty.rs"]

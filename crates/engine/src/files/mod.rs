@@ -190,9 +190,6 @@ pub struct FileTable {
     /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry
     /// cannot say so).
     pub eventfd_semaphore: std::collections::BTreeSet<u32>,
-    /// pidfds of dead processes: pidfs inode -> the pid holding them
-    /// (restore recreates such pidfds within one process only).
-    pub dead_pidfds: BTreeMap<u64, i32>,
     /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
     pub ghost_ids: BTreeMap<(u64, u64), u32>,
     /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the
@@ -296,10 +293,11 @@ impl FileTable {
             if of.dev == dev && of.ino == ino {
                 let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
-                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid {
+                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid && !pidfd::is_dead(c)? {
                         return Err(c.unsupported(format!(
-                            "its pidfd file description is shared with pid {} (inherited): \
-                             restore opens each process's pidfds itself, so one description cannot span processes",
+                            "its pidfd file description is shared with pid {} (inherited) and refers to a \
+                             live process: restore opens pidfds of live processes in each process itself, so \
+                             one such description cannot span processes",
                             of.pid
                         )));
                     }

@@ -4,16 +4,20 @@
 //! (pidfds of one process share it).
 //!
 //! Dump refuses PIDFD_THREAD pidfds and pidfds of live processes outside
-//! the dumped tree (the process would not exist at restore). Restore opens
-//! pidfds in the task itself once every task of the tree exists (the engine
-//! opens every other file before forking, when the targets do not exist
-//! yet): pidfd_open(nspid) for a live target; for a dead one a short-lived
-//! child (exit signal 0, so no SIGCHLD reaches the program) whose pidfds
-//! outlive it, one such child per dead process, so that pidfds of one dead
-//! process still share an inode and those of two do not. Because of that a
-//! pidfd file description held by several processes (inherited), or pidfds
-//! of one dead process held by several, are refused at dump (and, in images
-//! from elsewhere, before any task is created).
+//! the dumped tree (the process would not exist at restore).
+//!
+//! Restore, pidfds of live processes: opened in the task itself once every
+//! task of the tree exists (pidfd_open(nspid)); so one such description
+//! held by several processes (inherited) is refused at dump (and, in
+//! images from elsewhere, before any task is created).
+//!
+//! Restore, pidfds of dead processes: opened by the engine before it forks
+//! the tree, like the other shared files (the tasks take them from its fd
+//! pool, so one description held by several processes stays one): one
+//! short-lived stand-in per dead process (by inode), one pidfd_open of it
+//! per file id, then the stand-in dies (SIGKILL, as CRIU's does) and is
+//! reaped. pidfds of one dead process, in one process or several, share an
+//! inode again and those of two dead processes do not.
 
 use super::anon::{fdinfo_text, is_anon};
 use super::{fown, FdCtx, FdKind, FileError, FileTable};
@@ -55,24 +59,16 @@ impl FdKind for Pidfd {
             return Err(c.unsupported("a pidfd of a thread (PIDFD_THREAD) is not supported"));
         }
         let (pid, nspid) = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(e))?;
+        if pid == 0 {
+            // Alive, but in no pid namespace the dumper sees.
+            return Err(c.unsupported(
+                "a pidfd of a process outside the dumper's pid namespace (Pid: 0), not in the dumped tree",
+            ));
+        }
         if pid > 0 && !t.tree_pids.contains(&pid) {
             return Err(c.unsupported(format!(
                 "a pidfd of pid {pid}, which is not in the dumped tree (it would not exist at restore)"
             )));
-        }
-        if pid <= 0 {
-            let ino = c.stat.st_ino;
-            match t.dead_pidfds.get(&ino) {
-                Some(&q) if q != c.pid => {
-                    return Err(c.unsupported(format!(
-                        "a pidfd of a dead process that pid {q} also holds pidfds of: \
-                         restore recreates a dead process's pidfds within one process only"
-                    )))
-                }
-                _ => {
-                    t.dead_pidfds.insert(ino, c.pid);
-                }
-            }
         }
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Pidfd as i32,
@@ -89,14 +85,22 @@ impl FdKind for Pidfd {
     }
 }
 
+/// Whether the pidfd `c` refers to a dead (reaped) process: its fdinfo
+/// says `Pid: -1`.
+pub fn is_dead(c: &FdCtx) -> Result<bool, FileError> {
+    let (pid, _) = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(e))?;
+    Ok(pid == -1)
+}
+
 /// Validation: `holders` are the pids of the processes holding each pidfd
-/// file (by file id); `pids` the tree's pids.
+/// file (by file id); `pids` the tree's pids. One description of a live
+/// process's pidfd must have one holder (the task opens it itself); one of
+/// a dead process's may have several (the engine opens it before forking).
 pub fn check(
     files: &[(u32, &pb::PidfdEntry)],
     holders: &std::collections::BTreeMap<u32, Vec<i32>>,
     pids: &[i32],
 ) -> Result<(), String> {
-    let mut dead_holder: std::collections::BTreeMap<u32, i32> = std::collections::BTreeMap::new();
     for &(id, e) in files {
         if e.flags & PIDFD_THREAD != 0 {
             return Err(format!("file id {id}: a pidfd of a thread (PIDFD_THREAD)"));
@@ -111,18 +115,11 @@ pub fn check(
             ));
         }
         let h = holders.get(&id).map(|v| v.as_slice()).unwrap_or(&[]);
-        if h.len() > 1 {
+        if e.nspid != -1 && h.len() > 1 {
             return Err(format!(
-                "file id {id}: one pidfd file description held by several processes ({h:?})"
+                "file id {id}: one file description of the pidfd of live pid {} held by several processes ({h:?})",
+                e.nspid
             ));
-        }
-        if let (-1, Some(&p)) = (e.nspid, h.first()) {
-            if let Some(q) = dead_holder.insert(e.ino, p).filter(|&q| q != p) {
-                return Err(format!(
-                    "file id {id}: pidfds of one dead process (inode {}) held by pids {q} and {p}",
-                    e.ino
-                ));
-            }
         }
     }
     Ok(())
@@ -130,12 +127,13 @@ pub fn check(
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::open_all;
+pub use restore_side::{open_all, open_dead};
 
 #[allow(unsafe_code)]
 mod restore_side {
     use cryo_image::pb;
     use std::collections::BTreeMap;
+    use std::os::fd::{FromRawFd, OwnedFd};
 
     fn pidfd_open(pid: i32, flags: u32) -> std::io::Result<i32> {
         // SAFETY: scalar arguments.
@@ -147,35 +145,45 @@ mod restore_side {
         }
     }
 
-    /// In the restored task, once every task exists: open its pidfds
-    /// (`want`: file id -> entry) at fd numbers >= `above` (close-on-exec;
-    /// the caller dup3s them into place). Returns file id -> fd.
+    /// In the restored task, once every task exists: open its pidfds of
+    /// live processes (`want`: file id -> entry; entries of dead processes
+    /// are skipped, the engine opened those) at fd numbers >= `above`
+    /// (close-on-exec; the caller dup3s them into place). Returns file id
+    /// -> fd.
     pub fn open_all(want: &BTreeMap<u32, &pb::PidfdEntry>, above: i32) -> Result<BTreeMap<u32, i32>, String> {
         let mut out = BTreeMap::new();
-        let high = |fd: i32| -> Result<i32, String> {
+        for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
+            let fd = pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
             // SAFETY: scalar arguments; fd is ours.
             let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
-            let e = std::io::Error::last_os_error();
+            let x = std::io::Error::last_os_error();
             // SAFETY: closing the fd pidfd_open gave us.
             unsafe { libc::close(fd) };
             if n < 0 {
-                return Err(format!("moving a pidfd above fd {above}: {e}"));
+                return Err(format!("file id {id}: moving a pidfd above fd {above}: {x}"));
             }
-            Ok(n)
-        };
-        // Live targets.
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
-            let fd = pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
-            out.insert(id, high(fd)?);
+            out.insert(id, n);
         }
-        // Dead targets: one short-lived child per dead process (by inode).
+        Ok(out)
+    }
+
+    /// In the engine, before the tree is forked: one pidfd (one open file
+    /// description) per file id of `dead` (entries of dead processes,
+    /// nspid -1), through one stand-in process per pidfs inode, so that
+    /// pidfds of one dead process share an inode and those of two do not.
+    /// Each stand-in is killed (SIGKILL) and reaped before this returns.
+    pub fn open_dead(dead: &[(u32, &pb::PidfdEntry)]) -> Result<BTreeMap<u32, OwnedFd>, String> {
         let mut by_ino: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid == -1) {
+        for &(id, e) in dead {
+            if e.nspid != -1 {
+                return Err(format!("file id {id}: a pidfd of live pid {} (engine bug)", e.nspid));
+            }
             by_ino.entry(e.ino).or_default().push((id, e.flags));
         }
+        let mut out = BTreeMap::new();
         for (ino, ids) in by_ino {
-            // SAFETY: a plain fork (no shared memory, exit signal 0); the
-            // child only calls _exit.
+            // SAFETY: a plain fork (no shared memory, exit signal 0: no
+            // SIGCHLD for the engine); the child only makes raw syscalls.
             let child = unsafe { libc::syscall(libc::SYS_clone, 0, 0, 0, 0, 0) };
             if child < 0 {
                 return Err(format!(
@@ -184,25 +192,35 @@ mod restore_side {
                 ));
             }
             if child == 0 {
-                // SAFETY: leave at once without unwinding.
-                unsafe { libc::_exit(0) }
+                // SAFETY: the child kills itself at once (a zombie until
+                // reaped, so the parent's pidfd_open finds it either way).
+                unsafe {
+                    libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGKILL);
+                    libc::_exit(0)
+                }
             }
             let child = child as i32;
             let mut res = Ok(());
             for (id, flags) in ids {
-                match pidfd_open(child, flags).map_err(|x| x.to_string()).and_then(high) {
+                match pidfd_open(child, flags) {
                     Ok(fd) => {
-                        out.insert(id, fd);
+                        // SAFETY: pidfd_open gave us this fd.
+                        out.insert(id, unsafe { OwnedFd::from_raw_fd(fd) });
                     }
                     Err(x) => {
-                        res = Err(format!("file id {id}: pidfd of a dead process: {x}"));
+                        res = Err(format!("file id {id}: pidfd of a dead process (inode {ino}): {x}"));
                         break;
                     }
                 }
             }
             let mut st = 0;
-            // SAFETY: reaping our own child (exit signal 0: __WALL).
-            unsafe { libc::waitpid(child, &mut st, libc::__WALL) };
+            loop {
+                // SAFETY: reaping our own child (exit signal 0: __WALL).
+                let r = unsafe { libc::waitpid(child, &mut st, libc::__WALL) };
+                if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
             res?;
         }
         Ok(out)
@@ -223,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_or_foreign_pidfds_are_refused() {
+    fn shared_live_or_foreign_pidfds_are_refused() {
         let live = pb::PidfdEntry {
             id: 1,
             ino: 10,
@@ -248,8 +266,10 @@ mod tests {
         .is_ok());
         let e = check(&[(1, &live)], &h(&[(1, &[5, 6])]), &[5, 6]).unwrap_err();
         assert!(e.contains("several processes"), "{e}");
-        let e = check(&[(2, &d2), (3, &d3)], &h(&[(2, &[5]), (3, &[6])]), &[5, 6]).unwrap_err();
-        assert!(e.contains("dead process"), "{e}");
+        // pidfds of one dead process in two processes, and one description
+        // of it held by both.
+        assert!(check(&[(2, &d2), (3, &d3)], &h(&[(2, &[5]), (3, &[6])]), &[5, 6]).is_ok());
+        assert!(check(&[(2, &d2)], &h(&[(2, &[5, 6])]), &[5, 6]).is_ok());
         let e = check(&[(1, &live)], &h(&[(1, &[6])]), &[6]).unwrap_err();
         assert!(e.contains("pid 5"), "{e}");
     }

@@ -349,10 +349,24 @@ impl RestoreCtx {
         for (sid, (fd, pgrp)) in std::mem::take(&mut ttys.ctty) {
             ctty.insert(sid, (self.keep(fd, base)?, pgrp));
         }
+        // pidfds of dead processes, through short-lived stand-ins (so that
+        // one description can go to several tasks, like any shared file).
+        let dead_pidfds: Vec<(u32, &cryo_image::pb::PidfdEntry)> = used
+            .iter()
+            .filter_map(|id| match plan.files.get(id) {
+                Some(FileDesc::Pidfd(e)) if e.nspid == -1 => Some((*id, e)),
+                _ => None,
+            })
+            .collect();
+        let mut dead_pidfds = files::pidfd::open_dead(&dead_pidfds).map_err(|e| prep("pidfds of dead processes", e))?;
         for id in used {
             let desc = &plan.files[&id];
             let fd = match desc {
-                // Opened by the task itself once every task exists.
+                FileDesc::Pidfd(e) if e.nspid == -1 => dead_pidfds
+                    .remove(&id)
+                    .ok_or_else(|| prep(format!("pidfd file id {id}"), "not opened (engine bug)"))?,
+                // Of a live process: opened by the task itself once every
+                // task exists.
                 FileDesc::Pidfd(_) => continue,
                 // Files of /proc/<pid> of a restored process: opened by the
                 // task once every process exists (task::open_proc_files).

@@ -819,7 +819,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
-    // pidfds: of tree processes, each held by one process (files::pidfd).
+    // pidfds: of tree processes or dead ones; of a live one each held by
+    // one process (files::pidfd).
     {
         let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
         let mut holders: BTreeMap<u32, Vec<i32>> = BTreeMap::new();

@@ -249,8 +249,9 @@ fn a_fanotify_group_keeps_its_marks_and_reports_events() {
     });
 }
 
-/// A pidfd inherited by a child (one description in two processes) is
-/// refused at dump, naming the other pid.
+/// A pidfd of a live process inherited by a child (one description in two
+/// processes) is refused at dump, naming the other pid (one of a dead
+/// process comes back shared: restore/pidfds.rs).
 #[test]
 fn a_pidfd_shared_by_two_processes_is_refused() {
     let err = fdstate_dump_refused("pidfd-shared", "");
