@@ -20,6 +20,8 @@ mod fdkinds;
 mod foreign;
 #[path = "restore/ghost.rs"]
 mod ghost;
+#[path = "restore/identity.rs"]
+mod identity;
 #[path = "restore/mem.rs"]
 mod mem;
 #[path = "restore/tasks.rs"]
