@@ -96,15 +96,7 @@ fn gdb_unwinds_every_thread_of_a_crit_core_of_a_live_dump() {
     let core = root.join("core");
     let sum = cryo_crit::coredump::write_core(&set, t.pid as u32, &core).unwrap();
     assert_eq!(sum.threads.len(), 4);
-    let o = Command::new("gdb")
-        .args([
-            "-nx",
-            "-batch",
-            "-ex",
-            "set debuginfod enabled off",
-            "-ex",
-            "thread apply all bt",
-        ])
+    let o = cryo_testsupport::gdb(&["thread apply all bt"])
         .arg(prog("workers"))
         .arg(&core)
         .output()

@@ -468,7 +468,7 @@ fn identity_two_dumps_of_an_idle_program_compare_equal() {
     // The comparator sees what differs: a flipped byte of memory, a register, a disarmed timer.
     let set = cryo_image::ImageSet::open(&b).unwrap();
     let pid = set.pstree().unwrap()[0].pid;
-    let copy = tmp_copy(&b, "identity-b2");
+    let copy = copy_set(&b, "identity-b2");
     let pages = std::fs::read_dir(&copy)
         .unwrap()
         .flatten()
@@ -509,17 +509,6 @@ fn identity_two_dumps_of_an_idle_program_compare_equal() {
     std::fs::remove_dir_all(&copy).unwrap();
 }
 
-/// A copy of an image set in a temp dir.
-fn tmp_copy(src: &Path, tag: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("cryo-restore-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
-    dst
-}
-
 /// Every program of [`CASES`] (or those named in `CRYO_IDENTITY_CASES`, comma-separated) dumped by
 /// `CRYO_BASELINE` and by `CRYO_NEW` (default: this build's cryo): the image sets must be the same.
 /// Run through scripts/image-identity.sh.
@@ -556,11 +545,7 @@ fn identity_against_baseline() {
         }
         if let Some(k) = &keep {
             for d in ["img-old", "img-new"] {
-                let dst = k.join(case.name).join(d);
-                std::fs::create_dir_all(&dst).unwrap();
-                for e in std::fs::read_dir(ns.anchor(d)).unwrap().flatten() {
-                    std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-                }
+                cryo_testsupport::copy_dir(&ns.anchor(d), &k.join(case.name).join(d));
             }
         }
     }
