@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "status.h"
 
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
@@ -24,17 +25,6 @@ static void block_usr1(void)
 	sigaddset(&m, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &m, &waitmask);
 	sigdelset(&waitmask, SIGUSR1);
-}
-
-static void put(const char *file, const char *text)
-{
-	char tmp[64];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	if (!f) return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
 }
 
 /* Check our ids on every SIGUSR1, forever. parent = 0: not checked. */
@@ -50,7 +40,7 @@ static void serve(const char *tag, pid_t pid, pid_t sid, pid_t pgid, pid_t paren
 		else
 			snprintf(msg, sizeof msg, "bad pid=%d/%d sid=%d/%d pgid=%d/%d ppid=%d/%d\n", getpid(), pid,
 				 getsid(0), sid, getpgid(0), pgid, getppid(), parent);
-		put(file, msg);
+		put_status(".", file, msg);
 	}
 }
 
@@ -91,7 +81,7 @@ int main(int argc, char **argv)
 			close(p[1]);
 			setpgid(0, leader);
 			snprintf(buf, sizeof buf, "pid=%d sid=%d pgid=%d ppid=%d\n", me, getsid(0), getpgid(0), parent);
-			put("daemon.kid.status", buf);
+			put_status(".", "daemon.kid.status", buf);
 			serve(".kid", me, getsid(0), leader, parent);
 		}
 		setpgid(kid, leader);
@@ -101,7 +91,7 @@ int main(int argc, char **argv)
 	}
 	snprintf(buf, sizeof buf, "pid=%d sid=%d pgid=%d ppid=%d kid=%d kidpgid=%d\n", getpid(), getsid(0), getpgid(0),
 		 getppid(), kid, leader);
-	put("daemon.status", buf);
+	put_status(".", "daemon.status", buf);
 	serve("", getpid(), getsid(0), getpgid(0), 0);
 	return 0;
 }
