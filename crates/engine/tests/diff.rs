@@ -31,8 +31,7 @@ fn diff_of_two_dumps_shows_exactly_the_changed_pages() {
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
     dump(t.pid, &a);
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&status, "changed");
+    ask(t.pid, &status, "changed");
     dump(t.pid, &b);
     drop(t);
 

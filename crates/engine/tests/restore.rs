@@ -641,6 +641,18 @@ fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32))
     dump_restore_cmd_twice_with(cmd, ready, "", "", check)
 }
 
+/// `tests/progs/<prog> /tmp/anchor` dumped and restored twice ([`dump_restore_cmd_twice`]): after each
+/// restore `also` runs, then the program checks itself ([`Ns::ask`] with `verify` and `what`) and must
+/// answer `want`.
+fn self_check_twice(prog: &str, ready: &str, verify: &str, what: &str, want: &str, also: impl Fn(&Ns, i32, u32)) {
+    let prog = build_prog(prog);
+    dump_restore_cmd_twice(&format!("{} /tmp/anchor", prog.display()), ready, |ns, pid, round| {
+        also(ns, pid, round);
+        let v = ns.ask(pid, verify, what);
+        assert_eq!(v.trim(), want, "round {round}");
+    });
+}
+
 /// [`dump_restore_cmd_twice`] with extra options (`opts`) given to both
 /// `cryo dump` and `cryo restore`, and shell commands run right before the
 /// dump (`pre_dump`; `$P` is the program's pid).
@@ -864,15 +876,7 @@ fn dump_restore_shares_epoll_and_friends_between_parent_and_child() {
 
 #[test]
 fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
-    let prog = build_prog("rstate");
-    dump_restore_cmd_twice(
-        &format!("{} /tmp/anchor", prog.display()),
-        "state.ready",
-        |ns, pid, round| {
-            let v = ns.ask(pid, "state.verify", "");
-            assert_eq!(v.trim(), "state=ok", "round {round}");
-        },
-    );
+    self_check_twice("rstate", "state.ready", "state.verify", "", "state=ok", |_, _, _| {});
 }
 
 /// membarrier() registrations (per mm) come back: the program registered

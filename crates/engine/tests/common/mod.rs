@@ -157,6 +157,13 @@ pub fn wait_file(path: &Path, needle: &str) -> String {
     panic!("{} never contained {needle:?}", path.display());
 }
 
+/// Ask a program to check itself: send SIGUSR1 to `pid` and wait (bounded) until `path` contains
+/// `needle`; returns the content.
+pub fn ask(pid: i32, path: &Path, needle: &str) -> String {
+    assert!(kill(pid, libc::SIGUSR1), "pid {pid} is gone");
+    wait_file(path, needle)
+}
+
 pub fn maps(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
 }
