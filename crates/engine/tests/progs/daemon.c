@@ -13,19 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "status.h"
-
-static volatile sig_atomic_t usr1;
-static void on_usr1(int s) { (void)s; usr1 = 1; }
-/* SIGUSR1 stays blocked except inside sigsuspend() (see zombie.c). */
-static sigset_t waitmask;
-static void block_usr1(void)
-{
-	sigset_t m;
-	sigemptyset(&m);
-	sigaddset(&m, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &m, &waitmask);
-	sigdelset(&waitmask, SIGUSR1);
-}
+#include "usr1.h"
 
 /* Check our ids on every SIGUSR1, forever. parent = 0: not checked. */
 static void serve(const char *tag, pid_t pid, pid_t sid, pid_t pgid, pid_t parent)
@@ -33,7 +21,7 @@ static void serve(const char *tag, pid_t pid, pid_t sid, pid_t pgid, pid_t paren
 	char file[64], msg[160];
 	snprintf(file, sizeof file, "daemon%s.verify.status", tag);
 	for (;;) {
-		while (!usr1) sigsuspend(&waitmask);
+		wait_usr1();
 		usr1 = 0;
 		if (getpid() == pid && getsid(0) == sid && getpgid(0) == pgid && (!parent || getppid() == parent))
 			snprintf(msg, sizeof msg, "ok\n");
