@@ -65,7 +65,7 @@ const CASES: &[Case] = &[
         cmd: "{} /tmp/anchor",
         ready: "state.ready",
         opts: "",
-        busy: false,
+        busy: true,
     },
     // eventfd, timerfds (periodic, absolute, fired), signalfd, inotify, epoll.
     Case {
