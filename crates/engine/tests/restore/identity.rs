@@ -17,11 +17,12 @@
 //! * `inventory.img`: `dump_criu_run_id`, a fresh UUID per dump (present in both);
 //! * `timens-*.img`: `monotonic` and `boottime`, the clocks read at the dump (the second not earlier);
 //! * `core-*.img`: the remaining time of armed timers (`tc.timers.{real,virt,prof}.{vsec,vusec}`, and
-//!   `vsec`, `vnsec`, `overrun` of POSIX timers), only where the timer is armed in both dumps;
+//!   `vsec`, `vnsec`, `overrun` of POSIX timers), only where the timer is armed (a value or an interval
+//!   left) in both dumps: a periodic timer read just as it expires shows a value of 0;
 //! * `core-*.img` of a stopped program: the sender pid of a pending SIGCONT, which the previous dump's
 //!   cryo sent (the rest of its siginfo stays compared);
 //! * `files.img`: the remaining time and expiration count (`vsec`, `vnsec`, `ticks`) of timerfds armed
-//!   in both dumps.
+//!   (a value or an interval left) in both dumps.
 //!
 //! A first dump of each program is taken and thrown away before the two compared ones: it moves threads
 //! asleep in a system call that restarts through a restart block (nanosleep, poll with a timeout) into
@@ -381,7 +382,9 @@ fn mask(name: &str, a: &mut serde_json::Value, b: &mut serde_json::Value) -> Res
         } else if name.starts_with("core-") {
             let (tx, ty) = (&mut x["tc"]["timers"], &mut y["tc"]["timers"]);
             for it in ["real", "virt", "prof"] {
-                let armed = |v: &Value| num(&v[it], "vsec") | num(&v[it], "vusec") != 0;
+                let armed = |v: &Value| {
+                    num(&v[it], "vsec") | num(&v[it], "vusec") | num(&v[it], "isec") | num(&v[it], "iusec") != 0
+                };
                 let both = armed(tx) && armed(ty);
                 let (ix, iy) = (&mut tx[it], &mut ty[it]);
                 blank(
@@ -394,7 +397,7 @@ fn mask(name: &str, a: &mut serde_json::Value, b: &mut serde_json::Value) -> Res
             }
             if let (Some(px), Some(py)) = (tx["posix"].as_array_mut(), ty["posix"].as_array_mut()) {
                 for (j, (p, q)) in px.iter_mut().zip(py.iter_mut()).enumerate() {
-                    let armed = |v: &Value| num(v, "vsec") | num(v, "vnsec") != 0;
+                    let armed = |v: &Value| num(v, "vsec") | num(v, "vnsec") | num(v, "isec") | num(v, "insec") != 0;
                     let both = armed(p) && armed(q);
                     let keys = ["vsec", "vnsec", "overrun"];
                     blank(p, q, &keys, format!("the time left on POSIX timer {j}"), both);
@@ -416,7 +419,8 @@ fn mask(name: &str, a: &mut serde_json::Value, b: &mut serde_json::Value) -> Res
                 }
             }
         } else if name == "files.img" {
-            let armed = |v: &Value| num(&v["tfd"], "vsec") | num(&v["tfd"], "vnsec") != 0;
+            let t = |v: &Value, k: &str| num(&v["tfd"], k);
+            let armed = |v: &Value| t(v, "vsec") | t(v, "vnsec") | t(v, "isec") | t(v, "insec") != 0;
             let both = armed(x) && armed(y);
             let keys = ["vsec", "vnsec", "ticks"];
             blank(
