@@ -658,27 +658,8 @@ impl Rewrite {
             let mut hits = Vec::new();
             if let Some(ti) = &c.thread_info {
                 let g = &ti.gpregs;
-                for (n, val) in [
-                    ("ip", g.ip),
-                    ("sp", g.sp),
-                    ("bp", g.bp),
-                    ("ax", g.ax),
-                    ("bx", g.bx),
-                    ("cx", g.cx),
-                    ("dx", g.dx),
-                    ("si", g.si),
-                    ("di", g.di),
-                    ("r8", g.r8),
-                    ("r9", g.r9),
-                    ("r10", g.r10),
-                    ("r11", g.r11),
-                    ("r12", g.r12),
-                    ("r13", g.r13),
-                    ("r14", g.r14),
-                    ("r15", g.r15),
-                    ("fs_base", g.fs_base),
-                    ("gs_base", g.gs_base),
-                ] {
+                for r in cryo_image::x86::GP_REGS.iter().filter(|r| r.addr) {
+                    let (n, val) = (r.field, (r.get)(g));
                     if inside(val) {
                         hits.push(format!("{n}={val:#x}"));
                     }

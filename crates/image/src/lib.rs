@@ -21,6 +21,7 @@ pub mod pyjson;
 pub mod sidecar;
 pub mod vma;
 pub mod writer;
+pub mod x86;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

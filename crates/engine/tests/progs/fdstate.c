@@ -66,18 +66,6 @@ static const char *dir, *mode;
 static char bad[512];
 #define BAD(...) (snprintf(bad, sizeof(bad), __VA_ARGS__), -1)
 
-static void put(const char *name, const char *text)
-{
-	char p[600], tmp[620];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-	FILE *f = fopen(tmp, "w");
-	if (!f) return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, p);
-}
-
 /* ---- pipes ---- */
 #define A_BYTES 200000
 static int a[2], a_dup, a_rop, b[2], c[2];
@@ -539,6 +527,7 @@ static int setup_pidfd_outside(void)
 
 /* ---- fanotify ---- */
 #include <sys/fanotify.h>
+#include "status.h"
 static char fan_lines[4096], fan_path[600];
 
 static void fan_read_lines(char *out, size_t n)
@@ -630,19 +619,19 @@ int main(int argc, char **argv)
 	}
 	/* The state checks out before the dump too. */
 	if (check_mode()) {
-		put("fdstate.ready", "");
+		put_status(dir, "fdstate.ready", "");
 		fprintf(stderr, "before dump: %s\n", bad);
 		return 4;
 	}
 	char msg[64];
 	snprintf(msg, sizeof(msg), "%d\n", getpid());
-	put("fdstate.ready", msg);
+	put_status(dir, "fdstate.ready", msg);
 	for (;;) {
 		usr1 = 0;
 		wait_usr1();
 		char out[600];
 		if (check_mode()) snprintf(out, sizeof(out), "bad: %s\n", bad);
 		else snprintf(out, sizeof(out), "ok\n");
-		put("fdstate.verify", out);
+		put_status(dir, "fdstate.verify", out);
 	}
 }
