@@ -16,7 +16,8 @@
 //! from elsewhere, before any task is created).
 
 use super::anon::{fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::set::unsupported;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError};
 use cryo_image::pb;
 
 /// PIDFD_THREAD (= O_EXCL): a pidfd of a thread, not supported (as in CRIU 4.2).
@@ -87,6 +88,27 @@ impl FdKind for Pidfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let p = e.pidfd.as_ref().ok_or_else(|| cx.bad("PIDFD without pidfd"))?;
+        Ok(Box::new(PidfdFile(*p)))
+    }
+
+    /// pidfds: of tree processes, each held by one process.
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        let pids = files.tree.pids();
+        let mut holders: std::collections::BTreeMap<u32, Vec<i32>> = std::collections::BTreeMap::new();
+        for t in &files.tree.tasks {
+            for f in &t.fds {
+                let h = holders.entry(f.file_id).or_default();
+                if !h.contains(&t.pid) {
+                    h.push(t.pid);
+                }
+            }
+        }
+        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files.of::<PidfdFile>().map(|(id, p)| (id, &p.0)).collect();
+        check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files.files_file, 0, what))
+    }
 }
 
 /// Validation: `holders` are the pids of the processes holding each pidfd
@@ -130,83 +152,67 @@ pub fn check(
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::open_all;
+/// A pidfd to recreate: opened by the task holding it, once every task
+/// exists ([`open_all`]).
+#[derive(Clone, Debug)]
+pub struct PidfdFile(pub pb::PidfdEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use cryo_image::pb;
-    use std::collections::BTreeMap;
-
-    fn pidfd_open(pid: i32, flags: u32) -> std::io::Result<i32> {
-        // SAFETY: scalar arguments.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags & libc::O_NONBLOCK as u32) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r as i32)
-        }
+impl OpenFile for PidfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Pidfd
     }
 
-    /// In the restored task, once every task exists: open its pidfds
-    /// (`want`: file id -> entry) at fd numbers >= `above` (close-on-exec;
-    /// the caller dup3s them into place). Returns file id -> fd.
-    pub fn open_all(want: &BTreeMap<u32, &pb::PidfdEntry>, above: i32) -> Result<BTreeMap<u32, i32>, String> {
-        let mut out = BTreeMap::new();
-        let high = |fd: i32| -> Result<i32, String> {
-            // SAFETY: scalar arguments; fd is ours.
-            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
-            let e = std::io::Error::last_os_error();
-            // SAFETY: closing the fd pidfd_open gave us.
-            unsafe { libc::close(fd) };
-            if n < 0 {
-                return Err(format!("moving a pidfd above fd {above}: {e}"));
-            }
-            Ok(n)
-        };
-        // Live targets.
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
-            let fd = pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
-            out.insert(id, high(fd)?);
-        }
-        // Dead targets: one short-lived child per dead process (by inode).
-        let mut by_ino: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid == -1) {
-            by_ino.entry(e.ino).or_default().push((id, e.flags));
-        }
-        for (ino, ids) in by_ino {
-            // SAFETY: a plain fork (no shared memory, exit signal 0); the
-            // child only calls _exit.
-            let child = unsafe { libc::syscall(libc::SYS_clone, 0, 0, 0, 0, 0) };
-            if child < 0 {
-                return Err(format!(
-                    "a stand-in for the dead process of pidfd inode {ino}: clone: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            if child == 0 {
-                // SAFETY: leave at once without unwinding.
-                unsafe { libc::_exit(0) }
-            }
-            let child = child as i32;
-            let mut res = Ok(());
-            for (id, flags) in ids {
-                match pidfd_open(child, flags).map_err(|x| x.to_string()).and_then(high) {
-                    Ok(fd) => {
-                        out.insert(id, fd);
-                    }
-                    Err(x) => {
-                        res = Err(format!("file id {id}: pidfd of a dead process: {x}"));
-                        break;
-                    }
+    /// Opened by the task itself once every task exists.
+    fn restore(&self, _id: u32, _cx: &mut RestoreCx) -> Result<Option<std::os::fd::OwnedFd>, OpenError> {
+        Ok(None)
+    }
+}
+
+/// In the restored task, once every task exists: open its pidfds
+/// (`want`: file id -> entry) at fd numbers >= `above` (close-on-exec;
+/// the caller dup3s them into place). Returns file id -> fd.
+pub fn open_all(
+    want: &std::collections::BTreeMap<u32, &pb::PidfdEntry>,
+    above: i32,
+) -> Result<std::collections::BTreeMap<u32, i32>, String> {
+    use crate::sys::files as sys;
+    use std::collections::BTreeMap;
+    let mut out = BTreeMap::new();
+    let high = |fd: std::os::fd::OwnedFd| -> Result<i32, String> {
+        // The pidfd_open fd is closed when `fd` goes.
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+            .map_err(|e| format!("moving a pidfd above fd {above}: {}", std::io::Error::from(e)))
+    };
+    // Live targets.
+    for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
+        let fd =
+            sys::pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
+        out.insert(id, high(fd)?);
+    }
+    // Dead targets: one short-lived child per dead process (by inode).
+    let mut by_ino: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
+    for (&id, e) in want.iter().filter(|(_, e)| e.nspid == -1) {
+        by_ino.entry(e.ino).or_default().push((id, e.flags));
+    }
+    for (ino, ids) in by_ino {
+        let child = sys::fork_stand_in()
+            .map_err(|e| format!("a stand-in for the dead process of pidfd inode {ino}: clone: {e}"))?;
+        let mut res = Ok(());
+        for (id, flags) in ids {
+            match sys::pidfd_open(child, flags).map_err(|x| x.to_string()).and_then(high) {
+                Ok(fd) => {
+                    out.insert(id, fd);
+                }
+                Err(x) => {
+                    res = Err(format!("file id {id}: pidfd of a dead process: {x}"));
+                    break;
                 }
             }
-            let mut st = 0;
-            // SAFETY: reaping our own child (exit signal 0: __WALL).
-            unsafe { libc::waitpid(child, &mut st, libc::__WALL) };
-            res?;
         }
-        Ok(out)
+        sys::reap_stand_in(child);
+        res?;
     }
+    Ok(out)
 }
 
 #[cfg(test)]
