@@ -1,8 +1,39 @@
-//! Files: one module per kind of fd (`reg`, `pipe`), a single registry
-//! ([`FD_KINDS`]) consulted for every fd, and the [`FileTable`] that assigns
-//! CRIU's file ids (shared by fds, file mappings, exe, cwd and root) and
-//! collects files.img and the images that hang off it (pipes-data,
-//! remap-fpath, ghost-file-N).
+//! Files: one module per kind of fd (`reg`, `pipe`, `eventfd`, ...), each
+//! owning both directions behind the [`FdKind`] trait (detect, dump,
+//! describe, check) and the [`OpenFile`] trait of its domain type (restore);
+//! a single registry ([`REGISTRY`]) that dump, restore and a unit test
+//! consult; the [`FileTable`] that assigns CRIU's file ids at dump (shared by
+//! fds, file mappings, exe, cwd and root) and collects files.img and the
+//! images that hang off it (pipes-data, remap-fpath, ghost-file-N); and the
+//! [`FileSet`] a restore reads back (see `set`).
+//!
+//! Nothing here imports `crate::restore` or `crate::dump`: what a kind needs
+//! of the plan comes through [`Tree`] (the tree's pids and fds) and the
+//! [`FileSet`] (other files by id, side images, remaps). The syscalls are in
+//! `crate::sys::files`; this module tree holds no `unsafe`.
+//!
+//! Adding a kind (a socket kind, say `unixsk`):
+//! 1. `files/unixsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
+//!    (`pb::FdTypes::Unixsk`), `detect` (from the [`FdCtx`]: st_mode, link
+//!    text, fdinfo), `dump` (its files.img entry, side images through the
+//!    [`FileTable`]), `describe` (entry -> its own domain type, validated
+//!    alone; errors through [`DescribeCx::bad`] or a [`SetError`]) and, if it
+//!    refers to other objects, `check` (against the [`FileSet`] and its
+//!    [`Tree`]); the domain type implements [`OpenFile`]: `restore` opens
+//!    it in the engine (per-kind state between files in
+//!    [`RestoreCx::state`]/[`RestoreCx::scratch`]) or returns `None` when
+//!    the task must open it itself, and `map_fd` if it can be mmapped.
+//! 2. Its raw syscalls go to `sys/files.rs` as safe fns (`unsafe fn` with a
+//!    `# Safety` section if they take raw addresses); nix where it has them.
+//! 3. `pub mod unixsk;` above and its [`Registered::Refused`] line in
+//!    [`REGISTRY`] becomes `Registered::Kind(&unixsk::UnixSk)`; the order of
+//!    the kinds is the order `detect` is tried. Drop the `S_IFSOCK` arm of
+//!    [`refuse`] (dump) for what it now handles, and its image from
+//!    `restore::plan::REFUSED_IMAGES` if it has a side image.
+//! 4. Tests: a unit test of its fdinfo/entry parsing beside it; a restore
+//!    test with a real program (tests/progs) that checks the state after
+//!    restore; `every_fd_type_is_registered_once` keeps the registry whole.
+#![forbid(unsafe_code)]
 
 pub mod anon;
 pub mod epoll;
