@@ -464,3 +464,117 @@ impl<'a> RestoreCx<'a> {
         self.scratch.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{fifo::FifoFile, kinds, reg::RegFile, reg::Remap};
+    use super::*;
+
+    /// An image set directory with nothing but an (empty) inventory.
+    fn empty_set(test: &str) -> (PathBuf, ImageSet) {
+        let dir = std::env::temp_dir().join(format!("cryo-describe-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("inventory.img"), b"").unwrap();
+        let set = ImageSet::open(&dir).unwrap();
+        (dir, set)
+    }
+
+    #[test]
+    fn every_kind_refuses_an_entry_without_its_body() {
+        let (dir, set) = empty_set("bodies");
+        let remaps = reg::RemapTable::default();
+        for k in kinds() {
+            let e = pb::FileEntry {
+                r#type: k.fd_type() as i32,
+                id: 7,
+                ..Default::default()
+            };
+            let cx = DescribeCx {
+                set: &set,
+                file: "files.img",
+                index: 3,
+                all: std::slice::from_ref(&e),
+                tty_infos: &[],
+                remaps: &remaps,
+            };
+            let err = k.describe(&e, &cx).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|m| m.starts_with("files.img: pid 0: entry 3")),
+                "{:?}: {err:?}",
+                k.fd_type()
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_takes_path_flags_and_remap_from_its_reg_entry() {
+        let (dir, set) = empty_set("fifo");
+        let mut remaps = reg::RemapTable::default();
+        remaps.by_file.insert(1, Remap::Ghost(4));
+        let all = [
+            pb::FileEntry {
+                r#type: pb::FdTypes::Reg as i32,
+                id: 1,
+                reg: Some(pb::RegFileEntry {
+                    id: 1,
+                    name: "/tmp/f".into(),
+                    flags: 0o4002,
+                    mode: Some(libc::S_IFIFO | 0o640),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pb::FileEntry {
+                r#type: pb::FdTypes::Fifo as i32,
+                id: 2,
+                fifo: Some(pb::FifoEntry {
+                    id: 2,
+                    pipe_id: 9,
+                    regf_id: Some(1),
+                }),
+                ..Default::default()
+            },
+        ];
+        let cx = |index| DescribeCx {
+            set: &set,
+            file: "files.img",
+            index,
+            all: &all,
+            tty_infos: &[],
+            remaps: &remaps,
+        };
+        let kind = |t| match registered(t) {
+            Some(Registered::Kind(k)) => *k,
+            _ => panic!("{t:?} has no kind"),
+        };
+        let f = kind(pb::FdTypes::Fifo).describe(&all[1], &cx(1)).unwrap();
+        assert_eq!(f.fd_type(), pb::FdTypes::Fifo);
+        let f = f.downcast_ref::<FifoFile>().expect("a FifoFile");
+        assert_eq!(
+            (f.pipe_id, f.path.as_str(), f.flags, f.mode),
+            (9, "/tmp/f", 0o4002, libc::S_IFIFO | 0o640)
+        );
+        assert_eq!(f.remap, Some(Remap::Ghost(4)));
+        let r = kind(pb::FdTypes::Reg).describe(&all[0], &cx(0)).unwrap();
+        assert_eq!(
+            r.downcast_ref::<RegFile>().and_then(|r| r.remap.clone()),
+            Some(Remap::Ghost(4))
+        );
+        assert!(r.downcast_ref::<FifoFile>().is_none());
+        // A FIFO naming a REG entry that is not there.
+        let lone = &all[1..];
+        let cx = DescribeCx {
+            set: &set,
+            file: "files.img",
+            index: 0,
+            all: lone,
+            tty_infos: &[],
+            remaps: &remaps,
+        };
+        let e = kind(pb::FdTypes::Fifo).describe(&all[1], &cx).unwrap_err().to_string();
+        assert!(e.contains("names REG entry 1, which is missing"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
