@@ -2,8 +2,9 @@
 //! CRIU 4.2's image format.
 //!
 //! Unsafe code is denied here and allowed only in the modules that talk to the
-//! kernel: [`sys`], [`ptrace`], [`parasite`], and the restore driver's
-//! syscall seams (`restore::rsys`, `restore::task`) and per-file restore code.
+//! kernel: [`sys`] (with `sys::files`, the syscalls of the fd kinds),
+//! [`ptrace`], [`parasite`], and the restore driver's syscall seams
+//! (`restore::rsys`, `restore::task`). [`files`] holds none.
 #![deny(unsafe_code)]
 
 pub mod affinity;

@@ -20,7 +20,8 @@
 //! inode again and those of two dead processes do not.
 
 use super::anon::{fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::set::unsupported;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError};
 use cryo_image::pb;
 
 /// PIDFD_THREAD (= O_EXCL): a pidfd of a thread, not supported (as in CRIU 4.2).
@@ -83,6 +84,28 @@ impl FdKind for Pidfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let p = e.pidfd.as_ref().ok_or_else(|| cx.bad("PIDFD without pidfd"))?;
+        Ok(Box::new(PidfdFile(*p)))
+    }
+
+    /// pidfds: of tree processes or dead ones; one description of a live
+    /// process's held by one process.
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        let pids = files.tree.pids();
+        let mut holders: std::collections::BTreeMap<u32, Vec<i32>> = std::collections::BTreeMap::new();
+        for t in &files.tree.tasks {
+            for f in &t.fds {
+                let h = holders.entry(f.file_id).or_default();
+                if !h.contains(&t.pid) {
+                    h.push(t.pid);
+                }
+            }
+        }
+        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files.of::<PidfdFile>().map(|(id, p)| (id, &p.0)).collect();
+        check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files.files_file, 0, what))
+    }
 }
 
 /// Whether the pidfd `c` refers to a dead (reaped) process: its fdinfo
@@ -127,104 +150,110 @@ pub fn check(
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{open_all, open_dead};
+/// A pidfd to recreate: of a dead process, opened by the engine before the
+/// tree is forked ([`open_dead`], once for all of them); of a live one, by
+/// the task holding it once every task exists ([`open_all`]).
+#[derive(Clone, Debug)]
+pub struct PidfdFile(pub pb::PidfdEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use cryo_image::pb;
-    use std::collections::BTreeMap;
-    use std::os::fd::{FromRawFd, OwnedFd};
+/// The pidfds of dead processes, opened at the first one asked for.
+#[derive(Default)]
+struct Dead(Option<std::collections::BTreeMap<u32, std::os::fd::OwnedFd>>);
 
-    fn pidfd_open(pid: i32, flags: u32) -> std::io::Result<i32> {
-        // SAFETY: scalar arguments.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags & libc::O_NONBLOCK as u32) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r as i32)
-        }
+impl OpenFile for PidfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Pidfd
     }
 
-    /// In the restored task, once every task exists: open its pidfds of
-    /// live processes (`want`: file id -> entry; entries of dead processes
-    /// are skipped, the engine opened those) at fd numbers >= `above`
-    /// (close-on-exec; the caller dup3s them into place). Returns file id
-    /// -> fd.
-    pub fn open_all(want: &BTreeMap<u32, &pb::PidfdEntry>, above: i32) -> Result<BTreeMap<u32, i32>, String> {
-        let mut out = BTreeMap::new();
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
-            let fd = pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
-            // SAFETY: scalar arguments; fd is ours.
-            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
-            let x = std::io::Error::last_os_error();
-            // SAFETY: closing the fd pidfd_open gave us.
-            unsafe { libc::close(fd) };
-            if n < 0 {
-                return Err(format!("file id {id}: moving a pidfd above fd {above}: {x}"));
-            }
-            out.insert(id, n);
+    fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<std::os::fd::OwnedFd>, OpenError> {
+        if self.0.nspid != -1 {
+            // Of a live process: opened by the task itself once every task exists.
+            return Ok(None);
         }
-        Ok(out)
+        let files = cx.files;
+        let dead = &mut cx.state::<Dead>().0;
+        if dead.is_none() {
+            let all: Vec<(u32, &pb::PidfdEntry)> = files
+                .of::<PidfdFile>()
+                .filter(|(_, p)| p.0.nspid == -1)
+                .map(|(id, p)| (id, &p.0))
+                .collect();
+            *dead = Some(
+                open_dead(&all).map_err(|e| super::set::open_err(pb::FdTypes::Pidfd, "pidfds of dead processes", e))?,
+            );
+        }
+        let fd = dead.as_mut().and_then(|m| m.remove(&id)).ok_or_else(|| {
+            super::set::open_err(
+                pb::FdTypes::Pidfd,
+                format!("pidfd file id {id}"),
+                "not opened (engine bug)",
+            )
+        })?;
+        Ok(Some(fd))
     }
+}
 
-    /// In the engine, before the tree is forked: one pidfd (one open file
-    /// description) per file id of `dead` (entries of dead processes,
-    /// nspid -1), through one stand-in process per pidfs inode, so that
-    /// pidfds of one dead process share an inode and those of two do not.
-    /// Each stand-in is killed (SIGKILL) and reaped before this returns.
-    pub fn open_dead(dead: &[(u32, &pb::PidfdEntry)]) -> Result<BTreeMap<u32, OwnedFd>, String> {
-        let mut by_ino: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
-        for &(id, e) in dead {
-            if e.nspid != -1 {
-                return Err(format!("file id {id}: a pidfd of live pid {} (engine bug)", e.nspid));
-            }
-            by_ino.entry(e.ino).or_default().push((id, e.flags));
+/// In the restored task, once every task exists: open its pidfds of live
+/// processes (`want`: file id -> entry; entries of dead processes are
+/// skipped, the engine opened those) at fd numbers >= `above`
+/// (close-on-exec; the caller dup3s them into place). Returns file id -> fd.
+pub fn open_all(
+    want: &std::collections::BTreeMap<u32, &pb::PidfdEntry>,
+    above: i32,
+) -> Result<std::collections::BTreeMap<u32, i32>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
+        let fd = crate::sys::files::pidfd_open(e.nspid, e.flags)
+            .map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
+        // The pidfd_open fd is closed when `fd` goes.
+        let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above)).map_err(|x| {
+            format!(
+                "file id {id}: moving a pidfd above fd {above}: {}",
+                std::io::Error::from(x)
+            )
+        })?;
+        out.insert(id, n);
+    }
+    Ok(out)
+}
+
+/// In the engine, before the tree is forked: one pidfd (one open file
+/// description) per file id of `dead` (entries of dead processes, nspid
+/// -1), through one stand-in process per pidfs inode, so that pidfds of one
+/// dead process share an inode and those of two do not. Each stand-in dies
+/// by SIGKILL (as CRIU's does: that is the exit status the pidfd reports)
+/// and is reaped before this returns.
+pub fn open_dead(
+    dead: &[(u32, &pb::PidfdEntry)],
+) -> Result<std::collections::BTreeMap<u32, std::os::fd::OwnedFd>, String> {
+    use crate::sys::files as sys;
+    let mut by_ino: std::collections::BTreeMap<u32, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+    for &(id, e) in dead {
+        if e.nspid != -1 {
+            return Err(format!("file id {id}: a pidfd of live pid {} (engine bug)", e.nspid));
         }
-        let mut out = BTreeMap::new();
-        for (ino, ids) in by_ino {
-            // SAFETY: a plain fork (no shared memory, exit signal 0: no
-            // SIGCHLD for the engine); the child only makes raw syscalls.
-            let child = unsafe { libc::syscall(libc::SYS_clone, 0, 0, 0, 0, 0) };
-            if child < 0 {
-                return Err(format!(
-                    "a stand-in for the dead process of pidfd inode {ino}: clone: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            if child == 0 {
-                // SAFETY: the child kills itself at once (a zombie until
-                // reaped, so the parent's pidfd_open finds it either way).
-                unsafe {
-                    libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGKILL);
-                    libc::_exit(0)
+        by_ino.entry(e.ino).or_default().push((id, e.flags));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (ino, ids) in by_ino {
+        let child = sys::fork_stand_in()
+            .map_err(|e| format!("a stand-in for the dead process of pidfd inode {ino}: clone: {e}"))?;
+        let mut res = Ok(());
+        for (id, flags) in ids {
+            match sys::pidfd_open(child, flags) {
+                Ok(fd) => {
+                    out.insert(id, fd);
                 }
-            }
-            let child = child as i32;
-            let mut res = Ok(());
-            for (id, flags) in ids {
-                match pidfd_open(child, flags) {
-                    Ok(fd) => {
-                        // SAFETY: pidfd_open gave us this fd.
-                        out.insert(id, unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
-                    Err(x) => {
-                        res = Err(format!("file id {id}: pidfd of a dead process (inode {ino}): {x}"));
-                        break;
-                    }
-                }
-            }
-            let mut st = 0;
-            loop {
-                // SAFETY: reaping our own child (exit signal 0: __WALL).
-                let r = unsafe { libc::waitpid(child, &mut st, libc::__WALL) };
-                if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                Err(x) => {
+                    res = Err(format!("file id {id}: pidfd of a dead process (inode {ino}): {x}"));
                     break;
                 }
             }
-            res?;
         }
-        Ok(out)
+        sys::reap_stand_in(child);
+        res?;
     }
+    Ok(out)
 }
 
 #[cfg(test)]

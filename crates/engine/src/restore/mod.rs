@@ -43,7 +43,7 @@ mod task;
 use crate::files;
 use crate::parasite::blob::Blob;
 use cryo_abi::restorer::*;
-use plan::{FileDesc, Plan, VmaKind};
+use plan::{Plan, VmaKind};
 use rsys::Forked;
 use std::collections::HashMap;
 use std::io::Read;
@@ -103,6 +103,8 @@ pub enum RestoreError {
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
     Image(#[from] cryo_image::ImageError),
+    #[error(transparent)]
+    File(#[from] files::OpenError),
     #[error("pid {pid} is in use{by} (waited {waited:?} for it to be freed)")]
     PidBusy { pid: i32, by: String, waited: Duration },
     #[error("{object}: {reason}")]
@@ -216,13 +218,9 @@ impl RestoreCtx {
         self.stage = Stage::Validate;
         let mut plan = plan::build(&self.opts.dir)?;
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
-        let eventfds = plan
-            .files
-            .iter()
-            .filter(|(_, f)| matches!(f, FileDesc::Eventfd(_)))
-            .map(|(id, _)| *id)
-            .collect();
+        let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
+        files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
                 plan.set.path("filelocks.img").display().to_string(),
@@ -318,130 +316,34 @@ impl RestoreCtx {
         self.err_r = Some(err_r);
         let mut fd_pool = HashMap::new();
         let mut map_pool = HashMap::new();
-        let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
-        let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
-        // Memfd inodes whose memfd_create description went to an fd.
-        let mut memfd_owned = std::collections::HashSet::new();
-        let pipe_originals = files::pipe::originals(&plan);
-        let mut fifos: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
             .iter()
             .flat_map(|p| p.fds.iter().map(|f| f.file_id))
             .collect();
-        let mut remaps = files::reg::Remaps::default();
         // Stand-ins for the dead processes whose /proc files the tree holds,
         // alive while the files are opened below and the tasks enter their
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
-        self.dead = Some(DeadPids::make(&plan.dead_pids, self.opts.pid_wait)?);
+        self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
+        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
         // Terminals first, all together (pairs, sessions, queued data).
-        let tty_files: Vec<files::tty::TtyFile> = used
-            .iter()
-            .filter_map(|id| match plan.files.get(id) {
-                Some(FileDesc::Tty(t)) => Some((**t).clone()),
-                _ => None,
-            })
-            .collect();
-        let mut ttys = files::tty::restore_all(&tty_files, &plan.tty_data, self.opts.shell_job)
-            .map_err(|e| prep(plan.set.path("tty-info.img").display().to_string(), e))?;
         let mut ctty = HashMap::new();
-        for (sid, (fd, pgrp)) in std::mem::take(&mut ttys.ctty) {
+        for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
             ctty.insert(sid, (self.keep(fd, base)?, pgrp));
         }
-        // pidfds of dead processes, through short-lived stand-ins (so that
-        // one description can go to several tasks, like any shared file).
-        let dead_pidfds: Vec<(u32, &cryo_image::pb::PidfdEntry)> = used
-            .iter()
-            .filter_map(|id| match plan.files.get(id) {
-                Some(FileDesc::Pidfd(e)) if e.nspid == -1 => Some((*id, e)),
-                _ => None,
-            })
-            .collect();
-        let mut dead_pidfds = files::pidfd::open_dead(&dead_pidfds).map_err(|e| prep("pidfds of dead processes", e))?;
+        // Every file a task uses, by its kind (the registry's).
         for id in used {
-            let desc = &plan.files[&id];
-            let fd = match desc {
-                FileDesc::Pidfd(e) if e.nspid == -1 => dead_pidfds
-                    .remove(&id)
-                    .ok_or_else(|| prep(format!("pidfd file id {id}"), "not opened (engine bug)"))?,
-                // Of a live process: opened by the task itself once every
-                // task exists.
-                FileDesc::Pidfd(_) => continue,
-                // Files of /proc/<pid> of a restored process: opened by the
-                // task once every process exists (task::open_proc_files).
-                FileDesc::Reg { path, remap: None, .. } if files::reg::is_tree_proc_path(&plan, path) => continue,
-                FileDesc::Reg { .. } => files::reg::restore_open(&plan, &mut remaps, id, desc)?,
-                FileDesc::Pipe { pipe_id, flags } => {
-                    let ends = match pipes.remove(pipe_id) {
-                        Some(e) => e,
-                        None => files::pipe::restore_pipe(
-                            *pipe_id,
-                            plan.pipe_data.get(pipe_id).map(|v| v.as_slice()),
-                            plan.pipe_size.get(pipe_id).copied(),
-                        )?,
-                    };
-                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags, pipe_originals.contains(&id))?;
-                    pipes.insert(*pipe_id, ends);
-                    fd
-                }
-                FileDesc::Memfd { inode, flags, .. } => {
-                    if !memfd_inodes.contains_key(inode) {
-                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
-                    }
-                    let own = files::memfd::can_own(*flags) && memfd_owned.insert(*inode);
-                    files::memfd::restore_open(id, desc, &memfd_inodes[inode], own)?
-                }
-                FileDesc::Tty(_) => ttys
-                    .fds
-                    .remove(&id)
-                    .ok_or_else(|| prep(format!("terminal file id {id}"), "not opened (engine bug)"))?,
-                FileDesc::Fifo {
-                    pipe_id,
-                    path,
-                    flags,
-                    mode,
-                    remap,
-                } => {
-                    let path = &match remap {
-                        None => path.clone(),
-                        Some(plan::Remap::Linked(p)) => {
-                            remaps.note_linked(p);
-                            p.clone()
-                        }
-                        Some(plan::Remap::Ghost(g)) => {
-                            let (p, m) = remaps.ghost_path(&plan, *g, path)?;
-                            if m & libc::S_IFMT != libc::S_IFIFO {
-                                return Err(prep(
-                                    format!("fifo file id {id} ({path})"),
-                                    format!("its ghost is of mode {m:o}"),
-                                ));
-                            }
-                            p
-                        }
-                    };
-                    if !fifos.contains_key(pipe_id) {
-                        let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
-                        let size = plan.fifo_size.get(pipe_id).copied();
-                        fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data, size)?);
-                    }
-                    files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
-                }
-                FileDesc::Eventfd(e) => {
-                    files::eventfd::restore_open(id, e, self.sidecar.eventfd_semaphore.contains(&id))?
-                }
-                FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
-                FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
-                FileDesc::Inotify(e) => files::inotify::restore_open(&plan, &mut remaps, id, e)?,
-                FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
-                FileDesc::Fanotify(e) => files::fanotify::restore_open(id, e)?,
-                FileDesc::Ns(e) => files::nsfile::restore_open(id, e)?,
-            };
-            let raw = self.keep(fd, base)?;
-            fd_pool.insert(id, raw);
+            let desc = plan
+                .files
+                .get(id)
+                .ok_or_else(|| prep(format!("file id {id}"), "not in files.img (engine bug)"))?;
+            // None: opened by the task itself once every task exists.
+            if let Some(fd) = desc.restore(id, &mut cx)? {
+                fd_pool.insert(id, self.keep(fd, base)?);
+            }
         }
-        drop(pipes);
-        drop(fifos);
+        cx.end_fds();
         // Files mapped by VMAs, and the exe files.
         let mut mapped: Vec<(u32, bool)> = Vec::new();
         for p in &plan.procs {
@@ -464,23 +366,12 @@ impl RestoreCtx {
             }
         });
         for (id, write) in mapped {
-            let fd = match plan.files.get(&id) {
-                Some(FileDesc::Memfd { inode, .. }) => {
-                    if !memfd_inodes.contains_key(inode) {
-                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
-                    }
-                    // The memfd_create description itself (read-write, and
-                    // no writer of the inode: a reopen would be, and the
-                    // mapping would then make execveat() of the memfd fail
-                    // with ETXTBSY).
-                    memfd_inodes[inode]
-                        .try_clone()
-                        .map_err(|e| prep(format!("mapped file id {id}"), e))?
-                }
-                _ => files::reg::restore_map_fd(&plan, &mut remaps, id, write, fd_pool.get(&id).copied())?,
-            };
-            let raw = self.keep(fd, base)?;
-            map_pool.insert(id, raw);
+            let f = plan
+                .files
+                .get(id)
+                .ok_or_else(|| prep(format!("mapped file id {id}"), "not a regular file"))?;
+            let fd = f.map_fd(id, write, fd_pool.get(&id).copied(), &mut cx)?;
+            map_pool.insert(id, self.keep(fd, base)?);
         }
         // cwd and root: O_PATH fds the tasks enter (a deleted directory
         // comes back as a ghost directory).
@@ -493,22 +384,14 @@ impl RestoreCtx {
             if fd_pool.contains_key(&id) {
                 continue;
             }
-            let Some(FileDesc::Reg { path, remap, .. }) = plan.files.get(&id) else {
+            let Some(r) = plan.files.get_as::<files::reg::RegFile>(id) else {
                 continue;
             };
-            let desc = FileDesc::Reg {
-                path: path.clone(),
-                flags: (libc::O_PATH | libc::O_DIRECTORY) as u32,
-                pos: 0,
-                size: None,
-                remap: remap.clone(),
-            };
-            let fd = files::reg::restore_open(&plan, &mut remaps, id, &desc)?;
-            let raw = self.keep(fd, base)?;
-            fd_pool.insert(id, raw);
+            let fd = r.as_dir().open(&plan.files, &mut cx.remaps, id)?;
+            fd_pool.insert(id, self.keep(fd, base)?);
         }
-        self.linked = remaps.take_linked();
-        drop(remaps);
+        self.linked = cx.remaps.take_linked();
+        drop(cx);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);
@@ -702,6 +585,7 @@ impl RestoreCtx {
         // File owners, now that every task exists (an owner may be any of them).
         let owners: Vec<(RawFd, cryo_image::pb::FownEntry)> = env
             .plan
+            .files
             .fown
             .iter()
             .filter_map(|(id, f)| env.fd_pool.get(id).map(|&fd| (fd, *f)))

@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub enum PlanError {
     #[error(transparent)]
     Image(#[from] cryo_image::ImageError),
+    #[error(transparent)]
+    Files(#[from] crate::files::SetError),
     #[error("{file}: pid {pid}: {what}")]
     Bad { file: String, pid: i32, what: String },
     #[error("{file}: {what}")]
@@ -160,13 +162,8 @@ const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
 /// BPF_MAXINSNS.
 const BPF_MAXINSNS: usize = 4096;
 
-/// An fd of a process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fd {
-    pub fd: i32,
-    pub file_id: u32,
-    pub cloexec: bool,
-}
+/// An fd of a process (defined with the files).
+pub use crate::files::Fd;
 
 /// One process of the tree.
 #[derive(Clone, Debug)]
@@ -202,100 +199,14 @@ pub struct Proc {
     pub membarrier: crate::membarrier::Registrations,
 }
 
-/// An open file description to recreate (shared by every fd that names it).
-#[derive(Clone, Debug)]
-pub enum FileDesc {
-    Reg {
-        path: String,
-        flags: u32,
-        pos: u64,
-        size: Option<u64>,
-        /// Deleted at dump time: where its inode comes from (remap-fpath.img).
-        remap: Option<Remap>,
-    },
-    Pipe {
-        pipe_id: u32,
-        flags: u32,
-    },
-    Memfd {
-        inode: u32,
-        flags: u32,
-        pos: u64,
-    },
-    /// A terminal (files/tty.rs): its TTY entry, path and tty-info entry.
-    Tty(Box<crate::files::tty::TtyFile>),
-    /// A FIFO opened at `path` (its REG entry, regf_id), sharing the inode
-    /// `pipe_id` with every other fd of the same FIFO.
-    Fifo {
-        pipe_id: u32,
-        path: String,
-        flags: u32,
-        mode: u32,
-        /// A deleted FIFO: its node is a ghost (remap of its REG entry).
-        remap: Option<Remap>,
-    },
-    /// The anon-inode kinds (files/eventfd.rs ... files/epoll.rs), restored
-    /// from their files.img entries as they are.
-    Eventfd(pb::EventfdFileEntry),
-    Timerfd(pb::TimerfdEntry),
-    Signalfd(pb::SignalfdEntry),
-    Inotify(pb::InotifyFileEntry),
-    /// Its items are added by the first task holding it (see files::epoll).
-    Epoll(pb::EventpollFileEntry),
-    /// Opened by the task holding it, once every task exists (files::pidfd).
-    Pidfd(pb::PidfdEntry),
-    /// A fanotify group with its marks (files::fanotify).
-    Fanotify(pb::FanotifyFileEntry),
-    /// A namespace file (files::nsfile), one of cryo's own namespaces.
-    Ns(pb::NsFileEntry),
-}
-
-/// Where a file deleted at dump time comes back from (remap-fpath.img).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Remap {
-    /// ghost-file-N.img holds the inode (its contents and metadata).
-    Ghost(u32),
-    /// A hard link the dump made (criu's --link-remap): the path of that
-    /// link-remap REG entry.
-    Linked(String),
-}
-
-/// A memfd inode (memfd.img).
-#[derive(Clone, Debug)]
-pub struct MemfdInode {
-    pub name: String,
-    pub size: u64,
-    pub shmid: u32,
-    pub seals: u32,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// MFD_HUGETLB with its MFD_HUGE_* size bits: the inode is huge-page memory.
-    pub hugetlb_flag: Option<u32>,
-}
-
 /// Everything needed to restore a tree, validated.
 #[derive(Debug)]
 pub struct Plan {
     pub dir: PathBuf,
     pub procs: Vec<Proc>,
-    pub files: BTreeMap<u32, FileDesc>,
-    pub pipe_data: HashMap<u32, Vec<u8>>,
-    /// Buffer sizes (F_GETPIPE_SZ at dump) of pipes and FIFOs, by pipe id.
-    pub pipe_size: HashMap<u32, u32>,
-    pub fifo_size: HashMap<u32, u32>,
-    /// Owners (F_SETOWN/F_SETSIG) of the file descriptions that have one,
-    /// by file id (files::fown).
-    pub fown: BTreeMap<u32, pb::FownEntry>,
-    /// Files that were O_ASYNC (set by the tasks at their fd numbers).
-    pub async_files: BTreeSet<u32>,
-    /// fifo-data.img: FIFO inode -> queued bytes.
-    pub fifo_data: HashMap<u32, Vec<u8>>,
-    /// tty-data.img: queued terminal data by tty_id (the end it was read from).
-    pub tty_data: BTreeMap<u32, Vec<u8>>,
-    pub memfds: BTreeMap<u32, MemfdInode>,
-    /// Shared memory contents: shmid -> (pagemap, pages file).
-    pub shmem: HashMap<u32, (Arc<Pagemap>, PathBuf)>,
+    /// Every file of the set with its side images (files::FileSet: pipe and
+    /// FIFO data, terminals, memfd inodes, owners, dead pids of PROCFS remaps).
+    pub files: crate::files::FileSet,
     pub set: Arc<ImageSet>,
     /// File locks (filelocks.img, dumped with --file-locks).
     pub locks: Vec<pb::FileLockEntry>,
@@ -307,10 +218,6 @@ pub struct Plan {
     /// Tasks that hold sessions and groups whose leader is gone (filled in
     /// by [`helpers`], which depends on the --shell-job option).
     pub helpers: Vec<Helper>,
-    /// Pids of dead processes whose /proc/<pid> files the tree holds
-    /// (remap-fpath PROCFS): a short-lived process with that pid exists
-    /// while the engine opens the files.
-    pub dead_pids: Vec<i32>,
 }
 
 /// A short-lived task with the pid of a session or group whose leader is
@@ -468,292 +375,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         }
     }
 
-    // Files.
-    let files_file = set.path("files.img").display().to_string();
-    let mut files = BTreeMap::new();
-    let tty_infos: Vec<pb::TtyInfoEntry> = if set.has("tty-info.img") {
-        set.entries("tty-info.img", "TTY_INFO")?
-    } else {
-        Vec::new()
-    };
-    let all_files = set.files()?;
-    let mut fifo_regf: Vec<(u32, u32)> = Vec::new();
-    for (i, f) in all_files.iter().enumerate() {
-        let ty = pb::FdTypes::try_from(f.r#type)
-            .map_err(|_| bad(&files_file, 0, format!("entry {i}: unknown fd type {}", f.r#type)))?;
-        let d = match ty {
-            pb::FdTypes::Reg => {
-                let r = f.reg.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: REG without reg")))?;
-                FileDesc::Reg { path: r.name.clone(), flags: r.flags, pos: r.pos, size: r.size, remap: None }
-            }
-            pb::FdTypes::Pipe => {
-                let p = f.pipe.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIPE without pipe")))?;
-                FileDesc::Pipe { pipe_id: p.pipe_id, flags: p.flags }
-            }
-            pb::FdTypes::Memfd => {
-                let m = f.memfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: MEMFD without memfd")))?;
-                FileDesc::Memfd { inode: m.inode_id, flags: m.flags, pos: m.pos }
-            }
-            pb::FdTypes::Tty => {
-                let t = f.tty.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: TTY without tty")))?;
-                let info = tty_infos.iter().find(|x| x.id == t.tty_info_id).ok_or_else(|| {
-                    bad(
-                        &files_file,
-                        0,
-                        format!("entry {i}: tty_info_id {} is not in tty-info.img", t.tty_info_id),
-                    )
-                })?;
-                let known = [pb::TtyType::Pty, pb::TtyType::Console, pb::TtyType::Vt, pb::TtyType::Ctty];
-                if !known.iter().any(|k| *k as i32 == info.r#type) {
-                    return Err(unsupported(
-                        set.path("tty-info.img").display().to_string(),
-                        0,
-                        format!(
-                            "terminal {}: type {} (only ptys, /dev/tty, /dev/console and vts are supported)",
-                            info.id, info.r#type
-                        ),
-                    ));
-                }
-                if info.pty.as_ref().is_some_and(|p| p.index > crate::files::tty::MAX_PTY_INDEX || info.id >> 1 != p.index) {
-                    return Err(bad(
-                        set.path("tty-info.img").display().to_string(),
-                        0,
-                        format!("terminal {}: a pty index above {} or not matching its id", info.id, crate::files::tty::MAX_PTY_INDEX),
-                    ));
-                }
-                if (info.r#type == pb::TtyType::Pty as i32) != info.pty.is_some() {
-                    return Err(bad(set.path("tty-info.img").display().to_string(), 0, format!("terminal {}: pty data on a terminal that is no pty, or none on a pty", info.id)));
-                }
-                if info.termios.as_ref().is_some_and(|t| t.c_cc.len() < 19) || info.termios_locked.as_ref().is_some_and(|t| t.c_cc.len() < 19) {
-                    return Err(bad(set.path("tty-info.img").display().to_string(), 0, format!("terminal {}: termios with fewer than 19 control characters", info.id)));
-                }
-                let regf = t.regf_id.unwrap_or(t.id);
-                let r = all_files
-                    .iter()
-                    .find(|g| g.id == regf && g.r#type == pb::FdTypes::Reg as i32)
-                    .and_then(|g| g.reg.as_ref());
-                let path = match (r, &info.pty) {
-                    (Some(r), _) => r.name.clone(),
-                    (None, Some(p)) if info.id & 1 == 1 => "/dev/ptmx".to_string(),
-                    (None, Some(p)) => format!("/dev/pts/{}", p.index),
-                    (None, None) => {
-                        return Err(bad(&files_file, 0, format!("entry {i}: TTY {} names REG entry {regf}, which is missing", t.id)))
-                    }
-                };
-                FileDesc::Tty(Box::new(crate::files::tty::TtyFile {
-                    id: f.id,
-                    flags: t.flags,
-                    path,
-                    mode: r.and_then(|r| r.mode),
-                    info: info.clone(),
-                }))
-            }
-            pb::FdTypes::Fifo => {
-                let p = f.fifo.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FIFO without fifo")))?;
-                let regf = p.regf_id.unwrap_or(p.id);
-                let r = all_files
-                    .iter()
-                    .find(|g| g.id == regf && g.r#type == pb::FdTypes::Reg as i32)
-                    .and_then(|g| g.reg.as_ref())
-                    .ok_or_else(|| {
-                        bad(&files_file, 0, format!("entry {i}: FIFO {} names REG entry {regf}, which is missing", p.id))
-                    })?;
-                let mode = r.mode.unwrap_or(libc::S_IFIFO | 0o600);
-                if mode & libc::S_IFMT != libc::S_IFIFO {
-                    return Err(bad(
-                        &files_file,
-                        0,
-                        format!("entry {i}: FIFO {} has path {} of mode {mode:o}, not a FIFO", p.id, r.name),
-                    ));
-                }
-                fifo_regf.push((f.id, regf));
-                FileDesc::Fifo { pipe_id: p.pipe_id, path: r.name.clone(), flags: r.flags, mode, remap: None }
-            }
-            pb::FdTypes::Eventfd | pb::FdTypes::Timerfd | pb::FdTypes::Signalfd | pb::FdTypes::Inotify | pb::FdTypes::Eventpoll => {
-                anon_desc(f).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, {}): {what}", f.id, ty.as_str_name())))?
-            }
-            pb::FdTypes::Fanotify => {
-                let e = f.ffy.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: FANOTIFY without ffy")))?;
-                crate::files::fanotify::check(e).map_err(|what| bad(&files_file, 0, format!("entry {i} (file id {}, fanotify): {what}", f.id)))?;
-                FileDesc::Fanotify(e.clone())
-            }
-            pb::FdTypes::Pidfd => {
-                let p = f.pidfd.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: PIDFD without pidfd")))?;
-                FileDesc::Pidfd(*p)
-            }
-            pb::FdTypes::Ns => {
-                let n = f.nsf.as_ref().ok_or_else(|| bad(&files_file, 0, format!("entry {i}: NS without nsf")))?;
-                if crate::files::nsfile::restore_name(n).is_none() {
-                    return Err(unsupported(
-                        files_file.clone(),
-                        0,
-                        format!(
-                            "entry {i} (file id {}): namespace {} of type {:#x} is not one cryo restores into (namespaces are not supported yet)",
-                            f.id, n.ns_id, n.ns_cflag
-                        ),
-                    ));
-                }
-                FileDesc::Ns(*n)
-            }
-            other => {
-                return Err(PlanError::BadSet {
-                    file: files_file.clone(),
-                    what: format!(
-                        "entry {i} (file id {}): {} files are not supported by cryo restore yet (refused before creating any task)",
-                        f.id,
-                        other.as_str_name()
-                    ),
-                })
-            }
-        };
-        if files.insert(f.id, d).is_some() {
-            return Err(bad(&files_file, 0, format!("entry {i}: file id {} listed twice", f.id)));
-        }
-    }
-    let mut dead_pids: Vec<i32> = Vec::new();
-    // Ghost files: remap-fpath.img maps a file id to ghost-file-<remap_id>.img.
-    if set.has("remap-fpath.img") {
-        let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
-        let rf = set.path("remap-fpath.img").display().to_string();
-        for (i, r) in remaps.iter().enumerate() {
-            // remap_type: LINKED 0 (also when absent), GHOST 1, PROCFS 2.
-            let ty = r.remap_type.unwrap_or(pb::RemapType::Linked as i32);
-            let remap = if ty == pb::RemapType::Ghost as i32 {
-                let g = format!("ghost-file-{}.img", r.remap_id);
-                if !set.has(&g) {
-                    return Err(bad(&rf, 0, format!("entry {i}: {g} is missing")));
-                }
-                Remap::Ghost(r.remap_id)
-            } else if ty == pb::RemapType::Linked as i32 {
-                match files.get(&r.remap_id) {
-                    Some(FileDesc::Reg { path, remap: None, .. }) => Remap::Linked(path.clone()),
-                    _ => {
-                        return Err(bad(
-                            &rf,
-                            0,
-                            format!("entry {i}: link remap {} is not a regular file entry", r.remap_id),
-                        ))
-                    }
-                }
-            } else if ty == pb::RemapType::Procfs as i32 {
-                // A file of /proc/<remap_id>, a process that was gone.
-                let pid = r.remap_id as i32;
-                if pid <= 0 || pstree.iter().any(|p| p.pid as i32 == pid) {
-                    return Err(bad(&rf, 0, format!("entry {i}: dead pid {pid} is not a dead pid")));
-                }
-                if !dead_pids.contains(&pid) {
-                    dead_pids.push(pid);
-                }
-                continue;
-            } else {
-                return Err(unsupported(&rf, 0, format!("entry {i}: remap type {ty}")));
-            };
-            match files.get_mut(&r.orig_id) {
-                Some(FileDesc::Reg { remap: slot, .. }) => *slot = Some(remap),
-                _ => {
-                    return Err(bad(
-                        &rf,
-                        0,
-                        format!("entry {i}: file id {} is not a regular file", r.orig_id),
-                    ))
-                }
-            }
-        }
-    }
-    for (fifo, regf) in fifo_regf {
-        let remap = match files.get(&regf) {
-            Some(FileDesc::Reg { remap, .. }) => remap.clone(),
-            _ => None,
-        };
-        if let Some(FileDesc::Fifo { remap: slot, .. }) = files.get_mut(&fifo) {
-            *slot = remap;
-        }
-    }
-    let mut pipe_data = HashMap::new();
-    let (mut pipe_size, mut fifo_size) = (HashMap::new(), HashMap::new());
-    for (e, data) in set.pipes_data()? {
-        if let Some(sz) = e.size {
-            pipe_size.insert(e.pipe_id, sz);
-        }
-        if data.len() != e.bytes as usize {
-            return Err(bad(
-                set.path("pipes-data.img").display().to_string(),
-                0,
-                format!(
-                    "pipe {}: {} bytes announced, {} present",
-                    e.pipe_id,
-                    e.bytes,
-                    data.len()
-                ),
-            ));
-        }
-        pipe_data.insert(e.pipe_id, data);
-    }
-    let mut fifo_data = HashMap::new();
-    if set.has("fifo-data.img") {
-        for (e, data) in set.with_payload::<pb::PipeDataEntry>("fifo-data.img")? {
-            if let Some(sz) = e.size {
-                fifo_size.insert(e.pipe_id, sz);
-            }
-            if data.len() != e.bytes as usize {
-                return Err(bad(
-                    set.path("fifo-data.img").display().to_string(),
-                    0,
-                    format!(
-                        "fifo {}: {} bytes announced, {} present",
-                        e.pipe_id,
-                        e.bytes,
-                        data.len()
-                    ),
-                ));
-            }
-            fifo_data.insert(e.pipe_id, data);
-        }
-    }
-    let mut tty_data = BTreeMap::new();
-    if set.has("tty-data.img") {
-        let es: Vec<pb::TtyDataEntry> = set.entries("tty-data.img", "TTY_DATA")?;
-        for e in es {
-            if !tty_infos.iter().any(|x| x.id == e.tty_id) {
-                return Err(bad(
-                    set.path("tty-data.img").display().to_string(),
-                    0,
-                    format!("data for terminal {}, which is not in tty-info.img", e.tty_id),
-                ));
-            }
-            tty_data.insert(e.tty_id, e.data);
-        }
-    }
-    let mut memfds = BTreeMap::new();
-    if set.has("memfd.img") {
-        let ms: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE")?;
-        for m in ms {
-            memfds.insert(
-                m.inode_id as u32,
-                MemfdInode {
-                    name: m.name,
-                    size: m.size,
-                    shmid: m.shmid,
-                    seals: m.seals,
-                    mode: m.mode.unwrap_or(0o777),
-                    uid: m.uid,
-                    gid: m.gid,
-                    hugetlb_flag: m.hugetlb_flag,
-                },
-            );
-        }
-    }
-    for (id, f) in &files {
-        if let FileDesc::Memfd { inode, .. } = f {
-            if !memfds.contains_key(inode) {
-                return Err(bad(
-                    &files_file,
-                    0,
-                    format!("file id {id}: memfd inode {inode} not in memfd.img"),
-                ));
-            }
-        }
-    }
+    // Files (files::FileSet: every entry described by its kind).
+    let tree_pids: Vec<i32> = pstree.iter().map(|p| p.pid as i32).collect();
+    let mut files = crate::files::FileSet::build(&set, &tree_pids)?;
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let (seccomp, seccomp_prev) = read_seccomp(&set)?;
@@ -800,75 +424,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     }
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
-    // The contents of every shared-memory inode, mapped or only open.
-    let mut shmem = HashMap::new();
-    for m in memfds.values() {
-        let name = format!("pagemap-shmem-{}.img", m.shmid);
-        if set.has(&name) && !shmem.contains_key(&m.shmid) {
-            shmem.insert(m.shmid, read_pagemap(&set, &name)?);
-        }
-    }
-    // Epoll items are added by the first task holding the epoll file, under
-    // its fd numbers: they must all be fds of that task.
-    for (id, f) in &files {
-        if let FileDesc::Epoll(e) = f {
-            if let Some(owner) = procs.iter().find(|p| p.fds.iter().any(|x| x.file_id == *id)) {
-                let fds: Vec<i32> = owner.fds.iter().map(|x| x.fd).collect();
-                crate::files::epoll::check(e, owner.pid, &fds)
-                    .map_err(|what| unsupported(&files_file, owner.pid, format!("epoll file id {id}: {what}")))?;
-            }
-        }
-    }
-    // pidfds: of tree processes or dead ones; of a live one each held by
-    // one process (files::pidfd).
-    {
-        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        let mut holders: BTreeMap<u32, Vec<i32>> = BTreeMap::new();
-        for p in &procs {
-            for f in &p.fds {
-                let h = holders.entry(f.file_id).or_default();
-                if !h.contains(&p.pid) {
-                    h.push(p.pid);
-                }
-            }
-        }
-        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files
-            .iter()
-            .filter_map(|(id, d)| match d {
-                FileDesc::Pidfd(e) => Some((*id, e)),
-                _ => None,
-            })
-            .collect();
-        crate::files::pidfd::check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files_file, 0, what))?;
-    }
-    // File owners: set once every task exists; each must be one of the tree.
-    let mut fown = BTreeMap::new();
-    let mut async_files: BTreeSet<u32> = all_files
-        .iter()
-        .filter(|f| crate::files::fown::flags_of(f).is_some_and(|fl| fl & libc::O_ASYNC as u32 != 0))
-        .map(|f| f.id)
-        .collect();
-    // A FIFO's flags live in the REG entry it names.
-    for (id, d) in &files {
-        if let FileDesc::Fifo { flags, .. } = d {
-            if flags & libc::O_ASYNC as u32 != 0 {
-                async_files.insert(*id);
-            }
-        }
-    }
-    {
-        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        let tids: Vec<i32> = procs.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
-        let pgids: Vec<i32> = procs.iter().map(|p| p.pgid).collect();
-        for f in &all_files {
-            let Some(o) = crate::files::fown::of_entry(f).filter(|o| crate::files::fown::is_set(o)) else {
-                continue;
-            };
-            crate::files::fown::check(o, &pids, &tids, &pgids)
-                .map_err(|what| unsupported(&files_file, 0, format!("file id {}: {what}", f.id)))?;
-            fown.insert(f.id, *o);
-        }
-    }
+    // The files against the whole tree (epoll targets, pidfd holders, file
+    // owners, controlling terminals...).
+    files.check(file_tree(&procs))?;
     let mut locks = Vec::new();
     if set.has("filelocks.img") {
         let lf = set.path("filelocks.img").display().to_string();
@@ -893,49 +451,33 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
             }
         }
     }
-    // A controlling terminal goes back to its session's leader, which must
-    // be restored (a shell job's terminal, without its master, is cryo's).
-    for info in &tty_infos {
-        let has_master = info
-            .pty
-            .as_ref()
-            .is_some_and(|p| tty_infos.iter().any(|x| x.id == p.index * 2 + 1));
-        let simple = info.r#type == pb::TtyType::Console as i32 || info.r#type == pb::TtyType::Vt as i32;
-        if info.sid == 0 || info.termios.is_none() || !(has_master || simple) {
-            continue;
-        }
-        let leader = procs.iter().find(|p| p.pid == info.sid as i32);
-        if !leader.is_some_and(|p| p.sid == p.pid && p.state != TASK_DEAD) {
-            return Err(unsupported(
-                set.path("tty-info.img").display().to_string(),
-                info.sid as i32,
-                format!(
-                    "terminal {} is the controlling terminal of session {}, whose leader is not a live task of the images",
-                    info.id, info.sid
-                ),
-            ));
-        }
-    }
     Ok(Plan {
         dir: dir.to_path_buf(),
         procs,
         files,
-        pipe_data,
-        pipe_size,
-        fifo_size,
-        fown,
-        async_files,
-        fifo_data,
-        tty_data,
-        memfds,
-        shmem,
         set,
         locks,
         seccomp,
         dumped_clocks,
         helpers: Vec::new(),
-        dead_pids,
     })
+}
+
+/// The tree as the files see it.
+fn file_tree(procs: &[Proc]) -> crate::files::Tree {
+    crate::files::Tree {
+        tasks: procs
+            .iter()
+            .map(|p| crate::files::Task {
+                pid: p.pid,
+                sid: p.sid,
+                pgid: p.pgid,
+                tids: p.threads.iter().map(|t| t.tid).collect(),
+                alive: p.state != TASK_DEAD,
+                fds: p.fds.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// Plan the helper tasks: one per session id and per group id that is no
@@ -1078,33 +620,6 @@ pub fn plan_helpers(procs: &[TreeIds], shell_job: bool, file: &str) -> Result<Ve
         });
     }
     Ok(out)
-}
-
-/// An anon-inode kind's entry, checked by its module.
-fn anon_desc(f: &pb::FileEntry) -> Result<FileDesc, String> {
-    use crate::files::{eventfd, inotify, timerfd};
-    let missing = || "the entry has no body for its type".to_string();
-    let ty = pb::FdTypes::try_from(f.r#type).map_err(|_| missing())?;
-    Ok(match ty {
-        pb::FdTypes::Eventfd => {
-            let e = f.efd.ok_or_else(missing)?;
-            eventfd::check(&e)?;
-            FileDesc::Eventfd(e)
-        }
-        pb::FdTypes::Timerfd => {
-            let e = f.tfd.ok_or_else(missing)?;
-            timerfd::check(&e)?;
-            FileDesc::Timerfd(e)
-        }
-        pb::FdTypes::Signalfd => FileDesc::Signalfd(f.sgfd.ok_or_else(missing)?),
-        pb::FdTypes::Inotify => {
-            let e = f.ify.clone().ok_or_else(missing)?;
-            inotify::check(&e)?;
-            FileDesc::Inotify(e)
-        }
-        pb::FdTypes::Eventpoll => FileDesc::Epoll(f.epfd.clone().ok_or_else(missing)?),
-        _ => return Err(missing()),
-    })
 }
 
 /// A pagemap image and the pages file it names (`ImageSet::pagemap_file`
@@ -1465,7 +980,7 @@ fn build_thread(
 fn build_proc(
     set: &ImageSet,
     p: &pb::PstreeEntry,
-    files: &BTreeMap<u32, FileDesc>,
+    files: &crate::files::FileSet,
     root_ids: Option<&pb::TaskKobjIdsEntry>,
     seccomp_prev: &[Option<u32>],
     shares_parent_fds: bool,
@@ -1591,7 +1106,7 @@ fn build_proc(
             set.fdinfo(ids.files_id)?
         };
         for (i, f) in fdinfo.iter().enumerate() {
-            if !files.contains_key(&f.id) {
+            if !files.contains(f.id) {
                 return Err(bad(
                     &fdinfo_file,
                     pid,
@@ -1607,7 +1122,7 @@ fn build_proc(
         let fs = set.fs(p.pid)?;
         let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
         for id in [fs.cwd_id, fs.root_id] {
-            if !matches!(files.get(&id), Some(FileDesc::Reg { .. })) {
+            if files.get(id).map(|f| f.fd_type()) != Some(pb::FdTypes::Reg) {
                 return Err(bad(
                     &fs_file,
                     pid,
@@ -1653,7 +1168,7 @@ fn build_proc(
     })
 }
 
-fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result<Mm, PlanError> {
+fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<Mm, PlanError> {
     use vma_status as s;
     let file = set.path(&format!("mm-{pid}.img")).display().to_string();
     let entry = set.mm(pid as u32)?;
@@ -1724,13 +1239,13 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             ));
         } else if st & s::FILE_SHARED != 0 {
             let id = v.shmid as u32;
-            if !files.contains_key(&id) {
+            if !files.contains(id) {
                 return Err(what(&format!("file id {id} not in files.img")));
             }
             VmaKind::FileShared(id)
         } else if st & s::FILE_PRIVATE != 0 {
             let id = v.shmid as u32;
-            if !files.contains_key(&id) {
+            if !files.contains(id) {
                 return Err(what(&format!("file id {id} not in files.img")));
             }
             VmaKind::FilePrivate(id)
@@ -1755,7 +1270,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
             // Shared ones only on a memfd inode (restored with MFD_HUGETLB).
             let on_memfd = match vma.kind {
                 VmaKind::FileShared(id) | VmaKind::FilePrivate(id) => {
-                    matches!(files.get(&id), Some(FileDesc::Memfd { .. }))
+                    files.get(id).map(|f| f.fd_type()) == Some(pb::FdTypes::Memfd)
                 }
                 _ => false,
             };
@@ -1775,7 +1290,7 @@ fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result
         }
         vmas.push(vma);
     }
-    if !files.contains_key(&entry.exe_file_id) {
+    if !files.contains(entry.exe_file_id) {
         return Err(bad(
             &file,
             pid,

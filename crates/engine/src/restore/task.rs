@@ -439,7 +439,11 @@ fn run(
             .ok_or_else(|| TaskError(format!("cwd/root file id {id} was not opened (engine bug)")))
     };
     if let Some(root) = p.root {
-        let is_slash = matches!(env.plan.files.get(&root), Some(super::plan::FileDesc::Reg { path, remap: None, .. }) if path == "/");
+        let is_slash = env
+            .plan
+            .files
+            .get_as::<crate::files::reg::RegFile>(root)
+            .is_some_and(|r| r.remap.is_none() && r.path == "/");
         if !is_slash {
             let r = format!("/proc/self/fd/{}", dir_fd(root)?);
             nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot (file id {root}): {e}")))?;
@@ -467,9 +471,9 @@ fn run(
         setup_fds(env, p, &proc_files)?;
     }
     let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
-    crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
+    crate::files::fown::set_async(&env.plan.files.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
-    crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
+    crate::files::epoll::restore_targets(&env.plan.files, p.pid, &p.fds).map_err(TaskError)?;
     take_locks(env, p)?;
     // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
     // break the fd setup above).
@@ -1138,16 +1142,13 @@ fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<
         if env.fd_pool.contains_key(&f.file_id) || out.contains_key(&f.file_id) {
             continue;
         }
-        let desc = match env.plan.files.get(&f.file_id) {
-            Some(d @ super::plan::FileDesc::Reg { path, remap: None, .. })
-                if crate::files::reg::is_tree_proc_path(&env.plan, path) && !own_fd_path(p, path) =>
-            {
-                d
-            }
+        let desc = match env.plan.files.get_as::<crate::files::reg::RegFile>(f.file_id) {
+            Some(d) if d.remap.is_none() && env.plan.files.is_tree_proc_path(&d.path) && !own_fd_path(p, &d.path) => d,
             _ => continue,
         };
         let mut no_remaps = crate::files::reg::Remaps::default();
-        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+        let fd = desc
+            .open(&env.plan.files, &mut no_remaps, f.file_id)
             .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
         let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
             .map_err(|e| TaskError(format!("fd {} (file id {}): moving it up: {e}", f.fd, f.file_id)))?;
@@ -1188,9 +1189,9 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     let want: std::collections::BTreeMap<u32, &cryo_image::pb::PidfdEntry> = p
         .fds
         .iter()
-        .filter_map(|f| match env.plan.files.get(&f.file_id) {
-            Some(super::plan::FileDesc::Pidfd(e)) => Some((f.file_id, e)),
-            _ => None,
+        .filter_map(|f| {
+            let e = env.plan.files.get_as::<crate::files::pidfd::PidfdFile>(f.file_id)?;
+            Some((f.file_id, &e.0))
         })
         .collect();
     let above = env
@@ -1205,8 +1206,8 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     let pidfds = crate::files::pidfd::open_all(&want, above).map_err(TaskError)?;
     let mut late = Vec::new();
     for f in &p.fds {
-        if let Some(desc @ super::plan::FileDesc::Reg { path, remap: None, .. }) = env.plan.files.get(&f.file_id) {
-            if !env.fd_pool.contains_key(&f.file_id) && own_fd_path(p, path) {
+        if let Some(desc) = env.plan.files.get_as::<crate::files::reg::RegFile>(f.file_id) {
+            if desc.remap.is_none() && !env.fd_pool.contains_key(&f.file_id) && own_fd_path(p, &desc.path) {
                 late.push((f, desc));
                 continue;
             }
@@ -1233,7 +1234,8 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     use std::os::fd::{AsRawFd, IntoRawFd};
     for (f, desc) in late {
         let mut no_remaps = crate::files::reg::Remaps::default();
-        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+        let fd = desc
+            .open(&env.plan.files, &mut no_remaps, f.file_id)
             .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // SAFETY: fd is ours; f.fd is the target number (a temporary fd that

@@ -4,6 +4,8 @@
 //! here. Errors are `std::io::Error` from errno.
 #![allow(unsafe_code)]
 
+pub mod files;
+
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
