@@ -6,7 +6,6 @@
 //! syscall seams (`restore::rsys`, `restore::task`) and per-file restore code.
 #![deny(unsafe_code)]
 
-pub mod affinity;
 pub mod dump;
 pub mod files;
 pub mod membarrier;
@@ -15,4 +14,5 @@ pub mod proc;
 pub mod ptrace;
 pub mod restore;
 pub mod sidecar;
+pub mod state;
 pub mod sys;

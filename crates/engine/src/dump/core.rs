@@ -1,9 +1,11 @@
-//! core-PID.img: registers and FPU/xsave state, task state, creds, signals,
-//! timers, rseq, scheduling — one `CoreEntry` per thread.
+//! core-PID.img: registers and FPU/xsave state, task state, signals, rseq,
+//! scheduling — one `CoreEntry` per thread (creds, seccomp, sigactions,
+//! timers and rlimits in it are [`crate::state`]'s).
 
-use crate::parasite::abi::{Itimerval, KSigaction, PosixTimer, ThreadMisc};
-use crate::proc::{PosixTimerInfo, Stat, Status};
+use crate::parasite::abi::ThreadMisc;
+use crate::proc::{Stat, Status};
 use crate::ptrace::Regs;
+use crate::state::{creds, seccomp};
 use cryo_image::pb;
 
 /// Registers as CRIU's dump writes them for a task stopped inside a
@@ -181,90 +183,6 @@ pub fn tls(descs: &[[u32; 4]; 3]) -> Vec<pb::UserDescT> {
         .collect()
 }
 
-/// creds from /proc status (+ securebits).
-pub fn creds(st: &Status, secbits: u32) -> pb::CredsEntry {
-    let cap = |v: u64| vec![v as u32, (v >> 32) as u32];
-    pb::CredsEntry {
-        uid: st.uids[0],
-        gid: st.gids[0],
-        euid: st.uids[1],
-        egid: st.gids[1],
-        suid: st.uids[2],
-        sgid: st.gids[2],
-        fsuid: st.uids[3],
-        fsgid: st.gids[3],
-        cap_inh: cap(st.cap_inh),
-        cap_prm: cap(st.cap_prm),
-        cap_eff: cap(st.cap_eff),
-        cap_bnd: cap(st.cap_bnd),
-        secbits,
-        groups: st.groups.clone(),
-        lsm_profile: None,
-        lsm_sockcreate: None,
-        apparmor_data: None,
-        no_new_privs: (st.no_new_privs != 0).then_some(st.no_new_privs),
-        cap_amb: cap(st.cap_amb),
-    }
-}
-
-/// The 62 sigactions CRIU stores (signals 1..=64 except SIGKILL and SIGSTOP).
-pub fn sigactions(all: &[KSigaction]) -> Vec<pb::SaEntry> {
-    all.iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != libc::SIGKILL as usize && *i + 1 != libc::SIGSTOP as usize)
-        .map(|(_, s)| pb::SaEntry {
-            sigaction: s.handler,
-            flags: s.flags,
-            restorer: s.restorer,
-            mask: s.mask,
-            compat_sigaction: Some(false),
-            mask_extended: None,
-        })
-        .collect()
-}
-
-fn itimer(t: &Itimerval) -> pb::ItimerEntry {
-    pb::ItimerEntry {
-        isec: t.interval_sec as u64,
-        iusec: t.interval_usec as u64,
-        vsec: t.value_sec as u64,
-        vusec: t.value_usec as u64,
-    }
-}
-
-/// itimers + POSIX timers.
-pub fn timers(it: &[Itimerval], info: &[PosixTimerInfo], posix: &[PosixTimer]) -> pb::TaskTimersEntry {
-    let posix = info
-        .iter()
-        .zip(posix)
-        .map(|(i, p)| pb::PosixTimerEntry {
-            it_id: i.id as u32,
-            clock_id: i.clock_id as u32,
-            si_signo: i.signo as u32,
-            // The kernel's sigev_notify: the kind, plus SIGEV_THREAD_ID for a
-            // signal aimed at one thread (how glibc runs SIGEV_THREAD timers).
-            it_sigev_notify: match i.notify.as_str() {
-                "none" => libc::SIGEV_NONE as u32,
-                "thread" => libc::SIGEV_THREAD as u32,
-                _ => libc::SIGEV_SIGNAL as u32,
-            } | if i.to_thread { libc::SIGEV_THREAD_ID as u32 } else { 0 },
-            sival_ptr: i.sival_ptr,
-            overrun: p.overrun as u32,
-            isec: p.interval_sec as u64,
-            insec: p.interval_nsec as u64,
-            vsec: p.value_sec as u64,
-            vnsec: p.value_nsec as u64,
-            notify_thread_id: i.to_thread.then_some(i.notify_tid),
-        })
-        .collect();
-    pb::TaskTimersEntry {
-        real: itimer(&it[0]),
-        virt: itimer(&it[1]),
-        prof: itimer(&it[2]),
-        posix,
-    }
-}
-
 pub fn signal_queue(sis: &[[u8; 128]]) -> pb::SignalQueueEntry {
     pb::SignalQueueEntry {
         signals: sis.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
@@ -286,10 +204,12 @@ pub struct ThreadFacts {
     /// sched_getscheduler(): the policy with its SCHED_RESET_ON_FORK bit,
     /// which /proc/PID/stat does not show (None: read from stat).
     pub sched_policy: Option<i32>,
+    /// The index of its newest seccomp filter (seccomp mode 2).
+    pub seccomp_filter: Option<u32>,
 }
 
 pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
-    let seccomp = f.status.seccomp;
+    let (seccomp_mode, seccomp_filter) = seccomp::thread_fields(f.status.seccomp, f.seccomp_filter);
     let policy = f.sched_policy.map_or(f.stat.policy, |p| p as u32);
     let base = policy & !(libc::SCHED_RESET_ON_FORK as u32);
     pb::ThreadCoreEntry {
@@ -306,9 +226,9 @@ pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
         }),
         pdeath_sig: (f.misc.pdeath_sig != 0).then_some(f.misc.pdeath_sig as u32),
         signals_p: Some(signal_queue(&f.pending)),
-        creds: Some(creds(&f.status, f.secbits)),
-        seccomp_mode: (seccomp != 0).then_some(seccomp as i32),
-        seccomp_filter: None,
+        creds: Some(creds::dump(&f.status, f.secbits)),
+        seccomp_mode,
+        seccomp_filter,
         comm: Some(f.comm.clone()),
         blk_sigset_extended: None,
         rseq_entry: Some(match f.rseq {
@@ -346,15 +266,6 @@ mod tests {
         assert_eq!(fp.st_space.len(), 32);
         assert_eq!(fp.xmm_space.len(), 64);
         assert_eq!(fp.xsave.unwrap().xstate_bv, 3);
-    }
-
-    #[test]
-    fn sigactions_skip_kill_and_stop() {
-        let mut all = vec![KSigaction::default(); 64];
-        all[9].handler = 0x1234; // SIGUSR1
-        let sa = sigactions(&all);
-        assert_eq!(sa.len(), 62);
-        assert_eq!(sa[8].sigaction, 0x1234);
     }
 
     fn regs(ax: i64, orig_ax: i64) -> Regs {
