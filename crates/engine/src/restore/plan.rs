@@ -312,91 +312,8 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
 /// Read and check every image of the set.
 pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let set = Arc::new(ImageSet::open(dir)?);
-    let dirs = dir.display().to_string();
-    // The same checks as `crit check` (structure, cross references, pages);
-    // restore-specific ones follow.
-    let report = cryo_image::check::check_set(&set);
-    let problems: Vec<_> = report.problems.iter().collect();
-    if let Some(p) = problems.first() {
-        let more = problems.len() - 1;
-        let tail = if more > 0 {
-            format!(" (and {more} more problem(s); see crit check)")
-        } else {
-            String::new()
-        };
-        return Err(PlanError::BadSet {
-            file: set.path(&p.file).display().to_string(),
-            what: format!("{}{tail}", p),
-        });
-    }
-    let inv = set.inventory()?;
-    if inv.img_version != 2 {
-        return Err(PlanError::BadSet {
-            file: set.path("inventory.img").display().to_string(),
-            what: format!("image version {} (only 2 is known)", inv.img_version),
-        });
-    }
-    let mut listing: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| PlanError::BadSet {
-            file: dirs.clone(),
-            what: e.to_string(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    listing.sort();
-    for name in &listing {
-        for (prefix, what) in REFUSED_IMAGES {
-            if name.starts_with(prefix) {
-                return Err(PlanError::BadSet {
-                    file: set.path(name).display().to_string(),
-                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
-                });
-            }
-        }
-    }
-
+    let (inv, listing) = check_set(&set, dir)?;
     let pstree = set.pstree()?;
-    let pst_file = set.path("pstree.img").display().to_string();
-    if pstree.is_empty() {
-        return Err(PlanError::BadSet {
-            file: pst_file,
-            what: "no processes".into(),
-        });
-    }
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(4_194_304);
-    let mut seen = BTreeSet::new();
-    for (i, p) in pstree.iter().enumerate() {
-        let ids = std::iter::once(p.pid).chain(p.threads.iter().copied());
-        for id in ids {
-            if id == 0 || id as i64 >= pid_max {
-                return Err(bad(
-                    &pst_file,
-                    p.pid as i32,
-                    format!("entry {i}: id {id} is outside 1..{pid_max}"),
-                ));
-            }
-        }
-        if !seen.insert(p.pid) {
-            return Err(bad(&pst_file, p.pid as i32, format!("entry {i}: pid listed twice")));
-        }
-        if p.threads.first() != Some(&p.pid) && !p.threads.is_empty() {
-            return Err(bad(
-                &pst_file,
-                p.pid as i32,
-                "the first thread is not the process leader",
-            ));
-        }
-        if i > 0 && !pstree[..i].iter().any(|q| q.pid == p.ppid) {
-            return Err(bad(
-                &pst_file,
-                p.pid as i32,
-                format!("parent {} is not listed before it", p.ppid),
-            ));
-        }
-    }
 
     // Files.
     let files_file = set.path("files.img").display().to_string();
@@ -687,40 +604,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let seccomp = read_seccomp(&set)?;
-    // fd tables shared between processes (CLONE_FILES): as with CRIU, a
-    // task may share its parent's table (it is then forked with CLONE_FILES);
-    // a table shared by tasks of which neither is the other's parent cannot be
-    // made by clone() and is refused.
-    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
-    let mut task_files: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut shares_parent: BTreeSet<u32> = BTreeSet::new();
-    for p in &pstree {
-        if !set.has(&format!("ids-{}.img", p.pid)) {
-            continue;
-        }
-        let ids = set.ids(p.pid)?;
-        task_files.insert(p.pid, ids.files_id);
-        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
-            if task_files.get(&p.ppid) == Some(&ids.files_id) {
-                shares_parent.insert(p.pid);
-                continue;
-            }
-            return Err(unsupported(
-                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
-                p.pid as i32,
-                format!(
-                    "an fd table shared with pid {other}, which is not its parent (files_id {}, \
-                     CLONE_FILES): only a table shared with the parent can be restored",
-                    ids.files_id
-                ),
-            ));
-        }
-    }
-    let mut procs = Vec::new();
-    for p in &pstree {
-        let shares = shares_parent.contains(&p.pid);
-        procs.push(build_proc(&set, p, &files, inv.root_ids.as_ref(), &seccomp, shares)?);
-    }
+    let procs = build_procs(&set, &pstree, &files, inv.root_ids.as_ref(), &seccomp)?;
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     // The contents of every shared-memory inode, mapped or only open.
@@ -858,6 +742,105 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         helpers: Vec::new(),
         dead_pids,
     })
+}
+
+/// The checks of the whole set before any entry is looked at: those of
+/// `crit check` (structure, cross references, pages, the process tree,
+/// with the restore's demands on it), the image version, and the images
+/// of objects cryo cannot restore. Returns the inventory and the sorted
+/// names of the directory.
+fn check_set(set: &ImageSet, dir: &std::path::Path) -> Result<(pb::InventoryEntry, Vec<String>), PlanError> {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(4_194_304);
+    let opts = cryo_image::check::CheckOpts {
+        pid_max: Some(pid_max),
+        leader_first: true,
+    };
+    let report = cryo_image::check::check_set_with(set, opts);
+    let problems: Vec<_> = report.problems.iter().collect();
+    if let Some(p) = problems.first() {
+        let more = problems.len() - 1;
+        let tail = if more > 0 {
+            format!(" (and {more} more problem(s); see crit check)")
+        } else {
+            String::new()
+        };
+        return Err(PlanError::BadSet {
+            file: set.path(&p.file).display().to_string(),
+            what: format!("{}{tail}", p),
+        });
+    }
+    let inv = set.inventory()?;
+    if inv.img_version != 2 {
+        return Err(PlanError::BadSet {
+            file: set.path("inventory.img").display().to_string(),
+            what: format!("image version {} (only 2 is known)", inv.img_version),
+        });
+    }
+    let mut listing: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| PlanError::BadSet {
+            file: dir.display().to_string(),
+            what: e.to_string(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    listing.sort();
+    for name in &listing {
+        for (prefix, what) in REFUSED_IMAGES {
+            if name.starts_with(prefix) {
+                return Err(PlanError::BadSet {
+                    file: set.path(name).display().to_string(),
+                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
+                });
+            }
+        }
+    }
+    Ok((inv, listing))
+}
+
+/// Every process of the tree, in pstree order. fd tables shared between
+/// processes (CLONE_FILES): as with CRIU, a task may share its parent's
+/// table (it is then forked with CLONE_FILES); a table shared by tasks of
+/// which neither is the other's parent cannot be made by clone() and is
+/// refused.
+fn build_procs(
+    set: &ImageSet,
+    pstree: &[pb::PstreeEntry],
+    files: &BTreeMap<u32, FileDesc>,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+    seccomp: &seccomp::Table,
+) -> Result<Vec<Proc>, PlanError> {
+    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
+    let mut task_files: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut shares_parent: BTreeSet<u32> = BTreeSet::new();
+    for p in pstree {
+        if !set.has(&format!("ids-{}.img", p.pid)) {
+            continue;
+        }
+        let ids = set.ids(p.pid)?;
+        task_files.insert(p.pid, ids.files_id);
+        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
+            if task_files.get(&p.ppid) == Some(&ids.files_id) {
+                shares_parent.insert(p.pid);
+                continue;
+            }
+            return Err(unsupported(
+                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
+                p.pid as i32,
+                format!(
+                    "an fd table shared with pid {other}, which is not its parent (files_id {}, \
+                     CLONE_FILES): only a table shared with the parent can be restored",
+                    ids.files_id
+                ),
+            ));
+        }
+    }
+    pstree
+        .iter()
+        .map(|p| build_proc(set, p, files, root_ids, seccomp, shares_parent.contains(&p.pid)))
+        .collect()
 }
 
 /// Plan the helper tasks: one per session id and per group id that is no
@@ -1222,6 +1205,33 @@ fn read_seccomp(set: &ImageSet) -> Result<seccomp::Table, PlanError> {
     seccomp::describe(&entries).map_err(at(&file, 0))
 }
 
+/// Scheduling and rseq state the restore cannot bring back.
+fn check_sched_rseq(thc: &pb::ThreadCoreEntry, file: &str, tid: i32) -> Result<(), PlanError> {
+    if let Some(pol) = thc.sched_policy {
+        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
+        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
+        if ![0, 1, 2, 3, 5].contains(&base) {
+            return Err(unsupported(file, tid, format!("scheduling policy {pol:#x}")));
+        }
+    }
+    if let Some(cs) = thc
+        .rseq_entry
+        .as_ref()
+        .and_then(|r| r.rseq_cs_pointer)
+        .filter(|&c| c != 0)
+    {
+        // CRIU's image of a thread in a critical section that must not
+        // restart on a signal: its rseq_cs would have to be written back
+        // just before the thread runs.
+        return Err(unsupported(
+            file,
+            tid,
+            format!("an rseq critical section pointer ({cs:#x}, RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL)"),
+        ));
+    }
+    Ok(())
+}
+
 fn build_thread(
     set: &ImageSet,
     tid: i32,
@@ -1268,28 +1278,7 @@ fn build_thread(
         .thread(thc.seccomp_mode, thc.seccomp_filter)
         .map_err(at(&file, tid))?;
     let no_new_privs = creds.as_ref().is_some_and(|c| c.no_new_privs);
-    if let Some(pol) = thc.sched_policy {
-        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
-        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
-        if ![0, 1, 2, 3, 5].contains(&base) {
-            return Err(unsupported(&file, tid, format!("scheduling policy {pol:#x}")));
-        }
-    }
-    if let Some(cs) = thc
-        .rseq_entry
-        .as_ref()
-        .and_then(|r| r.rseq_cs_pointer)
-        .filter(|&c| c != 0)
-    {
-        // CRIU's image of a thread in a critical section that must not
-        // restart on a signal: its rseq_cs would have to be written back
-        // just before the thread runs.
-        return Err(unsupported(
-            &file,
-            tid,
-            format!("an rseq critical section pointer ({cs:#x}, RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL)"),
-        ));
-    }
+    check_sched_rseq(thc, &file, tid)?;
     Ok(Thread {
         tid,
         regs: gpregs(&ti.gpregs),
@@ -1347,12 +1336,7 @@ fn build_proc(
     let sigactions = sigactions::describe(&tc.sigactions)
         .map_err(at(&file, pid))?
         .iter()
-        .map(|s| KSigaction {
-            handler: s.handler,
-            flags: s.flags,
-            restorer: s.restorer,
-            mask: s.mask,
-        })
+        .map(rst_sigaction)
         .collect();
     let timers = timers::describe(tc.timers.as_ref());
     let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
@@ -1362,66 +1346,13 @@ fn build_proc(
     let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
     if state != TASK_DEAD {
         let ids = set.ids(p.pid)?;
-        // Namespaces are not restored yet: every task must live in the
-        // namespaces the dump was made from (which the restore inherits).
-        if let Some(r) = root_ids {
-            let pairs = [
-                ("pid", ids.pid_ns_id, r.pid_ns_id),
-                ("net", ids.net_ns_id, r.net_ns_id),
-                ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
-                ("uts", ids.uts_ns_id, r.uts_ns_id),
-                ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
-                ("user", ids.user_ns_id, r.user_ns_id),
-                ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
-                ("time", ids.time_ns_id, r.time_ns_id),
-            ];
-            for (ns, mine, root) in pairs {
-                if mine.is_some() && root.is_some() && mine != root {
-                    return Err(unsupported(
-                        set.path(&format!("ids-{pid}.img")).display().to_string(),
-                        pid,
-                        format!(
-                            "a {ns} namespace of its own (id {} vs the root's {})",
-                            mine.unwrap_or(0),
-                            root.unwrap_or(0)
-                        ),
-                    ));
-                }
-            }
-        }
+        check_namespaces(set, pid, &ids, root_ids)?;
         mm = Some(build_mm(set, pid, files)?);
-        let fdinfo_file = set.path(&format!("fdinfo-{}.img", ids.files_id)).display().to_string();
         // A table shared with the parent is the parent's to set up.
-        let fdinfo = if shares_parent_fds {
-            Vec::new()
-        } else {
-            set.fdinfo(ids.files_id)?
-        };
-        for (i, f) in fdinfo.iter().enumerate() {
-            if !files.contains_key(&f.id) {
-                return Err(bad(
-                    &fdinfo_file,
-                    pid,
-                    format!("entry {i}: fd {} names file id {} not in files.img", f.fd, f.id),
-                ));
-            }
-            fds.push(Fd {
-                fd: f.fd as i32,
-                file_id: f.id,
-                cloexec: f.flags & libc::O_CLOEXEC as u32 != 0 || f.flags & 1 != 0,
-            });
+        if !shares_parent_fds {
+            fds = read_fds(set, pid, ids.files_id, files)?;
         }
-        let fs = set.fs(p.pid)?;
-        let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
-        for id in [fs.cwd_id, fs.root_id] {
-            if !matches!(files.get(&id), Some(FileDesc::Reg { .. })) {
-                return Err(bad(
-                    &fs_file,
-                    pid,
-                    format!("cwd/root names file id {id}, not a regular file in files.img"),
-                ));
-            }
-        }
+        let fs = read_fs(set, pid, files)?;
         cwd = Some(fs.cwd_id);
         root = Some(fs.root_id);
         umask = fs.umask.unwrap_or(0o022);
@@ -1456,6 +1387,90 @@ fn build_proc(
     })
 }
 
+/// Namespaces are not restored yet: every task must live in the
+/// namespaces the dump was made from (which the restore inherits).
+fn check_namespaces(
+    set: &ImageSet,
+    pid: i32,
+    ids: &pb::TaskKobjIdsEntry,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+) -> Result<(), PlanError> {
+    if let Some(r) = root_ids {
+        let pairs = [
+            ("pid", ids.pid_ns_id, r.pid_ns_id),
+            ("net", ids.net_ns_id, r.net_ns_id),
+            ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
+            ("uts", ids.uts_ns_id, r.uts_ns_id),
+            ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
+            ("user", ids.user_ns_id, r.user_ns_id),
+            ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
+            ("time", ids.time_ns_id, r.time_ns_id),
+        ];
+        for (ns, mine, root) in pairs {
+            if mine.is_some() && root.is_some() && mine != root {
+                return Err(unsupported(
+                    set.path(&format!("ids-{pid}.img")).display().to_string(),
+                    pid,
+                    format!(
+                        "a {ns} namespace of its own (id {} vs the root's {})",
+                        mine.unwrap_or(0),
+                        root.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fds of fdinfo-`files_id`.img, each naming a file of files.img.
+fn read_fds(set: &ImageSet, pid: i32, files_id: u32, files: &BTreeMap<u32, FileDesc>) -> Result<Vec<Fd>, PlanError> {
+    let mut fds = Vec::new();
+    let fdinfo_file = set.path(&format!("fdinfo-{files_id}.img")).display().to_string();
+    let fdinfo = set.fdinfo(files_id)?;
+    for (i, f) in fdinfo.iter().enumerate() {
+        if !files.contains_key(&f.id) {
+            return Err(bad(
+                &fdinfo_file,
+                pid,
+                format!("entry {i}: fd {} names file id {} not in files.img", f.fd, f.id),
+            ));
+        }
+        fds.push(Fd {
+            fd: f.fd as i32,
+            file_id: f.id,
+            cloexec: f.flags & libc::O_CLOEXEC as u32 != 0 || f.flags & 1 != 0,
+        });
+    }
+    Ok(fds)
+}
+
+/// fs-PID.img: cwd and root, regular files of files.img.
+fn read_fs(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result<pb::FsEntry, PlanError> {
+    let fs = set.fs(pid as u32)?;
+    let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
+    for id in [fs.cwd_id, fs.root_id] {
+        if !matches!(files.get(&id), Some(FileDesc::Reg { .. })) {
+            return Err(bad(
+                &fs_file,
+                pid,
+                format!("cwd/root names file id {id}, not a regular file in files.img"),
+            ));
+        }
+    }
+    Ok(fs)
+}
+
+/// A sigaction as the engine sets it.
+fn rst_sigaction(s: &sigactions::Sigaction) -> KSigaction {
+    KSigaction {
+        handler: s.handler,
+        flags: s.flags,
+        restorer: s.restorer,
+        mask: s.mask,
+    }
+}
+
 /// The restorer's itimers and POSIX timers of a process.
 fn rst_timers(t: &timers::Timers) -> ([RstItimer; 3], Vec<RstPosixTimer>) {
     let it = |i: &timers::Itimer| RstItimer {
@@ -1487,7 +1502,7 @@ fn rst_timers(t: &timers::Timers) -> ([RstItimer; 3], Vec<RstPosixTimer>) {
 fn build_mm(set: &ImageSet, pid: i32, files: &BTreeMap<u32, FileDesc>) -> Result<Mm, PlanError> {
     let file = set.path(&format!("mm-{pid}.img")).display().to_string();
     let entry = set.mm(pid as u32)?;
-    let (vmas, guards) = mm::describe(&entry, |id| {
+    let mm::Layout { vmas, guards } = mm::describe(&entry, |id| {
         files.get(&id).map(|f| match f {
             FileDesc::Memfd { .. } => mm::MappedFile::Memfd,
             _ => mm::MappedFile::Other,

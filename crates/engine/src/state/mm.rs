@@ -331,12 +331,18 @@ pub enum MappedFile {
     Other,
 }
 
+/// The address space an mm entry describes.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    /// In address order, none overlapping.
+    pub vmas: Vec<Vma>,
+    /// Ranges covered by MADV_GUARD_INSTALL guards, inside `vmas`.
+    pub guards: Vec<(u64, u64)>,
+}
+
 /// Describe: the VMAs of `entry` (validated) and its guard ranges.
 /// `file` tells what a file id of files.img is.
-pub fn describe(
-    entry: &pb::MmEntry,
-    file: impl Fn(u32) -> Option<MappedFile>,
-) -> Result<(Vec<Vma>, Vec<(u64, u64)>), MmError> {
+pub fn describe(entry: &pb::MmEntry, file: impl Fn(u32) -> Option<MappedFile>) -> Result<Layout, MmError> {
     use vma_status as s;
     let mut vmas: Vec<Vma> = Vec::new();
     let mut guards = Vec::new();
@@ -456,7 +462,7 @@ pub fn describe(
     if entry.mm_saved_auxv.len() > 2 * 64 {
         return Err(MmError::Auxv(entry.mm_saved_auxv.len()));
     }
-    Ok((vmas, guards))
+    Ok(Layout { vmas, guards })
 }
 
 /// Check the process's pagemap against its VMAs: every run inside them,
@@ -547,9 +553,9 @@ mod tests {
             ..Default::default()
         };
         let files = |id| (id == 1).then_some(MappedFile::Other);
-        let (v, g) = describe(&e, files).unwrap();
-        assert_eq!(v[1].kind, VmaKind::FilePrivate(1));
-        assert_eq!(g, vec![(0x1000, 0x2000)]);
+        let l = describe(&e, files).unwrap();
+        assert_eq!(l.vmas[1].kind, VmaKind::FilePrivate(1));
+        assert_eq!(l.guards, vec![(0x1000, 0x2000)]);
         e.vmas[1].shmid = 9;
         let err = describe(&e, files).unwrap_err().to_string();
         assert_eq!(err, "vma 1 (0x3000-0x4000): file id 9 not in files.img");
