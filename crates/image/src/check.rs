@@ -21,6 +21,9 @@
 //!   established TCP sockets have their `tcp-stream-INO.img`; ghost files of remap-fpath exist; memfd
 //!   files' inodes exist; shmem pagemaps have an owner; seccomp filters referenced by threads exist; ghost
 //!   file contents agree with their size; `PE_PARENT` runs are in the parent dump's pagemap.
+//!
+//! A restore asks more of the process tree ([`check_set_with`] and [`CheckOpts`]): every id below the
+//! kernel's pid_max, and the leader first among its threads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -2,10 +2,14 @@
 //! scheduling — one `CoreEntry` per thread (creds, seccomp, sigactions,
 //! timers and rlimits in it are [`crate::state`]'s).
 
+use super::freeze::FrozenProc;
+use super::{read, write_image, DumpCtx, DumpError, Inside, ProcFacts, Result, TASK_ALIVE, TASK_STOPPED};
 use crate::parasite::abi::ThreadMisc;
+use crate::proc;
 use crate::proc::{Stat, Status};
+use crate::ptrace::PtraceError;
 use crate::ptrace::Regs;
-use crate::state::{creds, seccomp};
+use crate::state::{creds, rlimits, seccomp, sigactions, timers};
 use cryo_image::pb;
 
 /// Registers as CRIU's dump writes them for a task stopped inside a
@@ -247,6 +251,164 @@ pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
         }),
         cg_set: Some(1),
     }
+}
+
+// ---- writing core-TID.img ----
+
+/// core-TID.img of every thread, leader first (the leader's carries the
+/// task core).
+pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, inside: &Inside) -> Result<()> {
+    let pid = p.pid;
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let leader_mask = p.threads[0].sigmask().map_err(ptr)?;
+    let shared_pending = p.threads[0].peek_siginfo(true).map_err(ptr)?;
+    for (i, t) in p.threads.iter().enumerate() {
+        let tid = t.tid();
+        let tm = inside.tmisc.get(i).copied().unwrap_or_default();
+        let mut regs = t.regs().map_err(ptr)?;
+        if let Some(abort) = inside.rseq_abort[i] {
+            // Stopped inside an rseq critical section: the kernel would have
+            // sent it to its abort handler on the way back to user space, but
+            // the parasite's run cleared rseq_cs. Jump there as CRIU does, in
+            // the image and in the live task (--leave-running, a failed dump).
+            regs.rip = abort;
+            t.set_regs(&regs).map_err(ptr)?;
+        }
+        let xs = t.xstate().map_err(ptr)?;
+        let mut areas = [[0u32; 4]; 3];
+        for (j, d) in areas.iter_mut().enumerate() {
+            *d = t.thread_area(12 + j as u32).map_err(ptr)?;
+        }
+        let facts = thread_facts(ctx, pid, t, tm)?;
+        let leader = i == 0;
+        let tc = leader.then(|| task_core(pid, p, f, inside, leader_mask, &shared_pending));
+        let core_e = pb::CoreEntry {
+            mtype: pb::core_entry::March::X8664 as i32,
+            thread_info: Some(pb::ThreadInfoX86 {
+                clear_tid_addr: tm.clear_tid,
+                gpregs: gpregs(&rewind_interrupted_syscall(&regs)),
+                fpregs: fpregs(&xs),
+                tls: tls(&areas),
+            }),
+            tc,
+            ids: None,
+            thread_core: Some(thread_core(&facts, leader)),
+            ..Default::default()
+        };
+        let path = ctx.out.path(&format!("core-{tid}.img"));
+        let w = write_image(&path, "CORE", &[core_e])?;
+        ctx.defer(w);
+    }
+    Ok(())
+}
+
+/// What a thread's core says about it, read from /proc and ptrace (its
+/// seccomp filters go into the dump's table now).
+fn thread_facts(
+    ctx: &mut DumpCtx,
+    pid: i32,
+    t: &crate::ptrace::Stopped,
+    tm: crate::parasite::abi::ThreadMisc,
+) -> Result<ThreadFacts> {
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let tid = t.tid();
+    let tstat = proc::parse_stat(&read(&format!("/proc/{pid}/task/{tid}/stat"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let tstatus = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
+    let sched_policy = crate::sys::sched_policy(tid).ok();
+    if sched_policy.is_some_and(|p| p & !libc::SCHED_RESET_ON_FORK == 6) {
+        return Err(DumpError::Refused {
+            pid,
+            what: format!("thread {tid} runs SCHED_DEADLINE, which cannot be restored yet"),
+        });
+    }
+    let mut facts = ThreadFacts {
+        comm: tstat.comm.clone(),
+        stat: tstat,
+        status: tstatus,
+        secbits: tm.secbits as u32,
+        misc: tm,
+        futex_rla: rla,
+        futex_rla_len: rla_len as u32,
+        sigmask: t.sigmask().map_err(ptr)?,
+        pending: t.peek_siginfo(false).map_err(ptr)?,
+        rseq: t.rseq().map_err(ptr)?,
+        sched_policy,
+        seccomp_filter: None,
+    };
+    if facts.status.seccomp == 2 {
+        facts.seccomp_filter = Some(seccomp_chain(ctx, t).map_err(ptr)?);
+    }
+    Ok(facts)
+}
+
+/// The task core of a process (in its leader's core).
+fn task_core(
+    pid: i32,
+    p: &FrozenProc,
+    f: &ProcFacts,
+    inside: &Inside,
+    leader_mask: u64,
+    shared_pending: &[[u8; 128]],
+) -> pb::TaskCoreEntry {
+    let misc = &inside.misc;
+    pb::TaskCoreEntry {
+        task_state: if p.threads[0].was_group_stopped() {
+            TASK_STOPPED
+        } else {
+            TASK_ALIVE
+        },
+        exit_code: 0,
+        personality: u32::from_str_radix(
+            read(&format!("/proc/{pid}/personality"), pid)
+                .unwrap_or_default()
+                .trim(),
+            16,
+        )
+        .unwrap_or(0),
+        flags: f.stat.flags,
+        blk_sigset: leader_mask,
+        comm: f.stat.comm.clone(),
+        timers: Some(timers::dump(&inside.itimers, &f.timers, &inside.posix)),
+        rlimits: Some(rlimits::dump(&misc.rlimits)),
+        cg_set: None,
+        signals_s: Some(signal_queue(shared_pending)),
+        old_seccomp_mode: None,
+        old_seccomp_filter: None,
+        loginuid: read(&format!("/proc/{pid}/loginuid"), pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        oom_score_adj: read(&format!("/proc/{pid}/oom_score_adj"), pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        sigactions: sigactions::dump(&inside.sigacts),
+        child_subreaper: Some(misc.child_subreaper != 0),
+        blk_sigset_extended: None,
+        stop_signo: match p.threads[0].first_stop {
+            crate::ptrace::StopKind::Event { sig } if sig != libc::SIGTRAP => Some(sig as u32),
+            _ => None,
+        },
+        // As the kernel reports it (CRIU stores it unchanged, when not zero).
+        membarrier_registration_mask: (misc.membarrier_mask != 0).then_some(misc.membarrier_mask),
+    }
+}
+
+/// The thread's seccomp filters into the dump's table (see
+/// [`crate::state::seccomp::Filters`]); returns the index of the thread's
+/// newest filter.
+fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
+    let mut chain = Vec::new();
+    // Index 0 is the oldest filter (the kernel counts back from the newest).
+    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
+        let flags = t.seccomp_flags(chain.len() as u64)?;
+        chain.push((f, flags));
+    }
+    ctx.seccomp.add_chain(chain).ok_or(PtraceError::Unexpected {
+        tid: t.tid(),
+        what: "seccomp mode 2 without filters".into(),
+    })
 }
 
 #[cfg(test)]
