@@ -7,7 +7,6 @@
 //! (`restore::rsys`, `restore::task`). [`files`] holds none.
 #![deny(unsafe_code)]
 
-pub mod affinity;
 pub mod dump;
 pub mod files;
 pub mod membarrier;
@@ -16,4 +15,5 @@ pub mod proc;
 pub mod ptrace;
 pub mod restore;
 pub mod sidecar;
+pub mod state;
 pub mod sys;

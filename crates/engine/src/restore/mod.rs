@@ -125,6 +125,10 @@ pub enum RestoreError {
     Timeout(Duration),
     #[error("{0}")]
     Sys(String),
+    #[error(transparent)]
+    Affinity(#[from] crate::state::affinity::AffinityError),
+    #[error(transparent)]
+    Sidecar(#[from] crate::sidecar::SidecarError),
 }
 
 fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreError {
@@ -246,7 +250,7 @@ impl RestoreCtx {
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
-        for w in crate::affinity::apply(&self.sidecar.affinity)? {
+        for w in crate::state::affinity::apply(&self.sidecar.affinity)? {
             eprintln!("cryo restore: warning: {w}");
         }
         if fault() == Some("stall-before-resume") {

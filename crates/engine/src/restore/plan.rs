@@ -3,6 +3,8 @@
 //! the image file, the pid and the object at fault.
 
 use super::sigframe::{AltStack, FpRegs, GpRegs, Xsave};
+use crate::state::creds::Creds;
+use crate::state::{mm, seccomp, sigactions, timers};
 use cryo_abi::kernel::{Itimerval, KSigaction};
 use cryo_abi::restorer::{RstCreds, RstPosixTimer, RST_MAX_GROUPS};
 use cryo_image::{pb, ImageSet, Pagemap};
@@ -23,6 +25,22 @@ pub enum PlanError {
     BadSet { file: String, what: String },
     #[error("{file}: pid {pid}: {what} is not supported by cryo restore yet")]
     Unsupported { file: String, pid: i32, what: String },
+    /// A task's state entry (`crate::state`), in the image `file`.
+    #[error("{file}: pid {pid}: {source}")]
+    State {
+        file: String,
+        pid: i32,
+        source: crate::state::StateError,
+    },
+}
+
+/// A state module's error `e`, found in `file` for `pid`.
+fn at<E: Into<crate::state::StateError>>(file: &str, pid: i32) -> impl FnOnce(E) -> PlanError + '_ {
+    move |e| PlanError::State {
+        file: file.to_string(),
+        pid,
+        source: e.into(),
+    }
 }
 
 fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) -> PlanError {
@@ -48,67 +66,8 @@ pub const TASK_ALIVE: u32 = 1;
 pub const LOGINUID_UNSET: u32 = u32::MAX;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
-/// CRIU's VMA status bits, under short names (the values live in cryo_image::vma).
-pub mod vma_status {
-    pub use cryo_image::vma::{
-        VMA_ANON_PRIVATE as ANON_PRIVATE, VMA_ANON_SHARED as ANON_SHARED, VMA_AREA_AIORING as AIORING,
-        VMA_AREA_GUARD as GUARD, VMA_AREA_HEAP as HEAP, VMA_AREA_MEMFD as MEMFD, VMA_AREA_REGULAR as REGULAR,
-        VMA_AREA_SOCKET as SOCKET, VMA_AREA_STACK as STACK, VMA_AREA_SYSVIPC as SYSVIPC, VMA_AREA_VDSO as VDSO,
-        VMA_AREA_VSYSCALL as VSYSCALL, VMA_AREA_VVAR as VVAR, VMA_FILE_PRIVATE as FILE_PRIVATE,
-        VMA_FILE_SHARED as FILE_SHARED, VMA_UNSUPP as UNSUPP,
-    };
-}
-
-/// What a VMA is made of.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmaKind {
-    AnonPrivate,
-    /// MAP_PRIVATE of a file (the file id in files.img).
-    FilePrivate(u32),
-    /// MAP_SHARED of a file or memfd (the file id).
-    FileShared(u32),
-    Vdso,
-    Vvar,
-    Vsyscall,
-    /// The ring of an AIO context, with the io_setup() size that makes it.
-    AioRing(u32),
-}
-
-/// One VMA to recreate.
-#[derive(Clone, Debug)]
-pub struct Vma {
-    pub start: u64,
-    pub end: u64,
-    pub pgoff: u64,
-    pub prot: u32,
-    pub flags: u32,
-    pub madv: u64,
-    pub kind: VmaKind,
-}
-
-impl Vma {
-    /// The huge page size of a MAP_HUGETLB VMA (from its MAP_HUGE_* bits;
-    /// none recorded means the kernel's default, 2 MiB on x86-64).
-    pub fn hugetlb_page(&self) -> Option<u64> {
-        if self.flags & libc::MAP_HUGETLB as u32 == 0 {
-            return None;
-        }
-        let log2 = (self.flags >> 26) & 0x3f;
-        Some(if log2 == 0 { 2 << 20 } else { 1u64 << log2 })
-    }
-}
-
-/// Memory of a process.
-#[derive(Clone, Debug)]
-pub struct Mm {
-    pub vmas: Vec<Vma>,
-    /// Ranges covered by MADV_GUARD_INSTALL guards (VMA_AREA_GUARD entries).
-    pub guards: Vec<(u64, u64)>,
-    pub entry: pb::MmEntry,
-    pub exe_file: u32,
-    pub pagemap: Arc<Pagemap>,
-    pub pages_path: PathBuf,
-}
+pub use crate::state::mm::{vma_status, Mm, Vma, VmaKind};
+pub use crate::state::seccomp::{Seccomp, SeccompProg};
 
 /// One thread.
 #[derive(Clone, Debug)]
@@ -132,35 +91,6 @@ pub struct Thread {
     /// PR_SET_NO_NEW_PRIVS (from the creds).
     pub no_new_privs: bool,
 }
-
-/// A thread's seccomp state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Seccomp {
-    Off,
-    /// SECCOMP_MODE_STRICT.
-    Strict,
-    /// SECCOMP_MODE_FILTER: indices into [`Plan::seccomp`], oldest first
-    /// (the kernel runs the newest first). Threads with the same newest
-    /// filter share the chain.
-    Filters(Vec<u32>),
-}
-
-/// One filter of seccomp.img.
-#[derive(Clone, Debug)]
-pub struct SeccompProg {
-    /// `struct sock_filter` instructions, 8 bytes each.
-    pub insns: Vec<u8>,
-    /// SECCOMP_FILTER_FLAG_* it was installed with (TSYNC masked out).
-    pub flags: u32,
-}
-
-/// SECCOMP_FILTER_FLAG_TSYNC: a way of installing, not a property of a filter.
-const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
-/// Flags a restored filter may carry: LOG, SPEC_ALLOW (NEW_LISTENER and
-/// TSYNC_ESRCH need a listener fd nobody would hold).
-const SECCOMP_FLAGS_KNOWN: u32 = 2 | 4;
-/// BPF_MAXINSNS.
-const BPF_MAXINSNS: usize = 4096;
 
 /// An fd of a process (defined with the files).
 pub use crate::files::Fd;
@@ -289,139 +219,16 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
 /// Read and check every image of the set.
 pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
     let set = Arc::new(ImageSet::open(dir)?);
-    let dirs = dir.display().to_string();
-    // The same checks as `crit check` (structure, cross references, pages);
-    // restore-specific ones follow.
-    let report = cryo_image::check::check_set(&set);
-    let problems: Vec<_> = report.problems.iter().collect();
-    if let Some(p) = problems.first() {
-        let more = problems.len() - 1;
-        let tail = if more > 0 {
-            format!(" (and {more} more problem(s); see crit check)")
-        } else {
-            String::new()
-        };
-        return Err(PlanError::BadSet {
-            file: set.path(&p.file).display().to_string(),
-            what: format!("{}{tail}", p),
-        });
-    }
-    let inv = set.inventory()?;
-    if inv.img_version != 2 {
-        return Err(PlanError::BadSet {
-            file: set.path("inventory.img").display().to_string(),
-            what: format!("image version {} (only 2 is known)", inv.img_version),
-        });
-    }
-    let mut listing: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| PlanError::BadSet {
-            file: dirs.clone(),
-            what: e.to_string(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    listing.sort();
-    for name in &listing {
-        for (prefix, what) in REFUSED_IMAGES {
-            if name.starts_with(prefix) {
-                return Err(PlanError::BadSet {
-                    file: set.path(name).display().to_string(),
-                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
-                });
-            }
-        }
-    }
-
+    let (inv, listing) = check_set(&set, dir)?;
     let pstree = set.pstree()?;
-    let pst_file = set.path("pstree.img").display().to_string();
-    if pstree.is_empty() {
-        return Err(PlanError::BadSet {
-            file: pst_file,
-            what: "no processes".into(),
-        });
-    }
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(4_194_304);
-    let mut seen = BTreeSet::new();
-    for (i, p) in pstree.iter().enumerate() {
-        let ids = std::iter::once(p.pid).chain(p.threads.iter().copied());
-        for id in ids {
-            if id == 0 || id as i64 >= pid_max {
-                return Err(bad(
-                    &pst_file,
-                    p.pid as i32,
-                    format!("entry {i}: id {id} is outside 1..{pid_max}"),
-                ));
-            }
-        }
-        if !seen.insert(p.pid) {
-            return Err(bad(&pst_file, p.pid as i32, format!("entry {i}: pid listed twice")));
-        }
-        if p.threads.first() != Some(&p.pid) && !p.threads.is_empty() {
-            return Err(bad(
-                &pst_file,
-                p.pid as i32,
-                "the first thread is not the process leader",
-            ));
-        }
-        if i > 0 && !pstree[..i].iter().any(|q| q.pid == p.ppid) {
-            return Err(bad(
-                &pst_file,
-                p.pid as i32,
-                format!("parent {} is not listed before it", p.ppid),
-            ));
-        }
-    }
 
     // Files (files::FileSet: every entry described by its kind).
     let tree_pids: Vec<i32> = pstree.iter().map(|p| p.pid as i32).collect();
     let mut files = crate::files::FileSet::build(&set, &tree_pids)?;
 
     let dumped_clocks = read_timens(&set, &listing)?;
-    let (seccomp, seccomp_prev) = read_seccomp(&set)?;
-    // fd tables shared between processes (CLONE_FILES): as with CRIU, a
-    // task may share its parent's table (it is then forked with CLONE_FILES);
-    // a table shared by tasks of which neither is the other's parent cannot be
-    // made by clone() and is refused.
-    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
-    let mut task_files: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut shares_parent: BTreeSet<u32> = BTreeSet::new();
-    for p in &pstree {
-        if !set.has(&format!("ids-{}.img", p.pid)) {
-            continue;
-        }
-        let ids = set.ids(p.pid)?;
-        task_files.insert(p.pid, ids.files_id);
-        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
-            if task_files.get(&p.ppid) == Some(&ids.files_id) {
-                shares_parent.insert(p.pid);
-                continue;
-            }
-            return Err(unsupported(
-                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
-                p.pid as i32,
-                format!(
-                    "an fd table shared with pid {other}, which is not its parent (files_id {}, \
-                     CLONE_FILES): only a table shared with the parent can be restored",
-                    ids.files_id
-                ),
-            ));
-        }
-    }
-    let mut procs = Vec::new();
-    for p in &pstree {
-        let shares = shares_parent.contains(&p.pid);
-        procs.push(build_proc(
-            &set,
-            p,
-            &files,
-            inv.root_ids.as_ref(),
-            &seccomp_prev,
-            shares,
-        )?);
-    }
+    let seccomp = read_seccomp(&set)?;
+    let procs = build_procs(&set, &pstree, &files, inv.root_ids.as_ref(), &seccomp)?;
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     // The files against the whole tree (epoll targets, pidfd holders, file
@@ -457,7 +264,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         files,
         set,
         locks,
-        seccomp,
+        seccomp: seccomp.progs,
         dumped_clocks,
         helpers: Vec::new(),
     })
@@ -478,6 +285,105 @@ fn file_tree(procs: &[Proc]) -> crate::files::Tree {
             })
             .collect(),
     }
+}
+
+/// The checks of the whole set before any entry is looked at: those of
+/// `crit check` (structure, cross references, pages, the process tree,
+/// with the restore's demands on it), the image version, and the images
+/// of objects cryo cannot restore. Returns the inventory and the sorted
+/// names of the directory.
+fn check_set(set: &ImageSet, dir: &std::path::Path) -> Result<(pb::InventoryEntry, Vec<String>), PlanError> {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(4_194_304);
+    let opts = cryo_image::check::CheckOpts {
+        pid_max: Some(pid_max),
+        leader_first: true,
+    };
+    let report = cryo_image::check::check_set_with(set, opts);
+    let problems: Vec<_> = report.problems.iter().collect();
+    if let Some(p) = problems.first() {
+        let more = problems.len() - 1;
+        let tail = if more > 0 {
+            format!(" (and {more} more problem(s); see crit check)")
+        } else {
+            String::new()
+        };
+        return Err(PlanError::BadSet {
+            file: set.path(&p.file).display().to_string(),
+            what: format!("{}{tail}", p),
+        });
+    }
+    let inv = set.inventory()?;
+    if inv.img_version != 2 {
+        return Err(PlanError::BadSet {
+            file: set.path("inventory.img").display().to_string(),
+            what: format!("image version {} (only 2 is known)", inv.img_version),
+        });
+    }
+    let mut listing: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| PlanError::BadSet {
+            file: dir.display().to_string(),
+            what: e.to_string(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    listing.sort();
+    for name in &listing {
+        for (prefix, what) in REFUSED_IMAGES {
+            if name.starts_with(prefix) {
+                return Err(PlanError::BadSet {
+                    file: set.path(name).display().to_string(),
+                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
+                });
+            }
+        }
+    }
+    Ok((inv, listing))
+}
+
+/// Every process of the tree, in pstree order. fd tables shared between
+/// processes (CLONE_FILES): as with CRIU, a task may share its parent's
+/// table (it is then forked with CLONE_FILES); a table shared by tasks of
+/// which neither is the other's parent cannot be made by clone() and is
+/// refused.
+fn build_procs(
+    set: &ImageSet,
+    pstree: &[pb::PstreeEntry],
+    files: &crate::files::FileSet,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+    seccomp: &seccomp::Table,
+) -> Result<Vec<Proc>, PlanError> {
+    let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
+    let mut task_files: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut shares_parent: BTreeSet<u32> = BTreeSet::new();
+    for p in pstree {
+        if !set.has(&format!("ids-{}.img", p.pid)) {
+            continue;
+        }
+        let ids = set.ids(p.pid)?;
+        task_files.insert(p.pid, ids.files_id);
+        if let Some(other) = files_ids.insert(ids.files_id, p.pid as i32) {
+            if task_files.get(&p.ppid) == Some(&ids.files_id) {
+                shares_parent.insert(p.pid);
+                continue;
+            }
+            return Err(unsupported(
+                set.path(&format!("ids-{}.img", p.pid)).display().to_string(),
+                p.pid as i32,
+                format!(
+                    "an fd table shared with pid {other}, which is not its parent (files_id {}, \
+                     CLONE_FILES): only a table shared with the parent can be restored",
+                    ids.files_id
+                ),
+            ));
+        }
+    }
+    pstree
+        .iter()
+        .map(|p| build_proc(set, p, files, root_ids, seccomp, shares_parent.contains(&p.pid)))
+        .collect()
 }
 
 /// Plan the helper tasks: one per session id and per group id that is no
@@ -717,18 +623,12 @@ fn fpregs(f: &pb::UserX86FpregsEntry, file: &str, tid: i32) -> Result<FpRegs, Pl
     })
 }
 
-fn creds(c: &pb::CredsEntry, file: &str, tid: i32) -> Result<RstCreds, PlanError> {
-    if c.groups.len() > RST_MAX_GROUPS {
-        return Err(unsupported(
-            file,
-            tid,
-            format!("{} supplementary groups (max {RST_MAX_GROUPS})", c.groups.len()),
-        ));
-    }
-    let two = |v: &[u32]| [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)];
+/// The restorer's credentials of a thread.
+fn rst_creds(c: &Creds) -> RstCreds {
+    const _: () = assert!(crate::state::creds::MAX_GROUPS == RST_MAX_GROUPS);
     let mut groups = [0u32; RST_MAX_GROUPS];
     groups[..c.groups.len()].copy_from_slice(&c.groups);
-    Ok(RstCreds {
+    RstCreds {
         uid: c.uid,
         euid: c.euid,
         suid: c.suid,
@@ -737,15 +637,15 @@ fn creds(c: &pb::CredsEntry, file: &str, tid: i32) -> Result<RstCreds, PlanError
         egid: c.egid,
         sgid: c.sgid,
         fsgid: c.fsgid,
-        cap_inh: two(&c.cap_inh),
-        cap_prm: two(&c.cap_prm),
-        cap_eff: two(&c.cap_eff),
-        cap_bnd: two(&c.cap_bnd),
-        cap_amb: two(&c.cap_amb),
+        cap_inh: c.cap_inh,
+        cap_prm: c.cap_prm,
+        cap_eff: c.cap_eff,
+        cap_bnd: c.cap_bnd,
+        cap_amb: c.cap_amb,
         secbits: c.secbits,
         ngroups: c.groups.len() as u32,
         groups,
-    })
+    }
 }
 
 fn siginfos(q: Option<&pb::SignalQueueEntry>, file: &str, tid: i32) -> Result<Vec<[u8; 128]>, PlanError> {
@@ -812,76 +712,47 @@ fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64);
 }
 
 /// seccomp.img: the programs (validated) and each filter's predecessor.
-fn read_seccomp(set: &ImageSet) -> Result<(Vec<SeccompProg>, Vec<Option<u32>>), PlanError> {
+fn read_seccomp(set: &ImageSet) -> Result<seccomp::Table, PlanError> {
     if !set.has("seccomp.img") {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(seccomp::Table::default());
     }
     let file = set.path("seccomp.img").display().to_string();
     let entries: Vec<pb::SeccompEntry> = set.entries("seccomp.img", "SECCOMP")?;
-    let filters: Vec<&pb::SeccompFilter> = entries.iter().flat_map(|e| e.seccomp_filters.iter()).collect();
-    let mut progs = Vec::new();
-    let mut prev = Vec::new();
-    for (i, f) in filters.iter().enumerate() {
-        let n = f.filter.len() / 8;
-        if f.filter.len() % 8 != 0 || n == 0 || n > BPF_MAXINSNS {
-            return Err(bad(
-                &file,
-                0,
-                format!(
-                    "filter {i}: {} bytes is not a BPF program of 1..={BPF_MAXINSNS} instructions",
-                    f.filter.len()
-                ),
-            ));
-        }
-        let flags = f.flags.unwrap_or(0) & !SECCOMP_FILTER_FLAG_TSYNC;
-        if flags & !SECCOMP_FLAGS_KNOWN != 0 {
-            return Err(unsupported(
-                &file,
-                0,
-                format!("filter {i}: seccomp filter flags {flags:#x}"),
-            ));
-        }
-        if let Some(p) = f.prev {
-            if p as usize >= filters.len() || p as usize == i {
-                return Err(bad(&file, 0, format!("filter {i}: prev {p} names no other filter")));
-            }
-        }
-        progs.push(SeccompProg {
-            insns: f.filter.clone(),
-            flags,
-        });
-        prev.push(f.prev);
-    }
-    Ok((progs, prev))
+    seccomp::describe(&entries).map_err(at(&file, 0))
 }
 
-/// The chain ending at filter `newest`, oldest first.
-fn seccomp_chain(newest: u32, prev: &[Option<u32>], file: &str, tid: i32) -> Result<Vec<u32>, PlanError> {
-    let mut chain = Vec::new();
-    let mut cur = Some(newest);
-    while let Some(i) = cur {
-        let Some(&p) = prev.get(i as usize) else {
-            return Err(bad(
-                file,
-                tid,
-                format!("seccomp filter {i} is not in seccomp.img ({} filters)", prev.len()),
-            ));
-        };
-        if chain.len() > prev.len() {
-            return Err(bad(file, tid, format!("the seccomp chain from filter {newest} loops")));
+/// Scheduling and rseq state the restore cannot bring back.
+fn check_sched_rseq(thc: &pb::ThreadCoreEntry, file: &str, tid: i32) -> Result<(), PlanError> {
+    if let Some(pol) = thc.sched_policy {
+        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
+        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
+        if ![0, 1, 2, 3, 5].contains(&base) {
+            return Err(unsupported(file, tid, format!("scheduling policy {pol:#x}")));
         }
-        chain.push(i);
-        cur = p;
     }
-    chain.reverse();
-    Ok(chain)
+    if let Some(cs) = thc
+        .rseq_entry
+        .as_ref()
+        .and_then(|r| r.rseq_cs_pointer)
+        .filter(|&c| c != 0)
+    {
+        // CRIU's image of a thread in a critical section that must not
+        // restart on a signal: its rseq_cs would have to be written back
+        // just before the thread runs.
+        return Err(unsupported(
+            file,
+            tid,
+            format!("an rseq critical section pointer ({cs:#x}, RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL)"),
+        ));
+    }
+    Ok(())
 }
 
 fn build_thread(
     set: &ImageSet,
     tid: i32,
     leader_tc: Option<&pb::TaskCoreEntry>,
-    seccomp_prev: &[Option<u32>],
+    seccomp: &seccomp::Table,
 ) -> Result<Thread, PlanError> {
     let file = set.path(&format!("core-{tid}.img")).display().to_string();
     let core = set.core(tid as u32)?;
@@ -913,41 +784,17 @@ fn build_thread(
             size: s.ss_size,
         },
     );
-    let creds = thc.creds.as_ref().map(|c| creds(c, &file, tid)).transpose()?;
-    let seccomp = match thc.seccomp_mode.unwrap_or(0) {
-        0 => Seccomp::Off,
-        1 => Seccomp::Strict,
-        2 => {
-            let newest = thc
-                .seccomp_filter
-                .ok_or_else(|| bad(&file, tid, "seccomp filter mode without a filter"))?;
-            Seccomp::Filters(seccomp_chain(newest, seccomp_prev, &file, tid)?)
-        }
-        m => return Err(unsupported(&file, tid, format!("seccomp mode {m}"))),
-    };
-    let no_new_privs = thc.creds.as_ref().and_then(|c| c.no_new_privs).unwrap_or(0) != 0;
-    if let Some(pol) = thc.sched_policy {
-        // What sched_setscheduler takes: OTHER, FIFO, RR, BATCH, IDLE (+ RESET_ON_FORK).
-        let base = pol & !(libc::SCHED_RESET_ON_FORK as u32);
-        if ![0, 1, 2, 3, 5].contains(&base) {
-            return Err(unsupported(&file, tid, format!("scheduling policy {pol:#x}")));
-        }
-    }
-    if let Some(cs) = thc
-        .rseq_entry
+    let creds = thc
+        .creds
         .as_ref()
-        .and_then(|r| r.rseq_cs_pointer)
-        .filter(|&c| c != 0)
-    {
-        // CRIU's image of a thread in a critical section that must not
-        // restart on a signal: its rseq_cs would have to be written back
-        // just before the thread runs.
-        return Err(unsupported(
-            &file,
-            tid,
-            format!("an rseq critical section pointer ({cs:#x}, RSEQ_CS_FLAG_NO_RESTART_ON_SIGNAL)"),
-        ));
-    }
+        .map(Creds::try_from)
+        .transpose()
+        .map_err(at(&file, tid))?;
+    let seccomp = seccomp
+        .thread(thc.seccomp_mode, thc.seccomp_filter)
+        .map_err(at(&file, tid))?;
+    let no_new_privs = creds.as_ref().is_some_and(|c| c.no_new_privs);
+    check_sched_rseq(thc, &file, tid)?;
     Ok(Thread {
         tid,
         regs: gpregs(&ti.gpregs),
@@ -955,7 +802,7 @@ fn build_thread(
         clear_tid: ti.clear_tid_addr,
         sigmask,
         alt,
-        creds,
+        creds: creds.as_ref().map(rst_creds),
         signals: siginfos(thc.signals_p.as_ref(), &file, tid)?,
         rseq: thc
             .rseq_entry
@@ -982,7 +829,7 @@ fn build_proc(
     p: &pb::PstreeEntry,
     files: &crate::files::FileSet,
     root_ids: Option<&pb::TaskKobjIdsEntry>,
-    seccomp_prev: &[Option<u32>],
+    seccomp: &seccomp::Table,
     shares_parent_fds: bool,
 ) -> Result<Proc, PlanError> {
     let pid = p.pid as i32;
@@ -996,140 +843,32 @@ fn build_proc(
     let mut threads = Vec::new();
     if state != TASK_DEAD {
         for &t in &p.threads {
-            threads.push(build_thread(set, t as i32, Some(tc), seccomp_prev)?);
+            threads.push(build_thread(set, t as i32, Some(tc), seccomp)?);
         }
         if threads.is_empty() {
             return Err(bad(&file, pid, "a live task without threads"));
         }
     }
-    let mut sigactions = Vec::new();
-    for (i, s) in tc.sigactions.iter().enumerate() {
-        if s.compat_sigaction == Some(true) {
-            return Err(unsupported(
-                &file,
-                pid,
-                format!("compat sigaction for signal {}", i + 1),
-            ));
-        }
-        sigactions.push(KSigaction {
-            handler: s.sigaction,
-            flags: s.flags,
-            restorer: s.restorer,
-            mask: s.mask,
-        });
-    }
-    let it = |e: Option<&pb::ItimerEntry>| {
-        e.map_or(Itimerval::default(), |e| Itimerval {
-            interval_sec: e.isec as i64,
-            interval_usec: e.iusec as i64,
-            value_sec: e.vsec as i64,
-            value_usec: e.vusec as i64,
-        })
-    };
-    let timers = tc.timers.as_ref();
-    let itimers = [
-        it(timers.map(|t| &t.real)),
-        it(timers.map(|t| &t.virt)),
-        it(timers.map(|t| &t.prof)),
-    ];
-    let mut posix_timers: Vec<RstPosixTimer> = timers
-        .map(|t| t.posix.as_slice())
-        .unwrap_or(&[])
+    let sigactions = sigactions::describe(&tc.sigactions)
+        .map_err(at(&file, pid))?
         .iter()
-        .map(|t| RstPosixTimer {
-            id: t.it_id as i32,
-            clock: t.clock_id as i32,
-            sigev_notify: t.it_sigev_notify as i32,
-            sigev_signo: t.si_signo as i32,
-            sigev_value: t.sival_ptr,
-            notify_tid: t.notify_thread_id.unwrap_or(0),
-            _pad: 0,
-            interval_sec: t.isec as i64,
-            interval_nsec: t.insec as i64,
-            value_sec: t.vsec as i64,
-            value_nsec: t.vnsec as i64,
-        })
+        .map(rst_sigaction)
         .collect();
-    posix_timers.sort_by_key(|t| t.id);
-    // A timer aimed at one thread (SIGEV_THREAD_ID) must name a thread of
-    // this process: the kernel would refuse another, and a wrong target
-    // would leave the thread that waits for it hanging.
-    for t in &posix_timers {
-        if t.sigev_notify & libc::SIGEV_THREAD_ID != 0 && !threads.iter().any(|th| th.tid == t.notify_tid) {
-            return Err(bad(
-                &file,
-                pid,
-                format!(
-                    "POSIX timer {} signals thread {}, which is not a thread of this process",
-                    t.id, t.notify_tid
-                ),
-            ));
-        }
-    }
+    let timers = timers::describe(tc.timers.as_ref());
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    timers.check(&tids).map_err(at(&file, pid))?;
+    let (itimers, posix_timers) = rst_timers(&timers);
 
     let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
     if state != TASK_DEAD {
         let ids = set.ids(p.pid)?;
-        // Namespaces are not restored yet: every task must live in the
-        // namespaces the dump was made from (which the restore inherits).
-        if let Some(r) = root_ids {
-            let pairs = [
-                ("pid", ids.pid_ns_id, r.pid_ns_id),
-                ("net", ids.net_ns_id, r.net_ns_id),
-                ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
-                ("uts", ids.uts_ns_id, r.uts_ns_id),
-                ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
-                ("user", ids.user_ns_id, r.user_ns_id),
-                ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
-                ("time", ids.time_ns_id, r.time_ns_id),
-            ];
-            for (ns, mine, root) in pairs {
-                if mine.is_some() && root.is_some() && mine != root {
-                    return Err(unsupported(
-                        set.path(&format!("ids-{pid}.img")).display().to_string(),
-                        pid,
-                        format!(
-                            "a {ns} namespace of its own (id {} vs the root's {})",
-                            mine.unwrap_or(0),
-                            root.unwrap_or(0)
-                        ),
-                    ));
-                }
-            }
-        }
+        check_namespaces(set, pid, &ids, root_ids)?;
         mm = Some(build_mm(set, pid, files)?);
-        let fdinfo_file = set.path(&format!("fdinfo-{}.img", ids.files_id)).display().to_string();
         // A table shared with the parent is the parent's to set up.
-        let fdinfo = if shares_parent_fds {
-            Vec::new()
-        } else {
-            set.fdinfo(ids.files_id)?
-        };
-        for (i, f) in fdinfo.iter().enumerate() {
-            if !files.contains(f.id) {
-                return Err(bad(
-                    &fdinfo_file,
-                    pid,
-                    format!("entry {i}: fd {} names file id {} not in files.img", f.fd, f.id),
-                ));
-            }
-            fds.push(Fd {
-                fd: f.fd as i32,
-                file_id: f.id,
-                cloexec: f.flags & libc::O_CLOEXEC as u32 != 0 || f.flags & 1 != 0,
-            });
+        if !shares_parent_fds {
+            fds = read_fds(set, pid, ids.files_id, files)?;
         }
-        let fs = set.fs(p.pid)?;
-        let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
-        for id in [fs.cwd_id, fs.root_id] {
-            if files.get(id).map(|f| f.fd_type()) != Some(pb::FdTypes::Reg) {
-                return Err(bad(
-                    &fs_file,
-                    pid,
-                    format!("cwd/root names file id {id}, not a regular file in files.img"),
-                ));
-            }
-        }
+        let fs = read_fs(set, pid, files)?;
         cwd = Some(fs.cwd_id);
         root = Some(fs.root_id);
         umask = fs.umask.unwrap_or(0o022);
@@ -1149,11 +888,7 @@ fn build_proc(
         cwd,
         root,
         umask,
-        rlimits: tc
-            .rlimits
-            .as_ref()
-            .map(|r| r.rlimits.iter().map(|l| (l.cur, l.max)).collect())
-            .unwrap_or_default(),
+        rlimits: crate::state::rlimits::describe(tc.rlimits.as_ref()),
         personality: tc.personality,
         sigactions,
         itimers,
@@ -1168,157 +903,131 @@ fn build_proc(
     })
 }
 
-fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<Mm, PlanError> {
-    use vma_status as s;
-    let file = set.path(&format!("mm-{pid}.img")).display().to_string();
-    let entry = set.mm(pid as u32)?;
-    let mut vmas: Vec<Vma> = Vec::new();
-    let mut guards = Vec::new();
-    let mut prev_end = 0;
-    for (i, v) in entry.vmas.iter().enumerate() {
-        let what = |w: &str| bad(&file, pid, format!("vma {i} ({:#x}-{:#x}): {w}", v.start, v.end));
-        if v.start % 4096 != 0 || v.end % 4096 != 0 || v.end <= v.start {
-            return Err(what("not a page-aligned non-empty range"));
-        }
-        if v.status & s::GUARD != 0 {
-            // Guards lie inside VMAs listed before them (a range may span
-            // adjacent ones).
-            let mut a = v.start;
-            for w in &vmas {
-                if w.start <= a && a < w.end {
-                    a = w.end;
-                }
-            }
-            if a < v.end || v.status != s::GUARD {
-                return Err(what("a guard range outside every vma"));
-            }
-            guards.push((v.start, v.end));
-            continue;
-        }
-        if !guards.is_empty() {
-            return Err(what("a vma after the guard ranges"));
-        }
-        if v.start < prev_end {
-            return Err(what("overlaps the previous vma or is out of order"));
-        }
-        prev_end = v.end;
-        let st = v.status;
-        let kind = if st & s::VSYSCALL != 0 {
-            VmaKind::Vsyscall
-        } else if st & s::VVAR != 0 {
-            VmaKind::Vvar
-        } else if st & s::VDSO != 0 {
-            VmaKind::Vdso
-        } else if st & s::AIORING != 0 {
-            let a = entry
-                .aios
-                .iter()
-                .find(|a| a.id == v.start)
-                .ok_or_else(|| what("an AIO ring without its aio_ring_entry"))?;
-            if a.ring_len as u64 != v.end - v.start || a.nr_req == 0 {
-                return Err(what(&format!(
-                    "AIO ring of {} bytes for {} requests",
-                    a.ring_len, a.nr_req
-                )));
-            }
-            VmaKind::AioRing(a.nr_req)
-        } else if st & (s::SYSVIPC | s::SOCKET | s::UNSUPP) != 0 {
-            return Err(unsupported(
-                &file,
-                pid,
-                format!(
-                    "vma {i} at {:#x} (status {st:#x}: SysV shm, socket or AIO mapping)",
-                    v.start
-                ),
-            ));
-        } else if st & s::ANON_SHARED != 0 {
-            return Err(unsupported(
-                &file,
-                pid,
-                format!("vma {i} at {:#x}: shared anonymous memory without memfd", v.start),
-            ));
-        } else if st & s::FILE_SHARED != 0 {
-            let id = v.shmid as u32;
-            if !files.contains(id) {
-                return Err(what(&format!("file id {id} not in files.img")));
-            }
-            VmaKind::FileShared(id)
-        } else if st & s::FILE_PRIVATE != 0 {
-            let id = v.shmid as u32;
-            if !files.contains(id) {
-                return Err(what(&format!("file id {id} not in files.img")));
-            }
-            VmaKind::FilePrivate(id)
-        } else if st & s::ANON_PRIVATE != 0 {
-            VmaKind::AnonPrivate
-        } else {
-            return Err(what(&format!("unknown status {st:#x}")));
-        };
-        let vma = Vma {
-            start: v.start,
-            end: v.end,
-            pgoff: v.pgoff,
-            prot: v.prot,
-            flags: v.flags,
-            madv: v.madv.unwrap_or(0),
-            kind,
-        };
-        if let Some(hp) = vma.hugetlb_page() {
-            // Private anonymous huge-page memory is restored, and mappings of
-            // hugetlb memfd inodes (shared MAP_HUGETLB memory is one, as CRIU
-            // records it); SysV and hugetlbfs files are not.
-            // Shared ones only on a memfd inode (restored with MFD_HUGETLB).
-            let on_memfd = match vma.kind {
-                VmaKind::FileShared(id) | VmaKind::FilePrivate(id) => {
-                    files.get(id).map(|f| f.fd_type()) == Some(pb::FdTypes::Memfd)
-                }
-                _ => false,
-            };
-            if vma.kind != VmaKind::AnonPrivate && !on_memfd {
+/// Namespaces are not restored yet: every task must live in the
+/// namespaces the dump was made from (which the restore inherits).
+fn check_namespaces(
+    set: &ImageSet,
+    pid: i32,
+    ids: &pb::TaskKobjIdsEntry,
+    root_ids: Option<&pb::TaskKobjIdsEntry>,
+) -> Result<(), PlanError> {
+    if let Some(r) = root_ids {
+        let pairs = [
+            ("pid", ids.pid_ns_id, r.pid_ns_id),
+            ("net", ids.net_ns_id, r.net_ns_id),
+            ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
+            ("uts", ids.uts_ns_id, r.uts_ns_id),
+            ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
+            ("user", ids.user_ns_id, r.user_ns_id),
+            ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
+            ("time", ids.time_ns_id, r.time_ns_id),
+        ];
+        for (ns, mine, root) in pairs {
+            if mine.is_some() && root.is_some() && mine != root {
                 return Err(unsupported(
-                    &file,
+                    set.path(&format!("ids-{pid}.img")).display().to_string(),
                     pid,
                     format!(
-                        "vma {i} at {:#x}: shared or file-backed huge-page (MAP_HUGETLB) memory",
-                        v.start
+                        "a {ns} namespace of its own (id {} vs the root's {})",
+                        mine.unwrap_or(0),
+                        root.unwrap_or(0)
                     ),
                 ));
             }
-            if !(hp == 2 << 20 || hp == 1 << 30) || v.start % hp != 0 || v.end % hp != 0 {
-                return Err(what(&format!("MAP_HUGETLB with {hp}-byte pages not aligned to them")));
-            }
         }
-        vmas.push(vma);
     }
-    if !files.contains(entry.exe_file_id) {
-        return Err(bad(
-            &file,
-            pid,
-            format!("exe file id {} not in files.img", entry.exe_file_id),
-        ));
-    }
-    if entry.mm_saved_auxv.len() > 2 * 64 {
-        return Err(bad(&file, pid, format!("auxv has {} words", entry.mm_saved_auxv.len())));
-    }
-    let (pagemap, pages_path) = read_pagemap(set, &format!("pagemap-{pid}.img"))?;
-    let pm_file = set.path(&format!("pagemap-{pid}.img")).display().to_string();
-    for r in &pagemap.runs {
-        if r.flags & cryo_image::PE_PARENT != 0 {
-            return Err(unsupported(
-                &pm_file,
+    Ok(())
+}
+
+/// The fds of fdinfo-`files_id`.img, each naming a file of files.img.
+fn read_fds(set: &ImageSet, pid: i32, files_id: u32, files: &crate::files::FileSet) -> Result<Vec<Fd>, PlanError> {
+    let mut fds = Vec::new();
+    let fdinfo_file = set.path(&format!("fdinfo-{files_id}.img")).display().to_string();
+    let fdinfo = set.fdinfo(files_id)?;
+    for (i, f) in fdinfo.iter().enumerate() {
+        if !files.contains(f.id) {
+            return Err(bad(
+                &fdinfo_file,
                 pid,
-                format!("pages at {:#x} in a parent image (incremental dumps)", r.vaddr),
+                format!("entry {i}: fd {} names file id {} not in files.img", f.fd, f.id),
             ));
         }
-        // Every run must lie inside VMAs.
-        let mut a = r.vaddr;
-        while a < r.end() {
-            let Some(v) = vmas.iter().find(|v| v.start <= a && a < v.end) else {
-                return Err(bad(&pm_file, pid, format!("page {a:#x} is outside every vma")));
-            };
-            a = v.end;
+        fds.push(Fd {
+            fd: f.fd as i32,
+            file_id: f.id,
+            cloexec: f.flags & libc::O_CLOEXEC as u32 != 0 || f.flags & 1 != 0,
+        });
+    }
+    Ok(fds)
+}
+
+/// fs-PID.img: cwd and root, regular files of files.img.
+fn read_fs(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<pb::FsEntry, PlanError> {
+    let fs = set.fs(pid as u32)?;
+    let fs_file = set.path(&format!("fs-{pid}.img")).display().to_string();
+    for id in [fs.cwd_id, fs.root_id] {
+        if files.get(id).map(|f| f.fd_type()) != Some(pb::FdTypes::Reg) {
+            return Err(bad(
+                &fs_file,
+                pid,
+                format!("cwd/root names file id {id}, not a regular file in files.img"),
+            ));
         }
     }
+    Ok(fs)
+}
+
+/// A sigaction as the engine sets it.
+fn rst_sigaction(s: &sigactions::Sigaction) -> KSigaction {
+    KSigaction {
+        handler: s.handler,
+        flags: s.flags,
+        restorer: s.restorer,
+        mask: s.mask,
+    }
+}
+
+/// The restorer's itimers and POSIX timers of a process.
+fn rst_timers(t: &timers::Timers) -> ([Itimerval; 3], Vec<RstPosixTimer>) {
+    let it = |i: &timers::Itimer| Itimerval {
+        interval_sec: i.interval_sec,
+        interval_usec: i.interval_usec,
+        value_sec: i.value_sec,
+        value_usec: i.value_usec,
+    };
+    let posix = t
+        .posix
+        .iter()
+        .map(|p| RstPosixTimer {
+            id: p.id,
+            clock: p.clock,
+            sigev_notify: p.sigev_notify,
+            sigev_signo: p.sigev_signo,
+            sigev_value: p.sigev_value,
+            notify_tid: p.notify_tid,
+            _pad: 0,
+            interval_sec: p.interval_sec,
+            interval_nsec: p.interval_nsec,
+            value_sec: p.value_sec,
+            value_nsec: p.value_nsec,
+        })
+        .collect();
+    (t.itimers.each_ref().map(it), posix)
+}
+
+fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<Mm, PlanError> {
+    let file = set.path(&format!("mm-{pid}.img")).display().to_string();
+    let entry = set.mm(pid as u32)?;
+    let mm::Layout { vmas, guards } = mm::describe(&entry, |id| {
+        files.get(id).map(|f| match f.fd_type() {
+            pb::FdTypes::Memfd => mm::MappedFile::Memfd,
+            _ => mm::MappedFile::Other,
+        })
+    })
+    .map_err(at(&file, pid))?;
+    let (pagemap, pages_path) = read_pagemap(set, &format!("pagemap-{pid}.img"))?;
+    let pm_file = set.path(&format!("pagemap-{pid}.img")).display().to_string();
+    mm::check_pagemap(&pagemap, &vmas).map_err(at(&pm_file, pid))?;
     Ok(Mm {
         vmas,
         guards,
@@ -1332,21 +1041,6 @@ fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<M
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seccomp_chains_are_oldest_first_and_checked() {
-        // 0 <- 1 <- 2, and 3 <- 1 is not possible: 3 follows 0 (a fork
-        // that added another filter).
-        let prev = [None, Some(0), Some(1), Some(0)];
-        assert_eq!(seccomp_chain(2, &prev, "f", 1).unwrap(), vec![0, 1, 2]);
-        assert_eq!(seccomp_chain(3, &prev, "f", 1).unwrap(), vec![0, 3]);
-        assert_eq!(seccomp_chain(0, &prev, "f", 1).unwrap(), vec![0]);
-        let e = seccomp_chain(4, &prev, "f", 7).unwrap_err().to_string();
-        assert!(e.contains("pid 7") && e.contains("filter 4"), "{e}");
-        let looped = [Some(1), Some(0)];
-        let e = seccomp_chain(0, &looped, "f", 7).unwrap_err().to_string();
-        assert!(e.contains("loops"), "{e}");
-    }
 
     fn ids(v: &[(i32, i32, i32, i32)]) -> Vec<TreeIds> {
         v.iter()
