@@ -18,8 +18,9 @@
  *    (with si_fd set), and compares F_GETOWN, F_GETSIG.
  *  lease: a read lease on DIR/fdstate-rd and a write lease on DIR/fdstate-wr
  *    (fds 10, 11), no lease on DIR/fdstate-no (fd 12).
- *  breaking: a read lease on DIR/fdstate-br (fd 10) that an O_WRONLY |
- *    O_NONBLOCK open has started to break (SIGIO ignored).
+ *  breaking: a write lease taken through a read-only fd on DIR/fdstate-br
+ *    (fd 10) that an O_WRONLY | O_NONBLOCK open has started to break (SIGIO
+ *    ignored): CRIU's image cannot tell it from a read lease.
  *  fdt: a child made with clone(CLONE_FILES) shares the fd table, and so
  *    does its own child (clone(CLONE_FILES) again); both work in DIR/fdt-sub
  *    (their own cwd). DIR/fdstate-fdt is at fd 10; fds 11/12, 13/14 are the
@@ -327,7 +328,7 @@ static int check_epoll(void)
 	return 0;
 }
 
-/* ---- breaking lease, shared fd table (both refused at dump) ---- */
+/* ---- a write lease on a read-only fd being broken, shared fd table (both refused at dump) ---- */
 #include <sched.h>
 static int setup_breaking(void)
 {
@@ -335,7 +336,7 @@ static int setup_breaking(void)
 	signal(SIGIO, SIG_IGN);
 	snprintf(p, sizeof(p), "%s/fdstate-br", dir);
 	if (at(open(p, O_RDONLY | O_CREAT, 0644), 10) != 10) return -1;
-	if (fcntl(10, F_SETLEASE, F_RDLCK)) return -1;
+	if (fcntl(10, F_SETLEASE, F_WRLCK)) return -1;
 	int w = open(p, O_WRONLY | O_NONBLOCK);
 	if (w >= 0 || errno != EWOULDBLOCK) return -1;
 	errno = 0;
