@@ -173,10 +173,11 @@ pub struct Rebreak {
 /// an open that conflicts with the lease, as the one before the dump did:
 /// for writing to break it to none, for reading to downgrade it, non-blocking
 /// (it fails with EWOULDBLOCK once the break is on). The kernel signals the
-/// owner of the file when a break starts: the opens are made by a
-/// short-lived child of the engine that owns the files meanwhile and blocks
-/// every signal, so the task gets no second signal (the pending ones die
-/// with the child). A file without an owner in the images gets none back.
+/// owner of each file whose lease a break starts (one open breaks the read
+/// leases of every open file of the inode): the opens are made by a
+/// short-lived child of the engine that owns all the files meanwhile and
+/// blocks every signal, so no task gets a second signal (the pending ones
+/// die with the child). A file without an owner in the images gets none back.
 #[allow(unsafe_code)]
 pub fn break_again(v: &[Rebreak]) -> Result<(), String> {
     if v.is_empty() {
@@ -224,11 +225,15 @@ pub fn break_again(v: &[Rebreak]) -> Result<(), String> {
         }
         // SAFETY: no arguments.
         let me = unsafe { libc::getpid() };
+        // Every file first: one open breaks every lease of its inode (the
+        // read leases of several open files).
         for (i, b) in v.iter().enumerate() {
             // SAFETY: scalar arguments.
             if unsafe { libc::fcntl(b.fd, libc::F_SETOWN, me) } != 0 {
                 fail(i, 0, errno());
             }
+        }
+        for (i, b) in v.iter().enumerate() {
             let mode = if b.to == libc::F_UNLCK {
                 libc::O_WRONLY
             } else {
@@ -247,6 +252,8 @@ pub fn break_again(v: &[Rebreak]) -> Result<(), String> {
             if errno() != libc::EWOULDBLOCK {
                 fail(i, 2, errno());
             }
+        }
+        for (i, b) in v.iter().enumerate() {
             // SAFETY: scalar arguments.
             if !b.owned && unsafe { libc::fcntl(b.fd, libc::F_SETOWN, 0) } != 0 {
                 fail(i, 3, errno());

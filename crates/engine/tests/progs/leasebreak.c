@@ -1,16 +1,16 @@
 /* leasebreak DIR: leases being broken when the dump comes, and a task waiting for one of them.
- *  fd 10: DIR/lb-rd open O_RDONLY with a read lease that a non-blocking O_WRONLY open started to break
- *    (to no lease);
+ *  fds 10 and 13: DIR/lb-rd opened twice O_RDONLY, each with a read lease, that one non-blocking O_WRONLY
+ *    open started to break (to no lease);
  *  fd 11: DIR/lb-dn open O_RDONLY with a write lease that a non-blocking O_RDONLY open started to break
  *    (down to a read lease);
  *  fd 12: DIR/lb-wr open O_RDWR with a write lease that a child's blocking O_RDONLY open is breaking (the
  *    child waits in open() and writes 'o' to a pipe once it returns).
  * Every break signals the holder with F_SETSIG's SIGRTMIN+1; the handler records si_fd. Ready
- * (DIR/leasebreak.ready holds the pid) once the three signals are in.
+ * (DIR/leasebreak.ready holds the pid) once the four signals are in.
  * On each SIGUSR1 it checks that the leases are still being broken (fdinfo "BREAKING", F_GETLEASE
- * answering the target: UNLCK, RDLCK, RDLCK), that no other signal came, that the conflicting opens still
+ * answering the target: UNLCK, RDLCK, RDLCK, UNLCK), that no other signal came, that the conflicting opens still
  * fail with EWOULDBLOCK while a read of lb-rd (a read lease) does not, and that the child still waits; then
- * it finishes every break: gives up fd 10's lease (a write open succeeds), downgrades fd 11's (fdinfo
+ * it finishes every break: gives up the leases of fds 10 and 13 (a write open succeeds), downgrades fd 11's (fdinfo
  * "ACTIVE READ", a read open succeeds) and breaks that read lease with a write open (the signal comes with
  * si_fd 11), gives up fd 12's lease (the child's open returns, the child exits 0). The answer goes to
  * DIR/leasebreak.verify: "ok" or "bad: reason".
@@ -112,12 +112,13 @@ static int setup(void)
 	snprintf(p_dn, sizeof(p_dn), "%s/lb-dn", dir);
 	snprintf(p_wr, sizeof(p_wr), "%s/lb-wr", dir);
 	if (at(open(p_rd, O_RDONLY | O_CREAT, 0644), 10) != 10 || at(open(p_dn, O_RDONLY | O_CREAT, 0644), 11) != 11 ||
-	    at(open(p_wr, O_RDWR | O_CREAT, 0644), 12) != 12)
+	    at(open(p_wr, O_RDWR | O_CREAT, 0644), 12) != 12 || at(open(p_rd, O_RDONLY), 13) != 13)
 		return -1;
-	for (int fd = 10; fd <= 12; fd++)
+	for (int fd = 10; fd <= 13; fd++)
 		if (fcntl(fd, F_SETSIG, SIGRTMIN + 1))
 			return -1;
-	if (fcntl(10, F_SETLEASE, F_RDLCK) || fcntl(11, F_SETLEASE, F_WRLCK) || fcntl(12, F_SETLEASE, F_WRLCK))
+	if (fcntl(10, F_SETLEASE, F_RDLCK) || fcntl(13, F_SETLEASE, F_RDLCK) || fcntl(11, F_SETLEASE, F_WRLCK) ||
+	    fcntl(12, F_SETLEASE, F_WRLCK))
 		return -1;
 	if (try_open(p_rd, O_WRONLY) != EWOULDBLOCK || try_open(p_dn, O_RDONLY) != EWOULDBLOCK)
 		return -1;
@@ -137,7 +138,7 @@ static int setup(void)
 	}
 	close(pp[1]);
 	kid_pipe = pp[0];
-	if (!wait_sigs(3))
+	if (!wait_sigs(4))
 		return BAD("only %d break signals", (int)nsig);
 	return 0;
 }
@@ -145,20 +146,21 @@ static int setup(void)
 /* The state the dump saw, unchanged by the checks. */
 static int check_breaking(void)
 {
-	if (nsig != 3)
-		return BAD("%d break signals, not 3", (int)nsig);
-	int want[3] = { 10, 11, 12 };
-	int seen[3] = { 0, 0, 0 };
-	for (int i = 0; i < 3; i++)
-		for (int j = 0; j < 3; j++)
-			if (sig_fds[i] == want[j])
-				seen[j]++;
-	if (seen[0] != 1 || seen[1] != 1 || seen[2] != 1)
-		return BAD("break signals for fds %d %d %d", sig_fds[0], sig_fds[1], sig_fds[2]);
-	if (fcntl(10, F_GETLEASE) != F_UNLCK || fcntl(11, F_GETLEASE) != F_RDLCK || fcntl(12, F_GETLEASE) != F_RDLCK)
-		return BAD("F_GETLEASE %d %d %d", fcntl(10, F_GETLEASE), fcntl(11, F_GETLEASE), fcntl(12, F_GETLEASE));
+	if (nsig != 4)
+		return BAD("%d break signals, not 4", (int)nsig);
+	for (int fd = 10; fd <= 13; fd++) {
+		int seen = 0;
+		for (int i = 0; i < 4; i++)
+			seen += sig_fds[i] == fd;
+		if (seen != 1)
+			return BAD("break signals for fds %d %d %d %d", sig_fds[0], sig_fds[1], sig_fds[2], sig_fds[3]);
+	}
+	if (fcntl(10, F_GETLEASE) != F_UNLCK || fcntl(11, F_GETLEASE) != F_RDLCK || fcntl(12, F_GETLEASE) != F_RDLCK ||
+	    fcntl(13, F_GETLEASE) != F_UNLCK)
+		return BAD("F_GETLEASE %d %d %d %d", fcntl(10, F_GETLEASE), fcntl(11, F_GETLEASE), fcntl(12, F_GETLEASE),
+			   fcntl(13, F_GETLEASE));
 	if (!lease_line(10, "BREAKING", "UNLCK") || !lease_line(11, "BREAKING", "READ") ||
-	    !lease_line(12, "BREAKING", "READ"))
+	    !lease_line(12, "BREAKING", "READ") || !lease_line(13, "BREAKING", "UNLCK"))
 		return BAD("the leases are not being broken (fdinfo)");
 	int e;
 	if ((e = try_open(p_rd, O_WRONLY)) != EWOULDBLOCK)
@@ -175,7 +177,7 @@ static int check_breaking(void)
 	if (waitpid(kid, NULL, WNOHANG) != 0)
 		return BAD("the child is gone");
 	usleep(50000);
-	if (nsig != 3)
+	if (nsig != 4)
 		return BAD("a signal came from the checks or the restore: %d, si_fd %d", (int)nsig, sig_fds[nsig - 1]);
 	return 0;
 }
@@ -186,6 +188,10 @@ static int finish(void)
 	int e;
 	if (fcntl(10, F_SETLEASE, F_UNLCK))
 		return BAD("giving up fd 10's lease: %s", strerror(errno));
+	if ((e = try_open(p_rd, O_WRONLY)) != EWOULDBLOCK)
+		return BAD("a write open of lb-rd with fd 13's lease left: %s", e ? strerror(e) : "it succeeded");
+	if (fcntl(13, F_SETLEASE, F_UNLCK))
+		return BAD("giving up fd 13's lease: %s", strerror(errno));
 	if ((e = try_open(p_rd, O_WRONLY)) != 0)
 		return BAD("a write open of lb-rd after its lease went: %s", strerror(e));
 	if (fcntl(11, F_SETLEASE, F_RDLCK))
@@ -196,7 +202,7 @@ static int finish(void)
 		return BAD("a read open of lb-dn after the downgrade: %s", strerror(e));
 	if ((e = try_open(p_dn, O_WRONLY)) != EWOULDBLOCK)
 		return BAD("a write open of lb-dn (a read lease): %s", e ? strerror(e) : "it succeeded");
-	if (!wait_sigs(4) || nsig != 4 || sig_fds[3] != 11)
+	if (!wait_sigs(5) || nsig != 5 || sig_fds[4] != 11)
 		return BAD("after a new break of fd 11: %d signals, last si_fd %d", (int)nsig, sig_fds[nsig - 1]);
 	if (fcntl(11, F_GETLEASE) != F_UNLCK || fcntl(11, F_SETLEASE, F_UNLCK))
 		return BAD("fd 11's lease at the end");
@@ -209,7 +215,7 @@ static int finish(void)
 	int st;
 	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
 		return BAD("the child: status %#x", st);
-	if (nsig != 4)
+	if (nsig != 5)
 		return BAD("%d signals at the end", (int)nsig);
 	return 0;
 }

@@ -170,9 +170,9 @@ fn a_write_lease_on_a_read_only_fd_being_broken_is_refused_at_dump() {
 }
 
 /// Leases being broken when the dump comes back still being broken (tests/
-/// progs/leasebreak.c): a read lease being broken to none, a write lease on
-/// a read-only file being downgraded, and a write lease that a child waits
-/// for in open(). The images hold them as CRIU does (FL_LEASE, the target
+/// progs/leasebreak.c): two read leases of one file being broken to none by
+/// one open (each signalled), a write lease on a read-only file being
+/// downgraded, and a write lease that a child waits for in open(). The images hold them as CRIU does (FL_LEASE, the target
 /// type marked LEASE_BREAKING: 6 for none, 4 for a read lease). After the
 /// restore no second break signal comes, the leases still conflict as
 /// before, the child still waits; then every break goes through: given up,
@@ -193,7 +193,7 @@ fn leases_being_broken_come_back_being_broken() {
             got.sort();
             assert_eq!(
                 got,
-                vec![(8, 4, pid, 11), (8, 4, pid, 12), (8, 6, pid, 10)],
+                vec![(8, 4, pid, 11), (8, 4, pid, 12), (8, 6, pid, 10), (8, 6, pid, 13)],
                 "round {round}"
             );
             let v = ns.ask(pid, "leasebreak.verify", "\n");
