@@ -1418,10 +1418,13 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
                 what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
             });
         }
-        let e = crate::files::lock::dump_entry(l, pid, fd, info.flags).map_err(|what| DumpError::Refused {
-            pid,
-            what: format!("fd {fd}: {what}"),
-        })?;
+        let e =
+            crate::files::lock::dump_entry(l, pid, fd, info.flags, link.ends_with(" (deleted)")).map_err(|what| {
+                DumpError::Refused {
+                    pid,
+                    what: format!("fd {fd}: {what}"),
+                }
+            })?;
         locks.push(e);
     }
     let c = FdCtx {

@@ -102,8 +102,11 @@ pub fn lease_to_take(ty: u32, accmode: i32) -> i32 {
 }
 
 /// Dump side: the filelocks.img entry of lock `l`, shown in the fdinfo of
-/// fd `fd` of `pid` whose open-file flags are `flags` ([`lock_entry`]).
-/// For a lease being broken to none through a read-only fd, which may be a
+/// fd `fd` of `pid` whose open-file flags are `flags` ([`lock_entry`]);
+/// `deleted` if the file is deleted. A write lease on a deleted file is
+/// refused: its data is saved through a new open of the file, which would
+/// break the lease (a signal to the task, and a wait for it to give the
+/// lease up). For a lease being broken to none through a read-only fd, which may be a
 /// read lease or a write lease, a non-blocking read-only open of the file
 /// tells: it conflicts with a write lease (EWOULDBLOCK; this break is already
 /// on, so the kernel neither signals nor changes anything) and not with a
@@ -111,10 +114,17 @@ pub fn lease_to_take(ty: u32, accmode: i32) -> i32 {
 /// an open and a close). A write lease is refused: CRIU's image says "read
 /// lease" for it.
 #[allow(unsafe_code)]
-pub fn dump_entry(l: &FileLockInfo, pid: i32, fd: i32, flags: u32) -> Result<pb::FileLockEntry, String> {
+pub fn dump_entry(l: &FileLockInfo, pid: i32, fd: i32, flags: u32, deleted: bool) -> Result<pb::FileLockEntry, String> {
     let e = lock_entry(l, pid, fd)?;
+    if e.flag != FL_LEASE {
+        return Ok(e);
+    }
     let accmode = (flags & libc::O_ACCMODE as u32) as i32;
-    if !is_breaking(&e) || lease_to_take(e.r#type, accmode) != libc::F_RDLCK {
+    let taken = lease_to_take(e.r#type, accmode);
+    if deleted && taken == libc::F_WRLCK {
+        return Err("a write lease on a deleted file is not supported (saving the file's data opens it, which would break the lease)".into());
+    }
+    if !is_breaking(&e) || taken != libc::F_RDLCK {
         return Ok(e);
     }
     let p = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");

@@ -21,6 +21,8 @@
  *  breaking: a write lease taken through a read-only fd on DIR/fdstate-br
  *    (fd 10) that an O_WRONLY | O_NONBLOCK open has started to break (SIGIO
  *    ignored): CRIU's image cannot tell it from a read lease.
+ *  lease-deleted: a write lease on DIR/fdstate-ld (fd 10, O_RDWR), deleted
+ *    (SIGIO ignored; the check finds the lease unbroken).
  *  fdt: a child made with clone(CLONE_FILES) shares the fd table, and so
  *    does its own child (clone(CLONE_FILES) again); both work in DIR/fdt-sub
  *    (their own cwd). DIR/fdstate-fdt is at fd 10; fds 11/12, 13/14 are the
@@ -343,6 +345,15 @@ static int setup_breaking(void)
 	return 0;
 }
 
+static int setup_lease_deleted(void)
+{
+	char p[600];
+	signal(SIGIO, SIG_IGN);
+	snprintf(p, sizeof(p), "%s/fdstate-ld", dir);
+	if (at(open(p, O_RDWR | O_CREAT, 0644), 10) != 10 || unlink(p)) return -1;
+	return fcntl(10, F_SETLEASE, F_WRLCK);
+}
+
 static char fdt_stack[65536], fdt_stack2[65536];
 static pid_t fdt_kid, fdt_grandkid;
 
@@ -599,6 +610,7 @@ static int check_mode(void)
 	if (!strcmp(mode, "fanotify")) return check_fanotify();
 	if (!strcmp(mode, "pidfd-outside") || !strcmp(mode, "pidfd-shared")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
+	if (!strcmp(mode, "lease-deleted")) return fcntl(10, F_GETLEASE) == F_WRLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
 	if (!strcmp(mode, "fdt")) return check_fdt();
 	if (!strcmp(mode, "fdt-sibling")) return 0;
 	return BAD("mode %s", mode);
@@ -623,6 +635,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "pidfd-outside")) r = setup_pidfd_outside();
 	else if (!strcmp(mode, "pidfd-shared")) r = setup_pidfd_shared();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
+	else if (!strcmp(mode, "lease-deleted")) r = setup_lease_deleted();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();
 	else if (!strcmp(mode, "fdt-sibling")) r = setup_fdt_sibling();
 	if (r) {

@@ -169,6 +169,18 @@ fn a_write_lease_on_a_read_only_fd_being_broken_is_refused_at_dump() {
     );
 }
 
+/// A write lease on a deleted file is refused at dump before the file is
+/// opened to save its data (that open would break the lease): the lease is
+/// still unbroken after the refused dump.
+#[test]
+fn a_write_lease_on_a_deleted_file_is_refused_at_dump_unbroken() {
+    let err = fdstate_dump_refused("lease-deleted", "--file-locks");
+    assert!(
+        err.contains("fd 10") && err.contains("write lease on a deleted file"),
+        "{err}"
+    );
+}
+
 /// Leases being broken when the dump comes back still being broken (tests/
 /// progs/leasebreak.c): two read leases of one file being broken to none by
 /// one open (each signalled), a write lease on a read-only file being
