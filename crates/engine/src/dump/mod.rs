@@ -1290,8 +1290,14 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         path: p.clone().into(),
         source,
     })?;
-    let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
-        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let fdinfo_path = format!("/proc/{pid}/fdinfo/{fd}");
+    let mut info = proc::parse_fdinfo(&read(&fdinfo_path, pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    if info.locks.iter().any(crate::files::lock::is_breaking_line) {
+        // A break whose time is up is finished first (files::lock).
+        crate::files::lock::time_out_breaks(std::os::fd::AsRawFd::as_raw_fd(pidfd), fd)
+            .map_err(|e| DumpError::task(pid, format!("fd {fd}: F_GETLEASE: {e}")))?;
+        info = proc::parse_fdinfo(&read(&fdinfo_path, pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    }
     let mut locks = Vec::new();
     for l in &info.locks {
         // flock and OFD locks belong to the open file: whoever holds it
@@ -1307,10 +1313,13 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
                 what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
             });
         }
-        let e = crate::files::lock::lock_entry(l, pid, fd).map_err(|what| DumpError::Refused {
-            pid,
-            what: format!("fd {fd}: {what}"),
-        })?;
+        let e =
+            crate::files::lock::dump_entry(l, pid, fd, info.flags, link.ends_with(" (deleted)")).map_err(|what| {
+                DumpError::Refused {
+                    pid,
+                    what: format!("fd {fd}: {what}"),
+                }
+            })?;
         locks.push(e);
     }
     let c = FdCtx {

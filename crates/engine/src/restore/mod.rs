@@ -138,6 +138,32 @@ fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreErr
     }
 }
 
+/// The leases of the images being broken, each with the engine's fd on its
+/// open file (files::lock::break_again).
+fn rebreaks(plan: &Plan, pool: &HashMap<u32, RawFd>) -> Result<Vec<files::lock::Rebreak>, RestoreError> {
+    let mut v = Vec::new();
+    for l in plan.locks.iter().filter(|l| files::lock::is_breaking(l)) {
+        let id = plan
+            .procs
+            .iter()
+            .find(|p| p.pid == l.pid)
+            .and_then(|p| p.fds.iter().find(|f| f.fd == l.fd))
+            .map(|f| f.file_id);
+        let Some(&fd) = id.and_then(|id| pool.get(&id)) else {
+            return Err(prep(
+                "leases being broken",
+                format!("pid {} fd {}: no open file for it (engine bug)", l.pid, l.fd),
+            ));
+        };
+        v.push(files::lock::Rebreak {
+            fd,
+            to: (l.r#type & !files::lock::LEASE_BREAKING) as i32,
+            owned: id.and_then(|id| plan.fown.get(&id)).is_some_and(|o| o.pid != 0),
+        });
+    }
+    Ok(v)
+}
+
 /// What the cloned tasks inherit from the engine (read-only there).
 pub struct TaskEnv {
     pub plan: Plan,
@@ -586,6 +612,10 @@ impl RestoreCtx {
             }
             None => None,
         };
+        // Leases being broken, now that every task holds its leases again:
+        // their breaks start again (before the owners are set, see there).
+        let rebreaks = rebreaks(&env.plan, &env.fd_pool)?;
+        files::lock::break_again(&rebreaks).map_err(|e| prep("leases being broken", e))?;
         // File owners, now that every task exists (an owner may be any of them).
         let owners: Vec<(RawFd, cryo_image::pb::FownEntry)> = env
             .plan

@@ -240,9 +240,8 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         locks = set.entries::<pb::FileLockEntry>("filelocks.img", "FILE_LOCKS")?;
         for (i, l) in locks.iter().enumerate() {
             let owner = procs.iter().find(|p| p.pid == l.pid);
-            // FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE (criu/include/file-lock.h);
-            // a lease being broken (LEASE_BREAKING in its type) is not restored.
-            let lease_ok = l.flag != 8 || (l.r#type == libc::F_RDLCK as u32 || l.r#type == libc::F_WRLCK as u32);
+            // FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE (criu/include/file-lock.h).
+            let lease_ok = l.flag != 8 || crate::files::lock::lease_type_ok(l.r#type);
             let ok = matches!(l.flag, 1 | 2 | 4 | 8)
                 && lease_ok
                 && owner.is_some_and(|p| p.fds.iter().any(|f| f.fd == l.fd));
@@ -251,7 +250,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
                     &lf,
                     l.pid,
                     format!(
-                        "entry {i}: lock (flag {}, type {}) on fd {} (only POSIX, flock and OFD locks and leases that are not being broken, held through a dumped fd of a dumped task, are restored)",
+                        "entry {i}: lock (flag {}, type {}) on fd {} (only POSIX, flock and OFD locks and read or write leases, being broken or not, held through a dumped fd of a dumped task, are restored)",
                         l.flag, l.r#type, l.fd
                     ),
                 ));

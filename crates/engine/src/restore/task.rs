@@ -1089,10 +1089,16 @@ fn as_bytes<T>(v: &[T]) -> &[u8] {
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
         let (r, kind) = if l.flag == 8 {
-            // A lease: taken as root (CAP_LEASE) through the task's fd; the
-            // owner it gives the file is replaced by the dumped one later.
+            // A lease: taken as root (CAP_LEASE) through the task's fd (the
+            // fd number its break signals carry); the owner it gives the
+            // file is replaced by the dumped one later. One being broken is
+            // taken as it was before, and broken again by the engine once
+            // every task is ready (files::lock::break_again).
             // SAFETY: scalar arguments on an fd of ours.
-            (unsafe { libc::fcntl(l.fd, libc::F_SETLEASE, l.r#type as i32) }, "lease")
+            let accmode = unsafe { libc::fcntl(l.fd, libc::F_GETFL) } & libc::O_ACCMODE;
+            let ty = crate::files::lock::lease_to_take(l.r#type, accmode);
+            // SAFETY: scalar arguments on an fd of ours.
+            (unsafe { libc::fcntl(l.fd, libc::F_SETLEASE, ty) }, "lease")
         } else if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
