@@ -113,7 +113,6 @@ pub fn lease_to_take(ty: u32, accmode: i32) -> i32 {
 /// read lease (the open succeeds; inotify/fanotify watchers of the file see
 /// an open and a close). A write lease is refused: CRIU's image says "read
 /// lease" for it.
-#[allow(unsafe_code)]
 pub fn dump_entry(l: &FileLockInfo, pid: i32, fd: i32, flags: u32, deleted: bool) -> Result<pb::FileLockEntry, String> {
     let e = lock_entry(l, pid, fd)?;
     if e.flag != FL_LEASE {
@@ -127,20 +126,10 @@ pub fn dump_entry(l: &FileLockInfo, pid: i32, fd: i32, flags: u32, deleted: bool
     if !is_breaking(&e) || taken != libc::F_RDLCK {
         return Ok(e);
     }
-    let p = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
-    // SAFETY: p is a valid C string; the fd (if any) is closed right away.
-    let r = unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )
+    let err = match crate::sys::files::open_read_nonblock(&format!("/proc/{pid}/fd/{fd}")) {
+        Ok(_) => return Ok(e),
+        Err(err) => err,
     };
-    if r >= 0 {
-        // SAFETY: r is the fd just opened.
-        unsafe { libc::close(r) };
-        return Ok(e);
-    }
-    let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
         Err("a write lease taken through a read-only fd is being broken: CRIU's image cannot tell it from a read lease (its restore would take a read lease)".into())
     } else {
@@ -157,14 +146,9 @@ pub fn dump_entry(l: &FileLockInfo, pid: i32, fd: i32, flags: u32, deleted: bool
 /// same open file) has it done now, so that what is dumped is what the task
 /// would find: no lease, or the read lease it was downgraded to. The task
 /// cannot tell: its own next look would do the same.
-#[allow(unsafe_code)]
 pub fn time_out_breaks(pidfd: RawFd, fd: i32) -> std::io::Result<()> {
     let dup = crate::sys::pidfd_getfd(pidfd, fd)?;
-    // SAFETY: scalar arguments on an fd of ours.
-    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&dup), libc::F_GETLEASE) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::files::get_lease(&dup).map(drop)
 }
 
 /// A lease whose break restore starts again: the engine's fd on its open
@@ -188,125 +172,43 @@ pub struct Rebreak {
 /// short-lived child of the engine that owns all the files meanwhile and
 /// blocks every signal, so no task gets a second signal (the pending ones
 /// die with the child). A file without an owner in the images gets none back.
-#[allow(unsafe_code)]
 pub fn break_again(v: &[Rebreak]) -> Result<(), String> {
     if v.is_empty() {
         return Ok(());
     }
-    let paths: Vec<std::ffi::CString> = v
+    let opens: Vec<crate::sys::files::LeaseBreak> = v
         .iter()
-        .map(|b| std::ffi::CString::new(format!("/proc/self/fd/{}", b.fd)).expect("no NUL"))
+        .map(|b| crate::sys::files::LeaseBreak {
+            fd: b.fd,
+            for_writing: b.to == libc::F_UNLCK,
+            keep_owner: b.owned,
+        })
         .collect();
-    let mut p = [0i32; 2];
-    // SAFETY: p has room for the two fds.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the child only makes raw syscalls (everything it needs was
-    // allocated before the fork) and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: closing the fds made above.
-        unsafe {
-            libc::close(p[0]);
-            libc::close(p[1]);
+    match crate::sys::files::break_leases(&opens).map_err(|e| e.to_string())? {
+        crate::sys::files::LeaseBreakEnd::Done => Ok(()),
+        crate::sys::files::LeaseBreakEnd::Status(st) => {
+            Err(format!("the helper breaking leases ended with status {st:#x}"))
         }
-        return Err(format!("fork: {e}"));
-    }
-    if pid == 0 {
-        let fail = |i: usize, step: i32, e: i32| -> ! {
-            let msg = [i as i32, step, e];
-            // SAFETY: msg is 12 readable bytes; then leave without unwinding.
-            unsafe {
-                libc::write(p[1], msg.as_ptr().cast(), 12);
-                libc::_exit(1)
-            }
-        };
-        let errno = || {
-            // SAFETY: errno location of this thread.
-            unsafe { *libc::__errno_location() }
-        };
-        // SAFETY: set is a local sigset_t, filled before use.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut set);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-        // SAFETY: no arguments.
-        let me = unsafe { libc::getpid() };
-        // Every file first: one open breaks every lease of its inode (the
-        // read leases of several open files).
-        for (i, b) in v.iter().enumerate() {
-            // SAFETY: scalar arguments.
-            if unsafe { libc::fcntl(b.fd, libc::F_SETOWN, me) } != 0 {
-                fail(i, 0, errno());
-            }
-        }
-        for (i, b) in v.iter().enumerate() {
-            let mode = if b.to == libc::F_UNLCK {
-                libc::O_WRONLY
+        crate::sys::files::LeaseBreakEnd::Failed { index, step, errno } => {
+            let b = v.get(index).copied().unwrap_or(v[0]);
+            let what = match step {
+                0 => "F_SETOWN to the helper",
+                1 => "the conflicting open succeeded: there was no lease to break",
+                2 => "the conflicting open",
+                _ => "removing the helper as owner",
+            };
+            let to = if b.to == libc::F_UNLCK { "none" } else { "a read lease" };
+            Err(if errno == 0 {
+                format!("fd {} (lease broken to {to}): {what}", b.fd)
             } else {
-                libc::O_RDONLY
-            };
-            // SAFETY: paths[i] is a valid C string.
-            let r = unsafe {
-                libc::open(
-                    paths[i].as_ptr(),
-                    mode | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+                format!(
+                    "fd {} (lease broken to {to}): {what}: {}",
+                    b.fd,
+                    std::io::Error::from_raw_os_error(errno)
                 )
-            };
-            if r >= 0 {
-                fail(i, 1, 0);
-            }
-            if errno() != libc::EWOULDBLOCK {
-                fail(i, 2, errno());
-            }
+            })
         }
-        for (i, b) in v.iter().enumerate() {
-            // SAFETY: scalar arguments.
-            if !b.owned && unsafe { libc::fcntl(b.fd, libc::F_SETOWN, 0) } != 0 {
-                fail(i, 3, errno());
-            }
-        }
-        // SAFETY: leave without unwinding.
-        unsafe { libc::_exit(0) }
     }
-    // SAFETY: closing our copy of the write end.
-    unsafe { libc::close(p[1]) };
-    let mut msg = [0i32; 3];
-    // SAFETY: msg has room for 12 bytes.
-    let n = unsafe { libc::read(p[0], msg.as_mut_ptr().cast(), 12) };
-    // SAFETY: closing the read end.
-    unsafe { libc::close(p[0]) };
-    let mut st = 0;
-    // SAFETY: st is a valid int; pid is our child.
-    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
-        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-    {}
-    if n == 12 {
-        let b = v.get(msg[0] as usize).copied().unwrap_or(v[0]);
-        let what = match msg[1] {
-            0 => "F_SETOWN to the helper",
-            1 => "the conflicting open succeeded: there was no lease to break",
-            2 => "the conflicting open",
-            _ => "removing the helper as owner",
-        };
-        let to = if b.to == libc::F_UNLCK { "none" } else { "a read lease" };
-        return Err(if msg[2] == 0 {
-            format!("fd {} (lease broken to {to}): {what}", b.fd)
-        } else {
-            format!(
-                "fd {} (lease broken to {to}): {what}: {}",
-                b.fd,
-                std::io::Error::from_raw_os_error(msg[2])
-            )
-        });
-    }
-    if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
-        return Err(format!("the helper breaking leases ended with status {st:#x}"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

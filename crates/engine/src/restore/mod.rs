@@ -158,7 +158,7 @@ fn rebreaks(plan: &Plan, pool: &HashMap<u32, RawFd>) -> Result<Vec<files::lock::
         v.push(files::lock::Rebreak {
             fd,
             to: (l.r#type & !files::lock::LEASE_BREAKING) as i32,
-            owned: id.and_then(|id| plan.fown.get(&id)).is_some_and(|o| o.pid != 0),
+            owned: id.and_then(|id| plan.files.fown.get(&id)).is_some_and(|o| o.pid != 0),
         });
     }
     Ok(v)

@@ -530,3 +530,144 @@ pub fn open_as_ctty_leader(slave: &OwnedFd, path: &str, flags: i32) -> Result<Op
         Err(e) => Err(format!("recvmsg: {e}")),
     }
 }
+
+/// Open `path` read-only and non-blocking, and close it at once (a probe:
+/// EWOULDBLOCK if a write lease conflicts).
+pub fn open_read_nonblock(path: &str) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// F_GETLEASE: the lease held through `fd` (F_RDLCK, F_WRLCK or F_UNLCK).
+pub fn get_lease(fd: &impl AsRawFd) -> io::Result<i32> {
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) } as libc::c_long).map(|r| r as i32)
+}
+
+/// One lease break [`break_leases`] starts again: an fd of the engine on
+/// the leased open file, whether the conflicting open is for writing (a
+/// break to none) or for reading (a downgrade), and whether the file keeps
+/// the helper's ownership removed afterwards (false: F_SETOWN 0).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseBreak {
+    pub fd: RawFd,
+    pub for_writing: bool,
+    pub keep_owner: bool,
+}
+
+/// How [`break_leases`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseBreakEnd {
+    Done,
+    /// Step `step` for `breaks[index]` failed with `errno` (0: the open
+    /// succeeded, so there was no lease to break): 0 F_SETOWN to the helper,
+    /// 1/2 the conflicting open, 3 removing the helper as owner.
+    Failed {
+        index: usize,
+        step: i32,
+        errno: i32,
+    },
+    /// The helper ended otherwise (its wait status).
+    Status(i32),
+}
+
+/// Start the lease breaks `breaks` again from a short-lived child that
+/// blocks every signal and owns every file meanwhile (F_SETOWN), so the
+/// kernel's break signals go to it and die with it: first every file is
+/// owned (one open breaks every lease of the inode), then each conflicting
+/// open is made non-blocking (it must fail with EWOULDBLOCK), then the
+/// owner is removed where `keep_owner` is false.
+pub fn break_leases(breaks: &[LeaseBreak]) -> io::Result<LeaseBreakEnd> {
+    let paths: Vec<CString> = breaks
+        .iter()
+        .map(|b| CString::new(format!("/proc/self/fd/{}", b.fd)).expect("no NUL"))
+        .collect();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    // SAFETY: the child only makes raw syscalls (everything it needs was
+    // allocated before the fork) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let wfd = w.as_raw_fd();
+        let fail = |i: usize, step: i32, e: i32| -> ! {
+            let msg = [i as i32, step, e];
+            // SAFETY: msg is 12 readable bytes; then leave without unwinding.
+            unsafe {
+                libc::write(wfd, msg.as_ptr().cast(), 12);
+                libc::_exit(1)
+            }
+        };
+        let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // SAFETY: set is a local sigset_t, filled before use.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        // SAFETY: no arguments.
+        let me = unsafe { libc::getpid() };
+        for (i, b) in breaks.iter().enumerate() {
+            // SAFETY: scalar arguments.
+            if unsafe { libc::fcntl(b.fd, libc::F_SETOWN, me) } != 0 {
+                fail(i, 0, errno());
+            }
+        }
+        for (i, b) in breaks.iter().enumerate() {
+            let mode = if b.for_writing { libc::O_WRONLY } else { libc::O_RDONLY };
+            // SAFETY: paths[i] is a valid C string.
+            let r = unsafe {
+                libc::open(
+                    paths[i].as_ptr(),
+                    mode | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
+                )
+            };
+            if r >= 0 {
+                fail(i, 1, 0);
+            }
+            if errno() != libc::EWOULDBLOCK {
+                fail(i, 2, errno());
+            }
+        }
+        for (i, b) in breaks.iter().enumerate() {
+            // SAFETY: scalar arguments.
+            if !b.keep_owner && unsafe { libc::fcntl(b.fd, libc::F_SETOWN, 0) } != 0 {
+                fail(i, 3, errno());
+            }
+        }
+        // SAFETY: leave without unwinding.
+        unsafe { libc::_exit(0) }
+    }
+    drop(w);
+    let mut msg = [0u8; 12];
+    let n = nix::unistd::read(&r, &mut msg).unwrap_or(0);
+    drop(r);
+    let status = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    if n == 12 {
+        let word = |k: usize| i32::from_ne_bytes(msg[4 * k..4 * k + 4].try_into().expect("4 bytes"));
+        return Ok(LeaseBreakEnd::Failed {
+            index: word(0) as usize,
+            step: word(1),
+            errno: word(2),
+        });
+    }
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(LeaseBreakEnd::Done),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Ok(LeaseBreakEnd::Status(c << 8)),
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Ok(LeaseBreakEnd::Status(sig as i32)),
+        Ok(_) => Ok(LeaseBreakEnd::Status(-1)),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
