@@ -211,6 +211,49 @@ fn criu_threads4_restores_all_threads() {
     assert!(v.contains("blocks=ok"), "{v}");
 }
 
+/// `cryo restore -v` as `cryo dump -v`: a summary line once the tree runs
+/// (processes, threads, root pid), from -v3 the time of each stage; the log
+/// file (-o, relative to the images directory) gets the same; without -v
+/// nothing on stdout.
+#[test]
+fn restore_verbosity_prints_a_summary_and_from_v3_the_stages() {
+    build_fixture("threads4");
+    let src = fixtures().join("threads4").join("images");
+    let pid = pstree_pids("threads4")[0];
+    for (opt, phases) in [("", false), ("-v", false), ("-v3", true)] {
+        let ns = Ns::start(&format!(
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cp -r {} /tmp/anchor/img; \
+             {CRYO} restore -D /tmp/anchor/img -d {opt} -o restore.log >/tmp/anchor/.out 2>/tmp/anchor/.cryo-err; \
+             echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+            src.display()
+        ));
+        let (rc, err) = ns.cryo_result();
+        assert_eq!(rc, 0, "restore {opt}: {err}");
+        let out = std::fs::read_to_string(ns.anchor(".out")).unwrap();
+        let log = std::fs::read_to_string(ns.anchor("img/restore.log")).unwrap();
+        let summary = format!("1 process(es), 4 thread(s); root pid {pid}, total ");
+        assert!(log.contains(&summary), "restore {opt}: log {log:?}");
+        assert_eq!(log.contains("all tasks ready"), phases, "restore {opt}: log {log:?}");
+        if opt.is_empty() {
+            assert_eq!(out, "", "restore without -v prints nothing");
+        } else {
+            assert!(
+                out.starts_with("restored and detached from /tmp/anchor/img: "),
+                "restore {opt}: {out:?}"
+            );
+            assert!(out.contains(&summary), "restore {opt}: {out:?}");
+            for stage in ["validated", "prepared", "forked", "all tasks ready", "resumed"] {
+                assert_eq!(
+                    out.contains(&format!("\n  {stage} ")),
+                    phases,
+                    "restore {opt}: {stage} in {out:?}"
+                );
+            }
+        }
+        ns.kill(pid, libc::SIGKILL);
+    }
+}
+
 #[test]
 fn criu_proctree_restores_parents_children_sessions_groups() {
     let ns = restore_fixture("proctree");

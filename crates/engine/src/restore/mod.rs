@@ -209,6 +209,12 @@ pub struct RestoreCtx {
 pub struct Restored {
     pub root: i32,
     pub pids: Vec<i32>,
+    /// Threads of every process.
+    pub threads: usize,
+    /// Each stage (validated, prepared, forked, all tasks ready, resumed)
+    /// with the time it took.
+    pub phases: Vec<(String, Duration)>,
+    pub total: Duration,
 }
 
 impl RestoreCtx {
@@ -239,7 +245,12 @@ impl RestoreCtx {
     fn run_stages(&mut self) -> Result<Restored, RestoreError> {
         let t0 = Instant::now();
         let timing = std::env::var_os("CRYO_TIMING").is_some();
-        let mark = |what: &str| {
+        let mut phases: Vec<(String, Duration)> = Vec::new();
+        let mut last = t0;
+        let mut mark = |what: &str| {
+            let now = Instant::now();
+            phases.push((what.to_string(), now - last));
+            last = now;
             if timing {
                 eprintln!("cryo restore: {what} at {:.3} ms", t0.elapsed().as_secs_f64() * 1e3);
             }
@@ -298,6 +309,9 @@ impl RestoreCtx {
         Ok(Restored {
             root: self.root.expect("root"),
             pids: env.plan.procs.iter().map(|p| p.pid).collect(),
+            threads: env.plan.procs.iter().map(|p| p.threads.len()).sum(),
+            phases,
+            total: t0.elapsed(),
         })
     }
 
@@ -953,12 +967,14 @@ pub fn vdso_symbols(bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
 }
 
 /// Restore and, unless detached, wait for the root; returns the exit code
-/// cryo should exit with.
-pub fn restore(opts: RestoreOpts) -> Result<i32, RestoreError> {
+/// cryo should exit with. `restored` is told what was restored as soon as
+/// the tree runs (before the wait).
+pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i32, RestoreError> {
     let detach = opts.detach;
     let pidfile = opts.pidfile.clone();
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
+    restored(&r);
     if let Some(pf) = pidfile {
         std::fs::write(&pf, format!("{}\n", r.root))
             .map_err(|e| RestoreError::Sys(format!("{}: {e}", pf.display())))?;
