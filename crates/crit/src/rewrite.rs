@@ -297,13 +297,16 @@ fn shift_mm_pointers(mm: &mut pb::MmEntry, mv: &VmaMove) -> Vec<&'static str> {
     fixed
 }
 
+/// A pagemap run after the move, with its offset in the old pages file (`None`: it has no pages there).
+type Piece = (pb::PagemapEntry, Option<u64>);
+
 /// The runs of the pagemap image `pm_img` (named `pm_name`) cut at the bounds of the moved range, the pieces
 /// inside it at their new address, sorted by address, each with its offset in the old pages file (`None` for
 /// a run without pages there); and how many pages moved. Pages kept in the parent dump cannot move.
-fn cut_runs(pm_img: &Image, pm_name: &str, mv: &VmaMove) -> Result<(Vec<(pb::PagemapEntry, Option<u64>)>, u64)> {
+fn cut_runs(pm_img: &Image, pm_name: &str, mv: &VmaMove) -> Result<(Vec<Piece>, u64)> {
     let bad = |s: String| RewriteError::BadMove(s);
     let (old, end_old) = (mv.old, mv.end());
-    let mut segs: Vec<(pb::PagemapEntry, Option<u64>)> = Vec::new(); // (run, offset in old pages file)
+    let mut segs: Vec<Piece> = Vec::new();
     let mut off = 0u64;
     let mut moved_pages = 0u64;
     for i in 1..pm_img.entries.len() {
