@@ -471,8 +471,22 @@ impl Rewrite {
             .unwrap_or_default()
     }
 
-    /// Renumber processes and threads everywhere they appear.
+    /// Renumber processes and threads everywhere they appear: check the map, renumber the pid values inside
+    /// the images, rename the per-pid images, renumber cryo's sidecar, then note what is left unchanged.
     pub fn map_pids(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
+        self.check_pid_map(map)?;
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        self.renumber_values(map, &names);
+        self.rename_per_pid(map, &names)?;
+        self.renumber_sidecar(map)?;
+        self.note_unmapped_pids(map);
+        Ok(())
+    }
+
+    /// Refuse a map the set cannot take: an incremental dump, an old id that is no process, thread, group or
+    /// session of the set, two olds with one new, a new id clashing with an id that stays. Notes the ids that
+    /// are only a group or session here.
+    fn check_pid_map(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
         let tree = self.pstree();
         if self.files.contains_key("parent") {
             return Err(RewriteError::BadMap(
@@ -515,10 +529,12 @@ impl Rewrite {
                 )));
             }
         }
+        Ok(())
+    }
 
-        // Values inside every image.
-        let names: Vec<String> = self.files.keys().cloned().collect();
-        for name in &names {
+    /// Renumber the pid values inside every image of `names` (entries and their extra messages).
+    fn renumber_values(&mut self, map: &BTreeMap<u32, u32>, names: &[String]) {
+        for name in names {
             let Some(Out::Img { img, changed, .. }) = self.files.get_mut(name) else {
                 continue;
             };
@@ -536,9 +552,12 @@ impl Rewrite {
                 self.changes.push(format!("{name}: {n} pid value(s) renumbered"));
             }
         }
-        // Per-pid file names.
+    }
+
+    /// Rename the per-pid images of `names` (`core-PID.img`, ...) whose pid is mapped to another.
+    fn rename_per_pid(&mut self, map: &BTreeMap<u32, u32>, names: &[String]) -> Result<()> {
         let mut renamed = BTreeMap::new();
-        for name in &names {
+        for name in names {
             if let Some((prefix, pid)) = split_per_pid(name) {
                 if let Some(&new) = map.get(&pid) {
                     if new != pid {
@@ -558,8 +577,12 @@ impl Rewrite {
                 return Err(RewriteError::BadMap(format!("two images would be named {new}")));
             }
         }
-        // cryo's sidecar: its affinity keys are tids (either file name; it is written back as version 2
-        // under the name it had).
+        Ok(())
+    }
+
+    /// cryo's sidecar: its affinity keys are tids (either file name; it is written back as version 2
+    /// under the name it had).
+    fn renumber_sidecar(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
         for name in [sidecar::FILE, sidecar::LEGACY_FILE] {
             let src = match self.files.get(name) {
                 Some(Out::Copy(src)) => src.clone(),
@@ -578,14 +601,37 @@ impl Rewrite {
                 self.changes.push(format!("{name}: {n} thread id(s) renumbered"));
             }
         }
-        // What cannot be fixed.
+        Ok(())
+    }
+
+    /// What cannot be fixed: /proc paths naming a renumbered pid and netlink sockets in files.img, queued
+    /// signals (their siginfo holds the sender's pid), pids inside process memory.
+    fn note_unmapped_pids(&mut self, map: &BTreeMap<u32, u32>) {
         let olds: Vec<u32> = map.iter().filter(|(o, n)| o != n).map(|(o, _)| *o).collect();
+        let notes = self.file_notes(&olds);
+        self.notes.extend(notes);
+        let queued = self.queued_signals();
+        if queued > 0 {
+            self.notes.push(format!(
+                "{queued} queued signal(s) carry their sender's pid inside raw siginfo; not rewritten"
+            ));
+        }
+        self.notes.push(
+            "pids stored inside process memory (pid files, caches of getpid(), tids in pthread structures) are not \
+             rewritten; glibc caches the tid of each thread in its TCB"
+                .into(),
+        );
+    }
+
+    /// Notes for the files.img entries holding a pid that is not rewritten: regular files under
+    /// `/proc/OLD` for each pid of `olds`, and netlink sockets.
+    fn file_notes(&self, olds: &[u32]) -> Vec<String> {
         let mut notes = Vec::new();
         if let Some(img) = self.img("files.img") {
             for i in 0..img.entries.len() {
                 if let Some(f) = typed::<pb::FileEntry>(img, i) {
                     if let Some(r) = f.reg {
-                        for o in &olds {
+                        for o in olds {
                             if r.name.starts_with(&format!("/proc/{o}/")) || r.name == format!("/proc/{o}") {
                                 notes.push(format!(
                                     "files.img entry {i}: file {} names /proc/{o}; paths are not rewritten",
@@ -603,7 +649,11 @@ impl Rewrite {
                 }
             }
         }
-        self.notes.extend(notes);
+        notes
+    }
+
+    /// How many signals are queued in the core images (shared and per-thread queues).
+    fn queued_signals(&self) -> usize {
         let mut queued = 0;
         for name in self.files.keys().filter(|n| n.starts_with("core-")) {
             if let Some(img) = self.img(name) {
@@ -617,17 +667,7 @@ impl Rewrite {
                 }
             }
         }
-        if queued > 0 {
-            self.notes.push(format!(
-                "{queued} queued signal(s) carry their sender's pid inside raw siginfo; not rewritten"
-            ));
-        }
-        self.notes.push(
-            "pids stored inside process memory (pid files, caches of getpid(), tids in pthread structures) are not \
-             rewritten; glibc caches the tid of each thread in its TCB"
-                .into(),
-        );
-        Ok(())
+        queued
     }
 
     /// Move the mapping of `pid` that starts at `old` to `new`: check the move, shift the mapping and the mm
