@@ -53,6 +53,7 @@ pub mod signalfd;
 pub mod timerfd;
 pub mod tty;
 
+pub use set::{bad as set_bad, unsupported as set_unsupported};
 pub use set::{AsAny, DescribeCx, Fd, FileSet, OpenError, OpenFile, RestoreCx, SetError, Task, Tree};
 
 use crate::proc::FdInfo;

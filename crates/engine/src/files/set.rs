@@ -29,7 +29,8 @@ pub enum SetError {
     Unsupported { file: String, pid: i32, what: String },
 }
 
-pub(crate) fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) -> SetError {
+/// A bad entry of the set: `file`, the pid it concerns (0: none), what is wrong.
+pub fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) -> SetError {
     SetError::Bad {
         file: file.into(),
         pid,
@@ -37,7 +38,8 @@ pub(crate) fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) ->
     }
 }
 
-pub(crate) fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> SetError {
+/// An entry cryo cannot restore yet.
+pub fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> SetError {
     SetError::Unsupported {
         file: file.into(),
         pid,

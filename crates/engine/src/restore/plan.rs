@@ -17,14 +17,9 @@ use std::sync::Arc;
 pub enum PlanError {
     #[error(transparent)]
     Image(#[from] cryo_image::ImageError),
+    /// A bad or unsupported entry of the set (files' or the tasks').
     #[error(transparent)]
-    Files(#[from] crate::files::SetError),
-    #[error("{file}: pid {pid}: {what}")]
-    Bad { file: String, pid: i32, what: String },
-    #[error("{file}: {what}")]
-    BadSet { file: String, what: String },
-    #[error("{file}: pid {pid}: {what} is not supported by cryo restore yet")]
-    Unsupported { file: String, pid: i32, what: String },
+    Set(#[from] crate::files::SetError),
     /// A task's state entry (`crate::state`), in the image `file`.
     #[error("{file}: pid {pid}: {source}")]
     State {
@@ -44,19 +39,20 @@ fn at<E: Into<crate::state::StateError>>(file: &str, pid: i32) -> impl FnOnce(E)
 }
 
 fn bad(file: impl Into<String>, pid: i32, what: impl Into<String>) -> PlanError {
-    PlanError::Bad {
-        file: file.into(),
-        pid,
-        what: what.into(),
-    }
+    crate::files::set_bad(file, pid, what).into()
 }
 
 fn unsupported(file: impl Into<String>, pid: i32, what: impl Into<String>) -> PlanError {
-    PlanError::Unsupported {
+    crate::files::set_unsupported(file, pid, what).into()
+}
+
+/// A whole-set problem in `file`.
+fn bad_set(file: impl Into<String>, what: impl Into<String>) -> PlanError {
+    crate::files::SetError::BadSet {
         file: file.into(),
-        pid,
         what: what.into(),
     }
+    .into()
 }
 
 /// CRIU's task states (criu/include/pid.h; crit 3.17's names for 3 and 6
@@ -309,33 +305,27 @@ fn check_set(set: &ImageSet, dir: &std::path::Path) -> Result<(pb::InventoryEntr
         } else {
             String::new()
         };
-        return Err(PlanError::BadSet {
-            file: set.path(&p.file).display().to_string(),
-            what: format!("{}{tail}", p),
-        });
+        return Err(bad_set(set.path(&p.file).display().to_string(), format!("{}{tail}", p)));
     }
     let inv = set.inventory()?;
     if inv.img_version != 2 {
-        return Err(PlanError::BadSet {
-            file: set.path("inventory.img").display().to_string(),
-            what: format!("image version {} (only 2 is known)", inv.img_version),
-        });
+        return Err(bad_set(
+            set.path("inventory.img").display().to_string(),
+            format!("image version {} (only 2 is known)", inv.img_version),
+        ));
     }
     let mut listing: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| PlanError::BadSet {
-            file: dir.display().to_string(),
-            what: e.to_string(),
-        })?
+        .map_err(|e| bad_set(dir.display().to_string(), e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     listing.sort();
     for name in &listing {
         for (prefix, what) in REFUSED_IMAGES {
             if name.starts_with(prefix) {
-                return Err(PlanError::BadSet {
-                    file: set.path(name).display().to_string(),
-                    what: format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
-                });
+                return Err(bad_set(
+                    set.path(name).display().to_string(),
+                    format!("{what} are not supported by cryo restore yet (refused before creating any task)"),
+                ));
             }
         }
     }
@@ -675,12 +665,11 @@ fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64);
         .filter(|n| n.starts_with("timens-") && n.ends_with(".img"))
     {
         if name != "timens-0.img" {
-            return Err(PlanError::BadSet {
-                file: set.path(name).display().to_string(),
-                what: "a time namespace of the dumped tree: namespaces are not restored by cryo yet \
-                       (refused before creating any task)"
-                    .into(),
-            });
+            return Err(bad_set(
+                set.path(name).display().to_string(),
+                "a time namespace of the dumped tree: namespaces are not restored by cryo yet \
+                       (refused before creating any task)",
+            ));
         }
     }
     if !set.has("timens-0.img") {
@@ -689,10 +678,7 @@ fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64);
     let file = set.path("timens-0.img").display().to_string();
     let entries: Vec<pb::TimensEntry> = set.entries("timens-0.img", "TIMENS")?;
     let [e] = entries.as_slice() else {
-        return Err(PlanError::BadSet {
-            file,
-            what: format!("{} entries, expected one", entries.len()),
-        });
+        return Err(bad_set(file, format!("{} entries, expected one", entries.len())));
     };
     let mut clocks = [(0, 0); 2];
     for (i, (clock, t)) in [("monotonic", &e.monotonic), ("boottime", &e.boottime)]
@@ -700,10 +686,10 @@ fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64);
         .enumerate()
     {
         if t.tv_nsec >= 1_000_000_000 || t.tv_sec > i64::MAX as u64 {
-            return Err(PlanError::BadSet {
+            return Err(bad_set(
                 file,
-                what: format!("{clock} clock {}.{:09} is not a valid time", t.tv_sec, t.tv_nsec),
-            });
+                format!("{clock} clock {}.{:09} is not a valid time", t.tv_sec, t.tv_nsec),
+            ));
         }
         clocks[i] = (t.tv_sec, t.tv_nsec);
     }
