@@ -469,7 +469,7 @@ fn refused_notifications_and_options_abort_cleanly() {
                 manage_cgroups: Some(true),
                 ..opts(&d)
             },
-            "criu_opts.manage_cgroups_mode",
+            "criu_opts.manage_cgroups ",
         ),
         (
             pb::CriuOpts {

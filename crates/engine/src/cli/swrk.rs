@@ -482,13 +482,17 @@ fn setup(conn: &Conn, o: &pb::CriuOpts, ty: T) -> Result<Setup, String> {
 /// they do in criu; `Accepted` ones change nothing in cryo's design or are
 /// honoured by the object's own code, as on the command line (criu.rs);
 /// `Common` ones are decided by [`criu::Common::refused`] from their values;
-/// `Refused` ones are refused when set to anything but false/0.
+/// `Refused` ones are refused when set to anything but false/0;
+/// `PtsMaster` (orphan_pts_master: hand the master of a pty whose master
+/// was outside the tree to the client) does nothing on a dump (as in criu;
+/// runc always sets it) and is refused on a restore of images holding ttys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Honoured,
     Accepted,
     Common,
     Refused(&'static str),
+    PtsMaster,
 }
 
 const OPTS: &[(&str, Class)] = {
@@ -549,10 +553,7 @@ const OPTS: &[(&str, Class)] = {
         ("weak_sysctls", Accepted),
         ("lazy_pages", Common),
         ("status_fd", Common),
-        (
-            "orphan_pts_master",
-            Refused("cryo does not hand pty masters to the client"),
-        ),
+        ("orphan_pts_master", PtsMaster),
         ("config_file", Common),
         ("tcp_close", Accepted),
         ("lsm_profile", Common),
@@ -583,12 +584,23 @@ const OPTS: &[(&str, Class)] = {
 };
 
 /// The first option of the request cryo does not honour, as "field: why".
-fn refused(req: &Req) -> Option<String> {
+fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
     let o = req.req.opts.clone().unwrap_or_default();
     for (name, v) in &req.opts_set {
         match OPTS.iter().find(|(n, _)| n == name).map(|(_, c)| *c) {
             Some(Class::Refused(why)) if *v != 0 => {
                 return Some(format!("criu_opts.{name} is not supported by cryo: {why}"));
+            }
+            Some(Class::PtsMaster) if *v != 0 => {
+                let ttys = images
+                    .and_then(|d| std::fs::metadata(d.join("tty-info.img")).ok())
+                    .is_some_and(|m| m.len() > 8);
+                if ttys {
+                    return Some(format!(
+                        "criu_opts.{name} is not supported by cryo: it does not hand pty masters to the client \
+                         (the images hold ttys)"
+                    ));
+                }
             }
             Some(_) => {}
             None => return Some(format!("criu_opts.{name}: not classified by cryo")),
@@ -605,7 +617,9 @@ fn refused(req: &Req) -> Option<String> {
             .manage_cgroups
             .map(|on| if on { "soft" } else { "ignore" }.to_string()));
     let c = criu::Common {
-        config: o.config_file.clone().map(PathBuf::from),
+        // criu reads an RPC config file if it exists (runc always names
+        // /etc/criu/runc.conf): a missing one holds no options.
+        config: o.config_file.clone().map(PathBuf::from).filter(|p| p.exists()),
         manage_cgroups: cg_mode,
         cgroup_root: o.cg_root.iter().map(|c| c.path.clone()).collect(),
         cgroup_yard: o.cgroup_yard.clone(),
@@ -649,11 +663,12 @@ fn refused(req: &Req) -> Option<String> {
         ..Default::default()
     };
     c.refused().map(|r| {
-        let field = RPC_NAMES
-            .iter()
-            .find(|(cli, _)| *cli == r.option)
-            .map(|(_, f)| *f)
-            .unwrap_or(r.option);
+        let field = match RPC_NAMES.iter().find(|(cli, _)| *cli == r.option) {
+            // The older boolean (runc sets it) when the mode is not given.
+            Some(_) if r.option == "--manage-cgroups" && o.manage_cgroups_mode.is_none() => "manage_cgroups",
+            Some((_, f)) => f,
+            None => r.option,
+        };
         format!(
             "criu_opts.{field} (criu {}) is not supported by cryo: {}",
             r.option, r.why
@@ -695,6 +710,12 @@ const RPC_NAMES: &[(&str, &str)] = &[
     ("--unprivileged", "unprivileged"),
 ];
 
+/// The criu_opts fields the client set, in the log.
+fn log_fields(log: &Log, req: &Req) {
+    let set: Vec<String> = req.opts_set.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    log.line(&format!("cryo swrk: criu_opts set: {}", set.join(" ")));
+}
+
 /// A refused request: logged, answered with success = false.
 fn refuse(conn: &Conn, ty: T, log: Option<&Log>, msg: &str, errno: Option<i32>) -> anyhow::Result<bool> {
     if let Some(l) = log {
@@ -719,7 +740,8 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
         Ok(s) => s,
         Err(m) => return refuse(conn, ty, None, &m, Some(EBADRQC)),
     };
-    if let Some(m) = refused(&req) {
+    log_fields(&s.log, &req);
+    if let Some(m) = refused(&req, None) {
         return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC));
     }
     let pid = o.pid.unwrap_or(conn.peer);
@@ -804,7 +826,8 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
         Ok(s) => s,
         Err(m) => return refuse(conn, ty, None, &m, Some(EBADRQC)),
     };
-    if let Some(m) = refused(&req) {
+    log_fields(&s.log, &req);
+    if let Some(m) = refused(&req, Some(&s.dir)) {
         return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC));
     }
     let notify = o.notify_scripts == Some(true);
@@ -938,7 +961,7 @@ mod tests {
                 opts: Some(o),
                 ..Default::default()
             });
-            refused(&parse_req(&b).unwrap())
+            refused(&parse_req(&b).unwrap(), None)
         };
         let base = pb::CriuOpts {
             images_dir_fd: 3,
@@ -973,13 +996,6 @@ mod tests {
                     ..base.clone()
                 },
                 "freeze_cgroup",
-            ),
-            (
-                pb::CriuOpts {
-                    orphan_pts_master: Some(true),
-                    ..base.clone()
-                },
-                "orphan_pts_master",
             ),
             (
                 pb::CriuOpts {
