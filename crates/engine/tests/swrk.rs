@@ -155,6 +155,18 @@ fn version_feature_check_and_check_on_one_socket() {
     let (rc, err) = s.finish();
     assert_eq!(rc, 0, "{err}");
 
+    // WAIT_PID on a pid that is not cryo's child: waitpid's errno.
+    let s = Swrk::start();
+    s.send(&pb::CriuReq {
+        pid: Some(1),
+        ..req(T::WaitPid)
+    });
+    let r = s.recv().unwrap();
+    assert!(r.r#type == T::WaitPid as i32 && !r.success);
+    assert_eq!(r.cr_errno, Some(libc::ECHILD));
+    let (rc, err) = s.finish();
+    assert_eq!(rc, 1, "{err}");
+
     // The command line agrees.
     let out = Command::new(CRYO).arg("--version").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -163,7 +175,14 @@ fn version_feature_check_and_check_on_one_socket() {
     assert!(st.status.success() && String::from_utf8_lossy(&st.stdout).contains("Looks good."));
     let f = |name: &str| {
         Command::new(CRYO)
-            .args(["check", "--no-default-config", "-verbosity=0", "--feature", name])
+            .args([
+                "check",
+                "--no-default-config",
+                "--no-default-config",
+                "-verbosity=0",
+                "--feature",
+                name,
+            ])
             .status()
             .unwrap()
             .code()

@@ -24,9 +24,9 @@ pub struct Args {
     /// criu's --all: the basic checks.
     #[arg(long = "all")]
     pub all: bool,
-    /// Accepted (cryo reads no configuration files).
-    #[arg(long = "no-default-config")]
-    pub no_default_config: bool,
+    /// Accepted (cryo reads no configuration files); zdtm gives it twice.
+    #[arg(long = "no-default-config", action = clap::ArgAction::Count)]
+    pub no_default_config: u8,
     /// Accepted: zdtm's rootless runs pass it; cryo's answers are root's.
     #[arg(long = "unprivileged")]
     pub unprivileged: bool,
