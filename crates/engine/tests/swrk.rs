@@ -560,3 +560,61 @@ fn refused_notifications_and_options_abort_cleanly() {
         }
     }
 }
+
+/// go-criu, the library runc and podman use, as the client (tests/gocriu/main.go, built against
+/// Debian's golang-github-checkpoint-restore-go-criu-dev in GOPATH mode): VERSION, FEATURE_CHECK,
+/// DUMP with leave_running and notifications, a post-dump its Notify refuses (go-criu then closes
+/// the socket), a plain DUMP and a RESTORE with notifications after which the program runs on.
+/// Skipped, saying so, where go or go-criu is not installed.
+#[test]
+fn go_criu_client_dumps_and_restores() {
+    let src = Path::new("/usr/share/gocode/src");
+    let gocriu = src.join("github.com/checkpoint-restore/go-criu");
+    let go_ok = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !go_ok || !gocriu.join("main.go").exists() || !src.join("google.golang.org/protobuf").exists() {
+        eprintln!("SKIPPED: go or go-criu (golang-github-checkpoint-restore-go-criu-dev) is not installed");
+        return;
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocriu");
+    let gopath = tmp.join("gopath");
+    let _ = std::fs::remove_dir_all(&gopath);
+    let link = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(from, to).unwrap();
+    };
+    // The module path is github.com/checkpoint-restore/go-criu/v5.
+    link(&gocriu, &gopath.join("src/github.com/checkpoint-restore/go-criu/v5"));
+    link(
+        &src.join("google.golang.org/protobuf"),
+        &gopath.join("src/google.golang.org/protobuf"),
+    );
+    let bin = tmp.join("gocriu-client");
+    let st = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gocriu"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", &gopath)
+        .env("GOCACHE", tmp.join("cache"))
+        .env("GOFLAGS", "")
+        .status()
+        .unwrap();
+    assert!(st.success(), "go build of tests/gocriu failed");
+    let dir = tmp_dir("swrk-gocriu");
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private"])
+        .arg(&bin)
+        .arg(CRYO)
+        .arg(build_prog("spin"))
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(dir.join("gocriu.log")).unwrap_or_default();
+    assert!(out.status.success() && text.contains("\nok "), "{text}\n{log}");
+}
