@@ -953,6 +953,51 @@ mod tests {
         assert!(e.contains("type"), "{e}");
     }
 
+    /// Random bytes and random damage to a real DUMP request: an error or a
+    /// request, never a panic.
+    #[test]
+    fn damaged_requests_never_panic() {
+        let good = enc(&pb::CriuReq {
+            r#type: T::Dump as i32,
+            opts: Some(pb::CriuOpts {
+                images_dir_fd: 5,
+                log_file: Some("dump.log".into()),
+                ext_mnt: vec![pb::ExtMountMap {
+                    key: "/a".into(),
+                    val: "b".into(),
+                }],
+                ps: Some(pb::CriuPageServerInfo {
+                    address: Some("x".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            features: Some(pb::CriuFeatures::default()),
+            ..Default::default()
+        });
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20000 {
+            let mut b = good.clone();
+            match next() % 3 {
+                0 => {
+                    let i = next() as usize % b.len();
+                    b[i] = next() as u8;
+                }
+                1 => b.truncate(next() as usize % b.len()),
+                _ => b = (0..next() % 40).map(|_| next() as u8).collect(),
+            }
+            if let Ok(r) = parse_req(&b) {
+                let _ = refused(&r, None);
+            }
+        }
+    }
+
     #[test]
     fn refusals_name_the_rpc_field() {
         let req = |o: pb::CriuOpts| {
