@@ -9,6 +9,7 @@ mod cli {
     pub mod criu;
     pub mod dump;
     pub mod restore;
+    pub mod service;
     pub mod swrk;
 }
 
@@ -37,6 +38,8 @@ enum Cmd {
     Check(cli::check::Args),
     /// Serve CRIU's RPC on an inherited SOCK_SEQPACKET socket (as `criu swrk`).
     Swrk(cli::swrk::Args),
+    /// Serve CRIU's RPC on a listening unix socket (as `criu service`).
+    Service(cli::service::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Restore(a) => cli::restore::run(&a),
         Cmd::Check(a) => Ok(cli::check::run(&a)),
         Cmd::Swrk(a) => cli::swrk::run(&a),
+        Cmd::Service(a) => cli::service::run(&a),
     };
     match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -192,6 +192,35 @@ fn version_feature_check_and_check_on_one_socket() {
     assert_eq!(f("no_such_feature"), Some(1));
 }
 
+/// `cryo service`: each connection is a swrk session (VERSION, then CHECK on a second connection).
+#[test]
+fn service_serves_each_connection() {
+    let dir = tmp_dir("swrk-service");
+    let addr = dir.join("criu_service.socket");
+    let mut svc = Command::new(CRYO)
+        .args(["service", "--address"])
+        .arg(&addr)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !addr.exists() {
+        assert!(Instant::now() < deadline, "the service does not listen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for ty in [T::Version, T::Check] {
+        let sk = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        socket::connect(sk.as_raw_fd(), &socket::UnixAddr::new(&addr).unwrap()).unwrap();
+        socket::send(sk.as_raw_fd(), &req(ty).encode_to_vec(), MsgFlags::MSG_NOSIGNAL).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = socket::recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        let r = pb::CriuResp::decode(&buf[..n]).unwrap();
+        assert!(r.success && r.r#type == ty as i32, "{ty:?}: {r:?}");
+    }
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+}
+
 /// Each bad message: cryo answers success = false naming the problem, and exits 1 (not a panic).
 #[test]
 fn bad_messages_get_an_error_reply() {
