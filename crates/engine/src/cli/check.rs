@@ -145,6 +145,13 @@ pub fn feature(name: &str) -> Result<(), String> {
                 no("the kernel lacks CONFIG_CHECKPOINT_RESTORE (TFD_IOC_SET_TICKS)")
             }
         }
+        "loginuid" => {
+            if std::path::Path::new("/proc/self/loginuid").exists() {
+                Ok(())
+            } else {
+                no("the kernel has no /proc/PID/loginuid (CONFIG_AUDITSYSCALL)")
+            }
+        }
         // What criu can do and cryo cannot yet.
         "mem_dirty_track" => no("cryo has no memory tracking (pre-dump, incremental dumps) yet"),
         "uffd" | "uffd-noncoop" | "uffd_wp_async" | "lazy_pages" => no("cryo has no lazy pages yet"),
@@ -165,7 +172,6 @@ pub fn feature(name: &str) -> Result<(), String> {
         "tun" | "net_diag_raw" | "ipv6_freebind" | "sockopt_buf_lock" | "newifindex" | "sk_unix_file"
         | "tcp_half_closed" => no(SK),
         "compat_cr" => no("cryo dumps and restores 64-bit x86 tasks only"),
-        "loginuid" => no("cryo does not restore the audit login uid"),
         _ => Err(format!(
             "unknown feature {name} (criu's names: e.g. mnt_id, mem_dirty_track, uffd)"
         )),
