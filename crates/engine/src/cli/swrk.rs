@@ -845,9 +845,12 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     }
     if notify {
         let c = Arc::clone(conn);
+        let log = s.log.clone();
         r.before_resume = Some(restore::Gate(Arc::new(move |root| {
             c.notify("post-restore", Some(root))?;
+            log.line(&format!("cryo swrk: post-restore (pid {root}): the client said yes"));
             c.notify("pre-resume", None)?;
+            log.line("cryo swrk: pre-resume: the client said yes");
             Ok(())
         })));
     }
