@@ -24,6 +24,12 @@ struct Swrk {
 
 impl Swrk {
     fn start() -> Swrk {
+        Self::start_with(None)
+    }
+
+    /// With `dir` inherited by cryo as fd 900.
+    fn start_with(dir: Option<&std::fs::File>) -> Swrk {
+        let dfd = dir.map(|d| d.as_raw_fd());
         // Both ends close on exec: other test threads fork meanwhile, and
         // our end must not leak into cryo (it would never see us close).
         let (ours, theirs) =
@@ -37,11 +43,16 @@ impl Swrk {
         // SAFETY: between fork and exec only fcntl (async-signal-safe) runs.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                // dup2 clears close-on-exec on the copy.
+                if let Some(d) = dfd {
+                    if libc::dup2(d, 900) != 900 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
             });
         }
         let child = cmd.spawn().unwrap();
@@ -219,6 +230,35 @@ fn service_serves_each_connection() {
     }
     svc.kill().unwrap();
     svc.wait().unwrap();
+}
+
+/// An images directory the client does not hold itself but let cryo inherit (fd 900 in cryo): used,
+/// the log goes there; the dump of a pid that does not exist fails naming it.
+#[test]
+fn an_inherited_images_dir_fd_is_used() {
+    let dir = tmp_dir("swrk-inherited");
+    let d = std::fs::File::open(&dir).unwrap();
+    let s = Swrk::start_with(Some(&d));
+    s.send(&pb::CriuReq {
+        opts: Some(pb::CriuOpts {
+            images_dir_fd: 900,
+            pid: Some(i32::MAX),
+            log_file: Some("inherited.log".into()),
+            ..Default::default()
+        }),
+        ..req(T::Dump)
+    });
+    let r = s.recv().unwrap();
+    assert!(!r.success);
+    let m = r.cr_errmsg.unwrap_or_default();
+    assert!(
+        m.contains(&format!("pid {}", i32::MAX)) && !m.contains("images_dir_fd"),
+        "{m}"
+    );
+    let (rc, _) = s.finish();
+    assert_eq!(rc, 1);
+    let log = std::fs::read_to_string(dir.join("inherited.log")).unwrap();
+    assert!(log.contains("DUMP failed"), "{log}");
 }
 
 /// Each bad message: cryo answers success = false naming the problem, and exits 1 (not a panic).

@@ -421,11 +421,21 @@ impl Log {
 }
 
 /// The client's fd N as a path of ours (the directory it names, checked to
-/// be the same inode as the fd).
+/// be the same inode as the fd): the client's own fd, as criu opens it, or,
+/// when the client has no fd N, one cryo inherited.
 fn client_dir(peer: i32, fd: i32, what: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
-    let link = format!("/proc/{peer}/fd/{fd}");
-    let st = std::fs::metadata(&link).map_err(|e| format!("{what} {fd} of pid {peer}: {e}"))?;
+    let mut link = format!("/proc/{peer}/fd/{fd}");
+    let st = match std::fs::metadata(&link) {
+        Ok(st) => st,
+        // Not the client's: an fd the client let cryo inherit.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            link = format!("/proc/self/fd/{fd}");
+            std::fs::metadata(&link)
+                .map_err(|_| format!("{what} {fd}: neither pid {peer} nor cryo has it open: {e}"))?
+        }
+        Err(e) => return Err(format!("{what} {fd} of pid {peer}: {e}")),
+    };
     if !st.is_dir() {
         return Err(format!("{what} {fd} of pid {peer} is not a directory"));
     }
