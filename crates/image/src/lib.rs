@@ -40,6 +40,14 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
+/// CRIU's RPC (`criu swrk`, proto/rpc/rpc.proto): the request and response types and, in [`rpc::FIELDS`],
+/// the field numbers and wire types of every message (a server refuses fields it does not know).
+#[allow(clippy::all, missing_docs, non_camel_case_types)]
+pub mod rpc {
+    include!(concat!(env!("OUT_DIR"), "/rpc/_.rs"));
+    include!(concat!(env!("OUT_DIR"), "/rpc/fields.rs"));
+}
+
 static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
 /// The descriptor pool of all image definitions (built on first use; tools that handle one image kind

@@ -40,6 +40,30 @@ pub struct DumpOpts {
     pub link_remap: bool,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
+    /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
+    /// see [`Notice`]); an answer of `Err` aborts the dump.
+    pub notify: Option<Notify>,
+}
+
+/// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The tree is frozen, nothing collected yet (criu's query-ext-files).
+    Frozen,
+    /// The whole image set is written (inventory.img last), the tree still
+    /// frozen (criu's post-dump). With a notify the tree stays frozen until
+    /// the answer; `Err` releases it as it was and removes the images.
+    Written,
+}
+
+/// A notification callback: `Err(why)` aborts the dump with [`DumpError::Aborted`].
+#[derive(Clone)]
+pub struct Notify(pub std::sync::Arc<dyn Fn(Notice) -> std::result::Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
 }
 
 /// Stages of a dump reported to a [`Hook`].
@@ -77,6 +101,14 @@ impl DumpOpts {
             ghost_fiemap: true,
             link_remap: false,
             hook: None,
+            notify: None,
+        }
+    }
+
+    fn notice(&self, n: Notice) -> Result<()> {
+        match &self.notify {
+            Some(f) => (f.0)(n).map_err(|why| DumpError::Aborted { at: n, why }),
+            None => Ok(()),
         }
     }
 
@@ -123,6 +155,8 @@ pub enum DumpError {
     Affinity(#[from] crate::state::affinity::AffinityError),
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::SidecarError),
+    #[error("dump aborted at {at:?}: {why}")]
+    Aborted { at: Notice, why: String },
 }
 
 impl DumpError {
@@ -390,10 +424,19 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             // own while the pages are written (the pages are not fsync'd).
             let unfinished = std::mem::take(&mut ctx.unfinished);
             let pending = std::mem::take(&mut ctx.pending);
+            // With a notify the tree stays frozen until the post-dump answer.
+            let hold = ctx.opts.notify.is_some();
+            let mut held = None;
             let (frozen, drained, finished) = std::thread::scope(|s| {
                 // Release the tree as early as the mode allows: pages still
                 // in pipes must be written first when it goes on running.
-                let (frozen, fin, drained) = if ctx.opts.leave_running {
+                let (frozen, fin, drained) = if hold {
+                    let fin = s.spawn(move || finish_images(unfinished));
+                    let drained = drain_pending(pending, DRAIN_THREADS);
+                    ctx.phases.mark("pages written (frozen)");
+                    held = Some(tree);
+                    (frozen_t0.elapsed(), fin, drained)
+                } else if ctx.opts.leave_running {
                     let fin = s.spawn(move || finish_images(unfinished));
                     let drained = drain_pending(pending, DRAIN_THREADS);
                     ctx.phases.mark("pages written (frozen)");
@@ -425,17 +468,34 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             if let Some((_, d)) = ctx.phases.list.iter().find(|(n, _)| n.starts_with("pages written")) {
                 ctx.stats.memwrite_time += d.as_micros() as u32;
             }
-            if let Err(e) = drained.and(finished) {
+            let fail = |ctx: &mut DumpCtx, held: Option<FrozenTree>, e| {
                 ctx.discard();
-                return Err(e);
+                if let Some(t) = held {
+                    let _ = std::fs::remove_file(&inv);
+                    t.release();
+                }
+                Err(e)
+            };
+            if let Err(e) = drained.and(finished) {
+                return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
             if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
-                ctx.discard();
-                return Err(e);
+                return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("inventory");
+            if let Some(tree) = held {
+                if let Err(e) = ctx.opts.notice(Notice::Written) {
+                    return fail(&mut ctx, Some(tree), e);
+                }
+                if ctx.opts.leave_running {
+                    tree.release();
+                } else {
+                    reap_tree(kill_tree(tree));
+                    ctx.phases.mark("tree killed and reaped");
+                }
+            }
             Ok(DumpSummary {
                 processes: nprocs,
                 threads: ctx.threads,
@@ -916,6 +976,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
 
 fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader, locks: Option<&str>) -> Result<()> {
     ctx.opts.stage(Stage::Frozen);
+    ctx.opts.notice(Notice::Frozen)?;
     let mut facts = Vec::new();
     let t = Instant::now();
     for p in &tree.procs {

@@ -68,6 +68,20 @@ pub struct RestoreOpts {
     pub pid_wait: Duration,
     /// How long the tasks may take to reach the barrier.
     pub timeout: Duration,
+    /// Asked with the root's pid once every task is at the barrier, before
+    /// any runs (`cryo swrk`'s post-restore and pre-resume notifications);
+    /// `Err` aborts the restore.
+    pub before_resume: Option<Gate>,
+}
+
+/// A callback that may stop a restore before the tree runs.
+#[derive(Clone)]
+pub struct Gate(pub std::sync::Arc<dyn Fn(i32) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 impl RestoreOpts {
@@ -80,6 +94,7 @@ impl RestoreOpts {
             file_locks: false,
             pid_wait: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
+            before_resume: None,
         }
     }
 }
@@ -125,6 +140,8 @@ pub enum RestoreError {
     Timeout(Duration),
     #[error("{0}")]
     Sys(String),
+    #[error("restore aborted before the tree ran: {0}")]
+    Aborted(String),
     #[error(transparent)]
     Affinity(#[from] crate::state::affinity::AffinityError),
     #[error(transparent)]
@@ -289,6 +306,9 @@ impl RestoreCtx {
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
         for w in crate::state::affinity::apply(&self.sidecar.affinity)? {
             eprintln!("cryo restore: warning: {w}");
+        }
+        if let Some(g) = &self.opts.before_resume {
+            (g.0)(self.root.expect("root")).map_err(RestoreError::Aborted)?;
         }
         if fault() == Some("stall-before-resume") {
             // Fault injection (tests): every task is at the barrier; wait to
