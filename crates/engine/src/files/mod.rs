@@ -1,3 +1,4 @@
+#![allow(clippy::multiple_unsafe_ops_per_block)] // temporary: the fdreg worker moves this unsafe into sys/files.rs
 //! Files: one module per kind of fd (`reg`, `pipe`), a single registry
 //! ([`FD_KINDS`]) consulted for every fd, and the [`FileTable`] that assigns
 //! CRIU's file ids (shared by fds, file mappings, exe, cwd and root) and

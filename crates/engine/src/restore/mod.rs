@@ -30,8 +30,6 @@
 //!   = SIGKILL until it is restored, so the whole tree goes (also when the
 //!   engine itself is SIGKILLed).
 
-#![allow(unsafe_code)]
-
 #[path = "../../../../parasite/src/restorer/abi.rs"]
 pub mod abi;
 mod finish;
@@ -49,7 +47,7 @@ use plan::{FileDesc, Plan, VmaKind};
 use rsys::Forked;
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -138,7 +136,7 @@ fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreErr
 pub struct TaskEnv {
     pub plan: Plan,
     pub blob: &'static Blob,
-    pub ctl: u64,
+    pub ctl: crate::sys::mem::Area,
     pub err_w: RawFd,
     pub fd_pool: HashMap<u32, RawFd>,
     pub map_pool: HashMap<u32, RawFd>,
@@ -301,15 +299,7 @@ impl RestoreCtx {
         }
         let at = layout::find_hole(&busy, layout::PAGE, 0x10_0000, 0x7fe0_0000_0000)
             .ok_or_else(|| prep("control page", "no free address"))?;
-        let ctl = rsys::mmap(
-            at,
-            layout::PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-        .map_err(|e| prep("control page", e))?;
+        let ctl = crate::sys::mem::Area::shared_page(at).map_err(|e| prep("control page", e))?;
 
         // Shared objects, all above every fd number the tasks use.
         let max_fd = plan.max_fd();
@@ -521,9 +511,8 @@ impl RestoreCtx {
 
     /// Move an fd to a number >= base and keep it until the end.
     fn keep(&mut self, fd: OwnedFd, base: RawFd) -> Result<RawFd, RestoreError> {
-        let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(base)).map_err(|e| prep("fd pool", e))?;
-        // SAFETY: fcntl returned a fresh fd we now own.
-        let owned = unsafe { OwnedFd::from_raw_fd(n) };
+        let owned = crate::sys::dup_above(&fd, base).map_err(|e| prep("fd pool", e))?;
+        let n = owned.as_raw_fd();
         self.pool.push(owned);
         Ok(n)
     }
@@ -550,10 +539,8 @@ impl RestoreCtx {
     /// Reap the helpers cryo forked (they exit once every group is joined).
     fn reap_helpers(&mut self) -> Result<(), RestoreError> {
         for pid in std::mem::take(&mut self.helpers) {
-            let mut st = 0;
-            // SAFETY: pid is our child.
-            let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-            if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
                 return Err(self.task_error().unwrap_or(RestoreError::Died {
                     pid,
                     how: "session/group helper failed".into(),
@@ -563,15 +550,14 @@ impl RestoreCtx {
         Ok(())
     }
 
-    fn ctl(&self) -> &RstCtl {
+    fn ctl(&self) -> task::Ctl<'_> {
         let env = self.env.as_ref().expect("prepared");
-        // SAFETY: the control page stays mapped in the engine.
-        unsafe { &*(env.ctl as *const RstCtl) }
+        task::Ctl(&env.ctl)
     }
 
     fn task_error(&self) -> Option<RestoreError> {
         let c = self.ctl();
-        let pid = task::a32(unsafe { &*(&c.err_pid as *const i32 as *const u32) }).load(Ordering::SeqCst) as i32;
+        let pid = c.err_pid().load(Ordering::SeqCst);
         if pid == 0 {
             return None;
         }
@@ -579,13 +565,14 @@ impl RestoreCtx {
         if let Some(r) = &self.err_r {
             let _ = nix::fcntl::fcntl(r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut s = String::new();
-            let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(r.as_raw_fd()) });
-            let _ = f.read_to_string(&mut s);
+            if let Ok(mut f) = r.try_clone().map(std::fs::File::from) {
+                let _ = f.read_to_string(&mut s);
+            }
             if !s.is_empty() {
                 return Some(RestoreError::Task(s.trim_end().to_string()));
             }
         }
-        let stage = match c.err_stage {
+        let stage = match c.err_stage().load(Ordering::SeqCst) {
             STAGE_UNMAP => "unmapping the engine",
             STAGE_REMAP => "moving memory into place",
             STAGE_VDSO => "moving the vdso",
@@ -614,7 +601,7 @@ impl RestoreCtx {
             pid,
             thread,
             stage,
-            err: std::io::Error::from_raw_os_error((-c.err_code) as i32),
+            err: std::io::Error::from_raw_os_error((-c.err_code().load(Ordering::SeqCst)) as i32),
         })
     }
 
@@ -625,7 +612,7 @@ impl RestoreCtx {
         let root = self.root.expect("root");
         loop {
             let c = self.ctl();
-            let ready = task::a32(&c.ready);
+            let ready = c.ready();
             let v = ready.load(Ordering::SeqCst);
             if let Some(e) = self.task_error() {
                 return Err(e);
@@ -695,17 +682,21 @@ impl RestoreCtx {
             .collect();
         files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
-        task::a32(&c.go).store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
-        rsys::futex_wake(task::a32(&c.go));
+        c.go()
+            .store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
+        rsys::futex_wake(c.go());
         if let Some(s) = seized {
             let mut slots = std::collections::HashMap::new();
             for (i, p) in env.plan.procs.iter().enumerate().take(RST_MAX_SLOTS) {
-                // SAFETY: the slot table lies inside the control page, written by the tasks before they got ready.
-                let slot: RstSlot = unsafe {
-                    std::ptr::read_volatile(
-                        (env.ctl as usize + RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as *const RstSlot,
-                    )
-                };
+                // The slot table lies inside the control page, written by the tasks before they got ready.
+                let mut b = [0u8; std::mem::size_of::<RstSlot>()];
+                let at = env.ctl.start() + (RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as u64;
+                let slot: RstSlot = env
+                    .ctl
+                    .read(at, &mut b)
+                    .ok()
+                    .and_then(|()| crate::sys::mem::from_bytes(&b))
+                    .unwrap_or_default();
                 if slot.pid == p.pid {
                     slots.insert(p.pid, slot);
                 }
@@ -718,7 +709,7 @@ impl RestoreCtx {
         }
         let deadline = Instant::now() + self.opts.timeout;
         loop {
-            let done = task::a32(&c.done);
+            let done = c.done();
             let v = done.load(Ordering::SeqCst);
             if v >= want {
                 break;
@@ -742,20 +733,18 @@ impl RestoreCtx {
         self.dead = None;
         if let Some(env) = &self.env {
             let c = self.ctl();
-            task::a32(&c.go).store(GO_ABORT, Ordering::SeqCst);
-            rsys::futex_wake(task::a32(&c.go));
+            c.go().store(GO_ABORT, Ordering::SeqCst);
+            rsys::futex_wake(c.go());
             let _ = env;
         }
         for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
             // Only a child of ours still running is killed: the root is
             // forked by a helper when it has one, and may not exist.
-            let mut st = 0;
-            // SAFETY: waitpid with WNOHANG, then kill + reap our own child.
-            unsafe {
-                if libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut st, 0);
-                }
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            let p = nix::unistd::Pid::from_raw(pid);
+            if let Ok(WaitStatus::StillAlive) = waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(p, None);
             }
         }
         self.pool.clear();
@@ -773,10 +762,8 @@ impl RestoreCtx {
 fn clock_warning(plan: &Plan) -> Option<String> {
     let [(sec, nsec), _] = plan.dumped_clocks?;
     let dumped = Duration::new(sec, nsec as u32);
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let now = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    let (now_s, now_ns) = crate::sys::clock_gettime(libc::CLOCK_MONOTONIC);
+    let now = Duration::new(now_s, now_ns as u32);
     (dumped > now).then(|| {
         format!(
             "{}: the set was dumped at CLOCK_MONOTONIC {:.3} s, it is {:.3} s now: the restored tasks' \
@@ -798,16 +785,12 @@ pub(crate) fn fault() -> Option<&'static str> {
 
 /// How a child exited, if it did (without reaping a live one).
 fn exited(pid: i32) -> Option<String> {
-    let mut st = 0;
-    // SAFETY: waitpid on our own child with WNOHANG.
-    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-    if r == pid {
-        if libc::WIFSIGNALED(st) {
-            return Some(format!("killed by signal {}", libc::WTERMSIG(st)));
-        }
-        return Some(format!("exit status {}", libc::WEXITSTATUS(st)));
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("killed by signal {}", sig as i32)),
+        Ok(WaitStatus::Exited(_, code)) => Some(format!("exit status {code}")),
+        _ => None,
     }
-    None
 }
 
 /// fork with a pid, waiting (bounded) while the pid is still taken. With
@@ -821,7 +804,7 @@ pub(crate) fn fork_retry_flags(pid: i32, wait: Duration, same_parent: bool, flag
     let deadline = Instant::now() + wait;
     loop {
         let r = if same_parent {
-            fork_sibling_with_pid(pid)
+            rsys::fork_sibling_with_pid(pid)
         } else {
             rsys::fork_with_pid_flags(pid, flags)
         };
@@ -847,12 +830,10 @@ impl DeadPids {
         for &pid in pids {
             match fork_retry(pid, wait, false).map_err(|e| prep(format!("stand-in for dead pid {pid}"), e))? {
                 Forked::Child => {
-                    // SAFETY: only async-signal-safe calls in the child of a fork.
-                    unsafe {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        loop {
-                            libc::pause();
-                        }
+                    // Only async-signal-safe calls in the child of a fork.
+                    let _ = rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0);
+                    loop {
+                        nix::unistd::pause();
                     }
                 }
                 Forked::Parent(p) => made.0.push(p),
@@ -865,50 +846,17 @@ impl DeadPids {
 impl Drop for DeadPids {
     fn drop(&mut self) {
         for &pid in &self.0 {
-            let mut st = 0;
-            // SAFETY: pid is our child; st is a valid out-pointer.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut st, 0);
-            }
+            let p = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(p, None);
         }
     }
 }
 
-/// clone3(CLONE_PARENT, set_tid = [pid]): a fork whose child's parent is the
-/// caller's parent (a helper forks the tasks of its session this way).
-fn fork_sibling_with_pid(pid: i32) -> std::io::Result<Forked> {
-    let tid = pid as u64;
-    // struct clone_args up to cgroup: flags, pidfd, child_tid, parent_tid,
-    // exit_signal (0: CLONE_PARENT takes the caller's), stack, stack_size,
-    // tls, set_tid, set_tid_size, cgroup.
-    let args: [u64; 11] = [
-        libc::CLONE_PARENT as u64,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        &tid as *const u64 as u64,
-        1,
-        0,
-    ];
-    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
-    // here with a copy of the address space, as with fork(2).
-    let r = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), std::mem::size_of_val(&args)) };
-    match r {
-        r if r < 0 => Err(std::io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        r => Ok(Forked::Parent(r as i32)),
-    }
-}
-
 fn pid_in_use(pid: i32) -> Option<String> {
-    // SAFETY: signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+    // Signal 0 only checks for existence.
+    let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+    if matches!(r, Ok(()) | Err(nix::errno::Errno::EPERM)) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|s| format!(" by '{}'", s.trim()))
             .unwrap_or_default();
@@ -952,7 +900,7 @@ fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
 /// offsets), since the running one is moved to the dumped place.
 fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreError> {
     let Some(cur) = vdso else { return Ok(false) };
-    let cur_bytes = rsys::peek(cur.start, cur.len() as usize);
+    let cur_bytes = crate::sys::mem::read_self(cur.start, cur.len() as usize).map_err(|e| prep("running vdso", e))?;
     let cur_syms = vdso_symbols(&cur_bytes).map_err(|e| prep("running vdso", e))?;
     let mut jump = false;
     for p in &plan.procs {
@@ -1048,12 +996,12 @@ pub fn restore(opts: RestoreOpts) -> Result<i32, RestoreError> {
     if detach {
         return Ok(0);
     }
-    let mut st = 0;
-    // SAFETY: the root is our child.
-    unsafe { libc::waitpid(r.root, &mut st, 0) };
-    Ok(if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        libc::WEXITSTATUS(st)
-    })
+    Ok(
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(r.root), None) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+            // As the status 0 of a failed waitpid read before.
+            _ => 0,
+        },
+    )
 }

@@ -1,0 +1,301 @@
+//! This process's own memory, outside of Rust's objects: address-space
+//! areas the engine maps for a task it becomes (premapped VMAs, the
+//! restorer's bootstrap, the shared control page), reading raw memory, and
+//! plain-data ABI structs as bytes.
+//!
+//! [`Area`] is the safe seam: its range was reserved fresh from the kernel
+//! (`MAP_FIXED_NOREPLACE`, so nothing of Rust lived there) and is only ever
+//! touched through its methods, which check bounds and copy through the
+//! kernel (`process_vm_readv`/`process_vm_writev` on this process, `pread`),
+//! so no Rust reference into it exists and a page that is not mapped is an
+//! `EFAULT`, not undefined behaviour.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32};
+
+/// A range of this process's address space owned by the engine: reserved
+/// with `MAP_FIXED_NOREPLACE`, mapped only through [`Area::map`], never
+/// unmapped by Rust (the restorer moves or unmaps it, or a child inherits it
+/// through fork). Copies of an `Area` name the same range; every access goes
+/// through the kernel, so they may be used from several threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Area {
+    start: u64,
+    len: u64,
+}
+
+impl Area {
+    /// Reserve `[start, start + len)` as `PROT_NONE` (`MAP_NORESERVE`); fails
+    /// with `EEXIST` if anything is mapped there.
+    pub fn reserve(start: u64, len: u64) -> io::Result<Area> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+        Self::fresh(start, len, libc::PROT_NONE, flags)
+    }
+
+    /// One read-write page of anonymous shared memory at `start` (shared
+    /// with the children forked afterwards); fails if anything is mapped there.
+    pub fn shared_page(start: u64) -> io::Result<Area> {
+        let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+        Self::fresh(start, 4096, libc::PROT_READ | libc::PROT_WRITE, flags)
+    }
+
+    fn fresh(start: u64, len: u64, prot: i32, flags: i32) -> io::Result<Area> {
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping, so no memory
+        // in use is touched; the new range is owned by the returned Area.
+        let p = unsafe { libc::mmap(start as *mut libc::c_void, len as usize, prot, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if p as u64 != start {
+            // A kernel without MAP_FIXED_NOREPLACE takes it as a hint.
+            // SAFETY: the mapping was just made by this call and nothing refers to it.
+            unsafe { libc::munmap(p, len as usize) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok(Area { start, len })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+
+    /// Does `[at, at + len)` lie inside the area?
+    pub fn contains(&self, at: u64, len: u64) -> bool {
+        at >= self.start && at.checked_add(len).is_some_and(|e| e <= self.end())
+    }
+
+    fn check(&self, at: u64, len: u64) -> io::Result<()> {
+        if self.contains(at, len) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{at:#x}+{len:#x} is outside the area {:#x}-{:#x} (engine bug)",
+                self.start,
+                self.end()
+            )))
+        }
+    }
+
+    /// mmap at `[at, at + len)` inside the area (`MAP_FIXED` is added):
+    /// `flags`, `prot`, `fd` and `off` as for mmap(2).
+    pub fn map(&self, at: u64, len: u64, prot: i32, flags: i32, fd: RawFd, off: u64) -> io::Result<()> {
+        self.check(at, len)?;
+        // SAFETY: the range lies inside this area, which no Rust object
+        // refers to (see the type's doc): replacing its pages is harmless.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                len as usize,
+                prot,
+                flags | libc::MAP_FIXED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// madvise(2) on `[at, at + len)` inside the area.
+    pub fn madvise(&self, at: u64, len: u64, advice: i32) -> io::Result<()> {
+        self.check(at, len)?;
+        // SAFETY: the range lies inside this area, which no Rust object refers to.
+        if unsafe { libc::madvise(at as *mut libc::c_void, len as usize, advice) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Copy `data` to `at` (through the kernel: `EFAULT` where nothing
+    /// writable is mapped).
+    pub fn write(&self, at: u64, data: &[u8]) -> io::Result<()> {
+        self.check(at, data.len() as u64)?;
+        copy_self(at, data.as_ptr() as *mut u8, data.len(), true)
+    }
+
+    /// Copy `buf.len()` bytes from `at` (through the kernel).
+    pub fn read(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.check(at, buf.len() as u64)?;
+        copy_self(at, buf.as_mut_ptr(), buf.len(), false)
+    }
+
+    /// pread `len` bytes of `fd` from `off` into `at`: the whole length or an error.
+    pub fn pread(&self, fd: RawFd, at: u64, len: u64, off: u64) -> io::Result<()> {
+        self.check(at, len)?;
+        let mut done = 0u64;
+        while done < len {
+            // SAFETY: the destination lies inside this area, which no Rust
+            // object refers to; the kernel fails with EFAULT where it is not
+            // mapped writable.
+            let r = unsafe {
+                libc::pread(
+                    fd,
+                    (at + done) as *mut libc::c_void,
+                    (len - done) as usize,
+                    (off + done) as libc::off_t,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "pages file is short"));
+            }
+            done += r as u64;
+        }
+        Ok(())
+    }
+
+    fn word<T>(&self, off: usize) -> *const T {
+        let at = self.start + off as u64;
+        assert!(
+            self.contains(at, std::mem::size_of::<T>() as u64) && (at as usize) & (std::mem::align_of::<T>() - 1) == 0,
+            "word at offset {off:#x} outside the area or misaligned"
+        );
+        at as *const T
+    }
+
+    /// The 32-bit word at byte offset `off` of a mapped, writable area, as an
+    /// atomic (panics when outside or misaligned).
+    ///
+    /// Only for an area mapped read-write for as long as the engine code
+    /// runs ([`Area::shared_page`]): the area is never unmapped by Rust.
+    pub fn u32_at(&self, off: usize) -> &AtomicU32 {
+        let p = self.word::<AtomicU32>(off);
+        // SAFETY: in bounds and aligned (checked); the memory is never
+        // unmapped by Rust and only ever accessed atomically or by the kernel.
+        unsafe { &*p }
+    }
+
+    /// [`Area::u32_at`] for an i32.
+    pub fn i32_at(&self, off: usize) -> &AtomicI32 {
+        let p = self.word::<AtomicI32>(off);
+        // SAFETY: as in u32_at.
+        unsafe { &*p }
+    }
+
+    /// [`Area::u32_at`] for an i64.
+    pub fn i64_at(&self, off: usize) -> &AtomicI64 {
+        let p = self.word::<AtomicI64>(off);
+        // SAFETY: as in u32_at.
+        unsafe { &*p }
+    }
+}
+
+/// Copy between this process's memory at `remote` and the local buffer,
+/// through the kernel (`EFAULT` rather than a fault when unmapped).
+fn copy_self(remote: u64, local: *mut u8, len: usize, write: bool) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let liov = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let riov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    let pid = std::process::id() as i32;
+    let r = if write {
+        // SAFETY: liov describes a readable local buffer of `len` bytes; the
+        // kernel checks the remote range (EFAULT).
+        unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) }
+    } else {
+        // SAFETY: liov describes a writable local buffer of `len` bytes.
+        unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) }
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r as usize != len {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(())
+}
+
+/// A copy of `len` bytes of this process's memory at `addr` (the running
+/// kernel's vdso), read through the kernel: `EFAULT` where nothing readable is mapped.
+pub fn read_self(addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; len];
+    copy_self(addr, v.as_mut_ptr(), len, false)?;
+    Ok(v)
+}
+
+/// Plain data: `#[repr(C)]`, every bit pattern valid, no padding bytes
+/// (every hole is an explicit field), so a value can be viewed as bytes and
+/// made from any bytes.
+///
+/// # Safety
+/// Implement only for types meeting all three conditions.
+pub unsafe trait Plain: Copy {}
+
+/// View a slice of plain data as its bytes.
+pub fn as_bytes<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: T is Plain (no padding, so every byte is initialized); the
+    // bytes borrow `v`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// Read a plain value from the first `size_of::<T>()` bytes of `b` (any
+/// alignment); None when `b` is shorter.
+pub fn from_bytes<T: Plain>(b: &[u8]) -> Option<T> {
+    if b.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: b holds at least size_of::<T>() initialized bytes, and every
+    // bit pattern is a valid T (Plain); read_unaligned needs no alignment.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+macro_rules! plain {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: an integer type, or a #[repr(C)] ABI struct of integer fields
+        // and arrays of them whose holes are explicit `_pad` fields (the ABI
+        // modules assert each struct's size).
+        unsafe impl Plain for $t {}
+    )*};
+}
+
+plain!(u8, u16, u32, u64, i32, i64, libc::user_regs_struct);
+
+// The ABI structs shared with the blobs (each with a size assert that leaves no room for padding).
+plain!(
+    crate::restore::abi::RstRange,
+    crate::restore::abi::RstVma,
+    crate::restore::abi::RstCreds,
+    crate::restore::abi::RstSiginfo,
+    crate::restore::abi::RstPosixTimer,
+    crate::restore::abi::RstThread,
+    crate::restore::abi::RstSeccompFilter,
+    crate::restore::abi::RstArgs,
+    crate::restore::abi::RstSlot,
+    crate::parasite::abi::BootArgs,
+    crate::parasite::abi::Range,
+    crate::parasite::abi::Cmd,
+    crate::parasite::abi::Reply,
+    crate::parasite::abi::KSigaction,
+    crate::parasite::abi::Itimerval,
+    crate::parasite::abi::PosixTimer,
+    crate::parasite::abi::Misc,
+    crate::parasite::abi::ThreadMisc,
+);
