@@ -203,26 +203,35 @@ impl Area {
 
 /// Copy between this process's memory at `remote` and the local buffer,
 /// through the kernel (`EFAULT` rather than a fault when unmapped).
+///
+/// `remote` is always the side the kernel accesses as *local* memory
+/// (copy_from_user/copy_to_user, the ordinary fault path), and the Rust
+/// buffer the side it pins: a read-only pin of an anonymous page shared
+/// copy-on-write with another process unshares it (Linux 5.19+), which
+/// would undo the sharing the premap keeps with a parent's pages.
 fn copy_self(remote: u64, local: *mut u8, len: usize, write: bool) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    let liov = libc::iovec {
+    let buf = libc::iovec {
         iov_base: local.cast(),
         iov_len: len,
     };
-    let riov = libc::iovec {
+    let mem = libc::iovec {
         iov_base: remote as *mut libc::c_void,
         iov_len: len,
     };
     let pid = std::process::id() as i32;
     let r = if write {
-        // SAFETY: liov describes a readable local buffer of `len` bytes; the
-        // kernel checks the remote range (EFAULT).
-        unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) }
+        // Into `remote`: copy_to_user from the pinned buffer.
+        // SAFETY: buf describes a readable buffer of `len` bytes (only read);
+        // the kernel checks the area's range (EFAULT).
+        unsafe { libc::process_vm_readv(pid, &mem, 1, &buf, 1, 0) }
     } else {
-        // SAFETY: liov describes a writable local buffer of `len` bytes.
-        unsafe { libc::process_vm_readv(pid, &liov, 1, &riov, 1, 0) }
+        // Out of `remote`: copy_from_user into the pinned buffer.
+        // SAFETY: buf describes a writable buffer of `len` bytes; the kernel
+        // checks the area's range (EFAULT).
+        unsafe { libc::process_vm_writev(pid, &mem, 1, &buf, 1, 0) }
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
