@@ -308,3 +308,61 @@ plain!(
     crate::parasite::abi::Misc,
     crate::parasite::abi::ThreadMisc,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn some_area(len: u64) -> Area {
+        (0..64u64)
+            .find_map(|i| Area::reserve(0x5a00_0000_0000 + i * 0x100_0000, len).ok())
+            .expect("a free range")
+    }
+
+    #[test]
+    fn area_maps_writes_and_reads_inside_only() {
+        let a = some_area(4 * 4096);
+        let at = a.start() + 4096;
+        // Reserved but not mapped yet: EFAULT, not a crash.
+        assert!(a.write(at, b"x").is_err());
+        a.map(
+            at,
+            2 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .unwrap();
+        a.write(at + 10, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        a.read(at + 10, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        // Outside the area: refused before any syscall.
+        assert!(a.write(a.end() - 2, b"abc").is_err());
+        assert!(a
+            .map(
+                a.start() - 4096,
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0
+            )
+            .is_err());
+        a.madvise(at, 4096, libc::MADV_DONTNEED).unwrap();
+        a.read(at + 10, &mut b).unwrap();
+        assert_eq!(b, [0; 5]);
+        // A second reservation over it fails (MAP_FIXED_NOREPLACE).
+        assert!(Area::reserve(a.start(), 4096).is_err());
+    }
+
+    #[test]
+    fn plain_round_trip() {
+        let v = [1u32, 2, 3];
+        let b = as_bytes(&v);
+        assert_eq!(b.len(), 12);
+        assert_eq!(from_bytes::<u32>(&b[4..]), Some(2));
+        assert_eq!(from_bytes::<u64>(&b[8..]), None);
+    }
+}

@@ -43,8 +43,10 @@ pub enum Forked {
 
 /// fork(2) with a chosen pid (clone3 + set_tid in the caller's pid namespace).
 ///
-/// The child is a copy of this (single-threaded) process; it must not return
-/// into code that assumes other threads exist.
+/// The child is a copy of this process with one thread. The restore driver
+/// forks while single-threaded, so the child may run ordinary Rust code; a
+/// caller with other threads must keep its child to async-signal-safe calls
+/// (the kernel cannot check this: nix's `fork` is an `unsafe fn` for it).
 pub fn fork_with_pid(pid: i32) -> io::Result<Forked> {
     fork_with_pid_flags(pid, 0)
 }
@@ -124,9 +126,23 @@ pub fn set_sigmask(mask: u64) {
     };
 }
 
-/// prctl with integer arguments.
+/// prctl with integer arguments: only the operations whose arguments are
+/// all integers (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS,
+/// PR_SET_CHILD_SUBREAPER, PR_SET_THP_DISABLE, PR_SET_NO_NEW_PRIVS); any
+/// other fails with EINVAL.
 pub fn prctl(op: i32, a: u64, b: u64, c: u64, d: u64) -> io::Result<i32> {
-    // SAFETY: integer arguments only (callers never pass pointers here).
+    let ints = [
+        libc::PR_SET_PDEATHSIG,
+        libc::PR_SET_DUMPABLE,
+        libc::PR_SET_KEEPCAPS,
+        libc::PR_SET_CHILD_SUBREAPER,
+        libc::PR_SET_THP_DISABLE,
+        libc::PR_SET_NO_NEW_PRIVS,
+    ];
+    if !ints.contains(&op) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: these operations take integer arguments only.
     Ok(cvt(unsafe { libc::prctl(op, a, b, c, d) } as libc::c_long)? as i32)
 }
 
