@@ -457,15 +457,25 @@ impl Rewrite {
         Ok(())
     }
 
-    /// Move the mapping of `pid` that starts at `old` to `new`.
+    /// Move the mapping of `pid` that starts at `old` to `new`: checked,
+    /// then the mm image, the pagemap (and pages order), then notes on what
+    /// still points at the old place (registers, shared memory, memory words).
     pub fn move_vma(&mut self, pid: u32, old: u64, new: u64) -> Result<()> {
+        let (mut mm, k) = self.move_vma_check(pid, old, new)?;
+        let v = mm.vmas[k];
+        self.move_vma_mm(pid, &mut mm, k, new)?;
+        self.move_vma_pagemap(pid, &v, new)?;
+        self.move_vma_notes(pid, &v)
+    }
+
+    /// The checks of [`Rewrite::move_vma`]: the mm entry of `pid` and the index of its VMA at `old`.
+    fn move_vma_check(&self, pid: u32, old: u64, new: u64) -> Result<(pb::MmEntry, usize)> {
         let bad = |s: String| RewriteError::BadMove(s);
         if !self.pstree().iter().any(|p| p.pid == pid) {
             return Err(bad(format!("pid {pid} is not a process of the set")));
         }
         let mm_name = format!("mm-{pid}.img");
-        let pm_name = format!("pagemap-{pid}.img");
-        let mut mm: pb::MmEntry = self
+        let mm: pb::MmEntry = self
             .img(&mm_name)
             .and_then(|i| typed(i, 0))
             .ok_or_else(|| bad(format!("{mm_name} is missing (a zombie has no memory)")))?;
@@ -507,6 +517,15 @@ impl Rewrite {
                 )));
             }
         }
+        Ok((mm, k))
+    }
+
+    /// The moved VMA and the mm fields and auxv entries that point into it; written back to mm-PID.img.
+    fn move_vma_mm(&mut self, pid: u32, mm: &mut pb::MmEntry, k: usize, new: u64) -> Result<()> {
+        let mm_name = format!("mm-{pid}.img");
+        let v = mm.vmas[k];
+        let (old, len) = (v.start, v.end - v.start);
+        let new_end = new + len;
         let delta = new.wrapping_sub(old);
         let inside = |a: u64| a >= old && a < v.end;
         let inside_end = |a: u64| a > old && a <= v.end;
@@ -565,10 +584,20 @@ impl Rewrite {
             self.changes.push(format!("{mm_name}: shifted {}", fixed.join(", ")));
         }
         let mm_img = self.img_mut(&mm_name).expect("loaded");
-        set_typed(mm_img, 0, &mm)?;
+        set_typed(mm_img, 0, &*mm)?;
 
-        // Pagemap: runs inside the VMA move (split where a run spans into a neighbour), the list is sorted
-        // again, and the pages file is reassembled in the new order.
+        Ok(())
+    }
+
+    /// The pagemap of `pid` after moving `v` to `new`: runs inside the VMA move (split where a run spans
+    /// into a neighbour), the list is sorted again, and the pages file is reassembled in the new order.
+    fn move_vma_pagemap(&mut self, pid: u32, v: &pb::VmaEntry, new: u64) -> Result<()> {
+        let bad = |s: String| RewriteError::BadMove(s);
+        let pm_name = format!("pagemap-{pid}.img");
+        let old = v.start;
+        let delta = new.wrapping_sub(old);
+        let inside = |a: u64| a >= old && a < v.end;
+
         let pm_img = self.img(&pm_name).ok_or_else(|| bad(format!("{pm_name} is missing")))?;
         let head: pb::PagemapHead = typed(pm_img, 0).ok_or_else(|| bad(format!("{pm_name}: no head")))?;
         let mut segs: Vec<(pb::PagemapEntry, Option<u64>)> = Vec::new(); // (run, offset in old pages file)
@@ -643,6 +672,14 @@ impl Rewrite {
         self.changes
             .push(format!("{pm_name}: {moved_pages} page(s) now at the new address"));
 
+        Ok(())
+    }
+
+    /// Notes on what still points at the old place of `v`: registers and other per-thread pointers,
+    /// shared memory, aligned words in the dumped memory.
+    fn move_vma_notes(&mut self, pid: u32, v: &pb::VmaEntry) -> Result<()> {
+        let old = v.start;
+        let inside = |a: u64| a >= old && a < v.end;
         // Registers and other pointers outside memory that still point at the old place.
         let threads = self
             .pstree()
