@@ -16,7 +16,7 @@ use super::plan::{Proc, Vma, VmaKind};
 use super::task::TaskError;
 use super::TaskEnv;
 use crate::sys::mem::Area;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// `MAP_DROPPABLE` (Linux 6.11): a private anonymous mapping whose pages
 /// the kernel may drop under memory pressure.
@@ -274,11 +274,12 @@ fn fill(fd: &std::fs::File, runs: &[cryo_image::PageRun], pre: &Premapped) -> st
             }
         }
         if !pv.inherited {
-            reads.extend(
-                covered
-                    .iter()
-                    .map(|&(s, e, off)| (pv.area, pv.at + (s - v.start), e - s, off)),
-            );
+            reads.extend(covered.iter().map(|&(s, e, off)| Read {
+                area: pv.area,
+                dst: pv.at + (s - v.start),
+                len: e - s,
+                off,
+            }));
             continue;
         }
         let mut at = v.start;
@@ -332,45 +333,76 @@ fn merge_pages(fd: &std::fs::File, area: &Area, addr: u64, len: u64, off: u64) -
     Ok(())
 }
 
-/// Read the pieces, split over up to two threads when there is a lot (the
-/// fault + copy of fresh anonymous memory is CPU-bound).
-/// One piece to read: (area, destination, length, file offset).
-type Read = (Area, u64, u64, u64);
+/// One piece to read from the pages file into a premapped copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Read {
+    area: Area,
+    /// Destination address (inside `area`).
+    dst: u64,
+    len: u64,
+    /// Offset in the pages file.
+    off: u64,
+}
 
-fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
-    let fd = fd.as_raw_fd();
-    const SPLIT_MIN: u64 = 64 << 20;
-    let total: u64 = reads.iter().map(|r| r.1).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
-    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
-        return reads
-            .iter()
-            .try_for_each(|&(area, dst, len, off)| area.pread(fd, dst, len, off));
+impl Read {
+    fn run(&self, fd: RawFd) -> std::io::Result<()> {
+        self.area.pread(fd, self.dst, self.len, self.off)
     }
-    // Cut the list into two halves by bytes (pieces may be split).
+}
+
+/// Below this many bytes the pieces are read by the task alone.
+const SPLIT_MIN: u64 = 64 << 20;
+
+/// The pieces cut into two halves by bytes (pieces may be split), or None
+/// when they total less than [`SPLIT_MIN`] bytes: then no reader thread is
+/// started. (A thread matters beyond speed: glibc's first pthread_create in
+/// a process unblocks SIGCANCEL and SIGSETXID (32, 33) in the calling
+/// thread for good, and the task hands its signal mask on to the restorer,
+/// where every signal must stay blocked.)
+fn split_reads(reads: &[Read]) -> Option<(Vec<Read>, Vec<Read>)> {
+    let total: u64 = reads.iter().map(|r| r.len).sum();
+    if total < SPLIT_MIN {
+        return None;
+    }
     let half = total / 2 / PAGE * PAGE;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut acc = 0u64;
-    for &(area, dst, len, off) in reads {
+    for &r in reads {
         if acc >= half {
-            b.push((area, dst, len, off));
-        } else if acc + len <= half {
-            a.push((area, dst, len, off));
+            b.push(r);
+        } else if acc + r.len <= half {
+            a.push(r);
         } else {
             let k = half - acc;
-            a.push((area, dst, k, off));
-            b.push((area, dst + k, len - k, off + k));
+            a.push(Read { len: k, ..r });
+            b.push(Read {
+                dst: r.dst + k,
+                len: r.len - k,
+                off: r.off + k,
+                ..r
+            });
         }
-        acc += len;
+        acc += r.len;
     }
+    Some((a, b))
+}
+
+/// Read the pieces, split over up to two threads when there is a lot (the
+/// fault + copy of fresh anonymous memory is CPU-bound).
+fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let split = if threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
+        None
+    } else {
+        split_reads(reads)
+    };
+    let Some((a, b)) = split else {
+        return reads.iter().try_for_each(|r| r.run(fd));
+    };
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| {
-            b.iter()
-                .try_for_each(|&(area, dst, len, off)| area.pread(fd, dst, len, off))
-        });
-        let ra = a
-            .iter()
-            .try_for_each(|&(area, dst, len, off)| area.pread(fd, dst, len, off));
+        let h = sc.spawn(|| b.iter().try_for_each(|r| r.run(fd)));
+        let ra = a.iter().try_for_each(|r| r.run(fd));
         let rb = h
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
@@ -381,6 +413,59 @@ fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn some_area() -> Area {
+        (0..64u64)
+            .find_map(|i| Area::reserve(0x5b00_0000_0000 + i * 0x100_0000, PAGE).ok())
+            .expect("a free range")
+    }
+
+    /// The split goes by the pieces' lengths, never by their addresses:
+    /// small reads at high addresses start no reader thread (a thread
+    /// would leave glibc's SIGCANCEL/SIGSETXID unblocked in the task and so
+    /// in its restorer, where a SIGEV_THREAD timer firing during the restore
+    /// is then lost).
+    #[test]
+    fn small_reads_at_high_addresses_are_not_split() {
+        let area = some_area();
+        let reads: Vec<Read> = (0..8u64)
+            .map(|i| Read {
+                area,
+                dst: 0x7f00_0000_0000 + i * 0x10_0000,
+                len: 8 * PAGE,
+                off: i * 8 * PAGE,
+            })
+            .collect();
+        assert_eq!(split_reads(&reads), None);
+    }
+
+    #[test]
+    fn large_reads_are_split_in_halves_by_bytes() {
+        let area = some_area();
+        let big = SPLIT_MIN;
+        let reads = [
+            Read {
+                area,
+                dst: 0x1000_0000,
+                len: big,
+                off: 0,
+            },
+            Read {
+                area,
+                dst: 0x9000_0000,
+                len: 2 * PAGE,
+                off: big,
+            },
+        ];
+        let (a, b) = split_reads(&reads).expect("split");
+        let half = (big + 2 * PAGE) / 2 / PAGE * PAGE;
+        assert_eq!(a.iter().map(|r| r.len).sum::<u64>(), half);
+        assert_eq!(a.iter().chain(&b).map(|r| r.len).sum::<u64>(), big + 2 * PAGE);
+        // The first piece is cut where the halves meet, file offset with it.
+        assert_eq!(b[0].dst, 0x1000_0000 + half);
+        assert_eq!(b[0].off, half);
+        assert_eq!(b[1], reads[1]);
+    }
 
     fn vma(start: u64, end: u64, kind: VmaKind, flags: u32) -> Vma {
         Vma {

@@ -476,6 +476,12 @@ fn run(
     // The error pipe goes away with the fd setup; from here on errors are
     // reported through the control page by the restorer.
     rsys::rseq_unregister();
+    // The restorer runs with every signal blocked (timers it re-creates
+    // fire into pending queues, not into handlers or SIG_IGN). The mask
+    // came from cryo's fork, but glibc's first pthread_create in this task
+    // (a page reader thread for a large restore) unblocks SIGCANCEL and
+    // SIGSETXID (32, 33) for good: block everything again, raw.
+    rsys::block_all_signals();
     // The one unsafe call outside sys/: leaving Rust for the blob.
     #[allow(unsafe_code)]
     // SAFETY: entry, stack and args were built by prepare_memory in the
