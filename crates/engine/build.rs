@@ -26,8 +26,13 @@ fn main() {
         .join("../../parasite")
         .canonicalize()
         .expect("parasite/ crate not found");
-    for p in ["src", "Cargo.toml", "parasite.ld"] {
+    for p in ["src", "Cargo.toml", "Cargo.lock", "parasite.ld"] {
         println!("cargo:rerun-if-changed={}", pdir.join(p).display());
+    }
+    // The blobs' path dependency: the host/blob interface (cryo-abi).
+    let abi = manifest.join("../abi").canonicalize().expect("crates/abi not found");
+    for p in ["src", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", abi.join(p).display());
     }
 
     let mut bins: Vec<String> = fs::read_dir(pdir.join("src/bin"))

@@ -7,7 +7,10 @@
 //!   microseconds);
 //! * `schema.rs`: every message, field and enum as static tables without pointers, with CRIU's custom field
 //!   options (hex, flags, dev, ...), for the fast JSON path and the options of the reflective one;
-//! * `magics.rs`: the magic table from proto/magics.tsv.
+//! * `magics.rs`: the magic table from proto/magics.tsv;
+//! * `rpc/_.rs` and `rpc/fields.rs`: CRIU's RPC messages (proto/rpc/rpc.proto, compiled on their own: they
+//!   are no image) and, for the strict decoding of a request, the field numbers and wire types of every
+//!   RPC message.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::{env, fmt::Write as _, fs, path::PathBuf};
@@ -374,6 +377,8 @@ fn main() {
     cfg.out_dir(&out);
     cfg.compile_fds(fds).expect("prost-build");
 
+    rpc(&proto_dir.join("rpc"), &out.join("rpc"));
+
     // magics.tsv: NAME \t 0xHEX \t message|- \t extra|-
     let tsv_path = proto_dir.join("magics.tsv");
     println!("cargo:rerun-if-changed={}", tsv_path.display());
@@ -408,4 +413,42 @@ fn main() {
     }
     magics.push_str("];\n");
     fs::write(out.join("magics.rs"), magics).unwrap();
+}
+
+/// proto/rpc/rpc.proto: prost types in `OUT/_.rs`, and `OUT/fields.rs`: for each message, its fields as
+/// (number, wire type, name, message type or ""), so that a request can be checked for fields cryo does not know.
+fn rpc(dir: &std::path::Path, out: &std::path::Path) {
+    use prost_types::field_descriptor_proto::Type;
+    println!("cargo:rerun-if-changed={}", dir.join("rpc.proto").display());
+    fs::create_dir_all(out).unwrap();
+    let fds = protox::compile(["rpc.proto"], [dir]).unwrap_or_else(|e| panic!("proto/rpc/rpc.proto: {e:?}"));
+    let mut t = String::from(
+        "/// Generated from proto/rpc/rpc.proto: (message, [(field number, wire type, field name, message\n\
+         /// type or \"\")]).\n\
+         pub static FIELDS: &[(&str, &[(u32, u8, &str, &str)])] = &[\n",
+    );
+    for m in fds.file.iter().flat_map(|f| &f.message_type) {
+        write!(t, "    ({:?}, &[", m.name()).unwrap();
+        for f in &m.field {
+            let wire = match f.r#type() {
+                Type::Double | Type::Fixed64 | Type::Sfixed64 => 1,
+                Type::Float | Type::Fixed32 | Type::Sfixed32 => 5,
+                Type::String | Type::Bytes | Type::Message => 2,
+                Type::Group => 3,
+                _ => 0,
+            };
+            let msg = if f.r#type() == Type::Message {
+                f.type_name().trim_start_matches('.')
+            } else {
+                ""
+            };
+            write!(t, "({}, {wire}, {:?}, {msg:?}), ", f.number(), f.name()).unwrap();
+        }
+        t.push_str("]),\n");
+    }
+    t.push_str("];\n");
+    fs::write(out.join("fields.rs"), t).unwrap();
+    let mut cfg = prost_build::Config::new();
+    cfg.out_dir(out);
+    cfg.compile_fds(fds).expect("prost-build (rpc.proto)");
 }

@@ -1,11 +1,11 @@
 //! Shared low-level code for cryo's injected blobs (`parasite`, `restorer`).
 //!
 //! `#![no_std]`, no allocator, no libc: raw syscalls ([`sys`]), the memory
-//! primitives the compiler expects (`memcpy` & co.), a panic handler that
-//! traps, and the host/blob ABI ([`abi`]), which the engine also compiles.
+//! primitives the compiler expects (`memcpy` & co.) and a panic handler that
+//! traps. The host/blob interface is the `cryo-abi` crate, which the engine
+//! uses too.
 #![no_std]
 
-pub mod abi;
 pub mod sys;
 
 use core::arch::asm;

@@ -35,8 +35,17 @@ pub mod nr {
     pub const FCNTL: usize = 72;
     pub const UMASK: usize = 95;
     pub const GETPPID: usize = 110;
+    pub const SETGROUPS: usize = 116;
+    pub const SETRESUID: usize = 117;
+    pub const SETRESGID: usize = 119;
+    pub const SETFSUID: usize = 122;
+    pub const SETFSGID: usize = 123;
+    pub const CAPSET: usize = 126;
+    pub const RT_SIGQUEUEINFO: usize = 129;
     pub const SIGALTSTACK: usize = 131;
     pub const PERSONALITY: usize = 135;
+    pub const SETPRIORITY: usize = 141;
+    pub const SCHED_SETSCHEDULER: usize = 144;
     pub const MLOCK: usize = 149;
     pub const IO_SETUP: usize = 206;
     pub const IO_SUBMIT: usize = 209;
@@ -52,6 +61,7 @@ pub mod nr {
     pub const TIMER_DELETE: usize = 226;
     pub const EXIT_GROUP: usize = 231;
     pub const TGKILL: usize = 234;
+    pub const SET_ROBUST_LIST: usize = 273;
     pub const VMSPLICE: usize = 278;
     pub const RT_TGSIGQUEUEINFO: usize = 297;
     pub const PRLIMIT64: usize = 302;

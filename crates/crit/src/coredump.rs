@@ -294,8 +294,49 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
     let tc = core.tc.clone().unwrap_or_default();
     let files = FileTable::load(set)?;
 
+    let threads = thread_states(set, &p, &core, &tc, tid)?;
+    let notes = build_notes(set, &p, &core, &tc, &mm, &files, &threads);
+    let mut segs = plan_segments(&mm, &mem);
+    let phnum = 1 + segs.len();
+    if phnum >= 0xffff {
+        return Err(ExploreError::Invalid {
+            file: set.path(&format!("mm-{pid}.img")).display().to_string(),
+            what: format!(
+                "{} mappings: too many for an ELF core without extended numbering",
+                mm.vmas.len()
+            ),
+        });
+    }
+    let notes_off = place_segments(&mut segs, phnum, notes.len());
+
+    let io_err = write_error(out);
+    let (pos, memory_bytes, pages_from_files) = write_atomically(out, |w| {
+        let h = elf_headers(phnum, notes_off, &notes, &segs);
+        w.write_all(&h).map_err(io_err)?;
+        write_memory(w, &segs, h.len() as u64, &mem, &files, out)
+    })?;
+    Ok(CoreSummary {
+        pid,
+        threads: threads.iter().map(|t| t.tid).collect(),
+        segments: segs.len(),
+        memory_bytes,
+        pages_from_files,
+        size: pos,
+    })
+}
+
+/// The register state of every thread of `p` (`core` and `tc` are the main thread's), the thread `tid`
+/// first: gdb makes the first PRSTATUS the current thread.
+fn thread_states(
+    set: &ImageSet,
+    p: &pb::PstreeEntry,
+    core: &pb::CoreEntry,
+    tc: &pb::TaskCoreEntry,
+    tid: u32,
+) -> Result<Vec<ThreadState>> {
+    let pid = p.pid;
     let mut threads = Vec::new();
-    for tid in threads_of(&p) {
+    for tid in threads_of(p) {
         let c = if tid == pid { core.clone() } else { set.core(tid)? };
         let ti = x86_info(set, tid, &c)?.clone();
         let blocked = c
@@ -315,6 +356,21 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
         let main = threads.remove(i);
         threads.insert(0, main);
     }
+    Ok(threads)
+}
+
+/// The PT_NOTE contents, in the kernel's order: for the first thread NT_PRSTATUS, NT_PRPSINFO (credentials
+/// and the first 80 bytes of the arguments), NT_AUXV, NT_FILE, NT_FPREGSET, NT_X86_XSTATE; for every other
+/// thread NT_PRSTATUS, NT_FPREGSET, NT_X86_XSTATE.
+fn build_notes(
+    set: &ImageSet,
+    p: &pb::PstreeEntry,
+    core: &pb::CoreEntry,
+    tc: &pb::TaskCoreEntry,
+    mm: &pb::MmEntry,
+    files: &FileTable,
+    threads: &[ThreadState],
+) -> Vec<u8> {
     let creds = core
         .thread_core
         .as_ref()
@@ -322,7 +378,7 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
         .unwrap_or_default();
     let psargs = set
         .read_memory(
-            pid,
+            p.pid,
             mm.mm_arg_start,
             mm.mm_arg_end.saturating_sub(mm.mm_arg_start).min(80) as usize,
         )
@@ -330,26 +386,29 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
 
     let mut notes = Vec::new();
     for (i, t) in threads.iter().enumerate() {
-        note(&mut notes, "CORE", NT_PRSTATUS, &prstatus(t, &p));
+        note(&mut notes, "CORE", NT_PRSTATUS, &prstatus(t, p));
         if i == 0 {
             note(
                 &mut notes,
                 "CORE",
                 NT_PRPSINFO,
-                &prpsinfo(&p, &tc, creds.uid, creds.gid, &psargs),
+                &prpsinfo(p, tc, creds.uid, creds.gid, &psargs),
             );
-            note(&mut notes, "CORE", NT_AUXV, &auxv(&mm));
-            note(&mut notes, "CORE", NT_FILE, &nt_file(&mm, &files));
+            note(&mut notes, "CORE", NT_AUXV, &auxv(mm));
+            note(&mut notes, "CORE", NT_FILE, &nt_file(mm, files));
         }
         note(&mut notes, "CORE", NT_FPREGSET, &fxsave(&t.fp));
         if let Some(x) = xsave_area(&t.fp) {
             note(&mut notes, "LINUX", NT_X86_XSTATE, &x);
         }
     }
+    notes
+}
 
-    // Segments: one per VMA, its file part from the first to the last dumped page; a VMA whose dumped
-    // pages start high (a stack, a thread stack) gets an empty segment below them, so the core does not
-    // carry megabytes of zeros.
+/// Segments: one per VMA, its file part from the first to the last dumped page; a VMA whose dumped
+/// pages start high (a stack, a thread stack) gets an empty segment below them, so the core does not
+/// carry megabytes of zeros. Offsets are set later by [`place_segments`].
+fn plan_segments<'a>(mm: &'a pb::MmEntry, mem: &Memory) -> Vec<Segment<'a>> {
     let mut segs: Vec<Segment> = Vec::with_capacity(mm.vmas.len() + 8);
     for (vi, v) in mm.vmas.iter().enumerate() {
         let seg = |start, end, filesz| Segment {
@@ -373,147 +432,46 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
             _ => segs.push(seg(v.start, v.end, 0)),
         }
     }
-    let phnum = 1 + segs.len();
-    if phnum >= 0xffff {
-        return Err(ExploreError::Invalid {
-            file: set.path(&format!("mm-{pid}.img")).display().to_string(),
-            what: format!(
-                "{} mappings: too many for an ELF core without extended numbering",
-                mm.vmas.len()
-            ),
-        });
-    }
+    segs
+}
+
+/// Lay the file out: the headers (`phnum` program headers), the notes (`notes_len` bytes), then each
+/// segment's bytes from the next page boundary on. Sets each segment's offset; returns the notes' offset.
+fn place_segments(segs: &mut [Segment], phnum: usize, notes_len: usize) -> u64 {
     let notes_off = EHDR_SIZE + PHDR_SIZE * phnum as u64;
-    let mut off = (notes_off + notes.len() as u64).next_multiple_of(PAGE_SIZE);
-    for s in &mut segs {
+    let mut off = (notes_off + notes_len as u64).next_multiple_of(PAGE_SIZE);
+    for s in segs {
         s.offset = off;
         off += s.filesz;
     }
+    notes_off
+}
 
+/// The error for a failed write of the core file `out`.
+fn write_error(out: &Path) -> impl Fn(std::io::Error) -> ExploreError + Copy + '_ {
+    move |e| ExploreError::Invalid {
+        file: out.display().to_string(),
+        what: format!("cannot write: {e}"),
+    }
+}
+
+/// Create `out` through the temporary name `OUT.tmp`: `write` fills it (buffered); on any error the
+/// temporary is removed, so no half core is left behind, and on success it is renamed to `out`.
+fn write_atomically<T>(out: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<T>) -> Result<T> {
     let tmp = {
         let mut t = out.as_os_str().to_owned();
         t.push(".tmp");
         std::path::PathBuf::from(t)
     };
-    let io_err = |e: std::io::Error| ExploreError::Invalid {
-        file: out.display().to_string(),
-        what: format!("cannot write: {e}"),
-    };
+    let io_err = write_error(out);
     let file = File::create(&tmp).map_err(io_err)?;
-    // Write everything to the temp name; on any error remove it, so no half core is left behind.
-    let result = (|| -> Result<(u64, u64, u64)> {
+    let result = (|| -> Result<T> {
         let mut w = BufWriter::with_capacity(1 << 20, file);
-
-        // ELF header.
-        let mut h = Vec::with_capacity(64);
-        h.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-        h.extend_from_slice(&[0; 8]);
-        put_u16(&mut h, 4); // ET_CORE
-        put_u16(&mut h, 62); // EM_X86_64
-        put_u32(&mut h, 1);
-        put_u64(&mut h, 0); // e_entry
-        put_u64(&mut h, EHDR_SIZE); // e_phoff
-        put_u64(&mut h, 0); // e_shoff
-        put_u32(&mut h, 0);
-        put_u16(&mut h, EHDR_SIZE as u16);
-        put_u16(&mut h, PHDR_SIZE as u16);
-        put_u16(&mut h, phnum as u16);
-        put_u16(&mut h, 64); // e_shentsize
-        put_u16(&mut h, 0);
-        put_u16(&mut h, 0);
-        // Program headers.
-        let phdr = |h: &mut Vec<u8>, ty: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64, align: u64| {
-            put_u32(h, ty);
-            put_u32(h, flags);
-            put_u64(h, off);
-            put_u64(h, vaddr);
-            put_u64(h, 0);
-            put_u64(h, filesz);
-            put_u64(h, memsz);
-            put_u64(h, align);
-        };
-        phdr(&mut h, PT_NOTE, 0, notes_off, 0, notes.len() as u64, 0, 4);
-        for s in &segs {
-            phdr(
-                &mut h,
-                PT_LOAD,
-                pflags(s.prot),
-                s.offset,
-                s.start,
-                s.filesz,
-                s.end - s.start,
-                PAGE_SIZE,
-            );
-        }
-        h.extend_from_slice(&notes);
-        w.write_all(&h).map_err(io_err)?;
-        let mut pos = h.len() as u64;
-
-        let mut memory_bytes = 0;
-        let mut pages_from_files = 0;
-        let mut buf = vec![0u8; 1 << 20];
-        for s in &segs {
-            if s.filesz == 0 {
-                continue;
-            }
-            let zeros = vec![0u8; (s.offset - pos) as usize];
-            w.write_all(&zeros).map_err(io_err)?;
-            pos = s.offset;
-            let mut file: Option<File> = if is_file_backed(s.vma) {
-                // Only the file the dump saw: same size as files.img recorded (when it recorded one).
-                let want = files
-                    .get(s.vma.shmid as u32)
-                    .and_then(|f| f.reg.as_ref())
-                    .and_then(|r| r.size);
-                files
-                    .reg_path(s.vma.shmid as u32)
-                    .and_then(|p| File::open(p).ok())
-                    .filter(|f| want.is_none_or(|w| f.metadata().is_ok_and(|m| m.len() == w)))
-            } else {
-                None
-            };
-            let mut a = s.start;
-            let end = s.start + s.filesz;
-            while a < end {
-                let n = ((end - a) as usize).min(buf.len());
-                let chunk = &mut buf[..n];
-                chunk.fill(0);
-                mem.read_into(a, chunk)?;
-                // Pages the dump does not hold: from the mapped file if we have it.
-                if let Some(f) = file.as_mut() {
-                    let mut pa = a;
-                    while pa < a + n as u64 {
-                        let dumped = mem.is_dumped(pa);
-                        if !dumped {
-                            let i = (pa - a) as usize;
-                            let page = &mut chunk[i..i + PAGE_SIZE as usize];
-                            let foff = s.vma.pgoff + (pa - s.vma.start);
-                            if f.seek(SeekFrom::Start(foff)).is_ok() {
-                                let mut got = 0;
-                                while got < page.len() {
-                                    match f.read(&mut page[got..]) {
-                                        Ok(0) | Err(_) => break,
-                                        Ok(k) => got += k,
-                                    }
-                                }
-                                if got > 0 {
-                                    pages_from_files += 1;
-                                }
-                            }
-                        }
-                        pa += PAGE_SIZE;
-                    }
-                }
-                w.write_all(chunk).map_err(io_err)?;
-                a += n as u64;
-            }
-            pos += s.filesz;
-            memory_bytes += s.filesz;
-        }
+        let v = write(&mut w)?;
         w.flush().map_err(io_err)?;
-        Ok((pos, memory_bytes, pages_from_files))
+        Ok(v)
     })();
-    let (pos, memory_bytes, pages_from_files) = match result {
+    let v = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -521,14 +479,142 @@ pub fn write_core(set: &ImageSet, tid: u32, out: &Path) -> Result<CoreSummary> {
         }
     };
     std::fs::rename(&tmp, out).map_err(io_err)?;
-    Ok(CoreSummary {
-        pid,
-        threads: threads.iter().map(|t| t.tid).collect(),
-        segments: segs.len(),
-        memory_bytes,
-        pages_from_files,
-        size: pos,
-    })
+    Ok(v)
+}
+
+/// The ELF header, the program headers (the PT_NOTE at `notes_off`, then one PT_LOAD per segment) and the
+/// notes: everything before the first segment's bytes.
+fn elf_headers(phnum: usize, notes_off: u64, notes: &[u8], segs: &[Segment]) -> Vec<u8> {
+    // ELF header.
+    let mut h = Vec::with_capacity(64);
+    h.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    h.extend_from_slice(&[0; 8]);
+    put_u16(&mut h, 4); // ET_CORE
+    put_u16(&mut h, 62); // EM_X86_64
+    put_u32(&mut h, 1);
+    put_u64(&mut h, 0); // e_entry
+    put_u64(&mut h, EHDR_SIZE); // e_phoff
+    put_u64(&mut h, 0); // e_shoff
+    put_u32(&mut h, 0);
+    put_u16(&mut h, EHDR_SIZE as u16);
+    put_u16(&mut h, PHDR_SIZE as u16);
+    put_u16(&mut h, phnum as u16);
+    put_u16(&mut h, 64); // e_shentsize
+    put_u16(&mut h, 0);
+    put_u16(&mut h, 0);
+    // Program headers.
+    let phdr = |h: &mut Vec<u8>, ty: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64, align: u64| {
+        put_u32(h, ty);
+        put_u32(h, flags);
+        put_u64(h, off);
+        put_u64(h, vaddr);
+        put_u64(h, 0);
+        put_u64(h, filesz);
+        put_u64(h, memsz);
+        put_u64(h, align);
+    };
+    phdr(&mut h, PT_NOTE, 0, notes_off, 0, notes.len() as u64, 0, 4);
+    for s in segs {
+        phdr(
+            &mut h,
+            PT_LOAD,
+            pflags(s.prot),
+            s.offset,
+            s.start,
+            s.filesz,
+            s.end - s.start,
+            PAGE_SIZE,
+        );
+    }
+    h.extend_from_slice(notes);
+    h
+}
+
+/// Write each segment's file part at its offset (zeros in between), the file being at `pos` already.
+/// Returns the final position, the memory bytes written and the pages taken from mapped files.
+fn write_memory(
+    w: &mut impl Write,
+    segs: &[Segment],
+    mut pos: u64,
+    mem: &Memory,
+    files: &FileTable,
+    out: &Path,
+) -> Result<(u64, u64, u64)> {
+    let io_err = write_error(out);
+    let mut memory_bytes = 0;
+    let mut pages_from_files = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    for s in segs {
+        if s.filesz == 0 {
+            continue;
+        }
+        let zeros = vec![0u8; (s.offset - pos) as usize];
+        w.write_all(&zeros).map_err(io_err)?;
+        pos = s.offset;
+        let mut file = mapped_file(s.vma, files);
+        let mut a = s.start;
+        let end = s.start + s.filesz;
+        while a < end {
+            let n = ((end - a) as usize).min(buf.len());
+            let chunk = &mut buf[..n];
+            chunk.fill(0);
+            mem.read_into(a, chunk)?;
+            // Pages the dump does not hold: from the mapped file if we have it.
+            if let Some(f) = file.as_mut() {
+                pages_from_files += fill_from_file(f, s.vma, a, chunk, mem);
+            }
+            w.write_all(chunk).map_err(io_err)?;
+            a += n as u64;
+        }
+        pos += s.filesz;
+        memory_bytes += s.filesz;
+    }
+    Ok((pos, memory_bytes, pages_from_files))
+}
+
+/// The file mapped by `vma`, open, when it is file backed and the file here is the one the dump saw:
+/// same size as files.img recorded (when it recorded one).
+fn mapped_file(vma: &pb::VmaEntry, files: &FileTable) -> Option<File> {
+    if !is_file_backed(vma) {
+        return None;
+    }
+    let want = files
+        .get(vma.shmid as u32)
+        .and_then(|f| f.reg.as_ref())
+        .and_then(|r| r.size);
+    files
+        .reg_path(vma.shmid as u32)
+        .and_then(|p| File::open(p).ok())
+        .filter(|f| want.is_none_or(|w| f.metadata().is_ok_and(|m| m.len() == w)))
+}
+
+/// Fill the pages of `chunk` (memory of `vma` from address `a` on) that the dump does not hold from the
+/// mapped file `f`. Returns how many pages got bytes from the file.
+fn fill_from_file(f: &mut File, vma: &pb::VmaEntry, a: u64, chunk: &mut [u8], mem: &Memory) -> u64 {
+    let mut pages = 0;
+    let mut pa = a;
+    while pa < a + chunk.len() as u64 {
+        let dumped = mem.is_dumped(pa);
+        if !dumped {
+            let i = (pa - a) as usize;
+            let page = &mut chunk[i..i + PAGE_SIZE as usize];
+            let foff = vma.pgoff + (pa - vma.start);
+            if f.seek(SeekFrom::Start(foff)).is_ok() {
+                let mut got = 0;
+                while got < page.len() {
+                    match f.read(&mut page[got..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => got += k,
+                    }
+                }
+                if got > 0 {
+                    pages += 1;
+                }
+            }
+        }
+        pa += PAGE_SIZE;
+    }
+    pages
 }
 
 #[cfg(test)]

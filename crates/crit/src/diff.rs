@@ -705,6 +705,8 @@ fn diff_thread(tid: u32, a: &Json, b: &Json) -> ThreadDiff {
     t
 }
 
+/// Compare process `pa` of A with `pbe` of B (paired by `m`; `pids` translates A's ids into B's): its
+/// pstree fields, threads, task and thread state, mappings, mm fields and memory, then its fds.
 fn diff_process(
     a: &Side,
     b: &Side,
@@ -720,7 +722,19 @@ fn diff_process(
         comm: b.comm(pid_b),
         ..Default::default()
     };
-    // Ids of A translated into B's numbering (identity when matching by pid).
+    diff_pstree_fields(&mut d, pa, pbe, pids);
+    let pairs = pair_threads(&mut d, pa, pbe, m);
+    diff_cores(&mut d, a, b, &pairs);
+    if a.set.has(&format!("mm-{pid}.img")) && b.set.has(&format!("mm-{pid_b}.img")) {
+        diff_mm(&mut d, a, b)?;
+    }
+    diff_fds(&mut d, a, b);
+    Ok(d)
+}
+
+/// The pstree fields (ppid, pgid, sid) that differ once A's ids are translated by `pids` (identity when
+/// matching by pid), into `d.task`.
+fn diff_pstree_fields(d: &mut ProcDiff, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry, pids: &HashMap<u32, u32>) {
     let tr = |x: u32| pids.get(&x).copied().unwrap_or(x);
     for (name, x, y) in [
         ("ppid", pa.ppid, pbe.ppid),
@@ -735,8 +749,12 @@ fn diff_process(
             });
         }
     }
-    // Threads: by tid, or by position in the thread list.
-    let pairs: Vec<(u32, u32)> = match m {
+}
+
+/// Pair the threads of the two processes by tid, or by position in the thread list; the unpaired ones go
+/// to `d.threads_added` / `d.threads_gone`. Returns the pairs (tid in A, tid in B).
+fn pair_threads(d: &mut ProcDiff, pa: &pb::PstreeEntry, pbe: &pb::PstreeEntry, m: Match) -> Vec<(u32, u32)> {
+    match m {
         Match::Pid => {
             let ta: BTreeSet<u32> = pa.threads.iter().copied().collect();
             let tb: BTreeSet<u32> = pbe.threads.iter().copied().collect();
@@ -754,10 +772,13 @@ fn diff_process(
                 .zip(pbe.threads[..n].iter().copied())
                 .collect()
         }
-    };
+    }
+}
 
-    // Task-wide state (tc) and threads.
-    let (ca, cb) = (a.core(pid), b.core(pid_b));
+/// Task-wide state (the core's tc, into `d.task`) and the state of each thread pair that differs (into
+/// `d.threads`).
+fn diff_cores(d: &mut ProcDiff, a: &Side, b: &Side, pairs: &[(u32, u32)]) {
+    let (ca, cb) = (a.core(d.pid), b.core(d.pid_b));
     if let (Some((_, ja)), Some((_, jb))) = (&ca, &cb) {
         json_changes(
             "tc",
@@ -766,7 +787,7 @@ fn diff_process(
             &mut d.task,
         );
     }
-    for (ta, tb) in pairs {
+    for &(ta, tb) in pairs {
         let (Some((_, ja)), Some((_, jb))) = (a.core(ta), b.core(tb)) else {
             continue;
         };
@@ -776,51 +797,63 @@ fn diff_process(
             d.threads.push(t);
         }
     }
+}
 
-    if a.set.has(&format!("mm-{pid}.img")) && b.set.has(&format!("mm-{pid_b}.img")) {
-        let (mma, mmb) = (a.set.mm(pid)?, b.set.mm(pid_b)?);
-        let va: BTreeMap<u64, &pb::VmaEntry> = mma.vmas.iter().map(|v| (v.start, v)).collect();
-        let vb: BTreeMap<u64, &pb::VmaEntry> = mmb.vmas.iter().map(|v| (v.start, v)).collect();
-        for (s, v) in &va {
-            match vb.get(s) {
-                None => d.mappings_removed.push(a.mapping(v, &mma)),
-                Some(w) => {
-                    let (ma, mb) = (a.mapping(v, &mma), b.mapping(w, &mmb));
-                    let fields = mapping_fields(v, w, &ma, &mb);
-                    if !fields.is_empty() {
-                        d.mappings_changed.push(MappingChange {
-                            start: *s,
-                            old: ma,
-                            new: mb,
-                            fields,
-                        });
-                    }
+/// Mappings (by start address), the other mm fields and the memory of a process both sides have an mm
+/// image for.
+fn diff_mm(d: &mut ProcDiff, a: &Side, b: &Side) -> Result<()> {
+    let (pid, pid_b) = (d.pid, d.pid_b);
+    let (mma, mmb) = (a.set.mm(pid)?, b.set.mm(pid_b)?);
+    diff_mappings(d, a, b, &mma, &mmb);
+    // The other mm fields, as JSON (hex where crit prints hex).
+    let mm_json = |set: &ImageSet, pid: u32| -> Result<Json> {
+        let img = set.image(&format!("mm-{pid}.img"))?;
+        let mut j = img
+            .entries
+            .first()
+            .map(|e| Json::Object(json::message_to_json(&e.msg, true, false)))
+            .unwrap_or(Json::Null);
+        if let Some(o) = j.as_object_mut() {
+            o.remove("vmas");
+        }
+        Ok(j)
+    };
+    json_changes("", &mm_json(a.set, pid)?, &mm_json(b.set, pid_b)?, &mut d.mm);
+    d.memory = compare_pages(PageReader::new(a.set, pid)?, PageReader::new(b.set, pid_b)?)?;
+    Ok(())
+}
+
+/// Mappings removed, changed (same start, other fields) and added, matched by start address.
+fn diff_mappings(d: &mut ProcDiff, a: &Side, b: &Side, mma: &pb::MmEntry, mmb: &pb::MmEntry) {
+    let va: BTreeMap<u64, &pb::VmaEntry> = mma.vmas.iter().map(|v| (v.start, v)).collect();
+    let vb: BTreeMap<u64, &pb::VmaEntry> = mmb.vmas.iter().map(|v| (v.start, v)).collect();
+    for (s, v) in &va {
+        match vb.get(s) {
+            None => d.mappings_removed.push(a.mapping(v, mma)),
+            Some(w) => {
+                let (ma, mb) = (a.mapping(v, mma), b.mapping(w, mmb));
+                let fields = mapping_fields(v, w, &ma, &mb);
+                if !fields.is_empty() {
+                    d.mappings_changed.push(MappingChange {
+                        start: *s,
+                        old: ma,
+                        new: mb,
+                        fields,
+                    });
                 }
             }
         }
-        for (s, w) in &vb {
-            if !va.contains_key(s) {
-                d.mappings_added.push(b.mapping(w, &mmb));
-            }
-        }
-        // The other mm fields, as JSON (hex where crit prints hex).
-        let mm_json = |set: &ImageSet, pid: u32| -> Result<Json> {
-            let img = set.image(&format!("mm-{pid}.img"))?;
-            let mut j = img
-                .entries
-                .first()
-                .map(|e| Json::Object(json::message_to_json(&e.msg, true, false)))
-                .unwrap_or(Json::Null);
-            if let Some(o) = j.as_object_mut() {
-                o.remove("vmas");
-            }
-            Ok(j)
-        };
-        json_changes("", &mm_json(a.set, pid)?, &mm_json(b.set, pid_b)?, &mut d.mm);
-        d.memory = compare_pages(PageReader::new(a.set, pid)?, PageReader::new(b.set, pid_b)?)?;
     }
+    for (s, w) in &vb {
+        if !va.contains_key(s) {
+            d.mappings_added.push(b.mapping(w, mmb));
+        }
+    }
+}
 
-    let (fa, fb) = (a.fds(pid), b.fds(pid_b));
+/// Fds removed, changed (with a diff of their file entries) and added, matched by number.
+fn diff_fds(d: &mut ProcDiff, a: &Side, b: &Side) {
+    let (fa, fb) = (a.fds(d.pid), b.fds(d.pid_b));
     for (n, (fd, ja)) in &fa {
         match fb.get(n) {
             None => d.fds_removed.push(fd.clone()),
@@ -841,7 +874,6 @@ fn diff_process(
             d.fds_added.push(fd.clone());
         }
     }
-    Ok(d)
 }
 
 /// How processes (and their threads) of the two sets are paired.

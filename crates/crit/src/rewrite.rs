@@ -225,6 +225,179 @@ fn set_typed<M: Message>(img: &mut Image, i: usize, m: &M) -> Result<()> {
     Ok(())
 }
 
+/// A checked `--move-vma`: the mapping `vma` (index `k` in the mm's list) of `pid` goes from `old` to `new`.
+#[derive(Debug, Clone, Copy)]
+struct VmaMove {
+    pid: u32,
+    k: usize,
+    /// The mapping as it was.
+    vma: pb::VmaEntry,
+    old: u64,
+    new: u64,
+    new_end: u64,
+}
+
+impl VmaMove {
+    /// End of the old range.
+    fn end(&self) -> u64 {
+        self.vma.end
+    }
+
+    /// `a` is an address in the old range.
+    fn inside(&self, a: u64) -> bool {
+        a >= self.old && a < self.vma.end
+    }
+
+    /// `a` is an end (exclusive bound) in the old range.
+    fn inside_end(&self, a: u64) -> bool {
+        a > self.old && a <= self.vma.end
+    }
+
+    /// Where the address `a` of the old range lands.
+    fn shifted(&self, a: u64) -> u64 {
+        a.wrapping_add(self.new.wrapping_sub(self.old))
+    }
+}
+
+/// Shift the mm fields and the pointer-valued auxv entries of `mm` that point into the moved range; returns
+/// the names of the shifted fields (each once).
+fn shift_mm_pointers(mm: &mut pb::MmEntry, mv: &VmaMove) -> Vec<&'static str> {
+    let mut fixed = Vec::new();
+    macro_rules! fix {
+        ($f:ident, $test:ident) => {
+            if mv.$test(mm.$f) {
+                mm.$f = mv.shifted(mm.$f);
+                fixed.push(stringify!($f));
+            }
+        };
+    }
+    fix!(mm_start_code, inside);
+    fix!(mm_end_code, inside_end);
+    fix!(mm_start_data, inside);
+    fix!(mm_end_data, inside_end);
+    fix!(mm_start_stack, inside);
+    fix!(mm_start_brk, inside);
+    fix!(mm_brk, inside_end);
+    fix!(mm_arg_start, inside);
+    fix!(mm_arg_end, inside_end);
+    fix!(mm_env_start, inside);
+    fix!(mm_env_end, inside_end);
+    // Pointer-valued auxv entries: AT_PHDR, AT_BASE, AT_ENTRY, AT_PLATFORM, AT_BASE_PLATFORM, AT_RANDOM,
+    // AT_EXECFN, AT_SYSINFO_EHDR.
+    const AUXV_PTRS: &[u64] = &[3, 7, 9, 15, 24, 25, 31, 33];
+    for pair in mm.mm_saved_auxv.chunks_mut(2) {
+        if let [key, val] = pair {
+            if AUXV_PTRS.contains(key) && mv.inside(*val) {
+                *val = mv.shifted(*val);
+                fixed.push("mm_saved_auxv");
+            }
+        }
+    }
+    fixed.dedup();
+    fixed
+}
+
+/// A pagemap run after the move, with its offset in the old pages file (`None`: it has no pages there).
+type Piece = (pb::PagemapEntry, Option<u64>);
+
+/// The runs of the pagemap image `pm_img` (named `pm_name`) cut at the bounds of the moved range, the pieces
+/// inside it at their new address, sorted by address, each with its offset in the old pages file (`None` for
+/// a run without pages there); and how many pages moved. Pages kept in the parent dump cannot move.
+fn cut_runs(pm_img: &Image, pm_name: &str, mv: &VmaMove) -> Result<(Vec<Piece>, u64)> {
+    let bad = |s: String| RewriteError::BadMove(s);
+    let (old, end_old) = (mv.old, mv.end());
+    let mut segs: Vec<Piece> = Vec::new();
+    let mut off = 0u64;
+    let mut moved_pages = 0u64;
+    for i in 1..pm_img.entries.len() {
+        let e: pb::PagemapEntry = typed(pm_img, i).ok_or_else(|| bad(format!("{pm_name}: entry {i}")))?;
+        let nr = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
+        let flags = e.flags.unwrap_or(PE_PRESENT);
+        let present = flags & PE_PRESENT != 0;
+        let end = e.vaddr + nr * PAGE_SIZE;
+        // Cut at the VMA's bounds.
+        let mut cuts = vec![e.vaddr];
+        for b in [old, end_old] {
+            if b > e.vaddr && b < end {
+                cuts.push(b);
+            }
+        }
+        cuts.push(end);
+        for w in cuts.windows(2) {
+            let (s, t) = (w[0], w[1]);
+            let mut piece = e;
+            piece.vaddr = s;
+            let n = (t - s) / PAGE_SIZE;
+            if e.nr_pages.is_some() {
+                piece.nr_pages = Some(n);
+            } else {
+                piece.compat_nr_pages = n as u32;
+            }
+            let o = present.then(|| off + (s - e.vaddr));
+            if mv.inside(s) {
+                if flags & PE_PARENT != 0 {
+                    return Err(bad(format!(
+                        "pages of {old:#x} are in the parent dump; move the mapping there first"
+                    )));
+                }
+                piece.vaddr = mv.shifted(s);
+                moved_pages += n;
+            }
+            segs.push((piece, o));
+        }
+        if present {
+            off += nr * PAGE_SIZE;
+        }
+    }
+    segs.sort_by_key(|(e, _)| e.vaddr);
+    Ok((segs, moved_pages))
+}
+
+/// The registers and other pointers of thread core `c` (outside memory) that point into the moved range,
+/// as `name=value` (signal handlers as a count).
+fn thread_pointers(c: &pb::CoreEntry, mv: &VmaMove) -> Vec<String> {
+    let inside = |a: u64| mv.inside(a);
+    let mut hits = Vec::new();
+    if let Some(ti) = &c.thread_info {
+        let g = &ti.gpregs;
+        for r in cryo_image::x86::GP_REGS.iter().filter(|r| r.addr) {
+            let (n, val) = (r.field, (r.get)(g));
+            if inside(val) {
+                hits.push(format!("{n}={val:#x}"));
+            }
+        }
+        if inside(ti.clear_tid_addr) {
+            hits.push(format!("clear_tid_addr={:#x}", ti.clear_tid_addr));
+        }
+    }
+    if let Some(tc) = &c.thread_core {
+        if inside(tc.futex_rla) {
+            hits.push(format!("futex_rla={:#x}", tc.futex_rla));
+        }
+        if let Some(r) = &tc.rseq_entry {
+            if inside(r.rseq_abi_pointer) {
+                hits.push(format!("rseq={:#x}", r.rseq_abi_pointer));
+            }
+        }
+        if let Some(s) = &tc.sas {
+            if inside(s.ss_sp) {
+                hits.push(format!("sigaltstack={:#x}", s.ss_sp));
+            }
+        }
+    }
+    if let Some(tc) = &c.tc {
+        let n = tc
+            .sigactions
+            .iter()
+            .filter(|s| inside(s.sigaction) || inside(s.restorer))
+            .count();
+        if n > 0 {
+            hits.push(format!("{n} signal handler(s)"));
+        }
+    }
+    hits
+}
+
 impl Rewrite {
     /// Load `dir`. The set must pass `crit check` first: rewriting a broken set would only hide problems.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -298,8 +471,22 @@ impl Rewrite {
             .unwrap_or_default()
     }
 
-    /// Renumber processes and threads everywhere they appear.
+    /// Renumber processes and threads everywhere they appear: check the map, renumber the pid values inside
+    /// the images, rename the per-pid images, renumber cryo's sidecar, then note what is left unchanged.
     pub fn map_pids(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
+        self.check_pid_map(map)?;
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        self.renumber_values(map, &names);
+        self.rename_per_pid(map, &names)?;
+        self.renumber_sidecar(map)?;
+        self.note_unmapped_pids(map);
+        Ok(())
+    }
+
+    /// Refuse a map the set cannot take: an incremental dump, an old id that is no process, thread, group or
+    /// session of the set, two olds with one new, a new id clashing with an id that stays. Notes the ids that
+    /// are only a group or session here.
+    fn check_pid_map(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
         let tree = self.pstree();
         if self.files.contains_key("parent") {
             return Err(RewriteError::BadMap(
@@ -342,10 +529,12 @@ impl Rewrite {
                 )));
             }
         }
+        Ok(())
+    }
 
-        // Values inside every image.
-        let names: Vec<String> = self.files.keys().cloned().collect();
-        for name in &names {
+    /// Renumber the pid values inside every image of `names` (entries and their extra messages).
+    fn renumber_values(&mut self, map: &BTreeMap<u32, u32>, names: &[String]) {
+        for name in names {
             let Some(Out::Img { img, changed, .. }) = self.files.get_mut(name) else {
                 continue;
             };
@@ -363,9 +552,12 @@ impl Rewrite {
                 self.changes.push(format!("{name}: {n} pid value(s) renumbered"));
             }
         }
-        // Per-pid file names.
+    }
+
+    /// Rename the per-pid images of `names` (`core-PID.img`, ...) whose pid is mapped to another.
+    fn rename_per_pid(&mut self, map: &BTreeMap<u32, u32>, names: &[String]) -> Result<()> {
         let mut renamed = BTreeMap::new();
-        for name in &names {
+        for name in names {
             if let Some((prefix, pid)) = split_per_pid(name) {
                 if let Some(&new) = map.get(&pid) {
                     if new != pid {
@@ -385,8 +577,12 @@ impl Rewrite {
                 return Err(RewriteError::BadMap(format!("two images would be named {new}")));
             }
         }
-        // cryo's sidecar: its affinity keys are tids (either file name; it is written back as version 2
-        // under the name it had).
+        Ok(())
+    }
+
+    /// cryo's sidecar: its affinity keys are tids (either file name; it is written back as version 2
+    /// under the name it had).
+    fn renumber_sidecar(&mut self, map: &BTreeMap<u32, u32>) -> Result<()> {
         for name in [sidecar::FILE, sidecar::LEGACY_FILE] {
             let src = match self.files.get(name) {
                 Some(Out::Copy(src)) => src.clone(),
@@ -405,14 +601,37 @@ impl Rewrite {
                 self.changes.push(format!("{name}: {n} thread id(s) renumbered"));
             }
         }
-        // What cannot be fixed.
+        Ok(())
+    }
+
+    /// What cannot be fixed: /proc paths naming a renumbered pid and netlink sockets in files.img, queued
+    /// signals (their siginfo holds the sender's pid), pids inside process memory.
+    fn note_unmapped_pids(&mut self, map: &BTreeMap<u32, u32>) {
         let olds: Vec<u32> = map.iter().filter(|(o, n)| o != n).map(|(o, _)| *o).collect();
+        let notes = self.file_notes(&olds);
+        self.notes.extend(notes);
+        let queued = self.queued_signals();
+        if queued > 0 {
+            self.notes.push(format!(
+                "{queued} queued signal(s) carry their sender's pid inside raw siginfo; not rewritten"
+            ));
+        }
+        self.notes.push(
+            "pids stored inside process memory (pid files, caches of getpid(), tids in pthread structures) are not \
+             rewritten; glibc caches the tid of each thread in its TCB"
+                .into(),
+        );
+    }
+
+    /// Notes for the files.img entries holding a pid that is not rewritten: regular files under
+    /// `/proc/OLD` for each pid of `olds`, and netlink sockets.
+    fn file_notes(&self, olds: &[u32]) -> Vec<String> {
         let mut notes = Vec::new();
         if let Some(img) = self.img("files.img") {
             for i in 0..img.entries.len() {
                 if let Some(f) = typed::<pb::FileEntry>(img, i) {
                     if let Some(r) = f.reg {
-                        for o in &olds {
+                        for o in olds {
                             if r.name.starts_with(&format!("/proc/{o}/")) || r.name == format!("/proc/{o}") {
                                 notes.push(format!(
                                     "files.img entry {i}: file {} names /proc/{o}; paths are not rewritten",
@@ -430,7 +649,11 @@ impl Rewrite {
                 }
             }
         }
-        self.notes.extend(notes);
+        notes
+    }
+
+    /// How many signals are queued in the core images (shared and per-thread queues).
+    fn queued_signals(&self) -> usize {
         let mut queued = 0;
         for name in self.files.keys().filter(|n| n.starts_with("core-")) {
             if let Some(img) = self.img(name) {
@@ -444,32 +667,22 @@ impl Rewrite {
                 }
             }
         }
-        if queued > 0 {
-            self.notes.push(format!(
-                "{queued} queued signal(s) carry their sender's pid inside raw siginfo; not rewritten"
-            ));
-        }
-        self.notes.push(
-            "pids stored inside process memory (pid files, caches of getpid(), tids in pthread structures) are not \
-             rewritten; glibc caches the tid of each thread in its TCB"
-                .into(),
-        );
-        Ok(())
+        queued
     }
 
-    /// Move the mapping of `pid` that starts at `old` to `new`: checked,
-    /// then the mm image, the pagemap (and pages order), then notes on what
-    /// still points at the old place (registers, shared memory, memory words).
+    /// Move the mapping of `pid` that starts at `old` to `new`: check the move, shift the mapping and the mm
+    /// fields pointing into it, move its pages, then note what still points at the old range.
     pub fn move_vma(&mut self, pid: u32, old: u64, new: u64) -> Result<()> {
-        let (mut mm, k) = self.move_vma_check(pid, old, new)?;
-        let v = mm.vmas[k];
-        self.move_vma_mm(pid, &mut mm, k, new)?;
-        self.move_vma_pagemap(pid, &v, new)?;
-        self.move_vma_notes(pid, &v)
+        let (mut mm, mv) = self.check_move(pid, old, new)?;
+        self.shift_mm(&mut mm, &mv)?;
+        self.move_pages(&mv)?;
+        self.note_old_pointers(&mv)
     }
 
-    /// The checks of [`Rewrite::move_vma`]: the mm entry of `pid` and the index of its VMA at `old`.
-    fn move_vma_check(&self, pid: u32, old: u64, new: u64) -> Result<(pb::MmEntry, usize)> {
+    /// Validate a move: `pid` is a process of the set with an mm, it has a mapping starting at `old` that is
+    /// not the kernel's, and `new` is a page-aligned start in user space where the mapping overlaps no other.
+    /// Returns the mm (to be changed) and the move.
+    fn check_move(&self, pid: u32, old: u64, new: u64) -> Result<(pb::MmEntry, VmaMove)> {
         let bad = |s: String| RewriteError::BadMove(s);
         if !self.pstree().iter().any(|p| p.pid == pid) {
             return Err(bad(format!("pid {pid} is not a process of the set")));
@@ -517,133 +730,54 @@ impl Rewrite {
                 )));
             }
         }
-        Ok((mm, k))
+        let mv = VmaMove {
+            pid,
+            k,
+            vma: v,
+            old,
+            new,
+            new_end,
+        };
+        Ok((mm, mv))
     }
 
-    /// The moved VMA and the mm fields and auxv entries that point into it; written back to mm-PID.img.
-    fn move_vma_mm(&mut self, pid: u32, mm: &mut pb::MmEntry, k: usize, new: u64) -> Result<()> {
-        let mm_name = format!("mm-{pid}.img");
-        let v = mm.vmas[k];
-        let (old, len) = (v.start, v.end - v.start);
-        let new_end = new + len;
-        let delta = new.wrapping_sub(old);
-        let inside = |a: u64| a >= old && a < v.end;
-        let inside_end = |a: u64| a > old && a <= v.end;
-        let shift = |a: &mut u64| *a = a.wrapping_add(delta);
-
+    /// Move the VMA in `mm` (keeping the list sorted), shift the mm fields and pointer-valued auxv entries that
+    /// point into it, note AIO rings inside it, and store `mm` back into `mm-PID.img`.
+    fn shift_mm(&mut self, mm: &mut pb::MmEntry, mv: &VmaMove) -> Result<()> {
+        let mm_name = format!("mm-{}.img", mv.pid);
+        let (old, new, new_end) = (mv.old, mv.new, mv.new_end);
         // The VMA itself; keep the list sorted.
-        mm.vmas[k].start = new;
-        mm.vmas[k].end = new_end;
+        mm.vmas[mv.k].start = new;
+        mm.vmas[mv.k].end = new_end;
         mm.vmas.sort_by_key(|w| w.start);
         self.changes.push(format!(
             "{mm_name}: mapping {old:#x}-{:#x} moved to {new:#x}-{new_end:#x}",
-            v.end
+            mv.end()
         ));
-        // mm fields that point into it.
-        let mut fixed = Vec::new();
-        macro_rules! fix {
-            ($f:ident, $test:expr) => {
-                if $test(mm.$f) {
-                    shift(&mut mm.$f);
-                    fixed.push(stringify!($f));
-                }
-            };
-        }
-        fix!(mm_start_code, inside);
-        fix!(mm_end_code, inside_end);
-        fix!(mm_start_data, inside);
-        fix!(mm_end_data, inside_end);
-        fix!(mm_start_stack, inside);
-        fix!(mm_start_brk, inside);
-        fix!(mm_brk, inside_end);
-        fix!(mm_arg_start, inside);
-        fix!(mm_arg_end, inside_end);
-        fix!(mm_env_start, inside);
-        fix!(mm_env_end, inside_end);
-        // Pointer-valued auxv entries: AT_PHDR, AT_BASE, AT_ENTRY, AT_PLATFORM, AT_BASE_PLATFORM, AT_RANDOM,
-        // AT_EXECFN, AT_SYSINFO_EHDR.
-        const AUXV_PTRS: &[u64] = &[3, 7, 9, 15, 24, 25, 31, 33];
-        for pair in mm.mm_saved_auxv.chunks_mut(2) {
-            if let [key, val] = pair {
-                if AUXV_PTRS.contains(key) && inside(*val) {
-                    shift(val);
-                    fixed.push("mm_saved_auxv");
-                }
-            }
-        }
+        let fixed = shift_mm_pointers(mm, mv);
         for a in &mm.aios {
-            if inside(a.id) {
+            if mv.inside(a.id) {
                 self.notes.push(format!(
                     "AIO ring {:#x} lies in the moved mapping; its id (the ring address) is not changed",
                     a.id
                 ));
             }
         }
-        fixed.dedup();
         if !fixed.is_empty() {
             self.changes.push(format!("{mm_name}: shifted {}", fixed.join(", ")));
         }
         let mm_img = self.img_mut(&mm_name).expect("loaded");
-        set_typed(mm_img, 0, &*mm)?;
-
-        Ok(())
+        set_typed(mm_img, 0, mm)
     }
 
-    /// The pagemap of `pid` after moving `v` to `new`: runs inside the VMA move (split where a run spans
-    /// into a neighbour), the list is sorted again, and the pages file is reassembled in the new order.
-    fn move_vma_pagemap(&mut self, pid: u32, v: &pb::VmaEntry, new: u64) -> Result<()> {
+    /// Pagemap: runs inside the VMA move (split where a run spans into a neighbour), the list is sorted
+    /// again, and the pages file is reassembled in the new order when the runs' pages are no longer in it.
+    fn move_pages(&mut self, mv: &VmaMove) -> Result<()> {
         let bad = |s: String| RewriteError::BadMove(s);
-        let pm_name = format!("pagemap-{pid}.img");
-        let old = v.start;
-        let delta = new.wrapping_sub(old);
-        let inside = |a: u64| a >= old && a < v.end;
-
+        let pm_name = format!("pagemap-{}.img", mv.pid);
         let pm_img = self.img(&pm_name).ok_or_else(|| bad(format!("{pm_name} is missing")))?;
         let head: pb::PagemapHead = typed(pm_img, 0).ok_or_else(|| bad(format!("{pm_name}: no head")))?;
-        let mut segs: Vec<(pb::PagemapEntry, Option<u64>)> = Vec::new(); // (run, offset in old pages file)
-        let mut off = 0u64;
-        let mut moved_pages = 0u64;
-        for i in 1..pm_img.entries.len() {
-            let e: pb::PagemapEntry = typed(pm_img, i).ok_or_else(|| bad(format!("{pm_name}: entry {i}")))?;
-            let nr = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
-            let flags = e.flags.unwrap_or(PE_PRESENT);
-            let present = flags & PE_PRESENT != 0;
-            let end = e.vaddr + nr * PAGE_SIZE;
-            // Cut at the VMA's bounds.
-            let mut cuts = vec![e.vaddr];
-            for b in [old, v.end] {
-                if b > e.vaddr && b < end {
-                    cuts.push(b);
-                }
-            }
-            cuts.push(end);
-            for w in cuts.windows(2) {
-                let (s, t) = (w[0], w[1]);
-                let mut piece = e;
-                piece.vaddr = s;
-                let n = (t - s) / PAGE_SIZE;
-                if e.nr_pages.is_some() {
-                    piece.nr_pages = Some(n);
-                } else {
-                    piece.compat_nr_pages = n as u32;
-                }
-                let o = present.then(|| off + (s - e.vaddr));
-                if inside(s) {
-                    if flags & PE_PARENT != 0 {
-                        return Err(bad(format!(
-                            "pages of {old:#x} are in the parent dump; move the mapping there first"
-                        )));
-                    }
-                    piece.vaddr = s.wrapping_add(delta);
-                    moved_pages += n;
-                }
-                segs.push((piece, o));
-            }
-            if present {
-                off += nr * PAGE_SIZE;
-            }
-        }
-        segs.sort_by_key(|(e, _)| e.vaddr);
+        let (segs, moved_pages) = cut_runs(pm_img, &pm_name, mv)?;
         let ranges: Vec<(u64, u64)> = segs
             .iter()
             .filter_map(|(e, o)| o.map(|o| (o, e.nr_pages.unwrap_or(e.compat_nr_pages as u64) * PAGE_SIZE)))
@@ -671,16 +805,13 @@ impl Rewrite {
         }
         self.changes
             .push(format!("{pm_name}: {moved_pages} page(s) now at the new address"));
-
         Ok(())
     }
 
-    /// Notes on what still points at the old place of `v`: registers and other per-thread pointers,
-    /// shared memory, aligned words in the dumped memory.
-    fn move_vma_notes(&mut self, pid: u32, v: &pb::VmaEntry) -> Result<()> {
-        let old = v.start;
-        let inside = |a: u64| a >= old && a < v.end;
-        // Registers and other pointers outside memory that still point at the old place.
+    /// Notes for what still points at the old range and is not changed: registers and other pointers of
+    /// each thread outside memory, other processes sharing the memory, and the words in dumped memory.
+    fn note_old_pointers(&mut self, mv: &VmaMove) -> Result<()> {
+        let (pid, old) = (mv.pid, mv.old);
         let threads = self
             .pstree()
             .into_iter()
@@ -692,63 +823,7 @@ impl Rewrite {
             let Some(c) = self.img(&name).and_then(|i| typed::<pb::CoreEntry>(i, 0)) else {
                 continue;
             };
-            let mut hits = Vec::new();
-            if let Some(ti) = &c.thread_info {
-                let g = &ti.gpregs;
-                for (n, val) in [
-                    ("ip", g.ip),
-                    ("sp", g.sp),
-                    ("bp", g.bp),
-                    ("ax", g.ax),
-                    ("bx", g.bx),
-                    ("cx", g.cx),
-                    ("dx", g.dx),
-                    ("si", g.si),
-                    ("di", g.di),
-                    ("r8", g.r8),
-                    ("r9", g.r9),
-                    ("r10", g.r10),
-                    ("r11", g.r11),
-                    ("r12", g.r12),
-                    ("r13", g.r13),
-                    ("r14", g.r14),
-                    ("r15", g.r15),
-                    ("fs_base", g.fs_base),
-                    ("gs_base", g.gs_base),
-                ] {
-                    if inside(val) {
-                        hits.push(format!("{n}={val:#x}"));
-                    }
-                }
-                if inside(ti.clear_tid_addr) {
-                    hits.push(format!("clear_tid_addr={:#x}", ti.clear_tid_addr));
-                }
-            }
-            if let Some(tc) = &c.thread_core {
-                if inside(tc.futex_rla) {
-                    hits.push(format!("futex_rla={:#x}", tc.futex_rla));
-                }
-                if let Some(r) = &tc.rseq_entry {
-                    if inside(r.rseq_abi_pointer) {
-                        hits.push(format!("rseq={:#x}", r.rseq_abi_pointer));
-                    }
-                }
-                if let Some(s) = &tc.sas {
-                    if inside(s.ss_sp) {
-                        hits.push(format!("sigaltstack={:#x}", s.ss_sp));
-                    }
-                }
-            }
-            if let Some(tc) = &c.tc {
-                let n = tc
-                    .sigactions
-                    .iter()
-                    .filter(|s| inside(s.sigaction) || inside(s.restorer))
-                    .count();
-                if n > 0 {
-                    hits.push(format!("{n} signal handler(s)"));
-                }
-            }
+            let hits = thread_pointers(&c, mv);
             if !hits.is_empty() {
                 self.notes.push(format!(
                     "thread {tid}: {} point into the old range and are NOT changed",
@@ -756,17 +831,17 @@ impl Rewrite {
                 ));
             }
         }
-        if v.status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
+        if mv.vma.status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
             self.notes.push(format!(
                 "{old:#x} is shared memory: other processes mapping it keep their own addresses"
             ));
         }
         // Pointers inside memory: count the aligned words that hold an address in the old range.
-        let words = self.count_pointers(pid, old, v.end)?;
+        let words = self.count_pointers(pid, old, mv.end())?;
         self.notes.push(format!(
             "pointers inside memory are NOT changed: {words} aligned 8-byte word(s) in pid {pid}'s dumped memory hold \
              an address inside the old range {old:#x}-{:#x}",
-            v.end
+            mv.end()
         ));
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! Integration tests of the `crit` binary on the CRIU 4.2 fixtures (one test binary; one module per area).
+//! Integration tests of the `crit` binary on the CRIU 4.2 fixtures (one test binary; one module per area;
+//! the shared helpers in cli/common.rs, fixture paths in the cryo-testsupport crate).
 
 mod cli {
     pub mod common;
@@ -6,4 +7,10 @@ mod cli {
     pub mod core;
     pub mod explore;
     pub mod mem;
+    // decode/encode/info/show, errors and closed pipes
+    pub mod codec;
+    // check, diff, rewrite, edit
+    pub mod edit;
+    // crit-NAME external subcommands
+    pub mod external;
 }

@@ -11,10 +11,9 @@
 //!   target or write the blob into it;
 //! - `restore::task::run`: the jump into the restorer blob.
 //!
-//! [`files`] keeps per-item allows until its unsafe moves to `sys/files.rs`.
+//! [`files`] holds none (`#![forbid(unsafe_code)]`): its syscalls are in `sys::files`.
 #![deny(unsafe_code)]
 
-pub mod affinity;
 pub mod dump;
 pub mod files;
 pub mod membarrier;
@@ -23,5 +22,6 @@ pub mod proc;
 pub mod ptrace;
 pub mod restore;
 pub mod sidecar;
+pub mod state;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -3,8 +3,8 @@
 //!
 //! Dump: the parasite asks the target's mm with MEMBARRIER_CMD_GET_REGISTRATIONS
 //! (Linux 6.3+), which answers with the MEMBARRIER_CMD_REGISTER_* bits of the
-//! commands the mm registered for (`abi::Misc::membarrier_mask`); the image
-//! stores that mask unchanged, and only when it is not zero.
+//! commands the mm registered for (`cryo_abi::parasite::Misc::membarrier_mask`);
+//! the image stores that mask unchanged, and only when it is not zero.
 //! Restore: each bit of the mask is a registration command; the restored task
 //! issues every one of them once, before the restorer runs (registration
 //! belongs to the mm, which the restorer and the threads it creates share).

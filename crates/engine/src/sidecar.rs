@@ -1,8 +1,6 @@
 //! Reading and writing cryo's sidecar (`cryo.json`: the state CRIU's format
 //! cannot hold; its format is `cryo_image::sidecar`'s) in an image directory.
 
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use cryo_image::sidecar::{self, Sidecar};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,30 +13,6 @@ pub enum SidecarError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {what}")]
     Bad { path: PathBuf, what: String },
-}
-
-impl From<SidecarError> for DumpError {
-    fn from(e: SidecarError) -> Self {
-        match e {
-            SidecarError::Io { path, source } => DumpError::Io { path, source },
-            SidecarError::Bad { path, what } => DumpError::Io {
-                path,
-                source: std::io::Error::other(what),
-            },
-        }
-    }
-}
-
-impl From<SidecarError> for RestoreError {
-    fn from(e: SidecarError) -> Self {
-        match e {
-            SidecarError::Bad { path, what } => RestoreError::Prepare {
-                object: path.display().to_string(),
-                reason: what,
-            },
-            e => RestoreError::Sys(e.to_string()),
-        }
-    }
 }
 
 /// Dump: write `side` into `dir` atomically (temporary name, fsync, rename)

@@ -31,8 +31,7 @@ fn diff_of_two_dumps_shows_exactly_the_changed_pages() {
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
     dump(t.pid, &a);
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&status, "changed");
+    ask(t.pid, &status, "changed");
     dump(t.pid, &b);
     drop(t);
 
@@ -96,15 +95,7 @@ fn gdb_unwinds_every_thread_of_a_crit_core_of_a_live_dump() {
     let core = root.join("core");
     let sum = cryo_crit::coredump::write_core(&set, t.pid as u32, &core).unwrap();
     assert_eq!(sum.threads.len(), 4);
-    let o = Command::new("gdb")
-        .args([
-            "-nx",
-            "-batch",
-            "-ex",
-            "set debuginfod enabled off",
-            "-ex",
-            "thread apply all bt",
-        ])
+    let o = cryo_testsupport::gdb(&["thread apply all bt"])
         .arg(prog("workers"))
         .arg(&core)
         .output()

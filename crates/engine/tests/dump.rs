@@ -44,12 +44,10 @@ fn parasite_injection_leaves_no_trace() {
     assert_eq!(mask_before, s.sigmask().unwrap());
     assert_eq!(maps_before, maps(t.pid));
     s.detach().unwrap();
-    assert!(kill(t.pid, libc::SIGUSR1));
-    let a = wait_file(&out, "ok");
+    let a = ask(t.pid, &out, "ok");
     std::fs::remove_file(&out).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert!(kill(t.pid, libc::SIGUSR1));
-    let b = wait_file(&out, "ok");
+    let b = ask(t.pid, &out, "ok");
     assert_ne!(a, b, "counter must advance after the injection");
     assert!(t.alive());
 }
@@ -304,8 +302,7 @@ fn leave_running_keeps_the_program_intact() {
         assert_eq!(a.1, b.1, "registers of thread {}", a.0);
         assert!(a.2 == b.2, "xstate of thread {}", a.0);
     }
-    assert!(kill(t.pid, libc::SIGUSR1));
-    let v = wait_file(&work.join("verify"), "heap=");
+    let v = ask(t.pid, &work.join("verify"), "heap=");
     assert!(v.starts_with("ok "), "program check after the dump: {v}");
 }
 
@@ -401,8 +398,7 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
             continue;
         }
         assert_eq!(tracer(pid), 0);
-        assert!(kill(pid, libc::SIGUSR1));
-        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "o").trim(), "ok");
+        assert_eq!(ask(pid, &work.join(format!("verify-{pid}")), "o").trim(), "ok");
     }
     for w in line.split_whitespace().skip(1) {
         let pid: i32 = w.split(':').nth(1).unwrap().parse().unwrap();
@@ -469,8 +465,7 @@ fn page_readers_agree() {
     // The same pages are present (the second dump may see a few more stack
     // or libc pages touched by the first one's parasite, never fewer).
     assert!(sets[1].1 >= sets[0].1 && sets[1].1 - sets[0].1 <= 64 << 10, "{sets:?}");
-    assert!(kill(t.pid, libc::SIGUSR1));
-    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+    assert!(ask(t.pid, &work.join("verify"), "heap=").starts_with("ok "));
 }
 
 /// A big mapping with a few runs of pages, across the steps in which the
@@ -556,8 +551,7 @@ fn file_locks_need_the_flag_and_are_recorded() {
     );
     let fb = locks.iter().find(|l| l.fd == b).expect("flock");
     assert_eq!((fb.flag, fb.r#type, fb.len), (2, libc::F_RDLCK as u32, 0));
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&work.join("verify"), "ok");
+    ask(t.pid, &work.join("verify"), "ok");
 }
 
 fn state_of(pid: i32) -> char {
@@ -597,8 +591,7 @@ fn stopped_process_is_recorded_as_stopped() {
     }
     assert_eq!(state_of(t.pid), 'T', "still stopped after the dump");
     assert!(kill(t.pid, libc::SIGCONT));
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&out, "ok");
+    ask(t.pid, &out, "ok");
 }
 
 /// memfd and shared anonymous memory: one MEMFD_INODE per object however many
@@ -672,8 +665,7 @@ fn shared_memory_is_dumped_once() {
     assert_eq!(mfd.r#type, pb::FdTypes::Memfd as i32);
     assert_eq!(mfd.flags, libc::FD_CLOEXEC as u32);
     for pid in [t.pid, child] {
-        assert!(kill(pid, libc::SIGUSR1));
-        assert_eq!(wait_file(&work.join(format!("verify-{pid}")), "\n").trim(), "ok");
+        assert_eq!(ask(pid, &work.join(format!("verify-{pid}")), "\n").trim(), "ok");
     }
     kill(child, libc::SIGKILL);
 }
@@ -719,8 +711,7 @@ fn full_disk_fails_cleanly() {
         assert!(images_of(&imgs).is_empty(), "{reader:?}: left {:?}", images_of(&imgs));
         assert_eq!(tracer(t.pid), 0);
     }
-    assert!(kill(t.pid, libc::SIGUSR1));
-    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+    assert!(ask(t.pid, &work.join("verify"), "heap=").starts_with("ok "));
 }
 
 /// A zombie child is recorded with its exit status only (pstree + core).
@@ -744,8 +735,7 @@ fn zombie_children_are_recorded() {
     assert_eq!(tc.exit_code, 3 << 8);
     assert!(core.thread_info.is_none());
     assert!(!imgs.join(format!("mm-{z}.img")).exists());
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&work.join("verify"), "ok");
+    ask(t.pid, &work.join("verify"), "ok");
 }
 
 /// seccomp filters: both programs in seccomp.img, chained newest -> oldest,
@@ -770,8 +760,7 @@ fn seccomp_filters_are_dumped() {
     assert_eq!(f[older].filter.len(), 8, "the allow-all filter");
     assert_eq!(f[older].prev, None);
     assert_eq!(tcore.creds.unwrap().no_new_privs, Some(1));
-    assert!(kill(t.pid, libc::SIGUSR1));
-    assert_eq!(wait_file(&work.join("verify"), "\n").trim(), "ok");
+    assert_eq!(ask(t.pid, &work.join("verify"), "\n").trim(), "ok");
 }
 
 /// A program whose binary was deleted while it runs: the exe and its
@@ -800,8 +789,7 @@ fn deleted_executable_becomes_a_ghost() {
         .expect("exe remapped to a ghost");
     let content = ghost_content(&set, rm.remap_id);
     assert!(content == bytes, "ghost holds the deleted binary");
-    assert!(kill(t.pid, libc::SIGUSR1));
-    wait_file(&out, "ok");
+    ask(t.pid, &out, "ok");
 }
 
 /// A deleted file over --ghost-limit is refused (as criu does), within it saved.
@@ -822,8 +810,7 @@ fn ghost_limit_is_enforced() {
     o.ghost_limit = 12288;
     o.leave_running = true;
     dump::dump(o).unwrap();
-    assert!(kill(t.pid, libc::SIGUSR1));
-    assert!(wait_file(&work.join("verify"), "heap=").starts_with("ok "));
+    assert!(ask(t.pid, &work.join("verify"), "heap=").starts_with("ok "));
 }
 
 /// A shell job on a pty (its session, the "shell", outside the dumped tree):
@@ -1052,8 +1039,7 @@ fn epoll_with_a_closed_target_is_refused() {
     assert!(!imgs.join("inventory.img").exists());
     assert_eq!(tracer(t.pid), 0);
     assert!(t.alive());
-    assert!(kill(t.pid, libc::SIGUSR1));
-    assert_eq!(wait_file(&work.join("fdkinds.verify"), "o").trim(), "ok");
+    assert_eq!(ask(t.pid, &work.join("fdkinds.verify"), "o").trim(), "ok");
 }
 
 /// CPU affinity: threads pinned to {0} and {1} are written to the sidecar
@@ -1094,9 +1080,8 @@ fn pinned_threads_go_to_the_affinity_sidecar() {
         assert!(imgs.join(format!("core-{tid}.img")).exists());
     }
     assert_eq!(tracer(t.pid), 0);
-    assert!(kill(t.pid, libc::SIGUSR1));
     assert_eq!(
-        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        ask(t.pid, &work.join("affinity.verify"), "affinity=").trim(),
         "affinity=ok"
     );
 }
@@ -1128,9 +1113,8 @@ fn unpinned_threads_write_no_affinity_sidecar() {
         "{:?}",
         images_of(&imgs)
     );
-    assert!(kill(t.pid, libc::SIGUSR1));
     assert_eq!(
-        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        ask(t.pid, &work.join("affinity.verify"), "affinity=").trim(),
         "affinity=ok"
     );
 }
@@ -1150,9 +1134,8 @@ fn a_failed_dump_removes_the_affinity_sidecar() {
     assert!(err.contains("available"), "{err}");
     assert!(images_of(&imgs).is_empty(), "left {:?}", images_of(&imgs));
     assert_eq!(tracer(t.pid), 0);
-    assert!(kill(t.pid, libc::SIGUSR1));
     assert_eq!(
-        wait_file(&work.join("affinity.verify"), "affinity=").trim(),
+        ask(t.pid, &work.join("affinity.verify"), "affinity=").trim(),
         "affinity=ok"
     );
 }

@@ -4,14 +4,13 @@
 //! the namespace's pid 1 cleans up everything a test started.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
-
-#[path = "common/pty.rs"]
-mod pty;
+mod common;
+use common::ns::Ns;
+use common::{build_prog, gcc, kv as field, pty, CRYO};
 
 // Tests by class of program (each file uses this file's helpers via `super::*`).
 #[path = "restore/fdkinds.rs"]
@@ -20,17 +19,18 @@ mod fdkinds;
 mod foreign;
 #[path = "restore/ghost.rs"]
 mod ghost;
+#[path = "restore/identity.rs"]
+mod identity;
 #[path = "restore/mem.rs"]
 mod mem;
+#[path = "restore/pidfds.rs"]
+mod pidfds;
 #[path = "restore/tasks.rs"]
 mod tasks;
 #[path = "restore/tty.rs"]
 mod tty;
 
-/// The CRIU 4.2 image sets bundled in the repository (fixtures/criu-4.2).
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
+use cryo_testsupport::fixtures;
 
 /// Compile the fixture program of `name` to the path its images name
 /// (/tmp/cryo-fx/bin/<name>) with the flags that reproduce the dumped binary
@@ -53,204 +53,17 @@ fn build_fixture(name: &str) -> PathBuf {
         return PathBuf::from(want);
     }
     let tmp = format!("{want}.tmp.{}", std::process::id());
-    let mut cmd = Command::new("gcc");
-    cmd.args(["-O2", "-o", &tmp]).arg(dir.join(format!("src/{name}.c")));
-    if std::fs::read_to_string(dir.join(format!("src/{name}.c")))
-        .unwrap()
-        .contains("pthread")
-    {
-        cmd.arg("-pthread");
-    }
-    let st = cmd.status().expect("gcc");
-    assert!(st.success(), "gcc failed for {name}");
+    let src = dir.join(format!("src/{name}.c"));
+    let threads = std::fs::read_to_string(&src).unwrap().contains("pthread");
+    gcc(
+        &src,
+        if threads { &["-O2", "-pthread"] } else { &["-O2"] },
+        Path::new(&tmp),
+    );
     let got = std::fs::metadata(&tmp).unwrap().len();
     assert_eq!(got, size, "{name}: gcc -O2 gives {got} bytes, the image says {size}");
     std::fs::rename(&tmp, &want).unwrap();
     PathBuf::from(want)
-}
-
-/// A PID + mount namespace running `cryo restore` (pid 1 is a shell that
-/// then sleeps: killing it kills the namespace).
-struct Ns {
-    child: Child,
-    pid1: i32,
-}
-
-impl Ns {
-    /// Start a namespace and run `cryo restore -D dir -d <extra>` in it.
-    fn restore(dir: &Path, extra: &[&str]) -> Ns {
-        let script = format!(
-            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
-             {CRYO} restore -D {} -d {} 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
-            dir.display(),
-            extra.join(" ")
-        );
-        Self::start(&script)
-    }
-
-    /// Run `script` as pid 1 of a new namespace. The script must mount the
-    /// tmpfs on /tmp/anchor first (`mount -t tmpfs cryo-test /tmp/anchor;`);
-    /// nothing is read from the namespace before the marker written right
-    /// after that mount appears (the host's /tmp/anchor is never consulted).
-    fn start(script: &str) -> Ns {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        let script = script.replacen(
-            "mount -t tmpfs cryo-test /tmp/anchor;",
-            &format!("mount -t tmpfs cryo-test /tmp/anchor; echo {token} > /tmp/anchor/.ns;"),
-            1,
-        );
-        assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
-        let child = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount",
-                "--mount-proc",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare");
-        let upid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let pid1 = loop {
-            let c = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children")).unwrap_or_default();
-            if let Some(p) = c.split_whitespace().next() {
-                break p.parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "namespace did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let ns = Ns { child, pid1 };
-        while std::fs::read_to_string(ns.anchor(".ns"))
-            .map(|t| t.trim() != token)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "namespace did not mount its /tmp/anchor");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        ns
-    }
-
-    fn anchor(&self, file: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root/tmp/anchor/{file}", self.pid1))
-    }
-
-    /// Wait for cryo to finish; (exit code, stderr).
-    fn cryo_result(&self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(rc) = std::fs::read_to_string(self.anchor(".cryo-rc")) {
-                if rc.ends_with('\n') {
-                    let err = std::fs::read_to_string(self.anchor(".cryo-err")).unwrap_or_default();
-                    return (rc.trim().parse().unwrap(), err);
-                }
-            }
-            assert!(Instant::now() < deadline, "cryo restore did not finish");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Outer pid of the process with pid `inner` in this namespace.
-    fn outer(&self, inner: i32) -> Option<i32> {
-        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)).ok()?;
-        for e in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() != Some(&ns) {
-                continue;
-            }
-            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
-            if nspid.split_whitespace().last().and_then(|s| s.parse::<i32>().ok()) == Some(inner) {
-                return Some(pid);
-            }
-        }
-        None
-    }
-
-    /// Outer pid of the task with pid `inner` in this namespace, zombies included.
-    fn outer_any(&self, inner: i32) -> Option<i32> {
-        self.outer(inner)
-    }
-
-    /// Processes (inner pids) in the namespace other than pid 1.
-    fn inner_pids(&self) -> Vec<i32> {
-        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)).unwrap();
-        let mut v = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() != Some(&ns) {
-                continue;
-            }
-            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let nspid = st.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
-            // Dead tasks nobody reaps (pid 1 here is a plain sleep) don't count.
-            if st.lines().any(|l| l.starts_with("State:") && l.contains("zombie")) {
-                continue;
-            }
-            if let Some(p) = nspid.split_whitespace().last().and_then(|s| s.parse::<i32>().ok()) {
-                if p != 1 {
-                    v.push(p);
-                }
-            }
-        }
-        v.sort();
-        v
-    }
-
-    /// Send a signal to the process with inner pid `inner`.
-    fn kill(&self, inner: i32, sig: i32) {
-        let o = self
-            .outer(inner)
-            .unwrap_or_else(|| panic!("pid {inner} is not running in the namespace"));
-        // SAFETY: kill has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(o, sig) }, 0);
-    }
-
-    /// Wait for a status file whose content contains `what`; returns it.
-    /// Ask a test program to check itself: remove its old answer, send SIGUSR1 to `pid` and wait
-    /// for the new answer in `file` (containing `what`).
-    fn ask(&self, pid: i32, file: &str, what: &str) -> String {
-        let _ = std::fs::remove_file(self.anchor(file));
-        self.kill(pid, libc::SIGUSR1);
-        self.wait_status(file, what)
-    }
-
-    fn wait_status(&self, file: &str, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Ok(s) = std::fs::read_to_string(self.anchor(file)) {
-                if s.contains(what) {
-                    return s;
-                }
-                last = s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{file}: expected {what:?}, last content {last:?}");
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        // SAFETY: pid1 is the namespace's init; SIGKILL takes everything in it.
-        unsafe { libc::kill(self.pid1, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
 }
 
 /// Restore a CRIU 4.2 fixture, send SIGUSR1 to `pids`, and check the
@@ -364,14 +177,6 @@ fn dir_digest(dir: &Path) -> Vec<(String, u64, u64)> {
     v
 }
 
-/// A counter `key=N` in a status line.
-fn field(s: &str, key: &str) -> String {
-    s.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in {s:?}"))
-        .to_string()
-}
-
 /// Wait until `key` in `file` differs from its current value (the restored
 /// program keeps running).
 fn wait_advance(ns: &Ns, file: &str, key: &str) {
@@ -404,6 +209,49 @@ fn criu_threads4_restores_all_threads() {
     ns.kill(pid, libc::SIGUSR1);
     let v = ns.wait_status("threads4.verify.status", "blocks=");
     assert!(v.contains("blocks=ok"), "{v}");
+}
+
+/// `cryo restore -v` as `cryo dump -v`: a summary line once the tree runs
+/// (processes, threads, root pid), from -v3 the time of each stage; the log
+/// file (-o, relative to the images directory) gets the same; without -v
+/// nothing on stdout.
+#[test]
+fn restore_verbosity_prints_a_summary_and_from_v3_the_stages() {
+    build_fixture("threads4");
+    let src = fixtures().join("threads4").join("images");
+    let pid = pstree_pids("threads4")[0];
+    for (opt, phases) in [("", false), ("-v", false), ("-v3", true)] {
+        let ns = Ns::start(&format!(
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cp -r {} /tmp/anchor/img; \
+             {CRYO} restore -D /tmp/anchor/img -d {opt} -o restore.log >/tmp/anchor/.out 2>/tmp/anchor/.cryo-err; \
+             echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+            src.display()
+        ));
+        let (rc, err) = ns.cryo_result();
+        assert_eq!(rc, 0, "restore {opt}: {err}");
+        let out = std::fs::read_to_string(ns.anchor(".out")).unwrap();
+        let log = std::fs::read_to_string(ns.anchor("img/restore.log")).unwrap();
+        let summary = format!("1 process(es), 4 thread(s); root pid {pid}, total ");
+        assert!(log.contains(&summary), "restore {opt}: log {log:?}");
+        assert_eq!(log.contains("all tasks ready"), phases, "restore {opt}: log {log:?}");
+        if opt.is_empty() {
+            assert_eq!(out, "", "restore without -v prints nothing");
+        } else {
+            assert!(
+                out.starts_with("restored and detached from /tmp/anchor/img: "),
+                "restore {opt}: {out:?}"
+            );
+            assert!(out.contains(&summary), "restore {opt}: {out:?}");
+            for stage in ["validated", "prepared", "forked", "all tasks ready", "resumed"] {
+                assert_eq!(
+                    out.contains(&format!("\n  {stage} ")),
+                    phases,
+                    "restore {opt}: {stage} in {out:?}"
+                );
+            }
+        }
+        ns.kill(pid, libc::SIGKILL);
+    }
 }
 
 #[test]
@@ -637,15 +485,13 @@ fn wait_gone(ns: &Ns, pids: &[i32]) {
 
 /// A copy of a fixture's images in a temp dir.
 fn copy_images(name: &str, tag: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("cryo-restore-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(fixtures().join(name).join("images"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
+    copy_set(&cryo_testsupport::fixture_images(name), tag)
+}
+
+/// A copy of the image set in `src` in a temp dir.
+fn copy_set(src: &Path, tag: &str) -> PathBuf {
+    let dst = cryo_testsupport::scratch("cryo-restore-test", tag);
+    cryo_testsupport::copy_dir(src, &dst);
     dst
 }
 
@@ -835,27 +681,21 @@ fn dump_restore_twice(name: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
     dump_restore_cmd_twice(&format!("/tmp/cryo-fx/bin/{name}"), ready, check)
 }
 
-/// Compile tests/progs/<name>.c (gcc -O2) into the test's temp dir.
-fn build_prog(name: &str) -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let tmp = out.with_extension(format!("tmp{}-{seq}", std::process::id()));
-    let st = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(st.success(), "gcc {}", src.display());
-    std::fs::rename(&tmp, &out).unwrap();
-    out
-}
-
 /// [`dump_restore_twice`] for any program started by the shell command `cmd`.
 fn dump_restore_cmd_twice(cmd: &str, ready: &str, check: impl Fn(&Ns, i32, u32)) {
     dump_restore_cmd_twice_with(cmd, ready, "", "", check)
+}
+
+/// `tests/progs/<prog> /tmp/anchor` dumped and restored twice ([`dump_restore_cmd_twice`]): after each
+/// restore `also` runs, then the program checks itself ([`Ns::ask`] with `verify` and `what`) and must
+/// answer `want`.
+fn self_check_twice(prog: &str, ready: &str, verify: &str, what: &str, want: &str, also: impl Fn(&Ns, i32, u32)) {
+    let prog = build_prog(prog);
+    dump_restore_cmd_twice(&format!("{} /tmp/anchor", prog.display()), ready, |ns, pid, round| {
+        also(ns, pid, round);
+        let v = ns.ask(pid, verify, what);
+        assert_eq!(v.trim(), want, "round {round}");
+    });
 }
 
 /// [`dump_restore_cmd_twice`] with extra options (`opts`) given to both
@@ -1081,15 +921,7 @@ fn dump_restore_shares_epoll_and_friends_between_parent_and_child() {
 
 #[test]
 fn dump_restore_keeps_signals_timers_altstack_umask_rlimits_fds_cwd() {
-    let prog = build_prog("rstate");
-    dump_restore_cmd_twice(
-        &format!("{} /tmp/anchor", prog.display()),
-        "state.ready",
-        |ns, pid, round| {
-            let v = ns.ask(pid, "state.verify", "");
-            assert_eq!(v.trim(), "state=ok", "round {round}");
-        },
-    );
+    self_check_twice("rstate", "state.ready", "state.verify", "", "state=ok", |_, _, _| {});
 }
 
 /// membarrier() registrations (per mm) come back: the program registered

@@ -21,6 +21,9 @@
 //!   established TCP sockets have their `tcp-stream-INO.img`; ghost files of remap-fpath exist; memfd
 //!   files' inodes exist; shmem pagemaps have an owner; seccomp filters referenced by threads exist; ghost
 //!   file contents agree with their size; `PE_PARENT` runs are in the parent dump's pagemap.
+//!
+//! A restore asks more of the process tree ([`check_set_with`] and [`CheckOpts`]): every id below the
+//! kernel's pid_max, and the leader first among its threads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -156,8 +159,21 @@ fn all_typed<M: Message + Default>(img: &Image) -> Vec<M> {
     (0..img.entries.len()).filter_map(|i| typed(img, i)).collect()
 }
 
+/// What a restore demands of a set beyond what every reader needs
+/// ([`check_set_with`]; the default asks nothing more).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckOpts {
+    /// Every pid and thread id must lie in 1..pid_max (the restoring
+    /// kernel's /proc/sys/kernel/pid_max).
+    pub pid_max: Option<u32>,
+    /// The leader must be the first of its threads (the restore creates
+    /// the other threads from it).
+    pub leader_first: bool,
+}
+
 struct Checker<'a> {
     set: &'a ImageSet,
+    opts: CheckOpts,
     /// Every regular file in the directory.
     present: HashSet<String>,
     /// Every protobuf image that decoded.
@@ -319,6 +335,30 @@ impl Checker<'_> {
                     Some(i),
                     format!("pid {}: the leader is not among its threads {:?}", p.pid, p.threads),
                 );
+            } else if self.opts.leader_first && p.threads[0] != p.pid {
+                self.problem(
+                    "pstree.img",
+                    Some(i),
+                    format!(
+                        "pid {}: the first thread {} is not the process leader",
+                        p.pid, p.threads[0]
+                    ),
+                );
+            }
+            if let Some(max) = self.opts.pid_max {
+                let mut ids: Vec<u32> = p.threads.iter().copied().filter(|&t| t != p.pid).collect();
+                if p.pid != 0 {
+                    ids.insert(0, p.pid);
+                }
+                for id in ids {
+                    if id == 0 || id >= max {
+                        self.problem(
+                            "pstree.img",
+                            Some(i),
+                            format!("pid {}: id {id} is outside 1..{max}", p.pid),
+                        );
+                    }
+                }
             }
             for &t in &p.threads {
                 if let Some(j) = tid_at.insert(t, i) {
@@ -1081,8 +1121,14 @@ fn first_uncovered(vmas: &[(u64, u64)], start: u64, end: u64) -> Option<u64> {
 
 /// Check a whole image set. Never fails: everything wrong is in the report.
 pub fn check_set(set: &ImageSet) -> Report {
+    check_set_with(set, CheckOpts::default())
+}
+
+/// [`check_set`] with the restore's demands `opts` besides.
+pub fn check_set_with(set: &ImageSet, opts: CheckOpts) -> Report {
     let mut c = Checker {
         set,
+        opts,
         present: HashSet::new(),
         images: BTreeMap::new(),
         broken: HashSet::new(),
@@ -1160,6 +1206,47 @@ mod tests {
             n += 1;
         }
         assert!(n >= 10);
+    }
+
+    #[test]
+    fn restore_demands_thread_order_and_pid_range() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2/threads4/images");
+        let dir = std::env::temp_dir().join(format!("cryo-check-opts-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for e in fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        let strict = CheckOpts {
+            pid_max: Some(1 << 22),
+            leader_first: true,
+        };
+        let set = ImageSet::open(&dir).unwrap();
+        assert!(check_set_with(&set, strict).is_ok());
+        let mut tree: Vec<pb::PstreeEntry> = crate::writer::read_entries(dir.join("pstree.img"), "PSTREE").unwrap();
+        let p = &mut tree[0];
+        assert!(p.threads.len() > 1 && p.threads[0] == p.pid);
+        p.threads.rotate_left(1);
+        let pid = p.pid;
+        crate::writer::write_entries(dir.join("pstree.img"), "PSTREE", &tree).unwrap();
+        let set = ImageSet::open(&dir).unwrap();
+        assert!(check_set(&set).is_ok(), "{}", check_set(&set));
+        let r = check_set_with(&set, strict);
+        assert!(
+            r.problems.iter().any(|p| p.what.contains("is not the process leader")),
+            "{r}"
+        );
+        let r = check_set_with(
+            &set,
+            CheckOpts {
+                pid_max: Some(pid),
+                leader_first: false,
+            },
+        );
+        let want = format!("pid {pid}: id {pid} is outside 1..{pid}");
+        assert!(r.problems.iter().any(|p| p.what == want), "{r}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod pyjson;
 pub mod sidecar;
 pub mod vma;
 pub mod writer;
+pub mod x86;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -37,6 +38,14 @@ pub use writer::{read_entries, write_entries, ImageWriter};
 #[allow(clippy::all, missing_docs, non_camel_case_types)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+/// CRIU's RPC (`criu swrk`, proto/rpc/rpc.proto): the request and response types and, in [`rpc::FIELDS`],
+/// the field numbers and wire types of every message (a server refuses fields it does not know).
+#[allow(clippy::all, missing_docs, non_camel_case_types)]
+pub mod rpc {
+    include!(concat!(env!("OUT_DIR"), "/rpc/_.rs"));
+    include!(concat!(env!("OUT_DIR"), "/rpc/fields.rs"));
 }
 
 static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -1,27 +1,11 @@
 //! Bad input never panics and is reported with the file, the entry index and the byte offset.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cryo_image::{codec, json, magic, ImageError, ImageSet};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
-
-fn all_images() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for set in fs::read_dir(fixtures()).unwrap() {
-        for img in fs::read_dir(set.unwrap().path().join("images")).unwrap() {
-            let p = img.unwrap().path();
-            if !p.file_name().unwrap().to_string_lossy().starts_with("pages-") {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
-}
+use cryo_testsupport::{fixtures, protobuf_images as all_images};
 
 #[test]
 fn truncation_at_every_offset_is_an_error_or_a_shorter_image() {
@@ -155,11 +139,7 @@ fn unknown_fields_survive_decode_json_encode() {
 fn copy_set(name: &str) -> (tempdir::Dir, PathBuf) {
     let t = tempdir::Dir::new();
     let dst = t.path().join(name);
-    fs::create_dir_all(&dst).unwrap();
-    for f in fs::read_dir(fixtures().join(name).join("images")).unwrap() {
-        let f = f.unwrap().path();
-        fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    cryo_testsupport::copy_dir(&cryo_testsupport::fixture_images(name), &dst);
     (t, dst)
 }
 
@@ -167,13 +147,7 @@ fn copy_set(name: &str) -> (tempdir::Dir, PathBuf) {
 fn pagemap_past_the_pages_file_or_address_space() {
     let (_t, dir) = copy_set("loop_heap");
     let pages = dir.join("pages-1.img");
-    let len = fs::metadata(&pages).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len - 4096)
-        .unwrap();
+    cryo_testsupport::cut_short(&pages, 4096);
     let set = ImageSet::open(&dir).unwrap();
     let e = set.pagemap(9217).unwrap_err().to_string();
     assert!(e.contains("pagemap-9217.img") && e.contains("but that file is"), "{e}");

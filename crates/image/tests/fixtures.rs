@@ -2,30 +2,25 @@
 //! pretty), and JSON -> image gives back the original bytes exactly (crit-recode).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cryo_image::{codec, json, pyjson};
 
-fn fixture_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
-
 /// (image path, golden stem) for every protobuf image in every fixture set.
 fn images() -> Vec<(PathBuf, PathBuf)> {
-    let mut out = Vec::new();
-    for set in fs::read_dir(fixture_root()).unwrap() {
-        let set = set.unwrap().path();
-        for img in fs::read_dir(set.join("images")).unwrap() {
-            let img = img.unwrap().path();
-            let name = img.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("pages-") {
-                continue;
-            }
-            let stem = name.trim_end_matches(".img").to_string();
-            out.push((img, set.join("golden").join(stem)));
-        }
-    }
-    out.sort();
+    let out: Vec<(PathBuf, PathBuf)> = cryo_testsupport::protobuf_images()
+        .into_iter()
+        .map(|img| {
+            let set = img.parent().unwrap().parent().unwrap().to_path_buf();
+            let stem = img
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".img")
+                .to_string();
+            (img, set.join("golden").join(stem))
+        })
+        .collect();
     assert!(out.len() > 100, "fixtures missing? found {}", out.len());
     out
 }

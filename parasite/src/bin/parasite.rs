@@ -1,11 +1,11 @@
 //! The dump parasite: injected into a frozen task by the engine
 //! (`cryo_engine::parasite`), it connects back over a unix socket and answers
-//! commands that need to run inside the target (see `cryo_parasite::abi`).
+//! commands that need to run inside the target (see `cryo_abi::parasite`).
 #![no_std]
 #![no_main]
 
 use core::mem::size_of;
-use cryo_parasite::abi::*;
+use cryo_abi::parasite::*;
 use cryo_parasite::sys::{self, nr, syscall3, syscall6};
 
 core::arch::global_asm!(

@@ -1,6 +1,6 @@
 //! The restorer: runs inside a freshly cloned task after the engine has
 //! premapped its memory, and turns it into the dumped process (see
-//! `restorer/abi.rs` for the protocol). Order: unmap everything but the
+//! `cryo_abi::restorer` for the protocol). Order: unmap everything but the
 //! premapped areas and the bootstrap, move the premapped VMAs into place, move
 //! the kernel's vdso/vvar to the dumped addresses, PR_SET_MM_MAP, create the
 //! other threads with clone3(set_tid), timers, pending signals, report ready,
@@ -9,27 +9,10 @@
 #![no_std]
 #![no_main]
 
-#[path = "../restorer/abi.rs"]
-mod abi;
-
-use abi::*;
-use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
-use cryo_parasite::sys::{nr, syscall3, syscall6};
-
-mod nrx {
-    pub const SETRESUID: usize = 117;
-    pub const SETRESGID: usize = 119;
-    pub const SETGROUPS: usize = 116;
-    pub const SETFSUID: usize = 122;
-    pub const SETFSGID: usize = 123;
-    pub const CAPSET: usize = 126;
-    pub const RT_SIGQUEUEINFO: usize = 129;
-    pub const GETPID: usize = 39;
-    pub const GETTID: usize = 186;
-    pub const SETPRIORITY: usize = 141;
-    pub const SCHED_SETSCHEDULER: usize = 144;
-    pub const SET_ROBUST_LIST: usize = 273;
-}
+use core::sync::atomic::{AtomicU32, Ordering};
+use cryo_abi::kernel::{CloneArgs, CLONE_FILES, CLONE_FS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM};
+use cryo_abi::restorer::*;
+use cryo_parasite::sys::{gettid, nr, syscall3, syscall6};
 
 core::arch::global_asm!(
     ".section .text._start,\"ax\",@progbits",
@@ -44,7 +27,7 @@ core::arch::global_asm!(
     "cryo_clone_thread:",
     "    mov r8, rdx",
     "    mov r9, rcx",
-    "    mov eax, 435",
+    "    mov eax, {clone3}",
     "    syscall",
     "    test rax, rax",
     "    jnz 1f",
@@ -58,7 +41,7 @@ core::arch::global_asm!(
     ".globl cryo_sigreturn",
     "cryo_sigreturn:",
     "    mov rsp, rdi",
-    "    mov eax, 15",
+    "    mov eax, {rt_sigreturn}",
     "    syscall",
     "    ud2",
     // cryo_sigreturn_traced(rsp): the same after a stop for the tracing
@@ -70,21 +53,27 @@ core::arch::global_asm!(
     ".globl cryo_sigreturn_traced",
     "cryo_sigreturn_traced:",
     "    mov r12, rdi",
-    "    mov eax, 39",
+    "    mov eax, {getpid}",
     "    syscall",
     "    mov r13, rax",
-    "    mov eax, 186",
+    "    mov eax, {gettid}",
     "    syscall",
     "    mov rdi, r13",
     "    mov rsi, rax",
-    "    mov edx, 19",
-    "    mov eax, 234",
+    "    mov edx, {sigstop}",
+    "    mov eax, {tgkill}",
     "    syscall",
     "    mov rsp, r12",
-    "    mov eax, 15",
+    "    mov eax, {rt_sigreturn}",
     "    syscall",
     "    ud2",
     main = sym restorer_main,
+    clone3 = const nr::CLONE3,
+    rt_sigreturn = const nr::RT_SIGRETURN,
+    getpid = const nr::GETPID,
+    gettid = const nr::GETTID,
+    tgkill = const nr::TGKILL,
+    sigstop = const SIGSTOP,
 );
 
 extern "C" {
@@ -93,29 +82,7 @@ extern "C" {
     fn cryo_sigreturn_traced(rsp: u64) -> !;
 }
 
-/// `struct clone_args` (clone3).
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_SYSVSEM: u64 = 0x40000;
-
+const SIGSTOP: usize = 19;
 const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
 const MREMAP_DONTUNMAP: usize = 4;
@@ -152,58 +119,36 @@ static THREADS_OUT: AtomicU32 = AtomicU32::new(0);
 static SECCOMP_SHARED: AtomicU32 = AtomicU32::new(0);
 
 fn ctl(args: &RstArgs) -> &'static RstCtl {
-    // SAFETY: the engine mapped the control page at this address in every task.
+    // SAFETY: the engine mapped the control page (RST_CTL_SIZE bytes) at this
+    // address in every task; RstCtl is all atomics, so the other processes
+    // writing it meanwhile is no data race.
     unsafe { &*(args.ctl as *const RstCtl) }
 }
 
-fn atomic_u32(p: &u32) -> &AtomicU32 {
-    // SAFETY: AtomicU32 has the same layout as u32; the page is shared memory
-    // only ever accessed atomically.
-    unsafe { &*(p as *const u32 as *const AtomicU32) }
-}
-
-fn futex_wait(p: &u32, val: u32) {
+fn futex_wait(p: &AtomicU32, val: u32) {
     // SAFETY: p is a valid, aligned u32; a spurious return is handled by callers.
-    unsafe { syscall6(nr::FUTEX, p as *const u32 as usize, FUTEX_WAIT, val as usize, 0, 0, 0) };
+    unsafe { syscall6(nr::FUTEX, p.as_ptr() as usize, FUTEX_WAIT, val as usize, 0, 0, 0) };
 }
 
-fn futex_wake(p: &u32) {
+fn futex_wake(p: &AtomicU32) {
     // SAFETY: as above.
-    unsafe {
-        syscall6(
-            nr::FUTEX,
-            p as *const u32 as usize,
-            FUTEX_WAKE,
-            i32::MAX as usize,
-            0,
-            0,
-            0,
-        )
-    };
+    unsafe { syscall6(nr::FUTEX, p.as_ptr() as usize, FUTEX_WAKE, i32::MAX as usize, 0, 0, 0) };
 }
 
 /// Report a failure (with the failing thread's id) to the engine and die
 /// (the engine kills the rest).
 fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
     let c = ctl(args);
-    // SAFETY: the fields are plain integers in shared memory, used atomically.
-    let (pid, st, cd) = unsafe {
-        (
-            &*(&c.err_pid as *const i32 as *const AtomicI32),
-            &*(&c.err_stage as *const i32 as *const AtomicI32),
-            &*(&c.err_code as *const i64 as *const AtomicI64),
-        )
-    };
-    if pid
+    if c.err_pid
         .compare_exchange(0, gettid(), Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
     {
-        st.store(stage, Ordering::SeqCst);
-        cd.store(code as i64, Ordering::SeqCst);
+        c.err_stage.store(stage, Ordering::SeqCst);
+        c.err_code.store(code as i64, Ordering::SeqCst);
     }
-    atomic_u32(&c.go).store(GO_ABORT, Ordering::SeqCst);
+    c.go.store(GO_ABORT, Ordering::SeqCst);
     futex_wake(&c.go);
-    atomic_u32(&c.ready).fetch_add(1 << 24, Ordering::SeqCst);
+    c.ready.fetch_add(1 << 24, Ordering::SeqCst);
     futex_wake(&c.ready);
     loop {
         // SAFETY: exit_group never returns.
@@ -211,14 +156,9 @@ fn fail(args: &RstArgs, stage: i32, code: isize) -> ! {
     }
 }
 
-fn gettid() -> i32 {
-    // SAFETY: no arguments.
-    unsafe { syscall3(nrx::GETTID, 0, 0, 0) as i32 }
-}
-
 fn getpid() -> i32 {
     // SAFETY: no arguments.
-    unsafe { syscall3(nrx::GETPID, 0, 0, 0) as i32 }
+    unsafe { syscall3(nr::GETPID, 0, 0, 0) as i32 }
 }
 
 fn check(args: &RstArgs, stage: i32, r: isize) -> isize {
@@ -399,8 +339,8 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
     // 6. Timers.
     for (which, it) in args.itimers.iter().enumerate() {
         if it.value_sec != 0 || it.value_usec != 0 {
-            // SAFETY: RstItimer has the layout of struct itimerval.
-            let r = unsafe { syscall3(nr::SETITIMER, which, it as *const RstItimer as usize, 0) };
+            // SAFETY: `it` is a struct itimerval.
+            let r = unsafe { syscall3(nr::SETITIMER, which, it as *const Itimerval as usize, 0) };
             check(args, STAGE_TIMERS, r);
         }
     }
@@ -416,7 +356,7 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
         // SAFETY: si is a full siginfo.
         let r = unsafe {
             syscall3(
-                nrx::RT_SIGQUEUEINFO,
+                nr::RT_SIGQUEUEINFO,
                 getpid() as usize,
                 signo as usize,
                 si as *const RstSiginfo as usize,
@@ -628,7 +568,7 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
                 args,
                 STAGE_THREAD_SETUP,
                 syscall3(
-                    nrx::SCHED_SETSCHEDULER,
+                    nr::SCHED_SETSCHEDULER,
                     0,
                     t.sched_policy as usize,
                     &prio as *const i32 as usize,
@@ -637,7 +577,7 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
             check(
                 args,
                 STAGE_THREAD_SETUP,
-                syscall3(nrx::SETPRIORITY, 0, 0, t.sched_nice as isize as usize),
+                syscall3(nr::SETPRIORITY, 0, 0, t.sched_nice as isize as usize),
             );
         }
         // The robust futex list, always: the leader still has the engine's
@@ -651,7 +591,7 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         check(
             args,
             STAGE_THREAD_SETUP,
-            syscall3(nrx::SET_ROBUST_LIST, t.futex_rla as usize, len, 0),
+            syscall3(nr::SET_ROBUST_LIST, t.futex_rla as usize, len, 0),
         );
         if t.rseq != 0 {
             check(
@@ -691,10 +631,10 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
 
     // Barrier: report ready, wait for the engine's go.
     let c = ctl(args);
-    atomic_u32(&c.ready).fetch_add(1, Ordering::SeqCst);
+    c.ready.fetch_add(1, Ordering::SeqCst);
     futex_wake(&c.ready);
     let traced = loop {
-        let g = atomic_u32(&c.go).load(Ordering::SeqCst);
+        let g = c.go.load(Ordering::SeqCst);
         if g == GO_RUN || g == GO_RUN_TRACED {
             break g == GO_RUN_TRACED;
         }
@@ -721,13 +661,13 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         if t.seccomp_tsync != 0 && !leader {
             // The leader installs the shared chain for every thread.
             while SECCOMP_SHARED.load(Ordering::SeqCst) == 0 {
-                futex_wait(SECCOMP_SHARED.as_ptr_u32(), 0);
+                futex_wait(&SECCOMP_SHARED, 0);
             }
         } else {
             restore_seccomp(t, leader && t.seccomp_tsync != 0).unwrap_or_else(|r| fail(args, STAGE_SECCOMP, r));
             if leader {
                 SECCOMP_SHARED.store(1, Ordering::SeqCst);
-                futex_wake(SECCOMP_SHARED.as_ptr_u32());
+                futex_wake(&SECCOMP_SHARED);
             }
         }
     }
@@ -759,7 +699,7 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         });
     }
 
-    atomic_u32(&c.done).fetch_add(1, Ordering::SeqCst);
+    c.done.fetch_add(1, Ordering::SeqCst);
     futex_wake(&c.done);
     THREADS_OUT.fetch_add(1, Ordering::SeqCst);
     if leader {
@@ -768,7 +708,7 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
             core::hint::spin_loop();
         }
         // SAFETY: nobody in this process touches the control page any more.
-        unsafe { syscall3(nr::MUNMAP, args.ctl as usize, 4096, 0) };
+        unsafe { syscall3(nr::MUNMAP, args.ctl as usize, RST_CTL_SIZE, 0) };
         if args.stop_signo > 0 && !traced {
             // A stopped task stays stopped. Traced, the engine stops it once
             // it has left the restorer; untraced (the restorer then stays
@@ -790,17 +730,6 @@ fn thread_finish(args: &RstArgs, t: &RstThread, leader: bool) -> ! {
         } else {
             cryo_sigreturn(t.frame + 8)
         }
-    }
-}
-
-trait AsPtrU32 {
-    fn as_ptr_u32(&self) -> &u32;
-}
-impl AsPtrU32 for AtomicU32 {
-    fn as_ptr_u32(&self) -> &u32 {
-        // SAFETY: AtomicU32 has the layout of u32; the futex calls only pass
-        // its address to the kernel.
-        unsafe { &*(self.as_ptr() as *const u32) }
     }
 }
 
@@ -864,7 +793,7 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
         check(
             args,
             STAGE_CREDS,
-            syscall3(nrx::SETGROUPS, n, c.groups.as_ptr() as usize, 0),
+            syscall3(nr::SETGROUPS, n, c.groups.as_ptr() as usize, 0),
         );
         check(
             args,
@@ -874,18 +803,18 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
         check(
             args,
             STAGE_CREDS,
-            syscall3(nrx::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
+            syscall3(nr::SETRESGID, c.gid as usize, c.egid as usize, c.sgid as usize),
         );
         check(
             args,
             STAGE_CREDS,
-            syscall3(nrx::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
+            syscall3(nr::SETRESUID, c.uid as usize, c.euid as usize, c.suid as usize),
         );
         // setfs*id return the previous value, never an error: read back.
-        syscall3(nrx::SETFSGID, c.fsgid as usize, 0, 0);
-        syscall3(nrx::SETFSUID, c.fsuid as usize, 0, 0);
-        if syscall3(nrx::SETFSGID, u32::MAX as usize, 0, 0) as u32 != c.fsgid
-            || syscall3(nrx::SETFSUID, u32::MAX as usize, 0, 0) as u32 != c.fsuid
+        syscall3(nr::SETFSGID, c.fsgid as usize, 0, 0);
+        syscall3(nr::SETFSUID, c.fsuid as usize, 0, 0);
+        if syscall3(nr::SETFSGID, u32::MAX as usize, 0, 0) as u32 != c.fsgid
+            || syscall3(nr::SETFSUID, u32::MAX as usize, 0, 0) as u32 != c.fsuid
         {
             fail(args, STAGE_CREDS, -1);
         }
@@ -946,7 +875,7 @@ fn restore_creds(args: &RstArgs, c: &RstCreds) {
         check(
             args,
             STAGE_CREDS,
-            syscall3(nrx::CAPSET, &hdr as *const Hdr as usize, data.as_ptr() as usize, 0),
+            syscall3(nr::CAPSET, &hdr as *const Hdr as usize, data.as_ptr() as usize, 0),
         );
         for cap in 0..64usize {
             if c.cap_amb[cap / 32] & (1 << (cap % 32)) != 0 {

@@ -2,41 +2,13 @@
 
 use serde::Serialize;
 
-use cryo_image::{pb, ImageSet};
+use cryo_image::{pb, x86, ImageSet};
 
 use super::{threads_of, x86_info, Result};
 
 /// General registers in gdb's order and names.
 pub fn gp_list(g: &pb::UserX86RegsEntry) -> Vec<(&'static str, u64)> {
-    vec![
-        ("rax", g.ax),
-        ("rbx", g.bx),
-        ("rcx", g.cx),
-        ("rdx", g.dx),
-        ("rsi", g.si),
-        ("rdi", g.di),
-        ("rbp", g.bp),
-        ("rsp", g.sp),
-        ("r8", g.r8),
-        ("r9", g.r9),
-        ("r10", g.r10),
-        ("r11", g.r11),
-        ("r12", g.r12),
-        ("r13", g.r13),
-        ("r14", g.r14),
-        ("r15", g.r15),
-        ("rip", g.ip),
-        ("eflags", g.flags),
-        ("orig_rax", g.orig_ax),
-        ("cs", g.cs),
-        ("ss", g.ss),
-        ("ds", g.ds),
-        ("es", g.es),
-        ("fs", g.fs),
-        ("gs", g.gs),
-        ("fs_base", g.fs_base),
-        ("gs_base", g.gs_base),
-    ]
+    x86::gdb_order().iter().map(|r| (r.name, (r.get)(g))).collect()
 }
 
 /// xsave state components by bit of XSTATE_BV.

@@ -31,42 +31,29 @@ pub fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
+pub use cryo_testsupport::fixtures;
 
 /// All fixture names.
 pub fn fixture_names() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("images").is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    assert!(v.len() >= 10, "fixtures missing: {v:?}");
-    v
+    cryo_testsupport::fixture_dirs()
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 pub fn images(name: &str) -> String {
-    fixtures().join(name).join("images").display().to_string()
+    cryo_testsupport::fixture_images(name).display().to_string()
 }
 
 /// A scratch directory unique to this test (removed first if left over).
 pub fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("crit-test-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    cryo_testsupport::scratch("crit-test", tag)
 }
 
 /// Copy a fixture's images to a scratch directory.
 pub fn copy_images(name: &str, tag: &str) -> PathBuf {
     let d = scratch(tag);
-    for e in std::fs::read_dir(images(name)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
-    }
+    cryo_testsupport::copy_dir(Path::new(&images(name)), &d);
     d
 }
 

@@ -120,24 +120,24 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
         "-o",
         core.to_str().unwrap(),
     ]);
-    let o = Command::new("gdb")
-        .args(["-nx", "-batch", "-ex", "set debuginfod enabled off"])
-        .args([
-            "-ex",
-            "info registers rip rsp",
-            "-ex",
-            "info threads",
-            "-ex",
-            "thread apply all bt",
-        ])
-        .args(["-ex", "x/s 0x7ffe9f2b2fc7"])
-        .args(["-ex", "p/x $fs_base", "-ex", "p/x $xmm0.v2_int64", "-ex", "p/x $k1"])
-        .args(["-ex", "p/x $pkru", "-ex", "p/x $zmm17.v8_int64[0]", "-ex", "p/x $mxcsr"])
-        .args(["-ex", "info auxv", "-ex", "info proc mappings"])
-        .arg(&exe)
-        .arg(&core)
-        .output()
-        .expect("gdb is installed");
+    let o = cryo_testsupport::gdb(&[
+        "info registers rip rsp",
+        "info threads",
+        "thread apply all bt",
+        "x/s 0x7ffe9f2b2fc7",
+        "p/x $fs_base",
+        "p/x $xmm0.v2_int64",
+        "p/x $k1",
+        "p/x $pkru",
+        "p/x $zmm17.v8_int64[0]",
+        "p/x $mxcsr",
+        "info auxv",
+        "info proc mappings",
+    ])
+    .arg(&exe)
+    .arg(&core)
+    .output()
+    .expect("gdb is installed");
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{out}");
     let g = gpregs(9304);
@@ -278,15 +278,7 @@ fn core_for_a_thread_makes_it_current() {
     ]));
     assert_eq!(s["pid"], 9304);
     assert_eq!(s["threads"][0], 9307);
-    let o = Command::new("gdb")
-        .args([
-            "-nx",
-            "-batch",
-            "-ex",
-            "set debuginfod enabled off",
-            "-ex",
-            "info registers rsp",
-        ])
+    let o = cryo_testsupport::gdb(&["info registers rsp"])
         .arg("-c")
         .arg(&core)
         .output()

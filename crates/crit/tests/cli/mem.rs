@@ -283,13 +283,7 @@ fn mem_bad_input() {
     // A pages file cut short is named.
     let d = copy_images("threads4", "mem-corrupt");
     let p = d.join("pages-1.img");
-    let len = std::fs::metadata(&p).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    cryo_testsupport::cut_short(&p, std::fs::metadata(&p).unwrap().len() / 2);
     let e = fails(&["mem", d.to_str().unwrap(), "--pid", T4, "--search", "x"]);
     assert!(e.contains("pages-1.img"), "{e}");
     std::fs::remove_dir_all(d).unwrap();

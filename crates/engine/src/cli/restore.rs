@@ -1,4 +1,7 @@
 //! `cryo restore -D DIR [-d|--restore-detached] [--pidfile F] [-j|--shell-job] [-o LOG] [-v0..4]`
+//!
+//! With `-v` (1 and up) a summary line once the tree runs, from `-v3` the
+//! time of each stage, as `cryo dump -v` does; the log file gets both.
 
 use super::criu;
 use anyhow::Context;
@@ -28,8 +31,10 @@ pub struct Args {
     /// Log file (relative to --work-dir, else to the images directory, as criu).
     #[arg(short = 'o', long = "log-file", value_name = "LOG")]
     pub log: Option<PathBuf>,
-    /// Verbosity 0..4 (-v alone means 2... as criu: -v4 is the most).
-    #[arg(short = 'v', long = "verbosity", value_name = "N", num_args = 0..=1, default_missing_value = "2")]
+    /// Verbosity 0..4 (`-v4`, `--verbosity=4`), as for dump: from 1 on a
+    /// summary line once the tree runs; from 3 on, the time of each stage
+    /// after it.
+    #[arg(short = 'v', long = "verbosity", value_name = "N", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
     /// The root becomes a child of cryo's parent: refused (not supported yet).
     #[arg(short = 'S', long = "restore-sibling", hide = true)]
@@ -85,7 +90,28 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         }
     };
     log(&format!("restore of {} started", a.dir.display()));
-    match restore::restore(o) {
+    let verbosity = a.verbosity.unwrap_or(0);
+    let report = |r: &restore::Restored| {
+        let mut line = format!(
+            "restored {} from {}: {} process(es), {} thread(s); root pid {}, total {:.1} ms",
+            if a.detached { "and detached" } else { "tree" },
+            a.dir.display(),
+            r.pids.len(),
+            r.threads,
+            r.root,
+            r.total.as_secs_f64() * 1e3
+        );
+        if verbosity >= 3 {
+            for (name, d) in &r.phases {
+                line.push_str(&format!("\n  {:<32} {:>9.1} ms", name, d.as_secs_f64() * 1e3));
+            }
+        }
+        log(&line);
+        if verbosity >= 1 {
+            println!("{line}");
+        }
+    };
+    match restore::restore(o, report) {
         Ok(code) => {
             log(&format!("restore of {} done", a.dir.display()));
             Ok(code)

@@ -1,9 +1,15 @@
-//! core-PID.img: registers and FPU/xsave state, task state, creds, signals,
-//! timers, rseq, scheduling — one `CoreEntry` per thread.
+//! core-PID.img: registers and FPU/xsave state, task state, signals, rseq,
+//! scheduling — one `CoreEntry` per thread (creds, seccomp, sigactions,
+//! timers and rlimits in it are [`crate::state`]'s).
 
-use crate::parasite::abi::{Itimerval, KSigaction, PosixTimer, ThreadMisc};
-use crate::proc::{PosixTimerInfo, Stat, Status};
+use super::freeze::FrozenProc;
+use super::{read, write_image, DumpCtx, DumpError, Inside, ProcFacts, Result, TASK_ALIVE, TASK_STOPPED};
+use crate::proc;
+use crate::proc::{Stat, Status};
+use crate::ptrace::PtraceError;
 use crate::ptrace::Regs;
+use crate::state::{creds, rlimits, seccomp, sigactions, timers};
+use cryo_abi::parasite::ThreadMisc;
 use cryo_image::pb;
 
 /// Registers as CRIU's dump writes them for a task stopped inside a
@@ -181,90 +187,6 @@ pub fn tls(descs: &[[u32; 4]; 3]) -> Vec<pb::UserDescT> {
         .collect()
 }
 
-/// creds from /proc status (+ securebits).
-pub fn creds(st: &Status, secbits: u32) -> pb::CredsEntry {
-    let cap = |v: u64| vec![v as u32, (v >> 32) as u32];
-    pb::CredsEntry {
-        uid: st.uids[0],
-        gid: st.gids[0],
-        euid: st.uids[1],
-        egid: st.gids[1],
-        suid: st.uids[2],
-        sgid: st.gids[2],
-        fsuid: st.uids[3],
-        fsgid: st.gids[3],
-        cap_inh: cap(st.cap_inh),
-        cap_prm: cap(st.cap_prm),
-        cap_eff: cap(st.cap_eff),
-        cap_bnd: cap(st.cap_bnd),
-        secbits,
-        groups: st.groups.clone(),
-        lsm_profile: None,
-        lsm_sockcreate: None,
-        apparmor_data: None,
-        no_new_privs: (st.no_new_privs != 0).then_some(st.no_new_privs),
-        cap_amb: cap(st.cap_amb),
-    }
-}
-
-/// The 62 sigactions CRIU stores (signals 1..=64 except SIGKILL and SIGSTOP).
-pub fn sigactions(all: &[KSigaction]) -> Vec<pb::SaEntry> {
-    all.iter()
-        .enumerate()
-        .filter(|(i, _)| *i + 1 != libc::SIGKILL as usize && *i + 1 != libc::SIGSTOP as usize)
-        .map(|(_, s)| pb::SaEntry {
-            sigaction: s.handler,
-            flags: s.flags,
-            restorer: s.restorer,
-            mask: s.mask,
-            compat_sigaction: Some(false),
-            mask_extended: None,
-        })
-        .collect()
-}
-
-fn itimer(t: &Itimerval) -> pb::ItimerEntry {
-    pb::ItimerEntry {
-        isec: t.interval_sec as u64,
-        iusec: t.interval_usec as u64,
-        vsec: t.value_sec as u64,
-        vusec: t.value_usec as u64,
-    }
-}
-
-/// itimers + POSIX timers.
-pub fn timers(it: &[Itimerval], info: &[PosixTimerInfo], posix: &[PosixTimer]) -> pb::TaskTimersEntry {
-    let posix = info
-        .iter()
-        .zip(posix)
-        .map(|(i, p)| pb::PosixTimerEntry {
-            it_id: i.id as u32,
-            clock_id: i.clock_id as u32,
-            si_signo: i.signo as u32,
-            // The kernel's sigev_notify: the kind, plus SIGEV_THREAD_ID for a
-            // signal aimed at one thread (how glibc runs SIGEV_THREAD timers).
-            it_sigev_notify: match i.notify.as_str() {
-                "none" => libc::SIGEV_NONE as u32,
-                "thread" => libc::SIGEV_THREAD as u32,
-                _ => libc::SIGEV_SIGNAL as u32,
-            } | if i.to_thread { libc::SIGEV_THREAD_ID as u32 } else { 0 },
-            sival_ptr: i.sival_ptr,
-            overrun: p.overrun as u32,
-            isec: p.interval_sec as u64,
-            insec: p.interval_nsec as u64,
-            vsec: p.value_sec as u64,
-            vnsec: p.value_nsec as u64,
-            notify_thread_id: i.to_thread.then_some(i.notify_tid),
-        })
-        .collect();
-    pb::TaskTimersEntry {
-        real: itimer(&it[0]),
-        virt: itimer(&it[1]),
-        prof: itimer(&it[2]),
-        posix,
-    }
-}
-
 pub fn signal_queue(sis: &[[u8; 128]]) -> pb::SignalQueueEntry {
     pb::SignalQueueEntry {
         signals: sis.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
@@ -286,10 +208,12 @@ pub struct ThreadFacts {
     /// sched_getscheduler(): the policy with its SCHED_RESET_ON_FORK bit,
     /// which /proc/PID/stat does not show (None: read from stat).
     pub sched_policy: Option<i32>,
+    /// The index of its newest seccomp filter (seccomp mode 2).
+    pub seccomp_filter: Option<u32>,
 }
 
 pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
-    let seccomp = f.status.seccomp;
+    let (seccomp_mode, seccomp_filter) = seccomp::thread_fields(f.status.seccomp, f.seccomp_filter);
     let policy = f.sched_policy.map_or(f.stat.policy, |p| p as u32);
     let base = policy & !(libc::SCHED_RESET_ON_FORK as u32);
     pb::ThreadCoreEntry {
@@ -306,9 +230,9 @@ pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
         }),
         pdeath_sig: (f.misc.pdeath_sig != 0).then_some(f.misc.pdeath_sig as u32),
         signals_p: Some(signal_queue(&f.pending)),
-        creds: Some(creds(&f.status, f.secbits)),
-        seccomp_mode: (seccomp != 0).then_some(seccomp as i32),
-        seccomp_filter: None,
+        creds: Some(creds::dump(&f.status, f.secbits)),
+        seccomp_mode,
+        seccomp_filter,
         comm: Some(f.comm.clone()),
         blk_sigset_extended: None,
         rseq_entry: Some(match f.rseq {
@@ -329,6 +253,164 @@ pub fn thread_core(f: &ThreadFacts, leader: bool) -> pb::ThreadCoreEntry {
     }
 }
 
+// ---- writing core-TID.img ----
+
+/// core-TID.img of every thread, leader first (the leader's carries the
+/// task core).
+pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, inside: &Inside) -> Result<()> {
+    let pid = p.pid;
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let leader_mask = p.threads[0].sigmask().map_err(ptr)?;
+    let shared_pending = p.threads[0].peek_siginfo(true).map_err(ptr)?;
+    for (i, t) in p.threads.iter().enumerate() {
+        let tid = t.tid();
+        let tm = inside.tmisc.get(i).copied().unwrap_or_default();
+        let mut regs = t.regs().map_err(ptr)?;
+        if let Some(abort) = inside.rseq_abort[i] {
+            // Stopped inside an rseq critical section: the kernel would have
+            // sent it to its abort handler on the way back to user space, but
+            // the parasite's run cleared rseq_cs. Jump there as CRIU does, in
+            // the image and in the live task (--leave-running, a failed dump).
+            regs.rip = abort;
+            t.set_regs(&regs).map_err(ptr)?;
+        }
+        let xs = t.xstate().map_err(ptr)?;
+        let mut areas = [[0u32; 4]; 3];
+        for (j, d) in areas.iter_mut().enumerate() {
+            *d = t.thread_area(12 + j as u32).map_err(ptr)?;
+        }
+        let facts = thread_facts(ctx, pid, t, tm)?;
+        let leader = i == 0;
+        let tc = leader.then(|| task_core(pid, p, f, inside, leader_mask, &shared_pending));
+        let core_e = pb::CoreEntry {
+            mtype: pb::core_entry::March::X8664 as i32,
+            thread_info: Some(pb::ThreadInfoX86 {
+                clear_tid_addr: tm.clear_tid,
+                gpregs: gpregs(&rewind_interrupted_syscall(&regs)),
+                fpregs: fpregs(&xs),
+                tls: tls(&areas),
+            }),
+            tc,
+            ids: None,
+            thread_core: Some(thread_core(&facts, leader)),
+            ..Default::default()
+        };
+        let path = ctx.out.path(&format!("core-{tid}.img"));
+        let w = write_image(&path, "CORE", &[core_e])?;
+        ctx.defer(w);
+    }
+    Ok(())
+}
+
+/// What a thread's core says about it, read from /proc and ptrace (its
+/// seccomp filters go into the dump's table now).
+fn thread_facts(
+    ctx: &mut DumpCtx,
+    pid: i32,
+    t: &crate::ptrace::Stopped,
+    tm: cryo_abi::parasite::ThreadMisc,
+) -> Result<ThreadFacts> {
+    let ptr = |source| DumpError::Ptrace { pid, source };
+    let tid = t.tid();
+    let tstat = proc::parse_stat(&read(&format!("/proc/{pid}/task/{tid}/stat"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let tstatus = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
+        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
+    let sched_policy = crate::sys::sched_policy(tid).ok();
+    if sched_policy.is_some_and(|p| p & !libc::SCHED_RESET_ON_FORK == 6) {
+        return Err(DumpError::Refused {
+            pid,
+            what: format!("thread {tid} runs SCHED_DEADLINE, which cannot be restored yet"),
+        });
+    }
+    let mut facts = ThreadFacts {
+        comm: tstat.comm.clone(),
+        stat: tstat,
+        status: tstatus,
+        secbits: tm.secbits as u32,
+        misc: tm,
+        futex_rla: rla,
+        futex_rla_len: rla_len as u32,
+        sigmask: t.sigmask().map_err(ptr)?,
+        pending: t.peek_siginfo(false).map_err(ptr)?,
+        rseq: t.rseq().map_err(ptr)?,
+        sched_policy,
+        seccomp_filter: None,
+    };
+    if facts.status.seccomp == 2 {
+        facts.seccomp_filter = Some(seccomp_chain(ctx, t).map_err(ptr)?);
+    }
+    Ok(facts)
+}
+
+/// The task core of a process (in its leader's core).
+fn task_core(
+    pid: i32,
+    p: &FrozenProc,
+    f: &ProcFacts,
+    inside: &Inside,
+    leader_mask: u64,
+    shared_pending: &[[u8; 128]],
+) -> pb::TaskCoreEntry {
+    let misc = &inside.misc;
+    pb::TaskCoreEntry {
+        task_state: if p.threads[0].was_group_stopped() {
+            TASK_STOPPED
+        } else {
+            TASK_ALIVE
+        },
+        exit_code: 0,
+        personality: u32::from_str_radix(
+            read(&format!("/proc/{pid}/personality"), pid)
+                .unwrap_or_default()
+                .trim(),
+            16,
+        )
+        .unwrap_or(0),
+        flags: f.stat.flags,
+        blk_sigset: leader_mask,
+        comm: f.stat.comm.clone(),
+        timers: Some(timers::dump(&inside.itimers, &f.timers, &inside.posix)),
+        rlimits: Some(rlimits::dump(&misc.rlimits)),
+        cg_set: None,
+        signals_s: Some(signal_queue(shared_pending)),
+        old_seccomp_mode: None,
+        old_seccomp_filter: None,
+        loginuid: read(&format!("/proc/{pid}/loginuid"), pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        oom_score_adj: read(&format!("/proc/{pid}/oom_score_adj"), pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        sigactions: sigactions::dump(&inside.sigacts),
+        child_subreaper: Some(misc.child_subreaper != 0),
+        blk_sigset_extended: None,
+        stop_signo: match p.threads[0].first_stop {
+            crate::ptrace::StopKind::Event { sig } if sig != libc::SIGTRAP => Some(sig as u32),
+            _ => None,
+        },
+        // As the kernel reports it (CRIU stores it unchanged, when not zero).
+        membarrier_registration_mask: (misc.membarrier_mask != 0).then_some(misc.membarrier_mask),
+    }
+}
+
+/// The thread's seccomp filters into the dump's table (see
+/// [`crate::state::seccomp::Filters`]); returns the index of the thread's
+/// newest filter.
+fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
+    let mut chain = Vec::new();
+    // Index 0 is the oldest filter (the kernel counts back from the newest).
+    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
+        let flags = t.seccomp_flags(chain.len() as u64)?;
+        chain.push((f, flags));
+    }
+    ctx.seccomp.add_chain(chain).ok_or(PtraceError::Unexpected {
+        tid: t.tid(),
+        what: "seccomp mode 2 without filters".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,15 +428,6 @@ mod tests {
         assert_eq!(fp.st_space.len(), 32);
         assert_eq!(fp.xmm_space.len(), 64);
         assert_eq!(fp.xsave.unwrap().xstate_bv, 3);
-    }
-
-    #[test]
-    fn sigactions_skip_kill_and_stop() {
-        let mut all = vec![KSigaction::default(); 64];
-        all[9].handler = 0x1234; // SIGUSR1
-        let sa = sigactions(&all);
-        assert_eq!(sa.len(), 62);
-        assert_eq!(sa[8].sigaction, 0x1234);
     }
 
     fn regs(ax: i64, orig_ax: i64) -> Regs {

@@ -15,9 +15,9 @@ use crate::files::{reg, FdCtx, FileError, FileTable};
 use crate::parasite::{self, Parasite, ParasiteError};
 use crate::proc::{self, Vma};
 use crate::ptrace::PtraceError;
+use crate::state::mm::{self, MapKind};
 use cryo_image::{pb, ImageError, ImageWriter};
 use freeze::{FreezeError, FrozenProc, FrozenTree};
-use mem::VmaKind;
 use pages::{check_room, drain_pending, dump_pages, scan_and_splice, scan_pages, PendingPages, PipePool};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,30 @@ pub struct DumpOpts {
     pub link_remap: bool,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
+    /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
+    /// see [`Notice`]); an answer of `Err` aborts the dump.
+    pub notify: Option<Notify>,
+}
+
+/// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The tree is frozen, nothing collected yet (criu's query-ext-files).
+    Frozen,
+    /// The whole image set is written (inventory.img last), the tree still
+    /// frozen (criu's post-dump). With a notify the tree stays frozen until
+    /// the answer; `Err` releases it as it was and removes the images.
+    Written,
+}
+
+/// A notification callback: `Err(why)` aborts the dump with [`DumpError::Aborted`].
+#[derive(Clone)]
+pub struct Notify(pub std::sync::Arc<dyn Fn(Notice) -> std::result::Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
 }
 
 /// Stages of a dump reported to a [`Hook`].
@@ -77,6 +101,14 @@ impl DumpOpts {
             ghost_fiemap: true,
             link_remap: false,
             hook: None,
+            notify: None,
+        }
+    }
+
+    fn notice(&self, n: Notice) -> Result<()> {
+        match &self.notify {
+            Some(f) => (f.0)(n).map_err(|why| DumpError::Aborted { at: n, why }),
+            None => Ok(()),
         }
     }
 
@@ -119,6 +151,12 @@ pub enum DumpError {
     Image(#[from] ImageError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Affinity(#[from] crate::state::affinity::AffinityError),
+    #[error(transparent)]
+    Sidecar(#[from] crate::sidecar::SidecarError),
+    #[error("dump aborted at {at:?}: {why}")]
+    Aborted { at: Notice, why: String },
 }
 
 impl DumpError {
@@ -197,9 +235,8 @@ struct DumpCtx {
     unfinished: Vec<ImageWriter>,
     pool: PipePool,
     locks: Vec<pb::FileLockEntry>,
-    /// seccomp.img filters: (BPF program, index of the older filter it runs
-    /// after, SECCOMP_FILTER_FLAG_* it was installed with).
-    seccomp: Vec<(Vec<u8>, Option<u32>, u32)>,
+    /// seccomp.img filters.
+    seccomp: crate::state::seccomp::Filters,
     /// (kind, POSIX owner pid, file id, start, len, type) of the locks recorded.
     lock_keys: Vec<(u32, i32, u32, i64, i64, u32)>,
     pstree: Vec<pb::PstreeEntry>,
@@ -363,7 +400,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         unfinished: Vec::new(),
         pool,
         locks: Vec::new(),
-        seccomp: Vec::new(),
+        seccomp: Default::default(),
         lock_keys: Vec::new(),
         pstree: Vec::new(),
         stats: pb::DumpStatsEntry::default(),
@@ -387,10 +424,19 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             // own while the pages are written (the pages are not fsync'd).
             let unfinished = std::mem::take(&mut ctx.unfinished);
             let pending = std::mem::take(&mut ctx.pending);
+            // With a notify the tree stays frozen until the post-dump answer.
+            let hold = ctx.opts.notify.is_some();
+            let mut held = None;
             let (frozen, drained, finished) = std::thread::scope(|s| {
                 // Release the tree as early as the mode allows: pages still
                 // in pipes must be written first when it goes on running.
-                let (frozen, fin, drained) = if ctx.opts.leave_running {
+                let (frozen, fin, drained) = if hold {
+                    let fin = s.spawn(move || finish_images(unfinished));
+                    let drained = drain_pending(pending, DRAIN_THREADS);
+                    ctx.phases.mark("pages written (frozen)");
+                    held = Some(tree);
+                    (frozen_t0.elapsed(), fin, drained)
+                } else if ctx.opts.leave_running {
                     let fin = s.spawn(move || finish_images(unfinished));
                     let drained = drain_pending(pending, DRAIN_THREADS);
                     ctx.phases.mark("pages written (frozen)");
@@ -422,17 +468,34 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             if let Some((_, d)) = ctx.phases.list.iter().find(|(n, _)| n.starts_with("pages written")) {
                 ctx.stats.memwrite_time += d.as_micros() as u32;
             }
-            if let Err(e) = drained.and(finished) {
+            let fail = |ctx: &mut DumpCtx, held: Option<FrozenTree>, e| {
                 ctx.discard();
-                return Err(e);
+                if let Some(t) = held {
+                    let _ = std::fs::remove_file(&inv);
+                    t.release();
+                }
+                Err(e)
+            };
+            if let Err(e) = drained.and(finished) {
+                return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
             if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
-                ctx.discard();
-                return Err(e);
+                return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("inventory");
+            if let Some(tree) = held {
+                if let Err(e) = ctx.opts.notice(Notice::Written) {
+                    return fail(&mut ctx, Some(tree), e);
+                }
+                if ctx.opts.leave_running {
+                    tree.release();
+                } else {
+                    reap_tree(kill_tree(tree));
+                    ctx.phases.mark("tree killed and reaped");
+                }
+            }
             Ok(DumpSummary {
                 processes: nprocs,
                 threads: ctx.threads,
@@ -619,7 +682,7 @@ fn check_ns(pid: i32) -> Result<()> {
 struct ProcFacts {
     stat: proc::Stat,
     status: proc::Status,
-    vmas: Vec<(Vma, VmaKind)>,
+    vmas: Vec<(Vma, MapKind)>,
     /// /proc/PID/maps as read, before classification.
     maps: Vec<Vma>,
     fds: Vec<(i32, String)>,
@@ -775,15 +838,15 @@ fn collect_facts(pid: i32) -> Result<ProcFacts> {
     })
 }
 
-fn classify_vmas(maps: Vec<Vma>) -> Vec<(Vma, VmaKind)> {
-    let mut vmas: Vec<(Vma, VmaKind)> = maps
+fn classify_vmas(maps: Vec<Vma>) -> Vec<(Vma, MapKind)> {
+    let mut vmas: Vec<(Vma, MapKind)> = maps
         .into_iter()
         .map(|v| {
-            let k = mem::classify(&v);
+            let k = mm::classify(&v);
             (v, k)
         })
         .collect();
-    mem::merge_vvar(&mut vmas);
+    mm::merge_vvar(&mut vmas);
     vmas
 }
 
@@ -833,10 +896,10 @@ fn hugetlb_page_size(pid: i32, v: &Vma) -> Result<u64> {
 /// Private anonymous MAP_HUGETLB memory and mappings of hugetlb shmem
 /// (MAP_SHARED|MAP_HUGETLB, MFD_HUGETLB memfds) are dumped; SysV
 /// SHM_HUGETLB and files on a hugetlbfs mount are not.
-fn hugetlb_supported(pid: i32, v: &Vma, k: VmaKind) -> bool {
+fn hugetlb_supported(pid: i32, v: &Vma, k: MapKind) -> bool {
     match k {
-        VmaKind::AnonPrivate => v.name.starts_with("/anon_hugepage"),
-        VmaKind::ShmemLike | VmaKind::MemfdPrivate => on_hugetlbfs(pid, v),
+        MapKind::AnonPrivate => v.name.starts_with("/anon_hugepage"),
+        MapKind::ShmemLike | MapKind::MemfdPrivate => on_hugetlbfs(pid, v),
         _ => false,
     }
 }
@@ -856,13 +919,13 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
     check_ns(pid)?;
     for (v, k) in &f.vmas {
         match k {
-            VmaKind::SysvShm => {
+            MapKind::SysvShm => {
                 return Err(DumpError::Refused {
                     pid,
                     what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
                 })
             }
-            VmaKind::FilePrivate | VmaKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
+            MapKind::FilePrivate | MapKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
             _ => {}
         }
     }
@@ -913,6 +976,7 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
 
 fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader, locks: Option<&str>) -> Result<()> {
     ctx.opts.stage(Stage::Frozen);
+    ctx.opts.notice(Notice::Frozen)?;
     let mut facts = Vec::new();
     let t = Instant::now();
     for p in &tree.procs {
@@ -930,7 +994,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     for (p, f) in tree.procs.iter().zip(&facts) {
         let Some(f) = f else { continue };
         for (v, k) in &f.vmas {
-            if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
+            if matches!(k, MapKind::ShmemLike | MapKind::MemfdPrivate) {
                 let mf = format!("/proc/{}/map_files/{:x}-{:x}", p.pid, v.start, v.end);
                 ctx.files.shmem_inode(&mf, &v.name)?;
             }
@@ -958,7 +1022,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         .flat_map(|p| p.threads.iter().map(|t| t.tid()))
         .collect();
     let side = cryo_image::sidecar::Sidecar {
-        affinity: crate::affinity::collect(&tids)?,
+        affinity: crate::state::affinity::collect(&tids)?,
         eventfd_semaphore: ctx.files.eventfd_semaphore.clone(),
     };
     crate::sidecar::write(&ctx.opts.dir, &side, |name| ctx.out.path(name))?;
@@ -997,58 +1061,29 @@ fn root_ns_ids() -> pb::TaskKobjIdsEntry {
     }
 }
 
+/// What the parasite read inside a process (and its pages, scanned with
+/// the parasite in place).
+struct Inside {
+    sigacts: Vec<cryo_abi::parasite::KSigaction>,
+    itimers: Vec<cryo_abi::parasite::Itimerval>,
+    posix: Vec<cryo_abi::parasite::PosixTimer>,
+    misc: cryo_abi::parasite::Misc,
+    /// Per thread, leader first.
+    tmisc: Vec<cryo_abi::parasite::ThreadMisc>,
+    runs: Vec<mem::Run>,
+    /// The page pipes (vmsplice mode).
+    spliced: Option<Vec<(OwnedFd, u64)>>,
+    /// Per thread: the rseq abort handler to jump to (stopped inside a
+    /// critical section), read before the parasite ran.
+    rseq_abort: Vec<Option<u64>>,
+}
+
+/// One live process: run the parasite, then write its images (files
+/// first, in CRIU's id order: mappings, fds, cwd/root), cores, mm, pages,
+/// ids and fs, and add it to the pstree.
 fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mut SmapsReader) -> Result<()> {
     let pid = p.pid;
-    let ptr = |source| DumpError::Ptrace { pid, source };
-    let para = |source| DumpError::Parasite { pid, source };
-
-    // --- inside the target: the parasite ---
-    let code_addr = parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
-    // rseq critical sections, read before the parasite runs (running it
-    // makes the kernel clear each thread's rseq_cs).
-    let mut rseq_abort = Vec::new();
-    for t in &p.threads {
-        refuse_sigtrap(pid, t.tid())?;
-        rseq_abort.push(rseq_abort_ip(pid, t)?);
-    }
-    let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
-    let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
-    let (sigacts, itimers, posix, misc, mut tmisc, runs, spliced) = {
-        let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
-        trace(&format!("pid {pid}: parasite in"));
-        let sa = para_.sigactions().map_err(para)?;
-        let it = para_.itimers().map_err(para)?;
-        let pt = if timer_ids.is_empty() {
-            Vec::new()
-        } else {
-            para_.posix_timers(&timer_ids).map_err(para)?
-        };
-        let misc = para_.misc().map_err(para)?;
-        let mut tm = vec![para_.thread_misc().map_err(para)?];
-        for t in others.iter_mut() {
-            tm.push(para_.thread_misc_of(t).map_err(para)?);
-        }
-        // Pages: scanned with the parasite in place (like CRIU), spliced by it
-        // into pipes in vmsplice mode.
-        let t_mem = Instant::now();
-        let (runs, scanned, spliced) = if ctx.opts.pages == PageReader::Vmsplice {
-            // The parasite runs in the target's thread: at the target's
-            // priority a busy machine would stretch this, the longest step of
-            // the frozen window. Its policy is back before anything reads it.
-            let _rt = Realtime::thread(pid);
-            let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas)?;
-            (runs, scanned, Some(pipes))
-        } else {
-            let (runs, scanned) = scan_pages(pid, &f.vmas)?;
-            (runs, scanned, None)
-        };
-        trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
-        ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
-        ctx.stats.pages_scanned += scanned;
-        trace(&format!("pid {pid}: curing"));
-        para_.cure().map_err(para)?;
-        (sa, it, pt, misc, tm, runs, spliced)
-    };
+    let inside = run_parasite(ctx, p, &f)?;
     ctx.opts.stage(Stage::ParasiteDone(pid));
     trace(&format!("pid {pid}: parasite done"));
     with_vmflags(pid, &mut f, smaps)?;
@@ -1061,67 +1096,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     }
     trace(&format!("pid {pid}: vmflags"));
 
-    // --- files (ids: mappings first, then fds, then cwd/root, like CRIU) ---
-    let mut vma_entries = Vec::new();
-    for (v, k) in &f.vmas {
-        let mut shmid = 0;
-        if matches!(k, VmaKind::ShmemLike | VmaKind::MemfdPrivate) {
-            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
-            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
-                path: mf.clone().into(),
-                source,
-            })?;
-            let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, _| {
-                Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
-            })? as u64;
-        }
-        if matches!(k, VmaKind::FilePrivate | VmaKind::FileShared) {
-            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
-            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
-                path: mf.clone().into(),
-                source,
-            })?;
-            let name = v.name.clone();
-            let deleted = v.deleted;
-            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
-                let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
-                reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
-            })? as u64;
-        }
-        let mut e = mem::vma_entry(v, *k, shmid);
-        if v.has_flag("ht") {
-            let size = hugetlb_page_size(pid, v)?;
-            e.flags |= mem::hugetlb_size_flag(size).ok_or_else(|| hugetlb_refused(pid, v))?;
-        }
-        vma_entries.push(e);
-    }
-    {
-        let pm_path = format!("/proc/{pid}/pagemap");
-        let io = |source| DumpError::Io {
-            path: pm_path.clone().into(),
-            source,
-        };
-        let pm = std::fs::File::open(&pm_path).map_err(io)?;
-        vma_entries.extend(mem::guard_entries(std::os::fd::AsRawFd::as_raw_fd(&pm)).map_err(io)?);
-    }
-    let exe_file_id = {
-        let exe = format!("/proc/{pid}/exe");
-        let st = crate::files::stat_path(&exe).map_err(|source| DumpError::Io {
-            path: exe.clone().into(),
-            source,
-        })?;
-        let link = std::fs::read_link(&exe)
-            .map(|l| l.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (name, deleted) = reg::split_deleted(&link);
-        let name = name.to_string();
-        ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
-            let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
-            reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
-        })?
-    };
-
+    let vma_entries = vma_entries(ctx, pid, &f)?;
+    let exe_file_id = exe_file(ctx, pid)?;
     let ids = pb::TaskKobjIdsEntry {
         vm_id: kid(ctx, 0, crate::sys::KCMP_VM, pid),
         files_id: kid(ctx, 1, crate::sys::KCMP_FILES, pid),
@@ -1129,189 +1105,36 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         sighand_id: kid(ctx, 3, crate::sys::KCMP_SIGHAND, pid),
         ..root_ns_ids()
     };
-
-    // A task made with CLONE_FILES (not a thread) shares its fd table. As
-    // with CRIU, a table shared with the parent is written once, by the
-    // parent (dumped first), and the child names it by the same files_id; a
-    // table shared with anybody else cannot be recreated by clone().
-    let shared_with_parent = ctx.written_fdinfo.contains(&ids.files_id)
-        && crate::sys::kcmp(pid, p.ppid, crate::sys::KCMP_FILES, 0, 0).ok() == Some(0);
-    if ctx.written_fdinfo.contains(&ids.files_id) && !shared_with_parent {
-        let other = ctx
-            .kids
-            .iter()
-            .find(|k| k.0 == crate::sys::KCMP_FILES && k.2 == ids.files_id)
-            .map_or(0, |k| k.1);
-        return Err(DumpError::Refused {
-            pid,
-            what: format!(
-                "it shares its fd table with pid {other}, which is not its parent (clone with \
-                 CLONE_FILES): only a table shared with the parent can be restored"
-            ),
-        });
-    }
-    if !shared_with_parent {
-        let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
-        let mut fdinfos = Vec::new();
-        for (fd, link) in &f.fds {
-            fdinfos.push(dump_one_fd(ctx, pid, *fd, link, &pidfd)?);
-        }
-        let path = ctx.out.path(&format!("fdinfo-{}.img", ids.files_id));
-        let w = write_image(&path, "FDINFO", &fdinfos)?;
-        ctx.defer(w);
-        ctx.written_fdinfo.push(ids.files_id);
-    }
-
+    write_fd_table(ctx, p, &f, ids.files_id)?;
     let cwd_id = fs_file(ctx, pid, "cwd")?;
     let root_id = fs_file(ctx, pid, "root")?;
 
-    // --- registers, signals: per thread ---
-    let leader_mask;
-    {
-        let t = &p.threads[0];
-        leader_mask = t.sigmask().map_err(ptr)?;
-    }
-    let shared_pending = p.threads[0].peek_siginfo(true).map_err(ptr)?;
-    for (i, t) in p.threads.iter().enumerate() {
-        let tid = t.tid();
-        let tm = tmisc.get_mut(i).map(|m| *m).unwrap_or_default();
-        let tstat = proc::parse_stat(&read(&format!("/proc/{pid}/task/{tid}/stat"), pid)?)
-            .map_err(|e| DumpError::task(pid, e.to_string()))?;
-        let tstatus = proc::parse_status(&read(&format!("/proc/{pid}/task/{tid}/status"), pid)?)
-            .map_err(|e| DumpError::task(pid, e.to_string()))?;
-        let mut regs = t.regs().map_err(ptr)?;
-        if let Some(abort) = rseq_abort[i] {
-            // Stopped inside an rseq critical section: the kernel would have
-            // sent it to its abort handler on the way back to user space, but
-            // the parasite's run cleared rseq_cs. Jump there as CRIU does, in
-            // the image and in the live task (--leave-running, a failed dump).
-            regs.rip = abort;
-            t.set_regs(&regs).map_err(ptr)?;
-        }
-        let xs = t.xstate().map_err(ptr)?;
-        let mut tls = [[0u32; 4]; 3];
-        for (j, d) in tls.iter_mut().enumerate() {
-            *d = t.thread_area(12 + j as u32).map_err(ptr)?;
-        }
-        let (rla, rla_len) = crate::sys::get_robust_list(tid).unwrap_or((0, 0));
-        let sched_policy = crate::sys::sched_policy(tid).ok();
-        if sched_policy.is_some_and(|p| p & !libc::SCHED_RESET_ON_FORK == 6) {
-            return Err(DumpError::Refused {
-                pid,
-                what: format!("thread {tid} runs SCHED_DEADLINE, which cannot be restored yet"),
-            });
-        }
-        let facts = core::ThreadFacts {
-            comm: tstat.comm.clone(),
-            stat: tstat,
-            status: tstatus,
-            secbits: tm.secbits as u32,
-            misc: tm,
-            futex_rla: rla,
-            futex_rla_len: rla_len as u32,
-            sigmask: t.sigmask().map_err(ptr)?,
-            pending: t.peek_siginfo(false).map_err(ptr)?,
-            rseq: t.rseq().map_err(ptr)?,
-            sched_policy,
-        };
-        let seccomp_filter = if facts.status.seccomp == 2 {
-            Some(seccomp_chain(ctx, t).map_err(ptr)?)
-        } else {
-            None
-        };
-        let leader = i == 0;
-        let tc = leader.then(|| pb::TaskCoreEntry {
-            task_state: if p.threads[0].was_group_stopped() {
-                TASK_STOPPED
-            } else {
-                TASK_ALIVE
-            },
-            exit_code: 0,
-            personality: u32::from_str_radix(
-                read(&format!("/proc/{pid}/personality"), pid)
-                    .unwrap_or_default()
-                    .trim(),
-                16,
-            )
-            .unwrap_or(0),
-            flags: f.stat.flags,
-            blk_sigset: leader_mask,
-            comm: f.stat.comm.clone(),
-            timers: Some(core::timers(&itimers, &f.timers, &posix)),
-            rlimits: Some(pb::TaskRlimitsEntry {
-                rlimits: misc
-                    .rlimits
-                    .iter()
-                    .map(|r| pb::RlimitEntry { cur: r[0], max: r[1] })
-                    .collect(),
-            }),
-            cg_set: None,
-            signals_s: Some(core::signal_queue(&shared_pending)),
-            old_seccomp_mode: None,
-            old_seccomp_filter: None,
-            loginuid: read(&format!("/proc/{pid}/loginuid"), pid)
-                .ok()
-                .and_then(|s| s.trim().parse().ok()),
-            oom_score_adj: read(&format!("/proc/{pid}/oom_score_adj"), pid)
-                .ok()
-                .and_then(|s| s.trim().parse().ok()),
-            sigactions: core::sigactions(&sigacts),
-            child_subreaper: Some(misc.child_subreaper != 0),
-            blk_sigset_extended: None,
-            stop_signo: match p.threads[0].first_stop {
-                crate::ptrace::StopKind::Event { sig } if sig != libc::SIGTRAP => Some(sig as u32),
-                _ => None,
-            },
-            // As the kernel reports it (CRIU stores it unchanged, when not zero).
-            membarrier_registration_mask: (misc.membarrier_mask != 0).then_some(misc.membarrier_mask),
-        });
-        let core_e = pb::CoreEntry {
-            mtype: pb::core_entry::March::X8664 as i32,
-            thread_info: Some(pb::ThreadInfoX86 {
-                clear_tid_addr: tm.clear_tid,
-                gpregs: core::gpregs(&core::rewind_interrupted_syscall(&regs)),
-                fpregs: core::fpregs(&xs),
-                tls: core::tls(&tls),
-            }),
-            tc,
-            ids: None,
-            thread_core: Some(pb::ThreadCoreEntry {
-                seccomp_filter,
-                ..core::thread_core(&facts, leader)
-            }),
-            ..Default::default()
-        };
-        let path = ctx.out.path(&format!("core-{tid}.img"));
-        let w = write_image(&path, "CORE", &[core_e])?;
-        ctx.defer(w);
-    }
+    core::write_cores(ctx, p, &f, &inside)?;
     ctx.threads += p.threads.len();
 
-    // --- memory ---
-    let mut mm = mem::mm_entry(
+    let mut mm = mm::mm_entry(
         &f.stat,
-        misc.brk,
+        inside.misc.brk,
         f.auxv.clone(),
         exe_file_id,
         vma_entries,
-        misc.dumpable,
-        misc.thp_disabled != 0,
+        inside.misc.dumpable,
+        inside.misc.thp_disabled != 0,
     );
-    mm.aios = mem::aio_entries(&f.vmas);
+    mm.aios = mm::aio_entries(&f.vmas);
     let path = ctx.out.path(&format!("mm-{pid}.img"));
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);
     ctx.opts.stage(Stage::Pages(pid));
-    dump_pages(ctx, pid, &runs, spliced)?;
+    dump_pages(ctx, pid, &inside.runs, inside.spliced)?;
 
-    // --- ids, fs, pstree ---
     let path = ctx.out.path(&format!("ids-{pid}.img"));
     let w = write_image(&path, "IDS", &[ids])?;
     ctx.defer(w);
     let fs = pb::FsEntry {
         cwd_id,
         root_id,
-        umask: Some(f.status.umask.unwrap_or(misc.umask)),
+        umask: Some(f.status.umask.unwrap_or(inside.misc.umask)),
     };
     let path = ctx.out.path(&format!("fs-{pid}.img"));
     let w = write_image(&path, "FS", &[fs])?;
@@ -1326,36 +1149,169 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     Ok(())
 }
 
-/// The thread's seccomp filters into ctx.seccomp (oldest first; a filter
-/// already there with the same program and predecessor is shared, as
-/// forked children and TSYNC'd threads share them); returns the index of
-/// the thread's newest filter.
-fn seccomp_chain(ctx: &mut DumpCtx, t: &crate::ptrace::Stopped) -> std::result::Result<u32, PtraceError> {
-    let mut chain = Vec::new();
-    while let Some(f) = t.seccomp_filter(chain.len() as u64)? {
-        let flags = t.seccomp_flags(chain.len() as u64)?;
-        chain.push((f, flags));
+/// Inside the target: inject the parasite, read what only the task can
+/// tell (sigactions, timers, misc per process and per thread), scan (and
+/// in vmsplice mode splice) the pages, and remove the parasite.
+fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<Inside> {
+    let pid = p.pid;
+    let para = |source| DumpError::Parasite { pid, source };
+    let code_addr = parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    // rseq critical sections, read before the parasite runs (running it
+    // makes the kernel clear each thread's rseq_cs).
+    let mut rseq_abort = Vec::new();
+    for t in &p.threads {
+        refuse_sigtrap(pid, t.tid())?;
+        rseq_abort.push(rseq_abort_ip(pid, t)?);
     }
-    let mut prev: Option<u32> = None;
-    // Index 0 is the oldest filter (the kernel counts back from the newest).
-    for (f, flags) in chain {
-        let idx = match ctx
-            .seccomp
-            .iter()
-            .position(|(g, p, fl)| *g == f && *p == prev && *fl == flags)
-        {
-            Some(i) => i as u32,
-            None => {
-                ctx.seccomp.push((f, prev, flags));
-                ctx.seccomp.len() as u32 - 1
-            }
-        };
-        prev = Some(idx);
+    let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
+    let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
+    let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
+    trace(&format!("pid {pid}: parasite in"));
+    let sigacts = para_.sigactions().map_err(para)?;
+    let itimers = para_.itimers().map_err(para)?;
+    let posix = if timer_ids.is_empty() {
+        Vec::new()
+    } else {
+        para_.posix_timers(&timer_ids).map_err(para)?
+    };
+    let misc = para_.misc().map_err(para)?;
+    let mut tmisc = vec![para_.thread_misc().map_err(para)?];
+    for t in others.iter_mut() {
+        tmisc.push(para_.thread_misc_of(t).map_err(para)?);
     }
-    prev.ok_or(PtraceError::Unexpected {
-        tid: t.tid(),
-        what: "seccomp mode 2 without filters".into(),
+    // Pages: scanned with the parasite in place (like CRIU), spliced by it
+    // into pipes in vmsplice mode.
+    let t_mem = Instant::now();
+    let (runs, scanned, spliced) = if ctx.opts.pages == PageReader::Vmsplice {
+        // The parasite runs in the target's thread: at the target's
+        // priority a busy machine would stretch this, the longest step of
+        // the frozen window. Its policy is back before anything reads it.
+        let _rt = Realtime::thread(pid);
+        let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas)?;
+        (runs, scanned, Some(pipes))
+    } else {
+        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+        (runs, scanned, None)
+    };
+    trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
+    ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
+    ctx.stats.pages_scanned += scanned;
+    trace(&format!("pid {pid}: curing"));
+    para_.cure().map_err(para)?;
+    Ok(Inside {
+        sigacts,
+        itimers,
+        posix,
+        misc,
+        tmisc,
+        runs,
+        spliced,
+        rseq_abort,
     })
+}
+
+/// The VMA entries of mm-PID.img (the files they map get their ids now),
+/// then the guard ranges.
+fn vma_entries(ctx: &mut DumpCtx, pid: i32, f: &ProcFacts) -> Result<Vec<pb::VmaEntry>> {
+    let mut vma_entries = Vec::new();
+    for (v, k) in &f.vmas {
+        let mut shmid = 0;
+        if matches!(k, MapKind::ShmemLike | MapKind::MemfdPrivate) {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let inode_id = ctx.files.shmem_inode(&mf, &v.name)?;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, _| {
+                Ok(crate::files::memfd::memfd_entry(id, 0, 0, inode_id))
+            })? as u64;
+        }
+        if matches!(k, MapKind::FilePrivate | MapKind::FileShared) {
+            let mf = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let st = crate::files::stat_path(&mf).map_err(|source| DumpError::Io {
+                path: mf.clone().into(),
+                source,
+            })?;
+            let name = v.name.clone();
+            let deleted = v.deleted;
+            shmid = ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
+                let open = if deleted { std::fs::File::open(&mf).ok() } else { None };
+                reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
+            })? as u64;
+        }
+        let mut e = mm::vma_entry(v, *k, shmid);
+        if v.has_flag("ht") {
+            let size = hugetlb_page_size(pid, v)?;
+            e.flags |= mm::hugetlb_size_flag(size).ok_or_else(|| hugetlb_refused(pid, v))?;
+        }
+        vma_entries.push(e);
+    }
+    let pm_path = format!("/proc/{pid}/pagemap");
+    let io = |source| DumpError::Io {
+        path: pm_path.clone().into(),
+        source,
+    };
+    let pm = std::fs::File::open(&pm_path).map_err(io)?;
+    vma_entries.extend(mm::guard_entries(std::os::fd::AsRawFd::as_raw_fd(&pm)).map_err(io)?);
+    Ok(vma_entries)
+}
+
+/// The file id of /proc/PID/exe.
+fn exe_file(ctx: &mut DumpCtx, pid: i32) -> Result<u32> {
+    let exe = format!("/proc/{pid}/exe");
+    let st = crate::files::stat_path(&exe).map_err(|source| DumpError::Io {
+        path: exe.clone().into(),
+        source,
+    })?;
+    let link = std::fs::read_link(&exe)
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (name, deleted) = reg::split_deleted(&link);
+    let name = name.to_string();
+    Ok(ctx.files.mapped_file(st.st_dev, st.st_ino, |id, t| {
+        let open = if deleted { std::fs::File::open(&exe).ok() } else { None };
+        reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
+    })?)
+}
+
+/// fdinfo-`files_id`.img: every fd of the process (its files get their
+/// ids now), unless the table is its parent's.
+fn write_fd_table(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, files_id: u32) -> Result<()> {
+    let pid = p.pid;
+    // A task made with CLONE_FILES (not a thread) shares its fd table. As
+    // with CRIU, a table shared with the parent is written once, by the
+    // parent (dumped first), and the child names it by the same files_id; a
+    // table shared with anybody else cannot be recreated by clone().
+    let shared_with_parent = ctx.written_fdinfo.contains(&files_id)
+        && crate::sys::kcmp(pid, p.ppid, crate::sys::KCMP_FILES, 0, 0).ok() == Some(0);
+    if ctx.written_fdinfo.contains(&files_id) && !shared_with_parent {
+        let other = ctx
+            .kids
+            .iter()
+            .find(|k| k.0 == crate::sys::KCMP_FILES && k.2 == files_id)
+            .map_or(0, |k| k.1);
+        return Err(DumpError::Refused {
+            pid,
+            what: format!(
+                "it shares its fd table with pid {other}, which is not its parent (clone with \
+                 CLONE_FILES): only a table shared with the parent can be restored"
+            ),
+        });
+    }
+    if shared_with_parent {
+        return Ok(());
+    }
+    let pidfd = crate::sys::pidfd_open(pid).map_err(|e| DumpError::task(pid, format!("pidfd_open: {e}")))?;
+    let mut fdinfos = Vec::new();
+    for (fd, link) in &f.fds {
+        fdinfos.push(dump_one_fd(ctx, pid, *fd, link, &pidfd)?);
+    }
+    let path = ctx.out.path(&format!("fdinfo-{files_id}.img"));
+    let w = write_image(&path, "FDINFO", &fdinfos)?;
+    ctx.defer(w);
+    ctx.written_fdinfo.push(files_id);
+    Ok(())
 }
 
 /// A zombie: its pstree entry and a core with the exit status only (as CRIU).
@@ -1395,8 +1351,14 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
         path: p.clone().into(),
         source,
     })?;
-    let info = proc::parse_fdinfo(&read(&format!("/proc/{pid}/fdinfo/{fd}"), pid)?)
-        .map_err(|e| DumpError::task(pid, e.to_string()))?;
+    let fdinfo_path = format!("/proc/{pid}/fdinfo/{fd}");
+    let mut info = proc::parse_fdinfo(&read(&fdinfo_path, pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    if info.locks.iter().any(crate::files::lock::is_breaking_line) {
+        // A break whose time is up is finished first (files::lock).
+        crate::files::lock::time_out_breaks(std::os::fd::AsRawFd::as_raw_fd(pidfd), fd)
+            .map_err(|e| DumpError::task(pid, format!("fd {fd}: F_GETLEASE: {e}")))?;
+        info = proc::parse_fdinfo(&read(&fdinfo_path, pid)?).map_err(|e| DumpError::task(pid, e.to_string()))?;
+    }
     let mut locks = Vec::new();
     for l in &info.locks {
         // flock and OFD locks belong to the open file: whoever holds it
@@ -1412,10 +1374,13 @@ fn dump_one_fd(ctx: &mut DumpCtx, pid: i32, fd: i32, link: &str, pidfd: &OwnedFd
                 what: format!("fd {fd} ({link}) holds a {} lock; dump it with --file-locks", l.class),
             });
         }
-        let e = crate::files::lock::lock_entry(l, pid, fd).map_err(|what| DumpError::Refused {
-            pid,
-            what: format!("fd {fd}: {what}"),
-        })?;
+        let e =
+            crate::files::lock::dump_entry(l, pid, fd, info.flags, link.ends_with(" (deleted)")).map_err(|what| {
+                DumpError::Refused {
+                    pid,
+                    what: format!("fd {fd}: {what}"),
+                }
+            })?;
         locks.push(e);
     }
     let c = FdCtx {
@@ -1645,22 +1610,7 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     let w = write_image(&path, "PSTREE", &pstree)?;
     ctx.defer(w);
     let path = ctx.out.path("seccomp.img");
-    let filters = ctx
-        .seccomp
-        .iter()
-        .map(|(f, prev, flags)| pb::SeccompFilter {
-            filter: f.clone(),
-            prev: *prev,
-            flags: (*flags != 0).then_some(*flags),
-        })
-        .collect();
-    let w = write_image(
-        &path,
-        "SECCOMP",
-        &[pb::SeccompEntry {
-            seccomp_filters: filters,
-        }],
-    )?;
+    let w = write_image(&path, "SECCOMP", &[ctx.seccomp.entry()])?;
     ctx.defer(w);
     let now = |c| {
         let (s, ns) = crate::sys::clock_gettime(c);

@@ -4,11 +4,11 @@
 //! pages-N.img once the tree is released or killed.
 
 use super::{mem, DumpCtx, DumpError, Result};
-use crate::parasite::abi::{Range, MAX_FDS_PER_MSG};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
+use crate::state::mm::MapKind;
+use cryo_abi::parasite::{Range, MAX_FDS_PER_MSG};
 use cryo_image::{pb, ImageWriter};
-use mem::VmaKind;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -86,7 +86,7 @@ pub(super) struct PendingPages {
 }
 
 /// The runs of pages to dump (and the number of pages scanned).
-pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::Run>, u64)> {
+pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, MapKind)]) -> Result<(Vec<mem::Run>, u64)> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let io = |source| DumpError::Io {
         path: pm_path.clone().into(),
@@ -98,12 +98,12 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, VmaKind)]) -> Result<(Vec<mem::
     for (v, k) in vmas {
         if matches!(
             k,
-            VmaKind::Heap
-                | VmaKind::AnonPrivate
-                | VmaKind::FilePrivate
-                | VmaKind::MemfdPrivate
-                | VmaKind::Vdso
-                | VmaKind::AioRing
+            MapKind::Heap
+                | MapKind::AnonPrivate
+                | MapKind::FilePrivate
+                | MapKind::MemfdPrivate
+                | MapKind::Vdso
+                | MapKind::AioRing
         ) {
             scanned += (v.end - v.start) / 4096;
         }
@@ -134,7 +134,7 @@ pub(super) fn scan_and_splice(
     para_: &mut Parasite,
     pool: &mut PipePool,
     pid: i32,
-    vmas: &[(Vma, VmaKind)],
+    vmas: &[(Vma, MapKind)],
 ) -> Result<Scanned> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
@@ -162,7 +162,7 @@ fn scan_and_splice_inner(
     pm_path: &str,
     pool: &mut PipePool,
     pid: i32,
-    vmas: &[(Vma, VmaKind)],
+    vmas: &[(Vma, MapKind)],
 ) -> Result<Scanned> {
     let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
     let mut runs = Vec::new();
@@ -175,12 +175,12 @@ fn scan_and_splice_inner(
     for (v, k) in vmas {
         if !matches!(
             k,
-            VmaKind::Heap
-                | VmaKind::AnonPrivate
-                | VmaKind::FilePrivate
-                | VmaKind::MemfdPrivate
-                | VmaKind::Vdso
-                | VmaKind::AioRing
+            MapKind::Heap
+                | MapKind::AnonPrivate
+                | MapKind::FilePrivate
+                | MapKind::MemfdPrivate
+                | MapKind::Vdso
+                | MapKind::AioRing
         ) {
             continue; // no pages of their own to dump
         }
@@ -189,10 +189,10 @@ fn scan_and_splice_inner(
         // (PROT_NONE after a write, write-only) makes vmsplice fail with
         // EFAULT: those are copied from outside into pipes of their own.
         // An AIO ring is the kernel's too: read through /proc/PID/mem.
-        let outside = matches!(k, VmaKind::Vdso | VmaKind::AioRing) || !v.read;
+        let outside = matches!(k, MapKind::Vdso | MapKind::AioRing) || !v.read;
         let mut at = v.start;
         while at < v.end {
-            let end = if matches!(k, VmaKind::Vdso | VmaKind::AioRing) {
+            let end = if matches!(k, MapKind::Vdso | MapKind::AioRing) {
                 v.end
             } else {
                 at.saturating_add(SCAN_STEP).min(v.end)
@@ -213,7 +213,7 @@ fn scan_and_splice_inner(
                             out.push((rd, used));
                         }
                         let (rd, wr) = pool.take().map_err(|e| io("making a page pipe", e))?;
-                        let buf = read_outside(pid, &mut mem, *k == VmaKind::Vdso, a, n as usize)?;
+                        let buf = read_outside(pid, &mut mem, *k == MapKind::Vdso, a, n as usize)?;
                         nix::unistd::write(&wr, &buf).map_err(|e| io("filling a pipe", e.into()))?;
                         out.push((rd, n));
                     } else {

@@ -12,6 +12,7 @@
 //! [`FdInfo`]: crate::proc::FdInfo
 
 use super::{FdCtx, FileError};
+use cryo_image::pb;
 
 /// Does the fd link name the anon inode `name` ("[eventfd]", "inotify", ...)?
 pub fn is_anon(c: &FdCtx, name: &str) -> bool {
@@ -76,39 +77,31 @@ pub fn kdev_split(d: u32) -> (u32, u32) {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{err, owned, set_status_flags};
+/// Set the file status flags of the image (those F_SETFL can change).
+pub fn set_status_flags(fd: &std::os::fd::OwnedFd, flags: u32) -> std::io::Result<()> {
+    let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_NOATIME | libc::O_DIRECT);
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use crate::restore::RestoreError;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    pub fn err(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreError {
-        RestoreError::Prepare {
-            object: object.into(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// A syscall's fd result as an owned fd.
-    pub fn owned(ret: libc::c_long) -> std::io::Result<OwnedFd> {
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the syscall returned a fresh fd, owned from here on.
-        Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-    }
-
-    /// Set the file status flags of the image (those F_SETFL can change).
-    pub fn set_status_flags(fd: &OwnedFd, flags: u32) -> std::io::Result<()> {
-        let st = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND | libc::O_NOATIME | libc::O_DIRECT);
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(st)),
-        )
-        .map(|_| ())
-        .map_err(std::io::Error::from)
-    }
+/// A newtype kind's `describe`: the entry's body for its type, checked by
+/// `check` (errors: "entry I (file id N, TYPE): WHAT").
+pub fn describe_body<B, F: super::OpenFile>(
+    e: &pb::FileEntry,
+    cx: &super::DescribeCx,
+    body: Option<B>,
+    check: impl Fn(&B) -> Result<(), String>,
+    make: impl Fn(B) -> F,
+) -> Result<Box<dyn super::OpenFile>, super::SetError> {
+    let ty = pb::FdTypes::try_from(e.r#type).map(|t| t.as_str_name()).unwrap_or("?");
+    let what = |w: String| super::set::bad(cx.file, 0, format!("entry {} (file id {}, {ty}): {w}", cx.index, e.id));
+    let b = body.ok_or_else(|| what("the entry has no body for its type".into()))?;
+    check(&b).map_err(what)?;
+    Ok(Box::new(make(b)))
 }
 
 #[cfg(test)]

@@ -13,9 +13,13 @@
 //! dump; restore refuses images whose targets are not fds of the task owning
 //! the epoll file.
 
-use super::anon::{fdinfo_text, is_anon, token};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::anon::{self, fdinfo_text, is_anon, set_status_flags, token};
+use super::set::{open_err, unsupported};
+use super::{
+    fown, DescribeCx, Fd, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError,
+};
 use cryo_image::pb;
+use std::os::fd::OwnedFd;
 
 pub struct Epoll;
 
@@ -125,6 +129,23 @@ impl FdKind for Epoll {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        anon::describe_body(e, cx, e.epfd.clone(), |_| Ok(()), EpollFile)
+    }
+
+    /// Epoll items are added by the first task holding the epoll file,
+    /// under its fd numbers: they must all be fds of that task.
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        for (id, EpollFile(e)) in files.of::<EpollFile>() {
+            if let Some(owner) = files.tree.first_holder(id) {
+                let fds: Vec<i32> = owner.fds.iter().map(|x| x.fd).collect();
+                check(e, owner.pid, &fds)
+                    .map_err(|what| unsupported(&files.files_file, owner.pid, format!("epoll file id {id}: {what}")))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The open fd numbers of `pid`, ascending.
@@ -140,18 +161,7 @@ fn open_fds(pid: i32) -> Vec<u32> {
     v
 }
 
-#[allow(unsafe_code)]
 mod dump_side {
-    /// kcmp(2) KCMP_EPOLL_TFD.
-    const KCMP_EPOLL_TFD: libc::c_long = 7;
-
-    #[repr(C)]
-    struct KcmpEpollSlot {
-        efd: u32,
-        tfd: u32,
-        toff: u32,
-    }
-
     /// Is the target of item (`tfd`, `toff`) of epoll fd `efd` of `pid` the
     /// file open at fd `tfd` of `pid`?
     pub fn target_is_open_at(pid: i32, efd: i32, tfd: u32, toff: u32) -> bool {
@@ -161,23 +171,7 @@ mod dump_side {
     /// Is fd `fd` of `pid` the target file of item (`tfd`, `toff`) of
     /// epoll fd `efd` of `pid`?
     pub fn fd_is_target(pid: i32, fd: u32, efd: i32, tfd: u32, toff: u32) -> bool {
-        let slot = KcmpEpollSlot {
-            efd: efd as u32,
-            tfd,
-            toff,
-        };
-        // SAFETY: the kernel reads the slot (3 u32) through the pointer; no writes.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_kcmp,
-                pid,
-                pid,
-                KCMP_EPOLL_TFD,
-                fd as libc::c_ulong,
-                &slot as *const KcmpEpollSlot,
-            )
-        };
-        r == 0
+        crate::sys::files::kcmp_epoll_tfd(pid, fd, efd, tfd, toff)
     }
 }
 
@@ -198,64 +192,50 @@ pub fn check(e: &pb::EventpollFileEntry, owner: i32, owner_fds: &[i32]) -> Resul
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_open, restore_targets};
+/// An epoll instance to recreate: its items are added by the first task
+/// holding it ([`restore_targets`]).
+#[derive(Clone, Debug)]
+pub struct EpollFile(pub pb::EventpollFileEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use super::super::anon::{err, owned, set_status_flags};
-    use crate::restore::plan::{FileDesc, Plan, Proc};
-    use crate::restore::RestoreError;
-    use cryo_image::pb;
-    use std::os::fd::OwnedFd;
+impl OpenFile for EpollFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Eventpoll
+    }
 
     /// A new, empty epoll instance (the items are added by the owning task).
-    pub fn restore_open(id: u32, e: &pb::EventpollFileEntry) -> Result<OwnedFd, RestoreError> {
+    fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
         let object = format!("epoll (file id {id})");
-        // SAFETY: scalar argument.
-        let fd = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as libc::c_long)
-            .map_err(|x| err(&object, format!("epoll_create1: {x}")))?;
-        set_status_flags(&fd, e.flags).map_err(|x| err(&object, x))?;
-        Ok(fd)
+        let err = |r: String| open_err(pb::FdTypes::Eventpoll, &object, r);
+        let fd = crate::sys::files::epoll_create().map_err(|x| err(format!("epoll_create1: {x}")))?;
+        set_status_flags(&fd, self.0.flags).map_err(|x| err(x.to_string()))?;
+        Ok(Some(fd))
     }
+}
 
-    /// In restored task `p`, fds in place: add the items of every epoll file
-    /// this task owns (the first task of the tree holding it), under the
-    /// dumped fd numbers. Runs in the task, after its fd table is set up.
-    pub fn restore_targets(plan: &Plan, p: &Proc) -> Result<(), String> {
-        for f in &p.fds {
-            let Some(FileDesc::Epoll(e)) = plan.files.get(&f.file_id) else {
-                continue;
-            };
-            let owner = plan
-                .procs
-                .iter()
-                .find(|q| q.fds.iter().any(|g| g.file_id == f.file_id))
-                .map(|q| q.pid);
-            // One owner per file; several fds of one task naming it add once.
-            let first_fd = p.fds.iter().find(|g| g.file_id == f.file_id).map(|g| g.fd);
-            if owner != Some(p.pid) || first_fd != Some(f.fd) {
-                continue;
-            }
-            for t in &e.tfd {
-                let mut ev = libc::epoll_event {
-                    events: t.events,
-                    u64: t.data,
-                };
-                // SAFETY: ev is a valid epoll_event; the fds are this task's.
-                if unsafe { libc::epoll_ctl(f.fd, libc::EPOLL_CTL_ADD, t.tfd as i32, &mut ev) } < 0 {
-                    return Err(format!(
-                        "epoll fd {} (file id {}): adding target fd {} (events {:#x}): {}",
-                        f.fd,
-                        f.file_id,
-                        t.tfd,
-                        t.events,
-                        std::io::Error::last_os_error()
-                    ));
-                }
-            }
+/// In restored task `pid` (its fds `fds` in place): add the items of every
+/// epoll file this task owns (the first task of the tree holding it), under
+/// the dumped fd numbers. Runs in the task, after its fd table is set up.
+pub fn restore_targets(files: &FileSet, pid: i32, fds: &[Fd]) -> Result<(), String> {
+    for f in fds {
+        let Some(EpollFile(e)) = files.get_as::<EpollFile>(f.file_id) else {
+            continue;
+        };
+        let owner = files.tree.first_holder(f.file_id).map(|q| q.pid);
+        // One owner per file; several fds of one task naming it add once.
+        let first_fd = fds.iter().find(|g| g.file_id == f.file_id).map(|g| g.fd);
+        if owner != Some(pid) || first_fd != Some(f.fd) {
+            continue;
         }
-        Ok(())
+        for t in &e.tfd {
+            crate::sys::files::epoll_add(f.fd, t.tfd as i32, t.events, t.data).map_err(|x| {
+                format!(
+                    "epoll fd {} (file id {}): adding target fd {} (events {:#x}): {x}",
+                    f.fd, f.file_id, t.tfd, t.events
+                )
+            })?;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 //! EFD_SEMAPHORE has no place in CRIU's entry: the file id goes into cryo's
 //! sidecar (`eventfd_semaphore` of cryo.json), which restore reads back.
 
-use super::anon::{self, fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::anon::{self, fdinfo_text, is_anon, set_status_flags};
+use super::set::open_err;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError};
+use crate::sys::files as sys;
 use cryo_image::pb;
+use std::os::fd::OwnedFd;
 
 pub struct Eventfd;
 
@@ -51,6 +54,13 @@ impl FdKind for Eventfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        anon::describe_body(e, cx, e.efd, check, |entry| EventfdFile {
+            entry,
+            semaphore: false,
+        })
+    }
 }
 
 /// Validation of an image entry (restore refuses what it cannot recreate).
@@ -63,36 +73,47 @@ pub fn check(e: &pb::EventfdFileEntry) -> Result<(), String> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::restore_open;
+/// An eventfd to recreate: its entry, and EFD_SEMAPHORE (from cryo's sidecar,
+/// set by [`mark_semaphores`]).
+#[derive(Clone, Debug)]
+pub struct EventfdFile {
+    pub entry: pb::EventfdFileEntry,
+    pub semaphore: bool,
+}
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use super::super::anon::{err, owned, set_status_flags};
-    use crate::restore::RestoreError;
-    use cryo_image::pb;
-    use std::os::fd::{AsRawFd, OwnedFd};
+/// The file ids of every eventfd of the set.
+pub fn ids(files: &FileSet) -> std::collections::BTreeSet<u32> {
+    files.of::<EventfdFile>().map(|(id, _)| id).collect()
+}
+
+/// EFD_SEMAPHORE for the eventfds the sidecar names.
+pub fn mark_semaphores(files: &mut FileSet, semaphore: &std::collections::BTreeSet<u32>) {
+    for (id, e) in files.of_mut::<EventfdFile>() {
+        e.semaphore = semaphore.contains(&id);
+    }
+}
+
+impl OpenFile for EventfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Eventfd
+    }
 
     /// A new eventfd holding the dumped counter, with the dumped flags
     /// (EFD_SEMAPHORE when the sidecar says so).
-    pub fn restore_open(id: u32, e: &pb::EventfdFileEntry, semaphore: bool) -> Result<OwnedFd, RestoreError> {
+    fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+        let e = &self.entry;
         let object = format!("eventfd (file id {id})");
-        let fl =
-            libc::EFD_CLOEXEC | (e.flags as i32 & libc::EFD_NONBLOCK) | if semaphore { libc::EFD_SEMAPHORE } else { 0 };
-        // SAFETY: scalar arguments.
-        let fd = owned(unsafe { libc::syscall(libc::SYS_eventfd2, 0, fl) }).map_err(|x| err(&object, x))?;
+        let err = |r: String| open_err(pb::FdTypes::Eventfd, &object, r);
+        let fl = libc::EFD_CLOEXEC
+            | (e.flags as i32 & libc::EFD_NONBLOCK)
+            | if self.semaphore { libc::EFD_SEMAPHORE } else { 0 };
+        let fd = sys::eventfd(fl).map_err(|x| err(x.to_string()))?;
         if e.counter != 0 {
-            let b = e.counter.to_ne_bytes();
-            // SAFETY: b is 8 readable bytes; the counter is 0 so the write cannot block.
-            let n = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
-            if n != 8 {
-                return Err(err(
-                    &object,
-                    format!("setting counter {}: {}", e.counter, std::io::Error::last_os_error()),
-                ));
-            }
+            // The counter is 0, so the write cannot block.
+            sys::write_u64(&fd, e.counter).map_err(|x| err(format!("setting counter {}: {x}", e.counter)))?;
         }
-        set_status_flags(&fd, e.flags).map_err(|x| err(&object, x))?;
-        Ok(fd)
+        set_status_flags(&fd, e.flags).map_err(|x| err(x.to_string()))?;
+        Ok(Some(fd))
     }
 }
 

@@ -11,7 +11,7 @@
 
 use super::anon::{fdinfo_text, is_anon, token};
 use super::inotify::{pack_handle, WdInfo, MAX_HANDLE_SZ};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenFile, SetError};
 use cryo_image::pb;
 
 pub struct Fanotify;
@@ -186,6 +186,18 @@ impl FdKind for Fanotify {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let f = e.ffy.as_ref().ok_or_else(|| cx.bad("FANOTIFY without ffy"))?;
+        check(f).map_err(|what| {
+            super::set::bad(
+                cx.file,
+                0,
+                format!("entry {} (file id {}, fanotify): {what}", cx.index, e.id),
+            )
+        })?;
+        Ok(Box::new(FanotifyFile(f.clone())))
+    }
 }
 
 /// Validation of an image entry: every mark says where it is.
@@ -211,47 +223,48 @@ pub fn check(e: &pb::FanotifyFileEntry) -> Result<(), String> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::restore_open;
+pub use restore_side::FanotifyFile;
 
-#[allow(unsafe_code)]
 mod restore_side {
-    use super::super::anon::{err, owned};
-    use crate::restore::RestoreError;
+    use crate::files::set::open_err;
+    use crate::files::{OpenError, OpenFile, RestoreCx};
+    use crate::sys::files as sys;
     use cryo_image::pb;
-    use std::ffi::CString;
     use std::os::fd::{AsRawFd, OwnedFd};
+
+    fn err(object: &str, reason: impl std::fmt::Display) -> OpenError {
+        open_err(pb::FdTypes::Fanotify, object, reason)
+    }
+
+    /// A fanotify group to recreate with its marks (its files.img entry).
+    #[derive(Clone, Debug)]
+    pub struct FanotifyFile(pub pb::FanotifyFileEntry);
+
+    impl OpenFile for FanotifyFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Fanotify
+        }
+
+        fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            restore_open(id, &self.0).map(Some)
+        }
+    }
 
     const FAN_MARK_ADD: u32 = 0x1;
     const FAN_MARK_MOUNT: u32 = 0x10;
     const FAN_MARK_IGNORED_MASK: u32 = 0x20;
     const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x40;
 
-    fn mark(fd: &OwnedFd, flags: u32, mask: u32, path: &CString) -> std::io::Result<()> {
-        // SAFETY: path is a valid C string; scalar arguments otherwise.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fanotify_mark,
-                fd.as_raw_fd(),
-                flags,
-                mask as u64,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-            )
-        };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+    fn mark(fd: &OwnedFd, flags: u32, mask: u32, path: &str) -> std::io::Result<()> {
+        sys::fanotify_mark(fd, flags, mask as u64, path)
     }
 
     /// A new fanotify group with the dumped flags and marks.
-    pub fn restore_open(id: u32, e: &pb::FanotifyFileEntry) -> Result<OwnedFd, RestoreError> {
+    fn restore_open(id: u32, e: &pb::FanotifyFileEntry) -> Result<OwnedFd, OpenError> {
         let object = format!("fanotify (file id {id})");
         // (The group's flags as dumped, FAN_CLOEXEC included or not: the
         // engine keeps a close-on-exec duplicate of this fd.)
-        // SAFETY: scalar arguments.
-        let fd = owned(unsafe { libc::syscall(libc::SYS_fanotify_init, e.faflags, e.evflags) }).map_err(|x| {
+        let fd = sys::fanotify_init(e.faflags, e.evflags).map_err(|x| {
             err(
                 &object,
                 format!("fanotify_init({:#x}, {:#x}): {x}", e.faflags, e.evflags),
@@ -292,10 +305,10 @@ mod restore_side {
                     "a mark without inode or mount (validated before; engine bug)",
                 ));
             };
-            let c = CString::new(target.as_str()).map_err(|x| err(&mobj, x))?;
+            let c = target.as_str();
             let user = m.mflags & !FAN_MARK_IGNORED_SURV_MODIFY;
             if m.mask != 0 {
-                mark(&fd, FAN_MARK_ADD | kind | user, m.mask, &c)
+                mark(&fd, FAN_MARK_ADD | kind | user, m.mask, c)
                     .map_err(|x| err(&mobj, format!("fanotify_mark {target} mask {:#x}: {x}", m.mask)))?;
             }
             if m.ignored_mask != 0 {
@@ -303,7 +316,7 @@ mod restore_side {
                     &fd,
                     FAN_MARK_ADD | kind | FAN_MARK_IGNORED_MASK | m.mflags,
                     m.ignored_mask,
-                    &c,
+                    c,
                 )
                 .map_err(|x| {
                     err(

@@ -1,7 +1,7 @@
 //! FIFOs (named pipes): a FIFO entry in files.img pointing (regf_id) at a
 //! REG entry for the path, and the queued bytes in fifo-data.img.
 
-use super::{fown, reg, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, reg, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenFile, SetError};
 use cryo_image::pb;
 
 pub struct Fifo;
@@ -39,38 +39,117 @@ impl FdKind for Fifo {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let p = e.fifo.as_ref().ok_or_else(|| cx.bad("FIFO without fifo"))?;
+        let regf = p.regf_id.unwrap_or(p.id);
+        let r = cx
+            .reg_entry(regf)
+            .ok_or_else(|| cx.bad(format!("FIFO {} names REG entry {regf}, which is missing", p.id)))?;
+        let mode = r.mode.unwrap_or(libc::S_IFIFO | 0o600);
+        if mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(cx.bad(format!(
+                "FIFO {} has path {} of mode {mode:o}, not a FIFO",
+                p.id, r.name
+            )));
+        }
+        Ok(Box::new(FifoFile {
+            pipe_id: p.pipe_id,
+            path: r.name.clone(),
+            flags: r.flags,
+            mode,
+            remap: cx.remaps.by_file.get(&regf).cloned(),
+        }))
+    }
 }
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{restore_inode, restore_open};
+pub use restore_side::FifoFile;
 
 /// Restore of FIFOs: the engine makes sure the node exists, holds it open
 /// read-write (so no open() blocks and the queued bytes have a home), puts the
 /// bytes back, then opens every file description non-blocking and sets its
 /// real status flags; the restored tasks inherit them.
-#[allow(unsafe_code)]
 mod restore_side {
-    use crate::restore::RestoreError;
-    use std::ffi::CString;
+    use crate::files::reg::Remap;
+    use crate::files::{OpenError, OpenFile, RestoreCx};
+    use crate::sys::files as sys;
+    use cryo_image::pb;
+    use std::collections::HashMap;
     use std::io::Write;
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
 
-    fn err(pipe_id: u32, path: &str, reason: impl std::fmt::Display) -> RestoreError {
-        RestoreError::Prepare {
-            object: format!("fifo {pipe_id} ({path})"),
+    fn err(pipe_id: u32, path: &str, reason: impl std::fmt::Display) -> OpenError {
+        OpenError::Fifo {
+            pipe_id,
+            path: path.to_string(),
             reason: reason.to_string(),
         }
     }
 
-    fn open(c: &CString, flags: i32) -> std::io::Result<OwnedFd> {
-        // SAFETY: c is a valid C string.
-        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+    /// A FIFO opened at `path` (its REG entry, regf_id), sharing the inode
+    /// `pipe_id` with every other fd of the same FIFO.
+    #[derive(Clone, Debug)]
+    pub struct FifoFile {
+        pub pipe_id: u32,
+        pub path: String,
+        pub flags: u32,
+        pub mode: u32,
+        /// A deleted FIFO: its node is a ghost (remap of its REG entry).
+        pub remap: Option<Remap>,
+    }
+
+    /// The FIFO inodes held open (while the fds are opened).
+    #[derive(Default)]
+    struct Fifos(HashMap<u32, OwnedFd>);
+
+    impl OpenFile for FifoFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Fifo
         }
-        // SAFETY: fresh fd, owned from here on.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+        fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            let files = cx.files;
+            let FifoFile {
+                pipe_id,
+                path,
+                flags,
+                mode,
+                remap,
+            } = self;
+            let path = &match remap {
+                None => path.clone(),
+                Some(Remap::Linked(p)) => {
+                    cx.remaps.note_linked(p);
+                    p.clone()
+                }
+                Some(Remap::Ghost(g)) => {
+                    let (p, m) = cx.remaps.ghost_path(files, *g, path)?;
+                    if m & libc::S_IFMT != libc::S_IFIFO {
+                        return Err(crate::files::set::open_err(
+                            pb::FdTypes::Fifo,
+                            format!("fifo file id {id} ({path})"),
+                            format!("its ghost is of mode {m:o}"),
+                        ));
+                    }
+                    p
+                }
+            };
+            let fifos = cx.scratch::<Fifos>();
+            if !fifos.0.contains_key(pipe_id) {
+                let data = files.fifo_data.get(pipe_id).map(|v| v.as_slice());
+                let size = files.fifo_size.get(pipe_id).copied();
+                fifos
+                    .0
+                    .insert(*pipe_id, restore_inode(*pipe_id, path, *mode, data, size)?);
+            }
+            restore_open(&fifos.0[pipe_id], *pipe_id, path, *flags).map(Some)
+        }
+    }
+
+    fn open(path: &str, flags: i32) -> std::io::Result<OwnedFd> {
+        sys::open(path, flags | libc::O_CLOEXEC | libc::O_NOCTTY)
     }
 
     fn ino(fd: &OwnedFd) -> std::io::Result<(u64, u64)> {
@@ -81,14 +160,13 @@ mod restore_side {
     /// The FIFO inode `pipe_id` at `path`: created (mode `mode`) if missing, held
     /// open O_RDWR, with `data` queued in it. Keep the returned fd until every
     /// description of this FIFO is opened with [`restore_open`].
-    pub fn restore_inode(
+    fn restore_inode(
         pipe_id: u32,
         path: &str,
         mode: u32,
         data: Option<&[u8]>,
         size: Option<u32>,
-    ) -> Result<OwnedFd, RestoreError> {
-        let c = CString::new(path).map_err(|e| err(pipe_id, path, e))?;
+    ) -> Result<OwnedFd, OpenError> {
         match std::fs::symlink_metadata(path) {
             Ok(md) => {
                 use std::os::unix::fs::FileTypeExt;
@@ -97,29 +175,15 @@ mod restore_side {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // SAFETY: c is a valid C string.
-                if unsafe { libc::mkfifo(c.as_ptr(), mode & 0o7777) } != 0 {
-                    return Err(err(
-                        pipe_id,
-                        path,
-                        format!("mkfifo: {}", std::io::Error::last_os_error()),
-                    ));
-                }
+                sys::mkfifo(path, mode & 0o7777).map_err(|e| err(pipe_id, path, format!("mkfifo: {e}")))?;
                 // The mode as dumped, whatever the engine's umask.
-                // SAFETY: c is a valid C string.
-                if unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) } != 0 {
-                    return Err(err(
-                        pipe_id,
-                        path,
-                        format!("chmod: {}", std::io::Error::last_os_error()),
-                    ));
-                }
+                sys::chmod(path, mode & 0o7777).map_err(|e| err(pipe_id, path, format!("chmod: {e}")))?;
             }
             Err(e) => return Err(err(pipe_id, path, e)),
         }
         // O_RDWR never blocks on a FIFO (Linux), and makes later
         // read-only/write-only opens succeed at once.
-        let keep = open(&c, libc::O_RDWR | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
+        let keep = open(path, libc::O_RDWR | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
         super::super::pipe::set_size(&keep, size, data.map_or(0, |d| d.len())).map_err(|e| err(pipe_id, path, e))?;
         if let Some(d) = data.filter(|d| !d.is_empty()) {
             let mut f = std::fs::File::from(keep.try_clone().map_err(|e| err(pipe_id, path, e))?);
@@ -131,10 +195,9 @@ mod restore_side {
 
     /// One file description of the FIFO held open by `keep`, with its access
     /// mode and status flags.
-    pub fn restore_open(keep: &OwnedFd, pipe_id: u32, path: &str, flags: u32) -> Result<OwnedFd, RestoreError> {
-        let c = CString::new(path).map_err(|e| err(pipe_id, path, e))?;
+    fn restore_open(keep: &OwnedFd, pipe_id: u32, path: &str, flags: u32) -> Result<OwnedFd, OpenError> {
         let acc = flags as i32 & libc::O_ACCMODE;
-        let fd = open(&c, acc | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
+        let fd = open(path, acc | libc::O_NONBLOCK).map_err(|e| err(pipe_id, path, format!("open: {e}")))?;
         if ino(&fd).map_err(|e| err(pipe_id, path, e))? != ino(keep).map_err(|e| err(pipe_id, path, e))? {
             return Err(err(pipe_id, path, "the path was replaced during the restore"));
         }

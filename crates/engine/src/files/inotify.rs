@@ -6,7 +6,7 @@
 //! Queued events are not saved (CRIU does not save them either).
 
 use super::anon::{self, fdinfo_text, is_anon, token};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenFile, SetError};
 use cryo_image::pb;
 
 pub struct Inotify;
@@ -151,6 +151,10 @@ impl FdKind for Inotify {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        anon::describe_body(e, cx, e.ify.clone(), check, InotifyFile)
+    }
 }
 
 /// Validation of an image entry.
@@ -216,9 +220,9 @@ fn unescape(s: &str) -> String {
 }
 
 /// open_by_handle_at, shared by dump (to find the path) and restore.
-#[allow(unsafe_code)]
 pub(super) mod by_handle {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use crate::sys::files as sys;
+    use std::os::fd::OwnedFd;
 
     /// Open (O_PATH) the object of handle (`ty`, `bytes`) through any mount
     /// of filesystem `major:minor` in `mountinfo`, reached under `root`
@@ -236,43 +240,27 @@ pub(super) mod by_handle {
         let mut last = String::new();
         for m in mounts {
             let p = format!("{root}{m}");
-            let Ok(c) = std::ffi::CString::new(p.as_str()) else {
+            if p.contains('\0') {
                 continue;
-            };
+            }
             // A real open (open_by_handle_at does not take O_PATH fds):
             // mount points are directories but for file bind mounts.
-            // SAFETY: c is a valid C string.
-            let mut mfd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-            if mfd < 0 {
-                // SAFETY: as above.
-                mfd = unsafe {
-                    libc::open(
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
-                    )
-                };
-            }
-            if mfd < 0 {
-                last = format!("{p}: {}", std::io::Error::last_os_error());
-                continue;
-            }
-            // SAFETY: fresh fd.
-            let mfd = unsafe { OwnedFd::from_raw_fd(mfd) };
-            // SAFETY: fh is a struct file_handle (handle_bytes, handle_type, f_handle[]).
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_open_by_handle_at,
-                    mfd.as_raw_fd(),
-                    fh.as_ptr(),
-                    libc::O_PATH | libc::O_CLOEXEC,
-                )
+            let mfd = sys::open(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .or_else(|_| sys::open(&p, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC));
+            let mfd = match mfd {
+                Ok(fd) => fd,
+                Err(e) => {
+                    last = format!("{p}: {e}");
+                    continue;
+                }
             };
-            if r < 0 {
-                last = format!("open_by_handle_at through {p}: {}", std::io::Error::last_os_error());
-                continue;
-            }
-            // SAFETY: fresh fd.
-            let fd = unsafe { OwnedFd::from_raw_fd(r as i32) };
+            let fd = match sys::open_by_handle_at(&mfd, &fh) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    last = format!("open_by_handle_at through {p}: {e}");
+                    continue;
+                }
+            };
             let st = nix::sys::stat::fstat(&fd).map_err(|e| e.to_string())?;
             if st.st_ino != ino {
                 return Err(format!("the handle opens inode {}, not {ino}", st.st_ino));
@@ -322,45 +310,53 @@ pub(super) mod dump_side {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::restore_open;
+pub use restore_side::InotifyFile;
 
-#[allow(unsafe_code)]
 mod restore_side {
-    use super::super::anon::{err, owned, set_status_flags};
+    use crate::files::anon::set_status_flags;
     use crate::files::reg::Remaps;
-    use crate::restore::plan::Plan;
-    use crate::restore::RestoreError;
+    use crate::files::set::open_err;
+    use crate::files::{FileSet, OpenError, OpenFile, RestoreCx};
+    use crate::sys::files as sys;
     use cryo_image::pb;
-    use std::ffi::CString;
     use std::os::fd::{AsRawFd, OwnedFd};
 
     /// How many watches may be added and removed to reach a dumped wd.
     const MAX_STEPS: u32 = 1 << 20;
 
-    fn add_watch(ifd: &OwnedFd, path: &CString, mask: u32) -> std::io::Result<u32> {
-        // SAFETY: path is a valid C string.
-        let r = unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), mask) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(r as u32)
+    fn err(object: &str, reason: impl std::fmt::Display) -> OpenError {
+        open_err(pb::FdTypes::Inotify, object, reason)
     }
 
-    /// Add a watch on `c` with number `wd`. The kernel hands out wds in
+    /// An inotify instance to recreate with its watches (its files.img entry).
+    #[derive(Clone, Debug)]
+    pub struct InotifyFile(pub pb::InotifyFileEntry);
+
+    impl OpenFile for InotifyFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Inotify
+        }
+
+        fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            let files = cx.files;
+            restore_open(files, &mut cx.remaps, id, &self.0).map(Some)
+        }
+    }
+
+    /// Add a watch on `path` with number `wd`. The kernel hands out wds in
     /// increasing order (idr_alloc_cyclic): add, and remove again until the
     /// dumped number comes up.
-    fn place(ifd: &OwnedFd, c: &CString, mask: u32, wd: u32, placed: &[u32]) -> Result<(), String> {
+    fn place(ifd: &OwnedFd, path: &str, mask: u32, wd: u32, placed: &[u32]) -> Result<(), String> {
         let mut steps = 0;
         loop {
-            let got = add_watch(ifd, c, mask).map_err(|x| format!("inotify_add_watch: {x}"))?;
+            let got = sys::inotify_add_watch(ifd, path, mask).map_err(|x| format!("inotify_add_watch: {x}"))?;
             if got == wd {
                 return Ok(());
             }
             if placed.contains(&got) {
                 return Err(format!("the object of watch {got} already"));
             }
-            // SAFETY: scalar arguments.
-            unsafe { libc::inotify_rm_watch(ifd.as_raw_fd(), got as i32) };
+            sys::inotify_rm_watch(ifd, got);
             steps += 1;
             if got > wd || steps > MAX_STEPS {
                 return Err(format!("the kernel hands out wd {got}, cannot reach {wd}"));
@@ -371,16 +367,15 @@ mod restore_side {
     /// A new inotify instance with every dumped watch at its wd number.
     /// A watched object deleted at dump time is the ghost file of the same
     /// inode (made through `remaps`).
-    pub fn restore_open(
-        plan: &Plan,
+    fn restore_open(
+        plan: &FileSet,
         remaps: &mut Remaps,
         id: u32,
         e: &pb::InotifyFileEntry,
-    ) -> Result<OwnedFd, RestoreError> {
+    ) -> Result<OwnedFd, OpenError> {
         let object = format!("inotify (file id {id})");
         // Non-blocking while being set up (see the drain below).
-        // SAFETY: scalar arguments.
-        let ifd = owned(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) } as libc::c_long)
+        let ifd = sys::inotify_init(libc::IN_NONBLOCK | libc::IN_CLOEXEC)
             .map_err(|x| err(&object, format!("inotify_init1: {x}")))?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut wds: Vec<&pb::InotifyWdEntry> = e.wd.iter().collect();
@@ -401,9 +396,8 @@ mod restore_side {
             if let Some(g) = remaps.ghost_of_inode(plan, w.s_dev, w.i_ino)? {
                 // Deleted at dump time: the inode is the ghost (never the
                 // old inode, which may still exist, nor what is at its path).
-                let c = CString::new(g.as_str()).map_err(|x| err(&wobj, x))?;
                 let mask = w.mask & !(libc::IN_MASK_ADD | libc::IN_MASK_CREATE);
-                place(&ifd, &c, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{g}: {x}")))?;
+                place(&ifd, &g, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{g}: {x}")))?;
                 placed.push(w.wd);
                 continue;
             }
@@ -418,26 +412,18 @@ mod restore_side {
                     ))
                 }
             };
-            let c = CString::new(target.as_str()).map_err(|x| err(&wobj, x))?;
             // Through /proc/self/fd the link must be followed; a path is
             // watched as dumped.
             let mut mask = w.mask & !(libc::IN_MASK_ADD | libc::IN_MASK_CREATE);
             if keep.is_some() {
                 mask &= !libc::IN_DONT_FOLLOW;
             }
-            place(&ifd, &c, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{target}: {x}")))?;
+            place(&ifd, &target, mask, w.wd, &placed).map_err(|x| err(&wobj, format!("{target}: {x}")))?;
             placed.push(w.wd);
         }
         // Each removal above queued an IN_IGNORED event: drop them (queued
         // events are not part of the image, so the queue starts empty).
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: buf is writable for its length.
-            let n = unsafe { libc::read(ifd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-        }
+        sys::drain(&ifd);
         set_status_flags(&ifd, e.flags).map_err(|x| err(&object, x))?;
         Ok(ifd)
     }

@@ -4,7 +4,7 @@
 //! data as pagemap-shmem-INO.img + pages-N.img (written once, however many
 //! processes share it).
 
-use super::{fown, reg, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, reg, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
 use cryo_image::pb;
 use std::fs::File;
 
@@ -43,6 +43,19 @@ impl FdKind for Memfd {
         let path = format!("/proc/{}/fd/{}", c.pid, c.fd);
         let inode_id = t.shmem_inode(&path, &c.link)?;
         Ok(memfd_entry(id, c.flags(), c.info.pos, inode_id))
+    }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let m = e.memfd.as_ref().ok_or_else(|| cx.bad("MEMFD without memfd"))?;
+        Ok(Box::new(MemfdFile {
+            inode: m.inode_id,
+            flags: m.flags,
+            pos: m.pos,
+        }))
+    }
+
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        Memfd::check_inodes(files)
     }
 }
 
@@ -141,31 +154,136 @@ pub fn shmem_runs(s: &ShmemInode) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{can_own, restore_inode, restore_open};
+pub use restore_side::{read_inodes, MemfdFile, MemfdInode};
 
 /// Restore of memfd inodes and their file descriptions.
-#[allow(unsafe_code)]
 mod restore_side {
+    use crate::files::set::{bad, open_err};
+    use crate::files::{FileSet, OpenError, OpenFile, RestoreCx, SetError};
+    use crate::sys::files as sys;
+    use cryo_image::{pb, ImageSet};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-    use crate::restore::plan::{FileDesc, Plan};
-    use crate::restore::RestoreError;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    fn err(object: String, reason: impl std::fmt::Display) -> RestoreError {
-        RestoreError::Prepare {
-            object,
-            reason: reason.to_string(),
-        }
+    fn err(object: String, reason: impl std::fmt::Display) -> OpenError {
+        open_err(pb::FdTypes::Memfd, object, reason)
     }
 
     const F_SEAL_SEAL: u32 = 1;
 
-    /// Restore side: the memfd inode `inode` (memfd.img) with its size, contents
-    /// and seals. CRIU records shared anonymous memory as a memfd inode named
+    /// A memfd inode (memfd.img).
+    #[derive(Clone, Debug)]
+    pub struct MemfdInode {
+        pub name: String,
+        pub size: u64,
+        pub shmid: u32,
+        pub seals: u32,
+        pub mode: u32,
+        pub uid: u32,
+        pub gid: u32,
+        /// MFD_HUGETLB with its MFD_HUGE_* size bits: the inode is huge-page memory.
+        pub hugetlb_flag: Option<u32>,
+    }
+
+    /// memfd.img, by inode id.
+    pub fn read_inodes(set: &ImageSet) -> Result<BTreeMap<u32, MemfdInode>, SetError> {
+        let mut memfds = BTreeMap::new();
+        if set.has("memfd.img") {
+            let ms: Vec<pb::MemfdInodeEntry> = set.entries("memfd.img", "MEMFD_INODE")?;
+            for m in ms {
+                memfds.insert(
+                    m.inode_id as u32,
+                    MemfdInode {
+                        name: m.name,
+                        size: m.size,
+                        shmid: m.shmid,
+                        seals: m.seals,
+                        mode: m.mode.unwrap_or(0o777),
+                        uid: m.uid,
+                        gid: m.gid,
+                        hugetlb_flag: m.hugetlb_flag,
+                    },
+                );
+            }
+        }
+        Ok(memfds)
+    }
+
+    /// A file description of a memfd (its own position and flags).
+    #[derive(Clone, Debug)]
+    pub struct MemfdFile {
+        pub inode: u32,
+        pub flags: u32,
+        pub pos: u64,
+    }
+
+    impl super::Memfd {
+        /// Every memfd file names an inode of memfd.img.
+        pub(super) fn check_inodes(files: &FileSet) -> Result<(), SetError> {
+            for (id, f) in files.of::<MemfdFile>() {
+                if !files.memfds.contains_key(&f.inode) {
+                    return Err(bad(
+                        &files.files_file,
+                        0,
+                        format!("file id {id}: memfd inode {} not in memfd.img", f.inode),
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The memfd inodes made, and those whose memfd_create description went
+    /// to an fd.
+    #[derive(Default)]
+    struct Inodes {
+        fds: HashMap<u32, OwnedFd>,
+        owned: HashSet<u32>,
+    }
+
+    fn inode_fd<'a>(cx: &'a mut RestoreCx, inode: u32) -> Result<&'a mut Inodes, OpenError> {
+        let files = cx.files;
+        let st = cx.state::<Inodes>();
+        if let std::collections::hash_map::Entry::Vacant(v) = st.fds.entry(inode) {
+            v.insert(restore_inode(files, inode)?);
+        }
+        Ok(st)
+    }
+
+    impl OpenFile for MemfdFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Memfd
+        }
+
+        fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            let st = inode_fd(cx, self.inode)?;
+            let own = can_own(self.flags) && st.owned.insert(self.inode);
+            restore_open(id, self, &st.fds[&self.inode], own).map(Some)
+        }
+
+        fn map_fd(
+            &self,
+            id: u32,
+            _write: bool,
+            _opened: Option<RawFd>,
+            cx: &mut RestoreCx,
+        ) -> Result<OwnedFd, OpenError> {
+            let st = inode_fd(cx, self.inode)?;
+            // The memfd_create description itself (read-write, and no
+            // writer of the inode: a reopen would be, and the mapping would
+            // then make execveat() of the memfd fail with ETXTBSY).
+            st.fds[&self.inode]
+                .try_clone()
+                .map_err(|e| err(format!("mapped file id {id}"), e))
+        }
+    }
+
+    /// The memfd inode `inode` (memfd.img) with its size, contents and
+    /// seals. CRIU records shared anonymous memory as a memfd inode named
     /// "/dev/zero": that one is recreated as real shared anonymous memory (a
     /// shmem file reached through /proc/self/map_files), so it looks the same in
     /// the restored task's maps.
-    pub fn restore_inode(plan: &Plan, inode: u32) -> Result<OwnedFd, RestoreError> {
+    fn restore_inode(plan: &FileSet, inode: u32) -> Result<OwnedFd, OpenError> {
         let ino = plan
             .memfds
             .get(&inode)
@@ -181,20 +299,13 @@ mod restore_side {
             } else {
                 0
             };
-            shared_anon(ino.size, huge).map_err(|e| err(object.clone(), e))?
+            sys::shared_anon(ino.size, huge).map_err(|e| err(object.clone(), e))?
         } else {
-            let name =
-                std::ffi::CString::new(ino.name.trim_start_matches("memfd:")).map_err(|e| err(object.clone(), e))?;
+            let name = ino.name.trim_start_matches("memfd:");
             let sealing = ino.seals & !F_SEAL_SEAL != 0 || ino.seals == 0;
             let mfl = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
             let mfl = mfl | ino.hugetlb_flag.unwrap_or(0);
-            // SAFETY: name is a valid C string.
-            let fd = unsafe { libc::memfd_create(name.as_ptr(), mfl) };
-            if fd < 0 {
-                return Err(err(object, std::io::Error::last_os_error()));
-            }
-            // SAFETY: fresh fd.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let fd = sys::memfd_create(name, mfl).map_err(|e| err(object.clone(), e))?;
             nix::unistd::ftruncate(&fd, ino.size as i64).map_err(|e| err(object.clone(), e))?;
             fd
         };
@@ -202,7 +313,7 @@ mod restore_side {
             let src = std::fs::File::open(pages).map_err(|e| err(pages.display().to_string(), e))?;
             // hugetlbfs has no write(): its pages are filled through a mapping.
             let window = if ino.hugetlb_flag.is_some() {
-                Some(SharedWindow::new(&fd, ino.size).map_err(|e| err(object.clone(), e))?)
+                Some(sys::SharedWindow::new(&fd, ino.size).map_err(|e| err(object.clone(), e))?)
             } else {
                 None
             };
@@ -246,95 +357,13 @@ mod restore_side {
         Ok(fd)
     }
 
-    /// A shared mapping of a whole (hugetlb) memfd, to write its pages.
-    struct SharedWindow {
-        at: *mut libc::c_void,
-        len: usize,
-    }
-
-    impl SharedWindow {
-        fn new(fd: &OwnedFd, len: u64) -> std::io::Result<SharedWindow> {
-            // SAFETY: a fresh shared mapping of our own fd, unmapped on drop.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(SharedWindow {
-                at: p,
-                len: len as usize,
-            })
-        }
-
-        /// Copy `data` to offset `off` of the file.
-        fn write(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
-            let off = off as usize;
-            if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
-                return Err(std::io::Error::other(format!(
-                    "pages at {off:#x}+{:#x} past the end ({:#x})",
-                    data.len(),
-                    self.len
-                )));
-            }
-            // SAFETY: the range lies inside our own mapping (checked above).
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.at as *mut u8).add(off), data.len()) };
-            Ok(())
-        }
-    }
-
-    impl Drop for SharedWindow {
-        fn drop(&mut self) {
-            // SAFETY: unmapping the mapping made in new().
-            unsafe { libc::munmap(self.at, self.len) };
-        }
-    }
-
-    /// A shmem file as MAP_SHARED|MAP_ANONYMOUS (with `huge`: MAP_HUGETLB and
-    /// its page size) creates it.
-    fn shared_anon(size: u64, huge: i32) -> std::io::Result<OwnedFd> {
-        let len = size.max(4096);
-        // SAFETY: a fresh shared anonymous mapping, unmapped below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let a = p as u64;
-        let r = std::fs::OpenOptions::new().read(true).write(true).open(format!(
-            "/proc/self/map_files/{:x}-{:x}",
-            a,
-            a + len
-        ));
-        // SAFETY: unmapping the mapping made above.
-        unsafe { libc::munmap(p, len as usize) };
-        Ok(r?.into())
-    }
-
-    /// Restore side: a file description of a memfd (its own position and flags)
-    /// on the inode restored by [`restore_inode`]. With `own`, the description
-    /// is the one memfd_create made (read-write): unlike a reopen through
+    /// A file description of a memfd (its own position and flags) on the
+    /// inode restored by [`restore_inode`]. With `own`, the description is
+    /// the one memfd_create made (read-write): unlike a reopen through
     /// /proc it does not count as a writer of the inode, so execveat() of the
     /// memfd keeps working (a reopened O_RDWR one gives ETXTBSY).
-    pub fn restore_open(id: u32, desc: &FileDesc, inode_fd: &OwnedFd, own: bool) -> Result<OwnedFd, RestoreError> {
-        let FileDesc::Memfd { flags, pos, .. } = desc else {
-            unreachable!("not a memfd")
-        };
+    fn restore_open(id: u32, desc: &MemfdFile, inode_fd: &OwnedFd, own: bool) -> Result<OwnedFd, OpenError> {
+        let MemfdFile { flags, pos, .. } = desc;
         let object = format!("memfd file id {id}");
         let fd = if own {
             let fd = inode_fd.try_clone().map_err(|e| err(object.clone(), e))?;
@@ -348,21 +377,18 @@ mod restore_side {
             } else {
                 acc
             };
-            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", inode_fd.as_raw_fd())).expect("no NUL");
-            // SAFETY: valid C string.
-            let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
-            if fd < 0 {
-                return Err(err(object, std::io::Error::last_os_error()));
-            }
-            // SAFETY: fresh fd.
-            unsafe { OwnedFd::from_raw_fd(fd) }
+            sys::open(
+                &format!("/proc/self/fd/{}", inode_fd.as_raw_fd()),
+                acc | libc::O_CLOEXEC,
+            )
+            .map_err(|e| err(object.clone(), e))?
         };
         nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet).map_err(|e| err(object.clone(), e))?;
         Ok(fd)
     }
 
     /// Whether a description with these flags can be the memfd_create one.
-    pub fn can_own(flags: u32) -> bool {
+    fn can_own(flags: u32) -> bool {
         flags as i32 & libc::O_ACCMODE == libc::O_RDWR
     }
 }

@@ -1,9 +1,39 @@
-#![allow(clippy::multiple_unsafe_ops_per_block)] // temporary: the fdreg worker moves this unsafe into sys/files.rs
-//! Files: one module per kind of fd (`reg`, `pipe`), a single registry
-//! ([`FD_KINDS`]) consulted for every fd, and the [`FileTable`] that assigns
-//! CRIU's file ids (shared by fds, file mappings, exe, cwd and root) and
-//! collects files.img and the images that hang off it (pipes-data,
-//! remap-fpath, ghost-file-N).
+//! Files: one module per kind of fd (`reg`, `pipe`, `eventfd`, ...), each
+//! owning both directions behind the [`FdKind`] trait (detect, dump,
+//! describe, check) and the [`OpenFile`] trait of its domain type (restore);
+//! a single registry ([`REGISTRY`]) that dump, restore and a unit test
+//! consult; the [`FileTable`] that assigns CRIU's file ids at dump (shared by
+//! fds, file mappings, exe, cwd and root) and collects files.img and the
+//! images that hang off it (pipes-data, remap-fpath, ghost-file-N); and the
+//! [`FileSet`] a restore reads back (see `set`).
+//!
+//! Nothing here imports `crate::restore` or `crate::dump`: what a kind needs
+//! of the plan comes through [`Tree`] (the tree's pids and fds) and the
+//! [`FileSet`] (other files by id, side images, remaps). The syscalls are in
+//! `crate::sys::files`; this module tree holds no `unsafe`.
+//!
+//! Adding a kind (a socket kind, say `unixsk`):
+//! 1. `files/unixsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
+//!    (`pb::FdTypes::Unixsk`), `detect` (from the [`FdCtx`]: st_mode, link
+//!    text, fdinfo), `dump` (its files.img entry, side images through the
+//!    [`FileTable`]), `describe` (entry -> its own domain type, validated
+//!    alone; errors through [`DescribeCx::bad`] or a [`SetError`]) and, if it
+//!    refers to other objects, `check` (against the [`FileSet`] and its
+//!    [`Tree`]); the domain type implements [`OpenFile`]: `restore` opens
+//!    it in the engine (per-kind state between files in
+//!    [`RestoreCx::state`]/[`RestoreCx::scratch`]) or returns `None` when
+//!    the task must open it itself, and `map_fd` if it can be mmapped.
+//! 2. Its raw syscalls go to `sys/files.rs` as safe fns (`unsafe fn` with a
+//!    `# Safety` section if they take raw addresses); nix where it has them.
+//! 3. `pub mod unixsk;` above and its [`Registered::Refused`] line in
+//!    [`REGISTRY`] becomes `Registered::Kind(&unixsk::UnixSk)`; the order of
+//!    the kinds is the order `detect` is tried. Drop the `S_IFSOCK` arm of
+//!    [`refuse`] (dump) for what it now handles, and its image from
+//!    `restore::plan::REFUSED_IMAGES` if it has a side image.
+//! 4. Tests: a unit test of its fdinfo/entry parsing beside it; a restore
+//!    test with a real program (tests/progs) that checks the state after
+//!    restore; `every_fd_type_is_registered_once` keeps the registry whole.
+#![forbid(unsafe_code)]
 
 pub mod anon;
 pub mod epoll;
@@ -18,9 +48,13 @@ pub mod nsfile;
 pub mod pidfd;
 pub mod pipe;
 pub mod reg;
+mod set;
 pub mod signalfd;
 pub mod timerfd;
 pub mod tty;
+
+pub use set::{bad as set_bad, unsupported as set_unsupported};
+pub use set::{AsAny, DescribeCx, Fd, FileSet, OpenError, OpenFile, RestoreCx, SetError, Task, Tree};
 
 use crate::proc::FdInfo;
 use cryo_image::pb;
@@ -97,37 +131,94 @@ pub fn fown() -> pb::FownEntry {
     }
 }
 
-/// One kind of fd: detection and dump (restore lives beside it, in the same module).
+/// One kind of fd, both directions (CRIU's `file_desc_ops`): `detect` and
+/// `dump` at dump time; `describe` (files.img entry -> validated domain
+/// type, an [`OpenFile`]) and `check` (against the whole set) when a
+/// restore validates the images. Restoring is the [`OpenFile`]'s.
 pub trait FdKind: Sync {
     /// The fd type in fdinfo-N.img.
     fn fd_type(&self) -> pb::FdTypes;
     fn detect(&self, c: &FdCtx) -> bool;
     /// Build the files.img entry with id `id` (and any side images via `t`).
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError>;
+    /// Entry `cx.index` of files.img (of this kind) as the domain type the
+    /// restore opens, validated on its own.
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError>;
+    /// Checks of this kind's files against the whole set once the tree is
+    /// known (`files.tree`): referenced ids exist, holders are tasks, ...
+    fn check(&self, _files: &FileSet) -> Result<(), SetError> {
+        Ok(())
+    }
 }
 
-/// The registry: the first kind whose `detect` accepts an fd handles it.
-pub static FD_KINDS: &[&dyn FdKind] = &[
-    &pipe::Pipe,
-    &fifo::Fifo,
-    &memfd::Memfd,
-    &tty::Tty,
-    &reg::Reg,
-    &eventfd::Eventfd,
-    &timerfd::Timerfd,
-    &signalfd::Signalfd,
-    &inotify::Inotify,
-    &epoll::Epoll,
-    &pidfd::Pidfd,
-    &fanotify::Fanotify,
-    &nsfile::NsFile,
+/// An fd type of the format: handled by a kind, or refused with a reason.
+pub enum Registered {
+    Kind(&'static dyn FdKind),
+    /// Neither dumped nor restored yet (dump refuses such fds by what they
+    /// are, see [`refuse`]; restore refuses their files.img entries).
+    Refused(pb::FdTypes, &'static str),
+}
+
+impl Registered {
+    pub fn fd_type(&self) -> pb::FdTypes {
+        match self {
+            Registered::Kind(k) => k.fd_type(),
+            Registered::Refused(t, _) => *t,
+        }
+    }
+}
+
+/// The registry, consulted by dump (the first kind whose `detect` accepts an
+/// fd handles it, in this order), by restore (each files.img entry goes to
+/// the kind of its type) and by the unit test that every fd type of the
+/// format is here exactly once. Adding a kind: its module and one line here.
+pub static REGISTRY: &[Registered] = &[
+    Registered::Kind(&pipe::Pipe),
+    Registered::Kind(&fifo::Fifo),
+    Registered::Kind(&memfd::Memfd),
+    Registered::Kind(&tty::Tty),
+    Registered::Kind(&reg::Reg),
+    Registered::Kind(&eventfd::Eventfd),
+    Registered::Kind(&timerfd::Timerfd),
+    Registered::Kind(&signalfd::Signalfd),
+    Registered::Kind(&inotify::Inotify),
+    Registered::Kind(&epoll::Epoll),
+    Registered::Kind(&pidfd::Pidfd),
+    Registered::Kind(&fanotify::Fanotify),
+    Registered::Kind(&nsfile::NsFile),
+    Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
+    Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
+    Registered::Refused(pb::FdTypes::Unixsk, "unix sockets are not supported yet"),
+    Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
+    Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
+    Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
+    Registered::Refused(pb::FdTypes::Ext, "CRIU plugin (external) files are not supported"),
+    Registered::Refused(pb::FdTypes::Bpfmap, "BPF maps are not supported yet"),
+    Registered::Refused(
+        pb::FdTypes::CtlTty,
+        "CRIU's internal controlling-terminal entry, not a file",
+    ),
+    Registered::Refused(pb::FdTypes::AutofsPipe, "autofs pipes are not supported yet"),
 ];
+
+/// The kinds of the registry, in detection order.
+pub fn kinds() -> impl Iterator<Item = &'static dyn FdKind> {
+    REGISTRY.iter().filter_map(|r| match r {
+        Registered::Kind(k) => Some(*k),
+        Registered::Refused(..) => None,
+    })
+}
+
+/// The registry's entry for an fd type.
+pub fn registered(t: pb::FdTypes) -> Option<&'static Registered> {
+    REGISTRY.iter().find(|r| r.fd_type() == t)
+}
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
         libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
-        _ if c.link.starts_with("anon_inode:") && !FD_KINDS.iter().any(|k| k.detect(c)) => {
+        _ if c.link.starts_with("anon_inode:") && !kinds().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
         libc::S_IFCHR
@@ -144,7 +235,7 @@ pub fn refuse(c: &FdCtx) -> Option<FileError> {
 /// Key of an open file description across the tree: (dev, ino) + a
 /// representative (pid, fd) to confirm with kcmp(KCMP_FILE).
 #[derive(Debug)]
-struct OpenFile {
+struct SeenFile {
     dev: u64,
     ino: u64,
     pid: i32,
@@ -161,7 +252,7 @@ pub struct FileTable {
     next_id: u32,
     /// files.img entries in the order they were made (CRIU's order).
     entries: Vec<pb::FileEntry>,
-    open_files: Vec<OpenFile>,
+    open_files: Vec<SeenFile>,
     /// File mappings and exe: by (dev, ino).
     mapped: BTreeMap<(u64, u64), u32>,
     /// pipes-data.img: pipe inode -> (entry, data).
@@ -191,9 +282,6 @@ pub struct FileTable {
     /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry
     /// cannot say so).
     pub eventfd_semaphore: std::collections::BTreeSet<u32>,
-    /// pidfds of dead processes: pidfs inode -> the pid holding them
-    /// (restore recreates such pidfds within one process only).
-    pub dead_pidfds: BTreeMap<u64, i32>,
     /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
     pub ghost_ids: BTreeMap<(u64, u64), u32>,
     /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the
@@ -283,8 +371,7 @@ impl FileTable {
         if let Some(e) = refuse(c) {
             return Err(e);
         }
-        let kind = FD_KINDS
-            .iter()
+        let kind = kinds()
             .find(|k| k.detect(c))
             .ok_or_else(|| c.unsupported(format!("unsupported file type {:o}", c.fmt())))?;
         let fd_flags = if c.info.flags & libc::O_CLOEXEC as u32 != 0 {
@@ -297,10 +384,11 @@ impl FileTable {
             if of.dev == dev && of.ino == ino {
                 let same = crate::sys::kcmp(c.pid, of.pid, crate::sys::KCMP_FILE, c.fd as u64, of.fd as u64);
                 if same.ok() == Some(0) {
-                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid {
+                    if kind.fd_type() == pb::FdTypes::Pidfd && of.pid != c.pid && !pidfd::is_dead(c)? {
                         return Err(c.unsupported(format!(
-                            "its pidfd file description is shared with pid {} (inherited): \
-                             restore opens each process's pidfds itself, so one description cannot span processes",
+                            "its pidfd file description is shared with pid {} (inherited) and refers to a \
+                             live process: restore opens pidfds of live processes in each process itself, so \
+                             one such description cannot span processes",
                             of.pid
                         )));
                     }
@@ -330,7 +418,7 @@ impl FileTable {
             }
         }
         self.insert(e);
-        self.open_files.push(OpenFile {
+        self.open_files.push(SeenFile {
             dev,
             ino,
             pid: c.pid,
@@ -358,16 +446,26 @@ mod tests {
 
     #[test]
     fn every_fd_type_is_registered_once() {
-        let mut seen = std::collections::BTreeSet::new();
-        for k in FD_KINDS {
-            assert!(seen.insert(k.fd_type() as i32), "{:?} registered twice", k.fd_type());
+        // Every value of the format's enum, to a kind or refused, once.
+        let all: Vec<pb::FdTypes> = (0..=u16::MAX as i32)
+            .filter_map(|v| pb::FdTypes::try_from(v).ok())
+            .collect();
+        assert!(all.len() >= 23, "{all:?}");
+        for t in &all {
+            let n = REGISTRY.iter().filter(|r| r.fd_type() == *t).count();
+            assert_eq!(n, 1, "{t:?} is registered {n} times");
         }
-        assert!(seen.contains(&(pb::FdTypes::Reg as i32)));
-        assert!(seen.contains(&(pb::FdTypes::Pipe as i32)));
-        assert!(seen.contains(&(pb::FdTypes::Fifo as i32)));
-        assert!(seen.contains(&(pb::FdTypes::Memfd as i32)));
-        assert!(seen.contains(&(pb::FdTypes::Tty as i32)));
+        assert_eq!(
+            REGISTRY.len(),
+            all.len(),
+            "the registry names an fd type twice or one not in the format"
+        );
         for t in [
+            pb::FdTypes::Reg,
+            pb::FdTypes::Pipe,
+            pb::FdTypes::Fifo,
+            pb::FdTypes::Memfd,
+            pb::FdTypes::Tty,
             pb::FdTypes::Eventfd,
             pb::FdTypes::Timerfd,
             pb::FdTypes::Signalfd,
@@ -377,7 +475,10 @@ mod tests {
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
         ] {
-            assert!(seen.contains(&(t as i32)), "{t:?}");
+            assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
+        }
+        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Unixsk] {
+            assert!(matches!(registered(t), Some(Registered::Refused(..))), "{t:?}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! /proc/self/ns/<type> of the restored tree (CRIU's ns file entry, ns_id as
 //! in ids-PID.img).
 
-use super::{FdCtx, FdKind, FileError, FileTable};
+use super::{DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenError, OpenFile, RestoreCx, SetError};
 use cryo_image::pb;
 
 /// (name in /proc/PID/ns, CLONE_NEW* flag, CRIU's id of cryo's own namespace
@@ -59,6 +59,21 @@ impl FdKind for NsFile {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let n = e.nsf.as_ref().ok_or_else(|| cx.bad("NS without nsf"))?;
+        if restore_name(n).is_none() {
+            return Err(super::set::unsupported(
+                cx.file,
+                0,
+                format!(
+                    "entry {} (file id {}): namespace {} of type {:#x} is not one cryo restores into (namespaces are not supported yet)",
+                    cx.index, e.id, n.ns_id, n.ns_cflag
+                ),
+            ));
+        }
+        Ok(Box::new(NsFileFile(*n)))
+    }
 }
 
 // ---- Restore side -------------------------------------------------------
@@ -72,26 +87,35 @@ pub fn restore_name(e: &pb::NsFileEntry) -> Option<&'static str> {
         .map(|t| t.0)
 }
 
-/// Restore side: the namespace file of `e`, opened in the engine's (the
-/// restored tree's) namespace of that type.
-pub fn restore_open(id: u32, e: &pb::NsFileEntry) -> Result<std::os::fd::OwnedFd, crate::restore::RestoreError> {
-    let err = |reason: String| crate::restore::RestoreError::Prepare {
-        object: format!("namespace file id {id}"),
-        reason,
-    };
-    let name = restore_name(e).ok_or_else(|| {
-        err(format!(
-            "namespace {} of type {:#x} is not cryo's own",
-            e.ns_id, e.ns_cflag
-        ))
-    })?;
-    let acc = e.flags as i32 & libc::O_ACCMODE;
-    let f = std::fs::OpenOptions::new()
-        .read(acc != libc::O_WRONLY)
-        .write(acc != libc::O_RDONLY)
-        .open(format!("/proc/self/ns/{name}"))
-        .map_err(|x| err(format!("/proc/self/ns/{name}: {x}")))?;
-    Ok(f.into())
+/// A namespace file to open again (its files.img entry), one of cryo's own
+/// namespaces.
+#[derive(Clone, Debug)]
+pub struct NsFileFile(pub pb::NsFileEntry);
+
+impl OpenFile for NsFileFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Ns
+    }
+
+    /// The namespace file, opened in the engine's (the restored tree's)
+    /// namespace of that type.
+    fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<std::os::fd::OwnedFd>, OpenError> {
+        let e = &self.0;
+        let err = |reason: String| super::set::open_err(pb::FdTypes::Ns, format!("namespace file id {id}"), reason);
+        let name = restore_name(e).ok_or_else(|| {
+            err(format!(
+                "namespace {} of type {:#x} is not cryo's own",
+                e.ns_id, e.ns_cflag
+            ))
+        })?;
+        let acc = e.flags as i32 & libc::O_ACCMODE;
+        let f = std::fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY)
+            .write(acc != libc::O_RDONLY)
+            .open(format!("/proc/self/ns/{name}"))
+            .map_err(|x| err(format!("/proc/self/ns/{name}: {x}")))?;
+        Ok(Some(f.into()))
+    }
 }
 
 #[cfg(test)]

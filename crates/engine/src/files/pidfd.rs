@@ -4,19 +4,24 @@
 //! (pidfds of one process share it).
 //!
 //! Dump refuses PIDFD_THREAD pidfds and pidfds of live processes outside
-//! the dumped tree (the process would not exist at restore). Restore opens
-//! pidfds in the task itself once every task of the tree exists (the engine
-//! opens every other file before forking, when the targets do not exist
-//! yet): pidfd_open(nspid) for a live target; for a dead one a short-lived
-//! child (exit signal 0, so no SIGCHLD reaches the program) whose pidfds
-//! outlive it, one such child per dead process, so that pidfds of one dead
-//! process still share an inode and those of two do not. Because of that a
-//! pidfd file description held by several processes (inherited), or pidfds
-//! of one dead process held by several, are refused at dump (and, in images
-//! from elsewhere, before any task is created).
+//! the dumped tree (the process would not exist at restore).
+//!
+//! Restore, pidfds of live processes: opened in the task itself once every
+//! task of the tree exists (pidfd_open(nspid)); so one such description
+//! held by several processes (inherited) is refused at dump (and, in
+//! images from elsewhere, before any task is created).
+//!
+//! Restore, pidfds of dead processes: opened by the engine before it forks
+//! the tree, like the other shared files (the tasks take them from its fd
+//! pool, so one description held by several processes stays one): one
+//! short-lived stand-in per dead process (by inode), one pidfd_open of it
+//! per file id, then the stand-in dies (SIGKILL, as CRIU's does) and is
+//! reaped. pidfds of one dead process, in one process or several, share an
+//! inode again and those of two dead processes do not.
 
 use super::anon::{fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::set::unsupported;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError};
 use cryo_image::pb;
 
 /// PIDFD_THREAD (= O_EXCL): a pidfd of a thread, not supported (as in CRIU 4.2).
@@ -55,24 +60,16 @@ impl FdKind for Pidfd {
             return Err(c.unsupported("a pidfd of a thread (PIDFD_THREAD) is not supported"));
         }
         let (pid, nspid) = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(e))?;
+        if pid == 0 {
+            // Alive, but in no pid namespace the dumper sees.
+            return Err(c.unsupported(
+                "a pidfd of a process outside the dumper's pid namespace (Pid: 0), not in the dumped tree",
+            ));
+        }
         if pid > 0 && !t.tree_pids.contains(&pid) {
             return Err(c.unsupported(format!(
                 "a pidfd of pid {pid}, which is not in the dumped tree (it would not exist at restore)"
             )));
-        }
-        if pid <= 0 {
-            let ino = c.stat.st_ino;
-            match t.dead_pidfds.get(&ino) {
-                Some(&q) if q != c.pid => {
-                    return Err(c.unsupported(format!(
-                        "a pidfd of a dead process that pid {q} also holds pidfds of: \
-                         restore recreates a dead process's pidfds within one process only"
-                    )))
-                }
-                _ => {
-                    t.dead_pidfds.insert(ino, c.pid);
-                }
-            }
         }
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Pidfd as i32,
@@ -87,16 +84,46 @@ impl FdKind for Pidfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let p = e.pidfd.as_ref().ok_or_else(|| cx.bad("PIDFD without pidfd"))?;
+        Ok(Box::new(PidfdFile(*p)))
+    }
+
+    /// pidfds: of tree processes or dead ones; one description of a live
+    /// process's held by one process.
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        let pids = files.tree.pids();
+        let mut holders: std::collections::BTreeMap<u32, Vec<i32>> = std::collections::BTreeMap::new();
+        for t in &files.tree.tasks {
+            for f in &t.fds {
+                let h = holders.entry(f.file_id).or_default();
+                if !h.contains(&t.pid) {
+                    h.push(t.pid);
+                }
+            }
+        }
+        let pidfds: Vec<(u32, &pb::PidfdEntry)> = files.of::<PidfdFile>().map(|(id, p)| (id, &p.0)).collect();
+        check(&pidfds, &holders, &pids).map_err(|what| unsupported(&files.files_file, 0, what))
+    }
+}
+
+/// Whether the pidfd `c` refers to a dead (reaped) process: its fdinfo
+/// says `Pid: -1`.
+pub fn is_dead(c: &FdCtx) -> Result<bool, FileError> {
+    let (pid, _) = parse(&fdinfo_text(c)?).map_err(|e| c.unsupported(e))?;
+    Ok(pid == -1)
 }
 
 /// Validation: `holders` are the pids of the processes holding each pidfd
-/// file (by file id); `pids` the tree's pids.
+/// file (by file id); `pids` the tree's pids. One description of a live
+/// process's pidfd must have one holder (the task opens it itself); one of
+/// a dead process's may have several (the engine opens it before forking).
 pub fn check(
     files: &[(u32, &pb::PidfdEntry)],
     holders: &std::collections::BTreeMap<u32, Vec<i32>>,
     pids: &[i32],
 ) -> Result<(), String> {
-    let mut dead_holder: std::collections::BTreeMap<u32, i32> = std::collections::BTreeMap::new();
     for &(id, e) in files {
         if e.flags & PIDFD_THREAD != 0 {
             return Err(format!("file id {id}: a pidfd of a thread (PIDFD_THREAD)"));
@@ -111,18 +138,11 @@ pub fn check(
             ));
         }
         let h = holders.get(&id).map(|v| v.as_slice()).unwrap_or(&[]);
-        if h.len() > 1 {
+        if e.nspid != -1 && h.len() > 1 {
             return Err(format!(
-                "file id {id}: one pidfd file description held by several processes ({h:?})"
+                "file id {id}: one file description of the pidfd of live pid {} held by several processes ({h:?})",
+                e.nspid
             ));
-        }
-        if let (-1, Some(&p)) = (e.nspid, h.first()) {
-            if let Some(q) = dead_holder.insert(e.ino, p).filter(|&q| q != p) {
-                return Err(format!(
-                    "file id {id}: pidfds of one dead process (inode {}) held by pids {q} and {p}",
-                    e.ino
-                ));
-            }
         }
     }
     Ok(())
@@ -130,83 +150,110 @@ pub fn check(
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::open_all;
+/// A pidfd to recreate: of a dead process, opened by the engine before the
+/// tree is forked ([`open_dead`], once for all of them); of a live one, by
+/// the task holding it once every task exists ([`open_all`]).
+#[derive(Clone, Debug)]
+pub struct PidfdFile(pub pb::PidfdEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use cryo_image::pb;
-    use std::collections::BTreeMap;
+/// The pidfds of dead processes, opened at the first one asked for.
+#[derive(Default)]
+struct Dead(Option<std::collections::BTreeMap<u32, std::os::fd::OwnedFd>>);
 
-    fn pidfd_open(pid: i32, flags: u32) -> std::io::Result<i32> {
-        // SAFETY: scalar arguments.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags & libc::O_NONBLOCK as u32) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r as i32)
-        }
+impl OpenFile for PidfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Pidfd
     }
 
-    /// In the restored task, once every task exists: open its pidfds
-    /// (`want`: file id -> entry) at fd numbers >= `above` (close-on-exec;
-    /// the caller dup3s them into place). Returns file id -> fd.
-    pub fn open_all(want: &BTreeMap<u32, &pb::PidfdEntry>, above: i32) -> Result<BTreeMap<u32, i32>, String> {
-        let mut out = BTreeMap::new();
-        let high = |fd: i32| -> Result<i32, String> {
-            // SAFETY: scalar arguments; fd is ours.
-            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
-            let e = std::io::Error::last_os_error();
-            // SAFETY: closing the fd pidfd_open gave us.
-            unsafe { libc::close(fd) };
-            if n < 0 {
-                return Err(format!("moving a pidfd above fd {above}: {e}"));
-            }
-            Ok(n)
-        };
-        // Live targets.
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
-            let fd = pidfd_open(e.nspid, e.flags).map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
-            out.insert(id, high(fd)?);
+    fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<std::os::fd::OwnedFd>, OpenError> {
+        if self.0.nspid != -1 {
+            // Of a live process: opened by the task itself once every task exists.
+            return Ok(None);
         }
-        // Dead targets: one short-lived child per dead process (by inode).
-        let mut by_ino: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
-        for (&id, e) in want.iter().filter(|(_, e)| e.nspid == -1) {
-            by_ino.entry(e.ino).or_default().push((id, e.flags));
+        let files = cx.files;
+        let dead = &mut cx.state::<Dead>().0;
+        if dead.is_none() {
+            let all: Vec<(u32, &pb::PidfdEntry)> = files
+                .of::<PidfdFile>()
+                .filter(|(_, p)| p.0.nspid == -1)
+                .map(|(id, p)| (id, &p.0))
+                .collect();
+            *dead = Some(
+                open_dead(&all).map_err(|e| super::set::open_err(pb::FdTypes::Pidfd, "pidfds of dead processes", e))?,
+            );
         }
-        for (ino, ids) in by_ino {
-            // SAFETY: a plain fork (no shared memory, exit signal 0); the
-            // child only calls _exit.
-            let child = unsafe { libc::syscall(libc::SYS_clone, 0, 0, 0, 0, 0) };
-            if child < 0 {
-                return Err(format!(
-                    "a stand-in for the dead process of pidfd inode {ino}: clone: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            if child == 0 {
-                // SAFETY: leave at once without unwinding.
-                unsafe { libc::_exit(0) }
-            }
-            let child = child as i32;
-            let mut res = Ok(());
-            for (id, flags) in ids {
-                match pidfd_open(child, flags).map_err(|x| x.to_string()).and_then(high) {
-                    Ok(fd) => {
-                        out.insert(id, fd);
-                    }
-                    Err(x) => {
-                        res = Err(format!("file id {id}: pidfd of a dead process: {x}"));
-                        break;
-                    }
+        let fd = dead.as_mut().and_then(|m| m.remove(&id)).ok_or_else(|| {
+            super::set::open_err(
+                pb::FdTypes::Pidfd,
+                format!("pidfd file id {id}"),
+                "not opened (engine bug)",
+            )
+        })?;
+        Ok(Some(fd))
+    }
+}
+
+/// In the restored task, once every task exists: open its pidfds of live
+/// processes (`want`: file id -> entry; entries of dead processes are
+/// skipped, the engine opened those) at fd numbers >= `above`
+/// (close-on-exec; the caller dup3s them into place). Returns file id -> fd.
+pub fn open_all(
+    want: &std::collections::BTreeMap<u32, &pb::PidfdEntry>,
+    above: i32,
+) -> Result<std::collections::BTreeMap<u32, i32>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (&id, e) in want.iter().filter(|(_, e)| e.nspid != -1) {
+        let fd = crate::sys::files::pidfd_open(e.nspid, e.flags)
+            .map_err(|x| format!("file id {id}: pidfd_open({}): {x}", e.nspid))?;
+        // The pidfd_open fd is closed when `fd` goes.
+        let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above)).map_err(|x| {
+            format!(
+                "file id {id}: moving a pidfd above fd {above}: {}",
+                std::io::Error::from(x)
+            )
+        })?;
+        out.insert(id, n);
+    }
+    Ok(out)
+}
+
+/// In the engine, before the tree is forked: one pidfd (one open file
+/// description) per file id of `dead` (entries of dead processes, nspid
+/// -1), through one stand-in process per pidfs inode, so that pidfds of one
+/// dead process share an inode and those of two do not. Each stand-in dies
+/// by SIGKILL (as CRIU's does: that is the exit status the pidfd reports)
+/// and is reaped before this returns.
+pub fn open_dead(
+    dead: &[(u32, &pb::PidfdEntry)],
+) -> Result<std::collections::BTreeMap<u32, std::os::fd::OwnedFd>, String> {
+    use crate::sys::files as sys;
+    let mut by_ino: std::collections::BTreeMap<u32, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+    for &(id, e) in dead {
+        if e.nspid != -1 {
+            return Err(format!("file id {id}: a pidfd of live pid {} (engine bug)", e.nspid));
+        }
+        by_ino.entry(e.ino).or_default().push((id, e.flags));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (ino, ids) in by_ino {
+        let child = sys::fork_stand_in()
+            .map_err(|e| format!("a stand-in for the dead process of pidfd inode {ino}: clone: {e}"))?;
+        let mut res = Ok(());
+        for (id, flags) in ids {
+            match sys::pidfd_open(child, flags) {
+                Ok(fd) => {
+                    out.insert(id, fd);
+                }
+                Err(x) => {
+                    res = Err(format!("file id {id}: pidfd of a dead process (inode {ino}): {x}"));
+                    break;
                 }
             }
-            let mut st = 0;
-            // SAFETY: reaping our own child (exit signal 0: __WALL).
-            unsafe { libc::waitpid(child, &mut st, libc::__WALL) };
-            res?;
         }
-        Ok(out)
+        sys::reap_stand_in(child);
+        res?;
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -223,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_or_foreign_pidfds_are_refused() {
+    fn shared_live_or_foreign_pidfds_are_refused() {
         let live = pb::PidfdEntry {
             id: 1,
             ino: 10,
@@ -248,8 +295,10 @@ mod tests {
         .is_ok());
         let e = check(&[(1, &live)], &h(&[(1, &[5, 6])]), &[5, 6]).unwrap_err();
         assert!(e.contains("several processes"), "{e}");
-        let e = check(&[(2, &d2), (3, &d3)], &h(&[(2, &[5]), (3, &[6])]), &[5, 6]).unwrap_err();
-        assert!(e.contains("dead process"), "{e}");
+        // pidfds of one dead process in two processes, and one description
+        // of it held by both.
+        assert!(check(&[(2, &d2), (3, &d3)], &h(&[(2, &[5]), (3, &[6])]), &[5, 6]).is_ok());
+        assert!(check(&[(2, &d2)], &h(&[(2, &[5, 6])]), &[5, 6]).is_ok());
         let e = check(&[(1, &live)], &h(&[(1, &[6])]), &[6]).unwrap_err();
         assert!(e.contains("pid 5"), "{e}");
     }

@@ -2,7 +2,7 @@
 //! bytes in pipes-data.img, read without consuming them (the fd is taken with
 //! pidfd_getfd and tee'd into a pipe of ours).
 
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenFile, SetError};
 use crate::sys;
 use cryo_image::pb;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -35,6 +35,14 @@ impl FdKind for Pipe {
             }),
             ..Default::default()
         })
+    }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        let p = e.pipe.as_ref().ok_or_else(|| cx.bad("PIPE without pipe"))?;
+        Ok(Box::new(PipeFile {
+            pipe_id: p.pipe_id,
+            flags: p.flags,
+        }))
     }
 }
 
@@ -98,23 +106,60 @@ pub fn peek_pipe(fd: i32, queued: usize, size: usize) -> std::io::Result<Vec<u8>
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{originals, restore_end, restore_pipe, set_size};
+pub use restore_side::{set_size, PipeFile};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
-#[allow(unsafe_code)]
 mod restore_side {
-
-    use crate::restore::plan::{FileDesc, Plan};
-    use crate::restore::RestoreError;
+    use crate::files::{FileSet, OpenError, OpenFile, RestoreCx};
+    use cryo_image::pb;
     use std::collections::{HashMap, HashSet};
     use std::io::Write;
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-    fn err(pipe_id: u32, reason: impl std::fmt::Display) -> RestoreError {
-        RestoreError::Prepare {
-            object: format!("pipe {pipe_id}"),
+    fn err(pipe_id: u32, reason: impl std::fmt::Display) -> OpenError {
+        OpenError::Pipe {
+            pipe_id,
             reason: reason.to_string(),
+        }
+    }
+
+    /// One end of a pipe (`flags` says which) to open.
+    #[derive(Clone, Debug)]
+    pub struct PipeFile {
+        pub pipe_id: u32,
+        pub flags: u32,
+    }
+
+    /// The pipes made so far (while the fds are opened).
+    #[derive(Default)]
+    struct Pipes {
+        ends: HashMap<u32, (OwnedFd, OwnedFd)>,
+        originals: Option<HashSet<u32>>,
+    }
+
+    impl OpenFile for PipeFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Pipe
+        }
+
+        fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            let files = cx.files;
+            let st = cx.scratch::<Pipes>();
+            let originals = st.originals.get_or_insert_with(|| originals(files));
+            let original = originals.contains(&id);
+            let pipe_id = self.pipe_id;
+            let ends = match st.ends.remove(&pipe_id) {
+                Some(e) => e,
+                None => restore_pipe(
+                    pipe_id,
+                    files.pipe_data.get(&pipe_id).map(|v| v.as_slice()),
+                    files.pipe_size.get(&pipe_id).copied(),
+                )?,
+            };
+            let fd = restore_end(&ends, pipe_id, self.flags, original);
+            st.ends.insert(pipe_id, ends);
+            fd.map(Some)
         }
     }
 
@@ -143,12 +188,8 @@ mod restore_side {
         Ok(())
     }
 
-    /// Restore side: a new pipe of `size` bytes holding `data`. Returns (read end, write end).
-    pub fn restore_pipe(
-        pipe_id: u32,
-        data: Option<&[u8]>,
-        size: Option<u32>,
-    ) -> Result<(OwnedFd, OwnedFd), RestoreError> {
+    /// A new pipe of `size` bytes holding `data`. Returns (read end, write end).
+    fn restore_pipe(pipe_id: u32, data: Option<&[u8]>, size: Option<u32>) -> Result<(OwnedFd, OwnedFd), OpenError> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(pipe_id, e))?;
         set_size(&w, size, data.map_or(0, |d| d.len())).map_err(|e| err(pipe_id, e))?;
         if let Some(d) = data.filter(|d| !d.is_empty()) {
@@ -165,10 +206,9 @@ mod restore_side {
     /// Which file ids get the pipe's own ends (the rest reopen them through
     /// /proc, which adds O_LARGEFILE): per pipe and end, the first
     /// description dumped without O_LARGEFILE, else the first one.
-    pub fn originals(plan: &Plan) -> HashSet<u32> {
+    fn originals(plan: &FileSet) -> HashSet<u32> {
         let mut best: HashMap<(u32, bool), (u32, bool)> = HashMap::new();
-        for (&id, d) in &plan.files {
-            let FileDesc::Pipe { pipe_id, flags } = d else { continue };
+        for (id, PipeFile { pipe_id, flags }) in plan.of::<PipeFile>() {
             let write = *flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
             let plain = *flags & O_LARGEFILE == 0;
             match best.get(&(*pipe_id, write)) {
@@ -187,12 +227,7 @@ mod restore_side {
     /// chosen by [`originals`] gets the end pipe() made, the others a
     /// description of their own reopened through /proc (two opens of the
     /// same end do not share O_NONBLOCK).
-    pub fn restore_end(
-        ends: &(OwnedFd, OwnedFd),
-        pipe_id: u32,
-        flags: u32,
-        original: bool,
-    ) -> Result<OwnedFd, RestoreError> {
+    fn restore_end(ends: &(OwnedFd, OwnedFd), pipe_id: u32, flags: u32, original: bool) -> Result<OwnedFd, OpenError> {
         let acc = flags as i32 & libc::O_ACCMODE;
         let end = if acc == libc::O_WRONLY {
             ends.1.as_fd()
@@ -207,18 +242,9 @@ mod restore_side {
             } else {
                 libc::O_RDONLY
             };
-            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", end.as_raw_fd())).expect("no NUL");
             // Both ends are held open here, so opening either side never blocks.
-            // SAFETY: path is a valid C string.
-            let fd = unsafe { libc::open(path.as_ptr(), acc | libc::O_CLOEXEC) };
-            if fd < 0 {
-                return Err(err(
-                    pipe_id,
-                    format!("reopening the pipe end: {}", std::io::Error::last_os_error()),
-                ));
-            }
-            // SAFETY: a fresh fd, owned from here on.
-            unsafe { OwnedFd::from_raw_fd(fd) }
+            crate::sys::files::open(&format!("/proc/self/fd/{}", end.as_raw_fd()), acc | libc::O_CLOEXEC)
+                .map_err(|e| err(pipe_id, format!("reopening the pipe end: {e}")))?
         };
         let st =
             nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME));

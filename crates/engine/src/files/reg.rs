@@ -2,7 +2,7 @@
 //! including files deleted while open ("ghost" files: their contents go to
 //! ghost-file-N.img, holes kept, linked from remap-fpath.img).
 
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenFile, SetError};
 use cryo_image::pb;
 use std::fs::File;
 use std::io::Read;
@@ -35,6 +35,10 @@ impl FdKind for Reg {
             None
         };
         reg_entry(id, name, deleted, &c.stat, c.flags(), c.info.pos, open, t)
+    }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        Ok(Box::new(Reg::describe_entry(e, cx)?))
     }
 }
 
@@ -452,26 +456,151 @@ mod tests {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{is_tree_proc_path, restore_map_fd, restore_open, Remaps};
+pub use restore_side::{RegFile, Remap, RemapTable, Remaps};
 
 /// Restore of this kind of file (the engine opens the descriptions once and
 /// the restored tasks inherit them).
-#[allow(unsafe_code)]
 mod restore_side {
-
-    use crate::restore::plan::{FileDesc, Plan, Remap};
-    use crate::restore::RestoreError;
+    use crate::files::set::{open_err, DescribeCx, OpenError, OpenFile, RestoreCx, SetError};
+    use crate::files::FileSet;
+    use crate::sys::files as sys;
+    use cryo_image::{pb, ImageSet};
     use std::collections::HashMap;
-    use std::ffi::CString;
     use std::fs::File;
     use std::io::{Seek, SeekFrom, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::{OwnedFd, RawFd};
     use std::os::unix::fs::OpenOptionsExt;
 
-    fn err(object: String, reason: impl std::fmt::Display) -> RestoreError {
-        RestoreError::Prepare {
-            object,
-            reason: reason.to_string(),
+    fn err(object: String, reason: impl std::fmt::Display) -> OpenError {
+        open_err(pb::FdTypes::Reg, object, reason)
+    }
+
+    /// Where a file deleted at dump time comes back from (remap-fpath.img).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Remap {
+        /// ghost-file-N.img holds the inode (its contents and metadata).
+        Ghost(u32),
+        /// A hard link the dump made (criu's --link-remap): the path of that
+        /// link-remap REG entry.
+        Linked(String),
+    }
+
+    /// remap-fpath.img, validated: file id -> remap, and the dead pids
+    /// whose /proc files are held (PROCFS remaps).
+    #[derive(Debug, Default)]
+    pub struct RemapTable {
+        pub by_file: HashMap<u32, Remap>,
+        pub dead_pids: Vec<i32>,
+    }
+
+    impl RemapTable {
+        /// Read remap-fpath.img (`all`: files.img; `pids`: the tree's).
+        pub fn read(set: &ImageSet, all: &[pb::FileEntry], pids: &[i32]) -> Result<RemapTable, SetError> {
+            let mut t = RemapTable::default();
+            if !set.has("remap-fpath.img") {
+                return Ok(t);
+            }
+            let remaps: Vec<pb::RemapFilePathEntry> = set.entries("remap-fpath.img", "REMAP_FPATH")?;
+            let rf = set.path("remap-fpath.img").display().to_string();
+            let bad = |what: String| crate::files::set::bad(&rf, 0, what);
+            let reg = |id: u32| {
+                all.iter()
+                    .find(|g| g.id == id && g.r#type == pb::FdTypes::Reg as i32)
+                    .and_then(|g| g.reg.as_ref())
+            };
+            for (i, r) in remaps.iter().enumerate() {
+                // remap_type: LINKED 0 (also when absent), GHOST 1, PROCFS 2.
+                let ty = r.remap_type.unwrap_or(pb::RemapType::Linked as i32);
+                let remap = if ty == pb::RemapType::Ghost as i32 {
+                    let g = format!("ghost-file-{}.img", r.remap_id);
+                    if !set.has(&g) {
+                        return Err(bad(format!("entry {i}: {g} is missing")));
+                    }
+                    Remap::Ghost(r.remap_id)
+                } else if ty == pb::RemapType::Linked as i32 {
+                    match reg(r.remap_id) {
+                        Some(e) if !t.by_file.contains_key(&r.remap_id) => Remap::Linked(e.name.clone()),
+                        _ => {
+                            return Err(bad(format!(
+                                "entry {i}: link remap {} is not a regular file entry",
+                                r.remap_id
+                            )))
+                        }
+                    }
+                } else if ty == pb::RemapType::Procfs as i32 {
+                    // A file of /proc/<remap_id>, a process that was gone.
+                    let pid = r.remap_id as i32;
+                    if pid <= 0 || pids.contains(&pid) {
+                        return Err(bad(format!("entry {i}: dead pid {pid} is not a dead pid")));
+                    }
+                    if !t.dead_pids.contains(&pid) {
+                        t.dead_pids.push(pid);
+                    }
+                    continue;
+                } else {
+                    return Err(crate::files::set::unsupported(
+                        &rf,
+                        0,
+                        format!("entry {i}: remap type {ty}"),
+                    ));
+                };
+                if reg(r.orig_id).is_none() {
+                    return Err(bad(format!("entry {i}: file id {} is not a regular file", r.orig_id)));
+                }
+                t.by_file.insert(r.orig_id, remap);
+            }
+            Ok(t)
+        }
+    }
+
+    /// A regular file, directory, O_PATH fd or device node to open.
+    #[derive(Clone, Debug)]
+    pub struct RegFile {
+        pub path: String,
+        pub flags: u32,
+        pub pos: u64,
+        pub size: Option<u64>,
+        /// Deleted at dump time: where its inode comes from (remap-fpath.img).
+        pub remap: Option<Remap>,
+    }
+
+    impl super::Reg {
+        pub(in crate::files) fn describe_entry(e: &pb::FileEntry, cx: &DescribeCx) -> Result<RegFile, SetError> {
+            let r = e.reg.as_ref().ok_or_else(|| cx.bad("REG without reg"))?;
+            Ok(RegFile {
+                path: r.name.clone(),
+                flags: r.flags,
+                pos: r.pos,
+                size: r.size,
+                remap: cx.remaps.by_file.get(&e.id).cloned(),
+            })
+        }
+    }
+
+    impl OpenFile for RegFile {
+        fn fd_type(&self) -> pb::FdTypes {
+            pb::FdTypes::Reg
+        }
+
+        fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+            // Files of /proc/<pid> of a restored process: opened by the
+            // task once every process exists (restore::task).
+            if self.remap.is_none() && cx.files.is_tree_proc_path(&self.path) {
+                return Ok(None);
+            }
+            let files = cx.files;
+            self.open(files, &mut cx.remaps, id).map(Some)
+        }
+
+        fn map_fd(
+            &self,
+            id: u32,
+            write: bool,
+            opened: Option<RawFd>,
+            cx: &mut RestoreCx,
+        ) -> Result<OwnedFd, OpenError> {
+            let files = cx.files;
+            self.open_map(files, &mut cx.remaps, id, write, opened)
         }
     }
 
@@ -487,26 +616,7 @@ mod restore_side {
     }
 
     fn open_raw(path: &str, flags: i32) -> std::io::Result<File> {
-        let c = CString::new(path).map_err(std::io::Error::other)?;
-        // SAFETY: c is a valid C string.
-        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd, owned from here on.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    /// A path under /proc/<pid>/ of a process of the restored tree: it can
-    /// only be opened once that process exists (by the task itself, see
-    /// restore::task).
-    pub fn is_tree_proc_path(plan: &Plan, path: &str) -> bool {
-        let Some(rest) = path.strip_prefix("/proc/") else {
-            return false;
-        };
-        let pid = rest.split('/').next().unwrap_or("");
-        pid.parse::<i32>()
-            .is_ok_and(|pid| plan.procs.iter().any(|p| p.pid == pid))
+        sys::open(path, flags | libc::O_CLOEXEC).map(File::from)
     }
 
     /// The inodes of files deleted at dump time, made again for the restore:
@@ -567,21 +677,15 @@ mod restore_side {
 
         /// The path of the ghost of inode `ino` on `kdev` (CRIU's kernel dev
         /// encoding), made if needed, if the images hold one.
-        pub fn ghost_of_inode(&mut self, plan: &Plan, kdev: u32, ino: u64) -> Result<Option<String>, RestoreError> {
-            let users: Vec<(u32, String)> = plan
-                .files
-                .values()
-                .filter_map(|d| match d {
-                    FileDesc::Reg {
-                        path,
-                        remap: Some(Remap::Ghost(g)),
-                        ..
-                    }
-                    | FileDesc::Fifo {
-                        path,
-                        remap: Some(Remap::Ghost(g)),
-                        ..
-                    } => Some((*g, path.clone())),
+        pub fn ghost_of_inode(&mut self, plan: &FileSet, kdev: u32, ino: u64) -> Result<Option<String>, OpenError> {
+            let regs = plan.of::<RegFile>().map(|(_, r)| (&r.remap, &r.path));
+            let fifos = plan
+                .of::<crate::files::fifo::FifoFile>()
+                .map(|(_, f)| (&f.remap, &f.path));
+            let users: Vec<(u32, String)> = regs
+                .chain(fifos)
+                .filter_map(|(remap, path)| match remap {
+                    Some(Remap::Ghost(g)) => Some((*g, path.clone())),
                     _ => None,
                 })
                 .collect();
@@ -603,7 +707,7 @@ mod restore_side {
         }
 
         /// The path and mode of ghost `g` (for `orig`), made on first use.
-        pub fn ghost_path(&mut self, plan: &Plan, g: u32, orig: &str) -> Result<(String, u32), RestoreError> {
+        pub fn ghost_path(&mut self, plan: &FileSet, g: u32, orig: &str) -> Result<(String, u32), OpenError> {
             if let Some(v) = self.ghosts.get(&g) {
                 return Ok(v.clone());
             }
@@ -637,12 +741,12 @@ mod restore_side {
         /// Open a description of the deleted file `orig` with `flags`.
         pub fn open(
             &mut self,
-            plan: &Plan,
+            plan: &FileSet,
             remap: &Remap,
             orig: &str,
             flags: i32,
             object: &str,
-        ) -> Result<File, RestoreError> {
+        ) -> Result<File, OpenError> {
             let src = match remap {
                 Remap::Ghost(g) => {
                     // Always through the ghost's own path (one dentry).
@@ -689,7 +793,7 @@ mod restore_side {
     type Pieces = Vec<(u64, Vec<u8>)>;
 
     /// The head entry and contents (offset, bytes) of ghost-file-<g>.img.
-    fn read_ghost(plan: &Plan, g: u32, object: &str) -> Result<(cryo_image::pb::GhostFileEntry, Pieces), RestoreError> {
+    fn read_ghost(plan: &FileSet, g: u32, object: &str) -> Result<(cryo_image::pb::GhostFileEntry, Pieces), OpenError> {
         use cryo_image::Extra;
         let name = format!("ghost-file-{g}.img");
         let img = plan.set.image(&name)?;
@@ -748,9 +852,7 @@ mod restore_side {
 
     /// Make the ghost's node at `path` (never over an existing one).
     fn make_node(path: &str, gf: &cryo_image::pb::GhostFileEntry, pieces: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
-        let c = CString::new(path).map_err(std::io::Error::other)?;
-        let perm = gf.mode & 0o7777;
-        let r = match gf.mode & libc::S_IFMT {
+        match gf.mode & libc::S_IFMT {
             libc::S_IFREG => {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
@@ -770,47 +872,34 @@ mod restore_side {
                 if res.is_err() {
                     let _ = std::fs::remove_file(path);
                 }
-                return res;
+                res
             }
-            // SAFETY: c is a valid C string.
-            libc::S_IFDIR => unsafe { libc::mkdir(c.as_ptr(), 0o700) },
-            // SAFETY: c is a valid C string.
-            libc::S_IFIFO => unsafe { libc::mknod(c.as_ptr(), libc::S_IFIFO | 0o600, 0) },
+            libc::S_IFDIR => sys::mkdir(path, 0o700),
+            libc::S_IFIFO => sys::mknod(path, libc::S_IFIFO | 0o600, 0),
             fmt @ (libc::S_IFCHR | libc::S_IFBLK) => {
                 let rdev = gf
                     .rdev
                     .ok_or_else(|| std::io::Error::other("device ghost without rdev"))?;
                 let dev = libc::makedev(rdev >> 20, rdev & 0xfffff);
-                // SAFETY: c is a valid C string.
-                unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) }
+                sys::mknod(path, fmt | 0o600, dev)
             }
             _ => {
                 let t = gf
                     .symlnk_target
                     .as_deref()
                     .ok_or_else(|| std::io::Error::other("symlink ghost without a target"))?;
-                let _ = perm;
-                return std::os::unix::fs::symlink(t, path);
+                std::os::unix::fs::symlink(t, path)
             }
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
         }
-        Ok(())
     }
 
     /// Owner, mode and times of the ghost as dumped (owner first: chown
     /// clears the set-id bits).
     fn set_meta(path: &str, gf: &cryo_image::pb::GhostFileEntry) -> std::io::Result<()> {
-        let c = CString::new(path).map_err(std::io::Error::other)?;
-        // SAFETY: c is a valid C string.
-        if unsafe { libc::lchown(c.as_ptr(), gf.uid, gf.gid) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        sys::lchown(path, gf.uid, gf.gid)?;
         let link = gf.mode & libc::S_IFMT == libc::S_IFLNK;
-        // SAFETY: c is a valid C string.
-        if !link && unsafe { libc::chmod(c.as_ptr(), gf.mode & 0o7777) } < 0 {
-            return Err(std::io::Error::last_os_error());
+        if !link {
+            sys::chmod(path, gf.mode & 0o7777)?;
         }
         let ts = |t: &Option<cryo_image::pb::Timeval>| {
             t.as_ref().map_or(
@@ -824,92 +913,93 @@ mod restore_side {
                 },
             )
         };
-        let times = [ts(&gf.atim), ts(&gf.mtim)];
-        // SAFETY: c is a valid C string and times two valid timespecs.
-        if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        sys::lutimens(path, &[ts(&gf.atim), ts(&gf.mtim)])
     }
 
-    /// Restore side: open the file description of file id `id` in the engine, at
-    /// its position; a deleted file comes back through `remaps`.
-    pub fn restore_open(plan: &Plan, remaps: &mut Remaps, id: u32, desc: &FileDesc) -> Result<OwnedFd, RestoreError> {
-        let FileDesc::Reg {
-            path,
-            flags,
-            pos,
-            size,
-            remap,
-        } = desc
-        else {
-            unreachable!("not a regular file")
-        };
-        let object = format!("file id {id} ({path})");
-        let f = match remap {
-            Some(r) => remaps.open(plan, r, path, open_flags(*flags), &object)?,
-            None => open_raw(path, open_flags(*flags)).map_err(|e| err(object.clone(), e))?,
-        };
-        let md = f.metadata().map_err(|e| err(object.clone(), e))?;
-        if let (Some(sz), true) = (size, md.is_file()) {
-            if !matches!(remap, Some(Remap::Ghost(_))) && md.len() != *sz {
-                return Err(err(
-                    object,
-                    format!(
-                        "size is {} bytes, the dump says {sz}: the file changed since the dump",
-                        md.len()
-                    ),
-                ));
-            }
-        }
-        if *pos != 0 && (md.is_file() || md.is_dir()) {
-            let mut f2 = &f;
-            f2.seek(SeekFrom::Start(*pos))
-                .map_err(|e| err(object.clone(), format!("seek to {pos}: {e}")))?;
-        }
-        Ok(f.into())
-    }
-
-    /// Restore side: an fd to mmap file id `id` from (read-only, or read-write
-    /// for writable shared mappings). Reuses the restored description when there
-    /// is one; a deleted file comes back through `remaps`.
-    pub fn restore_map_fd(
-        plan: &Plan,
-        remaps: &mut Remaps,
-        id: u32,
-        write: bool,
-        opened: Option<i32>,
-    ) -> Result<OwnedFd, RestoreError> {
-        let object = format!("mapped file id {id}");
-        let acc = if write { libc::O_RDWR } else { libc::O_RDONLY };
-        let path = match (&plan.files.get(&id), opened) {
-            (_, Some(fd)) => format!("/proc/self/fd/{fd}"),
-            (
-                Some(FileDesc::Reg {
-                    path, remap: Some(r), ..
-                }),
-                None,
-            ) => {
-                let object = format!("{object} ({path})");
-                return Ok(remaps.open(plan, r, path, acc, &object)?.into());
-            }
-            (Some(FileDesc::Reg { path, size, .. }), None) => {
-                if let (Some(sz), Ok(md)) = (size, std::fs::metadata(path)) {
-                    if md.is_file() && md.len() != *sz {
-                        return Err(err(
-                            format!("{object} ({path})"),
-                            format!(
-                                "size is {} bytes, the dump says {sz}: the file changed since the dump",
-                                md.len()
-                            ),
-                        ));
-                    }
+    impl RegFile {
+        /// Open the file description of file id `id` at its position; a
+        /// deleted file comes back through `remaps`.
+        pub fn open(&self, plan: &FileSet, remaps: &mut Remaps, id: u32) -> Result<OwnedFd, OpenError> {
+            let RegFile {
+                path,
+                flags,
+                pos,
+                size,
+                remap,
+            } = self;
+            let object = format!("file id {id} ({path})");
+            let f = match remap {
+                Some(r) => remaps.open(plan, r, path, open_flags(*flags), &object)?,
+                None => open_raw(path, open_flags(*flags)).map_err(|e| err(object.clone(), e))?,
+            };
+            let md = f.metadata().map_err(|e| err(object.clone(), e))?;
+            if let (Some(sz), true) = (size, md.is_file()) {
+                if !matches!(remap, Some(Remap::Ghost(_))) && md.len() != *sz {
+                    return Err(err(
+                        object,
+                        format!(
+                            "size is {} bytes, the dump says {sz}: the file changed since the dump",
+                            md.len()
+                        ),
+                    ));
                 }
-                path.clone()
             }
-            _ => return Err(err(object, "not a regular file")),
-        };
-        let f = open_raw(&path, acc).map_err(|e| err(format!("{object} ({path})"), e))?;
-        Ok(f.into())
+            if *pos != 0 && (md.is_file() || md.is_dir()) {
+                let mut f2 = &f;
+                f2.seek(SeekFrom::Start(*pos))
+                    .map_err(|e| err(object.clone(), format!("seek to {pos}: {e}")))?;
+            }
+            Ok(f.into())
+        }
+
+        /// The same file as an O_PATH directory fd (a cwd or root).
+        pub fn as_dir(&self) -> RegFile {
+            RegFile {
+                path: self.path.clone(),
+                flags: (libc::O_PATH | libc::O_DIRECTORY) as u32,
+                pos: 0,
+                size: None,
+                remap: self.remap.clone(),
+            }
+        }
+
+        /// An fd to mmap file id `id` from (read-only, or read-write for
+        /// writable shared mappings). Reuses the restored description when
+        /// there is one; a deleted file comes back through `remaps`.
+        fn open_map(
+            &self,
+            plan: &FileSet,
+            remaps: &mut Remaps,
+            id: u32,
+            write: bool,
+            opened: Option<RawFd>,
+        ) -> Result<OwnedFd, OpenError> {
+            let object = format!("mapped file id {id}");
+            let acc = if write { libc::O_RDWR } else { libc::O_RDONLY };
+            let path = match (&self.remap, opened) {
+                (_, Some(fd)) => format!("/proc/self/fd/{fd}"),
+                (Some(r), None) => {
+                    let object = format!("{object} ({})", self.path);
+                    return Ok(remaps.open(plan, r, &self.path, acc, &object)?.into());
+                }
+                (None, None) => {
+                    let path = &self.path;
+                    if let (Some(sz), Ok(md)) = (self.size, std::fs::metadata(path)) {
+                        if md.is_file() && md.len() != sz {
+                            return Err(err(
+                                format!("{object} ({path})"),
+                                format!(
+                                    "size is {} bytes, the dump says {sz}: the file changed since the dump",
+                                    md.len()
+                                ),
+                            ));
+                        }
+                    }
+                    path.clone()
+                }
+            };
+            let f = open_raw(&path, acc).map_err(|e| err(format!("{object} ({path})"), e))?;
+            Ok(f.into())
+        }
     }
 }

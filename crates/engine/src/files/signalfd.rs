@@ -3,9 +3,12 @@
 //! dumped mask; which signals it reads is a matter of the reading task's
 //! queue, so the engine can create it for the task.
 
-use super::anon::{self, fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::anon::{self, fdinfo_text, is_anon, set_status_flags};
+use super::set::open_err;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenError, OpenFile, RestoreCx, SetError};
+use crate::sys::files as sys;
 use cryo_image::pb;
+use std::os::fd::OwnedFd;
 
 pub struct Signalfd;
 
@@ -37,29 +40,32 @@ impl FdKind for Signalfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        anon::describe_body(e, cx, e.sgfd, |_| Ok(()), SignalfdFile)
+    }
 }
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::restore_open;
+/// A signalfd to recreate (its files.img entry).
+#[derive(Clone, Debug)]
+pub struct SignalfdFile(pub pb::SignalfdEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use super::super::anon::{err, owned, set_status_flags};
-    use crate::restore::RestoreError;
-    use cryo_image::pb;
-    use std::os::fd::OwnedFd;
+impl OpenFile for SignalfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Signalfd
+    }
 
     /// A new signalfd for the dumped mask, with the dumped flags.
-    pub fn restore_open(id: u32, e: &pb::SignalfdEntry) -> Result<OwnedFd, RestoreError> {
+    fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+        let e = &self.0;
         let object = format!("signalfd (file id {id}, mask {:#x})", e.sigmask);
-        let mask: u64 = e.sigmask;
+        let err = |r: String| open_err(pb::FdTypes::Signalfd, &object, r);
         let fl = libc::SFD_CLOEXEC | (e.flags as i32 & libc::SFD_NONBLOCK);
-        // SAFETY: mask is 8 readable bytes (the kernel's sigset size).
-        let r = unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask as *const u64, 8usize, fl) };
-        let fd = owned(r).map_err(|x| err(&object, format!("signalfd4: {x}")))?;
-        set_status_flags(&fd, e.flags).map_err(|x| err(&object, x))?;
-        Ok(fd)
+        let fd = sys::signalfd(e.sigmask, fl).map_err(|x| err(format!("signalfd4: {x}")))?;
+        set_status_flags(&fd, e.flags).map_err(|x| err(x.to_string()))?;
+        Ok(Some(fd))
     }
 }
 

@@ -4,9 +4,12 @@
 //! timerfd_settime, then TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE) puts
 //! the unread expirations back.
 
-use super::anon::{self, fdinfo_text, is_anon};
-use super::{fown, FdCtx, FdKind, FileError, FileTable};
+use super::anon::{self, fdinfo_text, is_anon, set_status_flags};
+use super::set::open_err;
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileTable, OpenError, OpenFile, RestoreCx, SetError};
+use crate::sys::files as sys;
 use cryo_image::pb;
+use std::os::fd::OwnedFd;
 
 pub struct Timerfd;
 
@@ -67,6 +70,10 @@ impl FdKind for Timerfd {
             ..Default::default()
         })
     }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        anon::describe_body(e, cx, e.tfd, check, TimerfdFile)
+    }
 }
 
 /// Clocks a timerfd can use.
@@ -98,26 +105,23 @@ pub fn check(e: &pb::TimerfdEntry) -> Result<(), String> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::restore_open;
+/// A timerfd to recreate (its files.img entry).
+#[derive(Clone, Debug)]
+pub struct TimerfdFile(pub pb::TimerfdEntry);
 
-#[allow(unsafe_code)]
-mod restore_side {
-    use super::super::anon::{err, owned, set_status_flags};
-    use crate::restore::RestoreError;
-    use cryo_image::pb;
-    use std::os::fd::{AsRawFd, OwnedFd};
-
-    /// _IOW('T', 0, u64): set the expiration count (needs CONFIG_CHECKPOINT_RESTORE).
-    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+impl OpenFile for TimerfdFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Timerfd
+    }
 
     /// A new timerfd on the dumped clock, armed with the time that was left
     /// and the interval, holding the unread expirations.
-    pub fn restore_open(id: u32, e: &pb::TimerfdEntry) -> Result<OwnedFd, RestoreError> {
+    fn restore(&self, id: u32, _cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+        let e = &self.0;
         let object = format!("timerfd (file id {id}, clock {})", e.clockid);
+        let err = |r: String| open_err(pb::FdTypes::Timerfd, &object, r);
         let fl = libc::TFD_CLOEXEC | (e.flags as i32 & libc::TFD_NONBLOCK);
-        // SAFETY: scalar arguments.
-        let fd = owned(unsafe { libc::syscall(libc::SYS_timerfd_create, e.clockid as libc::c_long, fl) })
-            .map_err(|x| err(&object, format!("timerfd_create: {x}")))?;
+        let fd = sys::timerfd_create(e.clockid, fl).map_err(|x| err(format!("timerfd_create: {x}")))?;
         let ts = |s: u64, ns: u64| libc::timespec {
             tv_sec: s as libc::time_t,
             tv_nsec: ns as libc::c_long,
@@ -143,31 +147,18 @@ mod restore_side {
             it_interval: interval,
             it_value: value,
         };
-        // SAFETY: its is a valid itimerspec; a null old value is allowed.
-        let r = unsafe { libc::timerfd_settime(fd.as_raw_fd(), e.settime_flags as i32, &its, std::ptr::null_mut()) };
-        if r < 0 {
-            return Err(err(
-                &object,
-                format!("timerfd_settime: {}", std::io::Error::last_os_error()),
-            ));
-        }
+        sys::timerfd_settime(&fd, e.settime_flags as i32, &its).map_err(|x| err(format!("timerfd_settime: {x}")))?;
         if e.ticks != 0 {
             // After settime (which clears the count).
-            let t: u64 = e.ticks;
-            // SAFETY: the ioctl reads one u64 from &t.
-            if unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &t) } < 0 {
-                return Err(err(
-                    &object,
-                    format!(
-                        "TFD_IOC_SET_TICKS {} (kernel without CONFIG_CHECKPOINT_RESTORE?): {}",
-                        e.ticks,
-                        std::io::Error::last_os_error()
-                    ),
-                ));
-            }
+            sys::timerfd_set_ticks(&fd, e.ticks).map_err(|x| {
+                err(format!(
+                    "TFD_IOC_SET_TICKS {} (kernel without CONFIG_CHECKPOINT_RESTORE?): {x}",
+                    e.ticks
+                ))
+            })?;
         }
-        set_status_flags(&fd, e.flags).map_err(|x| err(&object, x))?;
-        Ok(fd)
+        set_status_flags(&fd, e.flags).map_err(|x| err(x.to_string()))?;
+        Ok(Some(fd))
     }
 }
 

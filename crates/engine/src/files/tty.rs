@@ -36,7 +36,10 @@
 //! OPOST off. Both happen with the tree frozen (dump) or before any task
 //! exists (restore).
 
-use super::{fown, reg, FdCtx, FdKind, FileError, FileTable};
+use super::set::{bad, unsupported};
+use super::{
+    fown, reg, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenError, OpenFile, RestoreCx, SetError,
+};
 use cryo_image::pb;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -66,17 +69,8 @@ pub fn is_tty(rdev: u64) -> bool {
     ma == 4 || ma == 5 || (128..=143).contains(&ma)
 }
 
-/// The kernel's `struct termios` (TCGETS): 19 control characters, no speeds.
-#[repr(C)]
-#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
-pub struct KTermios {
-    c_iflag: u32,
-    c_oflag: u32,
-    c_cflag: u32,
-    c_lflag: u32,
-    c_line: u8,
-    c_cc: [u8; 19],
-}
+pub use crate::sys::files::KTermios;
+use crate::sys::files::Winsize;
 
 impl KTermios {
     fn from_entry(t: &pb::TermiosEntry) -> Self {
@@ -117,47 +111,19 @@ impl KTermios {
     }
 }
 
-/// struct winsize (TIOCGWINSZ).
-#[repr(C)]
-#[derive(Default)]
-struct Winsize {
-    ws_row: u16,
-    ws_col: u16,
-    ws_xpixel: u16,
-    ws_ypixel: u16,
+/// A terminal ioctl that fills a `T`.
+fn ioctl_get<T: crate::sys::files::TtyArg>(fd: &OwnedFd, req: libc::c_ulong) -> std::io::Result<T> {
+    crate::sys::files::tty_get(fd, req)
 }
 
-/// An ioctl that fills a `T` (all-zero is a valid `T`).
-#[allow(unsafe_code)]
-fn ioctl_get<T: Default>(fd: &OwnedFd, req: libc::c_ulong) -> std::io::Result<T> {
-    let mut v = T::default();
-    // SAFETY: `req` is a read request whose kernel argument has the layout of `T`;
-    // the pointer is valid for writes of size_of::<T>() for the whole call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v as *mut T) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(v)
+/// A terminal ioctl that reads a `T` from us.
+fn ioctl_set<T: crate::sys::files::TtyArg>(fd: &OwnedFd, req: libc::c_ulong, v: &T) -> std::io::Result<()> {
+    crate::sys::files::tty_set(fd, req, v)
 }
 
-/// An ioctl that reads a `T` from us.
-#[allow(unsafe_code)]
-fn ioctl_set<T>(fd: &OwnedFd, req: libc::c_ulong, v: &T) -> std::io::Result<()> {
-    // SAFETY: `req` is a write request whose kernel argument has the layout of `T`;
-    // the pointer is valid for reads for the whole call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), req, v as *const T) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// An ioctl whose argument is a plain integer.
-#[allow(unsafe_code)]
+/// A terminal ioctl whose argument is a plain integer.
 pub fn ioctl_arg(fd: i32, req: libc::c_ulong, arg: libc::c_ulong) -> std::io::Result<()> {
-    // SAFETY: `req` takes a scalar argument (no memory is read or written through it).
-    if unsafe { libc::ioctl(fd, req, arg) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::files::tty_ioctl_arg(fd, req, arg)
 }
 
 fn get_termios(fd: &OwnedFd, req: libc::c_ulong) -> std::io::Result<KTermios> {
@@ -321,6 +287,38 @@ impl FdKind for Tty {
             }),
             ..Default::default()
         })
+    }
+
+    fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
+        Ok(Box::new(describe_tty(e, cx)?))
+    }
+
+    /// A controlling terminal goes back to its session's leader, which must
+    /// be restored (a shell job's terminal, without its master, is cryo's).
+    fn check(&self, files: &FileSet) -> Result<(), SetError> {
+        let infos = &files.tty_infos;
+        for info in infos {
+            let has_master = info
+                .pty
+                .as_ref()
+                .is_some_and(|p| infos.iter().any(|x| x.id == p.index * 2 + 1));
+            let simple = info.r#type == pb::TtyType::Console as i32 || info.r#type == pb::TtyType::Vt as i32;
+            if info.sid == 0 || info.termios.is_none() || !(has_master || simple) {
+                continue;
+            }
+            let leader = files.tree.tasks.iter().find(|p| p.pid == info.sid as i32);
+            if !leader.is_some_and(|p| p.sid == p.pid && p.alive) {
+                return Err(unsupported(
+                    files.set.path("tty-info.img").display().to_string(),
+                    info.sid as i32,
+                    format!(
+                        "terminal {} is the controlling terminal of session {}, whose leader is not a live task of the images",
+                        info.id, info.sid
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -746,6 +744,128 @@ pub struct TtyFile {
     pub info: pb::TtyInfoEntry,
 }
 
+/// Entry `cx.index` of files.img, a TTY entry, with its tty-info.img entry
+/// and the path of its REG entry.
+fn describe_tty(f: &pb::FileEntry, cx: &DescribeCx) -> Result<TtyFile, SetError> {
+    let t = f.tty.as_ref().ok_or_else(|| cx.bad("TTY without tty"))?;
+    let info = cx
+        .tty_infos
+        .iter()
+        .find(|x| x.id == t.tty_info_id)
+        .ok_or_else(|| cx.bad(format!("tty_info_id {} is not in tty-info.img", t.tty_info_id)))?;
+    let ti = || cx.set.path("tty-info.img").display().to_string();
+    let known = [
+        pb::TtyType::Pty,
+        pb::TtyType::Console,
+        pb::TtyType::Vt,
+        pb::TtyType::Ctty,
+    ];
+    if !known.iter().any(|k| *k as i32 == info.r#type) {
+        return Err(unsupported(
+            ti(),
+            0,
+            format!(
+                "terminal {}: type {} (only ptys, /dev/tty, /dev/console and vts are supported)",
+                info.id, info.r#type
+            ),
+        ));
+    }
+    if info
+        .pty
+        .as_ref()
+        .is_some_and(|p| p.index > MAX_PTY_INDEX || info.id >> 1 != p.index)
+    {
+        return Err(bad(
+            ti(),
+            0,
+            format!(
+                "terminal {}: a pty index above {} or not matching its id",
+                info.id, MAX_PTY_INDEX
+            ),
+        ));
+    }
+    if (info.r#type == pb::TtyType::Pty as i32) != info.pty.is_some() {
+        return Err(bad(
+            ti(),
+            0,
+            format!(
+                "terminal {}: pty data on a terminal that is no pty, or none on a pty",
+                info.id
+            ),
+        ));
+    }
+    if info.termios.as_ref().is_some_and(|t| t.c_cc.len() < 19)
+        || info.termios_locked.as_ref().is_some_and(|t| t.c_cc.len() < 19)
+    {
+        return Err(bad(
+            ti(),
+            0,
+            format!("terminal {}: termios with fewer than 19 control characters", info.id),
+        ));
+    }
+    let regf = t.regf_id.unwrap_or(t.id);
+    let r = cx.reg_entry(regf);
+    let path = match (r, &info.pty) {
+        (Some(r), _) => r.name.clone(),
+        (None, Some(_)) if info.id & 1 == 1 => "/dev/ptmx".to_string(),
+        (None, Some(p)) => format!("/dev/pts/{}", p.index),
+        (None, None) => return Err(cx.bad(format!("TTY {} names REG entry {regf}, which is missing", t.id))),
+    };
+    Ok(TtyFile {
+        id: f.id,
+        flags: t.flags,
+        path,
+        mode: r.and_then(|r| r.mode),
+        info: info.clone(),
+    })
+}
+
+/// The terminals opened together by [`restore_used`], by file id.
+#[derive(Default)]
+struct Opened(BTreeMap<u32, OwnedFd>);
+
+impl OpenFile for TtyFile {
+    fn fd_type(&self) -> pb::FdTypes {
+        pb::FdTypes::Tty
+    }
+
+    /// Opened with every other terminal by [`restore_used`].
+    fn restore(&self, id: u32, cx: &mut RestoreCx) -> Result<Option<OwnedFd>, OpenError> {
+        cx.state::<Opened>().0.remove(&id).map(Some).ok_or_else(|| {
+            super::set::open_err(
+                pb::FdTypes::Tty,
+                format!("terminal file id {id}"),
+                "not opened (engine bug)",
+            )
+        })
+    }
+}
+
+/// Open every terminal file that a task uses (`used`: file ids), first and
+/// all together (pairs, sessions, queued data), before any task exists;
+/// each goes to its fd through [`OpenFile::restore`]. Returns, per session,
+/// a slave of its controlling terminal (for TIOCSCTTY in its leader) and
+/// the foreground group (0: the leader's).
+pub fn restore_used(
+    cx: &mut RestoreCx,
+    used: &std::collections::BTreeSet<u32>,
+) -> Result<BTreeMap<i32, (OwnedFd, i32)>, OpenError> {
+    let files = cx.files;
+    let ttys: Vec<TtyFile> = used
+        .iter()
+        .filter_map(|&id| files.get_as::<TtyFile>(id).cloned())
+        .collect();
+    let r = restore_all(&ttys, &files.tty_data, cx.shell_job).map_err(|e| {
+        super::set::open_err(
+            pb::FdTypes::Tty,
+            files.set.path("tty-info.img").display().to_string(),
+            e,
+        )
+    })?;
+    cx.state::<Opened>().0 = r.fds;
+    Ok(r.ctty)
+}
+
 /// What restoring the terminals leaves for the tasks.
 #[derive(Default)]
 pub struct Restored {
@@ -955,7 +1075,6 @@ pub fn restore_all(files: &[TtyFile], data: &BTreeMap<u32, Vec<u8>>, shell_job: 
 /// /dev/tty: opened by a helper that is, for that moment, the leader of a
 /// session controlled by the terminal it stands for (the dumped session's
 /// pty); a shell job's stands for cryo's own terminal.
-#[allow(unsafe_code)]
 fn open_ctty(f: &TtyFile, r: &Restored, shell_job: bool) -> Result<OwnedFd, String> {
     let sid = f.info.sid as i32;
     let Some((slave, _)) = r.ctty.get(&sid) else {
@@ -975,75 +1094,13 @@ fn open_ctty(f: &TtyFile, r: &Restored, shell_job: bool) -> Result<OwnedFd, Stri
             format!("/dev/tty of session {sid} stands for a terminal that is not a pty: not supported"),
         ));
     }
-    let (a, b) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| err(f.id, format!("socketpair: {e}")))?;
-    let path = std::ffi::CString::new(f.path.as_str()).map_err(|e| err(f.id, e))?;
-    let flags = oflags(f) | libc::O_CLOEXEC;
-    // SAFETY: the child only makes async-signal-safe calls and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(err(f.id, format!("fork: {}", std::io::Error::last_os_error())));
-    }
-    if pid == 0 {
-        // SAFETY: plain syscalls in the forked child; sendmsg's buffers live on this stack.
-        unsafe {
-            let mut ok = libc::setsid() >= 0 && libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) == 0;
-            let fd = if ok { libc::open(path.as_ptr(), flags) } else { -1 };
-            ok &= fd >= 0;
-            let mut byte = [u8::from(ok)];
-            let mut iov = libc::iovec {
-                iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-                iov_len: 1,
-            };
-            let mut cbuf = [0u64; 4];
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            if ok {
-                msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-                *(libc::CMSG_DATA(c) as *mut i32) = fd;
-            }
-            libc::sendmsg(b.as_raw_fd(), &msg, 0);
-            libc::_exit(0);
-        }
-    }
-    drop(b);
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!(libc::c_int);
-    let got = nix::sys::socket::recvmsg::<()>(
-        a.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map(|m| {
-        m.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-            nix::sys::socket::ControlMessageOwned::ScmRights(v) => v.first().copied(),
-            _ => None,
-        })
-    });
-    let mut st = 0;
-    // SAFETY: pid is our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    match got {
-        // SAFETY: a fresh fd received with SCM_RIGHTS, owned by nobody else.
-        Ok(Some(fd)) => Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+    match crate::sys::files::open_as_ctty_leader(slave, &f.path, oflags(f) | libc::O_CLOEXEC) {
+        Ok(Some(fd)) => Ok(fd),
         Ok(None) => Err(err(
             f.id,
             format!("the helper could not take pty of session {sid} as its controlling terminal to open /dev/tty"),
         )),
-        Err(e) => Err(err(f.id, format!("recvmsg: {e}"))),
+        Err(e) => Err(err(f.id, e)),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The parasite loader: maps the `parasite` blob into a stopped task with an
 //! injected mmap, runs it, talks to it over a SOCK_SEQPACKET unix socket
-//! (protocol in [`abi`]) and removes it so that the task's registers, FPU
+//! (protocol in [`cryo_abi::parasite`]) and removes it so that the task's registers, FPU
 //! state, signal mask, code and mappings are exactly as before.
 //!
 //! ```no_run
@@ -13,13 +13,11 @@
 //! # Ok::<(), cryo_engine::parasite::ParasiteError>(())
 //! ```
 
-#[path = "../../../../parasite/src/abi.rs"]
-pub mod abi;
 pub mod blob;
 
 use crate::ptrace::{PtraceError, Saved, Stopped};
 use crate::sys::mem::{as_bytes, from_bytes, Plain};
-use abi::*;
+use cryo_abi::parasite::*;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

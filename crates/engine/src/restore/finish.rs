@@ -11,8 +11,8 @@
 //! (entry and exit stops, so no instruction after it is fetched), its
 //! registers are put back, and it is let go. A stopped task is let go into
 //! its group stop, out of the restorer (see [`stop_and_detach`]).
-use super::abi::*;
 use crate::sys::ptrace as sys;
+use cryo_abi::restorer::RstSlot;
 use std::collections::HashMap;
 use std::io;
 

@@ -42,34 +42,16 @@ pub struct MapsLine {
     pub name: String,
 }
 
-/// Error from [`parse_maps`].
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("maps line {line}: {what}")]
-pub struct MapsError {
-    pub line: usize,
-    pub what: String,
-}
-
-/// Parse /proc/PID/maps text.
-pub fn parse_maps(text: &str) -> Result<Vec<MapsLine>, MapsError> {
-    let mut out = Vec::new();
-    for (i, l) in text.lines().enumerate() {
-        let err = |what: &str| MapsError {
-            line: i + 1,
-            what: what.to_string(),
-        };
-        let mut it = l.split_whitespace();
-        let range = it.next().ok_or_else(|| err("empty line"))?;
-        let (a, b) = range.split_once('-').ok_or_else(|| err("no '-' in range"))?;
-        let start = u64::from_str_radix(a, 16).map_err(|_| err("bad start"))?;
-        let end = u64::from_str_radix(b, 16).map_err(|_| err("bad end"))?;
-        let name = it.nth(4).unwrap_or("").to_string();
-        out.push(MapsLine {
-            span: Span::new(start, end),
-            name,
-        });
-    }
-    Ok(out)
+/// Parse /proc/PID/maps text (with [`crate::proc::parse_maps`]) into the
+/// fields the planner needs.
+pub fn parse_maps(text: &str) -> Result<Vec<MapsLine>, crate::proc::ParseError> {
+    Ok(crate::proc::parse_maps(text)?
+        .into_iter()
+        .map(|v| MapsLine {
+            span: Span::new(v.start, v.end),
+            name: v.name,
+        })
+        .collect())
 }
 
 /// Is this mapping one of the kernel's vdso/vvar mappings?
@@ -124,13 +106,13 @@ mod tests {
     #[test]
     fn maps_parse() {
         let t = "7f03119fa000-7f03119fe000 r--p 00000000 00:00 0                          [vvar]\n\
-                 55fd4cf43000-55fd4cf44000 r--p 00000000 08:01 1234 /tmp/x y\n\
+                 55fd4cf43000-55fd4cf44000 r--p 00000000 08:01 1234 /tmp/x y (deleted)\n\
                  7f0311a04000-7f0311a05000 rw-p 00000000 00:00 0 \n";
         let m = parse_maps(t).unwrap();
         assert_eq!(m[0].span, Span::new(0x7f03119fa000, 0x7f03119fe000));
         assert_eq!(m[0].name, "[vvar]");
         assert!(is_kernel_map(&m[0].name));
-        assert_eq!(m[1].name, "/tmp/x");
+        assert_eq!(m[1].name, "/tmp/x y");
         assert_eq!(m[2].name, "");
         assert!(parse_maps("zz-1 r--p").is_err());
     }

@@ -30,8 +30,6 @@
 //!   = SIGKILL until it is restored, so the whole tree goes (also when the
 //!   engine itself is SIGKILLed).
 
-#[path = "../../../../parasite/src/restorer/abi.rs"]
-pub mod abi;
 mod finish;
 pub mod layout;
 pub mod plan;
@@ -42,8 +40,8 @@ mod task;
 
 use crate::files;
 use crate::parasite::blob::Blob;
-use abi::*;
-use plan::{FileDesc, Plan, VmaKind};
+use cryo_abi::restorer::*;
+use plan::{Plan, VmaKind};
 use rsys::Forked;
 use std::collections::HashMap;
 use std::io::Read;
@@ -68,6 +66,20 @@ pub struct RestoreOpts {
     pub pid_wait: Duration,
     /// How long the tasks may take to reach the barrier.
     pub timeout: Duration,
+    /// Asked with the root's pid once every task is at the barrier, before
+    /// any runs (`cryo swrk`'s post-restore and pre-resume notifications);
+    /// `Err` aborts the restore.
+    pub before_resume: Option<Gate>,
+}
+
+/// A callback that may stop a restore before the tree runs.
+#[derive(Clone)]
+pub struct Gate(pub std::sync::Arc<dyn Fn(i32) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 impl RestoreOpts {
@@ -80,6 +92,7 @@ impl RestoreOpts {
             file_locks: false,
             pid_wait: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
+            before_resume: None,
         }
     }
 }
@@ -103,6 +116,8 @@ pub enum RestoreError {
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
     Image(#[from] cryo_image::ImageError),
+    #[error(transparent)]
+    File(#[from] files::OpenError),
     #[error("pid {pid} is in use{by} (waited {waited:?} for it to be freed)")]
     PidBusy { pid: i32, by: String, waited: Duration },
     #[error("{object}: {reason}")]
@@ -123,6 +138,12 @@ pub enum RestoreError {
     Timeout(Duration),
     #[error("{0}")]
     Sys(String),
+    #[error("restore aborted before the tree ran: {0}")]
+    Aborted(String),
+    #[error(transparent)]
+    Affinity(#[from] crate::state::affinity::AffinityError),
+    #[error(transparent)]
+    Sidecar(#[from] crate::sidecar::SidecarError),
 }
 
 fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreError {
@@ -130,6 +151,32 @@ fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreErr
         object: object.into(),
         reason: reason.to_string(),
     }
+}
+
+/// The leases of the images being broken, each with the engine's fd on its
+/// open file (files::lock::break_again).
+fn rebreaks(plan: &Plan, pool: &HashMap<u32, RawFd>) -> Result<Vec<files::lock::Rebreak>, RestoreError> {
+    let mut v = Vec::new();
+    for l in plan.locks.iter().filter(|l| files::lock::is_breaking(l)) {
+        let id = plan
+            .procs
+            .iter()
+            .find(|p| p.pid == l.pid)
+            .and_then(|p| p.fds.iter().find(|f| f.fd == l.fd))
+            .map(|f| f.file_id);
+        let Some(&fd) = id.and_then(|id| pool.get(&id)) else {
+            return Err(prep(
+                "leases being broken",
+                format!("pid {} fd {}: no open file for it (engine bug)", l.pid, l.fd),
+            ));
+        };
+        v.push(files::lock::Rebreak {
+            fd,
+            to: (l.r#type & !files::lock::LEASE_BREAKING) as i32,
+            owned: id.and_then(|id| plan.files.fown.get(&id)).is_some_and(|o| o.pid != 0),
+        });
+    }
+    Ok(v)
 }
 
 /// What the cloned tasks inherit from the engine (read-only there).
@@ -177,6 +224,12 @@ pub struct RestoreCtx {
 pub struct Restored {
     pub root: i32,
     pub pids: Vec<i32>,
+    /// Threads of every process.
+    pub threads: usize,
+    /// Each stage (validated, prepared, forked, all tasks ready, resumed)
+    /// with the time it took.
+    pub phases: Vec<(String, Duration)>,
+    pub total: Duration,
 }
 
 impl RestoreCtx {
@@ -207,7 +260,12 @@ impl RestoreCtx {
     fn run_stages(&mut self) -> Result<Restored, RestoreError> {
         let t0 = Instant::now();
         let timing = std::env::var_os("CRYO_TIMING").is_some();
-        let mark = |what: &str| {
+        let mut phases: Vec<(String, Duration)> = Vec::new();
+        let mut last = t0;
+        let mut mark = |what: &str| {
+            let now = Instant::now();
+            phases.push((what.to_string(), now - last));
+            last = now;
             if timing {
                 eprintln!("cryo restore: {what} at {:.3} ms", t0.elapsed().as_secs_f64() * 1e3);
             }
@@ -216,13 +274,9 @@ impl RestoreCtx {
         self.stage = Stage::Validate;
         let mut plan = plan::build(&self.opts.dir)?;
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
-        let eventfds = plan
-            .files
-            .iter()
-            .filter(|(_, f)| matches!(f, FileDesc::Eventfd(_)))
-            .map(|(id, _)| *id)
-            .collect();
+        let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
+        files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
                 plan.set.path("filelocks.img").display().to_string(),
@@ -248,8 +302,11 @@ impl RestoreCtx {
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
-        for w in crate::affinity::apply(&self.sidecar.affinity)? {
+        for w in crate::state::affinity::apply(&self.sidecar.affinity)? {
             eprintln!("cryo restore: warning: {w}");
+        }
+        if let Some(g) = &self.opts.before_resume {
+            (g.0)(self.root.expect("root")).map_err(RestoreError::Aborted)?;
         }
         if fault() == Some("stall-before-resume") {
             // Fault injection (tests): every task is at the barrier; wait to
@@ -270,6 +327,9 @@ impl RestoreCtx {
         Ok(Restored {
             root: self.root.expect("root"),
             pids: env.plan.procs.iter().map(|p| p.pid).collect(),
+            threads: env.plan.procs.iter().map(|p| p.threads.len()).sum(),
+            phases,
+            total: t0.elapsed(),
         })
     }
 
@@ -297,9 +357,9 @@ impl RestoreCtx {
                 );
             }
         }
-        let at = layout::find_hole(&busy, layout::PAGE, 0x10_0000, 0x7fe0_0000_0000)
+        let at = layout::find_hole(&busy, RST_CTL_SIZE as u64, 0x10_0000, 0x7fe0_0000_0000)
             .ok_or_else(|| prep("control page", "no free address"))?;
-        let ctl = crate::sys::mem::Area::shared_page(at).map_err(|e| prep("control page", e))?;
+        let ctl = crate::sys::mem::Area::shared_ctl(at).map_err(|e| prep("control page", e))?;
 
         // Shared objects, all above every fd number the tasks use.
         let max_fd = plan.max_fd();
@@ -310,116 +370,34 @@ impl RestoreCtx {
         self.err_r = Some(err_r);
         let mut fd_pool = HashMap::new();
         let mut map_pool = HashMap::new();
-        let mut pipes: HashMap<u32, (OwnedFd, OwnedFd)> = HashMap::new();
-        let mut memfd_inodes: HashMap<u32, OwnedFd> = HashMap::new();
-        // Memfd inodes whose memfd_create description went to an fd.
-        let mut memfd_owned = std::collections::HashSet::new();
-        let pipe_originals = files::pipe::originals(&plan);
-        let mut fifos: HashMap<u32, OwnedFd> = HashMap::new();
         let used: std::collections::BTreeSet<u32> = plan
             .procs
             .iter()
             .flat_map(|p| p.fds.iter().map(|f| f.file_id))
             .collect();
-        let mut remaps = files::reg::Remaps::default();
         // Stand-ins for the dead processes whose /proc files the tree holds,
         // alive while the files are opened below and the tasks enter their
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
-        self.dead = Some(DeadPids::make(&plan.dead_pids, self.opts.pid_wait)?);
+        self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
+        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
         // Terminals first, all together (pairs, sessions, queued data).
-        let tty_files: Vec<files::tty::TtyFile> = used
-            .iter()
-            .filter_map(|id| match plan.files.get(id) {
-                Some(FileDesc::Tty(t)) => Some((**t).clone()),
-                _ => None,
-            })
-            .collect();
-        let mut ttys = files::tty::restore_all(&tty_files, &plan.tty_data, self.opts.shell_job)
-            .map_err(|e| prep(plan.set.path("tty-info.img").display().to_string(), e))?;
         let mut ctty = HashMap::new();
-        for (sid, (fd, pgrp)) in std::mem::take(&mut ttys.ctty) {
+        for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
             ctty.insert(sid, (self.keep(fd, base)?, pgrp));
         }
+        // Every file a task uses, by its kind (the registry's).
         for id in used {
-            let desc = &plan.files[&id];
-            let fd = match desc {
-                // Opened by the task itself once every task exists.
-                FileDesc::Pidfd(_) => continue,
-                // Files of /proc/<pid> of a restored process: opened by the
-                // task once every process exists (task::open_proc_files).
-                FileDesc::Reg { path, remap: None, .. } if files::reg::is_tree_proc_path(&plan, path) => continue,
-                FileDesc::Reg { .. } => files::reg::restore_open(&plan, &mut remaps, id, desc)?,
-                FileDesc::Pipe { pipe_id, flags } => {
-                    let ends = match pipes.remove(pipe_id) {
-                        Some(e) => e,
-                        None => files::pipe::restore_pipe(
-                            *pipe_id,
-                            plan.pipe_data.get(pipe_id).map(|v| v.as_slice()),
-                            plan.pipe_size.get(pipe_id).copied(),
-                        )?,
-                    };
-                    let fd = files::pipe::restore_end(&ends, *pipe_id, *flags, pipe_originals.contains(&id))?;
-                    pipes.insert(*pipe_id, ends);
-                    fd
-                }
-                FileDesc::Memfd { inode, flags, .. } => {
-                    if !memfd_inodes.contains_key(inode) {
-                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
-                    }
-                    let own = files::memfd::can_own(*flags) && memfd_owned.insert(*inode);
-                    files::memfd::restore_open(id, desc, &memfd_inodes[inode], own)?
-                }
-                FileDesc::Tty(_) => ttys
-                    .fds
-                    .remove(&id)
-                    .ok_or_else(|| prep(format!("terminal file id {id}"), "not opened (engine bug)"))?,
-                FileDesc::Fifo {
-                    pipe_id,
-                    path,
-                    flags,
-                    mode,
-                    remap,
-                } => {
-                    let path = &match remap {
-                        None => path.clone(),
-                        Some(plan::Remap::Linked(p)) => {
-                            remaps.note_linked(p);
-                            p.clone()
-                        }
-                        Some(plan::Remap::Ghost(g)) => {
-                            let (p, m) = remaps.ghost_path(&plan, *g, path)?;
-                            if m & libc::S_IFMT != libc::S_IFIFO {
-                                return Err(prep(
-                                    format!("fifo file id {id} ({path})"),
-                                    format!("its ghost is of mode {m:o}"),
-                                ));
-                            }
-                            p
-                        }
-                    };
-                    if !fifos.contains_key(pipe_id) {
-                        let data = plan.fifo_data.get(pipe_id).map(|v| v.as_slice());
-                        let size = plan.fifo_size.get(pipe_id).copied();
-                        fifos.insert(*pipe_id, files::fifo::restore_inode(*pipe_id, path, *mode, data, size)?);
-                    }
-                    files::fifo::restore_open(&fifos[pipe_id], *pipe_id, path, *flags)?
-                }
-                FileDesc::Eventfd(e) => {
-                    files::eventfd::restore_open(id, e, self.sidecar.eventfd_semaphore.contains(&id))?
-                }
-                FileDesc::Timerfd(e) => files::timerfd::restore_open(id, e)?,
-                FileDesc::Signalfd(e) => files::signalfd::restore_open(id, e)?,
-                FileDesc::Inotify(e) => files::inotify::restore_open(&plan, &mut remaps, id, e)?,
-                FileDesc::Epoll(e) => files::epoll::restore_open(id, e)?,
-                FileDesc::Fanotify(e) => files::fanotify::restore_open(id, e)?,
-                FileDesc::Ns(e) => files::nsfile::restore_open(id, e)?,
-            };
-            let raw = self.keep(fd, base)?;
-            fd_pool.insert(id, raw);
+            let desc = plan
+                .files
+                .get(id)
+                .ok_or_else(|| prep(format!("file id {id}"), "not in files.img (engine bug)"))?;
+            // None: opened by the task itself once every task exists.
+            if let Some(fd) = desc.restore(id, &mut cx)? {
+                fd_pool.insert(id, self.keep(fd, base)?);
+            }
         }
-        drop(pipes);
-        drop(fifos);
+        cx.end_fds();
         // Files mapped by VMAs, and the exe files.
         let mut mapped: Vec<(u32, bool)> = Vec::new();
         for p in &plan.procs {
@@ -442,23 +420,12 @@ impl RestoreCtx {
             }
         });
         for (id, write) in mapped {
-            let fd = match plan.files.get(&id) {
-                Some(FileDesc::Memfd { inode, .. }) => {
-                    if !memfd_inodes.contains_key(inode) {
-                        memfd_inodes.insert(*inode, files::memfd::restore_inode(&plan, *inode)?);
-                    }
-                    // The memfd_create description itself (read-write, and
-                    // no writer of the inode: a reopen would be, and the
-                    // mapping would then make execveat() of the memfd fail
-                    // with ETXTBSY).
-                    memfd_inodes[inode]
-                        .try_clone()
-                        .map_err(|e| prep(format!("mapped file id {id}"), e))?
-                }
-                _ => files::reg::restore_map_fd(&plan, &mut remaps, id, write, fd_pool.get(&id).copied())?,
-            };
-            let raw = self.keep(fd, base)?;
-            map_pool.insert(id, raw);
+            let f = plan
+                .files
+                .get(id)
+                .ok_or_else(|| prep(format!("mapped file id {id}"), "not a regular file"))?;
+            let fd = f.map_fd(id, write, fd_pool.get(&id).copied(), &mut cx)?;
+            map_pool.insert(id, self.keep(fd, base)?);
         }
         // cwd and root: O_PATH fds the tasks enter (a deleted directory
         // comes back as a ghost directory).
@@ -471,22 +438,14 @@ impl RestoreCtx {
             if fd_pool.contains_key(&id) {
                 continue;
             }
-            let Some(FileDesc::Reg { path, remap, .. }) = plan.files.get(&id) else {
+            let Some(r) = plan.files.get_as::<files::reg::RegFile>(id) else {
                 continue;
             };
-            let desc = FileDesc::Reg {
-                path: path.clone(),
-                flags: (libc::O_PATH | libc::O_DIRECTORY) as u32,
-                pos: 0,
-                size: None,
-                remap: remap.clone(),
-            };
-            let fd = files::reg::restore_open(&plan, &mut remaps, id, &desc)?;
-            let raw = self.keep(fd, base)?;
-            fd_pool.insert(id, raw);
+            let fd = r.as_dir().open(&plan.files, &mut cx.remaps, id)?;
+            fd_pool.insert(id, self.keep(fd, base)?);
         }
-        self.linked = remaps.take_linked();
-        drop(remaps);
+        self.linked = cx.remaps.take_linked();
+        drop(cx);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);
@@ -550,14 +509,13 @@ impl RestoreCtx {
         Ok(())
     }
 
-    fn ctl(&self) -> task::Ctl<'_> {
-        let env = self.env.as_ref().expect("prepared");
-        task::Ctl(&env.ctl)
+    fn ctl(&self) -> &RstCtl {
+        self.env.as_ref().expect("prepared").ctl.rst_ctl()
     }
 
     fn task_error(&self) -> Option<RestoreError> {
         let c = self.ctl();
-        let pid = c.err_pid().load(Ordering::SeqCst);
+        let pid = c.err_pid.load(Ordering::SeqCst);
         if pid == 0 {
             return None;
         }
@@ -572,7 +530,7 @@ impl RestoreCtx {
                 return Some(RestoreError::Task(s.trim_end().to_string()));
             }
         }
-        let stage = match c.err_stage().load(Ordering::SeqCst) {
+        let stage = match c.err_stage.load(Ordering::SeqCst) {
             STAGE_UNMAP => "unmapping the engine",
             STAGE_REMAP => "moving memory into place",
             STAGE_VDSO => "moving the vdso",
@@ -601,7 +559,7 @@ impl RestoreCtx {
             pid,
             thread,
             stage,
-            err: std::io::Error::from_raw_os_error((-c.err_code().load(Ordering::SeqCst)) as i32),
+            err: std::io::Error::from_raw_os_error((-c.err_code.load(Ordering::SeqCst)) as i32),
         })
     }
 
@@ -612,7 +570,7 @@ impl RestoreCtx {
         let root = self.root.expect("root");
         loop {
             let c = self.ctl();
-            let ready = c.ready();
+            let ready = &c.ready;
             let v = ready.load(Ordering::SeqCst);
             if let Some(e) = self.task_error() {
                 return Err(e);
@@ -673,30 +631,27 @@ impl RestoreCtx {
             }
             None => None,
         };
+        // Leases being broken, now that every task holds its leases again:
+        // their breaks start again (before the owners are set, see there).
+        let rebreaks = rebreaks(&env.plan, &env.fd_pool)?;
+        files::lock::break_again(&rebreaks).map_err(|e| prep("leases being broken", e))?;
         // File owners, now that every task exists (an owner may be any of them).
         let owners: Vec<(RawFd, cryo_image::pb::FownEntry)> = env
             .plan
+            .files
             .fown
             .iter()
             .filter_map(|(id, f)| env.fd_pool.get(id).map(|&fd| (fd, *f)))
             .collect();
         files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
-        c.go()
-            .store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
-        rsys::futex_wake(c.go());
+        c.go.store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
+        rsys::futex_wake(&c.go);
         if let Some(s) = seized {
             let mut slots = std::collections::HashMap::new();
-            for (i, p) in env.plan.procs.iter().enumerate().take(RST_MAX_SLOTS) {
-                // The slot table lies inside the control page, written by the tasks before they got ready.
-                let mut b = [0u8; std::mem::size_of::<RstSlot>()];
-                let at = env.ctl.start() + (RST_SLOTS_OFF + i * std::mem::size_of::<RstSlot>()) as u64;
-                let slot: RstSlot = env
-                    .ctl
-                    .read(at, &mut b)
-                    .ok()
-                    .and_then(|()| crate::sys::mem::from_bytes(&b))
-                    .unwrap_or_default();
+            for (p, cell) in env.plan.procs.iter().zip(&c.slots) {
+                // Written by the tasks before they got ready.
+                let slot = cell.load();
                 if slot.pid == p.pid {
                     slots.insert(p.pid, slot);
                 }
@@ -709,7 +664,7 @@ impl RestoreCtx {
         }
         let deadline = Instant::now() + self.opts.timeout;
         loop {
-            let done = c.done();
+            let done = &c.done;
             let v = done.load(Ordering::SeqCst);
             if v >= want {
                 break;
@@ -733,8 +688,8 @@ impl RestoreCtx {
         self.dead = None;
         if let Some(env) = &self.env {
             let c = self.ctl();
-            c.go().store(GO_ABORT, Ordering::SeqCst);
-            rsys::futex_wake(c.go());
+            c.go.store(GO_ABORT, Ordering::SeqCst);
+            rsys::futex_wake(&c.go);
             let _ = env;
         }
         for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
@@ -983,12 +938,14 @@ pub fn vdso_symbols(bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
 }
 
 /// Restore and, unless detached, wait for the root; returns the exit code
-/// cryo should exit with.
-pub fn restore(opts: RestoreOpts) -> Result<i32, RestoreError> {
+/// cryo should exit with. `restored` is told what was restored as soon as
+/// the tree runs (before the wait).
+pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i32, RestoreError> {
     let detach = opts.detach;
     let pidfile = opts.pidfile.clone();
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
+    restored(&r);
     if let Some(pf) = pidfile {
         std::fs::write(&pf, format!("{}\n", r.root))
             .map_err(|e| RestoreError::Sys(format!("{}: {e}", pf.display())))?;

@@ -6,7 +6,6 @@
 //! The task is a copy of the (single-threaded) engine, so ordinary Rust code
 //! runs here; it never returns: it either becomes the restored process or
 //! reports its error and exits.
-use super::abi::*;
 use super::layout::{self, page_up, Span, PAGE};
 use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
 use super::premap::{self, Premapped};
@@ -14,9 +13,10 @@ use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
 use crate::sys::mem::{as_bytes, Area};
+use cryo_abi::restorer::*;
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Error inside a task: what failed, for the engine's message.
 pub struct TaskError(pub String);
@@ -35,56 +35,28 @@ pub(crate) fn reserve_hole(busy: &[layout::Span], total: u64, what: &str) -> Res
     Area::reserve(base, total).map_err(|e| TaskError(format!("reserving {what}: {e}")))
 }
 
-/// The control page ([`RstCtl`]), shared by the engine and every task: its
-/// words, used atomically.
-#[derive(Clone, Copy)]
-pub(crate) struct Ctl<'a>(pub &'a Area);
-
-impl<'a> Ctl<'a> {
-    pub fn forked(self) -> &'a AtomicU32 {
-        self.0.u32_at(std::mem::offset_of!(RstCtl, forked))
-    }
-    pub fn ready(self) -> &'a AtomicU32 {
-        self.0.u32_at(std::mem::offset_of!(RstCtl, ready))
-    }
-    pub fn go(self) -> &'a AtomicU32 {
-        self.0.u32_at(std::mem::offset_of!(RstCtl, go))
-    }
-    pub fn done(self) -> &'a AtomicU32 {
-        self.0.u32_at(std::mem::offset_of!(RstCtl, done))
-    }
-    pub fn err_pid(self) -> &'a AtomicI32 {
-        self.0.i32_at(std::mem::offset_of!(RstCtl, err_pid))
-    }
-    pub fn err_stage(self) -> &'a AtomicI32 {
-        self.0.i32_at(std::mem::offset_of!(RstCtl, err_stage))
-    }
-    pub fn err_code(self) -> &'a AtomicI64 {
-        self.0.i64_at(std::mem::offset_of!(RstCtl, err_code))
-    }
-}
-
-fn ctl(env: &TaskEnv) -> Ctl<'_> {
-    Ctl(&env.ctl)
+/// The control page, shared by the engine and every task.
+fn ctl(env: &TaskEnv) -> &RstCtl {
+    env.ctl.rst_ctl()
 }
 
 /// Report an error for `pid` to the engine and exit.
 fn die(env: &TaskEnv, pid: i32, e: TaskError) -> ! {
     let c = ctl(env);
-    if c.err_pid()
+    if c.err_pid
         .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok()
     {
-        c.err_stage().store(0, Ordering::SeqCst);
-        c.err_code().store(0, Ordering::SeqCst);
+        c.err_stage.store(0, Ordering::SeqCst);
+        c.err_code.store(0, Ordering::SeqCst);
         let msg = format!("pid {pid}: {}\n", e.0);
         // err_w is the engine's error pipe, open in every task until the jump.
         let _ = write_all_fd(env.err_w, msg.as_bytes());
     }
-    c.go().store(GO_ABORT, Ordering::SeqCst);
-    rsys::futex_wake(c.go());
-    c.ready().fetch_add(1 << 24, Ordering::SeqCst);
-    rsys::futex_wake(c.ready());
+    c.go.store(GO_ABORT, Ordering::SeqCst);
+    rsys::futex_wake(&c.go);
+    c.ready.fetch_add(1 << 24, Ordering::SeqCst);
+    rsys::futex_wake(&c.ready);
     // Leave without running destructors or atexit handlers of the engine copy.
     rsys::exit_now(1)
 }
@@ -108,7 +80,7 @@ fn wait_counter(w: &AtomicU32, target: u32, env: &TaskEnv) {
         if v >= target {
             return;
         }
-        if ctl(env).go().load(Ordering::SeqCst) == GO_ABORT {
+        if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
             // As in die().
             rsys::exit_now(1);
         }
@@ -171,7 +143,7 @@ impl FdtWait {
     fn wait(&self, env: &TaskEnv) -> Result<(), TaskError> {
         let mut got = 0;
         while got < self.n {
-            if ctl(env).go().load(Ordering::SeqCst) == GO_ABORT {
+            if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
                 return Err(TaskError("restore aborted (a task sharing the fd table failed)".into()));
             }
             if !rsys::poll_in(self.rd, 100).unwrap_or(false) {
@@ -306,7 +278,7 @@ fn helper_run(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premapped
     let mut kids = Vec::new();
     fork_items(env, h.pid, h.pid, &mut kids, inherit)?;
     // Stay until every task has joined its group (the end of round 2).
-    wait_counter(ctl(env).forked(), 3 * env.plan.procs.len() as u32, env);
+    wait_counter(&ctl(env).forked, 3 * env.plan.procs.len() as u32, env);
     reap_helpers(&kids)?;
     // Leave without running destructors of the engine copy.
     rsys::exit_now(0)
@@ -345,25 +317,25 @@ fn run(
     let nprocs = env.plan.procs.len() as u32;
     // Process groups: leaders first (round 1), then members (round 2); a
     // third count lets the helpers go once every member has joined.
-    c.forked().fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(c.forked());
-    wait_counter(c.forked(), nprocs, env);
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
+    wait_counter(&c.forked, nprocs, env);
     let skip_groups = is_root && env.shell_job;
     if p.pgid == p.pid && !skip_groups && getpgid_self() != p.pid {
         let zero = nix::unistd::Pid::from_raw(0);
         nix::unistd::setpgid(zero, zero)
             .map_err(|e| TaskError::from(("setpgid (group leader)", std::io::Error::from(e))))?;
     }
-    c.forked().fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(c.forked());
-    wait_counter(c.forked(), 2 * nprocs, env);
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
+    wait_counter(&c.forked, 2 * nprocs, env);
     if p.pgid != p.pid && !skip_groups && getpgid_self() != p.pgid {
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(p.pgid))
             .map_err(|e| TaskError(format!("joining process group {}: {}", p.pgid, std::io::Error::from(e))))?;
     }
     // Joined: the helpers may go (they wait for every task's third count).
-    c.forked().fetch_add(1, Ordering::SeqCst);
-    rsys::futex_wake(c.forked());
+    c.forked.fetch_add(1, Ordering::SeqCst);
+    rsys::futex_wake(&c.forked);
     // The foreground group of its terminal, once every group exists.
     if let Some(&(fd, pgrp)) = env
         .ctty
@@ -371,7 +343,7 @@ fn run(
         .filter(|_| p.sid == p.pid && !(is_root && env.shell_job))
     {
         if pgrp != 0 && pgrp != p.pgid {
-            wait_counter(c.forked(), 3 * nprocs, env);
+            wait_counter(&c.forked, 3 * nprocs, env);
             rsys::tcsetpgrp(fd, pgrp)
                 .map_err(|e| TaskError(format!("TIOCSPGRP {pgrp} (foreground group of its terminal): {e}")))?;
         }
@@ -380,17 +352,17 @@ fn run(
 
     if p.state == TASK_DEAD {
         // A zombie: exit with the dumped status once everybody is ready.
-        c.ready().fetch_add(1, Ordering::SeqCst);
-        rsys::futex_wake(c.ready());
+        c.ready.fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(&c.ready);
         loop {
-            let g = c.go().load(Ordering::SeqCst);
+            let g = c.go.load(Ordering::SeqCst);
             if g != GO_WAIT {
                 break;
             }
-            let _ = rsys::futex_wait(c.go(), g, 1000);
+            let _ = rsys::futex_wait(&c.go, g, 1000);
         }
-        c.done().fetch_add(1, Ordering::SeqCst);
-        rsys::futex_wake(c.done());
+        c.done.fetch_add(1, Ordering::SeqCst);
+        rsys::futex_wake(&c.done);
         let st = p.exit_code as i32;
         if libc::WIFSIGNALED(st) {
             // Default action for a fatal signal; unblocked first.
@@ -431,7 +403,11 @@ fn run(
             .ok_or_else(|| TaskError(format!("cwd/root file id {id} was not opened (engine bug)")))
     };
     if let Some(root) = p.root {
-        let is_slash = matches!(env.plan.files.get(&root), Some(super::plan::FileDesc::Reg { path, remap: None, .. }) if path == "/");
+        let is_slash = env
+            .plan
+            .files
+            .get_as::<crate::files::reg::RegFile>(root)
+            .is_some_and(|r| r.remap.is_none() && r.path == "/");
         if !is_slash {
             let r = format!("/proc/self/fd/{}", dir_fd(root)?);
             nix::unistd::chroot(r.as_str()).map_err(|e| TaskError(format!("chroot (file id {root}): {e}")))?;
@@ -453,9 +429,9 @@ fn run(
         setup_fds(env, p, &proc_files)?;
     }
     let fds: Vec<(i32, u32)> = p.fds.iter().map(|f| (f.fd, f.file_id)).collect();
-    crate::files::fown::set_async(&env.plan.async_files, &fds).map_err(TaskError)?;
+    crate::files::fown::set_async(&env.plan.files.async_files, &fds).map_err(TaskError)?;
     // Epoll items name fds by their numbers in this task: add them now.
-    crate::files::epoll::restore_targets(&env.plan, p).map_err(TaskError)?;
+    crate::files::epoll::restore_targets(&env.plan.files, p.pid, &p.fds).map_err(TaskError)?;
     take_locks(env, p)?;
     // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
     // break the fd setup above).
@@ -844,7 +820,7 @@ fn keep_list(env: &TaskEnv, bs: &Bootstrap, maps: &BootMaps, moves: &[RstVma], n
         },
         RstRange {
             start: env.ctl.start(),
-            len: PAGE,
+            len: RST_CTL_SIZE as u64,
         },
     ];
     if nkm > bs.kplan.as_ref().map_or(0, |k| k.len()) {
@@ -1000,19 +976,13 @@ fn publish_slot(env: &TaskEnv, p: &Proc, maps: &BootMaps, scratch: u64) -> Resul
             .map(|o| o + 8)
             .filter(|&o| env.blob.image.get(o as usize..o as usize + 2) == Some(&[0x0f, 0x05][..]))
             .map_or(0, |o| maps.blob_at + o);
-        let slot = RstSlot {
+        ctl(env).slots[idx].store(&RstSlot {
             pid: p.pid,
             _pad: 0,
             start: maps.blob_at,
             len: maps.scratch_at + scratch.max(PAGE) - maps.blob_at,
             syscall_at,
-        };
-        env.ctl
-            .write(
-                env.ctl.start() + (RST_SLOTS_OFF + idx * std::mem::size_of::<RstSlot>()) as u64,
-                as_bytes(std::slice::from_ref(&slot)),
-            )
-            .map_err(|e| ("writing the restore slot", e))?;
+        });
     }
     Ok(())
 }
@@ -1182,9 +1152,14 @@ fn plan_kmaps(
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
     for l in env.plan.locks.iter().filter(|l| l.pid == p.pid) {
         let (r, kind) = if l.flag == 8 {
-            // A lease: taken as root (CAP_LEASE) through the task's fd; the
-            // owner it gives the file is replaced by the dumped one later.
-            (rsys::set_lease(l.fd, l.r#type as i32), "lease")
+            // A lease: taken as root (CAP_LEASE) through the task's fd (the
+            // fd number its break signals carry); the owner it gives the
+            // file is replaced by the dumped one later. One being broken is
+            // taken as it was before, and broken again by the engine once
+            // every task is ready (files::lock::break_again).
+            let accmode = rsys::get_fl(l.fd).unwrap_or(-1) & libc::O_ACCMODE;
+            let ty = crate::files::lock::lease_to_take(l.r#type, accmode);
+            (rsys::set_lease(l.fd, ty), "lease")
         } else if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
@@ -1224,16 +1199,13 @@ fn open_proc_files(env: &TaskEnv, p: &Proc) -> Result<std::collections::HashMap<
         if env.fd_pool.contains_key(&f.file_id) || out.contains_key(&f.file_id) {
             continue;
         }
-        let desc = match env.plan.files.get(&f.file_id) {
-            Some(d @ super::plan::FileDesc::Reg { path, remap: None, .. })
-                if crate::files::reg::is_tree_proc_path(&env.plan, path) && !own_fd_path(p, path) =>
-            {
-                d
-            }
+        let desc = match env.plan.files.get_as::<crate::files::reg::RegFile>(f.file_id) {
+            Some(d) if d.remap.is_none() && env.plan.files.is_tree_proc_path(&d.path) && !own_fd_path(p, &d.path) => d,
             _ => continue,
         };
         let mut no_remaps = crate::files::reg::Remaps::default();
-        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+        let fd = desc
+            .open(&env.plan.files, &mut no_remaps, f.file_id)
             .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
         let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
             .map_err(|e| TaskError(format!("fd {} (file id {}): moving it up: {e}", f.fd, f.file_id)))?;
@@ -1271,9 +1243,9 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     let want: std::collections::BTreeMap<u32, &cryo_image::pb::PidfdEntry> = p
         .fds
         .iter()
-        .filter_map(|f| match env.plan.files.get(&f.file_id) {
-            Some(super::plan::FileDesc::Pidfd(e)) => Some((f.file_id, e)),
-            _ => None,
+        .filter_map(|f| {
+            let e = env.plan.files.get_as::<crate::files::pidfd::PidfdFile>(f.file_id)?;
+            Some((f.file_id, &e.0))
         })
         .collect();
     let above = env
@@ -1288,8 +1260,8 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     let pidfds = crate::files::pidfd::open_all(&want, above).map_err(TaskError)?;
     let mut late = Vec::new();
     for f in &p.fds {
-        if let Some(desc @ super::plan::FileDesc::Reg { path, remap: None, .. }) = env.plan.files.get(&f.file_id) {
-            if !env.fd_pool.contains_key(&f.file_id) && own_fd_path(p, path) {
+        if let Some(desc) = env.plan.files.get_as::<crate::files::reg::RegFile>(f.file_id) {
+            if desc.remap.is_none() && !env.fd_pool.contains_key(&f.file_id) && own_fd_path(p, &desc.path) {
                 late.push((f, desc));
                 continue;
             }
@@ -1309,7 +1281,8 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     use std::os::fd::{AsRawFd, IntoRawFd};
     for (f, desc) in late {
         let mut no_remaps = crate::files::reg::Remaps::default();
-        let fd = crate::files::reg::restore_open(&env.plan, &mut no_remaps, f.file_id, desc)
+        let fd = desc
+            .open(&env.plan.files, &mut no_remaps, f.file_id)
             .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
         // f.fd is the target number (a temporary fd that landed there is

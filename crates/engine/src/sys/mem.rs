@@ -10,9 +10,9 @@
 //! so no Rust reference into it exists and a page that is not mapped is an
 //! `EFAULT`, not undefined behaviour.
 
+use cryo_abi::restorer::{RstCtl, RST_CTL_SIZE};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32};
 
 /// A range of this process's address space owned by the engine: reserved
 /// with `MAP_FIXED_NOREPLACE`, mapped only through [`Area::map`], never
@@ -33,11 +33,12 @@ impl Area {
         Self::fresh(start, len, libc::PROT_NONE, flags)
     }
 
-    /// One read-write page of anonymous shared memory at `start` (shared
-    /// with the children forked afterwards); fails if anything is mapped there.
-    pub fn shared_page(start: u64) -> io::Result<Area> {
+    /// The restore control page: [`RST_CTL_SIZE`] read-write bytes of
+    /// anonymous shared memory at `start` (shared with the children forked
+    /// afterwards), zeroed; fails if anything is mapped there.
+    pub fn shared_ctl(start: u64) -> io::Result<Area> {
         let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
-        Self::fresh(start, 4096, libc::PROT_READ | libc::PROT_WRITE, flags)
+        Self::fresh(start, RST_CTL_SIZE as u64, libc::PROT_READ | libc::PROT_WRITE, flags)
     }
 
     fn fresh(start: u64, len: u64, prot: i32, flags: i32) -> io::Result<Area> {
@@ -165,39 +166,18 @@ impl Area {
         Ok(())
     }
 
-    fn word<T>(&self, off: usize) -> *const T {
-        let at = self.start + off as u64;
+    /// The restore control page ([`RstCtl`]) this area holds: an area made
+    /// by [`Area::shared_ctl`] (panics on any other size or alignment).
+    pub fn rst_ctl(&self) -> &RstCtl {
         assert!(
-            self.contains(at, std::mem::size_of::<T>() as u64) && (at as usize) & (std::mem::align_of::<T>() - 1) == 0,
-            "word at offset {off:#x} outside the area or misaligned"
+            self.len as usize >= std::mem::size_of::<RstCtl>()
+                && (self.start as usize).is_multiple_of(std::mem::align_of::<RstCtl>()),
+            "not a control page"
         );
-        at as *const T
-    }
-
-    /// The 32-bit word at byte offset `off` of a mapped, writable area, as an
-    /// atomic (panics when outside or misaligned).
-    ///
-    /// Only for an area mapped read-write for as long as the engine code
-    /// runs ([`Area::shared_page`]): the area is never unmapped by Rust.
-    pub fn u32_at(&self, off: usize) -> &AtomicU32 {
-        let p = self.word::<AtomicU32>(off);
-        // SAFETY: in bounds and aligned (checked); the memory is never
-        // unmapped by Rust and only ever accessed atomically or by the kernel.
-        unsafe { &*p }
-    }
-
-    /// [`Area::u32_at`] for an i32.
-    pub fn i32_at(&self, off: usize) -> &AtomicI32 {
-        let p = self.word::<AtomicI32>(off);
-        // SAFETY: as in u32_at.
-        unsafe { &*p }
-    }
-
-    /// [`Area::u32_at`] for an i64.
-    pub fn i64_at(&self, off: usize) -> &AtomicI64 {
-        let p = self.word::<AtomicI64>(off);
-        // SAFETY: as in u32_at.
-        unsafe { &*p }
+        // SAFETY: in bounds and aligned (checked); the area is mapped
+        // read-write and never unmapped by Rust; RstCtl is all atomics, so
+        // shared references stay valid while other tasks write it.
+        unsafe { &*(self.start as *const RstCtl) }
     }
 }
 
@@ -289,24 +269,24 @@ plain!(u8, u16, u32, u64, i32, i64, libc::user_regs_struct);
 
 // The ABI structs shared with the blobs (each with a size assert that leaves no room for padding).
 plain!(
-    crate::restore::abi::RstRange,
-    crate::restore::abi::RstVma,
-    crate::restore::abi::RstCreds,
-    crate::restore::abi::RstSiginfo,
-    crate::restore::abi::RstPosixTimer,
-    crate::restore::abi::RstThread,
-    crate::restore::abi::RstSeccompFilter,
-    crate::restore::abi::RstArgs,
-    crate::restore::abi::RstSlot,
-    crate::parasite::abi::BootArgs,
-    crate::parasite::abi::Range,
-    crate::parasite::abi::Cmd,
-    crate::parasite::abi::Reply,
-    crate::parasite::abi::KSigaction,
-    crate::parasite::abi::Itimerval,
-    crate::parasite::abi::PosixTimer,
-    crate::parasite::abi::Misc,
-    crate::parasite::abi::ThreadMisc,
+    cryo_abi::restorer::RstRange,
+    cryo_abi::restorer::RstVma,
+    cryo_abi::restorer::RstCreds,
+    cryo_abi::restorer::RstSiginfo,
+    cryo_abi::restorer::RstPosixTimer,
+    cryo_abi::restorer::RstThread,
+    cryo_abi::restorer::RstSeccompFilter,
+    cryo_abi::restorer::RstArgs,
+    cryo_abi::restorer::RstSlot,
+    cryo_abi::parasite::BootArgs,
+    cryo_abi::parasite::Range,
+    cryo_abi::parasite::Cmd,
+    cryo_abi::parasite::Reply,
+    cryo_abi::kernel::KSigaction,
+    cryo_abi::kernel::Itimerval,
+    cryo_abi::parasite::PosixTimer,
+    cryo_abi::parasite::Misc,
+    cryo_abi::parasite::ThreadMisc,
 );
 
 #[cfg(test)]

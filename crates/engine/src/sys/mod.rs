@@ -19,6 +19,8 @@ pub mod mem;
 pub mod ptrace;
 pub mod restore;
 
+pub mod files;
+
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 

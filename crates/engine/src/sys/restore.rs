@@ -6,6 +6,8 @@
 //! Memory of the task (premapped VMAs, the bootstrap, the control page) is
 //! reached through [`crate::sys::mem::Area`].
 
+use cryo_abi::kernel::CloneArgs;
+pub use cryo_abi::kernel::KSigaction;
 use std::io;
 
 fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
@@ -14,23 +16,6 @@ fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
     } else {
         Ok(r)
     }
-}
-
-/// `struct clone_args`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 /// What [`fork_with_pid`] returned.
@@ -76,16 +61,6 @@ pub fn fork_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     } else {
         Forked::Parent(r as i32)
     })
-}
-
-/// The kernel's `struct sigaction` (x86_64, rt_sigaction).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KSigaction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
 }
 
 /// rt_sigaction with the kernel layout (no libc translation).
@@ -379,6 +354,12 @@ pub fn getrlimit(res: i32) -> (u64, u64) {
     // SAFETY: valid out-pointer.
     unsafe { libc::getrlimit(res as _, &mut rl) };
     (rl.rlim_cur, rl.rlim_max)
+}
+
+/// F_GETFL of an fd number (the file status flags and access mode).
+pub fn get_fl(fd: i32) -> io::Result<i32> {
+    // SAFETY: scalar arguments.
+    cvt_int(unsafe { libc::fcntl(fd, libc::F_GETFL) })
 }
 
 /// F_SETLEASE on an fd number.

@@ -1,7 +1,10 @@
-//! Test helpers: build C programs from tests/progs with gcc (once per test
-//! binary run, into a temp dir), start them, and kill them by PID on drop.
+//! Shared helpers of the engine's integration tests (dump.rs, restore.rs, diff.rs): build the C
+//! programs of tests/progs with gcc, start them and kill them by PID on drop ([`Target`]), poll status
+//! files, read /proc; [`ns::Ns`] runs a script as pid 1 of a fresh PID + mount namespace; [`pty`]
+//! makes pseudo-terminals. Fixture paths and image-set copies are in the cryo-testsupport crate.
 #![allow(dead_code)]
 
+pub mod ns;
 pub mod pty;
 
 use std::io::{BufRead, BufReader};
@@ -27,7 +30,36 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Compile tests/progs/<name>.c (cached) and return the binary's path.
+/// The cryo binary under test.
+pub const CRYO: &str = env!("CARGO_BIN_EXE_cryo");
+
+/// Compile the C program `src` with gcc and `flags` into `out`.
+pub fn gcc(src: &Path, flags: &[&str], out: &Path) {
+    let st = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc failed for {}", src.display());
+}
+
+/// Compile tests/progs/<name>.c (gcc -O2, again on every call) into the test target's temp dir and
+/// return the binary's path (the restore tests' programs).
+pub fn build_prog(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("prog-{name}"));
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/{name}.c"));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = out.with_extension(format!("tmp{}-{seq}", std::process::id()));
+    gcc(&src, &["-O2"], &tmp);
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// Compile tests/progs/<name>.c (gcc -O1 -g -pthread, once per test binary run) into [`tmp_root`]
+/// and return the binary's path (the dump tests' programs).
 pub fn prog(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/progs")
@@ -39,13 +71,7 @@ pub fn prog(name: &str) -> PathBuf {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !bin.exists() {
         let tmp = tmp_root().join(format!("prog-{name}.{:?}", std::thread::current().id()));
-        let st = Command::new("gcc")
-            .args(["-O1", "-g", "-pthread", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "gcc failed for {}", src.display());
+        gcc(&src, &["-O1", "-g", "-pthread"], &tmp);
         std::fs::rename(&tmp, &bin).unwrap();
     }
     bin
@@ -129,6 +155,13 @@ pub fn wait_file(path: &Path, needle: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("{} never contained {needle:?}", path.display());
+}
+
+/// Ask a program to check itself: send SIGUSR1 to `pid` and wait (bounded) until `path` contains
+/// `needle`; returns the content.
+pub fn ask(pid: i32, path: &Path, needle: &str) -> String {
+    assert!(kill(pid, libc::SIGUSR1), "pid {pid} is gone");
+    wait_file(path, needle)
 }
 
 pub fn maps(pid: i32) -> String {

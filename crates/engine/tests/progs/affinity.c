@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "status.h"
 
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
@@ -31,18 +32,6 @@ static void *worker(void *arg)
 	for (;;)
 		poll(NULL, 0, 1000);
 	return NULL;
-}
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
 }
 
 static void show(char *buf, size_t n, cpu_set_t *s)
@@ -100,7 +89,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_UNBLOCK, &set, 0);
 
 	snprintf(line, sizeof(line), "ready main=%d t1=%d t2=%d\n", tids[0], tids[1], tids[2]);
-	put(dir, "affinity.ready", line);
+	put_status_raw(dir, "affinity.ready", line);
 	if (write(1, line, strlen(line)) < 0)
 		return 1;
 
@@ -121,6 +110,6 @@ int main(int argc, char **argv)
 			}
 		}
 		snprintf(line, sizeof(line), "affinity=%s%s\n", why[0] ? "fail " : "ok", why);
-		put(dir, "affinity.verify", line);
+		put_status_raw(dir, "affinity.verify", line);
 	}
 }

@@ -13,20 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static aio_context_t ctx;
 static int fd;
 static char buf[16];
-
-static void put(const char *file, const char *text)
-{
-	char tmp[128];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
 
 static int submit(unsigned long data)
 {
@@ -66,12 +57,12 @@ int main(void)
 		return 1;
 	char st[64];
 	snprintf(st, sizeof st, "ready ctx=%llx\n", (unsigned long long)ctx);
-	put("aioring.status", st);
+	put_status(".", "aioring.status", st);
 	wait_usr1();
 	int ev = get(3, d) == 3 && d[0] == 103 && d[1] == 104 && d[2] == 105;
 	int again = !submit(200) && get(1, d) == 1 && d[0] == 200;
 	snprintf(st, sizeof st, "events=%s again=%s\n", ev ? "ok" : "BAD", again ? "ok" : "BAD");
-	put("aioring.verify.status", st);
+	put_status(".", "aioring.verify.status", st);
 	for (;;)
 		pause();
 }

@@ -31,6 +31,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 #define NT 4
 struct slot {
@@ -154,18 +155,6 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -183,7 +172,7 @@ int main(int argc, char **argv)
 	}
 	setup(0);
 	snap(&slots[0], slots[0].status, slots[0].ids, slots[0].groups, &slots[0].ngroups, slots[0].caps);
-	put(dir, "creds.ready", "ready\n");
+	put_status_raw(dir, "creds.ready", "ready\n");
 	int round = 0;
 	for (;;) {
 		wait_usr1();
@@ -209,6 +198,6 @@ int main(int argc, char **argv)
 			if (slots[i].why[0] && !strncmp(out, "creds=ok", 8))
 				snprintf(out, sizeof(out), "creds=fail %s\n", slots[i].why);
 		}
-		put(dir, "creds.verify", out);
+		put_status_raw(dir, "creds.verify", out);
 	}
 }

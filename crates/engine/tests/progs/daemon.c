@@ -12,30 +12,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static volatile sig_atomic_t usr1;
-static void on_usr1(int s) { (void)s; usr1 = 1; }
-/* SIGUSR1 stays blocked except inside sigsuspend() (see zombie.c). */
-static sigset_t waitmask;
-static void block_usr1(void)
-{
-	sigset_t m;
-	sigemptyset(&m);
-	sigaddset(&m, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &m, &waitmask);
-	sigdelset(&waitmask, SIGUSR1);
-}
-
-static void put(const char *file, const char *text)
-{
-	char tmp[64];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	if (!f) return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
+#include "status.h"
+#include "usr1.h"
 
 /* Check our ids on every SIGUSR1, forever. parent = 0: not checked. */
 static void serve(const char *tag, pid_t pid, pid_t sid, pid_t pgid, pid_t parent)
@@ -43,14 +21,14 @@ static void serve(const char *tag, pid_t pid, pid_t sid, pid_t pgid, pid_t paren
 	char file[64], msg[160];
 	snprintf(file, sizeof file, "daemon%s.verify.status", tag);
 	for (;;) {
-		while (!usr1) sigsuspend(&waitmask);
+		wait_usr1();
 		usr1 = 0;
 		if (getpid() == pid && getsid(0) == sid && getpgid(0) == pgid && (!parent || getppid() == parent))
 			snprintf(msg, sizeof msg, "ok\n");
 		else
 			snprintf(msg, sizeof msg, "bad pid=%d/%d sid=%d/%d pgid=%d/%d ppid=%d/%d\n", getpid(), pid,
 				 getsid(0), sid, getpgid(0), pgid, getppid(), parent);
-		put(file, msg);
+		put_status(".", file, msg);
 	}
 }
 
@@ -91,7 +69,7 @@ int main(int argc, char **argv)
 			close(p[1]);
 			setpgid(0, leader);
 			snprintf(buf, sizeof buf, "pid=%d sid=%d pgid=%d ppid=%d\n", me, getsid(0), getpgid(0), parent);
-			put("daemon.kid.status", buf);
+			put_status(".", "daemon.kid.status", buf);
 			serve(".kid", me, getsid(0), leader, parent);
 		}
 		setpgid(kid, leader);
@@ -101,7 +79,7 @@ int main(int argc, char **argv)
 	}
 	snprintf(buf, sizeof buf, "pid=%d sid=%d pgid=%d ppid=%d kid=%d kidpgid=%d\n", getpid(), getsid(0), getpgid(0),
 		 getppid(), kid, leader);
-	put("daemon.status", buf);
+	put_status(".", "daemon.status", buf);
 	serve("", getpid(), getsid(0), getpgid(0), 0);
 	return 0;
 }

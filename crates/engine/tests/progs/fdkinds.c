@@ -28,6 +28,7 @@
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+#include "status.h"
 
 #define D_EFD 0x1111000000000001ULL
 #define D_TFD 0x2222000000000002ULL
@@ -42,19 +43,6 @@ static const char *tag = "fdkinds";
 static int is_child;
 static int efd, tfd, tabs, tick, sfd, ifd, ep, wd1, wd3, wd4;
 static unsigned long ticks, sigs, nverify;
-
-static void put(const char *name, const char *text)
-{
-	char p[600], tmp[620];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "%s\n", text);
-	fclose(f);
-	rename(tmp, p);
-}
 
 static void touch(const char *sub, const char *name, int unlink_it)
 {
@@ -248,19 +236,19 @@ int main(int argc, char **argv)
 					sigs++;
 			}
 		}
-		snprintf(line, sizeof(line), "pid=%d ticks=%lu sigs=%lu", getpid(), ticks, sigs);
+		snprintf(line, sizeof(line), "pid=%d ticks=%lu sigs=%lu\n", getpid(), ticks, sigs);
 		snprintf(name, sizeof(name), "%s.status", tag);
-		put(name, line);
+		put_status(dir, name, line);
 		if (usr1) {
 			const char *bad;
 			usr1 = 0;
 			bad = verify();
 			if (bad)
-				snprintf(line, sizeof(line), "bad: %s", bad);
+				snprintf(line, sizeof(line), "bad: %s\n", bad);
 			else
-				snprintf(line, sizeof(line), "ok");
+				snprintf(line, sizeof(line), "ok\n");
 			snprintf(name, sizeof(name), "%s.verify", tag);
-			put(name, line);
+			put_status(dir, name, line);
 		}
 	}
 }

@@ -18,8 +18,11 @@
  *    (with si_fd set), and compares F_GETOWN, F_GETSIG.
  *  lease: a read lease on DIR/fdstate-rd and a write lease on DIR/fdstate-wr
  *    (fds 10, 11), no lease on DIR/fdstate-no (fd 12).
- *  breaking: a read lease on DIR/fdstate-br (fd 10) that an O_WRONLY |
- *    O_NONBLOCK open has started to break (SIGIO ignored).
+ *  breaking: a write lease taken through a read-only fd on DIR/fdstate-br
+ *    (fd 10) that an O_WRONLY | O_NONBLOCK open has started to break (SIGIO
+ *    ignored): CRIU's image cannot tell it from a read lease.
+ *  lease-deleted: a write lease on DIR/fdstate-ld (fd 10, O_RDWR), deleted
+ *    (SIGIO ignored; the check finds the lease unbroken).
  *  fdt: a child made with clone(CLONE_FILES) shares the fd table, and so
  *    does its own child (clone(CLONE_FILES) again); both work in DIR/fdt-sub
  *    (their own cwd). DIR/fdstate-fdt is at fd 10; fds 11/12, 13/14 are the
@@ -65,18 +68,6 @@
 static const char *dir, *mode;
 static char bad[512];
 #define BAD(...) (snprintf(bad, sizeof(bad), __VA_ARGS__), -1)
-
-static void put(const char *name, const char *text)
-{
-	char p[600], tmp[620];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-	FILE *f = fopen(tmp, "w");
-	if (!f) return;
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, p);
-}
 
 /* ---- pipes ---- */
 #define A_BYTES 200000
@@ -327,7 +318,7 @@ static int check_epoll(void)
 	return 0;
 }
 
-/* ---- breaking lease, shared fd table (both refused at dump) ---- */
+/* ---- a write lease on a read-only fd being broken, shared fd table (both refused at dump) ---- */
 #include <sched.h>
 static int setup_breaking(void)
 {
@@ -335,11 +326,20 @@ static int setup_breaking(void)
 	signal(SIGIO, SIG_IGN);
 	snprintf(p, sizeof(p), "%s/fdstate-br", dir);
 	if (at(open(p, O_RDONLY | O_CREAT, 0644), 10) != 10) return -1;
-	if (fcntl(10, F_SETLEASE, F_RDLCK)) return -1;
+	if (fcntl(10, F_SETLEASE, F_WRLCK)) return -1;
 	int w = open(p, O_WRONLY | O_NONBLOCK);
 	if (w >= 0 || errno != EWOULDBLOCK) return -1;
 	errno = 0;
 	return 0;
+}
+
+static int setup_lease_deleted(void)
+{
+	char p[600];
+	signal(SIGIO, SIG_IGN);
+	snprintf(p, sizeof(p), "%s/fdstate-ld", dir);
+	if (at(open(p, O_RDWR | O_CREAT, 0644), 10) != 10 || unlink(p)) return -1;
+	return fcntl(10, F_SETLEASE, F_WRLCK);
 }
 
 static char fdt_stack[65536], fdt_stack2[65536];
@@ -539,6 +539,7 @@ static int setup_pidfd_outside(void)
 
 /* ---- fanotify ---- */
 #include <sys/fanotify.h>
+#include "status.h"
 static char fan_lines[4096], fan_path[600];
 
 static void fan_read_lines(char *out, size_t n)
@@ -598,6 +599,7 @@ static int check_mode(void)
 	if (!strcmp(mode, "fanotify")) return check_fanotify();
 	if (!strcmp(mode, "pidfd-outside") || !strcmp(mode, "pidfd-shared")) return 0;
 	if (!strcmp(mode, "breaking")) return fcntl(10, F_GETLEASE) == F_UNLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
+	if (!strcmp(mode, "lease-deleted")) return fcntl(10, F_GETLEASE) == F_WRLCK ? 0 : BAD("lease %d", fcntl(10, F_GETLEASE));
 	if (!strcmp(mode, "fdt")) return check_fdt();
 	if (!strcmp(mode, "fdt-sibling")) return 0;
 	return BAD("mode %s", mode);
@@ -622,6 +624,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "pidfd-outside")) r = setup_pidfd_outside();
 	else if (!strcmp(mode, "pidfd-shared")) r = setup_pidfd_shared();
 	else if (!strcmp(mode, "breaking")) r = setup_breaking();
+	else if (!strcmp(mode, "lease-deleted")) r = setup_lease_deleted();
 	else if (!strcmp(mode, "fdt")) r = setup_fdt();
 	else if (!strcmp(mode, "fdt-sibling")) r = setup_fdt_sibling();
 	if (r) {
@@ -630,19 +633,19 @@ int main(int argc, char **argv)
 	}
 	/* The state checks out before the dump too. */
 	if (check_mode()) {
-		put("fdstate.ready", "");
+		put_status(dir, "fdstate.ready", "");
 		fprintf(stderr, "before dump: %s\n", bad);
 		return 4;
 	}
 	char msg[64];
 	snprintf(msg, sizeof(msg), "%d\n", getpid());
-	put("fdstate.ready", msg);
+	put_status(dir, "fdstate.ready", msg);
 	for (;;) {
 		usr1 = 0;
 		wait_usr1();
 		char out[600];
 		if (check_mode()) snprintf(out, sizeof(out), "bad: %s\n", bad);
 		else snprintf(out, sizeof(out), "ok\n");
-		put("fdstate.verify", out);
+		put_status(dir, "fdstate.verify", out);
 	}
 }

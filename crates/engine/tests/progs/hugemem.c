@@ -18,18 +18,9 @@
 #include <unistd.h>
 #include "usr1.h"
 #include "pattern.h"
+#include "status.h"
 
 #define HP (2ul << 20)
-
-static void put(const char *file, const char *text)
-{
-	char tmp[128];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
 
 /* A shared page: seed, then the pattern of that seed. */
 static void sfill(unsigned char *p, uint64_t seed)
@@ -64,7 +55,7 @@ static void serve(unsigned char *m, unsigned char *s, unsigned char *f, uint64_t
 		char st[96];
 		snprintf(st, sizeof st, "mem=%s seeds=%llu,%llu\n", ok ? "ok" : "BAD", (unsigned long long)s1,
 			 (unsigned long long)s2);
-		put(file, st);
+		put_status(".", file, st);
 	}
 }
 
@@ -76,12 +67,12 @@ int main(void)
 	unsigned char *s = mmap(NULL, HP, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 	int fd = memfd_create("cryo-huge", MFD_HUGETLB);
 	if (m == MAP_FAILED || s == MAP_FAILED || fd < 0 || ftruncate(fd, HP)) {
-		put("hugemem.status", "nohuge\n");
+		put_status(".", "hugemem.status", "nohuge\n");
 		return 0;
 	}
 	unsigned char *f = mmap(NULL, HP, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (f == MAP_FAILED) {
-		put("hugemem.status", "nohuge\n");
+		put_status(".", "hugemem.status", "nohuge\n");
 		return 0;
 	}
 	fill(m, HP, 11);
@@ -93,13 +84,13 @@ int main(void)
 		return 1;
 	if (kid == 0) {
 		fill(m + HP, HP, 13);
-		put("hugemem.child.status", "ready\n");
+		put_status(".", "hugemem.child.status", "ready\n");
 		serve(m, s, f, 11, 13, 1, "hugemem.child.verify.status");
 	}
 	while (access("hugemem.child.status", F_OK))
 		usleep(10000);
 	char st[128];
 	snprintf(st, sizeof st, "priv=%p shared=%p memfd=%p kid=%d\n", (void *)m, (void *)s, (void *)f, kid);
-	put("hugemem.status", st);
+	put_status(".", "hugemem.status", st);
 	serve(m, s, f, 11, 12, 0, "hugemem.verify.status");
 }

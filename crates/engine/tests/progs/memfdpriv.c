@@ -11,18 +11,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 #define PS 4096
-
-static void put(const char *file, const char *text)
-{
-	char tmp[128];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
 
 static int all(const unsigned char *p, int c)
 {
@@ -46,14 +37,14 @@ int main(void)
 	memset(sh, 'a', 3 * PS);
 	(void)*(volatile unsigned char *)pv; /* page 0 mapped from the memfd */
 	memset(pv + PS, 'p', PS);            /* page 1: a private copy */
-	put("memfdpriv.status", "ready\n");
+	put_status(".", "memfdpriv.status", "ready\n");
 	wait_usr1();
 	int before = all(pv, 'a') && all(pv + PS, 'p') && all(pv + 2 * PS, 'a') && all(sh + PS, 'a');
 	memset(sh, 'b', 3 * PS);
 	int after = all(pv, 'b') && all(pv + PS, 'p') && all(pv + 2 * PS, 'b');
 	char st[64];
 	snprintf(st, sizeof st, "before=%s after=%s\n", before ? "ok" : "BAD", after ? "ok" : "BAD");
-	put("memfdpriv.verify.status", st);
+	put_status(".", "memfdpriv.verify.status", st);
 	for (;;)
 		pause();
 }

@@ -13,16 +13,7 @@
 #include <unistd.h>
 #include "usr1.h"
 #include "pattern.h"
-
-static void put(const char *file, const char *text)
-{
-	char tmp[128];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
+#include "status.h"
 
 int main(int argc, char **argv)
 {
@@ -38,16 +29,16 @@ int main(int argc, char **argv)
 			return 4;
 		huge = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (huge == MAP_FAILED) {
-			put("memrefuse.status", "nohuge\n");
+			put_status(".", "memrefuse.status", "nohuge\n");
 			return 0;
 		}
 		fill(huge, 2 << 20, 5);
 	} else {
 		return 2;
 	}
-	put("memrefuse.status", "ready\n");
+	put_status(".", "memrefuse.status", "ready\n");
 	wait_usr1();
 	int ok = !check(huge, 2 << 20, 5);
-	put("memrefuse.verify.status", ok ? "ok\n" : "BAD\n");
+	put_status(".", "memrefuse.verify.status", ok ? "ok\n" : "BAD\n");
 	return 0;
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include "usr1.h"
 #include "pattern.h"
+#include "status.h"
 
 #define PS 4096
 #define NCOW 16
@@ -113,16 +114,6 @@ static int zero(const unsigned char *p, size_t n)
 	return 1;
 }
 
-static void put(const char *file, const char *text)
-{
-	char tmp[128];
-	snprintf(tmp, sizeof tmp, "%s.tmp", file);
-	FILE *f = fopen(tmp, "w");
-	fputs(text, f);
-	fclose(f);
-	rename(tmp, file);
-}
-
 #define ADD(...) (n += snprintf(out + n, sizeof out - n, __VA_ARGS__))
 
 static void check_parent(void)
@@ -164,7 +155,7 @@ static void check_parent(void)
 			share &= a && a == b;
 	}
 	ADD("cowdata=%s cow=%s\n", data ? "ok" : "BAD", share ? "ok" : "BAD");
-	put("memzoo.verify.status", out);
+	put_status(".", "memzoo.verify.status", out);
 }
 
 static void check_child(void)
@@ -184,7 +175,7 @@ static void check_child(void)
 		if (!strcmp(fl[i].name, "wipeonfork") && fl[i].p)
 			ADD("wiped=%s ", zero(fl[i].p, 2 * PS) ? "ok" : "BAD");
 	ADD("done\n");
-	put("memzoo.child.verify.status", out);
+	put_status(".", "memzoo.child.verify.status", out);
 }
 
 static unsigned char *map(size_t len, int prot, int flags)
@@ -260,7 +251,7 @@ int main(void)
 	fill(cow + 9 * PS + 8, PS - 8, 0);
 	char st[64];
 	snprintf(st, sizeof st, "ready kid=%d\n", kid);
-	put("memzoo.status", st);
+	put_status(".", "memzoo.status", st);
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;

@@ -23,22 +23,10 @@
 #include <termios.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static volatile sig_atomic_t hups;
 static void on_hup(int s) { (void)s; hups++; }
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char p[512], t[512];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(t, sizeof(t), "%s/.%s.tmp", dir, name);
-	FILE *f = fopen(t, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(t, p);
-}
 
 /* The child's terminal (0: none) if it leads its session and the
  * terminal's foreground group; its stat line in `st`. */
@@ -135,7 +123,7 @@ int main(int argc, char **argv)
 	if (fstat(con, &st))
 		return 8;
 	snprintf(txt, sizeof(txt), "index=%d child=%d indexb=%d\n", ia, child, ib);
-	put(dir, "hup.ready", txt);
+	put_status(dir, "hup.ready", txt);
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -168,6 +156,6 @@ int main(int argc, char **argv)
 			else if (child_tty(child, txt, sizeof(txt)) != 0)
 				snprintf(why, sizeof(why), "the child keeps its terminal after the hangup: %s", txt);
 		}
-		put(dir, "hup.verify", why[0] ? why : "hup=ok");
+		put_status(dir, "hup.verify", why[0] ? why : "hup=ok");
 	}
 }

@@ -23,21 +23,9 @@
 #include <termios.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static char why[512];
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char p[512], t[512];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(t, sizeof(t), "%s/.%s.tmp", dir, name);
-	FILE *f = fopen(t, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(t, p);
-}
 
 /* Read what is there within 1 s (one read after poll). */
 static int get(int fd, char *buf, int len)
@@ -169,7 +157,7 @@ int main(int argc, char **argv)
 		return 11;
 	usleep(20000);
 	snprintf(txt, sizeof(txt), "index=%d child=%d indexb=%d\n", ia, child, ib);
-	put(dir, "pty.ready", txt);
+	put_status(dir, "pty.ready", txt);
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -219,6 +207,6 @@ int main(int argc, char **argv)
 			       expect(tty, "/dev/tty", "back\n"));
 		}
 		tcsetpgrp(sa, child);
-		put(dir, "pty.verify", why[0] ? why : "pty=ok");
+		put_status(dir, "pty.verify", why[0] ? why : "pty=ok");
 	}
 }

@@ -13,22 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "status.h"
 
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char p[512], t[512];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	snprintf(t, sizeof(t), "%s/.%s.tmp", dir, name);
-	FILE *f = fopen(t, "w");
-	if (!f)
-		return;
-	fputs(text, f);
-	fclose(f);
-	rename(t, p);
-}
 
 int main(int argc, char **argv)
 {
@@ -78,7 +66,7 @@ int main(int argc, char **argv)
 	if (read(sync[0], buf, 1) != 1)
 		return 1;
 	close(sync[0]);
-	put(dir, "fifo.ready", "ready\n");
+	put_status(dir, "fifo.ready", "ready\n");
 
 	for (;;) {
 		struct stat sp, s1, s2;
@@ -111,6 +99,6 @@ int main(int argc, char **argv)
 		if (!why[0] && write(rw, "hello world", 11) != 11)
 			snprintf(why, sizeof(why), "requeue");
 		snprintf(buf, sizeof(buf), "fifo=%s\n", why[0] ? why : "ok");
-		put(dir, "fifo.verify", buf);
+		put_status(dir, "fifo.verify", buf);
 	}
 }

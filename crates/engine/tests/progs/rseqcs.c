@@ -19,6 +19,7 @@
 #include <sys/rseq.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static volatile long passes, aborts, bad;
 
@@ -83,18 +84,6 @@ static void *worker(void *a)
 	return NULL;
 }
 
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
-}
-
 int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : ".";
@@ -103,13 +92,13 @@ int main(int argc, char **argv)
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
 	if (__rseq_size == 0) {
-		put(dir, "rseq.ready", "no rseq\n");
+		put_status_raw(dir, "rseq.ready", "no rseq\n");
 		return 1;
 	}
 	pthread_create(&th, NULL, worker, NULL);
 	while (passes < 3)
 		poll(NULL, 0, 5);
-	put(dir, "rseq.ready", "ready\n");
+	put_status_raw(dir, "rseq.ready", "ready\n");
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -120,6 +109,6 @@ int main(int argc, char **argv)
 			snprintf(out, sizeof(out), "rseq=fail passes=%ld unprotected=%ld\n", passes - p0, bad);
 		else
 			snprintf(out, sizeof(out), "rseq=ok passes=%ld aborts=%ld\n", passes, aborts);
-		put(dir, "rseq.verify", out);
+		put_status_raw(dir, "rseq.verify", out);
 	}
 }

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 #ifndef SCHED_RESET_ON_FORK
 #define SCHED_RESET_ON_FORK 0x40000000
@@ -39,18 +40,6 @@ static void *worker(void *arg)
 	for (;;)
 		poll(NULL, 0, 1000);
 	return NULL;
-}
-
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
 }
 
 static int check(int tid, int want_pol, int want_prio, int want_nice, char *why, size_t n)
@@ -98,7 +87,7 @@ int main(int argc, char **argv)
 		return 7;
 	tids[0] = getpid();
 	snprintf(line, sizeof(line), "ready child=%d\n", kid);
-	put(dir, "sched.ready", line);
+	put_status_raw(dir, "sched.ready", line);
 	for (;;) {
 		wait_usr1();
 		usr1 = 0;
@@ -106,6 +95,6 @@ int main(int argc, char **argv)
 		int bad = check(kid, SCHED_RR | SCHED_RESET_ON_FORK, 3, -100, why, sizeof(why));
 		for (int i = 0; i < 4 && !bad; i++)
 			bad = check(tids[i], pol[i], prio[i], pol[i] == SCHED_FIFO ? -100 : nice_[i], why, sizeof(why));
-		put(dir, "sched.verify", why);
+		put_status_raw(dir, "sched.verify", why);
 	}
 }

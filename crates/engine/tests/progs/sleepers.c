@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static volatile long sleeps[3];
 static volatile int stop, tids[7];
@@ -129,18 +130,6 @@ static long in_syscall(int tid)
 	return strtol(buf, NULL, 10);
 }
 
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
-}
-
 int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : ".";
@@ -165,7 +154,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i <= 6; i++)
 		while (!tids[i] || in_syscall(tids[i]) != want_nr[i])
 			poll(NULL, 0, 5);
-	put(dir, "sleepers.ready", "ready\n");
+	put_status_raw(dir, "sleepers.ready", "ready\n");
 	wait_usr1();
 
 	strcpy(out, "sleepers=ok\n");
@@ -174,7 +163,7 @@ int main(int argc, char **argv)
 		if (n > 1000) {
 			snprintf(out, sizeof(out), "sleepers=fail t1/t2 no longer sleep (%ld %ld)\n", sleeps[1] - s1,
 				 sleeps[2] - s2);
-			put(dir, "sleepers.verify", out);
+			put_status_raw(dir, "sleepers.verify", out);
 			return 1;
 		}
 		poll(NULL, 0, 10);
@@ -192,7 +181,7 @@ int main(int argc, char **argv)
 	void *r5 = NULL;
 	for (int n = 0; pthread_tryjoin_np(th[5], &r5); n++) {
 		if (n > 1000) {
-			put(dir, "sleepers.verify", "sleepers=fail t6 does not wake up\n");
+			put_status_raw(dir, "sleepers.verify", "sleepers=fail t6 does not wake up\n");
 			return 1;
 		}
 		syscall(SYS_tgkill, getpid(), tids[6], SIGUSR2);
@@ -210,7 +199,7 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	put(dir, "sleepers.verify", out);
+	put_status_raw(dir, "sleepers.verify", out);
 	for (;;)
 		pause();
 }

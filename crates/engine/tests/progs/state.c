@@ -15,40 +15,17 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include "pattern.h"
+#include "usr1.h"
 
 #define HEAP (1 << 20)
 #define SEED 0x1234abcdULL
 #define PIPE_BYTES 5000
 #define GHOST_BYTES 10000
 
-static volatile sig_atomic_t usr1;
 static unsigned char *heap;
 static int pfd[2], ghost_fd, data_fd;
 static pthread_barrier_t bar;
-
-static void on_usr1(int s) { (void)s; usr1 = 1; }
-/* SIGUSR1 stays blocked except inside sigsuspend(): one that arrives before the
- * wait, or just as a restored sigsuspend() restarts, is taken there and never
- * lost (with pause() it can land between the flag check and the wait). */
-static sigset_t waitmask;
-static void block_usr1(void)
-{ sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR1); sigprocmask(SIG_BLOCK, &m, &waitmask); sigdelset(&waitmask, SIGUSR1); }
-static void wait_usr1(void) { while (!usr1) sigsuspend(&waitmask); }
-
-static uint64_t next(uint64_t *s) { uint64_t x = *s; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return *s = x; }
-
-static void fill(unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed, v;
-	for (size_t i = 0; i < n; i += 8) { v = next(&s); memcpy(p + i, &v, 8); }
-}
-
-static int check(const unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed, v;
-	for (size_t i = 0; i < n; i += 8) { v = next(&s); if (memcmp(p + i, &v, 8)) return 1; }
-	return 0;
-}
 
 /* A thread whose r12/r13/xmm5 hold known values while it sleeps in raw nanosleep syscalls. */
 static void *regs_thread(void *a)

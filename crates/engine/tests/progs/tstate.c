@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "usr1.h"
+#include "status.h"
 
 static int efd;
 static volatile sig_atomic_t traps;
@@ -115,18 +116,6 @@ static void *t3(void *a)
 	return NULL;
 }
 
-static void put(const char *dir, const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		_exit(3);
-	close(fd);
-	rename(tmp, path);
-}
-
 static int new_events(void)
 {
 	long long v;
@@ -166,11 +155,11 @@ int main(int argc, char **argv)
 				_exit(5);
 			/* After the ids: changing them clears the signal. */
 			prctl(PR_SET_PDEATHSIG, SIGUSR2);
-			put(dir, "tstate.child", "c\n");
+			put_status_raw(dir, "tstate.child", "c\n");
 			siginfo_t si;
 			while (sigwaitinfo(&w, &si) != SIGUSR2)
 				;
-			put(dir, "tstate.pdeath", "pdeath=got\n");
+			put_status_raw(dir, "tstate.pdeath", "pdeath=got\n");
 			_exit(0);
 		}
 		for (;;)
@@ -211,7 +200,7 @@ int main(int argc, char **argv)
 	while (access(cpath, F_OK))
 		poll(NULL, 0, 5);
 	snprintf(line, sizeof(line), "ready p=%d\n", p);
-	put(dir, "tstate.ready", line);
+	put_status_raw(dir, "tstate.ready", line);
 
 	wait_usr1();
 	strcpy(out, "tstate=ok\n");
@@ -249,7 +238,7 @@ int main(int argc, char **argv)
 		poll(NULL, 0, 10);
 	if (!strncmp(out, "tstate=ok", 9) && access(path, F_OK))
 		strcpy(out, "tstate=fail no parent-death signal\n");
-	put(dir, "tstate.verify", out);
+	put_status_raw(dir, "tstate.verify", out);
 	for (;;)
 		pause();
 }

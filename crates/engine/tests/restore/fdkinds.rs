@@ -155,12 +155,63 @@ fn fdstate_dump_refused(mode: &str, opts: &str) -> String {
     err
 }
 
-/// A lease that is being broken (a conflicting open waits for its holder)
-/// is refused at dump, naming the fd and the reason.
+/// A write lease taken through a read-only fd and being broken to none is
+/// refused at dump, naming the fd and the reason: CRIU's image records only
+/// the type it is being broken to, and a read-only file stands for a read
+/// lease there. The check (a non-blocking read-only open) leaves the lease
+/// as it was.
 #[test]
-fn a_lease_being_broken_is_refused_at_dump() {
+fn a_write_lease_on_a_read_only_fd_being_broken_is_refused_at_dump() {
     let err = fdstate_dump_refused("breaking", "--file-locks");
-    assert!(err.contains("fd 10") && err.contains("BREAKING lease"), "{err}");
+    assert!(
+        err.contains("fd 10") && err.contains("write lease taken through a read-only fd is being broken"),
+        "{err}"
+    );
+}
+
+/// A write lease on a deleted file is refused at dump before the file is
+/// opened to save its data (that open would break the lease): the lease is
+/// still unbroken after the refused dump.
+#[test]
+fn a_write_lease_on_a_deleted_file_is_refused_at_dump_unbroken() {
+    let err = fdstate_dump_refused("lease-deleted", "--file-locks");
+    assert!(
+        err.contains("fd 10") && err.contains("write lease on a deleted file"),
+        "{err}"
+    );
+}
+
+/// Leases being broken when the dump comes back still being broken (tests/
+/// progs/leasebreak.c): two read leases of one file being broken to none by
+/// one open (each signalled), a write lease on a read-only file being
+/// downgraded, and a write lease that a child waits for in open(). The images hold them as CRIU does (FL_LEASE, the target
+/// type marked LEASE_BREAKING: 6 for none, 4 for a read lease). After the
+/// restore no second break signal comes, the leases still conflict as
+/// before, the child still waits; then every break goes through: given up,
+/// downgraded (and broken again, with its signal and si_fd), and the child's
+/// open returns.
+#[test]
+fn leases_being_broken_come_back_being_broken() {
+    let prog = build_prog("leasebreak");
+    dump_restore_cmd_twice_with(
+        &format!("{} /tmp/anchor", prog.display()),
+        "leasebreak.ready",
+        "--file-locks",
+        "",
+        |ns, pid, round| {
+            let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+            let locks: Vec<cryo_image::pb::FileLockEntry> = set.entries("filelocks.img", "FILE_LOCKS").unwrap();
+            let mut got: Vec<(u32, u32, i32, i32)> = locks.iter().map(|l| (l.flag, l.r#type, l.pid, l.fd)).collect();
+            got.sort();
+            assert_eq!(
+                got,
+                vec![(8, 4, pid, 11), (8, 4, pid, 12), (8, 6, pid, 10), (8, 6, pid, 13)],
+                "round {round}"
+            );
+            let v = ns.ask(pid, "leasebreak.verify", "\n");
+            assert_eq!(v.trim(), "ok", "round {round}");
+        },
+    );
 }
 
 /// A child made with clone(CLONE_FILES) and its own CLONE_FILES child come
@@ -249,8 +300,9 @@ fn a_fanotify_group_keeps_its_marks_and_reports_events() {
     });
 }
 
-/// A pidfd inherited by a child (one description in two processes) is
-/// refused at dump, naming the other pid.
+/// A pidfd of a live process inherited by a child (one description in two
+/// processes) is refused at dump, naming the other pid (one of a dead
+/// process comes back shared: restore/pidfds.rs).
 #[test]
 fn a_pidfd_shared_by_two_processes_is_refused() {
     let err = fdstate_dump_refused("pidfd-shared", "");

@@ -144,14 +144,13 @@ fn credentials_that_cannot_be_restored_fail_the_restore_cleanly() {
 /// thread's own value.
 #[test]
 fn threads_asleep_in_system_calls_go_on_after_restore_twice() {
-    let prog = build_prog("sleepers");
-    dump_restore_cmd_twice(
-        &format!("{} /tmp/anchor", prog.display()),
+    self_check_twice(
+        "sleepers",
         "sleepers.ready",
-        |ns, pid, round| {
-            let v = ns.ask(pid, "sleepers.verify", "sleepers=");
-            assert_eq!(v.trim(), "sleepers=ok", "round {round}");
-        },
+        "sleepers.verify",
+        "sleepers=",
+        "sleepers=ok",
+        |_, _, _| {},
     );
 }
 
@@ -234,10 +233,12 @@ fn a_zombie_written_as_criu_writes_it_is_restored() {
 /// parent dies.
 #[test]
 fn timers_robust_futexes_sigtrap_handler_and_pdeath_signal_work_after_restore_twice() {
-    let prog = build_prog("tstate");
-    dump_restore_cmd_twice(
-        &format!("{} /tmp/anchor", prog.display()),
+    self_check_twice(
+        "tstate",
         "tstate.ready",
+        "tstate.verify",
+        "tstate=",
+        "tstate=ok",
         |ns, pid, round| {
             let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
             let tc = set.core(pid as u32).unwrap().tc.unwrap();
@@ -248,8 +249,6 @@ fn timers_robust_futexes_sigtrap_handler_and_pdeath_signal_work_after_restore_tw
                 assert!(t.notify_thread_id.is_some_and(|tid| tid != pid), "round {round}: {t:?}");
             }
             let _ = std::fs::remove_file(ns.anchor("tstate.pdeath"));
-            let v = ns.ask(pid, "tstate.verify", "tstate=");
-            assert_eq!(v.trim(), "tstate=ok", "round {round}");
         },
     );
 }
@@ -259,11 +258,13 @@ fn timers_robust_futexes_sigtrap_handler_and_pdeath_signal_work_after_restore_tw
 /// real-time priorities and nice values.
 #[test]
 fn scheduling_policies_come_back_per_thread_twice() {
-    let prog = build_prog("sched");
-    dump_restore_cmd_twice(
-        &format!("{} /tmp/anchor", prog.display()),
+    self_check_twice(
+        "sched",
         "sched.ready",
-        |ns, pid, round| {
+        "sched.verify",
+        "sched=",
+        "sched=ok",
+        |ns, _pid, _round| {
             let kid: i32 = field(&ns.wait_status("sched.ready", "child="), "child")
                 .parse()
                 .unwrap();
@@ -273,8 +274,6 @@ fn scheduling_policies_come_back_per_thread_twice() {
                 (thc.sched_policy, thc.sched_prio),
                 (Some(libc::SCHED_RR as u32 | 0x4000_0000), Some(3))
             );
-            let v = ns.ask(pid, "sched.verify", "sched=");
-            assert_eq!(v.trim(), "sched=ok", "round {round}");
         },
     );
 }

@@ -35,35 +35,7 @@ pub fn lines(det: &ProcDetail, thread: usize, width: u16) -> Vec<String> {
         return out;
     };
     let g = &ti.gpregs;
-    let regs: [(&str, u64); 27] = [
-        ("rip", g.ip),
-        ("rsp", g.sp),
-        ("rbp", g.bp),
-        ("rax", g.ax),
-        ("rbx", g.bx),
-        ("rcx", g.cx),
-        ("rdx", g.dx),
-        ("rsi", g.si),
-        ("rdi", g.di),
-        ("r8", g.r8),
-        ("r9", g.r9),
-        ("r10", g.r10),
-        ("r11", g.r11),
-        ("r12", g.r12),
-        ("r13", g.r13),
-        ("r14", g.r14),
-        ("r15", g.r15),
-        ("orig_rax", g.orig_ax),
-        ("eflags", g.flags),
-        ("cs", g.cs),
-        ("ss", g.ss),
-        ("ds", g.ds),
-        ("es", g.es),
-        ("fs", g.fs),
-        ("gs", g.gs),
-        ("fs_base", g.fs_base),
-        ("gs_base", g.gs_base),
-    ];
+    let regs: Vec<(&str, u64)> = cryo_image::x86::GP_REGS.iter().map(|r| (r.name, (r.get)(g))).collect();
     out.push("─ general registers".into());
     let cols = if width >= 84 { 3 } else { 2 };
     for chunk in regs.chunks(cols) {

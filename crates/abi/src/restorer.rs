@@ -1,10 +1,6 @@
 //! The binary interface between the cryo engine's restore driver and the
-//! restorer blob (`parasite/src/bin/restorer.rs`).
-//!
-//! Compiled twice: into the no_std restorer (through `#[path]`) and into
-//! `cryo-engine` (`cryo_engine::restore::abi`). Only `core` may be used. Every
-//! struct is `#[repr(C)]` with a size assert; bump [`RST_ABI_VERSION`] on any
-//! change.
+//! restorer blob (`parasite/src/bin/restorer.rs`). Every struct is
+//! `#[repr(C)]` with a size assert; bump [`RST_ABI_VERSION`] on any change.
 //!
 //! Protocol: the engine (running in the freshly cloned task) lays out, inside
 //! one "bootstrap" mapping that no final VMA overlaps: the relocated blob, a
@@ -16,8 +12,12 @@
 //! Synchronisation with the engine goes through [`RstCtl`], a `MAP_SHARED`
 //! page created by the engine before the first clone and so mapped at the same
 //! address in every restored task; it is unmapped by each task after the
-//! engine says go.
-#![allow(dead_code)]
+//! engine says go. Several processes write it at once: every field is an
+//! atomic, and the futexes wait on its counters.
+
+pub use crate::kernel::Itimerval;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Bumped on every incompatible change of this module.
 pub const RST_ABI_VERSION: u32 = 4;
@@ -33,7 +33,7 @@ pub struct RstRange {
     pub start: u64,
     pub len: u64,
 }
-const _: () = assert!(core::mem::size_of::<RstRange>() == 16);
+const _: () = assert!(size_of::<RstRange>() == 16);
 
 /// One premapped VMA: moved from `src` to `dst` with mremap, then given its
 /// final protection. `madv` holds MADV_* values to apply after the move
@@ -48,7 +48,7 @@ pub struct RstVma {
     pub prot: u32,
     pub madv: u32,
 }
-const _: () = assert!(core::mem::size_of::<RstVma>() == 32);
+const _: () = assert!(size_of::<RstVma>() == 32);
 
 pub const MADV_BIT_DONTFORK: u32 = 1;
 pub const MADV_BIT_HUGEPAGE: u32 = 2;
@@ -87,7 +87,7 @@ pub struct PrctlMmMap {
     pub auxv_size: u32,
     pub exe_fd: u32,
 }
-const _: () = assert!(core::mem::size_of::<PrctlMmMap>() == 104);
+const _: () = assert!(size_of::<PrctlMmMap>() == 104);
 
 /// Credentials of one thread, applied last.
 #[repr(C)]
@@ -111,7 +111,7 @@ pub struct RstCreds {
     pub groups: [u32; RST_MAX_GROUPS],
 }
 pub const RST_MAX_GROUPS: usize = 64;
-const _: () = assert!(core::mem::size_of::<RstCreds>() == 80 + 4 * RST_MAX_GROUPS);
+const _: () = assert!(size_of::<RstCreds>() == 80 + 4 * RST_MAX_GROUPS);
 
 /// A kernel `siginfo_t` (128 bytes) to queue again.
 #[repr(C)]
@@ -119,18 +119,7 @@ const _: () = assert!(core::mem::size_of::<RstCreds>() == 80 + 4 * RST_MAX_GROUP
 pub struct RstSiginfo {
     pub raw: [u8; 128],
 }
-const _: () = assert!(core::mem::size_of::<RstSiginfo>() == 128);
-
-/// `struct itimerval` (seconds, microseconds).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RstItimer {
-    pub interval_sec: i64,
-    pub interval_usec: i64,
-    pub value_sec: i64,
-    pub value_usec: i64,
-}
-const _: () = assert!(core::mem::size_of::<RstItimer>() == 32);
+const _: () = assert!(size_of::<RstSiginfo>() == 128);
 
 /// One POSIX timer: created with `timer_create(clock, sigev)` until the kernel
 /// hands out `id`, then armed.
@@ -149,7 +138,7 @@ pub struct RstPosixTimer {
     pub value_sec: i64,
     pub value_nsec: i64,
 }
-const _: () = assert!(core::mem::size_of::<RstPosixTimer>() == 64);
+const _: () = assert!(size_of::<RstPosixTimer>() == 64);
 
 /// Per-thread restore data.
 #[repr(C)]
@@ -201,7 +190,7 @@ pub struct RstThread {
     pub futex_rla_len: u32,
     pub _pad4: u32,
 }
-const _: () = assert!(core::mem::size_of::<RstThread>() == 160);
+const _: () = assert!(size_of::<RstThread>() == 160);
 
 /// One seccomp filter program (`struct sock_fprog` contents) and the flags
 /// it was installed with.
@@ -214,26 +203,45 @@ pub struct RstSeccompFilter {
     /// SECCOMP_FILTER_FLAG_* (without TSYNC).
     pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<RstSeccompFilter>() == 16);
+const _: () = assert!(size_of::<RstSeccompFilter>() == 16);
 
-/// Shared control page (see the module docs). Fields are used atomically.
+/// The shared control page (see the module docs), one page long: the
+/// counters and the first error, then at [`RST_SLOTS_OFF`] one [`RstSlot`]
+/// per process.
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RstCtl {
     /// Tasks (processes) that finished the fork stage.
-    pub forked: u32,
-    /// Threads (and zombies) ready to go.
-    pub ready: u32,
-    /// Set to 1 by the engine: everybody may finish. Set to 2: abort.
-    pub go: u32,
+    pub forked: AtomicU32,
+    /// Threads (and zombies) ready to go; a task that fails adds `1 << 24`
+    /// (so the engine's wait for the count wakes up and finds the error).
+    pub ready: AtomicU32,
+    /// Set to 1 by the engine: everybody may finish. Set to 2: abort (the
+    /// `GO_*` values).
+    pub go: AtomicU32,
     /// Threads that passed the final barrier.
-    pub done: u32,
+    pub done: AtomicU32,
     /// First error: pid, stage, negative errno.
-    pub err_pid: i32,
-    pub err_stage: i32,
-    pub err_code: i64,
+    pub err_pid: AtomicI32,
+    pub err_stage: AtomicI32,
+    pub err_code: AtomicI64,
+    /// Unused, up to [`RST_SLOTS_OFF`].
+    pub _reserved: [AtomicU64; 4],
+    /// Indexed by the process's index in the image's pstree.
+    pub slots: [RstSlotCell; RST_MAX_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<RstCtl>() == 32);
+const _: () = assert!(offset_of!(RstCtl, forked) == 0);
+const _: () = assert!(offset_of!(RstCtl, ready) == 4);
+const _: () = assert!(offset_of!(RstCtl, go) == 8);
+const _: () = assert!(offset_of!(RstCtl, done) == 12);
+const _: () = assert!(offset_of!(RstCtl, err_pid) == 16);
+const _: () = assert!(offset_of!(RstCtl, err_stage) == 20);
+const _: () = assert!(offset_of!(RstCtl, err_code) == 24);
+const _: () = assert!(offset_of!(RstCtl, slots) == RST_SLOTS_OFF);
+const _: () = assert!(size_of::<RstCtl>() == RST_CTL_SIZE);
+
+/// Size of the control page ([`RstCtl`]).
+pub const RST_CTL_SIZE: usize = 4096;
 
 /// `RstCtl::go` values.
 pub const GO_WAIT: u32 = 0;
@@ -287,7 +295,7 @@ pub struct RstArgs {
     pub dumpable: i32,
     pub kmaps: [RstVma; RST_MAX_KMAPS],
     pub mm: PrctlMmMap,
-    pub itimers: [RstItimer; 3],
+    pub itimers: [Itimerval; 3],
     /// Fds to close right before the final barrier (exe fd, ...), -1 = none.
     pub close_fds: [i32; 4],
     /// The bootstrap mapping (blob + args + stacks): stays mapped (see the
@@ -302,14 +310,14 @@ pub struct RstArgs {
 }
 /// Most kernel-mapping moves (vvar, vvar_vclock, vdso, possibly in two steps).
 pub const RST_MAX_KMAPS: usize = 8;
-const _: () = assert!(core::mem::size_of::<RstArgs>() == 592);
+const _: () = assert!(size_of::<RstArgs>() == 592);
 
-/// After [`RstCtl`] in the control page, at [`RST_SLOTS_OFF`]: one slot per
-/// process (index in the image's pstree), written by the engine side of the
-/// task: where its bootstrap mapping is, so that the engine can unmap it
-/// through ptrace once the threads have left it.
+/// One process's slot in the control page ([`RstCtl::slots`]), written by
+/// the engine side of the task before it reports ready: where its bootstrap
+/// mapping is, so that the engine can unmap it through ptrace once the
+/// threads have left it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RstSlot {
     pub pid: i32,
     pub _pad: i32,
@@ -318,6 +326,68 @@ pub struct RstSlot {
     /// Address of a `syscall` instruction inside the blob.
     pub syscall_at: u64,
 }
-const _: () = assert!(core::mem::size_of::<RstSlot>() == 32);
+const _: () = assert!(size_of::<RstSlot>() == 32);
+
+/// An [`RstSlot`] as it lies in the shared page: the same layout, in atomics.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RstSlotCell {
+    pub pid: AtomicI32,
+    pub _pad: AtomicI32,
+    pub start: AtomicU64,
+    pub len: AtomicU64,
+    pub syscall_at: AtomicU64,
+}
+const _: () = assert!(size_of::<RstSlotCell>() == size_of::<RstSlot>());
+
+impl RstSlotCell {
+    /// Write `s` (the pid last, so a reader that sees the pid sees the rest).
+    pub fn store(&self, s: &RstSlot) {
+        self.start.store(s.start, Ordering::SeqCst);
+        self.len.store(s.len, Ordering::SeqCst);
+        self.syscall_at.store(s.syscall_at, Ordering::SeqCst);
+        self._pad.store(s._pad, Ordering::SeqCst);
+        self.pid.store(s.pid, Ordering::SeqCst);
+    }
+
+    /// Read the slot (the pid first: see [`RstSlotCell::store`]).
+    pub fn load(&self) -> RstSlot {
+        let pid = self.pid.load(Ordering::SeqCst);
+        RstSlot {
+            pid,
+            _pad: self._pad.load(Ordering::SeqCst),
+            start: self.start.load(Ordering::SeqCst),
+            len: self.len.load(Ordering::SeqCst),
+            syscall_at: self.syscall_at.load(Ordering::SeqCst),
+        }
+    }
+}
+
 pub const RST_SLOTS_OFF: usize = 64;
-pub const RST_MAX_SLOTS: usize = (4096 - RST_SLOTS_OFF) / core::mem::size_of::<RstSlot>();
+pub const RST_MAX_SLOTS: usize = (RST_CTL_SIZE - RST_SLOTS_OFF) / size_of::<RstSlot>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_cell_round_trip() {
+        let cell = RstSlotCell::default();
+        assert_eq!(cell.load(), RstSlot::default());
+        let s = RstSlot {
+            pid: 4242,
+            _pad: 0,
+            start: 0x7f00_0000_0000,
+            len: 0x5000,
+            syscall_at: 0x7f00_0000_0034,
+        };
+        cell.store(&s);
+        assert_eq!(cell.load(), s);
+    }
+
+    #[test]
+    fn slots_fill_the_page() {
+        assert_eq!(RST_MAX_SLOTS, 126);
+        assert_eq!(RST_SLOTS_OFF + RST_MAX_SLOTS * size_of::<RstSlot>(), RST_CTL_SIZE);
+    }
+}

@@ -7,30 +7,16 @@ use std::process::{Command, Output};
 
 use cryo_image::{pb, read_entries, write_entries, ImageWriter};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    fixtures().join(name).join("images")
-}
+use cryo_testsupport::fixture_images as fixture;
 
 fn all_fixture_sets() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path().join("images"))
-        .collect();
-    v.sort();
-    assert!(v.len() >= 10, "fixtures missing");
-    v
+    cryo_testsupport::fixture_dirs()
+        .iter()
+        .map(|d| d.join("images"))
+        .collect()
 }
 
-fn crit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crit"))
-        .args(args)
-        .output()
-        .expect("run crit")
-}
+use super::common::run as crit;
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -43,11 +29,7 @@ fn text(o: &Output) -> (String, String) {
 fn copy_set(name: &str) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("images");
-    fs::create_dir(&dst).unwrap();
-    for e in fs::read_dir(fixture(name)).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
+    cryo_testsupport::copy_dir(&fixture(name), &dst);
     (t, dst)
 }
 
@@ -151,12 +133,7 @@ fn check_reports_truncated_pages() {
     let (_t, dir) = copy_set("loop_heap");
     let pages = dir.join("pages-1.img");
     let len = fs::metadata(&pages).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len - 100)
-        .unwrap();
+    cryo_testsupport::cut_short(&pages, 100);
     let (code, p) = check_problems(&dir);
     assert_eq!(code, 1);
     let pid = first_pid(&dir);
@@ -246,13 +223,7 @@ fn check_reports_a_corrupt_image_and_short_payload() {
     let (_t, dir) = copy_set("pipe_unread");
     // Cut the pipe data short: the payload no longer has the bytes its entry announces.
     let path = dir.join("pipes-data.img");
-    let len = fs::metadata(&path).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cryo_testsupport::cut_short(&path, 10);
     let (code, p) = check_problems(&dir);
     assert_eq!(code, 1);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -1090,13 +1061,7 @@ fn incremental_sets_are_checked_against_their_parent() {
     runs[last].flags = Some(1); // PE_PARENT
     write_pagemap(&path, &head, &runs);
     let pages = dir.join("pages-1.img");
-    let len = fs::metadata(&pages).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len - nr * 4096)
-        .unwrap();
+    cryo_testsupport::cut_short(&pages, nr * 4096);
     let (code, p) = check_problems(&dir);
     assert_eq!(code, 1);
     assert_eq!(
@@ -1278,13 +1243,7 @@ fn diff_of_an_incremental_set_without_its_parent_is_trouble() {
     runs[last].flags = Some(1); // PE_PARENT, and no parent link
     write_pagemap(&path, &head, &runs);
     let pages = dir.join("pages-1.img");
-    let len = fs::metadata(&pages).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len - nr * 4096)
-        .unwrap();
+    cryo_testsupport::cut_short(&pages, nr * 4096);
     let o = crit(&["diff", s(&fixture("loop_heap")), s(&dir)]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");

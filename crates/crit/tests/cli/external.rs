@@ -4,7 +4,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// A scratch directory of our own, removed on drop.
 struct Scratch(PathBuf);
@@ -16,10 +15,7 @@ impl Drop for Scratch {
 }
 
 fn scratch(tag: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("crit-external-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    Scratch(d)
+    Scratch(super::common::scratch(&format!("external-{tag}")))
 }
 
 #[test]
@@ -29,7 +25,7 @@ fn unknown_subcommand_runs_crit_name_from_path() {
     fs::write(&script, "#!/bin/sh\necho \"args:$*\"\nexit 3\n").unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", s.0.display(), std::env::var("PATH").unwrap_or_default());
-    let out = Command::new(env!("CARGO_BIN_EXE_crit"))
+    let out = super::common::crit()
         .args(["cryotest", "a b", "--flag"])
         .env("PATH", path)
         .output()
@@ -41,7 +37,7 @@ fn unknown_subcommand_runs_crit_name_from_path() {
 #[test]
 fn missing_external_subcommand_is_an_error() {
     let s = scratch("missing");
-    let out = Command::new(env!("CARGO_BIN_EXE_crit"))
+    let out = super::common::crit()
         .arg("no-such-thing")
         .env("PATH", &s.0)
         .output()

@@ -1,9 +1,6 @@
-//! The binary interface between the cryo engine (host) and the parasite blob.
-//!
-//! This file is compiled twice: into the no_std parasite crate and, through
-//! `#[path]`, into `cryo-engine` (`cryo_engine::parasite::abi`). It must only
-//! use `core`. Every struct is `#[repr(C)]` with a size assert; bump
-//! [`ABI_VERSION`] on any change.
+//! The binary interface between the cryo engine (host) and the parasite blob
+//! (`parasite/src/bin/parasite.rs`). Every struct is `#[repr(C)]` with a size
+//! assert; bump [`ABI_VERSION`] on any change.
 //!
 //! Protocol: the host maps the blob, writes a [`BootArgs`] at the args area and
 //! starts the blob at its entry with `rdi` = address of the args and `rsp` at
@@ -13,6 +10,9 @@
 //! payload), each answer one message starting with a [`Reply`] followed by
 //! `Reply::len` payload bytes. After [`CMD_FINI`] it closes the socket and
 //! traps (`int3`) with `rax` = 0; on a fatal error it traps with `rax` < 0.
+
+pub use crate::kernel::{Itimerval, KSigaction};
+use core::mem::size_of;
 
 /// Bumped on every incompatible change of this module.
 pub const ABI_VERSION: u32 = 2;
@@ -38,7 +38,7 @@ pub struct BootArgs {
     pub sun_path: [u8; 108],
     pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<BootArgs>() == 128);
+const _: () = assert!(size_of::<BootArgs>() == 128);
 
 /// Ping: reply payload is one u64, `arg[0] + 1`.
 pub const CMD_PING: u32 = 1;
@@ -81,7 +81,7 @@ pub struct Range {
     pub addr: u64,
     pub len: u64,
 }
-const _: () = assert!(core::mem::size_of::<Range>() == 16);
+const _: () = assert!(size_of::<Range>() == 16);
 
 /// Request header.
 #[repr(C)]
@@ -91,7 +91,7 @@ pub struct Cmd {
     pub _pad: u32,
     pub arg: [u64; 6],
 }
-const _: () = assert!(core::mem::size_of::<Cmd>() == 56);
+const _: () = assert!(size_of::<Cmd>() == 56);
 
 /// Answer header; `status` is 0 or a negative errno.
 #[repr(C)]
@@ -101,29 +101,7 @@ pub struct Reply {
     pub status: i32,
     pub len: u64,
 }
-const _: () = assert!(core::mem::size_of::<Reply>() == 16);
-
-/// The kernel's `struct sigaction` for rt_sigaction on x86_64.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KSigaction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
-}
-const _: () = assert!(core::mem::size_of::<KSigaction>() == 32);
-
-/// `struct timeval` pair as getitimer returns it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Itimerval {
-    pub interval_sec: i64,
-    pub interval_usec: i64,
-    pub value_sec: i64,
-    pub value_usec: i64,
-}
-const _: () = assert!(core::mem::size_of::<Itimerval>() == 32);
+const _: () = assert!(size_of::<Reply>() == 16);
 
 /// One POSIX timer: timer_gettime + timer_getoverrun.
 #[repr(C)]
@@ -136,7 +114,7 @@ pub struct PosixTimer {
     pub value_sec: i64,
     pub value_nsec: i64,
 }
-const _: () = assert!(core::mem::size_of::<PosixTimer>() == 40);
+const _: () = assert!(size_of::<PosixTimer>() == 40);
 
 /// Number of rlimits reported in [`Misc::rlimits`] (RLIMIT_NLIMITS).
 pub const NR_RLIMITS: usize = 16;
@@ -160,7 +138,7 @@ pub struct Misc {
     pub membarrier_mask: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Misc>() == 24 + NR_RLIMITS * 16 + 8);
+const _: () = assert!(size_of::<Misc>() == 24 + NR_RLIMITS * 16 + 8);
 
 /// Per-thread values only visible from inside.
 #[repr(C)]
@@ -176,7 +154,7 @@ pub struct ThreadMisc {
     /// prctl(PR_GET_TID_ADDRESS): the clear_child_tid address.
     pub clear_tid: u64,
 }
-const _: () = assert!(core::mem::size_of::<ThreadMisc>() == 40);
+const _: () = assert!(size_of::<ThreadMisc>() == 40);
 
 /// Offset, inside the args area, of a scratch buffer the host may use for
 /// syscalls it injects into other threads while the blob is mapped.

@@ -2,16 +2,11 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn crit() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_crit"))
-}
+use cryo_testsupport::fixtures;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/criu-4.2")
-}
+use super::common::crit;
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> (i32, Vec<u8>, String) {
     let mut child = cmd
@@ -37,42 +32,36 @@ fn run(cmd: &mut Command, stdin: &[u8]) -> (i32, Vec<u8>, String) {
 #[test]
 fn decode_encode_round_trip_through_pipes() {
     let mut n = 0;
-    for set in fs::read_dir(fixtures()).unwrap() {
-        let set = set.unwrap().path();
-        for img in fs::read_dir(set.join("images")).unwrap() {
-            let img = img.unwrap().path();
-            let name = img.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("pages-") {
-                continue;
+    for img in cryo_testsupport::protobuf_images() {
+        let set = img.parent().unwrap().parent().unwrap();
+        let name = img.file_name().unwrap().to_string_lossy().into_owned();
+        let data = fs::read(&img).unwrap();
+        for pretty in [false, true] {
+            let mut c = crit();
+            c.arg("decode");
+            if pretty {
+                c.arg("--pretty");
             }
-            let data = fs::read(&img).unwrap();
-            for pretty in [false, true] {
-                let mut c = crit();
-                c.arg("decode");
-                if pretty {
-                    c.arg("--pretty");
-                }
-                let (code, json, err) = run(&mut c, &data);
-                assert_eq!(code, 0, "{name}: {err}");
-                let golden = set.join("golden").join(format!(
-                    "{}{}",
-                    name.trim_end_matches(".img"),
-                    if pretty { ".pretty.json" } else { ".json" }
-                ));
-                let want: serde_json::Value = serde_json::from_slice(&fs::read(golden).unwrap()).unwrap();
-                let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
-                assert_eq!(got, want, "{name}");
-                let (code, back, err) = run(crit().arg("encode"), &json);
-                assert_eq!(code, 0, "{name}: {err}");
-                assert!(
-                    back == data,
-                    "{name}: encode(decode) differs ({} vs {} bytes)",
-                    back.len(),
-                    data.len()
-                );
-            }
-            n += 1;
+            let (code, json, err) = run(&mut c, &data);
+            assert_eq!(code, 0, "{name}: {err}");
+            let golden = set.join("golden").join(format!(
+                "{}{}",
+                name.trim_end_matches(".img"),
+                if pretty { ".pretty.json" } else { ".json" }
+            ));
+            let want: serde_json::Value = serde_json::from_slice(&fs::read(golden).unwrap()).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(got, want, "{name}");
+            let (code, back, err) = run(crit().arg("encode"), &json);
+            assert_eq!(code, 0, "{name}: {err}");
+            assert!(
+                back == data,
+                "{name}: encode(decode) differs ({} vs {} bytes)",
+                back.len(),
+                data.len()
+            );
         }
+        n += 1;
     }
     assert!(n > 100);
 }

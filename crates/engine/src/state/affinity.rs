@@ -7,8 +7,6 @@
 //! to the dumped CPUs that are online now, and when none of them is (a
 //! smaller machine), it warns and leaves the thread's default.
 
-use crate::dump::DumpError;
-use crate::restore::RestoreError;
 use nix::sched::CpuSet;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -27,34 +25,6 @@ pub enum AffinityError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {what}")]
     Bad { path: PathBuf, what: String },
-}
-
-impl From<AffinityError> for DumpError {
-    fn from(e: AffinityError) -> Self {
-        match e {
-            AffinityError::Read { tid, .. } | AffinityError::Set { tid, .. } => DumpError::Task {
-                pid: tid,
-                what: e.to_string(),
-            },
-            AffinityError::Io { path, source } => DumpError::Io { path, source },
-            AffinityError::Bad { path, what } => DumpError::Io {
-                path,
-                source: std::io::Error::other(what),
-            },
-        }
-    }
-}
-
-impl From<AffinityError> for RestoreError {
-    fn from(e: AffinityError) -> Self {
-        match e {
-            AffinityError::Bad { path, what } => RestoreError::Prepare {
-                object: path.display().to_string(),
-                reason: what,
-            },
-            e => RestoreError::Sys(e.to_string()),
-        }
-    }
 }
 
 fn to_cpuset(cpus: &Cpus) -> CpuSet {
