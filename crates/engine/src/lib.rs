@@ -9,7 +9,6 @@
 //!   tracee's memory, so they are `unsafe fn` themselves);
 //! - [`parasite`] (the loader): the four methods that inject syscalls into the
 //!   target or write the blob into it;
-//! - `restore::task::run`: the jump into the restorer blob.
 //!
 //! [`files`] holds none (`#![forbid(unsafe_code)]`): its syscalls are in `sys::files`.
 #![deny(unsafe_code)]
@@ -23,5 +22,4 @@ pub mod ptrace;
 pub mod restore;
 pub mod sidecar;
 pub mod state;
-#[allow(unsafe_code)]
 pub mod sys;

@@ -391,7 +391,7 @@ fn run(
     // the threads it creates keep: register here, before any seccomp filter.
     p.membarrier.register().map_err(TaskError)?;
 
-    let (entry, stack, args) = prepare_memory(env, p, &pre)?;
+    let (boot, entry, stack, args) = prepare_memory(env, p, &pre)?;
     let proc_files = open_proc_files(env, p)?;
     // Root first, then cwd, once nothing else needs /proc/self  (the new
     // root may have no /proc); cwd (which may lie outside the new root: it is
@@ -452,20 +452,9 @@ fn run(
     // The error pipe goes away with the fd setup; from here on errors are
     // reported through the control page by the restorer.
     rsys::rseq_unregister();
-    // The restorer runs with every signal blocked (timers it re-creates
-    // fire into pending queues, not into handlers or SIG_IGN). The mask
-    // came from cryo's fork, but glibc's first pthread_create in this task
-    // (a page reader thread for a large restore) unblocks SIGCANCEL and
-    // SIGSETXID (32, 33) for good: block everything again, raw.
-    rsys::block_all_signals();
-    // The one unsafe call outside sys/: leaving Rust for the blob.
-    #[allow(unsafe_code)]
-    // SAFETY: entry, stack and args were built by prepare_memory in the
-    // bootstrap area (the relocated restorer, a stack of its own, its
-    // arguments); nothing of this process's Rust state is used afterwards.
-    unsafe {
-        rsys::jump_to_restorer(entry, stack, args)
-    };
+    // Leave Rust for the blob (every signal blocked: see enter_restorer).
+    let e = rsys::enter_restorer(&boot, entry, stack, args);
+    Err(("entering the restorer", e).into())
 }
 
 /// Set the audit loginuid of this task (inherited from cryo) to the dumped
@@ -564,9 +553,9 @@ struct BootMaps {
 }
 
 /// Lay the restorer's memory out and write it (the blob, its arguments,
-/// the sigframes); returns the blob's entry, the first thread's stack top
-/// and the arguments' address.
-fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64, u64), TaskError> {
+/// the sigframes); returns the bootstrap area, the blob's entry, the first
+/// thread's stack top and the arguments' address.
+fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(Area, u64, u64, u64), TaskError> {
     let mm = p.mm.as_ref().expect("live task has mm");
     let mut bs = reserve_bootstrap(env, p, pre)?;
     let maps = map_bootstrap(env, p, &mut bs)?;
@@ -618,7 +607,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
     publish_slot(env, p, &maps, bs.scratch)?;
     let _ = bs.boot.base;
     let entry = maps.blob_at + env.blob.entry as u64;
-    Ok((entry, threads[0].stack_top, args_at))
+    Ok((bs.area, entry, threads[0].stack_top, args_at))
 }
 
 /// Size the bootstrap area of `p` and reserve it in a hole that no mapping

@@ -14,6 +14,7 @@
 //!   set_tid, the kernel's sigaction, futexes, calls on raw fd numbers, the
 //!   jump into the restorer).
 //! - this module: the rest (pidfds, kcmp, process_vm_*, splice, PAGEMAP_SCAN, ...).
+#![allow(unsafe_code)]
 
 pub mod mem;
 pub mod ptrace;

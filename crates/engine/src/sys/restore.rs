@@ -154,15 +154,34 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
 }
 
-/// Leave the engine's code for good: switch to `stack` and jump to `entry`
-/// with `rdi = arg`.
+/// Leave the engine's code for good, as execve(2) leaves a program: block
+/// every signal (raw, so that glibc's SIGCANCEL and SIGSETXID are blocked
+/// too), switch to `stack` and jump to `entry` with `rdi = arg`. Returns
+/// only when `entry` or `stack` lie outside `boot`.
 ///
-/// # Safety
-/// `entry` must be the relocated restorer's entry and `stack` the top of a
-/// stack inside the bootstrap mapping; nothing of the current process state
-/// is used afterwards.
-pub unsafe fn jump_to_restorer(entry: u64, stack: u64, arg: u64) -> ! {
-    // SAFETY: per the function contract.
+/// The restorer runs with every signal blocked: the POSIX timers it
+/// re-creates fire into pending queues, not into handlers or SIG_IGN (a
+/// timer whose signal is ignored when it fires stops until the action
+/// changes). The task's mask came from cryo's fork, but glibc's first
+/// pthread_create in a task (a page reader thread for a large restore)
+/// unblocks SIGCANCEL and SIGSETXID (32, 33) for good.
+///
+/// Safe because nothing of this process's Rust state is used again: the
+/// code at `entry` (the relocated restorer the engine wrote into `boot`,
+/// which no Rust object refers to) takes the process over, as a new
+/// program would.
+pub fn enter_restorer(boot: &crate::sys::mem::Area, entry: u64, stack: u64, arg: u64) -> io::Error {
+    if !boot.contains(entry, 1) || stack < 8 || !boot.contains(stack - 8, 8) {
+        return io::Error::other(format!(
+            "entry {entry:#x} or stack {stack:#x} outside the bootstrap {:#x}-{:#x}",
+            boot.start(),
+            boot.end()
+        ));
+    }
+    block_all_signals();
+    // SAFETY: entry and stack lie in the bootstrap area (checked), which
+    // holds the relocated restorer and its stacks; the jump never returns
+    // and nothing of the Rust state is used afterwards.
     unsafe {
         std::arch::asm!(
             "mov rsp, {stack}",
