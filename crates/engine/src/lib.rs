@@ -1,10 +1,16 @@
 //! cryo engine: checkpoint (dump) and restore of live Linux process trees in
 //! CRIU 4.2's image format.
 //!
-//! Unsafe code is denied here and allowed only in the modules that talk to the
-//! kernel: [`sys`] (with `sys::files`, the syscalls of the fd kinds),
-//! [`ptrace`], [`parasite`], and the restore driver's syscall seams
-//! (`restore::rsys`, `restore::task`). [`files`] holds none.
+//! Unsafe code is denied here and allowed in one module tree: [`sys`], the
+//! syscall seam (every `unsafe {}` with a `// SAFETY:` line, every `unsafe fn`
+//! with a `# Safety` section). Elsewhere `#[allow(unsafe_code)]` sits on single
+//! items only, where they call the seam's `unsafe fn`s:
+//! - [`ptrace`]: `Stopped::poke` and `Stopped::inject_syscall` (they write the
+//!   tracee's memory, so they are `unsafe fn` themselves);
+//! - [`parasite`] (the loader): the four methods that inject syscalls into the
+//!   target or write the blob into it;
+//!
+//! [`files`] holds none (`#![forbid(unsafe_code)]`): its syscalls are in `sys::files`.
 #![deny(unsafe_code)]
 
 pub mod dump;

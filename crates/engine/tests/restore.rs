@@ -1510,27 +1510,30 @@ fn seccomp_flags(tid: i32, n: u64) -> Vec<u64> {
     const PTRACE_SEIZE: libc::c_uint = 0x4206;
     const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
     const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
-    // SAFETY: ptrace and waitpid on a thread of a test process; the metadata
-    // buffer is two u64 as the kernel expects.
-    unsafe {
-        assert_eq!(libc::ptrace(PTRACE_SEIZE, tid, 0, 0), 0, "seize {tid}");
-        assert_eq!(libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0), 0);
-        let mut st = 0;
-        assert_eq!(libc::waitpid(tid, &mut st, libc::__WALL), tid);
-        let mut out = Vec::new();
-        for i in 0..n {
-            let mut md = [i, 0u64];
-            let r = libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr());
-            assert!(
-                r >= 0,
-                "PTRACE_SECCOMP_GET_METADATA {i}: {}",
-                std::io::Error::last_os_error()
-            );
-            out.push(md[1]);
-        }
-        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
-        out
+    // SAFETY: (every ptrace/waitpid below) calls on a thread of a test process;
+    // the metadata buffer is two u64 as the kernel expects.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ptrace(PTRACE_SEIZE, tid, 0, 0) }, 0, "seize {tid}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) }, 0);
+    let mut st = 0;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::waitpid(tid, &mut st, libc::__WALL) }, tid);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut md = [i, 0u64];
+        // SAFETY: as above.
+        let r = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, md.as_mut_ptr()) };
+        assert!(
+            r >= 0,
+            "PTRACE_SECCOMP_GET_METADATA {i}: {}",
+            std::io::Error::last_os_error()
+        );
+        out.push(md[1]);
     }
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+    out
 }
 
 /// The value after `key` in a /proc status text.

@@ -40,21 +40,22 @@ impl Swrk {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: between fork and exec only fcntl (async-signal-safe) runs.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+        let hook = move || {
+            // SAFETY: scalar arguments.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the copy.
+            if let Some(d) = dfd {
+                // SAFETY: scalar arguments.
+                if unsafe { libc::dup2(d, 900) } != 900 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // dup2 clears close-on-exec on the copy.
-                if let Some(d) = dfd {
-                    if libc::dup2(d, 900) != 900 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        };
+        // SAFETY: between fork and exec only fcntl and dup2 (async-signal-safe) run.
+        unsafe { cmd.pre_exec(hook) };
         let child = cmd.spawn().unwrap();
         drop(theirs);
         Swrk { child, sk: ours }

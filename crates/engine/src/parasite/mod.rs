@@ -12,15 +12,15 @@
 //! p.cure()?;
 //! # Ok::<(), cryo_engine::parasite::ParasiteError>(())
 //! ```
-#![allow(unsafe_code)]
 
 pub mod blob;
 
 use crate::ptrace::{PtraceError, Saved, Stopped};
+use crate::sys::mem::{as_bytes, from_bytes, Plain};
 use cryo_abi::parasite::*;
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParasiteError {
@@ -58,6 +58,14 @@ pub struct Parasite<'a> {
     cured: bool,
 }
 
+fn nix_err(tid: i32, what: &'static str, e: nix::errno::Errno) -> ParasiteError {
+    ParasiteError::Io {
+        tid,
+        what,
+        source: e.into(),
+    }
+}
+
 fn io_err(tid: i32, what: &'static str) -> ParasiteError {
     ParasiteError::Io {
         tid,
@@ -70,6 +78,7 @@ impl<'a> Parasite<'a> {
     /// Map, copy and start the parasite blob in `task`. `code_addr` is any
     /// address in an executable mapping of the task (3 bytes are borrowed
     /// there for the injected syscalls and put back).
+    #[allow(unsafe_code)] // injects syscalls / writes the blob into the task
     pub fn inject(task: &'a mut Stopped, code_addr: u64) -> Result<Parasite<'a>> {
         let tid = task.tid();
         let blob = &blob::PARASITE;
@@ -77,11 +86,15 @@ impl<'a> Parasite<'a> {
         let saved = Saved::take(task)?;
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let base = task.inject_syscall(
-            code_addr,
-            libc::SYS_mmap as u64,
-            [0, size as u64, prot, flags, u64::MAX, 0],
-        )?;
+        // SAFETY: an anonymous mmap where the kernel picks the address
+        // changes nothing the task uses; code_addr is executable (contract).
+        let base = unsafe {
+            task.inject_syscall(
+                code_addr,
+                libc::SYS_mmap as u64,
+                [0, size as u64, prot, flags, u64::MAX, 0],
+            )
+        }?;
         if base < 0 {
             return Err(ParasiteError::Proto {
                 tid,
@@ -102,37 +115,29 @@ impl<'a> Parasite<'a> {
         Ok(p)
     }
 
+    #[allow(unsafe_code)] // injects syscalls / writes the blob into the task
     fn start(&mut self, blob: &blob::Blob) -> Result<()> {
         let tid = self.task.tid();
         let img = blob.relocated(self.base);
-        crate::sys::process_vm_writev(tid, self.base, &img).map_err(|source| ParasiteError::Io {
+        // SAFETY: the range is the fresh mapping made for the blob in inject().
+        unsafe { crate::sys::process_vm_writev(tid, self.base, &img) }.map_err(|source| ParasiteError::Io {
             tid,
             what: "copying the blob",
             source,
         })?;
         // Listening socket with an abstract name unique to this injection.
-        // SAFETY: plain socket call.
-        let lfd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-        if lfd < 0 {
-            return Err(io_err(tid, "socket"));
-        }
-        // SAFETY: lfd is a fresh fd we own.
-        let lfd = unsafe { OwnedFd::from_raw_fd(lfd) };
+        use nix::sys::socket as sk;
+        let lfd = sk::socket(
+            sk::AddressFamily::Unix,
+            sk::SockType::SeqPacket,
+            sk::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| nix_err(tid, "socket", e))?;
         let name = format!("cryo-parasite-{}-{}-{:x}", std::process::id(), tid, self.base);
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as u16;
-        for (i, b) in name.bytes().enumerate() {
-            addr.sun_path[i + 1] = b as libc::c_char;
-        }
-        let alen = 2 + 1 + name.len();
-        // SAFETY: addr is a valid sockaddr_un of alen bytes.
-        if unsafe { libc::bind(lfd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, alen as u32) } < 0 {
-            return Err(io_err(tid, "bind"));
-        }
-        // SAFETY: scalar args.
-        if unsafe { libc::listen(lfd.as_raw_fd(), 1) } < 0 {
-            return Err(io_err(tid, "listen"));
-        }
+        let addr = sk::UnixAddr::new_abstract(name.as_bytes()).map_err(|e| nix_err(tid, "bind", e))?;
+        sk::bind(lfd.as_raw_fd(), &addr).map_err(|e| nix_err(tid, "bind", e))?;
+        sk::listen(&lfd, sk::Backlog::new(1).expect("valid backlog")).map_err(|e| nix_err(tid, "listen", e))?;
         let mut args = BootArgs {
             magic: BOOT_MAGIC,
             abi_version: ABI_VERSION,
@@ -143,9 +148,9 @@ impl<'a> Parasite<'a> {
         };
         args.sun_path[1..1 + name.len()].copy_from_slice(name.as_bytes());
         let args_addr = self.base + page_up(blob.mem_size) as u64;
-        // SAFETY: BootArgs is plain data.
-        let bytes = unsafe { std::slice::from_raw_parts(&args as *const BootArgs as *const u8, size_of::<BootArgs>()) };
-        crate::sys::process_vm_writev(tid, args_addr, bytes).map_err(|source| ParasiteError::Io {
+        let bytes = as_bytes(std::slice::from_ref(&args));
+        // SAFETY: the args area of the blob's fresh mapping, which nothing runs yet.
+        unsafe { crate::sys::process_vm_writev(tid, args_addr, bytes) }.map_err(|source| ParasiteError::Io {
             tid,
             what: "writing boot args",
             source,
@@ -159,25 +164,16 @@ impl<'a> Parasite<'a> {
         self.task.set_sigmask(crate::ptrace::ALL_BUT_SIGTRAP)?;
         // Resume it; the ptrace handle stays "stopped" in type but the task runs
         // until the blob traps. Nothing else touches it meanwhile.
-        // SAFETY: scalar args.
-        if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0, 0) } < 0 {
+        if crate::sys::ptrace::scalar(libc::PTRACE_CONT, tid, 0, 0) < 0 {
             return Err(io_err(tid, "PTRACE_CONT"));
         }
         self.wait_readable(lfd.as_raw_fd())?;
-        // SAFETY: accept on our listening socket.
-        let c = unsafe {
-            libc::accept4(
-                lfd.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if c < 0 {
-            return Err(io_err(tid, "accept"));
-        }
-        // SAFETY: fresh fd.
-        self.sock = Some(unsafe { OwnedFd::from_raw_fd(c) });
+        let c = crate::sys::accept_cloexec(&lfd).map_err(|source| ParasiteError::Io {
+            tid,
+            what: "accept",
+            source,
+        })?;
+        self.sock = Some(c);
         Ok(())
     }
 
@@ -186,19 +182,10 @@ impl<'a> Parasite<'a> {
     fn wait_readable(&mut self, fd: RawFd) -> Result<()> {
         let tid = self.task.tid();
         loop {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-            if n > 0 {
+            if crate::sys::restore::poll_in(fd, 100).unwrap_or(false) {
                 return Ok(());
             }
-            let mut st = 0;
-            // SAFETY: valid out pointer.
-            let w = unsafe { libc::waitpid(tid, &mut st, libc::WNOHANG | libc::__WALL) };
+            let (w, st) = crate::sys::ptrace::waitpid(tid, libc::WNOHANG | libc::__WALL).unwrap_or((-1, 0));
             if w == tid {
                 if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
                     self.cured = true;
@@ -227,35 +214,14 @@ impl<'a> Parasite<'a> {
         let tid = self.task.tid();
         let sk = self.sock.as_ref().expect("connected").as_raw_fd();
         let mut msg = Vec::with_capacity(size_of::<Cmd>() + payload.len());
-        // SAFETY: Cmd is plain data.
-        msg.extend_from_slice(unsafe { std::slice::from_raw_parts(&cmd as *const Cmd as *const u8, size_of::<Cmd>()) });
+        msg.extend_from_slice(as_bytes(std::slice::from_ref(&cmd)));
         msg.extend_from_slice(payload);
-        let mut iov = libc::iovec {
-            iov_base: msg.as_mut_ptr().cast(),
-            iov_len: msg.len(),
-        };
-        let mut cbuf = vec![0u64; 4 + fds.len() / 2];
-        // SAFETY: zeroed msghdr is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        if !fds.is_empty() {
-            let bytes = std::mem::size_of_val(fds) as u32;
-            // SAFETY: CMSG macros on our own buffer, sized CMSG_SPACE(bytes) or more.
-            unsafe {
-                mh.msg_control = cbuf.as_mut_ptr().cast();
-                mh.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
-                let c = libc::CMSG_FIRSTHDR(&mh);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
-                std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
-            }
-        }
-        // SAFETY: mh describes valid buffers.
-        if unsafe { libc::sendmsg(sk, &mh, libc::MSG_NOSIGNAL) } < 0 {
-            return Err(io_err(tid, "sending a command"));
-        }
+        use nix::sys::socket as nsk;
+        let iov = [std::io::IoSlice::new(&msg)];
+        let rights = [nsk::ControlMessage::ScmRights(fds)];
+        let cmsgs: &[nsk::ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+        nsk::sendmsg::<()>(sk, &iov, cmsgs, nsk::MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(|e| nix_err(tid, "sending a command", e))?;
         Ok(())
     }
 
@@ -265,20 +231,15 @@ impl<'a> Parasite<'a> {
         let sk = self.sock.as_ref().expect("connected").as_raw_fd();
         self.wait_readable(sk)?;
         let mut buf = vec![0u8; MAX_MSG + 64];
-        // SAFETY: buf is writable.
-        let n = unsafe { libc::recv(sk, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io_err(tid, "reading a reply"));
-        }
-        let n = n as usize;
+        let n = nix::sys::socket::recv(sk, &mut buf, nix::sys::socket::MsgFlags::empty())
+            .map_err(|e| nix_err(tid, "reading a reply", e))?;
         if n < size_of::<Reply>() {
             return Err(ParasiteError::Proto {
                 tid,
                 what: format!("short reply ({n} bytes) to command {}", cmd),
             });
         }
-        // SAFETY: buf holds a Reply.
-        let rep: Reply = unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const Reply) };
+        let rep: Reply = from_bytes(&buf).expect("length checked");
         if rep.cmd != cmd || size_of::<Reply>() + rep.len as usize != n {
             return Err(ParasiteError::Proto {
                 tid,
@@ -319,13 +280,12 @@ impl<'a> Parasite<'a> {
         }
     }
 
-    fn read_array<T: Copy + Default>(&self, r: &[u8], n: usize) -> Result<Vec<T>> {
+    fn read_array<T: Plain>(&self, r: &[u8], n: usize) -> Result<Vec<T>> {
         if r.len() < n * size_of::<T>() {
             return Err(self.short());
         }
-        // SAFETY: T is one of the plain #[repr(C)] abi types; reads are unaligned.
         Ok((0..n)
-            .map(|i| unsafe { std::ptr::read_unaligned(r.as_ptr().add(i * size_of::<T>()) as *const T) })
+            .map(|i| from_bytes(&r[i * size_of::<T>()..]).expect("length checked"))
             .collect())
     }
 
@@ -409,9 +369,7 @@ impl<'a> Parasite<'a> {
             ..Default::default()
         };
         cmd.arg[0] = ranges.len() as u64;
-        // SAFETY: Range is plain #[repr(C)] data.
-        let payload =
-            unsafe { std::slice::from_raw_parts(ranges.as_ptr() as *const u8, std::mem::size_of_val(ranges)) };
+        let payload = as_bytes(ranges);
         self.send(cmd, payload, pipes)
     }
 
@@ -452,14 +410,19 @@ impl<'a> Parasite<'a> {
     }
 
     /// The task is stopped (after the blob's trap or crash): restore state and unmap.
+    #[allow(unsafe_code)] // injects syscalls / writes the blob into the task
     fn remove_stopped(&mut self) -> Result<()> {
         self.cured = true;
         self.saved.restore(self.task)?;
-        let r = self.task.inject_syscall(
-            self.code_addr,
-            libc::SYS_munmap as u64,
-            [self.base, self.size as u64, 0, 0, 0, 0],
-        )?;
+        // SAFETY: unmaps the blob's own mapping, made in inject(); nothing
+        // of the task is left in it (registers and mask are back).
+        let r = unsafe {
+            self.task.inject_syscall(
+                self.code_addr,
+                libc::SYS_munmap as u64,
+                [self.base, self.size as u64, 0, 0, 0, 0],
+            )
+        }?;
         if r < 0 {
             return Err(ParasiteError::Proto {
                 tid: self.task.tid(),
@@ -482,6 +445,7 @@ impl<'a> Parasite<'a> {
 
     /// Per-thread values of another (stopped) thread of the same process,
     /// through injected syscalls writing into the scratch buffer.
+    #[allow(unsafe_code)] // injects syscalls / writes the blob into the task
     pub fn thread_misc_of(&self, t: &mut Stopped) -> Result<ThreadMisc> {
         let tid = t.tid();
         let s = self.scratch_addr();
@@ -490,22 +454,35 @@ impl<'a> Parasite<'a> {
             ..Default::default()
         };
         let code = self.code_addr;
-        t.inject_syscall(
-            code,
-            libc::SYS_prctl as u64,
-            [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
-        )?;
-        t.inject_syscall(code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0])?;
-        t.inject_syscall(
-            code,
-            libc::SYS_prctl as u64,
-            [40 /* PR_GET_TID_ADDRESS */, s + 32, 0, 0, 0, 0],
-        )?;
-        let sb = t.inject_syscall(
-            code,
-            libc::SYS_prctl as u64,
-            [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
-        )?;
+        // SAFETY (the four injections): read-only queries of the thread
+        // whose results land in the blob's scratch buffer, which nothing of
+        // the task uses; code is the address inject() was given.
+        // SAFETY: as above.
+        unsafe {
+            t.inject_syscall(
+                code,
+                libc::SYS_prctl as u64,
+                [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
+            )
+        }?;
+        // SAFETY: as above.
+        unsafe { t.inject_syscall(code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0]) }?;
+        // SAFETY: as above.
+        unsafe {
+            t.inject_syscall(
+                code,
+                libc::SYS_prctl as u64,
+                [40 /* PR_GET_TID_ADDRESS */, s + 32, 0, 0, 0, 0],
+            )
+        }?;
+        // SAFETY: as above.
+        let sb = unsafe {
+            t.inject_syscall(
+                code,
+                libc::SYS_prctl as u64,
+                [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
+            )
+        }?;
         let mut buf = [0u8; 40];
         crate::sys::process_vm_readv(self.task.tid(), &mut buf, &[(s, 40)]).map_err(|source| ParasiteError::Io {
             tid,

@@ -8,12 +8,13 @@
 //! # use cryo_engine::ptrace::*;
 //! let mut t = seize(1234)?.interrupt()?;      // Stopped
 //! let regs = t.regs()?;
-//! let r = t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6])?;
+//! // SAFETY: getpid changes nothing in the task.
+//! let r = unsafe { t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6]) }?;
 //! t.detach()?;
 //! # Ok::<(), PtraceError>(())
 //! ```
-#![allow(unsafe_code)]
-
+use crate::sys::mem::{as_bytes, from_bytes};
+use crate::sys::ptrace as sys;
 use std::io;
 
 pub use libc::user_regs_struct as Regs;
@@ -42,12 +43,7 @@ pub enum PtraceError {
 pub type Result<T> = std::result::Result<T, PtraceError>;
 
 pub const PTRACE_EVENT_STOP: i32 = 128;
-const PTRACE_SEIZE: libc::c_uint = 0x4206;
-const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
-const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
-const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+use sys::{PTRACE_INTERRUPT, PTRACE_SEIZE};
 /// Suspend the tracee's seccomp filters while we inject code.
 pub const PTRACE_O_SUSPEND_SECCOMP: u64 = 1 << 21;
 pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
@@ -63,9 +59,9 @@ fn err(tid: i32, op: &'static str) -> PtraceError {
     }
 }
 
+/// A request without pointers (see [`sys::scalar`]).
 fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> libc::c_long {
-    // SAFETY: every caller passes addr/data valid for `req` (buffers owned by the caller).
-    unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) }
+    sys::scalar(req, tid, addr, data)
 }
 
 /// How a task reported to `waitpid`.
@@ -82,23 +78,18 @@ pub enum StopKind {
 /// waitpid(tid, __WALL) until it stops; exits become `TaskDied`.
 pub fn wait_stop(tid: i32) -> Result<StopKind> {
     loop {
-        let mut st: libc::c_int = 0;
-        // SAFETY: st is a valid out pointer.
-        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let (_, st) = match sys::waitpid(tid, libc::__WALL) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Err(PtraceError::TaskDied { tid }),
+            Err(e) => {
+                return Err(PtraceError::Os {
+                    tid,
+                    op: "waitpid",
+                    source: e,
+                })
             }
-            if e.raw_os_error() == Some(libc::ECHILD) {
-                return Err(PtraceError::TaskDied { tid });
-            }
-            return Err(PtraceError::Os {
-                tid,
-                op: "waitpid",
-                source: e,
-            });
-        }
+        };
         if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
             return Err(PtraceError::TaskDied { tid });
         }
@@ -118,11 +109,10 @@ pub fn wait_stop(tid: i32) -> Result<StopKind> {
 /// soon as the task is no longer ours to wait for).
 pub fn wait_exit(tid: i32) {
     for _ in 0..200 {
-        let mut st: libc::c_int = 0;
-        // SAFETY: st is a valid out pointer.
-        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
-        if r < 0 || (r == tid && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st))) {
-            return;
+        match sys::waitpid(tid, libc::__WALL | libc::WNOHANG) {
+            Err(_) => return,
+            Ok((r, st)) if r == tid && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st)) => return,
+            Ok(_) => {}
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -237,36 +227,16 @@ impl Stopped {
 
     /// General registers (NT_PRSTATUS), including fs_base/gs_base.
     pub fn regs(&self) -> Result<Regs> {
-        // SAFETY: user_regs_struct is plain data.
-        let mut r: Regs = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: (&mut r as *mut Regs).cast(),
-            iov_len: std::mem::size_of::<Regs>(),
-        };
-        if raw(
-            libc::PTRACE_GETREGSET,
-            self.tid,
-            NT_PRSTATUS,
-            &mut iov as *mut _ as usize,
-        ) < 0
-        {
+        let mut b = [0u8; std::mem::size_of::<Regs>()];
+        let mut len = 0;
+        if sys::getregset(self.tid, NT_PRSTATUS, &mut b, &mut len) < 0 {
             return Err(err(self.tid, "PTRACE_GETREGSET(NT_PRSTATUS)"));
         }
-        Ok(r)
+        Ok(from_bytes(&b).expect("sized"))
     }
 
     pub fn set_regs(&self, r: &Regs) -> Result<()> {
-        let mut iov = libc::iovec {
-            iov_base: (r as *const Regs as *mut Regs).cast(),
-            iov_len: std::mem::size_of::<Regs>(),
-        };
-        if raw(
-            libc::PTRACE_SETREGSET,
-            self.tid,
-            NT_PRSTATUS,
-            &mut iov as *mut _ as usize,
-        ) < 0
-        {
+        if sys::setregset(self.tid, NT_PRSTATUS, as_bytes(std::slice::from_ref(r))) < 0 {
             return Err(err(self.tid, "PTRACE_SETREGSET(NT_PRSTATUS)"));
         }
         Ok(())
@@ -275,35 +245,16 @@ impl Stopped {
     /// The full XSAVE area (NT_X86_XSTATE), sized from CPUID.
     pub fn xstate(&self) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; crate::sys::xsave_size()];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        if raw(
-            libc::PTRACE_GETREGSET,
-            self.tid,
-            NT_X86_XSTATE,
-            &mut iov as *mut _ as usize,
-        ) < 0
-        {
+        let mut len = 0;
+        if sys::getregset(self.tid, NT_X86_XSTATE, &mut buf, &mut len) < 0 {
             return Err(err(self.tid, "PTRACE_GETREGSET(NT_X86_XSTATE)"));
         }
-        buf.truncate(iov.iov_len);
+        buf.truncate(len);
         Ok(buf)
     }
 
     pub fn set_xstate(&self, x: &[u8]) -> Result<()> {
-        let mut iov = libc::iovec {
-            iov_base: x.as_ptr() as *mut _,
-            iov_len: x.len(),
-        };
-        if raw(
-            libc::PTRACE_SETREGSET,
-            self.tid,
-            NT_X86_XSTATE,
-            &mut iov as *mut _ as usize,
-        ) < 0
-        {
+        if sys::setregset(self.tid, NT_X86_XSTATE, x) < 0 {
             return Err(err(self.tid, "PTRACE_SETREGSET(NT_X86_XSTATE)"));
         }
         Ok(())
@@ -312,14 +263,14 @@ impl Stopped {
     /// Blocked signal mask.
     pub fn sigmask(&self) -> Result<u64> {
         let mut m: u64 = 0;
-        if raw(PTRACE_GETSIGMASK, self.tid, 8, &mut m as *mut u64 as usize) < 0 {
+        if sys::get_sigmask(self.tid, &mut m) < 0 {
             return Err(err(self.tid, "PTRACE_GETSIGMASK"));
         }
         Ok(m)
     }
 
     pub fn set_sigmask(&self, m: u64) -> Result<()> {
-        if raw(PTRACE_SETSIGMASK, self.tid, 8, &m as *const u64 as usize) < 0 {
+        if sys::set_sigmask(self.tid, &m) < 0 {
             return Err(err(self.tid, "PTRACE_SETSIGMASK"));
         }
         Ok(())
@@ -327,26 +278,11 @@ impl Stopped {
 
     /// Pending siginfos (128 bytes each) of the thread, or of the process when `shared`.
     pub fn peek_siginfo(&self, shared: bool) -> Result<Vec<[u8; 128]>> {
-        #[repr(C)]
-        struct Args {
-            off: u64,
-            flags: u32,
-            nr: i32,
-        }
         let mut out = Vec::new();
         loop {
             let mut buf = vec![[0u8; 128]; 32];
-            let a = Args {
-                off: out.len() as u64,
-                flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-                nr: 32,
-            };
-            let n = raw(
-                PTRACE_PEEKSIGINFO,
-                self.tid,
-                &a as *const Args as usize,
-                buf.as_mut_ptr() as usize,
-            );
+            let flags = if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 };
+            let n = sys::peek_siginfo(self.tid, out.len() as u64, flags, &mut buf);
             if n < 0 {
                 return Err(err(self.tid, "PTRACE_PEEKSIGINFO"));
             }
@@ -359,39 +295,23 @@ impl Stopped {
 
     /// rseq registration: (address, length, signature), or None.
     pub fn rseq(&self) -> Result<Option<(u64, u32, u32)>> {
-        #[repr(C)]
-        #[derive(Default)]
-        struct Conf {
-            abi: u64,
-            len: u32,
-            sig: u32,
-            flags: u32,
-            _pad: u32,
-        }
-        let mut c = Conf::default();
-        if raw(
-            PTRACE_GET_RSEQ_CONFIGURATION,
-            self.tid,
-            std::mem::size_of::<Conf>(),
-            &mut c as *mut Conf as usize,
-        ) < 0
-        {
+        // struct ptrace_rseq_configuration: u64 rseq_abi_pointer, u32
+        // rseq_abi_size, u32 signature, u32 flags, u32 pad.
+        let mut c = [0u8; 24];
+        if sys::get_rseq_configuration(self.tid, &mut c) < 0 {
             return Err(err(self.tid, "PTRACE_GET_RSEQ_CONFIGURATION"));
         }
-        Ok((c.abi != 0).then_some((c.abi, c.len, c.sig)))
+        let abi = u64::from_ne_bytes(c[0..8].try_into().expect("8 bytes"));
+        let len = u32::from_ne_bytes(c[8..12].try_into().expect("4 bytes"));
+        let sig = u32::from_ne_bytes(c[12..16].try_into().expect("4 bytes"));
+        Ok((abi != 0).then_some((abi, len, sig)))
     }
 
     /// PTRACE_GET_THREAD_AREA for GDT entry `idx`: `struct user_desc` as 4 words.
     pub fn thread_area(&self, idx: u32) -> Result<[u32; 4]> {
         let mut d = [0u32; 4];
         d[0] = idx;
-        if raw(
-            25, /* PTRACE_GET_THREAD_AREA */
-            self.tid,
-            idx as usize,
-            d.as_mut_ptr() as usize,
-        ) < 0
-        {
+        if sys::get_thread_area(self.tid, idx, &mut d) < 0 {
             return Err(err(self.tid, "PTRACE_GET_THREAD_AREA"));
         }
         Ok(d)
@@ -402,7 +322,7 @@ impl Stopped {
     /// past the newest.
     pub fn seccomp_filter(&self, idx: u64) -> Result<Option<Vec<u8>>> {
         let mut buf = vec![0u8; 4096 * 8];
-        let n = raw(0x420c, self.tid, idx as usize, buf.as_mut_ptr() as usize);
+        let n = sys::seccomp_get_filter(self.tid, idx, &mut buf);
         if n < 0 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
                 return Ok(None);
@@ -417,31 +337,17 @@ impl Stopped {
     /// filter (as for [`Self::seccomp_filter`]) was installed with that the
     /// kernel keeps (LOG).
     pub fn seccomp_flags(&self, idx: u64) -> Result<u32> {
-        #[repr(C)]
-        struct Meta {
-            filter_off: u64,
-            flags: u64,
-        }
-        let mut m = Meta {
-            filter_off: idx,
-            flags: 0,
-        };
-        let n = raw(
-            0x420d,
-            self.tid,
-            std::mem::size_of::<Meta>(),
-            &mut m as *mut Meta as usize,
-        );
-        if n < 0 {
+        let mut flags = 0u64;
+        if sys::seccomp_get_metadata(self.tid, idx, &mut flags) < 0 {
             return Err(err(self.tid, "PTRACE_SECCOMP_GET_METADATA"));
         }
-        Ok(m.flags as u32)
+        Ok(flags as u32)
     }
 
     /// Read a word (works on any mapping, like a debugger).
     pub fn peek(&self, addr: u64) -> Result<u64> {
-        // SAFETY: errno must be cleared to tell -1 data from an error.
-        unsafe { *libc::__errno_location() = 0 };
+        // errno must be cleared to tell -1 data from an error.
+        sys::set_errno(0);
         let v = raw(libc::PTRACE_PEEKDATA, self.tid, addr as usize, 0);
         if v == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
             return Err(err(self.tid, "PTRACE_PEEKDATA"));
@@ -450,8 +356,13 @@ impl Stopped {
     }
 
     /// Write a word (even to read-only text).
-    pub fn poke(&self, addr: u64, v: u64) -> Result<()> {
-        if raw(libc::PTRACE_POKEDATA, self.tid, addr as usize, v as usize) < 0 {
+    ///
+    /// # Safety
+    /// This writes the task's memory: see [`sys::pokedata`].
+    #[allow(unsafe_code)]
+    pub unsafe fn poke(&self, addr: u64, v: u64) -> Result<()> {
+        // SAFETY: the caller upholds pokedata's contract.
+        if unsafe { sys::pokedata(self.tid, addr, v) } < 0 {
             return Err(err(self.tid, "PTRACE_POKEDATA"));
         }
         Ok(())
@@ -497,12 +408,21 @@ impl Stopped {
     /// (any mapped address; the original bytes are put back), blocks all
     /// signals, runs, and restores registers, FPU state, signal mask and code
     /// exactly. Returns the raw result (negative errno on failure).
-    pub fn inject_syscall(&mut self, code_addr: u64, nr: u64, args: [u64; 6]) -> Result<i64> {
+    ///
+    /// # Safety
+    /// The syscall runs inside the task, with its memory and fds: the caller
+    /// must make sure it does there what the task (or the parasite in it)
+    /// expects; `code_addr` must be mapped in the task and its 3 bytes not
+    /// be run by another thread meanwhile. This process is not touched.
+    #[allow(unsafe_code)]
+    pub unsafe fn inject_syscall(&mut self, code_addr: u64, nr: u64, args: [u64; 6]) -> Result<i64> {
         let saved = Saved::take(self)?;
         let old = self.peek(code_addr)?;
         let code = (old & !0xff_ffff) | 0xcc_05_0f; // 0f 05 = syscall, cc = int3
         let res = (|| {
-            self.poke(code_addr, code)?;
+            // SAFETY: code_addr is the caller's choice (see the contract);
+            // the original word goes back below whatever happens.
+            unsafe { self.poke(code_addr, code) }?;
             let mut r = saved.regs;
             r.rip = code_addr;
             r.rax = nr;
@@ -518,7 +438,8 @@ impl Stopped {
             let after = self.cont_until_trap()?;
             Ok(after.rax as i64)
         })();
-        let restored = self.poke(code_addr, old).and_then(|_| saved.restore(self));
+        // SAFETY: puts back the word read above.
+        let restored = unsafe { self.poke(code_addr, old) }.and_then(|_| saved.restore(self));
         let rax = res?;
         restored?;
         Ok(rax)

@@ -11,17 +11,12 @@
 //! (entry and exit stops, so no instruction after it is fetched), its
 //! registers are put back, and it is let go. A stopped task is let go into
 //! its group stop, out of the restorer (see [`stop_and_detach`]).
-#![allow(unsafe_code)]
-
+use crate::sys::ptrace as sys;
 use cryo_abi::restorer::RstSlot;
 use std::collections::HashMap;
 use std::io;
 
-const PTRACE_SEIZE: libc::c_uint = 0x4206;
-const PTRACE_INTERRUPT: libc::c_uint = 0x4207;
-const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+use sys::{PTRACE_INTERRUPT, PTRACE_SEIZE};
 const PTRACE_O_TRACESYSGOOD: usize = 1;
 /// Seccomp filters restored in the blob do not apply to the rest of the
 /// restorer and to the injected munmap while the engine traces the thread.
@@ -30,9 +25,13 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const NR_RT_SIGRETURN: u64 = 15;
 const NR_MUNMAP: u64 = 11;
 
+/// A request without pointers ([`sys::scalar`]), its error naming it.
 fn pt(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
-    // SAFETY: callers pass pointers to live, correctly sized buffers (or 0).
-    let r = unsafe { libc::ptrace(req, tid, addr, data) };
+    check(req, tid, sys::scalar(req, tid, addr, data))
+}
+
+/// The result of a ptrace call: an error naming the request and thread.
+fn check(req: libc::c_uint, tid: i32, r: libc::c_long) -> io::Result<libc::c_long> {
     if r < 0 {
         Err(io::Error::other(format!(
             "ptrace({req:#x}) on {tid}: {}",
@@ -44,29 +43,24 @@ fn pt(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc:
 }
 
 fn wait(tid: i32) -> io::Result<i32> {
-    let mut st = 0;
     loop {
-        // SAFETY: plain waitpid on a traced thread.
-        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
-        if r == tid {
-            return Ok(st);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(io::Error::other(format!("waitpid({tid}): {e}")));
+        match sys::waitpid(tid, libc::__WALL) {
+            Ok((r, st)) if r == tid => return Ok(st),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(io::Error::other(format!("waitpid({tid}): {e}"))),
         }
     }
 }
 
 fn regs(tid: i32) -> io::Result<libc::user_regs_struct> {
-    // SAFETY: all-zero is a valid user_regs_struct.
-    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    pt(libc::PTRACE_GETREGS, tid, 0, &mut r as *mut _ as usize)?;
+    let mut r = sys::zero_regs();
+    check(libc::PTRACE_GETREGS, tid, sys::getregs(tid, &mut r))?;
     Ok(r)
 }
 
 fn set_regs(tid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
-    pt(libc::PTRACE_SETREGS, tid, 0, r as *const _ as usize).map(|_| ())
+    check(libc::PTRACE_SETREGS, tid, sys::setregs(tid, r)).map(|_| ())
 }
 
 /// A signal-delivery stop of `tid` for a signal sent with tgkill (si_code
@@ -74,7 +68,7 @@ fn set_regs(tid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
 /// knows the thread yet; a SIGSTOP from kill() has SI_USER).
 fn self_stop(tid: i32) -> bool {
     let mut si = [0u8; 128];
-    if pt(libc::PTRACE_GETSIGINFO, tid, 0, si.as_mut_ptr() as usize).is_err() {
+    if check(libc::PTRACE_GETSIGINFO, tid, sys::getsiginfo(tid, &mut si)).is_err() {
         return false;
     }
     i32::from_ne_bytes(si[8..12].try_into().expect("4 bytes")) == libc::SI_TKILL
@@ -93,7 +87,7 @@ fn traced_by_us(tid: i32) -> bool {
 /// (op, nr) of the current syscall stop: op 1 = entry, 2 = exit.
 fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
     let mut buf = [0u8; 88];
-    pt(PTRACE_GET_SYSCALL_INFO, tid, buf.len(), buf.as_mut_ptr() as usize)?;
+    check(sys::PTRACE_GET_SYSCALL_INFO, tid, sys::get_syscall_info(tid, &mut buf))?;
     Ok((buf[0], u64::from_le_bytes(buf[24..32].try_into().expect("8 bytes"))))
 }
 
@@ -152,8 +146,8 @@ impl Seized {
     /// Let everybody go without doing anything (error paths).
     pub fn release(&mut self) {
         for (tid, _) in self.threads.drain(..) {
-            // SAFETY: detaching a tracee of ours.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+            // Detaching a tracee of ours.
+            sys::scalar(libc::PTRACE_DETACH, tid, 0, 0);
         }
     }
 
@@ -174,18 +168,15 @@ impl Seized {
             left.extend(tids.iter().copied().filter(|t| leaders.contains(t)));
             left.retain(|&t| traced_by_us(t));
             for &tid in &left {
-                // SAFETY: scalar ptrace request on a tracee of ours.
-                unsafe { libc::ptrace(PTRACE_INTERRUPT, tid, 0, 0) };
+                sys::scalar(PTRACE_INTERRUPT, tid, 0, 0);
             }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
             while !left.is_empty() && std::time::Instant::now() < deadline {
                 left.retain(|&tid| {
-                    let mut st = 0;
-                    // SAFETY: non-blocking waitpid on a tracee of ours.
-                    let w = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
+                    let (w, st) = sys::waitpid(tid, libc::__WALL | libc::WNOHANG).unwrap_or((-1, 0));
                     if w == tid && libc::WIFSTOPPED(st) {
-                        // SAFETY: detaching a stopped tracee of ours.
-                        unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+                        // Detaching a stopped tracee of ours.
+                        sys::scalar(libc::PTRACE_DETACH, tid, 0, 0);
                     }
                     w == 0
                 });
@@ -211,16 +202,11 @@ impl Seized {
         let mut leaders_waiting: Vec<i32> = Vec::new();
         let mut held: HashMap<i32, Vec<i32>> = HashMap::new();
         while pending > 0 {
-            let mut st = 0;
-            // SAFETY: waitpid for any of our tracees.
-            let tid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
-            if tid < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(io::Error::other(format!("waitpid: {e}")));
-            }
+            let (tid, st) = match sys::waitpid(-1, libc::__WALL) {
+                Ok(r) => r,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(io::Error::other(format!("waitpid: {e}"))),
+            };
             let Some(&(_, pid)) = self.threads.iter().find(|(t, _)| *t == tid) else {
                 continue; // not a tracee (e.g. the root exiting in a test)
             };
@@ -321,8 +307,7 @@ fn stop_and_detach(leader: i32, sig: i32, others: &[i32]) -> io::Result<()> {
     if !wait_stopped(std::time::Duration::from_secs(2)) {
         // A stop signal other than SIGSTOP is dropped in an orphaned
         // process group: SIGSTOP always stops.
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(leader, libc::SIGSTOP) };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(leader), nix::sys::signal::Signal::SIGSTOP);
         if !wait_stopped(std::time::Duration::from_secs(2)) {
             for &t in others {
                 let _ = pt(libc::PTRACE_DETACH, t, 0, 0);
@@ -345,11 +330,11 @@ fn unmap_bootstrap(tid: i32, s: &RstSlot) -> io::Result<()> {
     // Signals that became deliverable with the restored mask wait until the
     // task is let go (no signal-delivery stop in the middle of the munmap).
     let mut mask: u64 = 0;
-    pt(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    check(sys::PTRACE_GETSIGMASK, tid, sys::get_sigmask(tid, &mut mask))?;
     let all: u64 = !0;
-    pt(PTRACE_SETSIGMASK, tid, 8, &all as *const u64 as usize)?;
+    check(sys::PTRACE_SETSIGMASK, tid, sys::set_sigmask(tid, &all))?;
     let res = unmap_blocked(tid, s, &saved);
-    let put_back = set_regs(tid, &saved).and_then(|_| pt(PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize));
+    let put_back = set_regs(tid, &saved).and_then(|_| check(sys::PTRACE_SETSIGMASK, tid, sys::set_sigmask(tid, &mask)));
     res?;
     put_back?;
     Ok(())

@@ -30,8 +30,6 @@
 //!   = SIGKILL until it is restored, so the whole tree goes (also when the
 //!   engine itself is SIGKILLed).
 
-#![allow(unsafe_code)]
-
 mod finish;
 pub mod layout;
 pub mod plan;
@@ -47,7 +45,7 @@ use plan::{Plan, VmaKind};
 use rsys::Forked;
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -185,7 +183,7 @@ fn rebreaks(plan: &Plan, pool: &HashMap<u32, RawFd>) -> Result<Vec<files::lock::
 pub struct TaskEnv {
     pub plan: Plan,
     pub blob: &'static Blob,
-    pub ctl: u64,
+    pub ctl: crate::sys::mem::Area,
     pub err_w: RawFd,
     pub fd_pool: HashMap<u32, RawFd>,
     pub map_pool: HashMap<u32, RawFd>,
@@ -361,15 +359,7 @@ impl RestoreCtx {
         }
         let at = layout::find_hole(&busy, RST_CTL_SIZE as u64, 0x10_0000, 0x7fe0_0000_0000)
             .ok_or_else(|| prep("control page", "no free address"))?;
-        let ctl = rsys::mmap(
-            at,
-            RST_CTL_SIZE as u64,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-        .map_err(|e| prep("control page", e))?;
+        let ctl = crate::sys::mem::Area::shared_ctl(at).map_err(|e| prep("control page", e))?;
 
         // Shared objects, all above every fd number the tasks use.
         let max_fd = plan.max_fd();
@@ -480,9 +470,8 @@ impl RestoreCtx {
 
     /// Move an fd to a number >= base and keep it until the end.
     fn keep(&mut self, fd: OwnedFd, base: RawFd) -> Result<RawFd, RestoreError> {
-        let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(base)).map_err(|e| prep("fd pool", e))?;
-        // SAFETY: fcntl returned a fresh fd we now own.
-        let owned = unsafe { OwnedFd::from_raw_fd(n) };
+        let owned = crate::sys::dup_above(&fd, base).map_err(|e| prep("fd pool", e))?;
+        let n = owned.as_raw_fd();
         self.pool.push(owned);
         Ok(n)
     }
@@ -509,10 +498,8 @@ impl RestoreCtx {
     /// Reap the helpers cryo forked (they exit once every group is joined).
     fn reap_helpers(&mut self) -> Result<(), RestoreError> {
         for pid in std::mem::take(&mut self.helpers) {
-            let mut st = 0;
-            // SAFETY: pid is our child.
-            let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-            if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
                 return Err(self.task_error().unwrap_or(RestoreError::Died {
                     pid,
                     how: "session/group helper failed".into(),
@@ -523,10 +510,7 @@ impl RestoreCtx {
     }
 
     fn ctl(&self) -> &RstCtl {
-        let env = self.env.as_ref().expect("prepared");
-        // SAFETY: the control page (RST_CTL_SIZE bytes) stays mapped in the
-        // engine; RstCtl is all atomics, which the tasks write meanwhile.
-        unsafe { &*(env.ctl as *const RstCtl) }
+        self.env.as_ref().expect("prepared").ctl.rst_ctl()
     }
 
     fn task_error(&self) -> Option<RestoreError> {
@@ -539,8 +523,9 @@ impl RestoreCtx {
         if let Some(r) = &self.err_r {
             let _ = nix::fcntl::fcntl(r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut s = String::new();
-            let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(r.as_raw_fd()) });
-            let _ = f.read_to_string(&mut s);
+            if let Ok(mut f) = r.try_clone().map(std::fs::File::from) {
+                let _ = f.read_to_string(&mut s);
+            }
             if !s.is_empty() {
                 return Some(RestoreError::Task(s.trim_end().to_string()));
             }
@@ -710,13 +695,11 @@ impl RestoreCtx {
         for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
             // Only a child of ours still running is killed: the root is
             // forked by a helper when it has one, and may not exist.
-            let mut st = 0;
-            // SAFETY: waitpid with WNOHANG, then kill + reap our own child.
-            unsafe {
-                if libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut st, 0);
-                }
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            let p = nix::unistd::Pid::from_raw(pid);
+            if let Ok(WaitStatus::StillAlive) = waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(p, None);
             }
         }
         self.pool.clear();
@@ -734,10 +717,8 @@ impl RestoreCtx {
 fn clock_warning(plan: &Plan) -> Option<String> {
     let [(sec, nsec), _] = plan.dumped_clocks?;
     let dumped = Duration::new(sec, nsec as u32);
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let now = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    let (now_s, now_ns) = crate::sys::clock_gettime(libc::CLOCK_MONOTONIC);
+    let now = Duration::new(now_s, now_ns as u32);
     (dumped > now).then(|| {
         format!(
             "{}: the set was dumped at CLOCK_MONOTONIC {:.3} s, it is {:.3} s now: the restored tasks' \
@@ -759,16 +740,12 @@ pub(crate) fn fault() -> Option<&'static str> {
 
 /// How a child exited, if it did (without reaping a live one).
 fn exited(pid: i32) -> Option<String> {
-    let mut st = 0;
-    // SAFETY: waitpid on our own child with WNOHANG.
-    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-    if r == pid {
-        if libc::WIFSIGNALED(st) {
-            return Some(format!("killed by signal {}", libc::WTERMSIG(st)));
-        }
-        return Some(format!("exit status {}", libc::WEXITSTATUS(st)));
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("killed by signal {}", sig as i32)),
+        Ok(WaitStatus::Exited(_, code)) => Some(format!("exit status {code}")),
+        _ => None,
     }
-    None
 }
 
 /// fork with a pid, waiting (bounded) while the pid is still taken. With
@@ -782,7 +759,7 @@ pub(crate) fn fork_retry_flags(pid: i32, wait: Duration, same_parent: bool, flag
     let deadline = Instant::now() + wait;
     loop {
         let r = if same_parent {
-            fork_sibling_with_pid(pid)
+            rsys::fork_sibling_with_pid(pid)
         } else {
             rsys::fork_with_pid_flags(pid, flags)
         };
@@ -808,12 +785,10 @@ impl DeadPids {
         for &pid in pids {
             match fork_retry(pid, wait, false).map_err(|e| prep(format!("stand-in for dead pid {pid}"), e))? {
                 Forked::Child => {
-                    // SAFETY: only async-signal-safe calls in the child of a fork.
-                    unsafe {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        loop {
-                            libc::pause();
-                        }
+                    // Only async-signal-safe calls in the child of a fork.
+                    let _ = rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0);
+                    loop {
+                        nix::unistd::pause();
                     }
                 }
                 Forked::Parent(p) => made.0.push(p),
@@ -826,41 +801,17 @@ impl DeadPids {
 impl Drop for DeadPids {
     fn drop(&mut self) {
         for &pid in &self.0 {
-            let mut st = 0;
-            // SAFETY: pid is our child; st is a valid out-pointer.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut st, 0);
-            }
+            let p = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(p, None);
         }
     }
 }
 
-/// clone3(CLONE_PARENT, set_tid = [pid]): a fork whose child's parent is the
-/// caller's parent (a helper forks the tasks of its session this way).
-fn fork_sibling_with_pid(pid: i32) -> std::io::Result<Forked> {
-    let tid = pid as u64;
-    // exit_signal 0: CLONE_PARENT takes the caller's.
-    let args = cryo_abi::kernel::CloneArgs {
-        flags: libc::CLONE_PARENT as u64,
-        set_tid: &tid as *const u64 as u64,
-        set_tid_size: 1,
-        ..Default::default()
-    };
-    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
-    // here with a copy of the address space, as with fork(2).
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const _, std::mem::size_of_val(&args)) };
-    match r {
-        r if r < 0 => Err(std::io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        r => Ok(Forked::Parent(r as i32)),
-    }
-}
-
 fn pid_in_use(pid: i32) -> Option<String> {
-    // SAFETY: signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+    // Signal 0 only checks for existence.
+    let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+    if matches!(r, Ok(()) | Err(nix::errno::Errno::EPERM)) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|s| format!(" by '{}'", s.trim()))
             .unwrap_or_default();
@@ -904,7 +855,7 @@ fn check_pids_free(plan: &Plan, wait: Duration) -> Result<(), RestoreError> {
 /// offsets), since the running one is moved to the dumped place.
 fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreError> {
     let Some(cur) = vdso else { return Ok(false) };
-    let cur_bytes = rsys::peek(cur.start, cur.len() as usize);
+    let cur_bytes = crate::sys::mem::read_self(cur.start, cur.len() as usize).map_err(|e| prep("running vdso", e))?;
     let cur_syms = vdso_symbols(&cur_bytes).map_err(|e| prep("running vdso", e))?;
     let mut jump = false;
     for p in &plan.procs {
@@ -1002,12 +953,12 @@ pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i3
     if detach {
         return Ok(0);
     }
-    let mut st = 0;
-    // SAFETY: the root is our child.
-    unsafe { libc::waitpid(r.root, &mut st, 0) };
-    Ok(if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        libc::WEXITSTATUS(st)
-    })
+    Ok(
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(r.root), None) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+            // As the status 0 of a failed waitpid read before.
+            _ => 0,
+        },
+    )
 }

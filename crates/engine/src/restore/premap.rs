@@ -13,9 +13,9 @@
 
 use super::layout::{self, Span, PAGE};
 use super::plan::{Proc, Vma, VmaKind};
-use super::rsys;
 use super::task::TaskError;
 use super::TaskEnv;
+use crate::sys::mem::Area;
 use std::os::fd::{AsRawFd, RawFd};
 
 /// `MAP_DROPPABLE` (Linux 6.11): a private anonymous mapping whose pages
@@ -31,6 +31,8 @@ const HUGE: u64 = 2 << 20;
 pub(crate) struct PremapVma {
     pub vma: Vma,
     pub at: u64,
+    /// The area holding the copy (the parent's for an inherited one).
+    pub area: Area,
     /// Taken from the parent's premap (through fork), not mapped here.
     pub inherited: bool,
 }
@@ -78,8 +80,13 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         return Ok(Premapped::default());
     };
     let want = wanted(env, p);
-    let from_parent =
-        |v: &Vma| -> Option<u64> { parent?.vmas.iter().find(|pv| inheritable(v, &pv.vma)).map(|pv| pv.at) };
+    let from_parent = |v: &Vma| -> Option<(u64, Area)> {
+        parent?
+            .vmas
+            .iter()
+            .find(|pv| inheritable(v, &pv.vma))
+            .map(|pv| (pv.at, pv.area))
+    };
     // Fresh copies go to one reservation that overlaps nothing mapped now
     // and no final VMA of any task (children may inherit these copies and
     // keep them where they are until their restorer moves them).
@@ -101,21 +108,26 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
     }
     let mut cursor = 0u64;
     let mut end = 0u64;
+    let mut area = None;
     if total > 0 {
         total += PAGE;
-        let base = super::task::reserve_hole(&busy, total, "the premapped memory")?;
-        cursor = base + PAGE;
-        end = base + total;
+        let a = super::task::reserve_hole(&busy, total, "the premapped memory")?;
+        cursor = a.start() + PAGE;
+        end = a.end();
+        area = Some(a);
     }
     for v in want {
-        if let Some(at) = from_parent(&v) {
+        if let Some((at, area)) = from_parent(&v) {
             out.vmas.push(PremapVma {
                 vma: v,
                 at,
+                area,
                 inherited: true,
             });
             continue;
         }
+        // Not inherited: total counted it, so the area exists.
+        let area = area.ok_or_else(|| TaskError("premap area missing (engine bug)".into()))?;
         let len = v.end - v.start;
         let mut at = cursor;
         let align = align_of(&v);
@@ -130,16 +142,17 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
             return Err(TaskError("premap area too small (engine bug)".into()));
         }
         cursor = at + len + PAGE;
-        map_one(env, &v, at)?;
+        map_one(env, &v, &area, at)?;
         out.vmas.push(PremapVma {
             vma: v,
             at,
+            area,
             inherited: false,
         });
     }
     let pages =
         std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
-    fill(pages.as_raw_fd(), &mm.pagemap.runs, &out)
+    fill(&pages, &mm.pagemap.runs, &out)
         .map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
     Ok(out)
 }
@@ -156,7 +169,7 @@ fn align_of(v: &Vma) -> u64 {
 }
 
 /// Map a fresh copy of `v` at `at`.
-fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
+fn map_one(env: &TaskEnv, v: &Vma, area: &Area, at: u64) -> Result<(), TaskError> {
     let len = v.end - v.start;
     let what = |e: std::io::Error| TaskError(format!("premapping vma {:#x}-{:#x}: {e}", v.start, v.end));
     let growsdown = v.flags as i32 & libc::MAP_GROWSDOWN;
@@ -188,7 +201,7 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
             } else {
                 0
             };
-            rsys::mmap(
+            area.map(
                 at,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
@@ -199,7 +212,7 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
             .map_err(what)?;
         }
         VmaKind::FilePrivate(id) => {
-            rsys::mmap(
+            area.map(
                 at,
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
@@ -210,7 +223,7 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
             .map_err(what)?;
         }
         VmaKind::FileShared(id) => {
-            rsys::mmap(
+            area.map(
                 at,
                 len,
                 v.prot as i32,
@@ -226,17 +239,16 @@ fn map_one(env: &TaskEnv, v: &Vma, at: u64) -> Result<(), TaskError> {
     // on madvise, forcing them makes every fault compact memory (measured:
     // a 1 GiB pread took 3-7 s instead of 1.3 s on the loaded machine).
     if v.madv & (1 << libc::MADV_HUGEPAGE) != 0 && env.thp {
-        // SAFETY: advice on our own fresh mapping.
-        unsafe { libc::madvise(at as *mut libc::c_void, len as usize, libc::MADV_HUGEPAGE) };
+        let _ = area.madvise(at, len, libc::MADV_HUGEPAGE);
     }
     Ok(())
 }
 
 /// Read the dumped pages into the premapped copies: straight into fresh
 /// ones, compared page by page into inherited ones (see the module doc).
-fn fill(fd: RawFd, runs: &[cryo_image::PageRun], pre: &Premapped) -> std::io::Result<()> {
+fn fill(fd: &std::fs::File, runs: &[cryo_image::PageRun], pre: &Premapped) -> std::io::Result<()> {
     // (destination, length, file offset) of every piece to read.
-    let mut reads: Vec<(u64, u64, u64)> = Vec::new();
+    let mut reads: Vec<Read> = Vec::new();
     for pv in &pre.vmas {
         let v = &pv.vma;
         if let VmaKind::FileShared(_) = v.kind {
@@ -262,57 +274,58 @@ fn fill(fd: RawFd, runs: &[cryo_image::PageRun], pre: &Premapped) -> std::io::Re
             }
         }
         if !pv.inherited {
-            reads.extend(covered.iter().map(|&(s, e, off)| (pv.at + (s - v.start), e - s, off)));
+            reads.extend(covered.iter().map(|&(s, e, off)| Read {
+                area: pv.area,
+                dst: pv.at + (s - v.start),
+                len: e - s,
+                off,
+            }));
             continue;
         }
         let mut at = v.start;
         for &(s, e, off) in &covered {
-            drop_pages(pv.at + (at - v.start), s - at)?;
-            merge_pages(fd, pv.at + (s - v.start), e - s, off)?;
+            drop_pages(&pv.area, pv.at + (at - v.start), s - at)?;
+            merge_pages(fd, &pv.area, pv.at + (s - v.start), e - s, off)?;
             at = e;
         }
-        drop_pages(pv.at + (at - v.start), v.end - at)?;
+        drop_pages(&pv.area, pv.at + (at - v.start), v.end - at)?;
     }
     read_pages(fd, &reads)
 }
 
 /// MADV_DONTNEED on `[addr, addr + len)` of an inherited copy: anonymous
 /// pages read back as zero, private file pages as the file's again.
-fn drop_pages(addr: u64, len: u64) -> std::io::Result<()> {
+fn drop_pages(area: &Area, addr: u64, len: u64) -> std::io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: the range is a premapped copy of ours that nothing references.
-    if unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    area.madvise(addr, len, libc::MADV_DONTNEED)
 }
 
 /// Write the pages of `[addr, addr + len)` (from `off` in the pages file)
 /// that differ from what the inherited copy holds; equal ones stay shared.
-fn merge_pages(fd: RawFd, addr: u64, len: u64, off: u64) -> std::io::Result<()> {
+fn merge_pages(fd: &std::fs::File, area: &Area, addr: u64, len: u64, off: u64) -> std::io::Result<()> {
     const CHUNK: u64 = 64 * PAGE;
     let mut buf = vec![0u8; CHUNK as usize];
+    let mut cur = vec![0u8; CHUNK as usize];
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(CHUNK);
-        let got = nix::sys::uio::pread(
-            // SAFETY: fd is the pages file, open for the whole call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            &mut buf[..n as usize],
-            (off + done) as i64,
-        )?;
+        let got = nix::sys::uio::pread(fd, &mut buf[..n as usize], (off + done) as i64)?;
         if (got as u64) < n {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "pages file is short",
             ));
         }
-        for (i, page) in buf[..n as usize].chunks(PAGE as usize).enumerate() {
-            let a = addr + done + i as u64 * PAGE;
-            if rsys::peek(a, PAGE as usize) != page {
-                rsys::poke(a, page);
+        area.read(addr + done, &mut cur[..n as usize])?;
+        for (i, (page, now)) in buf[..n as usize]
+            .chunks(PAGE as usize)
+            .zip(cur[..n as usize].chunks(PAGE as usize))
+            .enumerate()
+        {
+            if now != page {
+                area.write(addr + done + i as u64 * PAGE, page)?;
             }
         }
         done += n;
@@ -320,41 +333,76 @@ fn merge_pages(fd: RawFd, addr: u64, len: u64, off: u64) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Read the pieces, split over up to two threads when there is a lot (the
-/// fault + copy of fresh anonymous memory is CPU-bound).
-fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
-    const SPLIT_MIN: u64 = 64 << 20;
-    let total: u64 = reads.iter().map(|r| r.1).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
-    if total < SPLIT_MIN || threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
-        return reads
-            .iter()
-            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+/// One piece to read from the pages file into a premapped copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Read {
+    area: Area,
+    /// Destination address (inside `area`).
+    dst: u64,
+    len: u64,
+    /// Offset in the pages file.
+    off: u64,
+}
+
+impl Read {
+    fn run(&self, fd: RawFd) -> std::io::Result<()> {
+        self.area.pread(fd, self.dst, self.len, self.off)
     }
-    // Cut the list into two halves by bytes (pieces may be split).
+}
+
+/// Below this many bytes the pieces are read by the task alone.
+const SPLIT_MIN: u64 = 64 << 20;
+
+/// The pieces cut into two halves by bytes (pieces may be split), or None
+/// when they total less than [`SPLIT_MIN`] bytes: then no reader thread is
+/// started. (A thread matters beyond speed: glibc's first pthread_create in
+/// a process unblocks SIGCANCEL and SIGSETXID (32, 33) in the calling
+/// thread for good, and the task hands its signal mask on to the restorer,
+/// where every signal must stay blocked.)
+fn split_reads(reads: &[Read]) -> Option<(Vec<Read>, Vec<Read>)> {
+    let total: u64 = reads.iter().map(|r| r.len).sum();
+    if total < SPLIT_MIN {
+        return None;
+    }
     let half = total / 2 / PAGE * PAGE;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut acc = 0u64;
-    for &(dst, len, off) in reads {
+    for &r in reads {
         if acc >= half {
-            b.push((dst, len, off));
-        } else if acc + len <= half {
-            a.push((dst, len, off));
+            b.push(r);
+        } else if acc + r.len <= half {
+            a.push(r);
         } else {
             let k = half - acc;
-            a.push((dst, k, off));
-            b.push((dst + k, len - k, off + k));
+            a.push(Read { len: k, ..r });
+            b.push(Read {
+                dst: r.dst + k,
+                len: r.len - k,
+                off: r.off + k,
+                ..r
+            });
         }
-        acc += len;
+        acc += r.len;
     }
+    Some((a, b))
+}
+
+/// Read the pieces, split over up to two threads when there is a lot (the
+/// fault + copy of fresh anonymous memory is CPU-bound).
+fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let split = if threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
+        None
+    } else {
+        split_reads(reads)
+    };
+    let Some((a, b)) = split else {
+        return reads.iter().try_for_each(|r| r.run(fd));
+    };
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| {
-            b.iter()
-                .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off))
-        });
-        let ra = a
-            .iter()
-            .try_for_each(|&(dst, len, off)| rsys::pread_into(fd, dst, len, off));
+        let h = sc.spawn(|| b.iter().try_for_each(|r| r.run(fd)));
+        let ra = a.iter().try_for_each(|r| r.run(fd));
         let rb = h
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
@@ -365,6 +413,59 @@ fn read_pages(fd: RawFd, reads: &[(u64, u64, u64)]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn some_area() -> Area {
+        (0..64u64)
+            .find_map(|i| Area::reserve(0x5b00_0000_0000 + i * 0x100_0000, PAGE).ok())
+            .expect("a free range")
+    }
+
+    /// The split goes by the pieces' lengths, never by their addresses:
+    /// small reads at high addresses start no reader thread (a thread
+    /// would leave glibc's SIGCANCEL/SIGSETXID unblocked in the task and so
+    /// in its restorer, where a SIGEV_THREAD timer firing during the restore
+    /// is then lost).
+    #[test]
+    fn small_reads_at_high_addresses_are_not_split() {
+        let area = some_area();
+        let reads: Vec<Read> = (0..8u64)
+            .map(|i| Read {
+                area,
+                dst: 0x7f00_0000_0000 + i * 0x10_0000,
+                len: 8 * PAGE,
+                off: i * 8 * PAGE,
+            })
+            .collect();
+        assert_eq!(split_reads(&reads), None);
+    }
+
+    #[test]
+    fn large_reads_are_split_in_halves_by_bytes() {
+        let area = some_area();
+        let big = SPLIT_MIN;
+        let reads = [
+            Read {
+                area,
+                dst: 0x1000_0000,
+                len: big,
+                off: 0,
+            },
+            Read {
+                area,
+                dst: 0x9000_0000,
+                len: 2 * PAGE,
+                off: big,
+            },
+        ];
+        let (a, b) = split_reads(&reads).expect("split");
+        let half = (big + 2 * PAGE) / 2 / PAGE * PAGE;
+        assert_eq!(a.iter().map(|r| r.len).sum::<u64>(), half);
+        assert_eq!(a.iter().chain(&b).map(|r| r.len).sum::<u64>(), big + 2 * PAGE);
+        // The first piece is cut where the halves meet, file offset with it.
+        assert_eq!(b[0].dst, 0x1000_0000 + half);
+        assert_eq!(b[0].off, half);
+        assert_eq!(b[1], reads[1]);
+    }
 
     fn vma(start: u64, end: u64, kind: VmaKind, flags: u32) -> Vma {
         Vma {

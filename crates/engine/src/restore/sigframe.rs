@@ -99,10 +99,8 @@ impl XsaveLayout {
         if !osxsave {
             return XsaveLayout { xcr0: 3, comps };
         }
-        let (lo, hi): (u32, u32);
-        // SAFETY: XGETBV(0) is allowed in user mode when OSXSAVE is set.
-        unsafe { std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-        let xcr0 = (hi as u64) << 32 | lo as u64;
+        // OSXSAVE is set (checked above).
+        let xcr0 = crate::sys::xcr0().unwrap_or(3);
         for (i, c) in comps.iter_mut().enumerate().skip(2) {
             if xcr0 & (1 << i) != 0 {
                 let r = std::arch::x86_64::__cpuid_count(0xd, i as u32);

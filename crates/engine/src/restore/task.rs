@@ -6,14 +6,13 @@
 //! The task is a copy of the (single-threaded) engine, so ordinary Rust code
 //! runs here; it never returns: it either becomes the restored process or
 //! reports its error and exits.
-#![allow(unsafe_code)]
-
 use super::layout::{self, page_up, Span, PAGE};
 use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
 use super::premap::{self, Premapped};
 use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
+use crate::sys::mem::{as_bytes, Area};
 use cryo_abi::restorer::*;
 use std::io::Write;
 use std::os::fd::RawFd;
@@ -30,26 +29,15 @@ impl<E: std::fmt::Display> From<(&str, E)> for TaskError {
 
 /// Reserve `total` bytes of PROT_NONE address space in a hole that no span
 /// of `busy` overlaps, for `what` (named in the error); returns its start.
-pub(crate) fn reserve_hole(busy: &[layout::Span], total: u64, what: &str) -> Result<u64, TaskError> {
+pub(crate) fn reserve_hole(busy: &[layout::Span], total: u64, what: &str) -> Result<Area, TaskError> {
     let base = layout::find_hole(busy, total, 0x10_0000, 0x7ff0_0000_0000)
         .ok_or_else(|| TaskError(format!("no hole of {total} bytes for {what} in the address space")))?;
-    rsys::mmap(
-        base,
-        total,
-        libc::PROT_NONE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
-        -1,
-        0,
-    )
-    .map_err(|e| TaskError(format!("reserving {what}: {e}")))?;
-    Ok(base)
+    Area::reserve(base, total).map_err(|e| TaskError(format!("reserving {what}: {e}")))
 }
 
-fn ctl(env: &TaskEnv) -> &'static RstCtl {
-    // SAFETY: the control page (RST_CTL_SIZE bytes) is mapped at env.ctl in
-    // every task for as long as they run engine code; RstCtl is all atomics,
-    // which the other tasks write meanwhile.
-    unsafe { &*(env.ctl as *const RstCtl) }
+/// The control page, shared by the engine and every task.
+fn ctl(env: &TaskEnv) -> &RstCtl {
+    env.ctl.rst_ctl()
 }
 
 /// Report an error for `pid` to the engine and exit.
@@ -62,17 +50,28 @@ fn die(env: &TaskEnv, pid: i32, e: TaskError) -> ! {
         c.err_stage.store(0, Ordering::SeqCst);
         c.err_code.store(0, Ordering::SeqCst);
         let msg = format!("pid {pid}: {}\n", e.0);
-        // SAFETY: err_w is the engine's error pipe, open in every task until the jump.
-        let mut f =
-            std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(env.err_w) });
-        let _ = f.write_all(msg.as_bytes());
+        // err_w is the engine's error pipe, open in every task until the jump.
+        let _ = write_all_fd(env.err_w, msg.as_bytes());
     }
     c.go.store(GO_ABORT, Ordering::SeqCst);
     rsys::futex_wake(&c.go);
     c.ready.fetch_add(1 << 24, Ordering::SeqCst);
     rsys::futex_wake(&c.ready);
-    // SAFETY: leave without running destructors or atexit handlers of the engine copy.
-    unsafe { libc::_exit(1) }
+    // Leave without running destructors or atexit handlers of the engine copy.
+    rsys::exit_now(1)
+}
+
+/// write(2) all of `buf` to an fd number (as `File::write_all` does).
+fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match rsys::write_fd(fd, buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn wait_counter(w: &AtomicU32, target: u32, env: &TaskEnv) {
@@ -82,8 +81,8 @@ fn wait_counter(w: &AtomicU32, target: u32, env: &TaskEnv) {
             return;
         }
         if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
-            // SAFETY: as in die().
-            unsafe { libc::_exit(1) };
+            // As in die().
+            rsys::exit_now(1);
         }
         let _ = rsys::futex_wait(w, v, 100);
     }
@@ -124,21 +123,13 @@ impl FdtWait {
             .unwrap_or(0)
             .max(env.exe_fd_target)
             + 1;
-        let mut p = [0; 2];
-        // SAFETY: p is a valid out-array of two ints.
-        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(("pipe (shared fd table)", std::io::Error::last_os_error()).into());
-        }
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| TaskError::from(("pipe (shared fd table)", std::io::Error::from(e))))?;
         let mut up = [0; 2];
-        for i in 0..2 {
-            // SAFETY: p[i] is our fd; scalar arguments.
-            up[i] = unsafe { libc::fcntl(p[i], libc::F_DUPFD_CLOEXEC, above) };
-            let e = std::io::Error::last_os_error();
-            // SAFETY: closing our own temporary fd.
-            unsafe { libc::close(p[i]) };
-            if up[i] < 0 {
-                return Err(("pipe (shared fd table): moving it up", e).into());
-            }
+        // Each temporary end is closed when dropped, after its move up.
+        for (i, p) in [r, w].into_iter().enumerate() {
+            up[i] = nix::fcntl::fcntl(&p, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+                .map_err(|e| TaskError::from(("pipe (shared fd table): moving it up", std::io::Error::from(e))))?;
         }
         Ok(FdtWait {
             rd: up[0],
@@ -155,33 +146,35 @@ impl FdtWait {
             if ctl(env).go.load(Ordering::SeqCst) == GO_ABORT {
                 return Err(TaskError("restore aborted (a task sharing the fd table failed)".into()));
             }
-            let mut pfd = libc::pollfd {
-                fd: self.rd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: pfd is one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            if !rsys::poll_in(self.rd, 100).unwrap_or(false) {
                 continue;
             }
             let mut b = [0u8; 16];
-            // SAFETY: b is a valid buffer of its length.
-            let r = unsafe { libc::read(self.rd, b.as_mut_ptr().cast(), b.len().min(self.n - got)) };
-            if r > 0 {
-                got += r as usize;
+            let n = b.len().min(self.n - got);
+            if let Ok(r) = rsys::read_fd(self.rd, &mut b[..n]) {
+                got += r;
             }
         }
         Ok(())
     }
 }
 
+/// getpgid(0), the caller's process group (it cannot fail for the caller).
+fn getpgid_self() -> i32 {
+    nix::unistd::getpgid(None).map_or(-1, |p| p.as_raw())
+}
+
 /// Tell the parent (see [`FdtWait`]) this task is done with the shared table.
 fn fdt_signal(wr: RawFd) -> Result<(), TaskError> {
-    // SAFETY: writing one byte from a valid buffer to the parent's pipe.
-    if unsafe { libc::write(wr, b"x".as_ptr().cast(), 1) } != 1 {
-        return Err(("pipe (shared fd table)", std::io::Error::last_os_error()).into());
+    match rsys::write_fd(wr, b"x") {
+        Ok(1) => Ok(()),
+        Ok(_) => Err((
+            "pipe (shared fd table)",
+            std::io::Error::from(std::io::ErrorKind::WriteZero),
+        )
+            .into()),
+        Err(e) => Err(("pipe (shared fd table)", e).into()),
     }
-    Ok(())
 }
 
 /// Fork what `forker` creates (a tree pid, a helper's pid, or 0 for cryo):
@@ -207,12 +200,14 @@ pub(crate) fn fork_items(
                 helpers.push(pid);
                 // A group helper leads its group before any member can be
                 // forked (the parent sets it, so there is no race).
-                // SAFETY: scalar arguments; pid is our child, in our session.
-                if !h.session && unsafe { libc::setpgid(pid, pid) } < 0 {
-                    return Err(TaskError(format!(
-                        "helper {pid}: setpgid (group leader): {}",
-                        std::io::Error::last_os_error()
-                    )));
+                if !h.session {
+                    let p = nix::unistd::Pid::from_raw(pid);
+                    nix::unistd::setpgid(p, p).map_err(|e| {
+                        TaskError(format!(
+                            "helper {pid}: setpgid (group leader): {}",
+                            std::io::Error::from(e)
+                        ))
+                    })?;
                 }
             }
         }
@@ -226,8 +221,7 @@ pub(crate) fn fork_items(
         ),
         None => (plan.children(forker).filter(|c| !via_helper(c.pid)).collect(), false),
     };
-    // SAFETY: getppid has no preconditions.
-    let parent = if sibling { unsafe { libc::getppid() } } else { me };
+    let parent = if sibling { nix::unistd::getppid().as_raw() } else { me };
     let mut fdt: Option<FdtWait> = None;
     for c in tasks {
         // The plan refuses a shared table for tasks forked by a helper; a
@@ -257,10 +251,8 @@ pub(crate) fn fork_items(
 /// Reap helpers once every group is joined (they exit then).
 fn reap_helpers(pids: &[i32]) -> Result<(), TaskError> {
     for &pid in pids {
-        let mut st = 0;
-        // SAFETY: pid is our child; st is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
             return Err(TaskError(format!("helper {pid} (session/group) failed")));
         }
     }
@@ -277,21 +269,19 @@ fn helper_main(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premappe
 
 fn helper_run(env: &TaskEnv, h: &Helper, parent: i32, inherit: Option<&Premapped>) -> Result<Never, TaskError> {
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent {
+    if nix::unistd::getppid().as_raw() != parent {
         return Err(TaskError("parent died during restore".into()));
     }
-    // SAFETY: setsid has no memory-safety preconditions.
-    if h.session && unsafe { libc::setsid() } < 0 {
-        return Err(("setsid (session helper)", std::io::Error::last_os_error()).into());
+    if h.session {
+        nix::unistd::setsid().map_err(|e| TaskError::from(("setsid (session helper)", std::io::Error::from(e))))?;
     }
     let mut kids = Vec::new();
     fork_items(env, h.pid, h.pid, &mut kids, inherit)?;
     // Stay until every task has joined its group (the end of round 2).
     wait_counter(&ctl(env).forked, 3 * env.plan.procs.len() as u32, env);
     reap_helpers(&kids)?;
-    // SAFETY: leave without running destructors of the engine copy.
-    unsafe { libc::_exit(0) }
+    // Leave without running destructors of the engine copy.
+    rsys::exit_now(0)
 }
 
 fn run(
@@ -303,16 +293,12 @@ fn run(
 ) -> Result<Never, TaskError> {
     // Die with the parent (the engine or the parent task) until restored.
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent {
+    if nix::unistd::getppid().as_raw() != parent {
         return Err(TaskError("parent died during restore".into()));
     }
     let is_root = p.pid == env.plan.root().pid;
     if p.sid == p.pid && !(is_root && env.shell_job) {
-        // SAFETY: setsid has no memory-safety preconditions.
-        if unsafe { libc::setsid() } < 0 {
-            return Err(("setsid", std::io::Error::last_os_error()).into());
-        }
+        nix::unistd::setsid().map_err(|e| TaskError::from(("setsid", std::io::Error::from(e))))?;
         // Its controlling terminal, before any child is forked (they
         // inherit it).
         if let Some(&(fd, _)) = env.ctty.get(&p.pid) {
@@ -335,26 +321,17 @@ fn run(
     rsys::futex_wake(&c.forked);
     wait_counter(&c.forked, nprocs, env);
     let skip_groups = is_root && env.shell_job;
-    // SAFETY: scalar argument.
-    if p.pgid == p.pid && !skip_groups && unsafe { libc::getpgid(0) } != p.pid {
-        // SAFETY: scalar arguments.
-        if unsafe { libc::setpgid(0, 0) } < 0 {
-            return Err(("setpgid (group leader)", std::io::Error::last_os_error()).into());
-        }
+    if p.pgid == p.pid && !skip_groups && getpgid_self() != p.pid {
+        let zero = nix::unistd::Pid::from_raw(0);
+        nix::unistd::setpgid(zero, zero)
+            .map_err(|e| TaskError::from(("setpgid (group leader)", std::io::Error::from(e))))?;
     }
     c.forked.fetch_add(1, Ordering::SeqCst);
     rsys::futex_wake(&c.forked);
     wait_counter(&c.forked, 2 * nprocs, env);
-    // SAFETY: scalar argument.
-    if p.pgid != p.pid && !skip_groups && unsafe { libc::getpgid(0) } != p.pgid {
-        // SAFETY: scalar arguments.
-        if unsafe { libc::setpgid(0, p.pgid) } < 0 {
-            return Err(TaskError(format!(
-                "joining process group {}: {}",
-                p.pgid,
-                std::io::Error::last_os_error()
-            )));
-        }
+    if p.pgid != p.pid && !skip_groups && getpgid_self() != p.pgid {
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(p.pgid))
+            .map_err(|e| TaskError(format!("joining process group {}: {}", p.pgid, std::io::Error::from(e))))?;
     }
     // Joined: the helpers may go (they wait for every task's third count).
     c.forked.fetch_add(1, Ordering::SeqCst);
@@ -367,13 +344,8 @@ fn run(
     {
         if pgrp != 0 && pgrp != p.pgid {
             wait_counter(&c.forked, 3 * nprocs, env);
-            // SAFETY: TIOCSPGRP reads one pid_t from a valid pointer.
-            if unsafe { libc::ioctl(fd, libc::TIOCSPGRP, &pgrp as *const i32) } < 0 {
-                return Err(TaskError(format!(
-                    "TIOCSPGRP {pgrp} (foreground group of its terminal): {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
+            rsys::tcsetpgrp(fd, pgrp)
+                .map_err(|e| TaskError(format!("TIOCSPGRP {pgrp} (foreground group of its terminal): {e}")))?;
         }
     }
     reap_helpers(&helpers)?;
@@ -393,27 +365,19 @@ fn run(
         rsys::futex_wake(&c.done);
         let st = p.exit_code as i32;
         if libc::WIFSIGNALED(st) {
-            // SAFETY: default action for a fatal signal; unblock it first.
-            unsafe {
-                libc::signal(libc::WTERMSIG(st), libc::SIG_DFL);
-                rsys::set_sigmask(0);
-                libc::kill(libc::getpid(), libc::WTERMSIG(st));
-            }
+            // Default action for a fatal signal; unblocked first.
+            rsys::die_by_signal(libc::WTERMSIG(st));
         }
-        // SAFETY: leave without destructors.
-        unsafe { libc::_exit(libc::WEXITSTATUS(st)) };
+        // Leave without destructors.
+        rsys::exit_now(libc::WEXITSTATUS(st));
     }
 
-    // SAFETY: scalar argument.
-    unsafe { libc::umask(p.umask as libc::mode_t) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_retain(p.umask as libc::mode_t));
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| TaskError(format!("oom_score_adj {adj}: {e}")))?;
     }
-    // SAFETY: scalar argument.
-    if unsafe { libc::personality(p.personality as libc::c_ulong) } < 0 {
-        return Err(("personality", std::io::Error::last_os_error()).into());
-    }
+    rsys::personality(p.personality as u64).map_err(|e| TaskError::from(("personality", e)))?;
     // The image lists signals 1..=64 without SIGKILL and SIGSTOP.
     let sigs = (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP);
     for (sig, sa) in sigs.zip(&p.sigactions) {
@@ -427,7 +391,7 @@ fn run(
     // the threads it creates keep: register here, before any seccomp filter.
     p.membarrier.register().map_err(TaskError)?;
 
-    let (entry, stack, args) = prepare_memory(env, p, &pre)?;
+    let (boot, entry, stack, args) = prepare_memory(env, p, &pre)?;
     let proc_files = open_proc_files(env, p)?;
     // Root first, then cwd, once nothing else needs /proc/self  (the new
     // root may have no /proc); cwd (which may lie outside the new root: it is
@@ -451,13 +415,7 @@ fn run(
     }
     if let Some(cwd) = p.cwd {
         let fd = dir_fd(cwd)?;
-        // SAFETY: fd is an open O_PATH directory fd of the pool.
-        if unsafe { libc::fchdir(fd) } < 0 {
-            return Err(TaskError(format!(
-                "chdir (file id {cwd}): {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        rsys::fchdir(fd).map_err(|e| TaskError(format!("chdir (file id {cwd}): {e}")))?;
     }
     // The children sharing this fd table are done with the pool first.
     if let Some(w) = &fdt {
@@ -478,27 +436,11 @@ fn run(
     // rlimits last among the engine's steps (a low RLIMIT_NOFILE must not
     // break the fd setup above).
     for (i, &(cur, max)) in p.rlimits.iter().enumerate() {
-        let rl = libc::rlimit {
-            rlim_cur: cur,
-            rlim_max: max,
-        };
-        // SAFETY: rl is a valid rlimit.
-        if unsafe { libc::setrlimit(i as _, &rl) } < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = rsys::setrlimit(i as i32, cur, max) {
             // Raising a hard limit needs CAP_SYS_RESOURCE: keep the current
             // hard limit and report nothing worse than that.
-            let mut curr = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: valid out-pointer.
-            unsafe { libc::getrlimit(i as _, &mut curr) };
-            let rl2 = libc::rlimit {
-                rlim_cur: cur.min(curr.rlim_max),
-                rlim_max: curr.rlim_max,
-            };
-            // SAFETY: rl2 is a valid rlimit.
-            if max > curr.rlim_max && unsafe { libc::setrlimit(i as _, &rl2) } == 0 {
+            let (_, hard) = rsys::getrlimit(i as i32);
+            if max > hard && rsys::setrlimit(i as i32, cur.min(hard), hard).is_ok() {
                 continue;
             }
             return Err(TaskError(format!("rlimit {i} ({cur}/{max}): {e}")));
@@ -510,8 +452,9 @@ fn run(
     // The error pipe goes away with the fd setup; from here on errors are
     // reported through the control page by the restorer.
     rsys::rseq_unregister();
-    // SAFETY: entry/stack/args were built by prepare_memory in the bootstrap mapping.
-    unsafe { rsys::jump_to_restorer(entry, stack, args) }
+    // Leave Rust for the blob (every signal blocked: see enter_restorer).
+    let e = rsys::enter_restorer(&boot, entry, stack, args);
+    Err(("entering the restorer", e).into())
 }
 
 /// Set the audit loginuid of this task (inherited from cryo) to the dumped
@@ -585,7 +528,91 @@ impl Boot {
     }
 }
 
-fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64, u64), TaskError> {
+/// The bootstrap area of a task, sized and reserved: the relocated blob,
+/// then (after a guard page) the arguments and one stack and sigframe per
+/// thread, then the scratch area for moving the kernel mappings.
+struct Bootstrap {
+    area: Area,
+    boot: Boot,
+    /// The current vvar*/vdso mappings.
+    cur_k: Vec<Span>,
+    /// (current, dumped) place of each kernel mapping, None to drop them.
+    kplan: Option<Vec<(Span, Span)>>,
+    blob_len: u64,
+    args_len: u64,
+    fsize: u64,
+    scratch: u64,
+}
+
+/// Where the pieces of the bootstrap were mapped.
+struct BootMaps {
+    blob_at: u64,
+    rw_at: u64,
+    rw_len: u64,
+    scratch_at: u64,
+}
+
+/// Lay the restorer's memory out and write it (the blob, its arguments,
+/// the sigframes); returns the bootstrap area, the blob's entry, the first
+/// thread's stack top and the arguments' address.
+fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(Area, u64, u64, u64), TaskError> {
+    let mm = p.mm.as_ref().expect("live task has mm");
+    let mut bs = reserve_bootstrap(env, p, pre)?;
+    let maps = map_bootstrap(env, p, &mut bs)?;
+    let premap: Vec<&super::plan::Vma> = pre.vmas.iter().map(|pv| &pv.vma).collect();
+
+    // The premapped copies move into place in the restorer.
+    let mut moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
+    if env.vdso_jump {
+        patch_vdso(env, pre, &premap, &moves, bs.kplan.as_deref())?;
+    }
+    // Guards (MADV_GUARD_INSTALL) once every VMA is in place.
+    moves.extend(mm.guards.iter().map(|&(s, e)| RstVma {
+        src: s,
+        dst: s,
+        len: e - s,
+        prot: 0,
+        madv: MADV_BIT_GUARD,
+    }));
+
+    let mut a = base_args(env, p, &moves, &maps);
+    let km = kernel_moves(bs.kplan.as_deref(), maps.scratch_at)?;
+    a.nr_kmaps = km.len() as u32;
+    a.kmaps[..km.len()].copy_from_slice(&km);
+    let keep = keep_list(env, &bs, &maps, &moves, km.len());
+    a.nr_keep = keep.len() as u32;
+    a.mm = mm_map(&mm.entry, env.exe_fd_target);
+    // In a table shared with the parent, the parent's restorer closes it.
+    a.close_fds[0] = if p.shares_parent_fds { -1 } else { env.exe_fd_target };
+
+    let mut rw = Args {
+        area: bs.area,
+        boot: Boot {
+            base: maps.rw_at,
+            cursor: maps.rw_at,
+            end: maps.rw_at + maps.rw_len,
+        },
+    };
+    let args_at = rw.boot.take(std::mem::size_of::<RstArgs>() as u64, 64)?;
+    a.vmas = rw.put(as_bytes(&moves), 16)?;
+    a.keep = rw.put(as_bytes(&keep), 16)?;
+    let auxv: Vec<u8> = mm.entry.mm_saved_auxv.iter().flat_map(|x| x.to_le_bytes()).collect();
+    a.mm.auxv = rw.put(&auxv, 16)?;
+    let shared: Vec<RstSiginfo> = p.shared_signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
+    a.shared_siginfo = rw.put(as_bytes(&shared), 16)?;
+    a.posix_timers = rw.put(as_bytes(&p.posix_timers), 16)?;
+    let threads = write_threads(env, p, &mut rw, bs.fsize)?;
+    a.threads = rw.put(as_bytes(&threads), 16)?;
+    rw.write(args_at, as_bytes(std::slice::from_ref(&a)))?;
+    publish_slot(env, p, &maps, bs.scratch)?;
+    let _ = bs.boot.base;
+    let entry = maps.blob_at + env.blob.entry as u64;
+    Ok((bs.area, entry, threads[0].stack_top, args_at))
+}
+
+/// Size the bootstrap area of `p` and reserve it in a hole that no mapping
+/// of the engine and no final VMA of the task overlaps.
+fn reserve_bootstrap(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<Bootstrap, TaskError> {
     let mm = p.mm.as_ref().expect("live task has mm");
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| ("reading /proc/self/maps", e))?;
     let maps = layout::parse_maps(&maps).map_err(|e| ("parsing /proc/self/maps", e))?;
@@ -600,16 +627,16 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         .collect();
     let kplan = plan_kmaps(env, p, &cur_k, &mut busy)?;
 
-    let premap: Vec<&super::plan::Vma> = pre.vmas.iter().map(|pv| &pv.vma).collect();
+    let npremap = pre.vmas.len() as u64;
     let nthreads = p.threads.len() as u64;
     let fsize = page_up(sigframe::frame_size(&env.xsave) as u64 + 64);
     // The keep list: the premapped copies, the kernel mappings and a few more.
-    let nkeep = premap.len() as u64 + cur_k.len() as u64 + 16;
+    let nkeep = npremap + cur_k.len() as u64 + 16;
     let args_len = page_up(
         std::mem::size_of::<RstArgs>() as u64
             + 64
             + nthreads * (std::mem::size_of::<RstThread>() + std::mem::size_of::<RstCreds>()) as u64
-            + (premap.len() + mm.guards.len()) as u64 * std::mem::size_of::<RstVma>() as u64
+            + (npremap + mm.guards.len() as u64) * std::mem::size_of::<RstVma>() as u64
             + nkeep * std::mem::size_of::<RstRange>() as u64
             + (p.shared_signals.len() + p.threads.iter().map(|t| t.signals.len()).sum::<usize>()) as u64 * 128
             + p.posix_timers.len() as u64 * std::mem::size_of::<RstPosixTimer>() as u64
@@ -620,63 +647,71 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
     let blob_len = page_up(env.blob.mem_size as u64);
     let scratch: u64 = cur_k.iter().map(|s| s.len() + PAGE).sum();
     let total = blob_len + args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE) + scratch + 4 * PAGE;
-    let base = reserve_hole(&busy, total, "the restorer's bootstrap area")?;
-    let mut boot = Boot {
-        base,
-        cursor: base,
-        end: base + total,
-    };
-
-    // The blob, relocated.
-    let blob_at = boot.take(blob_len, PAGE)?;
-    rsys::mmap(
-        blob_at,
+    let area = reserve_hole(&busy, total, "the restorer's bootstrap area")?;
+    let base = area.start();
+    Ok(Bootstrap {
+        area,
+        boot: Boot {
+            base,
+            cursor: base,
+            end: base + total,
+        },
+        cur_k,
+        kplan,
         blob_len,
-        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-        -1,
-        0,
-    )
-    .map_err(|e| ("mapping the restorer", e))?;
-    rsys::poke(blob_at, &env.blob.relocated(blob_at));
+        args_len,
+        fsize,
+        scratch,
+    })
+}
+
+/// Map the relocated blob and the read-write part of the bootstrap; place
+/// the scratch area.
+fn map_bootstrap(env: &TaskEnv, p: &Proc, bs: &mut Bootstrap) -> Result<BootMaps, TaskError> {
+    let nthreads = p.threads.len() as u64;
+    let boot = &mut bs.boot;
+    let blob_at = boot.take(bs.blob_len, PAGE)?;
+    bs.area
+        .map(
+            blob_at,
+            bs.blob_len,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .map_err(|e| ("mapping the restorer", e))?;
+    bs.area
+        .write(blob_at, &env.blob.relocated(blob_at))
+        .map_err(|e| ("writing the restorer", e))?;
     boot.cursor += PAGE;
-    let rw_at = boot.take(args_len + nthreads * (RST_STACK_SIZE as u64 + fsize + PAGE), PAGE)?;
+    let rw_at = boot.take(bs.args_len + nthreads * (RST_STACK_SIZE as u64 + bs.fsize + PAGE), PAGE)?;
     let rw_len = boot.cursor - rw_at;
-    rsys::mmap(
+    bs.area
+        .map(
+            rw_at,
+            rw_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .map_err(|e| ("mapping the restorer's arguments", e))?;
+    boot.cursor += PAGE;
+    let scratch_at = boot.take(bs.scratch.max(PAGE), PAGE)?;
+    boot.cursor += PAGE;
+    Ok(BootMaps {
+        blob_at,
         rw_at,
         rw_len,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-        -1,
-        0,
-    )
-    .map_err(|e| ("mapping the restorer's arguments", e))?;
-    let mut rw = Boot {
-        base: rw_at,
-        cursor: rw_at,
-        end: rw_at + rw_len,
-    };
-    boot.cursor += PAGE;
-    let scratch_at = boot.take(scratch.max(PAGE), PAGE)?;
-    boot.cursor += PAGE;
+        scratch_at,
+    })
+}
 
-    // The premapped copies move into place in the restorer.
-    let mut moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
-    if env.vdso_jump {
-        patch_vdso(env, &premap, &moves, kplan.as_deref())?;
-    }
-
-    // Guards (MADV_GUARD_INSTALL) once every VMA is in place.
-    moves.extend(mm.guards.iter().map(|&(s, e)| RstVma {
-        src: s,
-        dst: s,
-        len: e - s,
-        prot: 0,
-        madv: MADV_BIT_GUARD,
-    }));
-
-    // Arguments.
-    let mut a = RstArgs {
+/// The restorer's arguments without the tables (filled in by the caller).
+fn base_args(env: &TaskEnv, p: &Proc, moves: &[RstVma], maps: &BootMaps) -> RstArgs {
+    let mm = p.mm.as_ref().expect("live task has mm");
+    RstArgs {
         magic: RST_MAGIC,
         abi_version: RST_ABI_VERSION,
         nr_threads: p.threads.len() as u32,
@@ -690,7 +725,7 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         keep: 0,
         shared_siginfo: 0,
         posix_timers: 0,
-        ctl: env.ctl,
+        ctl: env.ctl.start(),
         nr_kmaps: 0,
         dumpable: mm.entry.dumpable.unwrap_or(-1),
         kmaps: [RstVma::default(); RST_MAX_KMAPS],
@@ -698,8 +733,8 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         itimers: p.itimers,
         close_fds: [-1; 4],
         bootstrap: RstRange {
-            start: blob_at,
-            len: rw_at + rw_len - blob_at,
+            start: maps.blob_at,
+            len: maps.rw_at + maps.rw_len - maps.blob_at,
         },
         thp_disabled: mm.entry.thp_disabled.map_or(-1, |b| b as i32),
         child_subreaper: p.child_subreaper as i32,
@@ -709,11 +744,14 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             0
         },
         _pad: 0,
-    };
-    // Kernel mappings: straight to the target, or via the scratch area when
-    // the current and dumped places overlap.
+    }
+}
+
+/// The moves of the kernel mappings: straight to the target, or via the
+/// scratch area when the current and dumped places overlap.
+fn kernel_moves(kplan: Option<&[(Span, Span)]>, scratch_at: u64) -> Result<Vec<RstVma>, TaskError> {
     let mut km = Vec::new();
-    if let Some(kp) = &kplan {
+    if let Some(kp) = kplan {
         let overlap = kp
             .iter()
             .any(|(c, t)| kp.iter().any(|(c2, _)| t.overlaps(c2) && c2 != c) || (t.overlaps(c) && t != c));
@@ -758,44 +796,46 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             km.len()
         )));
     }
-    a.nr_kmaps = km.len() as u32;
-    a.kmaps[..km.len()].copy_from_slice(&km);
+    Ok(km)
+}
 
-    // Keep: the bootstrap reservation, the control page, the kernel mappings
-    // if they are to be moved.
+/// What the restorer keeps mapped: the bootstrap reservation, the control
+/// page, the kernel mappings if they are to be moved, the premapped copies.
+fn keep_list(env: &TaskEnv, bs: &Bootstrap, maps: &BootMaps, moves: &[RstVma], nkm: usize) -> Vec<RstRange> {
     let mut keep = vec![
         RstRange {
-            start: blob_at,
-            len: rw_at + rw_len - blob_at,
+            start: maps.blob_at,
+            len: maps.rw_at + maps.rw_len - maps.blob_at,
         },
         RstRange {
-            start: env.ctl,
+            start: env.ctl.start(),
             len: RST_CTL_SIZE as u64,
         },
     ];
-    if km.len() > kplan.as_ref().map_or(0, |k| k.len()) {
+    if nkm > bs.kplan.as_ref().map_or(0, |k| k.len()) {
         // Two-step move of the kernel mappings through the scratch area.
         keep.push(RstRange {
-            start: scratch_at,
-            len: scratch,
+            start: maps.scratch_at,
+            len: bs.scratch,
         });
     }
     keep.extend(moves.iter().filter(|m| m.madv & MADV_BIT_GUARD == 0).map(|m| RstRange {
         start: m.src,
         len: m.len,
     }));
-    if kplan.is_some() {
-        keep.extend(cur_k.iter().map(|s| RstRange {
+    if bs.kplan.is_some() {
+        keep.extend(bs.cur_k.iter().map(|s| RstRange {
             start: s.start,
             len: s.len(),
         }));
     }
     keep.sort_by_key(|k| k.start);
-    a.nr_keep = keep.len() as u32;
+    keep
+}
 
-    let e = &mm.entry;
-    let exe_fd = env.exe_fd_target;
-    a.mm = PrctlMmMap {
+/// PR_SET_MM_MAP's argument (the auxv address is filled in once written).
+fn mm_map(e: &cryo_image::pb::MmEntry, exe_fd: RawFd) -> PrctlMmMap {
+    PrctlMmMap {
         start_code: e.mm_start_code,
         end_code: e.mm_end_code,
         start_data: e.mm_start_data,
@@ -810,23 +850,33 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         auxv: 0,
         auxv_size: (e.mm_saved_auxv.len() * 8) as u32,
         exe_fd: exe_fd as u32,
-    };
-    // In a table shared with the parent, the parent's restorer closes it.
-    a.close_fds[0] = if p.shares_parent_fds { -1 } else { exe_fd };
+    }
+}
 
-    let put = |rw: &mut Boot, bytes: &[u8], align: u64| -> Result<u64, TaskError> {
-        let at = rw.take(bytes.len().max(1) as u64, align)?;
-        rsys::poke(at, bytes);
+/// The read-write part of the bootstrap, filled front to back.
+struct Args {
+    area: Area,
+    boot: Boot,
+}
+
+impl Args {
+    /// Place `bytes` at the next `align`ed address; returns it.
+    fn put(&mut self, bytes: &[u8], align: u64) -> Result<u64, TaskError> {
+        let at = self.boot.take(bytes.len().max(1) as u64, align)?;
+        self.write(at, bytes)?;
         Ok(at)
-    };
-    let args_at = rw.take(std::mem::size_of::<RstArgs>() as u64, 64)?;
-    a.vmas = put(&mut rw, as_bytes(&moves), 16)?;
-    a.keep = put(&mut rw, as_bytes(&keep), 16)?;
-    let auxv: Vec<u8> = e.mm_saved_auxv.iter().flat_map(|x| x.to_le_bytes()).collect();
-    a.mm.auxv = put(&mut rw, &auxv, 16)?;
-    let shared: Vec<RstSiginfo> = p.shared_signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
-    a.shared_siginfo = put(&mut rw, as_bytes(&shared), 16)?;
-    a.posix_timers = put(&mut rw, as_bytes(&p.posix_timers), 16)?;
+    }
+
+    fn write(&self, at: u64, bytes: &[u8]) -> Result<(), TaskError> {
+        self.area
+            .write(at, bytes)
+            .map_err(|e| TaskError(format!("writing the restorer's arguments: {e}")))
+    }
+}
+
+/// Each thread's sigframe, stack, seccomp filters, creds and signals, and
+/// its entry of the thread table.
+fn write_threads(env: &TaskEnv, p: &Proc, rw: &mut Args, fsize: u64) -> Result<Vec<RstThread>, TaskError> {
     // Every thread on one filter chain: shared again (TSYNC from the leader).
     let tsync = p.threads.len() > 1
         && matches!(p.threads[0].seccomp, super::plan::Seccomp::Filters(_))
@@ -842,25 +892,25 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
         for &i in chain {
             let prog = &env.plan.seccomp[i as usize];
             filters.push(RstSeccompFilter {
-                insns: put(&mut rw, &prog.insns, 8)?,
+                insns: rw.put(&prog.insns, 8)?,
                 len: (prog.insns.len() / 8) as u32,
                 flags: prog.flags,
             });
         }
-        let seccomp = put(&mut rw, as_bytes(&filters), 16)?;
-        let stack_lo = rw.take(RST_STACK_SIZE as u64, PAGE)?;
-        let frame_at = rw.take(fsize, 64)?;
+        let seccomp = rw.put(as_bytes(&filters), 16)?;
+        let stack_lo = rw.boot.take(RST_STACK_SIZE as u64, PAGE)?;
+        let frame_at = rw.boot.take(fsize, 64)?;
         let mut regs = t.regs.clone();
         sigframe::restart_adjust(&mut regs);
         let frame = sigframe::build(&regs, &t.fp, t.sigmask, t.alt, &env.xsave, frame_at)
             .map_err(|e| TaskError(format!("thread {}: {e}", t.tid)))?;
-        rsys::poke(frame_at, &frame);
+        rw.write(frame_at, &frame)?;
         let creds = match &t.creds {
-            Some(c) => put(&mut rw, as_bytes(std::slice::from_ref(c)), 16)?,
+            Some(c) => rw.put(as_bytes(std::slice::from_ref(c)), 16)?,
             None => 0,
         };
         let sigs: Vec<RstSiginfo> = t.signals.iter().map(|s| RstSiginfo { raw: *s }).collect();
-        let siginfo = put(&mut rw, as_bytes(&sigs), 16)?;
+        let siginfo = rw.put(as_bytes(&sigs), 16)?;
         let mut comm = [0u8; 16];
         let n = t.comm.len().min(15);
         comm[..n].copy_from_slice(&t.comm.as_bytes()[..n]);
@@ -895,10 +945,13 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             _pad4: 0,
         });
     }
-    a.threads = put(&mut rw, as_bytes(&threads), 16)?;
-    rsys::poke(args_at, as_bytes(std::slice::from_ref(&a)));
-    // Tell the engine where the bootstrap is (it unmaps it over ptrace once
-    // every thread has gone through rt_sigreturn).
+    Ok(threads)
+}
+
+/// Tell the engine where the bootstrap is (it unmaps it over ptrace once
+/// every thread has gone through rt_sigreturn): the task's slot of the
+/// control page.
+fn publish_slot(env: &TaskEnv, p: &Proc, maps: &BootMaps, scratch: u64) -> Result<(), TaskError> {
     if let Some(idx) = env
         .plan
         .procs
@@ -911,18 +964,16 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(u64, u64,
             .symbol("cryo_sigreturn")
             .map(|o| o + 8)
             .filter(|&o| env.blob.image.get(o as usize..o as usize + 2) == Some(&[0x0f, 0x05][..]))
-            .map_or(0, |o| blob_at + o);
+            .map_or(0, |o| maps.blob_at + o);
         ctl(env).slots[idx].store(&RstSlot {
             pid: p.pid,
             _pad: 0,
-            start: blob_at,
-            len: scratch_at + scratch.max(PAGE) - blob_at,
+            start: maps.blob_at,
+            len: maps.scratch_at + scratch.max(PAGE) - maps.blob_at,
             syscall_at,
         });
     }
-    let _ = boot.base;
-    let entry = blob_at + env.blob.entry as u64;
-    Ok((entry, threads[0].stack_top, args_at))
+    Ok(())
 }
 
 /// The restorer's move of a premapped copy at `at` to `v`, with the
@@ -984,6 +1035,7 @@ fn seccomp_bytes(env: &TaskEnv, p: &Proc) -> u64 {
 /// its symbols gets `movabs rax, <same symbol in the running vdso>; jmp rax`.
 fn patch_vdso(
     env: &TaskEnv,
+    pre: &Premapped,
     premap: &[&super::plan::Vma],
     moves: &[RstVma],
     kplan: Option<&[(Span, Span)]>,
@@ -995,13 +1047,17 @@ fn patch_vdso(
     let new_base = kplan
         .and_then(|kp| kp.iter().find(|(c, _)| *c == cur).map(|(_, t)| t.start))
         .ok_or_else(|| TaskError("the running vdso has no new place (engine bug)".into()))?;
-    let cur_syms: std::collections::HashMap<String, u64> =
-        super::vdso_symbols(&rsys::peek(cur.start, cur.len() as usize))
-            .map_err(|e| TaskError(format!("running vdso: {e}")))?
-            .into_iter()
-            .collect();
+    let cur_syms: std::collections::HashMap<String, u64> = crate::sys::mem::read_self(cur.start, cur.len() as usize)
+        .map_err(|e| TaskError(format!("running vdso: {e}")))
+        .and_then(|b| super::vdso_symbols(&b).map_err(|e| TaskError(format!("running vdso: {e}"))))?
+        .into_iter()
+        .collect();
+    let pv = &pre.vmas[k];
     let copy = moves[k].src;
-    let old = rsys::peek(copy, moves[k].len as usize);
+    let mut old = vec![0u8; moves[k].len as usize];
+    pv.area
+        .read(copy, &mut old)
+        .map_err(|e| TaskError(format!("dumped vdso: {e}")))?;
     let syms = super::vdso_symbols(&old).map_err(|e| TaskError(format!("dumped vdso: {e}")))?;
     for (name, off) in syms {
         let Some(&target) = cur_syms.get(&name) else { continue };
@@ -1014,7 +1070,9 @@ fn patch_vdso(
         code[..2].copy_from_slice(&[0x48, 0xb8]);
         code[2..10].copy_from_slice(&(new_base + target).to_le_bytes());
         code[10..].copy_from_slice(&[0xff, 0xe0]);
-        rsys::poke(copy + off, &code);
+        pv.area
+            .write(copy + off, &code)
+            .map_err(|e| TaskError(format!("dumped vdso: {e}")))?;
     }
     Ok(())
 }
@@ -1078,12 +1136,6 @@ fn plan_kmaps(
     ))
 }
 
-fn as_bytes<T>(v: &[T]) -> &[u8] {
-    // SAFETY: only used for #[repr(C)] plain-data ABI structs without padding
-    // that matters (padding bytes are never read by the blob).
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
 /// POSIX locks belong to the process, flock locks to the file description:
 /// both are taken again by the restored task through its fd.
 fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
@@ -1094,26 +1146,17 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             // file is replaced by the dumped one later. One being broken is
             // taken as it was before, and broken again by the engine once
             // every task is ready (files::lock::break_again).
-            // SAFETY: scalar arguments on an fd of ours.
-            let accmode = unsafe { libc::fcntl(l.fd, libc::F_GETFL) } & libc::O_ACCMODE;
+            let accmode = rsys::get_fl(l.fd).unwrap_or(-1) & libc::O_ACCMODE;
             let ty = crate::files::lock::lease_to_take(l.r#type, accmode);
-            // SAFETY: scalar arguments on an fd of ours.
-            (unsafe { libc::fcntl(l.fd, libc::F_SETLEASE, ty) }, "lease")
+            (rsys::set_lease(l.fd, ty), "lease")
         } else if l.flag == 2 {
             let op = if l.r#type as i32 == libc::F_WRLCK {
                 libc::LOCK_EX
             } else {
                 libc::LOCK_SH
             };
-            // SAFETY: flock on an fd of ours.
-            (unsafe { libc::flock(l.fd, op | libc::LOCK_NB) }, "flock")
+            (rsys::flock(l.fd, op | libc::LOCK_NB), "flock")
         } else {
-            // SAFETY: all-zero is a valid flock struct.
-            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-            fl.l_type = l.r#type as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            fl.l_start = l.start;
-            fl.l_len = l.len;
             // An OFD lock belongs to the open file (shared by every task
             // holding it), a POSIX lock to this process.
             let (cmd, kind) = if l.flag == 4 {
@@ -1121,16 +1164,13 @@ fn take_locks(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             } else {
                 (libc::F_SETLK, "POSIX lock")
             };
-            // SAFETY: fl is a valid struct flock (l_pid 0, as OFD locks need).
-            (unsafe { libc::fcntl(l.fd, cmd, &fl) }, kind)
+            // l_pid 0, as OFD locks need.
+            (rsys::set_record_lock(l.fd, cmd, l.r#type as i16, l.start, l.len), kind)
         };
-        if r < 0 {
+        if let Err(e) = r {
             return Err(TaskError(format!(
-                "{kind} on fd {} ({}..+{}): {}",
-                l.fd,
-                l.start,
-                l.len,
-                std::io::Error::last_os_error()
+                "{kind} on fd {} ({}..+{}): {e}",
+                l.fd, l.start, l.len
             )));
         }
     }
@@ -1179,10 +1219,7 @@ fn share_exe_fd(env: &TaskEnv, p: &Proc) -> Result<(), TaskError> {
             .map(|m| m.exe_file)
             .and_then(|id| env.map_pool.get(&id).copied());
     if let Some(exe) = exe {
-        // SAFETY: valid fds.
-        if unsafe { libc::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC) } < 0 {
-            return Err(("exe fd", std::io::Error::last_os_error()).into());
-        }
+        rsys::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC).map_err(|e| TaskError::from(("exe fd", e)))?;
     }
     Ok(())
 }
@@ -1225,15 +1262,8 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
             .or_else(|| proc_files.get(&f.file_id))
             .ok_or_else(|| TaskError(format!("fd {}: no file for id {} (engine bug)", f.fd, f.file_id)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: both fds are valid; every pool fd is above every target fd.
-        if unsafe { libc::dup3(src, f.fd, fl) } < 0 {
-            return Err(TaskError(format!(
-                "fd {} (file id {}): dup3: {}",
-                f.fd,
-                f.file_id,
-                std::io::Error::last_os_error()
-            )));
-        }
+        // Every pool fd is above every target fd.
+        rsys::dup3(src, f.fd, fl).map_err(|e| TaskError(format!("fd {} (file id {}): dup3: {e}", f.fd, f.file_id)))?;
         keep.push(f.fd);
     }
     // Files naming the task's own fds, now that those are in place.
@@ -1244,21 +1274,16 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
             .open(&env.plan.files, &mut no_remaps, f.file_id)
             .map_err(|e| TaskError(format!("fd {}: {e}", f.fd)))?;
         let fl = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: fd is ours; f.fd is the target number (a temporary fd that
-        // landed there is replaced by itself, dup3 refuses equal numbers).
-        if fd.as_raw_fd() != f.fd && unsafe { libc::dup3(fd.as_raw_fd(), f.fd, fl) } < 0 {
-            return Err(TaskError(format!(
-                "fd {} (file id {}): dup3: {}",
-                f.fd,
-                f.file_id,
-                std::io::Error::last_os_error()
-            )));
+        // f.fd is the target number (a temporary fd that landed there is
+        // replaced by itself, dup3 refuses equal numbers).
+        if fd.as_raw_fd() != f.fd {
+            rsys::dup3(fd.as_raw_fd(), f.fd, fl)
+                .map_err(|e| TaskError(format!("fd {} (file id {}): dup3: {e}", f.fd, f.file_id)))?;
         }
         if fd.as_raw_fd() == f.fd {
             // Already at its number: keep it open (and set its close-on-exec flag).
             let fd = fd.into_raw_fd();
-            // SAFETY: fd is a valid fd of ours.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, if f.cloexec { libc::FD_CLOEXEC } else { 0 }) };
+            let _ = rsys::set_cloexec(fd, f.cloexec);
         }
         keep.push(f.fd);
     }
@@ -1267,10 +1292,7 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
             .map(|m| m.exe_file)
             .and_then(|id| env.map_pool.get(&id).copied());
     if let Some(exe) = exe {
-        // SAFETY: valid fds.
-        if unsafe { libc::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC) } < 0 {
-            return Err(("exe fd", std::io::Error::last_os_error()).into());
-        }
+        rsys::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC).map_err(|e| TaskError::from(("exe fd", e)))?;
         keep.push(env.exe_fd_target);
     }
     keep.sort();
@@ -1278,12 +1300,11 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     let mut next = 0u32;
     for &k in &keep {
         if (k as u32) > next {
-            // SAFETY: closing fds of this task copy; none is used by Rust objects afterwards.
-            unsafe { libc::syscall(libc::SYS_close_range, next, k as u32 - 1, 0) };
+            // Closing fds of this task copy; none is used by Rust objects afterwards.
+            let _ = rsys::close_range(next, k as u32 - 1);
         }
         next = k as u32 + 1;
     }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+    let _ = rsys::close_range(next, u32::MAX);
     Ok(())
 }

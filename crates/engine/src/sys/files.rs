@@ -286,8 +286,9 @@ impl SharedWindow {
                 self.len
             )));
         }
+        let dst = (self.at as usize + off) as *mut u8;
         // SAFETY: the range lies inside our own mapping (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.at as *mut u8).add(off), data.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
 }
@@ -344,10 +345,11 @@ pub fn fork_stand_in() -> io::Result<i32> {
     if child == 0 {
         // SAFETY: the child kills itself at once (SIGKILL: the exit status
         // its pidfds report, as for CRIU's stand-in); _exit if that fails.
-        unsafe {
-            libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGKILL);
-            libc::_exit(0)
-        }
+        let me = unsafe { libc::syscall(libc::SYS_getpid) };
+        // SAFETY: as above (scalar arguments).
+        unsafe { libc::syscall(libc::SYS_kill, me, libc::SIGKILL) };
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) }
     }
     Ok(child as i32)
 }
@@ -477,32 +479,52 @@ pub fn open_as_ctty_leader(slave: &OwnedFd, path: &str, flags: i32) -> Result<Op
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
-        // SAFETY: plain syscalls in the forked child; sendmsg's buffers live on this stack.
-        unsafe {
-            let mut ok = libc::setsid() >= 0 && libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) == 0;
-            let fd = if ok { libc::open(path.as_ptr(), flags) } else { -1 };
-            ok &= fd >= 0;
-            let mut byte = [u8::from(ok)];
-            let mut iov = libc::iovec {
-                iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-                iov_len: 1,
+        // Plain syscalls in the forked child; sendmsg's buffers live on this stack.
+        // SAFETY: no arguments.
+        let mut ok = unsafe { libc::setsid() } >= 0;
+        // SAFETY: TIOCSCTTY takes an integer argument.
+        ok = ok && unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } == 0;
+        let fd = if ok {
+            // SAFETY: path is a NUL-terminated string that outlives the call.
+            unsafe { libc::open(path.as_ptr(), flags) }
+        } else {
+            -1
+        };
+        ok &= fd >= 0;
+        let mut byte = [u8::from(ok)];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        let mut cbuf = [0u64; 4];
+        // SAFETY: all-zero is a valid msghdr (no buffers).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if ok {
+            msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+            // SAFETY: a pure size computation.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+            // SAFETY: msg's control buffer (cbuf, 32 bytes) holds one cmsghdr.
+            let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+            // SAFETY: a pure size computation.
+            let len = unsafe { libc::CMSG_LEN(4) } as usize;
+            let hdr = libc::cmsghdr {
+                cmsg_len: len,
+                cmsg_level: libc::SOL_SOCKET,
+                cmsg_type: libc::SCM_RIGHTS,
             };
-            let mut cbuf = [0u64; 4];
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            if ok {
-                msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-                *(libc::CMSG_DATA(c) as *mut i32) = fd;
-            }
-            libc::sendmsg(b.as_raw_fd(), &msg, 0);
-            libc::_exit(0);
+            // SAFETY: c points at the start of cbuf (aligned for cmsghdr, room for it).
+            unsafe { c.write(hdr) };
+            // SAFETY: CMSG_DATA of c lies inside cbuf, with room for one int.
+            let data = unsafe { libc::CMSG_DATA(c) } as *mut i32;
+            // SAFETY: as above.
+            unsafe { data.write_unaligned(fd) };
         }
+        // SAFETY: msg and the buffers it names live on this stack.
+        unsafe { libc::sendmsg(b.as_raw_fd(), &msg, 0) };
+        // SAFETY: leave the forked child without unwinding.
+        unsafe { libc::_exit(0) };
     }
     drop(b);
     let mut byte = [0u8; 1];
@@ -599,19 +621,18 @@ pub fn break_leases(breaks: &[LeaseBreak]) -> io::Result<LeaseBreakEnd> {
         let wfd = w.as_raw_fd();
         let fail = |i: usize, step: i32, e: i32| -> ! {
             let msg = [i as i32, step, e];
-            // SAFETY: msg is 12 readable bytes; then leave without unwinding.
-            unsafe {
-                libc::write(wfd, msg.as_ptr().cast(), 12);
-                libc::_exit(1)
-            }
+            // SAFETY: msg is 12 readable bytes.
+            unsafe { libc::write(wfd, msg.as_ptr().cast(), 12) };
+            // SAFETY: leave without unwinding.
+            unsafe { libc::_exit(1) }
         };
         let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        // SAFETY: set is a local sigset_t, filled before use.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut set);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
+        // SAFETY: all-zero is a valid sigset_t.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a local sigset_t.
+        unsafe { libc::sigfillset(&mut set) };
+        // SAFETY: set is a filled sigset_t; no old mask wanted.
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         // SAFETY: no arguments.
         let me = unsafe { libc::getpid() };
         for (i, b) in breaks.iter().enumerate() {

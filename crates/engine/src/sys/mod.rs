@@ -1,8 +1,24 @@
-//! Raw syscalls that nix/rustix do not wrap (or wrap too narrowly).
+//! The syscall seam: the only module tree of the engine that holds `unsafe`
+//! (besides `files/*`, whose unsafe moves to `sys/files.rs`).
 //!
-//! Every function is safe to call: pointers are built from Rust slices/structs
-//! here. Errors are `std::io::Error` from errno.
+//! Raw syscalls that nix does not wrap (or wraps too narrowly), each behind
+//! a function: a safe fn where the function itself guarantees what the call
+//! needs (pointers built here from Rust slices and structs), an `unsafe fn`
+//! with a `# Safety` section where the caller must (raw addresses, another
+//! process's memory). Errors are `std::io::Error` from errno.
+//!
+//! - [`mem`]: this process's memory outside of Rust objects ([`mem::Area`]),
+//!   plain-data ABI structs as bytes.
+//! - [`ptrace`]: ptrace requests and waits on tracees.
+//! - [`restore`]: what the restore driver and its tasks call (clone3 with
+//!   set_tid, the kernel's sigaction, futexes, calls on raw fd numbers, the
+//!   jump into the restorer).
+//! - this module: the rest (pidfds, kcmp, process_vm_*, splice, PAGEMAP_SCAN, ...).
 #![allow(unsafe_code)]
+
+pub mod mem;
+pub mod ptrace;
+pub mod restore;
 
 pub mod files;
 
@@ -31,6 +47,39 @@ pub fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target_fd, 0) })?;
     // SAFETY: the kernel returned a fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// F_DUPFD_CLOEXEC: a duplicate of `fd` at the lowest free number >= `base`.
+pub fn dup_above(fd: &impl std::os::fd::AsFd, base: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: scalar arguments on a borrowed, open fd.
+    let n = cvt(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) } as libc::c_long)?;
+    // SAFETY: the kernel returned a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n as RawFd) })
+}
+
+/// accept4(2) with SOCK_CLOEXEC on a listening socket.
+pub fn accept_cloexec(listener: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_fd().as_raw_fd();
+    // SAFETY: null address pointers (the peer's address is not wanted).
+    let c = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if c < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(c) })
+}
+
+/// XCR0 (XGETBV 0), or None when the OS has not enabled XSAVE (CPUID.1:ECX.OSXSAVE).
+pub fn xcr0() -> Option<u64> {
+    if std::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+        return None;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV(0) is allowed in user mode when OSXSAVE is set (checked above).
+    unsafe { std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    Some((hi as u64) << 32 | lo as u64)
 }
 
 /// kcmp(2) types.
@@ -71,7 +120,12 @@ pub fn process_vm_readv(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> 
 }
 
 /// process_vm_writev of one buffer to one remote address.
-pub fn process_vm_writev(pid: i32, remote: u64, data: &[u8]) -> io::Result<usize> {
+///
+/// # Safety
+/// This writes another process's memory: the caller must know what lives
+/// at `[remote, remote + data.len())` in `pid` (a mapping it made there, not
+/// yet in use). This process's memory is only read.
+pub unsafe fn process_vm_writev(pid: i32, remote: u64, data: &[u8]) -> io::Result<usize> {
     let liov = libc::iovec {
         iov_base: data.as_ptr() as *mut _,
         iov_len: data.len(),
@@ -268,15 +322,13 @@ pub fn membarrier(cmd: u32, flags: u32) -> io::Result<i32> {
 /// The nice value of thread `tid` (0: the calling thread; Linux keeps one per thread).
 pub fn thread_nice(tid: i32) -> io::Result<i32> {
     // getpriority returns the value itself; -1 is ambiguous, so errno decides.
-    // SAFETY: errno is thread-local; scalar arguments.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let v = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        if v == -1 && *libc::__errno_location() != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(v)
+    nix::errno::Errno::clear();
+    // SAFETY: scalar arguments.
+    let v = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if v == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(v)
 }
 
 /// Set the nice value of thread `tid` (0: the calling thread), not of its whole process.
@@ -378,23 +430,20 @@ pub fn fown_set_all(v: &[FownSet]) -> Result<(), (usize, &'static str, io::Error
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = io::Error::last_os_error();
-        // SAFETY: closing the fds made above.
-        unsafe {
-            libc::close(p[0]);
-            libc::close(p[1]);
-        }
+        // SAFETY: closing the fd made above.
+        unsafe { libc::close(p[0]) };
+        // SAFETY: as above.
+        unsafe { libc::close(p[1]) };
         return Err((0, "fork", e));
     }
     if pid == 0 {
         let fail = |i: usize, step: i32| -> ! {
-            // SAFETY: errno location of this thread.
-            let e = unsafe { *libc::__errno_location() };
+            let e = nix::errno::Errno::last_raw();
             let msg = [i as i32, step, e];
-            // SAFETY: msg is 12 readable bytes; then leave without unwinding.
-            unsafe {
-                libc::write(p[1], msg.as_ptr().cast(), 12);
-                libc::_exit(1)
-            }
+            // SAFETY: msg is 12 readable bytes.
+            unsafe { libc::write(p[1], msg.as_ptr().cast(), 12) };
+            // SAFETY: leave without unwinding.
+            unsafe { libc::_exit(1) }
         };
         for (i, f) in v.iter().enumerate() {
             // SAFETY: scalar arguments.

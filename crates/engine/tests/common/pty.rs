@@ -21,13 +21,10 @@ pub fn open_pty(rows: u16, cols: u16) -> (std::fs::File, String, std::fs::File) 
     }
     let path = std::fs::read_link(format!("/proc/self/fd/{s}")).unwrap();
     // SAFETY: both fds were just opened and are owned here only.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(m),
-            path.display().to_string(),
-            std::fs::File::from_raw_fd(s),
-        )
-    }
+    let master = unsafe { std::fs::File::from_raw_fd(m) };
+    // SAFETY: as above.
+    let slave = unsafe { std::fs::File::from_raw_fd(s) };
+    (master, path.display().to_string(), slave)
 }
 
 /// Read from a pty master until the output contains `needle` (bounded).
