@@ -8,20 +8,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// A syscall's fd result as an owned fd.
-fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
-    let fd = cvt(ret)?;
-    // SAFETY: the syscall returned a fresh fd, owned from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
+use super::{cvt, owned};
 
 fn cstr(path: &str) -> io::Result<CString> {
     CString::new(path).map_err(io::Error::other)

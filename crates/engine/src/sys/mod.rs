@@ -25,12 +25,20 @@ pub mod files;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
+/// A raw syscall's result: negative is the thread's errno.
+pub(crate) fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)
     }
+}
+
+/// A syscall's fd result as an owned fd.
+pub(crate) fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = cvt(ret)?;
+    // SAFETY: the syscall returned a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// pidfd_open(2).

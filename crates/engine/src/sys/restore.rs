@@ -10,13 +10,7 @@ use cryo_abi::kernel::CloneArgs;
 pub use cryo_abi::kernel::KSigaction;
 use std::io;
 
-fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+use super::cvt;
 
 /// What [`fork_with_pid`] returned.
 pub enum Forked {
