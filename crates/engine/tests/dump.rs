@@ -406,7 +406,7 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
     }
 }
 
-/// Sockets are refused before anything is written; the program is released untouched.
+/// Sockets other than unix sockets are refused before anything is written; the program is released untouched.
 #[test]
 fn sockets_are_refused_before_writing() {
     let work = tmp_dir("sock");

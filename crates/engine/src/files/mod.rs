@@ -52,6 +52,7 @@ mod set;
 pub mod signalfd;
 pub mod timerfd;
 pub mod tty;
+pub mod unixsk;
 
 pub use set::{AsAny, DescribeCx, Fd, FileSet, OpenError, OpenFile, RestoreCx, SetError, Task, Tree};
 
@@ -185,9 +186,9 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&pidfd::Pidfd),
     Registered::Kind(&fanotify::Fanotify),
     Registered::Kind(&nsfile::NsFile),
+    Registered::Kind(&unixsk::UnixSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
     Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
-    Registered::Refused(pb::FdTypes::Unixsk, "unix sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
@@ -216,7 +217,6 @@ pub fn registered(t: pb::FdTypes) -> Option<&'static Registered> {
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
-        libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
         _ if c.link.starts_with("anon_inode:") && !kinds().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
@@ -292,6 +292,10 @@ pub struct FileTable {
     pub dead_pids: Vec<i32>,
     /// The link remaps made on disk (removed again if the dump fails).
     pub link_remaps: Vec<PathBuf>,
+    /// The tree's unix sockets as surveyed before the dump (unixsk::survey).
+    pub unix: unixsk::Survey,
+    /// sk-queues.img: queued packets (entry, bytes), in order.
+    pub sk_queues: Vec<(pb::SkPacketEntry, Vec<u8>)>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -473,10 +477,11 @@ mod tests {
             pb::FdTypes::Pidfd,
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
+            pb::FdTypes::Unixsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Unixsk] {
+        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Packetsk] {
             assert!(matches!(registered(t), Some(Registered::Refused(..))), "{t:?}");
         }
     }

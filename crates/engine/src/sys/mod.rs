@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 pub mod files;
+pub mod sockets;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
