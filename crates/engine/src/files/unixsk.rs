@@ -259,17 +259,18 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
                 ),
             ));
         }
-        // A connected socket's name is re-bound after socketpair(): it must
-        // be its own (an accepted socket shares its listener's).
-        let shared_name = !d.name.is_empty() && all.values().any(|o| o.ino != d.ino && o.name == d.name);
-        if (d.peer != 0 || d.state == TCP_ESTABLISHED) && shared_name {
+        // An accepted connection shares its listener's name: the listener
+        // must be in the tree (restore connects to it), or gone.
+        let foreign_listener = !d.name.is_empty()
+            && all
+                .values()
+                .any(|o| o.ino != d.ino && o.name == d.name && o.state == TCP_LISTEN && !ours.contains(&o.ino));
+        if foreign_listener {
             return Err(refuse(
                 pid,
                 fd,
                 link,
-                "connected unix socket sharing its bound name with another socket (an accepted connection of a \
-                 listener): not supported yet"
-                    .into(),
+                "an accepted connection of a listening socket outside the dumped tree: not supported yet".into(),
             ));
         }
         if !d.name.is_empty() && d.name[0] != 0 {
@@ -651,6 +652,8 @@ impl UnixSkFile {
 #[derive(Default)]
 struct Made {
     ends: HashMap<u32, OwnedFd>,
+    /// The listening sockets made so far (accepted connections connect to them).
+    listeners: HashMap<u32, OwnedFd>,
     queues: Option<BTreeMap<u32, Vec<Vec<u8>>>>,
 }
 
@@ -678,30 +681,48 @@ impl OpenFile for UnixSkFile {
         if let Some(fd) = st.ends.remove(&self.ino) {
             return Ok(Some(fd));
         }
-        let queues = st.queues.as_ref().expect("loaded above");
-        let ty = match self.ty {
-            libc::SOCK_STREAM => nix::sys::socket::SockType::Stream,
-            libc::SOCK_DGRAM => nix::sys::socket::SockType::Datagram,
-            _ => nix::sys::socket::SockType::SeqPacket,
-        };
+        let peer = files
+            .of::<UnixSkFile>()
+            .find(|(_, p)| self.peer != 0 && p.ino == self.peer);
+        // The queues of both ends (taken: each is put back once).
+        let queues = st.queues.as_mut().expect("loaded above");
+        let my_q = queues.remove(&id);
+        let peer_q = peer.and_then(|(pid, _)| queues.remove(&pid));
+        let ty = sock_type(self.ty);
         let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
         let unix = nix::sys::socket::AddressFamily::Unix;
         if self.state == TCP_ESTABLISHED || self.peer != 0 {
             // A connected pair: both ends now (the peer's, if it is gone, is
             // closed once the queue is in).
-            let (a, b) = nix::sys::socket::socketpair(unix, ty, None, cloexec).map_err(|e| oerr(self, e))?;
-            let peer = files
-                .of::<UnixSkFile>()
-                .find(|(_, p)| self.peer != 0 && p.ino == self.peer);
-            set_opts(a.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
-            bind(&a, self)?;
+            let listener_of = |u: &UnixSkFile| {
+                (!u.name.is_empty())
+                    .then(|| {
+                        files
+                            .of::<UnixSkFile>()
+                            .find(|(_, l)| l.state == TCP_LISTEN && l.name == u.name && l.ino != u.ino)
+                    })
+                    .flatten()
+            };
+            let (a, b) = if let Some((_, l)) = listener_of(self) {
+                // This end was accepted by listener l: connect to it.
+                let (s, c) = accepted_pair(self, peer.map(|p| p.1), l, cx)?;
+                (s, c)
+            } else if let Some((_, l)) = peer.and_then(|(_, p)| listener_of(p)) {
+                let (s, c) = accepted_pair(peer.expect("peer").1, Some(self), l, cx)?;
+                (c, s)
+            } else {
+                let (a, b) = nix::sys::socket::socketpair(unix, ty, None, cloexec).map_err(|e| oerr(self, e))?;
+                set_opts(a.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
+                bind(&a, self)?;
+                if let Some((_, p)) = peer {
+                    set_opts(b.as_raw_fd(), &p.opts).map_err(|e| oerr(p, format!("socket options: {e}")))?;
+                    bind(&b, p)?;
+                }
+                (a, b)
+            };
+            fill(&b, my_q.as_ref()).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
             if let Some((_, p)) = peer {
-                set_opts(b.as_raw_fd(), &p.opts).map_err(|e| oerr(p, format!("socket options: {e}")))?;
-                bind(&b, p)?;
-            }
-            fill(&b, queues.get(&id)).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
-            if let Some((pid, p)) = peer {
-                fill(&a, queues.get(&pid)).map_err(|e| oerr(p, format!("putting back the queue: {e}")))?;
+                fill(&a, peer_q.as_ref()).map_err(|e| oerr(p, format!("putting back the queue: {e}")))?;
             }
             shut(&a, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             if let Some((_, p)) = peer {
@@ -714,18 +735,71 @@ impl OpenFile for UnixSkFile {
             set_flags(&a, self.flags).map_err(|e| oerr(self, e))?;
             return Ok(Some(a));
         }
-        let s = nix::sys::socket::socket(unix, ty, cloexec, None).map_err(|e| oerr(self, e))?;
-        set_opts(s.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
-        bind(&s, self)?;
+        let s = plain(self)?;
         if self.state == TCP_LISTEN {
-            let backlog = nix::sys::socket::Backlog::new(self.backlog.min(i32::MAX as u32) as i32)
-                .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
-            nix::sys::socket::listen(&s, backlog).map_err(|e| oerr(self, format!("listen: {e}")))?;
+            let dup = s.try_clone().map_err(|e| oerr(self, e))?;
+            cx.scratch::<Made>().listeners.insert(self.ino, dup);
         }
-        shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
-        set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
         Ok(Some(s))
     }
+}
+
+/// A connection accepted by listener `l`: `s` (the accepted end) and its
+/// peer `c` (or a stand-in closed later when the peer is gone). The
+/// listener is the restored one (made now if its turn has not come), and
+/// nothing is left in its backlog.
+fn accepted_pair(
+    s: &UnixSkFile,
+    c: Option<&UnixSkFile>,
+    l: &UnixSkFile,
+    cx: &mut super::RestoreCx,
+) -> Result<(OwnedFd, OwnedFd), super::OpenError> {
+    let st = cx.scratch::<Made>();
+    if !st.listeners.contains_key(&l.ino) {
+        let fd = plain(l)?;
+        let dup = fd.try_clone().map_err(|e| oerr(l, e))?;
+        st.ends.insert(l.ino, fd);
+        st.listeners.insert(l.ino, dup);
+    }
+    let lfd = st.listeners.get(&l.ino).expect("made above");
+    let ty = sock_type(s.ty);
+    let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+    let cfd =
+        nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, ty, cloexec, None).map_err(|e| oerr(s, e))?;
+    if let Some(c) = c {
+        set_opts(cfd.as_raw_fd(), &c.opts).map_err(|e| oerr(c, format!("socket options: {e}")))?;
+        bind(&cfd, c)?;
+    }
+    sks::unix_connect(cfd.as_raw_fd(), &l.name)
+        .map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
+    let sfd = sks::accept(lfd.as_raw_fd()).map_err(|e| oerr(s, format!("accept on its listener: {e}")))?;
+    set_opts(sfd.as_raw_fd(), &s.opts).map_err(|e| oerr(s, format!("socket options: {e}")))?;
+    Ok((sfd, cfd))
+}
+
+fn sock_type(ty: i32) -> nix::sys::socket::SockType {
+    match ty {
+        libc::SOCK_STREAM => nix::sys::socket::SockType::Stream,
+        libc::SOCK_DGRAM => nix::sys::socket::SockType::Datagram,
+        _ => nix::sys::socket::SockType::SeqPacket,
+    }
+}
+
+/// An unconnected socket: made, optioned, bound, listening, shut down.
+fn plain(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
+    let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+    let s = nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, sock_type(u.ty), cloexec, None)
+        .map_err(|e| oerr(u, e))?;
+    set_opts(s.as_raw_fd(), &u.opts).map_err(|e| oerr(u, format!("socket options: {e}")))?;
+    bind(&s, u)?;
+    if u.state == TCP_LISTEN {
+        let backlog = nix::sys::socket::Backlog::new(u.backlog.min(i32::MAX as u32) as i32)
+            .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+        nix::sys::socket::listen(&s, backlog).map_err(|e| oerr(u, format!("listen: {e}")))?;
+    }
+    shut(&s, u.shutdown).map_err(|e| oerr(u, format!("shutdown: {e}")))?;
+    set_flags(&s, u.flags).map_err(|e| oerr(u, e))?;
+    Ok(s)
 }
 
 /// Bind the socket to its dumped name, if it had one (a stale socket file

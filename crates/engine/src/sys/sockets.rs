@@ -156,3 +156,11 @@ pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
     cvt(unsafe { libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len) })?;
     Ok(())
 }
+
+/// accept4(2) with SOCK_CLOEXEC, the peer's address not wanted.
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: null address and length: the kernel writes nothing back.
+    let s = cvt(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) })?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(s) })
+}

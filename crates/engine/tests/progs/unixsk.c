@@ -2,7 +2,7 @@
  * ways, a read-shut-down pair, a pair whose peer is closed, options (SO_PASSCRED, SO_RCVBUF,
  * SO_RCVTIMEO, O_NONBLOCK), a child sharing a pair with its parent (and serving another pair,
  * asleep in read at dump), a listening socket bound to a path, one to an abstract name, an unbound
- * dgram socket. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
+ * dgram socket, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
  * byte with their message boundaries, states, options, new traffic both ways, a fresh connection
  * to each listener) and writes DIR/unixsk.verify "unixsk=ok" or "unixsk=FAIL <what>". */
 #define _GNU_SOURCE
@@ -21,7 +21,7 @@
 #include "status.h"
 #include "usr1.h"
 
-static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg;
+static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc;
 static char dir[256], path[300], fail[256];
 static struct timeval tmo; /* SO_RCVTIMEO as the kernel reports it (rounded to jiffies) */
 static unsigned char a[70000], b[3000], d[2048];
@@ -142,6 +142,20 @@ static void verify(void)
 	CHECK(write(ch[0], "s", 1) == 1 && read(ch[0], &c, 1) == 1 && c == 't', "the child answers");
 	n = recv(st[0], r, sizeof(r), 0);
 	CHECK(n == 9 && !memcmp(r, "fromchild", 9), "the child writes into the shared socket");
+	/* a connection accepted by lis, data queued both ways; names as before */
+	n = recv(acc, r, sizeof(r), MSG_DONTWAIT);
+	CHECK(n == 7 && !memcmp(r, "request", 7), "queue of an accepted socket");
+	n = recv(cli, r, sizeof(r), MSG_DONTWAIT);
+	CHECK(n == 8 && !memcmp(r, "response", 8), "queue of a connected client");
+	{
+		struct sockaddr_un u;
+		socklen_t ul = sizeof(u);
+		CHECK(getpeername(cli, (void *)&u, &ul) == 0 && !strcmp(u.sun_path, path), "the client's peer name");
+		ul = sizeof(u);
+		CHECK(getsockname(acc, (void *)&u, &ul) == 0 && !strcmp(u.sun_path, path), "the accepted socket's name");
+	}
+	CHECK(send(cli, "more", 4, 0) == 4 && recv(acc, r, 10, 0) == 4, "client -> accepted");
+	CHECK(send(acc, "back", 4, 0) == 4 && recv(cli, r, 10, 0) == 4, "accepted -> client");
 	/* listeners accept new connections; the unbound dgram socket is one */
 	try_connect(lis, path, 0);
 	try_connect(abs_lis, "cryo-unixsk-abstract", 1);
@@ -191,6 +205,13 @@ int main(int argc, char **argv)
 	unlink(path);
 	lis = listener(path, 0);
 	abs_lis = listener("cryo-unixsk-abstract", 1);
+	{
+		socklen_t ul;
+		struct sockaddr_un u = addr(path, 0, &ul);
+		cli = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (cli < 0 || connect(cli, (void *)&u, ul) || (acc = accept(lis, NULL, NULL)) < 0) return 3;
+		if (write(cli, "request", 7) != 7 || write(acc, "response", 8) != 8) return 3;
+	}
 	udg = socket(AF_UNIX, SOCK_DGRAM, 0);
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
