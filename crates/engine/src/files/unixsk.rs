@@ -23,8 +23,8 @@
 //! Refused (at dump, naming pid and fd): non-unix sockets, peers outside the
 //! tree, accepted connections (their name is their listener's), one-way
 //! datagram connections, pending connections in a listen backlog, fds in
-//! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, relative
-//! bound paths, a set SO_PEEK_OFF (CRIU's entry has no field for it).
+//! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, a set
+//! SO_PEEK_OFF (CRIU's entry has no field for it).
 
 use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
 use crate::sys::sockets as sks;
@@ -181,6 +181,8 @@ pub fn socket_ino(link: &str) -> Option<u32> {
 #[derive(Default)]
 pub struct Survey {
     pub socks: HashMap<u32, UnixDiag>,
+    /// The files of the path-bound ones, by inode.
+    pub bound: HashMap<u32, Bound>,
 }
 
 /// A socket that has a peer which names it back (a socketpair, or both ends
@@ -213,6 +215,7 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
     })?;
     let ours: HashSet<u32> = socks.iter().map(|s| s.3).collect();
     let mut mine = HashMap::new();
+    let mut bound = HashMap::new();
     for &(pid, fd, link, ino) in &socks {
         let Some(d) = all.get(&ino) else {
             return Err(refuse(
@@ -274,31 +277,81 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
             ));
         }
         if !d.name.is_empty() && d.name[0] != 0 {
-            check_path(d).map_err(|what| refuse(pid, fd, link, what))?;
+            let b = resolve_path(pid, fd, d).map_err(|what| refuse(pid, fd, link, what))?;
+            bound.insert(ino, b);
         }
         if d.state != TCP_ESTABLISHED && d.state != TCP_CLOSE && d.state != TCP_LISTEN {
             return Err(refuse(pid, fd, link, format!("unix socket in state {}", d.state)));
         }
         mine.insert(ino, d.clone());
     }
-    Ok(Survey { socks: mine })
+    Ok(Survey { socks: mine, bound })
 }
 
-/// A path-bound socket must still be the file at its path.
-fn check_path(d: &UnixDiag) -> Result<(), String> {
-    let path = String::from_utf8_lossy(&d.name).into_owned();
-    if !path.starts_with('/') {
-        return Err(format!("bound to the relative path {path:?}: not supported yet"));
+/// The file of a path-bound socket: the directory a relative name is in
+/// (CRIU's `name_dir`) and the file's mode and owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    pub dir: Option<String>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A path-bound socket must still be the file at its path (asked of the
+/// socket itself: SIOCUNIXFILE gives the file it is bound to).
+fn resolve_path(pid: i32, fd: i32, d: &UnixDiag) -> Result<Bound, String> {
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let pidfd = crate::sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+    let sk = crate::sys::pidfd_getfd(pidfd.as_raw_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
+    let file = sks::unix_file(sk.as_raw_fd()).map_err(|e| format!("SIOCUNIXFILE (the file it is bound to): {e}"))?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| format!("reading the path of its file: {e}"))?
+        .to_string_lossy()
+        .into_owned();
+    if path.ends_with(" (deleted)") {
+        return Err(format!(
+            "bound to {name:?}, which was unlinked since: not supported yet"
+        ));
     }
-    let Some((ino, _dev)) = d.vfs else {
-        return Err(format!("bound to {path:?} but sock_diag gives no inode for it"));
+    let st = nix::sys::stat::fstat(&file).map_err(|e| format!("fstat of its file: {e}"))?;
+    let dir = if name.starts_with('/') {
+        if path != name {
+            return Err(format!(
+                "bound to {name:?}, whose file is now {path:?} (moved, or seen through another mount): not supported yet"
+            ));
+        }
+        None
+    } else {
+        let Some(dir) = path.strip_suffix(&name).and_then(|p| p.strip_suffix('/')) else {
+            return Err(format!(
+                "bound to the relative name {name:?}, whose file {path:?} does not end with it: not supported yet"
+            ));
+        };
+        Some(if dir.is_empty() {
+            "/".to_string()
+        } else {
+            dir.to_string()
+        })
     };
-    match super::stat_path(&path) {
-        Ok(st) if st.st_ino == ino as u64 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK => Ok(()),
-        _ => Err(format!(
-            "bound to {path:?}, which was unlinked or replaced since: not supported yet"
-        )),
+    let full = match &dir {
+        Some(d) => format!("{}/{name}", d.trim_end_matches('/')),
+        None => name.clone(),
+    };
+    match super::stat_path(&full) {
+        Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
+        _ => {
+            return Err(format!(
+                "bound to {full:?}, which was replaced since: not supported yet"
+            ))
+        }
     }
+    Ok(Bound {
+        dir,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    })
 }
 
 pub struct UnixSk;
@@ -355,17 +408,12 @@ impl FdKind for UnixSk {
         }
         // A listening socket's backlog, or the bytes its sent data holds.
         let backlog = d.rqlen.1;
-        let file_perms = if !d.name.is_empty() && d.name[0] != 0 {
-            let st =
-                super::stat_path(&String::from_utf8_lossy(&d.name)).map_err(|e| io("stat of the bound path", e))?;
-            Some(pb::FilePermsEntry {
-                mode: st.st_mode,
-                uid: st.st_uid,
-                gid: st.st_gid,
-            })
-        } else {
-            None
-        };
+        let bound = t.unix.bound.get(&ino).cloned();
+        let file_perms = bound.as_ref().map(|b| pb::FilePermsEntry {
+            mode: b.mode,
+            uid: b.uid,
+            gid: b.gid,
+        });
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Unixsk as i32,
             id,
@@ -383,7 +431,7 @@ impl FdKind for UnixSk {
                 name: d.name.clone(),
                 shutdown: (d.shutdown != 0).then_some(d.shutdown as i32),
                 file_perms,
-                name_dir: None,
+                name_dir: bound.and_then(|b| b.dir),
                 deleted: None,
                 ns_id: Some(2),
                 mnt_id: None,
@@ -412,8 +460,12 @@ impl FdKind for UnixSk {
         if u.deleted == Some(true) {
             return Err(cx.bad(format!("unix socket {}: bound to a deleted path", u.id)));
         }
-        if u.name_dir.is_some() || (!u.name.is_empty() && u.name[0] != 0 && u.name[0] != b'/') {
-            return Err(cx.bad(format!("unix socket {}: relative bound path", u.id)));
+        let relative = !u.name.is_empty() && u.name[0] != 0 && u.name[0] != b'/';
+        if relative && !u.name_dir.as_deref().is_some_and(|d| d.starts_with('/')) {
+            return Err(cx.bad(format!(
+                "unix socket {}: relative bound name without an absolute name_dir",
+                u.id
+            )));
         }
         Ok(Box::new(UnixSkFile {
             ino: u.ino,
@@ -426,6 +478,7 @@ impl FdKind for UnixSk {
             name: u.name.clone(),
             shutdown: u.shutdown.unwrap_or(0) as u32,
             perms: u.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
+            name_dir: if relative { u.name_dir.clone() } else { None },
         }))
     }
 
@@ -639,6 +692,8 @@ pub struct UnixSkFile {
     pub name: Vec<u8>,
     pub shutdown: u32,
     pub perms: Option<(u32, u32, u32)>,
+    /// The directory a relative name is bound in.
+    pub name_dir: Option<String>,
 }
 
 impl UnixSkFile {
@@ -770,8 +825,11 @@ fn accepted_pair(
         set_opts(cfd.as_raw_fd(), &c.opts).map_err(|e| oerr(c, format!("socket options: {e}")))?;
         bind(&cfd, c)?;
     }
-    sks::unix_connect(cfd.as_raw_fd(), &l.name)
-        .map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
+    match &l.name_dir {
+        None => sks::unix_connect(cfd.as_raw_fd(), &l.name),
+        Some(d) => in_dir(d, || sks::unix_connect(cfd.as_raw_fd(), &l.name)),
+    }
+    .map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
     let sfd = sks::accept(lfd.as_raw_fd()).map_err(|e| oerr(s, format!("accept on its listener: {e}")))?;
     set_opts(sfd.as_raw_fd(), &s.opts).map_err(|e| oerr(s, format!("socket options: {e}")))?;
     Ok((sfd, cfd))
@@ -811,16 +869,39 @@ fn bind(s: &OwnedFd, u: &UnixSkFile) -> Result<(), super::OpenError> {
     if u.name[0] == 0 {
         return sks::unix_bind(s.as_raw_fd(), &u.name).map_err(|e| oerr(u, format!("bind (abstract name): {e}")));
     }
-    let path = String::from_utf8_lossy(&u.name).into_owned();
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    let path = match &u.name_dir {
+        Some(d) => format!("{}/{name}", d.trim_end_matches('/')),
+        None => name.clone(),
+    };
     if super::stat_path(&path).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) {
         let _ = std::fs::remove_file(&path);
     }
-    sks::unix_bind(s.as_raw_fd(), &u.name).map_err(|e| oerr(u, format!("bind to {path:?}: {e}")))?;
+    match &u.name_dir {
+        None => sks::unix_bind(s.as_raw_fd(), &u.name),
+        Some(d) => in_dir(d, || sks::unix_bind(s.as_raw_fd(), &u.name)),
+    }
+    .map_err(|e| oerr(u, format!("bind to {path:?}: {e}")))?;
     if let Some((mode, uid, gid)) = u.perms {
         crate::sys::files::chmod(&path, mode & 0o7777).map_err(|e| oerr(u, format!("chmod {path:?}: {e}")))?;
         crate::sys::files::lchown(&path, uid, gid).map_err(|e| oerr(u, format!("chown {path:?}: {e}")))?;
     }
     Ok(())
+}
+
+/// Run `f` (a bind or connect to a relative name) in directory `dir`: in a
+/// thread of our own with a working directory of its own
+/// (unshare(CLONE_FS)), so the engine's stays as it is.
+fn in_dir(dir: &str, f: impl FnOnce() -> std::io::Result<()> + Send) -> std::io::Result<()> {
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(dir)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the thread binding a relative name panicked")))
+    })
 }
 
 /// Send the packets of a queue into the socket at the other end.

@@ -164,3 +164,14 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: a fresh fd, owned from here on.
     Ok(unsafe { OwnedFd::from_raw_fd(s) })
 }
+
+/// SIOCUNIXFILE: an O_PATH fd of the file a path-bound unix socket is bound to.
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// The file a path-bound unix socket is bound to, as an O_PATH fd (Linux 4.11+).
+pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: this ioctl takes no argument and returns a new fd.
+    let f = cvt(unsafe { libc::ioctl(fd, SIOCUNIXFILE as _, 0) })?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(f) })
+}

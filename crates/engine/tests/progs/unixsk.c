@@ -2,7 +2,7 @@
  * ways, a read-shut-down pair, a pair whose peer is closed, options (SO_PASSCRED, SO_RCVBUF,
  * SO_RCVTIMEO, O_NONBLOCK), a child sharing a pair with its parent (and serving another pair,
  * asleep in read at dump), a listening socket bound to a path, one to an abstract name, an unbound
- * dgram socket, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
+ * dgram socket, a dgram socket bound to a relative name, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
  * byte with their message boundaries, states, options, new traffic both ways, a fresh connection
  * to each listener) and writes DIR/unixsk.verify "unixsk=ok" or "unixsk=FAIL <what>". */
 #define _GNU_SOURCE
@@ -21,7 +21,7 @@
 #include "status.h"
 #include "usr1.h"
 
-static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc;
+static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc, rel;
 static char dir[256], path[300], fail[256];
 static struct timeval tmo; /* SO_RCVTIMEO as the kernel reports it (rounded to jiffies) */
 static unsigned char a[70000], b[3000], d[2048];
@@ -156,6 +156,18 @@ static void verify(void)
 	}
 	CHECK(send(cli, "more", 4, 0) == 4 && recv(acc, r, 10, 0) == 4, "client -> accepted");
 	CHECK(send(acc, "back", 4, 0) == 4 && recv(cli, r, 10, 0) == 4, "accepted -> client");
+	/* a dgram socket bound to a relative name keeps it and gets what is sent to its file */
+	{
+		struct sockaddr_un u;
+		socklen_t ul = sizeof(u);
+		char rp[400];
+		CHECK(getsockname(rel, (void *)&u, &ul) == 0 && !strcmp(u.sun_path, "unixsk-rel.sock"), "a relative name");
+		snprintf(rp, sizeof(rp), "%s/unixsk-rel.sock", dir);
+		u = addr(rp, 0, &ul);
+		int t = socket(AF_UNIX, SOCK_DGRAM, 0);
+		CHECK(sendto(t, "rel", 3, 0, (void *)&u, ul) == 3 && recv(rel, r, 10, MSG_DONTWAIT) == 3, "send to the relative-bound socket");
+		close(t);
+	}
 	/* listeners accept new connections; the unbound dgram socket is one */
 	try_connect(lis, path, 0);
 	try_connect(abs_lis, "cryo-unixsk-abstract", 1);
@@ -213,6 +225,13 @@ int main(int argc, char **argv)
 		if (write(cli, "request", 7) != 7 || write(acc, "response", 8) != 8) return 3;
 	}
 	udg = socket(AF_UNIX, SOCK_DGRAM, 0);
+	{
+		socklen_t ul;
+		struct sockaddr_un u = addr("unixsk-rel.sock", 0, &ul);
+		unlink("unixsk-rel.sock");
+		rel = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (rel < 0 || bind(rel, (void *)&u, offsetof(struct sockaddr_un, sun_path) + strlen(u.sun_path))) return 3;
+	}
 	signal(SIGUSR1, on_usr1);
 	block_usr1();
 	pid_t k = fork();

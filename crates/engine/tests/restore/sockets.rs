@@ -10,8 +10,8 @@ use super::*;
 /// SO_RCVBUF, SO_RCVTIMEO and O_NONBLOCK are kept, every pair carries new
 /// data both ways, the child (asleep in read at dump) still shares its
 /// sockets with the parent, a connection accepted by the path listener
-/// keeps its queues both ways and its names, and both listeners accept new
-/// connections.
+/// keeps its queues both ways and its names, a socket bound to a relative
+/// name keeps it, and both listeners accept new connections.
 /// The image set decodes with Debian's crit.
 #[test]
 fn unix_sockets_keep_queues_states_and_sharing_twice() {
@@ -39,7 +39,8 @@ fn unix_sockets_keep_queues_states_and_sharing_twice() {
                     );
                     let s = String::from_utf8_lossy(&out.stdout);
                     if f == "files.img" {
-                        assert_eq!(s.matches("UNIXSK").count(), 16, "{s}");
+                        assert_eq!(s.matches("UNIXSK").count(), 17, "{s}");
+                        assert!(s.contains("\"name_dir\": \"/tmp/anchor\""), "{s}");
                         assert!(
                             s.contains("\"/tmp/anchor/unixsk.sock\"") && s.contains("\"state\": 10"),
                             "{s}"
