@@ -390,9 +390,9 @@ impl FdKind for UnixSk {
         }
         if d.state != TCP_LISTEN {
             let packets = peek_queue(c, fd, &d)?;
-            if !packets.is_empty() && d.peer == 0 && d.state != TCP_ESTABLISHED {
+            if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, &d.name) {
                 return Err(c.unsupported(
-                    "queued data in an unconnected unix socket (its senders cannot be recreated): not supported yet",
+                    "queued data in an unconnected, unbound unix socket (nothing can send it again): not supported yet",
                 ));
             }
             for p in packets {
@@ -531,7 +531,7 @@ impl FdKind for UnixSk {
                         format!("entry {i}: queue of file {}, not a unix socket", e.id_for),
                     ));
                 };
-                if u.state == TCP_LISTEN || (u.peer == 0 && u.state != TCP_ESTABLISHED) {
+                if !queue_refillable(u.ty, u.state, u.peer, &u.name) {
                     return Err(super::set::unsupported(
                         file,
                         0,
@@ -545,6 +545,20 @@ impl FdKind for UnixSk {
         }
         Ok(())
     }
+}
+
+/// A connected pair (or a stream/seqpacket end whose peer is gone) is made
+/// with socketpair(); a datagram socket without a peer is a plain socket
+/// even when its state says ESTABLISHED (a client connected to it).
+fn is_pair(ty: i32, state: u32, peer: u32) -> bool {
+    peer != 0 || (state == TCP_ESTABLISHED && ty != libc::SOCK_DGRAM)
+}
+
+/// Can the restore send this socket's queue again? From its peer (or the
+/// stand-in of a gone one), or, for a bound datagram socket, from a socket
+/// of the engine's to its name.
+fn queue_refillable(ty: i32, state: u32, peer: u32, name: &[u8]) -> bool {
+    state != TCP_LISTEN && (is_pair(ty, state, peer) || (ty == libc::SOCK_DGRAM && !name.is_empty()))
 }
 
 /// The socket options of CRIU's `sk_opts_entry` that a unix socket has.
@@ -597,7 +611,10 @@ fn peek_queue(c: &FdCtx, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileEr
         return Ok(Vec::new());
     }
     sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0).map_err(|e| io("setting SO_PEEK_OFF", e))?;
-    let r = peek_all(fd, stream_like, inq, d.shutdown & 1 != 0);
+    // A pair's packets are sent again by the peer (under its own name, if
+    // bound); other datagrams by an unbound socket.
+    let paired = is_pair(d.ty as i32, d.state, d.peer);
+    let r = peek_all(fd, stream_like, paired, inq, d.shutdown & 1 != 0);
     // Put the peek offset back as it was (off) whatever happened.
     let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1);
     let packets = r.map_err(|e| match e {
@@ -617,56 +634,40 @@ enum PeekError {
     Refuse(String),
 }
 
-fn peek_all(fd: RawFd, stream_like: bool, inq: usize, rcv_shut: bool) -> Result<Vec<Vec<u8>>, PeekError> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+fn peek_all(fd: RawFd, stream_like: bool, paired: bool, inq: usize, rcv_shut: bool) -> Result<Vec<Vec<u8>>, PeekError> {
     let cap = if stream_like { inq.max(1) } else { 8 << 20 };
     let mut buf = vec![0u8; cap];
     let mut out = Vec::new();
     let mut total = 0usize;
-    let mut cmsg = nix::cmsg_space!([RawFd; 253], libc::ucred);
     loop {
         if stream_like && total >= inq {
             break;
         }
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let r = recvmsg::<()>(
-            fd,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        );
-        let (n, flags, rights) = match r {
-            Ok(m) => {
-                let mut rights = Vec::new();
-                if let Ok(cs) = m.cmsgs() {
-                    for c in cs {
-                        if let ControlMessageOwned::ScmRights(fds) = c {
-                            rights.extend(fds);
-                        }
-                    }
-                }
-                (m.bytes, m.flags, rights)
-            }
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(PeekError::Io(e.into())),
+        let m = match sks::peek_msg(fd, &mut buf) {
+            Ok(m) => m,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) => return Err(PeekError::Io(e)),
         };
-        for f in &rights {
-            let _ = nix::unistd::close(*f);
-        }
-        if !rights.is_empty() {
+        if !m.rights.is_empty() {
             return Err(PeekError::Refuse(format!(
                 "{} fd(s) in flight (SCM_RIGHTS) in its queue: not supported yet",
-                rights.len()
+                m.rights.len()
             )));
         }
-        if flags.contains(MsgFlags::MSG_CTRUNC) {
+        if !paired && m.named_sender {
+            return Err(PeekError::Refuse(
+                "a queued datagram from a bound sender (its address cannot be given back): not supported yet".into(),
+            ));
+        }
+        if m.flags & libc::MSG_CTRUNC != 0 {
             return Err(PeekError::Refuse(
                 "control messages in its queue too big to read".into(),
             ));
         }
-        if flags.contains(MsgFlags::MSG_TRUNC) {
+        if m.flags & libc::MSG_TRUNC != 0 {
             return Err(PeekError::Refuse(format!("a queued datagram bigger than {cap} bytes")));
         }
+        let n = m.len;
         if n == 0 && (stream_like || rcv_shut) {
             // End of the queue of a socket shut down for reading.
             break;
@@ -746,7 +747,7 @@ impl OpenFile for UnixSkFile {
         let ty = sock_type(self.ty);
         let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
         let unix = nix::sys::socket::AddressFamily::Unix;
-        if self.state == TCP_ESTABLISHED || self.peer != 0 {
+        if is_pair(self.ty, self.state, self.peer) {
             // A connected pair: both ends now (the peer's, if it is gone, is
             // closed once the queue is in).
             let listener_of = |u: &UnixSkFile| {
@@ -790,7 +791,7 @@ impl OpenFile for UnixSkFile {
             set_flags(&a, self.flags).map_err(|e| oerr(self, e))?;
             return Ok(Some(a));
         }
-        let s = plain(self)?;
+        let s = plain(self, my_q.as_ref())?;
         if self.state == TCP_LISTEN {
             let dup = s.try_clone().map_err(|e| oerr(self, e))?;
             cx.scratch::<Made>().listeners.insert(self.ino, dup);
@@ -811,7 +812,7 @@ fn accepted_pair(
 ) -> Result<(OwnedFd, OwnedFd), super::OpenError> {
     let st = cx.scratch::<Made>();
     if !st.listeners.contains_key(&l.ino) {
-        let fd = plain(l)?;
+        let fd = plain(l, None)?;
         let dup = fd.try_clone().map_err(|e| oerr(l, e))?;
         st.ends.insert(l.ino, fd);
         st.listeners.insert(l.ino, dup);
@@ -843,8 +844,9 @@ fn sock_type(ty: i32) -> nix::sys::socket::SockType {
     }
 }
 
-/// An unconnected socket: made, optioned, bound, listening, shut down.
-fn plain(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
+/// An unconnected socket: made, optioned, bound, listening, its queue
+/// (a bound datagram socket's) sent to its name, shut down.
+fn plain(u: &UnixSkFile, queue: Option<&Vec<Vec<u8>>>) -> Result<OwnedFd, super::OpenError> {
     let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
     let s = nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, sock_type(u.ty), cloexec, None)
         .map_err(|e| oerr(u, e))?;
@@ -854,6 +856,19 @@ fn plain(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
         let backlog = nix::sys::socket::Backlog::new(u.backlog.min(i32::MAX as u32) as i32)
             .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
         nix::sys::socket::listen(&s, backlog).map_err(|e| oerr(u, format!("listen: {e}")))?;
+    }
+    if let Some(q) = queue.filter(|q| !q.is_empty()) {
+        // Sent by an unbound socket of ours, connected to it (the senders
+        // were unbound as well: the dump checked).
+        let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+        let t = nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, sock_type(u.ty), cloexec, None)
+            .map_err(|e| oerr(u, e))?;
+        match &u.name_dir {
+            None => sks::unix_connect(t.as_raw_fd(), &u.name),
+            Some(d) => in_dir(d, || sks::unix_connect(t.as_raw_fd(), &u.name)),
+        }
+        .map_err(|e| oerr(u, format!("connecting a sender to put back its queue: {e}")))?;
+        fill(&t, Some(q)).map_err(|e| oerr(u, format!("putting back the queue: {e}")))?;
     }
     shut(&s, u.shutdown).map_err(|e| oerr(u, format!("shutdown: {e}")))?;
     set_flags(&s, u.flags).map_err(|e| oerr(u, e))?;

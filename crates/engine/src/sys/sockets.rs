@@ -175,3 +175,68 @@ pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: a fresh fd, owned from here on.
     Ok(unsafe { OwnedFd::from_raw_fd(f) })
 }
+
+/// What one recvmsg(MSG_PEEK) of a unix socket's queue gave.
+pub struct Peeked {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// msg_flags (MSG_TRUNC, MSG_CTRUNC).
+    pub flags: i32,
+    /// The sender had a name (a bound socket).
+    pub named_sender: bool,
+    /// Fds in flight (SCM_RIGHTS) the peek installed in our process.
+    pub rights: Vec<OwnedFd>,
+}
+
+/// recvmsg(2) with MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC into `buf`,
+/// with room for control messages (credentials, up to 253 fds).
+pub fn peek_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut ctl = vec![0u64; 256];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = ctl.len() * 8;
+    // SAFETY: every pointer in msg points to a live buffer of ours of the size given.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut rights = Vec::new();
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const i32;
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..n {
+                    rights.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let family = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    Ok(Peeked {
+        len: n as usize,
+        flags: msg.msg_flags,
+        named_sender: msg.msg_namelen > family,
+        rights,
+    })
+}

@@ -2,7 +2,7 @@
  * ways, a read-shut-down pair, a pair whose peer is closed, options (SO_PASSCRED, SO_RCVBUF,
  * SO_RCVTIMEO, O_NONBLOCK), a child sharing a pair with its parent (and serving another pair,
  * asleep in read at dump), a listening socket bound to a path, one to an abstract name, an unbound
- * dgram socket, a dgram socket bound to a relative name, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
+ * dgram socket, a bound dgram socket holding a datagram of a closed client, a dgram socket bound to a relative name, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
  * byte with their message boundaries, states, options, new traffic both ways, a fresh connection
  * to each listener) and writes DIR/unixsk.verify "unixsk=ok" or "unixsk=FAIL <what>". */
 #define _GNU_SOURCE
@@ -21,7 +21,8 @@
 #include "status.h"
 #include "usr1.h"
 
-static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc, rel;
+static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc, rel, srvd;
+static char dpath[300];
 static char dir[256], path[300], fail[256];
 static struct timeval tmo; /* SO_RCVTIMEO as the kernel reports it (rounded to jiffies) */
 static unsigned char a[70000], b[3000], d[2048];
@@ -168,6 +169,16 @@ static void verify(void)
 		CHECK(sendto(t, "rel", 3, 0, (void *)&u, ul) == 3 && recv(rel, r, 10, MSG_DONTWAIT) == 3, "send to the relative-bound socket");
 		close(t);
 	}
+	/* a bound dgram socket keeps what a gone client sent, and takes new clients */
+	{
+		socklen_t ul;
+		struct sockaddr_un u = addr(dpath, 0, &ul);
+		n = recv(srvd, r, sizeof(r), MSG_DONTWAIT);
+		CHECK(n == 15 && !memcmp(r, "dgram-from-gone", 15), "queue of a bound dgram socket");
+		int t = socket(AF_UNIX, SOCK_DGRAM, 0);
+		CHECK(connect(t, (void *)&u, ul) == 0 && send(t, "new", 3, 0) == 3 && recv(srvd, r, 10, MSG_DONTWAIT) == 3, "a new client of the bound dgram socket");
+		close(t);
+	}
 	/* listeners accept new connections; the unbound dgram socket is one */
 	try_connect(lis, path, 0);
 	try_connect(abs_lis, "cryo-unixsk-abstract", 1);
@@ -225,6 +236,16 @@ int main(int argc, char **argv)
 		if (write(cli, "request", 7) != 7 || write(acc, "response", 8) != 8) return 3;
 	}
 	udg = socket(AF_UNIX, SOCK_DGRAM, 0);
+	{
+		socklen_t ul;
+		snprintf(dpath, sizeof(dpath), "%s/unixsk-dg.sock", dir);
+		unlink(dpath);
+		struct sockaddr_un u = addr(dpath, 0, &ul);
+		srvd = socket(AF_UNIX, SOCK_DGRAM, 0);
+		int t = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (srvd < 0 || bind(srvd, (void *)&u, ul) || connect(t, (void *)&u, ul) || send(t, "dgram-from-gone", 15, 0) != 15) return 3;
+		close(t);
+	}
 	{
 		socklen_t ul;
 		struct sockaddr_un u = addr("unixsk-rel.sock", 0, &ul);
