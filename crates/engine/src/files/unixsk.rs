@@ -547,18 +547,20 @@ impl FdKind for UnixSk {
     }
 }
 
-/// A connected pair (or a stream/seqpacket end whose peer is gone) is made
-/// with socketpair(); a datagram socket without a peer is a plain socket
-/// even when its state says ESTABLISHED (a client connected to it).
-fn is_pair(ty: i32, state: u32, peer: u32) -> bool {
-    peer != 0 || (state == TCP_ESTABLISHED && ty != libc::SOCK_DGRAM)
+/// A connected pair (or an end whose peer is gone) is made with
+/// socketpair(); a bound datagram socket without a peer is a plain socket
+/// even when its state says ESTABLISHED (a client connected to it, which
+/// must be able to connect again). An unbound one in that state can only
+/// have lost its own peer (nobody connects to an unbound socket).
+fn is_pair(ty: i32, state: u32, peer: u32, name: &[u8]) -> bool {
+    peer != 0 || (state == TCP_ESTABLISHED && (ty != libc::SOCK_DGRAM || name.is_empty()))
 }
 
 /// Can the restore send this socket's queue again? From its peer (or the
 /// stand-in of a gone one), or, for a bound datagram socket, from a socket
 /// of the engine's to its name.
 fn queue_refillable(ty: i32, state: u32, peer: u32, name: &[u8]) -> bool {
-    state != TCP_LISTEN && (is_pair(ty, state, peer) || (ty == libc::SOCK_DGRAM && !name.is_empty()))
+    state != TCP_LISTEN && (is_pair(ty, state, peer, name) || (ty == libc::SOCK_DGRAM && !name.is_empty()))
 }
 
 /// The socket options of CRIU's `sk_opts_entry` that a unix socket has.
@@ -613,7 +615,7 @@ fn peek_queue(c: &FdCtx, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileEr
     sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0).map_err(|e| io("setting SO_PEEK_OFF", e))?;
     // A pair's packets are sent again by the peer (under its own name, if
     // bound); other datagrams by an unbound socket.
-    let paired = is_pair(d.ty as i32, d.state, d.peer);
+    let paired = is_pair(d.ty as i32, d.state, d.peer, &d.name);
     let r = peek_all(fd, stream_like, paired, inq, d.shutdown & 1 != 0);
     // Put the peek offset back as it was (off) whatever happened.
     let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1);
@@ -747,7 +749,7 @@ impl OpenFile for UnixSkFile {
         let ty = sock_type(self.ty);
         let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
         let unix = nix::sys::socket::AddressFamily::Unix;
-        if is_pair(self.ty, self.state, self.peer) {
+        if is_pair(self.ty, self.state, self.peer, &self.name) {
             // A connected pair: both ends now (the peer's, if it is gone, is
             // closed once the queue is in).
             let listener_of = |u: &UnixSkFile| {
