@@ -21,8 +21,8 @@
 //! each queue is sent from the socket's peer, then the shutdown states.
 //!
 //! Refused (at dump, naming pid and fd): non-unix sockets, peers outside the
-//! tree, accepted connections (their name is their listener's), one-way
-//! datagram connections, pending connections in a listen backlog, fds in
+//! tree, one-way connections to unbound sockets, queued data of a datagram
+//! client connected one way, pending connections in a listen backlog, fds in
 //! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, a set
 //! SO_PEEK_OFF (CRIU's entry has no field for it).
 
@@ -252,15 +252,19 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
             ));
         }
         if d.peer != 0 && !mutual(&all, d) {
-            return Err(refuse(
-                pid,
-                fd,
-                link,
-                format!(
-                    "one-way datagram connection to socket inode {} (which is not connected back): not supported yet",
-                    d.peer
-                ),
-            ));
+            // A datagram client connected to a bound server: connected again.
+            let named_server = all.get(&d.peer).is_some_and(|p| !p.name.is_empty());
+            if d.ty as i32 != libc::SOCK_DGRAM || !named_server {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "one-way connection to unbound socket inode {} (which is not connected back): not supported yet",
+                        d.peer
+                    ),
+                ));
+            }
         }
         // An accepted connection shares its listener's name: the listener
         // must be in the tree (restore connects to it), or gone.
@@ -390,7 +394,8 @@ impl FdKind for UnixSk {
         }
         if d.state != TCP_LISTEN {
             let packets = peek_queue(c, fd, &d)?;
-            if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, &d.name) {
+            let one_way = d.peer != 0 && !mutual(&t.unix.socks, &d);
+            if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, one_way, &d.name) {
                 return Err(c.unsupported(
                     "queued data in an unconnected, unbound unix socket (nothing can send it again): not supported yet",
                 ));
@@ -490,11 +495,14 @@ impl FdKind for UnixSk {
                 let Some(p) = by_ino.get(&u.peer) else {
                     return Err(bad(format!("peer inode {} is not in files.img", u.peer)));
                 };
-                if p.peer != u.ino {
+                if p.peer != u.ino && (u.ty != libc::SOCK_DGRAM || p.name.is_empty()) {
                     return Err(super::set::unsupported(
                         &files.files_file,
                         0,
-                        format!("unix socket {id}: a one-way connection to socket inode {}", u.peer),
+                        format!(
+                            "unix socket {id}: a one-way connection to socket inode {}, which is not a bound datagram socket",
+                            u.peer
+                        ),
                     ));
                 }
                 if p.ty != u.ty {
@@ -531,7 +539,11 @@ impl FdKind for UnixSk {
                         format!("entry {i}: queue of file {}, not a unix socket", e.id_for),
                     ));
                 };
-                if !queue_refillable(u.ty, u.state, u.peer, &u.name) {
+                let one_way = u.peer != 0
+                    && files
+                        .of::<UnixSkFile>()
+                        .any(|(_, p)| p.ino == u.peer && p.peer != u.ino);
+                if !queue_refillable(u.ty, u.state, u.peer, one_way, &u.name) {
                     return Err(super::set::unsupported(
                         file,
                         0,
@@ -558,9 +570,10 @@ fn is_pair(ty: i32, state: u32, peer: u32, name: &[u8]) -> bool {
 
 /// Can the restore send this socket's queue again? From its peer (or the
 /// stand-in of a gone one), or, for a bound datagram socket, from a socket
-/// of the engine's to its name.
-fn queue_refillable(ty: i32, state: u32, peer: u32, name: &[u8]) -> bool {
-    state != TCP_LISTEN && (is_pair(ty, state, peer, name) || (ty == libc::SOCK_DGRAM && !name.is_empty()))
+/// of the engine's to its name. Not into a datagram client connected one
+/// way to a server (only the server could send to it).
+fn queue_refillable(ty: i32, state: u32, peer: u32, one_way: bool, name: &[u8]) -> bool {
+    state != TCP_LISTEN && !one_way && (is_pair(ty, state, peer, name) || (ty == libc::SOCK_DGRAM && !name.is_empty()))
 }
 
 /// The socket options of CRIU's `sk_opts_entry` that a unix socket has.
@@ -710,6 +723,8 @@ impl UnixSkFile {
 #[derive(Default)]
 struct Made {
     ends: HashMap<u32, OwnedFd>,
+    /// Unconnected sockets made so far (datagram clients connect to them).
+    plain_done: HashSet<u32>,
     /// The listening sockets made so far (accepted connections connect to them).
     listeners: HashMap<u32, OwnedFd>,
     queues: Option<BTreeMap<u32, Vec<Vec<u8>>>>,
@@ -742,6 +757,33 @@ impl OpenFile for UnixSkFile {
         let peer = files
             .of::<UnixSkFile>()
             .find(|(_, p)| self.peer != 0 && p.ino == self.peer);
+        if let Some((sid, srv)) = peer.filter(|(_, p)| p.peer != self.ino) {
+            // A datagram client connected to a bound server: the server
+            // first (with its queue), then connect to it.
+            if !st.plain_done.contains(&srv.ino) {
+                let q = st.queues.as_mut().expect("loaded above").remove(&sid);
+                let fd = plain(srv, q.as_ref())?;
+                st.ends.insert(srv.ino, fd);
+                st.plain_done.insert(srv.ino);
+            }
+            let s = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Unix,
+                sock_type(self.ty),
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| oerr(self, e))?;
+            set_opts(s.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
+            bind(&s, self)?;
+            match &srv.name_dir {
+                None => sks::unix_connect(s.as_raw_fd(), &srv.name),
+                Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &srv.name)),
+            }
+            .map_err(|e| oerr(self, format!("connecting to its server (inode {}): {e}", srv.ino)))?;
+            shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
+            set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
+            return Ok(Some(s));
+        }
         // The queues of both ends (taken: each is put back once).
         let queues = st.queues.as_mut().expect("loaded above");
         let my_q = queues.remove(&id);
@@ -794,6 +836,7 @@ impl OpenFile for UnixSkFile {
             return Ok(Some(a));
         }
         let s = plain(self, my_q.as_ref())?;
+        cx.scratch::<Made>().plain_done.insert(self.ino);
         if self.state == TCP_LISTEN {
             let dup = s.try_clone().map_err(|e| oerr(self, e))?;
             cx.scratch::<Made>().listeners.insert(self.ino, dup);
