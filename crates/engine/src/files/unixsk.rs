@@ -16,7 +16,8 @@
 //! again): a connected pair is a socketpair() (its ends re-bound to their
 //! own names, such as an autobind name from SO_PASSCRED); a peer whose
 //! end was closed is a socketpair whose other end is closed once the queue
-//! is in; bound sockets are bound (a stale socket file at the path is
+//! is in; a datagram socket connected to itself connects to its own name;
+//! a datagram client connected one way connects to its server again; bound sockets are bound (a stale socket file at the path is
 //! removed first), listening ones listen. The options go in first, then
 //! each queue is sent from the socket's peer, then the shutdown states.
 //!
@@ -250,6 +251,9 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
                     d.peer
                 ),
             ));
+        }
+        if d.peer == d.ino && (d.name.is_empty() || d.ty as i32 != libc::SOCK_DGRAM) {
+            return Err(refuse(pid, fd, link, "an unbound socket connected to itself".into()));
         }
         if d.peer != 0 && !mutual(&all, d) {
             // A datagram client connected to a bound server: connected again.
@@ -753,6 +757,30 @@ impl OpenFile for UnixSkFile {
         }
         if let Some(fd) = st.ends.remove(&self.ino) {
             return Ok(Some(fd));
+        }
+        if self.peer == self.ino {
+            // Connected to itself (a bound datagram socket): bound, then
+            // connected to its own name; its queue it sent itself.
+            let q = st.queues.as_mut().expect("loaded above").remove(&id);
+            let s = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Unix,
+                sock_type(self.ty),
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| oerr(self, e))?;
+            set_opts(s.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
+            bind(&s, self)?;
+            match &self.name_dir {
+                None => sks::unix_connect(s.as_raw_fd(), &self.name),
+                Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &self.name)),
+            }
+            .map_err(|e| oerr(self, format!("connecting to itself: {e}")))?;
+            fill(&s, q.as_ref()).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
+            shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
+            set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
+            cx.scratch::<Made>().plain_done.insert(self.ino);
+            return Ok(Some(s));
         }
         let peer = files
             .of::<UnixSkFile>()

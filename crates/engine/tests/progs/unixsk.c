@@ -2,7 +2,7 @@
  * ways, a read-shut-down pair, a pair whose peer is closed, options (SO_PASSCRED, SO_RCVBUF,
  * SO_RCVTIMEO, O_NONBLOCK), a child sharing a pair with its parent (and serving another pair,
  * asleep in read at dump), a listening socket bound to a path, one to an abstract name, an unbound
- * dgram socket, a bound dgram socket holding datagrams of a closed client and of a connected one, a dgram socket bound to a relative name, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
+ * dgram socket, a bound dgram socket holding datagrams of a closed client and of a connected one, a dgram socket connected to itself, a dgram socket bound to a relative name, a connection accepted by the path listener with data queued both ways. Writes DIR/unixsk.ready once set up; on SIGUSR1 checks everything (queues byte for
  * byte with their message boundaries, states, options, new traffic both ways, a fresh connection
  * to each listener) and writes DIR/unixsk.verify "unixsk=ok" or "unixsk=FAIL <what>". */
 #define _GNU_SOURCE
@@ -21,7 +21,7 @@
 #include "status.h"
 #include "usr1.h"
 
-static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc, rel, srvd, dcli;
+static int st[2], dg[2], sp[2], sh[2], lone[2], ch[2], lis, abs_lis, udg, cli, acc, rel, srvd, dcli, selfc;
 static char dpath[300];
 static char dir[256], path[300], fail[256];
 static struct timeval tmo; /* SO_RCVTIMEO as the kernel reports it (rounded to jiffies) */
@@ -180,6 +180,9 @@ static void verify(void)
 		struct sockaddr_un pn;
 		socklen_t pl = sizeof(pn);
 		CHECK(getpeername(dcli, (void *)&pn, &pl) == 0 && !strcmp(pn.sun_path, dpath), "a dgram client's peer");
+		n = recv(selfc, r, sizeof(r), MSG_DONTWAIT);
+		CHECK(n == 4 && !memcmp(r, "self", 4), "queue of a socket connected to itself");
+		CHECK(send(selfc, "me", 2, 0) == 2 && recv(selfc, r, 10, MSG_DONTWAIT) == 2, "a socket connected to itself talks to itself");
 		CHECK(send(dcli, "again", 5, 0) == 5 && recv(srvd, r, 10, MSG_DONTWAIT) == 5, "a dgram client sends to its server");
 		int t = socket(AF_UNIX, SOCK_DGRAM, 0);
 		CHECK(connect(t, (void *)&u, ul) == 0 && send(t, "new", 3, 0) == 3 && recv(srvd, r, 10, MSG_DONTWAIT) == 3, "a new client of the bound dgram socket");
@@ -253,6 +256,12 @@ int main(int argc, char **argv)
 		close(t);
 		dcli = socket(AF_UNIX, SOCK_DGRAM, 0);
 		if (dcli < 0 || connect(dcli, (void *)&u, ul) || send(dcli, "client", 6, 0) != 6) return 3;
+		char sp2[320];
+		snprintf(sp2, sizeof(sp2), "%s/unixsk-self.sock", dir);
+		unlink(sp2);
+		u = addr(sp2, 0, &ul);
+		selfc = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (selfc < 0 || bind(selfc, (void *)&u, ul) || connect(selfc, (void *)&u, ul) || send(selfc, "self", 4, 0) != 4) return 3;
 	}
 	{
 		socklen_t ul;
