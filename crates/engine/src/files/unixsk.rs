@@ -184,6 +184,8 @@ pub struct Survey {
     pub socks: HashMap<u32, UnixDiag>,
     /// The files of the path-bound ones, by inode.
     pub bound: HashMap<u32, Bound>,
+    /// Their queued packets (receive queues), by inode.
+    pub queues: HashMap<u32, Vec<Vec<u8>>>,
 }
 
 /// A socket that has a peer which names it back (a socketpair, or both ends
@@ -217,7 +219,14 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
     let ours: HashSet<u32> = socks.iter().map(|s| s.3).collect();
     let mut mine = HashMap::new();
     let mut bound = HashMap::new();
+    let mut queues = HashMap::new();
     for &(pid, fd, link, ino) in &socks {
+        if mine.contains_key(&ino) {
+            // The same socket in another fd or task: surveyed (and its
+            // queue read: a second peek would skip empty datagrams the
+            // first one marked as peeked) once.
+            continue;
+        }
         let Some(d) = all.get(&ino) else {
             return Err(refuse(
                 pid,
@@ -291,9 +300,63 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
         if d.state != TCP_ESTABLISHED && d.state != TCP_CLOSE && d.state != TCP_LISTEN {
             return Err(refuse(pid, fd, link, format!("unix socket in state {}", d.state)));
         }
+        if d.state != TCP_LISTEN {
+            let packets = survey_queue(pid, fd, link, d, &all)?;
+            if !packets.is_empty() {
+                queues.insert(ino, packets);
+            }
+        }
         mine.insert(ino, d.clone());
     }
-    Ok(Survey { socks: mine, bound })
+    Ok(Survey {
+        socks: mine,
+        bound,
+        queues,
+    })
+}
+
+/// The queued packets of one socket, read without consuming them, and
+/// whether they can be put back (no SO_PEEK_OFF in use, a sender for them
+/// at restore).
+fn survey_queue(
+    pid: i32,
+    fdno: i32,
+    link: &str,
+    d: &UnixDiag,
+    all: &HashMap<u32, UnixDiag>,
+) -> Result<Vec<Vec<u8>>, FileError> {
+    let io = |what: &str, source| FileError::Io {
+        pid,
+        fd: fdno,
+        what: what.into(),
+        source,
+    };
+    let refuse = |what: String| FileError::Unsupported {
+        pid,
+        fd: fdno,
+        link: link.into(),
+        what,
+    };
+    let pidfd = crate::sys::pidfd_open(pid).map_err(|e| io("pidfd_open", e))?;
+    let sk = crate::sys::pidfd_getfd(pidfd.as_raw_fd(), fdno).map_err(|e| io("pidfd_getfd", e))?;
+    let fd = sk.as_raw_fd();
+    let peek_off = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
+    if peek_off >= 0 {
+        return Err(refuse(format!(
+            "SO_PEEK_OFF is set ({peek_off}): CRIU's unix socket entry cannot hold it"
+        )));
+    }
+    let packets = peek_queue(pid, fdno, link, fd, d)?;
+    let one_way = d.peer != 0 && !mutual(all, d);
+    if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, one_way, &d.name) {
+        return Err(refuse(if one_way {
+            "queued data in a datagram client connected one way (only its server could send it again): not supported yet"
+                .into()
+        } else {
+            "queued data in an unconnected, unbound unix socket (nothing can send it again): not supported yet".into()
+        }));
+    }
+    Ok(packets)
 }
 
 /// The file of a path-bound socket: the directory a relative name is in
@@ -390,30 +453,15 @@ impl FdKind for UnixSk {
         let sk = c.steal()?;
         let fd = sk.as_raw_fd();
         let opts = read_opts(fd).map_err(|e| io("reading the socket options", e))?;
-        let peek_off = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
-        if peek_off >= 0 {
-            return Err(c.unsupported(format!(
-                "SO_PEEK_OFF is set ({peek_off}): CRIU's unix socket entry cannot hold it"
-            )));
-        }
-        if d.state != TCP_LISTEN {
-            let packets = peek_queue(c, fd, &d)?;
-            let one_way = d.peer != 0 && !mutual(&t.unix.socks, &d);
-            if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, one_way, &d.name) {
-                return Err(c.unsupported(
-                    "queued data in an unconnected, unbound unix socket (nothing can send it again): not supported yet",
-                ));
-            }
-            for p in packets {
-                t.sk_queues.push((
-                    pb::SkPacketEntry {
-                        id_for: id,
-                        length: p.len() as u32,
-                        scm: Vec::new(),
-                    },
-                    p,
-                ));
-            }
+        for p in t.unix.queues.remove(&ino).unwrap_or_default() {
+            t.sk_queues.push((
+                pb::SkPacketEntry {
+                    id_for: id,
+                    length: p.len() as u32,
+                    scm: Vec::new(),
+                },
+                p,
+            ));
         }
         // A listening socket's backlog, or the bytes its sent data holds.
         let backlog = d.rqlen.1;
@@ -616,12 +664,18 @@ fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
 }
 
 /// The receive queue of the socket, packet by packet, without consuming it.
-fn peek_queue(c: &FdCtx, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileError> {
+fn peek_queue(pid: i32, fdno: i32, link: &str, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileError> {
     let io = |what: &str, source| FileError::Io {
-        pid: c.pid,
-        fd: c.fd,
+        pid,
+        fd: fdno,
         what: what.into(),
         source,
+    };
+    let refuse = |what: String| FileError::Unsupported {
+        pid,
+        fd: fdno,
+        link: link.into(),
+        what,
     };
     let stream_like = d.ty as i32 != libc::SOCK_DGRAM;
     // Bytes queued (stream, seqpacket: all of them; dgram: the first packet).
@@ -638,12 +692,14 @@ fn peek_queue(c: &FdCtx, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileEr
     let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1);
     let packets = r.map_err(|e| match e {
         PeekError::Io(e) => io("peeking at the queue (MSG_PEEK)", e),
-        PeekError::Refuse(w) => c.unsupported(w),
+        PeekError::Refuse(w) => refuse(w),
     })?;
     back.map_err(|e| io("resetting SO_PEEK_OFF", e))?;
     let total: usize = packets.iter().map(|p| p.len()).sum();
     if stream_like && total != inq {
-        return Err(c.unsupported(format!("read {total} of the {inq} queued bytes without consuming them")));
+        return Err(refuse(format!(
+            "read {total} of the {inq} queued bytes without consuming them"
+        )));
     }
     Ok(packets)
 }
