@@ -12,9 +12,9 @@
 //! [`FileSet`] (other files by id, side images, remaps). The syscalls are in
 //! `crate::sys::files`; this module tree holds no `unsafe`.
 //!
-//! Adding a kind (a socket kind, say `unixsk`):
-//! 1. `files/unixsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
-//!    (`pb::FdTypes::Unixsk`), `detect` (from the [`FdCtx`]: st_mode, link
+//! Adding a kind (`unixsk` is a worked example; say `inetsk` next):
+//! 1. `files/inetsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
+//!    (`pb::FdTypes::Inetsk`), `detect` (from the [`FdCtx`]: st_mode, link
 //!    text, fdinfo), `dump` (its files.img entry, side images through the
 //!    [`FileTable`]), `describe` (entry -> its own domain type, validated
 //!    alone; errors through [`DescribeCx::bad`] or a [`SetError`]) and, if it
@@ -23,12 +23,13 @@
 //!    it in the engine (per-kind state between files in
 //!    [`RestoreCx::state`]/[`RestoreCx::scratch`]) or returns `None` when
 //!    the task must open it itself, and `map_fd` if it can be mmapped.
-//! 2. Its raw syscalls go to `sys/files.rs` as safe fns (`unsafe fn` with a
+//! 2. Its raw syscalls go to `sys/files.rs` (sockets: `sys/sockets.rs`) as safe fns (`unsafe fn` with a
 //!    `# Safety` section if they take raw addresses); nix where it has them.
-//! 3. `pub mod unixsk;` above and its [`Registered::Refused`] line in
-//!    [`REGISTRY`] becomes `Registered::Kind(&unixsk::UnixSk)`; the order of
-//!    the kinds is the order `detect` is tried. Drop the `S_IFSOCK` arm of
-//!    [`refuse`] (dump) for what it now handles, and its image from
+//! 3. `pub mod inetsk;` above and its [`Registered::Refused`] line in
+//!    [`REGISTRY`] becomes `Registered::Kind(&inetsk::InetSk)`; the order of
+//!    the kinds is the order `detect` is tried. Sockets are surveyed across
+//!    the whole tree before the dump writes anything (`unixsk::survey`,
+//!    called from dump): widen that for what it now handles, and its image from
 //!    `restore::plan::REFUSED_IMAGES` if it has a side image.
 //! 4. Tests: a unit test of its fdinfo/entry parsing beside it; a restore
 //!    test with a real program (tests/progs) that checks the state after
