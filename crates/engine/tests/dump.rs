@@ -406,7 +406,7 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
     }
 }
 
-/// Sockets are refused before anything is written; the program is released untouched.
+/// Sockets other than unix sockets are refused before anything is written; the program is released untouched.
 #[test]
 fn sockets_are_refused_before_writing() {
     let work = tmp_dir("sock");
@@ -432,6 +432,39 @@ fn sockets_are_refused_before_writing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     panic!("no verify file; cwd {cwd:?} work {work:?} has {ls:?}; syscall {sc} status:\n{st}");
+}
+
+/// Unix sockets cryo cannot restore are refused before anything is written,
+/// naming pid, fd and why; the program goes on with its socket intact.
+#[test]
+fn unrestorable_unix_sockets_are_refused_before_writing() {
+    for (mode, why) in [
+        ("scm", "SCM_RIGHTS"),
+        ("backlog", "pending connection"),
+        ("unlinked", "unlinked"),
+        ("peekoff", "SO_PEEK_OFF"),
+        ("outside", "outside the dumped tree"),
+    ] {
+        let work = tmp_dir(&format!("unixrefuse-{mode}"));
+        let imgs = tmp_dir(&format!("unixrefuse-{mode}-img"));
+        let (t, line) = Target::start("unixrefuse", &[work.to_str().unwrap(), mode]);
+        let pid: i32 = line.trim().strip_prefix("ready pid=").unwrap().parse().unwrap();
+        let err = dump::dump(DumpOpts::new(pid, &imgs)).unwrap_err().to_string();
+        assert!(
+            err.contains(why) && err.contains(&format!("pid {pid} fd ")) && err.contains("socket:["),
+            "{mode}: {err}"
+        );
+        assert!(images_of(&imgs).is_empty(), "{mode}: {:?}", images_of(&imgs));
+        assert_eq!(tracer(pid), 0, "{mode}");
+        assert_eq!(
+            ask(pid, &work.join("verify"), "\n").trim(),
+            "ok",
+            "{mode}: the socket changed"
+        );
+        if pid != t.pid {
+            kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Both page readers (parasite vmsplice, process_vm_readv) write the same

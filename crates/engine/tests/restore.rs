@@ -25,6 +25,8 @@ mod identity;
 mod mem;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
+#[path = "restore/sockets.rs"]
+mod sockets;
 #[path = "restore/tasks.rs"]
 mod tasks;
 #[path = "restore/tty.rs"]
@@ -457,7 +459,7 @@ fn epoll_target_outside_the_owner_is_refused_up_front() {
 /// Unsupported objects are refused before any task exists.
 #[test]
 fn unsupported_images_are_refused_before_creating_tasks() {
-    for (name, what) in [("sysv_ipc", "SysV"), ("tcp_est", "TCP"), ("unix_pair", "UNIXSK")] {
+    for (name, what) in [("sysv_ipc", "SysV"), ("tcp_est", "TCP")] {
         build_fixture(name);
         let ns = Ns::restore(&fixtures().join(name).join("images"), &[]);
         let (rc, err) = ns.cryo_result();

@@ -929,14 +929,6 @@ fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Res
             _ => {}
         }
     }
-    for (fd, link) in &f.fds {
-        if link.starts_with("socket:") {
-            return Err(DumpError::Refused {
-                pid,
-                what: format!("fd {fd} is a socket ({link}); sockets are not supported yet"),
-            });
-        }
-    }
     if let Ok(s) = std::fs::read_to_string("/proc/sysvipc/msg") {
         for l in s.lines().skip(1) {
             let w: Vec<&str> = l.split_whitespace().collect();
@@ -988,6 +980,21 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
         facts.push(Some(f));
     }
+    // Sockets: only unix sockets cryo restores pass, checked across the
+    // whole tree (peers, names, backlogs) before anything is written.
+    let socket_fds: Vec<(i32, i32, String)> = tree
+        .procs
+        .iter()
+        .zip(&facts)
+        .filter_map(|(p, f)| f.as_ref().map(|f| (p.pid, f)))
+        .flat_map(|(pid, f)| {
+            f.fds
+                .iter()
+                .filter(|(_, l)| l.starts_with("socket:"))
+                .map(move |(fd, l)| (pid, *fd, l.clone()))
+        })
+        .collect();
+    ctx.files.unix = crate::files::unixsk::survey(&socket_fds)?;
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any
     // process's pages (CRIU's numbering): mappings first, then memfd fds.
@@ -1520,6 +1527,15 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         let path = ctx.out.path("fifo-data.img");
         let mut w = ImageWriter::create(&path, Some("FIFO_DATA"))?;
         for (e, d) in &fifos {
+            w.entry(e)?;
+            w.raw(d)?;
+        }
+        ctx.defer(w);
+    }
+    if !ctx.files.sk_queues.is_empty() {
+        let path = ctx.out.path("sk-queues.img");
+        let mut w = ImageWriter::create(&path, Some("SK_QUEUES"))?;
+        for (e, d) in &ctx.files.sk_queues {
             w.entry(e)?;
             w.raw(d)?;
         }

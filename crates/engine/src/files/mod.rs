@@ -12,9 +12,9 @@
 //! [`FileSet`] (other files by id, side images, remaps). The syscalls are in
 //! `crate::sys::files`; this module tree holds no `unsafe`.
 //!
-//! Adding a kind (a socket kind, say `unixsk`):
-//! 1. `files/unixsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
-//!    (`pb::FdTypes::Unixsk`), `detect` (from the [`FdCtx`]: st_mode, link
+//! Adding a kind (`unixsk` is a worked example; say `inetsk` next):
+//! 1. `files/inetsk.rs`: a unit struct implementing [`FdKind`]: `fd_type`
+//!    (`pb::FdTypes::Inetsk`), `detect` (from the [`FdCtx`]: st_mode, link
 //!    text, fdinfo), `dump` (its files.img entry, side images through the
 //!    [`FileTable`]), `describe` (entry -> its own domain type, validated
 //!    alone; errors through [`DescribeCx::bad`] or a [`SetError`]) and, if it
@@ -23,12 +23,13 @@
 //!    it in the engine (per-kind state between files in
 //!    [`RestoreCx::state`]/[`RestoreCx::scratch`]) or returns `None` when
 //!    the task must open it itself, and `map_fd` if it can be mmapped.
-//! 2. Its raw syscalls go to `sys/files.rs` as safe fns (`unsafe fn` with a
+//! 2. Its raw syscalls go to `sys/files.rs` (sockets: `sys/sockets.rs`) as safe fns (`unsafe fn` with a
 //!    `# Safety` section if they take raw addresses); nix where it has them.
-//! 3. `pub mod unixsk;` above and its [`Registered::Refused`] line in
-//!    [`REGISTRY`] becomes `Registered::Kind(&unixsk::UnixSk)`; the order of
-//!    the kinds is the order `detect` is tried. Drop the `S_IFSOCK` arm of
-//!    [`refuse`] (dump) for what it now handles, and its image from
+//! 3. `pub mod inetsk;` above and its [`Registered::Refused`] line in
+//!    [`REGISTRY`] becomes `Registered::Kind(&inetsk::InetSk)`; the order of
+//!    the kinds is the order `detect` is tried. Sockets are surveyed across
+//!    the whole tree before the dump writes anything (`unixsk::survey`,
+//!    called from dump): widen that for what it now handles, and its image from
 //!    `restore::plan::REFUSED_IMAGES` if it has a side image.
 //! 4. Tests: a unit test of its fdinfo/entry parsing beside it; a restore
 //!    test with a real program (tests/progs) that checks the state after
@@ -52,6 +53,7 @@ mod set;
 pub mod signalfd;
 pub mod timerfd;
 pub mod tty;
+pub mod unixsk;
 
 pub use set::{bad as set_bad, unsupported as set_unsupported};
 pub use set::{AsAny, DescribeCx, Fd, FileSet, OpenError, OpenFile, RestoreCx, SetError, Task, Tree};
@@ -186,9 +188,9 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&pidfd::Pidfd),
     Registered::Kind(&fanotify::Fanotify),
     Registered::Kind(&nsfile::NsFile),
+    Registered::Kind(&unixsk::UnixSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
     Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
-    Registered::Refused(pb::FdTypes::Unixsk, "unix sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
@@ -217,7 +219,6 @@ pub fn registered(t: pb::FdTypes) -> Option<&'static Registered> {
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
     match c.fmt() {
-        libc::S_IFSOCK => Some(c.unsupported("sockets are not supported yet")),
         _ if c.link.starts_with("anon_inode:") && !kinds().any(|k| k.detect(c)) => {
             Some(c.unsupported("this anon-inode fd kind is not supported yet"))
         }
@@ -293,6 +294,10 @@ pub struct FileTable {
     pub dead_pids: Vec<i32>,
     /// The link remaps made on disk (removed again if the dump fails).
     pub link_remaps: Vec<PathBuf>,
+    /// The tree's unix sockets as surveyed before the dump (unixsk::survey).
+    pub unix: unixsk::Survey,
+    /// sk-queues.img: queued packets (entry, bytes), in order.
+    pub sk_queues: Vec<(pb::SkPacketEntry, Vec<u8>)>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -474,10 +479,11 @@ mod tests {
             pb::FdTypes::Pidfd,
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
+            pb::FdTypes::Unixsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Unixsk] {
+        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Packetsk] {
             assert!(matches!(registered(t), Some(Registered::Refused(..))), "{t:?}");
         }
     }

@@ -1,0 +1,242 @@
+//! The syscalls of the socket kinds (files/unixsk.rs): sock_diag over
+//! netlink, socket options as raw integers and timevals, unix addresses.
+//! Every function is safe: pointers are built here from Rust values.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// NETLINK_SOCK_DIAG's SOCK_DIAG_BY_FAMILY.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+/// Every unix socket of our network namespace as sock_diag reports it
+/// (`show`: the UDIAG_SHOW_* bits): the payloads (struct unix_diag_msg and
+/// its attributes) of the netlink messages, one per socket.
+pub fn unix_diag_dump(show: u32) -> io::Result<Vec<Vec<u8>>> {
+    // SAFETY: scalar arguments.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    })?;
+    // SAFETY: a fresh fd, owned from here on.
+    let sk = unsafe { OwnedFd::from_raw_fd(fd) };
+    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    nix::sys::socket::send(sk.as_raw_fd(), &req, nix::sys::socket::MsgFlags::empty()).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = nix::sys::socket::recv(sk.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty())
+            .map_err(io::Error::from)?;
+        if n == 0 {
+            return Err(io::Error::other("sock_diag: end of stream before NLMSG_DONE"));
+        }
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Err(io::Error::other("sock_diag: malformed netlink message"));
+            }
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let e = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                    return Err(io::Error::from_raw_os_error(-e));
+                }
+                SOCK_DIAG_BY_FAMILY => out.push(buf[off + 16..off + len].to_vec()),
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// getsockopt(2) of an int option.
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are ours and sized for an int.
+    cvt(unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut libc::c_int).cast(), &mut len) })?;
+    Ok(v)
+}
+
+/// setsockopt(2) of an int option.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v is ours and len is its size.
+    cvt(unsafe { libc::setsockopt(fd, level, name, (&v as *const libc::c_int).cast(), len) })?;
+    Ok(())
+}
+
+/// getsockopt(2) of a timeval option (SO_SNDTIMEO, SO_RCVTIMEO): (sec, usec).
+pub fn getsockopt_timeval(fd: RawFd, name: i32) -> io::Result<(u64, u64)> {
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are ours and sized for a timeval.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((tv.tv_sec as u64, tv.tv_usec as u64))
+}
+
+/// setsockopt(2) of a timeval option.
+pub fn setsockopt_timeval(fd: RawFd, name: i32, sec: u64, usec: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: sec as libc::time_t,
+        tv_usec: usec as libc::suseconds_t,
+    };
+    let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv is ours and len is its size.
+    cvt(unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&tv as *const libc::timeval).cast(), len) })?;
+    Ok(())
+}
+
+/// A sockaddr_un for `name` as sock_diag reports it (a path, or an
+/// abstract name starting with a NUL byte), and its length.
+fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() >= a.sun_path.len() {
+        return Err(io::Error::other("unix socket name too long"));
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len() + usize::from(name.first() != Some(&0));
+    Ok((a, len as libc::socklen_t))
+}
+
+/// bind(2) of a unix socket to `name` (a path or an abstract name, exactly
+/// the bytes sock_diag gave).
+pub fn unix_bind(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: a is a sockaddr_un of ours and len within it.
+    cvt(unsafe { libc::bind(fd, (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// connect(2) of a unix socket to `name`.
+pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: a is a sockaddr_un of ours and len within it.
+    cvt(unsafe { libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// accept4(2) with SOCK_CLOEXEC, the peer's address not wanted.
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: null address and length: the kernel writes nothing back.
+    let s = cvt(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) })?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(s) })
+}
+
+/// SIOCUNIXFILE: an O_PATH fd of the file a path-bound unix socket is bound to.
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// The file a path-bound unix socket is bound to, as an O_PATH fd (Linux 4.11+).
+pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: this ioctl takes no argument and returns a new fd.
+    let f = cvt(unsafe { libc::ioctl(fd, SIOCUNIXFILE as _, 0) })?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(f) })
+}
+
+/// What one recvmsg(MSG_PEEK) of a unix socket's queue gave.
+pub struct Peeked {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// msg_flags (MSG_TRUNC, MSG_CTRUNC).
+    pub flags: i32,
+    /// The sender had a name (a bound socket).
+    pub named_sender: bool,
+    /// Fds in flight (SCM_RIGHTS) the peek installed in our process.
+    pub rights: Vec<OwnedFd>,
+}
+
+/// recvmsg(2) with MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC into `buf`,
+/// with room for control messages (credentials, up to 253 fds).
+pub fn peek_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut ctl = vec![0u64; 256];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = ctl.len() * 8;
+    // SAFETY: every pointer in msg points to a live buffer of ours of the size given.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut rights = Vec::new();
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const i32;
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..n {
+                    rights.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let family = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    Ok(Peeked {
+        len: n as usize,
+        flags: msg.msg_flags,
+        named_sender: msg.msg_namelen > family,
+        rights,
+    })
+}
