@@ -158,6 +158,8 @@ pub fn feature(name: &str) -> Result<(), String> {
         "pagemap_scan" => kernel_at_least(6, 7, "PAGEMAP_SCAN"),
         "pagemap_scan_guard_pages" => kernel_at_least(6, 14, "PAGEMAP_SCAN of guard pages"),
         "aio_remap" => kernel_at_least(3, 19, "mremap of AIO rings"),
+        "kcmp_epoll" => kernel_at_least(4, 13, "KCMP_EPOLL_TFD"),
+        "can_map_vdso" => kernel_at_least(4, 9, "ARCH_MAP_VDSO_64"),
         "memfd_hugetlb" => kernel_at_least(4, 14, "MFD_HUGETLB"),
         "timerfd" => {
             if std::path::Path::new("/proc/sys/kernel/ns_last_pid").exists() {
