@@ -218,19 +218,26 @@ pub fn peek_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
         return Err(io::Error::last_os_error());
     }
     let mut rights = Vec::new();
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within msg_controllen.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c) as *const i32;
-                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..n {
-                    rights.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled,
+    // within msg_controllen; every header they return lies inside it.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: c is a header inside the control buffer (above).
+        let h = unsafe { c.read_unaligned() };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: c is a header inside the control buffer.
+            let data = unsafe { libc::CMSG_DATA(c) } as *const i32;
+            // SAFETY: a constant computation.
+            let n = (h.cmsg_len - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
+            for i in 0..n {
+                // SAFETY: the n ints after the header are in the buffer (cmsg_len).
+                let fd = unsafe { data.wrapping_add(i).read_unaligned() };
+                // SAFETY: SCM_RIGHTS gave this process a fresh fd, owned from here on.
+                rights.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
         }
+        // SAFETY: c is a header inside msg's control buffer.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
     }
     let family = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
     Ok(Peeked {
