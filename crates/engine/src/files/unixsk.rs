@@ -818,20 +818,8 @@ impl OpenFile for UnixSkFile {
             // Connected to itself (a bound datagram socket): bound, then
             // connected to its own name; its queue it sent itself.
             let q = st.queues.as_mut().expect("loaded above").remove(&id);
-            let s = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Unix,
-                sock_type(self.ty),
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| oerr(self, e))?;
-            set_opts(s.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
-            bind(&s, self)?;
-            match &self.name_dir {
-                None => sks::unix_connect(s.as_raw_fd(), &self.name),
-                Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &self.name)),
-            }
-            .map_err(|e| oerr(self, format!("connecting to itself: {e}")))?;
+            let s = new_bound(self)?;
+            connect_to(&s, self).map_err(|e| oerr(self, format!("connecting to itself: {e}")))?;
             fill(&s, q.as_ref()).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
             shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
@@ -850,20 +838,9 @@ impl OpenFile for UnixSkFile {
                 st.ends.insert(srv.ino, fd);
                 st.plain_done.insert(srv.ino);
             }
-            let s = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Unix,
-                sock_type(self.ty),
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| oerr(self, e))?;
-            set_opts(s.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
-            bind(&s, self)?;
-            match &srv.name_dir {
-                None => sks::unix_connect(s.as_raw_fd(), &srv.name),
-                Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &srv.name)),
-            }
-            .map_err(|e| oerr(self, format!("connecting to its server (inode {}): {e}", srv.ino)))?;
+            let s = new_bound(self)?;
+            connect_to(&s, srv)
+                .map_err(|e| oerr(self, format!("connecting to its server (inode {}): {e}", srv.ino)))?;
             shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
             return Ok(Some(s));
@@ -947,19 +924,11 @@ fn accepted_pair(
         st.listeners.insert(l.ino, dup);
     }
     let lfd = st.listeners.get(&l.ino).expect("made above");
-    let ty = sock_type(s.ty);
-    let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
-    let cfd =
-        nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, ty, cloexec, None).map_err(|e| oerr(s, e))?;
-    if let Some(c) = c {
-        set_opts(cfd.as_raw_fd(), &c.opts).map_err(|e| oerr(c, format!("socket options: {e}")))?;
-        bind(&cfd, c)?;
-    }
-    match &l.name_dir {
-        None => sks::unix_connect(cfd.as_raw_fd(), &l.name),
-        Some(d) => in_dir(d, || sks::unix_connect(cfd.as_raw_fd(), &l.name)),
-    }
-    .map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
+    let cfd = match c {
+        Some(c) => new_bound(c)?,
+        None => new_socket(s)?,
+    };
+    connect_to(&cfd, l).map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
     let sfd = sks::accept(lfd.as_raw_fd()).map_err(|e| oerr(s, format!("accept on its listener: {e}")))?;
     set_opts(sfd.as_raw_fd(), &s.opts).map_err(|e| oerr(s, format!("socket options: {e}")))?;
     Ok((sfd, cfd))
@@ -976,11 +945,7 @@ fn sock_type(ty: i32) -> nix::sys::socket::SockType {
 /// An unconnected socket: made, optioned, bound, listening, its queue
 /// (a bound datagram socket's) sent to its name, shut down.
 fn plain(u: &UnixSkFile, queue: Option<&Vec<Vec<u8>>>) -> Result<OwnedFd, super::OpenError> {
-    let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
-    let s = nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, sock_type(u.ty), cloexec, None)
-        .map_err(|e| oerr(u, e))?;
-    set_opts(s.as_raw_fd(), &u.opts).map_err(|e| oerr(u, format!("socket options: {e}")))?;
-    bind(&s, u)?;
+    let s = new_bound(u)?;
     if u.state == TCP_LISTEN {
         let backlog = nix::sys::socket::Backlog::new(u.backlog.min(i32::MAX as u32) as i32)
             .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
@@ -989,19 +954,40 @@ fn plain(u: &UnixSkFile, queue: Option<&Vec<Vec<u8>>>) -> Result<OwnedFd, super:
     if let Some(q) = queue.filter(|q| !q.is_empty()) {
         // Sent by an unbound socket of ours, connected to it (the senders
         // were unbound as well: the dump checked).
-        let cloexec = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
-        let t = nix::sys::socket::socket(nix::sys::socket::AddressFamily::Unix, sock_type(u.ty), cloexec, None)
-            .map_err(|e| oerr(u, e))?;
-        match &u.name_dir {
-            None => sks::unix_connect(t.as_raw_fd(), &u.name),
-            Some(d) => in_dir(d, || sks::unix_connect(t.as_raw_fd(), &u.name)),
-        }
-        .map_err(|e| oerr(u, format!("connecting a sender to put back its queue: {e}")))?;
+        let t = new_socket(u)?;
+        connect_to(&t, u).map_err(|e| oerr(u, format!("connecting a sender to put back its queue: {e}")))?;
         fill(&t, Some(q)).map_err(|e| oerr(u, format!("putting back the queue: {e}")))?;
     }
     shut(&s, u.shutdown).map_err(|e| oerr(u, format!("shutdown: {e}")))?;
     set_flags(&s, u.flags).map_err(|e| oerr(u, e))?;
     Ok(s)
+}
+
+/// A new socket of `u`'s type (close-on-exec).
+fn new_socket(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
+    nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        sock_type(u.ty),
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| oerr(u, e))
+}
+
+/// A new socket of `u`'s type with `u`'s options, bound to `u`'s name.
+fn new_bound(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
+    let s = new_socket(u)?;
+    set_opts(s.as_raw_fd(), &u.opts).map_err(|e| oerr(u, format!("socket options: {e}")))?;
+    bind(&s, u)?;
+    Ok(s)
+}
+
+/// Connect `s` to the name `to` is bound to (relative names from its directory).
+fn connect_to(s: &OwnedFd, to: &UnixSkFile) -> std::io::Result<()> {
+    match &to.name_dir {
+        None => sks::unix_connect(s.as_raw_fd(), &to.name),
+        Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &to.name)),
+    }
 }
 
 /// Bind the socket to its dumped name, if it had one (a stale socket file
