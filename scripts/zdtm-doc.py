@@ -42,6 +42,12 @@ def read_why(path):
 
 
 REASONS = [
+    (r"not a unix socket", "refused at dump: inet, netlink and packet sockets (issue 12)"),
+    (
+        r"\(socket:\[\d+\]\): refusing",
+        "refused at dump: unix socket states cryo cannot restore exactly yet (issue 12): fds in flight, "
+        "connections waiting in a backlog, a bound path unlinked since, a peer outside the tree",
+    ),
     (r"is a socket|sockets are not supported", "refused at dump: sockets (issue 12)"),
     (r"--manage-cgroups|cgroups yet", "refused: cgroups (issue 13)"),
     (r"net namespace|namespaces are not supported", "refused at dump: namespaces (issue 13)"),
