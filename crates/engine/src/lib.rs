@@ -4,11 +4,10 @@
 //! Unsafe code is denied here and allowed in one module tree: [`sys`], the
 //! syscall seam (every `unsafe {}` with a `// SAFETY:` line, every `unsafe fn`
 //! with a `# Safety` section). Elsewhere `#[allow(unsafe_code)]` sits on single
-//! items only, where they call the seam's `unsafe fn`s:
-//! - [`ptrace`]: `Stopped::poke` and `Stopped::inject_syscall` (they write the
-//!   tracee's memory, so they are `unsafe fn` themselves);
-//! - [`parasite`] (the loader): the four methods that inject syscalls into the
-//!   target or write the blob into it;
+//! items of one module only, the parasite loader ([`parasite`]): `poke` and
+//! `inject_syscall` (they write a stopped tracee's memory at an address only
+//! the loader chooses, so they are `unsafe fn` themselves) and the four
+//! methods that call them or write the blob into the target.
 //!
 //! [`files`] holds none (`#![forbid(unsafe_code)]`): its syscalls are in `sys::files`.
 #![deny(unsafe_code)]

@@ -89,7 +89,8 @@ impl<'a> Parasite<'a> {
         // SAFETY: an anonymous mmap where the kernel picks the address
         // changes nothing the task uses; code_addr is executable (contract).
         let base = unsafe {
-            task.inject_syscall(
+            inject_syscall(
+                task,
                 code_addr,
                 libc::SYS_mmap as u64,
                 [0, size as u64, prot, flags, u64::MAX, 0],
@@ -417,7 +418,8 @@ impl<'a> Parasite<'a> {
         // SAFETY: unmaps the blob's own mapping, made in inject(); nothing
         // of the task is left in it (registers and mask are back).
         let r = unsafe {
-            self.task.inject_syscall(
+            inject_syscall(
+                self.task,
                 self.code_addr,
                 libc::SYS_munmap as u64,
                 [self.base, self.size as u64, 0, 0, 0, 0],
@@ -459,17 +461,19 @@ impl<'a> Parasite<'a> {
         // the task uses; code is the address inject() was given.
         // SAFETY: as above.
         unsafe {
-            t.inject_syscall(
+            inject_syscall(
+                t,
                 code,
                 libc::SYS_prctl as u64,
                 [libc::PR_GET_PDEATHSIG as u64, s, 0, 0, 0, 0],
             )
         }?;
         // SAFETY: as above.
-        unsafe { t.inject_syscall(code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0]) }?;
+        unsafe { inject_syscall(t, code, libc::SYS_sigaltstack as u64, [0, s + 8, 0, 0, 0, 0]) }?;
         // SAFETY: as above.
         unsafe {
-            t.inject_syscall(
+            inject_syscall(
+                t,
                 code,
                 libc::SYS_prctl as u64,
                 [40 /* PR_GET_TID_ADDRESS */, s + 32, 0, 0, 0, 0],
@@ -477,7 +481,8 @@ impl<'a> Parasite<'a> {
         }?;
         // SAFETY: as above.
         let sb = unsafe {
-            t.inject_syscall(
+            inject_syscall(
+                t,
                 code,
                 libc::SYS_prctl as u64,
                 [27 /* PR_GET_SECUREBITS */, 0, 0, 0, 0, 0],
@@ -522,4 +527,63 @@ pub fn find_code_addr(pid: i32) -> io::Result<u64> {
         io::ErrorKind::NotFound,
         format!("no executable mapping in /proc/{pid}/maps"),
     ))
+}
+
+/// Write a word into the stopped task `t` (even to read-only text).
+///
+/// # Safety
+/// This writes the task's memory: see [`crate::sys::ptrace::pokedata`].
+#[allow(unsafe_code)]
+unsafe fn poke(t: &Stopped, addr: u64, v: u64) -> std::result::Result<(), PtraceError> {
+    // SAFETY: the caller upholds pokedata's contract.
+    if unsafe { crate::sys::ptrace::pokedata(t.tid(), addr, v) } < 0 {
+        return Err(crate::ptrace::err(t.tid(), "PTRACE_POKEDATA"));
+    }
+    Ok(())
+}
+
+/// Run one syscall inside the stopped task `t`: writes `syscall; int3` at `code_addr`
+/// (any mapped address; the original bytes are put back), blocks all
+/// signals, runs, and restores registers, FPU state, signal mask and code
+/// exactly. Returns the raw result (negative errno on failure).
+///
+/// # Safety
+/// The syscall runs inside the task, with its memory and fds: the caller
+/// must make sure it does there what the task (or the parasite in it)
+/// expects; `code_addr` must be mapped in the task and its 3 bytes not
+/// be run by another thread meanwhile. This process is not touched.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn inject_syscall(
+    t: &mut Stopped,
+    code_addr: u64,
+    nr: u64,
+    args: [u64; 6],
+) -> std::result::Result<i64, PtraceError> {
+    let saved = Saved::take(t)?;
+    let old = t.peek(code_addr)?;
+    let code = (old & !0xff_ffff) | 0xcc_05_0f; // 0f 05 = syscall, cc = int3
+    let res = (|| {
+        // SAFETY: code_addr is the caller's choice (see the contract);
+        // the original word goes back below whatever happens.
+        unsafe { poke(t, code_addr, code) }?;
+        let mut r = saved.regs;
+        r.rip = code_addr;
+        r.rax = nr;
+        r.orig_rax = u64::MAX; // not in a syscall: no restart logic on resume
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        t.set_regs(&r)?;
+        t.set_sigmask(crate::ptrace::ALL_BUT_SIGTRAP)?;
+        let after = t.cont_until_trap()?;
+        Ok(after.rax as i64)
+    })();
+    // SAFETY: puts back the word read above.
+    let restored = unsafe { poke(t, code_addr, old) }.and_then(|_| saved.restore(t));
+    let rax = res?;
+    restored?;
+    Ok(rax)
 }

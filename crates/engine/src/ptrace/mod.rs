@@ -1,15 +1,15 @@
 //! ptrace as typestate: a [`Running`] tracee (seized, not stopped) and a
-//! [`Stopped`] one. Registers, memory and syscall injection are only reachable
-//! on a [`Stopped`] task. ESRCH and unexpected exits become
-//! [`PtraceError::TaskDied`].
+//! [`Stopped`] one. Registers and memory are only reachable on a [`Stopped`]
+//! task (writing its memory and running syscalls in it are the parasite
+//! loader's, `crate::parasite`, which takes a `&mut Stopped`). ESRCH and
+//! unexpected exits become [`PtraceError::TaskDied`]. No `unsafe` here.
 //!
 //! Typical use:
 //! ```no_run
 //! # use cryo_engine::ptrace::*;
 //! let mut t = seize(1234)?.interrupt()?;      // Stopped
 //! let regs = t.regs()?;
-//! // SAFETY: getpid changes nothing in the task.
-//! let r = unsafe { t.inject_syscall(0x401000, libc::SYS_getpid as u64, [0; 6]) }?;
+//! let word = t.peek(regs.rip)?;
 //! t.detach()?;
 //! # Ok::<(), PtraceError>(())
 //! ```
@@ -50,7 +50,8 @@ pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const NT_PRSTATUS: usize = 1;
 pub const NT_X86_XSTATE: usize = 0x202;
 
-fn err(tid: i32, op: &'static str) -> PtraceError {
+/// The error of ptrace request `op` on `tid` (errno; ESRCH: the task died).
+pub(crate) fn err(tid: i32, op: &'static str) -> PtraceError {
     let e = io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::ESRCH) {
         PtraceError::TaskDied { tid }
@@ -355,19 +356,6 @@ impl Stopped {
         Ok(v as u64)
     }
 
-    /// Write a word (even to read-only text).
-    ///
-    /// # Safety
-    /// This writes the task's memory: see [`sys::pokedata`].
-    #[allow(unsafe_code)]
-    pub unsafe fn poke(&self, addr: u64, v: u64) -> Result<()> {
-        // SAFETY: the caller upholds pokedata's contract.
-        if unsafe { sys::pokedata(self.tid, addr, v) } < 0 {
-            return Err(err(self.tid, "PTRACE_POKEDATA"));
-        }
-        Ok(())
-    }
-
     /// Resume (PTRACE_CONT) delivering `sig` (0 for none).
     pub fn cont(self, sig: i32) -> Result<Running> {
         if raw(libc::PTRACE_CONT, self.tid, 0, sig as usize) < 0 {
@@ -402,47 +390,6 @@ impl Stopped {
             return Err(err(self.tid, "PTRACE_DETACH"));
         }
         Ok(())
-    }
-
-    /// Run one syscall inside the task: writes `syscall; int3` at `code_addr`
-    /// (any mapped address; the original bytes are put back), blocks all
-    /// signals, runs, and restores registers, FPU state, signal mask and code
-    /// exactly. Returns the raw result (negative errno on failure).
-    ///
-    /// # Safety
-    /// The syscall runs inside the task, with its memory and fds: the caller
-    /// must make sure it does there what the task (or the parasite in it)
-    /// expects; `code_addr` must be mapped in the task and its 3 bytes not
-    /// be run by another thread meanwhile. This process is not touched.
-    #[allow(unsafe_code)]
-    pub unsafe fn inject_syscall(&mut self, code_addr: u64, nr: u64, args: [u64; 6]) -> Result<i64> {
-        let saved = Saved::take(self)?;
-        let old = self.peek(code_addr)?;
-        let code = (old & !0xff_ffff) | 0xcc_05_0f; // 0f 05 = syscall, cc = int3
-        let res = (|| {
-            // SAFETY: code_addr is the caller's choice (see the contract);
-            // the original word goes back below whatever happens.
-            unsafe { self.poke(code_addr, code) }?;
-            let mut r = saved.regs;
-            r.rip = code_addr;
-            r.rax = nr;
-            r.orig_rax = u64::MAX; // not in a syscall: no restart logic on resume
-            r.rdi = args[0];
-            r.rsi = args[1];
-            r.rdx = args[2];
-            r.r10 = args[3];
-            r.r8 = args[4];
-            r.r9 = args[5];
-            self.set_regs(&r)?;
-            self.set_sigmask(ALL_BUT_SIGTRAP)?;
-            let after = self.cont_until_trap()?;
-            Ok(after.rax as i64)
-        })();
-        // SAFETY: puts back the word read above.
-        let restored = unsafe { self.poke(code_addr, old) }.and_then(|_| saved.restore(self));
-        let rax = res?;
-        restored?;
-        Ok(rax)
     }
 }
 
