@@ -156,7 +156,8 @@ pub fn check(
 #[derive(Clone, Debug)]
 pub struct PidfdFile(pub pb::PidfdEntry);
 
-/// The pidfds of dead processes, opened at the first one asked for.
+/// The pidfds of dead processes, opened at the first one asked for (the
+/// ones no task took are closed with the rest of the scratch state).
 #[derive(Default)]
 struct Dead(Option<std::collections::BTreeMap<u32, std::os::fd::OwnedFd>>);
 
@@ -171,7 +172,7 @@ impl OpenFile for PidfdFile {
             return Ok(None);
         }
         let files = cx.files;
-        let dead = &mut cx.state::<Dead>().0;
+        let dead = &mut cx.scratch::<Dead>().0;
         if dead.is_none() {
             let all: Vec<(u32, &pb::PidfdEntry)> = files
                 .of::<PidfdFile>()

@@ -34,15 +34,14 @@ mod finish;
 pub mod layout;
 pub mod plan;
 mod premap;
-pub mod rsys;
 pub mod sigframe;
 mod task;
 
 use crate::files;
 use crate::parasite::blob::Blob;
+use crate::sys::restore::{self as rsys, Forked};
 use cryo_abi::restorer::*;
 use plan::{Plan, VmaKind};
-use rsys::Forked;
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

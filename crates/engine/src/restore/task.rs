@@ -9,10 +9,10 @@
 use super::layout::{self, page_up, Span, PAGE};
 use super::plan::{Helper, Proc, VmaKind, TASK_DEAD};
 use super::premap::{self, Premapped};
-use super::rsys::{self, Forked};
 use super::sigframe;
 use super::TaskEnv;
 use crate::sys::mem::{as_bytes, Area};
+use crate::sys::restore::{self as rsys, Forked};
 use cryo_abi::restorer::*;
 use std::io::Write;
 use std::os::fd::RawFd;
