@@ -23,6 +23,8 @@ mod ghost;
 mod identity;
 #[path = "restore/mem.rs"]
 mod mem;
+#[path = "restore/ns.rs"]
+mod namespaces;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
 #[path = "restore/sockets.rs"]

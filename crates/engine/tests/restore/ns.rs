@@ -1,0 +1,194 @@
+//! Restore tests: namespaces of the tree's own (uts, ipc, pid), made with unshare(1), and
+//! `--new-pidns`. Every test works inside the namespaces it creates (the test's own PID + mount
+//! namespace, and the uts/ipc/pid namespaces unshare makes): the host's hostname and IPC objects
+//! are never touched.
+
+#[allow(unused_imports)]
+use super::*;
+use crate::common::prog;
+
+fn uname_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap()
+}
+
+/// A tree in uts and ipc namespaces of its own (hostname and domainname set, a queue made by ipcmk,
+/// and the program's own shm segment it has attached, a queue with 3 messages, a semaphore set):
+/// dumped, restored twice; the program finds everything again with the same ids, and Python crit
+/// decodes the namespace images.
+#[test]
+fn uts_and_ipc_namespaces_come_back_with_every_object() {
+    let host = uname_host();
+    let prog = prog("ipcns");
+    let cmd = format!(
+        "unshare --uts --ipc sh -c 'hostname cryo-uts-test && domainname cryo-dom && ipcmk -Q >/dev/null && exec {}'",
+        prog.display()
+    );
+    dump_restore_cmd_twice_with(&cmd, "ipcns.ready", "", "", |ns, pid, round| {
+        let v = ns.ask(pid, "ipcns.verify", "queues=");
+        assert_eq!(
+            v.trim(),
+            format!("pid={pid} host=cryo-uts-test dom=cryo-dom shm=ok ids=same msg=ok sem=ok queues=2"),
+            "round {round}"
+        );
+        let outer = ns.outer(pid).unwrap();
+        for k in ["uts", "ipc"] {
+            let mine = std::fs::read_link(format!("/proc/self/ns/{k}")).unwrap();
+            let theirs = std::fs::read_link(format!("/proc/{outer}/ns/{k}")).unwrap();
+            assert_ne!(mine, theirs, "round {round}: {k} namespace");
+        }
+        if round == 1 {
+            let img = ns.anchor("img");
+            let mut names: Vec<String> = std::fs::read_dir(&img)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ipcns-") || n.starts_with("utsns-") || n.starts_with("pagemap-shmem"))
+                .collect();
+            names.sort();
+            assert_eq!(names.len(), 6, "{names:?}");
+            for n in &names {
+                let out = Command::new("/usr/bin/crit")
+                    .args(["decode", "-i"])
+                    .arg(img.join(n))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "crit decode {n}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8_lossy(&out.stdout);
+                if n.starts_with("utsns-") {
+                    assert!(text.contains("cryo-uts-test") && text.contains("cryo-dom"), "{text}");
+                }
+                if n.starts_with("ipcns-msg-") {
+                    assert!(text.contains("\"qnum\": 3") || text.contains("\"qnum\":3"), "{text}");
+                }
+            }
+        }
+    });
+    assert_eq!(uname_host(), host, "the host's hostname changed");
+}
+
+/// Run `script` (after the anchor mount, cwd /tmp/anchor) in a fresh namespace and wait for `file`.
+fn start_and_wait(script: &str, file: &str) -> Ns {
+    let ns = Ns::start(&format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; {script}; exec sleep 100000"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(ns.anchor(file)).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(Instant::now() < deadline, "{file} never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ns
+}
+
+fn read(ns: &Ns, file: &str) -> String {
+    std::fs::read_to_string(ns.anchor(file)).unwrap_or_default()
+}
+
+/// The pid (as the test sees it) of the task that is `pid` in the namespace `ns` runs in, also
+/// when it lives in a pid namespace nested below that one.
+fn by_ns_pid(ns: &Ns, pid: i32) -> Option<i32> {
+    let level = nspid(ns.pid1).split_whitespace().count() - 2;
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let p: i32 = e.file_name().to_string_lossy().parse().ok()?;
+        let st = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        let l = st.lines().find(|l| l.starts_with("NSpid:"))?;
+        let v: Vec<i32> = l.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+        (v.get(level) == Some(&pid)).then_some(p)
+    })
+}
+
+fn nspid(outer: i32) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{outer}/status")).unwrap();
+    st.lines().find(|l| l.starts_with("NSpid:")).unwrap().to_string()
+}
+
+/// A tree in a pid namespace of its own (its init and a child: pids 1 and 2 inside), dumped and
+/// restored: the restored tasks are pids 1 and 2 of a new pid namespace again, and go on.
+#[test]
+fn a_pid_namespace_comes_back_with_its_pids() {
+    let prog = prog("pidns");
+    let ns = start_and_wait(
+        &format!(
+            "unshare --pid --fork setsid {} >/dev/null 2>&1 </dev/null & U=$!; \
+             while [ ! -s pidns.ready ]; do sleep 0.02; done; P=$(cat /proc/$U/task/$U/children); \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; \
+             {CRYO} restore -d -D img --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc",
+            prog.display()
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    assert_eq!(read(&ns, "pidns.ready").trim(), "pid=1 child=2");
+    // The pidfile holds the root's pid as the restoring namespace sees it.
+    let inner: i32 = read(&ns, ".pidfile").trim().parse().unwrap();
+    let outer = by_ns_pid(&ns, inner).expect("restored root");
+    assert!(nspid(outer).ends_with("\t1"), "{}", nspid(outer));
+    let _ = std::fs::remove_file(ns.anchor("pidns.verify"));
+    assert!(common::kill(outer, libc::SIGUSR1));
+    let v = ns.wait_status("pidns.verify", "alive=");
+    // Its parent (cryo, gone) is outside its namespace: getppid() is 0.
+    assert_eq!(v.trim(), "pid=1 ppid=0 child=2 alive=1");
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let pids: Vec<u32> = set.pstree().unwrap().iter().map(|p| p.pid).collect();
+    assert_eq!(pids, vec![1, 2]);
+    assert!(set.has("pidns-9.img"), "pidns image");
+}
+
+/// `--new-pidns`: a tree dumped in the namespace it runs in, left running (its pids stay taken), is
+/// restored next to it in a new pid namespace where it keeps its pids; cryo's init is pid 1 there.
+#[test]
+fn new_pidns_restores_a_tree_whose_pids_are_taken() {
+    let prog = prog("pidns");
+    let ns = start_and_wait(
+        &format!(
+            "setsid {} >/dev/null 2>&1 </dev/null & \
+             while [ ! -s pidns.ready ]; do sleep 0.02; done; P=$(cat pidns.ready | sed 's/pid=\\([0-9]*\\).*/\\1/'); \
+             mkdir img; {CRYO} dump --leave-running -t $P -D img 2>.dump-err; echo $? > .dump-rc; \
+             {CRYO} restore --pid-wait 0.2 -D img 2>.busy-err; echo $? > .busy-rc; \
+             {CRYO} restore --new-pidns -d -D img --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc",
+            prog.display()
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    // Without --new-pidns its pids are taken.
+    assert_ne!(read(&ns, ".busy-rc").trim(), "0");
+    assert!(read(&ns, ".busy-err").contains("in use"), "{}", read(&ns, ".busy-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let ready = read(&ns, "pidns.ready");
+    let orig: i32 = field(&ready, "pid").parse().unwrap();
+    let child: i32 = field(&ready, "child").parse().unwrap();
+    let inner: i32 = read(&ns, ".pidfile").trim().parse().unwrap();
+    assert_ne!(inner, orig, "the pidfile names the restored root as seen from outside");
+    let outer = by_ns_pid(&ns, inner).expect("restored root");
+    assert!(nspid(outer).ends_with(&format!("\t{orig}")), "{}", nspid(outer));
+    // pid 1 of its namespace is cryo's init, its parent.
+    let ppid_line = std::fs::read_to_string(format!("/proc/{outer}/status")).unwrap();
+    let ppid: i32 = ppid_line
+        .lines()
+        .find(|l| l.starts_with("PPid:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap().trim(),
+        "cryo-init"
+    );
+    assert!(nspid(ppid).ends_with("\t1"), "{}", nspid(ppid));
+    // Both copies go on: the restored one answers with its own pids.
+    let _ = std::fs::remove_file(ns.anchor("pidns.verify"));
+    assert!(common::kill(outer, libc::SIGUSR1));
+    let v = ns.wait_status("pidns.verify", "alive=");
+    assert_eq!(v.trim(), format!("pid={orig} ppid=1 child={child} alive=1"));
+    assert!(ns.outer(orig).is_some(), "the original still runs");
+    // Killing the restored root ends its namespace (cryo's init exits with it).
+    assert!(common::kill(outer, libc::SIGKILL));
+    assert!(common::wait_gone(ppid), "cryo-init outlived the root");
+}
