@@ -461,7 +461,8 @@ fn epoll_target_outside_the_owner_is_refused_up_front() {
 /// Unsupported objects are refused before any task exists.
 #[test]
 fn unsupported_images_are_refused_before_creating_tasks() {
-    for (name, what) in [("sysv_ipc", "SysV"), ("tcp_est", "TCP")] {
+    // (sysv_ipc restores since issue 13: criu_sysv_ipc_restores_its_ipc_namespace.)
+    for (name, what) in [("tcp_est", "TCP")] {
         build_fixture(name);
         let ns = Ns::restore(&fixtures().join(name).join("images"), &[]);
         let (rc, err) = ns.cryo_result();
