@@ -559,7 +559,9 @@ fn kill_tree(tree: FrozenTree) -> FrozenTree {
 
 /// Reap the killed, traced threads so that their parents can collect them.
 fn reap_tree(tree: FrozenTree) {
-    for p in tree.procs {
+    // Children first: the init of a pid namespace exits only once every
+    // other task of it is reaped, and cryo, their tracer, reaps them.
+    for p in tree.procs.into_iter().rev() {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
         if !threads.is_empty() {

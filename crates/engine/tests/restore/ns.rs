@@ -192,3 +192,80 @@ fn new_pidns_restores_a_tree_whose_pids_are_taken() {
     assert!(common::kill(outer, libc::SIGKILL));
     assert!(common::wait_gone(ppid), "cryo-init outlived the root");
 }
+
+/// What cannot be restored is refused at dump, naming the task and the namespace, and the tree goes
+/// on as it was: a user namespace of the tree's own, and a child in a uts namespace nested in the
+/// tree's.
+#[test]
+fn unsupported_and_nested_namespaces_are_refused_at_dump() {
+    let ns = start_and_wait(
+        &format!(
+            "unshare --user --map-root-user sleep 1000 & U=$!; \
+             while [ \"$(readlink /proc/$U/ns/user)\" = \"$(readlink /proc/self/ns/user)\" ]; do sleep 0.02; done; \
+             mkdir img1 img2; {CRYO} dump -t $U -D img1 2>.e1; echo $? > .r1; \
+             unshare --uts sh -c 'unshare --uts sleep 1000 & exec sleep 1000' & V=$!; \
+             while [ -z \"$(cat /proc/$V/task/$V/children)\" ]; do sleep 0.02; done; sleep 0.2; \
+             {CRYO} dump -t $V -D img2 2>.e2; echo $? > .r2; \
+             kill -0 $U && kill -0 $V && echo $U $V > .alive; echo done > .done"
+        ),
+        ".done",
+    );
+    let e1 = read(&ns, ".e1");
+    assert_ne!(read(&ns, ".r1").trim(), "0");
+    assert!(
+        e1.contains("refusing to dump") && e1.contains("user namespace of its own") && e1.contains("not supported"),
+        "{e1}"
+    );
+    let e2 = read(&ns, ".e2");
+    assert_ne!(read(&ns, ".r2").trim(), "0");
+    assert!(
+        e2.contains("uts namespace") && e2.contains("nested namespaces are not supported"),
+        "{e2}"
+    );
+    // Both trees still run, and nothing was written.
+    let alive = read(&ns, ".alive");
+    assert_eq!(alive.split_whitespace().count(), 2, "a refused tree died");
+    for d in ["img1", "img2"] {
+        assert_eq!(std::fs::read_dir(ns.anchor(d)).unwrap().count(), 0, "{d} is not empty");
+    }
+}
+
+/// A restore that fails while it fills the new namespaces (a queue whose qbytes cannot be set:
+/// raising it above msgmnb needs CAP_SYS_RESOURCE, which root lacks here) leaves nothing behind:
+/// no task, so no namespace.
+#[test]
+fn a_restore_failing_in_its_namespaces_leaves_nothing() {
+    let name = "sysv_ipc";
+    build_fixture(name);
+    let dir = copy_images(name, "qbytes");
+    let path = dir.join("ipcns-msg-9.img");
+    let img = cryo_image::decode("ipcns-msg-9.img", &std::fs::read(&path).unwrap()).unwrap();
+    use prost::Message as _;
+    let mut w = cryo_image::ImageWriter::create(&path, Some("IPCNS_MSG")).unwrap();
+    for e in &img.entries {
+        let mut q = cryo_image::pb::IpcMsgEntry::decode(e.msg.encode_to_vec().as_slice()).unwrap();
+        q.qbytes = 1 << 30;
+        w.entry(&q).unwrap();
+        let cryo_image::Extra::Msgs(msgs) = &e.extra else {
+            panic!("no messages")
+        };
+        for (m, data) in msgs {
+            let m = cryo_image::pb::IpcMsg::decode(m.encode_to_vec().as_slice()).unwrap();
+            w.entry(&m).unwrap();
+            let mut d = data.clone();
+            d.resize(data.len().div_ceil(8) * 8, 0);
+            w.raw(&d).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let pid = pstree_pids(name)[0];
+    let ns = Ns::restore(&dir, &[]);
+    let (rc, err) = ns.cryo_result();
+    assert_ne!(rc, 0);
+    assert!(err.contains("ipc namespace") && err.contains("qbytes"), "{err}");
+    // Only the namespace's shell (and its sleep) is left.
+    assert!(!ns.inner_pids().contains(&pid), "{:?}", ns.inner_pids());
+    assert!(ns.inner_pids().len() <= 2, "{:?}", ns.inner_pids());
+    drop(ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
