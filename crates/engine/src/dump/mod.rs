@@ -1045,6 +1045,35 @@ fn kid(ctx: &mut DumpCtx, slot: usize, kcmp_type: i32, pid: i32) -> u32 {
     id
 }
 
+/// In a pid namespace of the tree's own, pids other state names are read
+/// as cryo sees them: what is not translated yet is refused (file owners,
+/// pidfds, file locks).
+fn pidns_refusals(ctx: &DumpCtx) -> Result<()> {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return Ok(());
+    }
+    let root = ctx.opts.pid;
+    let refuse = |what: String| Err(DumpError::Refused { pid: root, what });
+    for e in ctx.files.entries() {
+        if e.r#type == pb::FdTypes::Pidfd as i32 {
+            return refuse(format!(
+                "file id {}: a pidfd in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+        if crate::files::fown::of_entry(e).is_some_and(|f| f.pid != 0) {
+            return refuse(format!(
+                "file id {}: an owner (F_SETOWN) in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+    }
+    if !ctx.locks.is_empty() {
+        return refuse("file locks in a tree with a pid namespace of its own: not supported yet".into());
+    }
+    Ok(())
+}
+
 /// The process group and session of `pid` as the images record them:
 /// inside the tree's own pid namespace (0 when the leader is outside it,
 /// as getsid() says inside), else as /proc/PID/stat says.
@@ -1502,6 +1531,7 @@ fn finish_images(all: Vec<ImageWriter>) -> Result<()> {
 
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
+    pidns_refusals(ctx)?;
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
     let w = write_image(&path, "FILES", &entries)?;

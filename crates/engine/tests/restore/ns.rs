@@ -91,12 +91,16 @@ fn read(ns: &Ns, file: &str) -> String {
 /// when it lives in a pid namespace nested below that one.
 fn by_ns_pid(ns: &Ns, pid: i32) -> Option<i32> {
     let level = nspid(ns.pid1).split_whitespace().count() - 2;
+    // Tests running at once have namespaces of their own with the same pids: the task must be in
+    // this namespace's mount namespace too (every task started or restored in it is).
+    let mnt = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let want = mnt(ns.pid1);
     std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
         let p: i32 = e.file_name().to_string_lossy().parse().ok()?;
         let st = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
         let l = st.lines().find(|l| l.starts_with("NSpid:"))?;
         let v: Vec<i32> = l.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
-        (v.get(level) == Some(&pid)).then_some(p)
+        (v.get(level) == Some(&pid) && mnt(p) == want).then_some(p)
     })
 }
 
@@ -268,4 +272,31 @@ fn a_restore_failing_in_its_namespaces_leaves_nothing() {
     assert!(ns.inner_pids().len() <= 2, "{:?}", ns.inner_pids());
     drop(ns);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A shm segment removed (IPC_RMID) while the program still has it attached cannot be made again
+/// as it is: refused before the tree is frozen, which goes on.
+#[test]
+fn a_removed_but_attached_segment_is_refused_up_front() {
+    let prog = prog("ipcns");
+    let ns = start_and_wait(
+        &format!(
+            "unshare --uts --ipc {} >/dev/null 2>&1 </dev/null & P=$!; \
+             while [ ! -s ipcns.ready ]; do sleep 0.02; done; nsenter -t $P --ipc ipcrm -M 0x5151; \
+             mkdir img; {CRYO} dump -t $P -D img 2>.e; echo $? > .r; kill -0 $P && echo $P > .alive; echo > .done",
+            prog.display()
+        ),
+        ".done",
+    );
+    let e = read(&ns, ".e");
+    assert_ne!(read(&ns, ".r").trim(), "0");
+    assert!(
+        e.contains("refusing to dump") && e.contains("IPC_RMID") && e.contains("shm segment"),
+        "{e}"
+    );
+    assert!(!read(&ns, ".alive").trim().is_empty(), "the program died");
+    let pid: i32 = read(&ns, ".alive").trim().parse().unwrap();
+    // Not frozen, not traced: it answers.
+    let v = ns.ask(pid, "ipcns.verify", "queues=");
+    assert!(v.contains("msg=ok sem=ok"), "{v}");
 }
