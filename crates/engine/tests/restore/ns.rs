@@ -300,3 +300,70 @@ fn a_removed_but_attached_segment_is_refused_up_front() {
     let v = ns.ask(pid, "ipcns.verify", "queues=");
     assert!(v.contains("msg=ok sem=ok"), "{v}");
 }
+
+/// `--new-pidns` with a program nobody here wrote: python3 (a thread of its own too), dumped left
+/// running, restored beside itself; the copy goes on counting in its new pid namespace with the
+/// pids it had (os.getpid(), threading.get_native_id()).
+#[test]
+fn new_pidns_restores_python_beside_itself() {
+    let py = "import os, threading, time\n\
+              tid = []\n\
+              def t():\n    tid.append(threading.get_native_id())\n    time.sleep(10**6)\n\
+              threading.Thread(target=t, daemon=True).start()\n\
+              n = 0\n\
+              while True:\n    n += 1\n    ns = os.readlink('/proc/self/ns/pid').strip('pid:[]')\n    open(f'py-{ns}.tmp', 'w').write(f'pid={os.getpid()} tid={tid[0] if tid else 0} n={n}\\n')\n    os.rename(f'py-{ns}.tmp', f'py-{ns}.status')\n    time.sleep(0.05)\n";
+    std::fs::create_dir_all(common::tmp_root()).unwrap();
+    let script = common::tmp_root().join("newpidns.py");
+    std::fs::write(&script, py).unwrap();
+    let ns = start_and_wait(
+        &format!(
+            "setsid python3 {} >/dev/null 2>.py-err </dev/null & P=$!; \
+             while ! ls py-*.status >/dev/null 2>&1; do sleep 0.02; done; sleep 0.3; ls py-*.status > .orig; \
+             mkdir img; {CRYO} dump --leave-running -t $P -D img 2>.dump-err; echo $? > .dump-rc; \
+             {CRYO} restore --new-pidns -d -D img --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc",
+            script.display()
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let orig_file = read(&ns, ".orig").trim().to_string();
+    let orig = read(&ns, &orig_file);
+    // The copy writes its own status file (named by its pid namespace), with the same pids.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let copy = loop {
+        let found = std::fs::read_dir(ns.anchor(""))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("py-") && n.ends_with(".status") && *n != orig_file);
+        if let Some(f) = found {
+            let s = read(&ns, &f);
+            if !s.is_empty() {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored python never wrote: {}",
+            read(&ns, ".py-err")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(field(&copy, "pid"), field(&orig, "pid"), "{copy} vs {orig}");
+    assert_eq!(field(&copy, "tid"), field(&orig, "tid"), "{copy} vs {orig}");
+    assert_ne!(field(&orig, "tid"), "0");
+    // It goes on counting.
+    let n0: u64 = field(&copy, "n").parse().unwrap();
+    let f = std::fs::read_dir(ns.anchor(""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("py-") && n.ends_with(".status") && *n != orig_file)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while field(&read(&ns, &f), "n").parse::<u64>().unwrap_or(0) <= n0 + 3 {
+        assert!(Instant::now() < deadline, "the restored python stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
