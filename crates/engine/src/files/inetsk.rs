@@ -225,7 +225,25 @@ impl Tables {
     fn get(&mut self, family: i32, ty: i32, proto: i32) -> std::io::Result<&HashMap<u32, InetDiag>> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.by.entry((family, proto)) {
             let mut m = HashMap::new();
-            for msg in sks::inet_diag_dump(family, proto, 1 << (INET_DIAG_SHUTDOWN - 1))? {
+            // TCP: the states CRIU asks for (a socket only bound, or only
+            // created, is then read from the socket itself, as CRIU does).
+            let states = if proto == libc::IPPROTO_TCP {
+                [
+                    TCP_LISTEN,
+                    TCP_ESTABLISHED,
+                    TCP_FIN_WAIT1,
+                    TCP_FIN_WAIT2,
+                    TCP_CLOSE_WAIT,
+                    TCP_LAST_ACK,
+                    TCP_CLOSING,
+                    TCP_SYN_SENT,
+                ]
+                .iter()
+                .fold(0u32, |m, s| m | 1 << s)
+            } else {
+                u32::MAX
+            };
+            for msg in sks::inet_diag_dump(family, proto, states, 1 << (INET_DIAG_SHUTDOWN - 1))? {
                 let d = parse_diag(&msg, ty, proto).map_err(std::io::Error::other)?;
                 if d.ino != 0 {
                     m.insert(d.ino, d);
