@@ -55,6 +55,7 @@ const INET_DIAG_SHUTDOWN: u16 = 8;
 const UDP_CORK: i32 = 1;
 const SO_PEEK_OFF: i32 = 42;
 const IPV6_FREEBIND: i32 = 78;
+const TCP_REPAIR: i32 = 19;
 
 /// The name of a TCP state, for messages.
 pub fn tcp_state_name(s: u32) -> &'static str {
@@ -1061,7 +1062,18 @@ impl OpenFile for InetSkFile {
             }
             (libc::IPPROTO_TCP, TCP_CLOSE) => {
                 if e.src_port != 0 {
-                    self.bind(fd)?;
+                    if let Err(er) = self.bind(fd) {
+                        // A closed connection's port may still be held by
+                        // its own TIME_WAIT twin (left by the dump): bind
+                        // as it was bound, in repair mode (which forces reuse).
+                        let repair = |v| sks::setsockopt_int(fd, libc::SOL_TCP, TCP_REPAIR, v);
+                        if repair(1).is_err() {
+                            return Err(er);
+                        }
+                        let r = self.bind(fd);
+                        repair(0).map_err(|e| oerr(self, format!("TCP_REPAIR off: {e}")))?;
+                        r?;
+                    }
                 }
             }
             // Connected TCP states: refused by `describe` (the TCP_REPAIR
