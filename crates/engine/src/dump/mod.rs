@@ -31,6 +31,8 @@ pub struct DumpOpts {
     pub leave_running: bool,
     pub shell_job: bool,
     pub file_locks: bool,
+    /// --skip-in-flight: connections a listener has not accepted yet are left out.
+    pub skip_in_flight: bool,
     pub pages: PageReader,
     /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
     pub ghost_limit: u64,
@@ -96,6 +98,7 @@ impl DumpOpts {
             leave_running: false,
             shell_job: false,
             file_locks: false,
+            skip_in_flight: false,
             pages: PageReader::default(),
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
@@ -400,6 +403,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.shell_job = opts.shell_job;
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
+    files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
