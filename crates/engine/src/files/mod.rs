@@ -51,6 +51,7 @@ pub mod pipe;
 pub mod reg;
 mod set;
 pub mod signalfd;
+pub mod tcp;
 pub mod timerfd;
 pub mod tty;
 pub mod unixsk;

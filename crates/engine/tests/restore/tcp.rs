@@ -1,0 +1,262 @@
+//! Established TCP connections: the TCP_REPAIR dump and restore of
+//! files::tcp and the network lock (netlock), each run in a network
+//! namespace of its own (a thread that unshared CLONE_NEWNET: its sockets
+//! and the nft/iptables it runs live there, nothing touches the host).
+
+use super::*;
+use common::pattern;
+use cryo_engine::files::tcp;
+use cryo_engine::netlock::{self, Lock, Method};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+/// Run `f` on a thread in a fresh network namespace with lo up.
+fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let st = Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap();
+        assert!(st.success());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn nft_ruleset() -> String {
+    let o = Command::new("nft").args(["list", "ruleset"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn nft(script: &str) {
+    let mut c = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "nft {script}");
+}
+
+fn ipt_rules() -> String {
+    let o = Command::new("iptables").args(["-w", "-S"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn setopt(fd: i32, level: i32, name: i32, v: i32) {
+    cryo_engine::sys::sockets::setsockopt_int(fd, level, name, v).unwrap();
+}
+
+/// A connected pair on 127.0.0.1 (the client with a small receive window)
+/// with `inq` bytes at the server it has not read. Returns (client, server).
+fn pair(inq: usize) -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let c = cryo_engine::sys::tcp::tcp_socket(libc::AF_INET).unwrap();
+    setopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+    let c = connect_v4(c, port);
+    let (s, _) = l.accept().unwrap();
+    setopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 65536);
+    let mut cc = &c;
+    cc.write_all(&pattern(inq, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    (c, s)
+}
+
+/// Fill the server's send queue (nonblocking writes): what it took.
+fn fill(s: &TcpStream) -> Vec<u8> {
+    s.set_nonblocking(true).unwrap();
+    let out = pattern(1 << 20, 2);
+    let mut n = 0;
+    let mut ss = s;
+    while let Ok(k) = ss.write(&out[n..]) {
+        n += k;
+    }
+    s.set_nonblocking(false).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    out[..n].to_vec()
+}
+
+/// A pair with both queues of the server loaded: `inq` bytes unread, and
+/// a full send queue. Returns (client, server, what the server wrote).
+fn loaded_pair(inq: usize) -> (TcpStream, TcpStream, Vec<u8>) {
+    let (c, s) = pair(inq);
+    let w = fill(&s);
+    (c, s, w)
+}
+
+/// connect(2) a fresh socket to 127.0.0.1:port and make it a TcpStream.
+fn connect_v4(fd: std::os::fd::OwnedFd, port: u16) -> TcpStream {
+    let ia = cryo_engine::sys::tcp::InetAddr {
+        family: libc::AF_INET,
+        addr: [u32::from_ne_bytes([127, 0, 0, 1]), 0, 0, 0],
+        port,
+    };
+    cryo_engine::sys::tcp::inet_connect(fd.as_raw_fd(), &ia).unwrap();
+    TcpStream::from(fd)
+}
+
+fn read_exact_timeout(s: &TcpStream, n: usize) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; n];
+    let mut r = s;
+    r.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// The server end of a connection with both queues loaded is dumped in
+/// repair mode under the nftables lock, closed (silently), restored into a
+/// fresh socket and let go: the client reads every byte the server had
+/// written (sent, unacknowledged and never sent), the restored server
+/// reads what the client had written, both exchange more, and no rule is
+/// left once the lock is released.
+#[test]
+fn tcp_repair_moves_a_connection_with_both_queues() {
+    in_netns(|| {
+        let (c, s) = pair(3000);
+        let conn = tcp::Conn::of(s.as_raw_fd()).unwrap();
+        // The server's segments are lost on the way in (a drop at input,
+        // after the server sent them): what the client's window allows is
+        // sent and never acknowledged, the rest waits unsent.
+        nft(&format!(
+            "add table inet lossy\nadd chain inet lossy input {{ type filter hook input priority -10; }}\n\
+             add rule inet lossy input tcp sport {} drop\n",
+            conn.local.port
+        ));
+        let written = fill(&s);
+        let lock = Lock::take(Method::Nftables, "0123456789abcdef-0123456789", &[conn]).unwrap();
+        nft("delete table inet lossy\n");
+        assert!(
+            nft_ruleset().contains("CRIU-0123456789abcdef-0123"),
+            "{}",
+            nft_ruleset()
+        );
+        tcp::pause(s.as_raw_fd()).unwrap();
+        let st = tcp::save(s.as_raw_fd()).unwrap();
+        assert_eq!(st.state, tcp::TCP_ESTABLISHED);
+        assert_eq!(st.inq, pattern(3000, 1));
+        let unsent = st.entry.unsq_len.unwrap() as usize;
+        assert!(
+            unsent > 0 && st.outq.len() > unsent,
+            "outq {} unsent {unsent}",
+            st.outq.len()
+        );
+        assert_eq!(&written[written.len() - st.outq.len()..], &st.outq[..]);
+        // Closed in repair mode: the client sees nothing.
+        drop(s);
+        let fd = cryo_engine::sys::tcp::tcp_socket(libc::AF_INET).unwrap();
+        setopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        tcp::restore(fd.as_raw_fd(), &conn, &st).unwrap();
+        tcp::finish(fd.as_raw_fd()).unwrap();
+        lock.release().unwrap();
+        assert!(!nft_ruleset().contains("CRIU-"), "{}", nft_ruleset());
+        let s = TcpStream::from(fd);
+        assert_eq!(read_exact_timeout(&s, 3000), pattern(3000, 1));
+        assert_eq!(read_exact_timeout(&c, written.len()), written);
+        let (mut cw, mut sw) = (&c, &s);
+        cw.write_all(b"more from the client").unwrap();
+        sw.write_all(b"more from the server").unwrap();
+        assert_eq!(read_exact_timeout(&s, 20), b"more from the client");
+        assert_eq!(read_exact_timeout(&c, 20), b"more from the server");
+    });
+}
+
+/// Half-closed connections: the server shut its writing side (FIN_WAIT2
+/// once the client acks) or the client did (CLOSE_WAIT at the server); the
+/// restored server is in the same state, reads or writes what it still may,
+/// and the client sees the end of stream exactly where it was.
+#[test]
+fn tcp_repair_restores_half_closed_states() {
+    in_netns(|| {
+        for (server_shuts, want) in [(true, tcp::TCP_FIN_WAIT2), (false, tcp::TCP_CLOSE_WAIT)] {
+            let (c, s, written) = loaded_pair(100);
+            // Drain so that the FIN gets acknowledged.
+            assert_eq!(read_exact_timeout(&c, written.len()), written);
+            if server_shuts {
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+            } else {
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let conn = tcp::Conn::of(s.as_raw_fd()).unwrap();
+            let lock = Lock::take(Method::Iptables, "half", &[conn]).unwrap();
+            tcp::pause(s.as_raw_fd()).unwrap();
+            let st = tcp::save(s.as_raw_fd()).unwrap();
+            assert_eq!(st.state, want);
+            drop(s);
+            let fd = cryo_engine::sys::tcp::tcp_socket(libc::AF_INET).unwrap();
+            setopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            tcp::restore(fd.as_raw_fd(), &conn, &st).unwrap();
+            tcp::finish(fd.as_raw_fd()).unwrap();
+            lock.release().unwrap();
+            assert!(!ipt_rules().contains("0xc114"), "{}", ipt_rules());
+            let s = TcpStream::from(fd);
+            let mut b = [0u8; 1];
+            let info = {
+                let mut v = [0u8; 8];
+                cryo_engine::sys::tcp::getsockopt_bytes(s.as_raw_fd(), libc::SOL_TCP, libc::TCP_INFO, &mut v).unwrap();
+                v[0]
+            };
+            assert_eq!(info, want, "restored state");
+            assert_eq!(read_exact_timeout(&s, 100), pattern(100, 1));
+            if server_shuts {
+                // The client still sees the end of the server's stream, and can write.
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                assert_eq!((&c).read(&mut b).unwrap(), 0);
+                (&c).write_all(b"late").unwrap();
+                assert_eq!(read_exact_timeout(&s, 4), b"late");
+            } else {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                assert_eq!((&s).read(&mut b).unwrap(), 0, "EOF after the queue");
+                (&s).write_all(b"reply").unwrap();
+                assert_eq!(read_exact_timeout(&c, 5), b"reply");
+            }
+            let _ = s.into_raw_fd();
+        }
+    });
+}
+
+/// Locks are scoped to the connections and go away: iptables rules as
+/// CRIU writes them (INPUT and OUTPUT), an nftables table named after the
+/// run id; a dropped lock (a failed dump) removes its rules; one kept past
+/// the dump is removed by [`netlock::unlock`] as a restore does.
+#[test]
+fn network_locks_cover_the_connection_and_never_stay() {
+    in_netns(|| {
+        let (c, s) = pair(10);
+        let conn = tcp::Conn::of(s.as_raw_fd()).unwrap();
+        let l = Lock::take(Method::Iptables, "x", &[conn]).unwrap();
+        let r = ipt_rules();
+        let port = conn.local.port;
+        assert!(
+            r.contains(&format!(
+                "-A INPUT -s 127.0.0.1/32 -d 127.0.0.1/32 -p tcp -m mark ! --mark 0xc114 -m tcp --sport {} --dport {port} -j DROP",
+                conn.peer.port
+            )),
+            "{r}"
+        );
+        assert_eq!(r.matches("0xc114").count(), 2, "{r}");
+        drop(l);
+        assert!(!ipt_rules().contains("0xc114"), "{}", ipt_rules());
+        let l = Lock::take(Method::Nftables, "run-1", &[conn]).unwrap();
+        l.keep();
+        assert!(nft_ruleset().contains("CRIU-run-1"));
+        netlock::unlock(Method::Nftables, "run-1", &[conn]).unwrap();
+        assert!(!nft_ruleset().contains("CRIU-"), "{}", nft_ruleset());
+        let l = Lock::take(Method::Iptables, "x", &[conn]).unwrap();
+        l.keep();
+        netlock::unlock(Method::Iptables, "x", &[conn]).unwrap();
+        assert!(!ipt_rules().contains("0xc114"), "{}", ipt_rules());
+        // While locked, the peer's packets do not get through (and no reset comes back).
+        let l = Lock::take(Method::Nftables, "run-2", &[conn]).unwrap();
+        (&c).write_all(b"held").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            cryo_engine::sys::tcp::inq(s.as_raw_fd()).unwrap(),
+            10,
+            "a locked packet arrived"
+        );
+        l.release().unwrap();
+        assert_eq!(read_exact_timeout(&s, 14)[10..], *b"held");
+    });
+}
