@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn the_table_is_named_as_criu_cuts_it() {
         let id = "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9";
-        assert_eq!(nft_table(id), "CRIU-0a1b2c3d-4e5f-6071-8");
+        assert_eq!(nft_table(id), "CRIU-0a1b2c3d-4e5f-6071-82");
         assert_eq!(("inet ".len() + nft_table(id).len()), 31);
     }
 
