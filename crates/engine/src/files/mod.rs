@@ -368,6 +368,8 @@ pub struct FileTable {
     pub link_remaps: Vec<PathBuf>,
     /// What each kind's survey kept for its `dump`, by type.
     survey: HashMap<TypeId, Box<dyn Any + Send>>,
+    /// --tcp-established, --tcp-close, --network-lock and the run id.
+    pub tcp: tcp::TcpOpts,
     /// Socket inodes a kind's survey claimed.
     claimed_sockets: HashSet<u32>,
     /// Images several kinds write into, by file name.
@@ -402,6 +404,23 @@ impl FileTable {
     }
 
     /// Remove the link remaps made so far (the dump failed).
+    /// The tree goes on (a failed dump, or `--leave-running` before the
+    /// tree is let go): TCP connections leave repair mode, the network lock goes.
+    pub fn let_go(&mut self) -> Result<(), String> {
+        self.survey_state::<tcp::Dumped>().let_go()
+    }
+
+    /// The dumped tree was killed (its TCP connections close silently).
+    pub fn tree_gone(&mut self) {
+        self.survey_state::<tcp::Dumped>().tree_gone()
+    }
+
+    /// The dump succeeded: what must outlive it (the network lock over a
+    /// killed tree's TCP connections, until the restore) stays.
+    pub fn dump_done(&mut self) {
+        self.survey_state::<tcp::Dumped>().done()
+    }
+
     pub fn remove_link_remaps(&mut self) {
         for p in self.link_remaps.drain(..) {
             let _ = std::fs::remove_file(p);

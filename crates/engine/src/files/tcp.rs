@@ -596,6 +596,175 @@ fn send_segment(conn: &Conn, seq: u32, ack: u32, flags: u8, window: u32) -> io::
     sys::sendto_v4(std::os::fd::AsRawFd::as_raw_fd(&raw), &pkt, dst).map_err(ctx("sending a FIN"))
 }
 
+/// What `--tcp-established`, `--tcp-close` and `--network-lock` ask of a
+/// dump, and the run id the lock is named after (inventory.img's
+/// `dump_criu_run_id`).
+#[derive(Debug, Clone, Default)]
+pub struct TcpOpts {
+    pub established: bool,
+    pub close: bool,
+    pub lock: crate::netlock::Method,
+    pub run_id: String,
+}
+
+/// A connection the inet survey found in the tree, handed to [`survey`]
+/// with a copy of the socket (pidfd_getfd).
+pub struct Candidate {
+    pub pid: i32,
+    pub fd: i32,
+    pub link: String,
+    pub ino: u32,
+    pub sk: std::os::fd::OwnedFd,
+    pub conn: Conn,
+    /// The state sock_diag gave.
+    pub state: u8,
+}
+
+/// One connection held in repair mode by the dump.
+pub struct Held {
+    sk: std::os::fd::OwnedFd,
+    pub conn: Conn,
+    pub stream: Stream,
+    /// SO_REUSEADDR before repair (repair off clears it).
+    reuseaddr: i32,
+}
+
+/// The connections a dump holds (the survey's state for the inet kind):
+/// each in repair mode, the network lock over all of them. Dropped without
+/// [`Dumped::tree_gone`] (a failed dump), or at [`Dumped::let_go`], every
+/// socket leaves repair mode and the lock goes.
+#[derive(Default)]
+pub struct Dumped {
+    pub socks: std::collections::BTreeMap<u32, Held>,
+    lock: Option<crate::netlock::Lock>,
+}
+
+impl Dumped {
+    /// The stream of a socket (by inode), if the survey dumped it.
+    pub fn stream(&self, ino: u32) -> Option<&Stream> {
+        self.socks.get(&ino).map(|h| &h.stream)
+    }
+
+    /// The tree goes on (a failed dump, or `--leave-running`): repair off
+    /// (SO_REUSEADDR as it was), then the lock is removed.
+    pub fn let_go(&mut self) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let mut first: Option<String> = None;
+        for (ino, h) in std::mem::take(&mut self.socks) {
+            let fd = h.sk.as_raw_fd();
+            let r = resume(fd).and_then(|_| {
+                crate::sys::sockets::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, h.reuseaddr)
+            });
+            if let Err(e) = r {
+                first.get_or_insert(format!("socket {ino} ({}): repair off: {e}", h.conn));
+            }
+        }
+        if let Some(l) = self.lock.take() {
+            if let Err(e) = l.release() {
+                first.get_or_insert(e.to_string());
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The tree was killed: the sockets close in repair mode (silently).
+    pub fn tree_gone(&mut self) {
+        self.socks.clear();
+    }
+
+    /// The dump is complete and the tree gone: the lock stays until the
+    /// restore removes it (else the peers' next segments draw resets).
+    pub fn done(&mut self) {
+        if self.socks.is_empty() {
+            if let Some(l) = self.lock.take() {
+                l.keep();
+            }
+        }
+    }
+}
+
+impl Drop for Dumped {
+    fn drop(&mut self) {
+        if let Err(e) = self.let_go() {
+            eprintln!("cryo: {e}");
+        }
+    }
+}
+
+/// The dump of the tree's TCP connections, before anything is written:
+/// without `--tcp-established` (or `--tcp-close`) the first one is refused,
+/// naming it; with `--tcp-close` they are dumped as their InetSkEntry only
+/// (restored closed), nothing is locked; else all are locked at once
+/// (`opts.lock`), put in repair mode and their streams read. The result is
+/// `t`'s survey state [`Dumped`].
+pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -> Result<(), super::FileError> {
+    use std::os::fd::AsRawFd;
+    let refuse = |c: &Candidate, what: String| super::FileError::Unsupported {
+        pid: c.pid,
+        fd: c.fd,
+        link: c.link.clone(),
+        what,
+    };
+    if cands.is_empty() || opts.close {
+        return Ok(());
+    }
+    if !opts.established {
+        let c = &cands[0];
+        return Err(refuse(
+            c,
+            format!(
+                "established TCP connection {} ({}): dump it with --tcp-established (or --tcp-close to restore it closed)",
+                c.conn,
+                state_name(c.state as u32)
+            ),
+        ));
+    }
+    for c in &cands {
+        if let Err(w) = can_repair(c.state) {
+            return Err(refuse(c, format!("TCP connection {} ({}): {w}", c.conn, state_name(c.state as u32))));
+        }
+    }
+    let d = t.survey_state::<Dumped>();
+    let conns: Vec<Conn> = cands.iter().map(|c| c.conn).collect();
+    let c0 = &cands[0];
+    d.lock = Some(
+        crate::netlock::Lock::take(opts.lock, &opts.run_id, &conns)
+            .map_err(|e| refuse(c0, format!("locking the network for its TCP connections: {e}")))?,
+    );
+    if std::env::var("CRYO_FAULT").ok().as_deref() == Some("after-netlock") {
+        return Err(refuse(c0, "fault injected after the network lock (CRYO_FAULT=after-netlock)".into()));
+    }
+    for c in cands {
+        let fd = c.sk.as_raw_fd();
+        let io = |what: &str, e: io::Error| super::FileError::Io {
+            pid: c.pid,
+            fd: c.fd,
+            what: format!("TCP connection {}: {what}", c.conn),
+            source: e,
+        };
+        let reuseaddr = crate::sys::sockets::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+            .map_err(|e| io("SO_REUSEADDR", e))?;
+        pause(fd).map_err(|e| io("TCP_REPAIR on", e))?;
+        let d = t.survey_state::<Dumped>();
+        // Held from here on: a failure below turns repair off again.
+        let held = Held {
+            sk: c.sk,
+            conn: c.conn,
+            stream: Stream {
+                state: c.state,
+                entry: Default::default(),
+                inq: Vec::new(),
+                outq: Vec::new(),
+            },
+            reuseaddr,
+        };
+        d.socks.insert(c.ino, held);
+        let stream = save(fd).map_err(|e| io("reading its state in repair mode", e))?;
+        t.survey_state::<Dumped>().socks.get_mut(&c.ino).expect("held").stream = stream;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
