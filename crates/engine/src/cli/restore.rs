@@ -76,6 +76,8 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.pidfile = a.pidfile.clone();
     o.shell_job = a.shell_job;
     o.file_locks = a.file_locks;
+    o.tcp_established = a.criu.tcp_established;
+    o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
     let log = |msg: &str| {
         if let Some(l) = &log_file {

@@ -109,6 +109,19 @@ pub fn can_repair(state: u8) -> Result<(), &'static str> {
     }
 }
 
+/// Half-closed states whose restore sends a segment to the socket, which
+/// cryo builds for IPv4 only.
+fn needs_v4(state: u8, conn: &Conn) -> Result<(), &'static str> {
+    let half = bit(state) & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN | SNDQ_FIN_ACKED) != 0;
+    if half && conn.unmapped().local.family != libc::AF_INET {
+        return Err(
+            "a half-closed IPv6 connection in this state is not supported (its restore sends the peer's \
+                    FIN or ACK as a segment, which cryo builds for IPv4 only)",
+        );
+    }
+    Ok(())
+}
+
 /// A connection's two ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Conn {
@@ -369,15 +382,8 @@ pub fn restore(fd: RawFd, conn: &Conn, s: &Stream) -> io::Result<()> {
     validate(s).map_err(io::Error::other)?;
     let e = &s.entry;
     let mstate = bit(s.state);
-    let half = mstate & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN | SNDQ_FIN_ACKED) != 0;
     let plain = conn.unmapped();
-    if half && plain.local.family != libc::AF_INET {
-        return Err(io::Error::other(format!(
-            "{conn}: a half-closed IPv6 connection in state {} cannot be restored by cryo (the peer's FIN \
-             would be sent as an IPv6 segment, which cryo does not build)",
-            state_name(s.state as u32)
-        )));
-    }
+    needs_v4(s.state, conn).map_err(|w| io::Error::other(format!("{conn}: {w}")))?;
     pause(fd).map_err(ctx("TCP_REPAIR on"))?;
     sys::inet_bind(fd, &conn.local).map_err(ctx("bind"))?;
     let mut inq_seq = e.inq_seq;
@@ -721,7 +727,10 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
     }
     for c in &cands {
         if let Err(w) = can_repair(c.state) {
-            return Err(refuse(c, format!("TCP connection {} ({}): {w}", c.conn, state_name(c.state as u32))));
+            return Err(refuse(
+                c,
+                format!("TCP connection {} ({}): {w}", c.conn, state_name(c.state as u32)),
+            ));
         }
     }
     let d = t.survey_state::<Dumped>();
@@ -732,7 +741,10 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
             .map_err(|e| refuse(c0, format!("locking the network for its TCP connections: {e}")))?,
     );
     if std::env::var("CRYO_FAULT").ok().as_deref() == Some("after-netlock") {
-        return Err(refuse(c0, "fault injected after the network lock (CRYO_FAULT=after-netlock)".into()));
+        return Err(refuse(
+            c0,
+            "fault injected after the network lock (CRYO_FAULT=after-netlock)".into(),
+        ));
     }
     for c in cands {
         let fd = c.sk.as_raw_fd();
@@ -763,6 +775,155 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
         t.survey_state::<Dumped>().socks.get_mut(&c.ino).expect("held").stream = stream;
     }
     Ok(())
+}
+
+/// A connection to restore, from its InetSkEntry and tcp-stream-INO.img,
+/// validated before anything is created.
+#[derive(Debug, Clone)]
+pub struct Restorable {
+    pub conn: Conn,
+    /// None: restored closed (the dump or the restore said --tcp-close).
+    pub stream: Option<Stream>,
+}
+
+/// Read and check the stream of socket `ino` (state `state`, addresses
+/// `conn`) from `set`: every problem names the image. `closed`: the dump
+/// was made with --tcp-close (no stream image).
+pub fn describe(
+    set: &cryo_image::ImageSet,
+    ino: u32,
+    state: u8,
+    conn: Conn,
+    closed: bool,
+) -> Result<Restorable, String> {
+    let name = image_name(ino);
+    if closed && !set.has(&name) {
+        return Ok(Restorable { conn, stream: None });
+    }
+    let path = set.path(&name);
+    let file = path.display().to_string();
+    let data = std::fs::read(&path).map_err(|e| format!("{file}: {e} (the stream of TCP connection {conn})"))?;
+    let stream = parse(&file, &data, state)?;
+    Ok(Restorable {
+        conn,
+        stream: Some(stream),
+    })
+}
+
+/// Restore a connection into `fd`, a fresh TCP socket with SO_REUSEADDR on:
+/// in repair mode (see [`restore`]), or closed (`close`, or a dump made with
+/// --tcp-close: shutdown, as CRIU does).
+pub fn restore_into(fd: RawFd, r: &Restorable, close: bool) -> io::Result<()> {
+    match (&r.stream, close) {
+        (Some(s), false) => restore(fd, &r.conn, s),
+        _ => match sys::shutdown(fd, libc::SHUT_RDWR) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The end of a restore, once every task is ready: each restored
+/// connection leaves repair mode (its SO_REUSEADDR as dumped), then the
+/// dump's network lock over `conns` goes (inventory's method and run id).
+pub fn end_restore(
+    socks: &[(RawFd, Conn, i32)],
+    conns: &[Conn],
+    method: crate::netlock::Method,
+    run_id: &str,
+) -> Result<(), String> {
+    for &(fd, conn, reuseaddr) in socks {
+        finish(fd).map_err(|e| format!("TCP connection {conn}: repair off: {e}"))?;
+        crate::sys::sockets::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr)
+            .map_err(|e| format!("TCP connection {conn}: SO_REUSEADDR: {e}"))?;
+    }
+    crate::netlock::unlock(method, run_id, conns).map_err(|e| e.to_string())
+}
+
+/// The TCP connections of an image set (InetSkEntry of TCP with a peer
+/// port) and the network lock its dump left (inventory.img's method and
+/// run id): what the end of a restore, or its abort, unlocks.
+#[derive(Debug, Default)]
+pub struct ImageConns {
+    pub method: crate::netlock::Method,
+    pub run_id: String,
+    /// The dump was made with --tcp-close (no streams).
+    pub closed: bool,
+    /// (file id, connection, SO_REUSEADDR as dumped).
+    pub conns: Vec<(u32, Conn, i32)>,
+}
+
+/// The ends of an InetSkEntry as a [`Conn`], if it is a TCP connection.
+pub fn entry_conn(i: &pb::InetSkEntry) -> Option<Conn> {
+    if i.proto as i32 != libc::IPPROTO_TCP || i.dst_port == 0 {
+        return None;
+    }
+    let words = if i.family as i32 == libc::AF_INET { 1 } else { 4 };
+    if i.src_addr.len() < words || i.dst_addr.len() < words || i.src_port > 0xffff || i.dst_port > 0xffff {
+        return None;
+    }
+    let a = |w: &[u32], port: u32| {
+        let mut addr = [0u32; 4];
+        addr[..words].copy_from_slice(&w[..words]);
+        InetAddr {
+            family: i.family as i32,
+            addr,
+            port: port as u16,
+        }
+    };
+    Some(Conn {
+        local: a(&i.src_addr, i.src_port),
+        peer: a(&i.dst_addr, i.dst_port),
+    })
+}
+
+/// The connections of `set` and its lock (an empty list without inet sockets).
+pub fn image_conns(set: &cryo_image::ImageSet) -> Result<ImageConns, String> {
+    let inv = set.inventory().map_err(|e| e.to_string())?;
+    let method = crate::netlock::Method::from_inventory(inv.network_lock_method).ok_or_else(|| {
+        format!(
+            "{}: network_lock_method {:?} is none of iptables (0), nftables (1), skip (2)",
+            set.path("inventory.img").display(),
+            inv.network_lock_method
+        )
+    })?;
+    let mut out = ImageConns {
+        method,
+        run_id: inv.dump_criu_run_id.clone().unwrap_or_default(),
+        closed: inv.tcp_close == Some(true),
+        conns: Vec::new(),
+    };
+    for e in set.files().map_err(|e| e.to_string())? {
+        if let Some(i) = &e.isk {
+            if let Some(c) = entry_conn(i) {
+                out.conns.push((i.id, c, i.opts.reuseaddr.unwrap_or(false) as i32));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The end of a restore: every connection restored from a stream (its fd
+/// in the engine by file id, `fd_of`) leaves repair mode, then the lock goes.
+pub fn end_restore_set(ic: &ImageConns, close: bool, fd_of: impl Fn(u32) -> Option<RawFd>) -> Result<(), String> {
+    let socks: Vec<(RawFd, Conn, i32)> = if close || ic.closed {
+        Vec::new()
+    } else {
+        ic.conns
+            .iter()
+            .filter_map(|&(id, c, r)| fd_of(id).map(|fd| (fd, c, r)))
+            .collect()
+    };
+    let conns: Vec<Conn> = ic.conns.iter().map(|c| c.1).collect();
+    end_restore(&socks, &conns, ic.method, &ic.run_id)
+}
+
+/// A failed restore: the dump's lock goes all the same (never left behind).
+pub fn abort_restore(ic: &ImageConns) {
+    let conns: Vec<Conn> = ic.conns.iter().map(|c| c.1).collect();
+    if let Err(e) = crate::netlock::unlock(ic.method, &ic.run_id, &conns) {
+        eprintln!("cryo restore: {e}");
+    }
 }
 
 #[cfg(test)]
