@@ -373,7 +373,7 @@ pub struct FileTable {
     /// Socket inodes a kind's survey claimed.
     claimed_sockets: HashSet<u32>,
     /// Images several kinds write into, by file name.
-    side: BTreeMap<&'static str, SideImage>,
+    side: BTreeMap<String, SideImage>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -444,9 +444,14 @@ impl FileTable {
 
     /// Add a record (an entry and the bytes after it) to the side image
     /// `image` = (file name, magic name), e.g. [`SK_QUEUES`].
-    pub fn side_record(&mut self, image: (&'static str, &'static str), entry: &impl prost::Message, payload: Vec<u8>) {
+    pub fn side_record(
+        &mut self,
+        image: (impl Into<String>, &'static str),
+        entry: &impl prost::Message,
+        payload: Vec<u8>,
+    ) {
         self.side
-            .entry(image.0)
+            .entry(image.0.into())
             .or_insert_with(|| SideImage {
                 magic: image.1,
                 records: Vec::new(),
@@ -456,8 +461,8 @@ impl FileTable {
     }
 
     /// The side images with their records, by file name.
-    pub fn side_images(&self) -> impl Iterator<Item = (&'static str, &SideImage)> {
-        self.side.iter().map(|(n, i)| (*n, i))
+    pub fn side_images(&self) -> impl Iterator<Item = (&str, &SideImage)> {
+        self.side.iter().map(|(n, i)| (n.as_str(), i))
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {

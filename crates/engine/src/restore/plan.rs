@@ -201,7 +201,6 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("ipcns-msg", "SysV message queues"),
     ("ipcns-sem", "SysV semaphores"),
     ("ipcns-var", "SysV IPC namespace"),
-    ("tcp-stream", "TCP connections"),
     // CRIU before 3.x wrote these kinds to images of their own; cryo reads
     // them from files.img only (as CRIU 4.2 writes them).
     ("eventfd.img", "eventfd images of the old separate-image layout"),
