@@ -260,3 +260,128 @@ fn network_locks_cover_the_connection_and_never_stay() {
         assert_eq!(read_exact_timeout(&s, 14)[10..], *b"held");
     });
 }
+
+/// The script of the veth tests: pid 1 of a fresh PID + mount namespace
+/// makes network namespace A (the server's, where cryo runs) and B (the
+/// peer's), joined by a veth pair 10.77.0.1 <-> 10.77.0.2; the peer
+/// (tests/progs/tcppair.c) is never dumped. `steps` runs in A with $P the
+/// server's pid and $PAIR the program.
+fn veth_script(steps: &str) -> String {
+    let pair = build_prog("tcppair");
+    let d = "/tmp/anchor";
+    format!(
+        "mkdir -p {d}; mount -t tmpfs cryo-test {d}; cd {d}; PAIR={pair}; \
+         exec unshare --net sh -c '\
+           ip link set lo up; \
+           unshare --net sh -c \"echo \\$\\$ > {d}/b.pid; ip link set lo up; \
+             while [ ! -e {d}/b.go ]; do sleep 0.02; done; \
+             ip addr add 10.77.0.2/24 dev vb; ip link set vb up; \
+             exec $PAIR peer {d} 10.77.0.1 7001\" >{d}/peer.out 2>&1 & \
+           while [ ! -s {d}/b.pid ]; do sleep 0.02; done; \
+           ip link add va type veth peer name vb netns $(cat {d}/b.pid); \
+           ip addr add 10.77.0.1/24 dev va; ip link set va up; \
+           $PAIR server {d} 10.77.0.1 7001 >{d}/srv.out 2>&1 </dev/null & P=$!; \
+           while [ ! -e {d}/srv.listening ]; do sleep 0.02; done; touch {d}/b.go; \
+           while [ ! -s {d}/srv.ready ]; do sleep 0.02; done; \
+           {steps}; \
+           echo done > {d}/steps.done; exec sleep 100000'",
+        pair = pair.display()
+    )
+}
+
+fn wait_for(ns: &Ns, file: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(ns.anchor(file)) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = ["srv.out", "peer.out", ".dump-err", ".rst-err", "steps.log"]
+                .iter()
+                .map(|f| format!("{f}: {}", std::fs::read_to_string(ns.anchor(f)).unwrap_or_default()))
+                .collect();
+            panic!("{file} did not appear: {}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An established connection across a veth pair, its peer in another
+/// network namespace outside the dumped tree, with data queued both ways
+/// at dump time (5000 bytes the server has not read; a send queue holding
+/// sent-but-unacknowledged and never-sent bytes). First cryo refuses it
+/// without --tcp-established, naming the connection; a dump failing right
+/// after the network lock (CRYO_FAULT=after-netlock) leaves no rule and
+/// the server running; the real dump kills it and leaves the lock (the
+/// peer would otherwise get resets); a restore failing in its task leaves
+/// no rule and no process; the real restore brings the server back and
+/// removes the lock. Then every byte arrives intact both ways and the two
+/// exchange more: the peer never saw a reset. The images decode with
+/// Debian's crit.
+#[test]
+fn established_connection_across_veth_survives_dump_and_restore() {
+    let d = "/tmp/anchor";
+    let steps = format!(
+        "rules() {{ nft list ruleset | grep -c CRIU; }}; \
+         mkdir {d}/img; \
+         {CRYO} dump -t $P -D {d}/img > {d}/refused.out 2>&1; echo $? > {d}/refused.rc; \
+         CRYO_FAULT=after-netlock {CRYO} dump --tcp-established -t $P -D {d}/img > {d}/fault.out 2>&1; \
+         echo $? > {d}/fault.rc; rules > {d}/fault.rules; kill -0 $P; echo $? > {d}/fault.alive; \
+         {CRYO} dump --tcp-established -t $P -D {d}/img 2>{d}/.dump-err; echo $? > {d}/dump.rc; \
+         wait $P; rules > {d}/dumped.rules; \
+         CRYO_FAULT=task-error:$P {CRYO} restore --tcp-established -D {d}/img -d 2>{d}/rfault.out; \
+         echo $? > {d}/rfault.rc; rules > {d}/rfault.rules; kill -0 $P 2>/dev/null; echo $? > {d}/rfault.alive; \
+         {CRYO} restore --tcp-established -D {d}/img -d 2>{d}/.rst-err; echo $? > {d}/rst.rc; \
+         rules > {d}/rst.rules; touch {d}/go"
+    );
+    let ns = Ns::start(&veth_script(&steps));
+    wait_for(&ns, "steps.done", 120);
+    let rd = |f: &str| {
+        std::fs::read_to_string(ns.anchor(f))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_ne!(rd("refused.rc"), "0");
+    let r = rd("refused.out");
+    assert!(
+        r.contains("10.77.0.1:7001 -> 10.77.0.2:") && r.contains("--tcp-established"),
+        "{r}"
+    );
+    assert_ne!(rd("fault.rc"), "0", "{}", rd("fault.out"));
+    assert!(rd("fault.out").contains("after-netlock"), "{}", rd("fault.out"));
+    assert_eq!(rd("fault.rules"), "0", "a failed dump left a lock behind");
+    assert_eq!(rd("fault.alive"), "0", "the server died in a failed dump");
+    assert_eq!(rd("dump.rc"), "0", "dump: {}", rd(".dump-err"));
+    assert_ne!(rd("dumped.rules"), "0", "no lock between dump and restore");
+    assert_ne!(rd("rfault.rc"), "0", "{}", rd("rfault.out"));
+    assert_eq!(rd("rfault.rules"), "0", "a failed restore left a lock behind");
+    assert_ne!(rd("rfault.alive"), "0", "a failed restore left the server");
+    assert_eq!(rd("rst.rc"), "0", "restore: {}", rd(".rst-err"));
+    assert_eq!(rd("rst.rules"), "0", "the restore left the lock");
+    assert_eq!(wait_for(&ns, "srv.result", 60).trim(), "ok");
+    assert_eq!(wait_for(&ns, "peer.result", 60).trim(), "ok");
+    // The stream image: both queues, and it decodes with Debian's crit.
+    let img = ns.anchor("img");
+    let streams: Vec<_> = std::fs::read_dir(&img)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tcp-stream-"))
+        .collect();
+    assert_eq!(streams.len(), 1);
+    for f in ["files.img".into(), streams[0].path()] {
+        let out = Command::new("/usr/bin/crit")
+            .args(["decode", "-i"])
+            .arg(img.join(f))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "crit: {}", String::from_utf8_lossy(&out.stderr));
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(s.contains("inq_len") || s.contains("INETSK"), "{s}");
+        if s.contains("inq_len") {
+            assert!(s.contains("\"inq_len\": 5000"), "{s}");
+        }
+    }
+}
