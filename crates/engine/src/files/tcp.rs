@@ -646,9 +646,17 @@ pub struct Dumped {
 }
 
 impl Dumped {
-    /// The stream of a socket (by inode), if the survey dumped it.
-    pub fn stream(&self, ino: u32) -> Option<&Stream> {
-        self.socks.get(&ino).map(|h| &h.stream)
+    /// The stream of a socket (by inode), if the survey dumped it; the
+    /// socket stays held in repair mode.
+    pub fn take_stream(&mut self, ino: u32) -> Option<Stream> {
+        let h = self.socks.get_mut(&ino)?;
+        let empty = Stream {
+            state: h.stream.state,
+            entry: h.stream.entry,
+            inq: Vec::new(),
+            outq: Vec::new(),
+        };
+        Some(std::mem::replace(&mut h.stream, empty))
     }
 
     /// The tree goes on (a failed dump, or `--leave-running`): repair off

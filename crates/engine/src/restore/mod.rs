@@ -407,6 +407,7 @@ impl RestoreCtx {
         // process's again).
         self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
         let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
+        cx.tcp_close = self.opts.tcp_close;
         // Terminals first, all together (pairs, sessions, queued data).
         let mut ctty = HashMap::new();
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {

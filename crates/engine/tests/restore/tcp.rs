@@ -270,7 +270,7 @@ fn veth_script(steps: &str) -> String {
     let pair = build_prog("tcppair");
     let d = "/tmp/anchor";
     format!(
-        "mkdir -p {d}; mount -t tmpfs cryo-test {d}; cd {d}; PAIR={pair}; \
+        "mkdir -p {d}; mount -t tmpfs cryo-test {d}; cd {d}; export PAIR={pair}; \
          exec unshare --net sh -c '\
            ip link set lo up; \
            unshare --net sh -c \"echo \\$\\$ > {d}/b.pid; ip link set lo up; \
