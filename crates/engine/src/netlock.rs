@@ -302,11 +302,15 @@ pub fn unlock(method: Method, run_id: &str, conns: &[Conn]) -> Result<(), LockEr
             }
         }
         Method::Iptables => {
+            // Only the rules that are there (-C): a set restored in another
+            // network namespace than its dump's finds none.
             let mut first = None;
             for c in conns {
                 for (prog, rule) in ipt_rules(c) {
-                    if let Err(e) = ipt(method, prog, "-D", &rule) {
-                        first.get_or_insert(e);
+                    if ipt(method, prog, "-C", &rule).is_ok() {
+                        if let Err(e) = ipt(method, prog, "-D", &rule) {
+                            first.get_or_insert(e);
+                        }
                     }
                 }
             }

@@ -385,3 +385,26 @@ fn established_connection_across_veth_survives_dump_and_restore() {
         }
     }
 }
+
+/// CRIU 4.2's dump of a process holding a listener and both ends of an
+/// established loopback connection with data queued both ways (fixture
+/// tcp_est, with CRIU's iptables lock method) restores with cryo in a
+/// fresh network namespace, and the program checks its queues and does a
+/// ping-pong over the connection itself.
+#[test]
+fn criu_tcp_est_restores_and_checks_itself() {
+    build_fixture("tcp_est");
+    let dir = cryo_testsupport::fixtures().join("tcp_est/images");
+    let ns = Ns::start(&format!(
+        "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
+         unshare --net sh -c 'ip link set lo up; {CRYO} restore --tcp-established -D {} -d 2>/tmp/anchor/.cryo-err; \
+         echo $? > /tmp/anchor/.cryo-rc'; exec sleep 100000",
+        dir.display()
+    ));
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "cryo restore of tcp_est failed: {err}");
+    let pid = pstree_pids("tcp_est")[0];
+    ns.wait_status("tcp_est.status", &format!("pid={pid}"));
+    let v = ns.ask(pid, "tcp_est.verify.status", "queued+pingpong=");
+    assert!(v.contains("queued+pingpong=ok"), "{v}");
+}
