@@ -314,7 +314,8 @@ fn wait_for(ns: &Ns, file: &str, secs: u64) -> String {
 /// sent-but-unacknowledged and never-sent bytes). First cryo refuses it
 /// without --tcp-established, naming the connection; a dump failing right
 /// after the network lock (CRYO_FAULT=after-netlock) leaves no rule and
-/// the server running; the real dump kills it and leaves the lock (the
+/// the server running; a dump with --leave-running leaves it running with
+/// the connection out of repair mode and no rule; the real dump kills it and leaves the lock (the
 /// peer would otherwise get resets); a restore failing in its task leaves
 /// no rule and no process; the real restore brings the server back and
 /// removes the lock. Then every byte arrives intact both ways and the two
@@ -329,6 +330,8 @@ fn established_connection_across_veth_survives_dump_and_restore() {
          {CRYO} dump -t $P -D {d}/img > {d}/refused.out 2>&1; echo $? > {d}/refused.rc; \
          CRYO_FAULT=after-netlock {CRYO} dump --tcp-established -t $P -D {d}/img > {d}/fault.out 2>&1; \
          echo $? > {d}/fault.rc; rules > {d}/fault.rules; kill -0 $P; echo $? > {d}/fault.alive; \
+         mkdir {d}/imgR; {CRYO} dump --tcp-established -R -t $P -D {d}/imgR > {d}/lr.out 2>&1; echo $? > {d}/lr.rc; \
+         rules > {d}/lr.rules; kill -0 $P; echo $? > {d}/lr.alive; \
          {CRYO} dump --tcp-established -t $P -D {d}/img 2>{d}/.dump-err; echo $? > {d}/dump.rc; \
          wait $P; rules > {d}/dumped.rules; \
          CRYO_FAULT=task-error:$P {CRYO} restore --tcp-established -D {d}/img -d 2>{d}/rfault.out; \
@@ -354,6 +357,9 @@ fn established_connection_across_veth_survives_dump_and_restore() {
     assert!(rd("fault.out").contains("after-netlock"), "{}", rd("fault.out"));
     assert_eq!(rd("fault.rules"), "0", "a failed dump left a lock behind");
     assert_eq!(rd("fault.alive"), "0", "the server died in a failed dump");
+    assert_eq!(rd("lr.rc"), "0", "--leave-running: {}", rd("lr.out"));
+    assert_eq!(rd("lr.rules"), "0", "--leave-running left the lock");
+    assert_eq!(rd("lr.alive"), "0", "--leave-running: the server is gone");
     assert_eq!(rd("dump.rc"), "0", "dump: {}", rd(".dump-err"));
     assert_ne!(rd("dumped.rules"), "0", "no lock between dump and restore");
     assert_ne!(rd("rfault.rc"), "0", "{}", rd("rfault.out"));
