@@ -83,6 +83,8 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.shell_job = a.shell_job;
     o.file_locks = a.file_locks;
     o.new_pidns = a.new_pidns;
+    o.tcp_established = a.criu.tcp_established;
+    o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
     let log = |msg: &str| {
         if let Some(l) = &log_file {

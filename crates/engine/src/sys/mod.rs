@@ -23,6 +23,7 @@ pub mod restore;
 pub mod files;
 pub mod ipc;
 pub mod sockets;
+pub mod tcp;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
