@@ -32,6 +32,10 @@ struct Cli {
 enum Cmd {
     /// Freeze a process tree and write its image set.
     Dump(cli::dump::Args),
+    /// Write the pages of a tree written since the previous pre-dump (all
+    /// the first time), the tree stopped only to scan them; it goes on running.
+    #[command(name = "pre-dump")]
+    PreDump(cli::dump::Args),
     /// Restore a process tree from its image set (same pids).
     Restore(cli::restore::Args),
     /// Check that cryo can work on this kernel, or whether it supports a feature.
@@ -59,7 +63,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let r = match cmd {
-        Cmd::Dump(a) => cli::dump::run(a).map(|()| 0),
+        Cmd::Dump(a) => cli::dump::run(a, false).map(|()| 0),
+        Cmd::PreDump(a) => cli::dump::run(a, true).map(|()| 0),
         Cmd::Restore(a) => cli::restore::run(&a),
         Cmd::Check(a) => Ok(cli::check::run(&a)),
         Cmd::Swrk(a) => cli::swrk::run(&a),

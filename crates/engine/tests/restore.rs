@@ -21,6 +21,8 @@ mod foreign;
 mod ghost;
 #[path = "restore/identity.rs"]
 mod identity;
+#[path = "restore/incremental.rs"]
+mod incremental;
 #[path = "restore/mem.rs"]
 mod mem;
 #[path = "restore/pidfds.rs"]

@@ -738,6 +738,17 @@ impl Checker<'_> {
                 }
             }
         }
+        // The whole chain of parents, each level's pagemap and pages file (one level is checked above).
+        let any_parent = runs.iter().any(|(_, e)| e.flags.unwrap_or(PE_PRESENT) & PE_PARENT != 0);
+        let pid: Option<u32> = name
+            .strip_prefix("pagemap-")
+            .and_then(|n| n.strip_suffix(".img"))
+            .and_then(|n| n.parse().ok());
+        if let (true, Some(pid), true) = (any_parent, pid, self.set.dir().join("parent").exists()) {
+            if let Err(e) = self.set.flat_pagemap(pid) {
+                self.problem(name, None, format!("the parent chain cannot serve its pages: {e}"));
+            }
+        }
         spans.sort();
         for w in spans.windows(2) {
             if w[0].1 > w[1].0 {

@@ -10,6 +10,8 @@ pub mod core;
 pub mod freeze;
 pub mod mem;
 mod pages;
+pub mod predump;
+pub mod track;
 
 use crate::files::{reg, FdCtx, FileError, FileTable};
 use crate::parasite::{self, Parasite, ParasiteError};
@@ -43,6 +45,13 @@ pub struct DumpOpts {
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
     /// see [`Notice`]); an answer of `Err` aborts the dump.
     pub notify: Option<Notify>,
+    /// Track memory (criu's --track-mem): arm the write tracking so that a
+    /// later dump with this set as its parent writes only what changed.
+    pub track_mem: bool,
+    /// The parent set (criu's --prev-images-dir, relative to `dir` unless
+    /// absolute; the `parent` link holds it as given): pages unwritten since
+    /// it was made are marked `PE_PARENT` instead of written. Implies `track_mem`.
+    pub prev_images_dir: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -102,6 +111,8 @@ impl DumpOpts {
             link_remap: false,
             hook: None,
             notify: None,
+            track_mem: false,
+            prev_images_dir: None,
         }
     }
 
@@ -215,6 +226,41 @@ impl Written {
 }
 
 impl DumpCtx {
+    fn new(
+        opts: DumpOpts,
+        files: FileTable,
+        pool: PipePool,
+        phases: Phases,
+        track: Option<track::TrackCtx>,
+        own_uffds: Vec<i32>,
+        run_id: String,
+    ) -> Self {
+        DumpCtx {
+            out: Written {
+                dir: opts.dir.clone(),
+                files: Vec::new(),
+            },
+            opts,
+            files,
+            kids: Vec::new(),
+            next_kid: [1; 5],
+            written_fdinfo: Vec::new(),
+            pending: Vec::new(),
+            unfinished: Vec::new(),
+            pool,
+            locks: Vec::new(),
+            seccomp: Default::default(),
+            lock_keys: Vec::new(),
+            pstree: Vec::new(),
+            stats: pb::DumpStatsEntry::default(),
+            threads: 0,
+            phases,
+            track,
+            own_uffds,
+            run_id,
+        }
+    }
+
     /// The dump failed: remove what it left on disk.
     fn discard(&mut self) {
         self.out.remove_all();
@@ -243,6 +289,11 @@ struct DumpCtx {
     stats: pb::DumpStatsEntry,
     threads: usize,
     phases: Phases,
+    /// Memory tracking (--track-mem, --prev-images-dir).
+    track: Option<track::TrackCtx>,
+    /// cryo's userfaultfds in the tree's fd tables (left out).
+    own_uffds: Vec<i32>,
+    run_id: String,
 }
 
 /// How long each phase of a dump took ([`DumpSummary::phases`]).
@@ -355,6 +406,8 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         })?;
     }
     precheck(opts.pid)?;
+    let run_id = new_run_id();
+    let track = open_track(&opts, &run_id)?;
     let _urgent = Urgent::new();
     let mut phases = Phases::new(t0);
     // smaps (a walk of every page table) and /proc/locks are read by threads
@@ -362,6 +415,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     // frozen window delays the parasite's mmap (mmap_lock) and slows the
     // vmsplice down by half.
     let pids = tree_pids(opts.pid);
+    let own_uffds = track::own_fds(&pids);
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
@@ -386,27 +440,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
-    let mut ctx = DumpCtx {
-        opts,
-        out: Written {
-            dir: dir.clone(),
-            files: Vec::new(),
-        },
-        files,
-        kids: Vec::new(),
-        next_kid: [1; 5],
-        written_fdinfo: Vec::new(),
-        pending: Vec::new(),
-        unfinished: Vec::new(),
-        pool,
-        locks: Vec::new(),
-        seccomp: Default::default(),
-        lock_keys: Vec::new(),
-        pstree: Vec::new(),
-        stats: pb::DumpStatsEntry::default(),
-        threads: 0,
-        phases,
-    };
+    let mut ctx = DumpCtx::new(opts, files, pool, phases, track, own_uffds, run_id);
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
     let res = dump_frozen(&mut ctx, &mut tree, &mut smaps, pre_locks.as_deref());
     drop(rt);
@@ -481,10 +515,17 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
-            if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
+            if let Err(e) = write_stats(&mut ctx)
+                .and_then(|_| write_inventory(&mut ctx, None))
+                .and_then(|_| commit_track(&mut ctx))
+            {
                 return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("inventory");
+            if let (false, Some(t)) = (ctx.opts.leave_running, &ctx.track) {
+                let gone: Vec<(i32, u64)> = t.armed.iter().map(|a| (a.0, a.1)).collect();
+                track::prune(&gone);
+            }
             if let Some(tree) = held {
                 if let Err(e) = ctx.opts.notice(Notice::Written) {
                     return fail(&mut ctx, Some(tree), e);
@@ -976,7 +1017,8 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
             facts.push(None);
             continue;
         }
-        let f = collect_facts(p.pid)?;
+        let mut f = collect_facts(p.pid)?;
+        f.fds.retain(|(fd, link)| !track::is_own(&ctx.own_uffds, *fd, link));
         refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
         facts.push(Some(f));
     }
@@ -1172,6 +1214,10 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     }
     let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
     let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
+    let mut tracked = match &mut ctx.track {
+        Some(tc) => Some(tc.prepare(pid, leader, code_addr)?),
+        None => None,
+    };
     let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
     trace(&format!("pid {pid}: parasite in"));
     let sigacts = para_.sigactions().map_err(para)?;
@@ -1194,15 +1240,22 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
         // priority a busy machine would stretch this, the longest step of
         // the frozen window. Its policy is back before anything reads it.
         let _rt = Realtime::thread(pid);
-        let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas)?;
+        let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas, tracked.as_mut())?;
         (runs, scanned, Some(pipes))
     } else {
-        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+        let (runs, scanned) = scan_pages(pid, &f.vmas, tracked.as_mut())?;
         (runs, scanned, None)
     };
     trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
     ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
     ctx.stats.pages_scanned += scanned;
+    if let Some(t) = &tracked {
+        ctx.stats.pages_skipped_parent += t.from_parent;
+        trace(&format!(
+            "pid {pid}: tracked: {} pages written, {} in the parent, {} untracked VMAs",
+            t.written, t.from_parent, t.untracked
+        ));
+    }
     trace(&format!("pid {pid}: curing"));
     para_.cure().map_err(para)?;
     Ok(Inside {
@@ -1663,11 +1716,73 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     Ok(())
 }
 
-fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
-    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+/// Microseconds since boot (/proc/uptime).
+fn uptime_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e6) as u64)
+}
+
+/// A fresh run id (a uuid): the inventory's dump_criu_run_id and what the
+/// memory tracking records.
+fn new_run_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .unwrap_or_default()
         .trim()
-        .to_string();
+        .to_string()
+}
+
+/// The tracking of a dump with --track-mem or --prev-images-dir: opens the
+/// parent (and makes the `parent` link to it, as criu does).
+fn open_track(opts: &DumpOpts, run_id: &str) -> Result<Option<track::TrackCtx>> {
+    if !opts.track_mem && opts.prev_images_dir.is_none() {
+        return Ok(None);
+    }
+    let link = opts.dir.join("parent");
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).map_err(|source| DumpError::Io {
+            path: link.clone(),
+            source,
+        })?;
+    }
+    let parent = match &opts.prev_images_dir {
+        Some(prev) => {
+            let pdir = opts.dir.join(prev);
+            if !pdir.join("inventory.img").is_file() {
+                return Err(DumpError::Io {
+                    path: pdir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "--prev-images-dir: not a complete image set (no inventory.img)",
+                    ),
+                });
+            }
+            Some(track::Parent::open(&pdir)?)
+        }
+        None => None,
+    };
+    Ok(Some(track::TrackCtx::new(run_id.to_string(), parent)))
+}
+
+/// After the inventory: the tracking records say this dump is the parent to use next.
+fn commit_track(ctx: &mut DumpCtx) -> Result<()> {
+    if let Some(t) = &ctx.track {
+        if let Some(prev) = &ctx.opts.prev_images_dir {
+            let link = ctx.opts.dir.join("parent");
+            std::os::unix::fs::symlink(prev, &link).map_err(|source| DumpError::Io {
+                path: link.clone(),
+                source,
+            })?;
+            ctx.out.files.push(link);
+        }
+        let p = t.commit(&ctx.opts.dir)?;
+        ctx.out.files.push(p);
+    }
+    Ok(())
+}
+
+fn write_inventory(ctx: &mut DumpCtx, pre_dump_mode: Option<u32>) -> Result<()> {
+    let uuid = ctx.run_id.clone();
     let inv = pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
@@ -1675,8 +1790,9 @@ fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
         ns_per_id: Some(true),
         root_cg_set: Some(1),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
-        dump_uptime: None,
-        pre_dump_mode: None,
+        // For criu's pid-reuse check of a later incremental dump.
+        dump_uptime: ctx.track.as_ref().and_then(|_| uptime_us()),
+        pre_dump_mode,
         tcp_close: None,
         network_lock_method: Some(0),
         plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),

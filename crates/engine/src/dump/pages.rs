@@ -3,6 +3,7 @@
 //! vmsplicing (SPLICE_F_GIFT) into pipes made before the freeze, drained into
 //! pages-N.img once the tree is released or killed.
 
+use super::track::ProcTrack;
 use super::{mem, DumpCtx, DumpError, Result};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
@@ -86,7 +87,11 @@ pub(super) struct PendingPages {
 }
 
 /// The runs of pages to dump (and the number of pages scanned).
-pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, MapKind)]) -> Result<(Vec<mem::Run>, u64)> {
+pub(super) fn scan_pages(
+    pid: i32,
+    vmas: &[(Vma, MapKind)],
+    mut track: Option<&mut ProcTrack>,
+) -> Result<(Vec<mem::Run>, u64)> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let io = |source| DumpError::Io {
         path: pm_path.clone().into(),
@@ -107,7 +112,11 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, MapKind)]) -> Result<(Vec<mem::
         ) {
             scanned += (v.end - v.start) / 4096;
         }
-        runs.extend(mem::scan_vma(pm.as_raw_fd(), v, *k).map_err(io)?);
+        let part = match track.as_deref_mut() {
+            Some(t) => t.scan(pm.as_raw_fd(), v, *k, v.start, v.end),
+            None => mem::scan_vma(pm.as_raw_fd(), v, *k),
+        };
+        runs.extend(part.map_err(io)?);
     }
     Ok((mem::merge_runs(runs), scanned))
 }
@@ -135,6 +144,7 @@ pub(super) fn scan_and_splice(
     pool: &mut PipePool,
     pid: i32,
     vmas: &[(Vma, MapKind)],
+    track: Option<&mut ProcTrack>,
 ) -> Result<Scanned> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
@@ -147,7 +157,7 @@ pub(super) fn scan_and_splice(
         batch: Vec::new(),
         in_flight: None,
     };
-    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas);
+    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas, track);
     // Never leave a reply unread, even on error: the parasite must be idle
     // before it is told to go.
     let last = batches.wait();
@@ -163,6 +173,7 @@ fn scan_and_splice_inner(
     pool: &mut PipePool,
     pid: i32,
     vmas: &[(Vma, MapKind)],
+    mut track: Option<&mut ProcTrack>,
 ) -> Result<Scanned> {
     let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
     let mut runs = Vec::new();
@@ -197,12 +208,16 @@ fn scan_and_splice_inner(
             } else {
                 at.saturating_add(SCAN_STEP).min(v.end)
             };
-            let part = mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end).map_err(|source| DumpError::Io {
+            let part = match track.as_deref_mut() {
+                Some(t) => t.scan(pm.as_raw_fd(), v, *k, at, end),
+                None => mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end),
+            };
+            let part = part.map_err(|source| DumpError::Io {
                 path: pm_path.into(),
                 source,
             })?;
             at = end;
-            for r in &part {
+            for r in part.iter().filter(|r| r.flags & mem::PE_PRESENT != 0) {
                 let mut a = r.start;
                 let end = r.start + r.len;
                 while a < end {
@@ -333,11 +348,11 @@ pub(super) fn dump_pages(
 ) -> Result<()> {
     let pages_id = ctx.files.alloc_pages_id();
     let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
-    let total: u64 = runs.iter().map(|r| r.len).sum();
+    let total = mem::present_bytes(runs);
     match spliced {
         None => {
             let t = Instant::now();
-            let written = write_pages(pid, runs, &pages_path)?;
+            let written = write_pages(pid, runs, &pages_path, false)?;
             ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
             ctx.stats.pages_written += written / 4096;
         }
@@ -475,7 +490,10 @@ fn is_tmpfs(f: &std::fs::File) -> bool {
 
 /// Read the runs with process_vm_readv in large chunks and append them to the pages file.
 /// Pages go to the page cache (no fsync: the inventory's fsync comes last).
-pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u64> {
+/// `running`: the process runs meanwhile (a pre-dump), so a range it has
+/// unmapped since the scan is written as zeros (the next dump writes it
+/// again or not at all: its tracking says the range was not kept).
+pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path, running: bool) -> Result<u64> {
     const CHUNK: usize = 8 << 20;
     let io = |source| DumpError::Io {
         path: path.to_path_buf(),
@@ -499,7 +517,18 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
                 // reads it.
                 let mut o = 0;
                 for &(a, l) in batch.iter() {
-                    read_mem(pid, &mut mem, a, &mut buf[o..o + l])?;
+                    match read_mem(pid, &mut mem, a, &mut buf[o..o + l]) {
+                        Err(_) if running => {
+                            // Page by page: what is still there, zeros for what is gone.
+                            for p in (0..l).step_by(4096) {
+                                let dst = &mut buf[o + p..o + p + 4096];
+                                if read_mem(pid, &mut mem, a + p as u64, dst).is_err() {
+                                    dst.fill(0);
+                                }
+                            }
+                        }
+                        r => r?,
+                    }
                     o += l;
                 }
             }
@@ -517,7 +546,7 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
             *len = 0;
             Ok(done)
         };
-    for r in runs {
+    for r in runs.iter().filter(|r| r.flags & mem::PE_PRESENT != 0) {
         let mut a = r.start;
         let end = r.start + r.len;
         while a < end {

@@ -587,3 +587,41 @@ pub(crate) unsafe fn inject_syscall(
     restored?;
     Ok(rax)
 }
+
+/// Create a userfaultfd inside the stopped task `t` (it binds to the mm of
+/// the process that creates it), `O_CLOEXEC | O_NONBLOCK`, user-mode faults
+/// only (allowed to any uid), moved to the lowest free fd from `min_fd` on.
+/// Returns its number in the task. Nothing else of the task changes.
+#[allow(unsafe_code)]
+pub fn make_userfaultfd(t: &mut Stopped, code_addr: u64, min_fd: i32) -> Result<i32> {
+    let tid = t.tid();
+    let fail = |what: &'static str, r: i64| ParasiteError::Io {
+        tid,
+        what,
+        source: io::Error::from_raw_os_error(-r as i32),
+    };
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | crate::sys::uffd::UFFD_USER_MODE_ONLY;
+    // (The three injections: each makes, moves or closes an fd of the task
+    // that only this function knows of; code_addr is the caller's mapped
+    // executable address, run by no other thread: the task is frozen.)
+    // SAFETY: as said above.
+    let fd = unsafe { inject_syscall(t, code_addr, libc::SYS_userfaultfd as u64, [flags, 0, 0, 0, 0, 0]) }?;
+    if fd < 0 {
+        return Err(fail("userfaultfd in the task", fd));
+    }
+    // SAFETY: as above.
+    let hi = unsafe {
+        inject_syscall(
+            t,
+            code_addr,
+            libc::SYS_fcntl as u64,
+            [fd as u64, libc::F_DUPFD_CLOEXEC as u64, min_fd as u64, 0, 0, 0],
+        )
+    }?;
+    // SAFETY: as above.
+    let _ = unsafe { inject_syscall(t, code_addr, libc::SYS_close as u64, [fd as u64, 0, 0, 0, 0, 0]) }?;
+    if hi < 0 {
+        return Err(fail("moving the userfaultfd up in the task", hi));
+    }
+    Ok(hi as i32)
+}

@@ -22,6 +22,7 @@ pub mod restore;
 
 pub mod files;
 pub mod sockets;
+pub mod uffd;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -278,12 +279,27 @@ pub fn pagemap_scan(
     excl: u64,
     ret_mask: u64,
 ) -> io::Result<Vec<PageRegion>> {
+    pagemap_scan_flags(pagemap, start, end, anyof, excl, ret_mask, 0)
+}
+
+/// [`pagemap_scan`] with PAGEMAP_SCAN `flags` (`uffd::PM_SCAN_WP_MATCHING`:
+/// write-protect what matches in the same walk).
+pub fn pagemap_scan_flags(
+    pagemap: RawFd,
+    start: u64,
+    end: u64,
+    anyof: u64,
+    excl: u64,
+    ret_mask: u64,
+    flags: u64,
+) -> io::Result<Vec<PageRegion>> {
     let mut out = Vec::new();
     let mut buf = vec![PageRegion::default(); 4096];
     let mut cur = start;
     while cur < end {
         let mut a = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
+            flags,
             start: cur,
             end,
             vec: buf.as_mut_ptr() as u64,
