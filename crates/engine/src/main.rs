@@ -9,6 +9,7 @@ mod cli {
     pub mod criu;
     pub mod dump;
     pub mod restore;
+    pub mod run;
     pub mod service;
     pub mod swrk;
 }
@@ -38,6 +39,9 @@ enum Cmd {
     PreDump(cli::dump::Args),
     /// Restore a process tree from its image set (same pids).
     Restore(cli::restore::Args),
+    /// Start (or adopt with --pid) a program and checkpoint it periodically,
+    /// incrementally and live, into DIR (DIR/latest: the last complete set).
+    Run(cli::run::Args),
     /// Check that cryo can work on this kernel, or whether it supports a feature.
     Check(cli::check::Args),
     /// Serve CRIU's RPC on an inherited SOCK_SEQPACKET socket (as `criu swrk`).
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::PreDump(a) => cli::dump::run(a, true).map(|()| 0),
         Cmd::Restore(a) => cli::restore::run(&a),
         Cmd::Check(a) => Ok(cli::check::run(&a)),
+        Cmd::Run(a) => cli::run::run(&a),
         Cmd::Swrk(a) => cli::swrk::run(&a),
         Cmd::Service(a) => cli::service::run(&a),
     };

@@ -23,8 +23,12 @@ mod ghost;
 mod identity;
 #[path = "restore/incremental.rs"]
 mod incremental;
+#[path = "restore/live.rs"]
+mod live;
 #[path = "restore/mem.rs"]
 mod mem;
+#[path = "restore/periodic.rs"]
+mod periodic;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
 #[path = "restore/sockets.rs"]

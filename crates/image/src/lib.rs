@@ -15,6 +15,7 @@ pub mod fast;
 pub mod imageset;
 pub mod json;
 pub mod magic;
+pub mod merge;
 pub mod pages;
 pub mod pretty;
 pub mod pyjson;

@@ -44,6 +44,11 @@ pub struct Args {
     /// criu writes no pid file on dump either: accepted and ignored.
     #[arg(long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+    /// With --leave-running: copy the memory while the tree is frozen, as
+    /// criu does (default: the tree runs while a point-in-time copy is
+    /// written, see docs/memory-tracking.md).
+    #[arg(long = "frozen-copy")]
+    pub frozen_copy: bool,
     /// Leave the tree stopped after the dump: refused (not supported yet).
     #[arg(short = 's', long = "leave-stopped", hide = true)]
     pub leave_stopped: bool,
@@ -96,6 +101,7 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
         Reader::Readv => dump::PageReader::Readv,
     };
     opts.track_mem = a.criu.track_mem && !a.criu.no_track_mem;
+    opts.live = a.leave_running && !a.frozen_copy;
     opts.prev_images_dir = a.criu.prev_images_dir.as_ref().map(PathBuf::from);
     let what = if pre { "pre-dumped" } else { "dumped" };
     let res = if pre {

@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod freeze;
+mod live;
 pub mod mem;
 mod pages;
 pub mod predump;
@@ -45,6 +46,12 @@ pub struct DumpOpts {
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
     /// see [`Notice`]); an answer of `Err` aborts the dump.
     pub notify: Option<Notify>,
+    /// Fault injection (tests of `cryo run`): fail after every image but the
+    /// inventory is written, as a crash there would.
+    pub fail_before_inventory: bool,
+    /// With `leave_running`: copy the memory while the tree runs again
+    /// (copy-before-write, see `dump/live.rs`), not while it is frozen.
+    pub live: bool,
     /// Track memory (criu's --track-mem): arm the write tracking so that a
     /// later dump with this set as its parent writes only what changed.
     pub track_mem: bool,
@@ -113,6 +120,8 @@ impl DumpOpts {
             notify: None,
             track_mem: false,
             prev_images_dir: None,
+            live: false,
+            fail_before_inventory: false,
         }
     }
 
@@ -257,6 +266,7 @@ impl DumpCtx {
             phases,
             track,
             own_uffds,
+            live: Vec::new(),
             run_id,
         }
     }
@@ -293,6 +303,8 @@ struct DumpCtx {
     track: Option<track::TrackCtx>,
     /// cryo's userfaultfds in the tree's fd tables (left out).
     own_uffds: Vec<i32>,
+    /// Pages to copy once the tree runs again (live checkpoint).
+    live: Vec<live::LiveCopy>,
     run_id: String,
 }
 
@@ -513,9 +525,36 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             if let Err(e) = drained.and(finished) {
                 return fail(&mut ctx, held, e);
             }
+            // Live checkpoint: the tree runs; its memory is copied now.
+            if !ctx.live.is_empty() {
+                let copies = std::mem::take(&mut ctx.live);
+                let bytes: u64 = copies.iter().map(|c| c.bytes()).sum();
+                let res: Result<u64> = std::thread::scope(|s| {
+                    let hs: Vec<_> = copies.into_iter().map(|c| s.spawn(move || c.run())).collect();
+                    hs.into_iter().try_fold(0u64, |acc, h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(DumpError::task(0, "live copy thread panicked")))
+                            .map(|n| acc + n)
+                    })
+                });
+                match res {
+                    Ok(faults) => {
+                        trace(&format!("live copy: {bytes} bytes, {faults} write faults served first"));
+                        ctx.phases
+                            .mark(&format!("live copy ({} MiB, {faults} faults)", bytes >> 20));
+                    }
+                    Err(e) => return fail(&mut ctx, held, e),
+                }
+            }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
-            if let Err(e) = write_stats(&mut ctx)
+            let injected = if ctx.opts.fail_before_inventory {
+                Err(DumpError::task(ctx.opts.pid, "injected fault before the inventory"))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = injected
+                .and_then(|_| write_stats(&mut ctx))
                 .and_then(|_| write_inventory(&mut ctx, None))
                 .and_then(|_| commit_track(&mut ctx))
             {
@@ -1125,6 +1164,8 @@ struct Inside {
     /// Per thread: the rseq abort handler to jump to (stopped inside a
     /// critical section), read before the parasite ran.
     rseq_abort: Vec<Option<u64>>,
+    /// Live checkpoint: which runs are protected for the copy, and the userfaultfd.
+    live: Option<(Vec<bool>, Option<OwnedFd>)>,
 }
 
 /// One live process: run the parasite, then write its images (files
@@ -1175,7 +1216,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);
     ctx.opts.stage(Stage::Pages(pid));
-    dump_pages(ctx, pid, &inside.runs, inside.spliced)?;
+    match inside.live {
+        Some((live, uffd)) => pages::dump_pages_live(ctx, pid, &inside.runs, &live, uffd)?,
+        None => dump_pages(ctx, pid, &inside.runs, inside.spliced)?,
+    }
 
     let path = ctx.out.path(&format!("ids-{pid}.img"));
     let w = write_image(&path, "IDS", &[ids])?;
@@ -1235,7 +1279,10 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     // Pages: scanned with the parasite in place (like CRIU), spliced by it
     // into pipes in vmsplice mode.
     let t_mem = Instant::now();
-    let (runs, scanned, spliced) = if ctx.opts.pages == PageReader::Vmsplice {
+    let live = is_live(&ctx.opts);
+    let (runs, scanned, spliced) = if live {
+        (Vec::new(), 0, None) // scanned below, after the parasite is gone
+    } else if ctx.opts.pages == PageReader::Vmsplice {
         // The parasite runs in the target's thread: at the target's
         // priority a busy machine would stretch this, the longest step of
         // the frozen window. Its policy is back before anything reads it.
@@ -1249,6 +1296,19 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
     ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
     ctx.stats.pages_scanned += scanned;
+    trace(&format!("pid {pid}: curing"));
+    para_.cure().map_err(para)?;
+    let (runs, live) = if live {
+        let t_mem = Instant::now();
+        let (runs, scanned) = scan_pages(pid, &f.vmas, tracked.as_mut())?;
+        ctx.stats.pages_scanned += scanned;
+        let armed = live::arm(pid, leader, code_addr, &f.vmas, &runs)?;
+        ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
+        trace(&format!("pid {pid}: copy-before-write armed {:?}", t_mem.elapsed()));
+        (runs, Some(armed))
+    } else {
+        (runs, None)
+    };
     if let Some(t) = &tracked {
         ctx.stats.pages_skipped_parent += t.from_parent;
         trace(&format!(
@@ -1256,8 +1316,6 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
             t.written, t.from_parent, t.untracked
         ));
     }
-    trace(&format!("pid {pid}: curing"));
-    para_.cure().map_err(para)?;
     Ok(Inside {
         sigacts,
         itimers,
@@ -1267,6 +1325,7 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
         runs,
         spliced,
         rseq_abort,
+        live,
     })
 }
 
@@ -1714,6 +1773,11 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     )?
     .finish()?;
     Ok(())
+}
+
+/// Does this dump copy memory live (after the tree runs again)?
+fn is_live(o: &DumpOpts) -> bool {
+    o.live && o.leave_running && o.notify.is_none() && o.pages == PageReader::Vmsplice
 }
 
 /// Microseconds since boot (/proc/uptime).

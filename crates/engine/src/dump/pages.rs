@@ -280,7 +280,7 @@ fn read_outside(pid: i32, mem: &mut Option<std::fs::File>, vdso: bool, addr: u64
 }
 
 /// Fill `buf` from `addr` of `pid` through /proc/PID/mem.
-fn read_mem(pid: i32, mem: &mut Option<std::fs::File>, addr: u64, buf: &mut [u8]) -> Result<()> {
+pub(super) fn read_mem(pid: i32, mem: &mut Option<std::fs::File>, addr: u64, buf: &mut [u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let path = format!("/proc/{pid}/mem");
     if mem.is_none() {
@@ -370,6 +370,62 @@ pub(super) fn dump_pages(
                 pipes,
             });
         }
+    }
+    let path = ctx.out.path(&format!("pagemap-{pid}.img"));
+    let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
+    w.entry(&pb::PagemapHead { pages_id })?;
+    for e in mem::pagemap_entries(runs) {
+        w.entry(&e)?;
+    }
+    ctx.defer(w);
+    Ok(())
+}
+
+/// pagemap-PID.img and pages-N.img of a live checkpoint: the pages file
+/// made at its full size, the runs that are not protected (`live[i]` false)
+/// written now while frozen, the rest left to a [`LiveCopy`].
+pub(super) fn dump_pages_live(
+    ctx: &mut DumpCtx,
+    pid: i32,
+    runs: &[mem::Run],
+    live: &[bool],
+    uffd: Option<OwnedFd>,
+) -> Result<()> {
+    let pages_id = ctx.files.alloc_pages_id();
+    let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
+    let total = mem::present_bytes(runs);
+    let io = |source| DumpError::Io {
+        path: pages_path.clone(),
+        source,
+    };
+    let f = std::fs::File::create(&pages_path).map_err(io)?;
+    f.set_len(total).map_err(io)?;
+    let mut off = 0u64;
+    let mut memf = None;
+    let mut buf = Vec::new();
+    for (r, &l) in runs.iter().zip(live) {
+        if r.flags & mem::PE_PRESENT == 0 {
+            continue;
+        }
+        if !l {
+            let mut a = r.start;
+            while a < r.start + r.len {
+                let n = (r.start + r.len - a).min(PIPE_BYTES);
+                buf.resize(n as usize, 0);
+                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)]).unwrap_or(0);
+                if got != n as usize {
+                    read_mem(pid, &mut memf, a, &mut buf)?;
+                }
+                std::os::unix::fs::FileExt::write_all_at(&f, &buf, off + (a - r.start)).map_err(io)?;
+                a += n;
+            }
+        }
+        off += r.len;
+    }
+    ctx.stats.pages_written += total / 4096;
+    if let Some(uffd) = uffd {
+        ctx.live
+            .push(super::live::LiveCopy::new(pid, uffd, runs, live, pages_path.clone()));
     }
     let path = ctx.out.path(&format!("pagemap-{pid}.img"));
     let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;

@@ -220,7 +220,7 @@ impl TrackCtx {
             }
             None => {
                 let min = min_fd(pid);
-                let fd = crate::parasite::make_userfaultfd(leader, code_addr, min)
+                let (fd, _) = crate::parasite::make_userfaultfd(leader, code_addr, min, true, false)
                     .map_err(|source| DumpError::Parasite { pid, source })?;
                 let u = sys::pidfd_getfd(pidfd.as_raw_fd(), fd)
                     .map_err(|e| DumpError::task(pid, format!("taking its userfaultfd (fd {fd}): {e}")))?;

@@ -592,3 +592,13 @@ pub fn fiemap(fd: RawFd) -> io::Result<Vec<(u64, u64)>> {
         }
     }
 }
+
+/// Make `c`'s child the leader of a new session (setsid between fork and exec).
+pub fn setsid_on_exec(c: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook only calls setsid(2), which is async-signal-safe and
+    // touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+    }
+}

@@ -112,3 +112,66 @@ pub fn userfaultfd(flags: u64) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: scalar argument; a fresh fd comes back.
     super::owned(unsafe { libc::syscall(libc::SYS_userfaultfd, flags) })
 }
+
+/// Non-cooperative events: mremap, madvise(MADV_DONTNEED/REMOVE), munmap of registered ranges.
+pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
+pub const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+pub const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+
+/// A message read from a userfaultfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// A write to a write-protected page at `addr` (or another fault, `wp` false).
+    Fault {
+        addr: u64,
+        wp: bool,
+    },
+    /// mremap of `[from, from + len)` to `to`.
+    Remap {
+        from: u64,
+        to: u64,
+        len: u64,
+    },
+    /// `[start, end)` is being discarded (MADV_DONTNEED, MADV_REMOVE) or was unmapped.
+    Remove {
+        start: u64,
+        end: u64,
+    },
+    Unmap {
+        start: u64,
+        end: u64,
+    },
+    Other(u8),
+}
+
+/// Read one message (the fd is non-blocking: `None` when there is none).
+pub fn read_msg(uffd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<Msg>> {
+    let mut b = [0u8; 32];
+    match nix::unistd::read(uffd, &mut b) {
+        Ok(32) => {}
+        Ok(n) => return Err(io::Error::other(format!("short userfaultfd message ({n} bytes)"))),
+        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let w = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    Ok(Some(match b[0] {
+        0x12 => Msg::Fault {
+            addr: w(16),
+            wp: w(8) & 2 != 0,
+        },
+        0x14 => Msg::Remap {
+            from: w(8),
+            to: w(16),
+            len: w(24),
+        },
+        0x15 => Msg::Remove {
+            start: w(8),
+            end: w(16),
+        },
+        0x16 => Msg::Unmap {
+            start: w(8),
+            end: w(16),
+        },
+        e => Msg::Other(e),
+    }))
+}
