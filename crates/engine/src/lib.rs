@@ -17,6 +17,7 @@ pub mod files;
 pub mod membarrier;
 pub mod parasite;
 pub mod proc;
+pub mod progress;
 pub mod ptrace;
 pub mod restore;
 pub mod sidecar;

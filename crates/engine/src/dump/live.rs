@@ -149,7 +149,7 @@ impl LiveCopy {
     }
 
     /// Copy every page while the process runs; faults first.
-    pub(super) fn run(mut self) -> Result<u64> {
+    pub(super) fn run(mut self, bar: crate::progress::Progress) -> Result<u64> {
         let io = |source| DumpError::Io {
             path: self.path.clone(),
             source,
@@ -164,6 +164,7 @@ impl LiveCopy {
                 faults += self.serve(&f)?;
                 let n = (r.start + r.len - a).min(CHUNK);
                 self.save(&f, &mut buf, i, a, n, off + (a - r.start))?;
+                bar.inc(n);
                 a += n;
             }
         }

@@ -529,14 +529,22 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             if !ctx.live.is_empty() {
                 let copies = std::mem::take(&mut ctx.live);
                 let bytes: u64 = copies.iter().map(|c| c.bytes()).sum();
+                let bar = crate::progress::Progress::new("live copy", bytes);
                 let res: Result<u64> = std::thread::scope(|s| {
-                    let hs: Vec<_> = copies.into_iter().map(|c| s.spawn(move || c.run())).collect();
+                    let hs: Vec<_> = copies
+                        .into_iter()
+                        .map(|c| {
+                            let bar = bar.clone();
+                            s.spawn(move || c.run(bar))
+                        })
+                        .collect();
                     hs.into_iter().try_fold(0u64, |acc, h| {
                         h.join()
                             .unwrap_or_else(|_| Err(DumpError::task(0, "live copy thread panicked")))
                             .map(|n| acc + n)
                     })
                 });
+                bar.finish();
                 match res {
                     Ok(faults) => {
                         trace(&format!("live copy: {bytes} bytes, {faults} write faults served first"));

@@ -492,6 +492,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
         }
         files.push((p.path, f));
     }
+    let bar = crate::progress::Progress::new("pages", jobs.iter().map(|j| j.3).sum());
     let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
         for (i, rd, off, len) in jobs {
             let (path, f) = &files[i];
@@ -513,6 +514,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
                     return Err(io(std::io::Error::other("page pipe ended early")));
                 }
                 done += n as u64;
+                bar.inc(n as u64);
             }
         }
         Ok(())
@@ -527,7 +529,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
     }
     shares.push(jobs);
     let first = shares.remove(0);
-    std::thread::scope(|s| {
+    let res = std::thread::scope(|s| {
         let hs: Vec<_> = shares.into_iter().map(|j| s.spawn(|| run(j))).collect();
         let mut res = run(first);
         for h in hs {
@@ -537,7 +539,9 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
             res = res.and(r);
         }
         res
-    })
+    });
+    bar.finish();
+    res
 }
 
 fn is_tmpfs(f: &std::fs::File) -> bool {
@@ -561,6 +565,7 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path, running: boo
     let mut batch: Vec<(u64, usize)> = Vec::new();
     let mut batch_len = 0usize;
     let mut mem: Option<std::fs::File> = None;
+    let bar = crate::progress::Progress::new("pages", mem::present_bytes(runs));
     let mut flush =
         |batch: &mut Vec<(u64, usize)>, len: &mut usize, buf: &mut Vec<u8>, f: &mut std::fs::File| -> Result<u64> {
             if *len == 0 {
@@ -598,6 +603,7 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path, running: boo
                 })?;
             }
             let done = *len as u64;
+            bar.inc(done);
             batch.clear();
             *len = 0;
             Ok(done)
@@ -617,5 +623,6 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path, running: boo
         }
     }
     total += flush(&mut batch, &mut batch_len, &mut buf, &mut f)?;
+    bar.finish();
     Ok(total)
 }
