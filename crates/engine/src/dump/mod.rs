@@ -1823,6 +1823,7 @@ fn open_track(opts: &DumpOpts, run_id: &str) -> Result<Option<track::TrackCtx>> 
             source,
         })?;
     }
+    track::prune(&[]); // records of processes that are gone
     let parent = match &opts.prev_images_dir {
         Some(prev) => {
             let pdir = opts.dir.join(prev);

@@ -7,7 +7,7 @@
 //!
 //! The userfaultfd must live from one dump to the next, and cryo does not:
 //! it stays in the process, at a high fd (`O_CLOEXEC`), and a record of
-//! it is kept in [`state_dir`] (`PID-STARTTIME`: the fd, the run id of the
+//! it is kept in [`state_dir`] (`PIDNS-PID-STARTTIME`: the fd, the run id of the
 //! last dump that re-armed it, and whether that dump completed). A dump
 //! re-arms the pages it scans, so a dump that fails after its scan leaves
 //! the record `pending`: the next dump trusts nothing it would have taken
@@ -60,8 +60,16 @@ pub struct Record {
     pub complete: bool,
 }
 
+/// Our pid namespace (pids are ours to name only there: tests run cryo in
+/// many namespaces at once, each with its own pid 4).
+fn pidns() -> String {
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m).to_string())
+        .unwrap_or_else(|_| "0".into())
+}
+
 fn record_path(pid: i32, start: u64) -> PathBuf {
-    state_dir().join(format!("{pid}-{start}"))
+    state_dir().join(format!("{}-{pid}-{start}", pidns()))
 }
 
 /// The record of `pid` started at `start`, if any.
@@ -97,9 +105,14 @@ pub fn prune(gone: &[(i32, u64)]) {
         let _ = std::fs::remove_file(record_path(pid, start));
     }
     let Ok(rd) = std::fs::read_dir(state_dir()) else { return };
+    let ns = format!("{}-", pidns());
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some((pid, start)) = name.split_once('-') else {
+        // Only records of our pid namespace name pids we can check.
+        let Some(rest) = name.strip_prefix(&ns) else {
+            continue;
+        };
+        let Some((pid, start)) = rest.split_once('-') else {
             continue;
         };
         let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
