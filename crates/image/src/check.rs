@@ -684,6 +684,7 @@ impl Checker<'_> {
             .collect();
         let mut present = 0u64;
         let mut spans: Vec<(u64, u64, usize)> = Vec::new();
+        let problems_before = self.problems.len();
         for (k, e) in &runs {
             let nr = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
             let flags = e.flags.unwrap_or(PE_PRESENT);
@@ -744,7 +745,10 @@ impl Checker<'_> {
             .strip_prefix("pagemap-")
             .and_then(|n| n.strip_suffix(".img"))
             .and_then(|n| n.parse().ok());
-        if let (true, Some(pid), true) = (any_parent, pid, self.set.dir().join("parent").exists()) {
+        // (Only when the first level is whole: its problems are reported above.)
+        let first_level_ok = self.problems.len() == problems_before;
+        if let (true, Some(pid), true, true) = (any_parent, pid, self.set.dir().join("parent").exists(), first_level_ok)
+        {
             if let Err(e) = self.set.flat_pagemap(pid) {
                 self.problem(name, None, format!("the parent chain cannot serve its pages: {e}"));
             }

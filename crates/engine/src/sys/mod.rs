@@ -317,7 +317,20 @@ pub fn pagemap_scan_flags(
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        out.extend_from_slice(&buf[..n as usize]);
+        // A walk may end (walk_end) before the end of a region it already
+        // reported (seen with PM_SCAN_WP_MATCHING, which splits huge pages
+        // on the way): the next call reports those pages again, by then
+        // write-protected. The first report holds: later ones are clipped.
+        for r in &buf[..n as usize] {
+            let from = out.last().map_or(r.start, |l: &PageRegion| l.end.max(r.start));
+            if from < r.end {
+                out.push(PageRegion {
+                    start: from,
+                    end: r.end,
+                    categories: r.categories,
+                });
+            }
+        }
         if a.walk_end <= cur {
             break;
         }
