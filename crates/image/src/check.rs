@@ -876,9 +876,16 @@ impl Checker<'_> {
             .values()
             .filter_map(|(_, f)| f.usk.as_ref().map(|u| (u.ino, u)))
             .collect();
+        // Queues of unix sockets, and of UDP sockets (cryo keeps them; CRIU's restore leaves entries
+        // it has no socket for alone).
         let unix_ids: HashSet<u32> = files
             .values()
-            .filter_map(|(_, f)| f.usk.as_ref().map(|u| u.id))
+            .filter_map(|(_, f)| {
+                f.usk
+                    .as_ref()
+                    .map(|u| u.id)
+                    .or_else(|| f.isk.as_ref().filter(|i| i.r#type == 2).map(|i| i.id))
+            })
             .collect();
         if let Some(img) = self.images.get("sk-queues.img") {
             let mut bad = Vec::new();
@@ -888,7 +895,7 @@ impl Checker<'_> {
                         bad.push((
                             k,
                             format!(
-                                "queue for socket id {} which is not a unix socket in files.img",
+                                "queue for socket id {} which is not a unix or UDP socket in files.img",
                                 e.id_for
                             ),
                         ));
@@ -907,7 +914,13 @@ impl Checker<'_> {
                 }
             }
             if let Some(s) = &f.isk {
-                if s.proto == IPPROTO_TCP && s.r#type == SOCK_STREAM && s.state == TCP_ESTABLISHED {
+                // A dump made with --tcp-close has no streams (inventory's tcp_close).
+                let closed = self
+                    .images
+                    .get("inventory.img")
+                    .and_then(|img| typed::<pb::InventoryEntry>(img, 0))
+                    .is_some_and(|inv| inv.tcp_close == Some(true));
+                if s.proto == IPPROTO_TCP && s.r#type == SOCK_STREAM && s.state == TCP_ESTABLISHED && !closed {
                     let name = format!("tcp-stream-{:x}.img", s.ino);
                     if !self.present.contains(&name) {
                         later.push((

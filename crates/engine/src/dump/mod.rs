@@ -34,6 +34,8 @@ pub struct DumpOpts {
     pub leave_running: bool,
     pub shell_job: bool,
     pub file_locks: bool,
+    /// --skip-in-flight: connections a listener has not accepted yet are left out.
+    pub skip_in_flight: bool,
     pub pages: PageReader,
     /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
     pub ghost_limit: u64,
@@ -41,6 +43,12 @@ pub struct DumpOpts {
     pub ghost_fiemap: bool,
     /// Link remaps for deleted files still linked elsewhere (criu's --link-remap).
     pub link_remap: bool,
+    /// Established TCP connections are dumped (criu's --tcp-established).
+    pub tcp_established: bool,
+    /// Established TCP connections are dumped to be restored closed (--tcp-close).
+    pub tcp_close: bool,
+    /// How the network is locked while connections are dumped (--network-lock).
+    pub network_lock: crate::netlock::Method,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
@@ -110,8 +118,12 @@ impl DumpOpts {
             pid,
             dir: dir.into(),
             leave_running: false,
+            tcp_established: false,
+            tcp_close: false,
+            network_lock: crate::netlock::Method::default(),
             shell_job: false,
             file_locks: false,
+            skip_in_flight: false,
             pages: PageReader::default(),
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
@@ -174,6 +186,8 @@ pub enum DumpError {
     #[error(transparent)]
     Affinity(#[from] crate::state::affinity::AffinityError),
     #[error(transparent)]
+    Ns(#[from] crate::state::ns::NsError),
+    #[error(transparent)]
     Sidecar(#[from] crate::sidecar::SidecarError),
     #[error("dump aborted at {at:?}: {why}")]
     Aborted { at: Notice, why: String },
@@ -235,6 +249,7 @@ impl Written {
 }
 
 impl DumpCtx {
+    #[allow(clippy::too_many_arguments)] // one per part of the state a dump and a pre-dump share
     fn new(
         opts: DumpOpts,
         files: FileTable,
@@ -243,6 +258,7 @@ impl DumpCtx {
         track: Option<track::TrackCtx>,
         own_uffds: Vec<i32>,
         run_id: String,
+        ns: crate::state::ns::TreeNs,
     ) -> Self {
         DumpCtx {
             out: Written {
@@ -268,6 +284,9 @@ impl DumpCtx {
             own_uffds,
             live: Vec::new(),
             run_id,
+            ns,
+            nsnum: crate::state::ns::Numbering::new(),
+            ns_dump: Default::default(),
         }
     }
 
@@ -275,6 +294,9 @@ impl DumpCtx {
     fn discard(&mut self) {
         self.out.remove_all();
         self.files.remove_link_remaps();
+        if let Err(e) = self.files.let_go() {
+            eprintln!("cryo dump: {e}");
+        }
     }
 }
 
@@ -306,6 +328,18 @@ struct DumpCtx {
     /// Pages to copy once the tree runs again (live checkpoint).
     live: Vec<live::LiveCopy>,
     run_id: String,
+    /// The tree's namespaces (found before the freeze) and their ids.
+    ns: crate::state::ns::TreeNs,
+    nsnum: crate::state::ns::Numbering,
+    ns_dump: crate::state::ns::NsDump,
+}
+
+impl DumpCtx {
+    /// A pid or tid as the images record it (inside the tree's own pid
+    /// namespace, if it has one).
+    fn vpid(&self, pid: i32) -> i32 {
+        self.ns.vpid(pid)
+    }
 }
 
 /// How long each phase of a dump took ([`DumpSummary::phases`]).
@@ -428,6 +462,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     // vmsplice down by half.
     let pids = tree_pids(opts.pid);
     let own_uffds = track::own_fds(&pids);
+    let tree_ns = crate::state::ns::survey(&pids)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
@@ -451,8 +486,15 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.shell_job = opts.shell_job;
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
+    files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
-    let mut ctx = DumpCtx::new(opts, files, pool, phases, track, own_uffds, run_id);
+    files.tcp = crate::files::tcp::TcpOpts {
+        established: opts.tcp_established,
+        close: opts.tcp_close,
+        lock: opts.network_lock,
+        run_id: run_id.clone(),
+    };
+    let mut ctx = DumpCtx::new(opts, files, pool, phases, track, own_uffds, run_id, tree_ns);
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
     let res = dump_frozen(&mut ctx, &mut tree, &mut smaps, pre_locks.as_deref());
     drop(rt);
@@ -486,6 +528,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     let fin = s.spawn(move || finish_images(unfinished));
                     let drained = drain_pending(pending, DRAIN_THREADS);
                     ctx.phases.mark("pages written (frozen)");
+                    if let Err(e) = ctx.files.let_go() {
+                        eprintln!("cryo dump: {e}");
+                    }
                     tree.release();
                     (frozen_t0.elapsed(), fin, drained)
                 } else {
@@ -503,6 +548,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     let frozen = frozen_t0.elapsed();
                     ctx.phases.mark("tree killed");
                     reap_tree(tree);
+                    ctx.files.tree_gone();
                     ctx.phases.mark("tree reaped");
                     (frozen, fin, drained)
                 };
@@ -578,12 +624,17 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     return fail(&mut ctx, Some(tree), e);
                 }
                 if ctx.opts.leave_running {
+                    if let Err(e) = ctx.files.let_go() {
+                        eprintln!("cryo dump: {e}");
+                    }
                     tree.release();
                 } else {
                     reap_tree(kill_tree(tree));
+                    ctx.files.tree_gone();
                     ctx.phases.mark("tree killed and reaped");
                 }
             }
+            ctx.files.dump_done();
             Ok(DumpSummary {
                 processes: nprocs,
                 threads: ctx.threads,
@@ -629,7 +680,9 @@ fn kill_tree(tree: FrozenTree) -> FrozenTree {
 
 /// Reap the killed, traced threads so that their parents can collect them.
 fn reap_tree(tree: FrozenTree) {
-    for p in tree.procs {
+    // Children first: the init of a pid namespace exits only once every
+    // other task of it is reaped, and cryo, their tracer, reaps them.
+    for p in tree.procs.into_iter().rev() {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
         if !threads.is_empty() {
@@ -723,45 +776,10 @@ pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
 
-/// The namespaces a task must share with cryo, and the ones its future
-/// children would get (after unshare(CLONE_NEWPID/CLONE_NEWTIME) a task
-/// stays in its namespace but its children enter a new one: restoring the
-/// task without it would drop it silently).
-const NS_KINDS: [&str; 10] = [
-    "pid",
-    "net",
-    "ipc",
-    "uts",
-    "mnt",
-    "user",
-    "cgroup",
-    "time",
-    "pid_for_children",
-    "time_for_children",
-];
-
 /// Refusals that need no freezing (namespaces); more come per process.
 fn precheck(pid: i32) -> Result<()> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(DumpError::task(pid, "no such process"));
-    }
-    check_ns(pid)
-}
-
-fn check_ns(pid: i32) -> Result<()> {
-    for ns in NS_KINDS {
-        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
-        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
-        if mine != theirs {
-            let what = match ns.strip_suffix("_for_children") {
-                Some(kind) => format!(
-                    "its children would be in a {kind} namespace of their own (/proc/{pid}/ns/{ns} is {theirs:?}, \
-                     not cryo's {mine:?}: an unshare without a child yet); namespaces are not supported yet"
-                ),
-                None => format!("it is in a non-default {ns} namespace ({theirs:?}); namespaces are not supported yet"),
-            };
-            return Err(DumpError::Refused { pid, what });
-        }
     }
     Ok(())
 }
@@ -1003,14 +1021,19 @@ fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
 /// (~10 ms here), too long for the frozen window. A lock taken after that
 /// read is still refused, by the fd's own fdinfo (see `dump_one_fd`).
-fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Result<()> {
-    check_ns(pid)?;
+fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>, ns: &crate::state::ns::TreeNs) -> Result<()> {
+    // A task forked since the survey is checked too.
+    crate::state::ns::check_task(pid, ns)?;
     for (v, k) in &f.vmas {
         match k {
-            MapKind::SysvShm => {
+            MapKind::SysvShm if !ns.has(crate::state::ns::Kind::Ipc) => {
                 return Err(DumpError::Refused {
                     pid,
-                    what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
+                    what: format!(
+                        "SysV shared memory mapped at {:#x} ({}) in cryo's own IPC namespace (a tree's SysV \
+                         objects are dumped when it has an IPC namespace of its own)",
+                        v.start, v.name
+                    ),
                 })
             }
             MapKind::FilePrivate | MapKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
@@ -1066,7 +1089,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         }
         let mut f = collect_facts(p.pid)?;
         f.fds.retain(|(fd, link)| !track::is_own(&ctx.own_uffds, *fd, link));
-        refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
+        refuse(p.pid, &f, ctx.opts.file_locks, locks, &ctx.ns)?;
         facts.push(Some(f));
     }
     // What the fd kinds check across the whole tree (peers, names, queues),
@@ -1109,6 +1132,11 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         }
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
     }
+    // The tree's own namespaces (uts, ipc, pid), read with the tree frozen.
+    ctx.ns_dump = crate::state::ns::dump_contents(&ctx.ns, tree.procs[0].pid, &mut ctx.nsnum)?;
+    if let Some((_, ipc)) = ctx.ns_dump.ipc.as_mut() {
+        ipc.pages_ids = (0..ipc.segments()).map(|_| ctx.files.alloc_pages_id()).collect();
+    }
     write_shared(ctx)?;
     trace(&format!("shared images at {:?}", t.elapsed()));
     // What CRIU's format cannot hold (CPU affinity of pinned threads,
@@ -1139,23 +1167,45 @@ fn kid(ctx: &mut DumpCtx, slot: usize, kcmp_type: i32, pid: i32) -> u32 {
     id
 }
 
-fn root_ns_ids() -> pb::TaskKobjIdsEntry {
-    // CRIU numbers namespaces in the order it meets them; for the (only
-    // supported) case of the dumper's own namespaces this order is fixed.
-    pb::TaskKobjIdsEntry {
-        vm_id: 1,
-        files_id: 1,
-        fs_id: 1,
-        sighand_id: 1,
-        pid_ns_id: Some(1),
-        net_ns_id: Some(2),
-        ipc_ns_id: Some(3),
-        uts_ns_id: Some(4),
-        mnt_ns_id: Some(6),
-        user_ns_id: Some(7),
-        cgroup_ns_id: Some(8),
-        time_ns_id: Some(5),
+/// In a pid namespace of the tree's own, pids other state names are read
+/// as cryo sees them: what is not translated yet is refused (file owners,
+/// pidfds, file locks).
+fn pidns_refusals(ctx: &DumpCtx) -> Result<()> {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return Ok(());
     }
+    let root = ctx.opts.pid;
+    let refuse = |what: String| Err(DumpError::Refused { pid: root, what });
+    for e in ctx.files.entries() {
+        if e.r#type == pb::FdTypes::Pidfd as i32 {
+            return refuse(format!(
+                "file id {}: a pidfd in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+        if crate::files::fown::of_entry(e).is_some_and(|f| f.pid != 0) {
+            return refuse(format!(
+                "file id {}: an owner (F_SETOWN) in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+    }
+    if !ctx.locks.is_empty() {
+        return refuse("file locks in a tree with a pid namespace of its own: not supported yet".into());
+    }
+    Ok(())
+}
+
+/// The process group and session of `pid` as the images record them:
+/// inside the tree's own pid namespace (0 when the leader is outside it,
+/// as getsid() says inside), else as /proc/PID/stat says.
+fn pgid_sid(ctx: &DumpCtx, pid: i32, pgid: i32, sid: i32) -> (u32, u32) {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return (pgid as u32, sid as u32);
+    }
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let f = |k| crate::state::ns::ns_field(&st, k).map_or(0, |(v, _)| v as u32);
+    (f("NSpgid:"), f("NSsid:"))
 }
 
 /// What the parasite read inside a process (and its pages, scanned with
@@ -1202,8 +1252,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         files_id: kid(ctx, 1, crate::sys::KCMP_FILES, pid),
         fs_id: kid(ctx, 2, crate::sys::KCMP_FS, pid),
         sighand_id: kid(ctx, 3, crate::sys::KCMP_SIGHAND, pid),
-        ..root_ns_ids()
+        ..Default::default()
     };
+    let mut ids = ids;
+    ctx.nsnum.fill(&crate::state::ns::inodes(&pid.to_string()), &mut ids);
     write_fd_table(ctx, p, &f, ids.files_id)?;
     let cwd_id = fs_file(ctx, pid, "cwd")?;
     let root_id = fs_file(ctx, pid, "root")?;
@@ -1221,7 +1273,8 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         inside.misc.thp_disabled != 0,
     );
     mm.aios = mm::aio_entries(&f.vmas);
-    let path = ctx.out.path(&format!("mm-{pid}.img"));
+    let vpid = ctx.vpid(pid);
+    let path = ctx.out.path(&format!("mm-{vpid}.img"));
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);
     ctx.opts.stage(Stage::Pages(pid));
@@ -1230,7 +1283,7 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         None => dump_pages(ctx, pid, &inside.runs, inside.spliced)?,
     }
 
-    let path = ctx.out.path(&format!("ids-{pid}.img"));
+    let path = ctx.out.path(&format!("ids-{vpid}.img"));
     let w = write_image(&path, "IDS", &[ids])?;
     ctx.defer(w);
     let fs = pb::FsEntry {
@@ -1238,16 +1291,18 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         root_id,
         umask: Some(f.status.umask.unwrap_or(inside.misc.umask)),
     };
-    let path = ctx.out.path(&format!("fs-{pid}.img"));
+    let path = ctx.out.path(&format!("fs-{vpid}.img"));
     let w = write_image(&path, "FS", &[fs])?;
     ctx.defer(w);
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: p.ppid as u32,
-        pgid: f.stat.pgid as u32,
-        sid: f.stat.sid as u32,
-        threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
-    });
+    let (pgid, sid) = pgid_sid(ctx, pid, f.stat.pgid, f.stat.sid);
+    let entry = pb::PstreeEntry {
+        pid: vpid as u32,
+        ppid: ctx.vpid(p.ppid) as u32,
+        pgid,
+        sid,
+        threads: p.threads.iter().map(|t| ctx.vpid(t.tid()) as u32).collect(),
+    };
+    ctx.pstree.push(entry);
     Ok(())
 }
 
@@ -1267,8 +1322,9 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     }
     let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
     let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
+    let vpid = ctx.vpid(pid);
     let mut tracked = match &mut ctx.track {
-        Some(tc) => Some(tc.prepare(pid, leader, code_addr)?),
+        Some(tc) => Some(tc.prepare(pid, vpid, leader, code_addr)?),
         None => None,
     };
     let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
@@ -1368,6 +1424,9 @@ fn vma_entries(ctx: &mut DumpCtx, pid: i32, f: &ProcFacts) -> Result<Vec<pb::Vma
                 reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
+        if *k == MapKind::SysvShm {
+            shmid = v.ino; // the segment's id
+        }
         let mut e = mm::vma_entry(v, *k, shmid);
         if v.has_flag("ht") {
             let size = hugetlb_page_size(pid, v)?;
@@ -1460,16 +1519,19 @@ fn dump_zombie(ctx: &mut DumpCtx, p: &FrozenProc) -> Result<()> {
         }),
         ..Default::default()
     };
-    let path = ctx.out.path(&format!("core-{pid}.img"));
+    let vpid = ctx.vpid(pid);
+    let path = ctx.out.path(&format!("core-{vpid}.img"));
     let w = write_image(&path, "CORE", &[core])?;
     ctx.defer(w);
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: p.ppid as u32,
-        pgid: st.pgid as u32,
-        sid: st.sid as u32,
-        threads: vec![pid as u32],
-    });
+    let (pgid, sid) = pgid_sid(ctx, pid, st.pgid, st.sid);
+    let entry = pb::PstreeEntry {
+        pid: vpid as u32,
+        ppid: ctx.vpid(p.ppid) as u32,
+        pgid,
+        sid,
+        threads: vec![vpid as u32],
+    };
+    ctx.pstree.push(entry);
     Ok(())
 }
 
@@ -1623,6 +1685,7 @@ fn finish_images(all: Vec<ImageWriter>) -> Result<()> {
 
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
+    pidns_refusals(ctx)?;
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
     let w = write_image(&path, "FILES", &entries)?;
@@ -1747,6 +1810,13 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
+    let out = &mut ctx.out;
+    let ns_images = ctx
+        .ns_dump
+        .write(|name, magic| ImageWriter::create(out.path(name), magic))?;
+    for w in ns_images {
+        ctx.defer(w);
+    }
     let pstree = ctx.pstree.clone();
     let path = ctx.out.path("pstree.img");
     let w = write_image(&path, "PSTREE", &pstree)?;
@@ -1861,19 +1931,21 @@ fn commit_track(ctx: &mut DumpCtx) -> Result<()> {
 }
 
 fn write_inventory(ctx: &mut DumpCtx, pre_dump_mode: Option<u32>) -> Result<()> {
+    // The run id the network lock is named after (restore removes it by
+    // this name), and the one memory tracking records.
     let uuid = ctx.run_id.clone();
     let inv = pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        root_ids: Some(root_ns_ids()),
+        root_ids: Some(ctx.nsnum.root_ids()),
         ns_per_id: Some(true),
         root_cg_set: Some(1),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         // For criu's pid-reuse check of a later incremental dump.
         dump_uptime: ctx.track.as_ref().and_then(|_| uptime_us()),
         pre_dump_mode,
-        tcp_close: None,
-        network_lock_method: Some(0),
+        tcp_close: ctx.files.tcp.close.then_some(true),
+        network_lock_method: Some(ctx.files.tcp.lock as u32),
         plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),
         dump_criu_run_id: Some(uuid),
         allow_uprobes: None,

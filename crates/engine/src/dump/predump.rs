@@ -43,7 +43,9 @@ pub fn pre_dump(mut opts: DumpOpts) -> Result<DumpSummary> {
     precheck(opts.pid)?;
     let run_id = new_run_id();
     let track = open_track(&opts, &run_id)?;
-    let own = track::own_fds(&tree_pids(opts.pid));
+    let pids = tree_pids(opts.pid);
+    let own = track::own_fds(&pids);
+    let tree_ns = crate::state::ns::survey(&pids)?;
     let mut phases = Phases::new(t0);
     let mut ctx = DumpCtx::new(
         opts,
@@ -53,6 +55,7 @@ pub fn pre_dump(mut opts: DumpOpts) -> Result<DumpSummary> {
         track,
         own,
         run_id,
+        tree_ns,
     );
     let res = run(&mut ctx, &mut phases);
     match res {
@@ -106,7 +109,6 @@ fn run(ctx: &mut DumpCtx, phases: &mut Phases) -> Result<DumpSummary> {
 /// For each live process of the frozen tree: its userfaultfd, and the runs
 /// to write (pages written since the parent, the rest `PE_PARENT`).
 fn scan_frozen(ctx: &mut DumpCtx, tree: &mut freeze::FrozenTree) -> Result<Vec<(i32, Vec<mem::Run>)>> {
-    let tc: &mut TrackCtx = ctx.track.as_mut().expect("pre-dump tracks");
     let mut out = Vec::new();
     for p in tree.procs.iter_mut() {
         if p.is_zombie() {
@@ -116,8 +118,10 @@ fn scan_frozen(ctx: &mut DumpCtx, tree: &mut freeze::FrozenTree) -> Result<Vec<(
         let maps = proc::parse_maps(&read(&format!("/proc/{pid}/maps"), pid)?)
             .map_err(|e| DumpError::task(pid, e.to_string()))?;
         let vmas = classify_vmas(maps);
+        let tc: &mut TrackCtx = ctx.track.as_mut().expect("pre-dump tracks");
         let code_addr = crate::parasite::find_code_addr(pid).map_err(|e| DumpError::task(pid, e.to_string()))?;
-        let mut pt = tc.prepare(pid, p.leader_mut(), code_addr)?;
+        let vpid = ctx.ns.vpid(pid);
+        let mut pt = tc.prepare(pid, vpid, p.leader_mut(), code_addr)?;
         let (runs, scanned) = pages::scan_pages(pid, &vmas, Some(&mut pt))?;
         ctx.stats.pages_scanned += scanned;
         ctx.stats.pages_skipped_parent += pt.from_parent;
@@ -136,7 +140,7 @@ fn write_proc(ctx: &mut DumpCtx, pid: i32, runs: &[mem::Run]) -> Result<()> {
     let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
     let written = pages::write_pages(pid, runs, &pages_path, true)?;
     ctx.stats.pages_written += written / 4096;
-    let path = ctx.out.path(&format!("pagemap-{pid}.img"));
+    let path = ctx.out.path(&format!("pagemap-{}.img", ctx.vpid(pid)));
     let mut w: ImageWriter = ImageWriter::create(&path, Some("PAGEMAP"))?;
     w.entry(&pb::PagemapHead { pages_id })?;
     for e in mem::pagemap_entries(runs) {

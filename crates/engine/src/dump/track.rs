@@ -210,7 +210,14 @@ impl TrackCtx {
 
     /// Get (or make) the userfaultfd of the frozen process `pid` whose
     /// leader is `leader`, and say whether its pages may come from the parent.
-    pub fn prepare(&mut self, pid: i32, leader: &mut crate::ptrace::Stopped, code_addr: u64) -> Result<ProcTrack> {
+    /// (`vpid`: the pid the images name it by, inside the tree's pid namespace.)
+    pub fn prepare(
+        &mut self,
+        pid: i32,
+        vpid: i32,
+        leader: &mut crate::ptrace::Stopped,
+        code_addr: u64,
+    ) -> Result<ProcTrack> {
         let start = start_time(pid).ok_or_else(|| DumpError::task(pid, "task died (no /proc/PID/stat)"))?;
         let rec = read_record(pid, start).filter(|r| is_uffd(pid, r.fd));
         let parent_pm = match (&self.parent, &rec) {
@@ -220,7 +227,7 @@ impl TrackCtx {
                     && r.run_id == p.run_id
                     && p.procs.iter().any(|&(pp, ps, pf)| (pp, ps, pf) == (pid, start, r.fd)) =>
             {
-                p.set.pagemap(pid as u32).ok()
+                p.set.pagemap(vpid as u32).ok()
             }
             _ => None,
         };

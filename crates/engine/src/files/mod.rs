@@ -45,6 +45,7 @@ pub mod eventfd;
 pub mod fanotify;
 pub mod fifo;
 pub mod fown;
+pub mod inetsk;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
@@ -54,6 +55,8 @@ pub mod pipe;
 pub mod reg;
 mod set;
 pub mod signalfd;
+pub mod skopts;
+pub mod tcp;
 pub mod timerfd;
 pub mod tty;
 pub mod unixsk;
@@ -224,8 +227,8 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&fanotify::Fanotify),
     Registered::Kind(&nsfile::NsFile),
     Registered::Kind(&unixsk::UnixSk),
+    Registered::Kind(&inetsk::InetSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
-    Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
@@ -261,13 +264,21 @@ pub fn survey(fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
     for f in fds {
         if let Some(ino) = socket_ino(&f.link) {
             if !t.claimed_sockets.contains(&ino) {
+                let family = crate::sys::pidfd_open(f.pid)
+                    .and_then(|p| crate::sys::pidfd_getfd(p.as_raw_fd(), f.fd))
+                    .and_then(|s| {
+                        crate::sys::sockets::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    });
+                let what = match family {
+                    Ok(libc::AF_UNIX) => "a unix socket of another network namespace: not supported yet".into(),
+                    Ok(fam) => format!("a {} socket: not supported yet", inetsk::family_name(fam)),
+                    Err(e) => format!("a socket whose family cannot be read ({e}): not supported"),
+                };
                 return Err(FileError::Unsupported {
                     pid: f.pid,
                     fd: f.fd,
                     link: f.link.clone(),
-                    what: "not a unix socket of this network namespace (inet, netlink, packet ... sockets are not \
-                           supported yet)"
-                        .into(),
+                    what,
                 });
             }
         }
@@ -367,10 +378,14 @@ pub struct FileTable {
     pub link_remaps: Vec<PathBuf>,
     /// What each kind's survey kept for its `dump`, by type.
     survey: HashMap<TypeId, Box<dyn Any + Send>>,
+    /// --tcp-established, --tcp-close, --network-lock and the run id.
+    pub tcp: tcp::TcpOpts,
     /// Socket inodes a kind's survey claimed.
     claimed_sockets: HashSet<u32>,
     /// Images several kinds write into, by file name.
-    side: BTreeMap<&'static str, SideImage>,
+    side: BTreeMap<String, SideImage>,
+    /// What the dump's options ask of inet sockets (--tcp-established ...).
+    pub inet: inetsk::InetOpts,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -401,6 +416,23 @@ impl FileTable {
     }
 
     /// Remove the link remaps made so far (the dump failed).
+    /// The tree goes on (a failed dump, or `--leave-running` before the
+    /// tree is let go): TCP connections leave repair mode, the network lock goes.
+    pub fn let_go(&mut self) -> Result<(), String> {
+        self.survey_state::<tcp::Dumped>().let_go()
+    }
+
+    /// The dumped tree was killed (its TCP connections close silently).
+    pub fn tree_gone(&mut self) {
+        self.survey_state::<tcp::Dumped>().tree_gone()
+    }
+
+    /// The dump succeeded: what must outlive it (the network lock over a
+    /// killed tree's TCP connections, until the restore) stays.
+    pub fn dump_done(&mut self) {
+        self.survey_state::<tcp::Dumped>().done()
+    }
+
     pub fn remove_link_remaps(&mut self) {
         for p in self.link_remaps.drain(..) {
             let _ = std::fs::remove_file(p);
@@ -422,11 +454,21 @@ impl FileTable {
         self.claimed_sockets.insert(ino);
     }
 
+    /// Has a kind's survey claimed socket `ino`?
+    pub fn is_claimed(&self, ino: u32) -> bool {
+        self.claimed_sockets.contains(&ino)
+    }
+
     /// Add a record (an entry and the bytes after it) to the side image
     /// `image` = (file name, magic name), e.g. [`SK_QUEUES`].
-    pub fn side_record(&mut self, image: (&'static str, &'static str), entry: &impl prost::Message, payload: Vec<u8>) {
+    pub fn side_record(
+        &mut self,
+        image: (impl Into<String>, &'static str),
+        entry: &impl prost::Message,
+        payload: Vec<u8>,
+    ) {
         self.side
-            .entry(image.0)
+            .entry(image.0.into())
             .or_insert_with(|| SideImage {
                 magic: image.1,
                 records: Vec::new(),
@@ -436,8 +478,8 @@ impl FileTable {
     }
 
     /// The side images with their records, by file name.
-    pub fn side_images(&self) -> impl Iterator<Item = (&'static str, &SideImage)> {
-        self.side.iter().map(|(n, i)| (*n, i))
+    pub fn side_images(&self) -> impl Iterator<Item = (&str, &SideImage)> {
+        self.side.iter().map(|(n, i)| (n.as_str(), i))
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {
@@ -586,11 +628,13 @@ mod tests {
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
             pb::FdTypes::Unixsk,
+            pb::FdTypes::Inetsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Packetsk] {
-            assert!(matches!(registered(t), Some(Registered::Refused(..))), "{t:?}");
-        }
+        assert!(matches!(
+            registered(pb::FdTypes::Packetsk),
+            Some(Registered::Refused(..))
+        ));
     }
 }

@@ -21,7 +21,9 @@ pub mod ptrace;
 pub mod restore;
 
 pub mod files;
+pub mod ipc;
 pub mod sockets;
+pub mod tcp;
 pub mod uffd;
 
 use std::io;
