@@ -50,6 +50,8 @@ enum Cmd {
     Edit(cmd::edit::EditArgs),
     /// Rewrite a set into a new directory: renumber pids, move a mapping
     Rewrite(cmd::rewrite::RewriteArgs),
+    /// Merge an incremental dump and its parent chain into one self-contained set
+    Merge(cmd::merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Diff(a) => cmd::diff::run(a),
         Cmd::Edit(a) => cmd::edit::run(a),
         Cmd::Rewrite(a) => cmd::rewrite::run(a),
+        Cmd::Merge(a) => cmd::merge::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

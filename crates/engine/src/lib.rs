@@ -18,6 +18,7 @@ pub mod membarrier;
 pub mod netlock;
 pub mod parasite;
 pub mod proc;
+pub mod progress;
 pub mod ptrace;
 pub mod restore;
 pub mod sidecar;

@@ -9,6 +9,7 @@ mod cli {
     pub mod criu;
     pub mod dump;
     pub mod restore;
+    pub mod run;
     pub mod service;
     pub mod swrk;
 }
@@ -32,8 +33,15 @@ struct Cli {
 enum Cmd {
     /// Freeze a process tree and write its image set.
     Dump(cli::dump::Args),
+    /// Write the pages of a tree written since the previous pre-dump (all
+    /// the first time), the tree stopped only to scan them; it goes on running.
+    #[command(name = "pre-dump")]
+    PreDump(cli::dump::Args),
     /// Restore a process tree from its image set (same pids).
     Restore(cli::restore::Args),
+    /// Start (or adopt with --pid) a program and checkpoint it periodically,
+    /// incrementally and live, into DIR (DIR/latest: the last complete set).
+    Run(cli::run::Args),
     /// Check that cryo can work on this kernel, or whether it supports a feature.
     Check(cli::check::Args),
     /// Serve CRIU's RPC on an inherited SOCK_SEQPACKET socket (as `criu swrk`).
@@ -59,9 +67,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let r = match cmd {
-        Cmd::Dump(a) => cli::dump::run(a).map(|()| 0),
+        Cmd::Dump(a) => cli::dump::run(a, false).map(|()| 0),
+        Cmd::PreDump(a) => cli::dump::run(a, true).map(|()| 0),
         Cmd::Restore(a) => cli::restore::run(&a),
         Cmd::Check(a) => Ok(cli::check::run(&a)),
+        Cmd::Run(a) => cli::run::run(&a),
         Cmd::Swrk(a) => cli::swrk::run(&a),
         Cmd::Service(a) => cli::service::run(&a),
     };

@@ -21,13 +21,19 @@ mod foreign;
 mod ghost;
 #[path = "restore/identity.rs"]
 mod identity;
+#[path = "restore/incremental.rs"]
+mod incremental;
 // Inet sockets: TCP listeners and unconnected sockets, UDP with queues, python3 -m http.server, a JVM.
 #[path = "restore/inet.rs"]
 mod inet;
+#[path = "restore/live.rs"]
+mod live;
 #[path = "restore/mem.rs"]
 mod mem;
 #[path = "restore/ns.rs"]
 mod namespaces;
+#[path = "restore/periodic.rs"]
+mod periodic;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
 #[path = "restore/sockets.rs"]

@@ -149,11 +149,12 @@ fn version_feature_check_and_check_on_one_socket() {
     });
     let r = s.recv().unwrap();
     assert!(r.success && r.r#type == T::FeatureCheck as i32);
-    // cryo has none of them (no pre-dump, no lazy pages, no pidfd store), whatever the kernel.
+    // Memory tracking (userfaultfd async write-protection, Linux 6.7+, as
+    // here); no lazy pages, no pidfd store, whatever the kernel.
     assert_eq!(
         r.features.unwrap(),
         pb::CriuFeatures {
-            mem_track: Some(false),
+            mem_track: Some(true),
             lazy_pages: Some(false),
             pidfd_store: Some(false)
         }
@@ -205,7 +206,7 @@ fn version_feature_check_and_check_on_one_socket() {
     assert_eq!(f("ns_pid"), Some(0));
     // zdtm's epoll tests ask for this one.
     assert_eq!(f("kcmp_epoll"), Some(0));
-    assert_eq!(f("mem_dirty_track"), Some(1));
+    assert_eq!(f("mem_dirty_track"), Some(0));
     assert_eq!(f("no_such_feature"), Some(1));
 }
 
@@ -586,21 +587,33 @@ fn refused_notifications_and_options_abort_cleanly() {
         s.finish();
         runs(pid, &status);
     }
-    // PRE_DUMP: not yet.
-    let s = Swrk::start();
-    s.send(&pb::CriuReq {
-        opts: Some(opts(&d)),
-        ..req(T::PreDump)
-    });
-    let r = s.recv().unwrap();
-    assert!(!r.success && r.cr_errmsg.unwrap_or_default().contains("pre-dump"));
-    s.finish();
-
-    // Dump for real, then a restore the client stops at post-restore.
+    // PRE_DUMP: the program's pages, and it goes on running.
+    let pre = dir.join("pre");
+    std::fs::create_dir(&pre).unwrap();
+    let pd = open_dir(&pre);
     let s = Swrk::start();
     s.send(&pb::CriuReq {
         opts: Some(pb::CriuOpts {
             pid: Some(pid),
+            track_mem: Some(true),
+            ..opts(&pd)
+        }),
+        ..req(T::PreDump)
+    });
+    let r = s.recv().unwrap();
+    assert!(r.success && r.r#type == T::PreDump as i32, "{:?}", r.cr_errmsg);
+    s.finish();
+    assert!(pre.join(format!("pagemap-{pid}.img")).is_file() && pre.join("inventory.img").is_file());
+    runs(pid, &status);
+
+    // Dump for real (incremental: its parent is the pre-dump), then a
+    // restore the client stops at post-restore.
+    let s = Swrk::start();
+    s.send(&pb::CriuReq {
+        opts: Some(pb::CriuOpts {
+            pid: Some(pid),
+            track_mem: Some(true),
+            parent_img: Some("../pre".into()),
             ..opts(&d)
         }),
         ..req(T::Dump)

@@ -684,6 +684,7 @@ impl Checker<'_> {
             .collect();
         let mut present = 0u64;
         let mut spans: Vec<(u64, u64, usize)> = Vec::new();
+        let problems_before = self.problems.len();
         for (k, e) in &runs {
             let nr = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
             let flags = e.flags.unwrap_or(PE_PRESENT);
@@ -736,6 +737,20 @@ impl Checker<'_> {
                         ),
                     );
                 }
+            }
+        }
+        // The whole chain of parents, each level's pagemap and pages file (one level is checked above).
+        let any_parent = runs.iter().any(|(_, e)| e.flags.unwrap_or(PE_PRESENT) & PE_PARENT != 0);
+        let pid: Option<u32> = name
+            .strip_prefix("pagemap-")
+            .and_then(|n| n.strip_suffix(".img"))
+            .and_then(|n| n.parse().ok());
+        // (Only when the first level is whole: its problems are reported above.)
+        let first_level_ok = self.problems.len() == problems_before;
+        if let (true, Some(pid), true, true) = (any_parent, pid, self.set.dir().join("parent").exists(), first_level_ok)
+        {
+            if let Err(e) = self.set.flat_pagemap(pid) {
+                self.problem(name, None, format!("the parent chain cannot serve its pages: {e}"));
             }
         }
         spans.sort();

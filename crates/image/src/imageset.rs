@@ -11,7 +11,7 @@ use prost::Message;
 use prost_reflect::ReflectMessage;
 
 use crate::error::{ImageError, Result};
-use crate::pages::{Pagemap, PE_PARENT};
+use crate::pages::{PageRun, Pagemap, PE_PARENT};
 use crate::writer::{self, entries_from_bytes};
 use crate::{codec, pb, Extra, Image, PAGE_SIZE};
 
@@ -271,5 +271,105 @@ impl ImageSet {
             a = chunk_end;
         }
         Ok(missing)
+    }
+}
+
+/// A process's pagemap with the runs of parent sets resolved: every run with contents has its offset in
+/// one of `files` (`file[i]` for `runs[i]`; 0 is the set's own pages file, then its parent's, ...).
+#[derive(Debug, Clone, Default)]
+pub struct FlatPagemap {
+    pub files: Vec<PathBuf>,
+    pub runs: Vec<PageRun>,
+    pub file: Vec<usize>,
+}
+
+impl FlatPagemap {
+    /// Does any run come from a parent set?
+    pub fn has_parents(&self) -> bool {
+        self.file.iter().any(|&f| f != 0)
+    }
+}
+
+/// Longest parent chain followed (a loop of `parent` links is an error, not a hang).
+pub const MAX_CHAIN: usize = 64;
+
+impl ImageSet {
+    /// [`ImageSet::pagemap`] of `pid` with `PE_PARENT` runs replaced by the runs of the parent sets that
+    /// hold them (pieces of them where the parent's runs are shorter). Fails naming the set and address
+    /// of a page no parent holds.
+    pub fn flat_pagemap(&self, pid: u32) -> Result<FlatPagemap> {
+        let pm = self.pagemap(pid)?;
+        let mut out = FlatPagemap::default();
+        out.files.push(self.path(&format!("pages-{}.img", pm.pages_id)));
+        let mut chain: Vec<(ImageSet, Arc<Pagemap>)> = Vec::new();
+        for r in &pm.runs {
+            if r.flags & PE_PARENT == 0 {
+                out.runs.push(*r);
+                out.file.push(0);
+                continue;
+            }
+            self.resolve(pid, r.vaddr, r.end(), 0, &mut chain, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Resolve `[start, end)` in the parent at `depth` (0: this set's parent) of the chain.
+    fn resolve(
+        &self,
+        pid: u32,
+        start: u64,
+        end: u64,
+        depth: usize,
+        chain: &mut Vec<(ImageSet, Arc<Pagemap>)>,
+        out: &mut FlatPagemap,
+    ) -> Result<()> {
+        let bad = |what: String| ImageError::invalid(self.dir.display().to_string(), what);
+        if depth >= MAX_CHAIN {
+            return Err(bad(format!("pid {pid}: parent chain longer than {MAX_CHAIN} sets")));
+        }
+        while chain.len() <= depth {
+            let below = match chain.last() {
+                Some((s, _)) => s.parent(),
+                None => self.parent(),
+            };
+            let Some(p) = below else {
+                return Err(bad(format!(
+                    "pid {pid}: pages at {start:#x} are in a parent set, but there is no parent at depth {}",
+                    chain.len() + 1
+                )));
+            };
+            let pm = p.pagemap(pid)?;
+            out.files.push(p.path(&format!("pages-{}.img", pm.pages_id)));
+            chain.push((p, pm));
+        }
+        let pm = chain[depth].1.clone();
+        let mut a = start;
+        while a < end {
+            let Some(r) = pm.find(a) else {
+                return Err(bad(format!(
+                    "pid {pid}: page {a:#x} is marked in the parent, but {} does not hold it",
+                    chain[depth].0.dir.display()
+                )));
+            };
+            let e = r.end().min(end);
+            if let Some(off) = r.offset {
+                out.runs.push(PageRun {
+                    vaddr: a,
+                    nr_pages: (e - a) / PAGE_SIZE,
+                    flags: r.flags,
+                    offset: Some(off + (a - r.vaddr)),
+                });
+                out.file.push(depth + 1);
+            } else if r.flags & PE_PARENT != 0 {
+                self.resolve(pid, a, e, depth + 1, chain, out)?;
+            } else {
+                return Err(bad(format!(
+                    "pid {pid}: page {a:#x} is marked in the parent, but {} has no contents for it",
+                    chain[depth].0.dir.display()
+                )));
+            }
+            a = e;
+        }
+        Ok(())
     }
 }

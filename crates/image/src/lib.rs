@@ -15,6 +15,7 @@ pub mod fast;
 pub mod imageset;
 pub mod json;
 pub mod magic;
+pub mod merge;
 pub mod pages;
 pub mod pretty;
 pub mod pyjson;
@@ -30,7 +31,7 @@ use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 pub use codec::{decode, encode, Entry, Extra, Image};
 pub use error::{ImageError, Result};
-pub use imageset::ImageSet;
+pub use imageset::{FlatPagemap, ImageSet};
 pub use pages::{PageRun, Pagemap, PE_LAZY, PE_PARENT, PE_PRESENT};
 pub use writer::{read_entries, write_entries, ImageWriter};
 

@@ -11,4 +11,5 @@ pub mod x;
 pub mod check;
 pub mod diff;
 pub mod edit;
+pub mod merge;
 pub mod rewrite;

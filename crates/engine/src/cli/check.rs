@@ -176,8 +176,10 @@ pub fn feature(name: &str) -> Result<(), String> {
             }
         }
         // What criu can do and cryo cannot yet.
-        "mem_dirty_track" => no("cryo has no memory tracking (pre-dump, incremental dumps) yet"),
-        "uffd" | "uffd-noncoop" | "uffd_wp_async" | "lazy_pages" => no("cryo has no lazy pages yet"),
+        // Dirty tracking is userfaultfd's async write-protection, not soft-dirty.
+        "mem_dirty_track" | "uffd_wp_async" => cryo_engine::dump::track::probe()
+            .map_err(|e| format!("no asynchronous userfaultfd write-protection (Linux 6.7+): {e}")),
+        "uffd" | "uffd-noncoop" | "lazy_pages" => no("cryo has no lazy pages yet"),
         "pidfd_store" => no("cryo keeps no pidfd store (it serves pre-dumps, which cryo does not do)"),
         // Kernel facts about namespaces, netfilter and sockets, answered as
         // criu answers them (zdtm gates tests on them): cryo itself does

@@ -305,13 +305,7 @@ impl Common {
         if let Some((o, _)) = remote.iter().find(|(_, on)| *on) {
             return r(o, REMOTE);
         }
-        let other: [(&'static str, bool, &'static str); 10] = [
-            (
-                "--prev-images-dir",
-                self.prev_images_dir.is_some(),
-                "incremental dumps are not supported yet",
-            ),
-            ("--track-mem", self.track_mem, "incremental dumps are not supported yet"),
+        let other: [(&'static str, bool, &'static str); 8] = [
             (
                 "--auto-dedup",
                 self.auto_dedup,

@@ -44,6 +44,11 @@ pub struct Args {
     /// criu writes no pid file on dump either: accepted and ignored.
     #[arg(long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+    /// With --leave-running: copy the memory while the tree is frozen, as
+    /// criu does (default: the tree runs while a point-in-time copy is
+    /// written, see docs/memory-tracking.md).
+    #[arg(long = "frozen-copy")]
+    pub frozen_copy: bool,
     /// Leave the tree stopped after the dump: refused (not supported yet).
     #[arg(short = 's', long = "leave-stopped", hide = true)]
     pub leave_stopped: bool,
@@ -71,7 +76,8 @@ pub enum Reader {
     Readv,
 }
 
-pub fn run(mut a: Args) -> anyhow::Result<()> {
+/// `cryo dump` (`pre`: `cryo pre-dump`).
+pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     if let Some(r) = a.criu.refused() {
         return Err(r.into());
     }
@@ -100,10 +106,18 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,
     };
-    let res = dump::dump(opts);
+    opts.track_mem = a.criu.track_mem && !a.criu.no_track_mem;
+    opts.live = a.leave_running && !a.frozen_copy;
+    opts.prev_images_dir = a.criu.prev_images_dir.as_ref().map(PathBuf::from);
+    let what = if pre { "pre-dumped" } else { "dumped" };
+    let res = if pre {
+        dump::predump::pre_dump(opts)
+    } else {
+        dump::dump(opts)
+    };
     let line = match &res {
         Ok(s) => format!(
-            "dumped pid {} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
+            "{what} pid {} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
             a.pid,
             a.dir.display(),
             s.processes,
@@ -112,9 +126,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             s.pages_written,
             s.frozen.as_secs_f64() * 1e3,
             s.total.as_secs_f64() * 1e3,
-            if a.leave_running { " (left running)" } else { " (tree killed)" }
+            if a.leave_running || pre { " (left running)" } else { " (tree killed)" }
         ),
-        Err(e) => format!("dump of pid {} failed: {e}", a.pid),
+        Err(e) => format!("{} of pid {} failed: {e}", if pre { "pre-dump" } else { "dump" }, a.pid),
     };
     let mut line = line;
     if let (Ok(s), Some(3..)) = (&res, a.verbosity) {

@@ -16,7 +16,8 @@
 //!   naming the field, before anything is touched; a field cryo does not know
 //!   (a newer rpc.proto) is refused the same way, never skipped.
 //! * **WAIT_PID**: waitpid on one of cryo's children.
-//! * **PRE_DUMP**, page server and cpuinfo requests: refused (not done yet).
+//! * **PRE_DUMP** / SINGLE_PRE_DUMP: `cryo pre-dump` (criu_opts.parent_img, track_mem).
+//! * page server and cpuinfo requests: refused (not done yet).
 //!
 //! Images and work directories are the client's fds, opened as CRIU opens
 //! them: `/proc/PEER/fd/N`, PEER from SO_PEERCRED.
@@ -329,11 +330,6 @@ fn serve(conn: &Arc<Conn>, ty: T, req: Req) -> anyhow::Result<bool> {
         }
         T::FeatureCheck => feature_check(&req.req),
         T::WaitPid => wait_pid(req.req.pid.unwrap_or(0) as i32),
-        T::PreDump | T::SinglePreDump => error_resp(
-            ty,
-            "pre-dump is not supported by cryo yet (no memory tracking): use a DUMP request",
-            Some(libc::EOPNOTSUPP),
-        ),
         T::PageServer | T::PageServerChld => error_resp(
             ty,
             "the page server is not supported by cryo: it reads and writes image directories only",
@@ -344,7 +340,7 @@ fn serve(conn: &Arc<Conn>, ty: T, req: Req) -> anyhow::Result<bool> {
             "cpuinfo dump/check is not supported by cryo (restore checks the xsave layout it needs)",
             Some(libc::EOPNOTSUPP),
         ),
-        T::Dump => return do_dump(conn, req),
+        T::Dump | T::PreDump | T::SinglePreDump => return do_dump(conn, req, ty),
         T::Restore => return do_restore(conn, req),
         T::Empty | T::Notify => error_resp(
             T::Empty,
@@ -741,8 +737,10 @@ fn refuse(conn: &Conn, ty: T, log: Option<&Log>, msg: &str, errno: Option<i32>) 
     Ok(false)
 }
 
-fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
-    let ty = T::Dump;
+/// DUMP, or PRE_DUMP / SINGLE_PRE_DUMP (`ty`): the pages written since the
+/// parent set (criu_opts.parent_img), the tree left running.
+fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
+    let pre = ty != T::Dump;
     let Some(o) = req.req.opts.clone() else {
         return refuse(conn, ty, None, "DUMP without opts", Some(EBADRQC));
     };
@@ -755,10 +753,10 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
         return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC));
     }
     let pid = o.pid.unwrap_or(conn.peer);
-    let leave_running = o.leave_running == Some(true);
+    let leave_running = pre || o.leave_running == Some(true);
     let notify = o.notify_scripts == Some(true);
     s.log.line(&format!("cryo swrk: dumping pid {pid}"));
-    if notify {
+    if notify && !pre {
         if let Err(m) = conn.notify("pre-dump", None) {
             return refuse(conn, ty, Some(&s.log), &m, None);
         }
@@ -778,6 +776,8 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
         _ => cryo_engine::netlock::Method::Iptables,
     };
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
+    d.track_mem = o.track_mem == Some(true);
+    d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
     if notify {
         let c = Arc::clone(conn);
         let log = s.log.clone();
@@ -797,11 +797,12 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
             }
         })));
     }
-    let res = dump::dump(d);
+    let res = if pre { dump::predump::pre_dump(d) } else { dump::dump(d) };
     match res {
         Ok(sum) => {
             let line = format!(
-                "cryo swrk: dumped pid {pid} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
+                "cryo swrk: {} pid {pid} to {}: {} process(es), {} thread(s), {} file(s), {} page(s); frozen {:.1} ms, total {:.1} ms{}",
+                if pre { "pre-dumped" } else { "dumped" },
                 s.dir.display(),
                 sum.processes,
                 sum.threads,
@@ -827,12 +828,18 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
             conn.send(&pb::CriuResp {
                 r#type: ty as i32,
                 success: true,
-                dump: Some(pb::CriuDumpResp { restored: Some(false) }),
+                dump: (!pre).then_some(pb::CriuDumpResp { restored: Some(false) }),
                 ..Default::default()
             })?;
             Ok(true)
         }
-        Err(e) => refuse(conn, ty, Some(&s.log), &format!("dump of pid {pid} failed: {e}"), None),
+        Err(e) => refuse(
+            conn,
+            ty,
+            Some(&s.log),
+            &format!("{} of pid {pid} failed: {e}", if pre { "pre-dump" } else { "dump" }),
+            None,
+        ),
     }
 }
 

@@ -23,20 +23,28 @@ pub fn scan_vma(pagemap_fd: i32, v: &Vma, kind: MapKind) -> std::io::Result<Vec<
     scan_vma_part(pagemap_fd, v, kind, v.start, v.end)
 }
 
-/// [`scan_vma`] of `[start, end)`, a part of `v` (the vdso is always whole).
-pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: MapKind, start: u64, end: u64) -> std::io::Result<Vec<Run>> {
-    let (anyof, excl, flags) = match kind {
-        MapKind::Heap | MapKind::AnonPrivate => (
-            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
-            sys::PAGE_IS_PFNZERO,
-            PE_LAZY | PE_PRESENT,
-        ),
+/// The PAGEMAP_SCAN masks (any of, none of) and the pagemap flags of the
+/// pages of a private VMA of kind `kind` worth dumping.
+pub fn scan_masks(kind: MapKind) -> (u64, u64, u32) {
+    match kind {
         // Only the pages that differ from the file (anonymous COW copies).
         MapKind::FilePrivate | MapKind::MemfdPrivate => (
             sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
             sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
             PE_PRESENT,
         ),
+        _ => (
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            sys::PAGE_IS_PFNZERO,
+            PE_LAZY | PE_PRESENT,
+        ),
+    }
+}
+
+/// [`scan_vma`] of `[start, end)`, a part of `v` (the vdso is always whole).
+pub fn scan_vma_part(pagemap_fd: i32, v: &Vma, kind: MapKind, start: u64, end: u64) -> std::io::Result<Vec<Run>> {
+    let (anyof, excl, flags) = match kind {
+        MapKind::Heap | MapKind::AnonPrivate | MapKind::FilePrivate | MapKind::MemfdPrivate => scan_masks(kind),
         // The vdso and AIO rings are dumped whole, present or not (CRIU
         // does the same).
         MapKind::Vdso | MapKind::AioRing => {
@@ -80,6 +88,11 @@ pub fn merge_runs(runs: Vec<Run>) -> Vec<Run> {
         out.push(r);
     }
     out
+}
+
+/// Bytes of the runs that have their pages in this set's pages file.
+pub fn present_bytes(runs: &[Run]) -> u64 {
+    runs.iter().filter(|r| r.flags & PE_PRESENT != 0).map(|r| r.len).sum()
 }
 
 pub fn pagemap_entries(runs: &[Run]) -> Vec<pb::PagemapEntry> {

@@ -8,8 +8,11 @@
 
 pub mod core;
 pub mod freeze;
+mod live;
 pub mod mem;
 mod pages;
+pub mod predump;
+pub mod track;
 
 use crate::files::{reg, FdCtx, FileError, FileTable};
 use crate::parasite::{self, Parasite, ParasiteError};
@@ -51,6 +54,19 @@ pub struct DumpOpts {
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
     /// see [`Notice`]); an answer of `Err` aborts the dump.
     pub notify: Option<Notify>,
+    /// Fault injection (tests of `cryo run`): fail after every image but the
+    /// inventory is written, as a crash there would.
+    pub fail_before_inventory: bool,
+    /// With `leave_running`: copy the memory while the tree runs again
+    /// (copy-before-write, see `dump/live.rs`), not while it is frozen.
+    pub live: bool,
+    /// Track memory (criu's --track-mem): arm the write tracking so that a
+    /// later dump with this set as its parent writes only what changed.
+    pub track_mem: bool,
+    /// The parent set (criu's --prev-images-dir, relative to `dir` unless
+    /// absolute; the `parent` link holds it as given): pages unwritten since
+    /// it was made are marked `PE_PARENT` instead of written. Implies `track_mem`.
+    pub prev_images_dir: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -114,6 +130,10 @@ impl DumpOpts {
             link_remap: false,
             hook: None,
             notify: None,
+            track_mem: false,
+            prev_images_dir: None,
+            live: false,
+            fail_before_inventory: false,
         }
     }
 
@@ -229,6 +249,47 @@ impl Written {
 }
 
 impl DumpCtx {
+    #[allow(clippy::too_many_arguments)] // one per part of the state a dump and a pre-dump share
+    fn new(
+        opts: DumpOpts,
+        files: FileTable,
+        pool: PipePool,
+        phases: Phases,
+        track: Option<track::TrackCtx>,
+        own_uffds: Vec<i32>,
+        run_id: String,
+        ns: crate::state::ns::TreeNs,
+    ) -> Self {
+        DumpCtx {
+            out: Written {
+                dir: opts.dir.clone(),
+                files: Vec::new(),
+            },
+            opts,
+            files,
+            kids: Vec::new(),
+            next_kid: [1; 5],
+            written_fdinfo: Vec::new(),
+            pending: Vec::new(),
+            unfinished: Vec::new(),
+            pool,
+            locks: Vec::new(),
+            seccomp: Default::default(),
+            lock_keys: Vec::new(),
+            pstree: Vec::new(),
+            stats: pb::DumpStatsEntry::default(),
+            threads: 0,
+            phases,
+            track,
+            own_uffds,
+            live: Vec::new(),
+            run_id,
+            ns,
+            nsnum: crate::state::ns::Numbering::new(),
+            ns_dump: Default::default(),
+        }
+    }
+
     /// The dump failed: remove what it left on disk.
     fn discard(&mut self) {
         self.out.remove_all();
@@ -260,6 +321,13 @@ struct DumpCtx {
     stats: pb::DumpStatsEntry,
     threads: usize,
     phases: Phases,
+    /// Memory tracking (--track-mem, --prev-images-dir).
+    track: Option<track::TrackCtx>,
+    /// cryo's userfaultfds in the tree's fd tables (left out).
+    own_uffds: Vec<i32>,
+    /// Pages to copy once the tree runs again (live checkpoint).
+    live: Vec<live::LiveCopy>,
+    run_id: String,
     /// The tree's namespaces (found before the freeze) and their ids.
     ns: crate::state::ns::TreeNs,
     nsnum: crate::state::ns::Numbering,
@@ -384,6 +452,8 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         })?;
     }
     precheck(opts.pid)?;
+    let run_id = new_run_id();
+    let track = open_track(&opts, &run_id)?;
     let _urgent = Urgent::new();
     let mut phases = Phases::new(t0);
     // smaps (a walk of every page table) and /proc/locks are read by threads
@@ -391,6 +461,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     // frozen window delays the parasite's mmap (mmap_lock) and slows the
     // vmsplice down by half.
     let pids = tree_pids(opts.pid);
+    let own_uffds = track::own_fds(&pids);
     let tree_ns = crate::state::ns::survey(&pids)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
@@ -421,35 +492,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         established: opts.tcp_established,
         close: opts.tcp_close,
         lock: opts.network_lock,
-        run_id: std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        run_id: run_id.clone(),
     };
-    let mut ctx = DumpCtx {
-        opts,
-        out: Written {
-            dir: dir.clone(),
-            files: Vec::new(),
-        },
-        files,
-        kids: Vec::new(),
-        next_kid: [1; 5],
-        written_fdinfo: Vec::new(),
-        pending: Vec::new(),
-        unfinished: Vec::new(),
-        pool,
-        locks: Vec::new(),
-        seccomp: Default::default(),
-        lock_keys: Vec::new(),
-        pstree: Vec::new(),
-        stats: pb::DumpStatsEntry::default(),
-        threads: 0,
-        phases,
-        ns: tree_ns,
-        nsnum: crate::state::ns::Numbering::new(),
-        ns_dump: Default::default(),
-    };
+    let mut ctx = DumpCtx::new(opts, files, pool, phases, track, own_uffds, run_id, tree_ns);
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
     let res = dump_frozen(&mut ctx, &mut tree, &mut smaps, pre_locks.as_deref());
     drop(rt);
@@ -526,12 +571,54 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
             if let Err(e) = drained.and(finished) {
                 return fail(&mut ctx, held, e);
             }
+            // Live checkpoint: the tree runs; its memory is copied now.
+            if !ctx.live.is_empty() {
+                let copies = std::mem::take(&mut ctx.live);
+                let bytes: u64 = copies.iter().map(|c| c.bytes()).sum();
+                let bar = crate::progress::Progress::new("live copy", bytes);
+                let res: Result<u64> = std::thread::scope(|s| {
+                    let hs: Vec<_> = copies
+                        .into_iter()
+                        .map(|c| {
+                            let bar = bar.clone();
+                            s.spawn(move || c.run(bar))
+                        })
+                        .collect();
+                    hs.into_iter().try_fold(0u64, |acc, h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(DumpError::task(0, "live copy thread panicked")))
+                            .map(|n| acc + n)
+                    })
+                });
+                bar.finish();
+                match res {
+                    Ok(faults) => {
+                        trace(&format!("live copy: {bytes} bytes, {faults} write faults served first"));
+                        ctx.phases
+                            .mark(&format!("live copy ({} MiB, {faults} faults)", bytes >> 20));
+                    }
+                    Err(e) => return fail(&mut ctx, held, e),
+                }
+            }
             ctx.phases.mark("images finished");
             ctx.stats.frozen_time = frozen.as_micros() as u32;
-            if let Err(e) = write_stats(&mut ctx).and_then(|_| write_inventory(&mut ctx)) {
+            let injected = if ctx.opts.fail_before_inventory {
+                Err(DumpError::task(ctx.opts.pid, "injected fault before the inventory"))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = injected
+                .and_then(|_| write_stats(&mut ctx))
+                .and_then(|_| write_inventory(&mut ctx, None))
+                .and_then(|_| commit_track(&mut ctx))
+            {
                 return fail(&mut ctx, held, e);
             }
             ctx.phases.mark("inventory");
+            if let (false, Some(t)) = (ctx.opts.leave_running, &ctx.track) {
+                let gone: Vec<(i32, u64)> = t.armed.iter().map(|a| (a.0, a.1)).collect();
+                track::prune(&gone);
+            }
             if let Some(tree) = held {
                 if let Err(e) = ctx.opts.notice(Notice::Written) {
                     return fail(&mut ctx, Some(tree), e);
@@ -1000,7 +1087,8 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
             facts.push(None);
             continue;
         }
-        let f = collect_facts(p.pid)?;
+        let mut f = collect_facts(p.pid)?;
+        f.fds.retain(|(fd, link)| !track::is_own(&ctx.own_uffds, *fd, link));
         refuse(p.pid, &f, ctx.opts.file_locks, locks, &ctx.ns)?;
         facts.push(Some(f));
     }
@@ -1135,6 +1223,8 @@ struct Inside {
     /// Per thread: the rseq abort handler to jump to (stopped inside a
     /// critical section), read before the parasite ran.
     rseq_abort: Vec<Option<u64>>,
+    /// Live checkpoint: which runs are protected for the copy, and the userfaultfd.
+    live: Option<(Vec<bool>, Option<OwnedFd>)>,
 }
 
 /// One live process: run the parasite, then write its images (files
@@ -1188,7 +1278,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);
     ctx.opts.stage(Stage::Pages(pid));
-    dump_pages(ctx, pid, &inside.runs, inside.spliced)?;
+    match inside.live {
+        Some((live, uffd)) => pages::dump_pages_live(ctx, pid, &inside.runs, &live, uffd)?,
+        None => dump_pages(ctx, pid, &inside.runs, inside.spliced)?,
+    }
 
     let path = ctx.out.path(&format!("ids-{vpid}.img"));
     let w = write_image(&path, "IDS", &[ids])?;
@@ -1229,6 +1322,11 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     }
     let (leader, others) = p.threads.split_first_mut().expect("a process has a leader");
     let timer_ids: Vec<i32> = f.timers.iter().map(|t| t.id).collect();
+    let vpid = ctx.vpid(pid);
+    let mut tracked = match &mut ctx.track {
+        Some(tc) => Some(tc.prepare(pid, vpid, leader, code_addr)?),
+        None => None,
+    };
     let mut para_ = Parasite::inject(leader, code_addr).map_err(para)?;
     trace(&format!("pid {pid}: parasite in"));
     let sigacts = para_.sigactions().map_err(para)?;
@@ -1246,15 +1344,18 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     // Pages: scanned with the parasite in place (like CRIU), spliced by it
     // into pipes in vmsplice mode.
     let t_mem = Instant::now();
-    let (runs, scanned, spliced) = if ctx.opts.pages == PageReader::Vmsplice {
+    let live = is_live(&ctx.opts);
+    let (runs, scanned, spliced) = if live {
+        (Vec::new(), 0, None) // scanned below, after the parasite is gone
+    } else if ctx.opts.pages == PageReader::Vmsplice {
         // The parasite runs in the target's thread: at the target's
         // priority a busy machine would stretch this, the longest step of
         // the frozen window. Its policy is back before anything reads it.
         let _rt = Realtime::thread(pid);
-        let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas)?;
+        let (runs, scanned, pipes) = scan_and_splice(&mut para_, &mut ctx.pool, pid, &f.vmas, tracked.as_mut())?;
         (runs, scanned, Some(pipes))
     } else {
-        let (runs, scanned) = scan_pages(pid, &f.vmas)?;
+        let (runs, scanned) = scan_pages(pid, &f.vmas, tracked.as_mut())?;
         (runs, scanned, None)
     };
     trace(&format!("pid {pid}: scan+splice {:?}", t_mem.elapsed()));
@@ -1262,6 +1363,24 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
     ctx.stats.pages_scanned += scanned;
     trace(&format!("pid {pid}: curing"));
     para_.cure().map_err(para)?;
+    let (runs, live) = if live {
+        let t_mem = Instant::now();
+        let (runs, scanned) = scan_pages(pid, &f.vmas, tracked.as_mut())?;
+        ctx.stats.pages_scanned += scanned;
+        let armed = live::arm(pid, leader, code_addr, &f.vmas, &runs)?;
+        ctx.stats.memdump_time += t_mem.elapsed().as_micros() as u32;
+        trace(&format!("pid {pid}: copy-before-write armed {:?}", t_mem.elapsed()));
+        (runs, Some(armed))
+    } else {
+        (runs, None)
+    };
+    if let Some(t) = &tracked {
+        ctx.stats.pages_skipped_parent += t.from_parent;
+        trace(&format!(
+            "pid {pid}: tracked: {} pages written, {} in the parent, {} untracked VMAs",
+            t.written, t.from_parent, t.untracked
+        ));
+    }
     Ok(Inside {
         sigacts,
         itimers,
@@ -1271,6 +1390,7 @@ fn run_parasite(ctx: &mut DumpCtx, p: &mut FrozenProc, f: &ProcFacts) -> Result<
         runs,
         spliced,
         rseq_abort,
+        live,
     })
 }
 
@@ -1739,9 +1859,81 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     Ok(())
 }
 
-fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
-    // The run id the network lock is named after (restore removes it by this name).
-    let uuid = ctx.files.tcp.run_id.clone();
+/// Does this dump copy memory live (after the tree runs again)?
+fn is_live(o: &DumpOpts) -> bool {
+    o.live && o.leave_running && o.notify.is_none() && o.pages == PageReader::Vmsplice
+}
+
+/// Microseconds since boot (/proc/uptime).
+fn uptime_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e6) as u64)
+}
+
+/// A fresh run id (a uuid): the inventory's dump_criu_run_id and what the
+/// memory tracking records.
+fn new_run_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The tracking of a dump with --track-mem or --prev-images-dir: opens the
+/// parent (and makes the `parent` link to it, as criu does).
+fn open_track(opts: &DumpOpts, run_id: &str) -> Result<Option<track::TrackCtx>> {
+    if !opts.track_mem && opts.prev_images_dir.is_none() {
+        return Ok(None);
+    }
+    let link = opts.dir.join("parent");
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).map_err(|source| DumpError::Io {
+            path: link.clone(),
+            source,
+        })?;
+    }
+    track::prune(&[]); // records of processes that are gone
+    let parent = match &opts.prev_images_dir {
+        Some(prev) => {
+            let pdir = opts.dir.join(prev);
+            if !pdir.join("inventory.img").is_file() {
+                return Err(DumpError::Io {
+                    path: pdir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "--prev-images-dir: not a complete image set (no inventory.img)",
+                    ),
+                });
+            }
+            Some(track::Parent::open(&pdir)?)
+        }
+        None => None,
+    };
+    Ok(Some(track::TrackCtx::new(run_id.to_string(), parent)))
+}
+
+/// After the inventory: the tracking records say this dump is the parent to use next.
+fn commit_track(ctx: &mut DumpCtx) -> Result<()> {
+    if let Some(t) = &ctx.track {
+        if let Some(prev) = &ctx.opts.prev_images_dir {
+            let link = ctx.opts.dir.join("parent");
+            std::os::unix::fs::symlink(prev, &link).map_err(|source| DumpError::Io {
+                path: link.clone(),
+                source,
+            })?;
+            ctx.out.files.push(link);
+        }
+        let p = t.commit(&ctx.opts.dir)?;
+        ctx.out.files.push(p);
+    }
+    Ok(())
+}
+
+fn write_inventory(ctx: &mut DumpCtx, pre_dump_mode: Option<u32>) -> Result<()> {
+    // The run id the network lock is named after (restore removes it by
+    // this name), and the one memory tracking records.
+    let uuid = ctx.run_id.clone();
     let inv = pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
@@ -1749,8 +1941,9 @@ fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
         ns_per_id: Some(true),
         root_cg_set: Some(1),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
-        dump_uptime: None,
-        pre_dump_mode: None,
+        // For criu's pid-reuse check of a later incremental dump.
+        dump_uptime: ctx.track.as_ref().and_then(|_| uptime_us()),
+        pre_dump_mode,
         tcp_close: ctx.files.tcp.close.then_some(true),
         network_lock_method: Some(ctx.files.tcp.lock as u32),
         plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),

@@ -3,6 +3,7 @@
 //! vmsplicing (SPLICE_F_GIFT) into pipes made before the freeze, drained into
 //! pages-N.img once the tree is released or killed.
 
+use super::track::ProcTrack;
 use super::{mem, DumpCtx, DumpError, Result};
 use crate::parasite::Parasite;
 use crate::proc::Vma;
@@ -86,7 +87,11 @@ pub(super) struct PendingPages {
 }
 
 /// The runs of pages to dump (and the number of pages scanned).
-pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, MapKind)]) -> Result<(Vec<mem::Run>, u64)> {
+pub(super) fn scan_pages(
+    pid: i32,
+    vmas: &[(Vma, MapKind)],
+    mut track: Option<&mut ProcTrack>,
+) -> Result<(Vec<mem::Run>, u64)> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let io = |source| DumpError::Io {
         path: pm_path.clone().into(),
@@ -107,7 +112,11 @@ pub(super) fn scan_pages(pid: i32, vmas: &[(Vma, MapKind)]) -> Result<(Vec<mem::
         ) {
             scanned += (v.end - v.start) / 4096;
         }
-        runs.extend(mem::scan_vma(pm.as_raw_fd(), v, *k).map_err(io)?);
+        let part = match track.as_deref_mut() {
+            Some(t) => t.scan(pm.as_raw_fd(), v, *k, v.start, v.end),
+            None => mem::scan_vma(pm.as_raw_fd(), v, *k),
+        };
+        runs.extend(part.map_err(io)?);
     }
     Ok((mem::merge_runs(runs), scanned))
 }
@@ -135,6 +144,7 @@ pub(super) fn scan_and_splice(
     pool: &mut PipePool,
     pid: i32,
     vmas: &[(Vma, MapKind)],
+    track: Option<&mut ProcTrack>,
 ) -> Result<Scanned> {
     let pm_path = format!("/proc/{pid}/pagemap");
     let pm = std::fs::File::open(&pm_path).map_err(|source| DumpError::Io {
@@ -147,7 +157,7 @@ pub(super) fn scan_and_splice(
         batch: Vec::new(),
         in_flight: None,
     };
-    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas);
+    let res = scan_and_splice_inner(&mut batches, &pm, &pm_path, pool, pid, vmas, track);
     // Never leave a reply unread, even on error: the parasite must be idle
     // before it is told to go.
     let last = batches.wait();
@@ -163,6 +173,7 @@ fn scan_and_splice_inner(
     pool: &mut PipePool,
     pid: i32,
     vmas: &[(Vma, MapKind)],
+    mut track: Option<&mut ProcTrack>,
 ) -> Result<Scanned> {
     let io = |what: &str, e: std::io::Error| DumpError::task(pid, format!("{what}: {e}"));
     let mut runs = Vec::new();
@@ -197,12 +208,16 @@ fn scan_and_splice_inner(
             } else {
                 at.saturating_add(SCAN_STEP).min(v.end)
             };
-            let part = mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end).map_err(|source| DumpError::Io {
+            let part = match track.as_deref_mut() {
+                Some(t) => t.scan(pm.as_raw_fd(), v, *k, at, end),
+                None => mem::scan_vma_part(pm.as_raw_fd(), v, *k, at, end),
+            };
+            let part = part.map_err(|source| DumpError::Io {
                 path: pm_path.into(),
                 source,
             })?;
             at = end;
-            for r in &part {
+            for r in part.iter().filter(|r| r.flags & mem::PE_PRESENT != 0) {
                 let mut a = r.start;
                 let end = r.start + r.len;
                 while a < end {
@@ -265,7 +280,7 @@ fn read_outside(pid: i32, mem: &mut Option<std::fs::File>, vdso: bool, addr: u64
 }
 
 /// Fill `buf` from `addr` of `pid` through /proc/PID/mem.
-fn read_mem(pid: i32, mem: &mut Option<std::fs::File>, addr: u64, buf: &mut [u8]) -> Result<()> {
+pub(super) fn read_mem(pid: i32, mem: &mut Option<std::fs::File>, addr: u64, buf: &mut [u8]) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let path = format!("/proc/{pid}/mem");
     if mem.is_none() {
@@ -333,11 +348,11 @@ pub(super) fn dump_pages(
 ) -> Result<()> {
     let pages_id = ctx.files.alloc_pages_id();
     let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
-    let total: u64 = runs.iter().map(|r| r.len).sum();
+    let total = mem::present_bytes(runs);
     match spliced {
         None => {
             let t = Instant::now();
-            let written = write_pages(pid, runs, &pages_path)?;
+            let written = write_pages(pid, runs, &pages_path, false)?;
             ctx.stats.memwrite_time += t.elapsed().as_micros() as u32;
             ctx.stats.pages_written += written / 4096;
         }
@@ -355,6 +370,62 @@ pub(super) fn dump_pages(
                 pipes,
             });
         }
+    }
+    let path = ctx.out.path(&format!("pagemap-{}.img", ctx.vpid(pid)));
+    let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
+    w.entry(&pb::PagemapHead { pages_id })?;
+    for e in mem::pagemap_entries(runs) {
+        w.entry(&e)?;
+    }
+    ctx.defer(w);
+    Ok(())
+}
+
+/// pagemap-PID.img and pages-N.img of a live checkpoint: the pages file
+/// made at its full size, the runs that are not protected (`live[i]` false)
+/// written now while frozen, the rest left to a [`LiveCopy`].
+pub(super) fn dump_pages_live(
+    ctx: &mut DumpCtx,
+    pid: i32,
+    runs: &[mem::Run],
+    live: &[bool],
+    uffd: Option<OwnedFd>,
+) -> Result<()> {
+    let pages_id = ctx.files.alloc_pages_id();
+    let pages_path = ctx.out.path(&format!("pages-{pages_id}.img"));
+    let total = mem::present_bytes(runs);
+    let io = |source| DumpError::Io {
+        path: pages_path.clone(),
+        source,
+    };
+    let f = std::fs::File::create(&pages_path).map_err(io)?;
+    f.set_len(total).map_err(io)?;
+    let mut off = 0u64;
+    let mut memf = None;
+    let mut buf = Vec::new();
+    for (r, &l) in runs.iter().zip(live) {
+        if r.flags & mem::PE_PRESENT == 0 {
+            continue;
+        }
+        if !l {
+            let mut a = r.start;
+            while a < r.start + r.len {
+                let n = (r.start + r.len - a).min(PIPE_BYTES);
+                buf.resize(n as usize, 0);
+                let got = crate::sys::process_vm_readv(pid, &mut buf, &[(a, n as usize)]).unwrap_or(0);
+                if got != n as usize {
+                    read_mem(pid, &mut memf, a, &mut buf)?;
+                }
+                std::os::unix::fs::FileExt::write_all_at(&f, &buf, off + (a - r.start)).map_err(io)?;
+                a += n;
+            }
+        }
+        off += r.len;
+    }
+    ctx.stats.pages_written += total / 4096;
+    if let Some(uffd) = uffd {
+        ctx.live
+            .push(super::live::LiveCopy::new(pid, uffd, runs, live, pages_path.clone()));
     }
     let path = ctx.out.path(&format!("pagemap-{}.img", ctx.vpid(pid)));
     let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
@@ -421,6 +492,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
         }
         files.push((p.path, f));
     }
+    let bar = crate::progress::Progress::new("pages", jobs.iter().map(|j| j.3).sum());
     let run = |jobs: Vec<(usize, OwnedFd, u64, u64)>| -> Result<()> {
         for (i, rd, off, len) in jobs {
             let (path, f) = &files[i];
@@ -442,6 +514,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
                     return Err(io(std::io::Error::other("page pipe ended early")));
                 }
                 done += n as u64;
+                bar.inc(n as u64);
             }
         }
         Ok(())
@@ -456,7 +529,7 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
     }
     shares.push(jobs);
     let first = shares.remove(0);
-    std::thread::scope(|s| {
+    let res = std::thread::scope(|s| {
         let hs: Vec<_> = shares.into_iter().map(|j| s.spawn(|| run(j))).collect();
         let mut res = run(first);
         for h in hs {
@@ -466,7 +539,9 @@ pub(super) fn drain_pending(pending: Vec<PendingPages>, threads: usize) -> Resul
             res = res.and(r);
         }
         res
-    })
+    });
+    bar.finish();
+    res
 }
 
 fn is_tmpfs(f: &std::fs::File) -> bool {
@@ -475,7 +550,10 @@ fn is_tmpfs(f: &std::fs::File) -> bool {
 
 /// Read the runs with process_vm_readv in large chunks and append them to the pages file.
 /// Pages go to the page cache (no fsync: the inventory's fsync comes last).
-pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u64> {
+/// `running`: the process runs meanwhile (a pre-dump), so a range it has
+/// unmapped since the scan is written as zeros (the next dump writes it
+/// again or not at all: its tracking says the range was not kept).
+pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path, running: bool) -> Result<u64> {
     const CHUNK: usize = 8 << 20;
     let io = |source| DumpError::Io {
         path: path.to_path_buf(),
@@ -487,6 +565,7 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
     let mut batch: Vec<(u64, usize)> = Vec::new();
     let mut batch_len = 0usize;
     let mut mem: Option<std::fs::File> = None;
+    let bar = crate::progress::Progress::new("pages", mem::present_bytes(runs));
     let mut flush =
         |batch: &mut Vec<(u64, usize)>, len: &mut usize, buf: &mut Vec<u8>, f: &mut std::fs::File| -> Result<u64> {
             if *len == 0 {
@@ -499,7 +578,18 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
                 // reads it.
                 let mut o = 0;
                 for &(a, l) in batch.iter() {
-                    read_mem(pid, &mut mem, a, &mut buf[o..o + l])?;
+                    match read_mem(pid, &mut mem, a, &mut buf[o..o + l]) {
+                        Err(_) if running => {
+                            // Page by page: what is still there, zeros for what is gone.
+                            for p in (0..l).step_by(4096) {
+                                let dst = &mut buf[o + p..o + p + 4096];
+                                if read_mem(pid, &mut mem, a + p as u64, dst).is_err() {
+                                    dst.fill(0);
+                                }
+                            }
+                        }
+                        r => r?,
+                    }
                     o += l;
                 }
             }
@@ -513,11 +603,12 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
                 })?;
             }
             let done = *len as u64;
+            bar.inc(done);
             batch.clear();
             *len = 0;
             Ok(done)
         };
-    for r in runs {
+    for r in runs.iter().filter(|r| r.flags & mem::PE_PRESENT != 0) {
         let mut a = r.start;
         let end = r.start + r.len;
         while a < end {
@@ -532,5 +623,6 @@ pub(super) fn write_pages(pid: i32, runs: &[mem::Run], path: &Path) -> Result<u6
         }
     }
     total += flush(&mut batch, &mut batch_len, &mut buf, &mut f)?;
+    bar.finish();
     Ok(total)
 }

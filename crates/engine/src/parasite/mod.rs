@@ -587,3 +587,66 @@ pub(crate) unsafe fn inject_syscall(
     restored?;
     Ok(rax)
 }
+
+/// Create a userfaultfd inside the stopped task `t` (it binds to the mm of
+/// the process that creates it), `O_CLOEXEC | O_NONBLOCK`, moved to the
+/// lowest free fd from `min_fd` on. `user_only`: user-mode faults only
+/// (allowed to any uid; a fault from the kernel, e.g. a syscall writing
+/// into the task's memory, gets SIGBUS instead of waiting); without it the
+/// task needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd.
+/// Returns its number in the task; with `take`, a copy of it for the engine
+/// instead, the task's own fd closed again (the task keeps nothing). Nothing
+/// else of the task changes.
+#[allow(unsafe_code)]
+pub fn make_userfaultfd(
+    t: &mut Stopped,
+    code_addr: u64,
+    min_fd: i32,
+    user_only: bool,
+    take: bool,
+) -> Result<(i32, Option<OwnedFd>)> {
+    let tid = t.tid();
+    let fail = |what: &'static str, r: i64| ParasiteError::Io {
+        tid,
+        what,
+        source: io::Error::from_raw_os_error(-r as i32),
+    };
+    let mut flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    if user_only {
+        flags |= crate::sys::uffd::UFFD_USER_MODE_ONLY;
+    }
+    // (The injections: each makes, moves or closes an fd of the task that
+    // only this function knows of; code_addr is the caller's mapped
+    // executable address, run by no other thread: the task is frozen.)
+    // SAFETY: as said above.
+    let fd = unsafe { inject_syscall(t, code_addr, libc::SYS_userfaultfd as u64, [flags, 0, 0, 0, 0, 0]) }?;
+    if fd < 0 {
+        return Err(fail("userfaultfd in the task", fd));
+    }
+    // SAFETY: as above.
+    let hi = unsafe {
+        inject_syscall(
+            t,
+            code_addr,
+            libc::SYS_fcntl as u64,
+            [fd as u64, libc::F_DUPFD_CLOEXEC as u64, min_fd as u64, 0, 0, 0],
+        )
+    }?;
+    // SAFETY: as above.
+    let _ = unsafe { inject_syscall(t, code_addr, libc::SYS_close as u64, [fd as u64, 0, 0, 0, 0, 0]) }?;
+    if hi < 0 {
+        return Err(fail("moving the userfaultfd up in the task", hi));
+    }
+    if !take {
+        return Ok((hi as i32, None));
+    }
+    let got = crate::sys::pidfd_open(tid).and_then(|p| crate::sys::pidfd_getfd(p.as_raw_fd(), hi as i32));
+    // SAFETY: as above.
+    let _ = unsafe { inject_syscall(t, code_addr, libc::SYS_close as u64, [hi as u64, 0, 0, 0, 0, 0]) }?;
+    let u = got.map_err(|source| ParasiteError::Io {
+        tid,
+        what: "taking the userfaultfd",
+        source,
+    })?;
+    Ok((hi as i32, Some(u)))
+}

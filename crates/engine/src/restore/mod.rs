@@ -987,7 +987,7 @@ fn check_vdso(plan: &Plan, vdso: Option<layout::Span>) -> Result<bool, RestoreEr
         let Some(v) = mm.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else {
             continue;
         };
-        let Some(bytes) = read_dumped(&mm.pagemap, &mm.pages_path, v.start, (v.end - v.start) as usize) else {
+        let Some(bytes) = read_dumped(mm, v.start, (v.end - v.start) as usize) else {
             continue; // not dumped: nothing to compare, trust the layout check
         };
         if bytes == cur_bytes {
@@ -1036,8 +1036,11 @@ fn same_kernel_layout(plan: &Plan, vdso: Option<layout::Span>, cur: &[layout::Sp
 }
 
 /// Dumped memory at `addr` if all of it is in one present run.
-fn read_dumped(pm: &cryo_image::Pagemap, pages: &std::path::Path, addr: u64, len: usize) -> Option<Vec<u8>> {
-    let r = pm.find(addr)?;
+fn read_dumped(mm: &crate::state::mm::Mm, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let pm = &mm.pagemap;
+    let i = pm.runs.partition_point(|r| r.end() <= addr);
+    let r = pm.runs.get(i).filter(|r| r.vaddr <= addr)?;
+    let pages = mm.pages_files.get(mm.run_file.get(i).copied().unwrap_or(0))?;
     let off = r.offset? + (addr - r.vaddr);
     if addr + len as u64 > r.end() {
         return None;

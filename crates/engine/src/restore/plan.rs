@@ -981,7 +981,14 @@ fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<M
         })
     })
     .map_err(at(&file, pid))?;
-    let (pagemap, pages_path) = read_pagemap(set, &format!("pagemap-{pid}.img"))?;
+    // Runs in parent sets (an incremental dump) are resolved to the pages
+    // files that hold them.
+    let flat = set.flat_pagemap(pid as u32)?;
+    let pm = set.pagemap(pid as u32)?;
+    let pagemap = Arc::new(cryo_image::Pagemap {
+        pages_id: pm.pages_id,
+        runs: flat.runs,
+    });
     let pm_file = set.path(&format!("pagemap-{pid}.img")).display().to_string();
     mm::check_pagemap(&pagemap, &vmas).map_err(at(&pm_file, pid))?;
     Ok(Mm {
@@ -990,7 +997,8 @@ fn build_mm(set: &ImageSet, pid: i32, files: &crate::files::FileSet) -> Result<M
         exe_file: entry.exe_file_id,
         entry,
         pagemap,
-        pages_path,
+        pages_files: flat.files,
+        run_file: flat.file,
     })
 }
 

@@ -154,10 +154,26 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
             inherited: false,
         });
     }
-    let pages =
-        std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
-    fill(&pages, &mm.pagemap.runs, &out)
-        .map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
+    // The set's own pages file, then its parents' (only those a run uses).
+    let mut pages = Vec::with_capacity(mm.pages_files.len());
+    for (i, p) in mm.pages_files.iter().enumerate() {
+        if i > 0 && !mm.run_file.contains(&i) {
+            pages.push(None);
+            continue;
+        }
+        pages.push(Some(
+            std::fs::File::open(p).map_err(|e| TaskError(format!("{}: {e}", p.display())))?,
+        ));
+    }
+    fill(&pages, &mm.pagemap.runs, &mm.run_file, &out).map_err(|e| {
+        TaskError(format!(
+            "{}: reading pages: {e}",
+            mm.pages_files
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ))
+    })?;
     Ok(out)
 }
 
@@ -263,7 +279,14 @@ fn map_one(env: &TaskEnv, v: &Vma, area: &Area, at: u64) -> Result<(), TaskError
 
 /// Read the dumped pages into the premapped copies: straight into fresh
 /// ones, compared page by page into inherited ones (see the module doc).
-fn fill(fd: &std::fs::File, runs: &[cryo_image::PageRun], pre: &Premapped) -> std::io::Result<()> {
+/// Read the pages of `runs` (run `i` in the pages file `fds[run_file[i]]`;
+/// all in `fds[0]` when `run_file` is empty) into the premapped copies.
+fn fill(
+    files: &[Option<std::fs::File>],
+    runs: &[cryo_image::PageRun],
+    run_file: &[usize],
+    pre: &Premapped,
+) -> std::io::Result<()> {
     // (destination, length, file offset) of every piece to read.
     let mut reads: Vec<Read> = Vec::new();
     for pv in &pre.vmas {
@@ -275,39 +298,49 @@ fn fill(fd: &std::fs::File, runs: &[cryo_image::PageRun], pre: &Premapped) -> st
         // none (and writes none).
         let droppable = v.flags & MAP_DROPPABLE != 0;
         // Pieces of the VMA that have contents in the image (sorted).
-        let mut covered: Vec<(u64, u64, u64)> = Vec::new();
+        let mut covered: Vec<(u64, u64, u64, usize)> = Vec::new();
+        let file = |i: usize| {
+            files
+                .get(i)
+                .and_then(|f| f.as_ref())
+                .ok_or_else(|| std::io::Error::other(format!("pages file {i} not open (engine bug)")))
+        };
         if !droppable {
             let first = runs.partition_point(|r| r.end() <= v.start);
-            for r in &runs[first..] {
+            for (i, r) in runs.iter().enumerate().skip(first) {
                 if r.vaddr >= v.end {
                     break;
                 }
                 let Some(off) = r.offset else { continue };
                 let s = r.vaddr.max(v.start);
                 let e = r.end().min(v.end);
+                let fi = run_file.get(i).copied().unwrap_or(0);
                 if s < e {
-                    covered.push((s, e, off + (s - r.vaddr)));
+                    covered.push((s, e, off + (s - r.vaddr), fi));
                 }
             }
         }
         if !pv.inherited {
-            reads.extend(covered.iter().map(|&(s, e, off)| Read {
-                area: pv.area,
-                dst: pv.at + (s - v.start),
-                len: e - s,
-                off,
-            }));
+            for &(s, e, off, fi) in &covered {
+                reads.push(Read {
+                    area: pv.area,
+                    dst: pv.at + (s - v.start),
+                    len: e - s,
+                    off,
+                    fd: file(fi)?.as_raw_fd(),
+                });
+            }
             continue;
         }
         let mut at = v.start;
-        for &(s, e, off) in &covered {
+        for &(s, e, off, fi) in &covered {
             drop_pages(&pv.area, pv.at + (at - v.start), s - at)?;
-            merge_pages(fd, &pv.area, pv.at + (s - v.start), e - s, off)?;
+            merge_pages(file(fi)?, &pv.area, pv.at + (s - v.start), e - s, off)?;
             at = e;
         }
         drop_pages(&pv.area, pv.at + (at - v.start), v.end - at)?;
     }
-    read_pages(fd, &reads)
+    read_pages(&reads)
 }
 
 /// MADV_DONTNEED on `[addr, addr + len)` of an inherited copy: anonymous
@@ -359,11 +392,13 @@ struct Read {
     len: u64,
     /// Offset in the pages file.
     off: u64,
+    /// The pages file (open for the whole fill).
+    fd: RawFd,
 }
 
 impl Read {
-    fn run(&self, fd: RawFd) -> std::io::Result<()> {
-        self.area.pread(fd, self.dst, self.len, self.off)
+    fn run(&self) -> std::io::Result<()> {
+        self.area.pread(self.fd, self.dst, self.len, self.off)
     }
 }
 
@@ -406,8 +441,7 @@ fn split_reads(reads: &[Read]) -> Option<(Vec<Read>, Vec<Read>)> {
 
 /// Read the pieces, split over up to two threads when there is a lot (the
 /// fault + copy of fresh anonymous memory is CPU-bound).
-fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
-    let fd = fd.as_raw_fd();
+fn read_pages(reads: &[Read]) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     let split = if threads < 2 || std::env::var_os("CRYO_READ_THREADS").is_some_and(|v| v == "1") {
         None
@@ -415,11 +449,11 @@ fn read_pages(fd: &std::fs::File, reads: &[Read]) -> std::io::Result<()> {
         split_reads(reads)
     };
     let Some((a, b)) = split else {
-        return reads.iter().try_for_each(|r| r.run(fd));
+        return reads.iter().try_for_each(|r| r.run());
     };
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| b.iter().try_for_each(|r| r.run(fd)));
-        let ra = a.iter().try_for_each(|r| r.run(fd));
+        let h = sc.spawn(|| b.iter().try_for_each(|r| r.run()));
+        let ra = a.iter().try_for_each(|r| r.run());
         let rb = h
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
@@ -451,6 +485,7 @@ mod tests {
                 dst: 0x7f00_0000_0000 + i * 0x10_0000,
                 len: 8 * PAGE,
                 off: i * 8 * PAGE,
+                fd: -1,
             })
             .collect();
         assert_eq!(split_reads(&reads), None);
@@ -466,12 +501,14 @@ mod tests {
                 dst: 0x1000_0000,
                 len: big,
                 off: 0,
+                fd: -1,
             },
             Read {
                 area,
                 dst: 0x9000_0000,
                 len: 2 * PAGE,
                 off: big,
+                fd: -1,
             },
         ];
         let (a, b) = split_reads(&reads).expect("split");

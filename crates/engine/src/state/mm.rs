@@ -324,8 +324,12 @@ pub struct Mm {
     pub guards: Vec<(u64, u64)>,
     pub entry: pb::MmEntry,
     pub exe_file: u32,
+    /// The pagemap with the runs of parent sets resolved (no `PE_PARENT`
+    /// run left): run `i` is in `pages_files[run_file[i]]`.
     pub pagemap: Arc<Pagemap>,
-    pub pages_path: PathBuf,
+    /// The set's own pages file, then its parents' (incremental dumps).
+    pub pages_files: Vec<PathBuf>,
+    pub run_file: Vec<usize>,
 }
 
 /// What a file id a VMA maps names in files.img (None: nothing).
@@ -474,13 +478,13 @@ pub fn describe(entry: &pb::MmEntry, file: impl Fn(u32) -> Option<MappedFile>) -
     Ok(Layout { vmas, guards })
 }
 
-/// Check the process's pagemap against its VMAs: every run inside them,
-/// none in a parent image.
+/// Check the process's pagemap (parents resolved) against its VMAs: every
+/// run inside them.
 pub fn check_pagemap(pagemap: &Pagemap, vmas: &[Vma]) -> Result<(), MmError> {
     for r in &pagemap.runs {
         if r.flags & cryo_image::PE_PARENT != 0 {
             return Err(MmError::Unsupported(format!(
-                "pages at {:#x} in a parent image (incremental dumps)",
+                "pages at {:#x} in a parent image left unresolved (engine bug)",
                 r.vaddr
             )));
         }

@@ -24,6 +24,7 @@ pub mod files;
 pub mod ipc;
 pub mod sockets;
 pub mod tcp;
+pub mod uffd;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -280,12 +281,27 @@ pub fn pagemap_scan(
     excl: u64,
     ret_mask: u64,
 ) -> io::Result<Vec<PageRegion>> {
+    pagemap_scan_flags(pagemap, start, end, anyof, excl, ret_mask, 0)
+}
+
+/// [`pagemap_scan`] with PAGEMAP_SCAN `flags` (`uffd::PM_SCAN_WP_MATCHING`:
+/// write-protect what matches in the same walk).
+pub fn pagemap_scan_flags(
+    pagemap: RawFd,
+    start: u64,
+    end: u64,
+    anyof: u64,
+    excl: u64,
+    ret_mask: u64,
+    flags: u64,
+) -> io::Result<Vec<PageRegion>> {
     let mut out = Vec::new();
     let mut buf = vec![PageRegion::default(); 4096];
     let mut cur = start;
     while cur < end {
         let mut a = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
+            flags,
             start: cur,
             end,
             vec: buf.as_mut_ptr() as u64,
@@ -303,7 +319,20 @@ pub fn pagemap_scan(
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        out.extend_from_slice(&buf[..n as usize]);
+        // A walk may end (walk_end) before the end of a region it already
+        // reported (seen with PM_SCAN_WP_MATCHING, which splits huge pages
+        // on the way): the next call reports those pages again, by then
+        // write-protected. The first report holds: later ones are clipped.
+        for r in &buf[..n as usize] {
+            let from = out.last().map_or(r.start, |l: &PageRegion| l.end.max(r.start));
+            if from < r.end {
+                out.push(PageRegion {
+                    start: from,
+                    end: r.end,
+                    categories: r.categories,
+                });
+            }
+        }
         if a.walk_end <= cur {
             break;
         }
@@ -576,5 +605,15 @@ pub fn fiemap(fd: RawFd) -> io::Result<Vec<(u64, u64)>> {
         if last || n < N {
             return Ok(out);
         }
+    }
+}
+
+/// Make `c`'s child the leader of a new session (setsid between fork and exec).
+pub fn setsid_on_exec(c: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook only calls setsid(2), which is async-signal-safe and
+    // touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
     }
 }
