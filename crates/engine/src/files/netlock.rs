@@ -23,7 +23,6 @@
 //! must outlive the dump (the tree was killed: the rules stay until the
 //! restore, which calls [`unlock`] with what the images say). No rule is
 //! left behind by a failed dump or restore.
-#![forbid(unsafe_code)]
 
 use crate::files::tcp::{Conn, SOCCR_MARK};
 use std::io::Write;
