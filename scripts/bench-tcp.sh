@@ -38,7 +38,7 @@ wait_file() { local i=0; while [ ! -s "$1" ]; do sleep 0.01; i=$((i + 1)); [ $i 
 one() {
 	local tool=$1 port=$2 d="$W/run"
 	rm -rf "$d"; mkdir -p "$d/img"
-	"$W/tcpmany" server "$d" "$N" "$port" </dev/null >/dev/null 2>&1 &
+	setsid "$W/tcpmany" server "$d" "$N" "$port" </dev/null >/dev/null 2>&1 10>&- &
 	local s=$!
 	wait_file "$d/many.listening"
 	"$W/tcpmany" peer "$d" "$N" "$port" </dev/null >/dev/null 2>&1 &

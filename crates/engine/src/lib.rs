@@ -15,7 +15,6 @@
 pub mod dump;
 pub mod files;
 pub mod membarrier;
-pub mod netlock;
 pub mod parasite;
 pub mod proc;
 pub mod progress;

@@ -434,7 +434,9 @@ fn sockets_are_refused(mode: &str) {
         assert!(err.contains("raw inet (IPv4) socket (ICMP)"), "{err}");
     } else {
         assert!(
-            err.contains("ESTABLISHED") && err.contains("127.0.0.1:") && err.contains("--tcp-established"),
+            err.contains("established TCP connection 127.0.0.1:")
+                && err.contains("(ESTABLISHED)")
+                && err.contains("--tcp-established"),
             "{err}"
         );
     }

@@ -100,7 +100,7 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     opts.tcp_established = a.criu.tcp_established;
     opts.tcp_close = a.criu.tcp_close;
     if let Some(m) = a.criu.network_lock.as_deref() {
-        opts.network_lock = cryo_engine::netlock::Method::parse(m).expect("clap checked the value");
+        opts.network_lock = cryo_engine::files::netlock::Method::parse(m).expect("clap checked the value");
     }
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,

@@ -771,9 +771,9 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     d.tcp_close = o.tcp_close == Some(true);
     // rpc.proto's criu_network_lock_method: IPTABLES = 1 (its default), NFTABLES = 2, SKIP = 3.
     d.network_lock = match o.network_lock {
-        Some(2) => cryo_engine::netlock::Method::Nftables,
-        Some(3) => cryo_engine::netlock::Method::Skip,
-        _ => cryo_engine::netlock::Method::Iptables,
+        Some(2) => cryo_engine::files::netlock::Method::Nftables,
+        Some(3) => cryo_engine::files::netlock::Method::Skip,
+        _ => cryo_engine::files::netlock::Method::Iptables,
     };
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     d.track_mem = o.track_mem == Some(true);

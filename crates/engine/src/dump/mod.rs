@@ -48,7 +48,7 @@ pub struct DumpOpts {
     /// Established TCP connections are dumped to be restored closed (--tcp-close).
     pub tcp_close: bool,
     /// How the network is locked while connections are dumped (--network-lock).
-    pub network_lock: crate::netlock::Method,
+    pub network_lock: crate::files::netlock::Method,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
@@ -120,7 +120,7 @@ impl DumpOpts {
             leave_running: false,
             tcp_established: false,
             tcp_close: false,
-            network_lock: crate::netlock::Method::default(),
+            network_lock: crate::files::netlock::Method::default(),
             shell_job: false,
             file_locks: false,
             skip_in_flight: false,

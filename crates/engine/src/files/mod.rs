@@ -49,6 +49,7 @@ pub mod inetsk;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod netlock;
 pub mod nsfile;
 pub mod pidfd;
 pub mod pipe;

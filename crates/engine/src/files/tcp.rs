@@ -609,7 +609,7 @@ fn send_segment(conn: &Conn, seq: u32, ack: u32, flags: u8, window: u32) -> io::
 pub struct TcpOpts {
     pub established: bool,
     pub close: bool,
-    pub lock: crate::netlock::Method,
+    pub lock: crate::files::netlock::Method,
     pub run_id: String,
 }
 
@@ -642,7 +642,7 @@ pub struct Held {
 #[derive(Default)]
 pub struct Dumped {
     pub socks: std::collections::BTreeMap<u32, Held>,
-    lock: Option<crate::netlock::Lock>,
+    lock: Option<crate::files::netlock::Lock>,
 }
 
 impl Dumped {
@@ -745,7 +745,7 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
     let conns: Vec<Conn> = cands.iter().map(|c| c.conn).collect();
     let c0 = &cands[0];
     d.lock = Some(
-        crate::netlock::Lock::take(opts.lock, &opts.run_id, &conns)
+        crate::files::netlock::Lock::take(opts.lock, &opts.run_id, &conns)
             .map_err(|e| refuse(c0, format!("locking the network for its TCP connections: {e}")))?,
     );
     if std::env::var("CRYO_FAULT").ok().as_deref() == Some("after-netlock") {
@@ -837,7 +837,7 @@ pub fn restore_into(fd: RawFd, r: &Restorable, close: bool) -> io::Result<()> {
 pub fn end_restore(
     socks: &[(RawFd, Conn, i32)],
     conns: &[Conn],
-    method: crate::netlock::Method,
+    method: crate::files::netlock::Method,
     run_id: &str,
 ) -> Result<(), String> {
     for &(fd, conn, reuseaddr) in socks {
@@ -845,7 +845,7 @@ pub fn end_restore(
         crate::sys::sockets::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr)
             .map_err(|e| format!("TCP connection {conn}: SO_REUSEADDR: {e}"))?;
     }
-    crate::netlock::unlock(method, run_id, conns).map_err(|e| e.to_string())
+    crate::files::netlock::unlock(method, run_id, conns).map_err(|e| e.to_string())
 }
 
 /// The TCP connections of an image set (InetSkEntry of TCP with a peer
@@ -853,7 +853,7 @@ pub fn end_restore(
 /// run id): what the end of a restore, or its abort, unlocks.
 #[derive(Debug, Default)]
 pub struct ImageConns {
-    pub method: crate::netlock::Method,
+    pub method: crate::files::netlock::Method,
     pub run_id: String,
     /// The dump was made with --tcp-close (no streams).
     pub closed: bool,
@@ -888,7 +888,7 @@ pub fn entry_conn(i: &pb::InetSkEntry) -> Option<Conn> {
 /// The connections of `set` and its lock (an empty list without inet sockets).
 pub fn image_conns(set: &cryo_image::ImageSet) -> Result<ImageConns, String> {
     let inv = set.inventory().map_err(|e| e.to_string())?;
-    let method = crate::netlock::Method::from_inventory(inv.network_lock_method).ok_or_else(|| {
+    let method = crate::files::netlock::Method::from_inventory(inv.network_lock_method).ok_or_else(|| {
         format!(
             "{}: network_lock_method {:?} is none of iptables (0), nftables (1), skip (2)",
             set.path("inventory.img").display(),
@@ -929,7 +929,7 @@ pub fn end_restore_set(ic: &ImageConns, close: bool, fd_of: impl Fn(u32) -> Opti
 /// A failed restore: the dump's lock goes all the same (never left behind).
 pub fn abort_restore(ic: &ImageConns) {
     let conns: Vec<Conn> = ic.conns.iter().map(|c| c.1).collect();
-    if let Err(e) = crate::netlock::unlock(ic.method, &ic.run_id, &conns) {
+    if let Err(e) = crate::files::netlock::unlock(ic.method, &ic.run_id, &conns) {
         eprintln!("cryo restore: {e}");
     }
 }

@@ -5,8 +5,8 @@
 
 use super::*;
 use common::pattern;
+use cryo_engine::files::netlock::{self, Lock, Method};
 use cryo_engine::files::tcp;
-use cryo_engine::netlock::{self, Lock, Method};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd};

@@ -23,7 +23,6 @@
 //! must outlive the dump (the tree was killed: the rules stay until the
 //! restore, which calls [`unlock`] with what the images say). No rule is
 //! left behind by a failed dump or restore.
-#![forbid(unsafe_code)]
 
 use crate::files::tcp::{Conn, SOCCR_MARK};
 use std::io::Write;
@@ -203,6 +202,30 @@ fn ipt(method: Method, prog: &str, op: &str, rule: &[String]) -> Result<(), Lock
     run(method, prog, &args, None)
 }
 
+/// Many rules in one transaction (iptables-restore --noflush: one process
+/// instead of one per rule; the rules are the same). `op` is `-I` or `-D`.
+fn ipt_batch(method: Method, rules: &[(&'static str, Vec<String>)], op: &str) -> Result<(), LockError> {
+    for prog in ["iptables", "ip6tables"] {
+        let mut text = String::from("*filter\n");
+        let mut any = false;
+        for (p, r) in rules.iter().filter(|(p, _)| *p == prog) {
+            let _ = p;
+            any = true;
+            text.push_str(op);
+            for a in &r[2..] {
+                text.push(' ');
+                text.push_str(a);
+            }
+            text.push('\n');
+        }
+        text.push_str("COMMIT\n");
+        if any {
+            run(method, &format!("{prog}-restore"), &["-w", "--noflush"], Some(&text))?;
+        }
+    }
+    Ok(())
+}
+
 /// Connections locked by this process.
 #[derive(Debug)]
 pub struct Lock {
@@ -235,12 +258,9 @@ impl Lock {
                 l.nft_made = true;
             }
             Method::Iptables => {
-                for c in conns {
-                    for (prog, rule) in ipt_rules(c) {
-                        ipt(method, prog, "-I", &rule)?;
-                        l.ipt_done.push((prog, rule));
-                    }
-                }
+                let rules: Vec<_> = conns.iter().flat_map(ipt_rules).collect();
+                ipt_batch(method, &rules, "-I")?;
+                l.ipt_done = rules;
             }
         }
         Ok(l)
@@ -265,8 +285,9 @@ impl Lock {
                 first.get_or_insert(e);
             }
         }
-        for (prog, rule) in std::mem::take(&mut self.ipt_done).into_iter().rev() {
-            if let Err(e) = ipt(self.method, prog, "-D", &rule) {
+        let rules = std::mem::take(&mut self.ipt_done);
+        if !rules.is_empty() {
+            if let Err(e) = ipt_batch(self.method, &rules, "-D") {
                 first.get_or_insert(e);
             }
         }
@@ -302,8 +323,13 @@ pub fn unlock(method: Method, run_id: &str, conns: &[Conn]) -> Result<(), LockEr
             }
         }
         Method::Iptables => {
-            // Only the rules that are there (-C): a set restored in another
-            // network namespace than its dump's finds none.
+            // All at once; if that fails (a rule is missing: a set restored
+            // in another network namespace than its dump's finds none), the
+            // rules that are there (-C), one by one.
+            let all: Vec<_> = conns.iter().flat_map(ipt_rules).collect();
+            if ipt_batch(method, &all, "-D").is_ok() {
+                return Ok(());
+            }
             let mut first = None;
             for c in conns {
                 for (prog, rule) in ipt_rules(c) {
