@@ -512,7 +512,7 @@ const OPTS: &[(&str, Class)] = {
         ("images_dir", Honoured),
         ("pid", Honoured),
         ("leave_running", Honoured),
-        ("ext_unix_sk", Accepted),
+        ("ext_unix_sk", Honoured),
         ("tcp_established", Accepted),
         ("evasive_devices", Accepted),
         ("shell_job", Honoured),
@@ -768,6 +768,7 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     d.shell_job = o.shell_job == Some(true);
     d.file_locks = o.file_locks == Some(true);
     d.link_remap = o.link_remap == Some(true);
+    d.ext_unix_sk = o.ext_unix_sk == Some(true);
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     if notify {
         let c = Arc::clone(conn);

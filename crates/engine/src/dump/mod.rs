@@ -38,6 +38,9 @@ pub struct DumpOpts {
     pub ghost_fiemap: bool,
     /// Link remaps for deleted files still linked elsewhere (criu's --link-remap).
     pub link_remap: bool,
+    /// criu's --ext-unix-sk: a datagram socket connected to a named socket
+    /// outside the tree is dumped with that peer as external.
+    pub ext_unix_sk: bool,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
@@ -100,6 +103,7 @@ impl DumpOpts {
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
             link_remap: false,
+            ext_unix_sk: false,
             hook: None,
             notify: None,
         }
@@ -994,7 +998,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
                 .map(move |(fd, l)| (pid, *fd, l.clone()))
         })
         .collect();
-    ctx.files.unix = crate::files::unixsk::survey(&socket_fds)?;
+    ctx.files.unix = crate::files::unixsk::survey(&socket_fds, ctx.opts.ext_unix_sk)?;
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any
     // process's pages (CRIU's numbering): mappings first, then memfd fds.
