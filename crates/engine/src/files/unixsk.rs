@@ -205,6 +205,28 @@ pub struct Packet {
     pub rights: Vec<OwnedFd>,
 }
 
+/// A name as CRIU's entry holds it: the kernel's bytes, which end a path
+/// with its NUL (CRIU's restore uses a deleted socket's path as a C string).
+fn image_name(n: &[u8]) -> Vec<u8> {
+    let mut v = n.to_vec();
+    if v.first().is_some_and(|c| *c != 0) {
+        v.push(0);
+    }
+    v
+}
+
+/// A name from an entry: a path without its terminating NUL(s) (CRIU's
+/// images have one, older cryo images none), an abstract name as it is.
+fn plain_name(n: &[u8]) -> Vec<u8> {
+    let mut v = n.to_vec();
+    if v.first().is_some_and(|c| *c != 0) {
+        while v.last() == Some(&0) {
+            v.pop();
+        }
+    }
+    v
+}
+
 /// A bound name as messages show it (a path, or @ and an abstract name).
 fn show_name(n: &[u8]) -> String {
     match n.first() {
@@ -559,7 +581,7 @@ fn extern_entry(id: u32, p: &UnixDiag) -> pb::FileEntry {
             peer: 0,
             fown: fown(),
             opts: pb::SkOptsEntry::default(),
-            name: p.name.clone(),
+            name: image_name(&p.name),
             ..Default::default()
         }),
         ..Default::default()
@@ -695,7 +717,7 @@ impl FdKind for UnixSk {
                 peer: d.peer,
                 fown: fown(),
                 opts,
-                name: d.name.clone(),
+                name: image_name(&d.name),
                 shutdown: (d.shutdown != 0).then_some(d.shutdown as i32),
                 file_perms,
                 deleted: bound.as_ref().is_some_and(|b| b.deleted).then_some(true),
@@ -750,7 +772,7 @@ impl FdKind for UnixSk {
             backlog: u.backlog,
             peer: u.peer,
             opts: u.opts.clone(),
-            name: u.name.clone(),
+            name: plain_name(&u.name),
             shutdown: u.shutdown.unwrap_or(0) as u32,
             perms: u.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
             name_dir: if relative { u.name_dir.clone() } else { None },
@@ -1548,6 +1570,16 @@ mod tests {
             v.push(0);
         }
         v
+    }
+
+    #[test]
+    fn path_names_carry_their_nul_in_the_image_as_criu_writes_them() {
+        assert_eq!(image_name(b"/a/b.sock"), b"/a/b.sock\0");
+        assert_eq!(image_name(b"\0abs"), b"\0abs");
+        assert_eq!(image_name(b""), b"");
+        assert_eq!(plain_name(b"/a/b.sock\0"), b"/a/b.sock");
+        assert_eq!(plain_name(b"/a/b.sock"), b"/a/b.sock");
+        assert_eq!(plain_name(b"\0abs\0"), b"\0abs\0");
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn unix_sockets_keep_queues_states_and_sharing_twice() {
                         assert_eq!(s.matches("UNIXSK").count(), 20, "{s}");
                         assert!(s.contains("\"name_dir\": \"/tmp/anchor\""), "{s}");
                         assert!(
-                            s.contains("\"/tmp/anchor/unixsk.sock\"") && s.contains("\"state\": 10"),
+                            s.contains("\"/tmp/anchor/unixsk.sock=00\"") && s.contains("\"state\": 10"),
                             "{s}"
                         );
                     } else {
@@ -159,7 +159,7 @@ fn unix_external_dgram_peer_with_ext_unix_sk() {
     unixsk2_twice("ext", "--ext-unix-sk", |ns| {
         let f = crit_json(ns, "files.img");
         assert!(
-            f.contains("\"uflags\": 1,") && f.contains("\"name\": \"/tmp/anchor/ext.sock\""),
+            f.contains("\"uflags\": 1,") && f.contains("\"name\": \"/tmp/anchor/ext.sock=00\""),
             "{f}"
         );
     });
