@@ -17,15 +17,29 @@
 //! own names, such as an autobind name from SO_PASSCRED); a peer whose
 //! end was closed is a socketpair whose other end is closed once the queue
 //! is in; a datagram socket connected to itself connects to its own name;
-//! a datagram client connected one way connects to its server again; bound sockets are bound (a stale socket file at the path is
-//! removed first), listening ones listen. The options go in first, then
-//! each queue is sent from the socket's peer, then the shutdown states.
+//! a datagram client connected one way connects to its server again (an
+//! external one, USK_EXTERN, by its name: --ext-unix-sk); bound sockets are
+//! bound (a stale socket file at the path is removed first), listening ones
+//! listen; a connection waiting in a backlog (its peer in the image is the
+//! listener, as CRIU writes it) connects again after the listener's
+//! accepted connections are made. A socket bound to a path unlinked since
+//! (`deleted`) is bound and unlinked again, a file now at the path moved
+//! aside meanwhile; connections to it go through an O_PATH fd of its file.
+//! The options go in first, then each queue is sent from the socket's
+//! peer, with the files in flight of each packet (SCM_RIGHTS: CRIU's scm
+//! entries name files.img ids; dumped like any fd from the duplicates the
+//! peek gives, restored through their kinds and shared with the tree's
+//! fds), then the shutdown states.
 //!
 //! Refused (at dump, naming pid and fd): non-unix sockets, peers outside the
-//! tree, one-way connections to unbound sockets, queued data of a datagram
-//! client connected one way, pending connections in a listen backlog, fds in
-//! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, a set
-//! SO_PEEK_OFF (CRIU's entry has no field for it).
+//! tree (without --ext-unix-sk, or a stream one, or an unnamed one),
+//! one-way connections to unbound sockets, queued data of a datagram client
+//! connected one way, a connection waiting in a backlog whose client sent
+//! data or is closed (as CRIU: the data is in a socket without an fd),
+//! sockets, epolls and pidfds in flight, a set SO_PEEK_OFF (CRIU's entry
+//! has no field for it). SCM_CREDENTIALS of queued messages are not kept
+//! (CRIU's format has no field): a receiver with SO_PASSCRED sees the
+//! engine's credentials on them.
 
 use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
