@@ -91,6 +91,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     opts.ghost_fiemap = !a.criu.no_ghost_fiemap;
     opts.link_remap = a.criu.link_remap;
     opts.ext_unix_sk = !a.criu.ext_unix_sk.is_empty();
+    opts.skip_in_flight = a.criu.skip_in_flight;
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,

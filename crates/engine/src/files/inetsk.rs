@@ -55,6 +55,7 @@ const INET_DIAG_SHUTDOWN: u16 = 8;
 const UDP_CORK: i32 = 1;
 const SO_PEEK_OFF: i32 = 42;
 const IPV6_FREEBIND: i32 = 78;
+const TCP_REPAIR: i32 = 19;
 
 /// The name of a TCP state, for messages.
 pub fn tcp_state_name(s: u32) -> &'static str {
@@ -225,7 +226,25 @@ impl Tables {
     fn get(&mut self, family: i32, ty: i32, proto: i32) -> std::io::Result<&HashMap<u32, InetDiag>> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.by.entry((family, proto)) {
             let mut m = HashMap::new();
-            for msg in sks::inet_diag_dump(family, proto, 1 << (INET_DIAG_SHUTDOWN - 1))? {
+            // TCP: the states CRIU asks for (a socket only bound, or only
+            // created, is then read from the socket itself, as CRIU does).
+            let states = if proto == libc::IPPROTO_TCP {
+                [
+                    TCP_LISTEN,
+                    TCP_ESTABLISHED,
+                    TCP_FIN_WAIT1,
+                    TCP_FIN_WAIT2,
+                    TCP_CLOSE_WAIT,
+                    TCP_LAST_ACK,
+                    TCP_CLOSING,
+                    TCP_SYN_SENT,
+                ]
+                .iter()
+                .fold(0u32, |m, s| m | 1 << s)
+            } else {
+                u32::MAX
+            };
+            for msg in sks::inet_diag_dump(family, proto, states, 1 << (INET_DIAG_SHUTDOWN - 1))? {
                 let d = parse_diag(&msg, ty, proto).map_err(std::io::Error::other)?;
                 if d.ino != 0 {
                     m.insert(d.ino, d);
@@ -1043,7 +1062,18 @@ impl OpenFile for InetSkFile {
             }
             (libc::IPPROTO_TCP, TCP_CLOSE) => {
                 if e.src_port != 0 {
-                    self.bind(fd)?;
+                    if let Err(er) = self.bind(fd) {
+                        // A closed connection's port may still be held by
+                        // its own TIME_WAIT twin (left by the dump): bind
+                        // as it was bound, in repair mode (which forces reuse).
+                        let repair = |v| sks::setsockopt_int(fd, libc::SOL_TCP, TCP_REPAIR, v);
+                        if repair(1).is_err() {
+                            return Err(er);
+                        }
+                        let r = self.bind(fd);
+                        repair(0).map_err(|e| oerr(self, format!("TCP_REPAIR off: {e}")))?;
+                        r?;
+                    }
                 }
             }
             // Connected TCP states: refused by `describe` (the TCP_REPAIR

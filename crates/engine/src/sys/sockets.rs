@@ -37,13 +37,14 @@ pub fn unix_diag_dump(show: u32) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// Every inet socket of our network namespace of `family` (AF_INET,
-/// AF_INET6) and `protocol` (IPPROTO_TCP, _UDP, _UDPLITE) in any state, as
-/// sock_diag reports it with the extensions `ext` (bits 1 << (INET_DIAG_X
-/// - 1)): the payloads (struct inet_diag_msg and its attributes).
-pub fn inet_diag_dump(family: i32, protocol: i32, ext: u8) -> io::Result<Vec<Vec<u8>>> {
+/// AF_INET6) and `protocol` (IPPROTO_TCP, _UDP, _UDPLITE) in the states of
+/// the mask `states` (bit 1 << TCP_*), as sock_diag reports it with the
+/// extensions `ext` (bits 1 << (INET_DIAG_X - 1)): the payloads (struct
+/// inet_diag_msg and its attributes).
+pub fn inet_diag_dump(family: i32, protocol: i32, states: u32, ext: u8) -> io::Result<Vec<Vec<u8>>> {
     // inet_diag_req_v2 (56 bytes): family, protocol, ext, pad, states, a zero sockid.
     let mut req = vec![family as u8, protocol as u8, ext, 0];
-    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    req.extend_from_slice(&states.to_ne_bytes());
     req.resize(56, 0);
     diag_dump(&req)
 }

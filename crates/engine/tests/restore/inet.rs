@@ -108,3 +108,63 @@ fn python_http_server_answers_after_restore() {
         "the server is not the restored pid {pid}"
     );
 }
+
+/// A JVM (Debian's OpenJDK, `java Count.java`: the source launcher compiles it in memory) counting
+/// into a file: dumped (with --file-locks: the JVM holds a flock on its hsperfdata file; it also
+/// holds a unix socketpair end whose peer is closed, and 19 threads), restored, and counting on
+/// from where it was.
+#[test]
+fn a_jvm_keeps_counting_after_restore() {
+    let java = "import java.nio.file.*;\n\
+        public class Count {\n\
+          public static void main(String[] a) throws Exception {\n\
+            Path out = Paths.get(a[0]), tmp = Paths.get(a[0] + \".tmp\");\n\
+            for (long n = 1; ; n++) {\n\
+              Files.writeString(tmp, n + \"\\n\");\n\
+              Files.move(tmp, out, StandardCopyOption.ATOMIC_MOVE);\n\
+              Thread.sleep(10);\n\
+            }\n\
+          }\n\
+        }\n";
+    let script = format!(
+        "cat > Count.java <<'EOF'\n{java}EOF\n\
+         java Count.java /tmp/anchor/count >/tmp/anchor/.java-out 2>&1 </dev/null & P=$!; \
+         for i in $(seq 600); do [ \"$(cat count 2>/dev/null)\" -gt 20 ] 2>/dev/null && break; sleep 0.05; done; \
+         mkdir img; {CRYO} dump --file-locks -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $P; \
+         cat count > .at-dump; echo $P > .pid; \
+         {CRYO} restore -d --file-locks -D img 2>.cryo-err; echo $? > .cryo-rc"
+    );
+    let (ns, rc) = run_net(&script, ".cryo-rc", 120);
+    let read = |f: &str| std::fs::read_to_string(ns.anchor(f)).unwrap_or_default();
+    assert_eq!(
+        read(".dump-rc").trim(),
+        "0",
+        "dump: {} {}",
+        read(".dump-err"),
+        read(".java-out")
+    );
+    assert_eq!(rc.trim(), "0", "restore: {}", read(".cryo-err"));
+    let at_dump: u64 = read(".at-dump").trim().parse().unwrap();
+    let pid: i32 = read(".pid").trim().parse().unwrap();
+    let count = || read("count").trim().parse::<u64>().unwrap_or(0);
+    // The counter goes on from memory: never below what it wrote before the dump.
+    let first = count();
+    assert!(
+        first >= at_dump,
+        "counting started again: {first} after {at_dump} at dump"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < at_dump + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the restored JVM does not count on: {} at dump, {} now",
+            at_dump,
+            count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ns.inner_pids().contains(&pid), "the JVM is not the restored pid {pid}");
+    let c = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count() > c, "stopped counting after {c}");
+}
