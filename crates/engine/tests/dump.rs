@@ -465,11 +465,11 @@ fn sockets_are_refused(mode: &str) {
 #[test]
 fn unrestorable_unix_sockets_are_refused_before_writing() {
     for (mode, why) in [
-        ("scm", "SCM_RIGHTS"),
-        ("backlog", "pending connection"),
-        ("unlinked", "unlinked"),
+        ("scm", "in flight (SCM_RIGHTS)"),
+        ("backlog", "not accepted yet"),
+        ("closed", "connecting socket is closed"),
         ("peekoff", "SO_PEEK_OFF"),
-        ("outside", "outside the dumped tree"),
+        ("outside", "outside the dumped tree; dump with --ext-unix-sk"),
     ] {
         let work = tmp_dir(&format!("unixrefuse-{mode}"));
         let imgs = tmp_dir(&format!("unixrefuse-{mode}-img"));

@@ -96,6 +96,7 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     opts.ghost_limit = a.ghost_limit;
     opts.ghost_fiemap = !a.criu.no_ghost_fiemap;
     opts.link_remap = a.criu.link_remap;
+    opts.ext_unix_sk = !a.criu.ext_unix_sk.is_empty();
     opts.skip_in_flight = a.criu.skip_in_flight;
     opts.tcp_established = a.criu.tcp_established;
     opts.tcp_close = a.criu.tcp_close;

@@ -508,7 +508,7 @@ const OPTS: &[(&str, Class)] = {
         ("images_dir", Honoured),
         ("pid", Honoured),
         ("leave_running", Honoured),
-        ("ext_unix_sk", Accepted),
+        ("ext_unix_sk", Honoured),
         ("tcp_established", Honoured),
         ("evasive_devices", Accepted),
         ("shell_job", Honoured),
@@ -775,6 +775,7 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
         Some(3) => cryo_engine::files::netlock::Method::Skip,
         _ => cryo_engine::files::netlock::Method::Iptables,
     };
+    d.ext_unix_sk = o.ext_unix_sk == Some(true);
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);

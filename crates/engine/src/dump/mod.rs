@@ -49,6 +49,9 @@ pub struct DumpOpts {
     pub tcp_close: bool,
     /// How the network is locked while connections are dumped (--network-lock).
     pub network_lock: crate::files::netlock::Method,
+    /// criu's --ext-unix-sk: a datagram socket connected to a named socket
+    /// outside the tree is dumped with that peer as external.
+    pub ext_unix_sk: bool,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
@@ -128,6 +131,7 @@ impl DumpOpts {
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
             link_remap: false,
+            ext_unix_sk: false,
             hook: None,
             notify: None,
             track_mem: false,
@@ -486,6 +490,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.shell_job = opts.shell_job;
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
+    files.ext_unix_sk = opts.ext_unix_sk;
     files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     files.tcp = crate::files::tcp::TcpOpts {

@@ -373,6 +373,8 @@ pub struct FileTable {
     pub ghost_fiemap: bool,
     /// Deleted files still linked elsewhere get a link remap (criu's --link-remap).
     pub link_remap: bool,
+    /// criu's --ext-unix-sk (unixsk's survey).
+    pub ext_unix_sk: bool,
     /// Dead pids whose /proc files are held (one PROCFS remap each).
     pub dead_pids: Vec<i32>,
     /// The link remaps made on disk (removed again if the dump fails).

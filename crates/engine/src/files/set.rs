@@ -431,6 +431,12 @@ pub struct RestoreCx<'a> {
     pub tcp_close: bool,
     state: HashMap<TypeId, Box<dyn Any>>,
     scratch: HashMap<TypeId, Box<dyn Any>>,
+    /// A duplicate of every file opened so far, by id (for the files in
+    /// flight in a unix socket's queue, which share them).
+    opened: HashMap<u32, OwnedFd>,
+    /// Files opened ahead of their turn (in flight, found in a queue
+    /// first): the task's fd takes this one.
+    early: HashMap<u32, OwnedFd>,
 }
 
 impl<'a> RestoreCx<'a> {
@@ -442,7 +448,61 @@ impl<'a> RestoreCx<'a> {
             tcp_close: false,
             state: HashMap::new(),
             scratch: HashMap::new(),
+            opened: HashMap::new(),
+            early: HashMap::new(),
         }
+    }
+
+    /// Open file `id` through its kind, unless it was opened ahead of its
+    /// turn ([`RestoreCx::in_flight`]); `None`: the task opens it itself.
+    pub fn open(&mut self, id: u32) -> Result<Option<OwnedFd>, OpenError> {
+        if let Some(fd) = self.early.remove(&id) {
+            return Ok(Some(fd));
+        }
+        let files = self.files;
+        let desc = files
+            .get(id)
+            .ok_or_else(|| open_err(pb::FdTypes::Reg, format!("file id {id}"), "not in files.img"))?;
+        let fd = desc.restore(id, self)?;
+        if let Some(fd) = &fd {
+            let dup = fd
+                .try_clone()
+                .map_err(|e| open_err(desc.fd_type(), format!("file id {id}"), e))?;
+            self.opened.insert(id, dup);
+        }
+        Ok(fd)
+    }
+
+    /// File `id` as it is in flight in a socket's queue: the one a task
+    /// holds too when it was opened already, else opened now (and given
+    /// to the task that holds it later, if one does).
+    pub fn in_flight(&mut self, id: u32) -> Result<std::os::fd::RawFd, OpenError> {
+        use std::os::fd::AsRawFd;
+        if let Some(fd) = self.opened.get(&id) {
+            return Ok(fd.as_raw_fd());
+        }
+        let files = self.files;
+        let desc = files.get(id).ok_or_else(|| {
+            open_err(
+                pb::FdTypes::Reg,
+                format!("file id {id} (in flight)"),
+                "not in files.img",
+            )
+        })?;
+        let Some(fd) = desc.restore(id, self)? else {
+            return Err(open_err(
+                desc.fd_type(),
+                format!("file id {id} (in flight)"),
+                "a file of this kind is opened by its task, so it cannot be put in flight in a socket's queue",
+            ));
+        };
+        let dup = fd
+            .try_clone()
+            .map_err(|e| open_err(desc.fd_type(), format!("file id {id}"), e))?;
+        let raw = dup.as_raw_fd();
+        self.opened.insert(id, dup);
+        self.early.insert(id, fd);
+        Ok(raw)
     }
 
     /// A kind's state, kept until the end of the restore's preparation.

@@ -17,15 +17,29 @@
 //! own names, such as an autobind name from SO_PASSCRED); a peer whose
 //! end was closed is a socketpair whose other end is closed once the queue
 //! is in; a datagram socket connected to itself connects to its own name;
-//! a datagram client connected one way connects to its server again; bound sockets are bound (a stale socket file at the path is
-//! removed first), listening ones listen. The options go in first, then
-//! each queue is sent from the socket's peer, then the shutdown states.
+//! a datagram client connected one way connects to its server again (an
+//! external one, USK_EXTERN, by its name: --ext-unix-sk); bound sockets are
+//! bound (a stale socket file at the path is removed first), listening ones
+//! listen; a connection waiting in a backlog (its peer in the image is the
+//! listener, as CRIU writes it) connects again after the listener's
+//! accepted connections are made. A socket bound to a path unlinked since
+//! (`deleted`) is bound and unlinked again, a file now at the path moved
+//! aside meanwhile; connections to it go through an O_PATH fd of its file.
+//! The options go in first, then each queue is sent from the socket's
+//! peer, with the files in flight of each packet (SCM_RIGHTS: CRIU's scm
+//! entries name files.img ids; dumped like any fd from the duplicates the
+//! peek gives, restored through their kinds and shared with the tree's
+//! fds), then the shutdown states.
 //!
 //! Refused (at dump, naming pid and fd): non-unix sockets, peers outside the
-//! tree, one-way connections to unbound sockets, queued data of a datagram
-//! client connected one way, pending connections in a listen backlog, fds in
-//! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, a set
-//! SO_PEEK_OFF (CRIU's entry has no field for it).
+//! tree (without --ext-unix-sk, or a stream one, or an unnamed one),
+//! one-way connections to unbound sockets, queued data of a datagram client
+//! connected one way, a connection waiting in a backlog whose client sent
+//! data or is closed (as CRIU: the data is in a socket without an fd),
+//! sockets, epolls and pidfds in flight, a set SO_PEEK_OFF (CRIU's entry
+//! has no field for it). SCM_CREDENTIALS of queued messages are not kept
+//! (CRIU's format has no field): a receiver with SO_PASSCRED sees the
+//! engine's credentials on them.
 
 use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
@@ -182,7 +196,58 @@ pub struct Survey {
     /// The files of the path-bound ones, by inode.
     pub bound: HashMap<u32, Bound>,
     /// Their queued packets (receive queues), by inode.
-    pub queues: HashMap<u32, Vec<Vec<u8>>>,
+    pub queues: HashMap<u32, Vec<Packet>>,
+    /// Named datagram sockets outside the tree the tree's sockets are
+    /// connected to (--ext-unix-sk), by inode.
+    pub external: HashMap<u32, UnixDiag>,
+    /// The files.img ids of their USK_EXTERN entries, once written.
+    pub external_ids: HashMap<u32, u32>,
+    /// The files in flight once dumped, held until the dump ends: a fd of
+    /// the tree dumped later is matched to them with kcmp.
+    pub in_flight: Vec<OwnedFd>,
+}
+
+/// CRIU's uflags: a socket outside the tree (an entry with no fd, which
+/// the tree's sockets name as their peer).
+pub const USK_EXTERN: u32 = 1;
+
+/// One queued packet: its bytes and the files in flight with it
+/// (SCM_RIGHTS; the peek installed them in the engine).
+#[derive(Debug)]
+pub struct Packet {
+    pub data: Vec<u8>,
+    pub rights: Vec<OwnedFd>,
+}
+
+/// A name as CRIU's entry holds it: the kernel's bytes, which end a path
+/// with its NUL (CRIU's restore uses a deleted socket's path as a C string).
+fn image_name(n: &[u8]) -> Vec<u8> {
+    let mut v = n.to_vec();
+    if v.first().is_some_and(|c| *c != 0) {
+        v.push(0);
+    }
+    v
+}
+
+/// A name from an entry: a path without its terminating NUL(s) (CRIU's
+/// images have one, older cryo images none), an abstract name as it is.
+fn plain_name(n: &[u8]) -> Vec<u8> {
+    let mut v = n.to_vec();
+    if v.first().is_some_and(|c| *c != 0) {
+        while v.last() == Some(&0) {
+            v.pop();
+        }
+    }
+    v
+}
+
+/// A bound name as messages show it (a path, or @ and an abstract name).
+fn show_name(n: &[u8]) -> String {
+    match n.first() {
+        None => "none".into(),
+        Some(0) => format!("@{:?}", String::from_utf8_lossy(&n[1..])),
+        Some(_) => format!("{:?}", String::from_utf8_lossy(n)),
+    }
 }
 
 /// A socket that has a peer which names it back (a socketpair, or both ends
@@ -194,7 +259,8 @@ fn mutual(socks: &HashMap<u32, UnixDiag>, d: &UnixDiag) -> bool {
 /// Check every unix socket fd of the tree (`fds`: every fd) before the
 /// dump writes anything: only unix sockets this module restores pass
 /// (the others, sockets of other families, are left to their kinds).
-pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
+/// `ext_unix_sk`: criu's --ext-unix-sk.
+pub fn survey(fds: &[TreeFd], ext_unix_sk: bool) -> Result<Survey, FileError> {
     let socks: Vec<(i32, i32, &str, u32)> = fds
         .iter()
         .filter_map(|f| socket_ino(&f.link).map(|i| (f.pid, f.fd, f.link.as_str(), i)))
@@ -215,9 +281,20 @@ pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
         source,
     })?;
     let ours: HashSet<u32> = socks.iter().map(|s| s.3).collect();
+    // Connections waiting in a backlog (not accepted yet): the connecting
+    // socket's inode (what UNIX_DIAG_ICONS lists) -> the listener's. The
+    // connecting socket's own peer, the embryo socket accept() would
+    // return, has no inode yet: sock_diag gives 0.
+    let mut waiting: HashMap<u32, u32> = HashMap::new();
+    for l in all.values() {
+        for c in &l.icons {
+            waiting.insert(*c, l.ino);
+        }
+    }
     let mut mine = HashMap::new();
     let mut bound = HashMap::new();
     let mut queues = HashMap::new();
+    let mut external = HashMap::new();
     for &(pid, fd, link, ino) in &socks {
         if mine.contains_key(&ino) {
             // The same socket in another fd or task: surveyed (and its
@@ -233,32 +310,92 @@ pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
         if !matches!(d.ty as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
             return Err(refuse(pid, fd, link, format!("unix socket of unknown type {}", d.ty)));
         }
-        if !d.icons.is_empty() {
-            return Err(refuse(
-                pid,
-                fd,
-                link,
-                format!(
-                    "listening unix socket with {} pending connection(s) in its backlog: not supported yet",
-                    d.icons.len()
-                ),
-            ));
+        for c in &d.icons {
+            if *c == 0 {
+                // As CRIU: what the closed socket sent cannot be read.
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    "listening unix socket with a connection in its backlog whose connecting socket is closed \
+                     (what it sent cannot be read without accepting it): not supported"
+                        .into(),
+                ));
+            }
+            if !ours.contains(c) {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "listening unix socket with a connection in its backlog from socket inode {c}, \
+                         outside the dumped tree: not supported"
+                    ),
+                ));
+            }
+        }
+        let d = d.clone();
+        let backlog_of = (d.peer == 0 && d.state == TCP_ESTABLISHED && d.ty as i32 != libc::SOCK_DGRAM)
+            .then(|| waiting.get(&d.ino).copied())
+            .flatten();
+        if let Some(l) = backlog_of {
+            if !ours.contains(&l) {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!("connecting to listening socket inode {l}, outside the dumped tree (not accepted yet): not supported"),
+                ));
+            }
+            if d.rqlen.1 != 0 {
+                // As CRIU: the data waits in the embryo socket accept() would
+                // return, which has no fd to read it through.
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "connected to listening socket inode {l} but not accepted yet, with {} byte(s) sent that wait \
+                         in the connection (they cannot be read without accepting it): not supported",
+                        d.rqlen.1
+                    ),
+                ));
+            }
         }
         if d.peer != 0 && !ours.contains(&d.peer) {
-            return Err(refuse(
-                pid,
-                fd,
-                link,
-                format!(
-                    "its peer (socket inode {}) is outside the dumped tree: not supported yet",
-                    d.peer
-                ),
-            ));
+            let p = all.get(&d.peer);
+            let pname = p.map(|p| show_name(&p.name)).unwrap_or_else(|| "unknown".into());
+            if !ext_unix_sk {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "unix socket inode {ino} is connected to socket inode {} (name {pname}) outside the dumped \
+                         tree; dump with --ext-unix-sk to treat it as external",
+                        d.peer
+                    ),
+                ));
+            }
+            let Some(p) = p.filter(|p| d.ty as i32 == libc::SOCK_DGRAM && !p.name.is_empty()) else {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "unix socket inode {ino} is connected to socket inode {} (name {pname}) outside the dumped \
+                         tree: only a datagram socket connected to a named one can be external (as in CRIU 4.2)",
+                        d.peer
+                    ),
+                ));
+            };
+            external.insert(p.ino, p.clone());
         }
+        let d = &d;
         if d.peer == d.ino && (d.name.is_empty() || d.ty as i32 != libc::SOCK_DGRAM) {
             return Err(refuse(pid, fd, link, "an unbound socket connected to itself".into()));
         }
-        if d.peer != 0 && !mutual(&all, d) {
+        if d.peer != 0 && !mutual(&all, d) && !external.contains_key(&d.peer) {
             // A datagram client connected to a bound server: connected again.
             let named_server = all.get(&d.peer).is_some_and(|p| !p.name.is_empty());
             if d.ty as i32 != libc::SOCK_DGRAM || !named_server {
@@ -276,6 +413,7 @@ pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
         // An accepted connection shares its listener's name: the listener
         // must be in the tree (restore connects to it), or gone.
         let foreign_listener = !d.name.is_empty()
+            && d.state != TCP_LISTEN
             && all
                 .values()
                 .any(|o| o.ino != d.ino && o.name == d.name && o.state == TCP_LISTEN && !ours.contains(&o.ino));
@@ -296,16 +434,36 @@ pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
         }
         if d.state != TCP_LISTEN {
             let packets = survey_queue(pid, fd, link, d, &all)?;
+            if !packets.is_empty() && external.contains_key(&d.peer) {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    link,
+                    format!(
+                        "queued data from its peer outside the tree (socket inode {}): only that peer could send it again",
+                        d.peer
+                    ),
+                ));
+            }
             if !packets.is_empty() {
                 queues.insert(ino, packets);
             }
         }
-        mine.insert(ino, d.clone());
+        let mut d = d.clone();
+        if let Some(l) = backlog_of {
+            // CRIU's image: the connection's peer is the listener (restore
+            // connects to it again and leaves it in the backlog).
+            d.peer = l;
+        }
+        mine.insert(ino, d);
     }
     Ok(Survey {
         socks: mine,
         bound,
         queues,
+        external,
+        external_ids: HashMap::new(),
+        in_flight: Vec::new(),
     })
 }
 
@@ -318,7 +476,7 @@ fn survey_queue(
     link: &str,
     d: &UnixDiag,
     all: &HashMap<u32, UnixDiag>,
-) -> Result<Vec<Vec<u8>>, FileError> {
+) -> Result<Vec<Packet>, FileError> {
     let io = |what: &str, source| FileError::Io {
         pid,
         fd: fdno,
@@ -357,6 +515,8 @@ fn survey_queue(
 /// (CRIU's `name_dir`) and the file's mode and owner.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bound {
+    /// Its file was unlinked (or replaced) since the bind.
+    pub deleted: bool,
     pub dir: Option<String>,
     pub mode: u32,
     pub uid: u32,
@@ -374,11 +534,11 @@ fn resolve_path(pid: i32, fd: i32, d: &UnixDiag) -> Result<Bound, String> {
         .map_err(|e| format!("reading the path of its file: {e}"))?
         .to_string_lossy()
         .into_owned();
-    if path.ends_with(" (deleted)") {
-        return Err(format!(
-            "bound to {name:?}, which was unlinked since: not supported yet"
-        ));
-    }
+    // Unlinked since (CRIU's `deleted`: restore binds, then unlinks).
+    let (path, mut deleted) = match path.strip_suffix(" (deleted)") {
+        Some(p) => (p.to_string(), true),
+        None => (path, false),
+    };
     let st = nix::sys::stat::fstat(&file).map_err(|e| format!("fstat of its file: {e}"))?;
     let dir = if name.starts_with('/') {
         if path != name {
@@ -403,20 +563,84 @@ fn resolve_path(pid: i32, fd: i32, d: &UnixDiag) -> Result<Bound, String> {
         Some(d) => format!("{}/{name}", d.trim_end_matches('/')),
         None => name.clone(),
     };
-    match super::stat_path(&full) {
-        Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
-        _ => {
-            return Err(format!(
-                "bound to {full:?}, which was replaced since: not supported yet"
-            ))
-        }
+    if !deleted {
+        // Replaced by another file since (or unlinked and the path used
+        // again): the socket is bound to a name no file stands for, as
+        // CRIU says it, deleted.
+        deleted = !super::stat_path(&full).is_ok_and(|now| now.st_ino == st.st_ino && now.st_dev == st.st_dev);
     }
     Ok(Bound {
+        deleted,
         dir,
         mode: st.st_mode,
         uid: st.st_uid,
         gid: st.st_gid,
     })
+}
+
+/// CRIU's entry for a socket outside the tree: a named datagram socket
+/// (which the restore connects to by its name), flagged USK_EXTERN.
+fn extern_entry(id: u32, p: &UnixDiag) -> pb::FileEntry {
+    pb::FileEntry {
+        r#type: pb::FdTypes::Unixsk as i32,
+        id,
+        usk: Some(pb::UnixSkEntry {
+            id,
+            ino: p.ino,
+            r#type: libc::SOCK_DGRAM as u32,
+            state: TCP_LISTEN,
+            flags: 0,
+            uflags: USK_EXTERN,
+            backlog: 0,
+            peer: 0,
+            fown: fown(),
+            opts: pb::SkOptsEntry::default(),
+            name: image_name(&p.name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A file in flight in the queue of the socket at `c` (a duplicate the
+/// peek gave the engine), dumped like any fd: its files.img entry (shared
+/// with the tree's fd if it is the same open file) and its id.
+fn dump_in_flight(t: &mut FileTable, f: &OwnedFd, c: &FdCtx) -> Result<u32, FileError> {
+    let wrap = |what: String| FileError::Unsupported {
+        pid: c.pid,
+        fd: c.fd,
+        link: c.link.clone(),
+        what: format!("a file in flight (SCM_RIGHTS) in its queue: {what}"),
+    };
+    let me = std::process::id() as i32;
+    let fd = f.as_raw_fd();
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map_err(|e| wrap(format!("readlink: {e}")))?
+        .to_string_lossy()
+        .into_owned();
+    // Files whose restore belongs to a task: an epoll's targets are fd
+    // numbers of the task that added them (which one, the queue does not
+    // say), a pidfd of a live process is opened by a task of the tree.
+    if link == "anon_inode:[eventpoll]" || link == "anon_inode:[pidfd]" {
+        return Err(wrap(format!(
+            "{link}: a file of this kind is restored by a task, so it cannot be put back in flight: not supported"
+        )));
+    }
+    let stat = super::stat_path(&format!("/proc/self/fd/{fd}")).map_err(|e| wrap(format!("{link}: stat: {e}")))?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::proc::parse_fdinfo(&s).map_err(|e| e.to_string()))
+        .map_err(|e| wrap(format!("{link}: fdinfo: {e}")))?;
+    let pidfd = crate::sys::pidfd_open(me).map_err(|e| wrap(format!("pidfd_open: {e}")))?;
+    let fc = FdCtx {
+        pid: me,
+        fd,
+        link: link.clone(),
+        stat,
+        info,
+        pidfd: &pidfd,
+    };
+    t.dump_fd(&fc).map(|e| e.id).map_err(|e| wrap(format!("{link}: {e}")))
 }
 
 pub struct UnixSk;
@@ -427,7 +651,7 @@ impl FdKind for UnixSk {
     }
 
     fn survey(&self, fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
-        let s = survey(fds)?;
+        let s = survey(fds, t.ext_unix_sk)?;
         for &ino in s.socks.keys() {
             t.claim_socket(ino);
         }
@@ -458,12 +682,32 @@ impl FdKind for UnixSk {
         let opts = read_opts(fd).map_err(|e| io("reading the socket options", e))?;
         let packets = t.survey_state::<Survey>().queues.remove(&ino).unwrap_or_default();
         for p in packets {
+            let mut scm = Vec::new();
+            if !p.rights.is_empty() {
+                let rights = p
+                    .rights
+                    .iter()
+                    .map(|r| dump_in_flight(t, r, c))
+                    .collect::<Result<Vec<u32>, FileError>>()?;
+                scm.push(pb::ScmEntry {
+                    r#type: libc::SCM_RIGHTS as u32,
+                    rights,
+                });
+            }
             let e = pb::SkPacketEntry {
                 id_for: id,
-                length: p.len() as u32,
-                scm: Vec::new(),
+                length: p.data.len() as u32,
+                scm,
             };
-            t.side_record(super::SK_QUEUES, &e, p);
+            t.side_record(super::SK_QUEUES, &e, p.data);
+            t.survey_state::<Survey>().in_flight.extend(p.rights);
+        }
+        // A peer outside the tree (--ext-unix-sk): its USK_EXTERN entry, once.
+        if let Some(p) = t.survey_state::<Survey>().external.get(&d.peer).cloned() {
+            if !t.survey_state::<Survey>().external_ids.contains_key(&p.ino) {
+                let eid = t.standalone(|eid, _| Ok(extern_entry(eid, &p)))?;
+                t.survey_state::<Survey>().external_ids.insert(p.ino, eid);
+            }
         }
         // A listening socket's backlog, or the bytes its sent data holds.
         let backlog = d.rqlen.1;
@@ -487,11 +731,11 @@ impl FdKind for UnixSk {
                 peer: d.peer,
                 fown: fown(),
                 opts,
-                name: d.name.clone(),
+                name: image_name(&d.name),
                 shutdown: (d.shutdown != 0).then_some(d.shutdown as i32),
                 file_perms,
+                deleted: bound.as_ref().is_some_and(|b| b.deleted).then_some(true),
                 name_dir: bound.and_then(|b| b.dir),
-                deleted: None,
                 ns_id: Some(2),
                 mnt_id: None,
             }),
@@ -510,14 +754,22 @@ impl FdKind for UnixSk {
         if !matches!(u.state, TCP_ESTABLISHED | TCP_CLOSE | TCP_LISTEN) {
             return Err(cx.bad(format!("unix socket {}: state {}", u.id, u.state)));
         }
-        if u.uflags != 0 {
+        let external = u.uflags == USK_EXTERN;
+        if u.uflags != 0 && !external {
             return Err(cx.bad(format!(
-                "unix socket {}: uflags {:#x} (external, callback or in-flight sockets) are not supported",
+                "unix socket {}: uflags {:#x} (service, callback or inherited sockets) are not supported",
                 u.id, u.uflags
             )));
         }
-        if u.deleted == Some(true) {
-            return Err(cx.bad(format!("unix socket {}: bound to a deleted path", u.id)));
+        if external && (u.r#type as i32 != libc::SOCK_DGRAM || u.name.is_empty()) {
+            return Err(cx.bad(format!(
+                "unix socket {}: an external socket (USK_EXTERN) must be a named datagram socket",
+                u.id
+            )));
+        }
+        let deleted = u.deleted == Some(true);
+        if deleted && (u.name.is_empty() || u.name[0] == 0) {
+            return Err(cx.bad(format!("unix socket {}: deleted without a path", u.id)));
         }
         let relative = !u.name.is_empty() && u.name[0] != 0 && u.name[0] != b'/';
         if relative && !u.name_dir.as_deref().is_some_and(|d| d.starts_with('/')) {
@@ -534,10 +786,12 @@ impl FdKind for UnixSk {
             backlog: u.backlog,
             peer: u.peer,
             opts: u.opts.clone(),
-            name: u.name.clone(),
+            name: plain_name(&u.name),
             shutdown: u.shutdown.unwrap_or(0) as u32,
             perms: u.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
             name_dir: if relative { u.name_dir.clone() } else { None },
+            external,
+            deleted,
         }))
     }
 
@@ -549,7 +803,8 @@ impl FdKind for UnixSk {
                 let Some(p) = by_ino.get(&u.peer) else {
                     return Err(bad(format!("peer inode {} is not in files.img", u.peer)));
                 };
-                if p.peer != u.ino && (u.ty != libc::SOCK_DGRAM || p.name.is_empty()) {
+                let waiting = p.state == TCP_LISTEN && u.ty != libc::SOCK_DGRAM && u.state == TCP_ESTABLISHED;
+                if p.peer != u.ino && !waiting && (u.ty != libc::SOCK_DGRAM || p.name.is_empty()) {
                     return Err(super::set::unsupported(
                         &files.files_file,
                         0,
@@ -572,12 +827,43 @@ impl FdKind for UnixSk {
                 .enumerate()
             {
                 let file = files.set.path("sk-queues.img").display().to_string();
-                if !e.scm.is_empty() {
-                    return Err(super::set::unsupported(
-                        file,
-                        0,
-                        format!("entry {i}: a packet carrying control messages (SCM_RIGHTS ...)"),
-                    ));
+                for scm in &e.scm {
+                    if scm.r#type != libc::SCM_RIGHTS as u32 {
+                        return Err(super::set::unsupported(
+                            file,
+                            0,
+                            format!(
+                                "entry {i}: a control message of type {} (only SCM_RIGHTS is)",
+                                scm.r#type
+                            ),
+                        ));
+                    }
+                    if scm.rights.is_empty() || scm.rights.len() > 253 {
+                        return Err(super::set::bad(
+                            file,
+                            0,
+                            format!("entry {i}: SCM_RIGHTS with {} files", scm.rights.len()),
+                        ));
+                    }
+                    for r in &scm.rights {
+                        match files.get(*r) {
+                            None => {
+                                return Err(super::set::bad(
+                                    file,
+                                    0,
+                                    format!("entry {i}: file {r} in flight is not in files.img"),
+                                ))
+                            }
+                            Some(f) if f.fd_type() == pb::FdTypes::Unixsk => {
+                                return Err(super::set::unsupported(
+                                    file,
+                                    0,
+                                    format!("entry {i}: a unix socket (file {r}) in flight"),
+                                ))
+                            }
+                            Some(_) => {}
+                        }
+                    }
                 }
                 if data.len() != e.length as usize {
                     return Err(super::set::bad(
@@ -670,7 +956,7 @@ fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
 }
 
 /// The receive queue of the socket, packet by packet, without consuming it.
-fn peek_queue(pid: i32, fdno: i32, link: &str, fd: RawFd, d: &UnixDiag) -> Result<Vec<Vec<u8>>, FileError> {
+fn peek_queue(pid: i32, fdno: i32, link: &str, fd: RawFd, d: &UnixDiag) -> Result<Vec<Packet>, FileError> {
     let io = |what: &str, source| FileError::Io {
         pid,
         fd: fdno,
@@ -701,7 +987,7 @@ fn peek_queue(pid: i32, fdno: i32, link: &str, fd: RawFd, d: &UnixDiag) -> Resul
         PeekError::Refuse(w) => refuse(w),
     })?;
     back.map_err(|e| io("resetting SO_PEEK_OFF", e))?;
-    let total: usize = packets.iter().map(|p| p.len()).sum();
+    let total: usize = packets.iter().map(|p| p.data.len()).sum();
     if stream_like && total != inq {
         return Err(refuse(format!(
             "read {total} of the {inq} queued bytes without consuming them"
@@ -715,7 +1001,7 @@ enum PeekError {
     Refuse(String),
 }
 
-fn peek_all(fd: RawFd, stream_like: bool, paired: bool, inq: usize, rcv_shut: bool) -> Result<Vec<Vec<u8>>, PeekError> {
+fn peek_all(fd: RawFd, stream_like: bool, paired: bool, inq: usize, rcv_shut: bool) -> Result<Vec<Packet>, PeekError> {
     let cap = if stream_like { inq.max(1) } else { 8 << 20 };
     let mut buf = vec![0u8; cap];
     let mut out = Vec::new();
@@ -729,11 +1015,16 @@ fn peek_all(fd: RawFd, stream_like: bool, paired: bool, inq: usize, rcv_shut: bo
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
             Err(e) => return Err(PeekError::Io(e)),
         };
-        if !m.rights.is_empty() {
-            return Err(PeekError::Refuse(format!(
-                "{} fd(s) in flight (SCM_RIGHTS) in its queue: not supported yet",
-                m.rights.len()
-            )));
+        for r in &m.rights {
+            // A socket in flight would need the socket graph (its peer, its
+            // own queue, possibly in flight itself) restored around it.
+            let st = nix::sys::stat::fstat(r).map_err(|e| PeekError::Io(e.into()))?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                return Err(PeekError::Refuse(format!(
+                    "a socket (inode {}) in flight (SCM_RIGHTS) in its queue: not supported yet",
+                    st.st_ino
+                )));
+            }
         }
         if !paired && m.named_sender {
             return Err(PeekError::Refuse(
@@ -754,7 +1045,10 @@ fn peek_all(fd: RawFd, stream_like: bool, paired: bool, inq: usize, rcv_shut: bo
             break;
         }
         total += n;
-        out.push(buf[..n].to_vec());
+        out.push(Packet {
+            data: buf[..n].to_vec(),
+            rights: m.rights,
+        });
     }
     Ok(out)
 }
@@ -776,12 +1070,25 @@ pub struct UnixSkFile {
     pub perms: Option<(u32, u32, u32)>,
     /// The directory a relative name is bound in.
     pub name_dir: Option<String>,
+    /// A socket outside the tree (USK_EXTERN): connected to by its name.
+    pub external: bool,
+    /// Its path was unlinked since the bind (or replaced): bound, then
+    /// unlinked again.
+    pub deleted: bool,
 }
 
 impl UnixSkFile {
     fn object(&self) -> String {
         format!("unix socket (inode {})", self.ino)
     }
+}
+
+/// A packet of sk-queues.img: its bytes and the ids of the files in
+/// flight with it.
+#[derive(Debug, Default)]
+struct Queued {
+    data: Vec<u8>,
+    rights: Vec<u32>,
 }
 
 /// Sockets made ahead of their own turn (the other end of a pair), by
@@ -793,7 +1100,12 @@ struct Made {
     plain_done: HashSet<u32>,
     /// The listening sockets made so far (accepted connections connect to them).
     listeners: HashMap<u32, OwnedFd>,
-    queues: Option<BTreeMap<u32, Vec<Vec<u8>>>>,
+    queues: Option<BTreeMap<u32, Vec<Queued>>>,
+    /// Sockets whose making has begun (a pair's other end is in `ends`).
+    started: HashSet<u32>,
+    /// O_PATH fds of the files of sockets bound to a path unlinked since
+    /// (connections to them go through /proc/self/fd).
+    unlinked: HashMap<u32, std::fs::File>,
 }
 
 fn oerr(u: &UnixSkFile, reason: impl std::fmt::Display) -> super::OpenError {
@@ -809,10 +1121,11 @@ impl OpenFile for UnixSkFile {
         let files = cx.files;
         let st = cx.scratch::<Made>();
         if st.queues.is_none() {
-            let mut q: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+            let mut q: BTreeMap<u32, Vec<Queued>> = BTreeMap::new();
             if files.set.has("sk-queues.img") {
                 for (e, data) in files.set.with_payload::<pb::SkPacketEntry>("sk-queues.img")? {
-                    q.entry(e.id_for).or_default().push(data);
+                    let rights = e.scm.iter().flat_map(|c| c.rights.iter().copied()).collect();
+                    q.entry(e.id_for).or_default().push(Queued { data, rights });
                 }
             }
             st.queues = Some(q);
@@ -820,13 +1133,17 @@ impl OpenFile for UnixSkFile {
         if let Some(fd) = st.ends.remove(&self.ino) {
             return Ok(Some(fd));
         }
+        if self.external {
+            return Err(oerr(self, "an external socket has no fd to restore"));
+        }
+        st.started.insert(self.ino);
         if self.peer == self.ino {
             // Connected to itself (a bound datagram socket): bound, then
             // connected to its own name; its queue it sent itself.
             let q = st.queues.as_mut().expect("loaded above").remove(&id);
-            let s = new_bound(self)?;
-            connect_to(&s, self).map_err(|e| oerr(self, format!("connecting to itself: {e}")))?;
-            fill(&s, q.as_ref()).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
+            let s = new_bound(self, cx)?;
+            connect_to(&s, self, cx).map_err(|e| oerr(self, format!("connecting to itself: {e}")))?;
+            fill(&s, q.as_ref(), self, cx)?;
             shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
             cx.scratch::<Made>().plain_done.insert(self.ino);
@@ -835,17 +1152,43 @@ impl OpenFile for UnixSkFile {
         let peer = files
             .of::<UnixSkFile>()
             .find(|(_, p)| self.peer != 0 && p.ino == self.peer);
+        if let Some((_, l)) = peer.filter(|(_, p)| p.state == TCP_LISTEN && self.ty != libc::SOCK_DGRAM) {
+            // A connection waiting in its listener's backlog (not accepted
+            // yet): connected again and left there, after the connections
+            // the listener did accept (which accept() must not take from
+            // the backlog in their place).
+            ensure_listener(l, cx)?;
+            for (aid, a) in files.of::<UnixSkFile>() {
+                let st = cx.scratch::<Made>();
+                if accepted_by(files, a).is_some_and(|x| x.ino == l.ino)
+                    && !st.started.contains(&a.ino)
+                    && !st.ends.contains_key(&a.ino)
+                {
+                    if let Some(fd) = a.restore(aid, cx)? {
+                        cx.scratch::<Made>().ends.insert(a.ino, fd);
+                    }
+                }
+            }
+            let s = new_bound(self, cx)?;
+            connect_to(&s, l, cx)
+                .map_err(|e| oerr(self, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
+            set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
+            return Ok(Some(s));
+        }
+        let st = cx.scratch::<Made>();
         if let Some((sid, srv)) = peer.filter(|(_, p)| p.peer != self.ino) {
             // A datagram client connected to a bound server: the server
-            // first (with its queue), then connect to it.
-            if !st.plain_done.contains(&srv.ino) {
+            // first (with its queue), then connect to it (an external one
+            // is there already).
+            if !srv.external && !st.plain_done.contains(&srv.ino) {
                 let q = st.queues.as_mut().expect("loaded above").remove(&sid);
-                let fd = plain(srv, q.as_ref())?;
+                let fd = plain(srv, q.as_ref(), cx)?;
+                let st = cx.scratch::<Made>();
                 st.ends.insert(srv.ino, fd);
                 st.plain_done.insert(srv.ino);
             }
-            let s = new_bound(self)?;
-            connect_to(&s, srv)
+            let s = new_bound(self, cx)?;
+            connect_to(&s, srv, cx)
                 .map_err(|e| oerr(self, format!("connecting to its server (inode {}): {e}", srv.ino)))?;
             shut(&s, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             set_flags(&s, self.flags).map_err(|e| oerr(self, e))?;
@@ -861,15 +1204,7 @@ impl OpenFile for UnixSkFile {
         if is_pair(self.ty, self.state, self.peer, &self.name) {
             // A connected pair: both ends now (the peer's, if it is gone, is
             // closed once the queue is in).
-            let listener_of = |u: &UnixSkFile| {
-                (!u.name.is_empty())
-                    .then(|| {
-                        files
-                            .of::<UnixSkFile>()
-                            .find(|(_, l)| l.state == TCP_LISTEN && l.name == u.name && l.ino != u.ino)
-                    })
-                    .flatten()
-            };
+            let listener_of = |u: &UnixSkFile| accepted_by(files, u).map(|l| ((), l));
             let (a, b) = if let Some((_, l)) = listener_of(self) {
                 // This end was accepted by listener l: connect to it.
                 let (s, c) = accepted_pair(self, peer.map(|p| p.1), l, cx)?;
@@ -880,16 +1215,16 @@ impl OpenFile for UnixSkFile {
             } else {
                 let (a, b) = nix::sys::socket::socketpair(unix, ty, None, cloexec).map_err(|e| oerr(self, e))?;
                 set_opts(a.as_raw_fd(), &self.opts).map_err(|e| oerr(self, format!("socket options: {e}")))?;
-                bind(&a, self)?;
+                bind(&a, self, cx)?;
                 if let Some((_, p)) = peer {
                     set_opts(b.as_raw_fd(), &p.opts).map_err(|e| oerr(p, format!("socket options: {e}")))?;
-                    bind(&b, p)?;
+                    bind(&b, p, cx)?;
                 }
                 (a, b)
             };
-            fill(&b, my_q.as_ref()).map_err(|e| oerr(self, format!("putting back the queue: {e}")))?;
+            fill(&b, my_q.as_ref(), self, cx)?;
             if let Some((_, p)) = peer {
-                fill(&a, peer_q.as_ref()).map_err(|e| oerr(p, format!("putting back the queue: {e}")))?;
+                fill(&a, peer_q.as_ref(), p, cx)?;
             }
             shut(&a, self.shutdown).map_err(|e| oerr(self, format!("shutdown: {e}")))?;
             if let Some((_, p)) = peer {
@@ -902,7 +1237,7 @@ impl OpenFile for UnixSkFile {
             set_flags(&a, self.flags).map_err(|e| oerr(self, e))?;
             return Ok(Some(a));
         }
-        let s = plain(self, my_q.as_ref())?;
+        let s = plain(self, my_q.as_ref(), cx)?;
         cx.scratch::<Made>().plain_done.insert(self.ino);
         if self.state == TCP_LISTEN {
             let dup = s.try_clone().map_err(|e| oerr(self, e))?;
@@ -922,22 +1257,42 @@ fn accepted_pair(
     l: &UnixSkFile,
     cx: &mut super::RestoreCx,
 ) -> Result<(OwnedFd, OwnedFd), super::OpenError> {
-    let st = cx.scratch::<Made>();
-    if !st.listeners.contains_key(&l.ino) {
-        let fd = plain(l, None)?;
-        let dup = fd.try_clone().map_err(|e| oerr(l, e))?;
-        st.ends.insert(l.ino, fd);
-        st.listeners.insert(l.ino, dup);
-    }
-    let lfd = st.listeners.get(&l.ino).expect("made above");
+    let lfd = ensure_listener(l, cx)?;
     let cfd = match c {
-        Some(c) => new_bound(c)?,
+        Some(c) => new_bound(c, cx)?,
         None => new_socket(s)?,
     };
-    connect_to(&cfd, l).map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
-    let sfd = sks::accept(lfd.as_raw_fd()).map_err(|e| oerr(s, format!("accept on its listener: {e}")))?;
+    connect_to(&cfd, l, cx).map_err(|e| oerr(s, format!("connecting to its listener (inode {}): {e}", l.ino)))?;
+    let sfd = sks::accept(lfd).map_err(|e| oerr(s, format!("accept on its listener: {e}")))?;
     set_opts(sfd.as_raw_fd(), &s.opts).map_err(|e| oerr(s, format!("socket options: {e}")))?;
     Ok((sfd, cfd))
+}
+
+/// The listener a connection was accepted from: the listening socket of
+/// the set bound to the same name.
+fn accepted_by<'a>(files: &'a FileSet, u: &UnixSkFile) -> Option<&'a UnixSkFile> {
+    if u.name.is_empty() || u.state == TCP_LISTEN || !is_pair(u.ty, u.state, u.peer, &u.name) {
+        return None;
+    }
+    files
+        .of::<UnixSkFile>()
+        .map(|(_, l)| l)
+        .find(|l| l.state == TCP_LISTEN && l.name == u.name && l.ino != u.ino && !l.external)
+}
+
+/// The restored listener `l` (made now if its turn has not come; kept in
+/// `ends` for it): its fd.
+fn ensure_listener(l: &UnixSkFile, cx: &mut super::RestoreCx) -> Result<RawFd, super::OpenError> {
+    if !cx.scratch::<Made>().listeners.contains_key(&l.ino) {
+        cx.scratch::<Made>().started.insert(l.ino);
+        let fd = plain(l, None, cx)?;
+        let st = cx.scratch::<Made>();
+        let dup = fd.try_clone().map_err(|e| oerr(l, e))?;
+        st.ends.insert(l.ino, fd);
+        st.plain_done.insert(l.ino);
+        st.listeners.insert(l.ino, dup);
+    }
+    Ok(cx.scratch::<Made>().listeners[&l.ino].as_raw_fd())
 }
 
 fn sock_type(ty: i32) -> nix::sys::socket::SockType {
@@ -950,8 +1305,8 @@ fn sock_type(ty: i32) -> nix::sys::socket::SockType {
 
 /// An unconnected socket: made, optioned, bound, listening, its queue
 /// (a bound datagram socket's) sent to its name, shut down.
-fn plain(u: &UnixSkFile, queue: Option<&Vec<Vec<u8>>>) -> Result<OwnedFd, super::OpenError> {
-    let s = new_bound(u)?;
+fn plain(u: &UnixSkFile, queue: Option<&Vec<Queued>>, cx: &mut super::RestoreCx) -> Result<OwnedFd, super::OpenError> {
+    let s = new_bound(u, cx)?;
     if u.state == TCP_LISTEN {
         let backlog = nix::sys::socket::Backlog::new(u.backlog.min(i32::MAX as u32) as i32)
             .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
@@ -961,8 +1316,8 @@ fn plain(u: &UnixSkFile, queue: Option<&Vec<Vec<u8>>>) -> Result<OwnedFd, super:
         // Sent by an unbound socket of ours, connected to it (the senders
         // were unbound as well: the dump checked).
         let t = new_socket(u)?;
-        connect_to(&t, u).map_err(|e| oerr(u, format!("connecting a sender to put back its queue: {e}")))?;
-        fill(&t, Some(q)).map_err(|e| oerr(u, format!("putting back the queue: {e}")))?;
+        connect_to(&t, u, cx).map_err(|e| oerr(u, format!("connecting a sender to put back its queue: {e}")))?;
+        fill(&t, Some(q), u, cx)?;
     }
     shut(&s, u.shutdown).map_err(|e| oerr(u, format!("shutdown: {e}")))?;
     set_flags(&s, u.flags).map_err(|e| oerr(u, e))?;
@@ -981,15 +1336,20 @@ fn new_socket(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
 }
 
 /// A new socket of `u`'s type with `u`'s options, bound to `u`'s name.
-fn new_bound(u: &UnixSkFile) -> Result<OwnedFd, super::OpenError> {
+fn new_bound(u: &UnixSkFile, cx: &mut super::RestoreCx) -> Result<OwnedFd, super::OpenError> {
     let s = new_socket(u)?;
     set_opts(s.as_raw_fd(), &u.opts).map_err(|e| oerr(u, format!("socket options: {e}")))?;
-    bind(&s, u)?;
+    bind(&s, u, cx)?;
     Ok(s)
 }
 
 /// Connect `s` to the name `to` is bound to (relative names from its directory).
-fn connect_to(s: &OwnedFd, to: &UnixSkFile) -> std::io::Result<()> {
+fn connect_to(s: &OwnedFd, to: &UnixSkFile, cx: &mut super::RestoreCx) -> std::io::Result<()> {
+    if let Some(f) = cx.scratch::<Made>().unlinked.get(&to.ino) {
+        // Its path is gone: through the file itself.
+        let p = format!("/proc/self/fd/{}", f.as_raw_fd());
+        return sks::unix_connect(s.as_raw_fd(), p.as_bytes());
+    }
     match &to.name_dir {
         None => sks::unix_connect(s.as_raw_fd(), &to.name),
         Some(d) => in_dir(d, || sks::unix_connect(s.as_raw_fd(), &to.name)),
@@ -998,9 +1358,12 @@ fn connect_to(s: &OwnedFd, to: &UnixSkFile) -> std::io::Result<()> {
 
 /// Bind the socket to its dumped name, if it had one (a stale socket file
 /// the dumped tree left at the path is removed first).
-fn bind(s: &OwnedFd, u: &UnixSkFile) -> Result<(), super::OpenError> {
+fn bind(s: &OwnedFd, u: &UnixSkFile, cx: &mut super::RestoreCx) -> Result<(), super::OpenError> {
     if u.name.is_empty() {
         return Ok(());
+    }
+    if u.deleted {
+        return bind_deleted(s, u, cx);
     }
     if u.name[0] == 0 {
         return sks::unix_bind(s.as_raw_fd(), &u.name).map_err(|e| oerr(u, format!("bind (abstract name): {e}")));
@@ -1025,6 +1388,68 @@ fn bind(s: &OwnedFd, u: &UnixSkFile) -> Result<(), super::OpenError> {
     Ok(())
 }
 
+/// Bind to a path that was unlinked (or replaced) since, as CRIU does: the
+/// directories gone since are made for the bind and removed after, a file
+/// now at the path is moved aside meanwhile, and the socket's own file is
+/// unlinked once bound (an O_PATH fd of it is kept for the connections
+/// the restore makes to it).
+fn bind_deleted(s: &OwnedFd, u: &UnixSkFile, cx: &mut super::RestoreCx) -> Result<(), super::OpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    let path = match &u.name_dir {
+        Some(d) => format!("{}/{name}", d.trim_end_matches('/')),
+        None => name.clone(),
+    };
+    let p = std::path::Path::new(&path);
+    let mut missing = Vec::new();
+    let mut dir = p.parent();
+    while let Some(d) = dir.filter(|d| std::fs::symlink_metadata(d).is_err()) {
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    let mut made = Vec::new();
+    let park = format!("{path}.cryo-park-{}", u.ino);
+    let mut parked = false;
+    let r = (|| -> Result<std::fs::File, String> {
+        for d in missing.iter().rev() {
+            std::fs::create_dir(d).map_err(|e| format!("making the directory {d:?} gone since: {e}"))?;
+            made.push(d.clone());
+        }
+        if std::fs::symlink_metadata(p).is_ok() {
+            std::fs::rename(p, &park).map_err(|e| format!("moving aside the file now at {path:?}: {e}"))?;
+            parked = true;
+        }
+        match &u.name_dir {
+            None => sks::unix_bind(s.as_raw_fd(), &u.name),
+            Some(d) => in_dir(d, || sks::unix_bind(s.as_raw_fd(), &u.name)),
+        }
+        .map_err(|e| format!("bind to {path:?}: {e}"))?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(p)
+            .map_err(|e| format!("opening the socket file {path:?}: {e}"));
+        let gone = std::fs::remove_file(p).map_err(|e| format!("unlinking {path:?} again: {e}"));
+        let f = f?;
+        gone?;
+        Ok(f)
+    })();
+    if parked {
+        if let Err(e) = std::fs::rename(&park, p) {
+            return Err(oerr(
+                u,
+                format!("putting back the file at {path:?} (now {park:?}): {e}"),
+            ));
+        }
+    }
+    for d in made.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+    let f = r.map_err(|e| oerr(u, e))?;
+    cx.scratch::<Made>().unlinked.insert(u.ino, f);
+    Ok(())
+}
+
 /// Run `f` (a bind or connect to a relative name) in directory `dir`: in a
 /// thread of our own with a working directory of its own
 /// (unshare(CLONE_FS)), so the engine's stays as it is.
@@ -1041,13 +1466,33 @@ fn in_dir(dir: &str, f: impl FnOnce() -> std::io::Result<()> + Send) -> std::io:
 }
 
 /// Send the packets of a queue into the socket at the other end.
-fn fill(from: &OwnedFd, packets: Option<&Vec<Vec<u8>>>) -> std::io::Result<()> {
+/// The files in flight go with their packet (SCM_RIGHTS), opened through
+/// their kinds (or shared with the task that holds them too).
+fn fill(
+    from: &OwnedFd,
+    packets: Option<&Vec<Queued>>,
+    u: &UnixSkFile,
+    cx: &mut super::RestoreCx,
+) -> Result<(), super::OpenError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let err = |e: nix::Error| oerr(u, format!("putting back the queue: {e}"));
     for p in packets.into_iter().flatten() {
         let mut off = 0;
+        let fds = p
+            .rights
+            .iter()
+            .map(|r| cx.in_flight(*r))
+            .collect::<Result<Vec<RawFd>, _>>()?;
         loop {
-            let n = nix::sys::socket::send(from.as_raw_fd(), &p[off..], nix::sys::socket::MsgFlags::MSG_DONTWAIT)?;
+            let n = if off == 0 && !fds.is_empty() {
+                let iov = [std::io::IoSlice::new(&p.data)];
+                let cmsg = [ControlMessage::ScmRights(&fds)];
+                sendmsg::<UnixAddr>(from.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).map_err(err)?
+            } else {
+                nix::sys::socket::send(from.as_raw_fd(), &p.data[off..], MsgFlags::MSG_DONTWAIT).map_err(err)?
+            };
             off += n;
-            if off >= p.len() {
+            if off >= p.data.len() {
                 break;
             }
         }
@@ -1139,6 +1584,16 @@ mod tests {
             v.push(0);
         }
         v
+    }
+
+    #[test]
+    fn path_names_carry_their_nul_in_the_image_as_criu_writes_them() {
+        assert_eq!(image_name(b"/a/b.sock"), b"/a/b.sock\0");
+        assert_eq!(image_name(b"\0abs"), b"\0abs");
+        assert_eq!(image_name(b""), b"");
+        assert_eq!(plain_name(b"/a/b.sock\0"), b"/a/b.sock");
+        assert_eq!(plain_name(b"/a/b.sock"), b"/a/b.sock");
+        assert_eq!(plain_name(b"\0abs\0"), b"\0abs\0");
     }
 
     #[test]

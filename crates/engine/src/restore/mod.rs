@@ -452,12 +452,11 @@ impl RestoreCtx {
         }
         // Every file a task uses, by its kind (the registry's).
         for id in used {
-            let desc = plan
-                .files
-                .get(id)
-                .ok_or_else(|| prep(format!("file id {id}"), "not in files.img (engine bug)"))?;
+            if plan.files.get(id).is_none() {
+                return Err(prep(format!("file id {id}"), "not in files.img (engine bug)"));
+            }
             // None: opened by the task itself once every task exists.
-            if let Some(fd) = desc.restore(id, &mut cx)? {
+            if let Some(fd) = cx.open(id)? {
                 fd_pool.insert(id, self.keep(fd, base)?);
             }
         }

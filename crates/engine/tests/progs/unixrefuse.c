@@ -1,7 +1,7 @@
 /* Unix sockets cryo must refuse to dump: argv[2] says which one this program holds.
- *   scm       an fd in flight (SCM_RIGHTS) in a socketpair's queue
- *   backlog   a listening socket with a connection not yet accepted
- *   unlinked  a datagram socket whose bound path was unlinked
+ *   scm       a socket in flight (SCM_RIGHTS) in a socketpair's queue
+ *   backlog   a listening socket with a connection not yet accepted whose client sent data
+ *   closed    a listening socket with a connection not yet accepted whose client is closed
  *   peekoff   a socketpair end with SO_PEEK_OFF in use
  *   outside   a socketpair whose other end a child holds: the child is the one to dump
  * Prints "ready pid=PID" (the pid to dump). On SIGUSR1 the dumped process checks that its object
@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include "usr1.h"
 
-static int sv[2], lis, cl, dg;
+static int sv[2], lis, cl;
 static const char *mode;
 
 static int intact(void)
@@ -32,12 +32,9 @@ static int intact(void)
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
 		return recvmsg(sv[1], &m, MSG_DONTWAIT) == 1 && CMSG_FIRSTHDR(&m) && CMSG_FIRSTHDR(&m)->cmsg_type == SCM_RIGHTS;
 	}
-	if (!strcmp(mode, "backlog"))
-		return accept4(lis, NULL, NULL, SOCK_NONBLOCK) >= 0;
-	if (!strcmp(mode, "unlinked")) {
-		struct sockaddr_un u;
-		l = sizeof(u);
-		return getsockname(dg, (void *)&u, &l) == 0 && strstr(u.sun_path, "gone.sock");
+	if (!strcmp(mode, "backlog") || !strcmp(mode, "closed")) {
+		int s = accept4(lis, NULL, NULL, SOCK_NONBLOCK);
+		return s >= 0 && (mode[0] == 'c' || (read(s, &c, 1) == 1 && c == 'd'));
 	}
 	if (!strcmp(mode, "peekoff"))
 		return getsockopt(sv[0], SOL_SOCKET, SO_PEEK_OFF, &v, &l) == 0 && v == 1 && recv(sv[0], &c, 1, MSG_PEEK) == 1 && c == 'b';
@@ -50,7 +47,9 @@ int main(int argc, char **argv)
 	mode = argv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 2;
 	if (!strcmp(mode, "scm")) {
-		int fd = open("/dev/null", O_RDONLY);
+		int pair[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, pair)) return 2;
+		int fd = pair[0];
 		char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
 		struct iovec iov = { "s", 1 };
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
@@ -61,18 +60,15 @@ int main(int argc, char **argv)
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 		if (sendmsg(sv[0], &m, 0) != 1) return 2;
 		close(fd);
-	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "unlinked")) {
+	} else if (!strcmp(mode, "backlog") || !strcmp(mode, "closed")) {
 		struct sockaddr_un u = { .sun_family = AF_UNIX };
-		snprintf(u.sun_path, sizeof(u.sun_path), "%s/%s", argv[1], mode[0] == 'b' ? "l.sock" : "gone.sock");
+		snprintf(u.sun_path, sizeof(u.sun_path), "%s/%s", argv[1], "l.sock");
 		unlink(u.sun_path);
-		if (mode[0] == 'b') {
-			lis = socket(AF_UNIX, SOCK_STREAM, 0);
-			cl = socket(AF_UNIX, SOCK_STREAM, 0);
-			if (bind(lis, (void *)&u, sizeof(u)) || listen(lis, 4) || connect(cl, (void *)&u, sizeof(u))) return 2;
-		} else {
-			dg = socket(AF_UNIX, SOCK_DGRAM, 0);
-			if (bind(dg, (void *)&u, sizeof(u)) || unlink(u.sun_path)) return 2;
-		}
+		lis = socket(AF_UNIX, SOCK_STREAM, 0);
+		cl = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (bind(lis, (void *)&u, sizeof(u)) || listen(lis, 4) || connect(cl, (void *)&u, sizeof(u))) return 2;
+		if (mode[0] == 'b' && write(cl, "d", 1) != 1) return 2;
+		if (mode[0] == 'c') close(cl);
 	} else if (!strcmp(mode, "peekoff")) {
 		int v = 1;
 		if (write(sv[1], "ab", 2) != 2 || setsockopt(sv[0], SOL_SOCKET, SO_PEEK_OFF, &v, sizeof(v))) return 2;
