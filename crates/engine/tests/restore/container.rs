@@ -1,0 +1,262 @@
+//! Container-shaped trees built with the system's tools: a busybox root
+//! filesystem (Debian's busybox-static) pivot_root'ed in a mount namespace
+//! of its own, with proc, a tmpfs holding files, a bind mount of a
+//! directory of that tmpfs, a read-only bind mount of a directory of the
+//! root, mqueue, and a network namespace with lo up and a veth whose other
+//! end is in a client namespace the test also makes (`unshare -n`). Nothing
+//! touches the host's mounts or network: the container's mounts die with
+//! its mount namespace, the veth with its network namespaces.
+
+use super::*;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+
+use cryo_engine::state::{mnt, netns};
+use cryo_image::pb;
+
+/// The container's address on the veth, and the client's.
+const CT_ADDR: &str = "10.213.7.2";
+const CL_ADDR: &str = "10.213.7.1";
+
+pub struct Container {
+    pub root: PathBuf,
+    pub pid: i32,
+    ct: Child,
+    client: Child,
+    pub client_pid: i32,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.ct.kill();
+        let _ = self.ct.wait();
+        let _ = self.client.kill();
+        let _ = self.client.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn busybox() -> &'static str {
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox missing: apt-get install busybox-static (.ci/run does)"
+    );
+    "/bin/busybox"
+}
+
+/// A busybox root filesystem in a fresh directory.
+pub fn rootfs(name: &str) -> PathBuf {
+    let root = common::tmp_dir(name);
+    for d in [
+        "bin",
+        "proc",
+        "data",
+        "mnt/sub",
+        "mnt/etc",
+        "etc",
+        "dev/mqueue",
+        "old",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("etc/conf"), "conf\n").unwrap();
+    root
+}
+
+impl Container {
+    /// Start the container; `exec` is what its init runs after pivot_root
+    /// (a busybox command line).
+    pub fn start(name: &str, exec: &str) -> Container {
+        let root = rootfs(name);
+        let client = Command::new("unshare")
+            .args(["-n", "sleep", "100000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let client_pid = client.id() as i32;
+        // unshare execs sleep in place: wait until it has its own netns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{client_pid}/ns/net")).ok()
+            == std::fs::read_link("/proc/self/ns/net").ok()
+        {
+            assert!(Instant::now() < deadline, "client namespace did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = root.display();
+        let script = format!(
+            "set -e
+             for f in /proc/self/fd/*; do n=${{f##*/}}; [ $n -gt 2 ] && eval \"exec $n>&-\" 2>/dev/null || true; done
+             mount --bind {r} {r}
+             mount -t proc proc {r}/proc
+             mount -t tmpfs -o size=1m,mode=755 data {r}/data
+             mkdir {r}/data/sub; echo hello > {r}/data/sub/f; echo top > {r}/data/top
+             mount --bind {r}/data/sub {r}/mnt/sub
+             mount --bind {r}/etc {r}/mnt/etc; mount -o remount,bind,ro {r}/mnt/etc
+             mount -t mqueue mq {r}/dev/mqueue
+             ip link set lo up
+             ip link add eth0 type veth peer name cl0 netns {client_pid}
+             ip addr add {CT_ADDR}/24 dev eth0
+             ip link set eth0 up
+             ip route add 10.213.8.0/24 via {CL_ADDR}
+             nsenter --net=/proc/{client_pid}/ns/net ip addr add {CL_ADDR}/24 dev cl0
+             nsenter --net=/proc/{client_pid}/ns/net ip link set cl0 up
+             nsenter --net=/proc/{client_pid}/ns/net ip link set lo up
+             nft add table inet cryotest
+             nft add chain inet cryotest input '{{ type filter hook input priority 0 ; }}'
+             nft add rule inet cryotest input tcp dport 9 drop
+             cd {r}; pivot_root . old; /bin/busybox umount -l /old
+             exec {exec} <&- >&- 2>/tmp/ct.err"
+        );
+        let ct = Command::new("setsid")
+            .args(["unshare", "-m", "-n", "--propagation", "private", "bash", "-c", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = ct.id() as i32;
+        let mut c = Container {
+            root,
+            pid,
+            ct,
+            client,
+            client_pid,
+        };
+        loop {
+            let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "busybox" && mi.contains(" /dev/mqueue ") && !mi.contains(" /old") {
+                break;
+            }
+            if let Ok(Some(st)) = c.ct.try_wait() {
+                let mut e = String::new();
+                use std::io::Read;
+                c.ct.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+                panic!("container setup failed ({st}): {e}");
+            }
+            assert!(Instant::now() < deadline, "container did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        c
+    }
+
+    /// Run a command in the client's network namespace.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.client_pid))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn decode_json(path: &Path) -> serde_json::Value {
+    let o = Command::new("crit")
+        .args(["decode", "-i"])
+        .arg(path)
+        .output()
+        .expect("Debian's crit");
+    assert!(
+        o.status.success(),
+        "python crit cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn container_mounts_and_net_dump_as_criu_writes_them() {
+    let c = Container::start("ct-dump", "/bin/busybox sleep 100000");
+    let dir = common::tmp_dir("ct-dump-img");
+    // The client reaches the container over the veth.
+    let o = c.client(&["/bin/busybox", "ping", "-c1", "-W5", CT_ADDR]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let (mounts, _) = mnt::survey(c.pid, &BTreeMap::new()).unwrap();
+    let written = mnt::dump(c.pid, 10, &dir, &BTreeMap::new()).unwrap();
+    let data = mounts.iter().find(|m| m.mountpoint == "/data").unwrap();
+    assert_eq!(
+        written,
+        vec![mnt::tmpfs_image_name(data.s_dev), "mountpoints-10.img".to_string()]
+    );
+    // The entries: mountinfo reversed, each mount as it is.
+    let entries: Vec<pb::MntEntry> = cryo_image::read_entries(dir.join("mountpoints-10.img"), "MNTS").unwrap();
+    let mps: Vec<&str> = entries.iter().map(|e| e.mountpoint.as_str()).collect();
+    assert_eq!(mps, ["/dev/mqueue", "/mnt/etc", "/mnt/sub", "/data", "/proc", "/"]);
+    let by = |mp: &str| entries.iter().find(|e| e.mountpoint == mp).unwrap();
+    assert_eq!(by("/proc").fstype, pb::Fstype::Proc as u32);
+    assert_eq!(by("/data").fstype, pb::Fstype::Tmpfs as u32);
+    assert_eq!(by("/data").options, "size=1024k,mode=755");
+    assert_eq!(by("/mnt/sub").root, "/sub");
+    assert_eq!(by("/mnt/etc").flags & mnt::MS_RDONLY, mnt::MS_RDONLY);
+    assert_eq!(by("/").root, c.root.display().to_string());
+    let tree = mnt::describe(&entries).unwrap();
+    assert_eq!(
+        tree.get(by("/mnt/sub").mnt_id).unwrap().kind,
+        mnt::MountKind::Bind { of: by("/data").mnt_id }
+    );
+    assert_eq!(
+        tree.get(by("/mnt/etc").mnt_id).unwrap().kind,
+        mnt::MountKind::Bind { of: by("/").mnt_id }
+    );
+    // The tmpfs tarball holds the files (tar as CRIU runs it).
+    let tgz = dir.join(mnt::tmpfs_image_name(data.s_dev));
+    let o = Command::new("tar").arg("tzf").arg(&tgz).output().unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(list.contains("./sub/f") && list.contains("./top"), "{list}");
+
+    // The network namespace.
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", c.pid)).unwrap();
+    let files = netns::dump(&ns, 9, &dir, &|_| None).unwrap();
+    for f in [
+        "netdev-9.img",
+        "ifaddr-9.img",
+        "route-9.img",
+        "nftables-9.img",
+        "netns-9.img",
+    ] {
+        assert!(files.iter().any(|x| x == f), "{f} not written: {files:?}");
+    }
+    let devs: Vec<pb::NetDeviceEntry> = cryo_image::read_entries(dir.join("netdev-9.img"), "NETDEV").unwrap();
+    let names: Vec<&str> = devs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["lo", "eth0"]);
+    assert_eq!(devs[0].r#type, pb::NdType::Loopback as i32);
+    assert_eq!(devs[0].flags & 1, 1, "lo is up");
+    assert_eq!(devs[1].r#type, pb::NdType::Veth as i32);
+    assert_eq!(devs[1].address.as_ref().map(|a| a.len()), Some(6));
+    assert_eq!(devs[1].peer_nsid, None, "the peer is outside the tree");
+    assert_eq!(devs[0].conf4.len(), netns::DEVCONFS4.len());
+    assert_eq!(devs[0].conf6.len(), netns::DEVCONFS6.len());
+    let nft = std::fs::read_to_string(dir.join("nftables-9.img")).unwrap();
+    assert!(
+        nft.contains("table inet cryotest") && nft.contains("tcp dport 9 drop"),
+        "{nft}"
+    );
+    // ifaddr/route are `ip ... save` dumps: `ip ... showdump` reads them.
+    let show = |what: &str, f: &str| {
+        let o = Command::new("ip")
+            .args([what, "showdump"])
+            .stdin(std::fs::File::open(dir.join(f)).unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(show("addr", "ifaddr-9.img").contains(&format!("{CT_ADDR}/24")));
+    assert!(show("route", "route-9.img").contains("10.213.8.0/24 via 10.213.7.1"));
+    // Python crit decodes every image with a magic.
+    for f in ["mountpoints-10.img", "netdev-9.img", "netns-9.img"] {
+        let j = decode_json(&dir.join(f));
+        assert!(j["entries"].as_array().is_some_and(|e| !e.is_empty()), "{f}: {j}");
+    }
+    // A device cryo cannot make is refused, naming it.
+    std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", c.pid))
+        .args(["ip", "link", "add", "br0", "type", "bridge"])
+        .status()
+        .unwrap();
+    let e = netns::survey(&ns).unwrap_err().to_string();
+    assert!(e.contains("br0") && e.contains("bridge"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
