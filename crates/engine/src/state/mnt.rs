@@ -682,6 +682,342 @@ pub fn dump(
     }
 }
 
+/// Why a mount namespace cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum MntRestoreError {
+    #[error("{0}")]
+    Check(String),
+    #[error("mount {mnt_id} at {mountpoint}: {what}: {errno}")]
+    Sys {
+        mnt_id: u32,
+        mountpoint: String,
+        what: String,
+        errno: nix::errno::Errno,
+    },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// How the restore finds what is outside the images.
+#[derive(Debug, Clone, Default)]
+pub struct MntRestoreOpts {
+    /// `--root`: the root filesystem the namespace is rebuilt on.
+    pub root: Option<std::path::PathBuf>,
+    /// `--external mnt[KEY]:PATH` / `--ext-mount-map KEY:PATH`.
+    pub externals: BTreeMap<String, std::path::PathBuf>,
+}
+
+/// The tmpfs contents image of a superblock: CRIU's tmpfs-dev-DEV (or the
+/// older tmpfs-MNTID) tarball.
+pub fn tmpfs_image(images: &std::path::Path, m: &Mount) -> Option<std::path::PathBuf> {
+    [tmpfs_image_name(m.s_dev), format!("tmpfs-{}.tar.gz.img", m.mnt_id)]
+        .into_iter()
+        .map(|n| images.join(n))
+        .find(|p| p.exists())
+}
+
+/// Check, before anything exists, that the tree can be rebuilt here:
+/// `--root` given, every external mount declared and present, every tmpfs
+/// with its contents, every file system known to the kernel.
+pub fn check_restore(tree: &MountTree, images: &std::path::Path, o: &MntRestoreOpts) -> Result<(), MntRestoreError> {
+    let root = o.root.as_ref().ok_or_else(|| {
+        MntRestoreError::Check(format!(
+            "the tree has a mount namespace of its own (root mount {} was {}): give the root filesystem to \
+             restore it on with --root DIR",
+            tree.root().mnt_id,
+            tree.root().root
+        ))
+    })?;
+    if !root.is_dir() {
+        return Err(MntRestoreError::Check(format!(
+            "--root {}: not a directory",
+            root.display()
+        )));
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    for m in &tree.mounts {
+        match &m.kind {
+            MountKind::External { key } => match o.externals.get(key) {
+                None => {
+                    return Err(MntRestoreError::Check(format!(
+                        "mount {} at {} is external (key {key:?}): say where it is with --external mnt[{key}]:PATH \
+                         (or --ext-mount-map {key}:PATH)",
+                        m.mnt_id, m.mountpoint
+                    )))
+                }
+                Some(p) if !p.exists() => {
+                    return Err(MntRestoreError::Check(format!(
+                        "--external mnt[{key}]:{}: no such file or directory",
+                        p.display()
+                    )))
+                }
+                Some(_) => {}
+            },
+            MountKind::Fresh => {
+                let name = mountable_fs(m.fstype).unwrap_or("?");
+                if !fs.lines().any(|l| l.split_whitespace().last() == Some(name)) {
+                    return Err(MntRestoreError::Check(format!(
+                        "mount {} at {}: this kernel has no {name} file system",
+                        m.mnt_id, m.mountpoint
+                    )));
+                }
+                if m.fstype == pb::Fstype::Tmpfs as u32 && tmpfs_image(images, m).is_none() {
+                    return Err(MntRestoreError::Check(format!(
+                        "mount {} at {}: its contents ({}) are not in {}",
+                        m.mnt_id,
+                        m.mountpoint,
+                        tmpfs_image_name(m.s_dev),
+                        images.display()
+                    )));
+                }
+            }
+            MountKind::Root | MountKind::Bind { .. } => {}
+        }
+        if m.flags & MS_SHARED != 0 && m.flags & MS_SLAVE != 0 {
+            return Err(MntRestoreError::Check(format!(
+                "mount {} at {}: shared and a slave at once is not restored",
+                m.mnt_id, m.mountpoint
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The per-mount MS_* flags mount(2) takes back.
+const MNT_FLAGS: u32 =
+    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME;
+
+fn ms(f: u32) -> nix::mount::MsFlags {
+    nix::mount::MsFlags::from_bits_truncate(f as libc::c_ulong)
+}
+
+/// Rebuild the tree in the calling thread's mount namespace, under `yard`
+/// (a directory the tree's root is bound on), then make `yard` the root
+/// (pivot_root, the old root detached). The caller has unshared
+/// CLONE_FS|CLONE_NEWNS on this thread: nothing of it is seen outside, and
+/// every mount disappears with the namespace if anything fails.
+/// `skip` says which mounts to leave for later (proc, which must be
+/// mounted from inside the tree's pid namespace).
+pub fn build(
+    tree: &MountTree,
+    images: &std::path::Path,
+    o: &MntRestoreOpts,
+    skip: &dyn Fn(&Mount) -> bool,
+) -> Result<(), MntRestoreError> {
+    use nix::mount::{mount, MsFlags};
+    let root = o
+        .root
+        .as_ref()
+        .ok_or_else(|| MntRestoreError::Check("no --root".into()))?;
+    let sys = |m: &Mount, what: String| {
+        let (mnt_id, mountpoint) = (m.mnt_id, m.mountpoint.clone());
+        move |errno| MntRestoreError::Sys {
+            mnt_id,
+            mountpoint,
+            what,
+            errno,
+        }
+    };
+    let r = tree.root();
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys(r, "make / private".into()))?;
+    mount(
+        Some(root.as_path()),
+        root.as_path(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys(r, format!("bind --root {}", root.display())))?;
+    // Where each mount of the tree is now (for binds of it).
+    let mut at: BTreeMap<u32, std::path::PathBuf> = BTreeMap::new();
+    at.insert(r.mnt_id, root.clone());
+    let join = |base: &std::path::Path, p: &str| base.join(p.trim_start_matches('/'));
+    // Groups: the first mount of a peer group made shared, the others bound from it.
+    for m in &tree.mounts[1..] {
+        if skip(m) {
+            continue;
+        }
+        let parent = at.get(&m.parent_mnt_id).ok_or_else(|| {
+            MntRestoreError::Check(format!("mount {}: parent {} not mounted", m.mnt_id, m.parent_mnt_id))
+        })?;
+        let parent_m = tree.get(m.parent_mnt_id).unwrap();
+        let rel = m.mountpoint.strip_prefix(&parent_m.mountpoint).ok_or_else(|| {
+            MntRestoreError::Check(format!(
+                "mount {} at {} is not under its parent",
+                m.mnt_id, m.mountpoint
+            ))
+        })?;
+        let target = join(parent, rel);
+        if !target.exists() {
+            return Err(MntRestoreError::Check(format!(
+                "mount {}: its mountpoint {} does not exist in the restored tree",
+                m.mnt_id,
+                target.display()
+            )));
+        }
+        match &m.kind {
+            MountKind::Root => unreachable!("one root"),
+            MountKind::Fresh => {
+                let fs = mountable_fs(m.fstype).unwrap();
+                let flags =
+                    (m.flags & MNT_FLAGS & !MS_RDONLY) | (m.sb_flags & (MS_SYNCHRONOUS | MS_DIRSYNC | MS_MANDLOCK));
+                let data = (!m.options.is_empty()).then_some(m.options.as_str());
+                let src = if m.source.is_empty() { fs } else { m.source.as_str() };
+                mount(Some(src), &target, Some(fs), ms(flags), data).map_err(sys(m, format!("mount {fs}")))?;
+                if m.fstype == pb::Fstype::Tmpfs as u32 {
+                    let img = tmpfs_image(images, m)
+                        .ok_or_else(|| MntRestoreError::Check(format!("no tmpfs image for mount {}", m.mnt_id)))?;
+                    let f = std::fs::File::open(&img).map_err(|source| MntRestoreError::Io {
+                        what: img.display().to_string(),
+                        source,
+                    })?;
+                    let out = std::process::Command::new("tar")
+                        .args(["--extract", "--gzip", "--no-unquote", "--no-wildcards", "--directory"])
+                        .arg(&target)
+                        .stdin(f)
+                        .stderr(std::process::Stdio::piped())
+                        .output()
+                        .map_err(|source| MntRestoreError::Io {
+                            what: "tar".into(),
+                            source,
+                        })?;
+                    if !out.status.success() {
+                        return Err(MntRestoreError::Check(format!(
+                            "mount {} at {}: tar --extract of {} failed: {}",
+                            m.mnt_id,
+                            m.mountpoint,
+                            img.display(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )));
+                    }
+                }
+                // Superblock read-only last (after the contents).
+                if m.sb_flags & MS_RDONLY != 0 || m.flags & MS_RDONLY != 0 {
+                    let f = flags | MS_RDONLY;
+                    mount(None::<&str>, &target, None::<&str>, MsFlags::MS_REMOUNT | ms(f), data)
+                        .map_err(sys(m, "remount read-only".into()))?;
+                }
+            }
+            MountKind::Bind { of } => {
+                let src_m = tree.get(*of).unwrap();
+                let base = at.get(of).ok_or_else(|| {
+                    MntRestoreError::Check(format!("mount {}: bind source {of} not mounted", m.mnt_id))
+                })?;
+                let sub = m.root.strip_prefix(&src_m.root).unwrap_or(&m.root);
+                let src = if src_m.root == "/" {
+                    join(base, &m.root)
+                } else {
+                    join(base, sub)
+                };
+                mount(Some(&src), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(sys(m, format!("bind {}", src.display())))?;
+            }
+            MountKind::External { key } => {
+                let src = &o.externals[key];
+                mount(
+                    Some(src.as_path()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(sys(m, format!("bind external {}", src.display())))?;
+            }
+        }
+        if !matches!(m.kind, MountKind::Fresh) && m.flags & MNT_FLAGS & !(MS_RELATIME | MS_STRICTATIME) != 0 {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | ms(m.flags & MNT_FLAGS),
+                None::<&str>,
+            )
+            .map_err(sys(m, "remount bind with its flags".into()))?;
+        }
+        at.insert(m.mnt_id, target);
+    }
+    // Propagation, parents first: shared groups, then slaves.
+    let mut groups: BTreeMap<u32, u32> = BTreeMap::new();
+    for m in &tree.mounts {
+        let Some(p) = at.get(&m.mnt_id) else { continue };
+        if m.flags & MS_SHARED != 0 {
+            mount(None::<&str>, p, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+                .map_err(sys(m, "make shared".into()))?;
+            groups.entry(m.shared_id).or_insert(m.mnt_id);
+        }
+        if m.flags & MS_UNBINDABLE != 0 {
+            mount(None::<&str>, p, None::<&str>, MsFlags::MS_UNBINDABLE, None::<&str>)
+                .map_err(sys(m, "make unbindable".into()))?;
+        }
+    }
+    for m in &tree.mounts {
+        if m.master_id == 0 {
+            continue;
+        }
+        let Some(p) = at.get(&m.mnt_id) else { continue };
+        mount(None::<&str>, p, None::<&str>, MsFlags::MS_SLAVE, None::<&str>).map_err(sys(m, "make slave".into()))?;
+    }
+    // The root's own flags, then pivot_root into it.
+    if r.flags & MS_RDONLY != 0 {
+        mount(
+            None::<&str>,
+            root.as_path(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | ms(r.flags & MNT_FLAGS),
+            None::<&str>,
+        )
+        .map_err(sys(r, "remount the root read-only".into()))?;
+    }
+    nix::unistd::chdir(root.as_path()).map_err(sys(r, "chdir to the root".into()))?;
+    nix::unistd::pivot_root(".", ".").map_err(sys(r, "pivot_root".into()))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(sys(r, "detach the old root".into()))?;
+    nix::unistd::chdir("/").map_err(sys(r, "chdir /".into()))?;
+    Ok(())
+}
+
+/// A mount namespace made for a restore: held by an open /proc/…/ns/mnt
+/// (setns into it to enter); closing it (and no task in it) removes it with
+/// every mount.
+pub struct MntNs {
+    pub fd: std::fs::File,
+}
+
+/// Make a new mount namespace (on a scoped thread that unshares
+/// CLONE_FS|CLONE_NEWNS), rebuild the tree in it and pivot_root to its root.
+pub fn make_ns(
+    tree: &MountTree,
+    images: &std::path::Path,
+    o: &MntRestoreOpts,
+    skip: &(dyn Fn(&Mount) -> bool + Sync),
+) -> Result<MntNs, MntRestoreError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use nix::sched::{unshare, CloneFlags};
+            unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(|errno| MntRestoreError::Sys {
+                mnt_id: tree.root().mnt_id,
+                mountpoint: "/".into(),
+                what: "unshare a mount namespace".into(),
+                errno,
+            })?;
+            let fd = std::fs::File::open("/proc/thread-self/ns/mnt").map_err(|source| MntRestoreError::Io {
+                what: "/proc/thread-self/ns/mnt".into(),
+                source,
+            })?;
+            build(tree, images, o, skip)?;
+            Ok(MntNs { fd })
+        })
+        .join()
+        .map_err(|_| MntRestoreError::Check("the mount namespace thread panicked".into()))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -540,6 +540,213 @@ pub fn describe(
     })
 }
 
+/// A network namespace made for a restore, held by an open /proc/…/ns/net.
+pub struct NetNs {
+    pub fd: std::fs::File,
+}
+
+fn run(cmd: &[&str], input: Option<&Path>) -> Result<(), NetError> {
+    let mut c = std::process::Command::new(cmd[0]);
+    c.args(&cmd[1..]).stderr(std::process::Stdio::piped());
+    c.stdout(std::process::Stdio::null());
+    if let Some(p) = input {
+        c.stdin(std::fs::File::open(p).map_err(io_err(p.display().to_string()))?);
+    } else {
+        c.stdin(std::process::Stdio::null());
+    }
+    let o = c.output().map_err(io_err(cmd.join(" ")))?;
+    if !o.status.success() {
+        return Err(NetError::Tool {
+            cmd: format!(
+                "{}{}",
+                cmd.join(" "),
+                input.map(|p| format!(" < {}", p.display())).unwrap_or_default()
+            ),
+            status: o.status.to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().into(),
+        });
+    }
+    Ok(())
+}
+
+fn mac(a: &[u8]) -> String {
+    a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Write the sysctls of `confs` that differ from what the kernel has now
+/// (accept_redirects last, after forwarding, as CRIU orders them).
+fn write_confs(proto: &str, dev: &str, confs: &[(String, pb::SysctlEntry)]) -> Result<(), NetError> {
+    let mut order: Vec<&(String, pb::SysctlEntry)> = confs.iter().filter(|(n, _)| n != "accept_redirects").collect();
+    order.extend(confs.iter().filter(|(n, _)| n == "accept_redirects"));
+    for (name, e) in order {
+        let path = format!("net/{proto}/conf/{dev}/{name}");
+        let want = match (e.iarg, &e.sarg) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(s)) => s.trim_end().to_string(),
+            _ => continue,
+        };
+        let now = read_sysctl(&path);
+        if now.as_deref().map(str::trim_end) == Some(want.as_str()) {
+            continue;
+        }
+        if now.is_none() {
+            // The kernel lacks it: CRIU skips sysctls it cannot read too.
+            continue;
+        }
+        std::fs::write(format!("/proc/sys/{path}"), format!("{want}\n"))
+            .map_err(io_err(format!("write {path}={want}")))?;
+    }
+    Ok(())
+}
+
+/// Probe, in a scratch network namespace that dies with its thread, that
+/// this kernel can make the devices of `plan` (before any task exists).
+pub fn check_restore(plan: &NetPlan) -> Result<(), NetError> {
+    if !plan.devices.iter().any(|d| d.ty == pb::NdType::Veth) {
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<(), NetError> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io_err("unshare a scratch network namespace")(e.into()))?;
+            run(
+                &[
+                    "ip",
+                    "link",
+                    "add",
+                    "cryoprobe0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "cryoprobe1",
+                ],
+                None,
+            )
+            .map_err(|e| NetError::Device {
+                name: plan
+                    .devices
+                    .iter()
+                    .find(|d| d.ty == pb::NdType::Veth)
+                    .unwrap()
+                    .name
+                    .clone(),
+                index: 0,
+                why: format!("this kernel cannot make veth devices: {e}"),
+            })
+        })
+        .join()
+        .map_err(|_| NetError::Parse("the probe thread panicked".into()))?
+    })
+}
+
+/// Make a new network namespace and restore `plan` in it: devices (lo up,
+/// veth pairs whose outside ends go to the engine's namespace under the
+/// names `veth_pairs` gives, in the network namespace of `outside_pid`,
+/// the engine's own in a restore), their sysctls, the addresses, routes,
+/// rules, nftables (and legacy iptables) rules, the namespace's sysctls.
+pub fn make_ns(
+    plan: &NetPlan,
+    images: &Path,
+    veth_pairs: &BTreeMap<String, String>,
+    outside_pid: u32,
+) -> Result<NetNs, NetError> {
+    let outside = outside_pid.to_string();
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<NetNs, NetError> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io_err("unshare a network namespace")(e.into()))?;
+            let fd = std::fs::File::open("/proc/thread-self/ns/net").map_err(io_err("/proc/thread-self/ns/net"))?;
+            let ns_id = plan.ns_id;
+            if let Some(n) = &plan.netns {
+                let named = |v: &[pb::SysctlEntry], names: &[&str]| {
+                    names
+                        .iter()
+                        .zip(v)
+                        .map(|(a, b)| (a.to_string(), b.clone()))
+                        .collect::<Vec<_>>()
+                };
+                write_confs("ipv4", "all", &named(&n.all_conf4, DEVCONFS4))?;
+                write_confs("ipv4", "default", &named(&n.def_conf4, DEVCONFS4))?;
+                if Path::new("/proc/sys/net/ipv6").exists() {
+                    write_confs("ipv6", "all", &named(&n.all_conf6, DEVCONFS6))?;
+                    write_confs("ipv6", "default", &named(&n.def_conf6, DEVCONFS6))?;
+                }
+                if let Some(v) = n.unix_conf.first().and_then(|e| e.iarg) {
+                    std::fs::write("/proc/sys/net/unix/max_dgram_qlen", format!("{v}\n"))
+                        .map_err(io_err("write net/unix/max_dgram_qlen"))?;
+                }
+                if let Some(v) = n.ipv4_sysctl.first().and_then(|e| e.sarg.as_ref()) {
+                    std::fs::write("/proc/sys/net/ipv4/ping_group_range", v)
+                        .map_err(io_err("write net/ipv4/ping_group_range"))?;
+                }
+            }
+            for d in &plan.devices {
+                let idx = d.index.to_string();
+                let mtu = d.mtu.to_string();
+                match d.ty {
+                    pb::NdType::Loopback => {
+                        run(&["ip", "link", "set", "lo", "mtu", &mtu], None)?;
+                    }
+                    pb::NdType::Veth => {
+                        let out = veth_pairs.get(&d.name).ok_or_else(|| NetError::Device {
+                            name: d.name.clone(),
+                            index: d.index as i32,
+                            why: "no outside name".into(),
+                        })?;
+                        run(
+                            &[
+                                "ip", "link", "add", &d.name, "index", &idx, "mtu", &mtu, "type", "veth", "peer",
+                                "name", out, "netns", &outside,
+                            ],
+                            None,
+                        )?;
+                        if let Some(a) = &d.address {
+                            run(&["ip", "link", "set", &d.name, "address", &mac(a)], None)?;
+                        }
+                    }
+                    _ => unreachable!("describe refuses other devices"),
+                }
+                write_confs("ipv4", &d.name, &d.conf4)?;
+                if Path::new("/proc/sys/net/ipv6").exists() {
+                    write_confs("ipv6", &d.name, &d.conf6)?;
+                }
+                if d.flags & libc::IFF_UP as u32 != 0 {
+                    run(&["ip", "link", "set", &d.name, "up"], None)?;
+                }
+            }
+            let img = |n: &str| images.join(format!("{n}-{ns_id}.img"));
+            let nonempty = |p: &Path| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false);
+            if nonempty(&img("ifaddr")) {
+                run(&["ip", "addr", "restore"], Some(&img("ifaddr")))?;
+            }
+            if nonempty(&img("route")) {
+                run(&["ip", "route", "restore"], Some(&img("route")))?;
+            }
+            if nonempty(&img("route6")) {
+                run(&["ip", "-6", "route", "restore"], Some(&img("route6")))?;
+            }
+            if nonempty(&img("rule")) {
+                // The default rules are there already: CRIU flushes first.
+                run(&["ip", "rule", "flush"], None)?;
+                run(&["ip", "rule", "restore"], Some(&img("rule")))?;
+            }
+            if nonempty(&img("iptables")) {
+                run(&["iptables-legacy-restore"], Some(&img("iptables")))?;
+            }
+            if nonempty(&img("ip6tables")) {
+                run(&["ip6tables-legacy-restore"], Some(&img("ip6tables")))?;
+            }
+            if nonempty(&img("nftables")) {
+                run(&["nft", "-f", "-"], Some(&img("nftables")))?;
+            }
+            Ok(NetNs { fd })
+        })
+        .join()
+        .map_err(|_| NetError::Parse("the network namespace thread panicked".into()))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

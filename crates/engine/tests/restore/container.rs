@@ -260,3 +260,129 @@ fn container_mounts_and_net_dump_as_criu_writes_them() {
     assert!(e.contains("br0") && e.contains("bridge"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run a command inside namespaces held by this test process's fds.
+fn nsenter(mnt: Option<&std::fs::File>, net: Option<&std::fs::File>, args: &[&str]) -> std::process::Output {
+    use std::os::fd::AsRawFd;
+    let me = std::process::id();
+    let mut c = Command::new("nsenter");
+    if let Some(f) = mnt {
+        c.arg(format!("--mount=/proc/{me}/fd/{}", f.as_raw_fd()));
+    }
+    if let Some(f) = net {
+        c.arg(format!("--net=/proc/{me}/fd/{}", f.as_raw_fd()));
+    }
+    c.args(args).output().unwrap()
+}
+
+#[test]
+fn container_mount_and_net_namespaces_are_rebuilt_from_the_images() {
+    let c = Container::start("ct-rebuild", "/bin/busybox sleep 100000");
+    let dir = common::tmp_dir("ct-rebuild-img");
+    let before = std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid)).unwrap();
+    mnt::dump(c.pid, 10, &dir, &BTreeMap::new()).unwrap();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", c.pid)).unwrap();
+    netns::dump(&ns, 9, &dir, &|_| None).unwrap();
+    drop(ns);
+    // The container goes away (its veth with it), its root directory stays.
+    let root = c.root.clone();
+    let keep = common::tmp_dir("ct-rebuild-root");
+    std::fs::remove_dir_all(&keep).unwrap();
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&keep)
+        .status()
+        .unwrap()
+        .success());
+    let client_pid = c.client_pid;
+    let mut c = c;
+    let _ = c.ct.kill();
+    let _ = c.ct.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0") {
+        assert!(Instant::now() < deadline, "the old veth stays");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let entries: Vec<pb::MntEntry> = cryo_image::read_entries(dir.join("mountpoints-10.img"), "MNTS").unwrap();
+    let tree = mnt::describe(&entries).unwrap();
+    let mut o = mnt::MntRestoreOpts::default();
+    let e = mnt::check_restore(&tree, &dir, &o).unwrap_err().to_string();
+    assert!(e.contains("--root"), "{e}");
+    o.root = Some(keep.clone());
+    mnt::check_restore(&tree, &dir, &o).unwrap();
+    let devs: Vec<pb::NetDeviceEntry> = cryo_image::read_entries(dir.join("netdev-9.img"), "NETDEV").unwrap();
+    let nse: Vec<pb::NetnsEntry> = cryo_image::read_entries(dir.join("netns-9.img"), "NETNS").unwrap();
+    let e = netns::describe(9, &devs, nse.first().cloned(), &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--external veth[eth0]"), "{e}");
+    let pairs = BTreeMap::from([("eth0".to_string(), "cl0".to_string())]);
+    let plan = netns::describe(9, &devs, nse.first().cloned(), &pairs).unwrap();
+    netns::check_restore(&plan).unwrap();
+
+    let m = mnt::make_ns(&tree, &dir, &o, &|_| false).unwrap();
+    let n = netns::make_ns(&plan, &dir, &pairs, client_pid as u32).unwrap();
+
+    // Inside: the mounts, the files of the tmpfs, the bind mounts.
+    let out = nsenter(
+        Some(&m.fd),
+        None,
+        &[
+            "/bin/busybox",
+            "cat",
+            "/data/sub/f",
+            "/mnt/sub/f",
+            "/data/top",
+            "/mnt/etc/conf",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nhello\ntop\nconf\n",
+        "{out:?}"
+    );
+    let out = nsenter(Some(&m.fd), None, &["/bin/busybox", "touch", "/mnt/etc/x"]);
+    assert!(!out.status.success(), "/mnt/etc is read-only again");
+    let after =
+        String::from_utf8_lossy(&nsenter(Some(&m.fd), None, &["/bin/busybox", "cat", "/proc/self/mountinfo"]).stdout)
+            .into_owned();
+    let shape = |t: &str| -> Vec<(String, String, String, String)> {
+        mnt::parse_mountinfo(t)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.mountpoint, m.fsname, format!("{:x}", m.flags), m.options))
+            .collect()
+    };
+    assert_eq!(shape(&after), shape(&before), "{after}");
+    // The network: lo up, eth0 with its address and route; nft rules.
+    let out = nsenter(None, Some(&n.fd), &["ip", "-o", "addr"]);
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        addrs.contains(&format!("eth0    inet {CT_ADDR}/24")) && addrs.contains("lo    inet 127.0.0.1/8"),
+        "{addrs}"
+    );
+    let routes = String::from_utf8_lossy(&nsenter(None, Some(&n.fd), &["ip", "route"]).stdout).into_owned();
+    assert!(routes.contains("10.213.8.0/24 via 10.213.7.1"), "{routes}");
+    let nft = String::from_utf8_lossy(&nsenter(None, Some(&n.fd), &["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(nft.contains("tcp dport 9 drop"), "{nft}");
+    // Outside: the client reaches the restored namespace over the new veth.
+    assert!(c.client(&["ip", "link", "set", "cl0", "up"]).status.success());
+    assert!(c
+        .client(&["ip", "addr", "add", &format!("{CL_ADDR}/24"), "dev", "cl0"])
+        .status
+        .success());
+    let o2 = c.client(&["/bin/busybox", "ping", "-c1", "-W5", CT_ADDR]);
+    assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stdout));
+    // Closing the namespaces removes them: the veth goes with its netns.
+    drop(n);
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0") {
+        assert!(Instant::now() < deadline, "the restored veth outlives its namespace");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&keep);
+}
