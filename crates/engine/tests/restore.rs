@@ -2007,3 +2007,23 @@ fn threads_interrupted_in_syscalls_finish_their_work_twice() {
         },
     );
 }
+
+#[test]
+fn criu_sysv_ipc_restores_its_ipc_namespace() {
+    // CRIU 4.2's images of a task in an IPC namespace of its own: a shm
+    // segment it has attached, a queue of 3 messages, a semaphore set; the
+    // program checks all three itself.
+    let ns = restore_fixture("sysv_ipc");
+    let pid = pstree_pids("sysv_ipc")[0];
+    ns.kill(pid, libc::SIGUSR1);
+    let v = ns.wait_status("sysv_ipc.verify.status", "shm+msg+sem=");
+    assert!(
+        v.contains(&format!("pid={pid} ")) && v.contains("shm+msg+sem=ok sems=1,2,3"),
+        "{v}"
+    );
+    // The restored task is in an IPC namespace of its own (not the test's).
+    let mine = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let outer = ns.outer(pid).expect("restored pid");
+    let theirs = std::fs::read_link(format!("/proc/{outer}/ns/ipc")).unwrap();
+    assert_ne!(mine, theirs);
+}

@@ -295,7 +295,7 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
             thread_core: Some(thread_core(&facts, leader)),
             ..Default::default()
         };
-        let path = ctx.out.path(&format!("core-{tid}.img"));
+        let path = ctx.out.path(&format!("core-{}.img", ctx.vpid(tid)));
         let w = write_image(&path, "CORE", &[core_e])?;
         ctx.defer(w);
     }

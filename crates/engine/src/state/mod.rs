@@ -13,6 +13,7 @@ pub mod creds;
 pub mod mm;
 pub mod mnt;
 pub mod netns;
+pub mod ns;
 pub mod rlimits;
 pub mod seccomp;
 pub mod sigactions;
