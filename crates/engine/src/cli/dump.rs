@@ -84,6 +84,14 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     }
     a.dir = std::path::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut opts = DumpOpts::new(a.pid, a.dir.clone());
+    opts.ext_mounts = a.criu.externals().map_err(anyhow::Error::msg)?.mounts;
+    if a.criu.root.is_some() {
+        return Err(criu::Refused {
+            option: "--root",
+            why: "it is a restore option",
+        }
+        .into());
+    }
     opts.leave_running = a.leave_running;
     opts.shell_job = a.shell_job;
     opts.file_locks = a.file_locks;

@@ -154,8 +154,12 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
             inherited: false,
         });
     }
-    let pages =
-        std::fs::File::open(&mm.pages_path).map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
+    // In a restored mount namespace the images are reached through their directory's fd.
+    let pages = match (env.images_fd, mm.pages_path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => crate::sys::files::openat_raw(dir, name, libc::O_RDONLY).map(std::fs::File::from),
+        _ => std::fs::File::open(&mm.pages_path),
+    }
+    .map_err(|e| TaskError(format!("{}: {e}", mm.pages_path.display())))?;
     fill(&pages, &mm.pagemap.runs, &out)
         .map_err(|e| TaskError(format!("{}: reading pages: {e}", mm.pages_path.display())))?;
     Ok(out)

@@ -996,10 +996,20 @@ pub fn make_ns(
     images: &std::path::Path,
     o: &MntRestoreOpts,
     skip: &(dyn Fn(&Mount) -> bool + Sync),
+    net: Option<&std::fs::File>,
 ) -> Result<MntNs, MntRestoreError> {
     std::thread::scope(|s| {
         s.spawn(|| {
             use nix::sched::{unshare, CloneFlags};
+            if let Some(n) = net {
+                // sysfs shows the network namespace of whoever mounts it.
+                nix::sched::setns(n, CloneFlags::CLONE_NEWNET).map_err(|errno| MntRestoreError::Sys {
+                    mnt_id: tree.root().mnt_id,
+                    mountpoint: "/".into(),
+                    what: "setns into the restored network namespace".into(),
+                    errno,
+                })?;
+            }
             unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(|errno| MntRestoreError::Sys {
                 mnt_id: tree.root().mnt_id,
                 mountpoint: "/".into(),
@@ -1016,6 +1026,56 @@ pub fn make_ns(
         .join()
         .map_err(|_| MntRestoreError::Check("the mount namespace thread panicked".into()))?
     })
+}
+
+/// The proc mounts of the tree, to be made from inside its pid namespace
+/// (mountpoint, options, flags).
+pub fn proc_mounts(tree: &MountTree) -> Vec<(String, String, u32)> {
+    tree.mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
+        .map(|m| (m.mountpoint.clone(), m.options.clone(), m.flags & MNT_FLAGS))
+        .collect()
+}
+
+/// The calling thread, in a mount namespace for a while (to open the
+/// tree's files by their paths in it); back in its own when dropped.
+pub struct Entered {
+    home: std::fs::File,
+    cwd: std::fs::File,
+}
+
+/// Enter `ns` on the calling thread (after unsharing its fs: setns needs
+/// a root and cwd of its own).
+pub fn enter(ns: &MntNs) -> Result<Entered, MntRestoreError> {
+    use nix::sched::{setns, unshare, CloneFlags};
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |errno| MntRestoreError::Sys {
+            mnt_id: 0,
+            mountpoint: "/".into(),
+            what,
+            errno,
+        }
+    };
+    let home = std::fs::File::open("/proc/thread-self/ns/mnt").map_err(|source| MntRestoreError::Io {
+        what: "/proc/thread-self/ns/mnt".into(),
+        source,
+    })?;
+    let cwd = std::fs::File::open(".").map_err(|source| MntRestoreError::Io {
+        what: "the current directory".into(),
+        source,
+    })?;
+    unshare(CloneFlags::CLONE_FS).map_err(e("unshare CLONE_FS"))?;
+    setns(&ns.fd, CloneFlags::CLONE_NEWNS).map_err(e("setns into the restored mount namespace"))?;
+    Ok(Entered { home, cwd })
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.home, nix::sched::CloneFlags::CLONE_NEWNS);
+        let _ = nix::unistd::fchdir(&self.cwd);
+    }
 }
 
 #[cfg(test)]

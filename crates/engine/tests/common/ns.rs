@@ -32,6 +32,12 @@ impl Ns {
     /// nothing is read from the namespace before the marker written right
     /// after that mount appears (the host's /tmp/anchor is never consulted).
     pub fn start(script: &str) -> Ns {
+        Self::start_in(None, script)
+    }
+
+    /// [`Ns::start`] with the namespace in the network namespace `netns`
+    /// (a /proc/PID/ns/net path) instead of the test's.
+    pub fn start_in(netns: Option<&str>, script: &str) -> Ns {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let token = format!(
             "{}-{}",
@@ -44,7 +50,15 @@ impl Ns {
             1,
         );
         assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
-        let child = Command::new("unshare")
+        let mut cmd = match netns {
+            Some(n) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={n}")).arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = cmd
             .args([
                 "--pid",
                 "--fork",

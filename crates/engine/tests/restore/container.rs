@@ -70,7 +70,19 @@ impl Container {
     /// Start the container; `exec` is what its init runs after pivot_root
     /// (a busybox command line).
     pub fn start(name: &str, exec: &str) -> Container {
+        Self::start_ext(name, exec, None)
+    }
+
+    /// With `ext`, a directory outside the root is bound at /mnt/ext.
+    pub fn start_ext(name: &str, exec: &str, ext: Option<&Path>) -> Container {
         let root = rootfs(name);
+        let ext_bind = match ext {
+            Some(e) => {
+                std::fs::create_dir_all(root.join("mnt/ext")).unwrap();
+                format!("mount --bind {} {}/mnt/ext", e.display(), root.display())
+            }
+            None => String::new(),
+        };
         let client = Command::new("unshare")
             .args(["-n", "sleep", "100000"])
             .stdin(Stdio::null())
@@ -96,6 +108,7 @@ impl Container {
              mount --bind {r}/data/sub {r}/mnt/sub
              mount --bind {r}/etc {r}/mnt/etc; mount -o remount,bind,ro {r}/mnt/etc
              mount -t mqueue mq {r}/dev/mqueue
+             {ext_bind}
              ip link set lo up
              ip link add eth0 type veth peer name cl0 netns {client_pid}
              ip addr add {CT_ADDR}/24 dev eth0
@@ -322,7 +335,7 @@ fn container_mount_and_net_namespaces_are_rebuilt_from_the_images() {
     let plan = netns::describe(9, &devs, nse.first().cloned(), &pairs).unwrap();
     netns::check_restore(&plan).unwrap();
 
-    let m = mnt::make_ns(&tree, &dir, &o, &|_| false).unwrap();
+    let m = mnt::make_ns(&tree, &dir, &o, &|_| false, None).unwrap();
     let n = netns::make_ns(&plan, &dir, &pairs, client_pid as u32).unwrap();
 
     // Inside: the mounts, the files of the tmpfs, the bind mounts.
@@ -385,4 +398,167 @@ fn container_mount_and_net_namespaces_are_rebuilt_from_the_images() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&keep);
+}
+
+fn cryo(args: &[&str]) -> std::process::Output {
+    Command::new(CRYO).args(args).output().unwrap()
+}
+
+#[test]
+fn container_with_its_mounts_and_veth_dumps_and_restores() {
+    let ext = common::tmp_dir("ct-e2e-ext");
+    std::fs::write(ext.join("shared"), "from outside\n").unwrap();
+    let c = Container::start_ext("ct-e2e", "/bin/busybox sleep 100000", Some(&ext));
+    let dir = common::tmp_dir("ct-e2e-img");
+    let d = dir.display().to_string();
+    let pid = c.pid.to_string();
+    // A bind mount from outside the namespace, not declared: refused, the tree left as it was.
+    let o = cryo(&["dump", "-t", &pid, "-D", &d]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--external mnt[/mnt/ext]:KEY"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "a refused dump writes nothing"
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/stat", c.pid)).is_ok_and(|s| s.contains(") S ")),
+        "the refused tree still runs"
+    );
+    let o = cryo(&["dump", "-t", &pid, "-D", &d, "--external", "mnt[/mnt/ext]:shared"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(common::wait_gone(c.pid), "the dumped tree is killed");
+    for f in [
+        "mountpoints-",
+        "netdev-",
+        "netns-",
+        "ifaddr-",
+        "route-",
+        "nftables-",
+        "tmpfs-dev-",
+    ] {
+        assert!(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(f)),
+            "no {f}* image"
+        );
+    }
+    // Python crit decodes the whole set.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".img") && !cryo_image::check::is_raw_image(&n) && !n.starts_with("pages-") {
+            decode_json(&e.path());
+        }
+    }
+    let root = c.root.display().to_string();
+    let netns = format!("/proc/{}/ns/net", c.client_pid);
+    // Without --root, without the external mount, without the veth's outside name: refused before any task.
+    for (extra, want) in [
+        (
+            vec![
+                "--external",
+                "mnt[shared]:/nonexistent-cryo",
+                "--external",
+                "veth[eth0]:cl0",
+            ],
+            "--root",
+        ),
+        (
+            vec!["--root", root.as_str(), "--external", "veth[eth0]:cl0"],
+            "--external mnt[shared]:PATH",
+        ),
+        (
+            vec!["--root", root.as_str(), "--external", "mnt[shared]:/tmp"],
+            "--external veth[eth0]",
+        ),
+    ] {
+        let ns = Ns::start_in(
+            Some(&netns),
+            &format!(
+                "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d {} \
+                 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
+                extra.join(" ")
+            ),
+        );
+        let (rc, err) = ns.cryo_result();
+        assert_ne!(rc, 0);
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(ns.inner_pids().is_empty(), "a refused restore starts nothing");
+        assert!(!String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0"));
+    }
+    let e = ext.display().to_string();
+    let ns = Ns::start_in(
+        Some(&netns),
+        &format!(
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d --root {root} \
+             --external mnt[shared]:{e} --veth-pair eth0=cl0 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
+             exec sleep 100000"
+        ),
+    );
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    let o = ns.outer(c.pid).expect("the restored busybox runs");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{o}/comm")).unwrap().trim(),
+        "busybox"
+    );
+    // Inside: its mounts, the tmpfs files, the binds, the external mount.
+    let inside = |args: &[&str]| {
+        // Its mount namespace holds busybox only: ip and nft run in its network namespace alone.
+        let ns = if args[0] == "/bin/busybox" { "-m" } else { "-n" };
+        let out = Command::new("nsenter")
+            .args(["-t", &o.to_string(), ns])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        inside(&[
+            "/bin/busybox",
+            "cat",
+            "/data/sub/f",
+            "/mnt/sub/f",
+            "/data/top",
+            "/mnt/etc/conf",
+            "/mnt/ext/shared"
+        ]),
+        "hello\nhello\ntop\nconf\nfrom outside\n"
+    );
+    let mi = std::fs::read_to_string(format!("/proc/{o}/mountinfo")).unwrap();
+    let mps: Vec<String> = mnt::parse_mountinfo(&mi)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mountpoint)
+        .collect();
+    assert_eq!(
+        mps,
+        ["/", "/proc", "/data", "/mnt/sub", "/mnt/etc", "/dev/mqueue", "/mnt/ext"],
+        "{mi}"
+    );
+    assert!(mi.contains(" /mnt/etc ro,"), "{mi}");
+    let addrs = inside(&["ip", "-o", "addr"]);
+    assert!(addrs.contains(&format!("eth0    inet {CT_ADDR}/24")), "{addrs}");
+    assert!(inside(&["nft", "list", "ruleset"]).contains("tcp dport 9 drop"));
+    // Outside: the client reaches it over the restored veth.
+    assert!(c
+        .client(&["ip", "addr", "add", &format!("{CL_ADDR}/24"), "dev", "cl0"])
+        .status
+        .success());
+    assert!(c.client(&["ip", "link", "set", "cl0", "up"]).status.success());
+    let p = c.client(&["/bin/busybox", "ping", "-c1", "-W5", CT_ADDR]);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stdout));
+    drop(ns);
+    assert!(common::wait_gone(o));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0") {
+        assert!(Instant::now() < deadline, "the veth outlives the restored tree");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ext);
 }
