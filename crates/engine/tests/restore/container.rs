@@ -70,11 +70,12 @@ impl Container {
     /// Start the container; `exec` is what its init runs after pivot_root
     /// (a busybox command line).
     pub fn start(name: &str, exec: &str) -> Container {
-        Self::start_ext(name, exec, None)
+        Self::start_ext(name, exec, None, false)
     }
 
-    /// With `ext`, a directory outside the root is bound at /mnt/ext.
-    pub fn start_ext(name: &str, exec: &str, ext: Option<&Path>) -> Container {
+    /// With `ext`, a directory outside the root is bound at /mnt/ext; with
+    /// `pidns`, the container has a pid namespace of its own (`exec` is its init).
+    pub fn start_ext(name: &str, exec: &str, ext: Option<&Path>, pidns: bool) -> Container {
         let root = rootfs(name);
         let ext_bind = match ext {
             Some(e) => {
@@ -110,7 +111,7 @@ impl Container {
              mount -t mqueue mq {r}/dev/mqueue
              {ext_bind}
              ip link set lo up
-             ip link add eth0 type veth peer name cl0 netns {client_pid}
+             ip link add eth0 type veth peer name cl0 netns /proc/{client_pid}/ns/net
              ip addr add {CT_ADDR}/24 dev eth0
              ip link set eth0 up
              ip route add 10.213.8.0/24 via {CL_ADDR}
@@ -123,13 +124,30 @@ impl Container {
              cd {r}; pivot_root . old; /bin/busybox umount -l /old
              exec {exec} <&- >&- 2>/tmp/ct.err"
         );
+        let mut args = vec!["unshare", "-m", "-n", "--propagation", "private"];
+        if pidns {
+            args.extend(["-p", "-f"]);
+        }
         let ct = Command::new("setsid")
-            .args(["unshare", "-m", "-n", "--propagation", "private", "bash", "-c", &script])
+            .args(&args)
+            .args(["bash", "-c", &script])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = ct.id() as i32;
+        let mut pid = ct.id() as i32;
+        if pidns {
+            // unshare -f: the container is its child.
+            loop {
+                let k = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+                if let Some(p) = k.split_whitespace().next() {
+                    pid = p.parse().unwrap();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "container did not fork");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let mut c = Container {
             root,
             pid,
@@ -408,7 +426,7 @@ fn cryo(args: &[&str]) -> std::process::Output {
 fn container_with_its_mounts_and_veth_dumps_and_restores() {
     let ext = common::tmp_dir("ct-e2e-ext");
     std::fs::write(ext.join("shared"), "from outside\n").unwrap();
-    let c = Container::start_ext("ct-e2e", "/bin/busybox sleep 100000", Some(&ext));
+    let c = Container::start_ext("ct-e2e", "/bin/busybox sleep 100000", Some(&ext), false);
     let dir = common::tmp_dir("ct-e2e-img");
     let d = dir.display().to_string();
     let pid = c.pid.to_string();
@@ -561,4 +579,52 @@ fn container_with_its_mounts_and_veth_dumps_and_restores() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&ext);
+}
+
+#[test]
+fn container_with_its_own_pid_namespace_gets_its_proc_back() {
+    let c = Container::start_ext("ct-pidns", "/bin/busybox sleep 100000", None, true);
+    let dir = common::tmp_dir("ct-pidns-img");
+    let d = dir.display().to_string();
+    let o = cryo(&["dump", "-t", &c.pid.to_string(), "-D", &d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = c.root.display().to_string();
+    let netns = format!("/proc/{}/ns/net", c.client_pid);
+    let ns = Ns::start_in(
+        Some(&netns),
+        &format!(
+            "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d --root {root} \
+             --veth-pair eth0=cl0 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"
+        ),
+    );
+    let (rc, err) = ns.cryo_result();
+    assert_eq!(rc, 0, "{err}");
+    // The restored init: pid 1 of a pid namespace under the test's (a child of its pid 1).
+    let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", ns.pid1, ns.pid1)).unwrap();
+    let o: i32 = kids
+        .split_whitespace()
+        .map(|k| k.parse().unwrap())
+        .find(|k| std::fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == "busybox"))
+        .unwrap_or_else(|| panic!("no restored busybox among {kids:?}"));
+    let st = std::fs::read_to_string(format!("/proc/{o}/status")).unwrap();
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "{st}"
+    );
+    // Its /proc is the new pid namespace's: pid 1 is busybox.
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &o.to_string(),
+            "-m",
+            "/bin/busybox",
+            "cat",
+            "/proc/1/comm",
+            "/data/sub/f",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "busybox\nhello\n", "{out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
