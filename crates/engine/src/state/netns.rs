@@ -208,6 +208,10 @@ pub fn link_type(l: &Link) -> Result<pb::NdType, String> {
         return Ok(pb::NdType::Loopback);
     }
     match (l.arphrd, l.kind.as_deref()) {
+        // No IFLA_LINK_NETNSID: the peer is in this namespace too.
+        (ARPHRD_ETHER, Some("veth")) if l.link_netnsid.is_none() && l.link.is_some() => {
+            Err("a veth pair with both ends in the namespace is not supported".into())
+        }
         (ARPHRD_ETHER, Some("veth")) => Ok(pb::NdType::Veth),
         (_, kind) => Err(format!(
             "devices of kind {} (link type {}) are not supported (loopback and veth are)",
@@ -798,6 +802,19 @@ mod tests {
         assert_eq!(v.kind.as_deref(), Some("veth"));
         assert_eq!((v.link, v.link_netnsid), (Some(8), Some(0)));
         assert_eq!(link_type(&v).unwrap(), pb::NdType::Veth);
+        let both = ifinfo(
+            1,
+            8,
+            0x1003,
+            &[
+                attr(3, b"v1\0"),
+                attr(5, &7u32.to_ne_bytes()),
+                attr(18, &attr(1, b"veth\0")),
+            ],
+        );
+        assert!(link_type(&parse_link(&both).unwrap())
+            .unwrap_err()
+            .contains("both ends"));
         let br = parse_link(&ifinfo(1, 3, 0, &[attr(3, b"br0\0"), attr(18, &attr(1, b"bridge\0"))])).unwrap();
         assert!(link_type(&br).unwrap_err().contains("bridge"));
         assert!(parse_link(&[0; 8]).is_err());
