@@ -603,6 +603,56 @@ fn write_confs(proto: &str, dev: &str, confs: &[(String, pb::SysctlEntry)]) -> R
     Ok(())
 }
 
+/// An image set CRIU dumped holds the rules of its network lock (a `CRIU`
+/// chain dropping what is not marked 0xC114, jumped to from INPUT and
+/// OUTPUT in the ip/ip6 filter tables, or a `CRIU…` nftables table); CRIU
+/// removes them after its restore, and so does cryo's (the caller's thread
+/// is in the restored namespace).
+fn unlock_criu() -> Result<(), NetError> {
+    let o = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .map_err(io_err("nft list ruleset"))?;
+    let rules = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut table = String::new();
+    let mut locked = Vec::new();
+    for l in rules.lines() {
+        if let Some(t) = l.strip_prefix("table ") {
+            table = t.trim_end_matches(" {").to_string();
+            if table.split_whitespace().nth(1).is_some_and(|n| n.starts_with("CRIU")) {
+                run(
+                    &[
+                        "nft",
+                        "delete",
+                        "table",
+                        table.split_whitespace().next().unwrap(),
+                        table.split_whitespace().nth(1).unwrap(),
+                    ],
+                    None,
+                )?;
+            }
+        } else if l.trim() == "chain CRIU {" {
+            locked.push(table.clone());
+        }
+    }
+    for t in locked {
+        let bin = match t.as_str() {
+            "ip filter" => "iptables",
+            "ip6 filter" => "ip6tables",
+            _ => continue,
+        };
+        for hook in ["INPUT", "OUTPUT"] {
+            if rules.contains("jump CRIU") {
+                // Only the jumps CRIU added; a missing one is not an error.
+                let _ = run(&[bin, "-w", "-D", hook, "-j", "CRIU"], None);
+            }
+        }
+        run(&[bin, "-w", "-F", "CRIU"], None)?;
+        run(&[bin, "-w", "-X", "CRIU"], None)?;
+    }
+    Ok(())
+}
+
 /// Probe, in a scratch network namespace that dies with its thread, that
 /// this kernel can make the devices of `plan` (before any task exists).
 pub fn check_restore(plan: &NetPlan) -> Result<(), NetError> {
@@ -744,6 +794,7 @@ pub fn make_ns(
             if nonempty(&img("nftables")) {
                 run(&["nft", "-f", "-"], Some(&img("nftables")))?;
             }
+            unlock_criu()?;
             Ok(NetNs { fd })
         })
         .join()
