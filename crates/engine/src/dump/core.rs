@@ -281,7 +281,16 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
         }
         let facts = thread_facts(ctx, pid, t, tm)?;
         let leader = i == 0;
-        let tc = leader.then(|| task_core(pid, p, f, inside, leader_mask, &shared_pending));
+        let tc = leader.then(|| {
+            let mut tc = task_core(pid, p, f, inside, leader_mask, &shared_pending);
+            // /proc/PID/timers names a timer's target thread as cryo sees it.
+            for x in tc.timers.iter_mut().flat_map(|t| t.posix.iter_mut()) {
+                if let Some(tid) = x.notify_thread_id.as_mut() {
+                    *tid = ctx.vpid(*tid);
+                }
+            }
+            tc
+        });
         let core_e = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             thread_info: Some(pb::ThreadInfoX86 {

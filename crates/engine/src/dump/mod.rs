@@ -31,6 +31,8 @@ pub struct DumpOpts {
     pub leave_running: bool,
     pub shell_job: bool,
     pub file_locks: bool,
+    /// --skip-in-flight: connections a listener has not accepted yet are left out.
+    pub skip_in_flight: bool,
     pub pages: PageReader,
     /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
     pub ghost_limit: u64,
@@ -99,6 +101,7 @@ impl DumpOpts {
             leave_running: false,
             shell_job: false,
             file_locks: false,
+            skip_in_flight: false,
             pages: PageReader::default(),
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
@@ -405,6 +408,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.shell_job = opts.shell_job;
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
+    files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
@@ -564,7 +568,9 @@ fn kill_tree(tree: FrozenTree) -> FrozenTree {
 
 /// Reap the killed, traced threads so that their parents can collect them.
 fn reap_tree(tree: FrozenTree) {
-    for p in tree.procs {
+    // Children first: the init of a pid namespace exits only once every
+    // other task of it is reaped, and cryo, their tracer, reaps them.
+    for p in tree.procs.into_iter().rev() {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
         if !threads.is_empty() {
@@ -1095,6 +1101,35 @@ fn kid(ctx: &mut DumpCtx, slot: usize, kcmp_type: i32, pid: i32) -> u32 {
     id
 }
 
+/// In a pid namespace of the tree's own, pids other state names are read
+/// as cryo sees them: what is not translated yet is refused (file owners,
+/// pidfds, file locks).
+fn pidns_refusals(ctx: &DumpCtx) -> Result<()> {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return Ok(());
+    }
+    let root = ctx.opts.pid;
+    let refuse = |what: String| Err(DumpError::Refused { pid: root, what });
+    for e in ctx.files.entries() {
+        if e.r#type == pb::FdTypes::Pidfd as i32 {
+            return refuse(format!(
+                "file id {}: a pidfd in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+        if crate::files::fown::of_entry(e).is_some_and(|f| f.pid != 0) {
+            return refuse(format!(
+                "file id {}: an owner (F_SETOWN) in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+    }
+    if !ctx.locks.is_empty() {
+        return refuse("file locks in a tree with a pid namespace of its own: not supported yet".into());
+    }
+    Ok(())
+}
+
 /// The process group and session of `pid` as the images record them:
 /// inside the tree's own pid namespace (0 when the leader is outside it,
 /// as getsid() says inside), else as /proc/PID/stat says.
@@ -1552,6 +1587,7 @@ fn finish_images(all: Vec<ImageWriter>) -> Result<()> {
 
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
+    pidns_refusals(ctx)?;
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
     let w = write_image(&path, "FILES", &entries)?;

@@ -586,6 +586,10 @@ impl FdKind for UnixSk {
                         format!("entry {i}: {} bytes announced, {} present", e.length, data.len()),
                     ));
                 }
+                if files.get_as::<super::inetsk::InetSkFile>(e.id_for).is_some() {
+                    // A UDP socket's queue (files/inetsk.rs checks it).
+                    continue;
+                }
                 let Some(u) = files.get_as::<UnixSkFile>(e.id_for) else {
                     return Err(super::set::bad(
                         file,

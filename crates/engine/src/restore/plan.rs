@@ -198,7 +198,10 @@ impl Plan {
 /// Files in a set that name objects cryo cannot restore yet; finding one of
 /// them refuses the whole set up front.
 const REFUSED_IMAGES: &[(&str, &str)] = &[
-    ("inetsk.img", "inet sockets"),
+    (
+        "inetsk.img",
+        "inet socket images of the old separate-image layout (CRIU 4.2 keeps them in files.img)",
+    ),
     ("unixsk.img", "unix sockets"),
     ("packetsk.img", "packet sockets"),
     ("netlinksk.img", "netlink sockets"),

@@ -375,6 +375,12 @@ pub fn survey(pids: &[i32]) -> Result<TreeNs, NsError> {
             ),
         ));
     }
+    if own.contains(&Kind::Ipc) {
+        in_ns(root, Kind::Ipc, ipc::precheck).map_err(|e| match e {
+            NsError::Read { pid, what, .. } => refused(pid, format!("in its IPC namespace: {what}")),
+            e => e,
+        })?;
+    }
     Ok(TreeNs {
         root: root_ns,
         own,

@@ -32,12 +32,26 @@ impl Ns {
     /// nothing is read from the namespace before the marker written right
     /// after that mount appears (the host's /tmp/anchor is never consulted).
     pub fn start(script: &str) -> Ns {
-        Self::start_in(None, script)
+        Self::start_in(script, false)
+    }
+
+    /// [`Ns::start`] in a fresh network namespace as well (`unshare --net`:
+    /// only loopback, down until the script sets it up).
+    pub fn start_net(script: &str) -> Ns {
+        Self::start_in(script, true)
+    }
+
+    fn start_in(script: &str, net: bool) -> Ns {
+        Self::start_with(script, net, None)
     }
 
     /// [`Ns::start`] with the namespace in the network namespace `netns`
     /// (a /proc/PID/ns/net path) instead of the test's.
-    pub fn start_in(netns: Option<&str>, script: &str) -> Ns {
+    pub fn start_in_netns(netns: &str, script: &str) -> Ns {
+        Self::start_with(script, false, Some(netns))
+    }
+
+    fn start_with(script: &str, net: bool, netns: Option<&str>) -> Ns {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let token = format!(
             "{}-{}",
@@ -59,6 +73,7 @@ impl Ns {
             None => Command::new("unshare"),
         };
         let child = cmd
+            .args(if net { &["--net"][..] } else { &[][..] })
             .args([
                 "--pid",
                 "--fork",

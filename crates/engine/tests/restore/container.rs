@@ -494,8 +494,8 @@ fn container_with_its_mounts_and_veth_dumps_and_restores() {
             "--external veth[eth0]",
         ),
     ] {
-        let ns = Ns::start_in(
-            Some(&netns),
+        let ns = Ns::start_in_netns(
+            &netns,
             &format!(
                 "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d {} \
                  2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000",
@@ -509,8 +509,8 @@ fn container_with_its_mounts_and_veth_dumps_and_restores() {
         assert!(!String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0"));
     }
     let e = ext.display().to_string();
-    let ns = Ns::start_in(
-        Some(&netns),
+    let ns = Ns::start_in_netns(
+        &netns,
         &format!(
             "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d --root {root} \
              --external mnt[shared]:{e} --veth-pair eth0=cl0 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; \
@@ -590,8 +590,8 @@ fn container_with_its_own_pid_namespace_gets_its_proc_back() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let root = c.root.display().to_string();
     let netns = format!("/proc/{}/ns/net", c.client_pid);
-    let ns = Ns::start_in(
-        Some(&netns),
+    let ns = Ns::start_in_netns(
+        &netns,
         &format!(
             "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; {CRYO} restore -D {d} -d --root {root} \
              --veth-pair eth0=cl0 2>/tmp/anchor/.cryo-err; echo $? > /tmp/anchor/.cryo-rc; exec sleep 100000"

@@ -72,6 +72,30 @@ fn desc(id: i32, p: &sys::Perm) -> pb::IpcDescEntry {
 const SHM_DEST: u32 = 0o1000;
 const SHM_LOCKED: u32 = 0o2000;
 
+/// What cannot be dumped, found before the tree is frozen (the calling
+/// thread has setns()ed into the namespace).
+pub fn precheck() -> Result<(), String> {
+    for (id, p, _, _) in sys::shm_list().map_err(|e| format!("listing shm segments: {e}"))? {
+        refuse_mode(id, &p)?;
+    }
+    Ok(())
+}
+
+fn refuse_mode(id: i32, p: &sys::Perm) -> Result<(), String> {
+    if p.mode & (SHM_DEST | SHM_LOCKED) != 0 {
+        return Err(format!(
+            "shm segment {id} (key {:#x}) is {}: not supported",
+            p.key,
+            if p.mode & SHM_DEST != 0 {
+                "removed (IPC_RMID) but still attached"
+            } else {
+                "locked in memory (SHM_LOCK)"
+            }
+        ));
+    }
+    Ok(())
+}
+
 /// Read the calling thread's IPC namespace (it has setns()ed into it).
 pub fn dump() -> Result<IpcDump, String> {
     let mut sem_ctls = Vec::new();
@@ -118,17 +142,7 @@ pub fn dump() -> Result<IpcDump, String> {
         ..Default::default()
     };
     for (id, p, size, _nattch) in sys::shm_list().map_err(|e| format!("listing shm segments: {e}"))? {
-        if p.mode & (SHM_DEST | SHM_LOCKED) != 0 {
-            return Err(format!(
-                "shm segment {id} (key {:#x}) is {}: not supported",
-                p.key,
-                if p.mode & SHM_DEST != 0 {
-                    "removed (IPC_RMID) but still attached"
-                } else {
-                    "locked in memory (SHM_LOCK)"
-                }
-            ));
-        }
+        refuse_mode(id, &p)?;
         let at = sys::ShmAttach::new(id, size, false).map_err(|e| format!("attaching shm segment {id}: {e}"))?;
         let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
         for (i, page) in at.bytes().chunks(PAGE).enumerate() {
