@@ -15,6 +15,7 @@
 pub mod dump;
 pub mod files;
 pub mod membarrier;
+pub mod netlock;
 pub mod parasite;
 pub mod proc;
 pub mod ptrace;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sys"],
     &["proc", "ptrace", "parasite"],
-    &["files", "state", "sidecar", "membarrier"],
+    &["files", "state", "sidecar", "membarrier", "netlock"],
     &["dump", "restore"],
     &["cli"],
 ];

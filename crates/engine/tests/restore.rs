@@ -36,6 +36,8 @@ mod pidfds;
 mod sockets;
 #[path = "restore/tasks.rs"]
 mod tasks;
+#[path = "restore/tcp.rs"]
+mod tcp;
 #[path = "restore/tty.rs"]
 mod tty;
 

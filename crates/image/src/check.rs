@@ -898,7 +898,13 @@ impl Checker<'_> {
                 }
             }
             if let Some(s) = &f.isk {
-                if s.proto == IPPROTO_TCP && s.r#type == SOCK_STREAM && s.state == TCP_ESTABLISHED {
+                // A dump made with --tcp-close has no streams (inventory's tcp_close).
+                let closed = self
+                    .images
+                    .get("inventory.img")
+                    .and_then(|img| typed::<pb::InventoryEntry>(img, 0))
+                    .is_some_and(|inv| inv.tcp_close == Some(true));
+                if s.proto == IPPROTO_TCP && s.r#type == SOCK_STREAM && s.state == TCP_ESTABLISHED && !closed {
                     let name = format!("tcp-stream-{:x}.img", s.ino);
                     if !self.present.contains(&name) {
                         later.push((

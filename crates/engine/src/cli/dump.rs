@@ -94,6 +94,11 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     opts.ghost_fiemap = !a.criu.no_ghost_fiemap;
     opts.link_remap = a.criu.link_remap;
     opts.skip_in_flight = a.criu.skip_in_flight;
+    opts.tcp_established = a.criu.tcp_established;
+    opts.tcp_close = a.criu.tcp_close;
+    if let Some(m) = a.criu.network_lock.as_deref() {
+        opts.network_lock = cryo_engine::netlock::Method::parse(m).expect("clap checked the value");
+    }
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,

@@ -513,7 +513,7 @@ const OPTS: &[(&str, Class)] = {
         ("pid", Honoured),
         ("leave_running", Honoured),
         ("ext_unix_sk", Accepted),
-        ("tcp_established", Accepted),
+        ("tcp_established", Honoured),
         ("evasive_devices", Accepted),
         ("shell_job", Honoured),
         ("file_locks", Honoured),
@@ -565,7 +565,7 @@ const OPTS: &[(&str, Class)] = {
         ("status_fd", Common),
         ("orphan_pts_master", PtsMaster),
         ("config_file", Common),
-        ("tcp_close", Accepted),
+        ("tcp_close", Honoured),
         ("lsm_profile", Common),
         ("tls_cacert", Common),
         ("tls_cacrl", Common),
@@ -580,7 +580,7 @@ const OPTS: &[(&str, Class)] = {
             Refused("cryo keeps no pidfd store (it serves pre-dumps, which cryo does not do)"),
         ),
         ("lsm_mount_context", Common),
-        ("network_lock", Accepted),
+        ("network_lock", Honoured),
         ("mntns_compat_mode", Common),
         ("skip_file_rwx_check", Accepted),
         ("unprivileged", Common),
@@ -769,6 +769,14 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     d.file_locks = o.file_locks == Some(true);
     d.skip_in_flight = o.tcp_skip_in_flight == Some(true);
     d.link_remap = o.link_remap == Some(true);
+    d.tcp_established = o.tcp_established == Some(true);
+    d.tcp_close = o.tcp_close == Some(true);
+    // rpc.proto's criu_network_lock_method: IPTABLES = 1 (its default), NFTABLES = 2, SKIP = 3.
+    d.network_lock = match o.network_lock {
+        Some(2) => cryo_engine::netlock::Method::Nftables,
+        Some(3) => cryo_engine::netlock::Method::Skip,
+        _ => cryo_engine::netlock::Method::Iptables,
+    };
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     if notify {
         let c = Arc::clone(conn);
@@ -851,6 +859,8 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     r.detach = true;
     r.shell_job = o.shell_job == Some(true);
     r.file_locks = o.file_locks == Some(true);
+    r.tcp_established = o.tcp_established == Some(true);
+    r.tcp_close = o.tcp_close == Some(true);
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }

@@ -40,6 +40,12 @@ pub struct DumpOpts {
     pub ghost_fiemap: bool,
     /// Link remaps for deleted files still linked elsewhere (criu's --link-remap).
     pub link_remap: bool,
+    /// Established TCP connections are dumped (criu's --tcp-established).
+    pub tcp_established: bool,
+    /// Established TCP connections are dumped to be restored closed (--tcp-close).
+    pub tcp_close: bool,
+    /// How the network is locked while connections are dumped (--network-lock).
+    pub network_lock: crate::netlock::Method,
     /// Called at each stage (tests use it to kill a task mid-dump).
     pub hook: Option<Hook>,
     /// Asked where criu runs its notify scripts (`cryo swrk` asks its client,
@@ -99,6 +105,9 @@ impl DumpOpts {
             pid,
             dir: dir.into(),
             leave_running: false,
+            tcp_established: false,
+            tcp_close: false,
+            network_lock: crate::netlock::Method::default(),
             shell_job: false,
             file_locks: false,
             skip_in_flight: false,
@@ -228,6 +237,9 @@ impl DumpCtx {
     fn discard(&mut self) {
         self.out.remove_all();
         self.files.remove_link_remaps();
+        if let Err(e) = self.files.let_go() {
+            eprintln!("cryo dump: {e}");
+        }
     }
 }
 
@@ -410,6 +422,15 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.link_remap = opts.link_remap;
     files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
+    files.tcp = crate::files::tcp::TcpOpts {
+        established: opts.tcp_established,
+        close: opts.tcp_close,
+        lock: opts.network_lock,
+        run_id: std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
     let mut ctx = DumpCtx {
         opts,
         out: Written {
@@ -467,6 +488,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     let fin = s.spawn(move || finish_images(unfinished));
                     let drained = drain_pending(pending, DRAIN_THREADS);
                     ctx.phases.mark("pages written (frozen)");
+                    if let Err(e) = ctx.files.let_go() {
+                        eprintln!("cryo dump: {e}");
+                    }
                     tree.release();
                     (frozen_t0.elapsed(), fin, drained)
                 } else {
@@ -484,6 +508,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     let frozen = frozen_t0.elapsed();
                     ctx.phases.mark("tree killed");
                     reap_tree(tree);
+                    ctx.files.tree_gone();
                     ctx.phases.mark("tree reaped");
                     (frozen, fin, drained)
                 };
@@ -517,12 +542,17 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
                     return fail(&mut ctx, Some(tree), e);
                 }
                 if ctx.opts.leave_running {
+                    if let Err(e) = ctx.files.let_go() {
+                        eprintln!("cryo dump: {e}");
+                    }
                     tree.release();
                 } else {
                     reap_tree(kill_tree(tree));
+                    ctx.files.tree_gone();
                     ctx.phases.mark("tree killed and reaped");
                 }
             }
+            ctx.files.dump_done();
             Ok(DumpSummary {
                 processes: nprocs,
                 threads: ctx.threads,
@@ -1762,10 +1792,8 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
 }
 
 fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
-    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    // The run id the network lock is named after (restore removes it by this name).
+    let uuid = ctx.files.tcp.run_id.clone();
     let inv = pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
@@ -1775,8 +1803,8 @@ fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         dump_uptime: None,
         pre_dump_mode: None,
-        tcp_close: None,
-        network_lock_method: Some(0),
+        tcp_close: ctx.files.tcp.close.then_some(true),
+        network_lock_method: Some(ctx.files.tcp.lock as u32),
         plugins_entry: Some(pb::PluginsEntry { plugins: Vec::new() }),
         dump_criu_run_id: Some(uuid),
         allow_uprobes: None,

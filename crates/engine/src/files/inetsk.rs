@@ -13,14 +13,16 @@
 //! nor connected, an unbound UDP socket), from getsockname, getpeername and
 //! TCP_INFO as CRIU does. Anything not restorable is refused there, naming
 //! pid, fd and the socket: raw sockets and other protocols (MPTCP, SCTP,
-//! ICMP), connected TCP sockets (ESTABLISHED and the other connected
-//! states: `--tcp-established` is for the TCP_REPAIR path, see
-//! [`Connected`]), listeners with connections not yet accepted, corked UDP
+//! ICMP), listeners with connections not yet accepted, corked UDP
 //! sockets, socket filters, a set SO_PEEK_OFF, queued datagrams of an
 //! unconnected UDP socket (their senders' addresses have no place in the
 //! format) or of a connected one that did not come from its peer. The UDP
 //! queue is read without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one
-//! datagram per read, then SO_PEEK_OFF put back).
+//! datagram per read, then SO_PEEK_OFF put back). TCP connections (the
+//! connected states) go to `files::tcp` ([`super::tcp::survey`]): refused
+//! without `--tcp-established` naming the connection, else locked, put in
+//! repair mode and their streams read; `dump` writes their
+//! tcp-stream-INO.img and the state TCP_INFO gave.
 //!
 //! Restore: the engine makes each socket before the fork (one socket in
 //! several fds or tasks is one socket again): socket, IPV6_V6ONLY,
@@ -29,7 +31,9 @@
 //! socket is bound), bind, listen with its backlog, connect (UDP), the
 //! flags, IP, socket and TCP options, shutdown; a connected UDP socket's
 //! queue is sent again from its peer's address (the peer's own restored
-//! socket, or a socket bound there for the purpose).
+//! socket, or a socket bound there for the purpose). A TCP connection is
+//! restored in repair mode from its stream (`files::tcp::restore_into`);
+//! the restore turns repair off once every task is ready.
 
 use super::{fown, skopts, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
@@ -181,9 +185,8 @@ pub fn parse_diag(b: &[u8], ty: i32, proto: i32) -> Result<InetDiag, String> {
     Ok(d)
 }
 
-/// What `--tcp-established` and its relatives ask of the dump (set by the
-/// dump from its options; the TCP_REPAIR path of connected sockets plugs in
-/// where [`Connected`] is matched).
+/// What `--skip-in-flight` asks of the dump (`--tcp-established` and its
+/// relatives are `FileTable::tcp`, files/tcp.rs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InetOpts {
     /// --tcp-established: connected TCP sockets are dumped with TCP_REPAIR.
@@ -198,22 +201,6 @@ pub struct Survey {
     pub socks: HashMap<u32, InetDiag>,
     /// Queued datagrams of connected UDP sockets, by inode.
     pub queues: HashMap<u32, Vec<Vec<u8>>>,
-}
-
-/// Refusal of a connected TCP socket: the one place the dump meets a TCP
-/// connection. With `--tcp-established` this is where the TCP_REPAIR dump
-/// (files/tcp*.rs) takes over; until then it is refused either way.
-pub enum Connected {}
-
-impl Connected {
-    fn refuse(d: &InetDiag, o: &InetOpts) -> String {
-        let what = format!("connected TCP socket ({} {})", tcp_state_name(d.state), d.describe());
-        if o.tcp_established {
-            format!("{what}: dumping TCP connections (TCP_REPAIR) is not supported yet")
-        } else {
-            format!("{what}: dump it with --tcp-established")
-        }
-    }
 }
 
 /// The sock_diag tables of the namespace, fetched once per (family, proto).
@@ -430,7 +417,8 @@ fn survey_one(
                 ))
             }
             TCP_LISTEN | TCP_CLOSE => {}
-            s if is_connected_tcp_state(s) => return Err(refuse(f, Connected::refuse(&d, o))),
+            // A connection: files::tcp decides (survey below).
+            s if is_connected_tcp_state(s) => {}
             s => {
                 return Err(refuse(
                     f,
@@ -542,6 +530,7 @@ impl FdKind for InetSk {
         let mut tables = Tables::default();
         let mut s = Survey::default();
         let mut pidfds: HashMap<i32, OwnedFd> = HashMap::new();
+        let mut conns = Vec::new();
         for f in fds {
             let Some(ino) = super::socket_ino(&f.link) else {
                 continue;
@@ -563,8 +552,26 @@ impl FdKind for InetSk {
             if !q.is_empty() {
                 s.queues.insert(ino, q);
             }
+            if d.proto == libc::IPPROTO_TCP && is_connected_tcp_state(d.state) {
+                let ep = |w: [u32; 4], port| crate::sys::tcp::InetAddr { family, addr: w, port };
+                conns.push(super::tcp::Candidate {
+                    pid: f.pid,
+                    fd: f.fd,
+                    link: f.link.clone(),
+                    ino,
+                    sk,
+                    conn: super::tcp::Conn {
+                        local: ep(d.src, d.sport),
+                        peer: ep(d.dst, d.dport),
+                    },
+                    state: d.state as u8,
+                });
+            }
             s.socks.insert(ino, d);
         }
+        // Every connection at once (one network lock), before anything is written.
+        let opts = t.tcp.clone();
+        super::tcp::survey(conns, &opts, t)?;
         for &ino in s.socks.keys() {
             t.claim_socket(ino);
         }
@@ -648,6 +655,15 @@ impl FdKind for InetSk {
             };
             t.side_record(super::SK_QUEUES, &e, p);
         }
+        // A connection dumped in repair mode: its stream image, and the
+        // state TCP_INFO gave in repair mode.
+        let mut state = d.state;
+        if let Some(st) = t.survey_state::<super::tcp::Dumped>().take_stream(ino) {
+            state = st.state as u32;
+            let mut q = st.inq;
+            q.extend_from_slice(&st.outq);
+            t.side_record((super::tcp::image_name(ino), "TCP_STREAM"), &st.entry, q);
+        }
         let n = d.words();
         Ok(pb::FileEntry {
             r#type: pb::FdTypes::Inetsk as i32,
@@ -658,7 +674,7 @@ impl FdKind for InetSk {
                 family: d.family as u32,
                 r#type: d.ty as u32,
                 proto: d.proto as u32,
-                state: d.state,
+                state,
                 src_port: d.sport as u32,
                 dst_port: d.dport as u32,
                 flags: c.flags(),
@@ -698,17 +714,21 @@ impl FdKind for InetSk {
             return Err(cx.bad(format!("inet socket {}: port out of range", i.id)));
         }
         let (ty, proto) = (i.r#type as i32, i.proto as i32);
+        let mut tcp = None;
         let unsupported = |what: String| super::set::unsupported(cx.file, 0, format!("entry {}: {what}", cx.index));
         match (ty, proto) {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) => match i.state {
                 TCP_LISTEN | TCP_CLOSE if i.dst_port == 0 => {}
                 s if is_connected_tcp_state(s) || i.dst_port != 0 => {
-                    // The TCP_REPAIR restore of a connection (tcp-stream-N.img) plugs in here.
-                    return Err(unsupported(format!(
-                        "inet socket {}: a TCP connection ({}): restoring TCP connections is not supported yet",
-                        i.id,
-                        tcp_state_name(s)
-                    )));
+                    // A connection: its stream (tcp-stream-INO.img), checked now.
+                    let conn = super::tcp::entry_conn(i)
+                        .ok_or_else(|| cx.bad(format!("inet socket {}: a TCP connection without addresses", i.id)))?;
+                    let closed = !cx.set.has(&super::tcp::image_name(i.ino))
+                        && cx.set.inventory().is_ok_and(|inv| inv.tcp_close == Some(true));
+                    let r = super::tcp::describe(cx.set, i.ino, s as u8, conn, closed).map_err(|w| {
+                        unsupported(format!("inet socket {} ({} {conn}): {w}", i.id, tcp_state_name(s)))
+                    })?;
+                    tcp = Some(r);
                 }
                 s => return Err(cx.bad(format!("inet socket {}: TCP state {s}", i.id))),
             },
@@ -745,7 +765,12 @@ impl FdKind for InetSk {
         let mut dst = [0u32; 4];
         src[..words].copy_from_slice(&i.src_addr[..words]);
         dst[..words].copy_from_slice(&i.dst_addr[..words]);
-        Ok(Box::new(InetSkFile { e: i.clone(), src, dst }))
+        Ok(Box::new(InetSkFile {
+            e: i.clone(),
+            src,
+            dst,
+            tcp,
+        }))
     }
 
     fn check(&self, files: &FileSet) -> Result<(), SetError> {
@@ -798,6 +823,8 @@ pub struct InetSkFile {
     pub e: pb::InetSkEntry,
     pub src: [u32; 4],
     pub dst: [u32; 4],
+    /// A TCP connection: what files::tcp restores it from.
+    pub tcp: Option<super::tcp::Restorable>,
 }
 
 fn oerr(s: &InetSkFile, reason: impl std::fmt::Display) -> super::OpenError {
@@ -1076,8 +1103,11 @@ impl OpenFile for InetSkFile {
                     }
                 }
             }
-            // Connected TCP states: refused by `describe` (the TCP_REPAIR
-            // restore of tcp-stream-N.img plugs in here).
+            // A connection, in repair mode until the tree is ready (or closed: --tcp-close).
+            (libc::IPPROTO_TCP, _) if self.tcp.is_some() => {
+                let r = self.tcp.as_ref().expect("a connection");
+                super::tcp::restore_into(fd, r, cx.tcp_close).map_err(|er| oerr(self, er))?;
+            }
             (libc::IPPROTO_TCP, s) => {
                 return Err(oerr(self, format!("TCP state {}: not supported", tcp_state_name(s))));
             }

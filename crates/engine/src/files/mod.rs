@@ -56,6 +56,7 @@ pub mod reg;
 mod set;
 pub mod signalfd;
 pub mod skopts;
+pub mod tcp;
 pub mod timerfd;
 pub mod tty;
 pub mod unixsk;
@@ -377,10 +378,12 @@ pub struct FileTable {
     pub link_remaps: Vec<PathBuf>,
     /// What each kind's survey kept for its `dump`, by type.
     survey: HashMap<TypeId, Box<dyn Any + Send>>,
+    /// --tcp-established, --tcp-close, --network-lock and the run id.
+    pub tcp: tcp::TcpOpts,
     /// Socket inodes a kind's survey claimed.
     claimed_sockets: HashSet<u32>,
     /// Images several kinds write into, by file name.
-    side: BTreeMap<&'static str, SideImage>,
+    side: BTreeMap<String, SideImage>,
     /// What the dump's options ask of inet sockets (--tcp-established ...).
     pub inet: inetsk::InetOpts,
 }
@@ -413,6 +416,23 @@ impl FileTable {
     }
 
     /// Remove the link remaps made so far (the dump failed).
+    /// The tree goes on (a failed dump, or `--leave-running` before the
+    /// tree is let go): TCP connections leave repair mode, the network lock goes.
+    pub fn let_go(&mut self) -> Result<(), String> {
+        self.survey_state::<tcp::Dumped>().let_go()
+    }
+
+    /// The dumped tree was killed (its TCP connections close silently).
+    pub fn tree_gone(&mut self) {
+        self.survey_state::<tcp::Dumped>().tree_gone()
+    }
+
+    /// The dump succeeded: what must outlive it (the network lock over a
+    /// killed tree's TCP connections, until the restore) stays.
+    pub fn dump_done(&mut self) {
+        self.survey_state::<tcp::Dumped>().done()
+    }
+
     pub fn remove_link_remaps(&mut self) {
         for p in self.link_remaps.drain(..) {
             let _ = std::fs::remove_file(p);
@@ -441,9 +461,14 @@ impl FileTable {
 
     /// Add a record (an entry and the bytes after it) to the side image
     /// `image` = (file name, magic name), e.g. [`SK_QUEUES`].
-    pub fn side_record(&mut self, image: (&'static str, &'static str), entry: &impl prost::Message, payload: Vec<u8>) {
+    pub fn side_record(
+        &mut self,
+        image: (impl Into<String>, &'static str),
+        entry: &impl prost::Message,
+        payload: Vec<u8>,
+    ) {
         self.side
-            .entry(image.0)
+            .entry(image.0.into())
             .or_insert_with(|| SideImage {
                 magic: image.1,
                 records: Vec::new(),
@@ -453,8 +478,8 @@ impl FileTable {
     }
 
     /// The side images with their records, by file name.
-    pub fn side_images(&self) -> impl Iterator<Item = (&'static str, &SideImage)> {
-        self.side.iter().map(|(n, i)| (*n, i))
+    pub fn side_images(&self) -> impl Iterator<Item = (&str, &SideImage)> {
+        self.side.iter().map(|(n, i)| (n.as_str(), i))
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {

@@ -427,6 +427,8 @@ pub struct RestoreCx<'a> {
     pub remaps: reg::Remaps,
     /// --shell-job: the job's terminal is cryo's.
     pub shell_job: bool,
+    /// --tcp-close: TCP connections are restored closed.
+    pub tcp_close: bool,
     state: HashMap<TypeId, Box<dyn Any>>,
     scratch: HashMap<TypeId, Box<dyn Any>>,
 }
@@ -437,6 +439,7 @@ impl<'a> RestoreCx<'a> {
             files,
             remaps: reg::Remaps::default(),
             shell_job,
+            tcp_close: false,
             state: HashMap::new(),
             scratch: HashMap::new(),
         }

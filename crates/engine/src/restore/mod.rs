@@ -63,6 +63,10 @@ pub struct RestoreOpts {
     pub file_locks: bool,
     /// How long to wait for PIDs still held by a just-killed tree.
     pub pid_wait: Duration,
+    /// TCP connections in the images are restored (criu's --tcp-established).
+    pub tcp_established: bool,
+    /// TCP connections in the images are restored closed (criu's --tcp-close).
+    pub tcp_close: bool,
     /// How long the tasks may take to reach the barrier.
     pub timeout: Duration,
     /// Asked with the root's pid once every task is at the barrier, before
@@ -102,6 +106,8 @@ impl RestoreOpts {
             shell_job: false,
             file_locks: false,
             pid_wait: Duration::from_secs(5),
+            tcp_established: false,
+            tcp_close: false,
             timeout: Duration::from_secs(60),
             before_resume: None,
             new_pidns: false,
@@ -249,6 +255,9 @@ pub struct RestoreCtx {
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
+    /// The images' TCP connections and the dump's network lock over them:
+    /// removed at the end of the restore, or by its abort.
+    tcp: Option<files::tcp::ImageConns>,
 }
 
 /// What a successful restore leaves.
@@ -282,6 +291,7 @@ impl RestoreCtx {
             net_plan: None,
             ns_holders: Vec::new(),
             root_host: None,
+            tcp: None,
         }
     }
 
@@ -309,6 +319,10 @@ impl RestoreCtx {
         };
         // Validate.
         self.stage = Stage::Validate;
+        // The dump's network lock is removed however the restore ends.
+        if let Ok(set) = cryo_image::ImageSet::open(&self.opts.dir) {
+            self.tcp = files::tcp::image_conns(&set).ok().filter(|c| !c.conns.is_empty());
+        }
         let mut plan = plan::build(&self.opts.dir)?;
         if self.opts.new_pidns && !plan.ns.has(crate::state::ns::Kind::Pid) {
             plan.ns.own.insert(0, crate::state::ns::Kind::Pid);
@@ -318,6 +332,19 @@ impl RestoreCtx {
                 "pid namespace",
                 "the tree holds /proc files of dead processes: their stand-ins cannot be made in a new pid namespace",
             ));
+        }
+        if let Some(ic) = &self.tcp {
+            if !self.opts.tcp_established && !self.opts.tcp_close && !ic.closed {
+                return Err(prep(
+                    plan.set.path("files.img").display().to_string(),
+                    format!(
+                        "TCP connection {} (and {} more): restore established connections with --tcp-established \
+                         (or --tcp-close to restore them closed)",
+                        ic.conns[0].1,
+                        ic.conns.len() - 1
+                    ),
+                ));
+            }
         }
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
         self.check_mnt_net(&plan)?;
@@ -516,6 +543,7 @@ impl RestoreCtx {
             None => None,
         };
         let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
+        cx.tcp_close = self.opts.tcp_close;
         // Terminals first, all together (pairs, sessions, queued data).
         let mut ctty = HashMap::new();
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
@@ -813,6 +841,14 @@ impl RestoreCtx {
             })
             .collect();
         files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
+        // Every task is ready: TCP connections leave repair mode, the
+        // network lock goes (before the tasks run: their first sends go out).
+        if let Some(ic) = &self.tcp {
+            files::tcp::end_restore_set(ic, self.opts.tcp_close, |id| env.fd_pool.get(&id).copied())
+                .map_err(|e| prep("TCP connections", e))?;
+            self.tcp = None;
+        }
+        let env = self.env.as_ref().expect("prepared");
         let c = self.ctl();
         c.go.store(if seized.is_some() { GO_RUN_TRACED } else { GO_RUN }, Ordering::SeqCst);
         rsys::futex_wake(&c.go);
@@ -855,6 +891,9 @@ impl RestoreCtx {
     fn abort(&mut self) {
         self.stage = Stage::Abort;
         self.dead = None;
+        if let Some(ic) = self.tcp.take() {
+            files::tcp::abort_restore(&ic);
+        }
         if let Some(env) = &self.env {
             let c = self.ctl();
             c.go.store(GO_ABORT, Ordering::SeqCst);

@@ -205,7 +205,6 @@ const REFUSED_IMAGES: &[(&str, &str)] = &[
     ("unixsk.img", "unix sockets"),
     ("packetsk.img", "packet sockets"),
     ("netlinksk.img", "netlink sockets"),
-    ("tcp-stream", "TCP connections"),
     // CRIU before 3.x wrote these kinds to images of their own; cryo reads
     // them from files.img only (as CRIU 4.2 writes them).
     ("eventfd.img", "eventfd images of the old separate-image layout"),

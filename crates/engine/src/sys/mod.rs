@@ -24,6 +24,7 @@ pub mod files;
 pub mod ipc;
 pub mod rtnl;
 pub mod sockets;
+pub mod tcp;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
