@@ -590,6 +590,12 @@ fn container_with_its_own_pid_namespace_gets_its_proc_back() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let root = c.root.display().to_string();
     let netns = format!("/proc/{}/ns/net", c.client_pid);
+    // The dumped container's veth goes away with its netns, asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while String::from_utf8_lossy(&c.client(&["ip", "link"]).stdout).contains("cl0") {
+        assert!(Instant::now() < deadline, "the old veth stays");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ns = Ns::start_in_netns(
         &netns,
         &format!(
