@@ -13,6 +13,8 @@ use common::ns::Ns;
 use common::{build_prog, gcc, kv as field, pty, CRYO};
 
 // Tests by class of program (each file uses this file's helpers via `super::*`).
+#[path = "restore/container.rs"]
+mod container;
 #[path = "restore/fdkinds.rs"]
 mod fdkinds;
 #[path = "restore/foreign.rs"]
@@ -1180,7 +1182,8 @@ fn a_task_in_its_own_namespace_is_refused_up_front() {
     let (rc, err) = ns.cryo_result();
     assert_ne!(rc, 0);
     assert!(
-        err.contains("net namespace of its own") && err.contains(&format!("ids-{pid}.img")),
+        // Network namespaces are restored now: the one named has no images.
+        err.contains(&format!("netdev-{}.img", ids.net_ns_id.unwrap())),
         "{err}"
     );
     assert!(!ns.inner_pids().contains(&pid));

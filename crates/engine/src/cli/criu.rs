@@ -245,10 +245,62 @@ pub struct Refused {
 }
 
 const CGROUPS: &str = "cryo does not dump or restore cgroups yet; the tree stays in the cgroups it is restored into";
-const MOUNTS: &str = "cryo does not handle mount or other namespaces yet";
+const MOUNTS: &str =
+    "cryo takes external mounts and veths only (--external mnt[..]:.., veth[..]:.., --ext-mount-map, --veth-pair)";
 const REMOTE: &str = "cryo reads and writes image directories only (no page server, streaming or lazy pages)";
 
+/// The external resources of criu's options: mounts (`--external
+/// mnt[A]:B`, `-M A:B`: at dump mountpoint A has key B, at restore key A is
+/// at path B) and veths (`--external veth[IN]:OUT`, `--veth-pair IN=OUT`).
+#[derive(Debug, Default)]
+pub struct Externals {
+    pub mounts: std::collections::BTreeMap<String, String>,
+    pub veths: std::collections::BTreeMap<String, String>,
+}
+
 impl Common {
+    /// `--external`, `--ext-mount-map` and `--veth-pair`, parsed.
+    pub fn externals(&self) -> Result<Externals, String> {
+        let mut x = Externals::default();
+        let bracket = |e: &str, pre: &str| -> Option<(String, String)> {
+            let rest = e.strip_prefix(pre)?;
+            let (k, v) = rest.split_once("]:")?;
+            Some((k.to_string(), v.to_string()))
+        };
+        for e in &self.external {
+            if let Some((k, v)) = bracket(e, "mnt[") {
+                x.mounts.insert(k, v);
+            } else if let Some((k, v)) = bracket(e, "veth[") {
+                if v.contains('@') {
+                    return Err(format!(
+                        "--external {e}: attaching the outside end to a bridge is not supported"
+                    ));
+                }
+                x.veths.insert(k, v);
+            } else if e.starts_with("mnt[") || e.starts_with("veth[") {
+                return Err(format!("--external {e}: expected mnt[KEY]:VALUE or veth[IN]:OUT"));
+            }
+        }
+        for m in &self.ext_mount_map {
+            let (k, v) = m
+                .split_once(':')
+                .ok_or_else(|| format!("--ext-mount-map {m}: expected KEY:VALUE"))?;
+            x.mounts.insert(k.to_string(), v.to_string());
+        }
+        for p in &self.veth_pair {
+            let (i, o) = p
+                .split_once('=')
+                .ok_or_else(|| format!("--veth-pair {p}: expected IN=OUT"))?;
+            if o.contains('@') {
+                return Err(format!(
+                    "--veth-pair {p}: attaching the outside end to a bridge is not supported"
+                ));
+            }
+            x.veths.insert(i.to_string(), o.to_string());
+        }
+        Ok(x)
+    }
+
     /// The first refused option given, if any.
     pub fn refused(&self) -> Option<Refused> {
         let r = |option, why| Some(Refused { option, why });
@@ -271,12 +323,15 @@ impl Common {
         if let Some((o, _)) = cg.iter().find(|(_, on)| *on) {
             return r(o, CGROUPS);
         }
-        let ns: [(&'static str, bool); 10] = [
-            ("--root", self.root.is_some()),
+        let ns: [(&'static str, bool); 8] = [
             ("--join-ns", !self.join_ns.is_empty()),
             ("--empty-ns", !self.empty_ns.is_empty()),
-            ("--external", !self.external.is_empty()),
-            ("--ext-mount-map", !self.ext_mount_map.is_empty()),
+            (
+                "--external",
+                self.external
+                    .iter()
+                    .any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
+            ),
             ("--skip-mnt", !self.skip_mnt.is_empty()),
             ("--enable-fs", !self.enable_fs.is_empty()),
             ("--enable-external-sharing", self.enable_external_sharing),
@@ -285,9 +340,6 @@ impl Common {
         ];
         if let Some((o, _)) = ns.iter().find(|(_, on)| *on) {
             return r(o, MOUNTS);
-        }
-        if !self.veth_pair.is_empty() {
-            return r("--veth-pair", "cryo does not restore network namespaces yet");
         }
         let remote: [(&'static str, bool); 11] = [
             ("--page-server", self.page_server),

@@ -83,6 +83,15 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.shell_job = a.shell_job;
     o.file_locks = a.file_locks;
     o.new_pidns = a.new_pidns;
+    let x = a.criu.externals().map_err(anyhow::Error::msg)?;
+    o.mnt.externals = x.mounts.into_iter().map(|(k, v)| (k, v.into())).collect();
+    o.mnt.root = a
+        .criu
+        .root
+        .as_ref()
+        .map(|r| std::path::absolute(r).with_context(|| format!("--root {r}")))
+        .transpose()?;
+    o.veth_pairs = x.veths;
     o.tcp_established = a.criu.tcp_established;
     o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));

@@ -70,6 +70,9 @@ pub struct DumpOpts {
     /// absolute; the `parent` link holds it as given): pages unwritten since
     /// it was made are marked `PE_PARENT` instead of written. Implies `track_mem`.
     pub prev_images_dir: Option<PathBuf>,
+    /// Mounts of the tree's mount namespace that come from outside it:
+    /// mountpoint → key (criu's `--external mnt[MOUNTPOINT]:KEY`, `-M`).
+    pub ext_mounts: std::collections::BTreeMap<String, String>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -138,6 +141,7 @@ impl DumpOpts {
             prev_images_dir: None,
             live: false,
             fail_before_inventory: false,
+            ext_mounts: Default::default(),
         }
     }
 
@@ -467,6 +471,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let pids = tree_pids(opts.pid);
     let own_uffds = track::own_fds(&pids);
     let tree_ns = crate::state::ns::survey(&pids)?;
+    survey_mnt_net(&tree_ns, opts.pid, &opts.ext_mounts)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
@@ -780,6 +785,52 @@ fn still_frozen(tree: &FrozenTree) -> Result<()> {
 pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
+
+/// The tree's own mount and network namespaces, checked before the freeze:
+/// mounts the restore cannot rebuild, devices it cannot make.
+fn survey_mnt_net(
+    ns: &crate::state::ns::TreeNs,
+    root: i32,
+    ext: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    use crate::state::ns::Kind;
+    let refused = |what: String| DumpError::Refused { pid: root, what };
+    if ns.has(Kind::Mnt) {
+        crate::state::mnt::survey(root, ext).map_err(|e| refused(format!("its mount namespace: {e}")))?;
+    }
+    if ns.has(Kind::Net) {
+        let f = std::fs::File::open(format!("/proc/{root}/ns/net"))
+            .map_err(|e| refused(format!("its network namespace: /proc/{root}/ns/net: {e}")))?;
+        crate::state::netns::survey(&f).map_err(|e| refused(format!("its network namespace: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Dump the tree's own mount and network namespaces (the tree frozen).
+fn dump_mnt_net(ctx: &mut DumpCtx, root: i32) -> Result<()> {
+    use crate::state::ns::Kind;
+    let refused = |what: String| DumpError::Refused { pid: root, what };
+    let dir = ctx.out.dir.clone();
+    if ctx.ns.has(Kind::Net) {
+        let id = ctx
+            .nsnum
+            .id(Kind::Net, ctx.ns.root.get(&Kind::Net).copied().unwrap_or(0));
+        let f = std::fs::File::open(format!("/proc/{root}/ns/net"))
+            .map_err(|e| refused(format!("its network namespace: /proc/{root}/ns/net: {e}")))?;
+        let names = crate::state::netns::dump(&f, id, &dir, &|_| None)
+            .map_err(|e| refused(format!("its network namespace: {e}")))?;
+        ctx.out.files.extend(names.iter().map(|n| dir.join(n)));
+    }
+    if ctx.ns.has(Kind::Mnt) {
+        let id = ctx
+            .nsnum
+            .id(Kind::Mnt, ctx.ns.root.get(&Kind::Mnt).copied().unwrap_or(0));
+        let names = crate::state::mnt::dump(root, id, &dir, &ctx.opts.ext_mounts)
+            .map_err(|e| refused(format!("its mount namespace: {e}")))?;
+        ctx.out.files.extend(names.iter().map(|n| dir.join(n)));
+    }
+    Ok(())
+}
 
 /// Refusals that need no freezing (namespaces); more come per process.
 fn precheck(pid: i32) -> Result<()> {
@@ -1142,6 +1193,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     if let Some((_, ipc)) = ctx.ns_dump.ipc.as_mut() {
         ipc.pages_ids = (0..ipc.segments()).map(|_| ctx.files.alloc_pages_id()).collect();
     }
+    dump_mnt_net(ctx, tree.procs[0].pid)?;
     write_shared(ctx)?;
     trace(&format!("shared images at {:?}", t.elapsed()));
     // What CRIU's format cannot hold (CPU affinity of pinned threads,

@@ -128,17 +128,37 @@ impl<'a> Parasite<'a> {
         })?;
         // Listening socket with an abstract name unique to this injection.
         use nix::sys::socket as sk;
-        let lfd = sk::socket(
-            sk::AddressFamily::Unix,
-            sk::SockType::SeqPacket,
-            sk::SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| nix_err(tid, "socket", e))?;
         let name = format!("cryo-parasite-{}-{}-{:x}", std::process::id(), tid, self.base);
-        let addr = sk::UnixAddr::new_abstract(name.as_bytes()).map_err(|e| nix_err(tid, "bind", e))?;
-        sk::bind(lfd.as_raw_fd(), &addr).map_err(|e| nix_err(tid, "bind", e))?;
-        sk::listen(&lfd, sk::Backlog::new(1).expect("valid backlog")).map_err(|e| nix_err(tid, "listen", e))?;
+        let listen = || -> Result<std::os::fd::OwnedFd> {
+            let lfd = sk::socket(
+                sk::AddressFamily::Unix,
+                sk::SockType::SeqPacket,
+                sk::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| nix_err(tid, "socket", e))?;
+            let addr = sk::UnixAddr::new_abstract(name.as_bytes()).map_err(|e| nix_err(tid, "bind", e))?;
+            sk::bind(lfd.as_raw_fd(), &addr).map_err(|e| nix_err(tid, "bind", e))?;
+            sk::listen(&lfd, sk::Backlog::new(1).expect("valid backlog")).map_err(|e| nix_err(tid, "listen", e))?;
+            Ok(lfd)
+        };
+        // Abstract names are per network namespace: a task in another one
+        // connects to a socket made in its namespace.
+        let theirs = format!("/proc/{tid}/ns/net");
+        let lfd = if std::fs::read_link(&theirs).ok() != std::fs::read_link("/proc/self/ns/net").ok() {
+            let ns = std::fs::File::open(&theirs).map_err(|source| ParasiteError::Io {
+                tid,
+                what: "its network namespace",
+                source,
+            })?;
+            crate::sys::rtnl::in_netns(&ns, listen).map_err(|source| ParasiteError::Io {
+                tid,
+                what: "entering its network namespace",
+                source,
+            })??
+        } else {
+            listen()?
+        };
         let mut args = BootArgs {
             magic: BOOT_MAGIC,
             abi_version: ABI_VERSION,

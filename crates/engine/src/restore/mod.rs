@@ -77,6 +77,14 @@ pub struct RestoreOpts {
     /// namespace, where it keeps its pids (pid 1 is the root if its pid is
     /// 1, else a small init of cryo's; see docs/namespaces.md).
     pub new_pidns: bool,
+    /// A tree with a mount namespace of its own: its root filesystem
+    /// (criu's --root) and where its external mounts are (--external
+    /// mnt[KEY]:PATH, --ext-mount-map KEY:PATH).
+    pub mnt: crate::state::mnt::MntRestoreOpts,
+    /// A veth whose peer was outside the tree: its name inside → the name
+    /// of the new peer in cryo's network namespace (--external
+    /// veth[IN]:OUT, --veth-pair IN=OUT).
+    pub veth_pairs: std::collections::BTreeMap<String, String>,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -103,6 +111,8 @@ impl RestoreOpts {
             timeout: Duration::from_secs(60),
             before_resume: None,
             new_pidns: false,
+            mnt: Default::default(),
+            veth_pairs: Default::default(),
         }
     }
 }
@@ -211,6 +221,8 @@ pub struct TaskEnv {
     pub thp: bool,
     /// The namespaces the first task is cloned into (state::ns).
     pub ns_flags: u64,
+    /// The images directory (O_PATH), for tasks in a restored mount namespace.
+    pub images_fd: Option<RawFd>,
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
@@ -237,6 +249,12 @@ pub struct RestoreCtx {
     host: HashMap<i32, i32>,
     /// The host pid of the tree's root (the first task, or init's child).
     root_host: Option<i32>,
+    /// The tree's own mount and network namespaces, validated.
+    mnt_tree: Option<crate::state::mnt::MountTree>,
+    net_plan: Option<crate::state::netns::NetPlan>,
+    /// The namespaces made for them, held until the first task entered
+    /// them (dropped on abort: nothing is left behind).
+    ns_holders: Vec<std::fs::File>,
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -269,6 +287,9 @@ impl RestoreCtx {
             linked: Vec::new(),
             dead: None,
             host: HashMap::new(),
+            mnt_tree: None,
+            net_plan: None,
+            ns_holders: Vec::new(),
             root_host: None,
             tcp: None,
         }
@@ -326,6 +347,7 @@ impl RestoreCtx {
             }
         }
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
+        self.check_mnt_net(&plan)?;
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
         files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
@@ -392,7 +414,72 @@ impl RestoreCtx {
         })
     }
 
-    fn prepare(&mut self, plan: Plan) -> Result<(), RestoreError> {
+    /// The tree's mount and network namespaces: described and checked
+    /// against this machine before anything exists.
+    fn check_mnt_net(&mut self, plan: &Plan) -> Result<(), RestoreError> {
+        use crate::state::ns::Kind;
+        use crate::state::{mnt, netns};
+        if let Some(&id) = plan.ns.ids.get(&Kind::Net) {
+            let name = format!("netdev-{id}.img");
+            let devs: Vec<cryo_image::pb::NetDeviceEntry> = cryo_image::read_entries(plan.set.path(&name), "NETDEV")?;
+            let name = format!("netns-{id}.img");
+            let ns: Vec<cryo_image::pb::NetnsEntry> = cryo_image::read_entries(plan.set.path(&name), "NETNS")?;
+            let p = netns::describe(id, &devs, ns.into_iter().next(), &self.opts.veth_pairs)
+                .map_err(|e| prep("network namespace", e))?;
+            netns::check_restore(&p).map_err(|e| prep("network namespace", e))?;
+            self.net_plan = Some(p);
+        }
+        if let Some(&id) = plan.ns.ids.get(&Kind::Mnt) {
+            let name = format!("mountpoints-{id}.img");
+            let es: Vec<cryo_image::pb::MntEntry> = cryo_image::read_entries(plan.set.path(&name), "MNTS")?;
+            let t = mnt::describe(&es).map_err(|e| prep(plan.set.path(&name).display().to_string(), e))?;
+            mnt::check_restore(&t, &self.opts.dir, &self.opts.mnt).map_err(|e| prep("mount namespace", e))?;
+            self.mnt_tree = Some(t);
+        }
+        Ok(())
+    }
+
+    /// Make the tree's network and mount namespaces (the first task enters them).
+    fn make_mnt_net(&mut self, plan: &mut Plan) -> Result<Option<crate::state::mnt::MntNs>, RestoreError> {
+        use crate::state::ns::Kind;
+        use crate::state::{mnt, netns};
+        use std::os::fd::AsRawFd;
+        let mut net = None;
+        if let Some(p) = &self.net_plan {
+            let n = netns::make_ns(p, &self.opts.dir, &self.opts.veth_pairs, std::process::id())
+                .map_err(|e| prep("network namespace", e))?;
+            net = Some(n.fd);
+        }
+        let mut m = None;
+        if let Some(t) = &self.mnt_tree {
+            let late = plan.ns.has(Kind::Pid);
+            let ns = mnt::make_ns(
+                t,
+                &self.opts.dir,
+                &self.opts.mnt,
+                &|x| late && x.kind == mnt::MountKind::Fresh && x.fstype == cryo_image::pb::Fstype::Proc as u32,
+                net.as_ref(),
+            )
+            .map_err(|e| prep("mount namespace", e))?;
+            if late {
+                plan.ns.late_mounts = mnt::proc_mounts(t);
+            }
+            m = Some(ns);
+        }
+        if let Some(n) = net {
+            plan.ns.enter.push((Kind::Net, n.as_raw_fd()));
+            self.ns_holders.push(n);
+        }
+        if let Some(ns) = &m {
+            let f = ns.fd.try_clone().map_err(|e| prep("mount namespace", e))?;
+            plan.ns.enter.push((Kind::Mnt, f.as_raw_fd()));
+            self.ns_holders.push(f);
+        }
+        Ok(m)
+    }
+
+    fn prepare(&mut self, mut plan: Plan) -> Result<(), RestoreError> {
+        let mntns = self.make_mnt_net(&mut plan)?;
         let new_pidns = plan.ns.has(crate::state::ns::Kind::Pid);
         if !new_pidns {
             // In a new pid namespace every pid is free.
@@ -428,6 +515,13 @@ impl RestoreCtx {
         let max_fd = plan.max_fd();
         let exe_fd_target = max_fd + 1;
         let base = max_fd + 2;
+        // The namespace fds the first task enters, out of the tree's fd numbers.
+        for (h, e) in std::mem::take(&mut self.ns_holders)
+            .into_iter()
+            .zip(plan.ns.enter.iter_mut())
+        {
+            e.1 = self.keep(OwnedFd::from(h), base)?;
+        }
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -443,6 +537,11 @@ impl RestoreCtx {
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
         self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
+        // The tree's files are opened by their paths in its mount namespace.
+        let entered = match &mntns {
+            Some(ns) => Some(crate::state::mnt::enter(ns).map_err(|e| prep("mount namespace", e))?),
+            None => None,
+        };
         let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
         cx.tcp_close = self.opts.tcp_close;
         // Terminals first, all together (pairs, sessions, queued data).
@@ -509,7 +608,20 @@ impl RestoreCtx {
         }
         self.linked = cx.remaps.take_linked();
         drop(cx);
+        drop(entered);
+        drop(mntns);
         let plan_ns_flags = plan.ns.clone_flags();
+        let images_fd = match &self.mnt_tree {
+            Some(_) => {
+                let d = crate::sys::files::open(
+                    &self.opts.dir.display().to_string(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+                .map_err(|e| prep(self.opts.dir.display().to_string(), e))?;
+                Some(self.keep(d, base)?)
+            }
+            None => None,
+        };
         let plan_init = new_pidns && plan.root().pid != 1;
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
@@ -531,6 +643,7 @@ impl RestoreCtx {
             thp,
             ns_flags: plan_ns_flags,
             init: plan_init,
+            images_fd,
         });
         Ok(())
     }

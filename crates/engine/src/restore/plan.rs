@@ -899,6 +899,10 @@ fn build_proc(
 fn read_fds(set: &ImageSet, pid: i32, files_id: u32, files: &crate::files::FileSet) -> Result<Vec<Fd>, PlanError> {
     let mut fds = Vec::new();
     let fdinfo_file = set.path(&format!("fdinfo-{files_id}.img")).display().to_string();
+    // CRIU writes none for a process without fds.
+    if !set.path(&format!("fdinfo-{files_id}.img")).exists() {
+        return Ok(fds);
+    }
     let fdinfo = set.fdinfo(files_id)?;
     for (i, f) in fdinfo.iter().enumerate() {
         if !files.contains(f.id) {

@@ -17,6 +17,7 @@ use super::task::TaskError;
 use super::TaskEnv;
 use crate::sys::mem::Area;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 
 /// `MAP_DROPPABLE` (Linux 6.11): a private anonymous mapping whose pages
 /// the kernel may drop under memory pressure.
@@ -155,15 +156,26 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         });
     }
     // The set's own pages file, then its parents' (only those a run uses).
+    // In a restored mount namespace the images are reached through their
+    // directory's fd (parents by their path relative to it).
+    let base = mm.pages_files.first().and_then(|p| p.parent()).map(Path::to_path_buf);
+    let open = |p: &Path| -> std::io::Result<std::fs::File> {
+        let rel = base
+            .as_deref()
+            .and_then(|b| p.strip_prefix(b).ok())
+            .and_then(|r| r.to_str());
+        match (env.images_fd, rel) {
+            (Some(dir), Some(rel)) => crate::sys::files::openat_raw(dir, rel, libc::O_RDONLY).map(std::fs::File::from),
+            _ => std::fs::File::open(p),
+        }
+    };
     let mut pages = Vec::with_capacity(mm.pages_files.len());
     for (i, p) in mm.pages_files.iter().enumerate() {
         if i > 0 && !mm.run_file.contains(&i) {
             pages.push(None);
             continue;
         }
-        pages.push(Some(
-            std::fs::File::open(p).map_err(|e| TaskError(format!("{}: {e}", p.display())))?,
-        ));
+        pages.push(Some(open(p).map_err(|e| TaskError(format!("{}: {e}", p.display())))?));
     }
     fill(&pages, &mm.pagemap.runs, &mm.run_file, &out).map_err(|e| {
         TaskError(format!(

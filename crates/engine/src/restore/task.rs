@@ -382,7 +382,7 @@ fn run(
     if nix::unistd::getppid().as_raw() != parent {
         return Err(TaskError("parent died during restore".into()));
     }
-    if is_root && !env.init && env.ns_flags != 0 {
+    if is_root && !env.init && (env.ns_flags != 0 || !env.plan.ns.enter.is_empty()) {
         // In its new namespaces, before anything else.
         env.plan.ns.apply().map_err(TaskError)?;
     }

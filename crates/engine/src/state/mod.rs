@@ -11,6 +11,8 @@
 pub mod affinity;
 pub mod creds;
 pub mod mm;
+pub mod mnt;
+pub mod netns;
 pub mod ns;
 pub mod rlimits;
 pub mod seccomp;

@@ -102,9 +102,7 @@ impl Kind {
     /// is frozen, at restore before any task exists).
     pub fn support(self) -> Support {
         match self {
-            Kind::Pid | Kind::Ipc | Kind::Uts => Support::Yes,
-            Kind::Net => Support::No("network namespaces are not supported yet"),
-            Kind::Mnt => Support::No("mount namespaces are not supported yet"),
+            Kind::Pid | Kind::Ipc | Kind::Uts | Kind::Net | Kind::Mnt => Support::Yes,
             Kind::User => Support::No("user namespaces are not supported yet"),
             Kind::Cgroup => Support::No("cgroup namespaces are not supported yet"),
             Kind::Time => Support::No("time namespaces are not supported yet"),
@@ -534,12 +532,24 @@ pub struct NsPlan {
     pub own: Vec<Kind>,
     pub uts: Option<pb::UtsnsEntry>,
     pub ipc: Option<ipc::IpcNs>,
+    /// The image id of each created kind.
+    pub ids: BTreeMap<Kind, u32>,
+    /// Mount and network namespaces the engine made before forking (held
+    /// by these fds, inherited by the first task): entered with setns()
+    /// instead of being created by clone3.
+    pub enter: Vec<(Kind, std::os::fd::RawFd)>,
+    /// Mounts made by the first task once in its namespaces: proc, which
+    /// shows the pid namespace of whoever mounts it (mountpoint, options, MS_* flags).
+    pub late_mounts: Vec<(String, String, u32)>,
 }
 
 impl NsPlan {
     /// clone3 flags of the restore's first task.
     pub fn clone_flags(&self) -> u64 {
-        self.own.iter().fold(0, |f, k| f | k.clone_flag())
+        self.own
+            .iter()
+            .filter(|k| !self.enter.iter().any(|(e, _)| e == *k))
+            .fold(0, |f, k| f | k.clone_flag())
     }
 
     pub fn has(&self, k: Kind) -> bool {
@@ -549,6 +559,32 @@ impl NsPlan {
     /// In the first task, in its new namespaces, before it forks anything:
     /// the hostname and domain name, the IPC namespace's sysctls and objects.
     pub fn apply(&self) -> Result<(), String> {
+        // The network namespace first (a mount of sysfs shows it), then the
+        // mount namespace (setns makes its root our root and cwd).
+        let files = self
+            .enter
+            .iter()
+            .map(|(k, fd)| {
+                std::fs::File::open(format!("/proc/self/fd/{fd}"))
+                    .map(|f| (*k, f))
+                    .map_err(|e| format!("the restored {} namespace (fd {fd}): {e}", k.name()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for (k, f) in files {
+            nix::sched::setns(&f, nix::sched::CloneFlags::from_bits_retain(k.clone_flag() as i32))
+                .map_err(|e| format!("setns into the restored {} namespace: {e}", k.name()))?;
+        }
+        for (at, opts, flags) in &self.late_mounts {
+            let data = (!opts.is_empty()).then_some(opts.as_str());
+            nix::mount::mount(
+                Some("proc"),
+                at.as_str(),
+                Some("proc"),
+                nix::mount::MsFlags::from_bits_truncate(*flags as libc::c_ulong),
+                data,
+            )
+            .map_err(|e| format!("mount proc at {at}: {e}"))?;
+        }
         if let Some(u) = &self.uts {
             std::fs::write("/proc/sys/kernel/hostname", &u.nodename)
                 .map_err(|e| format!("uts namespace: hostname {:?}: {e}", u.nodename))?;
@@ -608,6 +644,7 @@ pub fn describe(
             });
         }
         plan.own.push(k);
+        plan.ids.insert(k, r);
         match k {
             Kind::Uts => {
                 let name = format!("utsns-{r}.img");

@@ -28,6 +28,20 @@ pub fn open(path: &str, flags: i32) -> io::Result<OwnedFd> {
     .map_err(from_nix)
 }
 
+/// openat(2) of `name` in the directory open at fd number `dir` (a restore
+/// task reaching the images from inside another mount namespace).
+pub fn openat_raw(dir: std::os::fd::RawFd, name: &str, flags: i32) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated string alive for the call; a bad fd
+    // number only makes the call fail.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// mkdir(2) with exactly `mode` requested (the umask applies).
 pub fn mkdir(path: &str, mode: u32) -> io::Result<()> {
     nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_retain(mode)).map_err(from_nix)

@@ -22,6 +22,7 @@ pub mod restore;
 
 pub mod files;
 pub mod ipc;
+pub mod rtnl;
 pub mod sockets;
 pub mod tcp;
 pub mod uffd;

@@ -42,6 +42,16 @@ impl Ns {
     }
 
     fn start_in(script: &str, net: bool) -> Ns {
+        Self::start_with(script, net, None)
+    }
+
+    /// [`Ns::start`] with the namespace in the network namespace `netns`
+    /// (a /proc/PID/ns/net path) instead of the test's.
+    pub fn start_in_netns(netns: &str, script: &str) -> Ns {
+        Self::start_with(script, false, Some(netns))
+    }
+
+    fn start_with(script: &str, net: bool, netns: Option<&str>) -> Ns {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let token = format!(
             "{}-{}",
@@ -54,7 +64,15 @@ impl Ns {
             1,
         );
         assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
-        let child = Command::new("unshare")
+        let mut cmd = match netns {
+            Some(n) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={n}")).arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = cmd
             .args(if net { &["--net"][..] } else { &[][..] })
             .args([
                 "--pid",
