@@ -23,6 +23,8 @@ mod ghost;
 mod identity;
 #[path = "restore/mem.rs"]
 mod mem;
+#[path = "restore/netsk.rs"]
+mod netsk;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
 #[path = "restore/sockets.rs"]
@@ -704,6 +706,19 @@ fn self_check_twice(prog: &str, ready: &str, verify: &str, what: &str, want: &st
 /// `cryo dump` and `cryo restore`, and shell commands run right before the
 /// dump (`pre_dump`; `$P` is the program's pid).
 fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, pre_dump: &str, check: impl Fn(&Ns, i32, u32)) {
+    dump_restore_cmd_twice_in(false, cmd, ready, opts, pre_dump, check)
+}
+
+/// [`dump_restore_cmd_twice_with`], everything (the program, cryo dump and
+/// restore) in a network namespace of the test's own (`net`), its lo up.
+fn dump_restore_cmd_twice_in(
+    net: bool,
+    cmd: &str,
+    ready: &str,
+    opts: &str,
+    pre_dump: &str,
+    check: impl Fn(&Ns, i32, u32),
+) {
     let script = format!(
         "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; cd /tmp/anchor; \
          {cmd} >/dev/null 2>&1 </dev/null & P=$!; \
@@ -716,6 +731,17 @@ fn dump_restore_cmd_twice_with(cmd: &str, ready: &str, opts: &str, pre_dump: &st
            kill -9 $P; wait $R; echo $? > /tmp/anchor/.cryo-rc$i; \
          done; exec sleep 100000"
     );
+    let script = if net {
+        let (anchor, rest) = script
+            .split_once("cd /tmp/anchor;")
+            .expect("the script mounts its anchor first");
+        format!(
+            "{anchor} cat > /tmp/anchor/.run.sh <<'EOF'\nip link set lo up; cd /tmp/anchor; {rest}\nEOF\n\
+             exec unshare --net sh /tmp/anchor/.run.sh"
+        )
+    } else {
+        script
+    };
     let ns = Ns::start(&script);
     let deadline = Instant::now() + Duration::from_secs(60);
     let rc = loop {

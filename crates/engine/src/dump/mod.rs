@@ -994,6 +994,16 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
                 .map(move |(fd, l)| (pid, *fd, l.clone()))
         })
         .collect();
+    // Netlink and packet sockets are surveyed by their kinds, other
+    // families refused (files::skfamily); the rest go on to unixsk's survey.
+    let classified = crate::files::skfamily::classify(&socket_fds)?;
+    ctx.files.netlink = crate::files::netlinksk::survey(&classified)?;
+    ctx.files.packet = crate::files::packetsk::survey(&classified)?;
+    let socket_fds: Vec<(i32, i32, String)> = classified
+        .into_iter()
+        .filter(|s| !matches!(s.family, libc::AF_NETLINK | libc::AF_PACKET))
+        .map(|s| (s.pid, s.fd, s.link))
+        .collect();
     ctx.files.unix = crate::files::unixsk::survey(&socket_fds)?;
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any

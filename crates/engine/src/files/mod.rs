@@ -45,12 +45,15 @@ pub mod fown;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod netlinksk;
 pub mod nsfile;
+pub mod packetsk;
 pub mod pidfd;
 pub mod pipe;
 pub mod reg;
 mod set;
 pub mod signalfd;
+pub mod skfamily;
 pub mod timerfd;
 pub mod tty;
 pub mod unixsk;
@@ -188,11 +191,11 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&pidfd::Pidfd),
     Registered::Kind(&fanotify::Fanotify),
     Registered::Kind(&nsfile::NsFile),
+    Registered::Kind(&netlinksk::NetlinkSk),
+    Registered::Kind(&packetsk::PacketSk),
     Registered::Kind(&unixsk::UnixSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
     Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
-    Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
-    Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
     Registered::Refused(pb::FdTypes::Ext, "CRIU plugin (external) files are not supported"),
     Registered::Refused(pb::FdTypes::Bpfmap, "BPF maps are not supported yet"),
@@ -298,6 +301,10 @@ pub struct FileTable {
     pub unix: unixsk::Survey,
     /// sk-queues.img: queued packets (entry, bytes), in order.
     pub sk_queues: Vec<(pb::SkPacketEntry, Vec<u8>)>,
+    /// The tree's netlink sockets as surveyed before the dump (netlinksk::survey).
+    pub netlink: netlinksk::Survey,
+    /// The tree's packet sockets as surveyed before the dump (packetsk::survey).
+    pub packet: packetsk::Survey,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -480,10 +487,12 @@ mod tests {
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
             pb::FdTypes::Unixsk,
+            pb::FdTypes::Netlinksk,
+            pb::FdTypes::Packetsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        for t in [pb::FdTypes::Inetsk, pb::FdTypes::Packetsk] {
+        for t in [pb::FdTypes::Inetsk] {
             assert!(matches!(registered(t), Some(Registered::Refused(..))), "{t:?}");
         }
     }

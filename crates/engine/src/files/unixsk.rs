@@ -629,7 +629,7 @@ fn queue_refillable(ty: i32, state: u32, peer: u32, one_way: bool, name: &[u8]) 
 }
 
 /// The socket options of CRIU's `sk_opts_entry` that a unix socket has.
-fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
+pub(super) fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
     let int = |o| sks::getsockopt_int(fd, libc::SOL_SOCKET, o);
     let (snd_s, snd_us) = sks::getsockopt_timeval(fd, SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = sks::getsockopt_timeval(fd, SO_RCVTIMEO)?;
@@ -645,8 +645,9 @@ fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
         so_priority: Some(int(SO_PRIORITY)? as u32),
         so_rcvlowat: Some(int(SO_RCVLOWAT)? as u32),
         so_mark: (mark != 0).then_some(mark),
-        so_passcred: Some(int(SO_PASSCRED)? != 0),
-        so_passsec: Some(int(SO_PASSSEC)? != 0),
+        // Unix and netlink sockets only (EOPNOTSUPP elsewhere since Linux 6.5).
+        so_passcred: int(SO_PASSCRED).ok().map(|v| v != 0),
+        so_passsec: int(SO_PASSSEC).ok().map(|v| v != 0),
         so_dontroute: Some(int(SO_DONTROUTE)? != 0),
         so_no_check: Some(int(SO_NO_CHECK)? != 0),
         so_bound_dev: None,
@@ -1060,7 +1061,7 @@ fn shut(s: &OwnedFd, how: u32) -> std::io::Result<()> {
     nix::sys::socket::shutdown(s.as_raw_fd(), h).map_err(std::io::Error::from)
 }
 
-fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
+pub(super) fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
     let fl = nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_ASYNC));
     if fl.contains(nix::fcntl::OFlag::O_NONBLOCK) {
         nix::fcntl::fcntl(s, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
@@ -1071,7 +1072,7 @@ fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
 
 /// The options of the entry onto a fresh socket (buffer sizes first: the
 /// queued data must fit).
-fn set_opts(fd: RawFd, o: &pb::SkOptsEntry) -> std::io::Result<()> {
+pub(super) fn set_opts(fd: RawFd, o: &pb::SkOptsEntry) -> std::io::Result<()> {
     let int = |opt, v: i32| sks::setsockopt_int(fd, libc::SOL_SOCKET, opt, v);
     let get = |opt| sks::getsockopt_int(fd, libc::SOL_SOCKET, opt);
     // The kernel doubles what it is given.
