@@ -998,7 +998,8 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     // families refused (files::skfamily); the rest go on to unixsk's survey.
     let classified = crate::files::skfamily::classify(&socket_fds)?;
     ctx.files.netlink = crate::files::netlinksk::survey(&classified)?;
-    ctx.files.packet = crate::files::packetsk::survey(&classified)?;
+    let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
+    ctx.files.packet = crate::files::packetsk::survey(&classified, &pids)?;
     let socket_fds: Vec<(i32, i32, String)> = classified
         .into_iter()
         .filter(|s| !matches!(s.family, libc::AF_NETLINK | libc::AF_PACKET))

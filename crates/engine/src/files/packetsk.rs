@@ -1,28 +1,29 @@
-//! Packet sockets (AF_PACKET, SOCK_RAW and SOCK_DGRAM): files.img PACKETSK
-//! entries (CRIU 4.2's `packet_sock_entry` in the `psk` field: type,
-//! protocol, interface, TPACKET version, reserve, aux data, orig dev, vnet
-//! header, loss, timestamp source, copy threshold, multicast memberships,
-//! fanout, options with the socket filter).
+//! Packet sockets (AF_PACKET: SOCK_RAW, SOCK_DGRAM and the obsolete
+//! SOCK_PACKET): files.img PACKETSK entries (CRIU 4.2's `packet_sock_entry`
+//! in the `psk` field: type, protocol, interface, TPACKET version, reserve,
+//! aux data, orig dev, vnet header, loss, timestamp source, copy threshold,
+//! multicast memberships, fanout, rx/tx rings, options with the socket
+//! filter).
 //!
 //! Dump: sock_diag (NETLINK_SOCK_DIAG, family AF_PACKET) of our network
 //! namespace gives each socket's protocol, interface index, version,
 //! reserve, flags, copy threshold, memberships, fanout and rings; the socket
 //! options and the classic BPF filter come from the socket itself (taken
-//! with pidfd_getfd). Refused, naming pid and fd: rings (PACKET_RX_RING /
-//! PACKET_TX_RING: mapped into the task, which cryo's memory restore does
-//! not map from a socket), fanout with a BPF program of its own, the
-//! options CRIU's entry cannot hold (PACKET_IGNORE_OUTGOING,
+//! with pidfd_getfd). Refused, naming pid and fd: a ring mapped into a
+//! task's memory (cryo's memory restore does not map from a socket; a ring
+//! set up but not mapped is kept), fanout with a BPF program of its own,
+//! the options CRIU's entry cannot hold (PACKET_IGNORE_OUTGOING,
 //! PACKET_QDISC_BYPASS, PACKET_TX_HAS_OFF), an eBPF filter, a file owner,
-//! the obsolete SOCK_PACKET type, and a socket sock_diag does not see
-//! (another network namespace). Packets queued for reading are not kept,
-//! as CRIU does not keep them: a packet socket may lose packets at any time
-//! (the kernel drops what does not fit), and these are the packets that
-//! arrived while the program was frozen.
+//! and a socket sock_diag does not see (another network namespace).
+//! Packets queued for reading are not kept, as CRIU does not keep them: a
+//! packet socket may lose packets at any time (the kernel drops what does
+//! not fit), and these are the packets that arrived while the program was
+//! frozen.
 //!
 //! Restore (CRIU's order): socket(AF_PACKET, type, protocol), bound to the
-//! interface index (0: every interface), then PACKET_VERSION, RESERVE,
-//! TIMESTAMP, COPY_THRESH, the flag options, memberships, fanout, and the
-//! socket options and filter.
+//! interface index (0: every interface; SOCK_PACKET: by the interface's
+//! name), then PACKET_VERSION, RESERVE, TIMESTAMP, COPY_THRESH, the flag
+//! options, memberships, rings, fanout, and the socket options and filter.
 
 use super::skfamily::Sock;
 use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
@@ -47,6 +48,10 @@ const PACKET_QDISC_BYPASS: i32 = 20;
 const PACKET_IGNORE_OUTGOING: i32 = 23;
 const PACKET_FANOUT_CBPF: u32 = 6;
 const PACKET_FANOUT_EBPF: u32 = 7;
+const PACKET_RX_RING: i32 = 5;
+const PACKET_TX_RING: i32 = 13;
+/// The obsolete SOCK_PACKET type (bound by interface name).
+const SOCK_PACKET: i32 = 10;
 const PACKET_MR_MULTICAST: u32 = 0;
 const PACKET_MR_PROMISC: u32 = 1;
 const PACKET_MR_ALLMULTI: u32 = 2;
@@ -195,9 +200,10 @@ pub struct Survey {
     pub socks: HashMap<u32, pb::PacketSockEntry>,
 }
 
-/// Check the tree's packet sockets (of `socks`, the classified sockets)
-/// before anything is written, and read their state.
-pub fn survey(socks: &[Sock]) -> Result<Survey, FileError> {
+/// Check the tree's packet sockets (of `socks`, the classified sockets;
+/// `pids`: every process of the tree, whose mappings are looked at for
+/// mapped rings) before anything is written, and read their state.
+pub fn survey(socks: &[Sock], pids: &[i32]) -> Result<Survey, FileError> {
     let pk: Vec<&Sock> = socks.iter().filter(|s| s.family == libc::AF_PACKET).collect();
     let mut out = Survey::default();
     if pk.is_empty() {
@@ -214,6 +220,22 @@ pub fn survey(socks: &[Sock]) -> Result<Survey, FileError> {
             continue;
         }
         let e = one(s, all.get(&s.ino))?;
+        if e.rx_ring.is_some() || e.tx_ring.is_some() {
+            let needle = format!(" socket:[{}]", s.ino);
+            for &pid in pids {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+                if maps.lines().any(|l| l.ends_with(&needle)) {
+                    return Err(FileError::Unsupported {
+                        pid: s.pid,
+                        fd: s.fd,
+                        link: s.link.clone(),
+                        what: format!(
+                            "packet socket: its ring is mapped into the memory of pid {pid}: not supported (the ring itself is)"
+                        ),
+                    });
+                }
+            }
+        }
         out.socks.insert(s.ino, e);
     }
     Ok(out)
@@ -224,9 +246,6 @@ pub fn survey(socks: &[Sock]) -> Result<Survey, FileError> {
 pub fn entry_of(d: &PktDiag, opts: pb::SkOptsEntry) -> Result<pb::PacketSockEntry, String> {
     if !d.has_info {
         return Err("sock_diag gave no packet_diag_info".into());
-    }
-    if d.rx_ring.is_some() || d.tx_ring.is_some() {
-        return Err("it has a packet ring (PACKET_RX_RING/PACKET_TX_RING): not supported".into());
     }
     if let Some(f) = d.fanout {
         let ty = (f >> 16) & 0xff;
@@ -274,8 +293,8 @@ pub fn entry_of(d: &PktDiag, opts: pb::SkOptsEntry) -> Result<pb::PacketSockEntr
         copy_thresh: d.copy_thresh,
         mclist,
         fanout: d.fanout,
-        rx_ring: None,
-        tx_ring: None,
+        rx_ring: d.rx_ring.clone(),
+        tx_ring: d.tx_ring.clone(),
         ns_id: Some(2),
     })
 }
@@ -365,19 +384,15 @@ impl FdKind for PacketSk {
 
     fn describe(&self, e: &pb::FileEntry, cx: &DescribeCx) -> Result<Box<dyn OpenFile>, SetError> {
         let p = e.psk.as_ref().ok_or_else(|| cx.bad("PACKETSK without psk"))?;
-        if !matches!(p.r#type as i32, libc::SOCK_RAW | libc::SOCK_DGRAM) {
+        if !matches!(p.r#type as i32, libc::SOCK_RAW | libc::SOCK_DGRAM | SOCK_PACKET) {
             return Err(super::set::unsupported(
                 cx.file,
                 0,
                 format!("entry {}: packet socket {}: type {}", cx.index, p.id, p.r#type),
             ));
         }
-        if p.rx_ring.is_some() || p.tx_ring.is_some() {
-            return Err(super::set::unsupported(
-                cx.file,
-                0,
-                format!("entry {}: packet socket {}: a packet ring", cx.index, p.id),
-            ));
+        if p.r#type as i32 == SOCK_PACKET && (p.rx_ring.is_some() || p.tx_ring.is_some() || !p.mclist.is_empty()) {
+            return Err(cx.bad(format!("packet socket {}: SOCK_PACKET with rings or memberships", p.id)));
         }
         if p.protocol > 0xffff {
             return Err(cx.bad(format!("packet socket {}: protocol {:#x}", p.id, p.protocol)));
@@ -431,6 +446,24 @@ impl OpenFile for PacketSkFile {
         let s = sks::socket(libc::AF_PACKET, p.r#type as i32, p.protocol as i32)
             .map_err(|e| err(format!("socket: {e}")))?;
         let fd = s.as_raw_fd();
+        if p.r#type as i32 == SOCK_PACKET {
+            // Bound by the interface's name (struct sockaddr: family, 14 bytes of name).
+            if p.ifindex > 0 {
+                let name =
+                    sks::if_name(p.ifindex).map_err(|e| err(format!("the name of interface {}: {e}", p.ifindex)))?;
+                let mut a = vec![0u8; 16];
+                a[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+                let n = name.as_bytes();
+                a[2..2 + n.len().min(13)].copy_from_slice(&n[..n.len().min(13)]);
+                sks::bind_raw(fd, &a, false).map_err(|e| err(format!("bind to {name:?}: {e}")))?;
+            }
+            super::unixsk::set_opts(fd, &p.opts).map_err(|e| err(format!("socket options: {e}")))?;
+            if !p.opts.so_filter.is_empty() {
+                sks::attach_filter(fd, &p.opts.so_filter).map_err(|e| err(format!("SO_ATTACH_FILTER: {e}")))?;
+            }
+            super::unixsk::set_flags(&s, p.flags).map_err(err)?;
+            return Ok(Some(s));
+        }
         sks::bind_raw(fd, &ll_addr(p.ifindex), false).map_err(|e| err(format!("bind: {e}")))?;
         let int = |o, v: u32, name: &str| {
             sks::setsockopt_int(fd, libc::SOL_PACKET, o, v as i32).map_err(|e| err(format!("{name}: {e}")))
@@ -463,6 +496,27 @@ impl OpenFile for PacketSkFile {
                     m.index, m.r#type
                 ))
             })?;
+        }
+        for (ring, o, name) in [
+            (&p.rx_ring, PACKET_RX_RING, "PACKET_RX_RING"),
+            (&p.tx_ring, PACKET_TX_RING, "PACKET_TX_RING"),
+        ] {
+            if let Some(r) = ring {
+                // struct tpacket_req3 (V1/V2 read its first four fields).
+                let mut b = Vec::with_capacity(28);
+                for v in [
+                    r.block_size,
+                    r.block_nr,
+                    r.frame_size,
+                    r.frame_nr,
+                    r.retire_tmo,
+                    r.sizeof_priv,
+                    r.features,
+                ] {
+                    b.extend_from_slice(&v.to_ne_bytes());
+                }
+                sks::setsockopt_bytes(fd, libc::SOL_PACKET, o, &b).map_err(|e| err(format!("{name}: {e}")))?;
+            }
         }
         if let Some(f) = p.fanout.filter(|f| *f != u32::MAX) {
             int(PACKET_FANOUT, f, "PACKET_FANOUT")?;
@@ -508,10 +562,21 @@ mod tests {
         assert_eq!(e.mclist.len(), 2);
         assert_eq!(e.fanout, None);
         let mut ringed = d.clone();
-        ringed.rx_ring = Some(pb::PacketRing::default());
-        assert!(entry_of(&ringed, pb::SkOptsEntry::default())
-            .unwrap_err()
-            .contains("ring"));
+        ringed.rx_ring = Some(pb::PacketRing {
+            block_size: 4096,
+            ..Default::default()
+        });
+        assert_eq!(
+            entry_of(&ringed, pb::SkOptsEntry::default())
+                .unwrap()
+                .rx_ring
+                .unwrap()
+                .block_size,
+            4096
+        );
+        let mut bpf = d.clone();
+        bpf.fanout = Some(7 | PACKET_FANOUT_CBPF << 16);
+        assert!(entry_of(&bpf, pb::SkOptsEntry::default()).unwrap_err().contains("BPF"));
         assert!(parse_diag(&m[..10]).is_err());
     }
 }

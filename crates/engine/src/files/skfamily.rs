@@ -112,9 +112,6 @@ fn refuse(s: &Sock) -> Result<(), FileError> {
     };
     match s.family {
         libc::AF_UNIX | libc::AF_NETLINK => Ok(()),
-        libc::AF_PACKET if s.ty == 10 => {
-            no("an AF_PACKET socket of the obsolete type SOCK_PACKET: not supported".into())
-        }
         libc::AF_PACKET => Ok(()),
         libc::AF_INET | libc::AF_INET6 => {
             let fam = family_name(s.family);

@@ -440,3 +440,15 @@ pub fn attach_filter(fd: RawFd, prog: &[u64]) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// if_indextoname(3): the name of interface `index` in our network namespace.
+pub fn if_name(index: u32) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname writes at most.
+    let r = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if r.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let name: Vec<u8> = buf.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
