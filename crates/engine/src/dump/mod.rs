@@ -980,32 +980,22 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
         facts.push(Some(f));
     }
-    // Sockets: only unix sockets cryo restores pass, checked across the
-    // whole tree (peers, names, backlogs) before anything is written.
-    let socket_fds: Vec<(i32, i32, String)> = tree
+    // What the fd kinds check across the whole tree (peers, names, queues),
+    // before anything is written.
+    let tree_fds: Vec<crate::files::TreeFd> = tree
         .procs
         .iter()
         .zip(&facts)
         .filter_map(|(p, f)| f.as_ref().map(|f| (p.pid, f)))
         .flat_map(|(pid, f)| {
-            f.fds
-                .iter()
-                .filter(|(_, l)| l.starts_with("socket:"))
-                .map(move |(fd, l)| (pid, *fd, l.clone()))
+            f.fds.iter().map(move |(fd, l)| crate::files::TreeFd {
+                pid,
+                fd: *fd,
+                link: l.clone(),
+            })
         })
         .collect();
-    // Netlink and packet sockets are surveyed by their kinds, other
-    // families refused (files::skfamily); the rest go on to unixsk's survey.
-    let classified = crate::files::skfamily::classify(&socket_fds)?;
-    ctx.files.netlink = crate::files::netlinksk::survey(&classified)?;
-    let pids: Vec<i32> = tree.procs.iter().map(|p| p.pid).collect();
-    ctx.files.packet = crate::files::packetsk::survey(&classified, &pids)?;
-    let socket_fds: Vec<(i32, i32, String)> = classified
-        .into_iter()
-        .filter(|s| !matches!(s.family, libc::AF_NETLINK | libc::AF_PACKET))
-        .map(|s| (s.pid, s.fd, s.link))
-        .collect();
-    ctx.files.unix = crate::files::unixsk::survey(&socket_fds)?;
+    crate::files::survey(&tree_fds, &mut ctx.files)?;
     trace(&format!("facts {:?}", t.elapsed()));
     // Shared memory objects get their inode and pages ids before any
     // process's pages (CRIU's numbering): mappings first, then memfd fds.
@@ -1543,13 +1533,18 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
-    if !ctx.files.sk_queues.is_empty() {
-        let path = ctx.out.path("sk-queues.img");
-        let mut w = ImageWriter::create(&path, Some("SK_QUEUES"))?;
-        for (e, d) in &ctx.files.sk_queues {
-            w.entry(e)?;
+    // Images the fd kinds share (sk-queues.img): entry, then its payload.
+    let mut side = Vec::new();
+    for (name, img) in ctx.files.side_images() {
+        let mut w = ImageWriter::create(ctx.out.path(name), Some(img.magic))?;
+        for (e, d) in &img.records {
+            w.raw(&(e.len() as u32).to_le_bytes())?;
+            w.raw(e)?;
             w.raw(d)?;
         }
+        side.push(w);
+    }
+    for w in side {
         ctx.defer(w);
     }
     if !ctx.files.tty_infos.is_empty() {

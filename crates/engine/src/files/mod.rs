@@ -27,10 +27,13 @@
 //!    `# Safety` section if they take raw addresses); nix where it has them.
 //! 3. `pub mod inetsk;` above and its [`Registered::Refused`] line in
 //!    [`REGISTRY`] becomes `Registered::Kind(&inetsk::InetSk)`; the order of
-//!    the kinds is the order `detect` is tried. Sockets are surveyed across
-//!    the whole tree before the dump writes anything (`unixsk::survey`,
-//!    called from dump): widen that for what it now handles, and its image from
-//!    `restore::plan::REFUSED_IMAGES` if it has a side image.
+//!    the kinds is the order `detect` is tried. A kind with state that must
+//!    be checked across the whole tree before anything is written (peers,
+//!    names, queues: unix sockets) implements [`FdKind::survey`]; a socket
+//!    kind claims its sockets there ([`FileTable::claim_socket`]), and a
+//!    socket no kind claims is refused. Records of an image several kinds
+//!    share (sk-queues.img) go through [`FileTable::side_record`]. Its image
+//!    leaves `restore::plan::REFUSED_IMAGES` if it has a side image.
 //! 4. Tests: a unit test of its fdinfo/entry parsing beside it; a restore
 //!    test with a real program (tests/progs) that checks the state after
 //!    restore; `every_fd_type_is_registered_once` keeps the registry whole.
@@ -63,7 +66,8 @@ pub use set::{AsAny, DescribeCx, Fd, FileSet, OpenError, OpenFile, RestoreCx, Se
 
 use crate::proc::FdInfo;
 use cryo_image::pb;
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -116,6 +120,15 @@ impl FdCtx<'_> {
     pub fn flags(&self) -> u32 {
         self.info.flags & !(libc::O_CLOEXEC as u32)
     }
+    /// The address family of a socket fd (SO_DOMAIN of a stolen copy), for
+    /// the socket kinds' `detect`; `None` if not a socket or not readable.
+    pub fn socket_domain(&self) -> Option<i32> {
+        if self.fmt() != libc::S_IFSOCK {
+            return None;
+        }
+        let fd = self.steal().ok()?;
+        crate::sys::sockets::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).ok()
+    }
     pub fn unsupported(&self, what: impl Into<String>) -> FileError {
         FileError::Unsupported {
             pid: self.pid,
@@ -136,13 +149,35 @@ pub fn fown() -> pb::FownEntry {
     }
 }
 
-/// One kind of fd, both directions (CRIU's `file_desc_ops`): `detect` and
-/// `dump` at dump time; `describe` (files.img entry -> validated domain
+/// One fd of the dumped tree as the tree-wide survey sees it (before the
+/// per-process dump: no stat, no fdinfo yet).
+pub struct TreeFd {
+    pub pid: i32,
+    pub fd: i32,
+    /// readlink of /proc/PID/fd/FD.
+    pub link: String,
+}
+
+/// The inode of a `socket:[ino]` link.
+pub fn socket_ino(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// One kind of fd, both directions (CRIU's `file_desc_ops`): `survey`,
+/// `detect` and `dump` at dump time; `describe` (files.img entry -> validated domain
 /// type, an [`OpenFile`]) and `check` (against the whole set) when a
 /// restore validates the images. Restoring is the [`OpenFile`]'s.
 pub trait FdKind: Sync {
     /// The fd type in fdinfo-N.img.
     fn fd_type(&self) -> pb::FdTypes;
+    /// Tree-wide checks, once per dump with every fd of the frozen tree,
+    /// before any image is written: what only makes sense across the tree
+    /// (peers, names, shared queues) is checked and refused here, and what
+    /// `dump` needs later is kept in [`FileTable::survey_state`]. A socket
+    /// kind claims the sockets it will dump ([`FileTable::claim_socket`]).
+    fn survey(&self, _fds: &[TreeFd], _t: &mut FileTable) -> Result<(), FileError> {
+        Ok(())
+    }
     fn detect(&self, c: &FdCtx) -> bool;
     /// Build the files.img entry with id `id` (and any side images via `t`).
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError>;
@@ -218,6 +253,35 @@ pub fn kinds() -> impl Iterator<Item = &'static dyn FdKind> {
 pub fn registered(t: pb::FdTypes) -> Option<&'static Registered> {
     REGISTRY.iter().find(|r| r.fd_type() == t)
 }
+
+/// The tree-wide survey ([`FdKind::survey`] of every kind, in registry
+/// order), then the refusal of every socket no kind claimed. Called by the
+/// dump once the tree is frozen, before anything is written.
+pub fn survey(fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
+    for k in kinds() {
+        k.survey(fds, t)?;
+    }
+    for f in fds {
+        if let Some(ino) = socket_ino(&f.link) {
+            if !t.claimed_sockets.contains(&ino) {
+                return Err(skfamily::unclaimed(f));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An image several kinds write records into (sk-queues.img): each record
+/// is one entry (already encoded) and the raw bytes after it.
+pub struct SideImage {
+    /// crit's magic name (`"SK_QUEUES"`).
+    pub magic: &'static str,
+    /// (encoded entry, payload), in the order they were added.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// sk-queues.img: queued packets of sockets, `sk_packet_entry` + bytes.
+pub const SK_QUEUES: (&str, &str) = ("sk-queues.img", "SK_QUEUES");
 
 /// Kinds refused for now, with the reason (checked before the registry).
 pub fn refuse(c: &FdCtx) -> Option<FileError> {
@@ -297,14 +361,12 @@ pub struct FileTable {
     pub dead_pids: Vec<i32>,
     /// The link remaps made on disk (removed again if the dump fails).
     pub link_remaps: Vec<PathBuf>,
-    /// The tree's unix sockets as surveyed before the dump (unixsk::survey).
-    pub unix: unixsk::Survey,
-    /// sk-queues.img: queued packets (entry, bytes), in order.
-    pub sk_queues: Vec<(pb::SkPacketEntry, Vec<u8>)>,
-    /// The tree's netlink sockets as surveyed before the dump (netlinksk::survey).
-    pub netlink: netlinksk::Survey,
-    /// The tree's packet sockets as surveyed before the dump (packetsk::survey).
-    pub packet: packetsk::Survey,
+    /// What each kind's survey kept for its `dump`, by type.
+    survey: HashMap<TypeId, Box<dyn Any + Send>>,
+    /// Socket inodes a kind's survey claimed.
+    claimed_sockets: HashSet<u32>,
+    /// Images several kinds write into, by file name.
+    side: BTreeMap<&'static str, SideImage>,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -339,6 +401,39 @@ impl FileTable {
         for p in self.link_remaps.drain(..) {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    /// A kind's survey state (made on first use), kept for its `dump`.
+    pub fn survey_state<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.survey
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("survey state keyed by its own type")
+    }
+
+    /// A socket (by inode) this kind will dump: the survey refuses the
+    /// sockets no kind claimed.
+    pub fn claim_socket(&mut self, ino: u32) {
+        self.claimed_sockets.insert(ino);
+    }
+
+    /// Add a record (an entry and the bytes after it) to the side image
+    /// `image` = (file name, magic name), e.g. [`SK_QUEUES`].
+    pub fn side_record(&mut self, image: (&'static str, &'static str), entry: &impl prost::Message, payload: Vec<u8>) {
+        self.side
+            .entry(image.0)
+            .or_insert_with(|| SideImage {
+                magic: image.1,
+                records: Vec::new(),
+            })
+            .records
+            .push((entry.encode_to_vec(), payload));
+    }
+
+    /// The side images with their records, by file name.
+    pub fn side_images(&self) -> impl Iterator<Item = (&'static str, &SideImage)> {
+        self.side.iter().map(|(n, i)| (*n, i))
     }
 
     pub fn insert(&mut self, e: pb::FileEntry) {

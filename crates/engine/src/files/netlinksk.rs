@@ -24,7 +24,7 @@
 //! back.
 
 use super::skfamily::Sock;
-use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
 use cryo_image::pb;
 use std::collections::HashMap;
@@ -146,8 +146,7 @@ pub struct Survey {
 
 /// Check the tree's netlink sockets (of `socks`, the classified sockets)
 /// before anything is written, and read their state.
-pub fn survey(socks: &[Sock]) -> Result<Survey, FileError> {
-    let nl: Vec<&Sock> = socks.iter().filter(|s| s.family == libc::AF_NETLINK).collect();
+pub fn survey(nl: &[&Sock]) -> Result<Survey, FileError> {
     let mut out = Survey::default();
     if nl.is_empty() {
         return Ok(out);
@@ -158,7 +157,7 @@ pub fn survey(socks: &[Sock]) -> Result<Survey, FileError> {
         what: "sock_diag of the netlink sockets".into(),
         source,
     })?;
-    for s in nl {
+    for &s in nl {
         if out.socks.contains_key(&s.ino) {
             continue;
         }
@@ -270,18 +269,23 @@ impl FdKind for NetlinkSk {
         pb::FdTypes::Netlinksk
     }
 
+    fn survey(&self, fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
+        let s = super::skfamily::with_family(fds, t, libc::AF_NETLINK, |socks| survey(socks))?;
+        for ino in s.socks.keys() {
+            t.claim_socket(*ino);
+        }
+        *t.survey_state::<Survey>() = s;
+        Ok(())
+    }
+
     fn detect(&self, c: &FdCtx) -> bool {
-        c.fmt() == libc::S_IFSOCK
-            && c.steal()
-                .ok()
-                .and_then(|s| sks::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, 39).ok())
-                == Some(libc::AF_NETLINK)
+        c.socket_domain() == Some(libc::AF_NETLINK)
     }
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let ino = c.stat.st_ino as u32;
         let mut e = t
-            .netlink
+            .survey_state::<Survey>()
             .socks
             .get(&ino)
             .cloned()

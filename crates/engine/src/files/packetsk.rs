@@ -26,7 +26,7 @@
 //! options, memberships, rings, fanout, and the socket options and filter.
 
 use super::skfamily::Sock;
-use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
 use cryo_image::pb;
 use std::collections::HashMap;
@@ -203,8 +203,7 @@ pub struct Survey {
 /// Check the tree's packet sockets (of `socks`, the classified sockets;
 /// `pids`: every process of the tree, whose mappings are looked at for
 /// mapped rings) before anything is written, and read their state.
-pub fn survey(socks: &[Sock], pids: &[i32]) -> Result<Survey, FileError> {
-    let pk: Vec<&Sock> = socks.iter().filter(|s| s.family == libc::AF_PACKET).collect();
+pub fn survey(pk: &[&Sock], pids: &[i32]) -> Result<Survey, FileError> {
     let mut out = Survey::default();
     if pk.is_empty() {
         return Ok(out);
@@ -215,7 +214,7 @@ pub fn survey(socks: &[Sock], pids: &[i32]) -> Result<Survey, FileError> {
         what: "sock_diag of the packet sockets".into(),
         source,
     })?;
-    for s in pk {
+    for &s in pk {
         if out.socks.contains_key(&s.ino) {
             continue;
         }
@@ -356,18 +355,26 @@ impl FdKind for PacketSk {
         pb::FdTypes::Packetsk
     }
 
+    fn survey(&self, fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
+        let mut pids: Vec<i32> = fds.iter().map(|f| f.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let s = super::skfamily::with_family(fds, t, libc::AF_PACKET, |socks| survey(socks, &pids))?;
+        for ino in s.socks.keys() {
+            t.claim_socket(*ino);
+        }
+        *t.survey_state::<Survey>() = s;
+        Ok(())
+    }
+
     fn detect(&self, c: &FdCtx) -> bool {
-        c.fmt() == libc::S_IFSOCK
-            && c.steal()
-                .ok()
-                .and_then(|s| sks::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, 39).ok())
-                == Some(libc::AF_PACKET)
+        c.socket_domain() == Some(libc::AF_PACKET)
     }
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let ino = c.stat.st_ino as u32;
         let mut e = t
-            .packet
+            .survey_state::<Survey>()
             .socks
             .get(&ino)
             .cloned()

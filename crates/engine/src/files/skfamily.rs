@@ -6,7 +6,7 @@
 //! is refused here, naming pid, fd and the family, before the dump writes
 //! anything.
 
-use super::FileError;
+use super::{FileError, FileTable, TreeFd};
 use crate::sys::sockets as sks;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -59,12 +59,61 @@ pub fn family_name(f: i32) -> String {
     n.into()
 }
 
-/// Steal and classify every socket fd (`fds`: pid, fd, link); refuse the
-/// ones no kind restores. Returns the sockets, in the order given.
-pub fn classify(fds: &[(i32, i32, String)]) -> Result<Vec<Sock>, FileError> {
+/// The tree's sockets, classified once per dump (by the first socket
+/// kind's survey) and kept in the [`FileTable`] for the others.
+#[derive(Default)]
+pub struct Classified {
+    done: bool,
+    pub socks: Vec<Sock>,
+}
+
+/// Run `f` on the tree's sockets of `family`, classifying (and refusing the
+/// unsupported ones among) every socket of the tree on first use.
+pub fn with_family<T>(
+    fds: &[TreeFd],
+    t: &mut FileTable,
+    family: i32,
+    f: impl FnOnce(&[&Sock]) -> Result<T, FileError>,
+) -> Result<T, FileError> {
+    let c = t.survey_state::<Classified>();
+    if !c.done {
+        c.socks = classify(fds)?;
+        c.done = true;
+    }
+    let mine: Vec<&Sock> = c.socks.iter().filter(|s| s.family == family).collect();
+    f(&mine)
+}
+
+/// The refusal of a socket no kind claimed: its family and type named when
+/// they can be read.
+pub fn unclaimed(f: &TreeFd) -> FileError {
+    let what = match classify(std::slice::from_ref(f)) {
+        Err(e) => return e,
+        Ok(v) => match v.first() {
+            Some(s) if matches!(s.family, libc::AF_INET | libc::AF_INET6) => {
+                format!(
+                    "an {} socket: inet sockets are not supported yet",
+                    family_name(s.family)
+                )
+            }
+            Some(s) => format!("a socket of family {} that no kind claimed", family_name(s.family)),
+            None => "not a socket cryo can read".into(),
+        },
+    };
+    FileError::Unsupported {
+        pid: f.pid,
+        fd: f.fd,
+        link: f.link.clone(),
+        what,
+    }
+}
+
+/// Steal and classify every socket fd of `fds`; refuse the ones no kind
+/// restores. Returns the sockets, in the order given.
+pub fn classify(fds: &[TreeFd]) -> Result<Vec<Sock>, FileError> {
     let mut out = Vec::new();
     let mut pidfds: Vec<(i32, OwnedFd)> = Vec::new();
-    for (pid, fd, link) in fds {
+    for TreeFd { pid, fd, link } in fds {
         let (pid, fd) = (*pid, *fd);
         let io = |what: &str, source| FileError::Io {
             pid,
@@ -72,7 +121,7 @@ pub fn classify(fds: &[(i32, i32, String)]) -> Result<Vec<Sock>, FileError> {
             what: what.into(),
             source,
         };
-        let Some(ino) = super::unixsk::socket_ino(link) else {
+        let Some(ino) = super::socket_ino(link) else {
             continue;
         };
         if !pidfds.iter().any(|p| p.0 == pid) {

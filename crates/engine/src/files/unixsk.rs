@@ -27,7 +27,7 @@
 //! flight (SCM_RIGHTS), bound paths that were unlinked or replaced, a set
 //! SO_PEEK_OFF (CRIU's entry has no field for it).
 
-use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError};
+use super::{fown, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
 use cryo_image::pb;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -173,10 +173,7 @@ fn diag_all() -> std::io::Result<HashMap<u32, UnixDiag>> {
     Ok(out)
 }
 
-/// The inode of a `socket:[ino]` link.
-pub fn socket_ino(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
+pub use super::socket_ino;
 
 /// The unix sockets of a dumped tree, surveyed before anything is written.
 #[derive(Default)]
@@ -194,12 +191,13 @@ fn mutual(socks: &HashMap<u32, UnixDiag>, d: &UnixDiag) -> bool {
     d.peer != 0 && socks.get(&d.peer).is_some_and(|p| p.peer == d.ino)
 }
 
-/// Check every socket fd of the tree (`fds`: pid, fd, link) before the
-/// dump writes anything: only unix sockets this module restores pass.
-pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
+/// Check every unix socket fd of the tree (`fds`: every fd) before the
+/// dump writes anything: only unix sockets this module restores pass
+/// (the others, sockets of other families, are left to their kinds).
+pub fn survey(fds: &[TreeFd]) -> Result<Survey, FileError> {
     let socks: Vec<(i32, i32, &str, u32)> = fds
         .iter()
-        .filter_map(|(p, f, l)| socket_ino(l).map(|i| (*p, *f, l.as_str(), i)))
+        .filter_map(|f| socket_ino(&f.link).map(|i| (f.pid, f.fd, f.link.as_str(), i)))
         .collect();
     if socks.is_empty() {
         return Ok(Survey::default());
@@ -228,13 +226,9 @@ pub fn survey(fds: &[(i32, i32, String)]) -> Result<Survey, FileError> {
             continue;
         }
         let Some(d) = all.get(&ino) else {
-            return Err(refuse(
-                pid,
-                fd,
-                link,
-                "not a unix socket of this network namespace (inet, netlink, packet ... sockets are not supported yet)"
-                    .into(),
-            ));
+            // Not a unix socket of this network namespace: another kind's,
+            // or refused by `files::survey` if no kind claims it.
+            continue;
         };
         if !matches!(d.ty as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
             return Err(refuse(pid, fd, link, format!("unix socket of unknown type {}", d.ty)));
@@ -432,14 +426,23 @@ impl FdKind for UnixSk {
         pb::FdTypes::Unixsk
     }
 
+    fn survey(&self, fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
+        let s = survey(fds)?;
+        for &ino in s.socks.keys() {
+            t.claim_socket(ino);
+        }
+        *t.survey_state::<Survey>() = s;
+        Ok(())
+    }
+
     fn detect(&self, c: &FdCtx) -> bool {
-        c.fmt() == libc::S_IFSOCK
+        c.socket_domain() == Some(libc::AF_UNIX)
     }
 
     fn dump(&self, c: &FdCtx, id: u32, t: &mut FileTable) -> Result<pb::FileEntry, FileError> {
         let ino = c.stat.st_ino as u32;
         let d = t
-            .unix
+            .survey_state::<Survey>()
             .socks
             .get(&ino)
             .cloned()
@@ -453,19 +456,18 @@ impl FdKind for UnixSk {
         let sk = c.steal()?;
         let fd = sk.as_raw_fd();
         let opts = read_opts(fd).map_err(|e| io("reading the socket options", e))?;
-        for p in t.unix.queues.remove(&ino).unwrap_or_default() {
-            t.sk_queues.push((
-                pb::SkPacketEntry {
-                    id_for: id,
-                    length: p.len() as u32,
-                    scm: Vec::new(),
-                },
-                p,
-            ));
+        let packets = t.survey_state::<Survey>().queues.remove(&ino).unwrap_or_default();
+        for p in packets {
+            let e = pb::SkPacketEntry {
+                id_for: id,
+                length: p.len() as u32,
+                scm: Vec::new(),
+            };
+            t.side_record(super::SK_QUEUES, &e, p);
         }
         // A listening socket's backlog, or the bytes its sent data holds.
         let backlog = d.rqlen.1;
-        let bound = t.unix.bound.get(&ino).cloned();
+        let bound = t.survey_state::<Survey>().bound.get(&ino).cloned();
         let file_perms = bound.as_ref().map(|b| pb::FilePermsEntry {
             mode: b.mode,
             uid: b.uid,

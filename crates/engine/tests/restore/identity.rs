@@ -168,6 +168,16 @@ const CASES: &[Case] = &[
         opts: "",
         busy: true,
     },
+    // Unix sockets: pairs with queues both ways, shutdown states, listeners (path, abstract), a bound
+    // datagram socket with queued datagrams, shared with a child (files.img UNIXSK, sk-queues.img).
+    Case {
+        name: "unixsk",
+        prog: "unixsk",
+        cmd: "{} /tmp/anchor",
+        ready: "unixsk.ready",
+        opts: "",
+        busy: false,
+    },
     // A private and a shared mapping of a memfd.
     Case {
         name: "memfdpriv",
