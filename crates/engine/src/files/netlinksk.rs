@@ -270,7 +270,7 @@ impl FdKind for NetlinkSk {
     }
 
     fn survey(&self, fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
-        let s = super::skfamily::with_family(fds, t, libc::AF_NETLINK, |socks| survey(socks))?;
+        let s = super::skfamily::with_family(fds, t, libc::AF_NETLINK, survey)?;
         for ino in s.socks.keys() {
             t.claim_socket(*ino);
         }

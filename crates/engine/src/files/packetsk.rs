@@ -292,8 +292,8 @@ pub fn entry_of(d: &PktDiag, opts: pb::SkOptsEntry) -> Result<pb::PacketSockEntr
         copy_thresh: d.copy_thresh,
         mclist,
         fanout: d.fanout,
-        rx_ring: d.rx_ring.clone(),
-        tx_ring: d.tx_ring.clone(),
+        rx_ring: d.rx_ring,
+        tx_ring: d.tx_ring,
         ns_id: Some(2),
     })
 }

@@ -317,14 +317,13 @@ pub fn sock_name(fd: RawFd, peer: bool) -> io::Result<Vec<u8>> {
     let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let p = (&mut a as *mut libc::sockaddr_storage).cast();
-    // SAFETY: a and len are ours, len is a's size.
-    cvt(unsafe {
-        if peer {
-            libc::getpeername(fd, p, &mut len)
-        } else {
-            libc::getsockname(fd, p, &mut len)
-        }
-    })?;
+    if peer {
+        // SAFETY: a and len are ours, len is a's size.
+        cvt(unsafe { libc::getpeername(fd, p, &mut len) })?;
+    } else {
+        // SAFETY: a and len are ours, len is a's size.
+        cvt(unsafe { libc::getsockname(fd, p, &mut len) })?;
+    }
     // SAFETY: a is plain data of its size; the kernel wrote at most len bytes of it.
     let bytes = unsafe {
         std::slice::from_raw_parts(
@@ -353,14 +352,13 @@ pub fn bind_raw(fd: RawFd, addr: &[u8], connect: bool) -> io::Result<()> {
     };
     let p = (&a as *const libc::sockaddr_storage).cast();
     let len = addr.len() as libc::socklen_t;
-    // SAFETY: p points to len bytes of ours.
-    cvt(unsafe {
-        if connect {
-            libc::connect(fd, p, len)
-        } else {
-            libc::bind(fd, p, len)
-        }
-    })?;
+    if connect {
+        // SAFETY: p points to len bytes of ours.
+        cvt(unsafe { libc::connect(fd, p, len) })?;
+    } else {
+        // SAFETY: p points to len bytes of ours.
+        cvt(unsafe { libc::bind(fd, p, len) })?;
+    }
     Ok(())
 }
 
