@@ -406,14 +406,38 @@ fn dump_fails_cleanly_when_a_task_dies_midway() {
     }
 }
 
-/// Sockets other than unix sockets are refused before anything is written; the program is released untouched.
+/// Sockets cryo cannot dump (an established TCP connection without --tcp-established, a raw socket)
+/// are refused before anything is written, naming pid, fd and the connection; the program is
+/// released untouched.
 #[test]
 fn sockets_are_refused_before_writing() {
-    let work = tmp_dir("sock");
-    let imgs = tmp_dir("sock-img");
-    let (t, _) = Target::start("sock", &[work.to_str().unwrap()]);
+    for mode in ["tcp", "raw"] {
+        sockets_are_refused(mode);
+    }
+}
+
+fn sockets_are_refused(mode: &str) {
+    let work = tmp_dir(&format!("sock-{mode}"));
+    let imgs = tmp_dir(&format!("sock-{mode}-img"));
+    let args: &[&str] = if mode == "raw" {
+        &[work.to_str().unwrap(), "raw"]
+    } else {
+        &[work.to_str().unwrap()]
+    };
+    let (t, _) = Target::start("sock", args);
     let err = dump::dump(DumpOpts::new(t.pid, &imgs)).unwrap_err().to_string();
-    assert!(err.contains("socket") && err.contains(&t.pid.to_string()), "{err}");
+    assert!(
+        err.contains("socket") && err.contains(&format!("pid {}", t.pid)),
+        "{err}"
+    );
+    if mode == "raw" {
+        assert!(err.contains("raw inet (IPv4) socket (ICMP)"), "{err}");
+    } else {
+        assert!(
+            err.contains("connected TCP socket (ESTABLISHED 127.0.0.1:") && err.contains("--tcp-established"),
+            "{err}"
+        );
+    }
     assert!(images_of(&imgs).is_empty());
     assert_eq!(tracer(t.pid), 0);
     assert!(t.alive());

@@ -861,9 +861,16 @@ impl Checker<'_> {
             .values()
             .filter_map(|(_, f)| f.usk.as_ref().map(|u| (u.ino, u)))
             .collect();
+        // Queues of unix sockets, and of UDP sockets (cryo keeps them; CRIU's restore leaves entries
+        // it has no socket for alone).
         let unix_ids: HashSet<u32> = files
             .values()
-            .filter_map(|(_, f)| f.usk.as_ref().map(|u| u.id))
+            .filter_map(|(_, f)| {
+                f.usk
+                    .as_ref()
+                    .map(|u| u.id)
+                    .or_else(|| f.isk.as_ref().filter(|i| i.r#type == 2).map(|i| i.id))
+            })
             .collect();
         if let Some(img) = self.images.get("sk-queues.img") {
             let mut bad = Vec::new();
@@ -873,7 +880,7 @@ impl Checker<'_> {
                         bad.push((
                             k,
                             format!(
-                                "queue for socket id {} which is not a unix socket in files.img",
+                                "queue for socket id {} which is not a unix or UDP socket in files.img",
                                 e.id_for
                             ),
                         ));

@@ -1,5 +1,5 @@
 //! `crit x DIR WHAT`: explore an image set. `ps`, `fds`, `mems` and `rss` print what CRIU's crit prints;
-//! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs` and `env` are views CRIU's crit lacks. `--json` gives
+//! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs`, `env`, `ns` and `ipc` are views CRIU's crit lacks. `--json` gives
 //! the same data for programs (the serde form of the `explore` module's structures).
 //!
 //! JSON shapes (addresses and sizes are numbers; every field is documented on its struct):
@@ -16,7 +16,9 @@
 //!   value_ns, interval_ns, overrun, ..}]}]`;
 //! * `regs`: `[{pid, tid, comm, regs: [[name, value]], mode, fpu: {cwd, swd, mxcsr, xsave, xstate_bv,
 //!   xfeatures, nonzero_xmm}, clear_tid_addr}]`;
-//! * `env`: `[{pid, argv: [..], env: [..]}]`.
+//! * `env`: `[{pid, argv: [..], env: [..]}]`;
+//! * `ns`: `[{kind, id, dumper, pids: [..], info}]`; `ipc`: `[{ns, kind, id, key, mode, uid, gid, size,
+//!   detail, attached: [[pid, addr]]}]`.
 
 use std::path::PathBuf;
 
@@ -25,7 +27,7 @@ use clap::{Args, ValueEnum};
 use cryo_image::ImageSet;
 use serde::Serialize;
 
-use crate::explore::{self, creds, env, fds, mems, ps, regs, rss, sigacts, sk, timers};
+use crate::explore::{self, creds, env, fds, mems, ns, ps, regs, rss, sigacts, sk, timers};
 use crate::io::write_output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,6 +54,10 @@ pub enum What {
     Regs,
     /// argv and environment, read from memory
     Env,
+    /// Namespaces: kind, id, the dumper's or the tree's own, tasks, what their images hold
+    Ns,
+    /// SysV IPC objects of the tree's IPC namespaces: shm (with attachments), sem (values), msg (messages)
+    Ipc,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +129,8 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         What::Timers => show!(timers::build(set, &procs()?)?, |d: &Vec<_>| timers::render(d)),
         What::Regs => show!(regs::build(set, &procs()?)?, |d: &Vec<_>| regs::render(d)),
         What::Env => show!(env::build(set, &procs()?)?, |d: &Vec<_>| env::render(d)),
+        What::Ns => show!(ns::build(set)?, |d: &Vec<_>| ns::render(d)),
+        What::Ipc => show!(ns::build_ipc(set)?, |d: &Vec<_>| ns::render_ipc(d)),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod env;
 pub mod fds;
 pub mod files;
 pub mod mems;
+pub mod ns;
 pub mod ps;
 pub mod regs;
 pub mod rss;

@@ -49,7 +49,7 @@ fn x_text_equals_installed_python_crit() {
 #[test]
 fn x_json_for_every_explorer_and_fixture() {
     let all = [
-        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env",
+        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env", "ns", "ipc",
     ];
     for name in fixture_names() {
         for what in all {
@@ -326,7 +326,7 @@ fn nonsense_values_do_not_panic() {
     ]);
 
     for what in [
-        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env",
+        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env", "ns", "ipc",
     ] {
         let o = run(&["x", dir, what]);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -341,4 +341,32 @@ fn nonsense_values_do_not_panic() {
         assert!(e.contains("mm-9217.img") && e.contains("vma 3"), "{args:?}: {e}");
     }
     std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn ns_and_ipc_show_the_tree_namespaces_and_sysv_objects() {
+    // CRIU 4.2's sysv_ipc: a task in an IPC namespace of its own (id 9), the others the dumper's.
+    let v = json(&ok(&["x", &images("sysv_ipc"), "ns", "--json"]));
+    let ns = v.as_array().unwrap();
+    assert_eq!(ns.len(), 8);
+    let own: Vec<_> = ns.iter().filter(|n| n["dumper"] == false).collect();
+    assert_eq!(own.len(), 1);
+    assert_eq!((own[0]["kind"].as_str(), own[0]["id"].as_u64()), (Some("ipc"), Some(9)));
+    assert_eq!(own[0]["info"], "1 shm, 1 sem, 1 msg");
+    let v = json(&ok(&["x", &images("sysv_ipc"), "ipc", "--json"]));
+    let objs = v.as_array().unwrap();
+    let kinds: Vec<_> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["shm", "sem", "msg"]);
+    assert_eq!(objs[0]["key"], 0x1111);
+    assert_eq!(objs[0]["size"], 65536);
+    assert_eq!(objs[0]["attached"][0][0], 12036);
+    assert_eq!(objs[1]["detail"], "values 1,2,3");
+    assert_eq!(objs[2]["detail"], "type:bytes 1:10 2:10 3:10");
+    let text = ok(&["x", &images("sysv_ipc"), "ipc"]);
+    assert!(
+        text.contains("0x00002222") && text.contains("12036@0x7f28961d9000"),
+        "{text}"
+    );
+    // A set without namespaces of its own says so.
+    assert!(ok(&["x", &images("loop_heap"), "ipc"]).contains("no SysV IPC objects"));
 }

@@ -90,6 +90,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     opts.ghost_limit = a.ghost_limit;
     opts.ghost_fiemap = !a.criu.no_ghost_fiemap;
     opts.link_remap = a.criu.link_remap;
+    opts.skip_in_flight = a.criu.skip_in_flight;
     opts.pages = match a.page_reader {
         Reader::Vmsplice => dump::PageReader::Vmsplice,
         Reader::Readv => dump::PageReader::Readv,

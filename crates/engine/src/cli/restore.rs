@@ -28,6 +28,12 @@ pub struct Args {
     /// Restore file locks (the images must have been dumped with --file-locks).
     #[arg(short = 'l', long = "file-locks")]
     pub file_locks: bool,
+    /// Restore into a new pid namespace, where the tree keeps its own pids even when they are taken here
+    /// (a tree dumped in this pid namespace). Pid 1 inside is the root if its pid is 1, else a small init
+    /// of cryo's ("cryo-init") that forks the root, reaps orphans and exits with the root's status.
+    /// Pids printed and written to --pidfile are as seen from here.
+    #[arg(long = "new-pidns")]
+    pub new_pidns: bool,
     /// Log file (relative to --work-dir, else to the images directory, as criu).
     #[arg(short = 'o', long = "log-file", value_name = "LOG")]
     pub log: Option<PathBuf>,
@@ -76,6 +82,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.pidfile = a.pidfile.clone();
     o.shell_job = a.shell_job;
     o.file_locks = a.file_locks;
+    o.new_pidns = a.new_pidns;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
     let log = |msg: &str| {
         if let Some(l) = &log_file {

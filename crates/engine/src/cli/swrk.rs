@@ -559,7 +559,7 @@ const OPTS: &[(&str, Class)] = {
         ("cgroup_dump_controller", Common),
         ("freeze_cgroup", Common),
         ("timeout", Honoured),
-        ("tcp_skip_in_flight", Accepted),
+        ("tcp_skip_in_flight", Honoured),
         ("weak_sysctls", Accepted),
         ("lazy_pages", Common),
         ("status_fd", Common),
@@ -767,6 +767,7 @@ fn do_dump(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     d.leave_running = leave_running;
     d.shell_job = o.shell_job == Some(true);
     d.file_locks = o.file_locks == Some(true);
+    d.skip_in_flight = o.tcp_skip_in_flight == Some(true);
     d.link_remap = o.link_remap == Some(true);
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     if notify {

@@ -281,7 +281,16 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
         }
         let facts = thread_facts(ctx, pid, t, tm)?;
         let leader = i == 0;
-        let tc = leader.then(|| task_core(pid, p, f, inside, leader_mask, &shared_pending));
+        let tc = leader.then(|| {
+            let mut tc = task_core(pid, p, f, inside, leader_mask, &shared_pending);
+            // /proc/PID/timers names a timer's target thread as cryo sees it.
+            for x in tc.timers.iter_mut().flat_map(|t| t.posix.iter_mut()) {
+                if let Some(tid) = x.notify_thread_id.as_mut() {
+                    *tid = ctx.vpid(*tid);
+                }
+            }
+            tc
+        });
         let core_e = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             thread_info: Some(pb::ThreadInfoX86 {
@@ -295,7 +304,7 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
             thread_core: Some(thread_core(&facts, leader)),
             ..Default::default()
         };
-        let path = ctx.out.path(&format!("core-{tid}.img"));
+        let path = ctx.out.path(&format!("core-{}.img", ctx.vpid(tid)));
         let w = write_image(&path, "CORE", &[core_e])?;
         ctx.defer(w);
     }

@@ -31,6 +31,8 @@ pub struct DumpOpts {
     pub leave_running: bool,
     pub shell_job: bool,
     pub file_locks: bool,
+    /// --skip-in-flight: connections a listener has not accepted yet are left out.
+    pub skip_in_flight: bool,
     pub pages: PageReader,
     /// Biggest deleted-but-open file saved as a ghost (criu's --ghost-limit).
     pub ghost_limit: u64,
@@ -96,6 +98,7 @@ impl DumpOpts {
             leave_running: false,
             shell_job: false,
             file_locks: false,
+            skip_in_flight: false,
             pages: PageReader::default(),
             ghost_limit: crate::files::DEFAULT_GHOST_LIMIT,
             ghost_fiemap: true,
@@ -153,6 +156,8 @@ pub enum DumpError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Affinity(#[from] crate::state::affinity::AffinityError),
+    #[error(transparent)]
+    Ns(#[from] crate::state::ns::NsError),
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::SidecarError),
     #[error("dump aborted at {at:?}: {why}")]
@@ -243,6 +248,18 @@ struct DumpCtx {
     stats: pb::DumpStatsEntry,
     threads: usize,
     phases: Phases,
+    /// The tree's namespaces (found before the freeze) and their ids.
+    ns: crate::state::ns::TreeNs,
+    nsnum: crate::state::ns::Numbering,
+    ns_dump: crate::state::ns::NsDump,
+}
+
+impl DumpCtx {
+    /// A pid or tid as the images record it (inside the tree's own pid
+    /// namespace, if it has one).
+    fn vpid(&self, pid: i32) -> i32 {
+        self.ns.vpid(pid)
+    }
 }
 
 /// How long each phase of a dump took ([`DumpSummary::phases`]).
@@ -362,6 +379,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     // frozen window delays the parasite's mmap (mmap_lock) and slows the
     // vmsplice down by half.
     let pids = tree_pids(opts.pid);
+    let tree_ns = crate::state::ns::survey(&pids)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
@@ -385,6 +403,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     files.shell_job = opts.shell_job;
     files.ghost_fiemap = opts.ghost_fiemap;
     files.link_remap = opts.link_remap;
+    files.inet.skip_in_flight = opts.skip_in_flight;
     files.tree_pids = tree.procs.iter().map(|p| p.pid).collect();
     let mut ctx = DumpCtx {
         opts,
@@ -406,6 +425,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         stats: pb::DumpStatsEntry::default(),
         threads: 0,
         phases,
+        ns: tree_ns,
+        nsnum: crate::state::ns::Numbering::new(),
+        ns_dump: Default::default(),
     };
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
     let res = dump_frozen(&mut ctx, &mut tree, &mut smaps, pre_locks.as_deref());
@@ -541,7 +563,9 @@ fn kill_tree(tree: FrozenTree) -> FrozenTree {
 
 /// Reap the killed, traced threads so that their parents can collect them.
 fn reap_tree(tree: FrozenTree) {
-    for p in tree.procs {
+    // Children first: the init of a pid namespace exits only once every
+    // other task of it is reaped, and cryo, their tracer, reaps them.
+    for p in tree.procs.into_iter().rev() {
         // Non-leaders first: a leader is reported only after its threads.
         let mut threads = p.threads;
         if !threads.is_empty() {
@@ -635,45 +659,10 @@ pub const TASK_ALIVE: u32 = 1;
 pub const TASK_DEAD: u32 = 2;
 pub const TASK_STOPPED: u32 = 3;
 
-/// The namespaces a task must share with cryo, and the ones its future
-/// children would get (after unshare(CLONE_NEWPID/CLONE_NEWTIME) a task
-/// stays in its namespace but its children enter a new one: restoring the
-/// task without it would drop it silently).
-const NS_KINDS: [&str; 10] = [
-    "pid",
-    "net",
-    "ipc",
-    "uts",
-    "mnt",
-    "user",
-    "cgroup",
-    "time",
-    "pid_for_children",
-    "time_for_children",
-];
-
 /// Refusals that need no freezing (namespaces); more come per process.
 fn precheck(pid: i32) -> Result<()> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(DumpError::task(pid, "no such process"));
-    }
-    check_ns(pid)
-}
-
-fn check_ns(pid: i32) -> Result<()> {
-    for ns in NS_KINDS {
-        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
-        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
-        if mine != theirs {
-            let what = match ns.strip_suffix("_for_children") {
-                Some(kind) => format!(
-                    "its children would be in a {kind} namespace of their own (/proc/{pid}/ns/{ns} is {theirs:?}, \
-                     not cryo's {mine:?}: an unshare without a child yet); namespaces are not supported yet"
-                ),
-                None => format!("it is in a non-default {ns} namespace ({theirs:?}); namespaces are not supported yet"),
-            };
-            return Err(DumpError::Refused { pid, what });
-        }
     }
     Ok(())
 }
@@ -915,14 +904,19 @@ fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
 /// (~10 ms here), too long for the frozen window. A lock taken after that
 /// read is still refused, by the fd's own fdinfo (see `dump_one_fd`).
-fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>) -> Result<()> {
-    check_ns(pid)?;
+fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>, ns: &crate::state::ns::TreeNs) -> Result<()> {
+    // A task forked since the survey is checked too.
+    crate::state::ns::check_task(pid, ns)?;
     for (v, k) in &f.vmas {
         match k {
-            MapKind::SysvShm => {
+            MapKind::SysvShm if !ns.has(crate::state::ns::Kind::Ipc) => {
                 return Err(DumpError::Refused {
                     pid,
-                    what: format!("SysV shared memory mapped at {:#x} ({})", v.start, v.name),
+                    what: format!(
+                        "SysV shared memory mapped at {:#x} ({}) in cryo's own IPC namespace (a tree's SysV \
+                         objects are dumped when it has an IPC namespace of its own)",
+                        v.start, v.name
+                    ),
                 })
             }
             MapKind::FilePrivate | MapKind::FileShared if on_hugetlbfs(pid, v) => return Err(hugetlb_refused(pid, v)),
@@ -977,7 +971,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
             continue;
         }
         let f = collect_facts(p.pid)?;
-        refuse(p.pid, &f, ctx.opts.file_locks, locks)?;
+        refuse(p.pid, &f, ctx.opts.file_locks, locks, &ctx.ns)?;
         facts.push(Some(f));
     }
     // What the fd kinds check across the whole tree (peers, names, queues),
@@ -1020,6 +1014,11 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         }
         trace(&format!("pid {} dumped at {:?}", p.pid, t.elapsed()));
     }
+    // The tree's own namespaces (uts, ipc, pid), read with the tree frozen.
+    ctx.ns_dump = crate::state::ns::dump_contents(&ctx.ns, tree.procs[0].pid, &mut ctx.nsnum)?;
+    if let Some((_, ipc)) = ctx.ns_dump.ipc.as_mut() {
+        ipc.pages_ids = (0..ipc.segments()).map(|_| ctx.files.alloc_pages_id()).collect();
+    }
     write_shared(ctx)?;
     trace(&format!("shared images at {:?}", t.elapsed()));
     // What CRIU's format cannot hold (CPU affinity of pinned threads,
@@ -1050,23 +1049,45 @@ fn kid(ctx: &mut DumpCtx, slot: usize, kcmp_type: i32, pid: i32) -> u32 {
     id
 }
 
-fn root_ns_ids() -> pb::TaskKobjIdsEntry {
-    // CRIU numbers namespaces in the order it meets them; for the (only
-    // supported) case of the dumper's own namespaces this order is fixed.
-    pb::TaskKobjIdsEntry {
-        vm_id: 1,
-        files_id: 1,
-        fs_id: 1,
-        sighand_id: 1,
-        pid_ns_id: Some(1),
-        net_ns_id: Some(2),
-        ipc_ns_id: Some(3),
-        uts_ns_id: Some(4),
-        mnt_ns_id: Some(6),
-        user_ns_id: Some(7),
-        cgroup_ns_id: Some(8),
-        time_ns_id: Some(5),
+/// In a pid namespace of the tree's own, pids other state names are read
+/// as cryo sees them: what is not translated yet is refused (file owners,
+/// pidfds, file locks).
+fn pidns_refusals(ctx: &DumpCtx) -> Result<()> {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return Ok(());
     }
+    let root = ctx.opts.pid;
+    let refuse = |what: String| Err(DumpError::Refused { pid: root, what });
+    for e in ctx.files.entries() {
+        if e.r#type == pb::FdTypes::Pidfd as i32 {
+            return refuse(format!(
+                "file id {}: a pidfd in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+        if crate::files::fown::of_entry(e).is_some_and(|f| f.pid != 0) {
+            return refuse(format!(
+                "file id {}: an owner (F_SETOWN) in a tree with a pid namespace of its own: not supported yet",
+                e.id
+            ));
+        }
+    }
+    if !ctx.locks.is_empty() {
+        return refuse("file locks in a tree with a pid namespace of its own: not supported yet".into());
+    }
+    Ok(())
+}
+
+/// The process group and session of `pid` as the images record them:
+/// inside the tree's own pid namespace (0 when the leader is outside it,
+/// as getsid() says inside), else as /proc/PID/stat says.
+fn pgid_sid(ctx: &DumpCtx, pid: i32, pgid: i32, sid: i32) -> (u32, u32) {
+    if !ctx.ns.has(crate::state::ns::Kind::Pid) {
+        return (pgid as u32, sid as u32);
+    }
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let f = |k| crate::state::ns::ns_field(&st, k).map_or(0, |(v, _)| v as u32);
+    (f("NSpgid:"), f("NSsid:"))
 }
 
 /// What the parasite read inside a process (and its pages, scanned with
@@ -1111,8 +1132,10 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         files_id: kid(ctx, 1, crate::sys::KCMP_FILES, pid),
         fs_id: kid(ctx, 2, crate::sys::KCMP_FS, pid),
         sighand_id: kid(ctx, 3, crate::sys::KCMP_SIGHAND, pid),
-        ..root_ns_ids()
+        ..Default::default()
     };
+    let mut ids = ids;
+    ctx.nsnum.fill(&crate::state::ns::inodes(&pid.to_string()), &mut ids);
     write_fd_table(ctx, p, &f, ids.files_id)?;
     let cwd_id = fs_file(ctx, pid, "cwd")?;
     let root_id = fs_file(ctx, pid, "root")?;
@@ -1130,13 +1153,14 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         inside.misc.thp_disabled != 0,
     );
     mm.aios = mm::aio_entries(&f.vmas);
-    let path = ctx.out.path(&format!("mm-{pid}.img"));
+    let vpid = ctx.vpid(pid);
+    let path = ctx.out.path(&format!("mm-{vpid}.img"));
     let w = write_image(&path, "MM", &[mm])?;
     ctx.defer(w);
     ctx.opts.stage(Stage::Pages(pid));
     dump_pages(ctx, pid, &inside.runs, inside.spliced)?;
 
-    let path = ctx.out.path(&format!("ids-{pid}.img"));
+    let path = ctx.out.path(&format!("ids-{vpid}.img"));
     let w = write_image(&path, "IDS", &[ids])?;
     ctx.defer(w);
     let fs = pb::FsEntry {
@@ -1144,16 +1168,18 @@ fn dump_proc(ctx: &mut DumpCtx, p: &mut FrozenProc, mut f: ProcFacts, smaps: &mu
         root_id,
         umask: Some(f.status.umask.unwrap_or(inside.misc.umask)),
     };
-    let path = ctx.out.path(&format!("fs-{pid}.img"));
+    let path = ctx.out.path(&format!("fs-{vpid}.img"));
     let w = write_image(&path, "FS", &[fs])?;
     ctx.defer(w);
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: p.ppid as u32,
-        pgid: f.stat.pgid as u32,
-        sid: f.stat.sid as u32,
-        threads: p.threads.iter().map(|t| t.tid() as u32).collect(),
-    });
+    let (pgid, sid) = pgid_sid(ctx, pid, f.stat.pgid, f.stat.sid);
+    let entry = pb::PstreeEntry {
+        pid: vpid as u32,
+        ppid: ctx.vpid(p.ppid) as u32,
+        pgid,
+        sid,
+        threads: p.threads.iter().map(|t| ctx.vpid(t.tid()) as u32).collect(),
+    };
+    ctx.pstree.push(entry);
     Ok(())
 }
 
@@ -1248,6 +1274,9 @@ fn vma_entries(ctx: &mut DumpCtx, pid: i32, f: &ProcFacts) -> Result<Vec<pb::Vma
                 reg::reg_entry(id, &name, deleted, &st, libc::O_RDONLY as u32, 0, open, t)
             })? as u64;
         }
+        if *k == MapKind::SysvShm {
+            shmid = v.ino; // the segment's id
+        }
         let mut e = mm::vma_entry(v, *k, shmid);
         if v.has_flag("ht") {
             let size = hugetlb_page_size(pid, v)?;
@@ -1340,16 +1369,19 @@ fn dump_zombie(ctx: &mut DumpCtx, p: &FrozenProc) -> Result<()> {
         }),
         ..Default::default()
     };
-    let path = ctx.out.path(&format!("core-{pid}.img"));
+    let vpid = ctx.vpid(pid);
+    let path = ctx.out.path(&format!("core-{vpid}.img"));
     let w = write_image(&path, "CORE", &[core])?;
     ctx.defer(w);
-    ctx.pstree.push(pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: p.ppid as u32,
-        pgid: st.pgid as u32,
-        sid: st.sid as u32,
-        threads: vec![pid as u32],
-    });
+    let (pgid, sid) = pgid_sid(ctx, pid, st.pgid, st.sid);
+    let entry = pb::PstreeEntry {
+        pid: vpid as u32,
+        ppid: ctx.vpid(p.ppid) as u32,
+        pgid,
+        sid,
+        threads: vec![vpid as u32],
+    };
+    ctx.pstree.push(entry);
     Ok(())
 }
 
@@ -1503,6 +1535,7 @@ fn finish_images(all: Vec<ImageWriter>) -> Result<()> {
 
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
+    pidns_refusals(ctx)?;
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
     let w = write_image(&path, "FILES", &entries)?;
@@ -1627,6 +1660,13 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         }
         ctx.defer(w);
     }
+    let out = &mut ctx.out;
+    let ns_images = ctx
+        .ns_dump
+        .write(|name, magic| ImageWriter::create(out.path(name), magic))?;
+    for w in ns_images {
+        ctx.defer(w);
+    }
     let pstree = ctx.pstree.clone();
     let path = ctx.out.path("pstree.img");
     let w = write_image(&path, "PSTREE", &pstree)?;
@@ -1677,7 +1717,7 @@ fn write_inventory(ctx: &mut DumpCtx) -> Result<()> {
     let inv = pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        root_ids: Some(root_ns_ids()),
+        root_ids: Some(ctx.nsnum.root_ids()),
         ns_per_id: Some(true),
         root_cg_set: Some(1),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),

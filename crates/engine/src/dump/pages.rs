@@ -356,7 +356,7 @@ pub(super) fn dump_pages(
             });
         }
     }
-    let path = ctx.out.path(&format!("pagemap-{pid}.img"));
+    let path = ctx.out.path(&format!("pagemap-{}.img", ctx.vpid(pid)));
     let mut w = ImageWriter::create(&path, Some("PAGEMAP"))?;
     w.entry(&pb::PagemapHead { pages_id })?;
     for e in mem::pagemap_entries(runs) {

@@ -45,6 +45,7 @@ pub mod eventfd;
 pub mod fanotify;
 pub mod fifo;
 pub mod fown;
+pub mod inetsk;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
@@ -57,6 +58,7 @@ pub mod reg;
 mod set;
 pub mod signalfd;
 pub mod skfamily;
+pub mod skopts;
 pub mod timerfd;
 pub mod tty;
 pub mod unixsk;
@@ -229,8 +231,8 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&netlinksk::NetlinkSk),
     Registered::Kind(&packetsk::PacketSk),
     Registered::Kind(&unixsk::UnixSk),
+    Registered::Kind(&inetsk::InetSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
-    Registered::Refused(pb::FdTypes::Inetsk, "inet sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
     Registered::Refused(pb::FdTypes::Ext, "CRIU plugin (external) files are not supported"),
     Registered::Refused(pb::FdTypes::Bpfmap, "BPF maps are not supported yet"),
@@ -264,7 +266,22 @@ pub fn survey(fds: &[TreeFd], t: &mut FileTable) -> Result<(), FileError> {
     for f in fds {
         if let Some(ino) = socket_ino(&f.link) {
             if !t.claimed_sockets.contains(&ino) {
-                return Err(skfamily::unclaimed(f));
+                let family = crate::sys::pidfd_open(f.pid)
+                    .and_then(|p| crate::sys::pidfd_getfd(p.as_raw_fd(), f.fd))
+                    .and_then(|s| {
+                        crate::sys::sockets::getsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    });
+                let what = match family {
+                    Ok(libc::AF_UNIX) => "a unix socket of another network namespace: not supported yet".into(),
+                    Ok(fam) => format!("a {} socket: not supported yet", inetsk::family_name(fam)),
+                    Err(e) => format!("a socket whose family cannot be read ({e}): not supported"),
+                };
+                return Err(FileError::Unsupported {
+                    pid: f.pid,
+                    fd: f.fd,
+                    link: f.link.clone(),
+                    what,
+                });
             }
         }
     }
@@ -367,6 +384,8 @@ pub struct FileTable {
     claimed_sockets: HashSet<u32>,
     /// Images several kinds write into, by file name.
     side: BTreeMap<&'static str, SideImage>,
+    /// What the dump's options ask of inet sockets (--tcp-established ...).
+    pub inet: inetsk::InetOpts,
 }
 
 /// criu's default --ghost-limit: 1 MiB.
@@ -416,6 +435,11 @@ impl FileTable {
     /// sockets no kind claimed.
     pub fn claim_socket(&mut self, ino: u32) {
         self.claimed_sockets.insert(ino);
+    }
+
+    /// Has a kind's survey claimed socket `ino`?
+    pub fn is_claimed(&self, ino: u32) -> bool {
+        self.claimed_sockets.contains(&ino)
     }
 
     /// Add a record (an entry and the bytes after it) to the side image
@@ -582,11 +606,12 @@ mod tests {
             pb::FdTypes::Fanotify,
             pb::FdTypes::Ns,
             pb::FdTypes::Unixsk,
+            pb::FdTypes::Inetsk,
             pb::FdTypes::Netlinksk,
             pb::FdTypes::Packetsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        assert!(matches!(registered(pb::FdTypes::Inetsk), Some(Registered::Refused(..))));
+        assert!(matches!(registered(pb::FdTypes::Tunf), Some(Registered::Refused(..))));
     }
 }

@@ -197,7 +197,7 @@ fn one(s: &Sock, d: Option<&NlDiag>) -> Result<pb::NetlinkSkEntry, FileError> {
             "it has a file owner (F_SETOWN): not supported for sockets yet".into(),
         ));
     }
-    let opts = super::unixsk::read_opts(fd).map_err(|e| io("reading the socket options", e))?;
+    let opts = super::skopts::read(fd, s.family).map_err(|e| io("reading the socket options", e))?;
     let filter = sks::get_filter(fd).map_err(|e| {
         refuse(format!(
             "its socket filter cannot be read ({e}): an eBPF program (SO_ATTACH_BPF) is not supported"
@@ -365,7 +365,7 @@ impl OpenFile for NetlinkSkFile {
         let s = sks::socket(libc::AF_NETLINK, libc::SOCK_RAW, n.protocol as i32)
             .map_err(|e| err(format!("socket: {e}")))?;
         let fd = s.as_raw_fd();
-        super::unixsk::set_opts(fd, &n.opts).map_err(|e| err(format!("socket options: {e}")))?;
+        super::skopts::apply(fd, &n.opts).map_err(|e| err(format!("socket options: {e}")))?;
         if !n.opts.so_filter.is_empty() {
             sks::attach_filter(fd, &n.opts.so_filter).map_err(|e| err(format!("SO_ATTACH_FILTER: {e}")))?;
         }

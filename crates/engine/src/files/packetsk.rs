@@ -332,7 +332,7 @@ fn one(s: &Sock, d: Option<&PktDiag>) -> Result<pb::PacketSockEntry, FileError> 
             "it has a file owner (F_SETOWN): not supported for sockets yet".into(),
         ));
     }
-    let opts = super::unixsk::read_opts(fd).map_err(|e| io("reading the socket options", e))?;
+    let opts = super::skopts::read(fd, s.family).map_err(|e| io("reading the socket options", e))?;
     let filter = sks::get_filter(fd).map_err(|e| {
         refuse(format!(
             "its socket filter cannot be read ({e}): an eBPF program (SO_ATTACH_BPF) is not supported"
@@ -464,7 +464,7 @@ impl OpenFile for PacketSkFile {
                 a[2..2 + n.len().min(13)].copy_from_slice(&n[..n.len().min(13)]);
                 sks::bind_raw(fd, &a, false).map_err(|e| err(format!("bind to {name:?}: {e}")))?;
             }
-            super::unixsk::set_opts(fd, &p.opts).map_err(|e| err(format!("socket options: {e}")))?;
+            super::skopts::apply(fd, &p.opts).map_err(|e| err(format!("socket options: {e}")))?;
             if !p.opts.so_filter.is_empty() {
                 sks::attach_filter(fd, &p.opts.so_filter).map_err(|e| err(format!("SO_ATTACH_FILTER: {e}")))?;
             }
@@ -528,7 +528,7 @@ impl OpenFile for PacketSkFile {
         if let Some(f) = p.fanout.filter(|f| *f != u32::MAX) {
             int(PACKET_FANOUT, f, "PACKET_FANOUT")?;
         }
-        super::unixsk::set_opts(fd, &p.opts).map_err(|e| err(format!("socket options: {e}")))?;
+        super::skopts::apply(fd, &p.opts).map_err(|e| err(format!("socket options: {e}")))?;
         if !p.opts.so_filter.is_empty() {
             sks::attach_filter(fd, &p.opts.so_filter).map_err(|e| err(format!("SO_ATTACH_FILTER: {e}")))?;
         }

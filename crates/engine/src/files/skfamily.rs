@@ -1,10 +1,10 @@
 //! Which kind handles a socket, by its family, type and protocol (read
 //! from the socket itself: pidfd_getfd, then SO_DOMAIN, SO_TYPE and
-//! SO_PROTOCOL): unix sockets go to `unixsk`, TCP and UDP to the inet
-//! sockets, netlink sockets to `netlinksk`, packet sockets to `packetsk`.
-//! Everything else (raw IP, SCTP, MPTCP, vsock, AF_ALG, Bluetooth, XDP, ...)
-//! is refused here, naming pid, fd and the family, before the dump writes
-//! anything.
+//! SO_PROTOCOL): unix sockets go to `unixsk`, inet ones to `inetsk` (which
+//! refuses the inet types it does not restore: raw, SCTP, MPTCP, ICMP),
+//! netlink sockets to `netlinksk`, packet sockets to `packetsk`. Every other
+//! family (vsock, AF_ALG, Bluetooth, XDP, CAN, TIPC, ...) is refused here,
+//! naming pid, fd and the family, before the dump writes anything.
 
 use super::{FileError, FileTable, TreeFd};
 use crate::sys::sockets as sks;
@@ -13,7 +13,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 const SO_TYPE: i32 = 3;
 const SO_PROTOCOL: i32 = 38;
 const SO_DOMAIN: i32 = 39;
-const IPPROTO_UDPLITE: i32 = 136;
 
 /// A socket of the tree: where it is, what it is, and our duplicate of it.
 pub struct Sock {
@@ -84,30 +83,6 @@ pub fn with_family<T>(
     f(&mine)
 }
 
-/// The refusal of a socket no kind claimed: its family and type named when
-/// they can be read.
-pub fn unclaimed(f: &TreeFd) -> FileError {
-    let what = match classify(std::slice::from_ref(f)) {
-        Err(e) => return e,
-        Ok(v) => match v.first() {
-            Some(s) if matches!(s.family, libc::AF_INET | libc::AF_INET6) => {
-                format!(
-                    "an {} socket: inet sockets are not supported yet",
-                    family_name(s.family)
-                )
-            }
-            Some(s) => format!("a socket of family {} that no kind claimed", family_name(s.family)),
-            None => "not a socket cryo can read".into(),
-        },
-    };
-    FileError::Unsupported {
-        pid: f.pid,
-        fd: f.fd,
-        link: f.link.clone(),
-        what,
-    }
-}
-
 /// Steal and classify every socket fd of `fds`; refuse the ones no kind
 /// restores. Returns the sockets, in the order given.
 pub fn classify(fds: &[TreeFd]) -> Result<Vec<Sock>, FileError> {
@@ -162,22 +137,8 @@ fn refuse(s: &Sock) -> Result<(), FileError> {
     match s.family {
         libc::AF_UNIX | libc::AF_NETLINK => Ok(()),
         libc::AF_PACKET => Ok(()),
-        libc::AF_INET | libc::AF_INET6 => {
-            let fam = family_name(s.family);
-            match (s.ty, s.proto) {
-                (libc::SOCK_STREAM, libc::IPPROTO_TCP) => Ok(()),
-                (libc::SOCK_DGRAM, libc::IPPROTO_UDP | IPPROTO_UDPLITE) => Ok(()),
-                (libc::SOCK_RAW, p) => no(format!(
-                    "a raw IP socket ({fam}, SOCK_RAW, protocol {p}): not supported"
-                )),
-                (_, libc::IPPROTO_MPTCP) => no(format!("an MPTCP socket ({fam}): not supported")),
-                (_, libc::IPPROTO_SCTP) => no(format!("an SCTP socket ({fam}): not supported")),
-                (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
-                    no(format!("an ICMP (ping) socket ({fam}): not supported"))
-                }
-                (t, p) => no(format!("an {fam} socket of type {t}, protocol {p}: not supported")),
-            }
-        }
+        // inetsk surveys (and refuses) the inet sockets itself.
+        libc::AF_INET | libc::AF_INET6 => Ok(()),
         f => no(format!("a socket of family {}: not supported", family_name(f))),
     }
 }

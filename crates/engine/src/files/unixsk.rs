@@ -586,6 +586,10 @@ impl FdKind for UnixSk {
                         format!("entry {i}: {} bytes announced, {} present", e.length, data.len()),
                     ));
                 }
+                if files.get_as::<super::inetsk::InetSkFile>(e.id_for).is_some() {
+                    // A UDP socket's queue (files/inetsk.rs checks it).
+                    continue;
+                }
                 let Some(u) = files.get_as::<UnixSkFile>(e.id_for) else {
                     return Err(super::set::bad(
                         file,
@@ -631,7 +635,7 @@ fn queue_refillable(ty: i32, state: u32, peer: u32, one_way: bool, name: &[u8]) 
 }
 
 /// The socket options of CRIU's `sk_opts_entry` that a unix socket has.
-pub(super) fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
+fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
     let int = |o| sks::getsockopt_int(fd, libc::SOL_SOCKET, o);
     let (snd_s, snd_us) = sks::getsockopt_timeval(fd, SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = sks::getsockopt_timeval(fd, SO_RCVTIMEO)?;
@@ -647,9 +651,8 @@ pub(super) fn read_opts(fd: RawFd) -> std::io::Result<pb::SkOptsEntry> {
         so_priority: Some(int(SO_PRIORITY)? as u32),
         so_rcvlowat: Some(int(SO_RCVLOWAT)? as u32),
         so_mark: (mark != 0).then_some(mark),
-        // Unix and netlink sockets only (EOPNOTSUPP elsewhere since Linux 6.5).
-        so_passcred: int(SO_PASSCRED).ok().map(|v| v != 0),
-        so_passsec: int(SO_PASSSEC).ok().map(|v| v != 0),
+        so_passcred: Some(int(SO_PASSCRED)? != 0),
+        so_passsec: Some(int(SO_PASSSEC)? != 0),
         so_dontroute: Some(int(SO_DONTROUTE)? != 0),
         so_no_check: Some(int(SO_NO_CHECK)? != 0),
         so_bound_dev: None,
@@ -1074,7 +1077,7 @@ pub(super) fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
 
 /// The options of the entry onto a fresh socket (buffer sizes first: the
 /// queued data must fit).
-pub(super) fn set_opts(fd: RawFd, o: &pb::SkOptsEntry) -> std::io::Result<()> {
+fn set_opts(fd: RawFd, o: &pb::SkOptsEntry) -> std::io::Result<()> {
     let int = |opt, v: i32| sks::setsockopt_int(fd, libc::SOL_SOCKET, opt, v);
     let get = |opt| sks::getsockopt_int(fd, libc::SOL_SOCKET, opt);
     // The kernel doubles what it is given.

@@ -69,6 +69,10 @@ pub struct RestoreOpts {
     /// any runs (`cryo swrk`'s post-restore and pre-resume notifications);
     /// `Err` aborts the restore.
     pub before_resume: Option<Gate>,
+    /// Restore a tree dumped in the dumper's pid namespace into a new pid
+    /// namespace, where it keeps its pids (pid 1 is the root if its pid is
+    /// 1, else a small init of cryo's; see docs/namespaces.md).
+    pub new_pidns: bool,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -92,6 +96,7 @@ impl RestoreOpts {
             pid_wait: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             before_resume: None,
+            new_pidns: false,
         }
     }
 }
@@ -198,6 +203,11 @@ pub struct TaskEnv {
     pub ctty: HashMap<i32, (RawFd, i32)>,
     pub pid_wait: Duration,
     pub thp: bool,
+    /// The namespaces the first task is cloned into (state::ns).
+    pub ns_flags: u64,
+    /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
+    /// namespace (`--new-pidns` with a root whose pid is not 1).
+    pub init: bool,
 }
 
 /// The restore in progress.
@@ -216,6 +226,11 @@ pub struct RestoreCtx {
     linked: Vec<String>,
     /// Stand-ins with the pids of dead processes (see [`DeadPids`]).
     dead: Option<DeadPids>,
+    /// In a new pid namespace: the pid (as the engine sees it) of every
+    /// restored task and thread, by its pid inside (empty otherwise).
+    host: HashMap<i32, i32>,
+    /// The host pid of the tree's root (the first task, or init's child).
+    root_host: Option<i32>,
 }
 
 /// What a successful restore leaves.
@@ -244,6 +259,8 @@ impl RestoreCtx {
             helpers: Vec::new(),
             linked: Vec::new(),
             dead: None,
+            host: HashMap::new(),
+            root_host: None,
         }
     }
 
@@ -272,6 +289,15 @@ impl RestoreCtx {
         // Validate.
         self.stage = Stage::Validate;
         let mut plan = plan::build(&self.opts.dir)?;
+        if self.opts.new_pidns && !plan.ns.has(crate::state::ns::Kind::Pid) {
+            plan.ns.own.insert(0, crate::state::ns::Kind::Pid);
+        }
+        if plan.ns.has(crate::state::ns::Kind::Pid) && !plan.files.dead_pids.is_empty() {
+            return Err(prep(
+                "pid namespace",
+                "the tree holds /proc files of dead processes: their stand-ins cannot be made in a new pid namespace",
+            ));
+        }
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
@@ -297,15 +323,22 @@ impl RestoreCtx {
         // Wait.
         self.stage = Stage::Wait;
         self.wait_ready()?;
+        self.map_host_pids()?;
         self.dead = None;
         self.reap_helpers()?;
         mark("all tasks ready");
         // Every thread exists (at the barrier): CPU affinity from the sidecar.
-        for w in crate::state::affinity::apply(&self.sidecar.affinity)? {
+        let affinity = self
+            .sidecar
+            .affinity
+            .iter()
+            .map(|(t, c)| (self.host_pid(*t), c.clone()))
+            .collect();
+        for w in crate::state::affinity::apply(&affinity)? {
             eprintln!("cryo restore: warning: {w}");
         }
         if let Some(g) = &self.opts.before_resume {
-            (g.0)(self.root.expect("root")).map_err(RestoreError::Aborted)?;
+            (g.0)(self.root_pid()).map_err(RestoreError::Aborted)?;
         }
         if fault() == Some("stall-before-resume") {
             // Fault injection (tests): every task is at the barrier; wait to
@@ -324,8 +357,8 @@ impl RestoreCtx {
         }
         let env = self.env.as_ref().expect("env");
         Ok(Restored {
-            root: self.root.expect("root"),
-            pids: env.plan.procs.iter().map(|p| p.pid).collect(),
+            root: self.root_pid(),
+            pids: env.plan.procs.iter().map(|p| self.host_pid(p.pid)).collect(),
             threads: env.plan.procs.iter().map(|p| p.threads.len()).sum(),
             phases,
             total: t0.elapsed(),
@@ -333,7 +366,11 @@ impl RestoreCtx {
     }
 
     fn prepare(&mut self, plan: Plan) -> Result<(), RestoreError> {
-        check_pids_free(&plan, self.opts.pid_wait)?;
+        let new_pidns = plan.ns.has(crate::state::ns::Kind::Pid);
+        if !new_pidns {
+            // In a new pid namespace every pid is free.
+            check_pids_free(&plan, self.opts.pid_wait)?;
+        }
         let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| prep("/proc/self/maps", e))?;
         let maps = layout::parse_maps(&maps).map_err(|e| prep("/proc/self/maps", e))?;
         let vdso = maps.iter().find(|m| m.name == "[vdso]").map(|m| m.span);
@@ -445,6 +482,8 @@ impl RestoreCtx {
         }
         self.linked = cx.remaps.take_linked();
         drop(cx);
+        let plan_ns_flags = plan.ns.clone_flags();
+        let plan_init = new_pidns && plan.root().pid != 1;
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);
@@ -463,6 +502,8 @@ impl RestoreCtx {
             ctty,
             pid_wait: self.opts.pid_wait,
             thp,
+            ns_flags: plan_ns_flags,
+            init: plan_init,
         });
         Ok(())
     }
@@ -482,12 +523,20 @@ impl RestoreCtx {
         let old = rsys::block_all_signals();
         // Helpers for sessions/groups whose leader is gone come first; the
         // root is forked by cryo or (CLONE_PARENT) by its session helper.
-        let r = task::fork_items(env, 0, me, &mut self.helpers, None);
+        let r = if env.ns_flags & libc::CLONE_NEWPID as u64 != 0 {
+            // In a new pid namespace: the first task (the root as its init,
+            // or cryo's init) is cloned into the new namespaces and fills
+            // them before it forks anything. Without one, the root is cloned
+            // into them (task::fork_items) and fills them itself.
+            task::fork_in_ns(env, me).map(Some)
+        } else {
+            task::fork_items(env, 0, me, &mut self.helpers, None).map(|_| None)
+        };
         rsys::set_sigmask(old);
         match r {
             // The root shares no table with cryo.
-            Ok(_) => {
-                self.root = Some(root.pid);
+            Ok(first) => {
+                self.root = Some(first.unwrap_or(root.pid));
                 Ok(())
             }
             Err(e) => Err(RestoreError::Sys(format!("creating pid {}: {}", root.pid, e.0))),
@@ -602,8 +651,8 @@ impl RestoreCtx {
             .iter()
             .filter(|p| p.state == plan::TASK_ALIVE || p.state == plan::TASK_STOPPED)
             .map(|p| finish::Target {
-                pid: p.pid,
-                tids: p.threads.iter().map(|t| t.tid).collect(),
+                pid: self.host_pid(p.pid),
+                tids: p.threads.iter().map(|t| self.host_pid(t.tid)).collect(),
                 stop_signo: if p.state == plan::TASK_STOPPED {
                     p.stop_signo as i32
                 } else {
@@ -641,6 +690,14 @@ impl RestoreCtx {
             .fown
             .iter()
             .filter_map(|(id, f)| env.fd_pool.get(id).map(|&fd| (fd, *f)))
+            .map(|(fd, mut f)| {
+                // An owner pid of the tree, as the engine sees it (a process
+                // group: its leader's).
+                if f.pid > 0 {
+                    f.pid = self.host_pid(f.pid as i32) as u32;
+                }
+                (fd, f)
+            })
             .collect();
         files::fown::apply(&owners).map_err(|e| prep("file owners (F_SETOWN_EX)", e))?;
         let c = self.ctl();
@@ -652,7 +709,7 @@ impl RestoreCtx {
                 // Written by the tasks before they got ready.
                 let slot = cell.load();
                 if slot.pid == p.pid {
-                    slots.insert(p.pid, slot);
+                    slots.insert(self.host_pid(p.pid), slot);
                 }
             }
             // The tasks are restored by now; failing to unmap the restorer
@@ -708,6 +765,35 @@ impl RestoreCtx {
     pub fn root(&self) -> Option<i32> {
         self.root
     }
+
+    /// A pid of the images as the engine sees it.
+    fn host_pid(&self, pid: i32) -> i32 {
+        self.host.get(&pid).copied().unwrap_or(pid)
+    }
+
+    /// The tree root's pid as the engine sees it.
+    fn root_pid(&self) -> i32 {
+        self.root_host.or(self.root).expect("root")
+    }
+
+    /// In a new pid namespace: every restored task's pid as the engine
+    /// sees it, from /proc (each task is at the barrier, so all exist).
+    fn map_host_pids(&mut self) -> Result<(), RestoreError> {
+        let env = self.env.as_ref().expect("prepared");
+        if env.ns_flags & libc::CLONE_NEWPID as u64 == 0 {
+            return Ok(());
+        }
+        let first = self.root.expect("root");
+        self.host = crate::state::ns::host_pids(first).map_err(|e| prep("pid namespace", e))?;
+        let root = env.plan.root().pid;
+        self.root_host = Some(
+            self.host
+                .get(&root)
+                .copied()
+                .ok_or_else(|| prep("pid namespace", format!("the root {root} is not in it")))?,
+        );
+        Ok(())
+    }
 }
 
 /// The dumped CLOCK_MONOTONIC (timens-0.img) is ahead of the running one
@@ -758,7 +844,7 @@ pub(crate) fn fork_retry_flags(pid: i32, wait: Duration, same_parent: bool, flag
     let deadline = Instant::now() + wait;
     loop {
         let r = if same_parent {
-            rsys::fork_sibling_with_pid(pid)
+            rsys::fork_sibling_with_pid_flags(pid, flags)
         } else {
             rsys::fork_with_pid_flags(pid, flags)
         };

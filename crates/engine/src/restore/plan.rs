@@ -27,6 +27,9 @@ pub enum PlanError {
         pid: i32,
         source: crate::state::StateError,
     },
+    /// The tree's namespaces (the image and what is wrong or refused).
+    #[error(transparent)]
+    Ns(#[from] crate::state::ns::NsError),
 }
 
 /// A state module's error `e`, found in `file` for `pid`.
@@ -144,6 +147,8 @@ pub struct Plan {
     /// Tasks that hold sessions and groups whose leader is gone (filled in
     /// by [`helpers`], which depends on the --shell-job option).
     pub helpers: Vec<Helper>,
+    /// The namespaces the restore creates (the tree's own).
+    pub ns: crate::state::ns::NsPlan,
 }
 
 /// A short-lived task with the pid of a session or group whose leader is
@@ -193,14 +198,13 @@ impl Plan {
 /// Files in a set that name objects cryo cannot restore yet; finding one of
 /// them refuses the whole set up front.
 const REFUSED_IMAGES: &[(&str, &str)] = &[
-    ("inetsk.img", "inet sockets"),
+    (
+        "inetsk.img",
+        "inet socket images of the old separate-image layout (CRIU 4.2 keeps them in files.img)",
+    ),
     ("unixsk.img", "unix sockets"),
     ("packetsk.img", "packet sockets"),
     ("netlinksk.img", "netlink sockets"),
-    ("ipcns-shm", "SysV shared memory"),
-    ("ipcns-msg", "SysV message queues"),
-    ("ipcns-sem", "SysV semaphores"),
-    ("ipcns-var", "SysV IPC namespace"),
     ("tcp-stream", "TCP connections"),
     // CRIU before 3.x wrote these kinds to images of their own; cryo reads
     // them from files.img only (as CRIU 4.2 writes them).
@@ -224,7 +228,13 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
 
     let dumped_clocks = read_timens(&set, &listing)?;
     let seccomp = read_seccomp(&set)?;
-    let procs = build_procs(&set, &pstree, &files, inv.root_ids.as_ref(), &seccomp)?;
+    let procs = build_procs(&set, &pstree, &files, &seccomp)?;
+    // The tree's own namespaces (state::ns): checked, with their contents.
+    let mut task_ids = Vec::new();
+    for p in procs.iter().filter(|p| p.state != TASK_DEAD) {
+        task_ids.push((p.pid, set.ids(p.pid as u32)?));
+    }
+    let ns = crate::state::ns::describe(&set, inv.root_ids.as_ref(), &task_ids)?;
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     // The files against the whole tree (epoll targets, pidfd holders, file
@@ -262,6 +272,7 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         seccomp: seccomp.progs,
         dumped_clocks,
         helpers: Vec::new(),
+        ns,
     })
 }
 
@@ -341,7 +352,6 @@ fn build_procs(
     set: &ImageSet,
     pstree: &[pb::PstreeEntry],
     files: &crate::files::FileSet,
-    root_ids: Option<&pb::TaskKobjIdsEntry>,
     seccomp: &seccomp::Table,
 ) -> Result<Vec<Proc>, PlanError> {
     let mut files_ids: BTreeMap<u32, i32> = BTreeMap::new();
@@ -371,7 +381,7 @@ fn build_procs(
     }
     pstree
         .iter()
-        .map(|p| build_proc(set, p, files, root_ids, seccomp, shares_parent.contains(&p.pid)))
+        .map(|p| build_proc(set, p, files, seccomp, shares_parent.contains(&p.pid)))
         .collect()
 }
 
@@ -813,7 +823,6 @@ fn build_proc(
     set: &ImageSet,
     p: &pb::PstreeEntry,
     files: &crate::files::FileSet,
-    root_ids: Option<&pb::TaskKobjIdsEntry>,
     seccomp: &seccomp::Table,
     shares_parent_fds: bool,
 ) -> Result<Proc, PlanError> {
@@ -847,7 +856,6 @@ fn build_proc(
     let (mut mm, mut fds, mut cwd, mut root, mut umask) = (None, Vec::new(), None, None, 0o022);
     if state != TASK_DEAD {
         let ids = set.ids(p.pid)?;
-        check_namespaces(set, pid, &ids, root_ids)?;
         mm = Some(build_mm(set, pid, files)?);
         // A table shared with the parent is the parent's to set up.
         if !shares_parent_fds {
@@ -886,42 +894,6 @@ fn build_proc(
         membarrier: crate::membarrier::Registrations::try_from(tc.membarrier_registration_mask.unwrap_or(0))
             .map_err(|e| bad(&file, pid, e.to_string()))?,
     })
-}
-
-/// Namespaces are not restored yet: every task must live in the
-/// namespaces the dump was made from (which the restore inherits).
-fn check_namespaces(
-    set: &ImageSet,
-    pid: i32,
-    ids: &pb::TaskKobjIdsEntry,
-    root_ids: Option<&pb::TaskKobjIdsEntry>,
-) -> Result<(), PlanError> {
-    if let Some(r) = root_ids {
-        let pairs = [
-            ("pid", ids.pid_ns_id, r.pid_ns_id),
-            ("net", ids.net_ns_id, r.net_ns_id),
-            ("ipc", ids.ipc_ns_id, r.ipc_ns_id),
-            ("uts", ids.uts_ns_id, r.uts_ns_id),
-            ("mnt", ids.mnt_ns_id, r.mnt_ns_id),
-            ("user", ids.user_ns_id, r.user_ns_id),
-            ("cgroup", ids.cgroup_ns_id, r.cgroup_ns_id),
-            ("time", ids.time_ns_id, r.time_ns_id),
-        ];
-        for (ns, mine, root) in pairs {
-            if mine.is_some() && root.is_some() && mine != root {
-                return Err(unsupported(
-                    set.path(&format!("ids-{pid}.img")).display().to_string(),
-                    pid,
-                    format!(
-                        "a {ns} namespace of its own (id {} vs the root's {})",
-                        mine.unwrap_or(0),
-                        root.unwrap_or(0)
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The fds of fdinfo-`files_id`.img, each naming a file of files.img.

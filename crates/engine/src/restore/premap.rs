@@ -51,7 +51,11 @@ fn wanted(env: &TaskEnv, p: &Proc) -> Vec<Vma> {
         .filter(|v| {
             matches!(
                 v.kind,
-                VmaKind::AnonPrivate | VmaKind::FilePrivate(_) | VmaKind::FileShared(_) | VmaKind::AioRing(_)
+                VmaKind::AnonPrivate
+                    | VmaKind::FilePrivate(_)
+                    | VmaKind::FileShared(_)
+                    | VmaKind::AioRing(_)
+                    | VmaKind::SysvShm(_)
             ) || (env.vdso_jump && matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar))
         })
         .cloned()
@@ -233,6 +237,19 @@ fn map_one(env: &TaskEnv, v: &Vma, area: &Area, at: u64) -> Result<(), TaskError
             )
             .map_err(what)?;
         }
+        VmaKind::SysvShm(id) => {
+            // The whole segment is attached: the VMA must be all of it.
+            let size = crate::sys::ipc::shm_size(id).map_err(what)?;
+            if size.div_ceil(PAGE) * PAGE != len {
+                return Err(TaskError(format!(
+                    "vma {:#x}-{:#x} attaches SysV shm segment {id} of {size} bytes: only whole-segment \
+                     attachments are restored",
+                    v.start, v.end
+                )));
+            }
+            area.shmat(at, len, id, v.prot & libc::PROT_WRITE as u32 == 0)
+                .map_err(what)?;
+        }
         VmaKind::Vsyscall => unreachable!("never premapped"),
     }
     // Huge pages only where the dumped VMA asked for them: with THP defrag
@@ -251,7 +268,7 @@ fn fill(fd: &std::fs::File, runs: &[cryo_image::PageRun], pre: &Premapped) -> st
     let mut reads: Vec<Read> = Vec::new();
     for pv in &pre.vmas {
         let v = &pv.vma;
-        if let VmaKind::FileShared(_) = v.kind {
+        if let VmaKind::FileShared(_) | VmaKind::SysvShm(_) = v.kind {
             continue; // contents live in the shared object itself
         }
         // A droppable mapping's pages may be gone at any time: CRIU restores

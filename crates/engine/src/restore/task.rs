@@ -237,7 +237,11 @@ pub(crate) fn fork_items(
                 done = Some(w.wr);
             }
         }
-        let flags = if share { libc::CLONE_FILES as u64 } else { 0 };
+        let mut flags = if share { libc::CLONE_FILES as u64 } else { 0 };
+        if forker == 0 && c.pid == plan.root().pid && !env.init {
+            // The tree's own namespaces (no new pid namespace here: see fork_in_ns).
+            flags |= env.ns_flags;
+        }
         let f = super::fork_retry_flags(c.pid, env.pid_wait, sibling, flags)
             .map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
         match f {
@@ -246,6 +250,84 @@ pub(crate) fn fork_items(
         }
     }
     Ok(fdt)
+}
+
+/// The first task of a restore into new namespaces with a new pid
+/// namespace: the root as its pid 1, or cryo's init (`env.init`), which
+/// fills the namespaces and forks the root. Returns its pid (the engine's view).
+pub(crate) fn fork_in_ns(env: &TaskEnv, me: i32) -> Result<i32, TaskError> {
+    let root = env.plan.root();
+    if env.ns_flags & libc::CLONE_NEWPID as u64 == 0 {
+        return Err(TaskError("fork_in_ns without a new pid namespace (engine bug)".into()));
+    }
+    if !env.init && env.plan.helpers.iter().any(|h| h.parent == 0) {
+        return Err(TaskError(format!(
+            "the root {} is the init of its pid namespace but its session or group leader must be a helper \
+             task before it: not supported",
+            root.pid
+        )));
+    }
+    // set_tid [1]: the pid inside the new namespace.
+    match super::fork_retry_flags(1, env.pid_wait, false, env.ns_flags)
+        .map_err(|e| TaskError(format!("clone3 into new namespaces (flags {:#x}): {e}", env.ns_flags)))?
+    {
+        Forked::Child if env.init => init_main(env, me),
+        Forked::Child => task_main(env, root, me, None, None),
+        Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+/// cryo's init, pid 1 of the new pid namespace (see docs/namespaces.md):
+/// fills the namespaces, forks the tree (and its session helpers), waits
+/// for the restore to finish, then reaps every child of the namespace and
+/// exits with the root's status once the root is gone.
+fn init_main(env: &TaskEnv, parent: i32) -> ! {
+    match init_run(env, parent) {
+        Ok(never) => match never {},
+        Err(e) => die(
+            env,
+            env.plan.root().pid,
+            TaskError(format!("init of the new pid namespace: {}", e.0)),
+        ),
+    }
+}
+
+fn init_run(env: &TaskEnv, _parent: i32) -> Result<Never, TaskError> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
+    // The parent (cryo) is outside the namespace: 0 while it lives.
+    if nix::unistd::getppid().as_raw() != 0 {
+        return Err(TaskError("parent died during restore".into()));
+    }
+    env.plan.ns.apply().map_err(TaskError)?;
+    let _ = nix::sys::prctl::set_name(c"cryo-init");
+    let mut helpers = Vec::new();
+    fork_items(env, 0, 1, &mut helpers, None)?;
+    // Wait for the end of the restore: an abort ends init (and, with it,
+    // the namespace); on go, init outlives cryo.
+    let c = ctl(env);
+    loop {
+        let g = c.go.load(Ordering::SeqCst);
+        if g != GO_WAIT {
+            if g == GO_ABORT {
+                rsys::exit_now(1);
+            }
+            break;
+        }
+        let _ = rsys::futex_wait(&c.go, g, 1000);
+    }
+    let _ = rsys::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    // Nothing of the engine's is needed any more: the tree has its own fds.
+    let _ = rsys::close_range(0, u32::MAX);
+    let root = env.plan.root().pid;
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == root => rsys::exit_now(code),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == root => rsys::exit_now(128 + sig as i32),
+            Err(nix::errno::Errno::ECHILD) => rsys::exit_now(0),
+            _ => {}
+        }
+    }
 }
 
 /// Reap helpers once every group is joined (they exit then).
@@ -293,10 +375,17 @@ fn run(
 ) -> Result<Never, TaskError> {
     // Die with the parent (the engine or the parent task) until restored.
     rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0).map_err(|e| ("PR_SET_PDEATHSIG", e))?;
+    let is_root = p.pid == env.plan.root().pid;
+    // The init of a new pid namespace sees its parent (cryo) as pid 0.
+    let init_of_ns = is_root && !env.init && env.ns_flags & libc::CLONE_NEWPID as u64 != 0;
+    let parent = if init_of_ns { 0 } else { parent };
     if nix::unistd::getppid().as_raw() != parent {
         return Err(TaskError("parent died during restore".into()));
     }
-    let is_root = p.pid == env.plan.root().pid;
+    if is_root && !env.init && env.ns_flags != 0 {
+        // In its new namespaces, before anything else.
+        env.plan.ns.apply().map_err(TaskError)?;
+    }
     if p.sid == p.pid && !(is_root && env.shell_job) {
         nix::unistd::setsid().map_err(|e| TaskError::from(("setsid", std::io::Error::from(e))))?;
         // Its controlling terminal, before any child is forked (they
@@ -329,7 +418,8 @@ fn run(
     c.forked.fetch_add(1, Ordering::SeqCst);
     rsys::futex_wake(&c.forked);
     wait_counter(&c.forked, 2 * nprocs, env);
-    if p.pgid != p.pid && !skip_groups && getpgid_self() != p.pgid {
+    // pgid 0: a group from outside the pid namespace, inherited as is.
+    if p.pgid != p.pid && p.pgid > 0 && !skip_groups && getpgid_self() != p.pgid {
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(p.pgid))
             .map_err(|e| TaskError(format!("joining process group {}: {}", p.pgid, std::io::Error::from(e))))?;
     }

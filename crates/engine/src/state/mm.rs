@@ -136,7 +136,8 @@ pub fn vma_entry(v: &MapsVma, kind: MapKind, shmid: u64) -> pb::VmaEntry {
         MapKind::FileShared => (VMA_AREA_REGULAR | VMA_FILE_SHARED, false, true),
         MapKind::ShmemLike => (VMA_AREA_REGULAR | VMA_FILE_SHARED | VMA_AREA_MEMFD, false, true),
         MapKind::MemfdPrivate => (VMA_AREA_REGULAR | VMA_FILE_PRIVATE | VMA_AREA_MEMFD, false, true),
-        MapKind::SysvShm => (VMA_AREA_REGULAR | VMA_AREA_SYSVIPC, false, false),
+        // As CRIU records an attachment (shmid: the segment id, fdflags as a file's).
+        MapKind::SysvShm => (VMA_AREA_REGULAR | VMA_ANON_SHARED | VMA_AREA_SYSVIPC, true, false),
         // As CRIU records it: no other status bit.
         MapKind::AioRing => (VMA_AREA_AIORING, false, false),
     };
@@ -148,13 +149,13 @@ pub fn vma_entry(v: &MapsVma, kind: MapKind, shmid: u64) -> pb::VmaEntry {
         start: v.start,
         end: v.end,
         pgoff: if file { v.pgoff } else { 0 },
-        shmid: if file { shmid } else { 0 },
+        shmid: if file || kind == MapKind::SysvShm { shmid } else { 0 },
         prot,
         flags,
         status,
         fd: -1,
         madv: (m != 0).then_some(m),
-        fdflags: file.then_some(if v.shared && v.write {
+        fdflags: (file || kind == MapKind::SysvShm).then_some(if v.shared && v.write {
             libc::O_RDWR as u32
         } else {
             libc::O_RDONLY as u32
@@ -286,6 +287,9 @@ pub enum VmaKind {
     Vsyscall,
     /// The ring of an AIO context, with the io_setup() size that makes it.
     AioRing(u32),
+    /// An attachment of a SysV shm segment (its id, in the tree's IPC
+    /// namespace, which the restore re-creates before the tasks).
+    SysvShm(i32),
 }
 
 /// One VMA to recreate.
@@ -399,9 +403,14 @@ pub fn describe(entry: &pb::MmEntry, file: impl Fn(u32) -> Option<MappedFile>) -
                 )));
             }
             VmaKind::AioRing(a.nr_req)
-        } else if st & (s::SYSVIPC | s::SOCKET | s::UNSUPP) != 0 {
+        } else if st & s::SYSVIPC != 0 && st & (s::SOCKET | s::UNSUPP) == 0 {
+            if v.flags & libc::MAP_SHARED as u32 == 0 || v.pgoff != 0 {
+                return Err(what("a SysV shm attachment that is not MAP_SHARED from offset 0"));
+            }
+            VmaKind::SysvShm(v.shmid as i32)
+        } else if st & (s::SOCKET | s::UNSUPP) != 0 {
             return Err(MmError::Unsupported(format!(
-                "vma {i} at {:#x} (status {st:#x}: SysV shm, socket or AIO mapping)",
+                "vma {i} at {:#x} (status {st:#x}: socket or AIO mapping)",
                 v.start
             )));
         } else if st & s::ANON_SHARED != 0 {

@@ -11,6 +11,7 @@
 pub mod affinity;
 pub mod creds;
 pub mod mm;
+pub mod ns;
 pub mod rlimits;
 pub mod seccomp;
 pub mod sigactions;

@@ -112,6 +112,20 @@ impl Area {
         Ok(())
     }
 
+    /// shmat(2) of SysV segment `id` (`len` bytes, page-rounded) at `at`
+    /// inside the area (SHM_REMAP replaces what is there).
+    pub fn shmat(&self, at: u64, len: u64, id: i32, readonly: bool) -> io::Result<()> {
+        self.check(at, len)?;
+        let flags = libc::SHM_REMAP | if readonly { libc::SHM_RDONLY } else { 0 };
+        // SAFETY: the range lies inside this area, which no Rust object
+        // refers to; the caller checked the segment is `len` bytes.
+        let p = unsafe { libc::shmat(id, at as *const libc::c_void, flags) };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// madvise(2) on `[at, at + len)` inside the area.
     pub fn madvise(&self, at: u64, len: u64, advice: i32) -> io::Result<()> {
         self.check(at, len)?;

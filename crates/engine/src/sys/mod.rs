@@ -21,6 +21,7 @@ pub mod ptrace;
 pub mod restore;
 
 pub mod files;
+pub mod ipc;
 pub mod sockets;
 
 use std::io;

@@ -223,12 +223,17 @@ pub fn rseq_unregister() {
 /// clone3(CLONE_PARENT, set_tid = [pid]): a fork whose child's parent is the
 /// caller's parent (a helper forks the tasks of its session this way).
 pub fn fork_sibling_with_pid(pid: i32) -> io::Result<Forked> {
+    fork_sibling_with_pid_flags(pid, 0)
+}
+
+/// [`fork_sibling_with_pid`] with more clone flags (new namespaces).
+pub fn fork_sibling_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     let tid = pid as u64;
     // struct clone_args up to cgroup: flags, pidfd, child_tid, parent_tid,
     // exit_signal (0: CLONE_PARENT takes the caller's), stack, stack_size,
     // tls, set_tid, set_tid_size, cgroup.
     let args: [u64; 11] = [
-        libc::CLONE_PARENT as u64,
+        libc::CLONE_PARENT as u64 | flags,
         0,
         0,
         0,

@@ -1,4 +1,4 @@
-//! The syscalls of the socket kinds (files/unixsk.rs): sock_diag over
+//! The syscalls of the socket kinds (files/unixsk.rs, files/inetsk.rs): sock_diag over
 //! netlink, socket options as raw integers and timevals, unix addresses.
 //! Every function is safe: pointers are built here from Rust values.
 #![allow(unsafe_code)]
@@ -23,6 +23,34 @@ const NLMSG_DONE: u16 = 3;
 /// (`show`: the UDIAG_SHOW_* bits): the payloads (struct unix_diag_msg and
 /// its attributes) of the netlink messages, one per socket.
 pub fn unix_diag_dump(show: u32) -> io::Result<Vec<Vec<u8>>> {
+    // unix_diag_req (24 bytes).
+    let mut req = Vec::with_capacity(24);
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    diag_dump(&req)
+}
+
+/// Every inet socket of our network namespace of `family` (AF_INET,
+/// AF_INET6) and `protocol` (IPPROTO_TCP, _UDP, _UDPLITE) in the states of
+/// the mask `states` (bit 1 << TCP_*), as sock_diag reports it with the
+/// extensions `ext` (bits 1 << (INET_DIAG_X - 1)): the payloads (struct
+/// inet_diag_msg and its attributes).
+pub fn inet_diag_dump(family: i32, protocol: i32, states: u32, ext: u8) -> io::Result<Vec<Vec<u8>>> {
+    // inet_diag_req_v2 (56 bytes): family, protocol, ext, pad, states, a zero sockid.
+    let mut req = vec![family as u8, protocol as u8, ext, 0];
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.resize(56, 0);
+    diag_dump(&req)
+}
+
+/// One NETLINK_SOCK_DIAG dump request (`body` after the nlmsghdr).
+fn diag_dump(body: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     // SAFETY: scalar arguments.
     let fd = cvt(unsafe {
         libc::socket(
@@ -33,21 +61,14 @@ pub fn unix_diag_dump(show: u32) -> io::Result<Vec<Vec<u8>>> {
     })?;
     // SAFETY: a fresh fd, owned from here on.
     let sk = unsafe { OwnedFd::from_raw_fd(fd) };
-    // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
-    let mut req = Vec::with_capacity(40);
-    req.extend_from_slice(&40u32.to_ne_bytes());
+    // nlmsghdr (16 bytes) + the request.
+    let mut req = Vec::with_capacity(16 + body.len());
+    req.extend_from_slice(&(16 + body.len() as u32).to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // seq
     req.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    req.push(libc::AF_UNIX as u8);
-    req.push(0); // protocol
-    req.extend_from_slice(&0u16.to_ne_bytes());
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&show.to_ne_bytes());
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
-    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    req.extend_from_slice(body);
     nix::sys::socket::send(sk.as_raw_fd(), &req, nix::sys::socket::MsgFlags::empty()).map_err(io::Error::from)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -85,6 +106,32 @@ pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     // SAFETY: v and len are ours and sized for an int.
     cvt(unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut libc::c_int).cast(), &mut len) })?;
     Ok(v)
+}
+
+/// getsockopt(2) of an option of up to `max` bytes: the bytes the kernel wrote.
+pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, max: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; max];
+    let mut len = max as libc::socklen_t;
+    // SAFETY: v is ours, `len` bytes long.
+    cvt(unsafe { libc::getsockopt(fd, level, name, v.as_mut_ptr().cast(), &mut len) })?;
+    v.truncate(len as usize);
+    Ok(v)
+}
+
+/// The length getsockopt(2) reports for an option given no buffer
+/// (SO_GET_FILTER: the number of filter instructions).
+pub fn getsockopt_len(fd: RawFd, level: i32, name: i32) -> io::Result<usize> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: a null buffer of length 0; len is ours.
+    cvt(unsafe { libc::getsockopt(fd, level, name, std::ptr::null_mut(), &mut len) })?;
+    Ok(len as usize)
+}
+
+/// setsockopt(2) of an option given as bytes.
+pub fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, v: &[u8]) -> io::Result<()> {
+    // SAFETY: v is a live slice of v.len() bytes.
+    cvt(unsafe { libc::setsockopt(fd, level, name, v.as_ptr().cast(), v.len() as libc::socklen_t) })?;
+    Ok(())
 }
 
 /// setsockopt(2) of an int option.
@@ -248,6 +295,22 @@ pub fn peek_msg(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
     })
 }
 
+/// socket(2) with CLOEXEC (any family, type and protocol, e.g. UDP-Lite).
+pub fn socket(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
+    // SAFETY: scalar arguments.
+    let fd = cvt(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: a fresh fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// poll(2) of one fd with `events`, not waiting: the returned events.
+pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: one pollfd of ours.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents)
+}
+
 // The syscalls of netlink and packet sockets (files/netlinksk.rs,
 // files/packetsk.rs, files/skfamily.rs): a generic sock_diag dump, raw
 // socket addresses and byte-buffer options.
@@ -303,14 +366,6 @@ pub fn sock_diag_dump(req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     }
 }
 
-/// socket(2) with SOCK_CLOEXEC.
-pub fn socket(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
-    // SAFETY: scalar arguments.
-    let fd = cvt(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) })?;
-    // SAFETY: a fresh fd, owned from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// getsockname(2) (`peer` false) or getpeername(2) (`peer` true): the raw address.
 pub fn sock_name(fd: RawFd, peer: bool) -> io::Result<Vec<u8>> {
     // SAFETY: plain data; all zeroes is a valid value.
@@ -359,26 +414,6 @@ pub fn bind_raw(fd: RawFd, addr: &[u8], connect: bool) -> io::Result<()> {
         // SAFETY: p points to len bytes of ours.
         cvt(unsafe { libc::bind(fd, p, len) })?;
     }
-    Ok(())
-}
-
-/// getsockopt(2) into a buffer of `size` bytes: the bytes the kernel wrote
-/// (or, when it says more were wanted, the length it wanted, in `Err`'s
-/// place: the caller retries larger).
-pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, size: usize) -> io::Result<(Vec<u8>, usize)> {
-    let mut buf = vec![0u8; size];
-    let mut len = size as libc::socklen_t;
-    // SAFETY: buf and len are ours and len is buf's size.
-    cvt(unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) })?;
-    let want = len as usize;
-    buf.truncate(want.min(size));
-    Ok((buf, want))
-}
-
-/// setsockopt(2) of a byte buffer.
-pub fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, v: &[u8]) -> io::Result<()> {
-    // SAFETY: v is ours and its length is given.
-    cvt(unsafe { libc::setsockopt(fd, level, name, v.as_ptr().cast(), v.len() as libc::socklen_t) })?;
     Ok(())
 }
 

@@ -32,6 +32,16 @@ impl Ns {
     /// nothing is read from the namespace before the marker written right
     /// after that mount appears (the host's /tmp/anchor is never consulted).
     pub fn start(script: &str) -> Ns {
+        Self::start_in(script, false)
+    }
+
+    /// [`Ns::start`] in a fresh network namespace as well (`unshare --net`:
+    /// only loopback, down until the script sets it up).
+    pub fn start_net(script: &str) -> Ns {
+        Self::start_in(script, true)
+    }
+
+    fn start_in(script: &str, net: bool) -> Ns {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let token = format!(
             "{}-{}",
@@ -45,6 +55,7 @@ impl Ns {
         );
         assert!(script.contains(&token), "script does not mount /tmp/anchor: {script}");
         let child = Command::new("unshare")
+            .args(if net { &["--net"][..] } else { &[][..] })
             .args([
                 "--pid",
                 "--fork",
