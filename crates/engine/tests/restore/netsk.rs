@@ -86,7 +86,7 @@ fn other_socket_families_and_states_are_refused_naming_pid_and_fd() {
     for (mode, why) in [
         ("vsock", "family AF_VSOCK"),
         ("mptcp", "MPTCP"),
-        ("raw", "raw AF_INET socket"),
+        ("raw", "raw inet (IPv4) socket"),
         ("xdp", "family AF_XDP"),
         ("nlqueue", "messages are queued"),
         ("ring", "its ring is mapped"),
