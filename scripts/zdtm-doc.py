@@ -42,7 +42,12 @@ def read_why(path):
 
 
 REASONS = [
-    (r"not a unix socket", "refused at dump: inet, netlink and packet sockets (issue 12)"),
+    (r"not a unix socket|inet sockets are not supported yet", "refused at dump: inet sockets (issue 12)"),
+    (
+        r"a raw IP socket|an MPTCP socket|an SCTP socket|an ICMP \(ping\) socket|socket of family|"
+        r"packet socket: |netlink socket \(protocol",
+        "refused at dump: other socket families and types, netlink and packet socket states (issue 12)",
+    ),
     (
         r"\(socket:\[\d+\]\): refusing",
         "refused at dump: unix socket states cryo cannot restore exactly yet (issue 12): fds in flight, "

@@ -9,6 +9,12 @@ use anyhow::{Context, Result};
 /// Read all of `path`, or stdin when it is `None` or `-`. Returns (name for messages, bytes).
 pub fn read_input(path: Option<&Path>) -> Result<(String, Vec<u8>)> {
     match path {
+        Some(p) if p != Path::new("-") && crate::archive::split_member(p).is_some() => {
+            // ARCHIVE:IMAGE, read from the checkpoint archive.
+            let (ar, member) = crate::archive::split_member(p).expect("checked");
+            let data = crate::archive::read_member(&ar, &member)?;
+            Ok((p.display().to_string(), data))
+        }
         Some(p) if p != Path::new("-") => {
             let data = fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
             Ok((p.display().to_string(), data))

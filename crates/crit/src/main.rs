@@ -13,7 +13,9 @@ mod external;
     name = "crit",
     version,
     about = "CRiu Image Tool: decode, encode and explore CRIU image sets",
-    after_help = "Other subcommands run crit-NAME (beside crit, or in PATH): `crit tui DIR` browses an image set.",
+    after_help = "Every DIR may be a checkpoint archive instead (podman's --export tarball, plain, gzip or zstd, or the kubelet's), \
+                  and an image of one is ARCHIVE:IMAGE (crit show dump.tar.zst:pstree.img).\n\
+                  Other subcommands run crit-NAME (beside crit, or in PATH): `crit tui DIR` browses an image set.",
     allow_external_subcommands = true
 )]
 struct Cli {
@@ -32,6 +34,8 @@ enum Cmd {
     Encode(cmd::encode::EncodeArgs),
     /// Show the magic and entry count of an image
     Info(cmd::info::InfoArgs),
+    /// Summarize a container checkpoint archive (podman --export, kubelet): container, image, processes, mounts, network
+    Inspect(cmd::inspect::InspectArgs),
     /// Convert an image to human-readable JSON
     Show(cmd::show::ShowArgs),
     // explorers, memory, core export
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Decode(a) => cmd::decode::run(a),
         Cmd::Encode(a) => cmd::encode::run(a),
         Cmd::Info(a) => cmd::info::run(a),
+        Cmd::Inspect(a) => cmd::inspect::run(a),
         Cmd::Show(a) => cmd::show::run(a),
         // explorers, memory, core export
         Cmd::X(a) => cmd::x::run(a),

@@ -3,6 +3,8 @@
 
 mod cli {
     pub mod common;
+    // checkpoint archives (podman --export, kubelet), crit inspect
+    pub mod archive;
     // explorers, memory, core export
     pub mod core;
     pub mod explore;

@@ -34,6 +34,8 @@ mod live;
 mod mem;
 #[path = "restore/ns.rs"]
 mod namespaces;
+#[path = "restore/netsk.rs"]
+mod netsk;
 #[path = "restore/periodic.rs"]
 mod periodic;
 #[path = "restore/pidfds.rs"]

@@ -13,14 +13,28 @@ use clap::Parser;
     about = "Browse a CRIU image set: processes, mappings, files, sockets, memory"
 )]
 struct Args {
-    /// The image directory (holding inventory.img)
+    /// The image directory (holding inventory.img), or a checkpoint archive (podman's --export
+    /// tarball, plain, gzip or zstd, or the kubelet's)
     #[arg(value_name = "DIR")]
     dir: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let dump = match cryo_tui::Dump::open(&args.dir) {
+    // An archive's images are unpacked to a private temporary directory for as long as the
+    // browser runs (removed when `sd` drops).
+    let sd = match cryo_crit::archive::SetDir::open(&args.dir) {
+        Ok(sd) => sd,
+        Err(e) => {
+            eprintln!("crit tui: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opened = cryo_tui::Dump::open(sd.path()).map(|mut d| {
+        d.dir = args.dir.display().to_string();
+        d
+    });
+    let dump = match opened {
         Ok(d) => d,
         Err(e) => {
             eprintln!("crit tui: {e}");

@@ -1179,13 +1179,15 @@ fn describe_socket(
         });
     }
     if let Some(s) = &f.nlsk {
+        // The same words as `crit x DIR sk`.
+        use cryo_crit::explore::sk;
         return Some(Sock {
             fd,
             family: "NETLINK".into(),
-            ty: format!("proto {}", s.protocol),
-            state: name(s.state, "state"),
-            local: format!("port {}", s.portid),
-            peer: format!("port {}", s.dst_portid),
+            ty: sk::netlink_proto(s.protocol),
+            state: if s.state == 1 { "CONNECTED" } else { "UNCONNECTED" }.into(),
+            local: sk::netlink_local(s),
+            peer: sk::netlink_peer(s),
             queued: q(s.id),
             file_id: f.id,
             fdinfo_index,
@@ -1195,9 +1197,13 @@ fn describe_socket(
         return Some(Sock {
             fd,
             family: "PACKET".into(),
-            ty: name(s.r#type, "type"),
+            ty: format!(
+                "{}/{}",
+                name(s.r#type, "type"),
+                cryo_crit::explore::sk::eth_proto(u16::from_be(s.protocol as u16))
+            ),
             state: "-".into(),
-            local: format!("if {}", s.ifindex),
+            local: cryo_crit::explore::sk::packet_local(s),
             peer: "-".into(),
             queued: q(s.id),
             file_id: f.id,

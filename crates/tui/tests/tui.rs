@@ -86,6 +86,65 @@ fn sockets_none() {
     insta::assert_snapshot!(screen(&mut a, 80, 24));
 }
 
+/// A real cryo dump (tests/fixtures/cryo-netsk: tests/progs/packetsk.c and netlinksk.c under a
+/// shell, dumped by cryo in a network namespace): the packet sockets of the first, the netlink
+/// sockets of the second, in the words of `crit x DIR sk`.
+#[test]
+fn sockets_packet_and_netlink_of_a_cryo_dump() {
+    let mut a = App::new(Dump::open("tests/fixtures/cryo-netsk").unwrap());
+    keys(&mut a, &[Down, Char('3')]);
+    let packet = screen(&mut a, 120, 12);
+    assert!(
+        packet.contains("DGRAM/IP") && packet.contains("ifindex 1 auxdata mc 1"),
+        "{packet}"
+    );
+    insta::assert_snapshot!("sockets_packet_cryo_dump", packet);
+    keys(&mut a, &[KeyCode::Esc, Down, Char('3')]);
+    let netlink = screen(&mut a, 120, 12);
+    assert!(
+        netlink.contains("portid 16 groups 1,5") && netlink.contains("kernel"),
+        "{netlink}"
+    );
+    insta::assert_snapshot!("sockets_netlink_cryo_dump", netlink);
+}
+
+/// A checkpoint archive (a tar of `checkpoint/` as podman exports it) opened through crit's archive
+/// module shows the same Sockets tab as its directory.
+#[test]
+fn sockets_tab_of_an_archive_equals_its_directory() {
+    let dir = std::path::Path::new("../../fixtures/criu-4.2/unix_pair/images");
+    let mut b = tar::Builder::new(Vec::new());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let data = std::fs::read(e.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        b.append_data(
+            &mut h,
+            format!("checkpoint/{}", e.file_name().to_string_lossy()),
+            data.as_slice(),
+        )
+        .unwrap();
+    }
+    let tmp = std::env::temp_dir().join(format!("cryo-tui-archive-{}.tar", std::process::id()));
+    std::fs::write(&tmp, b.into_inner().unwrap()).unwrap();
+    let sd = cryo_crit::archive::SetDir::open(&tmp).unwrap();
+    assert!(sd.archive().is_some());
+    let mut d = Dump::open(sd.path()).unwrap();
+    d.dir = dir.display().to_string();
+    let mut from_archive = App::new(d);
+    let mut from_dir = app("unix_pair");
+    for a in [&mut from_archive, &mut from_dir] {
+        keys(a, &[Char('3')]);
+    }
+    assert_eq!(screen(&mut from_archive, 100, 24), screen(&mut from_dir, 100, 24));
+    let unpacked = sd.path().to_path_buf();
+    drop(sd);
+    assert!(!unpacked.exists(), "the unpacked images were not removed");
+    std::fs::remove_file(&tmp).unwrap();
+}
+
 #[test]
 fn memory_heap_80x24() {
     let mut a = app("proctree");

@@ -37,7 +37,26 @@ pub fn report_json(dir: &str, r: &check::Report) -> serde_json::Value {
 
 pub fn run(a: &CheckArgs) -> Result<()> {
     let dir = a.dir.display().to_string();
-    let r = check::check_dir(&a.dir);
+    let r = match crate::archive::SetDir::open(&a.dir) {
+        Ok(sd) => {
+            let mut r = check::check_dir(sd.path());
+            if let Some(ar) = sd.archive() {
+                let tmp = ar.image_dir().display().to_string();
+                for p in &mut r.problems {
+                    p.what = p.what.replace(&tmp, &ar.path.display().to_string());
+                }
+            }
+            r
+        }
+        Err(e) => check::Report {
+            problems: vec![check::Problem {
+                file: ".".into(),
+                entry: None,
+                what: e.to_string(),
+            }],
+            ..check::Report::default()
+        },
+    };
     if a.json {
         let mut text = serde_json::to_string_pretty(&report_json(&dir, &r))?;
         text.push('\n');

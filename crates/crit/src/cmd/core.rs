@@ -24,7 +24,12 @@ pub struct CoreArgs {
 }
 
 pub fn run(a: &CoreArgs) -> Result<()> {
-    let set = ImageSet::open(&a.dir)?;
+    crate::archive::with_dir(&a.dir, |dir| run_in(a, dir))
+}
+
+/// [`run`] on the image directory `dir` (`a.dir`, or the images of the archive `a.dir`).
+fn run_in(a: &CoreArgs, dir: &std::path::Path) -> Result<()> {
+    let set = ImageSet::open(dir)?;
     let out = a
         .output
         .clone()

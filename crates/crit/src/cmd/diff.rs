@@ -46,8 +46,10 @@ pub enum MatchBy {
 }
 
 fn compare(a: &DiffArgs) -> Result<bool> {
-    let sa = ImageSet::open(&a.a)?;
-    let sb = ImageSet::open(&a.b)?;
+    let da = crate::archive::SetDir::open(&a.a)?;
+    let db = crate::archive::SetDir::open(&a.b)?;
+    let sa = ImageSet::open(da.path()).map_err(|e| da.rename(e.into()))?;
+    let sb = ImageSet::open(db.path()).map_err(|e| db.rename(e.into()))?;
     let m = match a.match_by {
         MatchBy::Pid => Match::Pid,
         MatchBy::Order => Match::Order,

@@ -158,7 +158,12 @@ fn show_regions(m: &Memory, as_json: bool) -> Result<String> {
 }
 
 pub fn run(a: &MemArgs) -> Result<()> {
-    let set = ImageSet::open(&a.dir)?;
+    crate::archive::with_dir(&a.dir, |dir| run_in(a, dir))
+}
+
+/// [`run`] on the image directory `dir` (`a.dir`, or the images of the archive `a.dir`).
+fn run_in(a: &MemArgs, dir: &std::path::Path) -> Result<()> {
+    let set = ImageSet::open(dir)?;
     if let Some(pid) = a.pid {
         let mem = Memory::open(&set, pid)?;
         if let Some(addr) = a.addr {

@@ -4,6 +4,7 @@ pub mod core;
 pub mod decode;
 pub mod encode;
 pub mod info;
+pub mod inspect;
 pub mod mem;
 pub mod show;
 pub mod x;

@@ -135,7 +135,9 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
 }
 
 pub fn run(a: &XArgs) -> Result<()> {
-    let set = ImageSet::open(&a.dir)?;
-    let text = explore_text(&set, a.what, a.json, a.pid)?;
-    write_output(None, text.as_bytes())
+    crate::archive::with_dir(&a.dir, |dir| {
+        let set = ImageSet::open(dir)?;
+        let text = explore_text(&set, a.what, a.json, a.pid)?;
+        write_output(None, text.as_bytes())
+    })
 }

@@ -122,6 +122,103 @@ fn tcp_queues(set: &ImageSet, ino: u32) -> Result<Option<(u64, u64)>> {
     Ok(Some((inq, outq)))
 }
 
+/// A netlink protocol by its name (linux/netlink.h), or its number.
+pub fn netlink_proto(p: u32) -> String {
+    let n = match p {
+        0 => "ROUTE",
+        2 => "USERSOCK",
+        4 => "SOCK_DIAG",
+        5 => "NFLOG",
+        6 => "XFRM",
+        7 => "SELINUX",
+        8 => "ISCSI",
+        9 => "AUDIT",
+        10 => "FIB_LOOKUP",
+        11 => "CONNECTOR",
+        12 => "NETFILTER",
+        13 => "IP6_FW",
+        14 => "DNRTMSG",
+        15 => "KOBJECT_UEVENT",
+        16 => "GENERIC",
+        18 => "SCSITRANSPORT",
+        19 => "ECRYPTFS",
+        20 => "RDMA",
+        21 => "CRYPTO",
+        22 => "SMC",
+        _ => return p.to_string(),
+    };
+    n.into()
+}
+
+/// A netlink socket's own address: port id and the groups it listens to.
+pub fn netlink_local(n: &pb::NetlinkSkEntry) -> String {
+    let groups: Vec<String> = n
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(w, &bits)| {
+            (0..32)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| (w * 32 + b + 1).to_string())
+        })
+        .collect();
+    if n.portid == 0 && groups.is_empty() {
+        return "unbound".into();
+    }
+    if groups.is_empty() {
+        format!("portid {}", n.portid)
+    } else {
+        format!("portid {} groups {}", n.portid, groups.join(","))
+    }
+}
+
+/// Where a netlink socket is connected to (`-`: not connected).
+pub fn netlink_peer(n: &pb::NetlinkSkEntry) -> String {
+    if n.state != 1 && n.dst_portid == 0 && n.dst_group == 0 {
+        return "-".into();
+    }
+    match (n.dst_portid, n.dst_group) {
+        (0, 0) => "kernel".into(),
+        (p, 0) => format!("portid {p}"),
+        (p, g) => format!("portid {p} group {g}"),
+    }
+}
+
+/// An ethernet protocol (host order) by its name, or in hex.
+pub fn eth_proto(p: u16) -> String {
+    match p {
+        0x0003 => "ALL".into(),
+        0x0800 => "IP".into(),
+        0x0806 => "ARP".into(),
+        0x86dd => "IPV6".into(),
+        0x8100 => "8021Q".into(),
+        0 => "0".into(),
+        _ => format!("{p:#06x}"),
+    }
+}
+
+/// A packet socket's binding and settings: interface, TPACKET version, aux data, fanout, memberships.
+pub fn packet_local(p: &pb::PacketSockEntry) -> String {
+    let mut s = if p.ifindex == 0 {
+        "any interface".to_string()
+    } else {
+        format!("ifindex {}", p.ifindex)
+    };
+    if p.version != 0 {
+        s.push_str(&format!(" v{}", p.version + 1));
+    }
+    if p.aux_data {
+        s.push_str(" auxdata");
+    }
+    if let Some(f) = p.fanout.filter(|f| *f != u32::MAX) {
+        s.push_str(&format!(" fanout {}:{}", f & 0xffff, (f >> 16) & 0xff));
+    }
+    if !p.mclist.is_empty() {
+        s.push_str(&format!(" mc {}", p.mclist.len()));
+    }
+    s
+}
+
 /// All sockets of the set, in files.img order.
 pub fn build(set: &ImageSet) -> Result<Vec<Socket>> {
     let files = set.files()?;
@@ -209,9 +306,9 @@ pub fn build(set: &ImageSet) -> Result<Vec<Socket>> {
                 ino: 0,
                 family: "packet".into(),
                 kind: sk_name("type", p.r#type),
-                proto: format!("{:#06x}", u16::from_be(p.protocol as u16)),
+                proto: eth_proto(u16::from_be(p.protocol as u16)),
                 state: "-".into(),
-                local: format!("ifindex {}", p.ifindex),
+                local: packet_local(p),
                 peer: "-".into(),
                 recv_q: 0,
                 send_q: 0,
@@ -224,14 +321,10 @@ pub fn build(set: &ImageSet) -> Result<Vec<Socket>> {
                 ino: n.ino,
                 family: "netlink".into(),
                 kind: "RAW".into(),
-                proto: n.protocol.to_string(),
-                state: sk_name("state", n.state),
-                local: format!("portid {}", n.portid),
-                peer: if n.dst_portid != 0 || n.dst_group != 0 {
-                    format!("portid {} group {}", n.dst_portid, n.dst_group)
-                } else {
-                    "-".into()
-                },
+                proto: netlink_proto(n.protocol),
+                state: if n.state == 1 { "CONNECTED" } else { "UNCONNECTED" }.into(),
+                local: netlink_local(n),
+                peer: netlink_peer(n),
                 recv_q: 0,
                 send_q: 0,
                 packets: 0,

@@ -49,13 +49,16 @@ pub mod inetsk;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
+pub mod netlinksk;
 pub mod netlock;
 pub mod nsfile;
+pub mod packetsk;
 pub mod pidfd;
 pub mod pipe;
 pub mod reg;
 mod set;
 pub mod signalfd;
+pub mod skfamily;
 pub mod skopts;
 pub mod tcp;
 pub mod timerfd;
@@ -227,11 +230,11 @@ pub static REGISTRY: &[Registered] = &[
     Registered::Kind(&pidfd::Pidfd),
     Registered::Kind(&fanotify::Fanotify),
     Registered::Kind(&nsfile::NsFile),
+    Registered::Kind(&netlinksk::NetlinkSk),
+    Registered::Kind(&packetsk::PacketSk),
     Registered::Kind(&unixsk::UnixSk),
     Registered::Kind(&inetsk::InetSk),
     Registered::Refused(pb::FdTypes::Und, "no fd type (an invalid entry)"),
-    Registered::Refused(pb::FdTypes::Packetsk, "packet sockets are not supported yet"),
-    Registered::Refused(pb::FdTypes::Netlinksk, "netlink sockets are not supported yet"),
     Registered::Refused(pb::FdTypes::Tunf, "tun devices are not supported yet"),
     Registered::Refused(pb::FdTypes::Ext, "CRIU plugin (external) files are not supported"),
     Registered::Refused(pb::FdTypes::Bpfmap, "BPF maps are not supported yet"),
@@ -632,12 +635,11 @@ mod tests {
             pb::FdTypes::Ns,
             pb::FdTypes::Unixsk,
             pb::FdTypes::Inetsk,
+            pb::FdTypes::Netlinksk,
+            pb::FdTypes::Packetsk,
         ] {
             assert!(matches!(registered(t), Some(Registered::Kind(_))), "{t:?} has no kind");
         }
-        assert!(matches!(
-            registered(pb::FdTypes::Packetsk),
-            Some(Registered::Refused(..))
-        ));
+        assert!(matches!(registered(pb::FdTypes::Tunf), Some(Registered::Refused(..))));
     }
 }

@@ -1511,7 +1511,7 @@ fn shut(s: &OwnedFd, how: u32) -> std::io::Result<()> {
     nix::sys::socket::shutdown(s.as_raw_fd(), h).map_err(std::io::Error::from)
 }
 
-fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
+pub(super) fn set_flags(s: &OwnedFd, flags: u32) -> Result<(), String> {
     let fl = nix::fcntl::OFlag::from_bits_truncate(flags as i32 & (libc::O_NONBLOCK | libc::O_ASYNC));
     if fl.contains(nix::fcntl::OFlag::O_NONBLOCK) {
         nix::fcntl::fcntl(s, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))

@@ -310,3 +310,178 @@ pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
     cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
     Ok(p.revents)
 }
+
+// The syscalls of netlink and packet sockets (files/netlinksk.rs,
+// files/packetsk.rs, files/skfamily.rs): a generic sock_diag dump, raw
+// socket addresses and byte-buffer options.
+
+/// A sock_diag dump (SOCK_DIAG_BY_FAMILY | NLM_F_DUMP) with the
+/// family-specific request `req` (after the nlmsghdr): the payloads of the
+/// answers, one per socket.
+pub fn sock_diag_dump(req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    // SAFETY: scalar arguments.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    })?;
+    // SAFETY: a fresh fd, owned from here on.
+    let sk = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut m = Vec::with_capacity(16 + req.len());
+    m.extend_from_slice(&((16 + req.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(req);
+    nix::sys::socket::send(sk.as_raw_fd(), &m, nix::sys::socket::MsgFlags::empty()).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = nix::sys::socket::recv(sk.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty())
+            .map_err(io::Error::from)?;
+        if n == 0 {
+            return Err(io::Error::other("sock_diag: end of stream before NLMSG_DONE"));
+        }
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Err(io::Error::other("sock_diag: malformed netlink message"));
+            }
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let e = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                    return Err(io::Error::from_raw_os_error(-e));
+                }
+                SOCK_DIAG_BY_FAMILY => out.push(buf[off + 16..off + len].to_vec()),
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// getsockname(2) (`peer` false) or getpeername(2) (`peer` true): the raw address.
+pub fn sock_name(fd: RawFd, peer: bool) -> io::Result<Vec<u8>> {
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut a as *mut libc::sockaddr_storage).cast();
+    if peer {
+        // SAFETY: a and len are ours, len is a's size.
+        cvt(unsafe { libc::getpeername(fd, p, &mut len) })?;
+    } else {
+        // SAFETY: a and len are ours, len is a's size.
+        cvt(unsafe { libc::getsockname(fd, p, &mut len) })?;
+    }
+    // SAFETY: a is plain data of its size; the kernel wrote at most len bytes of it.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            std::mem::size_of::<libc::sockaddr_storage>(),
+        )
+    };
+    Ok(bytes[..(len as usize).min(bytes.len())].to_vec())
+}
+
+/// bind(2) (`connect` false) or connect(2) (`connect` true) to a raw address.
+pub fn bind_raw(fd: RawFd, addr: &[u8], connect: bool) -> io::Result<()> {
+    // Copied into a sockaddr_storage so that it is aligned for the kernel's reading.
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(io::Error::other("socket address too long"));
+    }
+    // SAFETY: addr.len() bytes fit in a (checked above); the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    let p = (&a as *const libc::sockaddr_storage).cast();
+    let len = addr.len() as libc::socklen_t;
+    if connect {
+        // SAFETY: p points to len bytes of ours.
+        cvt(unsafe { libc::connect(fd, p, len) })?;
+    } else {
+        // SAFETY: p points to len bytes of ours.
+        cvt(unsafe { libc::bind(fd, p, len) })?;
+    }
+    Ok(())
+}
+
+/// SO_GET_FILTER: the classic BPF program attached to the socket, one u64
+/// per instruction as CRIU's image holds it (code << 48 | jt << 40 | jf << 32
+/// | k, so that the image means the same on any architecture); empty: none.
+pub fn get_filter(fd: RawFd) -> io::Result<Vec<u64>> {
+    const SO_GET_FILTER: i32 = 26;
+    let mut n: libc::socklen_t = 0;
+    // SAFETY: a zero length asks for the number of instructions; nothing is written to the null buffer.
+    cvt(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_GET_FILTER, std::ptr::null_mut(), &mut n) })?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut v = vec![
+        libc::sock_filter {
+            code: 0,
+            jt: 0,
+            jf: 0,
+            k: 0
+        };
+        n as usize
+    ];
+    let mut len = n;
+    // SAFETY: v holds n instructions; len (counted in instructions) says so.
+    cvt(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_GET_FILTER, v.as_mut_ptr().cast(), &mut len) })?;
+    v.truncate(len as usize);
+    Ok(v.iter()
+        .map(|f| (f.code as u64) << 48 | (f.jt as u64) << 40 | (f.jf as u64) << 32 | f.k as u64)
+        .collect())
+}
+
+/// SO_ATTACH_FILTER of a classic BPF program (in the image's encoding, as [`get_filter`] gives it).
+pub fn attach_filter(fd: RawFd, prog: &[u64]) -> io::Result<()> {
+    let mut f: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: (i >> 48) as u16,
+            jt: (i >> 40) as u8,
+            jf: (i >> 32) as u8,
+            k: *i as u32,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: f.len() as u16,
+        filter: f.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at f's instructions, which outlive the call; the kernel copies them.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// if_indextoname(3): the name of interface `index` in our network namespace.
+pub fn if_name(index: u32) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname writes at most.
+    let r = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if r.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let name: Vec<u8> = buf.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
