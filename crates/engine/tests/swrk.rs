@@ -554,10 +554,10 @@ fn refused_notifications_and_options_abort_cleanly() {
     for (o, field) in [
         (
             pb::CriuOpts {
-                root: Some("/".into()),
+                lazy_pages: Some(true),
                 ..opts(&d)
             },
-            "criu_opts.root",
+            "criu_opts.lazy_pages",
         ),
         (
             pb::CriuOpts {
@@ -568,7 +568,7 @@ fn refused_notifications_and_options_abort_cleanly() {
         ),
         (
             pb::CriuOpts {
-                external: vec!["mnt[/x]:y".into()],
+                external: vec!["dev[x]:y".into()],
                 ..opts(&d)
             },
             "criu_opts.external",

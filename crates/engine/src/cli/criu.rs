@@ -457,7 +457,6 @@ mod tests {
             (&["--inherit-fd", "fd[1]:pipe"][..], "--inherit-fd"),
             (&["--lazy-pages"][..], "--lazy-pages"),
             (&["--config", "/etc/criu.conf"][..], "--config"),
-            (&["--root", "/"][..], "--root"),
         ] {
             let e = parse(args).refused().expect("refused");
             assert_eq!(e.option, opt);

@@ -1048,10 +1048,10 @@ mod tests {
         for (o, field) in [
             (
                 pb::CriuOpts {
-                    root: Some("/rootfs".into()),
+                    lazy_pages: Some(true),
                     ..base.clone()
                 },
-                "root",
+                "lazy_pages",
             ),
             (
                 pb::CriuOpts {
