@@ -571,6 +571,55 @@ fn u64s(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// XSAVE state components by number, as the SDM names them.
+const XSTATE_NAMES: [(u32, &str); 11] = [
+    (2, "AVX"),
+    (3, "MPX bound registers"),
+    (4, "MPX BNDCSR"),
+    (5, "AVX-512 opmask"),
+    (6, "AVX-512 ZMM_Hi256"),
+    (7, "AVX-512 Hi16_ZMM"),
+    (9, "PKRU (protection keys)"),
+    (11, "CET user"),
+    (14, "HWP"),
+    (17, "AMX tile config"),
+    (18, "AMX tile data"),
+];
+
+/// PKRU's value at exec (every key but 0 write-disabled): a thread whose
+/// PKRU still holds it never used protection keys.
+const PKRU_DEFAULT: u32 = 0x5555_5554;
+
+/// A thread whose FPU state is in use in components this CPU has not enabled
+/// (XCR0) ran code for a CPU this one is not: glibc picked its AVX-512
+/// string functions at start-up, say, and the restored program would die of
+/// SIGILL in the first of them. Refused, naming the features (CRIU's
+/// `--cpu-cap fpu` check). An untouched PKRU is the one exception: nothing
+/// is lost without it.
+fn cpu_has_xstate(x: &pb::UserX86XsaveEntry, xcr0: u64) -> Result<(), String> {
+    let mut missing = x.xstate_bv & !xcr0 & !3;
+    if missing & (1 << 9) != 0 && x.pkru.first().is_none_or(|&v| v == PKRU_DEFAULT) {
+        missing &= !(1 << 9);
+    }
+    if missing == 0 {
+        return Ok(());
+    }
+    let names: Vec<String> = (2..64)
+        .filter(|b| missing & (1u64 << b) != 0)
+        .map(|b| match XSTATE_NAMES.iter().find(|(n, _)| *n == b) {
+            Some((_, name)) => (*name).to_string(),
+            None => format!("xsave component {b}"),
+        })
+        .collect();
+    Err(format!(
+        "the thread's FPU state uses {} (xstate_bv {:#x}), which this CPU does not have (XCR0 {:#x}): \
+         the image was dumped on a CPU with more features, and code chosen for it would fault here",
+        names.join(", "),
+        x.xstate_bv,
+        xcr0
+    ))
+}
+
 fn fpregs(f: &pb::UserX86FpregsEntry, file: &str, tid: i32) -> Result<FpRegs, PlanError> {
     let mut st = [0u32; 32];
     let mut xmm = [0u32; 64];
@@ -587,6 +636,9 @@ fn fpregs(f: &pb::UserX86FpregsEntry, file: &str, tid: i32) -> Result<FpRegs, Pl
     }
     st.copy_from_slice(&f.st_space);
     xmm.copy_from_slice(&f.xmm_space);
+    if let Some(x) = &f.xsave {
+        cpu_has_xstate(x, crate::sys::xcr0().unwrap_or(3)).map_err(|what| bad(file, tid, what))?;
+    }
     let xsave = f.xsave.as_ref().map(|x| {
         let mut comps = Vec::new();
         let mut add = |n: u32, b: Vec<u8>| {
@@ -1014,6 +1066,29 @@ mod tests {
         v.iter()
             .map(|&(pid, ppid, sid, pgid)| TreeIds { pid, ppid, sid, pgid })
             .collect()
+    }
+
+    #[test]
+    fn fpu_state_of_a_richer_cpu_is_refused_by_feature_name() {
+        // CRIU 4.2's loop_heap fixture, dumped on an AVX-512 machine.
+        let x = pb::UserX86XsaveEntry {
+            xstate_bv: 0x2a2,
+            pkru: vec![PKRU_DEFAULT],
+            ..Default::default()
+        };
+        let avx2_pku = 0x207;
+        let e = cpu_has_xstate(&x, avx2_pku).unwrap_err();
+        assert!(e.contains("AVX-512 opmask, AVX-512 Hi16_ZMM"), "{e}");
+        assert!(!e.contains("PKRU"), "{e}");
+        assert!(cpu_has_xstate(&x, 0x2e7).is_ok());
+        // Without PKU, an untouched PKRU is dropped; a used one is refused.
+        let p = |v| pb::UserX86XsaveEntry {
+            xstate_bv: 0x202,
+            pkru: vec![v],
+            ..Default::default()
+        };
+        assert!(cpu_has_xstate(&p(PKRU_DEFAULT), 0x7).is_ok());
+        assert!(cpu_has_xstate(&p(0x5555_5550), 0x7).unwrap_err().contains("PKRU"));
     }
 
     #[test]
