@@ -927,6 +927,11 @@ fn rewrite_roots(img: &mut pb::CgroupEntry, roots: &[Root]) {
                 }
             }
             d.dir_name = renamed.unwrap_or_else(|| newrel.clone());
+            if old.is_empty() {
+                // A hierarchy's root holds settings only a root has
+                // (cpu_exclusive, all CPUs): the new cgroup gets none of them.
+                d.properties.clear();
+            }
         }
     }
 }
@@ -1156,7 +1161,20 @@ impl CgPlan {
                 let at = under(&h.fd, &d.path);
                 if d.create {
                     match std::fs::create_dir(&at) {
-                        Ok(()) => made.push(d.path.clone()),
+                        Ok(()) => {
+                            made.push(d.path.clone());
+                            // A new v1 cpuset has no CPUs or memory nodes (no task
+                            // may join it): its parent's, until the image's are written.
+                            if let Some(parent) = at.parent() {
+                                for f in ["cpuset.cpus", "cpuset.mems"] {
+                                    let empty = std::fs::read_to_string(at.join(f)).is_ok_and(|v| v.trim().is_empty());
+                                    if empty && !is_v2(&h.cnames) {
+                                        let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+                                        let _ = std::fs::write(at.join(f), v.trim());
+                                    }
+                                }
+                            }
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                         Err(e) => {
                             self.created.extend(made.into_iter().map(|p| (hi, p)));
