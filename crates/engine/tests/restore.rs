@@ -13,6 +13,8 @@ use common::ns::Ns;
 use common::{build_prog, gcc, kv as field, pty, CRYO};
 
 // Tests by class of program (each file uses this file's helpers via `super::*`).
+#[path = "restore/cgroup.rs"]
+mod cgroup;
 #[path = "restore/container.rs"]
 mod container;
 #[path = "restore/fdkinds.rs"]

@@ -1,5 +1,5 @@
 //! `crit x DIR WHAT`: explore an image set. `ps`, `fds`, `mems` and `rss` print what CRIU's crit prints;
-//! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs`, `env`, `ns` and `ipc` are views CRIU's crit lacks. `--json` gives
+//! `tree`, `sk`, `creds`, `sigacts`, `timers`, `regs`, `env`, `ns`, `ipc` and `cg` are views CRIU's crit lacks. `--json` gives
 //! the same data for programs (the serde form of the `explore` module's structures).
 //!
 //! JSON shapes (addresses and sizes are numbers; every field is documented on its struct):
@@ -18,7 +18,9 @@
 //!   xfeatures, nonzero_xmm}, clear_tid_addr}]`;
 //! * `env`: `[{pid, argv: [..], env: [..]}]`;
 //! * `ns`: `[{kind, id, dumper, pids: [..], info}]`; `ipc`: `[{ns, kind, id, key, mode, uid, gid, size,
-//!   detail, attached: [[pid, addr]]}]`.
+//!   detail, attached: [[pid, addr]]}]`;
+//! * `cg`: `{root_set, tasks: [[pid, set]], sets: [{id, members: [[hierarchy, path, cgns_prefix]]}],
+//!   controllers: [{cnames, dirs: [{path, mode, props: [[name, value]]}]}]}`.
 
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ use clap::{Args, ValueEnum};
 use cryo_image::ImageSet;
 use serde::Serialize;
 
-use crate::explore::{self, creds, env, fds, mems, ns, ps, regs, rss, sigacts, sk, timers};
+use crate::explore::{self, cg, creds, env, fds, mems, ns, ps, regs, rss, sigacts, sk, timers};
 use crate::io::write_output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,6 +60,8 @@ pub enum What {
     Ns,
     /// SysV IPC objects of the tree's IPC namespaces: shm (with attachments), sem (values), msg (messages)
     Ipc,
+    /// cgroups: each task's set, each set's cgroups, the cgroups dumped with their settings
+    Cg,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +135,7 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         What::Env => show!(env::build(set, &procs()?)?, |d: &Vec<_>| env::render(d)),
         What::Ns => show!(ns::build(set)?, |d: &Vec<_>| ns::render(d)),
         What::Ipc => show!(ns::build_ipc(set)?, |d: &Vec<_>| ns::render_ipc(d)),
+        What::Cg => show!(cg::build(set)?, cg::render),
     })
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Every `build` takes an [`ImageSet`] and returns data; nothing here prints.
 
+pub mod cg;
 pub mod creds;
 pub mod env;
 pub mod fds;

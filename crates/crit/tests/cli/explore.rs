@@ -49,7 +49,7 @@ fn x_text_equals_installed_python_crit() {
 #[test]
 fn x_json_for_every_explorer_and_fixture() {
     let all = [
-        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env", "ns", "ipc",
+        "ps", "fds", "mems", "rss", "tree", "sk", "creds", "sigacts", "timers", "regs", "env", "ns", "ipc", "cg",
     ];
     for name in fixture_names() {
         for what in all {

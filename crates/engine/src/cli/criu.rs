@@ -127,11 +127,16 @@ pub struct Common {
     #[arg(long = "pre-dump-mode", value_name = "MODE", value_parser = ["splice", "read"])]
     pub pre_dump_mode: Option<String>,
 
-    // --- refused: cryo does not do what they ask (yet) --------------------
-    #[arg(long = "manage-cgroups", value_name = "MODE", num_args = 0..=1, default_missing_value = "soft", hide = true)]
+    /// How cgroups are dumped and restored: ignore, none, props, soft (the default), full, strict
+    /// (criu's modes; docs/cgroups.md).
+    #[arg(long = "manage-cgroups", value_name = "MODE", num_args = 0..=1, default_missing_value = "soft")]
     pub manage_cgroups: Option<String>,
-    #[arg(long = "cgroup-root", value_name = "[CTRL:]PATH", hide = true)]
+    /// Restore: the tree's cgroups go under PATH (for CTRL's hierarchy only, if given; "" is cgroup v2).
+    /// Dump: the cgroups under PATH are dumped instead of those under the tree's.
+    #[arg(long = "cgroup-root", value_name = "[CTRL:]PATH")]
     pub cgroup_root: Vec<String>,
+
+    // --- refused: cryo does not do what they ask (yet) --------------------
     #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
     pub cgroup_yard: Option<String>,
     #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
@@ -244,7 +249,8 @@ pub struct Refused {
     pub why: &'static str,
 }
 
-const CGROUPS: &str = "cryo does not dump or restore cgroups yet; the tree stays in the cgroups it is restored into";
+const CGROUPS: &str =
+    "cryo mounts the cgroup hierarchies itself and dumps its own list of properties (--manage-cgroups and --cgroup-root are supported)";
 const MOUNTS: &str =
     "cryo takes external mounts and veths only (--external mnt[..]:.., veth[..]:.., --ext-mount-map, --veth-pair)";
 const REMOTE: &str = "cryo reads and writes image directories only (no page server, streaming or lazy pages)";
@@ -307,13 +313,7 @@ impl Common {
         if self.config.is_some() {
             return r("--config", "cryo takes its options from the command line only");
         }
-        if let Some(m) = &self.manage_cgroups {
-            if m != "ignore" {
-                return r("--manage-cgroups", CGROUPS);
-            }
-        }
-        let cg: [(&'static str, bool); 6] = [
-            ("--cgroup-root", !self.cgroup_root.is_empty()),
+        let cg: [(&'static str, bool); 5] = [
             ("--cgroup-yard", self.cgroup_yard.is_some()),
             ("--cgroup-props", self.cgroup_props.is_some()),
             ("--cgroup-props-file", self.cgroup_props_file.is_some()),
@@ -393,6 +393,22 @@ impl Common {
         None
     }
 
+    /// --manage-cgroups and --cgroup-root.
+    pub fn cgroups(&self) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
+        use cryo_engine::state::cgroup::{CgOpts, Mode, Root};
+        Ok(CgOpts {
+            mode: self
+                .manage_cgroups
+                .as_deref()
+                .map_or(Ok(Mode::default()), Mode::parse)?,
+            roots: self
+                .cgroup_root
+                .iter()
+                .map(|r| Root::parse(r))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
     /// Where a relative log file goes: the work dir, else the images dir
     /// (criu's rule). "-" means standard error.
     pub fn log_path(&self, images: &Path, log: &Path) -> Option<PathBuf> {
@@ -451,9 +467,8 @@ mod tests {
     #[test]
     fn options_cryo_does_not_honour_are_refused_by_name() {
         for (args, opt) in [
-            (&["--manage-cgroups"][..], "--manage-cgroups"),
-            (&["--manage-cgroups=full"][..], "--manage-cgroups"),
-            (&["--cgroup-root", "/x"][..], "--cgroup-root"),
+            (&["--cgroup-yard", "/y"][..], "--cgroup-yard"),
+            (&["--freeze-cgroup", "/sys/fs/cgroup/x"][..], "--freeze-cgroup"),
             (&["--inherit-fd", "fd[1]:pipe"][..], "--inherit-fd"),
             (&["--lazy-pages"][..], "--lazy-pages"),
             (&["--config", "/etc/criu.conf"][..], "--config"),
@@ -462,7 +477,40 @@ mod tests {
             assert_eq!(e.option, opt);
             assert!(e.to_string().contains(opt));
         }
-        assert!(parse(&["--manage-cgroups=ignore"]).refused().is_none());
+        for ok in [
+            &["--manage-cgroups=ignore"][..],
+            &["--manage-cgroups"],
+            &[
+                "--manage-cgroups=full",
+                "--cgroup-root",
+                "/x",
+                "--cgroup-root",
+                "name=zdtmtst:/p",
+            ],
+        ] {
+            assert!(parse(ok).refused().is_none(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn cgroup_options_become_the_engine_s() {
+        use cryo_engine::state::cgroup::Mode;
+        assert_eq!(parse(&[]).cgroups().unwrap().mode, Mode::Soft);
+        assert_eq!(parse(&["--manage-cgroups"]).cgroups().unwrap().mode, Mode::Soft);
+        let c = parse(&[
+            "--manage-cgroups=strict",
+            "--cgroup-root",
+            "memory:/m",
+            "--cgroup-root",
+            "/g",
+        ])
+        .cgroups()
+        .unwrap();
+        assert_eq!(c.mode, Mode::Strict);
+        assert_eq!(c.roots[0].ctrl.as_deref(), Some("memory"));
+        assert_eq!(c.roots[1].ctrl, None);
+        assert!(parse(&["--manage-cgroups=hard"]).cgroups().is_err());
+        assert!(parse(&["--cgroup-root", "rel"]).cgroups().is_err());
     }
 
     #[test]

@@ -528,8 +528,8 @@ const OPTS: &[(&str, Class)] = {
         ("force_irmap", Accepted),
         ("exec_cmd", Common),
         ("ext_mnt", Common),
-        ("manage_cgroups", Common),
-        ("cg_root", Common),
+        ("manage_cgroups", Honoured),
+        ("cg_root", Honoured),
         (
             "rst_sibling",
             Refused("the restored root is cryo's child, it cannot become the client's yet"),
@@ -544,7 +544,7 @@ const OPTS: &[(&str, Class)] = {
         ("skip_mnt", Common),
         ("enable_fs", Common),
         ("unix_sk_ino", Accepted),
-        ("manage_cgroups_mode", Common),
+        ("manage_cgroups_mode", Honoured),
         ("ghost_limit", Honoured),
         ("irmap_scan_paths", Accepted),
         ("external", Common),
@@ -627,7 +627,7 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
         // /etc/criu/runc.conf): a missing one holds no options.
         config: o.config_file.clone().map(PathBuf::from).filter(|p| p.exists()),
         manage_cgroups: cg_mode,
-        cgroup_root: o.cg_root.iter().map(|c| c.path.clone()).collect(),
+        cgroup_root: cg_roots(&o),
         cgroup_yard: o.cgroup_yard.clone(),
         cgroup_props: o.cgroup_props.clone(),
         cgroup_props_file: o.cgroup_props_file.clone(),
@@ -668,6 +668,9 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
         unprivileged: o.unprivileged == Some(true),
         ..Default::default()
     };
+    if let Err(e) = cg_opts(&o) {
+        return Some(format!("criu_opts.manage_cgroups_mode/cg_root: {e}"));
+    }
     c.refused().map(|r| {
         let field = match RPC_NAMES.iter().find(|(cli, _)| *cli == r.option) {
             // The older boolean (runc sets it) when the mode is not given.
@@ -680,6 +683,45 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
             r.option, r.why
         )
     })
+}
+
+/// cg_root as criu's --cgroup-root spells it (`CTRL:PATH`; `ctrl` unset:
+/// every hierarchy, "" is cgroup v2, as runc sends it).
+fn cg_roots(o: &pb::CriuOpts) -> Vec<String> {
+    o.cg_root
+        .iter()
+        .map(|c| match &c.ctrl {
+            Some(ctrl) => format!("{ctrl}:{}", c.path),
+            None => c.path.clone(),
+        })
+        .collect()
+}
+
+/// The cgroup options of a request: manage_cgroups_mode (or the older
+/// manage_cgroups boolean: soft or ignore; neither: soft, criu's default)
+/// and cg_root.
+fn cg_opts(o: &pb::CriuOpts) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
+    use cryo_engine::state::cgroup::{CgOpts, Mode, Root};
+    let mode = match (o.manage_cgroups_mode, o.manage_cgroups) {
+        (Some(m), _) => Mode::parse(
+            &pb::CriuCgMode::try_from(m)
+                .map_err(|_| format!("manage_cgroups_mode {m} is not a criu_cg_mode"))?
+                .as_str_name()
+                .to_lowercase(),
+        )?,
+        (None, Some(false)) => Mode::Ignore,
+        (None, _) => Mode::Soft,
+    };
+    let roots = o
+        .cg_root
+        .iter()
+        .map(|c| {
+            let mut r = Root::parse(&c.path)?;
+            r.ctrl = c.ctrl.clone();
+            Ok(r)
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(CgOpts { mode, roots })
 }
 
 /// The rpc.proto field of each criu option [`criu::Common::refused`] names.
@@ -779,6 +821,7 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
+    d.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
     if notify {
         let c = Arc::clone(conn);
         let log = s.log.clone();
@@ -869,6 +912,7 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     r.file_locks = o.file_locks == Some(true);
     r.tcp_established = o.tcp_established == Some(true);
     r.tcp_close = o.tcp_close == Some(true);
+    r.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }
@@ -1062,10 +1106,10 @@ mod tests {
             ),
             (
                 pb::CriuOpts {
-                    manage_cgroups_mode: Some(pb::CriuCgMode::Soft as i32),
+                    cgroup_yard: Some("/y".into()),
                     ..base.clone()
                 },
-                "manage_cgroups_mode",
+                "cgroup_yard",
             ),
             (
                 pb::CriuOpts {
@@ -1097,5 +1141,28 @@ mod tests {
             ..base
         };
         assert_eq!(req(quiet), None);
+        // runc's cgroup options are honoured.
+        let runc = pb::CriuOpts {
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(pb::CriuCgMode::Soft as i32),
+            cg_root: vec![pb::CgroupRoot {
+                ctrl: Some(String::new()),
+                path: "/user.slice/c1".into(),
+            }],
+            ..pb::CriuOpts {
+                images_dir_fd: 3,
+                ..Default::default()
+            }
+        };
+        assert_eq!(req(runc.clone()), None);
+        let c = cg_opts(&runc).unwrap();
+        assert_eq!(c.mode, cryo_engine::state::cgroup::Mode::Soft);
+        assert_eq!(c.roots[0].ctrl.as_deref(), Some(""));
+        assert_eq!(c.roots[0].path, "/user.slice/c1");
+        let old = pb::CriuOpts {
+            manage_cgroups: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(cg_opts(&old).unwrap().mode, cryo_engine::state::cgroup::Mode::Ignore);
     }
 }

@@ -301,7 +301,10 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
             }),
             tc,
             ids: None,
-            thread_core: Some(thread_core(&facts, leader)),
+            thread_core: Some(pb::ThreadCoreEntry {
+                cg_set: Some(ctx.cg.set_of(tid)),
+                ..thread_core(&facts, leader)
+            }),
             ..Default::default()
         };
         let path = ctx.out.path(&format!("core-{}.img", ctx.vpid(tid)));

@@ -73,6 +73,9 @@ pub struct DumpOpts {
     /// Mounts of the tree's mount namespace that come from outside it:
     /// mountpoint → key (criu's `--external mnt[MOUNTPOINT]:KEY`, `-M`).
     pub ext_mounts: std::collections::BTreeMap<String, String>,
+    /// criu's --manage-cgroups mode (and a dump's --cgroup-root: where the
+    /// walk for the cgroups below the tree's starts), see state::cgroup.
+    pub cgroups: crate::state::cgroup::CgOpts,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -142,6 +145,7 @@ impl DumpOpts {
             live: false,
             fail_before_inventory: false,
             ext_mounts: Default::default(),
+            cgroups: Default::default(),
         }
     }
 
@@ -195,6 +199,8 @@ pub enum DumpError {
     Affinity(#[from] crate::state::affinity::AffinityError),
     #[error(transparent)]
     Ns(#[from] crate::state::ns::NsError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::state::cgroup::CgError),
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::SidecarError),
     #[error("dump aborted at {at:?}: {why}")]
@@ -295,6 +301,7 @@ impl DumpCtx {
             ns,
             nsnum: crate::state::ns::Numbering::new(),
             ns_dump: Default::default(),
+            cg: Default::default(),
         }
     }
 
@@ -340,6 +347,8 @@ struct DumpCtx {
     ns: crate::state::ns::TreeNs,
     nsnum: crate::state::ns::Numbering,
     ns_dump: crate::state::ns::NsDump,
+    /// The tree's cgroups (cgroup.img) and each thread's set.
+    cg: crate::state::cgroup::CgDump,
 }
 
 impl DumpCtx {
@@ -1181,6 +1190,14 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
             }
         }
     }
+    // Every thread's cgroups (their sets go into the cores).
+    let cg_tasks: Vec<(i32, Vec<i32>)> = tree
+        .procs
+        .iter()
+        .filter(|p| !p.is_zombie())
+        .map(|p| (p.pid, p.threads.iter().map(|t| t.tid()).collect()))
+        .collect();
+    ctx.cg = crate::state::cgroup::dump(&cg_tasks, &ctx.opts.cgroups, ctx.ns.has(crate::state::ns::Kind::Cgroup))?;
     for (p, f) in tree.procs.iter_mut().zip(facts) {
         match f {
             Some(f) => dump_proc(ctx, p, f, smaps)?,
@@ -1872,6 +1889,11 @@ fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
         .ns_dump
         .write(|name, magic| ImageWriter::create(out.path(name), magic))?;
     for w in ns_images {
+        ctx.defer(w);
+    }
+    if let Some(cg) = &ctx.cg.entry {
+        let path = ctx.out.path("cgroup.img");
+        let w = write_image(&path, "CGROUP", std::slice::from_ref(cg))?;
         ctx.defer(w);
     }
     let pstree = ctx.pstree.clone();

@@ -85,6 +85,8 @@ pub struct RestoreOpts {
     /// of the new peer in cryo's network namespace (--external
     /// veth[IN]:OUT, --veth-pair IN=OUT).
     pub veth_pairs: std::collections::BTreeMap<String, String>,
+    /// criu's --manage-cgroups mode and --cgroup-root (state::cgroup).
+    pub cgroups: crate::state::cgroup::CgOpts,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -112,6 +114,7 @@ impl RestoreOpts {
             before_resume: None,
             new_pidns: false,
             mnt: Default::default(),
+            cgroups: Default::default(),
             veth_pairs: Default::default(),
         }
     }
@@ -164,6 +167,8 @@ pub enum RestoreError {
     Affinity(#[from] crate::state::affinity::AffinityError),
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::SidecarError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::state::cgroup::CgError),
 }
 
 fn prep(object: impl Into<String>, reason: impl std::fmt::Display) -> RestoreError {
@@ -226,6 +231,10 @@ pub struct TaskEnv {
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
+    /// The cgroups each task joins right after its clone (state::cgroup).
+    pub cg: crate::state::cgroup::Join,
+    /// The root unshares its cgroup namespace (the tree has one of its own).
+    pub cgns: bool,
 }
 
 /// The restore in progress.
@@ -258,6 +267,8 @@ pub struct RestoreCtx {
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
+    /// The tree's cgroups, checked; what the restore made is removed by an abort.
+    cg: Option<crate::state::cgroup::CgPlan>,
 }
 
 /// What a successful restore leaves.
@@ -292,6 +303,7 @@ impl RestoreCtx {
             ns_holders: Vec::new(),
             root_host: None,
             tcp: None,
+            cg: None,
         }
     }
 
@@ -348,6 +360,7 @@ impl RestoreCtx {
         }
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
         self.check_mnt_net(&plan)?;
+        self.cg = check_cgroups(&plan, &self.opts.cgroups)?;
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
         files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
@@ -386,6 +399,16 @@ impl RestoreCtx {
         for w in crate::state::affinity::apply(&affinity)? {
             eprintln!("cryo restore: warning: {w}");
         }
+        // Every task is in its cgroups: their limits and weights, before any runs.
+        if let Some(cg) = &self.cg {
+            cg.apply_props()?;
+        }
+        if fault() == Some("after-cgroups") {
+            return Err(prep(
+                "cgroups",
+                "injected fault after the cgroups were made and joined (CRYO_FAULT)",
+            ));
+        }
         if let Some(g) = &self.opts.before_resume {
             (g.0)(self.root_pid()).map_err(RestoreError::Aborted)?;
         }
@@ -401,6 +424,9 @@ impl RestoreCtx {
         self.resume()?;
         mark("resumed");
         self.stage = Stage::Done;
+        if let Some(cg) = &mut self.cg {
+            cg.keep_created();
+        }
         for p in std::mem::take(&mut self.linked) {
             let _ = std::fs::remove_file(p);
         }
@@ -623,6 +649,24 @@ impl RestoreCtx {
             None => None,
         };
         let plan_init = new_pidns && plan.root().pid != 1;
+        // The cgroups: made (and remembered for an abort), each set's
+        // cgroup.procs open for the tasks.
+        let mut join = crate::state::cgroup::Join::default();
+        if let Some(cg) = &mut self.cg {
+            join.root_set = cg.root_set();
+            let (sets, cgns) = cg.make()?;
+            for (id, fds) in sets {
+                let mut v = Vec::new();
+                for fd in fds {
+                    v.push(self.keep(fd, base)?);
+                }
+                join.sets.insert(id, v);
+            }
+            for fd in cgns {
+                join.cgns.push(self.keep(fd, base)?);
+            }
+        }
+        let cgns = plan.ns.has(crate::state::ns::Kind::Cgroup);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))
             .unwrap_or(false);
@@ -644,6 +688,8 @@ impl RestoreCtx {
             ns_flags: plan_ns_flags,
             init: plan_init,
             images_fd,
+            cg: join,
+            cgns,
         });
         Ok(())
     }
@@ -910,6 +956,10 @@ impl RestoreCtx {
             }
         }
         self.pool.clear();
+        // The tasks are gone (or going): the cgroups the restore made go too.
+        if let Some(cg) = &mut self.cg {
+            cg.remove_created();
+        }
     }
 
     /// The root's pid once forked.
@@ -945,6 +995,45 @@ impl RestoreCtx {
         );
         Ok(())
     }
+}
+
+/// cgroup.img against this machine and the mode, before anything exists
+/// (state::cgroup::plan).
+fn check_cgroups(
+    plan: &Plan,
+    opts: &crate::state::cgroup::CgOpts,
+) -> Result<Option<crate::state::cgroup::CgPlan>, RestoreError> {
+    let file = plan.set.path("cgroup.img").display().to_string();
+    for p in &plan.procs {
+        if let Some(t) = p.threads.iter().find(|t| t.cg_set != p.cg_set) {
+            return Err(prep(
+                plan.set.path(&format!("core-{}.img", t.tid)).display().to_string(),
+                format!(
+                    "thread {} of pid {} is in cgroup set {}, its process in {}: threads in cgroups of their own are not supported",
+                    t.tid, p.pid, t.cg_set, p.cg_set
+                ),
+            ));
+        }
+    }
+    let img = if plan.set.has("cgroup.img") {
+        plan.set
+            .entries::<cryo_image::pb::CgroupEntry>("cgroup.img", "CGROUP")?
+            .into_iter()
+            .next()
+    } else {
+        None
+    };
+    let root_set = plan.set.inventory()?.root_cg_set.unwrap_or(0);
+    let used: Vec<(i32, u32)> = plan.procs.iter().map(|p| (p.pid, p.cg_set)).collect();
+    let cgns = plan.ns.has(crate::state::ns::Kind::Cgroup).then(|| plan.root().cg_set);
+    Ok(crate::state::cgroup::plan(
+        img.as_ref(),
+        &file,
+        root_set,
+        &used,
+        cgns,
+        opts,
+    )?)
 }
 
 /// The dumped CLOCK_MONOTONIC (timens-0.img) is ahead of the running one

@@ -82,6 +82,8 @@ pub struct Thread {
     pub rseq: Option<(u64, u32, u32)>,
     pub comm: String,
     pub pdeath_sig: u32,
+    /// Its cgroup set (core's thread_core cg_set; 0: none recorded).
+    pub cg_set: u32,
     /// Robust futex list head and length (0, 0: none).
     pub futex_rla: (u64, u32),
     /// (nice, policy, priority) if dumped.
@@ -126,6 +128,8 @@ pub struct Proc {
     pub loginuid: Option<u32>,
     /// membarrier() registrations of the mm.
     pub membarrier: crate::membarrier::Registrations,
+    /// Its cgroup set in cgroup.img (its leader thread's; 0: none, a zombie).
+    pub cg_set: u32,
 }
 
 /// Everything needed to restore a tree, validated.
@@ -857,6 +861,7 @@ fn build_thread(
             .map(|r| (r.rseq_abi_pointer, r.rseq_abi_size, r.signature)),
         comm: thc.comm.clone().or(tc.map(|t| t.comm.clone())).unwrap_or_default(),
         pdeath_sig: thc.pdeath_sig.unwrap_or(0),
+        cg_set: thc.cg_set.or(tc.and_then(|t| t.cg_set)).unwrap_or(0),
         futex_rla: (thc.futex_rla, thc.futex_rla_len),
         sched: thc.sched_policy.map(|pol| {
             (
@@ -917,6 +922,7 @@ fn build_proc(
         root = Some(fs.root_id);
         umask = fs.umask.unwrap_or(0o022);
     }
+    let cg_set = threads.first().map_or(0, |t| t.cg_set);
     Ok(Proc {
         pid,
         ppid: p.ppid as i32,
@@ -944,6 +950,7 @@ fn build_proc(
         loginuid: tc.loginuid,
         membarrier: crate::membarrier::Registrations::try_from(tc.membarrier_registration_mask.unwrap_or(0))
             .map_err(|e| bad(&file, pid, e.to_string()))?,
+        cg_set,
     })
 }
 

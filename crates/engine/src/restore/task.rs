@@ -382,6 +382,16 @@ fn run(
     if nix::unistd::getppid().as_raw() != parent {
         return Err(TaskError("parent died during restore".into()));
     }
+    // Its cgroups, before anything is charged to it (the root of a tree
+    // with a cgroup namespace unshares it at the namespace's root first).
+    let forker_set = if is_root {
+        Some(env.cg.root_set)
+    } else {
+        env.plan.proc(parent).filter(|pp| pp.pid == p.ppid).map(|pp| pp.cg_set)
+    };
+    env.cg
+        .enter(p.cg_set, forker_set, is_root && env.cgns)
+        .map_err(TaskError)?;
     if is_root && !env.init && (env.ns_flags != 0 || !env.plan.ns.enter.is_empty()) {
         // In its new namespaces, before anything else.
         env.plan.ns.apply().map_err(TaskError)?;

@@ -9,6 +9,7 @@
 //! domain types by the restore.
 
 pub mod affinity;
+pub mod cgroup;
 pub mod creds;
 pub mod mm;
 pub mod mnt;

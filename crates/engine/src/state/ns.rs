@@ -102,9 +102,11 @@ impl Kind {
     /// is frozen, at restore before any task exists).
     pub fn support(self) -> Support {
         match self {
-            Kind::Pid | Kind::Ipc | Kind::Uts | Kind::Net | Kind::Mnt => Support::Yes,
+            // A cgroup namespace has no image of its own: its root is the
+            // cgns_prefix of the sets in cgroup.img (state::cgroup), and the
+            // restore's root unshares it there.
+            Kind::Pid | Kind::Ipc | Kind::Uts | Kind::Net | Kind::Mnt | Kind::Cgroup => Support::Yes,
             Kind::User => Support::No("user namespaces are not supported yet"),
-            Kind::Cgroup => Support::No("cgroup namespaces are not supported yet"),
             Kind::Time => Support::No("time namespaces are not supported yet"),
         }
     }
@@ -466,6 +468,12 @@ fn in_ns<T: Send>(pid: i32, k: Kind, f: impl FnOnce() -> Result<T, String> + Sen
     .map_err(err)
 }
 
+/// Run `f` in a thread of cryo's in `pid`'s cgroup namespace (what
+/// /proc files show from inside it).
+pub fn in_cgroupns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, NsError> {
+    in_ns(pid, Kind::Cgroup, f)
+}
+
 /// What was read of the tree's own namespaces, to be written with the
 /// shared images.
 #[derive(Debug, Default)]
@@ -548,6 +556,9 @@ impl NsPlan {
     pub fn clone_flags(&self) -> u64 {
         self.own
             .iter()
+            // The cgroup namespace is unshared by the root once in its
+            // namespace's root cgroup (state::cgroup::Join).
+            .filter(|k| **k != Kind::Cgroup)
             .filter(|k| !self.enter.iter().any(|(e, _)| e == *k))
             .fold(0, |f, k| f | k.clone_flag())
     }

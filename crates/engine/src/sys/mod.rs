@@ -618,3 +618,37 @@ pub fn setsid_on_exec(c: &mut std::process::Command) {
         c.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
     }
 }
+
+/// A new, detached instance of file system `fstype` (fsopen, fsconfig,
+/// fsmount): flags are `FSCONFIG_SET_FLAG` keys, strings `FSCONFIG_SET_STRING`
+/// pairs. The fd is the root of the mount, reachable only through it
+/// (`/proc/self/fd/N/...`); it goes when the fd is closed. Used for cgroup
+/// hierarchies (a v1 hierarchy mounted with its controllers, or by name, is
+/// the existing hierarchy).
+pub fn fs_instance(fstype: &str, flags: &[&str], strings: &[(&str, &str)]) -> io::Result<OwnedFd> {
+    const FSCONFIG_SET_FLAG: u32 = 0;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let ty = c(fstype)?;
+    // SAFETY: a NUL-terminated string built here and a scalar.
+    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, ty.as_ptr(), FSOPEN_CLOEXEC) })?;
+    use std::os::fd::AsRawFd;
+    let config = |cmd: u32, key: Option<&std::ffi::CString>, val: Option<&std::ffi::CString>| -> io::Result<()> {
+        let k = key.map_or(std::ptr::null(), |k| k.as_ptr());
+        let v = val.map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: the fs context fd is ours, the strings are NUL-terminated (or null where the command takes none).
+        cvt(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k, v, 0) }).map(|_| ())
+    };
+    for f in flags {
+        config(FSCONFIG_SET_FLAG, Some(&c(f)?), None)?;
+    }
+    for (k, v) in strings {
+        config(FSCONFIG_SET_STRING, Some(&c(k)?), Some(&c(v)?))?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: scalar arguments on our fs context fd.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+}

@@ -129,7 +129,7 @@ impl Ns {
     }
 
     /// (outer pid, inner pid, /proc/PID/status) of every process in this namespace (zombies included).
-    fn tasks(&self) -> Vec<(i32, i32, String)> {
+    pub fn tasks(&self) -> Vec<(i32, i32, String)> {
         let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)) else {
             return Vec::new();
         };
