@@ -9,7 +9,10 @@
 //! {
 //!   "version": 2,
 //!   "affinity": { "4242": "0-3,6", "4243": "1" },
-//!   "eventfd_semaphore": [7, 12]
+//!   "eventfd_semaphore": [7, 12],
+//!   "tcp_reset": { "9": "ECONNRESET" },
+//!   "udp_sources": { "11": ["127.0.0.1:5001", "[::1]:6000"] },
+//!   "peek_off": { "5": 3 }
 //! }
 //! ```
 //!
@@ -21,6 +24,19 @@
 //! * `eventfd_semaphore` lists the file ids (`id` of the EVENTFD entry in files.img) of the eventfds
 //!   created with EFD_SEMAPHORE: CRIU's `EventfdFileEntry` has no place for the flag, and a restore
 //!   without it would change what each read returns.
+//! * `tcp_reset` maps the file id of an INETSK entry (a TCP connection in state CLOSE with its
+//!   tcp-stream image) to the error pending on it at dump, `ECONNRESET` or `EPIPE`: the connection
+//!   was reset. CRIU's format has no field for it (CRIU's restore makes it closed by both sides,
+//!   and the program then reads end-of-file where it would have had the error); cryo's restore
+//!   makes the same error pending again.
+//! * `udp_sources` maps the file id of an INETSK entry (a UDP or UDP-Lite socket) to the source
+//!   address of each datagram queued on it, in the order of its `sk_packet_entry`s in
+//!   sk-queues.img (`ADDR:PORT`, IPv6 as `[ADDR]:PORT`). CRIU drops the queues of inet sockets
+//!   (its `sk_packet_entry` has no field for a sender); cryo's restore sends each datagram again
+//!   from its address. A connected socket's queue needs no entry (its datagrams come from its peer).
+//! * `peek_off` maps the file id of a UNIXSK or INETSK (UDP) entry to its SO_PEEK_OFF (the offset
+//!   in its receive queue the next MSG_PEEK reads from), for sockets where it is set (>= 0; the
+//!   kernel's default -1 is not written). CRIU's `sk_opts_entry` has no field for it.
 //!
 //! Version 1 (`{"version": 1, "threads": {...}}`, affinity only, in `cryo-affinity.json`) is still read.
 //! Parsing is strict: unknown or repeated keys, bad cpulists and bad ids are refused with a message
@@ -47,12 +63,48 @@ pub struct Sidecar {
     pub affinity: BTreeMap<i32, Cpus>,
     /// File ids of EFD_SEMAPHORE eventfds.
     pub eventfd_semaphore: BTreeSet<u32>,
+    /// File id of a reset TCP connection -> its pending error.
+    pub tcp_reset: BTreeMap<u32, TcpReset>,
+    /// File id of a UDP socket -> the sender of each queued datagram.
+    pub udp_sources: BTreeMap<u32, Vec<std::net::SocketAddr>>,
+    /// File id of a unix or UDP socket -> its SO_PEEK_OFF (set ones only).
+    pub peek_off: BTreeMap<u32, u32>,
+}
+
+/// The error pending on a reset TCP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpReset {
+    /// Reset while established (or with our FIN sent).
+    ConnReset,
+    /// Reset after the peer's FIN (CLOSE_WAIT).
+    Pipe,
+}
+
+impl TcpReset {
+    /// The name written (the errno's).
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpReset::ConnReset => "ECONNRESET",
+            TcpReset::Pipe => "EPIPE",
+        }
+    }
+    fn parse(s: &str) -> Option<TcpReset> {
+        match s {
+            "ECONNRESET" => Some(TcpReset::ConnReset),
+            "EPIPE" => Some(TcpReset::Pipe),
+            _ => None,
+        }
+    }
 }
 
 impl Sidecar {
     /// Nothing to say: no file is written.
     pub fn is_empty(&self) -> bool {
-        self.affinity.is_empty() && self.eventfd_semaphore.is_empty()
+        self.affinity.is_empty()
+            && self.eventfd_semaphore.is_empty()
+            && self.tcp_reset.is_empty()
+            && self.udp_sources.is_empty()
+            && self.peek_off.is_empty()
     }
 
     /// The same sidecar with thread ids renumbered by `map` (ids not in it stay); returns how many
@@ -60,7 +112,7 @@ impl Sidecar {
     pub fn renumber_threads(&self, map: &BTreeMap<u32, u32>) -> Result<(Sidecar, usize), String> {
         let mut out = Sidecar {
             affinity: BTreeMap::new(),
-            eventfd_semaphore: self.eventfd_semaphore.clone(),
+            ..self.clone()
         };
         let mut n = 0;
         for (&tid, cpus) in &self.affinity {
@@ -238,6 +290,69 @@ fn file_ids(v: &serde_json::Value) -> Result<BTreeSet<u32>, String> {
     Ok(out)
 }
 
+fn file_id(key: &str, k: &str) -> Result<u32, String> {
+    k.parse::<u32>()
+        .ok()
+        .filter(|n| n.to_string() == k)
+        .ok_or_else(|| format!("`{key}`: `{k}` is not a file id"))
+}
+
+fn tcp_resets(v: &serde_json::Value) -> Result<BTreeMap<u32, TcpReset>, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`tcp_reset`: expected an object of file id -> error, not {v}"))?;
+    let mut out = BTreeMap::new();
+    for (k, e) in obj {
+        let id = file_id("tcp_reset", k)?;
+        let r = e
+            .as_str()
+            .and_then(TcpReset::parse)
+            .ok_or_else(|| format!("`tcp_reset`: file id {id}: {e} is neither \"ECONNRESET\" nor \"EPIPE\""))?;
+        out.insert(id, r);
+    }
+    Ok(out)
+}
+
+fn udp_sources(v: &serde_json::Value) -> Result<BTreeMap<u32, Vec<std::net::SocketAddr>>, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`udp_sources`: expected an object of file id -> addresses, not {v}"))?;
+    let mut out = BTreeMap::new();
+    for (k, list) in obj {
+        let id = file_id("udp_sources", k)?;
+        let list = list
+            .as_array()
+            .ok_or_else(|| format!("`udp_sources`: file id {id}: expected a list of addresses, not {list}"))?;
+        let mut addrs = Vec::with_capacity(list.len());
+        for a in list {
+            let addr = a
+                .as_str()
+                .and_then(|t| t.parse::<std::net::SocketAddr>().ok())
+                .ok_or_else(|| format!("`udp_sources`: file id {id}: {a} is not an ADDR:PORT"))?;
+            addrs.push(addr);
+        }
+        out.insert(id, addrs);
+    }
+    Ok(out)
+}
+
+fn peek_offs(v: &serde_json::Value) -> Result<BTreeMap<u32, u32>, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`peek_off`: expected an object of file id -> offset, not {v}"))?;
+    let mut out = BTreeMap::new();
+    for (k, n) in obj {
+        let id = file_id("peek_off", k)?;
+        let off = n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n <= i32::MAX as u32)
+            .ok_or_else(|| format!("`peek_off`: file id {id}: {n} is not an offset"))?;
+        out.insert(id, off);
+    }
+    Ok(out)
+}
+
 /// Parse sidecar text (version 2, or version 1) strictly; errors name what is at fault.
 pub fn parse(text: &str) -> Result<Sidecar, String> {
     let top = strict(text)?;
@@ -262,6 +377,9 @@ pub fn parse(text: &str) -> Result<Sidecar, String> {
             }
             (2, "affinity") => out.affinity = affinity(v, k)?,
             (2, "eventfd_semaphore") => out.eventfd_semaphore = file_ids(v)?,
+            (2, "tcp_reset") => out.tcp_reset = tcp_resets(v)?,
+            (2, "udp_sources") => out.udp_sources = udp_sources(v)?,
+            (2, "peek_off") => out.peek_off = peek_offs(v)?,
             (_, other) => return Err(format!("unknown field `{other}` in version {version}")),
         }
     }
@@ -291,6 +409,33 @@ pub fn to_json(s: &Sidecar) -> String {
                 .map(|&i| serde_json::Value::from(i))
                 .collect(),
         );
+    }
+    if !s.tcp_reset.is_empty() {
+        let m = s
+            .tcp_reset
+            .iter()
+            .map(|(id, r)| (id.to_string(), serde_json::Value::from(r.name())))
+            .collect();
+        top.insert("tcp_reset".into(), serde_json::Value::Object(m));
+    }
+    if !s.udp_sources.is_empty() {
+        let m = s
+            .udp_sources
+            .iter()
+            .map(|(id, l)| {
+                let l = l.iter().map(|a| serde_json::Value::from(a.to_string())).collect();
+                (id.to_string(), serde_json::Value::Array(l))
+            })
+            .collect();
+        top.insert("udp_sources".into(), serde_json::Value::Object(m));
+    }
+    if !s.peek_off.is_empty() {
+        let m = s
+            .peek_off
+            .iter()
+            .map(|(id, o)| (id.to_string(), serde_json::Value::from(*o)))
+            .collect();
+        top.insert("peek_off".into(), serde_json::Value::Object(m));
     }
     let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(top)).expect("a JSON tree serializes");
     text.push('\n');
@@ -344,6 +489,14 @@ mod tests {
         let side = Sidecar {
             affinity: [(10, cpus(&[0])), (11, cpus(&[1, 2, 3]))].into_iter().collect(),
             eventfd_semaphore: [7, 12].into_iter().collect(),
+            tcp_reset: [(9, TcpReset::ConnReset), (10, TcpReset::Pipe)].into_iter().collect(),
+            udp_sources: [(
+                11,
+                vec!["127.0.0.1:5001".parse().unwrap(), "[::1]:6000".parse().unwrap()],
+            )]
+            .into_iter()
+            .collect(),
+            peek_off: [(5, 3)].into_iter().collect(),
         };
         let text = to_json(&side);
         assert_eq!(parse(&text).unwrap(), side);
@@ -351,6 +504,12 @@ mod tests {
         assert_eq!(v["version"], 2);
         assert_eq!(v["affinity"]["11"], "1-3");
         assert_eq!(v["eventfd_semaphore"], serde_json::json!([7, 12]));
+        assert_eq!(v["tcp_reset"]["9"], "ECONNRESET");
+        assert_eq!(v["peek_off"]["5"], 3);
+        assert_eq!(
+            v["udp_sources"]["11"],
+            serde_json::json!(["127.0.0.1:5001", "[::1]:6000"])
+        );
         let only_efd = Sidecar {
             eventfd_semaphore: [3].into_iter().collect(),
             ..Default::default()
@@ -415,6 +574,23 @@ mod tests {
             (
                 r#"{"version": 2, "eventfd_semaphore": [3, 3]}"#,
                 "file id 3 is listed twice",
+            ),
+            (r#"{"version": 2, "tcp_reset": {"x": "EPIPE"}}"#, "`x` is not a file id"),
+            (
+                r#"{"version": 2, "peek_off": {"3": -1}}"#,
+                "file id 3: -1 is not an offset",
+            ),
+            (
+                r#"{"version": 2, "tcp_reset": {"4": "ETIMEDOUT"}}"#,
+                "neither \"ECONNRESET\" nor \"EPIPE\"",
+            ),
+            (
+                r#"{"version": 2, "udp_sources": {"4": ["1.2.3.4"]}}"#,
+                "file id 4: \"1.2.3.4\" is not an ADDR:PORT",
+            ),
+            (
+                r#"{"version": 2, "udp_sources": {"4": "1.2.3.4:5"}}"#,
+                "expected a list of addresses",
             ),
         ] {
             let e = parse(text).unwrap_err();

@@ -512,6 +512,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
         close: opts.tcp_close,
         lock: opts.network_lock,
         run_id: run_id.clone(),
+        leave_running: opts.leave_running,
     };
     let mut ctx = DumpCtx::new(opts, files, pool, phases, track, own_uffds, run_id, tree_ns);
     ctx.stats.freezing_time = freezing_time.as_micros() as u32;
@@ -1223,6 +1224,9 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     let side = cryo_image::sidecar::Sidecar {
         affinity: crate::state::affinity::collect(&tids)?,
         eventfd_semaphore: ctx.files.eventfd_semaphore.clone(),
+        tcp_reset: ctx.files.tcp_reset.clone(),
+        udp_sources: ctx.files.udp_sources.clone(),
+        peek_off: ctx.files.peek_off.clone(),
     };
     crate::sidecar::write(&ctx.opts.dir, &side, |name| ctx.out.path(name))?;
     Ok(())

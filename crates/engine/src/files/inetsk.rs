@@ -87,6 +87,9 @@ pub fn is_connected_tcp_state(s: u32) -> bool {
     )
 }
 
+/// Queued datagrams, each with its sender.
+pub type Datagrams = Vec<(Vec<u8>, std::net::SocketAddr)>;
+
 /// One inet socket as the survey saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InetDiag {
@@ -199,8 +202,8 @@ pub struct InetOpts {
 #[derive(Default)]
 pub struct Survey {
     pub socks: HashMap<u32, InetDiag>,
-    /// Queued datagrams of connected UDP sockets, by inode.
-    pub queues: HashMap<u32, Vec<Vec<u8>>>,
+    /// Queued datagrams of UDP sockets with their senders, by inode.
+    pub queues: HashMap<u32, Datagrams>,
 }
 
 /// The sock_diag tables of the namespace, fetched once per (family, proto).
@@ -273,15 +276,16 @@ fn unconnected(sk: &OwnedFd, ino: u32, family: i32, ty: i32, proto: i32) -> Resu
         state: TCP_CLOSE,
         ..Default::default()
     };
-    match nsk::getpeername::<SockaddrStorage>(fd) {
-        Ok(sa) => {
-            if let Some((w, p)) = sockaddr_words(&sa) {
-                d.dst = w;
-                d.dport = p;
-            }
+    // SO_PEERNAME, not getpeername(2): a TCP socket in CLOSE that was
+    // connected (reset, or closed by both sides) still names its peer so,
+    // and is then a connection (files::tcp), as CRIU has it.
+    match crate::sys::tcp::inet_peer_any(fd, family) {
+        Ok(a) => {
+            d.dst = a.addr;
+            d.dport = a.port;
         }
-        Err(nix::errno::Errno::ENOTCONN) => {}
-        Err(e) => return Err(format!("getpeername: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        Err(e) => return Err(format!("SO_PEERNAME: {e}")),
     }
     let sa = nsk::getsockname::<SockaddrStorage>(fd).map_err(|e| format!("getsockname: {e}"))?;
     if let Some((w, p)) = sockaddr_words(&sa) {
@@ -363,7 +367,7 @@ fn survey_one(
     family: i32,
     tables: &mut Tables,
     o: &InetOpts,
-) -> Result<(InetDiag, Vec<Vec<u8>>), FileError> {
+) -> Result<(InetDiag, Datagrams), FileError> {
     let fd = sk.as_raw_fd();
     let int = |l, n, what: &str| sks::getsockopt_int(fd, l, n).map_err(|e| io_err(f, what, e));
     let ty = int(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?;
@@ -417,7 +421,7 @@ fn survey_one(
                 ))
             }
             TCP_LISTEN | TCP_CLOSE => {}
-            // A connection: files::tcp decides (survey below).
+            // A connection (CLOSE with a peer too): files::tcp decides (survey below).
             s if is_connected_tcp_state(s) => {}
             s => {
                 return Err(refuse(
@@ -444,23 +448,15 @@ fn survey_one(
     Ok((d, queue))
 }
 
-/// The queued datagrams of a UDP socket, read without consuming them. Only
-/// a connected socket's queue can be put back (from its peer's address).
-fn peek_udp(f: &TreeFd, sk: &OwnedFd, d: &InetDiag) -> Result<Vec<Vec<u8>>, FileError> {
+/// The queued datagrams of a UDP socket with their senders, read without
+/// consuming them.
+fn peek_udp(f: &TreeFd, sk: &OwnedFd, d: &InetDiag) -> Result<Datagrams, FileError> {
     let fd = sk.as_raw_fd();
+    // The program's own peek offset (into the sidecar at dump) is put back after.
     let peek_off = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io_err(f, "SO_PEEK_OFF", e))?;
-    if peek_off >= 0 {
-        return Err(refuse(
-            f,
-            format!(
-                "UDP socket {} has SO_PEEK_OFF set ({peek_off}): CRIU's entry cannot hold it",
-                d.describe()
-            ),
-        ));
-    }
     sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0).map_err(|e| io_err(f, "SO_PEEK_OFF", e))?;
     let res = peek_all(sk, d);
-    let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1);
+    let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, peek_off);
     let packets = res.map_err(|e| match e {
         PeekErr::Io(e) => io_err(f, "reading the UDP queue (MSG_PEEK)", e),
         PeekErr::Refuse(what) => refuse(f, what),
@@ -474,7 +470,7 @@ enum PeekErr {
     Refuse(String),
 }
 
-fn peek_all(sk: &OwnedFd, d: &InetDiag) -> Result<Vec<Vec<u8>>, PeekErr> {
+fn peek_all(sk: &OwnedFd, d: &InetDiag) -> Result<Datagrams, PeekErr> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -493,29 +489,37 @@ fn peek_all(sk: &OwnedFd, d: &InetDiag) -> Result<Vec<Vec<u8>>, PeekErr> {
                 d.describe()
             )));
         }
-        if d.dport == 0 {
-            return Err(PeekErr::Refuse(format!(
-                "unconnected UDP socket {} has queued datagrams: their senders' addresses have no place in CRIU's \
-                 image (CRIU drops them): not supported",
+        let from = from.as_ref().and_then(to_std).ok_or_else(|| {
+            PeekErr::Refuse(format!(
+                "UDP socket {}: a queued datagram without an inet sender address",
                 d.describe()
-            )));
-        }
-        let from = from.as_ref().and_then(sockaddr_words);
-        let peer_v4_mapped = |w: &[u32; 4], p: u16| {
-            // A v6 socket talking to a v4 peer sees ::ffff:a.b.c.d.
-            (*w, p) == (d.dst, d.dport)
-        };
-        if !from.is_some_and(|(w, p)| peer_v4_mapped(&w, p)) {
-            return Err(PeekErr::Refuse(format!(
-                "connected UDP socket {} holds a datagram from {} (not its peer): its sender's address has no place \
-                 in CRIU's image: not supported",
-                d.describe(),
-                from.map(|(w, p)| fmt_addr(d.family, &w, p))
-                    .unwrap_or_else(|| "an unknown sender".into())
-            )));
-        }
-        out.push(buf[..n].to_vec());
+            ))
+        })?;
+        out.push((buf[..n].to_vec(), from));
     }
+}
+
+/// An inet socket address as std's.
+fn to_std(sa: &SockaddrStorage) -> Option<std::net::SocketAddr> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return Some(std::net::SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    sa.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), 0, v6.scope_id())))
+}
+
+/// The words and port of a std address, as the images keep them.
+fn std_words(a: &std::net::SocketAddr) -> ([u32; 4], u16) {
+    let mut w = [0u32; 4];
+    match a {
+        std::net::SocketAddr::V4(v4) => w[0] = u32::from_ne_bytes(v4.ip().octets()),
+        std::net::SocketAddr::V6(v6) => {
+            for (i, c) in v6.ip().octets().chunks(4).enumerate() {
+                w[i] = u32::from_ne_bytes(c.try_into().unwrap());
+            }
+        }
+    }
+    (w, a.port())
 }
 
 pub struct InetSk;
@@ -552,7 +556,8 @@ impl FdKind for InetSk {
             if !q.is_empty() {
                 s.queues.insert(ino, q);
             }
-            if d.proto == libc::IPPROTO_TCP && is_connected_tcp_state(d.state) {
+            if d.proto == libc::IPPROTO_TCP && (is_connected_tcp_state(d.state) || d.state == TCP_CLOSE && d.dport != 0)
+            {
                 let ep = |w: [u32; 4], port| crate::sys::tcp::InetAddr { family, addr: w, port };
                 conns.push(super::tcp::Candidate {
                     pid: f.pid,
@@ -641,13 +646,25 @@ impl FdKind for InetSk {
             None
         };
         let tcp = d.proto == libc::IPPROTO_TCP;
+        if !tcp {
+            let po = int(libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
+            if po >= 0 {
+                t.peek_off.insert(id, po as u32);
+            }
+        }
         let tcp_opts = if tcp {
             skopts::read_tcp(fd).map_err(|e| io("reading the TCP options", e))?
         } else {
             pb::TcpOptsEntry::default()
         };
         let packets = t.survey_state::<Survey>().queues.remove(&ino).unwrap_or_default();
-        for p in packets {
+        // Datagrams not from the peer (or on an unconnected socket): their
+        // senders go into the sidecar (CRIU's entry has no place for them).
+        let from_peer = |a: &std::net::SocketAddr| d.dport != 0 && std_words(a) == (d.dst, d.dport);
+        if !packets.iter().all(|(_, a)| from_peer(a)) {
+            t.udp_sources.insert(id, packets.iter().map(|(_, a)| *a).collect());
+        }
+        for (p, _) in packets {
             let e = pb::SkPacketEntry {
                 id_for: id,
                 length: p.len() as u32,
@@ -660,6 +677,15 @@ impl FdKind for InetSk {
         let mut state = d.state;
         if let Some(st) = t.survey_state::<super::tcp::Dumped>().take_stream(ino) {
             state = st.state as u32;
+            match st.reset {
+                Some(libc::ECONNRESET) => {
+                    t.tcp_reset.insert(id, cryo_image::sidecar::TcpReset::ConnReset);
+                }
+                Some(libc::EPIPE) => {
+                    t.tcp_reset.insert(id, cryo_image::sidecar::TcpReset::Pipe);
+                }
+                _ => {}
+            }
             let mut q = st.inq;
             q.extend_from_slice(&st.outq);
             t.side_record((super::tcp::image_name(ino), "TCP_STREAM"), &st.entry, q);
@@ -770,6 +796,8 @@ impl FdKind for InetSk {
             src,
             dst,
             tcp,
+            sources: None,
+            peek_off: None,
         }))
     }
 
@@ -794,13 +822,12 @@ impl FdKind for InetSk {
                     format!("entry {i}: {} bytes announced, {} present", e.length, data.len()),
                 ));
             }
-            if !e.scm.is_empty() || s.e.r#type as i32 != libc::SOCK_DGRAM || s.e.dst_port == 0 {
+            if !e.scm.is_empty() || s.e.r#type as i32 != libc::SOCK_DGRAM {
                 return Err(super::set::unsupported(
                     &file,
                     0,
                     format!(
-                        "entry {i}: queued data of inet socket {} that is not a connected UDP socket, or with control \
-                         messages",
+                        "entry {i}: queued data of inet socket {} that is not a UDP socket, or with control messages",
                         e.id_for
                     ),
                 ));
@@ -825,6 +852,103 @@ pub struct InetSkFile {
     pub dst: [u32; 4],
     /// A TCP connection: what files::tcp restores it from.
     pub tcp: Option<super::tcp::Restorable>,
+    /// The sender of each queued datagram (the sidecar's `udp_sources`);
+    /// None: all from the peer.
+    pub sources: Option<Vec<std::net::SocketAddr>>,
+    /// SO_PEEK_OFF (the sidecar's `peek_off`).
+    pub peek_off: Option<u32>,
+}
+
+/// What the sidecar says of the inet sockets (`tcp_reset`, `udp_sources`),
+/// checked against the image set and put on the sockets before anything
+/// is created: every id must be a socket of the right kind, every queue of
+/// an unconnected UDP socket must have its senders, one per datagram.
+pub fn apply_sidecar(files: &mut FileSet, side: &cryo_image::sidecar::Sidecar) -> Result<(), String> {
+    use cryo_image::sidecar::TcpReset;
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    if files.set.has("sk-queues.img") {
+        for (e, _) in files
+            .set
+            .with_payload::<pb::SkPacketEntry>("sk-queues.img")
+            .map_err(|e| e.to_string())?
+        {
+            if files.get_as::<InetSkFile>(e.id_for).is_some() {
+                *counts.entry(e.id_for).or_default() += 1;
+            }
+        }
+    }
+    for (&id, r) in &side.tcp_reset {
+        let f = files
+            .of_mut::<InetSkFile>()
+            .find(|(i, _)| *i == id)
+            .map(|(_, f)| f)
+            .ok_or_else(|| format!("tcp_reset: file id {id} is not an inet socket in files.img"))?;
+        let what = f.object();
+        let st = f
+            .tcp
+            .as_mut()
+            .and_then(|t| t.stream.as_mut())
+            .filter(|st| st.state as u32 == TCP_CLOSE)
+            .ok_or_else(|| format!("tcp_reset: {what} is not a closed TCP connection with its stream"))?;
+        st.reset = Some(match r {
+            TcpReset::ConnReset => libc::ECONNRESET,
+            TcpReset::Pipe => libc::EPIPE,
+        });
+        if st.entry.outq_len != 0 {
+            return Err(format!("tcp_reset: {what} has a send queue"));
+        }
+    }
+    for (&id, l) in &side.udp_sources {
+        let n = counts.get(&id).copied().unwrap_or(0);
+        let f = files
+            .of_mut::<InetSkFile>()
+            .find(|(i, _)| *i == id)
+            .map(|(_, f)| f)
+            .ok_or_else(|| format!("udp_sources: file id {id} is not an inet socket in files.img"))?;
+        if f.e.r#type as i32 != libc::SOCK_DGRAM {
+            return Err(format!("udp_sources: {} is not a UDP socket", f.object()));
+        }
+        if l.len() != n {
+            return Err(format!(
+                "udp_sources: {} has {} senders for {n} queued datagrams in sk-queues.img",
+                f.object(),
+                l.len()
+            ));
+        }
+        let v6 = f.e.family as i32 == libc::AF_INET6;
+        if let Some(a) = l.iter().find(|a| a.is_ipv6() != v6) {
+            return Err(format!("udp_sources: {}: sender {a} of another family", f.object()));
+        }
+        f.sources = Some(l.clone());
+    }
+    for (&id, &off) in &side.peek_off {
+        if files.get_as::<InetSkFile>(id).is_some() {
+            let (_, f) = files
+                .of_mut::<InetSkFile>()
+                .find(|(i, _)| *i == id)
+                .expect("an inet socket");
+            if f.e.r#type as i32 != libc::SOCK_DGRAM {
+                return Err(format!("peek_off: {} is not a UDP socket", f.object()));
+            }
+            f.peek_off = Some(off);
+        } else if let Some((_, u)) = files.of_mut::<super::unixsk::UnixSkFile>().find(|(i, _)| *i == id) {
+            u.peek_off = Some(off);
+        } else {
+            return Err(format!(
+                "peek_off: file id {id} is neither a unix nor a UDP socket in files.img"
+            ));
+        }
+    }
+    for (id, f) in files.of::<InetSkFile>() {
+        if f.e.dst_port == 0 && f.sources.is_none() && counts.get(&id).copied().unwrap_or(0) != 0 {
+            return Err(format!(
+                "sk-queues.img: {} is not connected and has queued datagrams, but the sidecar (cryo.json) gives \
+                 no senders for them (udp_sources)",
+                f.object()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn oerr(s: &InetSkFile, reason: impl std::fmt::Display) -> super::OpenError {
@@ -963,7 +1087,47 @@ impl InetSkFile {
         Ok(())
     }
 
-    /// Send the queued datagrams again, from the peer's address.
+    /// A socket bound to `from` to send queued datagrams from: a restored
+    /// one of the tree bound there, or one made for it (reuse on, free bind).
+    fn sender<'a>(
+        &self,
+        from: ([u32; 4], u16),
+        ports: &'a Ports,
+        own: &'a mut Vec<OwnedFd>,
+    ) -> Result<&'a OwnedFd, super::OpenError> {
+        let (w, p) = from;
+        for key in [(self.e.r#type, w, p as u32), (self.e.r#type, [0; 4], p as u32)] {
+            if let Some(peer) = ports.by_addr.get(&key) {
+                return Ok(peer);
+            }
+        }
+        let s = self.new_socket()?;
+        let fd = s.as_raw_fd();
+        for o in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            sks::setsockopt_int(fd, libc::SOL_SOCKET, o, 1).map_err(|e| oerr(self, e))?;
+        }
+        // The sender may be an address of another host (across a veth).
+        if self.e.family as i32 == libc::AF_INET6 {
+            let _ = sks::setsockopt_int(fd, libc::SOL_IPV6, IPV6_FREEBIND, 1);
+        } else {
+            let _ = sks::setsockopt_int(fd, libc::SOL_IP, libc::IP_FREEBIND, 1);
+        }
+        let a = sockaddr(self.e.family, &w, p as u32, 0);
+        bind_to(fd, &a).map_err(|e| {
+            oerr(
+                self,
+                format!(
+                    "binding a sender of its queued datagrams to {}: {e}",
+                    fmt_addr(self.e.family as i32, &w, p)
+                ),
+            )
+        })?;
+        own.push(s);
+        Ok(own.last().expect("pushed"))
+    }
+
+    /// Send the queued datagrams again, each from its sender (the peer's
+    /// address, or what the sidecar gives).
     fn refill(&self, s: &OwnedFd, packets: &[Vec<u8>], ports: &Ports) -> Result<(), super::OpenError> {
         let me =
             nsk::getsockname::<SockaddrStorage>(s.as_raw_fd()).map_err(|e| oerr(self, format!("getsockname: {e}")))?;
@@ -977,30 +1141,13 @@ impl InetSkFile {
             }
         }
         let to = sockaddr(self.e.family, &my_w, my_p as u32, 0);
-        let key = (self.e.r#type, self.dst, self.e.dst_port);
-        let own;
-        let sender: &OwnedFd = match ports.by_addr.get(&key) {
-            Some(peer) => peer,
-            None => {
-                own = self.new_socket()?;
-                let fd = own.as_raw_fd();
-                for o in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-                    sks::setsockopt_int(fd, libc::SOL_SOCKET, o, 1).map_err(|e| oerr(self, e))?;
-                }
-                if self.e.family as i32 == libc::AF_INET6 {
-                    let _ = sks::setsockopt_int(fd, libc::SOL_IP, libc::IP_FREEBIND, 1);
-                }
-                let from = sockaddr(self.e.family, &self.dst, self.e.dst_port, 0);
-                bind_to(fd, &from).map_err(|e| {
-                    oerr(
-                        self,
-                        format!("binding a sender of its queued datagrams to its peer's address: {e}"),
-                    )
-                })?;
-                &own
-            }
-        };
-        for p in packets {
+        let mut own = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            let from = match &self.sources {
+                Some(l) => std_words(&l[i]),
+                None => (self.dst, self.e.dst_port as u16),
+            };
+            let sender = self.sender(from, ports, &mut own)?;
             let n = match &to {
                 Addr::V4(a) => nsk::sendto(sender.as_raw_fd(), p, a, nsk::MsgFlags::empty()),
                 Addr::V6(a) => nsk::sendto(sender.as_raw_fd(), p, a, nsk::MsgFlags::empty()),
@@ -1087,6 +1234,11 @@ impl OpenFile for InetSkFile {
                 nsk::listen(&s, nsk::Backlog::new(e.backlog as i32).unwrap_or(nsk::Backlog::MAXCONN))
                     .map_err(|er| oerr(self, format!("listen: {er}")))?;
             }
+            // A connection, in repair mode until the tree is ready (or closed: --tcp-close).
+            (libc::IPPROTO_TCP, _) if self.tcp.is_some() => {
+                let r = self.tcp.as_ref().expect("a connection");
+                super::tcp::restore_into(fd, r, cx.tcp_close).map_err(|er| oerr(self, er))?;
+            }
             (libc::IPPROTO_TCP, TCP_CLOSE) => {
                 if e.src_port != 0 {
                     if let Err(er) = self.bind(fd) {
@@ -1102,11 +1254,6 @@ impl OpenFile for InetSkFile {
                         r?;
                     }
                 }
-            }
-            // A connection, in repair mode until the tree is ready (or closed: --tcp-close).
-            (libc::IPPROTO_TCP, _) if self.tcp.is_some() => {
-                let r = self.tcp.as_ref().expect("a connection");
-                super::tcp::restore_into(fd, r, cx.tcp_close).map_err(|er| oerr(self, er))?;
             }
             (libc::IPPROTO_TCP, s) => {
                 return Err(oerr(self, format!("TCP state {}: not supported", tcp_state_name(s))));
@@ -1161,6 +1308,9 @@ impl OpenFile for InetSkFile {
         if e.src_port != 0 && e.r#type as i32 == libc::SOCK_DGRAM {
             let dup = s.try_clone().map_err(|er| oerr(self, er))?;
             st.by_addr.insert((e.r#type, self.src, e.src_port), dup);
+        }
+        if let Some(off) = self.peek_off {
+            set(libc::SOL_SOCKET, SO_PEEK_OFF, off as i32, "SO_PEEK_OFF")?;
         }
         if let Some(sh) = e.shutdown.filter(|s| *s != 0) {
             let how = match sh {

@@ -369,6 +369,12 @@ pub struct FileTable {
     /// File ids of EFD_SEMAPHORE eventfds (for the sidecar: CRIU's entry
     /// cannot say so).
     pub eventfd_semaphore: std::collections::BTreeSet<u32>,
+    /// File ids of reset TCP connections and their pending errors (the sidecar's `tcp_reset`).
+    pub tcp_reset: std::collections::BTreeMap<u32, cryo_image::sidecar::TcpReset>,
+    /// File ids of UDP sockets and the sender of each queued datagram (the sidecar's `udp_sources`).
+    pub udp_sources: std::collections::BTreeMap<u32, Vec<std::net::SocketAddr>>,
+    /// File ids of unix and UDP sockets with SO_PEEK_OFF set, and its value (the sidecar's `peek_off`).
+    pub peek_off: std::collections::BTreeMap<u32, u32>,
     /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
     pub ghost_ids: BTreeMap<(u64, u64), u32>,
     /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the

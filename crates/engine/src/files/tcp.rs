@@ -23,9 +23,24 @@
 //! Half-closed connections: our FIN is restored with shutdown(SHUT_WR) (in
 //! repair mode with the send queue selected, a FIN already sent); the
 //! peer's FIN, and the ACK of ours, are segments the socket must receive,
-//! sent from a raw socket whose packets carry [`SOCCR_MARK`] so the network
-//! lock lets them through. CRIU does this for IPv4 and IPv6; cryo builds
-//! the segment for IPv4 (and IPv4-mapped IPv6) only.
+//! sent from a raw socket (IPv4, or IPv6 with the header built here) whose
+//! packets carry [`SOCCR_MARK`] so the network lock lets them through.
+//!
+//! CLOSE with a peer (CRIU 4.2 dumps it as a connection too): a connection
+//! closed by both sides, or reset. Its send queue is dropped (the task can
+//! no longer send it), its receive queue kept; CRIU restores it as closed
+//! by both sides (both FINs received and acknowledged). A reset connection
+//! has an error pending (SO_ERROR: ECONNRESET, or EPIPE after the peer's
+//! FIN), which CRIU's restore loses: cryo reads it at dump (which clears
+//! it, so only when the dump ends the tree), keeps it in its sidecar
+//! (`tcp_reset`) and restores the connection as established (or
+//! CLOSE_WAIT) and then sends it a reset segment, so the kernel sets the
+//! same error, state and shutdown bits. Any other pending error is refused.
+//!
+//! SYN_SENT (a connect in progress, as CRIU 4.2): the sequence numbers are
+//! set in repair mode, then connect(2) runs with repair off (non-blocking:
+//! the SYN goes out and the network lock drops it), repair on again; once
+//! repair is off for good the kernel retransmits the SYN.
 #![forbid(unsafe_code)]
 
 use crate::sys::tcp as sys;
@@ -95,31 +110,27 @@ const RCVQ_SECOND_FIN: u32 = bit(TCP_CLOSING);
 /// The peer's FIN was acknowledged.
 const RCVQ_FIN_ACKED: u32 = bit(TCP_CLOSE);
 
-/// The states of a connection cryo dumps and restores: established and
-/// half-closed ones. SYN_SENT (a connect in flight) and CLOSE (reset or
-/// fully closed, which CRIU restores by replaying FINs and ACKs) are not.
+/// The states of a connection cryo dumps and restores (CRIU 4.2's):
+/// established, half-closed, closed with a peer (reset, or closed by both
+/// sides) and SYN_SENT.
 pub fn can_repair(state: u8) -> Result<(), &'static str> {
     match state {
-        TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING => Ok(()),
-        TCP_SYN_SENT => Err("a connect still in progress (SYN_SENT) is not supported"),
+        TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE
+        | TCP_SYN_SENT => Ok(()),
         TCP_SYN_RECV => Err("a connection being accepted (SYN_RECV) cannot be repaired"),
         TCP_TIME_WAIT => Err("TIME_WAIT sockets have no fd"),
-        TCP_CLOSE => Err("a connection closed by both sides or reset (CLOSE with a peer) is not supported"),
         _ => Err("this TCP state is not a connection"),
     }
 }
 
-/// Half-closed states whose restore sends a segment to the socket, which
-/// cryo builds for IPv4 only.
-fn needs_v4(state: u8, conn: &Conn) -> Result<(), &'static str> {
-    let half = bit(state) & (RCVQ_FIRST_FIN | RCVQ_SECOND_FIN | SNDQ_FIN_ACKED) != 0;
-    if half && conn.unmapped().local.family != libc::AF_INET {
-        return Err(
-            "a half-closed IPv6 connection in this state is not supported (its restore sends the peer's \
-                    FIN or ACK as a segment, which cryo builds for IPv4 only)",
-        );
+/// The pending errors of a reset connection that cryo restores (by sending
+/// it a reset in the state the kernel gives that error from).
+pub fn reset_state(err: i32) -> Option<u8> {
+    match err {
+        libc::ECONNRESET => Some(TCP_ESTABLISHED),
+        libc::EPIPE => Some(TCP_CLOSE_WAIT),
+        _ => None,
     }
-    Ok(())
 }
 
 /// A connection's two ends.
@@ -177,6 +188,9 @@ pub struct Stream {
     /// The send queue (not acknowledged by the peer), `entry.outq_len`
     /// bytes, of which the last `entry.unsq_len` were never sent.
     pub outq: Vec<u8>,
+    /// A reset connection (state CLOSE): the error pending on it
+    /// (ECONNRESET or EPIPE), kept in cryo's sidecar.
+    pub reset: Option<i32>,
 }
 
 /// The name of the stream image of a socket inode.
@@ -229,6 +243,12 @@ pub fn save(fd: RawFd) -> io::Result<Stream> {
     can_repair(state).map_err(io::Error::other)?;
     let mut outq_len = sys::outq(fd).map_err(ctx("SIOCOUTQ"))?;
     let mut unsq_len = sys::outq_unsent(fd).map_err(ctx("SIOCOUTQNSD"))?;
+    if state == TCP_CLOSE {
+        // Reset: what is left in the send queue can never be sent (CRIU
+        // drops it too); closed by both sides: it is empty.
+        outq_len = 0;
+        unsq_len = 0;
+    }
     // Our FIN is counted in the send queue but holds no data.
     if bit(state) & (SNDQ_FIRST_FIN | SNDQ_SECOND_FIN) != 0 {
         outq_len = outq_len.saturating_sub(1);
@@ -275,6 +295,7 @@ pub fn save(fd: RawFd) -> io::Result<Stream> {
         },
         inq,
         outq,
+        reset: None,
     })
 }
 
@@ -369,6 +390,7 @@ pub fn parse(file: &str, data: &[u8], state: u8) -> Result<Stream, String> {
         inq: rest[..il].to_vec(),
         outq: rest[il..].to_vec(),
         entry,
+        reset: None,
     };
     validate(&s).map_err(|w| format!("{file}: entry 0: {w}"))?;
     Ok(s)
@@ -381,9 +403,18 @@ pub fn parse(file: &str, data: &[u8], state: u8) -> Result<Stream, String> {
 pub fn restore(fd: RawFd, conn: &Conn, s: &Stream) -> io::Result<()> {
     validate(s).map_err(io::Error::other)?;
     let e = &s.entry;
-    let mstate = bit(s.state);
+    // A reset connection is made in the state it was reset from, then reset.
+    let state = match s.reset {
+        Some(err) => reset_state(err).ok_or_else(|| io::Error::other(format!("{conn}: reset with error {err}")))?,
+        None => s.state,
+    };
+    if state != TCP_CLOSE && s.state == TCP_CLOSE && s.entry.outq_len != 0 {
+        return Err(io::Error::other(format!(
+            "{conn}: a reset connection with a send queue"
+        )));
+    }
+    let mstate = bit(state);
     let plain = conn.unmapped();
-    needs_v4(s.state, conn).map_err(|w| io::Error::other(format!("{conn}: {w}")))?;
     pause(fd).map_err(ctx("TCP_REPAIR on"))?;
     sys::inet_bind(fd, &conn.local).map_err(ctx("bind"))?;
     let mut inq_seq = e.inq_seq;
@@ -402,12 +433,17 @@ pub fn restore(fd: RawFd, conn: &Conn, s: &Stream) -> io::Result<()> {
         "TCP_QUEUE_SEQ (receive)",
     )?;
     select_queue(fd, sys::TCP_SEND_QUEUE)?;
+    // SYN_SENT: the SYN takes one sequence number before the first byte.
+    let syn = u32::from(state == TCP_SYN_SENT);
     set_u32(
         fd,
         sys::TCP_QUEUE_SEQ,
-        outq_seq.wrapping_sub(e.outq_len),
+        outq_seq.wrapping_sub(e.outq_len).wrapping_sub(syn),
         "TCP_QUEUE_SEQ (send)",
     )?;
+    if state == TCP_SYN_SENT {
+        return restore_syn_sent(fd, conn, s);
+    }
     sys::inet_connect(fd, &conn.peer).map_err(ctx("connect in repair mode"))?;
     let mut opts: Vec<u8> = Vec::new();
     let mut opt = |code: u32, val: u32| {
@@ -488,6 +524,39 @@ pub fn restore(fd: RawFd, conn: &Conn, s: &Stream) -> io::Result<()> {
         outq_seq = outq_seq.wrapping_add(1);
         send_segment(&plain, inq_seq, outq_seq.wrapping_sub(e.outq_len), TH_ACK, rcv_wnd)?;
     }
+    if s.reset.is_some() {
+        // The reset: its sequence number is the next one the socket expects.
+        send_segment(&plain, inq_seq, 0, TH_RST, 0)?;
+        let (now, ..) = tcp_info(fd)?;
+        if now != TCP_CLOSE {
+            return Err(io::Error::other(format!(
+                "{conn}: the reset sent to it left it in state {}",
+                state_name(now as u32)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The rest of a SYN_SENT restore (sequence numbers set, in repair mode):
+/// connect with repair off and O_NONBLOCK (the SYN goes out, and the
+/// network lock drops it), repair on again, the timestamp clock.
+fn restore_syn_sent(fd: RawFd, conn: &Conn, s: &Stream) -> io::Result<()> {
+    let fl = crate::sys::swap_fl(fd, |f| f | libc::O_NONBLOCK).map_err(ctx("O_NONBLOCK for connect"))?;
+    resume(fd).map_err(ctx("TCP_REPAIR off for connect"))?;
+    let r = match sys::inet_connect(fd, &conn.peer) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("connect (SYN_SENT): {e}"))),
+    };
+    let back = pause(fd).map_err(ctx("TCP_REPAIR on"));
+    crate::sys::swap_fl(fd, |_| fl).map_err(ctx("file flags after connect"))?;
+    r?;
+    back?;
+    let e = &s.entry;
+    if let (true, Some(ts)) = (e.opt_mask & TCPI_OPT_TIMESTAMPS != 0, e.timestamp) {
+        set_u32(fd, sys::TCP_TIMESTAMP, ts, "TCP_TIMESTAMP")?;
+    }
     Ok(())
 }
 
@@ -545,6 +614,7 @@ fn fin_in_send_queue(fd: RawFd, acked: bool) -> io::Result<()> {
 }
 
 const TH_FIN: u8 = 0x01;
+const TH_RST: u8 = 0x04;
 const TH_ACK: u8 = 0x10;
 
 fn csum(data: &[u8], mut sum: u32) -> u16 {
@@ -562,10 +632,12 @@ fn csum(data: &[u8], mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// An IPv4 + TCP segment from the peer to us (no options, no data).
+/// An IPv4 or IPv6 packet holding a TCP segment from the peer to us (no
+/// options, no data; `conn` of one family, IPv4-mapped ones unmapped).
 pub fn build_segment(conn: &Conn, seq: u32, ack: u32, flags: u8, window: u32) -> Vec<u8> {
-    let src: [u8; 4] = conn.peer.octets()[..4].try_into().unwrap();
-    let dst: [u8; 4] = conn.local.octets()[..4].try_into().unwrap();
+    let v6 = conn.local.family == libc::AF_INET6;
+    let src = conn.peer.octets();
+    let dst = conn.local.octets();
     let mut tcp = Vec::with_capacity(20);
     tcp.extend_from_slice(&conn.peer.port.to_be_bytes());
     tcp.extend_from_slice(&conn.local.port.to_be_bytes());
@@ -575,31 +647,46 @@ pub fn build_segment(conn: &Conn, seq: u32, ack: u32, flags: u8, window: u32) ->
     tcp.push(flags);
     tcp.extend_from_slice(&(window.min(0xffff) as u16).to_be_bytes());
     tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    let mut pseudo = Vec::with_capacity(12);
+                                          // The pseudo-header: RFC 793 (IPv4), RFC 8200 8.1 (IPv6).
+    let mut pseudo = Vec::with_capacity(40);
     pseudo.extend_from_slice(&src);
     pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8]);
-    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    if v6 {
+        pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, libc::IPPROTO_TCP as u8]);
+    } else {
+        pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8]);
+        pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    }
     let mut all = pseudo;
     all.extend_from_slice(&tcp);
     let c = csum(&all, 0);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 242, 0, 0, 64, libc::IPPROTO_TCP as u8, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = if v6 {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        h.extend_from_slice(&[libc::IPPROTO_TCP as u8, 64]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        h
+    } else {
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 242, 0, 0, 64, libc::IPPROTO_TCP as u8, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        let c = csum(&h, 0);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    };
     ip.extend_from_slice(&tcp);
     ip
 }
 
 fn send_segment(conn: &Conn, seq: u32, ack: u32, flags: u8, window: u32) -> io::Result<()> {
     let pkt = build_segment(conn, seq, ack, flags, window);
-    let raw = sys::raw_ipv4(SOCCR_MARK).map_err(ctx("raw socket for a FIN"))?;
-    let dst: [u8; 4] = conn.local.octets()[..4].try_into().unwrap();
-    sys::sendto_v4(std::os::fd::AsRawFd::as_raw_fd(&raw), &pkt, dst).map_err(ctx("sending a FIN"))
+    let raw = sys::raw_ip(conn.local.family, SOCCR_MARK).map_err(ctx("raw socket for a FIN"))?;
+    sys::sendto_inet(std::os::fd::AsRawFd::as_raw_fd(&raw), &pkt, &conn.local).map_err(ctx("sending a FIN"))
 }
 
 /// What `--tcp-established`, `--tcp-close` and `--network-lock` ask of a
@@ -611,6 +698,9 @@ pub struct TcpOpts {
     pub close: bool,
     pub lock: crate::files::netlock::Method,
     pub run_id: String,
+    /// --leave-running: the tree goes on after the dump (a reset
+    /// connection's pending error cannot be read then: reading clears it).
+    pub leave_running: bool,
 }
 
 /// A connection the inet survey found in the tree, handed to [`survey`]
@@ -655,6 +745,7 @@ impl Dumped {
             entry: h.stream.entry,
             inq: Vec::new(),
             outq: Vec::new(),
+            reset: h.stream.reset,
         };
         Some(std::mem::replace(&mut h.stream, empty))
     }
@@ -741,6 +832,62 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
             ));
         }
     }
+    // Closed connections with an error pending (reset): the error is read
+    // (which clears it) only once nothing else can refuse the dump, and
+    // only when the dump ends the tree.
+    let mut pending = Vec::new();
+    for c in cands.iter().filter(|c| c.state == TCP_CLOSE) {
+        let rev = crate::sys::sockets::poll_now(c.sk.as_raw_fd(), libc::POLLERR).map_err(|e| super::FileError::Io {
+            pid: c.pid,
+            fd: c.fd,
+            what: format!("TCP connection {}: poll", c.conn),
+            source: e,
+        })?;
+        if rev & libc::POLLERR == 0 {
+            continue;
+        }
+        if opts.leave_running {
+            return Err(refuse(
+                c,
+                format!(
+                    "TCP connection {} (CLOSE) was reset and has an error pending: reading it would clear it, so \
+                     cryo dumps it only when the dump ends the tree (not with --leave-running)",
+                    c.conn
+                ),
+            ));
+        }
+        pending.push(c.ino);
+    }
+    let mut errors = std::collections::BTreeMap::new();
+    for &ino in &pending {
+        let c = cands.iter().find(|c| c.ino == ino).expect("a candidate");
+        let err =
+            crate::sys::sockets::getsockopt_int(c.sk.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR).map_err(|e| {
+                super::FileError::Io {
+                    pid: c.pid,
+                    fd: c.fd,
+                    what: format!("TCP connection {}: SO_ERROR", c.conn),
+                    source: e,
+                }
+            })?;
+        errors.insert(ino, err);
+    }
+    for (&ino, &err) in &errors {
+        let c = cands.iter().find(|c| c.ino == ino).expect("a candidate");
+        if reset_state(err).is_none() {
+            let what = if err == 0 {
+                "has messages in its error queue (MSG_ERRQUEUE)".to_string()
+            } else {
+                format!(
+                    "failed with error {} ({}), which cryo cannot give back to a restored socket (the dumped one \
+                     no longer reports it: reading it cleared it)",
+                    err,
+                    io::Error::from_raw_os_error(err)
+                )
+            };
+            return Err(refuse(c, format!("closed TCP connection {} {what}", c.conn)));
+        }
+    }
     let d = t.survey_state::<Dumped>();
     let conns: Vec<Conn> = cands.iter().map(|c| c.conn).collect();
     let c0 = &cands[0];
@@ -775,11 +922,13 @@ pub fn survey(cands: Vec<Candidate>, opts: &TcpOpts, t: &mut super::FileTable) -
                 entry: Default::default(),
                 inq: Vec::new(),
                 outq: Vec::new(),
+                reset: None,
             },
             reuseaddr,
         };
         d.socks.insert(c.ino, held);
-        let stream = save(fd).map_err(|e| io("reading its state in repair mode", e))?;
+        let mut stream = save(fd).map_err(|e| io("reading its state in repair mode", e))?;
+        stream.reset = errors.get(&c.ino).copied();
         t.survey_state::<Dumped>().socks.get_mut(&c.ino).expect("held").stream = stream;
     }
     Ok(())
@@ -964,6 +1113,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_segment_checksums_verify() {
+        let w = |last: u8| {
+            let mut b = [0u8; 16];
+            b[0] = 0xfd;
+            b[15] = last;
+            let mut a = [0u32; 4];
+            for (i, c) in b.chunks(4).enumerate() {
+                a[i] = u32::from_ne_bytes(c.try_into().unwrap());
+            }
+            InetAddr {
+                family: libc::AF_INET6,
+                addr: a,
+                port: 0,
+            }
+        };
+        let c = Conn {
+            local: InetAddr { port: 80, ..w(1) },
+            peer: InetAddr { port: 40000, ..w(2) },
+        };
+        let p = build_segment(&c, 7, 9, TH_RST, 0);
+        assert_eq!(p.len(), 60);
+        assert_eq!(p[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([p[4], p[5]]), 20, "payload length");
+        assert_eq!(p[6], libc::IPPROTO_TCP as u8);
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        pseudo.extend_from_slice(&p[40..]);
+        assert_eq!(csum(&pseudo, 0), 0, "TCP checksum");
+        assert_eq!(p[40 + 13], TH_RST);
+        assert_eq!(&p[8..24], &c.peer.octets()[..], "from the peer");
+    }
+
+    #[test]
     fn stream_images_round_trip_and_bad_ones_are_named() {
         let s = Stream {
             state: TCP_ESTABLISHED,
@@ -981,6 +1163,7 @@ mod tests {
             },
             inq: b"abc".to_vec(),
             outq: b"de".to_vec(),
+            reset: None,
         };
         let dir = std::env::temp_dir().join(format!("cryo-tcp-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -992,8 +1175,8 @@ mod tests {
         assert_eq!(parse("x", &data, TCP_ESTABLISHED).unwrap(), s);
         let e = parse("x", &data[..data.len() - 1], TCP_ESTABLISHED).unwrap_err();
         assert!(e.contains("x:") && e.contains("queues"), "{e}");
-        let e = parse("x", &data, TCP_SYN_SENT).unwrap_err();
-        assert!(e.contains("SYN_SENT"), "{e}");
+        let e = parse("x", &data, TCP_SYN_RECV).unwrap_err();
+        assert!(e.contains("SYN_RECV"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -36,8 +36,9 @@
 //! one-way connections to unbound sockets, queued data of a datagram client
 //! connected one way, a connection waiting in a backlog whose client sent
 //! data or is closed (as CRIU: the data is in a socket without an fd),
-//! sockets, epolls and pidfds in flight, a set SO_PEEK_OFF (CRIU's entry
-//! has no field for it). SCM_CREDENTIALS of queued messages are not kept
+//! sockets, epolls and pidfds in flight. A set SO_PEEK_OFF (CRIU's entry
+//! has no field for it) is kept in cryo's sidecar (`peek_off`) and set again
+//! on the restored socket. SCM_CREDENTIALS of queued messages are not kept
 //! (CRIU's format has no field): a receiver with SO_PASSCRED sees the
 //! engine's credentials on them.
 
@@ -492,12 +493,6 @@ fn survey_queue(
     let pidfd = crate::sys::pidfd_open(pid).map_err(|e| io("pidfd_open", e))?;
     let sk = crate::sys::pidfd_getfd(pidfd.as_raw_fd(), fdno).map_err(|e| io("pidfd_getfd", e))?;
     let fd = sk.as_raw_fd();
-    let peek_off = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
-    if peek_off >= 0 {
-        return Err(refuse(format!(
-            "SO_PEEK_OFF is set ({peek_off}): CRIU's unix socket entry cannot hold it"
-        )));
-    }
     let packets = peek_queue(pid, fdno, link, fd, d)?;
     let one_way = d.peer != 0 && !mutual(all, d);
     if !packets.is_empty() && !queue_refillable(d.ty as i32, d.state, d.peer, one_way, &d.name) {
@@ -680,6 +675,11 @@ impl FdKind for UnixSk {
         let sk = c.steal()?;
         let fd = sk.as_raw_fd();
         let opts = read_opts(fd).map_err(|e| io("reading the socket options", e))?;
+        // SO_PEEK_OFF (CRIU's entry has no field): into the sidecar.
+        let po = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
+        if po >= 0 {
+            t.peek_off.insert(id, po as u32);
+        }
         let packets = t.survey_state::<Survey>().queues.remove(&ino).unwrap_or_default();
         for p in packets {
             let mut scm = Vec::new();
@@ -792,6 +792,7 @@ impl FdKind for UnixSk {
             name_dir: if relative { u.name_dir.clone() } else { None },
             external,
             deleted,
+            peek_off: None,
         }))
     }
 
@@ -975,13 +976,15 @@ fn peek_queue(pid: i32, fdno: i32, link: &str, fd: RawFd, d: &UnixDiag) -> Resul
     if stream_like && inq == 0 {
         return Ok(Vec::new());
     }
+    // The program's own peek offset (kept in the sidecar at dump) is put back after.
+    let peek_off = sks::getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
     sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0).map_err(|e| io("setting SO_PEEK_OFF", e))?;
     // A pair's packets are sent again by the peer (under its own name, if
     // bound); other datagrams by an unbound socket.
     let paired = is_pair(d.ty as i32, d.state, d.peer, &d.name);
     let r = peek_all(fd, stream_like, paired, inq, d.shutdown & 1 != 0);
-    // Put the peek offset back as it was (off) whatever happened.
-    let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1);
+    // Put the peek offset back as it was whatever happened.
+    let back = sks::setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, peek_off);
     let packets = r.map_err(|e| match e {
         PeekError::Io(e) => io("peeking at the queue (MSG_PEEK)", e),
         PeekError::Refuse(w) => refuse(w),
@@ -1075,6 +1078,8 @@ pub struct UnixSkFile {
     /// Its path was unlinked since the bind (or replaced): bound, then
     /// unlinked again.
     pub deleted: bool,
+    /// SO_PEEK_OFF (the sidecar's `peek_off`).
+    pub peek_off: Option<u32>,
 }
 
 impl UnixSkFile {
@@ -1118,6 +1123,19 @@ impl OpenFile for UnixSkFile {
     }
 
     fn restore(&self, id: u32, cx: &mut super::RestoreCx) -> Result<Option<OwnedFd>, super::OpenError> {
+        let r = self.restore_socket(id, cx)?;
+        if let (Some(s), Some(off)) = (&r, self.peek_off) {
+            // The offset is a number the kernel only moves on reads: set
+            // once the socket exists, whenever its queue is filled.
+            sks::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, off as i32)
+                .map_err(|e| oerr(self, format!("SO_PEEK_OFF {off}: {e}")))?;
+        }
+        Ok(r)
+    }
+}
+
+impl UnixSkFile {
+    fn restore_socket(&self, id: u32, cx: &mut super::RestoreCx) -> Result<Option<OwnedFd>, super::OpenError> {
         let files = cx.files;
         let st = cx.scratch::<Made>();
         if st.queues.is_none() {

@@ -364,6 +364,8 @@ impl RestoreCtx {
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
         files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
+        files::inetsk::apply_sidecar(&mut plan.files, &self.sidecar)
+            .map_err(|w| prep(plan.set.path(cryo_image::sidecar::FILE).display().to_string(), w))?;
         if !plan.locks.is_empty() && !self.opts.file_locks {
             return Err(prep(
                 plan.set.path("filelocks.img").display().to_string(),

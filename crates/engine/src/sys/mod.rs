@@ -553,6 +553,15 @@ pub fn add_fl(fd: RawFd, add: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// F_GETFL, then F_SETFL to `f(flags)`; returns the flags before.
+pub fn swap_fl(fd: RawFd, f: impl FnOnce(i32) -> i32) -> io::Result<i32> {
+    // SAFETY: scalar arguments.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) } as libc::c_long)? as i32;
+    // SAFETY: scalar arguments.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, f(fl)) } as libc::c_long)?;
+    Ok(fl)
+}
+
 /// FS_IOC_FIEMAP: the (logical offset, length) of every extent of the file
 /// behind `fd` (data flushed first). EOPNOTSUPP where the file system has no
 /// extent map (tmpfs).

@@ -240,6 +240,32 @@ pub fn inet_name(fd: RawFd, peer: bool) -> io::Result<InetAddr> {
     from_storage(&s)
 }
 
+/// The peer of an inet socket as SO_PEERNAME gives it: unlike
+/// getpeername(2), also for a TCP socket in CLOSE (reset, or closed by
+/// both sides) that still has its peer (CRIU's `gen_uncon_sk` reads it so).
+/// ENOTCONN: no peer.
+/// The kernel wants the length of the family's address exactly (no more).
+pub fn inet_peer_any(fd: RawFd, family: i32) -> io::Result<InetAddr> {
+    // SAFETY: plain data; all zeroes is a valid value.
+    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = if family == libc::AF_INET6 {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in>()
+    } as libc::socklen_t;
+    // SAFETY: s and len are ours and len is s's size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERNAME,
+            (&mut s as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    from_storage(&s)
+}
+
 /// A fresh TCP socket of `family` (SOCK_CLOEXEC).
 pub fn tcp_socket(family: i32) -> io::Result<OwnedFd> {
     // SAFETY: scalar arguments.
@@ -255,11 +281,12 @@ pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// A raw IPv4 socket (IPPROTO_RAW: the caller builds the IP header) whose
-/// packets carry `mark` (SO_MARK), so a network lock lets them through.
-pub fn raw_ipv4(mark: u32) -> io::Result<OwnedFd> {
+/// A raw IPv4 or IPv6 socket (IPPROTO_RAW: the caller builds the IP
+/// header; for IPv6 IPPROTO_RAW implies IPV6_HDRINCL) whose packets carry
+/// `mark` (SO_MARK), so a network lock lets them through.
+pub fn raw_ip(family: i32, mark: u32) -> io::Result<OwnedFd> {
     // SAFETY: scalar arguments.
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) })?;
+    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) })?;
     // SAFETY: a fresh fd, owned from here on.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     setsockopt_bytes(
@@ -271,13 +298,9 @@ pub fn raw_ipv4(mark: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// sendto(2) of one datagram to an IPv4 address.
-pub fn sendto_v4(fd: RawFd, buf: &[u8], dst: [u8; 4]) -> io::Result<()> {
-    let a = InetAddr {
-        family: libc::AF_INET,
-        addr: [u32::from_ne_bytes(dst), 0, 0, 0],
-        port: 0,
-    };
+/// sendto(2) of one packet to an inet address (its port is not used).
+pub fn sendto_inet(fd: RawFd, buf: &[u8], dst: &InetAddr) -> io::Result<()> {
+    let a = InetAddr { port: 0, ..*dst };
     // SAFETY: buf is ours with its length; the address is a sockaddr of ours of the length given.
     let n = with_sockaddr(&a, |p, l| unsafe {
         libc::sendto(fd, buf.as_ptr().cast(), buf.len(), 0, p, l)

@@ -38,6 +38,14 @@ int main(int argc, char **argv)
 		s = socket(family = AF_INET, SOCK_STREAM, IPPROTO_MPTCP);
 	else if (!strcmp(mode, "raw"))
 		s = socket(family = AF_INET, SOCK_RAW, IPPROTO_ICMP);
+	else if (!strcmp(mode, "raw6"))
+		s = socket(family = AF_INET6, SOCK_RAW, IPPROTO_RAW);
+	else if (!strcmp(mode, "icmp"))
+		s = socket(family = AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+	else if (!strcmp(mode, "icmp6"))
+		s = socket(family = AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6);
+	else if (!strcmp(mode, "mptcp6"))
+		s = socket(family = AF_INET6, SOCK_STREAM, IPPROTO_MPTCP);
 	else if (!strcmp(mode, "xdp"))
 		s = socket(family = 44, SOCK_RAW, 0);
 	else if (!strcmp(mode, "nlqueue")) {

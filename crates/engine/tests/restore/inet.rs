@@ -168,3 +168,39 @@ fn a_jvm_keeps_counting_after_restore() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(count() > c, "stopped counting after {c}");
 }
+
+/// tests/progs/udpq.c dumped and restored twice: the datagrams queued on
+/// unconnected UDP sockets (IPv4 bound to the wildcard with three senders,
+/// IPv6 with two; CRIU drops these queues) come back in order from the same
+/// senders (cryo.json's `udp_sources`), and the programs' SO_PEEK_OFF on a
+/// UDP socket and on unix stream and datagram pairs (cryo.json's
+/// `peek_off`) is kept: each MSG_PEEK goes on where it was. The images
+/// decode with Debian's crit.
+#[test]
+fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
+    let prog = build_prog("udpq");
+    dump_restore_cmd_twice_net(
+        &format!("{} /tmp/anchor", prog.display()),
+        "udpq.ready",
+        "",
+        |ns, pid, round| {
+            if round == 1 {
+                let img = ns.anchor("img");
+                let side = std::fs::read_to_string(img.join("cryo.json")).unwrap();
+                assert!(side.contains("\"udp_sources\"") && side.contains("127.0.0.2:7502"), "{side}");
+                assert!(side.contains("\"peek_off\""), "{side}");
+                let out = Command::new("/usr/bin/crit")
+                    .args(["decode", "-i"])
+                    .arg(img.join("sk-queues.img"))
+                    .output()
+                    .expect("Debian's crit (/usr/bin/crit)");
+                assert!(out.status.success(), "crit: {}", String::from_utf8_lossy(&out.stderr));
+                let s = String::from_utf8_lossy(&out.stdout);
+                // 3 + 2 datagrams, 1 stream chunk, 2 unix datagrams.
+                assert_eq!(s.matches("id_for").count(), 8, "{s}");
+            }
+            let v = ns.ask(pid, "udpq.verify", "udpq=");
+            assert_eq!(v.trim(), "udpq=ok", "round {round}");
+        },
+    );
+}

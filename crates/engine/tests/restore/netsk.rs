@@ -76,7 +76,8 @@ fn packet_sockets_keep_binding_options_filter_and_receive_twice() {
     );
 }
 
-/// Sockets cryo does not restore (vsock, MPTCP, raw IP, AF_XDP, a netlink
+/// Sockets cryo does not restore (vsock, MPTCP over IPv4 and IPv6, raw IPv4
+/// and IPv6, ICMP and ICMPv6 "ping" sockets, AF_XDP, a netlink
 /// socket with an unread answer queued, a packet socket with a mapped
 /// ring) are refused naming pid, fd and what they are, before anything is
 /// written; the program keeps its socket as it was (the queued answer too).
@@ -87,13 +88,17 @@ fn other_socket_families_and_states_are_refused_naming_pid_and_fd() {
         ("vsock", "family AF_VSOCK"),
         ("mptcp", "MPTCP"),
         ("raw", "raw inet (IPv4) socket"),
+        ("raw6", "raw inet6 (IPv6) socket"),
+        ("icmp", "inet (IPv4) socket of type 2, ICMP: not supported"),
+        ("icmp6", "inet6 (IPv6) socket of type 2, ICMPv6: not supported"),
+        ("mptcp6", "inet6 (IPv6) socket of type 1, MPTCP"),
         ("xdp", "family AF_XDP"),
         ("nlqueue", "messages are queued"),
         ("ring", "its ring is mapped"),
     ] {
         let script = format!(
             "mkdir -p /tmp/anchor; mount -t tmpfs cryo-test /tmp/anchor; \
-             exec unshare --net sh -c 'ip link set lo up; cd /tmp/anchor; \
+             exec unshare --net sh -c 'ip link set lo up; sysctl -qw net.ipv4.ping_group_range=\"0 0\"; cd /tmp/anchor; \
              {} /tmp/anchor {mode} </dev/null >/dev/null 2>&1 & P=$!; echo $P > .pid; \
              while [ ! -s skrefuse.ready ]; do sleep 0.02; done; mkdir img; \
              {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; exec sleep 100000'",

@@ -414,3 +414,218 @@ fn criu_tcp_est_restores_and_checks_itself() {
     let v = ns.ask(pid, "tcp_est.verify.status", "queued+pingpong=");
     assert!(v.contains("queued+pingpong=ok"), "{v}");
 }
+
+/// The loopback address of `family`.
+fn lo(family: i32, port: u16) -> cryo_engine::sys::tcp::InetAddr {
+    let mut addr = [0u32; 4];
+    if family == libc::AF_INET6 {
+        addr[3] = u32::from_ne_bytes([0, 0, 0, 1]);
+    } else {
+        addr[0] = u32::from_ne_bytes([127, 0, 0, 1]);
+    }
+    cryo_engine::sys::tcp::InetAddr { family, addr, port }
+}
+
+/// A connected pair on the loopback address of `family`, `inq` bytes
+/// queued at the server. Returns (client, server).
+fn pair_of(family: i32, inq: usize) -> (TcpStream, TcpStream) {
+    let l = if family == libc::AF_INET6 {
+        TcpListener::bind("[::1]:0").unwrap()
+    } else {
+        TcpListener::bind("127.0.0.1:0").unwrap()
+    };
+    let port = l.local_addr().unwrap().port();
+    let c = cryo_engine::sys::tcp::tcp_socket(family).unwrap();
+    cryo_engine::sys::tcp::inet_connect(c.as_raw_fd(), &lo(family, port)).unwrap();
+    let c = TcpStream::from(c);
+    let (s, _) = l.accept().unwrap();
+    (&c).write_all(&pattern(inq, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    (c, s)
+}
+
+fn tcp_state(fd: i32) -> u8 {
+    let mut v = [0u8; 8];
+    cryo_engine::sys::tcp::getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, &mut v).unwrap();
+    v[0]
+}
+
+fn so_error(fd: i32) -> i32 {
+    cryo_engine::sys::sockets::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR).unwrap()
+}
+
+/// Close with SO_LINGER {on, 0}: the peer gets a reset.
+fn abort(s: TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a linger of ours with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Dump `s` (a connection in repair mode, under a lock), close it, restore
+/// it into a fresh socket and let it go, as a dump and restore do.
+fn move_connection(s: TcpStream, family: i32, reset: Option<i32>) -> (TcpStream, tcp::Stream) {
+    let conn = tcp::Conn {
+        local: cryo_engine::sys::tcp::inet_name(s.as_raw_fd(), false).unwrap(),
+        peer: cryo_engine::sys::tcp::inet_peer_any(s.as_raw_fd(), family).unwrap(),
+    };
+    let lock = Lock::take(Method::Nftables, "moving", &[conn]).unwrap();
+    tcp::pause(s.as_raw_fd()).unwrap();
+    let mut st = tcp::save(s.as_raw_fd()).unwrap();
+    st.reset = reset;
+    drop(s);
+    let fd = cryo_engine::sys::tcp::tcp_socket(family).unwrap();
+    setopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    tcp::restore(fd.as_raw_fd(), &conn, &st).unwrap();
+    tcp::finish(fd.as_raw_fd()).unwrap();
+    lock.release().unwrap();
+    assert!(!nft_ruleset().contains("CRIU-"), "{}", nft_ruleset());
+    (TcpStream::from(fd), st)
+}
+
+/// Connections in CLOSE with their peer (zdtm's socket-tcp-reseted), over
+/// IPv4 and IPv6: reset while established (ECONNRESET pending), reset
+/// after the peer's FIN (EPIPE pending), and closed by both sides (no
+/// error). Each is dumped with its receive queue and comes back in CLOSE
+/// with the same bytes to read, the same pending error (SO_ERROR) and the
+/// same end: reads end, writes fail.
+#[test]
+fn tcp_repair_restores_reset_and_closed_connections() {
+    in_netns(|| {
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for case in ["reset", "reset-after-fin", "closed"] {
+                let (c, s) = pair_of(family, 100);
+                let want = match case {
+                    "reset" => {
+                        abort(c);
+                        libc::ECONNRESET
+                    }
+                    "reset-after-fin" => {
+                        c.shutdown(std::net::Shutdown::Write).unwrap();
+                        std::thread::sleep(Duration::from_millis(50));
+                        abort(c);
+                        libc::EPIPE
+                    }
+                    _ => {
+                        c.shutdown(std::net::Shutdown::Write).unwrap();
+                        std::thread::sleep(Duration::from_millis(50));
+                        s.shutdown(std::net::Shutdown::Write).unwrap();
+                        std::thread::sleep(Duration::from_millis(100));
+                        drop(c);
+                        0
+                    }
+                };
+                let what = format!("family {family}, {case}");
+                assert_eq!(tcp_state(s.as_raw_fd()), tcp::TCP_CLOSE, "{what}");
+                let pending =
+                    cryo_engine::sys::sockets::poll_now(s.as_raw_fd(), libc::POLLERR).unwrap() & libc::POLLERR;
+                assert_eq!(pending != 0, want != 0, "{what}: POLLERR");
+                // What a dump reads (and so clears).
+                let err = so_error(s.as_raw_fd());
+                assert_eq!(err, want, "{what}");
+                let (s, st) = move_connection(s, family, (err != 0).then_some(err));
+                assert_eq!(st.state, tcp::TCP_CLOSE, "{what}");
+                assert_eq!(st.inq, pattern(100, 1), "{what}");
+                assert_eq!(tcp_state(s.as_raw_fd()), tcp::TCP_CLOSE, "{what}: restored state");
+                let mut buf = vec![0u8; 200];
+                assert_eq!((&s).read(&mut buf).unwrap(), 100, "{what}");
+                assert_eq!(&buf[..100], &pattern(100, 1)[..], "{what}");
+                assert_eq!(so_error(s.as_raw_fd()), want, "{what}: the pending error");
+                assert_eq!((&s).read(&mut buf).unwrap(), 0, "{what}: end of stream");
+                let e = (&s).write(b"x").unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{what}: {e}");
+            }
+        }
+    });
+}
+
+/// IPv6 half-closed connections (the server's FIN acknowledged, or the
+/// client's received): their restore sends the peer's segments as IPv6
+/// packets built by cryo; the restored server is in the same state and the
+/// client sees the end of stream where it was.
+#[test]
+fn tcp_repair_restores_half_closed_ipv6_connections() {
+    in_netns(|| {
+        for (server_shuts, want) in [(true, tcp::TCP_FIN_WAIT2), (false, tcp::TCP_CLOSE_WAIT)] {
+            let (c, s) = pair_of(libc::AF_INET6, 100);
+            if server_shuts {
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+            } else {
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let (s, st) = move_connection(s, libc::AF_INET6, None);
+            assert_eq!(st.state, want);
+            assert_eq!(tcp_state(s.as_raw_fd()), want, "restored state");
+            assert_eq!(read_exact_timeout(&s, 100), pattern(100, 1));
+            let mut b = [0u8; 1];
+            if server_shuts {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                assert_eq!((&c).read(&mut b).unwrap(), 0);
+                (&c).write_all(b"late").unwrap();
+                assert_eq!(read_exact_timeout(&s, 4), b"late");
+            } else {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                assert_eq!((&s).read(&mut b).unwrap(), 0, "EOF after the queue");
+                (&s).write_all(b"reply").unwrap();
+                assert_eq!(read_exact_timeout(&c, 5), b"reply");
+            }
+        }
+    });
+}
+
+/// A connect in progress (SYN_SENT: the listener's input drops the SYN) is
+/// dumped and restored as CRIU 4.2 does; once the drop goes, the restored
+/// socket's SYN gets through, the listener accepts and data flows.
+#[test]
+fn tcp_repair_restores_a_connect_in_progress() {
+    in_netns(|| {
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let l = if family == libc::AF_INET6 {
+                TcpListener::bind("[::1]:0").unwrap()
+            } else {
+                TcpListener::bind("127.0.0.1:0").unwrap()
+            };
+            let port = l.local_addr().unwrap().port();
+            nft(&format!(
+                "add table inet syndrop\nadd chain inet syndrop input {{ type filter hook input priority -10; }}\n\
+                 add rule inet syndrop input tcp dport {port} drop\n"
+            ));
+            let c = cryo_engine::sys::tcp::tcp_socket(family).unwrap();
+            cryo_engine::sys::add_fl(c.as_raw_fd(), libc::O_NONBLOCK).unwrap();
+            let e = cryo_engine::sys::tcp::inet_connect(c.as_raw_fd(), &lo(family, port)).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINPROGRESS));
+            let c = TcpStream::from(c);
+            assert_eq!(tcp_state(c.as_raw_fd()), tcp::TCP_SYN_SENT);
+            let (c, st) = move_connection(c, family, None);
+            assert_eq!(st.state, tcp::TCP_SYN_SENT);
+            assert_eq!(tcp_state(c.as_raw_fd()), tcp::TCP_SYN_SENT, "restored state");
+            assert_eq!(
+                cryo_engine::sys::restore::get_fl(c.as_raw_fd()).unwrap() & libc::O_NONBLOCK,
+                0,
+                "the O_NONBLOCK of the connect is taken off again (the file's flags come later)"
+            );
+            nft("delete table inet syndrop\n");
+            l.set_nonblocking(false).unwrap();
+            let (s, _) = l.accept().unwrap();
+            c.set_nonblocking(false).unwrap();
+            (&c).write_all(b"hello").unwrap();
+            assert_eq!(read_exact_timeout(&s, 5), b"hello");
+            (&s).write_all(b"back").unwrap();
+            assert_eq!(read_exact_timeout(&c, 4), b"back");
+        }
+    });
+}
