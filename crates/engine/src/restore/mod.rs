@@ -32,6 +32,7 @@
 
 mod finish;
 pub mod layout;
+pub mod lazy;
 pub mod plan;
 mod premap;
 pub mod sigframe;
@@ -85,6 +86,10 @@ pub struct RestoreOpts {
     /// of the new peer in cryo's network namespace (--external
     /// veth[IN]:OUT, --veth-pair IN=OUT).
     pub veth_pairs: std::collections::BTreeMap<String, String>,
+    /// Lazy restore (criu's --lazy-pages): the private anonymous memory is
+    /// filled on demand by the `cryo lazy-pages` daemon listening in this
+    /// work dir (restore::lazy).
+    pub lazy_pages: Option<PathBuf>,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -113,6 +118,7 @@ impl RestoreOpts {
             new_pidns: false,
             mnt: Default::default(),
             veth_pairs: Default::default(),
+            lazy_pages: None,
         }
     }
 }
@@ -226,6 +232,17 @@ pub struct TaskEnv {
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
+    /// Lazy restore: the connection to the daemon (shared by every task,
+    /// each sends under `RstCtl`'s lazy lock) and the fd number a task's
+    /// userfaultfd takes until its restorer closes it.
+    pub lazy: Option<LazyEnv>,
+}
+
+/// See [`TaskEnv::lazy`].
+#[derive(Clone, Copy, Debug)]
+pub struct LazyEnv {
+    pub sock: RawFd,
+    pub uffd_target: RawFd,
 }
 
 /// The restore in progress.
@@ -258,6 +275,9 @@ pub struct RestoreCtx {
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
+    /// Lazy restore: the connection to the daemon (dropped on abort, which
+    /// the daemon sees as the restore's failure).
+    lazy_sock: Option<OwnedFd>,
 }
 
 /// What a successful restore leaves.
@@ -292,6 +312,7 @@ impl RestoreCtx {
             ns_holders: Vec::new(),
             root_host: None,
             tcp: None,
+            lazy_sock: None,
         }
     }
 
@@ -399,6 +420,10 @@ impl RestoreCtx {
         // Resume.
         self.stage = Stage::Resume;
         self.resume()?;
+        if let Some(sock) = self.lazy_sock.take() {
+            // The tree runs: the daemon may copy the rest in the background.
+            lazy::client::send_finished(sock.as_raw_fd()).map_err(|e| prep("lazy-pages daemon", e))?;
+        }
         mark("resumed");
         self.stage = Stage::Done;
         for p in std::mem::take(&mut self.linked) {
@@ -514,7 +539,20 @@ impl RestoreCtx {
         // Shared objects, all above every fd number the tasks use.
         let max_fd = plan.max_fd();
         let exe_fd_target = max_fd + 1;
-        let base = max_fd + 2;
+        let uffd_target = max_fd + 2;
+        let base = max_fd + 3;
+        let lazy = match &self.opts.lazy_pages {
+            Some(work) => {
+                let sock = lazy::client::connect(work).map_err(|e| prep("--lazy-pages", e))?;
+                // Kept past the pool (closed at resume): the end of the
+                // restore is sent on it.
+                let sock = crate::sys::dup_above(&sock, base).map_err(|e| prep("fd pool", e))?;
+                let n = sock.as_raw_fd();
+                self.lazy_sock = Some(sock);
+                Some(LazyEnv { sock: n, uffd_target })
+            }
+            None => None,
+        };
         // The namespace fds the first task enters, out of the tree's fd numbers.
         for (h, e) in std::mem::take(&mut self.ns_holders)
             .into_iter()
@@ -644,6 +682,7 @@ impl RestoreCtx {
             ns_flags: plan_ns_flags,
             init: plan_init,
             images_fd,
+            lazy,
         });
         Ok(())
     }
@@ -910,6 +949,7 @@ impl RestoreCtx {
             }
         }
         self.pool.clear();
+        self.lazy_sock = None;
     }
 
     /// The root's pid once forked.
