@@ -20,7 +20,7 @@ use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Bumped on every incompatible change of this module.
-pub const RST_ABI_VERSION: u32 = 4;
+pub const RST_ABI_VERSION: u32 = 5;
 /// `RstArgs::magic`: "CRST".
 pub const RST_MAGIC: u32 = 0x5453_5243;
 /// Size of each thread's setup stack inside the bootstrap mapping.
@@ -67,6 +67,10 @@ pub const MADV_BIT_GUARD: u32 = 512;
 /// (once every VMA is in place) io_setup(`prot`, the number of requests)
 /// makes a new ring, which gets those contents and replaces the copy.
 pub const MADV_BIT_AIO: u32 = 1024;
+/// Lazy restore: once the VMA is in place, register `[dst, dst + len)` with
+/// `RstArgs::uffd` in missing mode (UFFDIO_REGISTER_MODE_MISSING); the
+/// lazy-pages daemon fills it.
+pub const MADV_BIT_LAZY: u32 = 2048;
 
 /// The kernel's `struct prctl_mm_map` (PR_SET_MM_MAP).
 #[repr(C)]
@@ -263,6 +267,7 @@ pub const STAGE_CREDS: i32 = 8;
 pub const STAGE_ARGS: i32 = 9;
 pub const STAGE_THREAD_SETUP: i32 = 10;
 pub const STAGE_SECCOMP: i32 = 11;
+pub const STAGE_LAZY: i32 = 12;
 
 /// Arguments of one task's restorer.
 #[repr(C)]
@@ -306,7 +311,9 @@ pub struct RstArgs {
     pub child_subreaper: i32,
     /// Stop the process with this signal at the end (a stopped task), 0 = no.
     pub stop_signo: i32,
-    pub _pad: i32,
+    /// Lazy restore: the userfaultfd the VMAs with [`MADV_BIT_LAZY`] are
+    /// registered with, closed once they are (-1: no lazy restore).
+    pub uffd: i32,
 }
 /// Most kernel-mapping moves (vvar, vvar_vclock, vdso, possibly in two steps).
 pub const RST_MAX_KMAPS: usize = 8;

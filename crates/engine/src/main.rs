@@ -8,6 +8,7 @@ mod cli {
     pub mod check;
     pub mod criu;
     pub mod dump;
+    pub mod lazy_pages;
     pub mod restore;
     pub mod run;
     pub mod service;
@@ -39,6 +40,10 @@ enum Cmd {
     PreDump(cli::dump::Args),
     /// Restore a process tree from its image set (same pids).
     Restore(cli::restore::Args),
+    /// Serve the memory of a tree restored with `restore --lazy-pages` from its images, on demand and
+    /// then in the background, until every page is in (as `criu lazy-pages`).
+    #[command(name = "lazy-pages")]
+    LazyPages(cli::lazy_pages::Args),
     /// Start (or adopt with --pid) a program and checkpoint it periodically,
     /// incrementally and live, into DIR (DIR/latest: the last complete set).
     Run(cli::run::Args),
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Dump(a) => cli::dump::run(a, false).map(|()| 0),
         Cmd::PreDump(a) => cli::dump::run(a, true).map(|()| 0),
         Cmd::Restore(a) => cli::restore::run(&a),
+        Cmd::LazyPages(a) => cli::lazy_pages::run(&a),
         Cmd::Check(a) => Ok(cli::check::run(&a)),
         Cmd::Run(a) => cli::run::run(&a),
         Cmd::Swrk(a) => cli::swrk::run(&a),

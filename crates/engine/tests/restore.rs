@@ -30,6 +30,8 @@ mod incremental;
 // Inet sockets: TCP listeners and unconnected sockets, UDP with queues, python3 -m http.server, a JVM.
 #[path = "restore/inet.rs"]
 mod inet;
+#[path = "restore/lazy.rs"]
+mod lazy;
 #[path = "restore/live.rs"]
 mod live;
 #[path = "restore/mem.rs"]

@@ -12,7 +12,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 use cryo_abi::kernel::{CloneArgs, CLONE_FILES, CLONE_FS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM};
 use cryo_abi::restorer::*;
-use cryo_parasite::sys::{gettid, nr, syscall3, syscall6};
+use cryo_parasite::sys::{close, gettid, nr, syscall3, syscall6};
 
 core::arch::global_asm!(
     ".section .text._start,\"ax\",@progbits",
@@ -117,6 +117,19 @@ static mut ARGS: *const RstArgs = core::ptr::null();
 static THREADS_OUT: AtomicU32 = AtomicU32::new(0);
 /// Set by the leader once it has installed the shared (TSYNC) seccomp chain.
 static SECCOMP_SHARED: AtomicU32 = AtomicU32::new(0);
+
+/// The kernel's `struct uffdio_register`.
+#[repr(C)]
+struct UffdioRegister {
+    start: u64,
+    len: u64,
+    mode: u64,
+    ioctls: u64,
+}
+const _: () = assert!(core::mem::size_of::<UffdioRegister>() == 32);
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+const UFFDIO_REGISTER: usize = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 
 fn ctl(args: &RstArgs) -> &'static RstCtl {
     // SAFETY: the engine mapped the control page (RST_CTL_SIZE bytes) at this
@@ -286,6 +299,31 @@ extern "C" fn restorer_main(args: *const RstArgs) -> ! {
         }
     }
     let _ = MREMAP_DONTUNMAP;
+    // Lazy restore: the lazy VMAs (empty, in place) are registered in
+    // missing mode before anything else can touch them (rseq and the
+    // threads write into them below, and a write before the registration
+    // would leave a zero page that hides the dumped one). The daemon has
+    // the userfaultfd already; ours goes.
+    if args.uffd >= 0 {
+        for v in vmas.iter().filter(|v| v.madv & MADV_BIT_LAZY != 0) {
+            let mut reg = UffdioRegister {
+                start: v.dst,
+                len: v.len,
+                mode: UFFDIO_REGISTER_MODE_MISSING,
+                ioctls: 0,
+            };
+            // SAFETY: `reg` is a valid uffdio_register the kernel reads and writes.
+            check(args, STAGE_LAZY, unsafe {
+                syscall3(
+                    nr::IOCTL,
+                    args.uffd as usize,
+                    UFFDIO_REGISTER,
+                    &mut reg as *mut UffdioRegister as usize,
+                )
+            });
+        }
+        close(args.uffd);
+    }
     // AIO rings, once every VMA is in place (io_setup maps the new ring
     // wherever there is room).
     for v in vmas.iter().filter(|v| v.madv & MADV_BIT_AIO != 0) {

@@ -9,7 +9,7 @@
 //! where cryo cannot dump what such a test sets up, the test runs and cryo
 //! refuses it at dump with a message, instead of the test being skipped. A
 //! **cryo** feature is a mechanism criu has and cryo has not yet (memory
-//! tracking, lazy pages, the pidfd store, a few socket kinds): answered no,
+//! the pidfd store, a few socket kinds): answered no,
 //! saying why, whatever the kernel. A name criu does not know either is an
 //! error, as in criu.
 
@@ -179,7 +179,11 @@ pub fn feature(name: &str) -> Result<(), String> {
         // Dirty tracking is userfaultfd's async write-protection, not soft-dirty.
         "mem_dirty_track" | "uffd_wp_async" => cryo_engine::dump::track::probe()
             .map_err(|e| format!("no asynchronous userfaultfd write-protection (Linux 6.7+): {e}")),
-        "uffd" | "uffd-noncoop" | "lazy_pages" => no("cryo has no lazy pages yet"),
+        // Lazy restore: a userfaultfd with the non-cooperative events
+        // (fork, remap, remove, unmap), probed as criu does.
+        "uffd" => cryo_engine::restore::lazy::probe(0).map_err(|e| format!("no userfaultfd: {e}")),
+        "uffd-noncoop" | "lazy_pages" => cryo_engine::restore::lazy::probe(cryo_engine::restore::lazy::FEATURES)
+            .map_err(|e| format!("no non-cooperative userfaultfd (fork, remap, remove and unmap events): {e}")),
         "pidfd_store" => no("cryo keeps no pidfd store (it serves pre-dumps, which cryo does not do)"),
         // Kernel facts about namespaces, netfilter and sockets, answered as
         // criu answers them (zdtm gates tests on them): cryo itself does

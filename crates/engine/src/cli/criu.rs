@@ -253,7 +253,7 @@ const CGROUPS: &str =
     "cryo mounts the cgroup hierarchies itself and dumps its own list of properties (--manage-cgroups and --cgroup-root are supported)";
 const MOUNTS: &str =
     "cryo takes external mounts and veths only (--external mnt[..]:.., veth[..]:.., --ext-mount-map, --veth-pair)";
-const REMOTE: &str = "cryo reads and writes image directories only (no page server, streaming or lazy pages)";
+const REMOTE: &str = "cryo reads and writes image directories only (no page server or streaming; lazy pages only for `cryo restore --lazy-pages` served by `cryo lazy-pages` from the images dir)";
 
 /// The external resources of criu's options: mounts (`--external
 /// mnt[A]:B`, `-M A:B`: at dump mountpoint A has key B, at restore key A is
@@ -309,6 +309,12 @@ impl Common {
 
     /// The first refused option given, if any.
     pub fn refused(&self) -> Option<Refused> {
+        self.refused_but(false)
+    }
+
+    /// [`Common::refused`], with `--lazy-pages` honoured when `lazy_ok`
+    /// (`cryo restore --lazy-pages`: a restore served by `cryo lazy-pages`).
+    pub fn refused_but(&self, lazy_ok: bool) -> Option<Refused> {
         let r = |option, why| Some(Refused { option, why });
         if self.config.is_some() {
             return r("--config", "cryo takes its options from the command line only");
@@ -346,7 +352,7 @@ impl Common {
             ("--address", self.address.is_some()),
             ("--port", self.port.is_some()),
             ("--ps-socket", self.ps_socket.is_some()),
-            ("--lazy-pages", self.lazy_pages),
+            ("--lazy-pages", self.lazy_pages && !lazy_ok),
             ("--stream", self.stream),
             ("--tls", self.tls),
             ("--tls-cacert", self.tls_cacert.is_some()),

@@ -57,7 +57,7 @@ pub struct Args {
 
 /// Run `cryo restore`; returns cryo's exit code.
 pub fn run(a: &Args) -> anyhow::Result<i32> {
-    if let Some(r) = a.criu.refused() {
+    if let Some(r) = a.criu.refused_but(true) {
         return Err(r.into());
     }
     for (on, option, why) in [
@@ -96,6 +96,11 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     o.tcp_established = a.criu.tcp_established;
     o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));
+    if a.criu.lazy_pages {
+        // The daemon's socket is in the work dir (the images dir by default).
+        let w = a.criu.work_dir.as_deref().unwrap_or(&dir);
+        o.lazy_pages = Some(std::path::absolute(w).with_context(|| format!("work dir {}", w.display()))?);
+    }
     let log = |msg: &str| {
         if let Some(l) = &log_file {
             let _ = std::fs::OpenOptions::new()

@@ -267,7 +267,7 @@ impl LiveCopy {
                         ));
                     }
                 }
-                Some(sys::uffd::Msg::Other(_)) => {}
+                Some(sys::uffd::Msg::Fork { .. }) | Some(sys::uffd::Msg::Other(_)) => {}
             }
         }
     }

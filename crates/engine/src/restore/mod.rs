@@ -32,6 +32,7 @@
 
 mod finish;
 pub mod layout;
+pub mod lazy;
 pub mod plan;
 mod premap;
 pub mod sigframe;
@@ -87,6 +88,10 @@ pub struct RestoreOpts {
     pub veth_pairs: std::collections::BTreeMap<String, String>,
     /// criu's --manage-cgroups mode and --cgroup-root (state::cgroup).
     pub cgroups: crate::state::cgroup::CgOpts,
+    /// Lazy restore (criu's --lazy-pages): the private anonymous memory is
+    /// filled on demand by the `cryo lazy-pages` daemon listening in this
+    /// work dir (restore::lazy).
+    pub lazy_pages: Option<PathBuf>,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -116,6 +121,7 @@ impl RestoreOpts {
             mnt: Default::default(),
             cgroups: Default::default(),
             veth_pairs: Default::default(),
+            lazy_pages: None,
         }
     }
 }
@@ -235,6 +241,17 @@ pub struct TaskEnv {
     pub cg: crate::state::cgroup::Join,
     /// The root unshares its cgroup namespace (the tree has one of its own).
     pub cgns: bool,
+    /// Lazy restore: the connection to the daemon (shared by every task,
+    /// each sends under `RstCtl`'s lazy lock) and the fd number a task's
+    /// userfaultfd takes until its restorer closes it.
+    pub lazy: Option<LazyEnv>,
+}
+
+/// See [`TaskEnv::lazy`].
+#[derive(Clone, Copy, Debug)]
+pub struct LazyEnv {
+    pub sock: RawFd,
+    pub uffd_target: RawFd,
 }
 
 /// The restore in progress.
@@ -269,6 +286,9 @@ pub struct RestoreCtx {
     tcp: Option<files::tcp::ImageConns>,
     /// The tree's cgroups, checked; what the restore made is removed by an abort.
     cg: Option<crate::state::cgroup::CgPlan>,
+    /// Lazy restore: the connection to the daemon (dropped on abort, which
+    /// the daemon sees as the restore's failure).
+    lazy_sock: Option<OwnedFd>,
 }
 
 /// What a successful restore leaves.
@@ -304,6 +324,7 @@ impl RestoreCtx {
             root_host: None,
             tcp: None,
             cg: None,
+            lazy_sock: None,
         }
     }
 
@@ -424,6 +445,10 @@ impl RestoreCtx {
         // Resume.
         self.stage = Stage::Resume;
         self.resume()?;
+        if let Some(sock) = self.lazy_sock.take() {
+            // The tree runs: the daemon may copy the rest in the background.
+            lazy::client::send_finished(sock.as_raw_fd()).map_err(|e| prep("lazy-pages daemon", e))?;
+        }
         mark("resumed");
         self.stage = Stage::Done;
         if let Some(cg) = &mut self.cg {
@@ -542,7 +567,20 @@ impl RestoreCtx {
         // Shared objects, all above every fd number the tasks use.
         let max_fd = plan.max_fd();
         let exe_fd_target = max_fd + 1;
-        let base = max_fd + 2;
+        let uffd_target = max_fd + 2;
+        let base = max_fd + 3;
+        let lazy = match &self.opts.lazy_pages {
+            Some(work) => {
+                let sock = lazy::client::connect(work).map_err(|e| prep("--lazy-pages", e))?;
+                // Kept past the pool (closed at resume): the end of the
+                // restore is sent on it.
+                let sock = crate::sys::dup_above(&sock, base).map_err(|e| prep("fd pool", e))?;
+                let n = sock.as_raw_fd();
+                self.lazy_sock = Some(sock);
+                Some(LazyEnv { sock: n, uffd_target })
+            }
+            None => None,
+        };
         // The namespace fds the first task enters, out of the tree's fd numbers.
         for (h, e) in std::mem::take(&mut self.ns_holders)
             .into_iter()
@@ -692,6 +730,7 @@ impl RestoreCtx {
             images_fd,
             cg: join,
             cgns,
+            lazy,
         });
         Ok(())
     }
@@ -962,6 +1001,7 @@ impl RestoreCtx {
         if let Some(cg) = &mut self.cg {
             cg.remove_created();
         }
+        self.lazy_sock = None;
     }
 
     /// The root's pid once forked.

@@ -85,7 +85,13 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         return Ok(Premapped::default());
     };
     let want = wanted(env, p);
+    // Lazy restore: the lazy VMAs are fresh and empty here (the daemon
+    // fills them), never a parent's copy.
+    let lazy = super::task::task_is_lazy(env, p);
     let from_parent = |v: &Vma| -> Option<(u64, Area)> {
+        if lazy && super::lazy::vma_is_lazy(v) {
+            return None;
+        }
         parent?
             .vmas
             .iter()
@@ -177,7 +183,7 @@ pub(crate) fn premap(env: &TaskEnv, p: &Proc, parent: Option<&Premapped>) -> Res
         }
         pages.push(Some(open(p).map_err(|e| TaskError(format!("{}: {e}", p.display())))?));
     }
-    fill(&pages, &mm.pagemap.runs, &mm.run_file, &out).map_err(|e| {
+    fill(&pages, &mm.pagemap.runs, &mm.run_file, &out, lazy).map_err(|e| {
         TaskError(format!(
             "{}: reading pages: {e}",
             mm.pages_files
@@ -298,6 +304,7 @@ fn fill(
     runs: &[cryo_image::PageRun],
     run_file: &[usize],
     pre: &Premapped,
+    lazy: bool,
 ) -> std::io::Result<()> {
     // (destination, length, file offset) of every piece to read.
     let mut reads: Vec<Read> = Vec::new();
@@ -309,6 +316,8 @@ fn fill(
         // A droppable mapping's pages may be gone at any time: CRIU restores
         // none (and writes none).
         let droppable = v.flags & MAP_DROPPABLE != 0;
+        // Lazy restore: the daemon copies the lazy runs of a lazy VMA.
+        let skip_lazy = lazy && super::lazy::vma_is_lazy(v);
         // Pieces of the VMA that have contents in the image (sorted).
         let mut covered: Vec<(u64, u64, u64, usize)> = Vec::new();
         let file = |i: usize| {
@@ -324,6 +333,9 @@ fn fill(
                     break;
                 }
                 let Some(off) = r.offset else { continue };
+                if skip_lazy && super::lazy::run_is_lazy(r) {
+                    continue;
+                }
                 let s = r.vaddr.max(v.start);
                 let e = r.end().min(v.end);
                 let fi = run_file.get(i).copied().unwrap_or(0);

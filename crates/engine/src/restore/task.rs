@@ -15,7 +15,7 @@ use crate::sys::mem::{as_bytes, Area};
 use crate::sys::restore::{self as rsys, Forked};
 use cryo_abi::restorer::*;
 use std::io::Write;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Error inside a task: what failed, for the engine's message.
@@ -452,6 +452,9 @@ fn run(
 
     if p.state == TASK_DEAD {
         // A zombie: exit with the dumped status once everybody is ready.
+        if let Some(l) = env.lazy {
+            lazy_send(env, l, -p.pid, None)?;
+        }
         c.ready.fetch_add(1, Ordering::SeqCst);
         rsys::futex_wake(&c.ready);
         loop {
@@ -472,6 +475,19 @@ fn run(
         rsys::exit_now(libc::WEXITSTATUS(st));
     }
 
+    // Lazy restore: this task's userfaultfd goes to the daemon now (it must
+    // have it before the restorer registers anything: a fault may come
+    // before the tree runs). Tasks without lazy memory send their pid alone.
+    if let Some(l) = env.lazy {
+        if task_is_lazy(env, p) {
+            let u = super::lazy::client::make_uffd().map_err(|e| ("userfaultfd for --lazy-pages", e))?;
+            rsys::dup3(u.as_raw_fd(), l.uffd_target, libc::O_CLOEXEC).map_err(|e| ("userfaultfd fd", e))?;
+            drop(u);
+            lazy_send(env, l, p.pid, Some(l.uffd_target))?;
+        } else {
+            lazy_send(env, l, -p.pid, None)?;
+        }
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_retain(p.umask as libc::mode_t));
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -555,6 +571,29 @@ fn run(
     // Leave Rust for the blob (every signal blocked: see enter_restorer).
     let e = rsys::enter_restorer(&boot, entry, stack, args);
     Err(("entering the restorer", e).into())
+}
+
+/// Is the memory of `p` restored lazily? Not for a task sharing its fd
+/// table with its parent or a child (CLONE_FILES: one fd number for two
+/// userfaultfds), nor for a zombie.
+pub(crate) fn task_is_lazy(env: &TaskEnv, p: &Proc) -> bool {
+    env.lazy.is_some()
+        && p.state != TASK_DEAD
+        && p.mm.is_some()
+        && !p.shares_parent_fds
+        && !env.plan.children(p.pid).any(|c| c.shares_parent_fds)
+}
+
+/// Send `pid` (and `fd`) to the lazy-pages daemon on the connection every
+/// task shares, one task at a time (a spin lock in the control page).
+fn lazy_send(env: &TaskEnv, l: super::LazyEnv, pid: i32, fd: Option<RawFd>) -> Result<(), TaskError> {
+    let lock = &ctl(env)._reserved[0];
+    while lock.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        std::thread::yield_now();
+    }
+    let r = super::lazy::client::send_uffd(l.sock, pid, fd);
+    lock.store(0, Ordering::SeqCst);
+    r.map_err(|e| TaskError(format!("sending its userfaultfd to the lazy-pages daemon: {e}")))
 }
 
 /// Set the audit loginuid of this task (inherited from cryo) to the dumped
@@ -662,7 +701,18 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(Area, u64
     let premap: Vec<&super::plan::Vma> = pre.vmas.iter().map(|pv| &pv.vma).collect();
 
     // The premapped copies move into place in the restorer.
-    let mut moves: Vec<RstVma> = pre.vmas.iter().map(|pv| rst_vma(&pv.vma, pv.at)).collect();
+    let lazy = task_is_lazy(env, p);
+    let mut moves: Vec<RstVma> = pre
+        .vmas
+        .iter()
+        .map(|pv| {
+            let mut m = rst_vma(&pv.vma, pv.at);
+            if lazy && super::lazy::vma_is_lazy(&pv.vma) {
+                m.madv |= MADV_BIT_LAZY;
+            }
+            m
+        })
+        .collect();
     if env.vdso_jump {
         patch_vdso(env, pre, &premap, &moves, bs.kplan.as_deref())?;
     }
@@ -684,6 +734,10 @@ fn prepare_memory(env: &TaskEnv, p: &Proc, pre: &Premapped) -> Result<(Area, u64
     a.mm = mm_map(&mm.entry, env.exe_fd_target);
     // In a table shared with the parent, the parent's restorer closes it.
     a.close_fds[0] = if p.shares_parent_fds { -1 } else { env.exe_fd_target };
+    a.uffd = match env.lazy {
+        Some(l) if lazy => l.uffd_target,
+        _ => -1,
+    };
 
     let mut rw = Args {
         area: bs.area,
@@ -843,7 +897,7 @@ fn base_args(env: &TaskEnv, p: &Proc, moves: &[RstVma], maps: &BootMaps) -> RstA
         } else {
             0
         },
-        _pad: 0,
+        uffd: -1,
     }
 }
 
@@ -1394,6 +1448,9 @@ fn setup_fds(env: &TaskEnv, p: &Proc, proc_files: &std::collections::HashMap<u32
     if let Some(exe) = exe {
         rsys::dup3(exe, env.exe_fd_target, libc::O_CLOEXEC).map_err(|e| TaskError::from(("exe fd", e)))?;
         keep.push(env.exe_fd_target);
+    }
+    if let Some(l) = env.lazy.filter(|_| task_is_lazy(env, p)) {
+        keep.push(l.uffd_target);
     }
     keep.sort();
     keep.dedup();
