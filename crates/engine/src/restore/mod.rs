@@ -226,6 +226,10 @@ pub struct TaskEnv {
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
+    /// The pid namespace the first task is forked into, made in the tree's
+    /// user namespace (state::ns::holder): entered by cryo's thread for
+    /// that clone3, instead of CLONE_NEWPID.
+    pub pidns_fd: Option<RawFd>,
 }
 
 /// The restore in progress.
@@ -255,6 +259,9 @@ pub struct RestoreCtx {
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
+    /// The user and pid namespaces made by the holder (state::ns::holder),
+    /// until they are put out of the tree's fd numbers.
+    user_pid_ns: (Option<std::fs::File>, Option<std::fs::File>),
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -290,6 +297,7 @@ impl RestoreCtx {
             mnt_tree: None,
             net_plan: None,
             ns_holders: Vec::new(),
+            user_pid_ns: (None, None),
             root_host: None,
             tcp: None,
         }
@@ -357,7 +365,7 @@ impl RestoreCtx {
                 "the images hold file locks: restore them with --file-locks",
             ));
         }
-        if let Some(w) = clock_warning(&plan) {
+        if let Some(w) = clock_warning(&plan).filter(|_| plan.ns.time.is_none()) {
             eprintln!("cryo restore: warning: {w}");
         }
         mark("validated");
@@ -444,10 +452,23 @@ impl RestoreCtx {
         use crate::state::ns::Kind;
         use crate::state::{mnt, netns};
         use std::os::fd::AsRawFd;
+        // A user namespace (and those it owns) or a time namespace: made by
+        // a holder process first.
+        let made = if crate::state::ns::holder::needed(&plan.ns) {
+            crate::state::ns::holder::make(&plan.ns).map_err(|e| prep("namespaces", e))?
+        } else {
+            crate::state::ns::holder::Made::default()
+        };
         let mut net = None;
         if let Some(p) = &self.net_plan {
-            let n = netns::make_ns(p, &self.opts.dir, &self.opts.veth_pairs, std::process::id())
-                .map_err(|e| prep("network namespace", e))?;
+            let n = netns::make_ns(
+                p,
+                &self.opts.dir,
+                &self.opts.veth_pairs,
+                std::process::id(),
+                made.net.as_ref(),
+            )
+            .map_err(|e| prep("network namespace", e))?;
             net = Some(n.fd);
         }
         let mut m = None;
@@ -459,6 +480,7 @@ impl RestoreCtx {
                 &self.opts.mnt,
                 &|x| late && x.kind == mnt::MountKind::Fresh && x.fstype == cryo_image::pb::Fstype::Proc as u32,
                 net.as_ref(),
+                made.mnt.as_ref(),
             )
             .map_err(|e| prep("mount namespace", e))?;
             if late {
@@ -475,6 +497,11 @@ impl RestoreCtx {
             plan.ns.enter.push((Kind::Mnt, f.as_raw_fd()));
             self.ns_holders.push(f);
         }
+        for (k, f) in made.enter {
+            plan.ns.enter.push((k, f.as_raw_fd()));
+            self.ns_holders.push(f);
+        }
+        self.user_pid_ns = (made.user, made.pid);
         Ok(m)
     }
 
@@ -522,6 +549,14 @@ impl RestoreCtx {
         {
             e.1 = self.keep(OwnedFd::from(h), base)?;
         }
+        let (user, pidns) = std::mem::take(&mut self.user_pid_ns);
+        if let Some(u) = user {
+            plan.ns.user_fd = Some(self.keep(OwnedFd::from(u), base)?);
+        }
+        let pidns_fd = match pidns {
+            Some(p) => Some(self.keep(OwnedFd::from(p), base)?),
+            None => None,
+        };
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -644,6 +679,7 @@ impl RestoreCtx {
             ns_flags: plan_ns_flags,
             init: plan_init,
             images_fd,
+            pidns_fd,
         });
         Ok(())
     }

@@ -267,10 +267,32 @@ pub(crate) fn fork_in_ns(env: &TaskEnv, me: i32) -> Result<i32, TaskError> {
             root.pid
         )));
     }
+    // A pid namespace made in the tree's user namespace (state::ns::holder):
+    // this thread enters it for the clone3 (its children go there) and
+    // comes back after.
+    let mut flags = env.ns_flags;
+    let home = match env.pidns_fd {
+        Some(fd) => {
+            let home = std::fs::File::open("/proc/thread-self/ns/pid")
+                .map_err(|e| TaskError(format!("/proc/thread-self/ns/pid: {e}")))?;
+            let ns = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| TaskError(format!("the restored pid namespace (fd {fd}): {e}")))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| TaskError(format!("setns into the restored pid namespace: {e}")))?;
+            flags &= !(libc::CLONE_NEWPID as u64);
+            Some(home)
+        }
+        None => None,
+    };
     // set_tid [1]: the pid inside the new namespace.
-    match super::fork_retry_flags(1, env.pid_wait, false, env.ns_flags)
-        .map_err(|e| TaskError(format!("clone3 into new namespaces (flags {:#x}): {e}", env.ns_flags)))?
-    {
+    let forked = super::fork_retry_flags(1, env.pid_wait, false, flags);
+    if let Some(h) = &home {
+        if matches!(forked, Ok(Forked::Parent(_)) | Err(_)) {
+            nix::sched::setns(h, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| TaskError(format!("setns back into cryo's pid namespace: {e}")))?;
+        }
+    }
+    match forked.map_err(|e| TaskError(format!("clone3 into new namespaces (flags {flags:#x}): {e}")))? {
         Forked::Child if env.init => init_main(env, me),
         Forked::Child => task_main(env, root, me, None, None),
         Forked::Parent(pid) => Ok(pid),
@@ -474,7 +496,17 @@ fn run(
         rsys::rt_sigaction(sig, sa).map_err(|e| TaskError(format!("sigaction for signal {sig}: {e}")))?;
     }
 
-    if let Some(want) = p.loginuid {
+    if let Some(mut want) = p.loginuid {
+        // In a user namespace of its own the image holds the namespace's id.
+        if let Some(u) = env
+            .plan
+            .ns
+            .user
+            .as_ref()
+            .filter(|_| want != super::plan::LOGINUID_UNSET)
+        {
+            want = u.outside_uid(want).map_err(|e| TaskError(format!("loginuid: {e}")))?;
+        }
         restore_loginuid(p.pid, want)?;
     }
     // membarrier() registrations belong to the mm, which the restorer and
@@ -510,6 +542,15 @@ fn run(
     // The children sharing this fd table are done with the pool first.
     if let Some(w) = &fdt {
         w.wait(env)?;
+    }
+    // The tree's own user namespace, last of the namespaces: its children
+    // are forked (set_tid needs cryo's privileges over every pid namespace
+    // level), its loginuid set; the restorer applies its credentials in it.
+    if let Some(fd) = env.plan.ns.user_fd {
+        let ns = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+            .map_err(|e| TaskError(format!("the restored user namespace (fd {fd}): {e}")))?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| TaskError(format!("setns into the restored user namespace: {e}")))?;
     }
     if p.shares_parent_fds {
         // The parent sets the table up; the exe fd it keeps (the same file,
