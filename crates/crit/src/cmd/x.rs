@@ -58,6 +58,8 @@ pub enum What {
     Ns,
     /// SysV IPC objects of the tree's IPC namespaces: shm (with attachments), sem (values), msg (messages)
     Ipc,
+    /// Mount trees of the tree's mount namespaces (mountpoints-ID.img): parents, file systems, options, sharing
+    Mnt,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +133,7 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         What::Env => show!(env::build(set, &procs()?)?, |d: &Vec<_>| env::render(d)),
         What::Ns => show!(ns::build(set)?, |d: &Vec<_>| ns::render(d)),
         What::Ipc => show!(ns::build_ipc(set)?, |d: &Vec<_>| ns::render_ipc(d)),
+        What::Mnt => show!(ns::build_mnt(set)?, |d: &Vec<_>| ns::render_mnt(d)),
     })
 }
 

@@ -226,10 +226,9 @@ pub struct TaskEnv {
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
-    /// The pid namespace the first task is forked into, made in the tree's
-    /// user namespace (state::ns::holder): entered by cryo's thread for
-    /// that clone3, instead of CLONE_NEWPID.
-    pub pidns_fd: Option<RawFd>,
+    /// The first task is forked by an intermediate in the tree's user
+    /// namespace, into a pid namespace made there (state::ns::holder).
+    pub user_from_start: bool,
 }
 
 /// The restore in progress.
@@ -259,9 +258,9 @@ pub struct RestoreCtx {
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
-    /// The user and pid namespaces made by the holder (state::ns::holder),
-    /// until they are put out of the tree's fd numbers.
-    user_pid_ns: (Option<std::fs::File>, Option<std::fs::File>),
+    /// The user namespace made by the holder (state::ns::holder), until it
+    /// is put out of the tree's fd numbers.
+    user_ns: Option<std::fs::File>,
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -297,7 +296,7 @@ impl RestoreCtx {
             mnt_tree: None,
             net_plan: None,
             ns_holders: Vec::new(),
-            user_pid_ns: (None, None),
+            user_ns: None,
             root_host: None,
             tcp: None,
         }
@@ -501,7 +500,7 @@ impl RestoreCtx {
             plan.ns.enter.push((k, f.as_raw_fd()));
             self.ns_holders.push(f);
         }
-        self.user_pid_ns = (made.user, made.pid);
+        self.user_ns = made.user;
         Ok(m)
     }
 
@@ -549,14 +548,10 @@ impl RestoreCtx {
         {
             e.1 = self.keep(OwnedFd::from(h), base)?;
         }
-        let (user, pidns) = std::mem::take(&mut self.user_pid_ns);
-        if let Some(u) = user {
+        if let Some(u) = self.user_ns.take() {
             plan.ns.user_fd = Some(self.keep(OwnedFd::from(u), base)?);
         }
-        let pidns_fd = match pidns {
-            Some(p) => Some(self.keep(OwnedFd::from(p), base)?),
-            None => None,
-        };
+        let user_from_start = crate::state::ns::holder::user_from_start(&plan.ns);
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -679,7 +674,7 @@ impl RestoreCtx {
             ns_flags: plan_ns_flags,
             init: plan_init,
             images_fd,
-            pidns_fd,
+            user_from_start,
         });
         Ok(())
     }

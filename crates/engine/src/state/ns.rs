@@ -690,7 +690,9 @@ impl NsPlan {
 
     /// In the first task, in its new namespaces, before it forks anything:
     /// the hostname and domain name, the IPC namespace's sysctls and objects.
-    pub fn apply(&self) -> Result<(), String> {
+    /// `in_user_ns`: the task is in the tree's user namespace already (the
+    /// images' ids are its own), else outside it.
+    pub fn apply(&self, in_user_ns: bool) -> Result<(), String> {
         // The network namespace first (a mount of sysfs shows it), then the
         // mount namespace (setns makes its root our root and cwd).
         let files = self
@@ -724,7 +726,8 @@ impl NsPlan {
                 .map_err(|e| format!("uts namespace: domainname {:?}: {e}", u.domainname))?;
         }
         if let Some(i) = &self.ipc {
-            i.apply(self.user.as_ref()).map_err(|e| format!("ipc namespace: {e}"))?;
+            i.apply(self.user.as_ref().filter(|_| !in_user_ns))
+                .map_err(|e| format!("ipc namespace: {e}"))?;
         }
         Ok(())
     }

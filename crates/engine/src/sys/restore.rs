@@ -57,6 +57,29 @@ pub fn fork_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     })
 }
 
+/// fork(2) as clone3 with `flags` (no set_tid: the kernel picks the pid).
+pub fn fork_with_flags(flags: u64) -> io::Result<Forked> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
+    // here with a copy of the address space, as with fork(2).
+    let r = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    Ok(if r == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(r as i32)
+    })
+}
+
 /// rt_sigaction with the kernel layout (no libc translation).
 pub fn rt_sigaction(sig: i32, act: &KSigaction) -> io::Result<()> {
     // SAFETY: act is a valid kernel sigaction; no old action requested.

@@ -297,6 +297,95 @@ fn a_map_root_user_tree_comes_back() {
     );
 }
 
+/// A container-shaped tree in a user namespace (`--map-root-user`) owning its pid, uts and ipc
+/// namespaces: the restore makes the user namespace first and the others in it; the tree is pids 1
+/// and 2 again, in namespaces other than the test's, and its uts namespace is owned by its user
+/// namespace (the hostname it set is back, set from inside).
+#[test]
+fn a_user_namespace_owning_pid_uts_ipc_comes_back() {
+    let prog = prog("pidns");
+    let ns = start_and_wait(
+        &format!(
+            "unshare --user --map-root-user --pid --uts --ipc --fork sh -c 'hostname cryo-userns && exec setsid {}' \
+             >/dev/null 2>&1 </dev/null & U=$!; \
+             while [ ! -s pidns.ready ]; do sleep 0.02; done; P=$(cat /proc/$U/task/$U/children); \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; \
+             {CRYO} restore -d -D img --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc; \
+             R=$(cat /tmp/anchor/.pidfile); nsenter -t $R -U -u hostname > .hostname 2>&1; \
+             nsenter -t $R -U sh -c 'cat /proc/self/uid_map' > .inside-map 2>&1; echo done > .done",
+            prog.display()
+        ),
+        ".done",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    // (pid 2 was hostname.)
+    assert_eq!(read(&ns, "pidns.ready").trim(), "pid=1 child=3");
+    let inner: i32 = read(&ns, ".pidfile").trim().parse().unwrap();
+    let outer = by_ns_pid(&ns, inner).expect("restored root");
+    assert!(nspid(outer).ends_with("\t1"), "{}", nspid(outer));
+    for k in ["user", "pid", "uts", "ipc"] {
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{outer}/ns/{k}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{k}")).unwrap(),
+            "{k} namespace"
+        );
+    }
+    assert_eq!(read(&ns, ".hostname").trim(), "cryo-userns");
+    assert_eq!(
+        read(&ns, ".inside-map").split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "1"]
+    );
+    let _ = std::fs::remove_file(ns.anchor("pidns.verify"));
+    assert!(common::kill(outer, libc::SIGUSR1));
+    assert_eq!(
+        ns.wait_status("pidns.verify", "alive=").trim(),
+        "pid=1 ppid=0 child=3 alive=1"
+    );
+}
+
+/// A tree in a time namespace of its own (`unshare --time`, CLOCK_MONOTONIC 10 days and
+/// CLOCK_BOOTTIME 20 days ahead): timens-ID.img holds its clocks; the restored tree is in a new
+/// time namespace whose offsets make its clocks go on from the dumped values.
+#[test]
+fn a_time_namespace_comes_back_with_its_clocks() {
+    let ns = start_and_wait(
+        &format!(
+            "unshare --time --fork --monotonic 864000 --boottime 1728000 sleep 100000 \
+             >/dev/null 2>&1 </dev/null & U=$!; \
+             while [ -z \"$(cat /proc/$U/task/$U/children)\" ]; do sleep 0.02; done; P=$(cat /proc/$U/task/$U/children); P=${{P% }}; \
+             echo $P > .root; cat /proc/$P/timens_offsets > .orig-off; \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; sleep 1; \
+             {CRYO} restore -d -D img 2>.cryo-err; echo $? > .cryo-rc"
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let root: i32 = read(&ns, ".root").trim().parse().unwrap();
+    let outer = ns.outer(root).expect("restored root");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{outer}/ns/time")).unwrap(),
+        std::fs::read_link("/proc/self/ns/time").unwrap()
+    );
+    let off = std::fs::read_to_string(format!("/proc/{outer}/timens_offsets")).unwrap();
+    let secs = |text: &str, clock: &str| -> i64 {
+        let l = text.lines().find(|l| l.starts_with(clock)).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // The clocks stood still while the tree was away (a second and more): the offsets are that
+    // much smaller.
+    for (clock, orig) in [("monotonic", 864000), ("boottime", 1728000)] {
+        let now = secs(&off, clock);
+        assert_eq!(secs(&read(&ns, ".orig-off"), clock), orig);
+        assert!(now < orig && now > orig - 60, "{clock}: {off}");
+    }
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let id = set.ids(root as u32).unwrap().time_ns_id.unwrap();
+    let e: cryo_image::pb::TimensEntry = set.one(&format!("timens-{id}.img"), "TIMENS").unwrap();
+    assert!(e.monotonic.tv_sec > 864000 && e.boottime.tv_sec > 1728000, "{e:?}");
+}
+
 /// What cannot be restored is refused at dump, naming the task and the namespace, and the tree goes
 /// on as it was: a cgroup namespace of the tree's own, and a child in a uts namespace nested in the
 /// tree's.

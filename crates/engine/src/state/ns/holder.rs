@@ -6,17 +6,21 @@
 //! A short-lived **holder** process is cloned with CLONE_NEWUSER and the
 //! flags of the tree's own uts, ipc, net and mnt namespaces (the kernel
 //! makes the user namespace first and the others owned by it), and there
-//! unshares CLONE_NEWPID (a pid namespace owned by the user namespace, for
-//! the tree's first task to be forked into) and CLONE_NEWTIME. cryo writes
+//! unshares CLONE_NEWTIME. cryo writes
 //! the maps and the time offsets, opens every namespace by its
 //! /proc/HOLDER/ns file, and ends the holder: from then on the namespaces
 //! are held only by those fds (closed on abort: nothing is left behind).
 //!
-//! The tasks are forked by cryo and by each other outside the user
-//! namespace (clone3 set_tid needs CAP_CHECKPOINT_RESTORE over every pid
-//! namespace level, the host's too), enter the other namespaces with
-//! setns(), and each enters the user namespace last, before the restorer
-//! applies its credentials (the namespace's ids, as dumped).
+//! With a pid namespace of the tree's own, the first task is forked by an
+//! intermediate process of cryo's that entered the user namespace and
+//! unshared CLONE_NEWPID (a pid namespace owned by it, whose pid 1 it forks
+//! with CLONE_PARENT: cryo stays the parent), so every task is in the user
+//! namespace from the start, as with CRIU (restore/task.rs `fork_in_ns`).
+//! Without one, the tasks are forked by cryo and by each other outside the
+//! user namespace (clone3 set_tid needs CAP_CHECKPOINT_RESTORE over the
+//! host's pid namespace), enter the other namespaces with setns(), and each
+//! enters the user namespace last, before the restorer applies its
+//! credentials (the namespace's ids, as dumped).
 
 use super::{Kind, NsPlan};
 use std::fs::File;
@@ -31,8 +35,12 @@ pub struct Made {
     pub mnt: Option<File>,
     /// Entered by the first task (uts, ipc, time).
     pub enter: Vec<(Kind, File)>,
-    /// The pid namespace the first task is forked into (pid_for_children).
-    pub pid: Option<File>,
+}
+
+/// Whether the tasks enter the tree's user namespace from the start (a pid
+/// namespace of the images, made in it: see the module doc).
+pub fn user_from_start(plan: &NsPlan) -> bool {
+    plan.user.is_some() && plan.ids.contains_key(&Kind::Pid)
 }
 
 /// Whether the plan needs a holder.
@@ -61,13 +69,7 @@ pub fn make(plan: &NsPlan) -> Result<Made, String> {
             }
         }
     }
-    // A pid namespace of the images (not --new-pidns): owned by the tree's
-    // user namespace.
-    let pid_ns = user && plan.ids.contains_key(&Kind::Pid);
     let mut unshare = 0;
-    if pid_ns {
-        unshare |= libc::CLONE_NEWPID;
-    }
     if plan.time.is_some() {
         unshare |= libc::CLONE_NEWTIME;
     }
@@ -118,9 +120,6 @@ pub fn make(plan: &NsPlan) -> Result<Made, String> {
             if plan.has(k) {
                 m.enter.push((k, open(k.name())?));
             }
-        }
-        if pid_ns {
-            m.pid = Some(open("pid_for_children")?);
         }
     }
     if plan.time.is_some() {
