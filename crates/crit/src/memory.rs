@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+
+use prost::Message as _;
 use std::path::PathBuf;
 
 use regex::bytes::{Regex, RegexBuilder};
@@ -94,6 +96,70 @@ fn shmem_pagemap(set: &ImageSet, id: u64) -> Result<Option<(Pagemap, PathBuf)>> 
     let pm = set.pagemap_file(&name)?;
     let pages = set.path(&format!("pages-{}.img", pm.pages_id));
     Ok(Some((pm, pages)))
+}
+
+/// The contents of SysV shm segment `shmid` of the set's IPC namespaces (`ipcns-shm-NS.img` names it,
+/// `pagemap-shmem-SHMID.img` and its pages file hold the non-zero pages; the rest reads as zeros), as
+/// the segment's own offsets: attached or not. Returns the segment's namespace id and its bytes.
+pub fn shm_segment(set: &ImageSet, shmid: u32) -> Result<(u32, Vec<u8>)> {
+    let mut names: Vec<String> = std::fs::read_dir(set.dir())
+        .map_err(|e| cryo_image::ImageError::Io {
+            file: set.dir().display().to_string(),
+            cause: e,
+        })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ipcns-shm-") && n.ends_with(".img"))
+        .collect();
+    names.sort();
+    for name in &names {
+        let ns: u32 = name["ipcns-shm-".len()..name.len() - 4].parse().unwrap_or(0);
+        let data = std::fs::read(set.path(name)).map_err(|e| cryo_image::ImageError::Io {
+            file: set.path(name).display().to_string(),
+            cause: e,
+        })?;
+        for e in cryo_image::decode(name, &data)?.entries {
+            let seg: pb::IpcShmEntry = match pb::IpcShmEntry::decode(prost::Message::encode_to_vec(&e.msg).as_slice()) {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            if seg.desc.id != shmid {
+                continue;
+            }
+            let size = usize::try_from(seg.size)
+                .ok()
+                .filter(|&n| n <= 1 << 34)
+                .ok_or_else(|| ExploreError::Invalid {
+                    file: set.path(name).display().to_string(),
+                    what: format!("segment {shmid}: size {} is too big to read", seg.size),
+                })?;
+            let mut buf = vec![0u8; size];
+            if let Some((pm, pages)) = shmem_pagemap(set, shmid as u64)? {
+                let mut f = File::open(&pages).map_err(|e| cryo_image::ImageError::Io {
+                    file: pages.display().to_string(),
+                    cause: e,
+                })?;
+                for r in &pm.runs {
+                    let Some(off) = r.offset else { continue };
+                    let (s, e) = (r.vaddr.min(size as u64) as usize, r.end().min(size as u64) as usize);
+                    if s >= e {
+                        continue;
+                    }
+                    f.seek(SeekFrom::Start(off))
+                        .and_then(|_| f.read_exact(&mut buf[s..e]))
+                        .map_err(|e| cryo_image::ImageError::Io {
+                            file: pages.display().to_string(),
+                            cause: e,
+                        })?;
+                }
+            }
+            return Ok((ns, buf));
+        }
+    }
+    Err(ExploreError::Invalid {
+        file: set.dir().display().to_string(),
+        what: format!("no SysV shm segment {shmid} in the set's IPC namespaces (ipcns-shm-*.img)"),
+    })
 }
 
 impl<'a> Memory<'a> {

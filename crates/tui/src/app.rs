@@ -58,6 +58,8 @@ pub struct App {
     pub mem: memory::State,
     pub regs: regs::State,
     pub creds: regs::State,
+    /// The namespaces/mounts/IPC tab (set-wide: kept across processes).
+    pub container: tabs::Scroll,
     pub raw: tabs::raw::State,
     pub prompt: Option<Prompt>,
     pub help: bool,
@@ -84,6 +86,7 @@ impl App {
             mem: memory::State::default(),
             regs: regs::State::default(),
             creds: regs::State::default(),
+            container: tabs::Scroll::default(),
             raw: tabs::raw::State::default(),
             prompt: None,
             help: false,
@@ -189,6 +192,7 @@ impl App {
                     tid: det.threads.get(th).map_or(pid, |t| t.tid),
                 }
             }
+            Tab::Container => RawTarget::Pstree { pid },
             Tab::Raw => self.raw.target.clone().unwrap_or(RawTarget::Pstree { pid }),
         }
     }
@@ -254,7 +258,7 @@ impl App {
             KeyCode::Char('?') | KeyCode::F(1) => self.help = true,
             KeyCode::Tab => self.cycle(true),
             KeyCode::BackTab => self.cycle(false),
-            KeyCode::Char(c @ '1'..='7') => self.set_tab(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Char(c @ '1'..='8') => self.set_tab(Tab::ALL[c as usize - '1' as usize]),
             KeyCode::Char('/') => {
                 self.prompt = Some(Prompt {
                     kind: PromptKind::Search,
@@ -397,6 +401,10 @@ impl App {
                 let n = tabs::creds::lines(&det, self.creds.thread).len();
                 self.creds.scroll.apply(m, n)
             }
+            Tab::Container => {
+                let n = self.dump.container_lines().len();
+                self.container.apply(m, n)
+            }
             Tab::Raw => self.raw.scroll.apply(m, self.raw.lines.len() + 1),
         }
     }
@@ -474,8 +482,9 @@ impl App {
                 }
                 return;
             }
-            Tab::Regs | Tab::Creds | Tab::Raw => {
+            Tab::Regs | Tab::Creds | Tab::Container | Tab::Raw => {
                 let (text, scroll) = match self.tab {
+                    Tab::Container => (self.dump.container_lines().to_vec(), &mut self.container),
                     Tab::Regs => (
                         regs::lines(&det, self.regs.thread, self.areas.detail.width),
                         &mut self.regs.scroll,
@@ -625,11 +634,27 @@ mod tests {
     }
 
     #[test]
+    fn container_tab_shows_the_sets_namespaces_and_ipc() {
+        let mut a = app("sysv_ipc");
+        key(&mut a, KeyCode::Char('7'));
+        assert_eq!(a.tab, Tab::Container);
+        let l = a.dump.container_lines().to_vec();
+        assert!(l.iter().any(|x| x.contains("1 shm, 1 sem, 1 msg")), "{l:#?}");
+        // Find moves the view to the line.
+        a.prompt = Some(Prompt {
+            kind: PromptKind::Search,
+            input: "0x00003333".into(),
+        });
+        key(&mut a, KeyCode::Enter);
+        assert!(l[a.container.top].contains("0x00003333"), "{:?}", l[a.container.top]);
+    }
+
+    #[test]
     fn tab_cycles_tree_then_every_tab() {
         let mut a = app("proctree");
         assert_eq!(a.focus, Focus::Tree);
         let mut seen = vec![];
-        for _ in 0..7 {
+        for _ in 0..Tab::ALL.len() {
             key(&mut a, KeyCode::Tab);
             assert_eq!(a.focus, Focus::Detail);
             seen.push(a.tab);

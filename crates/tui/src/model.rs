@@ -252,6 +252,7 @@ pub struct Dump {
     remaps: OnceCell<HashMap<u32, String>>,
     shms: RefCell<HashMap<u64, Result<Arc<Shm>, String>>>,
     details: RefCell<HashMap<u32, Rc<ProcDetail>>>,
+    container: OnceCell<Vec<String>>,
 }
 
 fn state_letter(s: u32) -> &'static str {
@@ -265,6 +266,11 @@ fn state_letter(s: u32) -> &'static str {
 }
 
 impl Dump {
+    /// The set-wide container text (tabs::container), built on first use.
+    pub fn container_lines(&self) -> &[String] {
+        self.container.get_or_init(|| crate::tabs::container::lines(&self.set))
+    }
+
     /// Open a dump: reads inventory, pstree and every process's core image (for comm and state).
     pub fn open(dir: impl AsRef<Path>) -> Result<Dump, ImageError> {
         let set = ImageSet::open(dir.as_ref())?;
@@ -344,6 +350,7 @@ impl Dump {
             remaps: OnceCell::new(),
             shms: RefCell::new(HashMap::new()),
             details: RefCell::new(HashMap::new()),
+            container: OnceCell::new(),
         })
     }
 

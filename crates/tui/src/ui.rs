@@ -220,6 +220,7 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &mut App) {
         Tab::Memory => tabs::memory::draw(f, body, &app.dump, &det, &mut app.mem),
         Tab::Regs => tabs::regs::draw(f, body, &det, &mut app.regs),
         Tab::Creds => tabs::creds::draw(f, body, &det, &mut app.creds),
+        Tab::Container => tabs::container::draw(f, body, app.dump.container_lines(), &mut app.container),
         Tab::Raw => {
             if app.raw.target.is_none() {
                 let t = app.context_target();
@@ -233,12 +234,13 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &mut App) {
 /// Key hints for what has the focus.
 fn hints(app: &App) -> &'static str {
     match (app.focus, app.tab) {
-        (Focus::Tree, _) => "↑↓/jk process  Enter open  Tab next  1-7 tab  / find  s ids  ? help  q quit",
+        (Focus::Tree, _) => "↑↓/jk process  Enter open  Tab next  1-8 tab  / find  s ids  ? help  q quit",
         (_, Tab::Mappings) => "↑↓ mapping  Enter memory  ←→ tab  / find  Esc tree  ? help  q quit",
         (_, Tab::Files) | (_, Tab::Sockets) => "↑↓ select  Enter raw entry  ←→ tab  / find  Esc tree  ? help",
         (_, Tab::Memory) => "hjkl move  [ ] mapping  g goto  / find  n next  Enter raw  Esc tree",
         (_, Tab::Regs) | (_, Tab::Creds) => "↑↓ scroll  t thread  Enter raw  ←→ tab  / find  Esc tree",
         (_, Tab::Raw) => "↑↓ PgUp PgDn scroll  ←→ tab  / find  Esc tree  ? help  q quit",
+        (_, Tab::Container) => "↑↓ PgUp PgDn scroll (the whole tree's)  ←→ tab  / find  Esc tree  ? help",
     }
 }
 
@@ -266,7 +268,7 @@ const HELP: &[(&str, &str)] = &[
     ("↑↓ j k", "move: process, row, line (memory: row)"),
     ("←→ h l", "previous / next tab (memory: byte)"),
     ("Tab S-Tab", "tree → each tab → tree"),
-    ("1 … 7", "Maps Files Sockets Memory Regs Creds Raw"),
+    ("1 … 8", "Maps Files Sockets Memory Regs Creds NS Raw"),
     ("Enter", "drill in: process → tabs, mapping →"),
     ("", "memory; file, socket, page → raw entry"),
     ("Esc", "back to the tree; cancel a search"),

@@ -2,6 +2,8 @@
 //!
 //! * no other option: the mappings, with how much of each the dump holds;
 //! * `--addr A [--len N]`: the bytes at A, as `hexdump -C` (default), `--raw` or `--hex`;
+//! * `--shm ID [--addr OFF --len N]`: the contents of SysV shm segment ID (its offsets; all of it
+//!   without `--addr`), attached by a process or not;
 //! * `--search TEXT | --regex RE | --bytes HEX`: every match, with its mapping and the bytes around it,
 //!   narrowed with `--prot`, `--range` and `--kind`; `--json` prints JSON Lines (one object per match,
 //!   then a summary). Without `--pid` every process is searched and each line starts with the pid.
@@ -46,12 +48,17 @@ impl From<Kind> for VmaKind {
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("pattern").args(["search", "regex", "bytes"])))]
 #[command(group(ArgGroup::new("format").args(["raw", "hex"])))]
+#[command(group(ArgGroup::new("at").args(["addr", "shm"]).multiple(true)))]
 pub struct MemArgs {
     /// Image directory
     pub dir: PathBuf,
     /// Process (or thread). Without it, a search goes through every process
-    #[arg(long, required_unless_present_any = ["search", "regex", "bytes"])]
+    #[arg(long, required_unless_present_any = ["search", "regex", "bytes", "shm"])]
     pub pid: Option<u32>,
+    /// A SysV shm segment (its id, as `crit x DIR ipc` lists it) instead of a process: --addr is an
+    /// offset in it
+    #[arg(long, conflicts_with_all = ["pid", "pattern"])]
+    pub shm: Option<u32>,
     /// Address to read (hex with 0x, or decimal)
     #[arg(long, value_parser = parse_addr, conflicts_with = "pattern")]
     pub addr: Option<u64>,
@@ -59,10 +66,10 @@ pub struct MemArgs {
     #[arg(long, default_value_t = 256, requires = "addr")]
     pub len: usize,
     /// Write the bytes as they are
-    #[arg(long, requires = "addr")]
+    #[arg(long, requires = "at")]
     pub raw: bool,
     /// Write the bytes as plain hex, 32 a line
-    #[arg(long, requires = "addr")]
+    #[arg(long, requires = "at")]
     pub hex: bool,
     /// Search for this text
     #[arg(long)]
@@ -164,6 +171,23 @@ pub fn run(a: &MemArgs) -> Result<()> {
 /// [`run`] on the image directory `dir` (`a.dir`, or the images of the archive `a.dir`).
 fn run_in(a: &MemArgs, dir: &std::path::Path) -> Result<()> {
     let set = ImageSet::open(dir)?;
+    if let Some(id) = a.shm {
+        let (_, seg) = crate::memory::shm_segment(&set, id)?;
+        let (off, len) = match a.addr {
+            Some(off) => (off, a.len),
+            None => (0, seg.len()),
+        };
+        let end = off
+            .checked_add(len as u64)
+            .filter(|&e| e <= seg.len() as u64)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "shm segment {id}: {off:#x} + {len} is past its end ({} bytes)",
+                    seg.len()
+                )
+            })?;
+        return put_bytes(&seg[off as usize..end as usize], a, off);
+    }
     if let Some(pid) = a.pid {
         let mem = Memory::open(&set, pid)?;
         if let Some(addr) = a.addr {
@@ -276,8 +300,13 @@ fn run_in(a: &MemArgs, dir: &std::path::Path) -> Result<()> {
 /// `--addr`: the bytes as hexdump -C, raw or hex.
 fn read(mem: &Memory, a: &MemArgs, addr: u64) -> Result<()> {
     let data = mem.read(addr, a.len)?;
+    put_bytes(&data, a, addr)
+}
+
+/// `data` (read at `addr`) as --raw, --hex or hexdump -C says.
+fn put_bytes(data: &[u8], a: &MemArgs, addr: u64) -> Result<()> {
     if a.raw {
-        return write_output(None, &data);
+        return write_output(None, data);
     }
     let text = if a.hex {
         let mut s = String::with_capacity(data.len() * 2 + data.len() / 16);
@@ -289,7 +318,7 @@ fn read(mem: &Memory, a: &MemArgs, addr: u64) -> Result<()> {
         }
         s
     } else {
-        hexdump(&data, addr)
+        hexdump(data, addr)
     };
     write_output(None, text.as_bytes())
 }

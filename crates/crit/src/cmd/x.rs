@@ -62,6 +62,8 @@ pub enum What {
     Ipc,
     /// cgroups: each task's set, each set's cgroups, the cgroups dumped with their settings
     Cg,
+    /// Mount trees of the tree's mount namespaces (mountpoints-ID.img): parents, file systems, options, sharing
+    Mnt,
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +138,7 @@ pub fn explore_text(set: &ImageSet, what: What, as_json: bool, pid: Option<u32>)
         What::Ns => show!(ns::build(set)?, |d: &Vec<_>| ns::render(d)),
         What::Ipc => show!(ns::build_ipc(set)?, |d: &Vec<_>| ns::render_ipc(d)),
         What::Cg => show!(cg::build(set)?, cg::render),
+        What::Mnt => show!(ns::build_mnt(set)?, |d: &Vec<_>| ns::render_mnt(d)),
     })
 }
 

@@ -83,10 +83,34 @@ pub fn build(set: &ImageSet) -> Result<Vec<Namespace>> {
                 format!("{} shm, {} sem, {} msg", c("shm")?, c("sem")?, c("msg")?)
             }
             "pid" => "init: the tree's root".into(),
+            "user" => {
+                let e: pb::UsernsEntry = set.one(&format!("userns-{}.img", n.id), "USERNS")?;
+                format!("uid_map {} gid_map {}", extents(&e.uid_map), extents(&e.gid_map))
+            }
+            "time" => {
+                let e: pb::TimensEntry = set.one(&format!("timens-{}.img", n.id), "TIMENS")?;
+                format!(
+                    "monotonic {}.{:09} boottime {}.{:09} (at dump)",
+                    e.monotonic.tv_sec, e.monotonic.tv_nsec, e.boottime.tv_sec, e.boottime.tv_nsec
+                )
+            }
+            "mnt" => format!("{} mounts", decode(set, &format!("mountpoints-{}.img", n.id))?.len()),
+            "net" => format!("{} devices", decode(set, &format!("netdev-{}.img", n.id))?.len()),
             _ => String::new(),
         };
     }
     Ok(out)
+}
+
+/// A uid/gid map as /proc/PID/uid_map lists it, one extent per "inside:outside:count".
+fn extents(m: &[pb::UidGidExtent]) -> String {
+    if m.is_empty() {
+        return "(none)".into();
+    }
+    m.iter()
+        .map(|e| format!("{}:{}:{}", e.first, e.lower_first, e.count))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn render(ns: &[Namespace]) -> String {
@@ -239,6 +263,148 @@ pub fn render_ipc(objs: &[IpcObject]) -> String {
     }
     if objs.is_empty() {
         return "no SysV IPC objects (no IPC namespace of the tree's own)\n".into();
+    }
+    t.render()
+}
+
+/// One mount of a mount namespace's tree, as mountpoints-ID.img holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    /// The mount namespace's id.
+    pub ns: u32,
+    pub mnt_id: u32,
+    pub parent: u32,
+    /// Depth below the namespace's root mount (0: the root).
+    pub depth: usize,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub source: String,
+    /// The directory of its file system that is mounted (a bind mount's source inside it).
+    pub root: String,
+    /// Per-mount flags (MS_*), in mount(8)'s words.
+    pub flags: Vec<String>,
+    pub options: String,
+    /// "shared:N", "master:N", "external KEY", "deleted".
+    pub sharing: Vec<String>,
+}
+
+const MS_FLAGS: [(u32, &str); 9] = [
+    (1, "ro"),
+    (2, "nosuid"),
+    (4, "nodev"),
+    (8, "noexec"),
+    (16, "sync"),
+    (1 << 10, "noatime"),
+    (1 << 11, "nodiratime"),
+    (1 << 21, "relatime"),
+    (1 << 24, "strictatime"),
+];
+
+fn fstype_name(t: u32, fsname: Option<&str>) -> String {
+    match pb::Fstype::try_from(t as i32) {
+        Ok(pb::Fstype::Unsupported) | Err(_) => fsname.map_or_else(|| format!("fstype {t}"), str::to_string),
+        Ok(f) => f.as_str_name().to_lowercase(),
+    }
+}
+
+/// Every mount of every mount namespace of the set, in tree order (parents first, as `findmnt`).
+pub fn build_mnt(set: &ImageSet) -> Result<Vec<Mount>> {
+    let mut names: Vec<(u32, String)> = std::fs::read_dir(set.dir())
+        .map_err(|e| cryo_image::ImageError::Io {
+            file: set.dir().display().to_string(),
+            cause: e,
+        })?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let id = n.strip_prefix("mountpoints-")?.strip_suffix(".img")?.parse().ok()?;
+            Some((id, n))
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for (ns, name) in names {
+        let es: Vec<pb::MntEntry> = set.entries(&name, "MNTS")?;
+        let ids: std::collections::BTreeSet<u32> = es.iter().map(|e| e.mnt_id).collect();
+        // Roots: mounts whose parent is not in the image (the namespace's root).
+        let mut stack: Vec<(&pb::MntEntry, usize)> = es
+            .iter()
+            .filter(|e| !ids.contains(&e.parent_mnt_id) || e.parent_mnt_id == e.mnt_id)
+            .rev()
+            .map(|e| (e, 0))
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((e, depth)) = stack.pop() {
+            if !seen.insert(e.mnt_id) {
+                continue;
+            }
+            let mut sharing = Vec::new();
+            if let Some(s) = e.shared_id.filter(|&s| s != 0) {
+                sharing.push(format!("shared:{s}"));
+            }
+            if let Some(m) = e.master_id.filter(|&m| m != 0) {
+                sharing.push(format!("master:{m}"));
+            }
+            if e.ext_mount == Some(true) || e.ext_key.is_some() {
+                sharing.push(format!("external {}", e.ext_key.clone().unwrap_or_default()));
+            }
+            if e.deleted == Some(true) {
+                sharing.push("deleted".into());
+            }
+            out.push(Mount {
+                ns,
+                mnt_id: e.mnt_id,
+                parent: e.parent_mnt_id,
+                depth,
+                mountpoint: e.mountpoint.clone(),
+                fstype: fstype_name(e.fstype, e.fsname.as_deref()),
+                source: e.source.clone(),
+                root: e.root.clone(),
+                flags: MS_FLAGS
+                    .iter()
+                    .filter(|(b, _)| e.flags & b != 0)
+                    .map(|(_, n)| n.to_string())
+                    .collect(),
+                options: e.options.clone(),
+                sharing,
+            });
+            // Children in image order (the kernel's), pushed reversed so the first comes out first.
+            let kids: Vec<&pb::MntEntry> = es
+                .iter()
+                .filter(|c| c.parent_mnt_id == e.mnt_id && c.mnt_id != e.mnt_id)
+                .collect();
+            stack.extend(kids.into_iter().rev().map(|c| (c, depth + 1)));
+        }
+    }
+    Ok(out)
+}
+
+pub fn render_mnt(ms: &[Mount]) -> String {
+    let mut t = Table::new(&[
+        ("NS", Align::Right),
+        ("ID", Align::Right),
+        ("PARENT", Align::Right),
+        ("MOUNTPOINT", Align::Left),
+        ("FSTYPE", Align::Left),
+        ("SOURCE", Align::Left),
+        ("ROOT", Align::Left),
+        ("FLAGS", Align::Left),
+        ("OPTIONS", Align::Left),
+        ("", Align::Left),
+    ]);
+    for m in ms {
+        t.row(vec![
+            m.ns.to_string(),
+            m.mnt_id.to_string(),
+            m.parent.to_string(),
+            format!("{}{}", "  ".repeat(m.depth), m.mountpoint),
+            m.fstype.clone(),
+            m.source.clone(),
+            m.root.clone(),
+            m.flags.join(","),
+            m.options.clone(),
+            m.sharing.join(" "),
+        ]);
     }
     t.render()
 }

@@ -380,6 +380,54 @@ fn mem_reads_memfd_and_shared_anon_from_shmem_pagemaps() {
         .find(|r| r["name"] == "[sysv shm 0]")
         .unwrap();
     assert_eq!(shm["dumped"], 64 << 10);
+    // --shm reads the segment itself, attached or not: the same bytes as its attachment.
+    let run = |args: &[&str]| {
+        let o = crit().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let seg = run(&["mem", &images("sysv_ipc"), "--shm", "0", "--raw"]);
+    assert_eq!(seg.len(), 65536);
+    let at = run(&[
+        "mem",
+        &images("sysv_ipc"),
+        "--pid",
+        "12036",
+        "--addr",
+        "0x7f28961d9000",
+        "--len",
+        "65536",
+        "--raw",
+    ]);
+    assert!(seg == at, "segment 0 differs from its attachment");
+    let part = run(&[
+        "mem",
+        &images("sysv_ipc"),
+        "--shm",
+        "0",
+        "--addr",
+        "0x10",
+        "--len",
+        "16",
+        "--hex",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&part).trim(),
+        seg[16..32].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let e = fails(&["mem", &images("sysv_ipc"), "--shm", "7"]);
+    assert!(e.contains("no SysV shm segment 7"), "{e}");
+    let e = fails(&[
+        "mem",
+        &images("sysv_ipc"),
+        "--shm",
+        "0",
+        "--addr",
+        "0xfff0",
+        "--len",
+        "32",
+    ]);
+    assert!(e.contains("past its end (65536 bytes)"), "{e}");
 }
 
 /// threads4's workers fill 64 KiB heap blocks with fill_pattern(.., 100 + id): search for the first

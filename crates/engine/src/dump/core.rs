@@ -289,8 +289,17 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
                     *tid = ctx.vpid(*tid);
                 }
             }
+            // In a user namespace of its own: as the namespace sees it.
+            if let (Some(u), Some(l)) = (&ctx.ns.user, tc.loginuid.as_mut()) {
+                *l = u.inside_uid(*l);
+            }
             tc
         });
+        let mut thc = thread_core(&facts, leader);
+        if let (Some(u), Some(c)) = (&ctx.ns.user, thc.creds.as_mut()) {
+            u.creds_inside(c)
+                .map_err(|what| DumpError::Refused { pid: tid, what })?;
+        }
         let core_e = pb::CoreEntry {
             mtype: pb::core_entry::March::X8664 as i32,
             thread_info: Some(pb::ThreadInfoX86 {
@@ -303,7 +312,7 @@ pub(super) fn write_cores(ctx: &mut DumpCtx, p: &FrozenProc, f: &ProcFacts, insi
             ids: None,
             thread_core: Some(pb::ThreadCoreEntry {
                 cg_set: Some(ctx.cg.set_of(tid)),
-                ..thread_core(&facts, leader)
+                ..thc
             }),
             ..Default::default()
         };

@@ -842,6 +842,24 @@ fn dump_mnt_net(ctx: &mut DumpCtx, root: i32) -> Result<()> {
     Ok(())
 }
 
+/// In a user namespace of its own, the owners the file images record are
+/// the namespace's ids (CRIU's `userns_uid()`): ghost files, memfd inodes,
+/// terminals.
+fn files_ids_inside(files: &mut FileTable, u: &crate::state::userns::UserNs) {
+    for (_, g, _) in files.ghosts.iter_mut() {
+        g.uid = u.inside_uid(g.uid);
+        g.gid = u.inside_gid(g.gid);
+    }
+    for m in files.shmem.iter_mut() {
+        m.entry.uid = u.inside_uid(m.entry.uid);
+        m.entry.gid = u.inside_gid(m.entry.gid);
+    }
+    for t in files.tty_infos.values_mut() {
+        t.uid = t.uid.map(|v| u.inside_uid(v));
+        t.gid = t.gid.map(|v| u.inside_gid(v));
+    }
+}
+
 /// Refusals that need no freezing (namespaces); more come per process.
 fn precheck(pid: i32) -> Result<()> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -1764,6 +1782,9 @@ fn finish_images(all: Vec<ImageWriter>) -> Result<()> {
 /// files.img and its side images, pstree, seccomp, timens.
 fn write_shared(ctx: &mut DumpCtx) -> Result<()> {
     pidns_refusals(ctx)?;
+    if let Some(u) = &ctx.ns.user {
+        files_ids_inside(&mut ctx.files, u);
+    }
     let entries: Vec<pb::FileEntry> = ctx.files.entries().cloned().collect();
     let path = ctx.out.path("files.img");
     let w = write_image(&path, "FILES", &entries)?;

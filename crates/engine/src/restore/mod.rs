@@ -237,6 +237,9 @@ pub struct TaskEnv {
     /// The tree's root is forked by an init of cryo's, pid 1 of a new pid
     /// namespace (`--new-pidns` with a root whose pid is not 1).
     pub init: bool,
+    /// The first task is forked by an intermediate in the tree's user
+    /// namespace, into a pid namespace made there (state::ns::holder).
+    pub user_from_start: bool,
     /// The cgroups each task joins right after its clone (state::cgroup).
     pub cg: crate::state::cgroup::Join,
     /// The root unshares its cgroup namespace (the tree has one of its own).
@@ -281,6 +284,9 @@ pub struct RestoreCtx {
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
+    /// The user namespace made by the holder (state::ns::holder), until it
+    /// is put out of the tree's fd numbers.
+    user_ns: Option<std::fs::File>,
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -321,6 +327,7 @@ impl RestoreCtx {
             mnt_tree: None,
             net_plan: None,
             ns_holders: Vec::new(),
+            user_ns: None,
             root_host: None,
             tcp: None,
             cg: None,
@@ -393,7 +400,7 @@ impl RestoreCtx {
                 "the images hold file locks: restore them with --file-locks",
             ));
         }
-        if let Some(w) = clock_warning(&plan) {
+        if let Some(w) = clock_warning(&plan).filter(|_| plan.ns.time.is_none()) {
             eprintln!("cryo restore: warning: {w}");
         }
         mark("validated");
@@ -497,10 +504,23 @@ impl RestoreCtx {
         use crate::state::ns::Kind;
         use crate::state::{mnt, netns};
         use std::os::fd::AsRawFd;
+        // A user namespace (and those it owns) or a time namespace: made by
+        // a holder process first.
+        let made = if crate::state::ns::holder::needed(&plan.ns) {
+            crate::state::ns::holder::make(&plan.ns).map_err(|e| prep("namespaces", e))?
+        } else {
+            crate::state::ns::holder::Made::default()
+        };
         let mut net = None;
         if let Some(p) = &self.net_plan {
-            let n = netns::make_ns(p, &self.opts.dir, &self.opts.veth_pairs, std::process::id())
-                .map_err(|e| prep("network namespace", e))?;
+            let n = netns::make_ns(
+                p,
+                &self.opts.dir,
+                &self.opts.veth_pairs,
+                std::process::id(),
+                made.net.as_ref(),
+            )
+            .map_err(|e| prep("network namespace", e))?;
             net = Some(n.fd);
         }
         let mut m = None;
@@ -512,6 +532,7 @@ impl RestoreCtx {
                 &self.opts.mnt,
                 &|x| late && x.kind == mnt::MountKind::Fresh && x.fstype == cryo_image::pb::Fstype::Proc as u32,
                 net.as_ref(),
+                made.mnt.as_ref(),
             )
             .map_err(|e| prep("mount namespace", e))?;
             if late {
@@ -528,6 +549,11 @@ impl RestoreCtx {
             plan.ns.enter.push((Kind::Mnt, f.as_raw_fd()));
             self.ns_holders.push(f);
         }
+        for (k, f) in made.enter {
+            plan.ns.enter.push((k, f.as_raw_fd()));
+            self.ns_holders.push(f);
+        }
+        self.user_ns = made.user;
         Ok(m)
     }
 
@@ -588,6 +614,10 @@ impl RestoreCtx {
         {
             e.1 = self.keep(OwnedFd::from(h), base)?;
         }
+        if let Some(u) = self.user_ns.take() {
+            plan.ns.user_fd = Some(self.keep(OwnedFd::from(u), base)?);
+        }
+        let user_from_start = crate::state::ns::holder::user_from_start(&plan.ns);
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -731,6 +761,7 @@ impl RestoreCtx {
             cg: join,
             cgns,
             lazy,
+            user_from_start,
         });
         Ok(())
     }

@@ -238,6 +238,9 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         task_ids.push((p.pid, set.ids(p.pid as u32)?));
     }
     let ns = crate::state::ns::describe(&set, inv.root_ids.as_ref(), &task_ids)?;
+    if let Some(u) = &ns.user {
+        check_user_ids(&set, &procs, u)?;
+    }
     // Sessions and groups whose leader is not in the tree get helper tasks
     // (see [`helpers`], planned with the caller's options).
     // The files against the whole tree (epoll targets, pidfd holders, file
@@ -277,6 +280,46 @@ pub fn build(dir: &std::path::Path) -> Result<Plan, PlanError> {
         helpers: Vec::new(),
         ns,
     })
+}
+
+/// In a user namespace of its own: every id of every thread's credentials
+/// (the namespace's) and every set loginuid must be mapped, or the restore
+/// could not apply them.
+fn check_user_ids(set: &ImageSet, procs: &[Proc], u: &crate::state::userns::UserNs) -> Result<(), PlanError> {
+    for p in procs.iter().filter(|p| p.state != TASK_DEAD) {
+        for t in &p.threads {
+            let Some(c) = &t.creds else { continue };
+            let e = pb::CredsEntry {
+                uid: c.uid,
+                euid: c.euid,
+                suid: c.suid,
+                fsuid: c.fsuid,
+                gid: c.gid,
+                egid: c.egid,
+                sgid: c.sgid,
+                fsgid: c.fsgid,
+                groups: c.groups[..(c.ngroups as usize).min(c.groups.len())].to_vec(),
+                ..Default::default()
+            };
+            u.check_creds(&e).map_err(|what| {
+                unsupported(
+                    set.path(&format!("core-{}.img", t.tid)).display().to_string(),
+                    t.tid,
+                    format!("credentials: {what} (refused before creating any task)"),
+                )
+            })?;
+        }
+        if let Some(l) = p.loginuid.filter(|&l| l != LOGINUID_UNSET) {
+            u.outside_uid(l).map_err(|what| {
+                unsupported(
+                    set.path(&format!("core-{}.img", p.pid)).display().to_string(),
+                    p.pid,
+                    format!("loginuid: {what}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The tree as the files see it.
@@ -729,12 +772,10 @@ fn read_timens(set: &ImageSet, listing: &[String]) -> Result<Option<[(u64, u64);
         .iter()
         .filter(|n| n.starts_with("timens-") && n.ends_with(".img"))
     {
+        // timens-ID.img with ID > 0 is a time namespace of the tree:
+        // state::ns reads the one its tasks are in.
         if name != "timens-0.img" {
-            return Err(bad_set(
-                set.path(name).display().to_string(),
-                "a time namespace of the dumped tree: namespaces are not restored by cryo yet \
-                       (refused before creating any task)",
-            ));
+            continue;
         }
     }
     if !set.has("timens-0.img") {

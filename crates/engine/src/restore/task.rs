@@ -267,13 +267,69 @@ pub(crate) fn fork_in_ns(env: &TaskEnv, me: i32) -> Result<i32, TaskError> {
             root.pid
         )));
     }
+    if env.user_from_start {
+        return fork_in_user_ns(env, me);
+    }
+    let flags = env.ns_flags;
     // set_tid [1]: the pid inside the new namespace.
-    match super::fork_retry_flags(1, env.pid_wait, false, env.ns_flags)
-        .map_err(|e| TaskError(format!("clone3 into new namespaces (flags {:#x}): {e}", env.ns_flags)))?
-    {
+    let forked = super::fork_retry_flags(1, env.pid_wait, false, flags);
+    match forked.map_err(|e| TaskError(format!("clone3 into new namespaces (flags {flags:#x}): {e}")))? {
         Forked::Child if env.init => init_main(env, me),
         Forked::Child => task_main(env, root, me, None, None),
         Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+/// [`fork_in_ns`] for a tree in a user namespace of its own with a pid
+/// namespace of its own: an intermediate enters the user namespace, unshares
+/// the pid namespace (and the other clone flags) there, and forks the root
+/// as its pid 1 with CLONE_PARENT (cryo's child), then reports its pid and
+/// exits. Returns the root's pid (the engine's view).
+fn fork_in_user_ns(env: &TaskEnv, me: i32) -> Result<i32, TaskError> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ("pipe", std::io::Error::from(e)))?;
+    let root = env.plan.root();
+    match rsys::fork_with_flags(0).map_err(|e| TaskError(format!("fork of the user namespace entrant: {e}")))? {
+        Forked::Child => {
+            drop(rd);
+            let r = (|| -> Result<Forked, TaskError> {
+                rsys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64, 0, 0, 0)
+                    .map_err(|e| ("PR_SET_PDEATHSIG", e))?;
+                let fd = env
+                    .plan
+                    .ns
+                    .user_fd
+                    .ok_or_else(|| TaskError("no user namespace fd (engine bug)".into()))?;
+                let ns = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+                    .map_err(|e| TaskError(format!("the restored user namespace (fd {fd}): {e}")))?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                    .map_err(|e| TaskError(format!("setns into the restored user namespace: {e}")))?;
+                let flags = env.ns_flags as i32;
+                nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags))
+                    .map_err(|e| TaskError(format!("unshare {flags:#x} in the restored user namespace: {e}")))?;
+                super::fork_retry(1, env.pid_wait, true)
+                    .map_err(|e| TaskError(format!("clone3 of pid 1 in the restored pid namespace: {e}")))
+            })();
+            match r {
+                Ok(Forked::Child) => task_main(env, root, me, None, None),
+                Ok(Forked::Parent(pid)) => {
+                    let _ = rsys::write_fd(std::os::fd::AsRawFd::as_raw_fd(&wr), &pid.to_ne_bytes());
+                    rsys::exit_now(0)
+                }
+                Err(e) => die(env, root.pid, e),
+            }
+        }
+        Forked::Parent(entrant) => {
+            drop(wr);
+            let mut b = [0u8; 4];
+            let n = rsys::read_fd(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap_or(0);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(entrant), None);
+            if n != 4 {
+                return Err(TaskError(
+                    "the user namespace entrant failed before forking the root".into(),
+                ));
+            }
+            Ok(i32::from_ne_bytes(b))
+        }
     }
 }
 
@@ -299,7 +355,7 @@ fn init_run(env: &TaskEnv, _parent: i32) -> Result<Never, TaskError> {
     if nix::unistd::getppid().as_raw() != 0 {
         return Err(TaskError("parent died during restore".into()));
     }
-    env.plan.ns.apply().map_err(TaskError)?;
+    env.plan.ns.apply(env.user_from_start).map_err(TaskError)?;
     let _ = nix::sys::prctl::set_name(c"cryo-init");
     let mut helpers = Vec::new();
     fork_items(env, 0, 1, &mut helpers, None)?;
@@ -394,7 +450,7 @@ fn run(
         .map_err(TaskError)?;
     if is_root && !env.init && (env.ns_flags != 0 || !env.plan.ns.enter.is_empty()) {
         // In its new namespaces, before anything else.
-        env.plan.ns.apply().map_err(TaskError)?;
+        env.plan.ns.apply(env.user_from_start).map_err(TaskError)?;
     }
     if p.sid == p.pid && !(is_root && env.shell_job) {
         nix::unistd::setsid().map_err(|e| TaskError::from(("setsid", std::io::Error::from(e))))?;
@@ -500,7 +556,17 @@ fn run(
         rsys::rt_sigaction(sig, sa).map_err(|e| TaskError(format!("sigaction for signal {sig}: {e}")))?;
     }
 
-    if let Some(want) = p.loginuid {
+    if let Some(mut want) = p.loginuid {
+        // In a user namespace of its own the image holds the namespace's id.
+        if let Some(u) = env
+            .plan
+            .ns
+            .user
+            .as_ref()
+            .filter(|_| want != super::plan::LOGINUID_UNSET)
+        {
+            want = u.outside_uid(want).map_err(|e| TaskError(format!("loginuid: {e}")))?;
+        }
         restore_loginuid(p.pid, want)?;
     }
     // membarrier() registrations belong to the mm, which the restorer and
@@ -536,6 +602,15 @@ fn run(
     // The children sharing this fd table are done with the pool first.
     if let Some(w) = &fdt {
         w.wait(env)?;
+    }
+    // The tree's own user namespace, last of the namespaces: its children
+    // are forked (set_tid needs cryo's privileges over every pid namespace
+    // level), its loginuid set; the restorer applies its credentials in it.
+    if let Some(fd) = env.plan.ns.user_fd.filter(|_| !env.user_from_start) {
+        let ns = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+            .map_err(|e| TaskError(format!("the restored user namespace (fd {fd}): {e}")))?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| TaskError(format!("setns into the restored user namespace: {e}")))?;
     }
     if p.shares_parent_fds {
         // The parent sets the table up; the exe fd it keeps (the same file,

@@ -991,12 +991,15 @@ pub struct MntNs {
 
 /// Make a new mount namespace (on a scoped thread that unshares
 /// CLONE_FS|CLONE_NEWNS), rebuild the tree in it and pivot_root to its root.
+/// With `into`, the namespace exists already (made in the tree's user
+/// namespace, see state::ns::holder): the thread enters it instead.
 pub fn make_ns(
     tree: &MountTree,
     images: &std::path::Path,
     o: &MntRestoreOpts,
     skip: &(dyn Fn(&Mount) -> bool + Sync),
     net: Option<&std::fs::File>,
+    into: Option<&std::fs::File>,
 ) -> Result<MntNs, MntRestoreError> {
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -1010,12 +1013,25 @@ pub fn make_ns(
                     errno,
                 })?;
             }
-            unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(|errno| MntRestoreError::Sys {
-                mnt_id: tree.root().mnt_id,
-                mountpoint: "/".into(),
-                what: "unshare a mount namespace".into(),
-                errno,
-            })?;
+            let sys = |what: &str| {
+                let what = what.to_string();
+                move |errno| MntRestoreError::Sys {
+                    mnt_id: tree.root().mnt_id,
+                    mountpoint: "/".into(),
+                    what,
+                    errno,
+                }
+            };
+            match into {
+                Some(ns) => {
+                    unshare(CloneFlags::CLONE_FS).map_err(sys("unshare CLONE_FS"))?;
+                    nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+                        .map_err(sys("setns into the mount namespace made in the tree's user namespace"))?;
+                }
+                None => {
+                    unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(sys("unshare a mount namespace"))?
+                }
+            }
             let fd = std::fs::File::open("/proc/thread-self/ns/mnt").map_err(|source| MntRestoreError::Io {
                 what: "/proc/thread-self/ns/mnt".into(),
                 source,

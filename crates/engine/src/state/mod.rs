@@ -18,7 +18,9 @@ pub mod ns;
 pub mod rlimits;
 pub mod seccomp;
 pub mod sigactions;
+pub mod timens;
 pub mod timers;
+pub mod userns;
 
 /// Why a state entry of an image set cannot be restored (any kind). The
 /// caller adds the image file and the pid.

@@ -699,17 +699,26 @@ pub fn check_restore(plan: &NetPlan) -> Result<(), NetError> {
 /// names `veth_pairs` gives, in the network namespace of `outside_pid`,
 /// the engine's own in a restore), their sysctls, the addresses, routes,
 /// rules, nftables (and legacy iptables) rules, the namespace's sysctls.
+///
+/// With `into`, the namespace exists already (made in the tree's user
+/// namespace, see state::ns::holder): the thread enters it instead.
 pub fn make_ns(
     plan: &NetPlan,
     images: &Path,
     veth_pairs: &BTreeMap<String, String>,
     outside_pid: u32,
+    into: Option<&std::fs::File>,
 ) -> Result<NetNs, NetError> {
     let outside = outside_pid.to_string();
     std::thread::scope(|s| {
         s.spawn(|| -> Result<NetNs, NetError> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| io_err("unshare a network namespace")(e.into()))?;
+            match into {
+                Some(ns) => nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    io_err("setns into the network namespace made in the tree's user namespace")(e.into())
+                })?,
+                None => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| io_err("unshare a network namespace")(e.into()))?,
+            }
             let fd = std::fs::File::open("/proc/thread-self/ns/net").map_err(io_err("/proc/thread-self/ns/net"))?;
             let ns_id = plan.ns_id;
             if let Some(n) = &plan.netns {

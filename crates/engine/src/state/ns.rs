@@ -34,6 +34,7 @@
 use cryo_image::{pb, ImageSet, ImageWriter};
 use std::collections::BTreeMap;
 
+pub mod holder;
 pub mod ipc;
 
 /// A namespace kind, in the order CRIU meets them (criu/namespaces.c
@@ -105,9 +106,9 @@ impl Kind {
             // A cgroup namespace has no image of its own: its root is the
             // cgns_prefix of the sets in cgroup.img (state::cgroup), and the
             // restore's root unshares it there.
-            Kind::Pid | Kind::Ipc | Kind::Uts | Kind::Net | Kind::Mnt | Kind::Cgroup => Support::Yes,
-            Kind::User => Support::No("user namespaces are not supported yet"),
-            Kind::Time => Support::No("time namespaces are not supported yet"),
+            Kind::Pid | Kind::Ipc | Kind::Uts | Kind::Net | Kind::Mnt | Kind::User | Kind::Time | Kind::Cgroup => {
+                Support::Yes
+            }
         }
     }
 
@@ -245,6 +246,11 @@ pub struct TreeNs {
     /// With a pid namespace of its own: host pid → pid inside it, for every
     /// task and thread of the tree.
     pub vpids: BTreeMap<i32, i32>,
+    /// With a user namespace of its own: its maps (ids in the images are
+    /// the namespace's, see state/userns.rs).
+    pub user: Option<super::userns::UserNs>,
+    /// With a time namespace of its own: its offsets.
+    pub time: Option<super::timens::Offsets>,
 }
 
 impl TreeNs {
@@ -377,6 +383,24 @@ pub fn survey(pids: &[i32]) -> Result<TreeNs, NsError> {
             ),
         ));
     }
+    let user = if own.contains(&Kind::User) {
+        Some(super::userns::UserNs::read(root).map_err(|e| refused(root, format!("its user namespace: {e}")))?)
+    } else {
+        None
+    };
+    if let Some(u) = &user {
+        for &pid in pids {
+            check_mapped(pid, u)?;
+        }
+    }
+    check_owners(root, &root_ns, &mine, &own)?;
+    let time = if own.contains(&Kind::Time) {
+        let path = format!("/proc/{root}/timens_offsets");
+        let text = std::fs::read_to_string(&path).map_err(|e| refused(root, format!("{path}: {e}")))?;
+        Some(super::timens::parse_offsets(&text).map_err(|e| refused(root, format!("{path}: {e}")))?)
+    } else {
+        None
+    };
     if own.contains(&Kind::Ipc) {
         in_ns(root, Kind::Ipc, ipc::precheck).map_err(|e| match e {
             NsError::Read { pid, what, .. } => refused(pid, format!("in its IPC namespace: {what}")),
@@ -387,7 +411,86 @@ pub fn survey(pids: &[i32]) -> Result<TreeNs, NsError> {
         root: root_ns,
         own,
         vpids,
+        user,
+        time,
     })
+}
+
+/// Every id in the credentials of every thread of `pid` must be mapped in
+/// the tree's user namespace (the images hold them as it sees them).
+fn check_mapped(pid: i32, u: &super::userns::UserNs) -> Result<(), NsError> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| NsError::Read {
+        pid,
+        ns: "user",
+        what: format!("/proc/{pid}/task: {e}"),
+    })?;
+    for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        let ids = |key: &str| -> Vec<u32> {
+            st.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+                .unwrap_or_default()
+        };
+        let mut c = cryo_image::pb::CredsEntry::default();
+        if let ([a, b, c2, d], [e, f, g, h]) = (ids("Uid:").as_slice(), ids("Gid:").as_slice()) {
+            (c.uid, c.euid, c.suid, c.fsuid) = (*a, *b, *c2, *d);
+            (c.gid, c.egid, c.sgid, c.fsgid) = (*e, *f, *g, *h);
+        }
+        c.groups = ids("Groups:");
+        u.creds_inside(&mut c).map_err(|what| NsError::Refused {
+            pid: tid,
+            what: format!("{what}: its credentials cannot be restored in the namespace"),
+        })?;
+    }
+    Ok(())
+}
+
+/// The inode of the user namespace owning `root`'s namespace of kind `k`.
+fn owner_inode(root: i32, k: Kind) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/{root}/ns/{}", k.name());
+    let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let o = crate::sys::ns_owner(&f).map_err(|e| format!("{path}: NS_GET_USERNS: {e}"))?;
+    let st = std::fs::File::from(o)
+        .metadata()
+        .map_err(|e| format!("{path}: owner: {e}"))?;
+    Ok(st.ino())
+}
+
+/// Every namespace the tree has of its own must be owned by the user
+/// namespace the restore creates it in: the tree's own user namespace if it
+/// has one (the restore creates that first and the others in it), cryo's
+/// otherwise.
+fn check_owners(root: i32, root_ns: &Inodes, mine: &Inodes, own: &[Kind]) -> Result<(), NsError> {
+    let (want, whose) = if own.contains(&Kind::User) {
+        (root_ns.get(&Kind::User), "the tree's own")
+    } else {
+        (mine.get(&Kind::User), "cryo's")
+    };
+    let Some(&want) = want else {
+        return Ok(());
+    };
+    for &k in own.iter().filter(|&&k| k != Kind::User) {
+        let o = owner_inode(root, k).map_err(|what| NsError::Read {
+            pid: root,
+            ns: k.name(),
+            what,
+        })?;
+        if o != want {
+            return Err(NsError::Refused {
+                pid: root,
+                what: format!(
+                    "its {} namespace is owned by user namespace {o}, not by {whose} ({want}): a namespace \
+                     owned by another user namespace than its tree's is not supported",
+                    k.name()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A task found after the survey (forked meanwhile) must be in the tree's
@@ -482,6 +585,8 @@ pub struct NsDump {
     pub uts: Option<(u32, pb::UtsnsEntry)>,
     pub ipc: Option<(u32, ipc::IpcDump)>,
     pub pid: Option<u32>,
+    pub user: Option<(u32, pb::UsernsEntry)>,
+    pub time: Option<(u32, pb::TimensEntry)>,
 }
 
 /// Read the contents of the tree's own namespaces (the tree frozen).
@@ -499,11 +604,20 @@ pub fn dump_contents(tree: &TreeNs, root: i32, ids: &mut Numbering) -> Result<Ns
         d.uts = Some((id(ids, Kind::Uts), e));
     }
     if tree.has(Kind::Ipc) {
-        let e = in_ns(root, Kind::Ipc, ipc::dump)?;
+        let mut e = in_ns(root, Kind::Ipc, ipc::dump)?;
+        if let Some(u) = &tree.user {
+            e.ids_inside(u);
+        }
         d.ipc = Some((id(ids, Kind::Ipc), e));
     }
     if tree.has(Kind::Pid) {
         d.pid = Some(id(ids, Kind::Pid));
+    }
+    if let Some(u) = &tree.user {
+        d.user = Some((id(ids, Kind::User), u.entry()));
+    }
+    if let Some(o) = &tree.time {
+        d.time = Some((id(ids, Kind::Time), super::timens::dump(o)));
     }
     Ok(d)
 }
@@ -528,6 +642,16 @@ impl NsDump {
         if let Some((id, e)) = &self.ipc {
             out.extend(e.write(*id, &mut create)?);
         }
+        if let Some((id, e)) = &self.user {
+            let mut w = create(&format!("userns-{id}.img"), Some("USERNS"))?;
+            w.entry(e)?;
+            out.push(w);
+        }
+        if let Some((id, e)) = &self.time {
+            let mut w = create(&format!("timens-{id}.img"), Some("TIMENS"))?;
+            w.entry(e)?;
+            out.push(w);
+        }
         Ok(out)
     }
 }
@@ -549,16 +673,26 @@ pub struct NsPlan {
     /// Mounts made by the first task once in its namespaces: proc, which
     /// shows the pid namespace of whoever mounts it (mountpoint, options, MS_* flags).
     pub late_mounts: Vec<(String, String, u32)>,
+    /// The tree's own user namespace: its maps.
+    pub user: Option<super::userns::UserNs>,
+    /// The tree's own time namespace: its clocks at dump time.
+    pub time: Option<super::timens::Clocks>,
+    /// The user namespace made by the restore (held by this fd): every task
+    /// enters it last, before its credentials (see restore/task.rs).
+    pub user_fd: Option<std::os::fd::RawFd>,
 }
 
 impl NsPlan {
     /// clone3 flags of the restore's first task.
     pub fn clone_flags(&self) -> u64 {
+        // User and time namespaces are never made by clone3: the first
+        // needs its maps written from outside before the others are made
+        // in it, the second its offsets before any task is in it.
         self.own
             .iter()
             // The cgroup namespace is unshared by the root once in its
             // namespace's root cgroup (state::cgroup::Join).
-            .filter(|k| **k != Kind::Cgroup)
+            .filter(|k| !matches!(k, Kind::User | Kind::Time | Kind::Cgroup))
             .filter(|k| !self.enter.iter().any(|(e, _)| e == *k))
             .fold(0, |f, k| f | k.clone_flag())
     }
@@ -569,7 +703,9 @@ impl NsPlan {
 
     /// In the first task, in its new namespaces, before it forks anything:
     /// the hostname and domain name, the IPC namespace's sysctls and objects.
-    pub fn apply(&self) -> Result<(), String> {
+    /// `in_user_ns`: the task is in the tree's user namespace already (the
+    /// images' ids are its own), else outside it.
+    pub fn apply(&self, in_user_ns: bool) -> Result<(), String> {
         // The network namespace first (a mount of sysfs shows it), then the
         // mount namespace (setns makes its root our root and cwd).
         let files = self
@@ -603,7 +739,8 @@ impl NsPlan {
                 .map_err(|e| format!("uts namespace: domainname {:?}: {e}", u.domainname))?;
         }
         if let Some(i) = &self.ipc {
-            i.apply().map_err(|e| format!("ipc namespace: {e}"))?;
+            i.apply(self.user.as_ref().filter(|_| !in_user_ns))
+                .map_err(|e| format!("ipc namespace: {e}"))?;
         }
         Ok(())
     }
@@ -674,6 +811,24 @@ pub fn describe(
                 plan.uts = Some(e);
             }
             Kind::Ipc => plan.ipc = Some(ipc::describe(set, r)?),
+            Kind::User => {
+                let name = format!("userns-{r}.img");
+                let err = |what: String| NsError::Image {
+                    file: set.path(&name).display().to_string(),
+                    what,
+                };
+                let e: pb::UsernsEntry = set.one(&name, "USERNS").map_err(|e| err(e.to_string()))?;
+                plan.user = Some(super::userns::UserNs::from_entry(&e).map_err(|e| err(format!("entry 0: {e}")))?);
+            }
+            Kind::Time => {
+                let name = format!("timens-{r}.img");
+                let err = |what: String| NsError::Image {
+                    file: set.path(&name).display().to_string(),
+                    what,
+                };
+                let e: pb::TimensEntry = set.one(&name, "TIMENS").map_err(|e| err(e.to_string()))?;
+                plan.time = Some(super::timens::Clocks::try_from(&e).map_err(|e| err(format!("entry 0: {e}")))?);
+            }
             _ => {}
         }
     }

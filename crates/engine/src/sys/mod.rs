@@ -62,6 +62,15 @@ pub fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// NS_GET_USERNS (ioctl_ns(2)): the user namespace owning the namespace
+/// behind `ns` (an fd of /proc/PID/ns/*).
+pub fn ns_owner(ns: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: an ioctl without argument on a borrowed, open fd.
+    owned(unsafe { libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_USERNS) } as libc::c_long)
+}
+
 /// F_DUPFD_CLOEXEC: a duplicate of `fd` at the lowest free number >= `base`.
 pub fn dup_above(fd: &impl std::os::fd::AsFd, base: RawFd) -> io::Result<OwnedFd> {
     use std::os::fd::AsRawFd;

@@ -57,6 +57,29 @@ pub fn fork_with_pid_flags(pid: i32, flags: u64) -> io::Result<Forked> {
     })
 }
 
+/// fork(2) as clone3 with `flags` (no set_tid: the kernel picks the pid).
+pub fn fork_with_flags(flags: u64) -> io::Result<Forked> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
+    // here with a copy of the address space, as with fork(2).
+    let r = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    Ok(if r == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(r as i32)
+    })
+}
+
 /// rt_sigaction with the kernel layout (no libc translation).
 pub fn rt_sigaction(sig: i32, act: &KSigaction) -> io::Result<()> {
     // SAFETY: act is a valid kernel sigaction; no old action requested.
@@ -218,6 +241,49 @@ pub fn rseq_unregister() {
             return;
         }
     }
+}
+
+/// A holder of new namespaces: clone3(`flags`) of a child that (only
+/// raw, async-signal-safe syscalls) dies with its parent, unshares
+/// `unshare_flags`, writes one byte to `ready` (0, or the errno of the
+/// unshare), and waits for EOF on `hold` before it exits. The child closes
+/// `close` first (the caller's ends of the two pipes). Returns its pid.
+pub fn spawn_ns_holder(flags: u64, unshare_flags: i32, ready: i32, hold: i32, close: [i32; 2]) -> io::Result<i32> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3 (no CLONE_VM, no new stack): the child resumes
+    // here with a copy of the address space and only makes raw syscalls on
+    // scalars and a stack buffer before _exit.
+    let r = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    if r != 0 {
+        return Ok(r as i32);
+    }
+    // (The child.) Raw syscalls only, on fds it owns and a local buffer.
+    // SAFETY: scalar arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    for fd in close {
+        // SAFETY: the caller's pipe ends, copies in this child; nothing else owns them here.
+        unsafe { libc::close(fd) };
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: scalar argument.
+    if unshare_flags != 0 && unsafe { libc::unshare(unshare_flags) } != 0 {
+        b[0] = io::Error::last_os_error().raw_os_error().unwrap_or(1).clamp(1, 255) as u8;
+    }
+    // SAFETY: a one-byte local buffer.
+    unsafe { libc::write(ready, b.as_ptr().cast(), 1) };
+    // SAFETY: a one-byte local buffer.
+    while unsafe { libc::read(hold, b.as_mut_ptr().cast(), 1) } > 0 {}
+    exit_now(0)
 }
 
 /// clone3(CLONE_PARENT, set_tid = [pid]): a fork whose child's parent is the

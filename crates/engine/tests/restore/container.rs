@@ -353,8 +353,8 @@ fn container_mount_and_net_namespaces_are_rebuilt_from_the_images() {
     let plan = netns::describe(9, &devs, nse.first().cloned(), &pairs).unwrap();
     netns::check_restore(&plan).unwrap();
 
-    let m = mnt::make_ns(&tree, &dir, &o, &|_| false, None).unwrap();
-    let n = netns::make_ns(&plan, &dir, &pairs, client_pid as u32).unwrap();
+    let m = mnt::make_ns(&tree, &dir, &o, &|_| false, None, None).unwrap();
+    let n = netns::make_ns(&plan, &dir, &pairs, client_pid as u32, None).unwrap();
 
     // Inside: the mounts, the files of the tmpfs, the bind mounts.
     let out = nsenter(

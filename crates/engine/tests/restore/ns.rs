@@ -197,15 +197,204 @@ fn new_pidns_restores_a_tree_whose_pids_are_taken() {
     assert!(common::wait_gone(ppid), "cryo-init outlived the root");
 }
 
+/// Dump and restore (`-d`) the tree of `prog userns ARGS` (its root is the program's child), in a
+/// fresh namespace of the test's; returns it once the restore ended, with the root's pid.
+fn userns_round(wrap: &str, args: &str, dump_opts: &str) -> (Ns, i32) {
+    let prog = prog("userns");
+    let ns = start_and_wait(
+        &format!(
+            "{wrap} {} {args} >/dev/null 2>&1 </dev/null; while [ ! -s userns.ready ]; do sleep 0.02; done; \
+             P=$(sed 's/pid=\\([0-9]*\\).*/\\1/' userns.ready); readlink /proc/$P/ns/user > .orig-userns; \
+             cat /proc/$P/uid_map > .orig-uid-map; \
+             mkdir img; {CRYO} dump {dump_opts} -t $P -D img 2>.dump-err; echo $? > .dump-rc; \
+             while [ -e /proc/$P ]; do sleep 0.05; done; \
+             {CRYO} restore -d -D img 2>.cryo-err; echo $? > .cryo-rc",
+            prog.display()
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let root: i32 = field(&read(&ns, "userns.ready"), "pid").parse().unwrap();
+    (ns, root)
+}
+
+fn status_ids(pid: i32, key: &str) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines().find(|l| l.starts_with(key)).unwrap()[key.len()..]
+        .trim()
+        .to_string()
+}
+
+/// A tree in a user namespace of its own with explicit maps (0 → 100000 and 0 → 200000, 65536
+/// each, written to /proc/PID/uid_map by its parent), its root uid 0 inside and its child uid 1000,
+/// a file it chowned to 5:6: dumped (userns-ID.img holds the maps, the cores the ids inside, as
+/// CRIU 4.2 writes them), restored into a new user namespace with the same maps; from inside, the
+/// tree sees the same ids, maps and file owner, and cryo sees the same host ids.
+#[test]
+fn a_user_namespace_comes_back_with_its_maps_and_creds() {
+    let (ns, root) = userns_round("", "'0 100000 65536' '0 200000 65536'", "");
+    let outer = ns.outer(root).expect("restored root");
+    let child: i32 = field(&read(&ns, "userns.ready"), "child").parse().unwrap();
+    let kid = ns.outer(child).expect("restored child");
+    assert_eq!(status_ids(outer, "Uid:"), "100000\t100000\t100000\t100000");
+    assert_eq!(status_ids(outer, "Gid:"), "200000\t200000\t200000\t200000");
+    assert_eq!(status_ids(kid, "Uid:"), "101000\t101000\t101000\t101000");
+    let map = std::fs::read_to_string(format!("/proc/{outer}/uid_map")).unwrap();
+    assert_eq!(map, read(&ns, ".orig-uid-map"));
+    let user = std::fs::read_link(format!("/proc/{outer}/ns/user")).unwrap();
+    assert_ne!(
+        user,
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "not in a user namespace"
+    );
+    assert_ne!(user.to_string_lossy().trim(), read(&ns, ".orig-userns").trim());
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{kid}/ns/user")).unwrap(),
+        user,
+        "the child is in its parent's user namespace"
+    );
+    let v = ns.ask(root, "userns.verify", "gid_map=");
+    assert_eq!(
+        v.trim(),
+        "uid=0,0,0 gid=0,0,0 groups=0 file=5:6 child=1:1000 uid_map=0,100000,65536 gid_map=0,200000,65536"
+    );
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let e: cryo_image::pb::UsernsEntry = set.one("userns-9.img", "USERNS").unwrap();
+    assert_eq!(
+        (e.uid_map[0].first, e.uid_map[0].lower_first, e.uid_map[0].count),
+        (0, 100000, 65536)
+    );
+    assert_eq!(e.gid_map[0].lower_first, 200000);
+    let ids = set.ids(root as u32).unwrap();
+    assert_eq!(ids.user_ns_id, Some(9));
+    // Python crit decodes it.
+    let out = Command::new("/usr/bin/crit")
+        .args(["decode", "-i"])
+        .arg(ns.anchor("img/userns-9.img"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("100000"));
+}
+
+/// `unshare --user --map-root-user` (the rootless container's setup: root inside is the caller
+/// outside): the tree comes back in a user namespace of its own with the same one-id map.
+#[test]
+fn a_map_root_user_tree_comes_back() {
+    let (ns, root) = userns_round("unshare --user --map-root-user", "-", "");
+    let outer = ns.outer(root).expect("restored root");
+    let map = std::fs::read_to_string(format!("/proc/{outer}/uid_map")).unwrap();
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "0", "1"]);
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{outer}/ns/user")).unwrap(),
+        std::fs::read_link("/proc/self/ns/user").unwrap()
+    );
+    let v = ns.ask(root, "userns.verify", "gid_map=");
+    assert!(
+        v.starts_with("uid=0,0,0 gid=0,0,0 ") && v.contains("uid_map=0,0,1 gid_map=0,0,1"),
+        "{v}"
+    );
+}
+
+/// A container-shaped tree in a user namespace (`--map-root-user`) owning its pid, uts and ipc
+/// namespaces: the restore makes the user namespace first and the others in it; the tree is pids 1
+/// and 2 again, in namespaces other than the test's, and its uts namespace is owned by its user
+/// namespace (the hostname it set is back, set from inside).
+#[test]
+fn a_user_namespace_owning_pid_uts_ipc_comes_back() {
+    let prog = prog("pidns");
+    let ns = start_and_wait(
+        &format!(
+            "unshare --user --map-root-user --pid --uts --ipc --fork sh -c 'hostname cryo-userns && exec setsid {}' \
+             >/dev/null 2>&1 </dev/null & U=$!; \
+             while [ ! -s pidns.ready ]; do sleep 0.02; done; P=$(cat /proc/$U/task/$U/children); \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; \
+             {CRYO} restore -d -D img --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc; \
+             R=$(cat /tmp/anchor/.pidfile); nsenter -t $R -U -u hostname > .hostname 2>&1; \
+             nsenter -t $R -U sh -c 'cat /proc/self/uid_map' > .inside-map 2>&1; echo done > .done",
+            prog.display()
+        ),
+        ".done",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    // (pid 2 was hostname.)
+    assert_eq!(read(&ns, "pidns.ready").trim(), "pid=1 child=3");
+    let inner: i32 = read(&ns, ".pidfile").trim().parse().unwrap();
+    let outer = by_ns_pid(&ns, inner).expect("restored root");
+    assert!(nspid(outer).ends_with("\t1"), "{}", nspid(outer));
+    for k in ["user", "pid", "uts", "ipc"] {
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{outer}/ns/{k}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{k}")).unwrap(),
+            "{k} namespace"
+        );
+    }
+    assert_eq!(read(&ns, ".hostname").trim(), "cryo-userns");
+    assert_eq!(
+        read(&ns, ".inside-map").split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "1"]
+    );
+    let _ = std::fs::remove_file(ns.anchor("pidns.verify"));
+    assert!(common::kill(outer, libc::SIGUSR1));
+    assert_eq!(
+        ns.wait_status("pidns.verify", "alive=").trim(),
+        "pid=1 ppid=0 child=3 alive=1"
+    );
+}
+
+/// A tree in a time namespace of its own (`unshare --time`, CLOCK_MONOTONIC 10 days and
+/// CLOCK_BOOTTIME 20 days ahead): timens-ID.img holds its clocks; the restored tree is in a new
+/// time namespace whose offsets make its clocks go on from the dumped values.
+#[test]
+fn a_time_namespace_comes_back_with_its_clocks() {
+    let ns = start_and_wait(
+        &format!(
+            "unshare --time --fork --monotonic 864000 --boottime 1728000 sleep 100000 \
+             >/dev/null 2>&1 </dev/null & U=$!; \
+             while [ -z \"$(cat /proc/$U/task/$U/children)\" ]; do sleep 0.02; done; P=$(cat /proc/$U/task/$U/children); P=${{P% }}; \
+             echo $P > .root; cat /proc/$P/timens_offsets > .orig-off; \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; sleep 1; \
+             {CRYO} restore -d -D img 2>.cryo-err; echo $? > .cryo-rc"
+        ),
+        ".cryo-rc",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let root: i32 = read(&ns, ".root").trim().parse().unwrap();
+    let outer = ns.outer(root).expect("restored root");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{outer}/ns/time")).unwrap(),
+        std::fs::read_link("/proc/self/ns/time").unwrap()
+    );
+    let off = std::fs::read_to_string(format!("/proc/{outer}/timens_offsets")).unwrap();
+    let secs = |text: &str, clock: &str| -> i64 {
+        let l = text.lines().find(|l| l.starts_with(clock)).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // The clocks stood still while the tree was away (a second and more): the offsets are that
+    // much smaller.
+    for (clock, orig) in [("monotonic", 864000), ("boottime", 1728000)] {
+        let now = secs(&off, clock);
+        assert_eq!(secs(&read(&ns, ".orig-off"), clock), orig);
+        assert!(now < orig && now > orig - 60, "{clock}: {off}");
+    }
+    let set = cryo_image::ImageSet::open(ns.anchor("img")).unwrap();
+    let id = set.ids(root as u32).unwrap().time_ns_id.unwrap();
+    let e: cryo_image::pb::TimensEntry = set.one(&format!("timens-{id}.img"), "TIMENS").unwrap();
+    assert!(e.monotonic.tv_sec > 864000 && e.boottime.tv_sec > 1728000, "{e:?}");
+}
+
 /// What cannot be restored is refused at dump, naming the task and the namespace, and the tree goes
-/// on as it was: a user namespace of the tree's own, and a child in a uts namespace nested in the
+/// on as it was: a cgroup namespace of the tree's own, and a child in a uts namespace nested in the
 /// tree's.
 #[test]
 fn unsupported_and_nested_namespaces_are_refused_at_dump() {
     let ns = start_and_wait(
         &format!(
-            "unshare --user --map-root-user sleep 1000 & U=$!; \
-             while [ \"$(readlink /proc/$U/ns/user)\" = \"$(readlink /proc/self/ns/user)\" ]; do sleep 0.02; done; \
+            "unshare --cgroup sleep 1000 & U=$!; \
+             while [ \"$(readlink /proc/$U/ns/cgroup)\" = \"$(readlink /proc/self/ns/cgroup)\" ]; do sleep 0.02; done; \
              mkdir img1 img2; {CRYO} dump -t $U -D img1 2>.e1; echo $? > .r1; \
              unshare --uts sh -c 'unshare --uts sleep 1000 & exec sleep 1000' & V=$!; \
              while [ -z \"$(cat /proc/$V/task/$V/children)\" ]; do sleep 0.02; done; sleep 0.2; \
@@ -217,7 +406,7 @@ fn unsupported_and_nested_namespaces_are_refused_at_dump() {
     let e1 = read(&ns, ".e1");
     assert_ne!(read(&ns, ".r1").trim(), "0");
     assert!(
-        e1.contains("refusing to dump") && e1.contains("user namespace of its own") && e1.contains("not supported"),
+        e1.contains("refusing to dump") && e1.contains("cgroup namespace of its own") && e1.contains("not supported"),
         "{e1}"
     );
     let e2 = read(&ns, ".e2");

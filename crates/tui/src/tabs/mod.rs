@@ -1,5 +1,6 @@
 //! The tabs of the detail pane, one module each: its state, its keys and its drawing.
 
+pub mod container;
 pub mod creds;
 pub mod files;
 pub mod mappings;
@@ -17,17 +18,19 @@ pub enum Tab {
     Memory,
     Regs,
     Creds,
+    Container,
     Raw,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
         Tab::Mappings,
         Tab::Files,
         Tab::Sockets,
         Tab::Memory,
         Tab::Regs,
         Tab::Creds,
+        Tab::Container,
         Tab::Raw,
     ];
 
@@ -39,6 +42,7 @@ impl Tab {
             Tab::Memory => "Memory",
             Tab::Regs => "Regs/FPU",
             Tab::Creds => "Creds/Sig",
+            Tab::Container => "NS/Mnt/IPC",
             Tab::Raw => "Raw",
         }
     }
@@ -48,6 +52,7 @@ impl Tab {
         match self {
             Tab::Regs => "Regs",
             Tab::Creds => "Creds",
+            Tab::Container => "NS",
             t => t.title(),
         }
     }

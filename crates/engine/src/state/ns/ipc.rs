@@ -212,6 +212,23 @@ fn pad(w: &mut ImageWriter, n: usize, to: usize) -> cryo_image::Result<()> {
 }
 
 impl IpcDump {
+    /// The objects' owners and creators as the tree's user namespace sees
+    /// them (CRIU's `userns_uid()`; read by cryo in its own view).
+    pub fn ids_inside(&mut self, u: &crate::state::userns::UserNs) {
+        let descs = self
+            .shm
+            .iter_mut()
+            .map(|(e, _)| &mut e.desc)
+            .chain(self.sem.iter_mut().map(|(e, _)| &mut e.desc))
+            .chain(self.msg.iter_mut().map(|(e, _)| &mut e.desc));
+        for d in descs {
+            d.uid = u.inside_uid(d.uid);
+            d.gid = u.inside_gid(d.gid);
+            d.cuid = u.inside_uid(d.cuid);
+            d.cgid = u.inside_gid(d.cgid);
+        }
+    }
+
     /// How many pages ids [`IpcDump::write`] needs (one per segment).
     pub fn segments(&self) -> usize {
         self.shm.len()
@@ -453,7 +470,21 @@ fn write_sysctl(name: &str, v: &str) -> Result<(), String> {
 
 impl IpcNs {
     /// Create everything in the calling task's (new, empty) IPC namespace.
-    pub fn apply(&self) -> Result<(), String> {
+    ///
+    /// With the tree's user namespace `user`, the owners in the images are
+    /// the namespace's ids and are set as cryo (outside it) sees them.
+    pub fn apply(&self, user: Option<&crate::state::userns::UserNs>) -> Result<(), String> {
+        let owner = |d: &pb::IpcDescEntry| -> Result<(u32, u32), String> {
+            match user {
+                Some(u) => Ok((
+                    u.outside_uid(d.uid)
+                        .map_err(|e| format!("object {}: owner: {e}", d.id))?,
+                    u.outside_gid(d.gid)
+                        .map_err(|e| format!("object {}: group: {e}", d.id))?,
+                )),
+                None => Ok((d.uid, d.gid)),
+            }
+        };
         let v = &self.var;
         let sem: Vec<String> = v.sem_ctls.iter().map(|x| x.to_string()).collect();
         write_sysctl("kernel/sem", &sem.join(" "))?;
@@ -488,8 +519,8 @@ impl IpcNs {
             let id = with_id("shm segment", "kernel/shm_next_id", d.id, &|| {
                 sys::shm_get(d.key as i32, s.size, flags(d.mode))
             })?;
-            sys::set_owner(sys::Obj::Shm, id, d.uid, d.gid, None)
-                .map_err(|e| format!("shm segment {id}: owner: {e}"))?;
+            let (uid, gid) = owner(d)?;
+            sys::set_owner(sys::Obj::Shm, id, uid, gid, None).map_err(|e| format!("shm segment {id}: owner: {e}"))?;
             if !runs.is_empty() {
                 let mut at =
                     sys::ShmAttach::new(id, s.size, true).map_err(|e| format!("shm segment {id}: attach: {e}"))?;
@@ -507,7 +538,8 @@ impl IpcNs {
                 sys::msg_get(d.key as i32, flags(d.mode))
             })?;
             let qbytes = (q.qbytes != v.msg_ctlmnb).then_some(q.qbytes as u64);
-            sys::set_owner(sys::Obj::Msg, id, d.uid, d.gid, qbytes)
+            let (uid, gid) = owner(d)?;
+            sys::set_owner(sys::Obj::Msg, id, uid, gid, qbytes)
                 .map_err(|e| format!("message queue {id}: owner/qbytes {}: {e}", q.qbytes))?;
             for (j, (mtype, data)) in msgs.iter().enumerate() {
                 sys::msg_send(id, *mtype as i64, data).map_err(|e| format!("message queue {id}: message {j}: {e}"))?;
@@ -518,8 +550,8 @@ impl IpcNs {
             let id = with_id("semaphore set", "kernel/sem_next_id", d.id, &|| {
                 sys::sem_get(d.key as i32, s.nsems as i32, flags(d.mode))
             })?;
-            sys::set_owner(sys::Obj::Sem, id, d.uid, d.gid, None)
-                .map_err(|e| format!("semaphore set {id}: owner: {e}"))?;
+            let (uid, gid) = owner(d)?;
+            sys::set_owner(sys::Obj::Sem, id, uid, gid, None).map_err(|e| format!("semaphore set {id}: owner: {e}"))?;
             sys::sem_set_values(id, vals).map_err(|e| format!("semaphore set {id}: SETALL: {e}"))?;
         }
         // The counters as dumped (after the objects, which consume them).
