@@ -40,6 +40,9 @@ mod netsk;
 mod periodic;
 #[path = "restore/pidfds.rs"]
 mod pidfds;
+// runc 1.1 (Debian's runc) drives cryo swrk: checkpoint and restore of busybox containers.
+#[path = "restore/runc.rs"]
+mod runc;
 #[path = "restore/sockets.rs"]
 mod sockets;
 #[path = "restore/tasks.rs"]

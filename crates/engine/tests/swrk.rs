@@ -409,6 +409,90 @@ fn reap() {
     }
 }
 
+/// The parent of `pid` (/proc/PID/stat).
+fn ppid(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// rst_sibling (runc's and podman's restores): the restored root is the
+/// client's child, not cryo's, already when post-restore names it; the
+/// client waits for it. Without it the root is cryo's child.
+#[test]
+fn rst_sibling_makes_the_restored_root_the_clients_child() {
+    in_namespace("rst_sibling_makes_the_restored_root_the_clients_child");
+    if !inner() {
+        return;
+    }
+    let dir = tmp_dir("swrk-sibling");
+    let (mut child, status) = start_spin(&dir);
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    std::fs::create_dir(&img).unwrap();
+    let d = open_dir(&img);
+    let me = std::process::id() as i32;
+    for sibling in [false, true] {
+        let s = Swrk::start();
+        s.send(&pb::CriuReq {
+            opts: Some(pb::CriuOpts {
+                pid: Some(pid),
+                ..opts(&d)
+            }),
+            ..req(T::Dump)
+        });
+        let r = s.recv().unwrap();
+        assert!(r.success, "{:?}", r.cr_errmsg);
+        assert_eq!(s.finish().0, 0);
+        if sibling {
+            // Restored by the first round: ours to reap.
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(..)), "{st:?}");
+        } else {
+            child.wait().unwrap();
+        }
+        let s = Swrk::start();
+        let cryo = s.child.id() as i32;
+        s.send(&pb::CriuReq {
+            opts: Some(pb::CriuOpts {
+                notify_scripts: Some(true),
+                rst_sibling: Some(sibling),
+                ..opts(&d)
+            }),
+            ..req(T::Restore)
+        });
+        let parent = std::cell::Cell::new(0);
+        let (seen, r) = s.serve_notifications(|script| {
+            if script == "post-restore" {
+                parent.set(ppid(pid));
+            }
+            true
+        });
+        assert!(r.success, "{:?}", r.cr_errmsg);
+        assert!(
+            seen.iter().any(|(n, p)| n == "post-restore" && *p == Some(pid)),
+            "{seen:?}"
+        );
+        let want = if sibling { me } else { cryo };
+        assert_eq!(
+            parent.get(),
+            want,
+            "rst_sibling={sibling}: the restored root's parent at post-restore (client {me}, cryo {cryo})"
+        );
+        assert_eq!(s.finish().0, 0);
+        runs(pid, &status);
+        if sibling {
+            // The client's child: it reaps it.
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(..)), "{st:?}");
+        }
+    }
+}
+
 /// DUMP with leave_running and notifications (answered yes, in criu's order), the program goes on;
 /// then a plain DUMP (the program is killed) and a RESTORE with notifications: the program runs again
 /// with its pid and its counter goes on from where it was.
