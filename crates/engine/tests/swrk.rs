@@ -235,6 +235,24 @@ fn service_serves_each_connection() {
         let r = pb::CriuResp::decode(&buf[..n]).unwrap();
         assert!(r.success && r.r#type == ty as i32, "{ty:?}: {r:?}");
     }
+    // rst_sibling through the service: refused, as criu's service refuses it
+    // (the restored root would be the service's child, not the client's).
+    let sk = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    socket::connect(sk.as_raw_fd(), &socket::UnixAddr::new(&addr).unwrap()).unwrap();
+    let r = pb::CriuReq {
+        opts: Some(pb::CriuOpts {
+            images_dir: Some(dir.display().to_string()),
+            rst_sibling: Some(true),
+            ..Default::default()
+        }),
+        ..req(T::Restore)
+    };
+    socket::send(sk.as_raw_fd(), &r.encode_to_vec(), MsgFlags::MSG_NOSIGNAL).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = socket::recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    let r = pb::CriuResp::decode(&buf[..n]).unwrap();
+    assert!(!r.success, "{r:?}");
+    assert!(r.cr_errmsg.unwrap_or_default().contains("criu_opts.rst_sibling"));
     svc.kill().unwrap();
     svc.wait().unwrap();
 }

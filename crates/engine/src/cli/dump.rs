@@ -98,6 +98,7 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
         .map(|(ino, key)| ((cryo_engine::state::ns::Kind::Net, ino), key))
         .collect();
     opts.empty_net = x.empty_net;
+    opts.work_dir = a.criu.work_dir.as_ref().map(std::path::absolute).transpose()?;
     if !x.inherit.is_empty() {
         return Err(anyhow::anyhow!("--inherit-fd is an option of restore"));
     }

@@ -32,10 +32,14 @@
 //! `pre-restore`, `post-restore` with the root's pid and `pre-resume` (every
 //! task restored and waiting: on "no" the tree is killed, nothing is left),
 //! `post-resume` (the tree runs; a "no" is logged, as criu logs it).
-//! `network-lock`/`network-unlock` and `setup-namespaces` are sent by criu only
-//! for trees with their own network or other namespaces, which cryo refuses;
-//! so cryo never sends them. cryo aborts on a "no" to `pre-resume` where criu
-//! only logs it: the tree has not run yet, so the abort is clean.
+//! `network-lock`/`network-unlock` and `setup-namespaces` (criu sends them for
+//! trees with namespaces of their own) are not sent yet. cryo aborts on a "no"
+//! to `pre-resume` where criu only logs it: the tree has not run yet, so the
+//! abort is clean.
+//!
+//! `rst_sibling`: the restored root is the client's child (CLONE_PARENT), as
+//! runc and podman want their container's init. `config_file` (runc's
+//! runc.conf or `org.criu.config`) overrides the request, as in criu.
 
 use super::{check, criu};
 use anyhow::{anyhow, Context};
@@ -55,6 +59,10 @@ pub struct Args {
     /// The SOCK_SEQPACKET socket inherited from the client.
     #[arg(value_name = "FD")]
     pub fd: RawFd,
+    /// Started by `cryo service` for one connection: rst_sibling and
+    /// inherit_fd are refused (the client is not cryo's parent).
+    #[arg(long, hide = true)]
+    pub service: bool,
 }
 
 /// The version reported to VERSION requests and by `cryo --version`: the
@@ -94,6 +102,21 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
             );
             conn.send(&error_resp(ty, &msg, Some(EBADRQC)))?;
             return Err(anyhow!("{msg}"));
+        }
+        if a.service {
+            let o = req.req.opts.clone().unwrap_or_default();
+            let bad = [
+                ("rst_sibling", o.rst_sibling == Some(true)),
+                ("inherit_fd", !o.inherit_fd.is_empty()),
+            ];
+            if let Some((f, _)) = bad.iter().find(|(_, on)| *on) {
+                let msg = format!(
+                    "criu_opts.{f} is not allowed through cryo service (as in criu's service): the client is not \
+                     cryo's parent; use cryo swrk"
+                );
+                conn.send(&error_resp(ty, &msg, Some(EBADRQC)))?;
+                return Err(anyhow!("{msg}"));
+            }
         }
         let ok = serve(&conn, ty, req)?;
         if !keep_open {
@@ -395,6 +418,8 @@ fn wait_pid(pid: i32) -> pb::CriuResp {
 /// Where a DUMP/RESTORE reads and writes, and its log.
 struct Setup {
     dir: PathBuf,
+    /// criu's work directory (work_dir_fd; the images directory without it).
+    work: PathBuf,
     log: Log,
 }
 
@@ -488,7 +513,7 @@ fn setup(conn: &Conn, o: &pb::CriuOpts, ty: T) -> Result<Setup, String> {
         conn.peer,
         dir.display()
     ));
-    Ok(Setup { dir, log })
+    Ok(Setup { dir, work, log })
 }
 
 /// The criu_opts fields by what cryo does with them. Every field of
@@ -908,6 +933,7 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
         .map(|(ino, key)| ((cryo_engine::state::ns::Kind::Net, ino), key))
         .collect();
     d.empty_net = x.empty_net;
+    d.work_dir = Some(s.work.clone());
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
@@ -1014,6 +1040,7 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     r.veth_pairs = x.veths;
     r.empty_net = x.empty_net;
     r.inherit_fds = x.inherit;
+    r.work_dir = Some(s.work.clone());
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }

@@ -81,6 +81,10 @@ pub struct DumpOpts {
     /// the restore joins one given under KEY (`--inherit-fd fd[N]:KEY`)
     /// instead of making it. Network namespaces only.
     pub ext_ns: std::collections::BTreeMap<(crate::state::ns::Kind, u64), String>,
+    /// criu's work directory (-W, the RPC's work_dir_fd): stats-dump goes
+    /// there, as criu writes it (podman's `--print-stats` reads it there);
+    /// the images directory when None.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -152,6 +156,7 @@ impl DumpOpts {
             ext_mounts: Default::default(),
             empty_net: false,
             ext_ns: Default::default(),
+            work_dir: None,
         }
     }
 
@@ -1937,7 +1942,14 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     s.shpages_scanned = Some(s.shpages_scanned.unwrap_or(0));
     s.shpages_skipped_parent = Some(0);
     s.shpages_written = Some(s.shpages_written.unwrap_or(0));
-    let path = ctx.out.path("stats-dump");
+    let path = match &ctx.opts.work_dir {
+        Some(w) => {
+            let p = w.join("stats-dump");
+            ctx.out.files.push(p.clone());
+            p
+        }
+        None => ctx.out.path("stats-dump"),
+    };
     write_image(
         &path,
         "STATS",

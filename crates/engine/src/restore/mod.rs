@@ -92,6 +92,9 @@ pub struct RestoreOpts {
     /// fd[N]:KEY`): an external network namespace (netns-N.img's ext_key).
     /// The fds stay the caller's.
     pub inherit_fds: std::collections::BTreeMap<String, RawFd>,
+    /// Where stats-restore is written (criu's work directory; the images
+    /// directory when None), as criu writes it.
+    pub work_dir: Option<PathBuf>,
     /// The root becomes a child of the engine's parent (criu's
     /// `--restore-sibling`, which runc and podman use: the container's init
     /// is their child).
@@ -127,6 +130,7 @@ impl RestoreOpts {
             empty_net: false,
             inherit_fds: Default::default(),
             sibling: false,
+            work_dir: None,
         }
     }
 }
@@ -285,6 +289,8 @@ pub struct RestoreCtx {
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
+    /// Files of the images the caller hands its own fd for (`inherit_fds`): file id → fd.
+    inherit_files: Vec<(u32, RawFd)>,
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -301,6 +307,8 @@ pub struct Restored {
     /// with the time it took.
     pub phases: Vec<(String, Duration)>,
     pub total: Duration,
+    /// Pages read from the images into the tasks' memory.
+    pub pages: u64,
 }
 
 impl RestoreCtx {
@@ -322,6 +330,7 @@ impl RestoreCtx {
             net_plan: None,
             ns_holders: Vec::new(),
             root_host: None,
+            inherit_files: Vec::new(),
             tcp: None,
         }
     }
@@ -386,12 +395,24 @@ impl RestoreCtx {
             Some(NetHow::External(k, _)) => Some(k.as_str()),
             _ => None,
         };
-        if let Some((k, fd)) = self.opts.inherit_fds.iter().find(|(k, _)| Some(k.as_str()) != used) {
-            return Err(prep(
-                format!("--inherit-fd fd[{fd}]:{k}"),
-                "cryo takes inherited fds only for an external network namespace (the key of netns-N.img); \
-                 giving a task the caller's file in place of a dumped one is not supported",
-            ));
+        for (k, &fd) in self.opts.inherit_fds.iter().filter(|(k, _)| Some(k.as_str()) != used) {
+            // A pipe of the caller's in place of the dumped one (runc and
+            // podman hand the container's stdio so: the key is the dumped
+            // pipe's "pipe:[ID]", as CRIU names pipes).
+            let ids: Vec<u32> = plan
+                .files
+                .of::<files::pipe::PipeFile>()
+                .filter(|(_, p)| format!("pipe:[{}]", p.pipe_id) == *k)
+                .map(|(id, _)| id)
+                .collect();
+            if ids.is_empty() {
+                return Err(prep(
+                    format!("--inherit-fd fd[{fd}]:{k}"),
+                    "no file of the images has this key: cryo takes inherited fds for pipes (pipe:[ID]) and an \
+                     external network namespace (the key of netns-N.img) only",
+                ));
+            }
+            self.inherit_files.extend(ids.into_iter().map(|id| (id, fd)));
         }
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
@@ -450,12 +471,22 @@ impl RestoreCtx {
             let _ = std::fs::remove_file(p);
         }
         let env = self.env.as_ref().expect("env");
+        let pages = env
+            .plan
+            .procs
+            .iter()
+            .filter_map(|p| p.mm.as_ref())
+            .flat_map(|mm| &mm.pagemap.runs)
+            .filter(|r| r.offset.is_some())
+            .map(|r| r.nr_pages)
+            .sum();
         Ok(Restored {
             root: self.root_pid(),
             pids: env.plan.procs.iter().map(|p| self.host_pid(p.pid)).collect(),
             threads: env.plan.procs.iter().map(|p| p.threads.len()).sum(),
             phases,
             total: t0.elapsed(),
+            pages,
         })
     }
 
@@ -647,8 +678,19 @@ impl RestoreCtx {
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
             ctty.insert(sid, (self.keep(fd, base)?, pgrp));
         }
+        // The caller's own fds in place of dumped files (inherit_fd): a
+        // duplicate of our fd, the same open file.
+        let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
+        for &(id, fd) in &self.inherit_files.clone() {
+            let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
+                .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
+            fd_pool.insert(id, self.keep(f, base)?);
+        }
         // Every file a task uses, by its kind (the registry's).
         for id in used {
+            if fd_pool.contains_key(&id) {
+                continue;
+            }
             if plan.files.get(id).is_none() {
                 return Err(prep(format!("file id {id}"), "not in files.img (engine bug)"));
             }
@@ -1307,6 +1349,33 @@ pub fn vdso_symbols(bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
     Ok(v)
 }
 
+/// stats-restore in `dir`, as criu writes it (a STATS image with a
+/// restore_stats_entry): times in microseconds, forking_time the fork of
+/// the tree, restore_time the whole restore; cryo compares no pages and
+/// skips none for copy-on-write.
+fn write_stats(dir: &std::path::Path, r: &Restored) -> Result<(), RestoreError> {
+    use cryo_image::pb;
+    let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    let forking = r
+        .phases
+        .iter()
+        .find(|(n, _)| n == "forked")
+        .map_or(Duration::ZERO, |p| p.1);
+    let entry = pb::StatsEntry {
+        dump: None,
+        restore: Some(pb::RestoreStatsEntry {
+            pages_compared: 0,
+            pages_skipped_cow: 0,
+            forking_time: us(forking),
+            restore_time: us(r.total),
+            pages_restored: Some(r.pages),
+        }),
+    };
+    let path = dir.join("stats-restore");
+    cryo_image::write_entries(&path, "STATS", &[entry])
+        .map_err(|e| RestoreError::Sys(format!("{}: {e}", path.display())))
+}
+
 /// Restore and, unless detached, wait for the root; returns the exit code
 /// cryo should exit with. `restored` is told what was restored as soon as
 /// the tree runs (before the wait).
@@ -1314,8 +1383,13 @@ pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i3
     let detach = opts.detach;
     let sibling = opts.sibling;
     let pidfile = opts.pidfile.clone();
+    let stats_dir = opts.work_dir.clone().unwrap_or_else(|| opts.dir.clone());
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
+    // The tree runs already: a stats file that cannot be written is a warning.
+    if let Err(e) = write_stats(&stats_dir, &r) {
+        eprintln!("cryo restore: warning: {e}");
+    }
     restored(&r);
     if let Some(pf) = pidfile {
         std::fs::write(&pf, format!("{}\n", r.root))

@@ -28,7 +28,7 @@ fn runc_bin() -> &'static str {
 /// off). Until it does, each container names a CRIU configuration file
 /// (runc's `org.criu.config` annotation) saying `manage-cgroups ignore`;
 /// once cryo takes the option, the tests run with runc's default mode.
-fn cryo_manages_cgroups() -> bool {
+pub fn cryo_manages_cgroups() -> bool {
     let o = Command::new(CRYO)
         .args(["dump", "--manage-cgroups=soft", "-t", "1", "-D", "/nonexistent"])
         .output()
