@@ -235,6 +235,24 @@ fn service_serves_each_connection() {
         let r = pb::CriuResp::decode(&buf[..n]).unwrap();
         assert!(r.success && r.r#type == ty as i32, "{ty:?}: {r:?}");
     }
+    // rst_sibling through the service: refused, as criu's service refuses it
+    // (the restored root would be the service's child, not the client's).
+    let sk = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    socket::connect(sk.as_raw_fd(), &socket::UnixAddr::new(&addr).unwrap()).unwrap();
+    let r = pb::CriuReq {
+        opts: Some(pb::CriuOpts {
+            images_dir: Some(dir.display().to_string()),
+            rst_sibling: Some(true),
+            ..Default::default()
+        }),
+        ..req(T::Restore)
+    };
+    socket::send(sk.as_raw_fd(), &r.encode_to_vec(), MsgFlags::MSG_NOSIGNAL).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = socket::recv(sk.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    let r = pb::CriuResp::decode(&buf[..n]).unwrap();
+    assert!(!r.success, "{r:?}");
+    assert!(r.cr_errmsg.unwrap_or_default().contains("criu_opts.rst_sibling"));
     svc.kill().unwrap();
     svc.wait().unwrap();
 }
@@ -405,6 +423,90 @@ fn reap() {
     while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if st == nix::sys::wait::WaitStatus::StillAlive {
             break;
+        }
+    }
+}
+
+/// The parent of `pid` (/proc/PID/stat).
+fn ppid(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// rst_sibling (runc's and podman's restores): the restored root is the
+/// client's child, not cryo's, already when post-restore names it; the
+/// client waits for it. Without it the root is cryo's child.
+#[test]
+fn rst_sibling_makes_the_restored_root_the_clients_child() {
+    in_namespace("rst_sibling_makes_the_restored_root_the_clients_child");
+    if !inner() {
+        return;
+    }
+    let dir = tmp_dir("swrk-sibling");
+    let (mut child, status) = start_spin(&dir);
+    let pid = child.id() as i32;
+    let img = dir.join("img");
+    std::fs::create_dir(&img).unwrap();
+    let d = open_dir(&img);
+    let me = std::process::id() as i32;
+    for sibling in [false, true] {
+        let s = Swrk::start();
+        s.send(&pb::CriuReq {
+            opts: Some(pb::CriuOpts {
+                pid: Some(pid),
+                ..opts(&d)
+            }),
+            ..req(T::Dump)
+        });
+        let r = s.recv().unwrap();
+        assert!(r.success, "{:?}", r.cr_errmsg);
+        assert_eq!(s.finish().0, 0);
+        if sibling {
+            // Restored by the first round: ours to reap.
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(..)), "{st:?}");
+        } else {
+            child.wait().unwrap();
+        }
+        let s = Swrk::start();
+        let cryo = s.child.id() as i32;
+        s.send(&pb::CriuReq {
+            opts: Some(pb::CriuOpts {
+                notify_scripts: Some(true),
+                rst_sibling: Some(sibling),
+                ..opts(&d)
+            }),
+            ..req(T::Restore)
+        });
+        let parent = std::cell::Cell::new(0);
+        let (seen, r) = s.serve_notifications(|script| {
+            if script == "post-restore" {
+                parent.set(ppid(pid));
+            }
+            true
+        });
+        assert!(r.success, "{:?}", r.cr_errmsg);
+        assert!(
+            seen.iter().any(|(n, p)| n == "post-restore" && *p == Some(pid)),
+            "{seen:?}"
+        );
+        let want = if sibling { me } else { cryo };
+        assert_eq!(
+            parent.get(),
+            want,
+            "rst_sibling={sibling}: the restored root's parent at post-restore (client {me}, cryo {cryo})"
+        );
+        assert_eq!(s.finish().0, 0);
+        runs(pid, &status);
+        if sibling {
+            // The client's child: it reaps it.
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(..)), "{st:?}");
         }
     }
 }

@@ -145,6 +145,10 @@ pub struct Common {
     pub cgroup_props_file: Option<String>,
     #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
     pub cgroup_dump_controller: Vec<String>,
+    /// Accepted: the tree is frozen with ptrace (each task seized and
+    /// interrupted, the tree walked again until no new task appears), which
+    /// gives the frozen tree criu's cgroup freezer gives; the cgroup is
+    /// checked to exist.
     #[arg(long = "freeze-cgroup", value_name = "PATH", hide = true)]
     pub freeze_cgroup: Option<String>,
     #[arg(short = 'r', long = "root", value_name = "PATH", hide = true)]
@@ -241,6 +245,94 @@ pub struct Common {
     pub all: bool,
 }
 
+/// What a criu configuration file may set (criu(8), CONFIGURATION FILES):
+/// criu's long options without their dashes, one per line, with a value
+/// after a space (in double quotes if it holds spaces) or after `=`; `#`
+/// starts a comment. An RPC client's `config_file` (runc names
+/// /etc/criu/runc.conf, or the container's `org.criu.config` annotation)
+/// overrides the options of the request, as in criu.
+#[derive(clap::Parser, Debug, Default)]
+#[command(no_binary_name = true, args_override_self = true, disable_help_flag = true)]
+pub struct ConfigFile {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
+    #[arg(short = 'o', long = "log-file", value_name = "FILE")]
+    pub log_file: Option<String>,
+    #[arg(short = 'v', long = "verbosity", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub verbosity: Option<u8>,
+    #[arg(long = "ghost-limit", value_name = "SIZE")]
+    pub ghost_limit: Option<String>,
+    #[arg(short = 'S', long = "restore-sibling")]
+    pub restore_sibling: bool,
+    #[arg(short = 'd', long = "restore-detached")]
+    pub restore_detached: bool,
+}
+
+impl ConfigFile {
+    /// Read and parse a configuration file; errors name the file, and the
+    /// line of a statement criu's parser would reject.
+    pub fn read(path: &Path) -> Result<ConfigFile, String> {
+        use clap::Parser;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let argv = config_argv(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        ConfigFile::try_parse_from(&argv).map_err(|e| {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ");
+            format!("{}: {first}", path.display())
+        })
+    }
+}
+
+/// A configuration file's statements as command-line words, by criu's
+/// rules: `name` → `--name`; `name value` → `--name`, `value`; a value in
+/// double quotes may hold spaces (and `\"`); `#` starts a comment.
+pub fn config_argv(text: &str) -> Result<Vec<String>, String> {
+    let mut argv = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find([' ', '\t']) {
+            Some(i) => (&line[..i], line[i + 1..].trim_start()),
+            None => (line, ""),
+        };
+        argv.push(format!("--{name}"));
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        if let Some(q) = rest.strip_prefix('"') {
+            // Up to the next quote not escaped; only a comment may follow.
+            let mut end = None;
+            let b = q.as_bytes();
+            for i in 0..b.len() {
+                if b[i] == b'"' && (i == 0 || b[i - 1] != b'\\') {
+                    end = Some(i);
+                    break;
+                }
+            }
+            let Some(e) = end else {
+                return Err(format!("line {}: a value without its closing quote", n + 1));
+            };
+            let after = q[e + 1..].trim_start();
+            if !after.is_empty() && !after.starts_with('#') {
+                return Err(format!("line {}: more than one value for {name}", n + 1));
+            }
+            argv.push(q[..e].replace("\\\"", "\""));
+        } else {
+            let v = rest.split([' ', '\t']).next().unwrap_or("");
+            argv.push(v.to_string());
+        }
+    }
+    Ok(argv)
+}
+
 /// An option cryo does not honour; the message names it and says why.
 #[derive(Debug, thiserror::Error)]
 #[error("criu option {option} is not supported by cryo: {why}")]
@@ -251,8 +343,8 @@ pub struct Refused {
 
 const CGROUPS: &str =
     "cryo mounts the cgroup hierarchies itself and dumps its own list of properties (--manage-cgroups and --cgroup-root are supported)";
-const MOUNTS: &str =
-    "cryo takes external mounts and veths only (--external mnt[..]:.., veth[..]:.., --ext-mount-map, --veth-pair)";
+const MOUNTS: &str = "cryo takes external mounts, veths and network namespaces only (--external mnt[..]:.., \
+     veth[..]:.., net[..]:.., --ext-mount-map, --veth-pair, --empty-ns net)";
 const REMOTE: &str = "cryo reads and writes image directories only (no page server or streaming; lazy pages only for `cryo restore --lazy-pages` served by `cryo lazy-pages` from the images dir)";
 
 /// The external resources of criu's options: mounts (`--external
@@ -262,6 +354,12 @@ const REMOTE: &str = "cryo reads and writes image directories only (no page serv
 pub struct Externals {
     pub mounts: std::collections::BTreeMap<String, String>,
     pub veths: std::collections::BTreeMap<String, String>,
+    /// Network namespaces from outside the tree (`--external net[INODE]:KEY`): inode → key.
+    pub netns: std::collections::BTreeMap<u64, String>,
+    /// `--inherit-fd fd[N]:KEY`: key → fd.
+    pub inherit: std::collections::BTreeMap<String, i32>,
+    /// `--empty-ns net`.
+    pub empty_net: bool,
 }
 
 impl Common {
@@ -283,8 +381,31 @@ impl Common {
                     ));
                 }
                 x.veths.insert(k, v);
-            } else if e.starts_with("mnt[") || e.starts_with("veth[") {
-                return Err(format!("--external {e}: expected mnt[KEY]:VALUE or veth[IN]:OUT"));
+            } else if let Some((k, v)) = bracket(e, "net[") {
+                let ino = k
+                    .parse::<u64>()
+                    .map_err(|_| format!("--external {e}: expected net[INODE]:KEY"))?;
+                x.netns.insert(ino, v);
+            } else if e.starts_with("mnt[") || e.starts_with("veth[") || e.starts_with("net[") {
+                return Err(format!(
+                    "--external {e}: expected mnt[KEY]:VALUE, veth[IN]:OUT or net[INODE]:KEY"
+                ));
+            }
+        }
+        for i in &self.inherit_fd {
+            let parsed = i
+                .strip_prefix("fd[")
+                .and_then(|r| r.split_once("]:"))
+                .and_then(|(n, k)| Some((n.parse::<i32>().ok()?, k)));
+            let Some((fd, key)) = parsed else {
+                return Err(format!("--inherit-fd {i}: expected fd[N]:KEY"));
+            };
+            x.inherit.insert(key.to_string(), fd);
+        }
+        for n in &self.empty_ns {
+            match n.as_str() {
+                "net" => x.empty_net = true,
+                other => return Err(format!("--empty-ns {other}: only net can be made empty (as in criu)")),
             }
         }
         for m in &self.ext_mount_map {
@@ -319,24 +440,27 @@ impl Common {
         if self.config.is_some() {
             return r("--config", "cryo takes its options from the command line only");
         }
-        let cg: [(&'static str, bool); 5] = [
+        let cg: [(&'static str, bool); 4] = [
             ("--cgroup-yard", self.cgroup_yard.is_some()),
             ("--cgroup-props", self.cgroup_props.is_some()),
             ("--cgroup-props-file", self.cgroup_props_file.is_some()),
             ("--cgroup-dump-controller", !self.cgroup_dump_controller.is_empty()),
-            ("--freeze-cgroup", self.freeze_cgroup.is_some()),
         ];
-        if let Some((o, _)) = cg.iter().find(|(_, on)| *on) {
+        // With --manage-cgroups ignore criu neither dumps nor restores
+        // cgroups, and the other cgroup options do nothing (runc passes
+        // --cgroup-root on a v1 host whatever the mode).
+        let ignore = self.manage_cgroups.as_deref() == Some("ignore");
+        if let Some((o, _)) = cg.iter().find(|(_, on)| *on && !ignore) {
             return r(o, CGROUPS);
         }
         let ns: [(&'static str, bool); 8] = [
             ("--join-ns", !self.join_ns.is_empty()),
-            ("--empty-ns", !self.empty_ns.is_empty()),
+            ("--empty-ns", self.empty_ns.iter().any(|n| n != "net")),
             (
                 "--external",
                 self.external
                     .iter()
-                    .any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
+                    .any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[") && !e.starts_with("net[")),
             ),
             ("--skip-mnt", !self.skip_mnt.is_empty()),
             ("--enable-fs", !self.enable_fs.is_empty()),
@@ -370,11 +494,6 @@ impl Common {
                 "incremental dumps are not supported yet",
             ),
             (
-                "--inherit-fd",
-                !self.inherit_fd.is_empty(),
-                "inheriting fds from the caller is not supported yet",
-            ),
-            (
                 "--action-script",
                 !self.action_script.is_empty(),
                 "cryo runs no action scripts",
@@ -386,6 +505,11 @@ impl Common {
                 "LSM profiles are not handled",
             ),
             ("--libdir", self.libdir.is_some(), "cryo loads no plugins"),
+            (
+                "--freeze-cgroup",
+                self.freeze_cgroup.as_ref().is_some_and(|p| !Path::new(p).is_dir()),
+                "that cgroup does not exist",
+            ),
             ("--unprivileged", self.unprivileged, "cryo runs as root"),
             (
                 "--feature",
@@ -474,9 +598,7 @@ mod tests {
     fn options_cryo_does_not_honour_are_refused_by_name() {
         for (args, opt) in [
             (&["--cgroup-yard", "/y"][..], "--cgroup-yard"),
-            (&["--freeze-cgroup", "/sys/fs/cgroup/x"][..], "--freeze-cgroup"),
-            (&["--inherit-fd", "fd[1]:pipe"][..], "--inherit-fd"),
-            (&["--lazy-pages"][..], "--lazy-pages"),
+            (&["--empty-ns", "ipc"][..], "--empty-ns"),
             (&["--config", "/etc/criu.conf"][..], "--config"),
         ] {
             let e = parse(args).refused().expect("refused");
@@ -517,6 +639,38 @@ mod tests {
         assert_eq!(c.roots[1].ctrl, None);
         assert!(parse(&["--manage-cgroups=hard"]).cgroups().is_err());
         assert!(parse(&["--cgroup-root", "rel"]).cgroups().is_err());
+    }
+
+    #[test]
+    fn config_files_read_as_criu_reads_them() {
+        let argv = config_argv(
+            "# runc.conf\n  tcp-established\nmanage-cgroups ignore # no cgroups\n\nlsm-profile \"apparmor:a b\"\nlog-file=x.log\n",
+        )
+        .unwrap();
+        assert_eq!(
+            argv,
+            [
+                "--tcp-established",
+                "--manage-cgroups",
+                "ignore",
+                "--lsm-profile",
+                "apparmor:a b",
+                "--log-file=x.log"
+            ]
+        );
+        assert!(config_argv("lsm-profile \"x\n").unwrap_err().contains("line 1"));
+        let dir = std::env::temp_dir().join(format!("cryo-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("runc.conf");
+        std::fs::write(&f, "manage-cgroups ignore\nleave-running\nexternal mnt[/a]:b\n").unwrap();
+        let c = ConfigFile::read(&f).unwrap();
+        assert_eq!(c.common.manage_cgroups.as_deref(), Some("ignore"));
+        assert!(c.leave_running);
+        assert_eq!(c.common.external, ["mnt[/a]:b"]);
+        std::fs::write(&f, "no-such-option 1\n").unwrap();
+        let e = ConfigFile::read(&f).unwrap_err();
+        assert!(e.contains("runc.conf") && e.contains("no-such-option"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

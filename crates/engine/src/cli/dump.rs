@@ -90,7 +90,18 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     }
     a.dir = std::path::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut opts = DumpOpts::new(a.pid, a.dir.clone());
-    opts.ext_mounts = a.criu.externals().map_err(anyhow::Error::msg)?.mounts;
+    let x = a.criu.externals().map_err(anyhow::Error::msg)?;
+    opts.ext_mounts = x.mounts;
+    opts.ext_ns = x
+        .netns
+        .into_iter()
+        .map(|(ino, key)| ((cryo_engine::state::ns::Kind::Net, ino), key))
+        .collect();
+    opts.empty_net = x.empty_net;
+    opts.work_dir = a.criu.work_dir.as_ref().map(std::path::absolute).transpose()?;
+    if !x.inherit.is_empty() {
+        return Err(anyhow::anyhow!("--inherit-fd is an option of restore"));
+    }
     opts.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
     // --root at dump (zdtm's ns flavor passes it): the tree's mounts are
     // read from its own /proc/PID/mountinfo and root, so it is not needed.

@@ -42,8 +42,8 @@ pub struct Args {
     /// after it.
     #[arg(short = 'v', long = "verbosity", value_name = "N", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub verbosity: Option<u8>,
-    /// The root becomes a child of cryo's parent: refused (not supported yet).
-    #[arg(short = 'S', long = "restore-sibling", hide = true)]
+    /// The root becomes a child of cryo's parent (cryo then does not wait for it).
+    #[arg(short = 'S', long = "restore-sibling")]
     pub restore_sibling: bool,
     /// Leave the restored tree stopped: refused (not supported yet).
     #[arg(short = 's', long = "leave-stopped", hide = true)]
@@ -60,14 +60,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     if let Some(r) = a.criu.refused_but(true) {
         return Err(r.into());
     }
-    for (on, option, why) in [
-        (
-            a.restore_sibling,
-            "--restore-sibling",
-            "the root is restored as cryo's child",
-        ),
-        (a.leave_stopped, "--leave-stopped", "a restored tree is left running"),
-    ] {
+    for (on, option, why) in [(a.leave_stopped, "--leave-stopped", "a restored tree is left running")] {
         if on {
             return Err(criu::Refused { option, why }.into());
         }
@@ -93,6 +86,10 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         .transpose()?;
     o.veth_pairs = x.veths;
     o.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
+    o.empty_net = x.empty_net;
+    o.inherit_fds = x.inherit;
+    o.work_dir = a.criu.work_dir.as_ref().map(std::path::absolute).transpose()?;
+    o.sibling = a.restore_sibling;
     o.tcp_established = a.criu.tcp_established;
     o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));

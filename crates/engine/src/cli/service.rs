@@ -1,8 +1,10 @@
 //! `cryo service [--address PATH] [-d] [--pidfile FILE]`: CRIU's RPC on a
 //! listening unix socket (`criu service`). Each connection is served by a
 //! `cryo swrk FD` of its own (criu forks a worker per connection), so a
-//! client sees exactly the swrk protocol; the swrk-only options
-//! (rst_sibling, inherit_fd) are refused by swrk already.
+//! client sees exactly the swrk protocol, except that the swrk-only options
+//! are refused (as criu refuses them in its service): rst_sibling (the root
+//! would be the service's child, not the client's) and inherit_fd (the fds
+//! would be the service's).
 
 use anyhow::{anyhow, Context};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
@@ -79,6 +81,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         };
         let w = Command::new(&exe)
             .arg("swrk")
+            .arg("--service")
             .arg(fd.to_string())
             .stdin(Stdio::null())
             .spawn();

@@ -32,10 +32,14 @@
 //! `pre-restore`, `post-restore` with the root's pid and `pre-resume` (every
 //! task restored and waiting: on "no" the tree is killed, nothing is left),
 //! `post-resume` (the tree runs; a "no" is logged, as criu logs it).
-//! `network-lock`/`network-unlock` and `setup-namespaces` are sent by criu only
-//! for trees with their own network or other namespaces, which cryo refuses;
-//! so cryo never sends them. cryo aborts on a "no" to `pre-resume` where criu
-//! only logs it: the tree has not run yet, so the abort is clean.
+//! `network-lock`/`network-unlock` and `setup-namespaces` (criu sends them for
+//! trees with namespaces of their own) are not sent yet. cryo aborts on a "no"
+//! to `pre-resume` where criu only logs it: the tree has not run yet, so the
+//! abort is clean.
+//!
+//! `rst_sibling`: the restored root is the client's child (CLONE_PARENT), as
+//! runc and podman want their container's init. `config_file` (runc's
+//! runc.conf or `org.criu.config`) overrides the request, as in criu.
 
 use super::{check, criu};
 use anyhow::{anyhow, Context};
@@ -55,6 +59,10 @@ pub struct Args {
     /// The SOCK_SEQPACKET socket inherited from the client.
     #[arg(value_name = "FD")]
     pub fd: RawFd,
+    /// Started by `cryo service` for one connection: rst_sibling and
+    /// inherit_fd are refused (the client is not cryo's parent).
+    #[arg(long, hide = true)]
+    pub service: bool,
 }
 
 /// The version reported to VERSION requests and by `cryo --version`: the
@@ -94,6 +102,21 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
             );
             conn.send(&error_resp(ty, &msg, Some(EBADRQC)))?;
             return Err(anyhow!("{msg}"));
+        }
+        if a.service {
+            let o = req.req.opts.clone().unwrap_or_default();
+            let bad = [
+                ("rst_sibling", o.rst_sibling == Some(true)),
+                ("inherit_fd", !o.inherit_fd.is_empty()),
+            ];
+            if let Some((f, _)) = bad.iter().find(|(_, on)| *on) {
+                let msg = format!(
+                    "criu_opts.{f} is not allowed through cryo service (as in criu's service): the client is not \
+                     cryo's parent; use cryo swrk"
+                );
+                conn.send(&error_resp(ty, &msg, Some(EBADRQC)))?;
+                return Err(anyhow!("{msg}"));
+            }
         }
         let ok = serve(&conn, ty, req)?;
         if !keep_open {
@@ -395,6 +418,8 @@ fn wait_pid(pid: i32) -> pb::CriuResp {
 /// Where a DUMP/RESTORE reads and writes, and its log.
 struct Setup {
     dir: PathBuf,
+    /// criu's work directory (work_dir_fd; the images directory without it).
+    work: PathBuf,
     log: Log,
 }
 
@@ -460,7 +485,15 @@ fn setup(conn: &Conn, o: &pb::CriuOpts, ty: T) -> Result<Setup, String> {
     let log = if o.log_to_stderr == Some(true) && o.log_file.is_none() {
         Log(None)
     } else {
-        let name = o.log_file.clone().unwrap_or_else(|| "criu.log".into());
+        // A config file's log-file wins (as in criu); a bad file is refused later.
+        let conf_log = o
+            .config_file
+            .as_ref()
+            .map(std::path::Path::new)
+            .filter(|p| p.exists())
+            .and_then(|p| criu::ConfigFile::read(p).ok())
+            .and_then(|c| c.log_file);
+        let name = conf_log.or(o.log_file.clone()).unwrap_or_else(|| "criu.log".into());
         if name.contains('/') {
             return Err(format!(
                 "log_file {name:?}: no subdirectories are allowed (use work_dir_fd)"
@@ -480,7 +513,7 @@ fn setup(conn: &Conn, o: &pb::CriuOpts, ty: T) -> Result<Setup, String> {
         conn.peer,
         dir.display()
     ));
-    Ok(Setup { dir, log })
+    Ok(Setup { dir, work, log })
 }
 
 /// The criu_opts fields by what cryo does with them. Every field of
@@ -530,10 +563,7 @@ const OPTS: &[(&str, Class)] = {
         ("ext_mnt", Common),
         ("manage_cgroups", Honoured),
         ("cg_root", Honoured),
-        (
-            "rst_sibling",
-            Refused("the restored root is cryo's child, it cannot become the client's yet"),
-        ),
+        ("rst_sibling", Honoured),
         ("inherit_fd", Common),
         (
             "auto_ext_mnt",
@@ -589,29 +619,43 @@ const OPTS: &[(&str, Class)] = {
     ]
 };
 
+/// The request's config file (criu_opts.config_file), if it exists: criu
+/// skips one that does not (runc always names /etc/criu/runc.conf).
+fn config_file(req: &Req) -> Result<Option<criu::ConfigFile>, String> {
+    let Some(p) = req.req.opts.as_ref().and_then(|o| o.config_file.as_ref()) else {
+        return Ok(None);
+    };
+    let p = std::path::Path::new(p);
+    if !p.exists() {
+        return Ok(None);
+    }
+    criu::ConfigFile::read(p)
+        .map(Some)
+        .map_err(|e| format!("criu_opts.config_file: {e}"))
+}
+
 /// The first option of the request cryo does not honour, as "field: why".
 fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
-    let o = req.req.opts.clone().unwrap_or_default();
-    for (name, v) in &req.opts_set {
-        match OPTS.iter().find(|(n, _)| n == name).map(|(_, c)| *c) {
-            Some(Class::Refused(why)) if *v != 0 => {
-                return Some(format!("criu_opts.{name} is not supported by cryo: {why}"));
-            }
-            Some(Class::PtsMaster) if *v != 0 => {
-                let ttys = images
-                    .and_then(|d| std::fs::metadata(d.join("tty-info.img")).ok())
-                    .is_some_and(|m| m.len() > 8);
-                if ttys {
-                    return Some(format!(
-                        "criu_opts.{name} is not supported by cryo: it does not hand pty masters to the client \
-                         (the images hold ttys)"
-                    ));
-                }
-            }
-            Some(_) => {}
-            None => return Some(format!("criu_opts.{name}: not classified by cryo")),
-        }
+    let conf = match config_file(req) {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    if let Some(r) = conf.as_ref().and_then(|c| c.common.refused()) {
+        let path = req
+            .req
+            .opts
+            .as_ref()
+            .and_then(|o| o.config_file.clone())
+            .unwrap_or_default();
+        return Some(format!("criu_opts.config_file {path}: {r}"));
     }
+    refused_rpc(req, images, conf.as_ref())
+}
+
+/// The request's options as criu's command line would hold them, with the
+/// config file's on top (criu: the file overrides the request).
+fn common(req: &Req, conf: Option<&criu::ConfigFile>) -> criu::Common {
+    let o = req.req.opts.clone().unwrap_or_default();
     let cg_mode = o
         .manage_cgroups_mode
         .map(|m| {
@@ -622,10 +666,7 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
         .or(o
             .manage_cgroups
             .map(|on| if on { "soft" } else { "ignore" }.to_string()));
-    let c = criu::Common {
-        // criu reads an RPC config file if it exists (runc always names
-        // /etc/criu/runc.conf): a missing one holds no options.
-        config: o.config_file.clone().map(PathBuf::from).filter(|p| p.exists()),
+    let mut c = criu::Common {
         manage_cgroups: cg_mode,
         cgroup_root: cg_roots(&o),
         cgroup_yard: o.cgroup_yard.clone(),
@@ -638,7 +679,13 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
         empty_ns: o
             .empty_ns
             .filter(|&m| m != 0)
-            .map(|m| format!("{m:#x}"))
+            .map(|m| {
+                if m == libc::CLONE_NEWNET as u32 {
+                    "net".to_string()
+                } else {
+                    format!("{m:#x}")
+                }
+            })
             .into_iter()
             .collect(),
         external: o.external.clone(),
@@ -666,23 +713,109 @@ fn refused(req: &Req, images: Option<&std::path::Path>) -> Option<String> {
         tls_key: o.tls_key.clone(),
         tls_no_cn_verify: o.tls_no_cn_verify == Some(true),
         unprivileged: o.unprivileged == Some(true),
+        tcp_established: o.tcp_established == Some(true),
+        tcp_close: o.tcp_close == Some(true),
+        skip_in_flight: o.tcp_skip_in_flight == Some(true),
+        link_remap: o.link_remap == Some(true),
+        ext_unix_sk: if o.ext_unix_sk == Some(true) {
+            vec![String::new()]
+        } else {
+            vec![]
+        },
         ..Default::default()
     };
+    if let Some(f) = conf.map(|f| &f.common) {
+        macro_rules! or {
+            ($($x:ident),*) => { $( if f.$x.is_some() { c.$x = f.$x.clone(); } )* };
+        }
+        macro_rules! ext {
+            ($($x:ident),*) => { $( c.$x.extend(f.$x.iter().cloned()); )* };
+        }
+        macro_rules! on {
+            ($($x:ident),*) => { $( c.$x |= f.$x; )* };
+        }
+        or!(
+            manage_cgroups,
+            root,
+            freeze_cgroup,
+            cgroup_yard,
+            cgroup_props,
+            cgroup_props_file,
+            lsm_profile,
+            lsm_mount_context,
+            network_lock,
+            status_fd,
+            timeout
+        );
+        ext!(
+            external,
+            ext_mount_map,
+            veth_pair,
+            inherit_fd,
+            empty_ns,
+            join_ns,
+            skip_mnt,
+            enable_fs,
+            cgroup_root,
+            ext_unix_sk
+        );
+        on!(
+            tcp_established,
+            tcp_close,
+            skip_in_flight,
+            link_remap,
+            auto_dedup,
+            lazy_pages,
+            track_mem
+        );
+        if f.no_tcp_established {
+            c.tcp_established = false;
+        }
+    }
+    c
+}
+
+fn refused_rpc(req: &Req, images: Option<&std::path::Path>, conf: Option<&criu::ConfigFile>) -> Option<String> {
+    let o = req.req.opts.clone().unwrap_or_default();
+    for (name, v) in &req.opts_set {
+        match OPTS.iter().find(|(n, _)| n == name).map(|(_, c)| *c) {
+            Some(Class::Refused(why)) if *v != 0 => {
+                return Some(format!("criu_opts.{name} is not supported by cryo: {why}"));
+            }
+            Some(Class::PtsMaster) if *v != 0 => {
+                let ttys = images
+                    .and_then(|d| std::fs::metadata(d.join("tty-info.img")).ok())
+                    .is_some_and(|m| m.len() > 8);
+                if ttys {
+                    return Some(format!(
+                        "criu_opts.{name} is not supported by cryo: it does not hand pty masters to the client \
+                         (the images hold ttys)"
+                    ));
+                }
+            }
+            Some(_) => {}
+            None => return Some(format!("criu_opts.{name}: not classified by cryo")),
+        }
+    }
     if let Err(e) = cg_opts(&o) {
         return Some(format!("criu_opts.manage_cgroups_mode/cg_root: {e}"));
     }
-    c.refused().map(|r| {
-        let field = match RPC_NAMES.iter().find(|(cli, _)| *cli == r.option) {
-            // The older boolean (runc sets it) when the mode is not given.
-            Some(_) if r.option == "--manage-cgroups" && o.manage_cgroups_mode.is_none() => "manage_cgroups",
-            Some((_, f)) => f,
-            None => r.option,
-        };
-        format!(
-            "criu_opts.{field} (criu {}) is not supported by cryo: {}",
-            r.option, r.why
-        )
-    })
+    let c = common(req, conf);
+    let bad_externals = c.externals().err();
+    c.refused()
+        .map(|r| {
+            let field = match RPC_NAMES.iter().find(|(cli, _)| *cli == r.option) {
+                // The older boolean (runc sets it) when the mode is not given.
+                Some(_) if r.option == "--manage-cgroups" && o.manage_cgroups_mode.is_none() => "manage_cgroups",
+                Some((_, f)) => f,
+                None => r.option,
+            };
+            format!(
+                "criu_opts.{field} (criu {}) is not supported by cryo: {}",
+                r.option, r.why
+            )
+        })
+        .or(bad_externals)
 }
 
 /// cg_root as criu's --cgroup-root spells it (`CTRL:PATH`; `ctrl` unset:
@@ -794,8 +927,24 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     if let Some(m) = refused(&req, None) {
         return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC));
     }
+    let conf = config_file(&req).ok().flatten();
+    let c = common(&req, conf.as_ref());
+    let x = match c.externals() {
+        Ok(x) => x,
+        Err(m) => return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC)),
+    };
+    if !x.inherit.is_empty() {
+        return refuse(
+            conn,
+            ty,
+            Some(&s.log),
+            "criu_opts.inherit_fd is an option of RESTORE",
+            Some(EBADRQC),
+        );
+    }
+    let cf = conf.unwrap_or_default();
     let pid = o.pid.unwrap_or(conn.peer);
-    let leave_running = pre || o.leave_running == Some(true);
+    let leave_running = pre || o.leave_running == Some(true) || cf.leave_running;
     let notify = o.notify_scripts == Some(true);
     s.log.line(&format!("cryo swrk: dumping pid {pid}"));
     if notify && !pre {
@@ -805,19 +954,28 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     }
     let mut d = dump::DumpOpts::new(pid, s.dir.clone());
     d.leave_running = leave_running;
-    d.shell_job = o.shell_job == Some(true);
-    d.file_locks = o.file_locks == Some(true);
-    d.skip_in_flight = o.tcp_skip_in_flight == Some(true);
-    d.link_remap = o.link_remap == Some(true);
-    d.tcp_established = o.tcp_established == Some(true);
-    d.tcp_close = o.tcp_close == Some(true);
+    d.shell_job = o.shell_job == Some(true) || cf.shell_job;
+    d.file_locks = o.file_locks == Some(true) || cf.file_locks;
+    d.skip_in_flight = c.skip_in_flight;
+    d.link_remap = c.link_remap;
+    d.tcp_established = c.tcp_established;
+    d.tcp_close = c.tcp_close;
     // rpc.proto's criu_network_lock_method: IPTABLES = 1 (its default), NFTABLES = 2, SKIP = 3.
-    d.network_lock = match o.network_lock {
-        Some(2) => cryo_engine::files::netlock::Method::Nftables,
-        Some(3) => cryo_engine::files::netlock::Method::Skip,
+    d.network_lock = match (c.network_lock.as_deref(), o.network_lock) {
+        (Some(m), _) => cryo_engine::files::netlock::Method::parse(m).unwrap_or_default(),
+        (None, Some(2)) => cryo_engine::files::netlock::Method::Nftables,
+        (None, Some(3)) => cryo_engine::files::netlock::Method::Skip,
         _ => cryo_engine::files::netlock::Method::Iptables,
     };
-    d.ext_unix_sk = o.ext_unix_sk == Some(true);
+    d.ext_unix_sk = !c.ext_unix_sk.is_empty();
+    d.ext_mounts = x.mounts;
+    d.ext_ns = x
+        .netns
+        .into_iter()
+        .map(|(ino, key)| ((cryo_engine::state::ns::Kind::Net, ino), key))
+        .collect();
+    d.empty_net = x.empty_net;
+    d.work_dir = Some(s.work.clone());
     d.ghost_limit = u64::from(o.ghost_limit.unwrap_or(1 << 20));
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
@@ -906,13 +1064,27 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
             return refuse(conn, ty, Some(&s.log), &m, None);
         }
     }
+    let conf = config_file(&req).ok().flatten();
+    let c = common(&req, conf.as_ref());
+    let x = match c.externals() {
+        Ok(x) => x,
+        Err(m) => return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC)),
+    };
+    let cf = conf.unwrap_or_default();
     let mut r = restore::RestoreOpts::new(&s.dir);
     r.detach = true;
-    r.shell_job = o.shell_job == Some(true);
-    r.file_locks = o.file_locks == Some(true);
-    r.tcp_established = o.tcp_established == Some(true);
-    r.tcp_close = o.tcp_close == Some(true);
-    r.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
+    r.shell_job = o.shell_job == Some(true) || cf.shell_job;
+    r.file_locks = o.file_locks == Some(true) || cf.file_locks;
+    r.tcp_established = c.tcp_established;
+    r.tcp_close = c.tcp_close;
+    r.sibling = o.rst_sibling == Some(true) || cf.restore_sibling;
+    r.mnt.externals = x.mounts.into_iter().map(|(k, v)| (k, v.into())).collect();
+    r.mnt.root = c.root.as_ref().map(PathBuf::from);
+    r.veth_pairs = x.veths;
+    r.empty_net = x.empty_net;
+    r.inherit_fds = x.inherit;
+    r.work_dir = Some(s.work.clone());
+    r.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused_rpc()
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }
@@ -1099,10 +1271,17 @@ mod tests {
             ),
             (
                 pb::CriuOpts {
-                    rst_sibling: Some(true),
+                    leave_stopped: Some(true),
                     ..base.clone()
                 },
-                "rst_sibling",
+                "leave_stopped",
+            ),
+            (
+                pb::CriuOpts {
+                    empty_ns: Some(libc::CLONE_NEWIPC as u32),
+                    ..base.clone()
+                },
+                "empty_ns",
             ),
             (
                 pb::CriuOpts {
@@ -1121,18 +1300,44 @@ mod tests {
             (
                 pb::CriuOpts {
                     notify_scripts: Some(true),
-                    inherit_fd: vec![pb::InheritFd {
-                        key: "pipe:[1]".into(),
-                        fd: 1,
+                    join_ns: vec![pb::JoinNamespace {
+                        ns: "net".into(),
+                        ns_file: "/proc/1/ns/net".into(),
+                        extra_opt: None,
                     }],
                     ..base.clone()
                 },
-                "inherit_fd",
+                "join_ns",
             ),
         ] {
             let m = req(o).unwrap_or_default();
             assert!(m.contains(&format!("criu_opts.{field} ")), "{field}: {m}");
         }
+        // What runc 1.1 sets on a checkpoint (freeze_cgroup an existing
+        // cgroup; manage_cgroups IGNORE, as its config file would say): accepted.
+        let runc = pb::CriuOpts {
+            root: Some("/".into()),
+            manage_cgroups_mode: Some(pb::CriuCgMode::Ignore as i32),
+            cg_root: vec![pb::CgroupRoot {
+                ctrl: Some("cpu".into()),
+                path: "/x".into(),
+            }],
+            empty_ns: Some(libc::CLONE_NEWNET as u32),
+            freeze_cgroup: Some("/sys/fs/cgroup".into()),
+            orphan_pts_master: Some(true),
+            rst_sibling: Some(true),
+            external: vec!["net[4026531992]:extRootNetNS".into()],
+            inherit_fd: vec![pb::InheritFd {
+                key: "extRootNetNS".into(),
+                fd: 4,
+            }],
+            ext_mnt: vec![pb::ExtMountMap {
+                key: "/proc/kcore".into(),
+                val: "/dev/null".into(),
+            }],
+            ..base.clone()
+        };
+        assert_eq!(req(runc), None);
         // Set to false / IGNORE: nothing asked, nothing refused.
         let quiet = pb::CriuOpts {
             rst_sibling: Some(false),

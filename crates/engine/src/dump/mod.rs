@@ -76,6 +76,18 @@ pub struct DumpOpts {
     /// criu's --manage-cgroups mode (and a dump's --cgroup-root: where the
     /// walk for the cgroups below the tree's starts), see state::cgroup.
     pub cgroups: crate::state::cgroup::CgOpts,
+    /// The tree's own network namespace is made empty at restore (criu's
+    /// `--empty-ns net`, which runc always passes: it sets the network up
+    /// itself): its devices, addresses, routes and rules are not dumped.
+    pub empty_net: bool,
+    /// Namespaces from outside the tree (criu's `--external net[INODE]:KEY`):
+    /// the restore joins one given under KEY (`--inherit-fd fd[N]:KEY`)
+    /// instead of making it. Network namespaces only.
+    pub ext_ns: std::collections::BTreeMap<(crate::state::ns::Kind, u64), String>,
+    /// criu's work directory (-W, the RPC's work_dir_fd): stats-dump goes
+    /// there, as criu writes it (podman's `--print-stats` reads it there);
+    /// the images directory when None.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -146,6 +158,9 @@ impl DumpOpts {
             fail_before_inventory: false,
             ext_mounts: Default::default(),
             cgroups: Default::default(),
+            empty_net: false,
+            ext_ns: Default::default(),
+            work_dir: None,
         }
     }
 
@@ -480,7 +495,7 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let pids = tree_pids(opts.pid);
     let own_uffds = track::own_fds(&pids);
     let tree_ns = crate::state::ns::survey(&pids)?;
-    survey_mnt_net(&tree_ns, opts.pid, &opts.ext_mounts)?;
+    survey_mnt_net(&tree_ns, &opts)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
     } else {
@@ -798,22 +813,34 @@ pub const TASK_STOPPED: u32 = 3;
 
 /// The tree's own mount and network namespaces, checked before the freeze:
 /// mounts the restore cannot rebuild, devices it cannot make.
-fn survey_mnt_net(
-    ns: &crate::state::ns::TreeNs,
-    root: i32,
-    ext: &std::collections::BTreeMap<String, String>,
-) -> Result<()> {
+fn survey_mnt_net(ns: &crate::state::ns::TreeNs, opts: &DumpOpts) -> Result<()> {
     use crate::state::ns::Kind;
+    let root = opts.pid;
     let refused = |what: String| DumpError::Refused { pid: root, what };
-    if ns.has(Kind::Mnt) {
-        crate::state::mnt::survey(root, ext).map_err(|e| refused(format!("its mount namespace: {e}")))?;
+    for (kind, ino) in opts.ext_ns.keys() {
+        if *kind != Kind::Net {
+            return Err(refused(format!(
+                "--external {}[{ino}]: only network namespaces can be external",
+                kind.name()
+            )));
+        }
     }
-    if ns.has(Kind::Net) {
+    if ns.has(Kind::Mnt) {
+        crate::state::mnt::survey(root, &opts.ext_mounts).map_err(|e| refused(format!("its mount namespace: {e}")))?;
+    }
+    if ns.has(Kind::Net) && ext_net(ns, opts).is_none() && !opts.empty_net {
         let f = std::fs::File::open(format!("/proc/{root}/ns/net"))
             .map_err(|e| refused(format!("its network namespace: /proc/{root}/ns/net: {e}")))?;
         crate::state::netns::survey(&f).map_err(|e| refused(format!("its network namespace: {e}")))?;
     }
     Ok(())
+}
+
+/// The key of the tree's network namespace when it is declared external.
+fn ext_net<'a>(ns: &crate::state::ns::TreeNs, opts: &'a DumpOpts) -> Option<&'a str> {
+    use crate::state::ns::Kind;
+    let ino = *ns.root.get(&Kind::Net)?;
+    opts.ext_ns.get(&(Kind::Net, ino)).map(|k| k.as_str())
 }
 
 /// Dump the tree's own mount and network namespaces (the tree frozen).
@@ -825,10 +852,16 @@ fn dump_mnt_net(ctx: &mut DumpCtx, root: i32) -> Result<()> {
         let id = ctx
             .nsnum
             .id(Kind::Net, ctx.ns.root.get(&Kind::Net).copied().unwrap_or(0));
-        let f = std::fs::File::open(format!("/proc/{root}/ns/net"))
-            .map_err(|e| refused(format!("its network namespace: /proc/{root}/ns/net: {e}")))?;
-        let names = crate::state::netns::dump(&f, id, &dir, &|_| None)
-            .map_err(|e| refused(format!("its network namespace: {e}")))?;
+        let names = if let Some(key) = ext_net(&ctx.ns, &ctx.opts) {
+            crate::state::netns::dump_external(id, &dir, key)
+        } else if ctx.opts.empty_net {
+            crate::state::netns::dump_empty(id, &dir)
+        } else {
+            let f = std::fs::File::open(format!("/proc/{root}/ns/net"))
+                .map_err(|e| refused(format!("its network namespace: /proc/{root}/ns/net: {e}")))?;
+            crate::state::netns::dump(&f, id, &dir, &|_| None)
+        }
+        .map_err(|e| refused(format!("its network namespace: {e}")))?;
         ctx.out.files.extend(names.iter().map(|n| dir.join(n)));
     }
     if ctx.ns.has(Kind::Mnt) {
@@ -1105,7 +1138,13 @@ fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
 /// kernel's file_rwsem for writing, which waits for an RCU grace period
 /// (~10 ms here), too long for the frozen window. A lock taken after that
 /// read is still refused, by the fd's own fdinfo (see `dump_one_fd`).
-fn refuse(pid: i32, f: &ProcFacts, file_locks: bool, locks: Option<&str>, ns: &crate::state::ns::TreeNs) -> Result<()> {
+fn refuse(
+    pid: i32,
+    f: &ProcFacts,
+    file_locks: bool,
+    locks: Option<&str>,
+    ns: &mut crate::state::ns::TreeNs,
+) -> Result<()> {
     // A task forked since the survey is checked too.
     crate::state::ns::check_task(pid, ns)?;
     for (v, k) in &f.vmas {
@@ -1173,7 +1212,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         }
         let mut f = collect_facts(p.pid)?;
         f.fds.retain(|(fd, link)| !track::is_own(&ctx.own_uffds, *fd, link));
-        refuse(p.pid, &f, ctx.opts.file_locks, locks, &ctx.ns)?;
+        refuse(p.pid, &f, ctx.opts.file_locks, locks, &mut ctx.ns)?;
         facts.push(Some(f));
     }
     // What the fd kinds check across the whole tree (peers, names, queues),
@@ -1950,7 +1989,14 @@ fn write_stats(ctx: &mut DumpCtx) -> Result<()> {
     s.shpages_scanned = Some(s.shpages_scanned.unwrap_or(0));
     s.shpages_skipped_parent = Some(0);
     s.shpages_written = Some(s.shpages_written.unwrap_or(0));
-    let path = ctx.out.path("stats-dump");
+    let path = match &ctx.opts.work_dir {
+        Some(w) => {
+            let p = w.join("stats-dump");
+            ctx.out.files.push(p.clone());
+            p
+        }
+        None => ctx.out.path("stats-dump"),
+    };
     write_image(
         &path,
         "STATS",

@@ -206,15 +206,22 @@ pub struct Survey {
     pub queues: HashMap<u32, Datagrams>,
 }
 
-/// The sock_diag tables of the namespace, fetched once per (family, proto).
+/// The sock_diag tables of each network namespace (by inode), fetched once
+/// per (namespace, family, proto): a socket is only in the tables of its
+/// own namespace (a container's, read from a thread that enters it).
 #[derive(Default)]
 struct Tables {
-    by: HashMap<(i32, i32), HashMap<u32, InetDiag>>,
+    by: HashMap<(u64, i32, i32), HashMap<u32, InetDiag>>,
 }
 
 impl Tables {
-    fn get(&mut self, family: i32, ty: i32, proto: i32) -> std::io::Result<&HashMap<u32, InetDiag>> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.by.entry((family, proto)) {
+    fn get(&mut self, sk: &OwnedFd, family: i32, ty: i32, proto: i32) -> std::io::Result<&HashMap<u32, InetDiag>> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::File::from(sks::socket_netns(sk.as_raw_fd())?);
+        let ino = ns.metadata()?.ino();
+        let own = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+        let key = (ino, family, proto);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.by.entry(key) {
             let mut m = HashMap::new();
             // TCP: the states CRIU asks for (a socket only bound, or only
             // created, is then read from the socket itself, as CRIU does).
@@ -234,7 +241,14 @@ impl Tables {
             } else {
                 u32::MAX
             };
-            for msg in sks::inet_diag_dump(family, proto, states, 1 << (INET_DIAG_SHUTDOWN - 1))? {
+            let msgs = if ino == own {
+                sks::inet_diag_dump(family, proto, states, 1 << (INET_DIAG_SHUTDOWN - 1))?
+            } else {
+                crate::sys::rtnl::in_netns(&ns, || {
+                    sks::inet_diag_dump(family, proto, states, 1 << (INET_DIAG_SHUTDOWN - 1))
+                })??
+            };
+            for msg in msgs {
                 let d = parse_diag(&msg, ty, proto).map_err(std::io::Error::other)?;
                 if d.ino != 0 {
                     m.insert(d.ino, d);
@@ -242,7 +256,7 @@ impl Tables {
             }
             slot.insert(m);
         }
-        Ok(&self.by[&(family, proto)])
+        Ok(&self.by[&key])
     }
 }
 
@@ -390,7 +404,7 @@ fn survey_one(
         }
     }
     let table = tables
-        .get(family, ty, proto)
+        .get(sk, family, ty, proto)
         .map_err(|e| io_err(f, "sock_diag of the inet sockets", e))?;
     let d = match table.get(&ino) {
         Some(d) => d.clone(),

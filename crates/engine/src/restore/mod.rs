@@ -92,6 +92,20 @@ pub struct RestoreOpts {
     /// filled on demand by the `cryo lazy-pages` daemon listening in this
     /// work dir (restore::lazy).
     pub lazy_pages: Option<PathBuf>,
+    /// The tree's network namespace is made empty, as it was dumped with
+    /// criu's `--empty-ns net` (the caller sets it up).
+    pub empty_net: bool,
+    /// Files the caller hands to the restore by key (criu's `--inherit-fd
+    /// fd[N]:KEY`): an external network namespace (netns-N.img's ext_key).
+    /// The fds stay the caller's.
+    pub inherit_fds: std::collections::BTreeMap<String, RawFd>,
+    /// Where stats-restore is written (criu's work directory; the images
+    /// directory when None), as criu writes it.
+    pub work_dir: Option<PathBuf>,
+    /// The root becomes a child of the engine's parent (criu's
+    /// `--restore-sibling`, which runc and podman use: the container's init
+    /// is their child).
+    pub sibling: bool,
 }
 
 /// A callback that may stop a restore before the tree runs.
@@ -122,6 +136,10 @@ impl RestoreOpts {
             cgroups: Default::default(),
             veth_pairs: Default::default(),
             lazy_pages: None,
+            empty_net: false,
+            inherit_fds: Default::default(),
+            sibling: false,
+            work_dir: None,
         }
     }
 }
@@ -248,6 +266,9 @@ pub struct TaskEnv {
     /// each sends under `RstCtl`'s lazy lock) and the fd number a task's
     /// userfaultfd takes until its restorer closes it.
     pub lazy: Option<LazyEnv>,
+    /// The first task is cloned with CLONE_PARENT: a child of the engine's
+    /// parent ([`RestoreOpts::sibling`]).
+    pub sibling: bool,
 }
 
 /// See [`TaskEnv::lazy`].
@@ -255,6 +276,16 @@ pub struct TaskEnv {
 pub struct LazyEnv {
     pub sock: RawFd,
     pub uffd_target: RawFd,
+}
+
+/// How the tree's network namespace is made.
+enum NetHow {
+    /// From its images.
+    Images(Box<crate::state::netns::NetPlan>),
+    /// Empty (criu's `--empty-ns net`).
+    Empty,
+    /// The caller's, inherited under this key.
+    External(String, RawFd),
 }
 
 /// The restore in progress.
@@ -265,6 +296,9 @@ pub struct RestoreCtx {
     pool: Vec<OwnedFd>,
     err_r: Option<OwnedFd>,
     root: Option<i32>,
+    /// A pidfd of the first task: with `sibling` it is not the engine's
+    /// child, so waitpid cannot watch or reap it.
+    root_fd: Option<OwnedFd>,
     /// Helper tasks cryo forked itself (to kill on abort, reap at the end).
     helpers: Vec<i32>,
     /// cryo.json: the state CRIU's format cannot hold.
@@ -280,13 +314,15 @@ pub struct RestoreCtx {
     root_host: Option<i32>,
     /// The tree's own mount and network namespaces, validated.
     mnt_tree: Option<crate::state::mnt::MountTree>,
-    net_plan: Option<crate::state::netns::NetPlan>,
+    net_plan: Option<NetHow>,
     /// The namespaces made for them, held until the first task entered
     /// them (dropped on abort: nothing is left behind).
     ns_holders: Vec<std::fs::File>,
     /// The user namespace made by the holder (state::ns::holder), until it
     /// is put out of the tree's fd numbers.
     user_ns: Option<std::fs::File>,
+    /// Files of the images the caller hands its own fd for (`inherit_fds`): file id → fd.
+    inherit_files: Vec<(u32, RawFd)>,
     /// The images' TCP connections and the dump's network lock over them:
     /// removed at the end of the restore, or by its abort.
     tcp: Option<files::tcp::ImageConns>,
@@ -308,6 +344,8 @@ pub struct Restored {
     /// with the time it took.
     pub phases: Vec<(String, Duration)>,
     pub total: Duration,
+    /// Pages read from the images into the tasks' memory.
+    pub pages: u64,
 }
 
 impl RestoreCtx {
@@ -320,6 +358,7 @@ impl RestoreCtx {
             err_r: None,
             sidecar: Default::default(),
             root: None,
+            root_fd: None,
             helpers: Vec::new(),
             linked: Vec::new(),
             dead: None,
@@ -329,6 +368,7 @@ impl RestoreCtx {
             ns_holders: Vec::new(),
             user_ns: None,
             root_host: None,
+            inherit_files: Vec::new(),
             tcp: None,
             cg: None,
             lazy_sock: None,
@@ -389,6 +429,32 @@ impl RestoreCtx {
         plan.helpers = plan::helpers(&plan, self.opts.shell_job)?;
         self.check_mnt_net(&plan)?;
         self.cg = check_cgroups(&plan, &self.opts.cgroups)?;
+        // Every inherited fd must be used: cryo takes an external network
+        // namespace's (runc's extRootNetNS); anything else (a pipe or file
+        // of the caller's in place of the dumped one) it cannot honour.
+        let used = match &self.net_plan {
+            Some(NetHow::External(k, _)) => Some(k.as_str()),
+            _ => None,
+        };
+        for (k, &fd) in self.opts.inherit_fds.iter().filter(|(k, _)| Some(k.as_str()) != used) {
+            // A pipe of the caller's in place of the dumped one (runc and
+            // podman hand the container's stdio so: the key is the dumped
+            // pipe's "pipe:[ID]", as CRIU names pipes).
+            let ids: Vec<u32> = plan
+                .files
+                .of::<files::pipe::PipeFile>()
+                .filter(|(_, p)| format!("pipe:[{}]", p.pipe_id) == *k)
+                .map(|(id, _)| id)
+                .collect();
+            if ids.is_empty() {
+                return Err(prep(
+                    format!("--inherit-fd fd[{fd}]:{k}"),
+                    "no file of the images has this key: cryo takes inherited fds for pipes (pipe:[ID]) and an \
+                     external network namespace (the key of netns-N.img) only",
+                ));
+            }
+            self.inherit_files.extend(ids.into_iter().map(|id| (id, fd)));
+        }
         let eventfds = files::eventfd::ids(&plan.files);
         self.sidecar = crate::sidecar::load(&self.opts.dir, &plan.all_ids(), &eventfds)?;
         files::eventfd::mark_semaphores(&mut plan.files, &self.sidecar.eventfd_semaphore);
@@ -465,21 +531,49 @@ impl RestoreCtx {
             let _ = std::fs::remove_file(p);
         }
         let env = self.env.as_ref().expect("env");
+        let pages = env
+            .plan
+            .procs
+            .iter()
+            .filter_map(|p| p.mm.as_ref())
+            .flat_map(|mm| &mm.pagemap.runs)
+            .filter(|r| r.offset.is_some())
+            .map(|r| r.nr_pages)
+            .sum();
         Ok(Restored {
             root: self.root_pid(),
             pids: env.plan.procs.iter().map(|p| self.host_pid(p.pid)).collect(),
             threads: env.plan.procs.iter().map(|p| p.threads.len()).sum(),
             phases,
             total: t0.elapsed(),
+            pages,
         })
     }
 
     /// The tree's mount and network namespaces: described and checked
     /// against this machine before anything exists.
     fn check_mnt_net(&mut self, plan: &Plan) -> Result<(), RestoreError> {
+        use crate::state::netns;
         use crate::state::ns::Kind;
-        use crate::state::{mnt, netns};
         if let Some(&id) = plan.ns.ids.get(&Kind::Net) {
+            let name = format!("netns-{id}.img");
+            let ns: Vec<cryo_image::pb::NetnsEntry> = cryo_image::read_entries(plan.set.path(&name), "NETNS")?;
+            if let Some(key) = ns.first().and_then(|n| n.ext_key.clone()) {
+                let Some(&fd) = self.opts.inherit_fds.get(&key) else {
+                    return Err(prep(
+                        plan.set.path(&name).display().to_string(),
+                        format!(
+                            "the tree's network namespace was external (key {key}): pass it with --inherit-fd fd[N]:{key}"
+                        ),
+                    ));
+                };
+                self.net_plan = Some(NetHow::External(key, fd));
+                return self.check_mnt(plan);
+            }
+            if self.opts.empty_net {
+                self.net_plan = Some(NetHow::Empty);
+                return self.check_mnt(plan);
+            }
             let name = format!("netdev-{id}.img");
             let devs: Vec<cryo_image::pb::NetDeviceEntry> = cryo_image::read_entries(plan.set.path(&name), "NETDEV")?;
             let name = format!("netns-{id}.img");
@@ -487,8 +581,14 @@ impl RestoreCtx {
             let p = netns::describe(id, &devs, ns.into_iter().next(), &self.opts.veth_pairs)
                 .map_err(|e| prep("network namespace", e))?;
             netns::check_restore(&p).map_err(|e| prep("network namespace", e))?;
-            self.net_plan = Some(p);
+            self.net_plan = Some(NetHow::Images(Box::new(p)));
         }
+        self.check_mnt(plan)
+    }
+
+    fn check_mnt(&mut self, plan: &Plan) -> Result<(), RestoreError> {
+        use crate::state::mnt;
+        use crate::state::ns::Kind;
         if let Some(&id) = plan.ns.ids.get(&Kind::Mnt) {
             let name = format!("mountpoints-{id}.img");
             let es: Vec<cryo_image::pb::MntEntry> = cryo_image::read_entries(plan.set.path(&name), "MNTS")?;
@@ -512,16 +612,30 @@ impl RestoreCtx {
             crate::state::ns::holder::Made::default()
         };
         let mut net = None;
-        if let Some(p) = &self.net_plan {
-            let n = netns::make_ns(
-                p,
-                &self.opts.dir,
-                &self.opts.veth_pairs,
-                std::process::id(),
-                made.net.as_ref(),
-            )
-            .map_err(|e| prep("network namespace", e))?;
-            net = Some(n.fd);
+        match &self.net_plan {
+            Some(NetHow::Images(p)) => {
+                let n = netns::make_ns(
+                    p,
+                    &self.opts.dir,
+                    &self.opts.veth_pairs,
+                    std::process::id(),
+                    made.net.as_ref(),
+                )
+                .map_err(|e| prep("network namespace", e))?;
+                net = Some(n.fd);
+            }
+            Some(NetHow::Empty) => net = Some(netns::make_empty().map_err(|e| prep("network namespace", e))?.fd),
+            Some(NetHow::External(key, fd)) => {
+                // Opened again through /proc: the same namespace, an fd of our own.
+                let what = || format!("inherited fd {fd} ({key})");
+                let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| prep(what(), e))?;
+                if !link.to_string_lossy().starts_with("net:[") {
+                    return Err(prep(what(), format!("{} is not a network namespace", link.display())));
+                }
+                let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| prep(what(), e))?;
+                net = Some(f);
+            }
+            None => {}
         }
         let mut m = None;
         if let Some(t) = &self.mnt_tree {
@@ -535,9 +649,6 @@ impl RestoreCtx {
                 made.mnt.as_ref(),
             )
             .map_err(|e| prep("mount namespace", e))?;
-            if late {
-                plan.ns.late_mounts = mnt::proc_mounts(t);
-            }
             m = Some(ns);
         }
         if let Some(n) = net {
@@ -558,7 +669,8 @@ impl RestoreCtx {
     }
 
     fn prepare(&mut self, mut plan: Plan) -> Result<(), RestoreError> {
-        let mntns = self.make_mnt_net(&mut plan)?;
+        let mut mntns = self.make_mnt_net(&mut plan)?;
+        let late = mntns.as_mut().map(|m| std::mem::take(&mut m.late)).unwrap_or_default();
         let new_pidns = plan.ns.has(crate::state::ns::Kind::Pid);
         if !new_pidns {
             // In a new pid namespace every pid is free.
@@ -618,6 +730,15 @@ impl RestoreCtx {
             plan.ns.user_fd = Some(self.keep(OwnedFd::from(u), base)?);
         }
         let user_from_start = crate::state::ns::holder::user_from_start(&plan.ns);
+        // The mounts the first task makes, with the detached ones' fds.
+        for (mut m, fd) in late {
+            if let Some(fd) = fd {
+                m.how = crate::state::mnt::LateHow::Detached {
+                    fd: self.keep(fd, base)?,
+                };
+            }
+            plan.ns.late_mounts.push(m);
+        }
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -633,6 +754,14 @@ impl RestoreCtx {
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
         self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
+        // The tree's sockets are made in its network namespace.
+        let net_entered = match plan.ns.enter.iter().find(|(k, _)| *k == crate::state::ns::Kind::Net) {
+            Some((_, fd)) => {
+                let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| prep("network namespace", e))?;
+                Some(crate::state::netns::enter(&f).map_err(|e| prep("network namespace", e))?)
+            }
+            None => None,
+        };
         // The tree's files are opened by their paths in its mount namespace.
         let entered = match &mntns {
             Some(ns) => Some(crate::state::mnt::enter(ns).map_err(|e| prep("mount namespace", e))?),
@@ -645,8 +774,19 @@ impl RestoreCtx {
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
             ctty.insert(sid, (self.keep(fd, base)?, pgrp));
         }
+        // The caller's own fds in place of dumped files (inherit_fd): a
+        // duplicate of our fd, the same open file.
+        let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
+        for &(id, fd) in &self.inherit_files.clone() {
+            let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
+                .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
+            fd_pool.insert(id, self.keep(f, base)?);
+        }
         // Every file a task uses, by its kind (the registry's).
         for id in used {
+            if fd_pool.contains_key(&id) {
+                continue;
+            }
             if plan.files.get(id).is_none() {
                 return Err(prep(format!("file id {id}"), "not in files.img (engine bug)"));
             }
@@ -705,6 +845,7 @@ impl RestoreCtx {
         self.linked = cx.remaps.take_linked();
         drop(cx);
         drop(entered);
+        drop(net_entered);
         drop(mntns);
         let plan_ns_flags = plan.ns.clone_flags();
         let images_fd = match &self.mnt_tree {
@@ -762,6 +903,7 @@ impl RestoreCtx {
             cgns,
             lazy,
             user_from_start,
+            sibling: self.opts.sibling,
         });
         Ok(())
     }
@@ -778,6 +920,13 @@ impl RestoreCtx {
         let env = self.env.as_ref().expect("prepared");
         let me = std::process::id() as i32;
         let root = env.plan.root();
+        if env.sibling && env.plan.helpers.iter().any(|h| h.parent == 0) {
+            return Err(prep(
+                format!("pid {}", root.pid),
+                "its session or process group leader was not dumped (a helper task must hold it): restoring it \
+                 as a sibling (criu's --restore-sibling, rst_sibling) is not supported",
+            ));
+        }
         let old = rsys::block_all_signals();
         // Helpers for sessions/groups whose leader is gone come first; the
         // root is forked by cryo or (CLONE_PARENT) by its session helper.
@@ -794,7 +943,12 @@ impl RestoreCtx {
         match r {
             // The root shares no table with cryo.
             Ok(first) => {
-                self.root = Some(first.unwrap_or(root.pid));
+                let first = first.unwrap_or(root.pid);
+                self.root = Some(first);
+                // The first task waits for the engine (it is blocked at its
+                // start or at the barrier), so its pid is still its own.
+                self.root_fd =
+                    Some(crate::sys::pidfd_open(first).map_err(|e| prep(format!("pidfd of pid {first}"), e))?);
                 Ok(())
             }
             Err(e) => Err(RestoreError::Sys(format!("creating pid {}: {}", root.pid, e.0))),
@@ -884,7 +1038,7 @@ impl RestoreCtx {
             if v >= want {
                 return Ok(());
             }
-            if let Some(how) = exited(root) {
+            if let Some(how) = self.first_exited(root) {
                 return Err(self.task_error().unwrap_or(RestoreError::Died {
                     pid: env.plan.root().pid,
                     how,
@@ -1017,6 +1171,11 @@ impl RestoreCtx {
             rsys::futex_wake(&c.go);
             let _ = env;
         }
+        if let (true, Some(fd)) = (self.opts.sibling, self.root_fd.take()) {
+            // Not ours to reap: the caller (our parent) reaps it.
+            let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+            self.root = None;
+        }
         for pid in self.root.take().into_iter().chain(std::mem::take(&mut self.helpers)) {
             // Only a child of ours still running is killed: the root is
             // forked by a helper when it has one, and may not exist.
@@ -1033,6 +1192,20 @@ impl RestoreCtx {
             cg.remove_created();
         }
         self.lazy_sock = None;
+    }
+
+    /// How the first task ended, if it did: through waitpid when it is our
+    /// child, through its pidfd when it is a sibling (it is then a zombie
+    /// for our parent to reap).
+    fn first_exited(&self, root: i32) -> Option<String> {
+        if !self.opts.sibling {
+            return exited(root);
+        }
+        let fd = self.root_fd.as_ref()?;
+        match rsys::poll_in(fd.as_raw_fd(), 0) {
+            Ok(true) => Some("exited".into()),
+            _ => None,
+        }
     }
 
     /// The root's pid once forked.
@@ -1338,20 +1511,54 @@ pub fn vdso_symbols(bytes: &[u8]) -> Result<Vec<(String, u64)>, String> {
     Ok(v)
 }
 
+/// stats-restore in `dir`, as criu writes it (a STATS image with a
+/// restore_stats_entry): times in microseconds, forking_time the fork of
+/// the tree, restore_time the whole restore; cryo compares no pages and
+/// skips none for copy-on-write.
+fn write_stats(dir: &std::path::Path, r: &Restored) -> Result<(), RestoreError> {
+    use cryo_image::pb;
+    let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    let forking = r
+        .phases
+        .iter()
+        .find(|(n, _)| n == "forked")
+        .map_or(Duration::ZERO, |p| p.1);
+    let entry = pb::StatsEntry {
+        dump: None,
+        restore: Some(pb::RestoreStatsEntry {
+            pages_compared: 0,
+            pages_skipped_cow: 0,
+            forking_time: us(forking),
+            restore_time: us(r.total),
+            pages_restored: Some(r.pages),
+        }),
+    };
+    let path = dir.join("stats-restore");
+    cryo_image::write_entries(&path, "STATS", &[entry])
+        .map_err(|e| RestoreError::Sys(format!("{}: {e}", path.display())))
+}
+
 /// Restore and, unless detached, wait for the root; returns the exit code
 /// cryo should exit with. `restored` is told what was restored as soon as
 /// the tree runs (before the wait).
 pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i32, RestoreError> {
     let detach = opts.detach;
+    let sibling = opts.sibling;
     let pidfile = opts.pidfile.clone();
+    let stats_dir = opts.work_dir.clone().unwrap_or_else(|| opts.dir.clone());
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
+    // The tree runs already: a stats file that cannot be written is a warning.
+    if let Err(e) = write_stats(&stats_dir, &r) {
+        eprintln!("cryo restore: warning: {e}");
+    }
     restored(&r);
     if let Some(pf) = pidfile {
         std::fs::write(&pf, format!("{}\n", r.root))
             .map_err(|e| RestoreError::Sys(format!("{}: {e}", pf.display())))?;
     }
-    if detach {
+    if detach || sibling {
+        // A sibling is our parent's child: our parent waits for it.
         return Ok(0);
     }
     Ok(

@@ -238,12 +238,20 @@ pub(crate) fn fork_items(
             }
         }
         let mut flags = if share { libc::CLONE_FILES as u64 } else { 0 };
-        if forker == 0 && c.pid == plan.root().pid && !env.init {
+        let first = forker == 0 && c.pid == plan.root().pid && !env.init;
+        if first {
             // The tree's own namespaces (no new pid namespace here: see fork_in_ns).
             flags |= env.ns_flags;
         }
-        let f = super::fork_retry_flags(c.pid, env.pid_wait, sibling, flags)
+        // rst_sibling: the root is our parent's child.
+        let as_sibling = sibling || (first && env.sibling);
+        let f = super::fork_retry_flags(c.pid, env.pid_wait, as_sibling, flags)
             .map_err(|e| TaskError(format!("creating child {}: {e}", c.pid)))?;
+        let parent = if first && env.sibling {
+            nix::unistd::getppid().as_raw()
+        } else {
+            parent
+        };
         match f {
             Forked::Child => task_main(env, c, parent, inherit, done),
             Forked::Parent(_) => {}
@@ -272,7 +280,7 @@ pub(crate) fn fork_in_ns(env: &TaskEnv, me: i32) -> Result<i32, TaskError> {
     }
     let flags = env.ns_flags;
     // set_tid [1]: the pid inside the new namespace.
-    let forked = super::fork_retry_flags(1, env.pid_wait, false, flags);
+    let forked = super::fork_retry_flags(1, env.pid_wait, env.sibling, flags);
     match forked.map_err(|e| TaskError(format!("clone3 into new namespaces (flags {flags:#x}): {e}")))? {
         Forked::Child if env.init => init_main(env, me),
         Forked::Child => task_main(env, root, me, None, None),

@@ -791,6 +791,58 @@ fn ms(f: u32) -> nix::mount::MsFlags {
     nix::mount::MsFlags::from_bits_truncate(f as libc::c_ulong)
 }
 
+/// A mount the tree's first task makes itself, once it is in the restored
+/// mount namespace: a proc that must show the tree's pid namespace (only a
+/// task in it can mount one), and every mount below such a proc (runc's
+/// masked and read-only paths: /proc/sys, /proc/kcore …), made in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateMount {
+    /// Where, in the restored namespace.
+    pub at: String,
+    pub how: LateHow,
+    /// Then `mount(NULL, at, NULL, MS_REMOUNT | flags (| MS_BIND), data)`.
+    pub remount: Option<(u32, String, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateHow {
+    /// `mount("proc", at, "proc", flags, opts)`.
+    Proc { opts: String, flags: u32 },
+    /// A bind of `src`, a path below a late proc.
+    Bind { src: String },
+    /// A detached mount the engine made (the fd, in the engine's pool,
+    /// which the first task inherits): move_mount onto `at`.
+    Detached { fd: i32 },
+}
+
+impl LateMount {
+    /// Make it (in the first task, in the restored namespaces).
+    pub fn make(&self) -> Result<(), String> {
+        use nix::mount::{mount, MsFlags};
+        let at = self.at.as_str();
+        match &self.how {
+            LateHow::Proc { opts, flags } => {
+                let data = (!opts.is_empty()).then_some(opts.as_str());
+                mount(Some("proc"), at, Some("proc"), ms(*flags), data)
+                    .map_err(|e| format!("mount proc at {at}: {e}"))?;
+            }
+            LateHow::Bind { src } => {
+                mount(Some(src.as_str()), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(|e| format!("bind {src} at {at}: {e}"))?;
+            }
+            LateHow::Detached { fd } => {
+                crate::sys::mount::attach(*fd, at).map_err(|e| format!("move_mount onto {at}: {e}"))?;
+            }
+        }
+        if let Some((flags, data, bind)) = &self.remount {
+            let f = MsFlags::MS_REMOUNT | ms(*flags) | if *bind { MsFlags::MS_BIND } else { MsFlags::empty() };
+            let data = (!data.is_empty()).then_some(data.as_str());
+            mount(None::<&str>, at, None::<&str>, f, data).map_err(|e| format!("remount {at}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Rebuild the tree in the calling thread's mount namespace, under `yard`
 /// (a directory the tree's root is bound on), then make `yard` the root
 /// (pivot_root, the old root detached). The caller has unshared
@@ -803,7 +855,7 @@ pub fn build(
     images: &std::path::Path,
     o: &MntRestoreOpts,
     skip: &dyn Fn(&Mount) -> bool,
-) -> Result<(), MntRestoreError> {
+) -> Result<Vec<(LateMount, Option<std::os::fd::OwnedFd>)>, MntRestoreError> {
     use nix::mount::{mount, MsFlags};
     let root = o
         .root
@@ -839,9 +891,14 @@ pub fn build(
     let mut at: BTreeMap<u32, std::path::PathBuf> = BTreeMap::new();
     at.insert(r.mnt_id, root.clone());
     let join = |base: &std::path::Path, p: &str| base.join(p.trim_start_matches('/'));
+    // Mounts made later by the first task: the skipped ones and every mount below them.
+    let mut late_ids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+    let mut late = Vec::new();
     // Groups: the first mount of a peer group made shared, the others bound from it.
     for m in &tree.mounts[1..] {
-        if skip(m) {
+        if skip(m) || late_ids.contains(&m.parent_mnt_id) {
+            late_ids.insert(m.mnt_id);
+            late.push(late_mount(tree, images, o, m, skip(m), &at, &late_ids)?);
             continue;
         }
         let parent = at.get(&m.parent_mnt_id).ok_or_else(|| {
@@ -872,31 +929,7 @@ pub fn build(
                 let src = if m.source.is_empty() { fs } else { m.source.as_str() };
                 mount(Some(src), &target, Some(fs), ms(flags), data).map_err(sys(m, format!("mount {fs}")))?;
                 if m.fstype == pb::Fstype::Tmpfs as u32 {
-                    let img = tmpfs_image(images, m)
-                        .ok_or_else(|| MntRestoreError::Check(format!("no tmpfs image for mount {}", m.mnt_id)))?;
-                    let f = std::fs::File::open(&img).map_err(|source| MntRestoreError::Io {
-                        what: img.display().to_string(),
-                        source,
-                    })?;
-                    let out = std::process::Command::new("tar")
-                        .args(["--extract", "--gzip", "--no-unquote", "--no-wildcards", "--directory"])
-                        .arg(&target)
-                        .stdin(f)
-                        .stderr(std::process::Stdio::piped())
-                        .output()
-                        .map_err(|source| MntRestoreError::Io {
-                            what: "tar".into(),
-                            source,
-                        })?;
-                    if !out.status.success() {
-                        return Err(MntRestoreError::Check(format!(
-                            "mount {} at {}: tar --extract of {} failed: {}",
-                            m.mnt_id,
-                            m.mountpoint,
-                            img.display(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        )));
-                    }
+                    untar(images, m, &target)?;
                 }
                 // Superblock read-only last (after the contents).
                 if m.sb_flags & MS_RDONLY != 0 || m.flags & MS_RDONLY != 0 {
@@ -979,7 +1012,132 @@ pub fn build(
     nix::unistd::pivot_root(".", ".").map_err(sys(r, "pivot_root".into()))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(sys(r, "detach the old root".into()))?;
     nix::unistd::chdir("/").map_err(sys(r, "chdir /".into()))?;
+    Ok(late)
+}
+
+/// Fill a fresh tmpfs mounted at (or reachable by) `dir` from its image.
+fn untar(images: &std::path::Path, m: &Mount, dir: &std::path::Path) -> Result<(), MntRestoreError> {
+    let img = tmpfs_image(images, m)
+        .ok_or_else(|| MntRestoreError::Check(format!("no tmpfs image for mount {}", m.mnt_id)))?;
+    let f = std::fs::File::open(&img).map_err(|source| MntRestoreError::Io {
+        what: img.display().to_string(),
+        source,
+    })?;
+    let out = std::process::Command::new("tar")
+        .args(["--extract", "--gzip", "--no-unquote", "--no-wildcards", "--directory"])
+        .arg(dir)
+        .stdin(f)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|source| MntRestoreError::Io {
+            what: "tar".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(MntRestoreError::Check(format!(
+            "mount {} at {}: tar --extract of {} failed: {}",
+            m.mnt_id,
+            m.mountpoint,
+            img.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
     Ok(())
+}
+
+/// How the first task makes late mount `m` (`proc`: it is a proc to mount
+/// there); detached mounts are made here, in the engine.
+fn late_mount(
+    tree: &MountTree,
+    images: &std::path::Path,
+    o: &MntRestoreOpts,
+    m: &Mount,
+    proc: bool,
+    at: &BTreeMap<u32, std::path::PathBuf>,
+    late: &std::collections::BTreeSet<u32>,
+) -> Result<(LateMount, Option<std::os::fd::OwnedFd>), MntRestoreError> {
+    let check = |why: &str| MntRestoreError::Check(format!("mount {} at {}: {why}", m.mnt_id, m.mountpoint));
+    let sys = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| MntRestoreError::Sys {
+            mnt_id: m.mnt_id,
+            mountpoint: m.mountpoint.clone(),
+            what,
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    };
+    if m.flags & (MS_SHARED | MS_UNBINDABLE) != 0 || m.master_id != 0 {
+        return Err(check(
+            "a shared, slave or unbindable mount below a proc of the tree's pid namespace is not supported",
+        ));
+    }
+    let bind_remount = (m.flags & MNT_FLAGS & !(MS_RELATIME | MS_STRICTATIME) != 0)
+        .then(|| (m.flags & MNT_FLAGS, String::new(), true));
+    let (how, fd, remount) = match &m.kind {
+        MountKind::Fresh if proc => (
+            LateHow::Proc {
+                opts: m.options.clone(),
+                flags: m.flags & MNT_FLAGS,
+            },
+            None,
+            None,
+        ),
+        MountKind::Fresh => {
+            let fs = mountable_fs(m.fstype).ok_or_else(|| check("not a file system cryo mounts"))?;
+            let src = if m.source.is_empty() { fs } else { m.source.as_str() };
+            let flags = (m.flags & MNT_FLAGS & !MS_RDONLY) | (m.sb_flags & (MS_SYNCHRONOUS | MS_DIRSYNC | MS_MANDLOCK));
+            let fd = crate::sys::mount::new_mount(fs, src, &m.options, crate::sys::mount::mount_attrs(flags))
+                .map_err(sys(&format!("fsmount {fs}")))?;
+            if m.fstype == pb::Fstype::Tmpfs as u32 {
+                use std::os::fd::AsRawFd;
+                let dir = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+                untar(images, m, std::path::Path::new(&dir))?;
+            }
+            let ro = m.sb_flags & MS_RDONLY != 0 || m.flags & MS_RDONLY != 0;
+            (
+                LateHow::Detached { fd: -1 },
+                Some(fd),
+                ro.then(|| (flags | MS_RDONLY, m.options.clone(), false)),
+            )
+        }
+        MountKind::Bind { of } => {
+            let src_m = tree.get(*of).ok_or_else(|| check("bind of a mount not in the tree"))?;
+            let sub = m.root.strip_prefix(&src_m.root).unwrap_or(&m.root);
+            let rel = if src_m.root == "/" { m.root.as_str() } else { sub };
+            if late.contains(of) {
+                // Below a late proc, by its path in the restored namespace.
+                let src = std::path::Path::new(&src_m.mountpoint).join(rel.trim_start_matches('/'));
+                (
+                    LateHow::Bind {
+                        src: src.display().to_string(),
+                    },
+                    None,
+                    bind_remount,
+                )
+            } else {
+                let base = at.get(of).ok_or_else(|| check("its bind source is not mounted"))?;
+                let src = base.join(rel.trim_start_matches('/'));
+                let fd = crate::sys::mount::clone_tree(&src.display().to_string())
+                    .map_err(sys(&format!("open_tree {}", src.display())))?;
+                (LateHow::Detached { fd: -1 }, Some(fd), bind_remount)
+            }
+        }
+        MountKind::External { key } => {
+            let src = &o.externals[key];
+            let fd = crate::sys::mount::clone_tree(&src.display().to_string())
+                .map_err(sys(&format!("open_tree external {}", src.display())))?;
+            (LateHow::Detached { fd: -1 }, Some(fd), bind_remount)
+        }
+        MountKind::Root => return Err(check("the root below a proc")),
+    };
+    Ok((
+        LateMount {
+            at: m.mountpoint.clone(),
+            how,
+            remount,
+        },
+        fd,
+    ))
 }
 
 /// A mount namespace made for a restore: held by an open /proc/…/ns/mnt
@@ -987,6 +1145,8 @@ pub fn build(
 /// every mount.
 pub struct MntNs {
     pub fd: std::fs::File,
+    /// What the first task mounts itself, with the detached mounts' fds.
+    pub late: Vec<(LateMount, Option<std::os::fd::OwnedFd>)>,
 }
 
 /// Make a new mount namespace (on a scoped thread that unshares
@@ -1036,22 +1196,12 @@ pub fn make_ns(
                 what: "/proc/thread-self/ns/mnt".into(),
                 source,
             })?;
-            build(tree, images, o, skip)?;
-            Ok(MntNs { fd })
+            let late = build(tree, images, o, skip)?;
+            Ok(MntNs { fd, late })
         })
         .join()
         .map_err(|_| MntRestoreError::Check("the mount namespace thread panicked".into()))?
     })
-}
-
-/// The proc mounts of the tree, to be made from inside its pid namespace
-/// (mountpoint, options, flags).
-pub fn proc_mounts(tree: &MountTree) -> Vec<(String, String, u32)> {
-    tree.mounts
-        .iter()
-        .filter(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
-        .map(|m| (m.mountpoint.clone(), m.options.clone(), m.flags & MNT_FLAGS))
-        .collect()
 }
 
 /// The calling thread, in a mount namespace for a while (to open the

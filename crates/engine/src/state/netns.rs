@@ -447,6 +447,65 @@ pub fn dump(
     }
 }
 
+/// The calling thread in another network namespace for a while (the
+/// engine opens the tree's sockets in the tree's namespace); back in its
+/// own when dropped.
+pub struct NetEntered {
+    home: std::fs::File,
+}
+
+/// Enter the network namespace `ns` (an open ns file) on the calling thread.
+pub fn enter(ns: &std::fs::File) -> Result<NetEntered, NetError> {
+    let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(io_err("/proc/thread-self/ns/net"))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| io_err("setns into the restored network namespace")(e.into()))?;
+    Ok(NetEntered { home })
+}
+
+impl Drop for NetEntered {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.home, nix::sched::CloneFlags::CLONE_NEWNET);
+    }
+}
+
+/// A network namespace from outside the tree (criu's `--external
+/// net[INODE]:KEY`): netns-N.img holds only its key, as CRIU writes it.
+pub fn dump_external(ns_id: u32, dir: &Path, key: &str) -> Result<Vec<String>, NetError> {
+    let name = format!("netns-{ns_id}.img");
+    let mut w = cryo_image::ImageWriter::create(dir.join(&name), Some("NETNS"))?;
+    w.entry(&pb::NetnsEntry {
+        ext_key: Some(key.to_string()),
+        ..Default::default()
+    })?;
+    w.finish()?;
+    Ok(vec![name])
+}
+
+/// A network namespace dumped empty (criu's `--empty-ns net`): netns-N.img
+/// without an entry, as CRIU writes it; nothing else.
+pub fn dump_empty(ns_id: u32, dir: &Path) -> Result<Vec<String>, NetError> {
+    let name = format!("netns-{ns_id}.img");
+    let w = cryo_image::ImageWriter::create(dir.join(&name), Some("NETNS"))?;
+    w.finish()?;
+    Ok(vec![name])
+}
+
+/// A new network namespace with nothing in it but the kernel's loopback
+/// (down), for a tree dumped with `--empty-ns net`: the caller (runc,
+/// podman) sets it up, as with CRIU.
+pub fn make_empty() -> Result<NetNs, NetError> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<NetNs, NetError> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io_err("unshare a network namespace")(e.into()))?;
+            let fd = std::fs::File::open("/proc/thread-self/ns/net").map_err(io_err("/proc/thread-self/ns/net"))?;
+            Ok(NetNs { fd })
+        })
+        .join()
+        .map_err(|_| NetError::Parse("the network namespace thread panicked".into()))?
+    })
+}
+
 /// A network device of the image, checked, for the restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {

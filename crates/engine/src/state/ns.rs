@@ -494,8 +494,9 @@ fn check_owners(root: i32, root_ns: &Inodes, mine: &Inodes, own: &[Kind]) -> Res
 }
 
 /// A task found after the survey (forked meanwhile) must be in the tree's
-/// namespaces too.
-pub fn check_task(pid: i32, tree: &TreeNs) -> Result<(), NsError> {
+/// namespaces too; in the tree's pid namespace its pids inside are read
+/// now (it is frozen: its threads are all there).
+pub fn check_task(pid: i32, tree: &mut TreeNs) -> Result<(), NsError> {
     let theirs = inodes(&pid.to_string());
     for (k, r) in &tree.root {
         if let Some(t) = theirs.get(k) {
@@ -512,10 +513,24 @@ pub fn check_task(pid: i32, tree: &TreeNs) -> Result<(), NsError> {
         }
     }
     if tree.has(Kind::Pid) && !tree.vpids.contains_key(&pid) {
-        return Err(NsError::Refused {
-            pid,
-            what: "it appeared in the tree's pid namespace after the namespaces were surveyed".into(),
-        });
+        let read = |what: String| NsError::Read { pid, ns: "pid", what };
+        // A zombie has no task directory to list: its pid alone.
+        let tids: Vec<i32> = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(d) => d
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .collect(),
+            Err(_) => vec![pid],
+        };
+        for tid in tids {
+            let path = if tid == pid {
+                format!("/proc/{pid}/status")
+            } else {
+                format!("/proc/{pid}/task/{tid}/status")
+            };
+            let st = std::fs::read_to_string(&path).map_err(|e| read(format!("{path}: {e}")))?;
+            let (v, _) = ns_field(&st, "NSpid:").ok_or_else(|| read(format!("no NSpid in {path}")))?;
+            tree.vpids.insert(tid, v);
+        }
     }
     Ok(())
 }
@@ -671,8 +686,8 @@ pub struct NsPlan {
     /// instead of being created by clone3.
     pub enter: Vec<(Kind, std::os::fd::RawFd)>,
     /// Mounts made by the first task once in its namespaces: proc, which
-    /// shows the pid namespace of whoever mounts it (mountpoint, options, MS_* flags).
-    pub late_mounts: Vec<(String, String, u32)>,
+    /// shows the pid namespace of whoever mounts it, and the mounts below it.
+    pub late_mounts: Vec<crate::state::mnt::LateMount>,
     /// The tree's own user namespace: its maps.
     pub user: Option<super::userns::UserNs>,
     /// The tree's own time namespace: its clocks at dump time.
@@ -721,16 +736,11 @@ impl NsPlan {
             nix::sched::setns(&f, nix::sched::CloneFlags::from_bits_retain(k.clone_flag() as i32))
                 .map_err(|e| format!("setns into the restored {} namespace: {e}", k.name()))?;
         }
-        for (at, opts, flags) in &self.late_mounts {
-            let data = (!opts.is_empty()).then_some(opts.as_str());
-            nix::mount::mount(
-                Some("proc"),
-                at.as_str(),
-                Some("proc"),
-                nix::mount::MsFlags::from_bits_truncate(*flags as libc::c_ulong),
-                data,
-            )
-            .map_err(|e| format!("mount proc at {at}: {e}"))?;
+        // proc first; the mounts below it (runc's read-only /proc/sys …)
+        // once the sysctls below are written.
+        let is_proc = |m: &&crate::state::mnt::LateMount| matches!(m.how, crate::state::mnt::LateHow::Proc { .. });
+        for m in self.late_mounts.iter().filter(is_proc) {
+            m.make()?;
         }
         if let Some(u) = &self.uts {
             std::fs::write("/proc/sys/kernel/hostname", &u.nodename)
@@ -741,6 +751,9 @@ impl NsPlan {
         if let Some(i) = &self.ipc {
             i.apply(self.user.as_ref().filter(|_| !in_user_ns))
                 .map_err(|e| format!("ipc namespace: {e}"))?;
+        }
+        for m in self.late_mounts.iter().filter(|m| !is_proc(m)) {
+            m.make()?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ pub mod restore;
 
 pub mod files;
 pub mod ipc;
+pub mod mount;
 pub mod rtnl;
 pub mod sockets;
 pub mod tcp;
@@ -52,6 +53,22 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
     // SAFETY: the kernel returned a fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_send_signal(2) with no siginfo.
+pub fn pidfd_send_signal(pidfd: &impl std::os::fd::AsFd, sig: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid fd, a signal number, a null siginfo, no flags.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_fd().as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
 }
 
 /// pidfd_getfd(2): a duplicate of `target_fd` of the process behind `pidfd`.

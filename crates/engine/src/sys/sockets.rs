@@ -41,6 +41,13 @@ pub fn unix_diag_dump(show: u32) -> io::Result<Vec<Vec<u8>>> {
 /// the mask `states` (bit 1 << TCP_*), as sock_diag reports it with the
 /// extensions `ext` (bits 1 << (INET_DIAG_X - 1)): the payloads (struct
 /// inet_diag_msg and its attributes).
+/// SIOCGSKNS: the network namespace of socket `fd`, as an fd.
+pub fn socket_netns(fd: RawFd) -> io::Result<OwnedFd> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd.
+    super::owned(unsafe { libc::ioctl(fd, SIOCGSKNS as _, 0) } as libc::c_long)
+}
+
 pub fn inet_diag_dump(family: i32, protocol: i32, states: u32, ext: u8) -> io::Result<Vec<Vec<u8>>> {
     // inet_diag_req_v2 (56 bytes): family, protocol, ext, pad, states, a zero sockid.
     let mut req = vec![family as u8, protocol as u8, ext, 0];

@@ -1,8 +1,9 @@
 // A client of `cryo swrk` built on go-criu (Debian's golang-github-checkpoint-restore-go-criu-dev),
 // the library runc and podman drive CRIU with: VERSION, FEATURE_CHECK, DUMP with leave_running and
 // notifications, a DUMP whose post-dump notification fails, a plain DUMP, and a RESTORE with
-// notifications; the program it dumps (tests/progs/spin) must run again afterwards. Run as pid 1 of
-// a fresh PID namespace (the restored tree is reparented to it). Usage: gocriu CRYO SPIN DIR
+// notifications and rst_sibling (the restored program is this client's child, as runc's container
+// init is runc's: the client reaps it); the program it dumps (tests/progs/spin) must run again
+// afterwards. Run as pid 1 of a fresh PID namespace. Usage: gocriu CRYO SPIN DIR
 package main
 
 import (
@@ -23,6 +24,8 @@ type notes struct {
 	criu.NoNotify
 	seen     []string
 	failPost bool
+	// The parent of the restored root at post-restore.
+	ppid int
 }
 
 func (n *notes) PreDump() error { n.seen = append(n.seen, "pre-dump"); return nil }
@@ -36,6 +39,14 @@ func (n *notes) PostDump() error {
 func (n *notes) PreRestore() error { n.seen = append(n.seen, "pre-restore"); return nil }
 func (n *notes) PostRestore(pid int32) error {
 	n.seen = append(n.seen, fmt.Sprintf("post-restore:%d", pid))
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	if i := strings.LastIndex(s, ")"); i > 0 {
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 {
+			fmt.Sscan(f[1], &n.ppid)
+		}
+	}
 	return nil
 }
 func (n *notes) PostResume() error { n.seen = append(n.seen, "post-resume"); return nil }
@@ -137,7 +148,8 @@ func main() {
 	cmd.Wait()
 	// Restore with notifications.
 	n = &notes{}
-	ro := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(img.Fd())), LogFile: proto.String("gocriu-restore.log")}
+	ro := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(img.Fd())), LogFile: proto.String("gocriu-restore.log"),
+		RstSibling: proto.Bool(true)}
 	if err := c.Restore(ro, n); err != nil {
 		fail("restore: %v", err)
 	}
@@ -149,6 +161,14 @@ func main() {
 	if after == mid {
 		fail("restored counter did not move: %s", after)
 	}
-	fmt.Println("ok", before, mid, after)
+	if n.ppid != os.Getpid() {
+		fail("rst_sibling: the restored %d has parent %d at post-restore, not this client (%d)", pid, n.ppid, os.Getpid())
+	}
+	// Ours to reap, as runc reaps its container's init.
 	syscall.Kill(pid, syscall.SIGKILL)
+	var ws syscall.WaitStatus
+	if w, err := syscall.Wait4(pid, &ws, 0, nil); w != pid || err != nil || ws.Signal() != syscall.SIGKILL {
+		fail("wait4(%d) = %d, %v, %v: the restored root is not this client's child", pid, w, err, ws)
+	}
+	fmt.Println("ok", before, mid, after)
 }

@@ -187,7 +187,10 @@ fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
             if round == 1 {
                 let img = ns.anchor("img");
                 let side = std::fs::read_to_string(img.join("cryo.json")).unwrap();
-                assert!(side.contains("\"udp_sources\"") && side.contains("127.0.0.2:7502"), "{side}");
+                assert!(
+                    side.contains("\"udp_sources\"") && side.contains("127.0.0.2:7502"),
+                    "{side}"
+                );
                 assert!(side.contains("\"peek_off\""), "{side}");
                 let out = Command::new("/usr/bin/crit")
                     .args(["decode", "-i"])
