@@ -468,7 +468,6 @@ fn unrestorable_unix_sockets_are_refused_before_writing() {
         ("scm", "in flight (SCM_RIGHTS)"),
         ("backlog", "not accepted yet"),
         ("closed", "connecting socket is closed"),
-        ("peekoff", "SO_PEEK_OFF"),
         ("outside", "outside the dumped tree; dump with --ext-unix-sk"),
     ] {
         let work = tmp_dir(&format!("unixrefuse-{mode}"));

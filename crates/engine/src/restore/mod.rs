@@ -99,8 +99,8 @@ pub struct RestoreOpts {
     /// fd[N]:KEY`): an external network namespace (netns-N.img's ext_key).
     /// The fds stay the caller's.
     pub inherit_fds: std::collections::BTreeMap<String, RawFd>,
-    /// Where stats-restore is written (criu's work directory; the images
-    /// directory when None), as criu writes it.
+    /// Where stats-restore is written (criu's work directory), as criu
+    /// writes it; none when None (the images are never written to).
     pub work_dir: Option<PathBuf>,
     /// The root becomes a child of the engine's parent (criu's
     /// `--restore-sibling`, which runc and podman use: the container's init
@@ -1545,11 +1545,14 @@ pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i3
     let detach = opts.detach;
     let sibling = opts.sibling;
     let pidfile = opts.pidfile.clone();
-    let stats_dir = opts.work_dir.clone().unwrap_or_else(|| opts.dir.clone());
+    // Only into a work directory the caller names (-W, the RPC's work dir):
+    // cryo never writes into the images it restores (criu writes
+    // stats-restore into the images directory when there is no -W).
+    let stats_dir = opts.work_dir.clone();
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
     // The tree runs already: a stats file that cannot be written is a warning.
-    if let Err(e) = write_stats(&stats_dir, &r) {
+    if let Some(Err(e)) = stats_dir.map(|d| write_stats(&d, &r)) {
         eprintln!("cryo restore: warning: {e}");
     }
     restored(&r);
