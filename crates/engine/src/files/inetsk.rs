@@ -651,6 +651,12 @@ impl FdKind for InetSk {
             if po >= 0 {
                 t.peek_off.insert(id, po as u32);
             }
+            let cands = super::mcast::candidates(c.pid);
+            if let Some(m) =
+                super::mcast::read(fd, d.family, &cands).map_err(|e| io("reading its multicast groups", e))?
+            {
+                t.multicast.insert(id, m);
+            }
         }
         let tcp_opts = if tcp {
             skopts::read_tcp(fd).map_err(|e| io("reading the TCP options", e))?
@@ -798,6 +804,7 @@ impl FdKind for InetSk {
             tcp,
             sources: None,
             peek_off: None,
+            multicast: None,
         }))
     }
 
@@ -857,6 +864,8 @@ pub struct InetSkFile {
     pub sources: Option<Vec<std::net::SocketAddr>>,
     /// SO_PEEK_OFF (the sidecar's `peek_off`).
     pub peek_off: Option<u32>,
+    /// Multicast groups and options (the sidecar's `multicast`).
+    pub multicast: Option<cryo_image::sidecar::Multicast>,
 }
 
 /// What the sidecar says of the inet sockets (`tcp_reset`, `udp_sources`),
@@ -938,6 +947,25 @@ pub fn apply_sidecar(files: &mut FileSet, side: &cryo_image::sidecar::Sidecar) -
                 "peek_off: file id {id} is neither a unix nor a UDP socket in files.img"
             ));
         }
+    }
+    for (&id, m) in &side.multicast {
+        let (_, f) = files
+            .of_mut::<InetSkFile>()
+            .find(|(i, _)| *i == id)
+            .ok_or_else(|| format!("multicast: file id {id} is not an inet socket in files.img"))?;
+        if f.e.r#type as i32 != libc::SOCK_DGRAM {
+            return Err(format!("multicast: {} is not a UDP socket", f.object()));
+        }
+        if f.e.family as i32 == libc::AF_INET {
+            if let Some(g) = m.groups.iter().find(|g| g.group.is_ipv6()) {
+                return Err(format!(
+                    "multicast: {}: IPv6 group {} on an IPv4 socket",
+                    f.object(),
+                    g.group
+                ));
+            }
+        }
+        f.multicast = Some(m.clone());
     }
     for (id, f) in files.of::<InetSkFile>() {
         if f.e.dst_port == 0 && f.sources.is_none() && counts.get(&id).copied().unwrap_or(0) != 0 {
@@ -1308,6 +1336,9 @@ impl OpenFile for InetSkFile {
         if e.src_port != 0 && e.r#type as i32 == libc::SOCK_DGRAM {
             let dup = s.try_clone().map_err(|er| oerr(self, er))?;
             st.by_addr.insert((e.r#type, self.src, e.src_port), dup);
+        }
+        if let Some(m) = &self.multicast {
+            super::mcast::apply(fd, e.family as i32, m).map_err(|er| oerr(self, format!("multicast: {er}")))?;
         }
         if let Some(off) = self.peek_off {
             set(libc::SOL_SOCKET, SO_PEEK_OFF, off as i32, "SO_PEEK_OFF")?;

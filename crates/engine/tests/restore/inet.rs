@@ -174,8 +174,10 @@ fn a_jvm_keeps_counting_after_restore() {
 /// IPv6 with two; CRIU drops these queues) come back in order from the same
 /// senders (cryo.json's `udp_sources`), and the programs' SO_PEEK_OFF on a
 /// UDP socket and on unix stream and datagram pairs (cryo.json's
-/// `peek_off`) is kept: each MSG_PEEK goes on where it was. The images
-/// decode with Debian's crit.
+/// `peek_off`) is kept: each MSG_PEEK goes on where it was; a UDP socket's
+/// multicast groups (one with an include filter) and IP_MULTICAST_TTL/LOOP
+/// (cryo.json's `multicast`) are kept and a datagram to the group arrives.
+/// The images decode with Debian's crit.
 #[test]
 fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
     let prog = build_prog("udpq");
@@ -187,8 +189,12 @@ fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
             if round == 1 {
                 let img = ns.anchor("img");
                 let side = std::fs::read_to_string(img.join("cryo.json")).unwrap();
-                assert!(side.contains("\"udp_sources\"") && side.contains("127.0.0.2:7502"), "{side}");
+                assert!(
+                    side.contains("\"udp_sources\"") && side.contains("127.0.0.2:7502"),
+                    "{side}"
+                );
                 assert!(side.contains("\"peek_off\""), "{side}");
+                assert!(side.contains("\"multicast\"") && side.contains("239.7.7.8"), "{side}");
                 let out = Command::new("/usr/bin/crit")
                     .args(["decode", "-i"])
                     .arg(img.join("sk-queues.img"))
