@@ -1,39 +1,44 @@
 //! Inet sockets (AF_INET, AF_INET6; TCP, UDP, UDP-Lite): files.img INETSK
 //! entries as CRIU 4.2 writes them (`inet_sk_entry` in the `isk` field,
 //! with `sk_opts_entry`, `ip_opts_entry` and `tcp_opts_entry`), and the
-//! receive queue of a connected UDP socket in sk-queues.img (one
-//! `sk_packet_entry` per datagram, `id_for` the socket's own id; CRIU
-//! drops UDP queues, and its restore leaves entries it does not use alone).
+//! receive queue of a UDP socket in sk-queues.img (one `sk_packet_entry`
+//! per datagram, `id_for` the socket's own id; CRIU drops UDP queues, and
+//! its restore leaves entries it does not use alone). What CRIU's format
+//! has no field for goes into cryo's sidecar: the sender of each datagram
+//! not from the socket's peer (`udp_sources`), SO_PEEK_OFF (`peek_off`),
+//! multicast groups and options (`multicast`, files/mcast.rs), the error
+//! pending on a reset TCP connection (`tcp_reset`, files/tcp.rs).
 //!
 //! Dump: the tree's inet sockets are surveyed first ([`InetSk::survey`]):
 //! family, type and protocol from the socket itself (pidfd_getfd +
 //! SO_DOMAIN/SO_TYPE/SO_PROTOCOL), state, addresses, backlog, queue lengths
 //! and shutdown from sock_diag (inet_diag), or, for a socket the kernel's
 //! tables do not hold (a TCP socket created or bound but neither listening
-//! nor connected, an unbound UDP socket), from getsockname, getpeername and
-//! TCP_INFO as CRIU does. Anything not restorable is refused there, naming
-//! pid, fd and the socket: raw sockets and other protocols (MPTCP, SCTP,
-//! ICMP), listeners with connections not yet accepted, corked UDP
-//! sockets, socket filters, a set SO_PEEK_OFF, queued datagrams of an
-//! unconnected UDP socket (their senders' addresses have no place in the
-//! format) or of a connected one that did not come from its peer. The UDP
-//! queue is read without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one
-//! datagram per read, then SO_PEEK_OFF put back). TCP connections (the
-//! connected states) go to `files::tcp` ([`super::tcp::survey`]): refused
-//! without `--tcp-established` naming the connection, else locked, put in
-//! repair mode and their streams read; `dump` writes their
-//! tcp-stream-INO.img and the state TCP_INFO gave.
+//! nor connected, or reset, or closed by both sides; an unbound UDP
+//! socket), from getsockname, SO_PEERNAME and TCP_INFO as CRIU does (a TCP
+//! socket in CLOSE that still names its peer is a connection). Anything not
+//! restorable is refused there, naming pid, fd and the socket: raw sockets
+//! and other protocols (MPTCP, SCTP, ICMP), listeners with connections not
+//! yet accepted, corked UDP sockets, socket filters. The UDP queue is read
+//! without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one datagram per read,
+//! then the program's SO_PEEK_OFF put back). TCP connections go to
+//! `files::tcp` ([`super::tcp::survey`]): refused without
+//! `--tcp-established` naming the connection, else locked, put in repair
+//! mode and their streams read; `dump` writes their tcp-stream-INO.img and
+//! the state TCP_INFO gave.
 //!
 //! Restore: the engine makes each socket before the fork (one socket in
 //! several fds or tasks is one socket again): socket, IPV6_V6ONLY,
 //! SO_REUSEADDR and SO_REUSEPORT forced on while the sockets of one port
 //! are bound (as CRIU: their dumped values go back once the port's last
 //! socket is bound), bind, listen with its backlog, connect (UDP), the
-//! flags, IP, socket and TCP options, shutdown; a connected UDP socket's
-//! queue is sent again from its peer's address (the peer's own restored
-//! socket, or a socket bound there for the purpose). A TCP connection is
-//! restored in repair mode from its stream (`files::tcp::restore_into`);
-//! the restore turns repair off once every task is ready.
+//! flags, IP, socket and TCP options, shutdown; a UDP socket's queue is
+//! sent again, each datagram from its sender's address (a restored socket
+//! of the tree bound there, or a socket bound there for the purpose, with
+//! IP_FREEBIND), then its multicast groups joined and SO_PEEK_OFF set. A
+//! TCP connection is restored in repair mode from its stream
+//! (`files::tcp::restore_into`); the restore turns repair off once every
+//! task is ready.
 
 use super::{fown, skopts, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
