@@ -19,7 +19,8 @@
 //! socket in CLOSE that still names its peer is a connection). Anything not
 //! restorable is refused there, naming pid, fd and the socket: raw sockets
 //! and other protocols (MPTCP, SCTP, ICMP), listeners with connections not
-//! yet accepted, corked UDP sockets, socket filters. The UDP queue is read
+//! yet accepted, corked UDP sockets, eBPF socket filters (a classic one is
+//! kept in `so_filter`, as CRIU keeps it). The UDP queue is read
 //! without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one datagram per read,
 //! then the program's SO_PEEK_OFF put back). TCP connections go to
 //! `files::tcp` ([`super::tcp::survey`]): refused without
@@ -401,11 +402,12 @@ fn survey_one(
         Some(d) => d.clone(),
         None => unconnected(sk, ino, family, ty, proto).map_err(|e| refuse(f, e))?,
     };
-    if skopts::filter_len(fd).map_err(|e| io_err(f, "SO_GET_FILTER", e))? != 0 {
+    if skopts::filter_len(fd).map_err(|e| io_err(f, "SO_GET_FILTER", e))? != 0 && sks::get_filter(fd).is_err() {
         return Err(refuse(
             f,
             format!(
-                "{} socket {} has a socket filter (SO_ATTACH_FILTER): not supported yet",
+                "{} socket {} has a socket filter that cannot be read: an eBPF program (SO_ATTACH_BPF) is not \
+                 supported",
                 proto_name(proto),
                 d.describe()
             ),
@@ -611,6 +613,11 @@ impl FdKind for InetSk {
         let fd = sk.as_raw_fd();
         let v6 = d.family == libc::AF_INET6;
         let opts = skopts::read(fd, d.family).map_err(|e| io("reading the socket options", e))?;
+        // A classic BPF filter (SO_ATTACH_FILTER), as CRIU keeps it.
+        let opts = pb::SkOptsEntry {
+            so_filter: sks::get_filter(fd).map_err(|e| io("SO_GET_FILTER", e))?,
+            ..opts
+        };
         let int = |l, n| sks::getsockopt_int(fd, l, n);
         let flag = |l, n| int(l, n).map(|v| (v != 0).then_some(true));
         let ip_opts = if v6 {
@@ -791,12 +798,6 @@ impl FdKind for InetSk {
             if r.hdrincl == Some(true) || r.nodefrag == Some(true) || !r.icmpv_filter.is_empty() {
                 return Err(unsupported(format!("inet socket {}: raw IP options", i.id)));
             }
-        }
-        if !i.opts.so_filter.is_empty() {
-            return Err(unsupported(format!(
-                "inet socket {}: a socket filter: not supported yet",
-                i.id
-            )));
         }
         let mut src = [0u32; 4];
         let mut dst = [0u32; 4];
@@ -1344,6 +1345,10 @@ impl OpenFile for InetSkFile {
         }
         if let Some(m) = &self.multicast {
             super::mcast::apply(fd, e.family as i32, m).map_err(|er| oerr(self, format!("multicast: {er}")))?;
+        }
+        // The filter last: the queue sent again must not go through it.
+        if !e.opts.so_filter.is_empty() {
+            sks::attach_filter(fd, &e.opts.so_filter).map_err(|er| oerr(self, format!("SO_ATTACH_FILTER: {er}")))?;
         }
         if let Some(off) = self.peek_off {
             set(libc::SOL_SOCKET, SO_PEEK_OFF, off as i32, "SO_PEEK_OFF")?;

@@ -8,12 +8,15 @@
  * - a unix datagram socketpair with two datagrams queued at b and SO_PEEK_OFF 0;
  * - a UDP socket bound to 0.0.0.0:7520 that joined 239.7.7.7 on lo, and 239.7.7.8 on lo for source
  *   127.0.0.5 only (an include filter), with IP_MULTICAST_TTL 4 and IP_MULTICAST_LOOP 0
- *   (lo is made multicast with a 224.0.0.0/4 route first).
+ *   (lo is made multicast with a 224.0.0.0/4 route first);
+ * - a UDP socket bound to 127.0.0.1:7530 with a classic BPF filter that drops every datagram, one
+ *   datagram queued before the filter was attached.
  * Writes DIR/udpq.ready; on SIGUSR1 checks (without consuming: the next round checks again) that
  * each queue holds the same datagrams from the same senders and that each MSG_PEEK goes on from the
  * dumped offset, and writes DIR/udpq.verify "udpq=ok" or "udpq=<first failure>". */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -133,6 +136,18 @@ int main(int argc, char **argv)
 	int ttl = 4, loop = 0;
 	setsockopt(mc, IPPROTO_IP, IP_MULTICAST_TTL, &ttl, sizeof(ttl));
 	setsockopt(mc, IPPROTO_IP, IP_MULTICAST_LOOP, &loop, sizeof(loop));
+	int fl = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in fla = a4("127.0.0.1", 7530);
+	if (bind(fl, (void *)&fla, sizeof(fla))) return 19;
+	{
+		int tx = socket(AF_INET, SOCK_DGRAM, 0);
+		sendto(tx, "before", 6, 0, (void *)&fla, sizeof(fla));
+		close(tx);
+		usleep(10000);
+	}
+	struct sock_filter drop[] = { BPF_STMT(BPF_RET | BPF_K, 0) };
+	struct sock_fprog prog = { .len = 1, .filter = drop };
+	if (setsockopt(fl, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog))) { perror("SO_ATTACH_FILTER"); return 20; }
 	put_status(dir, "udpq.ready", "ready\n");
 	int po6 = peekoff(u6), pos = peekoff(sp[1]), pod = peekoff(dp[1]);
 	for (;;) {
@@ -198,6 +213,29 @@ int main(int argc, char **argv)
 			usleep(50000);
 			ssize_t k = recv(mc, b, sizeof(b), MSG_DONTWAIT);
 			CHECK(k == 2 && !memcmp(b, "mc", 2), "the group's datagram: %zd (errno %d)", k, errno);
+		}
+		{
+			struct sock_filter got[4];
+			socklen_t l = 4;
+			CHECK(getsockopt(fl, SOL_SOCKET, SO_GET_FILTER, got, &l) == 0 && l == 1 && got[0].code == (BPF_RET | BPF_K) && got[0].k == 0,
+			      "the filter: errno %d, %u instructions", errno, l);
+			char b[16];
+			int tx = socket(AF_INET, SOCK_DGRAM, 0);
+			sendto(tx, "after", 5, 0, (void *)&fla, sizeof(fla));
+			close(tx);
+			usleep(10000);
+			ssize_t n = recv(fl, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+			CHECK(n == 6 && !memcmp(b, "before", 6), "the filtered socket's queue: %zd", n);
+			n = recv(fl, b, sizeof(b), MSG_DONTWAIT);
+			n = recv(fl, b, sizeof(b), MSG_DONTWAIT);
+			CHECK(n < 0 && errno == EAGAIN, "a datagram got through the filter: %zd", n);
+			/* Put it back for the next round. */
+			int tx2 = socket(AF_INET, SOCK_DGRAM, 0);
+			setsockopt(fl, SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+			sendto(tx2, "before", 6, 0, (void *)&fla, sizeof(fla));
+			close(tx2);
+			usleep(10000);
+			setsockopt(fl, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 		}
 		char out[600];
 		snprintf(out, sizeof(out), "udpq=%s\n", fail[0] ? fail : "ok");
