@@ -298,6 +298,15 @@ fn unconnected(sk: &OwnedFd, ino: u32, family: i32, ty: i32, proto: i32) -> Resu
         d.src = w;
         d.sport = p;
     }
+    if proto != libc::IPPROTO_TCP {
+        // Not in the tables (unbound, or in a network namespace other than
+        // the engine's): whether datagrams are queued, so that the survey
+        // reads them.
+        let rev = sks::poll_now(fd, libc::POLLIN).map_err(|e| format!("poll: {e}"))?;
+        if rev & libc::POLLIN != 0 {
+            d.rqlen = 1;
+        }
+    }
     if proto == libc::IPPROTO_TCP {
         let info = sks::getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, 8).map_err(|e| format!("TCP_INFO: {e}"))?;
         if info.len() < 6 {
