@@ -30,7 +30,7 @@ W=$(mktemp -d /tmp/cryo-bench-tcp.XXXXXX)
 mount -t tmpfs bench "$W"
 trap 'umount -l "$W" 2>/dev/null; rmdir "$W" 2>/dev/null || true' EXIT
 gcc -O2 -I "$ROOT/crates/engine/tests/progs" -o "$W/tcpmany" "$ROOT/crates/engine/tests/progs/tcpmany.c"
-ulimit -n $((N * 2 + 256))
+ulimit -n $((N * 4 + 256)) # the program: 2 per connection; the dumper holds each connection in repair mode as well
 now() { date +%s%N; }
 wait_file() { local i=0; while [ ! -s "$1" ]; do sleep 0.01; i=$((i + 1)); [ $i -lt 6000 ] || { echo "timeout: $1" >&2; return 1; }; done; }
 

@@ -12,7 +12,9 @@
 //!   "eventfd_semaphore": [7, 12],
 //!   "tcp_reset": { "9": "ECONNRESET" },
 //!   "udp_sources": { "11": ["127.0.0.1:5001", "[::1]:6000"] },
-//!   "peek_off": { "5": 3 }
+//!   "peek_off": { "5": 3 },
+//!   "multicast": { "11": { "groups": [{ "group": "239.1.2.3", "ifindex": 1, "mode": "exclude",
+//!                                       "sources": ["127.0.0.9"] }], "ttl": 4, "loop": false } }
 //! }
 //! ```
 //!
@@ -37,6 +39,11 @@
 //! * `peek_off` maps the file id of a UNIXSK or INETSK (UDP) entry to its SO_PEEK_OFF (the offset
 //!   in its receive queue the next MSG_PEEK reads from), for sockets where it is set (>= 0; the
 //!   kernel's default -1 is not written). CRIU's `sk_opts_entry` has no field for it.
+//! * `multicast` maps the file id of an INETSK entry (UDP) to its multicast state, which CRIU's
+//!   `ip_opts_entry` has no field for: `groups`, each group the socket joined with the index of its
+//!   interface, its filter `mode` (`exclude` or `include`) and its `sources`; `ttl`
+//!   (IP_MULTICAST_TTL, or IPV6_MULTICAST_HOPS) and `loop` (IP_MULTICAST_LOOP, IPV6_MULTICAST_LOOP)
+//!   when not the kernel's defaults (1, true).
 //!
 //! Version 1 (`{"version": 1, "threads": {...}}`, affinity only, in `cryo-affinity.json`) is still read.
 //! Parsing is strict: unknown or repeated keys, bad cpulists and bad ids are refused with a message
@@ -69,6 +76,26 @@ pub struct Sidecar {
     pub udp_sources: BTreeMap<u32, Vec<std::net::SocketAddr>>,
     /// File id of a unix or UDP socket -> its SO_PEEK_OFF (set ones only).
     pub peek_off: BTreeMap<u32, u32>,
+    /// File id of a UDP socket -> its multicast memberships and options.
+    pub multicast: BTreeMap<u32, Multicast>,
+}
+
+/// One multicast group a socket joined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McastGroup {
+    pub group: std::net::IpAddr,
+    pub ifindex: u32,
+    /// MCAST_INCLUDE (only `sources`), else MCAST_EXCLUDE (all but `sources`).
+    pub include: bool,
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+/// The multicast state of a UDP socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Multicast {
+    pub groups: Vec<McastGroup>,
+    pub ttl: Option<u32>,
+    pub loop_: Option<bool>,
 }
 
 /// The error pending on a reset TCP connection.
@@ -105,6 +132,7 @@ impl Sidecar {
             && self.tcp_reset.is_empty()
             && self.udp_sources.is_empty()
             && self.peek_off.is_empty()
+            && self.multicast.is_empty()
     }
 
     /// The same sidecar with thread ids renumbered by `map` (ids not in it stay); returns how many
@@ -353,6 +381,100 @@ fn peek_offs(v: &serde_json::Value) -> Result<BTreeMap<u32, u32>, String> {
     Ok(out)
 }
 
+fn ip(v: &serde_json::Value, what: &str) -> Result<std::net::IpAddr, String> {
+    v.as_str()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("`multicast`: {what}: {v} is not an IP address"))
+}
+
+fn mcast_group(id: u32, g: &serde_json::Value) -> Result<McastGroup, String> {
+    let g = g
+        .as_object()
+        .ok_or_else(|| format!("`multicast`: file id {id}: a group is not an object"))?;
+    let mut mg = McastGroup {
+        group: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ifindex: 0,
+        include: false,
+        sources: Vec::new(),
+    };
+    for (k, v) in g {
+        match k.as_str() {
+            "group" => mg.group = ip(v, "group")?,
+            "ifindex" => {
+                mg.ifindex = v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| format!("`multicast`: file id {id}: ifindex {v} is not an index"))?
+            }
+            "mode" => {
+                mg.include = match v.as_str() {
+                    Some("include") => true,
+                    Some("exclude") => false,
+                    _ => {
+                        return Err(format!(
+                            "`multicast`: file id {id}: mode {v} is neither \"include\" nor \"exclude\""
+                        ))
+                    }
+                }
+            }
+            "sources" => {
+                let l = v
+                    .as_array()
+                    .ok_or_else(|| format!("`multicast`: file id {id}: `sources` is not a list"))?;
+                mg.sources = l.iter().map(|a| ip(a, "source")).collect::<Result<_, _>>()?;
+            }
+            other => return Err(format!("`multicast`: file id {id}: unknown field `{other}`")),
+        }
+    }
+    if !mg.group.is_multicast() {
+        return Err(format!(
+            "`multicast`: file id {id}: a group without a multicast `group`"
+        ));
+    }
+    Ok(mg)
+}
+
+fn multicasts(v: &serde_json::Value) -> Result<BTreeMap<u32, Multicast>, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`multicast`: expected an object of file id -> state, not {v}"))?;
+    let mut out = BTreeMap::new();
+    for (k, m) in obj {
+        let id = file_id("multicast", k)?;
+        let m = m
+            .as_object()
+            .ok_or_else(|| format!("`multicast`: file id {id}: expected an object, not {m}"))?;
+        let mut st = Multicast::default();
+        for (k, v) in m {
+            match k.as_str() {
+                "groups" => {
+                    let l = v
+                        .as_array()
+                        .ok_or_else(|| format!("`multicast`: file id {id}: `groups` is not a list"))?;
+                    st.groups = l.iter().map(|g| mcast_group(id, g)).collect::<Result<_, _>>()?;
+                }
+                "ttl" => {
+                    st.ttl = Some(
+                        v.as_u64()
+                            .filter(|n| *n <= 255)
+                            .ok_or_else(|| format!("`multicast`: file id {id}: ttl {v}"))?
+                            as u32,
+                    )
+                }
+                "loop" => {
+                    st.loop_ = Some(
+                        v.as_bool()
+                            .ok_or_else(|| format!("`multicast`: file id {id}: loop {v} is not true or false"))?,
+                    )
+                }
+                other => return Err(format!("`multicast`: file id {id}: unknown field `{other}`")),
+            }
+        }
+        out.insert(id, st);
+    }
+    Ok(out)
+}
+
 /// Parse sidecar text (version 2, or version 1) strictly; errors name what is at fault.
 pub fn parse(text: &str) -> Result<Sidecar, String> {
     let top = strict(text)?;
@@ -380,6 +502,7 @@ pub fn parse(text: &str) -> Result<Sidecar, String> {
             (2, "tcp_reset") => out.tcp_reset = tcp_resets(v)?,
             (2, "udp_sources") => out.udp_sources = udp_sources(v)?,
             (2, "peek_off") => out.peek_off = peek_offs(v)?,
+            (2, "multicast") => out.multicast = multicasts(v)?,
             (_, other) => return Err(format!("unknown field `{other}` in version {version}")),
         }
     }
@@ -436,6 +559,36 @@ pub fn to_json(s: &Sidecar) -> String {
             .map(|(id, o)| (id.to_string(), serde_json::Value::from(*o)))
             .collect();
         top.insert("peek_off".into(), serde_json::Value::Object(m));
+    }
+    if !s.multicast.is_empty() {
+        let m = s
+            .multicast
+            .iter()
+            .map(|(id, st)| {
+                let mut o = serde_json::Map::new();
+                let groups = st
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        serde_json::json!({
+                            "group": g.group.to_string(),
+                            "ifindex": g.ifindex,
+                            "mode": if g.include { "include" } else { "exclude" },
+                            "sources": g.sources.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                o.insert("groups".into(), serde_json::Value::Array(groups));
+                if let Some(t) = st.ttl {
+                    o.insert("ttl".into(), t.into());
+                }
+                if let Some(l) = st.loop_ {
+                    o.insert("loop".into(), l.into());
+                }
+                (id.to_string(), serde_json::Value::Object(o))
+            })
+            .collect();
+        top.insert("multicast".into(), serde_json::Value::Object(m));
     }
     let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(top)).expect("a JSON tree serializes");
     text.push('\n');
@@ -497,6 +650,21 @@ mod tests {
             .into_iter()
             .collect(),
             peek_off: [(5, 3)].into_iter().collect(),
+            multicast: [(
+                11,
+                Multicast {
+                    groups: vec![McastGroup {
+                        group: "239.1.2.3".parse().unwrap(),
+                        ifindex: 1,
+                        include: true,
+                        sources: vec!["127.0.0.9".parse().unwrap()],
+                    }],
+                    ttl: Some(4),
+                    loop_: Some(false),
+                },
+            )]
+            .into_iter()
+            .collect(),
         };
         let text = to_json(&side);
         assert_eq!(parse(&text).unwrap(), side);
@@ -579,6 +747,14 @@ mod tests {
             (
                 r#"{"version": 2, "peek_off": {"3": -1}}"#,
                 "file id 3: -1 is not an offset",
+            ),
+            (
+                r#"{"version": 2, "multicast": {"3": {"groups": [{"group": "10.0.0.1"}]}}}"#,
+                "a group without a multicast `group`",
+            ),
+            (
+                r#"{"version": 2, "multicast": {"3": {"groups": [{"group": "239.0.0.1", "mode": "both"}]}}}"#,
+                "neither \"include\" nor \"exclude\"",
             ),
             (
                 r#"{"version": 2, "tcp_reset": {"4": "ETIMEDOUT"}}"#,

@@ -1284,6 +1284,7 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         tcp_reset: ctx.files.tcp_reset.clone(),
         udp_sources: ctx.files.udp_sources.clone(),
         peek_off: ctx.files.peek_off.clone(),
+        multicast: ctx.files.multicast.clone(),
     };
     crate::sidecar::write(&ctx.opts.dir, &side, |name| ctx.out.path(name))?;
     Ok(())

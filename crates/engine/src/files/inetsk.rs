@@ -1,39 +1,45 @@
 //! Inet sockets (AF_INET, AF_INET6; TCP, UDP, UDP-Lite): files.img INETSK
 //! entries as CRIU 4.2 writes them (`inet_sk_entry` in the `isk` field,
 //! with `sk_opts_entry`, `ip_opts_entry` and `tcp_opts_entry`), and the
-//! receive queue of a connected UDP socket in sk-queues.img (one
-//! `sk_packet_entry` per datagram, `id_for` the socket's own id; CRIU
-//! drops UDP queues, and its restore leaves entries it does not use alone).
+//! receive queue of a UDP socket in sk-queues.img (one `sk_packet_entry`
+//! per datagram, `id_for` the socket's own id; CRIU drops UDP queues, and
+//! its restore leaves entries it does not use alone). What CRIU's format
+//! has no field for goes into cryo's sidecar: the sender of each datagram
+//! not from the socket's peer (`udp_sources`), SO_PEEK_OFF (`peek_off`),
+//! multicast groups and options (`multicast`, files/mcast.rs), the error
+//! pending on a reset TCP connection (`tcp_reset`, files/tcp.rs).
 //!
 //! Dump: the tree's inet sockets are surveyed first ([`InetSk::survey`]):
 //! family, type and protocol from the socket itself (pidfd_getfd +
 //! SO_DOMAIN/SO_TYPE/SO_PROTOCOL), state, addresses, backlog, queue lengths
 //! and shutdown from sock_diag (inet_diag), or, for a socket the kernel's
 //! tables do not hold (a TCP socket created or bound but neither listening
-//! nor connected, an unbound UDP socket), from getsockname, getpeername and
-//! TCP_INFO as CRIU does. Anything not restorable is refused there, naming
-//! pid, fd and the socket: raw sockets and other protocols (MPTCP, SCTP,
-//! ICMP), listeners with connections not yet accepted, corked UDP
-//! sockets, socket filters, a set SO_PEEK_OFF, queued datagrams of an
-//! unconnected UDP socket (their senders' addresses have no place in the
-//! format) or of a connected one that did not come from its peer. The UDP
-//! queue is read without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one
-//! datagram per read, then SO_PEEK_OFF put back). TCP connections (the
-//! connected states) go to `files::tcp` ([`super::tcp::survey`]): refused
-//! without `--tcp-established` naming the connection, else locked, put in
-//! repair mode and their streams read; `dump` writes their
-//! tcp-stream-INO.img and the state TCP_INFO gave.
+//! nor connected, or reset, or closed by both sides; an unbound UDP
+//! socket), from getsockname, SO_PEERNAME and TCP_INFO as CRIU does (a TCP
+//! socket in CLOSE that still names its peer is a connection). Anything not
+//! restorable is refused there, naming pid, fd and the socket: raw sockets
+//! and other protocols (MPTCP, SCTP, ICMP), listeners with connections not
+//! yet accepted, corked UDP sockets, eBPF socket filters (a classic one is
+//! kept in `so_filter`, as CRIU keeps it). The UDP queue is read
+//! without consuming it (SO_PEEK_OFF 0 + MSG_PEEK, one datagram per read,
+//! then the program's SO_PEEK_OFF put back). TCP connections go to
+//! `files::tcp` ([`super::tcp::survey`]): refused without
+//! `--tcp-established` naming the connection, else locked, put in repair
+//! mode and their streams read; `dump` writes their tcp-stream-INO.img and
+//! the state TCP_INFO gave.
 //!
 //! Restore: the engine makes each socket before the fork (one socket in
 //! several fds or tasks is one socket again): socket, IPV6_V6ONLY,
 //! SO_REUSEADDR and SO_REUSEPORT forced on while the sockets of one port
 //! are bound (as CRIU: their dumped values go back once the port's last
 //! socket is bound), bind, listen with its backlog, connect (UDP), the
-//! flags, IP, socket and TCP options, shutdown; a connected UDP socket's
-//! queue is sent again from its peer's address (the peer's own restored
-//! socket, or a socket bound there for the purpose). A TCP connection is
-//! restored in repair mode from its stream (`files::tcp::restore_into`);
-//! the restore turns repair off once every task is ready.
+//! flags, IP, socket and TCP options, shutdown; a UDP socket's queue is
+//! sent again, each datagram from its sender's address (a restored socket
+//! of the tree bound there, or a socket bound there for the purpose, with
+//! IP_FREEBIND), then its multicast groups joined and SO_PEEK_OFF set. A
+//! TCP connection is restored in repair mode from its stream
+//! (`files::tcp::restore_into`); the restore turns repair off once every
+//! task is ready.
 
 use super::{fown, skopts, DescribeCx, FdCtx, FdKind, FileError, FileSet, FileTable, OpenFile, SetError, TreeFd};
 use crate::sys::sockets as sks;
@@ -306,6 +312,15 @@ fn unconnected(sk: &OwnedFd, ino: u32, family: i32, ty: i32, proto: i32) -> Resu
         d.src = w;
         d.sport = p;
     }
+    if proto != libc::IPPROTO_TCP {
+        // Not in the tables (unbound, or in a network namespace other than
+        // the engine's): whether datagrams are queued, so that the survey
+        // reads them.
+        let rev = sks::poll_now(fd, libc::POLLIN).map_err(|e| format!("poll: {e}"))?;
+        if rev & libc::POLLIN != 0 {
+            d.rqlen = 1;
+        }
+    }
     if proto == libc::IPPROTO_TCP {
         let info = sks::getsockopt_bytes(fd, libc::SOL_TCP, libc::TCP_INFO, 8).map_err(|e| format!("TCP_INFO: {e}"))?;
         if info.len() < 6 {
@@ -410,11 +425,12 @@ fn survey_one(
         Some(d) => d.clone(),
         None => unconnected(sk, ino, family, ty, proto).map_err(|e| refuse(f, e))?,
     };
-    if skopts::filter_len(fd).map_err(|e| io_err(f, "SO_GET_FILTER", e))? != 0 {
+    if skopts::filter_len(fd).map_err(|e| io_err(f, "SO_GET_FILTER", e))? != 0 && sks::get_filter(fd).is_err() {
         return Err(refuse(
             f,
             format!(
-                "{} socket {} has a socket filter (SO_ATTACH_FILTER): not supported yet",
+                "{} socket {} has a socket filter that cannot be read: an eBPF program (SO_ATTACH_BPF) is not \
+                 supported",
                 proto_name(proto),
                 d.describe()
             ),
@@ -620,6 +636,11 @@ impl FdKind for InetSk {
         let fd = sk.as_raw_fd();
         let v6 = d.family == libc::AF_INET6;
         let opts = skopts::read(fd, d.family).map_err(|e| io("reading the socket options", e))?;
+        // A classic BPF filter (SO_ATTACH_FILTER), as CRIU keeps it.
+        let opts = pb::SkOptsEntry {
+            so_filter: sks::get_filter(fd).map_err(|e| io("SO_GET_FILTER", e))?,
+            ..opts
+        };
         let int = |l, n| sks::getsockopt_int(fd, l, n);
         let flag = |l, n| int(l, n).map(|v| (v != 0).then_some(true));
         let ip_opts = if v6 {
@@ -664,6 +685,12 @@ impl FdKind for InetSk {
             let po = int(libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| io("SO_PEEK_OFF", e))?;
             if po >= 0 {
                 t.peek_off.insert(id, po as u32);
+            }
+            let cands = super::mcast::candidates(c.pid);
+            if let Some(m) =
+                super::mcast::read(fd, d.family, &cands).map_err(|e| io("reading its multicast groups", e))?
+            {
+                t.multicast.insert(id, m);
             }
         }
         let tcp_opts = if tcp {
@@ -795,12 +822,6 @@ impl FdKind for InetSk {
                 return Err(unsupported(format!("inet socket {}: raw IP options", i.id)));
             }
         }
-        if !i.opts.so_filter.is_empty() {
-            return Err(unsupported(format!(
-                "inet socket {}: a socket filter: not supported yet",
-                i.id
-            )));
-        }
         let mut src = [0u32; 4];
         let mut dst = [0u32; 4];
         src[..words].copy_from_slice(&i.src_addr[..words]);
@@ -812,6 +833,7 @@ impl FdKind for InetSk {
             tcp,
             sources: None,
             peek_off: None,
+            multicast: None,
         }))
     }
 
@@ -871,6 +893,8 @@ pub struct InetSkFile {
     pub sources: Option<Vec<std::net::SocketAddr>>,
     /// SO_PEEK_OFF (the sidecar's `peek_off`).
     pub peek_off: Option<u32>,
+    /// Multicast groups and options (the sidecar's `multicast`).
+    pub multicast: Option<cryo_image::sidecar::Multicast>,
 }
 
 /// What the sidecar says of the inet sockets (`tcp_reset`, `udp_sources`),
@@ -952,6 +976,25 @@ pub fn apply_sidecar(files: &mut FileSet, side: &cryo_image::sidecar::Sidecar) -
                 "peek_off: file id {id} is neither a unix nor a UDP socket in files.img"
             ));
         }
+    }
+    for (&id, m) in &side.multicast {
+        let (_, f) = files
+            .of_mut::<InetSkFile>()
+            .find(|(i, _)| *i == id)
+            .ok_or_else(|| format!("multicast: file id {id} is not an inet socket in files.img"))?;
+        if f.e.r#type as i32 != libc::SOCK_DGRAM {
+            return Err(format!("multicast: {} is not a UDP socket", f.object()));
+        }
+        if f.e.family as i32 == libc::AF_INET {
+            if let Some(g) = m.groups.iter().find(|g| g.group.is_ipv6()) {
+                return Err(format!(
+                    "multicast: {}: IPv6 group {} on an IPv4 socket",
+                    f.object(),
+                    g.group
+                ));
+            }
+        }
+        f.multicast = Some(m.clone());
     }
     for (id, f) in files.of::<InetSkFile>() {
         if f.e.dst_port == 0 && f.sources.is_none() && counts.get(&id).copied().unwrap_or(0) != 0 {
@@ -1322,6 +1365,13 @@ impl OpenFile for InetSkFile {
         if e.src_port != 0 && e.r#type as i32 == libc::SOCK_DGRAM {
             let dup = s.try_clone().map_err(|er| oerr(self, er))?;
             st.by_addr.insert((e.r#type, self.src, e.src_port), dup);
+        }
+        if let Some(m) = &self.multicast {
+            super::mcast::apply(fd, e.family as i32, m).map_err(|er| oerr(self, format!("multicast: {er}")))?;
+        }
+        // The filter last: the queue sent again must not go through it.
+        if !e.opts.so_filter.is_empty() {
+            sks::attach_filter(fd, &e.opts.so_filter).map_err(|er| oerr(self, format!("SO_ATTACH_FILTER: {er}")))?;
         }
         if let Some(off) = self.peek_off {
             set(libc::SOL_SOCKET, SO_PEEK_OFF, off as i32, "SO_PEEK_OFF")?;

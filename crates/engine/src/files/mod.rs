@@ -48,6 +48,7 @@ pub mod fown;
 pub mod inetsk;
 pub mod inotify;
 pub mod lock;
+pub mod mcast;
 pub mod memfd;
 pub mod netlinksk;
 pub mod netlock;
@@ -375,6 +376,8 @@ pub struct FileTable {
     pub udp_sources: std::collections::BTreeMap<u32, Vec<std::net::SocketAddr>>,
     /// File ids of unix and UDP sockets with SO_PEEK_OFF set, and its value (the sidecar's `peek_off`).
     pub peek_off: std::collections::BTreeMap<u32, u32>,
+    /// File ids of UDP sockets with multicast state (the sidecar's `multicast`).
+    pub multicast: std::collections::BTreeMap<u32, cryo_image::sidecar::Multicast>,
     /// Ghost image of each deleted inode: (dev, ino) -> ghost id.
     pub ghost_ids: BTreeMap<(u64, u64), u32>,
     /// Ghost data extents from FS_IOC_FIEMAP (criu's --ghost-fiemap, the

@@ -125,6 +125,17 @@ pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, max: usize) -> io::Res
     Ok(v)
 }
 
+/// getsockopt(2) of an option whose buffer also carries the request
+/// (MCAST_MSFILTER): `req` goes in, the bytes the kernel wrote come out.
+pub fn getsockopt_in(fd: RawFd, level: i32, name: i32, req: &[u8]) -> io::Result<Vec<u8>> {
+    let mut v = req.to_vec();
+    let mut len = v.len() as libc::socklen_t;
+    // SAFETY: v is ours, `len` bytes long.
+    cvt(unsafe { libc::getsockopt(fd, level, name, v.as_mut_ptr().cast(), &mut len) })?;
+    v.truncate(len as usize);
+    Ok(v)
+}
+
 /// The length getsockopt(2) reports for an option given no buffer
 /// (SO_GET_FILTER: the number of filter instructions).
 pub fn getsockopt_len(fd: RawFd, level: i32, name: i32) -> io::Result<usize> {

@@ -174,8 +174,12 @@ fn a_jvm_keeps_counting_after_restore() {
 /// IPv6 with two; CRIU drops these queues) come back in order from the same
 /// senders (cryo.json's `udp_sources`), and the programs' SO_PEEK_OFF on a
 /// UDP socket and on unix stream and datagram pairs (cryo.json's
-/// `peek_off`) is kept: each MSG_PEEK goes on where it was. The images
-/// decode with Debian's crit.
+/// `peek_off`) is kept: each MSG_PEEK goes on where it was; a UDP socket's
+/// multicast groups (one with an include filter) and IP_MULTICAST_TTL/LOOP
+/// (cryo.json's `multicast`) are kept and a datagram to the group arrives;
+/// a classic BPF filter is kept (sk_opts' so_filter, as CRIU) and attached
+/// after the queue it would have dropped is in.
+/// The images decode with Debian's crit.
 #[test]
 fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
     let prog = build_prog("udpq");
@@ -192,6 +196,7 @@ fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
                     "{side}"
                 );
                 assert!(side.contains("\"peek_off\""), "{side}");
+                assert!(side.contains("\"multicast\"") && side.contains("239.7.7.8"), "{side}");
                 let out = Command::new("/usr/bin/crit")
                     .args(["decode", "-i"])
                     .arg(img.join("sk-queues.img"))
@@ -199,8 +204,8 @@ fn unconnected_udp_queues_keep_their_senders_and_peek_offsets_stay() {
                     .expect("Debian's crit (/usr/bin/crit)");
                 assert!(out.status.success(), "crit: {}", String::from_utf8_lossy(&out.stderr));
                 let s = String::from_utf8_lossy(&out.stdout);
-                // 3 + 2 datagrams, 1 stream chunk, 2 unix datagrams.
-                assert_eq!(s.matches("id_for").count(), 8, "{s}");
+                // 3 + 2 datagrams, 1 stream chunk, 2 unix datagrams, 1 behind the filter.
+                assert_eq!(s.matches("id_for").count(), 9, "{s}");
             }
             let v = ns.ask(pid, "udpq.verify", "udpq=");
             assert_eq!(v.trim(), "udpq=ok", "round {round}");
