@@ -135,18 +135,22 @@ pub struct Common {
     /// Dump: the cgroups under PATH are dumped instead of those under the tree's.
     #[arg(long = "cgroup-root", value_name = "[CTRL:]PATH")]
     pub cgroup_root: Vec<String>,
+    /// Dump: the tree's freezer (or v2) cgroup, as criu takes it; cryo freezes with ptrace and checks
+    /// that every task in that cgroup is in the tree.
+    #[arg(long = "freeze-cgroup", value_name = "PATH")]
+    pub freeze_cgroup: Option<String>,
+    /// A directory where every cgroup hierarchy is mounted (named as criu names them), used instead of
+    /// cryo's own detached mounts.
+    #[arg(long = "cgroup-yard", value_name = "PATH")]
+    pub cgroup_yard: Option<String>,
 
     // --- refused: cryo does not do what they ask (yet) --------------------
-    #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
-    pub cgroup_yard: Option<String>,
     #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
     pub cgroup_props: Option<String>,
     #[arg(long = "cgroup-props-file", value_name = "FILE", hide = true)]
     pub cgroup_props_file: Option<String>,
     #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
     pub cgroup_dump_controller: Vec<String>,
-    #[arg(long = "freeze-cgroup", value_name = "PATH", hide = true)]
-    pub freeze_cgroup: Option<String>,
     #[arg(short = 'r', long = "root", value_name = "PATH", hide = true)]
     pub root: Option<String>,
     #[arg(short = 'J', long = "join-ns", value_name = "NS:PATH", hide = true)]
@@ -313,12 +317,10 @@ impl Common {
         if self.config.is_some() {
             return r("--config", "cryo takes its options from the command line only");
         }
-        let cg: [(&'static str, bool); 5] = [
-            ("--cgroup-yard", self.cgroup_yard.is_some()),
+        let cg: [(&'static str, bool); 3] = [
             ("--cgroup-props", self.cgroup_props.is_some()),
             ("--cgroup-props-file", self.cgroup_props_file.is_some()),
             ("--cgroup-dump-controller", !self.cgroup_dump_controller.is_empty()),
-            ("--freeze-cgroup", self.freeze_cgroup.is_some()),
         ];
         if let Some((o, _)) = cg.iter().find(|(_, on)| *on) {
             return r(o, CGROUPS);
@@ -406,6 +408,7 @@ impl Common {
                 .iter()
                 .map(|r| Root::parse(r))
                 .collect::<Result<_, _>>()?,
+            yard: self.cgroup_yard.as_ref().map(std::path::PathBuf::from),
         })
     }
 
@@ -467,8 +470,8 @@ mod tests {
     #[test]
     fn options_cryo_does_not_honour_are_refused_by_name() {
         for (args, opt) in [
-            (&["--cgroup-yard", "/y"][..], "--cgroup-yard"),
-            (&["--freeze-cgroup", "/sys/fs/cgroup/x"][..], "--freeze-cgroup"),
+            (&["--cgroup-dump-controller", "memory"][..], "--cgroup-dump-controller"),
+            (&["--cgroup-props", "x"][..], "--cgroup-props"),
             (&["--inherit-fd", "fd[1]:pipe"][..], "--inherit-fd"),
             (&["--lazy-pages"][..], "--lazy-pages"),
             (&["--config", "/etc/criu.conf"][..], "--config"),

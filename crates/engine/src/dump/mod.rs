@@ -76,6 +76,9 @@ pub struct DumpOpts {
     /// criu's --manage-cgroups mode (and a dump's --cgroup-root: where the
     /// walk for the cgroups below the tree's starts), see state::cgroup.
     pub cgroups: crate::state::cgroup::CgOpts,
+    /// criu's --freeze-cgroup: the tree is frozen with ptrace all the same;
+    /// every task in that cgroup must be in the tree.
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -146,6 +149,7 @@ impl DumpOpts {
             fail_before_inventory: false,
             ext_mounts: Default::default(),
             cgroups: Default::default(),
+            freeze_cgroup: None,
         }
     }
 
@@ -480,6 +484,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let pids = tree_pids(opts.pid);
     let own_uffds = track::own_fds(&pids);
     let tree_ns = crate::state::ns::survey(&pids)?;
+    if let Some(fc) = &opts.freeze_cgroup {
+        crate::state::cgroup::check_freeze_cgroup(fc, &pids)?;
+    }
     survey_mnt_net(&tree_ns, opts.pid, &opts.ext_mounts)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table
