@@ -550,7 +550,11 @@ pub fn dump(tasks: &[(i32, Vec<i32>)], opts: &CgOpts, own_cgns: bool) -> Result<
                 }
                 None => return Err(derr(tasks[0].0, format!("hierarchy {:?} is not one of cryo's", m.name))),
             };
-            if opts.mode == Mode::Ignore {
+            // Where the tree shares cryo's cgroup it has none of its own
+            // there: nothing to walk (criu walks it, and so dumps every
+            // cgroup of a hierarchy whose root both are in).
+            let mine = sets[0].1.iter().any(|c| c.name == m.name && c.path == m.path);
+            if opts.mode == Mode::Ignore || (mine && opts.roots.is_empty()) {
                 continue;
             }
             let root = opts
