@@ -395,8 +395,10 @@ impl Common {
         None
     }
 
-    /// --manage-cgroups and --cgroup-root.
-    pub fn cgroups(&self) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
+    /// --manage-cgroups, --cgroup-root and --cgroup-yard (a relative yard is
+    /// taken relative to the work dir, else the images dir, as criu, which
+    /// runs there).
+    pub fn cgroups(&self, images: &Path) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
         use cryo_engine::state::cgroup::{CgOpts, Mode, Root};
         Ok(CgOpts {
             mode: self
@@ -408,7 +410,10 @@ impl Common {
                 .iter()
                 .map(|r| Root::parse(r))
                 .collect::<Result<_, _>>()?,
-            yard: self.cgroup_yard.as_ref().map(std::path::PathBuf::from),
+            yard: self
+                .cgroup_yard
+                .as_ref()
+                .map(|y| self.work_dir.as_deref().unwrap_or(images).join(y)),
         })
     }
 
@@ -498,8 +503,11 @@ mod tests {
     #[test]
     fn cgroup_options_become_the_engine_s() {
         use cryo_engine::state::cgroup::Mode;
-        assert_eq!(parse(&[]).cgroups().unwrap().mode, Mode::Soft);
-        assert_eq!(parse(&["--manage-cgroups"]).cgroups().unwrap().mode, Mode::Soft);
+        assert_eq!(parse(&[]).cgroups(Path::new("/i")).unwrap().mode, Mode::Soft);
+        assert_eq!(
+            parse(&["--manage-cgroups"]).cgroups(Path::new("/i")).unwrap().mode,
+            Mode::Soft
+        );
         let c = parse(&[
             "--manage-cgroups=strict",
             "--cgroup-root",
@@ -507,13 +515,19 @@ mod tests {
             "--cgroup-root",
             "/g",
         ])
-        .cgroups()
+        .cgroups(Path::new("/i"))
         .unwrap();
         assert_eq!(c.mode, Mode::Strict);
         assert_eq!(c.roots[0].ctrl.as_deref(), Some("memory"));
         assert_eq!(c.roots[1].ctrl, None);
-        assert!(parse(&["--manage-cgroups=hard"]).cgroups().is_err());
-        assert!(parse(&["--cgroup-root", "rel"]).cgroups().is_err());
+        assert!(parse(&["--manage-cgroups=hard"]).cgroups(Path::new("/i")).is_err());
+        let y = parse(&["--cgroup-yard", "y"]).cgroups(Path::new("/i")).unwrap().yard;
+        assert_eq!(
+            y.as_deref(),
+            Some(Path::new("/i/y")),
+            "a relative yard is under the images dir"
+        );
+        assert!(parse(&["--cgroup-root", "rel"]).cgroups(Path::new("/i")).is_err());
     }
 
     #[test]

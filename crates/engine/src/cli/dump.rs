@@ -91,7 +91,7 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     a.dir = std::path::absolute(&a.dir).with_context(|| format!("images dir {}", a.dir.display()))?;
     let mut opts = DumpOpts::new(a.pid, a.dir.clone());
     opts.ext_mounts = a.criu.externals().map_err(anyhow::Error::msg)?.mounts;
-    opts.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
+    opts.cgroups = a.criu.cgroups(&a.dir).map_err(anyhow::Error::msg)?;
     opts.freeze_cgroup = a.criu.freeze_cgroup.as_ref().map(PathBuf::from);
     // --root at dump (zdtm's ns flavor passes it): the tree's mounts are
     // read from its own /proc/PID/mountinfo and root, so it is not needed.

@@ -92,7 +92,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         .map(|r| std::path::absolute(r).with_context(|| format!("--root {r}")))
         .transpose()?;
     o.veth_pairs = x.veths;
-    o.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
+    o.cgroups = a.criu.cgroups(&dir).map_err(anyhow::Error::msg)?;
     o.tcp_established = a.criu.tcp_established;
     o.tcp_close = a.criu.tcp_close;
     o.pid_wait = Duration::from_secs_f64(a.pid_wait.max(0.0));

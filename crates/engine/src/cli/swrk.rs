@@ -826,6 +826,10 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
     d.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
+    if let Some(y) = d.cgroups.yard.as_mut().filter(|y| y.is_relative()) {
+        // Relative to the images dir, where criu runs.
+        *y = s.dir.join(&*y);
+    }
     d.freeze_cgroup = o.freeze_cgroup.as_ref().map(std::path::PathBuf::from);
     if notify {
         let c = Arc::clone(conn);
@@ -918,6 +922,10 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     r.tcp_established = o.tcp_established == Some(true);
     r.tcp_close = o.tcp_close == Some(true);
     r.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
+    if let Some(y) = r.cgroups.yard.as_mut().filter(|y| y.is_relative()) {
+        // Relative to the images dir, where criu runs.
+        *y = s.dir.join(&*y);
+    }
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }
