@@ -663,10 +663,10 @@ fn refused_notifications_and_options_abort_cleanly() {
         ),
         (
             pb::CriuOpts {
-                manage_cgroups: Some(true),
+                cgroup_props: Some("x".into()),
                 ..opts(&d)
             },
-            "criu_opts.manage_cgroups ",
+            "criu_opts.cgroup_props ",
         ),
         (
             pb::CriuOpts {

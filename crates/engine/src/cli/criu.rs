@@ -135,22 +135,22 @@ pub struct Common {
     /// Dump: the cgroups under PATH are dumped instead of those under the tree's.
     #[arg(long = "cgroup-root", value_name = "[CTRL:]PATH")]
     pub cgroup_root: Vec<String>,
+    /// Dump: the tree's freezer (or v2) cgroup, as criu takes it; cryo freezes with ptrace and checks
+    /// that every task in that cgroup is in the tree.
+    #[arg(long = "freeze-cgroup", value_name = "PATH")]
+    pub freeze_cgroup: Option<String>,
+    /// A directory where every cgroup hierarchy is mounted (named as criu names them), used instead of
+    /// cryo's own detached mounts.
+    #[arg(long = "cgroup-yard", value_name = "PATH")]
+    pub cgroup_yard: Option<String>,
 
     // --- refused: cryo does not do what they ask (yet) --------------------
-    #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
-    pub cgroup_yard: Option<String>,
     #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
     pub cgroup_props: Option<String>,
     #[arg(long = "cgroup-props-file", value_name = "FILE", hide = true)]
     pub cgroup_props_file: Option<String>,
     #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
     pub cgroup_dump_controller: Vec<String>,
-    /// Accepted: the tree is frozen with ptrace (each task seized and
-    /// interrupted, the tree walked again until no new task appears), which
-    /// gives the frozen tree criu's cgroup freezer gives; the cgroup is
-    /// checked to exist.
-    #[arg(long = "freeze-cgroup", value_name = "PATH", hide = true)]
-    pub freeze_cgroup: Option<String>,
     #[arg(short = 'r', long = "root", value_name = "PATH", hide = true)]
     pub root: Option<String>,
     #[arg(short = 'J', long = "join-ns", value_name = "NS:PATH", hide = true)]
@@ -440,8 +440,7 @@ impl Common {
         if self.config.is_some() {
             return r("--config", "cryo takes its options from the command line only");
         }
-        let cg: [(&'static str, bool); 4] = [
-            ("--cgroup-yard", self.cgroup_yard.is_some()),
+        let cg: [(&'static str, bool); 3] = [
             ("--cgroup-props", self.cgroup_props.is_some()),
             ("--cgroup-props-file", self.cgroup_props_file.is_some()),
             ("--cgroup-dump-controller", !self.cgroup_dump_controller.is_empty()),
@@ -523,8 +522,10 @@ impl Common {
         None
     }
 
-    /// --manage-cgroups and --cgroup-root.
-    pub fn cgroups(&self) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
+    /// --manage-cgroups, --cgroup-root and --cgroup-yard (a relative yard is
+    /// taken relative to the work dir, else the images dir, as criu, which
+    /// runs there).
+    pub fn cgroups(&self, images: &Path) -> Result<cryo_engine::state::cgroup::CgOpts, String> {
         use cryo_engine::state::cgroup::{CgOpts, Mode, Root};
         Ok(CgOpts {
             mode: self
@@ -536,6 +537,10 @@ impl Common {
                 .iter()
                 .map(|r| Root::parse(r))
                 .collect::<Result<_, _>>()?,
+            yard: self
+                .cgroup_yard
+                .as_ref()
+                .map(|y| self.work_dir.as_deref().unwrap_or(images).join(y)),
         })
     }
 
@@ -597,8 +602,9 @@ mod tests {
     #[test]
     fn options_cryo_does_not_honour_are_refused_by_name() {
         for (args, opt) in [
-            (&["--cgroup-yard", "/y"][..], "--cgroup-yard"),
             (&["--empty-ns", "ipc"][..], "--empty-ns"),
+            (&["--cgroup-dump-controller", "memory"][..], "--cgroup-dump-controller"),
+            (&["--cgroup-props", "x"][..], "--cgroup-props"),
             (&["--config", "/etc/criu.conf"][..], "--config"),
         ] {
             let e = parse(args).refused().expect("refused");
@@ -623,8 +629,11 @@ mod tests {
     #[test]
     fn cgroup_options_become_the_engine_s() {
         use cryo_engine::state::cgroup::Mode;
-        assert_eq!(parse(&[]).cgroups().unwrap().mode, Mode::Soft);
-        assert_eq!(parse(&["--manage-cgroups"]).cgroups().unwrap().mode, Mode::Soft);
+        assert_eq!(parse(&[]).cgroups(Path::new("/i")).unwrap().mode, Mode::Soft);
+        assert_eq!(
+            parse(&["--manage-cgroups"]).cgroups(Path::new("/i")).unwrap().mode,
+            Mode::Soft
+        );
         let c = parse(&[
             "--manage-cgroups=strict",
             "--cgroup-root",
@@ -632,13 +641,19 @@ mod tests {
             "--cgroup-root",
             "/g",
         ])
-        .cgroups()
+        .cgroups(Path::new("/i"))
         .unwrap();
         assert_eq!(c.mode, Mode::Strict);
         assert_eq!(c.roots[0].ctrl.as_deref(), Some("memory"));
         assert_eq!(c.roots[1].ctrl, None);
-        assert!(parse(&["--manage-cgroups=hard"]).cgroups().is_err());
-        assert!(parse(&["--cgroup-root", "rel"]).cgroups().is_err());
+        assert!(parse(&["--manage-cgroups=hard"]).cgroups(Path::new("/i")).is_err());
+        let y = parse(&["--cgroup-yard", "y"]).cgroups(Path::new("/i")).unwrap().yard;
+        assert_eq!(
+            y.as_deref(),
+            Some(Path::new("/i/y")),
+            "a relative yard is under the images dir"
+        );
+        assert!(parse(&["--cgroup-root", "rel"]).cgroups(Path::new("/i")).is_err());
     }
 
     #[test]

@@ -102,7 +102,8 @@ pub fn run(mut a: Args, pre: bool) -> anyhow::Result<()> {
     if !x.inherit.is_empty() {
         return Err(anyhow::anyhow!("--inherit-fd is an option of restore"));
     }
-    opts.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
+    opts.cgroups = a.criu.cgroups(&a.dir).map_err(anyhow::Error::msg)?;
+    opts.freeze_cgroup = a.criu.freeze_cgroup.as_ref().map(PathBuf::from);
     // --root at dump (zdtm's ns flavor passes it): the tree's mounts are
     // read from its own /proc/PID/mountinfo and root, so it is not needed.
     opts.leave_running = a.leave_running;

@@ -85,7 +85,7 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
         .map(|r| std::path::absolute(r).with_context(|| format!("--root {r}")))
         .transpose()?;
     o.veth_pairs = x.veths;
-    o.cgroups = a.criu.cgroups().map_err(anyhow::Error::msg)?;
+    o.cgroups = a.criu.cgroups(&dir).map_err(anyhow::Error::msg)?;
     o.empty_net = x.empty_net;
     o.inherit_fds = x.inherit;
     o.work_dir = a.criu.work_dir.as_ref().map(std::path::absolute).transpose()?;

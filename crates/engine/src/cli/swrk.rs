@@ -583,7 +583,7 @@ const OPTS: &[(&str, Class)] = {
         ("cgroup_props", Common),
         ("cgroup_props_file", Common),
         ("cgroup_dump_controller", Common),
-        ("freeze_cgroup", Common),
+        ("freeze_cgroup", Honoured),
         ("timeout", Honoured),
         ("tcp_skip_in_flight", Honoured),
         ("weak_sysctls", Accepted),
@@ -599,7 +599,7 @@ const OPTS: &[(&str, Class)] = {
         ("tls_key", Common),
         ("tls", Common),
         ("tls_no_cn_verify", Common),
-        ("cgroup_yard", Common),
+        ("cgroup_yard", Honoured),
         ("pre_dump_mode", Accepted),
         (
             "pidfd_store_sk",
@@ -854,7 +854,11 @@ fn cg_opts(o: &pb::CriuOpts) -> Result<cryo_engine::state::cgroup::CgOpts, Strin
             Ok(r)
         })
         .collect::<Result<_, String>>()?;
-    Ok(CgOpts { mode, roots })
+    Ok(CgOpts {
+        mode,
+        roots,
+        yard: o.cgroup_yard.as_ref().map(std::path::PathBuf::from),
+    })
 }
 
 /// The rpc.proto field of each criu option [`criu::Common::refused`] names.
@@ -980,6 +984,11 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
     d.track_mem = o.track_mem == Some(true);
     d.prev_images_dir = o.parent_img.as_ref().map(std::path::PathBuf::from);
     d.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused()
+    if let Some(y) = d.cgroups.yard.as_mut().filter(|y| y.is_relative()) {
+        // Relative to the images dir, where criu runs.
+        *y = s.dir.join(&*y);
+    }
+    d.freeze_cgroup = o.freeze_cgroup.as_ref().map(std::path::PathBuf::from);
     if notify {
         let c = Arc::clone(conn);
         let log = s.log.clone();
@@ -1085,6 +1094,10 @@ fn do_restore(conn: &Arc<Conn>, req: Req) -> anyhow::Result<bool> {
     r.inherit_fds = x.inherit;
     r.work_dir = Some(s.work.clone());
     r.cgroups = cg_opts(&o).unwrap_or_default(); // checked by refused_rpc()
+    if let Some(y) = r.cgroups.yard.as_mut().filter(|y| y.is_relative()) {
+        // Relative to the images dir, where criu runs.
+        *y = s.dir.join(&*y);
+    }
     if let Some(t) = o.timeout {
         r.timeout = Duration::from_secs(u64::from(t.max(1)));
     }
@@ -1285,17 +1298,17 @@ mod tests {
             ),
             (
                 pb::CriuOpts {
-                    cgroup_yard: Some("/y".into()),
+                    cgroup_dump_controller: vec!["memory".into()],
                     ..base.clone()
                 },
-                "cgroup_yard",
+                "cgroup_dump_controller",
             ),
             (
                 pb::CriuOpts {
-                    freeze_cgroup: Some("/sys/fs/cgroup/x".into()),
+                    cgroup_props: Some("x".into()),
                     ..base.clone()
                 },
-                "freeze_cgroup",
+                "cgroup_props",
             ),
             (
                 pb::CriuOpts {

@@ -88,6 +88,9 @@ pub struct DumpOpts {
     /// there, as criu writes it (podman's `--print-stats` reads it there);
     /// the images directory when None.
     pub work_dir: Option<PathBuf>,
+    /// criu's --freeze-cgroup: the tree is frozen with ptrace all the same;
+    /// every task in that cgroup must be in the tree.
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 /// The points of a dump a [`Notify`] is asked at (criu's notify scripts).
@@ -161,6 +164,7 @@ impl DumpOpts {
             empty_net: false,
             ext_ns: Default::default(),
             work_dir: None,
+            freeze_cgroup: None,
         }
     }
 
@@ -495,6 +499,9 @@ pub fn dump(opts: DumpOpts) -> Result<DumpSummary> {
     let pids = tree_pids(opts.pid);
     let own_uffds = track::own_fds(&pids);
     let tree_ns = crate::state::ns::survey(&pids)?;
+    if let Some(fc) = &opts.freeze_cgroup {
+        crate::state::cgroup::check_freeze_cgroup(fc, &pids)?;
+    }
     survey_mnt_net(&tree_ns, &opts)?;
     let npipes = if opts.pages == PageReader::Vmsplice {
         PipePool::size_for(&pids) // before any thread starts: it grows the fd table

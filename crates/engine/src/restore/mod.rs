@@ -739,6 +739,24 @@ impl RestoreCtx {
             }
             plan.ns.late_mounts.push(m);
         }
+        // The cgroups first (the tree's files may be in a cgroup file system):
+        // made (and remembered for an abort), each set's cgroup.procs open
+        // for the tasks.
+        let mut join = crate::state::cgroup::Join::default();
+        if let Some(cg) = &mut self.cg {
+            join.root_set = cg.root_set();
+            let (sets, cgns) = cg.make()?;
+            for (id, fds) in sets {
+                let mut v = Vec::new();
+                for fd in fds {
+                    v.push(self.keep(fd, base)?);
+                }
+                join.sets.insert(id, v);
+            }
+            for fd in cgns {
+                join.cgns.push(self.keep(fd, base)?);
+            }
+        }
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep("error pipe", e))?;
         let err_w = self.keep(err_w, base)?;
         self.err_r = Some(err_r);
@@ -860,23 +878,6 @@ impl RestoreCtx {
             None => None,
         };
         let plan_init = new_pidns && plan.root().pid != 1;
-        // The cgroups: made (and remembered for an abort), each set's
-        // cgroup.procs open for the tasks.
-        let mut join = crate::state::cgroup::Join::default();
-        if let Some(cg) = &mut self.cg {
-            join.root_set = cg.root_set();
-            let (sets, cgns) = cg.make()?;
-            for (id, fds) in sets {
-                let mut v = Vec::new();
-                for fd in fds {
-                    v.push(self.keep(fd, base)?);
-                }
-                join.sets.insert(id, v);
-            }
-            for fd in cgns {
-                join.cgns.push(self.keep(fd, base)?);
-            }
-        }
         let cgns = plan.ns.has(crate::state::ns::Kind::Cgroup);
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map(|s| !s.contains("[never]"))

@@ -111,6 +111,10 @@ impl Root {
 pub struct CgOpts {
     pub mode: Mode,
     pub roots: Vec<Root>,
+    /// criu's --cgroup-yard: a directory where the caller mounted every
+    /// hierarchy (named as criu names them: "cpu,cpuacct", "unified" for
+    /// v2, "systemd" for name=systemd), used instead of cryo's own mounts.
+    pub yard: Option<PathBuf>,
 }
 
 /// Why cgroups cannot be dumped or restored.
@@ -175,8 +179,22 @@ fn is_v2(cnames: &[String]) -> bool {
     cnames.len() == 1 && cnames[0].is_empty()
 }
 
-/// A detached mount of the hierarchy of `cnames`.
-fn mount_hierarchy(cnames: &[String]) -> std::io::Result<OwnedFd> {
+/// A detached mount of the hierarchy of `cnames` (or its directory in the yard).
+fn mount_hierarchy(cnames: &[String], yard: Option<&std::path::Path>) -> std::io::Result<OwnedFd> {
+    if let Some(y) = yard {
+        let name: Vec<&str> = cnames
+            .iter()
+            .map(|c| match c.as_str() {
+                "" => "unified",
+                c => c.strip_prefix("name=").unwrap_or(c),
+            })
+            .collect();
+        let d = y.join(name.join(","));
+        return crate::sys::files::open(
+            &d.display().to_string(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+    }
     if is_v2(cnames) {
         return crate::sys::fs_instance("cgroup2", &[], &[]);
     }
@@ -532,7 +550,11 @@ pub fn dump(tasks: &[(i32, Vec<i32>)], opts: &CgOpts, own_cgns: bool) -> Result<
                 }
                 None => return Err(derr(tasks[0].0, format!("hierarchy {:?} is not one of cryo's", m.name))),
             };
-            if opts.mode == Mode::Ignore {
+            // Where the tree shares cryo's cgroup it has none of its own
+            // there: nothing to walk (criu walks it, and so dumps every
+            // cgroup of a hierarchy whose root both are in).
+            let mine = sets[0].1.iter().any(|c| c.name == m.name && c.path == m.path);
+            if opts.mode == Mode::Ignore || (mine && opts.roots.is_empty()) {
                 continue;
             }
             let root = opts
@@ -541,7 +563,7 @@ pub fn dump(tasks: &[(i32, Vec<i32>)], opts: &CgOpts, own_cgns: bool) -> Result<
                 .find(|r| r.ctrl.as_deref() == Some(m.name.as_str()))
                 .or_else(|| opts.roots.iter().find(|r| r.ctrl.is_none()))
                 .map_or(m.path.as_str(), |r| r.path.as_str());
-            walk(&mut hiers[h], root).map_err(|e| derr(tasks[0].0, e))?;
+            walk(&mut hiers[h], root, opts.yard.as_deref()).map_err(|e| derr(tasks[0].0, e))?;
         }
     }
     let entry = pb::CgroupEntry {
@@ -568,15 +590,54 @@ pub fn dump(tasks: &[(i32, Vec<i32>)], opts: &CgOpts, own_cgns: bool) -> Result<
     })
 }
 
+/// criu's --freeze-cgroup: cryo freezes with ptrace, but the caller names the
+/// cgroup that holds the whole tree; a task in it that is not in the tree
+/// (`pids`) would be left out of the dump, so it is refused.
+pub fn check_freeze_cgroup(path: &std::path::Path, pids: &[i32]) -> Result<(), CgError> {
+    let root = pids.first().copied().unwrap_or(0);
+    let procs = path.join("cgroup.procs");
+    let s = std::fs::read_to_string(&procs).map_err(|e| CgError::Dump {
+        pid: root,
+        what: format!("--freeze-cgroup {}: {e}", procs.display()),
+    })?;
+    // Under a pid namespace of cryo's own the file shows pids as cryo sees them.
+    for p in s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        if !pids.contains(&p) {
+            return Err(CgError::Dump {
+                pid: root,
+                what: format!(
+                    "pid {p} is in the freezer cgroup {} but not in the tree: it would not be dumped",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Walk the cgroups under `root` (absolute) of hierarchy `h`.
-fn walk(h: &mut DumpHier, root: &str) -> Result<(), String> {
-    let fd = mount_hierarchy(&h.cnames).map_err(|e| format!("mounting hierarchy {}: {e}", hier_name(&h.cnames)))?;
-    let mut todo = vec![root.trim_matches('/').to_string()];
+fn walk(h: &mut DumpHier, root: &str, yard: Option<&std::path::Path>) -> Result<(), String> {
+    let fd =
+        mount_hierarchy(&h.cnames, yard).map_err(|e| format!("mounting hierarchy {}: {e}", hier_name(&h.cnames)))?;
+    let start = root.trim_matches('/').to_string();
+    let mut todo = vec![start.clone()];
     while let Some(rel) = todo.pop() {
         let dir = under(&fd, &rel);
-        let m = std::fs::metadata(&dir).map_err(|e| format!("cgroup {} of {}: {e}", rel, hier_name(&h.cnames)))?;
+        // A cgroup below the start that goes away meanwhile (not the tree's:
+        // its tasks are frozen in theirs) is left out.
+        let gone = |e: &std::io::Error| rel != start && e.kind() == std::io::ErrorKind::NotFound;
+        let m = match std::fs::metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(format!("cgroup /{rel} of {}: {e}", hier_name(&h.cnames))),
+        };
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(format!("cgroup /{rel} of {}: {e}", hier_name(&h.cnames))),
+        };
         let mut sub = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        for e in rd {
             let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 sub.push(join_path(&rel, &e.file_name().to_string_lossy()));
@@ -585,7 +646,11 @@ fn walk(h: &mut DumpHier, root: &str) -> Result<(), String> {
         if h.dirs.contains_key(&rel) {
             continue;
         }
-        let props = read_props(&dir, &h.cnames)?;
+        let props = match read_props(&dir, &h.cnames) {
+            Ok(p) => p,
+            Err(_) if rel != start && !dir.exists() => continue,
+            Err(e) => return Err(e),
+        };
         if props
             .iter()
             .any(|p| (p.name == "cgroup.type" && p.value == "threaded") || p.name == "tasks")
@@ -808,7 +873,7 @@ pub fn plan(
         if !used_here && c.dirs.is_empty() {
             continue;
         }
-        let fd = mount_hierarchy(&c.cnames).map_err(|e| {
+        let fd = mount_hierarchy(&c.cnames, opts.yard.as_deref()).map_err(|e| {
             CgError::Check(format!(
                 "hierarchy {} is not available on this machine (mounting it: {e})",
                 hier_name(&c.cnames)

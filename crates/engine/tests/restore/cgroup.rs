@@ -10,16 +10,16 @@ use super::*;
 use crate::common::prog;
 
 /// The test's own parent cgroup in each hierarchy it uses.
-struct Cgroups {
+pub struct Cgroups {
     /// (hierarchy mount, path below it) of the parents: memory, pids, v2.
     parents: Vec<(String, String)>,
 }
 
-const LIMIT: u64 = 64 << 20;
-const PIDS_MAX: u32 = 20;
+pub const LIMIT: u64 = 64 << 20;
+pub const PIDS_MAX: u32 = 20;
 
 impl Cgroups {
-    fn new(tag: &str) -> Cgroups {
+    pub fn new(tag: &str) -> Cgroups {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let of = |name: &str| {
             own.lines()
@@ -44,16 +44,16 @@ impl Cgroups {
         c
     }
 
-    fn dir(&self, i: usize, child: &str) -> String {
+    pub fn dir(&self, i: usize, child: &str) -> String {
         format!("{}{}/{child}", self.parents[i].0, self.parents[i].1)
     }
 
     /// The path of `child` as /proc/PID/cgroup shows it, per hierarchy.
-    fn path(&self, i: usize, child: &str) -> String {
+    pub fn path(&self, i: usize, child: &str) -> String {
         format!("{}/{child}", self.parents[i].1)
     }
 
-    fn set_limits(&self, child: &str) {
+    pub fn set_limits(&self, child: &str) {
         std::fs::write(
             format!("{}/memory.limit_in_bytes", self.dir(0, child)),
             LIMIT.to_string(),
@@ -63,21 +63,21 @@ impl Cgroups {
     }
 
     /// Shell words that put the calling shell into `child` of every hierarchy.
-    fn enter(&self, child: &str) -> String {
+    pub fn enter(&self, child: &str) -> String {
         (0..3)
             .map(|i| format!("echo $$ > {}/cgroup.procs", self.dir(i, child)))
             .collect::<Vec<_>>()
             .join("; ")
     }
 
-    fn rmdir(&self, child: &str) -> String {
+    pub fn rmdir(&self, child: &str) -> String {
         (0..3)
             .map(|i| format!("rmdir {}", self.dir(i, child)))
             .collect::<Vec<_>>()
             .join("; ")
     }
 
-    fn exists(&self, child: &str) -> Vec<bool> {
+    pub fn exists(&self, child: &str) -> Vec<bool> {
         (0..3).map(|i| Path::new(&self.dir(i, child)).is_dir()).collect()
     }
 }

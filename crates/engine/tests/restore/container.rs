@@ -76,6 +76,11 @@ impl Container {
     /// With `ext`, a directory outside the root is bound at /mnt/ext; with
     /// `pidns`, the container has a pid namespace of its own (`exec` is its init).
     pub fn start_ext(name: &str, exec: &str, ext: Option<&Path>, pidns: bool) -> Container {
+        Self::start_in(name, exec, ext, pidns, "")
+    }
+
+    /// [`Container::start_ext`] with `pre` run first by the container's shell (e.g. joining cgroups).
+    pub fn start_in(name: &str, exec: &str, ext: Option<&Path>, pidns: bool, pre: &str) -> Container {
         let root = rootfs(name);
         let ext_bind = match ext {
             Some(e) => {
@@ -101,6 +106,7 @@ impl Container {
         let r = root.display();
         let script = format!(
             "set -e
+             {pre}
              for f in /proc/self/fd/*; do n=${{f##*/}}; [ $n -gt 2 ] && eval \"exec $n>&-\" 2>/dev/null || true; done
              mount --bind {r} {r}
              mount -t proc proc {r}/proc
@@ -426,7 +432,10 @@ fn cryo(args: &[&str]) -> std::process::Output {
 fn container_with_its_mounts_and_veth_dumps_and_restores() {
     let ext = common::tmp_dir("ct-e2e-ext");
     std::fs::write(ext.join("shared"), "from outside\n").unwrap();
-    let c = Container::start_ext("ct-e2e", "/bin/busybox sleep 100000", Some(&ext), false);
+    // In cgroups of its own with a memory limit and pids.max, removed after the dump: the restore
+    // makes them again with the limits.
+    let cg = crate::cgroup::Cgroups::new("ct");
+    let c = Container::start_in("ct-e2e", "/bin/busybox sleep 100000", Some(&ext), false, &cg.enter("t"));
     let dir = common::tmp_dir("ct-e2e-img");
     let d = dir.display().to_string();
     let pid = c.pid.to_string();
@@ -448,7 +457,11 @@ fn container_with_its_mounts_and_veth_dumps_and_restores() {
     let o = cryo(&["dump", "-t", &pid, "-D", &d, "--external", "mnt[/mnt/ext]:shared"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(common::wait_gone(c.pid), "the dumped tree is killed");
+    for i in 0..3 {
+        std::fs::remove_dir(cg.dir(i, "t")).unwrap();
+    }
     for f in [
+        "cgroup.img",
         "mountpoints-",
         "netdev-",
         "netns-",
@@ -559,6 +572,16 @@ fn container_with_its_mounts_and_veth_dumps_and_restores() {
         "{mi}"
     );
     assert!(mi.contains(" /mnt/etc ro,"), "{mi}");
+    // Its cgroups (as it reads them inside) and their limits.
+    // (its /proc shows the pids of the namespace it was restored in: its own pid there)
+    let cgs = inside(&["/bin/busybox", "cat", &format!("/proc/{}/cgroup", c.pid)]);
+    for (i, h) in [(0, "memory"), (1, "pids"), (2, "")] {
+        assert!(cgs.contains(&format!(":{h}:{}\n", cg.path(i, "t"))), "{cgs}");
+    }
+    let limit = std::fs::read_to_string(format!("{}/memory.limit_in_bytes", cg.dir(0, "t"))).unwrap();
+    assert_eq!(limit.trim(), crate::cgroup::LIMIT.to_string());
+    let max = std::fs::read_to_string(format!("{}/pids.max", cg.dir(1, "t"))).unwrap();
+    assert_eq!(max.trim(), crate::cgroup::PIDS_MAX.to_string());
     let addrs = inside(&["ip", "-o", "addr"]);
     assert!(addrs.contains(&format!("eth0    inet {CT_ADDR}/24")), "{addrs}");
     assert!(inside(&["nft", "list", "ruleset"]).contains("tcp dport 9 drop"));
