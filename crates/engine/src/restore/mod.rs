@@ -567,13 +567,20 @@ impl RestoreCtx {
         // cwd, gone once every task is ready (so /proc/<pid> is a dead
         // process's again).
         self.dead = Some(DeadPids::make(&plan.files.dead_pids, self.opts.pid_wait)?);
-        // The tree's files are opened by their paths in its mount namespace.
+        // The tree's files are opened by their paths in its mount namespace
+        // (cryo's /proc stays reachable for what needs it).
+        let _ = crate::sys::files::proc_root();
+        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
+        cx.tcp_close = self.opts.tcp_close;
+        // Memfd and shared memory inodes first: their pages are read by the
+        // images directory's path, which the mount namespace lacks.
+        if mntns.is_some() {
+            files::memfd::make_inodes(&mut cx)?;
+        }
         let entered = match &mntns {
             Some(ns) => Some(crate::state::mnt::enter(ns).map_err(|e| prep("mount namespace", e))?),
             None => None,
         };
-        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
-        cx.tcp_close = self.opts.tcp_close;
         // Terminals first, all together (pairs, sessions, queued data).
         let mut ctty = HashMap::new();
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {
