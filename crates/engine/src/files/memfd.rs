@@ -154,7 +154,7 @@ pub fn shmem_runs(s: &ShmemInode) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
 
 // ---- Restore side -------------------------------------------------------
 
-pub use restore_side::{read_inodes, MemfdFile, MemfdInode};
+pub use restore_side::{make_inodes, read_inodes, MemfdFile, MemfdInode};
 
 /// Restore of memfd inodes and their file descriptions.
 mod restore_side {
@@ -239,6 +239,17 @@ mod restore_side {
     struct Inodes {
         fds: HashMap<u32, OwnedFd>,
         owned: HashSet<u32>,
+    }
+
+    /// Make every memfd inode of the set now (their pages are read through
+    /// the images directory's path: before the engine enters a restored
+    /// mount namespace, where that path does not exist).
+    pub fn make_inodes(cx: &mut RestoreCx) -> Result<(), OpenError> {
+        let inodes: Vec<u32> = cx.files.memfds.keys().copied().collect();
+        for i in inodes {
+            inode_fd(cx, i)?;
+        }
+        Ok(())
     }
 
     fn inode_fd<'a>(cx: &'a mut RestoreCx, inode: u32) -> Result<&'a mut Inodes, OpenError> {

@@ -594,6 +594,18 @@ impl RestoreCtx {
             let es: Vec<cryo_image::pb::MntEntry> = cryo_image::read_entries(plan.set.path(&name), "MNTS")?;
             let t = mnt::describe(&es).map_err(|e| prep(plan.set.path(&name).display().to_string(), e))?;
             mnt::check_restore(&t, &self.opts.dir, &self.opts.mnt).map_err(|e| prep("mount namespace", e))?;
+            // proc of the tree's pid namespace is mounted by its first task once
+            // in it; in a mount namespace owned by a user namespace the kernel
+            // lets a first proc mount in only while another proc is visible
+            // there (mount_too_revealing), and cryo's rebuilt tree has none.
+            if plan.ns.user.is_some() && plan.ns.has(Kind::Pid) && mnt::has_proc_mount(&t) {
+                return Err(prep(
+                    plan.set.path(&name).display().to_string(),
+                    "a proc mount of the tree's pid namespace in a mount namespace owned by the tree's user \
+                     namespace: not supported yet (the kernel refuses the first proc mount there; refused before \
+                     creating any task)",
+                ));
+            }
             self.mnt_tree = Some(t);
         }
         Ok(())
@@ -780,13 +792,20 @@ impl RestoreCtx {
             }
             None => None,
         };
-        // The tree's files are opened by their paths in its mount namespace.
+        // The tree's files are opened by their paths in its mount namespace
+        // (cryo's /proc stays reachable for what needs it).
+        let _ = crate::sys::files::proc_root();
+        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
+        cx.tcp_close = self.opts.tcp_close;
+        // Memfd and shared memory inodes first: their pages are read by the
+        // images directory's path, which the mount namespace lacks.
+        if mntns.is_some() {
+            files::memfd::make_inodes(&mut cx)?;
+        }
         let entered = match &mntns {
             Some(ns) => Some(crate::state::mnt::enter(ns).map_err(|e| prep("mount namespace", e))?),
             None => None,
         };
-        let mut cx = files::RestoreCx::new(&plan.files, self.opts.shell_job);
-        cx.tcp_close = self.opts.tcp_close;
         // Terminals first, all together (pairs, sessions, queued data).
         let mut ctty = HashMap::new();
         for (sid, (fd, pgrp)) in files::tty::restore_used(&mut cx, &used)? {

@@ -1358,3 +1358,11 @@ mod tests {
         assert!(e.to_string().contains("2 mounts without a parent"), "{e}");
     }
 }
+
+/// Whether the tree mounts a proc of its own (made fresh at restore, by the
+/// first task once in the tree's pid namespace).
+pub fn has_proc_mount(tree: &MountTree) -> bool {
+    tree.mounts
+        .iter()
+        .any(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
+}

@@ -320,14 +320,34 @@ pub fn shared_anon(size: u64, huge: i32) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     let a = p as u64;
-    let r =
-        std::fs::OpenOptions::new()
+    // Through cryo's own /proc: the calling thread may be in a restored
+    // mount namespace whose proc is not mounted yet.
+    let r = match proc_root() {
+        Some(proc) => openat_rw(proc, &format!("self/map_files/{:x}-{:x}", a, a + len)),
+        None => std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(format!("/proc/self/map_files/{:x}-{:x}", a, a + len));
+            .open(format!("/proc/self/map_files/{:x}-{:x}", a, a + len))
+            .map(OwnedFd::from),
+    };
     // SAFETY: unmapping the mapping made above (nobody else knows it).
     unsafe { libc::munmap(p, len as usize) };
-    Ok(r?.into())
+    r
+}
+
+/// cryo's own /proc (an O_PATH fd opened on first use: call it before a
+/// thread enters another mount namespace).
+pub fn proc_root() -> Option<&'static OwnedFd> {
+    static P: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    P.get_or_init(|| open("/proc", libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC).ok())
+        .as_ref()
+}
+
+/// openat(dir, path, O_RDWR|O_CLOEXEC).
+fn openat_rw(dir: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path and a borrowed, open directory fd.
+    owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) } as libc::c_long)
 }
 
 /// pidfd_open(2) with the pidfd's O_NONBLOCK from `flags`.
