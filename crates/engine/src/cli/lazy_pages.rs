@@ -41,6 +41,12 @@ pub struct Args {
     /// Internal: the watchdog process (stdin: the daemon's socket).
     #[arg(long = "watchdog", hide = true)]
     pub watchdog: bool,
+    /// Write one byte to this fd (and close it) once the socket exists, as criu's --status-fd.
+    #[arg(long = "status-fd", value_name = "FD")]
+    pub status_fd: Option<i32>,
+    /// criu's: no configuration file is read (cryo reads none anyway).
+    #[arg(long = "no-default-config", hide = true)]
+    pub no_default_config: bool,
     /// Internal: print "ready" on stdout once the socket exists (for -d).
     #[arg(long = "notify-ready", hide = true)]
     pub notify_ready: bool,
@@ -77,6 +83,10 @@ pub fn run(a: &Args) -> anyhow::Result<i32> {
     let ready = || {
         if let Some(p) = &a.pidfile {
             let _ = std::fs::write(p, format!("{}\n", std::process::id()));
+        }
+        if let Some(fd) = a.status_fd {
+            let _ = cryo_engine::sys::restore::write_fd(fd, &[0]);
+            let _ = cryo_engine::sys::restore::close_range(fd as u32, fd as u32);
         }
         if a.notify_ready {
             println!("ready");

@@ -720,6 +720,13 @@ impl RestoreCtx {
         let uffd_target = max_fd + 2;
         let base = max_fd + 3;
         let lazy = match &self.opts.lazy_pages {
+            Some(_) if new_pidns => {
+                return Err(prep(
+                    "--lazy-pages",
+                    "a tree restored into a pid namespace of its own is not restored lazily: the lazy-pages \
+                     watchdog finds the processes to kill, should the daemon fail, by their pids in the images",
+                ))
+            }
             Some(work) => {
                 let sock = lazy::client::connect(work).map_err(|e| prep("--lazy-pages", e))?;
                 // Kept past the pool (closed at resume): the end of the
