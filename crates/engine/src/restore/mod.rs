@@ -92,8 +92,9 @@ pub struct RestoreOpts {
     /// fd[N]:KEY`): an external network namespace (netns-N.img's ext_key).
     /// The fds stay the caller's.
     pub inherit_fds: std::collections::BTreeMap<String, RawFd>,
-    /// Where stats-restore is written (criu's work directory; the images
-    /// directory when None), as criu writes it.
+    /// Where stats-restore is written, as criu writes it (criu's work
+    /// directory). None: not written (criu writes it to the images directory
+    /// then; cryo's restore leaves the images directory untouched).
     pub work_dir: Option<PathBuf>,
     /// The root becomes a child of the engine's parent (criu's
     /// `--restore-sibling`, which runc and podman use: the container's init
@@ -497,7 +498,12 @@ impl RestoreCtx {
         use crate::state::ns::Kind;
         if let Some(&id) = plan.ns.ids.get(&Kind::Net) {
             let name = format!("netns-{id}.img");
-            let ns: Vec<cryo_image::pb::NetnsEntry> = cryo_image::read_entries(plan.set.path(&name), "NETNS")?;
+            // (netdev-N.img is the one a set without the namespace lacks: checked below.)
+            let ns: Vec<cryo_image::pb::NetnsEntry> = if plan.set.path(&name).exists() {
+                cryo_image::read_entries(plan.set.path(&name), "NETNS")?
+            } else {
+                Vec::new()
+            };
             if let Some(key) = ns.first().and_then(|n| n.ext_key.clone()) {
                 let Some(&fd) = self.opts.inherit_fds.get(&key) else {
                     return Err(prep(
@@ -827,10 +833,13 @@ impl RestoreCtx {
             Ok(first) => {
                 let first = first.unwrap_or(root.pid);
                 self.root = Some(first);
-                // The first task waits for the engine (it is blocked at its
-                // start or at the barrier), so its pid is still its own.
-                self.root_fd =
-                    Some(crate::sys::pidfd_open(first).map_err(|e| prep(format!("pidfd of pid {first}"), e))?);
+                // A sibling (forked by cryo itself: no helper) waits for the
+                // engine at its start or at the barrier, so its pid is still
+                // its own.
+                if env.sibling {
+                    self.root_fd =
+                        Some(crate::sys::pidfd_open(first).map_err(|e| prep(format!("pidfd of pid {first}"), e))?);
+                }
                 Ok(())
             }
             Err(e) => Err(RestoreError::Sys(format!("creating pid {}: {}", root.pid, e.0))),
@@ -1383,11 +1392,11 @@ pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i3
     let detach = opts.detach;
     let sibling = opts.sibling;
     let pidfile = opts.pidfile.clone();
-    let stats_dir = opts.work_dir.clone().unwrap_or_else(|| opts.dir.clone());
+    let stats_dir = opts.work_dir.clone();
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;
     // The tree runs already: a stats file that cannot be written is a warning.
-    if let Err(e) = write_stats(&stats_dir, &r) {
+    if let Some(Err(e)) = stats_dir.map(|d| write_stats(&d, &r)) {
         eprintln!("cryo restore: warning: {e}");
     }
     restored(&r);
