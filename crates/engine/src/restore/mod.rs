@@ -686,11 +686,13 @@ impl RestoreCtx {
         }
         // The caller's own fds in place of dumped files (inherit_fd): a
         // duplicate of our fd, the same open file.
-        let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
-        for &(id, fd) in &self.inherit_files.clone() {
-            let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
-                .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
-            fd_pool.insert(id, self.keep(f, base)?);
+        if !self.inherit_files.is_empty() {
+            let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
+            for &(id, fd) in &self.inherit_files.clone() {
+                let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
+                    .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
+                fd_pool.insert(id, self.keep(f, base)?);
+            }
         }
         // Every file a task uses, by its kind (the registry's).
         for id in used {
