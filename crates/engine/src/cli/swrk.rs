@@ -619,6 +619,21 @@ const OPTS: &[(&str, Class)] = {
     ]
 };
 
+/// freeze_cgroup names a cgroup already frozen (`runc pause`): cryo freezes
+/// with ptrace, which a task in a frozen cgroup never answers.
+fn frozen_cgroup(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path);
+    let v1 = std::fs::read_to_string(p.join("freezer.state")).ok();
+    let v2 = std::fs::read_to_string(p.join("cgroup.freeze")).ok();
+    let frozen = v1.as_deref().is_some_and(|s| s.trim() != "THAWED") || v2.as_deref().is_some_and(|s| s.trim() == "1");
+    frozen.then(|| {
+        format!(
+            "criu_opts.freeze_cgroup {path}: the cgroup is frozen (a paused container): cryo freezes the tree with \
+             ptrace, which frozen tasks do not answer; thaw it (runc resume) first"
+        )
+    })
+}
+
 /// The request's config file (criu_opts.config_file), if it exists: criu
 /// skips one that does not (runc always names /etc/criu/runc.conf).
 fn config_file(req: &Req) -> Result<Option<criu::ConfigFile>, String> {
@@ -947,6 +962,9 @@ fn do_dump(conn: &Arc<Conn>, req: Req, ty: T) -> anyhow::Result<bool> {
         );
     }
     let cf = conf.unwrap_or_default();
+    if let Some(m) = c.freeze_cgroup.as_deref().and_then(frozen_cgroup) {
+        return refuse(conn, ty, Some(&s.log), &m, Some(EBADRQC));
+    }
     let pid = o.pid.unwrap_or(conn.peer);
     let leave_running = pre || o.leave_running == Some(true) || cf.leave_running;
     let notify = o.notify_scripts == Some(true);

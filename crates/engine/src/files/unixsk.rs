@@ -275,12 +275,36 @@ pub fn survey(fds: &[TreeFd], ext_unix_sk: bool) -> Result<Survey, FileError> {
         link: link.into(),
         what,
     };
-    let all = diag_all().map_err(|source| FileError::Io {
+    let mut all = diag_all().map_err(|source| FileError::Io {
         pid: socks[0].0,
         fd: socks[0].1,
         what: "sock_diag of the unix sockets".into(),
         source,
     })?;
+    // A tree in a network namespace of its own (a container): its sockets
+    // are in that namespace's tables, read from a thread that enters it.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).ok();
+        let mut seen = HashSet::new();
+        for s in &socks {
+            let path = format!("/proc/{}/ns/net", s.0);
+            let Ok(f) = std::fs::File::open(&path) else { continue };
+            let ino = f.metadata().map(|m| m.ino()).ok();
+            if ino == own || !seen.insert(ino) {
+                continue;
+            }
+            let theirs = crate::sys::rtnl::in_netns(&f, diag_all)
+                .and_then(|r| r)
+                .map_err(|source| FileError::Io {
+                    pid: s.0,
+                    fd: s.1,
+                    what: "sock_diag of the unix sockets in its network namespace".into(),
+                    source,
+                })?;
+            all.extend(theirs);
+        }
+    }
     let ours: HashSet<u32> = socks.iter().map(|s| s.3).collect();
     // Connections waiting in a backlog (not accepted yet): the connecting
     // socket's inode (what UNIX_DIAG_ICONS lists) -> the listener's. The

@@ -99,8 +99,9 @@ pub struct RestoreOpts {
     /// fd[N]:KEY`): an external network namespace (netns-N.img's ext_key).
     /// The fds stay the caller's.
     pub inherit_fds: std::collections::BTreeMap<String, RawFd>,
-    /// Where stats-restore is written (criu's work directory), as criu
-    /// writes it; none when None (the images are never written to).
+    /// Where stats-restore is written, as criu writes it (criu's work
+    /// directory). None: not written (criu writes it to the images directory
+    /// then; cryo's restore leaves the images directory untouched).
     pub work_dir: Option<PathBuf>,
     /// The root becomes a child of the engine's parent (criu's
     /// `--restore-sibling`, which runc and podman use: the container's init
@@ -557,7 +558,12 @@ impl RestoreCtx {
         use crate::state::ns::Kind;
         if let Some(&id) = plan.ns.ids.get(&Kind::Net) {
             let name = format!("netns-{id}.img");
-            let ns: Vec<cryo_image::pb::NetnsEntry> = cryo_image::read_entries(plan.set.path(&name), "NETNS")?;
+            // (netdev-N.img is the one a set without the namespace lacks: checked below.)
+            let ns: Vec<cryo_image::pb::NetnsEntry> = if plan.set.path(&name).exists() {
+                cryo_image::read_entries(plan.set.path(&name), "NETNS")?
+            } else {
+                Vec::new()
+            };
             if let Some(key) = ns.first().and_then(|n| n.ext_key.clone()) {
                 let Some(&fd) = self.opts.inherit_fds.get(&key) else {
                     return Err(prep(
@@ -820,11 +826,13 @@ impl RestoreCtx {
         }
         // The caller's own fds in place of dumped files (inherit_fd): a
         // duplicate of our fd, the same open file.
-        let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
-        for &(id, fd) in &self.inherit_files.clone() {
-            let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
-                .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
-            fd_pool.insert(id, self.keep(f, base)?);
+        if !self.inherit_files.is_empty() {
+            let me = crate::sys::pidfd_open(std::process::id() as i32).map_err(|e| prep("pidfd of cryo", e))?;
+            for &(id, fd) in &self.inherit_files.clone() {
+                let f = crate::sys::pidfd_getfd(me.as_raw_fd(), fd)
+                    .map_err(|e| prep(format!("inherited fd {fd} (file id {id})"), e))?;
+                fd_pool.insert(id, self.keep(f, base)?);
+            }
         }
         // Every file a task uses, by its kind (the registry's).
         for id in used {
@@ -972,10 +980,13 @@ impl RestoreCtx {
             Ok(first) => {
                 let first = first.unwrap_or(root.pid);
                 self.root = Some(first);
-                // The first task waits for the engine (it is blocked at its
-                // start or at the barrier), so its pid is still its own.
-                self.root_fd =
-                    Some(crate::sys::pidfd_open(first).map_err(|e| prep(format!("pidfd of pid {first}"), e))?);
+                // A sibling (forked by cryo itself: no helper) waits for the
+                // engine at its start or at the barrier, so its pid is still
+                // its own.
+                if env.sibling {
+                    self.root_fd =
+                        Some(crate::sys::pidfd_open(first).map_err(|e| prep(format!("pidfd of pid {first}"), e))?);
+                }
                 Ok(())
             }
             Err(e) => Err(RestoreError::Sys(format!("creating pid {}: {}", root.pid, e.0))),
@@ -1572,9 +1583,6 @@ pub fn restore(opts: RestoreOpts, restored: impl FnOnce(&Restored)) -> Result<i3
     let detach = opts.detach;
     let sibling = opts.sibling;
     let pidfile = opts.pidfile.clone();
-    // Only into a work directory the caller names (-W, the RPC's work dir):
-    // cryo never writes into the images it restores (criu writes
-    // stats-restore into the images directory when there is no -W).
     let stats_dir = opts.work_dir.clone();
     let mut ctx = RestoreCtx::new(opts);
     let r = ctx.run()?;

@@ -527,7 +527,11 @@ pub fn check_task(pid: i32, tree: &mut TreeNs) -> Result<(), NsError> {
             } else {
                 format!("/proc/{pid}/task/{tid}/status")
             };
-            let st = std::fs::read_to_string(&path).map_err(|e| read(format!("{path}: {e}")))?;
+            let st = std::fs::read_to_string(&path).map_err(|e| {
+                read(format!(
+                    "{path}: {e} (a task that appeared during the freeze is gone again: dump again)"
+                ))
+            })?;
             let (v, _) = ns_field(&st, "NSpid:").ok_or_else(|| read(format!("no NSpid in {path}")))?;
             tree.vpids.insert(tid, v);
         }

@@ -88,13 +88,27 @@ impl Podman {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.podman().args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "podman {}: {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr),
-            String::from_utf8_lossy(&o.stdout)
-        );
+        if !o.status.success() {
+            // cryo's logs in the containers' bundle dirs (runc's --work-path).
+            let mut logs = String::new();
+            for e in std::fs::read_dir(self.dir.join("root/vfs-containers"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for l in ["dump.log", "restore.log"] {
+                    if let Ok(t) = std::fs::read_to_string(e.path().join("userdata").join(l)) {
+                        logs.push_str(&format!("--- {l}\n{t}"));
+                    }
+                }
+            }
+            panic!(
+                "podman {}: {}\n{}\n{logs}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 

@@ -458,3 +458,39 @@ fn runc_container_listening_socket_answers_after_restore() {
     assert!(fds.iter().any(|l| l.starts_with("socket:")), "{fds:?}");
     c.delete();
 }
+
+/// A paused container (`runc pause`: its freezer cgroup frozen) is refused
+/// by name; after `runc resume` it counts on, and then checkpoints.
+#[test]
+fn runc_checkpoint_of_a_paused_container_is_refused_and_it_runs_on() {
+    let c = Runc::new("runc-paused", &["/bin/busybox", "sh", "-c", COUNTER], |_| {});
+    c.run();
+    wait_counter(&c, 5);
+    let o = c.runc().args(["pause", &c.id]).output().unwrap();
+    assert!(o.status.success(), "runc pause: {o:?}");
+    let o = c
+        .runc()
+        .arg("--criu")
+        .arg(CRYO)
+        .arg("checkpoint")
+        .arg("--image-path")
+        .arg(c.dir.join("ck"))
+        .arg("--work-path")
+        .arg(c.dir.join("ck"))
+        .arg(&c.id)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a paused container was checkpointed");
+    let log = std::fs::read_to_string(c.dir.join("ck/dump.log")).unwrap();
+    assert!(log.contains("freeze_cgroup") && log.contains("frozen"), "{log}");
+    assert_eq!(c.state().map(|s| s.0).as_deref(), Some("paused"));
+    let o = c.runc().args(["resume", &c.id]).output().unwrap();
+    assert!(o.status.success(), "runc resume: {o:?}");
+    let v = counter(&c).unwrap();
+    wait_counter(&c, v + 5);
+    c.checkpoint("ck", &[]);
+    let at = counter(&c).unwrap();
+    c.restore("ck");
+    goes_on_from(&c, at);
+    c.delete();
+}
