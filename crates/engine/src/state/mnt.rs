@@ -1244,6 +1244,14 @@ impl Drop for Entered {
     }
 }
 
+/// Whether the tree mounts a proc of its own (made fresh at restore, by the
+/// first task once in the tree's pid namespace).
+pub fn has_proc_mount(tree: &MountTree) -> bool {
+    tree.mounts
+        .iter()
+        .any(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1357,12 +1365,4 @@ mod tests {
         let e = classify(&parse_mountinfo(two).unwrap(), &BTreeMap::new()).unwrap_err();
         assert!(e.to_string().contains("2 mounts without a parent"), "{e}");
     }
-}
-
-/// Whether the tree mounts a proc of its own (made fresh at restore, by the
-/// first task once in the tree's pid namespace).
-pub fn has_proc_mount(tree: &MountTree) -> bool {
-    tree.mounts
-        .iter()
-        .any(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
 }
