@@ -1267,7 +1267,7 @@ mod tests {
         let d = Dump::open(fixture("proctree")).unwrap();
         let (title, text) = d.raw(&RawTarget::Vma { pid: 9408, index: 5 });
         assert_eq!(title, "mm-9408.img entry 0 › vmas[5]");
-        assert!(text.contains("\"start\": \"0x557130423000\""), "{text}");
+        assert!(text.contains("\"start\": \"0x55d9a9a4d000\""), "{text}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn core_of_threads4_is_a_valid_elf_core() {
     }
     // Dumped memory is in the segments: the heap pattern of worker 0 read through the core equals the
     // bytes crit mem reads from the pages.
-    let heap_run = 0x7f3e6c000000u64;
+    let heap_run = 0x7fccf4000000u64;
     let seg = loads.iter().find(|p| p.p_vaddr == heap_run).unwrap();
     let from_core = &bytes[seg.p_offset as usize..seg.p_offset as usize + 4096];
     let from_pages = run(&[
@@ -56,7 +56,7 @@ fn core_of_threads4_is_a_valid_elf_core() {
         "--pid",
         "9304",
         "--addr",
-        "0x7f3e6c000000",
+        "0x7fccf4000000",
         "--len",
         "4096",
         "--raw",
@@ -107,14 +107,42 @@ fn build_threads4(dir: &std::path::Path) -> std::path::PathBuf {
     exe
 }
 
+/// A copy of threads4 whose main thread's xsave state also has AVX-512 registers (opmask, ZMM_Hi256,
+/// Hi16_ZMM, xstate_bv bits 5-7) with distinct values: the fixture was dumped on a CPU without AVX-512,
+/// and crit core must still carry such state to gdb (crit works on any machine's dumps).
+fn threads4_with_avx512(tag: &str) -> std::path::PathBuf {
+    let d = copy_images("threads4", tag);
+    let core_img = d.join("core-9304.img");
+    let mut core = json(&ok(&["decode", "-i", core_img.to_str().unwrap()]));
+    let x = &mut core["entries"][0]["thread_info"]["fpregs"]["xsave"];
+    let bv = x["xstate_bv"].as_u64().unwrap() | 0xe0;
+    x["xstate_bv"] = bv.into();
+    let words = |n: u64, base: u64| (0..n).map(|i| base + i).collect::<Vec<u64>>();
+    x["opmask_reg"] = words(8, 0x0f0f_0000).into();
+    x["zmm_upper"] = words(64, 0x2222_0000_0000).into();
+    x["hi16_zmm"] = words(128, 0x3333_0000_0000).into();
+    let jpath = d.join("core.json");
+    std::fs::write(&jpath, serde_json::to_string(&core).unwrap()).unwrap();
+    ok(&[
+        "encode",
+        "-i",
+        jpath.to_str().unwrap(),
+        "-o",
+        core_img.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&jpath).unwrap();
+    d
+}
+
 #[test]
 fn gdb_loads_the_core_with_all_threads_and_registers() {
     let d = scratch("core-gdb");
     let exe = build_threads4(&d);
     let core = d.join("core.9304");
+    let set = threads4_with_avx512("core-gdb-set");
     ok(&[
         "core",
-        &images("threads4"),
+        set.to_str().unwrap(),
         "--pid",
         "9304",
         "-o",
@@ -124,7 +152,7 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
         "info registers rip rsp",
         "info threads",
         "thread apply all bt",
-        "x/s 0x7ffe9f2b2fc7",
+        "x/s 0x7ffdd5126fc7",
         "p/x $fs_base",
         "p/x $xmm0.v2_int64",
         "p/x $k1",
@@ -160,12 +188,12 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
         .filter(|l| l.starts_with(|c: char| c == '*' || c.is_ascii_digit()) && l.contains("LWP "))
         .count();
     assert_eq!(threads, 4, "{out}");
-    // Backtraces need the dumped program's libc (the fixture's is another machine's): the engine's
+    // Backtraces need the dumped program's libc (the fixture's may be another machine's): the engine's
     // gdb_unwinds_every_thread_of_a_crit_core_of_a_live_dump checks them on a dump taken here.
     // argv from memory through the core.
     assert!(out.contains("\"./bin/threads4\""), "{out}");
     // FPU and xsave state: values from the core image, read back through NT_FPREGSET / NT_X86_XSTATE.
-    let core = json(&ok(&["decode", "-i", &format!("{}/core-9304.img", images("threads4"))]));
+    let core = json(&ok(&["decode", "-i", set.join("core-9304.img").to_str().unwrap()]));
     let fp = &core["entries"][0]["thread_info"]["fpregs"];
     let w = |v: &serde_json::Value, i: usize| v[i].as_u64().unwrap();
     let xmm0_hi = w(&fp["xmm_space"], 2) | w(&fp["xmm_space"], 3) << 32;
@@ -202,10 +230,11 @@ fn gdb_loads_the_core_with_all_threads_and_registers() {
     assert!(out.contains("\"./bin/threads4\""), "{out}");
     assert!(
         out.lines()
-            .any(|l| l.contains("0x7f3e7bc21000") && l.ends_with("/usr/lib/x86_64-linux-gnu/libc.so.6")),
+            .any(|l| l.contains("0x7fcd04518000") && l.ends_with("/usr/lib/x86_64-linux-gnu/libc.so.6")),
         "{out}"
     );
     std::fs::remove_dir_all(d).unwrap();
+    std::fs::remove_dir_all(set).unwrap();
 }
 
 #[test]
@@ -306,7 +335,7 @@ fn core_fills_undumped_file_pages_from_the_file() {
             e["nr_pages"].as_u64().unwrap(),
             e["flags"].as_u64().unwrap(),
         );
-        if vaddr == 0x7f3e7bc21000 {
+        if vaddr == 0x7fcd04518000 {
             e["vaddr"] = (vaddr + 4096).into();
             e["nr_pages"] = (n - 1).into();
             cut = Some(off);
@@ -340,7 +369,7 @@ fn core_fills_undumped_file_pages_from_the_file() {
     let seg = elf
         .program_headers
         .iter()
-        .find(|p| p.p_type == PT_LOAD && p.p_vaddr == 0x7f3e7bc21000)
+        .find(|p| p.p_type == PT_LOAD && p.p_vaddr == 0x7fcd04518000)
         .unwrap();
     assert_eq!(seg.p_filesz, 4 * 4096);
     let page0 = &bytes[seg.p_offset as usize..seg.p_offset as usize + 4096];
@@ -371,7 +400,7 @@ fn core_fills_undumped_file_pages_from_the_file() {
         "--pid",
         "9304",
         "--addr",
-        "0x7f3e7bc22000",
+        "0x7fcd04519000",
         "--len",
         "12288",
         "--raw",

@@ -1021,7 +1021,7 @@ fn diff_shows_socket_changes() {
     assert_eq!(
         p["fds_removed"],
         serde_json::json!([{"fd": 4, "type": "INETSK", "socket": true,
-            "what": "tcp 127.0.0.1:59234 -> 127.0.0.1:34567 state ESTABLISHED, 2000 bytes queued to read, 0 to send"}])
+            "what": "tcp 127.0.0.1:60326 -> 127.0.0.1:34567 state ESTABLISHED, 2000 bytes queued to read, 0 to send"}])
     );
     let c = &p["fds_changed"][0];
     assert_eq!(c["fd"], 3);
@@ -1156,7 +1156,7 @@ fn check_reports_ghost_contents_that_disagree_with_the_size() {
 #[test]
 fn diff_compares_shared_memory_objects() {
     let (_t, dir) = copy_set("memfd_shm");
-    let (head, _) = read_pagemap(&dir.join("pagemap-shmem-22483.img"));
+    let (head, _) = read_pagemap(&dir.join("pagemap-shmem-3236.img"));
     let pages = dir.join(format!("pages-{}.img", head.pages_id));
     let mut data = fs::read(&pages).unwrap();
     data[5 * 4096 + 7] ^= 0x55;
@@ -1166,7 +1166,7 @@ fn diff_compares_shared_memory_objects() {
     assert_eq!(v["processes_changed"], serde_json::json!([]));
     assert_eq!(
         v["shmem"],
-        serde_json::json!([{"image": "pagemap-shmem-22483.img", "status": "changed", "memory": {
+        serde_json::json!([{"image": "pagemap-shmem-3236.img", "status": "changed", "memory": {
             "compared": 32, "changed": 1, "added": 0, "removed": 0,
             "ranges": [{"start": 0x5000, "end": 0x6000, "pages": 1, "kind": "changed"}]}}])
     );
@@ -1174,7 +1174,7 @@ fn diff_compares_shared_memory_objects() {
     let (out, _) = text(&o);
     assert!(out.contains("; shared memory: 1 differ"), "{out}");
     assert!(
-        out.contains("~ shared memory pagemap-shmem-22483.img: 1 page changed, 0 pages added, 0 pages removed (32 compared)\n  ~ 0x5000-0x6000 1 page changed\n"),
+        out.contains("~ shared memory pagemap-shmem-3236.img: 1 page changed, 0 pages added, 0 pages removed (32 compared)\n  ~ 0x5000-0x6000 1 page changed\n"),
         "{out}"
     );
 }

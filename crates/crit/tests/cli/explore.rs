@@ -364,7 +364,7 @@ fn ns_and_ipc_show_the_tree_namespaces_and_sysv_objects() {
     assert_eq!(objs[2]["detail"], "type:bytes 1:10 2:10 3:10");
     let text = ok(&["x", &images("sysv_ipc"), "ipc"]);
     assert!(
-        text.contains("0x00002222") && text.contains("12036@0x7f28961d9000"),
+        text.contains("0x00002222") && text.contains("12036@0x7f8d882d1000"),
         "{text}"
     );
     // A set without namespaces of its own says so.

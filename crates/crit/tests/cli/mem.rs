@@ -16,7 +16,7 @@ fn mem_read_formats() {
         "--pid",
         T4,
         "--addr",
-        "0x7ffe9f2b2fc7",
+        "0x7ffdd5126fc7",
         "--len",
         "15",
         "--raw",
@@ -29,7 +29,7 @@ fn mem_read_formats() {
         "--pid",
         T4,
         "--addr",
-        "0x7ffe9f2b2fc7",
+        "0x7ffdd5126fc7",
         "--len",
         "15",
         "--hex",
@@ -38,7 +38,7 @@ fn mem_read_formats() {
 
     // The default is hexdump -C with absolute addresses: compare with hexdump -C of the raw bytes, whose
     // offsets start at 0, by shifting ours.
-    let base = 0x7f3e6c000000u64;
+    let base = 0x7fccf4000000u64;
     let raw = run(&[
         "mem",
         &dir,
@@ -64,7 +64,7 @@ fn mem_read_formats() {
     ]);
     // hexdump -C of these bytes, stored (made with util-linux's hexdump -C from the --raw output), and
     // compared live too where hexdump is installed.
-    let stored = std::fs::read_to_string(fixtures().join("threads4/crit-x/hexdump-C-7f3e6c000000-8192.txt")).unwrap();
+    let stored = std::fs::read_to_string(fixtures().join("threads4/crit-x/hexdump-C-7fccf4000000-8192.txt")).unwrap();
     let mut theirs = vec![stored];
     if let Ok(mut hd) = Command::new("hexdump")
         .arg("-C")
@@ -135,7 +135,7 @@ fn mem_search_text_regex_bytes_with_filters() {
     assert!(out.lines().count() >= 1, "{out}");
     assert!(out.lines().all(|l| l.contains(" stack [stack]")), "{out}");
     assert!(
-        out.contains("0x7ffe9f2b2fc7  7ffe9f292000-7ffe9f2b3000 rw- stack [stack]"),
+        out.contains("0x7ffdd5126fc7  7ffdd5106000-7ffdd5127000 rw- stack [stack]"),
         "{out}"
     );
 
@@ -173,7 +173,7 @@ fn mem_search_text_regex_bytes_with_filters() {
         "--pid",
         T4,
         "--addr",
-        "0x7f3e6c0008c0",
+        "0x7fccf40008c0",
         "--len",
         "8",
         "--raw",
@@ -184,7 +184,7 @@ fn mem_search_text_regex_bytes_with_filters() {
         "mem", &dir, "--pid", T4, "--bytes", &hex, "--kind", "anon", "--prot", "rw", "--json",
     ]);
     let hits: Vec<serde_json::Value> = out.lines().map(json).filter(|v| v["type"] == "match").collect();
-    assert!(hits.iter().any(|h| h["addr"] == 0x7f3e6c0008c0u64), "{out}");
+    assert!(hits.iter().any(|h| h["addr"] == 0x7fccf40008c0u64), "{out}");
 
     // Filters exclude: nothing executable matches PATH=, and a range outside the stack has no argv.
     let o = run(&["mem", &dir, "--pid", T4, "--search", "PATH=", "--prot", "x"]);
@@ -198,7 +198,7 @@ fn mem_search_text_regex_bytes_with_filters() {
         "--search",
         "./bin/threads4",
         "--range",
-        "7ffe9f292000-7ffe9f2b3000",
+        "7ffdd5106000-7ffdd5127000",
     ]);
     assert!(out.lines().all(|l| l.contains("[stack]")), "{out}");
     let n = ok(&["mem", &dir, "--pid", T4, "--search", "threads4", "--max-count", "1"]);
@@ -273,8 +273,8 @@ fn mem_bad_input() {
     assert!(e.contains("77"), "{e}");
     let e = fails(&["mem", &dir, "--pid", T4, "--addr", "0x10"]);
     assert!(e.contains("0x10 is not in any mapping"), "{e}");
-    let e = fails(&["mem", &dir, "--pid", T4, "--addr", "0x7f3e6c021000", "--len", "16"]);
-    assert!(e.contains("0x7f3e6c021000") && e.contains("not in the dump"), "{e}");
+    let e = fails(&["mem", &dir, "--pid", T4, "--addr", "0x7fccf4021000", "--len", "16"]);
+    assert!(e.contains("0x7fccf4021000") && e.contains("not in the dump"), "{e}");
     let e = fails(&["mem", &dir, "--pid", T4, "--regex", "(unclosed"]);
     assert!(e.contains("--regex"), "{e}");
     let e = fails(&["mem", &dir, "--pid", T4, "--bytes", "abc"]);
@@ -299,7 +299,7 @@ fn closed_pipe_is_success() {
             "--pid",
             T4,
             "--addr",
-            "0x7f3e6c000000",
+            "0x7fccf4000000",
             "--len",
             "69632",
         ],
