@@ -1,9 +1,11 @@
 //! Shared helpers of the engine's integration tests (dump.rs, restore.rs, diff.rs): build the C
 //! programs of tests/progs with gcc, start them and kill them by PID on drop ([`Target`]), poll status
 //! files, read /proc; [`ns::Ns`] runs a script as pid 1 of a fresh PID + mount namespace; [`pty`]
-//! makes pseudo-terminals. Fixture paths and image-set copies are in the cryo-testsupport crate.
+//! makes pseudo-terminals; [`cpu`] tells what an image set's FPU state needs that this CPU lacks.
+//! Fixture paths and image-set copies are in the cryo-testsupport crate.
 #![allow(dead_code)]
 
+pub mod cpu;
 pub mod ns;
 pub mod pty;
 
