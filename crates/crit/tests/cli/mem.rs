@@ -394,7 +394,7 @@ fn mem_reads_memfd_and_shared_anon_from_shmem_pagemaps() {
         "--pid",
         "12036",
         "--addr",
-        "0x7f28961d9000",
+        "0x7f8d882d1000",
         "--len",
         "65536",
         "--raw",

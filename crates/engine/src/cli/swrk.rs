@@ -388,7 +388,8 @@ fn feature_check(req: &pb::CriuReq) -> pb::CriuResp {
         success: true,
         features: Some(pb::CriuFeatures {
             mem_track: f(asked.mem_track, "mem_dirty_track").or(Some(false)),
-            lazy_pages: f(asked.lazy_pages, "lazy_pages").or(Some(false)),
+            // `cryo restore --lazy-pages` works, but not over RPC yet (refused there).
+            lazy_pages: asked.lazy_pages.map(|_| false).or(Some(false)),
             pidfd_store: f(asked.pidfd_store, "pidfd_store").or(Some(false)),
         }),
         ..Default::default()

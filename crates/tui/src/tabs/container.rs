@@ -91,8 +91,7 @@ mod tests {
             "{l:#?}"
         );
         assert!(
-            l.iter()
-                .any(|x| x.contains("0x00001111") && x.contains("12036@0x7f")),
+            l.iter().any(|x| x.contains("0x00001111") && x.contains("12036@0x7f")),
             "{l:#?}"
         );
     }
