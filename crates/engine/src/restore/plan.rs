@@ -1118,7 +1118,8 @@ mod tests {
 
     #[test]
     fn fpu_state_of_a_richer_cpu_is_refused_by_feature_name() {
-        // CRIU 4.2's loop_heap fixture, dumped on an AVX-512 machine.
+        // The FPU state of a program dumped on an AVX-512 machine (the first
+        // recording of the CRIU 4.2 fixtures had it).
         let x = pb::UserX86XsaveEntry {
             xstate_bv: 0x2a2,
             pkru: vec![PKRU_DEFAULT],
