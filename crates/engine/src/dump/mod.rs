@@ -1274,6 +1274,11 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
     ctx.ns_dump = crate::state::ns::dump_contents(&ctx.ns, tree.procs[0].pid, &mut ctx.nsnum)?;
     if let Some((_, ipc)) = ctx.ns_dump.ipc.as_mut() {
         ipc.pages_ids = (0..ipc.segments()).map(|_| ctx.files.alloc_pages_id()).collect();
+        // SysV shm pages count as shared pages in stats-dump, as CRIU
+        // counts them (zdtm checks the sum against the pages images).
+        let (scanned, written) = ipc.shm_pages();
+        ctx.stats.shpages_scanned = Some(ctx.stats.shpages_scanned.unwrap_or(0) + scanned);
+        ctx.stats.shpages_written = Some(ctx.stats.shpages_written.unwrap_or(0) + written);
     }
     dump_mnt_net(ctx, tree.procs[0].pid)?;
     write_shared(ctx)?;

@@ -234,6 +234,20 @@ impl IpcDump {
         self.shm.len()
     }
 
+    /// The segments' pages as CRIU counts them in stats-dump: (scanned,
+    /// written): every page of every segment is scanned, the non-zero
+    /// ones are written to the segment's pages image.
+    pub fn shm_pages(&self) -> (u64, u64) {
+        let scanned = self.shm.iter().map(|(e, _)| e.size.div_ceil(PAGE as u64)).sum();
+        let written = self
+            .shm
+            .iter()
+            .flat_map(|(_, runs)| runs.iter())
+            .map(|(_, data)| (data.len() / PAGE) as u64)
+            .sum();
+        (scanned, written)
+    }
+
     /// The images of namespace `id`.
     pub fn write(
         &self,
