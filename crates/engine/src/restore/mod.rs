@@ -600,18 +600,6 @@ impl RestoreCtx {
             let es: Vec<cryo_image::pb::MntEntry> = cryo_image::read_entries(plan.set.path(&name), "MNTS")?;
             let t = mnt::describe(&es).map_err(|e| prep(plan.set.path(&name).display().to_string(), e))?;
             mnt::check_restore(&t, &self.opts.dir, &self.opts.mnt).map_err(|e| prep("mount namespace", e))?;
-            // proc of the tree's pid namespace is mounted by its first task once
-            // in it; in a mount namespace owned by a user namespace the kernel
-            // lets a first proc mount in only while another proc is visible
-            // there (mount_too_revealing), and cryo's rebuilt tree has none.
-            if plan.ns.user.is_some() && plan.ns.has(Kind::Pid) && mnt::has_proc_mount(&t) {
-                return Err(prep(
-                    plan.set.path(&name).display().to_string(),
-                    "a proc mount of the tree's pid namespace in a mount namespace owned by the tree's user \
-                     namespace: not supported yet (the kernel refuses the first proc mount there; refused before \
-                     creating any task)",
-                ));
-            }
             self.mnt_tree = Some(t);
         }
         Ok(())
@@ -662,7 +650,7 @@ impl RestoreCtx {
                 t,
                 &self.opts.dir,
                 &self.opts.mnt,
-                &|x| late && x.kind == mnt::MountKind::Fresh && x.fstype == cryo_image::pb::Fstype::Proc as u32,
+                &|x| late && mnt::is_proc(x),
                 net.as_ref(),
                 made.mnt.as_ref(),
             )

@@ -783,6 +783,9 @@ pub fn check_restore(tree: &MountTree, images: &std::path::Path, o: &MntRestoreO
     Ok(())
 }
 
+/// fsmount(2)'s MOUNT_ATTR_RDONLY.
+const MOUNT_ATTR_RDONLY: u32 = 0x1;
+
 /// The per-mount MS_* flags mount(2) takes back.
 const MNT_FLAGS: u32 =
     MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME;
@@ -806,8 +809,12 @@ pub struct LateMount {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LateHow {
-    /// `mount("proc", at, "proc", flags, opts)`.
-    Proc { opts: String, flags: u32 },
+    /// `mount("proc", at, "proc", flags, opts)`. With `stand_in`, a bind
+    /// of cryo's own proc is on `at` (see [`build`]): the new proc is made
+    /// detached first (the kernel lets it in while another proc is visible
+    /// in the namespace), then the stand-in is detached and the new proc
+    /// moved onto `at`.
+    Proc { opts: String, flags: u32, stand_in: bool },
     /// A bind of `src`, a path below a late proc.
     Bind { src: String },
     /// A detached mount the engine made (the fd, in the engine's pool,
@@ -821,10 +828,28 @@ impl LateMount {
         use nix::mount::{mount, MsFlags};
         let at = self.at.as_str();
         match &self.how {
-            LateHow::Proc { opts, flags } => {
+            LateHow::Proc {
+                opts,
+                flags,
+                stand_in: false,
+            } => {
                 let data = (!opts.is_empty()).then_some(opts.as_str());
                 mount(Some("proc"), at, Some("proc"), ms(*flags), data)
                     .map_err(|e| format!("mount proc at {at}: {e}"))?;
+            }
+            LateHow::Proc {
+                opts,
+                flags,
+                stand_in: true,
+            } => {
+                use std::os::fd::AsRawFd;
+                let ro = if flags & MS_RDONLY != 0 { MOUNT_ATTR_RDONLY } else { 0 };
+                let fd =
+                    crate::sys::mount::new_mount("proc", "proc", opts, crate::sys::mount::mount_attrs(*flags) | ro)
+                        .map_err(|e| format!("fsmount proc for {at}: {e}"))?;
+                nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(|e| format!("detach the stand-in proc at {at}: {e}"))?;
+                crate::sys::mount::attach(fd.as_raw_fd(), at).map_err(|e| format!("move_mount proc onto {at}: {e}"))?;
             }
             LateHow::Bind { src } => {
                 mount(Some(src.as_str()), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -850,11 +875,21 @@ impl LateMount {
 /// every mount disappears with the namespace if anything fails.
 /// `skip` says which mounts to leave for later (proc, which must be
 /// mounted from inside the tree's pid namespace).
+///
+/// `stand_ins`: detached copies of cryo's own proc (open_tree), one per
+/// skipped proc, when the namespace is owned by the tree's user namespace.
+/// There the kernel lets a proc be mounted only while another proc is fully
+/// visible in the namespace (mount_too_revealing), and once the old root is
+/// detached none is: each stand-in is attached on its skipped proc's
+/// mountpoint, and the first task, in the tree's user and pid namespaces,
+/// makes its proc while the stand-in is there, then puts it in the
+/// stand-in's place ([`LateHow::Proc`]). Until then no task of the tree runs.
 pub fn build(
     tree: &MountTree,
     images: &std::path::Path,
     o: &MntRestoreOpts,
     skip: &dyn Fn(&Mount) -> bool,
+    mut stand_ins: Vec<std::os::fd::OwnedFd>,
 ) -> Result<Vec<(LateMount, Option<std::os::fd::OwnedFd>)>, MntRestoreError> {
     use nix::mount::{mount, MsFlags};
     let root = o
@@ -898,27 +933,26 @@ pub fn build(
     for m in &tree.mounts[1..] {
         if skip(m) || late_ids.contains(&m.parent_mnt_id) {
             late_ids.insert(m.mnt_id);
-            late.push(late_mount(tree, images, o, m, skip(m), &at, &late_ids)?);
+            let mut l = late_mount(tree, images, o, m, skip(m), &at, &late_ids)?;
+            if let LateHow::Proc { stand_in, .. } = &mut l.0.how {
+                if let Some(fd) = stand_ins.pop() {
+                    use std::os::fd::AsRawFd;
+                    let target = mount_target(tree, &at, m)?;
+                    crate::sys::mount::attach(fd.as_raw_fd(), &target.display().to_string()).map_err(|e| {
+                        MntRestoreError::Sys {
+                            mnt_id: m.mnt_id,
+                            mountpoint: m.mountpoint.clone(),
+                            what: "attach the stand-in proc".into(),
+                            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                        }
+                    })?;
+                    *stand_in = true;
+                }
+            }
+            late.push(l);
             continue;
         }
-        let parent = at.get(&m.parent_mnt_id).ok_or_else(|| {
-            MntRestoreError::Check(format!("mount {}: parent {} not mounted", m.mnt_id, m.parent_mnt_id))
-        })?;
-        let parent_m = tree.get(m.parent_mnt_id).unwrap();
-        let rel = m.mountpoint.strip_prefix(&parent_m.mountpoint).ok_or_else(|| {
-            MntRestoreError::Check(format!(
-                "mount {} at {} is not under its parent",
-                m.mnt_id, m.mountpoint
-            ))
-        })?;
-        let target = join(parent, rel);
-        if !target.exists() {
-            return Err(MntRestoreError::Check(format!(
-                "mount {}: its mountpoint {} does not exist in the restored tree",
-                m.mnt_id,
-                target.display()
-            )));
-        }
+        let target = mount_target(tree, &at, m)?;
         match &m.kind {
             MountKind::Root => unreachable!("one root"),
             MountKind::Fresh => {
@@ -1015,6 +1049,39 @@ pub fn build(
     Ok(late)
 }
 
+/// Where mount `m` goes in the tree being rebuilt (its parent is made, at
+/// its place in `at`), checked to exist.
+fn mount_target(
+    tree: &MountTree,
+    at: &BTreeMap<u32, std::path::PathBuf>,
+    m: &Mount,
+) -> Result<std::path::PathBuf, MntRestoreError> {
+    let parent = at
+        .get(&m.parent_mnt_id)
+        .ok_or_else(|| MntRestoreError::Check(format!("mount {}: parent {} not mounted", m.mnt_id, m.parent_mnt_id)))?;
+    let parent_m = tree.get(m.parent_mnt_id).ok_or_else(|| {
+        MntRestoreError::Check(format!(
+            "mount {}: parent {} not in the tree",
+            m.mnt_id, m.parent_mnt_id
+        ))
+    })?;
+    let rel = m.mountpoint.strip_prefix(&parent_m.mountpoint).ok_or_else(|| {
+        MntRestoreError::Check(format!(
+            "mount {} at {} is not under its parent",
+            m.mnt_id, m.mountpoint
+        ))
+    })?;
+    let target = parent.join(rel.trim_start_matches('/'));
+    if !target.exists() {
+        return Err(MntRestoreError::Check(format!(
+            "mount {}: its mountpoint {} does not exist in the restored tree",
+            m.mnt_id,
+            target.display()
+        )));
+    }
+    Ok(target)
+}
+
 /// Fill a fresh tmpfs mounted at (or reachable by) `dir` from its image.
 fn untar(images: &std::path::Path, m: &Mount, dir: &std::path::Path) -> Result<(), MntRestoreError> {
     let img = tmpfs_image(images, m)
@@ -1078,6 +1145,7 @@ fn late_mount(
             LateHow::Proc {
                 opts: m.options.clone(),
                 flags: m.flags & MNT_FLAGS,
+                stand_in: false,
             },
             None,
             None,
@@ -1161,6 +1229,21 @@ pub fn make_ns(
     net: Option<&std::fs::File>,
     into: Option<&std::fs::File>,
 ) -> Result<MntNs, MntRestoreError> {
+    // In a namespace owned by the tree's user namespace, a stand-in for each
+    // proc the first task mounts (see build): copies of cryo's own /proc,
+    // made here, in cryo's mount namespace.
+    let mut stand_ins = Vec::new();
+    if into.is_some() {
+        for m in tree.mounts.iter().filter(|m| is_proc(m) && skip(m)) {
+            let fd = crate::sys::mount::clone_tree("/proc").map_err(|e| MntRestoreError::Sys {
+                mnt_id: m.mnt_id,
+                mountpoint: m.mountpoint.clone(),
+                what: "open_tree of cryo's /proc (a stand-in until the tree's proc is mounted)".into(),
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            stand_ins.push(fd);
+        }
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             use nix::sched::{unshare, CloneFlags};
@@ -1196,7 +1279,7 @@ pub fn make_ns(
                 what: "/proc/thread-self/ns/mnt".into(),
                 source,
             })?;
-            let late = build(tree, images, o, skip)?;
+            let late = build(tree, images, o, skip, stand_ins)?;
             Ok(MntNs { fd, late })
         })
         .join()
@@ -1244,12 +1327,9 @@ impl Drop for Entered {
     }
 }
 
-/// Whether the tree mounts a proc of its own (made fresh at restore, by the
-/// first task once in the tree's pid namespace).
-pub fn has_proc_mount(tree: &MountTree) -> bool {
-    tree.mounts
-        .iter()
-        .any(|m| m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32)
+/// A proc of the tree's own (made fresh at restore).
+pub fn is_proc(m: &Mount) -> bool {
+    m.kind == MountKind::Fresh && m.fstype == pb::Fstype::Proc as u32
 }
 
 #[cfg(test)]
