@@ -393,6 +393,70 @@ fn a_user_namespace_owning_pid_uts_ipc_comes_back() {
     );
 }
 
+/// The zdtm uns flavor's shape: a busybox tree in a user namespace (`--map-root-user`) owning its
+/// pid and mount namespaces, on a root of its own with a proc of its pid namespace. The kernel lets
+/// a task of a non-initial user namespace mount proc only while another proc is fully visible in
+/// its mount namespace; the restore (`--root`) gives the rebuilt tree a stand-in until its own proc
+/// is made from inside. Restored, /proc is the new pid namespace's again (its pid 1 is busybox) and
+/// it is the only proc there.
+#[test]
+fn a_user_namespace_owning_mount_and_pid_gets_its_proc_back() {
+    let root = super::container::rootfs("uns-proc");
+    let null = root.join("dev/null");
+    let st = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = root.display();
+    let ns = start_and_wait(
+        &format!(
+            "unshare --user --map-root-user --pid --mount --propagation private --fork sh -c \
+             'mount --bind {r} {r} && mount -t proc proc {r}/proc && cd {r} && pivot_root . old && \
+             /bin/busybox umount -l /old && exec /bin/busybox sleep 100000' >/dev/null 2>&1 </dev/null & U=$!; \
+             P=; while [ -z \"$P\" ] || [ \"$(cat /proc/$P/comm)\" != busybox ]; do sleep 0.02; P=$(cat /proc/$U/task/$U/children); P=${{P% }}; done; \
+             mkdir img; {CRYO} dump -t $P -D img 2>.dump-err; echo $? > .dump-rc; wait $U; \
+             {CRYO} restore -d -D img --root {r} --pidfile /tmp/anchor/.pidfile 2>.cryo-err; echo $? > .cryo-rc; \
+             R=$(cat /tmp/anchor/.pidfile); nsenter -t $R -U -m /bin/busybox cat /proc/1/comm > .inside 2>&1; \
+             nsenter -t $R -U -m /bin/busybox grep -c ' - proc ' /proc/1/mountinfo >> .inside 2>&1; echo done > .done"
+        ),
+        ".done",
+    );
+    assert_eq!(read(&ns, ".dump-rc").trim(), "0", "dump: {}", read(&ns, ".dump-err"));
+    assert_eq!(read(&ns, ".cryo-rc").trim(), "0", "restore: {}", read(&ns, ".cryo-err"));
+    let inner: i32 = read(&ns, ".pidfile").trim().parse().unwrap();
+    // The restored root is in a mount namespace of its own (by_ns_pid wants the test's): the
+    // busybox whose pid in the test's namespace is `inner`, pid 1 of a namespace one level below.
+    let level = nspid(ns.pid1).split_whitespace().count() - 2;
+    let outer = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let p: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let l = nspid(p);
+            let v: Vec<i32> = l.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+            (v.len() == level + 2 && v[level] == inner && v[level + 1] == 1).then_some(p)
+        })
+        .expect("restored root");
+    for k in ["user", "pid", "mnt"] {
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{outer}/ns/{k}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{k}")).unwrap(),
+            "{k} namespace"
+        );
+    }
+    assert_eq!(
+        read(&ns, ".inside").split_whitespace().collect::<Vec<_>>(),
+        ["busybox", "1"],
+        "{}",
+        read(&ns, ".inside")
+    );
+    assert!(common::kill(outer, libc::SIGKILL));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A tree in a time namespace of its own (`unshare --time`, CLOCK_MONOTONIC 10 days and
 /// CLOCK_BOOTTIME 20 days ahead): timens-ID.img holds its clocks; the restored tree is in a new
 /// time namespace whose offsets make its clocks go on from the dumped values.
