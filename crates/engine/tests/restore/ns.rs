@@ -46,6 +46,25 @@ fn uts_and_ipc_namespaces_come_back_with_every_object() {
                 .collect();
             names.sort();
             assert_eq!(names.len(), 6, "{names:?}");
+            // stats-dump counts every page the pages images hold, the shm segment's among them
+            // (shpages_written), as CRIU counts them: zdtm checks the sum.
+            let out = Command::new("/usr/bin/crit")
+                .args(["decode", "-i"])
+                .arg(img.join("stats-dump"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let d = &v["entries"][0]["dump"];
+            let n = |k: &str| d[k].as_u64().unwrap_or(0);
+            assert!(n("shpages_written") > 0, "{d}");
+            let bytes: u64 = std::fs::read_dir(&img)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum();
+            assert_eq!(n("pages_written") + n("shpages_written"), bytes / 4096, "{d}");
             for n in &names {
                 let out = Command::new("/usr/bin/crit")
                     .args(["decode", "-i"])
