@@ -1147,13 +1147,14 @@ fn on_hugetlbfs(pid: i32, v: &Vma) -> bool {
 /// read is still refused, by the fd's own fdinfo (see `dump_one_fd`).
 fn refuse(
     pid: i32,
+    frozen: &[i32],
     f: &ProcFacts,
     file_locks: bool,
     locks: Option<&str>,
     ns: &mut crate::state::ns::TreeNs,
 ) -> Result<()> {
     // A task forked since the survey is checked too.
-    crate::state::ns::check_task(pid, ns)?;
+    crate::state::ns::check_task(pid, frozen, ns)?;
     for (v, k) in &f.vmas {
         match k {
             MapKind::SysvShm if !ns.has(crate::state::ns::Kind::Ipc) => {
@@ -1219,7 +1220,8 @@ fn dump_frozen(ctx: &mut DumpCtx, tree: &mut FrozenTree, smaps: &mut SmapsReader
         }
         let mut f = collect_facts(p.pid)?;
         f.fds.retain(|(fd, link)| !track::is_own(&ctx.own_uffds, *fd, link));
-        refuse(p.pid, &f, ctx.opts.file_locks, locks, &mut ctx.ns)?;
+        let tids: Vec<i32> = p.threads.iter().map(|t| t.tid()).collect();
+        refuse(p.pid, &tids, &f, ctx.opts.file_locks, locks, &mut ctx.ns)?;
         facts.push(Some(f));
     }
     // What the fd kinds check across the whole tree (peers, names, queues),

@@ -495,8 +495,10 @@ fn check_owners(root: i32, root_ns: &Inodes, mine: &Inodes, own: &[Kind]) -> Res
 
 /// A task found after the survey (forked meanwhile) must be in the tree's
 /// namespaces too; in the tree's pid namespace its pids inside are read
-/// now (it is frozen: its threads are all there).
-pub fn check_task(pid: i32, tree: &mut TreeNs) -> Result<(), NsError> {
+/// now (it is frozen: its threads are all there). `frozen` holds the tids
+/// the freeze seized: a listed thread that is gone by now was exiting and
+/// never seized, and is left out; every seized one must get its pid inside.
+pub fn check_task(pid: i32, frozen: &[i32], tree: &mut TreeNs) -> Result<(), NsError> {
     let theirs = inodes(&pid.to_string());
     for (k, r) in &tree.root {
         if let Some(t) = theirs.get(k) {
@@ -527,13 +529,25 @@ pub fn check_task(pid: i32, tree: &mut TreeNs) -> Result<(), NsError> {
             } else {
                 format!("/proc/{pid}/task/{tid}/status")
             };
-            let st = std::fs::read_to_string(&path).map_err(|e| {
-                read(format!(
-                    "{path}: {e} (a task that appeared during the freeze is gone again: dump again)"
-                ))
-            })?;
+            let st = match std::fs::read_to_string(&path) {
+                Ok(st) => st,
+                // A thread listed a moment ago that has exited since: it was
+                // exiting when the freeze came, so it was never seized and is
+                // not dumped.
+                Err(e) if tid != pid && !frozen.contains(&tid) && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(read(format!(
+                        "{path}: {e} (a task that appeared during the freeze is gone again: dump again)"
+                    )))
+                }
+            };
             let (v, _) = ns_field(&st, "NSpid:").ok_or_else(|| read(format!("no NSpid in {path}")))?;
             tree.vpids.insert(tid, v);
+        }
+        if let Some(t) = frozen.iter().find(|t| !tree.vpids.contains_key(t)) {
+            return Err(read(format!(
+                "thread {t} was frozen but is not in /proc/{pid}/task (a task of the tree went away: dump again)"
+            )));
         }
     }
     Ok(())
