@@ -115,7 +115,8 @@ fn restore_fixture(name: &str) -> Option<Ns> {
 /// features must not be restored (glibc picked its string functions for
 /// that CPU, and the program would die of SIGILL): then the refusal is
 /// checked ([`assert_cpu_refusal`]) and the caller skips its restore checks.
-/// The fixtures were recorded on an AVX2 machine and restore on newer ones.
+/// The fixtures were recorded on an AVX2 machine: on one with AVX-512 their
+/// restore is refused too (a smaller XSAVE area, see docs/architecture.md).
 fn refused_by_this_cpu(name: &str) -> bool {
     let dir = fixtures().join(name).join("images");
     let lacks = common::cpu::set_lacks(&dir);

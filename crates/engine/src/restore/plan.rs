@@ -649,7 +649,7 @@ fn cpu_has_xstate(x: &pb::UserX86XsaveEntry, xcr0: u64) -> Result<(), String> {
         missing &= !(1 << 9);
     }
     if missing == 0 {
-        return Ok(());
+        return smaller_area(x, xcr0);
     }
     let names: Vec<String> = (2..64)
         .filter(|b| missing & (1u64 << b) != 0)
@@ -663,6 +663,36 @@ fn cpu_has_xstate(x: &pb::UserX86XsaveEntry, xcr0: u64) -> Result<(), String> {
          the image was dumped on a CPU with more features, and code chosen for it would fault here",
         names.join(", "),
         x.xstate_bv,
+        xcr0
+    ))
+}
+
+/// The other direction: the image's FPU state carries no registers of a
+/// component this CPU enables (AVX: ymmh_space; AVX-512: opmask_reg,
+/// zmm_upper, hi16_zmm; CRIU and cryo write them for every component the
+/// dumping CPU enabled, in use or not), so it was dumped on a CPU without
+/// it. glibc sized the frames in which ld.so's lazy binding saves the FPU
+/// state (`xsavec`) for that CPU's smaller XSAVE area; here `xsavec` writes
+/// past them, over the caller's stack: the program goes on wrong or dies.
+/// Refused, naming the component (docs/architecture.md, "A larger XSAVE area").
+fn smaller_area(x: &pb::UserX86XsaveEntry, xcr0: u64) -> Result<(), String> {
+    let avx512 = 0b111u64 << 5;
+    let mut names = Vec::new();
+    if xcr0 & 4 != 0 && x.ymmh_space.is_empty() {
+        names.push("AVX");
+    }
+    if xcr0 & avx512 == avx512 && x.opmask_reg.is_empty() && x.zmm_upper.is_empty() && x.hi16_zmm.is_empty() {
+        names.push("AVX-512");
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the thread's FPU state has no {} registers: it was dumped on a CPU that does not have {}, and this CPU \
+         enables it (XCR0 {:#x}): the program's FPU save frames are too small for this CPU's XSAVE area and \
+         would overflow its stack",
+        names.join(" or "),
+        names.join(" or "),
         xcr0
     ))
 }
@@ -1123,6 +1153,10 @@ mod tests {
         let x = pb::UserX86XsaveEntry {
             xstate_bv: 0x2a2,
             pkru: vec![PKRU_DEFAULT],
+            ymmh_space: vec![0; 64],
+            opmask_reg: vec![0; 8],
+            zmm_upper: vec![0; 64],
+            hi16_zmm: vec![0; 128],
             ..Default::default()
         };
         let avx2_pku = 0x207;
@@ -1134,10 +1168,32 @@ mod tests {
         let p = |v| pb::UserX86XsaveEntry {
             xstate_bv: 0x202,
             pkru: vec![v],
+            ymmh_space: vec![0; 64],
             ..Default::default()
         };
         assert!(cpu_has_xstate(&p(PKRU_DEFAULT), 0x7).is_ok());
         assert!(cpu_has_xstate(&p(0x5555_5550), 0x7).unwrap_err().contains("PKRU"));
+    }
+
+    #[test]
+    fn fpu_state_of_a_cpu_with_a_smaller_xsave_area_is_refused() {
+        // Dumped on an AVX2 machine (no AVX-512 registers in the image), restored on an AVX-512 one:
+        // ld.so's FPU save frames would overflow.
+        let x = pb::UserX86XsaveEntry {
+            xstate_bv: 0x206,
+            ymmh_space: vec![0; 64],
+            ..Default::default()
+        };
+        assert!(cpu_has_xstate(&x, 0x207).is_ok());
+        let e = cpu_has_xstate(&x, 0x2e7).unwrap_err();
+        assert!(e.contains("no AVX-512 registers") && e.contains("does not have"), "{e}");
+        // An image without AVX state on an AVX CPU: the same.
+        let sse = pb::UserX86XsaveEntry {
+            xstate_bv: 0x2,
+            ..Default::default()
+        };
+        assert!(cpu_has_xstate(&sse, 0x3).is_ok());
+        assert!(cpu_has_xstate(&sse, 0x7).unwrap_err().contains("no AVX registers"));
     }
 
     #[test]

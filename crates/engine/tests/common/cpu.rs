@@ -1,7 +1,8 @@
 //! What an image set's FPU state needs of the CPU, read apart from the engine (which asks XCR0): the
 //! xsave components each thread's core has in use (xstate_bv) against the CPU's flags in
 //! /proc/cpuinfo. A set dumped on a CPU with more features must be refused by `cryo restore`, naming
-//! them; the fixture tests check that refusal instead of the restore where this CPU lacks one.
+//! them; the fixture tests check that refusal instead of the restore where this CPU lacks one. So is
+//! a set dumped on a CPU with fewer (its XSAVE area smaller than this CPU's).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -86,7 +87,16 @@ pub fn set_lacks(dir: &Path) -> Vec<String> {
             .and_then(|c| c.thread_info.as_ref())
             .and_then(|t| t.fpregs.xsave.as_ref());
         if let Some(x) = xsave {
-            for name in lacking(x.xstate_bv, x.pkru.first().copied(), &flags) {
+            let mut names = lacking(x.xstate_bv, x.pkru.first().copied(), &flags);
+            // The other direction: registers of a component this CPU has are missing from the image
+            // (dumped on a CPU without it): the set's XSAVE area is smaller than this CPU's.
+            if flags.contains("avx") && x.ymmh_space.is_empty() {
+                names.push("AVX".into());
+            }
+            if flags.contains("avx512f") && x.opmask_reg.is_empty() && x.zmm_upper.is_empty() && x.hi16_zmm.is_empty() {
+                names.push("AVX-512".into());
+            }
+            for name in names {
                 if !out.contains(&name) {
                     out.push(name);
                 }
