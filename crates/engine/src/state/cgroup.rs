@@ -601,8 +601,18 @@ pub fn check_freeze_cgroup(path: &std::path::Path, pids: &[i32]) -> Result<(), C
         what: format!("--freeze-cgroup {}: {e}", procs.display()),
     })?;
     // Under a pid namespace of cryo's own the file shows pids as cryo sees them.
+    // A task that was exiting when the freeze came is not seized (nor dumped) yet
+    // stays listed until it is reaped: gone by now, or dead (state Z or X), it is
+    // not a task left out.
+    let exited = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |st| {
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X")
+        })
+    };
     for p in s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-        if !pids.contains(&p) {
+        if !pids.contains(&p) && !exited(p) {
             return Err(CgError::Dump {
                 pid: root,
                 what: format!(
